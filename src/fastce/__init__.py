@@ -1,0 +1,28 @@
+"""fastce: fast, exact cross-entropy and accuracy for very large validation sets.
+
+One numba kernel reads each row of scores once and produces a mergeable
+:class:`~fastce.state.State`; every function here is a door onto it.
+"""
+
+from fastce.api import evaluate
+from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
+from fastce.metrics import Metrics
+from fastce.sklearn_compat import accuracy_score, log_loss, top_k_accuracy_score
+from fastce.state import State
+from fastce.torch_compat import cross_entropy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FastCEWarning",
+    "InputError",
+    "Metrics",
+    "OmittedRowsWarning",
+    "State",
+    "accuracy_score",
+    "cross_entropy",
+    "evaluate",
+    "log_loss",
+    "top_k_accuracy_score",
+    "__version__",
+]

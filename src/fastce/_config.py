@@ -1,0 +1,79 @@
+"""Numba settings for every kernel module, in one place.
+
+Imported before any ``@njit`` decorator runs, because the cache location is
+decided when a cached function is first compiled.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+
+import numba
+
+# Options shared by every kernel.  ``error_model="numpy"`` makes division by
+# zero produce inf/nan instead of raising inside the kernel (the callers check
+# the inputs that could cause it).  No fastmath: -inf logits are legal input,
+# and "no-inf/no-nan" flags would let LLVM miscompile masked rows.
+KERNEL_OPTIONS = dict(nogil=True, cache=True, error_model="numpy")
+PARALLEL_OPTIONS = dict(KERNEL_OPTIONS, parallel=True)
+
+# Rows in one block are summed in order in float64; blocks are the unit of
+# parallel work and their sums are merged exactly.  The block size depends
+# only on the number of classes, never on the thread count, which is what
+# makes results identical for any number of threads.
+BLOCK_ELEMENTS = 1 << 15
+MAX_BLOCK_ROWS = 4096
+# Blocks handled by one parallel kernel call: bounds the per-call scratch
+# (O(blocks x fields)) so memory never grows with N.
+BLOCKS_PER_CALL = 512
+
+
+def block_rows(num_classes: int) -> int:
+    """Rows per block for a score matrix with ``num_classes`` columns."""
+    return max(1, min(MAX_BLOCK_ROWS, BLOCK_ELEMENTS // max(1, num_classes)))
+
+
+def _writable(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".fastce-probe-")
+        probe.close()
+        return True
+    except OSError:
+        return False
+
+
+def _configure_cache_dir() -> None:
+    """Keep numba's on-disk cache usable when site-packages is read-only.
+
+    Numba writes next to the source when it can and otherwise to its user-wide
+    cache directory; when neither is writable (read-only image, no HOME) the
+    ``cache=True`` decorators would fail at import.  We then point numba at a
+    per-user directory under the system temp dir.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    if _writable(os.path.join(package_dir, "__pycache__")):
+        return
+    candidates = [
+        os.path.join(os.path.expanduser("~"), ".cache", "fastce", "numba"),
+        os.path.join(tempfile.gettempdir(), f"fastce-numba-{os.getuid() if hasattr(os, 'getuid') else 'user'}"),
+    ]
+    for candidate in candidates:
+        if _writable(candidate):
+            numba.config.CACHE_DIR = candidate
+            return
+
+
+_configure_cache_dir()
+
+# Numba's default "workqueue" threading layer aborts the whole process when
+# two Python threads enter parallel kernels at the same time.  Each parallel
+# kernel already uses every core, so running them one at a time costs no
+# throughput; the lock makes fastce safe to call from any number of threads
+# whatever threading layer numba picked.  Kernels release the GIL (nogil), so
+# other Python threads keep running while one kernel holds the lock.
+PARALLEL_LOCK = threading.RLock()

@@ -1,0 +1,110 @@
+"""Exact (error-free) accumulation of float64 values in fixed point.
+
+Every finite float64 is an integer multiple of 2**-1126 (we leave 52 bits of
+room below the smallest subnormal), so a sum of float64 values can be held
+exactly as a wide integer split into 32-bit limbs stored in int64 slots.
+Adding is integer addition, so merging two accumulators is exact, associative
+and commutative: the merged result does not depend on the order in which
+blocks, threads, streaming updates or Dask partitions are combined.  Only the
+final conversion to float64 rounds, once, correctly (Python's int division).
+
+Kernels add one value per block of rows (not per row), so the cost is
+negligible next to reading the block.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from fastce._config import KERNEL_OPTIONS
+
+LIMB_BITS = 32
+# Scale exponent: value = integer * 2**-OFFSET.
+OFFSET = 1126
+# 2**1024 * 2**1126 needs 2150 bits = 68 limbs; 2 more hold carries and sign.
+NUM_LIMBS = 70
+_LIMB_MASK = (1 << LIMB_BITS) - 1
+
+
+def new_accumulators(count: int) -> np.ndarray:
+    """``count`` zeroed accumulators, one per row of the returned array."""
+    return np.zeros((count, NUM_LIMBS), dtype=np.int64)
+
+
+@njit(**KERNEL_OPTIONS)
+def exact_add(acc, value):
+    """Add the finite float64 ``value`` to the accumulator ``acc`` (1-D limbs).
+
+    Each call adds less than 2**32 in magnitude to at most three limbs, so
+    ``normalize`` must run at least once every 2**30 calls; the drivers call
+    it after every kernel call.
+    """
+    if value == 0.0 or not math.isfinite(value):
+        # Callers count non-finite values themselves (see kernels.fold_blocks).
+        return
+    fraction, exponent = math.frexp(value)
+    sign = np.int64(1)
+    if fraction < 0.0:
+        sign = np.int64(-1)
+        fraction = -fraction
+    mantissa = np.int64(fraction * 9007199254740992.0)  # exact: 53 bits
+    position = exponent - 53 + OFFSET
+    limb = position // LIMB_BITS
+    shift = position - limb * LIMB_BITS
+    low = (mantissa & ((np.int64(1) << (LIMB_BITS - shift)) - 1)) << shift
+    rest = mantissa >> (LIMB_BITS - shift)
+    acc[limb] += sign * low
+    acc[limb + 1] += sign * (rest & _LIMB_MASK)
+    acc[limb + 2] += sign * (rest >> LIMB_BITS)
+
+
+@njit(**KERNEL_OPTIONS)
+def normalize(acc):
+    """Propagate carries so that every limb but the last lies in [0, 2**32)."""
+    for i in range(acc.shape[0] - 1):
+        carry = acc[i] >> LIMB_BITS  # arithmetic shift: floor division
+        acc[i] -= carry << LIMB_BITS
+        acc[i + 1] += carry
+
+
+def to_int(acc: np.ndarray) -> int:
+    """The exact scaled integer held by one accumulator."""
+    total = 0
+    for i in range(acc.shape[0] - 1, -1, -1):
+        total = (total << LIMB_BITS) + int(acc[i])
+    return total
+
+
+def to_float(acc: np.ndarray) -> float:
+    """The accumulated sum, correctly rounded to float64 (inf on overflow)."""
+    total = to_int(acc)
+    try:
+        return total / (1 << OFFSET)
+    except OverflowError:
+        return math.inf if total > 0 else -math.inf
+
+
+def to_hex(acc: np.ndarray) -> str:
+    """Compact, exact text form for JSON state files."""
+    total = to_int(acc)
+    return ("-" if total < 0 else "") + hex(abs(total))
+
+
+def from_hex(text: str) -> np.ndarray:
+    """Inverse of :func:`to_hex`; raises ValueError on malformed text."""
+    total = int(text, 16)
+    acc = np.zeros(NUM_LIMBS, dtype=np.int64)
+    negative = total < 0
+    magnitude = -total if negative else total
+    if magnitude.bit_length() > LIMB_BITS * (NUM_LIMBS - 1):
+        raise ValueError("exact sum out of range")
+    for i in range(NUM_LIMBS):
+        acc[i] = magnitude & _LIMB_MASK
+        magnitude >>= LIMB_BITS
+    if negative:
+        acc = -acc
+        normalize(acc)
+    return acc

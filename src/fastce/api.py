@@ -1,0 +1,126 @@
+"""``evaluate``: every metric of fastce from one read of the scores."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from fastce import _accumulate, validation
+from fastce import kernels as K
+from fastce.errors import FastCEWarning, InputError
+from fastce.metrics import Metrics
+from fastce.state import State, check_nan_policy
+
+
+def sum_to_one_tolerance(eps: float) -> float:
+    """scikit-learn's test for probability rows: |sum - 1| <= 1e-8 + sqrt(eps)."""
+    return 1e-8 + float(np.sqrt(eps))
+
+
+def check_probability_range(state: State, name: str) -> None:
+    """Refuse probabilities outside [0, 1]: they are almost always logits."""
+    for counter, first, word, value in (
+        (K.C_BELOW0, K.FIRST_BELOW0, "below 0", state.minmax[0]),
+        (K.C_ABOVE1, K.FIRST_ABOVE1, "above 1", state.minmax[1]),
+    ):
+        if state.counts[counter]:
+            row = int(state.counts[first])
+            raise InputError(
+                f"{name} row {row} holds a value {word} (extreme value {value:g}; {int(state.counts[counter])} "
+                f"such row(s)): these are not probabilities. If they are logits (raw model outputs), "
+                f"pass them as logits= instead.",
+                argument=name,
+                row=row,
+                value=float(value),
+            )
+
+
+def warn_unnormalized(state: State, name: str) -> None:
+    count = int(state.counts[K.C_UNNORMALIZED])
+    if count:
+        warnings.warn(
+            f"{count} row(s) of {name} do not sum to 1 (first: row {int(state.counts[K.FIRST_UNNORMALIZED])}); "
+            "cross-entropy assumes probabilities. Normalise them, or pass logits= if they are raw scores.",
+            FastCEWarning,
+            stacklevel=3,
+        )
+
+
+def accumulate(y_true, *, logits=None, proba=None, sample_weight=None, top_k=(1,)) -> tuple[State, str]:
+    """Validate the inputs and read them once into a State (the shared door)."""
+    if (logits is None) == (proba is None):
+        raise InputError(
+            "pass exactly one of logits= (raw scores) or proba= (probabilities); "
+            f"got {'both' if logits is not None else 'neither'}.",
+            argument="logits/proba",
+        )
+    from_logits = logits is not None
+    name = "logits" if from_logits else "proba"
+    scores = validation.scores(logits if from_logits else proba, name)
+    n_rows, n_classes = scores.shape
+    labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
+    weights = validation.sample_weight(sample_weight, n_rows)
+    ks = validation.top_k_values(top_k, n_classes)
+    state = _accumulate.accumulate_matrix(
+        scores.view,
+        labels,
+        top_k=ks,
+        from_logits=from_logits,
+        sample_weight=weights,
+        proba_eps=0.0 if from_logits else scores.eps,
+        sum_tolerance=np.inf if from_logits else sum_to_one_tolerance(scores.eps),
+    )
+    return state, name
+
+
+def evaluate(
+    y_true,
+    *,
+    logits=None,
+    proba=None,
+    sample_weight=None,
+    top_k=(1,),
+    nan_policy: str = "raise",
+) -> Metrics:
+    """Cross-entropy, accuracy and top-k accuracy from one read of the scores.
+
+    Parameters
+    ----------
+    y_true : array-like of int, shape (n_samples,)
+        Class indices 0..C-1, any integer dtype.
+    logits, proba : array-like of float, shape (n_samples, n_classes)
+        Exactly one: raw scores (log-softmax cross-entropy) or probabilities
+        (clipped log loss, as scikit-learn's ``log_loss``).  float16,
+        bfloat16, float32 and float64 are read without a copy, in any memory
+        layout.
+    sample_weight : array-like of float, shape (n_samples,), optional
+        Non-negative finite row weights.
+    top_k : int or sequence of int, default (1,)
+        The k of the top-k accuracies to report (1 is always included).
+    nan_policy : {"raise", "omit", "propagate"}, default "raise"
+        What to do with rows whose scores hold NaN or +inf: raise an error
+        naming the first such row, skip them (with a warning saying how many),
+        or return NaN.
+
+    Returns
+    -------
+    Metrics
+        ``n``, ``weight_sum``, ``cross_entropy`` (nats), ``accuracy``,
+        ``top_k_accuracy``, ``n_omitted``; ``cross_entropy_bits`` and
+        ``perplexity`` as properties.
+
+    Examples
+    --------
+    >>> import numpy as np, fastce
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], dtype=np.float32)
+    >>> m = fastce.evaluate(np.array([0, 1]), logits=logits, top_k=(1, 2))
+    >>> round(m.cross_entropy, 4), m.accuracy, m.top_k_accuracy[2]
+    (1.6436, 0.5, 1.0)
+    """
+    check_nan_policy(nan_policy)
+    state, name = accumulate(y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k)
+    if not state.from_logits:
+        check_probability_range(state, name)
+        warn_unnormalized(state, name)
+    return state.finalize(nan_policy, scores_name=name)

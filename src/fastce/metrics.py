@@ -1,0 +1,84 @@
+"""The immutable result object returned by every door of fastce."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Metrics over the rows counted.
+
+    Attributes
+    ----------
+    n : int
+        Rows counted (after ``nan_policy="omit"`` and ``ignore_index``).
+    weight_sum : float
+        Sum of the row weights (``n`` when unweighted).
+    cross_entropy : float
+        Weighted mean negative log-likelihood of the true class, in nats
+        (natural log).  From probabilities it is scikit-learn's clipped log
+        loss.  It is not a percentage.
+    accuracy : float
+        Weighted fraction of rows whose highest score is the true class (the
+        first index wins ties, as numpy and torch argmax do).
+    top_k_accuracy : Mapping[int, float]
+        k -> weighted fraction of rows whose true class is among the k highest
+        scores (same tie rule).
+    n_omitted : int
+        Rows skipped because their scores held NaN or +inf (``nan_policy="omit"``).
+    num_classes : int
+        Number of columns of the score matrix.
+    from_logits : bool
+        Whether the scores were logits (True) or probabilities (False).
+    """
+
+    n: int
+    weight_sum: float
+    cross_entropy: float
+    accuracy: float
+    top_k_accuracy: Mapping[int, float] = field(default_factory=dict)
+    n_omitted: int = 0
+    num_classes: int = 0
+    from_logits: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "top_k_accuracy", MappingProxyType(dict(self.top_k_accuracy)))
+
+    @property
+    def cross_entropy_bits(self) -> float:
+        """Cross-entropy in bits (log base 2)."""
+        return self.cross_entropy / math.log(2.0)
+
+    @property
+    def perplexity(self) -> float:
+        """exp(cross_entropy): the effective number of equally likely classes."""
+        try:
+            return math.exp(self.cross_entropy)
+        except OverflowError:
+            return math.inf
+
+    def to_dict(self) -> dict:
+        """Plain-Python dict (JSON-ready apart from the int keys of top_k_accuracy)."""
+        return {
+            "n": self.n,
+            "weight_sum": self.weight_sum,
+            "cross_entropy": self.cross_entropy,
+            "cross_entropy_bits": self.cross_entropy_bits,
+            "perplexity": self.perplexity,
+            "accuracy": self.accuracy,
+            "top_k_accuracy": dict(self.top_k_accuracy),
+            "n_omitted": self.n_omitted,
+            "num_classes": self.num_classes,
+            "from_logits": self.from_logits,
+        }
+
+    def to_json(self, **kwargs) -> str:
+        """JSON text of :meth:`to_dict` (top-k keys become strings)."""
+        data = self.to_dict()
+        data["top_k_accuracy"] = {str(k): v for k, v in data["top_k_accuracy"].items()}
+        return json.dumps(data, **kwargs)

@@ -1,0 +1,234 @@
+"""Mergeable sufficient statistics: the one object every door produces.
+
+A ``State`` holds, for the rows it has seen, exact sums (weights, weighted
+losses, weighted top-k hits), the score range, and counters of suspicious rows
+with the first row where each kind was seen.  ``merge`` is exact, so any
+split of the rows and any merge order give the same sums; ``finalize`` turns
+a state into :class:`~fastce.metrics.Metrics` under a NaN policy.
+
+States never hold per-row data: their size is O(len(top_k)), whatever N is.
+They serialise to JSON (never pickle).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastce import _exactsum
+from fastce import kernels as K
+from fastce.errors import InputError, OmittedRowsWarning
+from fastce.metrics import Metrics
+
+STATE_FORMAT = "fastce.state/1"
+NAN_POLICIES = ("raise", "omit", "propagate")
+
+_COUNTER_NAMES = (
+    "rows",
+    "nonfinite_rows",
+    "inf_loss_rows",
+    "ignored_rows",
+    "rows_below_0",
+    "rows_above_1",
+    "unnormalized_rows",
+    "first_nonfinite_row",
+    "first_inf_loss_row",
+    "first_row_below_0",
+    "first_row_above_1",
+    "first_unnormalized_row",
+)
+assert len(_COUNTER_NAMES) == K.NUM_ICOUNTS
+
+
+@dataclass
+class State:
+    """Partial statistics of a set of rows (see module docstring)."""
+
+    num_classes: int
+    top_k: tuple
+    from_logits: bool
+    ties_to_last: bool
+    sums: np.ndarray  # (2 + len(top_k), NUM_LIMBS) exact accumulators
+    minmax: np.ndarray  # [min score, max score] (probabilities only)
+    counts: np.ndarray  # (NUM_ICOUNTS,) int64, see kernels.py
+    rows_seen: int = 0  # rows consumed, including skipped ones: numbers the next row
+
+    @classmethod
+    def empty(cls, num_classes: int, top_k=(1,), *, from_logits: bool = True, ties_to_last: bool = False) -> "State":
+        counts = np.zeros(K.NUM_ICOUNTS, dtype=np.int64)
+        counts[K.FIRST_NONFINITE :] = -1
+        return cls(
+            num_classes=int(num_classes),
+            top_k=tuple(int(k) for k in top_k),
+            from_logits=bool(from_logits),
+            ties_to_last=bool(ties_to_last),
+            sums=_exactsum.new_accumulators(2 + len(top_k)),
+            minmax=np.array([np.inf, -np.inf]),
+            counts=counts,
+        )
+
+    # -- combining -----------------------------------------------------
+    def _check_compatible(self, other: "State") -> None:
+        mine = (self.num_classes, self.top_k, self.from_logits, self.ties_to_last)
+        theirs = (other.num_classes, other.top_k, other.from_logits, other.ties_to_last)
+        if mine != theirs:
+            raise ValueError(
+                "cannot merge states with different settings "
+                f"(num_classes, top_k, from_logits, ties_to_last): {mine} vs {theirs}"
+            )
+
+    def merge(self, other: "State") -> "State":
+        """A new state for the rows of ``self`` followed by the rows of ``other``.
+
+        Sums and counts are exact, so the merge is associative and
+        commutative for every reported metric; only the row numbers used in
+        error messages depend on the order (``other``'s rows are numbered
+        after ``self``'s).
+        """
+        self._check_compatible(other)
+        sums = self.sums + other.sums
+        for acc in sums:
+            _exactsum.normalize(acc)
+        counts = self.counts.copy()
+        counts[: K.FIRST_NONFINITE] += other.counts[: K.FIRST_NONFINITE]
+        for column in range(K.FIRST_NONFINITE, K.NUM_ICOUNTS):
+            if counts[column] < 0 and other.counts[column] >= 0:
+                counts[column] = other.counts[column] + self.rows_seen
+        return State(
+            num_classes=self.num_classes,
+            top_k=self.top_k,
+            from_logits=self.from_logits,
+            ties_to_last=self.ties_to_last,
+            sums=sums,
+            minmax=np.array([min(self.minmax[0], other.minmax[0]), max(self.minmax[1], other.minmax[1])]),
+            counts=counts,
+            rows_seen=self.rows_seen + other.rows_seen,
+        )
+
+    # -- reading -----------------------------------------------------------
+    def count(self, name: str) -> int:
+        """A counter by name (see ``counters``)."""
+        return int(self.counts[_COUNTER_NAMES.index(name)])
+
+    @property
+    def counters(self) -> dict:
+        return {name: int(value) for name, value in zip(_COUNTER_NAMES, self.counts)}
+
+    @property
+    def weight_sum(self) -> float:
+        return _exactsum.to_float(self.sums[0])
+
+    @property
+    def loss_sum(self) -> float:
+        """Sum of weighted per-row losses (inf if any counted row had an infinite loss)."""
+        if self.counts[K.C_INF_LOSS] > 0:
+            return math.inf
+        return _exactsum.to_float(self.sums[1])
+
+    def hits(self, k_index: int) -> float:
+        return _exactsum.to_float(self.sums[2 + k_index])
+
+    def finalize(self, nan_policy: str = "raise", *, scores_name: str = "scores") -> Metrics:
+        """Metrics for the rows seen, applying ``nan_policy`` to non-finite rows."""
+        check_nan_policy(nan_policy)
+        nonfinite = int(self.counts[K.C_NONFINITE])
+        if nonfinite and nan_policy == "raise":
+            raise_nonfinite(scores_name, int(self.counts[K.FIRST_NONFINITE]), nonfinite)
+        if nonfinite and nan_policy == "omit":
+            warnings.warn(
+                f"nan_policy='omit': skipped {nonfinite} row(s) whose {scores_name} hold NaN or +inf "
+                f"(first: row {int(self.counts[K.FIRST_NONFINITE])}); metrics cover the other "
+                f"{int(self.counts[K.C_ROWS])} row(s).",
+                OmittedRowsWarning,
+                stacklevel=3,
+            )
+        n = int(self.counts[K.C_ROWS])
+        weight_sum = self.weight_sum
+        if nonfinite and nan_policy == "propagate":
+            cross_entropy = accuracy = math.nan
+            top_k = {k: math.nan for k in self.top_k}
+        else:
+            if n == 0:
+                raise InputError(
+                    f"no rows left to evaluate: all {self.rows_seen} row(s) were skipped "
+                    "(non-finite scores or ignored labels).",
+                    argument=scores_name,
+                )
+            if weight_sum == 0.0:
+                raise InputError(
+                    "sample_weight sums to zero over the rows counted, so a weighted mean is undefined; "
+                    "pass at least one positive weight.",
+                    argument="sample_weight",
+                )
+            cross_entropy = self.loss_sum / weight_sum
+            top_k = {k: self.hits(i) / weight_sum for i, k in enumerate(self.top_k)}
+            accuracy = top_k[1] if 1 in top_k else math.nan
+        return Metrics(
+            n=n,
+            weight_sum=weight_sum,
+            cross_entropy=cross_entropy,
+            accuracy=accuracy,
+            top_k_accuracy=top_k,
+            n_omitted=nonfinite if nan_policy == "omit" else 0,
+            num_classes=self.num_classes,
+            from_logits=self.from_logits,
+        )
+
+    # -- serialisation -------------------------------------------------------
+    def to_dict(self) -> dict:
+        """JSON-serialisable, exact representation."""
+        return {
+            "format": STATE_FORMAT,
+            "num_classes": self.num_classes,
+            "top_k": list(self.top_k),
+            "from_logits": self.from_logits,
+            "ties_to_last": self.ties_to_last,
+            "sums": [_exactsum.to_hex(acc) for acc in self.sums],
+            "min_score": float(self.minmax[0]),
+            "max_score": float(self.minmax[1]),
+            "counters": self.counters,
+            "rows_seen": self.rows_seen,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "State":
+        """Inverse of :meth:`to_dict`; refuses anything that is not a fastce state."""
+        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a fastce state (expected format {STATE_FORMAT!r})")
+        try:
+            top_k = tuple(int(k) for k in data["top_k"])
+            state = cls.empty(
+                int(data["num_classes"]),
+                top_k,
+                from_logits=bool(data["from_logits"]),
+                ties_to_last=bool(data["ties_to_last"]),
+            )
+            if len(data["sums"]) != 2 + len(top_k):
+                raise ValueError("wrong number of sums")
+            state.sums = np.stack([_exactsum.from_hex(text) for text in data["sums"]])
+            state.minmax = np.array([float(data["min_score"]), float(data["max_score"])])
+            state.counts = np.array([int(data["counters"][name]) for name in _COUNTER_NAMES], dtype=np.int64)
+            state.rows_seen = int(data["rows_seen"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed fastce state: {exc}") from exc
+        return state
+
+
+def check_nan_policy(nan_policy: str) -> None:
+    if nan_policy not in NAN_POLICIES:
+        raise InputError(
+            f"nan_policy={nan_policy!r} is not one of {NAN_POLICIES}.", argument="nan_policy", value=nan_policy
+        )
+
+
+def raise_nonfinite(scores_name: str, row: int, count: int) -> None:
+    raise InputError(
+        f"{scores_name} row {row} holds NaN or +inf ({count} such row(s) in all; a row of only -inf "
+        "counts too). Fix the model output, or pass nan_policy='omit' to skip those rows or "
+        "nan_policy='propagate' to get NaN.",
+        argument=scores_name,
+        row=row,
+    )

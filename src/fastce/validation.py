@@ -1,0 +1,200 @@
+"""Coercion and checks at the door: every public function validates here, once.
+
+Kernels read float32, float64, and float16 / bfloat16 through 16-bit integer
+views (numba has no half types on the CPU).  Anything else is converted here
+or refused with an error naming the argument, the value and the row.
+Nothing here copies an (N, C) array unless its dtype or byte order cannot be
+read directly (integers, bool, big-endian): that copy is the documented price.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from fastce.errors import InputError
+
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _is_bfloat16(dtype: np.dtype) -> bool:
+    return dtype.name == "bfloat16"
+
+
+def as_array(x, name: str) -> np.ndarray:
+    """numpy view of an array-like (lists, pandas, memmaps, CPU tensors); refuses None."""
+    if x is None:
+        raise InputError(f"{name} is required; got None.", argument=name)
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor: read without importing torch
+        x = x.detach().cpu().numpy()
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{name} could not be read as an array: {exc}", argument=name) from exc
+
+
+class Scores:
+    """A validated score array: ``view`` is what the kernels read.
+
+    ``dtype`` is the caller's dtype (for eps), ``eps`` its machine epsilon.
+    """
+
+    __slots__ = ("view", "dtype", "eps", "shape")
+
+    def __init__(self, view: np.ndarray, dtype: np.dtype):
+        self.view = view
+        self.dtype = dtype
+        self.shape = view.shape
+        if dtype.kind == "f" or _is_bfloat16(dtype):
+            self.eps = float(_finfo_eps(dtype))
+        else:
+            self.eps = float(np.finfo(np.float64).eps)
+
+
+def _finfo_eps(dtype: np.dtype) -> float:
+    if _is_bfloat16(dtype):
+        import ml_dtypes  # only reachable when the caller already has bfloat16 arrays
+
+        return float(ml_dtypes.finfo(dtype).eps)
+    return float(np.finfo(dtype).eps)
+
+
+def scores(x, name: str, *, ndim=(2,)) -> Scores:
+    """Validate an (N, C) (or, where allowed, (N,)) score array."""
+    array = as_array(x, name)
+    if array.ndim not in ndim:
+        shapes = " or ".join({1: "(n_samples,)", 2: "(n_samples, n_classes)"}[d] for d in ndim)
+        raise InputError(
+            f"{name} must have shape {shapes}; got an array of shape {array.shape}."
+            + (" Add a class axis, e.g. x.reshape(-1, 1), or pass a 2-D matrix." if array.ndim == 1 else ""),
+            argument=name,
+            value=array.shape,
+        )
+    if array.size == 0:
+        raise InputError(f"{name} is empty (shape {array.shape}); pass at least one row and one class.", argument=name)
+    dtype = array.dtype
+    if _is_bfloat16(dtype):
+        view = array.view(np.int16)
+    elif dtype == np.float16 or dtype == np.dtype(">f2"):
+        view = array.astype(np.float16, copy=False).view(np.uint16)
+    elif dtype.kind == "f" and dtype.itemsize in (4, 8):
+        view = array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+    elif dtype.kind in "biu":
+        view = array.astype(np.float64)
+        dtype = view.dtype
+    else:
+        raise InputError(
+            f"{name} has dtype {array.dtype}; pass float16, bfloat16, float32 or float64 scores "
+            "(for example np.asarray(x, dtype=np.float32)).",
+            argument=name,
+            value=array.dtype,
+        )
+    return Scores(view, dtype)
+
+
+def _first_row(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=None) -> np.ndarray:
+    """Validate integer class indices in [0, num_classes) (or equal to ``ignore_label``)."""
+    labels = as_array(y, name)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise InputError(
+            f"{name} must be a 1-D array of class indices; got shape {labels.shape}. "
+            "For one-hot targets pass labels.argmax(axis=1).",
+            argument=name,
+            value=labels.shape,
+        )
+    if labels.shape[0] != n_rows:
+        raise InputError(
+            f"{name} has {labels.shape[0]} rows but the scores have {n_rows}; they must have one label per row.",
+            argument=name,
+            value=labels.shape[0],
+        )
+    if labels.dtype == np.bool_:
+        labels = labels.view(np.uint8)
+    if labels.dtype.kind not in "iu":
+        if labels.dtype.kind == "f":
+            non_integer = ~np.isfinite(labels) | (labels != np.round(labels))
+            if non_integer.any():
+                row = _first_row(non_integer)
+                raise InputError(
+                    f"{name} must hold integer class indices; row {row} is {labels[row]!r}.",
+                    argument=name,
+                    row=row,
+                    value=labels[row],
+                )
+        raise InputError(
+            f"{name} has dtype {labels.dtype}; pass integer class indices 0..{num_classes - 1} "
+            "(for example y.astype(np.int64)).",
+            argument=name,
+            value=labels.dtype,
+        )
+    if not labels.dtype.isnative:
+        labels = labels.astype(labels.dtype.newbyteorder("="))
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= num_classes:
+        bad = (labels < 0) | (labels >= num_classes)
+        if ignore_label is not None:
+            bad &= labels != ignore_label
+        if bad.any():
+            row = _first_row(bad)
+            value = labels[row]
+            hint = (
+                " Labels look 1-based (they run up to the number of classes): subtract 1."
+                if low >= 1 and high == num_classes
+                else ""
+            )
+            raise InputError(
+                f"{name} row {row} is {int(value)}, outside the valid class indices 0..{num_classes - 1} "
+                f"(the scores have {num_classes} columns).{hint}",
+                argument=name,
+                row=row,
+                value=int(value),
+            )
+    return labels
+
+
+def sample_weight(w, n_rows: int, name: str = "sample_weight"):
+    """Validate per-row weights: 1-D, finite, non-negative; None stays None."""
+    if w is None:
+        return None
+    weights = as_array(w, name)
+    if weights.ndim != 1 or weights.shape[0] != n_rows:
+        raise InputError(
+            f"{name} must have shape ({n_rows},), one weight per row; got shape {weights.shape}.",
+            argument=name,
+            value=weights.shape,
+        )
+    if weights.dtype not in _NATIVE_FLOATS:
+        if weights.dtype.kind not in "biuf":
+            raise InputError(f"{name} has dtype {weights.dtype}; pass float weights.", argument=name)
+        weights = weights.astype(np.float64)
+    bad = ~np.isfinite(weights) | (weights < 0)
+    if bad.any():
+        row = _first_row(bad)
+        raise InputError(
+            f"{name} row {row} is {weights[row]!r}; weights must be finite and non-negative.",
+            argument=name,
+            row=row,
+            value=weights[row],
+        )
+    return weights
+
+
+def top_k_values(top_k, num_classes: int) -> tuple:
+    """The k values to report: positive ints, deduplicated, sorted, always including 1."""
+    if isinstance(top_k, numbers.Integral):
+        top_k = (top_k,)
+    try:
+        values = [int(k) for k in top_k]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"top_k must be an int or a sequence of ints; got {top_k!r}.", argument="top_k") from exc
+    for k in values:
+        if k < 1:
+            raise InputError(f"top_k values must be >= 1; got {k}.", argument="top_k", value=k)
+    return tuple(sorted(set(values) | {1}))
