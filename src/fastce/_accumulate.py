@@ -1,8 +1,12 @@
-"""Drive the kernels over an array, a bounded number of blocks at a time.
+"""Drive the kernels over an array, a bounded number of rows at a time.
 
-The only code that calls the parallel kernels.  Inputs are already validated
-kernel views (see ``validation``); the result is a fresh :class:`State` for
-the rows of this array, ready to be merged into a running one.
+The only code that calls the parallel kernels.  Inputs are validated arrays
+(see ``validation``); the result is a fresh :class:`State` for the rows of
+this array, ready to be merged into a running one.
+
+Each kernel call gets a slice of at most ``BLOCKS_PER_CALL`` blocks.  Labels
+and weights are converted to int64 / float64 one slice at a time, so the
+kernels are compiled for few types and no N-sized copy is ever made.
 """
 
 from __future__ import annotations
@@ -16,19 +20,28 @@ from fastce.state import State
 _EMPTY_F64 = np.empty(0, dtype=np.float64)
 
 
-def _run(kernel, leading_args, n_rows, state, block_rows, row_losses):
-    """Call ``kernel`` over all rows in calls of at most BLOCKS_PER_CALL blocks."""
+def _slice(array, start, stop, dtype):
+    if array is None:
+        return _EMPTY_F64 if dtype == np.float64 else None
+    return np.asarray(array[start:stop], dtype=dtype)
+
+
+def _run(call, n_rows, state, block_rows, labels, sample_weight, row_losses):
+    """Run ``call(start, stop, labels, weights, losses, nblocks, fsums, icounts)`` over all rows."""
     n_cols = K.F_TOPK + len(state.top_k)
     max_blocks = min(_config.BLOCKS_PER_CALL, max(1, -(-n_rows // block_rows)))
     fsums = np.empty((max_blocks, n_cols), dtype=np.float64)
     icounts = np.empty((max_blocks, K.NUM_ICOUNTS), dtype=np.int64)
-    losses = _EMPTY_F64 if row_losses is None else row_losses
     rows_per_call = max_blocks * block_rows
-    for row0 in range(0, n_rows, rows_per_call):
-        nblocks = -(-min(rows_per_call, n_rows - row0) // block_rows)
+    for start in range(0, n_rows, rows_per_call):
+        stop = min(start + rows_per_call, n_rows)
+        nblocks = -(-(stop - start) // block_rows)
+        labels_part = np.asarray(labels[start:stop], dtype=np.int64)
+        weights_part = _slice(sample_weight, start, stop, np.float64)
+        losses_part = _EMPTY_F64 if row_losses is None else row_losses[start:stop]
         with _config.PARALLEL_LOCK:
-            kernel(*leading_args, losses, row0, nblocks, block_rows, fsums, icounts)
-        K.fold_blocks(fsums, icounts, nblocks, state.sums, state.minmax, state.counts)
+            call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts)
+        K.fold_blocks(fsums, icounts, nblocks, start, state.sums, state.minmax, state.counts)
     state.rows_seen += n_rows
     return state
 
@@ -47,32 +60,34 @@ def accumulate_matrix(
     sum_tolerance: float = np.inf,
     row_losses=None,
 ) -> State:
-    """State of an (N, C) score matrix (logits or probabilities) and its labels."""
+    """State of an (N, C) score matrix (kernel view: see validation.scores) and its labels."""
     n_rows, n_classes = scores.shape
     state = State.empty(n_classes, top_k, from_logits=from_logits, ties_to_last=ties_to_last)
-    leading = (
-        scores,
-        labels,
-        _EMPTY_F64 if sample_weight is None else sample_weight,
-        _EMPTY_F64 if class_weight is None else class_weight,
-        np.int64(ignore_label),
-        np.asarray(state.top_k, dtype=np.int64),
-        bool(ties_to_last),
-        K.MODE_LOGITS if from_logits else K.MODE_PROBA,
-        float(proba_eps),
-        float(sum_tolerance),
-    )
-    return _run(K.score_blocks, leading, n_rows, state, _config.block_rows(n_classes), row_losses)
+    class_weight = _EMPTY_F64 if class_weight is None else np.asarray(class_weight, dtype=np.float64)
+    ks = np.asarray(state.top_k, dtype=np.int64)
+    mode = K.MODE_LOGITS if from_logits else K.MODE_PROBA
+    block_rows = _config.block_rows(n_classes)
+
+    def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
+        K.score_blocks(
+            scores[start:stop], labels_part, weights_part, class_weight, np.int64(ignore_label), ks,
+            bool(ties_to_last), mode, float(proba_eps), float(sum_tolerance), losses_part,
+            0, nblocks, block_rows, fsums, icounts,
+        )
+
+    return _run(call, n_rows, state, block_rows, labels, sample_weight, row_losses)
 
 
 def accumulate_binary_proba(proba, labels, *, top_k, sample_weight=None, proba_eps: float, row_losses=None) -> State:
     """State of 1-D probabilities of class 1 and 0/1 labels."""
     state = State.empty(2, top_k, from_logits=False)
-    leading = (
-        proba,
-        labels,
-        _EMPTY_F64 if sample_weight is None else sample_weight,
-        np.asarray(state.top_k, dtype=np.int64),
-        float(proba_eps),
-    )
-    return _run(K.binary_proba_blocks, leading, proba.shape[0], state, _config.MAX_BLOCK_ROWS, row_losses)
+    ks = np.asarray(state.top_k, dtype=np.int64)
+    block_rows = _config.MAX_BLOCK_ROWS
+
+    def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
+        K.binary_proba_blocks(
+            proba[start:stop], labels_part, weights_part, ks, float(proba_eps), losses_part,
+            0, nblocks, block_rows, fsums, icounts,
+        )
+
+    return _run(call, proba.shape[0], state, block_rows, labels, sample_weight, row_losses)

@@ -269,8 +269,11 @@ def binary_proba_blocks(
 
 
 @njit(**KERNEL_OPTIONS)
-def fold_blocks(fsums, icounts, nblocks, sums_acc, minmax, counts):
+def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts):
     """Fold per-block results into a state, in block order.
+
+    ``row_offset`` is added to the block's row numbers (kernels number rows
+    within the slice they were given).
 
     ``sums_acc`` rows are exact accumulators for fsums columns F_WEIGHT,
     F_LOSS and the top-k columns (in that order); ``minmax`` holds [min, max];
@@ -292,6 +295,8 @@ def fold_blocks(fsums, icounts, nblocks, sums_acc, minmax, counts):
             counts[c] += icounts[b, c]
         for c in range(FIRST_NONFINITE, NUM_ICOUNTS):
             row = icounts[b, c]
+            if row >= 0:
+                row += row_offset
             if row >= 0 and (counts[c] < 0 or row < counts[c]):
                 counts[c] = row
     for a in range(sums_acc.shape[0]):

@@ -87,9 +87,10 @@ def cross_entropy(
     total = state.loss_sum
     if reduction == "sum":
         return total
-    if state.count("rows") == 0:
+    if state.count("rows") == 0 or state.weight_sum == 0.0:
         warnings.warn(
-            "every target equals ignore_index, so the mean is undefined; returning NaN as PyTorch does.",
+            "every target equals ignore_index (or has class weight 0), so the mean is undefined; "
+            "returning NaN as PyTorch does.",
             FastCEWarning,
             stacklevel=2,
         )
