@@ -11,6 +11,7 @@ kernels are compiled for few types and no N-sized copy is ever made.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from fastce import _config
@@ -69,10 +70,12 @@ def accumulate_matrix(
     block_rows = _config.block_rows(n_classes)
 
     def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
+        # A few tasks per thread balance the load; results do not depend on it.
+        blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))
         K.score_blocks(
             scores[start:stop], labels_part, weights_part, class_weight, np.int64(ignore_label), ks,
             bool(ties_to_last), mode, float(proba_eps), float(sum_tolerance), losses_part,
-            0, nblocks, block_rows, fsums, icounts,
+            nblocks, block_rows, blocks_per_task, fsums, icounts,
         )
 
     return _run(call, n_rows, state, block_rows, labels, sample_weight, row_losses)

@@ -24,7 +24,7 @@ PARALLEL_OPTIONS = dict(KERNEL_OPTIONS, parallel=True)
 # only on the number of classes, never on the thread count, which is what
 # makes results identical for any number of threads.
 BLOCK_ELEMENTS = 1 << 15
-MAX_BLOCK_ROWS = 4096
+MAX_BLOCK_ROWS = 512
 # Blocks handled by one parallel kernel call: bounds the per-call scratch
 # (O(blocks x fields)) so memory never grows with N.
 BLOCKS_PER_CALL = 512

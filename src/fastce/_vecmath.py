@@ -15,7 +15,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
@@ -48,6 +50,71 @@ def _bits_to_float32(typingctx, bits):
     return sig, codegen
 
 
+@intrinsic
+def _float64_to_bits(typingctx, value):
+    """Reinterpret the 64 bits of a float64 as an int64 (no conversion)."""
+    if value != types.float64:
+        return None
+    sig = types.int64(value)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return sig, codegen
+
+
+def _llvm_intrinsic_call(name, n_args):
+    """An @intrinsic calling the float64 LLVM intrinsic ``name`` with no fast-math flags."""
+
+    def typer(typingctx, *args):
+        sig = types.float64(*([types.float64] * n_args))
+
+        def codegen(context, builder, signature, values):
+            fnty = ir.FunctionType(ir.DoubleType(), [ir.DoubleType()] * n_args)
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            return builder.call(fn, values)
+
+        return sig, codegen
+
+    return typer
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c with one rounding (llvm.fma): exact Horner steps, and vectorisable."""
+    return _llvm_intrinsic_call("llvm.fma.f64", 3)(typingctx, a, b, c)
+
+
+@intrinsic
+def maxnum(typingctx, a, b):
+    """max(a, b) ignoring a NaN operand (llvm.maxnum): LLVM vectorises this reduction."""
+    return _llvm_intrinsic_call("llvm.maxnum.f64", 2)(typingctx, a, b)
+
+
+@intrinsic
+def minnum(typingctx, a, b):
+    """min(a, b) ignoring a NaN operand (llvm.minnum)."""
+    return _llvm_intrinsic_call("llvm.minnum.f64", 2)(typingctx, a, b)
+
+
+@intrinsic
+def add_reassoc(typingctx, a, b):
+    """a + b marked reassociable, on this one instruction only.
+
+    LLVM vectorises a floating-point sum only when it may reorder it.  Giving
+    that permission to the accumulating add alone (instead of fastmath on the
+    whole kernel) keeps NaN/inf semantics and the exact range reduction of
+    exp/log intact.  The order chosen is fixed at compile time, so results
+    are still deterministic and independent of the thread count.
+    """
+    sig = types.float64(types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], args[1], flags=("reassoc", "nsz"))
+
+    return sig, codegen
+
+
 _LOG2E = 1.4426950408889634
 # ln(2) split so that n * _LN2_HI is exact for |n| < 2**11 (Cody-Waite).
 _LN2_HI = 0.6931471803691238
@@ -65,27 +132,74 @@ def exp_nonpositive(x):
     """
     # Written so that NaN fails the comparison and passes through unchanged.
     x = _EXP_FLOOR if x < _EXP_FLOOR else x
-    n = math.floor(x * _LOG2E + 0.5)
-    r = (x - n * _LN2_HI) - n * _LN2_LO
+    n = math.floor(fma(x, _LOG2E, 0.5))
+    r = fma(n, -_LN2_HI, x)
+    r = fma(n, -_LN2_LO, r)
     # Taylor series to degree 13: |r| <= 0.347, so the tail is below 1e-17.
     p = 1.6059043836821613e-10
-    p = p * r + 2.08767569878681e-09
-    p = p * r + 2.505210838544172e-08
-    p = p * r + 2.755731922398589e-07
-    p = p * r + 2.7557319223985893e-06
-    p = p * r + 2.48015873015873e-05
-    p = p * r + 0.0001984126984126984
-    p = p * r + 0.001388888888888889
-    p = p * r + 0.008333333333333333
-    p = p * r + 0.041666666666666664
-    p = p * r + 0.16666666666666666
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    p = fma(p, r, 2.08767569878681e-09)
+    p = fma(p, r, 2.505210838544172e-08)
+    p = fma(p, r, 2.755731922398589e-07)
+    p = fma(p, r, 2.7557319223985893e-06)
+    p = fma(p, r, 2.48015873015873e-05)
+    p = fma(p, r, 0.0001984126984126984)
+    p = fma(p, r, 0.001388888888888889)
+    p = fma(p, r, 0.008333333333333333)
+    p = fma(p, r, 0.041666666666666664)
+    p = fma(p, r, 0.16666666666666666)
+    p = fma(p, r, 0.5)
+    p = fma(p, r, 1.0)
+    p = fma(p, r, 1.0)
     # A NaN n would make the integer conversion undefined: use 0 instead (p
     # is NaN already, so the result stays NaN).
     k = np.int64(n) if n == n else np.int64(0)
     return p * _bits_to_float64((k + 1023) << 52)
+
+
+_SQRT2 = 1.4142135623730951
+_MANTISSA_MASK = (1 << 52) - 1
+_EXPONENT_ONE = 1023 << 52
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def log_positive(x):
+    """log(x) for a normal positive float64, to about 1 ulp, in plain arithmetic.
+
+    x = 2**e * f with f in [sqrt(1/2), sqrt(2)); log f = 2 atanh(u) with
+    u = (f - 1) / (f + 1), |u| <= 0.172, summed as an odd series.  Callers
+    never pass zero, subnormals, inf or NaN through a result they keep.
+    """
+    bits = _float64_to_bits(x)
+    e = (bits >> 52) - 1023
+    f = _bits_to_float64((bits & _MANTISSA_MASK) | _EXPONENT_ONE)
+    big = f > _SQRT2
+    f = f * 0.5 if big else f
+    e = e + 1 if big else e
+    u = (f - 1.0) / (f + 1.0)
+    u2 = u * u
+    # sum_{k=0}^{10} u2**k / (2k + 1); the next term is below 1e-18.
+    p = 0.047619047619047616
+    p = fma(p, u2, 0.05263157894736842)
+    p = fma(p, u2, 0.058823529411764705)
+    p = fma(p, u2, 0.06666666666666667)
+    p = fma(p, u2, 0.07692307692307693)
+    p = fma(p, u2, 0.09090909090909091)
+    p = fma(p, u2, 0.1111111111111111)
+    p = fma(p, u2, 0.14285714285714285)
+    p = fma(p, u2, 0.2)
+    p = fma(p, u2, 0.3333333333333333)
+    p = fma(p, u2, 1.0)
+    ef = np.float64(e)
+    return fma(ef, _LN2_HI, fma(ef, _LN2_LO, 2.0 * u * p))
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def log1p_nonnegative(a):
+    """log(1 + a) for a >= 0 without losing the low bits of a (NaN stays NaN)."""
+    u = 1.0 + a
+    # (u - 1) - a is the rounding error of 1 + a; dividing by u corrects log(u).
+    corrected = log_positive(u) - ((u - 1.0) - a) / u
+    return a if u == 1.0 else corrected
 
 
 def as_float64(x):  # pragma: no cover - replaced by the overload in kernels

@@ -32,7 +32,7 @@ from numba import njit, prange
 
 from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
-from fastce._vecmath import as_float64, exp_nonpositive
+from fastce._vecmath import add_reassoc, as_float64, exp_nonpositive, log1p_nonnegative, log_positive, maxnum, minnum
 
 # fsums columns
 F_WEIGHT, F_LOSS, F_MIN, F_MAX, F_TOPK = 0, 1, 2, 3, 4
@@ -56,14 +56,11 @@ MODE_PROBA = 1
 NO_LABEL = np.iinfo(np.int64).min
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
-def _row_weight(i, label, sample_weight, class_weight):
-    weight = 1.0
-    if sample_weight.shape[0] != 0:
-        weight = np.float64(sample_weight[i])
-    if class_weight.shape[0] != 0:
-        weight *= np.float64(class_weight[label])
-    return weight
+# Up to this many classes, blocks are walked one class at a time (see _walk_columns).
+COLUMN_WALK_MAX_CLASSES = 32
+
+# Per-row status in a block's scratch.
+ROW_OK, ROW_NONFINITE, ROW_IGNORED = 0, 1, 2
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -71,6 +68,98 @@ def _note(icounts, b, counter, first_column, row):
     if icounts[b, counter] == 0:
         icounts[b, first_column] = row
     icounts[b, counter] += 1
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _reset_block(fsums, icounts, b):
+    for c in range(fsums.shape[1]):
+        fsums[b, c] = 0.0
+    fsums[b, F_MIN] = np.inf
+    fsums[b, F_MAX] = -np.inf
+    for c in range(FIRST_NONFINITE):
+        icounts[b, c] = 0
+    for c in range(FIRST_NONFINITE, NUM_ICOUNTS):
+        icounts[b, c] = -1
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _rank(scores, i, n_classes, target, label, ties_to_last):
+    """Classes ahead of the true one: higher scores, and ties on the winning side."""
+    ahead = 0
+    for j in range(n_classes):
+        v = as_float64(scores[i, j])
+        tie_ahead = ((j < label) != ties_to_last) and j != label
+        ahead += (v > target) or (v == target and tie_ahead)
+    return ahead
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _logits_row(scores, i, n_classes, target, label, ties_to_last):
+    """(max - target, sum of exp(z - max) over the non-max entries, rank, ok).
+
+    Pass 1 reads the row from memory for its max; pass 2 reads it from cache.
+    Entries equal to the max contribute exactly 1 each and are counted, not
+    summed, so the sum of the others keeps all its digits for log1p: a
+    confident row's tiny loss is accurate to the last bits (log of a sum
+    that includes the 1.0 would round them away).
+    """
+    row_max = -np.inf
+    for j in range(n_classes):
+        row_max = maxnum(row_max, as_float64(scores[i, j]))
+    rest = 0.0
+    at_max = 0
+    ahead = 0
+    for j in range(n_classes):
+        v = as_float64(scores[i, j])
+        x = v - row_max
+        # NaN (a NaN entry, inf - inf, or -inf - -inf for a masked row) fails
+        # "x >= 0" and is added, so the sum becomes NaN: that flags the row.
+        rest = add_reassoc(rest, 0.0 if x >= 0.0 else exp_nonpositive(x))
+        at_max += x == 0.0
+        tie_ahead = ((j < label) != ties_to_last) and j != label
+        ahead += (v > target) or (v == target and tie_ahead)
+    rest += at_max - 1
+    ok = rest == rest
+    return row_max - target, rest, ahead, ok
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+                  label_of, target, high, low, total, ahead):
+    """Per-row statistics of a block of short rows, one class at a time.
+
+    For small C a loop along a row is too short to vectorise, so these loops
+    run down the rows instead (SIMD lanes = rows, gathered loads): C passes
+    over a block that stays in L1 after its one read from memory.
+    Logits: high = row max, total = sum of exp(z - max) over non-max entries,
+    low = number of entries equal to the max.  Probabilities: high / low /
+    total = row max / min / sum.  ahead = rank of the true class.
+    """
+    for r in range(count):
+        label = np.int64(labels[start + r])
+        label_of[r] = 0 if label == ignore_label else label  # a safe column for ignored rows
+        target[r] = as_float64(scores[start + r, label_of[r]])
+        high[r] = -np.inf
+        low[r] = np.inf if mode == MODE_PROBA else 0.0
+        total[r] = 0.0
+        ahead[r] = 0
+    for j in range(n_classes):
+        for r in range(count):
+            v = as_float64(scores[start + r, j])
+            high[r] = maxnum(high[r], v)
+            if mode == MODE_PROBA:
+                low[r] = minnum(low[r], v)
+                total[r] += v
+            t = target[r]
+            tie_ahead = ((j < label_of[r]) != ties_to_last) and j != label_of[r]
+            ahead[r] += (v > t) or (v == t and tie_ahead)
+    if mode == MODE_LOGITS:
+        for j in range(n_classes):
+            for r in range(count):
+                x = as_float64(scores[start + r, j]) - high[r]
+                # NaN fails "x >= 0" and is added: see _logits_row.
+                total[r] += 0.0 if x >= 0.0 else exp_nonpositive(x)
+                low[r] += x == 0.0
 
 
 @njit(**PARALLEL_OPTIONS)
@@ -86,13 +175,13 @@ def score_blocks(
     proba_eps,
     sum_tolerance,
     row_losses,
-    row0,
     nblocks,
     block_rows,
+    blocks_per_task,
     fsums,
     icounts,
 ):
-    """Per-block sums for an (N, C) score matrix, rows [row0, row0 + nblocks*block_rows).
+    """Per-block sums for an (N, C) score matrix, rows [0, nblocks * block_rows).
 
     mode MODE_LOGITS: loss = logsumexp(z) - z[y], computed with the row max
     subtracted; -inf entries are masked classes; a row holding NaN or +inf (or
@@ -107,94 +196,134 @@ def score_blocks(
     scikit-learn's top_k_accuracy_score).  A row is top-k correct when its
     rank is below k.  ``row_losses`` (empty, or length N) receives each row's
     weighted loss (NaN for non-finite rows, 0 for ignored rows).
+
+    Each block first walks its rows (one read of each) into per-row scratch,
+    then a second, vectorised loop over the scratch takes the logs and sums.
+    Blocks are grouped into tasks of ``blocks_per_task`` for the threads;
+    the grouping changes nothing in the per-block results.
     """
     n_rows = scores.shape[0]
     n_classes = scores.shape[1]
     n_k = top_k.shape[0]
     keep_losses = row_losses.shape[0] != 0
-    for b in prange(nblocks):
-        start = row0 + b * block_rows
-        stop = min(start + block_rows, n_rows)
-        for c in range(fsums.shape[1]):
-            fsums[b, c] = 0.0
-        fsums[b, F_MIN] = np.inf
-        fsums[b, F_MAX] = -np.inf
-        for c in range(icounts.shape[1]):
-            icounts[b, c] = 0
-        for c in range(FIRST_NONFINITE, NUM_ICOUNTS):
-            icounts[b, c] = -1
-        weight_sum = 0.0
-        loss_sum = 0.0
-        for i in range(start, stop):
-            label = np.int64(labels[i])
-            if label == ignore_label:
-                icounts[b, C_IGNORED] += 1
-                if keep_losses:
-                    row_losses[i] = 0.0
-                continue
-            target = as_float64(scores[i, label])
-            # Pass 1 (reads memory): the row max, and for probabilities the
-            # range and the sum.  NaN fails every comparison here and is
-            # caught through the sum below.
-            row_max = -np.inf
-            row_min = np.inf
-            row_sum = 0.0
-            for j in range(n_classes):
-                v = as_float64(scores[i, j])
-                row_max = v if v > row_max else row_max
-                if mode == MODE_PROBA:
-                    row_min = v if v < row_min else row_min
-                    row_sum += v
-            # Pass 2 (row is in cache): exp-sum and rank of the true class.
-            ahead = 0
-            exp_sum = 0.0
-            for j in range(n_classes):
-                v = as_float64(scores[i, j])
-                if mode == MODE_LOGITS:
-                    exp_sum += exp_nonpositive(v - row_max)
-                tie_ahead = (j < label) != ties_to_last and j != label
-                ahead += (v > target) or (v == target and tie_ahead)
-            if mode == MODE_LOGITS:
-                # NaN anywhere, +inf anywhere (inf - inf) or an all -inf row
-                # (-inf - -inf) all make the sum NaN.
-                if exp_sum != exp_sum:
-                    _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
-                    if keep_losses:
-                        row_losses[i] = np.nan
+    weighted_rows = sample_weight.shape[0] != 0
+    weighted_classes = class_weight.shape[0] != 0
+    n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
+    for task in prange(n_tasks):
+        value = np.empty(block_rows)  # logits: max - target; proba: clipped p[y]
+        rest = np.empty(block_rows)  # logits: sum of exp over non-max entries
+        ahead = np.empty(block_rows, dtype=np.int64)
+        status = np.empty(block_rows, dtype=np.int8)
+        weight = np.empty(block_rows)
+        label_of = np.empty(block_rows, dtype=np.int64)
+        target = np.empty(block_rows)
+        high = np.empty(block_rows)
+        low = np.empty(block_rows)
+        total = np.empty(block_rows)
+        first_block = task * blocks_per_task
+        for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
+            _reset_block(fsums, icounts, b)
+            start = b * block_rows
+            count = min(block_rows, n_rows - start)
+            # -- walk the rows: one read of each ---------------------------
+            if n_classes <= COLUMN_WALK_MAX_CLASSES:
+                _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+                              label_of, target, high, low, total, ahead)
+            for r in range(count):
+                i = start + r
+                label = np.int64(labels[i])
+                if label == ignore_label:
+                    status[r] = ROW_IGNORED
                     continue
-                loss = (row_max - target) + math.log(exp_sum)
-            else:
-                if not (row_sum - row_sum == 0.0):  # NaN or inf somewhere
-                    _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
-                    if keep_losses:
-                        row_losses[i] = np.nan
-                    continue
-                if row_min < 0.0:
-                    _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
-                if row_max > 1.0:
-                    _note(icounts, b, C_ABOVE1, FIRST_ABOVE1, i)
-                if abs(row_sum - 1.0) > sum_tolerance:
-                    _note(icounts, b, C_UNNORMALIZED, FIRST_UNNORMALIZED, i)
-                fsums[b, F_MIN] = min(fsums[b, F_MIN], row_min)
-                fsums[b, F_MAX] = max(fsums[b, F_MAX], row_max)
-                p = min(max(target, proba_eps), 1.0 - proba_eps)
-                loss = -math.log(p)
-            weight = _row_weight(i, label, sample_weight, class_weight)
-            icounts[b, C_ROWS] += 1
-            weight_sum += weight
-            weighted = weight * loss
-            if keep_losses:
-                row_losses[i] = weighted
-            if weight != 0.0:
-                if weighted == np.inf:
-                    _note(icounts, b, C_INF_LOSS, FIRST_INF_LOSS, i)
+                if n_classes <= COLUMN_WALK_MAX_CLASSES:
+                    row_max, row_min, row_sum = high[r], low[r], total[r]
+                    row_target = target[r]
+                    if mode == MODE_LOGITS:
+                        value[r] = row_max - row_target
+                        rest[r] = row_sum + (row_min - 1.0)
+                        ok = rest[r] == rest[r]
+                elif mode == MODE_LOGITS:
+                    row_target = as_float64(scores[i, label])
+                    shift, row_rest, row_ahead, ok = _logits_row(scores, i, n_classes, row_target, label, ties_to_last)
+                    value[r] = shift
+                    rest[r] = row_rest
+                    ahead[r] = row_ahead
                 else:
-                    loss_sum += weighted
+                    row_target = as_float64(scores[i, label])
+                    row_max = -np.inf
+                    row_min = np.inf
+                    row_sum = 0.0
+                    for j in range(n_classes):
+                        v = as_float64(scores[i, j])
+                        row_max = maxnum(row_max, v)
+                        row_min = minnum(row_min, v)
+                        row_sum = add_reassoc(row_sum, v)
+                    ahead[r] = _rank(scores, i, n_classes, row_target, label, ties_to_last)
+                if mode == MODE_PROBA:
+                    ok = row_sum - row_sum == 0.0  # NaN or inf somewhere fails
+                    if ok:
+                        if row_min < 0.0:
+                            _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
+                        if row_max > 1.0:
+                            _note(icounts, b, C_ABOVE1, FIRST_ABOVE1, i)
+                        if abs(row_sum - 1.0) > sum_tolerance:
+                            _note(icounts, b, C_UNNORMALIZED, FIRST_UNNORMALIZED, i)
+                        fsums[b, F_MIN] = min(fsums[b, F_MIN], row_min)
+                        fsums[b, F_MAX] = max(fsums[b, F_MAX], row_max)
+                    value[r] = min(max(row_target, proba_eps), 1.0 - proba_eps)
+                if ok:
+                    status[r] = ROW_OK
+                    w = 1.0
+                    if weighted_rows:
+                        w = np.float64(sample_weight[i])
+                    if weighted_classes:
+                        w *= np.float64(class_weight[label])
+                    weight[r] = w
+                else:
+                    status[r] = ROW_NONFINITE
+                    _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
+            # -- vectorised finish over the block's scratch ------------------
+            weight_sum = 0.0
+            loss_sum = 0.0
+            n_ok = 0
+            n_ignored = 0
+            n_inf = 0
+            for r in range(count):
+                ok = status[r] == ROW_OK
+                if mode == MODE_LOGITS:
+                    loss = value[r] + log1p_nonnegative(rest[r] if ok else 0.0)
+                else:
+                    loss = -log_positive(value[r] if ok else 0.5)
+                w = weight[r] if ok else 0.0
+                weighted = w * loss
+                infinite = weighted == np.inf
+                n_ok += ok
+                n_ignored += status[r] == ROW_IGNORED
+                n_inf += ok and infinite and w != 0.0
+                weight_sum = add_reassoc(weight_sum, w)
+                loss_sum = add_reassoc(loss_sum, 0.0 if (infinite or w == 0.0) else weighted)
+                if keep_losses:
+                    row_losses[start + r] = weighted if ok else (0.0 if status[r] == ROW_IGNORED else np.nan)
             for k in range(n_k):
-                if ahead < top_k[k]:
-                    fsums[b, F_TOPK + k] += weight
-        fsums[b, F_WEIGHT] = weight_sum
-        fsums[b, F_LOSS] = loss_sum
+                hits = 0.0
+                limit = top_k[k]
+                for r in range(count):
+                    hit = status[r] == ROW_OK and ahead[r] < limit
+                    hits = add_reassoc(hits, weight[r] if hit else 0.0)
+                fsums[b, F_TOPK + k] = hits
+            if n_inf:
+                # Rare: find the first row with an infinite loss for the message.
+                first = start
+                for r in range(count):
+                    if status[r] == ROW_OK and weight[r] != 0.0 and weight[r] * value[r] == np.inf:
+                        first = start + r
+                        break
+                icounts[b, C_INF_LOSS] = n_inf
+                icounts[b, FIRST_INF_LOSS] = first
+            fsums[b, F_WEIGHT] = weight_sum
+            fsums[b, F_LOSS] = loss_sum
+            icounts[b, C_ROWS] = n_ok
+            icounts[b, C_IGNORED] = n_ignored
 
 
 @njit(**PARALLEL_OPTIONS)
