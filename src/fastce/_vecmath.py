@@ -64,14 +64,23 @@ def _float64_to_bits(typingctx, value):
 
 
 def _llvm_intrinsic_call(name, n_args):
-    """An @intrinsic calling the float64 LLVM intrinsic ``name`` with no fast-math flags."""
+    """An @intrinsic typer calling the LLVM intrinsic ``name``.{f32,f64} (no fast-math flags).
+
+    All arguments share one float type: float32 if every argument is float32,
+    else float64 (numba casts the arguments to it).
+    """
 
     def typer(typingctx, *args):
-        sig = types.float64(*([types.float64] * n_args))
+        if not all(isinstance(a, types.Float) for a in args):
+            return None
+        single = all(a == types.float32 for a in args)
+        float_type = types.float32 if single else types.float64
+        llvm_type = ir.FloatType() if single else ir.DoubleType()
+        sig = float_type(*([float_type] * n_args))
 
         def codegen(context, builder, signature, values):
-            fnty = ir.FunctionType(ir.DoubleType(), [ir.DoubleType()] * n_args)
-            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            fnty = ir.FunctionType(llvm_type, [llvm_type] * n_args)
+            fn = cgutils.get_or_insert_function(builder.module, fnty, f"{name}.{'f32' if single else 'f64'}")
             return builder.call(fn, values)
 
         return sig, codegen
@@ -82,19 +91,19 @@ def _llvm_intrinsic_call(name, n_args):
 @intrinsic
 def fma(typingctx, a, b, c):
     """a * b + c with one rounding (llvm.fma): exact Horner steps, and vectorisable."""
-    return _llvm_intrinsic_call("llvm.fma.f64", 3)(typingctx, a, b, c)
+    return _llvm_intrinsic_call("llvm.fma", 3)(typingctx, a, b, c)
 
 
 @intrinsic
 def maxnum(typingctx, a, b):
     """max(a, b) ignoring a NaN operand (llvm.maxnum): LLVM vectorises this reduction."""
-    return _llvm_intrinsic_call("llvm.maxnum.f64", 2)(typingctx, a, b)
+    return _llvm_intrinsic_call("llvm.maxnum", 2)(typingctx, a, b)
 
 
 @intrinsic
 def minnum(typingctx, a, b):
     """min(a, b) ignoring a NaN operand (llvm.minnum)."""
-    return _llvm_intrinsic_call("llvm.minnum.f64", 2)(typingctx, a, b)
+    return _llvm_intrinsic_call("llvm.minnum", 2)(typingctx, a, b)
 
 
 @intrinsic
@@ -132,7 +141,7 @@ def exp_nonpositive(x):
     """
     # Written so that NaN fails the comparison and passes through unchanged.
     x = _EXP_FLOOR if x < _EXP_FLOOR else x
-    n = math.floor(fma(x, _LOG2E, 0.5))
+    n = np.floor(fma(x, _LOG2E, 0.5))  # float: np.floor, not math.floor (int)
     r = fma(n, -_LN2_HI, x)
     r = fma(n, -_LN2_LO, r)
     # Taylor series to degree 13: |r| <= 0.347, so the tail is below 1e-17.
@@ -206,6 +215,26 @@ def as_float64(x):  # pragma: no cover - replaced by the overload in kernels
     return float(x)
 
 
+def as_native(x):  # pragma: no cover - replaced by the overload in kernels
+    return float(x)
+
+
+@overload(as_native, inline="always", jit_options=KERNEL_OPTIONS)
+def _as_native_overload(x):
+    """The narrowest float holding x exactly: float32 for 16/32-bit inputs, float64 for float64.
+
+    Comparisons (max, rank) run in this type: exact, and twice as many SIMD
+    lanes as float64 for float32 data.
+    """
+    if x == types.float64:
+        return lambda x: x
+    if x == types.float32:
+        return lambda x: x
+    if x in (types.uint16, types.int16):
+        return lambda x: np.float32(as_float64(x))
+    raise TypingError(f"fastce kernels read float32, float64 or 16-bit float views, not {x}")
+
+
 @overload(as_float64, inline="always", jit_options=KERNEL_OPTIONS)
 def _as_float64_overload(x):
     if isinstance(x, types.Float):
@@ -213,24 +242,24 @@ def _as_float64_overload(x):
     if x == types.uint16:
         # IEEE half: 1 sign bit, 5 exponent bits (bias 15), 10 mantissa bits.
         def decode_float16(x):
+            # One return point: numba's inliner mis-handles several (SSA warnings).
             h = np.int64(x)
             sign = (h >> 15) << 63
             exponent = (h >> 10) & 0x1F
             mantissa = h & 0x3FF
-            if exponent == 0:
-                # Zero or subnormal: mantissa * 2**-24, exact in float64.
-                value = np.float64(mantissa) * 5.960464477539063e-08
-                return -value if sign != 0 else value
-            if exponent == 0x1F:
-                # inf (mantissa 0) or NaN: rebuild with the float64 exponent.
-                return _bits_to_float64(sign | (np.int64(0x7FF) << 52) | (mantissa << 42))
-            return _bits_to_float64(sign | ((exponent + (1023 - 15)) << 52) | (mantissa << 42))
+            # Normal numbers rebias the exponent; inf/NaN keep an all-ones one.
+            biased = np.int64(0x7FF) if exponent == 0x1F else exponent + (1023 - 15)
+            normal = _bits_to_float64(sign | (biased << 52) | (mantissa << 42))
+            # Zero and subnormals: mantissa * 2**-24, exact in float64.
+            tiny = np.float64(mantissa) * 5.960464477539063e-08
+            tiny = -tiny if sign != 0 else tiny
+            return tiny if exponent == 0 else normal
 
         return decode_float16
     if x == types.int16:
         # bfloat16 is the top half of a float32.
         def decode_bfloat16(x):
-            return np.float64(_bits_to_float32((np.int32(x) & 0xFFFF) << 16))
+            return np.float64(_bits_to_float32(np.int32((np.int64(x) & 0xFFFF) << 16)))  # int32 wraps
 
         return decode_bfloat16
     raise TypingError(f"fastce kernels read float32, float64 or 16-bit float views, not {x}")

@@ -32,7 +32,7 @@ from numba import njit, prange
 
 from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
-from fastce._vecmath import add_reassoc, as_float64, exp_nonpositive, log1p_nonnegative, log_positive, maxnum, minnum
+from fastce._vecmath import add_reassoc, as_float64, as_native, exp_nonpositive, log1p_nonnegative, log_positive, maxnum, minnum
 
 # fsums columns
 F_WEIGHT, F_LOSS, F_MIN, F_MAX, F_TOPK = 0, 1, 2, 3, 4
@@ -83,11 +83,15 @@ def _reset_block(fsums, icounts, b):
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _rank(scores, i, n_classes, target, label, ties_to_last):
-    """Classes ahead of the true one: higher scores, and ties on the winning side."""
+def _rank(scores, i, n_classes, label, ties_to_last):
+    """Classes ahead of the true one: higher scores, and ties on the winning side.
+
+    Compared in the input's own precision (exact, and more SIMD lanes).
+    """
+    target = as_native(scores[i, label])
     ahead = 0
     for j in range(n_classes):
-        v = as_float64(scores[i, j])
+        v = as_native(scores[i, j])
         tie_ahead = ((j < label) != ties_to_last) and j != label
         ahead += (v > target) or (v == target and tie_ahead)
     return ahead
@@ -103,21 +107,25 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     confident row's tiny loss is accurate to the last bits (log of a sum
     that includes the 1.0 would round them away).
     """
-    row_max = -np.inf
-    for j in range(n_classes):
-        row_max = maxnum(row_max, as_float64(scores[i, j]))
-    rest = 0.0
-    at_max = 0
+    # Pass 1, in the input's own precision (exact): max and rank.
+    native_target = as_native(scores[i, label])
+    native_max = as_native(scores[i, 0])
     ahead = 0
     for j in range(n_classes):
-        v = as_float64(scores[i, j])
-        x = v - row_max
+        v = as_native(scores[i, j])
+        native_max = maxnum(native_max, v)
+        tie_ahead = ((j < label) != ties_to_last) and j != label
+        ahead += (v > native_target) or (v == native_target and tie_ahead)
+    row_max = np.float64(native_max)
+    # Pass 2 (row in cache): float64 exp-sum of the entries below the max.
+    rest = 0.0
+    at_max = 0
+    for j in range(n_classes):
+        x = as_float64(scores[i, j]) - row_max
         # NaN (a NaN entry, inf - inf, or -inf - -inf for a masked row) fails
         # "x >= 0" and is added, so the sum becomes NaN: that flags the row.
         rest = add_reassoc(rest, 0.0 if x >= 0.0 else exp_nonpositive(x))
         at_max += x == 0.0
-        tie_ahead = ((j < label) != ties_to_last) and j != label
-        ahead += (v > target) or (v == target and tie_ahead)
     rest += at_max - 1
     ok = rest == rest
     return row_max - target, rest, ahead, ok
@@ -258,7 +266,7 @@ def score_blocks(
                         row_max = maxnum(row_max, v)
                         row_min = minnum(row_min, v)
                         row_sum = add_reassoc(row_sum, v)
-                    ahead[r] = _rank(scores, i, n_classes, row_target, label, ties_to_last)
+                    ahead[r] = _rank(scores, i, n_classes, label, ties_to_last)
                 if mode == MODE_PROBA:
                     ok = row_sum - row_sum == 0.0  # NaN or inf somewhere fails
                     if ok:
