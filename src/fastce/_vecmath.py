@@ -211,6 +211,34 @@ def log1p_nonnegative(a):
     return a if u == 1.0 else corrected
 
 
+def _host_has_f16c() -> bool:
+    try:
+        import llvmlite.binding as llvm
+
+        return bool(llvm.get_host_cpu_features().get("f16c", False))
+    except Exception:  # pragma: no cover - feature query unavailable
+        return False
+
+
+# x86 CPUs since 2012 convert half floats in hardware (vcvtph2ps, 8 or 16 per
+# instruction).  Without F16C, LLVM would call a compiler-rt helper that
+# numba's JIT may not provide, so the bit decoder below is used instead.
+HAS_F16C = _host_has_f16c()
+
+
+@intrinsic
+def _half_bits_to_float32(typingctx, bits):
+    """Convert IEEE half-precision bits (a uint16) to float32 with LLVM's ``fpext half``."""
+    if bits != types.uint16:
+        return None
+    sig = types.float32(bits)
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return sig, codegen
+
+
 def as_float64(x):  # pragma: no cover - replaced by the overload in kernels
     return float(x)
 
@@ -230,6 +258,8 @@ def _as_native_overload(x):
         return lambda x: x
     if x == types.float32:
         return lambda x: x
+    if x == types.uint16 and HAS_F16C:
+        return lambda x: _half_bits_to_float32(x)
     if x in (types.uint16, types.int16):
         return lambda x: np.float32(as_float64(x))
     raise TypingError(f"fastce kernels read float32, float64 or 16-bit float views, not {x}")
@@ -239,6 +269,8 @@ def _as_native_overload(x):
 def _as_float64_overload(x):
     if isinstance(x, types.Float):
         return lambda x: np.float64(x)
+    if x == types.uint16 and HAS_F16C:
+        return lambda x: np.float64(_half_bits_to_float32(x))
     if x == types.uint16:
         # IEEE half: 1 sign bit, 5 exponent bits (bias 15), 10 mantissa bits.
         def decode_float16(x):

@@ -268,7 +268,10 @@ def score_blocks(
                         row_sum = add_reassoc(row_sum, v)
                     ahead[r] = _rank(scores, i, n_classes, label, ties_to_last)
                 if mode == MODE_PROBA:
-                    ok = row_sum - row_sum == 0.0  # NaN or inf somewhere fails
+                    # NaN anywhere makes the sum NaN; an inf entry makes the max or
+                    # min infinite.  (A finite sum may still overflow: that row is
+                    # then reported as not summing to one, not as non-finite.)
+                    ok = row_sum == row_sum and row_max - row_max == 0.0 and row_min - row_min == 0.0
                     if ok:
                         if row_min < 0.0:
                             _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
