@@ -1,20 +1,38 @@
 """Drop-ins for scikit-learn 1.9's ``log_loss``, ``accuracy_score`` and ``top_k_accuracy_score``.
 
-Same signatures, values, errors and warnings as scikit-learn (which is never
-imported), computed by the fused kernels: no one-hot matrix and no other
-(N, C) temporary.  Label handling (any label type, ``labels=``, binary 1-D
-scores) works on N-sized arrays only.
+Same signatures, values, errors (type and message) and warnings as
+scikit-learn, for any label type and for lists, numpy, pandas and scipy.sparse
+inputs; scikit-learn's own tests for these functions pass with these
+substituted (``tests/test_sklearn_suite.py``).  scikit-learn is never
+imported.  When it is already loaded, the exception and warning classes
+raised here are also subclasses of scikit-learn's ``InvalidParameterError``
+and ``UndefinedMetricWarning``, so code catching those keeps working.
+
+What differs is how the work is done.  Score matrices are read once, by the
+fused kernels, in their own dtype: no one-hot matrix, no clipped or sorted
+copy, no other (N, C) temporary.  Labels are encoded with O(N) memory.  Checks
+that scikit-learn runs before the computation (finiteness, the [0, 1] range,
+rows summing to one) are read from the kernel's counters; only when an error
+is certain anyway is the matrix scanned again (in row chunks) to give it
+scikit-learn's message in scikit-learn's order.  Results are float64 sums of
+the values scikit-learn computes (exactly summed), so they agree with it to
+rounding: scikit-learn itself sums float32 probabilities in float32.
+
+One documented extension: ``accuracy_score`` also takes a 2-D float matrix of
+scores (logits or probabilities) with integer class indices, and scores its
+row argmax (scikit-learn refuses this mix of targets).
 """
 
 from __future__ import annotations
 
 import numbers
+import sys
 import warnings
 
 import numpy as np
 
 from fastce import _accumulate, validation
-from fastce._labels import check_consistent_length, encode, encode_labels, to_1d, type_of_target, unique_labels
+from fastce import _labels as L
 from fastce.api import sum_to_one_tolerance
 
 
@@ -26,73 +44,227 @@ class UndefinedMetricWarning(UserWarning):
     """Same meaning as scikit-learn's warning of that name."""
 
 
-def _check_bool(value, name: str, function: str) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise InvalidParameterError(
-            f"The '{name}' parameter of {function} must be an instance of 'bool' or an instance of "
-            f"'numpy.bool'. Got {value!r} instead."
+_SKLEARN_TWINS = {
+    InvalidParameterError: ("sklearn.utils._param_validation", "InvalidParameterError"),
+    UndefinedMetricWarning: ("sklearn.exceptions", "UndefinedMetricWarning"),
+}
+_COMBINED: dict = {}
+
+
+def _compatible(cls: type) -> type:
+    """``cls``, or a subclass of both it and scikit-learn's twin when scikit-learn is loaded.
+
+    Never imports scikit-learn: a program that has not loaded it cannot be
+    catching its classes.
+    """
+    module_name, name = _SKLEARN_TWINS[cls]
+    twin = getattr(sys.modules.get(module_name), name, None)
+    if not isinstance(twin, type) or issubclass(cls, twin):
+        return cls
+    combined = _COMBINED.get((cls, twin))
+    if combined is None:
+        combined = type(cls.__name__, (cls, twin), {"__module__": cls.__module__, "__doc__": cls.__doc__})
+        combined.__qualname__ = cls.__qualname__
+        _COMBINED[(cls, twin)] = combined
+    return combined
+
+
+# --------------------------------------------------------------------------- parameters
+
+# (text shown in the message, test); an empty text is a hidden option.
+_ARRAY = ("an array-like", L.is_arraylike)
+_SPARSE = ("a sparse array or matrix", L.is_sparse)
+_NONE = ("None", lambda value: value is None)
+_HIDDEN_NONE = ("", lambda value: value is None)
+_BOOL = ("an instance of 'bool' or an instance of 'numpy.bool'", lambda value: isinstance(value, (bool, np.bool_)))
+_STR = ("an instance of 'str'", lambda value: isinstance(value, str))
+_K = ("an int in the range [1, inf)", lambda value: isinstance(value, numbers.Integral) and value >= 1)
+
+
+def _validate_params(function: str, checks) -> None:
+    """scikit-learn's validate_params: the first parameter satisfying none of its options is an error."""
+    for name, value, options in checks:
+        if any(test(value) for _, test in options):
+            continue
+        shown = [text for text, _ in options if text]
+        allowed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+        raise _compatible(InvalidParameterError)(
+            f"The {name!r} parameter of {function} must be {allowed}. Got {value!r} instead."
         )
 
 
-def _check_array_like(value, name: str, function: str, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or isinstance(value, (str, bytes, numbers.Number)) or not (
-        hasattr(value, "__len__") or hasattr(value, "shape") or hasattr(value, "__array__")
-    ):
-        allowed = "an array-like or None" if allow_none else "an array-like"
-        raise InvalidParameterError(
-            f"The '{name}' parameter of {function} must be {allowed}. Got {value!r} instead."
-        )
+# --------------------------------------------------------------------------- score matrices
 
 
-def _float_scores(x, name: str):
-    """scikit-learn's check_array for float predictions, without copying float arrays."""
-    array = validation.as_array(x, name)
-    if array.dtype.kind == "O":
-        try:
-            array = array.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"could not convert {name} to float: {exc}") from exc
-    if array.ndim == 0:
-        raise ValueError(
-            f"Expected 2D array, got scalar array instead:\narray={array}.\n"
-            "Reshape your data either using array.reshape(-1, 1) if your data has a single feature "
-            "or array.reshape(1, -1) if it contains a single sample."
-        )
-    if array.ndim > 2:
-        raise ValueError(f"Found array with dim {array.ndim}. None expected <= 2.")
-    if array.shape[0] == 0:
-        raise ValueError(
-            f"Found array with 0 sample(s) (shape={array.shape}) while a minimum of 1 is required."
-        )
-    return validation.scores(array, name, ndim=(1, 2))
+class _Scores:
+    """Scores after scikit-learn's check_array, less the finiteness test of 2-D arrays.
+
+    ``array`` keeps the caller's dtype when the kernels can read it or when a
+    conversion would copy (N, C) values (integers, bool, non-native byte
+    order): those are converted to float64 a row chunk at a time.  ``dtype``
+    is the dtype scikit-learn would compute in; ``eps`` its machine epsilon.
+    """
+
+    __slots__ = ("array", "dtype", "eps", "checked", "name")
+
+    def __init__(self, array: np.ndarray, dtype: np.dtype, checked: bool, name: str = ""):
+        self.array = array
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self.eps = float(np.finfo(self.dtype).eps) if self.dtype.kind == "f" else float(np.finfo(np.float64).eps)
+        self.checked = checked
+
+    @property
+    def binary(self) -> bool:
+        return self.array.ndim == 1 or self.array.shape[1] == 1
+
+    def column(self) -> np.ndarray:
+        return self.array if self.array.ndim == 1 else self.array[:, 0]
+
+    def check_finite(self) -> None:
+        """scikit-learn's finiteness error (no-op when already done or all finite)."""
+        if not self.checked:
+            L.assert_all_finite(self.array, self.name, self.dtype)
+            self.checked = True
+
+    def extremes(self) -> tuple[float, float]:
+        """(min, max) of all values, read in row chunks."""
+        flat = self.array.reshape(self.array.shape[0], -1)
+        low, high = np.inf, -np.inf
+        for start, stop in L.row_chunks(*flat.shape):
+            part = flat[start:stop]
+            low, high = min(low, float(part.min())), max(high, float(part.max()))
+        return low, high
 
 
-def _raise_nonfinite(state) -> None:
-    """scikit-learn's message for NaN/inf predictions."""
-    if state.count("nonfinite_rows"):
-        raise ValueError("Input contains NaN, infinity or a value too large for dtype('float64').")
+_LOG_LOSS_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.float16))
 
 
-def _sample_weight(sample_weight, n_rows: int):
-    if sample_weight is None:
+def _check_scores(x, *, numeric: bool) -> _Scores:
+    """check_array(x, ensure_2d=False, dtype=...) as log_loss (float dtypes) or top_k (numeric) call it."""
+    array = L.to_numpy(x)
+    kind = array.dtype.kind
+
+    def as_float64():
+        # from the caller's object, so that numpy's message is check_array's
+        return array.astype(np.float64) if isinstance(x, np.ndarray) else np.asarray(x, dtype=np.float64)
+
+    if numeric:
+        if kind == "O":
+            array = as_float64()
+        elif kind in "USV":
+            raise ValueError(
+                "dtype='numeric' is not compatible with arrays of bytes/strings.Convert your data to numeric "
+                "values explicitly instead."
+            )
+        dtype = array.dtype
+    else:
+        if kind not in "biuf" and array.dtype.name != "bfloat16":
+            array = as_float64()
+        dtype = array.dtype if array.dtype in _LOG_LOSS_DTYPES else np.dtype(np.float64)
+    L.check_dims(array)
+    scores = _Scores(array, dtype, checked=False)
+    if array.ndim < 2 or array.size == 0:
+        scores.check_finite()  # N values at most: check now, where scikit-learn does
+    L.check_min_size(array)
+    return scores
+
+
+def _direct_view(array: np.ndarray):
+    """What the kernels can read as it is (row-major, native float32/64 or float16 bits), or None."""
+    dtype = array.dtype
+    if not (dtype.isnative and array.flags.c_contiguous):
         return None
-    weights = validation.as_array(sample_weight, "sample_weight")
-    if weights.ndim == 0:
-        return np.full(n_rows, float(weights))
-    if weights.ndim != 1:
-        raise ValueError(f"Sample weights must be 1D array or scalar, got {weights.ndim}D array.")
-    if weights.shape[0] != n_rows:
-        raise ValueError(f"sample_weight.shape == ({weights.shape[0]},), expected ({n_rows},)!")
-    if weights.dtype not in (np.float32, np.float64):
-        weights = weights.astype(np.float64)
-    if not np.isfinite(weights).all():
-        raise ValueError("Input sample_weight contains NaN, infinity or a value too large for dtype('float64').")
-    return weights
+    if dtype == np.float64 or dtype == np.float32:
+        return array
+    if dtype == np.float16:
+        return array.view(np.uint16)
+    return None
 
 
-def _weighted_result(total: float, weight_sum: float, normalize: bool) -> float:
+def _readable(part: np.ndarray) -> np.ndarray:
+    """A row-major copy of a chunk that the kernels can read."""
+    if part.dtype.isnative and part.dtype in _LOG_LOSS_DTYPES:
+        return _direct_view(np.ascontiguousarray(part))
+    return np.ascontiguousarray(part, dtype=np.float64)
+
+
+def _kernel_vector(values, dtype):
+    """Labels or weights as the kernels are compiled for them.
+
+    The driver converts other dtypes a slice at a time (fresh row-major
+    arrays); only a strided or read-only vector of the kernel's own dtype is
+    copied here (N values), so that it does not compile another kernel.
+    """
+    if values is None:
+        return None
+    values = np.asarray(values)
+    if values.dtype != dtype or (values.flags.c_contiguous and values.flags.writeable):
+        return values
+    return np.array(values, order="C")
+
+
+def _read(array: np.ndarray, labels, weights, *, binary: bool = False, **options):
+    """One kernel read of scores into a State.
+
+    Arrays the kernels cannot read as they are (other dtypes, column-major or
+    strided layouts) are copied a row chunk at a time, never as a whole.
+    """
+    labels = _kernel_vector(labels, np.int64)
+    weights = _kernel_vector(weights, np.float64)
+
+    def call(view, labels_part, weights_part):
+        if binary:
+            return _accumulate.accumulate_binary_proba(
+                view, labels_part, top_k=(1,), sample_weight=weights_part, proba_eps=options["proba_eps"]
+            )
+        return _accumulate.accumulate_matrix(view, labels_part, sample_weight=weights_part, **options)
+
+    view = _direct_view(array)
+    if view is not None:
+        return call(view, labels, weights)
+    if array.ndim == 1:
+        return call(_readable(array), labels, weights)
+    state = None
+    for start, stop in L.row_chunks(*array.shape):
+        part = call(
+            _readable(array[start:stop]),
+            labels[start:stop],
+            None if weights is None else weights[start:stop],
+        )
+        state = part if state is None else state.merge(part)
+    return state
+
+
+def _read_ranks(scores: _Scores, labels, weights, *, k: int, ties_to_last: bool):
+    """State whose hits(0) is the weighted count of rows whose true class ranks below k.
+
+    Runs the kernel in probability mode, which reads each row once, computes
+    no exponentials and flags any NaN or +-inf; clipping at 0.5 keeps its
+    unused loss finite.  Rows whose sum overflows are re-read in logit mode.
+    """
+    array = scores.array
+    options = dict(top_k=(min(k, array.shape[1]),), ties_to_last=ties_to_last)
+    state = _read(array, labels, weights, from_logits=False, proba_eps=0.5, **options)
+    if state.count("nonfinite_rows"):
+        scores.check_finite()  # raises scikit-learn's error if a value is NaN or infinite
+        state = _read(array, labels, weights, from_logits=True, **options)
+    return state
+
+
+# --------------------------------------------------------------------------- averages
+
+
+def _average(values: np.ndarray, weights, normalize: bool) -> float:
+    """scikit-learn's ``_average`` on numpy arrays (N values)."""
+    if normalize:
+        return float(np.average(values, weights=weights))
+    if weights is not None:
+        return float(np.dot(values, weights))
+    return float(np.sum(values, dtype=np.float64))
+
+
+def _weighted_total(total: float, weight_sum: float, normalize: bool) -> float:
     if not normalize:
         return float(total)
     if weight_sum == 0:
@@ -104,13 +276,14 @@ def _weighted_result(total: float, weight_sum: float, normalize: bool) -> float:
 
 
 def log_loss(y_true, y_proba=None, *, normalize=True, sample_weight=None, labels=None, y_pred="deprecated"):
-    """Log loss (clipped cross-entropy) as ``sklearn.metrics.log_loss`` 1.9.
+    """Log loss (clipped cross-entropy), as ``sklearn.metrics.log_loss`` 1.9.
 
-    Probabilities are clipped to ``[eps, 1 - eps]`` with ``eps`` the machine
-    epsilon of their dtype, and not renormalised; a warning is given when rows
-    do not sum to one.  Columns correspond to the sorted labels.  1-D
-    ``y_proba`` is the probability of the greater label.  Extra memory is
-    O(N) for label encoding, never O(N x C).
+    Probabilities are clipped to ``[eps, 1 - eps]``, ``eps`` being the machine
+    epsilon of their dtype (float64 for dtypes scikit-learn converts), and
+    not renormalised; rows not summing to one give a warning.  Columns follow
+    the sorted labels; 1-D ``y_proba`` is the probability of the greater
+    label.  ``y_true`` may be labels of any type or a label indicator matrix.
+    Extra memory is O(N), never O(N x C).
 
     Examples
     --------
@@ -118,6 +291,17 @@ def log_loss(y_true, y_proba=None, *, normalize=True, sample_weight=None, labels
     >>> round(log_loss(["spam", "ham", "ham", "spam"], [[.1, .9], [.9, .1], [.8, .2], [.35, .65]]), 5)
     0.21616
     """
+    _validate_params(
+        "log_loss",
+        [
+            ("y_true", y_true, (_ARRAY,)),
+            ("y_proba", y_proba, (_ARRAY, _HIDDEN_NONE)),
+            ("normalize", normalize, (_BOOL,)),
+            ("sample_weight", sample_weight, (_ARRAY, _NONE)),
+            ("labels", labels, (_ARRAY, _NONE)),
+            ("y_pred", y_pred, (_ARRAY, _STR)),
+        ],
+    )
     if not (isinstance(y_pred, str) and y_pred == "deprecated"):
         if y_proba is not None:
             raise ValueError("Cannot use both `y_pred` and `y_proba`. `y_pred` is deprecated, use `y_proba` instead.")
@@ -127,141 +311,208 @@ def log_loss(y_true, y_proba=None, *, normalize=True, sample_weight=None, labels
             stacklevel=2,
         )
         y_proba = y_pred
-    _check_array_like(y_true, "y_true", "log_loss")
-    _check_array_like(y_proba, "y_proba", "log_loss")
-    _check_bool(normalize, "normalize", "log_loss")
-    _check_array_like(sample_weight, "sample_weight", "log_loss", allow_none=True)
-    _check_array_like(labels, "labels", "log_loss", allow_none=True)
 
-    scores = _float_scores(y_proba, "y_proba")
-    view = scores.view
-    binary_column = view.ndim == 1 or view.shape[1] == 1
-    n_rows = view.shape[0]
-    n_columns = 2 if binary_column else view.shape[1]
+    scores = _check_scores(y_proba, numeric=False)
+    n_rows = scores.array.shape[0]
+    n_columns = 2 if scores.binary else scores.array.shape[1]
+    pending: list = []  # warnings, emitted where scikit-learn emits them
 
-    def range_errors_first():
-        # scikit-learn checks the range of y_proba before anything about labels.
-        values = np.asarray(y_proba, dtype=np.float64)
-        if np.isnan(values).any() or np.isinf(values).any():
-            raise ValueError("Input contains NaN, infinity or a value too large for dtype('float64').")
-        if values.max() > 1:
-            raise ValueError(f"y_prob contains values greater than 1: {values.max()}")
-        if values.min() < 0:
-            raise ValueError(f"y_prob contains values lower than 0: {values.min()}")
+    def value_errors_first():
+        # scikit-learn checks the values of y_proba before anything else.
+        scores.check_finite()
+        low, high = scores.extremes()
+        _raise_out_of_range(scores, low, high)
+        _flush(pending, stacklevel=4)
 
     try:
-        y_array = validation.as_array(y_true, "y_true")
-        check_consistent_length(view, y_array, sample_weight)
-        weights = _sample_weight(sample_weight, n_rows)
-        indices, classes = _log_loss_labels(y_array, labels)
-        if len(classes) != n_columns:
-            if labels is None:
-                raise ValueError(
-                    "y_true and y_prob contain different number of classes: {0} vs {1}. Please provide "
-                    "the true labels explicitly through the labels argument. Classes found in "
-                    "y_true: {2}".format(max(len(classes), 2), n_columns, classes)
-                )
-            raise ValueError(
-                "The number of classes in labels is different from that in y_prob. Classes found in "
-                "labels: {0}".format(classes)
-            )
-    except ValueError:
-        range_errors_first()
+        L.check_consistent_length(scores.array, y_true, sample_weight)
+        weights = _numeric_weights(L.check_sample_weight(sample_weight, n_rows), normalize)
+        indicator, encoded, classes = _log_loss_target(y_true, labels, pending)
+    except (ValueError, TypeError):
+        value_errors_first()
         raise
-
-    if binary_column:
-        state = _accumulate.accumulate_binary_proba(
-            view.reshape(-1) if view.ndim == 2 else view,
-            indices,
-            top_k=(1,),
-            sample_weight=weights,
-            proba_eps=scores.eps,
-        )
-    else:
-        state = _accumulate.accumulate_matrix(
-            view,
-            indices,
-            top_k=(1,),
-            from_logits=False,
-            sample_weight=weights,
-            proba_eps=scores.eps,
-            sum_tolerance=sum_to_one_tolerance(scores.eps),
-        )
-    _raise_nonfinite(state)
-    if state.count("rows_above_1"):
-        raise ValueError(f"y_prob contains values greater than 1: {state.minmax[1]}")
-    if state.count("rows_below_0"):
-        raise ValueError(f"y_prob contains values lower than 0: {state.minmax[0]}")
-    if state.count("unnormalized_rows"):
-        warnings.warn("The y_prob values do not sum to one. Make sure to pass probabilities.", UserWarning, stacklevel=2)
-    return _weighted_result(state.loss_sum, state.weight_sum, normalize)
-
-
-def _log_loss_labels(y_array, labels):
-    """(column index per row, sorted classes) as LabelBinarizer would give them."""
-    if y_array.ndim == 2 and y_array.shape[1] > 1:
-        # A label indicator matrix: columns are the classes.  Only one-hot rows
-        # have a single true class the kernels can read.
-        if labels is not None:
-            classes = np.unique(to_1d(np.asarray(labels)))
-        else:
-            classes = np.arange(y_array.shape[1])
-        row_sums = y_array.sum(axis=1)
-        if not np.all(row_sums == 1) or not set(np.unique(y_array).tolist()) <= {0, 1}:
-            raise ValueError(
-                "y_true as an indicator matrix must be one-hot (exactly one 1 per row); "
-                "pass class labels instead."
-            )
-        return np.argmax(y_array, axis=1), classes
-    y_array = to_1d(y_array)
-    if labels is not None:
-        labels_array = to_1d(validation.as_array(labels, "labels"))
-        classes = unique_labels(labels_array)
-        if classes.shape != labels_array.shape or not np.all(classes == labels_array):
-            warnings.warn(
-                f"Labels passed were {labels}. But this function assumes labels are ordered "
-                f"lexicographically. Pass the ordered labels={classes.tolist()} and ensure that "
-                "the columns of y_prob correspond to this ordering.",
-                UserWarning,
-                stacklevel=3,
-            )
-        if not np.all(np.isin(y_array, labels_array)):
-            undeclared = set(y_array.tolist()) - set(labels_array.tolist())
-            raise ValueError(f"y_true contains values {undeclared} not belonging to the passed labels {labels}.")
-    else:
-        classes = unique_labels(y_array)
-    if classes.shape[0] == 1:
+    if classes.shape[0] != n_columns:
+        value_errors_first()
+        if not scores.binary and _count_unnormalized(scores):
+            _warn_unnormalized()
         if labels is None:
             raise ValueError(
-                "y_true contains only one label ({0}). Please provide the list of all expected class "
-                "labels explicitly through the labels argument.".format(classes[0])
+                f"y_true and y_prob contain different number of classes: {classes.shape[0]} vs {n_columns}. "
+                "Please provide the true labels explicitly through the labels argument. Classes found in "
+                f"y_true: {classes}"
             )
-        raise ValueError("The labels array needs to contain at least two labels, got {0}.".format(classes))
-    return encode(y_array, classes), classes
+        raise ValueError(
+            f"The number of classes in labels is different from that in y_prob. Classes found in labels: {classes}"
+        )
 
+    tolerance = sum_to_one_tolerance(scores.eps)
 
-# ------------------------------------------------------------------- accuracy_score
+    def read(labels_part, weights_part):
+        if scores.binary:
+            return _read(scores.column(), labels_part, weights_part, binary=True, proba_eps=scores.eps)
+        return _read(
+            scores.array, labels_part, weights_part, top_k=(1,), from_logits=False,
+            proba_eps=scores.eps, sum_tolerance=tolerance,
+        )
 
+    if indicator:
+        # Several true classes per row: one read per rank of true class, each
+        # row weighted by its indicator value (0 where it has no such class).
+        states = [
+            read(passed_labels, values if weights is None else values * weights)
+            for passed_labels, values in _indicator_passes(encoded)
+        ]
+        state = states[0]
+        loss = sum(s.loss_sum for s in states)
+        weight_sum = float(n_rows) if weights is None else float(np.sum(weights, dtype=np.float64))
+    else:
+        state = read(encoded, weights)
+        loss, weight_sum = state.loss_sum, state.weight_sum
 
-def _argmax_accuracy(y_true, y_score, weights):
-    """Accuracy of the argmax of an (N, C) score matrix against class indices."""
-    scores = validation.scores(y_score, "y_pred")
-    n_rows, n_classes = scores.shape
-    labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
-    state = _accumulate.accumulate_matrix(scores.view, labels, top_k=(1,), from_logits=True, sample_weight=weights)
     if state.count("nonfinite_rows"):
-        state.finalize("raise", scores_name="y_pred")
-    return state.hits(0), state.weight_sum
+        value_errors_first()  # raises: NaN/inf, or values out of range whose sum overflowed
+    _raise_out_of_range(scores, state.minmax[0], state.minmax[1])
+    _flush(pending)
+    if state.count("unnormalized_rows"):
+        _warn_unnormalized()
+    return _weighted_total(loss, weight_sum, normalize)
+
+
+def _numeric_weights(weights, normalize: bool):
+    """Weights as numbers the kernels read; otherwise numpy's own error, as scikit-learn's average gives it."""
+    if weights is None or weights.dtype.kind in "biuf":
+        return weights
+    try:
+        return weights.astype(np.float64)
+    except (TypeError, ValueError):
+        _average(np.zeros(weights.shape[0]), weights, normalize)
+        raise
+
+
+def _flush(pending: list, stacklevel: int = 3) -> None:
+    while pending:
+        message, category = pending.pop(0)
+        warnings.warn(message, category, stacklevel=stacklevel)
+
+
+def _warn_unnormalized() -> None:
+    warnings.warn("The y_prob values do not sum to one. Make sure to pass probabilities.", UserWarning, stacklevel=3)
+
+
+def _raise_out_of_range(scores: _Scores, low: float, high: float) -> None:
+    if high > 1:
+        raise ValueError(f"y_prob contains values greater than 1: {scores.dtype.type(high)}")
+    if low < 0:
+        raise ValueError(f"y_prob contains values lower than 0: {scores.dtype.type(low)}")
+
+
+def _count_unnormalized(scores: _Scores) -> int:
+    """Rows of a 2-D probability matrix not summing to one (row chunks)."""
+    tolerance = sum_to_one_tolerance(scores.eps)
+    count = 0
+    for start, stop in L.row_chunks(*scores.array.shape):
+        sums = np.sum(scores.array[start:stop], axis=1, dtype=np.float64)
+        count += int(np.count_nonzero(~(np.abs(sums - 1.0) <= tolerance)))
+    return count
+
+
+def _log_loss_target(y_true, labels, pending: list):
+    """(is an indicator matrix, encoded labels or the matrix, sorted classes), as LabelBinarizer has them."""
+    if labels is not None:
+        label_target = L.target(labels, "y")
+        if "multioutput" in label_target.type:
+            raise ValueError("Multioutput target data is not supported with label binarization")
+        if L.num_samples(labels) == 0:
+            raise ValueError(f"y has 0 samples: {labels!r}")
+        classes = L.unique_labels(label_target)
+        if not np.all(classes == labels):
+            pending.append(
+                (
+                    f"Labels passed were {labels}. But this function assumes labels are ordered "
+                    f"lexicographically. Pass the ordered labels={classes.tolist()} and ensure that the "
+                    "columns of y_prob correspond to this ordering.",
+                    UserWarning,
+                )
+            )
+        y_array = L.to_numpy_or_object(y_true)
+        if not L.isin(y_array, classes):
+            undeclared = set(y_true) - set(labels)
+            raise ValueError(f"y_true contains values {undeclared} not belonging to the passed labels {labels}.")
+        if classes.shape[0] == 1:
+            raise ValueError(f"The labels array needs to contain at least two labels, got {classes}.")
+        if y_array.ndim == 2 and y_array.shape[1] > 1:
+            true_type = L.type_of_target(y_array)
+            if true_type.startswith("multilabel") and not label_target.type.startswith("multilabel"):
+                raise ValueError("The object was not fitted with multilabel input.")
+            if "multioutput" in true_type:
+                raise ValueError("Multioutput target data is not supported with label binarization")
+            if true_type == "multilabel-indicator":
+                if y_array.shape[1] != classes.shape[0]:
+                    raise ValueError(
+                        f"classes {classes} mismatch with the labels {np.arange(y_array.shape[1])} found in the data"
+                    )
+                return True, y_array, classes
+        return False, L.encode(L.column_or_1d(y_array), classes), classes
+
+    true_target = L.target(y_true, "y")
+    if "multioutput" in true_target.type:
+        raise ValueError("Multioutput target data is not supported with label binarization")
+    if L.num_samples(y_true) == 0:
+        raise ValueError(f"y has 0 samples: {y_true!r}")
+    classes = L.unique_labels(true_target)
+    if classes.shape[0] == 1:
+        raise ValueError(
+            f"y_true contains only one label ({classes[0]}). Please provide the list of all expected class "
+            "labels explicitly through the labels argument."
+        )
+    if true_target.type == "multilabel-indicator":
+        return True, true_target.array, classes
+    return False, L.encode(L.column_or_1d(true_target.array), classes), classes
+
+
+def _indicator_passes(indicator):
+    """(labels, values) per rank t: the t-th nonzero column of each row and its value.
+
+    Rows with fewer than t + 1 true classes get label 0 and value 0.  The
+    indicator matrix (dense or sparse) is read in row chunks.
+    """
+    if L.is_sparse(indicator):
+        indicator = indicator.tocsr()
+    n_rows, n_columns = indicator.shape
+
+    def chunk(start, stop):
+        part = indicator[start:stop]
+        return part.toarray() if L.is_sparse(part) else np.asarray(part)
+
+    counts = np.empty(n_rows, dtype=np.int64)
+    for start, stop in L.row_chunks(n_rows, n_columns):
+        counts[start:stop] = np.count_nonzero(chunk(start, stop), axis=1)
+    for rank in range(max(1, int(counts.max()))):
+        labels = np.zeros(n_rows, dtype=np.int64)
+        values = np.zeros(n_rows, dtype=np.float64)
+        for start, stop in L.row_chunks(n_rows, n_columns):
+            part = chunk(start, stop)
+            rows, cols = np.nonzero(part)
+            has = counts[start:stop] > rank
+            first = np.searchsorted(rows, np.arange(stop - start))
+            picked = first[has] + rank
+            labels[start:stop][has] = cols[picked]
+            values[start:stop][has] = part[rows[picked], cols[picked]]
+        yield labels, values
+
+
+# --------------------------------------------------------------------------- accuracy_score
 
 
 def accuracy_score(y_true, y_pred, *, normalize=True, sample_weight=None):
-    """Accuracy as ``sklearn.metrics.accuracy_score`` 1.9, plus (N, C) score matrices.
+    """Accuracy, as ``sklearn.metrics.accuracy_score`` 1.9, plus (N, C) score matrices.
 
     Labels of any type are compared as scikit-learn does (subset accuracy for
-    multilabel indicator matrices).  In addition, when ``y_true`` holds class
-    indices and ``y_pred`` is a 2-D float matrix of scores (logits or
-    probabilities), its row argmax is the prediction (first index wins ties,
-    as numpy and torch), computed without materialising the argmax.
+    multilabel indicator matrices, dense or sparse).  In addition, when
+    ``y_true`` holds integer class indices and ``y_pred`` is a 2-D float
+    matrix of scores (logits or probabilities, not a label indicator matrix),
+    its row argmax is the prediction (the first index wins ties, as numpy and
+    torch), computed by the kernel without materialising the argmax.
 
     Examples
     --------
@@ -271,96 +522,119 @@ def accuracy_score(y_true, y_pred, *, normalize=True, sample_weight=None):
     >>> accuracy_score([0, 1], [[0.9, 0.1], [0.8, 0.2]])
     0.5
     """
-    _check_array_like(y_true, "y_true", "accuracy_score")
-    _check_array_like(y_pred, "y_pred", "accuracy_score")
-    _check_bool(normalize, "normalize", "accuracy_score")
-    _check_array_like(sample_weight, "sample_weight", "accuracy_score", allow_none=True)
-
-    true_array = validation.as_array(y_true, "y_true")
-    pred_array = validation.as_array(y_pred, "y_pred")
-    if (
-        pred_array.ndim == 2
-        and pred_array.shape[1] > 1
-        and pred_array.dtype.kind == "f"
-        and true_array.ndim == 1
-        and true_array.dtype.kind in "iu"
-        and type_of_target(pred_array) == "continuous-multioutput"
-    ):
-        check_consistent_length(true_array, pred_array, sample_weight)
-        weights = _sample_weight(sample_weight, true_array.shape[0])
-        hits, weight_sum = _argmax_accuracy(true_array, pred_array, weights)
-        return _weighted_result(hits, weight_sum, normalize)
-
-    y_type, true_array, pred_array = _check_targets(true_array, pred_array)
-    check_consistent_length(true_array, pred_array, sample_weight)
-    if y_type.startswith("multilabel"):
+    _validate_params(
+        "accuracy_score",
+        [
+            ("y_true", y_true, (_ARRAY, _SPARSE)),
+            ("y_pred", y_pred, (_ARRAY, _SPARSE)),
+            ("normalize", normalize, (_BOOL,)),
+            ("sample_weight", sample_weight, (_ARRAY, _NONE)),
+        ],
+    )
+    from_scores = _accuracy_of_scores(y_true, y_pred, normalize, sample_weight)
+    if from_scores is not None:
+        return from_scores
+    y_type, true_array, pred_array, weights = _check_targets(y_true, y_pred, sample_weight)
+    if y_type == "multilabel-indicator":
         score = _rows_equal(true_array, pred_array)
     else:
         score = true_array == pred_array
-    weights = _sample_weight(sample_weight, score.shape[0])
-    if weights is None:
-        return _weighted_result(float(np.count_nonzero(score)), float(score.shape[0]), normalize)
-    return _weighted_result(float(np.dot(score, weights)), float(np.sum(weights)), normalize)
+    return _average(score, weights, normalize)
 
 
-def _rows_equal(a, b) -> np.ndarray:
-    """Row-wise equality of two (N, C) arrays (dense or sparse), in row chunks."""
-    if hasattr(a, "toarray") or hasattr(b, "toarray"):
-        a = a.tocsr() if hasattr(a, "tocsr") else a
-        b = b.tocsr() if hasattr(b, "tocsr") else b
-        diff = a - b
-        if hasattr(diff, "getnnz"):
-            diff.eliminate_zeros()
-            return np.diff(diff.indptr) == 0
-        return ~np.any(diff != 0, axis=1)
-    out = np.empty(a.shape[0], dtype=bool)
-    step = max(1, (1 << 20) // max(1, a.shape[1]))
-    for start in range(0, a.shape[0], step):
-        out[start : start + step] = np.all(a[start : start + step] == b[start : start + step], axis=1)
-    return out
+def _accuracy_of_scores(y_true, y_pred, normalize, sample_weight):
+    """The score-matrix extension: None unless y_pred is an (N, C) float score matrix."""
+    if L.is_sparse(y_true) or L.is_sparse(y_pred):
+        return None
+    try:
+        pred = L.to_numpy(y_pred)
+        true = L.to_numpy(y_true)
+    except (TypeError, ValueError):
+        return None
+    if not (pred.ndim == 2 and pred.shape[1] > 1 and pred.shape[0] > 0 and pred.dtype.kind == "f"):
+        return None
+    if true.dtype.kind not in "iu" or not (true.ndim == 1 or (true.ndim == 2 and true.shape[1] == 1)):
+        return None
+    # type_of_target(y_pred) == "continuous-multioutput", decided from the first
+    # rows when they settle it (more than two values, one not an integer).
+    head = pred[: max(1, 65536 // pred.shape[1])]
+    finite_head = head[np.isfinite(head)]
+    if not (np.unique(finite_head).shape[0] > 2 and not L.all_integral(finite_head)):
+        if L.type_of_target(pred, "y_pred") != "continuous-multioutput":
+            return None
+    L.check_consistent_length(true, pred, sample_weight)
+    n_rows, n_classes = pred.shape
+    weights = L.check_sample_weight(sample_weight, n_rows)
+    labels = validation.class_indices(L.column_or_1d(true), "y_true", n_rows, n_classes)
+    scores = _Scores(pred, pred.dtype, checked=False, name="y_pred")
+    state = _read_ranks(scores, labels, weights, k=1, ties_to_last=False)
+    return _weighted_total(state.hits(0), state.weight_sum, normalize)
 
 
-def _check_targets(y_true, y_pred):
-    """scikit-learn's ``_check_targets`` for accuracy: the common type of two targets."""
-    check_consistent_length(y_true, y_pred)
-    type_true = type_of_target(y_true, input_name="y_true")
-    type_pred = type_of_target(y_pred, input_name="y_pred")
-    y_type = {type_true, type_pred}
+def _check_targets(y_true, y_pred, sample_weight):
+    """scikit-learn's ``_check_targets``: the common type of two targets, 1-D labels or indicators."""
+    L.check_consistent_length(y_true, y_pred, sample_weight)
+    true_target = L.target(y_true, "y_true")
+    pred_target = L.target(y_pred, "y_pred")
+    for raw in (y_true, y_pred):
+        if L.num_samples(raw) < 1:
+            raise ValueError(
+                "Found empty input array (e.g., `y_true` or `y_pred`) while a minimum of 1 sample is required."
+            )
+    weights = None if sample_weight is None else L.check_sample_weight(sample_weight, L.num_samples(y_true))
+    y_type = {true_target.type, pred_target.type}
     if y_type == {"binary", "multiclass"}:
         y_type = {"multiclass"}
     if len(y_type) > 1:
-        raise ValueError(f"Classification metrics can't handle a mix of {type_true} and {type_pred} targets")
+        raise ValueError(
+            f"Classification metrics can't handle a mix of {true_target.type} and {pred_target.type} targets"
+        )
     (y_type,) = y_type
     if y_type not in ("binary", "multiclass", "multilabel-indicator"):
         raise ValueError(f"{y_type} is not supported")
+    true_array, pred_array = true_target.array, pred_target.array
     if y_type in ("binary", "multiclass"):
-        y_true = to_1d(y_true)
-        y_pred = to_1d(y_pred)
-        if y_type == "binary":
-            try:
-                unique = unique_labels(y_true, y_pred)
-            except TypeError as exc:
-                raise TypeError(
-                    "Labels in y_true and y_pred should be of the same type. Got "
-                    f"y_true={np.unique(y_true)} and y_pred={np.unique(y_pred)}. Make sure that the "
-                    "predictions provided by the classifier coincides with the true labels."
-                ) from exc
-            if len(unique) > 2:
-                y_type = "multiclass"
-    return y_type, y_true, y_pred
+        try:
+            true_array = L.column_or_1d(true_array, "y_true")
+            pred_array = L.column_or_1d(pred_array, "y_pred")
+        except TypeError as exc:
+            if "Sparse data was passed" in str(exc):
+                raise TypeError("Sparse input is only supported when targets are of multilabel type") from exc
+            raise
+    true_target.raw, pred_target.raw = true_array, pred_array  # as scikit-learn passes them on
+    classes = L.unique_labels(true_target, pred_target, label_type=y_type)
+    if y_type == "binary" and classes.shape[0] > 2:
+        y_type = "multiclass"
+    return y_type, true_array, pred_array, weights
+
+
+def _rows_equal(a, b) -> np.ndarray:
+    """Row-wise equality of two (N, C) indicator matrices, dense or sparse, in row chunks."""
+    a = a.tocsr() if L.is_sparse(a) else a
+    b = b.tocsr() if L.is_sparse(b) else b
+
+    def dense(m, start, stop):
+        part = m[start:stop]
+        return part.toarray() if L.is_sparse(part) else np.asarray(part)
+
+    out = np.empty(a.shape[0], dtype=bool)
+    for start, stop in L.row_chunks(*a.shape):
+        out[start:stop] = np.all(dense(a, start, stop) == dense(b, start, stop), axis=1)
+    return out
 
 
 # -------------------------------------------------------------- top_k_accuracy_score
 
 
 def top_k_accuracy_score(y_true, y_score, *, k=2, normalize=True, sample_weight=None, labels=None):
-    """Top-k accuracy as ``sklearn.metrics.top_k_accuracy_score`` 1.9.
+    """Top-k accuracy, as ``sklearn.metrics.top_k_accuracy_score`` 1.9.
 
     Tie rule: scikit-learn ranks tied scores by a stable ascending argsort
-    read backwards, so among equal scores the *higher* column index wins.
-    ``evaluate``'s ``top_k_accuracy`` uses the numpy/torch argmax rule (the
-    lower index wins) instead; the two differ only on rows with ties at the
-    k-th place.  Computed as the rank of the true class, without sorting.
+    read backwards, so among equal scores the *higher* column index ranks
+    first.  ``evaluate``'s ``top_k_accuracy`` uses the numpy/torch argmax
+    rule (the lower index first) instead; the two differ only on rows with a
+    tie across the k-th place.  Computed by the kernel as the rank of the true
+    class, without sorting.
 
     Examples
     --------
@@ -371,97 +645,131 @@ def top_k_accuracy_score(y_true, y_score, *, k=2, normalize=True, sample_weight=
     >>> top_k_accuracy_score(y_true, y_score, k=2)
     0.75
     """
-    _check_array_like(y_true, "y_true", "top_k_accuracy_score")
-    _check_array_like(y_score, "y_score", "top_k_accuracy_score")
-    if not isinstance(k, numbers.Integral) or isinstance(k, (bool, np.bool_)):
-        raise InvalidParameterError(
-            f"The 'k' parameter of top_k_accuracy_score must be an int in the range [1, inf). Got {k!r} instead."
-        )
-    if k < 1:
-        raise InvalidParameterError(
-            f"The 'k' parameter of top_k_accuracy_score must be an int in the range [1, inf). Got {k!r} instead."
-        )
-    _check_bool(normalize, "normalize", "top_k_accuracy_score")
-    _check_array_like(sample_weight, "sample_weight", "top_k_accuracy_score", allow_none=True)
-    _check_array_like(labels, "labels", "top_k_accuracy_score", allow_none=True)
-
-    y_array = to_1d(validation.as_array(y_true, "y_true"))
-    y_type = type_of_target(y_array, input_name="y_true")
+    _validate_params(
+        "top_k_accuracy_score",
+        [
+            ("y_true", y_true, (_ARRAY,)),
+            ("y_score", y_score, (_ARRAY,)),
+            ("k", k, (_K,)),
+            ("normalize", normalize, (_BOOL,)),
+            ("sample_weight", sample_weight, (_ARRAY, _NONE)),
+            ("labels", labels, (_ARRAY, _NONE)),
+        ],
+    )
+    true = L.to_numpy(y_true)
+    L.check_dims(true)
+    L.assert_all_finite(true)
+    L.check_min_size(true)
+    true = L.column_or_1d(true)
+    true_target = L.target(true, "y_true")
+    y_type = true_target.type
     if y_type == "binary" and labels is not None and len(labels) > 2:
         y_type = "multiclass"
-    if y_type not in {"binary", "multiclass"}:
+    if y_type not in ("binary", "multiclass"):
         raise ValueError(f"y type must be 'binary' or 'multiclass', got '{y_type}' instead.")
-    score_array = validation.as_array(y_score, "y_score")
-    if y_type == "binary":
-        if score_array.ndim == 2 and score_array.shape[1] != 1:
+    scores = _check_scores(y_score, numeric=True)
+    try:
+        if y_type == "binary":
+            if scores.array.ndim == 2 and scores.array.shape[1] != 1:
+                raise ValueError(
+                    f"`y_true` is binary while y_score is 2d with {scores.array.shape[1]} classes. If `y_true` "
+                    "does not contain all the labels, `labels` must be provided."
+                )
+            scores.array = L.column_or_1d(scores.array)
+        elif scores.array.ndim != 2:
             raise ValueError(
-                "`y_true` is binary while y_score is 2d with"
-                f" {score_array.shape[1]} classes. If `y_true` does not contain all the"
-                " labels, `labels` must be provided."
+                "`y_score` needs to be of shape `(n_samples, n_classes)`, since `y_true` contains multiple "
+                f"classes. Got `y_score.shape={scores.array.shape}`."
             )
-        score_array = to_1d(score_array)
-    elif score_array.ndim != 2:
-        raise ValueError(
-            "`y_score` needs to be of shape `(n_samples, n_classes)`, since `y_true` contains multiple "
-            f"classes. Got `y_score.shape={score_array.shape}`."
-        )
-    scores = _float_scores(score_array, "y_score")
-    check_consistent_length(y_array, scores.view, sample_weight)
-    n_score_classes = scores.shape[1] if scores.view.ndim == 2 else 2
-
-    if labels is None:
-        classes = unique_labels(y_array)
-        n_classes = len(classes)
-        if n_classes != n_score_classes:
-            raise ValueError(
-                f"Number of classes in 'y_true' ({n_classes}) not equal to the number of classes in "
-                f"'y_score' ({n_score_classes}).You can provide a list of all known classes by assigning "
-                "it to the `labels` parameter."
-            )
-    else:
-        labels = to_1d(validation.as_array(labels, "labels"))
-        classes = unique_labels(labels)
-        n_classes = len(classes)
-        if n_classes != len(labels):
-            raise ValueError("Parameter 'labels' must be unique.")
-        if not np.array_equal(classes, labels):
-            raise ValueError("Parameter 'labels' must be ordered.")
-        if n_classes != n_score_classes:
-            raise ValueError(
-                f"Number of given labels ({n_classes}) not equal to the number of classes in "
-                f"'y_score' ({n_score_classes})."
-            )
-        if len(np.setdiff1d(y_array, classes)):
-            raise ValueError("'y_true' contains labels not in parameter 'labels'.")
-    if k >= n_classes:
-        warnings.warn(
-            f"'k' ({k}) greater than or equal to 'n_classes' ({n_classes}) will result in a perfect "
-            "score and is therefore meaningless.",
-            UndefinedMetricWarning,
-            stacklevel=2,
-        )
-    indices, _ = encode_labels(y_array, classes)
-    weights = None if sample_weight is None else _sample_weight(sample_weight, y_array.shape[0])
+        L.check_consistent_length(true, scores.array, sample_weight)
+        n_score_classes = scores.array.shape[1] if scores.array.ndim == 2 else 2
+        classes = _top_k_classes(true_target, labels, n_score_classes)
+        encoded = L.encode(true, classes)
+    except (ValueError, TypeError):
+        scores.check_finite()
+        raise
+    n_classes = classes.shape[0]
 
     if y_type == "binary":
-        values = np.asarray(score_array, dtype=np.float64)  # N values: no (N, C) array here
-        if not np.isfinite(values).all():
-            raise ValueError("Input contains NaN, infinity or a value too large for dtype('float64').")
+        if k >= n_classes:
+            _warn_k(k, n_classes)
         if k == 1:
+            values = scores.array
             threshold = 0.5 if values.min() >= 0 and values.max() <= 1 else 0
-            hits = (values > threshold).astype(np.int64) == indices
+            hits = (values > threshold).astype(np.int64) == encoded
         else:
-            hits = np.ones(values.shape[0], dtype=bool)
-        if weights is None:
-            return _weighted_result(float(np.count_nonzero(hits)), float(hits.shape[0]), normalize)
-        return _weighted_result(float(np.dot(hits, weights)), float(np.sum(weights)), normalize)
+            hits = np.ones_like(scores.array, dtype=np.bool_)
+        return _average(hits, _top_k_weights(sample_weight), normalize)
 
-    state = _accumulate.accumulate_matrix(
-        scores.view, indices, top_k=(k,), from_logits=True, ties_to_last=True, sample_weight=weights
+    weights = _top_k_weights(sample_weight)
+    plain = weights is None or (weights.ndim == 1 and weights.dtype.kind in "biuf" and np.isfinite(weights).all())
+    if plain:
+        state = _read_ranks(scores, encoded, weights, k=int(k), ties_to_last=True)
+        if k >= n_classes:
+            _warn_k(k, n_classes)
+        total = state.hits(0)
+        if weights is None:
+            return _weighted_total(total, state.weight_sum, normalize)
+        return _weighted_total(total, float(np.sum(weights, dtype=np.float64)), normalize)
+    # Weights numpy itself must judge (non-finite, odd shapes): per-row hits.
+    scores.check_finite()
+    if k >= n_classes:
+        _warn_k(k, n_classes)
+    return _average(_top_k_hits(scores.array, encoded, k), weights, normalize)
+
+
+def _top_k_weights(sample_weight):
+    return None if sample_weight is None else L.to_numpy(sample_weight)
+
+
+def _warn_k(k, n_classes) -> None:
+    warnings.warn(
+        f"'k' ({k}) greater than or equal to 'n_classes' ({n_classes}) will result in a perfect score and is "
+        "therefore meaningless.",
+        _compatible(UndefinedMetricWarning),
+        stacklevel=3,
     )
-    _raise_nonfinite(state)
-    k_index = state.top_k.index(k)
-    return _weighted_result(state.hits(k_index), state.weight_sum, normalize)
+
+
+def _top_k_classes(true_target, labels, n_score_classes: int) -> np.ndarray:
+    if labels is None:
+        classes = true_target.labels
+        if classes.shape[0] != n_score_classes:
+            raise ValueError(
+                f"Number of classes in 'y_true' ({classes.shape[0]}) not equal to the number of classes in "
+                f"'y_score' ({n_score_classes}).You can provide a list of all known classes by assigning it to the "
+                "`labels` parameter."
+            )
+        return classes
+    labels = L.column_or_1d(labels)
+    classes = L.unique_values(labels) if labels.dtype != object else np.unique(labels)
+    if classes.shape[0] != labels.shape[0]:
+        raise ValueError("Parameter 'labels' must be unique.")
+    if not np.array_equal(classes, labels):
+        raise ValueError("Parameter 'labels' must be ordered.")
+    if classes.shape[0] != n_score_classes:
+        raise ValueError(
+            f"Number of given labels ({classes.shape[0]}) not equal to the number of classes in 'y_score' "
+            f"({n_score_classes})."
+        )
+    if not L.isin(true_target.array, classes):
+        raise ValueError("'y_true' contains labels not in parameter 'labels'.")
+    return classes
+
+
+def _top_k_hits(scores: np.ndarray, encoded: np.ndarray, k: int) -> np.ndarray:
+    """Per-row top-k hits under scikit-learn's tie rule, in numpy row chunks (slow path)."""
+    n_rows, n_columns = scores.shape
+    hits = np.empty(n_rows, dtype=bool)
+    columns = np.arange(n_columns)
+    for start, stop in L.row_chunks(n_rows, n_columns):
+        part = np.asarray(scores[start:stop], dtype=np.float64)
+        label = np.asarray(encoded[start:stop], dtype=np.intp)
+        target = part[np.arange(stop - start), label][:, None]
+        ahead = np.count_nonzero(part > target, axis=1)
+        ahead += np.count_nonzero((part == target) & (columns > label[:, None]), axis=1)
+        hits[start:stop] = ahead < k
+    return hits
 
 
 __all__ = ["log_loss", "accuracy_score", "top_k_accuracy_score", "InvalidParameterError", "UndefinedMetricWarning"]
