@@ -27,8 +27,11 @@ def _slice(array, start, stop, dtype):
     return np.asarray(array[start:stop], dtype=dtype)
 
 
-def _run(call, n_rows, state, block_rows, labels, sample_weight, row_losses):
+def _run(call, n_rows, row_elements, state, block_rows, labels, sample_weight, row_losses):
     """Run ``call(start, stop, labels, weights, losses, nblocks, fsums, icounts)`` over all rows."""
+    # Waking the thread pool costs more than a small input takes to read; the
+    # per-block results do not depend on the thread count, so run it on one.
+    serial = n_rows * row_elements < _config.SERIAL_BELOW_ELEMENTS
     n_cols = K.F_TOPK + len(state.top_k)
     max_blocks = min(_config.BLOCKS_PER_CALL, max(1, -(-n_rows // block_rows)))
     fsums = np.empty((max_blocks, n_cols), dtype=np.float64)
@@ -41,7 +44,14 @@ def _run(call, n_rows, state, block_rows, labels, sample_weight, row_losses):
         weights_part = _slice(sample_weight, start, stop, np.float64)
         losses_part = _EMPTY_F64 if row_losses is None else row_losses[start:stop]
         with _config.PARALLEL_LOCK:
-            call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts)
+            threads = numba.get_num_threads()
+            if serial and threads > 1:
+                numba.set_num_threads(1)
+            try:
+                call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts)
+            finally:
+                if serial and threads > 1:
+                    numba.set_num_threads(threads)
         K.fold_blocks(fsums, icounts, nblocks, start, state.sums, state.minmax, state.counts)
     state.rows_seen += n_rows
     return state
@@ -78,7 +88,7 @@ def accumulate_matrix(
             nblocks, block_rows, blocks_per_task, fsums, icounts,
         )
 
-    return _run(call, n_rows, state, block_rows, labels, sample_weight, row_losses)
+    return _run(call, n_rows, n_classes, state, block_rows, labels, sample_weight, row_losses)
 
 
 def accumulate_binary_proba(proba, labels, *, top_k, sample_weight=None, proba_eps: float, row_losses=None) -> State:
@@ -93,4 +103,4 @@ def accumulate_binary_proba(proba, labels, *, top_k, sample_weight=None, proba_e
             0, nblocks, block_rows, fsums, icounts,
         )
 
-    return _run(call, proba.shape[0], state, block_rows, labels, sample_weight, row_losses)
+    return _run(call, proba.shape[0], 1, state, block_rows, labels, sample_weight, row_losses)

@@ -28,6 +28,8 @@ MAX_BLOCK_ROWS = 512
 # Blocks handled by one parallel kernel call: bounds the per-call scratch
 # (O(blocks x fields)) so memory never grows with N.
 BLOCKS_PER_CALL = 512
+# Inputs with fewer scores than this run on one thread (see _accumulate._run).
+SERIAL_BELOW_ELEMENTS = 1 << 17
 
 
 def block_rows(num_classes: int) -> int:
