@@ -9,11 +9,13 @@ from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
 from fastce.metrics import Metrics
 from fastce.sklearn_compat import accuracy_score, log_loss, top_k_accuracy_score
 from fastce.state import State
+from fastce.streaming import Evaluator
 from fastce.torch_compat import cross_entropy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Evaluator",
     "FastCEWarning",
     "InputError",
     "Metrics",

@@ -136,7 +136,7 @@ class State:
         check_nan_policy(nan_policy)
         nonfinite = int(self.counts[K.C_NONFINITE])
         if nonfinite and nan_policy == "raise":
-            raise_nonfinite(scores_name, int(self.counts[K.FIRST_NONFINITE]), nonfinite)
+            raise_nonfinite(scores_name, int(self.counts[K.FIRST_NONFINITE]), nonfinite, from_logits=self.from_logits)
         if nonfinite and nan_policy == "omit":
             warnings.warn(
                 f"nan_policy='omit': skipped {nonfinite} row(s) whose {scores_name} hold NaN or +inf "
@@ -187,8 +187,8 @@ class State:
             "from_logits": self.from_logits,
             "ties_to_last": self.ties_to_last,
             "sums": [_exactsum.to_hex(acc) for acc in self.sums],
-            "min_score": float(self.minmax[0]),
-            "max_score": float(self.minmax[1]),
+            "min_score": _json_float(self.minmax[0]),
+            "max_score": _json_float(self.minmax[1]),
             "counters": self.counters,
             "rows_seen": self.rows_seen,
         }
@@ -199,22 +199,69 @@ class State:
         if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
             raise ValueError(f"not a fastce state (expected format {STATE_FORMAT!r})")
         try:
-            top_k = tuple(int(k) for k in data["top_k"])
+            num_classes = _json_int(data["num_classes"], "num_classes", low=1)
+            top_k = tuple(_json_int(k, "top_k", low=1) for k in _json_list(data["top_k"], "top_k"))
+            if len(set(top_k)) != len(top_k):
+                raise ValueError(f"top_k has repeated values: {list(top_k)}")
             state = cls.empty(
-                int(data["num_classes"]),
+                num_classes,
                 top_k,
-                from_logits=bool(data["from_logits"]),
-                ties_to_last=bool(data["ties_to_last"]),
+                from_logits=_json_bool(data["from_logits"], "from_logits"),
+                ties_to_last=_json_bool(data["ties_to_last"], "ties_to_last"),
             )
-            if len(data["sums"]) != 2 + len(top_k):
+            sums = _json_list(data["sums"], "sums")
+            if len(sums) != 2 + len(top_k):
                 raise ValueError("wrong number of sums")
-            state.sums = np.stack([_exactsum.from_hex(text) for text in data["sums"]])
-            state.minmax = np.array([float(data["min_score"]), float(data["max_score"])])
-            state.counts = np.array([int(data["counters"][name]) for name in _COUNTER_NAMES], dtype=np.int64)
-            state.rows_seen = int(data["rows_seen"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"malformed fastce state: {exc}") from exc
+            if not all(isinstance(text, str) for text in sums):
+                raise ValueError("sums must be hexadecimal strings")
+            state.sums = np.stack([_exactsum.from_hex(text) for text in sums])
+            state.minmax = np.array([_from_json_float(data["min_score"]), _from_json_float(data["max_score"])])
+            counters = data["counters"]
+            if not isinstance(counters, dict):
+                raise ValueError("counters must be a mapping")
+            state.counts = np.array(
+                [
+                    _json_int(counters[name], name, low=-1 if index >= K.FIRST_NONFINITE else 0)
+                    for index, name in enumerate(_COUNTER_NAMES)
+                ],
+                dtype=np.int64,
+            )
+            state.rows_seen = _json_int(data["rows_seen"], "rows_seen", low=0)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"malformed fastce state: {exc!s}") from exc
         return state
+
+
+def _json_float(value) -> float | str:
+    """A float for strict JSON: non-finite values become the strings "inf", "-inf", "nan"."""
+    value = float(value)
+    return value if math.isfinite(value) else repr(value)
+
+
+def _from_json_float(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _json_int(value, name: str, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < low or value > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} out of range: {value!r}")
+    return int(value)
+
+
+def _json_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
+def _json_list(value, name: str) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name} must be a list, got {value!r}")
+    return list(value)
 
 
 def check_nan_policy(nan_policy: str) -> None:
@@ -224,11 +271,13 @@ def check_nan_policy(nan_policy: str) -> None:
         )
 
 
-def raise_nonfinite(scores_name: str, row: int, count: int) -> None:
+def raise_nonfinite(scores_name: str, row: int, count: int, *, from_logits: bool = True) -> None:
+    # Logits may be -inf (a masked class), probabilities may not.
+    what = "NaN or +inf" if from_logits else "NaN or an infinite value"
+    also = "; a row of only -inf counts too" if from_logits else ""
     raise InputError(
-        f"{scores_name} row {row} holds NaN or +inf ({count} such row(s) in all; a row of only -inf "
-        "counts too). Fix the model output, or pass nan_policy='omit' to skip those rows or "
-        "nan_policy='propagate' to get NaN.",
+        f"{scores_name} row {row} holds {what} ({count} such row(s) in all{also}). Fix the model output, "
+        "or pass nan_policy='omit' to skip those rows or nan_policy='propagate' to get NaN.",
         argument=scores_name,
         row=row,
     )

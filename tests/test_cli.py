@@ -1,0 +1,384 @@
+"""The ``fastce`` command, run as users run it: real files, subprocesses, kills."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastce
+from fastce import _config, cli
+from fastce.progress import LineProgress, SilentProgress, make_progress
+
+N, C = 6_000, 24
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal((N, C)) * 2).astype(np.float32)
+    labels = rng.integers(0, C, size=N)
+    weights = rng.random(N)
+    np.save(d / "z.npy", logits)
+    np.save(d / "y.npy", labels)
+    np.save(d / "w.npy", weights)
+    e = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+    np.save(d / "p.npy", e / e.sum(axis=1, keepdims=True))
+    return d, logits, labels, weights
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env.pop(cli._DELAY_ENV, None)
+    env.update(extra)
+    return env
+
+
+def _run(*args, env=None, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "fastce", *map(str, args)],
+        capture_output=True, text=True, env=env or _env(), check=False, **kwargs,
+    )
+
+
+def _main(*args):
+    out, err = io.StringIO(), io.StringIO()
+    status = cli.main([str(a) for a in args], out=out, err=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+# -- results -----------------------------------------------------------------------
+
+
+def test_json_output_is_evaluate_bit_for_bit_and_alone_on_stdout(files):
+    d, logits, labels, weights = files
+    result = _run("eval", "--labels", d / "y.npy", "--logits", d / "z.npy", "--weights", d / "w.npy", "--top-k", 1, 5, "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # not a terminal: no progress bar
+    expected = fastce.evaluate(labels, logits=logits, sample_weight=weights, top_k=(1, 5))
+    assert result.stdout == expected.to_json() + "\n"
+    data = json.loads(result.stdout)
+    assert {"n", "weight_sum", "cross_entropy", "accuracy", "top_k_accuracy"} <= set(data)
+    assert data["top_k_accuracy"]["5"] == expected.top_k_accuracy[5]
+
+
+def test_console_script_and_table_output(files):
+    d, _logits, labels, _ = files
+    script = shutil.which("fastce", path=os.path.dirname(sys.executable))
+    if script is None:
+        pytest.skip("fastce console script not installed in this environment")
+    result = subprocess.run(
+        [script, "eval", "--labels", d / "y.npy", "--proba", d / "p.npy", "--top-k", "3"],
+        capture_output=True, text=True, env=_env(), check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    expected = fastce.evaluate(labels, proba=np.load(d / "p.npy"), top_k=3)
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["rows", f"{N:,}"] and "probabilities" in lines[0]
+    assert any(line.startswith("cross-entropy") and f"{expected.cross_entropy:.8g} nats" in line for line in lines)
+    assert any(line.startswith("top-3 accuracy") for line in lines)
+    assert any(line.startswith("accuracy") and f"{expected.accuracy:.8g}" in line for line in lines)
+
+
+@pytest.mark.parametrize("extra", [["--chunk-rows", "777"], ["--chunk-rows", "1", "--threads", "1"], ["--no-progress"]])
+def test_chunking_and_threads_do_not_change_a_bit(files, extra):
+    d, logits, labels, _ = files
+    if extra[:2] == ["--chunk-rows", "1"]:
+        extra = ["--chunk-rows", str(_config.block_rows(C) * 3 + 1)] + extra[2:]
+    import numba
+
+    threads = numba.get_num_threads()
+    try:
+        status, out, err = _main("eval", "--labels", d / "y.npy", "--logits", d / "z.npy", "--json", *extra)
+    finally:
+        numba.set_num_threads(threads)
+    assert status == 0, err
+    assert out == fastce.evaluate(labels, logits=logits).to_json() + "\n"
+
+
+def test_warnings_go_to_stderr_as_one_line(files, tmp_path):
+    d, logits, _labels, _ = files
+    bad = logits.copy()
+    bad[[10, 4000]] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    status, out, err = _main("eval", "--labels", d / "y.npy", "--logits", tmp_path / "nan.npy", "--nan-policy", "omit", "--json")
+    assert status == 0
+    assert json.loads(out)["n_omitted"] == 2
+    assert err.count("\n") == 1 and err.startswith("fastce: warning:") and "first: row 10" in err
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+def _error_cases(d, tmp_path):
+    np.save(tmp_path / "short.npy", np.zeros(10, np.int64))
+    np.save(tmp_path / "float_labels.npy", np.zeros(N))
+    np.save(tmp_path / "vector.npy", np.zeros(N, np.float32))
+    np.save(tmp_path / "obj.npy", np.array([None] * N, dtype=object), allow_pickle=True)
+    (tmp_path / "text.npy").write_text("not numpy\n")
+    bad_labels = np.load(d / "y.npy")
+    bad_labels[4321] = C
+    np.save(tmp_path / "bad_labels.npy", bad_labels)
+    nan = np.load(d / "z.npy")
+    nan[5555, 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    y, z = d / "y.npy", d / "z.npy"
+    return {
+        "missing": (["--labels", tmp_path / "nope.npy", "--logits", z], "nope.npy: no such file"),
+        "rows": (["--labels", tmp_path / "short.npy", "--logits", z], "short.npy has 10 rows but"),
+        "dtype": (["--labels", tmp_path / "float_labels.npy", "--logits", z], "labels must be integer"),
+        "shape": (["--labels", y, "--logits", tmp_path / "vector.npy"], r"shape (rows, classes)"),
+        "not npy": (["--labels", y, "--logits", tmp_path / "text.npy"], "is not an .npy file"),
+        "pickle": (["--labels", tmp_path / "obj.npy", "--logits", z], "never loads pickles"),
+        "label value": (["--labels", tmp_path / "bad_labels.npy", "--logits", z, "--chunk-rows", "1000"], "y_true row 4321 is 24"),
+        "nan": (["--labels", y, "--logits", tmp_path / "nan.npy", "--chunk-rows", "1000"], "scores row 5555 holds NaN"),
+        "threads": (["--labels", y, "--logits", z, "--threads", "0"], "--threads must be between 1"),
+        "state dir": (["--labels", y, "--logits", z, "--state", tmp_path / "no" / "s.json"], "does not exist"),
+    }
+
+
+def test_errors_print_one_line_and_exit_2(files, tmp_path):
+    d = files[0]
+    for name, (args, needle) in _error_cases(d, tmp_path).items():
+        status, out, err = _main("eval", *args)
+        assert status == 2, name
+        assert out == "", name
+        assert err.count("\n") == 1 and err.startswith("fastce: error: "), (name, err)
+        assert needle in err, (name, err)
+    status, out, err = _main("eval", "--labels", tmp_path / "nope.npy", "--logits", d / "z.npy", "--debug")
+    assert status == 2 and "Traceback (most recent call last)" in err and err.rstrip().endswith("no such file.")
+
+
+def test_error_exit_status_in_a_real_process(files, tmp_path):
+    d = files[0]
+    (tmp_path / "x.npy").write_bytes(b"\x80\x04K\x01.")  # a pickle
+    result = _run("eval", "--labels", d / "y.npy", "--logits", tmp_path / "x.npy")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "holds a Python pickle" in result.stderr
+    usage = _run("eval", "--labels", d / "y.npy")  # neither --logits nor --proba
+    assert usage.returncode == 2 and "one of the arguments --logits --proba is required" in usage.stderr
+
+
+# -- checkpoints ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory):
+    """A file that takes a few seconds with the test delay: 40 chunks."""
+    d = tmp_path_factory.mktemp("slow")
+    rng = np.random.default_rng(3)
+    n, c = 100_000, 10
+    logits = rng.standard_normal((n, c)).astype(np.float32)
+    labels = rng.integers(0, c, size=n)
+    np.save(d / "z.npy", logits)
+    np.save(d / "y.npy", labels)
+    expected = fastce.evaluate(labels, logits=logits, top_k=(1, 5)).to_json() + "\n"
+    # 2500 rows per chunk: not a multiple of the block, so checkpoints hold back rows too
+    args = ["eval", "--labels", d / "y.npy", "--logits", d / "z.npy", "--top-k", "1", "5", "--json", "--chunk-rows", "2500"]
+    return d, args, expected, n
+
+
+def _wait_for_checkpoint(proc, state, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if state.exists():
+            data = json.loads(state.read_text())  # written atomically: always whole
+            if data["rows_done"] > 0:
+                return data
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_killed_run_resumes_to_exactly_the_same_numbers(slow, tmp_path, how):
+    _d, args, expected, n = slow
+    state = tmp_path / "run.state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastce", *map(str, args), "--state", str(state), "--checkpoint-seconds", "0.05"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(**{cli._DELAY_ENV: "0.05"}),
+    )
+    first = _wait_for_checkpoint(proc, state)
+    proc.send_signal(getattr(signal, how))
+    out, err = proc.communicate(timeout=60)
+    if how == "SIGKILL":
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 143 and "run the same command again to resume" in err
+    assert out == ""
+    saved = json.loads(state.read_text())
+    assert 0 < first["rows_done"] <= saved["rows_done"] < n
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] or how == "SIGKILL"
+    resumed = _run(*args, "--state", state)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {state} at row {saved['rows_done']:,}" in resumed.stderr
+    assert resumed.stdout == expected
+    assert json.loads(state.read_text())["rows_done"] == n
+    # a finished checkpoint answers at once, with the same numbers
+    status, out, err = _main(*args, "--state", state)
+    assert (status, out, err) == (0, expected, "")
+
+
+def test_checkpoint_of_other_inputs_or_options_is_refused(slow, tmp_path, files):
+    d, args, expected, _n = slow
+    state = tmp_path / "s.json"
+    assert _main(*args, "--state", state)[1] == expected
+    status, out, err = _main(*args[:-4], "--top-k", "1", "--json", "--state", state)
+    assert status == 2 and "does not match this command" in err and "top_k" in err
+    status, out, err = _main("eval", "--labels", d / "y.npy", "--proba", d / "z.npy", "--state", state)
+    assert status == 2 and "does not match" in err and "mode" in err
+    os.utime(d / "z.npy", ns=(time.time_ns(), time.time_ns() + 10**9))
+    status, out, err = _main(*args, "--state", state)
+    assert (status, out) == (2, "") and "scores files (modified since)" in err
+    state.write_text("{not json")
+    status, out, err = _main(*args, "--state", state)
+    assert (status, out) == (2, "") and "not a fastce checkpoint" in err and err.count("\n") == 1
+    state.write_text(json.dumps({"format": "something else"}))
+    assert _main(*args, "--state", state)[0] == 2
+
+
+def test_checkpoints_are_written_atomically(slow, tmp_path, monkeypatch):
+    _d, args, expected, n = slow
+    state = tmp_path / "s.json"
+    real_replace = os.replace
+    seen = []
+
+    def replace(src, dst):
+        seen.append((os.path.dirname(src), os.path.basename(src), json.loads(Path(src).read_text())["rows_done"]))
+        if state.exists():  # the old checkpoint stays whole until the rename
+            assert json.loads(state.read_text())["format"] == cli.CHECKPOINT_FORMAT
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert _main(*args, "--state", state, "--checkpoint-seconds", "0")[1] == expected
+    assert len(seen) >= n // 2500  # one per chunk, plus start and end
+    assert all(directory == str(tmp_path) and name.startswith(".s.json.") for directory, name, _ in seen)
+    assert [rows for *_, rows in seen] == sorted(rows for *_, rows in seen)
+    assert sorted(os.listdir(tmp_path)) == ["s.json"]
+
+
+# -- progress -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("request_size", [True, False])
+def test_progress_bar_on_a_terminal_and_never_on_stdout(slow, request_size):
+    pty = pytest.importorskip("pty")
+    _d, args, expected, _n = slow
+    leader, follower = pty.openpty()
+    if request_size:
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastce", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=follower, text=True, env=_env(**{cli._DELAY_ENV: "0.01"}),
+    )
+    os.close(follower)
+    out, _ = proc.communicate(timeout=120)
+    chunks = []
+    while True:
+        try:
+            piece = os.read(leader, 65536)
+        except OSError:
+            break
+        if not piece:
+            break
+        chunks.append(piece)
+    os.close(leader)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert out == expected  # stdout holds the JSON and nothing else
+    assert "GB/s" in shown and ("100%" in shown or "100.0%" in shown)  # tqdm, or the built-in line
+
+
+def test_builtin_progress_line():
+    stream = io.StringIO()
+    bar = LineProgress(1000, 4000, initial=100, stream=stream, min_interval=0.0)
+    bar.update(400)
+    bar.update(500)
+    bar.close()
+    text = stream.getvalue()
+    assert text.startswith("\r") and text.endswith("\n")
+    assert "1k/1k rows 100.0%" in text and "rows/s" in text and "GB/s" in text and "ETA" in text
+
+
+def test_progress_is_silent_off_a_terminal_and_falls_back_without_tqdm(monkeypatch):
+    assert isinstance(make_progress(10, 1, stream=io.StringIO()), SilentProgress)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now fails
+    bar = make_progress(10, 1, stream=Terminal())
+    assert isinstance(bar, LineProgress)
+
+
+# -- memory -------------------------------------------------------------------------------
+
+
+def test_anonymous_memory_does_not_grow_with_the_file(tmp_path):
+    """A 300 MB float32 file: RssAnon grows by a small constant, not by the file."""
+    rows, classes = 75_000, 1000
+    block = np.random.default_rng(0).standard_normal((1000, classes)).astype(np.float32)
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=(rows, classes))
+    for start in range(0, rows, 1000):
+        big[start : start + 1000] = block
+    big.flush()
+    del big
+    np.save(tmp_path / "y.npy", np.arange(rows) % classes)
+    np.save(tmp_path / "small.npy", block[:100])
+    np.save(tmp_path / "small_y.npy", np.arange(100) % classes)
+    script = textwrap.dedent(
+        f"""
+        import io, json, threading, time
+        from fastce import cli
+
+        def anon():
+            with open("/proc/self/status") as fp:
+                for line in fp:
+                    if line.startswith("RssAnon:"):
+                        return int(line.split()[1]) * 1024
+
+        d = {str(tmp_path)!r}
+        # warm up: same code path, tiny file (imports, kernel cache, thread pool)
+        assert cli.main(["eval", "--labels", d + "/small_y.npy", "--logits", d + "/small.npy"], out=io.StringIO()) == 0
+        base = peak = anon()
+        done = False
+
+        def sample():
+            global peak
+            while not done:
+                peak = max(peak, anon())
+                time.sleep(0.001)
+
+        thread = threading.Thread(target=sample)
+        thread.start()
+        status = cli.main(["eval", "--labels", d + "/y.npy", "--logits", d + "/big.npy", "--json"], out=io.StringIO())
+        done = True
+        thread.join()
+        print(json.dumps({{"status": status, "base": base, "peak": max(peak, anon())}}))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env(), check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == 0
+    growth = report["peak"] - report["base"]
+    print(f"RssAnon {report['base'] / 2**20:.1f} MiB -> peak {report['peak'] / 2**20:.1f} MiB")
+    file_size = os.path.getsize(tmp_path / "big.npy")
+    assert file_size > 290e6
+    assert growth < 32 * 2**20, f"RssAnon grew by {growth / 2**20:.1f} MiB reading a {file_size / 2**20:.0f} MiB file"
