@@ -1,0 +1,33 @@
+"""Helpers shared by the test modules (imported by name; conftest.py is not importable
+when tests/ and benchmarks/ are collected together)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# Score dtypes the contract covers.  bfloat16 comes from ml_dtypes.
+try:
+    import ml_dtypes
+
+    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover
+    BFLOAT16 = None
+
+
+def score_dtype_params(include_bf16: bool = True):
+    """pytest.param list of the score dtypes the contract covers."""
+    params = [
+        pytest.param(np.dtype(np.float16), id="f16"),
+        pytest.param(np.dtype(np.float32), id="f32"),
+        pytest.param(np.dtype(np.float64), id="f64"),
+    ]
+    if include_bf16 and BFLOAT16 is not None:
+        params.insert(1, pytest.param(BFLOAT16, id="bf16"))
+    return params
+
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    """Mark an array read-only (returns it, for chaining)."""
+    a.flags.writeable = False
+    return a

@@ -1,0 +1,154 @@
+"""On-disk kernel cache: written on first use, reused by the next process,
+and kept in a writable place when the package directory is read-only."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numba
+import pytest
+
+from fastce import _config
+
+_EVALUATE = textwrap.dedent(
+    """
+    import numba, numpy as np, fastce
+    x = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0]])
+    m = fastce.evaluate(np.array([0, 1, 2]), logits=x, top_k=(1, 2))
+    print("RESULT", m.to_json())
+    print("CACHE_DIR", numba.config.CACHE_DIR)
+    """
+)
+
+
+def _run(script, env, timeout=600):
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, elapsed
+
+
+def _clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env.update(extra)
+    return env
+
+
+def _cache_lines(text, kind):
+    """numba's NUMBA_DEBUG_CACHE lines of one kind ("data saved", "data loaded") for the score kernel."""
+    return [line for line in text.splitlines() if f"[cache] {kind}" in line and "score_blocks" in line]
+
+
+def test_second_process_loads_kernels_from_disk(tmp_path):
+    cache = tmp_path / "numba-cache"
+    env = _clean_env(NUMBA_CACHE_DIR=str(cache), NUMBA_DEBUG_CACHE="1")
+    first, t_first = _run(_EVALUATE, env)
+    files = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    assert any(name.startswith("kernels.score_blocks") and name.endswith(".nbc") for name in files), files
+    assert any(name.startswith("kernels.score_blocks") and name.endswith(".nbi") for name in files), files
+    assert _cache_lines(first.stdout + first.stderr, "data saved"), "first run compiled nothing into the cache"
+
+    second, t_second = _run(_EVALUATE, env)
+    out = second.stdout + second.stderr
+    assert _cache_lines(out, "data loaded"), out[-3000:]
+    assert not _cache_lines(out, "data saved"), "second run recompiled the kernel"
+    result = [line for line in first.stdout.splitlines() if line.startswith("RESULT")]
+    assert result == [line for line in second.stdout.splitlines() if line.startswith("RESULT")]
+    # Loading is far cheaper than compiling; a relative check only.
+    assert t_second < t_first
+
+
+def test_read_only_package_falls_back_to_a_writable_dir(tmp_path):
+    """End to end, without compiling: import fastce in a process where the package dir is not writable."""
+    home = tmp_path / "home"
+    home.mkdir()
+    script = textwrap.dedent(
+        """
+        import importlib.util, os, tempfile
+        package = importlib.util.find_spec("fastce").submodule_search_locations[0]
+        real = tempfile.NamedTemporaryFile
+        def refuse_package_dir(*args, dir=None, **kwargs):
+            # simulate a read-only site-packages (the tests may run as root, where chmod is not enough)
+            if dir is not None and os.path.abspath(dir).startswith(os.path.abspath(package)):
+                raise PermissionError(13, "read-only file system", dir)
+            return real(*args, dir=dir, **kwargs)
+        tempfile.NamedTemporaryFile = refuse_package_dir
+        import numba
+        import fastce
+        print("CACHE_DIR", numba.config.CACHE_DIR)
+        """
+    )
+    proc, _ = _run(script, _clean_env(HOME=str(home)))
+    chosen = proc.stdout.split("CACHE_DIR", 1)[1].strip()
+    assert chosen == os.path.join(str(home), ".cache", "fastce", "numba")
+    assert os.path.isdir(chosen)
+
+
+@pytest.fixture
+def isolated_cache_config(monkeypatch):
+    """Run _configure_cache_dir with NUMBA_CACHE_DIR unset and numba's setting restored afterwards."""
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", "", raising=False)
+    return monkeypatch
+
+
+def _package_pycache():
+    return os.path.join(os.path.dirname(os.path.abspath(_config.__file__)), "__pycache__")
+
+
+def test_writable_package_dir_keeps_numba_default(isolated_cache_config):
+    isolated_cache_config.setattr(_config, "_writable", lambda path: True)
+    _config._configure_cache_dir()
+    assert numba.config.CACHE_DIR == ""
+
+
+def test_read_only_package_dir_uses_user_cache(isolated_cache_config, tmp_path):
+    isolated_cache_config.setenv("HOME", str(tmp_path))
+    seen = []
+
+    def writable(path):
+        seen.append(path)
+        return path != _package_pycache()
+
+    isolated_cache_config.setattr(_config, "_writable", writable)
+    _config._configure_cache_dir()
+    assert seen[0] == _package_pycache()
+    assert numba.config.CACHE_DIR == os.path.join(str(tmp_path), ".cache", "fastce", "numba")
+
+
+def test_read_only_home_too_uses_temp_dir(isolated_cache_config, tmp_path):
+    isolated_cache_config.setenv("HOME", str(tmp_path / "home"))
+    isolated_cache_config.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    home_cache = os.path.join(str(tmp_path / "home"), ".cache", "fastce", "numba")
+    isolated_cache_config.setattr(_config, "_writable", lambda path: path not in (_package_pycache(), home_cache))
+    _config._configure_cache_dir()
+    chosen = numba.config.CACHE_DIR
+    assert chosen.startswith(str(tmp_path / "tmp") + os.sep) and "fastce-numba" in chosen
+
+
+def test_explicit_numba_cache_dir_is_respected(isolated_cache_config, tmp_path):
+    isolated_cache_config.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    isolated_cache_config.setattr(_config, "_writable", lambda path: pytest.fail("probed a directory"))
+    _config._configure_cache_dir()
+    assert numba.config.CACHE_DIR == ""
+
+
+def test_writable_probe(tmp_path):
+    assert _config._writable(str(tmp_path / "new" / "dir"))
+    target = tmp_path / "file"
+    target.write_text("not a directory")
+    assert not _config._writable(str(target))
+    assert not _config._writable(str(target / "below"))
+    assert not list(tmp_path.glob("new/dir/.fastce-probe-*"))  # the probe cleans up

@@ -1,0 +1,153 @@
+"""Results are bit-identical for any numba thread count, across repeated calls,
+and when fastce is called from many Python threads at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pytest
+
+import fastce
+
+
+def _problems():
+    rng = np.random.default_rng(2024)
+    out = []
+    # C <= 32 and C > 32 take different row walks in the kernel; N gives many blocks.
+    for n, c, dtype in ((60_000, 10, np.float32), (20_000, 50, np.float64), (5_000, 3, np.float64)):
+        x = rng.normal(scale=4.0, size=(n, c)).astype(dtype)
+        y = rng.integers(0, c, size=n)
+        w = rng.uniform(0, 2, size=n)
+        out.append((x, y, w))
+    return out
+
+
+PROBLEMS = _problems()
+
+
+def _all_results(x, y, w):
+    p = np.exp(x - x.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return {
+        "logits": fastce.evaluate(y, logits=x, sample_weight=w, top_k=(1, 2, 5)).to_dict(),
+        "proba": fastce.evaluate(y, proba=p, top_k=(1, 3)).to_dict(),
+        "ce_mean": fastce.cross_entropy(x, y, weight=np.linspace(0.5, 1.5, x.shape[1])),
+        "ce_none": fastce.cross_entropy(x, y, reduction="none"),
+    }
+
+
+def _assert_identical(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], np.ndarray):
+            assert a[key].tobytes() == b[key].tobytes(), key
+        else:
+            assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("problem", range(len(PROBLEMS)))
+def test_one_and_two_numba_threads_bit_identical(problem):
+    x, y, w = PROBLEMS[problem]
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _all_results(x, y, w)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = _all_results(x, y, w)
+    finally:
+        numba.set_num_threads(threads)
+    _assert_identical(one, two)
+
+
+def test_repeated_calls_identical():
+    x, y, w = PROBLEMS[0]
+    first = _all_results(x, y, w)
+    for _ in range(3):
+        _assert_identical(first, _all_results(x, y, w))
+
+
+def test_thread_counts_in_a_fresh_process(tmp_path):
+    """1..4 numba threads in a process started with NUMBA_NUM_THREADS=4 (more threads than cores is fine)."""
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import numba, numpy as np, fastce
+        rng = np.random.default_rng(5)
+        x = rng.normal(scale=3.0, size=(40_000, 20)).astype(np.float32)
+        y = rng.integers(0, 20, size=40_000)
+        w = rng.uniform(0, 1, size=40_000)
+        out = {}
+        for t in (1, 2, 3, 4):
+            numba.set_num_threads(t)
+            m = fastce.evaluate(y, logits=x, sample_weight=w, top_k=(1, 5))
+            rows = fastce.cross_entropy(x, y, reduction="none")
+            out[t] = [m.to_json(), rows.tobytes().hex()]
+        json.dump(out, sys.stdout)
+        """
+    )
+    env = dict(os.environ, NUMBA_NUM_THREADS="4")
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert len(out) == 4
+    assert all(v == out["1"] for v in out.values())
+
+
+def test_many_python_threads_at_once():
+    """8 Python threads calling fastce concurrently get the serial answers."""
+    rng = np.random.default_rng(99)
+    jobs = []
+    for i in range(16):
+        n, c = (30_000, 10) if i % 2 else (8_000, 40)
+        x = rng.normal(size=(n, c)).astype(np.float32 if i % 3 else np.float64)
+        y = rng.integers(0, c, size=n)
+        w = rng.uniform(0, 1, size=n) if i % 4 == 0 else None
+        jobs.append((x, y, w))
+
+    def run(job):
+        x, y, w = job
+        return {
+            "logits": fastce.evaluate(y, logits=x, sample_weight=w, top_k=(1, 2, 5)).to_dict(),
+            "ce_none": fastce.cross_entropy(x, y, reduction="none"),
+        }
+
+    serial = [run(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(2):
+            concurrent = list(pool.map(run, jobs))
+            for a, b in zip(serial, concurrent):
+                _assert_identical(a, b)
+
+
+def test_python_threads_with_errors_and_warnings_interleaved():
+    """Errors raised in some threads do not disturb the others (the kernel lock is released)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(20_000, 8))
+    y = rng.integers(0, 8, size=20_000)
+    bad = x.copy()
+    bad[123, 4] = np.nan
+    expected = fastce.evaluate(y, logits=x).to_dict()
+
+    def run(i):
+        if i % 3 == 0:
+            with pytest.raises(fastce.InputError, match="row 123"):
+                fastce.evaluate(y, logits=bad)
+            return None
+        return fastce.evaluate(y, logits=x).to_dict()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(run, range(24)))
+    assert all(r == expected for r in results if r is not None)
