@@ -306,13 +306,15 @@ def score_blocks(
                 else:
                     loss = -log_positive(value[r] if ok else 0.5)
                 w = weight[r] if ok else 0.0
-                weighted = w * loss
+                # A zero weight removes the row, even when its loss is infinite
+                # (0 * inf would be NaN; PyTorch returns that NaN).
+                weighted = 0.0 if w == 0.0 else w * loss
                 infinite = weighted == np.inf
                 n_ok += ok
                 n_ignored += status[r] == ROW_IGNORED
                 n_inf += ok and infinite and w != 0.0
                 weight_sum = add_reassoc(weight_sum, w)
-                loss_sum = add_reassoc(loss_sum, 0.0 if (infinite or w == 0.0) else weighted)
+                loss_sum = add_reassoc(loss_sum, 0.0 if infinite else weighted)
                 if keep_losses:
                     row_losses[start + r] = weighted if ok else (0.0 if status[r] == ROW_IGNORED else np.nan)
             for k in range(n_k):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import numpy as np
@@ -33,7 +34,8 @@ def cross_entropy(
     Differences from PyTorch: returns a Python float for ``"mean"``/``"sum"``
     and a float64 numpy array for ``"none"``; NaN/+inf logits raise by default
     (``nan_policy="propagate"`` gives PyTorch's NaN); out-of-range targets
-    raise an ``InputError`` naming the row.  Soft targets and label smoothing
+    raise an ``InputError`` naming the row; a row whose target-class weight is 0
+    contributes 0 even when its target logit is -inf (PyTorch gives 0 * inf = NaN).  Soft targets and label smoothing
     are not supported yet.
 
     Examples
@@ -42,11 +44,22 @@ def cross_entropy(
     >>> from fastce import cross_entropy
     >>> x = np.array([[2.0, 0.0], [0.0, 2.0]])
     >>> round(cross_entropy(x, np.array([0, 0])), 6)
-    1.063464
+    1.126928
     """
     if reduction not in _REDUCTIONS:
         raise InputError(f"reduction={reduction!r} is not one of {_REDUCTIONS}.", argument="reduction", value=reduction)
     check_nan_policy(nan_policy)
+    if (
+        isinstance(ignore_index, bool)
+        or not isinstance(ignore_index, numbers.Integral)
+        or not np.iinfo(np.int64).min < int(ignore_index) <= np.iinfo(np.int64).max
+    ):
+        raise InputError(
+            f"ignore_index must be an int64 class index (PyTorch's default is -100); got {ignore_index!r}.",
+            argument="ignore_index",
+            value=ignore_index,
+        )
+    ignore_index = int(ignore_index)
     scores = validation.scores(input, "input")
     n_rows, n_classes = scores.shape
     labels = validation.class_indices(target, "target", n_rows, n_classes, ignore_label=ignore_index)
@@ -61,7 +74,11 @@ def cross_entropy(
             )
         if not np.isfinite(class_weight).all():
             cls = int(np.flatnonzero(~np.isfinite(class_weight))[0])
-            raise InputError(f"weight[{cls}] is {class_weight[cls]!r}; class weights must be finite.", argument="weight")
+            raise InputError(
+                f"weight[{cls}] is {class_weight[cls].item()!r}; class weights must be finite.",
+                argument="weight",
+                value=class_weight[cls].item(),
+            )
     row_losses = np.empty(n_rows, dtype=np.float64) if reduction == "none" else None
     state = _accumulate.accumulate_matrix(
         scores.view,
