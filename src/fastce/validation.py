@@ -27,11 +27,34 @@ def as_array(x, name: str) -> np.ndarray:
     if x is None:
         raise InputError(f"{name} is required; got None.", argument=name)
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor: read without importing torch
-        x = x.detach().cpu().numpy()
+        x = _tensor_to_numpy(x, name)
     try:
         return np.asarray(x)
     except (ValueError, TypeError) as exc:
         raise InputError(f"{name} could not be read as an array: {exc}", argument=name) from exc
+
+
+def _tensor_to_numpy(tensor, name: str) -> np.ndarray:
+    """numpy view of a CPU copy of a torch tensor; bfloat16 becomes ml_dtypes.bfloat16 (no copy)."""
+    tensor = tensor.detach().cpu()
+    if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":
+        # Tensor.numpy() refuses bfloat16: reinterpret the bits instead.
+        try:
+            import ml_dtypes
+        except ImportError:
+            return tensor.float().numpy()
+        import torch  # the caller passed a tensor, so torch is importable
+
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    try:
+        return tensor.numpy()
+    except (TypeError, RuntimeError) as exc:
+        raise InputError(
+            f"{name} is a tensor of dtype {tensor.dtype} that numpy cannot read ({exc}); "
+            "convert it first, for example x.float().",
+            argument=name,
+            value=tensor.dtype,
+        ) from exc
 
 
 class Scores:
@@ -123,7 +146,7 @@ def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=N
             if non_integer.any():
                 row = _first_row(non_integer)
                 raise InputError(
-                    f"{name} must hold integer class indices; row {row} is {labels[row]!r}.",
+                    f"{name} must hold integer class indices; row {row} is {labels[row].item()!r}.",
                     argument=name,
                     row=row,
                     value=labels[row],
@@ -178,7 +201,7 @@ def sample_weight(w, n_rows: int, name: str = "sample_weight"):
     if bad.any():
         row = _first_row(bad)
         raise InputError(
-            f"{name} row {row} is {weights[row]!r}; weights must be finite and non-negative.",
+            f"{name} row {row} is {weights[row].item()!r}; weights must be finite and non-negative.",
             argument=name,
             row=row,
             value=weights[row],
@@ -191,10 +214,21 @@ def top_k_values(top_k, num_classes: int) -> tuple:
     if isinstance(top_k, numbers.Integral):
         top_k = (top_k,)
     try:
-        values = [int(k) for k in top_k]
+        if isinstance(top_k, (str, bytes)):
+            raise TypeError("a string is not a sequence of ints")
+        items = list(top_k)
+        if not all(isinstance(k, numbers.Integral) for k in items):
+            raise TypeError("non-integer value")  # 2.7 must not silently become 2
+        values = [int(k) for k in items]
     except (TypeError, ValueError) as exc:
         raise InputError(f"top_k must be an int or a sequence of ints; got {top_k!r}.", argument="top_k") from exc
     for k in values:
         if k < 1:
             raise InputError(f"top_k values must be >= 1; got {k}.", argument="top_k", value=k)
+        if k > _MAX_K:
+            raise InputError(f"top_k values must be at most {_MAX_K}; got {k}.", argument="top_k", value=k)
     return tuple(sorted(set(values) | {1}))
+
+
+# The kernels hold k in an int64.
+_MAX_K = int(np.iinfo(np.int64).max)
