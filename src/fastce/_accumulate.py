@@ -18,13 +18,33 @@ from fastce import _config
 from fastce import kernels as K
 from fastce.state import State
 
-_EMPTY_F64 = np.empty(0, dtype=np.float64)
+def kernel_input(array: np.ndarray, dtype=None) -> np.ndarray:
+    """A read-only, C-contiguous view of ``array`` (a bounded copy only where needed).
+
+    numba compiles a kernel per argument type, and layout (C/F/strided) and
+    writeability are part of the type.  Handing every input over as a
+    read-only C-contiguous array keeps it to one compiled kernel per score
+    dtype, which is what keeps the first call (and CI) short.  Slices that
+    are not C-contiguous (F-order, strided) are copied -- one kernel call's
+    worth of rows at most, never the whole array -- which is also faster than
+    reading an F-ordered row with a stride.
+    """
+    view = np.asarray(array, dtype=dtype)
+    if not view.flags.c_contiguous:
+        view = np.ascontiguousarray(view)
+    view = view.view()
+    view.flags.writeable = False
+    return view
+
+
+_EMPTY_F64 = kernel_input(np.empty(0, dtype=np.float64))
+_NO_ROW_LOSSES = np.empty(0, dtype=np.float64)  # written by kernels: stays writable
 
 
 def _slice(array, start, stop, dtype):
     if array is None:
-        return _EMPTY_F64 if dtype == np.float64 else None
-    return np.asarray(array[start:stop], dtype=dtype)
+        return _EMPTY_F64
+    return kernel_input(array[start:stop], dtype)
 
 
 def _run(call, n_rows, row_elements, state, block_rows, labels, sample_weight, row_losses):
@@ -40,9 +60,9 @@ def _run(call, n_rows, row_elements, state, block_rows, labels, sample_weight, r
     for start in range(0, n_rows, rows_per_call):
         stop = min(start + rows_per_call, n_rows)
         nblocks = -(-(stop - start) // block_rows)
-        labels_part = np.asarray(labels[start:stop], dtype=np.int64)
+        labels_part = kernel_input(labels[start:stop], np.int64)
         weights_part = _slice(sample_weight, start, stop, np.float64)
-        losses_part = _EMPTY_F64 if row_losses is None else row_losses[start:stop]
+        losses_part = _NO_ROW_LOSSES if row_losses is None else row_losses[start:stop]
         with _config.PARALLEL_LOCK:
             threads = numba.get_num_threads()
             if serial and threads > 1:
@@ -74,8 +94,8 @@ def accumulate_matrix(
     """State of an (N, C) score matrix (kernel view: see validation.scores) and its labels."""
     n_rows, n_classes = scores.shape
     state = State.empty(n_classes, top_k, from_logits=from_logits, ties_to_last=ties_to_last)
-    class_weight = _EMPTY_F64 if class_weight is None else np.asarray(class_weight, dtype=np.float64)
-    ks = np.asarray(state.top_k, dtype=np.int64)
+    class_weight = _EMPTY_F64 if class_weight is None else kernel_input(class_weight, np.float64)
+    ks = kernel_input(np.asarray(state.top_k, dtype=np.int64))
     mode = K.MODE_LOGITS if from_logits else K.MODE_PROBA
     block_rows = _config.block_rows(n_classes)
 
@@ -83,7 +103,7 @@ def accumulate_matrix(
         # A few tasks per thread balance the load; results do not depend on it.
         blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))
         K.score_blocks(
-            scores[start:stop], labels_part, weights_part, class_weight, np.int64(ignore_label), ks,
+            kernel_input(scores[start:stop]), labels_part, weights_part, class_weight, np.int64(ignore_label), ks,
             bool(ties_to_last), mode, float(proba_eps), float(sum_tolerance), losses_part,
             nblocks, block_rows, blocks_per_task, fsums, icounts,
         )
@@ -94,12 +114,12 @@ def accumulate_matrix(
 def accumulate_binary_proba(proba, labels, *, top_k, sample_weight=None, proba_eps: float, row_losses=None) -> State:
     """State of 1-D probabilities of class 1 and 0/1 labels."""
     state = State.empty(2, top_k, from_logits=False)
-    ks = np.asarray(state.top_k, dtype=np.int64)
+    ks = kernel_input(np.asarray(state.top_k, dtype=np.int64))
     block_rows = _config.MAX_BLOCK_ROWS
 
     def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
         K.binary_proba_blocks(
-            proba[start:stop], labels_part, weights_part, ks, float(proba_eps), losses_part,
+            kernel_input(proba[start:stop]), labels_part, weights_part, ks, float(proba_eps), losses_part,
             0, nblocks, block_rows, fsums, icounts,
         )
 
