@@ -200,7 +200,9 @@ def cross_entropy_reference(
 ):
     """Reference for ``fastce.cross_entropy`` / ``torch.nn.functional.cross_entropy``.
 
-    ``loss_i = w[t_i] * (logsumexp(x_i) - x_i[t_i])``; rows with
+    ``loss_i = w[t_i] * (logsumexp(x_i) - x_i[t_i])`` (0 when ``w[t_i] == 0``,
+    even for an infinite loss: fastce's documented difference from PyTorch,
+    which gives 0 * inf = NaN); rows with
     ``t_i == ignore_index`` give 0 and are left out of the mean; "mean"
     divides by the sum of ``w[t_i]`` over the rows kept (NaN when that is 0);
     non-finite rows give NaN (PyTorch's propagation).  "none" returns a
@@ -221,6 +223,8 @@ def cross_entropy_reference(
         denominator.append(w)
         if row_is_nonfinite(row, from_logits=True):
             losses[i] = math.nan
+        elif w == 0.0:
+            losses[i] = 0.0  # a zero weight removes the row, even with an infinite loss (torch: 0 * inf = NaN)
         else:
             losses[i] = w * row_loss_logits(row, label)
     if reduction == "none":

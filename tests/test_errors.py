@@ -130,11 +130,7 @@ def _freeze(kwargs):
     frozen, pristine = {}, {}
     for key, value in kwargs.items():
         if isinstance(value, np.ndarray):
-            value = value.copy()
-            # Read-only 16-bit scores would cost one more cold numba compilation
-            # for no new check: they are compared with their copy all the same.
-            if not (value.ndim == 2 and value.dtype.itemsize == 2):
-                readonly(value)
+            value = readonly(value.copy())
         frozen[key] = value
         pristine[key] = copy.deepcopy(value)
     return frozen, pristine

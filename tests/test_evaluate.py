@@ -240,29 +240,22 @@ def test_integer_scores_are_accepted():
 
 
 def _layouts(x, tmp_path):
-    """The same values in the memory layouts the contract names.
-
-    Each (dtype, layout, read-only) triple is a separate numba compilation
-    (many seconds cold), so the 16-bit types get C order, a general strided
-    view (numba's "A" layout, which covers every other non-contiguous case)
-    and a writable memmap; float32 / float64 get everything.
-    """
+    """The same values in every memory layout the contract names."""
     wide = np.zeros((2 * x.shape[0], 3 * x.shape[1]), dtype=x.dtype)
     wide[::2, ::3] = x
-    half = x.dtype.itemsize == 2
     mm = np.memmap(tmp_path / "scores.bin", dtype=x.dtype, mode="w+", shape=x.shape)
     mm[:] = x
     mm.flush()
     del mm
-    layouts = {
+    return {
         "C": np.ascontiguousarray(x),
+        "F": np.asfortranarray(x),
         "strided": wide[::2, ::3],
-        "memmap": np.memmap(tmp_path / "scores.bin", dtype=x.dtype, mode="r+" if half else "r", shape=x.shape),
+        "readonly": readonly(np.array(x)),
+        "readonly-F": readonly(np.asfortranarray(x)),
+        "memmap": np.memmap(tmp_path / "scores.bin", dtype=x.dtype, mode="r", shape=x.shape),
+        "memmap-rw": np.memmap(tmp_path / "scores.bin", dtype=x.dtype, mode="r+", shape=x.shape),
     }
-    if not half:
-        layouts["F"] = np.asfortranarray(x)
-        layouts["readonly"] = readonly(np.array(x))
-    return layouts
 
 
 @pytest.mark.parametrize("dtype", score_dtype_params())
@@ -481,9 +474,7 @@ def big_problem():
     return x, labels
 
 
-@pytest.mark.parametrize("layout", ["C", "F", "f16", "strided"])
-def test_memory_no_copy_of_scores(big_problem, layout):
-    x, labels = big_problem
+def _layout_for_memory(x, labels, layout):
     if layout == "F":
         x = np.asfortranarray(x)
     elif layout == "f16":
@@ -491,7 +482,10 @@ def test_memory_no_copy_of_scores(big_problem, layout):
     elif layout == "strided":
         x = x[:, ::2]
         labels = labels % x.shape[1]
-    nbytes = x.shape[0] * x.shape[1] * x.itemsize
+    return x, labels
+
+
+def _peak_evaluate(x, labels):
     fastce.evaluate(labels[:1000], logits=x[:1000], top_k=(1, 5))  # compile outside the measurement
     tracemalloc.start()
     try:
@@ -500,12 +494,38 @@ def test_memory_no_copy_of_scores(big_problem, layout):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # Labels are converted per slice (int64, <= 8 bytes/row), the rest is O(blocks).
-    assert peak < 0.05 * nbytes + 16 * MEM_N, (peak, nbytes)
+    return m, peak
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["C", "f16", "F", "strided"],
+)
+def test_memory_no_copy_of_scores(big_problem, layout):
+    x, labels = _layout_for_memory(*big_problem, layout)
+    nbytes = x.shape[0] * x.shape[1] * x.itemsize
+    m, peak = _peak_evaluate(x, labels)
+    # Labels are converted per slice (int64, <= 8 bytes/row), the rest is O(blocks);
+    # F-order/strided scores are copied to C order one short kernel call at a time.
+    assert peak < 0.05 * nbytes + 16 * MEM_N + _config.COPY_BYTES_PER_CALL, (peak, nbytes)
     assert m.n == MEM_N and math.isfinite(m.cross_entropy)
     if layout == "C":
         # standard normal logits: E[loss] ~ log(C) + 1/2
         assert m.cross_entropy == pytest.approx(math.log(MEM_C) + 0.5, rel=0.02)
+
+
+@pytest.mark.parametrize("layout", ["F", "strided"])
+def test_memory_non_contiguous_copy_is_bounded_per_call(big_problem, layout, monkeypatch):
+    """Whatever the driver copies is one kernel call's rows at most, never all N rows."""
+    x, labels = _layout_for_memory(*big_problem, layout)
+    expected = fastce.evaluate(labels, logits=x, top_k=(1, 5))
+    monkeypatch.setattr(_config, "BLOCKS_PER_CALL", 8)
+    rows_per_call = 8 * _config.block_rows(x.shape[1])
+    m, peak = _peak_evaluate(x, labels)
+    assert peak < 2 * rows_per_call * x.shape[1] * x.itemsize + 16 * MEM_N, (peak, rows_per_call)
+    assert peak < 0.1 * x.shape[0] * x.shape[1] * x.itemsize
+    # the call size changes where blocks fall between calls, never the blocks: same bits
+    assert m.to_dict() == expected.to_dict()
 
 
 @pytest.mark.skipif(BFLOAT16 is None, reason="ml_dtypes not installed")

@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 
 import fastce
+from fastce import _config
 
 
 def _problems():
     rng = np.random.default_rng(2024)
     out = []
-    # C <= 32 and C > 32 take different row walks in the kernel; N gives many blocks.
-    for n, c, dtype in ((60_000, 10, np.float32), (20_000, 50, np.float64), (5_000, 3, np.float64)):
+    # C <= 32 and C > 32 take different row walks in the kernel; N gives many blocks
+    # (and N * C is above _config.SERIAL_BELOW_ELEMENTS, so the kernels really run in parallel).
+    for n, c, dtype in ((60_000, 10, np.float32), (20_000, 50, np.float64), (50_000, 3, np.float64)):
         x = rng.normal(scale=4.0, size=(n, c)).astype(dtype)
         y = rng.integers(0, c, size=n)
         w = rng.uniform(0, 2, size=n)
@@ -55,6 +57,7 @@ def _assert_identical(a, b):
 @pytest.mark.parametrize("problem", range(len(PROBLEMS)))
 def test_one_and_two_numba_threads_bit_identical(problem):
     x, y, w = PROBLEMS[problem]
+    assert x.size >= getattr(_config, "SERIAL_BELOW_ELEMENTS", 0)  # big enough to run in parallel
     threads = numba.get_num_threads()
     try:
         numba.set_num_threads(1)

@@ -47,13 +47,13 @@ def _slice(array, start, stop, dtype):
     return kernel_input(array[start:stop], dtype)
 
 
-def _run(call, n_rows, row_elements, state, block_rows, labels, sample_weight, row_losses):
+def _run(call, n_rows, row_elements, state, block_rows, labels, sample_weight, row_losses, max_blocks_per_call=None):
     """Run ``call(start, stop, labels, weights, losses, nblocks, fsums, icounts)`` over all rows."""
     # Waking the thread pool costs more than a small input takes to read; the
     # per-block results do not depend on the thread count, so run it on one.
     serial = n_rows * row_elements < _config.SERIAL_BELOW_ELEMENTS
     n_cols = K.F_TOPK + len(state.top_k)
-    max_blocks = min(_config.BLOCKS_PER_CALL, max(1, -(-n_rows // block_rows)))
+    max_blocks = min(max_blocks_per_call or _config.BLOCKS_PER_CALL, max(1, -(-n_rows // block_rows)))
     fsums = np.empty((max_blocks, n_cols), dtype=np.float64)
     icounts = np.empty((max_blocks, K.NUM_ICOUNTS), dtype=np.int64)
     rows_per_call = max_blocks * block_rows
@@ -108,7 +108,12 @@ def accumulate_matrix(
             nblocks, block_rows, blocks_per_task, fsums, icounts,
         )
 
-    return _run(call, n_rows, n_classes, state, block_rows, labels, sample_weight, row_losses)
+    max_blocks_per_call = None
+    if not scores.flags.c_contiguous:
+        # kernel_input copies each call's slice to C order: keep that copy small.
+        call_bytes = _config.COPY_BYTES_PER_CALL // (block_rows * n_classes * scores.itemsize)
+        max_blocks_per_call = max(1, min(_config.BLOCKS_PER_CALL, call_bytes))
+    return _run(call, n_rows, n_classes, state, block_rows, labels, sample_weight, row_losses, max_blocks_per_call)
 
 
 def accumulate_binary_proba(proba, labels, *, top_k, sample_weight=None, proba_eps: float, row_losses=None) -> State:

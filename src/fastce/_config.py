@@ -28,6 +28,9 @@ MAX_BLOCK_ROWS = 512
 # Blocks handled by one parallel kernel call: bounds the per-call scratch
 # (O(blocks x fields)) so memory never grows with N.
 BLOCKS_PER_CALL = 512
+# F-ordered or strided scores are copied to C order one kernel call at a time;
+# calls are shortened so that this copy stays under this many bytes.
+COPY_BYTES_PER_CALL = 4 << 20
 # Inputs with fewer scores than this run on one thread (see _accumulate._run).
 SERIAL_BELOW_ELEMENTS = 1 << 17
 
