@@ -24,43 +24,37 @@ from numba.extending import intrinsic, overload
 from fastce._config import KERNEL_OPTIONS
 
 
+def _bitcast_typer(source, target):
+    """An @intrinsic typer reinterpreting the bits of a ``source`` value as ``target``."""
+
+    def typer(typingctx, value):
+        if value != source:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(target))
+
+        return target(source), codegen
+
+    return typer
+
+
 @intrinsic
 def _bits_to_float64(typingctx, bits):
     """Reinterpret the 64 bits of an int64 as a float64 (no conversion)."""
-    if not isinstance(bits, types.Integer) or bits.bitwidth != 64:
-        return None
-    sig = types.float64(bits)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-
-    return sig, codegen
+    return _bitcast_typer(types.int64, types.float64)(typingctx, bits)
 
 
 @intrinsic
 def _bits_to_float32(typingctx, bits):
     """Reinterpret the 32 bits of an int32 as a float32 (no conversion)."""
-    if not isinstance(bits, types.Integer) or bits.bitwidth != 32:
-        return None
-    sig = types.float32(bits)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
-
-    return sig, codegen
+    return _bitcast_typer(types.int32, types.float32)(typingctx, bits)
 
 
 @intrinsic
 def _float64_to_bits(typingctx, value):
     """Reinterpret the 64 bits of a float64 as an int64 (no conversion)."""
-    if value != types.float64:
-        return None
-    sig = types.int64(value)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
-
-    return sig, codegen
+    return _bitcast_typer(types.float64, types.int64)(typingctx, value)
 
 
 def _llvm_intrinsic_call(name, n_args):
