@@ -10,7 +10,8 @@ For every (workload, C, dtype) it prints one row:
     fastce ms      min-of-k wall time of the fastce call (compilation excluded)
     GB/s           score-array bytes / fastce time (labels are not counted)
     roof GB/s      the roofline (plain vectorised parallel sum, benchmarks/roofline.py)
-                   over the same bytes, timed interleaved with fastce
+                   over the same bytes, timed interleaved with fastce; the faster of
+                   all threads and one thread (runs alternate between the two)
     %roof          fastce GB/s / roof GB/s
     Gelem/s        score elements (N*C) per second
     vs f32         element rate / the float32 "evaluate logits" element rate at the
@@ -32,13 +33,14 @@ F.cross_entropy and a logsumexp CE, loss only), ``evaluate proba`` and
 ``evaluate logits`` in float64 (half the rows of float32, i.e. the same bytes),
 float16 and bfloat16 (same rows as float32).
 
-Sizes: ``small`` N*C = 2**21 scores (a smoke test, seconds); ``large`` N*C =
-2**28 (1 GiB float32, far beyond the caches: the real measurement, a few
-minutes, < 8 GB peak memory).  Timings are min-of-k: at least ``--repeats``
-runs and at least ``--min-time`` seconds per measurement (hundreds of runs of a
+Sizes: ``small`` N*C = 2**21 scores (a smoke test, 1-2 minutes); ``large``
+N*C = 2**28 (1 GiB float32, far beyond the caches: the real measurement; about
+20 minutes on a busy 2-core machine with 0.1-1.5 GB/s kernels, less as they get
+faster; < 8 GB peak memory).  Timings are min-of-k: at least ``--repeats`` runs
+and at least ``--min-time`` seconds per measurement (hundreds of runs of a
 millisecond call), stopping after ``--budget`` seconds once two runs were made.
-On a shared, noisy machine the minimum is the least disturbed run.  Exit status 2 when any row
-failed its check or raised.
+On a shared, noisy machine the minimum is the least disturbed run.  Exit status
+2 when any row failed its check or raised.
 """
 
 from __future__ import annotations
@@ -69,10 +71,6 @@ NUMPY_MAX_ELEMENTS = bd.NUMPY_MAX_ELEMENTS  # ... and to numpy/scipy (memory: se
 # --------------------------------------------------------------------------- one row
 
 
-class Row(dict):
-    pass
-
-
 def _fastce_metrics(m):
     return m.cross_entropy, dict(m.top_k_accuracy)
 
@@ -99,7 +97,7 @@ def measure(workload, C, dtype_name, labels, scores, fastce_fn, peer_specs, args
     ``(fn(labels, input) -> PeerResult, make_input(rows) -> input, max_rows)``.
     """
     n = scores.shape[0]
-    row = Row(workload=workload, C=C, dtype=dtype_name, N=n, bytes=scores.nbytes, elements=scores.size,
+    row = dict(workload=workload, C=C, dtype=dtype_name, N=n, bytes=scores.nbytes, elements=scores.size,
               peers={}, subset_rows={}, problems=[])
     progress(f"{workload:22s} C={C:<6d} {dtype_name:8s} N={n:<10d}")
 
@@ -119,13 +117,23 @@ def measure(workload, C, dtype_name, labels, scores, fastce_fn, peer_specs, args
     best_fc = best_roof = math.inf
     spent = 0.0
     runs = 0
+    # The roofline alternates between all threads and one thread and keeps the
+    # faster: on a busy machine waking a second thread can cost more than the
+    # whole read of a small array (and even at 1 GiB one thread sometimes wins).
+    threads = numba.get_num_threads()
+    roof_threads = [threads, 1] if threads > 1 else [threads]
+    row["roofline_threads"] = threads
     # Same stopping rule as bench_data.min_time: >= repeats runs and >= min_time
     # seconds, but stop after the budget once two runs were made.
     while not (runs >= args.repeats and spent >= args.min_time) and not (runs >= 2 and spent >= args.budget):
+        numba.set_num_threads(roof_threads[runs % len(roof_threads)])
         t0 = time.perf_counter()
         roofline.roofline_sum(scores)
         t1 = time.perf_counter()
-        best_roof = min(best_roof, t1 - t0)
+        numba.set_num_threads(threads)
+        if t1 - t0 < best_roof:
+            best_roof = t1 - t0
+            row["roofline_threads"] = roof_threads[runs % len(roof_threads)]
         if fastce_ok:
             try:
                 fastce_result = fastce_fn(labels, scores)
