@@ -6,8 +6,8 @@ labels were range-checked at the door, and they *report* what they see
 per-block counters; the API layer decides whether that is an error, a warning
 or a skipped row.
 
-Each parallel kernel call handles ``nblocks`` consecutive blocks of
-``block_rows`` rows starting at ``row0``.  Block ``b`` writes its sums to
+Each parallel kernel call handles the ``nblocks`` consecutive blocks of
+``block_rows`` rows of the slice it is given.  Block ``b`` writes its sums to
 ``fsums[b]`` and its counters to ``icounts[b]``; nothing else is shared
 between threads, and the caller folds the blocks into a ``State`` in block
 order (exactly, see ``_exactsum``), so the result never depends on how many
@@ -19,8 +19,8 @@ fsums:   weight sum, weighted loss sum, min score, max score, then one
          weighted "true class ranked < k" sum per requested k.
 icounts: rows counted, non-finite rows, rows with infinite loss, ignored rows,
          rows with a value < 0, rows with a value > 1, rows not summing to 1,
-         then the first row (global index, -1 if none) of each of the last
-         five kinds except ignored rows.
+         then the first row (index within the slice, -1 if none; fold_blocks
+         adds the slice's offset) of each kind but ignored rows.
 """
 
 from __future__ import annotations
@@ -40,14 +40,6 @@ F_WEIGHT, F_LOSS, F_MIN, F_MAX, F_TOPK = 0, 1, 2, 3, 4
 C_ROWS, C_NONFINITE, C_INF_LOSS, C_IGNORED, C_BELOW0, C_ABOVE1, C_UNNORMALIZED = range(7)
 FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BELOW0, FIRST_ABOVE1, FIRST_UNNORMALIZED = range(7, 12)
 NUM_ICOUNTS = 12
-# Counters that pair with a "first row" column.
-FIRST_OF = {
-    C_NONFINITE: FIRST_NONFINITE,
-    C_INF_LOSS: FIRST_INF_LOSS,
-    C_BELOW0: FIRST_BELOW0,
-    C_ABOVE1: FIRST_ABOVE1,
-    C_UNNORMALIZED: FIRST_UNNORMALIZED,
-}
 
 # Mode flags for the score kernel.
 MODE_LOGITS = 0
