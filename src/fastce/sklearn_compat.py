@@ -416,14 +416,20 @@ def _count_unnormalized(scores: _Scores) -> int:
     return count
 
 
+def _binarizer_target(values):
+    """The target type of ``values`` as LabelBinarizer.fit checks it (its errors, its messages)."""
+    target = L.target(values, "y")
+    if "multioutput" in target.type:
+        raise ValueError("Multioutput target data is not supported with label binarization")
+    if L.num_samples(values) == 0:
+        raise ValueError(f"y has 0 samples: {values!r}")
+    return target
+
+
 def _log_loss_target(y_true, labels, pending: list):
     """(is an indicator matrix, encoded labels or the matrix, sorted classes), as LabelBinarizer has them."""
     if labels is not None:
-        label_target = L.target(labels, "y")
-        if "multioutput" in label_target.type:
-            raise ValueError("Multioutput target data is not supported with label binarization")
-        if L.num_samples(labels) == 0:
-            raise ValueError(f"y has 0 samples: {labels!r}")
+        label_target = _binarizer_target(labels)
         classes = L.unique_labels(label_target)
         if not np.all(classes == labels):
             pending.append(
@@ -454,11 +460,7 @@ def _log_loss_target(y_true, labels, pending: list):
                 return True, y_array, classes
         return False, L.encode(L.column_or_1d(y_array), classes), classes
 
-    true_target = L.target(y_true, "y")
-    if "multioutput" in true_target.type:
-        raise ValueError("Multioutput target data is not supported with label binarization")
-    if L.num_samples(y_true) == 0:
-        raise ValueError(f"y has 0 samples: {y_true!r}")
+    true_target = _binarizer_target(y_true)
     classes = L.unique_labels(true_target)
     if classes.shape[0] == 1:
         raise ValueError(
