@@ -25,13 +25,19 @@ TOP_K = (1, 5)
 # Peers that build N x C temporaries run on at most this many scores' worth of
 # rows (their ratio to fastce is then per byte): scikit-learn builds an N x C
 # int64 one-hot matrix and is 100-1000x slower; scipy's logsumexp needs ~40
-# bytes of temporaries per float32 score (12 GB for 2**28 scores).
+# bytes of temporaries per float32 score (12 GB for 2**28 scores), twice that
+# per float64 score, so the caps are halved for 8-byte dtypes.
 SKLEARN_MAX_ELEMENTS = 1 << 21
 NUMPY_MAX_ELEMENTS = 1 << 26
 
 
-def capped_rows(num_rows: int, num_classes: int, max_elements: int) -> int:
-    """Rows of an (num_rows, num_classes) array holding at most ``max_elements`` scores (>= 1)."""
+def capped_rows(num_rows: int, num_classes: int, max_elements: int, itemsize: int = 4) -> int:
+    """Rows of an (num_rows, num_classes) array holding at most ``max_elements`` scores (>= 1).
+
+    ``max_elements`` counts float32 (or narrower) scores; it is divided by
+    ``itemsize / 4`` for wider dtypes.
+    """
+    max_elements = max_elements // max(1, itemsize // 4)
     return max(1, min(num_rows, max_elements // num_classes))
 
 

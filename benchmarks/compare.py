@@ -22,7 +22,8 @@ For every (workload, C, dtype) it prints one row:
     sk rows        rows scikit-learn was timed on, when fewer than N (it is ~100-1000x
                    slower and builds an N x C one-hot matrix; the ratio is per byte)
     np rows        the same for numpy/scipy (scipy's logsumexp needs ~40 bytes of
-                   temporaries per float32 score: capped at 2**26 scores)
+                   temporaries per float32 score: capped at 2**26 scores, 2**25 for
+                   float64; sklearn likewise 2**21 / 2**20)
     check          fastce agrees with every peer (cross-entropy rtol 1e-4, accuracy
                    exactly, top-5 within tie-rule slack); MISMATCH or ERROR otherwise
 
@@ -191,6 +192,8 @@ def run_class(C, elements, args, out):
     labels, x32 = bd.make_logits(n, C, seed=C)
     sk_rows = bd.capped_rows(n, C, SKLEARN_MAX_ELEMENTS)
     np_rows = bd.capped_rows(n, C, NUMPY_MAX_ELEMENTS)
+    np_rows64 = bd.capped_rows(n, C, NUMPY_MAX_ELEMENTS, itemsize=8)
+    sk_rows64 = bd.capped_rows(n, C, SKLEARN_MAX_ELEMENTS, itemsize=8)
 
     def same(array):
         return lambda rows: array if rows == array.shape[0] else array[:rows]
@@ -202,10 +205,12 @@ def run_class(C, elements, args, out):
         return lambda y, x: _fastce_metrics(fastce.evaluate(y, logits=x, top_k=top_k))
 
     def logits_peers(x, top_k, sk_dtype):
+        wide = x.dtype.itemsize > 4
         specs = {
             "torch": (lambda y, s: P.torch_logits(y, s, top_k), same(x), None),
-            "sklearn": (lambda y, s: P.sklearn_proba(y, s, top_k), softmax_of(x, sk_dtype), sk_rows),
-            "numpy": (lambda y, s: P.numpy_logits(y, s, top_k), same(x), np_rows),
+            "sklearn": (lambda y, s: P.sklearn_proba(y, s, top_k), softmax_of(x, sk_dtype),
+                        sk_rows64 if wide else sk_rows),
+            "numpy": (lambda y, s: P.numpy_logits(y, s, top_k), same(x), np_rows64 if wide else np_rows),
         }
         if sk_dtype is None:
             del specs["sklearn"]
@@ -387,7 +392,7 @@ def main(argv=None) -> int:
     print("GB/s: score bytes per second (labels not counted). x peer: peer time / fastce time for the same bytes "
           "(>1 = fastce faster).")
     print(f"*: peer timed on the first 'sk rows' / 'np rows' rows only (<= 2**{SKLEARN_MAX_ELEMENTS.bit_length() - 1} "
-          f"/ 2**{NUMPY_MAX_ELEMENTS.bit_length() - 1} scores: memory), ratio per byte. "
+          f"/ 2**{NUMPY_MAX_ELEMENTS.bit_length() - 1} scores, half that in float64: memory), ratio per byte. "
           "sklearn on logits rows = log_loss+accuracy_score on softmax(logits) (it has no logits API).")
     print("torch/numpy on float16/bfloat16: upcast to float32 first, timed (torch's half CE overflows; "
           "numpy has no bfloat16 math).")

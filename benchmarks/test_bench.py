@@ -20,7 +20,7 @@ roofline (a vectorised parallel sum over the same bytes) and the peers on the
 same data.  ``extra_info`` holds N, C, dtype, bytes and elements: GB/s is
 bytes / time.  float64 uses the first N/2 rows (the same bytes as float32);
 scikit-learn runs on at most 2**21 and numpy/scipy on at most 2**26 scores'
-worth of rows (extra_info["rows"]; see bench_data: memory).
+worth of rows, 2**25 in float64 (extra_info["rows"]; see bench_data: memory).
 
 Every benchmark checks its answer against an independent float64 reference
 (``bench_data.reference``) before it passes: a benchmark can never time a
@@ -220,7 +220,7 @@ def test_torch_logits(benchmark, case, dtype):
 def test_numpy_logits(benchmark, case, dtype):
     need("numpy")
     labels, x = case.get("logits", dtype)
-    rows = bd.capped_rows(x.shape[0], case.C, bd.NUMPY_MAX_ELEMENTS)
+    rows = bd.capped_rows(x.shape[0], case.C, bd.NUMPY_MAX_ELEMENTS, x.dtype.itemsize)
     labels, x = labels[:rows], x[:rows]
     result = bench(benchmark, case, dtype, labels, x, lambda: P.numpy_logits(labels, x), rows=rows)
     check(result, case.reference("logits", dtype, rows=rows), ce_rtol=1e-4)
