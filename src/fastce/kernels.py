@@ -197,6 +197,7 @@ def _softmax_brier(shift, rest, squares, e_true):
     S - e_y is ``rest`` itself.
     """
     total = 1.0 + rest
+    e_true = 0.0 if shift == np.inf else e_true  # exp of a -inf logit: exactly 0
     off = rest if shift == 0.0 else total - e_true
     brier = (squares + off * off) / (total * total)
     return brier, e_true / total, 1.0 / total
