@@ -313,3 +313,59 @@ def test_memory_does_not_grow_with_rows(rng, monkeypatch):
     # Per-call buffers (loss, p(true), p(top), argmax) are one call's rows: 3x the rows, same memory.
     assert large < 1.2 * small + 100_000
     assert large < 0.05 * z.nbytes
+
+
+# -- through the streaming Evaluator ------------------------------------------------
+
+
+def _assert_same_report(a, b):
+    assert a.metrics == b.metrics
+    assert a.worst == b.worst
+    assert a.top_confusions == b.top_confusions
+    for key in ("correct", "wrong", "confidently_wrong"):
+        assert a.loss_split[key]["rows"] == b.loss_split[key]["rows"]
+        assert a.loss_split[key]["loss_share"] == pytest.approx(b.loss_split[key]["loss_share"], rel=1e-12)
+    assert a.calibration["ece"] == pytest.approx(b.calibration["ece"], rel=1e-12)
+    np.testing.assert_allclose(a.confusion, b.confusion, rtol=1e-12)
+    np.testing.assert_allclose(a.classes["f1"], b.classes["f1"], rtol=1e-12)
+
+
+def test_evaluator_report_equals_diagnose_for_any_split(rng):
+    z = rng.normal(scale=2.0, size=(7000, 9)).astype(np.float32)
+    y = rng.integers(0, 9, size=7000)
+    w = rng.uniform(size=7000)
+    expected = fastce.diagnose(y, logits=z, sample_weight=w, worst_k=10)
+    ev = fastce.Evaluator(9, diagnostics={"worst_k": 10})
+    cuts = np.sort(rng.choice(np.arange(1, 7000), size=12, replace=False))
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, 7000]):
+        ev.update(y[lo:hi], z[lo:hi], w[lo:hi])
+    _assert_same_report(ev.report(), expected)
+    assert ev.result() == expected.metrics
+    # checkpoint through JSON, then go on
+    again = fastce.Evaluator.from_state_dict(json.loads(json.dumps(ev.state_dict())))
+    _assert_same_report(again.report(), expected)
+    # merging two halves
+    a = fastce.Evaluator(9, diagnostics={"worst_k": 10})
+    b = fastce.Evaluator(9, diagnostics={"worst_k": 10})
+    a.update(y[:3072], z[:3072], w[:3072])  # a whole number of blocks: exact (see Evaluator.merge)
+    b.update(y[3072:], z[3072:], w[3072:])
+    _assert_same_report(a.merge(b).report(), expected)
+
+
+def test_evaluator_diagnostics_errors_leave_it_unchanged(rng):
+    z = rng.normal(size=(100, 3))
+    y = rng.integers(0, 3, size=100)
+    ev = fastce.Evaluator(3, diagnostics=True)
+    ev.update(y[:50], z[:50])
+    before = json.dumps(ev.state_dict())
+    bad = z[50:].copy()
+    bad[5, 0] = np.nan
+    with pytest.raises(InputError, match="row 55"):
+        ev.update(y[50:], bad)
+    assert json.dumps(ev.state_dict()) == before
+    with pytest.raises(InputError, match="diagnostics=True"):
+        fastce.Evaluator(3).report()
+    with pytest.raises(InputError, match="unknown diagnostics option"):
+        fastce.Evaluator(3, diagnostics={"bins": 3})
+    with pytest.raises(ValueError, match="diagnostics"):
+        fastce.Evaluator(3).merge(ev)
