@@ -369,3 +369,39 @@ def test_evaluator_diagnostics_errors_leave_it_unchanged(rng):
         fastce.Evaluator(3, diagnostics={"bins": 3})
     with pytest.raises(ValueError, match="diagnostics"):
         fastce.Evaluator(3).merge(ev)
+
+
+# -- the `fastce report` command ---------------------------------------------------------
+
+
+def test_report_command_json_plots_and_resume(tmp_path, rng):
+    import io
+
+    from fastce import cli
+
+    z = (rng.normal(size=(6000, 8)) * 2).astype(np.float32)
+    y = rng.integers(0, 8, size=6000)
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "y.npy", y)
+    expected = fastce.diagnose(y, logits=z, worst_k=5, n_bins=10)
+    argv = ["report", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"),
+            "--worst-k", "5", "--bins", "10", "--chunk-rows", "700", "--no-progress"]
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(argv + ["--json", "--state", str(tmp_path / "run.state")], out=out, err=err) == 0, err.getvalue()
+    data = json.loads(out.getvalue())
+    assert data["metrics"]["cross_entropy"] == expected.metrics.cross_entropy
+    assert [w["row"] for w in data["worst"]] == [w["row"] for w in expected.worst]
+    assert data["calibration"]["ece"] == pytest.approx(expected.calibration["ece"], rel=1e-12)
+    np.testing.assert_allclose(data["confusion"], expected.confusion, rtol=1e-12)
+    # rerunning with the finished checkpoint resumes (nothing left to read) and reports the same
+    out2 = io.StringIO()
+    assert cli.main(argv + ["--json", "--state", str(tmp_path / "run.state")], out=out2, err=io.StringIO()) == 0
+    assert json.loads(out2.getvalue()) == data
+    if __import__("importlib").util.find_spec("matplotlib"):
+        out3, err3 = io.StringIO(), io.StringIO()
+        assert cli.main(argv + ["--plots", str(tmp_path / "png")], out=out3, err=err3) == 0
+        assert "confidently wrong" in out3.getvalue() and "reliability.png" in err3.getvalue()
+        assert (tmp_path / "png" / "confusion.png").exists()
+    bad = io.StringIO()
+    assert cli.main(argv + ["--bins", "0"], out=io.StringIO(), err=bad) == 2
+    assert "--bins" in bad.getvalue()

@@ -38,8 +38,12 @@ def findings(report) -> list:
         if confident["rows"]:
             out.append(
                 f"{_pct(confident['row_share'])} of rows are confidently wrong (p(true class) < {split['threshold']:g}) "
-                f"and carry {_pct(confident['loss_share'])} of the loss: a few such rows can make the loss high "
-                "while accuracy stays high."
+                f"and carry {_pct(confident['loss_share'])} of the loss"
+                + (
+                    ": a few such rows are enough to make the loss high while accuracy stays high."
+                    if confident["loss_share"] > 2 * confident["row_share"]
+                    else "."
+                )
             )
     share = split["worst_1pct_loss_share"]
     if share == share and not split["infinite_loss_rows"]:
