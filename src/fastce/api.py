@@ -182,7 +182,7 @@ def diagnose(
     >>> r.metrics.accuracy, r.loss_split["confidently_wrong"]["rows"]
     (0.75, 1)
     >>> round(r.loss_split["wrong"]["loss_share"], 3)
-    0.983
+    0.991
     """
     from fastce.diagnostics import DiagnosticsOptions, read_with_diagnostics
     from fastce.report import Report

@@ -193,10 +193,11 @@ class DiagnosticsState:
         """The accumulators, compensation applied."""
         return self.acc + self.lo
 
-    def section(self, name: str) -> np.ndarray:
+    def section(self, name: str, values: np.ndarray | None = None) -> np.ndarray:
+        """A named part of ``values`` (default: :meth:`values`; pass it when reading several parts)."""
         opts = self.options
         lay = opts.layout()
-        v = self.values()
+        v = self.values() if values is None else values
         c = opts.num_classes
         if name == "split":
             return v[: DK.SPLIT_SIZE]

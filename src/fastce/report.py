@@ -23,7 +23,7 @@ WORST_SHARE = 0.01  # the "worst 1% of rows"
 
 
 def _ratio(num: float, den: float) -> float:
-    return num / den if den else math.nan
+    return float(num) / float(den) if den else math.nan
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,8 @@ class Report:
     def from_states(cls, state: State, diag: DiagnosticsState, *, nan_policy: str = "raise", scores_name: str = "scores") -> "Report":
         metrics = state.finalize(nan_policy, scores_name=scores_name)
         opts = diag.options
-        split = diag.section("split")
+        values = diag.values()  # once: a dense confusion matrix makes it C^2 numbers
+        split = diag.section("split", values)
         counts = diag.counts
         n_inf = int(counts[DK.N_INF])
         total_weight = split[DK.S_W_ALL]
@@ -115,7 +116,7 @@ class Report:
             # Rows with an infinite loss carry all of an infinite total.
             for name in ("correct", "wrong", "confidently_wrong"):
                 loss_split[name]["loss_share"] = math.nan
-        share, exact = _worst_share(diag, total_weight, total_loss)
+        share, exact = _worst_share(diag, values, total_weight, total_loss)
         loss_split["worst_1pct_loss_share"] = share
         loss_split["worst_1pct_exact"] = exact
 
@@ -130,18 +131,18 @@ class Report:
             }
             for i in range(diag.worst["row"].size)
         ]
-        confusion = diag.section("confusion")
+        confusion = diag.section("confusion", values)
         top_confusions = _top_confusions(diag, confusion)
         return cls(
             metrics=metrics,
             loss_split=loss_split,
             worst=worst,
-            calibration=_calibration(diag, total_weight),
-            classes=_classes(diag),
+            calibration=_calibration(diag, values, total_weight),
+            classes=_classes(diag, values),
             confusion=None if confusion is None else confusion.copy(),
             top_confusions=top_confusions,
             confusion_error=float(diag.pair_error),
-            histograms=_histograms(diag),
+            histograms=_histograms(diag, values),
             options={
                 "n_bins": opts.n_bins,
                 "hist_bins": opts.hist_bins,
@@ -195,7 +196,7 @@ class Report:
         return write_plots(self, directory)
 
 
-def _worst_share(diag: DiagnosticsState, total_weight: float, total_loss: float) -> tuple:
+def _worst_share(diag: DiagnosticsState, values, total_weight: float, total_loss: float) -> tuple:
     """Share of the loss carried by the worst 1% of the weight: exact from the worst rows when they cover it."""
     if not math.isfinite(total_loss):
         return 1.0, True
@@ -210,7 +211,7 @@ def _worst_share(diag: DiagnosticsState, total_weight: float, total_loss: float)
         if whole < n_worst:
             loss += (target - whole) * worst["loss"][whole]
         return loss / total_loss, True
-    bins = diag.section("loss")
+    bins = diag.section("loss", values)
     taken_w = taken_l = 0.0
     for b in range(bins.shape[0] - 1, -1, -1):
         w, wl = bins[b]
@@ -224,9 +225,9 @@ def _worst_share(diag: DiagnosticsState, total_weight: float, total_loss: float)
     return taken_l / total_loss, False
 
 
-def _calibration(diag: DiagnosticsState, total_weight: float) -> dict:
+def _calibration(diag: DiagnosticsState, values, total_weight: float) -> dict:
     opts = diag.options
-    cal = diag.section("calibration")
+    cal = diag.section("calibration", values)
     weight, conf_sum, hits = cal[:, 0], cal[:, 1], cal[:, 2]
     filled = weight > 0
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -255,8 +256,8 @@ def _calibration(diag: DiagnosticsState, total_weight: float) -> dict:
     }
 
 
-def _classes(diag: DiagnosticsState) -> dict:
-    per = diag.section("classes")
+def _classes(diag: DiagnosticsState, values) -> dict:
+    per = diag.section("classes", values)
     support, loss, predicted, hits = per[:, DK.K_SUPPORT], per[:, DK.K_LOSS], per[:, DK.K_PREDICTED], per[:, DK.K_HITS]
     rows = diag.counts[DK.N_PER_CLASS :].copy()
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -302,10 +303,10 @@ def _top_confusions(diag: DiagnosticsState, confusion) -> list:
     return [{"true": int(codes[i] // c), "predicted": int(codes[i] % c), "weight": float(weights[i])} for i in order]
 
 
-def _histograms(diag: DiagnosticsState) -> dict:
+def _histograms(diag: DiagnosticsState, values) -> dict:
     opts = diag.options
-    loss = diag.section("loss")
-    p_true = diag.section("p_true")
+    loss = diag.section("loss", values)
+    p_true = diag.section("p_true", values)
     return {
         "loss": {"edges": DK.loss_bin_edges(), "weight": loss[:, 0].copy(), "loss": loss[:, 1].copy()},
         "p_true": {"edges": np.arange(opts.hist_bins + 1) / opts.hist_bins, "weight": p_true[:, 0].copy()},
