@@ -98,7 +98,8 @@ def _rank(scores, i, n_classes, label, ties_to_last):
 @njit(inline="always", **KERNEL_OPTIONS)
 def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
-    sum of the squared exp(z - max) over the classes but the true one, max, ok).
+    sum of the squared exp(z - max) over the classes but the true one,
+    exp(target - max), max, ok).
 
     The first loop reads the row from memory; the others find it in cache.
     Each loop does one kind of work, because LLVM vectorises a loop with one
@@ -133,14 +134,11 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     shift = row_max - target
     # Squares of the classes but the true one: the true class is a max entry
     # (counted in at_max) or one of the summed squares.
-    if shift == 0.0:
-        squares += at_max - 1.0
-    else:
-        e_true = exp_nonpositive(-shift)
-        squares += at_max - e_true * e_true
+    e_true = 1.0 if shift == 0.0 else exp_nonpositive(-shift)
+    squares += at_max - e_true * e_true
     rest += at_max - 1.0
     ok = rest == rest
-    return shift, rest, ahead, squares, row_max, ok
+    return shift, rest, ahead, squares, e_true, row_max, ok
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -261,22 +259,6 @@ def _first_index_of(scores, i, n_classes, value):
     return -1
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
-def _softmax_brier(shift, rest, squares, e_true):
-    """(Brier score, p(true class), p(top class)) of a logit row from its sums.
-
-    With e_j = exp(z_j - max), S = 1 + rest = sum_j e_j, p_j = e_j / S:
-    Brier = sum_{j != y} p_j^2 + (1 - p_y)^2.  1 - p_y is formed as
-    (S - e_y) / S without cancellation: when the true class holds the max,
-    S - e_y is ``rest`` itself.
-    """
-    total = 1.0 + rest
-    e_true = 0.0 if shift == np.inf else e_true  # exp of a -inf logit: exactly 0
-    off = rest if shift == 0.0 else total - e_true
-    brier = (squares + off * off) / (total * total)
-    return brier, e_true / total, 1.0 / total
-
-
 @njit(**PARALLEL_OPTIONS)
 def score_blocks(
     scores,
@@ -371,26 +353,25 @@ def score_blocks(
                 if n_classes <= COLUMN_WALK_MAX_CLASSES:
                     row_max, row_min, row_sum = high[r], low[r], total[r]
                     row_target = target[r]
-                    row_squares = squares[r]
                     if mode == MODE_LOGITS:
                         value[r] = row_max - row_target
                         rest[r] = row_sum + (row_min - 1.0)
                         ok = rest[r] == rest[r]
-                        brier[r], p_true[r], p_top[r] = _softmax_brier(value[r], rest[r], row_squares, e_true[r])
                 elif mode == MODE_LOGITS:
                     row_target = as_float64(scores[i, label])
-                    shift, row_rest, row_ahead, row_squares, row_max, ok = _logits_row(
+                    shift, row_rest, row_ahead, row_squares, row_e_true, row_max, ok = _logits_row(
                         scores, i, n_classes, row_target, label, ties_to_last
                     )
                     value[r] = shift
                     rest[r] = row_rest
                     ahead[r] = row_ahead
-                    row_e_true = 0.0 if shift == np.inf else exp_nonpositive(-shift)
-                    brier[r], p_true[r], p_top[r] = _softmax_brier(shift, row_rest, row_squares, row_e_true)
+                    squares[r] = row_squares
+                    e_true[r] = row_e_true
                 else:
                     row_target = as_float64(scores[i, label])
                     row_max, row_min, row_sum, row_squares = _proba_row(scores, i, n_classes, label)
                     ahead[r] = _rank(scores, i, n_classes, label, ties_to_last)
+                    target[r], high[r], squares[r] = row_target, row_max, row_squares
                 if mode == MODE_PROBA:
                     # NaN anywhere makes the sum NaN; an inf entry makes the max or
                     # min infinite.  (A finite sum may still overflow: that row is
@@ -406,10 +387,6 @@ def score_blocks(
                         fsums[b, F_MIN] = min(fsums[b, F_MIN], row_min)
                         fsums[b, F_MAX] = max(fsums[b, F_MAX], row_max)
                     value[r] = min(max(row_target, proba_eps), 1.0 - proba_eps)
-                    miss = 1.0 - row_target
-                    brier[r] = row_squares + miss * miss
-                    p_true[r] = row_target
-                    p_top[r] = row_max
                 if ok:
                     status[r] = ROW_OK
                     w = 1.0
@@ -434,6 +411,27 @@ def score_blocks(
             # -- vectorised finish over the block's scratch ------------------
             # Loops of one kind each (see _logits_row); weight[r] is 0 for
             # rows not counted, which keeps their scratch out of every sum.
+            # Brier = sum_{j != y} p_j^2 + (1 - p_y)^2; from logits, with
+            # e_j = exp(z_j - max) and S = 1 + rest, 1 - p_y is formed as
+            # (S - e_y) / S without cancellation: when the true class holds
+            # the max, S - e_y is ``rest`` itself.
+            if mode == MODE_LOGITS:
+                for r in range(count):
+                    total_r = 1.0 + rest[r]
+                    off = rest[r] if value[r] == 0.0 else total_r - e_true[r]
+                    brier[r] = (squares[r] + off * off) / (total_r * total_r)
+                if keep_stats:
+                    for r in range(count):
+                        p_true[r] = e_true[r] / (1.0 + rest[r])
+                        p_top[r] = 1.0 / (1.0 + rest[r])
+            else:
+                for r in range(count):
+                    miss = 1.0 - target[r]
+                    brier[r] = squares[r] + miss * miss
+                if keep_stats:
+                    for r in range(count):
+                        p_true[r] = target[r]
+                        p_top[r] = high[r]
             for r in range(count):
                 ok = status[r] == ROW_OK
                 if mode == MODE_LOGITS:
