@@ -33,7 +33,17 @@ from numba import njit, prange
 
 from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
-from fastce._vecmath import add_reassoc, as_float64, as_native, exp_nonpositive, log1p_nonnegative, log_positive, maxnum, minnum
+from fastce._vecmath import (
+    add_reassoc,
+    as_float64,
+    as_native,
+    exp_nonpositive,
+    log1p_nonnegative,
+    log_positive,
+    maxnum,
+    minnum,
+    prefer_wide_vectors,
+)
 
 # fsums columns
 F_WEIGHT, F_LOSS, F_MIN, F_MAX, F_BRIER, F_TOPK = 0, 1, 2, 3, 4, 5
@@ -378,6 +388,7 @@ def score_blocks(
     weighted_classes = class_weight.shape[0] != 0
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in prange(n_tasks):
+        prefer_wide_vectors()
         value = np.empty(block_rows)  # logits: max - target; proba: clipped p[y]
         rest = np.empty(block_rows)  # logits: sum of exp over non-max entries
         ahead = np.empty(block_rows, dtype=np.int64)
