@@ -52,7 +52,7 @@ def _bits_to_float32(typingctx, bits):
 
 
 @intrinsic
-def _float64_to_bits(typingctx, value):
+def float64_to_bits(typingctx, value):
     """Reinterpret the 64 bits of a float64 as an int64 (no conversion)."""
     return _bitcast_typer(types.float64, types.int64)(typingctx, value)
 
@@ -174,7 +174,7 @@ def log_positive(x):
     u = (f - 1) / (f + 1), |u| <= 0.172, summed as an odd series.  Callers
     never pass zero, subnormals, inf or NaN through a result they keep.
     """
-    bits = _float64_to_bits(x)
+    bits = float64_to_bits(x)
     e = (bits >> 52) - 1023
     f = _bits_to_float64((bits & _MANTISSA_MASK) | _EXPONENT_ONE)
     big = f > _SQRT2

@@ -2,9 +2,9 @@
 
 A :class:`DiagnosticsState` rides along the core kernel: ``score_blocks``
 leaves each slice's per-row loss, p(true), p(predicted) and argmax in a
-bounded buffer, and :meth:`DiagnosticsState.fold` folds them (serially, in
-row order, see ``diagnostics_kernels``) into bins, per-class sums, the
-confusion matrix and the worst rows.  Its size is O(C + bins + k), plus C^2
+bounded buffer, and :meth:`DiagnosticsState.fold` folds them (in an order
+fixed by the rows alone, see ``diagnostics_kernels``) into bins, per-class
+sums, the confusion matrix and the worst rows.  Its size is O(C + bins + k), plus C^2
 for a dense confusion matrix (C <= ``dense_confusion_max``); above that, the
 most frequent confusions are kept in a bounded table.  Never O(N).
 """
@@ -113,7 +113,14 @@ class DiagnosticsState:
     def fold(self, first_row: int, labels, weights, stats, pred) -> None:
         """Fold one slice's per-row values (rows numbered from ``first_row``)."""
         opts = self.options
-        DK.fold_rows(labels, weights, stats, pred, float(opts.confident_below), opts.layout(), self.acc, self.lo, self.counts)
+        layout = opts.layout()
+        n_chunks = -(-labels.shape[0] // DK.FOLD_CHUNK_ROWS)
+        if n_chunks:
+            partials = np.empty((n_chunks, int(layout[6])))
+            partial_counts = np.empty((n_chunks, DK.N_SMALL_COUNTS), dtype=np.int64)
+            DK.fold_bins(labels, weights, stats, pred, float(opts.confident_below), layout, n_chunks, partials, partial_counts)
+            DK.merge_bins(partials, partial_counts, n_chunks, self.acc, self.lo, self.counts)
+            DK.fold_classes(labels, weights, stats, pred, layout, self.acc, self.lo, self.counts)
         keep = ~np.isnan(stats[:, 0])
         if weights.shape[0]:
             keep &= weights != 0.0
@@ -125,6 +132,10 @@ class DiagnosticsState:
 
     def _fold_worst(self, first_row, rows, labels, stats, pred) -> None:
         k = self.options.worst_k
+        if self.worst["row"].size == k:
+            # Only a loss above the current k-th worst can enter (a tie loses:
+            # these rows come after the ones kept).
+            rows = rows[stats[rows, 0] > self.worst["loss"][-1]]
         loss = stats[rows, 0]
         if rows.size > k:
             # The k largest losses, ties broken by the lower row number.

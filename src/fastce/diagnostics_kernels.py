@@ -2,13 +2,16 @@
 
 ``kernels.score_blocks`` reads the scores (in parallel) and leaves, for one
 slice of rows, each row's loss, p(true class), p(predicted class) and
-predicted class.  ``fold_rows`` walks those per-row values once, serially and
-in row order, into the accumulators of a ``DiagnosticsState``: the order of
-the additions is fixed by the rows alone, so the result does not depend on
-the number of threads.
+predicted class.  ``fold_bins`` folds those per-row values, in parallel over
+fixed chunks of rows, into per-chunk sums that ``merge_bins`` adds in chunk
+order; ``fold_classes`` scatters them into the per-class sums and the
+confusion matrix, serially in row order.  The order of every addition is
+fixed by the rows alone, so the result does not depend on the number of
+threads.
 
-Every float accumulator is a pair (sum, compensation) updated with
-Neumaier's algorithm, so a bin summed over 10^9 rows keeps ~16 digits.
+Every float accumulator but the confusion cells is a pair (sum,
+compensation) updated with TwoSum, so a bin summed over 10^9 rows keeps ~16
+digits.
 Layout of the flat float accumulator (offsets in ``layout``):
 
     SPLIT    8 values: weight and weighted loss of correct rows, of wrong
@@ -30,9 +33,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from fastce._config import KERNEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
+from fastce._vecmath import float64_to_bits
 
 # SPLIT entries
 S_W_RIGHT, S_L_RIGHT, S_W_WRONG, S_L_WRONG, S_W_CONFWRONG, S_L_CONFWRONG, S_W_ALL, S_L_ALL = range(8)
@@ -44,29 +48,33 @@ CLASS_COLUMNS = 4
 N_ROWS, N_RIGHT, N_WRONG, N_CONFWRONG, N_INF = range(5)
 N_PER_CLASS = 5
 
-# Loss histogram: bin 0 is [0, 1e-8), then LOSS_PER_DECADE bins per decade up
-# to 1e3, then one bin for [1e3, inf].
-LOSS_LOG10_MIN = -8
-LOSS_LOG10_MAX = 3
-LOSS_PER_DECADE = 20
-LOSS_BINS = 2 + (LOSS_LOG10_MAX - LOSS_LOG10_MIN) * LOSS_PER_DECADE
+# Loss histogram, on exact binary edges: bin 0 is [0, 2**LOSS_LOG2_MIN), then
+# LOSS_PER_OCTAVE bins per power of two (edges 2**e * (1 + m / LOSS_PER_OCTAVE),
+# so each bin is at most 12.5% wide) up to 2**LOSS_LOG2_MAX, then one bin for
+# [2**LOSS_LOG2_MAX, inf].  The bin comes from the float's exponent and top
+# mantissa bits: no log, no rounding at the edges.
+LOSS_LOG2_MIN = -27  # 7.5e-9 nats
+LOSS_LOG2_MAX = 10  # 1024 nats
+LOSS_MANTISSA_BITS = 3
+LOSS_PER_OCTAVE = 1 << LOSS_MANTISSA_BITS
+LOSS_BINS = 2 + (LOSS_LOG2_MAX - LOSS_LOG2_MIN) * LOSS_PER_OCTAVE
 
 
 def loss_bin_edges() -> np.ndarray:
     """The LOSS_BINS + 1 edges of the loss histogram (first 0, last inf)."""
-    inner = 10.0 ** (LOSS_LOG10_MIN + np.arange(LOSS_BINS - 1) / LOSS_PER_DECADE)
+    k = np.arange((LOSS_LOG2_MAX - LOSS_LOG2_MIN) * LOSS_PER_OCTAVE + 1)
+    octave, step = np.divmod(k, LOSS_PER_OCTAVE)
+    inner = np.ldexp(1.0 + step / LOSS_PER_OCTAVE, LOSS_LOG2_MIN + octave)
     return np.concatenate([[0.0], inner, [np.inf]])
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _add(acc, lo, index, x):
-    """acc[index] += x with Neumaier's compensation kept in lo[index]."""
-    s = acc[index]
-    t = s + x
-    if abs(s) >= abs(x):
-        lo[index] += (s - t) + x
-    else:
-        lo[index] += (x - t) + s
+    """acc[index] += x, the rounding error kept in lo[index] (Knuth's branch-free TwoSum)."""
+    a = acc[index]
+    t = a + x
+    x_part = t - a
+    lo[index] += (a - (t - x_part)) + (x - x_part)
     acc[index] = t
 
 
@@ -79,72 +87,112 @@ def confidence_bin(confidence, n_bins):
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def loss_bin(loss):
-    if not loss >= 10.0**LOSS_LOG10_MIN:
+    if not loss >= 2.0**LOSS_LOG2_MIN:
         return 0
-    if loss >= 10.0**LOSS_LOG10_MAX:
+    if loss >= 2.0**LOSS_LOG2_MAX:
         return LOSS_BINS - 1
-    k = np.int64(math.floor((math.log10(loss) - LOSS_LOG10_MIN) * LOSS_PER_DECADE)) + 1
-    return min(max(k, 1), LOSS_BINS - 2)
+    bits = float64_to_bits(loss)
+    octave = ((bits >> 52) & 0x7FF) - 1023 - LOSS_LOG2_MIN
+    step = (bits >> (52 - LOSS_MANTISSA_BITS)) & (LOSS_PER_OCTAVE - 1)
+    return 1 + octave * LOSS_PER_OCTAVE + step
+
+
+# Rows per chunk of the parallel fold: fixed, so the partition (and every sum)
+# depends on the rows only, never on the number of threads.
+FOLD_CHUNK_ROWS = 2048
+N_SMALL_COUNTS = N_PER_CLASS  # counters of the parallel part (the per-class ones are serial)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _row_values(labels, weights, stats, pred, r, weighted):
+    """(counted, label, predicted, w, loss, weighted loss, p_true, p_top) of row r."""
+    loss = stats[r, 0]
+    w = weights[r] if weighted else 1.0
+    counted = loss == loss and w != 0.0  # NaN: non-finite scores, skipped; weight 0: removed
+    wl = 0.0 if (loss == np.inf or not counted) else w * loss
+    return counted, labels[r], pred[r], w, loss, wl, stats[r, 1], stats[r, 2]
+
+
+@njit(**PARALLEL_OPTIONS)
+def fold_bins(labels, weights, stats, pred, confident_below, layout, n_chunks, partials, partial_counts):
+    """Per chunk of FOLD_CHUNK_ROWS rows, in parallel: the loss split, calibration and histograms.
+
+    Chunk c writes plain float64 sums into ``partials[c]`` (the first
+    layout[6] entries of the flat accumulator) and its counters into
+    ``partial_counts[c]``; ``merge_bins`` then adds the chunks in order.
+    """
+    n_bins, hist_bins = layout[1], layout[2]
+    cal, ptrue, lossh = layout[3], layout[4], layout[5]
+    weighted = weights.shape[0] != 0
+    n_rows = labels.shape[0]
+    for c in prange(n_chunks):
+        part = partials[c]
+        for k in range(part.shape[0]):
+            part[k] = 0.0
+        for k in range(N_SMALL_COUNTS):
+            partial_counts[c, k] = 0
+        for r in range(c * FOLD_CHUNK_ROWS, min(n_rows, (c + 1) * FOLD_CHUNK_ROWS)):
+            counted, label, predicted, w, loss, wl, p_true, p_top = _row_values(labels, weights, stats, pred, r, weighted)
+            if not counted:
+                continue
+            right = predicted == label
+            partial_counts[c, N_ROWS] += 1
+            partial_counts[c, N_INF] += loss == np.inf
+            part[S_W_ALL] += w
+            part[S_L_ALL] += wl
+            if right:
+                partial_counts[c, N_RIGHT] += 1
+                part[S_W_RIGHT] += w
+                part[S_L_RIGHT] += wl
+            else:
+                partial_counts[c, N_WRONG] += 1
+                part[S_W_WRONG] += w
+                part[S_L_WRONG] += wl
+                if p_true < confident_below:
+                    partial_counts[c, N_CONFWRONG] += 1
+                    part[S_W_CONFWRONG] += w
+                    part[S_L_CONFWRONG] += wl
+            k = cal + 3 * confidence_bin(p_top, n_bins)
+            part[k] += w
+            part[k + 1] += w * p_top
+            part[k + 2] += w if right else 0.0
+            k = ptrue + 2 * confidence_bin(p_true, hist_bins)
+            part[k] += w
+            part[k + 1] += wl
+            k = lossh + 2 * loss_bin(loss)
+            part[k] += w
+            part[k + 1] += wl
 
 
 @njit(**KERNEL_OPTIONS)
-def fold_rows(labels, weights, stats, pred, confident_below, layout, acc, lo, counts):
-    """Fold one slice's per-row diagnostics (see module docstring) into the accumulators.
+def merge_bins(partials, partial_counts, n_chunks, acc, lo, counts):
+    """Add the chunks' sums (in chunk order, keeping the rounding errors) and counters."""
+    for c in range(n_chunks):
+        for k in range(partials.shape[1]):
+            _add(acc, lo, k, partials[c, k])
+        for k in range(N_SMALL_COUNTS):
+            counts[k] += partial_counts[c, k]
 
-    ``layout`` = [n_classes, n_bins, hist_bins, CAL, PTRUE, LOSS, CLASS, CONF]
-    offsets (CONF = -1: no dense confusion matrix).  Rows with a NaN loss
-    (non-finite scores, skipped) and rows of weight 0 are not folded.
+
+@njit(**KERNEL_OPTIONS)
+def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
+    """Per-class sums and the dense confusion matrix: a serial scatter, in row order.
+
+    Confusion cells are plain float64 sums of weights (exact counts when
+    unweighted); the per-class sums keep their rounding errors.
     """
-    n_classes, n_bins, hist_bins = layout[0], layout[1], layout[2]
-    cal, ptrue, lossh, cls, conf = layout[3], layout[4], layout[5], layout[6], layout[7]
+    n_classes, cls, conf = layout[0], layout[6], layout[7]
     weighted = weights.shape[0] != 0
     for r in range(labels.shape[0]):
-        loss = stats[r, 0]
-        if loss != loss:
+        counted, label, predicted, w, loss, wl, p_true, p_top = _row_values(labels, weights, stats, pred, r, weighted)
+        if not counted:
             continue
-        w = weights[r] if weighted else 1.0
-        if w == 0.0:
-            continue
-        label = labels[r]
-        predicted = pred[r]
-        p_true = stats[r, 1]
-        p_top = stats[r, 2]
-        right = predicted == label
-        infinite = loss == np.inf
-        wl = 0.0 if infinite else w * loss
-        counts[N_ROWS] += 1
-        counts[N_PER_CLASS + label] += 1
-        counts[N_INF] += infinite
-        if right:
-            counts[N_RIGHT] += 1
-            _add(acc, lo, S_W_RIGHT, w)
-            _add(acc, lo, S_L_RIGHT, wl)
-        else:
-            counts[N_WRONG] += 1
-            _add(acc, lo, S_W_WRONG, w)
-            _add(acc, lo, S_L_WRONG, wl)
-            if p_true < confident_below:
-                counts[N_CONFWRONG] += 1
-                _add(acc, lo, S_W_CONFWRONG, w)
-                _add(acc, lo, S_L_CONFWRONG, wl)
-        _add(acc, lo, S_W_ALL, w)
-        _add(acc, lo, S_L_ALL, wl)
-        k = confidence_bin(p_top, n_bins)
-        _add(acc, lo, cal + 3 * k, w)
-        _add(acc, lo, cal + 3 * k + 1, w * p_top)
-        if right:
-            _add(acc, lo, cal + 3 * k + 2, w)
-        k = confidence_bin(p_true, hist_bins)
-        _add(acc, lo, ptrue + 2 * k, w)
-        _add(acc, lo, ptrue + 2 * k + 1, wl)
-        k = loss_bin(loss)
-        _add(acc, lo, lossh + 2 * k, w)
-        _add(acc, lo, lossh + 2 * k + 1, wl)
         row = cls + CLASS_COLUMNS * label
+        counts[N_PER_CLASS + label] += 1
         _add(acc, lo, row + K_SUPPORT, w)
         _add(acc, lo, row + K_LOSS, wl)
         _add(acc, lo, cls + CLASS_COLUMNS * predicted + K_PREDICTED, w)
-        if right:
+        if predicted == label:
             _add(acc, lo, row + K_HITS, w)
         if conf >= 0:
-            _add(acc, lo, conf + n_classes * label + predicted, w)
+            acc[conf + n_classes * label + predicted] += w

@@ -262,11 +262,16 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _first_index_of(scores, i, n_classes, value):
-    """The first column of row i equal to ``value`` (the argmax, for the row max)."""
+    """The first column of row i equal to ``value`` (the argmax, for the row max); -1 if none.
+
+    A min-reduction over the whole row rather than an early exit: it
+    vectorises, which matters for long rows (a scan stopping at the argmax
+    is scalar and reads half the row on average).
+    """
+    first = n_classes
     for j in range(n_classes):
-        if as_float64(scores[i, j]) == value:
-            return j
-    return -1
+        first = min(first, j if as_float64(scores[i, j]) == value else n_classes)
+    return first if first < n_classes else -1
 
 
 @njit(inline="always", **KERNEL_OPTIONS)

@@ -42,7 +42,7 @@ class Report:
         ``mean_loss``; plus ``worst_1pct_loss_share`` (share of the loss
         carried by the worst 1% of rows, by weight) and
         ``worst_1pct_exact`` (False when it was interpolated from the loss
-        histogram, whose bins are 12% wide: 20 per decade).
+        histogram, whose bins are at most 12.5% wide: 8 per power of two).
     worst : list of dict
         The ``worst_k`` rows with the highest loss (ties: lower row first):
         ``row``, ``true``, ``predicted``, ``p_true``, ``p_predicted``, ``loss``.
