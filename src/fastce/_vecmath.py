@@ -320,3 +320,23 @@ def prefer_wide_vectors(typingctx):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def compile_apart(typingctx):
+    """Keep the function being compiled out of its callers (LLVM ``noinline``).
+
+    With ``prefer_wide_vectors`` it makes a leaf whose loops get 512-bit
+    vectors while the caller keeps 256-bit ones: wide vectors speed up the
+    float64 exp/log loops but slow down the max/count reductions (measured),
+    and inlining would hand the leaf the caller's preference.
+    """
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        attributes = builder.function.attributes
+        if "alwaysinline" not in attributes:
+            attributes.add("noinline")
+        return context.get_dummy_value()
+
+    return sig, codegen

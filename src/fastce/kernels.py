@@ -42,6 +42,7 @@ from fastce._vecmath import (
     log_positive,
     maxnum,
     minnum,
+    compile_apart,
     prefer_wide_vectors,
 )
 
@@ -105,6 +106,53 @@ def _rank(scores, i, n_classes, label, ties_to_last):
     return ahead
 
 
+@njit(**KERNEL_OPTIONS)
+def _exp_sums(scores, i, n_classes, row_max):
+    """(sum of exp(z - max) below the max, sum of their squares, entries at the max) of row i.
+
+    A leaf compiled apart with 512-bit vectors: its float64 exp runs ~1.4x
+    faster with them, while the callers' max and count loops run faster with
+    256-bit ones (measured).
+    """
+    prefer_wide_vectors()
+    compile_apart()
+    rest = 0.0
+    squares = 0.0
+    at_max = 0.0
+    for j in range(n_classes):
+        x = as_float64(scores[i, j]) - row_max
+        top = x >= 0.0
+        e = exp_nonpositive(-np.inf if top else x)
+        rest = add_reassoc(rest, e)
+        squares = add_reassoc(squares, e * e)
+        at_max = add_reassoc(at_max, 1.0 if top else 0.0)
+    return rest, squares, at_max
+
+
+@njit(**KERNEL_OPTIONS)
+def _exp_columns(columns, high, n_classes, count):
+    """columns[j, r] = exp(z - max) below the max, 0 at the max (a wide-vector leaf, see _exp_sums)."""
+    prefer_wide_vectors()
+    compile_apart()
+    for j in range(n_classes):
+        for r in range(count):
+            x = columns[j, r] - high[r]
+            columns[j, r] = exp_nonpositive(-np.inf if x >= 0.0 else x)
+
+
+@njit(**KERNEL_OPTIONS)
+def _losses(mode, count, status, value, rest, loss_of):
+    """Per-row loss of a block: log1p / log in a wide-vector leaf (see _exp_sums)."""
+    prefer_wide_vectors()
+    compile_apart()
+    for r in range(count):
+        ok = status[r] == ROW_OK
+        if mode == MODE_LOGITS:
+            loss_of[r] = value[r] + log1p_nonnegative(rest[r] if ok else 0.0)
+        else:
+            loss_of[r] = -log_positive(value[r] if ok else 0.5)
+
+
 @njit(inline="always", **KERNEL_OPTIONS)
 def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
@@ -131,16 +179,7 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     # entry (x == 0) enters exp as -inf, giving exactly 0, and is counted.
     # NaN (a NaN entry, inf - inf, or -inf - -inf for a masked row) fails
     # "x >= 0", goes through exp and makes the sums NaN: that flags the row.
-    rest = 0.0
-    squares = 0.0
-    at_max = 0.0
-    for j in range(n_classes):
-        x = as_float64(scores[i, j]) - row_max
-        top = x >= 0.0
-        e = exp_nonpositive(-np.inf if top else x)
-        rest = add_reassoc(rest, e)
-        squares = add_reassoc(squares, e * e)
-        at_max = add_reassoc(at_max, 1.0 if top else 0.0)
+    rest, squares, at_max = _exp_sums(scores, i, n_classes, row_max)
     shift = row_max - target
     # Squares of the classes but the true one: the true class is a max entry
     # (counted in at_max) or one of the summed squares.
@@ -237,10 +276,7 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     for j in range(n_classes):
         for r in range(count):
             low[r] += 1.0 if columns[j, r] >= high[r] else 0.0
-    for j in range(n_classes):
-        for r in range(count):
-            x = columns[j, r] - high[r]
-            columns[j, r] = exp_nonpositive(-np.inf if x >= 0.0 else x)
+    _exp_columns(columns, high, n_classes, count)
     for r in range(count):
         total[r] = 0.0
     for j in range(n_classes):
@@ -393,7 +429,6 @@ def score_blocks(
     weighted_classes = class_weight.shape[0] != 0
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in prange(n_tasks):
-        prefer_wide_vectors()
         value = np.empty(block_rows)  # logits: max - target; proba: clipped p[y]
         rest = np.empty(block_rows)  # logits: sum of exp over non-max entries
         ahead = np.empty(block_rows, dtype=np.int64)
@@ -517,12 +552,7 @@ def score_blocks(
                     for r in range(count):
                         p_true[r] = target[r]
                         p_top[r] = high[r]
-            for r in range(count):
-                ok = status[r] == ROW_OK
-                if mode == MODE_LOGITS:
-                    loss_of[r] = value[r] + log1p_nonnegative(rest[r] if ok else 0.0)
-                else:
-                    loss_of[r] = -log_positive(value[r] if ok else 0.5)
+            _losses(mode, count, status, value, rest, loss_of)
             weight_sum = 0.0
             loss_sum = 0.0
             brier_sum = 0.0
