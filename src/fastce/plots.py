@@ -79,16 +79,20 @@ def _loss_histogram(plt, report):
         left, right = edges[shown], edges[shown + 1]
         total_w = weight.sum()
         total_l = loss.sum()
-        ax.bar(left, weight[shown] / total_w, width=right - left, align="edge", color="#4c72b0", alpha=0.7, label="share of rows")
+        # Bins are uneven on a log axis (binary edges): plot shares per decade, not per bin.
+        decades = np.log10(right / left)
+        ax.bar(left, weight[shown] / total_w / decades, width=right - left, align="edge", color="#4c72b0", alpha=0.7,
+               label="rows")
         if total_l > 0:
-            ax.bar(left, loss[shown] / total_l, width=right - left, align="edge", color="#c44e52", alpha=0.5, label="share of loss")
+            ax.bar(left, loss[shown] / total_l / decades, width=right - left, align="edge", color="#c44e52", alpha=0.5,
+                   label="loss")
         ax.set_xscale("log")
         ax.set_xlim(lo_edge, hi_edge)
         ax.legend(fontsize=8)
     m = report.metrics
     ax.axvline(m.cross_entropy, color="black", linestyle="--", linewidth=1)
     ax.set_xlabel("per-row loss, nats (log scale); dashed: mean")
-    ax.set_ylabel("share")
+    ax.set_ylabel("share per decade of loss")
     ax.set_title("Where the loss comes from")
     return fig
 
