@@ -476,3 +476,10 @@ def test_metrics_pickle_round_trip(data):
     assert back == m and back.top_k_accuracy[5] == m.top_k_accuracy[5]
     with pytest.raises(TypeError):
         back.top_k_accuracy[5] = 0.0  # still read-only
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(fdask, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
