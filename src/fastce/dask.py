@@ -159,6 +159,10 @@ def reduce_row_blocks(arrays, read, merge, *, align_rows: int = 1, split_every: 
     present = [a for a in arrays if a is not None]
     row_chunks = tuple(int(c) for c in present[0].chunks[0])
     n_rows = sum(row_chunks)
+    if n_rows == 0:
+        raise ValueError("no rows to reduce")
+    if any(tuple(a.chunks[0]) != present[0].chunks[0] or any(len(c) != 1 for c in a.chunks[1:]) for a in present):
+        raise ValueError("arrays must share their row chunks and have one chunk along every other axis")
     if split_every < 2:
         raise ValueError(f"split_every must be at least 2; got {split_every}")
     block = max(1, int(align_rows))
