@@ -483,3 +483,19 @@ def test_docstring_examples():
 
     result = doctest.testmod(fdask, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_parquet_chunk_rows_splits_row_groups(data, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    logits, labels, weights, _ = data
+    table = pa.table({
+        "scores": pa.array(list(logits[:900].astype(np.float64))),  # a variable-length list column
+        "y": pa.array(labels[:900].astype(np.int16)),
+        "w": pa.array(weights[:900]),
+    })
+    path = tmp_path / "val.parquet"
+    pq.write_table(table, path, row_group_size=400)
+    assert fdask.read_array(path, chunk_rows=150).chunks[0] == (150, 150, 100, 150, 150, 100, 100)
+    got = fdask.evaluate_files(path, logits=path, sample_weight=path, labels_name="y", weights_name="w", chunk_rows=150)
+    assert got == fastce.evaluate(labels[:900], logits=logits[:900].astype(np.float64), sample_weight=weights[:900])

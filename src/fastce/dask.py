@@ -448,10 +448,16 @@ def _read_file_rows(pieces, role, name):
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _natural_ranges(source, n_rows: int, chunk_rows: int) -> list:
-    """Row ranges that follow the storage (shards, row groups) and hold at most ``chunk_rows`` rows."""
+def _natural_ranges(source, n_rows: int, chunk_rows: int | None) -> list:
+    """Row ranges that follow the storage (shards, row groups) and hold at most ``chunk_rows`` rows.
+
+    Tables default to one chunk per row group (record batch): a task reading
+    part of a group decodes it from the group's start.
+    """
     if source.kind in ("parquet", "arrow"):
         bounds = [int(b) for b in source._starts]
+        if chunk_rows is None:
+            return list(zip(bounds[:-1], bounds[1:]))
     elif source.kind == "npy-shards":
         bounds = [int(b) for b in source.starts]
     else:
@@ -493,9 +499,10 @@ def read_array(paths, *, role: str = "scores", name: str | None = None, chunk_ro
     name : str, optional
         The .npz member or table column.
     chunk_rows : int, optional
-        At most this many rows per chunk (default: about 64 MB of scores, a
-        whole number of kernel blocks).  Chunks never straddle a shard or a
-        row group.
+        At most this many rows per chunk.  Default: about 64 MB of scores
+        (a whole number of kernel blocks) for .npy/.npz, one chunk per row
+        group (record batch) for Parquet (Arrow).  Chunks never straddle a
+        shard or a row group.
     row_chunks : tuple of int, optional
         Exact row chunks instead (used to match labels to the chunks of the
         scores).
@@ -528,12 +535,12 @@ def read_array(paths, *, role: str = "scores", name: str | None = None, chunk_ro
             bounds = np.cumsum([0, *row_chunks])
             ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
         else:
-            if chunk_rows is None:
+            if chunk_rows is None and source.kind not in ("parquet", "arrow"):
                 width = int(np.prod(shape_rest, dtype=np.int64)) if shape_rest else 1
                 chunk_rows = files.default_chunk_rows(max(1, width), dtype.itemsize)
-            if chunk_rows < 1:
+            if chunk_rows is not None and chunk_rows < 1:
                 raise InputError(f"chunk_rows must be >= 1; got {chunk_rows}.", argument="chunk_rows", value=chunk_rows)
-            ranges = _natural_ranges(source, n_rows, int(chunk_rows))
+            ranges = _natural_ranges(source, n_rows, None if chunk_rows is None else int(chunk_rows))
         pieces = [_file_pieces(source, lo, hi) for lo, hi in ranges]
         where = source.where
     token = dask.base.tokenize(where, role, name, [files._stat(p) for p in _all_paths(pieces)], ranges)
