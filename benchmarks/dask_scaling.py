@@ -30,14 +30,19 @@ What it does:
      speed-up from adding a worker process;
    * 2 workers x 1 numba thread (both cores, like the first cluster).
 
-Every figure is the best of ``--repeats`` runs after one warm-up run (the
-machine is shared and noisy; the best run is the least disturbed one), and
-every result is checked to equal the in-memory Metrics bit for bit.
+All clusters are up at once and the runs go round robin, so every
+configuration meets the same spells of load from other jobs; every figure
+is the best of ``--repeats`` runs after one warm-up run (the machine is
+shared and noisy; the best run is the least disturbed one), and every
+result is checked to equal the in-memory Metrics bit for bit.  Memory: the
+array in this process plus one copy in each cluster's workers (4 copies).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import glob
 import os
 import shutil
@@ -67,40 +72,35 @@ def _write_data(directory: str, rows: int, classes: int, shards: int) -> tuple[s
     return shard_dir, labels_path
 
 
-def _best(run, repeats: int):
-    result = run()  # warm-up: kernels loaded from numba's cache, pages mapped
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        again = run()
-        times.append(time.perf_counter() - t)
-        assert again == result
-    return min(times), result
-
-
-def _cluster_times(shard_dir, labels_path, expected, repeats, *, workers, numba_threads, top_k):
-    """(best seconds with chunks in the workers' memory, best seconds reading the .npy shards)."""
-    import dask
-    from distributed import Client, LocalCluster, wait
+def _start_cluster(stack, shard_dir, labels_path, *, workers, numba_threads):
+    """A LocalCluster, its client, and the rows read into its workers' memory from the shards."""
+    from distributed import Client, LocalCluster, futures_of, wait
 
     import fastce.dask
 
-    env = {"NUMBA_NUM_THREADS": str(numba_threads)}
-    with LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
+    cluster = stack.enter_context(LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+        env={"NUMBA_NUM_THREADS": str(numba_threads)},
         memory_limit=0,  # the page cache of memory-mapped shards is not the workers' to manage
-    ) as cluster, Client(cluster) as client, dask.config.set(scheduler=client):
-        # The workers read the shards into their own memory (np.array copies out of the map).
-        z = fastce.dask.read_array(shard_dir)
-        z = z.map_blocks(np.array, dtype=z.dtype).persist()
-        y = fastce.dask.read_array(labels_path, role="labels", row_chunks=z.chunks[0]).persist()
-        wait([z, y])
-        in_memory, result = _best(lambda: fastce.dask.evaluate(y, logits=z, top_k=top_k), repeats)
-        assert result == expected, (result, expected)
-        del z, y
-        files, result = _best(lambda: fastce.dask.evaluate_files(labels_path, logits=shard_dir, top_k=top_k), repeats)
-        assert result == expected, (result, expected)
-    return in_memory, files
+    ))
+    client = stack.enter_context(Client(cluster, set_as_default=False))
+    z = fastce.dask.read_array(shard_dir)
+    z = z.map_blocks(np.array, dtype=z.dtype)  # a copy out of the map: rows in worker memory
+    y = fastce.dask.read_array(labels_path, role="labels", row_chunks=z.chunks[0])
+    z, y = client.persist([z, y])
+    with client.as_current():
+        wait(futures_of(z) + futures_of(y))
+    return client, z, y
+
+
+def _on(client, run):
+    import dask
+
+    def on_cluster():
+        with dask.config.set(scheduler=client):
+            return run()
+
+    return on_cluster
 
 
 def main(argv=None) -> None:
@@ -116,48 +116,64 @@ def main(argv=None) -> None:
     import numba
 
     import fastce
+    import fastce.dask
     import fastce.files
 
     directory = args.dir or tempfile.mkdtemp(prefix="fastce-dask-")
     top_k = (1, 5)
+    cores = os.cpu_count()
+    configs = ((1, cores), (1, 1), (2, 1))  # (worker processes, numba threads per worker)
     try:
         t = time.perf_counter()
         shard_dir, labels_path = _write_data(directory, args.rows, args.classes, args.shards)
         gib = args.rows * args.classes * 4 / 2**30
         print(f"data: {args.rows:,} x {args.classes:,} float32 logits ({gib:.2f} GiB) in {args.shards} .npy shards "
-              f"({time.perf_counter() - t:.1f} s to prepare), cores: {os.cpu_count()}, numba threads: {numba.get_num_threads()}")
+              f"({time.perf_counter() - t:.1f} s to prepare), cores: {cores}, numba threads here: {numba.get_num_threads()}")
         labels = np.load(labels_path)
-        shards = sorted(glob.glob(os.path.join(shard_dir, "*.npy")))
+        logits = np.concatenate([np.load(p) for p in sorted(glob.glob(os.path.join(shard_dir, "*.npy")))])
 
-        logits = np.concatenate([np.load(p) for p in shards])
-        in_memory, expected = _best(lambda: fastce.evaluate(labels, logits=logits, top_k=top_k), args.repeats)
-        del logits
-        print(f"in memory (np.load, {numba.get_num_threads()} numba threads):  {in_memory:7.3f} s")
+        runs = {
+            "memory": lambda: fastce.evaluate(labels, logits=logits, top_k=top_k),
+            # the local door over the same files (what `fastce eval` runs): fresh memory maps every run
+            "files": lambda: fastce.files.evaluate_files(labels_path, logits=shard_dir, top_k=top_k),
+        }
+        with contextlib.ExitStack() as stack:
+            for workers, threads in configs:
+                client, z, y = _start_cluster(stack, shard_dir, labels_path, workers=workers, numba_threads=threads)
+                runs["memory", workers, threads] = _on(
+                    client, functools.partial(fastce.dask.evaluate, y, logits=z, top_k=top_k)
+                )
+                runs["files", workers, threads] = _on(
+                    client, functools.partial(fastce.dask.evaluate_files, labels_path, logits=shard_dir, top_k=top_k)
+                )
+            # Round robin: every configuration sees the same spells of load from other jobs.
+            expected = runs["memory"]()
+            for name, run in runs.items():
+                assert run() == expected, name  # also the warm-up (kernels loaded from numba's cache)
+            best = {name: float("inf") for name in runs}
+            for _ in range(args.repeats):
+                for name, run in runs.items():
+                    t = time.perf_counter()
+                    result = run()
+                    best[name] = min(best[name], time.perf_counter() - t)
+                    assert result == expected, name
 
-        # The local door over the same files (what `fastce eval` runs): fresh memory maps every run.
-        local_files, result = _best(lambda: fastce.files.evaluate_files(labels_path, logits=shard_dir, top_k=top_k), args.repeats)
-        assert result == expected
-        print(f"fastce.files.evaluate_files over the shards (memory-mapped): {local_files:7.3f} s")
-
-        times = {}
-        for workers, numba_threads in ((1, os.cpu_count()), (1, 1), (2, 1)):
-            times[workers, numba_threads] = _cluster_times(
-                shard_dir, labels_path, expected, args.repeats, workers=workers, numba_threads=numba_threads, top_k=top_k
-            )
-            memory, files = times[workers, numba_threads]
-            print(f"dask, {workers} worker(s) x {numba_threads} numba thread(s): {memory:7.3f} s with chunks in "
-                  f"worker memory, {files:7.3f} s reading the shards")
-        one_full = times[1, os.cpu_count()]
-        one, two = times[1, 1], times[2, 1]
+        print(f"in this process, fastce.evaluate on the loaded array:      {best['memory']:7.3f} s")
+        print(f"in this process, fastce.files.evaluate_files on the shards: {best['files']:7.3f} s")
+        for workers, threads in configs:
+            print(f"dask, {workers} worker process(es) x {threads} numba thread(s): "
+                  f"{best['memory', workers, threads]:7.3f} s with the rows in worker memory, "
+                  f"{best['files', workers, threads]:7.3f} s reading the shards")
+        full, one, two = (("memory",) + configs[0]), (("memory",) + configs[1]), (("memory",) + configs[2])
         print()
-        print(f"overhead, dask 1 worker x {os.cpu_count()} numba threads / in-memory evaluate: "
-              f"{one_full[0] / in_memory:.2f}x (chunks in worker memory); "
-              f"{one_full[1] / local_files:.2f}x (shards / fastce.files.evaluate_files)")
-        print(f"speed-up, 1 -> 2 worker processes (1 numba thread each): {one[0] / two[0]:.2f}x (worker memory), "
-              f"{one[1] / two[1]:.2f}x (shards)")
-        print(f"2 workers x 1 thread vs 1 worker x {os.cpu_count()} threads (same cores): "
-              f"{one_full[0] / two[0]:.2f}x (worker memory), {one_full[1] / two[1]:.2f}x (shards)")
-        print(f"all results equal fastce.evaluate bit for bit; best of {args.repeats} runs after a warm-up")
+        print(f"overhead, dask 1 worker x {cores} numba threads / fastce.evaluate: {best[full] / best['memory']:.2f}x "
+              f"(rows in worker memory); {best[('files',) + configs[0]] / best['files']:.2f}x "
+              "(shards, vs fastce.files.evaluate_files)")
+        print(f"speed-up, 1 -> 2 worker processes (1 numba thread each): {best[one] / best[two]:.2f}x "
+              f"(rows in worker memory); {best[('files',) + configs[1]] / best[('files',) + configs[2]]:.2f}x (shards)")
+        print(f"2 workers x 1 numba thread vs 1 worker x {cores} (same cores): {best[full] / best[two]:.2f}x "
+              f"(rows in worker memory); {best[('files',) + configs[0]] / best[('files',) + configs[2]]:.2f}x (shards)")
+        print(f"every result equals fastce.evaluate bit for bit; best of {args.repeats} round-robin runs after a warm-up")
     finally:
         if not args.keep and not args.dir:
             shutil.rmtree(directory, ignore_errors=True)

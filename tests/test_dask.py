@@ -392,7 +392,7 @@ def client():
     # Worker processes import fastce from the same source tree, so they load
     # the kernels from the same numba disk cache as this process.
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env={"NUMBA_NUM_THREADS": "1"}
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", env={"NUMBA_NUM_THREADS": "1"}
     ) as cluster, distributed.Client(cluster, set_as_default=False) as c:
         yield c
 
