@@ -89,6 +89,17 @@ def test_logits_weights_top_k_bit_identical(data, spec):
     assert got == expected
 
 
+def test_threaded_scheduler(data):
+    """Dask's default local scheduler runs chunk tasks in threads: kernels share the process."""
+    logits, labels, weights, _ = data
+    before = (logits.copy(), labels.copy(), weights.copy())
+    with dask.config.set(scheduler="threads", num_workers=4):
+        got = fdask.evaluate(labels, logits=_dask(logits, 90), sample_weight=weights, top_k=(1, 5))
+    assert got == fastce.evaluate(labels, logits=logits, sample_weight=weights, top_k=(1, 5))
+    for array, copy in zip((logits, labels, weights), before):
+        np.testing.assert_array_equal(array, copy)  # inputs untouched
+
+
 def test_random_chunkings_bit_identical(data):
     logits, labels, _, proba = data
     rng = np.random.default_rng(1)
