@@ -4,7 +4,9 @@
                 [--json] [--chunk-rows N] [--threads T] [--state FILE] [--scheduler ADDRESS]
 
 Results are bit-identical to :func:`fastce.evaluate` on the loaded arrays,
-however the run was cut into chunks or interrupted and resumed.  Exit
+however the run was cut into chunks or interrupted and resumed.  With
+``--scheduler tcp://HOST:PORT`` the workers of a Dask cluster read and
+evaluate the files (same numbers, no checkpoint; see :mod:`fastce.dask`).  Exit
 status: 0 success, 2 bad input or usage (one line on stderr; ``--debug``
 adds the traceback), 130/143 interrupted (SIGINT/SIGTERM, after writing the
 checkpoint), 1 internal error.
