@@ -292,6 +292,10 @@ def test_building_the_graph_computes_nothing(data):
     with dask.config.set(scheduler=refuse):
         lazy = fdask.evaluate(_dask(labels, 400), logits=scores, top_k=(1, 5), compute=False)
     assert calls == [] and isinstance(lazy, Delayed)
+    # The reduction is one graph layer, not one per task (culling would be quadratic in chunks).
+    layers = lazy.__dask_graph__().layers
+    assert len([name for name in layers if name.startswith("fastce-reduce-")]) == 1
+    assert len(layers) <= len(scores.__dask_graph__().layers) + 3
     assert lazy.compute() == fastce.evaluate(labels, logits=logits, top_k=(1, 5))
     assert len(calls) == 5  # each block read once
 
@@ -304,7 +308,7 @@ def test_only_small_states_and_seam_rows_leave_a_chunk(data):
     results = dask.get(graph, list(graph))  # every task's output, on this process
     partials = 0
     for key, value in zip(graph, results):
-        if isinstance(key, tuple):  # the dask array's own chunks
+        if isinstance(value, np.ndarray):  # the dask arrays' own chunks
             continue
         # A chunk's output: its partial state plus < one block of rows per side (the seams).
         assert len(pickle.dumps(value)) < 2 * BLOCK * C * 4 + 20_000, key

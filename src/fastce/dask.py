@@ -37,6 +37,7 @@ diagnostics: give it a function from row arrays to a mergeable partial.
 from __future__ import annotations
 
 import functools
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -156,6 +157,9 @@ def reduce_row_blocks(arrays, read, merge, *, align_rows: int = 1, split_every: 
         Computes to the merged partial.  Nothing is computed here.
     """
     dask, _ = _import_dask()
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
     present = [a for a in arrays if a is not None]
     row_chunks = tuple(int(c) for c in present[0].chunks[0])
     n_rows = sum(row_chunks)
@@ -166,33 +170,63 @@ def reduce_row_blocks(arrays, read, merge, *, align_rows: int = 1, split_every: 
     if split_every < 2:
         raise ValueError(f"split_every must be at least 2; got {split_every}")
     block = max(1, int(align_rows))
-    blocks = [None if a is None else a.to_delayed().ravel() for a in arrays]
+    present = list(dask.optimize(*present))  # the arrays' own optimisations (fused slicing, ...)
+    optimized = iter(present)
+    arrays = [None if a is None else next(optimized) for a in arrays]
+    chunk_keys = [None if a is None else [_row_key(a, i) for i in range(len(row_chunks))] for a in arrays]
 
-    units = []  # (first row, Delayed partial)
-    seams: dict[int, list] = {}  # block index -> Delayed fragments, in row order
+    # One graph layer for the whole reduction: a layer per task would make
+    # Dask's graph culling quadratic in the number of chunks.
+    name = "fastce-reduce-" + dask.base.tokenize(read, merge, block, split_every, [a.name for a in present])
+    layer = {}
+    units = []  # (first row, key of a partial)
+    seams: dict[int, list] = {}  # block index -> keys of fragments, in row order
     start = 0
     for i, size in enumerate(row_chunks):
         stop = start + size
         if size:
             interior, fragments = _plan_chunk(start, stop, n_rows, block)
-            chunk = dask.delayed(_chunk_task, pure=True)(
-                read, start, interior, fragments, *[None if b is None else b[i] for b in blocks]
-            )
+            chunk = (name + "-chunk", i)
+            inputs = [None if keys is None else keys[i] for keys in chunk_keys]
+            layer[chunk] = (_chunk_task, read, start, interior, fragments, *inputs)
             if interior is not None:
-                units.append((interior[0], chunk[0]))
+                # A task of its own, run where the chunk is: only the partial travels on.
+                layer[name + "-partial", i] = (operator.getitem, chunk, 0)
+                units.append((interior[0], (name + "-partial", i)))
             for j, (_, _, index) in enumerate(fragments):
-                seams.setdefault(index, []).append(chunk[1][j])
+                layer[name + "-fragment", i, j] = (_fragment, chunk, j)
+                seams.setdefault(index, []).append((name + "-fragment", i, j))
         start = stop
     for index, pieces in seams.items():
-        units.append((index * block, dask.delayed(_seam_task, pure=True)(read, index * block, *pieces)))
+        layer[name + "-seam", index] = (_seam_task, read, index * block, *pieces)
+        units.append((index * block, (name + "-seam", index)))
     units.sort(key=lambda unit: unit[0])
-    level = [partial for _, partial in units]
+    level = [key for _, key in units]
+    depth = 0
     while len(level) > 1:
-        level = [
-            dask.delayed(_merge_in_order, pure=True)(merge, *level[i : i + split_every])
-            for i in range(0, len(level), split_every)
-        ]
-    return level[0]
+        merged = []
+        for j in range(0, len(level), split_every):
+            key = (name + "-merge", depth, j // split_every)
+            layer[key] = (_merge_in_order, merge, *level[j : j + split_every])
+            merged.append(key)
+        level, depth = merged, depth + 1
+    final = name
+    layer[final] = (_identity, level[0])
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=present)
+    return Delayed(final, graph)
+
+
+def _row_key(array, i: int):
+    key = (array.name, i)
+    return key + (0,) * (array.ndim - 1)
+
+
+def _fragment(chunk_result, j: int):
+    return chunk_result[1][j]
+
+
+def _identity(x):
+    return x
 
 
 # ---------------------------------------------------------------------------
