@@ -421,6 +421,9 @@ def test_cluster_bit_identical_and_errors_name_global_rows(client, data):
         lazy = fdask.evaluate(labels, logits=scores, sample_weight=weights, top_k=(1, 5), compute=False)
         assert lazy.compute() == expected
         assert fdask.evaluate(_dask(labels, 300), logits=scores, sample_weight=weights, top_k=(1, 5)) == expected
+        # arrays persisted on the workers: their keys are futures, not graph tasks
+        kept, y_kept = client.persist([scores, _dask(labels, (7, 600, 1))])
+        assert fdask.evaluate(y_kept, logits=kept, sample_weight=weights, top_k=(1, 5)) == expected
         y = labels.copy()
         y[1650] = C + 3
         with pytest.raises(InputError, match="y_true row 1650 is 103") as info:

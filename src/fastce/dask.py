@@ -176,44 +176,47 @@ def reduce_row_blocks(arrays, read, merge, *, align_rows: int = 1, split_every: 
     chunk_keys = [None if a is None else [_row_key(a, i) for i in range(len(row_chunks))] for a in arrays]
 
     # One graph layer for the whole reduction: a layer per task would make
-    # Dask's graph culling quadratic in the number of chunks.
+    # Dask's graph culling quadratic in the number of chunks.  Explicit
+    # references (TaskRef), not key-shaped tuples: keys of persisted arrays
+    # live on the cluster, and a tuple naming one would be taken literally.
+    from dask._task_spec import Task, TaskRef
+
     name = "fastce-reduce-" + dask.base.tokenize(read, merge, block, split_every, [a.name for a in present])
     layer = {}
-    units = []  # (first row, key of a partial)
-    seams: dict[int, list] = {}  # block index -> keys of fragments, in row order
+
+    def add(key, func, *args):
+        layer[key] = Task(key, func, *args)
+        return TaskRef(key)
+
+    units = []  # (first row, reference to a partial)
+    seams: dict[int, list] = {}  # block index -> references to fragments, in row order
     start = 0
     for i, size in enumerate(row_chunks):
         stop = start + size
         if size:
             interior, fragments = _plan_chunk(start, stop, n_rows, block)
-            chunk = (name + "-chunk", i)
-            inputs = [None if keys is None else keys[i] for keys in chunk_keys]
-            layer[chunk] = (_chunk_task, read, start, interior, fragments, *inputs)
+            inputs = [None if keys is None else TaskRef(keys[i]) for keys in chunk_keys]
+            chunk = add((name + "-chunk", i), _chunk_task, read, start, interior, fragments, *inputs)
             if interior is not None:
                 # A task of its own, run where the chunk is: only the partial travels on.
-                layer[name + "-partial", i] = (operator.getitem, chunk, 0)
-                units.append((interior[0], (name + "-partial", i)))
+                units.append((interior[0], add((name + "-partial", i), operator.getitem, chunk, 0)))
             for j, (_, _, index) in enumerate(fragments):
-                layer[name + "-fragment", i, j] = (_fragment, chunk, j)
-                seams.setdefault(index, []).append((name + "-fragment", i, j))
+                seams.setdefault(index, []).append(add((name + "-fragment", i, j), _fragment, chunk, j))
         start = stop
     for index, pieces in seams.items():
-        layer[name + "-seam", index] = (_seam_task, read, index * block, *pieces)
-        units.append((index * block, (name + "-seam", index)))
+        units.append((index * block, add((name + "-seam", index), _seam_task, read, index * block, *pieces)))
     units.sort(key=lambda unit: unit[0])
-    level = [key for _, key in units]
+    level = [ref for _, ref in units]
     depth = 0
     while len(level) > 1:
-        merged = []
-        for j in range(0, len(level), split_every):
-            key = (name + "-merge", depth, j // split_every)
-            layer[key] = (_merge_in_order, merge, *level[j : j + split_every])
-            merged.append(key)
-        level, depth = merged, depth + 1
-    final = name
-    layer[final] = (_identity, level[0])
+        level = [
+            add((name + "-merge", depth, j // split_every), _merge_in_order, merge, *level[j : j + split_every])
+            for j in range(0, len(level), split_every)
+        ]
+        depth += 1
+    add(name, _identity, level[0])
     graph = HighLevelGraph.from_collections(name, layer, dependencies=present)
-    return Delayed(final, graph)
+    return Delayed(name, graph)
 
 
 def _row_key(array, i: int):
