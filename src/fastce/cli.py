@@ -1,12 +1,14 @@
 """The ``fastce`` command: evaluate score files in bounded memory, resumably.
 
     fastce eval --labels Y (--logits Z | --proba P) [--top-k 1 5] [--weights W]
-                [--json] [--chunk-rows N] [--threads T] [--state FILE]
+                [--json] [--chunk-rows N] [--threads T] [--state FILE] [--scheduler ADDRESS]
     fastce report ... (the same options) [--plots DIR] [--worst-k K] [--bins B]
                 [--confident-below P]
 
 Results are bit-identical to :func:`fastce.evaluate` on the loaded arrays,
-however the run was cut into chunks or interrupted and resumed.  Exit
+however the run was cut into chunks or interrupted and resumed.  With
+``--scheduler tcp://HOST:PORT`` the workers of a Dask cluster read and
+evaluate the files (same numbers, no checkpoint; see :mod:`fastce.dask`).  Exit
 status: 0 success, 2 bad input or usage (one line on stderr; ``--debug``
 adds the traceback), 130/143 interrupted (SIGINT/SIGTERM, after writing the
 checkpoint), 1 internal error.
@@ -108,6 +110,11 @@ def _add_common_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument(
         "--checkpoint-seconds", type=float, default=5.0, metavar="S",
         help="seconds between checkpoints with --state (default: 5)",
+    )
+    ev.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="evaluate on the Dask cluster at ADDRESS (tcp://host:port); the workers read the files, "
+        "which must be at the same paths for them (needs fastce[dask])",
     )
     ev.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     ev.add_argument("--debug", action="store_true", help="show the traceback of errors")
@@ -227,7 +234,10 @@ def _format_table(metrics, inputs) -> str:
 
 
 def _where_for(exc: InputError, inputs) -> str | None:
-    source = {"y_true": inputs.labels, "scores": inputs.scores, "sample_weight": inputs.weights}.get(exc.argument)
+    source = {
+        "y_true": inputs.labels, "scores": inputs.scores, "logits": inputs.scores, "proba": inputs.scores,
+        "sample_weight": inputs.weights,
+    }.get(exc.argument)
     return None if source is None else source.where
 
 
@@ -249,6 +259,8 @@ def _evaluate(args, out, err) -> int:
         if os.path.isdir(args.state):
             raise UsageError(f"--state {args.state} is a directory; name a file.")
     delay = float(os.environ.get(_DELAY_ENV) or 0.0)
+    if args.scheduler:
+        return _evaluate_on_cluster(args, out, err)
 
     with files.open_inputs(
         args.labels,
@@ -347,6 +359,42 @@ def _diagnostics_options(args) -> dict | None:
     if not 0.0 < args.confident_below <= 1.0:
         raise UsageError(f"--confident-below is a probability in (0, 1]; got {args.confident_below}.")
     return {"worst_k": args.worst_k, "n_bins": args.bins, "confident_below": args.confident_below}
+
+
+def _evaluate_on_cluster(args, out, err) -> int:
+    """``--scheduler``: one Dask graph over the files, run by the cluster's workers."""
+    if args.state:
+        raise UsageError("--state cannot be combined with --scheduler: a cluster run is one graph, not resumable chunks.")
+    try:
+        import dask
+        from distributed import Client
+
+        from fastce import dask as fastce_dask
+    except ImportError:
+        raise UsageError('--scheduler needs dask and distributed: pip install "fastce[dask]".') from None
+    with files.open_inputs(
+        args.labels, logits=args.logits, proba=args.proba, sample_weight=args.weights,
+        scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
+    ) as inputs:  # opened here for the checks and messages of the local path; the workers reopen them
+        pass
+    # Not the default client: a caller's own client (in-process use) stays the default.
+    with Client(args.scheduler, timeout="30s", set_as_default=False) as client, dask.config.set(scheduler=client):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                metrics = fastce_dask.evaluate_files(
+                    args.labels, logits=args.logits, proba=args.proba, sample_weight=args.weights,
+                    top_k=args.top_k, nan_policy=args.nan_policy, chunk_rows=args.chunk_rows,
+                    scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
+                )
+            except InputError as exc:
+                where = _where_for(exc, inputs)
+                raise InputError(f"{where}: {exc}" if where else str(exc), argument=exc.argument, row=exc.row) from exc
+    for warning in caught:
+        print(f"fastce: warning: {_one_line(str(warning.message))}", file=err)
+    out.write((metrics.to_json() if args.json else _format_table(metrics, inputs)) + "\n")
+    out.flush()
+    return 0
 
 
 def _one_line(text: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Mapping
 
@@ -55,6 +55,13 @@ class Metrics:
 
     def __post_init__(self):
         object.__setattr__(self, "top_k_accuracy", MappingProxyType(dict(self.top_k_accuracy)))
+
+    def __reduce__(self):
+        # A mappingproxy cannot be pickled; Metrics must be (Dask workers and
+        # multiprocessing send results back that way), so rebuild from a dict.
+        values = [getattr(self, f.name) for f in fields(self)]
+        values[[f.name for f in fields(self)].index("top_k_accuracy")] = dict(self.top_k_accuracy)
+        return (type(self), tuple(values))
 
     @property
     def cross_entropy_bits(self) -> float:

@@ -1,0 +1,636 @@
+"""Evaluation on a Dask cluster: the same kernels per block, small states through a tree.
+
+``pip install "fastce[dask]"``.  Dask is imported inside these functions only,
+so ``import fastce`` never imports it.
+
+How a Dask array of scores becomes :class:`~fastce.metrics.Metrics`:
+
+1. At the door (on the client, from metadata only): labels, scores and
+   weights are checked for shape and dtype; labels and weights are given the
+   row chunks of the scores, and the class axis is joined into one chunk.
+2. Each row chunk runs the in-memory kernel driver
+   (:func:`fastce.api.read_scores`) on its rows and returns a partial
+   :class:`~fastce.state.State` -- O(top_k) numbers, whatever its size.
+3. Partial states merge in row order through a tree; the client receives one
+   merged state and finalises it exactly as :func:`fastce.evaluate` does
+   (same NaN policy, errors and warnings).
+
+*Bit-identical to* ``fastce.evaluate``.  The kernels sum rows in float64
+within blocks of ``fastce._config.block_rows(C)`` rows counted from row 0,
+and add block sums exactly.  A chunk therefore reads only the whole blocks
+it holds; the rows of a block cut by a chunk boundary (fewer than one block,
+at most 2**15 scores, on each side of each boundary) are copied out and read
+together by a small "seam" task.  Every block is summed over the same rows
+in the same order as in memory, so every number equals ``fastce.evaluate``
+bit for bit, for any chunking -- and only those few seam rows and the states
+ever leave the worker that holds a chunk.
+
+Errors found on the workers (a label out of range, a negative weight) name
+the row's global number; when several chunks hold bad rows, the first row
+is reported, as in memory.
+
+:func:`reduce_row_blocks` is the generic part (per-chunk function, seams,
+ordered tree merge) for other statistics to reuse, e.g. a Dask door for
+diagnostics: give it a function from row arrays to a mergeable partial.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastce import _config, files, validation
+from fastce.api import check_probability_range, read_scores, warn_unnormalized
+from fastce.errors import InputError
+from fastce.metrics import Metrics
+from fastce.state import State, check_nan_policy
+
+__all__ = ["evaluate", "evaluate_files", "read_array", "reduce_row_blocks"]
+
+# Partial states merged per task of the tree.
+DEFAULT_SPLIT_EVERY = 8
+
+
+def _import_dask():
+    try:
+        import dask
+        import dask.array as da
+    except ImportError:
+        raise ImportError(
+            'fastce.dask needs dask and distributed: pip install "fastce[dask]"'
+        ) from None
+    return dask, da
+
+
+# ---------------------------------------------------------------------------
+# The generic map / seam / ordered-tree reduction
+
+
+def _plan_chunk(start: int, stop: int, n_rows: int, block: int):
+    """Split rows [start, stop) of one chunk into whole blocks and cut-block fragments.
+
+    Returns ``(interior, fragments)``: ``interior`` is ``(lo, hi)`` in global
+    rows (whole blocks only; the short last block of the array counts as
+    whole), or None; ``fragments`` are ``(lo, hi, block_index)`` pieces of
+    blocks that continue in a neighbouring chunk.
+    """
+    first = min(-(-start // block) * block, n_rows)  # first block boundary >= start
+    last = n_rows if stop == n_rows else stop // block * block  # last boundary <= stop
+    if first > last:  # the chunk lies inside one block
+        return None, [(start, stop, start // block)]
+    fragments = []
+    if start < first:
+        fragments.append((start, first, start // block))
+    if last < stop:
+        fragments.append((last, stop, last // block))
+    return ((first, last) if first < last else None), fragments
+
+
+def _take(arrays, lo: int, hi: int, copy: bool):
+    out = []
+    for array in arrays:
+        if array is None:
+            out.append(None)
+        else:
+            part = array[lo:hi]
+            # A fragment outlives its task: copy it, or it would pin the whole chunk in memory.
+            out.append(np.array(part, copy=True) if copy else part)
+    return tuple(out)
+
+
+def _chunk_task(read, start, interior, fragments, *blocks):
+    """(partial of the chunk's whole blocks or None, row arrays of its fragments)."""
+    partial = None
+    if interior is not None:
+        lo, hi = interior
+        partial = read(*_take(blocks, lo - start, hi - start, copy=False), lo)
+    pieces = [_take(blocks, lo - start, hi - start, copy=True) for lo, hi, _ in fragments]
+    return partial, pieces
+
+
+def _seam_task(read, row0, *pieces):
+    """Partial of one block whose rows came from several chunks (in row order)."""
+    joined = []
+    for column in zip(*pieces):
+        joined.append(None if column[0] is None else np.concatenate(column))
+    return read(*joined, row0)
+
+
+def _merge_in_order(merge, *partials):
+    result = partials[0]
+    for partial in partials[1:]:
+        result = merge(result, partial)
+    return result
+
+
+def reduce_row_blocks(arrays, read, merge, *, align_rows: int = 1, split_every: int = DEFAULT_SPLIT_EVERY):
+    """A Delayed of ``merge`` over ``read`` of every row range of ``arrays``, in row order.
+
+    Parameters
+    ----------
+    arrays : sequence of dask arrays or None
+        Row-aligned inputs: same length and the same row chunks; 2-D arrays
+        have one chunk along axis 1.  None entries are passed on as None.
+    read : callable
+        ``read(*row_arrays, first_row) -> partial``: numpy arrays of the rows
+        of one range (never empty) and the global number of its first row.
+        Must be picklable (a module-level function or a functools.partial).
+    merge : callable
+        ``merge(left, right) -> partial`` for ``left``'s rows followed by
+        ``right``'s; called in row order only, so it may be order-sensitive.
+    align_rows : int, default 1
+        The row ranges given to ``read`` never straddle a multiple of
+        ``align_rows`` unless they contain whole aligned blocks only: rows of
+        an aligned block cut by chunk boundaries are gathered (a copy of
+        fewer than ``align_rows`` rows per side of each boundary) and read
+        together.  With the kernels' block size, ``read`` sees exactly the
+        blocks an in-memory pass would.
+    split_every : int, default 8
+        Partials merged per task of the tree.
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Computes to the merged partial.  Nothing is computed here.
+    """
+    dask, _ = _import_dask()
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    present = [a for a in arrays if a is not None]
+    row_chunks = tuple(int(c) for c in present[0].chunks[0])
+    n_rows = sum(row_chunks)
+    if n_rows == 0:
+        raise ValueError("no rows to reduce")
+    if any(tuple(a.chunks[0]) != present[0].chunks[0] or any(len(c) != 1 for c in a.chunks[1:]) for a in present):
+        raise ValueError("arrays must share their row chunks and have one chunk along every other axis")
+    if split_every < 2:
+        raise ValueError(f"split_every must be at least 2; got {split_every}")
+    block = max(1, int(align_rows))
+    present = list(dask.optimize(*present))  # the arrays' own optimisations (fused slicing, ...)
+    optimized = iter(present)
+    arrays = [None if a is None else next(optimized) for a in arrays]
+    chunk_keys = [None if a is None else [_row_key(a, i) for i in range(len(row_chunks))] for a in arrays]
+
+    # One graph layer for the whole reduction: a layer per task would make
+    # Dask's graph culling quadratic in the number of chunks.  Explicit
+    # references (TaskRef), not key-shaped tuples: keys of persisted arrays
+    # live on the cluster, and a tuple naming one would be taken literally.
+    from dask._task_spec import Task, TaskRef
+
+    name = "fastce-reduce-" + dask.base.tokenize(read, merge, block, split_every, [a.name for a in present])
+    layer = {}
+
+    def add(key, func, *args):
+        layer[key] = Task(key, func, *args)
+        return TaskRef(key)
+
+    units = []  # (first row, reference to a partial)
+    seams: dict[int, list] = {}  # block index -> references to fragments, in row order
+    start = 0
+    for i, size in enumerate(row_chunks):
+        stop = start + size
+        if size:
+            interior, fragments = _plan_chunk(start, stop, n_rows, block)
+            inputs = [None if keys is None else TaskRef(keys[i]) for keys in chunk_keys]
+            chunk = add((name + "-chunk", i), _chunk_task, read, start, interior, fragments, *inputs)
+            if interior is not None:
+                # A task of its own, run where the chunk is: only the partial travels on.
+                units.append((interior[0], add((name + "-partial", i), operator.getitem, chunk, 0)))
+            for j, (_, _, index) in enumerate(fragments):
+                seams.setdefault(index, []).append(add((name + "-fragment", i, j), _fragment, chunk, j))
+        start = stop
+    for index, pieces in seams.items():
+        units.append((index * block, add((name + "-seam", index), _seam_task, read, index * block, *pieces)))
+    units.sort(key=lambda unit: unit[0])
+    level = [ref for _, ref in units]
+    depth = 0
+    while len(level) > 1:
+        level = [
+            add((name + "-merge", depth, j // split_every), _merge_in_order, merge, *level[j : j + split_every])
+            for j in range(0, len(level), split_every)
+        ]
+        depth += 1
+    add(name, _identity, level[0])
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=present)
+    return Delayed(name, graph)
+
+
+def _row_key(array, i: int):
+    key = (array.name, i)
+    return key + (0,) * (array.ndim - 1)
+
+
+def _fragment(chunk_result, j: int):
+    return chunk_result[1][j]
+
+
+def _identity(x):
+    return x
+
+
+# ---------------------------------------------------------------------------
+# evaluate: partials, door, finalize
+
+
+@dataclass
+class _Partial:
+    """A State plus the first input errors found on the workers (by kind: 0 labels, 1 weights)."""
+
+    state: State
+    errors: dict = field(default_factory=dict)
+
+
+def _read_rows(scores, labels, weights, first_row, *, top_k, from_logits, name) -> _Partial:
+    """Validate one range of rows as ``evaluate`` does, then read it with the shared kernels."""
+    n_rows = scores.shape[0]
+    checked = validation.scores(scores, name)
+    num_classes = checked.shape[1]
+    errors = {}
+    try:
+        labels = validation.class_indices(labels, "y_true", n_rows, num_classes)
+    except InputError as exc:
+        errors[0] = _globalize(exc, first_row)
+    try:
+        weights = validation.sample_weight(weights, n_rows)
+    except InputError as exc:
+        errors[1] = _globalize(exc, first_row)
+    if errors:
+        state = State.empty(num_classes, top_k, from_logits=from_logits)
+        state.rows_seen = n_rows  # keeps the rows after these numbered right
+        return _Partial(state, errors)
+    state = read_scores(checked.view, labels, weights, top_k=top_k, from_logits=from_logits, eps=checked.eps)
+    return _Partial(state)
+
+
+def _merge_partials(left: _Partial, right: _Partial) -> _Partial:
+    errors = dict(right.errors)
+    errors.update(left.errors)  # left's rows come first: its errors name earlier rows
+    return _Partial(left.state.merge(right.state), errors)
+
+
+def _globalize(exc: InputError, first_row: int) -> InputError:
+    from fastce.streaming import _globalize as globalize
+
+    return globalize(exc, first_row)
+
+
+def _finalize(partial: _Partial, nan_policy: str, name: str) -> Metrics:
+    """What ``fastce.evaluate`` does after its read: errors, probability checks, NaN policy."""
+    if partial.errors:
+        raise partial.errors[min(partial.errors)]
+    state = partial.state
+    if not state.from_logits:
+        check_probability_range(state, name)
+        warn_unnormalized(state, name)
+    return state.finalize(nan_policy, scores_name=name)
+
+
+def _is_dask_array(x) -> bool:
+    _, da = _import_dask()
+    return isinstance(x, da.Array)
+
+
+def _check_known_chunks(array, name: str) -> None:
+    if any(np.isnan(size) for sizes in array.chunks for size in sizes) or any(np.isnan(d) for d in array.shape):
+        raise InputError(
+            f"{name} has unknown chunk sizes (shape {array.shape}), so rows cannot be matched to labels; "
+            f"call {name}.compute_chunk_sizes() first (or build the array with known lengths, "
+            "e.g. DataFrame.to_dask_array(lengths=True)).",
+            argument=name,
+            value=array.shape,
+        )
+
+
+def _scores_array(x, name: str):
+    _, da = _import_dask()
+    if x is None:
+        raise InputError(f"{name} is required; got None.", argument=name)
+    if not _is_dask_array(x):
+        raise InputError(
+            f"{name} must be a dask array here; got {type(x).__name__}. For arrays in memory call "
+            "fastce.evaluate, or wrap them with dask.array.from_array(x, chunks=(rows, -1)).",
+            argument=name,
+            value=type(x).__name__,
+        )
+    _check_known_chunks(x, name)
+    if x.ndim != 2:
+        raise InputError(
+            f"{name} must have shape (n_samples, n_classes); got a dask array of shape {x.shape}.",
+            argument=name,
+            value=x.shape,
+        )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise InputError(f"{name} is empty (shape {x.shape}); pass at least one row and one class.", argument=name)
+    dtype = x.dtype
+    if not (dtype.kind in "fbiu" and dtype.itemsize <= 8 or dtype.name == "bfloat16"):
+        raise InputError(
+            f"{name} has dtype {dtype}; pass float16, bfloat16, float32 or float64 scores "
+            "(for example x.astype(np.float32)).",
+            argument=name,
+            value=dtype,
+        )
+    if len(x.chunks[1]) > 1:
+        # Each row's scores must be in one block for the kernel: join the class axis
+        # (moves data between workers once, never to the client).
+        x = x.rechunk({1: -1})
+    return x
+
+
+def _row_array(x, name: str, scores, *, what: str):
+    """Labels or weights as a 1-D dask array with the row chunks of ``scores``."""
+    _, da = _import_dask()
+    n_rows = scores.shape[0]
+    if _is_dask_array(x):
+        _check_known_chunks(x, name)
+        array = x
+    else:
+        array = validation.as_array(x, name)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        hint = " For one-hot targets pass labels.argmax(axis=1)." if what == "labels" else ""
+        raise InputError(
+            f"{name} must be a 1-D array of {what}; got shape {array.shape}.{hint}", argument=name, value=array.shape
+        )
+    if array.shape[0] != n_rows:
+        raise InputError(
+            f"{name} has {array.shape[0]} rows but the scores have {n_rows}; they must have one {what[:-1]} per row.",
+            argument=name,
+            value=array.shape[0],
+        )
+    dtype = array.dtype
+    if what == "labels" and dtype.kind not in "biu":
+        raise InputError(
+            f"{name} has dtype {dtype}; pass integer class indices 0..{scores.shape[1] - 1} "
+            "(for example y.astype(np.int64)).",
+            argument=name,
+            value=dtype,
+        )
+    if what == "weights" and dtype.kind not in "biuf":
+        raise InputError(f"{name} has dtype {dtype}; pass float weights.", argument=name, value=dtype)
+    if not _is_dask_array(array):
+        return da.from_array(array, chunks=(scores.chunks[0],))
+    if array.chunks[0] != scores.chunks[0]:
+        array = array.rechunk({0: scores.chunks[0]})  # a 1-D array: cheap to move
+    return array
+
+
+def evaluate(
+    y_true,
+    *,
+    logits=None,
+    proba=None,
+    sample_weight=None,
+    top_k=(1,),
+    nan_policy: str = "raise",
+    compute: bool = True,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+):
+    """:func:`fastce.evaluate` over Dask arrays, bit-identical to it, in one pass on the workers.
+
+    Parameters
+    ----------
+    y_true : dask array or array-like of int, shape (n_samples,)
+        Class indices 0..C-1.  A numpy array is split along the row chunks of
+        the scores (it travels with the graph: 8 bytes a row at most).
+    logits, proba : dask array of float, shape (n_samples, n_classes)
+        Exactly one, as in :func:`fastce.evaluate`.  Any row chunking; the
+        class axis is joined into one chunk if it is split.
+    sample_weight : dask array or array-like of float, shape (n_samples,), optional
+        Non-negative finite row weights.
+    top_k : int or sequence of int, default (1,)
+    nan_policy : {"raise", "omit", "propagate"}, default "raise"
+        As in :func:`fastce.evaluate`.
+    compute : bool, default True
+        False returns a ``dask.delayed.Delayed`` instead, without computing
+        anything; its ``compute()`` gives the Metrics.  Errors are then
+        raised by ``compute()``; warnings (rows not summing to one, omitted
+        rows) are emitted where the last task runs -- on a worker, under
+        ``dask.distributed`` -- so prefer ``compute=True`` to see them.
+    split_every : int, default 8
+        Partial states merged per task of the reduction tree.
+
+    Returns
+    -------
+    Metrics, or Delayed when ``compute=False``
+        The Metrics that ``fastce.evaluate`` returns on the same rows, bit
+        for bit.  Runs on the current Dask scheduler: a
+        ``distributed.Client`` if one is active, otherwise Dask's default.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastce, fastce.dask
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=(1000, 10)).astype(np.float32)
+    >>> y = rng.integers(0, 10, size=1000)
+    >>> logits = da.from_array(z, chunks=(300, 10))
+    >>> m = fastce.dask.evaluate(y, logits=logits, top_k=(1, 5))
+    >>> m == fastce.evaluate(y, logits=z, top_k=(1, 5))
+    True
+    >>> lazy = fastce.dask.evaluate(y, logits=logits, compute=False)  # nothing computed yet
+    >>> lazy.compute().accuracy == m.accuracy
+    True
+    """
+    dask, _ = _import_dask()
+    check_nan_policy(nan_policy)
+    if (logits is None) == (proba is None):
+        raise InputError(
+            "pass exactly one of logits= (raw scores) or proba= (probabilities); "
+            f"got {'both' if logits is not None else 'neither'}.",
+            argument="logits/proba",
+        )
+    from_logits = logits is not None
+    name = "logits" if from_logits else "proba"
+    scores = _scores_array(logits if from_logits else proba, name)
+    labels = _row_array(y_true, "y_true", scores, what="labels")
+    weights = None if sample_weight is None else _row_array(sample_weight, "sample_weight", scores, what="weights")
+    num_classes = int(scores.shape[1])
+    ks = validation.top_k_values(top_k, num_classes)
+    read = functools.partial(_read_rows, top_k=ks, from_logits=from_logits, name=name)
+    partial = reduce_row_blocks(
+        [scores, labels, weights], read, _merge_partials,
+        align_rows=_config.block_rows(num_classes), split_every=split_every,
+    )
+    if not compute:
+        return dask.delayed(_finalize, pure=True)(partial, nan_policy, name)
+    # The client receives one small partial state and finalises it here, as
+    # _finalize does, inlined so that warnings point at the caller's line.
+    merged = partial.compute()
+    if merged.errors:
+        raise merged.errors[min(merged.errors)]
+    state = merged.state
+    if not state.from_logits:
+        check_probability_range(state, name)
+        warn_unnormalized(state, name)
+    return state.finalize(nan_policy, scores_name=name)
+
+
+# ---------------------------------------------------------------------------
+# Files on the cluster
+
+
+def _read_file_rows(pieces, role, name):
+    """Rows of one chunk: ``pieces`` are (path, lo, hi) ranges of files, concatenated in order."""
+    parts = []
+    for path, lo, hi in pieces:
+        with files.open_array(path, role=role, name=name) as source:
+            rows = source.read(lo, hi)
+            if role != "scores" and rows.ndim == 2:
+                rows = rows[:, 0]
+            parts.append(rows)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _natural_ranges(source, n_rows: int, chunk_rows: int | None) -> list:
+    """Row ranges that follow the storage (shards, row groups) and hold at most ``chunk_rows`` rows.
+
+    Tables default to one chunk per row group (record batch): a task reading
+    part of a group decodes it from the group's start.
+    """
+    if source.kind in ("parquet", "arrow"):
+        bounds = [int(b) for b in source._starts]
+        if chunk_rows is None:
+            return list(zip(bounds[:-1], bounds[1:]))
+    elif source.kind == "npy-shards":
+        bounds = [int(b) for b in source.starts]
+    else:
+        bounds = [0, n_rows]
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for start in range(lo, hi, chunk_rows):
+            out.append((start, min(start + chunk_rows, hi)))
+    return out
+
+
+def _file_pieces(source, lo: int, hi: int) -> list:
+    """(path, lo, hi) pieces of the files of ``source`` holding its rows [lo, hi)."""
+    if source.kind != "npy-shards":
+        return [(source.paths[0], lo, hi)]
+    pieces = []
+    for path, start, stop in zip(source.paths, source.starts[:-1], source.starts[1:]):
+        a, b = max(lo, int(start)), min(hi, int(stop))
+        if a < b:
+            pieces.append((path, a - int(start), b - int(start)))
+    return pieces
+
+
+def read_array(paths, *, role: str = "scores", name: str | None = None, chunk_rows: int | None = None, row_chunks=None):
+    """A dask array of the rows stored in files, read on the workers.
+
+    Only headers and metadata are read here; each chunk is memory-mapped
+    (.npy, uncompressed .npz) or decoded (Parquet row groups, Arrow record
+    batches) by the worker that runs it.  The files must be reachable at the
+    same paths from every worker (a shared file system).
+
+    Parameters
+    ----------
+    paths : str, path or list of them
+        As :func:`fastce.files.open_array`: a file, a directory or glob of
+        .npy shards, or several .npy files.
+    role : {"scores", "labels", "weights"}
+        What the array holds (default names and checks, as in ``fastce.files``).
+    name : str, optional
+        The .npz member or table column.
+    chunk_rows : int, optional
+        At most this many rows per chunk.  Default: about 64 MB of scores
+        (a whole number of kernel blocks) for .npy/.npz, one chunk per row
+        group (record batch) for Parquet (Arrow).  Chunks never straddle a
+        shard or a row group.
+    row_chunks : tuple of int, optional
+        Exact row chunks instead (used to match labels to the chunks of the
+        scores).
+
+    Returns
+    -------
+    dask.array.Array
+    """
+    dask, da = _import_dask()
+    with files.open_array(paths, role=role, name=name) as source:
+        if source.kind == "npz-compressed":
+            raise files.InputFileError(
+                f"{source.where} is a compressed .npz member, which can only be read from its start; a cluster "
+                "reads chunks anywhere. Save it with np.save or np.savez (uncompressed), or as Parquet.",
+                argument=source.where,
+            )
+        n_rows = source.n_rows
+        shape_rest = tuple(source.shape[1:])
+        if role != "scores" and len(shape_rest) == 1:
+            shape_rest = ()
+        dtype = source.dtype
+        if row_chunks is not None:
+            if sum(row_chunks) != n_rows:
+                raise InputError(
+                    f"{source.where} has {n_rows} rows but the scores have {sum(row_chunks)}; they must have "
+                    "one row per sample.",
+                    argument=source.where,
+                    value=n_rows,
+                )
+            bounds = np.cumsum([0, *row_chunks])
+            ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        else:
+            if chunk_rows is None and source.kind not in ("parquet", "arrow"):
+                width = int(np.prod(shape_rest, dtype=np.int64)) if shape_rest else 1
+                chunk_rows = files.default_chunk_rows(max(1, width), dtype.itemsize)
+            if chunk_rows is not None and chunk_rows < 1:
+                raise InputError(f"chunk_rows must be >= 1; got {chunk_rows}.", argument="chunk_rows", value=chunk_rows)
+            ranges = _natural_ranges(source, n_rows, None if chunk_rows is None else int(chunk_rows))
+        pieces = [_file_pieces(source, lo, hi) for lo, hi in ranges]
+        where = source.where
+    token = dask.base.tokenize(where, role, name, [files._stat(p) for p in _all_paths(pieces)], ranges)
+    chunks = []
+    for (lo, hi), chunk_pieces in zip(ranges, pieces):
+        task = dask.delayed(_read_file_rows, pure=True)(
+            chunk_pieces, role, name, dask_key_name=f"fastce-read-{role}-{token}-{lo}"
+        )
+        chunks.append(da.from_delayed(task, shape=(hi - lo, *shape_rest), dtype=dtype))
+    return da.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
+
+
+def _all_paths(pieces) -> list:
+    return sorted({path for chunk in pieces for path, _, _ in chunk})
+
+
+def evaluate_files(
+    labels=None,
+    *,
+    logits=None,
+    proba=None,
+    sample_weight=None,
+    top_k=(1,),
+    nan_policy: str = "raise",
+    chunk_rows: int | None = None,
+    scores_name=None,
+    labels_name=None,
+    weights_name=None,
+    compute: bool = True,
+):
+    """:func:`fastce.files.evaluate_files` on the current Dask scheduler (files read by the workers).
+
+    Same arguments and the same Metrics, bit for bit.  With a
+    ``distributed.Client`` active, every worker must see the files at the
+    same paths.  ``compute=False`` returns a Delayed, as in :func:`evaluate`.
+    """
+    if (logits is None) == (proba is None):
+        raise files.InputFileError("pass exactly one of logits or proba files.")
+    from_logits = logits is not None
+    scores = read_array(logits if from_logits else proba, role="scores", name=scores_name, chunk_rows=chunk_rows)
+    if labels is None:
+        paths = files._expand(logits if from_logits else proba)
+        if len(paths) != 1 or files._sniff(paths[0])[:4] != files._PARQUET_MAGIC and files._sniff(paths[0])[:6] != files._ARROW_MAGIC:
+            raise files.InputFileError(
+                "a labels file is required (unless the scores are a Parquet/Arrow table holding them)."
+            )
+        labels = paths[0]
+    row_chunks = tuple(int(c) for c in scores.chunks[0])
+    y = read_array(labels, role="labels", name=labels_name, row_chunks=row_chunks)
+    w = None
+    if sample_weight is not None:
+        w = read_array(sample_weight, role="weights", name=weights_name, row_chunks=row_chunks)
+    kwargs = dict(sample_weight=w, top_k=top_k, nan_policy=nan_policy, compute=compute)
+    if from_logits:
+        return evaluate(y, logits=scores, **kwargs)
+    return evaluate(y, proba=scores, **kwargs)
