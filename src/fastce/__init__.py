@@ -10,6 +10,7 @@ from fastce.metrics import Metrics
 from fastce.sklearn_compat import accuracy_score, log_loss, top_k_accuracy_score
 from fastce.state import State
 from fastce.streaming import Evaluator
+from fastce.torch_binary import binary_cross_entropy, binary_cross_entropy_with_logits
 from fastce.torch_compat import cross_entropy
 
 __version__ = "0.1.0"
@@ -22,6 +23,8 @@ __all__ = [
     "OmittedRowsWarning",
     "State",
     "accuracy_score",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
     "cross_entropy",
     "evaluate",
     "log_loss",

@@ -75,6 +75,14 @@ class Scores:
             self.eps = float(np.finfo(np.float64).eps)
 
 
+def float_eps(dtype: np.dtype) -> float:
+    """Machine epsilon of a float dtype (bfloat16 included); float64's for anything else."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" or _is_bfloat16(dtype):
+        return _finfo_eps(dtype)
+    return float(np.finfo(np.float64).eps)
+
+
 def _finfo_eps(dtype: np.dtype) -> float:
     if _is_bfloat16(dtype):
         import ml_dtypes  # only reachable when the caller already has bfloat16 arrays

@@ -1,0 +1,265 @@
+"""Numba kernels for element-wise binary cross-entropy: multi-label (N, C) and 1-D binary.
+
+Every element is an independent yes/no question: ``x`` is a logit (or a
+probability of "yes"), ``y`` the target in [0, 1].  Same layering as
+``kernels``: the kernels only compute and *report* what they see (NaN
+scores, probabilities outside [0, 1], targets outside [0, 1], soft or one-hot
+target rows) in per-block counters; the door decides what is an error.
+
+Per-block outputs, ``fsums`` columns:
+
+    S_LOSS      sum over counted rows of row_weight * sum_j w_ij * loss_ij
+    S_BRIER     sum of row_weight * sum_j (p_ij - y_ij)**2
+    S_HITS      sum of row_weight * (elements predicted right)
+    S_SUBSET    sum of row_weight over rows with every element right
+    S_ARGMAX    sum of row_weight over one-hot target rows whose argmax is the hot class
+    S_WEIGHT    sum of row_weight over counted rows
+    S_MIN, S_MAX  smallest and largest score (probabilities: the range check)
+
+``icounts`` columns: counted rows, rows holding NaN, elements with an infinite
+loss, probabilities below 0 / above 1, targets outside [0, 1] (or NaN),
+targets strictly between 0 and 1 (soft), one-hot target rows (all 0/1,
+exactly one 1), then the first row (slice-relative) of each reported kind.
+
+Blocks are fixed runs of rows; their sums are merged exactly in block order by
+``fold_blocks``, so the results never depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
+from fastce._exactsum import exact_add, normalize
+from fastce._vecmath import add_reassoc, as_float64, as_native, exp_nonpositive, log1p_nonnegative
+
+MODE_LOGITS = 0
+MODE_PROBA = 1
+
+S_LOSS, S_BRIER, S_HITS, S_SUBSET, S_ARGMAX, S_WEIGHT, S_MIN, S_MAX = range(8)
+NUM_SUMS = 8
+EXACT_SUMS = 6  # columns [0, EXACT_SUMS) are summed exactly
+
+N_ROWS, N_NONFINITE, N_INF_LOSS, N_BELOW0, N_ABOVE1, N_BAD_TARGET, N_SOFT, N_ONE_HOT = range(8)
+FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BELOW0, FIRST_ABOVE1, FIRST_BAD_TARGET = range(8, 13)
+NUM_COUNTS = 13
+FIRST_COLUMNS = 8  # columns >= this hold first rows
+
+
+# Below exp(-100) torch clamps log p to -100; any p under that gives the same loss.
+_TINY = 1e-300
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def element_loss(x, y, pos_w, mode):
+    """(loss, (p - y)**2, predicts "yes") of one element, in float64.
+
+    Logits: ``pos_w * y * softplus(-x) + (1 - y) * softplus(x)`` with
+    ``softplus(t) = max(t, 0) + log1p(exp(-|x|))`` (never overflows); a term
+    whose coefficient is 0 is left out, so +-inf logits give their limits
+    (0 or inf) instead of 0 * inf.  Probabilities: PyTorch's
+    ``-(y * max(log p, -100) + (1 - y) * max(log(1 - p), -100))``.
+    "Yes" is x > 0 (logits) or p > 0.5: a tie goes to "no".  NaN stays NaN.
+    """
+    if mode == MODE_LOGITS:
+        a = abs(x)
+        e = exp_nonpositive(-a)
+        e = 0.0 if a == np.inf else e
+        tail = log1p_nonnegative(e)
+        neg_log_p = max(-x, 0.0) + tail
+        neg_log_q = max(x, 0.0) + tail
+        s = 1.0 / (1.0 + e)
+        p = s if x >= 0.0 else e * s
+        positive = x > 0.0
+    else:
+        p = x
+        neg_log_p = -max(math.log(max(p, _TINY)), -100.0)
+        neg_log_q = -max(math.log1p(-min(p, 1.0)), -100.0)
+        positive = p > 0.5
+    b = pos_w * y
+    c = 1.0 - y
+    loss = (0.0 if b == 0.0 else b * neg_log_p) + (0.0 if c == 0.0 else c * neg_log_q)
+    loss = x if x != x else loss
+    d = p - y
+    return loss, d * d, positive
+
+
+def target_value(t):  # pragma: no cover - replaced by the overload below
+    return float(t)
+
+
+@overload(target_value, inline="always", jit_options=KERNEL_OPTIONS)
+def _target_value_overload(t):
+    # uint8 targets (0/1 indicators, bool viewed as uint8) are plain numbers;
+    # floats go through as_float64 (which reads 16-bit ints as half floats).
+    if t == types.uint8:
+        return lambda t: np.float64(t)
+    return lambda t: as_float64(t)
+
+
+@njit(**PARALLEL_OPTIONS)
+def bce_blocks(
+    scores,
+    targets,
+    row_weight,
+    col_weight,
+    full_weight,
+    pos_weight,
+    mode,
+    element_losses,
+    nblocks,
+    block_rows,
+    fsums,
+    icounts,
+):
+    """Per-block sums of element-wise binary cross-entropy over an (n, C) slice.
+
+    ``targets``: (n, C), float64, float32 or uint8.  Weights multiply each
+    element's loss: ``row_weight`` (n,), ``col_weight`` (C,), ``full_weight``
+    (n, C), each empty when absent; ``pos_weight`` (C,) multiplies the
+    positive term (logits only; empty when absent).  A zero weight removes the
+    element, even when its loss is infinite.  ``element_losses`` (empty, or
+    (n, C)) receives each element's weighted loss.  Accuracy, Brier and the
+    one-hot bookkeeping use the row weight only.  A row holding a NaN score is
+    not counted (reported in N_NONFINITE).
+    """
+    n_rows = scores.shape[0]
+    n_cols = scores.shape[1]
+    has_row = row_weight.shape[0] != 0
+    has_col = col_weight.shape[0] != 0
+    has_full = full_weight.shape[0] != 0
+    has_pos = pos_weight.shape[0] != 0
+    keep = element_losses.shape[0] != 0
+    for b in prange(nblocks):
+        for c in range(NUM_SUMS):
+            fsums[b, c] = 0.0
+        fsums[b, S_MIN] = np.inf
+        fsums[b, S_MAX] = -np.inf
+        for c in range(FIRST_COLUMNS):
+            icounts[b, c] = 0
+        for c in range(FIRST_COLUMNS, NUM_COUNTS):
+            icounts[b, c] = -1
+        start = b * block_rows
+        stop = min(start + block_rows, n_rows)
+        low = np.inf
+        high = -np.inf
+        for i in range(start, stop):
+            row_loss = 0.0
+            row_brier = 0.0
+            hits = 0
+            nan = 0
+            inf = 0
+            below = 0
+            above = 0
+            bad = 0
+            soft = 0
+            ones = 0
+            hot = -1
+            best = as_native(scores[i, 0])
+            best_j = 0
+            for j in range(n_cols):
+                x = as_float64(scores[i, j])
+                y = target_value(targets[i, j])
+                pw = pos_weight[j] if has_pos else 1.0
+                loss, sq, positive = element_loss(x, y, pw, mode)
+                w = 1.0
+                if has_col:
+                    w *= col_weight[j]
+                if has_full:
+                    w *= full_weight[i, j]
+                if has_row:
+                    w *= row_weight[i]
+                weighted = 0.0 if w == 0.0 else w * loss
+                if keep:
+                    element_losses[i, j] = weighted
+                infinite = weighted == np.inf
+                inf += infinite
+                row_loss = add_reassoc(row_loss, 0.0 if infinite else weighted)
+                row_brier = add_reassoc(row_brier, sq)
+                hits += positive == (y > 0.5)
+                nan += x != x
+                below += x < 0.0
+                above += x > 1.0
+                low = min(low, x)
+                high = max(high, x)
+                bad += not (y >= 0.0 and y <= 1.0)
+                soft += y > 0.0 and y < 1.0
+                ones += y == 1.0
+                hot = j if y == 1.0 else hot
+                v = as_native(scores[i, j])
+                if v > best:
+                    best = v
+                    best_j = j
+            if nan:
+                if icounts[b, N_NONFINITE] == 0:
+                    icounts[b, FIRST_NONFINITE] = i
+                icounts[b, N_NONFINITE] += 1
+                continue
+            if mode == MODE_PROBA:
+                if below:
+                    if icounts[b, N_BELOW0] == 0:
+                        icounts[b, FIRST_BELOW0] = i
+                    icounts[b, N_BELOW0] += 1
+                if above:
+                    if icounts[b, N_ABOVE1] == 0:
+                        icounts[b, FIRST_ABOVE1] = i
+                    icounts[b, N_ABOVE1] += 1
+            if bad:
+                if icounts[b, N_BAD_TARGET] == 0:
+                    icounts[b, FIRST_BAD_TARGET] = i
+                icounts[b, N_BAD_TARGET] += 1
+            if inf:
+                if icounts[b, N_INF_LOSS] == 0:
+                    icounts[b, FIRST_INF_LOSS] = i
+                icounts[b, N_INF_LOSS] += inf
+            rw = row_weight[i] if has_row else 1.0
+            one_hot = ones == 1 and soft == 0 and bad == 0
+            icounts[b, N_ROWS] += 1
+            icounts[b, N_SOFT] += soft
+            icounts[b, N_ONE_HOT] += one_hot
+            fsums[b, S_LOSS] += row_loss
+            fsums[b, S_BRIER] += rw * row_brier
+            fsums[b, S_HITS] += rw * hits
+            fsums[b, S_SUBSET] += rw if hits == n_cols else 0.0
+            fsums[b, S_ARGMAX] += rw if (one_hot and best_j == hot) else 0.0
+            fsums[b, S_WEIGHT] += rw
+        fsums[b, S_MIN] = low
+        fsums[b, S_MAX] = high
+
+
+@njit(**KERNEL_OPTIONS)
+def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n_exact, first_column):
+    """Fold per-block results in block order: exact sums, range, counters.
+
+    Columns [0, n_exact) of ``fsums`` go to the exact accumulators
+    ``sums_acc``; columns ``n_exact`` and ``n_exact + 1`` (when present) are a
+    min and a max.  ``icounts`` columns before ``first_column`` are added;
+    the others keep the earliest row (``row_offset`` added), -1 for none.
+    Returns the number of blocks whose float sums overflowed.
+    """
+    overflowed = 0
+    has_range = fsums.shape[1] >= n_exact + 2
+    for b in range(nblocks):
+        for c in range(n_exact):
+            value = fsums[b, c]
+            if not math.isfinite(value):
+                overflowed += 1
+            exact_add(sums_acc[c], value)
+        if has_range:
+            minmax[0] = min(minmax[0], fsums[b, n_exact])
+            minmax[1] = max(minmax[1], fsums[b, n_exact + 1])
+        for c in range(first_column):
+            counts[c] += icounts[b, c]
+        for c in range(first_column, icounts.shape[1]):
+            row = icounts[b, c]
+            if row >= 0:
+                row += row_offset
+            if row >= 0 and (counts[c] < 0 or row < counts[c]):
+                counts[c] = row
+    for a in range(n_exact):
+        normalize(sums_acc[a])
+    return overflowed
