@@ -38,6 +38,8 @@ __all__ = [
     "row_loss_logits",
     "row_loss_proba",
     "row_rank",
+    "row_probabilities",
+    "row_brier",
     "row_is_nonfinite",
     "evaluate_reference",
     "cross_entropy_reference",
@@ -90,6 +92,21 @@ def row_loss_proba(row: np.ndarray, label: int, eps: float) -> float:
     return -math.log(p)
 
 
+def row_probabilities(row: np.ndarray, *, from_logits: bool) -> np.ndarray:
+    """The row as probabilities: the softmax of logits (max subtracted), or as given."""
+    if not from_logits:
+        return row
+    e = np.exp(row - row.max())
+    return e / e.sum()
+
+
+def row_brier(probabilities: np.ndarray, label: int) -> float:
+    """sum_j (p_j - [j == label])^2, the full multiclass Brier score of one row."""
+    target = np.zeros_like(probabilities)
+    target[label] = 1.0
+    return math.fsum(((probabilities - target) ** 2).tolist())
+
+
 def row_rank(row: np.ndarray, label: int) -> int:
     """Classes ahead of the true one: strictly higher, or equal at a lower index."""
     target = row[label]
@@ -125,6 +142,7 @@ def evaluate_reference(
     """Reference for ``fastce.evaluate``: a dict with the fields of ``Metrics``.
 
     Keys: n, weight_sum, cross_entropy, accuracy, top_k_accuracy (dict),
+    brier (halved for two classes, as scikit-learn's brier_score_loss),
     n_omitted, row_losses (unweighted, NaN for non-finite rows), ranks (-1 for
     non-finite rows).
     """
@@ -150,6 +168,7 @@ def evaluate_reference(
 
     losses = np.full(n_rows, np.nan)
     ranks = np.full(n_rows, -1, dtype=np.int64)
+    briers = np.full(n_rows, np.nan)
     nonfinite = np.zeros(n_rows, dtype=bool)
     for i in range(n_rows):
         row = scores[i]
@@ -161,6 +180,7 @@ def evaluate_reference(
             raise ValueError(f"proba row {i} is outside [0, 1]")
         losses[i] = row_loss_logits(row, label) if from_logits else row_loss_proba(row, label, eps)
         ranks[i] = row_rank(row, label)
+        briers[i] = row_brier(row_probabilities(row, from_logits=from_logits), label)
 
     n_nonfinite = int(nonfinite.sum())
     if n_nonfinite and nan_policy == "raise":
@@ -176,7 +196,9 @@ def evaluate_reference(
         "ranks": ranks,
     }
     if n_nonfinite and nan_policy == "propagate":
-        result.update(cross_entropy=math.nan, accuracy=math.nan, top_k_accuracy={k: math.nan for k in ks})
+        result.update(
+            cross_entropy=math.nan, accuracy=math.nan, brier=math.nan, top_k_accuracy={k: math.nan for k in ks}
+        )
         return result
     if n == 0 or weight_sum == 0.0:
         raise ValueError("nothing to average")
@@ -186,7 +208,10 @@ def evaluate_reference(
     else:
         cross_entropy = math.fsum(w * loss for w, loss, _ in counted) / weight_sum
     top = {k: math.fsum(w for w, _, r in counted if r < k) / weight_sum for k in ks}
-    result.update(cross_entropy=cross_entropy, accuracy=top[1], top_k_accuracy=top)
+    brier = math.fsum(weights[i] * briers[i] for i in np.flatnonzero(kept) if weights[i] != 0.0) / weight_sum
+    if n_classes == 2:
+        brier /= 2.0
+    result.update(cross_entropy=cross_entropy, accuracy=top[1], top_k_accuracy=top, brier=brier)
     return result
 
 

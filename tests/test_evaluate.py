@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import pytest
 from support import BFLOAT16, readonly, score_dtype_params
-from reference import evaluate_reference
+from reference import evaluate_reference, row_brier
 
 import fastce
 from fastce import _config
@@ -48,6 +48,10 @@ def assert_matches_reference(metrics, ref, rtol=RTOL):
         else:
             assert got == pytest.approx(expected, rel=1e-12, abs=1e-15), k
     assert metrics.accuracy == metrics.top_k_accuracy[1] or math.isnan(metrics.accuracy)
+    if math.isnan(ref["brier"]):
+        assert math.isnan(metrics.brier)
+    else:
+        assert metrics.brier == pytest.approx(ref["brier"], rel=1e-12, abs=1e-15)
 
 
 @pytest.fixture
@@ -540,3 +544,49 @@ def test_memory_no_copy_bfloat16(big_problem):
     finally:
         tracemalloc.stop()
     assert peak < 0.05 * x.nbytes + 16 * 50_000
+
+
+# -- Brier score -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 40])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_brier_matches_sklearn(rng, n_classes, weighted):
+    from sklearn.metrics import brier_score_loss
+
+    z = rng.normal(scale=2.0, size=(500, n_classes))
+    y = rng.integers(0, n_classes, size=500)
+    y[:n_classes] = np.arange(n_classes)  # every class present, as scikit-learn needs
+    w = rng.uniform(0.0, 3.0, size=500) if weighted else None
+    p = softmax(z)
+    expected = brier_score_loss(y, p if n_classes > 2 else p[:, 1], sample_weight=w)
+    assert fastce.evaluate(y, proba=p, sample_weight=w).brier == pytest.approx(expected, rel=1e-12)
+    assert fastce.evaluate(y, logits=z, sample_weight=w).brier == pytest.approx(expected, rel=1e-12)
+
+
+def test_brier_of_confident_rows_keeps_its_digits():
+    # p(true) = 1 - 1e-12: Brier per row ~ 2e-24.  Forming 1 - p(true) naively
+    # from the softmax would leave nothing but rounding noise.
+    delta = 27.631021115928547  # log(1e12)
+    z = np.array([[delta, 0.0, -np.inf], [0.0, delta, 0.0]])
+    y = np.array([0, 1])
+    e = np.exp(-delta)
+    rows = [(e / (1 + e)) ** 2 + (e / (1 + e)) ** 2, 2 * (e / (1 + 2 * e)) ** 2 + (2 * e / (1 + 2 * e)) ** 2]
+    assert fastce.evaluate(y, logits=z).brier == pytest.approx(sum(rows) / 2, rel=1e-12)
+
+
+def test_brier_with_masked_true_class_and_ties():
+    z = np.array([[-np.inf, 1.0, 1.0], [2.0, 2.0, -np.inf], [0.0, 0.0, 0.0]])
+    y = np.array([0, 1, 2])
+    expected = np.mean([row_brier(softmax(z[i : i + 1])[0], y[i]) for i in range(3)])
+    assert fastce.evaluate(y, logits=z).brier == pytest.approx(expected, rel=1e-13)
+    assert fastce.evaluate(y, logits=z).brier == pytest.approx((1.5 + 0.5 + 2 / 3) / 3, rel=1e-13)
+
+
+def test_brier_is_nan_under_propagate_and_in_to_dict(problem):
+    logits, labels = problem
+    bad = logits.copy()
+    bad[3, 2] = np.nan
+    assert math.isnan(fastce.evaluate(labels, logits=bad, nan_policy="propagate").brier)
+    d = fastce.evaluate(labels, logits=logits).to_dict()
+    assert 0.0 < d["brier"] < 2.0

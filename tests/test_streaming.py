@@ -76,7 +76,7 @@ def test_lists_and_empty_batches_are_accepted():
     ev = Evaluator(4)
     ev.update([], np.empty((0, 4), np.float32))
     ev.update(labels[:10].tolist(), logits[:10].tolist())
-    ev.update(labels[10:], logits[10:])
+    ev.update(labels[10:], logits[10:].astype(np.float64))  # one dtype throughout: bit-identical
     ev.update(np.array([], dtype=np.int64), np.empty((0, 4)))
     # lists become float64: the same values as float32 upcast
     assert ev.result() == fastce.evaluate(labels, logits=logits.astype(np.float64))

@@ -39,6 +39,8 @@ def kernel_input(array: np.ndarray, dtype=None) -> np.ndarray:
 
 _EMPTY_F64 = kernel_input(np.empty(0, dtype=np.float64))
 _NO_ROW_LOSSES = np.empty(0, dtype=np.float64)  # written by kernels: stays writable
+_NO_ROW_STATS = np.empty((0, 3), dtype=np.float64)
+_NO_ROW_PRED = np.empty(0, dtype=np.int64)
 
 
 def _slice(array, start, stop, dtype):
@@ -90,8 +92,16 @@ def accumulate_matrix(
     proba_eps: float = 0.0,
     sum_tolerance: float = np.inf,
     row_losses=None,
+    on_rows=None,
 ) -> State:
-    """State of an (N, C) score matrix (kernel view: see validation.scores) and its labels."""
+    """State of an (N, C) score matrix (kernel view: see validation.scores) and its labels.
+
+    ``on_rows(start, labels, weights, stats, pred)``, if given, is called
+    after each kernel call with that slice's per-row diagnostics (see
+    ``kernels.score_blocks``: ``stats`` columns loss, p(true), p(top);
+    ``pred`` the argmax); the buffers are reused, one call's rows at a time,
+    so they never grow with N.
+    """
     n_rows, n_classes = scores.shape
     state = State.empty(n_classes, top_k, from_logits=from_logits, ties_to_last=ties_to_last)
     class_weight = _EMPTY_F64 if class_weight is None else kernel_input(class_weight, np.float64)
@@ -99,14 +109,23 @@ def accumulate_matrix(
     mode = K.MODE_LOGITS if from_logits else K.MODE_PROBA
     block_rows = _config.block_rows(n_classes)
 
+    buffers = []  # per-row diagnostics of one call, allocated at the first (largest) call
+
     def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
         # A few tasks per thread balance the load; results do not depend on it.
         blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))
+        stats, pred = _NO_ROW_STATS, _NO_ROW_PRED
+        if on_rows is not None:
+            if not buffers:
+                buffers.extend((np.empty((stop - start, 3)), np.empty(stop - start, dtype=np.int64)))
+            stats, pred = buffers[0][: stop - start], buffers[1][: stop - start]
         K.score_blocks(
             kernel_input(scores[start:stop]), labels_part, weights_part, class_weight, np.int64(ignore_label), ks,
-            bool(ties_to_last), mode, float(proba_eps), float(sum_tolerance), losses_part,
+            bool(ties_to_last), mode, float(proba_eps), float(sum_tolerance), losses_part, stats, pred,
             nblocks, block_rows, blocks_per_task, fsums, icounts,
         )
+        if on_rows is not None:
+            on_rows(start, labels_part, weights_part, stats, pred)
 
     max_blocks_per_call = None
     if not scores.flags.c_contiguous:

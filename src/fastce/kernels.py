@@ -15,8 +15,9 @@ threads ran.
 
 Per-block outputs (column indices below):
 
-fsums:   weight sum, weighted loss sum, min score, max score, then one
-         weighted "true class ranked < k" sum per requested k.
+fsums:   weight sum, weighted loss sum, min score, max score, weighted Brier
+         sum (the full multiclass sum of squares), then one weighted
+         "true class ranked < k" sum per requested k.
 icounts: rows counted, non-finite rows, rows with infinite loss, ignored rows,
          rows with a value < 0, rows with a value > 1, rows not summing to 1,
          then the first row (index within the slice, -1 if none; fold_blocks
@@ -35,7 +36,9 @@ from fastce._exactsum import exact_add, normalize
 from fastce._vecmath import add_reassoc, as_float64, as_native, exp_nonpositive, log1p_nonnegative, log_positive, maxnum, minnum
 
 # fsums columns
-F_WEIGHT, F_LOSS, F_MIN, F_MAX, F_TOPK = 0, 1, 2, 3, 4
+F_WEIGHT, F_LOSS, F_MIN, F_MAX, F_BRIER, F_TOPK = 0, 1, 2, 3, 4, 5
+# Rows of State.sums (exact accumulators): weight, loss, Brier, then top-k.
+SUMS_WEIGHT, SUMS_LOSS, SUMS_BRIER, SUMS_TOPK = 0, 1, 2, 3
 # icounts columns
 C_ROWS, C_NONFINITE, C_INF_LOSS, C_IGNORED, C_BELOW0, C_ABOVE1, C_UNNORMALIZED = range(7)
 FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BELOW0, FIRST_ABOVE1, FIRST_UNNORMALIZED = range(7, 12)
@@ -91,7 +94,8 @@ def _rank(scores, i, n_classes, label, ties_to_last):
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _logits_row(scores, i, n_classes, target, label, ties_to_last):
-    """(max - target, sum of exp(z - max) over the non-max entries, rank, ok).
+    """(max - target, sum of exp(z - max) over the non-max entries, rank,
+    sum of exp(z - max)**2 over the entries but the true class's, max, ok).
 
     Pass 1 reads the row from memory for its max; pass 2 reads it from cache.
     Entries equal to the max contribute exactly 1 each and are counted, not
@@ -111,29 +115,34 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     row_max = np.float64(native_max)
     # Pass 2 (row in cache): float64 exp-sum of the entries below the max.
     rest = 0.0
+    squares = 0.0  # for the Brier score
     at_max = 0
     for j in range(n_classes):
         x = as_float64(scores[i, j]) - row_max
         # NaN (a NaN entry, inf - inf, or -inf - -inf for a masked row) fails
         # "x >= 0" and is added, so the sum becomes NaN: that flags the row.
-        rest = add_reassoc(rest, 0.0 if x >= 0.0 else exp_nonpositive(x))
+        e = 1.0 if x >= 0.0 else exp_nonpositive(x)
+        rest = add_reassoc(rest, 0.0 if x >= 0.0 else e)
+        squares = add_reassoc(squares, 0.0 if j == label else e * e)
         at_max += x == 0.0
     rest += at_max - 1
     ok = rest == rest
-    return row_max - target, rest, ahead, ok
+    return row_max - target, rest, ahead, squares, row_max, ok
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                  label_of, target, high, low, total, ahead):
+                  label_of, target, high, low, total, ahead, squares, e_true):
     """Per-row statistics of a block of short rows, one class at a time.
 
     For small C a loop along a row is too short to vectorise, so these loops
     run down the rows instead (SIMD lanes = rows, gathered loads): C passes
     over a block that stays in L1 after its one read from memory.
     Logits: high = row max, total = sum of exp(z - max) over non-max entries,
-    low = number of entries equal to the max.  Probabilities: high / low /
-    total = row max / min / sum.  ahead = rank of the true class.
+    low = number of entries equal to the max, e_true = exp(z[y] - max).
+    Probabilities: high / low / total = row max / min / sum.  ahead = rank of
+    the true class; squares = sum of the squares of exp(z - max) (logits) or
+    of p (probabilities) over the other classes.
     """
     for r in range(count):
         label = np.int64(labels[start + r])
@@ -143,6 +152,8 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
         low[r] = np.inf if mode == MODE_PROBA else 0.0
         total[r] = 0.0
         ahead[r] = 0
+        squares[r] = 0.0
+        e_true[r] = 0.0
     for j in range(n_classes):
         for r in range(count):
             v = as_float64(scores[start + r, j])
@@ -150,6 +161,7 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
             if mode == MODE_PROBA:
                 low[r] = minnum(low[r], v)
                 total[r] += v
+                squares[r] += 0.0 if j == label_of[r] else v * v
             t = target[r]
             tie_ahead = ((j < label_of[r]) != ties_to_last) and j != label_of[r]
             ahead[r] += (v > t) or (v == t and tie_ahead)
@@ -158,8 +170,36 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
             for r in range(count):
                 x = as_float64(scores[start + r, j]) - high[r]
                 # NaN fails "x >= 0" and is added: see _logits_row.
-                total[r] += 0.0 if x >= 0.0 else exp_nonpositive(x)
+                e = 1.0 if x >= 0.0 else exp_nonpositive(x)
+                total[r] += 0.0 if x >= 0.0 else e
                 low[r] += x == 0.0
+                mine = j == label_of[r]
+                squares[r] += 0.0 if mine else e * e
+                e_true[r] += e if mine else 0.0
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _first_index_of(scores, i, n_classes, value):
+    """The first column of row i equal to ``value`` (the argmax, for the row max)."""
+    for j in range(n_classes):
+        if as_float64(scores[i, j]) == value:
+            return j
+    return -1
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _softmax_brier(shift, rest, squares, e_true):
+    """(Brier score, p(true class), p(top class)) of a logit row from its sums.
+
+    With e_j = exp(z_j - max), S = 1 + rest = sum_j e_j, p_j = e_j / S:
+    Brier = sum_{j != y} p_j^2 + (1 - p_y)^2.  1 - p_y is formed as
+    (S - e_y) / S without cancellation: when the true class holds the max,
+    S - e_y is ``rest`` itself.
+    """
+    total = 1.0 + rest
+    off = rest if shift == 0.0 else total - e_true
+    brier = (squares + off * off) / (total * total)
+    return brier, e_true / total, 1.0 / total
 
 
 @njit(**PARALLEL_OPTIONS)
@@ -175,6 +215,8 @@ def score_blocks(
     proba_eps,
     sum_tolerance,
     row_losses,
+    row_stats,
+    row_pred,
     nblocks,
     block_rows,
     blocks_per_task,
@@ -188,7 +230,8 @@ def score_blocks(
     only -inf) is non-finite.
     mode MODE_PROBA: loss = -log(clip(p[y], eps, 1 - eps)) (scikit-learn's
     log_loss); also counts rows with values outside [0, 1] and rows whose sum
-    differs from 1 by more than ``sum_tolerance``.
+    differs from 1 by more than ``sum_tolerance``.  The Brier score uses the
+    probabilities as given (softmax of the logits in MODE_LOGITS).
 
     The true class's rank is the number of classes ahead of it: strictly
     higher scores, plus equal scores at a lower index (``ties_to_last``
@@ -196,6 +239,10 @@ def score_blocks(
     scikit-learn's top_k_accuracy_score).  A row is top-k correct when its
     rank is below k.  ``row_losses`` (empty, or length N) receives each row's
     weighted loss (NaN for non-finite rows, 0 for ignored rows).
+    ``row_stats`` (empty, or N x 3) and ``row_pred`` (empty, or N) receive,
+    for the diagnostics, each row's unweighted loss, p(true class) and
+    p(predicted class), and its predicted class (the argmax, first index on
+    ties); NaN and -1 for non-finite and ignored rows.
 
     Each block first walks its rows (one read of each) into per-row scratch,
     then a second, vectorised loop over the scratch takes the logs and sums.
@@ -206,6 +253,7 @@ def score_blocks(
     n_classes = scores.shape[1]
     n_k = top_k.shape[0]
     keep_losses = row_losses.shape[0] != 0
+    keep_stats = row_pred.shape[0] != 0
     weighted_rows = sample_weight.shape[0] != 0
     weighted_classes = class_weight.shape[0] != 0
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
@@ -215,11 +263,16 @@ def score_blocks(
         ahead = np.empty(block_rows, dtype=np.int64)
         status = np.empty(block_rows, dtype=np.int8)
         weight = np.empty(block_rows)
+        brier = np.empty(block_rows)
+        p_true = np.empty(block_rows)
+        p_top = np.empty(block_rows)
         label_of = np.empty(block_rows, dtype=np.int64)
         target = np.empty(block_rows)
         high = np.empty(block_rows)
         low = np.empty(block_rows)
         total = np.empty(block_rows)
+        squares = np.empty(block_rows)
+        e_true = np.empty(block_rows)
         first_block = task * blocks_per_task
         for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
             _reset_block(fsums, icounts, b)
@@ -228,36 +281,46 @@ def score_blocks(
             # -- walk the rows: one read of each ---------------------------
             if n_classes <= COLUMN_WALK_MAX_CLASSES:
                 _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                              label_of, target, high, low, total, ahead)
+                              label_of, target, high, low, total, ahead, squares, e_true)
             for r in range(count):
                 i = start + r
                 label = np.int64(labels[i])
                 if label == ignore_label:
                     status[r] = ROW_IGNORED
+                    if keep_stats:
+                        row_pred[i] = -1
                     continue
                 if n_classes <= COLUMN_WALK_MAX_CLASSES:
                     row_max, row_min, row_sum = high[r], low[r], total[r]
                     row_target = target[r]
+                    row_squares = squares[r]
                     if mode == MODE_LOGITS:
                         value[r] = row_max - row_target
                         rest[r] = row_sum + (row_min - 1.0)
                         ok = rest[r] == rest[r]
+                        brier[r], p_true[r], p_top[r] = _softmax_brier(value[r], rest[r], row_squares, e_true[r])
                 elif mode == MODE_LOGITS:
                     row_target = as_float64(scores[i, label])
-                    shift, row_rest, row_ahead, ok = _logits_row(scores, i, n_classes, row_target, label, ties_to_last)
+                    shift, row_rest, row_ahead, row_squares, row_max, ok = _logits_row(
+                        scores, i, n_classes, row_target, label, ties_to_last
+                    )
                     value[r] = shift
                     rest[r] = row_rest
                     ahead[r] = row_ahead
+                    row_e_true = 0.0 if shift == np.inf else exp_nonpositive(-shift)
+                    brier[r], p_true[r], p_top[r] = _softmax_brier(shift, row_rest, row_squares, row_e_true)
                 else:
                     row_target = as_float64(scores[i, label])
                     row_max = -np.inf
                     row_min = np.inf
                     row_sum = 0.0
+                    row_squares = 0.0
                     for j in range(n_classes):
                         v = as_float64(scores[i, j])
                         row_max = maxnum(row_max, v)
                         row_min = minnum(row_min, v)
                         row_sum = add_reassoc(row_sum, v)
+                        row_squares = add_reassoc(row_squares, 0.0 if j == label else v * v)
                     ahead[r] = _rank(scores, i, n_classes, label, ties_to_last)
                 if mode == MODE_PROBA:
                     # NaN anywhere makes the sum NaN; an inf entry makes the max or
@@ -274,6 +337,10 @@ def score_blocks(
                         fsums[b, F_MIN] = min(fsums[b, F_MIN], row_min)
                         fsums[b, F_MAX] = max(fsums[b, F_MAX], row_max)
                     value[r] = min(max(row_target, proba_eps), 1.0 - proba_eps)
+                    miss = 1.0 - row_target
+                    brier[r] = row_squares + miss * miss
+                    p_true[r] = row_target
+                    p_top[r] = row_max
                 if ok:
                     status[r] = ROW_OK
                     w = 1.0
@@ -285,9 +352,19 @@ def score_blocks(
                 else:
                     status[r] = ROW_NONFINITE
                     _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
+                if keep_stats:
+                    # Only the diagnostics need the argmax itself; rank 0 (ties to
+                    # the first index) means it is the true class.
+                    if not ok:
+                        row_pred[i] = -1
+                    elif ahead[r] == 0 and not ties_to_last:
+                        row_pred[i] = label
+                    else:
+                        row_pred[i] = _first_index_of(scores, i, n_classes, row_max)
             # -- vectorised finish over the block's scratch ------------------
             weight_sum = 0.0
             loss_sum = 0.0
+            brier_sum = 0.0
             n_ok = 0
             n_ignored = 0
             n_inf = 0
@@ -307,8 +384,13 @@ def score_blocks(
                 n_inf += ok and infinite and w != 0.0
                 weight_sum = add_reassoc(weight_sum, w)
                 loss_sum = add_reassoc(loss_sum, 0.0 if infinite else weighted)
+                brier_sum = add_reassoc(brier_sum, w * brier[r] if ok else 0.0)
                 if keep_losses:
                     row_losses[start + r] = weighted if ok else (0.0 if status[r] == ROW_IGNORED else np.nan)
+                if keep_stats:
+                    row_stats[start + r, 0] = loss if ok else np.nan
+                    row_stats[start + r, 1] = p_true[r] if ok else np.nan
+                    row_stats[start + r, 2] = p_top[r] if ok else np.nan
             for k in range(n_k):
                 hits = 0.0
                 limit = top_k[k]
@@ -327,6 +409,7 @@ def score_blocks(
                 icounts[b, FIRST_INF_LOSS] = first
             fsums[b, F_WEIGHT] = weight_sum
             fsums[b, F_LOSS] = loss_sum
+            fsums[b, F_BRIER] = brier_sum
             icounts[b, C_ROWS] = n_ok
             icounts[b, C_IGNORED] = n_ignored
 
@@ -350,7 +433,8 @@ def binary_proba_blocks(
     Equivalent to the two-column matrix [1 - p, p]: loss is
     -log(clip(p if y == 1 else 1 - p)); the prediction is class 1 when
     p > 1 - p (argmax, first index wins); every row is top-k correct for k >= 2
-    (the columns of ``fsums`` follow ``top_k``).
+    (the columns of ``fsums`` follow ``top_k``).  The Brier sum is the
+    two-column one, 2 (p - y)^2.
     """
     n_rows = proba.shape[0]
     keep_losses = row_losses.shape[0] != 0
@@ -367,6 +451,7 @@ def binary_proba_blocks(
             icounts[b, c] = -1
         weight_sum = 0.0
         loss_sum = 0.0
+        brier_sum = 0.0
         correct = 0.0
         for i in range(start, stop):
             p = as_float64(proba[i])
@@ -393,11 +478,14 @@ def binary_proba_blocks(
             if keep_losses:
                 row_losses[i] = weight * loss
             loss_sum += weight * loss
+            miss = p - label
+            brier_sum += weight * 2.0 * miss * miss
             predicted = 1 if p > 1.0 - p else 0
             if predicted == label:
                 correct += weight
         fsums[b, F_WEIGHT] = weight_sum
         fsums[b, F_LOSS] = loss_sum
+        fsums[b, F_BRIER] = brier_sum
         for k in range(top_k.shape[0]):
             fsums[b, F_TOPK + k] = correct if top_k[k] == 1 else weight_sum
 
@@ -410,7 +498,7 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts):
     within the slice they were given).
 
     ``sums_acc`` rows are exact accumulators for fsums columns F_WEIGHT,
-    F_LOSS and the top-k columns (in that order); ``minmax`` holds [min, max];
+    F_LOSS, F_BRIER and the top-k columns (in that order); ``minmax`` holds [min, max];
     ``counts`` holds the NUM_ICOUNTS counters (first-row columns keep the
     earliest row seen, -1 for none).
     """
@@ -421,8 +509,9 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts):
             # The block's finite losses overflowed float64 when summed.
             counts[C_INF_LOSS] += 1
         exact_add(sums_acc[1], fsums[b, F_LOSS])
+        exact_add(sums_acc[2], fsums[b, F_BRIER])
         for k in range(n_topk):
-            exact_add(sums_acc[2 + k], fsums[b, F_TOPK + k])
+            exact_add(sums_acc[SUMS_TOPK + k], fsums[b, F_TOPK + k])
         minmax[0] = min(minmax[0], fsums[b, F_MIN])
         minmax[1] = max(minmax[1], fsums[b, F_MAX])
         for c in range(FIRST_NONFINITE):

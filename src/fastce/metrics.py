@@ -35,6 +35,12 @@ class Metrics:
         Number of columns of the score matrix.
     from_logits : bool
         Whether the scores were logits (True) or probabilities (False).
+    brier : float
+        Weighted mean Brier score, as scikit-learn's ``brier_score_loss``
+        (``scale_by_half="auto"``): the mean of sum_j (p_j - [j = y])^2 over
+        the classes, halved when there are two classes (then it is the mean
+        of (p - y)^2 for the positive class).  From logits, p is the softmax.
+        0 is perfect; like cross-entropy it is not a percentage.
     """
 
     n: int
@@ -45,6 +51,7 @@ class Metrics:
     n_omitted: int = 0
     num_classes: int = 0
     from_logits: bool = True
+    brier: float = math.nan
 
     def __post_init__(self):
         object.__setattr__(self, "top_k_accuracy", MappingProxyType(dict(self.top_k_accuracy)))
@@ -75,6 +82,7 @@ class Metrics:
             "n_omitted": self.n_omitted,
             "num_classes": self.num_classes,
             "from_logits": self.from_logits,
+            "brier": self.brier,
         }
 
     def to_json(self, **kwargs) -> str:

@@ -1,7 +1,7 @@
 """Mergeable sufficient statistics: the one object every door produces.
 
 A ``State`` holds, for the rows it has seen, exact sums (weights, weighted
-losses, weighted top-k hits), the score range, and counters of suspicious rows
+losses, weighted Brier scores, weighted top-k hits), the score range, and counters of suspicious rows
 with the first row where each kind was seen.  ``merge`` is exact, so any
 split of the rows and any merge order give the same sums; ``finalize`` turns
 a state into :class:`~fastce.metrics.Metrics` under a NaN policy.
@@ -23,7 +23,7 @@ from fastce import kernels as K
 from fastce.errors import InputError, OmittedRowsWarning
 from fastce.metrics import Metrics
 
-STATE_FORMAT = "fastce.state/1"
+STATE_FORMAT = "fastce.state/2"  # /2: the Brier sum was added
 NAN_POLICIES = ("raise", "omit", "propagate")
 
 _COUNTER_NAMES = (
@@ -51,7 +51,7 @@ class State:
     top_k: tuple
     from_logits: bool
     ties_to_last: bool
-    sums: np.ndarray  # (2 + len(top_k), NUM_LIMBS) exact accumulators
+    sums: np.ndarray  # (K.SUMS_TOPK + len(top_k), NUM_LIMBS) exact accumulators
     minmax: np.ndarray  # [min score, max score] (probabilities only)
     counts: np.ndarray  # (NUM_ICOUNTS,) int64, see kernels.py
     rows_seen: int = 0  # rows consumed, including skipped ones: numbers the next row
@@ -65,7 +65,7 @@ class State:
             top_k=tuple(int(k) for k in top_k),
             from_logits=bool(from_logits),
             ties_to_last=bool(ties_to_last),
-            sums=_exactsum.new_accumulators(2 + len(top_k)),
+            sums=_exactsum.new_accumulators(K.SUMS_TOPK + len(top_k)),
             minmax=np.array([np.inf, -np.inf]),
             counts=counts,
         )
@@ -119,17 +119,22 @@ class State:
 
     @property
     def weight_sum(self) -> float:
-        return _exactsum.to_float(self.sums[0])
+        return _exactsum.to_float(self.sums[K.SUMS_WEIGHT])
 
     @property
     def loss_sum(self) -> float:
         """Sum of weighted per-row losses (inf if any counted row had an infinite loss)."""
         if self.counts[K.C_INF_LOSS] > 0:
             return math.inf
-        return _exactsum.to_float(self.sums[1])
+        return _exactsum.to_float(self.sums[K.SUMS_LOSS])
+
+    @property
+    def brier_sum(self) -> float:
+        """Sum of weighted per-row Brier scores (full sum over the classes)."""
+        return _exactsum.to_float(self.sums[K.SUMS_BRIER])
 
     def hits(self, k_index: int) -> float:
-        return _exactsum.to_float(self.sums[2 + k_index])
+        return _exactsum.to_float(self.sums[K.SUMS_TOPK + k_index])
 
     def finalize(self, nan_policy: str = "raise", *, scores_name: str = "scores") -> Metrics:
         """Metrics for the rows seen, applying ``nan_policy`` to non-finite rows."""
@@ -148,7 +153,7 @@ class State:
         n = int(self.counts[K.C_ROWS])
         weight_sum = self.weight_sum
         if nonfinite and nan_policy == "propagate":
-            cross_entropy = accuracy = math.nan
+            cross_entropy = accuracy = brier = math.nan
             top_k = {k: math.nan for k in self.top_k}
         else:
             if n == 0:
@@ -164,6 +169,9 @@ class State:
                     argument="sample_weight",
                 )
             cross_entropy = self.loss_sum / weight_sum
+            # scikit-learn's brier_score_loss(scale_by_half="auto"): halved for
+            # two classes, so that it is the familiar mean of (p - y)^2.
+            brier = self.brier_sum / weight_sum * (0.5 if self.num_classes == 2 else 1.0)
             top_k = {k: self.hits(i) / weight_sum for i, k in enumerate(self.top_k)}
             accuracy = top_k[1] if 1 in top_k else math.nan
         return Metrics(
@@ -175,6 +183,7 @@ class State:
             n_omitted=nonfinite if nan_policy == "omit" else 0,
             num_classes=self.num_classes,
             from_logits=self.from_logits,
+            brier=brier,
         )
 
     # -- serialisation -------------------------------------------------------
@@ -210,7 +219,7 @@ class State:
                 ties_to_last=_json_bool(data["ties_to_last"], "ties_to_last"),
             )
             sums = _json_list(data["sums"], "sums")
-            if len(sums) != 2 + len(top_k):
+            if len(sums) != K.SUMS_TOPK + len(top_k):
                 raise ValueError("wrong number of sums")
             if not all(isinstance(text, str) for text in sums):
                 raise ValueError("sums must be hexadecimal strings")
