@@ -16,7 +16,9 @@ import numpy as np
 from fastce import _config, _exactsum
 from fastce import kernels_binary as KB
 from fastce import kernels_soft as KS
+from fastce import _accumulate
 from fastce._accumulate import kernel_input
+from fastce.state import State
 
 _EMPTY_1D = kernel_input(np.empty(0, dtype=np.float64))
 _EMPTY_2D = kernel_input(np.empty((0, 0), dtype=np.float64))
@@ -179,3 +181,18 @@ def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smo
 
     return _drive(call, n_rows, n_cols, block_rows, KS.NUM_SUMS, KS.NUM_COUNTS, KS.FIRST_COLUMNS,
                   KS.NUM_SUMS, copies)
+
+
+def accumulate_binary_logits(logits, labels, *, top_k, sample_weight=None, row_losses=None) -> State:
+    """Core State (two classes) of 1-D logits of class 1 and 0/1 labels."""
+    state = State.empty(2, top_k, from_logits=True)
+    ks = kernel_input(np.asarray(state.top_k, dtype=np.int64))
+    block_rows = _config.BLOCK_ELEMENTS // 4  # 8192 rows, 32 KiB of float32 logits
+
+    def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
+        KB.binary_logits_blocks(
+            kernel_input(logits[start:stop]), labels_part, weights_part, ks, losses_part, nblocks, block_rows,
+            fsums, icounts,
+        )
+
+    return _accumulate._run(call, logits.shape[0], 1, state, block_rows, labels, sample_weight, row_losses)

@@ -33,12 +33,18 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from fastce import kernels as K
 from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
-from fastce._vecmath import add_reassoc, as_float64, as_native, exp_nonpositive, log1p_nonnegative
+from fastce._vecmath import add_reassoc, as_float64, as_native, exp_nonpositive, fma
 
 MODE_LOGITS = 0
 MODE_PROBA = 1
+
+# The core layout (kernels.py), written by binary_logits_blocks.
+K_WEIGHT, K_LOSS, K_MIN, K_MAX, K_BRIER, K_TOPK = K.F_WEIGHT, K.F_LOSS, K.F_MIN, K.F_MAX, K.F_BRIER, K.F_TOPK
+K_ROWS, K_NONFINITE, K_INF_LOSS = K.C_ROWS, K.C_NONFINITE, K.C_INF_LOSS
+K_FIRST_NONFINITE, K_FIRST_INF_LOSS, K_NUM_ICOUNTS = K.FIRST_NONFINITE, K.FIRST_INF_LOSS, K.NUM_ICOUNTS
 
 S_LOSS, S_BRIER, S_HITS, S_SUBSET, S_ARGMAX, S_WEIGHT, S_MIN, S_MAX = range(8)
 NUM_SUMS = 8
@@ -54,6 +60,48 @@ FIRST_COLUMNS = 8  # columns >= this hold first rows
 _TINY = 1e-300
 
 
+_SQRT2_MINUS_1 = 0.41421356237309503
+_LN2_HI = 0.6931471803691238
+_LN2_LO = 1.9082149292705877e-10
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def softplus_tail_and_sigmoid(x):
+    """(log1p(exp(-|x|)), sigmoid(x)), to a few ulps, in plain arithmetic (vectorisable).
+
+    With e = exp(-|x|) in [0, 1]: log(1 + e) = k ln 2 + 2 atanh(u), with
+    k = 0, u = e / (2 + e) while 1 + e <= sqrt(2), else k = 1,
+    u = (e - 1) / (e + 3); |u| <= 0.172 either way and e is never rounded
+    away.  sigmoid(x) = 1 / (1 + e) (x >= 0) or e / (1 + e).  The two
+    quotients share one division: 1 / (a b) times b or a.
+    """
+    a = abs(x)
+    e = exp_nonpositive(-a)
+    e = 0.0 if a == np.inf else e
+    big = e > _SQRT2_MINUS_1
+    num = e - 1.0 if big else e
+    den = e + 3.0 if big else e + 2.0
+    one_e = 1.0 + e
+    r = 1.0 / (den * one_e)
+    u = num * (one_e * r)
+    s = den * r  # 1 / (1 + e)
+    u2 = u * u
+    p = 0.047619047619047616
+    p = fma(p, u2, 0.05263157894736842)
+    p = fma(p, u2, 0.058823529411764705)
+    p = fma(p, u2, 0.06666666666666667)
+    p = fma(p, u2, 0.07692307692307693)
+    p = fma(p, u2, 0.09090909090909091)
+    p = fma(p, u2, 0.1111111111111111)
+    p = fma(p, u2, 0.14285714285714285)
+    p = fma(p, u2, 0.2)
+    p = fma(p, u2, 0.3333333333333333)
+    p = fma(p, u2, 1.0)
+    k = 1.0 if big else 0.0
+    tail = fma(k, _LN2_HI, fma(k, _LN2_LO, 2.0 * u * p))
+    return tail, (s if x >= 0.0 else e * s)
+
+
 @njit(inline="always", **KERNEL_OPTIONS)
 def element_loss(x, y, pos_w, mode):
     """(loss, (p - y)**2, predicts "yes") of one element, in float64.
@@ -66,14 +114,9 @@ def element_loss(x, y, pos_w, mode):
     "Yes" is x > 0 (logits) or p > 0.5: a tie goes to "no".  NaN stays NaN.
     """
     if mode == MODE_LOGITS:
-        a = abs(x)
-        e = exp_nonpositive(-a)
-        e = 0.0 if a == np.inf else e
-        tail = log1p_nonnegative(e)
-        neg_log_p = max(-x, 0.0) + tail
-        neg_log_q = max(x, 0.0) + tail
-        s = 1.0 / (1.0 + e)
-        p = s if x >= 0.0 else e * s
+        tail, p = softplus_tail_and_sigmoid(x)
+        neg_log_p = (-x if x < 0.0 else 0.0) + tail
+        neg_log_q = (x if x > 0.0 else 0.0) + tail
         positive = x > 0.0
     else:
         p = x
@@ -263,3 +306,123 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n
     for a in range(n_exact):
         normalize(sums_acc[a])
     return overflowed
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _binary_logit_row(x, y, w):
+    """(ok, weight, weighted loss or 0 if infinite, infinite, 2 w (p - y)**2, w if right) of one row."""
+    loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
+    ok = x == x
+    w = w if ok else 0.0
+    weighted_loss = 0.0 if w == 0.0 else w * loss
+    infinite = weighted_loss == np.inf
+    return (
+        ok,
+        w,
+        0.0 if infinite else weighted_loss,
+        infinite,
+        2.0 * w * sq if ok else 0.0,
+        w if positive == (y == 1) else 0.0,
+        weighted_loss if ok else np.nan,
+    )
+
+
+@njit(**KERNEL_OPTIONS)
+def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted):
+    """(rows counted, infinite losses, weight, loss, Brier and hit sums) of rows [start, stop).
+
+    A function of its own (not inlined into the parallel loop) so that LLVM
+    sees one simple loop per case and vectorises it.
+    """
+    weight_sum = 0.0
+    loss_sum = 0.0
+    brier_sum = 0.0
+    correct = 0.0
+    n_ok = 0
+    n_inf = 0
+    if keep:
+        for i in range(start, stop):
+            w = sample_weight[i] if weighted else 1.0
+            ok, w, loss, infinite, brier, hit, kept = _binary_logit_row(as_float64(logits[i]), labels[i], w)
+            row_losses[i] = kept
+            n_ok += ok
+            n_inf += infinite
+            weight_sum = add_reassoc(weight_sum, w)
+            loss_sum = add_reassoc(loss_sum, loss)
+            brier_sum = add_reassoc(brier_sum, brier)
+            correct = add_reassoc(correct, hit)
+    elif weighted:
+        for i in range(start, stop):
+            ok, w, loss, infinite, brier, hit, kept = _binary_logit_row(
+                as_float64(logits[i]), labels[i], sample_weight[i]
+            )
+            n_ok += ok
+            n_inf += infinite
+            weight_sum = add_reassoc(weight_sum, w)
+            loss_sum = add_reassoc(loss_sum, loss)
+            brier_sum = add_reassoc(brier_sum, brier)
+            correct = add_reassoc(correct, hit)
+    else:
+        for i in range(start, stop):
+            ok, w, loss, infinite, brier, hit, kept = _binary_logit_row(as_float64(logits[i]), labels[i], 1.0)
+            n_ok += ok
+            n_inf += infinite
+            weight_sum = add_reassoc(weight_sum, w)
+            loss_sum = add_reassoc(loss_sum, loss)
+            brier_sum = add_reassoc(brier_sum, brier)
+            correct = add_reassoc(correct, hit)
+    return n_ok, n_inf, weight_sum, loss_sum, brier_sum, correct
+
+
+@njit(**PARALLEL_OPTIONS)
+def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts):
+    """Per-block sums in the core layout (``kernels``) for 1-D logits of class 1 and 0/1 labels.
+
+    The twin of ``kernels.binary_proba_blocks`` for logits: the loss is
+    ``max(z, 0) - z y + log1p(exp(-|z|))``, the prediction is class 1 when
+    z > 0 (z == 0 goes to class 0, as p == 0.5 does for probabilities), the
+    Brier sum is the two-column one, 2 (sigmoid(z) - y)**2.  +-inf logits
+    are legal; a NaN logit makes its row non-finite.  The row loops are
+    branch-free, one per case (weights or not, per-row losses or not), so
+    that LLVM vectorises them; the first NaN or infinite-loss row of a block
+    is looked up again only when there is one.
+    """
+    n_rows = logits.shape[0]
+    keep = row_losses.shape[0] != 0
+    weighted = sample_weight.shape[0] != 0
+    for b in prange(nblocks):
+        for c in range(fsums.shape[1]):
+            fsums[b, c] = 0.0
+        fsums[b, K_MIN] = np.inf
+        fsums[b, K_MAX] = -np.inf
+        for c in range(icounts.shape[1]):
+            icounts[b, c] = 0
+        for c in range(K_FIRST_NONFINITE, K_NUM_ICOUNTS):
+            icounts[b, c] = -1
+        start = b * block_rows
+        stop = min(start + block_rows, n_rows)
+        n_ok, n_inf, weight_sum, loss_sum, brier_sum, correct = _binary_logit_block(
+            logits, labels, sample_weight, row_losses, start, stop, keep, weighted
+        )
+        n_nan = (stop - start) - n_ok
+        if n_nan:
+            icounts[b, K_NONFINITE] = n_nan
+            for i in range(start, stop):
+                if as_float64(logits[i]) != as_float64(logits[i]):
+                    icounts[b, K_FIRST_NONFINITE] = i
+                    break
+        if n_inf:
+            icounts[b, K_INF_LOSS] = n_inf
+            for i in range(start, stop):
+                x = as_float64(logits[i])
+                if abs(x) == np.inf and (x > 0.0) != (labels[i] == 1):
+                    w = sample_weight[i] if weighted else 1.0
+                    if w != 0.0:
+                        icounts[b, K_FIRST_INF_LOSS] = i
+                        break
+        icounts[b, K_ROWS] = n_ok
+        fsums[b, K_WEIGHT] = weight_sum
+        fsums[b, K_LOSS] = loss_sum
+        fsums[b, K_BRIER] = brier_sum
+        for k in range(top_k.shape[0]):
+            fsums[b, K_TOPK + k] = correct if top_k[k] == 1 else weight_sum
