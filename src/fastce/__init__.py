@@ -7,7 +7,7 @@ One numba kernel reads each row of scores once and produces a mergeable
 from fastce.api import evaluate
 from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
 from fastce.metrics import Metrics
-from fastce.sklearn_compat import accuracy_score, log_loss, top_k_accuracy_score
+from fastce.sklearn_compat import accuracy_score, brier_score_loss, log_loss, top_k_accuracy_score
 from fastce.state import State
 from fastce.streaming import Evaluator
 from fastce.torch_binary import binary_cross_entropy, binary_cross_entropy_with_logits
@@ -24,6 +24,7 @@ __all__ = [
     "State",
     "accuracy_score",
     "binary_cross_entropy",
+    "brier_score_loss",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "evaluate",
