@@ -77,7 +77,9 @@ def softplus_tail_and_sigmoid(x):
     """
     a = abs(x)
     e = exp_nonpositive(-a)
-    e = 0.0 if a == np.inf else e
+    # exp_nonpositive stops at exp(-700); below that (and for inf) exp(-|x|)
+    # changes nothing but the last digits of 0, so make it exactly 0.
+    e = 0.0 if a >= 700.0 else e
     big = e > _SQRT2_MINUS_1
     num = e - 1.0 if big else e
     den = e + 3.0 if big else e + 2.0

@@ -59,7 +59,7 @@ def target_kind(y: np.ndarray) -> str:
         if bad.any():
             row, col = (int(v) for v in np.argwhere(bad)[0])
             raise InputError(
-                f"y_true row {start + row} holds {part[row, col]!r} in column {col}; a 2-D y_true must hold 0/1 "
+                f"y_true row {start + row} holds {float(part[row, col])!r} in column {col}; a 2-D y_true must hold 0/1 "
                 "labels (one column per class) or probabilities in [0, 1]. For class indices pass a 1-D array.",
                 argument="y_true",
                 row=start + row,

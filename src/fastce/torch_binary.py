@@ -190,12 +190,16 @@ def _finite_nonnegative(array: np.ndarray, name: str) -> None:
         bad = ~(np.isfinite(part) & (part >= 0))
         if bad.any():
             row, col = (int(v) for v in np.argwhere(bad)[0])
-            where = f" row {start + row}" + (f", column {col}" if array.ndim > 1 else "") if array.ndim else ""
+            value = float(part[row, col])
+            if array.ndim == 2:
+                where, row_number = f" row {start + row}, column {col}", start + row
+            else:
+                where, row_number = (f"[{start + row}]" if array.ndim == 1 else ""), None
             raise InputError(
-                f"{name}{where} is {part[row, col]!r}; weights must be finite and non-negative.",
+                f"{name}{where} is {value!r}; weights must be finite and non-negative.",
                 argument=name,
-                row=start + row if array.ndim else None,
-                value=float(part[row, col]),
+                row=row_number,
+                value=value,
             )
 
 
