@@ -10,7 +10,9 @@
 * (N, C) scores and an (N, C) 0/1 target with any other number of 1s per
   row: **multilabel**, C independent yes/no questions: mean per-element
   binary cross-entropy, subset accuracy (every label right) and Hamming
-  accuracy (per element), side by side.
+  accuracy (per element), side by side.  Targets in [0, 1] that are not all
+  0/1 and whose rows do not sum to 1 are per-element soft targets of the
+  same task (a target above 0.5 counts as "yes" for the accuracies).
 * (N, C) logits and a float (N, C) target whose rows sum to 1 and are not
   all 0/1: **soft** targets: cross-entropy against the target distribution,
   its entropy and the KL divergence (cross-entropy = entropy + KL).
