@@ -310,69 +310,67 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n
     return overflowed
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
-def _binary_logit_row(x, y, w):
-    """(ok, weight, weighted loss or 0 if infinite, infinite, 2 w (p - y)**2, w if right) of one row."""
-    loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
-    ok = x == x
-    w = w if ok else 0.0
-    weighted_loss = 0.0 if w == 0.0 else w * loss
-    infinite = weighted_loss == np.inf
-    return (
-        ok,
-        w,
-        0.0 if infinite else weighted_loss,
-        infinite,
-        2.0 * w * sq if ok else 0.0,
-        w if positive == (y == 1) else 0.0,
-        weighted_loss if ok else np.nan,
-    )
-
-
 @njit(**KERNEL_OPTIONS)
 def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted):
     """(rows counted, infinite losses, weight, loss, Brier and hit sums) of rows [start, stop).
 
-    A function of its own (not inlined into the parallel loop) so that LLVM
-    sees one simple loop per case and vectorises it.
+    A function of its own, with one plain loop per case and no flag tested
+    inside a loop, so that LLVM vectorises each.  The unweighted loop (the
+    common case) counts its weight and leaves NaN rows to a second pass.
     """
-    weight_sum = 0.0
+    if keep:
+        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, True)
+    if weighted:
+        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, True, False)
     loss_sum = 0.0
     brier_sum = 0.0
-    correct = 0.0
+    hits = 0.0
     n_ok = 0
     n_inf = 0
-    if keep:
-        for i in range(start, stop):
-            w = sample_weight[i] if weighted else 1.0
-            ok, w, loss, infinite, brier, hit, kept = _binary_logit_row(as_float64(logits[i]), labels[i], w)
-            row_losses[i] = kept
-            n_ok += ok
-            n_inf += infinite
-            weight_sum = add_reassoc(weight_sum, w)
-            loss_sum = add_reassoc(loss_sum, loss)
-            brier_sum = add_reassoc(brier_sum, brier)
-            correct = add_reassoc(correct, hit)
-    elif weighted:
-        for i in range(start, stop):
-            ok, w, loss, infinite, brier, hit, kept = _binary_logit_row(
-                as_float64(logits[i]), labels[i], sample_weight[i]
-            )
-            n_ok += ok
-            n_inf += infinite
-            weight_sum = add_reassoc(weight_sum, w)
-            loss_sum = add_reassoc(loss_sum, loss)
-            brier_sum = add_reassoc(brier_sum, brier)
-            correct = add_reassoc(correct, hit)
-    else:
-        for i in range(start, stop):
-            ok, w, loss, infinite, brier, hit, kept = _binary_logit_row(as_float64(logits[i]), labels[i], 1.0)
-            n_ok += ok
-            n_inf += infinite
-            weight_sum = add_reassoc(weight_sum, w)
-            loss_sum = add_reassoc(loss_sum, loss)
-            brier_sum = add_reassoc(brier_sum, brier)
-            correct = add_reassoc(correct, hit)
+    for i in range(start, stop):
+        x = as_float64(logits[i])
+        y = labels[i]
+        loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
+        ok = x == x
+        infinite = loss == np.inf
+        n_ok += ok
+        n_inf += infinite
+        loss_sum = add_reassoc(loss_sum, 0.0 if infinite else loss)
+        brier_sum = add_reassoc(brier_sum, 2.0 * sq if ok else 0.0)
+        hits = add_reassoc(hits, 1.0 if positive == (y == 1) else 0.0)
+    if n_ok != stop - start:
+        # A NaN logit made its loss NaN above: redo this (rare) block with the
+        # loop that drops such rows.
+        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, False, False)
+    return n_ok, n_inf, np.float64(n_ok), loss_sum, brier_sum, hits
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, keep):
+    """The loop of _binary_logit_block with weights and/or per-row losses (flags constant per call site)."""
+    loss_sum = 0.0
+    brier_sum = 0.0
+    n_ok = 0
+    n_inf = 0
+    weight_sum = 0.0
+    correct = 0.0
+    for i in range(start, stop):
+        x = as_float64(logits[i])
+        y = labels[i]
+        loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
+        ok = x == x
+        w = sample_weight[i] if weighted else 1.0
+        w = w if ok else 0.0
+        weighted_loss = 0.0 if w == 0.0 else w * loss
+        infinite = weighted_loss == np.inf
+        if keep:
+            row_losses[i] = weighted_loss if ok else np.nan
+        n_ok += ok
+        n_inf += infinite
+        weight_sum = add_reassoc(weight_sum, w)
+        loss_sum = add_reassoc(loss_sum, 0.0 if infinite else weighted_loss)
+        brier_sum = add_reassoc(brier_sum, 2.0 * w * sq if ok else 0.0)
+        correct = add_reassoc(correct, w if positive == (y == 1) else 0.0)
     return n_ok, n_inf, weight_sum, loss_sum, brier_sum, correct
 
 
