@@ -43,6 +43,7 @@ def test_binary_logits_match_reference_and_sklearn(rng, dtype):
 
 
 def test_binary_logits_parallel_weighted_and_thread_independent(rng):
+    """Also: the multi-label, soft-target and torch-compatible doors give bit-identical results on 1 and 2 threads."""
     n = 300_000  # many blocks, run in parallel
     z = rng.normal(scale=2.0, size=n).astype(np.float32)
     y = rng.integers(0, 2, n)
@@ -57,10 +58,14 @@ def test_binary_logits_parallel_weighted_and_thread_independent(rng):
         "import numba, numpy as np, fastce, json, sys\n"
         "rng = np.random.default_rng(1); n = 300_000\n"
         "z = rng.normal(size=n).astype(np.float32); y = rng.integers(0, 2, n)\n"
+        "x = rng.normal(size=(40_000, 5)); t = (rng.random((40_000, 5)) < 0.3).astype(np.uint8)\n"
+        "q = rng.random((40_000, 5)); q /= q.sum(axis=1, keepdims=True)\n"
         "out = []\n"
-        "for t in (1, 2):\n"
-        "    numba.set_num_threads(t)\n"
-        "    out.append(fastce.evaluate(y, logits=z).to_json())\n"
+        "for t_ in (1, 2):\n"
+        "    numba.set_num_threads(t_)\n"
+        "    out.append([fastce.evaluate(y, logits=z).to_json(), fastce.evaluate(t, logits=x).to_json(),\n"
+        "                fastce.evaluate(q, logits=x).to_json(), fastce.binary_cross_entropy_with_logits(x, t),\n"
+        "                fastce.cross_entropy(x, q, label_smoothing=0.1)])\n"
         "print(json.dumps(out))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

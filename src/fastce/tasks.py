@@ -88,7 +88,9 @@ def evaluate_binary(scores, y_true, *, from_logits: bool, name: str, sample_weig
     from fastce.api import check_probability_range
 
     n_rows = scores.shape[0]
-    labels = validation.class_indices(y_true, "y_true", n_rows, 2)
+    labels = validation.class_indices(
+        y_true, "y_true", n_rows, 2, note="1-D scores are a binary task: labels are 0 or 1"
+    )
     weights = validation.sample_weight(sample_weight, n_rows)
     ks = validation.top_k_values(top_k, 2)
     if from_logits:
