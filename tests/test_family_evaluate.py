@@ -228,3 +228,15 @@ def test_metrics_dict_and_json_carry_the_new_fields(rng):
     d = m.to_dict()
     assert d["task"] == "multiclass" and math.isnan(d["hamming_accuracy"]) and math.isnan(d["kl_divergence"])
     assert json.loads(m.to_json(allow_nan=True))["task"] == "multiclass"
+
+
+def test_omit_warnings_point_at_the_caller(rng):
+    z = rng.normal(size=(30, 3))
+    z[4, 1] = np.nan
+    multilabel = (rng.random((30, 3)) < 0.5).astype(int)
+    soft = rng.random((30, 3))
+    soft /= soft.sum(axis=1, keepdims=True)
+    for y in (multilabel, soft):
+        with pytest.warns(fastce.OmittedRowsWarning, match="skipped 1 row") as record:
+            m = fastce.evaluate(y, logits=z, nan_policy="omit")
+        assert record[0].filename == __file__ and m.n == 29 and m.n_omitted == 1

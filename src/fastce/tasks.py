@@ -114,7 +114,7 @@ def evaluate_multilabel(scores, y, *, from_logits: bool, name: str, sample_weigh
     sums = _accumulate_family.accumulate_bce(scores.view, y, from_logits=from_logits, row_weight=weights)
     TB.check_bce_sums(sums, from_logits=from_logits, name=name, target_name="y_true")
     omitted = _apply_nan_policy(sums.count(KB.N_NONFINITE), nan_policy, lambda: TB.raise_nan_rows(sums, name),
-                                lambda: TB.warn_omitted(sums, name))
+                                lambda: TB.warn_omitted(sums, name, stacklevel=7))
     n = sums.count(KB.N_ROWS)
     weight = sums.value(KB.S_WEIGHT)
     if omitted is None:  # propagate
@@ -151,7 +151,7 @@ def evaluate_soft(scores, y, *, from_logits: bool, name: str, sample_weight, top
     n_rows, n_cols = scores.shape
     tolerance = 1e-8 + math.sqrt(validation.float_eps(y.dtype))
     sums = _accumulate_family.accumulate_soft(scores.view, targets=y, sum_tolerance=tolerance)
-    TS.check_soft_sums(sums, "y_true", stacklevel=4)
+    TS.check_soft_sums(sums, "y_true", stacklevel=5)
     nonfinite = sums.count(KS.N_NONFINITE)
 
     def raise_rows():
@@ -167,7 +167,7 @@ def evaluate_soft(scores, y, *, from_logits: bool, name: str, sample_weight, top
             f"nan_policy='omit': skipped {nonfinite} row(s) whose {name} hold NaN or +inf (first: row "
             f"{sums.count(KS.FIRST_NONFINITE)}); metrics cover the other {sums.count(KS.N_ROWS)} row(s).",
             OmittedRowsWarning,
-            stacklevel=5,
+            stacklevel=6,
         )
 
     omitted = _apply_nan_policy(nonfinite, nan_policy, raise_rows, warn_rows)

@@ -294,12 +294,12 @@ def raise_nan_rows(sums, name: str) -> None:
     )
 
 
-def warn_omitted(sums, name: str) -> None:
+def warn_omitted(sums, name: str, *, stacklevel: int = 4) -> None:
     warnings.warn(
         f"nan_policy='omit': skipped {sums.count(KB.N_NONFINITE)} row(s) whose {name} hold NaN "
         f"(first: row {sums.count(KB.FIRST_NONFINITE)}); the result covers the other {sums.count(KB.N_ROWS)} row(s).",
         OmittedRowsWarning,
-        stacklevel=4,
+        stacklevel=stacklevel,
     )
 
 
