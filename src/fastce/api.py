@@ -129,9 +129,11 @@ def evaluate(
     Returns
     -------
     Metrics
-        ``n``, ``weight_sum``, ``cross_entropy`` (nats), ``accuracy``,
-        ``top_k_accuracy``, ``n_omitted``; ``cross_entropy_bits`` and
-        ``perplexity`` as properties.
+        ``n``, ``weight_sum``, ``cross_entropy`` (nats, never a percent),
+        ``accuracy``, ``top_k_accuracy``, ``n_omitted``, ``brier``, ``task``;
+        ``hamming_accuracy`` / ``subset_accuracy`` (multi-label) and
+        ``target_entropy`` / ``kl_divergence`` (soft targets);
+        ``cross_entropy_bits`` and ``perplexity`` as properties.
 
     Examples
     --------
