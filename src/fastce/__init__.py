@@ -4,9 +4,10 @@ One numba kernel reads each row of scores once and produces a mergeable
 :class:`~fastce.state.State`; every function here is a door onto it.
 """
 
-from fastce.api import evaluate
+from fastce.api import diagnose, evaluate
 from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
 from fastce.metrics import Metrics
+from fastce.report import Report
 from fastce.sklearn_compat import accuracy_score, brier_score_loss, log_loss, top_k_accuracy_score
 from fastce.state import State
 from fastce.streaming import Evaluator
@@ -20,13 +21,15 @@ __all__ = [
     "FastCEWarning",
     "InputError",
     "Metrics",
+    "Report",
     "OmittedRowsWarning",
     "State",
     "accuracy_score",
     "binary_cross_entropy",
-    "brier_score_loss",
     "binary_cross_entropy_with_logits",
+    "brier_score_loss",
     "cross_entropy",
+    "diagnose",
     "evaluate",
     "log_loss",
     "top_k_accuracy_score",

@@ -128,13 +128,15 @@ _EXP_FLOOR = -700.0
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def exp_nonpositive(x):
-    """exp(x) for x <= 0, to about 1 ulp; NaN stays NaN, x < -700 gives ~0.
+    """exp(x) for x <= 0, to about 1 ulp; NaN stays NaN, x < -700 gives 0.
 
     Used for exp(z - max(z)), where the max element contributes exactly 1.0, so
-    values under exp(-700) are far below the rounding of the sum.
+    values under exp(-700) are far below the rounding of the sum (and a -inf
+    logit, a masked class, contributes exactly 0).
     """
-    # Written so that NaN fails the comparison and passes through unchanged.
-    x = _EXP_FLOOR if x < _EXP_FLOOR else x
+    # Written so that NaN fails the comparisons and passes through unchanged.
+    underflow = x < _EXP_FLOOR
+    x = _EXP_FLOOR if underflow else x
     n = np.floor(fma(x, _LOG2E, 0.5))  # float: np.floor, not math.floor (int)
     r = fma(n, -_LN2_HI, x)
     r = fma(n, -_LN2_LO, r)
@@ -156,7 +158,7 @@ def exp_nonpositive(x):
     # A NaN n would make the integer conversion undefined: use 0 instead (p
     # is NaN already, so the result stays NaN).
     k = np.int64(n) if n == n else np.int64(0)
-    return p * _bits_to_float64((k + 1023) << 52)
+    return 0.0 if underflow else p * _bits_to_float64((k + 1023) << 52)
 
 
 _SQRT2 = 1.4142135623730951

@@ -175,3 +175,72 @@ def evaluate(
         check_probability_range(state, name)
         warn_unnormalized(state, name)
     return state.finalize(nan_policy, scores_name=name)
+
+
+def diagnose(
+    y_true,
+    *,
+    logits=None,
+    proba=None,
+    sample_weight=None,
+    top_k=(1,),
+    n_bins: int = 15,
+    hist_bins: int = 20,
+    worst_k: int = 20,
+    confident_below: float = 0.01,
+    dense_confusion_max: int = 1024,
+    nan_policy: str = "raise",
+):
+    """Why loss and accuracy disagree: a :class:`~fastce.report.Report` from one read of the scores.
+
+    Everything :func:`evaluate` computes, plus: the split of the loss between
+    correct, wrong and confidently wrong rows (p(true class) below
+    ``confident_below``); the share of the loss carried by the worst 1% of
+    rows; the ``worst_k`` rows with the highest loss; calibration (ECE, RMS
+    and maximum calibration error over ``n_bins`` equal-width confidence
+    bins, with the per-bin data of a reliability diagram) and the Brier
+    score; per-class support, recall, precision, F1, macro and weighted F1
+    (as scikit-learn), mean loss; the confusion matrix (dense up to
+    ``dense_confusion_max`` classes, else the most frequent confusions); and
+    histograms of the per-row loss and of p(true class).
+
+    Memory is O(C + bins + k), plus C^2 for a dense confusion matrix, whatever
+    N is.  Arguments as :func:`evaluate`; results do not depend on the number
+    of threads.
+
+    Examples
+    --------
+    >>> import numpy as np, fastce
+    >>> logits = np.array([[4.0, 0.0], [0.0, 4.0], [9.0, 0.0], [3.0, 0.0]])
+    >>> r = fastce.diagnose(np.array([0, 1, 1, 0]), logits=logits)
+    >>> r.metrics.accuracy, r.loss_split["confidently_wrong"]["rows"]
+    (0.75, 1)
+    >>> round(r.loss_split["wrong"]["loss_share"], 3)
+    0.991
+    """
+    from fastce.diagnostics import DiagnosticsOptions, read_with_diagnostics
+    from fastce.report import Report
+
+    check_nan_policy(nan_policy)
+    if (logits is None) == (proba is None):
+        accumulate(y_true, logits=logits, proba=proba)  # raises the shared error
+    from_logits = logits is not None
+    name = "logits" if from_logits else "proba"
+    scores = validation.scores(logits if from_logits else proba, name)
+    n_rows, n_classes = scores.shape
+    labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
+    weights = validation.sample_weight(sample_weight, n_rows)
+    ks = validation.top_k_values(top_k, n_classes)
+    options = DiagnosticsOptions(
+        num_classes=n_classes,
+        n_bins=n_bins,
+        hist_bins=hist_bins,
+        worst_k=worst_k,
+        confident_below=confident_below,
+        dense_confusion_max=dense_confusion_max,
+    )
+    state, diag = read_with_diagnostics(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps, options=options)
+    if not from_logits:
+        check_probability_range(state, name)
+        warn_unnormalized(state, name)
+    return Report.from_states(state, diag, nan_policy=nan_policy, scores_name=name)

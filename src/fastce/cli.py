@@ -2,6 +2,8 @@
 
     fastce eval --labels Y (--logits Z | --proba P) [--top-k 1 5] [--weights W]
                 [--json] [--chunk-rows N] [--threads T] [--state FILE]
+    fastce report ... (the same options) [--plots DIR] [--worst-k K] [--bins B]
+                [--confident-below P]
 
 Results are bit-identical to :func:`fastce.evaluate` on the loaded arrays,
 however the run was cut into chunks or interrupted and resumed.  Exit
@@ -58,6 +60,28 @@ def build_parser() -> argparse.ArgumentParser:
             "equal fastce.evaluate on the loaded arrays, bit for bit."
         ),
     )
+    report = commands.add_parser(
+        "report",
+        help="diagnose scores stored in files: why loss and accuracy disagree",
+        description=(
+            "The diagnostics of fastce.diagnose (loss split between right and wrong rows, confidently wrong "
+            "rows, worst rows, calibration, per-class F1, confusions) over files, in bounded memory, with "
+            "optional PNG plots. Same inputs and options as 'fastce eval'."
+        ),
+    )
+    report.add_argument("--plots", metavar="DIR", help="write reliability.png, loss_histogram.png, confusion.png here (needs matplotlib)")
+    report.add_argument("--worst-k", type=int, default=20, metavar="K", help="rows with the highest loss to list (default: 20)")
+    report.add_argument("--bins", type=int, default=15, metavar="B", help="equal-width confidence bins of the calibration (default: 15)")
+    report.add_argument(
+        "--confident-below", type=float, default=0.01, metavar="P",
+        help="a wrong row is confidently wrong when p(true class) < P (default: 0.01)",
+    )
+    for command in (ev, report):
+        _add_common_arguments(command)
+    return parser
+
+
+def _add_common_arguments(ev: argparse.ArgumentParser) -> None:
     scores = ev.add_mutually_exclusive_group(required=True)
     scores.add_argument("--logits", nargs="+", metavar="FILE", help="raw scores, shape (rows, classes)")
     scores.add_argument("--proba", nargs="+", metavar="FILE", help="probabilities, shape (rows, classes)")
@@ -87,7 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     ev.add_argument("--debug", action="store_true", help="show the traceback of errors")
-    return parser
 
 
 # ---------------------------------------------------------------------------
@@ -238,17 +261,23 @@ def _evaluate(args, out, err) -> int:
     ) as inputs:
         n, num_classes = inputs.n_rows, inputs.num_classes
         top_k = validation.top_k_values(args.top_k, num_classes)
+        diagnostics = _diagnostics_options(args)
         fingerprint = {
             "inputs": inputs.fingerprint(),
             "options": {"top_k": list(top_k), "nan_policy": args.nan_policy},
         }
+        if diagnostics:
+            fingerprint["options"]["diagnostics"] = diagnostics
         evaluator = None
         if args.state and os.path.exists(args.state):
             evaluator = load_checkpoint(args.state, fingerprint)
             if evaluator.rows_seen < n:
                 print(f"fastce: resuming from {args.state} at row {evaluator.rows_seen:,} of {n:,}", file=err)
         if evaluator is None:
-            evaluator = Evaluator(num_classes, from_logits=inputs.from_logits, top_k=top_k, nan_policy=args.nan_policy)
+            evaluator = Evaluator(
+                num_classes, from_logits=inputs.from_logits, top_k=top_k, nan_policy=args.nan_policy,
+                diagnostics=diagnostics or False,
+            )
             if args.state:
                 save_checkpoint(args.state, fingerprint, evaluator, n)
         chunk_rows = args.chunk_rows or files.default_chunk_rows(num_classes, inputs.scores.dtype.itemsize)
@@ -287,18 +316,37 @@ def _evaluate(args, out, err) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                metrics = evaluator.result()
+                report = evaluator.report() if diagnostics else None
+                metrics = evaluator.result() if report is None else report.metrics
             except InputError as exc:
                 where = _where_for(exc, inputs)
                 raise InputError(f"{where}: {exc}" if where else str(exc), argument=exc.argument, row=exc.row) from exc
         for warning in caught:
             print(f"fastce: warning: {_one_line(str(warning.message))}", file=err)
-        if args.json:
+        if report is not None:
+            if args.plots:
+                for path in report.plot(args.plots):
+                    print(f"fastce: wrote {path}", file=err)
+            out.write((report.to_json() if args.json else str(report)) + "\n")
+        elif args.json:
             out.write(metrics.to_json() + "\n")
         else:
             out.write(_format_table(metrics, inputs) + "\n")
         out.flush()
     return 0
+
+
+def _diagnostics_options(args) -> dict | None:
+    """The diagnose() options of ``fastce report`` (None for ``fastce eval``)."""
+    if args.command != "report":
+        return None
+    if args.worst_k < 0:
+        raise UsageError(f"--worst-k must be >= 0; got {args.worst_k}.")
+    if args.bins < 1:
+        raise UsageError(f"--bins must be at least 1; got {args.bins}.")
+    if not 0.0 < args.confident_below <= 1.0:
+        raise UsageError(f"--confident-below is a probability in (0, 1]; got {args.confident_below}.")
+    return {"worst_k": args.worst_k, "n_bins": args.bins, "confident_below": args.confident_below}
 
 
 def _one_line(text: str) -> str:

@@ -81,101 +81,173 @@ def _reset_block(fsums, icounts, b):
 def _rank(scores, i, n_classes, label, ties_to_last):
     """Classes ahead of the true one: higher scores, and ties on the winning side.
 
-    Compared in the input's own precision (exact, and more SIMD lanes).
+    Compared in the input's own precision (exact, and more SIMD lanes); a
+    count loop and a tie loop, each simple enough to vectorise.
     """
-    target = as_native(scores[i, label])
+    native_target = as_native(scores[i, label])
     ahead = 0
     for j in range(n_classes):
-        v = as_native(scores[i, j])
-        tie_ahead = ((j < label) != ties_to_last) and j != label
-        ahead += (v > target) or (v == target and tie_ahead)
+        ahead += as_native(scores[i, j]) > native_target
+    # Equal scores rank ahead on one side of the true class only.
+    tie_start, tie_stop = (label + 1, n_classes) if ties_to_last else (0, label)
+    for j in range(tie_start, tie_stop):
+        ahead += as_native(scores[i, j]) == native_target
     return ahead
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
-    sum of exp(z - max)**2 over the entries but the true class's, max, ok).
+    sum of the squared exp(z - max) over the classes but the true one,
+    exp(target - max), max, ok).
 
-    Pass 1 reads the row from memory for its max; pass 2 reads it from cache.
+    The first loop reads the row from memory; the others find it in cache.
+    Each loop does one kind of work, because LLVM vectorises a loop with one
+    max, or one count, or several float sums fed by the same selects, but
+    not a mix of them (checked in the generated assembly).
+
     Entries equal to the max contribute exactly 1 each and are counted, not
     summed, so the sum of the others keeps all its digits for log1p: a
     confident row's tiny loss is accurate to the last bits (log of a sum
     that includes the 1.0 would round them away).
     """
-    # Pass 1, in the input's own precision (exact): max and rank.
-    native_target = as_native(scores[i, label])
+    # In the input's own precision (exact, and more SIMD lanes): max and rank.
     native_max = as_native(scores[i, 0])
-    ahead = 0
+    for j in range(n_classes):
+        native_max = maxnum(native_max, as_native(scores[i, j]))
+    ahead = _rank(scores, i, n_classes, label, ties_to_last)
+    row_max = np.float64(native_max)
+    # float64 sums of exp(z - max) below the max and of their squares.  A max
+    # entry (x == 0) enters exp as -inf, giving exactly 0, and is counted.
+    # NaN (a NaN entry, inf - inf, or -inf - -inf for a masked row) fails
+    # "x >= 0", goes through exp and makes the sums NaN: that flags the row.
+    rest = 0.0
+    squares = 0.0
+    at_max = 0.0
+    for j in range(n_classes):
+        x = as_float64(scores[i, j]) - row_max
+        top = x >= 0.0
+        e = exp_nonpositive(-np.inf if top else x)
+        rest = add_reassoc(rest, e)
+        squares = add_reassoc(squares, e * e)
+        at_max = add_reassoc(at_max, 1.0 if top else 0.0)
+    shift = row_max - target
+    # Squares of the classes but the true one: the true class is a max entry
+    # (counted in at_max) or one of the summed squares.
+    e_true = 1.0 if shift == 0.0 else exp_nonpositive(-shift)
+    squares += at_max - e_true * e_true
+    rest += at_max - 1.0
+    ok = rest == rest
+    return shift, rest, ahead, squares, e_true, row_max, ok
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _proba_row(scores, i, n_classes, label):
+    """(max, min, sum, sum of squares but the true class's) of a probability row.
+
+    The extremes in the input's precision, the sums in float64: two loops,
+    each of one kind (see _logits_row).  NaN is ignored by the extremes but
+    makes the sum NaN; an inf entry makes an extreme infinite.
+    """
+    native_max = as_native(scores[i, 0])
+    native_min = native_max
     for j in range(n_classes):
         v = as_native(scores[i, j])
         native_max = maxnum(native_max, v)
-        tie_ahead = ((j < label) != ties_to_last) and j != label
-        ahead += (v > native_target) or (v == native_target and tie_ahead)
-    row_max = np.float64(native_max)
-    # Pass 2 (row in cache): float64 exp-sum of the entries below the max.
-    rest = 0.0
-    squares = 0.0  # for the Brier score
-    at_max = 0
+        native_min = minnum(native_min, v)
+    total = 0.0
+    squares = 0.0
     for j in range(n_classes):
-        x = as_float64(scores[i, j]) - row_max
-        # NaN (a NaN entry, inf - inf, or -inf - -inf for a masked row) fails
-        # "x >= 0" and is added, so the sum becomes NaN: that flags the row.
-        e = 1.0 if x >= 0.0 else exp_nonpositive(x)
-        rest = add_reassoc(rest, 0.0 if x >= 0.0 else e)
-        squares = add_reassoc(squares, 0.0 if j == label else e * e)
-        at_max += x == 0.0
-    rest += at_max - 1
-    ok = rest == rest
-    return row_max - target, rest, ahead, squares, row_max, ok
+        v = as_float64(scores[i, j])
+        total = add_reassoc(total, v)
+        squares = add_reassoc(squares, 0.0 if j == label else v * v)
+    return np.float64(native_max), np.float64(native_min), total, squares
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                  label_of, target, high, low, total, ahead, squares, e_true):
+                  label_of, target, high, low, total, ahead, squares, e_true, columns):
     """Per-row statistics of a block of short rows, one class at a time.
 
-    For small C a loop along a row is too short to vectorise, so these loops
-    run down the rows instead (SIMD lanes = rows, gathered loads): C passes
-    over a block that stays in L1 after its one read from memory.
+    For small C a loop along a row is too short to vectorise, so the block is
+    first copied, transposed and widened to float64, into ``columns`` (C x
+    block_rows, cache-resident), and every later loop runs down the rows
+    (SIMD lanes = rows, unit stride).  Each loop writes one array, so that
+    LLVM's alias checks stay few and it vectorises them.
     Logits: high = row max, total = sum of exp(z - max) over non-max entries,
     low = number of entries equal to the max, e_true = exp(z[y] - max).
-    Probabilities: high / low / total = row max / min / sum.  ahead = rank of
-    the true class; squares = sum of the squares of exp(z - max) (logits) or
-    of p (probabilities) over the other classes.
+    Probabilities: high / low / total = row max / min / sum.  Both: ahead =
+    rank of the true class, squares = sum of the squared exp(z - max)
+    (logits) or p (probabilities) over the classes but the true one.
     """
+    for r in range(count):
+        i = start + r
+        for j in range(n_classes):
+            columns[j, r] = as_float64(scores[i, j])
     for r in range(count):
         label = np.int64(labels[start + r])
         label_of[r] = 0 if label == ignore_label else label  # a safe column for ignored rows
-        target[r] = as_float64(scores[start + r, label_of[r]])
-        high[r] = -np.inf
-        low[r] = np.inf if mode == MODE_PROBA else 0.0
-        total[r] = 0.0
+    for r in range(count):
+        target[r] = columns[label_of[r], r]
+    for r in range(count):
+        high[r] = columns[0, r]
+    for j in range(1, n_classes):
+        for r in range(count):
+            high[r] = maxnum(high[r], columns[j, r])
+    for r in range(count):
         ahead[r] = 0
-        squares[r] = 0.0
-        e_true[r] = 0.0
     for j in range(n_classes):
         for r in range(count):
-            v = as_float64(scores[start + r, j])
-            high[r] = maxnum(high[r], v)
-            if mode == MODE_PROBA:
-                low[r] = minnum(low[r], v)
-                total[r] += v
-                squares[r] += 0.0 if j == label_of[r] else v * v
+            v = columns[j, r]
             t = target[r]
-            tie_ahead = ((j < label_of[r]) != ties_to_last) and j != label_of[r]
-            ahead[r] += (v > t) or (v == t and tie_ahead)
-    if mode == MODE_LOGITS:
+            tie_ahead = ((j < label_of[r]) != ties_to_last) & (j != label_of[r])
+            ahead[r] += (v > t) | ((v == t) & tie_ahead)
+    if mode == MODE_PROBA:
+        for r in range(count):
+            low[r] = columns[0, r]
+        for j in range(1, n_classes):
+            for r in range(count):
+                low[r] = minnum(low[r], columns[j, r])
+        for r in range(count):
+            total[r] = 0.0
         for j in range(n_classes):
             for r in range(count):
-                x = as_float64(scores[start + r, j]) - high[r]
-                # NaN fails "x >= 0" and is added: see _logits_row.
-                e = 1.0 if x >= 0.0 else exp_nonpositive(x)
-                total[r] += 0.0 if x >= 0.0 else e
-                low[r] += x == 0.0
-                mine = j == label_of[r]
-                squares[r] += 0.0 if mine else e * e
-                e_true[r] += e if mine else 0.0
+                total[r] += columns[j, r]
+        for r in range(count):
+            squares[r] = 0.0
+        for j in range(n_classes):
+            for r in range(count):
+                v = columns[j, r]
+                squares[r] += 0.0 if j == label_of[r] else v * v
+        return
+    # Logits.  Count the max entries, then replace every entry by exp(z - max),
+    # the max entries by 0 (they are counted, see _logits_row); NaN stays NaN.
+    for r in range(count):
+        low[r] = 0.0
+    for j in range(n_classes):
+        for r in range(count):
+            low[r] += 1.0 if columns[j, r] >= high[r] else 0.0
+    for j in range(n_classes):
+        for r in range(count):
+            x = columns[j, r] - high[r]
+            columns[j, r] = exp_nonpositive(-np.inf if x >= 0.0 else x)
+    for r in range(count):
+        total[r] = 0.0
+    for j in range(n_classes):
+        for r in range(count):
+            total[r] += columns[j, r]
+    for r in range(count):
+        squares[r] = 0.0
+    for j in range(n_classes):
+        for r in range(count):
+            e = columns[j, r]
+            squares[r] += e * e
+    for r in range(count):
+        at_top = high[r] - target[r] == 0.0
+        e_true[r] = 1.0 if at_top else columns[label_of[r], r]
+    for r in range(count):
+        # the true class's own square, from the sum or from the max count
+        squares[r] += low[r] - e_true[r] * e_true[r]
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -185,21 +257,6 @@ def _first_index_of(scores, i, n_classes, value):
         if as_float64(scores[i, j]) == value:
             return j
     return -1
-
-
-@njit(inline="always", **KERNEL_OPTIONS)
-def _softmax_brier(shift, rest, squares, e_true):
-    """(Brier score, p(true class), p(top class)) of a logit row from its sums.
-
-    With e_j = exp(z_j - max), S = 1 + rest = sum_j e_j, p_j = e_j / S:
-    Brier = sum_{j != y} p_j^2 + (1 - p_y)^2.  1 - p_y is formed as
-    (S - e_y) / S without cancellation: when the true class holds the max,
-    S - e_y is ``rest`` itself.
-    """
-    total = 1.0 + rest
-    off = rest if shift == 0.0 else total - e_true
-    brier = (squares + off * off) / (total * total)
-    return brier, e_true / total, 1.0 / total
 
 
 @njit(**PARALLEL_OPTIONS)
@@ -262,7 +319,8 @@ def score_blocks(
         rest = np.empty(block_rows)  # logits: sum of exp over non-max entries
         ahead = np.empty(block_rows, dtype=np.int64)
         status = np.empty(block_rows, dtype=np.int8)
-        weight = np.empty(block_rows)
+        weight = np.empty(block_rows)  # 0 for rows not counted
+        loss_of = np.empty(block_rows)
         brier = np.empty(block_rows)
         p_true = np.empty(block_rows)
         p_top = np.empty(block_rows)
@@ -273,6 +331,7 @@ def score_blocks(
         total = np.empty(block_rows)
         squares = np.empty(block_rows)
         e_true = np.empty(block_rows)
+        columns = np.empty((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows))
         first_block = task * blocks_per_task
         for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
             _reset_block(fsums, icounts, b)
@@ -281,47 +340,38 @@ def score_blocks(
             # -- walk the rows: one read of each ---------------------------
             if n_classes <= COLUMN_WALK_MAX_CLASSES:
                 _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                              label_of, target, high, low, total, ahead, squares, e_true)
+                              label_of, target, high, low, total, ahead, squares, e_true, columns)
             for r in range(count):
                 i = start + r
                 label = np.int64(labels[i])
                 if label == ignore_label:
                     status[r] = ROW_IGNORED
+                    weight[r] = 0.0
                     if keep_stats:
                         row_pred[i] = -1
                     continue
                 if n_classes <= COLUMN_WALK_MAX_CLASSES:
                     row_max, row_min, row_sum = high[r], low[r], total[r]
                     row_target = target[r]
-                    row_squares = squares[r]
                     if mode == MODE_LOGITS:
                         value[r] = row_max - row_target
                         rest[r] = row_sum + (row_min - 1.0)
                         ok = rest[r] == rest[r]
-                        brier[r], p_true[r], p_top[r] = _softmax_brier(value[r], rest[r], row_squares, e_true[r])
                 elif mode == MODE_LOGITS:
                     row_target = as_float64(scores[i, label])
-                    shift, row_rest, row_ahead, row_squares, row_max, ok = _logits_row(
+                    shift, row_rest, row_ahead, row_squares, row_e_true, row_max, ok = _logits_row(
                         scores, i, n_classes, row_target, label, ties_to_last
                     )
                     value[r] = shift
                     rest[r] = row_rest
                     ahead[r] = row_ahead
-                    row_e_true = 0.0 if shift == np.inf else exp_nonpositive(-shift)
-                    brier[r], p_true[r], p_top[r] = _softmax_brier(shift, row_rest, row_squares, row_e_true)
+                    squares[r] = row_squares
+                    e_true[r] = row_e_true
                 else:
                     row_target = as_float64(scores[i, label])
-                    row_max = -np.inf
-                    row_min = np.inf
-                    row_sum = 0.0
-                    row_squares = 0.0
-                    for j in range(n_classes):
-                        v = as_float64(scores[i, j])
-                        row_max = maxnum(row_max, v)
-                        row_min = minnum(row_min, v)
-                        row_sum = add_reassoc(row_sum, v)
-                        row_squares = add_reassoc(row_squares, 0.0 if j == label else v * v)
+                    row_max, row_min, row_sum, row_squares = _proba_row(scores, i, n_classes, label)
                     ahead[r] = _rank(scores, i, n_classes, label, ties_to_last)
+                    target[r], high[r], squares[r] = row_target, row_max, row_squares
                 if mode == MODE_PROBA:
                     # NaN anywhere makes the sum NaN; an inf entry makes the max or
                     # min infinite.  (A finite sum may still overflow: that row is
@@ -337,10 +387,6 @@ def score_blocks(
                         fsums[b, F_MIN] = min(fsums[b, F_MIN], row_min)
                         fsums[b, F_MAX] = max(fsums[b, F_MAX], row_max)
                     value[r] = min(max(row_target, proba_eps), 1.0 - proba_eps)
-                    miss = 1.0 - row_target
-                    brier[r] = row_squares + miss * miss
-                    p_true[r] = row_target
-                    p_top[r] = row_max
                 if ok:
                     status[r] = ROW_OK
                     w = 1.0
@@ -351,6 +397,7 @@ def score_blocks(
                     weight[r] = w
                 else:
                     status[r] = ROW_NONFINITE
+                    weight[r] = 0.0
                     _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
                 if keep_stats:
                     # Only the diagnostics need the argmax itself; rank 0 (ties to
@@ -362,47 +409,78 @@ def score_blocks(
                     else:
                         row_pred[i] = _first_index_of(scores, i, n_classes, row_max)
             # -- vectorised finish over the block's scratch ------------------
+            # Loops of one kind each (see _logits_row); weight[r] is 0 for
+            # rows not counted, which keeps their scratch out of every sum.
+            # Brier = sum_{j != y} p_j^2 + (1 - p_y)^2; from logits, with
+            # e_j = exp(z_j - max) and S = 1 + rest, 1 - p_y is formed as
+            # (S - e_y) / S without cancellation: when the true class holds
+            # the max, S - e_y is ``rest`` itself.
+            if mode == MODE_LOGITS:
+                for r in range(count):
+                    total_r = 1.0 + rest[r]
+                    off = rest[r] if value[r] == 0.0 else total_r - e_true[r]
+                    brier[r] = (squares[r] + off * off) / (total_r * total_r)
+                if keep_stats:
+                    for r in range(count):
+                        p_true[r] = e_true[r] / (1.0 + rest[r])
+                        p_top[r] = 1.0 / (1.0 + rest[r])
+            else:
+                for r in range(count):
+                    miss = 1.0 - target[r]
+                    brier[r] = squares[r] + miss * miss
+                if keep_stats:
+                    for r in range(count):
+                        p_true[r] = target[r]
+                        p_top[r] = high[r]
+            for r in range(count):
+                ok = status[r] == ROW_OK
+                if mode == MODE_LOGITS:
+                    loss_of[r] = value[r] + log1p_nonnegative(rest[r] if ok else 0.0)
+                else:
+                    loss_of[r] = -log_positive(value[r] if ok else 0.5)
             weight_sum = 0.0
             loss_sum = 0.0
             brier_sum = 0.0
+            for r in range(count):
+                w = weight[r]
+                # A zero weight removes the row, even when its loss is infinite
+                # (0 * inf would be NaN; PyTorch returns that NaN).
+                weighted = 0.0 if w == 0.0 else w * loss_of[r]
+                weight_sum = add_reassoc(weight_sum, w)
+                loss_sum = add_reassoc(loss_sum, 0.0 if weighted == np.inf else weighted)
+                brier_sum = add_reassoc(brier_sum, 0.0 if w == 0.0 else w * brier[r])
             n_ok = 0
             n_ignored = 0
             n_inf = 0
             for r in range(count):
-                ok = status[r] == ROW_OK
-                if mode == MODE_LOGITS:
-                    loss = value[r] + log1p_nonnegative(rest[r] if ok else 0.0)
-                else:
-                    loss = -log_positive(value[r] if ok else 0.5)
-                w = weight[r] if ok else 0.0
-                # A zero weight removes the row, even when its loss is infinite
-                # (0 * inf would be NaN; PyTorch returns that NaN).
-                weighted = 0.0 if w == 0.0 else w * loss
-                infinite = weighted == np.inf
-                n_ok += ok
+                n_ok += status[r] == ROW_OK
                 n_ignored += status[r] == ROW_IGNORED
-                n_inf += ok and infinite and w != 0.0
-                weight_sum = add_reassoc(weight_sum, w)
-                loss_sum = add_reassoc(loss_sum, 0.0 if infinite else weighted)
-                brier_sum = add_reassoc(brier_sum, w * brier[r] if ok else 0.0)
-                if keep_losses:
-                    row_losses[start + r] = weighted if ok else (0.0 if status[r] == ROW_IGNORED else np.nan)
-                if keep_stats:
-                    row_stats[start + r, 0] = loss if ok else np.nan
+                # Infinite loss, or a finite one overflowing with its weight.
+                n_inf += (weight[r] != 0.0) & (weight[r] * loss_of[r] == np.inf)
+            if keep_losses:
+                for r in range(count):
+                    ok = status[r] == ROW_OK
+                    w = weight[r]
+                    row_losses[start + r] = (0.0 if w == 0.0 else w * loss_of[r]) if ok else (
+                        0.0 if status[r] == ROW_IGNORED else np.nan
+                    )
+            if keep_stats:
+                for r in range(count):
+                    ok = status[r] == ROW_OK
+                    row_stats[start + r, 0] = loss_of[r] if ok else np.nan
                     row_stats[start + r, 1] = p_true[r] if ok else np.nan
                     row_stats[start + r, 2] = p_top[r] if ok else np.nan
             for k in range(n_k):
                 hits = 0.0
                 limit = top_k[k]
                 for r in range(count):
-                    hit = status[r] == ROW_OK and ahead[r] < limit
-                    hits = add_reassoc(hits, weight[r] if hit else 0.0)
+                    hits = add_reassoc(hits, weight[r] if ahead[r] < limit else 0.0)
                 fsums[b, F_TOPK + k] = hits
             if n_inf:
                 # Rare: find the first row with an infinite loss for the message.
                 first = start
                 for r in range(count):
-                    if status[r] == ROW_OK and weight[r] != 0.0 and weight[r] * value[r] == np.inf:
+                    if weight[r] != 0.0 and weight[r] * loss_of[r] == np.inf:
                         first = start + r
                         break
                 icounts[b, C_INF_LOSS] = n_inf

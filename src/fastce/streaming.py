@@ -127,7 +127,9 @@ class Evaluator:
     True
     """
 
-    def __init__(self, num_classes: int, *, from_logits: bool = True, top_k=(1,), nan_policy: str = "raise"):
+    def __init__(
+        self, num_classes: int, *, from_logits: bool = True, top_k=(1,), nan_policy: str = "raise", diagnostics=False
+    ):
         if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise InputError(
                 f"num_classes must be a positive int; got {num_classes!r}.", argument="num_classes", value=num_classes
@@ -139,6 +141,7 @@ class Evaluator:
         self._nan_policy = nan_policy
         self._block_rows = _config.block_rows(num_classes)
         self._pending: _Pending | None = None
+        self._diag = _diagnostics_state(diagnostics, num_classes)
 
     # -- settings and progress -------------------------------------------------
     @property
@@ -197,7 +200,8 @@ class Evaluator:
         except InputError as exc:  # validation numbers rows within the batch
             raise _globalize(exc, self.rows_seen) from None
         if batch is not None:
-            self._state, self._pending = self._consume(*batch)  # its errors number rows globally
+            both, self._pending = self._consume(*batch)  # its errors number rows globally
+            self._state, self._diag = both.state, both.diag
 
     def _validate(self, y_true, scores, sample_weight):
         array = validation.as_array(scores, _SCORES)
@@ -223,16 +227,31 @@ class Evaluator:
         return checked.view, checked.eps, labels, weights
 
     def _read(self, view, labels, weights, eps) -> State:
+        """Rows read for their State only (checks; the diagnostics are not touched)."""
         return read_scores(view, labels, weights, top_k=self.top_k, from_logits=self.from_logits, eps=eps)
 
-    def _read_pending(self, pending: _Pending) -> State:
-        return self._read(pending.view, pending.labels, pending.weights, pending.eps)
+    def _read_both(self, view, labels, weights, eps) -> "_Both":
+        if self._diag is None:
+            return _Both(self._read(view, labels, weights, eps), None)
+        from fastce.diagnostics import read_with_diagnostics
+
+        return _Both(
+            *read_with_diagnostics(
+                view, labels, weights, top_k=self.top_k, from_logits=self.from_logits, eps=eps, options=self._diag.options
+            )
+        )
+
+    def _read_pending(self, pending: _Pending) -> "_Both":
+        return self._read_both(pending.view, pending.labels, pending.weights, pending.eps)
+
+    def _both(self) -> "_Both":
+        return _Both(self._state, self._diag)
 
     def _consume(self, view, eps, labels, weights):
         """(new state, new pending) after this batch; raises without side effects."""
         br = self._block_rows
         n = view.shape[0]
-        state = self._state
+        state = self._both()
         pending = self._pending
         offset = 0
         if pending is not None and not pending.same_kind(view, eps):
@@ -256,7 +275,7 @@ class Evaluator:
         whole = (n - offset) // br * br
         if whole:
             part = slice(offset, offset + whole)
-            state = state.merge(self._read(view[part], labels[part], None if weights is None else weights[part], eps))
+            state = state.merge(self._read_both(view[part], labels[part], None if weights is None else weights[part], eps))
             offset += whole
         new_rows = n - offset  # rows of this batch left for a later block
         if offset < n:
@@ -269,7 +288,7 @@ class Evaluator:
             )
         elif pending is not None:
             new_rows = n  # the whole batch joined the unfinished block
-        self._check(state, pending, new_rows)
+        self._check(state.state, pending, new_rows)
         return state, pending
 
     def _check(self, state: State, pending, new_rows: int) -> None:
@@ -312,23 +331,24 @@ class Evaluator:
         """
         if not isinstance(other, Evaluator):
             raise TypeError(f"can only merge another Evaluator, not {type(other).__name__}")
-        if self._settings() != other._settings():
+        if self._settings() != other._settings() or (self._diag is None) != (other._diag is None):
             raise ValueError(
-                "cannot merge Evaluators with different settings (num_classes, top_k, from_logits, nan_policy): "
-                f"{self._settings()} vs {other._settings()}"
+                "cannot merge Evaluators with different settings (num_classes, top_k, from_logits, nan_policy, "
+                f"diagnostics): {self._settings()} vs {other._settings()}"
             )
         other_state, other_pending = other._state, other._pending
         if other_state.rows_seen == 0:
             if other_pending is not None:  # fewer than one block: feed its rows as a batch
-                state, pending = self._consume(
+                both, pending = self._consume(
                     other_pending.view, other_pending.eps, other_pending.labels, other_pending.weights
                 )
-                self._state, self._pending = state, pending
+                self._state, self._diag, self._pending = both.state, both.diag, pending
             return self
-        state = self._state
+        both = self._both()
         if self._pending is not None:
-            state = state.merge(self._read_pending(self._pending))
-        self._state = state.merge(other_state)
+            both = both.merge(self._read_pending(self._pending))
+        both = both.merge(other._both())
+        self._state, self._diag = both.state, both.diag
         self._pending = other_pending  # never mutated in place, so sharing is safe
         return self
 
@@ -337,7 +357,35 @@ class Evaluator:
         """A :class:`State` of every row fed so far (the unfinished block included)."""
         if self._pending is None:
             return self._state.merge(State.empty(self.num_classes, self.top_k, from_logits=self.from_logits))
-        return self._state.merge(self._read_pending(self._pending))
+        p = self._pending
+        return self._state.merge(self._read(p.view, p.labels, p.weights, p.eps))
+
+    def diagnostics_state(self):
+        """The mergeable :class:`~fastce.diagnostics.DiagnosticsState` of every row fed so far."""
+        if self._diag is None:
+            raise InputError("this Evaluator was created without diagnostics=True.", argument="diagnostics")
+        both = self._both()
+        if self._pending is not None:
+            both = both.merge(self._read_pending(self._pending))
+        return both.diag
+
+    def report(self):
+        """:class:`~fastce.report.Report` over every row fed so far: what ``fastce.diagnose`` returns.
+
+        Needs ``Evaluator(..., diagnostics=True)``.  Equal to ``fastce.diagnose``
+        over all the rows (the metrics bit for bit, the diagnostics to
+        rounding: their sums are merged per update).
+        """
+        from fastce.report import Report
+
+        diag = self.diagnostics_state()
+        if self.rows_seen == 0:
+            raise InputError("this Evaluator has seen no rows yet; call update() first.", argument=_SCORES)
+        state = self.state()
+        if not state.from_logits:
+            check_probability_range(state, _SCORES)
+            warn_unnormalized(state, _SCORES)
+        return Report.from_states(state, diag, nan_policy=self._nan_policy, scores_name=_SCORES)
 
     def result(self) -> Metrics:
         """Metrics over every row fed so far: the object ``fastce.evaluate`` returns.
@@ -374,6 +422,7 @@ class Evaluator:
             "nan_policy": self._nan_policy,
             "state": self._state.to_dict(),
             "pending": pending,
+            "diagnostics": None if self._diag is None else self._diag.to_dict(),
         }
 
     @classmethod
@@ -393,6 +442,13 @@ class Evaluator:
         if evaluator.top_k != state.top_k:
             raise ValueError("malformed fastce Evaluator state: top_k must be sorted, unique and include 1")
         evaluator._state = state
+        if data.get("diagnostics") is not None:
+            from fastce.diagnostics import DiagnosticsState
+
+            diag = DiagnosticsState.from_dict(data["diagnostics"])
+            if diag.options.num_classes != state.num_classes or diag.rows_seen != state.rows_seen:
+                raise ValueError("malformed fastce Evaluator state: diagnostics do not match the state")
+            evaluator._diag = diag
         raw = data.get("pending")
         if raw is not None:
             try:
@@ -410,6 +466,44 @@ class Evaluator:
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"malformed fastce Evaluator state: {exc}") from exc
         return evaluator
+
+
+class _Both:
+    """A State and the DiagnosticsState of the same rows (or None), merged together."""
+
+    __slots__ = ("state", "diag")
+
+    def __init__(self, state: State, diag):
+        self.state, self.diag = state, diag
+
+    def merge(self, other: "_Both") -> "_Both":
+        diag = None if self.diag is None else self.diag.merge(other.diag)
+        return _Both(self.state.merge(other.state), diag)
+
+
+def _diagnostics_state(diagnostics, num_classes: int):
+    """None, or an empty DiagnosticsState for ``diagnostics`` (True, or a dict of diagnose()'s options)."""
+    if diagnostics is False or diagnostics is None:
+        return None
+    from fastce.diagnostics import DiagnosticsOptions, DiagnosticsState
+
+    if diagnostics is True:
+        options = {}
+    elif isinstance(diagnostics, dict):
+        options = dict(diagnostics)
+    else:
+        raise InputError(
+            f"diagnostics must be True, False or a dict of fastce.diagnose options; got {diagnostics!r}.",
+            argument="diagnostics",
+            value=diagnostics,
+        )
+    allowed = {"n_bins", "hist_bins", "worst_k", "confident_below", "dense_confusion_max"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise InputError(
+            f"unknown diagnostics option(s) {sorted(unknown)}; allowed: {sorted(allowed)}.", argument="diagnostics"
+        )
+    return DiagnosticsState.empty(DiagnosticsOptions(num_classes=num_classes, **options))
 
 
 def _globalize(exc: InputError, base: int) -> InputError:

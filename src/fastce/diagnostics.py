@@ -1,0 +1,304 @@
+"""Mergeable statistics behind ``fastce.diagnose``: one read of the scores.
+
+A :class:`DiagnosticsState` rides along the core kernel: ``score_blocks``
+leaves each slice's per-row loss, p(true), p(predicted) and argmax in a
+bounded buffer, and :meth:`DiagnosticsState.fold` folds them (serially, in
+row order, see ``diagnostics_kernels``) into bins, per-class sums, the
+confusion matrix and the worst rows.  Its size is O(C + bins + k), plus C^2
+for a dense confusion matrix (C <= ``dense_confusion_max``); above that, the
+most frequent confusions are kept in a bounded table.  Never O(N).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastce import diagnostics_kernels as DK
+from fastce.errors import InputError
+from fastce.state import State
+
+DIAGNOSTICS_FORMAT = "fastce.diagnostics/1"
+WORST_COLUMNS = ("row", "true", "predicted", "p_true", "p_predicted", "loss")
+
+
+@dataclass(frozen=True)
+class DiagnosticsOptions:
+    """Settings of the diagnostics; two states merge only when these agree."""
+
+    num_classes: int
+    n_bins: int = 15
+    hist_bins: int = 20
+    worst_k: int = 20
+    confident_below: float = 0.01
+    dense_confusion_max: int = 1024
+    max_pairs: int = 100_000
+
+    def __post_init__(self):
+        for name, low in (("n_bins", 1), ("hist_bins", 1), ("worst_k", 0), ("dense_confusion_max", 0), ("max_pairs", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise InputError(f"{name} must be an integer >= {low}; got {value!r}.", argument=name, value=value)
+        t = self.confident_below
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 < float(t) <= 1.0:
+            raise InputError(
+                f"confident_below is a probability threshold in (0, 1] (default 0.01); got {t!r}.",
+                argument="confident_below",
+                value=t,
+            )
+
+    @property
+    def dense(self) -> bool:
+        return self.num_classes <= self.dense_confusion_max
+
+    def layout(self) -> np.ndarray:
+        """[C, n_bins, hist_bins, CAL, PTRUE, LOSS, CLASS, CONF] offsets into the flat accumulator."""
+        c = self.num_classes
+        cal = DK.SPLIT_SIZE
+        ptrue = cal + 3 * self.n_bins
+        loss = ptrue + 2 * self.hist_bins
+        cls = loss + 2 * DK.LOSS_BINS
+        conf = cls + DK.CLASS_COLUMNS * c
+        size = conf + (c * c if self.dense else 0)
+        return np.array([c, self.n_bins, self.hist_bins, cal, ptrue, loss, cls, conf if self.dense else -1, size])
+
+
+def _empty_worst() -> dict:
+    return {
+        "row": np.empty(0, dtype=np.int64),
+        "true": np.empty(0, dtype=np.int64),
+        "predicted": np.empty(0, dtype=np.int64),
+        "p_true": np.empty(0),
+        "p_predicted": np.empty(0),
+        "loss": np.empty(0),
+    }
+
+
+def _two_sum_merge(a_hi, a_lo, b_hi, b_lo):
+    """(hi, lo) of (a_hi + a_lo) + (b_hi + b_lo), elementwise, keeping the rounding error."""
+    s = a_hi + b_hi
+    bp = s - a_hi
+    err = (a_hi - (s - bp)) + (b_hi - bp)
+    return s, a_lo + b_lo + err
+
+
+@dataclass
+class DiagnosticsState:
+    """Accumulators of the diagnostics for a set of rows (see module docstring)."""
+
+    options: DiagnosticsOptions
+    acc: np.ndarray
+    lo: np.ndarray
+    counts: np.ndarray
+    worst: dict = field(default_factory=_empty_worst)
+    pair_codes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    pair_weights: np.ndarray = field(default_factory=lambda: np.empty(0))
+    pair_error: float = 0.0  # bound on the weight any kept pair may be missing (after pruning)
+    weighted: bool = False  # whether any row had a weight other than 1
+    rows_seen: int = 0
+
+    @classmethod
+    def empty(cls, options: DiagnosticsOptions) -> "DiagnosticsState":
+        size = int(options.layout()[-1])
+        return cls(
+            options=options,
+            acc=np.zeros(size),
+            lo=np.zeros(size),
+            counts=np.zeros(DK.N_PER_CLASS + options.num_classes, dtype=np.int64),
+        )
+
+    # -- folding rows -------------------------------------------------------
+    def fold(self, first_row: int, labels, weights, stats, pred) -> None:
+        """Fold one slice's per-row values (rows numbered from ``first_row``)."""
+        opts = self.options
+        DK.fold_rows(labels, weights, stats, pred, float(opts.confident_below), opts.layout(), self.acc, self.lo, self.counts)
+        keep = ~np.isnan(stats[:, 0])
+        if weights.shape[0]:
+            keep &= weights != 0.0
+            self.weighted = self.weighted or bool((weights[keep] != 1.0).any())
+        if opts.worst_k:
+            self._fold_worst(first_row, np.flatnonzero(keep), labels, stats, pred)
+        if not opts.dense:
+            self._fold_pairs(keep & (pred != labels), labels, weights, pred)
+
+    def _fold_worst(self, first_row, rows, labels, stats, pred) -> None:
+        k = self.options.worst_k
+        loss = stats[rows, 0]
+        if rows.size > k:
+            # The k largest losses, ties broken by the lower row number.
+            kth = np.partition(loss, rows.size - k)[rows.size - k]
+            above = rows[loss > kth]
+            tied = rows[loss == kth][: k - above.size]
+            rows = np.sort(np.concatenate([above, tied]))
+        fresh = {
+            "row": rows.astype(np.int64) + first_row,
+            "true": labels[rows].astype(np.int64),
+            "predicted": pred[rows].astype(np.int64),
+            "p_true": stats[rows, 1].copy(),
+            "p_predicted": stats[rows, 2].copy(),
+            "loss": stats[rows, 0].copy(),
+        }
+        self.worst = _merge_worst(self.worst, fresh, k)
+
+    def _fold_pairs(self, wrong, labels, weights, pred) -> None:
+        if not wrong.any():
+            return
+        codes = labels[wrong].astype(np.int64) * self.options.num_classes + pred[wrong]
+        w = weights[wrong] if weights.shape[0] else np.ones(codes.size)
+        self._add_pairs(codes, w)
+
+    def _add_pairs(self, codes, w) -> None:
+        codes = np.concatenate([self.pair_codes, codes])
+        w = np.concatenate([self.pair_weights, w])
+        unique, inverse = np.unique(codes, return_inverse=True)
+        sums = np.bincount(inverse, weights=w, minlength=unique.size)
+        cap = self.options.max_pairs
+        if unique.size > cap:
+            # Keep the heaviest pairs; a pair dropped now and seen again later
+            # is short by at most the heaviest weight dropped.
+            order = np.lexsort((unique, -sums))
+            self.pair_error += float(sums[order[cap]])
+            kept = np.sort(order[:cap])
+            unique, sums = unique[kept], sums[kept]
+        self.pair_codes, self.pair_weights = unique, sums
+
+    # -- combining ------------------------------------------------------------
+    def merge(self, other: "DiagnosticsState") -> "DiagnosticsState":
+        """A new state for the rows of ``self`` followed by those of ``other``."""
+        if self.options != other.options:
+            raise ValueError(f"cannot merge diagnostics with different options: {self.options} vs {other.options}")
+        acc, lo = _two_sum_merge(self.acc, self.lo, other.acc, other.lo)
+        shifted = dict(other.worst)
+        shifted["row"] = other.worst["row"] + self.rows_seen
+        merged = DiagnosticsState(
+            options=self.options,
+            acc=acc,
+            lo=lo,
+            counts=self.counts + other.counts,
+            worst=_merge_worst(self.worst, shifted, self.options.worst_k),
+            pair_codes=self.pair_codes,
+            pair_weights=self.pair_weights,
+            pair_error=self.pair_error + other.pair_error,
+            weighted=self.weighted or other.weighted,
+            rows_seen=self.rows_seen + other.rows_seen,
+        )
+        if other.pair_codes.size:
+            merged._add_pairs(other.pair_codes, other.pair_weights)
+        return merged
+
+    # -- reading ----------------------------------------------------------------
+    def values(self) -> np.ndarray:
+        """The accumulators, compensation applied."""
+        return self.acc + self.lo
+
+    def section(self, name: str, values: np.ndarray | None = None) -> np.ndarray:
+        """A named part of ``values`` (default: :meth:`values`; pass it when reading several parts)."""
+        opts = self.options
+        lay = opts.layout()
+        v = self.values() if values is None else values
+        c = opts.num_classes
+        if name == "split":
+            return v[: DK.SPLIT_SIZE]
+        if name == "calibration":
+            return v[lay[3] : lay[3] + 3 * opts.n_bins].reshape(opts.n_bins, 3)
+        if name == "p_true":
+            return v[lay[4] : lay[4] + 2 * opts.hist_bins].reshape(opts.hist_bins, 2)
+        if name == "loss":
+            return v[lay[5] : lay[5] + 2 * DK.LOSS_BINS].reshape(DK.LOSS_BINS, 2)
+        if name == "classes":
+            return v[lay[6] : lay[6] + DK.CLASS_COLUMNS * c].reshape(c, DK.CLASS_COLUMNS)
+        if name == "confusion":
+            return v[lay[7] : lay[7] + c * c].reshape(c, c) if opts.dense else None
+        raise KeyError(name)
+
+    # -- serialisation ------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """JSON-serialisable and exact (floats round-trip through repr)."""
+        opts = self.options
+        return {
+            "format": DIAGNOSTICS_FORMAT,
+            "options": {
+                "num_classes": opts.num_classes,
+                "n_bins": opts.n_bins,
+                "hist_bins": opts.hist_bins,
+                "worst_k": opts.worst_k,
+                "confident_below": float(opts.confident_below),
+                "dense_confusion_max": opts.dense_confusion_max,
+                "max_pairs": opts.max_pairs,
+            },
+            "acc": self.acc.tolist(),
+            "lo": self.lo.tolist(),
+            "counts": self.counts.tolist(),
+            "worst": {name: self.worst[name].tolist() for name in WORST_COLUMNS},
+            "pair_codes": self.pair_codes.tolist(),
+            "pair_weights": self.pair_weights.tolist(),
+            "pair_error": self.pair_error,
+            "weighted": self.weighted,
+            "rows_seen": self.rows_seen,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DiagnosticsState":
+        """Inverse of :meth:`to_dict`; refuses anything malformed."""
+        if not isinstance(data, dict) or data.get("format") != DIAGNOSTICS_FORMAT:
+            raise ValueError(f"not a fastce diagnostics state (expected format {DIAGNOSTICS_FORMAT!r})")
+        try:
+            opts = DiagnosticsOptions(**data["options"])
+            state = cls.empty(opts)
+            acc = np.asarray(data["acc"], dtype=np.float64)
+            lo = np.asarray(data["lo"], dtype=np.float64)
+            counts = np.asarray(data["counts"], dtype=np.int64)
+            if acc.shape != state.acc.shape or lo.shape != state.lo.shape or counts.shape != state.counts.shape:
+                raise ValueError("accumulators of the wrong size")
+            if (counts < 0).any():
+                raise ValueError("negative counts")
+            state.acc, state.lo, state.counts = acc, lo, counts
+            worst = {name: np.asarray(data["worst"][name], dtype=_empty_worst()[name].dtype) for name in WORST_COLUMNS}
+            if len({v.shape for v in worst.values()}) != 1 or worst["row"].ndim != 1 or worst["row"].size > opts.worst_k:
+                raise ValueError("malformed worst rows")
+            state.worst = worst
+            state.pair_codes = np.asarray(data["pair_codes"], dtype=np.int64)
+            state.pair_weights = np.asarray(data["pair_weights"], dtype=np.float64)
+            if state.pair_codes.shape != state.pair_weights.shape or state.pair_codes.ndim != 1:
+                raise ValueError("malformed confusion pairs")
+            state.pair_error = float(data["pair_error"])
+            state.weighted = bool(data["weighted"])
+            state.rows_seen = int(data["rows_seen"])
+        except (KeyError, TypeError, ValueError, OverflowError, InputError) as exc:
+            raise ValueError(f"malformed fastce diagnostics state: {exc!s}") from exc
+        return state
+
+
+def _merge_worst(a: dict, b: dict, k: int) -> dict:
+    if not b["row"].size:
+        return a
+    joined = {name: np.concatenate([a[name], b[name]]) for name in WORST_COLUMNS}
+    order = np.lexsort((joined["row"], -joined["loss"]))[:k]
+    return {name: joined[name][order] for name in WORST_COLUMNS}
+
+
+def read_with_diagnostics(view, labels, weights, *, top_k, from_logits: bool, eps: float, options: DiagnosticsOptions):
+    """One read of validated scores into a fresh (State, DiagnosticsState) pair."""
+    from fastce import _accumulate
+    from fastce.api import sum_to_one_tolerance
+
+    diag = DiagnosticsState.empty(options)
+    state = _accumulate.accumulate_matrix(
+        view,
+        labels,
+        top_k=top_k,
+        from_logits=from_logits,
+        sample_weight=weights,
+        proba_eps=0.0 if from_logits else eps,
+        sum_tolerance=np.inf if from_logits else sum_to_one_tolerance(eps),
+        on_rows=diag.fold,
+    )
+    diag.rows_seen = state.rows_seen
+    return state, diag
+
+
+def check_state_pair(state: State, diag: DiagnosticsState) -> None:
+    if state.num_classes != diag.options.num_classes:
+        raise ValueError("the State and the DiagnosticsState describe different class counts")

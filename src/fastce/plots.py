@@ -1,0 +1,122 @@
+"""PNG plots of a Report (matplotlib is an optional extra, imported here only)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fastce.errors import InputError
+
+CONFUSION_PLOT_MAX = 64  # above this many classes, plot the most confused classes only
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise InputError(
+            'plots need matplotlib: pip install "fastce[plots]" (or pip install matplotlib)', argument="plots"
+        ) from exc
+    return plt
+
+
+def write_plots(report, directory) -> list:
+    """reliability.png, loss_histogram.png and confusion.png in ``directory`` (created if needed)."""
+    plt = _pyplot()
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for name, draw in (("reliability.png", _reliability), ("loss_histogram.png", _loss_histogram), ("confusion.png", _confusion)):
+        fig = draw(plt, report)
+        path = os.path.join(directory, name)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _reliability(plt, report):
+    cal = report.calibration
+    bins = cal["bins"]
+    lower, upper = np.asarray(bins["lower"]), np.asarray(bins["upper"])
+    acc, weight = np.asarray(bins["accuracy"], dtype=float), np.asarray(bins["weight"], dtype=float)
+    conf = np.asarray(bins["confidence"], dtype=float)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    width = upper - lower
+    filled = weight > 0
+    top.bar(lower[filled], acc[filled], width=width[filled], align="edge", edgecolor="black", color="#4c72b0", label="accuracy")
+    top.bar(
+        lower[filled], (conf - acc)[filled], bottom=acc[filled], width=width[filled], align="edge",
+        color="#dd8452", alpha=0.45, edgecolor="#dd8452", label="gap to confidence",
+    )
+    top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    top.set_ylabel("accuracy in bin")
+    top.set_ylim(0, 1)
+    top.set_title(f"Reliability diagram (ECE {cal['ece']:.4f}, {cal['n_bins']} bins)")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(lower, weight / max(weight.sum(), 1e-300), width=width, align="edge", color="gray", edgecolor="black")
+    bottom.set_xlabel("confidence (top-1 probability)")
+    bottom.set_ylabel("share of rows")
+    bottom.set_xlim(0, 1)
+    return fig
+
+
+def _loss_histogram(plt, report):
+    hist = report.histograms["loss"]
+    edges = np.asarray(hist["edges"], dtype=float)
+    weight = np.asarray(hist["weight"], dtype=float)
+    loss = np.asarray(hist["loss"], dtype=float)
+    # Drop the open-ended first and last bins' infinite/zero edges for a log axis.
+    used = np.flatnonzero(weight > 0)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    if used.size:
+        lo_edge = edges[max(used[0], 1)]
+        hi_edge = edges[min(used[-1] + 1, edges.size - 2)]
+        shown = np.arange(max(used[0], 1), min(used[-1], edges.size - 3) + 1)
+        left, right = edges[shown], edges[shown + 1]
+        total_w = weight.sum()
+        total_l = loss.sum()
+        ax.bar(left, weight[shown] / total_w, width=right - left, align="edge", color="#4c72b0", alpha=0.7, label="share of rows")
+        if total_l > 0:
+            ax.bar(left, loss[shown] / total_l, width=right - left, align="edge", color="#c44e52", alpha=0.5, label="share of loss")
+        ax.set_xscale("log")
+        ax.set_xlim(lo_edge, hi_edge)
+        ax.legend(fontsize=8)
+    m = report.metrics
+    ax.axvline(m.cross_entropy, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel("per-row loss, nats (log scale); dashed: mean")
+    ax.set_ylabel("share")
+    ax.set_title("Where the loss comes from")
+    return fig
+
+
+def _confusion(plt, report):
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    matrix = report.confusion
+    if matrix is None:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "too many classes for a dense matrix:\nsee report.top_confusions", ha="center", va="center")
+        return fig
+    matrix = np.asarray(matrix, dtype=float)
+    classes = np.arange(matrix.shape[0])
+    if matrix.shape[0] > CONFUSION_PLOT_MAX:
+        off = matrix.copy()
+        np.fill_diagonal(off, 0.0)
+        busy = off.sum(axis=0) + off.sum(axis=1)
+        classes = np.sort(np.argsort(-busy, kind="stable")[:CONFUSION_PLOT_MAX])
+        matrix = matrix[np.ix_(classes, classes)]
+    row_sums = matrix.sum(axis=1, keepdims=True)
+    shown = np.divide(matrix, row_sums, out=np.zeros_like(matrix), where=row_sums > 0)
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="share of the true class's rows")
+    if classes.size <= 20:
+        ax.set_xticks(range(classes.size), [str(c) for c in classes])
+        ax.set_yticks(range(classes.size), [str(c) for c in classes])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    subset = "" if classes.size == report.confusion.shape[0] else f" ({classes.size} most confused classes)"
+    ax.set_title(f"Confusion matrix, row-normalised{subset}")
+    return fig

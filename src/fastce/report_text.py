@@ -1,0 +1,115 @@
+"""``str(report)``: the diagnostics in plain words, then the tables."""
+
+from __future__ import annotations
+
+import math
+
+
+def _pct(x: float) -> str:
+    if x != x:
+        return "n/a"
+    if 0 < x < 0.001:
+        return "<0.1%"
+    return f"{100 * x:.1f}%"
+
+
+def findings(report) -> list:
+    """One plain sentence per thing a newcomer should notice."""
+    m = report.metrics
+    split = report.loss_split
+    cal = report.calibration
+    out = [
+        f"Cross-entropy is {m.cross_entropy:.4g} nats per row ({m.cross_entropy_bits:.4g} bits, perplexity "
+        f"{m.perplexity:.4g}): an average of -log p(true class), not a percentage; 0 is perfect and "
+        f"guessing uniformly among {m.num_classes} classes gives {math.log(max(m.num_classes, 1)):.4g}."
+    ]
+    wrong, right, confident = split["wrong"], split["correct"], split["confidently_wrong"]
+    if split["infinite_loss_rows"]:
+        out.append(
+            f"{split['infinite_loss_rows']} row(s) give the true class probability 0 (a -inf logit), so the "
+            "cross-entropy is infinite whatever the other rows do."
+        )
+    elif wrong["rows"]:
+        out.append(
+            f"Accuracy counts mistakes, cross-entropy weighs how confident each one was: the {_pct(wrong['row_share'])} "
+            f"of rows that are wrong carry {_pct(wrong['loss_share'])} of the loss (mean loss {wrong['mean_loss']:.3g} "
+            f"nats, against {right['mean_loss']:.3g} for correct rows)."
+        )
+        if confident["rows"]:
+            out.append(
+                f"{_pct(confident['row_share'])} of rows are confidently wrong (p(true class) < {split['threshold']:g}) "
+                f"and carry {_pct(confident['loss_share'])} of the loss"
+                + (
+                    ": a few such rows are enough to make the loss high while accuracy stays high."
+                    if confident["loss_share"] > 2 * confident["row_share"]
+                    else "."
+                )
+            )
+    share = split["worst_1pct_loss_share"]
+    if share == share and not split["infinite_loss_rows"]:
+        approx = "" if split["worst_1pct_exact"] else " (estimated from the loss histogram)"
+        out.append(f"The worst 1% of rows carry {_pct(share)} of the loss{approx}.")
+    if cal["ece"] == cal["ece"]:
+        gap = cal["mean_confidence"] - cal["accuracy"]
+        if abs(gap) < 0.01 and cal["ece"] < 0.02:
+            tone = "well calibrated: its confidence matches how often it is right"
+        elif gap > 0:
+            tone = f"over-confident: mean confidence {_pct(cal['mean_confidence'])} against {_pct(cal['accuracy'])} accuracy"
+        else:
+            tone = f"under-confident: mean confidence {_pct(cal['mean_confidence'])} against {_pct(cal['accuracy'])} accuracy"
+        out.append(f"Calibration: ECE {cal['ece']:.4f} over {cal['n_bins']} bins; the model is {tone}.")
+    return out
+
+
+def _table(rows, header) -> list:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(v).rjust(w) for v, w in zip(r, widths))  # noqa: E731
+    return [line(header)] + [line(r) for r in rows]
+
+
+def render(report) -> str:
+    m = report.metrics
+    lines = ["fastce diagnostics", "=" * 18, ""]
+    lines += [f"- {s}" for s in findings(report)]
+    lines += [
+        "",
+        f"rows             {m.n:,}  ({m.num_classes} classes, {'logits' if m.from_logits else 'probabilities'})",
+        f"cross-entropy    {m.cross_entropy:.6g} nats  ({m.cross_entropy_bits:.6g} bits, perplexity {m.perplexity:.6g})",
+        f"accuracy         {m.accuracy:.6g}",
+    ]
+    for k, v in sorted(m.top_k_accuracy.items()):
+        if k != 1:
+            lines.append(f"top-{k} accuracy   {v:.6g}")
+    cal = report.calibration
+    lines += [
+        f"Brier score      {m.brier:.6g}",
+        f"ECE / RMS / MCE  {cal['ece']:.4g} / {cal['rms']:.4g} / {cal['mce']:.4g}  ({cal['n_bins']} equal-width bins)",
+        f"macro F1         {report.classes['macro_f1']:.6g}   weighted F1 {report.classes['weighted_f1']:.6g}",
+        "",
+        "loss split",
+    ]
+    split = report.loss_split
+    rows = [
+        (name.replace("_", " "), f"{g['rows']:,}", _pct(g["row_share"]), _pct(g["loss_share"]), f"{g['mean_loss']:.4g}")
+        for name, g in ((n, split[n]) for n in ("correct", "wrong", "confidently_wrong"))
+    ]
+    lines += _table(rows, ("rows", "count", "of rows", "of loss", "mean loss"))
+    if report.worst:
+        lines += ["", f"worst {len(report.worst)} rows"]
+        rows = [
+            (w["row"], w["true"], w["predicted"], f"{w['p_true']:.3g}", f"{w['p_predicted']:.3g}", f"{w['loss']:.4g}")
+            for w in report.worst
+        ]
+        lines += _table(rows, ("row", "true", "predicted", "p(true)", "p(pred)", "loss"))
+    if report.classes["highest_loss"]:
+        lines += ["", "classes with the highest mean loss"]
+        rows = [
+            (c["class"], f"{c['mean_loss']:.4g}", f"{c['recall']:.3g}", f"{c['support']:g}")
+            for c in report.classes["highest_loss"]
+        ]
+        lines += _table(rows, ("class", "mean loss", "recall", "support"))
+    if report.top_confusions:
+        lines += ["", "most frequent confusions"]
+        rows = [(c["true"], c["predicted"], f"{c['weight']:g}") for c in report.top_confusions[:10]]
+        lines += _table(rows, ("true", "predicted", "weight"))
+    return "\n".join(lines)

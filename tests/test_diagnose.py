@@ -1,0 +1,407 @@
+"""fastce.diagnose against scikit-learn and an independent float64 numpy reference."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numba
+import numpy as np
+import pytest
+from reference import to_float64
+
+import fastce
+from fastce.diagnostics import DiagnosticsOptions, DiagnosticsState, read_with_diagnostics
+from fastce.errors import InputError
+from fastce.report import Report
+
+
+def softmax(z):
+    z = to_float64(z)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def reference_rows(y, *, logits=None, proba=None):
+    """Per-row (loss, p_true, p_top, predicted) in plain float64 numpy."""
+    if logits is not None:
+        z = to_float64(logits)
+        m = z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z - m).sum(axis=1)) + m[:, 0]
+        loss = lse - z[np.arange(len(y)), y]
+        p = softmax(z)
+    else:
+        p = to_float64(proba)
+        eps = np.finfo(np.asarray(proba).dtype).eps
+        loss = -np.log(np.clip(p[np.arange(len(y)), y], eps, 1 - eps))
+    return loss, p[np.arange(len(y)), y], p.max(axis=1), p.argmax(axis=1), p
+
+
+def reference_calibration(conf, right, w, n_bins):
+    k = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    ece = rms = 0.0
+    mce = 0.0
+    total = w.sum()
+    for b in range(n_bins):
+        sel = k == b
+        if not w[sel].sum():
+            continue
+        gap = abs(np.sum(w[sel] * right[sel]) / w[sel].sum() - np.sum(w[sel] * conf[sel]) / w[sel].sum())
+        ece += w[sel].sum() / total * gap
+        rms += w[sel].sum() / total * gap**2
+        mce = max(mce, gap)
+    return ece, math.sqrt(rms), mce
+
+
+@pytest.fixture(params=["logits", "proba"])
+def problem(request, rng):
+    n, c = 3000, 7
+    z = rng.normal(scale=3.0, size=(n, c))
+    y = rng.integers(0, c, size=n)
+    y[:c] = np.arange(c)
+    w = rng.uniform(0.0, 2.0, size=n)
+    kind = request.param
+    scores = z.astype(np.float32) if kind == "logits" else softmax(z)
+    return kind, scores, y, w
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_matches_reference_and_sklearn(problem, weighted):
+    from sklearn.metrics import brier_score_loss, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    kind, scores, y, w = problem
+    w = w if weighted else None
+    r = fastce.diagnose(y, **{kind: scores}, sample_weight=w, worst_k=15, n_bins=10)
+    loss, p_true, p_top, pred, p = reference_rows(y, **{kind: scores})
+    ww = np.ones(len(y)) if w is None else w
+    right = pred == y
+
+    # the metrics are evaluate's
+    assert r.metrics == fastce.evaluate(y, **{kind: scores}, sample_weight=w)
+    assert r.metrics.brier == pytest.approx(brier_score_loss(y, p, sample_weight=w), rel=1e-10)
+
+    # loss split
+    split = r.loss_split
+    total = np.sum(ww * loss)
+    assert split["correct"]["rows"] == right.sum() and split["wrong"]["rows"] == (~right).sum()
+    assert split["correct"]["loss_share"] == pytest.approx(np.sum((ww * loss)[right]) / total, rel=1e-10)
+    assert split["wrong"]["mean_loss"] == pytest.approx(np.sum((ww * loss)[~right]) / ww[~right].sum(), rel=1e-10)
+    cw = ~right & (p_true < 0.01)
+    assert split["confidently_wrong"]["rows"] == cw.sum()
+    assert split["confidently_wrong"]["loss_share"] == pytest.approx(np.sum((ww * loss)[cw]) / total, rel=1e-10)
+    assert split["confidently_wrong"]["row_share"] == pytest.approx(ww[cw].sum() / ww.sum(), rel=1e-10)
+
+    # worst rows: highest loss first, ties to the lower row
+    order = np.lexsort((np.arange(len(y)), -loss))[:15]
+    assert [row["row"] for row in r.worst] == order.tolist()
+    assert [row["true"] for row in r.worst] == y[order].tolist()
+    assert [row["predicted"] for row in r.worst] == pred[order].tolist()
+    np.testing.assert_allclose([row["loss"] for row in r.worst], loss[order], rtol=1e-9)
+    np.testing.assert_allclose([row["p_true"] for row in r.worst], p_true[order], rtol=1e-9, atol=1e-300)
+    np.testing.assert_allclose([row["p_predicted"] for row in r.worst], p_top[order], rtol=1e-9)
+
+    # calibration
+    ece, rms, mce = reference_calibration(p_top, right, ww, 10)
+    assert r.calibration["ece"] == pytest.approx(ece, rel=1e-9)
+    assert r.calibration["rms"] == pytest.approx(rms, rel=1e-9)
+    assert r.calibration["mce"] == pytest.approx(mce, rel=1e-9)
+    assert np.sum(r.calibration["bins"]["weight"]) == pytest.approx(ww.sum(), rel=1e-12)
+
+    # classes, confusion: scikit-learn
+    cm = confusion_matrix(y, pred, labels=np.arange(7), sample_weight=w)
+    np.testing.assert_allclose(r.confusion, cm, rtol=1e-12)
+    prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=np.arange(7), sample_weight=w, zero_division=0)
+    np.testing.assert_allclose(np.nan_to_num(r.classes["precision"]), prec, rtol=1e-12)
+    np.testing.assert_allclose(r.classes["recall"], rec, rtol=1e-12)
+    np.testing.assert_allclose(np.nan_to_num(r.classes["f1"]), f1, rtol=1e-12)
+    for average in ("macro", "weighted"):
+        expected = f1_score(y, pred, average=average, sample_weight=w, zero_division=0)
+        assert r.classes[f"{average}_f1"] == pytest.approx(expected, rel=1e-12)
+    mean_loss = [np.sum((ww * loss)[y == c]) / ww[y == c].sum() for c in range(7)]
+    np.testing.assert_allclose(r.classes["mean_loss"], mean_loss, rtol=1e-9)
+    assert r.classes["highest_loss"][0]["class"] == int(np.argmax(mean_loss))
+
+    # histograms
+    hist = r.histograms["p_true"]
+    k = np.clip(np.ceil(p_true * 20).astype(np.int64) - 1, 0, 19)
+    np.testing.assert_allclose(hist["weight"], np.bincount(k, weights=ww, minlength=20), rtol=1e-12)
+    edges = np.asarray(r.histograms["loss"]["edges"])
+    counted = np.asarray(r.histograms["loss"]["weight"])
+    k = np.clip(np.searchsorted(edges, loss, side="right") - 1, 0, counted.size - 1)
+    expected = np.bincount(k, weights=ww, minlength=counted.size)
+    # Rows within rounding of a bin edge may land on either side of it.
+    near = np.abs(loss[:, None] / edges[None, 1:-1] - 1.0).min(axis=1) < 1e-12
+    assert np.abs(counted - expected).sum() <= 2 * ww[near].sum() + 1e-9
+    assert counted.sum() == pytest.approx(ww.sum(), rel=1e-12)
+
+
+def test_worst_share_exact_and_estimated_agree(rng):
+    n, c = 5000, 5
+    z = rng.normal(scale=4.0, size=(n, c))
+    y = rng.integers(0, c, size=n)
+    loss, *_ = reference_rows(y, logits=z)
+    top = np.sort(loss)[::-1][:50]  # 1% of 5000 rows
+    expected = top.sum() / loss.sum()
+    exact = fastce.diagnose(y, logits=z, worst_k=60).loss_split
+    assert exact["worst_1pct_exact"] and exact["worst_1pct_loss_share"] == pytest.approx(expected, rel=1e-12)
+    estimated = fastce.diagnose(y, logits=z, worst_k=5).loss_split
+    assert not estimated["worst_1pct_exact"]
+    assert estimated["worst_1pct_loss_share"] == pytest.approx(expected, rel=0.12)
+
+
+def test_worst_ties_go_to_the_lower_row():
+    z = np.zeros((10, 3))
+    z[:, 0] = 1.0
+    y = np.array([1, 2, 1, 0, 2, 1, 0, 0, 1, 2])
+    r = fastce.diagnose(y, logits=z, worst_k=4)
+    assert [w["row"] for w in r.worst] == [0, 1, 2, 4]
+
+
+def test_results_do_not_depend_on_threads_or_blocking(rng, monkeypatch):
+    z = rng.normal(size=(40_000, 12)).astype(np.float32)
+    y = rng.integers(0, 12, size=40_000)
+    w = rng.uniform(size=40_000)
+    first = fastce.diagnose(y, logits=z, sample_weight=w).to_json()
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = fastce.diagnose(y, logits=z, sample_weight=w).to_json()
+    finally:
+        numba.set_num_threads(threads)
+    assert first == single
+    from fastce import _config
+
+    monkeypatch.setattr(_config, "BLOCKS_PER_CALL", 3)
+    assert fastce.diagnose(y, logits=z, sample_weight=w).to_json() == first
+
+
+def test_sparse_confusions_match_dense(rng):
+    z = rng.normal(size=(6000, 30))
+    y = rng.integers(0, 30, size=6000)
+    dense = fastce.diagnose(y, logits=z)
+    sparse = fastce.diagnose(y, logits=z, dense_confusion_max=10)
+    assert sparse.confusion is None and dense.confusion is not None
+    assert sparse.top_confusions == dense.top_confusions
+    assert sparse.confusion_error == 0.0
+
+
+def test_sparse_pair_table_is_bounded_and_its_error_bounded(rng):
+    opts = DiagnosticsOptions(num_classes=50, dense_confusion_max=0, max_pairs=40)
+    z = rng.normal(size=(20000, 50))
+    y = rng.integers(0, 50, size=20000)
+    from fastce import validation
+
+    view = validation.scores(z, "logits").view
+    state, diag = read_with_diagnostics(view, y, None, top_k=(1,), from_logits=True, eps=0.0, options=opts)
+    assert diag.pair_codes.size <= 40 and diag.pair_error > 0
+    _, _, _, pred, _ = reference_rows(y, logits=z)
+    wrong = pred != y
+    true_counts = np.bincount(y[wrong] * 50 + pred[wrong], minlength=2500)
+    for code, weight in zip(diag.pair_codes, diag.pair_weights):
+        assert weight <= true_counts[code] <= weight + diag.pair_error
+
+
+def test_merge_and_json_round_trip(rng):
+    z = rng.normal(size=(5000, 6))
+    y = rng.integers(0, 6, size=5000)
+    opts = DiagnosticsOptions(num_classes=6, worst_k=7)
+    from fastce import validation
+
+    def read(lo, hi):
+        view = validation.scores(z[lo:hi], "logits").view
+        return read_with_diagnostics(view, y[lo:hi], None, top_k=(1,), from_logits=True, eps=0.0, options=opts)
+
+    s_all, d_all = read(0, 5000)
+    s1, d1 = read(0, 1700)
+    s2, d2 = read(1700, 5000)
+    merged = d1.merge(d2)
+    assert merged.worst["row"].tolist() == d_all.worst["row"].tolist()
+    np.testing.assert_allclose(merged.values(), d_all.values(), rtol=1e-13, atol=1e-12)
+    assert (merged.counts == d_all.counts).all()
+    again = DiagnosticsState.from_dict(json.loads(json.dumps(merged.to_dict())))
+    assert again.to_dict() == merged.to_dict()
+    report = Report.from_states(s1.merge(s2), merged)
+    assert report.metrics.n == 5000
+    with pytest.raises(ValueError, match="malformed"):
+        DiagnosticsState.from_dict({**merged.to_dict(), "acc": [1.0]})
+    with pytest.raises(ValueError, match="different options"):
+        merged.merge(DiagnosticsState.empty(DiagnosticsOptions(num_classes=6)))
+
+
+def test_nan_rows_are_left_out_under_omit(rng):
+    z = rng.normal(size=(200, 4))
+    y = rng.integers(0, 4, size=200)
+    z[[3, 50], 1] = np.nan
+    with pytest.warns(fastce.OmittedRowsWarning):
+        r = fastce.diagnose(y, logits=z, nan_policy="omit")
+    assert r.metrics.n == 198 and np.sum(r.confusion) == 198
+    assert all(w["row"] not in (3, 50) for w in r.worst)
+    with pytest.raises(InputError, match="row 3"):
+        fastce.diagnose(y, logits=z)
+
+
+def test_infinite_loss_rows(rng):
+    z = rng.normal(size=(50, 3))
+    y = rng.integers(0, 3, size=50)
+    z[7, y[7]] = -np.inf
+    r = fastce.diagnose(y, logits=z)
+    assert r.metrics.cross_entropy == math.inf
+    assert r.loss_split["infinite_loss_rows"] == 1
+    assert r.worst[0]["row"] == 7 and r.worst[0]["loss"] == math.inf and r.worst[0]["p_true"] == 0.0
+    assert "infinite" in str(r)
+    json.loads(r.to_json())
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [({"n_bins": 0}, "n_bins"), ({"worst_k": -1}, "worst_k"), ({"confident_below": 0.0}, "confident_below"),
+     ({"confident_below": 2}, "confident_below"), ({"hist_bins": 1.5}, "hist_bins")],
+)
+def test_bad_options_are_refused(kwargs, argument):
+    with pytest.raises(InputError) as info:
+        fastce.diagnose([0, 1], logits=np.eye(2), **kwargs)
+    assert info.value.argument == argument
+
+
+def test_text_and_json_explain_in_plain_words():
+    # 99 rows right but 1 confidently wrong: high accuracy, loss dominated by one row.
+    n = 100
+    z = np.zeros((n, 3))
+    z[:, 0] = 5.0
+    y = np.zeros(n, dtype=np.int64)
+    y[0] = 2
+    z[0] = [12.0, 0.0, -6.0]
+    r = fastce.diagnose(y, logits=z)
+    text = str(r)
+    assert "not a percentage" in text and "confidently wrong" in text
+    assert "1.0% of rows are confidently wrong" in text
+    data = json.loads(r.to_json())
+    assert data["loss_split"]["confidently_wrong"]["rows"] == 1
+    assert data["loss_split"]["confidently_wrong"]["loss_share"] > 0.9
+    assert data["summary"] == r.summary()
+
+
+def test_plots_are_written(tmp_path, rng):
+    pytest.importorskip("matplotlib")
+    z = rng.normal(size=(3000, 5)) * 2
+    y = rng.integers(0, 5, size=3000)
+    paths = fastce.diagnose(y, logits=z).plot(tmp_path / "plots")
+    assert sorted(p.rsplit("/", 1)[-1] for p in paths) == ["confusion.png", "loss_histogram.png", "reliability.png"]
+    for p in paths:
+        with open(p, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_memory_does_not_grow_with_rows(rng, monkeypatch):
+    import tracemalloc
+
+    from fastce import _config
+
+    monkeypatch.setattr(_config, "BLOCKS_PER_CALL", 16)  # 8192 rows per kernel call at C=32
+    z = rng.standard_normal((300_000, 32), dtype=np.float32)
+    y = rng.integers(0, 32, size=300_000)
+    fastce.diagnose(y[:1000], logits=z[:1000])  # compile outside the measurement
+
+    def peak(n):
+        tracemalloc.start()
+        fastce.diagnose(y[:n], logits=z[:n])
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(100_000), peak(300_000)
+    # Per-call buffers (loss, p(true), p(top), argmax) are one call's rows: 3x the rows, same memory.
+    assert large < 1.2 * small + 100_000
+    assert large < 0.05 * z.nbytes
+
+
+# -- through the streaming Evaluator ------------------------------------------------
+
+
+def _assert_same_report(a, b):
+    assert a.metrics == b.metrics
+    assert a.worst == b.worst
+    assert a.top_confusions == b.top_confusions
+    for key in ("correct", "wrong", "confidently_wrong"):
+        assert a.loss_split[key]["rows"] == b.loss_split[key]["rows"]
+        assert a.loss_split[key]["loss_share"] == pytest.approx(b.loss_split[key]["loss_share"], rel=1e-12)
+    assert a.calibration["ece"] == pytest.approx(b.calibration["ece"], rel=1e-12)
+    np.testing.assert_allclose(a.confusion, b.confusion, rtol=1e-12)
+    np.testing.assert_allclose(a.classes["f1"], b.classes["f1"], rtol=1e-12)
+
+
+def test_evaluator_report_equals_diagnose_for_any_split(rng):
+    z = rng.normal(scale=2.0, size=(7000, 9)).astype(np.float32)
+    y = rng.integers(0, 9, size=7000)
+    w = rng.uniform(size=7000)
+    expected = fastce.diagnose(y, logits=z, sample_weight=w, worst_k=10)
+    ev = fastce.Evaluator(9, diagnostics={"worst_k": 10})
+    cuts = np.sort(rng.choice(np.arange(1, 7000), size=12, replace=False))
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, 7000]):
+        ev.update(y[lo:hi], z[lo:hi], w[lo:hi])
+    _assert_same_report(ev.report(), expected)
+    assert ev.result() == expected.metrics
+    # checkpoint through JSON, then go on
+    again = fastce.Evaluator.from_state_dict(json.loads(json.dumps(ev.state_dict())))
+    _assert_same_report(again.report(), expected)
+    # merging two halves
+    a = fastce.Evaluator(9, diagnostics={"worst_k": 10})
+    b = fastce.Evaluator(9, diagnostics={"worst_k": 10})
+    a.update(y[:3072], z[:3072], w[:3072])  # a whole number of blocks: exact (see Evaluator.merge)
+    b.update(y[3072:], z[3072:], w[3072:])
+    _assert_same_report(a.merge(b).report(), expected)
+
+
+def test_evaluator_diagnostics_errors_leave_it_unchanged(rng):
+    z = rng.normal(size=(100, 3))
+    y = rng.integers(0, 3, size=100)
+    ev = fastce.Evaluator(3, diagnostics=True)
+    ev.update(y[:50], z[:50])
+    before = json.dumps(ev.state_dict())
+    bad = z[50:].copy()
+    bad[5, 0] = np.nan
+    with pytest.raises(InputError, match="row 55"):
+        ev.update(y[50:], bad)
+    assert json.dumps(ev.state_dict()) == before
+    with pytest.raises(InputError, match="diagnostics=True"):
+        fastce.Evaluator(3).report()
+    with pytest.raises(InputError, match="unknown diagnostics option"):
+        fastce.Evaluator(3, diagnostics={"bins": 3})
+    with pytest.raises(ValueError, match="diagnostics"):
+        fastce.Evaluator(3).merge(ev)
+
+
+# -- the `fastce report` command ---------------------------------------------------------
+
+
+def test_report_command_json_plots_and_resume(tmp_path, rng):
+    import io
+
+    from fastce import cli
+
+    z = (rng.normal(size=(6000, 8)) * 2).astype(np.float32)
+    y = rng.integers(0, 8, size=6000)
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "y.npy", y)
+    expected = fastce.diagnose(y, logits=z, worst_k=5, n_bins=10)
+    argv = ["report", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"),
+            "--worst-k", "5", "--bins", "10", "--chunk-rows", "700", "--no-progress"]
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(argv + ["--json", "--state", str(tmp_path / "run.state")], out=out, err=err) == 0, err.getvalue()
+    data = json.loads(out.getvalue())
+    assert data["metrics"]["cross_entropy"] == expected.metrics.cross_entropy
+    assert [w["row"] for w in data["worst"]] == [w["row"] for w in expected.worst]
+    assert data["calibration"]["ece"] == pytest.approx(expected.calibration["ece"], rel=1e-12)
+    np.testing.assert_allclose(data["confusion"], expected.confusion, rtol=1e-12)
+    # rerunning with the finished checkpoint resumes (nothing left to read) and reports the same
+    out2 = io.StringIO()
+    assert cli.main(argv + ["--json", "--state", str(tmp_path / "run.state")], out=out2, err=io.StringIO()) == 0
+    assert json.loads(out2.getvalue()) == data
+    if __import__("importlib").util.find_spec("matplotlib"):
+        out3, err3 = io.StringIO(), io.StringIO()
+        assert cli.main(argv + ["--plots", str(tmp_path / "png")], out=out3, err=err3) == 0
+        assert "confidently wrong" in out3.getvalue() and "reliability.png" in err3.getvalue()
+        assert (tmp_path / "png" / "confusion.png").exists()
+    bad = io.StringIO()
+    assert cli.main(argv + ["--bins", "0"], out=io.StringIO(), err=bad) == 2
+    assert "--bins" in bad.getvalue()
