@@ -36,7 +36,7 @@ from numba.extending import overload
 from fastce import kernels as K
 from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
-from fastce._vecmath import add_reassoc, as_float64, as_native, exp_nonpositive, fma
+from fastce._vecmath import add_reassoc, as_float64, as_native, exp_nonpositive, fma, log_positive, maxnum, minnum
 
 MODE_LOGITS = 0
 MODE_PROBA = 1
@@ -146,6 +146,26 @@ def _target_value_overload(t):
     return lambda t: as_float64(t)
 
 
+@njit(inline="always", **KERNEL_OPTIONS)
+def softplus_parts(x, mode):
+    """(-log p, -log(1 - p), p) of one element, p = sigmoid(x) (logits) or x itself.
+
+    Probabilities: logs clamped at -100 as PyTorch; log(1 - p) keeps the
+    digits of a small p (the rounding of 1 - p is corrected as in log1p).
+    Plain arithmetic throughout, so the loop calling it vectorises.
+    """
+    if mode == MODE_LOGITS:
+        tail, p = softplus_tail_and_sigmoid(x)
+        return (-x if x < 0.0 else 0.0) + tail, (x if x > 0.0 else 0.0) + tail, p
+    log_p = log_positive(x if x > _TINY else _TINY)
+    u = 1.0 - x
+    safe_u = u if u > _TINY else _TINY
+    log_q = log_positive(safe_u) - ((u - 1.0) + x) / safe_u
+    log_p = log_p if log_p > -100.0 else -100.0
+    log_q = log_q if (log_q > -100.0 and u > 0.0) else -100.0
+    return -log_p, -log_q, x
+
+
 @njit(**PARALLEL_OPTIONS)
 def bce_blocks(
     scores,
@@ -171,6 +191,10 @@ def bce_blocks(
     (n, C)) receives each element's weighted loss.  Accuracy, Brier and the
     one-hot bookkeeping use the row weight only.  A row holding a NaN score is
     not counted (reported in N_NONFINITE).
+
+    Each block first runs the exp / log of all its elements in one flat,
+    vectorised loop (the block is contiguous), then walks its rows for the
+    weights, targets, sums and counters, which need no transcendental math.
     """
     n_rows = scores.shape[0]
     n_cols = scores.shape[1]
@@ -190,9 +214,34 @@ def bce_blocks(
             icounts[b, c] = -1
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
-        low = np.inf
-        high = -np.inf
+        size = (stop - start) * n_cols
+        flat = scores[start:stop].reshape(size)
+        neg_log_p = np.empty(size)
+        neg_log_q = np.empty(size)
+        prob = np.empty(size)
+        # One loop per mode, no test inside: LLVM vectorises each.
+        if mode == MODE_LOGITS:
+            for e in range(size):
+                x = as_float64(flat[e])
+                tail, p = softplus_tail_and_sigmoid(x)
+                neg_log_p[e] = (-x if x < 0.0 else 0.0) + tail
+                neg_log_q[e] = (x if x > 0.0 else 0.0) + tail
+                prob[e] = p
+        else:
+            low = np.inf
+            high = -np.inf
+            for e in range(size):
+                x = as_float64(flat[e])
+                nlp, nlq, p = softplus_parts(x, MODE_PROBA)
+                neg_log_p[e] = nlp
+                neg_log_q[e] = nlq
+                prob[e] = p
+                low = minnum(low, x)
+                high = maxnum(high, x)
+            fsums[b, S_MIN] = low
+            fsums[b, S_MAX] = high
         for i in range(start, stop):
+            base = (i - start) * n_cols
             row_loss = 0.0
             row_brier = 0.0
             hits = 0
@@ -206,39 +255,43 @@ def bce_blocks(
             hot = -1
             best = as_native(scores[i, 0])
             best_j = 0
+            rw = row_weight[i] if has_row else 1.0
             for j in range(n_cols):
                 x = as_float64(scores[i, j])
                 y = target_value(targets[i, j])
                 pw = pos_weight[j] if has_pos else 1.0
-                loss, sq, positive = element_loss(x, y, pw, mode)
-                w = 1.0
+                positive_term = pw * y
+                negative_term = 1.0 - y
+                loss = (0.0 if positive_term == 0.0 else positive_term * neg_log_p[base + j]) + (
+                    0.0 if negative_term == 0.0 else negative_term * neg_log_q[base + j]
+                )
+                loss = x if x != x else loss
+                w = rw
                 if has_col:
                     w *= col_weight[j]
                 if has_full:
                     w *= full_weight[i, j]
-                if has_row:
-                    w *= row_weight[i]
                 weighted = 0.0 if w == 0.0 else w * loss
                 if keep:
                     element_losses[i, j] = weighted
                 infinite = weighted == np.inf
                 inf += infinite
-                row_loss = add_reassoc(row_loss, 0.0 if infinite else weighted)
-                row_brier = add_reassoc(row_brier, sq)
-                hits += positive == (y > 0.5)
+                row_loss += 0.0 if infinite else weighted
+                d = prob[base + j] - y
+                row_brier += d * d
+                predicted = x > 0.0 if mode == MODE_LOGITS else x > 0.5
+                hits += predicted == (y > 0.5)
                 nan += x != x
                 below += x < 0.0
                 above += x > 1.0
-                low = min(low, x)
-                high = max(high, x)
-                bad += not (y >= 0.0 and y <= 1.0)
-                soft += y > 0.0 and y < 1.0
+                # & instead of and: short-circuits are branches in this hot loop
+                bad += not ((y >= 0.0) & (y <= 1.0))
+                soft += (y > 0.0) & (y < 1.0)
                 ones += y == 1.0
                 hot = j if y == 1.0 else hot
                 v = as_native(scores[i, j])
-                if v > best:
-                    best = v
-                    best_j = j
+                best_j = j if v > best else best_j
+                best = v if v > best else best
             if nan:
                 if icounts[b, N_NONFINITE] == 0:
                     icounts[b, FIRST_NONFINITE] = i
@@ -261,7 +314,6 @@ def bce_blocks(
                 if icounts[b, N_INF_LOSS] == 0:
                     icounts[b, FIRST_INF_LOSS] = i
                 icounts[b, N_INF_LOSS] += inf
-            rw = row_weight[i] if has_row else 1.0
             one_hot = ones == 1 and soft == 0 and bad == 0
             icounts[b, N_ROWS] += 1
             icounts[b, N_SOFT] += soft
@@ -272,8 +324,6 @@ def bce_blocks(
             fsums[b, S_SUBSET] += rw if hits == n_cols else 0.0
             fsums[b, S_ARGMAX] += rw if (one_hot and best_j == hot) else 0.0
             fsums[b, S_WEIGHT] += rw
-        fsums[b, S_MIN] = low
-        fsums[b, S_MAX] = high
 
 
 @njit(**KERNEL_OPTIONS)
