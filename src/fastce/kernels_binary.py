@@ -36,7 +36,17 @@ from numba.extending import overload
 from fastce import kernels as K
 from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
-from fastce._vecmath import add_reassoc, as_float64, as_native, exp_nonpositive, fma, log_positive, maxnum, minnum
+from fastce._vecmath import (
+    add_reassoc,
+    as_float64,
+    as_native,
+    exp_nonpositive,
+    fma,
+    log_positive,
+    maxnum,
+    minnum,
+    prefer_wide_vectors,
+)
 
 MODE_LOGITS = 0
 MODE_PROBA = 1
@@ -204,6 +214,7 @@ def bce_blocks(
     has_pos = pos_weight.shape[0] != 0
     keep = element_losses.shape[0] != 0
     for b in prange(nblocks):
+        prefer_wide_vectors()
         for c in range(NUM_SUMS):
             fsums[b, c] = 0.0
         fsums[b, S_MIN] = np.inf
@@ -368,6 +379,7 @@ def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, 
     inside a loop, so that LLVM vectorises each.  The unweighted loop (the
     common case) counts its weight and leaves NaN rows to a second pass.
     """
+    prefer_wide_vectors()  # 512-bit float64 lanes on AVX-512 hosts (see _vecmath)
     if keep:
         return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, True)
     if weighted:

@@ -28,7 +28,15 @@ import numpy as np
 from numba import njit, prange
 
 from fastce._config import PARALLEL_OPTIONS
-from fastce._vecmath import add_reassoc, as_float64, as_native, exp_nonpositive, log1p_nonnegative, maxnum
+from fastce._vecmath import (
+    add_reassoc,
+    as_float64,
+    as_native,
+    exp_nonpositive,
+    log1p_nonnegative,
+    maxnum,
+    prefer_wide_vectors,
+)
 
 S_LOSS, S_DENOM, S_ENTROPY, S_KL, S_HITS = range(5)
 NUM_SUMS = 5
@@ -70,6 +78,7 @@ def soft_blocks(
     keep = row_losses.shape[0] != 0
     spread = smoothing / n_cols
     for b in prange(nblocks):
+        prefer_wide_vectors()
         for c in range(NUM_SUMS):
             fsums[b, c] = 0.0
         for c in range(FIRST_COLUMNS):
