@@ -243,3 +243,24 @@ def min_time(fn, repeats: int, *, budget_s: float = float("inf"), min_total_s: f
         best = min(best, elapsed)
         timed += 1
     return best, result
+
+
+def make_binary_logits(num_rows: int, seed: int = 0):
+    """1-D float32 logits of class 1 (standard normal, shifted toward the label) and int64 0/1 labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=num_rows, dtype=np.int64)
+    logits = rng.standard_normal(num_rows, dtype=np.float32)
+    logits += (2 * labels - 1).astype(np.float32) * TRUE_CLASS_BOOST
+    return labels, logits
+
+
+def binary_reference(labels, logits) -> tuple:
+    """(mean binary cross-entropy, {1: accuracy at z > 0}) in float64, in chunks."""
+    total, hits = 0.0, 0
+    step = 1 << 22
+    for start in range(0, logits.shape[0], step):
+        z = np.asarray(logits[start : start + step], dtype=np.float64)
+        y = labels[start : start + step]
+        total += float(np.sum(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
+        hits += int(np.count_nonzero((z > 0) == (y == 1)))
+    return total / logits.shape[0], {1: hits / logits.shape[0]}

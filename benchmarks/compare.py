@@ -31,6 +31,9 @@ Workloads: ``evaluate logits`` (CE + top-1 accuracy), ``evaluate logits top5``
 (top_k=(1, 5)), ``cross_entropy`` (fastce.cross_entropy vs torch's
 F.cross_entropy and a logsumexp CE, loss only), ``evaluate proba`` and
 ``log_loss`` (fastce.log_loss vs sklearn.metrics.log_loss only), in float32;
+``evaluate binary logits`` (with the C=2 shapes; reported as C=1): 1-D float32 logits of
+class 1 with as many elements as the C=2 arrays, vs torch's F.binary_cross_entropy_with_logits
++ (z > 0) accuracy;
 ``evaluate logits`` in float64 (half the rows of float32, i.e. the same bytes),
 float16 and bfloat16 (same rows as float32).
 
@@ -268,12 +271,30 @@ def run_class(C, elements, args, out):
                        logits_peers(x64, (1,), np.float64), args))
     del x64, labels, labels64
     gc.collect()
+    if C == 2:
+        run_binary(elements, args, out)
+
+
+def run_binary(elements, args, out):
+    """1-D float32 logits of class 1 (as many elements as the C=2 arrays): evaluate vs torch's BCE-with-logits."""
+    import fastce
+
+    progress(f"-- binary: generating {elements} float32 logits of class 1")
+    labels, z = bd.make_binary_logits(elements, seed=2)
+    out.append(measure(
+        "evaluate binary logits", 1, "float32", labels, z,
+        lambda y, x: _fastce_metrics(fastce.evaluate(y, logits=x)),
+        {"torch": (P.torch_binary_logits, lambda rows: z if rows == z.shape[0] else z[:rows], None)},
+        args))
+    del labels, z
+    gc.collect()
 
 
 # --------------------------------------------------------------------------- report
 
 
-WORKLOAD_ORDER = ["evaluate logits", "evaluate logits top5", "cross_entropy", "evaluate proba", "log_loss"]
+WORKLOAD_ORDER = ["evaluate logits", "evaluate logits top5", "cross_entropy", "evaluate proba", "log_loss",
+                  "evaluate binary logits"]
 DTYPE_ORDER = ["float32", "float64", "float16", "bfloat16"]
 
 

@@ -124,6 +124,16 @@ def torch_proba(labels, proba, top_k=(1,)) -> PeerResult:
     return PeerResult(ce, _torch_top_k(torch, scores, target, top_k))
 
 
+def torch_binary_logits(labels, logits) -> PeerResult:
+    """F.binary_cross_entropy_with_logits + (z > 0) accuracy on 1-D logits of class 1 (binary task)."""
+    torch = _torch()
+    import torch.nn.functional as F
+
+    scores, target = _torch_upcast(to_torch(logits)), torch.from_numpy(labels)
+    ce = F.binary_cross_entropy_with_logits(scores, target.to(scores.dtype)).item()
+    return PeerResult(ce, {1: ((scores > 0) == (target == 1)).double().mean().item()})
+
+
 # --------------------------------------------------------------------------- scikit-learn
 
 

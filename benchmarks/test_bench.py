@@ -258,3 +258,35 @@ def test_sklearn_proba(benchmark, case):
     labels, p = labels[:rows], p[:rows]
     result = bench(benchmark, case, "float32", labels, p, lambda: P.sklearn_proba(labels, p), rows=rows)
     check(result, case.reference("proba", "float32", rows=rows), ce_rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- binary (1-D logits)
+
+
+@pytest.fixture(scope="module")
+def binary_case(case):
+    """1-D float32 logits with as many elements as the case's score array (C=2 cases only)."""
+    if case.C != 2:
+        pytest.skip("the binary workload runs with the C=2 cases")
+    labels, z = bd.make_binary_logits(case.N * case.C, seed=2)
+    return labels, z, bd.binary_reference(labels, z)
+
+
+def test_evaluate_binary_logits(benchmark, case, binary_case):
+    labels, z, reference = binary_case
+    result = bench(benchmark, case, "float32", labels, z, lambda: fastce.evaluate(labels, logits=z), workload="binary")
+    check(metrics(result), reference, ce_rtol=1e-9)
+
+
+def test_torch_binary_logits(benchmark, case, binary_case):
+    need("torch")
+    labels, z, reference = binary_case
+    result = bench(benchmark, case, "float32", labels, z, lambda: P.torch_binary_logits(labels, z), workload="binary")
+    check(result, reference, ce_rtol=1e-4)
+
+
+def test_roofline_binary(benchmark, case, binary_case):
+    labels, z, _ = binary_case
+    roofline.compile_all()
+    total = bench(benchmark, case, "float32", labels, z, lambda: roofline.roofline_sum(z), workload="binary")
+    assert math.isclose(total, float(z.sum(dtype=np.float64)), rel_tol=1e-3, abs_tol=1e-3 * math.sqrt(z.size))

@@ -266,3 +266,155 @@ def cross_entropy_reference(
         raise ValueError(reduction)
     den = math.fsum(denominator)
     return math.nan if den == 0.0 else total / den
+
+
+# --------------------------------------------------------------------------- the cross-entropy family
+# (binary / multi-label / soft targets; appended for issue 5)
+
+
+def softplus(t: float) -> float:
+    """log(1 + exp(t)), exactly as the math says, for any float t (inf allowed)."""
+    if t == math.inf:
+        return math.inf
+    if t == -math.inf:
+        return 0.0
+    return max(t, 0.0) + math.log1p(math.exp(-abs(t)))
+
+
+def element_bce(x: float, y: float, *, from_logits: bool, pos_weight: float = 1.0) -> float:
+    """One element's binary cross-entropy.
+
+    logits: ``pos_weight * y * softplus(-x) + (1 - y) * softplus(x)``, a term
+    with a zero coefficient counting 0 (so +-inf logits give their limits).
+    probabilities: PyTorch's ``-(y max(log p, -100) + (1 - y) max(log(1 - p), -100))``.
+    """
+    if math.isnan(x):
+        return math.nan
+    if from_logits:
+        a, b = pos_weight * y, 1.0 - y
+        return (0.0 if a == 0 else a * softplus(-x)) + (0.0 if b == 0 else b * softplus(x))
+    log_p = max(math.log(x), -100.0) if x > 0 else -100.0
+    log_q = max(math.log1p(-x), -100.0) if x < 1 else -100.0
+    return -(y * log_p + (1.0 - y) * log_q)
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def bce_reference(input, target, *, weight=None, pos_weight=None, reduction="mean", from_logits=True):
+    """Reference for ``fastce.binary_cross_entropy(_with_logits)`` (PyTorch's semantics).
+
+    ``weight`` is broadcast to the input's shape (numpy rules), ``pos_weight``
+    along the last axis; a zero weight removes an element (even an infinite
+    one); "mean" divides by the number of elements.
+    """
+    x = to_float64(input)
+    y = to_float64(target)
+    w = np.broadcast_to(np.ones(1) if weight is None else to_float64(weight), x.shape)
+    pw = np.broadcast_to(np.ones(1) if pos_weight is None else to_float64(pos_weight), x.shape)
+    losses = np.empty(x.shape)
+    for index in np.ndindex(x.shape):
+        loss = element_bce(float(x[index]), float(y[index]), from_logits=from_logits, pos_weight=float(pw[index]))
+        losses[index] = 0.0 if w[index] == 0 else w[index] * loss
+    if reduction == "none":
+        return losses
+    flat = losses.reshape(-1).tolist()
+    total = math.nan if any(map(math.isnan, flat)) else (math.inf if math.inf in flat else math.fsum(flat))
+    return total if reduction == "sum" else total / x.size
+
+
+def multilabel_reference(y_true, scores, *, from_logits: bool, sample_weight=None) -> dict:
+    """Reference for ``evaluate`` on an (N, C) indicator target: mean per-element BCE, accuracies, Brier."""
+    x = to_float64(scores)
+    y = to_float64(y_true)
+    n, c = x.shape
+    w = np.ones(n) if sample_weight is None else to_float64(sample_weight)
+    loss = []
+    hits = []
+    subset = []
+    brier = []
+    for i in range(n):
+        row_loss = [element_bce(float(x[i, j]), float(y[i, j]), from_logits=from_logits) for j in range(c)]
+        p = [sigmoid(float(v)) if from_logits else float(v) for v in x[i]]
+        right = [((x[i, j] > 0) if from_logits else (x[i, j] > 0.5)) == (y[i, j] > 0.5) for j in range(c)]
+        loss.append(w[i] * math.fsum(row_loss))
+        hits.append(w[i] * sum(right))
+        subset.append(w[i] * all(right))
+        brier.append(w[i] * math.fsum((p[j] - y[i, j]) ** 2 for j in range(c)))
+    total = math.fsum(w.tolist())
+    return {
+        "cross_entropy": math.fsum(loss) / (total * c),
+        "hamming_accuracy": math.fsum(hits) / (total * c),
+        "subset_accuracy": math.fsum(subset) / total,
+        "brier": math.fsum(brier) / (total * c),
+    }
+
+
+def log_softmax_row(z: np.ndarray) -> np.ndarray:
+    """log softmax of a row with a finite max; -inf entries stay -inf."""
+    return z - logsumexp_row(z)
+
+
+def soft_cross_entropy_reference(input, target, *, weight=None, ignore_index=-100, reduction="mean",
+                                 label_smoothing=0.0):
+    """Reference for ``fastce.cross_entropy`` with soft targets or label smoothing (PyTorch's semantics).
+
+    With d_ij = -log softmax(x_i)_j and a term whose coefficient is 0 counting 0:
+    soft targets t: loss_i = sum_j w_j q_ij d_ij, q = t (1 - eps) + eps / C, "mean" divides by N;
+    class indices y: loss_i = (1 - eps) w_y d_iy + (eps / C) sum_j w_j d_ij, rows with
+    y == ignore_index give 0 and "mean" divides by the sum of w_y over the rows kept.
+    """
+    x = to_float64(input)
+    n, c = x.shape
+    w = np.ones(c) if weight is None else to_float64(weight)
+    t = np.asarray(target)
+    soft = t.ndim == 2
+    eps = float(label_smoothing)
+    losses = np.zeros(n)
+    denominator = []
+    for i in range(n):
+        if not soft and int(t[i]) == ignore_index:
+            continue
+        if row_is_nonfinite(x[i], from_logits=True):
+            losses[i] = math.nan
+            denominator.append(1.0 if soft else float(w[int(t[i])]))
+            continue
+        d = -log_softmax_row(x[i])
+        if soft:
+            q = to_float64(t[i]) * (1.0 - eps) + eps / c
+            terms = [0.0 if w[j] * q[j] == 0 else w[j] * q[j] * d[j] for j in range(c)]
+            denominator.append(1.0)
+        else:
+            y = int(t[i])
+            nll = 0.0 if w[y] == 0 else w[y] * d[y]
+            smooth = [0.0 if w[j] == 0 else w[j] * d[j] for j in range(c)]
+            terms = [0.0 if eps == 1.0 else (1.0 - eps) * nll]
+            if eps > 0:
+                terms.append(eps / c * (math.inf if math.inf in smooth else math.fsum(smooth)))
+            denominator.append(float(w[y]))
+        losses[i] = math.inf if math.inf in terms else math.fsum(terms)
+    if reduction == "none":
+        return losses
+    flat = losses.tolist()
+    total = math.nan if any(map(math.isnan, flat)) else (math.inf if math.inf in flat else math.fsum(flat))
+    if reduction == "sum":
+        return total
+    den = math.fsum(denominator)
+    return math.nan if den == 0 else total / den
+
+
+def soft_target_reference(target, logits) -> dict:
+    """Reference for ``evaluate`` with soft targets: mean cross-entropy, target entropy, KL, argmax agreement."""
+    x = to_float64(logits)
+    q = to_float64(target)
+    ce, entropy, kl, hits = [], [], [], []
+    for i in range(x.shape[0]):
+        d = -log_softmax_row(x[i])
+        ce.append(math.fsum(q[i, j] * d[j] for j in range(x.shape[1]) if q[i, j] > 0))
+        entropy.append(-math.fsum(v * math.log(v) for v in q[i].tolist() if v > 0))
+        kl.append(math.fsum(v * (math.log(v) + d[j]) for j, v in enumerate(q[i].tolist()) if v > 0))
+        hits.append(int(np.argmax(x[i]) == np.argmax(q[i])))
+    n = x.shape[0]
+    return {"cross_entropy": math.fsum(ce) / n, "target_entropy": math.fsum(entropy) / n,
+            "kl_divergence": math.fsum(kl) / n, "accuracy": sum(hits) / n}

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["fastce.api", "fastce.sklearn_compat", "fastce.torch_compat"]
+MODULES = ["fastce.api", "fastce.sklearn_compat", "fastce.torch_compat", "fastce.torch_binary"]
 
 
 @pytest.mark.parametrize("name", MODULES)

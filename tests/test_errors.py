@@ -86,9 +86,10 @@ EVALUATE_CASES = [
     ("label-none", _evaluate_case(y=None) | {"y_true": None}, r"y_true is required", "y_true", None),
     ("labels-too-many", _evaluate_case(y=np.zeros(N + 1, dtype=int)), r"y_true has 7 rows but the scores have 6", "y_true", None),
     ("labels-too-few", _evaluate_case(y=np.zeros(N - 2, dtype=int)), r"y_true has 4 rows but the scores have 6", "y_true", None),
-    ("labels-2d", _evaluate_case(y=np.zeros((N, 2), dtype=int)), r"y_true must be a 1-D array.*\(6, 2\)", "y_true", None),
+    ("labels-2d", _evaluate_case(y=np.zeros((N, 2), dtype=int)), r"y_true has shape \(6, 2\) but the scores have shape \(6, 3\)", "y_true", None),
     ("labels-0d", _evaluate_case(y=np.int64(1)), r"y_true must be a 1-D array", "y_true", None),
-    ("logits-1d", _evaluate_case(logits=B["logits"][:, 0]), r"logits must have shape \(n_samples, n_classes\).*\(6,\)", "logits", None),
+    # 1-D logits are a binary task: labels must be 0/1
+    ("logits-1d", _evaluate_case(logits=B["logits"][:, 0]), r"y_true row 1 is 2, outside the valid class indices 0\.\.1", "y_true", 1),
     ("logits-3d", _evaluate_case(logits=B["logits"][:, :, None]), r"logits must have shape .*\(6, 3, 1\)", "logits", None),
     ("logits-no-rows", _evaluate_case(y=np.zeros(0, dtype=int), logits=np.zeros((0, 3))), r"logits is empty", "logits", None),
     ("logits-no-classes", _evaluate_case(logits=np.zeros((N, 0))), r"logits is empty", "logits", None),

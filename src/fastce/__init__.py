@@ -8,9 +8,10 @@ from fastce.api import diagnose, evaluate
 from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
 from fastce.metrics import Metrics
 from fastce.report import Report
-from fastce.sklearn_compat import accuracy_score, log_loss, top_k_accuracy_score
+from fastce.sklearn_compat import accuracy_score, brier_score_loss, log_loss, top_k_accuracy_score
 from fastce.state import State
 from fastce.streaming import Evaluator
+from fastce.torch_binary import binary_cross_entropy, binary_cross_entropy_with_logits
 from fastce.torch_compat import cross_entropy
 
 __version__ = "0.1.0"
@@ -24,6 +25,9 @@ __all__ = [
     "OmittedRowsWarning",
     "State",
     "accuracy_score",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "brier_score_loss",
     "cross_entropy",
     "diagnose",
     "evaluate",

@@ -104,13 +104,19 @@ def evaluate(
 
     Parameters
     ----------
-    y_true : array-like of int, shape (n_samples,)
-        Class indices 0..C-1, any integer dtype.
-    logits, proba : array-like of float, shape (n_samples, n_classes)
+    y_true : array-like, shape (n_samples,) or (n_samples, n_classes)
+        Class indices 0..C-1 (any integer dtype); 0/1 labels for 1-D scores;
+        or an (N, C) target: one-hot rows (scored as the class indices they
+        are), a 0/1 multi-label indicator, or soft targets (rows summing to
+        1).  The task is inferred from these shapes (``Metrics.task``; see
+        ``fastce.tasks``).
+    logits, proba : array-like of float, shape (n_samples, n_classes) or (n_samples,)
         Exactly one: raw scores (log-softmax cross-entropy) or probabilities
-        (clipped log loss, as scikit-learn's ``log_loss``).  float16,
-        bfloat16, float32 and float64 are read without a copy, in any memory
-        layout.
+        (clipped log loss, as scikit-learn's ``log_loss``).  1-D scores are a
+        binary task: the logit or probability of class 1 (class 1 is
+        predicted when z > 0 / p > 0.5).  Multi-label scores are per-element
+        logits (sigmoid) or probabilities.  float16, bfloat16, float32 and
+        float64 are read without a copy, in any memory layout.
     sample_weight : array-like of float, shape (n_samples,), optional
         Non-negative finite row weights.
     top_k : int or sequence of int, default (1,)
@@ -123,9 +129,11 @@ def evaluate(
     Returns
     -------
     Metrics
-        ``n``, ``weight_sum``, ``cross_entropy`` (nats), ``accuracy``,
-        ``top_k_accuracy``, ``n_omitted``; ``cross_entropy_bits`` and
-        ``perplexity`` as properties.
+        ``n``, ``weight_sum``, ``cross_entropy`` (nats, never a percent),
+        ``accuracy``, ``top_k_accuracy``, ``n_omitted``, ``brier``, ``task``;
+        ``hamming_accuracy`` / ``subset_accuracy`` (multi-label) and
+        ``target_entropy`` / ``kl_divergence`` (soft targets);
+        ``cross_entropy_bits`` and ``perplexity`` as properties.
 
     Examples
     --------
@@ -134,8 +142,34 @@ def evaluate(
     >>> m = fastce.evaluate(np.array([0, 1]), logits=logits, top_k=(1, 2))
     >>> round(m.cross_entropy, 4), m.accuracy, m.top_k_accuracy[2]
     (1.5755, 0.5, 1.0)
+
+    Binary, from 1-D logits of class 1:
+
+    >>> b = fastce.evaluate(np.array([1, 0, 1]), logits=np.array([2.0, -1.0, -0.5]))
+    >>> b.task, round(b.cross_entropy, 4), round(b.accuracy, 4)
+    ('binary', 0.4714, 0.6667)
+
+    Multi-label (each column its own yes/no question):
+
+    >>> y = np.array([[1, 0, 1], [0, 0, 1]])
+    >>> ml = fastce.evaluate(y, logits=np.array([[3.0, -2.0, 1.0], [0.5, -1.0, 2.0]]))
+    >>> ml.task, round(ml.cross_entropy, 4), ml.subset_accuracy, round(ml.hamming_accuracy, 4)
+    ('multilabel', 0.3172, 0.5, 0.8333)
     """
     check_nan_policy(nan_policy)
+    if (logits is None) != (proba is None):
+        # Binary (1-D scores), multi-label and soft targets: see fastce.tasks.
+        from fastce import tasks
+
+        name = "logits" if logits is not None else "proba"
+        scores = validation.scores(logits if logits is not None else proba, name, ndim=(1, 2))
+        metrics, labels = tasks.evaluate_by_task(
+            y_true, scores=scores, from_logits=logits is not None, name=name, sample_weight=sample_weight,
+            top_k=top_k, nan_policy=nan_policy,
+        )
+        if metrics is not None:
+            return metrics
+        y_true = y_true if labels is None else labels
     state, name = accumulate(y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k)
     if not state.from_logits:
         check_probability_range(state, name)

@@ -40,7 +40,21 @@ class Metrics:
         (``scale_by_half="auto"``): the mean of sum_j (p_j - [j = y])^2 over
         the classes, halved when there are two classes (then it is the mean
         of (p - y)^2 for the positive class).  From logits, p is the softmax.
-        0 is perfect; like cross-entropy it is not a percentage.
+        0 is perfect; like cross-entropy it is not a percentage.  Multi-label:
+        the mean over elements of (p - y)^2.
+    task : str
+        What ``evaluate`` inferred from the shapes and targets: "multiclass"
+        (one label per row), "binary" (1-D scores), "multilabel" (an (N, C)
+        0/1 indicator target: C independent yes/no questions) or "soft"
+        (target rows are probability distributions).
+    hamming_accuracy, subset_accuracy : float
+        Multi-label only (NaN otherwise): the fraction of elements predicted
+        right, and of rows with every element right (``accuracy`` is the
+        subset accuracy, as scikit-learn's ``accuracy_score``).
+    target_entropy, kl_divergence : float
+        Soft targets only (NaN otherwise): mean entropy of the target rows and
+        mean KL divergence from them to the predicted distribution, in nats;
+        ``cross_entropy = target_entropy + kl_divergence``.
     """
 
     n: int
@@ -52,6 +66,11 @@ class Metrics:
     num_classes: int = 0
     from_logits: bool = True
     brier: float = math.nan
+    task: str = "multiclass"
+    hamming_accuracy: float = math.nan
+    subset_accuracy: float = math.nan
+    target_entropy: float = math.nan
+    kl_divergence: float = math.nan
 
     def __post_init__(self):
         object.__setattr__(self, "top_k_accuracy", MappingProxyType(dict(self.top_k_accuracy)))
@@ -90,6 +109,11 @@ class Metrics:
             "num_classes": self.num_classes,
             "from_logits": self.from_logits,
             "brier": self.brier,
+            "task": self.task,
+            "hamming_accuracy": self.hamming_accuracy,
+            "subset_accuracy": self.subset_accuracy,
+            "target_entropy": self.target_entropy,
+            "kl_divergence": self.kl_divergence,
         }
 
     def to_json(self, **kwargs) -> str:

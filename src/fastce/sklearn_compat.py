@@ -774,4 +774,172 @@ def _top_k_hits(scores: np.ndarray, encoded: np.ndarray, k: int) -> np.ndarray:
     return hits
 
 
-__all__ = ["log_loss", "accuracy_score", "top_k_accuracy_score", "InvalidParameterError", "UndefinedMetricWarning"]
+# -------------------------------------------------------------- brier_score_loss
+
+_REAL_OR_STR = ("an instance of 'float', an instance of 'str'", lambda v: isinstance(v, (numbers.Real, str)))
+_BOOLEAN = ("an instance of 'bool' or an instance of 'numpy.bool'", lambda v: isinstance(v, (bool, np.bool_)))
+_AUTO = ("a str among {'auto'}", lambda v: isinstance(v, str) and v == "auto")
+
+
+def brier_score_loss(y_true, y_proba, *, sample_weight=None, pos_label=None, labels=None, scale_by_half="auto"):
+    """Brier score, as ``sklearn.metrics.brier_score_loss`` 1.9 (binary and multiclass).
+
+    The mean over rows of ``sum_j (p_j - [j is the true class])**2``, halved
+    when ``scale_by_half`` is True, or "auto" and there are at most two
+    columns (then it is the familiar mean of (p - y)**2 for the positive
+    class).  1-D ``y_proba`` is the probability of ``pos_label`` (inferred
+    as scikit-learn does); (N, C) columns follow the sorted labels.  The sum
+    comes from the same one-read kernel as ``log_loss`` (no one-hot matrix);
+    values, errors and warnings are scikit-learn's.
+
+    Examples
+    --------
+    >>> from fastce import brier_score_loss
+    >>> round(brier_score_loss([0, 1, 1, 0], [0.1, 0.9, 0.8, 0.3]), 6)
+    0.0375
+    >>> round(brier_score_loss(["eggs", "ham", "spam"], [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.2, 0.2, 0.6]]), 6)
+    0.146667
+    """
+    _validate_params(
+        "brier_score_loss",
+        [
+            ("y_true", y_true, (_ARRAY,)),
+            ("y_proba", y_proba, (_ARRAY,)),
+            ("sample_weight", sample_weight, (_ARRAY, _NONE)),
+            ("pos_label", pos_label, (_REAL_OR_STR, _BOOLEAN, _NONE)),
+            ("labels", labels, (_ARRAY, _NONE)),
+            ("scale_by_half", scale_by_half, (_BOOLEAN, _AUTO)),
+        ],
+    )
+    scores = _check_scores(y_proba, numeric=False)
+    if scores.binary:
+        total, weights = _binary_brier(y_true, scores, sample_weight, pos_label)
+    else:
+        total, weights = _multiclass_brier(y_true, scores, sample_weight, labels)
+    if isinstance(scale_by_half, str):
+        scale_by_half = scores.binary or scores.array.shape[1] < 3
+    return float(total) * (0.5 if scale_by_half else 1.0)
+
+
+def _brier_mean(total: float, weight_sum: float) -> float:
+    if weight_sum == 0:
+        raise ZeroDivisionError("Weights sum to zero, can't be normalized")
+    return total / weight_sum
+
+
+def _binary_brier(y_true, scores: _Scores, sample_weight, pos_label):
+    """scikit-learn's _validate_binary_probabilistic_prediction, then the two-column Brier mean."""
+    true = L.column_or_1d(y_true)
+    proba = L.column_or_1d(scores.array)
+    L.assert_all_finite(true)
+    L.assert_all_finite(proba)
+    L.check_consistent_length(proba, true, sample_weight)
+    weights = L.check_sample_weight(sample_weight, proba.shape[0])
+    y_type = L.type_of_target(true, "y_true")
+    if y_type != "binary":
+        raise ValueError(
+            f"The type of the target inferred from y_true is {y_type} but should be binary according to the shape "
+            "of y_prob."
+        )
+    if proba.max() > 1:
+        raise ValueError(f"y_prob contains values greater than 1: {proba.max()}")
+    if proba.min() < 0:
+        raise ValueError(f"y_prob contains values less than 0: {proba.min()}")
+    classes = L.unique_values(true) if true.dtype != object else np.unique(true)
+    if pos_label is None:
+        plain = classes.dtype.kind not in "OUS" and classes.shape[0] <= 2 and any(
+            np.array_equal(classes, allowed) for allowed in ([0, 1], [-1, 1], [0], [-1], [1])
+        )
+        if plain:
+            pos_label = 1
+        elif classes.dtype.kind in "OUS":
+            shown = ", ".join(repr(c) for c in classes.tolist())
+            raise ValueError(
+                f"y_true takes value in {{{shown}}} and pos_label is not specified: either make y_true take value "
+                "in {0, 1} or {-1, 1} or pass pos_label explicitly."
+            )
+        else:
+            pos_label = classes[-1]  # scikit-learn's backward-compatible choice: the greater label
+    positive = (true == pos_label).astype(np.int64)
+    numeric = _numeric_weights(weights, True)
+    state = _read(proba, positive, numeric, binary=True, proba_eps=0.0)
+    weight_sum = float(proba.shape[0]) if weights is None else float(np.sum(numeric, dtype=np.float64))
+    return _brier_mean(state.brier_sum, weight_sum), weights
+
+
+def _multiclass_brier(y_true, scores: _Scores, sample_weight, labels):
+    """scikit-learn's _validate_multiclass_probabilistic_prediction (as log_loss), then the Brier mean."""
+    n_rows, n_columns = scores.array.shape
+    pending: list = []
+
+    def value_errors_first():
+        scores.check_finite()
+        low, high = scores.extremes()
+        _raise_out_of_range(scores, low, high)
+        _flush(pending, stacklevel=5)
+
+    try:
+        L.check_consistent_length(scores.array, y_true, sample_weight)
+        weights = _numeric_weights(L.check_sample_weight(sample_weight, n_rows), True)
+        indicator, encoded, classes = _log_loss_target(y_true, labels, pending)
+    except (ValueError, TypeError):
+        value_errors_first()
+        raise
+    if classes.shape[0] != n_columns:
+        value_errors_first()
+        if _count_unnormalized(scores):
+            _warn_unnormalized()
+        if labels is None:
+            raise ValueError(
+                f"y_true and y_prob contain different number of classes: {classes.shape[0]} vs {n_columns}. "
+                "Please provide the true labels explicitly through the labels argument. Classes found in "
+                f"y_true: {classes}"
+            )
+        raise ValueError(
+            f"The number of classes in labels is different from that in y_prob. Classes found in labels: {classes}"
+        )
+    if indicator:
+        # Several true classes per row: the Brier sum is not the kernel's one-label sum.
+        value_errors_first()
+        total = _indicator_brier(encoded, scores.array, weights)
+        unnormalized = _count_unnormalized(scores)
+    else:
+        state = _read(
+            scores.array, encoded, weights, top_k=(1,), from_logits=False, proba_eps=0.0,
+            sum_tolerance=sum_to_one_tolerance(scores.eps),
+        )
+        if state.count("nonfinite_rows"):
+            value_errors_first()
+        _raise_out_of_range(scores, state.minmax[0], state.minmax[1])
+        total = state.brier_sum
+        unnormalized = state.count("unnormalized_rows")
+    _flush(pending, stacklevel=4)
+    if unnormalized:
+        warnings.warn(
+            "The y_prob values do not sum to one. Make sure to pass probabilities.", UserWarning, stacklevel=4
+        )
+    weight_sum = float(n_rows) if weights is None else float(np.sum(weights, dtype=np.float64))
+    return _brier_mean(total, weight_sum), weights
+
+
+def _indicator_brier(indicator, array: np.ndarray, weights) -> float:
+    """sum_i w_i sum_j (y_ij - p_ij)**2 for a label indicator matrix, in row chunks."""
+    if L.is_sparse(indicator):
+        indicator = indicator.tocsr()
+    total = 0.0
+    for start, stop in L.row_chunks(*array.shape):
+        part = indicator[start:stop]
+        truth = part.toarray() if L.is_sparse(part) else np.asarray(part)
+        rows = np.sum((truth - np.asarray(array[start:stop], dtype=np.float64)) ** 2, axis=1)
+        total += float(rows.sum() if weights is None else np.dot(rows, weights[start:stop]))
+    return total
+
+
+__all__ = [
+    "log_loss",
+    "accuracy_score",
+    "top_k_accuracy_score",
+    "brier_score_loss",
+    "InvalidParameterError",
+    "UndefinedMetricWarning",
+]

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from fastce import _accumulate, validation
+from fastce import _accumulate, torch_soft, validation
 from fastce.errors import FastCEWarning, InputError
 from fastce.state import check_nan_policy
 
@@ -23,8 +23,9 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: str = "mean",
     nan_policy: str = "raise",
+    label_smoothing: float = 0.0,
 ):
-    """``torch.nn.functional.cross_entropy`` for (N, C) logits and class-index targets.
+    """``torch.nn.functional.cross_entropy`` for (N, C) logits and class-index or soft targets.
 
     Same semantics as PyTorch: ``loss_i = w[t_i] * (logsumexp(x_i) - x_i[t_i])``;
     rows whose target equals ``ignore_index`` are skipped; ``"mean"`` divides
@@ -35,8 +36,17 @@ def cross_entropy(
     and a float64 numpy array for ``"none"``; NaN/+inf logits raise by default
     (``nan_policy="propagate"`` gives PyTorch's NaN); out-of-range targets
     raise an ``InputError`` naming the row; a row whose target-class weight is 0
-    contributes 0 even when its target logit is -inf (PyTorch gives 0 * inf = NaN).  Soft targets and label smoothing
-    are not supported yet.
+    contributes 0 even when its target logit is -inf (PyTorch gives 0 * inf = NaN).
+
+    Soft targets and label smoothing (``fastce.torch_soft``), as PyTorch:
+    a float ``target`` of the input's shape holds probabilities, ``loss_i =
+    -sum_j w_j t_ij log softmax(x_i)_j`` and ``"mean"`` divides by N
+    (``ignore_index`` does not apply); ``label_smoothing=eps`` mixes the
+    target with the uniform distribution, ``t (1 - eps) + eps / C``, and
+    with class indices ``"mean"`` divides by the sum of the target-class
+    weights of the rows kept.  Classes with -inf logits and no target mass
+    contribute 0 (PyTorch: NaN).  Negative or NaN soft targets raise; rows
+    not summing to 1 give a warning.
 
     Examples
     --------
@@ -45,6 +55,10 @@ def cross_entropy(
     >>> x = np.array([[2.0, 0.0], [0.0, 2.0]])
     >>> round(cross_entropy(x, np.array([0, 0])), 6)
     1.126928
+    >>> round(cross_entropy(x, np.array([0, 1]), label_smoothing=0.1), 6)
+    0.226928
+    >>> round(cross_entropy(x, np.array([[0.9, 0.1], [0.5, 0.5]])), 6)
+    0.726928
     """
     if reduction not in _REDUCTIONS:
         raise InputError(f"reduction={reduction!r} is not one of {_REDUCTIONS}.", argument="reduction", value=reduction)
@@ -60,9 +74,13 @@ def cross_entropy(
             value=ignore_index,
         )
     ignore_index = int(ignore_index)
+    label_smoothing = torch_soft.check_label_smoothing(label_smoothing)
     scores = validation.scores(input, "input")
     n_rows, n_classes = scores.shape
-    labels = validation.class_indices(target, "target", n_rows, n_classes, ignore_label=ignore_index)
+    soft = torch_soft.is_soft_target(target, scores.shape)
+    labels = None
+    if not soft:
+        labels = validation.class_indices(target, "target", n_rows, n_classes, ignore_label=ignore_index)
     class_weight = None
     if weight is not None:
         class_weight = validation.as_array(weight, "weight").astype(np.float64)
@@ -79,6 +97,11 @@ def cross_entropy(
                 argument="weight",
                 value=class_weight[cls].item(),
             )
+    if soft or label_smoothing > 0.0:
+        return torch_soft.soft_cross_entropy(
+            scores.view, target, class_weight, labels=labels, ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=label_smoothing, nan_policy=nan_policy,
+        )
     row_losses = np.empty(n_rows, dtype=np.float64) if reduction == "none" else None
     state = _accumulate.accumulate_matrix(
         scores.view,

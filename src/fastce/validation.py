@@ -75,6 +75,14 @@ class Scores:
             self.eps = float(np.finfo(np.float64).eps)
 
 
+def float_eps(dtype: np.dtype) -> float:
+    """Machine epsilon of a float dtype (bfloat16 included); float64's for anything else."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" or _is_bfloat16(dtype):
+        return _finfo_eps(dtype)
+    return float(np.finfo(np.float64).eps)
+
+
 def _finfo_eps(dtype: np.dtype) -> float:
     if _is_bfloat16(dtype):
         import ml_dtypes  # only reachable when the caller already has bfloat16 arrays
@@ -120,8 +128,11 @@ def _first_row(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=None) -> np.ndarray:
-    """Validate integer class indices in [0, num_classes) (or equal to ``ignore_label``)."""
+def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=None, note=None) -> np.ndarray:
+    """Validate integer class indices in [0, num_classes) (or equal to ``ignore_label``).
+
+    ``note`` replaces "(the scores have C columns)" in the out-of-range message.
+    """
     labels = as_array(y, name)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
@@ -174,7 +185,7 @@ def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=N
             )
             raise InputError(
                 f"{name} row {row} is {int(value)}, outside the valid class indices 0..{num_classes - 1} "
-                f"(the scores have {num_classes} columns).{hint}",
+                f"({note or f'the scores have {num_classes} columns'}).{hint}",
                 argument=name,
                 row=row,
                 value=int(value),

@@ -1,0 +1,198 @@
+"""Drive the element-wise binary and soft-target kernels over an array, a bounded slice at a time.
+
+The counterpart of ``_accumulate`` for ``kernels_binary`` and
+``kernels_soft``: inputs are validated arrays; the result is a
+:class:`Sums` of exact partial sums and counters for the rows given, which
+merges exactly with another (so the numbers never depend on the thread count
+or on how the rows were split).  Targets and weights of a dtype the kernels
+are not compiled for are converted one slice at a time, never as a whole.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from fastce import _config, _exactsum
+from fastce import kernels_binary as KB
+from fastce import kernels_soft as KS
+from fastce import _accumulate
+from fastce._accumulate import kernel_input
+from fastce.state import State
+
+_EMPTY_1D = kernel_input(np.empty(0, dtype=np.float64))
+_EMPTY_2D = kernel_input(np.empty((0, 0), dtype=np.float64))
+_NO_LOSSES_1D = np.empty(0, dtype=np.float64)
+_NO_LOSSES_2D = np.empty((0, 0), dtype=np.float64)
+
+# Target dtypes the binary kernel reads as they are; others become float64 per slice.
+_TARGET_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.uint8))
+
+
+class Sums:
+    """Exact sums and counters of one kernel family for a set of rows.
+
+    ``value(c)`` is exact-sum column ``c`` rounded once to float64;
+    ``count(c)`` a counter (first-row columns hold the earliest row, -1 for
+    none).  ``overflowed`` counts blocks whose float partial sums overflowed.
+    """
+
+    def __init__(self, n_exact: int, n_counts: int, first_column: int):
+        self.sums = _exactsum.new_accumulators(n_exact)
+        self.minmax = np.array([np.inf, -np.inf])
+        self.counts = np.zeros(n_counts, dtype=np.int64)
+        self.counts[first_column:] = -1
+        self.first_column = first_column
+        self.overflowed = 0
+        self.rows_seen = 0
+
+    def value(self, column: int) -> float:
+        return _exactsum.to_float(self.sums[column])
+
+    def count(self, column: int) -> int:
+        return int(self.counts[column])
+
+    def merge(self, other: "Sums") -> "Sums":
+        """A new Sums for the rows of ``self`` followed by those of ``other``."""
+        out = Sums(self.sums.shape[0], self.counts.shape[0], self.first_column)
+        out.sums = self.sums + other.sums
+        for acc in out.sums:
+            _exactsum.normalize(acc)
+        out.minmax = np.array([min(self.minmax[0], other.minmax[0]), max(self.minmax[1], other.minmax[1])])
+        f = self.first_column
+        out.counts[:f] = self.counts[:f] + other.counts[:f]
+        out.counts[f:] = self.counts[f:]
+        later = (out.counts[f:] < 0) & (other.counts[f:] >= 0)
+        out.counts[f:][later] = other.counts[f:][later] + self.rows_seen
+        out.overflowed = self.overflowed + other.overflowed
+        out.rows_seen = self.rows_seen + other.rows_seen
+        return out
+
+
+def _as_kernel_target(part: np.ndarray) -> np.ndarray:
+    if part.dtype == np.bool_:
+        part = part.view(np.uint8)
+    if part.dtype.isnative and part.dtype in _TARGET_DTYPES:
+        return kernel_input(part)
+    return kernel_input(part, np.float64)
+
+
+def _optional(array, start=None, stop=None, empty=_EMPTY_1D):
+    if array is None:
+        return empty
+    return kernel_input(array if start is None else array[start:stop], np.float64)
+
+
+def _drive(call, n_rows: int, n_cols: int, block_rows: int, n_sums: int, n_counts: int, first_column: int,
+           n_exact: int, copies: bool) -> Sums:
+    """Run ``call(start, stop, nblocks, fsums, icounts)`` over all rows and fold the blocks."""
+    result = Sums(n_exact, n_counts, first_column)
+    max_blocks = min(_config.BLOCKS_PER_CALL, max(1, -(-n_rows // block_rows)))
+    if copies:
+        # Slices converted at the door stay small (see _config.COPY_BYTES_PER_CALL).
+        max_blocks = max(1, min(max_blocks, _config.COPY_BYTES_PER_CALL // (8 * block_rows * max(1, n_cols))))
+    fsums = np.empty((max_blocks, n_sums), dtype=np.float64)
+    icounts = np.empty((max_blocks, n_counts), dtype=np.int64)
+    serial = n_rows * n_cols < _config.SERIAL_BELOW_ELEMENTS
+    rows_per_call = max_blocks * block_rows
+    for start in range(0, n_rows, rows_per_call):
+        stop = min(start + rows_per_call, n_rows)
+        nblocks = -(-(stop - start) // block_rows)
+        with _config.PARALLEL_LOCK:
+            threads = numba.get_num_threads()
+            if serial and threads > 1:
+                numba.set_num_threads(1)
+            try:
+                call(start, stop, nblocks, fsums, icounts)
+            finally:
+                if serial and threads > 1:
+                    numba.set_num_threads(threads)
+        result.overflowed += KB.fold_blocks(
+            fsums, icounts, nblocks, start, result.sums, result.minmax, result.counts, n_exact, first_column
+        )
+    result.rows_seen = n_rows
+    return result
+
+
+def accumulate_bce(scores, targets, *, from_logits: bool, row_weight=None, col_weight=None, full_weight=None,
+                   pos_weight=None, element_losses=None) -> Sums:
+    """Sums of element-wise binary cross-entropy of an (n, C) score view against (n, C) targets."""
+    n_rows, n_cols = scores.shape
+    mode = KB.MODE_LOGITS if from_logits else KB.MODE_PROBA
+    block_rows = _config.block_rows(n_cols)
+    col = _optional(col_weight)
+    pos = _optional(pos_weight)
+    copies = not scores.flags.c_contiguous or full_weight is not None or not (
+        targets.dtype in _TARGET_DTYPES or targets.dtype == np.bool_
+    ) or not targets.flags.c_contiguous
+
+    def call(start, stop, nblocks, fsums, icounts):
+        KB.bce_blocks(
+            kernel_input(scores[start:stop]),
+            _as_kernel_target(targets[start:stop]),
+            _optional(row_weight, start, stop),
+            col,
+            _optional(full_weight, start, stop, _EMPTY_2D),
+            pos,
+            mode,
+            _NO_LOSSES_2D if element_losses is None else element_losses[start:stop],
+            nblocks,
+            block_rows,
+            fsums,
+            icounts,
+        )
+
+    return _drive(call, n_rows, n_cols, block_rows, KB.NUM_SUMS, KB.NUM_COUNTS, KB.FIRST_COLUMNS,
+                  KB.EXACT_SUMS, copies)
+
+
+def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smoothing: float = 0.0,
+                    ignore_label: int = np.iinfo(np.int64).min, sum_tolerance: float = np.inf,
+                    row_losses=None) -> Sums:
+    """Sums of cross-entropy against soft targets (n, C), or class indices with label smoothing."""
+    n_rows, n_cols = scores.shape
+    block_rows = _config.block_rows(n_cols)
+    weights = _optional(class_weight)
+    copies = not scores.flags.c_contiguous or (
+        targets is not None and not (targets.dtype == np.float64 and targets.flags.c_contiguous)
+    )
+
+    def call(start, stop, nblocks, fsums, icounts):
+        if targets is None:
+            target_part, label_part = _EMPTY_2D, kernel_input(labels[start:stop], np.int64)
+        else:
+            target_part, label_part = kernel_input(targets[start:stop], np.float64), kernel_input(
+                np.empty(0, dtype=np.int64)
+            )
+        KS.soft_blocks(
+            kernel_input(scores[start:stop]),
+            target_part,
+            label_part,
+            weights,
+            float(smoothing),
+            np.int64(ignore_label),
+            float(sum_tolerance),
+            _NO_LOSSES_1D if row_losses is None else row_losses[start:stop],
+            nblocks,
+            block_rows,
+            fsums,
+            icounts,
+        )
+
+    return _drive(call, n_rows, n_cols, block_rows, KS.NUM_SUMS, KS.NUM_COUNTS, KS.FIRST_COLUMNS,
+                  KS.NUM_SUMS, copies)
+
+
+def accumulate_binary_logits(logits, labels, *, top_k, sample_weight=None, row_losses=None) -> State:
+    """Core State (two classes) of 1-D logits of class 1 and 0/1 labels."""
+    state = State.empty(2, top_k, from_logits=True)
+    ks = kernel_input(np.asarray(state.top_k, dtype=np.int64))
+    block_rows = _config.BLOCK_ELEMENTS // 4  # 8192 rows, 32 KiB of float32 logits
+
+    def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
+        KB.binary_logits_blocks(
+            kernel_input(logits[start:stop]), labels_part, weights_part, ks, losses_part, nblocks, block_rows,
+            fsums, icounts,
+        )
+
+    return _accumulate._run(call, logits.shape[0], 1, state, block_rows, labels, sample_weight, row_losses)

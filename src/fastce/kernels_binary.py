@@ -1,0 +1,490 @@
+"""Numba kernels for element-wise binary cross-entropy: multi-label (N, C) and 1-D binary.
+
+Every element is an independent yes/no question: ``x`` is a logit (or a
+probability of "yes"), ``y`` the target in [0, 1].  Same layering as
+``kernels``: the kernels only compute and *report* what they see (NaN
+scores, probabilities outside [0, 1], targets outside [0, 1], soft or one-hot
+target rows) in per-block counters; the door decides what is an error.
+
+Per-block outputs, ``fsums`` columns:
+
+    S_LOSS      sum over counted rows of row_weight * sum_j w_ij * loss_ij
+    S_BRIER     sum of row_weight * sum_j (p_ij - y_ij)**2
+    S_HITS      sum of row_weight * (elements predicted right)
+    S_SUBSET    sum of row_weight over rows with every element right
+    S_ARGMAX    sum of row_weight over one-hot target rows whose argmax is the hot class
+    S_WEIGHT    sum of row_weight over counted rows
+    S_MIN, S_MAX  smallest and largest score (probabilities: the range check)
+
+``icounts`` columns: counted rows, rows holding NaN, elements with an infinite
+loss, probabilities below 0 / above 1, targets outside [0, 1] (or NaN),
+targets strictly between 0 and 1 (soft), one-hot target rows (all 0/1,
+exactly one 1), then the first row (slice-relative) of each reported kind.
+
+Blocks are fixed runs of rows; their sums are merged exactly in block order by
+``fold_blocks``, so the results never depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from fastce import kernels as K
+from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
+from fastce._exactsum import exact_add, normalize
+from fastce._vecmath import (
+    add_reassoc,
+    as_float64,
+    as_native,
+    exp_nonpositive,
+    fma,
+    log_positive,
+    maxnum,
+    minnum,
+    prefer_wide_vectors,
+)
+
+MODE_LOGITS = 0
+MODE_PROBA = 1
+
+# The core layout (kernels.py), written by binary_logits_blocks.
+K_WEIGHT, K_LOSS, K_MIN, K_MAX, K_BRIER, K_TOPK = K.F_WEIGHT, K.F_LOSS, K.F_MIN, K.F_MAX, K.F_BRIER, K.F_TOPK
+K_ROWS, K_NONFINITE, K_INF_LOSS = K.C_ROWS, K.C_NONFINITE, K.C_INF_LOSS
+K_FIRST_NONFINITE, K_FIRST_INF_LOSS, K_NUM_ICOUNTS = K.FIRST_NONFINITE, K.FIRST_INF_LOSS, K.NUM_ICOUNTS
+
+S_LOSS, S_BRIER, S_HITS, S_SUBSET, S_ARGMAX, S_WEIGHT, S_MIN, S_MAX = range(8)
+NUM_SUMS = 8
+EXACT_SUMS = 6  # columns [0, EXACT_SUMS) are summed exactly
+
+N_ROWS, N_NONFINITE, N_INF_LOSS, N_BELOW0, N_ABOVE1, N_BAD_TARGET, N_SOFT, N_ONE_HOT = range(8)
+FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BELOW0, FIRST_ABOVE1, FIRST_BAD_TARGET = range(8, 13)
+NUM_COUNTS = 13
+FIRST_COLUMNS = 8  # columns >= this hold first rows
+
+
+# Below exp(-100) torch clamps log p to -100; any p under that gives the same loss.
+_TINY = 1e-300
+
+
+_SQRT2_MINUS_1 = 0.41421356237309503
+_LN2_HI = 0.6931471803691238
+_LN2_LO = 1.9082149292705877e-10
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def softplus_tail_and_sigmoid(x):
+    """(log1p(exp(-|x|)), sigmoid(x)), to a few ulps, in plain arithmetic (vectorisable).
+
+    With e = exp(-|x|) in [0, 1]: log(1 + e) = k ln 2 + 2 atanh(u), with
+    k = 0, u = e / (2 + e) while 1 + e <= sqrt(2), else k = 1,
+    u = (e - 1) / (e + 3); |u| <= 0.172 either way and e is never rounded
+    away.  sigmoid(x) = 1 / (1 + e) (x >= 0) or e / (1 + e).  The two
+    quotients share one division: 1 / (a b) times b or a.
+    """
+    a = abs(x)
+    e = exp_nonpositive(-a)
+    # exp_nonpositive stops at exp(-700); below that (and for inf) exp(-|x|)
+    # changes nothing but the last digits of 0, so make it exactly 0.
+    e = 0.0 if a >= 700.0 else e
+    big = e > _SQRT2_MINUS_1
+    num = e - 1.0 if big else e
+    den = e + 3.0 if big else e + 2.0
+    one_e = 1.0 + e
+    r = 1.0 / (den * one_e)
+    u = num * (one_e * r)
+    s = den * r  # 1 / (1 + e)
+    u2 = u * u
+    p = 0.047619047619047616
+    p = fma(p, u2, 0.05263157894736842)
+    p = fma(p, u2, 0.058823529411764705)
+    p = fma(p, u2, 0.06666666666666667)
+    p = fma(p, u2, 0.07692307692307693)
+    p = fma(p, u2, 0.09090909090909091)
+    p = fma(p, u2, 0.1111111111111111)
+    p = fma(p, u2, 0.14285714285714285)
+    p = fma(p, u2, 0.2)
+    p = fma(p, u2, 0.3333333333333333)
+    p = fma(p, u2, 1.0)
+    k = 1.0 if big else 0.0
+    tail = fma(k, _LN2_HI, fma(k, _LN2_LO, 2.0 * u * p))
+    return tail, (s if x >= 0.0 else e * s)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def element_loss(x, y, pos_w, mode):
+    """(loss, (p - y)**2, predicts "yes") of one element, in float64.
+
+    Logits: ``pos_w * y * softplus(-x) + (1 - y) * softplus(x)`` with
+    ``softplus(t) = max(t, 0) + log1p(exp(-|x|))`` (never overflows); a term
+    whose coefficient is 0 is left out, so +-inf logits give their limits
+    (0 or inf) instead of 0 * inf.  Probabilities: PyTorch's
+    ``-(y * max(log p, -100) + (1 - y) * max(log(1 - p), -100))``.
+    "Yes" is x > 0 (logits) or p > 0.5: a tie goes to "no".  NaN stays NaN.
+    """
+    if mode == MODE_LOGITS:
+        tail, p = softplus_tail_and_sigmoid(x)
+        neg_log_p = (-x if x < 0.0 else 0.0) + tail
+        neg_log_q = (x if x > 0.0 else 0.0) + tail
+        positive = x > 0.0
+    else:
+        p = x
+        neg_log_p = -max(math.log(max(p, _TINY)), -100.0)
+        neg_log_q = -max(math.log1p(-min(p, 1.0)), -100.0)
+        positive = p > 0.5
+    b = pos_w * y
+    c = 1.0 - y
+    loss = (0.0 if b == 0.0 else b * neg_log_p) + (0.0 if c == 0.0 else c * neg_log_q)
+    loss = x if x != x else loss
+    d = p - y
+    return loss, d * d, positive
+
+
+def target_value(t):  # pragma: no cover - replaced by the overload below
+    return float(t)
+
+
+@overload(target_value, inline="always", jit_options=KERNEL_OPTIONS)
+def _target_value_overload(t):
+    # uint8 targets (0/1 indicators, bool viewed as uint8) are plain numbers;
+    # floats go through as_float64 (which reads 16-bit ints as half floats).
+    if t == types.uint8:
+        return lambda t: np.float64(t)
+    return lambda t: as_float64(t)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def softplus_parts(x, mode):
+    """(-log p, -log(1 - p), p) of one element, p = sigmoid(x) (logits) or x itself.
+
+    Probabilities: logs clamped at -100 as PyTorch; log(1 - p) keeps the
+    digits of a small p (the rounding of 1 - p is corrected as in log1p).
+    Plain arithmetic throughout, so the loop calling it vectorises.
+    """
+    if mode == MODE_LOGITS:
+        tail, p = softplus_tail_and_sigmoid(x)
+        return (-x if x < 0.0 else 0.0) + tail, (x if x > 0.0 else 0.0) + tail, p
+    log_p = log_positive(x if x > _TINY else _TINY)
+    u = 1.0 - x
+    safe_u = u if u > _TINY else _TINY
+    log_q = log_positive(safe_u) - ((u - 1.0) + x) / safe_u
+    log_p = log_p if log_p > -100.0 else -100.0
+    log_q = log_q if (log_q > -100.0 and u > 0.0) else -100.0
+    return -log_p, -log_q, x
+
+
+@njit(**PARALLEL_OPTIONS)
+def bce_blocks(
+    scores,
+    targets,
+    row_weight,
+    col_weight,
+    full_weight,
+    pos_weight,
+    mode,
+    element_losses,
+    nblocks,
+    block_rows,
+    fsums,
+    icounts,
+):
+    """Per-block sums of element-wise binary cross-entropy over an (n, C) slice.
+
+    ``targets``: (n, C), float64, float32 or uint8.  Weights multiply each
+    element's loss: ``row_weight`` (n,), ``col_weight`` (C,), ``full_weight``
+    (n, C), each empty when absent; ``pos_weight`` (C,) multiplies the
+    positive term (logits only; empty when absent).  A zero weight removes the
+    element, even when its loss is infinite.  ``element_losses`` (empty, or
+    (n, C)) receives each element's weighted loss.  Accuracy, Brier and the
+    one-hot bookkeeping use the row weight only.  A row holding a NaN score is
+    not counted (reported in N_NONFINITE).
+
+    Each block first runs the exp / log of all its elements in one flat,
+    vectorised loop (the block is contiguous), then walks its rows for the
+    weights, targets, sums and counters, which need no transcendental math.
+    """
+    n_rows = scores.shape[0]
+    n_cols = scores.shape[1]
+    has_row = row_weight.shape[0] != 0
+    has_col = col_weight.shape[0] != 0
+    has_full = full_weight.shape[0] != 0
+    has_pos = pos_weight.shape[0] != 0
+    keep = element_losses.shape[0] != 0
+    for b in prange(nblocks):
+        prefer_wide_vectors()
+        for c in range(NUM_SUMS):
+            fsums[b, c] = 0.0
+        fsums[b, S_MIN] = np.inf
+        fsums[b, S_MAX] = -np.inf
+        for c in range(FIRST_COLUMNS):
+            icounts[b, c] = 0
+        for c in range(FIRST_COLUMNS, NUM_COUNTS):
+            icounts[b, c] = -1
+        start = b * block_rows
+        stop = min(start + block_rows, n_rows)
+        size = (stop - start) * n_cols
+        flat = scores[start:stop].reshape(size)
+        neg_log_p = np.empty(size)
+        neg_log_q = np.empty(size)
+        prob = np.empty(size)
+        # One loop per mode, no test inside: LLVM vectorises each.
+        if mode == MODE_LOGITS:
+            for e in range(size):
+                x = as_float64(flat[e])
+                tail, p = softplus_tail_and_sigmoid(x)
+                neg_log_p[e] = (-x if x < 0.0 else 0.0) + tail
+                neg_log_q[e] = (x if x > 0.0 else 0.0) + tail
+                prob[e] = p
+        else:
+            low = np.inf
+            high = -np.inf
+            for e in range(size):
+                x = as_float64(flat[e])
+                nlp, nlq, p = softplus_parts(x, MODE_PROBA)
+                neg_log_p[e] = nlp
+                neg_log_q[e] = nlq
+                prob[e] = p
+                low = minnum(low, x)
+                high = maxnum(high, x)
+            fsums[b, S_MIN] = low
+            fsums[b, S_MAX] = high
+        for i in range(start, stop):
+            base = (i - start) * n_cols
+            row_loss = 0.0
+            row_brier = 0.0
+            hits = 0
+            nan = 0
+            inf = 0
+            below = 0
+            above = 0
+            bad = 0
+            soft = 0
+            ones = 0
+            hot = -1
+            best = as_native(scores[i, 0])
+            best_j = 0
+            rw = row_weight[i] if has_row else 1.0
+            for j in range(n_cols):
+                x = as_float64(scores[i, j])
+                y = target_value(targets[i, j])
+                pw = pos_weight[j] if has_pos else 1.0
+                positive_term = pw * y
+                negative_term = 1.0 - y
+                loss = (0.0 if positive_term == 0.0 else positive_term * neg_log_p[base + j]) + (
+                    0.0 if negative_term == 0.0 else negative_term * neg_log_q[base + j]
+                )
+                loss = x if x != x else loss
+                w = rw
+                if has_col:
+                    w *= col_weight[j]
+                if has_full:
+                    w *= full_weight[i, j]
+                weighted = 0.0 if w == 0.0 else w * loss
+                if keep:
+                    element_losses[i, j] = weighted
+                infinite = weighted == np.inf
+                inf += infinite
+                row_loss += 0.0 if infinite else weighted
+                d = prob[base + j] - y
+                row_brier += d * d
+                predicted = x > 0.0 if mode == MODE_LOGITS else x > 0.5
+                hits += predicted == (y > 0.5)
+                nan += x != x
+                below += x < 0.0
+                above += x > 1.0
+                # & instead of and: short-circuits are branches in this hot loop
+                bad += not ((y >= 0.0) & (y <= 1.0))
+                soft += (y > 0.0) & (y < 1.0)
+                ones += y == 1.0
+                hot = j if y == 1.0 else hot
+                v = as_native(scores[i, j])
+                best_j = j if v > best else best_j
+                best = v if v > best else best
+            if nan:
+                if icounts[b, N_NONFINITE] == 0:
+                    icounts[b, FIRST_NONFINITE] = i
+                icounts[b, N_NONFINITE] += 1
+                continue
+            if mode == MODE_PROBA:
+                if below:
+                    if icounts[b, N_BELOW0] == 0:
+                        icounts[b, FIRST_BELOW0] = i
+                    icounts[b, N_BELOW0] += 1
+                if above:
+                    if icounts[b, N_ABOVE1] == 0:
+                        icounts[b, FIRST_ABOVE1] = i
+                    icounts[b, N_ABOVE1] += 1
+            if bad:
+                if icounts[b, N_BAD_TARGET] == 0:
+                    icounts[b, FIRST_BAD_TARGET] = i
+                icounts[b, N_BAD_TARGET] += 1
+            if inf:
+                if icounts[b, N_INF_LOSS] == 0:
+                    icounts[b, FIRST_INF_LOSS] = i
+                icounts[b, N_INF_LOSS] += inf
+            one_hot = ones == 1 and soft == 0 and bad == 0
+            icounts[b, N_ROWS] += 1
+            icounts[b, N_SOFT] += soft
+            icounts[b, N_ONE_HOT] += one_hot
+            fsums[b, S_LOSS] += row_loss
+            fsums[b, S_BRIER] += rw * row_brier
+            fsums[b, S_HITS] += rw * hits
+            fsums[b, S_SUBSET] += rw if hits == n_cols else 0.0
+            fsums[b, S_ARGMAX] += rw if (one_hot and best_j == hot) else 0.0
+            fsums[b, S_WEIGHT] += rw
+
+
+@njit(**KERNEL_OPTIONS)
+def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n_exact, first_column):
+    """Fold per-block results in block order: exact sums, range, counters.
+
+    Columns [0, n_exact) of ``fsums`` go to the exact accumulators
+    ``sums_acc``; columns ``n_exact`` and ``n_exact + 1`` (when present) are a
+    min and a max.  ``icounts`` columns before ``first_column`` are added;
+    the others keep the earliest row (``row_offset`` added), -1 for none.
+    Returns the number of blocks whose float sums overflowed.
+    """
+    overflowed = 0
+    has_range = fsums.shape[1] >= n_exact + 2
+    for b in range(nblocks):
+        for c in range(n_exact):
+            value = fsums[b, c]
+            if not math.isfinite(value):
+                overflowed += 1
+            exact_add(sums_acc[c], value)
+        if has_range:
+            minmax[0] = min(minmax[0], fsums[b, n_exact])
+            minmax[1] = max(minmax[1], fsums[b, n_exact + 1])
+        for c in range(first_column):
+            counts[c] += icounts[b, c]
+        for c in range(first_column, icounts.shape[1]):
+            row = icounts[b, c]
+            if row >= 0:
+                row += row_offset
+            if row >= 0 and (counts[c] < 0 or row < counts[c]):
+                counts[c] = row
+    for a in range(n_exact):
+        normalize(sums_acc[a])
+    return overflowed
+
+
+@njit(**KERNEL_OPTIONS)
+def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted):
+    """(rows counted, infinite losses, weight, loss, Brier and hit sums) of rows [start, stop).
+
+    A function of its own, with one plain loop per case and no flag tested
+    inside a loop, so that LLVM vectorises each.  The unweighted loop (the
+    common case) counts its weight and leaves NaN rows to a second pass.
+    """
+    prefer_wide_vectors()  # 512-bit float64 lanes on AVX-512 hosts (see _vecmath)
+    if keep:
+        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, True)
+    if weighted:
+        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, True, False)
+    loss_sum = 0.0
+    brier_sum = 0.0
+    hits = 0.0
+    n_ok = 0
+    n_inf = 0
+    for i in range(start, stop):
+        x = as_float64(logits[i])
+        y = labels[i]
+        loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
+        ok = x == x
+        infinite = loss == np.inf
+        n_ok += ok
+        n_inf += infinite
+        loss_sum = add_reassoc(loss_sum, 0.0 if infinite else loss)
+        brier_sum = add_reassoc(brier_sum, 2.0 * sq if ok else 0.0)
+        hits = add_reassoc(hits, 1.0 if positive == (y == 1) else 0.0)
+    if n_ok != stop - start:
+        # A NaN logit made its loss NaN above: redo this (rare) block with the
+        # loop that drops such rows.
+        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, False, False)
+    return n_ok, n_inf, np.float64(n_ok), loss_sum, brier_sum, hits
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, keep):
+    """The loop of _binary_logit_block with weights and/or per-row losses (flags constant per call site)."""
+    loss_sum = 0.0
+    brier_sum = 0.0
+    n_ok = 0
+    n_inf = 0
+    weight_sum = 0.0
+    correct = 0.0
+    for i in range(start, stop):
+        x = as_float64(logits[i])
+        y = labels[i]
+        loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
+        ok = x == x
+        w = sample_weight[i] if weighted else 1.0
+        w = w if ok else 0.0
+        weighted_loss = 0.0 if w == 0.0 else w * loss
+        infinite = weighted_loss == np.inf
+        if keep:
+            row_losses[i] = weighted_loss if ok else np.nan
+        n_ok += ok
+        n_inf += infinite
+        weight_sum = add_reassoc(weight_sum, w)
+        loss_sum = add_reassoc(loss_sum, 0.0 if infinite else weighted_loss)
+        brier_sum = add_reassoc(brier_sum, 2.0 * w * sq if ok else 0.0)
+        correct = add_reassoc(correct, w if positive == (y == 1) else 0.0)
+    return n_ok, n_inf, weight_sum, loss_sum, brier_sum, correct
+
+
+@njit(**PARALLEL_OPTIONS)
+def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts):
+    """Per-block sums in the core layout (``kernels``) for 1-D logits of class 1 and 0/1 labels.
+
+    The twin of ``kernels.binary_proba_blocks`` for logits: the loss is
+    ``max(z, 0) - z y + log1p(exp(-|z|))``, the prediction is class 1 when
+    z > 0 (z == 0 goes to class 0, as p == 0.5 does for probabilities), the
+    Brier sum is the two-column one, 2 (sigmoid(z) - y)**2.  +-inf logits
+    are legal; a NaN logit makes its row non-finite.  The row loops are
+    branch-free, one per case (weights or not, per-row losses or not), so
+    that LLVM vectorises them; the first NaN or infinite-loss row of a block
+    is looked up again only when there is one.
+    """
+    n_rows = logits.shape[0]
+    keep = row_losses.shape[0] != 0
+    weighted = sample_weight.shape[0] != 0
+    for b in prange(nblocks):
+        for c in range(fsums.shape[1]):
+            fsums[b, c] = 0.0
+        fsums[b, K_MIN] = np.inf
+        fsums[b, K_MAX] = -np.inf
+        for c in range(icounts.shape[1]):
+            icounts[b, c] = 0
+        for c in range(K_FIRST_NONFINITE, K_NUM_ICOUNTS):
+            icounts[b, c] = -1
+        start = b * block_rows
+        stop = min(start + block_rows, n_rows)
+        n_ok, n_inf, weight_sum, loss_sum, brier_sum, correct = _binary_logit_block(
+            logits, labels, sample_weight, row_losses, start, stop, keep, weighted
+        )
+        n_nan = (stop - start) - n_ok
+        if n_nan:
+            icounts[b, K_NONFINITE] = n_nan
+            for i in range(start, stop):
+                if as_float64(logits[i]) != as_float64(logits[i]):
+                    icounts[b, K_FIRST_NONFINITE] = i
+                    break
+        if n_inf:
+            icounts[b, K_INF_LOSS] = n_inf
+            for i in range(start, stop):
+                x = as_float64(logits[i])
+                if abs(x) == np.inf and (x > 0.0) != (labels[i] == 1):
+                    w = sample_weight[i] if weighted else 1.0
+                    if w != 0.0:
+                        icounts[b, K_FIRST_INF_LOSS] = i
+                        break
+        icounts[b, K_ROWS] = n_ok
+        fsums[b, K_WEIGHT] = weight_sum
+        fsums[b, K_LOSS] = loss_sum
+        fsums[b, K_BRIER] = brier_sum
+        for k in range(top_k.shape[0]):
+            fsums[b, K_TOPK + k] = correct if top_k[k] == 1 else weight_sum

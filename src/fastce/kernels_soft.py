@@ -1,0 +1,183 @@
+"""Numba kernel for cross-entropy against a target *distribution*.
+
+Two PyTorch cases share it: soft (probability) targets, an (N, C) matrix,
+and class-index targets with ``label_smoothing``.  Per row it reads the
+logits once from memory (the row max), then from cache: the log-sum-exp and
+``d_j = -log softmax(z)_j = (max - z_j) + log(sum exp(z - max))``, a sum of
+two non-negative terms, so no cancellation even for huge logits.
+
+* soft targets ``t`` (smoothed: ``q = t * (1 - eps) + eps / C``):
+  ``loss = sum_j w_j q_j d_j``; also the entropy ``-sum q log q`` and the
+  divergence ``KL(q || softmax z) = sum_j q_j (log q_j + d_j)`` (unweighted),
+  so that cross-entropy = entropy + KL when no class weights are given.
+* class index ``y`` with smoothing ``eps``:
+  ``loss = (1 - eps) w_y d_y + (eps / C) sum_j w_j d_j``; the denominator of
+  PyTorch's mean is ``w_y`` (the smoothing term is divided by it too).
+
+A term whose coefficient is 0 is left out (no 0 * inf for masked classes
+that carry no target mass).  Rows with NaN or +inf logits, or only -inf,
+are non-finite and not counted.  Same block / exact-fold scheme as the other
+kernels (``kernels_binary.fold_blocks``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from fastce._config import PARALLEL_OPTIONS
+from fastce._vecmath import (
+    add_reassoc,
+    as_float64,
+    as_native,
+    exp_nonpositive,
+    log1p_nonnegative,
+    maxnum,
+    prefer_wide_vectors,
+)
+
+S_LOSS, S_DENOM, S_ENTROPY, S_KL, S_HITS = range(5)
+NUM_SUMS = 5
+
+N_ROWS, N_NONFINITE, N_INF_LOSS, N_IGNORED, N_BAD_TARGET, N_UNNORMALIZED = range(6)
+FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BAD_TARGET, FIRST_UNNORMALIZED = range(6, 10)
+NUM_COUNTS = 10
+FIRST_COLUMNS = 6
+
+
+@njit(**PARALLEL_OPTIONS)
+def soft_blocks(
+    scores,
+    targets,
+    labels,
+    class_weight,
+    smoothing,
+    ignore_label,
+    sum_tolerance,
+    row_losses,
+    nblocks,
+    block_rows,
+    fsums,
+    icounts,
+):
+    """Per-block sums over rows [0, nblocks * block_rows) of an (n, C) logit slice.
+
+    ``targets`` (n, C) soft targets, or empty (0, 0) with ``labels`` (n,)
+    class indices (``ignore_label`` rows skipped).  ``class_weight`` (C,) or
+    empty.  ``row_losses`` (empty or (n,)) receives each row's loss (NaN for
+    non-finite rows, 0 for ignored ones).  Target rows with a negative, NaN
+    or infinite value are counted in N_BAD_TARGET; rows whose sum differs
+    from 1 by more than ``sum_tolerance`` in N_UNNORMALIZED.
+    """
+    n_rows = scores.shape[0]
+    n_cols = scores.shape[1]
+    soft = targets.shape[0] != 0
+    weighted = class_weight.shape[0] != 0
+    keep = row_losses.shape[0] != 0
+    spread = smoothing / n_cols
+    for b in prange(nblocks):
+        prefer_wide_vectors()
+        for c in range(NUM_SUMS):
+            fsums[b, c] = 0.0
+        for c in range(FIRST_COLUMNS):
+            icounts[b, c] = 0
+        for c in range(FIRST_COLUMNS, NUM_COUNTS):
+            icounts[b, c] = -1
+        start = b * block_rows
+        stop = min(start + block_rows, n_rows)
+        for i in range(start, stop):
+            label = np.int64(0)
+            if not soft:
+                label = np.int64(labels[i])
+                if label == ignore_label:
+                    icounts[b, N_IGNORED] += 1
+                    if keep:
+                        row_losses[i] = 0.0
+                    continue
+            # Pass 1 (from memory), in the input's precision: max and argmax.
+            top = as_native(scores[i, 0])
+            best = 0
+            for j in range(n_cols):
+                v = as_native(scores[i, j])
+                best = j if v > top else best
+                top = maxnum(top, v)
+            m = np.float64(top)
+            # Pass 2 (from cache): exp-sum of the entries below the max; NaN,
+            # +inf and all--inf rows make it NaN (see kernels._logits_row).
+            rest = 0.0
+            at_max = 0
+            for j in range(n_cols):
+                x = as_float64(scores[i, j]) - m
+                rest = add_reassoc(rest, 0.0 if x >= 0.0 else exp_nonpositive(x))
+                at_max += x == 0.0
+            rest += at_max - 1
+            if rest != rest:
+                if icounts[b, N_NONFINITE] == 0:
+                    icounts[b, FIRST_NONFINITE] = i
+                icounts[b, N_NONFINITE] += 1
+                if keep:
+                    row_losses[i] = np.nan
+                continue
+            lse = log1p_nonnegative(rest)
+            loss = 0.0
+            denom = 1.0
+            hit = False
+            if soft:
+                entropy = 0.0
+                kl = 0.0
+                total = 0.0
+                bad = False
+                target_top = -np.inf
+                target_best = 0
+                for j in range(n_cols):
+                    t = as_float64(targets[i, j])
+                    bad = bad or not (t >= 0.0 and t < np.inf)
+                    total += t
+                    target_best = j if t > target_top else target_best
+                    target_top = max(target_top, t)
+                    q = t * (1.0 - smoothing) + spread
+                    d = (m - as_float64(scores[i, j])) + lse
+                    wq = q * class_weight[j] if weighted else q
+                    loss += 0.0 if wq == 0.0 else wq * d
+                    if q > 0.0:
+                        log_q = math.log(q)
+                        entropy -= q * log_q
+                        kl += q * (log_q + d)
+                if bad:
+                    if icounts[b, N_BAD_TARGET] == 0:
+                        icounts[b, FIRST_BAD_TARGET] = i
+                    icounts[b, N_BAD_TARGET] += 1
+                if not abs(total - 1.0) <= sum_tolerance:
+                    if icounts[b, N_UNNORMALIZED] == 0:
+                        icounts[b, FIRST_UNNORMALIZED] = i
+                    icounts[b, N_UNNORMALIZED] += 1
+                hit = best == target_best
+                fsums[b, S_ENTROPY] += entropy
+                fsums[b, S_KL] += kl if kl < np.inf else 0.0
+            else:
+                w_y = class_weight[label] if weighted else 1.0
+                d_y = (m - as_float64(scores[i, label])) + lse
+                nll = 0.0 if w_y == 0.0 else w_y * d_y
+                loss = 0.0 if smoothing == 1.0 else (1.0 - smoothing) * nll
+                if smoothing > 0.0:
+                    smooth = 0.0
+                    for j in range(n_cols):
+                        w_j = class_weight[j] if weighted else 1.0
+                        d = (m - as_float64(scores[i, j])) + lse
+                        smooth = add_reassoc(smooth, 0.0 if w_j == 0.0 else w_j * d)
+                    loss += spread * smooth
+                denom = w_y
+                hit = best == label
+            if keep:
+                row_losses[i] = loss
+            icounts[b, N_ROWS] += 1
+            if loss == np.inf:
+                if icounts[b, N_INF_LOSS] == 0:
+                    icounts[b, FIRST_INF_LOSS] = i
+                icounts[b, N_INF_LOSS] += 1
+            else:
+                fsums[b, S_LOSS] += loss
+            fsums[b, S_DENOM] += denom
+            fsums[b, S_HITS] += hit

@@ -1,0 +1,127 @@
+"""``cross_entropy`` with soft (probability) targets or ``label_smoothing``, as PyTorch computes it.
+
+Called by :func:`fastce.torch_compat.cross_entropy`; shares its validation
+of ``input`` and ``weight``.  PyTorch's semantics, case by case:
+
+* class indices ``y`` and smoothing ``eps``: ``loss_i = (1 - eps) w[y_i] d_iy
+  + (eps / C) sum_j w_j d_ij`` with ``d_ij = -log softmax(x_i)_j``; rows whose
+  target is ``ignore_index`` give 0; ``"mean"`` divides by the sum of
+  ``w[y_i]`` over the rows kept (the smoothing term too).
+* soft targets ``t`` (N, C) (smoothed to ``t (1 - eps) + eps / C``):
+  ``loss_i = sum_j w_j t_ij d_ij``; ``ignore_index`` does not apply;
+  ``"mean"`` divides by N, whatever the weights.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+from fastce import _accumulate_family, validation
+from fastce import kernels_soft as KS
+from fastce.api import sum_to_one_tolerance
+from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
+
+def check_label_smoothing(label_smoothing) -> float:
+    if (
+        isinstance(label_smoothing, bool)
+        or not isinstance(label_smoothing, numbers.Real)
+        or not 0.0 <= float(label_smoothing) <= 1.0
+    ):
+        raise InputError(
+            f"label_smoothing must be a number in [0, 1] (0 = no smoothing); got {label_smoothing!r}.",
+            argument="label_smoothing",
+            value=label_smoothing,
+        )
+    return float(label_smoothing)
+
+
+def is_soft_target(target, shape) -> bool:
+    """PyTorch's rule: a floating-point target of the input's shape holds probabilities."""
+    array = validation.as_array(target, "target")
+    return array.ndim == 2 and tuple(array.shape) == tuple(shape) and (
+        array.dtype.kind == "f" or array.dtype.name == "bfloat16"
+    )
+
+
+def soft_cross_entropy(scores, target, class_weight, *, labels=None, ignore_index, reduction, label_smoothing,
+                       nan_policy):
+    """The loss for validated ``scores`` (kernel view) and soft ``target`` or class ``labels``."""
+    n_rows = scores.shape[0]
+    targets = None if labels is not None else validation.as_array(target, "target")
+    row_losses = np.empty(n_rows, dtype=np.float64) if reduction == "none" else None
+    sums = _accumulate_family.accumulate_soft(
+        scores,
+        targets=targets,
+        labels=labels,
+        class_weight=class_weight,
+        smoothing=label_smoothing,
+        ignore_label=ignore_index,
+        sum_tolerance=np.inf if targets is None else sum_to_one_tolerance(validation.float_eps(targets.dtype)),
+        row_losses=row_losses,
+    )
+    check_soft_sums(sums, "target", stacklevel=4)
+    nonfinite = sums.count(KS.N_NONFINITE)
+    if nonfinite and nan_policy == "raise":
+        row = sums.count(KS.FIRST_NONFINITE)
+        raise InputError(
+            f"input row {row} holds NaN or +inf ({nonfinite} such row(s) in all; a row of only -inf counts too). "
+            "Fix the model output, or pass nan_policy='omit' to skip those rows or nan_policy='propagate' to get NaN.",
+            argument="input",
+            row=row,
+        )
+    if nonfinite and nan_policy == "omit":
+        warnings.warn(
+            f"nan_policy='omit': skipped {nonfinite} row(s) whose input hold NaN or +inf (first: row "
+            f"{sums.count(KS.FIRST_NONFINITE)}); the result covers the other {sums.count(KS.N_ROWS)} row(s).",
+            OmittedRowsWarning,
+            stacklevel=3,
+        )
+    if reduction == "none":
+        if nonfinite and nan_policy == "omit":
+            return row_losses[~np.isnan(row_losses)]
+        return row_losses
+    if nonfinite and nan_policy == "propagate":
+        return math.nan
+    total = soft_loss_total(sums)
+    if reduction == "sum":
+        return total
+    denominator = float(sums.count(KS.N_ROWS)) if targets is not None else sums.value(KS.S_DENOM)
+    if denominator == 0.0:
+        warnings.warn(
+            "every target equals ignore_index (or has class weight 0), so the mean is undefined; "
+            "returning NaN as PyTorch does.",
+            FastCEWarning,
+            stacklevel=3,
+        )
+        return math.nan
+    return total / denominator
+
+
+def soft_loss_total(sums) -> float:
+    if sums.count(KS.N_INF_LOSS) or sums.overflowed:
+        return math.inf
+    return sums.value(KS.S_LOSS)
+
+
+def check_soft_sums(sums, name: str, *, stacklevel: int) -> None:
+    """Raise for negative / NaN / infinite target values; warn for rows not summing to 1."""
+    if sums.count(KS.N_BAD_TARGET):
+        row = sums.count(KS.FIRST_BAD_TARGET)
+        raise InputError(
+            f"{name} row {row} holds a negative, NaN or infinite value ({sums.count(KS.N_BAD_TARGET)} such row(s)); "
+            "soft targets are probabilities: non-negative, summing to 1 over the classes of each row.",
+            argument=name,
+            row=row,
+        )
+    if sums.count(KS.N_UNNORMALIZED):
+        warnings.warn(
+            f"{sums.count(KS.N_UNNORMALIZED)} row(s) of {name} do not sum to 1 (first: row "
+            f"{sums.count(KS.FIRST_UNNORMALIZED)}); soft targets should be probability distributions "
+            "(divide each row by its sum).",
+            FastCEWarning,
+            stacklevel=stacklevel,
+        )
