@@ -79,11 +79,18 @@ def row_is_nonfinite(row: np.ndarray, *, from_logits: bool) -> bool:
 
 
 def row_loss_logits(row: np.ndarray, label: int) -> float:
-    """-log softmax(row)[label] = (m - z_y) + log(sum exp(z - m)); inf when z_y = -inf."""
+    """-log softmax(row)[label] = (m - z_y) + log(sum exp(z - m)); inf when z_y = -inf.
+
+    The sum is 1 + (the terms below the max, summed exactly) + (other maxima),
+    and its log is taken with log1p, so a confident row's tiny loss is exact
+    here too (log of a sum rounded to 1 + tiny loses the tiny part's digits).
+    """
     m = float(np.max(row))
     target = float(row[label])
-    exp_sum = math.fsum(math.exp(v - m) for v in row.tolist())
-    return (m - target) + math.log(exp_sum)
+    values = row.tolist()
+    at_max = sum(1 for v in values if v == m)
+    below = math.fsum(math.exp(v - m) for v in values if v != m)
+    return (m - target) + math.log1p(below + (at_max - 1))
 
 
 def row_loss_proba(row: np.ndarray, label: int, eps: float) -> float:

@@ -72,6 +72,21 @@ class Metrics:
     target_entropy: float = math.nan
     kl_divergence: float = math.nan
 
+    def __eq__(self, other):
+        """Field by field, a NaN equal to a NaN (fields not computed are NaN, also after pickling)."""
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, Mapping):
+                if mine.keys() != theirs.keys() or not all(_same(mine[k], theirs[k]) for k in mine):
+                    return False
+            elif not _same(mine, theirs):
+                return False
+        return True
+
+    __hash__ = None  # a mapping field: not hashable
+
     def __post_init__(self):
         object.__setattr__(self, "top_k_accuracy", MappingProxyType(dict(self.top_k_accuracy)))
 
@@ -121,3 +136,7 @@ class Metrics:
         data = self.to_dict()
         data["top_k_accuracy"] = {str(k): v for k, v in data["top_k_accuracy"].items()}
         return json.dumps(data, **kwargs)
+
+
+def _same(a, b) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)
