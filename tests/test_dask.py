@@ -517,3 +517,55 @@ def test_parquet_chunk_rows_splits_row_groups(data, tmp_path):
     assert fdask.read_array(path, chunk_rows=150).chunks[0] == (150, 150, 100, 150, 150, 100, 100)
     got = fdask.evaluate_files(path, logits=path, sample_weight=path, labels_name="y", weights_name="w", chunk_rows=150)
     assert got == fastce.evaluate(labels[:900], logits=logits[:900].astype(np.float64), sample_weight=weights[:900])
+
+
+# -- fastce.dask.diagnose ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunks", [(10_000,), (333, 4000, 1), (1,) * 5 + (2995,)])
+def test_diagnose_matches_in_memory(chunks):
+    from fastce.dask import diagnose as dask_diagnose
+
+    rng = np.random.default_rng(3)
+    n = sum(chunks)
+    z = rng.normal(scale=2.0, size=(n, 12)).astype(np.float32)
+    y = rng.integers(0, 12, size=n)
+    w = rng.uniform(size=n)
+    expected = fastce.diagnose(y, logits=z, sample_weight=w, worst_k=9)
+    got = dask_diagnose(
+        da.from_array(y, chunks=(chunks,)), logits=da.from_array(z, chunks=(chunks, 12)), sample_weight=w, worst_k=9
+    )
+    assert got.metrics == expected.metrics
+    assert got.worst == expected.worst
+    assert got.loss_split["confidently_wrong"]["rows"] == expected.loss_split["confidently_wrong"]["rows"]
+    assert got.calibration["ece"] == pytest.approx(expected.calibration["ece"], rel=1e-12)
+    np.testing.assert_allclose(got.confusion, expected.confusion, rtol=1e-12)
+    np.testing.assert_allclose(got.classes["f1"], expected.classes["f1"], rtol=1e-12)
+    json.loads(got.to_json())
+
+
+def test_diagnose_is_lazy_and_reports_global_rows():
+    from fastce.dask import diagnose as dask_diagnose
+
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(3000, 5))
+    y = rng.integers(0, 5, size=3000)
+    y[2500] = 7
+    lazy = dask_diagnose(da.from_array(y, chunks=1000), logits=da.from_array(z, chunks=(1000, 5)), compute=False)
+    with pytest.raises(InputError, match="row 2500"):
+        lazy.compute()
+
+
+def test_cli_report_on_the_cluster_equals_the_local_report(client, shard_dir):
+    args = ["report", "--labels", str(shard_dir / "y.npy"), "--logits", str(shard_dir / "z"),
+            "--weights", str(shard_dir / "w.npy"), "--worst-k", "6", "--chunk-rows", "300", "--json", "--no-progress"]
+    reports = []
+    for extra in ([], ["--scheduler", client.scheduler.address]):
+        out, err = io.StringIO(), io.StringIO()
+        assert cli.main(args + extra, out=out, err=err) == 0, err.getvalue()
+        reports.append(json.loads(out.getvalue()))
+    local, remote = reports
+    assert remote["metrics"] == local["metrics"]
+    assert remote["worst"] == local["worst"]
+    assert remote["calibration"]["ece"] == pytest.approx(local["calibration"]["ece"], rel=1e-12)
+    np.testing.assert_allclose(remote["confusion"], local["confusion"], rtol=1e-12)

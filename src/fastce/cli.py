@@ -336,10 +336,7 @@ def _evaluate(args, out, err) -> int:
         for warning in caught:
             print(f"fastce: warning: {_one_line(str(warning.message))}", file=err)
         if report is not None:
-            if args.plots:
-                for path in report.plot(args.plots):
-                    print(f"fastce: wrote {path}", file=err)
-            out.write((report.to_json() if args.json else str(report)) + "\n")
+            _write_report(report, args, out, err)
         elif args.json:
             out.write(metrics.to_json() + "\n")
         else:
@@ -381,20 +378,33 @@ def _evaluate_on_cluster(args, out, err) -> int:
     with Client(args.scheduler, timeout="30s", set_as_default=False) as client, dask.config.set(scheduler=client):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            diagnostics = _diagnostics_options(args)
             try:
-                metrics = fastce_dask.evaluate_files(
+                run = fastce_dask.evaluate_files if diagnostics is None else fastce_dask.diagnose_files
+                result = run(
                     args.labels, logits=args.logits, proba=args.proba, sample_weight=args.weights,
                     top_k=args.top_k, nan_policy=args.nan_policy, chunk_rows=args.chunk_rows,
                     scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
+                    **(diagnostics or {}),
                 )
             except InputError as exc:
                 where = _where_for(exc, inputs)
                 raise InputError(f"{where}: {exc}" if where else str(exc), argument=exc.argument, row=exc.row) from exc
     for warning in caught:
         print(f"fastce: warning: {_one_line(str(warning.message))}", file=err)
-    out.write((metrics.to_json() if args.json else _format_table(metrics, inputs)) + "\n")
+    if diagnostics is not None:
+        _write_report(result, args, out, err)
+    else:
+        out.write((result.to_json() if args.json else _format_table(result, inputs)) + "\n")
     out.flush()
     return 0
+
+
+def _write_report(report, args, out, err) -> None:
+    if args.plots:
+        for path in report.plot(args.plots):
+            print(f"fastce: wrote {path}", file=err)
+    out.write((report.to_json() if args.json else str(report)) + "\n")
 
 
 def _one_line(text: str) -> str:

@@ -48,7 +48,7 @@ from fastce.errors import InputError
 from fastce.metrics import Metrics
 from fastce.state import State, check_nan_policy
 
-__all__ = ["evaluate", "evaluate_files", "read_array", "reduce_row_blocks"]
+__all__ = ["diagnose", "diagnose_files", "evaluate", "evaluate_files", "read_array", "reduce_row_blocks"]
 
 # Partial states merged per task of the tree.
 DEFAULT_SPLIT_EVERY = 8
@@ -242,10 +242,15 @@ class _Partial:
 
     state: State
     errors: dict = field(default_factory=dict)
+    diag: object = None  # a DiagnosticsState of the same rows (fastce.dask.diagnose)
 
 
-def _read_rows(scores, labels, weights, first_row, *, top_k, from_logits, name) -> _Partial:
-    """Validate one range of rows as ``evaluate`` does, then read it with the shared kernels."""
+def _read_rows(scores, labels, weights, first_row, *, top_k, from_logits, name, options=None) -> _Partial:
+    """Validate one range of rows as ``evaluate`` does, then read it with the shared kernels.
+
+    With diagnostics ``options`` (fastce.dask.diagnose), the partial also
+    holds the rows' DiagnosticsState.
+    """
     n_rows = scores.shape[0]
     checked = validation.scores(scores, name)
     num_classes = checked.shape[1]
@@ -258,18 +263,32 @@ def _read_rows(scores, labels, weights, first_row, *, top_k, from_logits, name) 
         weights = validation.sample_weight(weights, n_rows)
     except InputError as exc:
         errors[1] = _globalize(exc, first_row)
+    diag = None
     if errors:
         state = State.empty(num_classes, top_k, from_logits=from_logits)
         state.rows_seen = n_rows  # keeps the rows after these numbered right
-        return _Partial(state, errors)
-    state = read_scores(checked.view, labels, weights, top_k=top_k, from_logits=from_logits, eps=checked.eps)
-    return _Partial(state)
+        if options is not None:
+            from fastce.diagnostics import DiagnosticsState
+
+            diag = DiagnosticsState.empty(options)
+            diag.rows_seen = n_rows
+        return _Partial(state, errors, diag)
+    if options is None:
+        state = read_scores(checked.view, labels, weights, top_k=top_k, from_logits=from_logits, eps=checked.eps)
+    else:
+        from fastce.diagnostics import read_with_diagnostics
+
+        state, diag = read_with_diagnostics(
+            checked.view, labels, weights, top_k=top_k, from_logits=from_logits, eps=checked.eps, options=options
+        )
+    return _Partial(state, {}, diag)
 
 
 def _merge_partials(left: _Partial, right: _Partial) -> _Partial:
     errors = dict(right.errors)
     errors.update(left.errors)  # left's rows come first: its errors name earlier rows
-    return _Partial(left.state.merge(right.state), errors)
+    diag = None if left.diag is None else left.diag.merge(right.diag)
+    return _Partial(left.state.merge(right.state), errors, diag)
 
 
 def _globalize(exc: InputError, first_row: int) -> InputError:
@@ -286,6 +305,10 @@ def _finalize(partial: _Partial, nan_policy: str, name: str) -> Metrics:
     if not state.from_logits:
         check_probability_range(state, name)
         warn_unnormalized(state, name)
+    if partial.diag is not None:
+        from fastce.report import Report
+
+        return Report.from_states(state, partial.diag, nan_policy=nan_policy, scores_name=name)
     return state.finalize(nan_policy, scores_name=name)
 
 
@@ -614,6 +637,14 @@ def evaluate_files(
     ``distributed.Client`` active, every worker must see the files at the
     same paths.  ``compute=False`` returns a Delayed, as in :func:`evaluate`.
     """
+    return _over_files(evaluate, labels, logits=logits, proba=proba, sample_weight=sample_weight,
+                       chunk_rows=chunk_rows, scores_name=scores_name, labels_name=labels_name,
+                       weights_name=weights_name, top_k=top_k, nan_policy=nan_policy, compute=compute)
+
+
+def _over_files(func, labels, *, logits, proba, sample_weight, chunk_rows, scores_name, labels_name,
+                weights_name, **kwargs):
+    """``func`` (evaluate or diagnose) over dask arrays read from files by the workers."""
     if (logits is None) == (proba is None):
         raise files.InputFileError("pass exactly one of logits or proba files.")
     from_logits = logits is not None
@@ -630,7 +661,89 @@ def evaluate_files(
     w = None
     if sample_weight is not None:
         w = read_array(sample_weight, role="weights", name=weights_name, row_chunks=row_chunks)
-    kwargs = dict(sample_weight=w, top_k=top_k, nan_policy=nan_policy, compute=compute)
     if from_logits:
-        return evaluate(y, logits=scores, **kwargs)
-    return evaluate(y, proba=scores, **kwargs)
+        return func(y, logits=scores, sample_weight=w, **kwargs)
+    return func(y, proba=scores, sample_weight=w, **kwargs)
+
+
+def diagnose(
+    y_true,
+    *,
+    logits=None,
+    proba=None,
+    sample_weight=None,
+    top_k=(1,),
+    n_bins: int = 15,
+    hist_bins: int = 20,
+    worst_k: int = 20,
+    confident_below: float = 0.01,
+    dense_confusion_max: int = 1024,
+    nan_policy: str = "raise",
+    compute: bool = True,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+):
+    """:func:`fastce.diagnose` over Dask arrays: a :class:`~fastce.report.Report`, in one pass on the workers.
+
+    Arguments as :func:`fastce.diagnose` and :func:`evaluate` (``compute=False``
+    returns a Delayed).  Each row chunk reads its rows into a partial state
+    and diagnostics state (O(C + bins + k), plus C^2 for a dense confusion
+    matrix); they merge in row order through a tree.  The metrics equal
+    ``fastce.diagnose``'s bit for bit, the worst rows (global row numbers),
+    counts and confusions exactly, the binned sums to rounding.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastce, fastce.dask
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=(1000, 10))
+    >>> y = rng.integers(0, 10, size=1000)
+    >>> r = fastce.dask.diagnose(y, logits=da.from_array(z, chunks=(300, 10)))
+    >>> r.worst[0]["row"] == fastce.diagnose(y, logits=z).worst[0]["row"]
+    True
+    """
+    from fastce.diagnostics import DiagnosticsOptions
+
+    dask, _ = _import_dask()
+    check_nan_policy(nan_policy)
+    if (logits is None) == (proba is None):
+        raise InputError(
+            "pass exactly one of logits= (raw scores) or proba= (probabilities); "
+            f"got {'both' if logits is not None else 'neither'}.",
+            argument="logits/proba",
+        )
+    from_logits = logits is not None
+    name = "logits" if from_logits else "proba"
+    scores = _scores_array(logits if from_logits else proba, name)
+    labels = _row_array(y_true, "y_true", scores, what="labels")
+    weights = None if sample_weight is None else _row_array(sample_weight, "sample_weight", scores, what="weights")
+    num_classes = int(scores.shape[1])
+    ks = validation.top_k_values(top_k, num_classes)
+    options = DiagnosticsOptions(
+        num_classes=num_classes, n_bins=n_bins, hist_bins=hist_bins, worst_k=worst_k,
+        confident_below=confident_below, dense_confusion_max=dense_confusion_max,
+    )
+    read = functools.partial(_read_rows, top_k=ks, from_logits=from_logits, name=name, options=options)
+    partial = reduce_row_blocks(
+        [scores, labels, weights], read, _merge_partials,
+        align_rows=_config.block_rows(num_classes), split_every=split_every,
+    )
+    if not compute:
+        return dask.delayed(_finalize, pure=True)(partial, nan_policy, name)
+    merged = partial.compute()
+    if merged.errors:
+        raise merged.errors[min(merged.errors)]
+    from fastce.report import Report
+
+    state = merged.state
+    if not state.from_logits:
+        check_probability_range(state, name)
+        warn_unnormalized(state, name)
+    return Report.from_states(state, merged.diag, nan_policy=nan_policy, scores_name=name)
+
+
+def diagnose_files(labels=None, *, logits=None, proba=None, sample_weight=None, chunk_rows=None,
+                   scores_name=None, labels_name=None, weights_name=None, **options):
+    """:func:`diagnose` over files read by the workers (as :func:`evaluate_files`); ``options`` go to diagnose."""
+    return _over_files(diagnose, labels, logits=logits, proba=proba, sample_weight=sample_weight,
+                       chunk_rows=chunk_rows, scores_name=scores_name, labels_name=labels_name,
+                       weights_name=weights_name, **options)
