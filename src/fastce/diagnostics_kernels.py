@@ -5,7 +5,7 @@ slice of rows, each row's loss, p(true class), p(predicted class) and
 predicted class.  ``fold_bins`` folds those per-row values, in parallel over
 fixed chunks of rows, into per-chunk sums that ``merge_bins`` adds in chunk
 order; ``fold_classes`` scatters them into the per-class sums and the
-confusion matrix, serially in row order.  The order of every addition is
+confusion matrix, in parallel over class ranges, each cell in row order.  The order of every addition is
 fixed by the rows alone, so the result does not depend on the number of
 threads.
 
@@ -174,25 +174,43 @@ def merge_bins(partials, partial_counts, n_chunks, acc, lo, counts):
             counts[k] += partial_counts[c, k]
 
 
-@njit(**KERNEL_OPTIONS)
+# The per-class sums and the confusion matrix are scattered by class ranges:
+# task p owns classes [p*C/P, (p+1)*C/P) and scans every row, so each cell
+# still receives its additions in row order, from one task (no race, and the
+# same sums for any number of threads).
+CLASS_PARTS = 2
+
+
+@njit(**PARALLEL_OPTIONS)
 def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
-    """Per-class sums and the dense confusion matrix: a serial scatter, in row order.
+    """Per-class sums and the dense confusion matrix (see CLASS_PARTS).
 
     Confusion cells are plain float64 sums of weights (exact counts when
     unweighted); the per-class sums keep their rounding errors.
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     weighted = weights.shape[0] != 0
-    for r in range(labels.shape[0]):
-        counted, label, predicted, w, loss, wl, p_true, p_top = _row_values(labels, weights, stats, pred, r, weighted)
-        if not counted:
-            continue
-        row = cls + CLASS_COLUMNS * label
-        counts[N_PER_CLASS + label] += 1
-        _add(acc, lo, row + K_SUPPORT, w)
-        _add(acc, lo, row + K_LOSS, wl)
-        _add(acc, lo, cls + CLASS_COLUMNS * predicted + K_PREDICTED, w)
-        if predicted == label:
-            _add(acc, lo, row + K_HITS, w)
-        if conf >= 0:
-            acc[conf + n_classes * label + predicted] += w
+    n_rows = labels.shape[0]
+    for part in prange(CLASS_PARTS):
+        first = part * n_classes // CLASS_PARTS
+        stop = (part + 1) * n_classes // CLASS_PARTS
+        for r in range(n_rows):
+            label = labels[r]
+            predicted = pred[r]
+            mine = first <= label < stop
+            if not (mine or first <= predicted < stop):
+                continue
+            counted, label, predicted, w, loss, wl, p_true, p_top = _row_values(labels, weights, stats, pred, r, weighted)
+            if not counted:
+                continue
+            if first <= predicted < stop:
+                _add(acc, lo, cls + CLASS_COLUMNS * predicted + K_PREDICTED, w)
+            if mine:
+                row = cls + CLASS_COLUMNS * label
+                counts[N_PER_CLASS + label] += 1
+                _add(acc, lo, row + K_SUPPORT, w)
+                _add(acc, lo, row + K_LOSS, wl)
+                if predicted == label:
+                    _add(acc, lo, row + K_HITS, w)
+                if conf >= 0:
+                    acc[conf + n_classes * label + predicted] += w

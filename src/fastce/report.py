@@ -299,6 +299,11 @@ def _top_confusions(diag: DiagnosticsState, confusion) -> list:
         codes, weights = nonzero, flat[nonzero]
     else:
         codes, weights = diag.pair_codes, diag.pair_weights
+    if weights.size > TOP_CONFUSIONS:
+        # Only pairs at least as heavy as the TOP_CONFUSIONS-th can be listed.
+        kth = np.partition(weights, weights.size - TOP_CONFUSIONS)[weights.size - TOP_CONFUSIONS]
+        heavy = weights >= kth
+        codes, weights = codes[heavy], weights[heavy]
     order = np.lexsort((codes, -weights))[:TOP_CONFUSIONS]
     return [{"true": int(codes[i] // c), "predicted": int(codes[i] % c), "weight": float(weights[i])} for i in order]
 
