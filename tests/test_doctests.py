@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["fastce.api", "fastce.sklearn_compat", "fastce.torch_compat", "fastce.torch_binary"]
+MODULES = ["fastce.api", "fastce.sklearn_compat", "fastce.torch_compat", "fastce.torch_binary", "fastce.streaming"]
 
 
 @pytest.mark.parametrize("name", MODULES)
