@@ -410,3 +410,22 @@ def test_report_command_json_plots_and_resume(tmp_path, rng):
     bad = io.StringIO()
     assert cli.main(argv + ["--bins", "0"], out=io.StringIO(), err=bad) == 2
     assert "--bins" in bad.getvalue()
+
+
+def test_warnings_name_the_callers_line(rng):
+    z = rng.normal(size=(50, 3))
+    y = rng.integers(0, 3, size=50)
+    z[4, 1] = np.nan
+    with pytest.warns(fastce.OmittedRowsWarning) as caught:
+        fastce.diagnose(y, logits=z, nan_policy="omit")
+    assert caught[0].filename == __file__
+    ev = fastce.Evaluator(3, diagnostics=True, nan_policy="omit")
+    ev.update(y, z)
+    with pytest.warns(fastce.OmittedRowsWarning) as caught:
+        ev.report()
+    assert caught[0].filename == __file__
+    p = softmax(z[5:]) * 1.5  # rows summing to 1.5, inside [0, 1]
+    p = np.clip(p, 0.0, 1.0)
+    with pytest.warns(fastce.FastCEWarning, match="do not sum to 1") as caught:
+        fastce.diagnose(y[5:], proba=p)
+    assert caught[0].filename == __file__

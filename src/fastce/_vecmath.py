@@ -167,6 +167,26 @@ _EXPONENT_ONE = 1023 << 52
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
+def atanh_series(u2):
+    """sum_{k=0}^{10} u2**k / (2k + 1), so that log((1 + u) / (1 - u)) = 2 u atanh_series(u * u).
+
+    For |u| <= 0.172 (the reduced ranges of the logs here) the next term is below 1e-18.
+    """
+    p = 0.047619047619047616
+    p = fma(p, u2, 0.05263157894736842)
+    p = fma(p, u2, 0.058823529411764705)
+    p = fma(p, u2, 0.06666666666666667)
+    p = fma(p, u2, 0.07692307692307693)
+    p = fma(p, u2, 0.09090909090909091)
+    p = fma(p, u2, 0.1111111111111111)
+    p = fma(p, u2, 0.14285714285714285)
+    p = fma(p, u2, 0.2)
+    p = fma(p, u2, 0.3333333333333333)
+    p = fma(p, u2, 1.0)
+    return p
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
 def log_positive(x):
     """log(x) for a normal positive float64, to about 1 ulp, in plain arithmetic.
 
@@ -182,18 +202,7 @@ def log_positive(x):
     e = e + 1 if big else e
     u = (f - 1.0) / (f + 1.0)
     u2 = u * u
-    # sum_{k=0}^{10} u2**k / (2k + 1); the next term is below 1e-18.
-    p = 0.047619047619047616
-    p = fma(p, u2, 0.05263157894736842)
-    p = fma(p, u2, 0.058823529411764705)
-    p = fma(p, u2, 0.06666666666666667)
-    p = fma(p, u2, 0.07692307692307693)
-    p = fma(p, u2, 0.09090909090909091)
-    p = fma(p, u2, 0.1111111111111111)
-    p = fma(p, u2, 0.14285714285714285)
-    p = fma(p, u2, 0.2)
-    p = fma(p, u2, 0.3333333333333333)
-    p = fma(p, u2, 1.0)
+    p = atanh_series(u2)
     ef = np.float64(e)
     return fma(ef, _LN2_HI, fma(ef, _LN2_LO, 2.0 * u * p))
 

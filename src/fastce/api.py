@@ -43,19 +43,30 @@ def check_probability_range(state: State, name: str) -> None:
             )
 
 
-def warn_unnormalized(state: State, name: str) -> None:
+def warn_unnormalized(state: State, name: str, *, stacklevel: int = 3) -> None:
     count = int(state.counts[K.C_UNNORMALIZED])
     if count:
         warnings.warn(
             f"{count} row(s) of {name} do not sum to 1 (first: row {int(state.counts[K.FIRST_UNNORMALIZED])}); "
             "cross-entropy assumes probabilities. Normalise them, or pass logits= if they are raw scores.",
             FastCEWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
-def accumulate(y_true, *, logits=None, proba=None, sample_weight=None, top_k=(1,)) -> tuple[State, str]:
-    """Validate the inputs and read them once into a State (the shared door)."""
+def check_probabilities(state: State, name: str, *, stacklevel: int = 4) -> None:
+    """What every door checks once probabilities are read (nothing for logits).
+
+    Values outside [0, 1] raise; rows not summing to one warn, pointing
+    ``stacklevel`` frames up (default: the caller of the function calling this).
+    """
+    if not state.from_logits:
+        check_probability_range(state, name)
+        warn_unnormalized(state, name, stacklevel=stacklevel)
+
+
+def validated_inputs(y_true, *, logits, proba, sample_weight, top_k) -> tuple:
+    """(scores, labels, weights, top_k, from_logits, name) of evaluate's arguments, checked at the door."""
     if (logits is None) == (proba is None):
         raise InputError(
             "pass exactly one of logits= (raw scores) or proba= (probabilities); "
@@ -69,16 +80,25 @@ def accumulate(y_true, *, logits=None, proba=None, sample_weight=None, top_k=(1,
     labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
     weights = validation.sample_weight(sample_weight, n_rows)
     ks = validation.top_k_values(top_k, n_classes)
+    return scores, labels, weights, ks, from_logits, name
+
+
+def accumulate(y_true, *, logits=None, proba=None, sample_weight=None, top_k=(1,)) -> tuple[State, str]:
+    """Validate the inputs and read them once into a State (the shared door)."""
+    scores, labels, weights, ks, from_logits, name = validated_inputs(
+        y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k
+    )
     state = read_scores(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps)
     return state, name
 
 
-def read_scores(view, labels, weights, *, top_k, from_logits: bool, eps: float) -> State:
+def read_scores(view, labels, weights, *, top_k, from_logits: bool, eps: float, on_rows=None) -> State:
     """One read of validated scores (``Scores.view``) into a fresh State.
 
-    The kernel call shared by ``evaluate`` and the streaming ``Evaluator``:
-    ``eps`` is the machine epsilon of the caller's dtype (clipping and the
-    sum-to-one test of probabilities).
+    The kernel call shared by every door: ``eps`` is the machine epsilon of
+    the caller's dtype (clipping and the sum-to-one test of probabilities);
+    ``on_rows`` receives each slice's per-row diagnostics (see
+    ``_accumulate.accumulate_matrix``).
     """
     return _accumulate.accumulate_matrix(
         view,
@@ -88,6 +108,7 @@ def read_scores(view, labels, weights, *, top_k, from_logits: bool, eps: float) 
         sample_weight=weights,
         proba_eps=0.0 if from_logits else eps,
         sum_tolerance=np.inf if from_logits else sum_to_one_tolerance(eps),
+        on_rows=on_rows,
     )
 
 
@@ -171,9 +192,7 @@ def evaluate(
             return metrics
         y_true = y_true if labels is None else labels
     state, name = accumulate(y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k)
-    if not state.from_logits:
-        check_probability_range(state, name)
-        warn_unnormalized(state, name)
+    check_probabilities(state, name)
     return state.finalize(nan_policy, scores_name=name)
 
 
@@ -222,15 +241,10 @@ def diagnose(
     from fastce.report import Report
 
     check_nan_policy(nan_policy)
-    if (logits is None) == (proba is None):
-        accumulate(y_true, logits=logits, proba=proba)  # raises the shared error
-    from_logits = logits is not None
-    name = "logits" if from_logits else "proba"
-    scores = validation.scores(logits if from_logits else proba, name)
-    n_rows, n_classes = scores.shape
-    labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
-    weights = validation.sample_weight(sample_weight, n_rows)
-    ks = validation.top_k_values(top_k, n_classes)
+    scores, labels, weights, ks, from_logits, name = validated_inputs(
+        y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k
+    )
+    n_classes = scores.shape[1]
     options = DiagnosticsOptions(
         num_classes=n_classes,
         n_bins=n_bins,
@@ -240,7 +254,5 @@ def diagnose(
         dense_confusion_max=dense_confusion_max,
     )
     state, diag = read_with_diagnostics(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps, options=options)
-    if not from_logits:
-        check_probability_range(state, name)
-        warn_unnormalized(state, name)
+    check_probabilities(state, name)
     return Report.from_states(state, diag, nan_policy=nan_policy, scores_name=name)

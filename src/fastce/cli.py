@@ -29,6 +29,7 @@ import warnings
 
 from fastce import __version__, files, validation
 from fastce.errors import InputError
+from fastce.metrics import Metrics
 from fastce.progress import make_progress
 from fastce.streaming import Evaluator
 
@@ -301,8 +302,7 @@ def _evaluate(args, out, err) -> int:
                 try:
                     evaluator.update(y, scores, w)
                 except InputError as exc:
-                    where = _where_for(exc, inputs)
-                    raise InputError(f"{where}: {exc}" if where else str(exc), argument=exc.argument, row=exc.row) from exc
+                    raise _with_where(exc, inputs) from exc
                 progress.update(hi - lo)
                 if delay:
                     time.sleep(delay)
@@ -325,23 +325,7 @@ def _evaluate(args, out, err) -> int:
         progress.close()
         if args.state:
             save_checkpoint(args.state, fingerprint, evaluator, n)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                report = evaluator.report() if diagnostics else None
-                metrics = evaluator.result() if report is None else report.metrics
-            except InputError as exc:
-                where = _where_for(exc, inputs)
-                raise InputError(f"{where}: {exc}" if where else str(exc), argument=exc.argument, row=exc.row) from exc
-        for warning in caught:
-            print(f"fastce: warning: {_one_line(str(warning.message))}", file=err)
-        if report is not None:
-            _write_report(report, args, out, err)
-        elif args.json:
-            out.write(metrics.to_json() + "\n")
-        else:
-            out.write(_format_table(metrics, inputs) + "\n")
-        out.flush()
+        _finish(evaluator.report if diagnostics else evaluator.result, args, inputs, out, err)
     return 0
 
 
@@ -375,36 +359,45 @@ def _evaluate_on_cluster(args, out, err) -> int:
     ) as inputs:  # opened here for the checks and messages of the local path; the workers reopen them
         pass
     # Not the default client: a caller's own client (in-process use) stays the default.
+    diagnostics = _diagnostics_options(args)
+    run = fastce_dask.evaluate_files if diagnostics is None else fastce_dask.diagnose_files
     with Client(args.scheduler, timeout="30s", set_as_default=False) as client, dask.config.set(scheduler=client):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            diagnostics = _diagnostics_options(args)
-            try:
-                run = fastce_dask.evaluate_files if diagnostics is None else fastce_dask.diagnose_files
-                result = run(
-                    args.labels, logits=args.logits, proba=args.proba, sample_weight=args.weights,
-                    top_k=args.top_k, nan_policy=args.nan_policy, chunk_rows=args.chunk_rows,
-                    scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
-                    **(diagnostics or {}),
-                )
-            except InputError as exc:
-                where = _where_for(exc, inputs)
-                raise InputError(f"{where}: {exc}" if where else str(exc), argument=exc.argument, row=exc.row) from exc
-    for warning in caught:
-        print(f"fastce: warning: {_one_line(str(warning.message))}", file=err)
-    if diagnostics is not None:
-        _write_report(result, args, out, err)
-    else:
-        out.write((result.to_json() if args.json else _format_table(result, inputs)) + "\n")
-    out.flush()
+        _finish(
+            lambda: run(
+                args.labels, logits=args.logits, proba=args.proba, sample_weight=args.weights,
+                top_k=args.top_k, nan_policy=args.nan_policy, chunk_rows=args.chunk_rows,
+                scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
+                **(diagnostics or {}),
+            ),
+            args, inputs, out, err,
+        )
     return 0
 
 
-def _write_report(report, args, out, err) -> None:
-    if args.plots:
-        for path in report.plot(args.plots):
-            print(f"fastce: wrote {path}", file=err)
-    out.write((report.to_json() if args.json else str(report)) + "\n")
+def _finish(compute, args, inputs, out, err) -> None:
+    """Run ``compute`` (-> Metrics or Report), print its warnings on stderr and the result on stdout."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = compute()
+        except InputError as exc:
+            raise _with_where(exc, inputs) from exc
+    for warning in caught:
+        print(f"fastce: warning: {_one_line(str(warning.message))}", file=err)
+    if isinstance(result, Metrics):
+        out.write((result.to_json() if args.json else _format_table(result, inputs)) + "\n")
+    else:
+        if args.plots:
+            for path in result.plot(args.plots):
+                print(f"fastce: wrote {path}", file=err)
+        out.write((result.to_json() if args.json else str(result)) + "\n")
+    out.flush()
+
+
+def _with_where(exc: InputError, inputs) -> InputError:
+    """The same error, prefixed with the file it concerns when known."""
+    where = _where_for(exc, inputs)
+    return InputError(f"{where}: {exc}" if where else str(exc), argument=exc.argument, row=exc.row)
 
 
 def _one_line(text: str) -> str:

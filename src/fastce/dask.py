@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastce import _config, files, validation
-from fastce.api import check_probability_range, read_scores, warn_unnormalized
+from fastce.api import check_probabilities, read_scores
 from fastce.errors import InputError
 from fastce.metrics import Metrics
 from fastce.state import State, check_nan_policy
@@ -297,19 +297,21 @@ def _globalize(exc: InputError, first_row: int) -> InputError:
     return globalize(exc, first_row)
 
 
-def _finalize(partial: _Partial, nan_policy: str, name: str) -> Metrics:
-    """What ``fastce.evaluate`` does after its read: errors, probability checks, NaN policy."""
+def _finalize(partial: _Partial, nan_policy: str, name: str, stacklevel: int = 4):
+    """What ``fastce.evaluate`` (or ``diagnose``) does after its read: errors, probability checks, NaN policy.
+
+    ``stacklevel`` points the warnings at the user's line when this runs on
+    the client; under ``compute=False`` it runs where the last task runs.
+    """
     if partial.errors:
         raise partial.errors[min(partial.errors)]
     state = partial.state
-    if not state.from_logits:
-        check_probability_range(state, name)
-        warn_unnormalized(state, name)
+    check_probabilities(state, name, stacklevel=stacklevel)
     if partial.diag is not None:
         from fastce.report import Report
 
-        return Report.from_states(state, partial.diag, nan_policy=nan_policy, scores_name=name)
-    return state.finalize(nan_policy, scores_name=name)
+        return Report.from_states(state, partial.diag, nan_policy=nan_policy, scores_name=name, stacklevel=stacklevel)
+    return state.finalize(nan_policy, scores_name=name, stacklevel=stacklevel - 1)
 
 
 def _is_dask_array(x) -> bool:
@@ -458,6 +460,11 @@ def evaluate(
     >>> lazy.compute().accuracy == m.accuracy
     True
     """
+    return _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, None)
+
+
+def _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, diagnostics):
+    """evaluate (``diagnostics`` None) or diagnose (a dict of DiagnosticsOptions) over dask arrays."""
     dask, _ = _import_dask()
     check_nan_policy(nan_policy)
     if (logits is None) == (proba is None):
@@ -473,23 +480,21 @@ def evaluate(
     weights = None if sample_weight is None else _row_array(sample_weight, "sample_weight", scores, what="weights")
     num_classes = int(scores.shape[1])
     ks = validation.top_k_values(top_k, num_classes)
-    read = functools.partial(_read_rows, top_k=ks, from_logits=from_logits, name=name)
+    options = None
+    if diagnostics is not None:
+        from fastce.diagnostics import DiagnosticsOptions
+
+        options = DiagnosticsOptions(num_classes=num_classes, **diagnostics)
+    read = functools.partial(_read_rows, top_k=ks, from_logits=from_logits, name=name, options=options)
     partial = reduce_row_blocks(
         [scores, labels, weights], read, _merge_partials,
         align_rows=_config.block_rows(num_classes), split_every=split_every,
     )
     if not compute:
         return dask.delayed(_finalize, pure=True)(partial, nan_policy, name)
-    # The client receives one small partial state and finalises it here, as
-    # _finalize does, inlined so that warnings point at the caller's line.
-    merged = partial.compute()
-    if merged.errors:
-        raise merged.errors[min(merged.errors)]
-    state = merged.state
-    if not state.from_logits:
-        check_probability_range(state, name)
-        warn_unnormalized(state, name)
-    return state.finalize(nan_policy, scores_name=name)
+    # The client receives one small partial state and finalises it; warnings
+    # point at the line that called evaluate / diagnose.
+    return _finalize(partial.compute(), nan_policy, name, stacklevel=6)
 
 
 # ---------------------------------------------------------------------------
@@ -701,44 +706,11 @@ def diagnose(
     >>> r.worst[0]["row"] == fastce.diagnose(y, logits=z).worst[0]["row"]
     True
     """
-    from fastce.diagnostics import DiagnosticsOptions
-
-    dask, _ = _import_dask()
-    check_nan_policy(nan_policy)
-    if (logits is None) == (proba is None):
-        raise InputError(
-            "pass exactly one of logits= (raw scores) or proba= (probabilities); "
-            f"got {'both' if logits is not None else 'neither'}.",
-            argument="logits/proba",
-        )
-    from_logits = logits is not None
-    name = "logits" if from_logits else "proba"
-    scores = _scores_array(logits if from_logits else proba, name)
-    labels = _row_array(y_true, "y_true", scores, what="labels")
-    weights = None if sample_weight is None else _row_array(sample_weight, "sample_weight", scores, what="weights")
-    num_classes = int(scores.shape[1])
-    ks = validation.top_k_values(top_k, num_classes)
-    options = DiagnosticsOptions(
-        num_classes=num_classes, n_bins=n_bins, hist_bins=hist_bins, worst_k=worst_k,
-        confident_below=confident_below, dense_confusion_max=dense_confusion_max,
+    diagnostics = dict(
+        n_bins=n_bins, hist_bins=hist_bins, worst_k=worst_k, confident_below=confident_below,
+        dense_confusion_max=dense_confusion_max,
     )
-    read = functools.partial(_read_rows, top_k=ks, from_logits=from_logits, name=name, options=options)
-    partial = reduce_row_blocks(
-        [scores, labels, weights], read, _merge_partials,
-        align_rows=_config.block_rows(num_classes), split_every=split_every,
-    )
-    if not compute:
-        return dask.delayed(_finalize, pure=True)(partial, nan_policy, name)
-    merged = partial.compute()
-    if merged.errors:
-        raise merged.errors[min(merged.errors)]
-    from fastce.report import Report
-
-    state = merged.state
-    if not state.from_logits:
-        check_probability_range(state, name)
-        warn_unnormalized(state, name)
-    return Report.from_states(state, merged.diag, nan_policy=nan_policy, scores_name=name)
+    return _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, diagnostics)
 
 
 def diagnose_files(labels=None, *, logits=None, proba=None, sample_weight=None, chunk_rows=None,

@@ -292,20 +292,10 @@ def _merge_worst(a: dict, b: dict, k: int) -> dict:
 
 def read_with_diagnostics(view, labels, weights, *, top_k, from_logits: bool, eps: float, options: DiagnosticsOptions):
     """One read of validated scores into a fresh (State, DiagnosticsState) pair."""
-    from fastce import _accumulate
-    from fastce.api import sum_to_one_tolerance
+    from fastce.api import read_scores
 
     diag = DiagnosticsState.empty(options)
-    state = _accumulate.accumulate_matrix(
-        view,
-        labels,
-        top_k=top_k,
-        from_logits=from_logits,
-        sample_weight=weights,
-        proba_eps=0.0 if from_logits else eps,
-        sum_tolerance=np.inf if from_logits else sum_to_one_tolerance(eps),
-        on_rows=diag.fold,
-    )
+    state = read_scores(view, labels, weights, top_k=top_k, from_logits=from_logits, eps=eps, on_rows=diag.fold)
     diag.rows_seen = state.rows_seen
     return state, diag
 

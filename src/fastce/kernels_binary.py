@@ -40,6 +40,7 @@ from fastce._vecmath import (
     add_reassoc,
     as_float64,
     as_native,
+    atanh_series,
     exp_nonpositive,
     fma,
     log_positive,
@@ -98,17 +99,7 @@ def softplus_tail_and_sigmoid(x):
     u = num * (one_e * r)
     s = den * r  # 1 / (1 + e)
     u2 = u * u
-    p = 0.047619047619047616
-    p = fma(p, u2, 0.05263157894736842)
-    p = fma(p, u2, 0.058823529411764705)
-    p = fma(p, u2, 0.06666666666666667)
-    p = fma(p, u2, 0.07692307692307693)
-    p = fma(p, u2, 0.09090909090909091)
-    p = fma(p, u2, 0.1111111111111111)
-    p = fma(p, u2, 0.14285714285714285)
-    p = fma(p, u2, 0.2)
-    p = fma(p, u2, 0.3333333333333333)
-    p = fma(p, u2, 1.0)
+    p = atanh_series(u2)
     k = 1.0 if big else 0.0
     tail = fma(k, _LN2_HI, fma(k, _LN2_LO, 2.0 * u * p))
     return tail, (s if x >= 0.0 else e * s)

@@ -86,8 +86,12 @@ class Report:
 
     # -- building -----------------------------------------------------------
     @classmethod
-    def from_states(cls, state: State, diag: DiagnosticsState, *, nan_policy: str = "raise", scores_name: str = "scores") -> "Report":
-        metrics = state.finalize(nan_policy, scores_name=scores_name)
+    def from_states(
+        cls, state: State, diag: DiagnosticsState, *, nan_policy: str = "raise", scores_name: str = "scores",
+        stacklevel: int = 4,
+    ) -> "Report":
+        """The report of merged states; ``stacklevel`` as in ``State.finalize``, one frame further out."""
+        metrics = state.finalize(nan_policy, scores_name=scores_name, stacklevel=stacklevel)
         opts = diag.options
         values = diag.values()  # once: a dense confusion matrix makes it C^2 numbers
         split = diag.section("split", values)

@@ -136,8 +136,12 @@ class State:
     def hits(self, k_index: int) -> float:
         return _exactsum.to_float(self.sums[K.SUMS_TOPK + k_index])
 
-    def finalize(self, nan_policy: str = "raise", *, scores_name: str = "scores") -> Metrics:
-        """Metrics for the rows seen, applying ``nan_policy`` to non-finite rows."""
+    def finalize(self, nan_policy: str = "raise", *, scores_name: str = "scores", stacklevel: int = 3) -> Metrics:
+        """Metrics for the rows seen, applying ``nan_policy`` to non-finite rows.
+
+        ``stacklevel``: the frame the omitted-rows warning names (default: the
+        caller of the function calling this).
+        """
         check_nan_policy(nan_policy)
         nonfinite = int(self.counts[K.C_NONFINITE])
         if nonfinite and nan_policy == "raise":
@@ -148,7 +152,7 @@ class State:
                 f"(first: row {int(self.counts[K.FIRST_NONFINITE])}); metrics cover the other "
                 f"{int(self.counts[K.C_ROWS])} row(s).",
                 OmittedRowsWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         n = int(self.counts[K.C_ROWS])
         weight_sum = self.weight_sum

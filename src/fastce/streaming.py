@@ -24,7 +24,7 @@ import numpy as np
 
 from fastce import _config, validation
 from fastce import kernels as K
-from fastce.api import check_probability_range, read_scores, warn_unnormalized
+from fastce.api import check_probabilities, check_probability_range, read_scores
 from fastce.errors import InputError
 from fastce.metrics import Metrics
 from fastce.state import State, check_nan_policy, raise_nonfinite
@@ -379,13 +379,7 @@ class Evaluator:
         from fastce.report import Report
 
         diag = self.diagnostics_state()
-        if self.rows_seen == 0:
-            raise InputError("this Evaluator has seen no rows yet; call update() first.", argument=_SCORES)
-        state = self.state()
-        if not state.from_logits:
-            check_probability_range(state, _SCORES)
-            warn_unnormalized(state, _SCORES)
-        return Report.from_states(state, diag, nan_policy=self._nan_policy, scores_name=_SCORES)
+        return Report.from_states(self._checked_state(), diag, nan_policy=self._nan_policy, scores_name=_SCORES)
 
     def result(self) -> Metrics:
         """Metrics over every row fed so far: the object ``fastce.evaluate`` returns.
@@ -394,13 +388,15 @@ class Evaluator:
         that do not sum to one) as ``evaluate`` does.  The Evaluator is not
         changed, so ``update`` may go on afterwards.
         """
+        return self._checked_state().finalize(self._nan_policy, scores_name=_SCORES)
+
+    def _checked_state(self) -> State:
+        """The state of every row, after evaluate's probability checks (warnings name the user's line)."""
         if self.rows_seen == 0:
             raise InputError("this Evaluator has seen no rows yet; call update() first.", argument=_SCORES)
         state = self.state()
-        if not state.from_logits:
-            check_probability_range(state, _SCORES)
-            warn_unnormalized(state, _SCORES)
-        return state.finalize(self._nan_policy, scores_name=_SCORES)
+        check_probabilities(state, _SCORES, stacklevel=5)
+        return state
 
     # -- serialisation -------------------------------------------------------
     def state_dict(self) -> dict:
