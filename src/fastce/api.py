@@ -65,8 +65,8 @@ def check_probabilities(state: State, name: str, *, stacklevel: int = 4) -> None
         warn_unnormalized(state, name, stacklevel=stacklevel)
 
 
-def validated_inputs(y_true, *, logits, proba, sample_weight, top_k) -> tuple:
-    """(scores, labels, weights, top_k, from_logits, name) of evaluate's arguments, checked at the door."""
+def scores_argument(logits, proba) -> tuple:
+    """(the scores given, from_logits, their argument name): exactly one of logits= or proba=."""
     if (logits is None) == (proba is None):
         raise InputError(
             "pass exactly one of logits= (raw scores) or proba= (probabilities); "
@@ -75,7 +75,13 @@ def validated_inputs(y_true, *, logits, proba, sample_weight, top_k) -> tuple:
         )
     from_logits = logits is not None
     name = "logits" if from_logits else "proba"
-    scores = validation.scores(logits if from_logits else proba, name)
+    return (logits if from_logits else proba), from_logits, name
+
+
+def validated_inputs(y_true, *, logits, proba, sample_weight, top_k) -> tuple:
+    """(scores, labels, weights, top_k, from_logits, name) of evaluate's arguments, checked at the door."""
+    given, from_logits, name = scores_argument(logits, proba)
+    scores = validation.scores(given, name)
     n_rows, n_classes = scores.shape
     labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
     weights = validation.sample_weight(sample_weight, n_rows)

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastce import _config, files, validation
-from fastce.api import check_probabilities, read_scores
+from fastce.api import check_probabilities, read_scores, scores_argument
 from fastce.errors import InputError
 from fastce.metrics import Metrics
 from fastce.state import State, check_nan_policy
@@ -467,15 +467,8 @@ def _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split
     """evaluate (``diagnostics`` None) or diagnose (a dict of DiagnosticsOptions) over dask arrays."""
     dask, _ = _import_dask()
     check_nan_policy(nan_policy)
-    if (logits is None) == (proba is None):
-        raise InputError(
-            "pass exactly one of logits= (raw scores) or proba= (probabilities); "
-            f"got {'both' if logits is not None else 'neither'}.",
-            argument="logits/proba",
-        )
-    from_logits = logits is not None
-    name = "logits" if from_logits else "proba"
-    scores = _scores_array(logits if from_logits else proba, name)
+    given, from_logits, name = scores_argument(logits, proba)
+    scores = _scores_array(given, name)
     labels = _row_array(y_true, "y_true", scores, what="labels")
     weights = None if sample_weight is None else _row_array(sample_weight, "sample_weight", scores, what="weights")
     num_classes = int(scores.shape[1])
