@@ -141,6 +141,17 @@ def _exp_columns(columns, high, n_classes, count):
 
 
 @njit(**KERNEL_OPTIONS)
+def _exp_true(target, high, count, e_true):
+    """e_true[r] = exp(target - max), 1 at the max: the same bits as the row's column entry
+    (exp_nonpositive of the same difference), without a gather from the columns."""
+    prefer_wide_vectors()
+    compile_apart()
+    for r in range(count):
+        x = target[r] - high[r]
+        e_true[r] = 1.0 if x == 0.0 else exp_nonpositive(x)
+
+
+@njit(**KERNEL_OPTIONS)
 def _losses(mode, count, status, value, rest, loss_of):
     """Per-row loss of a block: log1p / log in a wide-vector leaf (see _exp_sums)."""
     prefer_wide_vectors()
@@ -229,15 +240,15 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     rank of the true class, squares = sum of the squared exp(z - max)
     (logits) or p (probabilities) over the classes but the true one.
     """
-    for r in range(count):
-        i = start + r
-        for j in range(n_classes):
-            columns[j, r] = as_float64(scores[i, j])
+    for j in range(n_classes):
+        for r in range(count):
+            columns[j, r] = as_float64(scores[start + r, j])
     for r in range(count):
         label = np.int64(labels[start + r])
         label_of[r] = 0 if label == ignore_label else label  # a safe column for ignored rows
     for r in range(count):
-        target[r] = columns[label_of[r], r]
+        # An unsigned index: no wraparound test for negative ones, so LLVM can gather.
+        target[r] = as_float64(scores[start + r, np.uint64(label_of[r])])
     for r in range(count):
         high[r] = columns[0, r]
     for j in range(1, n_classes):
@@ -288,9 +299,7 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
         for r in range(count):
             e = columns[j, r]
             squares[r] += e * e
-    for r in range(count):
-        at_top = high[r] - target[r] == 0.0
-        e_true[r] = 1.0 if at_top else columns[label_of[r], r]
+    _exp_true(target, high, count, e_true)
     for r in range(count):
         # the true class's own square, from the sum or from the max count
         squares[r] += low[r] - e_true[r] * e_true[r]
@@ -445,7 +454,7 @@ def score_blocks(
         total = np.empty(block_rows)
         squares = np.empty(block_rows)
         e_true = np.empty(block_rows)
-        columns = np.empty((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows))
+        columns = np.empty((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + 8))
         first_block = task * blocks_per_task
         for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
             _reset_block(fsums, icounts, b)
