@@ -215,6 +215,34 @@ def test_neg_inf_target_ranks_with_masked_ties():
     assert dict(m.top_k_accuracy) == {1: 0.0, 2: 0.0, 3: 1.0, 4: 1.0}
 
 
+@pytest.mark.filterwarnings("ignore::fastce.FastCEWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("num_classes", [5, 40, 300])  # column walk and row walk
+def test_proba_sign_bit_entries(rng, dtype, num_classes):
+    """The probability extremes are integer reductions over the float bits;
+    entries with the sign bit set (-0.0, negatives, a negative NaN) take the
+    float path.  -0.0 is a valid probability; -0.25 is reported with its value."""
+    labels = rng.integers(0, num_classes, size=600)
+    p = softmax(rng.normal(scale=2.0, size=(600, num_classes))).astype(dtype)
+    zeros = np.where(p < 1e-3, dtype(0.0), p)  # rows stay near 1 within the tolerance
+    signed = zeros.copy()
+    signed[zeros == 0.0] = -0.0
+    assert np.signbit(signed).any()
+    # (Zeroed entries leave rows short of 1: that warning is not the point here.)
+    assert fastce.evaluate(labels, proba=signed, top_k=(1, 2)) == fastce.evaluate(labels, proba=zeros, top_k=(1, 2))
+    bad = zeros.copy()
+    bad[123, 1] = -0.25
+    bad[123, 0] = -0.0  # the smallest signed integer: an integer min alone would report -0
+    bad[400, 2] = -0.125
+    with pytest.raises(fastce.InputError, match=r"proba row 123 holds a value below 0 \(extreme value -0.25;"):
+        fastce.evaluate(labels, proba=bad)
+    nan = zeros.copy()
+    nan[77, 3] = -np.nan  # a NaN with its sign bit set
+    assert np.signbit(nan[77, 3])
+    with pytest.raises(fastce.InputError, match=r"proba row 77"):
+        fastce.evaluate(labels, proba=nan)
+
+
 def test_proba_clipping_matches_sklearn_eps():
     p = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     m = fastce.evaluate([1, 1, 0], proba=p)

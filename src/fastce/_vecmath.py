@@ -52,6 +52,12 @@ def _bits_to_float32(typingctx, bits):
 
 
 @intrinsic
+def _float32_to_bits(typingctx, value):
+    """Reinterpret the 32 bits of a float32 as an int32 (no conversion)."""
+    return _bitcast_typer(types.float32, types.int32)(typingctx, value)
+
+
+@intrinsic
 def float64_to_bits(typingctx, value):
     """Reinterpret the 64 bits of a float64 as an int64 (no conversion)."""
     return _bitcast_typer(types.float64, types.int64)(typingctx, value)
@@ -300,6 +306,41 @@ def _as_float64_overload(x):
 
         return decode_bfloat16
     raise TypingError(f"fastce kernels read float32, float64 or 16-bit float views, not {x}")
+
+
+def ordered_bits(x):  # pragma: no cover - replaced by the overload below
+    return x
+
+
+def from_ordered_bits(bits):  # pragma: no cover - replaced by the overload below
+    return bits
+
+
+@overload(ordered_bits, inline="always", jit_options=KERNEL_OPTIONS)
+def _ordered_bits_overload(x):
+    """The bits of a float32 / float64 as a signed integer of the same width.
+
+    For x >= +0.0 (NaN with a clear sign bit above +inf) the integers are
+    ordered as the floats are, so an integer max or min -- one SIMD
+    instruction, where a float maxnum needs three to ignore NaN -- finds the
+    extreme of non-negative data.  Any value with the sign bit set (negative,
+    -0.0, a negative NaN) maps to a negative integer, which the caller takes
+    as the sign to redo the reduction in floats.
+    """
+    if x == types.float32:
+        return lambda x: _float32_to_bits(x)
+    if x == types.float64:
+        return lambda x: float64_to_bits(x)
+    raise TypingError(f"ordered_bits takes float32 or float64, not {x}")
+
+
+@overload(from_ordered_bits, inline="always", jit_options=KERNEL_OPTIONS)
+def _from_ordered_bits_overload(bits):
+    if bits == types.int32:
+        return lambda bits: _bits_to_float32(bits)
+    if bits == types.int64:
+        return lambda bits: _bits_to_float64(bits)
+    raise TypingError(f"from_ordered_bits takes int32 or int64, not {bits}")
 
 
 _WIDE_VECTORS = '"prefer-vector-width"="512"'
