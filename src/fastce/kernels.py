@@ -67,6 +67,9 @@ NO_LABEL = np.iinfo(np.int64).min
 # Up to this many classes, blocks are walked one class at a time (see _walk_columns).
 COLUMN_WALK_MAX_CLASSES = 32
 
+# Scratch rows are padded by this many elements (see score_blocks).
+SCRATCH_PAD = 24
+
 # Per-row status in a block's scratch.
 ROW_OK, ROW_NONFINITE, ROW_IGNORED = 0, 1, 2
 
@@ -135,14 +138,23 @@ def _exp_sums(scores, i, n_classes, row_max):
 
 
 @njit(**KERNEL_OPTIONS)
-def _exp_columns(columns, high, n_classes, count):
-    """columns[j, r] = exp(z - max) below the max, 0 at the max (a wide-vector leaf, see _exp_sums)."""
+def _exp_columns(columns, high, n_classes, count, at_max, rest, squares):
+    """Per row of a transposed block: entries at the max, sum of exp(z - max) over
+    the others, and of their squares (a wide-vector leaf, see _exp_sums)."""
     prefer_wide_vectors()
     compile_apart()
+    for r in range(count):
+        at_max[r] = 0.0
+        rest[r] = 0.0
+        squares[r] = 0.0
     for j in range(n_classes):
         for r in range(count):
             x = columns[j, r] - high[r]
-            columns[j, r] = exp_nonpositive(-np.inf if x >= 0.0 else x)
+            top = x >= 0.0
+            e = exp_nonpositive(-np.inf if top else x)
+            at_max[r] += 1.0 if top else 0.0
+            rest[r] += e
+            squares[r] += e * e
 
 
 @njit(**KERNEL_OPTIONS)
@@ -264,15 +276,15 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     rank of the true class, squares = sum of the squared exp(z - max)
     (logits) or p (probabilities) over the classes but the true one.
     """
-    for j in range(n_classes):
-        for r in range(count):
-            columns[j, r] = as_float64(scores[start + r, j])
     for r in range(count):
         label = np.int64(labels[start + r])
         label_of[r] = 0 if label == ignore_label else label  # a safe column for ignored rows
     for r in range(count):
         # An unsigned index: no wraparound test for negative ones, so LLVM can gather.
         target[r] = as_float64(scores[start + r, np.uint64(label_of[r])])
+    for j in range(n_classes):
+        for r in range(count):
+            columns[j, r] = as_float64(scores[start + r, j])
     for r in range(count):
         high[r] = columns[0, r]
     for j in range(1, n_classes):
@@ -288,41 +300,19 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
             ahead[r] += (v > t) | ((v == t) & tie_ahead)
     if mode == MODE_PROBA:
         for r in range(count):
-            low[r] = columns[0, r]
-        for j in range(1, n_classes):
-            for r in range(count):
-                low[r] = minnum(low[r], columns[j, r])
-        for r in range(count):
+            low[r] = np.inf
             total[r] = 0.0
-        for j in range(n_classes):
-            for r in range(count):
-                total[r] += columns[j, r]
-        for r in range(count):
             squares[r] = 0.0
         for j in range(n_classes):
             for r in range(count):
                 v = columns[j, r]
+                low[r] = minnum(low[r], v)
+                total[r] += v
                 squares[r] += 0.0 if j == label_of[r] else v * v
         return
-    # Logits.  Count the max entries, then replace every entry by exp(z - max),
-    # the max entries by 0 (they are counted, see _logits_row); NaN stays NaN.
-    for r in range(count):
-        low[r] = 0.0
-    for j in range(n_classes):
-        for r in range(count):
-            low[r] += 1.0 if columns[j, r] >= high[r] else 0.0
-    _exp_columns(columns, high, n_classes, count)
-    for r in range(count):
-        total[r] = 0.0
-    for j in range(n_classes):
-        for r in range(count):
-            total[r] += columns[j, r]
-    for r in range(count):
-        squares[r] = 0.0
-    for j in range(n_classes):
-        for r in range(count):
-            e = columns[j, r]
-            squares[r] += e * e
+    # Logits: the count of max entries and the sums of exp(z - max) over the
+    # others and of their squares, in one wide-vector pass (see _exp_sums).
+    _exp_columns(columns, high, n_classes, count, low, total, squares)
     _exp_true(target, high, count, e_true)
     for r in range(count):
         # the true class's own square, from the sum or from the max count
@@ -462,23 +452,29 @@ def score_blocks(
     weighted_classes = class_weight.shape[0] != 0
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in prange(n_tasks):
-        value = np.empty(block_rows)  # logits: max - target; proba: clipped p[y]
-        rest = np.empty(block_rows)  # logits: sum of exp over non-max entries
-        ahead = np.empty(block_rows, dtype=np.int64)
+        # Per-row scratch, one row of a 2-D buffer each.  The padding keeps the
+        # rows from starting 4 KiB apart: loops touching several of them at
+        # the same index would otherwise hit one L1 set and 4K-alias (block
+        # rows are often 512 float64 = 4 KiB).  Same for the transposed block.
+        floats = np.empty((13, block_rows + SCRATCH_PAD))
+        value = floats[0]  # logits: max - target; proba: clipped p[y]
+        rest = floats[1]  # logits: sum of exp over non-max entries
+        weight = floats[2]  # 0 for rows not counted
+        loss_of = floats[3]
+        brier = floats[4]
+        p_true = floats[5]
+        p_top = floats[6]
+        target = floats[7]
+        high = floats[8]
+        low = floats[9]
+        total = floats[10]
+        squares = floats[11]
+        e_true = floats[12]
+        integers = np.empty((2, block_rows + SCRATCH_PAD), dtype=np.int64)
+        ahead = integers[0]
+        label_of = integers[1]
         status = np.empty(block_rows, dtype=np.int8)
-        weight = np.empty(block_rows)  # 0 for rows not counted
-        loss_of = np.empty(block_rows)
-        brier = np.empty(block_rows)
-        p_true = np.empty(block_rows)
-        p_top = np.empty(block_rows)
-        label_of = np.empty(block_rows, dtype=np.int64)
-        target = np.empty(block_rows)
-        high = np.empty(block_rows)
-        low = np.empty(block_rows)
-        total = np.empty(block_rows)
-        squares = np.empty(block_rows)
-        e_true = np.empty(block_rows)
-        columns = np.empty((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + 8))
+        columns = np.empty((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD))
         first_block = task * blocks_per_task
         for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
             _reset_block(fsums, icounts, b)
