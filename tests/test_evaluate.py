@@ -86,6 +86,27 @@ def test_proba_match_reference_every_dtype(problem, dtype):
     assert_matches_reference(m, evaluate_reference(labels, proba=p, top_k=(1, 3)))
 
 
+@pytest.mark.parametrize("dtype", score_dtype_params())
+@pytest.mark.parametrize("num_classes", [2, 3, 4, 5, 8, 10, 11, 32])
+def test_short_row_widths_match_reference(rng, dtype, num_classes):
+    """Short rows are copied into a transposed block, with code specialised for some
+    widths (2, 3, 4, 8, 10): every width against the reference, over several
+    blocks and a partial one, with ties and masked classes in the mix."""
+    n = 3 * _config.block_rows(num_classes) + 77
+    logits = rng.normal(scale=3.0, size=(n, num_classes))
+    logits[::5] = np.round(logits[::5])  # ties
+    logits[1::9, 0] = -np.inf  # masked classes
+    labels = rng.integers(0, num_classes, size=n)
+    x = logits.astype(dtype)
+    m = fastce.evaluate(labels, logits=x, top_k=(1, 2))
+    assert_matches_reference(m, evaluate_reference(labels, logits=x, top_k=(1, 2)))
+    p = softmax(np.where(np.isinf(logits), -30.0, logits)).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastce.FastCEWarning)  # low-precision rows may not sum to 1
+        m = fastce.evaluate(labels, proba=p, top_k=(1, 2))
+    assert_matches_reference(m, evaluate_reference(labels, proba=p, top_k=(1, 2)))
+
+
 def test_weighted_matches_reference(problem, rng):
     logits, labels = problem
     w = rng.uniform(0.0, 3.0, size=N_SMALL)

@@ -40,6 +40,7 @@ from fastce._vecmath import (
     exp_nonpositive,
     from_ordered_bits,
     log1p_nonnegative,
+    order_key,
     log_positive,
     maxnum,
     minnum,
@@ -159,8 +160,7 @@ def _exp_columns(columns, high, n_classes, count, at_max, rest, squares):
 
 @njit(**KERNEL_OPTIONS)
 def _exp_true(target, high, count, e_true):
-    """e_true[r] = exp(target - max), 1 at the max: the same bits as the row's column entry
-    (exp_nonpositive of the same difference), without a gather from the columns."""
+    """e_true[r] = exp(target - max), 1 at the max, for every row of a block (a wide-vector leaf)."""
     prefer_wide_vectors()
     compile_apart()
     for r in range(count):
@@ -184,8 +184,8 @@ def _losses(mode, count, status, value, rest, loss_of):
 @njit(inline="always", **KERNEL_OPTIONS)
 def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
-    sum of the squared exp(z - max) over the classes but the true one,
-    exp(target - max), max, ok).
+    sum of the squared exp(z - max) over the non-max entries, number of max
+    entries, max, ok).
 
     The first loop reads the row from memory; the others find it in cache.
     Each loop does one kind of work, because LLVM vectorises a loop with one
@@ -198,9 +198,14 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     that includes the 1.0 would round them away).
     """
     # In the input's own precision (exact, and more SIMD lanes): max and rank.
-    native_max = as_native(scores[i, 0])
+    # The max as an integer reduction over order-preserving keys of the
+    # float bits: one cheap op per entry, and no serial NaN-blend chain in
+    # the loop's scalar remainder (which cost as much as the vector part at
+    # C ~ 100).  NaN entries map beyond +-inf; such rows are flagged anyway.
+    top_key = order_key(ordered_bits(as_native(scores[i, 0])))
     for j in range(n_classes):
-        native_max = maxnum(native_max, as_native(scores[i, j]))
+        top_key = max(top_key, order_key(ordered_bits(as_native(scores[i, j]))))
+    native_max = from_ordered_bits(order_key(top_key))
     ahead = _rank(scores, i, n_classes, label, ties_to_last)
     row_max = np.float64(native_max)
     # float64 sums of exp(z - max) below the max and of their squares.  A max
@@ -209,13 +214,9 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     # "x >= 0", goes through exp and makes the sums NaN: that flags the row.
     rest, squares, at_max = _exp_sums(scores, i, n_classes, row_max)
     shift = row_max - target
-    # Squares of the classes but the true one: the true class is a max entry
-    # (counted in at_max) or one of the summed squares.
-    e_true = 1.0 if shift == 0.0 else exp_nonpositive(-shift)
-    squares += at_max - e_true * e_true
     rest += at_max - 1.0
     ok = rest == rest
-    return shift, rest, ahead, squares, e_true, row_max, ok
+    return shift, rest, ahead, squares, at_max, row_max, ok
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -261,8 +262,25 @@ def _proba_row(scores, i, n_classes, label):
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
+def _copy_fixed_width(scores, start, count, width, columns):
+    """columns[j, r] = scores[start + r, j] for a block whose row width is the constant ``width``.
+
+    Inlined with a literal width, the inner loop unrolls and LLVM vectorises
+    the row loop with interleaved loads and shuffles; the general strided
+    copy can only be scalar or use gathers, both slower.  Unsigned indices
+    keep numba's negative-index test out of the addresses.
+    """
+    flat = scores.reshape(scores.shape[0] * scores.shape[1])
+    base = np.uint64(start * width)
+    for r in range(count):
+        k = base + np.uint64(r * width)
+        for j in range(width):
+            columns[j, r] = as_float64(flat[k + np.uint64(j)])
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
 def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                  label_of, target, high, low, total, ahead, squares, e_true, columns):
+                  label_of, target, high, low, total, ahead, squares, columns):
     """Per-row statistics of a block of short rows, one class at a time.
 
     For small C a loop along a row is too short to vectorise, so the block is
@@ -271,10 +289,10 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     (SIMD lanes = rows, unit stride).  Each loop writes one array, so that
     LLVM's alias checks stay few and it vectorises them.
     Logits: high = row max, total = sum of exp(z - max) over non-max entries,
-    low = number of entries equal to the max, e_true = exp(z[y] - max).
-    Probabilities: high / low / total = row max / min / sum.  Both: ahead =
-    rank of the true class, squares = sum of the squared exp(z - max)
-    (logits) or p (probabilities) over the classes but the true one.
+    squares = sum of their squares, low = number of entries equal to the max.
+    Probabilities: high / low / total = row max / min / sum, squares = sum
+    of p**2 over the classes but the true one.  Both: target = z[y] or
+    p[y], ahead = rank of the true class.
     """
     for r in range(count):
         label = np.int64(labels[start + r])
@@ -282,9 +300,22 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     for r in range(count):
         # An unsigned index: no wraparound test for negative ones, so LLVM can gather.
         target[r] = as_float64(scores[start + r, np.uint64(label_of[r])])
-    for j in range(n_classes):
-        for r in range(count):
-            columns[j, r] = as_float64(scores[start + r, j])
+    # The copy: for the commonest short widths, a width known to the compiler
+    # (see _copy_fixed_width); else one strided scalar loop per class.
+    if n_classes == 2:
+        _copy_fixed_width(scores, start, count, 2, columns)
+    elif n_classes == 3:
+        _copy_fixed_width(scores, start, count, 3, columns)
+    elif n_classes == 4:
+        _copy_fixed_width(scores, start, count, 4, columns)
+    elif n_classes == 8:
+        _copy_fixed_width(scores, start, count, 8, columns)
+    elif n_classes == 10:
+        _copy_fixed_width(scores, start, count, 10, columns)
+    else:
+        for j in range(n_classes):
+            for r in range(count):
+                columns[j, r] = as_float64(scores[start + r, j])
     for r in range(count):
         high[r] = columns[0, r]
     for j in range(1, n_classes):
@@ -313,10 +344,6 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     # Logits: the count of max entries and the sums of exp(z - max) over the
     # others and of their squares, in one wide-vector pass (see _exp_sums).
     _exp_columns(columns, high, n_classes, count, low, total, squares)
-    _exp_true(target, high, count, e_true)
-    for r in range(count):
-        # the true class's own square, from the sum or from the max count
-        squares[r] += low[r] - e_true[r] * e_true[r]
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -483,7 +510,7 @@ def score_blocks(
             # -- walk the rows: one read of each ---------------------------
             if n_classes <= COLUMN_WALK_MAX_CLASSES:
                 _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                              label_of, target, high, low, total, ahead, squares, e_true, columns)
+                              label_of, target, high, low, total, ahead, squares, columns)
                 _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                                    sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                                    fsums, icounts, b)
@@ -503,19 +530,21 @@ def score_blocks(
                     if label == ignore_label:
                         status[r] = ROW_IGNORED
                         weight[r] = 0.0
+                        # finite scratch for the vector loops after the walk
+                        target[r] = high[r] = low[r] = squares[r] = 0.0
                         if keep_stats:
                             row_pred[i] = -1
                         continue
                     if mode == MODE_LOGITS:
                         row_target = as_float64(scores[i, label])
-                        shift, row_rest, row_ahead, row_squares, row_e_true, row_max, ok = _logits_row(
+                        shift, row_rest, row_ahead, row_squares, row_at_max, row_max, ok = _logits_row(
                             scores, i, n_classes, row_target, label, ties_to_last
                         )
                         value[r] = shift
                         rest[r] = row_rest
                         ahead[r] = row_ahead
                         squares[r] = row_squares
-                        e_true[r] = row_e_true
+                        target[r], high[r], low[r] = row_target, row_max, row_at_max
                     else:
                         row_target = as_float64(scores[i, label])
                         row_max, row_min, row_sum, row_squares = _proba_row(scores, i, n_classes, label)
@@ -565,6 +594,13 @@ def score_blocks(
             # (S - e_y) / S without cancellation: when the true class holds
             # the max, S - e_y is ``rest`` itself.
             if mode == MODE_LOGITS:
+                # exp(z[y] - max) of every row in one wide-vector loop (a scalar
+                # exp per row costs more than the row's other work at C ~ 100),
+                # then the true class's own square out of the squares: it is a
+                # max entry (counted in low = at_max) or one of those summed.
+                _exp_true(target, high, count, e_true)
+                for r in range(count):
+                    squares[r] += low[r] - e_true[r] * e_true[r]
                 for r in range(count):
                     total_r = 1.0 + rest[r]
                     off = rest[r] if value[r] == 0.0 else total_r - e_true[r]
