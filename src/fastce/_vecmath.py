@@ -324,7 +324,7 @@ def from_ordered_bits(bits):  # pragma: no cover - replaced by the overload belo
     return bits
 
 
-# These three are compiled as small functions (LLVM still inlines them), not
+# These three are compiled as small functions (measured as fast), not
 # inlined by numba (``inline="always"``): with numba's IR inlining, using them
 # in both the logits and the probability walks of one float64 kernel lost a
 # "value below 0" count (tests/test_evaluate.py::test_proba_sign_bit_entries).

@@ -37,15 +37,15 @@ from fastce._vecmath import (
     add_reassoc,
     as_float64,
     as_native,
+    compile_apart,
     exp_nonpositive,
     from_ordered_bits,
     log1p_nonnegative,
-    order_key,
     log_positive,
     maxnum,
     minnum,
+    order_key,
     ordered_bits,
-    compile_apart,
     prefer_wide_vectors,
 )
 
@@ -68,7 +68,9 @@ NO_LABEL = np.iinfo(np.int64).min
 # Up to this many classes, blocks are walked one class at a time (see _walk_columns).
 COLUMN_WALK_MAX_CLASSES = 32
 
-# Scratch rows are padded by this many elements (see score_blocks).
+# Scratch rows are padded by this many elements (see score_blocks): 3 cache
+# lines, so that consecutive rows of a 4 KiB-multiple length start in
+# different L1 sets.
 SCRATCH_PAD = 24
 
 # Per-row status in a block's scratch.
@@ -266,9 +268,10 @@ def _copy_fixed_width(scores, start, count, width, columns):
     """columns[j, r] = scores[start + r, j] for a block whose row width is the constant ``width``.
 
     Inlined with a literal width, the inner loop unrolls and LLVM vectorises
-    the row loop with interleaved loads and shuffles; the general strided
-    copy can only be scalar or use gathers, both slower.  Unsigned indices
-    keep numba's negative-index test out of the addresses.
+    the row loop with shuffles (vshufps + vcvtps2pd for width 2, checked in
+    the assembly); the general strided copy is scalar (or gathers, slower
+    still).  6-12% faster at these widths (benchmarks/kernel_timing.py, A/B).
+    Unsigned indices keep numba's negative-index test out of the addresses.
     """
     flat = scores.reshape(scores.shape[0] * scores.shape[1])
     base = np.uint64(start * width)
