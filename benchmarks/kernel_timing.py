@@ -6,8 +6,9 @@ Usage::
 
 Calls the kernel directly on ``--blocks`` blocks of float32 scores (3 * N(0, 1)
 logits, and their softmax as probabilities) small enough to stay in cache, on
-one thread, and prints the best of 5 rounds of ``--repeats`` calls: ns per row
-and ns per score.  This isolates the kernel's compute from memory bandwidth,
+one thread, checks the call's sums against ``fastce.evaluate`` (so the timed
+call does the whole job), and prints the best of 5 rounds of ``--repeats``
+calls: ns per row and ns per score.  This isolates the kernel's compute from memory bandwidth,
 validation and thread start-up -- the number to compare when changing the
 kernels (run it on the old and the new tree, interleaved: the machine is
 noisy).  The ns/row figures of the README's "what changed" and of the closing
@@ -23,6 +24,7 @@ import time
 import numba
 import numpy as np
 
+import fastce
 from fastce import _config
 from fastce import kernels as K
 from fastce._accumulate import kernel_input
@@ -36,14 +38,18 @@ def kernel_seconds(num_classes: int, mode: int, blocks: int, repeats: int, rng) 
     if mode == K.MODE_PROBA:
         e = np.exp(z - z.max(axis=1, keepdims=True))
         z = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    labels = rng.integers(0, num_classes, rows)
     none = kernel_input(np.empty(0))
+    fsums = np.empty((blocks, K.F_TOPK + 1))
     args = (
-        kernel_input(z), kernel_input(rng.integers(0, num_classes, rows)), none, none,
-        np.int64(K.NO_LABEL), kernel_input(np.array([1], dtype=np.int64)), False, mode, 0.0, np.inf,
+        kernel_input(z), kernel_input(labels), none, none,
+        np.int64(K.NO_LABEL), kernel_input(np.array([1], dtype=np.int64)), False, mode,
+        float(np.finfo(np.float32).eps), np.inf,  # evaluate's clipping of float32 probabilities
         np.empty(0), np.empty((0, 3)), np.empty(0, dtype=np.int64), blocks, block_rows, blocks,
-        np.empty((blocks, K.F_TOPK + 1)), np.empty((blocks, K.NUM_ICOUNTS), dtype=np.int64),
+        fsums, np.empty((blocks, K.NUM_ICOUNTS), dtype=np.int64),
     )
     K.score_blocks(*args)  # compile / load from cache
+    check_answer(fsums, labels, z, mode)
     best = np.inf
     for _ in range(5):
         start = time.perf_counter()
@@ -51,6 +57,16 @@ def kernel_seconds(num_classes: int, mode: int, blocks: int, repeats: int, rng) 
             K.score_blocks(*args)
         best = min(best, (time.perf_counter() - start) / repeats)
     return best, rows
+
+
+def check_answer(fsums, labels, scores, mode) -> None:
+    """The timed call did the whole job: its block sums give ``evaluate``'s mean loss and accuracy."""
+    metrics = fastce.evaluate(labels, **{"logits" if mode == K.MODE_LOGITS else "proba": scores})
+    rows = labels.shape[0]
+    loss = fsums[:, K.F_LOSS].sum() / rows
+    accuracy = fsums[:, K.F_TOPK].sum() / rows
+    if not (np.isclose(loss, metrics.cross_entropy, rtol=1e-12) and np.isclose(accuracy, metrics.accuracy)):
+        raise AssertionError(f"kernel gave loss {loss}, accuracy {accuracy}; evaluate: {metrics}")
 
 
 def main(argv=None) -> int:
