@@ -141,11 +141,31 @@ def _exp_sums(scores, i, n_classes, row_max):
 
 
 @njit(**KERNEL_OPTIONS)
-def _exp_columns(columns, high, n_classes, count, at_max, rest, squares):
+def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares, e_true):
     """Per row of a transposed block: entries at the max, sum of exp(z - max) over
-    the others, and of their squares (a wide-vector leaf, see _exp_sums)."""
+    the others, and of their squares, and e_true = exp(target - max) (1 at the
+    max), as _exp_true (a wide-vector leaf, see _exp_sums)."""
     prefer_wide_vectors()
     compile_apart()
+    if n_classes == 2:
+        # One exp per row instead of three (one per column, one for the
+        # target): of two entries one is the max and contributes 1, and the
+        # other's exp is also the target's when the target is not the max.
+        # The same values, bit for bit, as the general loops below (the max's
+        # exp there is exactly 0 and the sums start at 0).
+        for r in range(count):
+            below0 = columns[0, r] - high[r]
+            below1 = columns[1, r] - high[r]
+            top0 = below0 >= 0.0
+            top1 = below1 >= 0.0
+            # The entry below the max; NaN when either entry is NaN.
+            x = below1 if top0 else below0
+            e = exp_nonpositive(-np.inf if x >= 0.0 else x)
+            at_max[r] = (1.0 if top0 else 0.0) + (1.0 if top1 else 0.0)
+            rest[r] = e
+            squares[r] = e * e
+            e_true[r] = 1.0 if target[r] - high[r] == 0.0 else e
+        return
     for r in range(count):
         at_max[r] = 0.0
         rest[r] = 0.0
@@ -158,6 +178,14 @@ def _exp_columns(columns, high, n_classes, count, at_max, rest, squares):
             at_max[r] += 1.0 if top else 0.0
             rest[r] += e
             squares[r] += e * e
+    _exp_true_rows(target, high, count, e_true)
+
+
+@njit(**KERNEL_OPTIONS)
+def _exp_true_rows(target, high, count, e_true):
+    for r in range(count):
+        x = target[r] - high[r]
+        e_true[r] = 1.0 if x == 0.0 else exp_nonpositive(x)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -165,9 +193,7 @@ def _exp_true(target, high, count, e_true):
     """e_true[r] = exp(target - max), 1 at the max, for every row of a block (a wide-vector leaf)."""
     prefer_wide_vectors()
     compile_apart()
-    for r in range(count):
-        x = target[r] - high[r]
-        e_true[r] = 1.0 if x == 0.0 else exp_nonpositive(x)
+    _exp_true_rows(target, high, count, e_true)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -283,7 +309,7 @@ def _copy_fixed_width(scores, start, count, width, columns):
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                  label_of, target, high, low, total, ahead, squares, columns):
+                  label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
     """Per-row statistics of a block of short rows, one class at a time.
 
     For small C a loop along a row is too short to vectorise, so the block is
@@ -292,17 +318,20 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     (SIMD lanes = rows, unit stride).  Each loop writes one array, so that
     LLVM's alias checks stay few and it vectorises them.
     Logits: high = row max, total = sum of exp(z - max) over non-max entries,
-    squares = sum of their squares, low = number of entries equal to the max.
+    squares = sum of their squares, low = number of entries equal to the max,
+    e_true = exp(target - max).
     Probabilities: high / low / total = row max / min / sum, squares = sum
     of p**2 over the classes but the true one.  Both: target = z[y] or
     p[y], ahead = rank of the true class.
     """
+    # Unsigned indices throughout: numba's wraparound test for negative ones
+    # keeps a loop scalar (seen in a perf profile of these loops).
     for r in range(count):
-        label = np.int64(labels[start + r])
+        label = np.int64(labels[np.uint64(start + r)])
         label_of[r] = 0 if label == ignore_label else label  # a safe column for ignored rows
+        label_column[r] = np.float64(label_of[r])
     for r in range(count):
-        # An unsigned index: no wraparound test for negative ones, so LLVM can gather.
-        target[r] = as_float64(scores[start + r, np.uint64(label_of[r])])
+        target[r] = as_float64(scores[np.uint64(start + r), np.uint64(label_of[r])])
     # The copy: for the commonest short widths, a width known to the compiler
     # (see _copy_fixed_width); else one strided scalar loop per class.
     if n_classes == 2:
@@ -324,14 +353,22 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     for j in range(1, n_classes):
         for r in range(count):
             high[r] = maxnum(high[r], columns[j, r])
+    # The rank counted in float64 (exact for these counts) against the label
+    # as a float: every operand is a float64 lane, so the loop vectorises
+    # without the packing and widening of int64 and boolean masks, which cost
+    # a quarter of the short-row kernel (perf profile at C = 2 and 10).
     for r in range(count):
-        ahead[r] = 0
+        rank[r] = 0.0
     for j in range(n_classes):
+        column = np.float64(j)
         for r in range(count):
             v = columns[j, r]
             t = target[r]
-            tie_ahead = ((j < label_of[r]) != ties_to_last) & (j != label_of[r])
-            ahead[r] += (v > t) | ((v == t) & tie_ahead)
+            # Equal scores rank ahead on one side of the true class only.
+            tie_ahead = column > label_column[r] if ties_to_last else column < label_column[r]
+            rank[r] += 1.0 if (v > t) | ((v == t) & tie_ahead) else 0.0
+    for r in range(count):
+        ahead[r] = np.int64(rank[r])
     if mode == MODE_PROBA:
         for r in range(count):
             low[r] = np.inf
@@ -344,9 +381,10 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
                 total[r] += v
                 squares[r] += 0.0 if j == label_of[r] else v * v
         return
-    # Logits: the count of max entries and the sums of exp(z - max) over the
-    # others and of their squares, in one wide-vector pass (see _exp_sums).
-    _exp_columns(columns, high, n_classes, count, low, total, squares)
+    # Logits: the count of max entries, the sums of exp(z - max) over the
+    # others and of their squares, and exp(target - max), in one wide-vector
+    # leaf (see _exp_sums).
+    _exp_columns(columns, high, target, n_classes, count, low, total, squares, e_true)
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -389,14 +427,19 @@ def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore
             status[r] = ROW_OK if ok else ROW_NONFINITE
         for r in range(count):
             value[r] = min(max(target[r], proba_eps), 1.0 - proba_eps)
+    # Selects rather than branches, unsigned indices (see _walk_columns), and
+    # the common unweighted case apart: these loops vectorise.
     for r in range(count):
-        if np.int64(labels[start + r]) == ignore_label:
-            status[r] = ROW_IGNORED
-    for r in range(count):
-        w = np.float64(sample_weight[start + r]) if weighted_rows else 1.0
-        if weighted_classes:
-            w *= np.float64(class_weight[label_of[r]])
-        weight[r] = w if status[r] == ROW_OK else 0.0
+        status[r] = ROW_IGNORED if np.int64(labels[np.uint64(start + r)]) == ignore_label else status[r]
+    if weighted_rows or weighted_classes:
+        for r in range(count):
+            w = np.float64(sample_weight[np.uint64(start + r)]) if weighted_rows else 1.0
+            if weighted_classes:
+                w *= np.float64(class_weight[np.uint64(label_of[r])])
+            weight[r] = w if status[r] == ROW_OK else 0.0
+    else:
+        for r in range(count):
+            weight[r] = 1.0 if status[r] == ROW_OK else 0.0
     bad = 0
     for r in range(count):
         bad += status[r] == ROW_NONFINITE
@@ -486,7 +529,7 @@ def score_blocks(
         # rows from starting 4 KiB apart: loops touching several of them at
         # the same index would otherwise hit one L1 set and 4K-alias (block
         # rows are often 512 float64 = 4 KiB).  Same for the transposed block.
-        floats = np.empty((13, block_rows + SCRATCH_PAD))
+        floats = np.empty((15, block_rows + SCRATCH_PAD))
         value = floats[0]  # logits: max - target; proba: clipped p[y]
         rest = floats[1]  # logits: sum of exp over non-max entries
         weight = floats[2]  # 0 for rows not counted
@@ -500,10 +543,15 @@ def score_blocks(
         total = floats[10]
         squares = floats[11]
         e_true = floats[12]
-        integers = np.empty((2, block_rows + SCRATCH_PAD), dtype=np.int64)
+        rank = floats[13]  # short rows: the true class's rank, counted in floats
+        label_column = floats[14]  # short rows: the label as a float
+        # int64 like the labels and as wide as the float64 scratch: loops that
+        # mix them vectorise without packing (an int8 status kept the
+        # ignored-label loop scalar, seen in a perf profile).
+        integers = np.empty((3, block_rows + SCRATCH_PAD), dtype=np.int64)
         ahead = integers[0]
         label_of = integers[1]
-        status = np.empty(block_rows, dtype=np.int8)
+        status = integers[2]
         columns = np.empty((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD))
         first_block = task * blocks_per_task
         for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
@@ -513,7 +561,8 @@ def score_blocks(
             # -- walk the rows: one read of each ---------------------------
             if n_classes <= COLUMN_WALK_MAX_CLASSES:
                 _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                              label_of, target, high, low, total, ahead, squares, columns)
+                              label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
+                              columns)
                 _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                                    sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                                    fsums, icounts, b)
@@ -553,7 +602,10 @@ def score_blocks(
                         row_max, row_min, row_sum, row_squares = _proba_row(scores, i, n_classes, label)
                         ahead[r] = _rank(scores, i, n_classes, label, ties_to_last)
                         target[r], high[r], squares[r] = row_target, row_max, row_squares
-                    if mode == MODE_PROBA:
+                        # In this branch, where row_min is defined: testing it after
+                        # the branches join lost the "value below 0" count in the
+                        # float32 kernel (numba's SSA of a variable defined on one
+                        # path; tests/test_evaluate.py::test_proba_sign_bit_entries).
                         # NaN anywhere makes the sum NaN; an inf entry makes the max or
                         # min infinite.  (A finite sum may still overflow: that row is
                         # then reported as not summing to one, not as non-finite.)
@@ -598,10 +650,12 @@ def score_blocks(
             # the max, S - e_y is ``rest`` itself.
             if mode == MODE_LOGITS:
                 # exp(z[y] - max) of every row in one wide-vector loop (a scalar
-                # exp per row costs more than the row's other work at C ~ 100),
-                # then the true class's own square out of the squares: it is a
-                # max entry (counted in low = at_max) or one of those summed.
-                _exp_true(target, high, count, e_true)
+                # exp per row costs more than the row's other work at C ~ 100;
+                # short rows have it from _walk_columns), then the true class's
+                # own square out of the squares: it is a max entry (counted in
+                # low = at_max) or one of those summed.
+                if n_classes > COLUMN_WALK_MAX_CLASSES:
+                    _exp_true(target, high, count, e_true)
                 for r in range(count):
                     squares[r] += low[r] - e_true[r] * e_true[r]
                 for r in range(count):
