@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import accuracy
+import ceiling
 import fastce
 import kernel_timing
 
@@ -38,3 +39,19 @@ def test_kernel_timing_refuses_a_call_that_did_not_do_the_job():
     fsums = np.zeros((1, kernel_timing.K.F_TOPK + 1))  # an untouched output: loss 0, accuracy 0
     with pytest.raises(AssertionError, match="kernel gave loss"):
         kernel_timing.check_answer(fsums, y, z, kernel_timing.K.MODE_LOGITS)
+
+
+def test_ceiling_prints_costs_and_their_ratio(capsys):
+    assert ceiling.main(["--mb", "8", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    memory = float(re.search(r"memory\s+([\d.]+) ns", out).group(1))
+    exp = float(re.search(r"exp floor\s+([\d.]+) ns", out).group(1))
+    bound = float(re.search(r"bound\s+([\d.]+)%", out).group(1))
+    assert memory > 0 and exp > 0
+    assert bound == pytest.approx(100 * memory / exp, rel=0.01, abs=0.06)
+
+
+def test_ceiling_exp_loop_computes_the_sum_it_times():
+    scores = np.array([0.0, -1.0, 3.5, 15.0], dtype=np.float32)
+    expected = np.exp(scores.astype(np.float64) - 20.0).sum() * 2
+    assert ceiling.exp_sum(scores, 2) == pytest.approx(expected, rel=1e-14)
