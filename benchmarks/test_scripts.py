@@ -11,6 +11,7 @@ import accuracy
 import ceiling
 import fastce
 import kernel_timing
+import readme_table
 
 
 def test_kernel_timing_prints_positive_costs_per_mode(capsys):
@@ -55,3 +56,21 @@ def test_ceiling_exp_loop_computes_the_sum_it_times():
     scores = np.array([0.0, -1.0, 3.5, 15.0], dtype=np.float32)
     expected = np.exp(scores.astype(np.float64) - 20.0).sum() * 2
     assert ceiling.exp_sum(scores, 2) == pytest.approx(expected, rel=1e-14)
+
+
+def test_readme_table_rows_from_compare_json():
+    base = {"bytes": 8e9, "elements": 2e9, "roofline_s": 0.5, "N": 10, "problems": []}
+    rows = [
+        dict(base, workload="evaluate logits", C=10, dtype="float32", fastce_s=2.0,
+             peers={"torch": {"ratio": 7.25, "rows": 10}, "numpy": {"skipped": "not installed"}}),
+        dict(base, workload="evaluate logits", C=10, dtype="float16", bytes=4e9, fastce_s=4.0, peers={}),
+        dict(base, workload="evaluate binary logits", C=1, dtype="float32", fastce_s=1.0, peers={}),
+        dict(base, workload="log_loss", C=10, dtype="float32", fastce_s=None, peers={}, problems=["ERROR x"]),
+    ]
+    lines = readme_table.markdown(rows).splitlines()
+    assert lines[0].startswith("| workload | C | dtype | fastce GB/s")
+    # binary rows sort with C = 2; 8 GB in 1 s against a 0.5 s roofline: 8 GB/s, 16 GB/s, 50%
+    assert lines[2] == "| evaluate binary logits | 2 (1-D) | float32 | 8.00 | 16.0 | 50% |  | — | — | — |"
+    assert lines[3] == "| evaluate logits | 10 | float32 | 4.00 | 16.0 | 25% |  | 7.2 | — | — |"
+    assert lines[4] == "| evaluate logits | 10 | float16 | 1.00 | 8.0 | 12% | 0.50 | — | — | — |"
+    assert "failed: ERROR x" in lines[5]
