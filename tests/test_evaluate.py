@@ -107,6 +107,35 @@ def test_short_row_widths_match_reference(rng, dtype, num_classes):
     assert_matches_reference(m, evaluate_reference(labels, proba=p, top_k=(1, 2)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_classes_equal_the_general_path_bit_for_bit(rng, dtype):
+    """Two classes take one exp per row (kernels._exp_columns); a third, masked class
+    (-inf: its exp is exactly 0) sends the same rows through the general loops.
+    Per-row losses, p(true), p(predicted) and every metric must agree to the bit,
+    over ties, NaN and infinite entries, and a -inf true class."""
+    n = 2 * _config.block_rows(2) + 45
+    z = rng.normal(scale=4.0, size=(n, 2))
+    z[::7, 1] = z[::7, 0]  # ties at the max
+    z[3::11, 0] = -np.inf  # a masked class
+    z[5::13, 1] = np.nan
+    z[6::17, 0] = np.inf
+    z[8::19] = -np.inf  # every class masked
+    labels = rng.integers(0, 2, size=n)
+    two = z.astype(dtype)
+    three = np.concatenate([two, np.full((n, 1), -np.inf, dtype=dtype)], axis=1)
+    loss2 = fastce.cross_entropy(two, labels, reduction="none", nan_policy="propagate")
+    loss3 = fastce.cross_entropy(three, labels, reduction="none", nan_policy="propagate")
+    np.testing.assert_array_equal(loss2, loss3)
+    assert np.isnan(loss2).any() and np.isinf(loss2).any()  # the special rows were there
+    finite = np.isfinite(loss2)
+    r2 = fastce.diagnose(labels[finite], logits=two[finite], top_k=(1, 2), worst_k=n)
+    r3 = fastce.diagnose(labels[finite], logits=three[finite], top_k=(1, 2), worst_k=n)
+    assert r2.worst == r3.worst  # rows, true and predicted class, p(true), p(pred), loss
+    m2, m3 = r2.metrics, r3.metrics
+    assert (m2.cross_entropy, m2.accuracy, m2.top_k_accuracy) == (m3.cross_entropy, m3.accuracy, m3.top_k_accuracy)
+    assert 2 * m2.brier == m3.brier  # scikit-learn halves the Brier score of two classes
+
+
 def test_weighted_matches_reference(problem, rng):
     logits, labels = problem
     w = rng.uniform(0.0, 3.0, size=N_SMALL)
