@@ -17,10 +17,11 @@ Two costs measured on this machine, per float32 score and per thread, and their 
   ranks the true class (``kernel_timing.py`` gives the whole kernel's cost).
 
 ``bound = memory / exp floor`` is the largest fraction of the roofline that
-``evaluate(logits=...)`` could reach at large C if compute and memory
-overlapped perfectly and nothing but the exp cost anything.  When it is below
-a target fraction, no tuning of the other work reaches that target: the exp
-itself (its polynomial's FMAs) would have to get cheaper, i.e. less accurate.
+``evaluate(logits=...)`` could reach at large C with this exp, if compute and
+memory overlapped perfectly and nothing but the exp cost anything.  When it is
+below a target fraction, no tuning of the other work reaches that target: the
+exp itself must get cheaper -- a different float64 algorithm (say table-driven,
+fewer FMAs for gathers) or a less accurate one.
 """
 
 from __future__ import annotations

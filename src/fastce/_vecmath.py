@@ -159,11 +159,12 @@ def exp_nonpositive(x):
     # the coefficients rounded to float64 (degree 11 in all; the Taylor series
     # needs degree 13 for the same).
     # g in two Horner chains in r**2, g = E(r**2) + r O(r**2): a dependency
-    # chain of 5 FMAs instead of 9, for one extra multiply.  On cores with
+    # chain of r**2, 4 FMAs and the combining FMA instead of Horner's 9 FMAs,
+    # for one extra multiply.  On cores with
     # 16 vector registers (AVX2) and 4-cycle FMAs, plain Horner was bound by
-    # that chain's latency (5.1 against 4.0 cycles per exp on Zen 3, measured
-    # in the exp-and-sum leaf), and Estrin's extra multiplies cost more than
-    # they gained (4.6).  The last two steps stay Horner's: they decide the
+    # that chain's latency (5.1 against 4.0 cycles per exp on Zen 3, in a
+    # micro-benchmark of the exp-and-sum leaf not kept in the repository), and
+    # Estrin's extra multiplies cost more than they gained (4.6).  The last two steps stay Horner's: they decide the
     # rounding of the result.
     r2 = r * r
     even = fma(2.7620075879983367e-07, r2, 2.4801521322368692e-05)

@@ -183,6 +183,7 @@ def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares,
 
 @njit(**KERNEL_OPTIONS)
 def _exp_true_rows(target, high, count, e_true):
+    """The loop of _exp_true, shared with _exp_columns (each a leaf with its own vector width)."""
     for r in range(count):
         x = target[r] - high[r]
         e_true[r] = 1.0 if x == 0.0 else exp_nonpositive(x)
