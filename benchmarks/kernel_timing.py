@@ -40,7 +40,7 @@ def kernel_seconds(num_classes: int, mode: int, blocks: int, repeats: int, rng) 
         z = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
     labels = rng.integers(0, num_classes, rows)
     none = kernel_input(np.empty(0))
-    fsums = np.empty((blocks, K.F_TOPK + 1))
+    fsums = np.empty((blocks, K.fsums_columns(1)))
     args = (
         kernel_input(z), kernel_input(labels), none, none,
         np.int64(K.NO_LABEL), kernel_input(np.array([1], dtype=np.int64)), False, mode,

@@ -37,7 +37,7 @@ def test_kernel_timing_refuses_a_call_that_did_not_do_the_job():
     rng = np.random.default_rng(2)
     z = rng.standard_normal((64, 5)).astype(np.float32)
     y = rng.integers(0, 5, 64)
-    fsums = np.zeros((1, kernel_timing.K.F_TOPK + 1))  # an untouched output: loss 0, accuracy 0
+    fsums = np.zeros((1, kernel_timing.K.fsums_columns(1)))  # an untouched output: loss 0, accuracy 0
     with pytest.raises(AssertionError, match="kernel gave loss"):
         kernel_timing.check_answer(fsums, y, z, kernel_timing.K.MODE_LOGITS)
 

@@ -5,6 +5,7 @@ One numba kernel reads each row of scores once and produces a mergeable
 """
 
 from fastce.api import diagnose, evaluate
+from fastce.compare import Comparison, compare
 from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
 from fastce.metrics import Metrics
 from fastce.report import Report
@@ -17,6 +18,7 @@ from fastce.torch_compat import cross_entropy
 __version__ = "0.1.0"
 
 __all__ = [
+    "Comparison",
     "Evaluator",
     "FastCEWarning",
     "InputError",
@@ -28,6 +30,7 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "brier_score_loss",
+    "compare",
     "cross_entropy",
     "diagnose",
     "evaluate",

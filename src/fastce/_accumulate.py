@@ -39,7 +39,7 @@ def kernel_input(array: np.ndarray, dtype=None) -> np.ndarray:
 
 _EMPTY_F64 = kernel_input(np.empty(0, dtype=np.float64))
 _NO_ROW_LOSSES = np.empty(0, dtype=np.float64)  # written by kernels: stays writable
-_NO_ROW_STATS = np.empty((0, 3), dtype=np.float64)
+_NO_ROW_STATS = np.empty((0, K.ROW_STATS_COLUMNS), dtype=np.float64)
 _NO_ROW_PRED = np.empty(0, dtype=np.int64)
 
 
@@ -54,7 +54,7 @@ def _run(call, n_rows, row_elements, state, block_rows, labels, sample_weight, r
     # Waking the thread pool costs more than a small input takes to read; the
     # per-block results do not depend on the thread count, so run it on one.
     serial = n_rows * row_elements < _config.SERIAL_BELOW_ELEMENTS
-    n_cols = K.F_TOPK + len(state.top_k)
+    n_cols = K.fsums_columns(len(state.top_k))
     max_blocks = min(max_blocks_per_call or _config.BLOCKS_PER_CALL, max(1, -(-n_rows // block_rows)))
     fsums = np.empty((max_blocks, n_cols), dtype=np.float64)
     icounts = np.empty((max_blocks, K.NUM_ICOUNTS), dtype=np.int64)
@@ -74,7 +74,7 @@ def _run(call, n_rows, row_elements, state, block_rows, labels, sample_weight, r
             finally:
                 if serial and threads > 1:
                     numba.set_num_threads(threads)
-        K.fold_blocks(fsums, icounts, nblocks, start, state.sums, state.minmax, state.counts)
+        state.moment_overflows += K.fold_blocks(fsums, icounts, nblocks, start, state.sums, state.minmax, state.counts)
     state.rows_seen += n_rows
     return state
 
@@ -98,7 +98,7 @@ def accumulate_matrix(
 
     ``on_rows(start, labels, weights, stats, pred)``, if given, is called
     after each kernel call with that slice's per-row diagnostics (see
-    ``kernels.score_blocks``: ``stats`` columns loss, p(true), p(top);
+    ``kernels.score_blocks``: ``stats`` columns kernels.S_LOSS ... S_RANK;
     ``pred`` the argmax); the buffers are reused, one call's rows at a time,
     so they never grow with N.
     """
@@ -117,7 +117,7 @@ def accumulate_matrix(
         stats, pred = _NO_ROW_STATS, _NO_ROW_PRED
         if on_rows is not None:
             if not buffers:
-                buffers.extend((np.empty((stop - start, 3)), np.empty(stop - start, dtype=np.int64)))
+                buffers.extend((np.empty((stop - start, K.ROW_STATS_COLUMNS)), np.empty(stop - start, dtype=np.int64)))
             stats, pred = buffers[0][: stop - start], buffers[1][: stop - start]
         K.score_blocks(
             kernel_input(scores[start:stop]), labels_part, weights_part, class_weight, np.int64(ignore_label), ks,

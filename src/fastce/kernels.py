@@ -53,6 +53,26 @@ from fastce._vecmath import (
 F_WEIGHT, F_LOSS, F_MIN, F_MAX, F_BRIER, F_TOPK = 0, 1, 2, 3, 4, 5
 # Rows of State.sums (exact accumulators): weight, loss, Brier, then top-k.
 SUMS_WEIGHT, SUMS_LOSS, SUMS_BRIER, SUMS_TOPK = 0, 1, 2, 3
+# After the n_k top-k columns (of fsums, and rows of State.sums) come the
+# second moments behind the standard errors (fastce.errorbars), at offsets
+# from F_TOPK + n_k (SUMS_TOPK + n_k): sum w^2, sum w^2 loss, sum w^2 loss^2,
+# sum w^2 brier, sum w^2 brier^2, then one sum w^2 hit per k.  Rows whose
+# loss is infinite are left out of the loss moments, as out of the loss sum.
+M_W2, M_W2LOSS, M_W2LOSS2, M_W2BRIER, M_W2BRIER2, M_W2TOPK = 0, 1, 2, 3, 4, 5
+# Per-row diagnostics (row_stats columns): unweighted loss, p(true class),
+# p(predicted class), Brier term (the full multiclass sum), rank of the true class.
+S_LOSS, S_P_TRUE, S_P_TOP, S_BRIER, S_RANK = range(5)
+ROW_STATS_COLUMNS = 5
+
+
+def fsums_columns(n_k: int) -> int:
+    """Width of the per-block float sums for ``n_k`` top-k values."""
+    return F_TOPK + n_k + M_W2TOPK + n_k
+
+
+def exact_sums_count(n_k: int) -> int:
+    """Number of exact accumulators of a State with ``n_k`` top-k values."""
+    return SUMS_TOPK + n_k + M_W2TOPK + n_k
 # icounts columns
 C_ROWS, C_NONFINITE, C_INF_LOSS, C_IGNORED, C_BELOW0, C_ABOVE1, C_UNNORMALIZED = range(7)
 FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BELOW0, FIRST_ABOVE1, FIRST_UNNORMALIZED = range(7, 12)
@@ -470,6 +490,37 @@ def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore
                     _note(icounts, b, C_UNNORMALIZED, FIRST_UNNORMALIZED, i)
 
 
+@njit(**KERNEL_OPTIONS)
+def _block_moments(count, weight, loss_of, brier, fsums, b, moments):
+    """The second moments of a block (see M_W2...): one vectorised loop over its scratch.
+
+    A row of weight 0 (not counted) or with an infinite weighted loss (left
+    out of the loss sum too) adds nothing to the loss moments.
+    """
+    w2_sum = 0.0
+    w2_loss = 0.0
+    w2_loss2 = 0.0
+    w2_brier = 0.0
+    w2_brier2 = 0.0
+    for r in range(count):
+        w = weight[r]
+        w2 = w * w
+        counted = w != 0.0
+        loss = loss_of[r] if counted else 0.0
+        loss = 0.0 if w * loss == np.inf else loss
+        bri = brier[r] if counted else 0.0
+        w2_sum = add_reassoc(w2_sum, w2)
+        w2_loss = add_reassoc(w2_loss, w2 * loss)
+        w2_loss2 = add_reassoc(w2_loss2, w2 * (loss * loss))
+        w2_brier = add_reassoc(w2_brier, w2 * bri)
+        w2_brier2 = add_reassoc(w2_brier2, w2 * (bri * bri))
+    fsums[b, moments + M_W2] = w2_sum
+    fsums[b, moments + M_W2LOSS] = w2_loss
+    fsums[b, moments + M_W2LOSS2] = w2_loss2
+    fsums[b, moments + M_W2BRIER] = w2_brier
+    fsums[b, moments + M_W2BRIER2] = w2_brier2
+
+
 @njit(**PARALLEL_OPTIONS)
 def score_blocks(
     scores,
@@ -507,10 +558,13 @@ def score_blocks(
     scikit-learn's top_k_accuracy_score).  A row is top-k correct when its
     rank is below k.  ``row_losses`` (empty, or length N) receives each row's
     weighted loss (NaN for non-finite rows, 0 for ignored rows).
-    ``row_stats`` (empty, or N x 3) and ``row_pred`` (empty, or N) receive,
-    for the diagnostics, each row's unweighted loss, p(true class) and
-    p(predicted class), and its predicted class (the argmax, first index on
-    ties); NaN and -1 for non-finite and ignored rows.
+    ``row_stats`` (empty, or N x ROW_STATS_COLUMNS) and ``row_pred`` (empty,
+    or N) receive, for the diagnostics and comparisons, each row's unweighted
+    loss, p(true class), p(predicted class), Brier term and rank of the true
+    class (columns S_LOSS ... S_RANK), and its predicted class (the argmax,
+    first index on ties); NaN and -1 for non-finite and ignored rows.
+    ``fsums`` has ``fsums_columns(len(top_k))`` columns (sums, top-k hits,
+    then the second moments: see M_W2).
 
     Each block first walks its rows (one read of each) into per-row scratch,
     then a second, vectorised loop over the scratch takes the logs and sums.
@@ -705,15 +759,24 @@ def score_blocks(
             if keep_stats:
                 for r in range(count):
                     ok = status[r] == ROW_OK
-                    row_stats[start + r, 0] = loss_of[r] if ok else np.nan
-                    row_stats[start + r, 1] = p_true[r] if ok else np.nan
-                    row_stats[start + r, 2] = p_top[r] if ok else np.nan
+                    row_stats[start + r, S_LOSS] = loss_of[r] if ok else np.nan
+                    row_stats[start + r, S_P_TRUE] = p_true[r] if ok else np.nan
+                    row_stats[start + r, S_P_TOP] = p_top[r] if ok else np.nan
+                    row_stats[start + r, S_BRIER] = brier[r] if ok else np.nan
+                    row_stats[start + r, S_RANK] = np.float64(ahead[r]) if ok else np.nan
+            moments = F_TOPK + n_k
             for k in range(n_k):
                 hits = 0.0
+                hits2 = 0.0
                 limit = top_k[k]
                 for r in range(count):
-                    hits = add_reassoc(hits, weight[r] if ahead[r] < limit else 0.0)
+                    w = weight[r]
+                    hit = ahead[r] < limit
+                    hits = add_reassoc(hits, w if hit else 0.0)
+                    hits2 = add_reassoc(hits2, w * w if hit else 0.0)
                 fsums[b, F_TOPK + k] = hits
+                fsums[b, moments + M_W2TOPK + k] = hits2
+            _block_moments(count, weight, loss_of, brier, fsums, b, moments)
             if n_inf:
                 # Rare: find the first row with an infinite loss for the message.
                 first = start
@@ -769,6 +832,7 @@ def binary_proba_blocks(
         loss_sum = 0.0
         brier_sum = 0.0
         correct = 0.0
+        w2_sum = w2_loss = w2_loss2 = w2_brier = w2_brier2 = w2_correct = 0.0
         for i in range(start, stop):
             p = as_float64(proba[i])
             if not (p - p == 0.0):
@@ -795,15 +859,31 @@ def binary_proba_blocks(
                 row_losses[i] = weight * loss
             loss_sum += weight * loss
             miss = p - label
-            brier_sum += weight * 2.0 * miss * miss
+            brier = 2.0 * miss * miss
+            brier_sum += weight * brier
+            w2 = weight * weight
+            w2_sum += w2
+            w2_loss += w2 * loss
+            w2_loss2 += w2 * (loss * loss)
+            w2_brier += w2 * brier
+            w2_brier2 += w2 * (brier * brier)
             predicted = 1 if p > 1.0 - p else 0
             if predicted == label:
                 correct += weight
+                w2_correct += w2
         fsums[b, F_WEIGHT] = weight_sum
         fsums[b, F_LOSS] = loss_sum
         fsums[b, F_BRIER] = brier_sum
-        for k in range(top_k.shape[0]):
+        n_k = top_k.shape[0]
+        moments = F_TOPK + n_k
+        for k in range(n_k):
             fsums[b, F_TOPK + k] = correct if top_k[k] == 1 else weight_sum
+            fsums[b, moments + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else w2_sum
+        fsums[b, moments + M_W2] = w2_sum
+        fsums[b, moments + M_W2LOSS] = w2_loss
+        fsums[b, moments + M_W2LOSS2] = w2_loss2
+        fsums[b, moments + M_W2BRIER] = w2_brier
+        fsums[b, moments + M_W2BRIER2] = w2_brier2
 
 
 @njit(**KERNEL_OPTIONS)
@@ -814,11 +894,16 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts):
     within the slice they were given).
 
     ``sums_acc`` rows are exact accumulators for fsums columns F_WEIGHT,
-    F_LOSS, F_BRIER and the top-k columns (in that order); ``minmax`` holds [min, max];
+    F_LOSS, F_BRIER, the top-k columns and the moments (in that order; see
+    M_W2); ``minmax`` holds [min, max];
     ``counts`` holds the NUM_ICOUNTS counters (first-row columns keep the
-    earliest row seen, -1 for none).
+    earliest row seen, -1 for none).  Returns the number of moment partials
+    that were not finite (squared weights or losses beyond float64), which
+    the caller keeps in the state: it makes the standard errors unknown.
     """
-    n_topk = fsums.shape[1] - F_TOPK
+    n_topk = (fsums.shape[1] - F_TOPK - M_W2TOPK) // 2
+    n_moments = M_W2TOPK + n_topk
+    overflowed_moments = 0
     for b in range(nblocks):
         exact_add(sums_acc[0], fsums[b, F_WEIGHT])
         if not math.isfinite(fsums[b, F_LOSS]):
@@ -828,6 +913,12 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts):
         exact_add(sums_acc[2], fsums[b, F_BRIER])
         for k in range(n_topk):
             exact_add(sums_acc[SUMS_TOPK + k], fsums[b, F_TOPK + k])
+        for m in range(n_moments):
+            value = fsums[b, F_TOPK + n_topk + m]
+            # Squared weights or losses beyond float64: the standard errors
+            # of this state cannot be computed; the caller is told (a count).
+            overflowed_moments += not math.isfinite(value)
+            exact_add(sums_acc[SUMS_TOPK + n_topk + m], value)
         minmax[0] = min(minmax[0], fsums[b, F_MIN])
         minmax[1] = max(minmax[1], fsums[b, F_MAX])
         for c in range(FIRST_NONFINITE):
@@ -840,3 +931,4 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts):
                 counts[c] = row
     for a in range(sums_acc.shape[0]):
         normalize(sums_acc[a])
+    return overflowed_moments

@@ -376,7 +376,9 @@ def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, 
     if weighted:
         return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, True, False)
     loss_sum = 0.0
+    loss2_sum = 0.0
     brier_sum = 0.0
+    brier2_sum = 0.0
     hits = 0.0
     n_ok = 0
     n_inf = 0
@@ -388,14 +390,20 @@ def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, 
         infinite = loss == np.inf
         n_ok += ok
         n_inf += infinite
-        loss_sum = add_reassoc(loss_sum, 0.0 if infinite else loss)
-        brier_sum = add_reassoc(brier_sum, 2.0 * sq if ok else 0.0)
+        kept = 0.0 if infinite else loss
+        brier = 2.0 * sq if ok else 0.0
+        loss_sum = add_reassoc(loss_sum, kept)
+        loss2_sum = add_reassoc(loss2_sum, kept * kept)
+        brier_sum = add_reassoc(brier_sum, brier)
+        brier2_sum = add_reassoc(brier2_sum, brier * brier)
         hits = add_reassoc(hits, 1.0 if positive == (y == 1) else 0.0)
     if n_ok != stop - start:
         # A NaN logit made its loss NaN above: redo this (rare) block with the
         # loop that drops such rows.
         return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, False, False)
-    return n_ok, n_inf, np.float64(n_ok), loss_sum, brier_sum, hits
+    # Unit weights: the w^2 moments are the plain ones.
+    moments = (np.float64(n_ok), loss_sum, loss2_sum, brier_sum, brier2_sum, hits)
+    return n_ok, n_inf, np.float64(n_ok), loss_sum, brier_sum, hits, moments
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -407,6 +415,7 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
     n_inf = 0
     weight_sum = 0.0
     correct = 0.0
+    w2_sum = w2_loss = w2_loss2 = w2_brier = w2_brier2 = w2_correct = 0.0
     for i in range(start, stop):
         x = as_float64(logits[i])
         y = labels[i]
@@ -423,8 +432,20 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
         weight_sum = add_reassoc(weight_sum, w)
         loss_sum = add_reassoc(loss_sum, 0.0 if infinite else weighted_loss)
         brier_sum = add_reassoc(brier_sum, 2.0 * w * sq if ok else 0.0)
-        correct = add_reassoc(correct, w if positive == (y == 1) else 0.0)
-    return n_ok, n_inf, weight_sum, loss_sum, brier_sum, correct
+        hit = positive == (y == 1)
+        correct = add_reassoc(correct, w if hit else 0.0)
+        # Second moments (kernels.M_W2...): rows not counted or of infinite loss add nothing.
+        w2 = w * w
+        kept = 0.0 if (infinite or w == 0.0) else loss
+        brier = 2.0 * sq if ok else 0.0
+        w2_sum = add_reassoc(w2_sum, w2)
+        w2_loss = add_reassoc(w2_loss, w2 * kept)
+        w2_loss2 = add_reassoc(w2_loss2, w2 * (kept * kept))
+        w2_brier = add_reassoc(w2_brier, w2 * brier)
+        w2_brier2 = add_reassoc(w2_brier2, w2 * (brier * brier))
+        w2_correct = add_reassoc(w2_correct, w2 if hit else 0.0)
+    moments = (w2_sum, w2_loss, w2_loss2, w2_brier, w2_brier2, w2_correct)
+    return n_ok, n_inf, weight_sum, loss_sum, brier_sum, correct, moments
 
 
 @njit(**PARALLEL_OPTIONS)
@@ -454,7 +475,7 @@ def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nbloc
             icounts[b, c] = -1
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
-        n_ok, n_inf, weight_sum, loss_sum, brier_sum, correct = _binary_logit_block(
+        n_ok, n_inf, weight_sum, loss_sum, brier_sum, correct, moments = _binary_logit_block(
             logits, labels, sample_weight, row_losses, start, stop, keep, weighted
         )
         n_nan = (stop - start) - n_ok
@@ -477,5 +498,14 @@ def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nbloc
         fsums[b, K_WEIGHT] = weight_sum
         fsums[b, K_LOSS] = loss_sum
         fsums[b, K_BRIER] = brier_sum
-        for k in range(top_k.shape[0]):
+        n_k = top_k.shape[0]
+        first_moment = K_TOPK + n_k
+        w2_sum, w2_loss, w2_loss2, w2_brier, w2_brier2, w2_correct = moments
+        for k in range(n_k):
             fsums[b, K_TOPK + k] = correct if top_k[k] == 1 else weight_sum
+            fsums[b, first_moment + K.M_W2TOPK + k] = w2_correct if top_k[k] == 1 else w2_sum
+        fsums[b, first_moment + K.M_W2] = w2_sum
+        fsums[b, first_moment + K.M_W2LOSS] = w2_loss
+        fsums[b, first_moment + K.M_W2LOSS2] = w2_loss2
+        fsums[b, first_moment + K.M_W2BRIER] = w2_brier
+        fsums[b, first_moment + K.M_W2BRIER2] = w2_brier2

@@ -55,6 +55,18 @@ class Metrics:
         Soft targets only (NaN otherwise): mean entropy of the target rows and
         mean KL divergence from them to the predicted distribution, in nats;
         ``cross_entropy = target_entropy + kl_divergence``.
+    stderr : Mapping[str, float]
+        Standard error of each mean over rows: ``"cross_entropy"``,
+        ``"cross_entropy_bits"``, ``"accuracy"``, ``"brier"``, and
+        ``"top_k_accuracy"`` (a mapping k -> error).  The sample standard
+        deviation (ddof=1) over sqrt(n); with weights, the ratio-estimator
+        form sqrt(n/(n-1) sum w^2 (x - mean)^2) / sum w.  Empty where the
+        task does not compute them yet (multi-label, soft targets).
+    n_effective : float
+        Kish's effective number of rows, (sum w)^2 / sum w^2: ``n`` when
+        unweighted; the ``n`` of the Wilson intervals of weighted accuracies.
+
+    Use :meth:`interval` for confidence intervals.
     """
 
     n: int
@@ -71,6 +83,8 @@ class Metrics:
     subset_accuracy: float = math.nan
     target_entropy: float = math.nan
     kl_divergence: float = math.nan
+    stderr: Mapping[str, object] = field(default_factory=dict)
+    n_effective: float = math.nan
 
     def __eq__(self, other):
         """Field by field, a NaN equal to a NaN (fields not computed are NaN, also after pickling)."""
@@ -78,10 +92,7 @@ class Metrics:
             return NotImplemented
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(mine, Mapping):
-                if mine.keys() != theirs.keys() or not all(_same(mine[k], theirs[k]) for k in mine):
-                    return False
-            elif not _same(mine, theirs):
+            if not _same(mine, theirs):
                 return False
         return True
 
@@ -89,13 +100,57 @@ class Metrics:
 
     def __post_init__(self):
         object.__setattr__(self, "top_k_accuracy", MappingProxyType(dict(self.top_k_accuracy)))
+        stderr = dict(self.stderr)
+        if stderr and "cross_entropy" in stderr:
+            stderr.setdefault("cross_entropy_bits", stderr["cross_entropy"] / math.log(2.0))
+        if "top_k_accuracy" in stderr:
+            stderr["top_k_accuracy"] = MappingProxyType(dict(stderr["top_k_accuracy"]))
+            stderr.setdefault("accuracy", stderr["top_k_accuracy"].get(1, math.nan))
+        object.__setattr__(self, "stderr", MappingProxyType(stderr))
 
     def __reduce__(self):
         # A mappingproxy cannot be pickled; Metrics must be (Dask workers and
-        # multiprocessing send results back that way), so rebuild from a dict.
-        values = [getattr(self, f.name) for f in fields(self)]
-        values[[f.name for f in fields(self)].index("top_k_accuracy")] = dict(self.top_k_accuracy)
+        # multiprocessing send results back that way), so rebuild from dicts.
+        values = [_plain(getattr(self, f.name)) for f in fields(self)]
         return (type(self), tuple(values))
+
+    def interval(self, name: str, level: float = 0.95, *, k: int | None = None) -> tuple[float, float]:
+        """Confidence interval (low, high) of a reported mean at ``level``.
+
+        ``name``: ``"cross_entropy"``, ``"cross_entropy_bits"``,
+        ``"perplexity"``, ``"brier"`` (normal, CLT: mean -/+ z stderr;
+        perplexity is exp of the cross-entropy interval), ``"accuracy"`` or
+        ``"top_k_accuracy"`` with ``k=`` (Wilson score interval over
+        ``n_effective`` rows: ``n`` unweighted, Kish's effective size with
+        weights).
+
+        >>> import numpy as np, fastce
+        >>> z = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])
+        >>> m = fastce.evaluate(np.array([0, 1, 1, 1]), logits=z)
+        >>> low, high = m.interval("accuracy")
+        >>> round(low, 3), round(high, 3)
+        (0.301, 0.954)
+        """
+        from fastce import errorbars
+
+        errorbars.check_level(level)
+        if not self.stderr:
+            raise ValueError(f"no standard errors for the {self.task!r} task yet: intervals are not available.")
+        if name == "perplexity":
+            low, high = self.interval("cross_entropy", level)
+            return (_exp(low), _exp(high))
+        if name in ("cross_entropy", "cross_entropy_bits", "brier"):
+            return errorbars.normal_interval(getattr(self, name), self.stderr[name], level)
+        if name == "accuracy" and k is None:
+            k = 1
+        if name in ("accuracy", "top_k_accuracy"):
+            if k not in self.top_k_accuracy:
+                raise ValueError(f"k={k!r} is not among the top-k values computed: {sorted(self.top_k_accuracy)}.")
+            return errorbars.wilson_interval(self.top_k_accuracy[k], self.n_effective, level)
+        raise ValueError(
+            f"no interval for {name!r}: use 'cross_entropy', 'cross_entropy_bits', 'perplexity', 'brier', "
+            "'accuracy' or 'top_k_accuracy' (with k=)."
+        )
 
     @property
     def cross_entropy_bits(self) -> float:
@@ -129,14 +184,37 @@ class Metrics:
             "subset_accuracy": self.subset_accuracy,
             "target_entropy": self.target_entropy,
             "kl_divergence": self.kl_divergence,
+            "stderr": _plain(self.stderr),
+            "n_effective": self.n_effective,
         }
 
     def to_json(self, **kwargs) -> str:
         """JSON text of :meth:`to_dict` (top-k keys become strings)."""
         data = self.to_dict()
         data["top_k_accuracy"] = {str(k): v for k, v in data["top_k_accuracy"].items()}
+        if "top_k_accuracy" in data["stderr"]:
+            data["stderr"]["top_k_accuracy"] = {str(k): v for k, v in data["stderr"]["top_k_accuracy"].items()}
         return json.dumps(data, **kwargs)
 
 
 def _same(a, b) -> bool:
+    if isinstance(a, Mapping) or isinstance(b, Mapping):
+        return (
+            isinstance(a, Mapping) and isinstance(b, Mapping) and a.keys() == b.keys()
+            and all(_same(a[k], b[k]) for k in a)
+        )
     return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)
+
+
+def _plain(value):
+    """Mappings (mappingproxies included) as plain dicts, recursively."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _exp(x: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf

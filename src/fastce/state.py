@@ -15,15 +15,16 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
-from fastce import _exactsum
+from fastce import _exactsum, errorbars
 from fastce import kernels as K
-from fastce.errors import InputError, OmittedRowsWarning
+from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
 from fastce.metrics import Metrics
 
-STATE_FORMAT = "fastce.state/2"  # /2: the Brier sum was added
+STATE_FORMAT = "fastce.state/3"  # /2: the Brier sum was added; /3: second moments (standard errors)
 NAN_POLICIES = ("raise", "omit", "propagate")
 
 _COUNTER_NAMES = (
@@ -51,10 +52,11 @@ class State:
     top_k: tuple
     from_logits: bool
     ties_to_last: bool
-    sums: np.ndarray  # (K.SUMS_TOPK + len(top_k), NUM_LIMBS) exact accumulators
+    sums: np.ndarray  # (K.exact_sums_count(len(top_k)), NUM_LIMBS) exact accumulators
     minmax: np.ndarray  # [min score, max score] (probabilities only)
     counts: np.ndarray  # (NUM_ICOUNTS,) int64, see kernels.py
     rows_seen: int = 0  # rows consumed, including skipped ones: numbers the next row
+    moment_overflows: int = 0  # block partials of the second moments beyond float64 (see kernels.M_W2)
 
     @classmethod
     def empty(cls, num_classes: int, top_k=(1,), *, from_logits: bool = True, ties_to_last: bool = False) -> "State":
@@ -65,7 +67,7 @@ class State:
             top_k=tuple(int(k) for k in top_k),
             from_logits=bool(from_logits),
             ties_to_last=bool(ties_to_last),
-            sums=_exactsum.new_accumulators(K.SUMS_TOPK + len(top_k)),
+            sums=_exactsum.new_accumulators(K.exact_sums_count(len(top_k))),
             minmax=np.array([np.inf, -np.inf]),
             counts=counts,
         )
@@ -106,6 +108,7 @@ class State:
             minmax=np.array([min(self.minmax[0], other.minmax[0]), max(self.minmax[1], other.minmax[1])]),
             counts=counts,
             rows_seen=self.rows_seen + other.rows_seen,
+            moment_overflows=self.moment_overflows + other.moment_overflows,
         )
 
     # -- reading -----------------------------------------------------------
@@ -136,6 +139,49 @@ class State:
     def hits(self, k_index: int) -> float:
         return _exactsum.to_float(self.sums[K.SUMS_TOPK + k_index])
 
+    def _moment(self, m: int) -> int:
+        """Exact scaled integer of second-moment accumulator ``m`` (see kernels.M_W2)."""
+        return _exactsum.to_int(self.sums[K.SUMS_TOPK + len(self.top_k) + m])
+
+    def standard_errors(self) -> tuple[dict, float]:
+        """({metric: standard error}, Kish's effective number of rows) of the finalised means.
+
+        The ratio-estimator standard error of each weighted mean (plain
+        s / sqrt(n), ddof=1, for unit weights), from exact sums: see
+        ``fastce.errorbars``.  ``top_k_accuracy`` maps k to its error.
+        Brier errors carry the same factor as the Brier score (halved for
+        two classes).  Call only for a state whose means are defined.
+        """
+        n = int(self.counts[K.C_ROWS])
+        scale = 1 << _exactsum.OFFSET
+        weight = _exactsum.to_int(self.sums[K.SUMS_WEIGHT])
+        weight_sum = self.weight_sum
+        q0 = self._moment(K.M_W2)
+
+        def error(total: int, q1: int, q2: int) -> float:
+            centred = errorbars.centred_square_sum(weight, total, q0, q1, q2, scale)
+            return errorbars.standard_error(n, weight_sum, centred)
+
+        if self.moment_overflows:
+            nan = math.nan
+            return {"cross_entropy": nan, "brier": nan, "top_k_accuracy": {k: nan for k in self.top_k}}, nan
+        if self.counts[K.C_INF_LOSS] > 0:
+            loss_error = math.inf
+        else:
+            loss_error = error(_exactsum.to_int(self.sums[K.SUMS_LOSS]), self._moment(K.M_W2LOSS), self._moment(K.M_W2LOSS2))
+        half = 0.5 if self.num_classes == 2 else 1.0
+        brier_error = half * error(
+            _exactsum.to_int(self.sums[K.SUMS_BRIER]), self._moment(K.M_W2BRIER), self._moment(K.M_W2BRIER2)
+        )
+        top_k = {}
+        for i, k in enumerate(self.top_k):
+            hits = _exactsum.to_int(self.sums[K.SUMS_TOPK + i])
+            hits2 = self._moment(K.M_W2TOPK + i)
+            # A hit is 0 or 1: its square is itself.
+            top_k[k] = error(hits, hits2, hits2)
+        effective = float(Fraction(weight * weight, q0 * scale)) if q0 else math.nan
+        return {"cross_entropy": loss_error, "brier": brier_error, "top_k_accuracy": top_k}, effective
+
     def finalize(self, nan_policy: str = "raise", *, scores_name: str = "scores", stacklevel: int = 3) -> Metrics:
         """Metrics for the rows seen, applying ``nan_policy`` to non-finite rows.
 
@@ -159,6 +205,8 @@ class State:
         if nonfinite and nan_policy == "propagate":
             cross_entropy = accuracy = brier = math.nan
             top_k = {k: math.nan for k in self.top_k}
+            stderr = {"cross_entropy": math.nan, "brier": math.nan, "top_k_accuracy": dict(top_k)}
+            effective = math.nan
         else:
             if n == 0:
                 raise InputError(
@@ -178,6 +226,14 @@ class State:
             brier = self.brier_sum / weight_sum * (0.5 if self.num_classes == 2 else 1.0)
             top_k = {k: self.hits(i) / weight_sum for i, k in enumerate(self.top_k)}
             accuracy = top_k[1] if 1 in top_k else math.nan
+            stderr, effective = self.standard_errors()
+            if self.moment_overflows:
+                warnings.warn(
+                    "standard errors are unknown (NaN): squared sample_weight or squared losses exceed the "
+                    "float64 range; rescale sample_weight (only ratios of weights matter).",
+                    FastCEWarning,
+                    stacklevel=stacklevel,
+                )
         return Metrics(
             n=n,
             weight_sum=weight_sum,
@@ -188,6 +244,8 @@ class State:
             num_classes=self.num_classes,
             from_logits=self.from_logits,
             brier=brier,
+            stderr=stderr,
+            n_effective=effective,
         )
 
     # -- serialisation -------------------------------------------------------
@@ -204,6 +262,7 @@ class State:
             "max_score": _json_float(self.minmax[1]),
             "counters": self.counters,
             "rows_seen": self.rows_seen,
+            "moment_overflows": self.moment_overflows,
         }
 
     @classmethod
@@ -223,7 +282,7 @@ class State:
                 ties_to_last=_json_bool(data["ties_to_last"], "ties_to_last"),
             )
             sums = _json_list(data["sums"], "sums")
-            if len(sums) != K.SUMS_TOPK + len(top_k):
+            if len(sums) != K.exact_sums_count(len(top_k)):
                 raise ValueError("wrong number of sums")
             if not all(isinstance(text, str) for text in sums):
                 raise ValueError("sums must be hexadecimal strings")
@@ -240,6 +299,7 @@ class State:
                 dtype=np.int64,
             )
             state.rows_seen = _json_int(data["rows_seen"], "rows_seen", low=0)
+            state.moment_overflows = _json_int(data["moment_overflows"], "moment_overflows", low=0)
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"malformed fastce state: {exc!s}") from exc
         return state

@@ -1,0 +1,505 @@
+"""``compare``: is model B really better than model A, on the same rows?
+
+Every model's scores are read once, in the same row blocks as ``evaluate``;
+each read yields that model's :class:`~fastce.state.State` (so its
+``Metrics`` equal ``evaluate`` on its own, bit for bit) and the per-row
+loss, Brier term and rank of the true class, which are folded pair by pair
+into exact paired sums (``compare_kernels``) and then dropped: memory is
+O(models^2 x top-k values) plus one slice of rows, never O(N).
+
+The paired statistics (see ``errorbars`` for the formulas):
+- ``delta(b, a, metric)``: mean under B minus mean under A over the rows
+  counted under both, with the standard error of the per-row paired
+  differences (ddof=1; ratio-estimator form with weights);
+- p-values: the exact McNemar test (two-sided binomial on the discordant row
+  counts, unweighted) for accuracy and top-k accuracy, the paired z-test for
+  cross-entropy and Brier;
+- ``table(a, b)``: rows and weights both right / only A right / only B right /
+  both wrong;
+- the Pearson correlation of the two models' per-row losses; the minimum
+  difference detectable at this n (80% power by default).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from itertools import combinations
+
+import numpy as np
+
+from fastce import _accumulate, _config, _exactsum, errorbars, validation
+from fastce import compare_kernels as PK
+from fastce import kernels as K
+from fastce.api import check_probabilities, scores_argument, sum_to_one_tolerance
+from fastce.errors import InputError
+from fastce.metrics import Metrics
+from fastce.state import State, check_nan_policy
+
+COMPARISON_FORMAT = "fastce.comparison/1"
+LOSS_METRICS = ("cross_entropy", "brier")
+ACCURACY_METRICS = ("accuracy", "top_k_accuracy")
+
+
+def _models(container, names, argument: str) -> tuple[list, list]:
+    """(names, arrays) of ``logits=`` / ``proba=``: a dict, or a sequence with optional ``names=``."""
+    if isinstance(container, dict):
+        if names is not None:
+            raise InputError(f"{argument}= is a dict: its keys are the names; drop names=.", argument="names")
+        listed_names, arrays = [str(k) for k in container], list(container.values())
+    elif isinstance(container, (list, tuple)):
+        arrays = list(container)
+        if names is None:
+            listed_names = [chr(ord("A") + i) if i < 26 else f"model {i}" for i in range(len(arrays))]
+        else:
+            listed_names = [str(n) for n in names]
+            if len(listed_names) != len(arrays):
+                raise InputError(
+                    f"names= has {len(listed_names)} name(s) for {len(arrays)} model(s): give one name per model.",
+                    argument="names",
+                )
+    else:
+        raise InputError(
+            f"{argument}= must be a dict {{name: scores}} or a list of score arrays (one per model), "
+            f"got {type(container).__name__}.",
+            argument=argument,
+        )
+    if len(arrays) < 2:
+        raise InputError(f"{argument}= holds {len(arrays)} model(s): compare needs at least two.", argument=argument)
+    if len(set(listed_names)) != len(listed_names):
+        raise InputError(f"model names must differ, got {listed_names}.", argument="names")
+    return listed_names, arrays
+
+
+def compare(
+    y_true,
+    *,
+    logits=None,
+    proba=None,
+    names=None,
+    sample_weight=None,
+    top_k=(1,),
+    nan_policy: str = "raise",
+    confident_below: float = 0.01,
+) -> "Comparison":
+    """Metrics of several models on the same rows, and whether their differences are real.
+
+    Parameters
+    ----------
+    y_true : array-like of int, shape (n_samples,)
+        Class indices, shared by every model.
+    logits, proba : dict {name: array} or list of arrays, each (n_samples, n_classes)
+        Exactly one, as in :func:`fastce.evaluate`; every model the same shape.
+    names : list of str, optional
+        Names of the models when ``logits``/``proba`` is a list (default A, B, C...).
+    sample_weight, top_k, nan_policy
+        As :func:`fastce.evaluate`.  With ``nan_policy="omit"`` each model's
+        metrics skip its own non-finite rows, and the paired statistics use
+        the rows counted under both models.
+    confident_below : float
+        p(true class) below this makes a wrong row "confidently wrong" (the
+        findings of ``str(comparison)``).
+
+    Returns
+    -------
+    Comparison
+
+    Examples
+    --------
+    >>> import numpy as np, fastce
+    >>> y = np.array([0, 1, 1, 0, 1, 0])
+    >>> a = np.array([[2., 0.], [0., 1.], [1., 0.], [3., 0.], [0., 2.], [0., 1.]])
+    >>> c = fastce.compare(y, logits={"A": a, "B": a * 2})
+    >>> d = c.delta("B", "A", "cross_entropy")
+    >>> round(d.estimate, 4), c.table("A", "B")["both_right"]["rows"]
+    (-0.0263, 4)
+    """
+    check_nan_policy(nan_policy)
+    container, from_logits, argument = scores_argument(logits, proba)
+    model_names, arrays = _models(container, names, argument)
+    scores = [validation.scores(x, f"{argument}[{name!r}]") for name, x in zip(model_names, arrays)]
+    shape = scores[0].shape
+    for name, s in zip(model_names, scores):
+        if s.shape != shape:
+            raise InputError(
+                f"{argument}[{name!r}] has shape {s.shape}, {argument}[{model_names[0]!r}] has {shape}: "
+                "every model must score the same rows and classes.",
+                argument=argument,
+            )
+    n_rows, n_classes = shape
+    labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
+    weights = validation.sample_weight(sample_weight, n_rows)
+    ks = validation.top_k_values(top_k, n_classes)
+    if not 0.0 < float(confident_below) < 1.0:
+        raise InputError(
+            f"confident_below={confident_below!r} must be a probability in (0, 1), e.g. 0.01.",
+            argument="confident_below", value=confident_below,
+        )
+    state = ComparisonState.empty(model_names, n_classes, ks, from_logits=from_logits,
+                                  confident_below=float(confident_below))
+    state.read(scores, labels, weights)
+    for name, s in zip(model_names, scores):
+        check_probabilities(state.states[name], f"{argument}[{name!r}]")
+    return state.finalize(nan_policy, scores_name=argument)
+
+
+@dataclass
+class ComparisonState:
+    """Mergeable statistics of a comparison: each model's State and exact paired sums per pair."""
+
+    names: tuple
+    num_classes: int
+    top_k: tuple
+    from_logits: bool
+    confident_below: float
+    states: dict  # name -> State
+    pairs: dict  # (name_a, name_b), a before b in ``names`` -> (P columns, NUM_LIMBS) exact accumulators
+    nonfinite_pair_sums: int = 0
+
+    @classmethod
+    def empty(cls, names, num_classes, top_k, *, from_logits: bool, confident_below: float) -> "ComparisonState":
+        names = tuple(names)
+        return cls(
+            names=names,
+            num_classes=int(num_classes),
+            top_k=tuple(top_k),
+            from_logits=bool(from_logits),
+            confident_below=float(confident_below),
+            states={n: State.empty(num_classes, top_k, from_logits=from_logits) for n in names},
+            pairs={p: _exactsum.new_accumulators(PK.pair_columns(len(top_k))) for p in combinations(names, 2)},
+        )
+
+    def read(self, scores, labels, weights) -> None:
+        """Read every model's validated scores over the same slices of whole blocks."""
+        n_rows, n_classes = scores[0].shape
+        block_rows = _config.block_rows(n_classes)
+        slice_rows = block_rows * _config.BLOCKS_PER_CALL
+        ks = np.asarray(self.top_k, dtype=np.int64)
+        fsums = np.empty((_config.BLOCKS_PER_CALL, PK.pair_columns(len(self.top_k))))
+        buffers = {n: np.empty((min(slice_rows, n_rows), K.ROW_STATS_COLUMNS)) for n in self.names}
+        for start in range(0, n_rows, slice_rows):
+            stop = min(start + slice_rows, n_rows)
+            part_labels = labels[start:stop]
+            part_weights = None if weights is None else weights[start:stop]
+            for name, s in zip(self.names, scores):
+                rows = buffers[name]
+
+                def keep(first, _labels, _weights, stats, _pred, rows=rows):
+                    rows[first : first + stats.shape[0]] = stats
+
+                part = _accumulate.accumulate_matrix(
+                    s.view[start:stop], part_labels, top_k=self.top_k, from_logits=self.from_logits,
+                    sample_weight=part_weights, proba_eps=0.0 if self.from_logits else s.eps,
+                    sum_tolerance=np.inf if self.from_logits else sum_to_one_tolerance(s.eps), on_rows=keep,
+                )
+                self.states[name] = self.states[name].merge(part)
+            w = _accumulate.kernel_input(np.empty(0) if part_weights is None else part_weights, np.float64)
+            for a, b in self.pairs:
+                nblocks = PK.pair_blocks(buffers[a][: stop - start], buffers[b][: stop - start], w, ks,
+                                         self.confident_below, block_rows, fsums)
+                self.nonfinite_pair_sums += PK.fold_exact(fsums, nblocks, self.pairs[(a, b)])
+
+    def merge(self, other: "ComparisonState") -> "ComparisonState":
+        """The rows of ``self`` followed by those of ``other`` (exact, like State.merge)."""
+        mine = (self.names, self.num_classes, self.top_k, self.from_logits, self.confident_below)
+        theirs = (other.names, other.num_classes, other.top_k, other.from_logits, other.confident_below)
+        if mine != theirs:
+            raise ValueError(
+                "cannot merge comparisons with different settings "
+                f"(names, num_classes, top_k, from_logits, confident_below): {mine} vs {theirs}"
+            )
+        pairs = {}
+        for key, acc in self.pairs.items():
+            pairs[key] = acc + other.pairs[key]
+            for row in pairs[key]:
+                _exactsum.normalize(row)
+        return ComparisonState(
+            names=self.names, num_classes=self.num_classes, top_k=self.top_k, from_logits=self.from_logits,
+            confident_below=self.confident_below,
+            states={n: self.states[n].merge(other.states[n]) for n in self.names},
+            pairs=pairs, nonfinite_pair_sums=self.nonfinite_pair_sums + other.nonfinite_pair_sums,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "format": COMPARISON_FORMAT,
+            "names": list(self.names),
+            "confident_below": self.confident_below,
+            "states": {n: self.states[n].to_dict() for n in self.names},
+            "pairs": [{"a": a, "b": b, "sums": [_exactsum.to_hex(acc) for acc in self.pairs[(a, b)]]}
+                      for a, b in self.pairs],
+            "nonfinite_pair_sums": self.nonfinite_pair_sums,
+        }
+
+    @classmethod
+    def from_dict(cls, data) -> "ComparisonState":
+        """Inverse of :meth:`to_dict`; a ValueError for anything else."""
+        try:
+            if not isinstance(data, dict) or data.get("format") != COMPARISON_FORMAT:
+                raise ValueError(f"expected format {COMPARISON_FORMAT!r}")
+            names = data["names"]
+            if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+                raise ValueError("names must be a list of at least two strings")
+            if len(set(names)) != len(names):
+                raise ValueError("names repeat")
+            states = data["states"]
+            if not isinstance(states, dict) or set(states) != set(names):
+                raise ValueError("states must map every name to a state")
+            parsed = {n: State.from_dict(states[n]) for n in names}
+            first = parsed[names[0]]
+            for n in names:
+                s = parsed[n]
+                if (s.num_classes, s.top_k, s.from_logits) != (first.num_classes, first.top_k, first.from_logits):
+                    raise ValueError(f"state {n!r} has other settings than {names[0]!r}")
+            confident_below = data["confident_below"]
+            if isinstance(confident_below, bool) or not isinstance(confident_below, (int, float)) or not (
+                0.0 < confident_below < 1.0
+            ):
+                raise ValueError(f"confident_below must be in (0, 1), got {confident_below!r}")
+            out = cls.empty(names, first.num_classes, first.top_k, from_logits=first.from_logits,
+                            confident_below=float(confident_below))
+            out.states = parsed
+            pairs = data["pairs"]
+            if not isinstance(pairs, list) or len(pairs) != len(out.pairs):
+                raise ValueError("wrong number of pairs")
+            for entry, key in zip(pairs, out.pairs):
+                if not isinstance(entry, dict) or (entry.get("a"), entry.get("b")) != key:
+                    raise ValueError(f"pairs must list {list(out.pairs)} in order")
+                sums = entry["sums"]
+                if not isinstance(sums, list) or len(sums) != PK.pair_columns(len(first.top_k)) or not all(
+                    isinstance(t, str) for t in sums
+                ):
+                    raise ValueError("pair sums must be a list of hexadecimal strings")
+                out.pairs[key] = np.stack([_exactsum.from_hex(t) for t in sums])
+            count = data["nonfinite_pair_sums"]
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**62:
+                raise ValueError(f"nonfinite_pair_sums out of range: {count!r}")
+            out.nonfinite_pair_sums = count
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"malformed fastce comparison state: {exc!s}") from exc
+        return out
+
+    def finalize(self, nan_policy: str = "raise", *, scores_name: str = "logits") -> "Comparison":
+        metrics = {
+            n: self.states[n].finalize(nan_policy, scores_name=f"{scores_name}[{n!r}]", stacklevel=4)
+            for n in self.names
+        }
+        propagate = nan_policy == "propagate" and any(math.isnan(m.cross_entropy) for m in metrics.values())
+        pairs = {key: _PairSums(acc, len(self.top_k), propagate) for key, acc in self.pairs.items()}
+        return Comparison(self, metrics, pairs)
+
+
+class _PairSums:
+    """The exact paired sums of one pair, read as floats (Python ints kept for the centred sums)."""
+
+    def __init__(self, acc, n_k: int, propagate: bool):
+        self.ints = [_exactsum.to_int(row) for row in acc]
+        self.n_k = n_k
+        self.propagate = propagate
+
+    def value(self, column: int) -> float:
+        return self.ints[column] / (1 << _exactsum.OFFSET)
+
+    def cell(self, k_index: int, cell: int) -> tuple[int, float, int]:
+        column = PK.P_TABLE + PK.TABLE_COLUMNS * k_index + 3 * cell
+        return round(self.value(column)), self.value(column + 1), self.ints[column + 2]
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A paired difference: mean under ``b`` minus mean under ``a``, over the rows counted under both."""
+
+    metric: str
+    b: str
+    a: str
+    estimate: float
+    stderr: float
+    n: int
+    p_value: float
+    test: str  # "McNemar exact" or "paired z"
+    k: int | None = None
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """Normal interval of the paired difference: estimate -/+ z stderr."""
+        return errorbars.normal_interval(self.estimate, self.stderr, level)
+
+    def minimum_detectable(self, level: float = 0.95, power: float = 0.8) -> float:
+        """The smallest true difference this n detects at ``level`` with probability ``power``."""
+        return errorbars.minimum_detectable_difference(self.stderr, level=level, power=power)
+
+    def to_dict(self) -> dict:
+        low, high = self.interval()
+        return {
+            "metric": self.metric, "k": self.k, "b": self.b, "a": self.a, "estimate": self.estimate,
+            "stderr": self.stderr, "interval_95": [low, high], "n": self.n, "p_value": self.p_value,
+            "test": self.test,
+        }
+
+
+class Comparison:
+    """What :func:`fastce.compare` returns: each model's Metrics and their paired differences."""
+
+    def __init__(self, state: ComparisonState, metrics: dict, pairs: dict):
+        self.state = state
+        self.names = list(state.names)
+        self.metrics = metrics
+        self._pairs = pairs
+
+    # -- pair statistics ------------------------------------------------------
+    def _pair(self, a: str, b: str):
+        for name in (a, b):
+            if name not in self.metrics:
+                raise KeyError(f"no model named {name!r}; the models are {self.names}")
+        if a == b:
+            raise ValueError(f"compare a model with another one, not with itself ({a!r}).")
+        if (a, b) in self._pairs:
+            return self._pairs[(a, b)], 1.0
+        return self._pairs[(b, a)], -1.0
+
+    def _k_index(self, k) -> int:
+        if k not in self.state.top_k:
+            raise ValueError(f"k={k!r} is not among the top-k values computed: {list(self.state.top_k)}.")
+        return self.state.top_k.index(k)
+
+    def delta(self, b: str, a: str, metric: str = "cross_entropy", *, k: int | None = None) -> Delta:
+        """Mean of ``metric`` under ``b`` minus under ``a``, with its paired error bar and p-value.
+
+        ``metric``: "cross_entropy", "brier" (paired z-test), "accuracy" or
+        "top_k_accuracy" with ``k=`` (exact McNemar test).
+        """
+        sums, sign = self._pair(a, b)
+        n = round(sums.value(PK.P_ROWS))
+        scale = 1 << _exactsum.OFFSET
+        nan = math.nan
+        if metric in LOSS_METRICS:
+            if metric == "cross_entropy":
+                columns, rows = (PK.P_DL, PK.P_W2DL, PK.P_W2DL2), round(sums.value(PK.P_FINITE_ROWS))
+                infinite = round(sums.value(PK.P_INF_ROWS))
+            else:
+                columns, rows, infinite = (PK.P_DB, PK.P_W2DB, PK.P_W2DB2), n, 0
+            half = 0.5 if (metric == "brier" and self.state.num_classes == 2) else 1.0
+            weight = sums.ints[PK.P_W]
+            total, q1, q2 = (sums.ints[c] for c in columns)
+            weight_sum = sums.value(PK.P_W)
+            estimate = sign * half * (total / weight if weight else nan)
+            centred = errorbars.centred_square_sum(weight, total, sums.ints[PK.P_W2], q1, q2, scale)
+            stderr = half * errorbars.standard_error(rows, weight_sum, centred)
+            if infinite:
+                estimate, stderr = nan, nan
+            p_value = errorbars.two_sided_normal_p(estimate / stderr) if stderr > 0 else (
+                nan if math.isnan(stderr) or estimate == 0 else 0.0
+            )
+            if sums.propagate:
+                estimate = stderr = p_value = nan
+            return Delta(metric, b, a, estimate, stderr, n, p_value, "paired z")
+        if metric in ACCURACY_METRICS:
+            k = 1 if (metric == "accuracy" and k is None) else k
+            i = self._k_index(k)
+            # d = hit_b - hit_a is +1 on rows right under b only, -1 under a only, 0 elsewhere.
+            only_a = [_cell_int(sums, i, PK.ONLY_A, offset, sign) for offset in range(3)]
+            only_b = [_cell_int(sums, i, PK.ONLY_B, offset, sign) for offset in range(3)]
+            only_a_rows, only_b_rows = round(only_a[0] / scale), round(only_b[0] / scale)
+            weight = sums.ints[PK.P_W]
+            total = only_b[1] - only_a[1]
+            centred = errorbars.centred_square_sum(
+                weight, total, sums.ints[PK.P_W2], only_b[2] - only_a[2], only_b[2] + only_a[2], scale
+            )
+            estimate = total / weight if weight else nan
+            stderr = errorbars.standard_error(n, sums.value(PK.P_W), centred)
+            p_value = errorbars.mcnemar_exact_p(only_a_rows, only_b_rows)
+            if sums.propagate:
+                estimate = stderr = p_value = nan
+            return Delta("top_k_accuracy" if k != 1 else "accuracy", b, a, estimate, stderr, n, p_value,
+                         "McNemar exact", k=k)
+        raise ValueError(
+            f"metric={metric!r} is not one of 'cross_entropy', 'brier', 'accuracy', 'top_k_accuracy'."
+        )
+
+    def table(self, a: str, b: str, *, k: int = 1) -> dict:
+        """Rows and weights where both are right, only ``a``, only ``b``, or neither (top-``k``)."""
+        sums, sign = self._pair(a, b)
+        i = self._k_index(k)
+        cells = {name: sums.cell(i, c) for name, c in (
+            ("both_right", PK.BOTH_RIGHT), ("only_a_right", PK.ONLY_A), ("only_b_right", PK.ONLY_B),
+            ("both_wrong", PK.BOTH_WRONG))}
+        if sign < 0:
+            cells["only_a_right"], cells["only_b_right"] = cells["only_b_right"], cells["only_a_right"]
+        return {name: {"rows": rows, "weight": w} for name, (rows, w, _) in cells.items()}
+
+    def correlation(self, a: str, b: str) -> float:
+        """Pearson correlation of the two models' per-row losses (unweighted, rows with finite losses)."""
+        sums, _ = self._pair(a, b)
+        n = sums.ints[PK.P_FINITE_ROWS]
+        la, lb, la2, lb2, lab = (sums.ints[c] for c in (PK.P_LA, PK.P_LB, PK.P_LA2, PK.P_LB2, PK.P_LAB))
+        # From the exact scaled integers: n sum xy - sum x sum y (every term
+        # carries the same scale, which cancels in the ratio).
+        cov = n * lab - la * lb
+        var_a = n * la2 - la * la
+        var_b = n * lb2 - lb * lb
+        if n < 2 * (1 << _exactsum.OFFSET) or var_a <= 0 or var_b <= 0:
+            return math.nan
+        return float(Fraction(cov * cov, var_a * var_b)) ** 0.5 * (1.0 if cov >= 0 else -1.0)
+
+    def confidently_wrong(self, under: str, other: str) -> dict:
+        """Rows confidently wrong under ``under`` (p(true) < confident_below) and right under ``other``.
+
+        Their rows, weight, share of the rows, and share of the loss
+        difference (under minus other) they carry.
+        """
+        sums, sign = self._pair(other, under)
+        rows_col, w_col, dl_col = (PK.P_CWB_ROWS, PK.P_CWB_W, PK.P_CWB_DL) if sign > 0 else (
+            PK.P_CWA_ROWS, PK.P_CWA_W, PK.P_CWA_DL)
+        rows = round(sums.value(rows_col))
+        weight = sums.value(w_col)
+        carried = sign * sums.value(dl_col)
+        total = sign * sums.value(PK.P_DL)
+        return {
+            "rows": rows,
+            "weight": weight,
+            "row_share": rows / max(1, round(sums.value(PK.P_ROWS))),
+            "loss_difference_share": carried / total if total else math.nan,
+        }
+
+    # -- output ---------------------------------------------------------------
+    def to_dict(self) -> dict:
+        pairs = []
+        for a, b in combinations(self.names, 2):
+            deltas = [self.delta(b, a, "cross_entropy").to_dict(), self.delta(b, a, "brier").to_dict()]
+            deltas += [self.delta(b, a, "top_k_accuracy", k=k).to_dict() for k in self.state.top_k]
+            pairs.append({
+                "a": a, "b": b, "deltas": deltas,
+                "table": {str(k): self.table(a, b, k=k) for k in self.state.top_k},
+                "loss_correlation": self.correlation(a, b),
+                "confidently_wrong": {b: self.confidently_wrong(b, a), a: self.confidently_wrong(a, b)},
+            })
+        return {"models": self.names, "metrics": {n: self.metrics[n].to_dict() for n in self.names}, "pairs": pairs}
+
+    def to_json(self, **kwargs) -> str:
+        """Strict JSON (RFC 8259): non-finite numbers become null."""
+        return json.dumps(_strict(self.to_dict()), allow_nan=False, **kwargs)
+
+    def __str__(self) -> str:
+        from fastce.compare_text import comparison_text
+
+        return comparison_text(self)
+
+    def __repr__(self) -> str:
+        return f"<Comparison of {self.names} over {self.metrics[self.names[0]].n} rows>"
+
+
+def _cell_int(sums: _PairSums, k_index: int, cell: int, offset: int, sign: float) -> int:
+    if sign < 0:
+        cell = {PK.ONLY_A: PK.ONLY_B, PK.ONLY_B: PK.ONLY_A}.get(cell, cell)
+    return sums.ints[PK.P_TABLE + PK.TABLE_COLUMNS * k_index + 3 * cell + offset]
+
+
+def _strict(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value

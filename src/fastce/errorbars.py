@@ -1,0 +1,182 @@
+"""Error bars from mergeable sums: standard errors, intervals and paired tests.
+
+Everything here works on a handful of exact sums a state already holds, never
+on rows, so an error bar costs no pass over the data and merges like every
+other statistic.  For a mean of per-row values x_i with row weights w_i
+(w_i = 1 unweighted) the sums are
+
+    W = sum w,  S = sum w x,  Q0 = sum w^2,  Q1 = sum w^2 x,  Q2 = sum w^2 x^2
+
+and the standard error is the linearised (ratio-estimator) one,
+
+    se^2 = n / (n - 1) * sum w^2 (x - mean)^2 / W^2,   mean = S / W,
+
+which for unit weights is the textbook s / sqrt(n) with ddof = 1.  The
+centred sum is expanded as Q2 - 2 mean Q1 + mean^2 Q0 and evaluated in exact
+rational arithmetic from the exact accumulators, so the only rounding before
+the final division is the float64 sum inside each block of rows: no
+catastrophic cancellation however many rows there are.
+
+Only the standard library is used (statistics.NormalDist for quantiles,
+math.lgamma / math.erfc): scipy is a test oracle, not a dependency.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from statistics import NormalDist
+
+_STANDARD_NORMAL = NormalDist()
+
+
+def check_level(level) -> float:
+    """A confidence level strictly between 0 and 1, or a ValueError that says so."""
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level={level!r} must be a number strictly between 0 and 1, e.g. 0.95.")
+    return float(level)
+
+
+def normal_quantile(level: float) -> float:
+    """z such that a standard normal lies in [-z, z] with probability ``level``."""
+    return _STANDARD_NORMAL.inv_cdf(0.5 + check_level(level) / 2.0)
+
+
+def centred_square_sum(weight: int, total: int, q0: int, q1: int, q2: int, scale: int) -> float:
+    """sum w^2 (x - S/W)^2 from exact scaled integers (value = integer / scale).
+
+    Arguments are the exact integers of W, S, Q0, Q1, Q2 (see module
+    docstring), each the real value times ``scale``.  Returns a float64
+    (0.0 when W is 0); tiny negative results of per-block rounding are
+    clipped to 0.
+    """
+    if weight == 0:
+        return 0.0
+    # (Q2 W^2 - 2 S W Q1 + S^2 Q0) / W^2, all scaled by `scale` once.
+    numerator = q2 * weight * weight - 2 * total * weight * q1 + total * total * q0
+    value = Fraction(numerator, weight * weight * scale)
+    return max(0.0, float(value))
+
+
+def standard_error(n: int, weight_sum: float, centred: float) -> float:
+    """sqrt(n / (n - 1) * centred) / weight_sum; NaN below two rows."""
+    if n < 2 or not weight_sum > 0.0:
+        return math.nan
+    if not math.isfinite(centred):
+        return math.inf if centred > 0 else math.nan
+    return math.sqrt(n / (n - 1) * centred) / weight_sum
+
+
+def normal_interval(estimate: float, stderr: float, level: float = 0.95) -> tuple[float, float]:
+    """estimate -/+ z * stderr (the CLT interval)."""
+    z = normal_quantile(level)
+    if math.isnan(estimate) or math.isnan(stderr):
+        return (math.nan, math.nan)
+    if math.isinf(stderr):
+        return (-math.inf, math.inf)
+    return (estimate - z * stderr, estimate + z * stderr)
+
+
+def wilson_interval(p: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion ``p`` observed over ``n`` (possibly effective) trials.
+
+    Unlike p -/+ z sqrt(p(1-p)/n) it stays inside [0, 1] and does not
+    collapse to a point at p = 0 or 1.  For weighted rows callers pass Kish's
+    effective sample size (sum w)^2 / sum w^2 as ``n``.
+    """
+    z = normal_quantile(level)
+    if not n > 0.0 or math.isnan(p):
+        return (math.nan, math.nan)
+    z2 = z * z
+    centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n)
+    half = z * math.sqrt(max(0.0, p * (1.0 - p)) / n + z2 / (4.0 * n * n)) / (1.0 + z2 / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def two_sided_normal_p(z: float) -> float:
+    """P(|Z| >= |z|) for a standard normal Z (the paired z-test's p-value)."""
+    if math.isnan(z):
+        return math.nan
+    return math.erfc(abs(z) / math.sqrt(2.0))
+
+
+def _log_binomial_half_pmf(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2.0)
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = tiny if abs(d) < tiny else d
+    d = 1.0 / d
+    h = d
+    for m in range(1, 100_000):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = tiny if abs(d) < tiny else d
+        c = 1.0 + aa / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = tiny if abs(d) < tiny else d
+        c = 1.0 + aa / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def binomial_half_cdf(n: int, k: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2), accurate in the far tail (no summation of n terms)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    if n <= 2000:
+        # Exact enough and simple: sum the terms from the tail inwards in logs.
+        logs = [_log_binomial_half_pmf(n, j) for j in range(k + 1)]
+        top = max(logs)
+        return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
+    # P(X <= k) = I_{1/2}(n - k, k + 1), the regularised incomplete beta.
+    a, b, x = float(n - k), float(k + 1), 0.5
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(1.0 - x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        value = math.exp(log_front) * _betacf(a, b, x) / a
+    else:
+        value = 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+    return min(1.0, max(0.0, value))
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value: a binomial test of the discordant counts at p = 1/2.
+
+    ``only_a`` rows right under A only, ``only_b`` right under B only.  Equal
+    to ``scipy.stats.binomtest(only_b, only_a + only_b, 0.5).pvalue`` (for p
+    = 1/2 the two-sided test doubles the smaller tail).
+    """
+    n = int(only_a) + int(only_b)
+    if n == 0:
+        return 1.0
+    smaller = min(int(only_a), int(only_b))
+    if 2 * smaller == n:
+        return 1.0
+    return min(1.0, 2.0 * binomial_half_cdf(n, smaller))
+
+
+def minimum_detectable_difference(stderr: float, *, level: float = 0.95, power: float = 0.8) -> float:
+    """The smallest true difference a two-sided test at ``level`` detects with probability ``power``.
+
+    (z_{1 - alpha/2} + z_{power}) * stderr: the usual normal-approximation
+    power formula for a paired difference with this standard error.
+    """
+    if not 0.0 < power < 1.0:
+        raise ValueError(f"power={power!r} must be strictly between 0 and 1, e.g. 0.8.")
+    return (normal_quantile(level) + _STANDARD_NORMAL.inv_cdf(power)) * stderr

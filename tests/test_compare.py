@@ -1,0 +1,157 @@
+"""fastce.compare against numpy references of the paired statistics, scipy's tests, and evaluate."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import fastce
+from fastce.compare import ComparisonState
+from test_errorbars import per_row, se_reference
+
+
+def strict_loads(text):
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def three_models(n=4000, c=10, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    za = rng.standard_normal((n, c))
+    za[np.arange(n), y] += 1.5
+    zb = za * 1.3 + 0.3 * rng.standard_normal((n, c))
+    zc = za.copy()
+    zc[np.arange(n), y] += 0.5
+    bad = np.arange(n // 50)
+    zc[bad, (y[bad] + 1) % c] += 12.0  # confidently wrong rows
+    return y, {"A": za.astype(dtype), "B": zb.astype(dtype), "C": zc.astype(dtype)}
+
+
+def test_each_models_metrics_equal_evaluate():
+    y, models = three_models()
+    w = np.random.default_rng(1).random(y.shape[0])
+    c = fastce.compare(y, logits=models, top_k=(1, 3), sample_weight=w)
+    for name, z in models.items():
+        assert c.metrics[name] == fastce.evaluate(y, logits=z, top_k=(1, 3), sample_weight=w)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_paired_deltas_match_the_formulas(weighted):
+    y, models = three_models(seed=2)
+    n = y.shape[0]
+    w = np.random.default_rng(3).random(n) * 2 if weighted else None
+    c = fastce.compare(y, logits=models, top_k=(1, 3), sample_weight=w)
+    rows = {name: per_row(y, z) for name, z in models.items()}
+    ww = np.ones(n) if w is None else w
+    for a, b in (("A", "B"), ("C", "A"), ("B", "C")):
+        la, ba, ra = rows[a]
+        lb, bb, rb = rows[b]
+        d = c.delta(b, a, "cross_entropy")
+        diff = lb - la
+        assert d.estimate == pytest.approx((ww * diff).sum() / ww.sum(), rel=1e-9, abs=1e-12)
+        assert d.stderr == pytest.approx(se_reference(diff, w), rel=1e-9)
+        assert d.p_value == pytest.approx(2 * stats.norm.sf(abs(d.estimate / d.stderr)), rel=1e-9)
+        if not weighted:
+            assert d.estimate / d.stderr == pytest.approx(stats.ttest_rel(lb, la).statistic, rel=1e-9)
+        brier = c.delta(b, a, "brier")
+        assert brier.stderr == pytest.approx(se_reference(bb - ba, w), rel=1e-8)
+        for k in (1, 3):
+            hit_a, hit_b = ra < k, rb < k
+            acc = c.delta(b, a, "top_k_accuracy", k=k)
+            assert acc.estimate == pytest.approx((ww * (hit_b * 1.0 - hit_a)).sum() / ww.sum(), abs=1e-12)
+            assert acc.stderr == pytest.approx(se_reference(hit_b * 1.0 - hit_a, w), rel=1e-9)
+            only_a = int((hit_a & ~hit_b).sum())
+            only_b = int((hit_b & ~hit_a).sum())
+            assert acc.p_value == pytest.approx(stats.binomtest(only_b, only_a + only_b, 0.5).pvalue, rel=1e-9)
+            table = c.table(a, b, k=k)
+            assert table["only_a_right"]["rows"] == only_a and table["only_b_right"]["rows"] == only_b
+            assert table["both_right"]["rows"] == int((hit_a & hit_b).sum())
+            assert table["both_wrong"]["weight"] == pytest.approx(ww[~hit_a & ~hit_b].sum(), rel=1e-12)
+        # Antisymmetric in the pair's order.
+        assert c.delta(a, b, "cross_entropy").estimate == -d.estimate
+        assert c.delta(a, b, "accuracy").p_value == c.delta(b, a, "accuracy").p_value
+        assert c.correlation(a, b) == pytest.approx(np.corrcoef(la, lb)[0, 1], rel=1e-9)
+
+
+def test_confidently_wrong_rows_and_their_share_of_the_loss_difference():
+    y, models = three_models(seed=4)
+    c = fastce.compare(y, logits=models)
+    rows = {name: per_row(y, z) for name, z in models.items()}
+    la, _, ra = rows["A"]
+    lc, _, rc = rows["C"]
+    p_true_c = np.exp(-lc)
+    mask = (rc >= 1) & (p_true_c < 0.01) & (ra < 1)
+    cw = c.confidently_wrong("C", "A")
+    assert cw["rows"] == int(mask.sum()) > 0
+    assert cw["loss_difference_share"] == pytest.approx((lc - la)[mask].sum() / (lc - la).sum(), rel=1e-9)
+
+
+def test_independent_of_chunking_merge_and_json():
+    y, models = three_models(n=5000, c=40, seed=5)
+    whole = fastce.compare(y, logits=models, top_k=(1, 5))
+    # Split at a block boundary (rows per block depend only on C) and merge the two states.
+    cut = 3 * fastce._config.block_rows(40)
+    names = list(models)
+    parts = []
+    for start, stop in ((0, cut), (cut, y.shape[0])):
+        part = fastce.compare(y[start:stop], logits={k: v[start:stop] for k, v in models.items()}, top_k=(1, 5))
+        parts.append(part.state)
+    merged = parts[0].merge(parts[1])
+    again = ComparisonState.from_dict(strict_loads(json.dumps(merged.to_dict()))).finalize()
+    for name in names:
+        assert again.metrics[name] == whole.metrics[name]
+    for a, b in (("A", "B"), ("A", "C")):
+        for metric in ("cross_entropy", "brier", "accuracy"):
+            assert again.delta(b, a, metric) == whole.delta(b, a, metric)
+    assert strict_loads(whole.to_json())["models"] == names
+
+
+def test_str_answers_which_model_is_better():
+    y, models = three_models(seed=6)
+    text = str(fastce.compare(y, logits=models))
+    assert "Lowest loss:" in text and "Highest accuracy:" in text
+    assert "McNemar" in text and "95% CI" in text
+    assert "nan" not in text
+
+
+def test_list_with_names_and_errors():
+    y, models = three_models(n=300, seed=7)
+    arrays = list(models.values())
+    c = fastce.compare(y, logits=arrays, names=["x", "y", "z"])
+    assert c.names == ["x", "y", "z"]
+    assert fastce.compare(y, logits=arrays[:2]).names == ["A", "B"]
+    with pytest.raises(fastce.InputError, match="at least two"):
+        fastce.compare(y, logits=arrays[:1])
+    with pytest.raises(fastce.InputError, match="one name per model"):
+        fastce.compare(y, logits=arrays, names=["x"])
+    with pytest.raises(fastce.InputError, match="same rows and classes"):
+        fastce.compare(y, logits=[arrays[0], arrays[1][:, :5]])
+    with pytest.raises(fastce.InputError, match="exactly one of"):
+        fastce.compare(y, logits=arrays, proba=arrays)
+    with pytest.raises(KeyError, match="no model named 'Q'"):
+        c.delta("Q", "x")
+    with pytest.raises(ValueError, match="malformed fastce comparison state"):
+        ComparisonState.from_dict({"format": "fastce.comparison/1", "names": ["a"]})
+
+
+def test_nan_policy_omit_pairs_rows_counted_under_both():
+    y, models = three_models(n=500, c=4, seed=8, dtype=np.float64)
+    models["A"][3, 1] = np.nan
+    models["B"][7, 0] = np.inf
+    with pytest.warns(fastce.OmittedRowsWarning):
+        c = fastce.compare(y, logits=models, nan_policy="omit")
+    assert c.delta("B", "A").n == 498
+    keep = np.ones(500, bool)
+    keep[[3, 7]] = False
+    la, _, _ = per_row(y[keep], models["A"][keep])
+    lb, _, _ = per_row(y[keep], models["B"][keep])
+    assert c.delta("B", "A").estimate == pytest.approx((lb - la).mean(), rel=1e-9)
+    with pytest.raises(fastce.InputError, match="row 3"):
+        fastce.compare(y, logits=models)

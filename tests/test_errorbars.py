@@ -1,0 +1,196 @@
+"""Standard errors and intervals on Metrics, against a numpy reference written from the formulas
+(and scipy for the distribution functions)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+import fastce
+import reference as ref
+from fastce import errorbars
+
+
+def se_reference(x, w=None):
+    """sqrt(n/(n-1) * sum w^2 (x - mean)^2) / sum w (ratio estimator; s/sqrt(n) for unit weights)."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.ones_like(x) if w is None else np.asarray(w, dtype=np.float64)
+    mean = (w * x).sum() / w.sum()
+    n = x.shape[0]
+    return math.sqrt(n / (n - 1) * (w * w * (x - mean) ** 2).sum()) / w.sum()
+
+
+def wilson_reference(p, n, z):
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def per_row(y, z, *, from_logits=True):
+    z64 = ref.to_float64(z)
+    eps = ref.dtype_eps(z.dtype)
+    losses, briers, hits = [], [], []
+    for row, label in zip(z64, y):
+        losses.append(ref.row_loss_logits(row, label) if from_logits else ref.row_loss_proba(row, label, eps))
+        briers.append(ref.row_brier(ref.row_probabilities(row, from_logits=from_logits), label))
+        hits.append(ref.row_rank(row, label))
+    return np.array(losses), np.array(briers), np.array(hits)
+
+
+@pytest.mark.parametrize("n_classes", [2, 10, 40])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_stderr_matches_the_formula(n_classes, weighted, from_logits):
+    rng = np.random.default_rng(n_classes + 10 * weighted + 100 * from_logits)
+    n = 3000  # several blocks at every C here
+    z = (rng.standard_normal((n, n_classes)) * 2).astype(np.float32)
+    if not from_logits:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        z = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    y = rng.integers(0, n_classes, n)
+    w = rng.random(n) * 3 if weighted else None
+    top_k = (1, 2) if n_classes > 2 else (1,)
+    kwargs = {"logits": z} if from_logits else {"proba": z}
+    m = fastce.evaluate(y, sample_weight=w, top_k=top_k, **kwargs)
+    losses, briers, ranks = per_row(y, z, from_logits=from_logits)
+    half = 0.5 if n_classes == 2 else 1.0
+    assert m.stderr["cross_entropy"] == pytest.approx(se_reference(losses, w), rel=1e-9)
+    assert m.stderr["cross_entropy_bits"] == pytest.approx(se_reference(losses, w) / math.log(2), rel=1e-9)
+    assert m.stderr["brier"] == pytest.approx(half * se_reference(briers, w), rel=1e-9)
+    for k in top_k:
+        assert m.stderr["top_k_accuracy"][k] == pytest.approx(se_reference(ranks < k, w), rel=1e-9)
+    assert m.stderr["accuracy"] == m.stderr["top_k_accuracy"][1]
+    ww = np.ones(n) if w is None else w
+    assert m.n_effective == pytest.approx(ww.sum() ** 2 / (ww**2).sum(), rel=1e-12)
+    if not weighted:
+        # Unweighted: the textbook s / sqrt(n), ddof = 1.
+        assert m.stderr["cross_entropy"] == pytest.approx(np.std(losses, ddof=1) / math.sqrt(n), rel=1e-9)
+        assert m.n_effective == n
+
+
+def test_binary_tasks_carry_stderr():
+    rng = np.random.default_rng(3)
+    n = 5000
+    y = rng.integers(0, 2, n)
+    x = rng.standard_normal(n) * 2
+    w = rng.random(n)
+    m = fastce.evaluate(y, logits=x, sample_weight=w)
+    loss = np.logaddexp(0, x) - x * y
+    assert m.task == "binary"
+    assert m.stderr["cross_entropy"] == pytest.approx(se_reference(loss, w), rel=1e-9)
+    assert m.stderr["accuracy"] == pytest.approx(se_reference(((x > 0) == (y == 1)), w), rel=1e-9)
+    p = 1 / (1 + np.exp(-x))
+    assert m.stderr["brier"] == pytest.approx(se_reference((p - y) ** 2, w), rel=1e-8)
+    mp = fastce.evaluate(y, proba=p)
+    q = np.clip(np.where(y == 1, p, 1 - p), np.finfo(np.float64).eps, 1 - np.finfo(np.float64).eps)
+    assert mp.stderr["cross_entropy"] == pytest.approx(se_reference(-np.log(q)), rel=1e-9)
+
+
+def test_intervals():
+    rng = np.random.default_rng(4)
+    n, c = 2000, 5
+    z = rng.standard_normal((n, c))
+    y = rng.integers(0, c, n)
+    m = fastce.evaluate(y, logits=z, top_k=(1, 3))
+    zq = stats.norm.ppf(0.975)
+    low, high = m.interval("cross_entropy")
+    assert (low, high) == pytest.approx((m.cross_entropy - zq * m.stderr["cross_entropy"],
+                                         m.cross_entropy + zq * m.stderr["cross_entropy"]), rel=1e-12)
+    assert m.interval("perplexity") == pytest.approx((math.exp(low), math.exp(high)), rel=1e-12)
+    bits = m.interval("cross_entropy_bits")
+    assert bits == pytest.approx((low / math.log(2), high / math.log(2)), rel=1e-12)
+    assert m.interval("accuracy") == pytest.approx(wilson_reference(m.accuracy, n, zq), rel=1e-12)
+    z90 = stats.norm.ppf(0.95)
+    assert m.interval("top_k_accuracy", 0.90, k=3) == pytest.approx(
+        wilson_reference(m.top_k_accuracy[3], n, z90), rel=1e-12
+    )
+    lo, hi = m.interval("brier", level=0.99)
+    assert lo < m.brier < hi
+    with pytest.raises(ValueError, match="level"):
+        m.interval("accuracy", level=95)
+    with pytest.raises(ValueError, match="k=5"):
+        m.interval("top_k_accuracy", k=5)
+    with pytest.raises(ValueError, match="no interval for 'f1'"):
+        m.interval("f1")
+
+
+def test_wilson_stays_inside_unit_interval_at_the_extremes():
+    assert errorbars.wilson_interval(1.0, 50)[1] == 1.0
+    low, high = errorbars.wilson_interval(0.0, 50)
+    assert low == 0.0 and 0.0 < high < 0.1
+
+
+def test_weighted_accuracy_interval_uses_kish_effective_size():
+    rng = np.random.default_rng(5)
+    n = 1000
+    z = rng.standard_normal((n, 3))
+    y = rng.integers(0, 3, n)
+    w = np.where(rng.random(n) < 0.5, 1.0, 4.0)
+    m = fastce.evaluate(y, logits=z, sample_weight=w)
+    n_eff = w.sum() ** 2 / (w**2).sum()
+    assert m.interval("accuracy") == pytest.approx(wilson_reference(m.accuracy, n_eff, stats.norm.ppf(0.975)))
+
+
+def test_stderr_is_identical_for_any_split_and_thread_count():
+    rng = np.random.default_rng(6)
+    n, c = 7000, 30
+    z = rng.standard_normal((n, c)).astype(np.float32)
+    y = rng.integers(0, c, n)
+    w = rng.random(n)
+    whole = fastce.evaluate(y, logits=z, sample_weight=w, top_k=(1, 5))
+    ev = fastce.Evaluator(c, top_k=(1, 5))
+    for start, stop in ((0, 1), (1, 1234), (1234, 5000), (5000, n)):
+        ev.update(y[start:stop], z[start:stop], sample_weight=w[start:stop])
+    assert dict(ev.result().stderr) == dict(whole.stderr)
+    assert ev.result().n_effective == whole.n_effective
+
+
+def test_infinite_loss_gives_infinite_stderr_and_nan_policy_propagate_nan():
+    z = np.array([[0.0, -np.inf], [1.0, 0.0], [0.0, 2.0]])
+    m = fastce.evaluate(np.array([1, 0, 1]), logits=z)
+    assert m.cross_entropy == math.inf and m.stderr["cross_entropy"] == math.inf
+    assert math.isfinite(m.stderr["accuracy"])
+    z = np.array([[np.nan, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    m = fastce.evaluate(np.array([1, 0, 1]), logits=z, nan_policy="propagate")
+    assert math.isnan(m.stderr["cross_entropy"]) and math.isnan(m.stderr["accuracy"])
+
+
+def test_one_row_has_no_stderr():
+    m = fastce.evaluate(np.array([0]), logits=np.array([[1.0, 0.0]]))
+    assert math.isnan(m.stderr["cross_entropy"])
+
+
+def test_stderr_survives_the_state_json_round_trip():
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal((600, 4))
+    y = rng.integers(0, 4, 600)
+    ev = fastce.Evaluator(4)
+    ev.update(y, z)
+    again = fastce.Evaluator.from_state_dict(ev.state_dict())
+    assert again.result() == ev.result()
+    assert dict(again.result().stderr) == dict(ev.result().stderr)
+
+
+@settings(max_examples=60)
+@given(st.integers(0, 400), st.integers(0, 400))
+def test_mcnemar_is_scipys_exact_binomial_test(only_a, only_b):
+    expected = stats.binomtest(only_b, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    assert errorbars.mcnemar_exact_p(only_a, only_b) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("n, k", [(2001, 900), (5000, 2400), (10**6, 499_000), (10**7, 4_990_000), (3000, 1499)])
+def test_binomial_tail_for_large_counts(n, k):
+    assert errorbars.binomial_half_cdf(n, k) == pytest.approx(stats.binom.cdf(k, n, 0.5), rel=1e-6)
+
+
+def test_normal_quantile_and_p_value():
+    assert errorbars.normal_quantile(0.95) == pytest.approx(stats.norm.ppf(0.975), rel=1e-12)
+    assert errorbars.two_sided_normal_p(2.5) == pytest.approx(2 * stats.norm.sf(2.5), rel=1e-12)
+    assert errorbars.minimum_detectable_difference(0.01) == pytest.approx(
+        (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * 0.01, rel=1e-12
+    )
