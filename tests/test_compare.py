@@ -155,3 +155,18 @@ def test_nan_policy_omit_pairs_rows_counted_under_both():
     assert c.delta("B", "A").estimate == pytest.approx((lb - la).mean(), rel=1e-9)
     with pytest.raises(fastce.InputError, match="row 3"):
         fastce.compare(y, logits=models)
+
+
+def test_the_readme_three_model_example_runs_and_explains_the_disagreement():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "three_models.py"
+    spec = importlib.util.spec_from_file_location("three_models", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.main()
+    text = str(c)
+    assert "- C is right more often than B" in text and "confidently wrong under C" in text
+    assert c.delta("C", "B", "accuracy").estimate > 0 and c.delta("C", "B", "cross_entropy").estimate > 0
+    assert c.delta("C", "B", "accuracy").p_value < 0.001

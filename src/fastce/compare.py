@@ -455,10 +455,14 @@ class Comparison:
         weight = sums.value(w_col)
         carried = sign * sums.value(dl_col)
         total = sign * sums.value(PK.P_DL)
+        weight_all = sums.value(PK.P_W)
         return {
             "rows": rows,
             "weight": weight,
             "row_share": rows / max(1, round(sums.value(PK.P_ROWS))),
+            # Their sum of w (loss under `under` - loss under `other`), per unit of the whole weight:
+            # their part of the mean loss difference.
+            "loss_difference": carried / weight_all if weight_all else math.nan,
             "loss_difference_share": carried / total if total else math.nan,
         }
 

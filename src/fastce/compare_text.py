@@ -77,9 +77,9 @@ def comparison_text(c) -> str:
         f"{_loss_phrase(d)}: {_verdict(d)}."
     )
     best, runner = by_accuracy[0], by_accuracy[1]
-    d = c.delta(runner, best, "accuracy")
+    d = c.delta(best, runner, "accuracy")
     lines.append(
-        f"- Highest accuracy: {best} ({100 * c.metrics[best].accuracy:.2f}%). {runner}, next, differs by "
+        f"- Highest accuracy: {best} ({100 * c.metrics[best].accuracy:.2f}%). It leads {runner}, next, by "
         f"{_accuracy_phrase(d)}: {_verdict(d)}."
     )
     for a, b in combinations(c.names, 2):
@@ -93,13 +93,23 @@ def comparison_text(c) -> str:
             acc_w, loss_w = (acc, loss) if winner == b else (c.delta(a, b, "accuracy"), c.delta(a, b, "cross_entropy"))
             cw = c.confidently_wrong(winner, loser)
             share = cw["loss_difference_share"]
-            carried = (f", and they carry {100 * share:.0f}% of the loss difference"
-                       if math.isfinite(share) and share > 0 else "")
+            if not (math.isfinite(share) and share > 0):
+                carried = ""
+            elif share <= 1.0:
+                carried = f", and they carry {100 * share:.0f}% of the loss difference"
+            else:
+                carried = (f"; they alone add {cw['loss_difference']:+.3f} nats to {winner}'s mean loss, more than "
+                           f"the whole difference: on the other rows {winner}'s loss is lower")
+            if cw["rows"]:
+                why = (f"{100 * cw['row_share']:.2g}% of rows are confidently wrong under {winner} "
+                       f"(p(true) < {c.state.confident_below:g}) and right under {loser}{carried}")
+            else:
+                why = (f"no row is confidently wrong under {winner} and right under {loser}: its right answers are "
+                       "less confident, or its wrong ones more")
             lines.append(
                 f"- {winner} is right more often than {loser} ({_accuracy_phrase(acc_w)}) but its loss is higher "
-                f"({_loss_phrase(loss_w)}): {100 * cw['row_share']:.2g}% of rows are confidently wrong under "
-                f"{winner} (p(true) < {c.state.confident_below:g}) and right under {loser}{carried}. Accuracy counts "
-                "mistakes; cross-entropy weighs how confident each one was."
+                f"({_loss_phrase(loss_w)}): {why}. Accuracy counts mistakes; cross-entropy weighs how confident "
+                "each one was."
             )
     for a, b in combinations(c.names, 2):
         r = c.correlation(a, b)
