@@ -170,3 +170,28 @@ def test_the_readme_three_model_example_runs_and_explains_the_disagreement():
     assert "- C is right more often than B" in text and "confidently wrong under C" in text
     assert c.delta("C", "B", "accuracy").estimate > 0 and c.delta("C", "B", "cross_entropy").estimate > 0
     assert c.delta("C", "B", "accuracy").p_value < 0.001
+
+
+def test_clustered_paired_errors():
+    from test_errorbars import clustered_reference
+
+    y, models = three_models(n=3000, seed=9)
+    groups = np.sort(np.random.default_rng(10).integers(0, 120, y.shape[0]))
+    c = fastce.compare(y, logits=models, groups=groups, top_k=(1, 3))
+    rows = {name: per_row(y, z) for name, z in models.items()}
+    (la, ba, ra), (lb, bb, rb) = rows["A"], rows["B"]
+    d = c.delta("B", "A", "cross_entropy")
+    assert d.stderr == pytest.approx(clustered_reference(lb - la, groups), rel=1e-9)
+    assert d.test == "paired z (clustered)"
+    acc = c.delta("A", "B", "top_k_accuracy", k=3)
+    assert acc.stderr == pytest.approx(clustered_reference((ra < 3) * 1.0 - (rb < 3), groups), rel=1e-9)
+    assert acc.p_value == pytest.approx(2 * stats.norm.sf(abs(acc.estimate / acc.stderr)), rel=1e-9)
+    assert c.metrics["C"].n_groups == np.unique(groups).size
+    assert c.metrics["C"] == fastce.evaluate(y, logits=models["C"], groups=groups, top_k=(1, 3))
+    # Mergeable and JSON-safe with its group sums.
+    cut = 4 * fastce._config.block_rows(10)
+    halves = [fastce.compare(y[s], logits={k: v[s] for k, v in models.items()}, groups=groups[s], top_k=(1, 3)).state
+              for s in (slice(0, cut), slice(cut, None))]
+    merged = ComparisonState.from_dict(strict_loads(json.dumps(halves[0].merge(halves[1]).to_dict()))).finalize()
+    assert merged.delta("B", "A").stderr == pytest.approx(d.stderr, rel=1e-12)
+    assert merged.metrics["A"].stderr["accuracy"] == pytest.approx(c.metrics["A"].stderr["accuracy"], rel=1e-12)

@@ -194,3 +194,64 @@ def test_normal_quantile_and_p_value():
     assert errorbars.minimum_detectable_difference(0.01) == pytest.approx(
         (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * 0.01, rel=1e-12
     )
+
+
+def clustered_reference(x, groups, w=None):
+    """sqrt(G/(G-1) * sum_g (sum_{i in g} w_i (x_i - mean))^2) / sum w."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.ones_like(x) if w is None else np.asarray(w, dtype=np.float64)
+    mean = (w * x).sum() / w.sum()
+    ids = np.unique(groups)
+    per_group = np.array([(w[groups == g] * (x[groups == g] - mean)).sum() for g in ids])
+    return math.sqrt(len(ids) / (len(ids) - 1) * (per_group**2).sum()) / w.sum()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("sorted_groups", [False, True])
+def test_clustered_stderr_matches_the_formula(weighted, sorted_groups):
+    rng = np.random.default_rng(8 + weighted + 2 * sorted_groups)
+    n, c = 4000, 12
+    z = rng.standard_normal((n, c)).astype(np.float32)
+    y = rng.integers(0, c, n)
+    groups = rng.integers(-50, 250, n).astype(np.int32)
+    if sorted_groups:
+        groups.sort()
+    w = rng.random(n) if weighted else None
+    m = fastce.evaluate(y, logits=z, groups=groups, sample_weight=w, top_k=(1, 3))
+    plain = fastce.evaluate(y, logits=z, sample_weight=w, top_k=(1, 3))
+    losses, briers, ranks = per_row(y, z)
+    assert m.n_groups == np.unique(groups).size
+    assert m.stderr["cross_entropy"] == pytest.approx(clustered_reference(losses, groups, w), rel=1e-9)
+    assert m.stderr["brier"] == pytest.approx(clustered_reference(briers, groups, w), rel=1e-9)
+    assert m.stderr["top_k_accuracy"][3] == pytest.approx(clustered_reference(ranks < 3, groups, w), rel=1e-9)
+    # The means are evaluate's, bit for bit; only the errors change.
+    assert (m.cross_entropy, m.accuracy, m.brier) == (plain.cross_entropy, plain.accuracy, plain.brier)
+    # Wilson over the effective size the clustered error implies.
+    p, se = m.accuracy, m.stderr["accuracy"]
+    assert m.interval("accuracy") == pytest.approx(wilson_reference(p, p * (1 - p) / se**2, stats.norm.ppf(0.975)))
+
+
+def test_one_group_per_row_is_the_plain_error_and_correlated_groups_widen_it():
+    rng = np.random.default_rng(9)
+    n, c = 3000, 5
+    z = rng.standard_normal((n, c))
+    y = rng.integers(0, c, n)
+    plain = fastce.evaluate(y, logits=z)
+    each = fastce.evaluate(y, logits=z, groups=np.arange(n))
+    assert each.stderr["cross_entropy"] == pytest.approx(plain.stderr["cross_entropy"], rel=1e-9)
+    # Rows repeated in blocks of 10 (perfectly correlated within a group): ~sqrt(10) wider.
+    zz, yy = np.repeat(z[:300], 10, axis=0), np.repeat(y[:300], 10)
+    wide = fastce.evaluate(yy, logits=zz, groups=np.repeat(np.arange(300), 10))
+    narrow = fastce.evaluate(yy, logits=zz)
+    assert wide.stderr["cross_entropy"] / narrow.stderr["cross_entropy"] == pytest.approx(math.sqrt(10), rel=0.05)
+
+
+def test_groups_errors():
+    z = np.zeros((4, 3))
+    y = np.array([0, 1, 2, 0])
+    with pytest.raises(fastce.InputError, match="one id per row"):
+        fastce.evaluate(y, logits=z, groups=[1, 2])
+    with pytest.raises(fastce.InputError, match="integer ids"):
+        fastce.evaluate(y, logits=z, groups=np.array(["a", "b", "c", "d"]))
+    with pytest.raises(fastce.InputError, match="multi-class task"):
+        fastce.evaluate(np.array([0, 1, 1, 0]), logits=np.zeros(4), groups=[0, 0, 1, 1])

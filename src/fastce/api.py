@@ -126,6 +126,7 @@ def evaluate(
     sample_weight=None,
     top_k=(1,),
     nan_policy: str = "raise",
+    groups=None,
 ) -> Metrics:
     """Cross-entropy, accuracy and top-k accuracy from one read of the scores.
 
@@ -152,6 +153,12 @@ def evaluate(
         What to do with rows whose scores hold NaN or +inf: raise an error
         naming the first such row, skip them (with a warning saying how many),
         or return NaN.
+    groups : array-like of int, shape (n_samples,), optional
+        A group id per row (the document a token comes from, the patient of
+        an image): ``Metrics.stderr`` is then the clustered standard error,
+        treating each group as one draw (``fastce.groups``); memory grows
+        with the number of groups, not of rows.  Multi-class tasks only
+        for now.
 
     Returns
     -------
@@ -195,11 +202,42 @@ def evaluate(
             top_k=top_k, nan_policy=nan_policy,
         )
         if metrics is not None:
+            if groups is not None:
+                raise InputError(
+                    f"groups= (clustered standard errors) is supported for the multi-class task for now, not for "
+                    f"the {metrics.task!r} task these shapes ask for.",
+                    argument="groups",
+                )
             return metrics
         y_true = y_true if labels is None else labels
+    if groups is not None:
+        return _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups)
     state, name = accumulate(y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k)
     check_probabilities(state, name)
     return state.finalize(nan_policy, scores_name=name)
+
+
+def _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups) -> Metrics:
+    """evaluate with groups=: the same read, its per-row values folded into per-group sums."""
+    from fastce import _config
+    from fastce import groups as G
+
+    scores, labels, weights, ks, from_logits, name = validated_inputs(
+        y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k
+    )
+    n_rows, n_classes = scores.shape
+    ids = G.check_groups(groups, n_rows)
+    clusters = G.GroupSums(2 + len(ks))
+    block_rows = _config.block_rows(n_classes)
+
+    def fold(start, _labels, weights_part, stats, _pred):
+        stop = start + stats.shape[0]
+        counted = ~np.isnan(stats[:, K.S_LOSS])
+        clusters.add(ids[start:stop], counted, G.row_values(stats, ks, n_classes), weights_part, block_rows)
+
+    state = read_scores(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps, on_rows=fold)
+    check_probabilities(state, name)
+    return G.clustered(state.finalize(nan_policy, scores_name=name), clusters)
 
 
 def diagnose(

@@ -83,6 +83,7 @@ def compare(
     top_k=(1,),
     nan_policy: str = "raise",
     confident_below: float = 0.01,
+    groups=None,
 ) -> "Comparison":
     """Metrics of several models on the same rows, and whether their differences are real.
 
@@ -101,6 +102,11 @@ def compare(
     confident_below : float
         p(true class) below this makes a wrong row "confidently wrong" (the
         findings of ``str(comparison)``).
+    groups : array-like of int, shape (n_samples,), optional
+        A group id per row: every standard error (each model's and the
+        paired ones) is then clustered (``fastce.groups``), and the p-values
+        of accuracy differences come from the z-test with that error (the
+        exact McNemar test assumes independent rows).
 
     Returns
     -------
@@ -138,8 +144,13 @@ def compare(
             argument="confident_below", value=confident_below,
         )
     state = ComparisonState.empty(model_names, n_classes, ks, from_logits=from_logits,
-                                  confident_below=float(confident_below))
-    state.read(scores, labels, weights)
+                                  confident_below=float(confident_below), grouped=groups is not None)
+    ids = None
+    if groups is not None:
+        from fastce.groups import check_groups
+
+        ids = check_groups(groups, n_rows)
+    state.read(scores, labels, weights, ids)
     for name, s in zip(model_names, scores):
         check_probabilities(state.states[name], f"{argument}[{name!r}]")
     return state.finalize(nan_policy, scores_name=argument)
@@ -157,10 +168,19 @@ class ComparisonState:
     states: dict  # name -> State
     pairs: dict  # (name_a, name_b), a before b in ``names`` -> (P columns, NUM_LIMBS) exact accumulators
     nonfinite_pair_sums: int = 0
+    # With groups: per model and per pair, GroupSums of the per-row values (see groups.row_values)
+    # and of their paired differences; None without.
+    clusters: dict | None = None
 
     @classmethod
-    def empty(cls, names, num_classes, top_k, *, from_logits: bool, confident_below: float) -> "ComparisonState":
+    def empty(cls, names, num_classes, top_k, *, from_logits: bool, confident_below: float,
+              grouped: bool = False) -> "ComparisonState":
+        from fastce.groups import GroupSums
+
         names = tuple(names)
+        clusters = None
+        if grouped:
+            clusters = {key: GroupSums(2 + len(top_k)) for key in list(names) + list(combinations(names, 2))}
         return cls(
             names=names,
             num_classes=int(num_classes),
@@ -169,9 +189,10 @@ class ComparisonState:
             confident_below=float(confident_below),
             states={n: State.empty(num_classes, top_k, from_logits=from_logits) for n in names},
             pairs={p: _exactsum.new_accumulators(PK.pair_columns(len(top_k))) for p in combinations(names, 2)},
+            clusters=clusters,
         )
 
-    def read(self, scores, labels, weights) -> None:
+    def read(self, scores, labels, weights, groups=None) -> None:
         """Read every model's validated scores over the same slices of whole blocks."""
         n_rows, n_classes = scores[0].shape
         block_rows = _config.block_rows(n_classes)
@@ -200,6 +221,21 @@ class ComparisonState:
                 nblocks = PK.pair_blocks(buffers[a][: stop - start], buffers[b][: stop - start], w, ks,
                                          self.confident_below, block_rows, fsums)
                 self.nonfinite_pair_sums += PK.fold_exact(fsums, nblocks, self.pairs[(a, b)])
+            if self.clusters is not None:
+                self._fold_groups(groups[start:stop], {n: buffers[n][: stop - start] for n in self.names},
+                                  w, block_rows)
+
+    def _fold_groups(self, ids, rows, weights, block_rows) -> None:
+        from fastce.groups import row_values
+
+        values = {n: row_values(rows[n], self.top_k, self.num_classes) for n in self.names}
+        for n in self.names:
+            self.clusters[n].add(ids, ~np.isnan(values[n][:, 0]), values[n], weights, block_rows)
+        for a, b in self.pairs:
+            joint = ~np.isnan(values[a][:, 0]) & ~np.isnan(values[b][:, 0])
+            with np.errstate(invalid="ignore"):
+                difference = values[b] - values[a]  # NaN where both losses are infinite: left undefined
+            self.clusters[(a, b)].add(ids, joint, difference, weights, block_rows)
 
     def merge(self, other: "ComparisonState") -> "ComparisonState":
         """The rows of ``self`` followed by those of ``other`` (exact, like State.merge)."""
@@ -215,11 +251,17 @@ class ComparisonState:
             pairs[key] = acc + other.pairs[key]
             for row in pairs[key]:
                 _exactsum.normalize(row)
+        if (self.clusters is None) != (other.clusters is None):
+            raise ValueError("cannot merge a comparison with groups= and one without")
+        clusters = None if self.clusters is None else {
+            key: self.clusters[key].merge(other.clusters[key]) for key in self.clusters
+        }
         return ComparisonState(
             names=self.names, num_classes=self.num_classes, top_k=self.top_k, from_logits=self.from_logits,
             confident_below=self.confident_below,
             states={n: self.states[n].merge(other.states[n]) for n in self.names},
             pairs=pairs, nonfinite_pair_sums=self.nonfinite_pair_sums + other.nonfinite_pair_sums,
+            clusters=clusters,
         )
 
     def to_dict(self) -> dict:
@@ -231,6 +273,10 @@ class ComparisonState:
             "pairs": [{"a": a, "b": b, "sums": [_exactsum.to_hex(acc) for acc in self.pairs[(a, b)]]}
                       for a, b in self.pairs],
             "nonfinite_pair_sums": self.nonfinite_pair_sums,
+            "groups": None if self.clusters is None else {
+                "models": {n: self.clusters[n].to_dict() for n in self.names},
+                "pairs": [self.clusters[key].to_dict() for key in self.pairs],
+            },
         }
 
     @classmethod
@@ -277,6 +323,19 @@ class ComparisonState:
             if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**62:
                 raise ValueError(f"nonfinite_pair_sums out of range: {count!r}")
             out.nonfinite_pair_sums = count
+            grouped = data["groups"]
+            if grouped is not None:
+                from fastce.groups import GroupSums
+
+                if not isinstance(grouped, dict) or not isinstance(grouped.get("models"), dict) or not isinstance(
+                    grouped.get("pairs"), list
+                ) or set(grouped["models"]) != set(names) or len(grouped["pairs"]) != len(out.pairs):
+                    raise ValueError("groups must hold the group sums of every model and pair")
+                clusters = {n: GroupSums.from_dict(grouped["models"][n]) for n in names}
+                clusters.update({key: GroupSums.from_dict(d) for key, d in zip(out.pairs, grouped["pairs"])})
+                if any(c.n_values != 2 + len(first.top_k) for c in clusters.values()):
+                    raise ValueError("group sums do not match top_k")
+                out.clusters = clusters
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"malformed fastce comparison state: {exc!s}") from exc
         return out
@@ -286,6 +345,10 @@ class ComparisonState:
             n: self.states[n].finalize(nan_policy, scores_name=f"{scores_name}[{n!r}]", stacklevel=4)
             for n in self.names
         }
+        if self.clusters is not None:
+            from fastce.groups import clustered
+
+            metrics = {n: clustered(m, self.clusters[n]) for n, m in metrics.items()}
         propagate = nan_policy == "propagate" and any(math.isnan(m.cross_entropy) for m in metrics.values())
         pairs = {key: _PairSums(acc, len(self.top_k), propagate) for key, acc in self.pairs.items()}
         return Comparison(self, metrics, pairs)
@@ -388,12 +451,13 @@ class Comparison:
             stderr = half * errorbars.standard_error(rows, weight_sum, centred)
             if infinite:
                 estimate, stderr = nan, nan
-            p_value = errorbars.two_sided_normal_p(estimate / stderr) if stderr > 0 else (
-                nan if math.isnan(stderr) or estimate == 0 else 0.0
-            )
+            test = "paired z"
+            if self.state.clusters is not None:
+                stderr, test = self._clustered_error(a, b, 0 if metric == "cross_entropy" else 1, estimate)
+            p_value = _z_p(estimate, stderr)
             if sums.propagate:
                 estimate = stderr = p_value = nan
-            return Delta(metric, b, a, estimate, stderr, n, p_value, "paired z")
+            return Delta(metric, b, a, estimate, stderr, n, p_value, test)
         if metric in ACCURACY_METRICS:
             k = 1 if (metric == "accuracy" and k is None) else k
             i = self._k_index(k)
@@ -408,14 +472,25 @@ class Comparison:
             )
             estimate = total / weight if weight else nan
             stderr = errorbars.standard_error(n, sums.value(PK.P_W), centred)
-            p_value = errorbars.mcnemar_exact_p(only_a_rows, only_b_rows)
+            p_value, test = errorbars.mcnemar_exact_p(only_a_rows, only_b_rows), "McNemar exact"
+            if self.state.clusters is not None:
+                # McNemar assumes independent rows: with groups, the z-test on the clustered error.
+                stderr, test = self._clustered_error(a, b, 2 + i, estimate)
+                p_value = _z_p(estimate, stderr)
             if sums.propagate:
                 estimate = stderr = p_value = nan
-            return Delta("top_k_accuracy" if k != 1 else "accuracy", b, a, estimate, stderr, n, p_value,
-                         "McNemar exact", k=k)
+            return Delta("top_k_accuracy" if k != 1 else "accuracy", b, a, estimate, stderr, n, p_value, test, k=k)
         raise ValueError(
             f"metric={metric!r} is not one of 'cross_entropy', 'brier', 'accuracy', 'top_k_accuracy'."
         )
+
+    def _clustered_error(self, a: str, b: str, column: int, estimate: float) -> tuple[float, str]:
+        """(clustered standard error of the b - a difference in ``column``, the test's name)."""
+        if (a, b) in self.state.clusters:
+            error = self.state.clusters[(a, b)].standard_error(column, estimate)
+        else:
+            error = self.state.clusters[(b, a)].standard_error(column, -estimate)
+        return error, "paired z (clustered)"
 
     def table(self, a: str, b: str, *, k: int = 1) -> dict:
         """Rows and weights where both are right, only ``a``, only ``b``, or neither (top-``k``)."""
@@ -491,6 +566,13 @@ class Comparison:
 
     def __repr__(self) -> str:
         return f"<Comparison of {self.names} over {self.metrics[self.names[0]].n} rows>"
+
+
+def _z_p(estimate: float, stderr: float) -> float:
+    """Two-sided p-value of estimate / stderr; 0 for an exact nonzero difference, NaN when undefined."""
+    if stderr > 0:
+        return errorbars.two_sided_normal_p(estimate / stderr)
+    return math.nan if math.isnan(stderr) or math.isnan(estimate) or estimate == 0 else 0.0
 
 
 def _cell_int(sums: _PairSums, k_index: int, cell: int, offset: int, sign: float) -> int:

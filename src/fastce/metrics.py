@@ -65,6 +65,9 @@ class Metrics:
     n_effective : float
         Kish's effective number of rows, (sum w)^2 / sum w^2: ``n`` when
         unweighted; the ``n`` of the Wilson intervals of weighted accuracies.
+    n_groups : int
+        With ``groups=``: the number of groups, and ``stderr`` holds the
+        clustered standard errors (each group one draw); 0 otherwise.
 
     Use :meth:`interval` for confidence intervals.
     """
@@ -85,6 +88,7 @@ class Metrics:
     kl_divergence: float = math.nan
     stderr: Mapping[str, object] = field(default_factory=dict)
     n_effective: float = math.nan
+    n_groups: int = 0
 
     def __eq__(self, other):
         """Field by field, a NaN equal to a NaN (fields not computed are NaN, also after pickling)."""
@@ -146,7 +150,14 @@ class Metrics:
         if name in ("accuracy", "top_k_accuracy"):
             if k not in self.top_k_accuracy:
                 raise ValueError(f"k={k!r} is not among the top-k values computed: {sorted(self.top_k_accuracy)}.")
-            return errorbars.wilson_interval(self.top_k_accuracy[k], self.n_effective, level)
+            p = self.top_k_accuracy[k]
+            n = self.n_effective
+            if self.n_groups:
+                # Clustered: the Wilson interval over the number of independent
+                # rows the clustered error implies, p (1 - p) / se^2 (n / design effect).
+                se = self.stderr["top_k_accuracy"][k]
+                n = p * (1.0 - p) / (se * se) if se > 0 else self.n_effective
+            return errorbars.wilson_interval(p, n, level)
         raise ValueError(
             f"no interval for {name!r}: use 'cross_entropy', 'cross_entropy_bits', 'perplexity', 'brier', "
             "'accuracy' or 'top_k_accuracy' (with k=)."
@@ -186,6 +197,7 @@ class Metrics:
             "kl_divergence": self.kl_divergence,
             "stderr": _plain(self.stderr),
             "n_effective": self.n_effective,
+            "n_groups": self.n_groups,
         }
 
     def to_json(self, **kwargs) -> str:

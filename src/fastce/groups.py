@@ -1,0 +1,279 @@
+"""Clustered standard errors: per-group sums of per-row values, O(groups) memory.
+
+When rows are not independent (the tokens of one document, the images of one
+patient), the standard error of a mean must treat each group as one draw
+(Miller, "Adding Error Bars to Evals", 2024):
+
+    se = sqrt(G / (G - 1) * sum_g (S_g - mean * W_g)^2) / W,
+    S_g = sum_{i in g} w_i x_i,   W_g = sum_{i in g} w_i,   W = sum_g W_g,
+
+G the number of groups with rows counted.  :class:`GroupSums` keeps S_g and
+W_g of every group seen (memory O(G x values), never O(N)); a group id is
+looked up once per run of equal ids, so rows sorted by group cost one hash
+lookup per group.  Per block of rows (the score kernel's blocks, counted
+from row 0) each group's rows are summed in float64 in row order, and the
+block partials are added to the group's double-double (106-bit) sum: the
+same bits for any split of the rows into slices, and exact merges while a
+group's sums span less than ~2^53 times their smallest term.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, types
+from numba.typed import Dict
+
+from fastce._config import KERNEL_OPTIONS
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _dd_add(hi, lo, g, m, x):
+    """(hi, lo)[g, m] += x as a double-double: TwoSum, then renormalised."""
+    a = hi[g, m]
+    t = a + x
+    x_part = t - a
+    e = (a - (t - x_part)) + (x - x_part) + lo[g, m]
+    s = t + e
+    lo[g, m] = e - (s - t)
+    hi[g, m] = s
+
+
+@njit(**KERNEL_OPTIONS)
+def fold_groups(groups, counted, values, weights, block_rows, block_base, index, hi, lo, partial, last_block,
+                touched):
+    """Add rows [0, len(groups)) into the per-group sums; returns the number of groups known after.
+
+    ``groups`` int64 ids; ``counted`` rows to include; ``values`` (rows, M)
+    per-row values; ``weights`` row weights or empty.  Column 0 of
+    ``hi``/``lo`` is W_g, column 1 + m is S_g of value m.  ``block_base``
+    numbers this call's first block among all blocks seen (``last_block``
+    remembers, per group, the last block that touched it).  The caller
+    provides capacity for every group id of this call.
+    """
+    n_rows = groups.shape[0]
+    n_values = values.shape[1]
+    weighted = weights.shape[0] != 0
+    n_groups = len(index)
+    prev_id = np.int64(0)
+    prev_g = np.int64(-1)
+    nblocks = (n_rows + block_rows - 1) // block_rows
+    for b in range(nblocks):
+        block = block_base + b
+        n_touched = 0
+        for r in range(b * block_rows, min(n_rows, (b + 1) * block_rows)):
+            if not counted[r]:
+                continue
+            w = np.float64(weights[r]) if weighted else 1.0
+            if w == 0.0:
+                continue  # a row of weight 0 is not part of any weighted mean
+            gid = groups[r]
+            if prev_g < 0 or gid != prev_id:
+                if gid in index:
+                    prev_g = index[gid]
+                else:
+                    prev_g = np.int64(n_groups)
+                    index[gid] = prev_g
+                    n_groups += 1
+                prev_id = gid
+            g = prev_g
+            if last_block[g] != block:
+                last_block[g] = block
+                touched[n_touched] = g
+                n_touched += 1
+                for m in range(n_values + 1):
+                    partial[g, m] = 0.0
+            partial[g, 0] += w
+            for m in range(n_values):
+                partial[g, 1 + m] += w * values[r, m]
+        for t in range(n_touched):
+            g = touched[t]
+            for m in range(n_values + 1):
+                _dd_add(hi, lo, g, m, partial[g, m])
+    return n_groups
+
+
+class GroupSums:
+    """W_g and S_g (double-double) of ``n_values`` per-row values for every group seen."""
+
+    def __init__(self, n_values: int):
+        self.n_values = int(n_values)
+        self.index = Dict.empty(key_type=types.int64, value_type=types.int64)
+        self.hi = np.zeros((0, self.n_values + 1))
+        self.lo = np.zeros((0, self.n_values + 1))
+        self._partial = np.zeros((0, self.n_values + 1))
+        self._last_block = np.zeros(0, dtype=np.int64)
+        self._blocks_seen = 0
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.index)
+
+    def _reserve(self, capacity: int) -> None:
+        if capacity <= self.hi.shape[0]:
+            return
+        capacity = max(capacity, 2 * self.hi.shape[0], 64)
+        grow = capacity - self.hi.shape[0]
+        pad = np.zeros((grow, self.n_values + 1))
+        self.hi = np.concatenate([self.hi, pad])
+        self.lo = np.concatenate([self.lo, pad])
+        self._partial = np.concatenate([self._partial, pad])
+        self._last_block = np.concatenate([self._last_block, np.full(grow, -1, dtype=np.int64)])
+
+    def add(self, groups, counted, values, weights, block_rows: int) -> None:
+        """Fold one slice of rows that starts on a block boundary (see ``fold_groups``)."""
+        n_rows = groups.shape[0]
+        self._reserve(self.n_groups + n_rows)
+        touched = np.empty(min(n_rows, block_rows), dtype=np.int64)
+        empty = np.empty(0)
+        fold_groups(
+            np.ascontiguousarray(groups, dtype=np.int64), np.ascontiguousarray(counted, dtype=np.bool_),
+            np.ascontiguousarray(values, dtype=np.float64),
+            empty if weights is None else np.ascontiguousarray(weights, dtype=np.float64),
+            int(block_rows), int(self._blocks_seen), self.index, self.hi, self.lo, self._partial,
+            self._last_block, touched,
+        )
+        self._blocks_seen += -(-n_rows // block_rows)
+
+    def ids(self) -> np.ndarray:
+        """Group ids in the order of their rows in ``hi`` / ``lo``."""
+        ids = np.empty(self.n_groups, dtype=np.int64)
+        for gid, g in self.index.items():
+            ids[g] = gid
+        return ids
+
+    def merge(self, other: "GroupSums") -> "GroupSums":
+        """Sums of both (a group seen by both adds its double-doubles)."""
+        if other.n_values != self.n_values:
+            raise ValueError(f"cannot merge group sums of {self.n_values} and {other.n_values} values")
+        out = GroupSums(self.n_values)
+        out._reserve(self.n_groups + other.n_groups)
+        mine = self.ids()
+        g = self.n_groups
+        out.hi[:g], out.lo[:g] = self.hi[:g], self.lo[:g]
+        for gid, row in zip(mine.tolist(), range(g)):
+            out.index[gid] = row
+        for gid, row in zip(other.ids().tolist(), range(other.n_groups)):
+            if gid in out.index:
+                target = out.index[gid]
+            else:
+                target = len(out.index)
+                out.index[gid] = target
+            for m in range(self.n_values + 1):
+                hi, lo = _dd_merge(out.hi[target, m], out.lo[target, m], other.hi[row, m], other.lo[row, m])
+                out.hi[target, m], out.lo[target, m] = hi, lo
+        out._blocks_seen = self._blocks_seen + other._blocks_seen
+        return out
+
+    def to_dict(self) -> dict:
+        g = self.n_groups
+        return {"n_values": self.n_values, "ids": self.ids().tolist(),
+                "hi": [_json_number(v) for v in self.hi[:g].ravel().tolist()],
+                "lo": [_json_number(v) for v in self.lo[:g].ravel().tolist()]}
+
+    @classmethod
+    def from_dict(cls, data) -> "GroupSums":
+        """Inverse of :meth:`to_dict`; a ValueError for anything malformed (checked before allocating)."""
+        if not isinstance(data, dict):
+            raise ValueError("group sums must be a mapping")
+        n_values, ids, hi, lo = data["n_values"], data["ids"], data["hi"], data["lo"]
+        if isinstance(n_values, bool) or not isinstance(n_values, int) or not 1 <= n_values <= 1 << 16:
+            raise ValueError(f"n_values out of range: {n_values!r}")
+        if not all(isinstance(x, list) for x in (ids, hi, lo)):
+            raise ValueError("ids, hi and lo must be lists")
+        if len(hi) != len(ids) * (n_values + 1) or len(lo) != len(hi):
+            raise ValueError("group sums have the wrong length")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and -(2**63) <= i < 2**63 for i in ids):
+            raise ValueError("group ids must be 64-bit integers")
+        if len(set(ids)) != len(ids):
+            raise ValueError("group ids repeat")
+        out = cls(n_values)
+        out._reserve(len(ids))
+        g = len(ids)
+        out.hi[:g] = np.array([_from_json_number(v) for v in hi], dtype=np.float64).reshape(g, n_values + 1)
+        out.lo[:g] = np.array([_from_json_number(v) for v in lo], dtype=np.float64).reshape(g, n_values + 1)
+        for row, gid in enumerate(ids):
+            out.index[gid] = row
+        return out
+
+    def standard_errors(self, means) -> list[float]:
+        """Clustered standard error of each value's weighted mean (``means``, one per value)."""
+        return [self.standard_error(m, mean) for m, mean in enumerate(means)]
+
+    def standard_error(self, m: int, mean: float) -> float:
+        """Clustered standard error of value ``m``'s weighted mean ``mean`` (NaN below two groups)."""
+        g = self.n_groups
+        if g < 2 or math.isnan(mean):
+            return math.nan
+        if math.isinf(mean):
+            return math.inf
+        weight = self.hi[:g, 0] + self.lo[:g, 0]
+        sums = self.hi[:g, 1 + m] + self.lo[:g, 1 + m]
+        with np.errstate(invalid="ignore", over="ignore"):
+            centred = float(np.sum((sums - mean * weight) ** 2))
+        return math.sqrt(g / (g - 1) * centred) / float(weight.sum()) if math.isfinite(centred) else math.nan
+
+
+def _dd_merge(a_hi, a_lo, b_hi, b_lo):
+    s = a_hi + b_hi
+    bp = s - a_hi
+    err = (a_hi - (s - bp)) + (b_hi - bp) + (a_lo + b_lo)
+    hi = s + err
+    return hi, err - (hi - s)
+
+
+def _json_number(v: float):
+    return v if math.isfinite(v) else repr(v)
+
+
+def _from_json_number(v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ValueError(f"expected a number, got {v!r}")
+    if isinstance(v, str) and v not in ("inf", "-inf", "nan"):
+        raise ValueError(f"expected a number, got {v!r}")
+    return float(v)
+
+
+def check_groups(groups, n_rows: int):
+    """An integer array of one group id per row, or an InputError that says what to pass."""
+    from fastce.errors import InputError
+
+    array = np.asarray(groups)
+    if array.ndim != 1 or array.shape[0] != n_rows:
+        raise InputError(
+            f"groups must hold one id per row, shape ({n_rows},); got shape {array.shape}.", argument="groups"
+        )
+    if array.dtype.kind not in "iub":
+        raise InputError(
+            f"groups must be integer ids (e.g. the document or patient of each row), got dtype {array.dtype}; "
+            "map other ids to integers first, e.g. with np.unique(ids, return_inverse=True)[1].",
+            argument="groups",
+        )
+    if array.dtype.kind == "u" and array.dtype.itemsize == 8 and array.size and int(array.max()) > 2**63 - 1:
+        raise InputError("groups: ids above 2**63 - 1 do not fit int64; renumber them.", argument="groups")
+    return array
+
+
+def row_values(stats, top_k, num_classes: int) -> np.ndarray:
+    """Per-row loss, Brier term (as the Brier score scales it) and top-k hits, from ``kernels.S_*`` columns."""
+    from fastce import kernels as K
+
+    half = 0.5 if num_classes == 2 else 1.0
+    values = np.empty((stats.shape[0], 2 + len(top_k)))
+    values[:, 0] = stats[:, K.S_LOSS]
+    values[:, 1] = half * stats[:, K.S_BRIER]
+    for i, k in enumerate(top_k):
+        values[:, 2 + i] = stats[:, K.S_RANK] < k
+    return values
+
+
+def clustered(metrics, clusters: GroupSums):
+    """``metrics`` with the standard errors of ``clusters`` (see ``row_values``) and ``n_groups``."""
+    import dataclasses
+
+    ks = list(metrics.top_k_accuracy)
+    means = [metrics.cross_entropy, metrics.brier] + [metrics.top_k_accuracy[k] for k in ks]
+    errors = clusters.standard_errors(means)
+    stderr = {"cross_entropy": errors[0], "brier": errors[1], "top_k_accuracy": dict(zip(ks, errors[2:]))}
+    return dataclasses.replace(metrics, stderr=stderr, n_groups=clusters.n_groups)
