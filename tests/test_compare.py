@@ -195,3 +195,47 @@ def test_clustered_paired_errors():
     merged = ComparisonState.from_dict(strict_loads(json.dumps(halves[0].merge(halves[1]).to_dict()))).finalize()
     assert merged.delta("B", "A").stderr == pytest.approx(d.stderr, rel=1e-12)
     assert merged.metrics["A"].stderr["accuracy"] == pytest.approx(c.metrics["A"].stderr["accuracy"], rel=1e-12)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_comparator_any_split_equals_compare(grouped):
+    y, models = three_models(n=3000, c=40, seed=11)
+    rng = np.random.default_rng(12)
+    w = rng.random(y.shape[0])
+    groups = np.sort(rng.integers(0, 90, y.shape[0])) if grouped else None
+    whole = fastce.compare(y, logits=models, sample_weight=w, top_k=(1, 5), groups=groups)
+    cmp = fastce.Comparator(list(models), 40, top_k=(1, 5), groups=grouped)
+    cuts = [0, 1, 700, 701, 1500, 2999, 3000]
+    for start, stop in zip(cuts, cuts[1:]):
+        part = slice(start, stop)
+        cmp.update(y[part], [z[part] for z in models.values()], sample_weight=w[part],
+                   groups=None if groups is None else groups[part])
+        if start == 700:  # a checkpoint with pending rows, resumed
+            cmp = fastce.Comparator.from_state_dict(strict_loads(json.dumps(cmp.state_dict())))
+    result = cmp.result()
+    for name in models:
+        assert result.metrics[name] == whole.metrics[name]
+    for metric in ("cross_entropy", "brier", "accuracy"):
+        assert result.delta("C", "A", metric) == whole.delta("C", "A", metric)
+    assert result.table("A", "B", k=5) == whole.table("A", "B", k=5)
+    assert cmp.rows_seen == 3000
+
+
+def test_comparator_errors_name_global_rows_and_tampered_states_are_refused():
+    y, models = three_models(n=200, c=4, seed=13)
+    cmp = fastce.Comparator(["A", "B", "C"], 4)
+    cmp.update(y[:100], {k: v[:100] for k, v in models.items()})
+    bad = y[100:].copy()
+    bad[7] = 9
+    with pytest.raises(fastce.InputError, match="row 107"):
+        cmp.update(bad, {k: v[100:] for k, v in models.items()})
+    with pytest.raises(fastce.InputError, match="must hold the models"):
+        cmp.update(y[:3], {"A": models["A"][:3]})
+    with pytest.raises(fastce.InputError, match="groups=True"):
+        cmp.update(y[:3], {k: v[:3] for k, v in models.items()}, groups=[0, 0, 1])
+    state = cmp.state_dict()
+    state["pending"]["rows"] = 10**9
+    with pytest.raises(ValueError, match="malformed fastce Comparator state"):
+        fastce.Comparator.from_state_dict(state)
+    with pytest.raises(ValueError, match="not a fastce Comparator state"):
+        fastce.Comparator.from_state_dict({"format": "x"})

@@ -5,7 +5,10 @@ import importlib
 
 import pytest
 
-MODULES = ["fastce.api", "fastce.sklearn_compat", "fastce.torch_compat", "fastce.torch_binary", "fastce.streaming"]
+MODULES = [
+    "fastce.api", "fastce.sklearn_compat", "fastce.torch_compat", "fastce.torch_binary", "fastce.streaming",
+    "fastce.compare", "fastce.compare_streaming", "fastce.metrics",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -6,6 +6,7 @@ One numba kernel reads each row of scores once and produces a mergeable
 
 from fastce.api import diagnose, evaluate
 from fastce.compare import Comparison, compare
+from fastce.compare_streaming import Comparator
 from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
 from fastce.metrics import Metrics
 from fastce.report import Report
@@ -18,6 +19,7 @@ from fastce.torch_compat import cross_entropy
 __version__ = "0.1.0"
 
 __all__ = [
+    "Comparator",
     "Comparison",
     "Evaluator",
     "FastCEWarning",

@@ -125,35 +125,69 @@ def compare(
     check_nan_policy(nan_policy)
     container, from_logits, argument = scores_argument(logits, proba)
     model_names, arrays = _models(container, names, argument)
-    scores = [validation.scores(x, f"{argument}[{name!r}]") for name, x in zip(model_names, arrays)]
+    batch = validated_batch(y_true, arrays, model_names, argument, sample_weight, groups)
+    ks = validation.top_k_values(top_k, batch.num_classes)
+    state = ComparisonState.empty(model_names, batch.num_classes, ks, from_logits=from_logits,
+                                  confident_below=_confident_below(confident_below), grouped=groups is not None)
+    state.read(batch.views, batch.eps, batch.labels, batch.weights, batch.groups)
+    for name in model_names:
+        check_probabilities(state.states[name], f"{argument}[{name!r}]")
+    return state.finalize(nan_policy, scores_name=argument)
+
+
+@dataclass
+class Batch:
+    """Validated rows of every model: kernel views and epsilons in model order, labels, weights, groups."""
+
+    views: list
+    eps: list
+    labels: object
+    weights: object
+    groups: object
+
+    @property
+    def n_rows(self) -> int:
+        return self.views[0].shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return self.views[0].shape[1]
+
+
+def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups, num_classes=None) -> Batch:
+    """Check one batch of rows for every model (same shape), as ``evaluate`` checks its arguments."""
+    scores = [validation.scores(x, f"{argument}[{name!r}]") for name, x in zip(names, arrays)]
     shape = scores[0].shape
-    for name, s in zip(model_names, scores):
+    for name, s in zip(names, scores):
         if s.shape != shape:
             raise InputError(
-                f"{argument}[{name!r}] has shape {s.shape}, {argument}[{model_names[0]!r}] has {shape}: "
+                f"{argument}[{name!r}] has shape {s.shape}, {argument}[{names[0]!r}] has {shape}: "
                 "every model must score the same rows and classes.",
                 argument=argument,
             )
     n_rows, n_classes = shape
+    if num_classes is not None and n_classes != num_classes:
+        raise InputError(
+            f"{argument} have {n_classes} columns, not the {num_classes} classes of this comparison.",
+            argument=argument, value=shape,
+        )
     labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
     weights = validation.sample_weight(sample_weight, n_rows)
-    ks = validation.top_k_values(top_k, n_classes)
-    if not 0.0 < float(confident_below) < 1.0:
-        raise InputError(
-            f"confident_below={confident_below!r} must be a probability in (0, 1), e.g. 0.01.",
-            argument="confident_below", value=confident_below,
-        )
-    state = ComparisonState.empty(model_names, n_classes, ks, from_logits=from_logits,
-                                  confident_below=float(confident_below), grouped=groups is not None)
     ids = None
     if groups is not None:
         from fastce.groups import check_groups
 
         ids = check_groups(groups, n_rows)
-    state.read(scores, labels, weights, ids)
-    for name, s in zip(model_names, scores):
-        check_probabilities(state.states[name], f"{argument}[{name!r}]")
-    return state.finalize(nan_policy, scores_name=argument)
+    return Batch([s.view for s in scores], [s.eps for s in scores], labels, weights, ids)
+
+
+def _confident_below(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        raise InputError(
+            f"confident_below={value!r} must be a probability in (0, 1), e.g. 0.01.",
+            argument="confident_below", value=value,
+        )
+    return float(value)
 
 
 @dataclass
@@ -192,9 +226,10 @@ class ComparisonState:
             clusters=clusters,
         )
 
-    def read(self, scores, labels, weights, groups=None) -> None:
-        """Read every model's validated scores over the same slices of whole blocks."""
-        n_rows, n_classes = scores[0].shape
+    def read(self, views, eps, labels, weights, groups=None) -> None:
+        """Read every model's validated scores (kernel views, in ``names`` order; ``eps`` each one's
+        machine epsilon) over the same slices of whole blocks, the first at a block boundary."""
+        n_rows, n_classes = views[0].shape
         block_rows = _config.block_rows(n_classes)
         slice_rows = block_rows * _config.BLOCKS_PER_CALL
         ks = np.asarray(self.top_k, dtype=np.int64)
@@ -204,16 +239,16 @@ class ComparisonState:
             stop = min(start + slice_rows, n_rows)
             part_labels = labels[start:stop]
             part_weights = None if weights is None else weights[start:stop]
-            for name, s in zip(self.names, scores):
+            for name, view, view_eps in zip(self.names, views, eps):
                 rows = buffers[name]
 
                 def keep(first, _labels, _weights, stats, _pred, rows=rows):
                     rows[first : first + stats.shape[0]] = stats
 
                 part = _accumulate.accumulate_matrix(
-                    s.view[start:stop], part_labels, top_k=self.top_k, from_logits=self.from_logits,
-                    sample_weight=part_weights, proba_eps=0.0 if self.from_logits else s.eps,
-                    sum_tolerance=np.inf if self.from_logits else sum_to_one_tolerance(s.eps), on_rows=keep,
+                    view[start:stop], part_labels, top_k=self.top_k, from_logits=self.from_logits,
+                    sample_weight=part_weights, proba_eps=0.0 if self.from_logits else view_eps,
+                    sum_tolerance=np.inf if self.from_logits else sum_to_one_tolerance(view_eps), on_rows=keep,
                 )
                 self.states[name] = self.states[name].merge(part)
             w = _accumulate.kernel_input(np.empty(0) if part_weights is None else part_weights, np.float64)

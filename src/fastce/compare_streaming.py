@@ -1,0 +1,278 @@
+"""``Comparator``: :func:`fastce.compare` over rows that arrive in batches.
+
+Like the :class:`~fastce.streaming.Evaluator`, it reads only whole kernel
+blocks aligned on row 0 and holds back the rows of an unfinished block (every
+model's scores, the labels, weights and groups of fewer than
+``_config.block_rows(C)`` rows) until the next ``update``; so any split of
+the rows into ``update`` calls gives ``compare``'s numbers bit for bit.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from fastce import _config
+from fastce.api import check_probabilities
+from fastce.compare import Comparison, ComparisonState, _confident_below, validated_batch
+from fastce.errors import InputError
+from fastce.state import check_nan_policy
+
+COMPARATOR_FORMAT = "fastce.comparator/1"
+_MAX_MODELS = 1024
+
+
+def _b64(array: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
+
+
+def _unb64(text, dtype: str, count: int) -> np.ndarray:
+    if not isinstance(text, str):
+        raise ValueError("pending rows must be base64 text")
+    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    array = np.frombuffer(raw, dtype=dtype)
+    if array.size != count:
+        raise ValueError(f"expected {count} values of {dtype}, found {array.size}")
+    return array.astype(np.dtype(dtype).newbyteorder("="))
+
+
+class Comparator:
+    """Streaming :func:`fastce.compare`: ``update`` / ``merge`` / ``result`` / ``state_dict``.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The models, in the order of the score arrays given to ``update``.
+    num_classes : int
+    from_logits, top_k, nan_policy, confident_below
+        As :func:`fastce.compare`.
+    groups : bool, default False
+        Whether ``update`` receives a group id per row (clustered errors).
+
+    Examples
+    --------
+    >>> import numpy as np, fastce
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 5, 900)
+    >>> za, zb = rng.normal(size=(900, 5)), rng.normal(size=(900, 5))
+    >>> cmp = fastce.Comparator(["A", "B"], 5)
+    >>> for s in range(0, 900, 250):
+    ...     cmp.update(y[s:s + 250], {"A": za[s:s + 250], "B": zb[s:s + 250]})
+    >>> cmp.result().delta("B", "A") == fastce.compare(y, logits={"A": za, "B": zb}).delta("B", "A")
+    True
+    """
+
+    def __init__(self, names, num_classes: int, *, from_logits: bool = True, top_k=(1,), nan_policy: str = "raise",
+                 confident_below: float = 0.01, groups: bool = False):
+        from fastce import validation
+
+        names = [str(n) for n in names]
+        if len(names) < 2 or len(set(names)) != len(names) or len(names) > _MAX_MODELS:
+            raise InputError(f"names must be at least two different model names; got {names}.", argument="names")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise InputError(f"num_classes must be a positive int; got {num_classes!r}.", argument="num_classes")
+        check_nan_policy(nan_policy)
+        self._nan_policy = nan_policy
+        ks = validation.top_k_values(top_k, int(num_classes))
+        self._state = ComparisonState.empty(names, int(num_classes), ks, from_logits=bool(from_logits),
+                                            confident_below=_confident_below(confident_below), grouped=bool(groups))
+        self._block_rows = _config.block_rows(int(num_classes))
+        self._pending = None  # Batch of fewer than block_rows rows, own copies
+
+    @property
+    def names(self) -> list:
+        return list(self._state.names)
+
+    @property
+    def rows_seen(self) -> int:
+        done = self._state.states[self._state.names[0]].rows_seen
+        return done + (0 if self._pending is None else self._pending.n_rows)
+
+    def _arrays(self, scores) -> list:
+        if isinstance(scores, dict):
+            if set(scores) != set(self._state.names):
+                raise InputError(f"scores must hold the models {self.names}; got {sorted(scores)}.", argument="scores")
+            return [scores[n] for n in self._state.names]
+        if isinstance(scores, (list, tuple)) and len(scores) == len(self._state.names):
+            return list(scores)
+        raise InputError(
+            f"scores must be a dict {{name: array}} or a list of {len(self._state.names)} arrays, in the order "
+            f"{self.names}.",
+            argument="scores",
+        )
+
+    def update(self, y_true, scores, sample_weight=None, groups=None) -> None:
+        """Add a batch of rows: labels, every model's scores (dict or list), optional weights and groups."""
+        from fastce.streaming import _globalize
+
+        grouped = self._state.clusters is not None
+        if grouped and groups is None:
+            raise InputError("this Comparator was created with groups=True: pass groups= to every update.",
+                             argument="groups")
+        if not grouped and groups is not None:
+            raise InputError("pass groups=True when creating the Comparator to use groups=.", argument="groups")
+        argument = "logits" if self._state.from_logits else "proba"
+        try:
+            batch = validated_batch(y_true, self._arrays(scores), self._state.names, argument, sample_weight, groups,
+                                    num_classes=self._state.num_classes)
+        except InputError as exc:
+            raise _globalize(exc, self.rows_seen) from None
+        self._consume(batch)
+
+    def _consume(self, batch) -> None:
+        br = self._block_rows
+        if self._pending is not None and any(p.dtype != v.dtype or pe != e for p, v, pe, e in
+                                             zip(self._pending.views, batch.views, self._pending.eps, batch.eps)):
+            self._flush()  # a dtype changed: close the block early (as the Evaluator does)
+        offset = 0
+        if self._pending is not None:
+            # Complete the unfinished block with the first rows of this batch (a copy of < one block).
+            take = min(batch.n_rows, br - self._pending.n_rows)
+            joined = _concatenate(self._pending, _slice_copy(batch, 0, take))
+            offset = take
+            self._pending = joined
+            if joined.n_rows == br:
+                self._flush()
+        whole = (batch.n_rows - offset) // br * br
+        if whole:
+            part = slice(offset, offset + whole)
+            self._state.read([v[part] for v in batch.views], batch.eps, batch.labels[part],
+                             None if batch.weights is None else batch.weights[part],
+                             None if batch.groups is None else batch.groups[part])
+            offset += whole
+        if offset < batch.n_rows:
+            self._pending = _slice_copy(batch, offset, batch.n_rows)
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            p = self._pending
+            self._state.read(p.views, p.eps, p.labels, p.weights, p.groups)
+            self._pending = None
+
+    def _flushed_state(self) -> ComparisonState:
+        """The state with the pending rows read, leaving this Comparator unchanged."""
+        if self._pending is None:
+            return self._state
+        copy = ComparisonState.from_dict(self._state.to_dict())
+        p = self._pending
+        copy.read(p.views, p.eps, p.labels, p.weights, p.groups)
+        return copy
+
+    def result(self) -> Comparison:
+        """The :class:`~fastce.compare.Comparison` of every row fed so far."""
+        state = self._flushed_state()
+        argument = "logits" if state.from_logits else "proba"
+        for name in state.names:
+            check_probabilities(state.states[name], f"{argument}[{name!r}]")
+        return state.finalize(self._nan_policy, scores_name=argument)
+
+    def merge(self, other: "Comparator") -> "Comparator":
+        """Add the rows of ``other`` after those of ``self`` (in place; exact when ``self`` has seen a
+        multiple of the block's rows, else one block is cut short at the seam, as ``Evaluator.merge``)."""
+        if self._nan_policy != other._nan_policy:
+            raise ValueError(f"cannot merge comparators with nan_policy {self._nan_policy!r} and {other._nan_policy!r}")
+        self._state = self._flushed_state().merge(other._flushed_state())
+        self._pending = None
+        return self
+
+    def state_dict(self) -> dict:
+        """Strict-JSON snapshot (never pickle); see :meth:`from_state_dict`."""
+        pending = None
+        if self._pending is not None:
+            p = self._pending
+            pending = {
+                "rows": p.n_rows,
+                "view_dtypes": [v.dtype.newbyteorder("<").str for v in p.views],
+                "eps": list(p.eps),
+                "scores": [_b64(v, v.dtype.newbyteorder("<").str) for v in p.views],
+                "labels": _b64(np.asarray(p.labels, dtype=np.int64), "<i8"),
+                "weights": None if p.weights is None else _b64(p.weights, "<f8"),
+                "groups": None if p.groups is None else _b64(p.groups, "<i8"),
+            }
+        return {"format": COMPARATOR_FORMAT, "nan_policy": self._nan_policy, "state": self._state.to_dict(),
+                "pending": pending}
+
+    @classmethod
+    def from_state_dict(cls, data) -> "Comparator":
+        """Inverse of :meth:`state_dict`; a ValueError for anything else (checked before allocating)."""
+        from fastce.compare import Batch
+        from fastce.streaming import _VIEW_DTYPES
+
+        if not isinstance(data, dict) or data.get("format") != COMPARATOR_FORMAT:
+            raise ValueError(f"not a fastce Comparator state (expected format {COMPARATOR_FORMAT!r})")
+        state = ComparisonState.from_dict(data.get("state"))
+        try:
+            out = cls(state.names, state.num_classes, from_logits=state.from_logits, top_k=state.top_k,
+                      nan_policy=data["nan_policy"], confident_below=state.confident_below,
+                      groups=state.clusters is not None)
+            out._state = state
+            pending = data["pending"]
+            if pending is not None:
+                if not isinstance(pending, dict):
+                    raise ValueError("pending must be a mapping")
+                rows = pending["rows"]
+                if isinstance(rows, bool) or not isinstance(rows, int) or not 0 < rows < out._block_rows:
+                    raise ValueError(f"pending rows out of range: {rows!r}")
+                dtypes, eps = pending["view_dtypes"], pending["eps"]
+                if not isinstance(dtypes, list) or len(dtypes) != len(state.names) or any(
+                    d not in _VIEW_DTYPES for d in dtypes
+                ):
+                    raise ValueError("pending view dtypes must be one of " + ", ".join(_VIEW_DTYPES))
+                if not isinstance(eps, list) or len(eps) != len(dtypes) or any(
+                    isinstance(e, bool) or not isinstance(e, float) or not 0.0 < e < 1.0 for e in eps
+                ):
+                    raise ValueError("pending eps must be floats in (0, 1)")
+                scores = pending["scores"]
+                if not isinstance(scores, list) or len(scores) != len(dtypes):
+                    raise ValueError("pending scores must be one base64 text per model")
+                views = []
+                for text, dtype in zip(scores, dtypes):
+                    view = _unb64(text, dtype, rows * state.num_classes).reshape(rows, state.num_classes)
+                    view.flags.writeable = False
+                    views.append(view)
+                labels = _unb64(pending["labels"], "<i8", rows)
+                if labels.min() < 0 or labels.max() >= state.num_classes:
+                    raise ValueError("pending labels out of range")
+                weights = None if pending["weights"] is None else _unb64(pending["weights"], "<f8", rows)
+                if weights is not None and not (np.isfinite(weights).all() and (weights >= 0).all()):
+                    raise ValueError("pending weights must be finite and non-negative")
+                groups = None if pending["groups"] is None else _unb64(pending["groups"], "<i8", rows)
+                if (groups is None) != (state.clusters is None):
+                    raise ValueError("pending groups do not match the state")
+                out._pending = Batch(views, list(eps), labels, weights, groups)
+        except (KeyError, TypeError, ValueError, InputError) as exc:
+            raise ValueError(f"malformed fastce Comparator state: {exc}") from exc
+        return out
+
+
+def _concatenate(first, second):
+    from fastce.compare import Batch
+
+    def join(a, b, dtype, n_a, n_b, fill):
+        if a is None and b is None:
+            return None
+        a = np.full(n_a, fill, dtype) if a is None else np.asarray(a, dtype=dtype)
+        b = np.full(n_b, fill, dtype) if b is None else np.asarray(b, dtype=dtype)
+        return np.concatenate([a, b])
+
+    n_a, n_b = first.n_rows, second.n_rows
+    views = [np.concatenate([a, b]) for a, b in zip(first.views, second.views)]
+    return Batch(
+        views, list(second.eps),
+        np.concatenate([np.asarray(first.labels, dtype=np.int64), np.asarray(second.labels, dtype=np.int64)]),
+        join(first.weights, second.weights, np.float64, n_a, n_b, 1.0),
+        join(first.groups, second.groups, np.int64, n_a, n_b, 0),
+    )
+
+
+def _slice_copy(batch, start: int, stop: int):
+    """Own copies of rows [start, stop) of a batch (fewer than a block: bounded)."""
+    from fastce.compare import Batch
+
+    return Batch(
+        [np.array(v[start:stop], copy=True) for v in batch.views], list(batch.eps),
+        np.array(batch.labels[start:stop], dtype=np.int64),
+        None if batch.weights is None else np.array(batch.weights[start:stop], dtype=np.float64),
+        None if batch.groups is None else np.array(batch.groups[start:stop], dtype=np.int64),
+    )
