@@ -120,7 +120,7 @@ def compare(
     >>> c = fastce.compare(y, logits={"A": a, "B": a * 2})
     >>> d = c.delta("B", "A", "cross_entropy")
     >>> round(d.estimate, 4), c.table("A", "B")["both_right"]["rows"]
-    (-0.0263, 4)
+    (0.1962, 4)
     """
     check_nan_policy(nan_policy)
     container, from_logits, argument = scores_argument(logits, proba)
