@@ -12,6 +12,7 @@ import ceiling
 import fastce
 import kernel_timing
 import readme_table
+import stderr_accuracy
 
 
 def test_kernel_timing_prints_positive_costs_per_mode(capsys):
@@ -74,3 +75,21 @@ def test_readme_table_rows_from_compare_json():
     assert lines[3] == "| evaluate logits | 10 | float32 | 4.00 | 16.0 | 25% |  | 7.2 | — | — |"
     assert lines[4] == "| evaluate logits | 10 | float16 | 1.00 | 8.0 | 12% | 0.50 | — | — | — |"
     assert "failed: ERROR x" in lines[5]
+
+
+def test_stderr_accuracy_reports_exact_agreement(capsys):
+    stderr_accuracy.main(["--rows", "20000", "--chunk", "7000", "--classes", "5"])
+    out = capsys.readouterr().out
+    errors = [float(x) for x in re.findall(r"fastce rel. error ([\d.e+-]+)", out)]
+    assert len(errors) == 2 and max(errors) < 1e-14
+
+
+def test_stderr_accuracy_exact_moments_are_exact():
+    values = np.array([0.1, 2.0**-200, 3.0, 1e100, 1 / 3], dtype=np.float64)
+    acc_sum, acc_square = stderr_accuracy._exactsum.new_accumulators(2)
+    stderr_accuracy._exact_moments(values, acc_sum, acc_square)
+    from fractions import Fraction
+
+    scale = 1 << stderr_accuracy._exactsum.OFFSET
+    assert Fraction(stderr_accuracy._exactsum.to_int(acc_sum), scale) == sum(Fraction(v) for v in values)
+    assert Fraction(stderr_accuracy._exactsum.to_int(acc_square), scale) == sum(Fraction(v) ** 2 for v in values)
