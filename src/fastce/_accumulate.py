@@ -93,6 +93,7 @@ def accumulate_matrix(
     sum_tolerance: float = np.inf,
     row_losses=None,
     on_rows=None,
+    row_stats=None,
 ) -> State:
     """State of an (N, C) score matrix (kernel view: see validation.scores) and its labels.
 
@@ -100,7 +101,8 @@ def accumulate_matrix(
     after each kernel call with that slice's per-row diagnostics (see
     ``kernels.score_blocks``: ``stats`` columns kernels.S_LOSS ... S_RANK;
     ``pred`` the argmax); the buffers are reused, one call's rows at a time,
-    so they never grow with N.
+    so they never grow with N.  ``row_stats``, if given instead, is an
+    (N, kernels.ROW_STATS_COLUMNS) array the kernel fills in place (no argmax).
     """
     n_rows, n_classes = scores.shape
     state = State.empty(n_classes, top_k, from_logits=from_logits, ties_to_last=ties_to_last)
@@ -115,6 +117,8 @@ def accumulate_matrix(
         # A few tasks per thread balance the load; results do not depend on it.
         blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))
         stats, pred = _NO_ROW_STATS, _NO_ROW_PRED
+        if row_stats is not None:
+            stats = row_stats[start:stop]
         if on_rows is not None:
             if not buffers:
                 buffers.extend((np.empty((stop - start, K.ROW_STATS_COLUMNS)), np.empty(stop - start, dtype=np.int64)))

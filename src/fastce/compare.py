@@ -240,21 +240,18 @@ class ComparisonState:
             part_labels = labels[start:stop]
             part_weights = None if weights is None else weights[start:stop]
             for name, view, view_eps in zip(self.names, views, eps):
-                rows = buffers[name]
-
-                def keep(first, _labels, _weights, stats, _pred, rows=rows):
-                    rows[first : first + stats.shape[0]] = stats
-
                 part = _accumulate.accumulate_matrix(
                     view[start:stop], part_labels, top_k=self.top_k, from_logits=self.from_logits,
                     sample_weight=part_weights, proba_eps=0.0 if self.from_logits else view_eps,
-                    sum_tolerance=np.inf if self.from_logits else sum_to_one_tolerance(view_eps), on_rows=keep,
+                    sum_tolerance=np.inf if self.from_logits else sum_to_one_tolerance(view_eps),
+                    row_stats=buffers[name][: stop - start],
                 )
                 self.states[name] = self.states[name].merge(part)
             w = _accumulate.kernel_input(np.empty(0) if part_weights is None else part_weights, np.float64)
             for a, b in self.pairs:
-                nblocks = PK.pair_blocks(buffers[a][: stop - start], buffers[b][: stop - start], w, ks,
-                                         self.confident_below, block_rows, fsums)
+                with _config.PARALLEL_LOCK:
+                    nblocks = PK.pair_blocks(buffers[a][: stop - start], buffers[b][: stop - start], w, ks,
+                                             self.confident_below, block_rows, fsums)
                 self.nonfinite_pair_sums += PK.fold_exact(fsums, nblocks, self.pairs[(a, b)])
             if self.clusters is not None:
                 self._fold_groups(groups[start:stop], {n: buffers[n][: stop - start] for n in self.names},

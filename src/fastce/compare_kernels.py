@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from fastce import kernels as K
-from fastce._config import KERNEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
 
 (
@@ -58,7 +58,7 @@ def pair_columns(n_k: int) -> int:
     return P_TABLE + TABLE_COLUMNS * n_k
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**PARALLEL_OPTIONS)
 def pair_blocks(stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums):
     """Per-block paired sums of rows [0, len(stats_a)) into ``fsums`` (one row per block).
 
@@ -70,7 +70,7 @@ def pair_blocks(stats_a, stats_b, weights, top_k, confident_below, block_rows, f
     weighted = weights.shape[0] != 0
     n_k = top_k.shape[0]
     nblocks = (n_rows + block_rows - 1) // block_rows
-    for b in range(nblocks):
+    for b in prange(nblocks):  # each block writes its own row of fsums: no thread sees another's
         for c in range(fsums.shape[1]):
             fsums[b, c] = 0.0
         for r in range(b * block_rows, min(n_rows, (b + 1) * block_rows)):

@@ -562,7 +562,9 @@ def score_blocks(
     or N) receive, for the diagnostics and comparisons, each row's unweighted
     loss, p(true class), p(predicted class), Brier term and rank of the true
     class (columns S_LOSS ... S_RANK), and its predicted class (the argmax,
-    first index on ties); NaN and -1 for non-finite and ignored rows.
+    first index on ties); NaN and -1 for non-finite and ignored rows.  Each
+    is written only when given (the argmax costs a second look at the rows
+    whose true class is not the top one).
     ``fsums`` has ``fsums_columns(len(top_k))`` columns (sums, top-k hits,
     then the second moments: see M_W2).
 
@@ -575,7 +577,8 @@ def score_blocks(
     n_classes = scores.shape[1]
     n_k = top_k.shape[0]
     keep_losses = row_losses.shape[0] != 0
-    keep_stats = row_pred.shape[0] != 0
+    keep_stats = row_stats.shape[0] != 0
+    keep_pred = row_pred.shape[0] != 0  # the argmax: the diagnostics need it, comparisons do not
     weighted_rows = sample_weight.shape[0] != 0
     weighted_classes = class_weight.shape[0] != 0
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
@@ -621,7 +624,7 @@ def score_blocks(
                 _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                                    sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                                    fsums, icounts, b)
-                if keep_stats:
+                if keep_pred:
                     for r in range(count):
                         i = start + r
                         if status[r] != ROW_OK:
@@ -639,7 +642,7 @@ def score_blocks(
                         weight[r] = 0.0
                         # finite scratch for the vector loops after the walk
                         target[r] = high[r] = low[r] = squares[r] = 0.0
-                        if keep_stats:
+                        if keep_pred:
                             row_pred[i] = -1
                         continue
                     if mode == MODE_LOGITS:
@@ -687,7 +690,7 @@ def score_blocks(
                         status[r] = ROW_NONFINITE
                         weight[r] = 0.0
                         _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
-                    if keep_stats:
+                    if keep_pred:
                         # Only the diagnostics need the argmax itself; rank 0 (ties to
                         # the first index) means it is the true class.
                         if not ok:

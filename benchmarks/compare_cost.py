@@ -1,0 +1,54 @@
+"""What ``fastce.compare`` over K models costs against K separate ``fastce.evaluate`` calls.
+
+Usage::
+
+    python benchmarks/compare_cost.py [--classes 10 100 1000] [--models 2 3] [--mb 256] [--repeats 5]
+
+Both sides read the same in-memory float32 logits (``--mb`` of scores per
+model), best of ``--repeats`` interleaved runs; prints the ratio
+compare / (K x evaluate).  The goal is at most 1.10.  Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import fastce
+
+
+def best_time(call, repeats: int) -> float:
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classes", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--models", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--mb", type=float, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    for c in args.classes:
+        rows = max(1, int(args.mb * 2**20 / (4 * c)))
+        y = rng.integers(0, c, rows)
+        models = {chr(65 + i): rng.standard_normal((rows, c), dtype=np.float32) for i in range(max(args.models))}
+        for k in args.models:
+            chosen = dict(list(models.items())[:k])
+            fastce.compare(y, logits=chosen)  # compile / warm up
+            separate = best_time(lambda: [fastce.evaluate(y, logits=z) for z in chosen.values()], args.repeats)
+            together = best_time(lambda: fastce.compare(y, logits=chosen), args.repeats)
+            print(f"C={c:<6d} models={k}  {k} x evaluate {separate:.3f} s  compare {together:.3f} s  "
+                  f"ratio {together / separate:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
