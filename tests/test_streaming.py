@@ -296,6 +296,22 @@ def test_merge_refuses_other_settings():
         Evaluator(3).merge(fastce.State.empty(3))
 
 
+@pytest.mark.parametrize("rows", [0, 3, 600])
+def test_merge_refuses_other_diagnostics_options_however_few_rows_other_saw(rows):
+    z = np.zeros((rows, 3), np.float32)
+    y = np.zeros(rows, np.int64)
+    for mine, theirs in ((True, False), (False, True), (True, {"n_bins": 4}), ({"worst_k": 2}, {"worst_k": 3})):
+        ev, other = Evaluator(3, diagnostics=mine), Evaluator(3, diagnostics=theirs)
+        ev.update(y, z)
+        other.update(y, z)
+        with pytest.raises(ValueError, match="different settings") as info:
+            ev.merge(other)
+        names, values = str(info.value).split(": ", 1)
+        assert names.endswith("nan_policy, diagnostics)")
+        assert values.count("DiagnosticsOptions") == (mine is not False) + (theirs is not False)
+        assert ev.rows_seen == rows  # unchanged
+
+
 def test_merge_numbers_the_other_rows_after_self():
     logits, labels, _ = _data(200, 5, 12)
     logits[150, 1] = np.nan
