@@ -268,6 +268,99 @@ def test_checkpoints_are_written_atomically(slow, tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["s.json"]
 
 
+def _fresh_with_rows(data, rows):
+    """``data`` turned into a checkpoint at row 0 whose evaluator claims ``rows`` rows counted."""
+    evaluator = fastce.Evaluator(10, top_k=(1, 5)).state_dict()
+    evaluator["state"]["counters"]["rows"] = rows
+    data.update(rows_done=0, evaluator=evaluator)
+
+
+def _checkpoint_of(args, state):
+    """A finished checkpoint of ``args`` in ``state`` (its JSON)."""
+    assert _main(*args, "--state", state)[0] == 0
+    return json.loads(state.read_text())
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda d: _fresh_with_rows(d, 2**63 - 1000),  # printed "n": -9223372036854675809, exit 0
+        lambda d: d["evaluator"]["state"]["counters"].update(rows=2**63 - 1000),
+        lambda d: d["evaluator"]["state"].update(rows_seen=float("inf")),
+        lambda d: d["evaluator"]["state"].update(num_classes=-10),
+        lambda d: d["evaluator"].update(pending={"rows": 3, "view_dtype": "<f4", "eps": 2.0**-23, "scores": 5,
+                                                 "labels": None, "weights": None}),
+        lambda d: d["evaluator"].update(nan_policy="omit"),  # fingerprint says raise
+        lambda d: d.update(rows_total="many"),
+        lambda d: d["fingerprint"]["inputs"]["scores"].update(files=[1, 2]),
+        lambda d: d.update(evaluator=[]),
+    ],
+)
+def test_tampered_checkpoint_exits_2_with_one_line(slow, tmp_path, tamper):
+    _d, args, _expected, _n = slow
+    state = tmp_path / "s.json"
+    data = _checkpoint_of(args, state)
+    tamper(data)
+    state.write_text(json.dumps(data))
+    status, out, err = _main(*args, "--state", state)
+    assert (status, out) == (2, "") and err.startswith("fastce: error: state file") and err.count("\n") == 1, err
+
+
+def test_state_must_be_a_regular_file_or_a_link_to_one(slow, tmp_path):
+    _d, args, expected, _n = slow
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero"
+    zero.symlink_to("/dev/zero")
+    for path in (fifo, zero):
+        result = _run(*args, "--state", path, timeout=60)  # used to hang (FIFO) or read until out of memory
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert "is not a regular file" in result.stderr and result.stderr.count("\n") == 1
+    with pytest.raises(cli.UsageError, match="not a regular file"):  # the reader itself never blocks on a FIFO
+        cli.load_checkpoint(str(fifo), {})
+    real = tmp_path / "real.json"
+    _checkpoint_of(args, real)
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert _main(*args, "--state", link) == (0, expected, "")
+
+
+def test_stale_temporaries_of_killed_runs_are_removed(slow, tmp_path):
+    _d, args, expected, _n = slow
+    state = tmp_path / "s.json"
+    now = time.time()
+    dead = 2**22 + 12345  # above Linux's pid_max: never a running process
+    files = {  # name: (age in seconds, removed?)
+        f".s.json.{dead}.0123abcd.tmp": (120, True),  # dead writer, over a minute old
+        f".s.json.{dead}.0123abce.tmp": (5, False),  # too fresh to judge
+        f".s.json.{os.getppid()}.0123abcf.tmp": (120, False),  # its writer still runs
+        f".s.json.{os.getppid()}.0123abd0.tmp": (700, True),  # ten minutes: stale whatever the pid
+        ".s.json.ab_c1234.tmp": (700, True),  # an older fastce's mkstemp name
+        ".s.json.ab_c1235.tmp": (120, False),  # ... no pid: kept until ten minutes
+        f".other.json.{dead}.0123abcd.tmp": (700, False),  # another state file's
+        f".s.json.{dead}.0123abcd.tmp.keep": (700, False),  # not our pattern
+        "s.json.tmp": (700, False),
+    }
+    for name, (age, _) in files.items():
+        (tmp_path / name).write_text("partial")
+        os.utime(tmp_path / name, (now - age, now - age))
+    assert _main(*args, "--state", state) == (0, expected, "")
+    left = set(os.listdir(tmp_path))
+    assert left == {"s.json"} | {name for name, (_, removed) in files.items() if not removed}
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_checkpoint_follows_the_umask(slow, tmp_path, umask, mode):
+    _d, args, expected, _n = slow
+    state = tmp_path / "s.json"
+    old = os.umask(umask)
+    try:
+        assert _main(*args, "--state", state)[1] == expected
+    finally:
+        os.umask(old)
+    assert os.stat(state).st_mode & 0o777 == mode
+
+
 # -- progress -------------------------------------------------------------------------------
 
 
