@@ -361,6 +361,49 @@ def test_checkpoint_follows_the_umask(slow, tmp_path, umask, mode):
     assert os.stat(state).st_mode & 0o777 == mode
 
 
+# -- optional dependencies ------------------------------------------------------------------
+
+
+def _no_reading(monkeypatch):
+    """Make any read of rows fail the test: optional dependencies are checked before."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("rows were read before the missing dependency was reported")
+
+    monkeypatch.setattr(cli.files, "iter_chunks", refuse)
+
+
+def test_plots_without_matplotlib_fail_before_reading(files, tmp_path, monkeypatch):
+    d, *_ = files
+    _no_reading(monkeypatch)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    status, out, err = _main("report", "--labels", d / "y.npy", "--logits", d / "z.npy", "--plots", tmp_path / "plots")
+    assert (status, out) == (2, "") and err == 'fastce: error: --plots needs matplotlib: pip install "fastce[plots]" (or pip install matplotlib).\n'
+    assert not (tmp_path / "plots").exists()
+
+
+def test_plots_into_a_file_fail_before_reading(files, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    d, *_ = files
+    _no_reading(monkeypatch)
+    (tmp_path / "taken").write_text("")
+    status, out, err = _main("report", "--labels", d / "y.npy", "--logits", d / "z.npy", "--plots", tmp_path / "taken")
+    assert (status, out) == (2, "") and "is not a directory" in err
+
+
+def test_scheduler_and_parquet_without_their_extras_fail_before_reading(files, tmp_path, monkeypatch):
+    d, *_ = files
+    _no_reading(monkeypatch)
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    status, out, err = _main("eval", "--labels", d / "y.npy", "--logits", d / "z.npy", "--scheduler", "tcp://127.0.0.1:1")
+    assert (status, out) == (2, "") and "--scheduler needs dask and distributed" in err
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    (tmp_path / "t.parquet").write_bytes(b"PAR1" + b"\0" * 64)
+    status, out, err = _main("eval", "--logits", tmp_path / "t.parquet")
+    assert (status, out) == (2, "") and "needs pyarrow" in err
+
+
 # -- progress -------------------------------------------------------------------------------
 
 

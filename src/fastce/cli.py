@@ -366,6 +366,7 @@ def _evaluate(args, out, err) -> int:
         raise UsageError(f"--checkpoint-seconds must be >= 0; got {args.checkpoint_seconds}.")
     if args.state:
         _check_state_path(args.state)
+    _check_plots(args)
     delay = float(os.environ.get(_DELAY_ENV) or 0.0)
     if args.scheduler:
         return _evaluate_on_cluster(args, out, err)
@@ -441,6 +442,19 @@ def _evaluate(args, out, err) -> int:
             save_checkpoint(args.state, fingerprint, evaluator, n)
         _finish(evaluator.report if diagnostics else evaluator.result, args, inputs, out, err)
     return 0
+
+
+def _check_plots(args) -> None:
+    """``--plots``: fail before reading any row when matplotlib is missing or DIR cannot be a directory."""
+    directory = getattr(args, "plots", None)
+    if not directory:
+        return
+    try:
+        import matplotlib  # noqa: F401 - only whether it imports
+    except ImportError:
+        raise UsageError('--plots needs matplotlib: pip install "fastce[plots]" (or pip install matplotlib).') from None
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UsageError(f"--plots {directory} exists and is not a directory; name a directory for the PNG files.")
 
 
 def _diagnostics_options(args) -> dict | None:
