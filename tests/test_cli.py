@@ -463,6 +463,59 @@ def test_progress_is_silent_off_a_terminal_and_falls_back_without_tqdm(monkeypat
     assert isinstance(bar, LineProgress)
 
 
+def test_progress_rate_follows_recent_throughput(monkeypatch):
+    from fastce import progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    stream = io.StringIO()
+    bar = LineProgress(100_000, 1_000_000, stream=stream, min_interval=0.0)  # 1 MB a row
+    clock[0] += 10.0  # a slow first chunk (the kernels compile)
+    bar.update(100)
+    for _ in range(50):  # then 2,000 rows (2 GB) a second
+        clock[0] += 0.1
+        bar.update(200)
+    last = bar.line().split()
+    assert last[last.index("GB/s") - 1] == "2.00"  # since the start it would read 0.73
+    assert last[last.index("rows/s") - 1] == "2k"
+    for _ in range(40):  # a slowdown shows within the window
+        clock[0] += 0.1
+        bar.update(50)
+    last = bar.line().split()
+    assert last[last.index("GB/s") - 1] == "0.50"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("bar", ["tqdm", "line"])
+def test_an_error_mid_run_ends_the_bar_line_first(tmp_path, monkeypatch, bar):
+    if bar == "line":
+        monkeypatch.setitem(sys.modules, "tqdm", None)
+    else:
+        pytest.importorskip("tqdm")
+    n, c = 20_000, 4
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, c, n)
+    labels[n - 10] = c  # out of range, in the last chunk
+    np.save(tmp_path / "y.npy", labels)
+    np.save(tmp_path / "z.npy", rng.standard_normal((n, c)).astype(np.float32))
+    monkeypatch.setenv(cli._DELAY_ENV, "0.02")
+    err = _Terminal()
+    status = cli.main(
+        ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--chunk-rows", "1000"],
+        out=io.StringIO(), err=err,
+    )
+    text = err.getvalue()
+    assert status == 2
+    shown, message = text.split("fastce: error: ")
+    assert "GB/s" in shown and shown.endswith("\n")  # the bar's line was ended before the error...
+    assert message.count("\n") == 1 and message.endswith("\n")  # ...and nothing was drawn after it
+    assert f"y_true row {n - 10} is {c}" in message
+
+
 # -- memory -------------------------------------------------------------------------------
 
 

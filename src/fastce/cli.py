@@ -437,6 +437,11 @@ def _evaluate(args, out, err) -> int:
             else:
                 print(f"fastce: interrupted at row {evaluator.rows_seen:,} of {n:,}.", file=err)
             return status
+        except BaseException:
+            # End the bar's line before main() prints the error, or the message
+            # would land inside the bar and the bar be redrawn under it.
+            progress.close()
+            raise
         progress.close()
         if args.state:
             save_checkpoint(args.state, fingerprint, evaluator, n)
