@@ -136,16 +136,14 @@ class TqdmProgress:
             desc="fastce",
         )
         self._meter = RateMeter(initial)
-        self._last = 0.0
 
     def update(self, rows: int) -> None:
         now = time.monotonic()
         self._meter.add(self._bar.n + rows, now)
-        if now - self._last >= 0.2:
-            self._last = now
-            # Set before the update, which draws it: the figure shown is never a draw behind.
-            rate = self._meter.rate(now)
-            self._bar.set_postfix_str(f"{rate * self.bytes_per_row / 1e9:.2f} GB/s", refresh=False)
+        # Set at every update (a chunk takes milliseconds at least), before the
+        # update that may draw it: the figure drawn is never stale.
+        rate = self._meter.rate(now)
+        self._bar.set_postfix_str(f"{rate * self.bytes_per_row / 1e9:.2f} GB/s", refresh=False)
         self._bar.update(rows)
 
     def close(self) -> None:
