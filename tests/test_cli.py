@@ -170,6 +170,26 @@ def test_error_exit_status_in_a_real_process(files, tmp_path):
     assert usage.returncode == 2 and "one of the arguments --logits --proba is required" in usage.stderr
 
 
+def test_cli_messages_name_the_flags_and_say_how_to_fix(files, tmp_path):
+    d, logits, labels, _ = files
+    y, z = d / "y.npy", d / "z.npy"
+    status, out, err = _main("eval", "--labels", y, "--logits", z, "--top-k", "0")
+    assert (status, out) == (2, "") and err == "fastce: error: --top-k values must be >= 1; got 0.\n"
+    np.save(tmp_path / "float_labels.npy", labels.astype(np.float64))
+    status, out, err = _main("eval", "--labels", tmp_path / "float_labels.npy", "--logits", z)
+    assert status == 2 and "labels must be integer class indices" in err and "y.astype(np.int64)" in err
+
+
+def test_top_k_at_least_the_class_count_warns_once_on_stderr(files):
+    d, logits, labels, _ = files
+    status, out, err = _main("eval", "--labels", d / "y.npy", "--logits", d / "z.npy", "--top-k", "5", str(C), "99", "--json")
+    assert status == 0 and json.loads(out)["top_k_accuracy"][str(C)] == 1.0
+    assert err == (
+        f"fastce: warning: 'k' ({C}) greater than or equal to 'n_classes' ({C}) will result in a perfect score and is "
+        f"therefore meaningless (--top-k {C} 99 with {C} classes).\n"
+    )
+
+
 # -- checkpoints ------------------------------------------------------------------------
 
 

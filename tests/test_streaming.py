@@ -221,7 +221,8 @@ def test_constructor_and_result_errors():
         Evaluator(3, top_k=(0,))
     with pytest.raises(InputError, match="no rows yet"):
         Evaluator(3).result()
-    ev = Evaluator(3, top_k=5)
+    with pytest.warns(fastce.TopKWarning, match="perfect score"):
+        ev = Evaluator(3, top_k=5)
     assert ev.top_k == (1, 5) and ev.num_classes == 3 and ev.from_logits and ev.nan_policy == "raise"
     assert "rows_seen=0" in repr(ev)
 

@@ -29,7 +29,7 @@ import traceback
 import warnings
 
 from fastce import __version__, files, validation
-from fastce.errors import InputError
+from fastce.errors import InputError, TopKWarning
 from fastce.metrics import Metrics
 from fastce.progress import make_progress
 from fastce.streaming import Evaluator
@@ -381,7 +381,11 @@ def _evaluate(args, out, err) -> int:
         weights_name=args.weights_name,
     ) as inputs:
         n, num_classes = inputs.n_rows, inputs.num_classes
-        top_k = validation.top_k_values(args.top_k, num_classes)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TopKWarning)
+            top_k = validation.top_k_values(args.top_k, num_classes)
+        for warning in caught:  # before any row is read: a --top-k >= the class count prints 1
+            print(f"fastce: warning: {_flag_names(_one_line(str(warning.message)))}", file=err)
         diagnostics = _diagnostics_options(args)
         fingerprint = {
             "inputs": inputs.fingerprint(),
@@ -391,7 +395,7 @@ def _evaluate(args, out, err) -> int:
             fingerprint["options"]["diagnostics"] = diagnostics
         evaluator = Evaluator(
             num_classes, from_logits=inputs.from_logits, top_k=top_k, nan_policy=args.nan_policy,
-            diagnostics=diagnostics or False,
+            diagnostics=diagnostics or False, _warn_top_k=False,  # warned above
         )
         if args.state:
             remove_stale_temporaries(args.state)
@@ -516,7 +520,7 @@ def _finish(compute, args, inputs, out, err) -> None:
         except InputError as exc:
             raise _with_where(exc, inputs) from exc
     for warning in caught:
-        print(f"fastce: warning: {_one_line(str(warning.message))}", file=err)
+        print(f"fastce: warning: {_flag_names(_one_line(str(warning.message)))}", file=err)
     if isinstance(result, Metrics):
         out.write((result.to_json() if args.json else _format_table(result, inputs)) + "\n")
     else:
@@ -531,6 +535,14 @@ def _with_where(exc: InputError, inputs) -> InputError:
     """The same error, prefixed with the file it concerns when known."""
     where = _where_for(exc, inputs)
     return InputError(f"{where}: {exc}" if where else str(exc), argument=exc.argument, row=exc.row)
+
+
+def _flag_names(text: str, *, top_k: bool = True) -> str:
+    """A message of the Python API with the command's flag names (top_k=[5] -> --top-k 5)."""
+    if top_k:
+        text = re.sub(r"\btop_k=\[([\d, ]+)\]", lambda m: "--top-k " + m.group(1).replace(",", ""), text)
+        text = re.sub(r"\btop_k\b", "--top-k", text)
+    return re.sub(r"nan_policy='(\w+)'", r"--nan-policy \1", text)
 
 
 def _one_line(text: str) -> str:
@@ -565,7 +577,9 @@ def main(argv=None, *, out=None, err=None) -> int:
     except (InputError, OSError, ValueError) as exc:
         if args.debug:
             traceback.print_exc(file=err)
-        message = re.sub(r"nan_policy='(\w+)'", r"--nan-policy \1", _describe(exc))
+        message = _describe(exc)
+        # The API's argument names, as the flags the user typed (fingerprint diffs keep theirs).
+        message = _flag_names(message, top_k=getattr(exc, "argument", None) == "top_k")
         print(f"fastce: error: {message}", file=err)
         return 2
     except Exception as exc:  # noqa: BLE001 - a bug: say so in one line (--debug shows where)

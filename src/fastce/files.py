@@ -741,7 +741,9 @@ def _check_role(source: ArraySource, role: str) -> None:
             )
         if role == "labels" and dtype.kind not in "iub":
             raise InputFileError(
-                f"{where} has dtype {dtype}; labels must be integer class indices.", argument=where
+                f"{where} has dtype {dtype}; labels must be integer class indices 0..C-1: save them as "
+                "integers, for example np.save(path, y.astype(np.int64)).",
+                argument=where,
             )
         if role == "weights" and dtype.kind not in "fiub":
             raise InputFileError(f"{where} has dtype {dtype}; weights must be numbers.", argument=where)

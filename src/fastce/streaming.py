@@ -136,7 +136,14 @@ class Evaluator:
     """
 
     def __init__(
-        self, num_classes: int, *, from_logits: bool = True, top_k=(1,), nan_policy: str = "raise", diagnostics=False
+        self,
+        num_classes: int,
+        *,
+        from_logits: bool = True,
+        top_k=(1,),
+        nan_policy: str = "raise",
+        diagnostics=False,
+        _warn_top_k: bool = True,  # False: settings read back from a state, warned about when it was made
     ):
         if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise InputError(
@@ -144,7 +151,7 @@ class Evaluator:
             )
         check_nan_policy(nan_policy)
         num_classes = int(num_classes)
-        ks = validation.top_k_values(top_k, num_classes)
+        ks = validation.top_k_values(top_k, num_classes, stacklevel=3 if _warn_top_k else None)
         self._state = State.empty(num_classes, ks, from_logits=bool(from_logits))
         self._nan_policy = nan_policy
         self._block_rows = _config.block_rows(num_classes)
@@ -223,7 +230,7 @@ class Evaluator:
                     argument="y_true",
                 )
             return None
-        checked = validation.scores(array, _SCORES)
+        checked = validation.scores(array, _SCORES, labels=y_true, call="Evaluator.update(y_true, scores)")
         n_rows, n_classes = checked.shape
         if n_classes != self.num_classes:
             raise InputError(
@@ -450,7 +457,9 @@ class Evaluator:
         if not isinstance(nan_policy, str):
             raise InputError(f"malformed fastce Evaluator state: nan_policy is {type(nan_policy).__name__}", argument="state")
         try:
-            evaluator = cls(state.num_classes, from_logits=state.from_logits, top_k=state.top_k, nan_policy=nan_policy)
+            evaluator = cls(
+                state.num_classes, from_logits=state.from_logits, top_k=state.top_k, nan_policy=nan_policy, _warn_top_k=False
+            )
         except InputError as exc:
             raise InputError(f"malformed fastce Evaluator state: {exc}", argument="state") from exc
         if evaluator.top_k != state.top_k:
