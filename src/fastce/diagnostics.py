@@ -282,6 +282,8 @@ class DiagnosticsState:
             size = int(opts.layout()[-1])
             acc = _float_array(data["acc"], "acc", size)
             lo = _float_array(data["lo"], "lo", size)
+            if not (np.isfinite(acc).all() and np.isfinite(lo).all()):  # infinite losses are counted, not summed
+                raise ValueError("acc and lo must be finite")
             counts = _int_array(data["counts"], "counts", DK.N_PER_CLASS + c, high=rows_seen)  # row counts
             worst = data["worst"]
             if not isinstance(worst, dict):
