@@ -172,6 +172,16 @@ def test_counters_near_the_int64_maximum_cannot_wrap_in_a_merge():
         evaluator.merge(Evaluator.from_state_dict(STATES[0]))
 
 
+def test_every_evaluator_the_constructor_accepts_reads_back():
+    from fastce.state import MAX_NUM_CLASSES
+
+    with pytest.raises(InputError, match="at most 2147483648"):
+        Evaluator(MAX_NUM_CLASSES + 1)
+    with pytest.warns(fastce.TopKWarning):
+        big = Evaluator(MAX_NUM_CLASSES, top_k=(1, 2**63 - 1))
+    assert Evaluator.from_state_dict(json.loads(json.dumps(big.state_dict()))).state_dict() == big.state_dict()
+
+
 def test_valid_states_still_round_trip():
     for data in STATES:
         evaluator = Evaluator.from_state_dict(data)

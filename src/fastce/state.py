@@ -31,6 +31,7 @@ NAN_POLICIES = ("raise", "omit", "propagate")
 # confusion code label * C + predicted fits an int64.
 MAX_ROWS = 2**62 - 1
 MAX_NUM_CLASSES = 2**31
+_INT64_MAX = 2**63 - 1  # top-k values: any k the kernels can hold (validation.top_k_values)
 
 _COUNTER_NAMES = (
     "rows",
@@ -225,7 +226,7 @@ class State:
             raise InputError(f"not a fastce state (expected format {STATE_FORMAT!r})", argument="state")
         try:
             num_classes = _json_int(data["num_classes"], "num_classes", low=1, high=MAX_NUM_CLASSES)
-            top_k = tuple(_json_int(k, "top_k", low=1) for k in _json_list(data["top_k"], "top_k"))
+            top_k = tuple(_json_int(k, "top_k", low=1, high=_INT64_MAX) for k in _json_list(data["top_k"], "top_k"))
             if len(set(top_k)) != len(top_k):
                 raise ValueError(f"top_k has repeated values: {list(top_k)}")
             sums = _json_list(data["sums"], "sums")

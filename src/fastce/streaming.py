@@ -27,7 +27,7 @@ from fastce import kernels as K
 from fastce.api import check_probabilities, check_probability_range, read_scores
 from fastce.errors import InputError
 from fastce.metrics import Metrics
-from fastce.state import State, malformed_reason, check_nan_policy, raise_nonfinite
+from fastce.state import MAX_NUM_CLASSES, State, check_nan_policy, malformed_reason, raise_nonfinite
 
 EVALUATOR_FORMAT = "fastce.evaluator/1"
 _SCORES = "scores"
@@ -145,9 +145,15 @@ class Evaluator:
         diagnostics=False,
         _warn_top_k: bool = True,  # False: settings read back from a state, warned about when it was made
     ):
-        if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        if (
+            isinstance(num_classes, (bool, np.bool_))
+            or not isinstance(num_classes, (int, np.integer))
+            or not 1 <= num_classes <= MAX_NUM_CLASSES  # the bound its state files are read back with
+        ):
             raise InputError(
-                f"num_classes must be a positive int; got {num_classes!r}.", argument="num_classes", value=num_classes
+                f"num_classes must be a positive int, at most {MAX_NUM_CLASSES}; got {num_classes!r}.",
+                argument="num_classes",
+                value=num_classes,
             )
         check_nan_policy(nan_policy)
         num_classes = int(num_classes)
