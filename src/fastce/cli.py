@@ -128,7 +128,7 @@ def _add_common_arguments(ev: argparse.ArgumentParser) -> None:
 
 # Temporary files of a checkpoint: ".STATE.PID.TOKEN.tmp" next to STATE.  The
 # pid lets a later run tell a live writer's file from one left by a killed run.
-_TEMP_RE = r"\.{name}\.(?:(\d+)\.[0-9a-f]{{8}}|[A-Za-z0-9_]{{8}})\.tmp"  # the second form: fastce <= 0.x (mkstemp)
+_TEMP_RE = r"\.{name}\.(?:(\d+)\.[0-9a-f]{{8}}|[A-Za-z0-9_]{{8}})\.tmp"  # 2nd form: the mkstemp names earlier versions wrote
 # A checkpoint write takes well under a second: a temporary older than this
 # whose pid is not running here is stale; one older than _STALE_ANY_SECONDS is
 # stale even if its pid runs (the pid may have been reused).
