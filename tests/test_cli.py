@@ -170,6 +170,26 @@ def test_error_exit_status_in_a_real_process(files, tmp_path):
     assert usage.returncode == 2 and "one of the arguments --logits --proba is required" in usage.stderr
 
 
+def test_cli_messages_name_the_flags_and_say_how_to_fix(files, tmp_path):
+    d, logits, labels, _ = files
+    y, z = d / "y.npy", d / "z.npy"
+    status, out, err = _main("eval", "--labels", y, "--logits", z, "--top-k", "0")
+    assert (status, out) == (2, "") and err == "fastce: error: --top-k values must be >= 1; got 0.\n"
+    np.save(tmp_path / "float_labels.npy", labels.astype(np.float64))
+    status, out, err = _main("eval", "--labels", tmp_path / "float_labels.npy", "--logits", z)
+    assert status == 2 and "labels must be integer class indices" in err and "y.astype(np.int64)" in err
+
+
+def test_top_k_at_least_the_class_count_warns_once_on_stderr(files):
+    d, logits, labels, _ = files
+    status, out, err = _main("eval", "--labels", d / "y.npy", "--logits", d / "z.npy", "--top-k", "5", str(C), "99", "--json")
+    assert status == 0 and json.loads(out)["top_k_accuracy"][str(C)] == 1.0
+    assert err == (
+        f"fastce: warning: 'k' ({C}) greater than or equal to 'n_classes' ({C}) will result in a perfect score and is "
+        f"therefore meaningless (--top-k {C} 99 with {C} classes).\n"
+    )
+
+
 # -- checkpoints ------------------------------------------------------------------------
 
 
@@ -268,6 +288,142 @@ def test_checkpoints_are_written_atomically(slow, tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["s.json"]
 
 
+def _fresh_with_rows(data, rows):
+    """``data`` turned into a checkpoint at row 0 whose evaluator claims ``rows`` rows counted."""
+    evaluator = fastce.Evaluator(10, top_k=(1, 5)).state_dict()
+    evaluator["state"]["counters"]["rows"] = rows
+    data.update(rows_done=0, evaluator=evaluator)
+
+
+def _checkpoint_of(args, state):
+    """A finished checkpoint of ``args`` in ``state`` (its JSON)."""
+    assert _main(*args, "--state", state)[0] == 0
+    return json.loads(state.read_text())
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda d: _fresh_with_rows(d, 2**63 - 1000),  # printed "n": -9223372036854675809, exit 0
+        lambda d: d["evaluator"]["state"]["counters"].update(rows=2**63 - 1000),
+        lambda d: d["evaluator"]["state"].update(rows_seen=float("inf")),
+        lambda d: d["evaluator"]["state"].update(num_classes=-10),
+        lambda d: d["evaluator"].update(pending={"rows": 3, "view_dtype": "<f4", "eps": 2.0**-23, "scores": 5,
+                                                 "labels": None, "weights": None}),
+        lambda d: d["evaluator"].update(nan_policy="omit"),  # fingerprint says raise
+        lambda d: d.update(rows_total="many"),
+        lambda d: d["fingerprint"]["inputs"]["scores"].update(files=[1, 2]),
+        lambda d: d.update(evaluator=[]),
+    ],
+)
+def test_tampered_checkpoint_exits_2_with_one_line(slow, tmp_path, tamper):
+    _d, args, _expected, _n = slow
+    state = tmp_path / "s.json"
+    data = _checkpoint_of(args, state)
+    tamper(data)
+    state.write_text(json.dumps(data))
+    status, out, err = _main(*args, "--state", state)
+    assert (status, out) == (2, "") and err.startswith("fastce: error: state file") and err.count("\n") == 1, err
+
+
+def test_state_must_be_a_regular_file_or_a_link_to_one(slow, tmp_path):
+    _d, args, expected, _n = slow
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero"
+    zero.symlink_to("/dev/zero")
+    for path in (fifo, zero):
+        result = _run(*args, "--state", path, timeout=60)  # used to hang (FIFO) or read until out of memory
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert "is not a regular file" in result.stderr and result.stderr.count("\n") == 1
+    with pytest.raises(cli.UsageError, match="not a regular file"):  # the reader itself never blocks on a FIFO
+        cli.load_checkpoint(str(fifo), {})
+    real = tmp_path / "real.json"
+    _checkpoint_of(args, real)
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert _main(*args, "--state", link) == (0, expected, "")
+
+
+def test_stale_temporaries_of_killed_runs_are_removed(slow, tmp_path):
+    _d, args, expected, _n = slow
+    state = tmp_path / "s.json"
+    now = time.time()
+    dead = 2**22 + 12345  # above Linux's pid_max: never a running process
+    files = {  # name: (age in seconds, removed?)
+        f".s.json.{dead}.0123abcd.tmp": (120, True),  # dead writer, over a minute old
+        f".s.json.{dead}.0123abce.tmp": (5, False),  # too fresh to judge
+        f".s.json.{os.getppid()}.0123abcf.tmp": (120, False),  # its writer still runs
+        f".s.json.{os.getppid()}.0123abd0.tmp": (700, True),  # ten minutes: stale whatever the pid
+        ".s.json.ab_c1234.tmp": (700, True),  # an older fastce's mkstemp name
+        ".s.json.ab_c1235.tmp": (120, False),  # ... no pid: kept until ten minutes
+        f".other.json.{dead}.0123abcd.tmp": (700, False),  # another state file's
+        f".s.json.{dead}.0123abcd.tmp.keep": (700, False),  # not our pattern
+        "s.json.tmp": (700, False),
+    }
+    for name, (age, _) in files.items():
+        (tmp_path / name).write_text("partial")
+        os.utime(tmp_path / name, (now - age, now - age))
+    assert _main(*args, "--state", state) == (0, expected, "")
+    left = set(os.listdir(tmp_path))
+    assert left == {"s.json"} | {name for name, (_, removed) in files.items() if not removed}
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_checkpoint_follows_the_umask(slow, tmp_path, umask, mode):
+    _d, args, expected, _n = slow
+    state = tmp_path / "s.json"
+    old = os.umask(umask)
+    try:
+        assert _main(*args, "--state", state)[1] == expected
+    finally:
+        os.umask(old)
+    assert os.stat(state).st_mode & 0o777 == mode
+
+
+# -- optional dependencies ------------------------------------------------------------------
+
+
+def _no_reading(monkeypatch):
+    """Make any read of rows fail the test: optional dependencies are checked before."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("rows were read before the missing dependency was reported")
+
+    monkeypatch.setattr(cli.files, "iter_chunks", refuse)
+
+
+def test_plots_without_matplotlib_fail_before_reading(files, tmp_path, monkeypatch):
+    d, *_ = files
+    _no_reading(monkeypatch)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    status, out, err = _main("report", "--labels", d / "y.npy", "--logits", d / "z.npy", "--plots", tmp_path / "plots")
+    assert (status, out) == (2, "") and err == 'fastce: error: --plots needs matplotlib: pip install "fastce[plots]" (or pip install matplotlib).\n'
+    assert not (tmp_path / "plots").exists()
+
+
+def test_plots_into_a_file_fail_before_reading(files, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    d, *_ = files
+    _no_reading(monkeypatch)
+    (tmp_path / "taken").write_text("")
+    status, out, err = _main("report", "--labels", d / "y.npy", "--logits", d / "z.npy", "--plots", tmp_path / "taken")
+    assert (status, out) == (2, "") and "is not a directory" in err
+
+
+def test_scheduler_and_parquet_without_their_extras_fail_before_reading(files, tmp_path, monkeypatch):
+    d, *_ = files
+    _no_reading(monkeypatch)
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    status, out, err = _main("eval", "--labels", d / "y.npy", "--logits", d / "z.npy", "--scheduler", "tcp://127.0.0.1:1")
+    assert (status, out) == (2, "") and "--scheduler needs dask and distributed" in err
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    (tmp_path / "t.parquet").write_bytes(b"PAR1" + b"\0" * 64)
+    status, out, err = _main("eval", "--logits", tmp_path / "t.parquet")
+    assert (status, out) == (2, "") and "needs pyarrow" in err
+
+
 # -- progress -------------------------------------------------------------------------------
 
 
@@ -325,6 +481,59 @@ def test_progress_is_silent_off_a_terminal_and_falls_back_without_tqdm(monkeypat
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now fails
     bar = make_progress(10, 1, stream=Terminal())
     assert isinstance(bar, LineProgress)
+
+
+def test_progress_rate_follows_recent_throughput(monkeypatch):
+    from fastce import progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    stream = io.StringIO()
+    bar = LineProgress(100_000, 1_000_000, stream=stream, min_interval=0.0)  # 1 MB a row
+    clock[0] += 10.0  # a slow first chunk (the kernels compile)
+    bar.update(100)
+    for _ in range(50):  # then 2,000 rows (2 GB) a second
+        clock[0] += 0.1
+        bar.update(200)
+    last = bar.line().split()
+    assert last[last.index("GB/s") - 1] == "2.00"  # since the start it would read 0.73
+    assert last[last.index("rows/s") - 1] == "2k"
+    for _ in range(40):  # a slowdown shows within the window
+        clock[0] += 0.1
+        bar.update(50)
+    last = bar.line().split()
+    assert last[last.index("GB/s") - 1] == "0.50"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("bar", ["tqdm", "line"])
+def test_an_error_mid_run_ends_the_bar_line_first(tmp_path, monkeypatch, bar):
+    if bar == "line":
+        monkeypatch.setitem(sys.modules, "tqdm", None)
+    else:
+        pytest.importorskip("tqdm")
+    n, c = 20_000, 4
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, c, n)
+    labels[n - 10] = c  # out of range, in the last chunk
+    np.save(tmp_path / "y.npy", labels)
+    np.save(tmp_path / "z.npy", rng.standard_normal((n, c)).astype(np.float32))
+    monkeypatch.setenv(cli._DELAY_ENV, "0.02")
+    err = _Terminal()
+    status = cli.main(
+        ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--chunk-rows", "1000"],
+        out=io.StringIO(), err=err,
+    )
+    text = err.getvalue()
+    assert status == 2
+    shown, message = text.split("fastce: error: ")
+    assert "GB/s" in shown and shown.endswith("\n")  # the bar's line was ended before the error...
+    assert message.count("\n") == 1 and message.endswith("\n")  # ...and nothing was drawn after it
+    assert f"y_true row {n - 10} is {c}" in message
 
 
 # -- memory -------------------------------------------------------------------------------

@@ -268,3 +268,73 @@ def test_successful_calls_do_not_mutate(rng, nan_policy):
     for key, value in arrays.items():
         assert np.array_equal(value, pristine[key], equal_nan=True), key
         assert value.flags.writeable  # flags untouched too
+
+
+# -- hints that must be right: swapped arguments, unbatched rows, meaningless top-k --------------
+
+
+def _swap_data():
+    rng = np.random.default_rng(5)
+    return rng.standard_normal((8, 4)).astype(np.float32), rng.integers(0, 4, 8)
+
+
+def test_evaluator_update_in_pytorch_order_says_the_arguments_are_swapped():
+    z, y = _swap_data()
+    with pytest.raises(InputError, match=r"shape \(8, 4\): the arguments look swapped\. Evaluator\.update\(y_true, scores\)") as info:
+        fastce.Evaluator(4).update(z, y)
+    assert "reshape(-1, 1)" not in str(info.value)
+
+
+def test_cross_entropy_in_scikit_learn_order_says_the_arguments_are_swapped():
+    z, y = _swap_data()
+    with pytest.raises(InputError, match=r"arguments look swapped\. cross_entropy\(input, target\) takes them") as info:
+        fastce.cross_entropy(y, z)
+    assert info.value.argument == "input" and "reshape(-1, 1)" not in str(info.value)
+
+
+def test_one_unbatched_row_gets_the_batch_of_one_advice():
+    z, y = _swap_data()
+    for call in (lambda: fastce.cross_entropy(z[0], y[0]), lambda: fastce.Evaluator(4).update(y[0], z[0])):
+        with pytest.raises(InputError, match=r"unbatched form .* x\[None\] \(shape \(1, C\)\)") as info:
+            call()
+        assert "reshape(-1, 1)" not in str(info.value)
+
+
+def test_one_dimensional_scores_get_the_binary_advice():
+    z, y = _swap_data()
+    with pytest.raises(InputError, match=r"use fastce\.evaluate, which takes them, or pass both columns") as info:
+        fastce.Evaluator(4).update(y, z[:, 0])
+    assert "reshape(-1, 1)" not in str(info.value)
+
+
+SKLEARN_K = r"'k' \(4\) greater than or equal to 'n_classes' \(4\) will result in a perfect score and is therefore meaningless"
+
+
+@pytest.mark.parametrize("door", ["evaluate", "diagnose", "Evaluator"])
+def test_top_k_at_least_the_class_count_warns_once_per_call(door):
+    z, y = _swap_data()
+    with pytest.warns(fastce.TopKWarning, match=SKLEARN_K) as caught:
+        if door == "Evaluator":
+            ev = fastce.Evaluator(4, top_k=(1, 2, 4, 9))
+            for _ in range(3):
+                ev.update(y, z)
+            result = ev.result()
+        else:
+            result = getattr(fastce, door)(y, logits=z, top_k=(1, 2, 4, 9))
+            result = getattr(result, "metrics", result)
+    assert len(caught) == 1 and caught[0].filename == __file__  # once, naming the caller's line
+    assert "top_k=[4, 9] with 4 classes" in str(caught[0].message)
+    assert result.top_k_accuracy[4] == result.top_k_accuracy[9] == 1.0  # still computed, as scikit-learn does
+    assert issubclass(fastce.TopKWarning, UserWarning)
+
+
+def test_top_k_below_the_class_count_and_state_round_trips_do_not_warn():
+    z, y = _swap_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastce.evaluate(y, logits=z, top_k=(1, 3))
+        fastce.evaluate(np.zeros(3, np.int64), logits=np.zeros((3, 1)))  # accuracy with one class: not a top-k ask
+        with pytest.warns(fastce.TopKWarning):
+            ev = fastce.Evaluator(4, top_k=5)
+        ev.update(y, z)
+        fastce.Evaluator.from_state_dict(ev.state_dict()).result()  # warned when made, not when loaded

@@ -279,3 +279,90 @@ def test_table_errors(tables, tmp_path):
     _refused("expected numbers", tmp_path / "str.parquet")
     (tmp_path / "broken.parquet").write_bytes(b"PAR1" + b"\0" * 100)
     _refused("cannot be read as parquet", tmp_path / "broken.parquet")
+
+
+def _npy_bytes(header, data=b"\0" * 48, *, raw=None, version=1):
+    """An .npy file with the given header dict (or raw header text), as np.save lays it out."""
+    import struct
+
+    text = raw if raw is not None else repr(header).encode("latin1")
+    text += b" " * (64 - (10 + len(text) + 1) % 64) + b"\n"
+    size = struct.pack("<H", len(text)) if version == 1 else struct.pack("<I", len(text))
+    return b"\x93NUMPY" + bytes([version, 0]) + size + text + data
+
+
+_GOOD = {"descr": "<f4", "fortran_order": False, "shape": (4, 3)}
+MALFORMED_NPY = {
+    "negative dimension": (_npy_bytes(_GOOD | {"shape": (-1, 3)}), "non-negative integers"),
+    "negative column count": (_npy_bytes(_GOOD | {"shape": (4, -3)}), "non-negative integers"),
+    "dimension above int64": (_npy_bytes(_GOOD | {"shape": (2**70, 3)}), "non-negative integers"),
+    "huge dimensions": (_npy_bytes(_GOOD | {"shape": (2**62, 2**62)}), "is truncated: its header promises"),
+    "float dimension": (_npy_bytes(_GOOD | {"shape": (4.5, 3)}), "non-negative integers"),
+    "bool dimension": (_npy_bytes(_GOOD | {"shape": (True, 3)}), "non-negative integers"),
+    "shape a string": (_npy_bytes(_GOOD | {"shape": "43"}), "shape must be a tuple"),
+    "shape an int": (_npy_bytes(_GOOD | {"shape": 4}), "shape must be a tuple"),
+    "100 dimensions": (_npy_bytes(_GOOD | {"shape": (1,) * 100}), "at most 32"),
+    "fortran flag a string": (_npy_bytes(_GOOD | {"fortran_order": "yes"}), "fortran_order must be True or False"),
+    "fortran flag an int": (_npy_bytes(_GOOD | {"fortran_order": 2}), "fortran_order must be True or False"),
+    "unknown dtype": (_npy_bytes(_GOOD | {"descr": "<q9"}), "data type '<q9' not understood"),
+    "dtype an int": (_npy_bytes(_GOOD | {"descr": 5}), "malformed .npy header"),
+    "negative sub-array": (_npy_bytes(_GOOD | {"descr": [("a", "<f4", (-2,))], "shape": (4,)}), "malformed .npy header"),
+    "string dtype": (_npy_bytes(_GOOD | {"descr": "<U3"}), "is truncated"),
+    "missing key": (_npy_bytes({"descr": "<f4", "shape": (4, 3)}), "expected a dict with the keys"),
+    "extra key": (_npy_bytes(_GOOD | {"x": 1}), "expected a dict with the keys"),
+    "header a list": (_npy_bytes([1, 2]), "expected a dict"),
+    "unclosed header": (_npy_bytes(None, raw=b"{'descr': '<f4'"), "malformed .npy header"),
+    "code in the header": (_npy_bytes(None, raw=b"__import__('os').system('false')"), "malformed .npy header"),
+    "deeply nested header": (_npy_bytes(None, raw=b"(" * 5000 + b")" * 5000), "malformed .npy header"),
+    "bad utf-8 (version 3)": (_npy_bytes(None, raw=b"{'descr': '\xff'}", version=3), "malformed .npy header"),
+    "unknown version": (_npy_bytes(_GOOD, version=9), "unknown version 9"),
+    "truncated data": (_npy_bytes(_GOOD, b"\0" * 10), "is truncated: its header promises 48 bytes"),
+    "magic only": (b"\x93NUMPY", "truncated .npy file"),
+    "cut in the header length": (b"\x93NUMPY\x01\x00\xff", "truncated .npy file"),
+    "cut in the header": (b"\x93NUMPY\x01\x00\xff\x00{'descr'", "truncated .npy file"),
+    "bad magic": (b"\x93NUMPZ\x01\x00" + b"\0" * 100, "is not an .npy"),
+    "empty file": (b"", "is not an .npy"),
+    "zero columns": (_npy_bytes(_GOOD | {"shape": (4, 0)}, b""), "has no columns"),
+    "zero rows": (_npy_bytes(_GOOD | {"shape": (0, 3)}, b""), "has no rows"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED_NPY))
+def test_every_malformed_npy_is_an_input_file_error(tmp_path, name):
+    content, match = MALFORMED_NPY[name]
+    path = tmp_path / "bad.npy"
+    path.write_bytes(content)
+    with pytest.raises(InputFileError, match=match):
+        open_array(path)
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w", zipfile.ZIP_DEFLATED) as archive:  # the same header as an npz member
+        archive.writestr("logits.npy", content)
+    with pytest.raises(InputFileError, match=match.split(":")[0]):
+        open_array(tmp_path / "bad.npz")
+
+
+def test_negative_dimension_exits_2_in_the_cli(tmp_path):
+    from fastce import cli
+
+    (tmp_path / "z.npy").write_bytes(_npy_bytes(_GOOD | {"shape": (-1, 3)}))
+    np.save(tmp_path / "y.npy", np.zeros(4, np.int64))
+    import io
+
+    err = io.StringIO()
+    status = cli.main(["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy")], out=io.StringIO(), err=err)
+    assert status == 2 and err.getvalue().startswith("fastce: error: ") and "non-negative integers" in err.getvalue()
+
+
+@pytest.mark.parametrize("damage", ["flip", "zero"])
+def test_damaged_compressed_npz_is_an_input_file_error(tmp_path, damage):
+    z = np.random.default_rng(0).random((2000, 8)).astype(np.float32)
+    np.savez_compressed(tmp_path / "c.npz", logits=z)
+    raw = (tmp_path / "c.npz").read_bytes()
+    if damage == "flip":
+        raw = raw[:300] + bytes(b ^ 0x55 for b in raw[300:600]) + raw[600:]
+    else:
+        raw = raw[:100] + b"\0" * (len(raw) - 200) + raw[-100:]
+    (tmp_path / "bad.npz").write_bytes(raw)
+    with pytest.raises(InputFileError, match="bad.npz"):
+        source = open_array(tmp_path / "bad.npz")
+        for lo in range(0, source.n_rows, 500):
+            source.read(lo, min(source.n_rows, lo + 500))

@@ -221,7 +221,8 @@ def test_constructor_and_result_errors():
         Evaluator(3, top_k=(0,))
     with pytest.raises(InputError, match="no rows yet"):
         Evaluator(3).result()
-    ev = Evaluator(3, top_k=5)
+    with pytest.warns(fastce.TopKWarning, match="perfect score"):
+        ev = Evaluator(3, top_k=5)
     assert ev.top_k == (1, 5) and ev.num_classes == 3 and ev.from_logits and ev.nan_policy == "raise"
     assert "rows_seen=0" in repr(ev)
 
@@ -294,6 +295,22 @@ def test_merge_refuses_other_settings():
         Evaluator(3).merge(Evaluator(3, from_logits=False))
     with pytest.raises(TypeError):
         Evaluator(3).merge(fastce.State.empty(3))
+
+
+@pytest.mark.parametrize("rows", [0, 3, 600])
+def test_merge_refuses_other_diagnostics_options_however_few_rows_other_saw(rows):
+    z = np.zeros((rows, 3), np.float32)
+    y = np.zeros(rows, np.int64)
+    for mine, theirs in ((True, False), (False, True), (True, {"n_bins": 4}), ({"worst_k": 2}, {"worst_k": 3})):
+        ev, other = Evaluator(3, diagnostics=mine), Evaluator(3, diagnostics=theirs)
+        ev.update(y, z)
+        other.update(y, z)
+        with pytest.raises(ValueError, match="different settings") as info:
+            ev.merge(other)
+        names, values = str(info.value).split(": ", 1)
+        assert names.endswith("nan_policy, diagnostics)")
+        assert values.count("DiagnosticsOptions") == (mine is not False) + (theirs is not False)
+        assert ev.rows_seen == rows  # unchanged
 
 
 def test_merge_numbers_the_other_rows_after_self():

@@ -38,8 +38,9 @@ def _all_results(x, y, w):
     p = np.exp(x - x.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     return {
-        "logits": fastce.evaluate(y, logits=x, sample_weight=w, top_k=(1, 2, 5)).to_dict(),
-        "proba": fastce.evaluate(y, proba=p, top_k=(1, 3)).to_dict(),
+        # only k below the class count: a larger one warns (TopKWarning) and is 1 anyway
+        "logits": fastce.evaluate(y, logits=x, sample_weight=w, top_k=[k for k in (1, 2, 5) if k < x.shape[1]]).to_dict(),
+        "proba": fastce.evaluate(y, proba=p, top_k=(1, 3) if x.shape[1] > 3 else (1, 2)).to_dict(),
         "ce_mean": fastce.cross_entropy(x, y, weight=np.linspace(0.5, 1.5, x.shape[1])),
         "ce_none": fastce.cross_entropy(x, y, reduction="none"),
     }

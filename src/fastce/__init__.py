@@ -7,7 +7,7 @@ One numba kernel reads each row of scores once and produces a mergeable
 from fastce.api import diagnose, evaluate
 from fastce.compare import Comparison, compare
 from fastce.compare_streaming import Comparator
-from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
+from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning, TopKWarning
 from fastce.metrics import Metrics
 from fastce.report import Report
 from fastce.sklearn_compat import accuracy_score, brier_score_loss, log_loss, top_k_accuracy_score
@@ -28,6 +28,7 @@ __all__ = [
     "Report",
     "OmittedRowsWarning",
     "State",
+    "TopKWarning",
     "accuracy_score",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",

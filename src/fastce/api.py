@@ -78,21 +78,24 @@ def scores_argument(logits, proba) -> tuple:
     return (logits if from_logits else proba), from_logits, name
 
 
-def validated_inputs(y_true, *, logits, proba, sample_weight, top_k) -> tuple:
-    """(scores, labels, weights, top_k, from_logits, name) of evaluate's arguments, checked at the door."""
+def validated_inputs(y_true, *, logits, proba, sample_weight, top_k, stacklevel: int = 4) -> tuple:
+    """(scores, labels, weights, top_k, from_logits, name) of evaluate's arguments, checked at the door.
+
+    ``stacklevel``: the frame a warning names (default: the caller of the function calling this).
+    """
     given, from_logits, name = scores_argument(logits, proba)
     scores = validation.scores(given, name)
     n_rows, n_classes = scores.shape
     labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
     weights = validation.sample_weight(sample_weight, n_rows)
-    ks = validation.top_k_values(top_k, n_classes)
+    ks = validation.top_k_values(top_k, n_classes, stacklevel=stacklevel)
     return scores, labels, weights, ks, from_logits, name
 
 
 def accumulate(y_true, *, logits=None, proba=None, sample_weight=None, top_k=(1,)) -> tuple[State, str]:
     """Validate the inputs and read them once into a State (the shared door)."""
     scores, labels, weights, ks, from_logits, name = validated_inputs(
-        y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k
+        y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k, stacklevel=5
     )
     state = read_scores(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps)
     return state, name

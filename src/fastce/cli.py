@@ -20,15 +20,16 @@ import argparse
 import json
 import os
 import re
+import secrets
 import signal
+import stat
 import sys
-import tempfile
 import time
 import traceback
 import warnings
 
 from fastce import __version__, files, validation
-from fastce.errors import InputError
+from fastce.errors import InputError, TopKWarning
 from fastce.metrics import Metrics
 from fastce.progress import make_progress
 from fastce.streaming import Evaluator
@@ -125,10 +126,25 @@ def _add_common_arguments(ev: argparse.ArgumentParser) -> None:
 # Checkpoints
 
 
+# Temporary files of a checkpoint: ".STATE.PID.TOKEN.tmp" next to STATE.  The
+# pid lets a later run tell a live writer's file from one left by a killed run.
+_TEMP_RE = r"\.{name}\.(?:(\d+)\.[0-9a-f]{{8}}|[A-Za-z0-9_]{{8}})\.tmp"  # 2nd form: the mkstemp names earlier versions wrote
+# A checkpoint write takes well under a second: a temporary older than this
+# whose pid is not running here is stale; one older than _STALE_ANY_SECONDS is
+# stale even if its pid runs (the pid may have been reused).
+_STALE_SECONDS = 60.0
+_STALE_ANY_SECONDS = 600.0
+
+
 def _write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never a mix."""
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never a mix.
+
+    The file is created with mode 0666 less the umask, as any tool's output
+    (a mkstemp file would be 0600 whatever the umask).
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fp:
             fp.write(text)
@@ -151,6 +167,77 @@ def _write_atomic(path: str, text: str) -> None:
         pass
 
 
+def _pid_running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (another user's counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    except OSError:  # cannot tell (e.g. no kill on this platform): assume it runs
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str, *, now: float | None = None) -> list:
+    """Delete the temporaries of checkpoint ``path`` that killed runs left behind; returns their paths.
+
+    Only files named as :func:`_write_atomic` names them for this very state
+    file are considered, and only stale ones: older than a minute with no
+    running process of the pid in their name, or older than ten minutes.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(_TEMP_RE.format(name=re.escape(os.path.basename(path))))
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None:
+            continue
+        candidate = os.path.join(directory, name)
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            continue
+        age = now - st.st_mtime
+        pid = int(match.group(1)) if match.group(1) else None
+        if not stat.S_ISREG(st.st_mode) or pid == os.getpid() or age < _STALE_SECONDS:
+            continue
+        if age < _STALE_ANY_SECONDS and (pid is None or _pid_running(pid)):
+            continue
+        try:
+            os.unlink(candidate)
+            removed.append(candidate)
+        except OSError:
+            pass
+    return removed
+
+
+def _check_state_path(path: str) -> None:
+    """--state must name a regular file (or a symlink to one) or a file to create."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--state {path}: directory {directory} does not exist.")
+    if os.path.isdir(path):
+        raise UsageError(f"--state {path} is a directory; name a file.")
+    if os.path.lexists(path):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise UsageError(f"--state {path}: cannot read it ({exc.strerror or exc}).") from None
+        if not stat.S_ISREG(mode):
+            raise UsageError(
+                f"--state {path} is not a regular file (a FIFO, device or socket); name a regular file for the checkpoint."
+            )
+
+
 def save_checkpoint(path: str, fingerprint: dict, evaluator: Evaluator, n_rows: int) -> None:
     data = {
         "format": CHECKPOINT_FORMAT,
@@ -163,6 +250,11 @@ def save_checkpoint(path: str, fingerprint: dict, evaluator: Evaluator, n_rows: 
     _write_atomic(path, json.dumps(data))
 
 
+def _file_list(value) -> bool:
+    """Whether ``value`` is a fingerprint's list of [path, size, mtime] entries."""
+    return isinstance(value, list) and all(isinstance(f, list) and len(f) >= 2 for f in value)
+
+
 def _differences(saved, current, prefix="") -> list:
     """Human names of the parts of two fingerprints that differ."""
     if isinstance(saved, dict) and isinstance(current, dict):
@@ -172,7 +264,7 @@ def _differences(saved, current, prefix="") -> list:
         return out
     if saved == current:
         return []
-    if prefix.endswith("files ") and isinstance(saved, list) and isinstance(current, list):
+    if prefix.endswith("files ") and _file_list(saved) and _file_list(current):
         if [f[0] for f in saved] != [f[0] for f in current]:
             return [prefix + "(other paths)"]
         if [f[1] for f in saved] != [f[1] for f in current]:
@@ -182,17 +274,33 @@ def _differences(saved, current, prefix="") -> list:
 
 
 def load_checkpoint(path: str, fingerprint: dict) -> Evaluator:
-    """The Evaluator saved in ``path``, refused unless it was written for these inputs and options."""
+    """The Evaluator saved in ``path``, refused unless it was written for these inputs and options.
+
+    Only a regular file is read (a FIFO would block, /dev/zero never end);
+    any defect of its content is a :class:`UsageError`.
+    """
     try:
-        with open(path, encoding="utf-8") as fp:
-            data = json.load(fp)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer before fstat refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise UsageError(f"state file {path}: cannot open it ({exc.strerror or exc}).") from None
+    with os.fdopen(fd, "rb") as fp:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"state file {path} is not a regular file (a FIFO, device or socket); name a regular file.")
+        raw = fp.read()
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise UsageError(
-            f"state file {path} is not a fastce checkpoint (not JSON: {exc}); delete it to start over."
+            f"state file {path} is not a fastce checkpoint (not JSON: {_one_line(str(exc))[:200] or type(exc).__name__}); "
+            "delete it to start over."
         ) from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise UsageError(f"state file {path} is not a fastce checkpoint; delete it or pass another --state.")
-    diff = _differences(data.get("fingerprint"), fingerprint)
+    try:
+        diff = _differences(data.get("fingerprint"), fingerprint)
+    except RecursionError:
+        diff = ["fingerprint (nested too deeply)"]
     if diff:
         raise UsageError(
             f"state file {path} does not match this command: it was written for other inputs or options "
@@ -200,9 +308,12 @@ def load_checkpoint(path: str, fingerprint: dict) -> Evaluator:
         )
     try:
         evaluator = Evaluator.from_state_dict(data["evaluator"])
-    except (KeyError, ValueError) as exc:
-        raise UsageError(f"state file {path} is damaged ({exc}); delete it to start over.") from None
-    if evaluator.rows_seen != data.get("rows_done") or evaluator.rows_seen > data.get("rows_total", -1):
+    except (KeyError, ValueError, RecursionError) as exc:
+        raise UsageError(f"state file {path} is damaged ({_one_line(str(exc))[:300]}); delete it to start over.") from None
+    done, total = data.get("rows_done"), data.get("rows_total")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (done, total)) or not (
+        evaluator.rows_seen == done <= total
+    ):
         raise UsageError(f"state file {path} is damaged (inconsistent row counts); delete it to start over.")
     return evaluator
 
@@ -254,11 +365,8 @@ def _evaluate(args, out, err) -> int:
     if not args.checkpoint_seconds >= 0:
         raise UsageError(f"--checkpoint-seconds must be >= 0; got {args.checkpoint_seconds}.")
     if args.state:
-        directory = os.path.dirname(os.path.abspath(args.state))
-        if not os.path.isdir(directory):
-            raise UsageError(f"--state {args.state}: directory {directory} does not exist.")
-        if os.path.isdir(args.state):
-            raise UsageError(f"--state {args.state} is a directory; name a file.")
+        _check_state_path(args.state)
+    _check_plots(args)
     delay = float(os.environ.get(_DELAY_ENV) or 0.0)
     if args.scheduler:
         return _evaluate_on_cluster(args, out, err)
@@ -273,7 +381,11 @@ def _evaluate(args, out, err) -> int:
         weights_name=args.weights_name,
     ) as inputs:
         n, num_classes = inputs.n_rows, inputs.num_classes
-        top_k = validation.top_k_values(args.top_k, num_classes)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TopKWarning)
+            top_k = validation.top_k_values(args.top_k, num_classes)
+        for warning in caught:  # before any row is read: a --top-k >= the class count prints 1
+            print(f"fastce: warning: {_flag_names(_one_line(str(warning.message)))}", file=err)
         diagnostics = _diagnostics_options(args)
         fingerprint = {
             "inputs": inputs.fingerprint(),
@@ -281,18 +393,25 @@ def _evaluate(args, out, err) -> int:
         }
         if diagnostics:
             fingerprint["options"]["diagnostics"] = diagnostics
-        evaluator = None
+        evaluator = Evaluator(
+            num_classes, from_logits=inputs.from_logits, top_k=top_k, nan_policy=args.nan_policy,
+            diagnostics=diagnostics or False, _warn_top_k=False,  # warned above
+        )
+        if args.state:
+            remove_stale_temporaries(args.state)
         if args.state and os.path.exists(args.state):
-            evaluator = load_checkpoint(args.state, fingerprint)
+            saved = load_checkpoint(args.state, fingerprint)
+            if saved._settings() != evaluator._settings() or saved.rows_seen > n:
+                # The fingerprint matched, so the evaluator inside was edited.
+                raise UsageError(
+                    f"state file {args.state} is damaged (its evaluator's settings or row count do not match "
+                    "this command); delete it to start over."
+                )
+            evaluator = saved
             if evaluator.rows_seen < n:
                 print(f"fastce: resuming from {args.state} at row {evaluator.rows_seen:,} of {n:,}", file=err)
-        if evaluator is None:
-            evaluator = Evaluator(
-                num_classes, from_logits=inputs.from_logits, top_k=top_k, nan_policy=args.nan_policy,
-                diagnostics=diagnostics or False,
-            )
-            if args.state:
-                save_checkpoint(args.state, fingerprint, evaluator, n)
+        elif args.state:
+            save_checkpoint(args.state, fingerprint, evaluator, n)
         chunk_rows = args.chunk_rows or files.default_chunk_rows(num_classes, inputs.scores.dtype.itemsize)
         row_bytes = inputs.scores.row_bytes + inputs.labels.row_bytes
         progress = make_progress(n, row_bytes, initial=evaluator.rows_seen, stream=err, enabled=False if args.no_progress else None)
@@ -322,11 +441,29 @@ def _evaluate(args, out, err) -> int:
             else:
                 print(f"fastce: interrupted at row {evaluator.rows_seen:,} of {n:,}.", file=err)
             return status
+        except BaseException:
+            # End the bar's line before main() prints the error, or the message
+            # would land inside the bar and the bar be redrawn under it.
+            progress.close()
+            raise
         progress.close()
         if args.state:
             save_checkpoint(args.state, fingerprint, evaluator, n)
         _finish(evaluator.report if diagnostics else evaluator.result, args, inputs, out, err)
     return 0
+
+
+def _check_plots(args) -> None:
+    """``--plots``: fail before reading any row when matplotlib is missing or DIR cannot be a directory."""
+    directory = getattr(args, "plots", None)
+    if not directory:
+        return
+    try:
+        import matplotlib  # noqa: F401 - only whether it imports
+    except ImportError:
+        raise UsageError('--plots needs matplotlib: pip install "fastce[plots]" (or pip install matplotlib).') from None
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UsageError(f"--plots {directory} exists and is not a directory; name a directory for the PNG files.")
 
 
 def _diagnostics_options(args) -> dict | None:
@@ -383,7 +520,7 @@ def _finish(compute, args, inputs, out, err) -> None:
         except InputError as exc:
             raise _with_where(exc, inputs) from exc
     for warning in caught:
-        print(f"fastce: warning: {_one_line(str(warning.message))}", file=err)
+        print(f"fastce: warning: {_flag_names(_one_line(str(warning.message)))}", file=err)
     if isinstance(result, Metrics):
         out.write((result.to_json() if args.json else _format_table(result, inputs)) + "\n")
     else:
@@ -398,6 +535,14 @@ def _with_where(exc: InputError, inputs) -> InputError:
     """The same error, prefixed with the file it concerns when known."""
     where = _where_for(exc, inputs)
     return InputError(f"{where}: {exc}" if where else str(exc), argument=exc.argument, row=exc.row)
+
+
+def _flag_names(text: str, *, top_k: bool = True) -> str:
+    """A message of the Python API with the command's flag names (top_k=[5] -> --top-k 5)."""
+    if top_k:
+        text = re.sub(r"\btop_k=\[([\d, ]+)\]", lambda m: "--top-k " + m.group(1).replace(",", ""), text)
+        text = re.sub(r"\btop_k\b", "--top-k", text)
+    return re.sub(r"nan_policy='(\w+)'", r"--nan-policy \1", text)
 
 
 def _one_line(text: str) -> str:
@@ -432,7 +577,9 @@ def main(argv=None, *, out=None, err=None) -> int:
     except (InputError, OSError, ValueError) as exc:
         if args.debug:
             traceback.print_exc(file=err)
-        message = re.sub(r"nan_policy='(\w+)'", r"--nan-policy \1", _describe(exc))
+        message = _describe(exc)
+        # The API's argument names, as the flags the user typed (fingerprint diffs keep theirs).
+        message = _flag_names(message, top_k=getattr(exc, "argument", None) == "top_k")
         print(f"fastce: error: {message}", file=err)
         return 2
     except Exception as exc:  # noqa: BLE001 - a bug: say so in one line (--debug shows where)

@@ -18,7 +18,11 @@ import numpy as np
 
 from fastce import diagnostics_kernels as DK
 from fastce.errors import InputError
-from fastce.state import State
+from fastce.state import MAX_NUM_CLASSES, MAX_ROWS, State, _from_json_float, _json_int, _json_list, _short, malformed_reason
+
+# Bins of the calibration and p(true) histograms: far above any useful
+# resolution, and a bound a state file is checked against before allocating.
+MAX_BINS = 1 << 20
 
 DIAGNOSTICS_FORMAT = "fastce.diagnostics/1"
 WORST_COLUMNS = ("row", "true", "predicted", "p_true", "p_predicted", "loss")
@@ -37,10 +41,19 @@ class DiagnosticsOptions:
     max_pairs: int = 100_000
 
     def __post_init__(self):
-        for name, low in (("n_bins", 1), ("hist_bins", 1), ("worst_k", 0), ("dense_confusion_max", 0), ("max_pairs", 1)):
+        for name, low, high in (
+            ("num_classes", 1, MAX_NUM_CLASSES),
+            ("n_bins", 1, MAX_BINS),
+            ("hist_bins", 1, MAX_BINS),
+            ("worst_k", 0, MAX_ROWS),
+            ("dense_confusion_max", 0, MAX_NUM_CLASSES),
+            ("max_pairs", 1, MAX_ROWS),
+        ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise InputError(f"{name} must be an integer >= {low}; got {value!r}.", argument=name, value=value)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+                raise InputError(
+                    f"{name} must be an integer in [{low}, {high}]; got {_short(value)}.", argument=name, value=value
+                )
         t = self.confident_below
         if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 < float(t) <= 1.0:
             raise InputError(
@@ -252,34 +265,70 @@ class DiagnosticsState:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DiagnosticsState":
-        """Inverse of :meth:`to_dict`; refuses anything malformed."""
+        """Inverse of :meth:`to_dict`; refuses anything malformed.
+
+        Options are checked against their bounds, and every array's length
+        against the size the options imply, before anything is allocated.
+        """
         if not isinstance(data, dict) or data.get("format") != DIAGNOSTICS_FORMAT:
-            raise ValueError(f"not a fastce diagnostics state (expected format {DIAGNOSTICS_FORMAT!r})")
+            raise InputError(f"not a fastce diagnostics state (expected format {DIAGNOSTICS_FORMAT!r})", argument="state")
         try:
-            opts = DiagnosticsOptions(**data["options"])
-            state = cls.empty(opts)
-            acc = np.asarray(data["acc"], dtype=np.float64)
-            lo = np.asarray(data["lo"], dtype=np.float64)
-            counts = np.asarray(data["counts"], dtype=np.int64)
-            if acc.shape != state.acc.shape or lo.shape != state.lo.shape or counts.shape != state.counts.shape:
-                raise ValueError("accumulators of the wrong size")
-            if (counts < 0).any():
-                raise ValueError("negative counts")
-            state.acc, state.lo, state.counts = acc, lo, counts
-            worst = {name: np.asarray(data["worst"][name], dtype=_empty_worst()[name].dtype) for name in WORST_COLUMNS}
-            if len({v.shape for v in worst.values()}) != 1 or worst["row"].ndim != 1 or worst["row"].size > opts.worst_k:
-                raise ValueError("malformed worst rows")
-            state.worst = worst
-            state.pair_codes = np.asarray(data["pair_codes"], dtype=np.int64)
-            state.pair_weights = np.asarray(data["pair_weights"], dtype=np.float64)
-            if state.pair_codes.shape != state.pair_weights.shape or state.pair_codes.ndim != 1:
-                raise ValueError("malformed confusion pairs")
-            state.pair_error = float(data["pair_error"])
-            state.weighted = bool(data["weighted"])
-            state.rows_seen = int(data["rows_seen"])
-        except (KeyError, TypeError, ValueError, OverflowError, InputError) as exc:
-            raise ValueError(f"malformed fastce diagnostics state: {exc!s}") from exc
-        return state
+            options = data["options"]
+            if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
+                raise ValueError("options must be a mapping")
+            opts = DiagnosticsOptions(**options)
+            rows_seen = _json_int(data["rows_seen"], "rows_seen", low=0)
+            c = opts.num_classes
+            size = int(opts.layout()[-1])
+            acc = _float_array(data["acc"], "acc", size)
+            lo = _float_array(data["lo"], "lo", size)
+            if not (np.isfinite(acc).all() and np.isfinite(lo).all()):  # infinite losses are counted, not summed
+                raise ValueError("acc and lo must be finite")
+            counts = _int_array(data["counts"], "counts", DK.N_PER_CLASS + c, high=rows_seen)  # row counts
+            worst = data["worst"]
+            if not isinstance(worst, dict):
+                raise ValueError("worst must be a mapping")
+            n_worst = len(_json_list(worst["row"], "worst row"))
+            if n_worst > opts.worst_k:
+                raise ValueError(f"{n_worst} worst rows listed, more than worst_k = {opts.worst_k}")
+            highs = {"row": rows_seen - 1, "true": c - 1, "predicted": c - 1}
+            worst = {
+                name: _int_array(worst[name], f"worst {name}", n_worst, high=highs[name])
+                if name in highs
+                else _float_array(worst[name], f"worst {name}", n_worst)
+                for name in WORST_COLUMNS
+            }
+            n_pairs = len(_json_list(data["pair_codes"], "pair_codes"))
+            if n_pairs > opts.max_pairs or (n_pairs and opts.dense):
+                raise ValueError(f"{n_pairs} confusion pairs listed (max_pairs = {opts.max_pairs}, dense = {opts.dense})")
+            pair_codes = _int_array(data["pair_codes"], "pair_codes", n_pairs, high=c * c - 1)
+            pair_weights = _float_array(data["pair_weights"], "pair_weights", n_pairs)
+            pair_error = _float_array([data["pair_error"]], "pair_error", 1)[0]
+            weighted = data["weighted"]
+            if not isinstance(weighted, bool):
+                raise ValueError(f"weighted must be true or false, got {type(weighted).__name__}")
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise InputError(f"malformed fastce diagnostics state: {malformed_reason(exc)}", argument="state") from exc
+        return cls(
+            options=opts, acc=acc, lo=lo, counts=counts, worst=worst, pair_codes=pair_codes,
+            pair_weights=pair_weights, pair_error=float(pair_error), weighted=weighted, rows_seen=rows_seen,
+        )
+
+
+def _int_array(values, name: str, length: int, *, high: int) -> np.ndarray:
+    """int64 array of a JSON list of ``length`` integers in [0, high]."""
+    values = _json_list(values, name)
+    if len(values) != length:
+        raise ValueError(f"{name} has {len(values)} values, expected {length}")
+    return np.array([_json_int(v, name, low=0, high=high) for v in values], dtype=np.int64)
+
+
+def _float_array(values, name: str, length: int) -> np.ndarray:
+    """float64 array of a JSON list of ``length`` numbers (or the strings "inf", "-inf", "nan")."""
+    values = _json_list(values, name)
+    if len(values) != length:
+        raise ValueError(f"{name} has {len(values)} values, expected {length}")
+    return np.array([_from_json_float(v) for v in values], dtype=np.float64)
 
 
 def _merge_worst(a: dict, b: dict, k: int) -> dict:

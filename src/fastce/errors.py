@@ -25,3 +25,10 @@ class FastCEWarning(UserWarning):
 
 class OmittedRowsWarning(FastCEWarning, RuntimeWarning):
     """Rows were skipped under ``nan_policy="omit"``."""
+
+
+class TopKWarning(FastCEWarning):
+    """A requested top-k accuracy is 1 by construction: k is at least the number of classes.
+
+    The message is scikit-learn's (``top_k_accuracy_score`` warns the same).
+    """

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import ast
 import glob
+import math
 import os
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +41,8 @@ _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _PARQUET_MAGIC = b"PAR1"
 _ARROW_MAGIC = b"ARROW1"
+_NPY_KEYS = {"descr", "fortran_order", "shape"}
+_NPY_MAX_DIMS = 32  # numpy's own limit is 64; score files have 1 or 2
 
 # Default member (npz) and column (tables) names per role, in order of preference.
 DEFAULT_NAMES = {
@@ -64,8 +68,10 @@ class InputFileError(InputError):
 def _parse_npy_header(fp, where: str):
     """(shape, fortran_order, dtype, header_bytes) of the .npy stream ``fp`` at its magic."""
     magic = fp.read(8)
-    if len(magic) < 8 or magic[:6] != _NPY_MAGIC:
+    if magic[:6] != _NPY_MAGIC:
         raise InputFileError(f"{where} is not an .npy array (no NumPy magic bytes).", argument=where)
+    if len(magic) < 8:
+        raise InputFileError(f"{where} is a truncated .npy file.", argument=where)
     major = magic[6]
     if major == 1:
         size_bytes, fmt, encoding = 2, "<H", "latin1"
@@ -84,11 +90,21 @@ def _parse_npy_header(fp, where: str):
         raise InputFileError(f"{where} is a truncated .npy file.", argument=where)
     try:
         header = ast.literal_eval(text.decode(encoding))  # literals only: never code
-        shape = tuple(int(d) for d in header["shape"])
-        fortran = bool(header["fortran_order"])
+        if not isinstance(header, dict) or set(header) != _NPY_KEYS:
+            raise ValueError(f"expected a dict with the keys {sorted(_NPY_KEYS)}")
+        shape, fortran = header["shape"], header["fortran_order"]
+        # As strict as numpy's own reader, and more: a negative or absurd
+        # dimension is refused here, not deep inside np.memmap.
+        if not isinstance(shape, tuple) or len(shape) > _NPY_MAX_DIMS or not all(
+            type(d) is int and 0 <= d < 2**63 for d in shape
+        ):
+            raise ValueError(f"shape must be a tuple of at most {_NPY_MAX_DIMS} non-negative integers; got {shape!r:.80}")
+        if not isinstance(fortran, bool):
+            raise ValueError(f"fortran_order must be True or False; got {fortran!r:.80}")
         dtype = np.lib.format.descr_to_dtype(header["descr"])
-    except (ValueError, SyntaxError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"{where} has a malformed .npy header ({exc}).", argument=where) from exc
+    except (ValueError, SyntaxError, KeyError, TypeError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise InputFileError(f"{where} has a malformed .npy header ({reason}).", argument=where) from None
     if dtype.hasobject:
         raise InputFileError(
             f"{where} holds Python objects (dtype {dtype}), which numpy stores as a pickle; fastce never "
@@ -189,7 +205,7 @@ class _MemmapSource(ArraySource):
         self.where, self.paths, self.name, self.kind = where, [path], name, kind
         self.shape, self.dtype = shape, dtype
         self._fortran = fortran and len(shape) > 1
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no wrap for absurd headers
         size = os.path.getsize(path)
         if offset + nbytes > size:
             raise InputFileError(
@@ -257,15 +273,19 @@ class _ZipStreamSource(ArraySource):
         self._row = row
 
     def read(self, start, stop):
-        self._open_at(start)
-        out = np.empty((stop - start,) + tuple(self.shape[1:]), dtype=self.dtype)
-        view = memoryview(out).cast("B")
-        done = 0
-        while done < len(view):
-            got = self._fp.readinto(view[done:])
-            if not got:
-                raise InputFileError(f"{self.where} is truncated.", argument=self.where)
-            done += got
+        try:
+            self._open_at(start)
+            out = np.empty((stop - start,) + tuple(self.shape[1:]), dtype=self.dtype)
+            view = memoryview(out).cast("B")
+            done = 0
+            while done < len(view):
+                got = self._fp.readinto(view[done:])
+                if not got:
+                    raise InputFileError(f"{self.where} is truncated.", argument=self.where)
+                done += got
+        except _ZIP_ERRORS as exc:
+            self._fp = None  # unusable now: a later read reopens the member
+            raise _damaged_zip(self.where, exc) from None
         self._row = stop
         return out
 
@@ -527,10 +547,23 @@ def _choose_column(schema, role, name, path):
 # Opening
 
 
+# What a damaged zip archive raises while a member is read (bad CRC, bad
+# deflate data, an unsupported or encrypted member, a cut-off member).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
+
+
+def _damaged_zip(where: str, exc: BaseException) -> InputFileError:
+    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return InputFileError(
+        f"{where} is damaged: its compressed data cannot be read ({reason}). Save it again (np.savez or np.save).",
+        argument=where,
+    )
+
+
 def _open_npz(path, role, name):
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
         raise InputFileError(f"{path} is not a valid .npz (zip) file: {exc}.", argument=path) from None
     with archive:
         members = {}
@@ -544,8 +577,11 @@ def _open_npz(path, role, name):
         def header(key):
             if key not in headers:
                 where = f"{path} (member {key!r})"
-                with archive.open(members[key]) as fp:
-                    headers[key] = _parse_npy_header(fp, where)
+                try:
+                    with archive.open(members[key]) as fp:
+                        headers[key] = _parse_npy_header(fp, where)
+                except _ZIP_ERRORS as exc:
+                    raise _damaged_zip(where, exc) from None
             return headers[key]
 
         if name is not None:
@@ -580,6 +616,13 @@ def _open_npz(path, role, name):
             name_len, extra_len = struct.unpack("<HH", local[26:30])
             offset = info.header_offset + 30 + name_len + extra_len + header_bytes
             return _MemmapSource(path, where, shape, fortran, dtype, offset, name=key, kind="npz")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if header_bytes + nbytes > info.file_size:  # known before decompressing anything
+        raise InputFileError(
+            f"{where} is truncated: its header promises {nbytes} bytes of data, the member holds "
+            f"{max(0, info.file_size - header_bytes)}.",
+            argument=where,
+        )
     return _ZipStreamSource(path, where, info.filename, shape, fortran, dtype, header_bytes, key)
 
 
@@ -698,7 +741,9 @@ def _check_role(source: ArraySource, role: str) -> None:
             )
         if role == "labels" and dtype.kind not in "iub":
             raise InputFileError(
-                f"{where} has dtype {dtype}; labels must be integer class indices.", argument=where
+                f"{where} has dtype {dtype}; labels must be integer class indices 0..C-1: save them as "
+                "integers, for example np.save(path, y.astype(np.int64)).",
+                argument=where,
             )
         if role == "weights" and dtype.kind not in "fiub":
             raise InputFileError(f"{where} has dtype {dtype}; weights must be numbers.", argument=where)

@@ -26,6 +26,13 @@ from fastce.metrics import Metrics
 
 STATE_FORMAT = "fastce.state/3"  # /2: the Brier sum was added; /3: second moments (standard errors)
 NAN_POLICIES = ("raise", "omit", "propagate")
+# Bounds a state file is checked against before anything is allocated.  Row
+# counts stay below 2**62, so adding two states' counters can never wrap an
+# int64 (merge refuses a sum above it); class ids fit 31 bits, so the
+# confusion code label * C + predicted fits an int64.
+MAX_ROWS = 2**62 - 1
+MAX_NUM_CLASSES = 2**31
+_INT64_MAX = 2**63 - 1  # top-k values: any k the kernels can hold (validation.top_k_values)
 
 _COUNTER_NAMES = (
     "rows",
@@ -91,6 +98,7 @@ class State:
         after ``self``'s).
         """
         self._check_compatible(other)
+        check_row_total(self.rows_seen + other.rows_seen)
         sums = self.sums + other.sums
         for acc in sums:
             _exactsum.normalize(acc)
@@ -267,41 +275,47 @@ class State:
 
     @classmethod
     def from_dict(cls, data: dict) -> "State":
-        """Inverse of :meth:`to_dict`; refuses anything that is not a fastce state."""
+        """Inverse of :meth:`to_dict`; refuses anything that is not a fastce state.
+
+        Every field is checked (types, ranges, the bounds ``MAX_ROWS`` and
+        ``MAX_NUM_CLASSES``, sizes) before anything is allocated; any defect
+        raises :class:`~fastce.errors.InputError` (a ValueError).
+        """
         if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
-            raise ValueError(f"not a fastce state (expected format {STATE_FORMAT!r})")
+            raise InputError(f"not a fastce state (expected format {STATE_FORMAT!r})", argument="state")
         try:
-            num_classes = _json_int(data["num_classes"], "num_classes", low=1)
-            top_k = tuple(_json_int(k, "top_k", low=1) for k in _json_list(data["top_k"], "top_k"))
+            num_classes = _json_int(data["num_classes"], "num_classes", low=1, high=MAX_NUM_CLASSES)
+            top_k = tuple(_json_int(k, "top_k", low=1, high=_INT64_MAX) for k in _json_list(data["top_k"], "top_k"))
             if len(set(top_k)) != len(top_k):
                 raise ValueError(f"top_k has repeated values: {list(top_k)}")
+            sums = _json_list(data["sums"], "sums")
+            if len(sums) != K.exact_sums_count(len(top_k)):
+                raise ValueError(f"wrong number of sums: {len(sums)} for {len(top_k)} top-k value(s)")
+            if not all(isinstance(text, str) and len(text) <= _MAX_HEX_CHARS for text in sums):
+                raise ValueError("sums must be hexadecimal strings")
+            counters = data["counters"]
+            if not isinstance(counters, dict):
+                raise ValueError("counters must be a mapping")
+            rows_seen = _json_int(data["rows_seen"], "rows_seen", low=0)
+            counts = [
+                _json_int(counters[name], name, low=-1, high=rows_seen - 1)
+                if index >= K.FIRST_NONFINITE
+                else _json_int(counters[name], name, low=0, high=rows_seen)
+                for index, name in enumerate(_COUNTER_NAMES)
+            ]
             state = cls.empty(
                 num_classes,
                 top_k,
                 from_logits=_json_bool(data["from_logits"], "from_logits"),
                 ties_to_last=_json_bool(data["ties_to_last"], "ties_to_last"),
             )
-            sums = _json_list(data["sums"], "sums")
-            if len(sums) != K.exact_sums_count(len(top_k)):
-                raise ValueError("wrong number of sums")
-            if not all(isinstance(text, str) for text in sums):
-                raise ValueError("sums must be hexadecimal strings")
             state.sums = np.stack([_exactsum.from_hex(text) for text in sums])
             state.minmax = np.array([_from_json_float(data["min_score"]), _from_json_float(data["max_score"])])
-            counters = data["counters"]
-            if not isinstance(counters, dict):
-                raise ValueError("counters must be a mapping")
-            state.counts = np.array(
-                [
-                    _json_int(counters[name], name, low=-1 if index >= K.FIRST_NONFINITE else 0)
-                    for index, name in enumerate(_COUNTER_NAMES)
-                ],
-                dtype=np.int64,
-            )
-            state.rows_seen = _json_int(data["rows_seen"], "rows_seen", low=0)
+            state.counts = np.array(counts, dtype=np.int64)
+            state.rows_seen = rows_seen
             state.moment_overflows = _json_int(data["moment_overflows"], "moment_overflows", low=0)
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise ValueError(f"malformed fastce state: {exc!s}") from exc
+            raise InputError(f"malformed fastce state: {malformed_reason(exc)}", argument="state") from exc
         return state
 
 
@@ -313,27 +327,55 @@ def _json_float(value) -> float | str:
 
 def _from_json_float(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"expected a number, got {value!r}")
+        raise ValueError(f"expected a number, got {_short(value)}")
     return float(value)
 
 
-def _json_int(value, name: str, *, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low or value > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} out of range: {value!r}")
+# Longest hex text of an exact sum: more digits than from_hex accepts is refused unread.
+_MAX_HEX_CHARS = 4 + _exactsum.LIMB_BITS * _exactsum.NUM_LIMBS // 4
+
+
+def malformed_reason(exc: BaseException) -> str:
+    """One line for a parse failure (a KeyError's text is only the key)."""
+    if isinstance(exc, KeyError):
+        return f"missing field {exc.args[0]!r}" if exc.args else "missing field"
+    return " ".join(str(exc).split())[:300]
+
+
+def _json_int(value, name: str, *, low: int, high: int = MAX_ROWS) -> int:
+    """An integer field in [low, high] (``high`` defaults to ``MAX_ROWS``: no counter can wrap)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {_short(value)}")
+    if value < low or value > high:
+        limit = f"at most {high}" + (" (MAX_ROWS: counters must not wrap when states merge)" if high == MAX_ROWS else "")
+        raise ValueError(f"{name} out of range: {_short(value)} (must be at least {low} and {limit})")
     return int(value)
+
+
+def _short(value) -> str:
+    """repr of a (possibly huge) JSON value, cut to a readable length."""
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_row_total(rows: int) -> None:
+    """Refuse a merge whose row count would pass ``MAX_ROWS`` (an int64 counter would wrap)."""
+    if rows > MAX_ROWS:
+        raise InputError(
+            f"cannot merge: the merged state would count {rows} rows, more than MAX_ROWS = {MAX_ROWS}.",
+            argument="state",
+        )
 
 
 def _json_bool(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise ValueError(f"{name} must be true or false, got {_short(value)}")
     return bool(value)
 
 
 def _json_list(value, name: str) -> list:
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"{name} must be a list, got {value!r}")
+        raise ValueError(f"{name} must be a list, got {_short(value)}")
     return list(value)
 
 

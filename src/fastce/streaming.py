@@ -27,12 +27,15 @@ from fastce import kernels as K
 from fastce.api import check_probabilities, check_probability_range, read_scores
 from fastce.errors import InputError
 from fastce.metrics import Metrics
-from fastce.state import State, check_nan_policy, raise_nonfinite
+from fastce.state import MAX_NUM_CLASSES, State, check_nan_policy, malformed_reason, raise_nonfinite
 
 EVALUATOR_FORMAT = "fastce.evaluator/1"
 _SCORES = "scores"
 # Kernel views the pending rows may have (see validation.scores).
 _VIEW_DTYPES = ("<f4", "<f8", "<u2", "<i2")
+# The machine epsilon that goes with each view (float32, float64 and integer
+# inputs, float16, bfloat16): a state claiming another one was tampered with.
+_VIEW_EPS = {"<f4": 2.0**-23, "<f8": 2.0**-52, "<u2": 2.0**-10, "<i2": 2.0**-7}
 
 
 class _Pending:
@@ -68,7 +71,12 @@ def _b64(array: np.ndarray, dtype: str) -> str:
 
 
 def _unb64(text: str, dtype: str, count: int) -> np.ndarray:
-    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    if not isinstance(text, str):
+        raise ValueError(f"expected base64 text, got {type(text).__name__}")
+    expected = 4 * -(-count * np.dtype(dtype).itemsize // 3)
+    if len(text) != expected:  # checked before decoding: a tampered length allocates nothing
+        raise ValueError(f"expected {count} values of {dtype} ({expected} base64 characters), found {len(text)} characters")
+    raw = base64.b64decode(text.encode("ascii", errors="replace"), validate=True)
     array = np.frombuffer(raw, dtype=dtype)
     if array.size != count:
         raise ValueError(f"expected {count} values of {dtype}, found {array.size}")
@@ -128,15 +136,28 @@ class Evaluator:
     """
 
     def __init__(
-        self, num_classes: int, *, from_logits: bool = True, top_k=(1,), nan_policy: str = "raise", diagnostics=False
+        self,
+        num_classes: int,
+        *,
+        from_logits: bool = True,
+        top_k=(1,),
+        nan_policy: str = "raise",
+        diagnostics=False,
+        _warn_top_k: bool = True,  # False: settings read back from a state, warned about when it was made
     ):
-        if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        if (
+            isinstance(num_classes, (bool, np.bool_))
+            or not isinstance(num_classes, (int, np.integer))
+            or not 1 <= num_classes <= MAX_NUM_CLASSES  # the bound its state files are read back with
+        ):
             raise InputError(
-                f"num_classes must be a positive int; got {num_classes!r}.", argument="num_classes", value=num_classes
+                f"num_classes must be a positive int, at most {MAX_NUM_CLASSES}; got {num_classes!r}.",
+                argument="num_classes",
+                value=num_classes,
             )
         check_nan_policy(nan_policy)
         num_classes = int(num_classes)
-        ks = validation.top_k_values(top_k, num_classes)
+        ks = validation.top_k_values(top_k, num_classes, stacklevel=3 if _warn_top_k else None)
         self._state = State.empty(num_classes, ks, from_logits=bool(from_logits))
         self._nan_policy = nan_policy
         self._block_rows = _config.block_rows(num_classes)
@@ -177,7 +198,9 @@ class Evaluator:
         )
 
     def _settings(self) -> tuple:
-        return (self.num_classes, self.top_k, self.from_logits, self.nan_policy)
+        # The diagnostics options count as a setting whatever either side has seen.
+        diagnostics = None if self._diag is None else self._diag.options
+        return (self.num_classes, self.top_k, self.from_logits, self.nan_policy, diagnostics)
 
     # -- feeding -----------------------------------------------------------------
     def update(self, y_true, scores, sample_weight=None) -> None:
@@ -213,7 +236,7 @@ class Evaluator:
                     argument="y_true",
                 )
             return None
-        checked = validation.scores(array, _SCORES)
+        checked = validation.scores(array, _SCORES, labels=y_true, call="Evaluator.update(y_true, scores)")
         n_rows, n_classes = checked.shape
         if n_classes != self.num_classes:
             raise InputError(
@@ -327,11 +350,12 @@ class Evaluator:
         """Add the rows of ``other`` after the rows of ``self`` (in place); returns ``self``.
 
         ``other`` is left unchanged.  Both must have the same num_classes,
-        from_logits, top_k and nan_policy.  See the class notes on exactness.
+        from_logits, top_k, nan_policy and diagnostics options (compared even
+        when a side has seen no rows).  See the class notes on exactness.
         """
         if not isinstance(other, Evaluator):
             raise TypeError(f"can only merge another Evaluator, not {type(other).__name__}")
-        if self._settings() != other._settings() or (self._diag is None) != (other._diag is None):
+        if self._settings() != other._settings():
             raise ValueError(
                 "cannot merge Evaluators with different settings (num_classes, top_k, from_logits, nan_policy, "
                 f"diagnostics): {self._settings()} vs {other._settings()}"
@@ -423,45 +447,67 @@ class Evaluator:
 
     @classmethod
     def from_state_dict(cls, data: dict) -> Evaluator:
-        """Inverse of :meth:`state_dict`; raises ValueError on anything else."""
+        """Inverse of :meth:`state_dict`; raises ValueError on anything else.
+
+        Every field is checked before anything is allocated (see
+        :meth:`fastce.state.State.from_dict` for the bounds); a tampered or
+        damaged state raises :class:`~fastce.errors.InputError`, never
+        another exception.
+        """
         if not isinstance(data, dict) or data.get("format") != EVALUATOR_FORMAT:
-            raise ValueError(f"not a fastce Evaluator state (expected format {EVALUATOR_FORMAT!r})")
+            raise InputError(f"not a fastce Evaluator state (expected format {EVALUATOR_FORMAT!r})", argument="state")
         state = State.from_dict(data.get("state"))
         if state.ties_to_last:
-            raise ValueError("malformed fastce Evaluator state: ties_to_last is not supported")
+            raise InputError("malformed fastce Evaluator state: ties_to_last is not supported", argument="state")
+        nan_policy = data.get("nan_policy")
+        if not isinstance(nan_policy, str):
+            raise InputError(f"malformed fastce Evaluator state: nan_policy is {type(nan_policy).__name__}", argument="state")
         try:
             evaluator = cls(
-                state.num_classes, from_logits=state.from_logits, top_k=state.top_k, nan_policy=data["nan_policy"]
+                state.num_classes, from_logits=state.from_logits, top_k=state.top_k, nan_policy=nan_policy, _warn_top_k=False
             )
-        except (InputError, KeyError) as exc:
-            raise ValueError(f"malformed fastce Evaluator state: {exc}") from exc
+        except InputError as exc:
+            raise InputError(f"malformed fastce Evaluator state: {exc}", argument="state") from exc
         if evaluator.top_k != state.top_k:
-            raise ValueError("malformed fastce Evaluator state: top_k must be sorted, unique and include 1")
+            raise InputError("malformed fastce Evaluator state: top_k must be sorted, unique and include 1", argument="state")
         evaluator._state = state
         if data.get("diagnostics") is not None:
             from fastce.diagnostics import DiagnosticsState
 
             diag = DiagnosticsState.from_dict(data["diagnostics"])
             if diag.options.num_classes != state.num_classes or diag.rows_seen != state.rows_seen:
-                raise ValueError("malformed fastce Evaluator state: diagnostics do not match the state")
+                raise InputError("malformed fastce Evaluator state: diagnostics do not match the state", argument="state")
             evaluator._diag = diag
         raw = data.get("pending")
         if raw is not None:
             try:
-                rows = int(raw["rows"])
-                view_dtype = str(raw["view_dtype"])
-                if view_dtype not in _VIEW_DTYPES or not 0 < rows < evaluator.block_rows:
-                    raise ValueError(f"bad pending block ({rows} rows of {view_dtype})")
-                c = state.num_classes
-                view = _unb64(raw["scores"], view_dtype, rows * c).reshape(rows, c)
-                labels = _unb64(raw["labels"], "<i8", rows)
-                if labels.min() < 0 or labels.max() >= c:
-                    raise ValueError("pending labels out of range")
-                weights = None if raw["weights"] is None else _unb64(raw["weights"], "<f8", rows)
-                evaluator._pending = _Pending(view, float(raw["eps"]), labels, weights)
+                evaluator._pending = _pending_from_dict(raw, state.num_classes, evaluator.block_rows)
             except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"malformed fastce Evaluator state: {exc}") from exc
+                raise InputError(f"malformed fastce Evaluator state: pending block: {malformed_reason(exc)}", argument="state") from exc
         return evaluator
+
+
+def _pending_from_dict(raw, num_classes: int, block_rows: int) -> _Pending:
+    """The unfinished block of a state dict, every field checked before decoding."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a mapping, got {type(raw).__name__}")
+    rows, view_dtype, eps = raw["rows"], raw["view_dtype"], raw["eps"]
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 < rows < block_rows:
+        raise ValueError(f"rows must be an integer in 1..{block_rows - 1}, got {str(rows)[:40]}")
+    if view_dtype not in _VIEW_DTYPES:  # also refuses non-strings
+        raise ValueError(f"view_dtype must be one of {_VIEW_DTYPES}")
+    if isinstance(eps, bool) or not isinstance(eps, float) or eps != _VIEW_EPS[view_dtype]:
+        raise ValueError(f"eps must be {_VIEW_EPS[view_dtype]!r} for view_dtype {view_dtype}")
+    view = _unb64(raw["scores"], view_dtype, rows * num_classes).reshape(rows, num_classes)
+    labels = _unb64(raw["labels"], "<i8", rows)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError("labels out of range")
+    weights = None
+    if raw["weights"] is not None:
+        weights = _unb64(raw["weights"], "<f8", rows)
+        if not (np.isfinite(weights) & (weights >= 0)).all():
+            raise ValueError("weights must be finite and non-negative")
+    return _Pending(view, eps, labels, weights)
 
 
 class _Both:

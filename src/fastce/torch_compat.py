@@ -75,7 +75,7 @@ def cross_entropy(
         )
     ignore_index = int(ignore_index)
     label_smoothing = torch_soft.check_label_smoothing(label_smoothing)
-    scores = validation.scores(input, "input")
+    scores = validation.scores(input, "input", labels=target, call="cross_entropy(input, target)")
     n_rows, n_classes = scores.shape
     soft = torch_soft.is_soft_target(target, scores.shape)
     labels = None

@@ -10,10 +10,11 @@ read directly (integers, bool, big-endian): that copy is the documented price.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
-from fastce.errors import InputError
+from fastce.errors import InputError, TopKWarning
 
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -91,14 +92,18 @@ def _finfo_eps(dtype: np.dtype) -> float:
     return float(np.finfo(dtype).eps)
 
 
-def scores(x, name: str, *, ndim=(2,)) -> Scores:
-    """Validate an (N, C) (or, where allowed, (N,)) score array."""
+def scores(x, name: str, *, ndim=(2,), labels=None, call: str | None = None) -> Scores:
+    """Validate an (N, C) (or, where allowed, (N,)) score array.
+
+    ``labels`` and ``call`` (e.g. ``"cross_entropy(input, target)"``) are
+    only read when the shape is wrong, to say what went wrong: arguments
+    passed in the other order, or PyTorch's unbatched form.
+    """
     array = as_array(x, name)
     if array.ndim not in ndim:
         shapes = " or ".join({1: "(n_samples,)", 2: "(n_samples, n_classes)"}[d] for d in ndim)
         raise InputError(
-            f"{name} must have shape {shapes}; got an array of shape {array.shape}."
-            + (" Add a class axis, e.g. x.reshape(-1, 1), or pass a 2-D matrix." if array.ndim == 1 else ""),
+            f"{name} must have shape {shapes}; got an array of shape {array.shape}." + _shape_hint(array, labels, call),
             argument=name,
             value=array.shape,
         )
@@ -122,6 +127,34 @@ def scores(x, name: str, *, ndim=(2,)) -> Scores:
             value=array.dtype,
         )
     return Scores(view, dtype)
+
+
+def _shape_hint(array: np.ndarray, labels, call: str | None) -> str:
+    """Why scores of the wrong number of dimensions were probably passed, and what to pass instead."""
+    if array.ndim != 1:
+        return ""
+    other = None
+    if labels is not None and call is not None:
+        try:
+            other = as_array(labels, "labels")
+        except InputError:
+            other = None
+    if other is not None and other.ndim == 2 and other.shape[1] > 1:
+        return (
+            f" The other argument has shape {other.shape}: the arguments look swapped. {call} takes them in "
+            "this order (scikit-learn's metrics take the labels first, PyTorch's losses the scores first)."
+        )
+    if other is not None and other.ndim == 0:
+        return (
+            " With a single class index as the label this is PyTorch's unbatched form (one sample), which "
+            "fastce does not take: pass a batch of one row, the scores as x[None] (shape (1, C)) and the "
+            "label as [y]."
+        )
+    return (
+        " A 1-D array holds one score per row: for binary scores (of class 1) use fastce.evaluate, which "
+        "takes them, or pass both columns: np.stack([np.zeros_like(z), z], axis=1) for logits z, "
+        "np.stack([1 - p, p], axis=1) for probabilities p."
+    )
 
 
 def _first_row(mask: np.ndarray) -> int:
@@ -220,8 +253,13 @@ def sample_weight(w, n_rows: int, name: str = "sample_weight"):
     return weights
 
 
-def top_k_values(top_k, num_classes: int) -> tuple:
-    """The k values to report: positive ints, deduplicated, sorted, always including 1."""
+def top_k_values(top_k, num_classes: int, *, stacklevel: int | None = 3) -> tuple:
+    """The k values to report: positive ints, deduplicated, sorted, always including 1.
+
+    Warns (:class:`~fastce.errors.TopKWarning`, once, naming the frame
+    ``stacklevel`` up) when a k > 1 asked for is at least ``num_classes``:
+    that accuracy is 1 by construction.  ``stacklevel=None``: no warning.
+    """
     if isinstance(top_k, numbers.Integral):
         top_k = (top_k,)
     try:
@@ -238,7 +276,17 @@ def top_k_values(top_k, num_classes: int) -> tuple:
             raise InputError(f"top_k values must be >= 1; got {k}.", argument="top_k", value=k)
         if k > _MAX_K:
             raise InputError(f"top_k values must be at most {_MAX_K}; got {k}.", argument="top_k", value=k)
-    return tuple(sorted(set(values) | {1}))
+    ks = tuple(sorted(set(values) | {1}))
+    meaningless = [k for k in ks if k > 1 and k >= num_classes]
+    if meaningless and stacklevel is not None:
+        k = meaningless[0]
+        warnings.warn(
+            f"'k' ({k}) greater than or equal to 'n_classes' ({num_classes}) will result in a perfect score and is "
+            f"therefore meaningless (top_k={list(meaningless)} with {num_classes} classes).",
+            TopKWarning,
+            stacklevel=stacklevel,
+        )
+    return ks
 
 
 # The kernels hold k in an int64.
