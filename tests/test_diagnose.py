@@ -429,3 +429,77 @@ def test_warnings_name_the_callers_line(rng):
     with pytest.warns(fastce.FastCEWarning, match="do not sum to 1") as caught:
         fastce.diagnose(y[5:], proba=p)
     assert caught[0].filename == __file__
+
+
+# -- classes seen only in rows of weight 0 (issue 14, item 3) ------------------------------
+
+
+def _sklearn_class_table(y, pred, w):
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    labels = np.union1d(y, pred)  # scikit-learn's labels: whatever the weights
+    prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=labels, sample_weight=w, zero_division=0)
+    return labels, prec, rec, f1, {
+        average: f1_score(y, pred, average=average, sample_weight=w, zero_division=0)
+        for average in ("macro", "weighted")
+    }
+
+
+def _assert_classes_match_sklearn(r, y, pred, w):
+    labels, prec, rec, f1, averages = _sklearn_class_table(y, pred, w)
+    for name, expected in (("precision", prec), ("recall", rec), ("f1", f1)):
+        # fastce leaves an undefined ratio NaN where scikit-learn (zero_division=0) writes 0
+        np.testing.assert_allclose(np.nan_to_num(r.classes[name][labels]), expected, rtol=1e-12, err_msg=name)
+    for average, expected in averages.items():
+        assert r.classes[f"{average}_f1"] == pytest.approx(expected, rel=1e-12, abs=1e-15), average
+
+
+def test_f1_counts_classes_seen_only_in_zero_weight_rows():
+    z = np.vstack([np.eye(3), [[3.0, 0.0, 0.0]]])
+    y = np.array([0, 1, 2, 1])
+    w = np.array([1.0, 1.0, 0.0, 1.0])
+    r = fastce.diagnose(y, logits=z, sample_weight=w)
+    assert r.classes["macro_f1"] == pytest.approx(4 / 9, rel=1e-15)  # scikit-learn: 0.444, not 0.667
+    _assert_classes_match_sklearn(r, y, z.argmax(axis=1), w)
+    # the same through the Evaluator, split so that the zero-weight row is alone in its update, and JSON
+    ev = fastce.Evaluator(3, diagnostics=True)
+    ev.update(y[:2], z[:2], w[:2])
+    ev.update(y[2:3], z[2:3], w[2:3])
+    ev.update(y[3:], z[3:], w[3:])
+    again = fastce.Evaluator.from_state_dict(json.loads(json.dumps(ev.state_dict())))
+    assert again.report().classes["macro_f1"] == r.classes["macro_f1"]
+
+
+def test_f1_against_sklearn_with_zero_weights_property():
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60)
+    @given(
+        st.integers(2, 6).flatmap(
+            lambda c: st.tuples(
+                st.just(c),
+                st.lists(
+                    st.tuples(
+                        st.integers(0, c - 1),  # true class
+                        st.integers(0, c - 1),  # predicted class
+                        st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.5]),  # weight, often zero
+                    ),
+                    min_size=1,
+                    max_size=40,
+                ),
+            )
+        )
+    )
+    def check(case):
+        c, rows = case
+        y = np.array([r[0] for r in rows])
+        pred = np.array([r[1] for r in rows])
+        w = np.array([r[2] for r in rows])
+        hypothesis.assume(w.sum() > 0)
+        z = np.eye(c)[pred] * 4.0  # argmax = pred
+        r = fastce.diagnose(y, logits=z, sample_weight=w)
+        _assert_classes_match_sklearn(r, y, pred, w)
+
+    check()

@@ -20,7 +20,7 @@ from fastce import diagnostics_kernels as DK
 from fastce.errors import InputError
 from fastce.state import State
 
-DIAGNOSTICS_FORMAT = "fastce.diagnostics/1"
+DIAGNOSTICS_FORMAT = "fastce.diagnostics/2"  # /2: zero_weight_classes
 WORST_COLUMNS = ("row", "true", "predicted", "p_true", "p_predicted", "loss")
 
 
@@ -98,6 +98,9 @@ class DiagnosticsState:
     pair_error: float = 0.0  # bound on the weight any kept pair may be missing (after pruning)
     weighted: bool = False  # whether any row had a weight other than 1
     rows_seen: int = 0
+    # Classes that occur (true or predicted) only in rows of weight 0: present for
+    # the macro average as scikit-learn's labels are, though they add no weight.
+    zero_weight_classes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @classmethod
     def empty(cls, options: DiagnosticsOptions) -> "DiagnosticsState":
@@ -123,12 +126,19 @@ class DiagnosticsState:
             DK.fold_classes(labels, weights, stats, pred, layout, self.acc, self.lo, self.counts)
         keep = ~np.isnan(stats[:, 0])
         if weights.shape[0]:
-            keep &= weights != 0.0
+            zero = weights == 0.0
+            if zero.any():
+                self._add_zero_weight_classes(labels, pred, zero & keep)
+            keep &= ~zero
             self.weighted = self.weighted or bool((weights[keep] != 1.0).any())
         if opts.worst_k:
             self._fold_worst(first_row, np.flatnonzero(keep), labels, stats, pred)
         if not opts.dense:
             self._fold_pairs(keep & (pred != labels), labels, weights, pred)
+
+    def _add_zero_weight_classes(self, labels, pred, rows) -> None:
+        seen = np.concatenate([self.zero_weight_classes, labels[rows], pred[rows]]).astype(np.int64, copy=False)
+        self.zero_weight_classes = np.unique(seen)
 
     def _fold_worst(self, first_row, rows, labels, stats, pred) -> None:
         k = self.options.worst_k
@@ -194,6 +204,7 @@ class DiagnosticsState:
             pair_error=self.pair_error + other.pair_error,
             weighted=self.weighted or other.weighted,
             rows_seen=self.rows_seen + other.rows_seen,
+            zero_weight_classes=np.union1d(self.zero_weight_classes, other.zero_weight_classes),
         )
         if other.pair_codes.size:
             merged._add_pairs(other.pair_codes, other.pair_weights)
@@ -248,6 +259,7 @@ class DiagnosticsState:
             "pair_error": self.pair_error,
             "weighted": self.weighted,
             "rows_seen": self.rows_seen,
+            "zero_weight_classes": self.zero_weight_classes.tolist(),
         }
 
     @classmethod
@@ -277,6 +289,10 @@ class DiagnosticsState:
             state.pair_error = float(data["pair_error"])
             state.weighted = bool(data["weighted"])
             state.rows_seen = int(data["rows_seen"])
+            zero = np.asarray(data["zero_weight_classes"], dtype=np.int64)
+            if zero.ndim != 1 or (zero.size and (zero.min() < 0 or zero.max() >= opts.num_classes)):
+                raise ValueError("malformed zero_weight_classes")
+            state.zero_weight_classes = np.unique(zero)
         except (KeyError, TypeError, ValueError, OverflowError, InputError) as exc:
             raise ValueError(f"malformed fastce diagnostics state: {exc!s}") from exc
         return state

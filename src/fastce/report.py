@@ -270,7 +270,9 @@ def _classes(diag: DiagnosticsState, values) -> dict:
         denom = support + predicted
         f1 = np.where(denom > 0, 2.0 * hits / np.where(denom > 0, denom, 1.0), np.nan)
         mean_loss = np.where(support > 0, loss / np.where(support > 0, support, 1.0), np.nan)
+    # scikit-learn's labels: classes in y_true or the predictions of any row, whatever its weight.
     present = (support > 0) | (predicted > 0)
+    present[diag.zero_weight_classes] = True
     f1_present = np.nan_to_num(f1[present], nan=0.0)
     macro = float(f1_present.mean()) if present.any() else math.nan
     weighted = float(np.sum(f1_present * support[present]) / support.sum()) if support.sum() > 0 else math.nan
