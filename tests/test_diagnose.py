@@ -503,3 +503,51 @@ def test_f1_against_sklearn_with_zero_weights_property():
         _assert_classes_match_sklearn(r, y, pred, w)
 
     check()
+
+
+# -- the confusion plot names classes by their ids (issue 14, item 13) ---------------------
+
+
+def _confusion_axes(report):
+    pytest.importorskip("matplotlib")
+    from fastce import plots
+
+    plt = plots._pyplot()
+    fig = plots._confusion(plt, report)
+    try:
+        fig.canvas.draw()  # lay out, as savefig does
+        ax = fig.axes[0]
+        ticks = ([t.get_text() for t in ax.get_xticklabels()], [t.get_text() for t in ax.get_yticklabels()])
+        title_artist = fig._suptitle if fig._suptitle is not None else ax.title
+        title, colorbar = title_artist.get_text(), fig.axes[1]
+        renderer = fig.canvas.get_renderer()
+        title_box = title_artist.get_window_extent(renderer)
+        bar_boxes = [t.get_window_extent(renderer) for t in colorbar.get_yticklabels() if t.get_text()]
+        return ticks, title, title_box, bar_boxes, ax.get_images()[0].get_array().shape
+    finally:
+        plt.close(fig)
+
+
+def test_confusion_plot_labels_are_class_ids(rng):
+    # 100 classes, only 80..99 confused: the axes must read 80..99, not positions 0..n-1.
+    n, c = 4000, 100
+    y = rng.integers(0, c, size=n)
+    z = np.full((n, c), -5.0)
+    z[np.arange(n), y] = 5.0
+    confused = np.flatnonzero(y >= 80)
+    z[np.ix_(confused, np.arange(80, 100))] = 6.0 + rng.normal(size=(confused.size, 20))
+    r = fastce.diagnose(y, logits=z)
+    (xticks, yticks), title, title_box, bar_boxes, shape = _confusion_axes(r)
+    expected = [str(k) for k in range(80, 100)]
+    assert xticks == expected and yticks == expected
+    assert shape == (20, 20) and "20 most confused of 100 classes" in title
+    assert not any(title_box.overlaps(box) for box in bar_boxes)  # the title clears the colour bar's ticks
+    # more than CONFUSION_PLOT_MAX confused classes: the ticks are the selected ids, in class order
+    y = rng.integers(0, 150, size=6000)
+    z = rng.normal(size=(6000, 150))
+    (xticks, yticks), _, _, _, shape = _confusion_axes(fastce.diagnose(y, logits=z))
+    ids = [int(t) for t in xticks]
+    assert shape == (64, 64) and ids == sorted(ids) and len(set(ids)) == 64 and max(ids) >= 64 and xticks == yticks
+    # few classes: all of them
+    (xticks, _), _, _, _, _ = _confusion_axes(fastce.diagnose(y % 5, logits=z[:, :5]))
+    assert xticks == ["0", "1", "2", "3", "4"]
