@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastce import _json
 from fastce import diagnostics_kernels as DK
 from fastce.errors import InputError
 from fastce.state import State
@@ -250,13 +251,13 @@ class DiagnosticsState:
                 "dense_confusion_max": opts.dense_confusion_max,
                 "max_pairs": opts.max_pairs,
             },
-            "acc": self.acc.tolist(),
-            "lo": self.lo.tolist(),
+            "acc": _json.plain(self.acc),
+            "lo": _json.plain(self.lo),
             "counts": self.counts.tolist(),
-            "worst": {name: self.worst[name].tolist() for name in WORST_COLUMNS},
+            "worst": {name: _json.plain(self.worst[name]) for name in WORST_COLUMNS},
             "pair_codes": self.pair_codes.tolist(),
-            "pair_weights": self.pair_weights.tolist(),
-            "pair_error": self.pair_error,
+            "pair_weights": _json.plain(self.pair_weights),
+            "pair_error": _json.encode_float(self.pair_error),
             "weighted": self.weighted,
             "rows_seen": self.rows_seen,
             "zero_weight_classes": self.zero_weight_classes.tolist(),
@@ -270,23 +271,27 @@ class DiagnosticsState:
         try:
             opts = DiagnosticsOptions(**data["options"])
             state = cls.empty(opts)
-            acc = np.asarray(data["acc"], dtype=np.float64)
-            lo = np.asarray(data["lo"], dtype=np.float64)
+            acc = _json.decode_floats(data["acc"])
+            lo = _json.decode_floats(data["lo"])
             counts = np.asarray(data["counts"], dtype=np.int64)
             if acc.shape != state.acc.shape or lo.shape != state.lo.shape or counts.shape != state.counts.shape:
                 raise ValueError("accumulators of the wrong size")
             if (counts < 0).any():
                 raise ValueError("negative counts")
             state.acc, state.lo, state.counts = acc, lo, counts
-            worst = {name: np.asarray(data["worst"][name], dtype=_empty_worst()[name].dtype) for name in WORST_COLUMNS}
+            worst = {
+                name: (_json.decode_floats(data["worst"][name]) if _empty_worst()[name].dtype.kind == "f"
+                       else np.asarray(data["worst"][name], dtype=np.int64))
+                for name in WORST_COLUMNS
+            }
             if len({v.shape for v in worst.values()}) != 1 or worst["row"].ndim != 1 or worst["row"].size > opts.worst_k:
                 raise ValueError("malformed worst rows")
             state.worst = worst
             state.pair_codes = np.asarray(data["pair_codes"], dtype=np.int64)
-            state.pair_weights = np.asarray(data["pair_weights"], dtype=np.float64)
+            state.pair_weights = _json.decode_floats(data["pair_weights"])
             if state.pair_codes.shape != state.pair_weights.shape or state.pair_codes.ndim != 1:
                 raise ValueError("malformed confusion pairs")
-            state.pair_error = float(data["pair_error"])
+            state.pair_error = _json.decode_float(data["pair_error"])
             state.weighted = bool(data["weighted"])
             state.rows_seen = int(data["rows_seen"])
             zero = np.asarray(data["zero_weight_classes"], dtype=np.int64)

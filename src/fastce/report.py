@@ -6,12 +6,12 @@ once, by the kernels, long before.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from fastce import _json
 from fastce import diagnostics_kernels as DK
 from fastce.diagnostics import DiagnosticsState
 from fastce.metrics import Metrics
@@ -158,8 +158,8 @@ class Report:
 
     # -- output -------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """Plain-Python dict (numpy arrays become lists)."""
-        return _plain(
+        """Plain-Python dict (numpy arrays become lists; the metrics as ``Metrics.to_dict``)."""
+        return _json.plain(
             {
                 "metrics": self.metrics.to_dict(),
                 "loss_split": self.loss_split,
@@ -172,12 +172,14 @@ class Report:
                 "histograms": self.histograms,
                 "options": self.options,
                 "summary": self.summary(),
-            }
+            },
+            encode=False,
         )
 
     def to_json(self, **kwargs) -> str:
-        """Strict JSON: non-finite floats become the strings "inf", "-inf", "nan"."""
-        return json.dumps(_strict(self.to_dict()), **kwargs)
+        """Strict JSON: non-finite floats become the strings "inf", "-inf", "nan" (README: "JSON output")."""
+        kwargs.pop("allow_nan", None)  # nothing non-finite is left to allow
+        return _json.dumps(self.to_dict(), **kwargs)
 
     def summary(self) -> list:
         """The plain-words findings, one sentence each (also the top of ``str(report)``)."""
@@ -322,25 +324,3 @@ def _histograms(diag: DiagnosticsState, values) -> dict:
         "loss": {"edges": DK.loss_bin_edges(), "weight": loss[:, 0].copy(), "loss": loss[:, 1].copy()},
         "p_true": {"edges": np.arange(opts.hist_bins + 1) / opts.hist_bins, "weight": p_true[:, 0].copy()},
     }
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _strict(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strict(v) for v in value]
-    return value

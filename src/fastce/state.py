@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastce import _exactsum
+from fastce import _exactsum, _json
 from fastce import kernels as K
 from fastce.errors import InputError, OmittedRowsWarning
 from fastce.metrics import Metrics
@@ -247,8 +247,7 @@ class State:
 
 def _json_float(value) -> float | str:
     """A float for strict JSON: non-finite values become the strings "inf", "-inf", "nan"."""
-    value = float(value)
-    return value if math.isfinite(value) else repr(value)
+    return _json.encode_float(value)
 
 
 def _from_json_float(value) -> float:
