@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastce import _json
+from fastce import _config, _exactsum, _json
 from fastce import diagnostics_kernels as DK
 from fastce.errors import InputError
 from fastce.state import State
 
-DIAGNOSTICS_FORMAT = "fastce.diagnostics/2"  # /2: zero_weight_classes
+DIAGNOSTICS_FORMAT = "fastce.diagnostics/2"  # /2: zero_weight_classes, exact bins
 WORST_COLUMNS = ("row", "true", "predicted", "p_true", "p_predicted", "loss")
 
 
@@ -78,11 +78,16 @@ def _empty_worst() -> dict:
 
 
 def _two_sum_merge(a_hi, a_lo, b_hi, b_lo):
-    """(hi, lo) of (a_hi + a_lo) + (b_hi + b_lo), elementwise, keeping the rounding error."""
+    """(hi, lo) of (a_hi + a_lo) + (b_hi + b_lo), elementwise, renormalised as ``diagnostics_kernels._add``.
+
+    Exact (so the same as adding the rows one by one) while the pairs' terms
+    span < ~106 bits.
+    """
     s = a_hi + b_hi
     bp = s - a_hi
-    err = (a_hi - (s - bp)) + (b_hi - bp)
-    return s, a_lo + b_lo + err
+    err = (a_hi - (s - bp)) + (b_hi - bp) + (a_lo + b_lo)
+    hi = s + err
+    return hi, err - (hi - s)
 
 
 @dataclass
@@ -90,9 +95,11 @@ class DiagnosticsState:
     """Accumulators of the diagnostics for a set of rows (see module docstring)."""
 
     options: DiagnosticsOptions
-    acc: np.ndarray
-    lo: np.ndarray
+    acc: np.ndarray  # double-double pairs (acc, lo) of the per-class sums and confusion cells ...
+    lo: np.ndarray  # ... (their first layout[6] entries, the bins', stay 0: see ``bins``)
     counts: np.ndarray
+    # Exact accumulators (``_exactsum``) of the loss split, calibration and histogram sums.
+    bins: np.ndarray = field(default_factory=lambda: _exactsum.new_accumulators(0))
     worst: dict = field(default_factory=_empty_worst)
     pair_codes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     pair_weights: np.ndarray = field(default_factory=lambda: np.empty(0))
@@ -105,25 +112,36 @@ class DiagnosticsState:
 
     @classmethod
     def empty(cls, options: DiagnosticsOptions) -> "DiagnosticsState":
-        size = int(options.layout()[-1])
+        layout = options.layout()
+        size = int(layout[-1])
         return cls(
             options=options,
             acc=np.zeros(size),
             lo=np.zeros(size),
             counts=np.zeros(DK.N_PER_CLASS + options.num_classes, dtype=np.int64),
+            bins=_exactsum.new_accumulators(int(layout[6])),
         )
 
     # -- folding rows -------------------------------------------------------
     def fold(self, first_row: int, labels, weights, stats, pred) -> None:
-        """Fold one slice's per-row values (rows numbered from ``first_row``)."""
+        """Fold one slice's per-row values (rows numbered from ``first_row``, a block boundary)."""
         opts = self.options
         layout = opts.layout()
-        n_chunks = -(-labels.shape[0] // DK.FOLD_CHUNK_ROWS)
+        block_rows = _config.block_rows(opts.num_classes)  # the kernel's blocks: the same rows from every door
+        n_chunks = -(-labels.shape[0] // block_rows)
         if n_chunks:
             partials = np.empty((n_chunks, int(layout[6])))
             partial_counts = np.empty((n_chunks, DK.N_SMALL_COUNTS), dtype=np.int64)
-            DK.fold_bins(labels, weights, stats, pred, float(opts.confident_below), layout, n_chunks, partials, partial_counts)
-            DK.merge_bins(partials, partial_counts, n_chunks, self.acc, self.lo, self.counts)
+            DK.fold_bins(
+                labels, weights, stats, pred, float(opts.confident_below), layout, block_rows, n_chunks, partials,
+                partial_counts,
+            )
+            if DK.merge_bins(partials, partial_counts, n_chunks, self.bins, self.counts):
+                raise InputError(
+                    "sample_weight values are so large that a sum of them overflows float64 (the largest "
+                    "finite float is about 1.8e308); scale the weights down, e.g. divide them by their maximum.",
+                    argument="sample_weight",
+                )
             DK.fold_classes(labels, weights, stats, pred, layout, self.acc, self.lo, self.counts)
         keep = ~np.isnan(stats[:, 0])
         if weights.shape[0]:
@@ -192,6 +210,9 @@ class DiagnosticsState:
         if self.options != other.options:
             raise ValueError(f"cannot merge diagnostics with different options: {self.options} vs {other.options}")
         acc, lo = _two_sum_merge(self.acc, self.lo, other.acc, other.lo)
+        bins = self.bins + other.bins
+        for row in bins:
+            _exactsum.normalize(row)
         shifted = dict(other.worst)
         shifted["row"] = other.worst["row"] + self.rows_seen
         merged = DiagnosticsState(
@@ -199,6 +220,7 @@ class DiagnosticsState:
             acc=acc,
             lo=lo,
             counts=self.counts + other.counts,
+            bins=bins,
             worst=_merge_worst(self.worst, shifted, self.options.worst_k),
             pair_codes=self.pair_codes,
             pair_weights=self.pair_weights,
@@ -213,8 +235,11 @@ class DiagnosticsState:
 
     # -- reading ----------------------------------------------------------------
     def values(self) -> np.ndarray:
-        """The accumulators, compensation applied."""
-        return self.acc + self.lo
+        """The accumulators, compensation applied; the bins' exact sums correctly rounded."""
+        values = self.acc + self.lo
+        for k in np.flatnonzero(self.bins.any(axis=1)):
+            values[k] = _exactsum.to_float(self.bins[k])
+        return values
 
     def section(self, name: str, values: np.ndarray | None = None) -> np.ndarray:
         """A named part of ``values`` (default: :meth:`values`; pass it when reading several parts)."""
@@ -253,6 +278,7 @@ class DiagnosticsState:
             },
             "acc": _json.plain(self.acc),
             "lo": _json.plain(self.lo),
+            "bins": [_exactsum.to_hex(row) if row.any() else "0x0" for row in self.bins],
             "counts": self.counts.tolist(),
             "worst": {name: _json.plain(self.worst[name]) for name in WORST_COLUMNS},
             "pair_codes": self.pair_codes.tolist(),
@@ -279,6 +305,10 @@ class DiagnosticsState:
             if (counts < 0).any():
                 raise ValueError("negative counts")
             state.acc, state.lo, state.counts = acc, lo, counts
+            bins = data["bins"]
+            if not isinstance(bins, list) or len(bins) != state.bins.shape[0] or not all(isinstance(t, str) for t in bins):
+                raise ValueError("malformed bins")
+            state.bins = np.stack([_exactsum.from_hex(t) for t in bins]) if bins else state.bins
             worst = {
                 name: (_json.decode_floats(data["worst"][name]) if _empty_worst()[name].dtype.kind == "f"
                        else np.asarray(data["worst"][name], dtype=np.int64))
