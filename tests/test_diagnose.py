@@ -553,6 +553,7 @@ def test_confusion_plot_labels_are_class_ids(rng):
 
 @pytest.mark.parametrize("n_classes, kind, weighted", [
     (9, "logits", False), (9, "logits", True), (300, "logits", True), (40, "proba", True), (1500, "logits", False),
+    (1500, "logits", True),
 ])
 def test_every_door_gives_the_same_report_bits(rng, n_classes, kind, weighted):
     """diagnose, Evaluator over random splits into updates, JSON checkpoints, merges, all bit for bit.
@@ -617,3 +618,25 @@ def test_report_command_json_is_diagnose_bit_for_bit(tmp_path, rng):
             str(tmp_path / "w.npy"), "--chunk-rows", "777", "--json", "--no-progress"]
     assert cli.main(argv, out=out, err=err) == 0, err.getvalue()
     assert out.getvalue() == fastce.diagnose(y, logits=z, sample_weight=w).to_json() + "\n"
+
+
+def test_sparse_confusion_table_gives_the_same_bits_from_every_door(rng):
+    # Above dense_confusion_max the weighted pair table's sums must not depend on the split either.
+    n, c = 6000, 1100
+    z = np.full((n, c), -10.0, np.float32)
+    z[:, :20] = rng.normal(size=(n, 20))  # 20 classes in use: each confused pair recurs
+    y = rng.integers(0, 20, size=n)
+    w = rng.uniform(0.0, 3.0, size=n)
+    expected = fastce.diagnose(y, logits=z, sample_weight=w)
+    assert expected.confusion is None and len(expected.top_confusions) == 20
+    for _ in range(3):
+        ev = fastce.Evaluator(c, diagnostics=True)
+        cuts = np.sort(rng.choice(np.arange(1, n), size=6, replace=False))
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, n]):
+            ev.update(y[lo:hi], z[lo:hi], w[lo:hi])
+        _assert_same_report(ev.report(), expected)
+    a, b = fastce.Evaluator(c, diagnostics=True), fastce.Evaluator(c, diagnostics=True)
+    a.update(y[:2900], z[:2900], w[:2900])
+    b.update(y[2900:], z[2900:], w[2900:])
+    merged = fastce.Evaluator.from_state_dict(json.loads(json.dumps(a.merge(b).state_dict())))
+    _assert_same_report(merged.report(), expected)

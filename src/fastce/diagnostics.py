@@ -103,6 +103,7 @@ class DiagnosticsState:
     worst: dict = field(default_factory=_empty_worst)
     pair_codes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     pair_weights: np.ndarray = field(default_factory=lambda: np.empty(0))
+    pair_lo: np.ndarray = field(default_factory=lambda: np.empty(0))  # their double-double compensations
     pair_error: float = 0.0  # bound on the weight any kept pair may be missing (after pruning)
     weighted: bool = False  # whether any row had a weight other than 1
     rows_seen: int = 0
@@ -189,11 +190,12 @@ class DiagnosticsState:
         w = weights[wrong] if weights.shape[0] else np.ones(codes.size)
         self._add_pairs(codes, w)
 
-    def _add_pairs(self, codes, w) -> None:
+    def _add_pairs(self, codes, w, w_lo=None) -> None:
         codes = np.concatenate([self.pair_codes, codes])
-        w = np.concatenate([self.pair_weights, w])
-        unique, inverse = np.unique(codes, return_inverse=True)
-        sums = np.bincount(inverse, weights=w, minlength=unique.size)
+        order = np.argsort(codes, kind="stable")
+        hi = np.concatenate([self.pair_weights, w])[order]
+        lo = np.concatenate([self.pair_lo, np.zeros(w.shape[0]) if w_lo is None else w_lo])[order]
+        unique, sums, lows = DK.pair_sums(codes[order], hi, lo)
         cap = self.options.max_pairs
         if unique.size > cap:
             # Keep the heaviest pairs; a pair dropped now and seen again later
@@ -201,8 +203,8 @@ class DiagnosticsState:
             order = np.lexsort((unique, -sums))
             self.pair_error += float(sums[order[cap]])
             kept = np.sort(order[:cap])
-            unique, sums = unique[kept], sums[kept]
-        self.pair_codes, self.pair_weights = unique, sums
+            unique, sums, lows = unique[kept], sums[kept], lows[kept]
+        self.pair_codes, self.pair_weights, self.pair_lo = unique, sums, lows
 
     # -- combining ------------------------------------------------------------
     def merge(self, other: "DiagnosticsState") -> "DiagnosticsState":
@@ -224,13 +226,14 @@ class DiagnosticsState:
             worst=_merge_worst(self.worst, shifted, self.options.worst_k),
             pair_codes=self.pair_codes,
             pair_weights=self.pair_weights,
+            pair_lo=self.pair_lo,
             pair_error=self.pair_error + other.pair_error,
             weighted=self.weighted or other.weighted,
             rows_seen=self.rows_seen + other.rows_seen,
             zero_weight_classes=np.union1d(self.zero_weight_classes, other.zero_weight_classes),
         )
         if other.pair_codes.size:
-            merged._add_pairs(other.pair_codes, other.pair_weights)
+            merged._add_pairs(other.pair_codes, other.pair_weights, other.pair_lo)
         return merged
 
     # -- reading ----------------------------------------------------------------
@@ -283,6 +286,7 @@ class DiagnosticsState:
             "worst": {name: _json.plain(self.worst[name]) for name in WORST_COLUMNS},
             "pair_codes": self.pair_codes.tolist(),
             "pair_weights": _json.plain(self.pair_weights),
+            "pair_lo": _json.plain(self.pair_lo),
             "pair_error": _json.encode_float(self.pair_error),
             "weighted": self.weighted,
             "rows_seen": self.rows_seen,
@@ -319,7 +323,9 @@ class DiagnosticsState:
             state.worst = worst
             state.pair_codes = np.asarray(data["pair_codes"], dtype=np.int64)
             state.pair_weights = _json.decode_floats(data["pair_weights"])
-            if state.pair_codes.shape != state.pair_weights.shape or state.pair_codes.ndim != 1:
+            state.pair_lo = _json.decode_floats(data["pair_lo"])
+            if (state.pair_codes.shape != state.pair_weights.shape or state.pair_lo.shape != state.pair_weights.shape
+                    or state.pair_codes.ndim != 1):
                 raise ValueError("malformed confusion pairs")
             state.pair_error = _json.decode_float(data["pair_error"])
             state.weighted = bool(data["weighted"])

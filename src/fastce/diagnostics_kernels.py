@@ -237,3 +237,24 @@ def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
                     _add(acc, lo, row + K_HITS, w)
                 if conf >= 0:
                     _add(acc, lo, conf + n_classes * label + predicted, w)
+
+
+@njit(**KERNEL_OPTIONS)
+def pair_sums(codes, hi, lo):
+    """Double-double sums (see ``_add``) of the (hi, lo) weights of each run of equal, sorted ``codes``.
+
+    Returns (unique codes, hi, lo): the sparse confusion table's sums, exact
+    (so independent of how its rows were split and merged) in ``_add``'s range.
+    """
+    n = codes.shape[0]
+    out_codes = np.empty(n, dtype=np.int64)
+    out_hi = np.zeros(n)
+    out_lo = np.zeros(n)
+    m = -1
+    for i in range(n):
+        if m < 0 or codes[i] != out_codes[m]:
+            m += 1
+            out_codes[m] = codes[i]
+        _add(out_hi, out_lo, m, hi[i])
+        _add(out_hi, out_lo, m, lo[i])
+    return out_codes[: m + 1], out_hi[: m + 1], out_lo[: m + 1]

@@ -306,7 +306,7 @@ def _top_confusions(diag: DiagnosticsState, confusion) -> list:
         nonzero = np.flatnonzero(flat > 0)
         codes, weights = nonzero, flat[nonzero]
     else:
-        codes, weights = diag.pair_codes, diag.pair_weights
+        codes, weights = diag.pair_codes, diag.pair_weights + diag.pair_lo
     if weights.size > TOP_CONFUSIONS:
         # Only pairs at least as heavy as the TOP_CONFUSIONS-th can be listed.
         kth = np.partition(weights, weights.size - TOP_CONFUSIONS)[weights.size - TOP_CONFUSIONS]
