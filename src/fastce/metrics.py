@@ -157,10 +157,11 @@ class Metrics:
         kwargs.pop("allow_nan", None)  # nothing non-finite is left to allow
         return _json.dumps(self.to_dict(), **kwargs)
 
-    def table(self, dtype=None) -> str:
+    def table(self, dtype=None, extra=()) -> str:
         """The result as the ``fastce eval`` command prints it: one line per number that applies to the task.
 
-        ``dtype``: the scores' dtype, named on the first line when given.
+        ``dtype``: the scores' dtype, named on the first line when given;
+        ``extra``: more (name, text) rows, aligned with the others (the report's).
         """
         mode = "logits" if self.from_logits else "probabilities"
         what = {
@@ -190,6 +191,7 @@ class Metrics:
                 rows.append(("accuracy" if k == 1 else f"top-{k} accuracy", f"{value:.8g}"))
         if self.applies("brier"):
             rows.append(("Brier score", f"{self.brier:.8g}"))
+        rows += list(extra)
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
