@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
 from typing import Mapping
+
+# Fields beyond the common ones that each task computes (the others do not apply to it).
+_TASK_FIELDS = {
+    "multiclass": ("brier",),
+    "binary": ("brier",),
+    "multilabel": ("brier", "hamming_accuracy", "subset_accuracy"),
+    "soft": ("target_entropy", "kl_divergence"),
+}
+_OPTIONAL_FIELDS = ("brier", "hamming_accuracy", "subset_accuracy", "target_entropy", "kl_divergence")
 
 
 @dataclass(frozen=True)
@@ -110,9 +118,17 @@ class Metrics:
         except OverflowError:
             return math.inf
 
+    def applies(self, name: str) -> bool:
+        """Whether the optional field ``name`` (brier, hamming_accuracy, ...) is computed for this task."""
+        return name not in _OPTIONAL_FIELDS or name in _TASK_FIELDS.get(self.task, _OPTIONAL_FIELDS)
+
     def to_dict(self) -> dict:
-        """Plain-Python dict (JSON-ready apart from the int keys of top_k_accuracy)."""
-        return {
+        """Plain-Python dict of the fields that apply to the task (top_k_accuracy keeps its int keys).
+
+        Fields that do not apply (``hamming_accuracy`` of a multiclass
+        result, ...) are left out; see the README's "JSON output".
+        """
+        data = {
             "n": self.n,
             "weight_sum": self.weight_sum,
             "cross_entropy": self.cross_entropy,
@@ -123,19 +139,77 @@ class Metrics:
             "n_omitted": self.n_omitted,
             "num_classes": self.num_classes,
             "from_logits": self.from_logits,
-            "brier": self.brier,
             "task": self.task,
-            "hamming_accuracy": self.hamming_accuracy,
-            "subset_accuracy": self.subset_accuracy,
-            "target_entropy": self.target_entropy,
-            "kl_divergence": self.kl_divergence,
         }
+        for name in _OPTIONAL_FIELDS:
+            if self.applies(name):
+                data[name] = getattr(self, name)
+        return data
 
     def to_json(self, **kwargs) -> str:
-        """JSON text of :meth:`to_dict` (top-k keys become strings)."""
-        data = self.to_dict()
-        data["top_k_accuracy"] = {str(k): v for k, v in data["top_k_accuracy"].items()}
-        return json.dumps(data, **kwargs)
+        """Strict JSON text of :meth:`to_dict` (top-k keys become strings; inf/NaN the strings "inf", "nan").
+
+        ``kwargs`` go to ``json.dumps`` (``indent=2``, ...); the output is
+        strict JSON whatever they say.
+        """
+        from fastce import _json
+
+        kwargs.pop("allow_nan", None)  # nothing non-finite is left to allow
+        return _json.dumps(self.to_dict(), **kwargs)
+
+    def table(self, dtype=None, extra=()) -> str:
+        """The result as the ``fastce eval`` command prints it: one line per number that applies to the task.
+
+        ``dtype``: the scores' dtype, named on the first line when given;
+        ``extra``: more (name, text) rows, aligned with the others (the report's).
+        """
+        mode = "logits" if self.from_logits else "probabilities"
+        what = {
+            "binary": "binary",
+            "multilabel": f"multi-label, {self.num_classes:,} labels",
+            "soft": f"soft targets, {self.num_classes:,} classes",
+        }.get(self.task, f"{self.num_classes:,} classes")
+        described = ", ".join([what, mode] + ([str(dtype)] if dtype is not None else []))
+        rows = [("rows", f"{self.n:,}  ({described})")]
+        if self.n_omitted:
+            rows.append(("omitted rows", f"{self.n_omitted:,}  (NaN/+inf scores)"))
+        rows.append(("weight sum", f"{self.weight_sum:.10g}"))
+        per = " per label" if self.task == "multilabel" else ""
+        rows.append((
+            "cross-entropy",
+            f"{self.cross_entropy:.8g} nats{per}  ({self.cross_entropy_bits:.8g} bits, perplexity {self.perplexity:.6g})",
+        ))
+        if self.task == "soft":
+            rows.append(("target entropy", f"{self.target_entropy:.8g} nats"))
+            rows.append(("KL divergence", f"{self.kl_divergence:.8g} nats"))
+            rows.append(("argmax agreement", f"{self.accuracy:.8g}"))
+        elif self.task == "multilabel":
+            rows.append(("subset accuracy", f"{self.subset_accuracy:.8g}  (every label right)"))
+            rows.append(("Hamming accuracy", f"{self.hamming_accuracy:.8g}  (per label)"))
+        else:
+            for k, value in sorted(self.top_k_accuracy.items()):
+                rows.append(("accuracy" if k == 1 else f"top-{k} accuracy", f"{value:.8g}"))
+        if self.applies("brier"):
+            rows.append(("Brier score", f"{self.brier:.8g}"))
+        rows += list(extra)
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        # The constructor call that rebuilds this object: a plain dict for
+        # top_k_accuracy, and the NaN-by-default fields of other tasks left out.
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "top_k_accuracy":
+                value = dict(value)
+            elif f.default is not MISSING and _same(value, f.default) and f.name in _OPTIONAL_FIELDS:
+                continue
+            parts.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
 
 def _same(a, b) -> bool:
