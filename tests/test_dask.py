@@ -541,7 +541,7 @@ def test_diagnose_matches_in_memory(chunks):
     assert got.calibration["ece"] == pytest.approx(expected.calibration["ece"], rel=1e-12)
     np.testing.assert_allclose(got.confusion, expected.confusion, rtol=1e-12)
     np.testing.assert_allclose(got.classes["f1"], expected.classes["f1"], rtol=1e-12)
-    json.loads(got.to_json())
+    assert got.to_json() == expected.to_json()  # every number bit for bit (issue 14, item 17)
 
 
 def test_diagnose_is_lazy_and_reports_global_rows():

@@ -323,16 +323,11 @@ def test_memory_does_not_grow_with_rows(rng, monkeypatch):
 
 
 def _assert_same_report(a, b):
+    """Bit for bit: every number of the report (JSON writes floats with repr, NaN as "nan")."""
     assert a.metrics == b.metrics
-    assert a.worst == b.worst
-    assert [(c["true"], c["predicted"]) for c in a.top_confusions] == [(c["true"], c["predicted"]) for c in b.top_confusions]
-    np.testing.assert_allclose([c["weight"] for c in a.top_confusions], [c["weight"] for c in b.top_confusions], rtol=1e-12)
-    for key in ("correct", "wrong", "confidently_wrong"):
-        assert a.loss_split[key]["rows"] == b.loss_split[key]["rows"]
-        assert a.loss_split[key]["loss_share"] == pytest.approx(b.loss_split[key]["loss_share"], rel=1e-12)
-    assert a.calibration["ece"] == pytest.approx(b.calibration["ece"], rel=1e-12)
-    np.testing.assert_allclose(a.confusion, b.confusion, rtol=1e-12)
-    np.testing.assert_allclose(a.classes["f1"], b.classes["f1"], rtol=1e-12)
+    assert a.to_json() == b.to_json()
+    if a.confusion is not None:
+        assert a.confusion.tobytes() == b.confusion.tobytes()
 
 
 def test_evaluator_report_equals_diagnose_for_any_split(rng):
@@ -429,3 +424,219 @@ def test_warnings_name_the_callers_line(rng):
     with pytest.warns(fastce.FastCEWarning, match="do not sum to 1") as caught:
         fastce.diagnose(y[5:], proba=p)
     assert caught[0].filename == __file__
+
+
+# -- classes seen only in rows of weight 0 (issue 14, item 3) ------------------------------
+
+
+def _sklearn_class_table(y, pred, w):
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    labels = np.union1d(y, pred)  # scikit-learn's labels: whatever the weights
+    prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=labels, sample_weight=w, zero_division=0)
+    return labels, prec, rec, f1, {
+        average: f1_score(y, pred, average=average, sample_weight=w, zero_division=0)
+        for average in ("macro", "weighted")
+    }
+
+
+def _assert_classes_match_sklearn(r, y, pred, w):
+    labels, prec, rec, f1, averages = _sklearn_class_table(y, pred, w)
+    for name, expected in (("precision", prec), ("recall", rec), ("f1", f1)):
+        # fastce leaves an undefined ratio NaN where scikit-learn (zero_division=0) writes 0
+        np.testing.assert_allclose(np.nan_to_num(r.classes[name][labels]), expected, rtol=1e-12, err_msg=name)
+    for average, expected in averages.items():
+        assert r.classes[f"{average}_f1"] == pytest.approx(expected, rel=1e-12, abs=1e-15), average
+
+
+def test_f1_counts_classes_seen_only_in_zero_weight_rows():
+    z = np.vstack([np.eye(3), [[3.0, 0.0, 0.0]]])
+    y = np.array([0, 1, 2, 1])
+    w = np.array([1.0, 1.0, 0.0, 1.0])
+    r = fastce.diagnose(y, logits=z, sample_weight=w)
+    assert r.classes["macro_f1"] == pytest.approx(4 / 9, rel=1e-15)  # scikit-learn: 0.444, not 0.667
+    _assert_classes_match_sklearn(r, y, z.argmax(axis=1), w)
+    # the same through the Evaluator, split so that the zero-weight row is alone in its update, and JSON
+    ev = fastce.Evaluator(3, diagnostics=True)
+    ev.update(y[:2], z[:2], w[:2])
+    ev.update(y[2:3], z[2:3], w[2:3])
+    ev.update(y[3:], z[3:], w[3:])
+    again = fastce.Evaluator.from_state_dict(json.loads(json.dumps(ev.state_dict())))
+    assert again.report().classes["macro_f1"] == r.classes["macro_f1"]
+
+
+def test_f1_against_sklearn_with_zero_weights_property():
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60)
+    @given(
+        st.integers(2, 6).flatmap(
+            lambda c: st.tuples(
+                st.just(c),
+                st.lists(
+                    st.tuples(
+                        st.integers(0, c - 1),  # true class
+                        st.integers(0, c - 1),  # predicted class
+                        st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.5]),  # weight, often zero
+                    ),
+                    min_size=1,
+                    max_size=40,
+                ),
+            )
+        )
+    )
+    def check(case):
+        c, rows = case
+        y = np.array([r[0] for r in rows])
+        pred = np.array([r[1] for r in rows])
+        w = np.array([r[2] for r in rows])
+        hypothesis.assume(w.sum() > 0)
+        z = np.eye(c)[pred] * 4.0  # argmax = pred
+        r = fastce.diagnose(y, logits=z, sample_weight=w)
+        _assert_classes_match_sklearn(r, y, pred, w)
+
+    check()
+
+
+# -- the confusion plot names classes by their ids (issue 14, item 13) ---------------------
+
+
+def _confusion_axes(report):
+    pytest.importorskip("matplotlib")
+    from fastce import plots
+
+    plt = plots._pyplot()
+    fig = plots._confusion(plt, report)
+    try:
+        fig.canvas.draw()  # lay out, as savefig does
+        ax = fig.axes[0]
+        ticks = ([t.get_text() for t in ax.get_xticklabels()], [t.get_text() for t in ax.get_yticklabels()])
+        title_artist = fig._suptitle if fig._suptitle is not None else ax.title
+        title, colorbar = title_artist.get_text(), fig.axes[1]
+        renderer = fig.canvas.get_renderer()
+        title_box = title_artist.get_window_extent(renderer)
+        bar_boxes = [t.get_window_extent(renderer) for t in colorbar.get_yticklabels() if t.get_text()]
+        return ticks, title, title_box, bar_boxes, ax.get_images()[0].get_array().shape
+    finally:
+        plt.close(fig)
+
+
+def test_confusion_plot_labels_are_class_ids(rng):
+    # 100 classes, only 80..99 confused: the axes must read 80..99, not positions 0..n-1.
+    n, c = 4000, 100
+    y = rng.integers(0, c, size=n)
+    z = np.full((n, c), -5.0)
+    z[np.arange(n), y] = 5.0
+    confused = np.flatnonzero(y >= 80)
+    z[np.ix_(confused, np.arange(80, 100))] = 6.0 + rng.normal(size=(confused.size, 20))
+    r = fastce.diagnose(y, logits=z)
+    (xticks, yticks), title, title_box, bar_boxes, shape = _confusion_axes(r)
+    expected = [str(k) for k in range(80, 100)]
+    assert xticks == expected and yticks == expected
+    assert shape == (20, 20) and "20 most confused of 100 classes" in title
+    assert not any(title_box.overlaps(box) for box in bar_boxes)  # the title clears the colour bar's ticks
+    # more than CONFUSION_PLOT_MAX confused classes: the ticks are the selected ids, in class order
+    y = rng.integers(0, 150, size=6000)
+    z = rng.normal(size=(6000, 150))
+    (xticks, yticks), _, _, _, shape = _confusion_axes(fastce.diagnose(y, logits=z))
+    ids = [int(t) for t in xticks]
+    assert shape == (64, 64) and ids == sorted(ids) and len(set(ids)) == 64 and max(ids) >= 64 and xticks == yticks
+    # few classes: all of them
+    (xticks, _), _, _, _, _ = _confusion_axes(fastce.diagnose(y % 5, logits=z[:, :5]))
+    assert xticks == ["0", "1", "2", "3", "4"]
+
+
+# -- the same bits from every door (issue 14, item 17) -------------------------------------
+
+
+@pytest.mark.parametrize("n_classes, kind, weighted", [
+    (9, "logits", False), (9, "logits", True), (300, "logits", True), (40, "proba", True), (1500, "logits", False),
+    (1500, "logits", True),
+])
+def test_every_door_gives_the_same_report_bits(rng, n_classes, kind, weighted):
+    """diagnose, Evaluator over random splits into updates, JSON checkpoints, merges, all bit for bit.
+
+    (The ECE of one update used to differ from diagnose's in the last bit: the
+    bins were summed in chunks counted from each read's first row and merged
+    with a rounding TwoSum; they are now the kernel's blocks, added exactly.)
+    """
+    from fastce import _config
+
+    n = 5000
+    z = rng.normal(scale=3.0, size=(n, n_classes)).astype(np.float32)
+    z[17, 3] = -np.inf  # a masked class
+    y = rng.integers(0, n_classes, size=n)
+    w = rng.uniform(0.0, 3.0, size=n) if weighted else None
+    w_at = (lambda lo, hi: None) if w is None else (lambda lo, hi: w[lo:hi])
+    scores = z if kind == "logits" else softmax(z)
+    options = {"worst_k": 12, "n_bins": 10}
+    expected = fastce.diagnose(y, **{kind: scores}, sample_weight=w, **options)
+    for split in range(3):
+        ev = fastce.Evaluator(n_classes, from_logits=kind == "logits", diagnostics=options)
+        cuts = np.sort(rng.choice(np.arange(1, n), size=1 + 4 * split, replace=False))
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, n]):
+            ev.update(y[lo:hi], scores[lo:hi], w_at(lo, hi))
+            if hi == cuts[0]:  # a checkpoint round trip on the way
+                ev = fastce.Evaluator.from_state_dict(json.loads(json.dumps(ev.state_dict())))
+        _assert_same_report(ev.report(), expected)
+    # merges: self holds whole blocks (or other less than one), as for the metrics (see Evaluator.merge)
+    block = _config.block_rows(n_classes)
+    for cut in (block * (n // block // 2), n - block // 2 - 1):
+        parts = [(0, cut), (cut, n)]
+        evs = []
+        for lo, hi in parts:
+            e = fastce.Evaluator(n_classes, from_logits=kind == "logits", diagnostics=options)
+            e.update(y[lo:hi], scores[lo:hi], w_at(lo, hi))
+            evs.append(e)
+        _assert_same_report(evs[0].merge(evs[1]).report(), expected)
+    # three-way, merged in either association
+    third = block * max(1, n // block // 3)
+    def piece(lo, hi):
+        e = fastce.Evaluator(n_classes, from_logits=kind == "logits", diagnostics=options)
+        e.update(y[lo:hi], scores[lo:hi], w_at(lo, hi))
+        return e
+    left = piece(0, third).merge(piece(third, 2 * third)).merge(piece(2 * third, n))
+    right = piece(0, third).merge(piece(third, 2 * third).merge(piece(2 * third, n)))
+    _assert_same_report(left.report(), expected)
+    _assert_same_report(right.report(), expected)
+
+
+def test_report_command_json_is_diagnose_bit_for_bit(tmp_path, rng):
+    import io
+
+    from fastce import cli
+
+    z = (rng.normal(size=(3000, 12)) * 2).astype(np.float32)
+    y = rng.integers(0, 12, size=3000)
+    w = rng.uniform(size=3000)
+    for name, array in (("z", z), ("y", y), ("w", w)):
+        np.save(tmp_path / f"{name}.npy", array)
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["report", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--weights",
+            str(tmp_path / "w.npy"), "--chunk-rows", "777", "--json", "--no-progress"]
+    assert cli.main(argv, out=out, err=err) == 0, err.getvalue()
+    assert out.getvalue() == fastce.diagnose(y, logits=z, sample_weight=w).to_json() + "\n"
+
+
+def test_sparse_confusion_table_gives_the_same_bits_from_every_door(rng):
+    # Above dense_confusion_max the weighted pair table's sums must not depend on the split either.
+    n, c = 6000, 1100
+    z = np.full((n, c), -10.0, np.float32)
+    z[:, :20] = rng.normal(size=(n, 20))  # 20 classes in use: each confused pair recurs
+    y = rng.integers(0, 20, size=n)
+    w = rng.uniform(0.0, 3.0, size=n)
+    expected = fastce.diagnose(y, logits=z, sample_weight=w)
+    assert expected.confusion is None and len(expected.top_confusions) == 20
+    for _ in range(3):
+        ev = fastce.Evaluator(c, diagnostics=True)
+        cuts = np.sort(rng.choice(np.arange(1, n), size=6, replace=False))
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, n]):
+            ev.update(y[lo:hi], z[lo:hi], w[lo:hi])
+        _assert_same_report(ev.report(), expected)
+    a, b = fastce.Evaluator(c, diagnostics=True), fastce.Evaluator(c, diagnostics=True)
+    a.update(y[:2900], z[:2900], w[:2900])
+    b.update(y[2900:], z[2900:], w[2900:])
+    merged = fastce.Evaluator.from_state_dict(json.loads(json.dumps(a.merge(b).state_dict())))
+    _assert_same_report(merged.report(), expected)

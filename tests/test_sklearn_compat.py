@@ -411,3 +411,104 @@ def test_no_n_by_c_temporary(function):
         tracemalloc.stop()
     print(f"{function}: peak traced memory {peak / 1e6:.1f} MB")
     assert peak < n * c / 2, f"peak {peak / 1e6:.1f} MB"
+
+
+# ----------------------------------------------------- narrow and wide label dtypes (issue 14, item 5)
+
+_WIDE_LABEL_DTYPES = (np.int8, np.int16, np.uint8, np.uint16, np.int32, np.uint64)
+
+
+def _wide_labels(dtype, rng, n: int, n_classes: int, *, consecutive: bool):
+    """Labels of ``dtype`` spanning (nearly) its whole range: ``y - min`` overflows the dtype when signed."""
+    info = np.iinfo(dtype)
+    if consecutive:  # low..low+n_classes-1 around the middle of a signed range (crosses 0)
+        low = -(n_classes // 2) if info.min < 0 else int(info.max) - n_classes + 1
+        classes = np.arange(low, low + n_classes, dtype=object)
+    else:
+        classes = np.array(sorted({int(info.min) + 1, int(info.max) - 1, int(info.max)} | {0}), dtype=object)[:n_classes]
+    y = np.array([classes[i] for i in rng.permutation(np.arange(n) % len(classes))], dtype=dtype)
+    return y, len(classes)
+
+
+@pytest.mark.parametrize("dtype", _WIDE_LABEL_DTYPES)
+def test_wide_range_labels_of_narrow_dtypes(rng, dtype):
+    # log_loss(np.array([-100, 100, 100, -100], np.int8), ...) crashed: int8 y - (-100) wrapped negative.
+    y = np.array([-100, 100, 100, -100] if np.iinfo(dtype).min < 0 else [3, 250, 250, 3], dtype=dtype)
+    p = np.array([0.2, 0.7, 0.9, 0.4])
+    same_as_sklearn("log_loss", y, p)
+    same_as_sklearn("brier_score_loss", y, p)
+    same_as_sklearn("accuracy_score", y, y[::-1])
+    n = 400
+    for consecutive in (False, True):
+        labels, c = _wide_labels(dtype, rng, n, 129 if consecutive and np.iinfo(dtype).bits == 8 else 3,
+                                 consecutive=consecutive)
+        proba = softmax(rng.normal(size=(n, c)))
+        weights = rng.uniform(0, 2, size=n)
+        same_as_sklearn("log_loss", labels, proba, sample_weight=weights)
+        same_as_sklearn("brier_score_loss", labels, proba)
+        same_as_sklearn("top_k_accuracy_score", labels, proba, k=2, sample_weight=weights)
+        same_as_sklearn("accuracy_score", labels, labels[rng.permutation(n)])
+        if c == 3:
+            binary = labels[labels != labels.min()]
+            same_as_sklearn("log_loss", binary, rng.uniform(size=binary.size))
+            same_as_sklearn("top_k_accuracy_score", binary, rng.uniform(size=binary.size), k=1)
+
+
+def test_narrow_labels_are_not_widened():
+    """The shift to 0..C-1 stays in the labels' width (int8 -> uint8): labels that need it cost no
+    N-sized int64 copy more than labels that do not (at most the N bytes of the shifted copy)."""
+    n = 400_000
+
+    def peak(low: int, high: int, function) -> int:
+        y = np.where(np.arange(n) % 3 == 0, low, high).astype(np.int8)
+        p = np.linspace(0.01, 0.99, n)
+        call = {"log_loss": lambda: fastce.log_loss(y, p), "accuracy_score": lambda: fastce.accuracy_score(y, y),
+                "top_k_accuracy_score": lambda: fastce.top_k_accuracy_score(y, p, k=1)}[function]
+        call()  # compile outside the measurement
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            call()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    for function in ("log_loss", "accuracy_score", "top_k_accuracy_score"):
+        assert peak(-100, 100, function) <= peak(0, 100, function) + n + 65536, function
+
+
+# ------------------------------------------------------ half-precision score matrices (issue 14, item 8)
+
+
+@pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
+def test_half_precision_score_matrices(rng, dtype_name):
+    """bfloat16 (ml_dtypes, dtype.kind "V") and float16 scores work in every drop-in, as elsewhere in fastce.
+
+    scikit-learn refuses bfloat16 and computes float16 in float16: the oracle
+    is scikit-learn on the same values in float64 (exact conversions), with
+    each drop-in's own clipping epsilon.
+    """
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    dtype = np.dtype(ml_dtypes.bfloat16) if dtype_name == "bfloat16" else np.dtype(np.float16)
+    n, c = 300, 4
+    proba = softmax(rng.normal(size=(n, c))).astype(dtype)
+    wide = proba.astype(np.float64)
+    y = rng.integers(0, c, size=n)
+    weights = rng.uniform(0, 2, size=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # rounded rows do not sum to 1 (both sides warn)
+        assert fastce.accuracy_score(y, proba) == sklearn_metrics.accuracy_score(y, np.argmax(wide, axis=1))
+        assert fastce.accuracy_score(y, proba, sample_weight=weights) == pytest.approx(
+            sklearn_metrics.accuracy_score(y, np.argmax(wide, axis=1), sample_weight=weights), rel=1e-12)
+        for k in (1, 2, 3):
+            assert fastce.top_k_accuracy_score(y, proba, k=k) == sklearn_metrics.top_k_accuracy_score(y, wide, k=k)
+        # bfloat16: scikit-learn would compute in float64 (not one of its log_loss dtypes); float16 in float16.
+        eps = np.finfo(np.float64 if dtype_name == "bfloat16" else np.float16).eps
+        clipped = np.clip(wide, eps, 1 - eps)
+        expected = -np.mean(np.log(clipped[np.arange(n), y]))
+        assert fastce.log_loss(y, proba) == pytest.approx(expected, rel=1e-9)
+        assert fastce.brier_score_loss(y, proba) == pytest.approx(sklearn_metrics.brier_score_loss(y, wide), rel=1e-9)
+        binary = (y > 1).astype(np.int64)
+        column = wide[:, 0]
+        assert fastce.log_loss(binary, proba[:, 0]) == pytest.approx(
+            sklearn_metrics.log_loss(binary, np.clip(column, eps, 1 - eps)), rel=1e-9)

@@ -24,6 +24,7 @@ import numpy as np
 CHUNK_ELEMENTS = 1 << 20
 # Integer labels spanning fewer values than this are counted, not sorted.
 _COUNTING_RANGE = 1 << 22
+_CHUNK_VALUES = 1 << 16  # labels converted at a time by unique_values
 _INT64_BOUND = float(2**63)
 
 _MATRIX_MESSAGE = (
@@ -290,9 +291,16 @@ def unique_values(y: np.ndarray) -> np.ndarray:
     if y.dtype.kind in "iu" and y.size:
         low, high = int(y.min()), int(y.max())
         if high - low < _COUNTING_RANGE:
-            shifted = y if low == 0 else y - y.dtype.type(low)
-            present = np.bincount(shifted.astype(np.intp, copy=False), minlength=high - low + 1) > 0
-            return (np.flatnonzero(present) + low).astype(y.dtype)
+            # bincount needs intp: convert a chunk at a time, not the whole vector.
+            present = np.zeros(high - low + 1, dtype=bool)
+            step = max(_CHUNK_VALUES, high - low + 1)  # no more counts per chunk than values
+            for start in range(0, y.shape[0], step):
+                shifted = _minus(y[start : start + step], low).astype(np.intp, copy=False)
+                present |= np.bincount(shifted, minlength=high - low + 1) > 0
+            # Back from the offsets in y's width, wrapping as _minus did (no int64 overflow near uint64's top).
+            unsigned = np.dtype(f"u{y.dtype.itemsize}")
+            values = np.flatnonzero(present).astype(unsigned) + unsigned.type(low % (1 << (8 * y.dtype.itemsize)))
+            return values.view(f"{y.dtype.kind}{y.dtype.itemsize}").astype(y.dtype)
     return np.unique(y)
 
 
@@ -474,6 +482,20 @@ def _int_range(classes: np.ndarray):
     return None
 
 
+def _minus(y: np.ndarray, low: int) -> np.ndarray:
+    """``y - low`` for integer ``y`` whose values are all >= ``low`` (``y`` itself when low is 0).
+
+    In y's own signed dtype the difference can overflow (int8 labels -100 and
+    100 are 200 apart); in the unsigned dtype of the same width it cannot, and
+    the wrapping subtraction of the two's-complement bits is exact there.
+    No wider copy: the result has y's item size, as before.
+    """
+    if low == 0:
+        return y
+    unsigned = np.dtype(f"u{y.dtype.itemsize}").newbyteorder(y.dtype.byteorder)
+    return y.view(unsigned) - unsigned.type(low % (1 << (8 * y.dtype.itemsize)))
+
+
 def isin(y: np.ndarray, classes: np.ndarray) -> np.ndarray | bool:
     """Whether every value of y is one of ``classes`` (sorted unique); True/False."""
     span = _int_range(classes)
@@ -491,7 +513,7 @@ def encode(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
     if span is not None and y.dtype.kind in "iu":
         if y.size and (int(y.min()) < span[0] or int(y.max()) > span[1]):
             raise ValueError(f"y contains previously unseen labels: {np.setdiff1d(y, classes).tolist()}")
-        return y if span[0] == 0 else y - y.dtype.type(span[0])
+        return _minus(y, span[0])
     if (y.dtype.kind in "biuf" and classes.dtype.kind in "biuf") or y.dtype.kind == classes.dtype.kind:
         indices = np.searchsorted(classes, y)
     else:

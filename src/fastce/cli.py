@@ -28,7 +28,7 @@ import time
 import traceback
 import warnings
 
-from fastce import __version__, files, validation
+from fastce import __version__, _json, files, validation
 from fastce.errors import InputError, TopKWarning
 from fastce.metrics import Metrics
 from fastce.progress import make_progress
@@ -247,7 +247,7 @@ def save_checkpoint(path: str, fingerprint: dict, evaluator: Evaluator, n_rows: 
         "rows_total": n_rows,
         "evaluator": evaluator.state_dict(),
     }
-    _write_atomic(path, json.dumps(data))
+    _write_atomic(path, _json.dumps(data))
 
 
 def _file_list(value) -> bool:
@@ -319,30 +319,7 @@ def load_checkpoint(path: str, fingerprint: dict) -> Evaluator:
 
 
 # ---------------------------------------------------------------------------
-# Output
-
-
-def _format_table(metrics, inputs) -> str:
-    mode = "logits" if metrics.from_logits else "probabilities"
-    rows = [
-        ("rows", f"{metrics.n:,}  ({metrics.num_classes:,} classes, {mode}, {inputs.scores.dtype})"),
-    ]
-    if metrics.n_omitted:
-        rows.append(("omitted rows", f"{metrics.n_omitted:,}  (NaN/+inf scores)"))
-    rows.append(("weight sum", f"{metrics.weight_sum:.10g}"))
-    entropy = (
-        f"{metrics.cross_entropy:.8g} nats  ({metrics.cross_entropy_bits:.8g} bits, "
-        f"perplexity {metrics.perplexity:.6g})"
-    )
-    rows.append(("cross-entropy", entropy))
-    for k, value in metrics.top_k_accuracy.items():
-        rows.append(("accuracy" if k == 1 else f"top-{k} accuracy", f"{value:.8g}"))
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
-# ---------------------------------------------------------------------------
-# The eval command
+# The eval command (its table is Metrics.table, str(Metrics) too)
 
 
 def _where_for(exc: InputError, inputs) -> str | None:
@@ -522,7 +499,7 @@ def _finish(compute, args, inputs, out, err) -> None:
     for warning in caught:
         print(f"fastce: warning: {_flag_names(_one_line(str(warning.message)))}", file=err)
     if isinstance(result, Metrics):
-        out.write((result.to_json() if args.json else _format_table(result, inputs)) + "\n")
+        out.write((result.to_json() if args.json else result.table(inputs.scores.dtype)) + "\n")
     else:
         if args.plots:
             for path in result.plot(args.plots):

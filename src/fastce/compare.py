@@ -22,7 +22,6 @@ The paired statistics (see ``errorbars`` for the formulas):
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -588,8 +587,11 @@ class Comparison:
         return {"models": self.names, "metrics": {n: self.metrics[n].to_dict() for n in self.names}, "pairs": pairs}
 
     def to_json(self, **kwargs) -> str:
-        """Strict JSON (RFC 8259): non-finite numbers become null."""
-        return json.dumps(_strict(self.to_dict()), allow_nan=False, **kwargs)
+        """Strict JSON (RFC 8259), encoded as every fastce result (``fastce._json``: inf/NaN as strings)."""
+        from fastce import _json
+
+        kwargs.pop("allow_nan", None)
+        return _json.dumps(self.to_dict(), **kwargs)
 
     def __str__(self) -> str:
         from fastce.compare_text import comparison_text
@@ -611,13 +613,3 @@ def _cell_int(sums: _PairSums, k_index: int, cell: int, offset: int, sign: float
     if sign < 0:
         cell = {PK.ONLY_A: PK.ONLY_B, PK.ONLY_B: PK.ONLY_A}.get(cell, cell)
     return sums.ints[PK.P_TABLE + PK.TABLE_COLUMNS * k_index + 3 * cell + offset]
-
-
-def _strict(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value

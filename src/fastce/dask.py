@@ -685,9 +685,10 @@ def diagnose(
     Arguments as :func:`fastce.diagnose` and :func:`evaluate` (``compute=False``
     returns a Delayed).  Each row chunk reads its rows into a partial state
     and diagnostics state (O(C + bins + k), plus C^2 for a dense confusion
-    matrix); they merge in row order through a tree.  The metrics equal
-    ``fastce.diagnose``'s bit for bit, the worst rows (global row numbers),
-    counts and confusions exactly, the binned sums to rounding.
+    matrix); they merge in row order through a tree.  The report equals
+    ``fastce.diagnose``'s bit for bit (worst rows with global row numbers),
+    for any chunking: the binned sums are exact, the per-class sums exact
+    double-doubles (see ``fastce.diagnostics_kernels``).
 
     Examples
     --------

@@ -16,15 +16,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastce import _config, _exactsum, _json
 from fastce import diagnostics_kernels as DK
 from fastce.errors import InputError
-from fastce.state import MAX_NUM_CLASSES, MAX_ROWS, State, _from_json_float, _json_int, _json_list, _short, malformed_reason
+from fastce.state import (
+    _MAX_HEX_CHARS, MAX_NUM_CLASSES, MAX_ROWS, State, _from_json_float, _json_int, _json_list, _short, malformed_reason,
+)
 
 # Bins of the calibration and p(true) histograms: far above any useful
 # resolution, and a bound a state file is checked against before allocating.
 MAX_BINS = 1 << 20
 
-DIAGNOSTICS_FORMAT = "fastce.diagnostics/1"
+DIAGNOSTICS_FORMAT = "fastce.diagnostics/2"  # /2: zero_weight_classes, exact bins
 WORST_COLUMNS = ("row", "true", "predicted", "p_true", "p_predicted", "loss")
 
 
@@ -90,11 +93,16 @@ def _empty_worst() -> dict:
 
 
 def _two_sum_merge(a_hi, a_lo, b_hi, b_lo):
-    """(hi, lo) of (a_hi + a_lo) + (b_hi + b_lo), elementwise, keeping the rounding error."""
+    """(hi, lo) of (a_hi + a_lo) + (b_hi + b_lo), elementwise, renormalised as ``diagnostics_kernels._add``.
+
+    Exact (so the same as adding the rows one by one) while the pairs' terms
+    span < ~106 bits.
+    """
     s = a_hi + b_hi
     bp = s - a_hi
-    err = (a_hi - (s - bp)) + (b_hi - bp)
-    return s, a_lo + b_lo + err
+    err = (a_hi - (s - bp)) + (b_hi - bp) + (a_lo + b_lo)
+    hi = s + err
+    return hi, err - (hi - s)
 
 
 @dataclass
@@ -102,46 +110,70 @@ class DiagnosticsState:
     """Accumulators of the diagnostics for a set of rows (see module docstring)."""
 
     options: DiagnosticsOptions
-    acc: np.ndarray
-    lo: np.ndarray
+    acc: np.ndarray  # double-double pairs (acc, lo) of the per-class sums and confusion cells ...
+    lo: np.ndarray  # ... (their first layout[6] entries, the bins', stay 0: see ``bins``)
     counts: np.ndarray
+    # Exact accumulators (``_exactsum``) of the loss split, calibration and histogram sums.
+    bins: np.ndarray = field(default_factory=lambda: _exactsum.new_accumulators(0))
     worst: dict = field(default_factory=_empty_worst)
     pair_codes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     pair_weights: np.ndarray = field(default_factory=lambda: np.empty(0))
+    pair_lo: np.ndarray = field(default_factory=lambda: np.empty(0))  # their double-double compensations
     pair_error: float = 0.0  # bound on the weight any kept pair may be missing (after pruning)
     weighted: bool = False  # whether any row had a weight other than 1
     rows_seen: int = 0
+    # Classes that occur (true or predicted) only in rows of weight 0: present for
+    # the macro average as scikit-learn's labels are, though they add no weight.
+    zero_weight_classes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @classmethod
     def empty(cls, options: DiagnosticsOptions) -> "DiagnosticsState":
-        size = int(options.layout()[-1])
+        layout = options.layout()
+        size = int(layout[-1])
         return cls(
             options=options,
             acc=np.zeros(size),
             lo=np.zeros(size),
             counts=np.zeros(DK.N_PER_CLASS + options.num_classes, dtype=np.int64),
+            bins=_exactsum.new_accumulators(int(layout[6])),
         )
 
     # -- folding rows -------------------------------------------------------
     def fold(self, first_row: int, labels, weights, stats, pred) -> None:
-        """Fold one slice's per-row values (rows numbered from ``first_row``)."""
+        """Fold one slice's per-row values (rows numbered from ``first_row``, a block boundary)."""
         opts = self.options
         layout = opts.layout()
-        n_chunks = -(-labels.shape[0] // DK.FOLD_CHUNK_ROWS)
+        block_rows = _config.block_rows(opts.num_classes)  # the kernel's blocks: the same rows from every door
+        n_chunks = -(-labels.shape[0] // block_rows)
         if n_chunks:
             partials = np.empty((n_chunks, int(layout[6])))
             partial_counts = np.empty((n_chunks, DK.N_SMALL_COUNTS), dtype=np.int64)
-            DK.fold_bins(labels, weights, stats, pred, float(opts.confident_below), layout, n_chunks, partials, partial_counts)
-            DK.merge_bins(partials, partial_counts, n_chunks, self.acc, self.lo, self.counts)
+            DK.fold_bins(
+                labels, weights, stats, pred, float(opts.confident_below), layout, block_rows, n_chunks, partials,
+                partial_counts,
+            )
+            if DK.merge_bins(partials, partial_counts, n_chunks, self.bins, self.counts):
+                raise InputError(
+                    "sample_weight values are so large that a sum of them overflows float64 (the largest "
+                    "finite float is about 1.8e308); scale the weights down, e.g. divide them by their maximum.",
+                    argument="sample_weight",
+                )
             DK.fold_classes(labels, weights, stats, pred, layout, self.acc, self.lo, self.counts)
         keep = ~np.isnan(stats[:, 0])
         if weights.shape[0]:
-            keep &= weights != 0.0
+            zero = weights == 0.0
+            if zero.any():
+                self._add_zero_weight_classes(labels, pred, zero & keep)
+            keep &= ~zero
             self.weighted = self.weighted or bool((weights[keep] != 1.0).any())
         if opts.worst_k:
             self._fold_worst(first_row, np.flatnonzero(keep), labels, stats, pred)
         if not opts.dense:
             self._fold_pairs(keep & (pred != labels), labels, weights, pred)
+
+    def _add_zero_weight_classes(self, labels, pred, rows) -> None:
+        seen = np.concatenate([self.zero_weight_classes, labels[rows], pred[rows]]).astype(np.int64, copy=False)
+        self.zero_weight_classes = np.unique(seen)
 
     def _fold_worst(self, first_row, rows, labels, stats, pred) -> None:
         k = self.options.worst_k
@@ -173,11 +205,12 @@ class DiagnosticsState:
         w = weights[wrong] if weights.shape[0] else np.ones(codes.size)
         self._add_pairs(codes, w)
 
-    def _add_pairs(self, codes, w) -> None:
+    def _add_pairs(self, codes, w, w_lo=None) -> None:
         codes = np.concatenate([self.pair_codes, codes])
-        w = np.concatenate([self.pair_weights, w])
-        unique, inverse = np.unique(codes, return_inverse=True)
-        sums = np.bincount(inverse, weights=w, minlength=unique.size)
+        order = np.argsort(codes, kind="stable")
+        hi = np.concatenate([self.pair_weights, w])[order]
+        lo = np.concatenate([self.pair_lo, np.zeros(w.shape[0]) if w_lo is None else w_lo])[order]
+        unique, sums, lows = DK.pair_sums(codes[order], hi, lo)
         cap = self.options.max_pairs
         if unique.size > cap:
             # Keep the heaviest pairs; a pair dropped now and seen again later
@@ -185,8 +218,8 @@ class DiagnosticsState:
             order = np.lexsort((unique, -sums))
             self.pair_error += float(sums[order[cap]])
             kept = np.sort(order[:cap])
-            unique, sums = unique[kept], sums[kept]
-        self.pair_codes, self.pair_weights = unique, sums
+            unique, sums, lows = unique[kept], sums[kept], lows[kept]
+        self.pair_codes, self.pair_weights, self.pair_lo = unique, sums, lows
 
     # -- combining ------------------------------------------------------------
     def merge(self, other: "DiagnosticsState") -> "DiagnosticsState":
@@ -194,6 +227,9 @@ class DiagnosticsState:
         if self.options != other.options:
             raise ValueError(f"cannot merge diagnostics with different options: {self.options} vs {other.options}")
         acc, lo = _two_sum_merge(self.acc, self.lo, other.acc, other.lo)
+        bins = self.bins + other.bins
+        for row in bins:
+            _exactsum.normalize(row)
         shifted = dict(other.worst)
         shifted["row"] = other.worst["row"] + self.rows_seen
         merged = DiagnosticsState(
@@ -201,21 +237,27 @@ class DiagnosticsState:
             acc=acc,
             lo=lo,
             counts=self.counts + other.counts,
+            bins=bins,
             worst=_merge_worst(self.worst, shifted, self.options.worst_k),
             pair_codes=self.pair_codes,
             pair_weights=self.pair_weights,
+            pair_lo=self.pair_lo,
             pair_error=self.pair_error + other.pair_error,
             weighted=self.weighted or other.weighted,
             rows_seen=self.rows_seen + other.rows_seen,
+            zero_weight_classes=np.union1d(self.zero_weight_classes, other.zero_weight_classes),
         )
         if other.pair_codes.size:
-            merged._add_pairs(other.pair_codes, other.pair_weights)
+            merged._add_pairs(other.pair_codes, other.pair_weights, other.pair_lo)
         return merged
 
     # -- reading ----------------------------------------------------------------
     def values(self) -> np.ndarray:
-        """The accumulators, compensation applied."""
-        return self.acc + self.lo
+        """The accumulators, compensation applied; the bins' exact sums correctly rounded."""
+        values = self.acc + self.lo
+        for k in np.flatnonzero(self.bins.any(axis=1)):
+            values[k] = _exactsum.to_float(self.bins[k])
+        return values
 
     def section(self, name: str, values: np.ndarray | None = None) -> np.ndarray:
         """A named part of ``values`` (default: :meth:`values`; pass it when reading several parts)."""
@@ -252,15 +294,18 @@ class DiagnosticsState:
                 "dense_confusion_max": opts.dense_confusion_max,
                 "max_pairs": opts.max_pairs,
             },
-            "acc": self.acc.tolist(),
-            "lo": self.lo.tolist(),
+            "acc": _json.plain(self.acc),
+            "lo": _json.plain(self.lo),
+            "bins": [_exactsum.to_hex(row) if row.any() else "0x0" for row in self.bins],
             "counts": self.counts.tolist(),
-            "worst": {name: self.worst[name].tolist() for name in WORST_COLUMNS},
+            "worst": {name: _json.plain(self.worst[name]) for name in WORST_COLUMNS},
             "pair_codes": self.pair_codes.tolist(),
-            "pair_weights": self.pair_weights.tolist(),
-            "pair_error": self.pair_error,
+            "pair_weights": _json.plain(self.pair_weights),
+            "pair_lo": _json.plain(self.pair_lo),
+            "pair_error": _json.encode_float(self.pair_error),
             "weighted": self.weighted,
             "rows_seen": self.rows_seen,
+            "zero_weight_classes": self.zero_weight_classes.tolist(),
         }
 
     @classmethod
@@ -303,16 +348,29 @@ class DiagnosticsState:
                 raise ValueError(f"{n_pairs} confusion pairs listed (max_pairs = {opts.max_pairs}, dense = {opts.dense})")
             pair_codes = _int_array(data["pair_codes"], "pair_codes", n_pairs, high=c * c - 1)
             pair_weights = _float_array(data["pair_weights"], "pair_weights", n_pairs)
+            pair_lo = _float_array(data["pair_lo"], "pair_lo", n_pairs)
             pair_error = _float_array([data["pair_error"]], "pair_error", 1)[0]
             weighted = data["weighted"]
             if not isinstance(weighted, bool):
                 raise ValueError(f"weighted must be true or false, got {type(weighted).__name__}")
+            n_zero = len(_json_list(data["zero_weight_classes"], "zero_weight_classes"))
+            if n_zero > c:
+                raise ValueError(f"{n_zero} zero-weight classes listed, more than the {c} classes")
+            zero = _int_array(data["zero_weight_classes"], "zero_weight_classes", n_zero, high=c - 1)
+            n_bins = int(opts.layout()[6])
+            bins = _json_list(data["bins"], "bins")
+            if len(bins) != n_bins or not all(isinstance(t, str) and len(t) <= _MAX_HEX_CHARS for t in bins):
+                raise ValueError(f"bins must be {n_bins} hexadecimal strings")
+            state = cls.empty(opts)
+            if bins:
+                state.bins = np.stack([_exactsum.from_hex(t) for t in bins])
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise InputError(f"malformed fastce diagnostics state: {malformed_reason(exc)}", argument="state") from exc
-        return cls(
-            options=opts, acc=acc, lo=lo, counts=counts, worst=worst, pair_codes=pair_codes,
-            pair_weights=pair_weights, pair_error=float(pair_error), weighted=weighted, rows_seen=rows_seen,
-        )
+        state.acc, state.lo, state.counts, state.worst = acc, lo, counts, worst
+        state.pair_codes, state.pair_weights, state.pair_lo = pair_codes, pair_weights, pair_lo
+        state.pair_error, state.weighted, state.rows_seen = float(pair_error), weighted, rows_seen
+        state.zero_weight_classes = np.unique(zero)
+        return state
 
 
 def _int_array(values, name: str, length: int, *, high: int) -> np.ndarray:

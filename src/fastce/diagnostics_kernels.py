@@ -3,15 +3,20 @@
 ``kernels.score_blocks`` reads the scores (in parallel) and leaves, for one
 slice of rows, each row's loss, p(true class), p(predicted class) and
 predicted class.  ``fold_bins`` folds those per-row values, in parallel over
-fixed chunks of rows, into per-chunk sums that ``merge_bins`` adds in chunk
-order; ``fold_classes`` scatters them into the per-class sums and the
-confusion matrix, in parallel over class ranges, each cell in row order.  The order of every addition is
-fixed by the rows alone, so the result does not depend on the number of
-threads.
+the kernel's blocks of rows (``_config.block_rows``, counted from row 0, as
+the State's sums), into per-block float64 sums that ``merge_bins`` adds
+*exactly* (``_exactsum``), like the State's; ``fold_classes`` scatters them
+into the per-class sums and the confusion matrix, in parallel over class
+ranges, each cell in row order.  So the loss split, calibration and
+histograms are the same bits from every door (one ``diagnose``, any split
+into ``Evaluator.update`` calls, merges, the command) and any thread count.
 
-Every float accumulator but the confusion cells is a pair (sum,
-compensation) updated with TwoSum, so a bin summed over 10^9 rows keeps ~16
-digits.
+The per-class sums and confusion cells (O(C) and O(C^2): too many for exact
+accumulators) are double-double pairs (sum, compensation), renormalised
+after every addition: 106 bits, so a sum is exact, and again the same from
+every door, while it stays below 2^105 times the finest ulp of its terms
+(about 2^53 times its smallest term: always for counts of unweighted rows);
+past that a door's last bit may differ.
 Layout of the flat float accumulator (offsets in ``layout``):
 
     SPLIT    8 values: weight and weighted loss of correct rows, of wrong
@@ -36,6 +41,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
+from fastce._exactsum import exact_add, normalize
 from fastce._vecmath import float64_to_bits
 
 # SPLIT entries
@@ -70,12 +76,18 @@ def loss_bin_edges() -> np.ndarray:
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _add(acc, lo, index, x):
-    """acc[index] += x, the rounding error kept in lo[index] (Knuth's branch-free TwoSum)."""
+    """(acc, lo)[index] += x as a double-double: TwoSum, then renormalised so that |lo| <= ulp(acc) / 2.
+
+    Renormalising keeps the pair a 106-bit number, so the sum stays exact
+    (whatever the order of the additions) while its terms span < ~106 bits.
+    """
     a = acc[index]
     t = a + x
     x_part = t - a
-    lo[index] += (a - (t - x_part)) + (x - x_part)
-    acc[index] = t
+    e = (a - (t - x_part)) + (x - x_part) + lo[index]
+    hi = t + e  # Fast2Sum (|t| >= |e|)
+    lo[index] = e - (hi - t)
+    acc[index] = hi
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -97,9 +109,6 @@ def loss_bin(loss):
     return 1 + octave * LOSS_PER_OCTAVE + step
 
 
-# Rows per chunk of the parallel fold: fixed, so the partition (and every sum)
-# depends on the rows only, never on the number of threads.
-FOLD_CHUNK_ROWS = 2048
 N_SMALL_COUNTS = N_PER_CLASS  # counters of the parallel part (the per-class ones are serial)
 
 
@@ -114,12 +123,14 @@ def _row_values(labels, weights, stats, pred, r, weighted):
 
 
 @njit(**PARALLEL_OPTIONS)
-def fold_bins(labels, weights, stats, pred, confident_below, layout, n_chunks, partials, partial_counts):
-    """Per chunk of FOLD_CHUNK_ROWS rows, in parallel: the loss split, calibration and histograms.
+def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, partial_counts):
+    """Per block of ``block_rows`` rows, in parallel: the loss split, calibration and histograms.
 
-    Chunk c writes plain float64 sums into ``partials[c]`` (the first
+    The slice starts at a block boundary (the drivers cut reads there), so
+    chunk c is the kernel's block c of the slice: the same rows whatever the
+    door.  It writes plain float64 sums into ``partials[c]`` (the first
     layout[6] entries of the flat accumulator) and its counters into
-    ``partial_counts[c]``; ``merge_bins`` then adds the chunks in order.
+    ``partial_counts[c]``; ``merge_bins`` then adds them exactly.
     """
     n_bins, hist_bins = layout[1], layout[2]
     cal, ptrue, lossh = layout[3], layout[4], layout[5]
@@ -131,7 +142,7 @@ def fold_bins(labels, weights, stats, pred, confident_below, layout, n_chunks, p
             part[k] = 0.0
         for k in range(N_SMALL_COUNTS):
             partial_counts[c, k] = 0
-        for r in range(c * FOLD_CHUNK_ROWS, min(n_rows, (c + 1) * FOLD_CHUNK_ROWS)):
+        for r in range(c * block_rows, min(n_rows, (c + 1) * block_rows)):
             counted, label, predicted, w, loss, wl, p_true, p_top = _row_values(labels, weights, stats, pred, r, weighted)
             if not counted:
                 continue
@@ -165,13 +176,26 @@ def fold_bins(labels, weights, stats, pred, confident_below, layout, n_chunks, p
 
 
 @njit(**KERNEL_OPTIONS)
-def merge_bins(partials, partial_counts, n_chunks, acc, lo, counts):
-    """Add the chunks' sums (in chunk order, keeping the rounding errors) and counters."""
+def merge_bins(partials, partial_counts, n_chunks, exact, counts):
+    """Add the blocks' sums exactly into ``exact`` (one ``_exactsum`` accumulator per entry) and the counters.
+
+    Returns the number of non-finite block sums (weights so large that a
+    block's sum overflowed): those are not added, and the caller refuses them.
+    """
+    nonfinite = 0
     for c in range(n_chunks):
         for k in range(partials.shape[1]):
-            _add(acc, lo, k, partials[c, k])
+            x = partials[c, k]
+            if x != 0.0:
+                if math.isfinite(x):
+                    exact_add(exact[k], x)
+                else:
+                    nonfinite += 1
         for k in range(N_SMALL_COUNTS):
             counts[k] += partial_counts[c, k]
+    for k in range(exact.shape[0]):
+        normalize(exact[k])
+    return nonfinite
 
 
 # The per-class sums and the confusion matrix are scattered by class ranges:
@@ -185,8 +209,7 @@ CLASS_PARTS = 2
 def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
     """Per-class sums and the dense confusion matrix (see CLASS_PARTS).
 
-    Confusion cells are plain float64 sums of weights (exact counts when
-    unweighted); the per-class sums keep their rounding errors.
+    Every sum is a double-double (see ``_add`` and the module docstring).
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     weighted = weights.shape[0] != 0
@@ -213,4 +236,25 @@ def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
                 if predicted == label:
                     _add(acc, lo, row + K_HITS, w)
                 if conf >= 0:
-                    acc[conf + n_classes * label + predicted] += w
+                    _add(acc, lo, conf + n_classes * label + predicted, w)
+
+
+@njit(**KERNEL_OPTIONS)
+def pair_sums(codes, hi, lo):
+    """Double-double sums (see ``_add``) of the (hi, lo) weights of each run of equal, sorted ``codes``.
+
+    Returns (unique codes, hi, lo): the sparse confusion table's sums, exact
+    (so independent of how its rows were split and merged) in ``_add``'s range.
+    """
+    n = codes.shape[0]
+    out_codes = np.empty(n, dtype=np.int64)
+    out_hi = np.zeros(n)
+    out_lo = np.zeros(n)
+    m = -1
+    for i in range(n):
+        if m < 0 or codes[i] != out_codes[m]:
+            m += 1
+            out_codes[m] = codes[i]
+        _add(out_hi, out_lo, m, hi[i])
+        _add(out_hi, out_lo, m, lo[i])
+    return out_codes[: m + 1], out_hi[: m + 1], out_lo[: m + 1]

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
 from typing import Mapping
+
+# Fields beyond the common ones that each task computes (the others do not apply to it).
+_TASK_FIELDS = {
+    "multiclass": ("brier",),
+    "binary": ("brier",),
+    "multilabel": ("brier", "hamming_accuracy", "subset_accuracy"),
+    "soft": ("target_entropy", "kl_divergence"),
+}
+_OPTIONAL_FIELDS = ("brier", "hamming_accuracy", "subset_accuracy", "target_entropy", "kl_divergence")
+# Entries of Metrics.stderr derived from the others in __post_init__.
+_DERIVED_ERRORS = ("cross_entropy_bits", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -176,9 +186,17 @@ class Metrics:
         except OverflowError:
             return math.inf
 
+    def applies(self, name: str) -> bool:
+        """Whether the optional field ``name`` (brier, hamming_accuracy, ...) is computed for this task."""
+        return name not in _OPTIONAL_FIELDS or name in _TASK_FIELDS.get(self.task, _OPTIONAL_FIELDS)
+
     def to_dict(self) -> dict:
-        """Plain-Python dict (JSON-ready apart from the int keys of top_k_accuracy)."""
-        return {
+        """Plain-Python dict of the fields that apply to the task (top_k_accuracy keeps its int keys).
+
+        Fields that do not apply (``hamming_accuracy`` of a multiclass
+        result, ...) are left out; see the README's "JSON output".
+        """
+        data = {
             "n": self.n,
             "weight_sum": self.weight_sum,
             "cross_entropy": self.cross_entropy,
@@ -189,24 +207,104 @@ class Metrics:
             "n_omitted": self.n_omitted,
             "num_classes": self.num_classes,
             "from_logits": self.from_logits,
-            "brier": self.brier,
             "task": self.task,
-            "hamming_accuracy": self.hamming_accuracy,
-            "subset_accuracy": self.subset_accuracy,
-            "target_entropy": self.target_entropy,
-            "kl_divergence": self.kl_divergence,
-            "stderr": _plain(self.stderr),
-            "n_effective": self.n_effective,
-            "n_groups": self.n_groups,
         }
+        for name in _OPTIONAL_FIELDS:
+            if self.applies(name):
+                data[name] = getattr(self, name)
+        if self.stderr:  # tasks whose errors are not computed yet leave them out
+            data["stderr"] = _plain(self.stderr)
+            data["n_effective"] = self.n_effective
+        if self.n_groups:
+            data["n_groups"] = self.n_groups
+        return data
 
     def to_json(self, **kwargs) -> str:
-        """JSON text of :meth:`to_dict` (top-k keys become strings)."""
-        data = self.to_dict()
-        data["top_k_accuracy"] = {str(k): v for k, v in data["top_k_accuracy"].items()}
-        if "top_k_accuracy" in data["stderr"]:
-            data["stderr"]["top_k_accuracy"] = {str(k): v for k, v in data["stderr"]["top_k_accuracy"].items()}
-        return json.dumps(data, **kwargs)
+        """Strict JSON text of :meth:`to_dict` (top-k keys become strings; inf/NaN the strings "inf", "nan").
+
+        ``kwargs`` go to ``json.dumps`` (``indent=2``, ...); the output is
+        strict JSON whatever they say.
+        """
+        from fastce import _json
+
+        kwargs.pop("allow_nan", None)  # nothing non-finite is left to allow
+        return _json.dumps(self.to_dict(), **kwargs)
+
+    def table(self, dtype=None, extra=()) -> str:
+        """The result as the ``fastce eval`` command prints it: one line per number that applies to the task.
+
+        ``dtype``: the scores' dtype, named on the first line when given;
+        ``extra``: more (name, text) rows, aligned with the others (the report's).
+        """
+        mode = "logits" if self.from_logits else "probabilities"
+        what = {
+            "binary": "binary",
+            "multilabel": f"multi-label, {self.num_classes:,} labels",
+            "soft": f"soft targets, {self.num_classes:,} classes",
+        }.get(self.task, f"{self.num_classes:,} classes")
+        described = ", ".join([what, mode] + ([str(dtype)] if dtype is not None else []))
+        rows = [("rows", f"{self.n:,}  ({described})")]
+        if self.n_omitted:
+            rows.append(("omitted rows", f"{self.n_omitted:,}  (NaN/+inf scores)"))
+        rows.append(("weight sum", f"{self.weight_sum:.10g}"))
+        per = " per label" if self.task == "multilabel" else ""
+        rows.append((
+            "cross-entropy",
+            f"{self.cross_entropy:.8g} nats{per}{self._plus_minus('cross_entropy')}  "
+            f"({self.cross_entropy_bits:.8g} bits, perplexity {self.perplexity:.6g})",
+        ))
+        if self.task == "soft":
+            rows.append(("target entropy", f"{self.target_entropy:.8g} nats"))
+            rows.append(("KL divergence", f"{self.kl_divergence:.8g} nats"))
+            rows.append(("argmax agreement", f"{self.accuracy:.8g}"))
+        elif self.task == "multilabel":
+            rows.append(("subset accuracy", f"{self.subset_accuracy:.8g}  (every label right)"))
+            rows.append(("Hamming accuracy", f"{self.hamming_accuracy:.8g}  (per label)"))
+        else:
+            for k, value in sorted(self.top_k_accuracy.items()):
+                rows.append(("accuracy" if k == 1 else f"top-{k} accuracy", f"{value:.8g}{self._ci_text(k)}"))
+        if self.applies("brier"):
+            rows.append(("Brier score", f"{self.brier:.8g}{self._plus_minus('brier')}"))
+        if self.n_groups:
+            rows.append(("groups", f"{self.n_groups:,}  (error bars clustered by group)"))
+        rows += list(extra)
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+    def _plus_minus(self, name: str) -> str:
+        """ " ± stderr" where a finite standard error is known, else nothing."""
+        error = self.stderr.get(name, math.nan)
+        return f" ± {error:.2g}" if math.isfinite(error) else ""
+
+    def _ci_text(self, k: int) -> str:
+        """ "  (95% CI low to high)" of top-k accuracy where known."""
+        if not math.isfinite(self.stderr.get("top_k_accuracy", {}).get(k, math.nan)):
+            return ""
+        low, high = self.interval("top_k_accuracy", k=k)
+        return f"  (95% CI {low:.4g} to {high:.4g})"
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        # The constructor call that rebuilds this object: a plain dict for
+        # top_k_accuracy, and the NaN-by-default fields of other tasks left out.
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "stderr":
+                if not value:
+                    continue
+                # As given to the constructor: the derived entries (bits, accuracy) are rebuilt from these.
+                value = {k: _plain(v) for k, v in value.items() if k not in _DERIVED_ERRORS}
+            elif (f.name == "n_effective" and not self.stderr) or (f.name == "n_groups" and not value):
+                continue
+            elif f.name == "top_k_accuracy":
+                value = dict(value)
+            elif f.default is not MISSING and _same(value, f.default) and f.name in _OPTIONAL_FIELDS:
+                continue
+            parts.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
 
 def _same(a, b) -> bool:

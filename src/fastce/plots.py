@@ -97,30 +97,49 @@ def _loss_histogram(plt, report):
     return fig
 
 
+def confusion_classes(matrix: np.ndarray) -> np.ndarray:
+    """The class ids the confusion plot shows: all of them up to CONFUSION_PLOT_MAX, else the most confused.
+
+    Above the limit: the classes with the most off-diagonal weight (as true or
+    predicted class), only those that are confused at all, in class order;
+    when nothing is confused, the classes with the most weight.
+    """
+    n = matrix.shape[0]
+    if n <= CONFUSION_PLOT_MAX:
+        return np.arange(n)
+    off = matrix.copy()
+    np.fill_diagonal(off, 0.0)
+    busy = off.sum(axis=0) + off.sum(axis=1)
+    if not (busy > 0).any():
+        busy = matrix.sum(axis=0) + matrix.sum(axis=1)
+    ranked = np.lexsort((np.arange(n), -busy))[:CONFUSION_PLOT_MAX]
+    return np.sort(ranked[busy[ranked] > 0]) if (busy[ranked] > 0).any() else np.sort(ranked)
+
+
 def _confusion(plt, report):
-    fig, ax = plt.subplots(figsize=(6, 5.2))
     matrix = report.confusion
     if matrix is None:
+        fig, ax = plt.subplots(figsize=(6, 5.2))
         ax.axis("off")
         ax.text(0.5, 0.5, "too many classes for a dense matrix:\nsee report.top_confusions", ha="center", va="center")
         return fig
     matrix = np.asarray(matrix, dtype=float)
-    classes = np.arange(matrix.shape[0])
-    if matrix.shape[0] > CONFUSION_PLOT_MAX:
-        off = matrix.copy()
-        np.fill_diagonal(off, 0.0)
-        busy = off.sum(axis=0) + off.sum(axis=1)
-        classes = np.sort(np.argsort(-busy, kind="stable")[:CONFUSION_PLOT_MAX])
-        matrix = matrix[np.ix_(classes, classes)]
+    classes = confusion_classes(matrix)
+    many = classes.size > 20
+    # constrained layout keeps the title, the labels and the colour bar's ticks apart
+    fig, ax = plt.subplots(figsize=(8, 7) if many else (6, 5.2), layout="constrained")
+    matrix = matrix[np.ix_(classes, classes)]
     row_sums = matrix.sum(axis=1, keepdims=True)
     shown = np.divide(matrix, row_sums, out=np.zeros_like(matrix), where=row_sums > 0)
     image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     fig.colorbar(image, ax=ax, label="share of the true class's rows")
-    if classes.size <= 20:
-        ax.set_xticks(range(classes.size), [str(c) for c in classes])
-        ax.set_yticks(range(classes.size), [str(c) for c in classes])
+    # Every tick names its class id (a subset is not 0..n-1): positions would name the wrong classes.
+    names = [str(c) for c in classes]
+    size = 9 if not many else (7 if classes.size <= 40 else 5)
+    ax.set_xticks(range(classes.size), names, fontsize=size, rotation=90 if many else 0)
+    ax.set_yticks(range(classes.size), names, fontsize=size)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    subset = "" if classes.size == report.confusion.shape[0] else f" ({classes.size} most confused classes)"
-    ax.set_title(f"Confusion matrix, row-normalised{subset}")
+    subset = "" if classes.size == report.confusion.shape[0] else f"\n{classes.size} most confused of {report.confusion.shape[0]} classes"
+    fig.suptitle(f"Confusion matrix, row-normalised{subset}")
     return fig

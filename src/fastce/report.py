@@ -6,12 +6,12 @@ once, by the kernels, long before.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from fastce import _json
 from fastce import diagnostics_kernels as DK
 from fastce.diagnostics import DiagnosticsState
 from fastce.metrics import Metrics
@@ -158,8 +158,8 @@ class Report:
 
     # -- output -------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """Plain-Python dict (numpy arrays become lists)."""
-        return _plain(
+        """Plain-Python dict (numpy arrays become lists; the metrics as ``Metrics.to_dict``)."""
+        return _json.plain(
             {
                 "metrics": self.metrics.to_dict(),
                 "loss_split": self.loss_split,
@@ -172,12 +172,14 @@ class Report:
                 "histograms": self.histograms,
                 "options": self.options,
                 "summary": self.summary(),
-            }
+            },
+            encode=False,
         )
 
     def to_json(self, **kwargs) -> str:
-        """Strict JSON: non-finite floats become the strings "inf", "-inf", "nan"."""
-        return json.dumps(_strict(self.to_dict()), **kwargs)
+        """Strict JSON: non-finite floats become the strings "inf", "-inf", "nan" (README: "JSON output")."""
+        kwargs.pop("allow_nan", None)  # nothing non-finite is left to allow
+        return _json.dumps(self.to_dict(), **kwargs)
 
     def summary(self) -> list:
         """The plain-words findings, one sentence each (also the top of ``str(report)``)."""
@@ -270,7 +272,9 @@ def _classes(diag: DiagnosticsState, values) -> dict:
         denom = support + predicted
         f1 = np.where(denom > 0, 2.0 * hits / np.where(denom > 0, denom, 1.0), np.nan)
         mean_loss = np.where(support > 0, loss / np.where(support > 0, support, 1.0), np.nan)
+    # scikit-learn's labels: classes in y_true or the predictions of any row, whatever its weight.
     present = (support > 0) | (predicted > 0)
+    present[diag.zero_weight_classes] = True
     f1_present = np.nan_to_num(f1[present], nan=0.0)
     macro = float(f1_present.mean()) if present.any() else math.nan
     weighted = float(np.sum(f1_present * support[present]) / support.sum()) if support.sum() > 0 else math.nan
@@ -302,7 +306,7 @@ def _top_confusions(diag: DiagnosticsState, confusion) -> list:
         nonzero = np.flatnonzero(flat > 0)
         codes, weights = nonzero, flat[nonzero]
     else:
-        codes, weights = diag.pair_codes, diag.pair_weights
+        codes, weights = diag.pair_codes, diag.pair_weights + diag.pair_lo
     if weights.size > TOP_CONFUSIONS:
         # Only pairs at least as heavy as the TOP_CONFUSIONS-th can be listed.
         kth = np.partition(weights, weights.size - TOP_CONFUSIONS)[weights.size - TOP_CONFUSIONS]
@@ -320,25 +324,3 @@ def _histograms(diag: DiagnosticsState, values) -> dict:
         "loss": {"edges": DK.loss_bin_edges(), "weight": loss[:, 0].copy(), "loss": loss[:, 1].copy()},
         "p_true": {"edges": np.arange(opts.hist_bins + 1) / opts.hist_bins, "weight": p_true[:, 0].copy()},
     }
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _strict(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strict(v) for v in value]
-    return value

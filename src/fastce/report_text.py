@@ -71,20 +71,12 @@ def render(report) -> str:
     m = report.metrics
     lines = ["fastce diagnostics", "=" * 18, ""]
     lines += [f"- {s}" for s in findings(report)]
-    lines += [
-        "",
-        f"rows             {m.n:,}  ({m.num_classes} classes, {'logits' if m.from_logits else 'probabilities'})",
-        f"cross-entropy    {m.cross_entropy:.6g} nats  ({m.cross_entropy_bits:.6g} bits, perplexity {m.perplexity:.6g})",
-        f"accuracy         {m.accuracy:.6g}",
-    ]
-    for k, v in sorted(m.top_k_accuracy.items()):
-        if k != 1:
-            lines.append(f"top-{k} accuracy   {v:.6g}")
     cal = report.calibration
+    lines += ["", *m.table(extra=[
+        ("ECE / RMS / MCE", f"{cal['ece']:.4g} / {cal['rms']:.4g} / {cal['mce']:.4g}  ({cal['n_bins']} equal-width bins)"),
+        ("macro F1", f"{report.classes['macro_f1']:.6g}   weighted F1 {report.classes['weighted_f1']:.6g}"),
+    ]).splitlines()]
     lines += [
-        f"Brier score      {m.brier:.6g}",
-        f"ECE / RMS / MCE  {cal['ece']:.4g} / {cal['rms']:.4g} / {cal['mce']:.4g}  ({cal['n_bins']} equal-width bins)",
-        f"macro F1         {report.classes['macro_f1']:.6g}   weighted F1 {report.classes['weighted_f1']:.6g}",
         "",
         "loss split",
     ]

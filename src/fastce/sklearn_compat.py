@@ -152,7 +152,7 @@ def _check_scores(x, *, numeric: bool) -> _Scores:
     if numeric:
         if kind == "O":
             array = as_float64()
-        elif kind in "USV":
+        elif kind in "USV" and not validation.is_float_dtype(array.dtype):
             raise ValueError(
                 "dtype='numeric' is not compatible with arrays of bytes/strings.Convert your data to numeric "
                 "values explicitly instead."
@@ -553,7 +553,7 @@ def _accuracy_of_scores(y_true, y_pred, normalize, sample_weight):
         true = L.to_numpy(y_true)
     except (TypeError, ValueError):
         return None
-    if not (pred.ndim == 2 and pred.shape[1] > 1 and pred.shape[0] > 0 and pred.dtype.kind == "f"):
+    if not (pred.ndim == 2 and pred.shape[1] > 1 and pred.shape[0] > 0 and validation.is_float_dtype(pred.dtype)):
         return None
     if true.dtype.kind not in "iu" or not (true.ndim == 1 or (true.ndim == 2 and true.shape[1] == 1)):
         return None

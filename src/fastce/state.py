@@ -19,7 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from fastce import _exactsum, errorbars
+from fastce import _exactsum, _json, errorbars
 from fastce import kernels as K
 from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
 from fastce.metrics import Metrics
@@ -321,14 +321,14 @@ class State:
 
 def _json_float(value) -> float | str:
     """A float for strict JSON: non-finite values become the strings "inf", "-inf", "nan"."""
-    value = float(value)
-    return value if math.isfinite(value) else repr(value)
+    return _json.encode_float(value)
 
 
 def _from_json_float(value) -> float:
+    """A float written by ``_json.encode_float`` (a number, or "inf", "-inf", "nan"); ValueError otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"expected a number, got {_short(value)}")
-    return float(value)
+    return _json.decode_float(value)
 
 
 # Longest hex text of an exact sum: more digits than from_hex accepts is refused unread.

@@ -397,8 +397,10 @@ class Evaluator:
         """:class:`~fastce.report.Report` over every row fed so far: what ``fastce.diagnose`` returns.
 
         Needs ``Evaluator(..., diagnostics=True)``.  Equal to ``fastce.diagnose``
-        over all the rows (the metrics bit for bit, the diagnostics to
-        rounding: their sums are merged per update).
+        over all the rows, bit for bit, for any split into ``update`` calls
+        (and merges, under the conditions of the class notes): the binned
+        sums are exact, the per-class ones exact double-doubles (see
+        ``fastce.diagnostics_kernels``).
         """
         from fastce.report import Report
 

@@ -23,6 +23,11 @@ def _is_bfloat16(dtype: np.dtype) -> bool:
     return dtype.name == "bfloat16"
 
 
+def is_float_dtype(dtype: np.dtype) -> bool:
+    """A floating-point dtype: numpy's (kind "f") or ml_dtypes' bfloat16 (whose kind is "V")."""
+    return dtype.kind == "f" or _is_bfloat16(dtype)
+
+
 def as_array(x, name: str) -> np.ndarray:
     """numpy view of an array-like (lists, pandas, memmaps, CPU tensors); refuses None."""
     if x is None:
