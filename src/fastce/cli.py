@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for command in (ev, report):
         _add_common_arguments(command)
+    from fastce.cli_compare import add_compare_parser
+
+    add_compare_parser(commands)
     return parser
 
 
@@ -89,6 +92,11 @@ def _add_common_arguments(ev: argparse.ArgumentParser) -> None:
     scores = ev.add_mutually_exclusive_group(required=True)
     scores.add_argument("--logits", nargs="+", metavar="FILE", help="raw scores, shape (rows, classes)")
     scores.add_argument("--proba", nargs="+", metavar="FILE", help="probabilities, shape (rows, classes)")
+    add_run_arguments(ev)
+
+
+def add_run_arguments(ev: argparse.ArgumentParser) -> None:
+    """The options of every command that reads files: labels, weights, top-k, output, chunks, checkpoints."""
     ev.add_argument(
         "--labels", nargs="+", metavar="FILE",
         help="integer class indices, shape (rows,); may be left out when the scores file is a table holding them",
@@ -238,14 +246,15 @@ def _check_state_path(path: str) -> None:
             )
 
 
-def save_checkpoint(path: str, fingerprint: dict, evaluator: Evaluator, n_rows: int) -> None:
+def save_checkpoint(path: str, fingerprint: dict, evaluator, n_rows: int, *, key: str = "evaluator") -> None:
+    """Checkpoint a streaming door (an Evaluator, or a Comparator with ``key="comparator"``)."""
     data = {
         "format": CHECKPOINT_FORMAT,
         "fastce_version": __version__,
         "fingerprint": fingerprint,
         "rows_done": evaluator.rows_seen,
         "rows_total": n_rows,
-        "evaluator": evaluator.state_dict(),
+        key: evaluator.state_dict(),
     }
     _write_atomic(path, _json.dumps(data))
 
@@ -273,8 +282,9 @@ def _differences(saved, current, prefix="") -> list:
     return [prefix.strip()]
 
 
-def load_checkpoint(path: str, fingerprint: dict) -> Evaluator:
-    """The Evaluator saved in ``path``, refused unless it was written for these inputs and options.
+def load_checkpoint(path: str, fingerprint: dict, *, key: str = "evaluator", load=Evaluator.from_state_dict):
+    """The Evaluator (or, with ``key``/``load``, the Comparator) saved in ``path``, refused unless it
+    was written for these inputs and options.
 
     Only a regular file is read (a FIFO would block, /dev/zero never end);
     any defect of its content is a :class:`UsageError`.
@@ -307,7 +317,7 @@ def load_checkpoint(path: str, fingerprint: dict) -> Evaluator:
             f"(differs in: {'; '.join(diff)}). Delete it, or pass another --state, to start over."
         )
     try:
-        evaluator = Evaluator.from_state_dict(data["evaluator"])
+        evaluator = load(data[key])
     except (KeyError, ValueError, RecursionError) as exc:
         raise UsageError(f"state file {path} is damaged ({_one_line(str(exc))[:300]}); delete it to start over.") from None
     done, total = data.get("rows_done"), data.get("rows_total")
@@ -330,7 +340,8 @@ def _where_for(exc: InputError, inputs) -> str | None:
     return None if source is None else source.where
 
 
-def _evaluate(args, out, err) -> int:
+def check_run_options(args) -> None:
+    """The checks of --threads, --chunk-rows, --checkpoint-seconds and --state, before any file is read."""
     if args.threads is not None:
         import numba
 
@@ -343,8 +354,15 @@ def _evaluate(args, out, err) -> int:
         raise UsageError(f"--checkpoint-seconds must be >= 0; got {args.checkpoint_seconds}.")
     if args.state:
         _check_state_path(args.state)
+
+
+def _evaluate(args, out, err) -> int:
+    if args.command == "compare":
+        from fastce.cli_compare import run_compare
+
+        return run_compare(args, out, err)
+    check_run_options(args)
     _check_plots(args)
-    delay = float(os.environ.get(_DELAY_ENV) or 0.0)
     if args.scheduler:
         return _evaluate_on_cluster(args, out, err)
 
@@ -358,11 +376,7 @@ def _evaluate(args, out, err) -> int:
         weights_name=args.weights_name,
     ) as inputs:
         n, num_classes = inputs.n_rows, inputs.num_classes
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", TopKWarning)
-            top_k = validation.top_k_values(args.top_k, num_classes)
-        for warning in caught:  # before any row is read: a --top-k >= the class count prints 1
-            print(f"fastce: warning: {_flag_names(_one_line(str(warning.message)))}", file=err)
+        top_k = top_k_option(args, num_classes, err)
         diagnostics = _diagnostics_options(args)
         fingerprint = {
             "inputs": inputs.fingerprint(),
@@ -374,60 +388,98 @@ def _evaluate(args, out, err) -> int:
             num_classes, from_logits=inputs.from_logits, top_k=top_k, nan_policy=args.nan_policy,
             diagnostics=diagnostics or False, _warn_top_k=False,  # warned above
         )
-        if args.state:
-            remove_stale_temporaries(args.state)
-        if args.state and os.path.exists(args.state):
-            saved = load_checkpoint(args.state, fingerprint)
-            if saved._settings() != evaluator._settings() or saved.rows_seen > n:
-                # The fingerprint matched, so the evaluator inside was edited.
-                raise UsageError(
-                    f"state file {args.state} is damaged (its evaluator's settings or row count do not match "
-                    "this command); delete it to start over."
-                )
-            evaluator = saved
-            if evaluator.rows_seen < n:
-                print(f"fastce: resuming from {args.state} at row {evaluator.rows_seen:,} of {n:,}", file=err)
-        elif args.state:
-            save_checkpoint(args.state, fingerprint, evaluator, n)
+        evaluator = resume(args, fingerprint, evaluator, n, err)
         chunk_rows = args.chunk_rows or files.default_chunk_rows(num_classes, inputs.scores.dtype.itemsize)
         row_bytes = inputs.scores.row_bytes + inputs.labels.row_bytes
-        progress = make_progress(n, row_bytes, initial=evaluator.rows_seen, stream=err, enabled=False if args.no_progress else None)
-        last_save = time.monotonic()
-        try:
-            for lo, hi, y, scores, w in files.iter_chunks(inputs, chunk_rows, start=evaluator.rows_seen):
-                try:
-                    evaluator.update(y, scores, w)
-                except InputError as exc:
-                    raise _with_where(exc, inputs) from exc
-                progress.update(hi - lo)
-                if delay:
-                    time.sleep(delay)
-                if args.state and time.monotonic() - last_save >= args.checkpoint_seconds:
-                    save_checkpoint(args.state, fingerprint, evaluator, n)
-                    last_save = time.monotonic()
-        except (KeyboardInterrupt, _Terminated) as exc:
-            progress.close()
-            status = 130 if isinstance(exc, KeyboardInterrupt) else 143
-            if args.state:
-                save_checkpoint(args.state, fingerprint, evaluator, n)
-                print(
-                    f"fastce: interrupted at row {evaluator.rows_seen:,} of {n:,}; checkpoint saved to {args.state}: "
-                    "run the same command again to resume.",
-                    file=err,
-                )
-            else:
-                print(f"fastce: interrupted at row {evaluator.rows_seen:,} of {n:,}.", file=err)
+        chunks = (
+            (lo, hi, (y, scores, w))
+            for lo, hi, y, scores, w in files.iter_chunks(inputs, chunk_rows, start=evaluator.rows_seen)
+        )
+        status = run_chunks(args, evaluator, chunks, n, row_bytes, fingerprint, err,
+                            where=lambda exc: _with_where(exc, inputs))
+        if status is not None:
             return status
-        except BaseException:
-            # End the bar's line before main() prints the error, or the message
-            # would land inside the bar and the bar be redrawn under it.
-            progress.close()
-            raise
-        progress.close()
-        if args.state:
-            save_checkpoint(args.state, fingerprint, evaluator, n)
         _finish(evaluator.report if diagnostics else evaluator.result, args, inputs, out, err)
     return 0
+
+
+def top_k_option(args, num_classes: int, err) -> tuple:
+    """--top-k checked against the class count; its warning printed before any row is read."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TopKWarning)
+        top_k = validation.top_k_values(args.top_k, num_classes)
+    for warning in caught:  # a --top-k >= the class count prints 1
+        print(f"fastce: warning: {_flag_names(_one_line(str(warning.message)))}", file=err)
+    return top_k
+
+
+def resume(args, fingerprint: dict, fresh, n: int, err, *, key: str = "evaluator", load=Evaluator.from_state_dict):
+    """The streaming door to run: ``fresh``, or the one checkpointed in ``--state`` for this command."""
+    if not args.state:
+        return fresh
+    remove_stale_temporaries(args.state)
+    if not os.path.exists(args.state):
+        save_checkpoint(args.state, fingerprint, fresh, n, key=key)
+        return fresh
+    saved = load_checkpoint(args.state, fingerprint, key=key, load=load)
+    if saved._settings() != fresh._settings() or saved.rows_seen > n:
+        # The fingerprint matched, so the state inside was edited.
+        raise UsageError(
+            f"state file {args.state} is damaged (its {key}'s settings or row count do not match "
+            "this command); delete it to start over."
+        )
+    if saved.rows_seen < n:
+        print(f"fastce: resuming from {args.state} at row {saved.rows_seen:,} of {n:,}", file=err)
+    return saved
+
+
+def run_chunks(args, streamer, chunks, n: int, row_bytes: int, fingerprint: dict, err, *, key: str = "evaluator",
+               where=None) -> int | None:
+    """Feed ``chunks`` ((first row, end row, update arguments) each) to ``streamer.update``.
+
+    Shows progress, checkpoints every ``--checkpoint-seconds`` into
+    ``--state``, and on Ctrl-C / SIGTERM saves and returns the exit status
+    (None when every chunk was fed).  ``where`` rewrites an update's
+    InputError (to name the file it concerns).
+    """
+    delay = float(os.environ.get(_DELAY_ENV) or 0.0)
+    progress = make_progress(n, row_bytes, initial=streamer.rows_seen, stream=err,
+                             enabled=False if args.no_progress else None)
+    last_save = time.monotonic()
+    try:
+        for lo, hi, batch in chunks:
+            try:
+                streamer.update(*batch)
+            except InputError as exc:
+                raise (where(exc) if where else exc) from exc
+            progress.update(hi - lo)
+            if delay:
+                time.sleep(delay)
+            if args.state and time.monotonic() - last_save >= args.checkpoint_seconds:
+                save_checkpoint(args.state, fingerprint, streamer, n, key=key)
+                last_save = time.monotonic()
+    except (KeyboardInterrupt, _Terminated) as exc:
+        progress.close()
+        status = 130 if isinstance(exc, KeyboardInterrupt) else 143
+        if args.state:
+            save_checkpoint(args.state, fingerprint, streamer, n, key=key)
+            print(
+                f"fastce: interrupted at row {streamer.rows_seen:,} of {n:,}; checkpoint saved to {args.state}: "
+                "run the same command again to resume.",
+                file=err,
+            )
+        else:
+            print(f"fastce: interrupted at row {streamer.rows_seen:,} of {n:,}.", file=err)
+        return status
+    except BaseException:
+        # End the bar's line before main() prints the error, or the message
+        # would land inside the bar and the bar be redrawn under it.
+        progress.close()
+        raise
+    progress.close()
+    if args.state:
+        save_checkpoint(args.state, fingerprint, streamer, n, key=key)
+    return None
 
 
 def _check_plots(args) -> None:

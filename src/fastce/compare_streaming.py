@@ -84,6 +84,11 @@ class Comparator:
     def names(self) -> list:
         return list(self._state.names)
 
+    def _settings(self) -> tuple:
+        st = self._state
+        return (st.names, st.num_classes, st.top_k, st.from_logits, st.confident_below, st.clusters is not None,
+                self._nan_policy)
+
     @property
     def rows_seen(self) -> int:
         done = self._state.states[self._state.names[0]].rows_seen

@@ -49,8 +49,9 @@ DEFAULT_NAMES = {
     "scores": ("logits", "proba", "probabilities", "scores", "probs"),
     "labels": ("labels", "label", "y_true", "y", "targets", "target"),
     "weights": ("sample_weight", "weights", "weight", "sample_weights"),
+    "groups": ("groups", "group", "group_id", "cluster"),
 }
-ROLE_WORDS = {"scores": "scores", "labels": "labels", "weights": "weights"}
+ROLE_WORDS = {"scores": "scores", "labels": "labels", "weights": "weights", "groups": "groups"}
 # Rows decoded at a time from tables and compressed members when no chunk size is given.
 DEFAULT_BATCH_ROWS = 1 << 16
 # Target bytes of scores per chunk for the command's default chunk size.
@@ -678,7 +679,7 @@ def open_array(paths, *, role: str = "scores", name: str | None = None) -> Array
         A file (.npy, .npz, Parquet, Arrow IPC), a directory of .npy shards, a
         glob pattern, or several .npy files read as one array in the given
         order (a directory or a pattern is sorted by name).
-    role : {"scores", "labels", "weights"}
+    role : {"scores", "labels", "weights", "groups"}
         What the array holds: picks the default .npz member or table column
         (see ``DEFAULT_NAMES``) and the checks on shape and dtype.
     name : str, optional
@@ -738,6 +739,12 @@ def _check_role(source: ArraySource, role: str) -> None:
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
             raise InputFileError(
                 f"{where} holds an array of shape {shape}; {role} must have shape (rows,).", argument=where
+            )
+        if role == "groups" and dtype.kind not in "iub":
+            raise InputFileError(
+                f"{where} has dtype {dtype}; groups must be integer ids (the document or patient of each row): "
+                "save them as integers, for example np.save(path, np.unique(ids, return_inverse=True)[1]).",
+                argument=where,
             )
         if role == "labels" and dtype.kind not in "iub":
             raise InputFileError(

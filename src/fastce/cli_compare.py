@@ -1,0 +1,119 @@
+"""``fastce compare``: several models' score files against the same labels, in bounded memory.
+
+Each ``--logits`` (or ``--proba``) argument is one model: a file, a directory
+or a glob of shards.  The rows are read a chunk at a time, every model's
+chunk fed to one :class:`~fastce.compare_streaming.Comparator`, so the
+result is :func:`fastce.compare` on the loaded arrays, bit for bit, and
+``--state`` resumes as ``fastce eval`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+
+from fastce import cli, files
+from fastce.compare_streaming import Comparator
+
+
+def add_compare_parser(commands) -> None:
+    cmp = commands.add_parser(
+        "compare",
+        help="compare models scored on the same rows: which is better, and is the difference real?",
+        description=(
+            "Every model's metrics with error bars, and their paired differences (exact McNemar test for "
+            "accuracy, paired z-test for the losses), from one read of each model's score file. Same "
+            "results as fastce.compare on the loaded arrays, bit for bit."
+        ),
+    )
+    scores = cmp.add_mutually_exclusive_group(required=True)
+    scores.add_argument("--logits", nargs="+", metavar="FILE", help="one raw-score file (or shard directory) per model")
+    scores.add_argument("--proba", nargs="+", metavar="FILE", help="one probability file (or shard directory) per model")
+    cmp.add_argument("--names", nargs="+", metavar="NAME", help="the models' names (default: the file names)")
+    cmp.add_argument("--groups", nargs="+", metavar="FILE",
+                     help="an integer group id per row (document, patient): clustered error bars")
+    cmp.add_argument("--confident-below", type=float, default=0.01, metavar="P",
+                     help="a wrong row is confidently wrong when p(true class) < P (default: 0.01)")
+    cli.add_run_arguments(cmp)
+
+
+def _names(args, paths) -> list:
+    if args.names is not None:
+        if len(args.names) != len(paths):
+            raise cli.UsageError(f"--names gives {len(args.names)} name(s) for {len(paths)} model file(s).")
+        return list(args.names)
+    stems = [os.path.splitext(os.path.basename(os.path.normpath(p)))[0] or p for p in paths]
+    return stems if len(set(stems)) == len(stems) else list(paths)
+
+
+def run_compare(args, out, err) -> int:
+    cli.check_run_options(args)
+    if args.scheduler:
+        raise cli.UsageError("--scheduler is not supported by compare yet: run it on one machine (bounded memory).")
+    paths = args.logits if args.logits is not None else args.proba
+    if len(paths) < 2:
+        raise cli.UsageError("compare needs at least two models: one --logits (or --proba) file per model.")
+    if args.labels is None:
+        raise cli.UsageError("compare needs --labels FILE.")
+    names = _names(args, paths)
+    with contextlib.ExitStack() as stack:
+        labels = stack.enter_context(files.open_array(args.labels, role="labels", name=args.labels_name))
+        models = [stack.enter_context(files.open_array([p], role="scores", name=args.scores_name)) for p in paths]
+        weights = None if args.weights is None else stack.enter_context(
+            files.open_array(args.weights, role="weights", name=args.weights_name))
+        groups = None if args.groups is None else stack.enter_context(files.open_array(args.groups, role="groups"))
+        n, num_classes = models[0].n_rows, models[0].shape[1]
+        for source in [labels, *models[1:], *(s for s in (weights, groups) if s is not None)]:
+            if source.n_rows != n:
+                raise files.InputFileError(
+                    f"row counts differ: {source.where} has {source.n_rows} rows but {models[0].where} has {n}; "
+                    "every file must have one row per sample.", argument=source.where,
+                )
+        for model in models[1:]:
+            if model.shape[1] != num_classes:
+                raise files.InputFileError(
+                    f"{model.where} has {model.shape[1]} classes but {models[0].where} has {num_classes}: every "
+                    "model must score the same classes.", argument=model.where,
+                )
+        top_k = cli.top_k_option(args, num_classes, err)
+        fingerprint = {
+            "inputs": {
+                "mode": "logits" if args.logits is not None else "proba",
+                "models": [[name, m.fingerprint()] for name, m in zip(names, models)],
+                "labels": labels.fingerprint(),
+                "weights": None if weights is None else weights.fingerprint(),
+                "groups": None if groups is None else groups.fingerprint(),
+            },
+            "options": {"top_k": list(top_k), "nan_policy": args.nan_policy, "confident_below": args.confident_below},
+        }
+        comparator = Comparator(names, num_classes, from_logits=args.logits is not None, top_k=top_k,
+                                nan_policy=args.nan_policy, confident_below=args.confident_below,
+                                groups=groups is not None)
+        comparator = cli.resume(args, fingerprint, comparator, n, err, key="comparator",
+                                load=Comparator.from_state_dict)
+        itemsize = max(m.dtype.itemsize for m in models)
+        chunk_rows = args.chunk_rows or files.default_chunk_rows(num_classes, itemsize * len(models))
+
+        def chunks():
+            for lo in range(comparator.rows_seen, n, chunk_rows):
+                hi = min(lo + chunk_rows, n)
+                batch = (
+                    labels.read(lo, hi), [m.read(lo, hi) for m in models],
+                    None if weights is None else weights.read(lo, hi),
+                    None if groups is None else groups.read(lo, hi),
+                )
+                yield lo, hi, batch
+
+        row_bytes = sum(m.row_bytes for m in models) + labels.row_bytes
+        status = cli.run_chunks(args, comparator, chunks(), n, row_bytes, fingerprint, err, key="comparator")
+        if status is not None:
+            return status
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = comparator.result()
+        for warning in caught:
+            print(f"fastce: warning: {cli._flag_names(cli._one_line(str(warning.message)))}", file=err)
+        out.write((result.to_json() if args.json else str(result)) + "\n")
+        out.flush()
+    return 0
