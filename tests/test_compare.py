@@ -239,3 +239,35 @@ def test_comparator_errors_name_global_rows_and_tampered_states_are_refused():
         fastce.Comparator.from_state_dict(state)
     with pytest.raises(ValueError, match="not a fastce Comparator state"):
         fastce.Comparator.from_state_dict({"format": "x"})
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_dask_compare_equals_compare_for_any_chunking(grouped):
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    import fastce.dask
+
+    y, models = three_models(n=2500, c=40, seed=14)
+    rng = np.random.default_rng(15)
+    w = rng.random(y.shape[0])
+    groups = np.sort(rng.integers(0, 60, y.shape[0])) if grouped else None
+    whole = fastce.compare(y, logits=models, sample_weight=w, top_k=(1, 5), groups=groups)
+    chunkings = [(700, 40), (512, 40), (999, 40)]
+    arrays = {k: da.from_array(v, chunks=ch) for (k, v), ch in zip(models.items(), chunkings)}
+    with dask.config.set(scheduler="synchronous"):
+        got = fastce.dask.compare(y, logits=arrays, sample_weight=w, top_k=(1, 5), groups=groups)
+        lazy = fastce.dask.compare(da.from_array(y, chunks=333), logits=arrays, sample_weight=w, top_k=(1, 5),
+                                   groups=groups, compute=False)
+        again = lazy.compute()
+    for result in (got, again):
+        for name in models:
+            assert result.metrics[name] == whole.metrics[name]
+        if grouped:  # group sums merge as double-doubles: equal to rounding
+            assert result.delta("C", "A").stderr == pytest.approx(whole.delta("C", "A").stderr, rel=1e-12)
+        else:
+            assert result.to_json() == whole.to_json()
+    bad = y.copy()
+    bad[1234] = 99
+    with dask.config.set(scheduler="synchronous"), pytest.raises(fastce.InputError, match="row 1234"):
+        fastce.dask.compare(bad, logits=arrays)

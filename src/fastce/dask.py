@@ -397,6 +397,8 @@ def _row_array(x, name: str, scores, *, what: str):
         )
     if what == "weights" and dtype.kind not in "biuf":
         raise InputError(f"{name} has dtype {dtype}; pass float weights.", argument=name, value=dtype)
+    if what == "groups" and dtype.kind not in "biu":
+        raise InputError(f"{name} has dtype {dtype}; pass integer group ids.", argument=name, value=dtype)
     if not _is_dask_array(array):
         return da.from_array(array, chunks=(scores.chunks[0],))
     if array.chunks[0] != scores.chunks[0]:
@@ -488,6 +490,106 @@ def _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split
     # The client receives one small partial state and finalises it; warnings
     # point at the line that called evaluate / diagnose.
     return _finalize(partial.compute(), nan_policy, name, stacklevel=6)
+
+
+# ---------------------------------------------------------------------------
+# compare: one ComparisonState per range of rows, merged in row order
+
+
+def compare(
+    y_true,
+    *,
+    logits=None,
+    proba=None,
+    names=None,
+    sample_weight=None,
+    top_k=(1,),
+    nan_policy: str = "raise",
+    confident_below: float = 0.01,
+    groups=None,
+    compute: bool = True,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+):
+    """:func:`fastce.compare` over Dask arrays (one per model), in one pass on the workers.
+
+    Arguments as :func:`fastce.compare` (``logits``/``proba`` a dict or a list
+    of dask arrays, every model the same shape; other row chunkings are
+    rechunked to the first model's), plus ``compute`` and ``split_every`` as
+    :func:`evaluate`.  Each range of whole kernel blocks becomes a
+    ``ComparisonState`` on a worker; only those states (O(models^2), plus
+    O(groups) with ``groups=``) travel, merged in row order.  The result
+    equals ``fastce.compare`` on the same rows for any chunking (without
+    ``groups=``: bit for bit; with it, the per-group double-double sums merge
+    exactly within their documented range).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastce, fastce.dask
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 4, 900)
+    >>> za, zb = rng.normal(size=(900, 4)), rng.normal(size=(900, 4))
+    >>> c = fastce.dask.compare(y, logits={"A": da.from_array(za, chunks=(250, 4)), "B": da.from_array(zb, chunks=(400, 4))})
+    >>> c.delta("B", "A") == fastce.compare(y, logits={"A": za, "B": zb}).delta("B", "A")
+    True
+    """
+    from fastce.compare import _confident_below, _models
+
+    dask, _ = _import_dask()
+    check_nan_policy(nan_policy)
+    container, from_logits, argument = scores_argument(logits, proba)
+    model_names, arrays = _models(container, names, argument)
+    scores = [_scores_array(a, f"{argument}[{n!r}]") for n, a in zip(model_names, arrays)]
+    for name, s in zip(model_names, scores):
+        if s.shape != scores[0].shape:
+            raise InputError(
+                f"{argument}[{name!r}] has shape {s.shape}, {argument}[{model_names[0]!r}] has {scores[0].shape}: "
+                "every model must score the same rows and classes.",
+                argument=argument,
+            )
+    scores = [s if s.chunks[0] == scores[0].chunks[0] else s.rechunk({0: scores[0].chunks[0]}) for s in scores]
+    labels = _row_array(y_true, "y_true", scores[0], what="labels")
+    weights = None if sample_weight is None else _row_array(sample_weight, "sample_weight", scores[0], what="weights")
+    ids = None if groups is None else _row_array(groups, "groups", scores[0], what="groups")
+    num_classes = int(scores[0].shape[1])
+    ks = validation.top_k_values(top_k, num_classes)
+    read = functools.partial(
+        _read_compare_rows, names=tuple(model_names), top_k=ks, from_logits=from_logits,
+        confident_below=_confident_below(confident_below), argument=argument,
+    )
+    partial = reduce_row_blocks(
+        [labels, weights, ids, *scores], read, _merge_partials,
+        align_rows=_config.block_rows(num_classes), split_every=split_every,
+    )
+    if not compute:
+        return dask.delayed(_finalize_comparison, pure=True)(partial, nan_policy, argument)
+    return _finalize_comparison(partial.compute(), nan_policy, argument, stacklevel=5)
+
+
+def _read_compare_rows(labels, weights, groups, *scores_then_first_row, names, top_k, from_logits, confident_below,
+                       argument) -> _Partial:
+    """The ComparisonState of one range of rows (validated as ``compare`` validates), errors kept for the client."""
+    from fastce.compare import ComparisonState, validated_batch
+
+    *scores, first_row = scores_then_first_row
+    state = ComparisonState.empty(names, scores[0].shape[1], top_k, from_logits=from_logits,
+                                  confident_below=confident_below, grouped=groups is not None)
+    try:
+        batch = validated_batch(labels, scores, names, argument, weights, groups)
+    except InputError as exc:
+        for model_state in state.states.values():
+            model_state.rows_seen = scores[0].shape[0]  # keeps the rows after these numbered right
+        return _Partial(state, {0: _globalize(exc, first_row)})
+    state.read(batch.views, batch.eps, batch.labels, batch.weights, batch.groups)
+    return _Partial(state, {})
+
+
+def _finalize_comparison(partial: _Partial, nan_policy: str, argument: str, stacklevel: int = 4):
+    if partial.errors:
+        raise partial.errors[min(partial.errors)]
+    state = partial.state
+    for name in state.names:
+        check_probabilities(state.states[name], f"{argument}[{name!r}]", stacklevel=stacklevel)
+    return state.finalize(nan_policy, scores_name=argument)
 
 
 # ---------------------------------------------------------------------------
