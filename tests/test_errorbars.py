@@ -255,3 +255,47 @@ def test_groups_errors():
         fastce.evaluate(y, logits=z, groups=np.array(["a", "b", "c", "d"]))
     with pytest.raises(fastce.InputError, match="multi-class task"):
         fastce.evaluate(np.array([0, 1, 1, 0]), logits=np.zeros(4), groups=[0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_multilabel_errors_take_rows_as_units(weighted):
+    rng = np.random.default_rng(16)
+    n, c = 3000, 6
+    y = (rng.random((n, c)) < 0.4).astype(np.int64)
+    z = rng.standard_normal((n, c)) + (2 * y - 1)
+    w = rng.random(n) if weighted else None
+    m = fastce.evaluate(y, logits=z, sample_weight=w)
+    assert m.task == "multilabel"
+    element = np.logaddexp(0, z) - z * y  # per-element BCE from logits
+    p = 1 / (1 + np.exp(-z))
+    hits = (z > 0) == (y == 1)
+    rows = {
+        "cross_entropy": element.mean(axis=1), "brier": ((p - y) ** 2).mean(axis=1),
+        "hamming_accuracy": hits.mean(axis=1), "subset_accuracy": hits.all(axis=1) * 1.0,
+    }
+    for name, x in rows.items():
+        assert m.stderr[name] == pytest.approx(se_reference(x, w), rel=1e-8), name
+    assert m.stderr["accuracy"] == m.stderr["subset_accuracy"]
+    low, high = m.interval("hamming_accuracy")
+    assert low < m.hamming_accuracy < high
+    assert m.interval("subset_accuracy") == m.interval("accuracy")
+
+
+def test_soft_target_errors():
+    rng = np.random.default_rng(17)
+    n, c = 2000, 5
+    z = rng.standard_normal((n, c))
+    t = rng.dirichlet(np.ones(c), n)
+    m = fastce.evaluate(t, logits=z)
+    assert m.task == "soft"
+    log_p = z - np.logaddexp.reduce(z, axis=1, keepdims=True)
+    ce = -(t * log_p).sum(axis=1)
+    entropy = -(t * np.log(t)).sum(axis=1)
+    agree = np.argmax(z, axis=1) == np.argmax(t, axis=1)
+    assert m.stderr["cross_entropy"] == pytest.approx(se_reference(ce), rel=1e-8)
+    assert m.stderr["target_entropy"] == pytest.approx(se_reference(entropy), rel=1e-8)
+    assert m.stderr["kl_divergence"] == pytest.approx(se_reference(ce - entropy), rel=1e-6)
+    assert m.stderr["accuracy"] == pytest.approx(se_reference(agree), rel=1e-9)
+    assert m.interval("kl_divergence")[0] < m.kl_divergence < m.interval("kl_divergence")[1]
+    with pytest.raises(ValueError, match="no interval for 'brier' in a 'soft' result"):
+        m.interval("brier")

@@ -14,6 +14,12 @@ Per-block outputs, ``fsums`` columns:
     S_SUBSET    sum of row_weight over rows with every element right
     S_ARGMAX    sum of row_weight over one-hot target rows whose argmax is the hot class
     S_WEIGHT    sum of row_weight over counted rows
+    S_W2 ... S_SUBSET_Q  second moments of the rows' contributions v (the
+                terms above, per row) behind the standard errors
+                (``fastce.errorbars``): sum rw^2, then for the loss
+                sum rw v and sum v^2, and for Brier, hits and subset hits
+                sum rw^2 x and sum rw^2 x^2 of the unweighted row value x
+                (a subset hit is 0 or 1: one column)
     S_MIN, S_MAX  smallest and largest score (probabilities: the range check)
 
 ``icounts`` columns: counted rows, rows holding NaN, elements with an infinite
@@ -57,9 +63,11 @@ K_WEIGHT, K_LOSS, K_MIN, K_MAX, K_BRIER, K_TOPK = K.F_WEIGHT, K.F_LOSS, K.F_MIN,
 K_ROWS, K_NONFINITE, K_INF_LOSS = K.C_ROWS, K.C_NONFINITE, K.C_INF_LOSS
 K_FIRST_NONFINITE, K_FIRST_INF_LOSS, K_NUM_ICOUNTS = K.FIRST_NONFINITE, K.FIRST_INF_LOSS, K.NUM_ICOUNTS
 
-S_LOSS, S_BRIER, S_HITS, S_SUBSET, S_ARGMAX, S_WEIGHT, S_MIN, S_MAX = range(8)
-NUM_SUMS = 8
-EXACT_SUMS = 6  # columns [0, EXACT_SUMS) are summed exactly
+S_LOSS, S_BRIER, S_HITS, S_SUBSET, S_ARGMAX, S_WEIGHT = range(6)
+S_W2, S_LOSS_Q1, S_LOSS_Q2, S_BRIER_Q1, S_BRIER_Q2, S_HITS_Q1, S_HITS_Q2, S_SUBSET_Q = range(6, 14)
+S_MIN, S_MAX = 14, 15
+NUM_SUMS = 16
+EXACT_SUMS = 14  # columns [0, EXACT_SUMS) are summed exactly
 
 N_ROWS, N_NONFINITE, N_INF_LOSS, N_BELOW0, N_ABOVE1, N_BAD_TARGET, N_SOFT, N_ONE_HOT = range(8)
 FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BELOW0, FIRST_ABOVE1, FIRST_BAD_TARGET = range(8, 13)
@@ -326,6 +334,15 @@ def bce_blocks(
             fsums[b, S_SUBSET] += rw if hits == n_cols else 0.0
             fsums[b, S_ARGMAX] += rw if (one_hot and best_j == hot) else 0.0
             fsums[b, S_WEIGHT] += rw
+            rw2 = rw * rw
+            fsums[b, S_W2] += rw2
+            fsums[b, S_LOSS_Q1] += rw * row_loss
+            fsums[b, S_LOSS_Q2] += row_loss * row_loss
+            fsums[b, S_BRIER_Q1] += rw2 * row_brier
+            fsums[b, S_BRIER_Q2] += rw2 * (row_brier * row_brier)
+            fsums[b, S_HITS_Q1] += rw2 * hits
+            fsums[b, S_HITS_Q2] += rw2 * (hits * hits)
+            fsums[b, S_SUBSET_Q] += rw2 if hits == n_cols else 0.0
 
 
 @njit(**KERNEL_OPTIONS)

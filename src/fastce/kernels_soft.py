@@ -39,7 +39,9 @@ from fastce._vecmath import (
 )
 
 S_LOSS, S_DENOM, S_ENTROPY, S_KL, S_HITS = range(5)
-NUM_SUMS = 5
+# Sums of squares of the per-row values (finite ones), behind the standard errors (fastce.errorbars).
+S_LOSS2, S_ENTROPY2, S_KL2 = range(5, 8)
+NUM_SUMS = 8
 
 N_ROWS, N_NONFINITE, N_INF_LOSS, N_IGNORED, N_BAD_TARGET, N_UNNORMALIZED = range(6)
 FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BAD_TARGET, FIRST_UNNORMALIZED = range(6, 10)
@@ -155,7 +157,10 @@ def soft_blocks(
                     icounts[b, N_UNNORMALIZED] += 1
                 hit = best == target_best
                 fsums[b, S_ENTROPY] += entropy
-                fsums[b, S_KL] += kl if kl < np.inf else 0.0
+                fsums[b, S_ENTROPY2] += entropy * entropy
+                kept_kl = kl if kl < np.inf else 0.0
+                fsums[b, S_KL] += kept_kl
+                fsums[b, S_KL2] += kept_kl * kept_kl
             else:
                 w_y = class_weight[label] if weighted else 1.0
                 d_y = (m - as_float64(scores[i, label])) + lse
@@ -179,5 +184,6 @@ def soft_blocks(
                 icounts[b, N_INF_LOSS] += 1
             else:
                 fsums[b, S_LOSS] += loss
+                fsums[b, S_LOSS2] += loss * loss
             fsums[b, S_DENOM] += denom
             fsums[b, S_HITS] += hit

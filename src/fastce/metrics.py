@@ -68,10 +68,12 @@ class Metrics:
     stderr : Mapping[str, float]
         Standard error of each mean over rows: ``"cross_entropy"``,
         ``"cross_entropy_bits"``, ``"accuracy"``, ``"brier"``, and
-        ``"top_k_accuracy"`` (a mapping k -> error).  The sample standard
+        ``"top_k_accuracy"`` (a mapping k -> error), and the task's other
+        means (``"hamming_accuracy"``, ``"subset_accuracy"``,
+        ``"target_entropy"``, ``"kl_divergence"``).  The sample standard
         deviation (ddof=1) over sqrt(n); with weights, the ratio-estimator
-        form sqrt(n/(n-1) sum w^2 (x - mean)^2) / sum w.  Empty where the
-        task does not compute them yet (multi-label, soft targets).
+        form sqrt(n/(n-1) sum w^2 (x - mean)^2) / sum w.  Multi-label means
+        take rows as the units (a row's labels are not independent draws).
     n_effective : float
         Kish's effective number of rows, (sum w)^2 / sum w^2: ``n`` when
         unweighted; the ``n`` of the Wilson intervals of weighted accuracies.
@@ -136,7 +138,9 @@ class Metrics:
         perplexity is exp of the cross-entropy interval), ``"accuracy"`` or
         ``"top_k_accuracy"`` with ``k=`` (Wilson score interval over
         ``n_effective`` rows: ``n`` unweighted, Kish's effective size with
-        weights).
+        weights); multi-label ``"subset_accuracy"`` (Wilson) and
+        ``"hamming_accuracy"`` (normal, over rows); soft targets'
+        ``"target_entropy"`` and ``"kl_divergence"`` (normal).
 
         >>> import numpy as np, fastce
         >>> z = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])
@@ -153,10 +157,16 @@ class Metrics:
         if name == "perplexity":
             low, high = self.interval("cross_entropy", level)
             return (_exp(low), _exp(high))
-        if name in ("cross_entropy", "cross_entropy_bits", "brier"):
+        if name in ("cross_entropy", "cross_entropy_bits", "brier", "target_entropy", "kl_divergence") and (
+            name in self.stderr
+        ):
             return errorbars.normal_interval(getattr(self, name), self.stderr[name], level)
-        if name == "accuracy" and k is None:
-            k = 1
+        if name == "hamming_accuracy" and name in self.stderr:
+            # Per-element hits are not independent within a row: a CLT interval over rows, kept in [0, 1].
+            low, high = errorbars.normal_interval(self.hamming_accuracy, self.stderr[name], level)
+            return (max(0.0, low), min(1.0, high))
+        if name in ("accuracy", "subset_accuracy") and k is None:
+            name, k = "accuracy", 1
         if name in ("accuracy", "top_k_accuracy"):
             if k not in self.top_k_accuracy:
                 raise ValueError(f"k={k!r} is not among the top-k values computed: {sorted(self.top_k_accuracy)}.")
@@ -169,8 +179,9 @@ class Metrics:
                 n = p * (1.0 - p) / (se * se) if se > 0 else self.n_effective
             return errorbars.wilson_interval(p, n, level)
         raise ValueError(
-            f"no interval for {name!r}: use 'cross_entropy', 'cross_entropy_bits', 'perplexity', 'brier', "
-            "'accuracy' or 'top_k_accuracy' (with k=)."
+            f"no interval for {name!r} in a {self.task!r} result: use 'cross_entropy', 'cross_entropy_bits', "
+            "'perplexity', 'accuracy', 'top_k_accuracy' (with k=), and where they apply 'brier', "
+            "'hamming_accuracy', 'subset_accuracy', 'target_entropy', 'kl_divergence'."
         )
 
     @property

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from fastce import _accumulate, _accumulate_family, validation
+from fastce import _accumulate, _accumulate_family, errorbars, validation
 from fastce import kernels_binary as KB
 from fastce import kernels_soft as KS
 from fastce.errors import InputError
@@ -125,11 +125,35 @@ def evaluate_multilabel(scores, y, *, from_logits: bool, name: str, sample_weigh
         hamming = sums.value(KB.S_HITS) / (weight * n_cols)
         subset = sums.value(KB.S_SUBSET) / weight
         brier = sums.value(KB.S_BRIER) / (weight * n_cols)
+    stderr, effective = _multilabel_errors(sums, n, n_cols, ce)
     return Metrics(
         n=n, weight_sum=weight, cross_entropy=ce, accuracy=subset, top_k_accuracy={1: subset},
         n_omitted=omitted or 0, num_classes=n_cols, from_logits=from_logits, brier=brier, task="multilabel",
-        hamming_accuracy=hamming, subset_accuracy=subset,
+        hamming_accuracy=hamming, subset_accuracy=subset, stderr=stderr, n_effective=effective,
     )
+
+
+def _multilabel_errors(sums, n: int, n_cols: int, ce: float) -> tuple[dict, float]:
+    """Standard errors of the multi-label means, rows as the units (a row's labels are not independent)."""
+    if math.isnan(ce):
+        nan = math.nan
+        return {k: nan for k in ("cross_entropy", "brier", "hamming_accuracy")} | {"top_k_accuracy": {1: nan}}, nan
+    acc = sums.sums
+
+    def error(total, q1, q2, per_label=True):
+        return errorbars.error_of_sums(n, acc[KB.S_WEIGHT], acc[total], acc[KB.S_W2], acc[q1], acc[q2],
+                                       scale_down=n_cols if per_label else 1.0)
+
+    subset = error(KB.S_SUBSET, KB.S_SUBSET_Q, KB.S_SUBSET_Q, per_label=False)
+    stderr = {
+        "cross_entropy": math.inf if ce == math.inf else error(KB.S_LOSS, KB.S_LOSS_Q1, KB.S_LOSS_Q2),
+        "brier": error(KB.S_BRIER, KB.S_BRIER_Q1, KB.S_BRIER_Q2),
+        "hamming_accuracy": error(KB.S_HITS, KB.S_HITS_Q1, KB.S_HITS_Q2),
+        "subset_accuracy": subset,
+        "top_k_accuracy": {1: subset},
+    }
+    w, w2 = sums.value(KB.S_WEIGHT), sums.value(KB.S_W2)
+    return stderr, (w * w / w2 if w2 > 0 else math.nan)
 
 
 def evaluate_soft(scores, y, *, from_logits: bool, name: str, sample_weight, top_k, nan_policy) -> Metrics:
@@ -184,8 +208,29 @@ def evaluate_soft(scores, y, *, from_logits: bool, name: str, sample_weight, top
     return Metrics(
         n=n, weight_sum=float(n), cross_entropy=ce, accuracy=accuracy, top_k_accuracy={1: accuracy},
         n_omitted=omitted or 0, num_classes=n_cols, from_logits=True, task="soft",
-        target_entropy=entropy, kl_divergence=kl,
+        target_entropy=entropy, kl_divergence=kl, stderr=_soft_errors(sums, n, ce, kl), n_effective=float(n),
     )
+
+
+def _soft_errors(sums, n: int, ce: float, kl: float) -> dict:
+    """Standard errors of the soft-target means (unweighted rows: s / sqrt(n), ddof = 1)."""
+    if math.isnan(ce):
+        return {k: math.nan for k in ("cross_entropy", "target_entropy", "kl_divergence")} | {"top_k_accuracy": {1: math.nan}}
+    from fastce import _exactsum
+
+    count = _exactsum.new_accumulators(1)[0]
+    _exactsum.exact_add(count, float(n))  # n is below 2**53: exact
+    acc = sums.sums
+
+    def error(total, squares):
+        return errorbars.error_of_sums(n, count, acc[total], count, acc[total], acc[squares])
+
+    return {
+        "cross_entropy": math.inf if ce == math.inf else error(KS.S_LOSS, KS.S_LOSS2),
+        "target_entropy": error(KS.S_ENTROPY, KS.S_ENTROPY2),
+        "kl_divergence": math.inf if kl == math.inf else error(KS.S_KL, KS.S_KL2),
+        "top_k_accuracy": {1: error(KS.S_HITS, KS.S_HITS)},  # a hit is 0 or 1: its square is itself
+    }
 
 
 def _single_k(top_k, what: str) -> None:
