@@ -156,15 +156,8 @@ class Batch:
 def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups, num_classes=None) -> Batch:
     """Check one batch of rows for every model (same shape), as ``evaluate`` checks its arguments."""
     scores = [validation.scores(x, f"{argument}[{name!r}]") for name, x in zip(names, arrays)]
-    shape = scores[0].shape
-    for name, s in zip(names, scores):
-        if s.shape != shape:
-            raise InputError(
-                f"{argument}[{name!r}] has shape {s.shape}, {argument}[{names[0]!r}] has {shape}: "
-                "every model must score the same rows and classes.",
-                argument=argument,
-            )
-    n_rows, n_classes = shape
+    check_same_shape(names, [s.shape for s in scores], argument)
+    n_rows, n_classes = scores[0].shape
     if num_classes is not None and n_classes != num_classes:
         raise InputError(
             f"{argument} have {n_classes} columns, not the {num_classes} classes of this comparison.",
@@ -178,6 +171,17 @@ def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups,
 
         ids = check_groups(groups, n_rows)
     return Batch([s.view for s in scores], [s.eps for s in scores], labels, weights, ids)
+
+
+def check_same_shape(names, shapes, argument: str) -> None:
+    """Every model's scores must have the first one's shape (the same rows and classes)."""
+    for name, shape in zip(names, shapes):
+        if shape != shapes[0]:
+            raise InputError(
+                f"{argument}[{name!r}] has shape {shape}, {argument}[{names[0]!r}] has {shapes[0]}: "
+                "every model must score the same rows and classes.",
+                argument=argument,
+            )
 
 
 def _confident_below(value) -> float:

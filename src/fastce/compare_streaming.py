@@ -9,8 +9,6 @@ the rows into ``update`` calls gives ``compare``'s numbers bit for bit.
 
 from __future__ import annotations
 
-import base64
-
 import numpy as np
 
 from fastce import _config
@@ -18,23 +16,10 @@ from fastce.api import check_probabilities
 from fastce.compare import Comparison, ComparisonState, _confident_below, validated_batch
 from fastce.errors import InputError
 from fastce.state import check_nan_policy
+from fastce.streaming import _b64, _unb64  # the Evaluator's encoding of pending rows
 
 COMPARATOR_FORMAT = "fastce.comparator/1"
 _MAX_MODELS = 1024
-
-
-def _b64(array: np.ndarray, dtype: str) -> str:
-    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
-
-
-def _unb64(text, dtype: str, count: int) -> np.ndarray:
-    if not isinstance(text, str):
-        raise ValueError("pending rows must be base64 text")
-    raw = base64.b64decode(text.encode("ascii"), validate=True)
-    array = np.frombuffer(raw, dtype=dtype)
-    if array.size != count:
-        raise ValueError(f"expected {count} values of {dtype}, found {array.size}")
-    return array.astype(np.dtype(dtype).newbyteorder("="))
 
 
 class Comparator:

@@ -532,20 +532,14 @@ def compare(
     >>> c.delta("B", "A") == fastce.compare(y, logits={"A": za, "B": zb}).delta("B", "A")
     True
     """
-    from fastce.compare import _confident_below, _models
+    from fastce.compare import _confident_below, _models, check_same_shape
 
     dask, _ = _import_dask()
     check_nan_policy(nan_policy)
     container, from_logits, argument = scores_argument(logits, proba)
     model_names, arrays = _models(container, names, argument)
     scores = [_scores_array(a, f"{argument}[{n!r}]") for n, a in zip(model_names, arrays)]
-    for name, s in zip(model_names, scores):
-        if s.shape != scores[0].shape:
-            raise InputError(
-                f"{argument}[{name!r}] has shape {s.shape}, {argument}[{model_names[0]!r}] has {scores[0].shape}: "
-                "every model must score the same rows and classes.",
-                argument=argument,
-            )
+    check_same_shape(model_names, [s.shape for s in scores], argument)
     scores = [s if s.chunks[0] == scores[0].chunks[0] else s.rechunk({0: scores[0].chunks[0]}) for s in scores]
     labels = _row_array(y_true, "y_true", scores[0], what="labels")
     weights = None if sample_weight is None else _row_array(sample_weight, "sample_weight", scores[0], what="weights")
