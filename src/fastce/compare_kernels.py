@@ -54,6 +54,13 @@ TABLE_COLUMNS = 12  # per k: (rows, weight, weight^2) x (both right, only A, onl
 BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG = 0, 1, 2, 3
 
 
+# The score kernel's per-row columns, as literals: numba freezes globals into
+# the compiled code and keys its cache on this file alone, so a change of
+# kernels.S_* must come with a change here (the assertion makes sure of it).
+S_LOSS, S_P_TRUE, S_BRIER, S_RANK = 0, 1, 3, 4
+assert (S_LOSS, S_P_TRUE, S_BRIER, S_RANK) == (K.S_LOSS, K.S_P_TRUE, K.S_BRIER, K.S_RANK)
+
+
 def pair_columns(n_k: int) -> int:
     return P_TABLE + TABLE_COLUMNS * n_k
 
@@ -74,8 +81,8 @@ def pair_blocks(stats_a, stats_b, weights, top_k, confident_below, block_rows, f
         for c in range(fsums.shape[1]):
             fsums[b, c] = 0.0
         for r in range(b * block_rows, min(n_rows, (b + 1) * block_rows)):
-            loss_a = stats_a[r, K.S_LOSS]
-            loss_b = stats_b[r, K.S_LOSS]
+            loss_a = stats_a[r, S_LOSS]
+            loss_b = stats_b[r, S_LOSS]
             if loss_a != loss_a or loss_b != loss_b:
                 continue  # not counted under one of the models
             w = np.float64(weights[r]) if weighted else 1.0
@@ -96,24 +103,24 @@ def pair_blocks(stats_a, stats_b, weights, top_k, confident_below, block_rows, f
                 fsums[b, P_LA2] += loss_a * loss_a
                 fsums[b, P_LB2] += loss_b * loss_b
                 fsums[b, P_LAB] += loss_a * loss_b
-            db = stats_b[r, K.S_BRIER] - stats_a[r, K.S_BRIER]
+            db = stats_b[r, S_BRIER] - stats_a[r, S_BRIER]
             fsums[b, P_DB] += w * db
             fsums[b, P_W2DB] += w2 * db
             fsums[b, P_W2DB2] += w2 * (db * db)
-            right_a = stats_a[r, K.S_RANK] < 1.0
-            right_b = stats_b[r, K.S_RANK] < 1.0
+            right_a = stats_a[r, S_RANK] < 1.0
+            right_b = stats_b[r, S_RANK] < 1.0
             d_loss = 0.0 if (math.isinf(loss_a) or math.isinf(loss_b)) else w * (loss_b - loss_a)
-            if right_a and not right_b and stats_b[r, K.S_P_TRUE] < confident_below:
+            if right_a and not right_b and stats_b[r, S_P_TRUE] < confident_below:
                 fsums[b, P_CWB_ROWS] += 1.0
                 fsums[b, P_CWB_W] += w
                 fsums[b, P_CWB_DL] += d_loss
-            if right_b and not right_a and stats_a[r, K.S_P_TRUE] < confident_below:
+            if right_b and not right_a and stats_a[r, S_P_TRUE] < confident_below:
                 fsums[b, P_CWA_ROWS] += 1.0
                 fsums[b, P_CWA_W] += w
                 fsums[b, P_CWA_DL] += d_loss
             for k in range(n_k):
-                hit_a = stats_a[r, K.S_RANK] < top_k[k]
-                hit_b = stats_b[r, K.S_RANK] < top_k[k]
+                hit_a = stats_a[r, S_RANK] < top_k[k]
+                hit_b = stats_b[r, S_RANK] < top_k[k]
                 cell = BOTH_RIGHT if (hit_a and hit_b) else (
                     ONLY_A if hit_a else (ONLY_B if hit_b else BOTH_WRONG)
                 )

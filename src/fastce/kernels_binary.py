@@ -61,6 +61,12 @@ MODE_PROBA = 1
 # The core layout (kernels.py), written by binary_logits_blocks.
 K_WEIGHT, K_LOSS, K_MIN, K_MAX, K_BRIER, K_TOPK = K.F_WEIGHT, K.F_LOSS, K.F_MIN, K.F_MAX, K.F_BRIER, K.F_TOPK
 K_ROWS, K_NONFINITE, K_INF_LOSS = K.C_ROWS, K.C_NONFINITE, K.C_INF_LOSS
+# The second moments' offsets (kernels.M_W2...) as literals: numba freezes globals into the code and keys
+# its cache on this file alone, so a change there must come with one here (the assertion checks).
+M_W2, M_W2LOSS, M_W2LOSS2, M_W2BRIER, M_W2BRIER2, M_W2TOPK = 0, 1, 2, 3, 4, 5
+assert (M_W2, M_W2LOSS, M_W2LOSS2, M_W2BRIER, M_W2BRIER2, M_W2TOPK) == (
+    K.M_W2, K.M_W2LOSS, K.M_W2LOSS2, K.M_W2BRIER, K.M_W2BRIER2, K.M_W2TOPK
+)
 K_FIRST_NONFINITE, K_FIRST_INF_LOSS, K_NUM_ICOUNTS = K.FIRST_NONFINITE, K.FIRST_INF_LOSS, K.NUM_ICOUNTS
 
 S_LOSS, S_BRIER, S_HITS, S_SUBSET, S_ARGMAX, S_WEIGHT = range(6)
@@ -520,9 +526,9 @@ def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nbloc
         w2_sum, w2_loss, w2_loss2, w2_brier, w2_brier2, w2_correct = moments
         for k in range(n_k):
             fsums[b, K_TOPK + k] = correct if top_k[k] == 1 else weight_sum
-            fsums[b, first_moment + K.M_W2TOPK + k] = w2_correct if top_k[k] == 1 else w2_sum
-        fsums[b, first_moment + K.M_W2] = w2_sum
-        fsums[b, first_moment + K.M_W2LOSS] = w2_loss
-        fsums[b, first_moment + K.M_W2LOSS2] = w2_loss2
-        fsums[b, first_moment + K.M_W2BRIER] = w2_brier
-        fsums[b, first_moment + K.M_W2BRIER2] = w2_brier2
+            fsums[b, first_moment + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else w2_sum
+        fsums[b, first_moment + M_W2] = w2_sum
+        fsums[b, first_moment + M_W2LOSS] = w2_loss
+        fsums[b, first_moment + M_W2LOSS2] = w2_loss2
+        fsums[b, first_moment + M_W2BRIER] = w2_brier
+        fsums[b, first_moment + M_W2BRIER2] = w2_brier2
