@@ -25,3 +25,7 @@ class FastCEWarning(UserWarning):
 
 class OmittedRowsWarning(FastCEWarning, RuntimeWarning):
     """Rows were skipped under ``nan_policy="omit"``."""
+
+
+class ProbabilitiesAsLogitsWarning(FastCEWarning):
+    """Every row given as logits lies in [0, 1] and sums to 1: probably probabilities (pass ``proba=``)."""
