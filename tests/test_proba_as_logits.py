@@ -40,6 +40,7 @@ def _caught(call):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_probabilities_as_logits_warn_once(n_classes, dtype):
     p, z, y = _case(n_classes, dtype)
+    p[:7] = np.eye(n_classes, dtype=dtype)[y[:7]]  # saturated rows (softmax of a confident model) fit too
     for call in (
         lambda: fastce.evaluate(y, logits=p),
         lambda: fastce.evaluate(y, logits=p, top_k=(1, 2), sample_weight=np.ones(len(y))),
@@ -72,6 +73,8 @@ def test_real_logits_and_mixes_do_not_warn(n_classes):
         fastce.cross_entropy(mixed, y)
         shifted = p + 1.0  # in no way in [0, 1]
         fastce.evaluate(y, logits=shifted)
+        fastce.evaluate(y, logits=np.eye(n_classes)[y])  # one-hot rows alone prove nothing (hand-made logits)
+        fastce.diagnose(y, logits=np.eye(n_classes, dtype=np.float32)[(y + 1) % n_classes])
         nearly = p.copy()
         nearly[:, 0] += 0.01  # in [0, 1] but rows summing to 1.01: not probabilities
         fastce.evaluate(y, logits=np.clip(nearly, 0, 1))

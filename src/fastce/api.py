@@ -67,12 +67,18 @@ def warn_probabilities_as_logits(
     kernel counts such rows (``C_PROBA_LIKE``, rows summing to 1 within
     ``sum_to_one_tolerance`` of the input's dtype, the proba= row-sum test),
     so this costs no pass; one warning per call, never per row.  Nothing
-    when non-finite rows are about to raise under ``nan_policy``.
+    when non-finite rows are about to raise under ``nan_policy``, nor when
+    every such row is one-hot (``C_ONE_HOT_LIKE``).
     """
     rows = int(state.counts[K.C_ROWS])
     if nan_policy == "raise" and state.counts[K.C_NONFINITE]:
         return
-    if state.from_logits and rows and int(state.counts[K.C_PROBA_LIKE]) == rows:
+    like = int(state.counts[K.C_PROBA_LIKE])
+    # One-hot rows (max exactly 1) are hand-made logits or hard predictions as
+    # often as saturated probabilities: they fit, but alone they prove nothing.
+    # One class: every probability row is [1], a value logits take by chance.
+    evidence = state.num_classes > 1 and like > int(state.counts[K.C_ONE_HOT_LIKE])
+    if state.from_logits and rows and like == rows and evidence:
         every = "the only row of" if rows == 1 else f"all {rows} rows of"
         verbs = "is in [0, 1] and sums" if rows == 1 else "are in [0, 1] and sum"
         warnings.warn(

@@ -21,7 +21,8 @@ fsums:   weight sum, weighted loss sum, min score, max score, weighted Brier
 icounts: rows counted, non-finite rows, rows with infinite loss, ignored rows,
          rows with a value < 0, rows with a value > 1, rows not summing to 1,
          logits rows that look like probabilities (every entry in [0, 1],
-         summing to 1 within ``sum_tolerance``), blocks whose weight, Brier
+         summing to 1 within ``sum_tolerance``), those of them whose max is
+         exactly 1 (one-hot: no evidence either way), blocks whose weight, Brier
          or top-k sum overflowed (counted by fold_blocks, not the kernels),
          then the first row (index within the slice, -1 if none; fold_blocks
          adds the slice's offset) of each kind but ignored and
@@ -58,9 +59,10 @@ F_WEIGHT, F_LOSS, F_MIN, F_MAX, F_BRIER, F_TOPK = 0, 1, 2, 3, 4, 5
 # Rows of State.sums (exact accumulators): weight, loss, Brier, then top-k.
 SUMS_WEIGHT, SUMS_LOSS, SUMS_BRIER, SUMS_TOPK = 0, 1, 2, 3
 # icounts columns
-C_ROWS, C_NONFINITE, C_INF_LOSS, C_IGNORED, C_BELOW0, C_ABOVE1, C_UNNORMALIZED, C_PROBA_LIKE, C_OVERFLOW = range(9)
-FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BELOW0, FIRST_ABOVE1, FIRST_UNNORMALIZED, FIRST_OVERFLOW = range(9, 15)
-NUM_ICOUNTS = 15
+(C_ROWS, C_NONFINITE, C_INF_LOSS, C_IGNORED, C_BELOW0, C_ABOVE1, C_UNNORMALIZED, C_PROBA_LIKE, C_ONE_HOT_LIKE,
+ C_OVERFLOW) = range(10)
+FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BELOW0, FIRST_ABOVE1, FIRST_UNNORMALIZED, FIRST_OVERFLOW = range(10, 16)
+NUM_ICOUNTS = 16
 
 # Mode flags for the score kernel.
 MODE_LOGITS = 0
@@ -412,7 +414,7 @@ def _first_index_of(scores, i, n_classes, value):
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _probability_like_columns(columns, high, status, count, n_classes, sum_tolerance):
-    """Rows of a walked block of logits that look like probabilities (see _probability_like_row).
+    """(rows, one-hot rows) of a walked block of logits that look like probabilities (see _probability_like_row).
 
     One compare per row (a row max above 1 settles it); only rows with a max
     <= 1 walk their columns again, which are still in cache.
@@ -421,8 +423,9 @@ def _probability_like_columns(columns, high, status, count, n_classes, sum_toler
     for r in range(count):
         candidates += (status[r] == ROW_OK) & (high[r] <= 1.0)
     if candidates == 0:
-        return 0
+        return 0, 0
     like = 0
+    one_hot = 0
     for r in range(count):
         if status[r] == ROW_OK and high[r] <= 1.0:
             lowest = columns[0, r]
@@ -430,8 +433,10 @@ def _probability_like_columns(columns, high, status, count, n_classes, sum_toler
             for j in range(n_classes):
                 lowest = min(lowest, columns[j, r])
                 total += columns[j, r]
-            like += (lowest >= 0.0) & (abs(total - 1.0) <= sum_tolerance)
-    return like
+            if lowest >= 0.0 and abs(total - 1.0) <= sum_tolerance:
+                like += 1
+                one_hot += high[r] == 1.0
+    return like, one_hot
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -439,7 +444,8 @@ def _probability_like_row(scores, i, n_classes, sum_tolerance):
     """Whether a long logits row (with a max <= 1) holds only values in [0, 1] summing to 1.
 
     Such rows are almost certainly probabilities given as logits; the door
-    warns when every row is one.  The row is in cache (just walked).
+    warns when every row is one (and not all are one-hot, which hand-made
+    logits and hard predictions are too).  The row is in cache (just walked).
     """
     lowest = as_float64(scores[i, 0])
     total = 0.0
@@ -616,7 +622,7 @@ def score_blocks(
                                    sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                                    fsums, icounts, b)
                 if mode == MODE_LOGITS:
-                    icounts[b, C_PROBA_LIKE] = _probability_like_columns(
+                    icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
                         columns, high, status, count, n_classes, sum_tolerance
                     )
                 if keep_stats:
@@ -648,6 +654,7 @@ def score_blocks(
                         if ok and row_max <= 1.0:  # rare for logits: one compare per row
                             if _probability_like_row(scores, i, n_classes, sum_tolerance):
                                 icounts[b, C_PROBA_LIKE] += 1
+                                icounts[b, C_ONE_HOT_LIKE] += row_max == 1.0
                         value[r] = shift
                         rest[r] = row_rest
                         ahead[r] = row_ahead

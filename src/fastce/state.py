@@ -36,6 +36,7 @@ _COUNTER_NAMES = (
     "rows_above_1",
     "unnormalized_rows",
     "probability_like_rows",
+    "one_hot_like_rows",
     "overflowed_blocks",
     "first_nonfinite_row",
     "first_inf_loss_row",
