@@ -553,7 +553,10 @@ def score_blocks(
     mode MODE_PROBA: loss = -log(clip(p[y], eps, 1 - eps)) (scikit-learn's
     log_loss); also counts rows with values outside [0, 1] and rows whose sum
     differs from 1 by more than ``sum_tolerance``.  The Brier score uses the
-    probabilities as given (softmax of the logits in MODE_LOGITS).
+    probabilities as given (softmax of the logits in MODE_LOGITS).  In
+    MODE_LOGITS, rows in [0, 1] summing to 1 within ``sum_tolerance`` are
+    counted in C_PROBA_LIKE (and C_ONE_HOT_LIKE when their max is 1): the
+    door warns when every row looks like probabilities.
 
     The true class's rank is the number of classes ahead of it: strictly
     higher scores, plus equal scores at a lower index (``ties_to_last``
