@@ -120,3 +120,22 @@ def test_cli_prints_the_warning_once(tmp_path):
     assert status == 0
     lines = [line for line in err.getvalue().splitlines() if "look like probabilities" in line]
     assert len(lines) == 1 and lines[0].startswith("fastce: warning:") and "all 5000 rows" in lines[0]
+
+
+@pytest.mark.parametrize("n_classes", [2, 10, 33])
+@pytest.mark.parametrize("share", [0.02, 0.5, 1.0])
+def test_probability_like_counter_matches_numpy(n_classes, share):
+    """The kernel's count, for few rows (visited one by one) and many (vectorised), against numpy."""
+    from fastce.api import accumulate, sum_to_one_tolerance
+
+    p, z, y = _case(n_classes, n=4000, seed=3)
+    z = z * 0.3  # small logits: many rows have a max <= 1 without being probabilities
+    pick = np.random.default_rng(4).random(len(y)) < share
+    scores = np.where(pick[:, None], p, z).astype(np.float32)
+    scores[:3] = np.eye(n_classes, dtype=np.float32)[y[:3]]  # one-hot rows fit, and are counted apart
+    wide = scores.astype(np.float64)
+    tolerance = sum_to_one_tolerance(np.finfo(np.float32).eps)
+    fits = (wide.min(axis=1) >= 0) & (wide.max(axis=1) <= 1) & (np.abs(wide.sum(axis=1) - 1) <= tolerance)
+    state, _ = accumulate(y, logits=scores)
+    assert state.count("probability_like_rows") == int(fits.sum())
+    assert state.count("one_hot_like_rows") == int((fits & (wide.max(axis=1) == 1.0)).sum())

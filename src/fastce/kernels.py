@@ -413,11 +413,15 @@ def _first_index_of(scores, i, n_classes, value):
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _probability_like_columns(columns, high, status, count, n_classes, sum_tolerance):
+def _probability_like_columns(columns, high, status, count, n_classes, sum_tolerance, lowest, total):
     """(rows, one-hot rows) of a walked block of logits that look like probabilities (see _probability_like_row).
 
-    One compare per row (a row max above 1 settles it); only rows with a max
-    <= 1 walk their columns again, which are still in cache.
+    One compare per row (a row max above 1 settles it).  Rows with a max
+    <= 1 check their columns again, which are still in cache: one by one
+    when they are few, else all rows at once in vectorised column loops
+    (small logits, e.g. two classes of scale ~1, often have a max <= 1, and
+    a scalar walk of those rows cost a third of the two-class kernel).
+    ``lowest`` and ``total`` are scratch rows the caller overwrites later.
     """
     candidates = 0
     for r in range(count):
@@ -426,16 +430,31 @@ def _probability_like_columns(columns, high, status, count, n_classes, sum_toler
         return 0, 0
     like = 0
     one_hot = 0
+    if 8 * candidates <= count:
+        for r in range(count):
+            if status[r] == ROW_OK and high[r] <= 1.0:
+                row_lowest = columns[0, r]
+                row_total = 0.0
+                for j in range(n_classes):
+                    row_lowest = min(row_lowest, columns[j, r])
+                    row_total += columns[j, r]
+                if row_lowest >= 0.0 and abs(row_total - 1.0) <= sum_tolerance:
+                    like += 1
+                    one_hot += high[r] == 1.0
+        return like, one_hot
     for r in range(count):
-        if status[r] == ROW_OK and high[r] <= 1.0:
-            lowest = columns[0, r]
-            total = 0.0
-            for j in range(n_classes):
-                lowest = min(lowest, columns[j, r])
-                total += columns[j, r]
-            if lowest >= 0.0 and abs(total - 1.0) <= sum_tolerance:
-                like += 1
-                one_hot += high[r] == 1.0
+        lowest[r] = columns[0, r]
+        total[r] = 0.0
+    for j in range(n_classes):
+        for r in range(count):
+            lowest[r] = min(lowest[r], columns[j, r])
+    for j in range(n_classes):
+        for r in range(count):
+            total[r] += columns[j, r]
+    for r in range(count):
+        fits = (status[r] == ROW_OK) & (high[r] <= 1.0) & (lowest[r] >= 0.0) & (abs(total[r] - 1.0) <= sum_tolerance)
+        like += fits
+        one_hot += fits & (high[r] == 1.0)
     return like, one_hot
 
 
@@ -625,8 +644,9 @@ def score_blocks(
                                    sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                                    fsums, icounts, b)
                 if mode == MODE_LOGITS:
+                    # loss_of and brier: scratch here, written for every row below.
                     icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
-                        columns, high, status, count, n_classes, sum_tolerance
+                        columns, high, status, count, n_classes, sum_tolerance, loss_of, brier
                     )
                 if keep_stats:
                     for r in range(count):
