@@ -418,9 +418,9 @@ def _probability_like_columns(columns, high, status, count, n_classes, sum_toler
 
     One compare per row (a row max above 1 settles it).  Rows with a max
     <= 1 check their columns again, which are still in cache: one by one
-    when they are few, else all rows at once in vectorised column loops
-    (small logits, e.g. two classes of scale ~1, often have a max <= 1, and
-    a scalar walk of those rows cost a third of the two-class kernel).
+    when they are few, else after a vectorised pass of row sums (small
+    logits, e.g. two classes of scale ~1, often have a max <= 1, and a
+    scalar walk of those rows cost a third of the two-class kernel).
     ``lowest`` and ``total`` are scratch rows the caller overwrites later.
     """
     candidates = 0
@@ -442,19 +442,28 @@ def _probability_like_columns(columns, high, status, count, n_classes, sum_toler
                     like += 1
                     one_hot += high[r] == 1.0
         return like, one_hot
+    # Many: the row sums first (one vectorised pass), which real logits
+    # almost never bring within the tolerance of 1; the rows left check
+    # their minimum one by one.
     for r in range(count):
-        lowest[r] = columns[0, r]
-        total[r] = 0.0
-    for j in range(n_classes):
-        for r in range(count):
-            lowest[r] = min(lowest[r], columns[j, r])
-    for j in range(n_classes):
+        total[r] = columns[0, r]
+    for j in range(1, n_classes):
         for r in range(count):
             total[r] += columns[j, r]
+    left = 0
     for r in range(count):
-        fits = (status[r] == ROW_OK) & (high[r] <= 1.0) & (lowest[r] >= 0.0) & (abs(total[r] - 1.0) <= sum_tolerance)
-        like += fits
-        one_hot += fits & (high[r] == 1.0)
+        lowest[r] = 1.0 if (status[r] == ROW_OK) & (high[r] <= 1.0) & (abs(total[r] - 1.0) <= sum_tolerance) else 0.0
+        left += lowest[r] == 1.0
+    if left == 0:
+        return 0, 0
+    for r in range(count):
+        if lowest[r] == 1.0:
+            row_lowest = columns[0, r]
+            for j in range(n_classes):
+                row_lowest = min(row_lowest, columns[j, r])
+            if row_lowest >= 0.0:
+                like += 1
+                one_hot += high[r] == 1.0
     return like, one_hot
 
 
