@@ -117,6 +117,10 @@ def evaluate_multilabel(scores, y, *, from_logits: bool, name: str, sample_weigh
                                 lambda: TB.warn_omitted(sums, name, stacklevel=7))
     n = sums.count(KB.N_ROWS)
     weight = sums.value(KB.S_WEIGHT)
+    if sums.weighted_sums_overflow((KB.S_BRIER, KB.S_HITS, KB.S_SUBSET, KB.S_ARGMAX, KB.S_WEIGHT)):
+        from fastce.state import raise_weights_overflow
+
+        raise_weights_overflow("sample_weight", None)  # never inf / inf for a weighted mean
     if omitted is None:  # propagate
         ce = hamming = subset = brier = math.nan
     else:
@@ -176,7 +180,7 @@ def evaluate_soft(scores, y, *, from_logits: bool, name: str, sample_weight, top
         ce = entropy = kl = accuracy = math.nan
     else:
         _check_counted(n, float(n), n_rows)
-        infinite = sums.count(KS.N_INF_LOSS) > 0 or sums.overflowed > 0
+        infinite = sums.count(KS.N_INF_LOSS) > 0 or sums.nonfinite[KS.S_LOSS] > 0
         ce = math.inf if infinite else sums.value(KS.S_LOSS) / n
         entropy = sums.value(KS.S_ENTROPY) / n
         kl = math.inf if infinite else sums.value(KS.S_KL) / n
