@@ -7,7 +7,7 @@ One numba kernel reads each row of scores once and produces a mergeable
 from fastce.api import diagnose, evaluate
 from fastce.compare import Comparison, compare
 from fastce.compare_streaming import Comparator
-from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning, TopKWarning
+from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning, ProbabilitiesAsLogitsWarning, TopKWarning
 from fastce.metrics import Metrics
 from fastce.report import Report
 from fastce.sklearn_compat import accuracy_score, brier_score_loss, log_loss, top_k_accuracy_score
@@ -27,6 +27,7 @@ __all__ = [
     "Metrics",
     "Report",
     "OmittedRowsWarning",
+    "ProbabilitiesAsLogitsWarning",
     "State",
     "TopKWarning",
     "accuracy_score",

@@ -74,7 +74,9 @@ def _run(call, n_rows, row_elements, state, block_rows, labels, sample_weight, r
             finally:
                 if serial and threads > 1:
                     numba.set_num_threads(threads)
-        state.moment_overflows += K.fold_blocks(fsums, icounts, nblocks, start, state.sums, state.minmax, state.counts)
+        state.moment_overflows += K.fold_blocks(
+            fsums, icounts, nblocks, start, block_rows, state.sums, state.minmax, state.counts
+        )
     state.rows_seen += n_rows
     return state
 

@@ -10,6 +10,8 @@ are not compiled for are converted one slice at a time, never as a whole.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -34,7 +36,12 @@ class Sums:
 
     ``value(c)`` is exact-sum column ``c`` rounded once to float64;
     ``count(c)`` a counter (first-row columns hold the earliest row, -1 for
-    none).  ``overflowed`` counts blocks whose float partial sums overflowed.
+    none).  ``nonfinite[c]`` counts blocks whose float partial sum of column
+    ``c`` was not finite: ``exact_add`` cannot hold it, so it is kept here
+    and ``value(c)`` is inf for that column (every summed term is
+    non-negative, so the exact total is beyond float64: inf is its
+    rounding), never the sum of the other blocks.  ``overflowed`` counts
+    such blocks over all columns.
     """
 
     def __init__(self, n_exact: int, n_counts: int, first_column: int):
@@ -43,11 +50,21 @@ class Sums:
         self.counts = np.zeros(n_counts, dtype=np.int64)
         self.counts[first_column:] = -1
         self.first_column = first_column
-        self.overflowed = 0
+        self.nonfinite = np.zeros(n_exact, dtype=np.int64)
         self.rows_seen = 0
 
+    @property
+    def overflowed(self) -> int:
+        return int(self.nonfinite.sum())
+
     def value(self, column: int) -> float:
+        if self.nonfinite[column]:
+            return math.inf
         return _exactsum.to_float(self.sums[column])
+
+    def weighted_sums_overflow(self, columns) -> bool:
+        """Whether any of ``columns`` (weighted sums other than the loss) overflowed float64."""
+        return any(self.nonfinite[c] or not math.isfinite(self.value(c)) for c in columns)
 
     def count(self, column: int) -> int:
         return int(self.counts[column])
@@ -64,7 +81,7 @@ class Sums:
         out.counts[f:] = self.counts[f:]
         later = (out.counts[f:] < 0) & (other.counts[f:] >= 0)
         out.counts[f:][later] = other.counts[f:][later] + self.rows_seen
-        out.overflowed = self.overflowed + other.overflowed
+        out.nonfinite = self.nonfinite + other.nonfinite
         out.rows_seen = self.rows_seen + other.rows_seen
         return out
 
@@ -107,9 +124,9 @@ def _drive(call, n_rows: int, n_cols: int, block_rows: int, n_sums: int, n_count
             finally:
                 if serial and threads > 1:
                     numba.set_num_threads(threads)
-        result.overflowed += KB.fold_blocks(
-            fsums, icounts, nblocks, start, result.sums, result.minmax, result.counts, n_exact, first_column
-        )
+        # Which columns' block sums were not finite (fold_blocks only counts them in all).
+        result.nonfinite += (~np.isfinite(fsums[:nblocks, :n_exact])).sum(axis=0)
+        KB.fold_blocks(fsums, icounts, nblocks, start, result.sums, result.minmax, result.counts, n_exact, first_column)
     result.rows_seen = n_rows
     return result
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from fastce import _accumulate, validation
 from fastce import kernels as K
-from fastce.errors import FastCEWarning, InputError
+from fastce.errors import FastCEWarning, InputError, ProbabilitiesAsLogitsWarning
 from fastce.metrics import Metrics
 from fastce.state import State, check_nan_policy
 
@@ -54,15 +54,54 @@ def warn_unnormalized(state: State, name: str, *, stacklevel: int = 3) -> None:
         )
 
 
-def check_probabilities(state: State, name: str, *, stacklevel: int = 4) -> None:
-    """What every door checks once probabilities are read (nothing for logits).
+_PROBA_ADVICE = "pass them as proba= instead (Evaluator(..., from_logits=False); fastce eval --proba FILE)"
 
-    Values outside [0, 1] raise; rows not summing to one warn, pointing
-    ``stacklevel`` frames up (default: the caller of the function calling this).
+
+def warn_probabilities_as_logits(
+    state: State, name: str, *, stacklevel: int = 3, advice: str = _PROBA_ADVICE, nan_policy: str = "raise"
+) -> None:
+    """Warn when every row read as logits lies in [0, 1] and sums to 1: almost surely probabilities.
+
+    Softmax of probabilities squashes every row towards uniform, so the loss,
+    Brier score and calibration come out wrong without any error.  The
+    kernel counts such rows (``C_PROBA_LIKE``, rows summing to 1 within
+    ``sum_to_one_tolerance`` of the input's dtype, the proba= row-sum test),
+    so this costs no pass; one warning per call, never per row.  Nothing
+    when non-finite rows are about to raise under ``nan_policy``, nor when
+    every such row is one-hot (``C_ONE_HOT_LIKE``).
+    """
+    rows = int(state.counts[K.C_ROWS])
+    if nan_policy == "raise" and state.counts[K.C_NONFINITE]:
+        return
+    like = int(state.counts[K.C_PROBA_LIKE])
+    # One-hot rows (max exactly 1) are hand-made logits or hard predictions as
+    # often as saturated probabilities: they fit, but alone they prove nothing.
+    # One class: every probability row is [1], a value logits take by chance.
+    evidence = state.num_classes > 1 and like > int(state.counts[K.C_ONE_HOT_LIKE])
+    if state.from_logits and rows and like == rows and evidence:
+        every = "the only row of" if rows == 1 else f"all {rows} rows of"
+        verbs = "is in [0, 1] and sums" if rows == 1 else "are in [0, 1] and sum"
+        warnings.warn(
+            f"{every} {name} counted {verbs} to 1: these look like probabilities, not logits, and softmax of "
+            f"probabilities gives wrong metrics; {advice}.",
+            ProbabilitiesAsLogitsWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def check_probabilities(state: State, name: str, *, stacklevel: int = 4, nan_policy: str = "raise") -> None:
+    """What every door checks once the scores are read.
+
+    Probabilities: values outside [0, 1] raise; rows not summing to one warn,
+    pointing ``stacklevel`` frames up (default: the caller of the function
+    calling this).  Logits: a warning when they all look like probabilities
+    (unless ``nan_policy`` is about to raise).
     """
     if not state.from_logits:
         check_probability_range(state, name)
         warn_unnormalized(state, name, stacklevel=stacklevel)
+    else:
+        warn_probabilities_as_logits(state, name, stacklevel=stacklevel, nan_policy=nan_policy)
 
 
 def scores_argument(logits, proba) -> tuple:
@@ -116,7 +155,8 @@ def read_scores(view, labels, weights, *, top_k, from_logits: bool, eps: float, 
         from_logits=from_logits,
         sample_weight=weights,
         proba_eps=0.0 if from_logits else eps,
-        sum_tolerance=np.inf if from_logits else sum_to_one_tolerance(eps),
+        # Logits: the same test finds rows that look like probabilities.
+        sum_tolerance=sum_to_one_tolerance(eps),
         on_rows=on_rows,
     )
 
@@ -216,7 +256,7 @@ def evaluate(
     if groups is not None:
         return _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups)
     state, name = accumulate(y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k)
-    check_probabilities(state, name)
+    check_probabilities(state, name, nan_policy=nan_policy)
     return state.finalize(nan_policy, scores_name=name)
 
 
@@ -301,5 +341,5 @@ def diagnose(
         dense_confusion_max=dense_confusion_max,
     )
     state, diag = read_with_diagnostics(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps, options=options)
-    check_probabilities(state, name)
+    check_probabilities(state, name, nan_policy=nan_policy)
     return Report.from_states(state, diag, nan_policy=nan_policy, scores_name=name)

@@ -306,7 +306,7 @@ def _finalize(partial: _Partial, nan_policy: str, name: str, stacklevel: int = 4
     if partial.errors:
         raise partial.errors[min(partial.errors)]
     state = partial.state
-    check_probabilities(state, name, stacklevel=stacklevel)
+    check_probabilities(state, name, stacklevel=stacklevel, nan_policy=nan_policy)
     if partial.diag is not None:
         from fastce.report import Report
 

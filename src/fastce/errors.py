@@ -32,3 +32,7 @@ class TopKWarning(FastCEWarning):
 
     The message is scikit-learn's (``top_k_accuracy_score`` warns the same).
     """
+
+
+class ProbabilitiesAsLogitsWarning(FastCEWarning):
+    """Every row given as logits lies in [0, 1] and sums to 1: probably probabilities (pass ``proba=``)."""

@@ -20,8 +20,13 @@ fsums:   weight sum, weighted loss sum, min score, max score, weighted Brier
          "true class ranked < k" sum per requested k.
 icounts: rows counted, non-finite rows, rows with infinite loss, ignored rows,
          rows with a value < 0, rows with a value > 1, rows not summing to 1,
+         logits rows that look like probabilities (every entry in [0, 1],
+         summing to 1 within ``sum_tolerance``), those of them whose max is
+         exactly 1 (one-hot: no evidence either way), blocks whose weight, Brier
+         or top-k sum overflowed (counted by fold_blocks, not the kernels),
          then the first row (index within the slice, -1 if none; fold_blocks
-         adds the slice's offset) of each kind but ignored rows.
+         adds the slice's offset) of each kind but ignored and
+         probability-like rows.
 """
 
 from __future__ import annotations
@@ -74,9 +79,10 @@ def exact_sums_count(n_k: int) -> int:
     """Number of exact accumulators of a State with ``n_k`` top-k values."""
     return SUMS_TOPK + n_k + M_W2TOPK + n_k
 # icounts columns
-C_ROWS, C_NONFINITE, C_INF_LOSS, C_IGNORED, C_BELOW0, C_ABOVE1, C_UNNORMALIZED = range(7)
-FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BELOW0, FIRST_ABOVE1, FIRST_UNNORMALIZED = range(7, 12)
-NUM_ICOUNTS = 12
+(C_ROWS, C_NONFINITE, C_INF_LOSS, C_IGNORED, C_BELOW0, C_ABOVE1, C_UNNORMALIZED, C_PROBA_LIKE, C_ONE_HOT_LIKE,
+ C_OVERFLOW) = range(10)
+FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BELOW0, FIRST_ABOVE1, FIRST_UNNORMALIZED, FIRST_OVERFLOW = range(10, 16)
+NUM_ICOUNTS = 16
 
 # Mode flags for the score kernel.
 MODE_LOGITS = 0
@@ -178,8 +184,12 @@ def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares,
             below1 = columns[1, r] - high[r]
             top0 = below0 >= 0.0
             top1 = below1 >= 0.0
-            # The entry below the max; NaN when either entry is NaN.
+            # The entry below the max.  Either difference NaN (a NaN entry, or
+            # inf - inf at a +inf max, in either column) makes the row's sums
+            # NaN, as the general loops do: selecting the other column alone
+            # would pass [0, +inf] and [-inf, +inf] as valid rows.
             x = below1 if top0 else below0
+            x = x if (below0 == below0) & (below1 == below1) else np.nan
             e = exp_nonpositive(-np.inf if x >= 0.0 else x)
             at_max[r] = (1.0 if top0 else 0.0) + (1.0 if top1 else 0.0)
             rest[r] = e
@@ -423,6 +433,78 @@ def _first_index_of(scores, i, n_classes, value):
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
+def _probability_like_columns(columns, high, status, count, n_classes, sum_tolerance, lowest, total):
+    """(rows, one-hot rows) of a walked block of logits that look like probabilities (see _probability_like_row).
+
+    One compare per row (a row max above 1 settles it).  Rows with a max
+    <= 1 check their columns again, which are still in cache: one by one
+    when they are few, else after a vectorised pass of row sums (small
+    logits, e.g. two classes of scale ~1, often have a max <= 1, and a
+    scalar walk of those rows cost a third of the two-class kernel).
+    ``lowest`` and ``total`` are scratch rows the caller overwrites later.
+    """
+    candidates = 0
+    for r in range(count):
+        candidates += (status[r] == ROW_OK) & (high[r] <= 1.0)
+    if candidates == 0:
+        return 0, 0
+    like = 0
+    one_hot = 0
+    if 8 * candidates <= count:
+        for r in range(count):
+            if status[r] == ROW_OK and high[r] <= 1.0:
+                row_lowest = columns[0, r]
+                row_total = 0.0
+                for j in range(n_classes):
+                    row_lowest = min(row_lowest, columns[j, r])
+                    row_total += columns[j, r]
+                if row_lowest >= 0.0 and abs(row_total - 1.0) <= sum_tolerance:
+                    like += 1
+                    one_hot += high[r] == 1.0
+        return like, one_hot
+    # Many: the row sums first (one vectorised pass), which real logits
+    # almost never bring within the tolerance of 1; the rows left check
+    # their minimum one by one.
+    for r in range(count):
+        total[r] = columns[0, r]
+    for j in range(1, n_classes):
+        for r in range(count):
+            total[r] += columns[j, r]
+    left = 0
+    for r in range(count):
+        lowest[r] = 1.0 if (status[r] == ROW_OK) & (high[r] <= 1.0) & (abs(total[r] - 1.0) <= sum_tolerance) else 0.0
+        left += lowest[r] == 1.0
+    if left == 0:
+        return 0, 0
+    for r in range(count):
+        if lowest[r] == 1.0:
+            row_lowest = columns[0, r]
+            for j in range(n_classes):
+                row_lowest = min(row_lowest, columns[j, r])
+            if row_lowest >= 0.0:
+                like += 1
+                one_hot += high[r] == 1.0
+    return like, one_hot
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _probability_like_row(scores, i, n_classes, sum_tolerance):
+    """Whether a long logits row (with a max <= 1) holds only values in [0, 1] summing to 1.
+
+    Such rows are almost certainly probabilities given as logits; the door
+    warns when every row is one (and not all are one-hot, which hand-made
+    logits and hard predictions are too).  The row is in cache (just walked).
+    """
+    lowest = as_float64(scores[i, 0])
+    total = 0.0
+    for j in range(n_classes):
+        v = as_float64(scores[i, j])
+        lowest = min(lowest, v)
+        total = add_reassoc(total, v)
+    return (lowest >= 0.0) and abs(total - 1.0) <= sum_tolerance
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
 def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                        fsums, icounts, b):
@@ -550,7 +632,10 @@ def score_blocks(
     mode MODE_PROBA: loss = -log(clip(p[y], eps, 1 - eps)) (scikit-learn's
     log_loss); also counts rows with values outside [0, 1] and rows whose sum
     differs from 1 by more than ``sum_tolerance``.  The Brier score uses the
-    probabilities as given (softmax of the logits in MODE_LOGITS).
+    probabilities as given (softmax of the logits in MODE_LOGITS).  In
+    MODE_LOGITS, rows in [0, 1] summing to 1 within ``sum_tolerance`` are
+    counted in C_PROBA_LIKE (and C_ONE_HOT_LIKE when their max is 1): the
+    door warns when every row looks like probabilities.
 
     The true class's rank is the number of classes ahead of it: strictly
     higher scores, plus equal scores at a lower index (``ties_to_last``
@@ -624,6 +709,11 @@ def score_blocks(
                 _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                                    sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                                    fsums, icounts, b)
+                if mode == MODE_LOGITS:
+                    # loss_of and brier: scratch here, written for every row below.
+                    icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
+                        columns, high, status, count, n_classes, sum_tolerance, loss_of, brier
+                    )
                 if keep_pred:
                     for r in range(count):
                         i = start + r
@@ -650,6 +740,10 @@ def score_blocks(
                         shift, row_rest, row_ahead, row_squares, row_at_max, row_max, ok = _logits_row(
                             scores, i, n_classes, row_target, label, ties_to_last
                         )
+                        if ok and row_max <= 1.0:  # rare for logits: one compare per row
+                            if _probability_like_row(scores, i, n_classes, sum_tolerance):
+                                icounts[b, C_PROBA_LIKE] += 1
+                                icounts[b, C_ONE_HOT_LIKE] += row_max == 1.0
                         value[r] = shift
                         rest[r] = row_rest
                         ahead[r] = row_ahead
@@ -890,11 +984,19 @@ def binary_proba_blocks(
 
 
 @njit(**KERNEL_OPTIONS)
-def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts):
+def fold_blocks(fsums, icounts, nblocks, row_offset, block_rows, sums_acc, minmax, counts):
     """Fold per-block results into a state, in block order.
 
     ``row_offset`` is added to the block's row numbers (kernels number rows
-    within the slice they were given).
+    within the slice they were given); ``block_rows`` numbers a block's first
+    row.
+
+    A non-finite block sum is never dropped: ``exact_add`` can only hold
+    finite values, so a non-finite loss sum is counted in C_INF_LOSS (finite
+    losses that overflowed: the state's loss is then inf), and a non-finite
+    weight, Brier or top-k sum (weights so large that their float64 sum
+    overflows) in C_OVERFLOW with the block's first row, for the door to
+    refuse.
 
     ``sums_acc`` rows are exact accumulators for fsums columns F_WEIGHT,
     F_LOSS, F_BRIER, the top-k columns and the moments (in that order; see
@@ -914,8 +1016,15 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts):
             counts[C_INF_LOSS] += 1
         exact_add(sums_acc[1], fsums[b, F_LOSS])
         exact_add(sums_acc[2], fsums[b, F_BRIER])
+        finite = math.isfinite(fsums[b, F_WEIGHT]) and math.isfinite(fsums[b, F_BRIER])
         for k in range(n_topk):
             exact_add(sums_acc[SUMS_TOPK + k], fsums[b, F_TOPK + k])
+            finite = finite and math.isfinite(fsums[b, F_TOPK + k])
+        if not finite:
+            first = row_offset + b * block_rows
+            if counts[C_OVERFLOW] == 0 or first < counts[FIRST_OVERFLOW]:
+                counts[FIRST_OVERFLOW] = first
+            counts[C_OVERFLOW] += 1
         for m in range(n_moments):
             value = fsums[b, F_TOPK + n_topk + m]
             # Squared weights or losses beyond float64: the standard errors

@@ -58,7 +58,9 @@ from fastce._vecmath import (
 MODE_LOGITS = 0
 MODE_PROBA = 1
 
-# The core layout (kernels.py), written by binary_logits_blocks.
+# The core layout (kernels.py), written by binary_logits_blocks.  numba freezes
+# these globals into the compiled code, and its cache is keyed on this file
+# alone: a change of that layout must come with a change here (it recompiles).
 K_WEIGHT, K_LOSS, K_MIN, K_MAX, K_BRIER, K_TOPK = K.F_WEIGHT, K.F_LOSS, K.F_MIN, K.F_MAX, K.F_BRIER, K.F_TOPK
 K_ROWS, K_NONFINITE, K_INF_LOSS = K.C_ROWS, K.C_NONFINITE, K.C_INF_LOSS
 # The second moments' offsets (kernels.M_W2...) as literals: numba freezes globals into the code and keys

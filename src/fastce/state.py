@@ -13,6 +13,7 @@ They serialise to JSON (never pickle).
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,7 +25,7 @@ from fastce import kernels as K
 from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
 from fastce.metrics import Metrics
 
-STATE_FORMAT = "fastce.state/3"  # /2: the Brier sum was added; /3: second moments (standard errors)
+STATE_FORMAT = "fastce.state/4"  # /2: the Brier sum; /3: probability-like rows, overflowed sums; /4: second moments
 NAN_POLICIES = ("raise", "omit", "propagate")
 # Bounds a state file is checked against before anything is allocated.  Row
 # counts stay below 2**62, so adding two states' counters can never wrap an
@@ -42,11 +43,15 @@ _COUNTER_NAMES = (
     "rows_below_0",
     "rows_above_1",
     "unnormalized_rows",
+    "probability_like_rows",
+    "one_hot_like_rows",
+    "overflowed_blocks",
     "first_nonfinite_row",
     "first_inf_loss_row",
     "first_row_below_0",
     "first_row_above_1",
     "first_unnormalized_row",
+    "first_overflowed_row",
 )
 assert len(_COUNTER_NAMES) == K.NUM_ICOUNTS
 
@@ -130,7 +135,15 @@ class State:
 
     @property
     def weight_sum(self) -> float:
-        return _exactsum.to_float(self.sums[K.SUMS_WEIGHT])
+        """Sum of the weights of the rows counted (NaN if a block's weighted sums overflowed)."""
+        return self._weighted_sum(K.SUMS_WEIGHT)
+
+    def _weighted_sum(self, row: int) -> float:
+        # A block sum that overflowed float64 could not enter the exact
+        # accumulator: the exact sum lacks it, so it is unknown, not that.
+        if self.counts[K.C_OVERFLOW] > 0:
+            return math.nan
+        return _exactsum.to_float(self.sums[row])
 
     @property
     def loss_sum(self) -> float:
@@ -141,11 +154,11 @@ class State:
 
     @property
     def brier_sum(self) -> float:
-        """Sum of weighted per-row Brier scores (full sum over the classes)."""
-        return _exactsum.to_float(self.sums[K.SUMS_BRIER])
+        """Sum of weighted per-row Brier scores (full sum over the classes; NaN as weight_sum)."""
+        return self._weighted_sum(K.SUMS_BRIER)
 
     def hits(self, k_index: int) -> float:
-        return _exactsum.to_float(self.sums[K.SUMS_TOPK + k_index])
+        return self._weighted_sum(K.SUMS_TOPK + k_index)
 
     def _moment(self, m: int) -> int:
         """Exact scaled integer of second-moment accumulator ``m`` (see kernels.M_W2)."""
@@ -208,6 +221,7 @@ class State:
                 OmittedRowsWarning,
                 stacklevel=stacklevel,
             )
+        check_weighted_sums(self)
         n = int(self.counts[K.C_ROWS])
         weight_sum = self.weight_sum
         if nonfinite and nan_policy == "propagate":
@@ -384,6 +398,37 @@ def check_nan_policy(nan_policy: str) -> None:
         raise InputError(
             f"nan_policy={nan_policy!r} is not one of {NAN_POLICIES}.", argument="nan_policy", value=nan_policy
         )
+
+
+def check_weighted_sums(state: State, weight_name: str = "sample_weight") -> None:
+    """Refuse weights so large that a weighted sum (weights, Brier, top-k hits) overflows float64.
+
+    Never a plausible wrong number instead: a block sum that overflowed
+    cannot be added exactly (see kernels.fold_blocks), and a total beyond
+    float64 makes every weighted mean inf / inf.  Block sums only overflow
+    when the total does (every summed term is non-negative), so the error
+    does not depend on how the rows fall into blocks.  Weighted means do not
+    change when all weights are divided by one number, hence the advice.
+    """
+    blocks = int(state.counts[K.C_OVERFLOW])
+    totals = [_exactsum.to_float(state.sums[K.SUMS_WEIGHT]), _exactsum.to_float(state.sums[K.SUMS_BRIER])]
+    totals += [_exactsum.to_float(state.sums[K.SUMS_TOPK + i]) for i in range(len(state.top_k))]
+    if not blocks and all(math.isfinite(total) for total in totals):
+        return
+    raise_weights_overflow(weight_name, int(state.counts[K.FIRST_OVERFLOW]) if blocks else None)
+
+
+def raise_weights_overflow(weight_name: str, row: int | None) -> None:
+    """The error of check_weighted_sums, shared with the other tasks' doors."""
+    where = f"; first in the block of rows from row {row}" if row is not None else ""
+    raise InputError(
+        f"{weight_name} is too large: the weighted sums of the rows overflow float64 (largest float "
+        f"{sys.float_info.max:.4g}{where}), so no metric can be computed from them. Weighted means do not change "
+        f"when every weight is divided by the same number: divide {weight_name} by its maximum (or any large "
+        "constant) and call again.",
+        argument=weight_name,
+        row=row,
+    )
 
 
 def raise_nonfinite(scores_name: str, row: int, count: int, *, from_logits: bool = True) -> None:

@@ -421,7 +421,7 @@ class Evaluator:
         if self.rows_seen == 0:
             raise InputError("this Evaluator has seen no rows yet; call update() first.", argument=_SCORES)
         state = self.state()
-        check_probabilities(state, _SCORES, stacklevel=5)
+        check_probabilities(state, _SCORES, stacklevel=5, nan_policy=self._nan_policy)
         return state
 
     # -- serialisation -------------------------------------------------------

@@ -117,6 +117,10 @@ def evaluate_multilabel(scores, y, *, from_logits: bool, name: str, sample_weigh
                                 lambda: TB.warn_omitted(sums, name, stacklevel=7))
     n = sums.count(KB.N_ROWS)
     weight = sums.value(KB.S_WEIGHT)
+    if sums.weighted_sums_overflow((KB.S_BRIER, KB.S_HITS, KB.S_SUBSET, KB.S_ARGMAX, KB.S_WEIGHT)):
+        from fastce.state import raise_weights_overflow
+
+        raise_weights_overflow("sample_weight", None)  # never inf / inf for a weighted mean
     if omitted is None:  # propagate
         ce = hamming = subset = brier = math.nan
     else:
@@ -141,6 +145,8 @@ def _multilabel_errors(sums, n: int, n_cols: int, ce: float) -> tuple[dict, floa
     acc = sums.sums
 
     def error(total, q1, q2, per_label=True):
+        if sums.nonfinite[[KB.S_WEIGHT, total, KB.S_W2, q1, q2]].any():
+            return _unknown_error()
         return errorbars.error_of_sums(n, acc[KB.S_WEIGHT], acc[total], acc[KB.S_W2], acc[q1], acc[q2],
                                        scale_down=n_cols if per_label else 1.0)
 
@@ -200,7 +206,7 @@ def evaluate_soft(scores, y, *, from_logits: bool, name: str, sample_weight, top
         ce = entropy = kl = accuracy = math.nan
     else:
         _check_counted(n, float(n), n_rows)
-        infinite = sums.count(KS.N_INF_LOSS) > 0 or sums.overflowed > 0
+        infinite = sums.count(KS.N_INF_LOSS) > 0 or sums.nonfinite[KS.S_LOSS] > 0
         ce = math.inf if infinite else sums.value(KS.S_LOSS) / n
         entropy = sums.value(KS.S_ENTROPY) / n
         kl = math.inf if infinite else sums.value(KS.S_KL) / n
@@ -210,6 +216,21 @@ def evaluate_soft(scores, y, *, from_logits: bool, name: str, sample_weight, top
         n_omitted=omitted or 0, num_classes=n_cols, from_logits=True, task="soft",
         target_entropy=entropy, kl_divergence=kl, stderr=_soft_errors(sums, n, ce, kl), n_effective=float(n),
     )
+
+
+def _unknown_error() -> float:
+    """NaN, with a warning: a block's sum of squares went beyond float64, so that error is unknown."""
+    import warnings
+
+    from fastce.errors import FastCEWarning
+
+    warnings.warn(
+        "a standard error is unknown (NaN): squared losses or weights exceed the float64 range; rescale "
+        "sample_weight (only ratios of weights matter).",
+        FastCEWarning,
+        stacklevel=5,
+    )
+    return math.nan
 
 
 def _soft_errors(sums, n: int, ce: float, kl: float) -> dict:
@@ -223,6 +244,8 @@ def _soft_errors(sums, n: int, ce: float, kl: float) -> dict:
     acc = sums.sums
 
     def error(total, squares):
+        if sums.nonfinite[[total, squares]].any():
+            return _unknown_error()
         return errorbars.error_of_sums(n, count, acc[total], count, acc[total], acc[squares])
 
     return {

@@ -158,7 +158,7 @@ def _bce(input, target, weight, pos_weight, reduction, nan_policy, *, from_logit
 
 def loss_total(sums) -> float:
     """The exact loss sum, inf when an element's loss was infinite or the sum overflowed."""
-    if sums.count(KB.N_INF_LOSS) or sums.overflowed:
+    if sums.count(KB.N_INF_LOSS) or sums.nonfinite[KB.S_LOSS]:
         return math.inf
     return sums.value(KB.S_LOSS)
 

@@ -9,10 +9,15 @@ import warnings
 import numpy as np
 
 from fastce import _accumulate, torch_soft, validation
+from fastce.api import sum_to_one_tolerance, warn_probabilities_as_logits
 from fastce.errors import FastCEWarning, InputError
-from fastce.state import check_nan_policy
+from fastce.state import check_nan_policy, check_weighted_sums
 
 _REDUCTIONS = ("mean", "sum", "none")
+_LOGITS_ADVICE = (
+    "cross_entropy takes logits: pass the raw scores, or np.log of the probabilities (log-probabilities are valid "
+    "logits); for probabilities use fastce.log_loss or fastce.evaluate(y, proba=...)"
+)
 
 
 def cross_entropy(
@@ -111,10 +116,12 @@ def cross_entropy(
         class_weight=class_weight,
         ignore_label=ignore_index,
         row_losses=row_losses,
+        sum_tolerance=sum_to_one_tolerance(scores.eps),  # finds rows that look like probabilities
     )
     nonfinite = state.count("nonfinite_rows")
     if nonfinite and nan_policy == "raise":
         state.finalize("raise", scores_name="input")
+    warn_probabilities_as_logits(state, "input", advice=_LOGITS_ADVICE)
     if reduction == "none":
         if nonfinite and nan_policy == "omit":
             state.finalize("omit", scores_name="input")  # warns how many rows were dropped
@@ -127,6 +134,7 @@ def cross_entropy(
     total = state.loss_sum
     if reduction == "sum":
         return total
+    check_weighted_sums(state, "weight")  # class weights whose sum overflows: no mean to give
     if state.count("rows") == 0 or state.weight_sum == 0.0:
         warnings.warn(
             "every target equals ignore_index (or has class weight 0), so the mean is undefined; "

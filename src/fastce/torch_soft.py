@@ -89,6 +89,10 @@ def soft_cross_entropy(scores, target, class_weight, *, labels=None, ignore_inde
     total = soft_loss_total(sums)
     if reduction == "sum":
         return total
+    if targets is None and sums.weighted_sums_overflow((KS.S_DENOM,)):
+        from fastce.state import raise_weights_overflow
+
+        raise_weights_overflow("weight", None)  # the sum of the rows' class weights is beyond float64
     denominator = float(sums.count(KS.N_ROWS)) if targets is not None else sums.value(KS.S_DENOM)
     if denominator == 0.0:
         warnings.warn(
@@ -102,7 +106,7 @@ def soft_cross_entropy(scores, target, class_weight, *, labels=None, ignore_inde
 
 
 def soft_loss_total(sums) -> float:
-    if sums.count(KS.N_INF_LOSS) or sums.overflowed:
+    if sums.count(KS.N_INF_LOSS) or sums.nonfinite[KS.S_LOSS]:
         return math.inf
     return sums.value(KS.S_LOSS)
 
