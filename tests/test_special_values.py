@@ -288,6 +288,7 @@ def test_fold_blocks_reports_every_non_finite_block_sum():
             icounts[:, K.FIRST_NONFINITE :] = -1
             icounts[:, K.C_ROWS] = 10
             K.fold_blocks(fsums, icounts, 3, 100, 10, state.sums, state.minmax, state.counts)
+            state.rows_seen = 130  # as the driver sets it: rows 100..129 were read
             assert state.count("overflowed_blocks") == 1
             assert state.count("first_overflowed_row") == 110  # the bad block's first row
             assert math.isnan(state.weight_sum) and math.isnan(state.brier_sum)

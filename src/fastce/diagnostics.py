@@ -21,6 +21,7 @@ from fastce import diagnostics_kernels as DK
 from fastce.errors import InputError
 from fastce.state import (
     _MAX_HEX_CHARS, MAX_NUM_CLASSES, MAX_ROWS, State, _from_json_float, _json_int, _json_list, _short, malformed_reason,
+    raise_weights_overflow,
 )
 
 # Bins of the calibration and p(true) histograms: far above any useful
@@ -153,11 +154,7 @@ class DiagnosticsState:
                 partial_counts,
             )
             if DK.merge_bins(partials, partial_counts, n_chunks, self.bins, self.counts):
-                raise InputError(
-                    "sample_weight values are so large that a sum of them overflows float64 (the largest "
-                    "finite float is about 1.8e308); scale the weights down, e.g. divide them by their maximum.",
-                    argument="sample_weight",
-                )
+                raise_weights_overflow("sample_weight", None)  # the State's error for the same weights
             DK.fold_classes(labels, weights, stats, pred, layout, self.acc, self.lo, self.counts)
         keep = ~np.isnan(stats[:, 0])
         if weights.shape[0]:
