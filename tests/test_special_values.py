@@ -252,8 +252,14 @@ def test_weights_whose_sum_overflows_raise(n_classes, same_block):
 
 def test_weight_sum_just_below_the_float64_maximum_is_fine():
     z = np.array([[3.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
-    m = fastce.evaluate([0, 1, 1], logits=z, sample_weight=[4e307, 4e307, 1.0])
+    # The means are right; the squared weights behind the error bars overflow: said, not hidden.
+    with pytest.warns(fastce.FastCEWarning, match="standard errors are unknown.*sample_weight"):
+        m = fastce.evaluate([0, 1, 1], logits=z, sample_weight=[4e307, 4e307, 1.0])
     assert m.weight_sum == pytest.approx(8e307) and m.accuracy == pytest.approx(1.0)
+    assert math.isnan(m.stderr["cross_entropy"]) and math.isnan(m.stderr["accuracy"])
+    # Weights divided by their maximum: the same means, and error bars.
+    scaled = fastce.evaluate([0, 1, 1], logits=z, sample_weight=[1.0, 1.0, 1 / 4e307])
+    assert scaled.accuracy == pytest.approx(m.accuracy) and math.isfinite(scaled.stderr["cross_entropy"])
 
 
 def test_class_weights_whose_sum_overflows_raise():
@@ -281,7 +287,7 @@ def test_fold_blocks_reports_every_non_finite_block_sum():
     for column in (K.F_WEIGHT, K.F_BRIER, K.F_TOPK, K.F_TOPK + 1):
         for bad in (np.inf, np.nan):
             state = fastce.State.empty(3, (1, 2))
-            fsums = np.ones((3, K.F_TOPK + n_topk))
+            fsums = np.ones((3, K.fsums_columns(n_topk)))
             fsums[:, K.F_MIN], fsums[:, K.F_MAX] = 0.0, 1.0
             fsums[1, column] = bad
             icounts = np.zeros((3, K.NUM_ICOUNTS), dtype=np.int64)

@@ -251,8 +251,9 @@ class State:
             stderr, effective = self.standard_errors()
             if self.moment_overflows:
                 warnings.warn(
-                    "standard errors are unknown (NaN): squared sample_weight or squared losses exceed the "
-                    "float64 range; rescale sample_weight (only ratios of weights matter).",
+                    "standard errors are unknown (NaN): a block's sum of squared per-row losses or squared "
+                    "weights exceeds the float64 range (values above ~1e154); the means are unaffected. Weights "
+                    "that large can be rescaled: only ratios of sample_weight matter.",
                     FastCEWarning,
                     stacklevel=stacklevel,
                 )

@@ -225,8 +225,9 @@ def _unknown_error() -> float:
     from fastce.errors import FastCEWarning
 
     warnings.warn(
-        "a standard error is unknown (NaN): squared losses or weights exceed the float64 range; rescale "
-        "sample_weight (only ratios of weights matter).",
+        "a standard error is unknown (NaN): a block's sum of squared per-row values or squared weights exceeds "
+        "the float64 range (values above ~1e154); the means are unaffected. Weights that large can be rescaled: "
+        "only ratios of sample_weight matter.",
         FastCEWarning,
         stacklevel=5,
     )
