@@ -165,6 +165,8 @@ def test_evaluate_logits(benchmark, case, dtype):
 
 
 def test_evaluate_logits_top5(benchmark, case):
+    if case.C <= max(bd.TOP_K):
+        pytest.skip(f"top-{max(bd.TOP_K)} of {case.C} classes is 1 by construction (and warns)")
     labels, x = case.get("logits", "float32")
     result = bench(benchmark, case, "float32", labels, x, lambda: fastce.evaluate(labels, logits=x, top_k=bd.TOP_K))
     check(metrics(result), case.reference("logits", "float32", bd.TOP_K))

@@ -271,3 +271,27 @@ def test_dask_compare_equals_compare_for_any_chunking(grouped):
     bad[1234] = 99
     with dask.config.set(scheduler="synchronous"), pytest.raises(fastce.InputError, match="row 1234"):
         fastce.dask.compare(bad, logits=arrays)
+
+
+def test_str_names_the_test_used_with_groups():
+    y, models = three_models(n=1200, seed=18)
+    groups = np.arange(1200) // 10
+    text = str(fastce.compare(y, logits=models, groups=groups))
+    assert "clustered over 120 groups" in text
+    assert "McNemar" not in text and "paired z (clustered)" in text
+
+
+def test_compare_is_identical_for_any_thread_count():
+    import numba
+
+    y, models = three_models(n=60_000, c=10, seed=19)  # N * C above the serial threshold: parallel kernels
+    groups = np.arange(60_000) // 40
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            results.append(fastce.compare(y, logits=models, groups=groups, top_k=(1, 3)).to_json())
+    finally:
+        numba.set_num_threads(before)
+    assert all(r == results[0] for r in results)

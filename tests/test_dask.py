@@ -314,7 +314,7 @@ def test_only_small_states_and_seam_rows_leave_a_chunk(data):
         assert len(pickle.dumps(value)) < 2 * BLOCK * C * 4 + 20_000, key
         if isinstance(value, fdask._Partial):
             partials += 1
-            assert len(pickle.dumps(value)) < 5_000, key  # O(top_k), whatever the rows
+            assert len(pickle.dumps(value)) < 8_000, key  # O(top_k), whatever the rows (~6 kB with the moments)
     assert partials >= 4
 
 

@@ -34,16 +34,20 @@ def _verdict(d) -> str:
     return f"within the noise (the smallest difference detectable here is about {abs(d.minimum_detectable()):.3g})"
 
 
+def _test_name(d) -> str:
+    return {"McNemar exact": "McNemar", "paired z": "paired z"}.get(d.test, d.test)
+
+
 def _loss_phrase(d) -> str:
     low, high = d.interval()
     digits = 4 if abs(d.estimate) < 0.01 else 3
     return (f"{_signed(d.estimate, digits)} nats, {_ci(low, high, lambda v: _signed(v, digits))}, "
-            f"paired z {_p(d.p_value)}")
+            f"{_test_name(d)} {_p(d.p_value)}")
 
 
 def _accuracy_phrase(d) -> str:
     low, high = d.interval()
-    return f"{_points(d.estimate)}, {_ci(low, high, lambda v: _signed(100 * v, 2))}, McNemar {_p(d.p_value)}"
+    return f"{_points(d.estimate)}, {_ci(low, high, lambda v: _signed(100 * v, 2))}, {_test_name(d)} {_p(d.p_value)}"
 
 
 def _table(c) -> list[str]:
@@ -62,7 +66,10 @@ def _table(c) -> list[str]:
 
 def comparison_text(c) -> str:
     first = c.metrics[c.names[0]]
-    lines = [f"Comparison of {len(c.names)} models on the same {first.n:,} rows ({first.num_classes} classes)", ""]
+    clustered = f"; error bars clustered over {first.n_groups:,} groups" if first.n_groups else ""
+    lines = [
+        f"Comparison of {len(c.names)} models on the same {first.n:,} rows ({first.num_classes} classes{clustered})", ""
+    ]
     lines += _table(c)
     lines += ["", "Findings:"]
     if any(math.isnan(c.metrics[n].cross_entropy) for n in c.names):
