@@ -17,7 +17,8 @@ from fastce import _config
 
 _EVALUATE = textwrap.dedent(
     """
-    import numba, numpy as np, fastce
+    import logging, numba, numpy as np, fastce
+    logging.basicConfig(level=logging.INFO, format="LOG %(name)s %(message)s")
     x = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0]])
     m = fastce.evaluate(np.array([0, 1, 2]), logits=x, top_k=(1, 2))
     print("RESULT", m.to_json())
@@ -48,7 +49,7 @@ def _clean_env(**extra):
 
 def _cache_lines(text, kind):
     """numba's NUMBA_DEBUG_CACHE lines of one kind ("data saved", "data loaded") for the score kernel."""
-    return [line for line in text.splitlines() if f"[cache] {kind}" in line and "score_blocks" in line]
+    return [line for line in text.splitlines() if f"[cache] {kind}" in line and "score_tasks" in line]
 
 
 def test_second_process_loads_kernels_from_disk(tmp_path):
@@ -56,14 +57,20 @@ def test_second_process_loads_kernels_from_disk(tmp_path):
     env = _clean_env(NUMBA_CACHE_DIR=str(cache), NUMBA_DEBUG_CACHE="1")
     first, t_first = _run(_EVALUATE, env)
     files = sorted(p.name for p in cache.rglob("*") if p.is_file())
-    assert any(name.startswith("kernels.score_blocks") and name.endswith(".nbc") for name in files), files
-    assert any(name.startswith("kernels.score_blocks") and name.endswith(".nbi") for name in files), files
+    assert any(name.startswith("kernels.score_tasks") and name.endswith(".nbc") for name in files), files
+    assert any(name.startswith("kernels.score_tasks") and name.endswith(".nbi") for name in files), files
     assert _cache_lines(first.stdout + first.stderr, "data saved"), "first run compiled nothing into the cache"
+    # The first use says it compiles (fastce's logger), once per top-level kernel, and how long it took.
+    log = [line for line in first.stderr.splitlines() if line.startswith("LOG fastce ")]
+    assert "LOG fastce compiling fastce kernel score_tasks for float64 scores, first use" in "\n".join(log), log
+    assert any(line.startswith("LOG fastce compiled fastce kernel score_tasks in ") for line in log), log
+    assert len([line for line in log if "compiling fastce kernel score_tasks" in line]) == 1, log
 
     second, t_second = _run(_EVALUATE, env)
     out = second.stdout + second.stderr
     assert _cache_lines(out, "data loaded"), out[-3000:]
     assert not _cache_lines(out, "data saved"), "second run recompiled the kernel"
+    assert "compiling fastce kernel" not in second.stderr, "a cache hit was reported as a compile"
     result = [line for line in first.stdout.splitlines() if line.startswith("RESULT")]
     assert result == [line for line in second.stdout.splitlines() if line.startswith("RESULT")]
     # Loading is far cheaper than compiling; a relative check only.

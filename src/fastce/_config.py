@@ -17,7 +17,6 @@ import numba
 # the inputs that could cause it).  No fastmath: -inf logits are legal input,
 # and "no-inf/no-nan" flags would let LLVM miscompile masked rows.
 KERNEL_OPTIONS = dict(nogil=True, cache=True, error_model="numpy")
-PARALLEL_OPTIONS = dict(KERNEL_OPTIONS, parallel=True)
 
 # Rows in one block are summed in order in float64; blocks are the unit of
 # parallel work and their sums are merged exactly.  The block size depends
@@ -75,10 +74,11 @@ def _configure_cache_dir() -> None:
 
 _configure_cache_dir()
 
-# Numba's default "workqueue" threading layer aborts the whole process when
-# two Python threads enter parallel kernels at the same time.  Each parallel
-# kernel already uses every core, so running them one at a time costs no
-# throughput; the lock makes fastce safe to call from any number of threads
-# whatever threading layer numba picked.  Kernels release the GIL (nogil), so
-# other Python threads keep running while one kernel holds the lock.
+# One kernel call at a time: each already spreads its blocks over every
+# thread (fastce._parallel), so two at once would only oversubscribe the
+# cores.  Kernels release the GIL (nogil), so other Python threads keep
+# running while one call holds the lock.
 PARALLEL_LOCK = threading.RLock()
+
+# Log (and let the CLI show) the first-use compiles of the kernels.
+from fastce import _compile_log  # noqa: E402,F401  (registers its numba event listener)

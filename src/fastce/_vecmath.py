@@ -137,7 +137,7 @@ _EXP_FLOOR = -700.0
 _ROUNDER = 6755399441055744.0
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def exp_nonpositive(x):
     """exp(x) for x <= 0, to about 1 ulp; NaN stays NaN, x < -700 gives 0.
 
@@ -188,7 +188,7 @@ _MANTISSA_MASK = (1 << 52) - 1
 _EXPONENT_ONE = 1023 << 52
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def atanh_series(u2):
     """sum_{k=0}^{10} u2**k / (2k + 1), so that log((1 + u) / (1 - u)) = 2 u atanh_series(u * u).
 
@@ -208,7 +208,7 @@ def atanh_series(u2):
     return p
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def log_positive(x):
     """log(x) for a normal positive float64, to about 1 ulp, in plain arithmetic.
 
@@ -229,7 +229,7 @@ def log_positive(x):
     return fma(ef, _LN2_HI, fma(ef, _LN2_LO, 2.0 * u * p))
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def log1p_nonnegative(a):
     """log(1 + a) for a >= 0 without losing the low bits of a (NaN stays NaN)."""
     u = 1.0 + a
@@ -274,7 +274,7 @@ def as_native(x):  # pragma: no cover - replaced by the overload in kernels
     return float(x)
 
 
-@overload(as_native, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(as_native, jit_options=KERNEL_OPTIONS)
 def _as_native_overload(x):
     """The narrowest float holding x exactly: float32 for 16/32-bit inputs, float64 for float64.
 
@@ -292,7 +292,7 @@ def _as_native_overload(x):
     raise TypingError(f"fastce kernels read float32, float64 or 16-bit float views, not {x}")
 
 
-@overload(as_float64, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(as_float64, jit_options=KERNEL_OPTIONS)
 def _as_float64_overload(x):
     if isinstance(x, types.Float):
         return lambda x: np.float64(x)

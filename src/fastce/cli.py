@@ -28,7 +28,7 @@ import time
 import traceback
 import warnings
 
-from fastce import __version__, _json, files, validation
+from fastce import __version__, _compile_log, _json, files, validation
 from fastce.errors import InputError, TopKWarning
 from fastce.metrics import Metrics
 from fastce.progress import make_progress
@@ -85,7 +85,39 @@ def build_parser() -> argparse.ArgumentParser:
     from fastce.cli_compare import add_compare_parser
 
     add_compare_parser(commands)
+    _add_warmup_parser(commands)
     return parser
+
+
+def _add_warmup_parser(commands) -> None:
+    from fastce.warmup import DTYPES
+
+    warm = commands.add_parser(
+        "warmup",
+        help="compile the kernels ahead of time (for container images and CI caches)",
+        description=(
+            "Compile every kernel for the given score dtypes and write them to numba's on-disk cache, so that "
+            "later processes start in well under a second. The cache is NUMBA_CACHE_DIR when set, else the "
+            "__pycache__ folder next to fastce's sources; it is keyed on the fastce sources, numba's version "
+            "and the CPU."
+        ),
+    )
+    warm.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES), metavar="DTYPE",
+                      help=f"score dtypes to compile for (default: all of {', '.join(DTYPES)})")
+    warm.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+
+def _warmup(args, out, err) -> int:
+    from fastce.warmup import cache_location, warmup
+
+    print(f"fastce warmup: compiling into the numba cache at {cache_location()}", file=out, flush=True)
+
+    def report(name, seconds):
+        print(f"  {name:<10} {seconds:6.1f} s", file=out, flush=True)
+
+    seconds = warmup(args.dtypes, report=report)
+    print(f"done in {sum(seconds.values()):.1f} s: later processes load these kernels from the cache.", file=out)
+    return 0
 
 
 def _add_common_arguments(ev: argparse.ArgumentParser) -> None:
@@ -357,6 +389,8 @@ def check_run_options(args) -> None:
 
 
 def _evaluate(args, out, err) -> int:
+    if args.command == "warmup":
+        return _warmup(args, out, err)
     if args.command == "compare":
         from fastce.cli_compare import run_compare
 
@@ -446,18 +480,21 @@ def run_chunks(args, streamer, chunks, n: int, row_bytes: int, fingerprint: dict
     progress = make_progress(n, row_bytes, initial=streamer.rows_seen, stream=err,
                              enabled=False if args.no_progress else None)
     last_save = time.monotonic()
+    # A first use compiles the kernels (seconds): say so rather than leave the bar frozen at 0%.
+    compiling = _compile_log.notices(lambda message: progress.note(f"fastce: {message}"))
     try:
-        for lo, hi, batch in chunks:
-            try:
-                streamer.update(*batch)
-            except InputError as exc:
-                raise (where(exc) if where else exc) from exc
-            progress.update(hi - lo)
-            if delay:
-                time.sleep(delay)
-            if args.state and time.monotonic() - last_save >= args.checkpoint_seconds:
-                save_checkpoint(args.state, fingerprint, streamer, n, key=key)
-                last_save = time.monotonic()
+        with compiling:
+            for lo, hi, batch in chunks:
+                try:
+                    streamer.update(*batch)
+                except InputError as exc:
+                    raise (where(exc) if where else exc) from exc
+                progress.update(hi - lo)
+                if delay:
+                    time.sleep(delay)
+                if args.state and time.monotonic() - last_save >= args.checkpoint_seconds:
+                    save_checkpoint(args.state, fingerprint, streamer, n, key=key)
+                    last_save = time.monotonic()
     except (KeyboardInterrupt, _Terminated) as exc:
         progress.close()
         status = 130 if isinstance(exc, KeyboardInterrupt) else 143

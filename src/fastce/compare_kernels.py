@@ -19,11 +19,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from fastce import kernels as K
-from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
+from fastce._parallel import run_tasks
+from fastce._vecmath import add_reassoc
 
 (
     P_ROWS,  # joint rows
@@ -65,70 +67,128 @@ def pair_columns(n_k: int) -> int:
     return P_TABLE + TABLE_COLUMNS * n_k
 
 
-@njit(**PARALLEL_OPTIONS)
 def pair_blocks(stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums):
-    """Per-block paired sums of rows [0, len(stats_a)) into ``fsums`` (one row per block).
+    """Per-block paired sums of rows [0, len(stats_a)) into ``fsums`` (one row per block); returns the block count.
 
     ``stats_a`` / ``stats_b``: per-row ``kernels.S_*`` columns of the two
     models (NaN loss: the row was not counted); ``weights``: the row
-    weights, or empty for unit weights.
+    weights, or empty for unit weights.  The blocks run on the thread pool
+    (fastce._parallel).
     """
-    n_rows = stats_a.shape[0]
-    weighted = weights.shape[0] != 0
-    n_k = top_k.shape[0]
-    nblocks = (n_rows + block_rows - 1) // block_rows
-    for b in prange(nblocks):  # each block writes its own row of fsums: no thread sees another's
-        for c in range(fsums.shape[1]):
-            fsums[b, c] = 0.0
-        for r in range(b * block_rows, min(n_rows, (b + 1) * block_rows)):
-            loss_a = stats_a[r, S_LOSS]
-            loss_b = stats_b[r, S_LOSS]
-            if loss_a != loss_a or loss_b != loss_b:
-                continue  # not counted under one of the models
-            w = np.float64(weights[r]) if weighted else 1.0
-            w2 = w * w
-            fsums[b, P_ROWS] += 1.0
-            fsums[b, P_W] += w
-            fsums[b, P_W2] += w2
-            if math.isinf(loss_a) or math.isinf(loss_b):
-                fsums[b, P_INF_ROWS] += 1.0
-            else:
-                d = loss_b - loss_a
-                fsums[b, P_FINITE_ROWS] += 1.0
-                fsums[b, P_DL] += w * d
-                fsums[b, P_W2DL] += w2 * d
-                fsums[b, P_W2DL2] += w2 * (d * d)
-                fsums[b, P_LA] += loss_a
-                fsums[b, P_LB] += loss_b
-                fsums[b, P_LA2] += loss_a * loss_a
-                fsums[b, P_LB2] += loss_b * loss_b
-                fsums[b, P_LAB] += loss_a * loss_b
-            db = stats_b[r, S_BRIER] - stats_a[r, S_BRIER]
-            fsums[b, P_DB] += w * db
-            fsums[b, P_W2DB] += w2 * db
-            fsums[b, P_W2DB2] += w2 * (db * db)
-            right_a = stats_a[r, S_RANK] < 1.0
-            right_b = stats_b[r, S_RANK] < 1.0
-            d_loss = 0.0 if (math.isinf(loss_a) or math.isinf(loss_b)) else w * (loss_b - loss_a)
-            if right_a and not right_b and stats_b[r, S_P_TRUE] < confident_below:
-                fsums[b, P_CWB_ROWS] += 1.0
-                fsums[b, P_CWB_W] += w
-                fsums[b, P_CWB_DL] += d_loss
-            if right_b and not right_a and stats_a[r, S_P_TRUE] < confident_below:
-                fsums[b, P_CWA_ROWS] += 1.0
-                fsums[b, P_CWA_W] += w
-                fsums[b, P_CWA_DL] += d_loss
-            for k in range(n_k):
-                hit_a = stats_a[r, S_RANK] < top_k[k]
-                hit_b = stats_b[r, S_RANK] < top_k[k]
-                cell = BOTH_RIGHT if (hit_a and hit_b) else (
-                    ONLY_A if hit_a else (ONLY_B if hit_b else BOTH_WRONG)
-                )
-                column = P_TABLE + TABLE_COLUMNS * k + 3 * cell
-                fsums[b, column] += 1.0
-                fsums[b, column + 1] += w
-                fsums[b, column + 2] += w2
+    nblocks = (stats_a.shape[0] + block_rows - 1) // block_rows
+    run_tasks(_pair_tasks, (stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums), nblocks)
     return nblocks
+
+
+@njit(**KERNEL_OPTIONS)
+def _pair_tasks(stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums, first_task, task_step):
+    """Blocks ``first_task, first_task + task_step, ...`` of pair_blocks (see there)."""
+    n_rows = stats_a.shape[0]
+    nblocks = (n_rows + block_rows - 1) // block_rows
+    for b in range(first_task, nblocks, task_step):  # each block writes its own row of fsums: no thread sees another's
+        lo = b * block_rows
+        hi = min(n_rows, lo + block_rows)
+        _pair_sums(stats_a, stats_b, weights, lo, hi, confident_below, fsums, b)
+        for k in range(top_k.shape[0]):
+            _pair_table(stats_a, stats_b, weights, lo, hi, np.float64(top_k[k]), fsums, b, P_TABLE + TABLE_COLUMNS * k)
+
+
+@njit(**KERNEL_OPTIONS)
+def _pair_sums(stats_a, stats_b, weights, lo, hi, confident_below, fsums, b):
+    """The paired sums P_ROWS ... P_CWA_DL of rows [lo, hi) into fsums[b].
+
+    One loop of selects, no branch, every sum a local (reassociable) float:
+    LLVM vectorises it.  A row not counted under one of the models (NaN
+    loss) gets weight 0 and adds nothing; d = 0 where a loss is infinite.
+    """
+    weighted = weights.shape[0] != 0
+    rows = w_sum = w2_sum = dl = w2dl = w2dl2 = db = w2db = w2db2 = 0.0
+    finite_rows = inf_rows = la = lb = la2 = lb2 = lab = 0.0
+    cwb_rows = cwb_w = cwb_dl = cwa_rows = cwa_w = cwa_dl = 0.0
+    for r in range(lo, hi):
+        loss_a = stats_a[r, S_LOSS]
+        loss_b = stats_b[r, S_LOSS]
+        joint = (loss_a == loss_a) & (loss_b == loss_b)
+        w = np.float64(weights[r]) if weighted else 1.0
+        w = w if joint else 0.0
+        w2 = w * w
+        infinite = joint & ((abs(loss_a) == np.inf) | (abs(loss_b) == np.inf))
+        finite = joint & ~infinite
+        a = loss_a if finite else 0.0
+        bb = loss_b if finite else 0.0
+        d = bb - a
+        brier_d = stats_b[r, S_BRIER] - stats_a[r, S_BRIER]
+        brier_d = brier_d if joint else 0.0
+        right_a = stats_a[r, S_RANK] < 1.0
+        right_b = stats_b[r, S_RANK] < 1.0
+        cwb = joint & right_a & ~right_b & (stats_b[r, S_P_TRUE] < confident_below)
+        cwa = joint & right_b & ~right_a & (stats_a[r, S_P_TRUE] < confident_below)
+        rows = add_reassoc(rows, 1.0 if joint else 0.0)
+        w_sum = add_reassoc(w_sum, w)
+        w2_sum = add_reassoc(w2_sum, w2)
+        inf_rows = add_reassoc(inf_rows, 1.0 if infinite else 0.0)
+        finite_rows = add_reassoc(finite_rows, 1.0 if finite else 0.0)
+        dl = add_reassoc(dl, w * d)
+        w2dl = add_reassoc(w2dl, w2 * d)
+        w2dl2 = add_reassoc(w2dl2, w2 * (d * d))
+        la = add_reassoc(la, a)
+        lb = add_reassoc(lb, bb)
+        la2 = add_reassoc(la2, a * a)
+        lb2 = add_reassoc(lb2, bb * bb)
+        lab = add_reassoc(lab, a * bb)
+        db = add_reassoc(db, w * brier_d)
+        w2db = add_reassoc(w2db, w2 * brier_d)
+        w2db2 = add_reassoc(w2db2, w2 * (brier_d * brier_d))
+        cwb_rows = add_reassoc(cwb_rows, 1.0 if cwb else 0.0)
+        cwb_w = add_reassoc(cwb_w, w if cwb else 0.0)
+        cwb_dl = add_reassoc(cwb_dl, w * d if cwb else 0.0)
+        cwa_rows = add_reassoc(cwa_rows, 1.0 if cwa else 0.0)
+        cwa_w = add_reassoc(cwa_w, w if cwa else 0.0)
+        cwa_dl = add_reassoc(cwa_dl, w * d if cwa else 0.0)
+    fsums[b, P_ROWS], fsums[b, P_W], fsums[b, P_W2] = rows, w_sum, w2_sum
+    fsums[b, P_DL], fsums[b, P_W2DL], fsums[b, P_W2DL2] = dl, w2dl, w2dl2
+    fsums[b, P_DB], fsums[b, P_W2DB], fsums[b, P_W2DB2] = db, w2db, w2db2
+    fsums[b, P_FINITE_ROWS], fsums[b, P_INF_ROWS] = finite_rows, inf_rows
+    fsums[b, P_LA], fsums[b, P_LB], fsums[b, P_LA2], fsums[b, P_LB2], fsums[b, P_LAB] = la, lb, la2, lb2, lab
+    fsums[b, P_CWB_ROWS], fsums[b, P_CWB_W], fsums[b, P_CWB_DL] = cwb_rows, cwb_w, cwb_dl
+    fsums[b, P_CWA_ROWS], fsums[b, P_CWA_W], fsums[b, P_CWA_DL] = cwa_rows, cwa_w, cwa_dl
+
+
+@njit(**KERNEL_OPTIONS)
+def _pair_table(stats_a, stats_b, weights, lo, hi, k, fsums, b, column):
+    """The 2 x 2 table of "true class ranked < k" of rows [lo, hi) into fsums[b, column:column + 12].
+
+    Cells in the order BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG, each (rows,
+    weight, squared weight); one branch-free loop (see _pair_sums).
+    """
+    weighted = weights.shape[0] != 0
+    n0 = w0 = q0 = n1 = w1 = q1 = n2 = w2_ = q2 = n3 = w3 = q3 = 0.0
+    for r in range(lo, hi):
+        joint = (stats_a[r, S_LOSS] == stats_a[r, S_LOSS]) & (stats_b[r, S_LOSS] == stats_b[r, S_LOSS])
+        w = np.float64(weights[r]) if weighted else 1.0
+        hit_a = stats_a[r, S_RANK] < k
+        hit_b = stats_b[r, S_RANK] < k
+        both = joint & hit_a & hit_b
+        only_a = joint & hit_a & ~hit_b
+        only_b = joint & ~hit_a & hit_b
+        neither = joint & ~hit_a & ~hit_b
+        n0 = add_reassoc(n0, 1.0 if both else 0.0)
+        w0 = add_reassoc(w0, w if both else 0.0)
+        q0 = add_reassoc(q0, w * w if both else 0.0)
+        n1 = add_reassoc(n1, 1.0 if only_a else 0.0)
+        w1 = add_reassoc(w1, w if only_a else 0.0)
+        q1 = add_reassoc(q1, w * w if only_a else 0.0)
+        n2 = add_reassoc(n2, 1.0 if only_b else 0.0)
+        w2_ = add_reassoc(w2_, w if only_b else 0.0)
+        q2 = add_reassoc(q2, w * w if only_b else 0.0)
+        n3 = add_reassoc(n3, 1.0 if neither else 0.0)
+        w3 = add_reassoc(w3, w if neither else 0.0)
+        q3 = add_reassoc(q3, w * w if neither else 0.0)
+    cells = ((BOTH_RIGHT, n0, w0, q0), (ONLY_A, n1, w1, q1), (ONLY_B, n2, w2_, q2), (BOTH_WRONG, n3, w3, q3))
+    for cell, n, wsum, qsum in cells:
+        fsums[b, column + 3 * cell] = n
+        fsums[b, column + 3 * cell + 1] = wsum
+        fsums[b, column + 3 * cell + 2] = qsum
 
 
 @njit(**KERNEL_OPTIONS)

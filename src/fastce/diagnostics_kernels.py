@@ -38,9 +38,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS
+from fastce._parallel import run_tasks
 from fastce._exactsum import exact_add, normalize
 from fastce._vecmath import float64_to_bits
 
@@ -74,7 +75,7 @@ def loss_bin_edges() -> np.ndarray:
     return np.concatenate([[0.0], inner, [np.inf]])
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _add(acc, lo, index, x):
     """(acc, lo)[index] += x as a double-double: TwoSum, then renormalised so that |lo| <= ulp(acc) / 2.
 
@@ -90,14 +91,14 @@ def _add(acc, lo, index, x):
     acc[index] = hi
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def confidence_bin(confidence, n_bins):
     """Bin k holds (k/B, (k+1)/B]; 0 goes to bin 0 (computed as ceil(c B) - 1)."""
     k = np.int64(math.ceil(confidence * n_bins)) - 1
     return min(max(k, 0), n_bins - 1)
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def loss_bin(loss):
     if not loss >= 2.0**LOSS_LOG2_MIN:
         return 0
@@ -112,7 +113,7 @@ def loss_bin(loss):
 N_SMALL_COUNTS = N_PER_CLASS  # counters of the parallel part (the per-class ones are serial)
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _row_values(labels, weights, stats, pred, r, weighted):
     """(counted, label, predicted, w, loss, weighted loss, p_true, p_top) of row r."""
     loss = stats[r, 0]
@@ -122,8 +123,8 @@ def _row_values(labels, weights, stats, pred, r, weighted):
     return counted, labels[r], pred[r], w, loss, wl, stats[r, 1], stats[r, 2]
 
 
-@njit(**PARALLEL_OPTIONS)
-def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, partial_counts):
+@njit(**KERNEL_OPTIONS)
+def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, partial_counts, first_task, task_step):
     """Per block of ``block_rows`` rows, in parallel: the loss split, calibration and histograms.
 
     The slice starts at a block boundary (the drivers cut reads there), so
@@ -136,7 +137,7 @@ def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows,
     cal, ptrue, lossh = layout[3], layout[4], layout[5]
     weighted = weights.shape[0] != 0
     n_rows = labels.shape[0]
-    for c in prange(n_chunks):
+    for c in range(first_task, n_chunks, task_step):
         part = partials[c]
         for k in range(part.shape[0]):
             part[k] = 0.0
@@ -175,6 +176,11 @@ def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows,
             part[k + 1] += wl
 
 
+def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, partial_counts):
+    """``_fold_bins_tasks`` on the thread pool (see fastce._parallel)."""
+    run_tasks(_fold_bins_tasks, (labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, partial_counts,), n_chunks)
+
+
 @njit(**KERNEL_OPTIONS)
 def merge_bins(partials, partial_counts, n_chunks, exact, counts):
     """Add the blocks' sums exactly into ``exact`` (one ``_exactsum`` accumulator per entry) and the counters.
@@ -205,8 +211,8 @@ def merge_bins(partials, partial_counts, n_chunks, exact, counts):
 CLASS_PARTS = 2
 
 
-@njit(**PARALLEL_OPTIONS)
-def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
+@njit(**KERNEL_OPTIONS)
+def _fold_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, first_task, task_step):
     """Per-class sums and the dense confusion matrix (see CLASS_PARTS).
 
     Every sum is a double-double (see ``_add`` and the module docstring).
@@ -214,7 +220,7 @@ def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     weighted = weights.shape[0] != 0
     n_rows = labels.shape[0]
-    for part in prange(CLASS_PARTS):
+    for part in range(first_task, CLASS_PARTS, task_step):
         first = part * n_classes // CLASS_PARTS
         stop = (part + 1) * n_classes // CLASS_PARTS
         for r in range(n_rows):
@@ -237,6 +243,11 @@ def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
                     _add(acc, lo, row + K_HITS, w)
                 if conf >= 0:
                     _add(acc, lo, conf + n_classes * label + predicted, w)
+
+
+def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
+    """``_fold_classes_tasks`` on the thread pool (see fastce._parallel)."""
+    run_tasks(_fold_classes_tasks, (labels, weights, stats, pred, layout, acc, lo, counts,), CLASS_PARTS)
 
 
 @njit(**KERNEL_OPTIONS)

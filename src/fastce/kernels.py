@@ -34,10 +34,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
+from fastce._parallel import run_tasks
 from fastce._vecmath import (
     add_reassoc,
     as_float64,
@@ -103,14 +104,14 @@ SCRATCH_PAD = 24
 ROW_OK, ROW_NONFINITE, ROW_IGNORED = 0, 1, 2
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _note(icounts, b, counter, first_column, row):
     if icounts[b, counter] == 0:
         icounts[b, first_column] = row
     icounts[b, counter] += 1
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _reset_block(fsums, icounts, b):
     for c in range(fsums.shape[1]):
         fsums[b, c] = 0.0
@@ -122,7 +123,7 @@ def _reset_block(fsums, icounts, b):
         icounts[b, c] = -1
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _rank(scores, i, n_classes, label, ties_to_last):
     """Classes ahead of the true one: higher scores, and ties on the winning side.
 
@@ -240,7 +241,7 @@ def _losses(mode, count, status, value, rest, loss_of):
             loss_of[r] = -log_positive(value[r] if ok else 0.5)
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
     sum of the squared exp(z - max) over the non-max entries, number of max
@@ -278,7 +279,7 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     return shift, rest, ahead, squares, at_max, row_max, ok
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _proba_row(scores, i, n_classes, label):
     """(max, min, sum, sum of squares but the true class's) of a probability row.
 
@@ -324,7 +325,10 @@ def _proba_row(scores, i, n_classes, label):
 def _copy_fixed_width(scores, start, count, width, columns):
     """columns[j, r] = scores[start + r, j] for a block whose row width is the constant ``width``.
 
-    Inlined with a literal width, the inner loop unrolls and LLVM vectorises
+    Inlined by numba (``inline="always"``, one of the two IR-inlined
+    functions left: IR inlining costs compile time at every call site, and
+    LLVM inlines the other small functions anyway) with a literal width, the
+    inner loop unrolls and LLVM vectorises
     the row loop with shuffles (vshufps + vcvtps2pd for width 2, checked in
     the assembly); the general strided copy is scalar (or gathers, slower
     still).  6-12% faster at these widths (benchmarks/kernel_timing.py, A/B).
@@ -338,7 +342,7 @@ def _copy_fixed_width(scores, start, count, width, columns):
             columns[j, r] = as_float64(flat[k + np.uint64(j)])
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
                   label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
     """Per-row statistics of a block of short rows, one class at a time.
@@ -418,7 +422,7 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     _exp_columns(columns, high, target, n_classes, count, low, total, squares, e_true)
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _first_index_of(scores, i, n_classes, value):
     """The first column of row i equal to ``value`` (the argmax, for the row max); -1 if none.
 
@@ -432,7 +436,7 @@ def _first_index_of(scores, i, n_classes, value):
     return first if first < n_classes else -1
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _probability_like_columns(columns, high, status, count, n_classes, sum_tolerance, lowest, total):
     """(rows, one-hot rows) of a walked block of logits that look like probabilities (see _probability_like_row).
 
@@ -487,7 +491,7 @@ def _probability_like_columns(columns, high, status, count, n_classes, sum_toler
     return like, one_hot
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _probability_like_row(scores, i, n_classes, sum_tolerance):
     """Whether a long logits row (with a max <= 1) holds only values in [0, 1] summing to 1.
 
@@ -504,7 +508,7 @@ def _probability_like_row(scores, i, n_classes, sum_tolerance):
     return (lowest >= 0.0) and abs(total - 1.0) <= sum_tolerance
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                        fsums, icounts, b):
@@ -603,60 +607,14 @@ def _block_moments(count, weight, loss_of, brier, fsums, b, moments):
     fsums[b, moments + M_W2BRIER2] = w2_brier2
 
 
-@njit(**PARALLEL_OPTIONS)
-def score_blocks(
-    scores,
-    labels,
-    sample_weight,
-    class_weight,
-    ignore_label,
-    top_k,
-    ties_to_last,
-    mode,
-    proba_eps,
-    sum_tolerance,
-    row_losses,
-    row_stats,
-    row_pred,
-    nblocks,
-    block_rows,
-    blocks_per_task,
-    fsums,
-    icounts,
-):
-    """Per-block sums for an (N, C) score matrix, rows [0, nblocks * block_rows).
+@njit(**KERNEL_OPTIONS)
+def score_tasks(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
+                sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
+                icounts, first_task, task_step):
+    """Tasks ``first_task, first_task + task_step, ...`` of score_blocks (see there), with their own scratch.
 
-    mode MODE_LOGITS: loss = logsumexp(z) - z[y], computed with the row max
-    subtracted; -inf entries are masked classes; a row holding NaN or +inf (or
-    only -inf) is non-finite.
-    mode MODE_PROBA: loss = -log(clip(p[y], eps, 1 - eps)) (scikit-learn's
-    log_loss); also counts rows with values outside [0, 1] and rows whose sum
-    differs from 1 by more than ``sum_tolerance``.  The Brier score uses the
-    probabilities as given (softmax of the logits in MODE_LOGITS).  In
-    MODE_LOGITS, rows in [0, 1] summing to 1 within ``sum_tolerance`` are
-    counted in C_PROBA_LIKE (and C_ONE_HOT_LIKE when their max is 1): the
-    door warns when every row looks like probabilities.
-
-    The true class's rank is the number of classes ahead of it: strictly
-    higher scores, plus equal scores at a lower index (``ties_to_last``
-    False: numpy/torch argmax, first index wins) or at a higher index (True:
-    scikit-learn's top_k_accuracy_score).  A row is top-k correct when its
-    rank is below k.  ``row_losses`` (empty, or length N) receives each row's
-    weighted loss (NaN for non-finite rows, 0 for ignored rows).
-    ``row_stats`` (empty, or N x ROW_STATS_COLUMNS) and ``row_pred`` (empty,
-    or N) receive, for the diagnostics and comparisons, each row's unweighted
-    loss, p(true class), p(predicted class), Brier term and rank of the true
-    class (columns S_LOSS ... S_RANK), and its predicted class (the argmax,
-    first index on ties); NaN and -1 for non-finite and ignored rows.  Each
-    is written only when given (the argmax costs a second look at the rows
-    whose true class is not the top one).
-    ``fsums`` has ``fsums_columns(len(top_k))`` columns (sums, top-k hits,
-    then the second moments: see M_W2).
-
-    Each block first walks its rows (one read of each) into per-row scratch,
-    then a second, vectorised loop over the scratch takes the logs and sums.
-    Blocks are grouped into tasks of ``blocks_per_task`` for the threads;
-    the grouping changes nothing in the per-block results.
+    One thread's share of a call (see fastce._parallel): a plain ``nogil``
+    function, compiled once per score dtype.
     """
     n_rows = scores.shape[0]
     n_classes = scores.shape[1]
@@ -666,36 +624,36 @@ def score_blocks(
     keep_pred = row_pred.shape[0] != 0  # the argmax: the diagnostics need it, comparisons do not
     weighted_rows = sample_weight.shape[0] != 0
     weighted_classes = class_weight.shape[0] != 0
+    # Per-row scratch, one row of a 2-D buffer each.  The padding keeps the
+    # rows from starting 4 KiB apart: loops touching several of them at
+    # the same index would otherwise hit one L1 set and 4K-alias (block
+    # rows are often 512 float64 = 4 KiB).  Same for the transposed block.
+    floats = np.empty((15, block_rows + SCRATCH_PAD))
+    value = floats[0]  # logits: max - target; proba: clipped p[y]
+    rest = floats[1]  # logits: sum of exp over non-max entries
+    weight = floats[2]  # 0 for rows not counted
+    loss_of = floats[3]
+    brier = floats[4]
+    p_true = floats[5]
+    p_top = floats[6]
+    target = floats[7]
+    high = floats[8]
+    low = floats[9]
+    total = floats[10]
+    squares = floats[11]
+    e_true = floats[12]
+    rank = floats[13]  # short rows: the true class's rank, counted in floats
+    label_column = floats[14]  # short rows: the label as a float
+    # int64 like the labels and as wide as the float64 scratch: loops that
+    # mix them vectorise without packing (an int8 status kept the
+    # ignored-label loop scalar, seen in a perf profile).
+    integers = np.empty((3, block_rows + SCRATCH_PAD), dtype=np.int64)
+    ahead = integers[0]
+    label_of = integers[1]
+    status = integers[2]
+    columns = np.empty((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD))
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
-    for task in prange(n_tasks):
-        # Per-row scratch, one row of a 2-D buffer each.  The padding keeps the
-        # rows from starting 4 KiB apart: loops touching several of them at
-        # the same index would otherwise hit one L1 set and 4K-alias (block
-        # rows are often 512 float64 = 4 KiB).  Same for the transposed block.
-        floats = np.empty((15, block_rows + SCRATCH_PAD))
-        value = floats[0]  # logits: max - target; proba: clipped p[y]
-        rest = floats[1]  # logits: sum of exp over non-max entries
-        weight = floats[2]  # 0 for rows not counted
-        loss_of = floats[3]
-        brier = floats[4]
-        p_true = floats[5]
-        p_top = floats[6]
-        target = floats[7]
-        high = floats[8]
-        low = floats[9]
-        total = floats[10]
-        squares = floats[11]
-        e_true = floats[12]
-        rank = floats[13]  # short rows: the true class's rank, counted in floats
-        label_column = floats[14]  # short rows: the label as a float
-        # int64 like the labels and as wide as the float64 scratch: loops that
-        # mix them vectorise without packing (an int8 status kept the
-        # ignored-label loop scalar, seen in a perf profile).
-        integers = np.empty((3, block_rows + SCRATCH_PAD), dtype=np.int64)
-        ahead = integers[0]
-        label_of = integers[1]
-        status = integers[2]
-        columns = np.empty((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD))
+    for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task
         for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
             _reset_block(fsums, icounts, b)
@@ -890,20 +848,67 @@ def score_blocks(
             icounts[b, C_IGNORED] = n_ignored
 
 
-@njit(**PARALLEL_OPTIONS)
-def binary_proba_blocks(
-    proba,
+def score_blocks(
+    scores,
     labels,
     sample_weight,
+    class_weight,
+    ignore_label,
     top_k,
+    ties_to_last,
+    mode,
     proba_eps,
+    sum_tolerance,
     row_losses,
-    row0,
+    row_stats,
+    row_pred,
     nblocks,
     block_rows,
+    blocks_per_task,
     fsums,
     icounts,
 ):
+    """Per-block sums for an (N, C) score matrix, rows [0, nblocks * block_rows).
+
+    mode MODE_LOGITS: loss = logsumexp(z) - z[y], computed with the row max
+    subtracted; -inf entries are masked classes; a row holding NaN or +inf (or
+    only -inf) is non-finite.
+    mode MODE_PROBA: loss = -log(clip(p[y], eps, 1 - eps)) (scikit-learn's
+    log_loss); also counts rows with values outside [0, 1] and rows whose sum
+    differs from 1 by more than ``sum_tolerance``.  The Brier score uses the
+    probabilities as given (softmax of the logits in MODE_LOGITS).  In
+    MODE_LOGITS, rows in [0, 1] summing to 1 within ``sum_tolerance`` are
+    counted in C_PROBA_LIKE (and C_ONE_HOT_LIKE when their max is 1): the
+    door warns when every row looks like probabilities.
+
+    The true class's rank is the number of classes ahead of it: strictly
+    higher scores, plus equal scores at a lower index (``ties_to_last``
+    False: numpy/torch argmax, first index wins) or at a higher index (True:
+    scikit-learn's top_k_accuracy_score).  A row is top-k correct when its
+    rank is below k.  ``row_losses`` (empty, or length N) receives each row's
+    weighted loss (NaN for non-finite rows, 0 for ignored rows).
+    ``row_stats`` (empty, or N x ROW_STATS_COLUMNS) and ``row_pred`` (empty,
+    or N) receive, for the diagnostics and comparisons, each row's unweighted
+    loss, p(true class), p(predicted class), Brier term and rank of the true
+    class (columns S_LOSS ... S_RANK), and its predicted class (the argmax,
+    first index on ties); NaN and -1 for non-finite and ignored rows.  Each
+    is written only when given (the argmax costs a second look at the rows
+    whose true class is not the top one).
+    ``fsums`` has ``fsums_columns(len(top_k))`` columns (sums, top-k hits,
+    then the second moments: see M_W2).
+
+    Each block first walks its rows (one read of each) into per-row scratch,
+    then a second, vectorised loop over the scratch takes the logs and sums.
+    Blocks are grouped into tasks of ``blocks_per_task`` for the threads;
+    the grouping changes nothing in the per-block results.
+    """
+    run_tasks(score_tasks, (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode,
+                            proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows,
+                            blocks_per_task, fsums, icounts), -(-nblocks // blocks_per_task))
+
+
+@njit(**KERNEL_OPTIONS)
+def _binary_proba_blocks_tasks(proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows, fsums, icounts, first_task, task_step):
     """Per-block sums for 1-D probabilities of class 1 (scikit-learn's binary log_loss).
 
     Equivalent to the two-column matrix [1 - p, p]: loss is
@@ -914,7 +919,7 @@ def binary_proba_blocks(
     """
     n_rows = proba.shape[0]
     keep_losses = row_losses.shape[0] != 0
-    for b in prange(nblocks):
+    for b in range(first_task, nblocks, task_step):
         start = row0 + b * block_rows
         stop = min(start + block_rows, n_rows)
         for c in range(fsums.shape[1]):
@@ -981,6 +986,11 @@ def binary_proba_blocks(
         fsums[b, moments + M_W2LOSS2] = w2_loss2
         fsums[b, moments + M_W2BRIER] = w2_brier
         fsums[b, moments + M_W2BRIER2] = w2_brier2
+
+
+def binary_proba_blocks(proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows, fsums, icounts):
+    """``_binary_proba_blocks_tasks`` on the thread pool (see fastce._parallel)."""
+    run_tasks(_binary_proba_blocks_tasks, (proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows, fsums, icounts,), nblocks)
 
 
 @njit(**KERNEL_OPTIONS)

@@ -36,11 +36,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
 from fastce import kernels as K
-from fastce._config import KERNEL_OPTIONS, PARALLEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS
+from fastce._parallel import run_tasks
 from fastce._exactsum import exact_add, normalize
 from fastce._vecmath import (
     add_reassoc,
@@ -92,7 +93,7 @@ _LN2_HI = 0.6931471803691238
 _LN2_LO = 1.9082149292705877e-10
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def softplus_tail_and_sigmoid(x):
     """(log1p(exp(-|x|)), sigmoid(x)), to a few ulps, in plain arithmetic (vectorisable).
 
@@ -121,7 +122,7 @@ def softplus_tail_and_sigmoid(x):
     return tail, (s if x >= 0.0 else e * s)
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def element_loss(x, y, pos_w, mode):
     """(loss, (p - y)**2, predicts "yes") of one element, in float64.
 
@@ -154,7 +155,7 @@ def target_value(t):  # pragma: no cover - replaced by the overload below
     return float(t)
 
 
-@overload(target_value, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(target_value, jit_options=KERNEL_OPTIONS)
 def _target_value_overload(t):
     # uint8 targets (0/1 indicators, bool viewed as uint8) are plain numbers;
     # floats go through as_float64 (which reads 16-bit ints as half floats).
@@ -163,7 +164,7 @@ def _target_value_overload(t):
     return lambda t: as_float64(t)
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def softplus_parts(x, mode):
     """(-log p, -log(1 - p), p) of one element, p = sigmoid(x) (logits) or x itself.
 
@@ -183,21 +184,8 @@ def softplus_parts(x, mode):
     return -log_p, -log_q, x
 
 
-@njit(**PARALLEL_OPTIONS)
-def bce_blocks(
-    scores,
-    targets,
-    row_weight,
-    col_weight,
-    full_weight,
-    pos_weight,
-    mode,
-    element_losses,
-    nblocks,
-    block_rows,
-    fsums,
-    icounts,
-):
+@njit(**KERNEL_OPTIONS)
+def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, nblocks, block_rows, fsums, icounts, first_task, task_step):
     """Per-block sums of element-wise binary cross-entropy over an (n, C) slice.
 
     ``targets``: (n, C), float64, float32 or uint8.  Weights multiply each
@@ -220,7 +208,7 @@ def bce_blocks(
     has_full = full_weight.shape[0] != 0
     has_pos = pos_weight.shape[0] != 0
     keep = element_losses.shape[0] != 0
-    for b in prange(nblocks):
+    for b in range(first_task, nblocks, task_step):
         prefer_wide_vectors()
         for c in range(NUM_SUMS):
             fsums[b, c] = 0.0
@@ -353,6 +341,11 @@ def bce_blocks(
             fsums[b, S_SUBSET_Q] += rw2 if hits == n_cols else 0.0
 
 
+def bce_blocks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, nblocks, block_rows, fsums, icounts):
+    """``_bce_blocks_tasks`` on the thread pool (see fastce._parallel)."""
+    run_tasks(_bce_blocks_tasks, (scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, nblocks, block_rows, fsums, icounts,), nblocks)
+
+
 @njit(**KERNEL_OPTIONS)
 def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n_exact, first_column):
     """Fold per-block results in block order: exact sums, range, counters.
@@ -431,6 +424,9 @@ def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, 
     return n_ok, n_inf, np.float64(n_ok), loss_sum, brier_sum, hits, moments
 
 
+# Inlined by numba (one of the two IR-inlined functions left, with
+# kernels._copy_fixed_width): each call site passes constant flags, and the
+# inlined copy is a loop without a flag test, which LLVM vectorises.
 @njit(inline="always", **KERNEL_OPTIONS)
 def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, keep):
     """The loop of _binary_logit_block with weights and/or per-row losses (flags constant per call site)."""
@@ -473,8 +469,8 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
     return n_ok, n_inf, weight_sum, loss_sum, brier_sum, correct, moments
 
 
-@njit(**PARALLEL_OPTIONS)
-def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts):
+@njit(**KERNEL_OPTIONS)
+def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts, first_task, task_step):
     """Per-block sums in the core layout (``kernels``) for 1-D logits of class 1 and 0/1 labels.
 
     The twin of ``kernels.binary_proba_blocks`` for logits: the loss is
@@ -489,7 +485,7 @@ def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nbloc
     n_rows = logits.shape[0]
     keep = row_losses.shape[0] != 0
     weighted = sample_weight.shape[0] != 0
-    for b in prange(nblocks):
+    for b in range(first_task, nblocks, task_step):
         for c in range(fsums.shape[1]):
             fsums[b, c] = 0.0
         fsums[b, K_MIN] = np.inf
@@ -534,3 +530,8 @@ def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nbloc
         fsums[b, first_moment + M_W2LOSS2] = w2_loss2
         fsums[b, first_moment + M_W2BRIER] = w2_brier
         fsums[b, first_moment + M_W2BRIER2] = w2_brier2
+
+
+def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts):
+    """``_binary_logits_blocks_tasks`` on the thread pool (see fastce._parallel)."""
+    run_tasks(_binary_logits_blocks_tasks, (logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,), nblocks)

@@ -25,9 +25,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from fastce._config import PARALLEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS
+from fastce._parallel import run_tasks
 from fastce._vecmath import (
     add_reassoc,
     as_float64,
@@ -49,21 +50,8 @@ NUM_COUNTS = 10
 FIRST_COLUMNS = 6
 
 
-@njit(**PARALLEL_OPTIONS)
-def soft_blocks(
-    scores,
-    targets,
-    labels,
-    class_weight,
-    smoothing,
-    ignore_label,
-    sum_tolerance,
-    row_losses,
-    nblocks,
-    block_rows,
-    fsums,
-    icounts,
-):
+@njit(**KERNEL_OPTIONS)
+def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses, nblocks, block_rows, fsums, icounts, first_task, task_step):
     """Per-block sums over rows [0, nblocks * block_rows) of an (n, C) logit slice.
 
     ``targets`` (n, C) soft targets, or empty (0, 0) with ``labels`` (n,)
@@ -79,7 +67,7 @@ def soft_blocks(
     weighted = class_weight.shape[0] != 0
     keep = row_losses.shape[0] != 0
     spread = smoothing / n_cols
-    for b in prange(nblocks):
+    for b in range(first_task, nblocks, task_step):
         prefer_wide_vectors()
         for c in range(NUM_SUMS):
             fsums[b, c] = 0.0
@@ -187,3 +175,8 @@ def soft_blocks(
                 fsums[b, S_LOSS2] += loss * loss
             fsums[b, S_DENOM] += denom
             fsums[b, S_HITS] += hit
+
+
+def soft_blocks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses, nblocks, block_rows, fsums, icounts):
+    """``_soft_blocks_tasks`` on the thread pool (see fastce._parallel)."""
+    run_tasks(_soft_blocks_tasks, (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses, nblocks, block_rows, fsums, icounts,), nblocks)

@@ -63,6 +63,9 @@ class SilentProgress:
     def update(self, rows: int) -> None:
         pass
 
+    def note(self, text: str) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -96,6 +99,12 @@ class LineProgress:
         self._width = len(text)
         self.stream.write("\r" + text + " " * pad)
         self.stream.flush()
+
+    def note(self, text: str) -> None:
+        """``text`` on a line of its own above the bar (e.g. "compiling kernels ..."), the bar redrawn under it."""
+        self.stream.write("\r" + text + " " * max(0, self._width - len(text)) + "\n")
+        self._width = 0
+        self._draw()
 
     def update(self, rows: int) -> None:
         self.done += rows
@@ -145,6 +154,10 @@ class TqdmProgress:
         rate = self._meter.rate(now)
         self._bar.set_postfix_str(f"{rate * self.bytes_per_row / 1e9:.2f} GB/s", refresh=False)
         self._bar.update(rows)
+
+    def note(self, text: str) -> None:
+        """``text`` on a line of its own above the bar."""
+        self._bar.write(text, file=self._bar.fp)
 
     def close(self) -> None:
         self._bar.close()  # ends the bar's line; closing twice is harmless

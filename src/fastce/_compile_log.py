@@ -1,0 +1,96 @@
+"""Say so when a fastce kernel must be compiled (first use with an empty numba cache).
+
+A cold compile takes seconds to tens of seconds (``benchmarks/cold_start.py``);
+without a word the API looks hung and the CLI's bar sits at 0%.  numba fires
+a ``numba:compile`` event only for a real compile (a cache hit fires none), so
+a listener on it says exactly when the wait happens:
+
+- the library logs it on the ``fastce`` logger (INFO: silent unless the user
+  configures logging), once at the start and once at the end of each
+  top-level kernel compile;
+- ``notices(callback)`` hands the start message to a callback for the
+  duration of a ``with`` block (the CLI prints it above its progress bar).
+
+Nested compiles (a kernel's callees) are part of the top-level one and are
+not reported apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+
+from numba.core import event
+
+logger = logging.getLogger("fastce")
+
+_callbacks: list = []
+_callbacks_lock = threading.Lock()
+
+
+def _scores_kind(args) -> str:
+    """What the kernel reads, in words: the first argument's dtype."""
+    if not args:
+        return "its inputs"
+    dtype = getattr(args[0], "dtype", None)
+    name = str(dtype) if dtype is not None else str(args[0])
+    # float16 and bfloat16 scores reach the kernels as their 16-bit patterns.
+    return "16-bit float (float16 / bfloat16)" if name in ("uint16", "int16") else name
+
+
+def start_message(kernel: str, args) -> str:
+    return (f"compiling fastce kernel {kernel} for {_scores_kind(args)} scores, first use with this numba cache "
+            "(once: it is cached afterwards; `fastce warmup` compiles ahead of time)")
+
+
+class _Listener(event.Listener):
+    def __init__(self):
+        self._local = threading.local()
+
+    def _stack(self) -> list:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
+
+    def on_start(self, ev) -> None:
+        stack = self._stack()
+        dispatcher = ev.data.get("dispatcher")
+        func = getattr(dispatcher, "py_func", None)
+        ours = getattr(func, "__module__", "").startswith("fastce.")
+        stack.append(time.perf_counter())
+        if len(stack) != 1 or not ours:
+            return
+        message = start_message(func.__name__, ev.data.get("args") or ())
+        logger.info(message)
+        with _callbacks_lock:
+            callbacks = list(_callbacks)
+        for callback in callbacks:
+            callback(message)
+
+    def on_end(self, ev) -> None:
+        stack = self._stack()
+        if not stack:  # pragma: no cover - an end without a start (a listener registered mid-compile)
+            return
+        started = stack.pop()
+        func = getattr(ev.data.get("dispatcher"), "py_func", None)
+        if not stack and getattr(func, "__module__", "").startswith("fastce."):
+            logger.info("compiled fastce kernel %s in %.1f s", func.__name__, time.perf_counter() - started)
+
+
+_LISTENER = _Listener()
+event.register("numba:compile", _LISTENER)
+
+
+@contextlib.contextmanager
+def notices(callback):
+    """Call ``callback(message)`` when a fastce kernel starts compiling, inside this block."""
+    with _callbacks_lock:
+        _callbacks.append(callback)
+    try:
+        yield
+    finally:
+        with _callbacks_lock:
+            _callbacks.remove(callback)

@@ -1,0 +1,84 @@
+"""Compile (and cache) the kernels ahead of time: ``fastce warmup`` / ``fastce.warmup.warmup()``.
+
+numba compiles each kernel on its first use with a given score dtype and
+writes it to its on-disk cache; later processes load it in a fraction of a
+second.  A container image or a CI cache filled by ``fastce warmup`` never
+pays the compile at run time.  Warming up runs every door on a few rows of
+each dtype, so it compiles exactly what those calls would: the multi-class
+kernel (logits and probabilities), binary, multi-label and soft-target
+kernels, and the diagnostics and comparison kernels.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def _scores_dtype(name: str):
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError as exc:
+            raise ImportError("warming up bfloat16 needs the ml_dtypes package (pip install ml_dtypes)") from exc
+        return ml_dtypes.bfloat16
+    return np.dtype(name)
+
+
+def _exercise(dtype) -> None:
+    """One call of every door on a few rows of ``dtype`` scores (their values do not matter)."""
+    import fastce
+
+    rng = np.random.default_rng(0)
+    rows, classes = 64, 5
+    logits = rng.standard_normal((rows, classes)).astype(dtype)
+    proba64 = rng.dirichlet(np.ones(classes), rows)
+    proba = proba64.astype(dtype)
+    labels = rng.integers(0, classes, rows)
+    with warnings.catch_warnings():
+        # Half-precision probabilities do not sum to one exactly, and so on: not the point here.
+        warnings.simplefilter("ignore")
+        fastce.evaluate(labels, logits=logits, top_k=(1, 2))
+        fastce.evaluate(labels, proba=proba, top_k=(1, 2))
+        fastce.diagnose(labels, logits=logits)
+        fastce.compare(labels, logits={"a": logits, "b": logits[::-1].copy()})
+        binary = labels % 2
+        fastce.evaluate(binary, logits=logits[:, 0].copy())
+        fastce.evaluate(binary, proba=proba[:, 0].copy())
+        fastce.evaluate((logits > 0).astype(np.int64), logits=logits)
+        fastce.evaluate(proba64, logits=logits)
+
+
+def warmup(dtypes=DTYPES, *, report=None) -> dict:
+    """Compile every kernel for each of ``dtypes``; returns {dtype: seconds}.
+
+    ``report(name, seconds)`` is called after each dtype.  A second run (or a
+    process with the cache already filled) takes well under a second per dtype.
+    """
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown:
+        raise ValueError(f"dtypes must be among {', '.join(DTYPES)}; got {', '.join(map(str, unknown))}.")
+    seconds = {}
+    for name in dtypes:
+        dtype = _scores_dtype(name)
+        started = time.perf_counter()
+        _exercise(dtype)
+        seconds[name] = time.perf_counter() - started
+        if report is not None:
+            report(name, seconds[name])
+    return seconds
+
+
+def cache_location() -> str:
+    """Where numba writes the cache (NUMBA_CACHE_DIR, else next to the installed sources)."""
+    import os
+
+    import numba
+
+    if numba.config.CACHE_DIR:
+        return numba.config.CACHE_DIR
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")

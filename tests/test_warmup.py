@@ -1,0 +1,97 @@
+"""``fastce warmup`` and the first-use compile notices (fastce._compile_log)."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from numba import njit
+
+from fastce import _compile_log, cli
+from fastce.progress import LineProgress
+from fastce.warmup import DTYPES, warmup
+
+
+def test_warmup_command_compiles_each_dtype_and_says_where():
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["warmup", "--dtypes", "float64", "float32"], out=out, err=err) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("fastce warmup: compiling into the numba cache at ")
+    assert [line.split()[0] for line in lines[1:3]] == ["float64", "float32"]
+    assert all(line.rstrip().endswith(" s") for line in lines[1:3])
+    assert lines[-1].startswith("done in ") and "from the cache" in lines[-1]
+    assert err.getvalue() == ""
+
+
+def test_warmup_refuses_unknown_dtypes():
+    with pytest.raises(ValueError, match="dtypes must be among float32, float64, float16, bfloat16; got float12"):
+        warmup(["float12"])
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["warmup", "--dtypes", "int8"], out=io.StringIO(), err=err)
+    assert exit_info.value.code == 2
+
+
+def test_warmup_default_is_every_dtype():
+    parser = cli.build_parser()
+    assert parser.parse_args(["warmup"]).dtypes == list(DTYPES)
+
+
+def _probe_kernel():
+    """A new njit function whose module is a fastce one: calling it compiles it (a real numba:compile event)."""
+    namespace = {"__name__": "fastce.probe"}
+    exec("def probe(x):\n    return x + 1\n", namespace)
+    return njit(namespace["probe"])
+
+
+def test_a_compile_is_announced_to_callbacks_and_logged(caplog):
+    messages = []
+    kernel = _probe_kernel()
+    with caplog.at_level(logging.INFO, logger="fastce"), _compile_log.notices(messages.append):
+        assert kernel(41) == 42
+        assert kernel(1) == 2  # compiled already: no second notice
+    assert len(messages) == 1
+    assert messages[0].startswith("compiling fastce kernel probe for int64 scores, first use")
+    assert "fastce warmup" in messages[0]
+    logged = [r.getMessage() for r in caplog.records if r.name == "fastce"]
+    assert logged[0] == messages[0]
+    assert logged[1].startswith("compiled fastce kernel probe in ") and logged[1].endswith(" s")
+    # Outside the block the callback hears nothing more.
+    kernel(1.5)
+    assert len(messages) == 1
+
+
+def test_compiles_of_other_packages_are_not_announced():
+    messages = []
+    namespace = {"__name__": "somebody_else"}
+    exec("def other(x):\n    return x * 2\n", namespace)
+    with _compile_log.notices(messages.append):
+        assert njit(namespace["other"])(3) == 6
+    assert messages == []
+
+
+def test_progress_line_shows_a_note_above_the_bar():
+    stream = io.StringIO()
+    bar = LineProgress(1000, 4000, stream=stream, min_interval=0.0)
+    bar.update(100)
+    bar.note("fastce: compiling fastce kernel score_tasks for float32 scores, first use")
+    bar.update(900)
+    bar.close()
+    lines = stream.getvalue().split("\n")
+    bar_line, note = lines[0].split("\r")[1:]
+    # The note overwrites the bar's line (padded to cover it) and ends it; the bar goes on below.
+    assert note.startswith("fastce: compiling fastce kernel score_tasks") and len(note) >= len(bar_line)
+    assert "10.0%" in lines[1] and "100.0%" in lines[-2] and lines[-1] == ""
+
+
+def test_tqdm_progress_note_goes_above_the_bar():
+    tqdm = pytest.importorskip("tqdm")
+    from fastce.progress import TqdmProgress
+
+    stream = io.StringIO()
+    bar = TqdmProgress(tqdm.tqdm, 100, 10, stream=stream)
+    bar.note("fastce: compiling")
+    bar.update(100)
+    bar.close()
+    assert "fastce: compiling\n" in stream.getvalue()
