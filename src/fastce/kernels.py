@@ -608,244 +608,286 @@ def _block_moments(count, weight, loss_of, brier, fsums, b, moments):
 
 
 @njit(**KERNEL_OPTIONS)
-def score_tasks(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
-                sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
-                icounts, first_task, task_step):
-    """Tasks ``first_task, first_task + task_step, ...`` of score_blocks (see there), with their own scratch.
+def _new_scratch(block_rows, n_classes):
+    """A task's per-row scratch: 15 float64 rows, 3 int64 rows and the transposed block of short rows.
 
-    One thread's share of a call (see fastce._parallel): a plain ``nogil``
-    function, compiled once per score dtype.
+    Rows (see the unpacking in the block functions): value (logits: max - target;
+    proba: clipped p[y]), rest (logits: sum of exp over non-max entries),
+    weight (0 for rows not counted), loss_of, brier, p_true, p_top, target,
+    high, low, total, squares, e_true, rank (short rows: the true class's
+    rank, counted in floats), label_column (short rows: the label as a
+    float); ahead, label_of, status.
     """
-    n_rows = scores.shape[0]
-    n_classes = scores.shape[1]
-    n_k = top_k.shape[0]
-    keep_losses = row_losses.shape[0] != 0
-    keep_stats = row_stats.shape[0] != 0
-    keep_pred = row_pred.shape[0] != 0  # the argmax: the diagnostics need it, comparisons do not
-    weighted_rows = sample_weight.shape[0] != 0
-    weighted_classes = class_weight.shape[0] != 0
     # Per-row scratch, one row of a 2-D buffer each.  The padding keeps the
     # rows from starting 4 KiB apart: loops touching several of them at
     # the same index would otherwise hit one L1 set and 4K-alias (block
     # rows are often 512 float64 = 4 KiB).  Same for the transposed block.
     floats = np.empty((15, block_rows + SCRATCH_PAD))
-    value = floats[0]  # logits: max - target; proba: clipped p[y]
-    rest = floats[1]  # logits: sum of exp over non-max entries
-    weight = floats[2]  # 0 for rows not counted
-    loss_of = floats[3]
-    brier = floats[4]
-    p_true = floats[5]
-    p_top = floats[6]
-    target = floats[7]
-    high = floats[8]
-    low = floats[9]
-    total = floats[10]
-    squares = floats[11]
-    e_true = floats[12]
-    rank = floats[13]  # short rows: the true class's rank, counted in floats
-    label_column = floats[14]  # short rows: the label as a float
     # int64 like the labels and as wide as the float64 scratch: loops that
     # mix them vectorise without packing (an int8 status kept the
     # ignored-label loop scalar, seen in a perf profile).
     integers = np.empty((3, block_rows + SCRATCH_PAD), dtype=np.int64)
-    ahead = integers[0]
-    label_of = integers[1]
-    status = integers[2]
     columns = np.empty((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD))
+    return floats, integers, columns
+
+
+@njit(**KERNEL_OPTIONS)
+def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts):
+    """Walk block b of short rows (C <= COLUMN_WALK_MAX_CLASSES) by columns into the scratch."""
+    n_classes = scores.shape[1]
+    keep_pred = row_pred.shape[0] != 0  # the argmax: the diagnostics need it, comparisons do not
+    value, rest, weight, loss_of, brier = floats[0], floats[1], floats[2], floats[3], floats[4]
+    p_true, p_top, target, high, low = floats[5], floats[6], floats[7], floats[8], floats[9]
+    total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
+    ahead, label_of, status = integers[0], integers[1], integers[2]
+    _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+                  label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
+                  columns)
+    _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
+                       sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
+                       fsums, icounts, b)
+    if mode == MODE_LOGITS:
+        # loss_of and brier: scratch here, written for every row below.
+        icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
+            columns, high, status, count, n_classes, sum_tolerance, loss_of, brier
+        )
+    if keep_pred:
+        for r in range(count):
+            i = start + r
+            if status[r] != ROW_OK:
+                row_pred[i] = -1
+            elif ahead[r] == 0 and not ties_to_last:
+                row_pred[i] = label_of[r]
+            else:
+                row_pred[i] = _first_index_of(scores, i, n_classes, high[r])
+
+
+@njit(**KERNEL_OPTIONS)
+def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts):
+    """Walk block b of long rows row by row into the scratch (one read of each row)."""
+    n_classes = scores.shape[1]
+    keep_pred = row_pred.shape[0] != 0
+    weighted_rows = sample_weight.shape[0] != 0
+    weighted_classes = class_weight.shape[0] != 0
+    value, rest, weight, loss_of, brier = floats[0], floats[1], floats[2], floats[3], floats[4]
+    p_true, p_top, target, high, low = floats[5], floats[6], floats[7], floats[8], floats[9]
+    total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
+    ahead, label_of, status = integers[0], integers[1], integers[2]
+    for r in range(count):
+        i = start + r
+        label = np.int64(labels[i])
+        if label == ignore_label:
+            status[r] = ROW_IGNORED
+            weight[r] = 0.0
+            # finite scratch for the vector loops after the walk
+            target[r] = high[r] = low[r] = squares[r] = 0.0
+            if keep_pred:
+                row_pred[i] = -1
+            continue
+        if mode == MODE_LOGITS:
+            row_target = as_float64(scores[i, label])
+            shift, row_rest, row_ahead, row_squares, row_at_max, row_max, ok = _logits_row(
+                scores, i, n_classes, row_target, label, ties_to_last
+            )
+            if ok and row_max <= 1.0:  # rare for logits: one compare per row
+                if _probability_like_row(scores, i, n_classes, sum_tolerance):
+                    icounts[b, C_PROBA_LIKE] += 1
+                    icounts[b, C_ONE_HOT_LIKE] += row_max == 1.0
+            value[r] = shift
+            rest[r] = row_rest
+            ahead[r] = row_ahead
+            squares[r] = row_squares
+            target[r], high[r], low[r] = row_target, row_max, row_at_max
+        else:
+            row_target = as_float64(scores[i, label])
+            row_max, row_min, row_sum, row_squares = _proba_row(scores, i, n_classes, label)
+            ahead[r] = _rank(scores, i, n_classes, label, ties_to_last)
+            target[r], high[r], squares[r] = row_target, row_max, row_squares
+            # In this branch, where row_min is defined: testing it after
+            # the branches join lost the "value below 0" count in the
+            # float32 kernel (numba's SSA of a variable defined on one
+            # path; tests/test_evaluate.py::test_proba_sign_bit_entries).
+            # NaN anywhere makes the sum NaN; an inf entry makes the max or
+            # min infinite.  (A finite sum may still overflow: that row is
+            # then reported as not summing to one, not as non-finite.)
+            ok = row_sum == row_sum and row_max - row_max == 0.0 and row_min - row_min == 0.0
+            if ok:
+                if row_min < 0.0:
+                    _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
+                if row_max > 1.0:
+                    _note(icounts, b, C_ABOVE1, FIRST_ABOVE1, i)
+                if abs(row_sum - 1.0) > sum_tolerance:
+                    _note(icounts, b, C_UNNORMALIZED, FIRST_UNNORMALIZED, i)
+                fsums[b, F_MIN] = min(fsums[b, F_MIN], row_min)
+                fsums[b, F_MAX] = max(fsums[b, F_MAX], row_max)
+            value[r] = min(max(row_target, proba_eps), 1.0 - proba_eps)
+        if ok:
+            status[r] = ROW_OK
+            w = 1.0
+            if weighted_rows:
+                w = np.float64(sample_weight[i])
+            if weighted_classes:
+                w *= np.float64(class_weight[label])
+            weight[r] = w
+        else:
+            status[r] = ROW_NONFINITE
+            weight[r] = 0.0
+            _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
+        if keep_pred:
+            # Only the diagnostics need the argmax itself; rank 0 (ties to
+            # the first index) means it is the true class.
+            if not ok:
+                row_pred[i] = -1
+            elif ahead[r] == 0 and not ties_to_last:
+                row_pred[i] = label
+            else:
+                row_pred[i] = _first_index_of(scores, i, n_classes, row_max)
+
+
+@njit(**KERNEL_OPTIONS)
+def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count, floats, integers, fsums, icounts):
+    """The vectorised finish of block b over its scratch: losses, Brier, sums, moments and counters."""
+    n_k = top_k.shape[0]
+    keep_losses = row_losses.shape[0] != 0
+    keep_stats = row_stats.shape[0] != 0
+    value, rest, weight, loss_of, brier = floats[0], floats[1], floats[2], floats[3], floats[4]
+    p_true, p_top, target, high, low = floats[5], floats[6], floats[7], floats[8], floats[9]
+    total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
+    ahead, label_of, status = integers[0], integers[1], integers[2]
+    # Loops of one kind each (see _logits_row); weight[r] is 0 for
+    # rows not counted, which keeps their scratch out of every sum.
+    # Brier = sum_{j != y} p_j^2 + (1 - p_y)^2; from logits, with
+    # e_j = exp(z_j - max) and S = 1 + rest, 1 - p_y is formed as
+    # (S - e_y) / S without cancellation: when the true class holds
+    # the max, S - e_y is ``rest`` itself.
+    if mode == MODE_LOGITS:
+        # exp(z[y] - max) of every row in one wide-vector loop (a scalar
+        # exp per row costs more than the row's other work at C ~ 100;
+        # short rows have it from _walk_columns), then the true class's
+        # own square out of the squares: it is a max entry (counted in
+        # low = at_max) or one of those summed.
+        if n_classes > COLUMN_WALK_MAX_CLASSES:
+            _exp_true(target, high, count, e_true)
+        for r in range(count):
+            squares[r] += low[r] - e_true[r] * e_true[r]
+        for r in range(count):
+            total_r = 1.0 + rest[r]
+            off = rest[r] if value[r] == 0.0 else total_r - e_true[r]
+            brier[r] = (squares[r] + off * off) / (total_r * total_r)
+        if keep_stats:
+            for r in range(count):
+                p_true[r] = e_true[r] / (1.0 + rest[r])
+                p_top[r] = 1.0 / (1.0 + rest[r])
+    else:
+        for r in range(count):
+            miss = 1.0 - target[r]
+            brier[r] = squares[r] + miss * miss
+        if keep_stats:
+            for r in range(count):
+                p_true[r] = target[r]
+                p_top[r] = high[r]
+    _losses(mode, count, status, value, rest, loss_of)
+    weight_sum = 0.0
+    loss_sum = 0.0
+    brier_sum = 0.0
+    for r in range(count):
+        w = weight[r]
+        # A zero weight removes the row, even when its loss is infinite
+        # (0 * inf would be NaN; PyTorch returns that NaN).
+        weighted = 0.0 if w == 0.0 else w * loss_of[r]
+        weight_sum = add_reassoc(weight_sum, w)
+        loss_sum = add_reassoc(loss_sum, 0.0 if weighted == np.inf else weighted)
+        brier_sum = add_reassoc(brier_sum, 0.0 if w == 0.0 else w * brier[r])
+    n_ok = 0
+    n_ignored = 0
+    n_inf = 0
+    for r in range(count):
+        n_ok += status[r] == ROW_OK
+        n_ignored += status[r] == ROW_IGNORED
+        # Infinite loss, or a finite one overflowing with its weight.
+        n_inf += (weight[r] != 0.0) & (weight[r] * loss_of[r] == np.inf)
+    if keep_losses:
+        for r in range(count):
+            ok = status[r] == ROW_OK
+            w = weight[r]
+            row_losses[start + r] = (0.0 if w == 0.0 else w * loss_of[r]) if ok else (
+                0.0 if status[r] == ROW_IGNORED else np.nan
+            )
+    if keep_stats:
+        for r in range(count):
+            ok = status[r] == ROW_OK
+            row_stats[start + r, S_LOSS] = loss_of[r] if ok else np.nan
+            row_stats[start + r, S_P_TRUE] = p_true[r] if ok else np.nan
+            row_stats[start + r, S_P_TOP] = p_top[r] if ok else np.nan
+            row_stats[start + r, S_BRIER] = brier[r] if ok else np.nan
+            row_stats[start + r, S_RANK] = np.float64(ahead[r]) if ok else np.nan
+    moments = F_TOPK + n_k
+    for k in range(n_k):
+        hits = 0.0
+        hits2 = 0.0
+        limit = top_k[k]
+        for r in range(count):
+            w = weight[r]
+            hit = ahead[r] < limit
+            hits = add_reassoc(hits, w if hit else 0.0)
+            hits2 = add_reassoc(hits2, w * w if hit else 0.0)
+        fsums[b, F_TOPK + k] = hits
+        fsums[b, moments + M_W2TOPK + k] = hits2
+    _block_moments(count, weight, loss_of, brier, fsums, b, moments)
+    if n_inf:
+        # Rare: find the first row with an infinite loss for the message.
+        first = start
+        for r in range(count):
+            if weight[r] != 0.0 and weight[r] * loss_of[r] == np.inf:
+                first = start + r
+                break
+        icounts[b, C_INF_LOSS] = n_inf
+        icounts[b, FIRST_INF_LOSS] = first
+    fsums[b, F_WEIGHT] = weight_sum
+    fsums[b, F_LOSS] = loss_sum
+    fsums[b, F_BRIER] = brier_sum
+    icounts[b, C_ROWS] = n_ok
+    icounts[b, C_IGNORED] = n_ignored
+
+
+@njit(**KERNEL_OPTIONS)
+def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
+                      sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
+                      icounts, first_task, task_step):
+    """Tasks ``first_task, first_task + task_step, ...`` of score_blocks (see there) for short rows.
+
+    One thread's share of a call (see fastce._parallel).  Short and long
+    rows are two kernels, so that a first use compiles only the one it needs.
+    """
+    floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task
         for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
             _reset_block(fsums, icounts, b)
             start = b * block_rows
-            count = min(block_rows, n_rows - start)
-            # -- walk the rows: one read of each ---------------------------
-            if n_classes <= COLUMN_WALK_MAX_CLASSES:
-                _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                              label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
-                              columns)
-                _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
-                                   sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
-                                   fsums, icounts, b)
-                if mode == MODE_LOGITS:
-                    # loss_of and brier: scratch here, written for every row below.
-                    icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
-                        columns, high, status, count, n_classes, sum_tolerance, loss_of, brier
-                    )
-                if keep_pred:
-                    for r in range(count):
-                        i = start + r
-                        if status[r] != ROW_OK:
-                            row_pred[i] = -1
-                        elif ahead[r] == 0 and not ties_to_last:
-                            row_pred[i] = label_of[r]
-                        else:
-                            row_pred[i] = _first_index_of(scores, i, n_classes, high[r])
-            else:
-                for r in range(count):
-                    i = start + r
-                    label = np.int64(labels[i])
-                    if label == ignore_label:
-                        status[r] = ROW_IGNORED
-                        weight[r] = 0.0
-                        # finite scratch for the vector loops after the walk
-                        target[r] = high[r] = low[r] = squares[r] = 0.0
-                        if keep_pred:
-                            row_pred[i] = -1
-                        continue
-                    if mode == MODE_LOGITS:
-                        row_target = as_float64(scores[i, label])
-                        shift, row_rest, row_ahead, row_squares, row_at_max, row_max, ok = _logits_row(
-                            scores, i, n_classes, row_target, label, ties_to_last
-                        )
-                        if ok and row_max <= 1.0:  # rare for logits: one compare per row
-                            if _probability_like_row(scores, i, n_classes, sum_tolerance):
-                                icounts[b, C_PROBA_LIKE] += 1
-                                icounts[b, C_ONE_HOT_LIKE] += row_max == 1.0
-                        value[r] = shift
-                        rest[r] = row_rest
-                        ahead[r] = row_ahead
-                        squares[r] = row_squares
-                        target[r], high[r], low[r] = row_target, row_max, row_at_max
-                    else:
-                        row_target = as_float64(scores[i, label])
-                        row_max, row_min, row_sum, row_squares = _proba_row(scores, i, n_classes, label)
-                        ahead[r] = _rank(scores, i, n_classes, label, ties_to_last)
-                        target[r], high[r], squares[r] = row_target, row_max, row_squares
-                        # In this branch, where row_min is defined: testing it after
-                        # the branches join lost the "value below 0" count in the
-                        # float32 kernel (numba's SSA of a variable defined on one
-                        # path; tests/test_evaluate.py::test_proba_sign_bit_entries).
-                        # NaN anywhere makes the sum NaN; an inf entry makes the max or
-                        # min infinite.  (A finite sum may still overflow: that row is
-                        # then reported as not summing to one, not as non-finite.)
-                        ok = row_sum == row_sum and row_max - row_max == 0.0 and row_min - row_min == 0.0
-                        if ok:
-                            if row_min < 0.0:
-                                _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
-                            if row_max > 1.0:
-                                _note(icounts, b, C_ABOVE1, FIRST_ABOVE1, i)
-                            if abs(row_sum - 1.0) > sum_tolerance:
-                                _note(icounts, b, C_UNNORMALIZED, FIRST_UNNORMALIZED, i)
-                            fsums[b, F_MIN] = min(fsums[b, F_MIN], row_min)
-                            fsums[b, F_MAX] = max(fsums[b, F_MAX], row_max)
-                        value[r] = min(max(row_target, proba_eps), 1.0 - proba_eps)
-                    if ok:
-                        status[r] = ROW_OK
-                        w = 1.0
-                        if weighted_rows:
-                            w = np.float64(sample_weight[i])
-                        if weighted_classes:
-                            w *= np.float64(class_weight[label])
-                        weight[r] = w
-                    else:
-                        status[r] = ROW_NONFINITE
-                        weight[r] = 0.0
-                        _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
-                    if keep_pred:
-                        # Only the diagnostics need the argmax itself; rank 0 (ties to
-                        # the first index) means it is the true class.
-                        if not ok:
-                            row_pred[i] = -1
-                        elif ahead[r] == 0 and not ties_to_last:
-                            row_pred[i] = label
-                        else:
-                            row_pred[i] = _first_index_of(scores, i, n_classes, row_max)
-            # -- vectorised finish over the block's scratch ------------------
-            # Loops of one kind each (see _logits_row); weight[r] is 0 for
-            # rows not counted, which keeps their scratch out of every sum.
-            # Brier = sum_{j != y} p_j^2 + (1 - p_y)^2; from logits, with
-            # e_j = exp(z_j - max) and S = 1 + rest, 1 - p_y is formed as
-            # (S - e_y) / S without cancellation: when the true class holds
-            # the max, S - e_y is ``rest`` itself.
-            if mode == MODE_LOGITS:
-                # exp(z[y] - max) of every row in one wide-vector loop (a scalar
-                # exp per row costs more than the row's other work at C ~ 100;
-                # short rows have it from _walk_columns), then the true class's
-                # own square out of the squares: it is a max entry (counted in
-                # low = at_max) or one of those summed.
-                if n_classes > COLUMN_WALK_MAX_CLASSES:
-                    _exp_true(target, high, count, e_true)
-                for r in range(count):
-                    squares[r] += low[r] - e_true[r] * e_true[r]
-                for r in range(count):
-                    total_r = 1.0 + rest[r]
-                    off = rest[r] if value[r] == 0.0 else total_r - e_true[r]
-                    brier[r] = (squares[r] + off * off) / (total_r * total_r)
-                if keep_stats:
-                    for r in range(count):
-                        p_true[r] = e_true[r] / (1.0 + rest[r])
-                        p_top[r] = 1.0 / (1.0 + rest[r])
-            else:
-                for r in range(count):
-                    miss = 1.0 - target[r]
-                    brier[r] = squares[r] + miss * miss
-                if keep_stats:
-                    for r in range(count):
-                        p_true[r] = target[r]
-                        p_top[r] = high[r]
-            _losses(mode, count, status, value, rest, loss_of)
-            weight_sum = 0.0
-            loss_sum = 0.0
-            brier_sum = 0.0
-            for r in range(count):
-                w = weight[r]
-                # A zero weight removes the row, even when its loss is infinite
-                # (0 * inf would be NaN; PyTorch returns that NaN).
-                weighted = 0.0 if w == 0.0 else w * loss_of[r]
-                weight_sum = add_reassoc(weight_sum, w)
-                loss_sum = add_reassoc(loss_sum, 0.0 if weighted == np.inf else weighted)
-                brier_sum = add_reassoc(brier_sum, 0.0 if w == 0.0 else w * brier[r])
-            n_ok = 0
-            n_ignored = 0
-            n_inf = 0
-            for r in range(count):
-                n_ok += status[r] == ROW_OK
-                n_ignored += status[r] == ROW_IGNORED
-                # Infinite loss, or a finite one overflowing with its weight.
-                n_inf += (weight[r] != 0.0) & (weight[r] * loss_of[r] == np.inf)
-            if keep_losses:
-                for r in range(count):
-                    ok = status[r] == ROW_OK
-                    w = weight[r]
-                    row_losses[start + r] = (0.0 if w == 0.0 else w * loss_of[r]) if ok else (
-                        0.0 if status[r] == ROW_IGNORED else np.nan
-                    )
-            if keep_stats:
-                for r in range(count):
-                    ok = status[r] == ROW_OK
-                    row_stats[start + r, S_LOSS] = loss_of[r] if ok else np.nan
-                    row_stats[start + r, S_P_TRUE] = p_true[r] if ok else np.nan
-                    row_stats[start + r, S_P_TOP] = p_top[r] if ok else np.nan
-                    row_stats[start + r, S_BRIER] = brier[r] if ok else np.nan
-                    row_stats[start + r, S_RANK] = np.float64(ahead[r]) if ok else np.nan
-            moments = F_TOPK + n_k
-            for k in range(n_k):
-                hits = 0.0
-                hits2 = 0.0
-                limit = top_k[k]
-                for r in range(count):
-                    w = weight[r]
-                    hit = ahead[r] < limit
-                    hits = add_reassoc(hits, w if hit else 0.0)
-                    hits2 = add_reassoc(hits2, w * w if hit else 0.0)
-                fsums[b, F_TOPK + k] = hits
-                fsums[b, moments + M_W2TOPK + k] = hits2
-            _block_moments(count, weight, loss_of, brier, fsums, b, moments)
-            if n_inf:
-                # Rare: find the first row with an infinite loss for the message.
-                first = start
-                for r in range(count):
-                    if weight[r] != 0.0 and weight[r] * loss_of[r] == np.inf:
-                        first = start + r
-                        break
-                icounts[b, C_INF_LOSS] = n_inf
-                icounts[b, FIRST_INF_LOSS] = first
-            fsums[b, F_WEIGHT] = weight_sum
-            fsums[b, F_LOSS] = loss_sum
-            fsums[b, F_BRIER] = brier_sum
-            icounts[b, C_ROWS] = n_ok
-            icounts[b, C_IGNORED] = n_ignored
+            count = min(block_rows, scores.shape[0] - start)
+            _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
+            _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
+                          fsums, icounts)
+
+
+@njit(**KERNEL_OPTIONS)
+def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
+                     sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
+                     icounts, first_task, task_step):
+    """score_tasks_short's twin for long rows (C > COLUMN_WALK_MAX_CLASSES)."""
+    floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
+    n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
+    for task in range(first_task, n_tasks, task_step):
+        first_block = task * blocks_per_task
+        for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
+            _reset_block(fsums, icounts, b)
+            start = b * block_rows
+            count = min(block_rows, scores.shape[0] - start)
+            _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
+            _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
+                          fsums, icounts)
 
 
 def score_blocks(
@@ -902,7 +944,8 @@ def score_blocks(
     Blocks are grouped into tasks of ``blocks_per_task`` for the threads;
     the grouping changes nothing in the per-block results.
     """
-    run_tasks(score_tasks, (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode,
+    tasks = score_tasks_short if scores.shape[1] <= COLUMN_WALK_MAX_CLASSES else score_tasks_long
+    run_tasks(tasks, (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode,
                             proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows,
                             blocks_per_task, fsums, icounts), -(-nblocks // blocks_per_task))
 
