@@ -12,8 +12,8 @@ import re
 
 import numpy as np
 import pytest
+from numba import njit
 
-import fastce
 from fastce import compare_kernels, kernels
 
 PACKED_DOUBLE = re.compile(r"\bv(?:add|mul|sub|div|max|min|fmadd\d+|fnmadd\d+|blendv)pd\s+.*%[yz]mm")
@@ -26,20 +26,45 @@ def _vector_isa() -> bool:
     return bool(features.get("avx2") or features.get("avx512f"))
 
 
-def _asm(dispatcher) -> str:
-    return "\n".join(dispatcher.inspect_asm().values())
+def _fresh_asm(dispatcher, *args) -> str:
+    """The assembly of ``dispatcher`` compiled afresh for ``args`` (kernels' own argument types).
+
+    numba cannot show the assembly of code loaded from its disk cache (and a
+    callee inside a cached kernel is never compiled on its own), so the
+    function is compiled again, without the cache, with the same options.
+    """
+    options = {k: v for k, v in dispatcher.targetoptions.items() if k not in ("cache", "nopython")}
+    fresh = njit(**options)(dispatcher.py_func)
+    fresh(*args)
+    return "\n".join(fresh.inspect_asm().values())
 
 
-@pytest.fixture(scope="module")
-def compiled():
-    """Every kernel below compiled for float32 scores (short rows, long rows, logits and probabilities)."""
-    rng = np.random.default_rng(0)
-    for c in (10, 100):
-        x = rng.standard_normal((600, c)).astype(np.float32)
-        y = rng.integers(0, c, 600)
-        fastce.evaluate(y, logits=x)
-        fastce.compare(y, logits={"a": x, "b": x[::-1].copy()})
-    return True
+def _scratch(rows=512):
+    """Rows of a 2-D float64 scratch buffer, as the kernels pass them (see kernels._new_scratch)."""
+    floats = np.random.default_rng(1).random((8, rows))
+    return [floats[k] for k in range(8)]
+
+
+def _score_kernel_call(name):
+    rows = 512
+    value, rest, weight, loss_of, brier, high, target, squares = _scratch(rows)
+    status = np.zeros((1, rows), dtype=np.int64)[0]
+    fsums = np.zeros((4, kernels.fsums_columns(1)))
+    if name == "_exp_sums":
+        scores = kernels_input(np.random.default_rng(2).standard_normal((4, 1000)).astype(np.float32))
+        return (scores, 0, 1000, 1.0)
+    if name == "_exp_columns":
+        columns = np.random.default_rng(3).standard_normal((10, rows))
+        return (columns, high, target, 10, rows, value, rest, squares, loss_of)
+    if name == "_losses":
+        return (kernels.MODE_LOGITS, rows, status, value, rest, loss_of)
+    return (rows, weight, loss_of, brier, fsums, 1, kernels.F_TOPK + 1)  # _block_moments
+
+
+def kernels_input(array):
+    from fastce._accumulate import kernel_input
+
+    return kernel_input(array)
 
 
 @pytest.mark.parametrize(
@@ -51,16 +76,30 @@ def compiled():
         "_block_moments",  # the error bars' second moments
     ],
 )
-def test_score_kernel_hot_loops_are_packed_simd(compiled, name):
+def test_score_kernel_hot_loops_are_packed_simd(name):
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
-    asm = _asm(getattr(kernels, name))
+    asm = _fresh_asm(getattr(kernels, name), *_score_kernel_call(name))
     assert PACKED_DOUBLE.search(asm), f"{name}: no packed float64 instruction on ymm/zmm registers"
 
 
-@pytest.mark.parametrize("name", ["_pair_sums", "_pair_table"])
-def test_compare_pair_loops_are_packed_simd(compiled, name):
+@pytest.mark.parametrize("name", ["_pair_sums", "_table_cell"])
+def test_compare_pair_loops_are_packed_simd(name):
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
-    asm = _asm(getattr(compare_kernels, name))
+    columns = np.random.default_rng(4).random((9, 512))  # a block's scratch (see compare_kernels._pair_tasks)
+    fsums = np.zeros((2, compare_kernels.pair_columns(1)))
+    if name == "_pair_sums":
+        args = (columns, 512, 0.01, fsums, 0)
+    else:
+        args = (columns, 512, 1.0, True, False, fsums, 0, compare_kernels.P_TABLE)
+    asm = _fresh_asm(getattr(compare_kernels, name), *args)
     assert PACKED_DOUBLE.search(asm), f"{name}: no packed float64 instruction on ymm/zmm registers"
+
+
+def test_the_check_can_fail():
+    """A scalar function (one exact addition) has no packed float64 instruction: the pattern is not vacuous."""
+    from fastce import _exactsum
+
+    acc = _exactsum.new_accumulators(1)[0]
+    assert not PACKED_DOUBLE.search(_fresh_asm(_exactsum.exact_add, acc, 1.5))

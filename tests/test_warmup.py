@@ -62,9 +62,11 @@ def test_a_compile_is_announced_to_callbacks_and_logged(caplog):
     assert len(messages) == 1
 
 
-def test_compiles_of_other_packages_are_not_announced():
+@pytest.mark.parametrize("module", ["somebody_else", None])
+def test_compiles_of_other_code_are_not_announced(module):
+    """Other packages' functions, and exec'd ones whose __module__ is None, compile as usual, unannounced."""
     messages = []
-    namespace = {"__name__": "somebody_else"}
+    namespace = {"__name__": module}
     exec("def other(x):\n    return x * 2\n", namespace)
     with _compile_log.notices(messages.append):
         assert njit(namespace["other"])(3) == 6

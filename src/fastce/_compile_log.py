@@ -40,6 +40,11 @@ def _scores_kind(args) -> str:
     return "16-bit float (float16 / bfloat16)" if name in ("uint16", "int16") else name
 
 
+def _ours(func) -> bool:
+    # Any function may be compiled while fastce is imported, some with a __module__ of None (exec'd code).
+    return str(getattr(func, "__module__", None) or "").startswith("fastce.")
+
+
 def start_message(kernel: str, args) -> str:
     return (f"compiling fastce kernel {kernel} for {_scores_kind(args)} scores, first use with this numba cache "
             "(once: it is cached afterwards; `fastce warmup` compiles ahead of time)")
@@ -59,9 +64,8 @@ class _Listener(event.Listener):
         stack = self._stack()
         dispatcher = ev.data.get("dispatcher")
         func = getattr(dispatcher, "py_func", None)
-        ours = getattr(func, "__module__", "").startswith("fastce.")
         stack.append(time.perf_counter())
-        if len(stack) != 1 or not ours:
+        if len(stack) != 1 or not _ours(func):
             return
         message = start_message(func.__name__, ev.data.get("args") or ())
         logger.info(message)
@@ -76,7 +80,7 @@ class _Listener(event.Listener):
             return
         started = stack.pop()
         func = getattr(ev.data.get("dispatcher"), "py_func", None)
-        if not stack and getattr(func, "__module__", "").startswith("fastce."):
+        if not stack and _ours(func):
             logger.info("compiled fastce kernel %s in %.1f s", func.__name__, time.perf_counter() - started)
 
 

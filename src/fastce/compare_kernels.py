@@ -82,47 +82,57 @@ def pair_blocks(stats_a, stats_b, weights, top_k, confident_below, block_rows, f
 
 @njit(**KERNEL_OPTIONS)
 def _pair_tasks(stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums, first_task, task_step):
-    """Blocks ``first_task, first_task + task_step, ...`` of pair_blocks (see there)."""
+    """Blocks ``first_task, first_task + task_step, ...`` of pair_blocks (see there).
+
+    Each block's columns are first copied into contiguous scratch rows
+    (``columns``: loss, Brier, rank, p(true class) of A, then of B; unit
+    weights or the block's weights): read in place, the per-row statistics
+    are 5 floats apart, a stride LLVM does not vectorise.  The loops over the
+    scratch are branch-free and vectorised (tests/test_vectorised.py).
+    """
     n_rows = stats_a.shape[0]
     nblocks = (n_rows + block_rows - 1) // block_rows
+    weighted = weights.shape[0] != 0
+    columns = np.empty((9, block_rows))
     for b in range(first_task, nblocks, task_step):  # each block writes its own row of fsums: no thread sees another's
         lo = b * block_rows
-        hi = min(n_rows, lo + block_rows)
-        _pair_sums(stats_a, stats_b, weights, lo, hi, confident_below, fsums, b)
+        count = min(n_rows, lo + block_rows) - lo
+        for r in range(count):
+            columns[0, r] = stats_a[lo + r, S_LOSS]
+            columns[1, r] = stats_a[lo + r, S_BRIER]
+            columns[2, r] = stats_a[lo + r, S_RANK]
+            columns[3, r] = stats_a[lo + r, S_P_TRUE]
+            columns[4, r] = stats_b[lo + r, S_LOSS]
+            columns[5, r] = stats_b[lo + r, S_BRIER]
+            columns[6, r] = stats_b[lo + r, S_RANK]
+            columns[7, r] = stats_b[lo + r, S_P_TRUE]
+            columns[8, r] = np.float64(weights[lo + r]) if weighted else 1.0
+        _pair_sums(columns, count, confident_below, fsums, b)
         for k in range(top_k.shape[0]):
-            _pair_table(stats_a, stats_b, weights, lo, hi, np.float64(top_k[k]), fsums, b, P_TABLE + TABLE_COLUMNS * k)
+            _pair_table(columns, count, np.float64(top_k[k]), fsums, b, P_TABLE + TABLE_COLUMNS * k)
 
 
 @njit(**KERNEL_OPTIONS)
-def _pair_sums(stats_a, stats_b, weights, lo, hi, confident_below, fsums, b):
-    """The paired sums P_ROWS ... P_CWA_DL of rows [lo, hi) into fsums[b].
+def _pair_sums(columns, count, confident_below, fsums, b):
+    """The paired sums P_ROWS ... P_CWA_DL of a block's scratch (see _pair_tasks) into fsums[b].
 
-    One loop of selects, no branch, every sum a local (reassociable) float:
-    LLVM vectorises it.  A row not counted under one of the models (NaN
-    loss) gets weight 0 and adds nothing; d = 0 where a loss is infinite.
+    Three loops of selects, no branch, each with at most 8 local
+    (reassociable) sums: one loop with all 22 was left scalar by LLVM (too
+    many vector accumulators for 16 registers), these are vectorised.  A row
+    not counted under one of the models (NaN loss) gets weight 0 and adds
+    nothing; d = 0 where a loss is infinite.  The scratch stays in cache.
     """
-    weighted = weights.shape[0] != 0
-    rows = w_sum = w2_sum = dl = w2dl = w2dl2 = db = w2db = w2db2 = 0.0
-    finite_rows = inf_rows = la = lb = la2 = lb2 = lab = 0.0
-    cwb_rows = cwb_w = cwb_dl = cwa_rows = cwa_w = cwa_dl = 0.0
-    for r in range(lo, hi):
-        loss_a = stats_a[r, S_LOSS]
-        loss_b = stats_b[r, S_LOSS]
-        joint = (loss_a == loss_a) & (loss_b == loss_b)
-        w = np.float64(weights[r]) if weighted else 1.0
-        w = w if joint else 0.0
+    loss_a, brier_a, rank_a, p_true_a = columns[0], columns[1], columns[2], columns[3]
+    loss_b, brier_b, rank_b, p_true_b = columns[4], columns[5], columns[6], columns[7]
+    weight = columns[8]
+    rows = w_sum = w2_sum = dl = w2dl = w2dl2 = finite_rows = inf_rows = 0.0
+    for r in range(count):
+        joint = (loss_a[r] == loss_a[r]) & (loss_b[r] == loss_b[r])
+        w = weight[r] if joint else 0.0
         w2 = w * w
-        infinite = joint & ((abs(loss_a) == np.inf) | (abs(loss_b) == np.inf))
+        infinite = joint & ((abs(loss_a[r]) == np.inf) | (abs(loss_b[r]) == np.inf))
         finite = joint & ~infinite
-        a = loss_a if finite else 0.0
-        bb = loss_b if finite else 0.0
-        d = bb - a
-        brier_d = stats_b[r, S_BRIER] - stats_a[r, S_BRIER]
-        brier_d = brier_d if joint else 0.0
-        right_a = stats_a[r, S_RANK] < 1.0
-        right_b = stats_b[r, S_RANK] < 1.0
-        cwb = joint & right_a & ~right_b & (stats_b[r, S_P_TRUE] < confident_below)
-        cwa = joint & right_b & ~right_a & (stats_a[r, S_P_TRUE] < confident_below)
+        d = (loss_b[r] - loss_a[r]) if finite else 0.0
         rows = add_reassoc(rows, 1.0 if joint else 0.0)
         w_sum = add_reassoc(w_sum, w)
         w2_sum = add_reassoc(w2_sum, w2)
@@ -131,6 +141,15 @@ def _pair_sums(stats_a, stats_b, weights, lo, hi, confident_below, fsums, b):
         dl = add_reassoc(dl, w * d)
         w2dl = add_reassoc(w2dl, w2 * d)
         w2dl2 = add_reassoc(w2dl2, w2 * (d * d))
+    la = lb = la2 = lb2 = lab = db = w2db = w2db2 = 0.0
+    for r in range(count):
+        joint = (loss_a[r] == loss_a[r]) & (loss_b[r] == loss_b[r])
+        w = weight[r] if joint else 0.0
+        w2 = w * w
+        finite = joint & (abs(loss_a[r]) != np.inf) & (abs(loss_b[r]) != np.inf)
+        a = loss_a[r] if finite else 0.0
+        bb = loss_b[r] if finite else 0.0
+        brier_d = (brier_b[r] - brier_a[r]) if joint else 0.0
         la = add_reassoc(la, a)
         lb = add_reassoc(lb, bb)
         la2 = add_reassoc(la2, a * a)
@@ -139,6 +158,16 @@ def _pair_sums(stats_a, stats_b, weights, lo, hi, confident_below, fsums, b):
         db = add_reassoc(db, w * brier_d)
         w2db = add_reassoc(w2db, w2 * brier_d)
         w2db2 = add_reassoc(w2db2, w2 * (brier_d * brier_d))
+    cwb_rows = cwb_w = cwb_dl = cwa_rows = cwa_w = cwa_dl = 0.0
+    for r in range(count):
+        joint = (loss_a[r] == loss_a[r]) & (loss_b[r] == loss_b[r])
+        w = weight[r] if joint else 0.0
+        finite = joint & (abs(loss_a[r]) != np.inf) & (abs(loss_b[r]) != np.inf)
+        d = (loss_b[r] - loss_a[r]) if finite else 0.0
+        right_a = rank_a[r] < 1.0
+        right_b = rank_b[r] < 1.0
+        cwb = joint & right_a & (rank_b[r] >= 1.0) & (p_true_b[r] < confident_below)
+        cwa = joint & right_b & (rank_a[r] >= 1.0) & (p_true_a[r] < confident_below)
         cwb_rows = add_reassoc(cwb_rows, 1.0 if cwb else 0.0)
         cwb_w = add_reassoc(cwb_w, w if cwb else 0.0)
         cwb_dl = add_reassoc(cwb_dl, w * d if cwb else 0.0)
@@ -155,40 +184,38 @@ def _pair_sums(stats_a, stats_b, weights, lo, hi, confident_below, fsums, b):
 
 
 @njit(**KERNEL_OPTIONS)
-def _pair_table(stats_a, stats_b, weights, lo, hi, k, fsums, b, column):
-    """The 2 x 2 table of "true class ranked < k" of rows [lo, hi) into fsums[b, column:column + 12].
+def _pair_table(columns, count, k, fsums, b, column):
+    """The 2 x 2 table of "true class ranked < k" of a block's scratch into fsums[b, column:column + 12].
 
     Cells in the order BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG, each (rows,
-    weight, squared weight); one branch-free loop (see _pair_sums).
+    weight, squared weight), one loop per cell (see _table_cell).
     """
-    weighted = weights.shape[0] != 0
-    n0 = w0 = q0 = n1 = w1 = q1 = n2 = w2_ = q2 = n3 = w3 = q3 = 0.0
-    for r in range(lo, hi):
-        joint = (stats_a[r, S_LOSS] == stats_a[r, S_LOSS]) & (stats_b[r, S_LOSS] == stats_b[r, S_LOSS])
-        w = np.float64(weights[r]) if weighted else 1.0
-        hit_a = stats_a[r, S_RANK] < k
-        hit_b = stats_b[r, S_RANK] < k
-        both = joint & hit_a & hit_b
-        only_a = joint & hit_a & ~hit_b
-        only_b = joint & ~hit_a & hit_b
-        neither = joint & ~hit_a & ~hit_b
-        n0 = add_reassoc(n0, 1.0 if both else 0.0)
-        w0 = add_reassoc(w0, w if both else 0.0)
-        q0 = add_reassoc(q0, w * w if both else 0.0)
-        n1 = add_reassoc(n1, 1.0 if only_a else 0.0)
-        w1 = add_reassoc(w1, w if only_a else 0.0)
-        q1 = add_reassoc(q1, w * w if only_a else 0.0)
-        n2 = add_reassoc(n2, 1.0 if only_b else 0.0)
-        w2_ = add_reassoc(w2_, w if only_b else 0.0)
-        q2 = add_reassoc(q2, w * w if only_b else 0.0)
-        n3 = add_reassoc(n3, 1.0 if neither else 0.0)
-        w3 = add_reassoc(w3, w if neither else 0.0)
-        q3 = add_reassoc(q3, w * w if neither else 0.0)
-    cells = ((BOTH_RIGHT, n0, w0, q0), (ONLY_A, n1, w1, q1), (ONLY_B, n2, w2_, q2), (BOTH_WRONG, n3, w3, q3))
-    for cell, n, wsum, qsum in cells:
-        fsums[b, column + 3 * cell] = n
-        fsums[b, column + 3 * cell + 1] = wsum
-        fsums[b, column + 3 * cell + 2] = qsum
+    _table_cell(columns, count, k, True, True, fsums, b, column + 3 * BOTH_RIGHT)
+    _table_cell(columns, count, k, True, False, fsums, b, column + 3 * ONLY_A)
+    _table_cell(columns, count, k, False, True, fsums, b, column + 3 * ONLY_B)
+    _table_cell(columns, count, k, False, False, fsums, b, column + 3 * BOTH_WRONG)
+
+
+@njit(**KERNEL_OPTIONS)
+def _table_cell(columns, count, k, a_right, b_right, fsums, b, at):
+    """(rows, weight, squared weight) of the joint rows where "ranks the true class < k" is ``a_right``
+    under A and ``b_right`` under B, into fsums[b, at:at + 3].
+
+    One branch-free loop of 3 sums: with the 6 sums of two cells in one
+    loop LLVM left it scalar (checked in the IR; tests/test_vectorised.py).
+    """
+    loss_a, rank_a, loss_b, rank_b, weight = columns[0], columns[2], columns[4], columns[6], columns[8]
+    a_wrong = not a_right
+    b_wrong = not b_right
+    rows = w_sum = w2_sum = 0.0
+    for r in range(count):
+        joint = (loss_a[r] == loss_a[r]) & (loss_b[r] == loss_b[r])
+        w = weight[r]
+        cell = joint & ((rank_a[r] < k) ^ a_wrong) & ((rank_b[r] < k) ^ b_wrong)
+        rows = add_reassoc(rows, 1.0 if cell else 0.0)
+        w_sum = add_reassoc(w_sum, w if cell else 0.0)
+        w2_sum = add_reassoc(w2_sum, w * w if cell else 0.0)
+    fsums[b, at], fsums[b, at + 1], fsums[b, at + 2] = rows, w_sum, w2_sum
 
 
 @njit(**KERNEL_OPTIONS)
