@@ -8,8 +8,9 @@ a listener on it says exactly when the wait happens:
 - the library logs it on the ``fastce`` logger (INFO: silent unless the user
   configures logging), once at the start and once at the end of each
   top-level kernel compile;
-- ``notices(callback)`` hands the start message to a callback for the
-  duration of a ``with`` block (the CLI prints it above its progress bar).
+- ``notices(callback)`` hands each start message to a callback for the
+  duration of a ``with`` block (the CLI prints ``CLI_NOTICE`` above its
+  progress bar at the first one).
 
 Nested compiles (a kernel's callees) are part of the top-level one and are
 not reported apart.
@@ -30,14 +31,17 @@ _callbacks: list = []
 _callbacks_lock = threading.Lock()
 
 
-def _scores_kind(args) -> str:
-    """What the kernel reads, in words: the first argument's dtype."""
+def _input_kind(args) -> str:
+    """The kernel's first argument, in words: its dtype and dimensions (the scores, for the score kernels)."""
     if not args:
-        return "its inputs"
-    dtype = getattr(args[0], "dtype", None)
-    name = str(dtype) if dtype is not None else str(args[0])
+        return "no input"
+    dtype, ndim = getattr(args[0], "dtype", None), getattr(args[0], "ndim", None)
+    if dtype is None:
+        return str(args[0])
+    name = str(dtype)
     # float16 and bfloat16 scores reach the kernels as their 16-bit patterns.
-    return "16-bit float (float16 / bfloat16)" if name in ("uint16", "int16") else name
+    name = "16-bit float (float16 / bfloat16)" if name in ("uint16", "int16") else name
+    return f"{name} {ndim}-D input" if ndim is not None else name
 
 
 def _ours(func) -> bool:
@@ -46,8 +50,11 @@ def _ours(func) -> bool:
 
 
 def start_message(kernel: str, args) -> str:
-    return (f"compiling fastce kernel {kernel} for {_scores_kind(args)} scores, first use with this numba cache "
-            "(once: it is cached afterwards; `fastce warmup` compiles ahead of time)")
+    return f"compiling fastce kernel {kernel} ({_input_kind(args)}), first use with this numba cache"
+
+
+# What the CLI shows, once per run, at the first compile (the log has each kernel).
+CLI_NOTICE = "compiling kernels (first use with this numba cache, once; `fastce warmup` does it ahead of time)"
 
 
 class _Listener(event.Listener):

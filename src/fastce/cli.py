@@ -480,8 +480,15 @@ def run_chunks(args, streamer, chunks, n: int, row_bytes: int, fingerprint: dict
     progress = make_progress(n, row_bytes, initial=streamer.rows_seen, stream=err,
                              enabled=False if args.no_progress else None)
     last_save = time.monotonic()
-    # A first use compiles the kernels (seconds): say so rather than leave the bar frozen at 0%.
-    compiling = _compile_log.notices(lambda message: progress.note(f"fastce: {message}"))
+    # A first use compiles the kernels (seconds): say so, once, rather than leave the bar frozen at 0%.
+    noticed = []
+
+    def notice(_message):
+        if not noticed:
+            noticed.append(True)
+            progress.note(f"fastce: {_compile_log.CLI_NOTICE}")
+
+    compiling = _compile_log.notices(notice)
     try:
         with compiling:
             for lo, hi, batch in chunks:
