@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -155,3 +156,28 @@ def test_python_threads_with_errors_and_warnings_interleaved():
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(run, range(24)))
     assert all(r == expected for r in results if r is not None)
+
+
+def test_a_forked_child_gets_a_pool_of_its_own():
+    """After os.fork the child has the parent's pool object but none of its threads: it must not wait on them."""
+    import multiprocessing
+
+    import fastce
+
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((200_000, 3))  # above the serial threshold: the pool runs
+    y = rng.integers(0, 3, len(z))
+    parent = fastce.evaluate(y, logits=z)  # the parent's pool exists now
+    context = multiprocessing.get_context("fork")
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns that forking a process with threads may deadlock: the very case tested here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with context.Pool(1) as pool:
+            child = pool.apply_async(_evaluate_in_child, (y, z)).get(timeout=120)
+    assert child == parent.to_json()
+
+
+def _evaluate_in_child(y, z):
+    import fastce
+
+    return fastce.evaluate(y, logits=z).to_json()

@@ -15,27 +15,40 @@ read in the calling thread, so the documented way of choosing it still holds.
 
 from __future__ import annotations
 
+import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0
 _POOL_LOCK = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
-    global _POOL
+    """The process's pool, made at first use, and made again in a child process after a fork.
+
+    A forked child inherits the pool object but not its threads: submitting
+    to it there would wait forever (multiprocessing's default start method
+    on Linux forks).
+    """
+    global _POOL, _POOL_PID
     with _POOL_LOCK:
-        if _POOL is None:
+        if _POOL is None or _POOL_PID != os.getpid():
             # One worker fewer than numba's maximum: the calling thread runs a stride too.
             _POOL = ThreadPoolExecutor(max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1),
                                        thread_name_prefix="fastce")
+            _POOL_PID = os.getpid()
         return _POOL
 
 
 def run_tasks(kernel, args: tuple, n_tasks: int) -> None:
-    """``kernel(*args, first, step)`` for first in range(threads), step = threads: every task once."""
+    """``kernel(*args, first, step)`` for first in range(threads), step = threads: every task once.
+
+    The calling thread runs the first stride; it returns when every stride is
+    done, and raises what a stride raised (the calling thread's error first).
+    """
     threads = max(1, min(numba.get_num_threads(), n_tasks))
     if threads == 1:
         kernel(*args, 0, 1)
@@ -44,5 +57,6 @@ def run_tasks(kernel, args: tuple, n_tasks: int) -> None:
     try:
         kernel(*args, 0, threads)
     finally:
-        for future in futures:
-            future.result()
+        wait(futures)  # never leave a stride running on buffers the caller is about to reuse
+    for future in futures:
+        future.result()

@@ -41,8 +41,8 @@ import numpy as np
 from numba import njit
 
 from fastce._config import KERNEL_OPTIONS
-from fastce._parallel import run_tasks
 from fastce._exactsum import exact_add, normalize
+from fastce._parallel import run_tasks
 from fastce._vecmath import float64_to_bits
 
 # SPLIT entries
@@ -124,7 +124,8 @@ def _row_values(labels, weights, stats, pred, r, weighted):
 
 
 @njit(**KERNEL_OPTIONS)
-def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, partial_counts, first_task, task_step):
+def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials,
+                     partial_counts, first_task, task_step):
     """Per block of ``block_rows`` rows, in parallel: the loss split, calibration and histograms.
 
     The slice starts at a block boundary (the drivers cut reads there), so
@@ -178,7 +179,9 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
 
 def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, partial_counts):
     """``_fold_bins_tasks`` on the thread pool (see fastce._parallel)."""
-    run_tasks(_fold_bins_tasks, (labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, partial_counts,), n_chunks)
+    run_tasks(_fold_bins_tasks,
+              (labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, partial_counts),
+              n_chunks)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -247,7 +250,7 @@ def _fold_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, f
 
 def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
     """``_fold_classes_tasks`` on the thread pool (see fastce._parallel)."""
-    run_tasks(_fold_classes_tasks, (labels, weights, stats, pred, layout, acc, lo, counts,), CLASS_PARTS)
+    run_tasks(_fold_classes_tasks, (labels, weights, stats, pred, layout, acc, lo, counts), CLASS_PARTS)
 
 
 @njit(**KERNEL_OPTIONS)

@@ -612,7 +612,8 @@ def _new_scratch(block_rows, n_classes):
 
 
 @njit(**KERNEL_OPTIONS)
-def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts):
+def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
+                      sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts):
     """Walk block b of short rows (C <= COLUMN_WALK_MAX_CLASSES) by columns into the scratch."""
     n_classes = scores.shape[1]
     keep_pred = row_pred.shape[0] != 0  # the argmax: the diagnostics need it, comparisons do not
@@ -649,7 +650,8 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
 
 
 @njit(**KERNEL_OPTIONS)
-def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts):
+def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
+                     sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts):
     """Walk block b of long rows row by row into the scratch (one read of each row)."""
     n_classes = scores.shape[1]
     keep_pred = row_pred.shape[0] != 0
@@ -853,7 +855,8 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
             _reset_block(fsums, icounts, b)
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
-            _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
+            _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
+                              sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                           fsums, icounts)
 
@@ -871,7 +874,8 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
             _reset_block(fsums, icounts, b)
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
-            _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
+            _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
+                             sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                           fsums, icounts)
 
@@ -937,7 +941,8 @@ def score_blocks(
 
 
 @njit(**KERNEL_OPTIONS)
-def _binary_proba_blocks_tasks(proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows, fsums, icounts, first_task, task_step):
+def _binary_proba_blocks_tasks(proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows,
+                               fsums, icounts, first_task, task_step):
     """Per-block sums for 1-D probabilities of class 1 (scikit-learn's binary log_loss).
 
     Equivalent to the two-column matrix [1 - p, p]: loss is
@@ -1017,9 +1022,12 @@ def _binary_proba_blocks_tasks(proba, labels, sample_weight, top_k, proba_eps, r
         fsums[b, moments + M_W2BRIER2] = w2_brier2
 
 
-def binary_proba_blocks(proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows, fsums, icounts):
+def binary_proba_blocks(proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows, fsums,
+                        icounts):
     """``_binary_proba_blocks_tasks`` on the thread pool (see fastce._parallel)."""
-    run_tasks(_binary_proba_blocks_tasks, (proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows, fsums, icounts,), nblocks)
+    run_tasks(_binary_proba_blocks_tasks,
+              (proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows, fsums, icounts),
+              nblocks)
 
 
 @njit(**KERNEL_OPTIONS)

@@ -41,8 +41,8 @@ from numba.extending import overload
 
 from fastce import kernels as K
 from fastce._config import KERNEL_OPTIONS
-from fastce._parallel import run_tasks
 from fastce._exactsum import exact_add, normalize
+from fastce._parallel import run_tasks
 from fastce._vecmath import (
     add_reassoc,
     as_float64,
@@ -185,7 +185,8 @@ def softplus_parts(x, mode):
 
 
 @njit(**KERNEL_OPTIONS)
-def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, nblocks, block_rows, fsums, icounts, first_task, task_step):
+def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, nblocks,
+                      block_rows, fsums, icounts, first_task, task_step):
     """Per-block sums of element-wise binary cross-entropy over an (n, C) slice.
 
     ``targets``: (n, C), float64, float32 or uint8.  Weights multiply each
@@ -341,9 +342,12 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
             fsums[b, S_SUBSET_Q] += rw2 if hits == n_cols else 0.0
 
 
-def bce_blocks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, nblocks, block_rows, fsums, icounts):
+def bce_blocks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, nblocks,
+               block_rows, fsums, icounts):
     """``_bce_blocks_tasks`` on the thread pool (see fastce._parallel)."""
-    run_tasks(_bce_blocks_tasks, (scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, nblocks, block_rows, fsums, icounts,), nblocks)
+    args = (scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses,
+            nblocks, block_rows, fsums, icounts)
+    run_tasks(_bce_blocks_tasks, args, nblocks)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -470,7 +474,8 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
 
 
 @njit(**KERNEL_OPTIONS)
-def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts, first_task, task_step):
+def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,
+                                first_task, task_step):
     """Per-block sums in the core layout (``kernels``) for 1-D logits of class 1 and 0/1 labels.
 
     The twin of ``kernels.binary_proba_blocks`` for logits: the loss is
@@ -534,4 +539,5 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
 
 def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts):
     """``_binary_logits_blocks_tasks`` on the thread pool (see fastce._parallel)."""
-    run_tasks(_binary_logits_blocks_tasks, (logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,), nblocks)
+    run_tasks(_binary_logits_blocks_tasks,
+              (logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts), nblocks)

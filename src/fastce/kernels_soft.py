@@ -51,7 +51,8 @@ FIRST_COLUMNS = 6
 
 
 @njit(**KERNEL_OPTIONS)
-def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses, nblocks, block_rows, fsums, icounts, first_task, task_step):
+def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses,
+                       nblocks, block_rows, fsums, icounts, first_task, task_step):
     """Per-block sums over rows [0, nblocks * block_rows) of an (n, C) logit slice.
 
     ``targets`` (n, C) soft targets, or empty (0, 0) with ``labels`` (n,)
@@ -177,6 +178,9 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
             fsums[b, S_HITS] += hit
 
 
-def soft_blocks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses, nblocks, block_rows, fsums, icounts):
+def soft_blocks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses, nblocks,
+                block_rows, fsums, icounts):
     """``_soft_blocks_tasks`` on the thread pool (see fastce._parallel)."""
-    run_tasks(_soft_blocks_tasks, (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses, nblocks, block_rows, fsums, icounts,), nblocks)
+    args = (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses,
+            nblocks, block_rows, fsums, icounts)
+    run_tasks(_soft_blocks_tasks, args, nblocks)
