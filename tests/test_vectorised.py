@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastce import compare_kernels, kernels
+from fastce import compare_kernels, kernels, kernels_binary
 
 PACKED_DOUBLE = re.compile(r"\bv(?:add|mul|sub|div|max|min|fmadd\d+|fnmadd\d+|blendv)pd\s+.*%[yz]mm")
 
@@ -103,3 +103,15 @@ def test_the_check_can_fail():
 
     acc = _exactsum.new_accumulators(1)[0]
     assert not PACKED_DOUBLE.search(_fresh_asm(_exactsum.exact_add, acc, 1.5))
+
+
+def test_binary_logit_loop_is_packed_simd():
+    """The 1-D binary logits loop (its loss helper must be inlined: out of line it kept the loop scalar, 4x slower)."""
+    if not _vector_isa():
+        pytest.skip("the host has neither AVX2 nor AVX-512")
+    rng = np.random.default_rng(6)
+    logits = kernels_input(rng.standard_normal(4096).astype(np.float32))
+    labels = kernels_input(rng.integers(0, 2, 4096))
+    none = kernels_input(np.empty(0))
+    asm = _fresh_asm(kernels_binary._binary_logit_block, logits, labels, none, np.empty(0), 0, 4096, False, False)
+    assert PACKED_DOUBLE.search(asm), "_binary_logit_block: no packed float64 instruction on ymm/zmm registers"

@@ -75,7 +75,9 @@ def loss_bin_edges() -> np.ndarray:
     return np.concatenate([[0.0], inner, [np.inf]])
 
 
-@njit(**KERNEL_OPTIONS)
+# The per-row helpers of the diagnostics folds stay inlined by numba (called
+# once per row in scalar loops, where a call would cost as much as the work).
+@njit(inline="always", **KERNEL_OPTIONS)
 def _add(acc, lo, index, x):
     """(acc, lo)[index] += x as a double-double: TwoSum, then renormalised so that |lo| <= ulp(acc) / 2.
 
@@ -91,14 +93,14 @@ def _add(acc, lo, index, x):
     acc[index] = hi
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(inline="always", **KERNEL_OPTIONS)
 def confidence_bin(confidence, n_bins):
     """Bin k holds (k/B, (k+1)/B]; 0 goes to bin 0 (computed as ceil(c B) - 1)."""
     k = np.int64(math.ceil(confidence * n_bins)) - 1
     return min(max(k, 0), n_bins - 1)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(inline="always", **KERNEL_OPTIONS)
 def loss_bin(loss):
     if not loss >= 2.0**LOSS_LOG2_MIN:
         return 0
@@ -113,7 +115,7 @@ def loss_bin(loss):
 N_SMALL_COUNTS = N_PER_CLASS  # counters of the parallel part (the per-class ones are serial)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(inline="always", **KERNEL_OPTIONS)
 def _row_values(labels, weights, stats, pred, r, weighted):
     """(counted, label, predicted, w, loss, weighted loss, p_true, p_top) of row r."""
     loss = stats[r, 0]

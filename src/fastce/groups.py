@@ -28,7 +28,7 @@ from numba.typed import Dict
 from fastce._config import KERNEL_OPTIONS
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(inline="always", **KERNEL_OPTIONS)
 def _dd_add(hi, lo, g, m, x):
     """(hi, lo)[g, m] += x as a double-double: TwoSum, then renormalised."""
     a = hi[g, m]

@@ -123,7 +123,11 @@ def _reset_block(fsums, icounts, b):
         icounts[b, c] = -1
 
 
-@njit(**KERNEL_OPTIONS)
+# The per-row helpers of long rows (_rank, _logits_row, _proba_row,
+# _probability_like_row, _first_index_of) are inlined by numba: out of line
+# (LLVM did not inline them) the long-row kernel was 25% slower end to end
+# at C = 100.
+@njit(inline="always", **KERNEL_OPTIONS)
 def _rank(scores, i, n_classes, label, ties_to_last):
     """Classes ahead of the true one: higher scores, and ties on the winning side.
 
@@ -241,7 +245,7 @@ def _losses(mode, count, status, value, rest, loss_of):
             loss_of[r] = -log_positive(value[r] if ok else 0.5)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(inline="always", **KERNEL_OPTIONS)
 def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
     sum of the squared exp(z - max) over the non-max entries, number of max
@@ -279,7 +283,7 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     return shift, rest, ahead, squares, at_max, row_max, ok
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(inline="always", **KERNEL_OPTIONS)
 def _proba_row(scores, i, n_classes, label):
     """(max, min, sum, sum of squares but the true class's) of a probability row.
 
@@ -325,10 +329,9 @@ def _proba_row(scores, i, n_classes, label):
 def _copy_fixed_width(scores, start, count, width, columns):
     """columns[j, r] = scores[start + r, j] for a block whose row width is the constant ``width``.
 
-    Inlined by numba (``inline="always"``, one of the two IR-inlined
-    functions left: IR inlining costs compile time at every call site, and
-    LLVM inlines the other small functions anyway) with a literal width, the
-    inner loop unrolls and LLVM vectorises
+    Inlined by numba (``inline="always"``; IR inlining costs compile time at
+    every call site, so only the helpers that measurably need it keep it)
+    with a literal width, the inner loop unrolls and LLVM vectorises
     the row loop with shuffles (vshufps + vcvtps2pd for width 2, checked in
     the assembly); the general strided copy is scalar (or gathers, slower
     still).  6-12% faster at these widths (benchmarks/kernel_timing.py, A/B).
@@ -457,7 +460,7 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     _exp_columns(columns, high, target, n_classes, count, low, total, squares, e_true)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(inline="always", **KERNEL_OPTIONS)
 def _first_index_of(scores, i, n_classes, value):
     """The first column of row i equal to ``value`` (the argmax, for the row max); -1 if none.
 
@@ -471,7 +474,7 @@ def _first_index_of(scores, i, n_classes, value):
     return first if first < n_classes else -1
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(inline="always", **KERNEL_OPTIONS)
 def _probability_like_row(scores, i, n_classes, sum_tolerance):
     """Whether a long logits row (with a max <= 1) holds only values in [0, 1] summing to 1.
 

@@ -93,7 +93,7 @@ _LN2_HI = 0.6931471803691238
 _LN2_LO = 1.9082149292705877e-10
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(inline="always", **KERNEL_OPTIONS)
 def softplus_tail_and_sigmoid(x):
     """(log1p(exp(-|x|)), sigmoid(x)), to a few ulps, in plain arithmetic (vectorisable).
 
@@ -122,7 +122,10 @@ def softplus_tail_and_sigmoid(x):
     return tail, (s if x >= 0.0 else e * s)
 
 
-@njit(**KERNEL_OPTIONS)
+# Inlined by numba, as the helpers above and below: LLVM kept this
+# tuple-returning helper out of line, which left the 1-D binary row loop
+# scalar and 4x slower (tests/test_vectorised.py checks the loop).
+@njit(inline="always", **KERNEL_OPTIONS)
 def element_loss(x, y, pos_w, mode):
     """(loss, (p - y)**2, predicts "yes") of one element, in float64.
 
@@ -155,7 +158,7 @@ def target_value(t):  # pragma: no cover - replaced by the overload below
     return float(t)
 
 
-@overload(target_value, jit_options=KERNEL_OPTIONS)
+@overload(target_value, inline="always", jit_options=KERNEL_OPTIONS)
 def _target_value_overload(t):
     # uint8 targets (0/1 indicators, bool viewed as uint8) are plain numbers;
     # floats go through as_float64 (which reads 16-bit ints as half floats).
@@ -164,7 +167,7 @@ def _target_value_overload(t):
     return lambda t: as_float64(t)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(inline="always", **KERNEL_OPTIONS)
 def softplus_parts(x, mode):
     """(-log p, -log(1 - p), p) of one element, p = sigmoid(x) (logits) or x itself.
 
@@ -428,9 +431,8 @@ def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, 
     return n_ok, n_inf, np.float64(n_ok), loss_sum, brier_sum, hits, moments
 
 
-# Inlined by numba (one of the two IR-inlined functions left, with
-# kernels._copy_fixed_width): each call site passes constant flags, and the
-# inlined copy is a loop without a flag test, which LLVM vectorises.
+# Inlined by numba: each call site passes constant flags, and the inlined
+# copy is a loop without a flag test, which LLVM vectorises.
 @njit(inline="always", **KERNEL_OPTIONS)
 def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, keep):
     """The loop of _binary_logit_block with weights and/or per-row losses (flags constant per call site)."""
