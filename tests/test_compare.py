@@ -42,6 +42,32 @@ def test_each_models_metrics_equal_evaluate():
         assert c.metrics[name] == fastce.evaluate(y, logits=z, top_k=(1, 3), sample_weight=w)
 
 
+def test_each_models_state_counts_equal_evaluate_and_logits_in_unit_interval_do_not_warn():
+    """Logits rows with every entry in [0, 1] that do not sum to 1 are not probability-like (as in evaluate).
+
+    compare used to count them with an infinite sum tolerance: a false
+    ProbabilitiesAsLogitsWarning, and states whose counters differed from evaluate's.
+    """
+    import warnings
+
+    from fastce.api import accumulate
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 4, 500)
+    models = {"a": rng.random((500, 4)) * 0.2, "b": rng.random((500, 4)) * 0.2}
+    models["b"][:250] = rng.dirichlet(np.ones(4), 250)  # half of b's rows do look like probabilities
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = fastce.compare(y, logits=models)
+        streamed = fastce.Comparator(names=["a", "b"], num_classes=4)
+        streamed.update(y, [models["a"], models["b"]])
+        streamed.result()
+    for name, z in models.items():
+        alone, _ = accumulate(y, logits=z)
+        assert np.array_equal(c.state.states[name].counts, alone.counts), name
+    assert c.state.states["b"].count("probability_like_rows") == 250
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_paired_deltas_match_the_formulas(weighted):
     y, models = three_models(seed=2)

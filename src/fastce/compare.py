@@ -246,7 +246,8 @@ class ComparisonState:
                 part = _accumulate.accumulate_matrix(
                     view[start:stop], part_labels, top_k=self.top_k, from_logits=self.from_logits,
                     sample_weight=part_weights, proba_eps=0.0 if self.from_logits else view_eps,
-                    sum_tolerance=np.inf if self.from_logits else sum_to_one_tolerance(view_eps),
+                    # As evaluate: logits rows in [0, 1] count as probability-like only when they sum to 1.
+                    sum_tolerance=sum_to_one_tolerance(view_eps),
                     row_stats=buffers[name][: stop - start],
                 )
                 self.states[name] = self.states[name].merge(part)
