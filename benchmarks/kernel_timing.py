@@ -28,6 +28,7 @@ import fastce
 from fastce import _config
 from fastce import kernels as K
 from fastce._accumulate import kernel_input
+from fastce.api import sum_to_one_tolerance
 
 
 def kernel_seconds(num_classes: int, mode: int, blocks: int, repeats: int, rng) -> tuple[float, int]:
@@ -44,7 +45,9 @@ def kernel_seconds(num_classes: int, mode: int, blocks: int, repeats: int, rng) 
     args = (
         kernel_input(z), kernel_input(labels), none, none,
         np.int64(K.NO_LABEL), kernel_input(np.array([1], dtype=np.int64)), False, mode,
-        float(np.finfo(np.float32).eps), np.inf,  # evaluate's clipping of float32 probabilities
+        # evaluate's clipping of float32 probabilities and its row-sum tolerance (which the
+        # probability-like check of logits uses too: an infinite one times a slower path).
+        float(np.finfo(np.float32).eps), sum_to_one_tolerance(np.finfo(np.float32).eps),
         np.empty(0), np.empty((0, 3)), np.empty(0, dtype=np.int64), blocks, block_rows, blocks,
         fsums, np.empty((blocks, K.NUM_ICOUNTS), dtype=np.int64),
     )

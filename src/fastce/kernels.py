@@ -346,9 +346,8 @@ def _copy_fixed_width(scores, start, count, width, columns):
 
 
 @njit(**KERNEL_OPTIONS)
-def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, sum_tolerance,
-                  label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
-                  proba_like):
+def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+                  label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
     """Per-row statistics of a block of short rows, one class at a time.
 
     For small C a loop along a row is too short to vectorise, so the block is
@@ -422,41 +421,7 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
         return
     # Logits: the count of max entries, the sums of exp(z - max) over the
     # others and of their squares, and exp(target - max), in one wide-vector
-    # leaf (see _exp_sums).  First, in ``low`` and ``total`` (overwritten
-    # there), whether each row looks like probabilities: every entry in
-    # [0, 1] and a sum within ``sum_tolerance`` of 1 (1.0 / 0.0 in
-    # ``proba_like``; NaN and inf entries fail).  Only rows with a max <= 1
-    # can: when they are many (small logits, e.g. two classes of scale ~1)
-    # branch-free loops over the cached block test every row (testing them
-    # one by one cost 8 ns a row at C = 2, a third of the kernel:
-    # benchmarks/kernel_timing.py); when few, one by one (a pass over every
-    # column cost 15 ns a row at C = 10).  The same sums in the same order
-    # either way.
-    candidates = 0
-    for r in range(count):
-        candidates += high[r] <= 1.0
-        proba_like[r] = 0.0
-    if 8 * candidates > count:
-        for r in range(count):
-            low[r] = columns[0, r]
-            total[r] = 0.0
-        for j in range(n_classes):
-            for r in range(count):
-                v = columns[j, r]
-                low[r] = min(low[r], v)
-                total[r] += v
-        for r in range(count):
-            looks = (high[r] <= 1.0) & (low[r] >= 0.0) & (abs(total[r] - 1.0) <= sum_tolerance)
-            proba_like[r] = 1.0 if looks else 0.0
-    elif candidates:
-        for r in range(count):
-            if high[r] <= 1.0:
-                row_low = columns[0, r]
-                row_total = 0.0
-                for j in range(n_classes):
-                    row_low = min(row_low, columns[j, r])
-                    row_total += columns[j, r]
-                proba_like[r] = 1.0 if (row_low >= 0.0) & (abs(row_total - 1.0) <= sum_tolerance) else 0.0
+    # leaf (see _exp_sums).
     _exp_columns(columns, high, target, n_classes, count, low, total, squares, e_true)
 
 
@@ -472,6 +437,61 @@ def _first_index_of(scores, i, n_classes, value):
     for j in range(n_classes):
         first = min(first, j if as_float64(scores[i, j]) == value else n_classes)
     return first if first < n_classes else -1
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _probability_like_columns(columns, high, status, count, n_classes, sum_tolerance, lowest, total):
+    """(rows, one-hot rows) of a walked block of logits that look like probabilities (see _probability_like_row).
+
+    One compare per row (a row max above 1 settles it).  Rows with a max
+    <= 1 check their columns again, which are still in cache: one by one
+    when they are few, else after a vectorised pass of row sums (small
+    logits, e.g. two classes of scale ~1, often have a max <= 1, and a
+    scalar walk of those rows cost a third of the two-class kernel).
+    ``lowest`` and ``total`` are scratch rows the caller overwrites later.
+    """
+    candidates = 0
+    for r in range(count):
+        candidates += (status[r] == ROW_OK) & (high[r] <= 1.0)
+    if candidates == 0:
+        return 0, 0
+    like = 0
+    one_hot = 0
+    if 8 * candidates <= count:
+        for r in range(count):
+            if status[r] == ROW_OK and high[r] <= 1.0:
+                row_lowest = columns[0, r]
+                row_total = 0.0
+                for j in range(n_classes):
+                    row_lowest = min(row_lowest, columns[j, r])
+                    row_total += columns[j, r]
+                if row_lowest >= 0.0 and abs(row_total - 1.0) <= sum_tolerance:
+                    like += 1
+                    one_hot += high[r] == 1.0
+        return like, one_hot
+    # Many: the row sums first (one vectorised pass), which real logits
+    # almost never bring within the tolerance of 1; the rows left check
+    # their minimum one by one.
+    for r in range(count):
+        total[r] = columns[0, r]
+    for j in range(1, n_classes):
+        for r in range(count):
+            total[r] += columns[j, r]
+    left = 0
+    for r in range(count):
+        lowest[r] = 1.0 if (status[r] == ROW_OK) & (high[r] <= 1.0) & (abs(total[r] - 1.0) <= sum_tolerance) else 0.0
+        left += lowest[r] == 1.0
+    if left == 0:
+        return 0, 0
+    for r in range(count):
+        if lowest[r] == 1.0:
+            row_lowest = columns[0, r]
+            for j in range(n_classes):
+                row_lowest = min(row_lowest, columns[j, r])
+            if row_lowest >= 0.0:
+                like += 1
+                one_hot += high[r] == 1.0
+    return like, one_hot
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -624,23 +644,17 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
     p_true, p_top, target, high, low = floats[5], floats[6], floats[7], floats[8], floats[9]
     total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
     ahead, label_of, status = integers[0], integers[1], integers[2]
-    # loss_of: scratch here (the probability-like flags), written for every row in _finish_block.
-    _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, sum_tolerance,
+    _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
                   label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
-                  columns, loss_of)
+                  columns)
     _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                        fsums, icounts, b)
     if mode == MODE_LOGITS:
-        # Counted rows that look like probabilities (see _walk_columns), and those of them one-hot.
-        like = 0
-        one_hot = 0
-        for r in range(count):
-            counted_like = (status[r] == ROW_OK) & (loss_of[r] == 1.0)
-            like += counted_like
-            one_hot += counted_like & (high[r] == 1.0)
-        icounts[b, C_PROBA_LIKE] = like
-        icounts[b, C_ONE_HOT_LIKE] = one_hot
+        # loss_of and brier: scratch here, written for every row below.
+        icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
+            columns, high, status, count, n_classes, sum_tolerance, loss_of, brier
+        )
     if keep_pred:
         for r in range(count):
             i = start + r
