@@ -651,7 +651,7 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                        fsums, icounts, b)
     if mode == MODE_LOGITS:
-        # loss_of and brier: scratch here, written for every row below.
+        # loss_of and brier: scratch here, written for every row in _finish_block.
         icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
             columns, high, status, count, n_classes, sum_tolerance, loss_of, brier
         )

@@ -11,9 +11,11 @@ kernels, and the diagnostics and comparison kernels.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 
+import numba
 import numpy as np
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -75,10 +77,6 @@ def warmup(dtypes=DTYPES, *, report=None) -> dict:
 
 def cache_location() -> str:
     """Where numba writes the cache (NUMBA_CACHE_DIR, else next to the installed sources)."""
-    import os
-
-    import numba
-
     if numba.config.CACHE_DIR:
         return numba.config.CACHE_DIR
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
