@@ -28,7 +28,7 @@ import fastce
 from fastce import _config
 from fastce import kernels as K
 from fastce._accumulate import kernel_input
-from fastce.api import sum_to_one_tolerance
+from fastce.checks import sum_to_one_tolerance
 
 
 def kernel_seconds(num_classes: int, mode: int, blocks: int, repeats: int, rng) -> tuple[float, int]:

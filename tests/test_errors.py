@@ -90,7 +90,7 @@ EVALUATE_CASES = [
     ("labels-0d", _evaluate_case(y=np.int64(1)), r"y_true must be a 1-D array", "y_true", None),
     # 1-D logits are a binary task: labels must be 0/1
     ("logits-1d", _evaluate_case(logits=B["logits"][:, 0]), r"y_true row 1 is 2, outside the valid class indices 0\.\.1", "y_true", 1),
-    ("logits-3d", _evaluate_case(logits=B["logits"][:, :, None]), r"logits must have shape .*\(6, 3, 1\)", "logits", None),
+    ("logits-3d", _evaluate_case(logits=B["logits"][:, :, None]), r"y_true has shape \(6,\) but logits has shape \(6, 3, 1\): with the class axis last", "y_true", None),
     ("logits-no-rows", _evaluate_case(y=np.zeros(0, dtype=int), logits=np.zeros((0, 3))), r"logits is empty", "logits", None),
     ("logits-no-classes", _evaluate_case(logits=np.zeros((N, 0))), r"logits is empty", "logits", None),
     ("logits-complex", _evaluate_case(logits=B["logits"].astype(complex)), r"logits has dtype complex128", "logits", None),

@@ -126,7 +126,8 @@ def test_cli_prints_the_warning_once(tmp_path):
 @pytest.mark.parametrize("share", [0.02, 0.5, 1.0])
 def test_probability_like_counter_matches_numpy(n_classes, share):
     """The kernel's count, for few rows (visited one by one) and many (vectorised), against numpy."""
-    from fastce.api import accumulate, sum_to_one_tolerance
+    from fastce.api import accumulate
+    from fastce.checks import sum_to_one_tolerance
 
     p, z, y = _case(n_classes, n=4000, seed=3)
     z = z * 0.3  # small logits: many rows have a max <= 1 without being probabilities

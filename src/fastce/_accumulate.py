@@ -143,7 +143,7 @@ def accumulate_matrix(
 
 def accumulate_binary_proba(proba, labels, *, top_k, sample_weight=None, proba_eps: float, row_losses=None) -> State:
     """State of 1-D probabilities of class 1 and 0/1 labels."""
-    state = State.empty(2, top_k, from_logits=False)
+    state = State.empty(2, top_k, from_logits=False, task="binary")
     ks = kernel_input(np.asarray(state.top_k, dtype=np.int64))
     block_rows = _config.MAX_BLOCK_ROWS
 

@@ -10,18 +10,18 @@ are not compiled for are converted one slice at a time, never as a whole.
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
-from fastce import _config, _exactsum
+from fastce import _config
 from fastce import kernels_binary as KB
 from fastce import kernels_soft as KS
 from fastce import _accumulate
 from fastce._accumulate import kernel_input
 from fastce.state import State
+from fastce.task_states import Sums
 
+BINARY_LOGIT_BLOCK_ROWS = _config.BLOCK_ELEMENTS // 4  # 8192 rows, 32 KiB of float32 logits
 _EMPTY_1D = kernel_input(np.empty(0, dtype=np.float64))
 _EMPTY_2D = kernel_input(np.empty((0, 0), dtype=np.float64))
 _NO_LOSSES_1D = np.empty(0, dtype=np.float64)
@@ -29,61 +29,6 @@ _NO_LOSSES_2D = np.empty((0, 0), dtype=np.float64)
 
 # Target dtypes the binary kernel reads as they are; others become float64 per slice.
 _TARGET_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.uint8))
-
-
-class Sums:
-    """Exact sums and counters of one kernel family for a set of rows.
-
-    ``value(c)`` is exact-sum column ``c`` rounded once to float64;
-    ``count(c)`` a counter (first-row columns hold the earliest row, -1 for
-    none).  ``nonfinite[c]`` counts blocks whose float partial sum of column
-    ``c`` was not finite: ``exact_add`` cannot hold it, so it is kept here
-    and ``value(c)`` is inf for that column (every summed term is
-    non-negative, so the exact total is beyond float64: inf is its
-    rounding), never the sum of the other blocks.  ``overflowed`` counts
-    such blocks over all columns.
-    """
-
-    def __init__(self, n_exact: int, n_counts: int, first_column: int):
-        self.sums = _exactsum.new_accumulators(n_exact)
-        self.minmax = np.array([np.inf, -np.inf])
-        self.counts = np.zeros(n_counts, dtype=np.int64)
-        self.counts[first_column:] = -1
-        self.first_column = first_column
-        self.nonfinite = np.zeros(n_exact, dtype=np.int64)
-        self.rows_seen = 0
-
-    @property
-    def overflowed(self) -> int:
-        return int(self.nonfinite.sum())
-
-    def value(self, column: int) -> float:
-        if self.nonfinite[column]:
-            return math.inf
-        return _exactsum.to_float(self.sums[column])
-
-    def weighted_sums_overflow(self, columns) -> bool:
-        """Whether any of ``columns`` (weighted sums other than the loss) overflowed float64."""
-        return any(self.nonfinite[c] or not math.isfinite(self.value(c)) for c in columns)
-
-    def count(self, column: int) -> int:
-        return int(self.counts[column])
-
-    def merge(self, other: "Sums") -> "Sums":
-        """A new Sums for the rows of ``self`` followed by those of ``other``."""
-        out = Sums(self.sums.shape[0], self.counts.shape[0], self.first_column)
-        out.sums = self.sums + other.sums
-        for acc in out.sums:
-            _exactsum.normalize(acc)
-        out.minmax = np.array([min(self.minmax[0], other.minmax[0]), max(self.minmax[1], other.minmax[1])])
-        f = self.first_column
-        out.counts[:f] = self.counts[:f] + other.counts[:f]
-        out.counts[f:] = self.counts[f:]
-        later = (out.counts[f:] < 0) & (other.counts[f:] >= 0)
-        out.counts[f:][later] = other.counts[f:][later] + self.rows_seen
-        out.nonfinite = self.nonfinite + other.nonfinite
-        out.rows_seen = self.rows_seen + other.rows_seen
-        return out
 
 
 def _as_kernel_target(part: np.ndarray) -> np.ndarray:
@@ -202,9 +147,9 @@ def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smo
 
 def accumulate_binary_logits(logits, labels, *, top_k, sample_weight=None, row_losses=None) -> State:
     """Core State (two classes) of 1-D logits of class 1 and 0/1 labels."""
-    state = State.empty(2, top_k, from_logits=True)
+    state = State.empty(2, top_k, from_logits=True, task="binary")
     ks = kernel_input(np.asarray(state.top_k, dtype=np.int64))
-    block_rows = _config.BLOCK_ELEMENTS // 4  # 8192 rows, 32 KiB of float32 logits
+    block_rows = BINARY_LOGIT_BLOCK_ROWS
 
     def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
         KB.binary_logits_blocks(

@@ -2,106 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from fastce import _accumulate, validation
+from fastce import readers, tasks, validation
 from fastce import kernels as K
-from fastce.errors import FastCEWarning, InputError, ProbabilitiesAsLogitsWarning
+from fastce.checks import check_probabilities
+from fastce.errors import InputError
 from fastce.metrics import Metrics
 from fastce.state import State, check_nan_policy
-
-
-def sum_to_one_tolerance(eps: float) -> float:
-    """scikit-learn's test for probability rows: |sum - 1| <= 1e-8 + sqrt(eps)."""
-    return 1e-8 + float(np.sqrt(eps))
-
-
-def check_probability_range(state: State, name: str) -> None:
-    """Refuse probabilities outside [0, 1]: they are almost always logits.
-
-    Reports the first offending row, whichever of the two kinds it shows.
-    """
-    kinds = sorted(
-        (
-            (K.C_BELOW0, K.FIRST_BELOW0, "below 0", state.minmax[0]),
-            (K.C_ABOVE1, K.FIRST_ABOVE1, "above 1", state.minmax[1]),
-        ),
-        key=lambda kind: int(state.counts[kind[1]]),
-    )
-    for counter, first, word, value in kinds:
-        if state.counts[counter]:
-            row = int(state.counts[first])
-            raise InputError(
-                f"{name} row {row} holds a value {word} (extreme value {value:g}; {int(state.counts[counter])} "
-                f"such row(s)): these are not probabilities. If they are logits (raw model outputs), "
-                f"pass them as logits= instead.",
-                argument=name,
-                row=row,
-                value=float(value),
-            )
-
-
-def warn_unnormalized(state: State, name: str, *, stacklevel: int = 3) -> None:
-    count = int(state.counts[K.C_UNNORMALIZED])
-    if count:
-        warnings.warn(
-            f"{count} row(s) of {name} do not sum to 1 (first: row {int(state.counts[K.FIRST_UNNORMALIZED])}); "
-            "cross-entropy assumes probabilities. Normalise them, or pass logits= if they are raw scores.",
-            FastCEWarning,
-            stacklevel=stacklevel,
-        )
-
-
-_PROBA_ADVICE = "pass them as proba= instead (Evaluator(..., from_logits=False); fastce eval --proba FILE)"
-
-
-def warn_probabilities_as_logits(
-    state: State, name: str, *, stacklevel: int = 3, advice: str = _PROBA_ADVICE, nan_policy: str = "raise"
-) -> None:
-    """Warn when every row read as logits lies in [0, 1] and sums to 1: almost surely probabilities.
-
-    Softmax of probabilities squashes every row towards uniform, so the loss,
-    Brier score and calibration come out wrong without any error.  The
-    kernel counts such rows (``C_PROBA_LIKE``, rows summing to 1 within
-    ``sum_to_one_tolerance`` of the input's dtype, the proba= row-sum test),
-    so this costs no pass; one warning per call, never per row.  Nothing
-    when non-finite rows are about to raise under ``nan_policy``, nor when
-    every such row is one-hot (``C_ONE_HOT_LIKE``).
-    """
-    rows = int(state.counts[K.C_ROWS])
-    if nan_policy == "raise" and state.counts[K.C_NONFINITE]:
-        return
-    like = int(state.counts[K.C_PROBA_LIKE])
-    # One-hot rows (max exactly 1) are hand-made logits or hard predictions as
-    # often as saturated probabilities: they fit, but alone they prove nothing.
-    # One class: every probability row is [1], a value logits take by chance.
-    evidence = state.num_classes > 1 and like > int(state.counts[K.C_ONE_HOT_LIKE])
-    if state.from_logits and rows and like == rows and evidence:
-        every = "the only row of" if rows == 1 else f"all {rows} rows of"
-        verbs = "is in [0, 1] and sums" if rows == 1 else "are in [0, 1] and sum"
-        warnings.warn(
-            f"{every} {name} counted {verbs} to 1: these look like probabilities, not logits, and softmax of "
-            f"probabilities gives wrong metrics; {advice}.",
-            ProbabilitiesAsLogitsWarning,
-            stacklevel=stacklevel,
-        )
-
-
-def check_probabilities(state: State, name: str, *, stacklevel: int = 4, nan_policy: str = "raise") -> None:
-    """What every door checks once the scores are read.
-
-    Probabilities: values outside [0, 1] raise; rows not summing to one warn,
-    pointing ``stacklevel`` frames up (default: the caller of the function
-    calling this).  Logits: a warning when they all look like probabilities
-    (unless ``nan_policy`` is about to raise).
-    """
-    if not state.from_logits:
-        check_probability_range(state, name)
-        warn_unnormalized(state, name, stacklevel=stacklevel)
-    else:
-        warn_probabilities_as_logits(state, name, stacklevel=stacklevel, nan_policy=nan_policy)
 
 
 def scores_argument(logits, proba) -> tuple:
@@ -136,29 +44,8 @@ def accumulate(y_true, *, logits=None, proba=None, sample_weight=None, top_k=(1,
     scores, labels, weights, ks, from_logits, name = validated_inputs(
         y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k, stacklevel=5
     )
-    state = read_scores(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps)
+    state = readers.read_scores(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps)
     return state, name
-
-
-def read_scores(view, labels, weights, *, top_k, from_logits: bool, eps: float, on_rows=None) -> State:
-    """One read of validated scores (``Scores.view``) into a fresh State.
-
-    The kernel call shared by every door: ``eps`` is the machine epsilon of
-    the caller's dtype (clipping and the sum-to-one test of probabilities);
-    ``on_rows`` receives each slice's per-row diagnostics (see
-    ``_accumulate.accumulate_matrix``).
-    """
-    return _accumulate.accumulate_matrix(
-        view,
-        labels,
-        top_k=top_k,
-        from_logits=from_logits,
-        sample_weight=weights,
-        proba_eps=0.0 if from_logits else eps,
-        # Logits: the same test finds rows that look like probabilities.
-        sum_tolerance=sum_to_one_tolerance(eps),
-        on_rows=on_rows,
-    )
 
 
 def evaluate(
@@ -170,6 +57,8 @@ def evaluate(
     top_k=(1,),
     nan_policy: str = "raise",
     groups=None,
+    task: str = "auto",
+    ignore_index: int | None = None,
 ) -> Metrics:
     """Cross-entropy, accuracy and top-k accuracy from one read of the scores.
 
@@ -180,14 +69,17 @@ def evaluate(
         or an (N, C) target: one-hot rows (scored as the class indices they
         are), a 0/1 multi-label indicator, or soft targets (rows summing to
         1).  The task is inferred from these shapes (``Metrics.task``; see
-        ``fastce.tasks``).
+        ``fastce.tasks``).  With (..., C) scores: shape (...) or (..., C).
     logits, proba : array-like of float, shape (n_samples, n_classes) or (n_samples,)
         Exactly one: raw scores (log-softmax cross-entropy) or probabilities
         (clipped log loss, as scikit-learn's ``log_loss``).  1-D scores are a
         binary task: the logit or probability of class 1 (class 1 is
         predicted when z > 0 / p > 0.5).  Multi-label scores are per-element
         logits (sigmoid) or probabilities.  float16, bfloat16, float32 and
-        float64 are read without a copy, in any memory layout.
+        float64 are read without a copy, in any memory layout.  Sequences:
+        scores of shape (..., C), class axis last (a language model's
+        (B, T, V) logits with (B, T) token ids), every position a row, read
+        in place.
     sample_weight : array-like of float, shape (n_samples,), optional
         Non-negative finite row weights.
     top_k : int or sequence of int, default (1,)
@@ -202,6 +94,15 @@ def evaluate(
         treating each group as one draw (``fastce.groups``); memory grows
         with the number of groups, not of rows.  Multi-class tasks only
         for now.
+    task : {"auto", "multiclass", "binary", "multilabel", "soft"}, default "auto"
+        The question to answer; "auto" infers it from the shapes as above.
+        Force it when a target could be read two ways (an (N, C) 0/1 target
+        whose rows happen to hold one 1 each is one-hot, so multi-class,
+        unless ``task="multilabel"``).
+    ignore_index : int, optional
+        A label value whose rows (positions) are left out of every metric
+        and count (PyTorch's padding convention is -100); class-index
+        labels only.
 
     Returns
     -------
@@ -232,32 +133,101 @@ def evaluate(
     >>> ml = fastce.evaluate(y, logits=np.array([[3.0, -2.0, 1.0], [0.5, -1.0, 2.0]]))
     >>> ml.task, round(ml.cross_entropy, 4), ml.subset_accuracy, round(ml.hamming_accuracy, 4)
     ('multilabel', 0.3172, 0.5, 0.8333)
+
+    Token-level language-model scores, (batch, time, vocabulary), padding marked -100:
+
+    >>> z = np.zeros((2, 3, 5), dtype=np.float32); z[..., 1] = 2.0
+    >>> tokens = np.array([[1, 1, 4], [1, -100, -100]])
+    >>> lm = fastce.evaluate(tokens, logits=z, ignore_index=-100)
+    >>> lm.n, round(lm.accuracy, 4), round(lm.perplexity, 3)
+    (4, 0.75, 2.541)
     """
     check_nan_policy(nan_policy)
-    if (logits is None) != (proba is None):
-        # Binary (1-D scores), multi-label and soft targets: see fastce.tasks.
-        from fastce import tasks
-
-        name = "logits" if logits is not None else "proba"
-        scores = validation.scores(logits if logits is not None else proba, name, ndim=(1, 2))
-        metrics, labels = tasks.evaluate_by_task(
-            y_true, scores=scores, from_logits=logits is not None, name=name, sample_weight=sample_weight,
-            top_k=top_k, nan_policy=nan_policy,
-        )
-        if metrics is not None:
-            if groups is not None:
-                raise InputError(
-                    f"groups= (clustered standard errors) is supported for the multi-class task for now, not for "
-                    f"the {metrics.task!r} task these shapes ask for.",
-                    argument="groups",
-                )
-            return metrics
-        y_true = y_true if labels is None else labels
+    readers.check_task(task)
+    given, from_logits, name = scores_argument(logits, proba)
+    array = validation.as_array(given, name)
+    if array.ndim > 2:
+        return _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, nan_policy, groups, task,
+                                   ignore_index)
+    scores = validation.scores(array, name, ndim=(1, 2))
+    if task == "auto":
+        task = tasks.infer_task(y_true, scores.shape)
+    reader = readers.make_reader(task, 2 if scores.ndim == 1 else scores.shape[1], from_logits=from_logits,
+                                 top_k=top_k, ignore_index=ignore_index)
     if groups is not None:
+        if task != "multiclass" or ignore_index is not None:
+            raise InputError(
+                "groups= (clustered standard errors) is supported for the multi-class task without ignore_index for "
+                f"now, not for the {task!r} task these arguments ask for.",
+                argument="groups",
+            )
+        if validation.as_array(y_true, "y_true").ndim == 2:
+            y_true = tasks.one_hot_labels(validation.as_array(y_true, "y_true"))
         return _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups)
-    state, name = accumulate(y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k)
-    check_probabilities(state, name, nan_policy=nan_policy)
-    return state.finalize(nan_policy, scores_name=name)
+    batch = reader.validate(y_true, scores, sample_weight, name=name)
+    return reader.finalize(reader.read(batch), nan_policy, name)
+
+
+def _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, nan_policy, groups, task, ignore_index):
+    """Scores (..., C) with targets (...) or (..., C): the rows are every position, class axis last.
+
+    Read in place when the leading axes merge into one without a copy (any
+    C-ordered array, and most slices of one); otherwise the positions are fed
+    to an Evaluator one (…, C) slab at a time, which gives the same numbers
+    bit for bit in bounded memory.
+    """
+    n_classes = array.shape[-1]
+    target = validation.as_array(y_true, "y_true")
+    lead = array.shape[:-1]
+    if target.shape == lead:
+        flat_target = target.reshape(-1)
+    elif target.shape == array.shape:
+        flat_target = target.reshape(-1, n_classes)
+    else:
+        raise InputError(
+            f"y_true has shape {target.shape} but {name} has shape {array.shape}: with the class axis last, scores "
+            f"(..., C) take class indices of shape {lead} (a label per position) or targets of the scores' shape. "
+            "For PyTorch's layout (N, C, d1, ...) with the class axis at position 1, use fastce.cross_entropy, or "
+            "pass np.moveaxis(scores, 1, -1).",
+            argument="y_true",
+            value=target.shape,
+        )
+    weights = None
+    if sample_weight is not None:
+        weights = validation.as_array(sample_weight, "sample_weight")
+        if weights.shape != lead:
+            raise InputError(
+                f"sample_weight has shape {weights.shape}; with scores of shape {array.shape} it needs one weight per "
+                f"position, shape {lead}.",
+                argument="sample_weight",
+                value=weights.shape,
+            )
+        weights = weights.reshape(-1)
+    if groups is not None:
+        groups = validation.as_array(groups, "groups").reshape(-1)
+    try:
+        flat = np.reshape(array, (-1, n_classes), copy=False)
+    except ValueError:
+        flat = None
+    if flat is not None:
+        return evaluate(flat_target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights,
+                        top_k=top_k, nan_policy=nan_policy, groups=groups, task=task, ignore_index=ignore_index)
+    if groups is not None:
+        raise InputError(
+            f"groups= needs {name} whose positions can be read as rows in place (a C-ordered (..., C) array); pass "
+            "np.ascontiguousarray(scores) or evaluate without groups.",
+            argument="groups",
+        )
+    from fastce.streaming import Evaluator
+
+    evaluator = Evaluator(n_classes, task=task, from_logits=from_logits, top_k=top_k, nan_policy=nan_policy,
+                          ignore_index=ignore_index)
+    per_slab = int(np.prod(lead[-1:]))
+    for index in np.ndindex(*lead[:-1]):
+        start = int(np.ravel_multi_index(index, lead[:-1])) * per_slab
+        part = slice(start, start + per_slab)
+        evaluator.update(flat_target[part], array[index], None if weights is None else weights[part])
+    return evaluator._finalize(name)
 
 
 def _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups) -> Metrics:
@@ -278,7 +248,7 @@ def _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy,
         counted = ~np.isnan(stats[:, K.S_LOSS])
         clusters.add(ids[start:stop], counted, G.row_values(stats, ks, n_classes), weights_part, block_rows)
 
-    state = read_scores(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps, on_rows=fold)
+    state = readers.read_scores(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps, on_rows=fold)
     check_probabilities(state, name)
     return G.clustered(state.finalize(nan_policy, scores_name=name), clusters)
 

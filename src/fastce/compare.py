@@ -32,7 +32,8 @@ import numpy as np
 from fastce import _accumulate, _config, _exactsum, errorbars, validation
 from fastce import compare_kernels as PK
 from fastce import kernels as K
-from fastce.api import check_probabilities, scores_argument, sum_to_one_tolerance
+from fastce.api import scores_argument
+from fastce.checks import check_probabilities, sum_to_one_tolerance
 from fastce.errors import InputError
 from fastce.metrics import Metrics
 from fastce.state import State, check_nan_policy
@@ -161,7 +162,7 @@ def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups,
     if num_classes is not None and n_classes != num_classes:
         raise InputError(
             f"{argument} have {n_classes} columns, not the {num_classes} classes of this comparison.",
-            argument=argument, value=shape,
+            argument=argument, value=scores[0].shape,
         )
     labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
     weights = validation.sample_weight(sample_weight, n_rows)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastce import _config
-from fastce.api import check_probabilities
+from fastce.checks import check_probabilities
 from fastce.compare import Comparison, ComparisonState, _confident_below, validated_batch
 from fastce.errors import InputError
 from fastce.state import check_nan_policy

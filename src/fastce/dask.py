@@ -9,7 +9,7 @@ How a Dask array of scores becomes :class:`~fastce.metrics.Metrics`:
    weights are checked for shape and dtype; labels and weights are given the
    row chunks of the scores, and the class axis is joined into one chunk.
 2. Each row chunk runs the in-memory kernel driver
-   (:func:`fastce.api.read_scores`) on its rows and returns a partial
+   (:func:`fastce.readers.read_scores`) on its rows and returns a partial
    :class:`~fastce.state.State` -- O(top_k) numbers, whatever its size.
 3. Partial states merge in row order through a tree; the client receives one
    merged state and finalises it exactly as :func:`fastce.evaluate` does
@@ -43,7 +43,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastce import _config, files, validation
-from fastce.api import check_probabilities, read_scores, scores_argument
+from fastce.api import scores_argument
+from fastce.checks import check_probabilities
+from fastce.readers import read_scores
 from fastce.errors import InputError
 from fastce.metrics import Metrics
 from fastce.state import State, check_nan_policy

@@ -396,7 +396,7 @@ def _merge_worst(a: dict, b: dict, k: int) -> dict:
 
 def read_with_diagnostics(view, labels, weights, *, top_k, from_logits: bool, eps: float, options: DiagnosticsOptions):
     """One read of validated scores into a fresh (State, DiagnosticsState) pair."""
-    from fastce.api import read_scores
+    from fastce.readers import read_scores
 
     diag = DiagnosticsState.empty(options)
     state = read_scores(view, labels, weights, top_k=top_k, from_logits=from_logits, eps=eps, on_rows=diag.fold)

@@ -33,7 +33,7 @@ import numpy as np
 
 from fastce import _accumulate, validation
 from fastce import _labels as L
-from fastce.api import sum_to_one_tolerance
+from fastce.checks import sum_to_one_tolerance
 
 
 class InvalidParameterError(ValueError, TypeError):

@@ -21,12 +21,14 @@ from fractions import Fraction
 import numpy as np
 
 from fastce import _exactsum, _json, errorbars
+from fastce._warn import user_stacklevel
 from fastce import kernels as K
 from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
 from fastce.metrics import Metrics
 
 STATE_FORMAT = "fastce.state/4"  # /2: the Brier sum; /3: probability-like rows, overflowed sums; /4: second moments
 NAN_POLICIES = ("raise", "omit", "propagate")
+STATE_TASKS = ("multiclass", "binary")  # the others: fastce.task_states
 # Bounds a state file is checked against before anything is allocated.  Row
 # counts stay below 2**62, so adding two states' counters can never wrap an
 # int64 (merge refuses a sum above it); class ids fit 31 bits, so the
@@ -69,9 +71,14 @@ class State:
     counts: np.ndarray  # (NUM_ICOUNTS,) int64, see kernels.py
     rows_seen: int = 0  # rows consumed, including skipped ones: numbers the next row
     moment_overflows: int = 0  # block partials of the second moments beyond float64 (see kernels.M_W2)
+    task: str = "multiclass"  # or "binary": 1-D scores of class 1 (two classes)
 
     @classmethod
-    def empty(cls, num_classes: int, top_k=(1,), *, from_logits: bool = True, ties_to_last: bool = False) -> "State":
+    def empty(
+        cls, num_classes: int, top_k=(1,), *, from_logits: bool = True, ties_to_last: bool = False, task: str = "multiclass"
+    ) -> "State":
+        if task not in STATE_TASKS or (task == "binary" and num_classes != 2):
+            raise ValueError(f"a State holds the tasks {STATE_TASKS} (binary: two classes); got {task!r}, {num_classes}")
         counts = np.zeros(K.NUM_ICOUNTS, dtype=np.int64)
         counts[K.FIRST_NONFINITE :] = -1
         return cls(
@@ -82,16 +89,20 @@ class State:
             sums=_exactsum.new_accumulators(K.exact_sums_count(len(top_k))),
             minmax=np.array([np.inf, -np.inf]),
             counts=counts,
+            task=task,
         )
+
+    def settings(self) -> tuple:
+        """What two states must share to merge."""
+        return (self.task, self.num_classes, self.top_k, self.from_logits, self.ties_to_last)
 
     # -- combining -----------------------------------------------------
     def _check_compatible(self, other: "State") -> None:
-        mine = (self.num_classes, self.top_k, self.from_logits, self.ties_to_last)
-        theirs = (other.num_classes, other.top_k, other.from_logits, other.ties_to_last)
-        if mine != theirs:
+        theirs = other.settings() if isinstance(other, State) else type(other).__name__
+        if self.settings() != theirs:
             raise ValueError(
                 "cannot merge states with different settings "
-                f"(num_classes, top_k, from_logits, ties_to_last): {mine} vs {theirs}"
+                f"(task, num_classes, top_k, from_logits, ties_to_last): {self.settings()} vs {theirs}"
             )
 
     def merge(self, other: "State") -> "State":
@@ -122,6 +133,7 @@ class State:
             counts=counts,
             rows_seen=self.rows_seen + other.rows_seen,
             moment_overflows=self.moment_overflows + other.moment_overflows,
+            task=self.task,
         )
 
     # -- reading -----------------------------------------------------------
@@ -203,11 +215,11 @@ class State:
         effective = float(Fraction(weight * weight, q0 * scale)) if q0 else math.nan
         return {"cross_entropy": loss_error, "brier": brier_error, "top_k_accuracy": top_k}, effective
 
-    def finalize(self, nan_policy: str = "raise", *, scores_name: str = "scores", stacklevel: int = 3) -> Metrics:
+    def finalize(self, nan_policy: str = "raise", *, scores_name: str = "scores", stacklevel: int | None = 3) -> Metrics:
         """Metrics for the rows seen, applying ``nan_policy`` to non-finite rows.
 
         ``stacklevel``: the frame the omitted-rows warning names (default: the
-        caller of the function calling this).
+        caller of the function calling this; None: the first frame outside fastce).
         """
         check_nan_policy(nan_policy)
         nonfinite = int(self.counts[K.C_NONFINITE])
@@ -219,7 +231,7 @@ class State:
                 f"(first: row {int(self.counts[K.FIRST_NONFINITE])}); metrics cover the other "
                 f"{int(self.counts[K.C_ROWS])} row(s).",
                 OmittedRowsWarning,
-                stacklevel=stacklevel,
+                stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
             )
         check_weighted_sums(self)
         n = int(self.counts[K.C_ROWS])
@@ -255,7 +267,7 @@ class State:
                     "weights exceeds the float64 range (values above ~1e154); the means are unaffected. Weights "
                     "that large can be rescaled: only ratios of sample_weight matter.",
                     FastCEWarning,
-                    stacklevel=stacklevel,
+                    stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
                 )
         return Metrics(
             n=n,
@@ -269,6 +281,7 @@ class State:
             brier=brier,
             stderr=stderr,
             n_effective=effective,
+            task=self.task,
         )
 
     # -- serialisation -------------------------------------------------------
@@ -276,6 +289,7 @@ class State:
         """JSON-serialisable, exact representation."""
         return {
             "format": STATE_FORMAT,
+            "task": self.task,
             "num_classes": self.num_classes,
             "top_k": list(self.top_k),
             "from_logits": self.from_logits,
@@ -323,6 +337,7 @@ class State:
                 top_k,
                 from_logits=_json_bool(data["from_logits"], "from_logits"),
                 ties_to_last=_json_bool(data["ties_to_last"], "ties_to_last"),
+                task=_json_task(data.get("task", "multiclass"), num_classes),
             )
             state.sums = np.stack([_exactsum.from_hex(text) for text in sums])
             state.minmax = np.array([_from_json_float(data["min_score"]), _from_json_float(data["max_score"])])
@@ -380,6 +395,14 @@ def check_row_total(rows: int) -> None:
             f"cannot merge: the merged state would count {rows} rows, more than MAX_ROWS = {MAX_ROWS}.",
             argument="state",
         )
+
+
+def _json_task(value, num_classes: int) -> str:
+    if value not in STATE_TASKS:  # also refuses non-strings
+        raise ValueError(f"task must be one of {STATE_TASKS}, got {_short(value)}")
+    if value == "binary" and num_classes != 2:
+        raise ValueError(f"a binary state has two classes, not {num_classes}")
+    return value
 
 
 def _json_bool(value, name: str) -> bool:

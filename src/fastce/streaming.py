@@ -1,18 +1,21 @@
 """Streaming evaluation: feed rows batch by batch, merge partial results.
 
 :class:`Evaluator` gives the numbers of one :func:`fastce.evaluate` over all
-the rows it was fed, whatever the batch sizes, in bounded memory: it keeps
-a :class:`~fastce.state.State` (exact sums, a few counters) plus at most one
-partial block of rows (fewer than ``fastce._config.block_rows(C)`` rows, at
-most 2**15 scores).
+the rows it was fed, whatever the batch sizes, for every task (multi-class,
+binary, multi-label, soft targets), in bounded memory: it keeps the task's
+state (exact sums, a few counters) plus at most one partial block of rows.
 
 Why the partial block: the kernels sum the rows of a block in float64 and
 add the block sums exactly, so the result is exact for a given cut of the
-rows into blocks.  ``evaluate`` cuts at multiples of ``block_rows`` from row
-0; the Evaluator runs the kernels only on whole blocks aligned the same way
-and holds back the rows of an unfinished block until the next ``update`` (or
-``result``).  Any split of the rows into ``update`` calls therefore gives
-results bit-identical to one ``evaluate`` over all the rows.
+rows into blocks.  ``evaluate`` cuts at multiples of the task's
+``block_rows`` from row 0; the Evaluator runs the kernels only on whole
+blocks aligned the same way and holds back the rows of an unfinished block
+until the next ``update`` (or ``result``).  Any split of the rows into
+``update`` calls therefore gives results bit-identical to one ``evaluate``
+over all the rows.
+
+The Evaluator knows no task: it talks to the task's reader
+(``fastce.readers``), which validates, reads and finalizes.
 """
 
 from __future__ import annotations
@@ -22,48 +25,21 @@ import re
 
 import numpy as np
 
-from fastce import _config, validation
-from fastce import kernels as K
-from fastce.api import check_probabilities, check_probability_range, read_scores
+from fastce import readers, tasks, validation
 from fastce.errors import InputError
 from fastce.metrics import Metrics
-from fastce.state import MAX_NUM_CLASSES, State, check_nan_policy, malformed_reason, raise_nonfinite
+from fastce.readers import Batch
+from fastce.state import MAX_NUM_CLASSES, State, check_nan_policy, malformed_reason
 
-EVALUATOR_FORMAT = "fastce.evaluator/1"
+EVALUATOR_FORMAT = "fastce.evaluator/2"
+_FORMAT_1 = "fastce.evaluator/1"  # multi-class only, without "settings": still read
 _SCORES = "scores"
 # Kernel views the pending rows may have (see validation.scores).
 _VIEW_DTYPES = ("<f4", "<f8", "<u2", "<i2")
 # The machine epsilon that goes with each view (float32, float64 and integer
 # inputs, float16, bfloat16): a state claiming another one was tampered with.
 _VIEW_EPS = {"<f4": 2.0**-23, "<f8": 2.0**-52, "<u2": 2.0**-10, "<i2": 2.0**-7}
-
-
-class _Pending:
-    """Rows of an unfinished block, validated but not yet read by the kernels."""
-
-    __slots__ = ("eps", "labels", "view", "weights")
-
-    def __init__(self, view: np.ndarray, eps: float, labels: np.ndarray, weights):
-        self.view = view  # (p, C) kernel view, own copy
-        self.eps = eps  # machine epsilon of the caller's dtype
-        self.labels = labels  # (p,) int64
-        self.weights = weights  # (p,) float64, or None when every row so far is unweighted
-
-    def __len__(self) -> int:
-        return self.labels.shape[0]
-
-    def same_kind(self, view: np.ndarray, eps: float) -> bool:
-        return self.view.dtype == view.dtype and self.eps == eps
-
-
-def _ones_if_none(weights, n: int):
-    return np.ones(n, dtype=np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
-
-
-def _concat_weights(first, n_first: int, second, n_second: int):
-    if first is None and second is None:
-        return None
-    return np.concatenate([_ones_if_none(first, n_first), _ones_if_none(second, n_second)])
+_INT64 = np.iinfo(np.int64)
 
 
 def _b64(array: np.ndarray, dtype: str) -> str:
@@ -84,21 +60,35 @@ def _unb64(text: str, dtype: str, count: int) -> np.ndarray:
 
 
 class Evaluator:
-    """Cross-entropy and accuracy over rows that arrive in batches.
+    """Every metric of :func:`fastce.evaluate` over rows that arrive in batches, for every task.
 
     Parameters
     ----------
-    num_classes : int
-        Number of columns of every score batch.
+    num_classes : int, optional
+        Number of columns of every score batch (2 for 1-D binary scores).
+        None: taken from the first batch.
+    task : {"auto", "multiclass", "binary", "multilabel", "soft"}, default "auto"
+        "auto" infers the task from the first non-empty ``update`` by
+        ``evaluate``'s rules (1-D scores: binary; (n, C) scores with class
+        indices or one-hot rows: multi-class; with an (n, C) 0/1 indicator:
+        multi-label; with probability rows: soft) and then requires every
+        later batch to agree (an error names both otherwise).
     from_logits : bool, default True
         Whether batches hold logits (raw scores) or probabilities, as the
         ``logits=`` / ``proba=`` arguments of :func:`fastce.evaluate`.
     top_k : int or sequence of int, default (1,)
-        The k of the top-k accuracies to report (1 is always included).
+        The k of the top-k accuracies to report (1 is always included;
+        multi-class and binary only).
     nan_policy : {"raise", "omit", "propagate"}, default "raise"
         As in :func:`fastce.evaluate`.  With ``"raise"``, an ``update`` whose
         batch holds a NaN/+inf row raises at once, naming the row's global
         number (rows are numbered from 0 across all updates).
+    diagnostics : bool or dict, default False
+        Multi-class only: also keep what :func:`fastce.diagnose` reports
+        (``report()``); a dict passes ``diagnose``'s options.
+    ignore_index : int, optional
+        A label value whose rows are left out (class indices only), as
+        :func:`fastce.evaluate`.
 
     Notes
     -----
@@ -119,8 +109,9 @@ class Evaluator:
     all-or-nothing: a batch that raises leaves the Evaluator unchanged.
     Row numbers in error messages and in ``InputError.row`` are global.
 
-    *Memory.*  O(top_k) for the sums, plus fewer than one block of pending
-    rows (at most 2**15 scores), whatever the number of rows.
+    *Memory.*  O(top_k) (O(1) for the element-wise tasks) for the sums,
+    plus fewer than one block of pending rows (at most 2**15 scores),
+    whatever the number of rows.
 
     Examples
     --------
@@ -133,74 +124,128 @@ class Evaluator:
     ...     ev.update(y[start:start + 300], logits[start:start + 300])
     >>> ev.result() == fastce.evaluate(y, logits=logits, top_k=(1, 5))
     True
+
+    Any task, inferred from the first batch (here binary: 1-D logits):
+
+    >>> z, yb = rng.normal(size=1000), rng.integers(0, 2, size=1000)
+    >>> eb = fastce.Evaluator()
+    >>> eb.update(yb[:400], z[:400]); eb.update(yb[400:], z[400:])
+    >>> eb.task, eb.result() == fastce.evaluate(yb, logits=z)
+    ('binary', True)
     """
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None = None,
         *,
+        task: str = "auto",
         from_logits: bool = True,
         top_k=(1,),
         nan_policy: str = "raise",
         diagnostics=False,
+        ignore_index: int | None = None,
         _warn_top_k: bool = True,  # False: settings read back from a state, warned about when it was made
     ):
-        if (
+        if num_classes is not None and (
             isinstance(num_classes, (bool, np.bool_))
             or not isinstance(num_classes, (int, np.integer))
             or not 1 <= num_classes <= MAX_NUM_CLASSES  # the bound its state files are read back with
         ):
             raise InputError(
-                f"num_classes must be a positive int, at most {MAX_NUM_CLASSES}; got {num_classes!r}.",
+                f"num_classes must be a positive int, at most {MAX_NUM_CLASSES}, or None (taken from the first "
+                f"batch); got {num_classes!r}.",
                 argument="num_classes",
                 value=num_classes,
             )
         check_nan_policy(nan_policy)
-        num_classes = int(num_classes)
-        ks = validation.top_k_values(top_k, num_classes, stacklevel=3 if _warn_top_k else None)
-        self._state = State.empty(num_classes, ks, from_logits=bool(from_logits))
+        self._requested_task = readers.check_task(task)
+        self._num_classes = None if num_classes is None else int(num_classes)
+        self._from_logits = bool(from_logits)
+        self._top_k_arg = top_k
+        self._ignore_index = _check_ignore_index(ignore_index)
         self._nan_policy = nan_policy
-        self._block_rows = _config.block_rows(num_classes)
-        self._pending: _Pending | None = None
-        self._diag = _diagnostics_state(diagnostics, num_classes)
+        self._warn_top_k = _warn_top_k
+        self._diag_arg = _check_diagnostics(diagnostics)
+        self._reader: readers.Reader | None = None
+        self._provisional = False  # a multi-class guess of task="auto", revised by the first batch
+        self._state = None
+        self._pending: Batch | None = None
+        self._diag = None
+        if self._num_classes is not None:
+            self._settle("multiclass" if task == "auto" else task, self._num_classes)
+            self._provisional = task == "auto" and self._diag_arg is None
+
+    # -- the task, decided once ------------------------------------------------------------
+    def _settle(self, task: str, num_classes: int) -> None:
+        if self._diag_arg is not None and task != "multiclass":
+            raise InputError(
+                f"diagnostics= is available for the multi-class task, not the {task} task these batches ask for; "
+                f"fastce.diagnose reads binary and multi-label arrays.",
+                argument="diagnostics",
+            )
+        self._reader = readers.make_reader(
+            task, num_classes, from_logits=self._from_logits, top_k=self._top_k_arg, ignore_index=self._ignore_index,
+            top_k_stacklevel=0 if self._warn_top_k else None,
+        )
+        self._num_classes = self._reader.num_classes
+        self._state = self._reader.empty()
+        if self._diag_arg is not None:
+            self._diag = _diagnostics_state(self._diag_arg, self._num_classes)
 
     # -- settings and progress -------------------------------------------------
     @property
-    def num_classes(self) -> int:
-        return self._state.num_classes
+    def task(self) -> str:
+        """The task: as given, or inferred from the first batch ("auto" until then)."""
+        return self._reader.task if self._reader is not None else self._requested_task
+
+    @property
+    def num_classes(self) -> int | None:
+        return self._num_classes
 
     @property
     def from_logits(self) -> bool:
-        return self._state.from_logits
+        return self._from_logits
 
     @property
     def top_k(self) -> tuple:
-        return self._state.top_k
+        if self._reader is not None:
+            return self._reader.top_k
+        ks = self._top_k_arg if not isinstance(self._top_k_arg, (int, np.integer)) else (self._top_k_arg,)
+        return tuple(sorted({1, *(int(k) for k in ks)}))
 
     @property
     def nan_policy(self) -> str:
         return self._nan_policy
 
     @property
+    def ignore_index(self) -> int | None:
+        return self._ignore_index
+
+    @property
     def block_rows(self) -> int:
-        """Rows per kernel block: splits at multiples of it never hold rows back."""
-        return self._block_rows
+        """Rows per kernel block: splits at multiples of it never hold rows back (known once the task is)."""
+        if self._reader is None:
+            raise InputError("the block size is known once the task is: call update() first, or pass task=.")
+        return self._reader.block_rows
 
     @property
     def rows_seen(self) -> int:
         """Rows fed so far (the global number of the next row)."""
-        return self._state.rows_seen + (len(self._pending) if self._pending is not None else 0)
+        held = len(self._pending) if self._pending is not None else 0
+        return (self._state.rows_seen if self._state is not None else 0) + held
 
     def __repr__(self) -> str:
         return (
-            f"Evaluator(num_classes={self.num_classes}, from_logits={self.from_logits}, top_k={self.top_k}, "
-            f"nan_policy={self.nan_policy!r}; rows_seen={self.rows_seen})"
+            f"Evaluator(num_classes={self.num_classes}, task={self.task!r}, from_logits={self.from_logits}, "
+            f"top_k={self.top_k}, nan_policy={self.nan_policy!r}; rows_seen={self.rows_seen})"
         )
 
     def _settings(self) -> tuple:
         # The diagnostics options count as a setting whatever either side has seen.
         diagnostics = None if self._diag is None else self._diag.options
-        return (self.num_classes, self.top_k, self.from_logits, self.nan_policy, diagnostics)
+        reader = None if self._reader is None else self._reader.settings()
+        return (self._requested_task, self._from_logits, self.top_k, self._nan_policy, self._ignore_index,
+                self._diag_arg is not None, reader, diagnostics)
 
     # -- feeding -----------------------------------------------------------------
     def update(self, y_true, scores, sample_weight=None) -> None:
@@ -208,9 +253,11 @@ class Evaluator:
 
         Parameters
         ----------
-        y_true : array-like of int, shape (n,)
-            Class indices 0..num_classes-1.
-        scores : array-like of float, shape (n, num_classes)
+        y_true : array-like, shape (n,) or (n, num_classes)
+            Class indices 0..num_classes-1 (0/1 for 1-D binary scores), or
+            an (n, C) target: one-hot rows, a multi-label indicator, soft
+            targets, as :func:`fastce.evaluate`.
+        scores : array-like of float, shape (n, num_classes) or (n,)
             Logits or probabilities (as chosen at construction); float16,
             bfloat16, float32 or float64 are read without a copy.  A batch
             of zero rows is accepted and changes nothing.
@@ -218,17 +265,25 @@ class Evaluator:
             Non-negative finite row weights (rows of batches given without
             weights weigh 1).
         """
+        saved = (self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending)
+        rows_seen = self.rows_seen
         try:
-            batch = self._validate(y_true, scores, sample_weight)
-        except InputError as exc:  # validation numbers rows within the batch
-            raise _globalize(exc, self.rows_seen) from None
-        if batch is not None:
-            both, self._pending = self._consume(*batch)  # its errors number rows globally
-            self._state, self._diag = both.state, both.diag
+            try:
+                batch = self._validate(y_true, scores, sample_weight)
+            except InputError as exc:  # validation numbers rows within the batch
+                raise _globalize(exc, rows_seen) from None
+            if batch is not None:
+                both, pending = self._consume(batch)  # its errors number rows globally
+                self._state, self._diag, self._pending = both.state, both.diag, pending
+                self._provisional = False
+        except BaseException:
+            # All or nothing: a batch that raises leaves the Evaluator (its task included) as it was.
+            self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending = saved
+            raise
 
     def _validate(self, y_true, scores, sample_weight):
         array = validation.as_array(scores, _SCORES)
-        if array.ndim == 2 and array.shape[0] == 0 and array.shape[1] == self.num_classes:
+        if array.shape[:1] == (0,) and array.ndim in (1, 2):
             labels = validation.as_array(y_true, "y_true")
             if labels.size != 0:
                 raise InputError(
@@ -236,161 +291,159 @@ class Evaluator:
                     argument="y_true",
                 )
             return None
-        checked = validation.scores(array, _SCORES, labels=y_true, call="Evaluator.update(y_true, scores)")
-        n_rows, n_classes = checked.shape
-        if n_classes != self.num_classes:
+        undecided = self._undecided()
+        binary_possible = (undecided and self._num_classes in (None, 2)) or self.task == "binary"
+        ndim = (1, 2) if binary_possible else (2,)
+        checked = validation.scores(array, _SCORES, ndim=ndim, labels=y_true, call="Evaluator.update(y_true, scores)")
+        num_classes = 2 if checked.ndim == 1 else checked.shape[1]
+        if undecided:
+            task = self._requested_task
+            if task == "auto":
+                task = tasks.infer_task(y_true, checked.shape)
+            if self._num_classes is not None and num_classes != self._num_classes:
+                raise InputError(
+                    f"{_SCORES} has shape {tuple(checked.shape)} ({num_classes} classes) but this Evaluator was "
+                    f"created with num_classes={self._num_classes}; every batch must have one column per class.",
+                    argument=_SCORES,
+                    value=checked.shape,
+                )
+            if self._reader is None or self._reader.task != task:
+                self._settle(task, num_classes)
+        elif self._requested_task == "auto":
+            tasks.batch_task(y_true, checked.shape, self._reader.task)
+        if checked.ndim == 2 and checked.shape[1] != self._num_classes:
             raise InputError(
-                f"{_SCORES} has {n_classes} columns but this Evaluator was created with num_classes="
-                f"{self.num_classes}; every batch must have one column per class.",
+                f"{_SCORES} has {checked.shape[1]} columns but this Evaluator was created with num_classes="
+                f"{self._num_classes}; every batch must have one column per class.",
                 argument=_SCORES,
                 value=checked.shape,
             )
-        labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
-        weights = validation.sample_weight(sample_weight, n_rows)
-        return checked.view, checked.eps, labels, weights
+        return self._reader.validate(y_true, checked, sample_weight, name=_SCORES)
 
-    def _read(self, view, labels, weights, eps) -> State:
-        """Rows read for their State only (checks; the diagnostics are not touched)."""
-        return read_scores(view, labels, weights, top_k=self.top_k, from_logits=self.from_logits, eps=eps)
-
-    def _read_both(self, view, labels, weights, eps) -> "_Both":
+    def _read_both(self, batch: Batch) -> "_Both":
         if self._diag is None:
-            return _Both(self._read(view, labels, weights, eps), None)
+            return _Both(self._reader.read(batch), None)
         from fastce.diagnostics import read_with_diagnostics
 
+        reader = self._reader
         return _Both(
             *read_with_diagnostics(
-                view, labels, weights, top_k=self.top_k, from_logits=self.from_logits, eps=eps, options=self._diag.options
+                batch.view, batch.targets, batch.weights, top_k=reader.top_k, from_logits=reader.from_logits,
+                eps=batch.eps, options=self._diag.options,
             )
         )
-
-    def _read_pending(self, pending: _Pending) -> "_Both":
-        return self._read_both(pending.view, pending.labels, pending.weights, pending.eps)
 
     def _both(self) -> "_Both":
         return _Both(self._state, self._diag)
 
-    def _consume(self, view, eps, labels, weights):
+    def _consume(self, batch: Batch):
         """(new state, new pending) after this batch; raises without side effects."""
-        br = self._block_rows
-        n = view.shape[0]
+        br = self._reader.block_rows
+        n = len(batch)
         state = self._both()
         pending = self._pending
         offset = 0
-        if pending is not None and not pending.same_kind(view, eps):
-            state = state.merge(self._read_pending(pending))  # dtype changed: close the block early
+        if pending is not None and not pending.same_kind(batch):
+            state = state.merge(self._read_both(pending))  # dtype changed: close the block early
             pending = None
         if pending is not None:
-            p = len(pending)
-            take = min(n, br - p)
-            joined = _Pending(
-                np.concatenate([pending.view, view[:take]]),
-                eps,
-                np.concatenate([pending.labels, np.asarray(labels[:take], dtype=np.int64)]),
-                _concat_weights(pending.weights, p, None if weights is None else weights[:take], take),
-            )
+            take = min(n, br - len(pending))
+            joined = pending.then(batch.rows(0, take))
             offset = take
             if len(joined) == br:
-                state = state.merge(self._read_pending(joined))
+                state = state.merge(self._read_both(joined))
                 pending = None
             else:
                 pending = joined
         whole = (n - offset) // br * br
         if whole:
-            part = slice(offset, offset + whole)
-            state = state.merge(self._read_both(view[part], labels[part], None if weights is None else weights[part], eps))
+            state = state.merge(self._read_both(batch.rows(offset, offset + whole)))
             offset += whole
         new_rows = n - offset  # rows of this batch left for a later block
         if offset < n:
             assert pending is None
-            pending = _Pending(
-                np.array(view[offset:], copy=True),
-                eps,
-                np.array(labels[offset:], dtype=np.int64),
-                None if weights is None else np.array(weights[offset:], dtype=np.float64),
-            )
+            pending = batch.rows(offset).owned()
         elif pending is not None:
             new_rows = n  # the whole batch joined the unfinished block
         self._check(state.state, pending, new_rows)
         return state, pending
 
-    def _check(self, state: State, pending, new_rows: int) -> None:
-        """Errors the batch must raise now: non-finite rows under "raise", probabilities outside [0, 1]."""
+    def _check(self, state, pending, new_rows: int) -> None:
+        """Errors the batch must raise now: non-finite rows under "raise", bad probabilities or targets."""
         probe = state
-        if pending is not None and new_rows and self._may_raise(pending.view[len(pending) - new_rows :]):
-            # Pending rows are read for real later; read the new ones now only to check them.
+        reader = self._reader
+        if pending is not None and new_rows:
             held = len(pending) - new_rows
-            gap = State.empty(self.num_classes, self.top_k, from_logits=self.from_logits)
-            gap.rows_seen = held
-            part = self._read(
-                pending.view[held:],
-                pending.labels[held:],
-                None if pending.weights is None else pending.weights[held:],
-                pending.eps,
-            )
-            probe = probe.merge(gap.merge(part))
-        if self._nan_policy == "raise" and probe.counts[K.C_NONFINITE]:
-            new = int(probe.counts[K.C_NONFINITE]) - int(self._state.counts[K.C_NONFINITE])
-            raise_nonfinite(_SCORES, int(probe.counts[K.FIRST_NONFINITE]), new, from_logits=self.from_logits)
-        if not self.from_logits:
-            check_probability_range(probe, _SCORES)
-
-    def _may_raise(self, view: np.ndarray) -> bool:
-        """Whether held-back rows need the kernel's check (a cheap numpy pre-test says no for clean rows)."""
-        if view.dtype == np.uint16:  # float16 bits
-            view = view.view(np.float16)
-        elif view.dtype == np.int16:  # bfloat16 bits: the high half of a float32
-            view = (view.astype(np.int32) << 16).view(np.float32)
-        if self.from_logits:
-            return self._nan_policy == "raise" and not np.isfinite(view).all()
-        return not np.isfinite(view).all() or view.min() < 0.0 or view.max() > 1.0
+            new = pending.rows(held)
+            if reader.may_raise(new, self._nan_policy):
+                # Pending rows are read for real later; read the new ones now only to check them.
+                gap = reader.empty()
+                gap.rows_seen = held
+                probe = probe.merge(gap.merge(reader.read(new)))
+        reader.raise_now(probe, self._nan_policy, _SCORES, previous=self._state)
 
     # -- combining -------------------------------------------------------------
     def merge(self, other: Evaluator) -> Evaluator:
         """Add the rows of ``other`` after the rows of ``self`` (in place); returns ``self``.
 
-        ``other`` is left unchanged.  Both must have the same num_classes,
-        from_logits, top_k, nan_policy and diagnostics options (compared even
-        when a side has seen no rows).  See the class notes on exactness.
+        ``other`` is left unchanged.  Both must have the same task,
+        num_classes, from_logits, top_k, nan_policy, ignore_index and
+        diagnostics options (compared even when a side has seen no rows; a
+        side whose task is still to be inferred takes the other's).  See the
+        class notes on exactness.
         """
         if not isinstance(other, Evaluator):
             raise TypeError(f"can only merge another Evaluator, not {type(other).__name__}")
-        if self._settings() != other._settings():
+        mine, theirs = self._settings(), other._settings()
+        undecided = self._undecided() or other._undecided()
+        if mine[:6] != theirs[:6] or (not undecided and mine != theirs) or (
+            undecided and None not in (self._num_classes, other._num_classes)
+            and self._num_classes != other._num_classes
+        ):
             raise ValueError(
-                "cannot merge Evaluators with different settings (num_classes, top_k, from_logits, nan_policy, "
-                f"diagnostics): {self._settings()} vs {other._settings()}"
+                "cannot merge Evaluators with different settings (task, num_classes, from_logits, top_k, ignore_index, "
+                f"nan_policy, diagnostics): {mine} vs {theirs}"
             )
+        if other.rows_seen == 0:
+            return self
+        if self._undecided():
+            if self._reader is None or self._reader.task != other._reader.task:
+                self._settle(other._reader.task, other._num_classes)
+            self._provisional = False
         other_state, other_pending = other._state, other._pending
         if other_state.rows_seen == 0:
             if other_pending is not None:  # fewer than one block: feed its rows as a batch
-                both, pending = self._consume(
-                    other_pending.view, other_pending.eps, other_pending.labels, other_pending.weights
-                )
+                both, pending = self._consume(other_pending)
                 self._state, self._diag, self._pending = both.state, both.diag, pending
             return self
         both = self._both()
         if self._pending is not None:
-            both = both.merge(self._read_pending(self._pending))
+            both = both.merge(self._read_both(self._pending))
         both = both.merge(other._both())
         self._state, self._diag = both.state, both.diag
         self._pending = other_pending  # never mutated in place, so sharing is safe
         return self
 
+    def _undecided(self) -> bool:
+        """Whether the task is still open: never given, and no row seen to infer it from."""
+        return self._reader is None or (self._provisional and self.rows_seen == 0)
+
     # -- reading -----------------------------------------------------------------
-    def state(self) -> State:
-        """A :class:`State` of every row fed so far (the unfinished block included)."""
+    def state(self):
+        """The task's state of every row fed so far (the unfinished block included)."""
+        self._require_rows()
         if self._pending is None:
-            return self._state.merge(State.empty(self.num_classes, self.top_k, from_logits=self.from_logits))
-        p = self._pending
-        return self._state.merge(self._read(p.view, p.labels, p.weights, p.eps))
+            return self._state.merge(self._reader.empty())
+        return self._state.merge(self._reader.read(self._pending))
 
     def diagnostics_state(self):
         """The mergeable :class:`~fastce.diagnostics.DiagnosticsState` of every row fed so far."""
-        if self._diag is None:
+        if self._diag_arg is None:
             raise InputError("this Evaluator was created without diagnostics=True.", argument="diagnostics")
+        self._require_rows()
         both = self._both()
         if self._pending is not None:
-            both = both.merge(self._read_pending(self._pending))
+            both = both.merge(self._read_both(self._pending))
         return both.diag
 
     def report(self):
@@ -402,31 +455,37 @@ class Evaluator:
         sums are exact, the per-class ones exact double-doubles (see
         ``fastce.diagnostics_kernels``).
         """
+        from fastce.checks import check_probabilities
         from fastce.report import Report
 
         diag = self.diagnostics_state()
-        return Report.from_states(self._checked_state(), diag, nan_policy=self._nan_policy, scores_name=_SCORES)
+        state = self.state()
+        check_probabilities(state, _SCORES, nan_policy=self._nan_policy)
+        return Report.from_states(state, diag, nan_policy=self._nan_policy, scores_name=_SCORES)
 
     def result(self) -> Metrics:
         """Metrics over every row fed so far: the object ``fastce.evaluate`` returns.
 
-        Applies ``nan_policy`` and the probability checks (warning about rows
-        that do not sum to one) as ``evaluate`` does.  The Evaluator is not
-        changed, so ``update`` may go on afterwards.
+        Applies ``nan_policy`` and the checks (warning about probability rows
+        that do not sum to one, logits that look like probabilities) as
+        ``evaluate`` does.  The Evaluator is not changed, so ``update`` may go
+        on afterwards.
         """
-        return self._checked_state().finalize(self._nan_policy, scores_name=_SCORES)
+        return self._finalize(_SCORES)
 
-    def _checked_state(self) -> State:
-        """The state of every row, after evaluate's probability checks (warnings name the user's line)."""
+    def _finalize(self, name: str) -> Metrics:
+        return self._reader.finalize(self.state(), self._nan_policy, name)
+
+    def _require_rows(self) -> None:
         if self.rows_seen == 0:
             raise InputError("this Evaluator has seen no rows yet; call update() first.", argument=_SCORES)
-        state = self.state()
-        check_probabilities(state, _SCORES, stacklevel=5, nan_policy=self._nan_policy)
-        return state
 
     # -- serialisation -------------------------------------------------------
     def state_dict(self) -> dict:
-        """JSON-serialisable, exact snapshot (never pickle); see :meth:`from_state_dict`."""
+        """JSON-serialisable, exact snapshot (never pickle); see :meth:`from_state_dict`.
+
+        The task travels with it ("auto" while it is still to be inferred).
+        """
         pending = None
         if self._pending is not None:
             p = self._pending
@@ -436,88 +495,171 @@ class Evaluator:
                 "view_dtype": view_dtype,
                 "eps": p.eps,
                 "scores": _b64(p.view, view_dtype),
-                "labels": _b64(p.labels, "<i8"),
+                "labels": _b64(p.targets, "<i8" if p.targets.ndim == 1 else "<f8"),
                 "weights": None if p.weights is None else _b64(p.weights, "<f8"),
+                "tolerance": p.tolerance,
             }
         return {
             "format": EVALUATOR_FORMAT,
+            "settings": {
+                "task": self._requested_task,
+                "num_classes": self._num_classes,
+                "from_logits": self._from_logits,
+                "top_k": list(self.top_k),
+                "ignore_index": self._ignore_index,
+            },
             "nan_policy": self._nan_policy,
-            "state": self._state.to_dict(),
+            "state": None if self._state is None else self._state.to_dict(),
             "pending": pending,
             "diagnostics": None if self._diag is None else self._diag.to_dict(),
         }
 
     @classmethod
     def from_state_dict(cls, data: dict) -> Evaluator:
-        """Inverse of :meth:`state_dict`; raises ValueError on anything else.
+        """Inverse of :meth:`state_dict`; raises :class:`~fastce.errors.InputError` on anything else.
 
         Every field is checked before anything is allocated (see
         :meth:`fastce.state.State.from_dict` for the bounds); a tampered or
         damaged state raises :class:`~fastce.errors.InputError`, never
-        another exception.
+        another exception.  States of format ``fastce.evaluator/1``
+        (multi-class, before tasks travelled with them) are read too.
         """
-        if not isinstance(data, dict) or data.get("format") != EVALUATOR_FORMAT:
+        if not isinstance(data, dict) or data.get("format") not in (EVALUATOR_FORMAT, _FORMAT_1):
             raise InputError(f"not a fastce Evaluator state (expected format {EVALUATOR_FORMAT!r})", argument="state")
-        state = State.from_dict(data.get("state"))
-        if state.ties_to_last:
-            raise InputError("malformed fastce Evaluator state: ties_to_last is not supported", argument="state")
         nan_policy = data.get("nan_policy")
         if not isinstance(nan_policy, str):
             raise InputError(f"malformed fastce Evaluator state: nan_policy is {type(nan_policy).__name__}", argument="state")
         try:
+            settings = _settings_from_dict(data)
             evaluator = cls(
-                state.num_classes, from_logits=state.from_logits, top_k=state.top_k, nan_policy=nan_policy, _warn_top_k=False
+                settings["num_classes"], task=settings["task"], from_logits=settings["from_logits"],
+                top_k=settings["top_k"], nan_policy=nan_policy, ignore_index=settings["ignore_index"],
+                diagnostics=_diagnostics_option(data.get("diagnostics")), _warn_top_k=False,
             )
         except InputError as exc:
-            raise InputError(f"malformed fastce Evaluator state: {exc}", argument="state") from exc
-        if evaluator.top_k != state.top_k:
+            raise InputError(f"malformed fastce Evaluator state: {_reason(exc)}", argument="state") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"malformed fastce Evaluator state: {malformed_reason(exc)}", argument="state") from exc
+        raw_state = data.get("state")
+        if raw_state is None:
+            if data.get("pending") is not None or data.get("diagnostics") is not None:
+                raise InputError("malformed fastce Evaluator state: rows without a state", argument="state")
+            return evaluator
+        task = raw_state.get("task", "multiclass") if isinstance(raw_state, dict) else None
+        if evaluator._reader is None or (evaluator._provisional and evaluator._reader.task != task):
+            if task not in readers.TASKS or settings["num_classes"] is None or settings["task"] not in ("auto", task):
+                raise InputError("malformed fastce Evaluator state: unknown task or num_classes", argument="state")
+            try:
+                evaluator._settle(task, settings["num_classes"])
+                evaluator._provisional = False
+            except InputError as exc:
+                raise InputError(f"malformed fastce Evaluator state: {_reason(exc)}", argument="state") from exc
+        if evaluator.top_k != tuple(settings["top_k"]):
             raise InputError("malformed fastce Evaluator state: top_k must be sorted, unique and include 1", argument="state")
-        evaluator._state = state
+        evaluator._state = evaluator._reader.state_from_dict(raw_state)
         if data.get("diagnostics") is not None:
             from fastce.diagnostics import DiagnosticsState
 
             diag = DiagnosticsState.from_dict(data["diagnostics"])
-            if diag.options.num_classes != state.num_classes or diag.rows_seen != state.rows_seen:
+            if diag.options.num_classes != evaluator._num_classes or diag.rows_seen != evaluator._state.rows_seen:
                 raise InputError("malformed fastce Evaluator state: diagnostics do not match the state", argument="state")
             evaluator._diag = diag
         raw = data.get("pending")
         if raw is not None:
             try:
-                evaluator._pending = _pending_from_dict(raw, state.num_classes, evaluator.block_rows)
+                evaluator._pending = _pending_from_dict(raw, evaluator._reader)
             except (KeyError, TypeError, ValueError) as exc:
                 raise InputError(f"malformed fastce Evaluator state: pending block: {malformed_reason(exc)}", argument="state") from exc
         return evaluator
 
 
-def _pending_from_dict(raw, num_classes: int, block_rows: int) -> _Pending:
+def _reason(exc: InputError) -> str:
+    return str(exc).removeprefix("malformed fastce state: ")
+
+
+def _settings_from_dict(data: dict) -> dict:
+    """The Evaluator's settings of a state dict (format /1: those of its multi-class State)."""
+    if data.get("format") == _FORMAT_1:
+        state = State.from_dict(data.get("state"))
+        if state.ties_to_last:
+            raise ValueError("ties_to_last is not supported")
+        return {"task": "multiclass", "num_classes": state.num_classes, "from_logits": state.from_logits,
+                "top_k": list(state.top_k), "ignore_index": None}
+    settings = data["settings"]
+    if not isinstance(settings, dict):
+        raise ValueError("settings must be a mapping")
+    out = {key: settings[key] for key in ("task", "num_classes", "from_logits", "top_k", "ignore_index")}
+    if not isinstance(out["top_k"], list) or not all(
+        isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= _INT64.max for k in out["top_k"]
+    ):
+        raise ValueError("top_k must be a list of positive integers")
+    if not isinstance(out["from_logits"], bool):
+        raise ValueError("from_logits must be true or false")
+    if not isinstance(out["task"], str):
+        raise ValueError("task must be a string")
+    return out
+
+
+def _diagnostics_option(raw):
+    """The diagnostics= argument that rebuilds a state's diagnostics (their options), or False."""
+    if raw is None:
+        return False
+    from fastce.diagnostics import DiagnosticsState
+
+    options = DiagnosticsState.from_dict(raw).options
+    return {name: getattr(options, name) for name in ("n_bins", "hist_bins", "worst_k", "confident_below",
+                                                      "dense_confusion_max")}
+
+
+def _pending_from_dict(raw, reader: readers.Reader) -> Batch:
     """The unfinished block of a state dict, every field checked before decoding."""
     if not isinstance(raw, dict):
         raise ValueError(f"expected a mapping, got {type(raw).__name__}")
     rows, view_dtype, eps = raw["rows"], raw["view_dtype"], raw["eps"]
+    block_rows = reader.block_rows
     if isinstance(rows, bool) or not isinstance(rows, int) or not 0 < rows < block_rows:
         raise ValueError(f"rows must be an integer in 1..{block_rows - 1}, got {str(rows)[:40]}")
     if view_dtype not in _VIEW_DTYPES:  # also refuses non-strings
         raise ValueError(f"view_dtype must be one of {_VIEW_DTYPES}")
     if isinstance(eps, bool) or not isinstance(eps, float) or eps != _VIEW_EPS[view_dtype]:
         raise ValueError(f"eps must be {_VIEW_EPS[view_dtype]!r} for view_dtype {view_dtype}")
-    view = _unb64(raw["scores"], view_dtype, rows * num_classes).reshape(rows, num_classes)
-    labels = _unb64(raw["labels"], "<i8", rows)
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError("labels out of range")
+    tolerance = raw.get("tolerance", 0.0)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, float) or not (
+        0.0 < tolerance < 1.0 if reader.task == "soft" else tolerance == 0.0
+    ):
+        raise ValueError("tolerance must be a float in (0, 1) for soft targets, 0.0 otherwise")
+    width = reader.num_classes
+    if reader.score_ndim == 1:
+        view = _unb64(raw["scores"], view_dtype, rows)
+    else:
+        view = _unb64(raw["scores"], view_dtype, rows * width).reshape(rows, width)
+    if reader.task in ("multiclass", "binary"):
+        targets = _unb64(raw["labels"], "<i8", rows)
+        valid = (targets >= 0) & (targets < width)
+        if reader.ignore_index is not None:
+            valid |= targets == reader.ignore_index
+        if not valid.all():
+            raise ValueError("labels out of range")
+    else:
+        targets = _unb64(raw["labels"], "<f8", rows * width).reshape(rows, width)
+        if not np.isfinite(targets).all() or targets.min() < 0.0:
+            raise ValueError("targets must be finite and non-negative")
     weights = None
     if raw["weights"] is not None:
+        if reader.task == "soft":
+            raise ValueError("soft targets take no weights")
         weights = _unb64(raw["weights"], "<f8", rows)
         if not (np.isfinite(weights) & (weights >= 0)).all():
             raise ValueError("weights must be finite and non-negative")
-    return _Pending(view, eps, labels, weights)
+    return Batch(view, eps, targets, weights, tolerance)
 
 
 class _Both:
-    """A State and the DiagnosticsState of the same rows (or None), merged together."""
+    """A task's state and the DiagnosticsState of the same rows (or None), merged together."""
 
     __slots__ = ("state", "diag")
 
-    def __init__(self, state: State, diag):
+    def __init__(self, state, diag):
         self.state, self.diag = state, diag
 
     def merge(self, other: "_Both") -> "_Both":
@@ -525,28 +667,48 @@ class _Both:
         return _Both(self.state.merge(other.state), diag)
 
 
-def _diagnostics_state(diagnostics, num_classes: int):
-    """None, or an empty DiagnosticsState for ``diagnostics`` (True, or a dict of diagnose()'s options)."""
+def _check_ignore_index(ignore_index):
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)) or not (
+        _INT64.min < int(ignore_index) <= _INT64.max
+    ):
+        raise InputError(
+            f"ignore_index must be None or an int64 label value (PyTorch's padding convention is -100); got "
+            f"{ignore_index!r}.",
+            argument="ignore_index",
+            value=ignore_index,
+        )
+    return int(ignore_index)
+
+
+_DIAGNOSTICS_OPTIONS = {"n_bins", "hist_bins", "worst_k", "confident_below", "dense_confusion_max"}
+
+
+def _check_diagnostics(diagnostics):
+    """None (no diagnostics) or the dict of diagnose() options asked for."""
     if diagnostics is False or diagnostics is None:
         return None
-    from fastce.diagnostics import DiagnosticsOptions, DiagnosticsState
-
     if diagnostics is True:
-        options = {}
-    elif isinstance(diagnostics, dict):
-        options = dict(diagnostics)
-    else:
+        return {}
+    if not isinstance(diagnostics, dict):
         raise InputError(
             f"diagnostics must be True, False or a dict of fastce.diagnose options; got {diagnostics!r}.",
             argument="diagnostics",
             value=diagnostics,
         )
-    allowed = {"n_bins", "hist_bins", "worst_k", "confident_below", "dense_confusion_max"}
-    unknown = set(options) - allowed
+    unknown = set(diagnostics) - _DIAGNOSTICS_OPTIONS
     if unknown:
         raise InputError(
-            f"unknown diagnostics option(s) {sorted(unknown)}; allowed: {sorted(allowed)}.", argument="diagnostics"
+            f"unknown diagnostics option(s) {sorted(unknown)}; allowed: {sorted(_DIAGNOSTICS_OPTIONS)}.",
+            argument="diagnostics",
         )
+    return dict(diagnostics)
+
+
+def _diagnostics_state(options: dict, num_classes: int):
+    from fastce.diagnostics import DiagnosticsOptions, DiagnosticsState
+
     return DiagnosticsState.empty(DiagnosticsOptions(num_classes=num_classes, **options))
 
 
@@ -559,3 +721,4 @@ def _globalize(exc: InputError, base: int) -> InputError:
     if not count:
         message = f"{message} (row {row} of the stream)"
     return InputError(message, argument=exc.argument, row=row, value=exc.value)
+

@@ -17,8 +17,10 @@ import numpy as np
 
 from fastce import _accumulate_family, validation
 from fastce import kernels_binary as KB
-from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
+from fastce.errors import FastCEWarning, InputError
 from fastce.state import check_nan_policy
+from fastce.task_states import bce_loss_total as loss_total
+from fastce.task_states import check_bce_sums, raise_bce_nan_rows as raise_nan_rows, warn_bce_omitted as warn_omitted
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -156,13 +158,6 @@ def _bce(input, target, weight, pos_weight, reduction, nan_policy, *, from_logit
 # ------------------------------------------------------------------ shared with evaluate
 
 
-def loss_total(sums) -> float:
-    """The exact loss sum, inf when an element's loss was infinite or the sum overflowed."""
-    if sums.count(KB.N_INF_LOSS) or sums.nonfinite[KB.S_LOSS]:
-        return math.inf
-    return sums.value(KB.S_LOSS)
-
-
 def binary_targets(target, shape) -> np.ndarray:
     """Targets of the input's shape: bool, integer or float (values checked by the kernel)."""
     targets = validation.as_array(target, "target")
@@ -251,56 +246,6 @@ def column_weight(values, name: str, n_cols: int) -> np.ndarray:
     w = np.broadcast_to(np.asarray(w, dtype=np.float64), (n_cols,)).copy()
     _finite_nonnegative(w, name)
     return w
-
-
-def check_bce_sums(sums, *, from_logits: bool, name: str, target_name: str) -> None:
-    """Raise for what the kernel reported: probabilities outside [0, 1], targets outside [0, 1]."""
-    if not from_logits:
-        kinds = sorted(
-            (
-                (KB.N_BELOW0, KB.FIRST_BELOW0, "below 0", sums.minmax[0]),
-                (KB.N_ABOVE1, KB.FIRST_ABOVE1, "above 1", sums.minmax[1]),
-            ),
-            key=lambda kind: sums.count(kind[1]),
-        )
-        for counter, first, word, value in kinds:
-            if sums.count(counter):
-                row = sums.count(first)
-                raise InputError(
-                    f"{name} row {row} holds a value {word} (extreme value {value:g}; {sums.count(counter)} such "
-                    "row(s)): these are not probabilities. If they are logits (raw model outputs), pass them as "
-                    "logits (binary_cross_entropy_with_logits, or evaluate(..., logits=...)) instead.",
-                    argument=name,
-                    row=row,
-                    value=float(value),
-                )
-    if sums.count(KB.N_BAD_TARGET):
-        row = sums.count(KB.FIRST_BAD_TARGET)
-        raise InputError(
-            f"{target_name} row {row} holds a value outside [0, 1] (or NaN); {sums.count(KB.N_BAD_TARGET)} such "
-            "row(s). Binary cross-entropy needs 0/1 labels or probabilities of 'yes' for every element.",
-            argument=target_name,
-            row=row,
-        )
-
-
-def raise_nan_rows(sums, name: str) -> None:
-    row = sums.count(KB.FIRST_NONFINITE)
-    raise InputError(
-        f"{name} row {row} holds NaN ({sums.count(KB.N_NONFINITE)} such row(s) in all). Fix the model output, "
-        "or pass nan_policy='omit' to skip those rows or nan_policy='propagate' to get NaN.",
-        argument=name,
-        row=row,
-    )
-
-
-def warn_omitted(sums, name: str, *, stacklevel: int = 4) -> None:
-    warnings.warn(
-        f"nan_policy='omit': skipped {sums.count(KB.N_NONFINITE)} row(s) whose {name} hold NaN "
-        f"(first: row {sums.count(KB.FIRST_NONFINITE)}); the result covers the other {sums.count(KB.N_ROWS)} row(s).",
-        OmittedRowsWarning,
-        stacklevel=stacklevel,
-    )
 
 
 def warn_one_hot(sums, n_cols: int, target_name: str, *, stacklevel: int) -> None:

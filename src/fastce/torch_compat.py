@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 
 from fastce import _accumulate, torch_soft, validation
-from fastce.api import sum_to_one_tolerance, warn_probabilities_as_logits
+from fastce.checks import sum_to_one_tolerance, warn_probabilities_as_logits
 from fastce.errors import FastCEWarning, InputError
 from fastce.state import check_nan_policy, check_weighted_sums
 

@@ -22,8 +22,9 @@ import numpy as np
 
 from fastce import _accumulate_family, validation
 from fastce import kernels_soft as KS
-from fastce.api import sum_to_one_tolerance
+from fastce.checks import sum_to_one_tolerance
 from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
+from fastce.task_states import check_soft_sums
 
 def check_label_smoothing(label_smoothing) -> float:
     if (
@@ -63,7 +64,7 @@ def soft_cross_entropy(scores, target, class_weight, *, labels=None, ignore_inde
         sum_tolerance=np.inf if targets is None else sum_to_one_tolerance(validation.float_eps(targets.dtype)),
         row_losses=row_losses,
     )
-    check_soft_sums(sums, "target", stacklevel=4)
+    check_soft_sums(sums, "target")
     nonfinite = sums.count(KS.N_NONFINITE)
     if nonfinite and nan_policy == "raise":
         row = sums.count(KS.FIRST_NONFINITE)
@@ -111,21 +112,3 @@ def soft_loss_total(sums) -> float:
     return sums.value(KS.S_LOSS)
 
 
-def check_soft_sums(sums, name: str, *, stacklevel: int) -> None:
-    """Raise for negative / NaN / infinite target values; warn for rows not summing to 1."""
-    if sums.count(KS.N_BAD_TARGET):
-        row = sums.count(KS.FIRST_BAD_TARGET)
-        raise InputError(
-            f"{name} row {row} holds a negative, NaN or infinite value ({sums.count(KS.N_BAD_TARGET)} such row(s)); "
-            "soft targets are probabilities: non-negative, summing to 1 over the classes of each row.",
-            argument=name,
-            row=row,
-        )
-    if sums.count(KS.N_UNNORMALIZED):
-        warnings.warn(
-            f"{sums.count(KS.N_UNNORMALIZED)} row(s) of {name} do not sum to 1 (first: row "
-            f"{sums.count(KS.FIRST_UNNORMALIZED)}); soft targets should be probability distributions "
-            "(divide each row by its sum).",
-            FastCEWarning,
-            stacklevel=stacklevel,
-        )

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from fastce._warn import user_stacklevel
 from fastce.errors import InputError, TopKWarning
 
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -79,6 +80,10 @@ class Scores:
             self.eps = float(_finfo_eps(dtype))
         else:
             self.eps = float(np.finfo(np.float64).eps)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
 
 
 def float_eps(dtype: np.dtype) -> float:
@@ -263,7 +268,8 @@ def top_k_values(top_k, num_classes: int, *, stacklevel: int | None = 3) -> tupl
 
     Warns (:class:`~fastce.errors.TopKWarning`, once, naming the frame
     ``stacklevel`` up) when a k > 1 asked for is at least ``num_classes``:
-    that accuracy is 1 by construction.  ``stacklevel=None``: no warning.
+    that accuracy is 1 by construction.  ``stacklevel=None``: no warning;
+    ``stacklevel=0``: name the first frame outside fastce (the user's line).
     """
     if isinstance(top_k, numbers.Integral):
         top_k = (top_k,)
@@ -289,7 +295,7 @@ def top_k_values(top_k, num_classes: int, *, stacklevel: int | None = 3) -> tupl
             f"'k' ({k}) greater than or equal to 'n_classes' ({num_classes}) will result in a perfect score and is "
             f"therefore meaningless (top_k={list(meaningless)} with {num_classes} classes).",
             TopKWarning,
-            stacklevel=stacklevel,
+            stacklevel=user_stacklevel() if stacklevel == 0 else stacklevel,
         )
     return ks
 

@@ -1,0 +1,420 @@
+"""The one interface between the doors and the kernels: a reader per task.
+
+Every door (``evaluate``, the streaming ``Evaluator``, the command over
+files, ``fastce.dask``) is written once against this interface:
+
+* ``infer_task(y, scores_shape)`` decides which question the shapes ask
+  (the rules of ``fastce.tasks``) and ``make_reader(task, ...)`` returns that
+  task's :class:`Reader`;
+* ``reader.validate(y, scores, weights)`` checks a batch at the door and
+  returns a :class:`Batch` (kernel views, nothing read yet);
+* ``reader.read(batch)`` reads the batch once into a fresh state; states of
+  consecutive batches cut at multiples of ``reader.block_rows`` merge into
+  exactly the state of one read of all their rows (the kernels sum fixed
+  blocks of rows counted from the first row of each call, then add the block
+  sums exactly);
+* ``reader.raise_now(state, ...)`` raises what the rows must raise as soon
+  as they are read, ``reader.finalize(state, ...)`` applies the NaN policy
+  and the checks and returns :class:`~fastce.metrics.Metrics`;
+* states follow one protocol: ``merge``, ``rows_seen``, ``to_dict`` /
+  ``reader.state_from_dict`` (strict JSON), the task travelling with them.
+
+Adding a task means a kernel, a state and a reader here; the doors do not
+change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastce import _accumulate, _accumulate_family, _config, tasks, validation
+from fastce import kernels as K
+from fastce.checks import check_probabilities, check_probability_range, sum_to_one_tolerance
+from fastce.errors import InputError
+from fastce.metrics import Metrics
+from fastce.state import State, raise_nonfinite
+from fastce.task_states import MultilabelState, SoftState
+
+TASKS = ("multiclass", "binary", "multilabel", "soft")
+TASK_CHOICES = ("auto",) + TASKS
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Validated rows not yet read: the kernels' views and what goes with them."""
+
+    view: np.ndarray  # scores as the kernels read them: (n,) or (n, C)
+    eps: float  # machine epsilon of the scores' dtype (clipping, the row-sum test)
+    targets: np.ndarray  # (n,) int64 class indices, or (n, C) targets
+    weights: np.ndarray | None  # (n,) float64 row weights, None when unweighted
+    tolerance: float = 0.0  # soft targets: the row-sum tolerance of their dtype
+
+    def __len__(self) -> int:
+        return self.view.shape[0]
+
+    def rows(self, start: int, stop: int | None = None) -> "Batch":
+        part = slice(start, stop)
+        weights = None if self.weights is None else self.weights[part]
+        return Batch(self.view[part], self.eps, self.targets[part], weights, self.tolerance)
+
+    def same_kind(self, other: "Batch") -> bool:
+        """Whether rows of ``other`` may share a kernel block with these (same score dtype and epsilons).
+
+        The targets' dtype does not matter: the kernels read every target as
+        the float64 (or int64) value it holds exactly.
+        """
+        return self.view.dtype == other.view.dtype and self.eps == other.eps and self.tolerance == other.tolerance
+
+    def owned(self) -> "Batch":
+        """A copy that owns its memory, held back across calls (so the caller may reuse its arrays).
+
+        Class indices become int64 and target matrices float64: exact for
+        every dtype the readers accept, and what the kernels read them as.
+        """
+        weights = None if self.weights is None else np.array(self.weights, dtype=np.float64)
+        return Batch(np.array(self.view, copy=True), self.eps, _held_targets(self.targets), weights, self.tolerance)
+
+    def then(self, other: "Batch") -> "Batch":
+        """These rows followed by those of ``other`` (of the same kind)."""
+        n, m = len(self), len(other)
+        weights = None
+        if self.weights is not None or other.weights is not None:
+            ones = lambda w, k: np.ones(k) if w is None else np.asarray(w, dtype=np.float64)  # noqa: E731
+            weights = np.concatenate([ones(self.weights, n), ones(other.weights, m)])
+        return Batch(
+            np.concatenate([self.view, other.view]),
+            self.eps,
+            np.concatenate([_held_targets(self.targets), _held_targets(other.targets)]),
+            weights,
+            self.tolerance,
+        )
+
+
+def _held_targets(targets: np.ndarray) -> np.ndarray:
+    return np.asarray(targets, dtype=np.int64 if targets.ndim == 1 else np.float64)
+
+
+class Reader:
+    """A task's validation, kernel call, checks and finalizer (see the module docstring)."""
+
+    task = ""
+    score_ndim = 2
+
+    def __init__(self, num_classes: int, *, from_logits: bool = True, top_k=(1,), ignore_index=None,
+                 top_k_stacklevel: int | None = 0):
+        self.num_classes = int(num_classes)
+        self.from_logits = bool(from_logits)
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
+        self.top_k = self._check_top_k(top_k, top_k_stacklevel)
+        self._check_options()
+
+    # -- what each task defines -------------------------------------------------------
+    @property
+    def block_rows(self) -> int:
+        return _config.block_rows(self.num_classes)
+
+    def _check_top_k(self, top_k, stacklevel) -> tuple:
+        tasks.single_k(top_k, f"{self.task} ")
+        return (1,)
+
+    def _check_options(self) -> None:
+        if self.ignore_index is not None:
+            raise InputError(
+                f"ignore_index applies to class-index labels (the multi-class task), not to the {self.task} task "
+                "these shapes ask for; leave it at None.",
+                argument="ignore_index",
+                value=self.ignore_index,
+            )
+
+    def empty(self):
+        raise NotImplementedError
+
+    def validate(self, y, scores: validation.Scores, sample_weight, *, name: str = "scores") -> Batch:
+        raise NotImplementedError
+
+    def read(self, batch: Batch):
+        raise NotImplementedError
+
+    def raise_now(self, state, nan_policy: str, name: str, *, previous=None) -> None:
+        raise NotImplementedError
+
+    def finalize(self, state, nan_policy: str, name: str) -> Metrics:
+        raise NotImplementedError
+
+    def state_from_dict(self, data):
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------
+    def settings(self) -> tuple:
+        """What two streams must share to merge."""
+        return (self.task, self.num_classes, self.from_logits, self.top_k, self.ignore_index)
+
+    def may_raise(self, batch: Batch, nan_policy: str) -> bool:
+        """Whether rows held back must be read now to find the errors they raise (a cheap pre-test)."""
+        return True
+
+    def _scores_shape(self, scores: validation.Scores, name: str) -> int:
+        shape = tuple(scores.shape)
+        if len(shape) != self.score_ndim or (self.score_ndim == 2 and shape[1] != self.num_classes):
+            want = "(n,)" if self.score_ndim == 1 else f"(n, {self.num_classes})"
+            raise InputError(
+                f"{name} has shape {shape}, but this {self.task} evaluation takes scores of shape {want}; every "
+                "batch must have the shape of the first.",
+                argument=name,
+                value=shape,
+            )
+        return shape[0]
+
+    def _targets(self, y, n_rows: int) -> np.ndarray:
+        """An (n, C) target matrix of numbers (values are checked by the kernel)."""
+        targets = validation.as_array(y, "y_true")
+        if targets.shape != (n_rows, self.num_classes):
+            raise InputError(
+                f"y_true has shape {targets.shape}; the {self.task} task needs one target per score, shape "
+                f"({n_rows}, {self.num_classes}).",
+                argument="y_true",
+                value=targets.shape,
+            )
+        if targets.dtype.kind not in "biuf" and targets.dtype.name != "bfloat16":
+            raise InputError(
+                f"y_true has dtype {targets.dtype}; pass numbers in [0, 1] (0/1 labels or probabilities).",
+                argument="y_true",
+                value=targets.dtype,
+            )
+        if targets.dtype == np.bool_:
+            targets = targets.view(np.uint8)
+        return targets
+
+
+class _StateReader(Reader):
+    """Tasks whose statistics are a :class:`~fastce.state.State` (multi-class and binary)."""
+
+    def _check_top_k(self, top_k, stacklevel) -> tuple:
+        return validation.top_k_values(top_k, self.num_classes, stacklevel=stacklevel)
+
+    def _check_options(self) -> None:
+        pass
+
+    def empty(self) -> State:
+        return State.empty(self.num_classes, self.top_k, from_logits=self.from_logits, task=self.task)
+
+    def state_from_dict(self, data) -> State:
+        state = State.from_dict(data)
+        theirs = (state.task, state.num_classes, state.top_k, state.from_logits, state.ties_to_last)
+        if theirs != (self.task, self.num_classes, self.top_k, self.from_logits, False):
+            raise InputError(
+                f"malformed fastce state: its settings {theirs} are not those of the evaluation they belong to",
+                argument="state",
+            )
+        return state
+
+    def raise_now(self, state: State, nan_policy: str, name: str, *, previous=None) -> None:
+        if nan_policy == "raise" and state.counts[K.C_NONFINITE]:
+            before = 0 if previous is None else int(previous.counts[K.C_NONFINITE])
+            raise_nonfinite(name, int(state.counts[K.FIRST_NONFINITE]), int(state.counts[K.C_NONFINITE]) - before,
+                            from_logits=self.from_logits)
+        if not self.from_logits:
+            check_probability_range(state, name)
+
+    def may_raise(self, batch: Batch, nan_policy: str) -> bool:
+        view = batch.view
+        if view.dtype == np.uint16:  # float16 bits
+            view = view.view(np.float16)
+        elif view.dtype == np.int16:  # bfloat16 bits: the high half of a float32
+            view = (view.astype(np.int32) << 16).view(np.float32)
+        if self.from_logits:
+            return nan_policy == "raise" and not np.isfinite(view).all()
+        return not np.isfinite(view).all() or view.min() < 0.0 or view.max() > 1.0
+
+
+def read_scores(view, labels, weights, *, top_k, from_logits: bool, eps: float, on_rows=None,
+                ignore_label: int = K.NO_LABEL) -> State:
+    """One read of validated scores (``Scores.view``) into a fresh State.
+
+    The kernel call shared by every door: ``eps`` is the machine epsilon of
+    the caller's dtype (clipping and the sum-to-one test of probabilities);
+    ``on_rows`` receives each slice's per-row diagnostics (see
+    ``_accumulate.accumulate_matrix``).
+    """
+    return _accumulate.accumulate_matrix(
+        view,
+        labels,
+        top_k=top_k,
+        from_logits=from_logits,
+        sample_weight=weights,
+        ignore_label=ignore_label,
+        proba_eps=0.0 if from_logits else eps,
+        # Logits: the same test finds rows that look like probabilities.
+        sum_tolerance=sum_to_one_tolerance(eps),
+        on_rows=on_rows,
+    )
+
+
+class MulticlassReader(_StateReader):
+    """(n, C) scores, one class index per row (or one-hot rows, read as their class)."""
+
+    task = "multiclass"
+
+    def validate(self, y, scores, sample_weight, *, name="scores") -> Batch:
+        n_rows = self._scores_shape(scores, name)
+        target = validation.as_array(y, "y_true")
+        if target.ndim == 2 and target.shape[1] > 1:
+            if target.shape != (n_rows, self.num_classes) or tasks.target_kind(target) != tasks.ONE_HOT:
+                raise InputError(
+                    f"y_true has shape {target.shape}; the multiclass task takes class indices (shape ({n_rows},)) "
+                    "or one-hot rows (0/1, exactly one 1 per row). For several labels per row pass "
+                    "task='multilabel', for probability rows task='soft'.",
+                    argument="y_true",
+                    value=target.shape,
+                )
+            target = tasks.one_hot_labels(target)
+        labels = validation.class_indices(target, "y_true", n_rows, self.num_classes, ignore_label=self.ignore_index)
+        return Batch(scores.view, scores.eps, labels, validation.sample_weight(sample_weight, n_rows))
+
+    def read(self, batch: Batch) -> State:
+        return read_scores(batch.view, batch.targets, batch.weights, top_k=self.top_k, from_logits=self.from_logits,
+                           eps=batch.eps, ignore_label=K.NO_LABEL if self.ignore_index is None else self.ignore_index)
+
+    def finalize(self, state: State, nan_policy: str, name: str) -> Metrics:
+        check_probabilities(state, name, nan_policy=nan_policy)
+        return state.finalize(nan_policy, scores_name=name, stacklevel=None)
+
+
+class BinaryReader(_StateReader):
+    """(n,) scores of class 1 (logits or probabilities) and 0/1 labels."""
+
+    task = "binary"
+    score_ndim = 1
+
+    def __init__(self, num_classes: int = 2, **options):
+        if num_classes != 2:
+            raise InputError(f"the binary task has two classes, not {num_classes}.", argument="num_classes",
+                             value=num_classes)
+        super().__init__(2, **options)
+
+    @property
+    def block_rows(self) -> int:
+        return _accumulate_family.BINARY_LOGIT_BLOCK_ROWS if self.from_logits else _config.MAX_BLOCK_ROWS
+
+    def validate(self, y, scores, sample_weight, *, name="scores") -> Batch:
+        n_rows = self._scores_shape(scores, name)
+        labels = validation.class_indices(
+            y, "y_true", n_rows, 2, ignore_label=self.ignore_index, note="1-D scores are a binary task: labels are 0 or 1"
+        )
+        return Batch(scores.view, scores.eps, labels, validation.sample_weight(sample_weight, n_rows))
+
+    def _check_options(self) -> None:
+        if self.ignore_index is not None:
+            super()._check_options()
+
+    def read(self, batch: Batch) -> State:
+        if self.from_logits:
+            return _accumulate_family.accumulate_binary_logits(batch.view, batch.targets, top_k=self.top_k,
+                                                               sample_weight=batch.weights)
+        return _accumulate.accumulate_binary_proba(batch.view, batch.targets, top_k=self.top_k,
+                                                   sample_weight=batch.weights, proba_eps=batch.eps)
+
+    def finalize(self, state: State, nan_policy: str, name: str) -> Metrics:
+        if not self.from_logits:
+            check_probability_range(state, name)
+        return state.finalize(nan_policy, scores_name=name, stacklevel=None)
+
+
+class MultilabelReader(Reader):
+    """(n, C) per-element logits (sigmoid) or probabilities and an (n, C) 0/1 (or soft) indicator target."""
+
+    task = "multilabel"
+
+    def empty(self) -> MultilabelState:
+        return MultilabelState.empty(self.num_classes, from_logits=self.from_logits)
+
+    def validate(self, y, scores, sample_weight, *, name="scores") -> Batch:
+        n_rows = self._scores_shape(scores, name)
+        targets = self._targets(y, n_rows)
+        return Batch(scores.view, scores.eps, targets, validation.sample_weight(sample_weight, n_rows))
+
+    def read(self, batch: Batch) -> MultilabelState:
+        sums = _accumulate_family.accumulate_bce(batch.view, batch.targets, from_logits=self.from_logits,
+                                                 row_weight=batch.weights)
+        return MultilabelState(self.num_classes, self.from_logits, sums)
+
+    def raise_now(self, state, nan_policy, name, *, previous=None) -> None:
+        state.raise_now(nan_policy, name)
+
+    def finalize(self, state, nan_policy, name) -> Metrics:
+        return state.finalize(nan_policy, scores_name=name)
+
+    def state_from_dict(self, data) -> MultilabelState:
+        return _same_settings(MultilabelState.from_dict(data), self)
+
+
+class SoftReader(Reader):
+    """(n, C) logits and (n, C) target rows that are probability distributions."""
+
+    task = "soft"
+
+    def _check_options(self) -> None:
+        super()._check_options()
+        if not self.from_logits:
+            raise InputError(
+                "soft (probability) targets are scored against logits; pass the model's raw scores as logits=.",
+                argument="proba",
+            )
+
+    def empty(self) -> SoftState:
+        return SoftState.empty(self.num_classes, from_logits=True)
+
+    def validate(self, y, scores, sample_weight, *, name="scores") -> Batch:
+        n_rows = self._scores_shape(scores, name)
+        if sample_weight is not None:
+            raise InputError(
+                "sample_weight is not supported with soft targets yet; fold the weights into the target rows' "
+                "importance or evaluate the rows separately.",
+                argument="sample_weight",
+            )
+        targets = self._targets(y, n_rows)
+        tolerance = 1e-8 + math.sqrt(validation.float_eps(targets.dtype))
+        return Batch(scores.view, scores.eps, targets, None, tolerance)
+
+    def read(self, batch: Batch) -> SoftState:
+        sums = _accumulate_family.accumulate_soft(batch.view, targets=batch.targets, sum_tolerance=batch.tolerance)
+        return SoftState(self.num_classes, True, sums)
+
+    def raise_now(self, state, nan_policy, name, *, previous=None) -> None:
+        state.raise_now(nan_policy, name)
+
+    def finalize(self, state, nan_policy, name) -> Metrics:
+        return state.finalize(nan_policy, scores_name=name)
+
+    def state_from_dict(self, data) -> SoftState:
+        return _same_settings(SoftState.from_dict(data), self)
+
+
+def _same_settings(state, reader: Reader):
+    if (state.num_classes, state.from_logits) != (reader.num_classes, reader.from_logits):
+        raise InputError(
+            f"malformed fastce state: {state.task} state for {state.num_classes} classes (from_logits="
+            f"{state.from_logits}) in an evaluation of {reader.num_classes} (from_logits={reader.from_logits})",
+            argument="state",
+        )
+    return state
+
+
+_READERS = {"multiclass": MulticlassReader, "binary": BinaryReader, "multilabel": MultilabelReader,
+            "soft": SoftReader}
+
+
+def make_reader(task: str, num_classes: int, **options) -> Reader:
+    """The reader of ``task`` (one of ``TASKS``); ``options``: from_logits, top_k, ignore_index."""
+    if task not in _READERS:
+        raise InputError(f"task={task!r} is not one of {TASK_CHOICES}.", argument="task", value=task)
+    return _READERS[task](num_classes, **options)
+
+
+def check_task(task) -> str:
+    if task not in TASK_CHOICES:
+        raise InputError(f"task={task!r} is not one of {TASK_CHOICES}.", argument="task", value=task)
+    return task

@@ -1,0 +1,464 @@
+"""States of the element-wise tasks: multi-label indicators and soft targets.
+
+Each task's statistics are a mergeable state with the protocol of
+:class:`fastce.state.State` (which serves the multi-class and binary tasks):
+``task``, ``rows_seen``, ``merge(other)`` (refusing unlike states),
+``raise_now(nan_policy, name)`` (errors the rows must raise as soon as they
+are read), ``finalize(nan_policy, scores_name=...)`` → :class:`Metrics`,
+``to_dict()`` / ``from_dict()`` (strict JSON, every field checked before
+anything is allocated; never pickle).  Doors are written against that
+protocol only (see ``fastce.readers``).
+
+Both states wrap a :class:`Sums`: exact sums and counters of one kernel
+family (``kernels_binary`` for multi-label, ``kernels_soft`` for soft
+targets), folded from fixed blocks of rows, so merges are exact and results
+never depend on the thread count or on how the rows were split.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from fastce import _exactsum, errorbars
+from fastce import kernels_binary as KB
+from fastce import kernels_soft as KS
+from fastce._warn import user_stacklevel
+from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
+from fastce.metrics import Metrics
+from fastce.state import (
+    MAX_NUM_CLASSES,
+    MAX_ROWS,
+    _from_json_float,
+    _json_bool,
+    _json_float,
+    _json_int,
+    _json_list,
+    _MAX_HEX_CHARS,
+    check_nan_policy,
+    check_row_total,
+    malformed_reason,
+    raise_nonfinite,
+    raise_weights_overflow,
+)
+
+
+class Sums:
+    """Exact sums and counters of one kernel family for a set of rows.
+
+    ``value(c)`` is exact-sum column ``c`` rounded once to float64;
+    ``count(c)`` a counter (first-row columns hold the earliest row, -1 for
+    none).  ``nonfinite[c]`` counts blocks whose float partial sum of column
+    ``c`` was not finite: ``exact_add`` cannot hold it, so it is kept here
+    and ``value(c)`` is inf for that column (every summed term is
+    non-negative, so the exact total is beyond float64: inf is its
+    rounding), never the sum of the other blocks.  ``overflowed`` counts
+    such blocks over all columns.
+    """
+
+    def __init__(self, n_exact: int, n_counts: int, first_column: int):
+        self.sums = _exactsum.new_accumulators(n_exact)
+        self.minmax = np.array([np.inf, -np.inf])
+        self.counts = np.zeros(n_counts, dtype=np.int64)
+        self.counts[first_column:] = -1
+        self.first_column = first_column
+        self.nonfinite = np.zeros(n_exact, dtype=np.int64)
+        self.rows_seen = 0
+
+    @property
+    def overflowed(self) -> int:
+        return int(self.nonfinite.sum())
+
+    def value(self, column: int) -> float:
+        if self.nonfinite[column]:
+            return math.inf
+        return _exactsum.to_float(self.sums[column])
+
+    def weighted_sums_overflow(self, columns) -> bool:
+        """Whether any of ``columns`` (weighted sums other than the loss) overflowed float64."""
+        return any(self.nonfinite[c] or not math.isfinite(self.value(c)) for c in columns)
+
+    def count(self, column: int) -> int:
+        return int(self.counts[column])
+
+    def merge(self, other: "Sums") -> "Sums":
+        """A new Sums for the rows of ``self`` followed by those of ``other``."""
+        out = Sums(self.sums.shape[0], self.counts.shape[0], self.first_column)
+        out.sums = self.sums + other.sums
+        for acc in out.sums:
+            _exactsum.normalize(acc)
+        out.minmax = np.array([min(self.minmax[0], other.minmax[0]), max(self.minmax[1], other.minmax[1])])
+        f = self.first_column
+        out.counts[:f] = self.counts[:f] + other.counts[:f]
+        out.counts[f:] = self.counts[f:]
+        later = (out.counts[f:] < 0) & (other.counts[f:] >= 0)
+        out.counts[f:][later] = other.counts[f:][later] + self.rows_seen
+        out.nonfinite = self.nonfinite + other.nonfinite
+        out.rows_seen = self.rows_seen + other.rows_seen
+        return out
+
+    # -- serialisation (inside a task state's dict) ------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "sums": [_exactsum.to_hex(acc) for acc in self.sums],
+            "min_score": _json_float(self.minmax[0]),
+            "max_score": _json_float(self.minmax[1]),
+            "counts": [int(c) for c in self.counts],
+            "nonfinite_blocks": [int(c) for c in self.nonfinite],
+            "rows_seen": int(self.rows_seen),
+        }
+
+    @classmethod
+    def from_dict(cls, data, n_exact: int, n_counts: int, first_column: int) -> "Sums":
+        """Inverse of ``to_dict``; ValueError/TypeError/KeyError on anything malformed (checked before allocating)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"sums must be a mapping, got {type(data).__name__}")
+        rows_seen = _json_int(data["rows_seen"], "rows_seen", low=0)
+        sums = _json_list(data["sums"], "sums")
+        counts = _json_list(data["counts"], "counts")
+        blocks = _json_list(data["nonfinite_blocks"], "nonfinite_blocks")
+        if len(sums) != n_exact or len(counts) != n_counts or len(blocks) != n_exact:
+            raise ValueError(
+                f"expected {n_exact} sums, {n_counts} counts and {n_exact} nonfinite_blocks; got "
+                f"{len(sums)}, {len(counts)} and {len(blocks)}"
+            )
+        if not all(isinstance(text, str) and len(text) <= _MAX_HEX_CHARS for text in sums):
+            raise ValueError("sums must be hexadecimal strings")
+        checked = [
+            _json_int(c, f"counts[{i}]", low=-1, high=rows_seen - 1) if i >= first_column
+            else _json_int(c, f"counts[{i}]", low=0, high=MAX_ROWS)
+            for i, c in enumerate(counts)
+        ]
+        out = cls(n_exact, n_counts, first_column)
+        out.sums = np.stack([_exactsum.from_hex(text) for text in sums])
+        out.minmax = np.array([_from_json_float(data["min_score"]), _from_json_float(data["max_score"])])
+        out.counts = np.array(checked, dtype=np.int64)
+        out.nonfinite = np.array([_json_int(c, "nonfinite_blocks", low=0) for c in blocks], dtype=np.int64)
+        out.rows_seen = rows_seen
+        return out
+
+
+# -- shared by the element-wise states and the PyTorch-compatible functions ------------
+
+
+def bce_loss_total(sums: Sums) -> float:
+    """The exact loss sum, inf when an element's loss was infinite or the sum overflowed."""
+    if sums.count(KB.N_INF_LOSS) or sums.nonfinite[KB.S_LOSS]:
+        return math.inf
+    return sums.value(KB.S_LOSS)
+
+
+def check_bce_sums(sums: Sums, *, from_logits: bool, name: str, target_name: str) -> None:
+    """Raise for what the kernel reported: probabilities outside [0, 1], targets outside [0, 1]."""
+    if not from_logits:
+        kinds = sorted(
+            (
+                (KB.N_BELOW0, KB.FIRST_BELOW0, "below 0", sums.minmax[0]),
+                (KB.N_ABOVE1, KB.FIRST_ABOVE1, "above 1", sums.minmax[1]),
+            ),
+            key=lambda kind: sums.count(kind[1]),
+        )
+        for counter, first, word, value in kinds:
+            if sums.count(counter):
+                row = sums.count(first)
+                raise InputError(
+                    f"{name} row {row} holds a value {word} (extreme value {value:g}; {sums.count(counter)} such "
+                    "row(s)): these are not probabilities. If they are logits (raw model outputs), pass them as "
+                    "logits (binary_cross_entropy_with_logits, or evaluate(..., logits=...)) instead.",
+                    argument=name,
+                    row=row,
+                    value=float(value),
+                )
+    if sums.count(KB.N_BAD_TARGET):
+        row = sums.count(KB.FIRST_BAD_TARGET)
+        raise InputError(
+            f"{target_name} row {row} holds a value outside [0, 1] (or NaN); {sums.count(KB.N_BAD_TARGET)} such "
+            "row(s). Binary cross-entropy needs 0/1 labels or probabilities of 'yes' for every element.",
+            argument=target_name,
+            row=row,
+        )
+
+
+def raise_bce_nan_rows(sums: Sums, name: str) -> None:
+    row = sums.count(KB.FIRST_NONFINITE)
+    raise InputError(
+        f"{name} row {row} holds NaN ({sums.count(KB.N_NONFINITE)} such row(s) in all). Fix the model output, "
+        "or pass nan_policy='omit' to skip those rows or nan_policy='propagate' to get NaN.",
+        argument=name,
+        row=row,
+    )
+
+
+def warn_bce_omitted(sums: Sums, name: str, *, stacklevel: int | None = None) -> None:
+    warnings.warn(
+        f"nan_policy='omit': skipped {sums.count(KB.N_NONFINITE)} row(s) whose {name} hold NaN "
+        f"(first: row {sums.count(KB.FIRST_NONFINITE)}); the result covers the other {sums.count(KB.N_ROWS)} row(s).",
+        OmittedRowsWarning,
+        stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
+    )
+
+
+def check_soft_sums(sums: Sums, name: str, *, stacklevel: int | None = None) -> None:
+    """Raise for negative / NaN / infinite target values; warn for rows not summing to 1."""
+    raise_bad_soft_targets(sums, name)
+    if sums.count(KS.N_UNNORMALIZED):
+        warnings.warn(
+            f"{sums.count(KS.N_UNNORMALIZED)} row(s) of {name} do not sum to 1 (first: row "
+            f"{sums.count(KS.FIRST_UNNORMALIZED)}); soft targets should be probability distributions "
+            "(divide each row by its sum).",
+            FastCEWarning,
+            stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
+        )
+
+
+def raise_bad_soft_targets(sums: Sums, name: str) -> None:
+    if sums.count(KS.N_BAD_TARGET):
+        row = sums.count(KS.FIRST_BAD_TARGET)
+        raise InputError(
+            f"{name} row {row} holds a negative, NaN or infinite value ({sums.count(KS.N_BAD_TARGET)} such row(s)); "
+            "soft targets are probabilities: non-negative, summing to 1 over the classes of each row.",
+            argument=name,
+            row=row,
+        )
+
+
+def unknown_error() -> float:
+    """NaN, with a warning: a block's sum of squares went beyond float64, so that error is unknown."""
+    warnings.warn(
+        "a standard error is unknown (NaN): a block's sum of squared per-row values or squared weights exceeds "
+        "the float64 range (values above ~1e154); the means are unaffected. Weights that large can be rescaled: "
+        "only ratios of sample_weight matter.",
+        FastCEWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return math.nan
+
+
+def _apply_nan_policy(nonfinite: int, nan_policy: str, raise_rows, warn_rows):
+    """Rows omitted (an int) under raise/omit, or None under propagate with NaN rows."""
+    if not nonfinite:
+        return 0
+    if nan_policy == "raise":
+        raise_rows()
+    if nan_policy == "omit":
+        warn_rows()
+        return nonfinite
+    return None
+
+
+def _check_counted(n: int, weight: float, rows_seen: int) -> None:
+    if n == 0:
+        raise InputError(f"no rows left to evaluate: all {rows_seen} row(s) were skipped (non-finite scores).")
+    if weight == 0.0:
+        raise InputError(
+            "sample_weight sums to zero over the rows counted, so a weighted mean is undefined; "
+            "pass at least one positive weight.",
+            argument="sample_weight",
+        )
+
+
+class _SumsState:
+    """What the two element-wise states share: settings, merge, JSON envelope."""
+
+    task = ""
+    FORMAT = ""
+    _LAYOUT = (0, 0, 0)  # (exact sums, counters, first first-row counter) of the kernel family
+
+    def __init__(self, num_classes: int, from_logits: bool, sums: Sums | None = None):
+        self.num_classes = int(num_classes)
+        self.from_logits = bool(from_logits)
+        self.sums = sums if sums is not None else Sums(*self._LAYOUT)
+
+    @classmethod
+    def empty(cls, num_classes: int, *, from_logits: bool = True):
+        return cls(num_classes, from_logits)
+
+    @property
+    def rows_seen(self) -> int:
+        return self.sums.rows_seen
+
+    @rows_seen.setter
+    def rows_seen(self, value: int) -> None:
+        self.sums.rows_seen = int(value)
+
+    def settings(self) -> tuple:
+        return (self.task, self.num_classes, self.from_logits)
+
+    def merge(self, other):
+        """A new state for the rows of ``self`` followed by those of ``other`` (exact)."""
+        if type(other) is not type(self) or other.settings() != self.settings():
+            theirs = other.settings() if hasattr(other, "settings") else type(other).__name__
+            raise ValueError(
+                f"cannot merge states with different settings (task, num_classes, from_logits): "
+                f"{self.settings()} vs {theirs}"
+            )
+        check_row_total(self.rows_seen + other.rows_seen)
+        return type(self)(self.num_classes, self.from_logits, self.sums.merge(other.sums))
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
+
+    def to_dict(self) -> dict:
+        return {"format": self.FORMAT, "task": self.task, "num_classes": self.num_classes,
+                "from_logits": self.from_logits} | self.sums.to_dict()
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """Inverse of :meth:`to_dict`: every field checked before allocating; InputError on any defect."""
+        if not isinstance(data, dict) or data.get("format") != cls.FORMAT:
+            raise InputError(f"not a fastce {cls.task} state (expected format {cls.FORMAT!r})", argument="state")
+        try:
+            num_classes = _json_int(data["num_classes"], "num_classes", low=1, high=MAX_NUM_CLASSES)
+            from_logits = _json_bool(data["from_logits"], "from_logits")
+            if data.get("task") != cls.task:
+                raise ValueError(f"task must be {cls.task!r}")
+            sums = Sums.from_dict(data, *cls._LAYOUT)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise InputError(f"malformed fastce state: {malformed_reason(exc)}", argument="state") from exc
+        state = cls(num_classes, from_logits, sums)
+        state._check_invariants()
+        return state
+
+    def _check_invariants(self) -> None:
+        pass
+
+
+class MultilabelState(_SumsState):
+    """Multi-label: C independent yes/no questions per row (``kernels_binary.bce_blocks``)."""
+
+    task = "multilabel"
+    FORMAT = "fastce.multilabel-state/1"
+    _LAYOUT = (KB.EXACT_SUMS, KB.NUM_COUNTS, KB.FIRST_COLUMNS)
+
+    def raise_now(self, nan_policy: str, name: str, *, target_name: str = "y_true") -> None:
+        """Errors these rows raise as soon as they are read: bad probabilities or targets, NaN under "raise"."""
+        check_bce_sums(self.sums, from_logits=self.from_logits, name=name, target_name=target_name)
+        if nan_policy == "raise" and self.sums.count(KB.N_NONFINITE):
+            raise_bce_nan_rows(self.sums, name)
+
+    def finalize(self, nan_policy: str = "raise", *, scores_name: str = "scores", target_name: str = "y_true") -> Metrics:
+        """Mean per-element binary cross-entropy, subset and Hamming accuracy, per-element Brier."""
+        check_nan_policy(nan_policy)
+        sums, n_cols = self.sums, self.num_classes
+        check_bce_sums(sums, from_logits=self.from_logits, name=scores_name, target_name=target_name)
+        omitted = _apply_nan_policy(sums.count(KB.N_NONFINITE), nan_policy, lambda: raise_bce_nan_rows(sums, scores_name),
+                                    lambda: warn_bce_omitted(sums, scores_name))
+        n = sums.count(KB.N_ROWS)
+        weight = sums.value(KB.S_WEIGHT)
+        if sums.weighted_sums_overflow((KB.S_BRIER, KB.S_HITS, KB.S_SUBSET, KB.S_ARGMAX, KB.S_WEIGHT)):
+            raise_weights_overflow("sample_weight", None)  # never inf / inf for a weighted mean
+        if omitted is None:  # propagate
+            ce = hamming = subset = brier = math.nan
+        else:
+            _check_counted(n, weight, self.rows_seen)
+            ce = bce_loss_total(sums) / (weight * n_cols)
+            hamming = sums.value(KB.S_HITS) / (weight * n_cols)
+            subset = sums.value(KB.S_SUBSET) / weight
+            brier = sums.value(KB.S_BRIER) / (weight * n_cols)
+        stderr, effective = self._errors(n, ce)
+        return Metrics(
+            n=n, weight_sum=weight, cross_entropy=ce, accuracy=subset, top_k_accuracy={1: subset},
+            n_omitted=omitted or 0, num_classes=n_cols, from_logits=self.from_logits, brier=brier,
+            task="multilabel", hamming_accuracy=hamming, subset_accuracy=subset, stderr=stderr,
+            n_effective=effective,
+        )
+
+    def _errors(self, n: int, ce: float) -> tuple[dict, float]:
+        """Standard errors of the multi-label means, rows as the units (a row's labels are not independent)."""
+        sums, n_cols = self.sums, self.num_classes
+        if math.isnan(ce):
+            nan = math.nan
+            return {k: nan for k in ("cross_entropy", "brier", "hamming_accuracy")} | {"top_k_accuracy": {1: nan}}, nan
+        acc = sums.sums
+
+        def error(total, q1, q2, per_label=True):
+            if sums.nonfinite[[KB.S_WEIGHT, total, KB.S_W2, q1, q2]].any():
+                return unknown_error()
+            return errorbars.error_of_sums(n, acc[KB.S_WEIGHT], acc[total], acc[KB.S_W2], acc[q1], acc[q2],
+                                           scale_down=n_cols if per_label else 1.0)
+
+        subset = error(KB.S_SUBSET, KB.S_SUBSET_Q, KB.S_SUBSET_Q, per_label=False)
+        stderr = {
+            "cross_entropy": math.inf if ce == math.inf else error(KB.S_LOSS, KB.S_LOSS_Q1, KB.S_LOSS_Q2),
+            "brier": error(KB.S_BRIER, KB.S_BRIER_Q1, KB.S_BRIER_Q2),
+            "hamming_accuracy": error(KB.S_HITS, KB.S_HITS_Q1, KB.S_HITS_Q2),
+            "subset_accuracy": subset,
+            "top_k_accuracy": {1: subset},
+        }
+        w, w2 = sums.value(KB.S_WEIGHT), sums.value(KB.S_W2)
+        return stderr, (w * w / w2 if w2 > 0 else math.nan)
+
+
+class SoftState(_SumsState):
+    """Soft targets: rows of the target are probability distributions (``kernels_soft.soft_blocks``)."""
+
+    task = "soft"
+    FORMAT = "fastce.soft-state/1"
+    _LAYOUT = (KS.NUM_SUMS, KS.NUM_COUNTS, KS.FIRST_COLUMNS)
+
+    def _check_invariants(self) -> None:
+        if not self.from_logits:
+            raise InputError("malformed fastce state: soft targets are scored against logits only", argument="state")
+
+    def raise_now(self, nan_policy: str, name: str, *, target_name: str = "y_true") -> None:
+        raise_bad_soft_targets(self.sums, target_name)
+        if nan_policy == "raise" and self.sums.count(KS.N_NONFINITE):
+            raise_nonfinite(name, self.sums.count(KS.FIRST_NONFINITE), self.sums.count(KS.N_NONFINITE), from_logits=True)
+
+    def finalize(self, nan_policy: str = "raise", *, scores_name: str = "logits", target_name: str = "y_true") -> Metrics:
+        """Cross-entropy against the targets, their entropy, the KL divergence, argmax agreement."""
+        check_nan_policy(nan_policy)
+        sums = self.sums
+        check_soft_sums(sums, target_name)
+        nonfinite = sums.count(KS.N_NONFINITE)
+
+        def raise_rows():
+            raise_nonfinite(scores_name, sums.count(KS.FIRST_NONFINITE), nonfinite, from_logits=True)
+
+        def warn_rows():
+            warnings.warn(
+                f"nan_policy='omit': skipped {nonfinite} row(s) whose {scores_name} hold NaN or +inf (first: row "
+                f"{sums.count(KS.FIRST_NONFINITE)}); metrics cover the other {sums.count(KS.N_ROWS)} row(s).",
+                OmittedRowsWarning,
+                stacklevel=user_stacklevel(),
+            )
+
+        omitted = _apply_nan_policy(nonfinite, nan_policy, raise_rows, warn_rows)
+        n = sums.count(KS.N_ROWS)
+        if omitted is None:
+            ce = entropy = kl = accuracy = math.nan
+        else:
+            _check_counted(n, float(n), self.rows_seen)
+            infinite = sums.count(KS.N_INF_LOSS) > 0 or sums.nonfinite[KS.S_LOSS] > 0
+            ce = math.inf if infinite else sums.value(KS.S_LOSS) / n
+            entropy = sums.value(KS.S_ENTROPY) / n
+            kl = math.inf if infinite else sums.value(KS.S_KL) / n
+            accuracy = sums.value(KS.S_HITS) / n
+        return Metrics(
+            n=n, weight_sum=float(n), cross_entropy=ce, accuracy=accuracy, top_k_accuracy={1: accuracy},
+            n_omitted=omitted or 0, num_classes=self.num_classes, from_logits=True, task="soft",
+            target_entropy=entropy, kl_divergence=kl, stderr=self._errors(n, ce, kl), n_effective=float(n),
+        )
+
+    def _errors(self, n: int, ce: float, kl: float) -> dict:
+        """Standard errors of the soft-target means (unweighted rows: s / sqrt(n), ddof = 1)."""
+        sums = self.sums
+        if math.isnan(ce):
+            return {k: math.nan for k in ("cross_entropy", "target_entropy", "kl_divergence")} | {"top_k_accuracy": {1: math.nan}}
+        count = _exactsum.new_accumulators(1)[0]
+        _exactsum.exact_add(count, float(n))  # n is below 2**53: exact
+        acc = sums.sums
+
+        def error(total, squares):
+            if sums.nonfinite[[total, squares]].any():
+                return unknown_error()
+            return errorbars.error_of_sums(n, count, acc[total], count, acc[total], acc[squares])
+
+        return {
+            "cross_entropy": math.inf if ce == math.inf else error(KS.S_LOSS, KS.S_LOSS2),
+            "target_entropy": error(KS.S_ENTROPY, KS.S_ENTROPY2),
+            "kl_divergence": math.inf if kl == math.inf else error(KS.S_KL, KS.S_KL2),
+            "top_k_accuracy": {1: error(KS.S_HITS, KS.S_HITS)},  # a hit is 0 or 1: its square is itself
+        }
