@@ -215,20 +215,27 @@ class State:
         effective = float(Fraction(weight * weight, q0 * scale)) if q0 else math.nan
         return {"cross_entropy": loss_error, "brier": brier_error, "top_k_accuracy": top_k}, effective
 
-    def finalize(self, nan_policy: str = "raise", *, scores_name: str = "scores", stacklevel: int | None = 3) -> Metrics:
+    def finalize(
+        self, nan_policy: str = "raise", *, scores_name: str = "scores", stacklevel: int | None = 3, locate=None
+    ) -> Metrics:
         """Metrics for the rows seen, applying ``nan_policy`` to non-finite rows.
 
         ``stacklevel``: the frame the omitted-rows warning names (default: the
         caller of the function calling this; None: the first frame outside fastce).
+        ``locate(row)``, if given, names
+        a row in messages (default ``"<scores_name> row <row>"``).
         """
         check_nan_policy(nan_policy)
         nonfinite = int(self.counts[K.C_NONFINITE])
         if nonfinite and nan_policy == "raise":
-            raise_nonfinite(scores_name, int(self.counts[K.FIRST_NONFINITE]), nonfinite, from_logits=self.from_logits)
+            raise_nonfinite(
+                scores_name, int(self.counts[K.FIRST_NONFINITE]), nonfinite, from_logits=self.from_logits, locate=locate
+            )
         if nonfinite and nan_policy == "omit":
+            first = int(self.counts[K.FIRST_NONFINITE])
             warnings.warn(
                 f"nan_policy='omit': skipped {nonfinite} row(s) whose {scores_name} hold NaN or +inf "
-                f"(first: row {int(self.counts[K.FIRST_NONFINITE])}); metrics cover the other "
+                f"(first: {locate(first) if locate else f'row {first}'}); metrics cover the other "
                 f"{int(self.counts[K.C_ROWS])} row(s).",
                 OmittedRowsWarning,
                 stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
@@ -455,12 +462,13 @@ def raise_weights_overflow(weight_name: str, row: int | None) -> None:
     )
 
 
-def raise_nonfinite(scores_name: str, row: int, count: int, *, from_logits: bool = True) -> None:
+def raise_nonfinite(scores_name: str, row: int, count: int, *, from_logits: bool = True, locate=None) -> None:
     # Logits may be -inf (a masked class), probabilities may not.
     what = "NaN or +inf" if from_logits else "NaN or an infinite value"
     also = "; a row of only -inf counts too" if from_logits else ""
     raise InputError(
-        f"{scores_name} row {row} holds {what} ({count} such row(s) in all{also}). Fix the model output, "
+        f"{locate(row) if locate else f'{scores_name} row {row}'} holds {what} ({count} such row(s) in all{also}). "
+        "Fix the model output, "
         "or pass nan_policy='omit' to skip those rows or nan_policy='propagate' to get NaN.",
         argument=scores_name,
         row=row,

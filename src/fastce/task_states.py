@@ -200,25 +200,30 @@ def warn_bce_omitted(sums: Sums, name: str, *, stacklevel: int | None = None) ->
     )
 
 
-def check_soft_sums(sums: Sums, name: str, *, stacklevel: int | None = None) -> None:
-    """Raise for negative / NaN / infinite target values; warn for rows not summing to 1."""
-    raise_bad_soft_targets(sums, name)
+def check_soft_sums(sums: Sums, name: str, *, stacklevel: int | None = None, locate=None) -> None:
+    """Raise for negative / NaN / infinite target values; warn for rows not summing to 1.
+
+    ``locate(row)``, if given, names a row (default ``"<name> row <row>"``).
+    """
+    raise_bad_soft_targets(sums, name, locate=locate)
     if sums.count(KS.N_UNNORMALIZED):
+        first = sums.count(KS.FIRST_UNNORMALIZED)
         warnings.warn(
-            f"{sums.count(KS.N_UNNORMALIZED)} row(s) of {name} do not sum to 1 (first: row "
-            f"{sums.count(KS.FIRST_UNNORMALIZED)}); soft targets should be probability distributions "
+            f"{sums.count(KS.N_UNNORMALIZED)} row(s) of {name} do not sum to 1 (first: "
+            f"{locate(first) if locate else f'row {first}'}); soft targets should be probability distributions "
             "(divide each row by its sum).",
             FastCEWarning,
             stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
         )
 
 
-def raise_bad_soft_targets(sums: Sums, name: str) -> None:
+def raise_bad_soft_targets(sums: Sums, name: str, *, locate=None) -> None:
     if sums.count(KS.N_BAD_TARGET):
         row = sums.count(KS.FIRST_BAD_TARGET)
         raise InputError(
-            f"{name} row {row} holds a negative, NaN or infinite value ({sums.count(KS.N_BAD_TARGET)} such row(s)); "
-            "soft targets are probabilities: non-negative, summing to 1 over the classes of each row.",
+            f"{locate(row) if locate else f'{name} row {row}'} holds a negative, NaN or infinite value "
+            f"({sums.count(KS.N_BAD_TARGET)} such row(s)); soft targets are probabilities: non-negative, summing "
+            "to 1 over the classes of each row.",
             argument=name,
             row=row,
         )

@@ -24,7 +24,7 @@ from fastce import _accumulate_family, validation
 from fastce import kernels_soft as KS
 from fastce.checks import sum_to_one_tolerance
 from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
-from fastce.task_states import check_soft_sums
+from fastce.task_states import Sums, check_soft_sums
 
 def check_label_smoothing(label_smoothing) -> float:
     if (
@@ -51,10 +51,17 @@ def is_soft_target(target, shape) -> bool:
 def soft_cross_entropy(scores, target, class_weight, *, labels=None, ignore_index, reduction, label_smoothing,
                        nan_policy):
     """The loss for validated ``scores`` (kernel view) and soft ``target`` or class ``labels``."""
-    n_rows = scores.shape[0]
     targets = None if labels is not None else validation.as_array(target, "target")
-    row_losses = np.empty(n_rows, dtype=np.float64) if reduction == "none" else None
-    sums = _accumulate_family.accumulate_soft(
+    row_losses = np.empty(scores.shape[0], dtype=np.float64) if reduction == "none" else None
+    sums = soft_sums(scores, targets, labels, class_weight, ignore_index=ignore_index,
+                     label_smoothing=label_smoothing, row_losses=row_losses)
+    return soft_result(sums, row_losses, soft=targets is not None, reduction=reduction, nan_policy=nan_policy,
+                       stacklevel=4)
+
+
+def soft_sums(scores, targets, labels, class_weight, *, ignore_index, label_smoothing, row_losses) -> Sums:
+    """Sums of the rows of ``scores`` (n, C) against ``targets`` (n, C) or class ``labels`` (n,)."""
+    return _accumulate_family.accumulate_soft(
         scores,
         targets=targets,
         labels=labels,
@@ -64,22 +71,32 @@ def soft_cross_entropy(scores, target, class_weight, *, labels=None, ignore_inde
         sum_tolerance=np.inf if targets is None else sum_to_one_tolerance(validation.float_eps(targets.dtype)),
         row_losses=row_losses,
     )
-    check_soft_sums(sums, "target")
+
+
+def soft_result(sums: Sums, row_losses, *, soft: bool, reduction, nan_policy, stacklevel: int,
+                locate_input=None, locate_target=None):
+    """The loss from the merged ``sums`` of every row; ``locate_*(row)`` name a row in messages.
+
+    ``stacklevel``: of the warnings issued here, naming the caller of ``cross_entropy``.
+    """
+    check_soft_sums(sums, "target", stacklevel=stacklevel + 1, locate=locate_target)
     nonfinite = sums.count(KS.N_NONFINITE)
     if nonfinite and nan_policy == "raise":
         row = sums.count(KS.FIRST_NONFINITE)
         raise InputError(
-            f"input row {row} holds NaN or +inf ({nonfinite} such row(s) in all; a row of only -inf counts too). "
+            f"{locate_input(row) if locate_input else f'input row {row}'} holds NaN or +inf ({nonfinite} such row(s) in all; a row of only -inf counts too). "
             "Fix the model output, or pass nan_policy='omit' to skip those rows or nan_policy='propagate' to get NaN.",
             argument="input",
             row=row,
         )
     if nonfinite and nan_policy == "omit":
+        first = sums.count(KS.FIRST_NONFINITE)
+        where = f"row {first}" if locate_input is None else locate_input(first)
         warnings.warn(
-            f"nan_policy='omit': skipped {nonfinite} row(s) whose input hold NaN or +inf (first: row "
-            f"{sums.count(KS.FIRST_NONFINITE)}); the result covers the other {sums.count(KS.N_ROWS)} row(s).",
+            f"nan_policy='omit': skipped {nonfinite} row(s) whose input hold NaN or +inf (first: "
+            f"{where}); the result covers the other {sums.count(KS.N_ROWS)} row(s).",
             OmittedRowsWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     if reduction == "none":
         if nonfinite and nan_policy == "omit":
@@ -90,17 +107,17 @@ def soft_cross_entropy(scores, target, class_weight, *, labels=None, ignore_inde
     total = soft_loss_total(sums)
     if reduction == "sum":
         return total
-    if targets is None and sums.weighted_sums_overflow((KS.S_DENOM,)):
+    if not soft and sums.weighted_sums_overflow((KS.S_DENOM,)):
         from fastce.state import raise_weights_overflow
 
         raise_weights_overflow("weight", None)  # the sum of the rows' class weights is beyond float64
-    denominator = float(sums.count(KS.N_ROWS)) if targets is not None else sums.value(KS.S_DENOM)
+    denominator = float(sums.count(KS.N_ROWS)) if soft else sums.value(KS.S_DENOM)
     if denominator == 0.0:
         warnings.warn(
             "every target equals ignore_index (or has class weight 0), so the mean is undefined; "
             "returning NaN as PyTorch does.",
             FastCEWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
         return math.nan
     return total / denominator

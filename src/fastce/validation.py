@@ -192,6 +192,29 @@ def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=N
             argument=name,
             value=labels.shape[0],
         )
+    return _class_values(labels, name, num_classes, ignore_label, note, lambda row: f"{name} row {row}")
+
+
+def class_index_array(y, name: str, shape: tuple, num_classes: int, *, ignore_label=None, note=None) -> np.ndarray:
+    """Validate class indices of any ``shape`` (a PyTorch K-dimensional target) without copying them.
+
+    Errors name the offending element by its index, ``target[n, d1, ...]``;
+    the exception's ``row`` is its position in C order.
+    """
+    labels = as_array(y, name)
+    if labels.shape != tuple(shape):
+        raise InputError(
+            f"{name} must have shape {tuple(shape)}; got {labels.shape}.", argument=name, value=labels.shape
+        )
+
+    def subject(row: int) -> str:
+        return f"{name}[{', '.join(str(int(i)) for i in np.unravel_index(row, labels.shape))}]"
+
+    return _class_values(labels, name, num_classes, ignore_label, note, subject)
+
+
+def _class_values(labels, name, num_classes, ignore_label, note, subject):
+    """Integer dtype and values in [0, num_classes) (or ``ignore_label``); ``subject(row)`` names an element."""
     if labels.dtype == np.bool_:
         labels = labels.view(np.uint8)
     if labels.dtype.kind not in "iu":
@@ -199,11 +222,12 @@ def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=N
             non_integer = ~np.isfinite(labels) | (labels != np.round(labels))
             if non_integer.any():
                 row = _first_row(non_integer)
+                value = labels.reshape(-1)[row]
                 raise InputError(
-                    f"{name} must hold integer class indices; row {row} is {labels[row].item()!r}.",
+                    f"{name} must hold integer class indices; {subject(row)} is {value.item()!r}.",
                     argument=name,
                     row=row,
-                    value=labels[row],
+                    value=value,
                 )
         raise InputError(
             f"{name} has dtype {labels.dtype}; pass integer class indices 0..{num_classes - 1} "
@@ -220,14 +244,14 @@ def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=N
             bad &= labels != ignore_label
         if bad.any():
             row = _first_row(bad)
-            value = labels[row]
+            value = labels.reshape(-1)[row]
             hint = (
                 " Labels look 1-based (they run up to the number of classes): subtract 1."
                 if low >= 1 and high == num_classes
                 else ""
             )
             raise InputError(
-                f"{name} row {row} is {int(value)}, outside the valid class indices 0..{num_classes - 1} "
+                f"{subject(row)} is {int(value)}, outside the valid class indices 0..{num_classes - 1} "
                 f"({note or f'the scores have {num_classes} columns'}).{hint}",
                 argument=name,
                 row=row,
