@@ -295,20 +295,18 @@ def _check_counted(n: int, weight: float, rows_seen: int) -> None:
         )
 
 
-def evaluate_by_task(y_true, *, scores, from_logits: bool, name: str, sample_weight, top_k, nan_policy):
-    """Metrics for the binary, multi-label and soft-target tasks, or the labels of a one-hot target.
+def infer_task(y_true, scores) -> tuple[str, np.ndarray | None]:
+    """The task the shapes ask for, and what its path reads: one place for ``evaluate`` and ``diagnose``.
 
-    Returns ``(metrics, None)`` when it evaluated the inputs, ``(None, labels)``
-    for one-hot targets (the caller runs the multiclass path on ``labels``),
-    and ``(None, None)`` for class indices.
+    Returns ``("binary", None)`` for 1-D scores; ``("multiclass", None)`` for
+    class indices, ``("multiclass", labels)`` for a one-hot target (its
+    argmax); ``("multilabel", y)`` and ``("soft", y)`` with the (N, C) target.
     """
-    options = dict(from_logits=from_logits, name=name, sample_weight=sample_weight, top_k=top_k,
-                   nan_policy=nan_policy)
     if len(scores.shape) == 1:
-        return evaluate_binary(scores, y_true, **options), None
+        return "binary", None
     y = validation.as_array(y_true, "y_true")
     if y.ndim != 2 or y.shape[1] < 2:
-        return None, None
+        return "multiclass", None
     if y.shape != tuple(scores.shape):
         raise InputError(
             f"y_true has shape {y.shape} but the scores have shape {tuple(scores.shape)}; a 2-D y_true needs one "
@@ -318,7 +316,24 @@ def evaluate_by_task(y_true, *, scores, from_logits: bool, name: str, sample_wei
         )
     kind = target_kind(y)
     if kind == ONE_HOT:
-        return None, one_hot_labels(y)
-    if kind == MULTILABEL:
+        return "multiclass", one_hot_labels(y)
+    return ("multilabel" if kind == MULTILABEL else "soft"), y
+
+
+def evaluate_by_task(y_true, *, scores, from_logits: bool, name: str, sample_weight, top_k, nan_policy):
+    """Metrics for the binary, multi-label and soft-target tasks, or the labels of a one-hot target.
+
+    Returns ``(metrics, None)`` when it evaluated the inputs, ``(None, labels)``
+    for one-hot targets (the caller runs the multiclass path on ``labels``),
+    and ``(None, None)`` for class indices.
+    """
+    options = dict(from_logits=from_logits, name=name, sample_weight=sample_weight, top_k=top_k,
+                   nan_policy=nan_policy)
+    task, y = infer_task(y_true, scores)
+    if task == "binary":
+        return evaluate_binary(scores, y_true, **options), None
+    if task == "multiclass":
+        return None, y
+    if task == "multilabel":
         return evaluate_multilabel(scores, y, **options), None
     return evaluate_soft(scores, y, **options), None
