@@ -8,6 +8,7 @@ import pytest
 MODULES = [
     "fastce.api", "fastce.sklearn_compat", "fastce.torch_compat", "fastce.torch_binary", "fastce.streaming",
     "fastce.compare", "fastce.compare_streaming", "fastce.metrics", "fastce.dask",
+    "fastce.multilabel_report",
 ]
 
 

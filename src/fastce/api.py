@@ -284,6 +284,17 @@ def diagnose(
     N is.  Arguments as :func:`evaluate`; results do not depend on the number
     of threads.
 
+    The task is inferred as :func:`evaluate` infers it.  Binary (1-D scores
+    of class 1, 0/1 labels): the same report, for the two classes (the
+    confidence is the predicted class's probability), with ``metrics``
+    those of the binary task.  Multi-label ((N, C) scores and an (N, C) 0/1
+    target): a :class:`~fastce.multilabel_report.MultilabelReport` (per-label
+    support, precision, recall, F1 and loss; subset against Hamming
+    accuracy; calibration over all elements; the worst rows); ``top_k``
+    must stay 1, and ``hist_bins`` and ``dense_confusion_max`` are ignored.
+    Soft targets raise :class:`~fastce.errors.InputError` (``evaluate``
+    reports their entropy and KL divergence).
+
     Examples
     --------
     >>> import numpy as np, fastce
@@ -293,11 +304,48 @@ def diagnose(
     (0.75, 1)
     >>> round(r.loss_split["wrong"]["loss_share"], 3)
     0.991
+
+    Binary, from 1-D logits of class 1:
+
+    >>> b = fastce.diagnose(np.array([1, 0, 1, 0]), logits=np.array([2.0, -1.0, -0.5, 3.0]))
+    >>> b.metrics.task, b.loss_split["wrong"]["rows"], b.confusion.tolist()
+    ('binary', 2, [[1.0, 1.0], [1.0, 1.0]])
+
+    Multi-label (each column its own yes/no question):
+
+    >>> y = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0]])
+    >>> ml = fastce.diagnose(y, logits=np.array([[3.0, -2.0, 1.0], [0.5, -1.0, 2.0], [2.0, -0.5, -1.0]]))
+    >>> ml.metrics.task, round(ml.accuracy["subset"], 4), round(ml.accuracy["hamming"], 4)
+    ('multilabel', 0.3333, 0.7778)
+    >>> ml.labels["recall"].tolist(), ml.labels["highest_loss"][0]["label"]
+    ([1.0, 0.0, 1.0], 1)
     """
     from fastce.diagnostics import DiagnosticsOptions, read_with_diagnostics
     from fastce.report import Report
 
     check_nan_policy(nan_policy)
+    if (logits is None) != (proba is None):
+        # Binary (1-D scores), multi-label and soft targets: the rules of evaluate (fastce.tasks).
+        from fastce import diagnose_tasks
+
+        given, from_logits, name = scores_argument(logits, proba)
+        scores = validation.scores(given, name, ndim=(1, 2))
+        task = tasks.infer_task(y_true, scores.shape)
+        target = validation.as_array(y_true, "y_true") if task != "binary" else None
+        if task == "soft":
+            diagnose_tasks.refuse_soft_targets()
+        if task != "multiclass":
+            if task == "multilabel":
+                tasks.single_k(top_k, "multi-label")
+            options = DiagnosticsOptions(
+                num_classes=2 if task == "binary" else scores.shape[1], n_bins=n_bins, hist_bins=hist_bins,
+                worst_k=worst_k, confident_below=confident_below, dense_confusion_max=dense_confusion_max,
+            )
+            run = diagnose_tasks.diagnose_binary if task == "binary" else diagnose_tasks.diagnose_multilabel
+            return run(scores, y_true if task == "binary" else target, from_logits=from_logits, name=name,
+                       sample_weight=sample_weight, top_k=top_k, nan_policy=nan_policy, options=options)
+        if target.ndim == 2 and target.shape[1] > 1:
+            y_true = tasks.one_hot_labels(target)  # one-hot rows: their class indices
     scores, labels, weights, ks, from_logits, name = validated_inputs(
         y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k
     )

@@ -100,7 +100,12 @@ def render(report) -> str:
             for c in report.classes["highest_loss"]
         ]
         lines += _table(rows, ("class", "mean loss", "recall", "support"))
-    if report.top_confusions:
+    if m.task == "binary" and report.confusion is not None:
+        c = report.confusion
+        lines += ["", "confusion (weight; rows: true class, columns: predicted)"]
+        lines += _table([("true 0", f"{c[0, 0]:g}", f"{c[0, 1]:g}"), ("true 1", f"{c[1, 0]:g}", f"{c[1, 1]:g}")],
+                        ("", "predicted 0", "predicted 1"))
+    elif report.top_confusions:
         lines += ["", "most frequent confusions"]
         rows = [(c["true"], c["predicted"], f"{c['weight']:g}") for c in report.top_confusions[:10]]
         lines += _table(rows, ("true", "predicted", "weight"))
