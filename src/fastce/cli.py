@@ -122,8 +122,8 @@ def _warmup(args, out, err) -> int:
 
 def _add_common_arguments(ev: argparse.ArgumentParser) -> None:
     scores = ev.add_mutually_exclusive_group(required=True)
-    scores.add_argument("--logits", nargs="+", metavar="FILE", help="raw scores, shape (rows, classes)")
-    scores.add_argument("--proba", nargs="+", metavar="FILE", help="probabilities, shape (rows, classes)")
+    scores.add_argument("--logits", nargs="+", metavar="FILE", help="raw scores, shape (rows, classes); (rows,): binary")
+    scores.add_argument("--proba", nargs="+", metavar="FILE", help="probabilities, shape (rows, classes); (rows,): binary")
     add_run_arguments(ev)
 
 
@@ -131,7 +131,16 @@ def add_run_arguments(ev: argparse.ArgumentParser) -> None:
     """The options of every command that reads files: labels, weights, top-k, output, chunks, checkpoints."""
     ev.add_argument(
         "--labels", nargs="+", metavar="FILE",
-        help="integer class indices, shape (rows,); may be left out when the scores file is a table holding them",
+        help="integer class indices, shape (rows,), or (rows, classes) targets (one-hot, multi-label 0/1, soft); "
+        "may be left out when the scores file is a table holding them",
+    )
+    ev.add_argument(
+        "--task", choices=("auto", "multiclass", "binary", "multilabel", "soft"), default="auto",
+        help="the question to answer (default: inferred from the shapes and values, as fastce.evaluate)",
+    )
+    ev.add_argument(
+        "--ignore-index", type=int, metavar="LABEL",
+        help="leave out rows whose label is LABEL (padding, e.g. -100); class-index labels only",
     )
     ev.add_argument("--weights", nargs="+", metavar="FILE", help="non-negative row weights, shape (rows,)")
     ev.add_argument("--top-k", nargs="+", type=int, default=[1], metavar="K", help="k of the top-k accuracies (default: 1)")
@@ -412,18 +421,29 @@ def _evaluate(args, out, err) -> int:
         n, num_classes = inputs.n_rows, inputs.num_classes
         top_k = top_k_option(args, num_classes, err)
         diagnostics = _diagnostics_options(args)
+        task = inputs.task(args.task)
+        if diagnostics and task != "multiclass":
+            raise UsageError(
+                f"fastce report reads multi-class files for now; these files are a {task} task. In Python, "
+                f"fastce.diagnose(y, logits=z) reports on {task} arrays (np.load(..., mmap_mode='r') keeps memory "
+                "bounded); fastce eval gives the metrics of these files."
+            )
         fingerprint = {
             "inputs": inputs.fingerprint(),
             "options": {"top_k": list(top_k), "nan_policy": args.nan_policy},
         }
+        if task != "multiclass" or args.ignore_index is not None:  # absent otherwise: earlier checkpoints still resume
+            fingerprint["options"].update(task=task, ignore_index=args.ignore_index)
         if diagnostics:
             fingerprint["options"]["diagnostics"] = diagnostics
         evaluator = Evaluator(
-            num_classes, from_logits=inputs.from_logits, top_k=top_k, nan_policy=args.nan_policy,
-            diagnostics=diagnostics or False, _warn_top_k=False,  # warned above
+            num_classes, task=task, from_logits=inputs.from_logits, top_k=top_k, nan_policy=args.nan_policy,
+            diagnostics=diagnostics or False, ignore_index=args.ignore_index, _warn_top_k=False,  # warned above
         )
         evaluator = resume(args, fingerprint, evaluator, n, err)
-        chunk_rows = args.chunk_rows or files.default_chunk_rows(num_classes, inputs.scores.dtype.itemsize)
+        chunk_rows = args.chunk_rows or files.default_chunk_rows(
+            num_classes, inputs.scores.dtype.itemsize, evaluator.block_rows
+        )
         row_bytes = inputs.scores.row_bytes + inputs.labels.row_bytes
         chunks = (
             (lo, hi, (y, scores, w))
@@ -567,7 +587,12 @@ def _evaluate_on_cluster(args, out, err) -> int:
         args.labels, logits=args.logits, proba=args.proba, sample_weight=args.weights,
         scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
     ) as inputs:  # opened here for the checks and messages of the local path; the workers reopen them
-        pass
+        task = inputs.task(args.task)
+    if task != "multiclass" or args.ignore_index is not None:
+        raise UsageError(
+            f"--scheduler reads multi-class files without --ignore-index for now; these files are a {task} task. "
+            "Run without --scheduler (the same numbers, read here in bounded memory)."
+        )
     # Not the default client: a caller's own client (in-process use) stays the default.
     diagnostics = _diagnostics_options(args)
     run = fastce_dask.evaluate_files if diagnostics is None else fastce_dask.diagnose_files
@@ -615,6 +640,7 @@ def _flag_names(text: str, *, top_k: bool = True) -> str:
     if top_k:
         text = re.sub(r"\btop_k=\[([\d, ]+)\]", lambda m: "--top-k " + m.group(1).replace(",", ""), text)
         text = re.sub(r"\btop_k\b", "--top-k", text)
+    text = re.sub(r"\bignore_index=(-?\d+)", r"--ignore-index \1", text)
     return re.sub(r"nan_policy='(\w+)'", r"--nan-policy \1", text)
 
 

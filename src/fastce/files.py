@@ -725,20 +725,31 @@ def _shard_error(path, head):
 def _check_role(source: ArraySource, role: str) -> None:
     shape, dtype, where = source.shape, source.dtype, source.where
     if role == "scores":
-        if len(shape) != 2:
+        if len(shape) not in (1, 2):
             raise InputFileError(
-                f"{where} holds an array of shape {shape}; scores must have shape (rows, classes).", argument=where
+                f"{where} holds an array of shape {shape}; scores must have shape (rows, classes), or (rows,) for "
+                "binary scores of class 1.",
+                argument=where,
             )
         if dtype.kind not in "fiub" and dtype.name != "bfloat16":
             raise InputFileError(
                 f"{where} has dtype {dtype}; scores must be float16, float32 or float64.", argument=where
             )
-        if shape[1] == 0:
+        if len(shape) == 2 and shape[1] == 0:
             raise InputFileError(f"{where} has no columns (shape {shape}).", argument=where)
+    elif role == "labels" and len(shape) == 2 and shape[1] > 1:
+        # One column per class: one-hot rows, a multi-label indicator or soft targets (values checked when read).
+        if dtype.kind not in "fiub" and dtype.name != "bfloat16":
+            raise InputFileError(
+                f"{where} has dtype {dtype}; a labels file of shape (rows, classes) must hold 0/1 labels or "
+                "probabilities.",
+                argument=where,
+            )
     else:
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            also = " (or (rows, classes) targets: one-hot, multi-label or soft)" if role == "labels" else ""
             raise InputFileError(
-                f"{where} holds an array of shape {shape}; {role} must have shape (rows,).", argument=where
+                f"{where} holds an array of shape {shape}; {role} must have shape (rows,){also}.", argument=where
             )
         if role == "groups" and dtype.kind not in "iub":
             raise InputFileError(
@@ -777,7 +788,35 @@ class Inputs:
 
     @property
     def num_classes(self) -> int:
-        return self.scores.shape[1]
+        """Columns of the scores (2 for 1-D binary scores of class 1)."""
+        return 2 if len(self.scores.shape) == 1 else self.scores.shape[1]
+
+    def task(self, requested: str = "auto", chunk_rows: int = 1 << 16) -> str:
+        """The task of these files: ``requested``, or inferred as ``fastce.evaluate`` infers it.
+
+        An (rows, classes) labels file is read once, a chunk at a time, to
+        tell one-hot rows from a multi-label indicator or soft targets (the
+        scores are not read).
+        """
+        from fastce import tasks
+
+        if requested != "auto":
+            return requested
+        labels_shape = self.labels.shape
+        if len(self.scores.shape) == 1:
+            return "binary"
+        if len(labels_shape) == 1 or labels_shape[1] == 1:
+            return "multiclass"
+        if tuple(labels_shape) != tuple(self.scores.shape):
+            raise InputFileError(
+                f"{self.labels.where} has shape {tuple(labels_shape)} but {self.scores.where} has shape "
+                f"{tuple(self.scores.shape)}; a labels file of shape (rows, classes) needs one column per class "
+                "of the scores.",
+                argument=self.labels.where,
+            )
+        n = self.n_rows
+        chunks = ((lo, self.labels.read(lo, min(lo + chunk_rows, n))) for lo in range(0, n, chunk_rows))
+        return tasks.TASK_OF_KIND[tasks.kind_of_chunks(chunks, self.labels.dtype)]
 
     def sources(self):
         return [s for s in (self.scores, self.labels, self.weights) if s is not None]
@@ -847,13 +886,14 @@ def open_inputs(
     return Inputs(scores, label_source, weight_source, from_logits)
 
 
-def default_chunk_rows(num_classes: int, itemsize: int) -> int:
+def default_chunk_rows(num_classes: int, itemsize: int, block_rows: int | None = None) -> int:
     """Rows per chunk: about DEFAULT_CHUNK_BYTES of scores, a whole number of kernel blocks.
 
-    Chunks that are multiples of the block keep the Evaluator from holding
-    rows back, and whole kernel calls keep every thread busy.
+    Chunks that are multiples of the block (``block_rows``, by default the
+    multi-class one) keep the Evaluator from holding rows back, and whole
+    kernel calls keep every thread busy.
     """
-    block = _config.block_rows(num_classes)
+    block = block_rows or _config.block_rows(num_classes)
     blocks = max(1, DEFAULT_CHUNK_BYTES // max(1, num_classes * itemsize) // block)
     if blocks > _config.BLOCKS_PER_CALL:  # whole kernel calls: no small call at the end of a chunk
         blocks = blocks // _config.BLOCKS_PER_CALL * _config.BLOCKS_PER_CALL
@@ -888,8 +928,10 @@ def evaluate_files(
     scores_name=None,
     labels_name=None,
     weights_name=None,
+    task: str = "auto",
+    ignore_index: int | None = None,
 ):
-    """:func:`fastce.evaluate` for arrays in files, read in bounded memory.
+    """:func:`fastce.evaluate` for arrays in files, read in bounded memory, for every task.
 
     Same numbers as ``evaluate`` on the loaded arrays (bit for bit).  The
     file arguments accept what :func:`open_array` accepts; ``*_name`` pick
@@ -906,8 +948,9 @@ def evaluate_files(
         labels_name=labels_name,
         weights_name=weights_name,
     ) as inputs:
-        evaluator = Evaluator(inputs.num_classes, from_logits=inputs.from_logits, top_k=top_k, nan_policy=nan_policy)
-        rows = chunk_rows or default_chunk_rows(inputs.num_classes, inputs.scores.dtype.itemsize)
+        evaluator = Evaluator(inputs.num_classes, task=inputs.task(task), from_logits=inputs.from_logits, top_k=top_k,
+                              nan_policy=nan_policy, ignore_index=ignore_index)
+        rows = chunk_rows or default_chunk_rows(inputs.num_classes, inputs.scores.dtype.itemsize, evaluator.block_rows)
         for _, _, y, scores, w in iter_chunks(inputs, rows):
             evaluator.update(y, scores, w)
         return evaluator.result()

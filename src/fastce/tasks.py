@@ -47,12 +47,17 @@ def target_kind(y: np.ndarray) -> str:
             argument="y_true",
             value=y.dtype,
         )
-    tolerance = 1e-8 + math.sqrt(validation.float_eps(y.dtype))
+    step = max(1, _CHUNK_ELEMENTS // y.shape[1])
+    return kind_of_chunks(((start, y[start : start + step]) for start in range(0, y.shape[0], step)), y.dtype)
+
+
+def kind_of_chunks(chunks, dtype) -> str:
+    """``target_kind`` of a target read as ``(first_row, rows)`` chunks (files read a chunk at a time)."""
+    tolerance = 1e-8 + math.sqrt(validation.float_eps(dtype))
     all_binary = True
     all_one = True
-    step = max(1, _CHUNK_ELEMENTS // y.shape[1])
-    for start in range(0, y.shape[0], step):
-        part = np.asarray(y[start : start + step], dtype=np.float64)
+    for start, rows in chunks:
+        part = np.asarray(rows, dtype=np.float64)
         bad = ~((part >= 0.0) & (part <= 1.0))
         if bad.any():
             row, col = (int(v) for v in np.argwhere(bad)[0])
@@ -94,6 +99,9 @@ def single_k(top_k, what: str) -> None:
         )
 
 
+TASK_OF_KIND = {ONE_HOT: "multiclass", MULTILABEL: "multilabel", SOFT: "soft"}
+
+
 def infer_task(y, scores_shape) -> str:
     """The task ``evaluate`` infers from the shapes (and, for an (N, C) target, its values)."""
     if len(scores_shape) == 1:
@@ -108,8 +116,7 @@ def infer_task(y, scores_shape) -> str:
             argument="y_true",
             value=target.shape,
         )
-    kind = target_kind(target)
-    return {ONE_HOT: "multiclass", MULTILABEL: "multilabel", SOFT: "soft"}[kind]
+    return TASK_OF_KIND[target_kind(target)]
 
 
 def batch_task(y, scores_shape, task: str) -> None:

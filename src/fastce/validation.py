@@ -250,6 +250,8 @@ def _class_values(labels, name, num_classes, ignore_label, note, subject):
                 if low >= 1 and high == num_classes
                 else ""
             )
+            if value < 0 and ignore_label is None and name == "y_true":
+                hint = f" If {int(value)} marks padding or positions to leave out, pass ignore_index={int(value)}."
             raise InputError(
                 f"{subject(row)} is {int(value)}, outside the valid class indices 0..{num_classes - 1} "
                 f"({note or f'the scores have {num_classes} columns'}).{hint}",

@@ -1,0 +1,329 @@
+"""Every task through every door: the Evaluator, the command over files and state files equal evaluate bit for bit."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastce
+from fastce import cli
+from fastce.errors import InputError, OmittedRowsWarning
+
+TASKS = ("multiclass", "binary", "multilabel", "soft")
+
+
+def _strict_loads(text: str):
+    def refuse(name):
+        raise ValueError(f"bare {name} in JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _data(task: str, n: int, c: int = 6, *, seed: int = 0, dtype=np.float32, weighted: bool = False, nan_rows=()):
+    """(y, scores, weights, from_logits) of ``task``; logits in general, probabilities for one binary variant."""
+    rng = np.random.default_rng(seed)
+    if task == "binary":
+        scores = (2 * rng.standard_normal(n)).astype(dtype)
+        y = rng.integers(0, 2, n)
+    else:
+        scores = (2 * rng.standard_normal((n, c))).astype(dtype)
+        if task == "multiclass":
+            y = rng.integers(0, c, n)
+        elif task == "multilabel":
+            y = (rng.random((n, c)) < 0.3).astype(np.uint8)
+            y[0] = [1, 1] + [0] * (c - 2)  # at least one row that is not one-hot
+        else:
+            y = rng.random((n, c)) ** 3
+            y /= y.sum(axis=1, keepdims=True)
+    for row in nan_rows:
+        scores[row] = np.nan
+    weights = rng.random(n) * 3 if weighted and task != "soft" else None
+    return y, scores, weights
+
+
+def _evaluate(task, y, scores, weights=None, **options):
+    return fastce.evaluate(y, logits=scores, sample_weight=weights, **options)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_each_task_is_inferred_and_reported(task):
+    y, z, _ = _data(task, 300)
+    m = _evaluate(task, y, z)
+    assert m.task == task
+    assert fastce.evaluate(y, logits=z, task=task) == m
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    task=st.sampled_from(TASKS),
+    n=st.integers(1, 3000),
+    cuts=st.lists(st.floats(0, 1), max_size=6),
+    dtype=st.sampled_from([np.float32, np.float64, np.float16]),
+    weighted=st.booleans(),
+    policy=st.sampled_from(["raise", "omit"]),
+)
+def test_evaluator_equals_evaluate_bit_for_bit_for_any_split(task, n, cuts, dtype, weighted, policy):
+    nan_rows = () if policy == "raise" or n < 3 else (n // 3,)
+    y, z, w = _data(task, n, dtype=dtype, weighted=weighted, nan_rows=nan_rows)
+    options = dict(nan_policy=policy)
+    with pytest.warns(OmittedRowsWarning) if nan_rows else _no_warning():
+        expected = _evaluate(task, y, z, w, **options)
+    bounds = sorted({0, n, *(int(c * n) for c in cuts)})
+    ev = fastce.Evaluator(**options)
+    for lo, hi in zip(bounds, bounds[1:]):
+        ev.update(y[lo:hi], z[lo:hi], None if w is None else w[lo:hi])
+        if lo % 2:  # a JSON round trip mid-stream changes nothing
+            ev = fastce.Evaluator.from_state_dict(_strict_loads(json.dumps(ev.state_dict(), allow_nan=False)))
+    assert ev.task == task
+    with pytest.warns(OmittedRowsWarning) if nan_rows else _no_warning():
+        assert ev.result() == expected
+
+
+class _no_warning:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_merge_of_two_streams_equals_evaluate(task):
+    y, z, w = _data(task, 5000, weighted=True)
+    first = fastce.Evaluator(task=task)
+    block = None
+    first.update(y[:10], z[:10], None if w is None else w[:10])
+    block = first.block_rows
+    cut = 3 * block if 3 * block < 5000 else block
+    first = fastce.Evaluator(task=task)
+    second = fastce.Evaluator(task=task)
+    first.update(y[:cut], z[:cut], None if w is None else w[:cut])
+    second.update(y[cut:], z[cut:], None if w is None else w[cut:])
+    assert first.merge(second).result() == _evaluate(task, y, z, w)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_state_dicts_carry_the_task_and_refuse_another(task):
+    y, z, w = _data(task, 700, weighted=True)
+    ev = fastce.Evaluator()
+    ev.update(y, z, w)
+    data = _strict_loads(json.dumps(ev.state_dict(), allow_nan=False))
+    assert (data["state"].get("task", "multiclass")) == task
+    again = fastce.Evaluator.from_state_dict(data)
+    assert again.task == task and again.result() == ev.result()
+    state = ev.state()
+    assert type(state).from_dict(state.to_dict()).to_dict() == state.to_dict()
+    other = "soft" if task != "soft" else "multilabel"
+    data["settings"]["task"] = other
+    with pytest.raises(InputError, match="fastce .*state"):
+        fastce.Evaluator.from_state_dict(data)
+
+
+def test_state_merge_refuses_unlike_tasks():
+    y, z, _ = _data("multilabel", 50)
+    ys, zs, _ = _data("soft", 50)
+    a = fastce.Evaluator()
+    a.update(y, z)
+    b = fastce.Evaluator()
+    b.update(ys, zs)
+    with pytest.raises(ValueError, match="different settings"):
+        a.state().merge(b.state())
+    with pytest.raises(ValueError, match="different settings"):
+        a.merge(b)
+
+
+def test_auto_task_requires_later_batches_to_agree():
+    y, z, _ = _data("multilabel", 100)
+    ev = fastce.Evaluator()
+    ev.update(y[:50], z[:50])
+    with pytest.raises(InputError, match=r"shape \(50,\).*first batch made this a multilabel"):
+        ev.update(np.zeros(50, dtype=np.int64), z[50:])
+    one_hot = np.eye(6, dtype=np.uint8)[np.arange(50) % 6]
+    ev.update(one_hot, z[50:])  # one-hot rows are indicator rows too
+    mc = fastce.Evaluator()
+    mc.update(np.arange(6) % 6, z[:6])
+    with pytest.raises(InputError, match="multi-label targets, but the first batch made this a multiclass"):
+        mc.update(y[:50], z[:50])
+    binary = fastce.Evaluator()
+    binary.update(np.array([0, 1]), np.array([0.5, -1.0]))
+    with pytest.raises(InputError, match=r"first batch made this a binary evaluation"):
+        binary.update(np.array([0, 1]), np.zeros((2, 3)))
+    assert binary.rows_seen == 2  # a refused batch changes nothing
+
+
+def test_a_refused_first_batch_leaves_the_task_open():
+    ev = fastce.Evaluator()
+    with pytest.raises(InputError):
+        ev.update(np.array([0, 5]), np.zeros(2))  # 1-D scores: binary, but label 5
+    assert ev.task == "auto" and ev.rows_seen == 0
+    y, z, _ = _data("multiclass", 20)
+    ev.update(y, z)
+    assert ev.task == "multiclass"
+
+
+def test_evaluator_options_of_other_tasks_are_refused_clearly():
+    with pytest.raises(InputError, match="top_k"):
+        fastce.Evaluator(task="multilabel", num_classes=4, top_k=(1, 2))
+    with pytest.raises(InputError, match="logits="):
+        fastce.Evaluator(task="soft", num_classes=4, from_logits=False)
+    with pytest.raises(InputError, match="ignore_index applies to class-index labels"):
+        fastce.Evaluator(task="multilabel", num_classes=4, ignore_index=-100)
+    with pytest.raises(InputError, match="diagnostics= is available for the multi-class task"):
+        fastce.Evaluator(task="binary", diagnostics=True, num_classes=2)
+    ys, zs, _ = _data("soft", 10)
+    with pytest.raises(InputError, match="sample_weight is not supported with soft targets"):
+        fastce.Evaluator().update(ys, zs, np.ones(10))
+
+
+# -- sequences and ignore_index ------------------------------------------------------------------
+
+
+def _reference_loss(z, y):
+    """float64 numpy reference: mean of logsumexp(z) - z[y] over the positions kept."""
+    z = np.asarray(z, dtype=np.float64)
+    m = z.max(axis=-1, keepdims=True)
+    lse = (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))[..., 0]
+    picked = np.take_along_axis(z, y[..., None], axis=-1)[..., 0]
+    return (lse - picked).mean()
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_sequence_scores_with_ignore_index(layout):
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((3, 40, 7)).astype(np.float32)
+    y = rng.integers(0, 7, (3, 40))
+    y[:, 30:] = -100
+    y[1, :5] = -100
+    base = fastce.evaluate(y, logits=z, ignore_index=-100, top_k=(1, 3))
+    kept = y != -100
+    assert base.n == kept.sum()
+    assert base.cross_entropy == pytest.approx(_reference_loss(z[kept], y[kept]), rel=1e-6)
+    assert base.accuracy == pytest.approx((z[kept].argmax(-1) == y[kept]).mean(), abs=0)
+    if layout == "F":
+        other, labels = np.asfortranarray(z), y
+    elif layout == "C":
+        other, labels = z.copy(), y.copy()
+    else:
+        big = np.zeros((3, 80, 7), dtype=np.float32)
+        big[:, ::2] = z
+        other, labels = big[:, ::2], y
+    assert fastce.evaluate(labels, logits=other, ignore_index=-100, top_k=(1, 3)) == base
+    ev = fastce.Evaluator(7, top_k=(1, 3), ignore_index=-100)
+    for b in range(3):
+        ev.update(y[b], z[b])
+    assert ev.result() == base
+
+
+def test_sequence_multilabel_and_errors():
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((4, 9, 5))
+    y = (rng.random((4, 9, 5)) < 0.4).astype(np.uint8)
+    y[0, 0] = [1, 1, 0, 0, 0]
+    m = fastce.evaluate(y, logits=z)
+    assert m.task == "multilabel" and m == fastce.evaluate(y.reshape(-1, 5), logits=z.reshape(-1, 5))
+    with pytest.raises(InputError, match=r"class axis last.*np.moveaxis"):
+        fastce.evaluate(np.zeros((4, 5), dtype=np.int64), logits=z)
+    with pytest.raises(InputError, match="no rows left"):
+        fastce.evaluate(np.full((4, 9), -100), logits=z, ignore_index=-100)
+    with pytest.raises(InputError, match="ignore_index applies to class-index labels"):
+        fastce.evaluate(y, logits=z, ignore_index=-100)
+
+
+def test_ignore_index_in_two_dimensional_evaluate_matches_dropping_the_rows():
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal((1000, 9))
+    y = rng.integers(0, 9, 1000)
+    y[::3] = -1
+    m = fastce.evaluate(y, logits=z, ignore_index=-1)
+    dropped = fastce.evaluate(y[y != -1], logits=z[y != -1])
+    assert m.n == dropped.n and m.accuracy == dropped.accuracy
+    assert m.cross_entropy == pytest.approx(dropped.cross_entropy, rel=1e-14)
+    with pytest.raises(InputError, match="row 0 is -1"):
+        fastce.evaluate(y, logits=z)
+
+
+# -- the command over files ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def task_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tasks")
+    out = {}
+    for task in TASKS:
+        y, z, _ = _data(task, 4000, seed=11)
+        np.save(d / f"{task}_y.npy", y)
+        np.save(d / f"{task}_z.npy", z)
+        out[task] = (d / f"{task}_y.npy", d / f"{task}_z.npy", _evaluate(task, y, z))
+    return out
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("chunk", [None, "333"])
+def test_eval_command_takes_every_task(task_files, task, chunk):
+    y, z, expected = task_files[task]
+    argv = ["eval", "--labels", str(y), "--logits", str(z), "--json", "--no-progress"]
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(argv + (["--chunk-rows", chunk] if chunk else []), out=out, err=err) == 0, err.getvalue()
+    assert out.getvalue() == expected.to_json() + "\n"
+    forced = io.StringIO()
+    assert cli.main(argv + ["--task", task], out=forced, err=io.StringIO()) == 0
+    assert forced.getvalue() == out.getvalue()
+
+
+def test_eval_command_ignore_index_and_refusals(task_files, tmp_path):
+    rng = np.random.default_rng(12)
+    z = rng.standard_normal((500, 4)).astype(np.float32)
+    y = rng.integers(0, 4, 500)
+    y[::5] = -100
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "z.npy", z)
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--json", "--no-progress"]
+    assert cli.main(argv + ["--ignore-index", "-100"], out=out, err=err) == 0, err.getvalue()
+    assert out.getvalue() == fastce.evaluate(y, logits=z, ignore_index=-100).to_json() + "\n"
+    err = io.StringIO()
+    assert cli.main(argv, out=io.StringIO(), err=err) == 2
+    assert "--ignore-index -100" in err.getvalue()
+    y_ml, z_ml, _ = task_files["multilabel"]
+    err = io.StringIO()
+    report = ["report", "--labels", str(y_ml), "--logits", str(z_ml), "--no-progress"]
+    assert cli.main(report, out=io.StringIO(), err=err) == 2
+    assert "fastce.diagnose" in err.getvalue() and "\n" == err.getvalue()[-1] and err.getvalue().count("\n") == 1
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel", "soft"])
+def test_killed_run_of_every_task_resumes_to_the_same_numbers(task, tmp_path):
+    y, z, _ = _data(task, 60_000, seed=13)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "z.npy", z)
+    expected = _evaluate(task, y, z).to_json() + "\n"
+    state = tmp_path / "run.state"
+    args = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--json",
+            "--chunk-rows", "2500", "--state", str(state), "--checkpoint-seconds", "0.05"]
+    env = dict(__import__("os").environ, **{cli._DELAY_ENV: "0.05"})
+    proc = subprocess.Popen([sys.executable, "-m", "fastce", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if state.exists() and json.loads(state.read_text())["rows_done"] > 0:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    saved = json.loads(state.read_text())
+    assert 0 < saved["rows_done"] < 60_000
+    resumed = subprocess.run([sys.executable, "-m", "fastce", *args], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr
+    assert resumed.stdout == expected
