@@ -124,7 +124,7 @@ def test_warnings_go_to_stderr_as_one_line(files, tmp_path):
 def _error_cases(d, tmp_path):
     np.save(tmp_path / "short.npy", np.zeros(10, np.int64))
     np.save(tmp_path / "float_labels.npy", np.zeros(N))
-    np.save(tmp_path / "vector.npy", np.zeros(N, np.float32))
+    np.save(tmp_path / "vector.npy", np.zeros((N, 2, 2), np.float32))
     np.save(tmp_path / "obj.npy", np.array([None] * N, dtype=object), allow_pickle=True)
     (tmp_path / "text.npy").write_text("not numpy\n")
     bad_labels = np.load(d / "y.npy")

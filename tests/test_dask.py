@@ -247,7 +247,7 @@ def test_door_errors(data):
     with pytest.raises(InputError, match="exactly one of logits"):
         fdask.evaluate(labels, logits=scores, proba=scores)
     with pytest.raises(InputError, match="shape \\(n_samples, n_classes\\)"):
-        fdask.evaluate(labels, logits=scores[:, 0])
+        fdask.evaluate(labels, logits=scores[:, :, None])
     with pytest.raises(InputError, match="dtype complex64"):
         fdask.evaluate(labels, logits=scores.astype(np.complex64))
     with pytest.raises(InputError, match="y_true has dtype float64; pass integer class indices"):

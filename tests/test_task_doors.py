@@ -327,3 +327,38 @@ def test_killed_run_of_every_task_resumes_to_the_same_numbers(task, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr
     assert resumed.stdout == expected
+
+
+# -- fastce.dask -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("chunks", [(1000,), (333, 4000, 17, 2650), (7000,)])
+def test_dask_equals_evaluate_for_every_task_and_chunking(task, chunks):
+    da = pytest.importorskip("dask.array")
+    import fastce.dask
+
+    y, z, w = _data(task, sum(chunks), seed=21, weighted=True)
+    row_chunks = (tuple(chunks),)
+    dz = da.from_array(z, chunks=row_chunks + z.shape[1:])
+    dy = da.from_array(y, chunks=(tuple(reversed(chunks)),) + y.shape[1:])  # other chunks than the scores: rechunked
+    got = fastce.dask.evaluate(dy, logits=dz, sample_weight=w)
+    assert got.task == task and got == _evaluate(task, y, z, w)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_dask_files_and_errors_for_every_task(task_files, task):
+    pytest.importorskip("dask.array")
+    import dask
+    import fastce.dask
+
+    y, z, expected = task_files[task]
+    with dask.config.set(scheduler="synchronous"):
+        got = fastce.dask.evaluate_files(str(y), logits=str(z), chunk_rows=1500)
+    assert got == expected
+    if task in ("multilabel", "soft"):
+        bad = np.load(y).astype(np.float64)
+        bad[2500, 1] = 2.0
+        da = pytest.importorskip("dask.array")
+        with pytest.raises(InputError, match="y_true row 2500 holds 2.0"):
+            fastce.dask.evaluate(da.from_array(bad, chunks=(1000, -1)), logits=da.from_array(np.load(z), chunks=(1000, -1)))

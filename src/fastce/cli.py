@@ -588,13 +588,14 @@ def _evaluate_on_cluster(args, out, err) -> int:
         scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
     ) as inputs:  # opened here for the checks and messages of the local path; the workers reopen them
         task = inputs.task(args.task)
-    if task != "multiclass" or args.ignore_index is not None:
-        raise UsageError(
-            f"--scheduler reads multi-class files without --ignore-index for now; these files are a {task} task. "
-            "Run without --scheduler (the same numbers, read here in bounded memory)."
-        )
-    # Not the default client: a caller's own client (in-process use) stays the default.
     diagnostics = _diagnostics_options(args)
+    if diagnostics is not None and task != "multiclass":
+        raise UsageError(
+            f"fastce report reads multi-class files for now; these files are a {task} task. In Python, "
+            f"fastce.diagnose(y, logits=z) reports on {task} arrays; fastce eval gives the metrics of these files."
+        )
+    task_options = {} if diagnostics is not None else {"task": task, "ignore_index": args.ignore_index}
+    # Not the default client: a caller's own client (in-process use) stays the default.
     run = fastce_dask.evaluate_files if diagnostics is None else fastce_dask.diagnose_files
     with Client(args.scheduler, timeout="30s", set_as_default=False) as client, dask.config.set(scheduler=client):
         _finish(
@@ -602,7 +603,7 @@ def _evaluate_on_cluster(args, out, err) -> int:
                 args.labels, logits=args.logits, proba=args.proba, sample_weight=args.weights,
                 top_k=args.top_k, nan_policy=args.nan_policy, chunk_rows=args.chunk_rows,
                 scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
-                **(diagnostics or {}),
+                **(task_options if diagnostics is None else diagnostics),
             ),
             args, inputs, out, err,
         )

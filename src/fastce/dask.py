@@ -247,42 +247,35 @@ class _Partial:
     diag: object = None  # a DiagnosticsState of the same rows (fastce.dask.diagnose)
 
 
-def _read_rows(scores, labels, weights, first_row, *, top_k, from_logits, name, options=None) -> _Partial:
-    """Validate one range of rows as ``evaluate`` does, then read it with the shared kernels.
+def _read_rows(scores, targets, weights, first_row, *, reader, name, options=None) -> _Partial:
+    """Validate one range of rows as ``evaluate`` does, then read it with the task's reader.
 
-    With diagnostics ``options`` (fastce.dask.diagnose), the partial also
-    holds the rows' DiagnosticsState.
+    With diagnostics ``options`` (fastce.dask.diagnose, multi-class), the
+    partial also holds the rows' DiagnosticsState.
     """
     n_rows = scores.shape[0]
-    checked = validation.scores(scores, name)
-    num_classes = checked.shape[1]
-    errors = {}
+    checked = validation.scores(scores, name, ndim=(1, 2))
     try:
-        labels = validation.class_indices(labels, "y_true", n_rows, num_classes)
+        batch = reader.validate(targets, checked, weights, name=name)
     except InputError as exc:
-        errors[0] = _globalize(exc, first_row)
-    try:
-        weights = validation.sample_weight(weights, n_rows)
-    except InputError as exc:
-        errors[1] = _globalize(exc, first_row)
-    diag = None
-    if errors:
-        state = State.empty(num_classes, top_k, from_logits=from_logits)
+        state = reader.empty()
         state.rows_seen = n_rows  # keeps the rows after these numbered right
+        diag = None
         if options is not None:
             from fastce.diagnostics import DiagnosticsState
 
             diag = DiagnosticsState.empty(options)
             diag.rows_seen = n_rows
-        return _Partial(state, errors, diag)
+        # Label errors before weight errors, whichever chunk holds them, as in memory.
+        return _Partial(state, {1 if exc.argument == "sample_weight" else 0: _globalize(exc, first_row)}, diag)
     if options is None:
-        state = read_scores(checked.view, labels, weights, top_k=top_k, from_logits=from_logits, eps=checked.eps)
-    else:
-        from fastce.diagnostics import read_with_diagnostics
+        return _Partial(reader.read(batch), {}, None)
+    from fastce.diagnostics import read_with_diagnostics
 
-        state, diag = read_with_diagnostics(
-            checked.view, labels, weights, top_k=top_k, from_logits=from_logits, eps=checked.eps, options=options
-        )
+    state, diag = read_with_diagnostics(
+        batch.view, batch.targets, batch.weights, top_k=reader.top_k, from_logits=reader.from_logits, eps=batch.eps,
+        options=options,
+    )
     return _Partial(state, {}, diag)
 
 
@@ -299,21 +292,22 @@ def _globalize(exc: InputError, first_row: int) -> InputError:
     return globalize(exc, first_row)
 
 
-def _finalize(partial: _Partial, nan_policy: str, name: str, stacklevel: int = 4):
-    """What ``fastce.evaluate`` (or ``diagnose``) does after its read: errors, probability checks, NaN policy.
+def _finalize(partial: _Partial, nan_policy: str, name: str, reader=None, stacklevel: int = 4):
+    """What ``fastce.evaluate`` (or ``diagnose``) does after its read: errors, checks, NaN policy.
 
-    ``stacklevel`` points the warnings at the user's line when this runs on
-    the client; under ``compute=False`` it runs where the last task runs.
+    Warnings name the first frame outside fastce: the user's line when this
+    runs on the client; under ``compute=False`` it runs where the last task
+    runs.
     """
     if partial.errors:
         raise partial.errors[min(partial.errors)]
     state = partial.state
-    check_probabilities(state, name, stacklevel=stacklevel, nan_policy=nan_policy)
     if partial.diag is not None:
         from fastce.report import Report
 
-        return Report.from_states(state, partial.diag, nan_policy=nan_policy, scores_name=name, stacklevel=stacklevel)
-    return state.finalize(nan_policy, scores_name=name, stacklevel=stacklevel - 1)
+        check_probabilities(state, name, nan_policy=nan_policy)
+        return Report.from_states(state, partial.diag, nan_policy=nan_policy, scores_name=name, stacklevel=None)
+    return reader.finalize(state, nan_policy, name)
 
 
 def _is_dask_array(x) -> bool:
@@ -344,13 +338,14 @@ def _scores_array(x, name: str):
             value=type(x).__name__,
         )
     _check_known_chunks(x, name)
-    if x.ndim != 2:
+    if x.ndim not in (1, 2):
         raise InputError(
-            f"{name} must have shape (n_samples, n_classes); got a dask array of shape {x.shape}.",
+            f"{name} must have shape (n_samples, n_classes), or (n_samples,) for binary scores of class 1; got a "
+            f"dask array of shape {x.shape}.",
             argument=name,
             value=x.shape,
         )
-    if x.shape[0] == 0 or x.shape[1] == 0:
+    if 0 in x.shape:
         raise InputError(f"{name} is empty (shape {x.shape}); pass at least one row and one class.", argument=name)
     dtype = x.dtype
     if not (dtype.kind in "fbiu" and dtype.itemsize <= 8 or dtype.name == "bfloat16"):
@@ -360,7 +355,7 @@ def _scores_array(x, name: str):
             argument=name,
             value=dtype,
         )
-    if len(x.chunks[1]) > 1:
+    if x.ndim == 2 and len(x.chunks[1]) > 1:
         # Each row's scores must be in one block for the kernel: join the class axis
         # (moves data between workers once, never to the client).
         x = x.rechunk({1: -1})
@@ -378,6 +373,14 @@ def _row_array(x, name: str, scores, *, what: str):
         array = validation.as_array(x, name)
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
+    if what == "labels" and array.ndim == 2 and scores.ndim == 2 and array.shape == scores.shape:
+        # One column per class: one-hot rows, a multi-label indicator or soft targets.
+        if array.dtype.kind not in "biuf" and array.dtype.name != "bfloat16":
+            raise InputError(f"{name} has dtype {array.dtype}; pass 0/1 labels or probabilities.", argument=name,
+                             value=array.dtype)
+        if not _is_dask_array(array):
+            return da.from_array(array, chunks=(scores.chunks[0], -1))
+        return array.rechunk({0: scores.chunks[0], 1: -1})
     if array.ndim != 1:
         hint = " For one-hot targets pass labels.argmax(axis=1)." if what == "labels" else ""
         raise InputError(
@@ -392,7 +395,7 @@ def _row_array(x, name: str, scores, *, what: str):
     dtype = array.dtype
     if what == "labels" and dtype.kind not in "biu":
         raise InputError(
-            f"{name} has dtype {dtype}; pass integer class indices 0..{scores.shape[1] - 1} "
+            f"{name} has dtype {dtype}; pass integer class indices 0..{(scores.shape[1] if scores.ndim == 2 else 2) - 1} "
             "(for example y.astype(np.int64)).",
             argument=name,
             value=dtype,
@@ -418,17 +421,23 @@ def evaluate(
     nan_policy: str = "raise",
     compute: bool = True,
     split_every: int = DEFAULT_SPLIT_EVERY,
+    task: str = "auto",
+    ignore_index: int | None = None,
 ):
-    """:func:`fastce.evaluate` over Dask arrays, bit-identical to it, in one pass on the workers.
+    """:func:`fastce.evaluate` over Dask arrays, bit-identical to it, in one pass on the workers, for every task.
 
     Parameters
     ----------
-    y_true : dask array or array-like of int, shape (n_samples,)
-        Class indices 0..C-1.  A numpy array is split along the row chunks of
-        the scores (it travels with the graph: 8 bytes a row at most).
-    logits, proba : dask array of float, shape (n_samples, n_classes)
-        Exactly one, as in :func:`fastce.evaluate`.  Any row chunking; the
-        class axis is joined into one chunk if it is split.
+    y_true : dask array or array-like, shape (n_samples,) or (n_samples, n_classes)
+        Class indices 0..C-1 (0/1 for binary scores), or an (N, C) target
+        (one-hot, multi-label indicator, soft), as in :func:`fastce.evaluate`.
+        A numpy array is split along the row chunks of the scores.  With
+        ``task="auto"`` an (N, C) target is read once before the scores, to
+        tell its kind (pass ``task=`` to skip that read).
+    logits, proba : dask array of float, shape (n_samples, n_classes) or (n_samples,)
+        Exactly one, as in :func:`fastce.evaluate` (1-D: binary scores of
+        class 1).  Any row chunking; the class axis is joined into one chunk
+        if it is split.
     sample_weight : dask array or array-like of float, shape (n_samples,), optional
         Non-negative finite row weights.
     top_k : int or sequence of int, default (1,)
@@ -442,6 +451,8 @@ def evaluate(
         ``dask.distributed`` -- so prefer ``compute=True`` to see them.
     split_every : int, default 8
         Partial states merged per task of the reduction tree.
+    task, ignore_index
+        As in :func:`fastce.evaluate`.
 
     Returns
     -------
@@ -464,34 +475,60 @@ def evaluate(
     >>> lazy.compute().accuracy == m.accuracy
     True
     """
-    return _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, None)
+    return _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, None, task, ignore_index)
 
 
-def _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, diagnostics):
+def _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, diagnostics, task="auto",
+         ignore_index=None):
     """evaluate (``diagnostics`` None) or diagnose (a dict of DiagnosticsOptions) over dask arrays."""
+    from fastce import readers
+
     dask, _ = _import_dask()
     check_nan_policy(nan_policy)
+    readers.check_task(task)
     given, from_logits, name = scores_argument(logits, proba)
     scores = _scores_array(given, name)
     labels = _row_array(y_true, "y_true", scores, what="labels")
     weights = None if sample_weight is None else _row_array(sample_weight, "sample_weight", scores, what="weights")
-    num_classes = int(scores.shape[1])
-    ks = validation.top_k_values(top_k, num_classes)
+    num_classes = 2 if scores.ndim == 1 else int(scores.shape[1])
+    if task == "auto":
+        task = _infer_task(labels, scores)
+    if diagnostics is not None and task != "multiclass":
+        raise InputError(
+            f"fastce.dask.diagnose reads multi-class arrays for now; these are a {task} task. fastce.dask.evaluate "
+            "gives their metrics, and fastce.diagnose reports on them in memory.",
+            argument="y_true",
+        )
+    reader = readers.make_reader(task, num_classes, from_logits=from_logits, top_k=top_k, ignore_index=ignore_index)
     options = None
     if diagnostics is not None:
         from fastce.diagnostics import DiagnosticsOptions
 
         options = DiagnosticsOptions(num_classes=num_classes, **diagnostics)
-    read = functools.partial(_read_rows, top_k=ks, from_logits=from_logits, name=name, options=options)
-    partial = reduce_row_blocks(
-        [scores, labels, weights], read, _merge_partials,
-        align_rows=_config.block_rows(num_classes), split_every=split_every,
-    )
+    read = functools.partial(_read_rows, reader=reader, name=name, options=options)
+    partial = reduce_row_blocks([scores, labels, weights], read, _merge_partials, align_rows=reader.block_rows,
+                                split_every=split_every)
     if not compute:
-        return dask.delayed(_finalize, pure=True)(partial, nan_policy, name)
+        return dask.delayed(_finalize, pure=True)(partial, nan_policy, name, reader)
     # The client receives one small partial state and finalises it; warnings
     # point at the line that called evaluate / diagnose.
-    return _finalize(partial.compute(), nan_policy, name, stacklevel=6)
+    return _finalize(partial.compute(), nan_policy, name, reader)
+
+
+def _infer_task(labels, scores) -> str:
+    """evaluate's task rules over dask arrays; an (N, C) target is read once, chunk by chunk, to tell its kind."""
+    from fastce import tasks
+
+    if scores.ndim == 1:
+        return "binary"
+    if labels.ndim == 1:
+        return "multiclass"
+    dask, _ = _import_dask()
+    starts = np.cumsum([0, *labels.chunks[0][:-1]])
+    blocks = labels.to_delayed().ravel()
+    flags = dask.compute(*[dask.delayed(tasks.chunk_flags, pure=True)(int(s), b, labels.dtype)
+                           for s, b in zip(starts, blocks)])
+    return tasks.TASK_OF_KIND[tasks.kind_of_flags(flags)]
 
 
 # ---------------------------------------------------------------------------
@@ -598,7 +635,7 @@ def _read_file_rows(pieces, role, name):
     for path, lo, hi in pieces:
         with files.open_array(path, role=role, name=name) as source:
             rows = source.read(lo, hi)
-            if role != "scores" and rows.ndim == 2:
+            if role != "scores" and rows.ndim == 2 and rows.shape[1] == 1:
                 rows = rows[:, 0]
             parts.append(rows)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -677,7 +714,7 @@ def read_array(paths, *, role: str = "scores", name: str | None = None, chunk_ro
             )
         n_rows = source.n_rows
         shape_rest = tuple(source.shape[1:])
-        if role != "scores" and len(shape_rest) == 1:
+        if role != "scores" and shape_rest == (1,):
             shape_rest = ()
         dtype = source.dtype
         if row_chunks is not None:
@@ -726,16 +763,21 @@ def evaluate_files(
     labels_name=None,
     weights_name=None,
     compute: bool = True,
+    task: str = "auto",
+    ignore_index: int | None = None,
 ):
     """:func:`fastce.files.evaluate_files` on the current Dask scheduler (files read by the workers).
 
-    Same arguments and the same Metrics, bit for bit.  With a
+    Same arguments and the same Metrics, bit for bit, for every task (1-D
+    score files are binary; (rows, classes) label files one-hot, multi-label
+    or soft).  With a
     ``distributed.Client`` active, every worker must see the files at the
     same paths.  ``compute=False`` returns a Delayed, as in :func:`evaluate`.
     """
     return _over_files(evaluate, labels, logits=logits, proba=proba, sample_weight=sample_weight,
                        chunk_rows=chunk_rows, scores_name=scores_name, labels_name=labels_name,
-                       weights_name=weights_name, top_k=top_k, nan_policy=nan_policy, compute=compute)
+                       weights_name=weights_name, top_k=top_k, nan_policy=nan_policy, compute=compute,
+                       task=task, ignore_index=ignore_index)
 
 
 def _over_files(func, labels, *, logits, proba, sample_weight, chunk_rows, scores_name, labels_name,

@@ -166,6 +166,12 @@ class Evaluator:
         self._nan_policy = nan_policy
         self._warn_top_k = _warn_top_k
         self._diag_arg = _check_diagnostics(diagnostics)
+        if self._diag_arg is not None and self._ignore_index is not None:
+            raise InputError(
+                "diagnostics= cannot be combined with ignore_index yet; drop the ignored rows before update() "
+                "(y != ignore_index) to get the report.",
+                argument="ignore_index",
+            )
         self._reader: readers.Reader | None = None
         self._provisional = False  # a multi-class guess of task="auto", revised by the first batch
         self._state = None

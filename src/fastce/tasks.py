@@ -53,23 +53,31 @@ def target_kind(y: np.ndarray) -> str:
 
 def kind_of_chunks(chunks, dtype) -> str:
     """``target_kind`` of a target read as ``(first_row, rows)`` chunks (files read a chunk at a time)."""
+    return kind_of_flags(chunk_flags(start, rows, dtype) for start, rows in chunks)
+
+
+def chunk_flags(start: int, rows, dtype) -> tuple[bool, bool]:
+    """(all 0/1, every row sums to 1) of target rows ``start...``; raises, naming the row, on values outside [0, 1]."""
     tolerance = 1e-8 + math.sqrt(validation.float_eps(dtype))
-    all_binary = True
-    all_one = True
-    for start, rows in chunks:
-        part = np.asarray(rows, dtype=np.float64)
-        bad = ~((part >= 0.0) & (part <= 1.0))
-        if bad.any():
-            row, col = (int(v) for v in np.argwhere(bad)[0])
-            raise InputError(
-                f"y_true row {start + row} holds {float(part[row, col])!r} in column {col}; a 2-D y_true must hold 0/1 "
-                "labels (one column per class) or probabilities in [0, 1]. For class indices pass a 1-D array.",
-                argument="y_true",
-                row=start + row,
-                value=float(part[row, col]),
-            )
-        all_binary = all_binary and bool(((part == 0.0) | (part == 1.0)).all())
-        all_one = all_one and bool((np.abs(part.sum(axis=1) - 1.0) <= tolerance).all())
+    part = np.asarray(rows, dtype=np.float64)
+    bad = ~((part >= 0.0) & (part <= 1.0))
+    if bad.any():
+        row, col = (int(v) for v in np.argwhere(bad)[0])
+        raise InputError(
+            f"y_true row {start + row} holds {float(part[row, col])!r} in column {col}; a 2-D y_true must hold 0/1 "
+            "labels (one column per class) or probabilities in [0, 1]. For class indices pass a 1-D array.",
+            argument="y_true",
+            row=start + row,
+            value=float(part[row, col]),
+        )
+    return bool(((part == 0.0) | (part == 1.0)).all()), bool((np.abs(part.sum(axis=1) - 1.0) <= tolerance).all())
+
+
+def kind_of_flags(flags) -> str:
+    """ONE_HOT, MULTILABEL or SOFT from the ``chunk_flags`` of every chunk."""
+    all_binary = all_one = True
+    for binary, one in flags:
+        all_binary, all_one = all_binary and binary, all_one and one
     if all_binary:
         return ONE_HOT if all_one else MULTILABEL
     return SOFT if all_one else MULTILABEL
