@@ -235,6 +235,8 @@ def test_sequence_multilabel_and_errors():
         fastce.evaluate(np.full((4, 9), -100), logits=z, ignore_index=-100)
     with pytest.raises(InputError, match="ignore_index applies to class-index labels"):
         fastce.evaluate(y, logits=z, ignore_index=-100)
+    with pytest.raises(InputError, match="ignore_index applies to class-index labels.*not to the binary task"):
+        fastce.evaluate(np.array([0, -100]), logits=np.zeros(2), ignore_index=-100)
 
 
 def test_ignore_index_in_two_dimensional_evaluate_matches_dropping_the_rows():
@@ -362,3 +364,27 @@ def test_dask_files_and_errors_for_every_task(task_files, task):
         da = pytest.importorskip("dask.array")
         with pytest.raises(InputError, match="y_true row 2500 holds 2.0"):
             fastce.dask.evaluate(da.from_array(bad, chunks=(1000, -1)), logits=da.from_array(np.load(z), chunks=(1000, -1)))
+
+
+def test_diagnose_and_evaluator_take_sequences_with_ignore_index():
+    rng = np.random.default_rng(8)
+    z = rng.standard_normal((3, 50, 6)).astype(np.float32)
+    y = rng.integers(0, 6, (3, 50))
+    y[:, 40:] = -100
+    kept = y != -100
+    r = fastce.diagnose(y, logits=z, ignore_index=-100, worst_k=5)
+    plain = fastce.diagnose(y[kept], logits=z[kept], worst_k=5)
+    assert r.metrics.n == kept.sum() == plain.metrics.n
+    assert r.metrics == fastce.evaluate(y, logits=z, ignore_index=-100)
+    assert r.confusion.tolist() == plain.confusion.tolist()
+    assert r.loss_split["wrong"]["rows"] == plain.loss_split["wrong"]["rows"]
+    rows = np.flatnonzero(kept.reshape(-1))
+    assert [w["row"] for w in r.worst] == [int(rows[w["row"]]) for w in plain.worst]  # positions of the flat rows
+    assert fastce.diagnose(y, logits=np.asfortranarray(z), ignore_index=-100, worst_k=5).to_json() == r.to_json()
+    ev = fastce.Evaluator(6, diagnostics={"worst_k": 5}, ignore_index=-100)
+    ev.update(y[:2], z[:2])
+    ev.update(y[2:], np.asfortranarray(z[2:]))
+    assert ev.report().to_json() == r.to_json()
+    assert ev.result() == r.metrics
+    with pytest.raises(InputError, match="ignore_index applies to class-index labels"):
+        fastce.diagnose(np.zeros(5, dtype=np.int64), logits=np.zeros(5), ignore_index=-100)

@@ -176,6 +176,33 @@ def _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, 
     to an Evaluator one (…, C) slab at a time, which gives the same numbers
     bit for bit in bounded memory.
     """
+    target, flat, weights = flat_positions(y_true, array, sample_weight, name)
+    if groups is not None:
+        groups = validation.as_array(groups, "groups").reshape(-1)
+    if flat is not None:
+        return evaluate(target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights,
+                        top_k=top_k, nan_policy=nan_policy, groups=groups, task=task, ignore_index=ignore_index)
+    if groups is not None:
+        raise InputError(
+            f"groups= needs {name} whose positions can be read as rows in place (a C-ordered (..., C) array); pass "
+            "np.ascontiguousarray(scores) or evaluate without groups.",
+            argument="groups",
+        )
+    from fastce.streaming import Evaluator
+
+    evaluator = Evaluator(array.shape[-1], task=task, from_logits=from_logits, top_k=top_k, nan_policy=nan_policy,
+                          ignore_index=ignore_index)
+    feed_slabs(evaluator, target, array, weights)
+    return evaluator._finalize(name)
+
+
+def flat_positions(y_true, array, sample_weight, name: str):
+    """(targets, scores, weights) of (..., C) scores with one row per position.
+
+    The scores are an (n, C) view, or None when the leading axes cannot
+    merge without a copy (then ``feed_slabs`` reads them); targets and
+    weights are reshaped (views of C-ordered arrays).
+    """
     n_classes = array.shape[-1]
     target = validation.as_array(y_true, "y_true")
     lead = array.shape[:-1]
@@ -203,31 +230,21 @@ def _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, 
                 value=weights.shape,
             )
         weights = weights.reshape(-1)
-    if groups is not None:
-        groups = validation.as_array(groups, "groups").reshape(-1)
     try:
         flat = np.reshape(array, (-1, n_classes), copy=False)
     except ValueError:
         flat = None
-    if flat is not None:
-        return evaluate(flat_target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights,
-                        top_k=top_k, nan_policy=nan_policy, groups=groups, task=task, ignore_index=ignore_index)
-    if groups is not None:
-        raise InputError(
-            f"groups= needs {name} whose positions can be read as rows in place (a C-ordered (..., C) array); pass "
-            "np.ascontiguousarray(scores) or evaluate without groups.",
-            argument="groups",
-        )
-    from fastce.streaming import Evaluator
+    return flat_target, flat, weights
 
-    evaluator = Evaluator(n_classes, task=task, from_logits=from_logits, top_k=top_k, nan_policy=nan_policy,
-                          ignore_index=ignore_index)
-    per_slab = int(np.prod(lead[-1:]))
+
+def feed_slabs(evaluator, target, array, weights) -> None:
+    """Feed (..., C) scores that cannot be flattened in place to ``evaluator``, one 2-D slab at a time."""
+    lead = array.shape[:-1]
+    per_slab = lead[-1]
     for index in np.ndindex(*lead[:-1]):
         start = int(np.ravel_multi_index(index, lead[:-1])) * per_slab
         part = slice(start, start + per_slab)
-        evaluator.update(flat_target[part], array[index], None if weights is None else weights[part])
-    return evaluator._finalize(name)
+        evaluator.update(target[part], array[index], None if weights is None else weights[part])
 
 
 def _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups) -> Metrics:
@@ -266,6 +283,8 @@ def diagnose(
     confident_below: float = 0.01,
     dense_confusion_max: int = 1024,
     nan_policy: str = "raise",
+    task: str = "auto",
+    ignore_index: int | None = None,
 ):
     """Why loss and accuracy disagree: a :class:`~fastce.report.Report` from one read of the scores.
 
@@ -324,40 +343,47 @@ def diagnose(
     from fastce.report import Report
 
     check_nan_policy(nan_policy)
-    if (logits is None) != (proba is None):
-        # Binary (1-D scores), multi-label and soft targets: the rules of evaluate (fastce.tasks).
+    readers.check_task(task)
+    given, from_logits, name = scores_argument(logits, proba)
+    array = validation.as_array(given, name)
+    report_options = dict(n_bins=n_bins, hist_bins=hist_bins, worst_k=worst_k, confident_below=confident_below,
+                          dense_confusion_max=dense_confusion_max)
+    if array.ndim > 2:
+        target, flat, weights = flat_positions(y_true, array, sample_weight, name)
+        if flat is not None:
+            return diagnose(target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights, top_k=top_k,
+                            nan_policy=nan_policy, task=task, ignore_index=ignore_index, **report_options)
+        from fastce.streaming import Evaluator
+
+        evaluator = Evaluator(array.shape[-1], task=task, from_logits=from_logits, top_k=top_k, nan_policy=nan_policy,
+                              ignore_index=ignore_index, diagnostics=report_options)
+        feed_slabs(evaluator, target, array, weights)
+        return evaluator.report()
+    scores = validation.scores(array, name, ndim=(1, 2))
+    if task == "auto":
+        task = tasks.infer_task(y_true, scores.shape)
+    if task == "soft":
         from fastce import diagnose_tasks
 
-        given, from_logits, name = scores_argument(logits, proba)
-        scores = validation.scores(given, name, ndim=(1, 2))
-        task = tasks.infer_task(y_true, scores.shape)
-        target = validation.as_array(y_true, "y_true") if task != "binary" else None
-        if task == "soft":
-            diagnose_tasks.refuse_soft_targets()
-        if task != "multiclass":
-            if task == "multilabel":
-                tasks.single_k(top_k, "multi-label")
-            options = DiagnosticsOptions(
-                num_classes=2 if task == "binary" else scores.shape[1], n_bins=n_bins, hist_bins=hist_bins,
-                worst_k=worst_k, confident_below=confident_below, dense_confusion_max=dense_confusion_max,
-            )
-            run = diagnose_tasks.diagnose_binary if task == "binary" else diagnose_tasks.diagnose_multilabel
-            return run(scores, y_true if task == "binary" else target, from_logits=from_logits, name=name,
-                       sample_weight=sample_weight, top_k=top_k, nan_policy=nan_policy, options=options)
-        if target.ndim == 2 and target.shape[1] > 1:
-            y_true = tasks.one_hot_labels(target)  # one-hot rows: their class indices
-    scores, labels, weights, ks, from_logits, name = validated_inputs(
-        y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k
-    )
-    n_classes = scores.shape[1]
-    options = DiagnosticsOptions(
-        num_classes=n_classes,
-        n_bins=n_bins,
-        hist_bins=hist_bins,
-        worst_k=worst_k,
-        confident_below=confident_below,
-        dense_confusion_max=dense_confusion_max,
-    )
-    state, diag = read_with_diagnostics(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps, options=options)
+        diagnose_tasks.refuse_soft_targets()
+    if task != "multiclass":
+        # Binary (1-D scores) and multi-label: the rules of evaluate (fastce.tasks).
+        from fastce import diagnose_tasks
+
+        if ignore_index is not None:
+            readers.make_reader(task, 2 if scores.ndim == 1 else scores.shape[1], ignore_index=ignore_index)  # refuses
+        if task == "multilabel":
+            tasks.single_k(top_k, "multi-label")
+        options = DiagnosticsOptions(num_classes=2 if task == "binary" else scores.shape[1], **report_options)
+        run = diagnose_tasks.diagnose_binary if task == "binary" else diagnose_tasks.diagnose_multilabel
+        return run(scores, y_true, from_logits=from_logits, name=name, sample_weight=sample_weight, top_k=top_k,
+                   nan_policy=nan_policy, options=options)
+    reader = readers.make_reader("multiclass", scores.shape[1], from_logits=from_logits, top_k=top_k,
+                                 ignore_index=ignore_index)
+    batch = reader.validate(y_true, scores, sample_weight, name=name)
+    options = DiagnosticsOptions(num_classes=scores.shape[1], **report_options)
+    state, diag = read_with_diagnostics(batch.view, batch.targets, batch.weights, top_k=reader.top_k,
+                                        from_logits=from_logits, eps=batch.eps, options=options,
+                                        ignore_label=reader.ignore_label)
     check_probabilities(state, name, nan_policy=nan_policy)
     return Report.from_states(state, diag, nan_policy=nan_policy, scores_name=name)

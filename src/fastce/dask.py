@@ -274,7 +274,7 @@ def _read_rows(scores, targets, weights, first_row, *, reader, name, options=Non
 
     state, diag = read_with_diagnostics(
         batch.view, batch.targets, batch.weights, top_k=reader.top_k, from_logits=reader.from_logits, eps=batch.eps,
-        options=options,
+        options=options, ignore_label=reader.ignore_label,
     )
     return _Partial(state, {}, diag)
 

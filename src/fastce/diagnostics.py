@@ -18,6 +18,7 @@ import numpy as np
 
 from fastce import _config, _exactsum, _json
 from fastce import diagnostics_kernels as DK
+from fastce import kernels as K
 from fastce.errors import InputError
 from fastce.state import (
     _MAX_HEX_CHARS, MAX_NUM_CLASSES, MAX_ROWS, State, _from_json_float, _json_int, _json_list, _short, malformed_reason,
@@ -394,12 +395,18 @@ def _merge_worst(a: dict, b: dict, k: int) -> dict:
     return {name: joined[name][order] for name in WORST_COLUMNS}
 
 
-def read_with_diagnostics(view, labels, weights, *, top_k, from_logits: bool, eps: float, options: DiagnosticsOptions):
-    """One read of validated scores into a fresh (State, DiagnosticsState) pair."""
+def read_with_diagnostics(view, labels, weights, *, top_k, from_logits: bool, eps: float, options: DiagnosticsOptions,
+                          ignore_label: int = K.NO_LABEL):
+    """One read of validated scores into a fresh (State, DiagnosticsState) pair.
+
+    Rows labelled ``ignore_label`` are left out of both (the kernel gives
+    them NaN per-row values, which the diagnostics skip).
+    """
     from fastce.readers import read_scores
 
     diag = DiagnosticsState.empty(options)
-    state = read_scores(view, labels, weights, top_k=top_k, from_logits=from_logits, eps=eps, on_rows=diag.fold)
+    state = read_scores(view, labels, weights, top_k=top_k, from_logits=from_logits, eps=eps, on_rows=diag.fold,
+                        ignore_label=ignore_label)
     diag.rows_seen = state.rows_seen
     return state, diag
 

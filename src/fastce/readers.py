@@ -276,7 +276,12 @@ class MulticlassReader(_StateReader):
 
     def read(self, batch: Batch) -> State:
         return read_scores(batch.view, batch.targets, batch.weights, top_k=self.top_k, from_logits=self.from_logits,
-                           eps=batch.eps, ignore_label=K.NO_LABEL if self.ignore_index is None else self.ignore_index)
+                           eps=batch.eps, ignore_label=self.ignore_label)
+
+    @property
+    def ignore_label(self) -> int:
+        """``ignore_index`` as the kernels take it (a label no row has when there is none)."""
+        return K.NO_LABEL if self.ignore_index is None else self.ignore_index
 
     def finalize(self, state: State, nan_policy: str, name: str) -> Metrics:
         check_probabilities(state, name, nan_policy=nan_policy)
@@ -307,8 +312,7 @@ class BinaryReader(_StateReader):
         return Batch(scores.view, scores.eps, labels, validation.sample_weight(sample_weight, n_rows))
 
     def _check_options(self) -> None:
-        if self.ignore_index is not None:
-            super()._check_options()
+        Reader._check_options(self)  # the binary kernels have no ignored label
 
     def read(self, batch: Batch) -> State:
         if self.from_logits:

@@ -166,12 +166,6 @@ class Evaluator:
         self._nan_policy = nan_policy
         self._warn_top_k = _warn_top_k
         self._diag_arg = _check_diagnostics(diagnostics)
-        if self._diag_arg is not None and self._ignore_index is not None:
-            raise InputError(
-                "diagnostics= cannot be combined with ignore_index yet; drop the ignored rows before update() "
-                "(y != ignore_index) to get the report.",
-                argument="ignore_index",
-            )
         self._reader: readers.Reader | None = None
         self._provisional = False  # a multi-class guess of task="auto", revised by the first batch
         self._state = None
@@ -270,7 +264,24 @@ class Evaluator:
         sample_weight : array-like of float, shape (n,), optional
             Non-negative finite row weights (rows of batches given without
             weights weigh 1).
+
+        Sequences: scores of shape (..., C) with targets (...) (or (..., C)),
+        class axis last, every position a row, as :func:`fastce.evaluate`.
         """
+        array = validation.as_array(scores, _SCORES)
+        if array.ndim > 2:
+            from fastce.api import feed_slabs, flat_positions
+
+            target, flat, weights = flat_positions(y_true, array, sample_weight, _SCORES)
+            if flat is not None:
+                return self.update(target, flat, weights)
+            saved = (self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending)
+            try:
+                feed_slabs(self, target, array, weights)
+            except BaseException:
+                self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending = saved
+                raise
+            return None
         saved = (self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending)
         rows_seen = self.rows_seen
         try:
@@ -335,7 +346,7 @@ class Evaluator:
         return _Both(
             *read_with_diagnostics(
                 batch.view, batch.targets, batch.weights, top_k=reader.top_k, from_logits=reader.from_logits,
-                eps=batch.eps, options=self._diag.options,
+                eps=batch.eps, options=self._diag.options, ignore_label=reader.ignore_label,
             )
         )
 
