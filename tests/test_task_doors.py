@@ -176,8 +176,8 @@ def test_evaluator_options_of_other_tasks_are_refused_clearly():
         fastce.Evaluator(task="soft", num_classes=4, from_logits=False)
     with pytest.raises(InputError, match="ignore_index applies to class-index labels"):
         fastce.Evaluator(task="multilabel", num_classes=4, ignore_index=-100)
-    with pytest.raises(InputError, match="diagnostics= is available for the multi-class task"):
-        fastce.Evaluator(task="binary", diagnostics=True, num_classes=2)
+    with pytest.raises(InputError, match="diagnose supports multi-class, binary and multi-label targets"):
+        fastce.Evaluator(task="soft", diagnostics=True, num_classes=4)
     ys, zs, _ = _data("soft", 10)
     with pytest.raises(InputError, match="sample_weight is not supported with soft targets"):
         fastce.Evaluator().update(ys, zs, np.ones(10))
@@ -296,9 +296,14 @@ def test_eval_command_ignore_index_and_refusals(task_files, tmp_path):
     assert "--ignore-index -100" in err.getvalue()
     y_ml, z_ml, _ = task_files["multilabel"]
     err = io.StringIO()
-    report = ["report", "--labels", str(y_ml), "--logits", str(z_ml), "--no-progress"]
+    report = ["report", "--labels", str(y_ml), "--logits", str(z_ml), "--no-progress", "--plots", str(tmp_path)]
     assert cli.main(report, out=io.StringIO(), err=err) == 2
-    assert "fastce.diagnose" in err.getvalue() and "\n" == err.getvalue()[-1] and err.getvalue().count("\n") == 1
+    assert "multi-label reports have no plots yet" in err.getvalue() and err.getvalue().count("\n") == 1
+    y_soft, z_soft, _ = task_files["soft"]
+    err = io.StringIO()
+    assert cli.main(["report", "--labels", str(y_soft), "--logits", str(z_soft), "--no-progress"], out=io.StringIO(),
+                    err=err) == 2
+    assert "for soft targets fastce.evaluate reports" in err.getvalue()
 
 
 @pytest.mark.parametrize("task", ["binary", "multilabel", "soft"])
@@ -388,3 +393,28 @@ def test_diagnose_and_evaluator_take_sequences_with_ignore_index():
     assert ev.result() == r.metrics
     with pytest.raises(InputError, match="ignore_index applies to class-index labels"):
         fastce.diagnose(np.zeros(5, dtype=np.int64), logits=np.zeros(5), ignore_index=-100)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "binary", "multilabel"])
+def test_reports_of_every_task_from_every_door(task, tmp_path):
+    """diagnose, the Evaluator (any split, JSON round trip), fastce report and fastce.dask.diagnose: one report."""
+    y, z, w = _data(task, 9000, seed=31, weighted=True)
+    expected = fastce.diagnose(y, logits=z, sample_weight=w, worst_k=7).to_json()
+    ev = fastce.Evaluator(diagnostics={"worst_k": 7})
+    for lo, hi in ((0, 1234), (1234, 5000), (5000, 9000)):
+        ev.update(y[lo:hi], z[lo:hi], w[lo:hi])
+        ev = fastce.Evaluator.from_state_dict(_strict_loads(json.dumps(ev.state_dict(), allow_nan=False)))
+    assert ev.task == task and ev.report().to_json() == expected
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "w.npy", w)
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["report", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--weights",
+            str(tmp_path / "w.npy"), "--worst-k", "7", "--json", "--no-progress", "--chunk-rows", "2000"]
+    assert cli.main(argv, out=out, err=err) == 0, err.getvalue()
+    assert out.getvalue() == expected + "\n"
+    da = pytest.importorskip("dask.array")
+    from fastce import dask as fastce_dask
+
+    got = fastce_dask.diagnose(y, logits=da.from_array(z, chunks=(2500,) + z.shape[1:]), sample_weight=w, worst_k=7)
+    assert got.to_json() == expected

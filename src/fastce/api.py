@@ -339,9 +339,6 @@ def diagnose(
     >>> ml.labels["recall"].tolist(), ml.labels["highest_loss"][0]["label"]
     ([1.0, 0.0, 1.0], 1)
     """
-    from fastce.diagnostics import DiagnosticsOptions, read_with_diagnostics
-    from fastce.report import Report
-
     check_nan_policy(nan_policy)
     readers.check_task(task)
     given, from_logits, name = scores_argument(logits, proba)
@@ -362,28 +359,9 @@ def diagnose(
     scores = validation.scores(array, name, ndim=(1, 2))
     if task == "auto":
         task = tasks.infer_task(y_true, scores.shape)
-    if task == "soft":
-        from fastce import diagnose_tasks
-
-        diagnose_tasks.refuse_soft_targets()
-    if task != "multiclass":
-        # Binary (1-D scores) and multi-label: the rules of evaluate (fastce.tasks).
-        from fastce import diagnose_tasks
-
-        if ignore_index is not None:
-            readers.make_reader(task, 2 if scores.ndim == 1 else scores.shape[1], ignore_index=ignore_index)  # refuses
-        if task == "multilabel":
-            tasks.single_k(top_k, "multi-label")
-        options = DiagnosticsOptions(num_classes=2 if task == "binary" else scores.shape[1], **report_options)
-        run = diagnose_tasks.diagnose_binary if task == "binary" else diagnose_tasks.diagnose_multilabel
-        return run(scores, y_true, from_logits=from_logits, name=name, sample_weight=sample_weight, top_k=top_k,
-                   nan_policy=nan_policy, options=options)
-    reader = readers.make_reader("multiclass", scores.shape[1], from_logits=from_logits, top_k=top_k,
-                                 ignore_index=ignore_index)
+    reader = readers.make_reader(task, 2 if scores.ndim == 1 else scores.shape[1], from_logits=from_logits,
+                                 top_k=top_k, ignore_index=ignore_index)
+    options = reader.diagnostics_options(report_options)
     batch = reader.validate(y_true, scores, sample_weight, name=name)
-    options = DiagnosticsOptions(num_classes=scores.shape[1], **report_options)
-    state, diag = read_with_diagnostics(batch.view, batch.targets, batch.weights, top_k=reader.top_k,
-                                        from_logits=from_logits, eps=batch.eps, options=options,
-                                        ignore_label=reader.ignore_label)
-    check_probabilities(state, name, nan_policy=nan_policy)
-    return Report.from_states(state, diag, nan_policy=nan_policy, scores_name=name)
+    state, diag = reader.read_with_diagnostics(batch, options)
+    return reader.report(state, diag, nan_policy, name)

@@ -422,12 +422,8 @@ def _evaluate(args, out, err) -> int:
         top_k = top_k_option(args, num_classes, err)
         diagnostics = _diagnostics_options(args)
         task = inputs.task(args.task)
-        if diagnostics and task != "multiclass":
-            raise UsageError(
-                f"fastce report reads multi-class files for now; these files are a {task} task. In Python, "
-                f"fastce.diagnose(y, logits=z) reports on {task} arrays (np.load(..., mmap_mode='r') keeps memory "
-                "bounded); fastce eval gives the metrics of these files."
-            )
+        if diagnostics and task == "multilabel" and args.plots:
+            raise UsageError("--plots: multi-label reports have no plots yet; drop --plots (the report is printed).")
         fingerprint = {
             "inputs": inputs.fingerprint(),
             "options": {"top_k": list(top_k), "nan_policy": args.nan_policy},
@@ -589,12 +585,9 @@ def _evaluate_on_cluster(args, out, err) -> int:
     ) as inputs:  # opened here for the checks and messages of the local path; the workers reopen them
         task = inputs.task(args.task)
     diagnostics = _diagnostics_options(args)
-    if diagnostics is not None and task != "multiclass":
-        raise UsageError(
-            f"fastce report reads multi-class files for now; these files are a {task} task. In Python, "
-            f"fastce.diagnose(y, logits=z) reports on {task} arrays; fastce eval gives the metrics of these files."
-        )
-    task_options = {} if diagnostics is not None else {"task": task, "ignore_index": args.ignore_index}
+    if diagnostics is not None and task == "multilabel" and args.plots:
+        raise UsageError("--plots: multi-label reports have no plots yet; drop --plots (the report is printed).")
+    task_options = {"task": task, "ignore_index": args.ignore_index}
     # Not the default client: a caller's own client (in-process use) stays the default.
     run = fastce_dask.evaluate_files if diagnostics is None else fastce_dask.diagnose_files
     with Client(args.scheduler, timeout="30s", set_as_default=False) as client, dask.config.set(scheduler=client):
@@ -603,7 +596,7 @@ def _evaluate_on_cluster(args, out, err) -> int:
                 args.labels, logits=args.logits, proba=args.proba, sample_weight=args.weights,
                 top_k=args.top_k, nan_policy=args.nan_policy, chunk_rows=args.chunk_rows,
                 scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
-                **(task_options if diagnostics is None else diagnostics),
+                **task_options, **(diagnostics or {}),
             ),
             args, inputs, out, err,
         )

@@ -45,9 +45,7 @@ import numpy as np
 from fastce import _config, files, validation
 from fastce.api import scores_argument
 from fastce.checks import check_probabilities
-from fastce.readers import read_scores
 from fastce.errors import InputError
-from fastce.metrics import Metrics
 from fastce.state import State, check_nan_policy
 
 __all__ = ["diagnose", "diagnose_files", "evaluate", "evaluate_files", "read_array", "reduce_row_blocks"]
@@ -250,8 +248,8 @@ class _Partial:
 def _read_rows(scores, targets, weights, first_row, *, reader, name, options=None) -> _Partial:
     """Validate one range of rows as ``evaluate`` does, then read it with the task's reader.
 
-    With diagnostics ``options`` (fastce.dask.diagnose, multi-class), the
-    partial also holds the rows' DiagnosticsState.
+    With diagnostics ``options`` (fastce.dask.diagnose), the partial also
+    holds the rows' diagnostics state.
     """
     n_rows = scores.shape[0]
     checked = validation.scores(scores, name, ndim=(1, 2))
@@ -262,20 +260,13 @@ def _read_rows(scores, targets, weights, first_row, *, reader, name, options=Non
         state.rows_seen = n_rows  # keeps the rows after these numbered right
         diag = None
         if options is not None:
-            from fastce.diagnostics import DiagnosticsState
-
-            diag = DiagnosticsState.empty(options)
+            diag = reader.empty_diagnostics(options)
             diag.rows_seen = n_rows
         # Label errors before weight errors, whichever chunk holds them, as in memory.
         return _Partial(state, {1 if exc.argument == "sample_weight" else 0: _globalize(exc, first_row)}, diag)
     if options is None:
         return _Partial(reader.read(batch), {}, None)
-    from fastce.diagnostics import read_with_diagnostics
-
-    state, diag = read_with_diagnostics(
-        batch.view, batch.targets, batch.weights, top_k=reader.top_k, from_logits=reader.from_logits, eps=batch.eps,
-        options=options, ignore_label=reader.ignore_label,
-    )
+    state, diag = reader.read_with_diagnostics(batch, options)
     return _Partial(state, {}, diag)
 
 
@@ -303,10 +294,7 @@ def _finalize(partial: _Partial, nan_policy: str, name: str, reader=None, stackl
         raise partial.errors[min(partial.errors)]
     state = partial.state
     if partial.diag is not None:
-        from fastce.report import Report
-
-        check_probabilities(state, name, nan_policy=nan_policy)
-        return Report.from_states(state, partial.diag, nan_policy=nan_policy, scores_name=name, stacklevel=None)
+        return reader.report(state, partial.diag, nan_policy, name)
     return reader.finalize(state, nan_policy, name)
 
 
@@ -493,18 +481,8 @@ def _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split
     num_classes = 2 if scores.ndim == 1 else int(scores.shape[1])
     if task == "auto":
         task = _infer_task(labels, scores)
-    if diagnostics is not None and task != "multiclass":
-        raise InputError(
-            f"fastce.dask.diagnose reads multi-class arrays for now; these are a {task} task. fastce.dask.evaluate "
-            "gives their metrics, and fastce.diagnose reports on them in memory.",
-            argument="y_true",
-        )
     reader = readers.make_reader(task, num_classes, from_logits=from_logits, top_k=top_k, ignore_index=ignore_index)
-    options = None
-    if diagnostics is not None:
-        from fastce.diagnostics import DiagnosticsOptions
-
-        options = DiagnosticsOptions(num_classes=num_classes, **diagnostics)
+    options = None if diagnostics is None else reader.diagnostics_options(diagnostics)
     read = functools.partial(_read_rows, reader=reader, name=name, options=options)
     partial = reduce_row_blocks([scores, labels, weights], read, _merge_partials, align_rows=reader.block_rows,
                                 split_every=split_every)
@@ -819,8 +797,11 @@ def diagnose(
     nan_policy: str = "raise",
     compute: bool = True,
     split_every: int = DEFAULT_SPLIT_EVERY,
+    task: str = "auto",
+    ignore_index: int | None = None,
 ):
-    """:func:`fastce.diagnose` over Dask arrays: a :class:`~fastce.report.Report`, in one pass on the workers.
+    """:func:`fastce.diagnose` over Dask arrays: the same report, in one pass on the workers, for every task
+    ``diagnose`` takes (multi-class, binary, multi-label).
 
     Arguments as :func:`fastce.diagnose` and :func:`evaluate` (``compute=False``
     returns a Delayed).  Each row chunk reads its rows into a partial state
@@ -844,7 +825,8 @@ def diagnose(
         n_bins=n_bins, hist_bins=hist_bins, worst_k=worst_k, confident_below=confident_below,
         dense_confusion_max=dense_confusion_max,
     )
-    return _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, diagnostics)
+    return _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, diagnostics, task,
+                ignore_index)
 
 
 def diagnose_files(labels=None, *, logits=None, proba=None, sample_weight=None, chunk_rows=None,

@@ -147,6 +147,29 @@ class Reader:
     def state_from_dict(self, data):
         raise NotImplementedError
 
+    # -- diagnostics (what diagnose reports beyond the metrics) --------------------------
+    def diagnostics_options(self, options: dict):
+        """The task's diagnostics settings from ``diagnose``'s options (a dict; absent ones take defaults)."""
+        raise InputError(
+            "diagnose supports multi-class, binary and multi-label targets; for soft targets fastce.evaluate reports "
+            "cross-entropy = target entropy + KL divergence.",
+            argument="y_true",
+        )
+
+    def empty_diagnostics(self, options):
+        raise NotImplementedError
+
+    def read_with_diagnostics(self, batch: Batch, options):
+        """(state, diagnostics state) of one read of ``batch``'s rows (merge like the states)."""
+        raise NotImplementedError
+
+    def report(self, state, diag, nan_policy: str, name: str):
+        """The report of merged states, after the checks ``finalize`` makes."""
+        raise NotImplementedError
+
+    def diagnostics_from_dict(self, data):
+        raise NotImplementedError
+
     # -- shared ---------------------------------------------------------------------------
     def settings(self) -> tuple:
         """What two streams must share to merge."""
@@ -210,6 +233,34 @@ class _StateReader(Reader):
                 argument="state",
             )
         return state
+
+    def diagnostics_options(self, options: dict):
+        from fastce.diagnostics import DiagnosticsOptions
+
+        return DiagnosticsOptions(num_classes=self.num_classes, **options)
+
+    def empty_diagnostics(self, options):
+        from fastce.diagnostics import DiagnosticsState
+
+        return DiagnosticsState.empty(options)
+
+    def diagnostics_from_dict(self, data):
+        from fastce.diagnostics import DiagnosticsState
+
+        diag = DiagnosticsState.from_dict(data)
+        if diag.options.num_classes != self.num_classes:
+            raise InputError("malformed fastce state: diagnostics of another class count", argument="state")
+        return diag
+
+    def report(self, state: State, diag, nan_policy: str, name: str):
+        from fastce.report import Report
+
+        if self.task == "binary":
+            if not self.from_logits:
+                check_probability_range(state, name)
+        else:
+            check_probabilities(state, name, nan_policy=nan_policy)
+        return Report.from_states(state, diag, nan_policy=nan_policy, scores_name=name, stacklevel=None)
 
     def raise_now(self, state: State, nan_policy: str, name: str, *, previous=None) -> None:
         if nan_policy == "raise" and state.counts[K.C_NONFINITE]:
@@ -287,6 +338,13 @@ class MulticlassReader(_StateReader):
         check_probabilities(state, name, nan_policy=nan_policy)
         return state.finalize(nan_policy, scores_name=name, stacklevel=None)
 
+    def read_with_diagnostics(self, batch: Batch, options):
+        from fastce.diagnostics import read_with_diagnostics
+
+        return read_with_diagnostics(batch.view, batch.targets, batch.weights, top_k=self.top_k,
+                                     from_logits=self.from_logits, eps=batch.eps, options=options,
+                                     ignore_label=self.ignore_label)
+
 
 class BinaryReader(_StateReader):
     """(n,) scores of class 1 (logits or probabilities) and 0/1 labels."""
@@ -326,6 +384,19 @@ class BinaryReader(_StateReader):
             check_probability_range(state, name)
         return state.finalize(nan_policy, scores_name=name, stacklevel=None)
 
+    def read_with_diagnostics(self, batch: Batch, options):
+        """The binary State, and the multi-class diagnostics of the rows' two-column equivalent.
+
+        See ``fastce.diagnose_tasks``: [0, z] for logits, [1 - p, p] for
+        probabilities, built a bounded chunk at a time (whole blocks of the
+        two-column kernel, so the diagnostics merge exactly across calls).
+        """
+        from fastce.diagnose_tasks import binary_diagnostics
+
+        diag = binary_diagnostics(batch.view, batch.eps, batch.targets, batch.weights, top_k=self.top_k,
+                                  from_logits=self.from_logits, options=options)
+        return self.read(batch), diag
+
 
 class MultilabelReader(Reader):
     """(n, C) per-element logits (sigmoid) or probabilities and an (n, C) 0/1 (or soft) indicator target."""
@@ -353,6 +424,39 @@ class MultilabelReader(Reader):
 
     def state_from_dict(self, data) -> MultilabelState:
         return _same_settings(MultilabelState.from_dict(data), self)
+
+    def diagnostics_options(self, options: dict):
+        """Per-label tables, calibration over elements, worst rows: ``hist_bins`` and ``dense_confusion_max`` do not apply."""
+        from fastce.multilabel_report import MultilabelOptions
+
+        kept = {key: options[key] for key in ("n_bins", "worst_k", "confident_below") if key in options}
+        return MultilabelOptions(num_labels=self.num_classes, **kept)
+
+    def empty_diagnostics(self, options):
+        from fastce.multilabel_report import MultilabelDiagnosticsState
+
+        return MultilabelDiagnosticsState.empty(options)
+
+    def read_with_diagnostics(self, batch: Batch, options):
+        from fastce.multilabel_report import read_multilabel_diagnostics
+
+        weights = np.empty(0) if batch.weights is None else batch.weights
+        diag = read_multilabel_diagnostics(batch.view, batch.targets, weights, from_logits=self.from_logits,
+                                           options=options)
+        return self.read(batch), diag
+
+    def report(self, state, diag, nan_policy: str, name: str):
+        from fastce.multilabel_report import MultilabelReport
+
+        return MultilabelReport.from_state(self.finalize(state, nan_policy, name), diag)
+
+    def diagnostics_from_dict(self, data):
+        from fastce.multilabel_report import MultilabelDiagnosticsState
+
+        diag = MultilabelDiagnosticsState.from_dict(data)
+        if diag.options.num_labels != self.num_classes:
+            raise InputError("malformed fastce state: diagnostics of another label count", argument="state")
+        return diag
 
 
 class SoftReader(Reader):

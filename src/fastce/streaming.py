@@ -84,8 +84,9 @@ class Evaluator:
         batch holds a NaN/+inf row raises at once, naming the row's global
         number (rows are numbered from 0 across all updates).
     diagnostics : bool or dict, default False
-        Multi-class only: also keep what :func:`fastce.diagnose` reports
-        (``report()``); a dict passes ``diagnose``'s options.
+        Also keep what :func:`fastce.diagnose` reports (``report()``), for
+        the multi-class, binary and multi-label tasks; a dict passes
+        ``diagnose``'s options.
     ignore_index : int, optional
         A label value whose rows are left out (class indices only), as
         :func:`fastce.evaluate`.
@@ -173,24 +174,19 @@ class Evaluator:
         self._diag = None
         if self._num_classes is not None:
             self._settle("multiclass" if task == "auto" else task, self._num_classes)
-            self._provisional = task == "auto" and self._diag_arg is None
+            self._provisional = task == "auto"
 
     # -- the task, decided once ------------------------------------------------------------
     def _settle(self, task: str, num_classes: int) -> None:
-        if self._diag_arg is not None and task != "multiclass":
-            raise InputError(
-                f"diagnostics= is available for the multi-class task, not the {task} task these batches ask for; "
-                f"fastce.diagnose reads binary and multi-label arrays.",
-                argument="diagnostics",
-            )
         self._reader = readers.make_reader(
             task, num_classes, from_logits=self._from_logits, top_k=self._top_k_arg, ignore_index=self._ignore_index,
             top_k_stacklevel=0 if self._warn_top_k else None,
         )
         self._num_classes = self._reader.num_classes
         self._state = self._reader.empty()
+        self._diag = None
         if self._diag_arg is not None:
-            self._diag = _diagnostics_state(self._diag_arg, self._num_classes)
+            self._diag = self._reader.empty_diagnostics(self._reader.diagnostics_options(self._diag_arg))
 
     # -- settings and progress -------------------------------------------------
     @property
@@ -242,10 +238,10 @@ class Evaluator:
 
     def _settings(self) -> tuple:
         # The diagnostics options count as a setting whatever either side has seen.
-        diagnostics = None if self._diag is None else self._diag.options
+        diagnostics = self._diag.options if self._diag is not None else self._diag_arg
         reader = None if self._reader is None else self._reader.settings()
         return (self._requested_task, self._from_logits, self.top_k, self._nan_policy, self._ignore_index,
-                self._diag_arg is not None, reader, diagnostics)
+                diagnostics, reader)
 
     # -- feeding -----------------------------------------------------------------
     def update(self, y_true, scores, sample_weight=None) -> None:
@@ -340,15 +336,7 @@ class Evaluator:
     def _read_both(self, batch: Batch) -> "_Both":
         if self._diag is None:
             return _Both(self._reader.read(batch), None)
-        from fastce.diagnostics import read_with_diagnostics
-
-        reader = self._reader
-        return _Both(
-            *read_with_diagnostics(
-                batch.view, batch.targets, batch.weights, top_k=reader.top_k, from_logits=reader.from_logits,
-                eps=batch.eps, options=self._diag.options, ignore_label=reader.ignore_label,
-            )
-        )
+        return _Both(*self._reader.read_with_diagnostics(batch, self._diag.options))
 
     def _both(self) -> "_Both":
         return _Both(self._state, self._diag)
@@ -472,13 +460,8 @@ class Evaluator:
         sums are exact, the per-class ones exact double-doubles (see
         ``fastce.diagnostics_kernels``).
         """
-        from fastce.checks import check_probabilities
-        from fastce.report import Report
-
         diag = self.diagnostics_state()
-        state = self.state()
-        check_probabilities(state, _SCORES, nan_policy=self._nan_policy)
-        return Report.from_states(state, diag, nan_policy=self._nan_policy, scores_name=_SCORES)
+        return self._reader.report(self.state(), diag, self._nan_policy, _SCORES)
 
     def result(self) -> Metrics:
         """Metrics over every row fed so far: the object ``fastce.evaluate`` returns.
@@ -575,10 +558,8 @@ class Evaluator:
             raise InputError("malformed fastce Evaluator state: top_k must be sorted, unique and include 1", argument="state")
         evaluator._state = evaluator._reader.state_from_dict(raw_state)
         if data.get("diagnostics") is not None:
-            from fastce.diagnostics import DiagnosticsState
-
-            diag = DiagnosticsState.from_dict(data["diagnostics"])
-            if diag.options.num_classes != evaluator._num_classes or diag.rows_seen != evaluator._state.rows_seen:
+            diag = evaluator._reader.diagnostics_from_dict(data["diagnostics"])
+            if diag.options != evaluator._diag.options or diag.rows_seen != evaluator._state.rows_seen:
                 raise InputError("malformed fastce Evaluator state: diagnostics do not match the state", argument="state")
             evaluator._diag = diag
         raw = data.get("pending")
@@ -621,11 +602,16 @@ def _diagnostics_option(raw):
     """The diagnostics= argument that rebuilds a state's diagnostics (their options), or False."""
     if raw is None:
         return False
-    from fastce.diagnostics import DiagnosticsState
+    from fastce.diagnostics import DIAGNOSTICS_FORMAT, DiagnosticsState
+    from fastce.multilabel_report import MultilabelDiagnosticsState
 
-    options = DiagnosticsState.from_dict(raw).options
-    return {name: getattr(options, name) for name in ("n_bins", "hist_bins", "worst_k", "confident_below",
-                                                      "dense_confusion_max")}
+    if isinstance(raw, dict) and raw.get("format") == DIAGNOSTICS_FORMAT:
+        options = DiagnosticsState.from_dict(raw).options
+        names = ("n_bins", "hist_bins", "worst_k", "confident_below", "dense_confusion_max")
+    else:
+        options = MultilabelDiagnosticsState.from_dict(raw).options
+        names = ("n_bins", "worst_k", "confident_below")
+    return {name: getattr(options, name) for name in names}
 
 
 def _pending_from_dict(raw, reader: readers.Reader) -> Batch:
@@ -721,12 +707,6 @@ def _check_diagnostics(diagnostics):
             argument="diagnostics",
         )
     return dict(diagnostics)
-
-
-def _diagnostics_state(options: dict, num_classes: int):
-    from fastce.diagnostics import DiagnosticsOptions, DiagnosticsState
-
-    return DiagnosticsState.empty(DiagnosticsOptions(num_classes=num_classes, **options))
 
 
 def _globalize(exc: InputError, base: int) -> InputError:
