@@ -418,3 +418,23 @@ def test_reports_of_every_task_from_every_door(task, tmp_path):
 
     got = fastce_dask.diagnose(y, logits=da.from_array(z, chunks=(2500,) + z.shape[1:]), sample_weight=w, worst_k=7)
     assert got.to_json() == expected
+
+
+def test_commands_take_sequence_files(tmp_path):
+    rng = np.random.default_rng(41)
+    z = rng.standard_normal((12, 30, 9)).astype(np.float32)
+    y = rng.integers(0, 9, (12, 30))
+    y[:, 25:] = -100
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "y.npy", y)
+    files = ["--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--ignore-index", "-100"]
+    for command, expected in (("eval", fastce.evaluate(y, logits=z, ignore_index=-100)),
+                              ("report", fastce.diagnose(y, logits=z, ignore_index=-100))):
+        out, err = io.StringIO(), io.StringIO()
+        assert cli.main([command, *files, "--json", "--no-progress", "--chunk-rows", "5"], out=out, err=err) == 0, err.getvalue()
+        assert out.getvalue() == expected.to_json() + "\n"
+    np.save(tmp_path / "bad.npy", y[:, :20])
+    err = io.StringIO()
+    assert cli.main(["eval", "--labels", str(tmp_path / "bad.npy"), "--logits", str(tmp_path / "z.npy")],
+                    out=io.StringIO(), err=err) == 2
+    assert "take labels of shape (12, 30)" in err.getvalue()

@@ -437,9 +437,7 @@ def _evaluate(args, out, err) -> int:
             diagnostics=diagnostics or False, ignore_index=args.ignore_index, _warn_top_k=False,  # warned above
         )
         evaluator = resume(args, fingerprint, evaluator, n, err)
-        chunk_rows = args.chunk_rows or files.default_chunk_rows(
-            num_classes, inputs.scores.dtype.itemsize, evaluator.block_rows
-        )
+        chunk_rows = args.chunk_rows or inputs.chunk_rows(evaluator.block_rows)
         row_bytes = inputs.scores.row_bytes + inputs.labels.row_bytes
         chunks = (
             (lo, hi, (y, scores, w))

@@ -725,24 +725,24 @@ def _shard_error(path, head):
 def _check_role(source: ArraySource, role: str) -> None:
     shape, dtype, where = source.shape, source.dtype, source.where
     if role == "scores":
-        if len(shape) not in (1, 2):
+        if len(shape) == 0:
             raise InputFileError(
-                f"{where} holds an array of shape {shape}; scores must have shape (rows, classes), or (rows,) for "
-                "binary scores of class 1.",
+                f"{where} holds an array of shape {shape}; scores must have shape (rows, classes), (rows,) for "
+                "binary scores of class 1, or (..., classes) for sequences (the class axis last).",
                 argument=where,
             )
         if dtype.kind not in "fiub" and dtype.name != "bfloat16":
             raise InputFileError(
                 f"{where} has dtype {dtype}; scores must be float16, float32 or float64.", argument=where
             )
-        if len(shape) == 2 and shape[1] == 0:
+        if len(shape) >= 2 and 0 in shape[1:]:
             raise InputFileError(f"{where} has no columns (shape {shape}).", argument=where)
-    elif role == "labels" and len(shape) == 2 and shape[1] > 1:
+    elif role == "labels" and len(shape) >= 2 and shape[1] > 1:
         # One column per class: one-hot rows, a multi-label indicator or soft targets (values checked when read).
         if dtype.kind not in "fiub" and dtype.name != "bfloat16":
             raise InputFileError(
-                f"{where} has dtype {dtype}; a labels file of shape (rows, classes) must hold 0/1 labels or "
-                "probabilities.",
+                f"{where} has dtype {dtype}; a labels file of shape (rows, classes) (or (..., classes)) must hold "
+                "0/1 labels or probabilities, and one of shape (..., positions) integer class indices.",
                 argument=where,
             )
     else:
@@ -788,35 +788,52 @@ class Inputs:
 
     @property
     def num_classes(self) -> int:
-        """Columns of the scores (2 for 1-D binary scores of class 1)."""
-        return 2 if len(self.scores.shape) == 1 else self.scores.shape[1]
+        """Columns of the scores, the last axis (2 for 1-D binary scores of class 1)."""
+        return 2 if len(self.scores.shape) == 1 else self.scores.shape[-1]
 
     def task(self, requested: str = "auto", chunk_rows: int = 1 << 16) -> str:
         """The task of these files: ``requested``, or inferred as ``fastce.evaluate`` infers it.
 
-        An (rows, classes) labels file is read once, a chunk at a time, to
-        tell one-hot rows from a multi-label indicator or soft targets (the
-        scores are not read).
+        Scores (..., C) are sequences: a label per position (shape (...)) is
+        multi-class.  A labels file with one column per class is read once, a
+        chunk at a time, to tell one-hot rows from a multi-label indicator or
+        soft targets (the scores are not read).
         """
         from fastce import tasks
 
-        if requested != "auto":
-            return requested
-        labels_shape = self.labels.shape
-        if len(self.scores.shape) == 1:
-            return "binary"
-        if len(labels_shape) == 1 or labels_shape[1] == 1:
-            return "multiclass"
-        if tuple(labels_shape) != tuple(self.scores.shape):
+        scores_shape, labels_shape = tuple(self.scores.shape), tuple(self.labels.shape)
+        if len(scores_shape) > 2 and labels_shape not in (scores_shape[:-1], scores_shape):
             raise InputFileError(
-                f"{self.labels.where} has shape {tuple(labels_shape)} but {self.scores.where} has shape "
-                f"{tuple(self.scores.shape)}; a labels file of shape (rows, classes) needs one column per class "
-                "of the scores.",
+                f"{self.labels.where} has shape {labels_shape} but {self.scores.where} has shape {scores_shape}: scores "
+                f"(..., classes) take labels of shape {scores_shape[:-1]} (a class index per position) or targets of "
+                "the scores' shape.",
                 argument=self.labels.where,
             )
-        n = self.n_rows
-        chunks = ((lo, self.labels.read(lo, min(lo + chunk_rows, n))) for lo in range(0, n, chunk_rows))
+        if requested != "auto":
+            return requested
+        if len(scores_shape) == 1:
+            return "binary"
+        if labels_shape == scores_shape[:-1] or (len(scores_shape) == 2 and labels_shape[1:] in ((), (1,))):
+            return "multiclass"
+        if labels_shape != scores_shape:
+            raise InputFileError(
+                f"{self.labels.where} has shape {labels_shape} but {self.scores.where} has shape {scores_shape}; a "
+                "labels file of shape (rows, classes) needs one column per class of the scores.",
+                argument=self.labels.where,
+            )
+        n, c = self.n_rows, self.num_classes
+        chunks = ((lo, self.labels.read(lo, min(lo + chunk_rows, n)).reshape(-1, c)) for lo in range(0, n, chunk_rows))
         return tasks.TASK_OF_KIND[tasks.kind_of_chunks(chunks, self.labels.dtype)]
+
+    def chunk_rows(self, block_rows: int) -> int:
+        """Rows of the files read at a time by default: about DEFAULT_CHUNK_BYTES of scores.
+
+        Whole kernel blocks (``block_rows``) for rows of scores; for
+        sequences ((..., C) files) whole leading rows, at least one.
+        """
+        if len(self.scores.shape) <= 2:
+            return default_chunk_rows(self.num_classes, self.scores.dtype.itemsize, block_rows)
+        return max(1, DEFAULT_CHUNK_BYTES // max(1, self.scores.row_bytes))
 
     def sources(self):
         return [s for s in (self.scores, self.labels, self.weights) if s is not None]
@@ -950,7 +967,7 @@ def evaluate_files(
     ) as inputs:
         evaluator = Evaluator(inputs.num_classes, task=inputs.task(task), from_logits=inputs.from_logits, top_k=top_k,
                               nan_policy=nan_policy, ignore_index=ignore_index)
-        rows = chunk_rows or default_chunk_rows(inputs.num_classes, inputs.scores.dtype.itemsize, evaluator.block_rows)
+        rows = chunk_rows or inputs.chunk_rows(evaluator.block_rows)
         for _, _, y, scores, w in iter_chunks(inputs, rows):
             evaluator.update(y, scores, w)
         return evaluator.result()
