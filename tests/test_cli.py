@@ -138,7 +138,7 @@ def _error_cases(d, tmp_path):
         "missing": (["--labels", tmp_path / "nope.npy", "--logits", z], "nope.npy: no such file"),
         "rows": (["--labels", tmp_path / "short.npy", "--logits", z], "short.npy has 10 rows but"),
         "dtype": (["--labels", tmp_path / "float_labels.npy", "--logits", z], "labels must be integer"),
-        "shape": (["--labels", y, "--logits", tmp_path / "vector.npy"], r"shape (rows, classes)"),
+        "shape": (["--labels", y, "--logits", tmp_path / "vector.npy"], "scores (..., classes) take labels of shape"),
         "not npy": (["--labels", y, "--logits", tmp_path / "text.npy"], "is not an .npy file"),
         "pickle": (["--labels", tmp_path / "obj.npy", "--logits", z], "never loads pickles"),
         "label value": (["--labels", tmp_path / "bad_labels.npy", "--logits", z, "--chunk-rows", "1000"], "y_true row 4321 is 24"),
