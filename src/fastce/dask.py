@@ -16,7 +16,7 @@ How a Dask array of scores becomes :class:`~fastce.metrics.Metrics`:
    (same NaN policy, errors and warnings).
 
 *Bit-identical to* ``fastce.evaluate``.  The kernels sum rows in float64
-within blocks of ``fastce._config.block_rows(C)`` rows counted from row 0,
+within blocks of the task reader's ``block_rows`` rows counted from row 0,
 and add block sums exactly.  A chunk therefore reads only the whole blocks
 it holds; the rows of a block cut by a chunk boundary (fewer than one block,
 at most 2**15 scores, on each side of each boundary) are copied out and read

@@ -28,6 +28,8 @@ import numpy as np
 from fastce import _config, _json
 from fastce import multilabel_kernels as MK
 from fastce.diagnostics import MAX_BINS, _two_sum_merge
+from fastce.diagnostics import _float_array as _floats
+from fastce.diagnostics import _int_array as _ints
 from fastce.errors import InputError
 from fastce.metrics import Metrics
 from fastce.state import MAX_NUM_CLASSES, MAX_ROWS, _short, raise_weights_overflow
@@ -173,24 +175,6 @@ class MultilabelDiagnosticsState:
             raise InputError(f"malformed fastce multi-label diagnostics state: {malformed_reason(exc)}",
                              argument="state") from exc
         return cls(opts, hi, lo, counts, worst, weighted, rows_seen)
-
-
-def _ints(values, name: str, length: int, *, high: int) -> np.ndarray:
-    from fastce.state import _json_int, _json_list
-
-    values = _json_list(values, name)
-    if len(values) != length:
-        raise ValueError(f"{name} has {len(values)} values, expected {length}")
-    return np.array([_json_int(v, name, low=0, high=high) for v in values], dtype=np.int64)
-
-
-def _floats(values, name: str, length: int) -> np.ndarray:
-    from fastce.state import _json_list
-
-    values = _json_list(values, name)
-    if len(values) != length:
-        raise ValueError(f"{name} has {len(values)} values, expected {length}")
-    return _json.decode_floats(values)
 
 
 def _kernel_target(part: np.ndarray) -> np.ndarray:

@@ -193,23 +193,7 @@ class Reader:
 
     def _targets(self, y, n_rows: int) -> np.ndarray:
         """An (n, C) target matrix of numbers (values are checked by the kernel)."""
-        targets = validation.as_array(y, "y_true")
-        if targets.shape != (n_rows, self.num_classes):
-            raise InputError(
-                f"y_true has shape {targets.shape}; the {self.task} task needs one target per score, shape "
-                f"({n_rows}, {self.num_classes}).",
-                argument="y_true",
-                value=targets.shape,
-            )
-        if targets.dtype.kind not in "biuf" and targets.dtype.name != "bfloat16":
-            raise InputError(
-                f"y_true has dtype {targets.dtype}; pass numbers in [0, 1] (0/1 labels or probabilities).",
-                argument="y_true",
-                value=targets.dtype,
-            )
-        if targets.dtype == np.bool_:
-            targets = targets.view(np.uint8)
-        return targets
+        return validation.target_matrix(y, (n_rows, self.num_classes), what=f"the {self.task} task needs one target per score")
 
 
 class _StateReader(Reader):

@@ -159,21 +159,9 @@ def _bce(input, target, weight, pos_weight, reduction, nan_policy, *, from_logit
 
 
 def binary_targets(target, shape) -> np.ndarray:
-    """Targets of the input's shape: bool, integer or float (values checked by the kernel)."""
-    targets = validation.as_array(target, "target")
-    if targets.shape != tuple(shape):
-        raise InputError(
-            f"target must have the input's shape {tuple(shape)} (one target per element); got {targets.shape}.",
-            argument="target",
-            value=targets.shape,
-        )
-    if targets.dtype.kind not in "biuf" and targets.dtype.name != "bfloat16":
-        raise InputError(
-            f"target has dtype {targets.dtype}; pass numbers in [0, 1] (0/1 labels or probabilities).",
-            argument="target",
-            value=targets.dtype,
-        )
-    return targets
+    """Targets of the input's shape: bool (viewed as uint8), integer or float (values checked by the kernel)."""
+    return validation.target_matrix(target, shape, "target",
+                                    what=f"it must have the input's shape {tuple(shape)} (one target per element)")
 
 
 def _finite_nonnegative(array: np.ndarray, name: str) -> None:

@@ -262,6 +262,25 @@ def _class_values(labels, name, num_classes, ignore_label, note, subject):
     return labels
 
 
+def target_matrix(y, shape: tuple, name: str = "y_true", *, what: str = "one target per score") -> np.ndarray:
+    """A target array of the scores' ``shape`` holding numbers (0/1 labels or probabilities; values are
+    checked by the kernels as they read them).  Bool targets are viewed as uint8, nothing is copied."""
+    targets = as_array(y, name)
+    if targets.shape != tuple(shape):
+        raise InputError(
+            f"{name} has shape {targets.shape}; {what}" + ("" if "shape" in what else f", shape {tuple(shape)}") + ".",
+            argument=name,
+            value=targets.shape,
+        )
+    if targets.dtype.kind not in "biuf" and not _is_bfloat16(targets.dtype):
+        raise InputError(
+            f"{name} has dtype {targets.dtype}; pass numbers in [0, 1] (0/1 labels or probabilities).",
+            argument=name,
+            value=targets.dtype,
+        )
+    return targets.view(np.uint8) if targets.dtype == np.bool_ else targets
+
+
 def sample_weight(w, n_rows: int, name: str = "sample_weight"):
     """Validate per-row weights: 1-D, finite, non-negative; None stays None."""
     if w is None:
