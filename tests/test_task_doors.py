@@ -299,6 +299,11 @@ def test_eval_command_ignore_index_and_refusals(task_files, tmp_path):
     report = ["report", "--labels", str(y_ml), "--logits", str(z_ml), "--no-progress", "--plots", str(tmp_path)]
     assert cli.main(report, out=io.StringIO(), err=err) == 2
     assert "multi-label reports have no plots yet" in err.getvalue() and err.getvalue().count("\n") == 1
+    y_b, z_b, _ = task_files["binary"]
+    err = io.StringIO()
+    assert cli.main(["eval", "--labels", str(y_b), "--logits", str(z_b), "--task", "multiclass"], out=io.StringIO(),
+                    err=err) == 2
+    assert "--task multiclass takes scores of shape (rows, classes)" in err.getvalue()
     y_soft, z_soft, _ = task_files["soft"]
     err = io.StringIO()
     assert cli.main(["report", "--labels", str(y_soft), "--logits", str(z_soft), "--no-progress"], out=io.StringIO(),

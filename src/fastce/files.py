@@ -810,6 +810,13 @@ class Inputs:
                 argument=self.labels.where,
             )
         if requested != "auto":
+            if (requested == "binary") != (len(scores_shape) == 1):
+                want = "(rows,) scores of class 1" if requested == "binary" else "scores of shape (rows, classes)"
+                raise InputFileError(
+                    f"--task {requested} takes {want}, but {self.scores.where} has shape {scores_shape}; leave --task "
+                    "out to let the shapes decide.",
+                    argument=self.scores.where,
+                )
             return requested
         if len(scores_shape) == 1:
             return "binary"

@@ -117,7 +117,7 @@ class Reader:
         return _config.block_rows(self.num_classes)
 
     def _check_top_k(self, top_k, stacklevel) -> tuple:
-        tasks.single_k(top_k, f"{self.task} ")
+        tasks.single_k(top_k, {"multilabel": "multi-label", "soft": "soft-target"}.get(self.task, self.task))
         return (1,)
 
     def _check_options(self) -> None:
