@@ -443,3 +443,14 @@ def test_commands_take_sequence_files(tmp_path):
     assert cli.main(["eval", "--labels", str(tmp_path / "bad.npy"), "--logits", str(tmp_path / "z.npy")],
                     out=io.StringIO(), err=err) == 2
     assert "take labels of shape (12, 30)" in err.getvalue()
+
+
+def test_evaluator_states_of_the_earlier_format_still_load():
+    y, z, _ = _data("multiclass", 700)
+    ev = fastce.Evaluator(6, top_k=(1, 2))
+    ev.update(y, z)
+    data = ev.state_dict()
+    old = {"format": "fastce.evaluator/1", "nan_policy": data["nan_policy"], "pending": data["pending"],
+           "diagnostics": None, "state": {k: v for k, v in data["state"].items() if k != "task"}}
+    again = fastce.Evaluator.from_state_dict(old)
+    assert again.task == "multiclass" and again.result() == ev.result()
