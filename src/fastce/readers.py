@@ -3,9 +3,8 @@
 Every door (``evaluate``, the streaming ``Evaluator``, the command over
 files, ``fastce.dask``) is written once against this interface:
 
-* ``infer_task(y, scores_shape)`` decides which question the shapes ask
-  (the rules of ``fastce.tasks``) and ``make_reader(task, ...)`` returns that
-  task's :class:`Reader`;
+* ``tasks.infer_task(y, scores_shape)`` decides which question the shapes
+  ask, and ``make_reader(task, ...)`` returns that task's :class:`Reader`;
 * ``reader.validate(y, scores, weights)`` checks a batch at the door and
   returns a :class:`Batch` (kernel views, nothing read yet);
 * ``reader.read(batch)`` reads the batch once into a fresh state; states of
@@ -16,6 +15,9 @@ files, ``fastce.dask``) is written once against this interface:
 * ``reader.raise_now(state, ...)`` raises what the rows must raise as soon
   as they are read, ``reader.finalize(state, ...)`` applies the NaN policy
   and the checks and returns :class:`~fastce.metrics.Metrics`;
+* ``reader.read_with_diagnostics(batch, options)`` also reads what
+  ``diagnose`` reports (a second, mergeable state) and
+  ``reader.report(state, diag, ...)`` makes the report;
 * states follow one protocol: ``merge``, ``rows_seen``, ``to_dict`` /
   ``reader.state_from_dict`` (strict JSON), the task travelling with them.
 
