@@ -34,16 +34,19 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from fastce._config import KERNEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
 from fastce._vecmath import (
+    EXP_BIAS_F32,
     add_reassoc,
     as_float64,
     as_native,
     compile_apart,
+    exp_biased_f32,
     exp_nonpositive,
     from_ordered_bits,
     log1p_nonnegative,
@@ -53,6 +56,7 @@ from fastce._vecmath import (
     order_key,
     ordered_bits,
     prefer_wide_vectors,
+    two_diff_f32,
 )
 
 # fsums columns
@@ -171,6 +175,103 @@ def _exp_sums(scores, i, n_classes, row_max):
     return rest, squares, at_max
 
 
+_NEG_INF_F32 = np.float32(-np.inf)
+# _exp_sums_f32 takes a row's exps this many at a time (a float32 scratch of 4 KiB: L1).
+EXP_CHUNK = 1024
+_UNBIAS = 2.0 ** -EXP_BIAS_F32
+_UNBIAS_SQUARED = 2.0 ** (-2 * EXP_BIAS_F32)
+
+
+# float32 lanes of a 512-bit vector.
+_LANES_F32 = 16
+
+
+@njit(**KERNEL_OPTIONS)
+def _exp_entry(scores, i, j, native_max):
+    """(exp(z_j - max) * 2**EXP_BIAS_F32 in float32, z_j is the max) for _exp_sums_f32; 0 at the max."""
+    x, x_lo = two_diff_f32(as_native(scores[i, np.uint64(j)]), native_max)
+    top = x >= np.float32(0.0)
+    return exp_biased_f32(_NEG_INF_F32 if top else x, x_lo), top
+
+
+@njit(**KERNEL_OPTIONS)
+def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
+    """_exp_sums with float32 math, for 16- and 32-bit scores (native_max a float32).
+
+    Each exp(z - max) in float32 (16 SIMD lanes, a degree-6 polynomial),
+    within 1 float32 ulp: z - max is rounded to float32 with its rounding
+    error kept (two_diff_f32) and fed to the exp.  The terms are summed in
+    float64, so the sum keeps each term's relative error whatever C, and
+    the row's loss ``(max - z_y) + log1p(rest)`` stays within a few float32
+    ulp.  The exps carry a factor 2**EXP_BIAS_F32 (normal float32 down to
+    exp(-156)), taken out of the float64 sums once per row (exactly).
+
+    Two loops per chunk of EXP_CHUNK entries: the exps (all float32: 16
+    lanes of a 512-bit vector) into ``exp_chunk``, then their float64 sums.
+    In one loop LLVM sizes the vectors by the widest type, float64: the
+    float32 exp then ran on 8 lanes, no faster than the float64 one.
+    """
+    prefer_wide_vectors()
+    compile_apart()
+    rest = 0.0
+    squares = 0.0
+    at_max = np.int32(0)
+    for first in range(0, n_classes, EXP_CHUNK):
+        count = min(EXP_CHUNK, n_classes - first)
+        whole = count - count % _LANES_F32
+        for j in range(whole):
+            e, top = _exp_entry(scores, i, first + j, native_max)
+            exp_chunk[j] = e
+            at_max = np.int32(at_max + np.int32(top))  # int32: 16 lanes too
+        if whole < count:
+            # The last count % 16 exps: one full vector ending at the chunk's
+            # end (overlapping exps already written, recomputed identically,
+            # not counted twice) rather than LLVM's scalar remainder, which
+            # cost as much as the vector loop at C = 100.
+            if count >= _LANES_F32:
+                tail = count - _LANES_F32
+                for j in range(_LANES_F32):
+                    e, top = _exp_entry(scores, i, first + tail + j, native_max)
+                    exp_chunk[tail + j] = e
+                    at_max = np.int32(at_max + np.int32(top & (tail + j >= whole)))
+            else:
+                for j in range(whole, count):
+                    e, top = _exp_entry(scores, i, first + j, native_max)
+                    exp_chunk[j] = e
+                    at_max = np.int32(at_max + np.int32(top))
+        for j in range(count):
+            e = np.float64(exp_chunk[j])
+            rest = add_reassoc(rest, e)
+            squares = add_reassoc(squares, e * e)
+    return rest * _UNBIAS, squares * _UNBIAS_SQUARED, np.float64(at_max)
+
+
+def _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk):  # pragma: no cover
+    return _exp_sums(scores, i, n_classes, row_max)
+
+
+@overload(_row_exp_sums, jit_options=KERNEL_OPTIONS)
+def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk):
+    """_exp_sums_f32 when ``float32_math`` (a runtime flag), else _exp_sums.
+
+    Chosen per score type at compile time: float64 scores always take
+    float64 math (and never compile the float32 leaf); 16- and 32-bit
+    scores compile both leaves and pick at run time, which is cheaper to
+    compile than a second specialisation of the whole kernel.
+    """
+    if scores.dtype == types.float64:
+        return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk: _exp_sums(
+            scores, i, n_classes, row_max
+        )
+
+    def either(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk):
+        if float32_math:
+            return _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk)
+        return _exp_sums(scores, i, n_classes, row_max)
+
+    return either
+
+
 @njit(**KERNEL_OPTIONS)
 def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares, e_true):
     """Per row of a transposed block: entries at the max, sum of exp(z - max) over
@@ -246,7 +347,7 @@ def _losses(mode, count, status, value, rest, loss_of):
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _logits_row(scores, i, n_classes, target, label, ties_to_last):
+def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math, exp_chunk):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
     sum of the squared exp(z - max) over the non-max entries, number of max
     entries, max, ok).
@@ -276,7 +377,7 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     # entry (x == 0) enters exp as -inf, giving exactly 0, and is counted.
     # NaN (a NaN entry, inf - inf, or -inf - -inf for a masked row) fails
     # "x >= 0", goes through exp and makes the sums NaN: that flags the row.
-    rest, squares, at_max = _exp_sums(scores, i, n_classes, row_max)
+    rest, squares, at_max = _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk)
     shift = row_max - target
     rest += at_max - 1.0
     ok = rest == rest
@@ -668,7 +769,8 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
 
 @njit(**KERNEL_OPTIONS)
 def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
-                     sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts):
+                     sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
+                     float32_math, exp_chunk):
     """Walk block b of long rows row by row into the scratch (one read of each row)."""
     n_classes = scores.shape[1]
     keep_pred = row_pred.shape[0] != 0
@@ -692,7 +794,7 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
         if mode == MODE_LOGITS:
             row_target = as_float64(scores[i, label])
             shift, row_rest, row_ahead, row_squares, row_at_max, row_max, ok = _logits_row(
-                scores, i, n_classes, row_target, label, ties_to_last
+                scores, i, n_classes, row_target, label, ties_to_last, float32_math, exp_chunk
             )
             if ok and row_max <= 1.0:  # rare for logits: one compare per row
                 if _probability_like_row(scores, i, n_classes, sum_tolerance):
@@ -858,7 +960,7 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
 @njit(**KERNEL_OPTIONS)
 def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
                       sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
-                      icounts, first_task, task_step):
+                      icounts, float32_math, first_task, task_step):
     """Tasks ``first_task, first_task + task_step, ...`` of score_blocks (see there) for short rows.
 
     One thread's share of a call (see fastce._parallel).  Short and long
@@ -881,9 +983,10 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
 @njit(**KERNEL_OPTIONS)
 def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
                      sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
-                     icounts, first_task, task_step):
+                     icounts, float32_math, first_task, task_step):
     """score_tasks_short's twin for long rows (C > COLUMN_WALK_MAX_CLASSES)."""
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
+    exp_chunk = np.empty(EXP_CHUNK, dtype=np.float32)  # see _exp_sums_f32
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task
@@ -892,7 +995,8 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
             _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
-                             sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
+                             sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
+                             float32_math, exp_chunk)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                           fsums, icounts)
 
@@ -916,6 +1020,7 @@ def score_blocks(
     blocks_per_task,
     fsums,
     icounts,
+    float32_math=False,
 ):
     """Per-block sums for an (N, C) score matrix, rows [0, nblocks * block_rows).
 
@@ -945,6 +1050,9 @@ def score_blocks(
     whose true class is not the top one).
     ``fsums`` has ``fsums_columns(len(top_k))`` columns (sums, top-k hits,
     then the second moments: see M_W2).
+    ``float32_math`` (16- and 32-bit scores; ignored for float64 ones): the
+    exps of long logits rows in float32 arithmetic, each row's loss within a
+    few float32 ulp (see _exp_sums_f32); False keeps float64 math.
 
     Each block first walks its rows (one read of each) into per-row scratch,
     then a second, vectorised loop over the scratch takes the logs and sums.
@@ -954,7 +1062,7 @@ def score_blocks(
     tasks = score_tasks_short if scores.shape[1] <= COLUMN_WALK_MAX_CLASSES else score_tasks_long
     run_tasks(tasks, (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode,
                             proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows,
-                            blocks_per_task, fsums, icounts), -(-nblocks // blocks_per_task))
+                            blocks_per_task, fsums, icounts, bool(float32_math)), -(-nblocks // blocks_per_task))
 
 
 @njit(**KERNEL_OPTIONS)
