@@ -250,14 +250,16 @@ def _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_c
     return _exp_sums(scores, i, n_classes, row_max)
 
 
-@overload(_row_exp_sums, jit_options=KERNEL_OPTIONS)
+@overload(_row_exp_sums, inline="always", jit_options=KERNEL_OPTIONS)
 def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk):
     """_exp_sums_f32 when ``float32_math`` (a runtime flag), else _exp_sums.
 
     Chosen per score type at compile time: float64 scores always take
     float64 math (and never compile the float32 leaf); 16- and 32-bit
     scores compile both leaves and pick at run time, which is cheaper to
-    compile than a second specialisation of the whole kernel.
+    compile than a second specialisation of the whole kernel.  Inlined by
+    numba: compiled apart, this two-line dispatch cost 30 ns per row
+    (C = 100: 1.46 against 1.17 ns per score, benchmarks/kernel_timing.py).
     """
     if scores.dtype == types.float64:
         return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk: _exp_sums(
