@@ -111,7 +111,7 @@ def test_float32_exp_loop_is_packed_simd():
     import llvmlite.binding as llvm
 
     scores = kernels_input(np.random.default_rng(2).standard_normal((4, 1000)).astype(np.float32))
-    asm = _fresh_asm(kernels._exp_sums_f32, scores, 0, 1000, np.float32(1.0), np.empty(kernels.EXP_CHUNK, np.float32))
+    asm = _fresh_asm(kernels._exp_sums_f32, scores, 0, 1000, np.float32(1.0), np.empty(kernels.EXP_SCRATCH, np.float32))
     widest = "zmm" if llvm.get_host_cpu_features().get("avx512f") else "ymm"
     fmas = re.findall(r"\bvfmadd\d+ps\s+.*%" + widest, asm)
     assert PACKED_SINGLE.search(asm) and len(fmas) >= 7, f"_exp_sums_f32: {len(fmas)} packed float32 FMAs on {widest}"

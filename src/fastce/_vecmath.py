@@ -209,7 +209,7 @@ _EXP_F32_G = (
 _SUBNORMAL_BIAS = 32
 _F32_FLOOR = np.float32(-104.0)
 _TWO_M32 = np.float32(2.0**-32)
-# exp_biased_f32: exp(x) * 2**100, normal down to x = -156 (n = -226) and at
+# exp_difference_f32: exp(x) * 2**100, normal down to x = -156 (n = -226) and at
 # most 2**100 * sqrt(2): the kernels sum these in float64 and scale the sum
 # by 2**-100 (exact), so terms far below float32's normal range keep their
 # digits (a row whose loss is 1e-40 keeps a float32 ulp relative error).
@@ -222,7 +222,7 @@ def _exp_reduced_f32(x, x_lo, bias):
     """(p, scale) with exp(x + x_lo) = p * scale * 2**-bias, in float32 arithmetic only.
 
     x, x_lo float32, x + x_lo the argument (x_lo a correction below x's
-    ulp, see exp_biased_f32), -(150 + bias) ln 2 < x <= 0.  Cody-Waite:
+    ulp, see exp_difference_f32), -(150 + bias) ln 2 < x <= 0.  Cody-Waite:
     x = n ln2 + r, the high product exact (see _LN2_HI_F32), x_lo added to
     the small low-order term, so r has one rounding (2**-26 absolute).
     n rounded by the 1.5 * 2**23 trick, as in exp_nonpositive.
@@ -254,30 +254,30 @@ def exp_nonpositive_f32(x):
     return _ZERO_F32 if x < _F32_FLOOR else (p * scale) * _TWO_M32
 
 
-@njit(**KERNEL_OPTIONS)
-def exp_biased_f32(x, x_lo):
-    """exp(x + x_lo) * 2**EXP_BIAS_F32 in float32 arithmetic, for float32 x <= 0; 0 for x < -156.
+_NEG_INF_F32 = np.float32(-np.inf)
 
-    x_lo: the rounding error of x when x is a difference z - max rounded to
-    float32 (see two_diff_f32).  Without it, exp(x) would carry x's rounding
-    (up to 2**-18 absolute for |x| near 100: a relative error of 2**-18 in
-    the exp, 32 float32 ulp), which a confident row's tiny loss would keep.
+
+@njit(**KERNEL_OPTIONS)
+def exp_difference_f32(z, m):
+    """(exp(z - m) * 2**EXP_BIAS_F32, z == m) for float32 z <= m, in float32 arithmetic; 0 at z == m.
+
+    For the sums of exp(z - max) of a row: the entries at the max are
+    counted apart (``top``) and contribute 0 here.  z - m is rounded to
+    float32 with its rounding error kept (Knuth's TwoSum, six operations,
+    no branch) and fed to the exp: without it, exp would carry that
+    rounding (up to 2**-18 absolute for |z - m| near 100, a relative error
+    of 2**-18: 25 float32 ulp in a confident row's loss, measured).  The
+    result is 0 below exp(-156); NaN flows through (inf - inf, a NaN entry).
+    One function rather than three: each numba function adds to the cold
+    compile.
     """
+    x = z - m
+    back = x - z
+    x_lo = (z - (x - back)) - (m + back)  # x + x_lo == z - m exactly (NaN/inf if not finite: discarded)
+    top = x >= _ZERO_F32
+    x = _NEG_INF_F32 if top else x
     p, scale = _exp_reduced_f32(x, x_lo, EXP_BIAS_F32)
-    return _ZERO_F32 if x < _BIASED_FLOOR else p * scale
-
-
-@njit(**KERNEL_OPTIONS)
-def two_diff_f32(a, b):
-    """(d, e) with d = fl(a - b) and d + e = a - b exactly (Knuth's TwoSum, float32).
-
-    Six float32 operations, no branch.  Non-finite operands give a NaN or
-    infinite e; callers discard e where d is not finite.
-    """
-    d = a - b
-    back = d - a
-    e = (a - (d - back)) - (b + back)
-    return d, e
+    return (_ZERO_F32 if x < _BIASED_FLOOR else p * scale), top
 
 
 _SQRT2 = 1.4142135623730951

@@ -46,7 +46,7 @@ from fastce._vecmath import (
     as_float64,
     as_native,
     compile_apart,
-    exp_biased_f32,
+    exp_difference_f32,
     exp_nonpositive,
     from_ordered_bits,
     log1p_nonnegative,
@@ -56,7 +56,6 @@ from fastce._vecmath import (
     order_key,
     ordered_bits,
     prefer_wide_vectors,
-    two_diff_f32,
 )
 
 # fsums columns
@@ -175,7 +174,6 @@ def _exp_sums(scores, i, n_classes, row_max):
     return rest, squares, at_max
 
 
-_NEG_INF_F32 = np.float32(-np.inf)
 # _exp_sums_f32 takes a row's exps this many at a time (a float32 scratch of 4 KiB: L1).
 EXP_CHUNK = 1024
 _UNBIAS = 2.0 ** -EXP_BIAS_F32
@@ -184,14 +182,8 @@ _UNBIAS_SQUARED = 2.0 ** (-2 * EXP_BIAS_F32)
 
 # float32 lanes of a 512-bit vector.
 _LANES_F32 = 16
-
-
-@njit(**KERNEL_OPTIONS)
-def _exp_entry(scores, i, j, native_max):
-    """(exp(z_j - max) * 2**EXP_BIAS_F32 in float32, z_j is the max) for _exp_sums_f32; 0 at the max."""
-    x, x_lo = two_diff_f32(as_native(scores[i, np.uint64(j)]), native_max)
-    top = x >= np.float32(0.0)
-    return exp_biased_f32(_NEG_INF_F32 if top else x, x_lo), top
+# The length of _exp_sums_f32's scratch (a last chunk takes up to 15 more).
+EXP_SCRATCH = EXP_CHUNK + _LANES_F32
 
 
 @njit(**KERNEL_OPTIONS)
@@ -200,7 +192,7 @@ def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
 
     Each exp(z - max) in float32 (16 SIMD lanes, a degree-6 polynomial),
     within 1 float32 ulp: z - max is rounded to float32 with its rounding
-    error kept (two_diff_f32) and fed to the exp.  The terms are summed in
+    error kept (exp_difference_f32) and fed to the exp.  The terms are summed in
     float64, so the sum keeps each term's relative error whatever C, and
     the row's loss ``(max - z_y) + log1p(rest)`` stays within a few float32
     ulp.  The exps carry a factor 2**EXP_BIAS_F32 (normal float32 down to
@@ -216,33 +208,31 @@ def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
     rest = 0.0
     squares = 0.0
     at_max = np.int32(0)
-    for first in range(0, n_classes, EXP_CHUNK):
-        count = min(EXP_CHUNK, n_classes - first)
+    first = 0
+    while first < n_classes:
+        # Chunks of EXP_CHUNK, the last one taking up a remainder under 16
+        # (exp_chunk has room): every chunk holds at least 16 entries (C > 32).
+        count = n_classes - first if n_classes - first < EXP_CHUNK + _LANES_F32 else EXP_CHUNK
         whole = count - count % _LANES_F32
         for j in range(whole):
-            e, top = _exp_entry(scores, i, first + j, native_max)
+            e, top = exp_difference_f32(as_native(scores[i, np.uint64(first + j)]), native_max)
             exp_chunk[j] = e
             at_max = np.int32(at_max + np.int32(top))  # int32: 16 lanes too
         if whole < count:
-            # The last count % 16 exps: one full vector ending at the chunk's
-            # end (overlapping exps already written, recomputed identically,
-            # not counted twice) rather than LLVM's scalar remainder, which
-            # cost as much as the vector loop at C = 100.
-            if count >= _LANES_F32:
-                tail = count - _LANES_F32
-                for j in range(_LANES_F32):
-                    e, top = _exp_entry(scores, i, first + tail + j, native_max)
-                    exp_chunk[tail + j] = e
-                    at_max = np.int32(at_max + np.int32(top & (tail + j >= whole)))
-            else:
-                for j in range(whole, count):
-                    e, top = _exp_entry(scores, i, first + j, native_max)
-                    exp_chunk[j] = e
-                    at_max = np.int32(at_max + np.int32(top))
+            # The last count % 16 exps: one vector ending at the chunk's end
+            # (overlapping exps already written, recomputed identically, not
+            # counted twice) rather than a scalar remainder, which cost as
+            # much as the vector loop at C = 100.
+            tail = count - _LANES_F32
+            for j in range(_LANES_F32):
+                e, top = exp_difference_f32(as_native(scores[i, np.uint64(first + tail + j)]), native_max)
+                exp_chunk[tail + j] = e
+                at_max = np.int32(at_max + np.int32(top & (tail + j >= whole)))
         for j in range(count):
             e = np.float64(exp_chunk[j])
             rest = add_reassoc(rest, e)
             squares = add_reassoc(squares, e * e)
+        first += count
     return rest * _UNBIAS, squares * _UNBIAS_SQUARED, np.float64(at_max)
 
 
@@ -256,8 +246,11 @@ def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_ma
 
     Chosen per score type at compile time: float64 scores always take
     float64 math (and never compile the float32 leaf); 16- and 32-bit
-    scores compile both leaves and pick at run time, which is cheaper to
-    compile than a second specialisation of the whole kernel.  Inlined by
+    scores compile both leaves and pick at run time.  The float32 leaf adds
+    0.5-0.9 s to a first call at C = 100 (4.4-4.6 -> 5.0-5.4 s here,
+    benchmarks/cold_start.py --classes 100); choosing the leaf by a token's
+    type instead (one leaf per kernel) measured 5.0 s, but costs a whole
+    second kernel (~4.5 s) to whoever asks for precision="float64".  Inlined by
     numba: compiled apart, this two-line dispatch cost 30 ns per row
     (C = 100: 1.46 against 1.17 ns per score, benchmarks/kernel_timing.py).
     """
@@ -988,7 +981,7 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
                      icounts, float32_math, first_task, task_step):
     """score_tasks_short's twin for long rows (C > COLUMN_WALK_MAX_CLASSES)."""
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
-    exp_chunk = np.empty(EXP_CHUNK, dtype=np.float32)  # see _exp_sums_f32
+    exp_chunk = np.empty(EXP_SCRATCH, dtype=np.float32)  # see _exp_sums_f32
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task
