@@ -129,3 +129,25 @@ def test_float32_math_keeps_the_flags_and_counts():
     got = fastce.cross_entropy(z, y, reduction="none", nan_policy="propagate")
     assert np.isnan(got[:3]).all()
     np.testing.assert_allclose(got[3:], reference_losses(z[3:], y[3:]), rtol=ULP_BOUND * 2.0**-23)
+
+
+def test_read_scores_passes_precision_through():
+    """readers.read_scores (the kernel call every door shares) takes ``precision`` to the kernel."""
+    from fastce import readers
+    from fastce._accumulate import kernel_input
+
+    rng = np.random.default_rng(3)
+    z, y = _rows(rng, 300, 100, "confident")
+    eps = float(np.finfo(np.float32).eps)
+    states = {
+        precision: readers.read_scores(kernel_input(z), y, None, top_k=(1,), from_logits=True, eps=eps,
+                                       precision=precision)
+        for precision in ("input", "float64")
+    }
+    for precision, state in states.items():
+        losses = np.zeros(len(y))
+        _accumulate.accumulate_matrix(z, y, top_k=(1,), from_logits=True, row_losses=losses, precision=precision)
+        assert state.finalize().cross_entropy == pytest.approx(losses.mean(), rel=1e-15)
+    assert states["input"].finalize().cross_entropy != states["float64"].finalize().cross_entropy
+    assert readers.read_scores(kernel_input(z), y, None, top_k=(1,), from_logits=True, eps=eps).finalize() \
+        .cross_entropy == states["input"].finalize().cross_entropy
