@@ -64,7 +64,7 @@ def kernel_seconds(num_classes: int, mode: int, blocks: int, repeats: int, rng,
     return best, rows
 
 
-def check_answer(fsums, labels, scores, mode, precision) -> None:
+def check_answer(fsums, labels, scores, mode, precision="input") -> None:
     """The timed call did the whole job: its block sums give ``evaluate``'s mean loss and accuracy."""
     # evaluate's own math (float32 for these float32 scores), or the float64 reference for float64 math.
     metrics = fastce.evaluate(labels, **{"logits" if mode == K.MODE_LOGITS else "proba": scores})
