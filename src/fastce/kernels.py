@@ -202,6 +202,7 @@ def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
     lanes of a 512-bit vector) into ``exp_chunk``, then their float64 sums.
     In one loop LLVM sizes the vectors by the widest type, float64: the
     float32 exp then ran on 8 lanes, no faster than the float64 one.
+    Long rows only (n_classes >= 16: every chunk holds a full vector).
     """
     prefer_wide_vectors()
     compile_apart()
