@@ -8,9 +8,15 @@ Usage::
    (C = 2, 10, 100, 1000; 1.2 million rows in all) against the same formula in
    numpy's long double (80-bit on x86: 11 more bits than float64); PyTorch's
    float64 ``cross_entropy`` on the same rows, when torch is installed.  Prints
-   the largest relative error and the largest error in ulp of the result.
+   the largest relative error and the largest error in ulp of the result:
+   float64 ulp for float64 math (``precision="float64"``), float32 ulp for the
+   float32 math that float32 logits get by default (the contract: 4 float32
+   ulp per row).  Then the same for confident rows (the true class 8 to 90
+   above the others: losses down to 1e-39, whose digits must all be kept).
 2. The float64 ``exp`` of the kernels on 100,000 points of [-700, 0] (and edge
-   cases) against mpmath at 40 digits, when mpmath is installed: largest error in ulp.
+   cases) against mpmath at 40 digits, when mpmath is installed: largest error
+   in ulp; and the float32 ``exp_nonpositive_f32`` on 100,000 points of
+   [-104, 0], in float32 ulp (the subnormal range's ulp is 2**-149).
 
 The README's accuracy figures come from this script.  It asserts nothing: the
 tests hold the contract (``tests/test_properties.py``, ``tests/test_evaluate.py``).
@@ -23,6 +29,7 @@ import argparse
 import numpy as np
 
 import fastce
+from fastce import _accumulate
 
 
 def long_double_cross_entropy(z: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -34,20 +41,50 @@ def long_double_cross_entropy(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (m[:, 0] - zl[np.arange(len(y)), y]) + np.log1p(rest)
 
 
+def float32_ulp(value) -> np.ndarray:
+    """The float32 ulp at each value (2**-149 in the subnormal range), as long double."""
+    return np.spacing(np.abs(value).astype(np.float32)).astype(np.longdouble)
+
+
+def float64_math_losses(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-row losses with ``precision="float64"`` (float64 math for float32 logits)."""
+    losses = np.zeros(len(y))
+    _accumulate.accumulate_matrix(z, y, top_k=(1,), from_logits=True, row_losses=losses, precision="float64")
+    return losses
+
+
+def confident_rows(rng, rows: int, num_classes: int):
+    """3 * N(0, 1) logits with the true class 8, 20, 45 or 90 above the row's max."""
+    z = (rng.standard_normal((rows, num_classes)) * 3).astype(np.float32)
+    y = rng.integers(0, num_classes, rows)
+    gap = rng.choice(np.array([8.0, 20.0, 45.0, 90.0], dtype=np.float32), rows)
+    z[np.arange(rows), y] = z.max(axis=1) + gap
+    return z, y
+
+
 def cross_entropy_errors(rng) -> None:
     try:
         import torch
     except ImportError:  # pragma: no cover - optional peer
         torch = None
-    for num_classes, rows in ((2, 1_000_000), (10, 200_000), (100, 20_000), (1000, 20_000)):
-        z = (rng.standard_normal((rows, num_classes)) * 3).astype(np.float32)
-        y = rng.integers(0, num_classes, rows)
+    cases = [("3N(0,1)", c, r, None) for c, r in ((2, 1_000_000), (10, 200_000), (100, 20_000), (1000, 20_000))]
+    cases += [("confident", c, r, confident_rows) for c, r in ((2, 200_000), (10, 100_000), (100, 20_000), (1000, 5000))]
+    for rows_kind, num_classes, rows, make in cases:
+        if make is None:
+            z = (rng.standard_normal((rows, num_classes)) * 3).astype(np.float32)
+            y = rng.integers(0, num_classes, rows)
+        else:
+            z, y = make(rng, rows, num_classes)
         ref = long_double_cross_entropy(z, y)
-        got = fastce.cross_entropy(z, y, reduction="none")
+        got = fastce.cross_entropy(z, y, reduction="none")  # float32 math (rows of C <= 32: float64 math)
         error = np.abs(got.astype(np.longdouble) - ref)
+        wide = float64_math_losses(z, y)
+        wide_error = np.abs(wide.astype(np.longdouble) - ref)
         line = (
-            f"C={num_classes:5d} rows={rows:8d}  fastce: max rel {float((error / ref).max()):.2e}, "
-            f"max {float((error / np.spacing(np.abs(got))).max()):.2f} ulp"
+            f"{rows_kind:9s} C={num_classes:5d} rows={rows:8d}  float32 logits (default): max rel "
+            f"{float((error / ref).max()):.2e}, max {float((error / float32_ulp(ref)).max()):.2f} float32 ulp;  "
+            f"precision='float64': max rel {float((wide_error / ref).max()):.2e}, "
+            f"max {float((wide_error / np.spacing(np.abs(wide))).max()):.2f} ulp"
         )
         if torch is not None:
             t = torch.nn.functional.cross_entropy(
@@ -86,6 +123,27 @@ def exp_errors(rng) -> None:
         ref = mpmath.exp(mpmath.mpf(float(xi)))
         worst = max(worst, float(abs(mpmath.mpf(float(gi)) - ref) / np.spacing(float(ref))))
     print(f"exp on [-700, 0]: {x.size} points, max error {worst:.2f} ulp")
+
+    from fastce._vecmath import exp_nonpositive_f32
+
+    @njit
+    def exp_all_f32(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = exp_nonpositive_f32(x[i])
+        return out
+
+    edges = [0.0, -0.0, -87.3, -87.4, -103.9, -103.97, -104.0, -np.log(2) / 2, -np.log(2) * 1.5]
+    x = np.concatenate([
+        -rng.uniform(0, 1, 30_000), -rng.uniform(0, 20, 30_000), -rng.uniform(0, 104, 30_000),
+        -rng.uniform(85, 104, 10_000), edges,
+    ]).astype(np.float32)
+    got = exp_all_f32(x)
+    worst = 0.0
+    for xi, gi in zip(x, got):
+        ref = mpmath.exp(mpmath.mpf(float(xi)))
+        worst = max(worst, float(abs(mpmath.mpf(float(gi)) - ref) / float(float32_ulp(float(ref)))))
+    print(f"float32 exp on [-104, 0]: {x.size} points, max error {worst:.2f} float32 ulp")
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/cold_start.py [--runs 2] [--dtypes float32 ...] [--keep]
+    python benchmarks/cold_start.py [--runs 2] [--dtypes float32 ...] [--classes 10] [--keep]
 
 What it does:
 
@@ -14,7 +14,8 @@ What it does:
    user-set ``NUMBA_CACHE_DIR`` alone);
 3. runs ``--runs`` fresh Python processes one after the other, each timing
    ``import fastce`` and the first and second ``fastce.evaluate`` on a small
-   (1000 x 10) array of each ``--dtypes`` dtype.  Run 1 starts with an empty
+   (1000 x 10) array of each ``--dtypes`` dtype (``--classes 100``: 1000 x 100,
+   the long-row kernel).  Run 1 starts with an empty
    cache (everything is compiled and written); later runs load it (warm cache).
 
 It prints, per run, the process wall time (interpreter start to exit), the
@@ -48,9 +49,10 @@ t_numba = time.perf_counter()
 import fastce
 t_import = time.perf_counter()
 dtypes = sys.argv[1].split(",")
+n_classes = int(sys.argv[2])
 rng = np.random.default_rng(0)
-logits64 = rng.standard_normal((1000, 10))
-labels = rng.integers(0, 10, 1000)
+logits64 = rng.standard_normal((1000, n_classes))
+labels = rng.integers(0, n_classes, 1000)
 first, second = {}, {}
 for name in dtypes:
     if name == "bfloat16":
@@ -85,9 +87,10 @@ def _tree_size(path):
     return files, total
 
 
-def run_child(env, dtypes):
+def run_child(env, dtypes, n_classes=10):
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, ",".join(dtypes)], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, ",".join(dtypes), str(n_classes)], env=env,
+                          capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
@@ -102,6 +105,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=2, help="fresh processes in a row (1: empty cache, then warm)")
     parser.add_argument("--dtypes", nargs="+", default=["float32"],
                         help="logit dtypes evaluated in each process (float32 float64 float16 bfloat16)")
+    parser.add_argument("--classes", type=int, default=10,
+                        help="columns of the logits (up to 32: the short-row kernel; more: the long-row one)")
     parser.add_argument("--src", default=SRC, help="the fastce package directory to copy (default: src/fastce)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     parser.add_argument("--json", metavar="FILE", help="write the measurements as JSON")
@@ -121,7 +126,7 @@ def main(argv=None) -> int:
 
         print(f"fastce copied from {args.src} to {package_root}; NUMBA_CACHE_DIR={cache_dir}")
         print(f"each run: fresh `{os.path.basename(sys.executable)}` process, import fastce, evaluate() twice on "
-              f"1000 x 10 logits of {', '.join(args.dtypes)}")
+              f"1000 x {args.classes} logits of {', '.join(args.dtypes)}")
         print()
         header = f"{'run':18s} {'process s':>9s} {'numpy+numba import s':>20s} {'import fastce s':>15s} " \
                  f"{'1st evaluate s':>14s} {'2nd evaluate ms':>15s} {'cache files/MB':>14s}"
@@ -129,7 +134,7 @@ def main(argv=None) -> int:
         print("-" * len(header))
         results = []
         for i in range(args.runs):
-            result = run_child(env, args.dtypes)
+            result = run_child(env, args.dtypes, args.classes)
             assert result["fastce_file"].startswith(package_root), f"imported the wrong fastce: {result['fastce_file']}"
             assert os.path.realpath(result["cache_dir"]) == os.path.realpath(cache_dir), result["cache_dir"]
             files, size = _tree_size(cache_dir)

@@ -31,3 +31,15 @@ def readonly(a: np.ndarray) -> np.ndarray:
     """Mark an array read-only (returns it, for chaining)."""
     a.flags.writeable = False
     return a
+
+
+# Logits of 16- and 32-bit floats are computed with float32 math: each row's
+# loss within 4 float32 ulp of the exact value (DESIGN.md, "precision follows
+# the input"), so a mean or sum of losses too.  float64 logits keep float64
+# math and the callers' float64 tolerances.
+FLOAT32_MATH_RTOL = 4 * 2.0**-23  # 4.8e-7
+
+
+def loss_rtol(dtype, float64_rtol: float) -> float:
+    """The relative tolerance of a cross-entropy from logits of ``dtype`` (float64: ``float64_rtol``)."""
+    return float64_rtol if np.dtype(dtype) == np.float64 else max(float64_rtol, FLOAT32_MATH_RTOL)

@@ -97,6 +97,26 @@ def test_compare_pair_loops_are_packed_simd(name):
     assert PACKED_DOUBLE.search(asm), f"{name}: no packed float64 instruction on ymm/zmm registers"
 
 
+PACKED_SINGLE = re.compile(r"\bv(?:add|mul|sub|fmadd\d+|fnmadd\d+)ps\s+.*%[yz]mm")
+
+
+def test_float32_exp_loop_is_packed_simd():
+    """The float32 exp of long logits rows (kernels._exp_sums_f32) runs on packed float32 (``ps``) FMAs.
+
+    Its float32 exp must get full-width vectors: mixed into the float64 sums in
+    one loop, LLVM gave it half-width ones (ymm under AVX-512), no faster than float64.
+    """
+    if not _vector_isa():
+        pytest.skip("the host has neither AVX2 nor AVX-512")
+    import llvmlite.binding as llvm
+
+    scores = kernels_input(np.random.default_rng(2).standard_normal((4, 1000)).astype(np.float32))
+    asm = _fresh_asm(kernels._exp_sums_f32, scores, 0, 1000, np.float32(1.0), np.empty(kernels.EXP_SCRATCH, np.float32))
+    widest = "zmm" if llvm.get_host_cpu_features().get("avx512f") else "ymm"
+    fmas = re.findall(r"\bvfmadd\d+ps\s+.*%" + widest, asm)
+    assert PACKED_SINGLE.search(asm) and len(fmas) >= 7, f"_exp_sums_f32: {len(fmas)} packed float32 FMAs on {widest}"
+
+
 def test_the_check_can_fail():
     """A scalar function (one exact addition) has no packed float64 instruction: the pattern is not vacuous."""
     from fastce import _exactsum

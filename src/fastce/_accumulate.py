@@ -37,6 +37,10 @@ def kernel_input(array: np.ndarray, dtype=None) -> np.ndarray:
     return view
 
 
+# The math of the score kernels: the input's own precision (float32 math for
+# 16- and 32-bit scores), or float64 for every input.
+PRECISIONS = ("input", "float64")
+
 _EMPTY_F64 = kernel_input(np.empty(0, dtype=np.float64))
 _NO_ROW_LOSSES = np.empty(0, dtype=np.float64)  # written by kernels: stays writable
 _NO_ROW_STATS = np.empty((0, K.ROW_STATS_COLUMNS), dtype=np.float64)
@@ -96,8 +100,13 @@ def accumulate_matrix(
     row_losses=None,
     on_rows=None,
     row_stats=None,
+    precision: str = "input",
 ) -> State:
     """State of an (N, C) score matrix (kernel view: see validation.scores) and its labels.
+
+    ``precision``: ``"input"`` computes float16, bfloat16 and float32 scores
+    with float32 math (each row's loss within a few float32 ulp) and float64
+    scores with float64 math; ``"float64"`` forces float64 math for any input.
 
     ``on_rows(start, labels, weights, stats, pred)``, if given, is called
     after each kernel call with that slice's per-row diagnostics (see
@@ -106,6 +115,10 @@ def accumulate_matrix(
     so they never grow with N.  ``row_stats``, if given instead, is an
     (N, kernels.ROW_STATS_COLUMNS) array the kernel fills in place (no argmax).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; pass one of {', '.join(map(repr, PRECISIONS))}")
+    # The kernel view of 16-bit floats is a 16-bit integer view: every non-float64 view is 16 or 32 bits.
+    float32_math = precision == "input" and scores.dtype != np.float64
     n_rows, n_classes = scores.shape
     state = State.empty(n_classes, top_k, from_logits=from_logits, ties_to_last=ties_to_last)
     class_weight = _EMPTY_F64 if class_weight is None else kernel_input(class_weight, np.float64)
@@ -128,7 +141,7 @@ def accumulate_matrix(
         K.score_blocks(
             kernel_input(scores[start:stop]), labels_part, weights_part, class_weight, np.int64(ignore_label), ks,
             bool(ties_to_last), mode, float(proba_eps), float(sum_tolerance), losses_part, stats, pred,
-            nblocks, block_rows, blocks_per_task, fsums, icounts,
+            nblocks, block_rows, blocks_per_task, fsums, icounts, float32_math,
         )
         if on_rows is not None:
             on_rows(start, labels_part, weights_part, stats, pred)

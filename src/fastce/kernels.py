@@ -34,16 +34,19 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from fastce._config import KERNEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
 from fastce._vecmath import (
+    EXP_BIAS_F32,
     add_reassoc,
     as_float64,
     as_native,
     compile_apart,
+    exp_difference_f32,
     exp_nonpositive,
     from_ordered_bits,
     log1p_nonnegative,
@@ -171,6 +174,100 @@ def _exp_sums(scores, i, n_classes, row_max):
     return rest, squares, at_max
 
 
+# _exp_sums_f32 takes a row's exps this many at a time (a float32 scratch of 4 KiB: L1).
+EXP_CHUNK = 1024
+_UNBIAS = 2.0 ** -EXP_BIAS_F32
+_UNBIAS_SQUARED = 2.0 ** (-2 * EXP_BIAS_F32)
+
+
+# float32 lanes of a 512-bit vector.
+_LANES_F32 = 16
+# The length of _exp_sums_f32's scratch (a last chunk takes up to 15 more).
+EXP_SCRATCH = EXP_CHUNK + _LANES_F32
+
+
+@njit(**KERNEL_OPTIONS)
+def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
+    """_exp_sums with float32 math, for 16- and 32-bit scores (native_max a float32).
+
+    Each exp(z - max) in float32 (16 SIMD lanes, a degree-6 polynomial),
+    within 1 float32 ulp: z - max is rounded to float32 with its rounding
+    error kept (exp_difference_f32) and fed to the exp.  The terms are summed in
+    float64, so the sum keeps each term's relative error whatever C, and
+    the row's loss ``(max - z_y) + log1p(rest)`` stays within a few float32
+    ulp.  The exps carry a factor 2**EXP_BIAS_F32 (normal float32 down to
+    exp(-156)), taken out of the float64 sums once per row (exactly).
+
+    Two loops per chunk of EXP_CHUNK entries: the exps (all float32: 16
+    lanes of a 512-bit vector) into ``exp_chunk``, then their float64 sums.
+    In one loop LLVM sizes the vectors by the widest type, float64: the
+    float32 exp then ran on 8 lanes, no faster than the float64 one.
+    Long rows only (n_classes >= 16: every chunk holds a full vector).
+    """
+    prefer_wide_vectors()
+    compile_apart()
+    rest = 0.0
+    squares = 0.0
+    at_max = np.int32(0)
+    first = 0
+    while first < n_classes:
+        # Chunks of EXP_CHUNK, the last one taking up a remainder under 16
+        # (exp_chunk has room): every chunk holds at least 16 entries (C > 32).
+        count = n_classes - first if n_classes - first < EXP_CHUNK + _LANES_F32 else EXP_CHUNK
+        whole = count - count % _LANES_F32
+        for j in range(whole):
+            e, top = exp_difference_f32(as_native(scores[i, np.uint64(first + j)]), native_max)
+            exp_chunk[j] = e
+            at_max = np.int32(at_max + np.int32(top))  # int32: 16 lanes too
+        if whole < count:
+            # The last count % 16 exps: one vector ending at the chunk's end
+            # (overlapping exps already written, recomputed identically, not
+            # counted twice) rather than a scalar remainder, which cost as
+            # much as the vector loop at C = 100.
+            tail = count - _LANES_F32
+            for j in range(_LANES_F32):
+                e, top = exp_difference_f32(as_native(scores[i, np.uint64(first + tail + j)]), native_max)
+                exp_chunk[tail + j] = e
+                at_max = np.int32(at_max + np.int32(top & (tail + j >= whole)))
+        for j in range(count):
+            e = np.float64(exp_chunk[j])
+            rest = add_reassoc(rest, e)
+            squares = add_reassoc(squares, e * e)
+        first += count
+    return rest * _UNBIAS, squares * _UNBIAS_SQUARED, np.float64(at_max)
+
+
+def _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk):  # pragma: no cover
+    return _exp_sums(scores, i, n_classes, row_max)
+
+
+@overload(_row_exp_sums, inline="always", jit_options=KERNEL_OPTIONS)
+def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk):
+    """_exp_sums_f32 when ``float32_math`` (a runtime flag), else _exp_sums.
+
+    Chosen per score type at compile time: float64 scores always take
+    float64 math (and never compile the float32 leaf); 16- and 32-bit
+    scores compile both leaves and pick at run time.  The float32 leaf adds
+    0.5-0.9 s to a first call at C = 100 (4.4-4.6 -> 5.0-5.4 s here,
+    benchmarks/cold_start.py --classes 100); choosing the leaf by a token's
+    type instead (one leaf per kernel) measured 5.0 s, but costs a whole
+    second kernel (~4.5 s) to whoever asks for precision="float64".  Inlined by
+    numba: compiled apart, this two-line dispatch cost 30 ns per row
+    (C = 100: 1.46 against 1.17 ns per score, benchmarks/kernel_timing.py).
+    """
+    if scores.dtype == types.float64:
+        return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk: _exp_sums(
+            scores, i, n_classes, row_max
+        )
+
+    def either(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk):
+        if float32_math:
+            return _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk)
+        return _exp_sums(scores, i, n_classes, row_max)
+
+    return either
+
+
 @njit(**KERNEL_OPTIONS)
 def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares, e_true):
     """Per row of a transposed block: entries at the max, sum of exp(z - max) over
@@ -246,7 +343,7 @@ def _losses(mode, count, status, value, rest, loss_of):
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _logits_row(scores, i, n_classes, target, label, ties_to_last):
+def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math, exp_chunk):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
     sum of the squared exp(z - max) over the non-max entries, number of max
     entries, max, ok).
@@ -276,7 +373,7 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last):
     # entry (x == 0) enters exp as -inf, giving exactly 0, and is counted.
     # NaN (a NaN entry, inf - inf, or -inf - -inf for a masked row) fails
     # "x >= 0", goes through exp and makes the sums NaN: that flags the row.
-    rest, squares, at_max = _exp_sums(scores, i, n_classes, row_max)
+    rest, squares, at_max = _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk)
     shift = row_max - target
     rest += at_max - 1.0
     ok = rest == rest
@@ -668,7 +765,8 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
 
 @njit(**KERNEL_OPTIONS)
 def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
-                     sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts):
+                     sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
+                     float32_math, exp_chunk):
     """Walk block b of long rows row by row into the scratch (one read of each row)."""
     n_classes = scores.shape[1]
     keep_pred = row_pred.shape[0] != 0
@@ -692,7 +790,7 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
         if mode == MODE_LOGITS:
             row_target = as_float64(scores[i, label])
             shift, row_rest, row_ahead, row_squares, row_at_max, row_max, ok = _logits_row(
-                scores, i, n_classes, row_target, label, ties_to_last
+                scores, i, n_classes, row_target, label, ties_to_last, float32_math, exp_chunk
             )
             if ok and row_max <= 1.0:  # rare for logits: one compare per row
                 if _probability_like_row(scores, i, n_classes, sum_tolerance):
@@ -858,7 +956,7 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
 @njit(**KERNEL_OPTIONS)
 def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
                       sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
-                      icounts, first_task, task_step):
+                      icounts, float32_math, first_task, task_step):
     """Tasks ``first_task, first_task + task_step, ...`` of score_blocks (see there) for short rows.
 
     One thread's share of a call (see fastce._parallel).  Short and long
@@ -881,9 +979,10 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
 @njit(**KERNEL_OPTIONS)
 def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
                      sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
-                     icounts, first_task, task_step):
+                     icounts, float32_math, first_task, task_step):
     """score_tasks_short's twin for long rows (C > COLUMN_WALK_MAX_CLASSES)."""
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
+    exp_chunk = np.empty(EXP_SCRATCH, dtype=np.float32)  # see _exp_sums_f32
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task
@@ -892,7 +991,8 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
             _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
-                             sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
+                             sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
+                             float32_math, exp_chunk)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                           fsums, icounts)
 
@@ -916,6 +1016,7 @@ def score_blocks(
     blocks_per_task,
     fsums,
     icounts,
+    float32_math=False,
 ):
     """Per-block sums for an (N, C) score matrix, rows [0, nblocks * block_rows).
 
@@ -945,6 +1046,9 @@ def score_blocks(
     whose true class is not the top one).
     ``fsums`` has ``fsums_columns(len(top_k))`` columns (sums, top-k hits,
     then the second moments: see M_W2).
+    ``float32_math`` (16- and 32-bit scores; ignored for float64 ones): the
+    exps of long logits rows in float32 arithmetic, each row's loss within a
+    few float32 ulp (see _exp_sums_f32); False keeps float64 math.
 
     Each block first walks its rows (one read of each) into per-row scratch,
     then a second, vectorised loop over the scratch takes the logs and sums.
@@ -954,7 +1058,7 @@ def score_blocks(
     tasks = score_tasks_short if scores.shape[1] <= COLUMN_WALK_MAX_CLASSES else score_tasks_long
     run_tasks(tasks, (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode,
                             proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows,
-                            blocks_per_task, fsums, icounts), -(-nblocks // blocks_per_task))
+                            blocks_per_task, fsums, icounts, bool(float32_math)), -(-nblocks // blocks_per_task))
 
 
 @njit(**KERNEL_OPTIONS)

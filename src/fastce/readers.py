@@ -268,13 +268,14 @@ class _StateReader(Reader):
 
 
 def read_scores(view, labels, weights, *, top_k, from_logits: bool, eps: float, on_rows=None,
-                ignore_label: int = K.NO_LABEL) -> State:
+                ignore_label: int = K.NO_LABEL, precision: str = "input") -> State:
     """One read of validated scores (``Scores.view``) into a fresh State.
 
     The kernel call shared by every door: ``eps`` is the machine epsilon of
     the caller's dtype (clipping and the sum-to-one test of probabilities);
     ``on_rows`` receives each slice's per-row diagnostics (see
-    ``_accumulate.accumulate_matrix``).
+    ``_accumulate.accumulate_matrix``); ``precision`` is the kernels' math
+    (``"input"`` or ``"float64"``, see ``_accumulate.accumulate_matrix``).
     """
     return _accumulate.accumulate_matrix(
         view,
@@ -287,6 +288,7 @@ def read_scores(view, labels, weights, *, top_k, from_logits: bool, eps: float, 
         # Logits: the same test finds rows that look like probabilities.
         sum_tolerance=sum_to_one_tolerance(eps),
         on_rows=on_rows,
+        precision=precision,
     )
 
 

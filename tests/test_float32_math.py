@@ -1,0 +1,153 @@
+"""float32 math for 16- and 32-bit logits: the exp to 1 float32 ulp, each row's loss to 4.
+
+The contract (DESIGN.md, "precision follows the input"): float16, bfloat16
+and float32 logits are computed with float32 math, every row's loss within
+4 float32 ulp of the exact value -- confident rows whose loss is tiny
+included; ``precision="float64"`` forces float64 math.  The reference is
+the same formula in plain float64 numpy (its own error, ~1e-13 relative at
+C = 2000, is far below a float32 ulp).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+from support import BFLOAT16
+
+import fastce
+from fastce import _accumulate
+from fastce._vecmath import exp_nonpositive_f32
+
+ULP_BOUND = 4
+
+
+@njit
+def _exp_all(x):
+    out = np.empty_like(x)
+    for i in range(x.size):
+        out[i] = exp_nonpositive_f32(x[i])
+    return out
+
+
+def ulp32(value: np.ndarray) -> np.ndarray:
+    """The float32 ulp at each (float64) value: 2**-149 in the subnormal range."""
+    return np.spacing(np.abs(value).astype(np.float32)).astype(np.float64)
+
+
+def test_exp_nonpositive_f32_within_one_float32_ulp():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([
+        -rng.uniform(0, 1, 200_000), -rng.uniform(0, 104, 400_000),
+        -rng.uniform(80, 104, 100_000),  # the subnormal range starts at -87.3
+        -np.logspace(-40, 2, 50_000), -np.arange(0, 104.5, 0.5) * np.log(2),
+    ]).astype(np.float32)
+    got = _exp_all(x)
+    assert got.dtype == np.float32
+    exact = np.exp(x.astype(np.float64))
+    errors = np.abs(got - exact) / ulp32(exact)
+    assert errors.max() <= 1.0, (errors.max(), x[errors.argmax()])
+
+
+def test_exp_nonpositive_f32_edges():
+    special = np.array([0.0, -0.0, -np.inf, np.nan, -103.9, -104.0, -104.5, -1e30], dtype=np.float32)
+    got = _exp_all(special)
+    assert got[0] == 1.0 and got[1] == 1.0 and got[2] == 0.0 and np.isnan(got[3])
+    assert got[4] == np.float32(2.0**-149)  # exp(-103.9) = 8.6e-46 rounds up to the least subnormal
+    assert (got[5:] == 0.0).all()
+
+
+def reference_losses(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(max - z_y) + log1p(sum of exp(z - max) below the max + ties - 1) in float64."""
+    z = z.astype(np.float64)
+    m = z.max(axis=1, keepdims=True)
+    top = z == m
+    rest = np.where(top, 0.0, np.exp(z - m)).sum(axis=1) + (top.sum(axis=1) - 1)
+    return (m[:, 0] - z[np.arange(len(y)), y]) + np.log1p(rest)
+
+
+def _rows(rng, n_rows: int, n_classes: int, kind: str):
+    """(float32 logits, labels) of one kind of row."""
+    z = rng.standard_normal((n_rows, n_classes)).astype(np.float32) * np.float32(3)
+    y = rng.integers(0, n_classes, n_rows)
+    if kind == "confident":
+        # The true class far above the rest: losses from ~1e-3 down to ~1e-40
+        # (below float32's normal range), all of whose digits must be kept.
+        gap = rng.choice([8.0, 20.0, 45.0, 90.0], n_rows).astype(np.float32)
+        z[np.arange(n_rows), y] = z.max(axis=1) + gap
+    elif kind == "ties":
+        z = np.round(z).astype(np.float32)  # several entries at the max, the label often among them
+        y = np.where(rng.random(n_rows) < 0.5, z.argmax(axis=1), y)
+    elif kind == "masked":
+        true = z[np.arange(n_rows), y]
+        z[rng.random(z.shape) < 0.3] = -np.inf
+        z[np.arange(n_rows), y] = true  # a finite true class
+    return z, y
+
+
+@pytest.mark.parametrize("n_classes", [33, 100, 1030, 2000])  # 1030, 2000: chunks of the exp (1024) and tails
+@pytest.mark.parametrize("kind", ["normal", "confident", "ties", "masked"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_row_losses_within_4_float32_ulp(n_classes, kind, dtype):
+    if dtype == "bfloat16" and BFLOAT16 is None:
+        pytest.skip("ml_dtypes not installed")
+    rng = np.random.default_rng(n_classes)
+    n_rows = 2000 if n_classes <= 100 else 300
+    z, y = _rows(rng, n_rows, n_classes, kind)
+    scores = z.astype({"float32": np.float32, "float16": np.float16, "bfloat16": BFLOAT16}[dtype])
+    exact = reference_losses(scores, y)
+    got = fastce.cross_entropy(scores, y, reduction="none")
+    assert np.isfinite(exact).all()
+    errors = np.abs(got - exact) / ulp32(exact)
+    assert errors.max() <= ULP_BOUND, (errors.max(), exact[errors.argmax()], got[errors.argmax()])
+    if kind == "confident" and dtype == "float32":
+        assert exact.min() < 1e-35  # the tiny losses were tested
+
+
+@pytest.mark.parametrize("n_classes", [100, 1000])
+def test_precision_float64_forces_float64_math(n_classes):
+    rng = np.random.default_rng(5)
+    z, y = _rows(rng, 500, n_classes, "confident")
+    exact = reference_losses(z, y)
+    losses = np.zeros(len(y))
+    _accumulate.accumulate_matrix(z, y, top_k=(1,), from_logits=True, row_losses=losses, precision="float64")
+    np.testing.assert_allclose(losses, exact, rtol=1e-13, atol=0)
+    with pytest.raises(ValueError, match="precision='float128'"):
+        _accumulate.accumulate_matrix(z, y, top_k=(1,), from_logits=True, precision="float128")
+
+
+def test_float32_math_keeps_the_flags_and_counts():
+    """NaN and +inf rows are non-finite, -inf masked entries contribute nothing, as with float64 math."""
+    rng = np.random.default_rng(9)
+    z = rng.standard_normal((6, 50)).astype(np.float32)
+    z[0, 3] = np.nan
+    z[1, 4] = np.inf
+    z[2, :] = -np.inf
+    z[3, 10:] = -np.inf
+    y = np.zeros(6, dtype=np.int64)
+    y[2] = 1
+    got = fastce.cross_entropy(z, y, reduction="none", nan_policy="propagate")
+    assert np.isnan(got[:3]).all()
+    np.testing.assert_allclose(got[3:], reference_losses(z[3:], y[3:]), rtol=ULP_BOUND * 2.0**-23)
+
+
+def test_read_scores_passes_precision_through():
+    """readers.read_scores (the kernel call every door shares) takes ``precision`` to the kernel."""
+    from fastce import readers
+    from fastce._accumulate import kernel_input
+
+    rng = np.random.default_rng(3)
+    z, y = _rows(rng, 300, 100, "confident")
+    eps = float(np.finfo(np.float32).eps)
+    states = {
+        precision: readers.read_scores(kernel_input(z), y, None, top_k=(1,), from_logits=True, eps=eps,
+                                       precision=precision)
+        for precision in ("input", "float64")
+    }
+    for precision, state in states.items():
+        losses = np.zeros(len(y))
+        _accumulate.accumulate_matrix(z, y, top_k=(1,), from_logits=True, row_losses=losses, precision=precision)
+        assert state.finalize().cross_entropy == pytest.approx(losses.mean(), rel=1e-15)
+    assert states["input"].finalize().cross_entropy != states["float64"].finalize().cross_entropy
+    assert readers.read_scores(kernel_input(z), y, None, top_k=(1,), from_logits=True, eps=eps).finalize() \
+        .cross_entropy == states["input"].finalize().cross_entropy
