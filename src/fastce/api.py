@@ -59,6 +59,7 @@ def evaluate(
     groups=None,
     task: str = "auto",
     ignore_index: int | None = None,
+    precision: str = "input",
 ) -> Metrics:
     """Cross-entropy, accuracy and top-k accuracy from one read of the scores.
 
@@ -103,6 +104,13 @@ def evaluate(
         A label value whose rows (positions) are left out of every metric
         and count (PyTorch's padding convention is -100); class-index
         labels only.
+    precision : {"input", "float64"}, default "input"
+        The math of the scores: "input" computes float16, bfloat16 and
+        float32 logits with float32 math (every row's loss within 4 float32
+        ulp of the exact value, confident rows included) and float64 ones
+        with float64 math; "float64" computes any input with float64 math.
+        Comparisons (argmax, ranks, ties) are exact in the input's own
+        precision either way.
 
     Returns
     -------
@@ -148,12 +156,12 @@ def evaluate(
     array = validation.as_array(given, name)
     if array.ndim > 2:
         return _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, nan_policy, groups, task,
-                                   ignore_index)
+                                   ignore_index, precision)
     scores = validation.scores(array, name, ndim=(1, 2))
     if task == "auto":
         task = tasks.infer_task(y_true, scores.shape)
     reader = readers.make_reader(task, 2 if scores.ndim == 1 else scores.shape[1], from_logits=from_logits,
-                                 top_k=top_k, ignore_index=ignore_index)
+                                 top_k=top_k, ignore_index=ignore_index, precision=precision)
     if groups is not None:
         if task != "multiclass" or ignore_index is not None:
             raise InputError(
@@ -163,12 +171,13 @@ def evaluate(
             )
         if validation.as_array(y_true, "y_true").ndim == 2:
             y_true = tasks.one_hot_labels(validation.as_array(y_true, "y_true"))
-        return _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups)
+        return _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups, precision)
     batch = reader.validate(y_true, scores, sample_weight, name=name)
     return reader.finalize(reader.read(batch), nan_policy, name)
 
 
-def _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, nan_policy, groups, task, ignore_index):
+def _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, nan_policy, groups, task, ignore_index,
+                        precision):
     """Scores (..., C) with targets (...) or (..., C): the rows are every position, class axis last.
 
     Read in place when the leading axes merge into one without a copy (any
@@ -181,7 +190,8 @@ def _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, 
         groups = validation.as_array(groups, "groups").reshape(-1)
     if flat is not None:
         return evaluate(target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights,
-                        top_k=top_k, nan_policy=nan_policy, groups=groups, task=task, ignore_index=ignore_index)
+                        top_k=top_k, nan_policy=nan_policy, groups=groups, task=task, ignore_index=ignore_index,
+                        precision=precision)
     if groups is not None:
         raise InputError(
             f"groups= needs {name} whose positions can be read as rows in place (a C-ordered (..., C) array); pass "
@@ -191,7 +201,7 @@ def _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, 
     from fastce.streaming import Evaluator
 
     evaluator = Evaluator(array.shape[-1], task=task, from_logits=from_logits, top_k=top_k, nan_policy=nan_policy,
-                          ignore_index=ignore_index)
+                          ignore_index=ignore_index, precision=precision)
     feed_slabs(evaluator, target, array, weights)
     return evaluator._finalize(name)
 
@@ -247,7 +257,7 @@ def feed_slabs(evaluator, target, array, weights) -> None:
         evaluator.update(target[part], array[index], None if weights is None else weights[part])
 
 
-def _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups) -> Metrics:
+def _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups, precision) -> Metrics:
     """evaluate with groups=: the same read, its per-row values folded into per-group sums."""
     from fastce import _config
     from fastce import groups as G
@@ -265,7 +275,8 @@ def _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy,
         counted = ~np.isnan(stats[:, K.S_LOSS])
         clusters.add(ids[start:stop], counted, G.row_values(stats, ks, n_classes), weights_part, block_rows)
 
-    state = readers.read_scores(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps, on_rows=fold)
+    state = readers.read_scores(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps,
+                                on_rows=fold, precision=precision)
     check_probabilities(state, name)
     return G.clustered(state.finalize(nan_policy, scores_name=name), clusters)
 
@@ -285,6 +296,7 @@ def diagnose(
     nan_policy: str = "raise",
     task: str = "auto",
     ignore_index: int | None = None,
+    precision: str = "input",
 ):
     """Why loss and accuracy disagree: a :class:`~fastce.report.Report` from one read of the scores.
 
@@ -349,18 +361,19 @@ def diagnose(
         target, flat, weights = flat_positions(y_true, array, sample_weight, name)
         if flat is not None:
             return diagnose(target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights, top_k=top_k,
-                            nan_policy=nan_policy, task=task, ignore_index=ignore_index, **report_options)
+                            nan_policy=nan_policy, task=task, ignore_index=ignore_index, precision=precision,
+                            **report_options)
         from fastce.streaming import Evaluator
 
         evaluator = Evaluator(array.shape[-1], task=task, from_logits=from_logits, top_k=top_k, nan_policy=nan_policy,
-                              ignore_index=ignore_index, diagnostics=report_options)
+                              ignore_index=ignore_index, diagnostics=report_options, precision=precision)
         feed_slabs(evaluator, target, array, weights)
         return evaluator.report()
     scores = validation.scores(array, name, ndim=(1, 2))
     if task == "auto":
         task = tasks.infer_task(y_true, scores.shape)
     reader = readers.make_reader(task, 2 if scores.ndim == 1 else scores.shape[1], from_logits=from_logits,
-                                 top_k=top_k, ignore_index=ignore_index)
+                                 top_k=top_k, ignore_index=ignore_index, precision=precision)
     options = reader.diagnostics_options(report_options)
     batch = reader.validate(y_true, scores, sample_weight, name=name)
     state, diag = reader.read_with_diagnostics(batch, options)

@@ -142,6 +142,10 @@ def add_run_arguments(ev: argparse.ArgumentParser) -> None:
         "--ignore-index", type=int, metavar="LABEL",
         help="leave out rows whose label is LABEL (padding, e.g. -100); class-index labels only",
     )
+    ev.add_argument(
+        "--precision", choices=("input", "float64"), default="input",
+        help="math of the scores: the input's (float32 math for 16/32-bit scores, default) or float64 for any input",
+    )
     ev.add_argument("--weights", nargs="+", metavar="FILE", help="non-negative row weights, shape (rows,)")
     ev.add_argument("--top-k", nargs="+", type=int, default=[1], metavar="K", help="k of the top-k accuracies (default: 1)")
     ev.add_argument(
@@ -430,11 +434,14 @@ def _evaluate(args, out, err) -> int:
         }
         if task != "multiclass" or args.ignore_index is not None:  # absent otherwise: earlier checkpoints still resume
             fingerprint["options"].update(task=task, ignore_index=args.ignore_index)
+        if args.precision != "input":
+            fingerprint["options"]["precision"] = args.precision
         if diagnostics:
             fingerprint["options"]["diagnostics"] = diagnostics
         evaluator = Evaluator(
             num_classes, task=task, from_logits=inputs.from_logits, top_k=top_k, nan_policy=args.nan_policy,
-            diagnostics=diagnostics or False, ignore_index=args.ignore_index, _warn_top_k=False,  # warned above
+            diagnostics=diagnostics or False, ignore_index=args.ignore_index, precision=args.precision,
+            _warn_top_k=False,  # warned above
         )
         evaluator = resume(args, fingerprint, evaluator, n, err)
         chunk_rows = args.chunk_rows or inputs.chunk_rows(evaluator.block_rows)
@@ -470,6 +477,12 @@ def resume(args, fingerprint: dict, fresh, n: int, err, *, key: str = "evaluator
         save_checkpoint(args.state, fingerprint, fresh, n, key=key)
         return fresh
     saved = load_checkpoint(args.state, fingerprint, key=key, load=load)
+    mine, theirs = getattr(fresh, "precision", None), getattr(saved, "precision", None)
+    if mine != theirs:
+        raise UsageError(
+            f"state file {args.state} was computed with {theirs} math (--precision {theirs}); rerun with "
+            f"--precision {theirs} to resume it, or delete it to start over with --precision {mine}."
+        )
     if saved._settings() != fresh._settings() or saved.rows_seen > n:
         # The fingerprint matched, so the state inside was edited.
         raise UsageError(
@@ -585,7 +598,7 @@ def _evaluate_on_cluster(args, out, err) -> int:
     diagnostics = _diagnostics_options(args)
     if diagnostics is not None and task == "multilabel" and args.plots:
         raise UsageError("--plots: multi-label reports have no plots yet; drop --plots (the report is printed).")
-    task_options = {"task": task, "ignore_index": args.ignore_index}
+    task_options = {"task": task, "ignore_index": args.ignore_index, "precision": args.precision}
     # Not the default client: a caller's own client (in-process use) stays the default.
     run = fastce_dask.evaluate_files if diagnostics is None else fastce_dask.diagnose_files
     with Client(args.scheduler, timeout="30s", set_as_default=False) as client, dask.config.set(scheduler=client):

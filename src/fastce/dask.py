@@ -411,6 +411,7 @@ def evaluate(
     split_every: int = DEFAULT_SPLIT_EVERY,
     task: str = "auto",
     ignore_index: int | None = None,
+    precision: str = "input",
 ):
     """:func:`fastce.evaluate` over Dask arrays, bit-identical to it, in one pass on the workers, for every task.
 
@@ -439,7 +440,7 @@ def evaluate(
         ``dask.distributed`` -- so prefer ``compute=True`` to see them.
     split_every : int, default 8
         Partial states merged per task of the reduction tree.
-    task, ignore_index
+    task, ignore_index, precision
         As in :func:`fastce.evaluate`.
 
     Returns
@@ -463,11 +464,12 @@ def evaluate(
     >>> lazy.compute().accuracy == m.accuracy
     True
     """
-    return _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, None, task, ignore_index)
+    return _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, None, task, ignore_index,
+                precision)
 
 
 def _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, diagnostics, task="auto",
-         ignore_index=None):
+         ignore_index=None, precision="input"):
     """evaluate (``diagnostics`` None) or diagnose (a dict of DiagnosticsOptions) over dask arrays."""
     from fastce import readers
 
@@ -481,7 +483,8 @@ def _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split
     num_classes = 2 if scores.ndim == 1 else int(scores.shape[1])
     if task == "auto":
         task = _infer_task(labels, scores)
-    reader = readers.make_reader(task, num_classes, from_logits=from_logits, top_k=top_k, ignore_index=ignore_index)
+    reader = readers.make_reader(task, num_classes, from_logits=from_logits, top_k=top_k, ignore_index=ignore_index,
+                                 precision=precision)
     options = None if diagnostics is None else reader.diagnostics_options(diagnostics)
     read = functools.partial(_read_rows, reader=reader, name=name, options=options)
     partial = reduce_row_blocks([scores, labels, weights], read, _merge_partials, align_rows=reader.block_rows,
@@ -743,6 +746,7 @@ def evaluate_files(
     compute: bool = True,
     task: str = "auto",
     ignore_index: int | None = None,
+    precision: str = "input",
 ):
     """:func:`fastce.files.evaluate_files` on the current Dask scheduler (files read by the workers).
 
@@ -755,7 +759,7 @@ def evaluate_files(
     return _over_files(evaluate, labels, logits=logits, proba=proba, sample_weight=sample_weight,
                        chunk_rows=chunk_rows, scores_name=scores_name, labels_name=labels_name,
                        weights_name=weights_name, top_k=top_k, nan_policy=nan_policy, compute=compute,
-                       task=task, ignore_index=ignore_index)
+                       task=task, ignore_index=ignore_index, precision=precision)
 
 
 def _over_files(func, labels, *, logits, proba, sample_weight, chunk_rows, scores_name, labels_name,
@@ -799,6 +803,7 @@ def diagnose(
     split_every: int = DEFAULT_SPLIT_EVERY,
     task: str = "auto",
     ignore_index: int | None = None,
+    precision: str = "input",
 ):
     """:func:`fastce.diagnose` over Dask arrays: the same report, in one pass on the workers, for every task
     ``diagnose`` takes (multi-class, binary, multi-label).
@@ -826,7 +831,7 @@ def diagnose(
         dense_confusion_max=dense_confusion_max,
     )
     return _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, diagnostics, task,
-                ignore_index)
+                ignore_index, precision)
 
 
 def diagnose_files(labels=None, *, logits=None, proba=None, sample_weight=None, chunk_rows=None,

@@ -396,7 +396,7 @@ def _merge_worst(a: dict, b: dict, k: int) -> dict:
 
 
 def read_with_diagnostics(view, labels, weights, *, top_k, from_logits: bool, eps: float, options: DiagnosticsOptions,
-                          ignore_label: int = K.NO_LABEL):
+                          ignore_label: int = K.NO_LABEL, precision: str = "input"):
     """One read of validated scores into a fresh (State, DiagnosticsState) pair.
 
     Rows labelled ``ignore_label`` are left out of both (the kernel gives
@@ -406,7 +406,7 @@ def read_with_diagnostics(view, labels, weights, *, top_k, from_logits: bool, ep
 
     diag = DiagnosticsState.empty(options)
     state = read_scores(view, labels, weights, top_k=top_k, from_logits=from_logits, eps=eps, on_rows=diag.fold,
-                        ignore_label=ignore_label)
+                        ignore_label=ignore_label, precision=precision)
     diag.rows_seen = state.rows_seen
     return state, diag
 

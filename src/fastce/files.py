@@ -954,6 +954,7 @@ def evaluate_files(
     weights_name=None,
     task: str = "auto",
     ignore_index: int | None = None,
+    precision: str = "input",
 ):
     """:func:`fastce.evaluate` for arrays in files, read in bounded memory, for every task.
 
@@ -973,7 +974,7 @@ def evaluate_files(
         weights_name=weights_name,
     ) as inputs:
         evaluator = Evaluator(inputs.num_classes, task=inputs.task(task), from_logits=inputs.from_logits, top_k=top_k,
-                              nan_policy=nan_policy, ignore_index=ignore_index)
+                              nan_policy=nan_policy, ignore_index=ignore_index, precision=precision)
         rows = chunk_rows or inputs.chunk_rows(evaluator.block_rows)
         for _, _, y, scores, w in iter_chunks(inputs, rows):
             evaluator.update(y, scores, w)

@@ -106,9 +106,10 @@ class Reader:
     score_ndim = 2
 
     def __init__(self, num_classes: int, *, from_logits: bool = True, top_k=(1,), ignore_index=None,
-                 top_k_stacklevel: int | None = 0):
+                 precision: str = "input", top_k_stacklevel: int | None = 0):
         self.num_classes = int(num_classes)
         self.from_logits = bool(from_logits)
+        self.precision = check_precision(precision)
         self.ignore_index = None if ignore_index is None else int(ignore_index)
         self.top_k = self._check_top_k(top_k, top_k_stacklevel)
         self._check_options()
@@ -175,7 +176,7 @@ class Reader:
     # -- shared ---------------------------------------------------------------------------
     def settings(self) -> tuple:
         """What two streams must share to merge."""
-        return (self.task, self.num_classes, self.from_logits, self.top_k, self.ignore_index)
+        return (self.task, self.num_classes, self.from_logits, self.top_k, self.ignore_index, self.precision)
 
     def may_raise(self, batch: Batch, nan_policy: str) -> bool:
         """Whether rows held back must be read now to find the errors they raise (a cheap pre-test)."""
@@ -315,7 +316,7 @@ class MulticlassReader(_StateReader):
 
     def read(self, batch: Batch) -> State:
         return read_scores(batch.view, batch.targets, batch.weights, top_k=self.top_k, from_logits=self.from_logits,
-                           eps=batch.eps, ignore_label=self.ignore_label)
+                           eps=batch.eps, ignore_label=self.ignore_label, precision=self.precision)
 
     @property
     def ignore_label(self) -> int:
@@ -331,7 +332,7 @@ class MulticlassReader(_StateReader):
 
         return read_with_diagnostics(batch.view, batch.targets, batch.weights, top_k=self.top_k,
                                      from_logits=self.from_logits, eps=batch.eps, options=options,
-                                     ignore_label=self.ignore_label)
+                                     ignore_label=self.ignore_label, precision=self.precision)
 
 
 class BinaryReader(_StateReader):
@@ -508,6 +509,22 @@ def make_reader(task: str, num_classes: int, **options) -> Reader:
     if task not in _READERS:
         raise InputError(f"task={task!r} is not one of {TASK_CHOICES}.", argument="task", value=task)
     return _READERS[task](num_classes, **options)
+
+
+PRECISIONS = ("input", "float64")
+
+
+def check_precision(precision) -> str:
+    """"input" (float16/bfloat16/float32 scores in float32 math, float64 in float64) or "float64" (float64 math)."""
+    if precision not in PRECISIONS:
+        raise InputError(
+            f"precision={precision!r} is not one of {PRECISIONS}: \"input\" computes float16, bfloat16 and float32 "
+            "scores with float32 math (each row's loss within 4 float32 ulp), \"float64\" computes every input with "
+            "float64 math.",
+            argument="precision",
+            value=precision,
+        )
+    return precision
 
 
 def check_task(task) -> str:

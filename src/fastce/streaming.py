@@ -90,6 +90,8 @@ class Evaluator:
     ignore_index : int, optional
         A label value whose rows are left out (class indices only), as
         :func:`fastce.evaluate`.
+    precision : {"input", "float64"}, default "input"
+        The math of the scores, as :func:`fastce.evaluate`.
 
     Notes
     -----
@@ -145,6 +147,7 @@ class Evaluator:
         nan_policy: str = "raise",
         diagnostics=False,
         ignore_index: int | None = None,
+        precision: str = "input",
         _warn_top_k: bool = True,  # False: settings read back from a state, warned about when it was made
     ):
         if num_classes is not None and (
@@ -164,6 +167,7 @@ class Evaluator:
         self._from_logits = bool(from_logits)
         self._top_k_arg = top_k
         self._ignore_index = _check_ignore_index(ignore_index)
+        self._precision = readers.check_precision(precision)
         self._nan_policy = nan_policy
         self._warn_top_k = _warn_top_k
         self._diag_arg = _check_diagnostics(diagnostics)
@@ -180,6 +184,7 @@ class Evaluator:
     def _settle(self, task: str, num_classes: int) -> None:
         self._reader = readers.make_reader(
             task, num_classes, from_logits=self._from_logits, top_k=self._top_k_arg, ignore_index=self._ignore_index,
+            precision=self._precision,
             top_k_stacklevel=0 if self._warn_top_k else None,
         )
         self._num_classes = self._reader.num_classes
@@ -218,6 +223,10 @@ class Evaluator:
         return self._ignore_index
 
     @property
+    def precision(self) -> str:
+        return self._precision
+
+    @property
     def block_rows(self) -> int:
         """Rows per kernel block: splits at multiples of it never hold rows back (known once the task is)."""
         if self._reader is None:
@@ -241,7 +250,7 @@ class Evaluator:
         diagnostics = self._diag.options if self._diag is not None else self._diag_arg
         reader = None if self._reader is None else self._reader.settings()
         return (self._requested_task, self._from_logits, self.top_k, self._nan_policy, self._ignore_index,
-                diagnostics, reader)
+                self._precision, diagnostics, reader)
 
     # -- feeding -----------------------------------------------------------------
     def update(self, y_true, scores, sample_weight=None) -> None:
@@ -401,13 +410,13 @@ class Evaluator:
             raise TypeError(f"can only merge another Evaluator, not {type(other).__name__}")
         mine, theirs = self._settings(), other._settings()
         undecided = self._undecided() or other._undecided()
-        if mine[:6] != theirs[:6] or (not undecided and mine != theirs) or (
+        if mine[:7] != theirs[:7] or (not undecided and mine != theirs) or (
             undecided and None not in (self._num_classes, other._num_classes)
             and self._num_classes != other._num_classes
         ):
             raise ValueError(
                 "cannot merge Evaluators with different settings (task, num_classes, from_logits, top_k, ignore_index, "
-                f"nan_policy, diagnostics): {mine} vs {theirs}"
+                f"precision, nan_policy, diagnostics): {mine} vs {theirs}"
             )
         if other.rows_seen == 0:
             return self
@@ -507,6 +516,7 @@ class Evaluator:
                 "from_logits": self._from_logits,
                 "top_k": list(self.top_k),
                 "ignore_index": self._ignore_index,
+                "precision": self._precision,
             },
             "nan_policy": self._nan_policy,
             "state": None if self._state is None else self._state.to_dict(),
@@ -534,6 +544,7 @@ class Evaluator:
             evaluator = cls(
                 settings["num_classes"], task=settings["task"], from_logits=settings["from_logits"],
                 top_k=settings["top_k"], nan_policy=nan_policy, ignore_index=settings["ignore_index"],
+                precision=settings["precision"],
                 diagnostics=_diagnostics_option(data.get("diagnostics")), _warn_top_k=False,
             )
         except InputError as exc:
@@ -582,11 +593,12 @@ def _settings_from_dict(data: dict) -> dict:
         if state.ties_to_last:
             raise ValueError("ties_to_last is not supported")
         return {"task": "multiclass", "num_classes": state.num_classes, "from_logits": state.from_logits,
-                "top_k": list(state.top_k), "ignore_index": None}
+                "top_k": list(state.top_k), "ignore_index": None, "precision": "float64"}  # its math then
     settings = data["settings"]
     if not isinstance(settings, dict):
         raise ValueError("settings must be a mapping")
     out = {key: settings[key] for key in ("task", "num_classes", "from_logits", "top_k", "ignore_index")}
+    out["precision"] = settings.get("precision", "float64")  # states written before precision= used float64 math
     if not isinstance(out["top_k"], list) or not all(
         isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= _INT64.max for k in out["top_k"]
     ):

@@ -1,0 +1,88 @@
+"""precision= through every door: the input's math (float32 for 16/32-bit scores) or float64, the same from each."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+import fastce
+from fastce import cli
+from fastce.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def long_rows():
+    rng = np.random.default_rng(3)
+    z = (4 * rng.standard_normal((3000, 100))).astype(np.float32)
+    y = rng.integers(0, 100, 3000)
+    return y, z
+
+
+def _reference(y, z):
+    z = z.astype(np.float64)
+    m = z.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
+    return (lse - z[np.arange(len(y)), y]).mean()
+
+
+def test_both_precisions_are_accurate_and_differ_only_in_float32_bits(long_rows):
+    y, z = long_rows
+    fast = fastce.evaluate(y, logits=z, top_k=(1, 5))
+    exact = fastce.evaluate(y, logits=z, top_k=(1, 5), precision="float64")
+    ref = _reference(y, z)
+    assert exact.cross_entropy == pytest.approx(ref, rel=1e-14)
+    assert fast.cross_entropy == pytest.approx(ref, rel=5e-7)  # 4 float32 ulp per row
+    assert fast.accuracy == exact.accuracy and fast.top_k_accuracy == exact.top_k_accuracy  # comparisons are exact
+    assert fastce.evaluate(y, logits=z.astype(np.float64)) == fastce.evaluate(y, logits=z.astype(np.float64),
+                                                                              precision="float64")
+
+
+@pytest.mark.parametrize("precision", ["input", "float64"])
+def test_every_door_follows_precision(long_rows, precision, tmp_path):
+    y, z = long_rows
+    expected = fastce.evaluate(y, logits=z, precision=precision)
+    ev = fastce.Evaluator(precision=precision)
+    ev.update(y[:1234], z[:1234])
+    ev = fastce.Evaluator.from_state_dict(json.loads(json.dumps(ev.state_dict())))
+    ev.update(y[1234:], z[1234:])
+    assert ev.precision == precision and ev.result() == expected
+    assert fastce.diagnose(y, logits=z, precision=precision).metrics == expected
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "z.npy", z)
+    out = io.StringIO()
+    argv = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--json",
+            "--no-progress", "--precision", precision]
+    assert cli.main(argv, out=out, err=io.StringIO()) == 0
+    assert out.getvalue() == expected.to_json() + "\n"
+    loss = fastce.cross_entropy(z, y, precision=precision)
+    assert loss == pytest.approx(expected.cross_entropy, rel=1e-15)
+    da = pytest.importorskip("dask.array")
+    from fastce import dask as fastce_dask
+
+    assert fastce_dask.evaluate(y, logits=da.from_array(z, chunks=(700, 100)), precision=precision) == expected
+
+
+def test_streams_of_other_precisions_do_not_merge_and_bad_values_are_refused(long_rows, tmp_path):
+    y, z = long_rows
+    a, b = fastce.Evaluator(), fastce.Evaluator(precision="float64")
+    a.update(y, z)
+    b.update(y, z)
+    with pytest.raises(ValueError, match="different settings"):
+        a.merge(b)
+    for call in (lambda: fastce.evaluate(y, logits=z, precision="float32"),
+                 lambda: fastce.Evaluator(precision="half"),
+                 lambda: fastce.cross_entropy(z, y, precision="double")):
+        with pytest.raises(InputError, match="precision=.* is not one of"):
+            call()
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "z.npy", z)
+    state = tmp_path / "run.state"
+    argv = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--no-progress",
+            "--state", str(state)]
+    assert cli.main(argv + ["--precision", "float64"], out=io.StringIO(), err=io.StringIO()) == 0
+    err = io.StringIO()
+    assert cli.main(argv, out=io.StringIO(), err=err) == 2
+    assert "differs in: options precision" in err.getvalue()
