@@ -5,8 +5,9 @@ writes it to its on-disk cache; later processes load it in a fraction of a
 second.  A container image or a CI cache filled by ``fastce warmup`` never
 pays the compile at run time.  Warming up runs every door on a few rows of
 each dtype, so it compiles exactly what those calls would: the multi-class
-kernel (logits and probabilities), binary, multi-label and soft-target
-kernels, and the diagnostics and comparison kernels.
+kernels for short and long rows (logits and probabilities), binary,
+multi-label and soft-target kernels, and the diagnostics (every task) and
+comparison kernels.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def _exercise(dtype) -> None:
         fastce.evaluate(binary, proba=proba[:, 0].copy())
         fastce.evaluate((logits > 0).astype(np.int64), logits=logits)
         fastce.evaluate(proba64, logits=logits)
+        fastce.diagnose(binary, logits=logits[:, 0].copy())
+        fastce.diagnose((logits > 0).astype(np.int64), logits=logits)
+        # Rows of more than 32 classes go through the long-row kernel.
+        wide = rng.standard_normal((rows, 40)).astype(dtype)
+        wide_labels = rng.integers(0, 40, rows)
+        fastce.evaluate(wide_labels, logits=wide, top_k=(1, 2))
+        fastce.evaluate(wide_labels, proba=rng.dirichlet(np.ones(40), rows).astype(dtype), top_k=(1, 2))
+        fastce.diagnose(wide_labels, logits=wide)
 
 
 def warmup(dtypes=DTYPES, *, report=None) -> dict:
