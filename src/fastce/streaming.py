@@ -280,14 +280,14 @@ class Evaluator:
             target, flat, weights = flat_positions(y_true, array, sample_weight, _SCORES)
             if flat is not None:
                 return self.update(target, flat, weights)
-            saved = (self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending)
+            saved = self._snapshot()
             try:
                 feed_slabs(self, target, array, weights)
             except BaseException:
-                self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending = saved
+                self._restore(saved)  # all or nothing, as for any batch
                 raise
             return None
-        saved = (self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending)
+        saved = self._snapshot()
         rows_seen = self.rows_seen
         try:
             try:
@@ -300,8 +300,15 @@ class Evaluator:
                 self._provisional = False
         except BaseException:
             # All or nothing: a batch that raises leaves the Evaluator (its task included) as it was.
-            self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending = saved
+            self._restore(saved)
             raise
+
+    def _snapshot(self) -> tuple:
+        # States and pending rows are never changed in place, so references are a snapshot.
+        return (self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending)
+
+    def _restore(self, saved: tuple) -> None:
+        self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending = saved
 
     def _validate(self, y_true, scores, sample_weight):
         array = validation.as_array(scores, _SCORES)
