@@ -296,9 +296,10 @@ def test_eval_command_ignore_index_and_refusals(task_files, tmp_path):
     assert "--ignore-index -100" in err.getvalue()
     y_ml, z_ml, _ = task_files["multilabel"]
     err = io.StringIO()
-    report = ["report", "--labels", str(y_ml), "--logits", str(z_ml), "--no-progress", "--plots", str(tmp_path)]
-    assert cli.main(report, out=io.StringIO(), err=err) == 2
-    assert "multi-label reports have no plots yet" in err.getvalue() and err.getvalue().count("\n") == 1
+    report = ["report", "--labels", str(y_ml), "--logits", str(z_ml), "--no-progress", "--plots", str(tmp_path / "p")]
+    assert cli.main(report, out=io.StringIO(), err=err) == 0, err.getvalue()
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["labels.png", "reliability.png"]
+    assert (tmp_path / "p" / "labels.png").read_bytes()[:4] == b"\x89PNG"
     y_b, z_b, _ = task_files["binary"]
     err = io.StringIO()
     assert cli.main(["eval", "--labels", str(y_b), "--logits", str(z_b), "--task", "multiclass"], out=io.StringIO(),

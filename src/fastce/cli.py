@@ -426,8 +426,6 @@ def _evaluate(args, out, err) -> int:
         top_k = top_k_option(args, num_classes, err)
         diagnostics = _diagnostics_options(args)
         task = inputs.task(args.task)
-        if diagnostics and task == "multilabel" and args.plots:
-            raise UsageError("--plots: multi-label reports have no plots yet; drop --plots (the report is printed).")
         fingerprint = {
             "inputs": inputs.fingerprint(),
             "options": {"top_k": list(top_k), "nan_policy": args.nan_policy},
@@ -596,8 +594,6 @@ def _evaluate_on_cluster(args, out, err) -> int:
     ) as inputs:  # opened here for the checks and messages of the local path; the workers reopen them
         task = inputs.task(args.task)
     diagnostics = _diagnostics_options(args)
-    if diagnostics is not None and task == "multilabel" and args.plots:
-        raise UsageError("--plots: multi-label reports have no plots yet; drop --plots (the report is printed).")
     task_options = {"task": task, "ignore_index": args.ignore_index, "precision": args.precision}
     # Not the default client: a caller's own client (in-process use) stays the default.
     run = fastce_dask.evaluate_files if diagnostics is None else fastce_dask.diagnose_files

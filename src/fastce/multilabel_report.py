@@ -402,6 +402,12 @@ class MultilabelReport:
 
         return findings(self)
 
+    def plot(self, directory) -> list:
+        """Write reliability.png and labels.png into ``directory``; returns the paths (needs matplotlib)."""
+        from fastce.plots import write_multilabel_plots
+
+        return write_multilabel_plots(self, directory)
+
     def __str__(self) -> str:
         from fastce.multilabel_text import render
 

@@ -100,7 +100,11 @@ def _loss_labels(report) -> list:
     if share > 1.5 * even:
         text += f", against {_pct(even)} if the loss were spread evenly over the {c} labels."
     else:
-        text += ": the loss is spread over the labels about evenly."
+        text += ": together, about their even share."
+        top = ranked[0]["loss_share"]
+        if len(named) > 1 and top > 1.4 / c:
+            text = (text[:-1] + f"; label {ranked[0]['label']} alone carries {_pct(top)}, "
+                    f"{top * c:.1f}x an even share ({_pct(1 / c)}).")
     return [text]
 
 

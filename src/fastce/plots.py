@@ -38,7 +38,41 @@ def write_plots(report, directory) -> list:
     return paths
 
 
-def _reliability(plt, report):
+def write_multilabel_plots(report, directory) -> list:
+    """reliability.png (over every row-label answer) and labels.png (the labels carrying the loss) in ``directory``."""
+    plt = _pyplot()
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    draws = (("reliability.png", lambda p, r: _reliability(p, r, what="answers", confidence="p of the predicted yes/no")),
+             ("labels.png", _label_losses))
+    for name, draw in draws:
+        fig = draw(plt, report)
+        path = os.path.join(directory, name)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _label_losses(plt, report):
+    """The labels carrying most of the loss: their share of it, against an even spread, with their F1."""
+    top = report.labels["highest_loss"]
+    n_labels = len(report.labels["f1"])
+    fig, ax = plt.subplots(figsize=(6.5, 0.35 * max(len(top), 4) + 1.4))
+    names = [f"label {row['label']}" for row in top][::-1]
+    shares = [100 * row["loss_share"] for row in top][::-1]
+    bars = ax.barh(names, shares, color="#c44e52", edgecolor="black")
+    for bar, row in zip(bars, top[::-1]):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f"  F1 {row['f1']:.2f}", va="center", fontsize=8)
+    ax.axvline(100 / n_labels, color="black", linestyle="--", linewidth=1, label=f"even spread ({100 / n_labels:.1f}%)")
+    ax.set_xlabel("share of the loss (%)")
+    ax.set_xlim(0, max(shares + [100 / n_labels]) * 1.25)
+    ax.set_title(f"Labels carrying most of the loss ({len(top)} of {n_labels})")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def _reliability(plt, report, *, what: str = "rows", confidence: str = "top-1 probability"):
     cal = report.calibration
     bins = cal["bins"]
     lower, upper = np.asarray(bins["lower"]), np.asarray(bins["upper"])
@@ -58,8 +92,8 @@ def _reliability(plt, report):
     top.set_title(f"Reliability diagram (ECE {cal['ece']:.4f}, {cal['n_bins']} bins)")
     top.legend(loc="upper left", fontsize=8)
     bottom.bar(lower, weight / max(weight.sum(), 1e-300), width=width, align="edge", color="gray", edgecolor="black")
-    bottom.set_xlabel("confidence (top-1 probability)")
-    bottom.set_ylabel("share of rows")
+    bottom.set_xlabel(f"confidence ({confidence})")
+    bottom.set_ylabel(f"share of {what}")
     bottom.set_xlim(0, 1)
     return fig
 
