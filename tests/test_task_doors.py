@@ -455,3 +455,37 @@ def test_evaluator_states_of_the_earlier_format_still_load():
            "diagnostics": None, "state": {k: v for k, v in data["state"].items() if k != "task"}}
     again = fastce.Evaluator.from_state_dict(old)
     assert again.task == "multiclass" and again.result() == ev.result()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_is_bit_identical_for_one_and_two_threads(task):
+    import numba
+
+    y, z, w = _data(task, 140_000, seed=51, weighted=True)  # above _config.SERIAL_BELOW_ELEMENTS: the pool runs
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        for count in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(count)
+            metrics = _evaluate(task, y, z, w)
+            report = fastce.diagnose(y, logits=z, sample_weight=w).to_json() if task != "soft" else None
+            results.append((metrics, report))
+    finally:
+        numba.set_num_threads(threads)
+    assert results[0] == results[1]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(task=st.sampled_from(TASKS), cuts=st.lists(st.integers(1, 4999), min_size=1, max_size=5, unique=True))
+def test_dask_any_chunking_equals_evaluate(task, cuts):
+    da = pytest.importorskip("dask.array")
+    import dask
+    from fastce import dask as fastce_dask
+
+    y, z, w = _data(task, 5000, seed=52, weighted=True)
+    bounds = [0, *sorted(cuts), 5000]
+    chunks = tuple(b - a for a, b in zip(bounds, bounds[1:]))
+    with dask.config.set(scheduler="synchronous"):
+        got = fastce_dask.evaluate(da.from_array(y, chunks=(chunks,) + y.shape[1:]),
+                                   logits=da.from_array(z, chunks=(chunks,) + z.shape[1:]), sample_weight=w)
+    assert got == _evaluate(task, y, z, w)
