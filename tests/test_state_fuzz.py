@@ -36,6 +36,16 @@ def _states() -> list:
         ev = Evaluator(C, top_k=(1, 2), diagnostics={"worst_k": 3, "n_bins": 4} if diagnostics else False)
         ev.update(rng.integers(0, C, n), rng.normal(size=(n, C)).astype(dtype), rng.random(n) if weighted else None)
         out.append(json.loads(json.dumps(ev.state_dict())))
+    # The other tasks' states (binary, multi-label with diagnostics, soft targets), each with a pending block.
+    n = 600
+    binary = Evaluator(task="binary", diagnostics={"worst_k": 3})
+    binary.update(rng.integers(0, 2, 9000), rng.normal(size=9000), rng.random(9000))
+    multilabel = Evaluator(C, task="multilabel", diagnostics={"worst_k": 3, "n_bins": 4})
+    multilabel.update((rng.random((n, C)) < 0.3).astype(np.uint8), rng.normal(size=(n, C)).astype(np.float32))
+    soft = Evaluator(C, task="soft")
+    targets = rng.random((n, C))
+    soft.update(targets / targets.sum(axis=1, keepdims=True), rng.normal(size=(n, C)))
+    out.extend(json.loads(json.dumps(ev.state_dict())) for ev in (binary, multilabel, soft))
     return out
 
 
@@ -192,3 +202,26 @@ def test_valid_states_still_round_trip():
         assert evaluator.state_dict() == data
         assert evaluator.result() == Evaluator.from_state_dict(evaluator.state_dict()).result()
     assert fastce.Evaluator is Evaluator
+
+
+@pytest.mark.parametrize(
+    "which, mutate, match",
+    [
+        (4, lambda d: d["state"]["counts"].__setitem__(0, d["state"]["rows_seen"] + 1), r"counts\[0\] out of range"),
+        (5, lambda d: d["state"]["counts"].__setitem__(0, d["state"]["rows_seen"] + 1), r"counts\[0\] out of range"),
+        (4, lambda d: d["state"].update(task="soft"), "task must be 'multilabel'"),
+        (5, lambda d: d["state"].update(from_logits=False), "scored against logits only"),
+        (4, lambda d: d["state"].update(sums=d["state"]["sums"][:-1]), "expected 14 sums"),
+        (4, lambda d: d["settings"].update(task="binary"), "fastce .*state"),
+        (3, lambda d: d["pending"].update(rows=10**6), "pending block: rows"),
+        (5, lambda d: d["pending"].update(tolerance=0.0), "tolerance"),
+        (4, lambda d: d["diagnostics"].update(rows_seen=1), "worst row out of range"),
+        (4, lambda d: d["diagnostics"].update(rows_seen=d["diagnostics"]["rows_seen"] + 1), "diagnostics do not match"),
+    ],
+)
+def test_named_defects_of_other_tasks_raise_one_line_input_errors(which, mutate, match):
+    data = json.loads(json.dumps(STATES[which]))
+    mutate(data)
+    with pytest.raises(InputError, match=match) as info:
+        Evaluator.from_state_dict(data)
+    assert "\n" not in str(info.value)

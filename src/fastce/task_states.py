@@ -111,8 +111,12 @@ class Sums:
         }
 
     @classmethod
-    def from_dict(cls, data, n_exact: int, n_counts: int, first_column: int) -> "Sums":
-        """Inverse of ``to_dict``; ValueError/TypeError/KeyError on anything malformed (checked before allocating)."""
+    def from_dict(cls, data, n_exact: int, n_counts: int, first_column: int, width: int = 1) -> "Sums":
+        """Inverse of ``to_dict``; ValueError/TypeError/KeyError on anything malformed (checked before allocating).
+
+        Column 0 counts rows (at most ``rows_seen``); the other counters
+        count rows or elements (at most ``rows_seen * width``).
+        """
         if not isinstance(data, dict):
             raise ValueError(f"sums must be a mapping, got {type(data).__name__}")
         rows_seen = _json_int(data["rows_seen"], "rows_seen", low=0)
@@ -128,7 +132,7 @@ class Sums:
             raise ValueError("sums must be hexadecimal strings")
         checked = [
             _json_int(c, f"counts[{i}]", low=-1, high=rows_seen - 1) if i >= first_column
-            else _json_int(c, f"counts[{i}]", low=0, high=MAX_ROWS)
+            else _json_int(c, f"counts[{i}]", low=0, high=rows_seen if i == 0 else min(MAX_ROWS, rows_seen * width))
             for i, c in enumerate(counts)
         ]
         out = cls(n_exact, n_counts, first_column)
@@ -319,7 +323,7 @@ class _SumsState:
             from_logits = _json_bool(data["from_logits"], "from_logits")
             if data.get("task") != cls.task:
                 raise ValueError(f"task must be {cls.task!r}")
-            sums = Sums.from_dict(data, *cls._LAYOUT)
+            sums = Sums.from_dict(data, *cls._LAYOUT, width=num_classes)
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise InputError(f"malformed fastce state: {malformed_reason(exc)}", argument="state") from exc
         state = cls(num_classes, from_logits, sums)
