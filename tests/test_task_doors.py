@@ -489,3 +489,11 @@ def test_dask_any_chunking_equals_evaluate(task, cuts):
         got = fastce_dask.evaluate(da.from_array(y, chunks=(chunks,) + y.shape[1:]),
                                    logits=da.from_array(z, chunks=(chunks,) + z.shape[1:]), sample_weight=w)
     assert got == _evaluate(task, y, z, w)
+
+
+def test_a_task_that_does_not_fit_the_scores_says_so():
+    for task, scores in (("binary", np.zeros((2, 3))), ("multiclass", np.zeros(2)), ("soft", np.zeros(2))):
+        with pytest.raises(InputError, match=rf"task='{task}' takes .* but logits has shape"):
+            fastce.evaluate(np.array([0, 1]), logits=scores, task=task)
+        with pytest.raises(InputError, match=rf"task='{task}' takes"):
+            fastce.diagnose(np.array([0, 1]), logits=scores, task=task)

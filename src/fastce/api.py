@@ -160,8 +160,8 @@ def evaluate(
     scores = validation.scores(array, name, ndim=(1, 2))
     if task == "auto":
         task = tasks.infer_task(y_true, scores.shape)
-    reader = readers.make_reader(task, 2 if scores.ndim == 1 else scores.shape[1], from_logits=from_logits,
-                                 top_k=top_k, ignore_index=ignore_index, precision=precision)
+    reader = readers.reader_for_scores(task, scores.shape, name, from_logits=from_logits, top_k=top_k,
+                                       ignore_index=ignore_index, precision=precision)
     if groups is not None:
         if task != "multiclass" or ignore_index is not None:
             raise InputError(
@@ -372,8 +372,8 @@ def diagnose(
     scores = validation.scores(array, name, ndim=(1, 2))
     if task == "auto":
         task = tasks.infer_task(y_true, scores.shape)
-    reader = readers.make_reader(task, 2 if scores.ndim == 1 else scores.shape[1], from_logits=from_logits,
-                                 top_k=top_k, ignore_index=ignore_index, precision=precision)
+    reader = readers.reader_for_scores(task, scores.shape, name, from_logits=from_logits, top_k=top_k,
+                                       ignore_index=ignore_index, precision=precision)
     options = reader.diagnostics_options(report_options)
     batch = reader.validate(y_true, scores, sample_weight, name=name)
     state, diag = reader.read_with_diagnostics(batch, options)

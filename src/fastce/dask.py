@@ -480,11 +480,10 @@ def _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split
     scores = _scores_array(given, name)
     labels = _row_array(y_true, "y_true", scores, what="labels")
     weights = None if sample_weight is None else _row_array(sample_weight, "sample_weight", scores, what="weights")
-    num_classes = 2 if scores.ndim == 1 else int(scores.shape[1])
     if task == "auto":
         task = _infer_task(labels, scores)
-    reader = readers.make_reader(task, num_classes, from_logits=from_logits, top_k=top_k, ignore_index=ignore_index,
-                                 precision=precision)
+    reader = readers.reader_for_scores(task, scores.shape, name, from_logits=from_logits, top_k=top_k,
+                                       ignore_index=ignore_index, precision=precision)
     options = None if diagnostics is None else reader.diagnostics_options(diagnostics)
     read = functools.partial(_read_rows, reader=reader, name=name, options=options)
     partial = reduce_row_blocks([scores, labels, weights], read, _merge_partials, align_rows=reader.block_rows,

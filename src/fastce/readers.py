@@ -504,6 +504,20 @@ _READERS = {"multiclass": MulticlassReader, "binary": BinaryReader, "multilabel"
             "soft": SoftReader}
 
 
+def reader_for_scores(task: str, scores_shape, name: str, **options) -> Reader:
+    """The reader of ``task`` for scores of ``scores_shape`` (1-D: the binary task; (N, C): the others)."""
+    if (task == "binary") != (len(scores_shape) == 1):
+        want = "1-D scores of class 1, shape (n,)" if task == "binary" else "scores of shape (n, classes)"
+        other = "binary" if len(scores_shape) == 1 else "multiclass, multilabel or soft"
+        raise InputError(
+            f"task={task!r} takes {want}, but {name} has shape {tuple(scores_shape)} (a {other} task); pass the "
+            "scores that task reads, or leave task='auto' to let the shapes decide.",
+            argument="task",
+            value=task,
+        )
+    return make_reader(task, 2 if len(scores_shape) == 1 else scores_shape[1], **options)
+
+
 def make_reader(task: str, num_classes: int, **options) -> Reader:
     """The reader of ``task`` (one of ``TASKS``); ``options``: from_logits, top_k, ignore_index."""
     if task not in _READERS:
