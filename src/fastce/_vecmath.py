@@ -550,29 +550,22 @@ def compile_apart(typingctx):
     return sig, codegen
 
 
-@intrinsic
-def prefetch_bytes(typingctx, array, first, count):
-    """Ask for the cache lines of bytes ``[first, first + count)`` of a C-contiguous array's buffer (llvm.prefetch).
 
-    A hint only: it loads nothing into registers and cannot fault, so a range
-    past the buffer is harmless.  The short-row kernel asks for its next block
-    while it computes the current one (see kernels.score_tasks_short).
+@intrinsic
+def inline_into_callers(typingctx):
+    """Have LLVM inline the function being compiled into its callers (``alwaysinline``).
+
+    For a per-row helper too large for LLVM's inlining threshold, whose
+    call would keep the caller's loop scalar.  Unlike numba's
+    ``inline="always"``, the function is typed and lowered once, not at
+    every call site (compile time).
     """
-    if not isinstance(array, types.Array) or not isinstance(first, types.Integer) or not isinstance(count, types.Integer):
-        return None
-    sig = types.void(array, first, count)
+    sig = types.void()
 
     def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        base = builder.bitcast(data, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [base.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        start = context.cast(builder, args[1], signature.args[1], types.int64)
-        stop = builder.add(start, context.cast(builder, args[2], signature.args[2], types.int64))
-        with cgutils.for_range_slice(builder, start, stop, ir.Constant(ir.IntType(64), 64)) as (offset, _):
-            # read, keep in every cache level, data cache
-            builder.call(fn, [builder.gep(base, [offset]), i32(0), i32(3), i32(1)])
+        attributes = builder.function.attributes
+        if "noinline" not in attributes:
+            attributes.add("alwaysinline")
         return context.get_dummy_value()
 
     return sig, codegen

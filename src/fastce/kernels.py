@@ -49,6 +49,7 @@ from fastce._vecmath import (
     exp_difference_f32,
     exp_nonpositive,
     from_ordered_bits,
+    inline_into_callers,
     log1p_nonnegative,
     log_positive,
     maxnum,
@@ -56,7 +57,6 @@ from fastce._vecmath import (
     order_key,
     ordered_bits,
     prefer_wide_vectors,
-    prefetch_bytes,
     reciprocal,
 )
 
@@ -980,11 +980,162 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
 
 
 @njit(**KERNEL_OPTIONS)
-def _prefetch_rows(scores, labels, start, count):
-    """Prefetch rows [start, start + count) of the (C-contiguous) scores and labels."""
-    row_bytes = scores.shape[1] * scores.itemsize
-    prefetch_bytes(scores, start * row_bytes, count * row_bytes)
-    prefetch_bytes(labels, start * labels.itemsize, count * labels.itemsize)
+def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
+    """Everything _walk_columns, _short_rows_status and _finish_block compute for one row of
+    two logits (float64 values of the input's entries), with the same operations in the same
+    order, so that each row's loss, Brier term and rank are those of the general path, bit for bit.
+
+    Returns (ok, ignored, finite, loss, brier, other class ahead of the true one, row max):
+    ok means finite and not ignored.  Inlined into its callers by LLVM: called, it kept their loop scalar.
+    """
+    inline_into_callers()
+    ignored = label == ignore_label
+    second = (label == 1) & ~ignored  # the true class is column 1 (ignored rows read column 0)
+    target = z1 if second else z0
+    other = z0 if second else z1
+    high = maxnum(z0, z1)
+    # As _exp_columns for two classes: one exp per row.
+    below0 = z0 - high
+    below1 = z1 - high
+    top0 = below0 >= 0.0
+    top1 = below1 >= 0.0
+    x = below1 if top0 else below0
+    x = x if (below0 == below0) & (below1 == below1) else np.nan
+    e = exp_nonpositive(-np.inf if x >= 0.0 else x)
+    at_max = (1.0 if top0 else 0.0) + (1.0 if top1 else 0.0)
+    e_true = 1.0 if target - high == 0.0 else e
+    # As _short_rows_status.
+    value = high - target
+    rest = e + (at_max - 1.0)
+    finite = rest == rest
+    ok = finite & ~ignored
+    # The rank as _walk_columns counts it: the other column is ahead when
+    # higher, or equal on the winning side of a tie.
+    tie_ahead = ties_to_last if not second else not ties_to_last
+    ahead = (other > target) | ((other == target) & tie_ahead)
+    # As _finish_block and _losses.
+    squares = e * e + (at_max - e_true * e_true)
+    a = rest if ok else 0.0
+    inverse = reciprocal(1.0 + a)
+    total = 1.0 + rest
+    off = rest if value == 0.0 else total - e_true
+    brier = ((squares + off * off) * inverse) * inverse
+    u = 1.0 + a
+    corrected = log_positive(u) - ((u - 1.0) - a) * inverse
+    loss = value + (a if u == 1.0 else corrected)
+    return ok, ignored, finite, loss, brier, ahead, high
+
+
+# _two_class_block counts two kinds of rows in one float sum: one + _COUNT_SCALE * other
+# (exact: blocks hold at most MAX_BLOCK_ROWS <= 2**20 rows).
+_COUNT_SCALE = 2.0 ** 20
+
+
+@njit(**KERNEL_OPTIONS)
+def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance,
+                     b, start, count, row_weight, fsums, icounts):
+    """Block b of two-class logits in one vectorised loop over its rows; False (nothing written) for a rare block.
+
+    The general short-row path (_walk_short_block, _finish_block) runs some
+    30 loops over a block's scratch, each vectorised, and their loads and
+    stores cost more than the math at two classes (10 ns per row in cache;
+    this loop: 3.5).  Every row is computed as there (_two_class_row, the
+    same operations in the same order) and summed in registers.  The sums
+    are float64 reassociated by the vectoriser in an order fixed at compile
+    time, which may differ in the last bits from the general path's: they
+    depend only on the block's rows, never on threads or calls.
+
+    Rare blocks -- a non-finite row, or an infinite weighted loss -- are
+    left to the general path (it records the first such row): False.
+    Two classes: the true class's rank is 0 or 1, so top-k for k >= 2 is
+    every counted row.  LLVM vectorises this loop only with few
+    reductions (16 kept it scalar, 12 do not): the counters are paired in
+    one sum each (see _COUNT_SCALE) and the rare rows are found from the
+    counts and the loss sum.
+    """
+    prefer_wide_vectors()
+    compile_apart()
+    flat = scores.reshape(scores.shape[0] * 2)  # a literal row width: see _copy_fixed_width
+    weighted_rows = sample_weight.shape[0] != 0
+    weighted_classes = class_weight.shape[0] != 0
+    w0 = np.float64(class_weight[0]) if weighted_classes else 1.0
+    w1 = np.float64(class_weight[1]) if weighted_classes else 1.0
+    # The row weights first, in a loop of their own: a weight load under a
+    # run-time condition kept the main loop scalar.
+    if weighted_rows:
+        for r in range(count):
+            w = np.float64(sample_weight[np.uint64(start + r)])
+            row_weight[r] = w * (w1 if labels[np.uint64(start + r)] == 1 else w0) if weighted_classes else w
+    elif weighted_classes:
+        for r in range(count):
+            row_weight[r] = w1 if labels[np.uint64(start + r)] == 1 else w0
+    else:
+        for r in range(count):
+            row_weight[r] = 1.0
+    weight_sum = 0.0
+    loss_sum = 0.0
+    brier_sum = 0.0
+    hits = 0.0
+    hits2 = 0.0
+    w2_sum = 0.0
+    w2_loss = 0.0
+    w2_loss2 = 0.0
+    w2_brier = 0.0
+    w2_brier2 = 0.0
+    ok_ignored = 0.0  # rows OK + _COUNT_SCALE * rows ignored
+    like_one_hot = 0.0  # probability-like rows + _COUNT_SCALE * those with a max of 1
+    for r in range(count):
+        i = np.uint64(start + r)
+        label = np.int64(labels[i])
+        z0 = as_float64(flat[np.uint64(2) * i])
+        z1 = as_float64(flat[np.uint64(2) * i + np.uint64(1)])
+        ok, ignored, finite, loss, brier, ahead, high = _two_class_row(z0, z1, label, ignore_label, ties_to_last)
+        w = row_weight[r] if ok else 0.0
+        counted = w != 0.0
+        # Infinite weighted losses make loss_sum infinite: the block is then rare.
+        weighted = w * loss if counted else 0.0
+        bri = brier if counted else 0.0
+        weight_sum = add_reassoc(weight_sum, w)
+        loss_sum = add_reassoc(loss_sum, weighted)
+        brier_sum = add_reassoc(brier_sum, w * bri)
+        hit = 0.0 if ahead else w
+        hits = add_reassoc(hits, hit)
+        hits2 = add_reassoc(hits2, hit * w)
+        # The moments as _block_moments (no infinite w * loss here).
+        w2 = w * w
+        loss_m = loss if counted else 0.0
+        w2_sum = add_reassoc(w2_sum, w2)
+        w2_loss = add_reassoc(w2_loss, w2 * loss_m)
+        w2_loss2 = add_reassoc(w2_loss2, w2 * (loss_m * loss_m))
+        w2_brier = add_reassoc(w2_brier, w2 * bri)
+        w2_brier2 = add_reassoc(w2_brier2, w2 * (bri * bri))
+        ok_ignored = add_reassoc(ok_ignored, (1.0 if ok else 0.0) + (_COUNT_SCALE if ignored else 0.0))
+        # Probability-like rows (see _probability_like_columns).
+        like = ok & (high <= 1.0) & (z0 >= 0.0) & (z1 >= 0.0) & (abs((z0 + z1) - 1.0) <= sum_tolerance)
+        like_one_hot = add_reassoc(like_one_hot, (1.0 if like else 0.0) + (_COUNT_SCALE if like & (high == 1.0) else 0.0))
+    n_ignored = math.floor(ok_ignored / _COUNT_SCALE)
+    n_ok = ok_ignored - n_ignored * _COUNT_SCALE
+    if n_ok + n_ignored != count or not math.isfinite(loss_sum):
+        return False
+    n_one_hot = math.floor(like_one_hot / _COUNT_SCALE)
+    n_k = top_k.shape[0]
+    moments = F_TOPK + n_k
+    for k in range(n_k):
+        fsums[b, F_TOPK + k] = hits if top_k[k] == 1 else (weight_sum if top_k[k] > 1 else 0.0)
+        fsums[b, moments + M_W2TOPK + k] = hits2 if top_k[k] == 1 else (w2_sum if top_k[k] > 1 else 0.0)
+    fsums[b, F_WEIGHT] = weight_sum
+    fsums[b, F_LOSS] = loss_sum
+    fsums[b, F_BRIER] = brier_sum
+    fsums[b, moments + M_W2] = w2_sum
+    fsums[b, moments + M_W2LOSS] = w2_loss
+    fsums[b, moments + M_W2LOSS2] = w2_loss2
+    fsums[b, moments + M_W2BRIER] = w2_brier
+    fsums[b, moments + M_W2BRIER2] = w2_brier2
+    icounts[b, C_ROWS] = np.int64(n_ok)
+    icounts[b, C_IGNORED] = np.int64(n_ignored)
+    icounts[b, C_PROBA_LIKE] = np.int64(like_one_hot - n_one_hot * _COUNT_SCALE)
+    icounts[b, C_ONE_HOT_LIKE] = np.int64(n_one_hot)
+    return True
 
 
 @njit(**KERNEL_OPTIONS)
@@ -997,6 +1148,9 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
     rows are two kernels, so that a first use compiles only the one it needs.
     """
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
+    # Two-class logits with no per-row output: every block in one loop (see _two_class_block).
+    two_class_sums = (mode == MODE_LOGITS and scores.shape[1] == 2 and row_losses.shape[0] == 0
+                      and row_stats.shape[0] == 0 and row_pred.shape[0] == 0)
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task
@@ -1005,11 +1159,10 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
             _reset_block(fsums, icounts, b)
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
-            if b + 1 < last_block:
-                # The next block's rows and labels, fetched while this one is
-                # computed: a block of short rows is a few KiB read in a burst,
-                # too short for the hardware prefetchers to run ahead of.
-                _prefetch_rows(scores, labels, start + count, min(block_rows, scores.shape[0] - start - count))
+            if two_class_sums and _two_class_block(scores, labels, sample_weight, class_weight, ignore_label,
+                                                   ties_to_last, top_k, sum_tolerance, b, start, count, floats[2],
+                                                   fsums, icounts):
+                continue
             _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                               sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
