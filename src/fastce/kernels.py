@@ -84,6 +84,8 @@ def fsums_columns(n_k: int) -> int:
 def exact_sums_count(n_k: int) -> int:
     """Number of exact accumulators of a State with ``n_k`` top-k values."""
     return SUMS_TOPK + n_k + M_W2TOPK + n_k
+# icounts[b, C_ROWS] of a block score_tasks_two_class left to the general path.
+RARE_BLOCK = -1
 # icounts columns
 (C_ROWS, C_NONFINITE, C_INF_LOSS, C_IGNORED, C_BELOW0, C_ABOVE1, C_UNNORMALIZED, C_PROBA_LIKE, C_ONE_HOT_LIKE,
  C_OVERFLOW) = range(10)
@@ -1148,25 +1150,41 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
     rows are two kernels, so that a first use compiles only the one it needs.
     """
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
-    # Two-class logits with no per-row output: every block in one loop (see _two_class_block).
-    two_class_sums = (mode == MODE_LOGITS and scores.shape[1] == 2 and row_losses.shape[0] == 0
-                      and row_stats.shape[0] == 0 and row_pred.shape[0] == 0)
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task
-        last_block = min(nblocks, first_block + blocks_per_task)
-        for b in range(first_block, last_block):
+        for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
             _reset_block(fsums, icounts, b)
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
-            if two_class_sums and _two_class_block(scores, labels, sample_weight, class_weight, ignore_label,
-                                                   ties_to_last, top_k, sum_tolerance, b, start, count, floats[2],
-                                                   fsums, icounts):
-                continue
             _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                               sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                           fsums, icounts)
+
+
+@njit(**KERNEL_OPTIONS)
+def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode,
+                          proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows,
+                          blocks_per_task, fsums, icounts, float32_math, first_task, task_step):
+    """score_tasks_short for two-class logits with no per-row output, by _two_class_block.
+
+    A rare block (see there) is left with ``icounts[b, C_ROWS] == RARE_BLOCK``
+    for score_blocks to hand to score_tasks_short: a kernel of its own, so
+    that a first call compiles only what its rows need (the general path in
+    this kernel cost 1.1 s more on a first call at C = 2).
+    """
+    row_weight = np.empty(block_rows)
+    n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
+    for task in range(first_task, n_tasks, task_step):
+        first_block = task * blocks_per_task
+        for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
+            _reset_block(fsums, icounts, b)
+            start = b * block_rows
+            count = min(block_rows, scores.shape[0] - start)
+            if not _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k,
+                                    sum_tolerance, b, start, count, row_weight, fsums, icounts):
+                icounts[b, C_ROWS] = RARE_BLOCK
 
 
 @njit(**KERNEL_OPTIONS)
@@ -1249,9 +1267,22 @@ def score_blocks(
     the grouping changes nothing in the per-block results.
     """
     tasks = score_tasks_short if scores.shape[1] <= COLUMN_WALK_MAX_CLASSES else score_tasks_long
-    run_tasks(tasks, (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode,
-                            proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows,
-                            blocks_per_task, fsums, icounts, bool(float32_math)), -(-nblocks // blocks_per_task))
+    two_class = (mode == MODE_LOGITS and scores.shape[1] == 2 and row_losses.shape[0] == 0
+                 and row_stats.shape[0] == 0 and row_pred.shape[0] == 0)
+    run_tasks(score_tasks_two_class if two_class else tasks,
+              (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
+               sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums, icounts,
+               bool(float32_math)), -(-nblocks // blocks_per_task))
+    if two_class:
+        # Blocks with a non-finite row or an infinite loss: the general path, one block at a time.
+        for b in np.flatnonzero(icounts[:nblocks, C_ROWS] == RARE_BLOCK):
+            start, stop = b * block_rows, min((b + 1) * block_rows, scores.shape[0])
+            weights = sample_weight[start:stop] if sample_weight.shape[0] else sample_weight
+            score_tasks_short(scores[start:stop], labels[start:stop], weights, class_weight, ignore_label, top_k,
+                              ties_to_last, mode, proba_eps, sum_tolerance, row_losses, row_stats, row_pred, 1,
+                              block_rows, 1, fsums[b:b + 1], icounts[b:b + 1], bool(float32_math), 0, 1)
+            first_rows = icounts[b, FIRST_NONFINITE:]
+            first_rows[first_rows >= 0] += start  # numbered from the block's start there
 
 
 @njit(**KERNEL_OPTIONS)
