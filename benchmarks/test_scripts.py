@@ -12,6 +12,7 @@ import ceiling
 import fastce
 import kernel_timing
 import readme_table
+import short_rows
 import stderr_accuracy
 
 
@@ -22,6 +23,14 @@ def test_kernel_timing_prints_positive_costs_per_mode(capsys):
     for line in lines:
         per_row, per_score = map(float, re.findall(r"([\d.]+) ns/", line))
         assert per_row > 0 and per_score > 0
+
+
+def test_short_rows_prints_a_fraction_of_the_roofline(capsys):
+    assert short_rows.main(["2", "10", "--mb", "1", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[1:]
+    assert [int(re.search(r"C=\s*(\d+)", line).group(1)) for line in lines] == [2, 10]
+    for line in lines:
+        assert 0 < float(re.search(r"([\d.]+)% \(min\)", line).group(1))
 
 
 def test_accuracy_reference_agrees_with_fastce():

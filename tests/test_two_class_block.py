@@ -1,0 +1,82 @@
+"""The two-class logits fast path (kernels._two_class_block) against the general short-row path.
+
+Two-class logits with no per-row output are summed in one vectorised loop
+per block; a request for per-row losses sends the same rows through the
+general column walk.  Both must give the same counters exactly and the same
+sums up to their order of summation (each row's loss, Brier term and rank are
+computed by the same operations), for every kind of row: masked classes
+(-inf), ties, probability-like and one-hot rows, ignored rows, weights, and
+blocks holding a non-finite row or an infinite loss (left to the general path).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastce import _config, validation
+from fastce import kernels as K
+from fastce._accumulate import kernel_input
+from support import score_dtype_params
+
+IGNORE = -100
+
+
+def _rows(rng, n, dtype, *, rare: bool):
+    z = rng.normal(scale=3.0, size=(n, 2))
+    kind = rng.integers(0, 8, n)
+    z[kind == 1] = np.round(z[kind == 1])  # ties between the two columns, often
+    z[kind == 1, 1] = z[kind == 1, 0]
+    p = rng.random(np.count_nonzero(kind == 2))
+    z[kind == 2] = np.stack([p, 1 - p], axis=1)  # probability-like
+    z[kind == 3] = np.eye(2)[rng.integers(0, 2, np.count_nonzero(kind == 3))]  # one-hot
+    z[kind == 4, rng.integers(0, 2)] = -np.inf  # a masked class
+    z[kind == 5] = z[kind == 5] * 1e-3  # confident-free rows near a tie
+    labels = rng.integers(0, 2, n)
+    labels[kind == 6] = IGNORE
+    masked = np.isneginf(z[np.arange(n), labels.clip(0)]) & (labels != IGNORE)
+    labels[masked] = 1 - labels[masked]  # a finite loss: the true class is not the masked one
+    if rare:
+        # a few rows making their block rare: NaN, +inf, both classes -inf, an infinite loss
+        for value in ([np.nan, 0.0], [np.inf, 1.0], [-np.inf, -np.inf]):
+            z[rng.integers(0, n)] = value
+        row = rng.integers(0, n)
+        z[row] = [-np.inf, 0.0]
+        labels[row] = 0
+    return z.astype(dtype), labels
+
+
+def _score(z, labels, weights, class_weight, ties_to_last, top_k, per_row: bool):
+    block_rows = _config.block_rows(2)
+    nblocks = -(-z.shape[0] // block_rows)
+    fsums = np.empty((nblocks, K.fsums_columns(len(top_k))))
+    icounts = np.empty((nblocks, K.NUM_ICOUNTS), dtype=np.int64)
+    row_losses = np.empty(z.shape[0]) if per_row else np.empty(0)
+    none = kernel_input(np.empty(0))
+    K.score_blocks(
+        kernel_input(validation.scores(z, "logits").view), kernel_input(labels), none if weights is None else kernel_input(weights),
+        none if class_weight is None else kernel_input(class_weight), np.int64(IGNORE),
+        kernel_input(np.asarray(top_k, dtype=np.int64)), ties_to_last, K.MODE_LOGITS, 0.0, 1e-3, row_losses,
+        np.empty((0, K.ROW_STATS_COLUMNS)), np.empty(0, dtype=np.int64), nblocks, block_rows, 2, fsums, icounts,
+        True,
+    )
+    return fsums, icounts
+
+
+@pytest.mark.parametrize("dtype", score_dtype_params())
+def test_two_class_block_matches_the_general_path(dtype):
+    rng = np.random.default_rng(11)
+    for case in range(8):
+        rare = case % 2 == 1
+        z, labels = _rows(rng, 5 * _config.block_rows(2) + 17, dtype, rare=rare)
+        weights = rng.random(z.shape[0]) * 3 if case & 2 else None
+        class_weight = np.array([0.5, 2.0]) if case & 4 else None
+        ties_to_last = bool(case & 1)
+        top_k = (1, 2, 5)
+        fast, fast_counts = _score(z, labels, weights, class_weight, ties_to_last, top_k, per_row=False)
+        general, general_counts = _score(z, labels, weights, class_weight, ties_to_last, top_k, per_row=True)
+        np.testing.assert_array_equal(fast_counts, general_counts, err_msg=f"case {case}")
+        assert general_counts[:, K.C_PROBA_LIKE].sum() > 0 and general_counts[:, K.C_IGNORED].sum() > 0
+        if rare:
+            assert general_counts[:, K.C_NONFINITE].sum() > 0 and general_counts[:, K.C_INF_LOSS].sum() > 0
+        np.testing.assert_allclose(fast, general, rtol=1e-14, atol=0, err_msg=f"case {case}")
