@@ -26,10 +26,16 @@ def _pyplot():
 
 def write_plots(report, directory) -> list:
     """reliability.png, loss_histogram.png and confusion.png in ``directory`` (created if needed)."""
+    return _write(report, directory, (("reliability.png", _reliability), ("loss_histogram.png", _loss_histogram),
+                                      ("confusion.png", _confusion)))
+
+
+def _write(report, directory, draws) -> list:
+    """Each ``(file name, draw(plt, report) -> figure)`` of ``draws`` saved as a PNG in ``directory``."""
     plt = _pyplot()
     os.makedirs(directory, exist_ok=True)
     paths = []
-    for name, draw in (("reliability.png", _reliability), ("loss_histogram.png", _loss_histogram), ("confusion.png", _confusion)):
+    for name, draw in draws:
         fig = draw(plt, report)
         path = os.path.join(directory, name)
         fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -40,18 +46,8 @@ def write_plots(report, directory) -> list:
 
 def write_multilabel_plots(report, directory) -> list:
     """reliability.png (over every row-label answer) and labels.png (the labels carrying the loss) in ``directory``."""
-    plt = _pyplot()
-    os.makedirs(directory, exist_ok=True)
-    paths = []
-    draws = (("reliability.png", lambda p, r: _reliability(p, r, what="answers", confidence="p of the predicted yes/no")),
-             ("labels.png", _label_losses))
-    for name, draw in draws:
-        fig = draw(plt, report)
-        path = os.path.join(directory, name)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    reliability = lambda plt, r: _reliability(plt, r, what="answers", confidence="p of the predicted yes/no")  # noqa: E731
+    return _write(report, directory, (("reliability.png", reliability), ("labels.png", _label_losses)))
 
 
 def _label_losses(plt, report):
