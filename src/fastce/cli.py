@@ -432,8 +432,9 @@ def _evaluate(args, out, err) -> int:
         }
         if task != "multiclass" or args.ignore_index is not None:  # absent otherwise: earlier checkpoints still resume
             fingerprint["options"].update(task=task, ignore_index=args.ignore_index)
-        if args.precision != "input":
-            fingerprint["options"]["precision"] = args.precision
+        # Always: a checkpoint written before precision= was computed with float64 math and is refused
+        # ("differs in: options precision") rather than continued with other math.
+        fingerprint["options"]["precision"] = args.precision
         if diagnostics:
             fingerprint["options"]["diagnostics"] = diagnostics
         evaluator = Evaluator(
@@ -475,12 +476,6 @@ def resume(args, fingerprint: dict, fresh, n: int, err, *, key: str = "evaluator
         save_checkpoint(args.state, fingerprint, fresh, n, key=key)
         return fresh
     saved = load_checkpoint(args.state, fingerprint, key=key, load=load)
-    mine, theirs = getattr(fresh, "precision", None), getattr(saved, "precision", None)
-    if mine != theirs:
-        raise UsageError(
-            f"state file {args.state} was computed with {theirs} math (--precision {theirs}); rerun with "
-            f"--precision {theirs} to resume it, or delete it to start over with --precision {mine}."
-        )
     if saved._settings() != fresh._settings() or saved.rows_seen > n:
         # The fingerprint matched, so the state inside was edited.
         raise UsageError(

@@ -33,6 +33,24 @@ DIAGNOSTICS_FORMAT = "fastce.diagnostics/2"  # /2: zero_weight_classes, exact bi
 WORST_COLUMNS = ("row", "true", "predicted", "p_true", "p_predicted", "loss")
 
 
+def check_options(options, integer_fields) -> None:
+    """Refuse (InputError) integer fields outside their ``(name, low, high)`` bounds and a
+    ``confident_below`` outside (0, 1]: the diagnostics options of every task."""
+    for name, low, high in integer_fields:
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+            raise InputError(
+                f"{name} must be an integer in [{low}, {high}]; got {_short(value)}.", argument=name, value=value
+            )
+    t = options.confident_below
+    if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 < float(t) <= 1.0:
+        raise InputError(
+            f"confident_below is a probability threshold in (0, 1] (default 0.01); got {t!r}.",
+            argument="confident_below",
+            value=t,
+        )
+
+
 @dataclass(frozen=True)
 class DiagnosticsOptions:
     """Settings of the diagnostics; two states merge only when these agree."""
@@ -46,26 +64,14 @@ class DiagnosticsOptions:
     max_pairs: int = 100_000
 
     def __post_init__(self):
-        for name, low, high in (
+        check_options(self, (
             ("num_classes", 1, MAX_NUM_CLASSES),
             ("n_bins", 1, MAX_BINS),
             ("hist_bins", 1, MAX_BINS),
             ("worst_k", 0, MAX_ROWS),
             ("dense_confusion_max", 0, MAX_NUM_CLASSES),
             ("max_pairs", 1, MAX_ROWS),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-                raise InputError(
-                    f"{name} must be an integer in [{low}, {high}]; got {_short(value)}.", argument=name, value=value
-                )
-        t = self.confident_below
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 < float(t) <= 1.0:
-            raise InputError(
-                f"confident_below is a probability threshold in (0, 1] (default 0.01); got {t!r}.",
-                argument="confident_below",
-                value=t,
-            )
+        ))
 
     @property
     def dense(self) -> bool:

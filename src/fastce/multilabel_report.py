@@ -27,12 +27,12 @@ import numpy as np
 
 from fastce import _config, _json
 from fastce import multilabel_kernels as MK
-from fastce.diagnostics import MAX_BINS, _two_sum_merge
+from fastce.diagnostics import MAX_BINS, _two_sum_merge, check_options
 from fastce.diagnostics import _float_array as _floats
 from fastce.diagnostics import _int_array as _ints
 from fastce.errors import InputError
 from fastce.metrics import Metrics
-from fastce.state import MAX_NUM_CLASSES, MAX_ROWS, _short, raise_weights_overflow
+from fastce.state import MAX_NUM_CLASSES, MAX_ROWS, raise_weights_overflow
 
 WORST_COLUMNS = ("row", "loss", "wrong_labels", "worst_label")
 TOP_LOSS_LABELS = 10
@@ -49,19 +49,7 @@ class MultilabelOptions:
     confident_below: float = 0.01
 
     def __post_init__(self):
-        for name, low, high in (("num_labels", 1, MAX_NUM_CLASSES), ("n_bins", 1, MAX_BINS), ("worst_k", 0, MAX_ROWS)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-                raise InputError(
-                    f"{name} must be an integer in [{low}, {high}]; got {_short(value)}.", argument=name, value=value
-                )
-        t = self.confident_below
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not 0.0 < float(t) <= 1.0:
-            raise InputError(
-                f"confident_below is a probability threshold in (0, 1] (default 0.01); got {t!r}.",
-                argument="confident_below",
-                value=t,
-            )
+        check_options(self, (("num_labels", 1, MAX_NUM_CLASSES), ("n_bins", 1, MAX_BINS), ("worst_k", 0, MAX_ROWS)))
 
     def layout(self) -> tuple[int, int, int]:
         return MK.layout(self.num_labels, self.n_bins)
