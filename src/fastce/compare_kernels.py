@@ -25,7 +25,7 @@ from fastce import kernels as K
 from fastce._config import KERNEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
-from fastce._vecmath import add_reassoc, compile_apart, prefer_wide_vectors
+from fastce._vecmath import add_reassoc, inline_into_callers, prefer_wide_vectors
 
 (
     P_ROWS,  # joint rows
@@ -126,7 +126,7 @@ def _pair_sums(columns, count, confident_below, fsums, b):
     hosts (see _vecmath.prefer_wide_vectors).
     """
     prefer_wide_vectors()
-    compile_apart()
+    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     loss_a, brier_a, rank_a, p_true_a = columns[0], columns[1], columns[2], columns[3]
     loss_b, brier_b, rank_b, p_true_b = columns[4], columns[5], columns[6], columns[7]
     weight = columns[8]
@@ -195,7 +195,7 @@ def _confidently_wrong_sums(loss_right, loss_wrong, rank_right, rank_wrong, p_tr
     """(rows, weight, sum w (loss_wrong - loss_right)) of the joint rows right under one model and
     confidently wrong (true class not first, p(true) < confident_below) under the other: one loop of 3 sums."""
     prefer_wide_vectors()
-    compile_apart()
+    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     rows = w_sum = dl = 0.0
     for r in range(count):
         joint = (loss_right[r] == loss_right[r]) & (loss_wrong[r] == loss_wrong[r])
@@ -216,6 +216,7 @@ def _pair_table(columns, count, k, fsums, b, column):
     Cells in the order BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG, each (rows,
     weight, squared weight), one loop per cell (see _table_cell).
     """
+    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     _table_cell(columns, count, k, True, True, fsums, b, column + 3 * BOTH_RIGHT)
     _table_cell(columns, count, k, True, False, fsums, b, column + 3 * ONLY_A)
     _table_cell(columns, count, k, False, True, fsums, b, column + 3 * ONLY_B)
@@ -231,7 +232,7 @@ def _table_cell(columns, count, k, a_right, b_right, fsums, b, at):
     loop LLVM left it scalar (checked in the IR; tests/test_vectorised.py).
     """
     prefer_wide_vectors()
-    compile_apart()
+    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     loss_a, rank_a, loss_b, rank_b, weight = columns[0], columns[2], columns[4], columns[6], columns[8]
     a_wrong = not a_right
     b_wrong = not b_right

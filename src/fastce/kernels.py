@@ -164,7 +164,7 @@ def _exp_sums(scores, i, n_classes, row_max):
     256-bit ones (measured).
     """
     prefer_wide_vectors()
-    compile_apart()
+    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     rest = 0.0
     squares = 0.0
     at_max = 0.0
@@ -209,7 +209,7 @@ def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
     Long rows only (n_classes >= 16: every chunk holds a full vector).
     """
     prefer_wide_vectors()
-    compile_apart()
+    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     rest = 0.0
     squares = 0.0
     at_max = np.int32(0)
@@ -698,6 +698,7 @@ def _block_moments(count, weight, loss_of, brier, fsums, b, moments):
     A row of weight 0 (not counted) or with an infinite weighted loss (left
     out of the loss sum too) adds nothing to the loss moments.
     """
+    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     w2_sum = 0.0
     w2_loss = 0.0
     w2_loss2 = 0.0
@@ -783,6 +784,7 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
                      sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
                      float32_math, exp_chunk):
     """Walk block b of long rows row by row into the scratch (one read of each row)."""
+    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     n_classes = scores.shape[1]
     keep_pred = row_pred.shape[0] != 0
     weighted_rows = sample_weight.shape[0] != 0
@@ -865,6 +867,7 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
 @njit(**KERNEL_OPTIONS)
 def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count, floats, integers, fsums, icounts):
     """The vectorised finish of block b over its scratch: losses, Brier, sums, moments and counters."""
+    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     n_k = top_k.shape[0]
     keep_losses = row_losses.shape[0] != 0
     keep_stats = row_stats.shape[0] != 0
@@ -1054,7 +1057,7 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     counts and the loss sum.
     """
     prefer_wide_vectors()
-    compile_apart()
+    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     flat = scores.reshape(scores.shape[0] * 2)  # a literal row width: see _copy_fixed_width
     weighted_rows = sample_weight.shape[0] != 0
     weighted_classes = class_weight.shape[0] != 0

@@ -50,6 +50,7 @@ from fastce._vecmath import (
     atanh_series,
     exp_nonpositive,
     fma,
+    inline_into_callers,
     log_positive,
     maxnum,
     minnum,
@@ -396,6 +397,7 @@ def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, 
     common case) counts its weight and leaves NaN rows to a second pass.
     """
     prefer_wide_vectors()  # 512-bit float64 lanes on AVX-512 hosts (see _vecmath)
+    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     if keep:
         return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, True)
     if weighted:
