@@ -1,4 +1,5 @@
-"""The same numbers in a process that compiled the kernels and in one that loaded them from numba's cache.
+"""The same numbers in a process that compiled the kernels and in one that loaded them from numba's cache,
+and (multi-class) for every vector instruction set.
 
 CI runners compile on their first call and compare numbers between runs; a
 user's first run compiles, the next ones load.  Each case runs twice in
@@ -19,47 +20,79 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np, fastce
-    C, weighted, top_k = int(sys.argv[1]), sys.argv[2] == "w", tuple(int(k) for k in sys.argv[3].split(","))
-    n = int(sys.argv[4]) if len(sys.argv) > 4 else 20_000
-    kind = sys.argv[5] if len(sys.argv) > 5 else "logits"
-    rng = np.random.default_rng(C)
-    if C == 1:  # binary: 1-D logits
-        z, y = rng.standard_normal(n), rng.integers(0, 2, n)
-    else:
-        z, y = (2 * rng.standard_normal((n, C))).astype(np.float32), rng.integers(0, C, n)
-    w = rng.random(n) if weighted else None
-    if kind == "compare":
-        # Another door first: the kernels it compiles or loads must not change evaluate's bits.
-        c = fastce.compare(y, logits={"A": z, "B": z + rng.standard_normal(z.shape).astype(z.dtype)},
-                           sample_weight=w, top_k=top_k)
-        print(c.to_json())
-    if kind == "proba":
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        m = fastce.evaluate(y, proba=(e / e.sum(axis=1, keepdims=True)).astype(np.float32), sample_weight=w,
-                            top_k=top_k)
-    else:
-        m = fastce.evaluate(y, logits=z.astype(np.float64) if kind == "float64" else z, sample_weight=w,
-                            top_k=top_k)
-    print(json.dumps({k: float(v).hex() if isinstance(v, float) else v for k, v in m.to_dict().items()},
-                     default=lambda d: {str(k): float(x).hex() for k, x in d.items()}))
+    for case in sys.argv[1:]:
+        C, weighted, top_k, n, kind = case.split("/")
+        C, weighted, top_k, n = int(C), weighted == "w", tuple(int(k) for k in top_k.split(",")), int(n)
+        rng = np.random.default_rng(C)
+        if C == 1:  # binary: 1-D logits
+            z, y = rng.standard_normal(n), rng.integers(0, 2, n)
+        else:
+            z, y = (2 * rng.standard_normal((n, C))).astype(np.float32), rng.integers(0, C, n)
+        w = rng.random(n) if weighted else None
+        if kind == "compare":
+            c = fastce.compare(y, logits={"A": z, "B": z + rng.standard_normal(z.shape).astype(z.dtype)},
+                               sample_weight=w, top_k=top_k)
+            print(case, c.to_json())
+        if kind == "proba":
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            m = fastce.evaluate(y, proba=(e / e.sum(axis=1, keepdims=True)).astype(np.float32), sample_weight=w,
+                                top_k=top_k)
+        else:
+            m = fastce.evaluate(y, logits=z.astype(np.float64) if kind == "float64" else z, sample_weight=w,
+                                top_k=top_k)
+        print(case, json.dumps({k: float(v).hex() if isinstance(v, float) else v for k, v in m.to_dict().items()},
+                               default=lambda d: {str(k): float(x).hex() for k, x in d.items()}))
     """
 )
 
+# C / weighted / top_k / rows / kind; C = 1 is binary (1-D logits).
+MULTICLASS = [
+    "2/w/1/20000/logits", "10/u/1,5/20000/logits", "24/w/1,5/20000/logits", "100/w/1/20000/logits",
+    # Cases that once differed in the last bit: the Brier standard error at C = 1000 (fresh against
+    # cached), weighted probabilities (fresh against cached, AVX2 against AVX-512).
+    "1000/u/1,2/40000/logits", "300/w/1,5/20000/proba", "300/u/1,3/20000/float64",
+]
+# compare first: the kernels another door compiles or loads must not change evaluate's bits.
+CASES = ["10/w/1,2/20000/compare", "1/u/1/20000/logits", *MULTICLASS]
 
-def _twice(tmp_path, *args) -> tuple[str, str]:
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
-    runs = [subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, env=env, check=True)
-            for _ in range(2)]
-    return runs[0].stdout, runs[1].stdout
+
+def _run(cache, cases, cpu=None) -> list[str]:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    if cpu:
+        env["NUMBA_CPU_NAME"] = cpu  # numba compiles for this CPU instead of the host's
+    out = subprocess.run([sys.executable, "-c", SCRIPT, *cases], capture_output=True, text=True, env=env, check=True)
+    return out.stdout.splitlines()
 
 
-@pytest.mark.parametrize("case", [("1", "u", "1"), ("2", "w", "1"), ("10", "u", "1,5"), ("24", "w", "1,5"),
-                                  ("100", "w", "1"),
-                                  # The case that differed (Brier standard error) before tests/test_one_copy.py's rule.
-                                  ("1000", "u", "1,2", "40000"),
-                                  ("300", "w", "1,5", "20000", "proba"),
-                                  ("300", "u", "1,3", "20000", "float64"),
-                                  ("10", "w", "1,2", "20000", "compare")], ids="-".join)
-def test_a_fresh_compile_and_the_cache_give_the_same_bits(tmp_path, case):
-    compiled, cached = _twice(tmp_path, *case)
-    assert compiled == cached
+def _differences(a: list[str], b: list[str]) -> list[str]:
+    assert len(a) == len(b)
+    return [x.split(" ", 1)[0] for x, y in zip(a, b) if x != y]
+
+
+@pytest.fixture(scope="module")
+def host_run(tmp_path_factory):
+    """Every case in a process that compiles every kernel, with an empty cache it fills."""
+    cache = tmp_path_factory.mktemp("numba")
+    return cache, _run(cache, CASES)
+
+
+def test_a_fresh_compile_and_the_cache_give_the_same_bits(host_run):
+    cache, compiled = host_run
+    cached = _run(cache, CASES)  # the second process loads every kernel from the cache
+    assert not _differences(compiled, cached)
+
+
+def _host_has_avx512() -> bool:
+    import llvmlite.binding as llvm
+
+    return bool(llvm.get_host_cpu_features().get("avx512f"))
+
+
+def test_every_vector_instruction_set_gives_the_same_bits(host_run, tmp_path):
+    """The multi-class sums are in an order written in the source (fastce._lanes), not LLVM's choice:
+    code compiled for AVX2 (haswell) on an AVX-512 host, or for SSE2 only (numba's "generic" CPU)
+    elsewhere, gives the host's bits.  Before, AVX2 and AVX-512 builds differed in the last bits."""
+    _, host = host_run
+    other = "haswell" if _host_has_avx512() else "generic"
+    multiclass = [line for line in host if line.split(" ", 1)[0] in MULTICLASS]
+    assert not _differences(multiclass, _run(tmp_path, MULTICLASS, cpu=other))

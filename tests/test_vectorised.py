@@ -52,13 +52,13 @@ def _score_kernel_call(name):
     fsums = np.zeros((4, kernels.fsums_columns(1)))
     if name == "_exp_sums":
         scores = kernels_input(np.random.default_rng(2).standard_normal((4, 1000)).astype(np.float32))
-        return (scores, 0, 1000, 1.0)
+        return (scores, 0, 1000, 1.0, np.empty(kernels.EXP_SCRATCH))
     if name == "_exp_columns":
         columns = np.random.default_rng(3).standard_normal((10, rows))
         return (columns, high, target, 10, rows, value, rest, squares, loss_of)
     if name == "_losses":
         return (kernels.MODE_LOGITS, rows, status, value, rest, squares, loss_of)
-    return (rows, weight, loss_of, brier, fsums, 1, kernels.F_TOPK + 1)  # _block_moments
+    return (rows, weight, loss_of, brier, np.empty(rows), fsums, 1, kernels.F_TOPK + 1)  # _block_moments
 
 
 def kernels_input(array):
@@ -85,7 +85,7 @@ def test_score_kernel_hot_loops_are_packed_simd(name):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_two_class_block_is_one_packed_simd_loop(dtype):
-    """The two-class logits block (kernels._two_class_block): one loop, every row's math and sums in SIMD lanes.
+    """The two-class logits block (kernels._two_class_block): one loop, every row's math in SIMD lanes.
 
     It vectorises only as long as its reductions stay few (16 kept it scalar,
     3x slower than the general path it replaces) and its per-row helper is
@@ -100,7 +100,8 @@ def test_two_class_block_is_one_packed_simd_loop(dtype):
     fsums = np.zeros((1, kernels.fsums_columns(2)))
     icounts = np.zeros((1, kernels.NUM_ICOUNTS), dtype=np.int64)
     asm = _fresh_asm(kernels._two_class_block, scores, labels, none, none, np.int64(kernels.NO_LABEL), False,
-                     kernels_input(np.array([1, 5])), 1e-3, 0, 0, 512, np.empty(512), fsums, icounts)
+                     kernels_input(np.array([1, 5])), 1e-3, 0, 0, 512, np.empty(512), np.empty((10, 512)), fsums,
+                     icounts)
     fmas = re.findall(r"\bvfn?madd\d+pd\s+.*%[yz]mm", asm)
     assert len(fmas) >= 20, f"_two_class_block: {len(fmas)} packed float64 FMAs (the exp and log alone have 20)"
 

@@ -37,6 +37,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from fastce import _lanes as lanes
 from fastce._config import KERNEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
@@ -156,26 +157,29 @@ def _rank(scores, i, n_classes, label, ties_to_last):
 
 
 @njit(**KERNEL_OPTIONS)
-def _exp_sums(scores, i, n_classes, row_max):
+def _exp_sums(scores, i, n_classes, row_max, exp_chunk64):
     """(sum of exp(z - max) below the max, sum of their squares, entries at the max) of row i.
 
-    A leaf compiled apart with 512-bit vectors: its float64 exp runs ~1.4x
-    faster with them, while the callers' max and count loops run faster with
-    256-bit ones (measured).
+    The exps a chunk of EXP_CHUNK at a time into ``exp_chunk64`` (float64, in
+    L1), then summed in lanes (fastce._lanes: the order is the source's,
+    the same on every machine and in every compiled copy).  512-bit vectors
+    on AVX-512 hosts: the float64 exp runs ~1.4x faster with them.
     """
     prefer_wide_vectors()
-    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
-    rest = 0.0
-    squares = 0.0
-    at_max = 0.0
-    for j in range(n_classes):
-        x = as_float64(scores[i, j]) - row_max
-        top = x >= 0.0
-        e = exp_nonpositive(-np.inf if top else x)
-        rest = add_reassoc(rest, e)
-        squares = add_reassoc(squares, e * e)
-        at_max = add_reassoc(at_max, 1.0 if top else 0.0)
-    return rest, squares, at_max
+    rest, rest_b, squares, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
+    at_max = 0
+    first = 0
+    while first < n_classes:
+        count = min(EXP_CHUNK, n_classes - first)
+        for j in range(count):
+            x = as_float64(scores[i, np.uint64(first + j)]) - row_max
+            top = x >= 0.0
+            exp_chunk64[j] = exp_nonpositive(-np.inf if top else x)
+            at_max += np.int64(top)
+        rest, rest_b, squares, squares_b = lanes.add_values_and_squares(exp_chunk64, count, rest, rest_b, squares,
+                                                                        squares_b)
+        first += count
+    return lanes.finish(rest, rest_b), lanes.finish(squares, squares_b), np.float64(at_max)
 
 
 # _exp_sums_f32 takes a row's exps this many at a time (a float32 scratch of 4 KiB: L1).
@@ -209,9 +213,7 @@ def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
     Long rows only (n_classes >= 16: every chunk holds a full vector).
     """
     prefer_wide_vectors()
-    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
-    rest = 0.0
-    squares = 0.0
+    rest, rest_b, squares, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
     at_max = np.int32(0)
     first = 0
     while first < n_classes:
@@ -233,20 +235,20 @@ def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
                 e, top = exp_difference_f32(as_native(scores[i, np.uint64(first + tail + j)]), native_max)
                 exp_chunk[tail + j] = e
                 at_max = np.int32(at_max + np.int32(top & (tail + j >= whole)))
-        for j in range(count):
-            e = np.float64(exp_chunk[j])
-            rest = add_reassoc(rest, e)
-            squares = add_reassoc(squares, e * e)
+        # The float64 sums in 16 lanes (fastce._lanes: an order fixed in the source).
+        rest, rest_b, squares, squares_b = lanes.add_values_and_squares(exp_chunk, count, rest, rest_b, squares,
+                                                                        squares_b)
         first += count
-    return rest * _UNBIAS, squares * _UNBIAS_SQUARED, np.float64(at_max)
+    return (lanes.finish(rest, rest_b) * _UNBIAS, lanes.finish(squares, squares_b) * _UNBIAS_SQUARED,
+            np.float64(at_max))
 
 
-def _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk):  # pragma: no cover
-    return _exp_sums(scores, i, n_classes, row_max)
+def _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64):  # pragma: no cover
+    return _exp_sums(scores, i, n_classes, row_max, exp_chunk64)
 
 
 @overload(_row_exp_sums, inline="always", jit_options=KERNEL_OPTIONS)
-def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk):
+def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64):
     """_exp_sums_f32 when ``float32_math`` (a runtime flag), else _exp_sums.
 
     Chosen per score type at compile time: float64 scores always take
@@ -260,14 +262,14 @@ def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_ma
     (C = 100: 1.46 against 1.17 ns per score, benchmarks/kernel_timing.py).
     """
     if scores.dtype == types.float64:
-        return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk: _exp_sums(
-            scores, i, n_classes, row_max
+        return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64: _exp_sums(
+            scores, i, n_classes, row_max, exp_chunk64
         )
 
-    def either(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk):
+    def either(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64):
         if float32_math:
             return _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk)
-        return _exp_sums(scores, i, n_classes, row_max)
+        return _exp_sums(scores, i, n_classes, row_max, exp_chunk64)
 
     return either
 
@@ -358,7 +360,7 @@ def _losses(mode, count, status, value, rest, inverse, loss_of):
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math, exp_chunk):
+def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math, exp_chunk, exp_chunk64):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
     sum of the squared exp(z - max) over the non-max entries, number of max
     entries, max, ok).
@@ -388,7 +390,8 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math,
     # entry (x == 0) enters exp as -inf, giving exactly 0, and is counted.
     # NaN (a NaN entry, inf - inf, or -inf - -inf for a masked row) fails
     # "x >= 0", goes through exp and makes the sums NaN: that flags the row.
-    rest, squares, at_max = _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk)
+    rest, squares, at_max = _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk,
+                                          exp_chunk64)
     shift = row_max - target
     rest += at_max - 1.0
     ok = rest == rest
@@ -422,19 +425,51 @@ def _proba_row(scores, i, n_classes, label):
             v = as_native(scores[i, j])
             native_max = maxnum(native_max, v)
             native_min = minnum(native_min, v)
-    total = 0.0
-    for j in range(n_classes):
-        total = add_reassoc(total, as_float64(scores[i, j]))
-    # Squares on both sides of the true class: no per-entry index test.
-    # Unsigned indices keep numba's wraparound test (and gathers) out.
-    squares = 0.0
-    for j in range(label):
-        v = as_float64(scores[i, np.uint64(j)])
-        squares = add_reassoc(squares, v * v)
-    for j in range(label + 1, n_classes):
-        v = as_float64(scores[i, np.uint64(j)])
-        squares = add_reassoc(squares, v * v)
+    total, squares = _row_sums(scores, i, n_classes, label)
     return np.float64(native_max), np.float64(native_min), total, squares
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _add_groups(row, first, stop, label, total_a, total_b, squares_a, squares_b):
+    """The groups of 32 entries at [first, stop) of ``row`` into the lane sets of _row_sums."""
+    for j in range(first, stop, 2 * lanes.LANES):
+        v = lanes.load(row, j)
+        total_a = lanes.add(total_a, v)
+        if label >= 0:
+            v = lanes.zero_lane(v, label - j)
+        squares_a = lanes.add(squares_a, lanes.mul(v, v))
+        v = lanes.load(row, j + lanes.LANES)
+        total_b = lanes.add(total_b, v)
+        if label >= 0:
+            v = lanes.zero_lane(v, label - j - lanes.LANES)
+        squares_b = lanes.add(squares_b, lanes.mul(v, v))
+    return total_a, total_b, squares_a, squares_b
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _row_sums(scores, i, n_classes, label):
+    """(sum of row i, sum of its squares but column ``label``'s), in float64.
+
+    Read straight from the row in the lanes order of fastce._lanes (see
+    add_values_and_squares).  The true class's entry is zeroed before
+    squaring in its own group only: a zeroing in every group cost 15% at
+    C = 100 to 1000.  ``label`` must lie in [0, n_classes).
+    """
+    row = scores[i]
+    total_a, total_b, squares_a, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
+    group = 2 * lanes.LANES
+    whole = n_classes - n_classes % group
+    at = label - label % group  # the label's group
+    sums = _add_groups(row, 0, min(at, whole), -1, total_a, total_b, squares_a, squares_b)
+    sums = _add_groups(row, at, min(at + group, whole), label, sums[0], sums[1], sums[2], sums[3])
+    total_a, total_b, squares_a, squares_b = _add_groups(row, at + group, whole, -1, sums[0], sums[1], sums[2],
+                                                         sums[3])
+    for j in range(whole, n_classes, lanes.LANES):
+        v = lanes.load_head(row, j, min(lanes.LANES, n_classes - j))
+        total_a = lanes.add(total_a, v)
+        v = lanes.zero_lane(v, label - j)
+        squares_a = lanes.add(squares_a, lanes.mul(v, v))
+    return lanes.finish(total_a, total_b), lanes.finish(squares_a, squares_b)
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -615,11 +650,9 @@ def _probability_like_row(scores, i, n_classes, sum_tolerance):
     logits and hard predictions are too).  The row is in cache (just walked).
     """
     lowest = as_float64(scores[i, 0])
-    total = 0.0
     for j in range(n_classes):
-        v = as_float64(scores[i, j])
-        lowest = min(lowest, v)
-        total = add_reassoc(total, v)
+        lowest = min(lowest, as_float64(scores[i, j]))
+    total = lanes.ordered_sum(scores[i], n_classes)
     return (lowest >= 0.0) and abs(total - 1.0) <= sum_tolerance
 
 
@@ -692,40 +725,44 @@ def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore
 
 
 @njit(**KERNEL_OPTIONS)
-def _block_moments(count, weight, loss_of, brier, fsums, b, moments):
-    """The second moments of a block (see M_W2...): one vectorised loop over its scratch.
+def _block_moments(count, weight, loss_of, brier, term, fsums, b, moments):
+    """The second moments of a block (see M_W2...), each an ordered_sum of its per-row terms.
 
     A row of weight 0 (not counted) or with an infinite weighted loss (left
-    out of the loss sum too) adds nothing to the loss moments.
+    out of the loss sum too) adds nothing to the loss moments.  ``term`` is
+    scratch.
     """
-    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
-    w2_sum = 0.0
-    w2_loss = 0.0
-    w2_loss2 = 0.0
-    w2_brier = 0.0
-    w2_brier2 = 0.0
     for r in range(count):
-        w = weight[r]
-        w2 = w * w
-        counted = w != 0.0
-        loss = loss_of[r] if counted else 0.0
-        loss = 0.0 if w * loss == np.inf else loss
-        bri = brier[r] if counted else 0.0
-        w2_sum = add_reassoc(w2_sum, w2)
-        w2_loss = add_reassoc(w2_loss, w2 * loss)
-        w2_loss2 = add_reassoc(w2_loss2, w2 * (loss * loss))
-        w2_brier = add_reassoc(w2_brier, w2 * bri)
-        w2_brier2 = add_reassoc(w2_brier2, w2 * (bri * bri))
-    fsums[b, moments + M_W2] = w2_sum
-    fsums[b, moments + M_W2LOSS] = w2_loss
-    fsums[b, moments + M_W2LOSS2] = w2_loss2
-    fsums[b, moments + M_W2BRIER] = w2_brier
-    fsums[b, moments + M_W2BRIER2] = w2_brier2
+        term[r] = weight[r] * weight[r]
+    fsums[b, moments + M_W2] = lanes.ordered_sum(term, count)
+    # w2 * value and w2 * value**2 for the loss, then for the Brier term: the
+    # expressions of _two_class_block's loop (bit for bit).
+    for r in range(count):
+        term[r] = (weight[r] * weight[r]) * _moment_loss(weight[r], loss_of[r])
+    fsums[b, moments + M_W2LOSS] = lanes.ordered_sum(term, count)
+    for r in range(count):
+        loss = _moment_loss(weight[r], loss_of[r])
+        term[r] = (weight[r] * weight[r]) * (loss * loss)
+    fsums[b, moments + M_W2LOSS2] = lanes.ordered_sum(term, count)
+    for r in range(count):
+        term[r] = (weight[r] * weight[r]) * (brier[r] if weight[r] != 0.0 else 0.0)
+    fsums[b, moments + M_W2BRIER] = lanes.ordered_sum(term, count)
+    for r in range(count):
+        bri = brier[r] if weight[r] != 0.0 else 0.0
+        term[r] = (weight[r] * weight[r]) * (bri * bri)
+    fsums[b, moments + M_W2BRIER2] = lanes.ordered_sum(term, count)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _moment_loss(w, loss):
+    """A row's loss in the moments: 0 when not counted (w == 0) or when w * loss is infinite."""
+    loss = loss if w != 0.0 else 0.0
+    return 0.0 if w * loss == np.inf else loss
 
 
 @njit(**KERNEL_OPTIONS)
 def _new_scratch(block_rows, n_classes):
-    """A task's per-row scratch: 15 float64 rows, 3 int64 rows and the transposed block of short rows.
+    """A task's per-row scratch: 16 float64 rows, 3 int64 rows and the transposed block of short rows.
 
     Rows (see the unpacking in the block functions): value (logits: max - target;
     proba: clipped p[y]), rest (logits: sum of exp over non-max entries),
@@ -738,7 +775,7 @@ def _new_scratch(block_rows, n_classes):
     # rows from starting 4 KiB apart: loops touching several of them at
     # the same index would otherwise hit one L1 set and 4K-alias (block
     # rows are often 512 float64 = 4 KiB).  Same for the transposed block.
-    floats = np.empty((15, block_rows + SCRATCH_PAD))
+    floats = np.empty((16, block_rows + SCRATCH_PAD))
     # int64 like the labels and as wide as the float64 scratch: loops that
     # mix them vectorise without packing (an int8 status kept the
     # ignored-label loop scalar, seen in a perf profile).
@@ -782,9 +819,8 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
 @njit(**KERNEL_OPTIONS)
 def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                      sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
-                     float32_math, exp_chunk):
+                     float32_math, exp_chunk, exp_chunk64):
     """Walk block b of long rows row by row into the scratch (one read of each row)."""
-    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     n_classes = scores.shape[1]
     keep_pred = row_pred.shape[0] != 0
     weighted_rows = sample_weight.shape[0] != 0
@@ -807,7 +843,7 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
         if mode == MODE_LOGITS:
             row_target = as_float64(scores[i, label])
             shift, row_rest, row_ahead, row_squares, row_at_max, row_max, ok = _logits_row(
-                scores, i, n_classes, row_target, label, ties_to_last, float32_math, exp_chunk
+                scores, i, n_classes, row_target, label, ties_to_last, float32_math, exp_chunk, exp_chunk64
             )
             if ok and row_max <= 1.0:  # rare for logits: one compare per row
                 if _probability_like_row(scores, i, n_classes, sum_tolerance):
@@ -867,13 +903,13 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
 @njit(**KERNEL_OPTIONS)
 def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count, floats, integers, fsums, icounts):
     """The vectorised finish of block b over its scratch: losses, Brier, sums, moments and counters."""
-    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     n_k = top_k.shape[0]
     keep_losses = row_losses.shape[0] != 0
     keep_stats = row_stats.shape[0] != 0
     value, rest, weight, loss_of, brier = floats[0], floats[1], floats[2], floats[3], floats[4]
     p_true, p_top, target, high, low = floats[5], floats[6], floats[7], floats[8], floats[9]
     total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
+    term = floats[15]
     ahead, label_of, status = integers[0], integers[1], integers[2]
     inverse = total  # free after the walk: 1 / (1 + rest) of logits rows
     # Loops of one kind each (see _logits_row); weight[r] is 0 for
@@ -914,17 +950,21 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
                 p_true[r] = target[r]
                 p_top[r] = high[r]
     _losses(mode, count, status, value, rest, inverse, loss_of)
-    weight_sum = 0.0
-    loss_sum = 0.0
-    brier_sum = 0.0
+    # Each block sum is an ordered_sum (fastce._lanes) of its per-row terms,
+    # written to ``term`` by a vectorised loop: the same bits in every
+    # compiled copy, on every machine, and from _two_class_block.
+    weight_sum = lanes.ordered_sum(weight, count)
     for r in range(count):
         w = weight[r]
         # A zero weight removes the row, even when its loss is infinite
         # (0 * inf would be NaN; PyTorch returns that NaN).
         weighted = 0.0 if w == 0.0 else w * loss_of[r]
-        weight_sum = add_reassoc(weight_sum, w)
-        loss_sum = add_reassoc(loss_sum, 0.0 if weighted == np.inf else weighted)
-        brier_sum = add_reassoc(brier_sum, 0.0 if w == 0.0 else w * brier[r])
+        term[r] = 0.0 if weighted == np.inf else weighted
+    loss_sum = lanes.ordered_sum(term, count)
+    for r in range(count):
+        w = weight[r]
+        term[r] = 0.0 if w == 0.0 else w * brier[r]
+    brier_sum = lanes.ordered_sum(term, count)
     n_ok = 0
     n_ignored = 0
     n_inf = 0
@@ -949,23 +989,15 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
             row_stats[start + r, S_BRIER] = brier[r] if ok else np.nan
             row_stats[start + r, S_RANK] = np.float64(ahead[r]) if ok else np.nan
     moments = F_TOPK + n_k
-    # The top-k sums: a select per sum.  The vectorised form (one select
-    # feeding both sums, the rank as a float) was 1.6 ns per row faster, but
-    # its block sums came out different in a process that compiled the
-    # kernel and in one that loaded it from numba's cache (last bit of the
-    # weighted hits): reproducibility across processes first.
     for k in range(n_k):
-        hits = 0.0
-        hits2 = 0.0
         limit = top_k[k]
         for r in range(count):
-            w = weight[r]
-            hit = ahead[r] < limit
-            hits = add_reassoc(hits, w if hit else 0.0)
-            hits2 = add_reassoc(hits2, w * w if hit else 0.0)
-        fsums[b, F_TOPK + k] = hits
-        fsums[b, moments + M_W2TOPK + k] = hits2
-    _block_moments(count, weight, loss_of, brier, fsums, b, moments)
+            term[r] = weight[r] if ahead[r] < limit else 0.0
+        fsums[b, F_TOPK + k] = lanes.ordered_sum(term, count)
+        for r in range(count):
+            term[r] = weight[r] * weight[r] if ahead[r] < limit else 0.0
+        fsums[b, moments + M_W2TOPK + k] = lanes.ordered_sum(term, count)
+    _block_moments(count, weight, loss_of, brier, term, fsums, b, moments)
     if n_inf:
         # Rare: find the first row with an infinite loss for the message.
         first = start
@@ -1036,25 +1068,23 @@ _COUNT_SCALE = 2.0 ** 20
 
 @njit(**KERNEL_OPTIONS)
 def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance,
-                     b, start, count, row_weight, fsums, icounts):
+                     b, start, count, row_weight, terms, fsums, icounts):
     """Block b of two-class logits in one vectorised loop over its rows; False (nothing written) for a rare block.
 
     The general short-row path (_walk_short_block, _finish_block) runs some
     30 loops over a block's scratch, each vectorised, and their loads and
     stores cost more than the math at two classes (10 ns per row in cache;
     this loop: 3.5).  Every row is computed as there (_two_class_row, the
-    same operations in the same order) and summed in registers.  The sums
-    are float64 reassociated by the vectoriser in an order fixed at compile
-    time, which may differ in the last bits from the general path's: they
-    depend only on the block's rows, never on threads or calls.
+    same operations in the same order), its terms written to ``terms`` and
+    summed as there (ordered_sum): a block's sums are the general path's,
+    bit for bit.
 
     Rare blocks -- a non-finite row, or an infinite weighted loss -- are
     left to the general path (it records the first such row): False.
     Two classes: the true class's rank is 0 or 1, so top-k for k >= 2 is
     every counted row.  LLVM vectorises this loop only with few
-    reductions (16 kept it scalar, 12 do not): the counters are paired in
-    one sum each (see _COUNT_SCALE) and the rare rows are found from the
-    counts and the loss sum.
+    reductions: the counters are paired in one sum each (see _COUNT_SCALE)
+    and the rare rows are found from the counts and the loss sum.
     """
     prefer_wide_vectors()
     inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
@@ -1075,16 +1105,12 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     else:
         for r in range(count):
             row_weight[r] = 1.0
-    weight_sum = 0.0
-    loss_sum = 0.0
-    brier_sum = 0.0
-    hits = 0.0
-    hits2 = 0.0
-    w2_sum = 0.0
-    w2_loss = 0.0
-    w2_loss2 = 0.0
-    w2_brier = 0.0
-    w2_brier2 = 0.0
+    # The per-row terms of the block sums into ``terms`` (one row each, in
+    # the order of the T_ names), summed after the loop by ordered_sum as
+    # _finish_block sums its own: the same terms in the same order, so the
+    # same bits as the general path.
+    t_weight, t_loss, t_brier, t_hit, t_hit2 = terms[0], terms[1], terms[2], terms[3], terms[4]
+    t_w2, t_w2loss, t_w2loss2, t_w2brier, t_w2brier2 = terms[5], terms[6], terms[7], terms[8], terms[9]
     ok_ignored = 0.0  # rows OK + _COUNT_SCALE * rows ignored
     like_one_hot = 0.0  # probability-like rows + _COUNT_SCALE * those with a max of 1
     for r in range(count):
@@ -1095,27 +1121,29 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
         ok, ignored, finite, loss, brier, ahead, high = _two_class_row(z0, z1, label, ignore_label, ties_to_last)
         w = row_weight[r] if ok else 0.0
         counted = w != 0.0
-        # Infinite weighted losses make loss_sum infinite: the block is then rare.
+        # Infinite weighted losses make the loss sum infinite: the block is then rare.
         weighted = w * loss if counted else 0.0
         bri = brier if counted else 0.0
-        weight_sum = add_reassoc(weight_sum, w)
-        loss_sum = add_reassoc(loss_sum, weighted)
-        brier_sum = add_reassoc(brier_sum, w * bri)
+        t_weight[r] = w
+        t_loss[r] = weighted
+        t_brier[r] = w * bri
         hit = 0.0 if ahead else w
-        hits = add_reassoc(hits, hit)
-        hits2 = add_reassoc(hits2, hit * w)
+        t_hit[r] = hit
+        t_hit2[r] = hit * w
         # The moments as _block_moments (no infinite w * loss here).
         w2 = w * w
         loss_m = loss if counted else 0.0
-        w2_sum = add_reassoc(w2_sum, w2)
-        w2_loss = add_reassoc(w2_loss, w2 * loss_m)
-        w2_loss2 = add_reassoc(w2_loss2, w2 * (loss_m * loss_m))
-        w2_brier = add_reassoc(w2_brier, w2 * bri)
-        w2_brier2 = add_reassoc(w2_brier2, w2 * (bri * bri))
+        t_w2[r] = w2
+        t_w2loss[r] = w2 * loss_m
+        t_w2loss2[r] = w2 * (loss_m * loss_m)
+        t_w2brier[r] = w2 * bri
+        t_w2brier2[r] = w2 * (bri * bri)
+        # Counts: sums of small integers, exact in any order.
         ok_ignored = add_reassoc(ok_ignored, (1.0 if ok else 0.0) + (_COUNT_SCALE if ignored else 0.0))
         # Probability-like rows (see _probability_like_columns).
         like = ok & (high <= 1.0) & (z0 >= 0.0) & (z1 >= 0.0) & (abs((z0 + z1) - 1.0) <= sum_tolerance)
         like_one_hot = add_reassoc(like_one_hot, (1.0 if like else 0.0) + (_COUNT_SCALE if like & (high == 1.0) else 0.0))
+    loss_sum = lanes.ordered_sum(t_loss, count)
     n_ignored = math.floor(ok_ignored / _COUNT_SCALE)
     n_ok = ok_ignored - n_ignored * _COUNT_SCALE
     if n_ok + n_ignored != count or not math.isfinite(loss_sum):
@@ -1123,17 +1151,23 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     n_one_hot = math.floor(like_one_hot / _COUNT_SCALE)
     n_k = top_k.shape[0]
     moments = F_TOPK + n_k
+    weight_sum = lanes.ordered_sum(t_weight, count)
+    w2_sum = lanes.ordered_sum(t_w2, count)
+    hits = lanes.ordered_sum(t_hit, count)
+    hits2 = lanes.ordered_sum(t_hit2, count)
     for k in range(n_k):
+        # Two classes: rank 0 or 1, so top-k for k >= 2 is every counted row
+        # (the general path's terms for it are the weights and their squares).
         fsums[b, F_TOPK + k] = hits if top_k[k] == 1 else (weight_sum if top_k[k] > 1 else 0.0)
         fsums[b, moments + M_W2TOPK + k] = hits2 if top_k[k] == 1 else (w2_sum if top_k[k] > 1 else 0.0)
     fsums[b, F_WEIGHT] = weight_sum
     fsums[b, F_LOSS] = loss_sum
-    fsums[b, F_BRIER] = brier_sum
+    fsums[b, F_BRIER] = lanes.ordered_sum(t_brier, count)
     fsums[b, moments + M_W2] = w2_sum
-    fsums[b, moments + M_W2LOSS] = w2_loss
-    fsums[b, moments + M_W2LOSS2] = w2_loss2
-    fsums[b, moments + M_W2BRIER] = w2_brier
-    fsums[b, moments + M_W2BRIER2] = w2_brier2
+    fsums[b, moments + M_W2LOSS] = lanes.ordered_sum(t_w2loss, count)
+    fsums[b, moments + M_W2LOSS2] = lanes.ordered_sum(t_w2loss2, count)
+    fsums[b, moments + M_W2BRIER] = lanes.ordered_sum(t_w2brier, count)
+    fsums[b, moments + M_W2BRIER2] = lanes.ordered_sum(t_w2brier2, count)
     icounts[b, C_ROWS] = np.int64(n_ok)
     icounts[b, C_IGNORED] = np.int64(n_ignored)
     icounts[b, C_PROBA_LIKE] = np.int64(like_one_hot - n_one_hot * _COUNT_SCALE)
@@ -1176,6 +1210,7 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
     this kernel cost 1.1 s more on a first call at C = 2).
     """
     row_weight = np.empty(block_rows)
+    terms = np.empty((10, block_rows + SCRATCH_PAD))  # see _two_class_block
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task
@@ -1184,7 +1219,7 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
             if not _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k,
-                                    sum_tolerance, b, start, count, row_weight, fsums, icounts):
+                                    sum_tolerance, b, start, count, row_weight, terms, fsums, icounts):
                 icounts[b, C_ROWS] = RARE_BLOCK
 
 
@@ -1195,6 +1230,7 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
     """score_tasks_short's twin for long rows (C > COLUMN_WALK_MAX_CLASSES)."""
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
     exp_chunk = np.empty(EXP_SCRATCH, dtype=np.float32)  # see _exp_sums_f32
+    exp_chunk64 = np.empty(EXP_SCRATCH)  # see _exp_sums
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task
@@ -1204,7 +1240,7 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
             count = min(block_rows, scores.shape[0] - start)
             _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                              sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
-                             float32_math, exp_chunk)
+                             float32_math, exp_chunk, exp_chunk64)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                           fsums, icounts)
 

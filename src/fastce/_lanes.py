@@ -1,0 +1,256 @@
+"""Float64 sums whose order is written in the source: 16 lanes, the same bits everywhere.
+
+A sum that LLVM may reassociate (``_vecmath.add_reassoc``) is as fast as the
+machine allows, but its order is LLVM's choice: the vector width (AVX2 or
+AVX-512), the interleaving, the remainder loop, and the context it was
+optimised in.  The same rows then sum to different last bits on the two
+machine kinds this project runs on, and in two compiled copies of one
+function (tests/test_one_copy.py).
+
+``Lanes`` is an LLVM vector of 16 float64 values, a numba type with a few
+operations (``zero``, ``add``, ``mul``, ``load``, ``load_head``, ``zero_lane``, ``total``).  Arithmetic on it
+is element-wise IEEE arithmetic with no fast-math flag, so no optimiser and
+no instruction set may change its result: it compiles to two 512-bit or
+four 256-bit registers and runs as fast as the reassociated loop (measured:
+0.09 ns per float32 entry for a sum and a sum of squares, either form).
+
+The order, for ``ordered_sum(values, count)``: two sets of 16 lanes, A and
+B, start at +0.0.  The entries are taken in groups of 32, in increasing
+position: lane ``l`` of A adds entry ``32 m + l`` of group m, lane ``l`` of B
+entry ``32 m + 16 + l``.  What is left after the whole groups of 32 goes
+into A, 16 at a time (the last 16 padded with +0.0, which changes no sum).
+Then A + B lane by lane, and the lanes added pairwise: lane l and l + 8,
+then l + 4, l + 2, l + 1.  The kernels' row sums follow the same rule.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils, errors
+from numba.extending import intrinsic, models, register_model
+
+from fastce._config import KERNEL_OPTIONS
+
+LANES = 16
+_VECTOR = ir.VectorType(ir.DoubleType(), LANES)
+
+
+class LanesType(types.Type):
+    """16 float64 values held in vector registers."""
+
+    def __init__(self):
+        super().__init__(name=f"Lanes{LANES}xfloat64")
+
+
+lanes_type = LanesType()
+
+
+@register_model(LanesType)
+class _LanesModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VECTOR)
+
+
+@intrinsic
+def zero(typingctx):
+    """Lanes of +0.0."""
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_VECTOR, [0.0] * LANES)
+
+    return lanes_type(), codegen
+
+
+@intrinsic
+def add(typingctx, a, b):
+    """a + b lane by lane (IEEE, no fast-math flag)."""
+    if a != lanes_type or b != lanes_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], args[1])
+
+    return lanes_type(lanes_type, lanes_type), codegen
+
+
+@intrinsic
+def mul(typingctx, a, b):
+    """a * b lane by lane (IEEE, no fast-math flag)."""
+    if a != lanes_type or b != lanes_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fmul(args[0], args[1])
+
+    return lanes_type(lanes_type, lanes_type), codegen
+
+
+# Element types ``load`` reads: floats, and the 16-bit views the kernels pass
+# for float16 (uint16) and bfloat16 (int16) scores (see fastce._vecmath).
+_READABLE = (types.float32, types.float64, types.uint16, types.int16)
+_MASKED_LOAD_SUFFIX = {types.float32: "f32", types.float64: "f64", types.uint16: "i16", types.int16: "i16"}
+
+
+def _check_readable(name, values, *indices):
+    if not (isinstance(values, types.Array) and values.ndim == 1 and values.layout == "C"
+            and values.dtype in _READABLE and all(isinstance(i, types.Integer) for i in indices)):
+        raise errors.TypingError(f"lanes.{name} takes a contiguous 1-D float32/float64 (or 16-bit float view) "
+                                 f"array and integers, not {values}, {indices}")
+
+
+def _widen(builder, vector, dtype):
+    """16 entries of ``dtype`` -> 16 float64, exactly (float16 and bfloat16 decoded from their bits)."""
+    if dtype == types.float64:
+        return vector
+    if dtype == types.uint16:  # IEEE half
+        vector = builder.bitcast(vector, ir.VectorType(ir.HalfType(), LANES))
+    elif dtype == types.int16:  # bfloat16: the top half of a float32
+        wide = builder.zext(vector, ir.VectorType(ir.IntType(32), LANES))
+        wide = builder.shl(wide, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [16] * LANES))
+        vector = builder.bitcast(wide, ir.VectorType(ir.FloatType(), LANES))
+    return builder.fpext(vector, _VECTOR)
+
+
+def _vector_pointer(context, builder, array_type, array_value, start_type, start_value):
+    array = context.make_array(array_type)(context, builder, array_value)
+    index = context.cast(builder, start_value, start_type, types.intp)
+    element = context.get_value_type(array_type.dtype)
+    return builder.bitcast(builder.gep(array.data, [index]), ir.VectorType(element, LANES).as_pointer())
+
+
+def _broadcast_int64(context, builder, value, value_type):
+    scalar = context.cast(builder, value, value_type, types.int64)
+    vector_type = ir.VectorType(ir.IntType(64), LANES)
+    one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+
+_LANE_NUMBERS = ir.Constant(ir.VectorType(ir.IntType(64), LANES), list(range(LANES)))
+
+
+@intrinsic
+def load(typingctx, values, start):
+    """values[start:start + 16] as float64 lanes (exact).
+
+    The caller guarantees ``start + 16 <= len(values)`` (one vector load, no
+    bounds check).
+    """
+    _check_readable("load", values, start)
+
+    def codegen(context, builder, signature, args):
+        pointer = _vector_pointer(context, builder, signature.args[0], args[0], signature.args[1], args[1])
+        vector = builder.load(pointer, align=values.dtype.bitwidth // 8)
+        return _widen(builder, vector, values.dtype)
+
+    return lanes_type(values, start), codegen
+
+
+@intrinsic
+def load_head(typingctx, values, start, count):
+    """values[start:start + count] in the first ``count`` lanes (0 <= count <= 16), +0.0 in the others.
+
+    A masked load: only those ``count`` entries are read, so it may end
+    exactly at the array's end.
+    """
+    _check_readable("load_head", values, start, count)
+
+    def codegen(context, builder, signature, args):
+        pointer = _vector_pointer(context, builder, signature.args[0], args[0], signature.args[1], args[1])
+        mask = builder.icmp_signed("<", _LANE_NUMBERS, _broadcast_int64(context, builder, args[2], signature.args[2]))
+        element = context.get_value_type(values.dtype)
+        vector_type = ir.VectorType(element, LANES)
+        masked_load = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(vector_type, [vector_type.as_pointer(), ir.IntType(32), mask.type, vector_type]),
+            f"llvm.masked.load.v{LANES}{_MASKED_LOAD_SUFFIX[values.dtype]}.p0",
+        )
+        zeros = ir.Constant(vector_type, [0.0 if isinstance(values.dtype, types.Float) else 0] * LANES)
+        vector = builder.call(masked_load, [pointer, ir.Constant(ir.IntType(32), values.dtype.bitwidth // 8),
+                                            mask, zeros])
+        return _widen(builder, vector, values.dtype)
+
+    return lanes_type(values, start, count), codegen
+
+
+@intrinsic
+def zero_lane(typingctx, a, lane):
+    """``a`` with lane number ``lane`` set to +0.0 (unchanged when ``lane`` is outside [0, 16))."""
+    if a != lanes_type or not isinstance(lane, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        hit = builder.icmp_signed("==", _LANE_NUMBERS, _broadcast_int64(context, builder, args[1], signature.args[1]))
+        return builder.select(hit, ir.Constant(_VECTOR, [0.0] * LANES), args[0])
+
+    return lanes_type(lanes_type, lane), codegen
+
+
+@intrinsic
+def total(typingctx, a):
+    """The lanes added pairwise: lane l + lane l + 8, then + 4, + 2, + 1 (a fixed tree)."""
+    if a != lanes_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        vector, width = args[0], LANES
+        while width > 1:
+            half = width // 2
+            low = builder.shuffle_vector(vector, vector, ir.Constant(ir.VectorType(ir.IntType(32), half),
+                                                                     list(range(half))))
+            high = builder.shuffle_vector(vector, vector, ir.Constant(ir.VectorType(ir.IntType(32), half),
+                                                                      list(range(half, width))))
+            vector, width = builder.fadd(low, high), half
+        return builder.extract_element(vector, ir.Constant(ir.IntType(32), 0))
+
+    return types.float64(lanes_type), codegen
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def add_values_and_squares(values, count, total_a, total_b, squares_a, squares_b):
+    """The lane sets (A, B) of sum(values[:count]) and sum(values[:count]**2), added to the ones given.
+
+    In the order of this module's docstring: two lane sets, so that each
+    sum runs as 4 independent chains of 512-bit adds (8 of 256-bit ones),
+    enough to hide the add latency (one set measured 1.4x slower at 100
+    entries).  Carry the sets from call to call to sum a long row chunk by
+    chunk; ``finish`` them.
+    """
+    whole = count - count % (2 * LANES)
+    for j in range(0, whole, 2 * LANES):
+        v = load(values, j)
+        total_a = add(total_a, v)
+        squares_a = add(squares_a, mul(v, v))
+        v = load(values, j + LANES)
+        total_b = add(total_b, v)
+        squares_b = add(squares_b, mul(v, v))
+    for j in range(whole, count, LANES):
+        v = load_head(values, j, min(LANES, count - j))
+        total_a = add(total_a, v)
+        squares_a = add(squares_a, mul(v, v))
+    return total_a, total_b, squares_a, squares_b
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def finish(a, b):
+    """The sum held in lane sets A and B: A + B lane by lane, then the pairwise tree."""
+    return total(add(a, b))
+
+
+@njit(**KERNEL_OPTIONS)
+def ordered_sum(values, count):
+    """values[0] + ... + values[count - 1] in the order of this module's docstring (float64).
+
+    ``values`` a contiguous 1-D float64 or float32 array (or 16-bit float
+    view).  The same bits for any compiler context, vector instruction set
+    or caller.
+    """
+    a = zero()
+    b = zero()
+    whole = count - count % (2 * LANES)
+    for j in range(0, whole, 2 * LANES):
+        a = add(a, load(values, j))
+        b = add(b, load(values, j + LANES))
+    for j in range(whole, count, LANES):
+        a = add(a, load_head(values, j, min(LANES, count - j)))
+    return finish(a, b)
