@@ -58,7 +58,7 @@ def _score_kernel_call(name):
         return (columns, high, target, 10, rows, value, rest, squares, loss_of)
     if name == "_losses":
         return (kernels.MODE_LOGITS, rows, status, value, rest, squares, loss_of)
-    return (rows, weight, loss_of, brier, np.empty(rows), fsums, 1, kernels.F_TOPK + 1)  # _block_moments
+    return (rows, weight, loss_of, brier, np.empty((kernels.N_TERMS, rows)))  # _block_terms
 
 
 def kernels_input(array):
@@ -73,7 +73,7 @@ def kernels_input(array):
         "_exp_sums",  # long rows: exp of every logit
         "_exp_columns",  # short rows: exp down the columns of a block
         "_losses",  # log / log1p of a block's rows
-        "_block_moments",  # the error bars' second moments
+        "_block_terms",  # the terms of the block sums, the error bars' second moments among them
     ],
 )
 def test_score_kernel_hot_loops_are_packed_simd(name):

@@ -206,7 +206,7 @@ def total(typingctx, a):
     return types.float64(lanes_type), codegen
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def add_values_and_squares(values, count, total_a, total_b, squares_a, squares_b):
     """The lane sets (A, B) of sum(values[:count]) and sum(values[:count]**2), added to the ones given.
 
@@ -231,7 +231,7 @@ def add_values_and_squares(values, count, total_a, total_b, squares_a, squares_b
     return total_a, total_b, squares_a, squares_b
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def finish(a, b):
     """The sum held in lane sets A and B: A + B lane by lane, then the pairwise tree."""
     return total(add(a, b))

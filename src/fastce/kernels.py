@@ -429,7 +429,7 @@ def _proba_row(scores, i, n_classes, label):
     return np.float64(native_max), np.float64(native_min), total, squares
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _add_groups(row, first, stop, label, total_a, total_b, squares_a, squares_b):
     """The groups of 32 entries at [first, stop) of ``row`` into the lane sets of _row_sums."""
     for j in range(first, stop, 2 * lanes.LANES):
@@ -446,7 +446,7 @@ def _add_groups(row, first, stop, label, total_a, total_b, squares_a, squares_b)
     return total_a, total_b, squares_a, squares_b
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**KERNEL_OPTIONS)
 def _row_sums(scores, i, n_classes, label):
     """(sum of row i, sum of its squares but column ``label``'s), in float64.
 
@@ -724,45 +724,57 @@ def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore
                     _note(icounts, b, C_UNNORMALIZED, FIRST_UNNORMALIZED, i)
 
 
-@njit(**KERNEL_OPTIONS)
-def _block_moments(count, weight, loss_of, brier, term, fsums, b, moments):
-    """The second moments of a block (see M_W2...), each an ordered_sum of its per-row terms.
+# Rows of a block's ``terms`` scratch: each block sum's per-row terms (see _store_sums).
+T_LOSS, T_BRIER, T_HIT, T_HIT2, T_W2, T_W2LOSS, T_W2LOSS2, T_W2BRIER, T_W2BRIER2, T_WEIGHT = range(10)
+N_TERMS = 10
 
-    A row of weight 0 (not counted) or with an infinite weighted loss (left
-    out of the loss sum too) adds nothing to the loss moments.  ``term`` is
-    scratch.
+
+@njit(**KERNEL_OPTIONS)
+def _block_terms(count, weight, loss_of, brier, terms):
+    """The per-row terms of a block's loss, Brier and moment sums (terms[T_LOSS ... T_W2BRIER2]), one loop.
+
+    A zero weight removes the row, even when its loss is infinite (0 * inf
+    would be NaN; PyTorch returns that NaN); an infinite weighted loss is
+    left out of the loss sum (counted apart) and of the loss moments.  The
+    expressions are _two_class_block's, bit for bit.
     """
     for r in range(count):
-        term[r] = weight[r] * weight[r]
-    fsums[b, moments + M_W2] = lanes.ordered_sum(term, count)
-    # w2 * value and w2 * value**2 for the loss, then for the Brier term: the
-    # expressions of _two_class_block's loop (bit for bit).
-    for r in range(count):
-        term[r] = (weight[r] * weight[r]) * _moment_loss(weight[r], loss_of[r])
-    fsums[b, moments + M_W2LOSS] = lanes.ordered_sum(term, count)
-    for r in range(count):
-        loss = _moment_loss(weight[r], loss_of[r])
-        term[r] = (weight[r] * weight[r]) * (loss * loss)
-    fsums[b, moments + M_W2LOSS2] = lanes.ordered_sum(term, count)
-    for r in range(count):
-        term[r] = (weight[r] * weight[r]) * (brier[r] if weight[r] != 0.0 else 0.0)
-    fsums[b, moments + M_W2BRIER] = lanes.ordered_sum(term, count)
-    for r in range(count):
-        bri = brier[r] if weight[r] != 0.0 else 0.0
-        term[r] = (weight[r] * weight[r]) * (bri * bri)
-    fsums[b, moments + M_W2BRIER2] = lanes.ordered_sum(term, count)
+        w = weight[r]
+        counted = w != 0.0
+        weighted = w * loss_of[r] if counted else 0.0
+        terms[T_LOSS, r] = 0.0 if weighted == np.inf else weighted
+        bri = brier[r] if counted else 0.0
+        terms[T_BRIER, r] = w * bri
+        loss = loss_of[r] if counted else 0.0
+        loss = 0.0 if w * loss == np.inf else loss
+        w2 = w * w
+        terms[T_W2, r] = w2
+        terms[T_W2LOSS, r] = w2 * loss
+        terms[T_W2LOSS2, r] = w2 * (loss * loss)
+        terms[T_W2BRIER, r] = w2 * bri
+        terms[T_W2BRIER2, r] = w2 * (bri * bri)
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
-def _moment_loss(w, loss):
-    """A row's loss in the moments: 0 when not counted (w == 0) or when w * loss is infinite."""
-    loss = loss if w != 0.0 else 0.0
-    return 0.0 if w * loss == np.inf else loss
+@njit(**KERNEL_OPTIONS)
+def _store_sums(weight, terms, count, fsums, b, moments):
+    """Block b's weight, loss, Brier and moment sums (see M_W2...), each an ordered_sum of its terms.
+
+    fastce._lanes fixes the order in the source: the same bits in every
+    compiled copy, on every machine, and from the general and two-class paths.
+    """
+    fsums[b, F_WEIGHT] = lanes.ordered_sum(weight, count)
+    fsums[b, F_LOSS] = lanes.ordered_sum(terms[T_LOSS], count)
+    fsums[b, F_BRIER] = lanes.ordered_sum(terms[T_BRIER], count)
+    fsums[b, moments + M_W2] = lanes.ordered_sum(terms[T_W2], count)
+    fsums[b, moments + M_W2LOSS] = lanes.ordered_sum(terms[T_W2LOSS], count)
+    fsums[b, moments + M_W2LOSS2] = lanes.ordered_sum(terms[T_W2LOSS2], count)
+    fsums[b, moments + M_W2BRIER] = lanes.ordered_sum(terms[T_W2BRIER], count)
+    fsums[b, moments + M_W2BRIER2] = lanes.ordered_sum(terms[T_W2BRIER2], count)
 
 
 @njit(**KERNEL_OPTIONS)
 def _new_scratch(block_rows, n_classes):
-    """A task's per-row scratch: 16 float64 rows, 3 int64 rows and the transposed block of short rows.
+    """A task's per-row scratch: 15 + N_TERMS float64 rows, 3 int64 rows and the transposed block of short rows.
 
     Rows (see the unpacking in the block functions): value (logits: max - target;
     proba: clipped p[y]), rest (logits: sum of exp over non-max entries),
@@ -775,7 +787,7 @@ def _new_scratch(block_rows, n_classes):
     # rows from starting 4 KiB apart: loops touching several of them at
     # the same index would otherwise hit one L1 set and 4K-alias (block
     # rows are often 512 float64 = 4 KiB).  Same for the transposed block.
-    floats = np.empty((16, block_rows + SCRATCH_PAD))
+    floats = np.empty((15 + N_TERMS, block_rows + SCRATCH_PAD))
     # int64 like the labels and as wide as the float64 scratch: loops that
     # mix them vectorise without packing (an int8 status kept the
     # ignored-label loop scalar, seen in a perf profile).
@@ -909,7 +921,7 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
     value, rest, weight, loss_of, brier = floats[0], floats[1], floats[2], floats[3], floats[4]
     p_true, p_top, target, high, low = floats[5], floats[6], floats[7], floats[8], floats[9]
     total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
-    term = floats[15]
+    terms = floats[15:]
     ahead, label_of, status = integers[0], integers[1], integers[2]
     inverse = total  # free after the walk: 1 / (1 + rest) of logits rows
     # Loops of one kind each (see _logits_row); weight[r] is 0 for
@@ -950,21 +962,6 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
                 p_true[r] = target[r]
                 p_top[r] = high[r]
     _losses(mode, count, status, value, rest, inverse, loss_of)
-    # Each block sum is an ordered_sum (fastce._lanes) of its per-row terms,
-    # written to ``term`` by a vectorised loop: the same bits in every
-    # compiled copy, on every machine, and from _two_class_block.
-    weight_sum = lanes.ordered_sum(weight, count)
-    for r in range(count):
-        w = weight[r]
-        # A zero weight removes the row, even when its loss is infinite
-        # (0 * inf would be NaN; PyTorch returns that NaN).
-        weighted = 0.0 if w == 0.0 else w * loss_of[r]
-        term[r] = 0.0 if weighted == np.inf else weighted
-    loss_sum = lanes.ordered_sum(term, count)
-    for r in range(count):
-        w = weight[r]
-        term[r] = 0.0 if w == 0.0 else w * brier[r]
-    brier_sum = lanes.ordered_sum(term, count)
     n_ok = 0
     n_ignored = 0
     n_inf = 0
@@ -992,12 +989,13 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
     for k in range(n_k):
         limit = top_k[k]
         for r in range(count):
-            term[r] = weight[r] if ahead[r] < limit else 0.0
-        fsums[b, F_TOPK + k] = lanes.ordered_sum(term, count)
-        for r in range(count):
-            term[r] = weight[r] * weight[r] if ahead[r] < limit else 0.0
-        fsums[b, moments + M_W2TOPK + k] = lanes.ordered_sum(term, count)
-    _block_moments(count, weight, loss_of, brier, term, fsums, b, moments)
+            hit = weight[r] if ahead[r] < limit else 0.0
+            terms[T_HIT, r] = hit
+            terms[T_HIT2, r] = hit * weight[r]
+        fsums[b, F_TOPK + k] = lanes.ordered_sum(terms[T_HIT], count)
+        fsums[b, moments + M_W2TOPK + k] = lanes.ordered_sum(terms[T_HIT2], count)
+    _block_terms(count, weight, loss_of, brier, terms)
+    _store_sums(weight, terms, count, fsums, b, moments)
     if n_inf:
         # Rare: find the first row with an infinite loss for the message.
         first = start
@@ -1007,9 +1005,6 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
                 break
         icounts[b, C_INF_LOSS] = n_inf
         icounts[b, FIRST_INF_LOSS] = first
-    fsums[b, F_WEIGHT] = weight_sum
-    fsums[b, F_LOSS] = loss_sum
-    fsums[b, F_BRIER] = brier_sum
     icounts[b, C_ROWS] = n_ok
     icounts[b, C_IGNORED] = n_ignored
 
@@ -1105,12 +1100,9 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     else:
         for r in range(count):
             row_weight[r] = 1.0
-    # The per-row terms of the block sums into ``terms`` (one row each, in
-    # the order of the T_ names), summed after the loop by ordered_sum as
-    # _finish_block sums its own: the same terms in the same order, so the
-    # same bits as the general path.
-    t_weight, t_loss, t_brier, t_hit, t_hit2 = terms[0], terms[1], terms[2], terms[3], terms[4]
-    t_w2, t_w2loss, t_w2loss2, t_w2brier, t_w2brier2 = terms[5], terms[6], terms[7], terms[8], terms[9]
+    # The per-row terms of the block sums into ``terms`` (rows T_...), summed
+    # after the loop as _finish_block sums its own (_store_sums): the same
+    # terms in the same order, so the same bits as the general path.
     ok_ignored = 0.0  # rows OK + _COUNT_SCALE * rows ignored
     like_one_hot = 0.0  # probability-like rows + _COUNT_SCALE * those with a max of 1
     for r in range(count):
@@ -1124,26 +1116,26 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
         # Infinite weighted losses make the loss sum infinite: the block is then rare.
         weighted = w * loss if counted else 0.0
         bri = brier if counted else 0.0
-        t_weight[r] = w
-        t_loss[r] = weighted
-        t_brier[r] = w * bri
+        terms[T_WEIGHT, r] = w
+        terms[T_LOSS, r] = weighted
+        terms[T_BRIER, r] = w * bri
         hit = 0.0 if ahead else w
-        t_hit[r] = hit
-        t_hit2[r] = hit * w
-        # The moments as _block_moments (no infinite w * loss here).
+        terms[T_HIT, r] = hit
+        terms[T_HIT2, r] = hit * w
+        # The moments as _block_terms (no infinite w * loss here).
         w2 = w * w
         loss_m = loss if counted else 0.0
-        t_w2[r] = w2
-        t_w2loss[r] = w2 * loss_m
-        t_w2loss2[r] = w2 * (loss_m * loss_m)
-        t_w2brier[r] = w2 * bri
-        t_w2brier2[r] = w2 * (bri * bri)
+        terms[T_W2, r] = w2
+        terms[T_W2LOSS, r] = w2 * loss_m
+        terms[T_W2LOSS2, r] = w2 * (loss_m * loss_m)
+        terms[T_W2BRIER, r] = w2 * bri
+        terms[T_W2BRIER2, r] = w2 * (bri * bri)
         # Counts: sums of small integers, exact in any order.
         ok_ignored = add_reassoc(ok_ignored, (1.0 if ok else 0.0) + (_COUNT_SCALE if ignored else 0.0))
         # Probability-like rows (see _probability_like_columns).
         like = ok & (high <= 1.0) & (z0 >= 0.0) & (z1 >= 0.0) & (abs((z0 + z1) - 1.0) <= sum_tolerance)
         like_one_hot = add_reassoc(like_one_hot, (1.0 if like else 0.0) + (_COUNT_SCALE if like & (high == 1.0) else 0.0))
-    loss_sum = lanes.ordered_sum(t_loss, count)
+    loss_sum = lanes.ordered_sum(terms[T_LOSS], count)
     n_ignored = math.floor(ok_ignored / _COUNT_SCALE)
     n_ok = ok_ignored - n_ignored * _COUNT_SCALE
     if n_ok + n_ignored != count or not math.isfinite(loss_sum):
@@ -1151,23 +1143,15 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     n_one_hot = math.floor(like_one_hot / _COUNT_SCALE)
     n_k = top_k.shape[0]
     moments = F_TOPK + n_k
-    weight_sum = lanes.ordered_sum(t_weight, count)
-    w2_sum = lanes.ordered_sum(t_w2, count)
-    hits = lanes.ordered_sum(t_hit, count)
-    hits2 = lanes.ordered_sum(t_hit2, count)
+    _store_sums(terms[T_WEIGHT], terms, count, fsums, b, moments)
+    hits = lanes.ordered_sum(terms[T_HIT], count)
+    hits2 = lanes.ordered_sum(terms[T_HIT2], count)
     for k in range(n_k):
         # Two classes: rank 0 or 1, so top-k for k >= 2 is every counted row
         # (the general path's terms for it are the weights and their squares).
-        fsums[b, F_TOPK + k] = hits if top_k[k] == 1 else (weight_sum if top_k[k] > 1 else 0.0)
-        fsums[b, moments + M_W2TOPK + k] = hits2 if top_k[k] == 1 else (w2_sum if top_k[k] > 1 else 0.0)
-    fsums[b, F_WEIGHT] = weight_sum
-    fsums[b, F_LOSS] = loss_sum
-    fsums[b, F_BRIER] = lanes.ordered_sum(t_brier, count)
-    fsums[b, moments + M_W2] = w2_sum
-    fsums[b, moments + M_W2LOSS] = lanes.ordered_sum(t_w2loss, count)
-    fsums[b, moments + M_W2LOSS2] = lanes.ordered_sum(t_w2loss2, count)
-    fsums[b, moments + M_W2BRIER] = lanes.ordered_sum(t_w2brier, count)
-    fsums[b, moments + M_W2BRIER2] = lanes.ordered_sum(t_w2brier2, count)
+        fsums[b, F_TOPK + k] = hits if top_k[k] == 1 else (fsums[b, F_WEIGHT] if top_k[k] > 1 else 0.0)
+        fsums[b, moments + M_W2TOPK + k] = hits2 if top_k[k] == 1 else (fsums[b, moments + M_W2] if top_k[k] > 1
+                                                                          else 0.0)
     icounts[b, C_ROWS] = np.int64(n_ok)
     icounts[b, C_IGNORED] = np.int64(n_ignored)
     icounts[b, C_PROBA_LIKE] = np.int64(like_one_hot - n_one_hot * _COUNT_SCALE)
@@ -1210,7 +1194,7 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
     this kernel cost 1.1 s more on a first call at C = 2).
     """
     row_weight = np.empty(block_rows)
-    terms = np.empty((10, block_rows + SCRATCH_PAD))  # see _two_class_block
+    terms = np.empty((N_TERMS, block_rows + SCRATCH_PAD))  # see _two_class_block
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task
