@@ -80,7 +80,7 @@ def test_every_reassociated_sum_has_one_copy():
             if name not in holds and any(c in holds and inlined[c] for c in calls[name]):
                 holds.add(name)
                 changed = True
-    assert {"_two_class_block", "_binary_logit_block", "_pair_sums"} <= holds  # the analysis sees the kernels
+    assert {"_two_class_block", "_pair_sums"} <= holds  # the analysis sees the kernels
     where = {name: sorted({module for module, _ in defs}) for name, defs in jitted.items()}
     offenders = sorted(f"{name} {where[name]}, called by {sorted(callers[name])}"
                        for name in holds if callers[name] and not inlined[name])

@@ -1,5 +1,5 @@
 """The same numbers in a process that compiled the kernels and in one that loaded them from numba's cache,
-and (multi-class) for every vector instruction set.
+and (multi-class and binary) for every vector instruction set.
 
 CI runners compile on their first call and compare numbers between runs; a
 user's first run compiles, the next ones load.  Each case runs twice in
@@ -52,8 +52,10 @@ MULTICLASS = [
     # cached), weighted probabilities (fresh against cached, AVX2 against AVX-512).
     "1000/u/1,2/40000/logits", "300/w/1,5/20000/proba", "300/u/1,3/20000/float64",
 ]
+# Binary (1-D logits), summed in the same lanes order.
+BINARY = ["1/u/1/20000/logits", "1/w/1,2/20000/logits"]
 # compare first: the kernels another door compiles or loads must not change evaluate's bits.
-CASES = ["10/w/1,2/20000/compare", "1/u/1/20000/logits", *MULTICLASS]
+CASES = ["10/w/1,2/20000/compare", *BINARY, *MULTICLASS]
 
 
 def _run(cache, cases, cpu=None) -> list[str]:
@@ -89,10 +91,10 @@ def _host_has_avx512() -> bool:
 
 
 def test_every_vector_instruction_set_gives_the_same_bits(host_run, tmp_path):
-    """The multi-class sums are in an order written in the source (fastce._lanes), not LLVM's choice:
+    """The multi-class and binary sums are in an order written in the source (fastce._lanes), not LLVM's choice:
     code compiled for AVX2 (haswell) on an AVX-512 host, or for SSE2 only (numba's "generic" CPU)
     elsewhere, gives the host's bits.  Before, AVX2 and AVX-512 builds differed in the last bits."""
     _, host = host_run
     other = "haswell" if _host_has_avx512() else "generic"
-    multiclass = [line for line in host if line.split(" ", 1)[0] in MULTICLASS]
-    assert not _differences(multiclass, _run(tmp_path, MULTICLASS, cpu=other))
+    ordered = [line for line in host if line.split(" ", 1)[0] in BINARY + MULTICLASS]
+    assert not _differences(ordered, _run(tmp_path, BINARY + MULTICLASS, cpu=other))

@@ -156,5 +156,6 @@ def test_binary_logit_loop_is_packed_simd():
     logits = kernels_input(rng.standard_normal(4096).astype(np.float32))
     labels = kernels_input(rng.integers(0, 2, 4096))
     none = kernels_input(np.empty(0))
-    asm = _fresh_asm(kernels_binary._binary_logit_block, logits, labels, none, np.empty(0), 0, 4096, False, False)
+    asm = _fresh_asm(kernels_binary._binary_logit_block, logits, labels, none, np.empty(0), 0, 4096, False, False,
+                     np.empty((kernels.N_TERMS, 4096)))
     assert PACKED_DOUBLE.search(asm), "_binary_logit_block: no packed float64 instruction on ymm/zmm registers"

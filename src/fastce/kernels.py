@@ -714,7 +714,7 @@ def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore
                     _note(icounts, b, C_UNNORMALIZED, FIRST_UNNORMALIZED, i)
 
 
-# Rows of a block's ``terms`` scratch: each block sum's per-row terms (see _store_sums).
+# Rows of a block's ``terms`` scratch: each block sum's per-row terms (see store_sums).
 T_LOSS, T_BRIER, T_HIT, T_HIT2, T_W2, T_W2LOSS, T_W2LOSS2, T_W2BRIER, T_W2BRIER2, T_WEIGHT = range(10)
 N_TERMS = 10
 
@@ -746,7 +746,7 @@ def _block_terms(count, weight, loss_of, brier, terms):
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _store_sums(weight, terms, count, fsums, b, moments):
+def store_sums(weight, terms, count, fsums, b, moments):
     """Block b's weight, loss, Brier and moment sums (see M_W2...), each an ordered_sum of its terms.
 
     fastce._lanes fixes the order in the source: the same bits in every
@@ -985,7 +985,7 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
         fsums[b, F_TOPK + k] = lanes.ordered_sum(terms[T_HIT], count)
         fsums[b, moments + M_W2TOPK + k] = lanes.ordered_sum(terms[T_HIT2], count)
     _block_terms(count, weight, loss_of, brier, terms)
-    _store_sums(weight, terms, count, fsums, b, moments)
+    store_sums(weight, terms, count, fsums, b, moments)
     if n_inf:
         # Rare: find the first row with an infinite loss for the message.
         first = start
@@ -1091,7 +1091,7 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
         for r in range(count):
             row_weight[r] = 1.0
     # The per-row terms of the block sums into ``terms`` (rows T_...), summed
-    # after the loop as _finish_block sums its own (_store_sums): the same
+    # after the loop as _finish_block sums its own (store_sums): the same
     # terms in the same order, so the same bits as the general path.
     ok_ignored = 0.0  # rows OK + _COUNT_SCALE * rows ignored
     like_one_hot = 0.0  # probability-like rows + _COUNT_SCALE * those with a max of 1
@@ -1133,7 +1133,7 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     n_one_hot = math.floor(like_one_hot / _COUNT_SCALE)
     n_k = top_k.shape[0]
     moments = F_TOPK + n_k
-    _store_sums(terms[T_WEIGHT], terms, count, fsums, b, moments)
+    store_sums(terms[T_WEIGHT], terms, count, fsums, b, moments)
     hits = lanes.ordered_sum(terms[T_HIT], count)
     hits2 = lanes.ordered_sum(terms[T_HIT2], count)
     for k in range(n_k):

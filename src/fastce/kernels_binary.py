@@ -39,18 +39,17 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from fastce import _lanes as lanes
 from fastce import kernels as K
 from fastce._config import KERNEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
 from fastce._vecmath import (
-    add_reassoc,
     as_float64,
     as_native,
     atanh_series,
     exp_nonpositive,
     fma,
-    inline_into_callers,
     log_positive,
     maxnum,
     minnum,
@@ -389,63 +388,36 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n
 
 
 @njit(**KERNEL_OPTIONS)
-def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted):
-    """(rows counted, infinite losses, weight, loss, Brier and hit sums) of rows [start, stop).
+def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted, terms):
+    """The per-row terms of rows [start, stop) into ``terms`` (kernels' T_ rows); (rows counted, infinite losses).
 
     A function of its own, with one plain loop per case and no flag tested
-    inside a loop, so that LLVM vectorises each.  The unweighted loop (the
-    common case) counts its weight and leaves NaN rows to a second pass.
+    inside a loop, so that LLVM vectorises each.  The block sums are then
+    taken from the terms by kernels.store_sums (fastce._lanes: an order
+    written in the source, the same bits on every machine).
     """
     prefer_wide_vectors()  # 512-bit float64 lanes on AVX-512 hosts (see _vecmath)
-    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     if keep:
-        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, True)
+        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, True, terms)
     if weighted:
-        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, True, False)
-    loss_sum = 0.0
-    loss2_sum = 0.0
-    brier_sum = 0.0
-    brier2_sum = 0.0
-    hits = 0.0
-    n_ok = 0
-    n_inf = 0
-    for i in range(start, stop):
-        x = as_float64(logits[i])
-        y = labels[i]
-        loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
-        ok = x == x
-        infinite = loss == np.inf
-        n_ok += ok
-        n_inf += infinite
-        kept = 0.0 if infinite else loss
-        brier = 2.0 * sq if ok else 0.0
-        loss_sum = add_reassoc(loss_sum, kept)
-        loss2_sum = add_reassoc(loss2_sum, kept * kept)
-        brier_sum = add_reassoc(brier_sum, brier)
-        brier2_sum = add_reassoc(brier2_sum, brier * brier)
-        hits = add_reassoc(hits, 1.0 if positive == (y == 1) else 0.0)
-    if n_ok != stop - start:
-        # A NaN logit made its loss NaN above: redo this (rare) block with the
-        # loop that drops such rows.
-        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, False, False)
-    # Unit weights: the w^2 moments are the plain ones.
-    moments = (np.float64(n_ok), loss_sum, loss2_sum, brier_sum, brier2_sum, hits)
-    return n_ok, n_inf, np.float64(n_ok), loss_sum, brier_sum, hits, moments
+        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, True, False, terms)
+    return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, False, False, terms)
 
 
 # Inlined by numba: each call site passes constant flags, and the inlined
 # copy is a loop without a flag test, which LLVM vectorises.
 @njit(inline="always", **KERNEL_OPTIONS)
-def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, keep):
-    """The loop of _binary_logit_block with weights and/or per-row losses (flags constant per call site)."""
-    loss_sum = 0.0
-    brier_sum = 0.0
+def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, keep, terms):
+    """The loop of _binary_logit_block (flags constant per call site).
+
+    A NaN logit gives its row weight 0: it adds nothing to any sum.  A zero
+    weight removes the row, even when its loss is infinite; infinite
+    weighted losses are counted apart and left out of the loss sums.
+    """
     n_ok = 0
     n_inf = 0
-    weight_sum = 0.0
-    correct = 0.0
-    w2_sum = w2_loss = w2_loss2 = w2_brier = w2_brier2 = w2_correct = 0.0
     for i in range(start, stop):
+        r = i - start
         x = as_float64(logits[i])
         y = labels[i]
         loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
@@ -458,23 +430,22 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
             row_losses[i] = weighted_loss if ok else np.nan
         n_ok += ok
         n_inf += infinite
-        weight_sum = add_reassoc(weight_sum, w)
-        loss_sum = add_reassoc(loss_sum, 0.0 if infinite else weighted_loss)
-        brier_sum = add_reassoc(brier_sum, 2.0 * w * sq if ok else 0.0)
         hit = positive == (y == 1)
-        correct = add_reassoc(correct, w if hit else 0.0)
+        terms[K.T_WEIGHT, r] = w
+        terms[K.T_LOSS, r] = 0.0 if infinite else weighted_loss
+        terms[K.T_BRIER, r] = 2.0 * w * sq if ok else 0.0
+        terms[K.T_HIT, r] = w if hit else 0.0
         # Second moments (kernels.M_W2...): rows not counted or of infinite loss add nothing.
         w2 = w * w
         kept = 0.0 if (infinite or w == 0.0) else loss
         brier = 2.0 * sq if ok else 0.0
-        w2_sum = add_reassoc(w2_sum, w2)
-        w2_loss = add_reassoc(w2_loss, w2 * kept)
-        w2_loss2 = add_reassoc(w2_loss2, w2 * (kept * kept))
-        w2_brier = add_reassoc(w2_brier, w2 * brier)
-        w2_brier2 = add_reassoc(w2_brier2, w2 * (brier * brier))
-        w2_correct = add_reassoc(w2_correct, w2 if hit else 0.0)
-    moments = (w2_sum, w2_loss, w2_loss2, w2_brier, w2_brier2, w2_correct)
-    return n_ok, n_inf, weight_sum, loss_sum, brier_sum, correct, moments
+        terms[K.T_HIT2, r] = w2 if hit else 0.0
+        terms[K.T_W2, r] = w2
+        terms[K.T_W2LOSS, r] = w2 * kept
+        terms[K.T_W2LOSS2, r] = w2 * (kept * kept)
+        terms[K.T_W2BRIER, r] = w2 * brier
+        terms[K.T_W2BRIER2, r] = w2 * (brier * brier)
+    return n_ok, n_inf
 
 
 @njit(**KERNEL_OPTIONS)
@@ -494,6 +465,7 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
     n_rows = logits.shape[0]
     keep = row_losses.shape[0] != 0
     weighted = sample_weight.shape[0] != 0
+    terms = np.empty((K.N_TERMS, block_rows + K.SCRATCH_PAD))
     for b in range(first_task, nblocks, task_step):
         for c in range(fsums.shape[1]):
             fsums[b, c] = 0.0
@@ -505,9 +477,8 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
             icounts[b, c] = -1
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
-        n_ok, n_inf, weight_sum, loss_sum, brier_sum, correct, moments = _binary_logit_block(
-            logits, labels, sample_weight, row_losses, start, stop, keep, weighted
-        )
+        n_ok, n_inf = _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted,
+                                          terms)
         n_nan = (stop - start) - n_ok
         if n_nan:
             icounts[b, K_NONFINITE] = n_nan
@@ -525,20 +496,15 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
                         icounts[b, K_FIRST_INF_LOSS] = i
                         break
         icounts[b, K_ROWS] = n_ok
-        fsums[b, K_WEIGHT] = weight_sum
-        fsums[b, K_LOSS] = loss_sum
-        fsums[b, K_BRIER] = brier_sum
         n_k = top_k.shape[0]
         first_moment = K_TOPK + n_k
-        w2_sum, w2_loss, w2_loss2, w2_brier, w2_brier2, w2_correct = moments
+        count = stop - start
+        K.store_sums(terms[K.T_WEIGHT], terms, count, fsums, b, first_moment)
+        correct = lanes.ordered_sum(terms[K.T_HIT], count)
+        w2_correct = lanes.ordered_sum(terms[K.T_HIT2], count)
         for k in range(n_k):
-            fsums[b, K_TOPK + k] = correct if top_k[k] == 1 else weight_sum
-            fsums[b, first_moment + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else w2_sum
-        fsums[b, first_moment + M_W2] = w2_sum
-        fsums[b, first_moment + M_W2LOSS] = w2_loss
-        fsums[b, first_moment + M_W2LOSS2] = w2_loss2
-        fsums[b, first_moment + M_W2BRIER] = w2_brier
-        fsums[b, first_moment + M_W2BRIER2] = w2_brier2
+            fsums[b, K_TOPK + k] = correct if top_k[k] == 1 else fsums[b, K_WEIGHT]
+            fsums[b, first_moment + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else fsums[b, first_moment + M_W2]
 
 
 def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts):
