@@ -62,28 +62,27 @@ def zero(typingctx):
     return lanes_type(), codegen
 
 
-@intrinsic
-def add(typingctx, a, b):
-    """a + b lane by lane (IEEE, no fast-math flag)."""
-    if a != lanes_type or b != lanes_type:
-        return None
+def _lane_by_lane(instruction):
+    """An @intrinsic typer for ``instruction`` (an llvmlite IRBuilder method) applied lane by lane,
+    with no fast-math flag (IEEE arithmetic)."""
 
-    def codegen(context, builder, signature, args):
-        return builder.fadd(args[0], args[1])
+    def typer(typingctx, a, b):
+        if a != lanes_type or b != lanes_type:
+            return None
 
-    return lanes_type(lanes_type, lanes_type), codegen
+        def codegen(context, builder, signature, args):
+            return getattr(builder, instruction)(args[0], args[1])
+
+        return lanes_type(lanes_type, lanes_type), codegen
+
+    typer.__name__ = typer.__qualname__ = f"lanes_{instruction}"  # numba names an intrinsic after its typer
+    return typer
 
 
-@intrinsic
-def mul(typingctx, a, b):
-    """a * b lane by lane (IEEE, no fast-math flag)."""
-    if a != lanes_type or b != lanes_type:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.fmul(args[0], args[1])
-
-    return lanes_type(lanes_type, lanes_type), codegen
+add = intrinsic(_lane_by_lane("fadd"))
+add.__doc__ = "a + b lane by lane (IEEE, no fast-math flag)."
+mul = intrinsic(_lane_by_lane("fmul"))
+mul.__doc__ = "a * b lane by lane (IEEE, no fast-math flag)."
 
 
 # Element types ``load`` reads: floats, and the 16-bit views the kernels pass
