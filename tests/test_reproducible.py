@@ -1,5 +1,5 @@
 """The same numbers in a process that compiled the kernels and in one that loaded them from numba's cache,
-and (multi-class and binary) for every vector instruction set.
+and (all but compare) for every vector instruction set.
 
 CI runners compile on their first call and compare numbers between runs; a
 user's first run compiles, the next ones load.  Each case runs twice in
@@ -33,7 +33,11 @@ SCRIPT = textwrap.dedent(
             c = fastce.compare(y, logits={"A": z, "B": z + rng.standard_normal(z.shape).astype(z.dtype)},
                                sample_weight=w, top_k=top_k)
             print(case, c.to_json())
-        if kind == "proba":
+        if kind == "soft":  # soft targets, and label smoothing (the soft-target kernel)
+            t = rng.random((n, C))
+            m = fastce.evaluate(t / t.sum(axis=1, keepdims=True), logits=z)
+            print(case, float(fastce.cross_entropy(z, y, label_smoothing=0.1)).hex())
+        elif kind == "proba":
             e = np.exp(z - z.max(axis=1, keepdims=True))
             m = fastce.evaluate(y, proba=(e / e.sum(axis=1, keepdims=True)).astype(np.float32), sample_weight=w,
                                 top_k=top_k)
@@ -52,8 +56,8 @@ MULTICLASS = [
     # cached), weighted probabilities (fresh against cached, AVX2 against AVX-512).
     "1000/u/1,2/40000/logits", "300/w/1,5/20000/proba", "300/u/1,3/20000/float64",
 ]
-# Binary (1-D logits), summed in the same lanes order.
-BINARY = ["1/u/1/20000/logits", "1/w/1,2/20000/logits"]
+# Binary (1-D logits) and soft targets, summed in the same lanes order.
+BINARY = ["1/u/1/20000/logits", "1/w/1,2/20000/logits", "300/u/1/5000/soft"]
 # compare first: the kernels another door compiles or loads must not change evaluate's bits.
 CASES = ["10/w/1,2/20000/compare", *BINARY, *MULTICLASS]
 
@@ -91,7 +95,7 @@ def _host_has_avx512() -> bool:
 
 
 def test_every_vector_instruction_set_gives_the_same_bits(host_run, tmp_path):
-    """The multi-class and binary sums are in an order written in the source (fastce._lanes), not LLVM's choice:
+    """The multi-class, binary and soft-target sums are in an order written in the source (fastce._lanes):
     code compiled for AVX2 (haswell) on an AVX-512 host, or for SSE2 only (numba's "generic" CPU)
     elsewhere, gives the host's bits.  Before, AVX2 and AVX-512 builds differed in the last bits."""
     _, host = host_run

@@ -50,7 +50,7 @@ def _score_kernel_call(name):
     value, rest, weight, loss_of, brier, high, target, squares = _scratch(rows)
     status = np.zeros((1, rows), dtype=np.int64)[0]
     fsums = np.zeros((4, kernels.fsums_columns(1)))
-    if name == "_exp_sums":
+    if name == "exp_sums":
         scores = kernels_input(np.random.default_rng(2).standard_normal((4, 1000)).astype(np.float32))
         return (scores, 0, 1000, 1.0, np.empty(kernels.EXP_SCRATCH))
     if name == "_exp_columns":
@@ -70,7 +70,7 @@ def kernels_input(array):
 @pytest.mark.parametrize(
     "name",
     [
-        "_exp_sums",  # long rows: exp of every logit
+        "exp_sums",  # long rows: exp of every logit
         "_exp_columns",  # short rows: exp down the columns of a block
         "_losses",  # log / log1p of a block's rows
         "_block_terms",  # the terms of the block sums, the error bars' second moments among them

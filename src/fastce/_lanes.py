@@ -237,6 +237,18 @@ def finish(a, b):
 
 
 @njit(**KERNEL_OPTIONS)
+def add_values(values, count, a, b):
+    """The lane sets (A, B) of sum(values[:count]) added to the ones given (see add_values_and_squares)."""
+    whole = count - count % (2 * LANES)
+    for j in range(0, whole, 2 * LANES):
+        a = add(a, load(values, j))
+        b = add(b, load(values, j + LANES))
+    for j in range(whole, count, LANES):
+        a = add(a, load_head(values, j, min(LANES, count - j)))
+    return a, b
+
+
+@njit(**KERNEL_OPTIONS)
 def ordered_sum(values, count):
     """values[0] + ... + values[count - 1] in the order of this module's docstring (float64).
 
@@ -244,12 +256,5 @@ def ordered_sum(values, count):
     view).  The same bits for any compiler context, vector instruction set
     or caller.
     """
-    a = zero()
-    b = zero()
-    whole = count - count % (2 * LANES)
-    for j in range(0, whole, 2 * LANES):
-        a = add(a, load(values, j))
-        b = add(b, load(values, j + LANES))
-    for j in range(whole, count, LANES):
-        a = add(a, load_head(values, j, min(LANES, count - j)))
+    a, b = add_values(values, count, zero(), zero())
     return finish(a, b)

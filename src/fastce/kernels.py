@@ -157,7 +157,7 @@ def _rank(scores, i, n_classes, label, ties_to_last):
 
 
 @njit(**KERNEL_OPTIONS)
-def _exp_sums(scores, i, n_classes, row_max, exp_chunk64):
+def exp_sums(scores, i, n_classes, row_max, exp_chunk64):
     """(sum of exp(z - max) below the max, sum of their squares, entries at the max) of row i.
 
     The exps a chunk of EXP_CHUNK at a time into ``exp_chunk64`` (float64, in
@@ -196,7 +196,7 @@ EXP_SCRATCH = EXP_CHUNK + _LANES_F32
 
 @njit(**KERNEL_OPTIONS)
 def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
-    """_exp_sums with float32 math, for 16- and 32-bit scores (native_max a float32).
+    """exp_sums with float32 math, for 16- and 32-bit scores (native_max a float32).
 
     Each exp(z - max) in float32 (16 SIMD lanes, a degree-6 polynomial),
     within 1 float32 ulp: z - max is rounded to float32 with its rounding
@@ -244,12 +244,12 @@ def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
 
 
 def _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64):  # pragma: no cover
-    return _exp_sums(scores, i, n_classes, row_max, exp_chunk64)
+    return exp_sums(scores, i, n_classes, row_max, exp_chunk64)
 
 
 @overload(_row_exp_sums, inline="always", jit_options=KERNEL_OPTIONS)
 def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64):
-    """_exp_sums_f32 when ``float32_math`` (a runtime flag), else _exp_sums.
+    """_exp_sums_f32 when ``float32_math`` (a runtime flag), else exp_sums.
 
     Chosen per score type at compile time: float64 scores always take
     float64 math (and never compile the float32 leaf); 16- and 32-bit
@@ -262,14 +262,14 @@ def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_ma
     (C = 100: 1.46 against 1.17 ns per score, benchmarks/kernel_timing.py).
     """
     if scores.dtype == types.float64:
-        return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64: _exp_sums(
+        return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64: exp_sums(
             scores, i, n_classes, row_max, exp_chunk64
         )
 
     def either(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64):
         if float32_math:
             return _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk)
-        return _exp_sums(scores, i, n_classes, row_max, exp_chunk64)
+        return exp_sums(scores, i, n_classes, row_max, exp_chunk64)
 
     return either
 
@@ -278,7 +278,7 @@ def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_ma
 def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares, e_true):
     """Per row of a transposed block: entries at the max, sum of exp(z - max) over
     the others, and of their squares, and e_true = exp(target - max) (1 at the
-    max), as _exp_true (a wide-vector leaf, see _exp_sums)."""
+    max), as _exp_true (a wide-vector leaf, see exp_sums)."""
     prefer_wide_vectors()
     compile_apart()
     if n_classes == 2:
@@ -337,7 +337,7 @@ def _exp_true(target, high, count, e_true):
 
 @njit(**KERNEL_OPTIONS)
 def _losses(mode, count, status, value, rest, inverse, loss_of):
-    """Per-row loss of a block: log1p / log in a wide-vector leaf (see _exp_sums).
+    """Per-row loss of a block: log1p / log in a wide-vector leaf (see exp_sums).
 
     Logits: ``inverse`` holds 1 / (1 + rest) (see _finish_block) for the
     correction term of log1p_nonnegative, in place of its float64 division
@@ -558,7 +558,7 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
         return
     # Logits: the count of max entries, the sums of exp(z - max) over the
     # others and of their squares, and exp(target - max), in one wide-vector
-    # leaf (see _exp_sums).
+    # leaf (see exp_sums).
     _exp_columns(columns, high, target, n_classes, count, low, total, squares, e_true)
 
 
@@ -1204,7 +1204,7 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
     """score_tasks_short's twin for long rows (C > COLUMN_WALK_MAX_CLASSES)."""
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
     exp_chunk = np.empty(EXP_SCRATCH, dtype=np.float32)  # see _exp_sums_f32
-    exp_chunk64 = np.empty(EXP_SCRATCH)  # see _exp_sums
+    exp_chunk64 = np.empty(EXP_SCRATCH)  # see exp_sums
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task

@@ -27,13 +27,13 @@ import math
 import numpy as np
 from numba import njit
 
+from fastce import _lanes as lanes
+from fastce import kernels as K
 from fastce._config import KERNEL_OPTIONS
 from fastce._parallel import run_tasks
 from fastce._vecmath import (
-    add_reassoc,
     as_float64,
     as_native,
-    exp_nonpositive,
     log1p_nonnegative,
     maxnum,
     prefer_wide_vectors,
@@ -48,6 +48,27 @@ N_ROWS, N_NONFINITE, N_INF_LOSS, N_IGNORED, N_BAD_TARGET, N_UNNORMALIZED = range
 FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BAD_TARGET, FIRST_UNNORMALIZED = range(6, 10)
 NUM_COUNTS = 10
 FIRST_COLUMNS = 6
+
+
+@njit(**KERNEL_OPTIONS)
+def _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted, buffer):
+    """sum_j w_j ((m - z_j) + lse) of row i (0 for a zero weight), in the lanes order of fastce._lanes.
+
+    The terms a chunk of EXP_CHUNK at a time into ``buffer``, then summed in
+    lanes carried from chunk to chunk.
+    """
+    a = lanes.zero()
+    b = lanes.zero()
+    first = 0
+    while first < n_cols:
+        count = min(K.EXP_CHUNK, n_cols - first)
+        for j in range(count):
+            w_j = class_weight[first + j] if weighted else 1.0
+            d = (m - as_float64(scores[i, first + j])) + lse
+            buffer[j] = 0.0 if w_j == 0.0 else w_j * d
+        a, b = lanes.add_values(buffer, count, a, b)
+        first += count
+    return lanes.finish(a, b)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -68,6 +89,7 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
     weighted = class_weight.shape[0] != 0
     keep = row_losses.shape[0] != 0
     spread = smoothing / n_cols
+    exp_chunk64 = np.empty(K.EXP_SCRATCH)  # a row's exps or smoothing terms, a chunk at a time
     for b in range(first_task, nblocks, task_step):
         prefer_wide_vectors()
         for c in range(NUM_SUMS):
@@ -97,13 +119,9 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
             m = np.float64(top)
             # Pass 2 (from cache): exp-sum of the entries below the max; NaN,
             # +inf and all--inf rows make it NaN (see kernels._logits_row).
-            rest = 0.0
-            at_max = 0
-            for j in range(n_cols):
-                x = as_float64(scores[i, j]) - m
-                rest = add_reassoc(rest, 0.0 if x >= 0.0 else exp_nonpositive(x))
-                at_max += x == 0.0
-            rest += at_max - 1
+            # In the lanes order of fastce._lanes (the same bits on every machine).
+            rest, _, at_max = K.exp_sums(scores, i, n_cols, m, exp_chunk64)
+            rest += at_max - 1.0
             if rest != rest:
                 if icounts[b, N_NONFINITE] == 0:
                     icounts[b, FIRST_NONFINITE] = i
@@ -156,12 +174,7 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
                 nll = 0.0 if w_y == 0.0 else w_y * d_y
                 loss = 0.0 if smoothing == 1.0 else (1.0 - smoothing) * nll
                 if smoothing > 0.0:
-                    smooth = 0.0
-                    for j in range(n_cols):
-                        w_j = class_weight[j] if weighted else 1.0
-                        d = (m - as_float64(scores[i, j])) + lse
-                        smooth = add_reassoc(smooth, 0.0 if w_j == 0.0 else w_j * d)
-                    loss += spread * smooth
+                    loss += spread * _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted, exp_chunk64)
                 denom = w_y
                 hit = best == label
             if keep:
