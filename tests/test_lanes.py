@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from fastce import _lanes as lanes
 
@@ -128,3 +130,30 @@ def test_a_sum_does_not_depend_on_the_machine_or_the_caller():
         return lanes.ordered_sum(v, v.shape[0]) + 0.0
 
     assert inlined(values) == lanes.ordered_sum(values, 777) == reference_sum(values)
+
+
+@intrinsic
+def _decode_first_half(typingctx, bits, start):
+    """The float64 of bits[start] decoded by _lanes._decode_half_bits (the path of CPUs without F16C)."""
+    def codegen(context, builder, signature, args):
+        pointer = lanes._vector_pointer(context, builder, signature.args[0], args[0], signature.args[1], args[1])
+        decoded = lanes._decode_half_bits(builder, builder.load(pointer, align=2))
+        return builder.extract_element(decoded, ir.Constant(ir.IntType(32), 0))
+
+    return types.float64(bits, start), codegen
+
+
+@njit
+def _decode_all(bits, out):
+    for i in range(out.shape[0]):
+        out[i] = _decode_first_half(bits, i)
+
+
+def test_the_half_decoder_without_f16c_is_exact_for_every_bit_pattern():
+    bits = np.zeros(65536 + LANES, dtype=np.uint16)
+    bits[:65536] = np.arange(65536, dtype=np.uint16)
+    out = np.empty(65536)
+    _decode_all(bits, out)
+    want = bits[:65536].view(np.float16).astype(np.float64)
+    same = (out.view(np.int64) == want.view(np.int64)) | (np.isnan(out) & np.isnan(want))
+    assert same.all(), np.flatnonzero(~same)[:10]

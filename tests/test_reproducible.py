@@ -37,10 +37,10 @@ SCRIPT = textwrap.dedent(
             t = rng.random((n, C))
             m = fastce.evaluate(t / t.sum(axis=1, keepdims=True), logits=z)
             print(case, float(fastce.cross_entropy(z, y, label_smoothing=0.1)).hex())
-        elif kind == "proba":
+        elif kind in ("proba", "proba16"):
             e = np.exp(z - z.max(axis=1, keepdims=True))
-            m = fastce.evaluate(y, proba=(e / e.sum(axis=1, keepdims=True)).astype(np.float32), sample_weight=w,
-                                top_k=top_k)
+            p = (e / e.sum(axis=1, keepdims=True)).astype(np.float16 if kind == "proba16" else np.float32)
+            m = fastce.evaluate(y, proba=p, sample_weight=w, top_k=top_k)
         else:
             m = fastce.evaluate(y, logits=z.astype(np.float64) if kind == "float64" else z, sample_weight=w,
                                 top_k=top_k)
@@ -55,6 +55,8 @@ MULTICLASS = [
     # Cases that once differed in the last bit: the Brier standard error at C = 1000 (fresh against
     # cached), weighted probabilities (fresh against cached, AVX2 against AVX-512).
     "1000/u/1,2/40000/logits", "300/w/1,5/20000/proba", "300/u/1,3/20000/float64",
+    # float16 rows read in lanes: F16C's conversion on the host, the integer decoder on an AVX2 or SSE2 build.
+    "300/u/1/20000/proba16",
 ]
 # Binary (1-D logits) and soft targets, summed in the same lanes order.
 BINARY = ["1/u/1/20000/logits", "1/w/1,2/20000/logits", "300/u/1/5000/soft"]

@@ -31,6 +31,7 @@ from numba.core import cgutils, errors
 from numba.extending import intrinsic, models, register_model
 
 from fastce._config import KERNEL_OPTIONS
+from fastce._vecmath import HAS_F16C
 
 LANES = 16
 _VECTOR = ir.VectorType(ir.DoubleType(), LANES)
@@ -102,13 +103,43 @@ def _widen(builder, vector, dtype):
     """16 entries of ``dtype`` -> 16 float64, exactly (float16 and bfloat16 decoded from their bits)."""
     if dtype == types.float64:
         return vector
-    if dtype == types.uint16:  # IEEE half
+    if dtype == types.uint16 and not HAS_F16C:
+        return _decode_half_bits(builder, vector)
+    if dtype == types.uint16:  # IEEE half, converted by F16C's vcvtph2ps
         vector = builder.bitcast(vector, ir.VectorType(ir.HalfType(), LANES))
     elif dtype == types.int16:  # bfloat16: the top half of a float32
         wide = builder.zext(vector, ir.VectorType(ir.IntType(32), LANES))
         wide = builder.shl(wide, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [16] * LANES))
         vector = builder.bitcast(wide, ir.VectorType(ir.FloatType(), LANES))
     return builder.fpext(vector, _VECTOR)
+
+
+def _decode_half_bits(builder, bits):
+    """16 IEEE half floats (their bits, <16 x i16>) -> 16 float64, exactly, with integer operations.
+
+    For CPUs without F16C, where LLVM's ``fpext half`` calls a compiler-rt
+    helper that numba's JIT does not provide (the process aborts): the
+    vector form of _vecmath's scalar decoder, the same values.
+    """
+    words = ir.VectorType(ir.IntType(64), LANES)
+
+    def constant(value):
+        return ir.Constant(words, [value] * LANES)
+
+    h = builder.zext(bits, words)
+    sign = builder.shl(builder.lshr(h, constant(15)), constant(63))
+    exponent = builder.and_(builder.lshr(h, constant(10)), constant(0x1F))
+    mantissa = builder.and_(h, constant(0x3FF))
+    # Normal numbers rebias the exponent; inf and NaN keep an all-ones one.
+    special = builder.icmp_unsigned("==", exponent, constant(0x1F))
+    biased = builder.select(special, constant(0x7FF), builder.add(exponent, constant(1023 - 15)))
+    normal = builder.or_(builder.or_(sign, builder.shl(biased, constant(52))), builder.shl(mantissa, constant(42)))
+    normal = builder.bitcast(normal, _VECTOR)
+    # Zero and subnormals: mantissa * 2**-24, exact in float64, with the sign.
+    tiny = builder.fmul(builder.uitofp(mantissa, _VECTOR), ir.Constant(_VECTOR, [2.0 ** -24] * LANES))
+    tiny = builder.select(builder.icmp_unsigned("!=", sign, constant(0)),
+                          builder.fsub(ir.Constant(_VECTOR, [-0.0] * LANES), tiny), tiny)
+    return builder.select(builder.icmp_unsigned("==", exponent, constant(0)), tiny, normal)
 
 
 def _vector_pointer(context, builder, array_type, array_value, start_type, start_value):
