@@ -353,15 +353,15 @@ def log1p_nonnegative(a):
 def _host_has_f16c() -> bool:
     """Whether the CPU numba compiles for converts half floats (F16C).
 
-    numba targets the host unless NUMBA_CPU_NAME names another CPU (portable
-    builds, the tests that compile for AVX2 or SSE2): then only an explicit
-    "+f16c" in NUMBA_CPU_FEATURES counts.
+    numba compiles with NUMBA_CPU_FEATURES when it is set (NUMBA_CPU_NAME=generic
+    sets it to "", a portable build) and with the host's features otherwise
+    (numba.core.codegen): the same rule here.
     """
     try:
         from numba.core import config
 
-        if config.CPU_NAME and config.CPU_NAME != "host":
-            return "+f16c" in (config.CPU_FEATURES or "")
+        if config.CPU_FEATURES is not None:
+            return "+f16c" in config.CPU_FEATURES.split(",")
         import llvmlite.binding as llvm
 
         return bool(llvm.get_host_cpu_features().get("f16c", False))
