@@ -436,8 +436,8 @@ def _row_sums(scores, i, n_classes, label):
     Read straight from the row in the lanes order of fastce._lanes (see
     add_values_and_squares).  The true class's entry is zeroed before
     squaring in its own group only, behind a branch the predictor learns:
-    a zeroing in every group cost 15% at C = 100 to 1000.  ``label`` must
-    lie in [0, n_classes).
+    a zeroing in every group cost 15% at C = 100 to 1000.  ``label`` in
+    [0, n_classes), or -1 to leave every square in.
     """
     row = scores[i]
     total_a, total_b, squares_a, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
@@ -642,7 +642,8 @@ def _probability_like_row(scores, i, n_classes, sum_tolerance):
     lowest = as_float64(scores[i, 0])
     for j in range(n_classes):
         lowest = min(lowest, as_float64(scores[i, j]))
-    total = lanes.ordered_sum(scores[i], n_classes)
+    # Label -1: no square left out.  An int64, not the literal -1: the literal would compile _row_sums again.
+    total, _ = _row_sums(scores, i, n_classes, np.int64(-1))
     return (lowest >= 0.0) and abs(total - 1.0) <= sum_tolerance
 
 
