@@ -236,7 +236,7 @@ def total(typingctx, a):
     return types.float64(lanes_type), codegen
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(inline="always", **KERNEL_OPTIONS)
 def add_values_and_squares(values, count, total_a, total_b, squares_a, squares_b):
     """The lane sets (A, B) of sum(values[:count]) and sum(values[:count]**2), added to the ones given.
 
