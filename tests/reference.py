@@ -425,3 +425,20 @@ def soft_target_reference(target, logits) -> dict:
     n = x.shape[0]
     return {"cross_entropy": math.fsum(ce) / n, "target_entropy": math.fsum(entropy) / n,
             "kl_divergence": math.fsum(kl) / n, "accuracy": sum(hits) / n}
+
+
+def reference_calibration(conf, right, w, n_bins):
+    """(ECE, RMS calibration error, MCE) over ``n_bins`` equal-width confidence bins, weights ``w``."""
+    k = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    ece = rms = 0.0
+    mce = 0.0
+    total = w.sum()
+    for b in range(n_bins):
+        sel = k == b
+        if not w[sel].sum():
+            continue
+        gap = abs(np.sum(w[sel] * right[sel]) / w[sel].sum() - np.sum(w[sel] * conf[sel]) / w[sel].sum())
+        ece += w[sel].sum() / total * gap
+        rms += w[sel].sum() / total * gap**2
+        mce = max(mce, gap)
+    return ece, math.sqrt(rms), mce

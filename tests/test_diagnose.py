@@ -8,7 +8,7 @@ import math
 import numba
 import numpy as np
 import pytest
-from reference import to_float64
+from reference import reference_calibration, to_float64
 
 import fastce
 from fastce.diagnostics import DiagnosticsOptions, DiagnosticsState, read_with_diagnostics
@@ -35,22 +35,6 @@ def reference_rows(y, *, logits=None, proba=None):
         eps = np.finfo(np.asarray(proba).dtype).eps
         loss = -np.log(np.clip(p[np.arange(len(y)), y], eps, 1 - eps))
     return loss, p[np.arange(len(y)), y], p.max(axis=1), p.argmax(axis=1), p
-
-
-def reference_calibration(conf, right, w, n_bins):
-    k = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    ece = rms = 0.0
-    mce = 0.0
-    total = w.sum()
-    for b in range(n_bins):
-        sel = k == b
-        if not w[sel].sum():
-            continue
-        gap = abs(np.sum(w[sel] * right[sel]) / w[sel].sum() - np.sum(w[sel] * conf[sel]) / w[sel].sum())
-        ece += w[sel].sum() / total * gap
-        rms += w[sel].sum() / total * gap**2
-        mce = max(mce, gap)
-    return ece, math.sqrt(rms), mce
 
 
 @pytest.fixture(params=["logits", "proba"])

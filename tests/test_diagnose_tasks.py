@@ -8,6 +8,7 @@ import math
 import numba
 import numpy as np
 import pytest
+from reference import reference_calibration
 
 import fastce
 from fastce import _config, diagnose_tasks, validation
@@ -96,7 +97,7 @@ def test_binary_against_numpy_reference(rng):
     worst = np.lexsort((np.arange(n), -loss))[:7]
     assert [w["row"] for w in r.worst] == worst.tolist()
     close([w["p_true"] for w in r.worst], p_true[worst], rel=1e-10)
-    ece, rms, mce = reference_ece(conf, right, np.ones(n), 10)
+    ece, rms, mce = reference_calibration(conf, right, np.ones(n), 10)
     close([r.calibration["ece"], r.calibration["rms"], r.calibration["mce"]], [ece, rms, mce], rel=1e-10)
     confusion = np.zeros((2, 2))
     np.add.at(confusion, (y, pred), 1.0)
@@ -121,13 +122,7 @@ def test_binary_independent_of_chunk_size_and_threads(binary, monkeypatch, rng):
         monkeypatch.setattr(diagnose_tasks, "BINARY_CHUNK_ROWS", rows)
         assert fastce.diagnose(y, **{kind: s}, sample_weight=w).to_json() == reference
     monkeypatch.undo()
-    threads = numba.get_num_threads()
-    try:
-        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(t)
-            assert fastce.diagnose(y, **{kind: s}, sample_weight=w).to_json() == reference
-    finally:
-        numba.set_num_threads(threads)
+    _same_for_one_and_two_threads(lambda: fastce.diagnose(y, **{kind: s}, sample_weight=w).to_json(), reference)
 
 
 def test_binary_json_text_and_errors(rng):
@@ -153,21 +148,6 @@ def test_binary_json_text_and_errors(rng):
 # -- multi-label -------------------------------------------------------------------------------
 
 
-def reference_ece(conf, right, w, n_bins):
-    k = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    total = w.sum()
-    ece = rms = mce = 0.0
-    for b in range(n_bins):
-        sel = k == b
-        if not w[sel].sum():
-            continue
-        gap = abs(np.sum(w[sel] * right[sel]) / w[sel].sum() - np.sum(w[sel] * conf[sel]) / w[sel].sum())
-        ece += w[sel].sum() / total * gap
-        rms += w[sel].sum() / total * gap**2
-        mce = max(mce, gap)
-    return ece, math.sqrt(rms), mce
-
-
 def multilabel_reference(y, *, logits=None, proba=None, w=None):
     """Per-label and per-element numbers from the definitions, in float64 numpy."""
     y = np.asarray(y, dtype=np.float64)
@@ -189,7 +169,7 @@ def multilabel_reference(y, *, logits=None, proba=None, w=None):
     return {
         "label_loss": (w[:, None] * loss).sum(axis=0) / w.sum(),
         "row_loss": loss.mean(axis=1),
-        "calibration": reference_ece(conf.ravel(), right.ravel(), ww.ravel(), 15),
+        "calibration": reference_calibration(conf.ravel(), right.ravel(), ww.ravel(), 15),
         "wrong_share": (ww * loss)[~right].sum() / (ww * loss).sum(),
         "yes": yes,
         "truth": truth,
@@ -249,13 +229,7 @@ def test_multilabel_independent_of_threads_and_chunks(multilabel, rng):
     y, s = np.tile(y, (8, 1)), np.tile(s, (8, 1))  # 20,000 rows: 4 blocks of 5461 rows
     w = rng.uniform(0.5, 1.5, size=y.shape[0])
     reference = fastce.diagnose(y, **{kind: s}, sample_weight=w).to_json()
-    threads = numba.get_num_threads()
-    try:
-        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(t)
-            assert fastce.diagnose(y, **{kind: s}, sample_weight=w).to_json() == reference
-    finally:
-        numba.set_num_threads(threads)
+    _same_for_one_and_two_threads(lambda: fastce.diagnose(y, **{kind: s}, sample_weight=w).to_json(), reference)
     view = validation.scores(s, kind).view
     opts = MultilabelOptions(num_labels=y.shape[1])
     whole = read_multilabel_diagnostics(view, y, w, from_logits=kind == "logits", options=opts)
@@ -323,3 +297,14 @@ def test_one_hot_targets_are_multiclass(rng):
     a = fastce.diagnose(np.eye(4)[labels], logits=z)
     b = fastce.diagnose(labels, logits=z)
     assert a.to_json() == b.to_json()
+
+
+def _same_for_one_and_two_threads(call, reference) -> None:
+    """``call()`` returns ``reference`` on one thread and on two (the thread count is restored)."""
+    threads = numba.get_num_threads()
+    try:
+        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(t)
+            assert call() == reference
+    finally:
+        numba.set_num_threads(threads)

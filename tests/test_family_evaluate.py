@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from reference import multilabel_reference, sigmoid, soft_target_reference, to_float64
+from reference import multilabel_reference, soft_target_reference, to_float64
 from support import readonly, score_dtype_params
 
 import fastce

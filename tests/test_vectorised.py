@@ -49,7 +49,6 @@ def _score_kernel_call(name):
     rows = 512
     value, rest, weight, loss_of, brier, high, target, squares = _scratch(rows)
     status = np.zeros((1, rows), dtype=np.int64)[0]
-    fsums = np.zeros((4, kernels.fsums_columns(1)))
     if name == "exp_sums":
         scores = kernels_input(np.random.default_rng(2).standard_normal((4, 1000)).astype(np.float32))
         return (scores, 0, 1000, 1.0, np.empty(kernels.EXP_SCRATCH))

@@ -12,7 +12,6 @@ bfloat16 as int16) and ``as_float64`` decodes the bits here, in registers.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from llvmlite import ir
@@ -540,42 +539,35 @@ def prefer_wide_vectors(typingctx):
     return sig, codegen
 
 
-@intrinsic
-def compile_apart(typingctx):
-    """Keep the function being compiled out of its callers (LLVM ``noinline``).
+def _inlining(attribute: str, unless: str, name: str, doc: str):
+    """An @intrinsic giving the function being compiled the LLVM ``attribute`` (unless it has ``unless``)."""
 
-    With ``prefer_wide_vectors`` it makes a leaf whose loops get 512-bit
-    vectors while the caller keeps 256-bit ones: wide vectors speed up the
-    float64 exp/log loops but slow down the max/count reductions (measured),
-    and inlining would hand the leaf the caller's preference.
-    """
-    sig = types.void()
+    def typer(typingctx):
+        def codegen(context, builder, signature, args):
+            attributes = builder.function.attributes
+            if unless not in attributes:
+                attributes.add(attribute)
+            return context.get_dummy_value()
 
-    def codegen(context, builder, signature, args):
-        attributes = builder.function.attributes
-        if "alwaysinline" not in attributes:
-            attributes.add("noinline")
-        return context.get_dummy_value()
+        return types.void(), codegen
 
-    return sig, codegen
+    typer.__name__ = typer.__qualname__ = name  # numba names an intrinsic after its typer
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
+compile_apart = _inlining("noinline", "alwaysinline", "compile_apart", """Keep the function being compiled out of its callers (LLVM ``noinline``).
 
-@intrinsic
-def inline_into_callers(typingctx):
-    """Have LLVM inline the function being compiled into its callers (``alwaysinline``).
+With ``prefer_wide_vectors`` it makes a leaf whose loops get 512-bit
+vectors while the caller keeps 256-bit ones: wide vectors speed up the
+float64 exp/log loops but slow down the max/count reductions (measured),
+and inlining would hand the leaf the caller's preference.  Never for a
+function with reassociated sums (tests/test_one_copy.py).""")
 
-    For a per-row helper too large for LLVM's inlining threshold, whose
-    call would keep the caller's loop scalar.  Unlike numba's
-    ``inline="always"``, the function is typed and lowered once, not at
-    every call site (compile time).
-    """
-    sig = types.void()
+inline_into_callers = _inlining("alwaysinline", "noinline", "inline_into_callers", """Have LLVM inline the function being compiled into its callers (``alwaysinline``).
 
-    def codegen(context, builder, signature, args):
-        attributes = builder.function.attributes
-        if "noinline" not in attributes:
-            attributes.add("alwaysinline")
-        return context.get_dummy_value()
-
-    return sig, codegen
+For a per-row helper too large for LLVM's inlining threshold, whose call
+would keep the caller's loop scalar, and for every function whose sums
+LLVM may reassociate (tests/test_one_copy.py: one compiled copy runs).
+Unlike numba's ``inline="always"``, the function is typed and lowered
+once, not at every call site (compile time).""")

@@ -35,7 +35,6 @@ from fastce import kernels as K
 from fastce.api import scores_argument
 from fastce.checks import check_probabilities, sum_to_one_tolerance
 from fastce.errors import InputError
-from fastce.metrics import Metrics
 from fastce.state import State, check_nan_policy
 
 COMPARISON_FORMAT = "fastce.comparison/1"

@@ -11,7 +11,6 @@ most frequent confusions are kept in a bounded table.  Never O(N).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

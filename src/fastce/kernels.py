@@ -51,7 +51,6 @@ from fastce._vecmath import (
     exp_nonpositive,
     from_ordered_bits,
     inline_into_callers,
-    log1p_nonnegative,
     log_positive,
     maxnum,
     minnum,

@@ -32,6 +32,7 @@ from fastce.diagnostics import _float_array as _floats
 from fastce.diagnostics import _int_array as _ints
 from fastce.errors import InputError
 from fastce.metrics import Metrics
+from fastce.report import _ratio, loss_split_groups
 from fastce.state import MAX_NUM_CLASSES, MAX_ROWS, raise_weights_overflow
 
 WORST_COLUMNS = ("row", "loss", "wrong_labels", "worst_label")
@@ -246,8 +247,6 @@ def _fold_worst(state, first_row, rows, loss, wrong, worst_label) -> None:
     state.worst = _merge_worst(state.worst, fresh, k)
 
 
-def _ratio(num: float, den: float) -> float:
-    return float(num) / float(den) if den else math.nan
 
 
 @dataclass(frozen=True)
@@ -322,19 +321,12 @@ class MultilabelReport:
         total_weight = split[MK.S_W_ALL]
         total_loss = math.inf if n_inf else split[MK.S_L_ALL]
 
-        def group(n, w, loss):
-            return {
-                "count": int(n),
-                "weight": float(w),
-                "share": _ratio(w, total_weight),
-                "loss_share": _ratio(loss, total_loss) if math.isfinite(total_loss) else math.nan,
-                "mean_loss": _ratio(loss, w),
-            }
-
         loss_split = {
-            "correct": group(counts[MK.N_RIGHT], split[MK.S_W_RIGHT], split[MK.S_L_RIGHT]),
-            "wrong": group(counts[MK.N_WRONG], split[MK.S_W_WRONG], split[MK.S_L_WRONG]),
-            "confidently_wrong": group(counts[MK.N_CONFWRONG], split[MK.S_W_CONFWRONG], split[MK.S_L_CONFWRONG]),
+            **loss_split_groups({
+                "correct": (counts[MK.N_RIGHT], split[MK.S_W_RIGHT], split[MK.S_L_RIGHT]),
+                "wrong": (counts[MK.N_WRONG], split[MK.S_W_WRONG], split[MK.S_L_WRONG]),
+                "confidently_wrong": (counts[MK.N_CONFWRONG], split[MK.S_W_CONFWRONG], split[MK.S_L_CONFWRONG]),
+            }, total_weight, total_loss, count_key="count", share_key="share"),
             "threshold": float(opts.confident_below),
             "infinite_loss_elements": n_inf,
         }

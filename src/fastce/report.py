@@ -26,6 +26,24 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else math.nan
 
 
+def loss_split_groups(parts: dict, total_weight: float, total_loss: float, *, count_key: str,
+                      share_key: str) -> dict:
+    """The groups of a loss split ("correct", "wrong", "confidently_wrong"): ``parts`` maps each to
+    (count, weight, loss).  Shared by the multi-class report (rows) and the multi-label one (answers),
+    which name the count and the weight share differently."""
+
+    def group(n, w, loss):
+        return {
+            count_key: int(n),
+            "weight": float(w),
+            share_key: _ratio(w, total_weight),
+            "loss_share": _ratio(loss, total_loss) if math.isfinite(total_loss) else math.nan,
+            "mean_loss": _ratio(loss, w),
+        }
+
+    return {name: group(*values) for name, values in parts.items()}
+
+
 @dataclass(frozen=True)
 class Report:
     """Diagnostics of a classifier's scores: why loss and accuracy tell different stories.
@@ -100,19 +118,12 @@ class Report:
         total_weight = split[DK.S_W_ALL]
         total_loss = math.inf if n_inf else split[DK.S_L_ALL]
 
-        def group(rows, w, loss):
-            return {
-                "rows": int(rows),
-                "weight": float(w),
-                "row_share": _ratio(w, total_weight),
-                "loss_share": _ratio(loss, total_loss) if math.isfinite(total_loss) else math.nan,
-                "mean_loss": _ratio(loss, w),
-            }
-
         loss_split = {
-            "correct": group(counts[DK.N_RIGHT], split[DK.S_W_RIGHT], split[DK.S_L_RIGHT]),
-            "wrong": group(counts[DK.N_WRONG], split[DK.S_W_WRONG], split[DK.S_L_WRONG]),
-            "confidently_wrong": group(counts[DK.N_CONFWRONG], split[DK.S_W_CONFWRONG], split[DK.S_L_CONFWRONG]),
+            **loss_split_groups({
+                "correct": (counts[DK.N_RIGHT], split[DK.S_W_RIGHT], split[DK.S_L_RIGHT]),
+                "wrong": (counts[DK.N_WRONG], split[DK.S_W_WRONG], split[DK.S_L_WRONG]),
+                "confidently_wrong": (counts[DK.N_CONFWRONG], split[DK.S_W_CONFWRONG], split[DK.S_L_CONFWRONG]),
+            }, total_weight, total_loss, count_key="rows", share_key="row_share"),
             "threshold": float(opts.confident_below),
             "infinite_loss_rows": n_inf,
         }
