@@ -32,7 +32,7 @@ from fastce.diagnostics import _float_array as _floats
 from fastce.diagnostics import _int_array as _ints
 from fastce.errors import InputError
 from fastce.metrics import Metrics
-from fastce.report import _ratio, loss_split_groups
+from fastce.report import _ratio, loss_split_of
 from fastce.state import MAX_NUM_CLASSES, MAX_ROWS, raise_weights_overflow
 
 WORST_COLUMNS = ("row", "loss", "wrong_labels", "worst_label")
@@ -317,19 +317,9 @@ class MultilabelReport:
         c = opts.num_labels
         split = v[: MK.SPLIT_SIZE]
         counts = diag.counts
-        n_inf = int(counts[MK.N_INF])
-        total_weight = split[MK.S_W_ALL]
-        total_loss = math.inf if n_inf else split[MK.S_L_ALL]
-
-        loss_split = {
-            **loss_split_groups({
-                "correct": (counts[MK.N_RIGHT], split[MK.S_W_RIGHT], split[MK.S_L_RIGHT]),
-                "wrong": (counts[MK.N_WRONG], split[MK.S_W_WRONG], split[MK.S_L_WRONG]),
-                "confidently_wrong": (counts[MK.N_CONFWRONG], split[MK.S_W_CONFWRONG], split[MK.S_L_CONFWRONG]),
-            }, total_weight, total_loss, count_key="count", share_key="share"),
-            "threshold": float(opts.confident_below),
-            "infinite_loss_elements": n_inf,
-        }
+        loss_split, total_weight, total_loss = loss_split_of(
+            MK, split, counts, opts.confident_below, count_key="count", share_key="share",
+            infinite_key="infinite_loss_elements")
         per = v[label_at:].reshape(c, MK.LABEL_COLUMNS)
         row_weight = total_weight / c  # every counted row adds its weight once per label
         labels = _labels(per, counts[MK.N_SMALL:].reshape(c, MK.LABEL_COUNTS), row_weight, total_loss)

@@ -26,11 +26,17 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else math.nan
 
 
-def loss_split_groups(parts: dict, total_weight: float, total_loss: float, *, count_key: str,
-                      share_key: str) -> dict:
-    """The groups of a loss split ("correct", "wrong", "confidently_wrong"): ``parts`` maps each to
-    (count, weight, loss).  Shared by the multi-class report (rows) and the multi-label one (answers),
-    which name the count and the weight share differently."""
+def loss_split_of(layout, split, counts, confident_below: float, *, count_key: str, share_key: str,
+                  infinite_key: str) -> tuple[dict, float, float]:
+    """(loss split, total weight, total loss) of a diagnostics state's "split" sums and counters.
+
+    ``layout`` is the kernel module naming the columns (diagnostics_kernels for
+    rows, multilabel_kernels for row-label answers: the same names); the two
+    reports name the count, the weight share and the infinite count differently.
+    """
+    n_inf = int(counts[layout.N_INF])
+    total_weight = split[layout.S_W_ALL]
+    total_loss = math.inf if n_inf else split[layout.S_L_ALL]
 
     def group(n, w, loss):
         return {
@@ -41,7 +47,15 @@ def loss_split_groups(parts: dict, total_weight: float, total_loss: float, *, co
             "mean_loss": _ratio(loss, w),
         }
 
-    return {name: group(*values) for name, values in parts.items()}
+    loss_split = {
+        "correct": group(counts[layout.N_RIGHT], split[layout.S_W_RIGHT], split[layout.S_L_RIGHT]),
+        "wrong": group(counts[layout.N_WRONG], split[layout.S_W_WRONG], split[layout.S_L_WRONG]),
+        "confidently_wrong": group(counts[layout.N_CONFWRONG], split[layout.S_W_CONFWRONG],
+                                   split[layout.S_L_CONFWRONG]),
+        "threshold": float(confident_below),
+        infinite_key: n_inf,
+    }
+    return loss_split, total_weight, total_loss
 
 
 @dataclass(frozen=True)
@@ -114,19 +128,10 @@ class Report:
         values = diag.values()  # once: a dense confusion matrix makes it C^2 numbers
         split = diag.section("split", values)
         counts = diag.counts
-        n_inf = int(counts[DK.N_INF])
-        total_weight = split[DK.S_W_ALL]
-        total_loss = math.inf if n_inf else split[DK.S_L_ALL]
-
-        loss_split = {
-            **loss_split_groups({
-                "correct": (counts[DK.N_RIGHT], split[DK.S_W_RIGHT], split[DK.S_L_RIGHT]),
-                "wrong": (counts[DK.N_WRONG], split[DK.S_W_WRONG], split[DK.S_L_WRONG]),
-                "confidently_wrong": (counts[DK.N_CONFWRONG], split[DK.S_W_CONFWRONG], split[DK.S_L_CONFWRONG]),
-            }, total_weight, total_loss, count_key="rows", share_key="row_share"),
-            "threshold": float(opts.confident_below),
-            "infinite_loss_rows": n_inf,
-        }
+        loss_split, total_weight, total_loss = loss_split_of(
+            DK, split, counts, opts.confident_below, count_key="rows", share_key="row_share",
+            infinite_key="infinite_loss_rows")
+        n_inf = loss_split["infinite_loss_rows"]
         if n_inf:
             # Rows with an infinite loss carry all of an infinite total.
             for name in ("correct", "wrong", "confidently_wrong"):
