@@ -320,3 +320,58 @@ def test_compare_is_identical_for_any_thread_count():
     finally:
         numba.set_num_threads(before)
     assert all(r == results[0] for r in results)
+
+
+def _read_apart(y, models, **kwargs):
+    """The comparison as the mixed-dtype path computes it: each model scored on its own, then the pairs."""
+    import sys
+
+    compare_module = sys.modules["fastce.compare"]
+    names = list(models)
+    batch = compare_module.validated_batch(y, list(models.values()), names, "logits", kwargs.get("sample_weight"),
+                                           None)
+    state = ComparisonState.empty(names, batch.num_classes, kwargs.get("top_k", (1,)), from_logits=True,
+                                  confident_below=0.01)
+    state._read_apart(batch.views, batch.eps, batch.labels, batch.weights, None)
+    return state.finalize("omit")
+
+
+@pytest.mark.filterwarnings("ignore::fastce.errors.OmittedRowsWarning")
+@pytest.mark.parametrize("n_classes", [3, 10, 40])
+def test_models_read_together_and_apart_agree(n_classes):
+    """One kernel reads every model's block (same dtype); models of mixed dtypes are scored apart.
+
+    Both give each model evaluate's metrics bit for bit, and the same paired
+    statistics (the pair sums are reassociated, each in its own kernel: equal
+    up to rounding).  A model in F order is read by the same kernel, copied
+    one call's rows at a time.
+    """
+    y, models = three_models(n=3000, c=n_classes, seed=21)
+    models["B"][5, 1] = np.nan  # a row not counted under B
+    w = np.random.default_rng(22).random(3000)
+    together = fastce.compare(y, logits=models, top_k=(1, 2), sample_weight=w, nan_policy="omit")
+    apart = _read_apart(y, models, top_k=(1, 2), sample_weight=w)
+    fortran = dict(models, C=np.asfortranarray(models["C"]))
+    assert fastce.compare(y, logits=fortran, top_k=(1, 2), sample_weight=w, nan_policy="omit").to_json() == \
+        together.to_json()
+    for name, z in models.items():
+        alone = fastce.evaluate(y, logits=z, top_k=(1, 2), sample_weight=w, nan_policy="omit")
+        assert together.metrics[name] == alone
+        assert np.array_equal(together.state.states[name].sums, apart.state.states[name].sums)
+    for a, b in [("A", "B"), ("A", "C"), ("B", "C")]:
+        for metric, k in [("cross_entropy", None), ("brier", None), ("accuracy", None), ("top_k_accuracy", 2)]:
+            d1, d2 = together.delta(b, a, metric, k=k), apart.delta(b, a, metric, k=k)
+            assert d1.estimate == pytest.approx(d2.estimate, rel=1e-12, abs=1e-15)
+            assert d1.stderr == pytest.approx(d2.stderr, rel=1e-12)
+        assert together.table(a, b) == apart.table(a, b)
+        assert together.correlation(a, b) == pytest.approx(apart.correlation(a, b), rel=1e-12)
+
+
+def test_models_of_mixed_dtypes_each_equal_evaluate():
+    y, models = three_models(n=2000, c=6, seed=23)
+    mixed = {"A": models["A"].astype(np.float16), "B": models["B"].astype(np.float64), "C": models["C"]}
+    c = fastce.compare(y, logits=mixed, top_k=(1, 3))
+    for name, z in mixed.items():
+        assert c.metrics[name] == fastce.evaluate(y, logits=z, top_k=(1, 3))
+    same = fastce.compare(y, logits={n: z.astype(np.float64) for n, z in mixed.items()}, top_k=(1, 3))
+    assert c.table("A", "B") == same.table("A", "B")

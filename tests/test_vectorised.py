@@ -109,12 +109,14 @@ def test_two_class_block_is_one_packed_simd_loop(dtype):
 def test_compare_pair_loops_are_packed_simd(name):
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
-    columns = np.random.default_rng(4).random((9, 512))  # a block's scratch (see compare_kernels._pair_tasks)
+    # A block's pair inputs of two models and the row weights (see compare_kernels._pair_block).
+    inputs = np.random.default_rng(4).random((2, compare_kernels.PAIR_INPUTS, 512))
+    weight = np.random.default_rng(5).random(512)
     fsums = np.zeros((2, compare_kernels.pair_columns(1)))
     if name == "_pair_sums":
-        args = (columns, 512, 0.01, fsums, 0)
+        args = (inputs[0], inputs[1], weight, 512, 0.01, fsums, 0)
     else:
-        args = (columns, 512, 1.0, True, False, fsums, 0, compare_kernels.P_TABLE)
+        args = (inputs[0], inputs[1], weight, 512, 1.0, True, False, fsums, 0, compare_kernels.P_TABLE)
     asm = _fresh_asm(getattr(compare_kernels, name), *args)
     assert PACKED_DOUBLE.search(asm), f"{name}: no packed float64 instruction on ymm/zmm registers"
 

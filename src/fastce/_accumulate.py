@@ -11,6 +11,8 @@ kernels are compiled for few types and no N-sized copy is ever made.
 
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 
@@ -53,11 +55,28 @@ def _slice(array, start, stop, dtype):
     return kernel_input(array[start:stop], dtype)
 
 
+@contextlib.contextmanager
+def threads_for(n_elements: int):
+    """Hold the kernel lock (_config.PARALLEL_LOCK) for a kernel call over ``n_elements`` scores.
+
+    Waking the thread pool costs more than a small input takes to read; the
+    per-block results do not depend on the thread count, so such an input
+    runs on one thread.
+    """
+    with _config.PARALLEL_LOCK:
+        threads = numba.get_num_threads()
+        serial = n_elements < _config.SERIAL_BELOW_ELEMENTS and threads > 1
+        if serial:
+            numba.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if serial:
+                numba.set_num_threads(threads)
+
+
 def _run(call, n_rows, row_elements, state, block_rows, labels, sample_weight, row_losses, max_blocks_per_call=None):
     """Run ``call(start, stop, labels, weights, losses, nblocks, fsums, icounts)`` over all rows."""
-    # Waking the thread pool costs more than a small input takes to read; the
-    # per-block results do not depend on the thread count, so run it on one.
-    serial = n_rows * row_elements < _config.SERIAL_BELOW_ELEMENTS
     n_cols = K.fsums_columns(len(state.top_k))
     max_blocks = min(max_blocks_per_call or _config.BLOCKS_PER_CALL, max(1, -(-n_rows // block_rows)))
     fsums = np.empty((max_blocks, n_cols), dtype=np.float64)
@@ -69,15 +88,8 @@ def _run(call, n_rows, row_elements, state, block_rows, labels, sample_weight, r
         labels_part = kernel_input(labels[start:stop], np.int64)
         weights_part = _slice(sample_weight, start, stop, np.float64)
         losses_part = _NO_ROW_LOSSES if row_losses is None else row_losses[start:stop]
-        with _config.PARALLEL_LOCK:
-            threads = numba.get_num_threads()
-            if serial and threads > 1:
-                numba.set_num_threads(1)
-            try:
-                call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts)
-            finally:
-                if serial and threads > 1:
-                    numba.set_num_threads(threads)
+        with threads_for(n_rows * row_elements):
+            call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts)
         state.moment_overflows += K.fold_blocks(
             fsums, icounts, nblocks, start, block_rows, state.sums, state.minmax, state.counts
         )

@@ -232,11 +232,62 @@ class ComparisonState:
     def read(self, views, eps, labels, weights, groups=None) -> None:
         """Read every model's validated scores (kernel views, in ``names`` order; ``eps`` each one's
         machine epsilon) over the same slices of whole blocks, the first at a block boundary."""
+        if len({v.dtype for v in views}) == 1:
+            self._read_together(views, eps[0], labels, weights, groups)
+        else:
+            self._read_apart(views, eps, labels, weights, groups)
+
+    def _read_together(self, views, eps, labels, weights, groups) -> None:
+        """Every model's block, then the block's pairs, in one kernel (compare_kernels.compare_blocks)."""
+        n_rows, n_classes = views[0].shape
+        block_rows = _config.block_rows(n_classes)
+        max_blocks = _config.BLOCKS_PER_CALL
+        if not all(v.flags.c_contiguous for v in views):
+            # kernel_input copies each call's slice of such a model to C order: keep that copy small.
+            call_bytes = _config.COPY_BYTES_PER_CALL // (block_rows * n_classes * views[0].itemsize)
+            max_blocks = max(1, min(max_blocks, call_bytes))
+        max_blocks = min(max_blocks, max(1, -(-n_rows // block_rows)))
+        slice_rows = max_blocks * block_rows
+        n_models, n_k = len(self.names), len(self.top_k)
+        ks = _accumulate.kernel_input(np.asarray(self.top_k, dtype=np.int64))
+        fsums = np.empty((n_models, max_blocks, K.fsums_columns(n_k)))
+        icounts = np.empty((n_models, max_blocks, K.NUM_ICOUNTS), dtype=np.int64)
+        pair_fsums = np.empty((len(self.pairs), max_blocks, PK.pair_columns(n_k)))
+        # Per-row statistics only for the clustered errors of groups=.
+        row_stats = np.empty((n_models, slice_rows if self.clusters is not None else 0, K.ROW_STATS_COLUMNS))
+        mode = K.MODE_LOGITS if self.from_logits else K.MODE_PROBA
+        float32_math = views[0].dtype != np.float64  # as accumulate_matrix with precision="input"
+        for start in range(0, n_rows, slice_rows):
+            stop = min(start + slice_rows, n_rows)
+            nblocks = -(-(stop - start) // block_rows)
+            parts = [_accumulate.kernel_input(v[start:stop]) for v in views]
+            part_labels = _accumulate.kernel_input(labels[start:stop], np.int64)
+            part_weights = _accumulate._slice(weights, start, stop, np.float64)
+            with _accumulate.threads_for((stop - start) * n_classes * n_models):
+                PK.compare_blocks(parts, part_labels, part_weights, ks, mode,
+                                  0.0 if self.from_logits else float(eps),
+                                  # As evaluate: logits rows in [0, 1] count as probability-like only when they sum to 1.
+                                  float(sum_to_one_tolerance(eps)), float32_math, self.confident_below,
+                                  row_stats, nblocks, block_rows, fsums, icounts, pair_fsums)
+            for m, name in enumerate(self.names):
+                part = State.empty(n_classes, self.top_k, from_logits=self.from_logits)
+                part.moment_overflows += K.fold_blocks(fsums[m], icounts[m], nblocks, 0, block_rows, part.sums,
+                                                       part.minmax, part.counts)
+                part.rows_seen += stop - start
+                self.states[name] = self.states[name].merge(part)
+            for p, key in enumerate(self.pairs):
+                self.nonfinite_pair_sums += PK.fold_exact(pair_fsums[p], nblocks, self.pairs[key])
+            if self.clusters is not None:
+                self._fold_groups(groups[start:stop], {n: row_stats[m, : stop - start] for m, n in enumerate(self.names)},
+                                  part_weights, block_rows)
+
+    def _read_apart(self, views, eps, labels, weights, groups) -> None:
+        """Models of different dtypes: each scored on its own into per-row buffers, then the pairs."""
         n_rows, n_classes = views[0].shape
         block_rows = _config.block_rows(n_classes)
         slice_rows = block_rows * _config.BLOCKS_PER_CALL
         ks = np.asarray(self.top_k, dtype=np.int64)
-        fsums = np.empty((_config.BLOCKS_PER_CALL, PK.pair_columns(len(self.top_k))))
+        fsums = np.empty((1, _config.BLOCKS_PER_CALL, PK.pair_columns(len(self.top_k))))
         buffers = {n: np.empty((min(slice_rows, n_rows), K.ROW_STATS_COLUMNS)) for n in self.names}
         for start in range(0, n_rows, slice_rows):
             stop = min(start + slice_rows, n_rows)
@@ -246,9 +297,7 @@ class ComparisonState:
                 part = _accumulate.accumulate_matrix(
                     view[start:stop], part_labels, top_k=self.top_k, from_logits=self.from_logits,
                     sample_weight=part_weights, proba_eps=0.0 if self.from_logits else view_eps,
-                    # As evaluate: logits rows in [0, 1] count as probability-like only when they sum to 1.
-                    sum_tolerance=sum_to_one_tolerance(view_eps),
-                    row_stats=buffers[name][: stop - start],
+                    sum_tolerance=sum_to_one_tolerance(view_eps), row_stats=buffers[name][: stop - start],
                 )
                 self.states[name] = self.states[name].merge(part)
             w = _accumulate.kernel_input(np.empty(0) if part_weights is None else part_weights, np.float64)
@@ -256,7 +305,7 @@ class ComparisonState:
                 with _config.PARALLEL_LOCK:
                     nblocks = PK.pair_blocks(buffers[a][: stop - start], buffers[b][: stop - start], w, ks,
                                              self.confident_below, block_rows, fsums)
-                self.nonfinite_pair_sums += PK.fold_exact(fsums, nblocks, self.pairs[(a, b)])
+                self.nonfinite_pair_sums += PK.fold_exact(fsums[0], nblocks, self.pairs[(a, b)])
             if self.clusters is not None:
                 self._fold_groups(groups[start:stop], {n: buffers[n][: stop - start] for n in self.names},
                                   w, block_rows)

@@ -1,12 +1,19 @@
-"""Numba fold of two models' per-row statistics into paired sums, per block of rows.
+"""Numba kernels of ``fastce.compare``: every model's block of rows, then the paired sums of the block.
 
-The score kernel (``kernels.score_blocks``) writes each row's loss, p(true
-class), Brier term and rank of the true class (``row_stats``) while it reads
-the scores; ``fastce.compare`` runs it over the same rows for every model and
-hands pairs of those per-row buffers to :func:`pair_blocks`, which sums the
-paired differences of every block of rows in row order.  The blocks are the
-score kernel's, counted from row 0, and their float64 sums are added exactly
-(``_exactsum``), so a comparison does not depend on threads or chunking.
+:func:`compare_blocks` reads each block of rows of every model in turn, in
+the same blocks as ``evaluate`` (the score kernel's walk and finish,
+``kernels._walk_*_block`` / ``_finish_block``): each model's block sums and
+counters are its ``evaluate`` sums, bit for bit, and its per-row loss,
+Brier term, rank and p(true class) stay in a per-thread scratch of one
+block, from which :func:`_pair_block` sums the paired differences of every
+pair of models.  No per-row value ever reaches memory (the per-row buffers
+of an earlier design cost 40 bytes per row and model, written and read
+back).  The blocks' float64 sums are added exactly (``_exactsum``), so a
+comparison does not depend on threads or chunking.
+
+Models whose scores differ in dtype cannot share one compiled kernel: they
+are scored one at a time with per-row buffers (``kernels.score_blocks``'s
+``row_stats``) that :func:`pair_blocks` reads, with the same pair sums.
 
 Columns of a block's sums (``P_*``; then ``P_TABLE + 12 k`` for the k-th
 top-k value: rows / weight / squared weight of the cells both right, only A
@@ -19,9 +26,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+import numba
+from numba import njit, types
+from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
 
 from fastce import kernels as K
+from fastce._accumulate import _EMPTY_F64, _NO_ROW_LOSSES, _NO_ROW_PRED
 from fastce._config import KERNEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
@@ -59,21 +70,181 @@ BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG = 0, 1, 2, 3
 # The score kernel's per-row columns, as literals: numba freezes globals into
 # the compiled code and keys its cache on this file alone, so a change of
 # kernels.S_* must come with a change here (the assertion makes sure of it).
+# The same holds for the score kernel's constants read below, and for the
+# kernel functions compare's kernels call: after changing kernels.py, touch
+# this file (or clear the cache) when working from a source tree.
 S_LOSS, S_P_TRUE, S_BRIER, S_RANK = 0, 1, 3, 4
+ROW_OK, MODE_LOGITS = 0, 0
 assert (S_LOSS, S_P_TRUE, S_BRIER, S_RANK) == (K.S_LOSS, K.S_P_TRUE, K.S_BRIER, K.S_RANK)
+assert (ROW_OK, MODE_LOGITS) == (K.ROW_OK, K.MODE_LOGITS)
+
+
+# Rows of a model's per-block pair inputs (see _pair_inputs, pair_blocks): NaN loss where the row is not counted.
+IN_LOSS, IN_BRIER, IN_RANK, IN_P_TRUE = range(4)
+PAIR_INPUTS = 4
 
 
 def pair_columns(n_k: int) -> int:
     return P_TABLE + TABLE_COLUMNS * n_k
 
 
+@intrinsic
+def _array_like_at(typingctx, example, address):
+    """An array of ``example``'s type, shape and strides whose data starts at ``address`` (an integer).
+
+    How one compiled kernel reads any number of models: Python hands over the
+    first model's array and every model's data address (compare_blocks
+    checks that each is a C-contiguous array of that shape and dtype, kept
+    alive by the caller for the call).  A typed List of arrays would do the
+    same at a cost: its methods compile in every new process, uncached.
+    """
+    if not isinstance(example, types.Array) or not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        source = context.make_array(array_type)(context, builder, args[0])
+        out = context.make_array(array_type)(context, builder)
+        data = builder.inttoptr(args[1], source.data.type)
+        populate_array(out, data=data, shape=source.shape, strides=source.strides, itemsize=source.itemsize,
+                       meminfo=None)
+        return out._getvalue()
+
+    return example(example, address), codegen
+
+
+def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math, confident_below,
+                   row_stats, nblocks, block_rows, fsums, icounts, pair_fsums):
+    """Blocks [0, nblocks) of every model's rows, and their paired sums, on the thread pool (fastce._parallel).
+
+    ``views``: the models' kernel views (C-contiguous, one shape and dtype);
+    per model m: ``fsums[m]`` / ``icounts[m]`` as kernels.score_blocks writes
+    them (its ``evaluate`` block sums, bit for bit), and ``row_stats[m]`` its
+    per-row statistics when ``row_stats`` has rows (for groups=); per pair
+    p of (a, b), a before b: ``pair_fsums[p]`` the P_* sums.
+    """
+    first = views[0]
+    for view in views:
+        if view.dtype != first.dtype or view.shape != first.shape or not view.flags.c_contiguous:
+            raise ValueError("compare_blocks needs C-contiguous views of one shape and dtype")
+    addresses = np.array([view.__array_interface__["data"][0] for view in views], dtype=np.int64)
+    blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))  # as accumulate_matrix
+    kernel = _compare_tasks_short if first.shape[1] <= K.COLUMN_WALK_MAX_CLASSES else _compare_tasks_long
+    run_tasks(kernel, (first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
+                       confident_below, _EMPTY_F64, np.int64(K.NO_LABEL), False, _NO_ROW_LOSSES, _NO_ROW_PRED,
+                       row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums),
+              -(-nblocks // blocks_per_task))
+
+
+@njit(**KERNEL_OPTIONS)
+def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
+                         confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred, row_stats,
+                         nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, first_task, task_step):
+    """Tasks ``first_task, first_task + task_step, ...`` of compare_blocks for short rows (C <= 32).
+
+    Short and long rows are two kernels, as for evaluate, so that a first
+    use compiles only the one it needs.  ``class_weight`` ... ``row_pred``
+    are evaluate's empty defaults, passed (not literals) so that the score
+    kernel's functions are called with evaluate's argument types.
+    """
+    floats, integers, columns = K._new_scratch(block_rows, first.shape[1])
+    inputs, pair_weight = _new_pair_scratch(addresses.shape[0], block_rows)
+    n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
+    for task in range(first_task, n_tasks, task_step):
+        for b in range(task * blocks_per_task, min(nblocks, (task + 1) * blocks_per_task)):
+            start = b * block_rows
+            count = min(block_rows, first.shape[0] - start)
+            for m in range(addresses.shape[0]):
+                scores = _array_like_at(first, addresses[m])
+                K._reset_block(fsums[m], icounts[m], b)
+                K._walk_short_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, mode, proba_eps,
+                                    sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
+                                    icounts[m])
+                K._finish_block(first.shape[1], mode, top_k, row_losses, row_stats[m], b, start, count, floats,
+                                integers, fsums[m], icounts[m])
+                _pair_inputs(mode, count, floats, integers, inputs[m])
+            _pair_block(inputs, pair_weight, weights, start, count, top_k, confident_below, pair_fsums, b)
+
+
+@njit(**KERNEL_OPTIONS)
+def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
+                        confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred, row_stats,
+                        nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, first_task, task_step):
+    """_compare_tasks_short's twin for long rows (C > 32)."""
+    floats, integers, columns = K._new_scratch(block_rows, first.shape[1])
+    exp_chunk = np.empty(K.EXP_SCRATCH, dtype=np.float32)  # see kernels._exp_sums_f32
+    exp_chunk64 = np.empty(K.EXP_SCRATCH)  # see kernels.exp_sums
+    inputs, pair_weight = _new_pair_scratch(addresses.shape[0], block_rows)
+    n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
+    for task in range(first_task, n_tasks, task_step):
+        for b in range(task * blocks_per_task, min(nblocks, (task + 1) * blocks_per_task)):
+            start = b * block_rows
+            count = min(block_rows, first.shape[0] - start)
+            for m in range(addresses.shape[0]):
+                scores = _array_like_at(first, addresses[m])
+                K._reset_block(fsums[m], icounts[m], b)
+                K._walk_long_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, mode, proba_eps,
+                                   sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
+                                   icounts[m], float32_math, exp_chunk, exp_chunk64)
+                K._finish_block(first.shape[1], mode, top_k, row_losses, row_stats[m], b, start, count, floats,
+                                integers, fsums[m], icounts[m])
+                _pair_inputs(mode, count, floats, integers, inputs[m])
+            _pair_block(inputs, pair_weight, weights, start, count, top_k, confident_below, pair_fsums, b)
+
+
+@njit(**KERNEL_OPTIONS)
+def _new_pair_scratch(n_models, block_rows):
+    """Per model, a block's pair inputs (rows IN_*); and the block's row weights."""
+    return np.empty((n_models, PAIR_INPUTS, block_rows + K.SCRATCH_PAD)), np.empty(block_rows + K.SCRATCH_PAD)
+
+
+@njit(**KERNEL_OPTIONS)
+def _pair_inputs(mode, count, floats, integers, inputs):
+    """A model's pair inputs (rows IN_*) from the score kernel's scratch of a finished block.
+
+    The values kernels._finish_block writes to row_stats (S_LOSS, S_BRIER,
+    S_RANK, S_P_TRUE), NaN for rows not counted, read from its scratch
+    (see kernels._new_scratch for the rows).
+    """
+    rest, loss_of, brier, target, e_true = floats[1], floats[3], floats[4], floats[7], floats[12]
+    ahead, status = integers[0], integers[2]
+    for r in range(count):
+        ok = status[r] == ROW_OK
+        p_true = e_true[r] / (1.0 + rest[r]) if mode == MODE_LOGITS else target[r]
+        inputs[IN_LOSS, r] = loss_of[r] if ok else np.nan
+        inputs[IN_BRIER, r] = brier[r] if ok else np.nan
+        inputs[IN_RANK, r] = np.float64(ahead[r]) if ok else np.nan
+        inputs[IN_P_TRUE, r] = p_true if ok else np.nan
+
+
+@njit(**KERNEL_OPTIONS)
+def _pair_block(inputs, pair_weight, weights, start, count, top_k, confident_below, pair_fsums, b):
+    """Block b's paired sums of every pair of models (a before b) into pair_fsums[pair, b]."""
+    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
+    if weights.shape[0] != 0:
+        for r in range(count):
+            pair_weight[r] = np.float64(weights[start + r])
+    else:
+        for r in range(count):
+            pair_weight[r] = 1.0
+    pair = 0
+    for a in range(inputs.shape[0]):
+        for other in range(a + 1, inputs.shape[0]):
+            _pair_sums(inputs[a], inputs[other], pair_weight, count, confident_below, pair_fsums[pair], b)
+            for k in range(top_k.shape[0]):
+                _pair_table(inputs[a], inputs[other], pair_weight, count, np.float64(top_k[k]), pair_fsums[pair], b,
+                            P_TABLE + TABLE_COLUMNS * k)
+            pair += 1
+
+
 def pair_blocks(stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums):
     """Per-block paired sums of rows [0, len(stats_a)) into ``fsums`` (one row per block); returns the block count.
 
-    ``stats_a`` / ``stats_b``: per-row ``kernels.S_*`` columns of the two
-    models (NaN loss: the row was not counted); ``weights``: the row
-    weights, or empty for unit weights.  The blocks run on the thread pool
-    (fastce._parallel).
+    For models scored apart (see the module's docstring): ``stats_a`` /
+    ``stats_b`` the per-row ``kernels.S_*`` columns of the two models (NaN
+    loss: the row was not counted); ``weights``: the row weights, or empty
+    for unit weights; ``fsums`` (1, blocks, P columns).  The blocks run on
+    the thread pool (fastce._parallel).
     """
     nblocks = (stats_a.shape[0] + block_rows - 1) // block_rows
     run_tasks(_pair_tasks, (stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums), nblocks)
@@ -84,37 +255,33 @@ def pair_blocks(stats_a, stats_b, weights, top_k, confident_below, block_rows, f
 def _pair_tasks(stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums, first_task, task_step):
     """Blocks ``first_task, first_task + task_step, ...`` of pair_blocks (see there).
 
-    Each block's columns are first copied into contiguous scratch rows
-    (``columns``: loss, Brier, rank, p(true class) of A, then of B; unit
-    weights or the block's weights): read in place, the per-row statistics
-    are 5 floats apart, a stride LLVM does not vectorise.  The loops over the
-    scratch are branch-free and vectorised (tests/test_vectorised.py).
+    Each block's per-row statistics are first copied into contiguous pair
+    inputs: read in place they are 5 floats apart, a stride LLVM does not
+    vectorise.
     """
     n_rows = stats_a.shape[0]
     nblocks = (n_rows + block_rows - 1) // block_rows
-    weighted = weights.shape[0] != 0
-    columns = np.empty((9, block_rows))
+    inputs, pair_weight = _new_pair_scratch(2, block_rows)
     for b in range(first_task, nblocks, task_step):  # each block writes its own row of fsums: no thread sees another's
         lo = b * block_rows
         count = min(n_rows, lo + block_rows) - lo
-        for r in range(count):
-            columns[0, r] = stats_a[lo + r, S_LOSS]
-            columns[1, r] = stats_a[lo + r, S_BRIER]
-            columns[2, r] = stats_a[lo + r, S_RANK]
-            columns[3, r] = stats_a[lo + r, S_P_TRUE]
-            columns[4, r] = stats_b[lo + r, S_LOSS]
-            columns[5, r] = stats_b[lo + r, S_BRIER]
-            columns[6, r] = stats_b[lo + r, S_RANK]
-            columns[7, r] = stats_b[lo + r, S_P_TRUE]
-            columns[8, r] = np.float64(weights[lo + r]) if weighted else 1.0
-        _pair_sums(columns, count, confident_below, fsums, b)
-        for k in range(top_k.shape[0]):
-            _pair_table(columns, count, np.float64(top_k[k]), fsums, b, P_TABLE + TABLE_COLUMNS * k)
+        _copy_stats(stats_a, lo, count, inputs[0])
+        _copy_stats(stats_b, lo, count, inputs[1])
+        _pair_block(inputs, pair_weight, weights, lo, count, top_k, confident_below, fsums, b)
 
 
 @njit(**KERNEL_OPTIONS)
-def _pair_sums(columns, count, confident_below, fsums, b):
-    """The paired sums P_ROWS ... P_CWA_DL of a block's scratch (see _pair_tasks) into fsums[b].
+def _copy_stats(stats, lo, count, inputs):
+    for r in range(count):
+        inputs[IN_LOSS, r] = stats[lo + r, S_LOSS]
+        inputs[IN_BRIER, r] = stats[lo + r, S_BRIER]
+        inputs[IN_RANK, r] = stats[lo + r, S_RANK]
+        inputs[IN_P_TRUE, r] = stats[lo + r, S_P_TRUE]
+
+
+@njit(**KERNEL_OPTIONS)
+def _pair_sums(inputs_a, inputs_b, weight, count, confident_below, fsums, b):
+    """The paired sums P_ROWS ... P_CWA_DL of a block's pair inputs (rows IN_*) of models A and B into fsums[b].
 
     Loops of selects, no branch, each with at most 4 local (reassociable)
     sums: LLVM leaves a loop with more accumulators than vector registers
@@ -122,14 +289,13 @@ def _pair_sums(columns, count, confident_below, fsums, b):
     AVX-512 (7.4 against 0.6 ns per row for the same sums in loops of 4,
     measured in cache).  A row not counted under one of the models (NaN
     loss) gets weight 0 and adds nothing; d = 0 where a loss is infinite.
-    The scratch stays in cache.  A leaf with 512-bit vectors on AVX-512
+    The pair inputs stay in cache.  A leaf with 512-bit vectors on AVX-512
     hosts (see _vecmath.prefer_wide_vectors).
     """
     prefer_wide_vectors()
     inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
-    loss_a, brier_a, rank_a, p_true_a = columns[0], columns[1], columns[2], columns[3]
-    loss_b, brier_b, rank_b, p_true_b = columns[4], columns[5], columns[6], columns[7]
-    weight = columns[8]
+    loss_a, brier_a, rank_a, p_true_a = inputs_a[IN_LOSS], inputs_a[IN_BRIER], inputs_a[IN_RANK], inputs_a[IN_P_TRUE]
+    loss_b, brier_b, rank_b, p_true_b = inputs_b[IN_LOSS], inputs_b[IN_BRIER], inputs_b[IN_RANK], inputs_b[IN_P_TRUE]
     rows = w_sum = w2_sum = inf_rows = 0.0
     for r in range(count):
         joint = (loss_a[r] == loss_a[r]) & (loss_b[r] == loss_b[r])
@@ -210,21 +376,21 @@ def _confidently_wrong_sums(loss_right, loss_wrong, rank_right, rank_wrong, p_tr
 
 
 @njit(**KERNEL_OPTIONS)
-def _pair_table(columns, count, k, fsums, b, column):
-    """The 2 x 2 table of "true class ranked < k" of a block's scratch into fsums[b, column:column + 12].
+def _pair_table(inputs_a, inputs_b, weight, count, k, fsums, b, column):
+    """The 2 x 2 table of "true class ranked < k" of a block's pair inputs into fsums[b, column:column + 12].
 
     Cells in the order BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG, each (rows,
     weight, squared weight), one loop per cell (see _table_cell).
     """
     inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
-    _table_cell(columns, count, k, True, True, fsums, b, column + 3 * BOTH_RIGHT)
-    _table_cell(columns, count, k, True, False, fsums, b, column + 3 * ONLY_A)
-    _table_cell(columns, count, k, False, True, fsums, b, column + 3 * ONLY_B)
-    _table_cell(columns, count, k, False, False, fsums, b, column + 3 * BOTH_WRONG)
+    _table_cell(inputs_a, inputs_b, weight, count, k, True, True, fsums, b, column + 3 * BOTH_RIGHT)
+    _table_cell(inputs_a, inputs_b, weight, count, k, True, False, fsums, b, column + 3 * ONLY_A)
+    _table_cell(inputs_a, inputs_b, weight, count, k, False, True, fsums, b, column + 3 * ONLY_B)
+    _table_cell(inputs_a, inputs_b, weight, count, k, False, False, fsums, b, column + 3 * BOTH_WRONG)
 
 
 @njit(**KERNEL_OPTIONS)
-def _table_cell(columns, count, k, a_right, b_right, fsums, b, at):
+def _table_cell(inputs_a, inputs_b, weight, count, k, a_right, b_right, fsums, b, at):
     """(rows, weight, squared weight) of the joint rows where "ranks the true class < k" is ``a_right``
     under A and ``b_right`` under B, into fsums[b, at:at + 3].
 
@@ -233,7 +399,7 @@ def _table_cell(columns, count, k, a_right, b_right, fsums, b, at):
     """
     prefer_wide_vectors()
     inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
-    loss_a, rank_a, loss_b, rank_b, weight = columns[0], columns[2], columns[4], columns[6], columns[8]
+    loss_a, rank_a, loss_b, rank_b = inputs_a[IN_LOSS], inputs_a[IN_RANK], inputs_b[IN_LOSS], inputs_b[IN_RANK]
     a_wrong = not a_right
     b_wrong = not b_right
     rows = w_sum = w2_sum = 0.0
