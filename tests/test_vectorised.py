@@ -82,13 +82,16 @@ def test_score_kernel_hot_loops_are_packed_simd(name):
     assert PACKED_DOUBLE.search(asm), f"{name}: no packed float64 instruction on ymm/zmm registers"
 
 
+@pytest.mark.parametrize("pair_inputs", [False, True], ids=["evaluate", "compare"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_two_class_block_is_one_packed_simd_loop(dtype):
+def test_two_class_block_is_one_packed_simd_loop(dtype, pair_inputs):
     """The two-class logits block (kernels._two_class_block): one loop, every row's math in SIMD lanes.
 
     It vectorises only as long as its reductions stay few (16 kept it scalar,
     3x slower than the general path it replaces) and its per-row helper is
-    inlined: the packed exp and log FMAs are the check.
+    inlined: the packed exp and log FMAs are the check.  compare's copy also
+    stores each row's pair inputs: with a run-time row stride the loop then
+    needed more run-time alias checks than LLVM allows, and stayed scalar.
     """
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
@@ -98,9 +101,11 @@ def test_two_class_block_is_one_packed_simd_loop(dtype):
     none = kernels_input(np.empty(0))
     fsums = np.zeros((1, kernels.fsums_columns(2)))
     icounts = np.zeros((1, kernels.NUM_ICOUNTS), dtype=np.int64)
-    asm = _fresh_asm(kernels._two_class_block, scores, labels, none, none, np.int64(kernels.NO_LABEL), False,
-                     kernels_input(np.array([1, 5])), 1e-3, 0, 0, 512, np.empty(512), np.empty((10, 512)), fsums,
-                     icounts)
+    args = (scores, labels, none, none, np.int64(kernels.NO_LABEL), False, kernels_input(np.array([1, 5])), 1e-3, 0,
+            0, 512, np.empty(512))
+    n_terms = kernels.N_TERMS + (kernels.PAIR_INPUTS if pair_inputs else 0)
+    asm = _fresh_asm(kernels._two_class_block, *args, np.empty((n_terms, kernels.TERM_ROW)), fsums, icounts,
+                     *([True] if pair_inputs else []))
     fmas = re.findall(r"\bvfn?madd\d+pd\s+.*%[yz]mm", asm)
     assert len(fmas) >= 20, f"_two_class_block: {len(fmas)} packed float64 FMAs (the exp and log alone have 20)"
 

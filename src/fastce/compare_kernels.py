@@ -74,14 +74,16 @@ BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG = 0, 1, 2, 3
 # kernel functions compare's kernels call: after changing kernels.py, touch
 # this file (or clear the cache) when working from a source tree.
 S_LOSS, S_P_TRUE, S_BRIER, S_RANK = 0, 1, 3, 4
-ROW_OK, MODE_LOGITS = 0, 0
+ROW_OK, MODE_LOGITS, RARE_C_ROWS, RARE_BLOCK = 0, 0, 0, -1
 assert (S_LOSS, S_P_TRUE, S_BRIER, S_RANK) == (K.S_LOSS, K.S_P_TRUE, K.S_BRIER, K.S_RANK)
-assert (ROW_OK, MODE_LOGITS) == (K.ROW_OK, K.MODE_LOGITS)
+assert (ROW_OK, MODE_LOGITS, RARE_C_ROWS, RARE_BLOCK) == (K.ROW_OK, K.MODE_LOGITS, K.C_ROWS, K.RARE_BLOCK)
 
 
-# Rows of a model's per-block pair inputs (see _pair_inputs, pair_blocks): NaN loss where the row is not counted.
-IN_LOSS, IN_BRIER, IN_RANK, IN_P_TRUE = range(4)
+# Rows of a model's per-block pair inputs (kernels.IN_*: see _pair_inputs).
+IN_LOSS, IN_BRIER, IN_RANK, IN_P_TRUE = 0, 1, 2, 3
 PAIR_INPUTS = 4
+assert (IN_LOSS, IN_BRIER, IN_RANK, IN_P_TRUE, PAIR_INPUTS) == (K.IN_LOSS, K.IN_BRIER, K.IN_RANK, K.IN_P_TRUE,
+                                                              K.PAIR_INPUTS)
 
 
 def pair_columns(n_k: int) -> int:
@@ -129,11 +131,30 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
             raise ValueError("compare_blocks needs C-contiguous views of one shape and dtype")
     addresses = np.array([view.__array_interface__["data"][0] for view in views], dtype=np.int64)
     blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))  # as accumulate_matrix
-    kernel = _compare_tasks_short if first.shape[1] <= K.COLUMN_WALK_MAX_CLASSES else _compare_tasks_long
+    two_class = mode == K.MODE_LOGITS and first.shape[1] == 2 and row_stats.shape[1] == 0
+    if first.shape[1] > K.COLUMN_WALK_MAX_CLASSES:
+        kernel = _compare_tasks_long
+    else:
+        kernel = _compare_tasks_two_class if two_class else _compare_tasks_short
     run_tasks(kernel, (first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
                        confident_below, _EMPTY_F64, np.int64(K.NO_LABEL), False, _NO_ROW_LOSSES, _NO_ROW_PRED,
                        row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums),
               -(-nblocks // blocks_per_task))
+    if two_class:
+        # Blocks with a non-finite row or an infinite loss under some model
+        # (see kernels._two_class_block): the general path, one block at a time.
+        for b in np.flatnonzero(icounts[0, :nblocks, K.C_ROWS] == K.RARE_BLOCK):
+            start, stop = b * block_rows, min((b + 1) * block_rows, first.shape[0])
+            block_fsums, block_icounts = fsums[:, b:b + 1].copy(), icounts[:, b:b + 1].copy()
+            block_pairs = pair_fsums[:, b:b + 1].copy()
+            run_tasks(_compare_tasks_short,
+                      (views[0][start:stop], addresses + start * first.strides[0], labels[start:stop],
+                       weights[start:stop] if weights.shape[0] else weights, top_k, mode, proba_eps, sum_tolerance,
+                       float32_math, confident_below, _EMPTY_F64, np.int64(K.NO_LABEL), False, _NO_ROW_LOSSES,
+                       _NO_ROW_PRED, row_stats, 1, block_rows, 1, block_fsums, block_icounts, block_pairs), 1)
+            first_rows = block_icounts[:, 0, K.FIRST_NONFINITE:]
+            first_rows[first_rows >= 0] += start  # numbered from the block's start there
+            fsums[:, b], icounts[:, b], pair_fsums[:, b] = block_fsums[:, 0], block_icounts[:, 0], block_pairs[:, 0]
 
 
 @njit(**KERNEL_OPTIONS)
@@ -163,7 +184,43 @@ def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_e
                 K._finish_block(first.shape[1], mode, top_k, row_losses, row_stats[m], b, start, count, floats,
                                 integers, fsums[m], icounts[m])
                 _pair_inputs(mode, count, floats, integers, inputs[m])
-            _pair_block(inputs, pair_weight, weights, start, count, top_k, confident_below, pair_fsums, b)
+            _pair_block(inputs, 0, pair_weight, weights, start, count, top_k, confident_below, pair_fsums, b)
+
+
+@njit(**KERNEL_OPTIONS)
+def _compare_tasks_two_class(first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
+                             confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred,
+                             row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, first_task,
+                             task_step):
+    """_compare_tasks_short for two-class logits, by kernels._two_class_block (evaluate's two-class path).
+
+    A block that is rare under some model is marked in ``icounts[0, b,
+    C_ROWS]`` (RARE_BLOCK) for compare_blocks to hand to the general path:
+    a kernel of its own, compiled only when such a block occurs.
+    """
+    row_weight = np.empty(block_rows)
+    # Per model, the terms of kernels._two_class_block, then its pair inputs (rows N_TERMS + IN_*).
+    terms = np.empty((addresses.shape[0], K.N_TERMS + PAIR_INPUTS, K.TERM_ROW))
+    pair_weight = np.empty(block_rows)
+    n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
+    for task in range(first_task, n_tasks, task_step):
+        for b in range(task * blocks_per_task, min(nblocks, (task + 1) * blocks_per_task)):
+            start = b * block_rows
+            count = min(block_rows, first.shape[0] - start)
+            rare = False
+            for m in range(addresses.shape[0]):
+                scores = _array_like_at(first, addresses[m])
+                K._reset_block(fsums[m], icounts[m], b)
+                if not K._two_class_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, top_k,
+                                          sum_tolerance, b, start, count, row_weight, terms[m], fsums[m], icounts[m],
+                                          True):
+                    rare = True
+                    break
+            if rare:
+                icounts[0, b, RARE_C_ROWS] = RARE_BLOCK
+            else:
+                _pair_block(terms, K.N_TERMS, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,
+                            b)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -189,7 +246,7 @@ def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_ep
                 K._finish_block(first.shape[1], mode, top_k, row_losses, row_stats[m], b, start, count, floats,
                                 integers, fsums[m], icounts[m])
                 _pair_inputs(mode, count, floats, integers, inputs[m])
-            _pair_block(inputs, pair_weight, weights, start, count, top_k, confident_below, pair_fsums, b)
+            _pair_block(inputs, 0, pair_weight, weights, start, count, top_k, confident_below, pair_fsums, b)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -218,8 +275,11 @@ def _pair_inputs(mode, count, floats, integers, inputs):
 
 
 @njit(**KERNEL_OPTIONS)
-def _pair_block(inputs, pair_weight, weights, start, count, top_k, confident_below, pair_fsums, b):
-    """Block b's paired sums of every pair of models (a before b) into pair_fsums[pair, b]."""
+def _pair_block(inputs, first_row, pair_weight, weights, start, count, top_k, confident_below, pair_fsums, b):
+    """Block b's paired sums of every pair of models (a before b) into pair_fsums[pair, b].
+
+    ``inputs[m, first_row + IN_*]``: model m's pair inputs of the block.
+    """
     inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     if weights.shape[0] != 0:
         for r in range(count):
@@ -230,9 +290,10 @@ def _pair_block(inputs, pair_weight, weights, start, count, top_k, confident_bel
     pair = 0
     for a in range(inputs.shape[0]):
         for other in range(a + 1, inputs.shape[0]):
-            _pair_sums(inputs[a], inputs[other], pair_weight, count, confident_below, pair_fsums[pair], b)
+            inputs_a, inputs_b = inputs[a][first_row:], inputs[other][first_row:]
+            _pair_sums(inputs_a, inputs_b, pair_weight, count, confident_below, pair_fsums[pair], b)
             for k in range(top_k.shape[0]):
-                _pair_table(inputs[a], inputs[other], pair_weight, count, np.float64(top_k[k]), pair_fsums[pair], b,
+                _pair_table(inputs_a, inputs_b, pair_weight, count, np.float64(top_k[k]), pair_fsums[pair], b,
                             P_TABLE + TABLE_COLUMNS * k)
             pair += 1
 
@@ -267,7 +328,7 @@ def _pair_tasks(stats_a, stats_b, weights, top_k, confident_below, block_rows, f
         count = min(n_rows, lo + block_rows) - lo
         _copy_stats(stats_a, lo, count, inputs[0])
         _copy_stats(stats_b, lo, count, inputs[1])
-        _pair_block(inputs, pair_weight, weights, lo, count, top_k, confident_below, fsums, b)
+        _pair_block(inputs, 0, pair_weight, weights, lo, count, top_k, confident_below, fsums, b)
 
 
 @njit(**KERNEL_OPTIONS)

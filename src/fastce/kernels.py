@@ -38,7 +38,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from fastce import _lanes as lanes
-from fastce._config import KERNEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS, MAX_BLOCK_ROWS
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
 from fastce._vecmath import (
@@ -74,6 +74,10 @@ M_W2, M_W2LOSS, M_W2LOSS2, M_W2BRIER, M_W2BRIER2, M_W2TOPK = 0, 1, 2, 3, 4, 5
 # p(predicted class), Brier term (the full multiclass sum), rank of the true class.
 S_LOSS, S_P_TRUE, S_P_TOP, S_BRIER, S_RANK = range(5)
 ROW_STATS_COLUMNS = 5
+# Rows of compare's per-block pair inputs (see compare_kernels): a row's
+# unweighted loss (NaN where not counted), Brier term, rank, p(true class).
+IN_LOSS, IN_BRIER, IN_RANK, IN_P_TRUE = range(4)
+PAIR_INPUTS = 4
 
 
 def fsums_columns(n_k: int) -> int:
@@ -717,6 +721,8 @@ def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore
 # Rows of a block's ``terms`` scratch: each block sum's per-row terms (see store_sums).
 T_LOSS, T_BRIER, T_HIT, T_HIT2, T_W2, T_W2LOSS, T_W2LOSS2, T_W2BRIER, T_W2BRIER2, T_WEIGHT = range(10)
 N_TERMS = 10
+# Length of a row of _two_class_block's ``terms``, a literal (see there): every block fits.
+TERM_ROW = MAX_BLOCK_ROWS + SCRATCH_PAD
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -1005,8 +1011,9 @@ def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
     two logits (float64 values of the input's entries), with the same operations in the same
     order, so that each row's loss, Brier term and rank are those of the general path, bit for bit.
 
-    Returns (ok, ignored, finite, loss, brier, other class ahead of the true one, row max):
-    ok means finite and not ignored.  Inlined into its callers by LLVM: called, it kept their loop scalar.
+    Returns (ok, ignored, finite, loss, brier, other class ahead of the true one, row max, p(true class)):
+    ok means finite and not ignored.  Inlined into its callers by LLVM: called, it kept their loop scalar
+    (and drops what a caller does not use, such as p(true class) for evaluate).
     """
     inline_into_callers()
     ignored = label == ignore_label
@@ -1043,7 +1050,8 @@ def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
     u = 1.0 + a
     corrected = log_positive(u) - ((u - 1.0) - a) * inverse
     loss = value + (a if u == 1.0 else corrected)
-    return ok, ignored, finite, loss, brier, ahead, high
+    p_true = e_true / total  # as _pair_inputs reads it from the general path's scratch
+    return ok, ignored, finite, loss, brier, ahead, high, p_true
 
 
 # _two_class_block counts two kinds of rows in one float sum: one + _COUNT_SCALE * other
@@ -1053,7 +1061,7 @@ _COUNT_SCALE = 2.0 ** 20
 
 @njit(**KERNEL_OPTIONS)
 def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance,
-                     b, start, count, row_weight, terms, fsums, icounts):
+                     b, start, count, row_weight, terms, fsums, icounts, pair_inputs=None):
     """Block b of two-class logits in one vectorised loop over its rows; False (nothing written) for a rare block.
 
     The general short-row path (_walk_short_block, _finish_block) runs some
@@ -1070,10 +1078,21 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     every counted row.  LLVM vectorises this loop only with few
     reductions: the counters are paired in one sum each (see _COUNT_SCALE)
     and the rare rows are found from the counts and the loss sum.
+
+    ``pair_inputs`` (True in compare's kernel; None for evaluate, whose copy
+    then has no such code): also each row's loss, Brier term, rank and
+    p(true class) into ``terms`` rows N_TERMS + IN_LOSS ... IN_P_TRUE, NaN
+    for rows not counted, as compare_kernels._pair_inputs reads them from the
+    general path.  ``terms``: N_TERMS (+ PAIR_INPUTS) rows of TERM_ROW.
     """
     prefer_wide_vectors()
     inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     flat = scores.reshape(scores.shape[0] * 2)  # a literal row width: see _copy_fixed_width
+    # The terms' rows a literal TERM_ROW apart: LLVM then
+    # sees that the rows' stores never overlap, where a run-time row stride
+    # needs a run-time check per pair of rows -- with compare's pair inputs,
+    # more checks than LLVM allows, and the loop stayed scalar.
+    cells = terms.reshape(terms.shape[0] * TERM_ROW)
     weighted_rows = sample_weight.shape[0] != 0
     weighted_classes = class_weight.shape[0] != 0
     w0 = np.float64(class_weight[0]) if weighted_classes else 1.0
@@ -1100,26 +1119,33 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
         label = np.int64(labels[i])
         z0 = as_float64(flat[np.uint64(2) * i])
         z1 = as_float64(flat[np.uint64(2) * i + np.uint64(1)])
-        ok, ignored, finite, loss, brier, ahead, high = _two_class_row(z0, z1, label, ignore_label, ties_to_last)
+        ok, ignored, finite, loss, brier, ahead, high, p_true = _two_class_row(z0, z1, label, ignore_label,
+                                                                              ties_to_last)
+        u = np.uint64(r)
+        if pair_inputs is not None:  # pruned by numba where pair_inputs is None
+            cells[np.uint64((N_TERMS + IN_LOSS) * TERM_ROW) + u] = loss if ok else np.nan
+            cells[np.uint64((N_TERMS + IN_BRIER) * TERM_ROW) + u] = brier if ok else np.nan
+            cells[np.uint64((N_TERMS + IN_RANK) * TERM_ROW) + u] = (1.0 if ahead else 0.0) if ok else np.nan
+            cells[np.uint64((N_TERMS + IN_P_TRUE) * TERM_ROW) + u] = p_true if ok else np.nan
         w = row_weight[r] if ok else 0.0
         counted = w != 0.0
         # Infinite weighted losses make the loss sum infinite: the block is then rare.
         weighted = w * loss if counted else 0.0
         bri = brier if counted else 0.0
-        terms[T_WEIGHT, r] = w
-        terms[T_LOSS, r] = weighted
-        terms[T_BRIER, r] = w * bri
+        cells[np.uint64(T_WEIGHT * TERM_ROW) + u] = w
+        cells[np.uint64(T_LOSS * TERM_ROW) + u] = weighted
+        cells[np.uint64(T_BRIER * TERM_ROW) + u] = w * bri
         hit = 0.0 if ahead else w
-        terms[T_HIT, r] = hit
-        terms[T_HIT2, r] = hit * w
+        cells[np.uint64(T_HIT * TERM_ROW) + u] = hit
+        cells[np.uint64(T_HIT2 * TERM_ROW) + u] = hit * w
         # The moments as _block_terms (no infinite w * loss here).
         w2 = w * w
         loss_m = loss if counted else 0.0
-        terms[T_W2, r] = w2
-        terms[T_W2LOSS, r] = w2 * loss_m
-        terms[T_W2LOSS2, r] = w2 * (loss_m * loss_m)
-        terms[T_W2BRIER, r] = w2 * bri
-        terms[T_W2BRIER2, r] = w2 * (bri * bri)
+        cells[np.uint64(T_W2 * TERM_ROW) + u] = w2
+        cells[np.uint64(T_W2LOSS * TERM_ROW) + u] = w2 * loss_m
+        cells[np.uint64(T_W2LOSS2 * TERM_ROW) + u] = w2 * (loss_m * loss_m)
+        cells[np.uint64(T_W2BRIER * TERM_ROW) + u] = w2 * bri
+        cells[np.uint64(T_W2BRIER2 * TERM_ROW) + u] = w2 * (bri * bri)
         # Counts: sums of small integers, exact in any order.
         ok_ignored = add_reassoc(ok_ignored, (1.0 if ok else 0.0) + (_COUNT_SCALE if ignored else 0.0))
         # Probability-like rows (see _probability_like_columns).
@@ -1184,7 +1210,7 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
     this kernel cost 1.1 s more on a first call at C = 2).
     """
     row_weight = np.empty(block_rows)
-    terms = np.empty((N_TERMS, block_rows + SCRATCH_PAD))  # see _two_class_block
+    terms = np.empty((N_TERMS, TERM_ROW))  # see _two_class_block
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task
