@@ -380,3 +380,27 @@ def test_models_of_mixed_dtypes_each_equal_evaluate():
         assert c.metrics[name] == fastce.evaluate(y, logits=z, top_k=(1, 3))
     same = fastce.compare(y, logits={n: z.astype(np.float64) for n, z in mixed.items()}, top_k=(1, 3))
     assert c.table("A", "B") == same.table("A", "B")
+
+
+@pytest.mark.filterwarnings("ignore::fastce.errors.OmittedRowsWarning", "ignore::fastce.errors.TopKWarning")
+@pytest.mark.parametrize("n_classes", [2, 10])
+def test_unit_weights_give_the_numbers_of_weights_of_one(n_classes):
+    """Without weights the pair sums come from fewer loops (compare_kernels._unit_pair_sums): the same numbers."""
+    y, models = three_models(n=5000, c=n_classes, seed=24)
+    models["B"][3, 0] = np.nan
+    models["A"][9, 1] = np.inf
+    plain = fastce.compare(y, logits=models, top_k=(1, 2), nan_policy="omit")
+    ones = fastce.compare(y, logits=models, top_k=(1, 2), nan_policy="omit", sample_weight=np.ones(5000))
+    for a, b in [("A", "B"), ("A", "C"), ("B", "C")]:
+        for metric, k in [("cross_entropy", None), ("brier", None), ("accuracy", None), ("top_k_accuracy", 2)]:
+            d1, d2 = plain.delta(b, a, metric, k=k), ones.delta(b, a, metric, k=k)
+            assert d1.estimate == pytest.approx(d2.estimate, rel=1e-12, abs=1e-15, nan_ok=True)
+            assert d1.stderr == pytest.approx(d2.stderr, rel=1e-12, nan_ok=True)
+        for k in (1, 2):
+            assert plain.table(a, b, k=k) == ones.table(a, b, k=k)
+        assert plain.correlation(a, b) == pytest.approx(ones.correlation(a, b), rel=1e-12, nan_ok=True)
+        for under, other in ((a, b), (b, a)):
+            cw1, cw2 = plain.confidently_wrong(under, other), ones.confidently_wrong(under, other)
+            assert cw1["rows"] == cw2["rows"]
+            assert cw1["loss_difference_share"] == pytest.approx(cw2["loss_difference_share"], rel=1e-12,
+                                                                 nan_ok=True)
