@@ -3,8 +3,9 @@
 Usage::
 
     python benchmarks/compare_cost.py [--classes 10 100 1000] [--models 2 3] [--mb 256] [--repeats 5]
+                                      [--weighted] [--proba]
 
-Both sides read the same in-memory float32 logits (``--mb`` of scores per
+Both sides read the same in-memory float32 logits (or probabilities) (``--mb`` of scores per
 model), best of ``--repeats`` alternated runs; prints the ratio
 compare / (K x evaluate).  The goal is at most 1.10.  Asserts nothing.
 """
@@ -34,20 +35,34 @@ def main(argv=None) -> int:
     parser.add_argument("--models", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--mb", type=float, default=256)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--weighted", action="store_true", help="random sample weights on both sides")
+    parser.add_argument("--proba", action="store_true", help="softmax probabilities (proba=) instead of logits")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     for c in args.classes:
         rows = max(1, int(args.mb * 2**20 / (4 * c)))
         y = rng.integers(0, c, rows)
         models = {chr(65 + i): rng.standard_normal((rows, c), dtype=np.float32) for i in range(max(args.models))}
+        if args.proba:
+            for z in models.values():
+                np.exp(z - z.max(axis=1, keepdims=True), out=z)
+                z /= z.sum(axis=1, keepdims=True)
+        key = "proba" if args.proba else "logits"
+        w = rng.random(rows) if args.weighted else None
         for k in args.models:
             chosen = dict(list(models.items())[:k])
-            fastce.compare(y, logits=chosen)  # compile / warm up
+            fastce.compare(y, **{key: chosen}, sample_weight=w)  # compile / warm up
             # Alternated, best of each: this machine's speed drifts by 10% within a minute.
+            def evaluate_each():
+                return [fastce.evaluate(y, **{key: z}, sample_weight=w) for z in chosen.values()]
+
+            def compare_all():
+                return fastce.compare(y, **{key: chosen}, sample_weight=w)
+
             separate = together = np.inf
             for _ in range(args.repeats):
-                separate = min(separate, best_time(lambda: [fastce.evaluate(y, logits=z) for z in chosen.values()], 1))
-                together = min(together, best_time(lambda: fastce.compare(y, logits=chosen), 1))
+                separate = min(separate, best_time(evaluate_each, 1))
+                together = min(together, best_time(compare_all, 1))
             print(f"C={c:<6d} models={k}  {k} x evaluate {separate:.3f} s  compare {together:.3f} s  "
                   f"ratio {together / separate:.2f}")
     return 0
