@@ -385,7 +385,10 @@ def test_models_of_mixed_dtypes_each_equal_evaluate():
 @pytest.mark.filterwarnings("ignore::fastce.errors.OmittedRowsWarning", "ignore::fastce.errors.TopKWarning")
 @pytest.mark.parametrize("n_classes", [2, 10])
 def test_unit_weights_give_the_numbers_of_weights_of_one(n_classes):
-    """Without weights the pair sums come from fewer loops (compare_kernels._unit_pair_sums): the same numbers."""
+    """Without weights the pair sums come from fewer loops (compare_kernels._clean_pair_sums): the same numbers.
+
+    Rows not counted, or of infinite loss, make their blocks take the masked sums: both kinds are here.
+    """
     y, models = three_models(n=5000, c=n_classes, seed=24)
     models["B"][3, 0] = np.nan
     models["A"][9, 1] = np.inf

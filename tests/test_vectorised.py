@@ -110,8 +110,7 @@ def test_two_class_block_is_one_packed_simd_loop(dtype, pair_inputs):
     assert len(fmas) >= 20, f"_two_class_block: {len(fmas)} packed float64 FMAs (the exp and log alone have 20)"
 
 
-@pytest.mark.parametrize("name", ["_pair_sums", "_table_cell", "_unit_pair_sums", "_unit_pair_table",
-                                  "_clean_pair_sums", "_clean_pair_table"])
+@pytest.mark.parametrize("name", ["_pair_sums", "_table_cell", "_clean_pair_sums", "_clean_pair_table"])
 def test_compare_pair_loops_are_packed_simd(name):
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
@@ -122,8 +121,6 @@ def test_compare_pair_loops_are_packed_simd(name):
     args = {
         "_pair_sums": (inputs[0], inputs[1], weight, 512, 0.01, fsums, 0),
         "_table_cell": (inputs[0], inputs[1], weight, 512, 1.0, True, False, fsums, 0, compare_kernels.P_TABLE),
-        "_unit_pair_sums": (inputs[0], inputs[1], 512, 0.01, fsums, 0),
-        "_unit_pair_table": (inputs[0], inputs[1], 512, 1.0, fsums, 0, compare_kernels.P_TABLE),
         "_clean_pair_sums": (inputs[0], inputs[1], 512, 0.01, fsums, 0, 1.0, 2.0, 3.0, 4.0),
         "_clean_pair_table": (inputs[0], inputs[1], 512, 1.0, fsums, 0, compare_kernels.P_TABLE),
     }[name]

@@ -296,19 +296,12 @@ def _pair_block(inputs, first_row, clean, model_fsums, pair_weight, weights, sta
     """
     inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     weighted = weights.shape[0] != 0
-    if weighted:
-        for r in range(count):
-            pair_weight[r] = np.float64(weights[start + r])
+    filled = False  # pair_weight holds this block's weights
     pair = 0
     for a in range(inputs.shape[0]):
         for other in range(a + 1, inputs.shape[0]):
             inputs_a, inputs_b = inputs[a][first_row:], inputs[other][first_row:]
-            if weighted:
-                _pair_sums(inputs_a, inputs_b, pair_weight, count, confident_below, pair_fsums[pair], b)
-                for k in range(top_k.shape[0]):
-                    _pair_table(inputs_a, inputs_b, pair_weight, count, np.float64(top_k[k]), pair_fsums[pair], b,
-                                P_TABLE + TABLE_COLUMNS * k)
-            elif clean[a] and clean[other]:
+            if not weighted and clean[a] and clean[other]:
                 moments = K.F_TOPK + top_k.shape[0]
                 _clean_pair_sums(inputs_a, inputs_b, count, confident_below, pair_fsums[pair], b,
                                  model_fsums[a, b, K.F_LOSS], model_fsums[other, b, K.F_LOSS],
@@ -317,10 +310,15 @@ def _pair_block(inputs, first_row, clean, model_fsums, pair_weight, weights, sta
                     _clean_pair_table(inputs_a, inputs_b, count, np.float64(top_k[k]), pair_fsums[pair], b,
                                       P_TABLE + TABLE_COLUMNS * k)
             else:
-                _unit_pair_sums(inputs_a, inputs_b, count, confident_below, pair_fsums[pair], b)
+                # Weights, or (rare without them) a row not counted or of infinite loss: the masked sums.
+                if not filled:
+                    for r in range(count):
+                        pair_weight[r] = np.float64(weights[start + r]) if weighted else 1.0
+                    filled = True
+                _pair_sums(inputs_a, inputs_b, pair_weight, count, confident_below, pair_fsums[pair], b)
                 for k in range(top_k.shape[0]):
-                    _unit_pair_table(inputs_a, inputs_b, count, np.float64(top_k[k]), pair_fsums[pair], b,
-                                     P_TABLE + TABLE_COLUMNS * k)
+                    _pair_table(inputs_a, inputs_b, pair_weight, count, np.float64(top_k[k]), pair_fsums[pair], b,
+                                P_TABLE + TABLE_COLUMNS * k)
             pair += 1
 
 
@@ -443,14 +441,15 @@ _COUNT_SCALE = 2.0 ** 20
 
 @njit(**KERNEL_OPTIONS)
 def _clean_pair_sums(inputs_a, inputs_b, count, confident_below, fsums, b, la, lb, la2, lb2):
-    """_unit_pair_sums for a block whose rows are all counted, with finite losses, under both models.
+    """_pair_sums without weights, for a block whose rows are all counted, with finite losses, under both models.
 
-    No row needs a mask then: the row counts are the block's, each model's
-    sum of losses and of squared losses (``la`` ... ``lb2``) are its own
-    block sums (the same terms: w = 1), and the other 16 sums come from 8,
-    in two loops (the two confidently-wrong counts share one float sum, see
-    _COUNT_SCALE).  With the masks, the paired sums of a pair of models cost
-    2.2 ns per row in cache, as much as a two-class row of each model.
+    No row needs a mask then, and w = 1: the row counts are the block's,
+    every weighted sum equals an unweighted one (w d = d, w^2 d^2 = d^2,
+    exactly), each model's sum of losses and of squared losses (``la`` ...
+    ``lb2``) are its own block sums (the same terms), and the other sums come
+    from 8, in two loops (the two confidently-wrong counts share one float
+    sum, see _COUNT_SCALE).  _pair_sums costs 2.2 ns per row and pair in
+    cache, as much as a two-class row of each model; this, 1.2 with its table.
     """
     prefer_wide_vectors()
     inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
@@ -487,7 +486,7 @@ def _clean_pair_sums(inputs_a, inputs_b, count, confident_below, fsums, b, la, l
 
 @njit(**KERNEL_OPTIONS)
 def _clean_pair_table(inputs_a, inputs_b, count, k, fsums, b, column):
-    """_unit_pair_table for a clean block (see _clean_pair_sums): three counts, both wrong the rest."""
+    """_pair_table for a clean block (see _clean_pair_sums): three counts, both wrong the rest (weights are counts)."""
     prefer_wide_vectors()
     inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
     rank_a, rank_b = inputs_a[IN_RANK], inputs_b[IN_RANK]
@@ -499,90 +498,6 @@ def _clean_pair_table(inputs_a, inputs_b, count, k, fsums, b, column):
         only_a = add_reassoc(only_a, np.float64(right_a & wrong_b))
         only_b = add_reassoc(only_b, np.float64(wrong_a & right_b))
     neither = np.float64(count) - both - only_a - only_b
-    for cell, rows in ((BOTH_RIGHT, both), (ONLY_A, only_a), (ONLY_B, only_b), (BOTH_WRONG, neither)):
-        at = column + 3 * cell
-        fsums[b, at], fsums[b, at + 1], fsums[b, at + 2] = rows, rows, rows
-
-
-@njit(**KERNEL_OPTIONS)
-def _unit_pair_sums(inputs_a, inputs_b, count, confident_below, fsums, b):
-    """_pair_sums for unit weights: the same columns, from half the sums.
-
-    With w = 1 every weighted sum equals an unweighted one (w d = d, w^2 d^2
-    = d^2, exactly), so the 33 sums of _pair_sums come from 16, in four
-    loops of four: the pair pass cost 2.5 ns per row and pair in cache, more
-    than the two-class kernel's whole row.
-    """
-    prefer_wide_vectors()
-    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
-    loss_a, brier_a, rank_a, p_true_a = inputs_a[IN_LOSS], inputs_a[IN_BRIER], inputs_a[IN_RANK], inputs_a[IN_P_TRUE]
-    loss_b, brier_b, rank_b, p_true_b = inputs_b[IN_LOSS], inputs_b[IN_BRIER], inputs_b[IN_RANK], inputs_b[IN_P_TRUE]
-    rows = inf_rows = finite_rows = dl = 0.0
-    for r in range(count):
-        joint = (loss_a[r] == loss_a[r]) & (loss_b[r] == loss_b[r])
-        finite = _both_finite(loss_a[r], loss_b[r])
-        rows = add_reassoc(rows, np.float64(joint))
-        infinite = joint & ((abs(loss_a[r]) == np.inf) | (abs(loss_b[r]) == np.inf))
-        inf_rows = add_reassoc(inf_rows, np.float64(infinite))
-        finite_rows = add_reassoc(finite_rows, np.float64(finite))
-        dl = add_reassoc(dl, (loss_b[r] if finite else 0.0) - (loss_a[r] if finite else 0.0))
-    la = lb = la2 = lb2 = 0.0
-    for r in range(count):
-        finite = _both_finite(loss_a[r], loss_b[r])
-        a = loss_a[r] if finite else 0.0
-        bb = loss_b[r] if finite else 0.0
-        la = add_reassoc(la, a)
-        lb = add_reassoc(lb, bb)
-        la2 = add_reassoc(la2, a * a)
-        lb2 = add_reassoc(lb2, bb * bb)
-    dl2 = lab = db = db2 = 0.0
-    for r in range(count):
-        joint = (loss_a[r] == loss_a[r]) & (loss_b[r] == loss_b[r])
-        finite = _both_finite(loss_a[r], loss_b[r])
-        a = loss_a[r] if finite else 0.0
-        bb = loss_b[r] if finite else 0.0
-        d = bb - a
-        dl2 = add_reassoc(dl2, d * d)
-        lab = add_reassoc(lab, a * bb)
-        brier_d = (brier_b[r] - brier_a[r]) if joint else 0.0
-        db = add_reassoc(db, brier_d)
-        db2 = add_reassoc(db2, brier_d * brier_d)
-    cwb_rows = cwb_dl = cwa_rows = cwa_dl = 0.0
-    for r in range(count):
-        joint = (loss_a[r] == loss_a[r]) & (loss_b[r] == loss_b[r])
-        finite = _both_finite(loss_a[r], loss_b[r])
-        d = (loss_b[r] - loss_a[r]) if finite else 0.0
-        cwb = joint & (rank_a[r] < 1.0) & (rank_b[r] >= 1.0) & (p_true_b[r] < confident_below)
-        cwa = joint & (rank_b[r] < 1.0) & (rank_a[r] >= 1.0) & (p_true_a[r] < confident_below)
-        cwb_rows = add_reassoc(cwb_rows, np.float64(cwb))
-        cwb_dl = add_reassoc(cwb_dl, d * np.float64(cwb))  # d is finite: d * 0 = 0
-        cwa_rows = add_reassoc(cwa_rows, np.float64(cwa))
-        cwa_dl = add_reassoc(cwa_dl, d * np.float64(cwa))
-    fsums[b, P_ROWS], fsums[b, P_W], fsums[b, P_W2] = rows, rows, rows
-    fsums[b, P_DL], fsums[b, P_W2DL], fsums[b, P_W2DL2] = dl, dl, dl2
-    fsums[b, P_DB], fsums[b, P_W2DB], fsums[b, P_W2DB2] = db, db, db2
-    fsums[b, P_FINITE_ROWS], fsums[b, P_INF_ROWS] = finite_rows, inf_rows
-    fsums[b, P_LA], fsums[b, P_LB], fsums[b, P_LA2], fsums[b, P_LB2], fsums[b, P_LAB] = la, lb, la2, lb2, lab
-    # As _pair_sums: both confidently-wrong sums are over d = loss_b - loss_a.
-    fsums[b, P_CWB_ROWS], fsums[b, P_CWB_W], fsums[b, P_CWB_DL] = cwb_rows, cwb_rows, cwb_dl
-    fsums[b, P_CWA_ROWS], fsums[b, P_CWA_W], fsums[b, P_CWA_DL] = cwa_rows, cwa_rows, cwa_dl
-
-
-@njit(**KERNEL_OPTIONS)
-def _unit_pair_table(inputs_a, inputs_b, count, k, fsums, b, column):
-    """_pair_table for unit weights: the four cells' row counts in one loop (weights and squares are the counts)."""
-    prefer_wide_vectors()
-    inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
-    loss_a, rank_a, loss_b, rank_b = inputs_a[IN_LOSS], inputs_a[IN_RANK], inputs_b[IN_LOSS], inputs_b[IN_RANK]
-    both = only_a = only_b = neither = 0.0
-    for r in range(count):
-        joint = (loss_a[r] == loss_a[r]) & (loss_b[r] == loss_b[r])
-        right_a, wrong_a = rank_a[r] < k, rank_a[r] >= k
-        right_b, wrong_b = rank_b[r] < k, rank_b[r] >= k
-        both = add_reassoc(both, np.float64(joint & right_a & right_b))
-        only_a = add_reassoc(only_a, np.float64(joint & right_a & wrong_b))
-        only_b = add_reassoc(only_b, np.float64(joint & wrong_a & right_b))
-        neither = add_reassoc(neither, np.float64(joint & wrong_a & wrong_b))
     for cell, rows in ((BOTH_RIGHT, both), (ONLY_A, only_a), (ONLY_B, only_b), (BOTH_WRONG, neither)):
         at = column + 3 * cell
         fsums[b, at], fsums[b, at + 1], fsums[b, at + 2] = rows, rows, rows
@@ -619,13 +534,13 @@ def _pair_table(inputs_a, inputs_b, weight, count, k, fsums, b, column):
     """The 2 x 2 table of "true class ranked < k" of a block's pair inputs into fsums[b, column:column + 12].
 
     Cells in the order BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG, each (rows,
-    weight, squared weight), one loop per cell (see _table_cell).
+    weight, squared weight), one loop per cell (see _table_cell); the cell's
+    flags are run-time values: as literals, numba compiled _table_cell once
+    per cell.
     """
     inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
-    _table_cell(inputs_a, inputs_b, weight, count, k, True, True, fsums, b, column + 3 * BOTH_RIGHT)
-    _table_cell(inputs_a, inputs_b, weight, count, k, True, False, fsums, b, column + 3 * ONLY_A)
-    _table_cell(inputs_a, inputs_b, weight, count, k, False, True, fsums, b, column + 3 * ONLY_B)
-    _table_cell(inputs_a, inputs_b, weight, count, k, False, False, fsums, b, column + 3 * BOTH_WRONG)
+    for cell in range(4):  # BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG: a loop, so that _table_cell compiles once
+        _table_cell(inputs_a, inputs_b, weight, count, k, cell < 2, cell % 2 == 0, fsums, b, column + 3 * cell)
 
 
 @njit(**KERNEL_OPTIONS)

@@ -49,6 +49,8 @@ def _exercise(dtype) -> None:
         fastce.evaluate(labels, proba=proba, top_k=(1, 2))
         fastce.diagnose(labels, logits=logits)
         fastce.compare(labels, logits={"a": logits, "b": logits[::-1].copy()})
+        two = logits[:, :2].copy()
+        fastce.compare(labels % 2, logits={"a": two, "b": two[::-1].copy()})  # compare's two-class kernel
         binary = labels % 2
         fastce.evaluate(binary, logits=logits[:, 0].copy())
         fastce.evaluate(binary, proba=proba[:, 0].copy())
@@ -62,6 +64,7 @@ def _exercise(dtype) -> None:
         fastce.evaluate(wide_labels, logits=wide, top_k=(1, 2))
         fastce.evaluate(wide_labels, proba=rng.dirichlet(np.ones(40), rows).astype(dtype), top_k=(1, 2))
         fastce.diagnose(wide_labels, logits=wide)
+        fastce.compare(wide_labels, logits={"a": wide, "b": wide[::-1].copy()})
 
 
 def warmup(dtypes=DTYPES, *, report=None) -> dict:
