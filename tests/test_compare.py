@@ -407,3 +407,29 @@ def test_unit_weights_give_the_numbers_of_weights_of_one(n_classes):
             assert cw1["rows"] == cw2["rows"]
             assert cw1["loss_difference_share"] == pytest.approx(cw2["loss_difference_share"], rel=1e-12,
                                                                  nan_ok=True)
+
+
+def test_comparator_update_is_all_or_nothing(monkeypatch):
+    """An interrupt in the middle of an update (Ctrl-C; SIGTERM in ``fastce compare``) leaves the Comparator
+    as it was: a checkpoint written then once held a whole block as pending rows, which it then refused."""
+    y, models = three_models(n=3000, seed=25)
+    names = list(models)
+    cmp = fastce.Comparator(names, 10)
+    cmp.update(y[:700], [models[n][:700] for n in names])
+    before = json.dumps(cmp.state_dict())
+    real_read = ComparisonState.read
+    calls = []
+
+    def read_then_interrupt(self, *args, **kwargs):
+        calls.append(1)
+        real_read(self, *args, **kwargs)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ComparisonState, "read", read_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        cmp.update(y[700:2500], [models[n][700:2500] for n in names])  # completes a block, then reads more
+    monkeypatch.setattr(ComparisonState, "read", real_read)
+    assert json.dumps(cmp.state_dict()) == before
+    cmp.update(y[700:], [models[n][700:] for n in names])
+    assert cmp.result().to_json() == fastce.compare(y, logits=models).to_json()

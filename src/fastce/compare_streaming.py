@@ -13,7 +13,7 @@ import numpy as np
 
 from fastce import _config
 from fastce.checks import check_probabilities
-from fastce.compare import Comparison, ComparisonState, _confident_below, validated_batch
+from fastce.compare import Batch, Comparison, ComparisonState, _confident_below, validated_batch
 from fastce.errors import InputError
 from fastce.state import check_nan_policy
 from fastce.streaming import _b64, _unb64  # the Evaluator's encoding of pending rows
@@ -111,43 +111,47 @@ class Comparator:
         self._consume(batch)
 
     def _consume(self, batch) -> None:
+        """Read this batch's whole blocks; keep the rest pending.  All or nothing: the rows are read into
+        new states, assigned at the end, so an error or an interrupt (Ctrl-C, a SIGTERM during a run of
+        ``fastce compare``) leaves the Comparator as it was, never with some models' rows read."""
         br = self._block_rows
-        if self._pending is not None and any(p.dtype != v.dtype or pe != e for p, v, pe, e in
-                                             zip(self._pending.views, batch.views, self._pending.eps, batch.eps)):
-            self._flush()  # a dtype changed: close the block early (as the Evaluator does)
+        state, pending = self._state, self._pending
+        if pending is not None and any(p.dtype != v.dtype or pe != e for p, v, pe, e in
+                                       zip(pending.views, batch.views, pending.eps, batch.eps)):
+            state, pending = state.merge(self._read(pending)), None  # a dtype changed: close the block early
         offset = 0
-        if self._pending is not None:
+        if pending is not None:
             # Complete the unfinished block with the first rows of this batch (a copy of < one block).
-            take = min(batch.n_rows, br - self._pending.n_rows)
-            joined = _concatenate(self._pending, _slice_copy(batch, 0, take))
+            take = min(batch.n_rows, br - pending.n_rows)
+            pending = _concatenate(pending, _slice_copy(batch, 0, take))
             offset = take
-            self._pending = joined
-            if joined.n_rows == br:
-                self._flush()
+            if pending.n_rows == br:
+                state, pending = state.merge(self._read(pending)), None
         whole = (batch.n_rows - offset) // br * br
         if whole:
             part = slice(offset, offset + whole)
-            self._state.read([v[part] for v in batch.views], batch.eps, batch.labels[part],
-                             None if batch.weights is None else batch.weights[part],
-                             None if batch.groups is None else batch.groups[part])
+            rows = Batch([v[part] for v in batch.views], batch.eps, batch.labels[part],
+                         None if batch.weights is None else batch.weights[part],
+                         None if batch.groups is None else batch.groups[part])
+            state = state.merge(self._read(rows))
             offset += whole
         if offset < batch.n_rows:
-            self._pending = _slice_copy(batch, offset, batch.n_rows)
+            pending = _slice_copy(batch, offset, batch.n_rows)
+        self._state, self._pending = state, pending
 
-    def _flush(self) -> None:
-        if self._pending is not None:
-            p = self._pending
-            self._state.read(p.views, p.eps, p.labels, p.weights, p.groups)
-            self._pending = None
+    def _read(self, rows) -> ComparisonState:
+        """A new state of these rows (whole blocks, or the last ones), with this Comparator's settings."""
+        st = self._state
+        part = ComparisonState.empty(st.names, st.num_classes, st.top_k, from_logits=st.from_logits,
+                                     confident_below=st.confident_below, grouped=st.clusters is not None)
+        part.read(rows.views, rows.eps, rows.labels, rows.weights, rows.groups)
+        return part
 
     def _flushed_state(self) -> ComparisonState:
         """The state with the pending rows read, leaving this Comparator unchanged."""
         if self._pending is None:
             return self._state
-        copy = ComparisonState.from_dict(self._state.to_dict())
-        p = self._pending
-        copy.read(p.views, p.eps, p.labels, p.weights, p.groups)
-        return copy
+        return self._state.merge(self._read(self._pending))
 
     def result(self) -> Comparison:
         """The :class:`~fastce.compare.Comparison` of every row fed so far."""
@@ -186,7 +190,6 @@ class Comparator:
     @classmethod
     def from_state_dict(cls, data) -> "Comparator":
         """Inverse of :meth:`state_dict`; a ValueError for anything else (checked before allocating)."""
-        from fastce.compare import Batch
         from fastce.streaming import _VIEW_DTYPES
 
         if not isinstance(data, dict) or data.get("format") != COMPARATOR_FORMAT:
@@ -237,7 +240,6 @@ class Comparator:
 
 
 def _concatenate(first, second):
-    from fastce.compare import Batch
 
     def join(a, b, dtype, n_a, n_b, fill):
         if a is None and b is None:
@@ -258,7 +260,6 @@ def _concatenate(first, second):
 
 def _slice_copy(batch, start: int, stop: int):
     """Own copies of rows [start, stop) of a batch (fewer than a block: bounded)."""
-    from fastce.compare import Batch
 
     return Batch(
         [np.array(v[start:stop], copy=True) for v in batch.views], list(batch.eps),
