@@ -308,7 +308,7 @@ def test_merge_refuses_other_diagnostics_options_however_few_rows_other_saw(rows
         with pytest.raises(ValueError, match="different settings") as info:
             ev.merge(other)
         names, values = str(info.value).split(": ", 1)
-        assert names.endswith("nan_policy, diagnostics)")
+        assert names.endswith("nan_policy, groups, diagnostics)")
         assert values.count("DiagnosticsOptions") == (mine is not False) + (theirs is not False)
         assert ev.rows_seen == rows  # unchanged
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from fastce import readers, tasks, validation
-from fastce import kernels as K
-from fastce.checks import check_probabilities
 from fastce.errors import InputError
 from fastce.metrics import Metrics
 from fastce.state import State, check_nan_policy
@@ -161,15 +159,9 @@ def evaluate(
     task, y_true = _task_and_targets(task, y_true, scores.shape)
     reader = readers.reader_for_scores(task, scores.shape, name, from_logits=from_logits, top_k=top_k,
                                        ignore_index=ignore_index, precision=precision)
-    if groups is not None:
-        if task != "multiclass" or ignore_index is not None:
-            raise InputError(
-                "groups= (clustered standard errors) is supported for the multi-class task without ignore_index for "
-                f"now, not for the {task!r} task these arguments ask for.",
-                argument="groups",
-            )
-        return _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups, precision)
     batch = reader.validate(y_true, scores, sample_weight, name=name)
+    if groups is not None:
+        batch = reader.with_groups(batch, groups)
     return reader.finalize(reader.read(batch), nan_policy, name)
 
 
@@ -195,23 +187,16 @@ def _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, 
     bit for bit in bounded memory.
     """
     target, flat, weights = flat_positions(y_true, array, sample_weight, name)
-    if groups is not None:
-        groups = validation.as_array(groups, "groups").reshape(-1)
+    groups = per_position(groups, array.shape, "groups")
     if flat is not None:
         return evaluate(target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights,
                         top_k=top_k, nan_policy=nan_policy, groups=groups, task=task, ignore_index=ignore_index,
                         precision=precision)
-    if groups is not None:
-        raise InputError(
-            f"groups= needs {name} whose positions can be read as rows in place (a C-ordered (..., C) array); pass "
-            "np.ascontiguousarray(scores) or evaluate without groups.",
-            argument="groups",
-        )
     from fastce.streaming import Evaluator
 
     evaluator = Evaluator(array.shape[-1], task=task, from_logits=from_logits, top_k=top_k, nan_policy=nan_policy,
-                          ignore_index=ignore_index, precision=precision)
-    feed_slabs(evaluator, target, array, weights)
+                          ignore_index=ignore_index, precision=precision, groups=groups is not None)
+    feed_slabs(evaluator, target, array, weights, groups)
     return evaluator._finalize(name)
 
 
@@ -238,17 +223,7 @@ def flat_positions(y_true, array, sample_weight, name: str):
             argument="y_true",
             value=target.shape,
         )
-    weights = None
-    if sample_weight is not None:
-        weights = validation.as_array(sample_weight, "sample_weight")
-        if weights.shape != lead:
-            raise InputError(
-                f"sample_weight has shape {weights.shape}; with scores of shape {array.shape} it needs one weight per "
-                f"position, shape {lead}.",
-                argument="sample_weight",
-                value=weights.shape,
-            )
-        weights = weights.reshape(-1)
+    weights = per_position(sample_weight, array.shape, "sample_weight")
     try:
         flat = np.reshape(array, (-1, n_classes), copy=False)
     except ValueError:
@@ -256,38 +231,32 @@ def flat_positions(y_true, array, sample_weight, name: str):
     return flat_target, flat, weights
 
 
-def feed_slabs(evaluator, target, array, weights) -> None:
+def per_position(values, shape, argument: str):
+    """``sample_weight`` or ``groups`` of (..., C) scores of ``shape``: one value per position, flattened (or None)."""
+    if values is None:
+        return None
+    array = validation.as_array(values, argument)
+    lead = tuple(shape[:-1])
+    if array.shape != lead:
+        what = "weight" if argument == "sample_weight" else "group id"
+        raise InputError(
+            f"{argument} has shape {array.shape}; with scores of shape {tuple(shape)} it needs one {what} per "
+            f"position, shape {lead}.",
+            argument=argument,
+            value=array.shape,
+        )
+    return array.reshape(-1)
+
+
+def feed_slabs(evaluator, target, array, weights, groups=None) -> None:
     """Feed (..., C) scores that cannot be flattened in place to ``evaluator``, one 2-D slab at a time."""
     lead = array.shape[:-1]
     per_slab = lead[-1]
     for index in np.ndindex(*lead[:-1]):
         start = int(np.ravel_multi_index(index, lead[:-1])) * per_slab
         part = slice(start, start + per_slab)
-        evaluator.update(target[part], array[index], None if weights is None else weights[part])
-
-
-def _evaluate_clustered(y_true, logits, proba, sample_weight, top_k, nan_policy, groups, precision) -> Metrics:
-    """evaluate with groups=: the same read, its per-row values folded into per-group sums."""
-    from fastce import _config
-    from fastce import groups as G
-
-    scores, labels, weights, ks, from_logits, name = validated_inputs(
-        y_true, logits=logits, proba=proba, sample_weight=sample_weight, top_k=top_k
-    )
-    n_rows, n_classes = scores.shape
-    ids = G.check_groups(groups, n_rows)
-    clusters = G.GroupSums(2 + len(ks))
-    block_rows = _config.block_rows(n_classes)
-
-    def fold(start, _labels, weights_part, stats, _pred):
-        stop = start + stats.shape[0]
-        counted = ~np.isnan(stats[:, K.S_LOSS])
-        clusters.add(ids[start:stop], counted, G.row_values(stats, ks, n_classes), weights_part, block_rows)
-
-    state = readers.read_scores(scores.view, labels, weights, top_k=ks, from_logits=from_logits, eps=scores.eps,
-                                on_rows=fold, precision=precision)
-    check_probabilities(state, name)
-    return G.clustered(state.finalize(nan_policy, scores_name=name), clusters)
+        evaluator.update(target[part], array[index], None if weights is None else weights[part],
+                         **({} if groups is None else {"groups": groups[part]}))
 
 
 def diagnose(
@@ -306,6 +275,7 @@ def diagnose(
     task: str = "auto",
     ignore_index: int | None = None,
     precision: str = "input",
+    groups=None,
 ):
     """Why loss and accuracy disagree: a :class:`~fastce.report.Report` from one read of the scores.
 
@@ -368,15 +338,17 @@ def diagnose(
                           dense_confusion_max=dense_confusion_max)
     if array.ndim > 2:
         target, flat, weights = flat_positions(y_true, array, sample_weight, name)
+        groups = per_position(groups, array.shape, "groups")
         if flat is not None:
             return diagnose(target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights, top_k=top_k,
                             nan_policy=nan_policy, task=task, ignore_index=ignore_index, precision=precision,
-                            **report_options)
+                            groups=groups, **report_options)
         from fastce.streaming import Evaluator
 
         evaluator = Evaluator(array.shape[-1], task=task, from_logits=from_logits, top_k=top_k, nan_policy=nan_policy,
-                              ignore_index=ignore_index, diagnostics=report_options, precision=precision)
-        feed_slabs(evaluator, target, array, weights)
+                              ignore_index=ignore_index, diagnostics=report_options, precision=precision,
+                              groups=groups is not None)
+        feed_slabs(evaluator, target, array, weights, groups)
         return evaluator.report()
     scores = validation.scores(array, name, ndim=(1, 2))
     task, y_true = _task_and_targets(task, y_true, scores.shape)
@@ -384,5 +356,7 @@ def diagnose(
                                        ignore_index=ignore_index, precision=precision)
     options = reader.diagnostics_options(report_options)
     batch = reader.validate(y_true, scores, sample_weight, name=name)
+    if groups is not None:
+        batch = reader.with_groups(batch, groups)
     state, diag = reader.read_with_diagnostics(batch, options)
     return reader.report(state, diag, nan_policy, name)

@@ -1,6 +1,6 @@
 """The ``fastce`` command: evaluate score files in bounded memory, resumably.
 
-    fastce eval --labels Y (--logits Z | --proba P) [--top-k 1 5] [--weights W]
+    fastce eval --labels Y (--logits Z | --proba P) [--top-k 1 5] [--weights W] [--groups G]
                 [--json] [--chunk-rows N] [--threads T] [--state FILE] [--scheduler ADDRESS]
     fastce report ... (the same options) [--plots DIR] [--worst-k K] [--bins B]
                 [--confident-below P]
@@ -17,6 +17,7 @@ checkpoint), 1 internal error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -147,6 +148,8 @@ def add_run_arguments(ev: argparse.ArgumentParser) -> None:
         help="math of the scores: the input's (float32 math for 16/32-bit scores, default) or float64 for any input",
     )
     ev.add_argument("--weights", nargs="+", metavar="FILE", help="non-negative row weights, shape (rows,)")
+    ev.add_argument("--groups", nargs="+", metavar="FILE",
+                    help="an integer group id per row (document, patient): clustered error bars (multi-class)")
     ev.add_argument("--top-k", nargs="+", type=int, default=[1], metavar="K", help="k of the top-k accuracies (default: 1)")
     ev.add_argument(
         "--nan-policy", choices=("raise", "omit", "propagate"), default="raise",
@@ -421,8 +424,16 @@ def _evaluate(args, out, err) -> int:
         scores_name=args.scores_name,
         labels_name=args.labels_name,
         weights_name=args.weights_name,
-    ) as inputs:
+    ) as inputs, contextlib.ExitStack() as stack:
         n, num_classes = inputs.n_rows, inputs.num_classes
+        groups = None
+        if args.groups:
+            groups = stack.enter_context(files.open_array(args.groups, role="groups"))
+            if groups.n_rows != n:
+                raise files.InputFileError(
+                    f"row counts differ: {groups.where} has {groups.n_rows} rows but the scores have {n}; "
+                    "--groups needs one group id per row.", argument=groups.where,
+                )
         top_k = top_k_option(args, num_classes, err)
         diagnostics = _diagnostics_options(args)
         task = inputs.task(args.task)
@@ -437,16 +448,18 @@ def _evaluate(args, out, err) -> int:
         fingerprint["options"]["precision"] = args.precision
         if diagnostics:
             fingerprint["options"]["diagnostics"] = diagnostics
+        if groups is not None:  # absent otherwise: earlier checkpoints still resume
+            fingerprint["groups"] = groups.fingerprint()
         evaluator = Evaluator(
             num_classes, task=task, from_logits=inputs.from_logits, top_k=top_k, nan_policy=args.nan_policy,
             diagnostics=diagnostics or False, ignore_index=args.ignore_index, precision=args.precision,
-            _warn_top_k=False,  # warned above
+            groups=groups is not None, _warn_top_k=False,  # warned above
         )
         evaluator = resume(args, fingerprint, evaluator, n, err)
         chunk_rows = args.chunk_rows or inputs.chunk_rows(evaluator.block_rows)
         row_bytes = inputs.scores.row_bytes + inputs.labels.row_bytes
         chunks = (
-            (lo, hi, (y, scores, w))
+            (lo, hi, (y, scores, w) + (() if groups is None else (groups.read(lo, hi),)))
             for lo, hi, y, scores, w in files.iter_chunks(inputs, chunk_rows, start=evaluator.rows_seen)
         )
         status = run_chunks(args, evaluator, chunks, n, row_bytes, fingerprint, err,
@@ -576,6 +589,9 @@ def _evaluate_on_cluster(args, out, err) -> int:
     """``--scheduler``: one Dask graph over the files, run by the cluster's workers."""
     if args.state:
         raise UsageError("--state cannot be combined with --scheduler: a cluster run is one graph, not resumable chunks.")
+    if args.groups:
+        raise UsageError("--groups cannot be combined with --scheduler yet; run without --scheduler for clustered "
+                         "error bars.")
     try:
         import dask
         from distributed import Client

@@ -31,8 +31,6 @@ def add_compare_parser(commands) -> None:
     scores.add_argument("--logits", nargs="+", metavar="FILE", help="one raw-score file (or shard directory) per model")
     scores.add_argument("--proba", nargs="+", metavar="FILE", help="one probability file (or shard directory) per model")
     cmp.add_argument("--names", nargs="+", metavar="NAME", help="the models' names (default: the file names)")
-    cmp.add_argument("--groups", nargs="+", metavar="FILE",
-                     help="an integer group id per row (document, patient): clustered error bars")
     cmp.add_argument("--confident-below", type=float, default=0.01, metavar="P",
                      help="a wrong row is confidently wrong when p(true class) < P (default: 0.01)")
     cli.add_run_arguments(cmp)

@@ -401,16 +401,23 @@ def _merge_worst(a: dict, b: dict, k: int) -> dict:
 
 
 def read_with_diagnostics(view, labels, weights, *, top_k, from_logits: bool, eps: float, options: DiagnosticsOptions,
-                          ignore_label: int = K.NO_LABEL, precision: str = "input"):
+                          ignore_label: int = K.NO_LABEL, precision: str = "input", on_rows=None):
     """One read of validated scores into a fresh (State, DiagnosticsState) pair.
 
     Rows labelled ``ignore_label`` are left out of both (the kernel gives
-    them NaN per-row values, which the diagnostics skip).
+    them NaN per-row values, which the diagnostics skip).  ``on_rows``, if
+    given, also receives each slice's per-row values (see ``read_scores``).
     """
     from fastce.readers import read_scores
 
     diag = DiagnosticsState.empty(options)
-    state = read_scores(view, labels, weights, top_k=top_k, from_logits=from_logits, eps=eps, on_rows=diag.fold,
+
+    def fold(*rows):
+        diag.fold(*rows)
+        if on_rows is not None:
+            on_rows(*rows)
+
+    state = read_scores(view, labels, weights, top_k=top_k, from_logits=from_logits, eps=eps, on_rows=fold,
                         ignore_label=ignore_label, precision=precision)
     diag.rows_seen = state.rows_seen
     return state, diag

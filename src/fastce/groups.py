@@ -268,6 +268,27 @@ def row_values(stats, top_k, num_classes: int) -> np.ndarray:
     return values
 
 
+def read_clustered(read, ids, top_k, num_classes: int):
+    """``read(on_rows)`` (a score read that hands each slice's per-row statistics to ``on_rows``, see
+    ``_accumulate.accumulate_matrix``) with the rows' values folded into fresh group sums, by the
+    group ``ids`` of its rows; returns what ``read`` returns, its State carrying the sums."""
+    from fastce import _config
+    from fastce import kernels as K
+
+    clusters = GroupSums(2 + len(top_k))
+    block_rows = _config.block_rows(num_classes)
+
+    def fold(start, _labels, weights, stats, _pred):
+        stop = start + stats.shape[0]
+        counted = ~np.isnan(stats[:, K.S_LOSS])
+        clusters.add(ids[start:stop], counted, row_values(stats, top_k, num_classes), weights, block_rows)
+
+    result = read(fold)
+    state = result[0] if isinstance(result, tuple) else result
+    state.clusters = clusters
+    return result
+
+
 def clustered(metrics, clusters: GroupSums):
     """``metrics`` with the standard errors of ``clusters`` (see ``row_values``) and ``n_groups``."""
     import dataclasses

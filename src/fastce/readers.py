@@ -28,7 +28,7 @@ change.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -53,6 +53,7 @@ class Batch:
     targets: np.ndarray  # (n,) int64 class indices, or (n, C) targets
     weights: np.ndarray | None  # (n,) float64 row weights, None when unweighted
     tolerance: float = 0.0  # soft targets: the row-sum tolerance of their dtype
+    groups: np.ndarray | None = None  # (n,) int64 group ids (clustered errors, multi-class), or None
 
     def __len__(self) -> int:
         return self.view.shape[0]
@@ -60,7 +61,8 @@ class Batch:
     def rows(self, start: int, stop: int | None = None) -> "Batch":
         part = slice(start, stop)
         weights = None if self.weights is None else self.weights[part]
-        return Batch(self.view[part], self.eps, self.targets[part], weights, self.tolerance)
+        groups = None if self.groups is None else self.groups[part]
+        return Batch(self.view[part], self.eps, self.targets[part], weights, self.tolerance, groups)
 
     def same_kind(self, other: "Batch") -> bool:
         """Whether rows of ``other`` may share a kernel block with these (same score dtype and epsilons).
@@ -77,7 +79,9 @@ class Batch:
         every dtype the readers accept, and what the kernels read them as.
         """
         weights = None if self.weights is None else np.array(self.weights, dtype=np.float64)
-        return Batch(np.array(self.view, copy=True), self.eps, _held_targets(self.targets), weights, self.tolerance)
+        groups = None if self.groups is None else np.array(self.groups, dtype=np.int64)
+        return Batch(np.array(self.view, copy=True), self.eps, _held_targets(self.targets), weights, self.tolerance,
+                     groups)
 
     def then(self, other: "Batch") -> "Batch":
         """These rows followed by those of ``other`` (of the same kind)."""
@@ -86,12 +90,16 @@ class Batch:
         if self.weights is not None or other.weights is not None:
             ones = lambda w, k: np.ones(k) if w is None else np.asarray(w, dtype=np.float64)  # noqa: E731
             weights = np.concatenate([ones(self.weights, n), ones(other.weights, m)])
+        groups = None
+        if self.groups is not None and other.groups is not None:  # an Evaluator's batches all have them, or none
+            groups = np.concatenate([np.asarray(self.groups, dtype=np.int64), np.asarray(other.groups, dtype=np.int64)])
         return Batch(
             np.concatenate([self.view, other.view]),
             self.eps,
             np.concatenate([_held_targets(self.targets), _held_targets(other.targets)]),
             weights,
             self.tolerance,
+            groups,
         )
 
 
@@ -140,6 +148,14 @@ class Reader:
 
     def read(self, batch: Batch):
         raise NotImplementedError
+
+    def with_groups(self, batch: Batch, groups) -> Batch:
+        """``batch`` with a group id per row (clustered standard errors), or an InputError."""
+        raise InputError(
+            f"groups= (clustered standard errors) is supported for the multi-class task for now, not for the "
+            f"{self.task} task these arguments ask for.",
+            argument="groups",
+        )
 
     def raise_now(self, state, nan_policy: str, name: str, *, previous=None) -> None:
         raise NotImplementedError
@@ -293,6 +309,15 @@ def read_scores(view, labels, weights, *, top_k, from_logits: bool, eps: float, 
     )
 
 
+def _read_grouped(read, batch: Batch, reader: "Reader"):
+    """``read()``, or with the batch's groups, ``read(on_rows)`` folding each row into group sums (fastce.groups)."""
+    if batch.groups is None:
+        return read()
+    from fastce.groups import read_clustered
+
+    return read_clustered(read, batch.groups, reader.top_k, reader.num_classes)
+
+
 class MulticlassReader(_StateReader):
     """(n, C) scores, one class index per row (or one-hot rows, read as their class)."""
 
@@ -315,8 +340,17 @@ class MulticlassReader(_StateReader):
         return Batch(scores.view, scores.eps, labels, validation.sample_weight(sample_weight, n_rows))
 
     def read(self, batch: Batch) -> State:
-        return read_scores(batch.view, batch.targets, batch.weights, top_k=self.top_k, from_logits=self.from_logits,
-                           eps=batch.eps, ignore_label=self.ignore_label, precision=self.precision)
+        def read(on_rows=None):
+            return read_scores(batch.view, batch.targets, batch.weights, top_k=self.top_k,
+                               from_logits=self.from_logits, eps=batch.eps, ignore_label=self.ignore_label,
+                               precision=self.precision, on_rows=on_rows)
+
+        return _read_grouped(read, batch, self)
+
+    def with_groups(self, batch: Batch, groups) -> Batch:
+        from fastce.groups import check_groups
+
+        return replace(batch, groups=np.asarray(check_groups(groups, len(batch)), dtype=np.int64))
 
     @property
     def ignore_label(self) -> int:
@@ -330,9 +364,12 @@ class MulticlassReader(_StateReader):
     def read_with_diagnostics(self, batch: Batch, options):
         from fastce.diagnostics import read_with_diagnostics
 
-        return read_with_diagnostics(batch.view, batch.targets, batch.weights, top_k=self.top_k,
-                                     from_logits=self.from_logits, eps=batch.eps, options=options,
-                                     ignore_label=self.ignore_label, precision=self.precision)
+        def read(on_rows=None):
+            return read_with_diagnostics(batch.view, batch.targets, batch.weights, top_k=self.top_k,
+                                         from_logits=self.from_logits, eps=batch.eps, options=options,
+                                         ignore_label=self.ignore_label, precision=self.precision, on_rows=on_rows)
+
+        return _read_grouped(read, batch, self)
 
 
 class BinaryReader(_StateReader):

@@ -72,6 +72,9 @@ class State:
     rows_seen: int = 0  # rows consumed, including skipped ones: numbers the next row
     moment_overflows: int = 0  # block partials of the second moments beyond float64 (see kernels.M_W2)
     task: str = "multiclass"  # or "binary": 1-D scores of class 1 (two classes)
+    # With groups= (multi-class): per-group sums of the per-row values behind
+    # the clustered standard errors (fastce.groups.GroupSums), None without.
+    clusters: object = None
 
     @classmethod
     def empty(
@@ -115,6 +118,7 @@ class State:
         """
         self._check_compatible(other)
         check_row_total(self.rows_seen + other.rows_seen)
+        clusters = _merged_clusters(self, other)
         sums = self.sums + other.sums
         for acc in sums:
             _exactsum.normalize(acc)
@@ -134,6 +138,7 @@ class State:
             rows_seen=self.rows_seen + other.rows_seen,
             moment_overflows=self.moment_overflows + other.moment_overflows,
             task=self.task,
+            clusters=clusters,
         )
 
     # -- reading -----------------------------------------------------------
@@ -276,7 +281,7 @@ class State:
                     FastCEWarning,
                     stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
                 )
-        return Metrics(
+        metrics = Metrics(
             n=n,
             weight_sum=weight_sum,
             cross_entropy=cross_entropy,
@@ -290,6 +295,11 @@ class State:
             n_effective=effective,
             task=self.task,
         )
+        if self.clusters is not None:
+            from fastce.groups import clustered
+
+            metrics = clustered(metrics, self.clusters)
+        return metrics
 
     # -- serialisation -------------------------------------------------------
     def to_dict(self) -> dict:
@@ -307,6 +317,8 @@ class State:
             "counters": self.counters,
             "rows_seen": self.rows_seen,
             "moment_overflows": self.moment_overflows,
+            # Only with groups=: a state without them reads as it always did.
+            **({} if self.clusters is None else {"groups": self.clusters.to_dict()}),
         }
 
     @classmethod
@@ -351,9 +363,29 @@ class State:
             state.counts = np.array(counts, dtype=np.int64)
             state.rows_seen = rows_seen
             state.moment_overflows = _json_int(data["moment_overflows"], "moment_overflows", low=0)
+            if data.get("groups") is not None:
+                from fastce.groups import GroupSums
+
+                if state.task != "multiclass":
+                    raise ValueError("group sums belong to multi-class states only")
+                state.clusters = GroupSums.from_dict(data["groups"])
+                if state.clusters.n_values != 2 + len(top_k):
+                    raise ValueError("group sums do not match top_k")
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise InputError(f"malformed fastce state: {malformed_reason(exc)}", argument="state") from exc
         return state
+
+
+def _merged_clusters(first: State, second: State):
+    """The group sums of two states' rows: both have them, or neither (a side without rows takes the other's)."""
+    if first.clusters is None and second.clusters is None:
+        return None
+    if first.clusters is not None and second.clusters is not None:
+        return first.clusters.merge(second.clusters)
+    bare = first if first.clusters is None else second
+    if bare.rows_seen:
+        raise ValueError("cannot merge a state with group sums (groups=) and a state of rows read without groups")
+    return first.clusters if first.clusters is not None else second.clusters
 
 
 def _json_float(value) -> float | str:

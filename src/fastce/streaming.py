@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import replace
 
 import numpy as np
 
@@ -92,6 +93,11 @@ class Evaluator:
         :func:`fastce.evaluate`.
     precision : {"input", "float64"}, default "input"
         The math of the scores, as :func:`fastce.evaluate`.
+    groups : bool, default False
+        Whether every ``update`` gives a group id per row (``groups=``): the
+        standard errors are then clustered, as :func:`fastce.evaluate` with
+        ``groups=`` (multi-class task; memory grows with the number of
+        groups).
 
     Notes
     -----
@@ -148,6 +154,7 @@ class Evaluator:
         diagnostics=False,
         ignore_index: int | None = None,
         precision: str = "input",
+        groups: bool = False,
         _warn_top_k: bool = True,  # False: settings read back from a state, warned about when it was made
     ):
         if num_classes is not None and (
@@ -168,6 +175,10 @@ class Evaluator:
         self._top_k_arg = top_k
         self._ignore_index = _check_ignore_index(ignore_index)
         self._precision = readers.check_precision(precision)
+        if not isinstance(groups, (bool, np.bool_)):
+            raise InputError(f"groups must be True or False here (the ids go to update()); got {groups!r}.",
+                             argument="groups")
+        self._groups = bool(groups)
         self._nan_policy = nan_policy
         self._warn_top_k = _warn_top_k
         self._diag_arg = _check_diagnostics(diagnostics)
@@ -246,14 +257,15 @@ class Evaluator:
         )
 
     def _settings(self) -> tuple:
-        # The diagnostics options count as a setting whatever either side has seen.
+        # The diagnostics options count as a setting whatever either side has seen; merge compares
+        # the first eight entries (all but the reader's) even when a side's task is still open.
         diagnostics = self._diag.options if self._diag is not None else self._diag_arg
         reader = None if self._reader is None else self._reader.settings()
         return (self._requested_task, self._from_logits, self.top_k, self._nan_policy, self._ignore_index,
-                self._precision, diagnostics, reader)
+                self._precision, self._groups, diagnostics, reader)
 
     # -- feeding -----------------------------------------------------------------
-    def update(self, y_true, scores, sample_weight=None) -> None:
+    def update(self, y_true, scores, sample_weight=None, groups=None) -> None:
         """Add a batch of rows.
 
         Parameters
@@ -269,20 +281,29 @@ class Evaluator:
         sample_weight : array-like of float, shape (n,), optional
             Non-negative finite row weights (rows of batches given without
             weights weigh 1).
+        groups : array-like of int, shape (n,)
+            A group id per row, with ``Evaluator(..., groups=True)`` only
+            (and then in every batch).
 
         Sequences: scores of shape (..., C) with targets (...) (or (..., C)),
         class axis last, every position a row, as :func:`fastce.evaluate`.
         """
+        if self._groups and groups is None:
+            raise InputError("this Evaluator was created with groups=True: pass groups= to every update.",
+                             argument="groups")
+        if not self._groups and groups is not None:
+            raise InputError("pass groups=True when creating the Evaluator to use groups=.", argument="groups")
         array = validation.as_array(scores, _SCORES)
         if array.ndim > 2:
-            from fastce.api import feed_slabs, flat_positions
+            from fastce.api import feed_slabs, flat_positions, per_position
 
             target, flat, weights = flat_positions(y_true, array, sample_weight, _SCORES)
+            groups = per_position(groups, array.shape, "groups")
             if flat is not None:
-                return self.update(target, flat, weights)
+                return self.update(target, flat, weights, groups)
             saved = self._snapshot()
             try:
-                feed_slabs(self, target, array, weights)
+                feed_slabs(self, target, array, weights, groups)
             except BaseException:
                 self._restore(saved)  # all or nothing, as for any batch
                 raise
@@ -291,7 +312,7 @@ class Evaluator:
         rows_seen = self.rows_seen
         try:
             try:
-                batch = self._validate(y_true, scores, sample_weight)
+                batch = self._validate(y_true, scores, sample_weight, groups)
             except InputError as exc:  # validation numbers rows within the batch
                 raise _globalize(exc, rows_seen) from None
             if batch is not None:
@@ -310,7 +331,7 @@ class Evaluator:
     def _restore(self, saved: tuple) -> None:
         self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending = saved
 
-    def _validate(self, y_true, scores, sample_weight):
+    def _validate(self, y_true, scores, sample_weight, groups):
         array = validation.as_array(scores, _SCORES)
         if array.shape[:1] == (0,) and array.ndim in (1, 2):
             labels = validation.as_array(y_true, "y_true")
@@ -347,7 +368,8 @@ class Evaluator:
                 argument=_SCORES,
                 value=checked.shape,
             )
-        return self._reader.validate(y_true, checked, sample_weight, name=_SCORES)
+        batch = self._reader.validate(y_true, checked, sample_weight, name=_SCORES)
+        return batch if groups is None else self._reader.with_groups(batch, groups)
 
     def _read_both(self, batch: Batch) -> "_Both":
         if self._diag is None:
@@ -397,10 +419,11 @@ class Evaluator:
             held = len(pending) - new_rows
             new = pending.rows(held)
             if reader.may_raise(new, self._nan_policy):
-                # Pending rows are read for real later; read the new ones now only to check them.
+                # Pending rows are read for real later; read the new ones now only to check them
+                # (their counters: no group sums, which a probe of rows out of their blocks would not keep).
                 gap = reader.empty()
                 gap.rows_seen = held
-                probe = probe.merge(gap.merge(reader.read(new)))
+                probe = _without_groups(probe).merge(gap.merge(reader.read(replace(new, groups=None))))
         reader.raise_now(probe, self._nan_policy, _SCORES, previous=self._state)
 
     # -- combining -------------------------------------------------------------
@@ -417,13 +440,13 @@ class Evaluator:
             raise TypeError(f"can only merge another Evaluator, not {type(other).__name__}")
         mine, theirs = self._settings(), other._settings()
         undecided = self._undecided() or other._undecided()
-        if mine[:7] != theirs[:7] or (not undecided and mine != theirs) or (
+        if mine[:8] != theirs[:8] or (not undecided and mine != theirs) or (
             undecided and None not in (self._num_classes, other._num_classes)
             and self._num_classes != other._num_classes
         ):
             raise ValueError(
                 "cannot merge Evaluators with different settings (task, num_classes, from_logits, top_k, ignore_index, "
-                f"precision, nan_policy, diagnostics): {mine} vs {theirs}"
+                f"precision, nan_policy, groups, diagnostics): {mine} vs {theirs}"
             )
         if other.rows_seen == 0:
             return self
@@ -514,6 +537,7 @@ class Evaluator:
                 "labels": _b64(p.targets, "<i8" if p.targets.ndim == 1 else "<f8"),
                 "weights": None if p.weights is None else _b64(p.weights, "<f8"),
                 "tolerance": p.tolerance,
+                **({} if p.groups is None else {"groups": _b64(p.groups, "<i8")}),
             }
         return {
             "format": EVALUATOR_FORMAT,
@@ -524,6 +548,7 @@ class Evaluator:
                 "top_k": list(self.top_k),
                 "ignore_index": self._ignore_index,
                 "precision": self._precision,
+                **({"groups": True} if self._groups else {}),
             },
             "nan_policy": self._nan_policy,
             "state": None if self._state is None else self._state.to_dict(),
@@ -551,7 +576,7 @@ class Evaluator:
             evaluator = cls(
                 settings["num_classes"], task=settings["task"], from_logits=settings["from_logits"],
                 top_k=settings["top_k"], nan_policy=nan_policy, ignore_index=settings["ignore_index"],
-                precision=settings["precision"],
+                precision=settings["precision"], groups=settings["groups"],
                 diagnostics=_diagnostics_option(data.get("diagnostics")), _warn_top_k=False,
             )
         except InputError as exc:
@@ -575,6 +600,12 @@ class Evaluator:
         if evaluator.top_k != tuple(settings["top_k"]):
             raise InputError("malformed fastce Evaluator state: top_k must be sorted, unique and include 1", argument="state")
         evaluator._state = evaluator._reader.state_from_dict(raw_state)
+        clusters = getattr(evaluator._state, "clusters", None)
+        if (clusters is not None and not evaluator._groups) or (
+            evaluator._groups and clusters is None and evaluator._state.rows_seen
+        ):
+            raise InputError("malformed fastce Evaluator state: group sums do not match the groups setting",
+                             argument="state")
         if data.get("diagnostics") is not None:
             diag = evaluator._reader.diagnostics_from_dict(data["diagnostics"])
             if diag.options != evaluator._diag.options or diag.rows_seen != evaluator._state.rows_seen:
@@ -583,7 +614,7 @@ class Evaluator:
         raw = data.get("pending")
         if raw is not None:
             try:
-                evaluator._pending = _pending_from_dict(raw, evaluator._reader)
+                evaluator._pending = _pending_from_dict(raw, evaluator._reader, evaluator._groups)
             except (KeyError, TypeError, ValueError) as exc:
                 raise InputError(f"malformed fastce Evaluator state: pending block: {malformed_reason(exc)}", argument="state") from exc
         return evaluator
@@ -600,12 +631,16 @@ def _settings_from_dict(data: dict) -> dict:
         if state.ties_to_last:
             raise ValueError("ties_to_last is not supported")
         return {"task": "multiclass", "num_classes": state.num_classes, "from_logits": state.from_logits,
-                "top_k": list(state.top_k), "ignore_index": None, "precision": "float64"}  # its math then
+                "top_k": list(state.top_k), "ignore_index": None, "precision": "float64",  # its math then
+                "groups": False}
     settings = data["settings"]
     if not isinstance(settings, dict):
         raise ValueError("settings must be a mapping")
     out = {key: settings[key] for key in ("task", "num_classes", "from_logits", "top_k", "ignore_index")}
     out["precision"] = settings.get("precision", "float64")  # states written before precision= used float64 math
+    out["groups"] = settings.get("groups", False)  # written only when true
+    if out["groups"] is not True and "groups" in settings:
+        raise ValueError("groups must be true when given")
     if not isinstance(out["top_k"], list) or not all(
         isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= _INT64.max for k in out["top_k"]
     ):
@@ -633,7 +668,7 @@ def _diagnostics_option(raw):
     return {name: getattr(options, name) for name in names}
 
 
-def _pending_from_dict(raw, reader: readers.Reader) -> Batch:
+def _pending_from_dict(raw, reader: readers.Reader, grouped: bool) -> Batch:
     """The unfinished block of a state dict, every field checked before decoding."""
     if not isinstance(raw, dict):
         raise ValueError(f"expected a mapping, got {type(raw).__name__}")
@@ -673,7 +708,15 @@ def _pending_from_dict(raw, reader: readers.Reader) -> Batch:
         weights = _unb64(raw["weights"], "<f8", rows)
         if not (np.isfinite(weights) & (weights >= 0)).all():
             raise ValueError("weights must be finite and non-negative")
-    return Batch(view, eps, targets, weights, tolerance)
+    if grouped != ("groups" in raw):
+        raise ValueError("the pending rows' group ids do not match the groups setting")
+    groups = _unb64(raw["groups"], "<i8", rows) if grouped else None
+    return Batch(view, eps, targets, weights, tolerance, groups)
+
+
+def _without_groups(state):
+    """``state`` without its group sums (a copy; the same state when it has none)."""
+    return replace(state, clusters=None) if getattr(state, "clusters", None) is not None else state
 
 
 class _Both:

@@ -1,0 +1,206 @@
+"""Clustered standard errors (groups=) from every door that streams: the Evaluator, diagnose, the command.
+
+The group sums travel inside the multi-class State (``State.clusters``), so
+every door that merges states gets them; each is held here to
+``fastce.evaluate(..., groups=)`` bit for bit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastce
+from fastce import cli
+from fastce.errors import InputError
+from fastce.state import State
+
+N, C = 3_000, 6
+
+
+def _data(seed=0, n=N, c=C):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    z = (2 * rng.standard_normal((n, c))).astype(np.float32)
+    w = rng.random(n)
+    g = np.sort(rng.integers(0, n // 10, n))  # rows arrive grouped, as documents' tokens do
+    return y, z, w, g
+
+
+def _splits(n, cuts):
+    bounds = sorted({0, n, *cuts})
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(cuts=st.lists(st.integers(1, N - 1), max_size=5), weighted=st.booleans(), checkpoint=st.integers(0, 5))
+def test_evaluator_with_groups_equals_evaluate_for_any_split_and_checkpoint(cuts, weighted, checkpoint):
+    y, z, w, g = _data()
+    w = w if weighted else None
+    expected = fastce.evaluate(y, logits=z, sample_weight=w, groups=g, top_k=(1, 2))
+    ev = fastce.Evaluator(C, top_k=(1, 2), groups=True)
+    for i, (lo, hi) in enumerate(_splits(N, cuts)):
+        ev.update(y[lo:hi], z[lo:hi], None if w is None else w[lo:hi], groups=g[lo:hi])
+        if i == checkpoint:  # a JSON round trip mid-stream, pending rows and all
+            ev = fastce.Evaluator.from_state_dict(json.loads(json.dumps(ev.state_dict(), allow_nan=False)))
+    result = ev.result()
+    assert result.to_json() == expected.to_json()
+    assert result.n_groups == expected.n_groups == len(np.unique(g))
+    assert result.stderr == expected.stderr
+
+
+def test_clustered_errors_differ_from_row_errors_and_merge_exactly():
+    y, z, w, g = _data(seed=1)
+    plain = fastce.evaluate(y, logits=z)
+    grouped = fastce.evaluate(y, logits=z, groups=g)
+    assert grouped.cross_entropy == plain.cross_entropy and grouped.stderr != plain.stderr
+    block = fastce.Evaluator(C, groups=True).block_rows
+    cut = 2 * block
+    a, b = fastce.Evaluator(C, groups=True), fastce.Evaluator(C, groups=True)
+    a.update(y[:cut], z[:cut], groups=g[:cut])
+    b.update(y[cut:], z[cut:], groups=g[cut:])
+    assert g[cut - 1] == g[cut]  # a group on both sides of the seam adds its sums from both
+    assert a.merge(b).result() == grouped
+
+
+def test_diagnose_and_the_evaluator_report_carry_clustered_errors():
+    y, z, w, g = _data(seed=2)
+    expected = fastce.evaluate(y, logits=z, sample_weight=w, groups=g)
+    report = fastce.diagnose(y, logits=z, sample_weight=w, groups=g)
+    assert report.metrics == expected
+    ev = fastce.Evaluator(C, diagnostics=True, groups=True)
+    for lo, hi in _splits(N, [700, 1900]):
+        ev.update(y[lo:hi], z[lo:hi], w[lo:hi], groups=g[lo:hi])
+    assert ev.report().to_json() == report.to_json()
+
+
+def test_ignored_rows_leave_their_groups_out():
+    y, z, _, g = _data(seed=3)
+    y = y.copy()
+    y[::7] = -100
+    kept = y != -100
+    with_ignored = fastce.evaluate(y, logits=z, groups=g, ignore_index=-100)
+    dropped = fastce.evaluate(y[kept], logits=z[kept], groups=g[kept])
+    assert with_ignored.cross_entropy == pytest.approx(dropped.cross_entropy, rel=1e-14)
+    assert with_ignored.stderr["cross_entropy"] == pytest.approx(dropped.stderr["cross_entropy"], rel=1e-12)
+    assert with_ignored.n_groups == dropped.n_groups
+
+
+def test_sequences_take_one_group_id_per_position():
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((8, 50, C)).astype(np.float32)
+    y = rng.integers(0, C, (8, 50))
+    docs = np.repeat(np.arange(8)[:, None], 50, axis=1)  # every position of a sequence in its document's group
+    flat = fastce.evaluate(y.reshape(-1), logits=z.reshape(-1, C), groups=docs.reshape(-1))
+    assert fastce.evaluate(y, logits=z, groups=docs) == flat
+    strided = np.swapaxes(np.swapaxes(z, 0, 1).copy(), 0, 1)  # not C-ordered: read slab by slab
+    assert not strided.flags.c_contiguous
+    assert fastce.evaluate(y, logits=strided, groups=docs).to_json() == flat.to_json()
+    with pytest.raises(InputError, match=r"groups has shape \(8,\); .* one group id per position, shape \(8, 50\)"):
+        fastce.evaluate(y, logits=z, groups=np.arange(8))
+
+
+def test_groups_are_refused_where_they_do_not_apply():
+    y, z, _, g = _data(seed=5)
+    with pytest.raises(InputError, match="created with groups=True: pass groups= to every update"):
+        fastce.Evaluator(C, groups=True).update(y, z)
+    with pytest.raises(InputError, match="pass groups=True when creating the Evaluator"):
+        fastce.Evaluator(C).update(y, z, groups=g)
+    with pytest.raises(InputError, match="groups must be True or False"):
+        fastce.Evaluator(C, groups=g)
+    binary = y % 2
+    with pytest.raises(InputError, match="multi-class task for now, not for the binary task") as info:
+        fastce.evaluate(binary, logits=z[:, 0], groups=g)
+    assert info.value.argument == "groups"
+    with pytest.raises(InputError, match="not for the binary task"):
+        fastce.Evaluator(groups=True).update(binary, z[:, 0], groups=g)
+    with pytest.raises(ValueError, match="cannot merge Evaluators with different settings"):
+        fastce.Evaluator(C, groups=True).merge(fastce.Evaluator(C))
+
+
+def test_states_with_and_without_group_sums_do_not_merge():
+    y, z, _, g = _data(seed=6)
+    block = fastce.Evaluator(C).block_rows
+    with_groups = fastce.Evaluator(C, groups=True)
+    with_groups.update(y[:block], z[:block], groups=g[:block])
+    without = fastce.Evaluator(C)
+    without.update(y[block:], z[block:])
+    with pytest.raises(ValueError, match="group sums"):
+        with_groups.state().merge(without.state())
+    # A state of no rows merges with either.
+    assert with_groups.state().merge(State.empty(C, (1,))).clusters is not None
+
+
+def test_tampered_group_settings_are_refused():
+    y, z, _, g = _data(seed=7)
+    ev = fastce.Evaluator(C, groups=True)
+    ev.update(y[:1000], z[:1000], groups=g[:1000])
+    data = ev.state_dict()
+    assert data["settings"]["groups"] is True and "groups" in data["state"] and "groups" in data["pending"]
+    no_setting = json.loads(json.dumps(data))
+    del no_setting["settings"]["groups"]
+    with pytest.raises(InputError, match="group sums do not match the groups setting"):
+        fastce.Evaluator.from_state_dict(no_setting)
+    no_pending_ids = json.loads(json.dumps(data))
+    del no_pending_ids["pending"]["groups"]
+    with pytest.raises(InputError, match="pending rows' group ids do not match"):
+        fastce.Evaluator.from_state_dict(no_pending_ids)
+    false_setting = json.loads(json.dumps(data))
+    false_setting["settings"]["groups"] = False
+    with pytest.raises(InputError, match="groups must be true when given"):
+        fastce.Evaluator.from_state_dict(false_setting)
+    # An Evaluator without groups writes the state dict it always wrote.
+    plain = fastce.Evaluator(C)
+    plain.update(y[:1000], z[:1000])
+    assert "groups" not in plain.state_dict()["settings"] and "groups" not in plain.state_dict()["state"]
+
+
+def _main(*args):
+    out, err = io.StringIO(), io.StringIO()
+    status = cli.main([str(a) for a in args], out=out, err=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_the_command_takes_groups_and_resumes_with_them(tmp_path, monkeypatch):
+    y, z, w, g = _data(seed=8)
+    for name, array in (("y", y), ("z", z), ("w", w), ("g", g), ("short", g[:-1])):
+        np.save(tmp_path / f"{name}.npy", array)
+    expected = fastce.evaluate(y, logits=z, sample_weight=w, groups=g, top_k=(1, 2))
+    args = ["eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--weights", tmp_path / "w.npy",
+            "--groups", tmp_path / "g.npy", "--top-k", "1", "2", "--json", "--chunk-rows", "700", "--no-progress"]
+    status, out, err = _main(*args)
+    assert status == 0, err
+    assert json.loads(out) == json.loads(expected.to_json())
+    # Interrupted after two chunks (Ctrl-C: the checkpoint is saved), then resumed: the same numbers.
+    state = tmp_path / "run.state"
+    sleeps = []
+
+    def interrupt_at_the_second_chunk(_seconds):
+        sleeps.append(_seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setenv(cli._DELAY_ENV, "0.01")
+    monkeypatch.setattr(cli.time, "sleep", interrupt_at_the_second_chunk)
+    status, _, err = _main(*args, "--state", state)
+    assert status == 130 and "checkpoint saved" in err
+    saved = json.loads(state.read_text())
+    assert saved["rows_done"] == 1400 and saved["evaluator"]["settings"]["groups"] is True
+    monkeypatch.delenv(cli._DELAY_ENV)
+    status, again, err = _main(*args, "--state", state)
+    assert status == 0 and "resuming from" in err and "at row 1,400" in err
+    assert json.loads(again) == json.loads(out)
+    status, report, err = _main("report", *args[1:])
+    assert status == 0, err
+    assert json.loads(report)["metrics"] == json.loads(out)
+    status, _, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--groups",
+                           tmp_path / "short.npy", "--no-progress")
+    assert status == 2 and "short.npy has 2999 rows but the scores have 3000" in err
+    status, _, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--groups",
+                           tmp_path / "g.npy", "--scheduler", "tcp://127.0.0.1:1", "--no-progress")
+    assert status == 2 and "--groups cannot be combined with --scheduler" in err
