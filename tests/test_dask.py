@@ -569,3 +569,31 @@ def test_cli_report_on_the_cluster_equals_the_local_report(client, shard_dir):
     assert remote["worst"] == local["worst"]
     assert remote["calibration"]["ece"] == pytest.approx(local["calibration"]["ece"], rel=1e-12)
     np.testing.assert_allclose(remote["confusion"], local["confusion"], rtol=1e-12)
+
+
+def test_cli_scheduler_takes_groups_and_prints_what_the_local_command_prints(client, shard_dir, data):
+    _, labels, _, _ = data
+    np.save(shard_dir / "g.npy", np.arange(labels.shape[0]) // 37)
+    args = ["eval", "--labels", str(shard_dir / "y.npy"), "--logits", str(shard_dir / "z"),
+            "--groups", str(shard_dir / "g.npy"), "--json", "--chunk-rows", "300", "--no-progress"]
+    outputs = []
+    for extra in ([], ["--scheduler", client.scheduler.address]):
+        out, err = io.StringIO(), io.StringIO()
+        assert cli.main(args + extra, out=out, err=err) == 0, err.getvalue()
+        outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1]
+    assert json.loads(outputs[1])["n_groups"] == -(-labels.shape[0] // 37)
+
+
+def test_grouped_states_travel_between_worker_processes(client, data):
+    """Group sums (numba typed Dict inside) pickle for dask's transport: evaluate and compare with groups=
+    on a cluster of worker processes equal the in-memory results (fastce.dask.compare could not move them)."""
+    logits, labels, _, _ = data
+    groups = np.arange(labels.shape[0]) // 29
+    scores = da.from_array(logits, chunks=(450, C))
+    with dask.config.set(scheduler=client):
+        got = fdask.evaluate(labels, logits=scores, groups=groups)
+        compared = fdask.compare(labels, logits={"A": scores, "B": scores * 2}, groups=groups)
+    assert got == fastce.evaluate(labels, logits=logits, groups=groups)
+    expected = fastce.compare(labels, logits={"A": logits, "B": logits * 2}, groups=groups)
+    assert compared.delta("B", "A").stderr == expected.delta("B", "A").stderr

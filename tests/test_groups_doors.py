@@ -201,6 +201,23 @@ def test_the_command_takes_groups_and_resumes_with_them(tmp_path, monkeypatch):
     status, _, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--groups",
                            tmp_path / "short.npy", "--no-progress")
     assert status == 2 and "short.npy has 2999 rows but the scores have 3000" in err
-    status, _, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--groups",
-                           tmp_path / "g.npy", "--scheduler", "tcp://127.0.0.1:1", "--no-progress")
-    assert status == 2 and "--groups cannot be combined with --scheduler" in err
+
+
+@pytest.mark.parametrize("chunks", [(700, 2300), (256, 1000, 1000, 744), (3000,)])
+def test_dask_evaluate_and_diagnose_take_groups(chunks):
+    da = pytest.importorskip("dask.array")
+    import fastce.dask
+
+    y, z, w, g = _data(seed=9)
+    expected = fastce.evaluate(y, logits=z, sample_weight=w, groups=g, top_k=(1, 2))
+    logits = da.from_array(z, chunks=(chunks, C))
+    got = fastce.dask.evaluate(y, logits=logits, sample_weight=w, groups=da.from_array(g, chunks=(chunks,)),
+                               top_k=(1, 2))
+    assert got.to_json() == expected.to_json()
+    report = fastce.dask.diagnose(y, logits=logits, sample_weight=w, groups=g)
+    assert report.to_json() == fastce.diagnose(y, logits=z, sample_weight=w, groups=g).to_json()
+    bad = g.astype(np.float64)
+    with pytest.raises(InputError, match="groups has dtype float64; pass integer group ids"):
+        fastce.dask.evaluate(y, logits=logits, groups=bad)
+    with pytest.raises(InputError, match="not for the binary task"):
+        fastce.dask.evaluate(y % 2, logits=da.from_array(z[:, 0], chunks=(chunks,)), groups=g)

@@ -589,9 +589,6 @@ def _evaluate_on_cluster(args, out, err) -> int:
     """``--scheduler``: one Dask graph over the files, run by the cluster's workers."""
     if args.state:
         raise UsageError("--state cannot be combined with --scheduler: a cluster run is one graph, not resumable chunks.")
-    if args.groups:
-        raise UsageError("--groups cannot be combined with --scheduler yet; run without --scheduler for clustered "
-                         "error bars.")
     try:
         import dask
         from distributed import Client
@@ -614,7 +611,7 @@ def _evaluate_on_cluster(args, out, err) -> int:
                 args.labels, logits=args.logits, proba=args.proba, sample_weight=args.weights,
                 top_k=args.top_k, nan_policy=args.nan_policy, chunk_rows=args.chunk_rows,
                 scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
-                **task_options, **(diagnostics or {}),
+                groups=args.groups, **task_options, **(diagnostics or {}),
             ),
             args, inputs, out, err,
         )

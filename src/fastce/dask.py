@@ -245,25 +245,33 @@ class _Partial:
     diag: object = None  # a DiagnosticsState of the same rows (fastce.dask.diagnose)
 
 
-def _read_rows(scores, targets, weights, first_row, *, reader, name, options=None) -> _Partial:
+def _read_rows(scores, targets, weights, groups, first_row, *, reader, name, options=None) -> _Partial:
     """Validate one range of rows as ``evaluate`` does, then read it with the task's reader.
 
     With diagnostics ``options`` (fastce.dask.diagnose), the partial also
-    holds the rows' diagnostics state.
+    holds the rows' diagnostics state; with ``groups`` (ids of these rows),
+    the state holds their group sums.
     """
     n_rows = scores.shape[0]
     checked = validation.scores(scores, name, ndim=(1, 2))
     try:
         batch = reader.validate(targets, checked, weights, name=name)
+        if groups is not None:
+            batch = reader.with_groups(batch, groups)
     except InputError as exc:
         state = reader.empty()
         state.rows_seen = n_rows  # keeps the rows after these numbered right
+        if groups is not None and reader.task == "multiclass":
+            from fastce.groups import GroupSums
+
+            state.clusters = GroupSums(2 + len(reader.top_k))  # merges with its neighbours' sums
         diag = None
         if options is not None:
             diag = reader.empty_diagnostics(options)
             diag.rows_seen = n_rows
-        # Label errors before weight errors, whichever chunk holds them, as in memory.
-        return _Partial(state, {1 if exc.argument == "sample_weight" else 0: _globalize(exc, first_row)}, diag)
+        # Label errors before weight errors before group errors, whichever chunk holds them, as in memory.
+        kind = {"sample_weight": 1, "groups": 2}.get(exc.argument, 0)
+        return _Partial(state, {kind: _globalize(exc, first_row)}, diag)
     if options is None:
         return _Partial(reader.read(batch), {}, None)
     state, diag = reader.read_with_diagnostics(batch, options)
@@ -412,6 +420,7 @@ def evaluate(
     task: str = "auto",
     ignore_index: int | None = None,
     precision: str = "input",
+    groups=None,
 ):
     """:func:`fastce.evaluate` over Dask arrays, bit-identical to it, in one pass on the workers, for every task.
 
@@ -442,6 +451,10 @@ def evaluate(
         Partial states merged per task of the reduction tree.
     task, ignore_index, precision
         As in :func:`fastce.evaluate`.
+    groups : dask array or array-like of int, shape (n_samples,), optional
+        A group id per row: clustered standard errors, as in
+        :func:`fastce.evaluate` (multi-class); the per-group sums travel in
+        the partial states (O(groups) each).
 
     Returns
     -------
@@ -465,11 +478,11 @@ def evaluate(
     True
     """
     return _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, None, task, ignore_index,
-                precision)
+                precision, groups)
 
 
 def _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, diagnostics, task="auto",
-         ignore_index=None, precision="input"):
+         ignore_index=None, precision="input", groups=None):
     """evaluate (``diagnostics`` None) or diagnose (a dict of DiagnosticsOptions) over dask arrays."""
     from fastce import readers
 
@@ -480,13 +493,14 @@ def _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split
     scores = _scores_array(given, name)
     labels = _row_array(y_true, "y_true", scores, what="labels")
     weights = None if sample_weight is None else _row_array(sample_weight, "sample_weight", scores, what="weights")
+    ids = None if groups is None else _row_array(groups, "groups", scores, what="groups")
     if task == "auto":
         task = _infer_task(labels, scores)
     reader = readers.reader_for_scores(task, scores.shape, name, from_logits=from_logits, top_k=top_k,
                                        ignore_index=ignore_index, precision=precision)
     options = None if diagnostics is None else reader.diagnostics_options(diagnostics)
     read = functools.partial(_read_rows, reader=reader, name=name, options=options)
-    partial = reduce_row_blocks([scores, labels, weights], read, _merge_partials, align_rows=reader.block_rows,
+    partial = reduce_row_blocks([scores, labels, weights, ids], read, _merge_partials, align_rows=reader.block_rows,
                                 split_every=split_every)
     if not compute:
         return dask.delayed(_finalize, pure=True)(partial, nan_policy, name, reader)
@@ -746,23 +760,25 @@ def evaluate_files(
     task: str = "auto",
     ignore_index: int | None = None,
     precision: str = "input",
+    groups=None,
 ):
     """:func:`fastce.files.evaluate_files` on the current Dask scheduler (files read by the workers).
 
     Same arguments and the same Metrics, bit for bit, for every task (1-D
     score files are binary; (rows, classes) label files one-hot, multi-label
-    or soft).  With a
+    or soft); ``groups``: a file of one integer group id per row (clustered
+    errors, as :func:`evaluate`).  With a
     ``distributed.Client`` active, every worker must see the files at the
     same paths.  ``compute=False`` returns a Delayed, as in :func:`evaluate`.
     """
     return _over_files(evaluate, labels, logits=logits, proba=proba, sample_weight=sample_weight,
                        chunk_rows=chunk_rows, scores_name=scores_name, labels_name=labels_name,
                        weights_name=weights_name, top_k=top_k, nan_policy=nan_policy, compute=compute,
-                       task=task, ignore_index=ignore_index, precision=precision)
+                       task=task, ignore_index=ignore_index, precision=precision, groups=groups)
 
 
 def _over_files(func, labels, *, logits, proba, sample_weight, chunk_rows, scores_name, labels_name,
-                weights_name, **kwargs):
+                weights_name, groups=None, **kwargs):
     """``func`` (evaluate or diagnose) over dask arrays read from files by the workers."""
     if (logits is None) == (proba is None):
         raise files.InputFileError("pass exactly one of logits or proba files.")
@@ -780,6 +796,8 @@ def _over_files(func, labels, *, logits, proba, sample_weight, chunk_rows, score
     w = None
     if sample_weight is not None:
         w = read_array(sample_weight, role="weights", name=weights_name, row_chunks=row_chunks)
+    if groups is not None:
+        kwargs["groups"] = read_array(groups, role="groups", row_chunks=row_chunks)
     if from_logits:
         return func(y, logits=scores, sample_weight=w, **kwargs)
     return func(y, proba=scores, sample_weight=w, **kwargs)
@@ -803,6 +821,7 @@ def diagnose(
     task: str = "auto",
     ignore_index: int | None = None,
     precision: str = "input",
+    groups=None,
 ):
     """:func:`fastce.diagnose` over Dask arrays: the same report, in one pass on the workers, for every task
     ``diagnose`` takes (multi-class, binary, multi-label).
@@ -830,12 +849,12 @@ def diagnose(
         dense_confusion_max=dense_confusion_max,
     )
     return _run(y_true, logits, proba, sample_weight, top_k, nan_policy, compute, split_every, diagnostics, task,
-                ignore_index, precision)
+                ignore_index, precision, groups)
 
 
 def diagnose_files(labels=None, *, logits=None, proba=None, sample_weight=None, chunk_rows=None,
-                   scores_name=None, labels_name=None, weights_name=None, **options):
+                   scores_name=None, labels_name=None, weights_name=None, groups=None, **options):
     """:func:`diagnose` over files read by the workers (as :func:`evaluate_files`); ``options`` go to diagnose."""
     return _over_files(diagnose, labels, logits=logits, proba=proba, sample_weight=sample_weight,
                        chunk_rows=chunk_rows, scores_name=scores_name, labels_name=labels_name,
-                       weights_name=weights_name, **options)
+                       weights_name=weights_name, groups=groups, **options)

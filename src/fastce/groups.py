@@ -110,6 +110,20 @@ class GroupSums:
     def n_groups(self) -> int:
         return len(self.index)
 
+    def __getstate__(self) -> dict:
+        # Dask moves partial states between processes by pickling them; numba's
+        # typed Dict does not pickle, so the index travels as its ids, in row order.
+        state = dict(self.__dict__)
+        state["index"] = self.ids()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        ids = state.pop("index")
+        self.__dict__.update(state)
+        self.index = Dict.empty(key_type=types.int64, value_type=types.int64)
+        for row, gid in enumerate(ids.tolist()):
+            self.index[gid] = row
+
     def _reserve(self, capacity: int) -> None:
         if capacity <= self.hi.shape[0]:
             return
