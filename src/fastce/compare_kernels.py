@@ -183,12 +183,20 @@ def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_e
                 K._walk_short_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                                     sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
                                     icounts[m])
-                K._finish_block(first.shape[1], mode, top_k, row_losses, row_stats[m], b, start, count, floats,
-                                integers, fsums[m], icounts[m])
-                _pair_inputs(mode, count, floats, integers, inputs[m])
-                clean[m] = (icounts[m][b, RARE_C_ROWS] == count) & (icounts[m][b, INF_LOSS] == 0)
+                _finish_model(first.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
+                              fsums, icounts, inputs, clean, m)
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,
                         b)
+
+
+@njit(**KERNEL_OPTIONS)
+def _finish_model(n_classes, mode, top_k, row_losses, row_stats, b, start, count, floats, integers, fsums, icounts,
+                  inputs, clean, m):
+    """Model m's block b after its walk: evaluate's finish, then the model's pair inputs and whether it is clean."""
+    K._finish_block(n_classes, mode, top_k, row_losses, row_stats[m], b, start, count, floats, integers, fsums[m],
+                    icounts[m])
+    _pair_inputs(mode, count, floats, integers, inputs[m])
+    clean[m] = (icounts[m][b, RARE_C_ROWS] == count) & (icounts[m][b, INF_LOSS] == 0)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -250,10 +258,8 @@ def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_ep
                 K._walk_long_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                                    sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
                                    icounts[m], float32_math, exp_chunk, exp_chunk64)
-                K._finish_block(first.shape[1], mode, top_k, row_losses, row_stats[m], b, start, count, floats,
-                                integers, fsums[m], icounts[m])
-                _pair_inputs(mode, count, floats, integers, inputs[m])
-                clean[m] = (icounts[m][b, RARE_C_ROWS] == count) & (icounts[m][b, INF_LOSS] == 0)
+                _finish_model(first.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
+                              fsums, icounts, inputs, clean, m)
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,
                         b)
 
