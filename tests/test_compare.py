@@ -433,3 +433,16 @@ def test_comparator_update_is_all_or_nothing(monkeypatch):
     assert json.dumps(cmp.state_dict()) == before
     cmp.update(y[700:], [models[n][700:] for n in names])
     assert cmp.result().to_json() == fastce.compare(y, logits=models).to_json()
+
+
+def test_unaligned_scores_are_read_as_aligned_copies():
+    """A model's scores at an odd byte offset (np.frombuffer of a file's bytes): alignment is part of the
+    kernels' argument types, so such slices are copied (one call's rows) rather than read as aligned."""
+    y, models = three_models(n=2000, c=8, seed=26)
+    raw = bytearray(1 + models["B"].nbytes)
+    raw[1:] = models["B"].tobytes()
+    unaligned = np.frombuffer(raw, dtype=np.float32, offset=1).reshape(models["B"].shape)
+    assert not unaligned.flags.aligned
+    shifted = dict(models, B=unaligned)
+    assert fastce.compare(y, logits=shifted).to_json() == fastce.compare(y, logits=models).to_json()
+    assert fastce.evaluate(y, logits=unaligned) == fastce.evaluate(y, logits=models["B"])

@@ -29,11 +29,13 @@ def kernel_input(array: np.ndarray, dtype=None) -> np.ndarray:
     dtype, which is what keeps the first call (and CI) short.  Slices that
     are not C-contiguous (F-order, strided) are copied -- one kernel call's
     worth of rows at most, never the whole array -- which is also faster than
-    reading an F-ordered row with a stride.
+    reading an F-ordered row with a stride.  Unaligned data (a buffer read
+    at an odd offset) is copied the same way: alignment is part of the type
+    too, and aligned loads of unaligned data would be wrong.
     """
     view = np.asarray(array, dtype=dtype)
-    if not view.flags.c_contiguous:
-        view = np.ascontiguousarray(view)
+    if not view.flags.c_contiguous or not view.flags.aligned:
+        view = np.array(view, order="C")  # a fresh copy: C-ordered and aligned
     view = view.view()
     view.flags.writeable = False
     return view
@@ -159,7 +161,7 @@ def accumulate_matrix(
             on_rows(start, labels_part, weights_part, stats, pred)
 
     max_blocks_per_call = None
-    if not scores.flags.c_contiguous:
+    if not (scores.flags.c_contiguous and scores.flags.aligned):
         # kernel_input copies each call's slice to C order: keep that copy small.
         call_bytes = _config.COPY_BYTES_PER_CALL // (block_rows * n_classes * scores.itemsize)
         max_blocks_per_call = max(1, min(_config.BLOCKS_PER_CALL, call_bytes))

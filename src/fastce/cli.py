@@ -380,12 +380,19 @@ def load_checkpoint(path: str, fingerprint: dict, *, key: str = "evaluator", loa
 # The eval command (its table is Metrics.table, str(Metrics) too)
 
 
-def _where_for(exc: InputError, inputs) -> str | None:
+def _where_for(exc: InputError, inputs, groups=None) -> str | None:
     source = {
         "y_true": inputs.labels, "scores": inputs.scores, "logits": inputs.scores, "proba": inputs.scores,
-        "sample_weight": inputs.weights,
+        "sample_weight": inputs.weights, "groups": groups,
     }.get(exc.argument)
     return None if source is None else source.where
+
+
+def _check_groups_task(args, task: str) -> None:
+    """``--groups`` needs the multi-class task: say so before any row is read or checkpoint written."""
+    if args.groups and task != "multiclass":
+        raise UsageError(f"--groups (clustered error bars) is supported for the multi-class task for now; these files "
+                         f"are the {task} task. Run without --groups.")
 
 
 def check_run_options(args) -> None:
@@ -437,6 +444,7 @@ def _evaluate(args, out, err) -> int:
         top_k = top_k_option(args, num_classes, err)
         diagnostics = _diagnostics_options(args)
         task = inputs.task(args.task)
+        _check_groups_task(args, task)
         fingerprint = {
             "inputs": inputs.fingerprint(),
             "options": {"top_k": list(top_k), "nan_policy": args.nan_policy},
@@ -463,7 +471,7 @@ def _evaluate(args, out, err) -> int:
             for lo, hi, y, scores, w in files.iter_chunks(inputs, chunk_rows, start=evaluator.rows_seen)
         )
         status = run_chunks(args, evaluator, chunks, n, row_bytes, fingerprint, err,
-                            where=lambda exc: _with_where(exc, inputs))
+                            where=lambda exc: _with_where(exc, inputs, groups))
         if status is not None:
             return status
         _finish(evaluator.report if diagnostics else evaluator.result, args, inputs, out, err)
@@ -601,6 +609,7 @@ def _evaluate_on_cluster(args, out, err) -> int:
         scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
     ) as inputs:  # opened here for the checks and messages of the local path; the workers reopen them
         task = inputs.task(args.task)
+        _check_groups_task(args, task)
     diagnostics = _diagnostics_options(args)
     task_options = {"task": task, "ignore_index": args.ignore_index, "precision": args.precision}
     # Not the default client: a caller's own client (in-process use) stays the default.
@@ -638,9 +647,9 @@ def _finish(compute, args, inputs, out, err) -> None:
     out.flush()
 
 
-def _with_where(exc: InputError, inputs) -> InputError:
+def _with_where(exc: InputError, inputs, groups=None) -> InputError:
     """The same error, prefixed with the file it concerns when known."""
-    where = _where_for(exc, inputs)
+    where = _where_for(exc, inputs, groups)
     return InputError(f"{where}: {exc}" if where else str(exc), argument=exc.argument, row=exc.row)
 
 

@@ -242,7 +242,7 @@ class ComparisonState:
         n_rows, n_classes = views[0].shape
         block_rows = _config.block_rows(n_classes)
         max_blocks = _config.BLOCKS_PER_CALL
-        if not all(v.flags.c_contiguous for v in views):
+        if not all(v.flags.c_contiguous and v.flags.aligned for v in views):
             # kernel_input copies each call's slice of such a model to C order: keep that copy small.
             call_bytes = _config.COPY_BYTES_PER_CALL // (block_rows * n_classes * views[0].itemsize)
             max_blocks = max(1, min(max_blocks, call_bytes))
@@ -384,6 +384,8 @@ class ComparisonState:
                 s = parsed[n]
                 if (s.num_classes, s.top_k, s.from_logits) != (first.num_classes, first.top_k, first.from_logits):
                     raise ValueError(f"state {n!r} has other settings than {names[0]!r}")
+                if s.clusters is not None:  # a comparison keeps its group sums apart ("groups" below)
+                    raise ValueError(f"state {n!r} holds group sums")
             confident_below = data["confident_below"]
             if isinstance(confident_below, bool) or not isinstance(confident_below, (int, float)) or not (
                 0.0 < confident_below < 1.0

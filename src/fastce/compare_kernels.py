@@ -128,8 +128,9 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
     """
     first = views[0]
     for view in views:
-        if view.dtype != first.dtype or view.shape != first.shape or not view.flags.c_contiguous:
-            raise ValueError("compare_blocks needs C-contiguous views of one shape and dtype")
+        if (view.dtype != first.dtype or view.shape != first.shape or not view.flags.c_contiguous
+                or not view.flags.aligned):
+            raise ValueError("compare_blocks needs aligned C-contiguous views of one shape and dtype")
     addresses = np.array([view.__array_interface__["data"][0] for view in views], dtype=np.int64)
     blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))  # as accumulate_matrix
     two_class = mode == K.MODE_LOGITS and first.shape[1] == 2 and row_stats.shape[1] == 0

@@ -112,17 +112,24 @@ class GroupSums:
 
     def __getstate__(self) -> dict:
         # Dask moves partial states between processes by pickling them; numba's
-        # typed Dict does not pickle, so the index travels as its ids, in row order.
-        state = dict(self.__dict__)
-        state["index"] = self.ids()
-        return state
+        # typed Dict does not pickle, so the index travels as its ids, in row
+        # order, with the groups' sums only (not the capacity reserved for a
+        # slice's rows, nor the fold's scratch).
+        g = self.n_groups
+        return {"n_values": self.n_values, "ids": self.ids(), "hi": self.hi[:g].copy(), "lo": self.lo[:g].copy(),
+                "blocks_seen": self._blocks_seen}
 
     def __setstate__(self, state: dict) -> None:
-        ids = state.pop("index")
-        self.__dict__.update(state)
-        self.index = Dict.empty(key_type=types.int64, value_type=types.int64)
-        for row, gid in enumerate(ids.tolist()):
-            self.index[gid] = row
+        self.__init__(state["n_values"])
+        self._set_groups(state["ids"], state["hi"], state["lo"])
+        self._blocks_seen = state["blocks_seen"]
+
+    def _set_groups(self, ids, hi, lo) -> None:
+        """Take these groups (ids in row order, and their sums) in place of any held."""
+        g = ids.shape[0]
+        self.index = _index_of(np.ascontiguousarray(ids, dtype=np.int64))
+        self._reserve(g)
+        self.hi[:g], self.lo[:g] = hi, lo
 
     def _reserve(self, capacity: int) -> None:
         if capacity <= self.hi.shape[0]:
@@ -152,31 +159,22 @@ class GroupSums:
 
     def ids(self) -> np.ndarray:
         """Group ids in the order of their rows in ``hi`` / ``lo``."""
-        ids = np.empty(self.n_groups, dtype=np.int64)
-        for gid, g in self.index.items():
-            ids[g] = gid
-        return ids
+        return _ids_of(self.index, self.n_groups)
 
     def merge(self, other: "GroupSums") -> "GroupSums":
-        """Sums of both (a group seen by both adds its double-doubles)."""
+        """Sums of both (a group seen by both adds its double-doubles); ``self`` and ``other`` unchanged.
+
+        Compiled (_merge_groups): the streaming doors merge the sums of every
+        batch into their running ones, so a merge costs O(groups held) in
+        compiled code, not in Python (23 us per group, measured, before).
+        """
         if other.n_values != self.n_values:
             raise ValueError(f"cannot merge group sums of {self.n_values} and {other.n_values} values")
         out = GroupSums(self.n_values)
-        out._reserve(self.n_groups + other.n_groups)
-        mine = self.ids()
-        g = self.n_groups
-        out.hi[:g], out.lo[:g] = self.hi[:g], self.lo[:g]
-        for gid, row in zip(mine.tolist(), range(g)):
-            out.index[gid] = row
-        for gid, row in zip(other.ids().tolist(), range(other.n_groups)):
-            if gid in out.index:
-                target = out.index[gid]
-            else:
-                target = len(out.index)
-                out.index[gid] = target
-            for m in range(self.n_values + 1):
-                hi, lo = _dd_merge(out.hi[target, m], out.lo[target, m], other.hi[row, m], other.lo[row, m])
-                out.hi[target, m], out.lo[target, m] = hi, lo
+        g, h = self.n_groups, other.n_groups
+        out._set_groups(self.ids(), self.hi[:g], self.lo[:g])
+        out._reserve(g + h)
+        _merge_groups(out.index, out.hi, out.lo, other.ids(), other.hi[:h], other.lo[:h])
         out._blocks_seen = self._blocks_seen + other._blocks_seen
         return out
 
@@ -203,12 +201,10 @@ class GroupSums:
         if len(set(ids)) != len(ids):
             raise ValueError("group ids repeat")
         out = cls(n_values)
-        out._reserve(len(ids))
         g = len(ids)
-        out.hi[:g] = np.array([_from_json_number(v) for v in hi], dtype=np.float64).reshape(g, n_values + 1)
-        out.lo[:g] = np.array([_from_json_number(v) for v in lo], dtype=np.float64).reshape(g, n_values + 1)
-        for row, gid in enumerate(ids):
-            out.index[gid] = row
+        out._set_groups(np.array(ids, dtype=np.int64),
+                        np.array([_from_json_number(v) for v in hi], dtype=np.float64).reshape(g, n_values + 1),
+                        np.array([_from_json_number(v) for v in lo], dtype=np.float64).reshape(g, n_values + 1))
         return out
 
     def standard_errors(self, means) -> list[float]:
@@ -229,12 +225,45 @@ class GroupSums:
         return math.sqrt(g / (g - 1) * centred) / float(weight.sum()) if math.isfinite(centred) else math.nan
 
 
-def _dd_merge(a_hi, a_lo, b_hi, b_lo):
-    s = a_hi + b_hi
-    bp = s - a_hi
-    err = (a_hi - (s - bp)) + (b_hi - bp) + (a_lo + b_lo)
-    hi = s + err
-    return hi, err - (hi - s)
+@njit(**KERNEL_OPTIONS)
+def _ids_of(index, n_groups):
+    """The ids of a group index, in the order of their rows."""
+    ids = np.empty(n_groups, dtype=np.int64)
+    for gid, g in index.items():
+        ids[g] = gid
+    return ids
+
+
+@njit(**KERNEL_OPTIONS)
+def _index_of(ids):
+    """A group index: id -> its row, for ids in row order."""
+    index = Dict.empty(key_type=types.int64, value_type=types.int64)
+    for row in range(ids.shape[0]):
+        index[ids[row]] = row
+    return index
+
+
+@njit(**KERNEL_OPTIONS)
+def _merge_groups(index, hi, lo, other_ids, other_hi, other_lo):
+    """Add the groups of another GroupSums (ids in row order, their sums) into ``index`` / ``hi`` / ``lo``
+    (capacity for all of them): a group of both adds its double-doubles (TwoSum, renormalised)."""
+    n_groups = len(index)
+    for row in range(other_ids.shape[0]):
+        gid = other_ids[row]
+        if gid in index:
+            target = index[gid]
+        else:
+            target = n_groups
+            index[gid] = target
+            n_groups += 1
+        for m in range(hi.shape[1]):
+            a_hi, a_lo, b_hi, b_lo = hi[target, m], lo[target, m], other_hi[row, m], other_lo[row, m]
+            s = a_hi + b_hi
+            bp = s - a_hi
+            err = (a_hi - (s - bp)) + (b_hi - bp) + (a_lo + b_lo)
+            total = s + err
+            hi[target, m] = total
+            lo[target, m] = err - (total - s)
 
 
 def _json_number(v: float):

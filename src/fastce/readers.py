@@ -90,8 +90,10 @@ class Batch:
         if self.weights is not None or other.weights is not None:
             ones = lambda w, k: np.ones(k) if w is None else np.asarray(w, dtype=np.float64)  # noqa: E731
             weights = np.concatenate([ones(self.weights, n), ones(other.weights, m)])
+        if (self.groups is None) != (other.groups is None):
+            raise ValueError("cannot join rows with group ids and rows without")
         groups = None
-        if self.groups is not None and other.groups is not None:  # an Evaluator's batches all have them, or none
+        if self.groups is not None:
             groups = np.concatenate([np.asarray(self.groups, dtype=np.int64), np.asarray(other.groups, dtype=np.int64)])
         return Batch(
             np.concatenate([self.view, other.view]),

@@ -6,8 +6,10 @@ with the first row where each kind was seen.  ``merge`` is exact, so any
 split of the rows and any merge order give the same sums; ``finalize`` turns
 a state into :class:`~fastce.metrics.Metrics` under a NaN policy.
 
-States never hold per-row data: their size is O(len(top_k)), whatever N is.
-They serialise to JSON (never pickle).
+States never hold per-row data: their size is O(len(top_k)), whatever N is
+(plus O(groups) for the group sums of clustered errors, ``groups=``).
+They serialise to strict JSON; users never unpickle anything (dask pickles
+states to move them between its workers, as it moves any result).
 """
 
 from __future__ import annotations

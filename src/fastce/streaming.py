@@ -119,8 +119,8 @@ class Evaluator:
     Row numbers in error messages and in ``InputError.row`` are global.
 
     *Memory.*  O(top_k) (O(1) for the element-wise tasks) for the sums,
-    plus fewer than one block of pending rows (at most 2**15 scores),
-    whatever the number of rows.
+    plus O(groups) with ``groups=True``, plus fewer than one block of
+    pending rows (at most 2**15 scores), whatever the number of rows.
 
     Examples
     --------
@@ -179,6 +179,12 @@ class Evaluator:
             raise InputError(f"groups must be True or False here (the ids go to update()); got {groups!r}.",
                              argument="groups")
         self._groups = bool(groups)
+        if self._groups and self._requested_task not in ("auto", "multiclass"):
+            raise InputError(
+                f"groups=True (clustered standard errors) is supported for the multi-class task for now, not for "
+                f"task={task!r}.",
+                argument="groups",
+            )
         self._nan_policy = nan_policy
         self._warn_top_k = _warn_top_k
         self._diag_arg = _check_diagnostics(diagnostics)
