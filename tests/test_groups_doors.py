@@ -101,8 +101,12 @@ def test_sequences_take_one_group_id_per_position():
     strided = np.swapaxes(np.swapaxes(z, 0, 1).copy(), 0, 1)  # not C-ordered: read slab by slab
     assert not strided.flags.c_contiguous
     assert fastce.evaluate(y, logits=strided, groups=docs).to_json() == flat.to_json()
-    with pytest.raises(InputError, match=r"groups has shape \(8,\); .* one group id per position, shape \(8, 50\)"):
-        fastce.evaluate(y, logits=z, groups=np.arange(8))
+    # One id per sequence: the same as that id at each of its positions.
+    assert fastce.evaluate(y, logits=z, groups=np.arange(8)).to_json() == flat.to_json()
+    assert fastce.evaluate(y, logits=strided, groups=np.arange(8)).to_json() == flat.to_json()
+    with pytest.raises(InputError, match=r"groups has shape \(50,\); .* one group id per position, shape \(8, 50\)"
+                                         r" \(or, for group ids, one per sequence, shape \(8,\)\)"):
+        fastce.evaluate(y, logits=z, groups=np.arange(50))
 
 
 def test_groups_are_refused_where_they_do_not_apply():
@@ -259,6 +263,19 @@ def test_groups_are_refused_before_anything_is_read_when_the_task_has_none(tmp_p
                            tmp_path / "g.npy", "--state", state, "--no-progress")
     assert status == 2 and "--groups (clustered error bars) is supported for the multi-class task" in err
     assert not state.exists()
+
+
+def test_the_command_takes_one_group_id_per_sequence(tmp_path):
+    rng = np.random.default_rng(13)
+    z = rng.standard_normal((40, 30, C)).astype(np.float32)
+    y = rng.integers(0, C, (40, 30))
+    docs = np.arange(40) // 3  # three sequences per document
+    for name, array in (("y", y), ("z", z), ("g", docs)):
+        np.save(tmp_path / f"{name}.npy", array)
+    status, out, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--groups",
+                             tmp_path / "g.npy", "--json", "--chunk-rows", "7", "--no-progress")
+    assert status == 0, err
+    assert json.loads(out) == json.loads(fastce.evaluate(y, logits=z, groups=docs).to_json())
 
 
 def test_a_comparison_state_refuses_group_sums_inside_its_models():

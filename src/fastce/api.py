@@ -91,8 +91,9 @@ def evaluate(
         A group id per row (the document a token comes from, the patient of
         an image): ``Metrics.stderr`` is then the clustered standard error,
         treating each group as one draw (``fastce.groups``); memory grows
-        with the number of groups, not of rows.  Multi-class tasks only
-        for now.
+        with the number of groups, not of rows.  With (..., C) sequences:
+        one id per position, or one per sequence (shape ``(n_sequences,)``).
+        Multi-class tasks only for now.
     task : {"auto", "multiclass", "binary", "multilabel", "soft"}, default "auto"
         The question to answer; "auto" infers it from the shapes as above.
         Force it when a target could be read two ways (an (N, C) 0/1 target
@@ -232,16 +233,24 @@ def flat_positions(y_true, array, sample_weight, name: str):
 
 
 def per_position(values, shape, argument: str):
-    """``sample_weight`` or ``groups`` of (..., C) scores of ``shape``: one value per position, flattened (or None)."""
+    """``sample_weight`` or ``groups`` of (..., C) scores of ``shape``: one value per position, flattened (or None).
+
+    Group ids may also come one per sequence (shape ``shape[:1]``: the
+    document of each sequence), repeated here over its positions (an int64
+    per position, as many as the labels).
+    """
     if values is None:
         return None
     array = validation.as_array(values, argument)
     lead = tuple(shape[:-1])
+    if argument == "groups" and len(lead) > 1 and array.shape == lead[:1]:
+        return np.repeat(np.asarray(array), int(np.prod(lead[1:])))
     if array.shape != lead:
         what = "weight" if argument == "sample_weight" else "group id"
+        also = f" (or, for group ids, one per sequence, shape {lead[:1]})" if argument == "groups" else ""
         raise InputError(
             f"{argument} has shape {array.shape}; with scores of shape {tuple(shape)} it needs one {what} per "
-            f"position, shape {lead}.",
+            f"position, shape {lead}{also}.",
             argument=argument,
             value=array.shape,
         )
