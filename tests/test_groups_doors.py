@@ -117,12 +117,12 @@ def test_groups_are_refused_where_they_do_not_apply():
         fastce.Evaluator(C).update(y, z, groups=g)
     with pytest.raises(InputError, match="groups must be True or False"):
         fastce.Evaluator(C, groups=g)
-    binary = y % 2
-    with pytest.raises(InputError, match="multi-class task for now, not for the binary task") as info:
-        fastce.evaluate(binary, logits=z[:, 0], groups=g)
+    indicator = (z > 0).astype(np.int64)  # an (N, C) 0/1 target: the multi-label task
+    with pytest.raises(InputError, match="multi-class and binary tasks for now, not for the multilabel task") as info:
+        fastce.evaluate(indicator, logits=z, groups=g)
     assert info.value.argument == "groups"
-    with pytest.raises(InputError, match="not for the binary task"):
-        fastce.Evaluator(groups=True).update(binary, z[:, 0], groups=g)
+    with pytest.raises(InputError, match="not for the multilabel task"):
+        fastce.Evaluator(groups=True).update(indicator, z, groups=g)
     with pytest.raises(ValueError, match="cannot merge Evaluators with different settings"):
         fastce.Evaluator(C, groups=True).merge(fastce.Evaluator(C))
 
@@ -223,8 +223,10 @@ def test_dask_evaluate_and_diagnose_take_groups(chunks):
     bad = g.astype(np.float64)
     with pytest.raises(InputError, match="groups has dtype float64; pass integer group ids"):
         fastce.dask.evaluate(y, logits=logits, groups=bad)
-    with pytest.raises(InputError, match="not for the binary task"):
-        fastce.dask.evaluate(y % 2, logits=da.from_array(z[:, 0], chunks=(chunks,)), groups=g)
+    binary = fastce.evaluate(y % 2, logits=z[:, 0], groups=g)
+    assert fastce.dask.evaluate(y % 2, logits=da.from_array(z[:, 0], chunks=(chunks,)), groups=g) == binary
+    with pytest.raises(InputError, match="not for the multilabel task"):
+        fastce.dask.evaluate((z > 0).astype(np.int64), logits=logits, groups=g)
 
 
 def test_group_sums_merge_exactly_and_pickle_only_the_groups():
@@ -253,16 +255,16 @@ def test_group_sums_merge_exactly_and_pickle_only_the_groups():
 
 def test_groups_are_refused_before_anything_is_read_when_the_task_has_none(tmp_path):
     y, z, _, g = _data(seed=11)
-    with pytest.raises(InputError, match="groups=True .* multi-class task for now, not for task='binary'"):
-        fastce.Evaluator(task="binary", groups=True)
-    np.save(tmp_path / "y.npy", y % 2)
-    np.save(tmp_path / "z.npy", z[:, 0])
+    with pytest.raises(InputError, match="groups=True .* multi-class and binary tasks for now, not for task='soft'"):
+        fastce.Evaluator(task="soft", groups=True)
+    np.save(tmp_path / "y.npy", (z > 0).astype(np.int64))
+    np.save(tmp_path / "z.npy", z)
     np.save(tmp_path / "g.npy", g)
     state = tmp_path / "run.state"
     status, _, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--groups",
                            tmp_path / "g.npy", "--state", state, "--no-progress")
-    assert status == 2 and "--groups (clustered error bars) is supported for the multi-class task" in err
-    assert not state.exists()
+    assert status == 2 and "--groups (clustered error bars) is supported for the multi-class and binary" in err
+    assert "multilabel task" in err and not state.exists()
 
 
 def test_the_command_takes_one_group_id_per_sequence(tmp_path):
@@ -288,3 +290,39 @@ def test_a_comparison_state_refuses_group_sums_inside_its_models():
     data["states"]["A"] = ev.state().to_dict()
     with pytest.raises(ValueError, match="state 'A' holds group sums"):
         ComparisonState.from_dict(json.loads(json.dumps(data)))
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_binary_scores_take_groups_from_every_door(from_logits, tmp_path):
+    """1-D binary scores: each row's loss, (p - y)**2 and hit folded by group while the kernel's slice is in
+    cache (kernels_binary.binary_row_values), against the formula's numpy reference, from every door."""
+    from test_errorbars import clustered_reference
+
+    rng = np.random.default_rng(14)
+    n = 5_000
+    z = 2 * rng.standard_normal(n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    g = np.sort(rng.integers(0, 400, n))
+    w = rng.random(n)
+    p = 1 / (1 + np.exp(-z))
+    scores = z if from_logits else p
+    key = "logits" if from_logits else "proba"
+    m = fastce.evaluate(y, **{key: scores}, sample_weight=w, groups=g)
+    q = np.clip(np.where(y == 1, p, 1 - p), np.finfo(float).eps, 1 - np.finfo(float).eps)
+    assert m.stderr["cross_entropy"] == pytest.approx(clustered_reference(-np.log(q), g, w), rel=1e-8)
+    assert m.stderr["brier"] == pytest.approx(clustered_reference((p - y) ** 2, g, w), rel=1e-8)
+    hits = ((p > 0.5) == (y == 1)).astype(float)
+    assert m.stderr["accuracy"] == pytest.approx(clustered_reference(hits, g, w), rel=1e-9)
+    assert m.n_groups == len(np.unique(g)) and m.task == "binary"
+    ev = fastce.Evaluator(groups=True, from_logits=from_logits)
+    for lo, hi in _splits(n, [1, 1700, 4099]):
+        ev.update(y[lo:hi], scores[lo:hi], w[lo:hi], groups=g[lo:hi])
+    assert ev.result().to_json() == m.to_json()
+    for name, array in (("y", y), ("s", scores), ("w", w), ("g", g)):
+        np.save(tmp_path / f"{name}.npy", array)
+    status, out, err = _main("eval", "--labels", tmp_path / "y.npy", f"--{key}", tmp_path / "s.npy", "--weights",
+                             tmp_path / "w.npy", "--groups", tmp_path / "g.npy", "--json", "--chunk-rows", "900",
+                             "--no-progress")
+    assert status == 0, err
+    assert json.loads(out) == json.loads(m.to_json())
+    assert fastce.diagnose(y, **{key: scores}, sample_weight=w, groups=g).metrics == m

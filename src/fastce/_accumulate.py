@@ -168,8 +168,10 @@ def accumulate_matrix(
     return _run(call, n_rows, n_classes, state, block_rows, labels, sample_weight, row_losses, max_blocks_per_call)
 
 
-def accumulate_binary_proba(proba, labels, *, top_k, sample_weight=None, proba_eps: float, row_losses=None) -> State:
-    """State of 1-D probabilities of class 1 and 0/1 labels."""
+def accumulate_binary_proba(proba, labels, *, top_k, sample_weight=None, proba_eps: float, row_losses=None,
+                            on_rows=None) -> State:
+    """State of 1-D probabilities of class 1 and 0/1 labels; ``on_rows(start, stop, labels, weights)``, if given,
+    after each kernel call (its rows are then in cache)."""
     state = State.empty(2, top_k, from_logits=False, task="binary")
     ks = kernel_input(np.asarray(state.top_k, dtype=np.int64))
     block_rows = _config.MAX_BLOCK_ROWS
@@ -179,5 +181,7 @@ def accumulate_binary_proba(proba, labels, *, top_k, sample_weight=None, proba_e
             kernel_input(proba[start:stop]), labels_part, weights_part, ks, float(proba_eps), losses_part,
             0, nblocks, block_rows, fsums, icounts,
         )
+        if on_rows is not None:
+            on_rows(start, stop, labels_part, weights_part)
 
     return _run(call, proba.shape[0], 1, state, block_rows, labels, sample_weight, row_losses)

@@ -145,8 +145,8 @@ def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smo
                   KS.NUM_SUMS, copies)
 
 
-def accumulate_binary_logits(logits, labels, *, top_k, sample_weight=None, row_losses=None) -> State:
-    """Core State (two classes) of 1-D logits of class 1 and 0/1 labels."""
+def accumulate_binary_logits(logits, labels, *, top_k, sample_weight=None, row_losses=None, on_rows=None) -> State:
+    """Core State (two classes) of 1-D logits of class 1 and 0/1 labels; ``on_rows`` as accumulate_binary_proba."""
     state = State.empty(2, top_k, from_logits=True, task="binary")
     ks = kernel_input(np.asarray(state.top_k, dtype=np.int64))
     block_rows = BINARY_LOGIT_BLOCK_ROWS
@@ -156,5 +156,7 @@ def accumulate_binary_logits(logits, labels, *, top_k, sample_weight=None, row_l
             kernel_input(logits[start:stop]), labels_part, weights_part, ks, losses_part, nblocks, block_rows,
             fsums, icounts,
         )
+        if on_rows is not None:
+            on_rows(start, stop, labels_part, weights_part)
 
     return _accumulate._run(call, logits.shape[0], 1, state, block_rows, labels, sample_weight, row_losses)

@@ -29,7 +29,7 @@ import time
 import traceback
 import warnings
 
-from fastce import __version__, _compile_log, _json, files, validation
+from fastce import __version__, _compile_log, _json, files, readers, validation
 from fastce.errors import InputError, TopKWarning
 from fastce.metrics import Metrics
 from fastce.progress import make_progress
@@ -149,7 +149,7 @@ def add_run_arguments(ev: argparse.ArgumentParser) -> None:
     )
     ev.add_argument("--weights", nargs="+", metavar="FILE", help="non-negative row weights, shape (rows,)")
     ev.add_argument("--groups", nargs="+", metavar="FILE",
-                    help="an integer group id per row (document, patient): clustered error bars (multi-class)")
+                    help="an integer group id per row (document, patient): clustered error bars (multi-class, binary)")
     ev.add_argument("--top-k", nargs="+", type=int, default=[1], metavar="K", help="k of the top-k accuracies (default: 1)")
     ev.add_argument(
         "--nan-policy", choices=("raise", "omit", "propagate"), default="raise",
@@ -390,9 +390,9 @@ def _where_for(exc: InputError, inputs, groups=None) -> str | None:
 
 def _check_groups_task(args, task: str) -> None:
     """``--groups`` needs the multi-class task: say so before any row is read or checkpoint written."""
-    if args.groups and task != "multiclass":
-        raise UsageError(f"--groups (clustered error bars) is supported for the multi-class task for now; these files "
-                         f"are the {task} task. Run without --groups.")
+    if args.groups and task not in readers.GROUP_TASKS:
+        raise UsageError(f"--groups (clustered error bars) is supported for the multi-class and binary tasks for now; "
+                         f"these files are the {task} task. Run without --groups.")
 
 
 def check_run_options(args) -> None:

@@ -261,7 +261,9 @@ def _read_rows(scores, targets, weights, groups, first_row, *, reader, name, opt
     except InputError as exc:
         state = reader.empty()
         state.rows_seen = n_rows  # keeps the rows after these numbered right
-        if groups is not None and reader.task == "multiclass":
+        from fastce.readers import GROUP_TASKS
+
+        if groups is not None and reader.task in GROUP_TASKS:
             from fastce.groups import GroupSums
 
             state.clusters = GroupSums(2 + len(reader.top_k))  # merges with its neighbours' sums

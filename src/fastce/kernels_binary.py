@@ -507,6 +507,37 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
             fsums[b, first_moment + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else fsums[b, first_moment + M_W2]
 
 
+@njit(**KERNEL_OPTIONS)
+def binary_row_values(scores, labels, from_logits, proba_eps, top_k, values):
+    """Each row's loss (NaN where the row is not counted), (p - y)**2 and top-k hits, into ``values``.
+
+    For the clustered errors of 1-D binary scores (fastce.groups): the
+    columns of groups.row_values (the Brier value as the binary Brier score
+    scales it), by the kernels' own formulas (element_loss for logits,
+    scikit-learn's clipped log loss for probabilities).  Called on a slice
+    the kernel has just read, while it is in cache.
+    """
+    for i in range(scores.shape[0]):
+        y = np.int64(labels[i])
+        if from_logits:
+            x = as_float64(scores[i])
+            loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
+            ok = x == x
+        else:
+            p = as_float64(scores[i])
+            ok = p - p == 0.0
+            q = p if y == 1 else 1.0 - p
+            loss = -math.log(min(max(q, proba_eps), 1.0 - proba_eps)) if ok else np.nan
+            miss = p - y
+            sq = miss * miss
+            positive = p > 1.0 - p
+        hit = 1.0 if positive == (y == 1) else 0.0
+        values[i, 0] = loss if ok else np.nan
+        values[i, 1] = sq
+        for k in range(top_k.shape[0]):
+            values[i, 2 + k] = hit if top_k[k] == 1 else 1.0  # two classes: every row is in the top 2
+
+
 def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts):
     """``_binary_logits_blocks_tasks`` on the thread pool (see fastce._parallel)."""
     run_tasks(_binary_logits_blocks_tasks,

@@ -41,6 +41,8 @@ from fastce.state import State, raise_nonfinite
 from fastce.task_states import MultilabelState, SoftState
 
 TASKS = ("multiclass", "binary", "multilabel", "soft")
+# The tasks whose readers take groups= (clustered standard errors, see Reader.with_groups).
+GROUP_TASKS = ("multiclass", "binary")
 TASK_CHOICES = ("auto",) + TASKS
 
 
@@ -154,8 +156,8 @@ class Reader:
     def with_groups(self, batch: Batch, groups) -> Batch:
         """``batch`` with a group id per row (clustered standard errors), or an InputError."""
         raise InputError(
-            f"groups= (clustered standard errors) is supported for the multi-class task for now, not for the "
-            f"{self.task} task these arguments ask for.",
+            f"groups= (clustered standard errors) is supported for the multi-class and binary tasks for now, not "
+            f"for the {self.task} task these arguments ask for.",
             argument="groups",
         )
 
@@ -219,6 +221,11 @@ class Reader:
 
 class _StateReader(Reader):
     """Tasks whose statistics are a :class:`~fastce.state.State` (multi-class and binary)."""
+
+    def with_groups(self, batch: Batch, groups) -> Batch:
+        from fastce.groups import check_groups
+
+        return replace(batch, groups=np.asarray(check_groups(groups, len(batch)), dtype=np.int64))
 
     def _check_top_k(self, top_k, stacklevel) -> tuple:
         return validation.top_k_values(top_k, self.num_classes, stacklevel=stacklevel)
@@ -349,10 +356,6 @@ class MulticlassReader(_StateReader):
 
         return _read_grouped(read, batch, self)
 
-    def with_groups(self, batch: Batch, groups) -> Batch:
-        from fastce.groups import check_groups
-
-        return replace(batch, groups=np.asarray(check_groups(groups, len(batch)), dtype=np.int64))
 
     @property
     def ignore_label(self) -> int:
@@ -401,11 +404,33 @@ class BinaryReader(_StateReader):
         Reader._check_options(self)  # the binary kernels have no ignored label
 
     def read(self, batch: Batch) -> State:
-        if self.from_logits:
-            return _accumulate_family.accumulate_binary_logits(batch.view, batch.targets, top_k=self.top_k,
-                                                               sample_weight=batch.weights)
-        return _accumulate.accumulate_binary_proba(batch.view, batch.targets, top_k=self.top_k,
-                                                   sample_weight=batch.weights, proba_eps=batch.eps)
+        def read(on_rows=None):
+            if self.from_logits:
+                return _accumulate_family.accumulate_binary_logits(batch.view, batch.targets, top_k=self.top_k,
+                                                                   sample_weight=batch.weights, on_rows=on_rows)
+            return _accumulate.accumulate_binary_proba(batch.view, batch.targets, top_k=self.top_k,
+                                                       sample_weight=batch.weights, proba_eps=batch.eps,
+                                                       on_rows=on_rows)
+
+        if batch.groups is None:
+            return read()
+        from fastce import kernels_binary
+        from fastce.groups import GroupSums
+
+        # Each slice's per-row values right after the kernel read it (in cache), folded by group.
+        clusters = GroupSums(2 + len(self.top_k))
+        ks = _accumulate.kernel_input(np.asarray(self.top_k, dtype=np.int64))
+
+        def fold(start, stop, labels, weights):
+            values = np.empty((stop - start, 2 + len(self.top_k)))
+            kernels_binary.binary_row_values(_accumulate.kernel_input(batch.view[start:stop]), labels,
+                                             self.from_logits, 0.0 if self.from_logits else float(batch.eps), ks,
+                                             values)
+            clusters.add(batch.groups[start:stop], ~np.isnan(values[:, 0]), values, weights, self.block_rows)
+
+        state = read(fold)
+        state.clusters = clusters
+        return state
 
     def finalize(self, state: State, nan_policy: str, name: str) -> Metrics:
         if not self.from_logits:

@@ -368,8 +368,6 @@ class State:
             if data.get("groups") is not None:
                 from fastce.groups import GroupSums
 
-                if state.task != "multiclass":
-                    raise ValueError("group sums belong to multi-class states only")
                 state.clusters = GroupSums.from_dict(data["groups"])
                 if state.clusters.n_values != 2 + len(top_k):
                     raise ValueError("group sums do not match top_k")

@@ -96,8 +96,8 @@ class Evaluator:
     groups : bool, default False
         Whether every ``update`` gives a group id per row (``groups=``): the
         standard errors are then clustered, as :func:`fastce.evaluate` with
-        ``groups=`` (multi-class task; memory grows with the number of
-        groups).
+        ``groups=`` (multi-class and binary tasks; memory grows with the
+        number of groups).
 
     Notes
     -----
@@ -179,10 +179,10 @@ class Evaluator:
             raise InputError(f"groups must be True or False here (the ids go to update()); got {groups!r}.",
                              argument="groups")
         self._groups = bool(groups)
-        if self._groups and self._requested_task not in ("auto", "multiclass"):
+        if self._groups and self._requested_task not in ("auto",) + readers.GROUP_TASKS:
             raise InputError(
-                f"groups=True (clustered standard errors) is supported for the multi-class task for now, not for "
-                f"task={task!r}.",
+                f"groups=True (clustered standard errors) is supported for the multi-class and binary tasks for "
+                f"now, not for task={task!r}.",
                 argument="groups",
             )
         self._nan_policy = nan_policy
