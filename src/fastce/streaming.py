@@ -259,7 +259,8 @@ class Evaluator:
     def __repr__(self) -> str:
         return (
             f"Evaluator(num_classes={self.num_classes}, task={self.task!r}, from_logits={self.from_logits}, "
-            f"top_k={self.top_k}, nan_policy={self.nan_policy!r}; rows_seen={self.rows_seen})"
+            f"top_k={self.top_k}, nan_policy={self.nan_policy!r}{', groups=True' if self._groups else ''}; "
+            f"rows_seen={self.rows_seen})"
         )
 
     def _settings(self) -> tuple:
