@@ -77,6 +77,22 @@ def threads_for(n_elements: int):
                 numba.set_num_threads(threads)
 
 
+def fold_call(state: State, fsums, icounts, nblocks: int, row_offset: int, block_rows: int) -> None:
+    """Add one kernel call's block sums and counters to ``state`` (its rows numbered from ``row_offset``)."""
+    state.moment_overflows += K.fold_blocks(fsums, icounts, nblocks, row_offset, block_rows, state.sums, state.minmax,
+                                            state.counts)
+
+
+def blocks_per_call(score_arrays, block_rows: int) -> int:
+    """Blocks of rows per kernel call over these (N, C) score arrays: BLOCKS_PER_CALL, or fewer when
+    kernel_input copies their slices (not C-ordered, or unaligned), so that the copy stays small."""
+    first = score_arrays[0]
+    if all(a.flags.c_contiguous and a.flags.aligned for a in score_arrays):
+        return _config.BLOCKS_PER_CALL
+    call_bytes = _config.COPY_BYTES_PER_CALL // (block_rows * first.shape[1] * first.itemsize)
+    return max(1, min(_config.BLOCKS_PER_CALL, call_bytes))
+
+
 def _run(call, n_rows, row_elements, state, block_rows, labels, sample_weight, row_losses, max_blocks_per_call=None):
     """Run ``call(start, stop, labels, weights, losses, nblocks, fsums, icounts)`` over all rows."""
     n_cols = K.fsums_columns(len(state.top_k))
@@ -92,9 +108,7 @@ def _run(call, n_rows, row_elements, state, block_rows, labels, sample_weight, r
         losses_part = _NO_ROW_LOSSES if row_losses is None else row_losses[start:stop]
         with threads_for(n_rows * row_elements):
             call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts)
-        state.moment_overflows += K.fold_blocks(
-            fsums, icounts, nblocks, start, block_rows, state.sums, state.minmax, state.counts
-        )
+        fold_call(state, fsums, icounts, nblocks, start, block_rows)
     state.rows_seen += n_rows
     return state
 
@@ -160,12 +174,8 @@ def accumulate_matrix(
         if on_rows is not None:
             on_rows(start, labels_part, weights_part, stats, pred)
 
-    max_blocks_per_call = None
-    if not (scores.flags.c_contiguous and scores.flags.aligned):
-        # kernel_input copies each call's slice to C order: keep that copy small.
-        call_bytes = _config.COPY_BYTES_PER_CALL // (block_rows * n_classes * scores.itemsize)
-        max_blocks_per_call = max(1, min(_config.BLOCKS_PER_CALL, call_bytes))
-    return _run(call, n_rows, n_classes, state, block_rows, labels, sample_weight, row_losses, max_blocks_per_call)
+    return _run(call, n_rows, n_classes, state, block_rows, labels, sample_weight, row_losses,
+                blocks_per_call([scores], block_rows))
 
 
 def accumulate_binary_proba(proba, labels, *, top_k, sample_weight=None, proba_eps: float, row_losses=None,

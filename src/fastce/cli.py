@@ -389,7 +389,8 @@ def _where_for(exc: InputError, inputs, groups=None) -> str | None:
 
 
 def _check_groups_task(args, task: str) -> None:
-    """``--groups`` needs the multi-class task: say so before any row is read or checkpoint written."""
+    """``--groups`` needs a task with group sums (readers.GROUP_TASKS): say so before any row is read or
+    checkpoint written."""
     if args.groups and task not in readers.GROUP_TASKS:
         raise UsageError(f"--groups (clustered error bars) is supported for the multi-class and binary tasks for now; "
                          f"these files are the {task} task. Run without --groups.")

@@ -241,12 +241,7 @@ class ComparisonState:
         """Every model's block, then the block's pairs, in one kernel (compare_kernels.compare_blocks)."""
         n_rows, n_classes = views[0].shape
         block_rows = _config.block_rows(n_classes)
-        max_blocks = _config.BLOCKS_PER_CALL
-        if not all(v.flags.c_contiguous and v.flags.aligned for v in views):
-            # kernel_input copies each call's slice of such a model to C order: keep that copy small.
-            call_bytes = _config.COPY_BYTES_PER_CALL // (block_rows * n_classes * views[0].itemsize)
-            max_blocks = max(1, min(max_blocks, call_bytes))
-        max_blocks = min(max_blocks, max(1, -(-n_rows // block_rows)))
+        max_blocks = min(_accumulate.blocks_per_call(views, block_rows), max(1, -(-n_rows // block_rows)))
         slice_rows = max_blocks * block_rows
         n_models, n_k = len(self.names), len(self.top_k)
         ks = _accumulate.kernel_input(np.asarray(self.top_k, dtype=np.int64))
@@ -271,15 +266,14 @@ class ComparisonState:
                                   row_stats, nblocks, block_rows, fsums, icounts, pair_fsums)
             for m, name in enumerate(self.names):
                 part = State.empty(n_classes, self.top_k, from_logits=self.from_logits)
-                part.moment_overflows += K.fold_blocks(fsums[m], icounts[m], nblocks, 0, block_rows, part.sums,
-                                                       part.minmax, part.counts)
+                _accumulate.fold_call(part, fsums[m], icounts[m], nblocks, 0, block_rows)
                 part.rows_seen += stop - start
                 self.states[name] = self.states[name].merge(part)
             for p, key in enumerate(self.pairs):
                 self.nonfinite_pair_sums += PK.fold_exact(pair_fsums[p], nblocks, self.pairs[key])
             if self.clusters is not None:
-                self._fold_groups(groups[start:stop], {n: row_stats[m, : stop - start] for m, n in enumerate(self.names)},
-                                  part_weights, block_rows)
+                stats = {n: row_stats[m, : stop - start] for m, n in enumerate(self.names)}
+                self._fold_groups(groups[start:stop], stats, part_weights, block_rows)
 
     def _read_apart(self, views, eps, labels, weights, groups) -> None:
         """Models of different dtypes: each scored on its own into per-row buffers, then the pairs."""
@@ -315,7 +309,7 @@ class ComparisonState:
 
         values = {n: row_values(rows[n], self.top_k, self.num_classes) for n in self.names}
         for n in self.names:
-            self.clusters[n].add(ids, ~np.isnan(values[n][:, 0]), values[n], weights, block_rows)
+            self.clusters[n].add_rows(ids, values[n], weights, block_rows)
         for a, b in self.pairs:
             joint = ~np.isnan(values[a][:, 0]) & ~np.isnan(values[b][:, 0])
             with np.errstate(invalid="ignore"):

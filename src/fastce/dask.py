@@ -44,6 +44,7 @@ import numpy as np
 
 from fastce import _config, files, validation
 from fastce.api import scores_argument
+from fastce.readers import GROUP_TASKS
 from fastce.checks import check_probabilities
 from fastce.errors import InputError
 from fastce.state import State, check_nan_policy
@@ -261,8 +262,6 @@ def _read_rows(scores, targets, weights, groups, first_row, *, reader, name, opt
     except InputError as exc:
         state = reader.empty()
         state.rows_seen = n_rows  # keeps the rows after these numbered right
-        from fastce.readers import GROUP_TASKS
-
         if groups is not None and reader.task in GROUP_TASKS:
             from fastce.groups import GroupSums
 
@@ -455,7 +454,7 @@ def evaluate(
         As in :func:`fastce.evaluate`.
     groups : dask array or array-like of int, shape (n_samples,), optional
         A group id per row: clustered standard errors, as in
-        :func:`fastce.evaluate` (multi-class); the per-group sums travel in
+        :func:`fastce.evaluate` (multi-class, binary); the per-group sums travel in
         the partial states (O(groups) each).
 
     Returns

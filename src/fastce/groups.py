@@ -157,6 +157,10 @@ class GroupSums:
         )
         self._blocks_seen += -(-n_rows // block_rows)
 
+    def add_rows(self, groups, values, weights, block_rows: int) -> None:
+        """``add`` of the rows whose first value (the loss) is not NaN: the rows a State counts."""
+        self.add(groups, ~np.isnan(values[:, 0]), values, weights, block_rows)
+
     def ids(self) -> np.ndarray:
         """Group ids in the order of their rows in ``hi`` / ``lo``."""
         return _ids_of(self.index, self.n_groups)
@@ -316,15 +320,13 @@ def read_clustered(read, ids, top_k, num_classes: int):
     ``_accumulate.accumulate_matrix``) with the rows' values folded into fresh group sums, by the
     group ``ids`` of its rows; returns what ``read`` returns, its State carrying the sums."""
     from fastce import _config
-    from fastce import kernels as K
 
     clusters = GroupSums(2 + len(top_k))
     block_rows = _config.block_rows(num_classes)
 
     def fold(start, _labels, weights, stats, _pred):
-        stop = start + stats.shape[0]
-        counted = ~np.isnan(stats[:, K.S_LOSS])
-        clusters.add(ids[start:stop], counted, row_values(stats, top_k, num_classes), weights, block_rows)
+        clusters.add_rows(ids[start:start + stats.shape[0]], row_values(stats, top_k, num_classes), weights,
+                          block_rows)
 
     result = read(fold)
     state = result[0] if isinstance(result, tuple) else result

@@ -34,6 +34,7 @@ import numpy as np
 
 from fastce import _accumulate, _accumulate_family, _config, tasks, validation
 from fastce import kernels as K
+from fastce import kernels_binary as KB
 from fastce.checks import check_probabilities, check_probability_range, sum_to_one_tolerance
 from fastce.errors import InputError
 from fastce.metrics import Metrics
@@ -55,7 +56,7 @@ class Batch:
     targets: np.ndarray  # (n,) int64 class indices, or (n, C) targets
     weights: np.ndarray | None  # (n,) float64 row weights, None when unweighted
     tolerance: float = 0.0  # soft targets: the row-sum tolerance of their dtype
-    groups: np.ndarray | None = None  # (n,) int64 group ids (clustered errors, multi-class), or None
+    groups: np.ndarray | None = None  # (n,) int64 group ids (clustered errors; see Reader.with_groups), or None
 
     def __len__(self) -> int:
         return self.view.shape[0]
@@ -356,7 +357,6 @@ class MulticlassReader(_StateReader):
 
         return _read_grouped(read, batch, self)
 
-
     @property
     def ignore_label(self) -> int:
         """``ignore_index`` as the kernels take it (a label no row has when there is none)."""
@@ -414,7 +414,6 @@ class BinaryReader(_StateReader):
 
         if batch.groups is None:
             return read()
-        from fastce import kernels_binary
         from fastce.groups import GroupSums
 
         # Each slice's per-row values right after the kernel read it (in cache), folded by group.
@@ -423,10 +422,9 @@ class BinaryReader(_StateReader):
 
         def fold(start, stop, labels, weights):
             values = np.empty((stop - start, 2 + len(self.top_k)))
-            kernels_binary.binary_row_values(_accumulate.kernel_input(batch.view[start:stop]), labels,
-                                             self.from_logits, 0.0 if self.from_logits else float(batch.eps), ks,
-                                             values)
-            clusters.add(batch.groups[start:stop], ~np.isnan(values[:, 0]), values, weights, self.block_rows)
+            KB.binary_row_values(_accumulate.kernel_input(batch.view[start:stop]), labels, self.from_logits,
+                                 0.0 if self.from_logits else float(batch.eps), ks, values)
+            clusters.add_rows(batch.groups[start:stop], values, weights, self.block_rows)
 
         state = read(fold)
         state.clusters = clusters

@@ -74,7 +74,7 @@ class State:
     rows_seen: int = 0  # rows consumed, including skipped ones: numbers the next row
     moment_overflows: int = 0  # block partials of the second moments beyond float64 (see kernels.M_W2)
     task: str = "multiclass"  # or "binary": 1-D scores of class 1 (two classes)
-    # With groups= (multi-class): per-group sums of the per-row values behind
+    # With groups= (multi-class, binary): per-group sums of the per-row values behind
     # the clustered standard errors (fastce.groups.GroupSums), None without.
     clusters: object = None
 
