@@ -332,7 +332,7 @@ def _read_apart(y, models, **kwargs):
                                            None)
     state = ComparisonState.empty(names, batch.num_classes, kwargs.get("top_k", (1,)), from_logits=True,
                                   confident_below=0.01)
-    state._read_apart(batch.views, batch.eps, batch.labels, batch.weights, None)
+    state._read_apart(batch.views, batch.eps, batch.labels, batch.weights, None, state._score_matrix)
     return state.finalize("omit")
 
 

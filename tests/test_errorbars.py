@@ -253,8 +253,6 @@ def test_groups_errors():
         fastce.evaluate(y, logits=z, groups=[1, 2])
     with pytest.raises(fastce.InputError, match="integer ids"):
         fastce.evaluate(y, logits=z, groups=np.array(["a", "b", "c", "d"]))
-    with pytest.raises(fastce.InputError, match="multi-class and binary tasks for now, not for the multilabel task"):
-        fastce.evaluate(np.array([[0, 1, 1], [1, 0, 1], [0, 0, 0], [1, 1, 1]]), logits=z, groups=[0, 0, 1, 1])
 
 
 @pytest.mark.parametrize("weighted", [False, True])

@@ -117,12 +117,6 @@ def test_groups_are_refused_where_they_do_not_apply():
         fastce.Evaluator(C).update(y, z, groups=g)
     with pytest.raises(InputError, match="groups must be True or False"):
         fastce.Evaluator(C, groups=g)
-    indicator = (z > 0).astype(np.int64)  # an (N, C) 0/1 target: the multi-label task
-    with pytest.raises(InputError, match="multi-class and binary tasks for now, not for the multilabel task") as info:
-        fastce.evaluate(indicator, logits=z, groups=g)
-    assert info.value.argument == "groups"
-    with pytest.raises(InputError, match="not for the multilabel task"):
-        fastce.Evaluator(groups=True).update(indicator, z, groups=g)
     with pytest.raises(ValueError, match="cannot merge Evaluators with different settings"):
         fastce.Evaluator(C, groups=True).merge(fastce.Evaluator(C))
 
@@ -225,8 +219,11 @@ def test_dask_evaluate_and_diagnose_take_groups(chunks):
         fastce.dask.evaluate(y, logits=logits, groups=bad)
     binary = fastce.evaluate(y % 2, logits=z[:, 0], groups=g)
     assert fastce.dask.evaluate(y % 2, logits=da.from_array(z[:, 0], chunks=(chunks,)), groups=g) == binary
-    with pytest.raises(InputError, match="not for the multilabel task"):
-        fastce.dask.evaluate((z > 0).astype(np.int64), logits=logits, groups=g)
+    indicator = (z > 0).astype(np.int64)  # the multi-label task
+    multilabel = fastce.evaluate(indicator, logits=z, groups=g)
+    assert fastce.dask.evaluate(indicator, logits=logits, groups=g) == multilabel
+    with pytest.raises(InputError, match="groups has dtype float64"):  # an empty grouped state for the bad chunk
+        fastce.dask.evaluate(indicator, logits=logits, groups=bad)
 
 
 def test_group_sums_merge_exactly_and_pickle_only_the_groups():
@@ -251,20 +248,6 @@ def test_group_sums_merge_exactly_and_pickle_only_the_groups():
     copy = pickle.loads(pickle.dumps(many))
     assert copy.to_dict() == many.to_dict()
     assert len(pickle.dumps(many)) < 2 * many.n_groups * 4 * 2 * 8 + 10_000  # hi and lo of the groups, not of the rows
-
-
-def test_groups_are_refused_before_anything_is_read_when_the_task_has_none(tmp_path):
-    y, z, _, g = _data(seed=11)
-    with pytest.raises(InputError, match="groups=True .* multi-class and binary tasks for now, not for task='soft'"):
-        fastce.Evaluator(task="soft", groups=True)
-    np.save(tmp_path / "y.npy", (z > 0).astype(np.int64))
-    np.save(tmp_path / "z.npy", z)
-    np.save(tmp_path / "g.npy", g)
-    state = tmp_path / "run.state"
-    status, _, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--groups",
-                           tmp_path / "g.npy", "--state", state, "--no-progress")
-    assert status == 2 and "--groups (clustered error bars) is supported for the multi-class and binary" in err
-    assert "multilabel task" in err and not state.exists()
 
 
 def test_the_command_takes_one_group_id_per_sequence(tmp_path):
@@ -295,7 +278,7 @@ def test_a_comparison_state_refuses_group_sums_inside_its_models():
 @pytest.mark.parametrize("from_logits", [True, False])
 def test_binary_scores_take_groups_from_every_door(from_logits, tmp_path):
     """1-D binary scores: each row's loss, (p - y)**2 and hit folded by group while the kernel's slice is in
-    cache (kernels_binary.binary_row_values), against the formula's numpy reference, from every door."""
+    cache (kernels_binary.binary_row_stats), against the formula's numpy reference, from every door."""
     from test_errorbars import clustered_reference
 
     rng = np.random.default_rng(14)

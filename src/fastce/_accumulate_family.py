@@ -22,6 +22,12 @@ from fastce.state import State
 from fastce.task_states import Sums
 
 BINARY_LOGIT_BLOCK_ROWS = _config.BLOCK_ELEMENTS // 4  # 8192 rows, 32 KiB of float32 logits
+
+
+def binary_block_rows(from_logits: bool) -> int:
+    """Rows per block of the 1-D binary kernels (logits: accumulate_binary_logits; probabilities:
+    _accumulate.accumulate_binary_proba)."""
+    return BINARY_LOGIT_BLOCK_ROWS if from_logits else _config.MAX_BLOCK_ROWS
 _EMPTY_1D = kernel_input(np.empty(0, dtype=np.float64))
 _EMPTY_2D = kernel_input(np.empty((0, 0), dtype=np.float64))
 _NO_LOSSES_1D = np.empty(0, dtype=np.float64)
@@ -31,7 +37,7 @@ _NO_LOSSES_2D = np.empty((0, 0), dtype=np.float64)
 _TARGET_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.uint8))
 
 
-def _as_kernel_target(part: np.ndarray) -> np.ndarray:
+def as_kernel_target(part: np.ndarray) -> np.ndarray:
     if part.dtype == np.bool_:
         part = part.view(np.uint8)
     if part.dtype.isnative and part.dtype in _TARGET_DTYPES:
@@ -46,8 +52,12 @@ def _optional(array, start=None, stop=None, empty=_EMPTY_1D):
 
 
 def _drive(call, n_rows: int, n_cols: int, block_rows: int, n_sums: int, n_counts: int, first_column: int,
-           n_exact: int, copies: bool) -> Sums:
-    """Run ``call(start, stop, nblocks, fsums, icounts)`` over all rows and fold the blocks."""
+           n_exact: int, copies: bool, on_rows=None) -> Sums:
+    """Run ``call(start, stop, nblocks, fsums, icounts)`` over all rows and fold the blocks.
+
+    ``on_rows(start, stop)``, if given, runs right after each call, while
+    that call's rows are in cache (the per-row values of groups=).
+    """
     result = Sums(n_exact, n_counts, first_column)
     max_blocks = min(_config.BLOCKS_PER_CALL, max(1, -(-n_rows // block_rows)))
     if copies:
@@ -69,6 +79,8 @@ def _drive(call, n_rows: int, n_cols: int, block_rows: int, n_sums: int, n_count
             finally:
                 if serial and threads > 1:
                     numba.set_num_threads(threads)
+        if on_rows is not None:
+            on_rows(start, stop)
         # Which columns' block sums were not finite (fold_blocks only counts them in all).
         result.nonfinite += (~np.isfinite(fsums[:nblocks, :n_exact])).sum(axis=0)
         KB.fold_blocks(fsums, icounts, nblocks, start, result.sums, result.minmax, result.counts, n_exact, first_column)
@@ -77,8 +89,11 @@ def _drive(call, n_rows: int, n_cols: int, block_rows: int, n_sums: int, n_count
 
 
 def accumulate_bce(scores, targets, *, from_logits: bool, row_weight=None, col_weight=None, full_weight=None,
-                   pos_weight=None, element_losses=None) -> Sums:
-    """Sums of element-wise binary cross-entropy of an (n, C) score view against (n, C) targets."""
+                   pos_weight=None, element_losses=None, on_rows=None) -> Sums:
+    """Sums of element-wise binary cross-entropy of an (n, C) score view against (n, C) targets.
+
+    ``on_rows(start, stop)``: see ``_drive``.
+    """
     n_rows, n_cols = scores.shape
     mode = KB.MODE_LOGITS if from_logits else KB.MODE_PROBA
     block_rows = _config.block_rows(n_cols)
@@ -91,7 +106,7 @@ def accumulate_bce(scores, targets, *, from_logits: bool, row_weight=None, col_w
     def call(start, stop, nblocks, fsums, icounts):
         KB.bce_blocks(
             kernel_input(scores[start:stop]),
-            _as_kernel_target(targets[start:stop]),
+            as_kernel_target(targets[start:stop]),
             _optional(row_weight, start, stop),
             col,
             _optional(full_weight, start, stop, _EMPTY_2D),
@@ -105,13 +120,16 @@ def accumulate_bce(scores, targets, *, from_logits: bool, row_weight=None, col_w
         )
 
     return _drive(call, n_rows, n_cols, block_rows, KB.NUM_SUMS, KB.NUM_COUNTS, KB.FIRST_COLUMNS,
-                  KB.EXACT_SUMS, copies)
+                  KB.EXACT_SUMS, copies, on_rows)
 
 
 def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smoothing: float = 0.0,
                     ignore_label: int = np.iinfo(np.int64).min, sum_tolerance: float = np.inf,
-                    row_losses=None) -> Sums:
-    """Sums of cross-entropy against soft targets (n, C), or class indices with label smoothing."""
+                    row_losses=None, on_rows=None) -> Sums:
+    """Sums of cross-entropy against soft targets (n, C), or class indices with label smoothing.
+
+    ``on_rows(start, stop)``: see ``_drive``.
+    """
     n_rows, n_cols = scores.shape
     block_rows = _config.block_rows(n_cols)
     weights = _optional(class_weight)
@@ -142,7 +160,7 @@ def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smo
         )
 
     return _drive(call, n_rows, n_cols, block_rows, KS.NUM_SUMS, KS.NUM_COUNTS, KS.FIRST_COLUMNS,
-                  KS.NUM_SUMS, copies)
+                  KS.NUM_SUMS, copies, on_rows)
 
 
 def accumulate_binary_logits(logits, labels, *, top_k, sample_weight=None, row_losses=None, on_rows=None) -> State:

@@ -29,7 +29,7 @@ import time
 import traceback
 import warnings
 
-from fastce import __version__, _compile_log, _json, files, readers, validation
+from fastce import __version__, _compile_log, _json, files, validation
 from fastce.errors import InputError, TopKWarning
 from fastce.metrics import Metrics
 from fastce.progress import make_progress
@@ -388,14 +388,6 @@ def _where_for(exc: InputError, inputs, groups=None) -> str | None:
     return None if source is None else source.where
 
 
-def _check_groups_task(args, task: str) -> None:
-    """``--groups`` needs a task with group sums (readers.GROUP_TASKS): say so before any row is read or
-    checkpoint written."""
-    if args.groups and task not in readers.GROUP_TASKS:
-        raise UsageError(f"--groups (clustered error bars) is supported for the multi-class and binary tasks for now; "
-                         f"these files are the {task} task. Run without --groups.")
-
-
 def check_run_options(args) -> None:
     """The checks of --threads, --chunk-rows, --checkpoint-seconds and --state, before any file is read."""
     if args.threads is not None:
@@ -445,7 +437,6 @@ def _evaluate(args, out, err) -> int:
         top_k = top_k_option(args, num_classes, err)
         diagnostics = _diagnostics_options(args)
         task = inputs.task(args.task)
-        _check_groups_task(args, task)
         fingerprint = {
             "inputs": inputs.fingerprint(),
             "options": {"top_k": list(top_k), "nan_policy": args.nan_policy},
@@ -610,7 +601,6 @@ def _evaluate_on_cluster(args, out, err) -> int:
         scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
     ) as inputs:  # opened here for the checks and messages of the local path; the workers reopen them
         task = inputs.task(args.task)
-        _check_groups_task(args, task)
     diagnostics = _diagnostics_options(args)
     task_options = {"task": task, "ignore_index": args.ignore_index, "precision": args.precision}
     # Not the default client: a caller's own client (in-process use) stays the default.

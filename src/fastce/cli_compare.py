@@ -61,7 +61,9 @@ def run_compare(args, out, err) -> int:
         weights = None if args.weights is None else stack.enter_context(
             files.open_array(args.weights, role="weights", name=args.weights_name))
         groups = None if args.groups is None else stack.enter_context(files.open_array(args.groups, role="groups"))
-        n, num_classes = models[0].n_rows, models[0].shape[1]
+        n, shape = models[0].n_rows, tuple(models[0].shape)
+        binary = len(shape) == 1  # 1-D scores: of class 1, the binary task (as fastce.compare)
+        num_classes = 2 if binary else shape[1]
         for source in [labels, *models[1:], *(s for s in (weights, groups) if s is not None)]:
             if source.n_rows != n:
                 raise files.InputFileError(
@@ -69,9 +71,12 @@ def run_compare(args, out, err) -> int:
                     "every file must have one row per sample.", argument=source.where,
                 )
         for model in models[1:]:
-            if model.shape[1] != num_classes:
+            if tuple(model.shape)[1:] != shape[1:]:
+                def scored(source):
+                    return "1-D binary scores" if len(source.shape) == 1 else f"{source.shape[1]} classes"
+
                 raise files.InputFileError(
-                    f"{model.where} has {model.shape[1]} classes but {models[0].where} has {num_classes}: every "
+                    f"{model.where} has {scored(model)} but {models[0].where} has {scored(models[0])}: every "
                     "model must score the same classes.", argument=model.where,
                 )
         top_k = cli.top_k_option(args, num_classes, err)
@@ -87,11 +92,12 @@ def run_compare(args, out, err) -> int:
         }
         comparator = Comparator(names, num_classes, from_logits=args.logits is not None, top_k=top_k,
                                 nan_policy=args.nan_policy, confident_below=args.confident_below,
-                                groups=groups is not None)
+                                groups=groups is not None, task="binary" if binary else "multiclass")
         comparator = cli.resume(args, fingerprint, comparator, n, err, key="comparator",
                                 load=Comparator.from_state_dict)
         itemsize = max(m.dtype.itemsize for m in models)
-        chunk_rows = args.chunk_rows or files.default_chunk_rows(num_classes, itemsize * len(models))
+        chunk_rows = args.chunk_rows or files.default_chunk_rows(1 if binary else num_classes, itemsize * len(models),
+                                                                 comparator.block_rows)
 
         def chunks():
             for lo in range(comparator.rows_seen, n, chunk_rows):

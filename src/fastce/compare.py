@@ -29,15 +29,18 @@ from itertools import combinations
 
 import numpy as np
 
-from fastce import _accumulate, _config, _exactsum, errorbars, validation
+from fastce import _accumulate, _accumulate_family, _config, _exactsum, errorbars, tasks, validation
 from fastce import compare_kernels as PK
 from fastce import kernels as K
+from fastce import kernels_binary as KB
 from fastce.api import scores_argument
-from fastce.checks import check_probabilities, sum_to_one_tolerance
+from fastce.checks import check_probabilities, check_probability_range, sum_to_one_tolerance
 from fastce.errors import InputError
 from fastce.state import State, check_nan_policy
 
 COMPARISON_FORMAT = "fastce.comparison/1"
+# Rows per slice of the per-model path: its per-row buffers (40 bytes a row and model) stay ~10 MB.
+_APART_ROWS = 1 << 18
 LOSS_METRICS = ("cross_entropy", "brier")
 ACCURACY_METRICS = ("accuracy", "top_k_accuracy")
 
@@ -89,9 +92,11 @@ def compare(
     Parameters
     ----------
     y_true : array-like of int, shape (n_samples,)
-        Class indices, shared by every model.
-    logits, proba : dict {name: array} or list of arrays, each (n_samples, n_classes)
-        Exactly one, as in :func:`fastce.evaluate`; every model the same shape.
+        Class indices, shared by every model (0/1 for binary scores).
+    logits, proba : dict {name: array} or list of arrays, each (n_samples, n_classes) or (n_samples,)
+        Exactly one, as in :func:`fastce.evaluate`; every model the same
+        shape.  1-D scores are binary: the logit or probability of class 1,
+        read by evaluate's binary kernels.
     names : list of str, optional
         Names of the models when ``logits``/``proba`` is a list (default A, B, C...).
     sample_weight, top_k, nan_policy
@@ -127,10 +132,10 @@ def compare(
     batch = validated_batch(y_true, arrays, model_names, argument, sample_weight, groups)
     ks = validation.top_k_values(top_k, batch.num_classes)
     state = ComparisonState.empty(model_names, batch.num_classes, ks, from_logits=from_logits,
-                                  confident_below=_confident_below(confident_below), grouped=groups is not None)
+                                  confident_below=_confident_below(confident_below), grouped=groups is not None,
+                                  task=batch.task)
     state.read(batch.views, batch.eps, batch.labels, batch.weights, batch.groups)
-    for name in model_names:
-        check_probabilities(state.states[name], f"{argument}[{name!r}]")
+    state.check_scores(argument)
     return state.finalize(nan_policy, scores_name=argument)
 
 
@@ -149,21 +154,39 @@ class Batch:
         return self.views[0].shape[0]
 
     @property
+    def task(self) -> str:
+        return "binary" if self.views[0].ndim == 1 else "multiclass"
+
+    @property
     def num_classes(self) -> int:
-        return self.views[0].shape[1]
+        return 2 if self.views[0].ndim == 1 else self.views[0].shape[1]
 
 
-def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups, num_classes=None) -> Batch:
-    """Check one batch of rows for every model (same shape), as ``evaluate`` checks its arguments."""
-    scores = [validation.scores(x, f"{argument}[{name!r}]") for name, x in zip(names, arrays)]
+def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups, num_classes=None,
+                    task=None) -> Batch:
+    """Check one batch of rows for every model (same shape), as ``evaluate`` checks its arguments.
+
+    ``num_classes`` and ``task``, when given, are those of the comparison the rows must join.
+    """
+    scores = [validation.scores(x, f"{argument}[{name!r}]", ndim=(1, 2)) for name, x in zip(names, arrays)]
     check_same_shape(names, [s.shape for s in scores], argument)
-    n_rows, n_classes = scores[0].shape
+    n_rows = scores[0].shape[0]
+    binary = len(scores[0].shape) == 1
+    if task is not None and binary != (task == "binary"):
+        want = "1-D scores of class 1, shape (n,)" if task == "binary" else f"scores of shape (n, {num_classes})"
+        raise InputError(
+            f"{argument} have shape {scores[0].shape}, but this {task} comparison takes {want}.",
+            argument=argument, value=scores[0].shape,
+        )
+    n_classes = 2 if binary else scores[0].shape[1]
     if num_classes is not None and n_classes != num_classes:
         raise InputError(
             f"{argument} have {n_classes} columns, not the {num_classes} classes of this comparison.",
             argument=argument, value=scores[0].shape,
         )
-    labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
+    note = "1-D scores are a binary task: labels are 0 or 1" if binary else None
+    labels = validation.class_indices(_class_labels(y_true, n_rows, n_classes), "y_true", n_rows, n_classes,
+                                      note=note)
     weights = validation.sample_weight(sample_weight, n_rows)
     ids = None
     if groups is not None:
@@ -171,6 +194,22 @@ def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups,
 
         ids = check_groups(groups, n_rows)
     return Batch([s.view for s in scores], [s.eps for s in scores], labels, weights, ids)
+
+
+def _class_labels(y_true, n_rows: int, n_classes: int):
+    """``y_true``, with one-hot rows read as their class (as evaluate reads them); other (n, C) targets (the
+    multi-label and soft-target tasks) get an error that says what compare takes."""
+    target = validation.as_array(y_true, "y_true")
+    if target.ndim != 2 or target.shape[1] == 1:
+        return target
+    if target.shape == (n_rows, n_classes) and tasks.target_kind(target) == tasks.ONE_HOT:
+        return tasks.one_hot_labels(target)
+    raise InputError(
+        f"y_true has shape {target.shape}: compare takes one class index per row (or one-hot rows), with (n, C) "
+        "scores or 1-D binary scores. Comparing models on multi-label or soft targets is not supported yet; "
+        "score each model with fastce.evaluate, whose error bars apply to each model on its own.",
+        argument="y_true", value=target.shape,
+    )
 
 
 def check_same_shape(names, shapes, argument: str) -> None:
@@ -193,6 +232,13 @@ def _confident_below(value) -> float:
     return float(value)
 
 
+def compare_block_rows(task: str, num_classes: int, from_logits: bool) -> int:
+    """Rows per kernel block: evaluate's for the task, so each model's State is evaluate's, bit for bit."""
+    if task == "binary":
+        return _accumulate_family.binary_block_rows(from_logits)
+    return _config.block_rows(num_classes)
+
+
 @dataclass
 class ComparisonState:
     """Mergeable statistics of a comparison: each model's State and exact paired sums per pair."""
@@ -208,10 +254,11 @@ class ComparisonState:
     # With groups: per model and per pair, GroupSums of the per-row values (see groups.row_values)
     # and of their paired differences; None without.
     clusters: dict | None = None
+    task: str = "multiclass"  # or "binary": 1-D scores of class 1 (each model's State has that task)
 
     @classmethod
     def empty(cls, names, num_classes, top_k, *, from_logits: bool, confident_below: float,
-              grouped: bool = False) -> "ComparisonState":
+              grouped: bool = False, task: str = "multiclass") -> "ComparisonState":
         from fastce.groups import GroupSums
 
         names = tuple(names)
@@ -224,18 +271,34 @@ class ComparisonState:
             top_k=tuple(top_k),
             from_logits=bool(from_logits),
             confident_below=float(confident_below),
-            states={n: State.empty(num_classes, top_k, from_logits=from_logits) for n in names},
+            states={n: State.empty(num_classes, top_k, from_logits=from_logits, task=task) for n in names},
             pairs={p: _exactsum.new_accumulators(PK.pair_columns(len(top_k))) for p in combinations(names, 2)},
             clusters=clusters,
+            task=task,
         )
+
+    @property
+    def block_rows(self) -> int:
+        return compare_block_rows(self.task, self.num_classes, self.from_logits)
 
     def read(self, views, eps, labels, weights, groups=None) -> None:
         """Read every model's validated scores (kernel views, in ``names`` order; ``eps`` each one's
         machine epsilon) over the same slices of whole blocks, the first at a block boundary."""
-        if len({v.dtype for v in views}) == 1:
+        if self.task == "binary":
+            self._read_apart(views, eps, labels, weights, groups, self._score_binary)
+        elif len({v.dtype for v in views}) == 1:
             self._read_together(views, eps[0], labels, weights, groups)
         else:
-            self._read_apart(views, eps, labels, weights, groups)
+            self._read_apart(views, eps, labels, weights, groups, self._score_matrix)
+
+    def check_scores(self, argument: str, stacklevel: int | None = None) -> None:
+        """What every door checks once the scores are read (as evaluate checks them, per model)."""
+        for name in self.names:
+            if self.task == "binary":
+                if not self.from_logits:
+                    check_probability_range(self.states[name], f"{argument}[{name!r}]")
+            else:
+                check_probabilities(self.states[name], f"{argument}[{name!r}]", stacklevel=stacklevel)
 
     def _read_together(self, views, eps, labels, weights, groups) -> None:
         """Every model's block, then the block's pairs, in one kernel (compare_kernels.compare_blocks)."""
@@ -275,24 +338,44 @@ class ComparisonState:
                 stats = {n: row_stats[m, : stop - start] for m, n in enumerate(self.names)}
                 self._fold_groups(groups[start:stop], stats, part_weights, block_rows)
 
-    def _read_apart(self, views, eps, labels, weights, groups) -> None:
-        """Models of different dtypes: each scored on its own into per-row buffers, then the pairs."""
-        n_rows, n_classes = views[0].shape
-        block_rows = _config.block_rows(n_classes)
-        slice_rows = block_rows * _config.BLOCKS_PER_CALL
+    def _score_matrix(self, view, labels, weights, eps: float, stats) -> State:
+        """One model's State of (n, C) scores, each row's statistics into ``stats``."""
+        return _accumulate.accumulate_matrix(
+            view, labels, top_k=self.top_k, from_logits=self.from_logits, sample_weight=weights,
+            proba_eps=0.0 if self.from_logits else eps, sum_tolerance=sum_to_one_tolerance(eps), row_stats=stats,
+        )
+
+    def _score_binary(self, view, labels, weights, eps: float, stats) -> State:
+        """One model's State of 1-D binary scores (evaluate's binary kernels), each row's statistics into
+        ``stats`` (kernels_binary.binary_row_stats) right after the kernel read them, in cache."""
+        proba_eps = 0.0 if self.from_logits else float(eps)
+
+        def on_rows(start, stop, part_labels, _weights):
+            KB.binary_row_stats(_accumulate.kernel_input(view[start:stop]), part_labels, self.from_logits,
+                                proba_eps, stats[start:stop])
+
+        if self.from_logits:
+            return _accumulate_family.accumulate_binary_logits(view, labels, top_k=self.top_k, sample_weight=weights,
+                                                               on_rows=on_rows)
+        return _accumulate.accumulate_binary_proba(view, labels, top_k=self.top_k, sample_weight=weights,
+                                                   proba_eps=proba_eps, on_rows=on_rows)
+
+    def _read_apart(self, views, eps, labels, weights, groups, score) -> None:
+        """Each model scored on its own (``score``: its State, its per-row statistics into a buffer), then
+        the pairs from the buffers: models of different dtypes, and binary scores."""
+        n_rows = views[0].shape[0]
+        block_rows = self.block_rows
+        blocks = max(1, min(_config.BLOCKS_PER_CALL, _APART_ROWS // block_rows))
+        slice_rows = block_rows * blocks
         ks = np.asarray(self.top_k, dtype=np.int64)
-        fsums = np.empty((1, _config.BLOCKS_PER_CALL, PK.pair_columns(len(self.top_k))))
+        fsums = np.empty((1, blocks, PK.pair_columns(len(self.top_k))))
         buffers = {n: np.empty((min(slice_rows, n_rows), K.ROW_STATS_COLUMNS)) for n in self.names}
         for start in range(0, n_rows, slice_rows):
             stop = min(start + slice_rows, n_rows)
             part_labels = labels[start:stop]
             part_weights = None if weights is None else weights[start:stop]
             for name, view, view_eps in zip(self.names, views, eps):
-                part = _accumulate.accumulate_matrix(
-                    view[start:stop], part_labels, top_k=self.top_k, from_logits=self.from_logits,
-                    sample_weight=part_weights, proba_eps=0.0 if self.from_logits else view_eps,
-                    sum_tolerance=sum_to_one_tolerance(view_eps), row_stats=buffers[name][: stop - start],
-                )
+                part = score(view[start:stop], part_labels, part_weights, view_eps, buffers[name][: stop - start])
                 self.states[name] = self.states[name].merge(part)
             w = _accumulate.kernel_input(np.empty(0) if part_weights is None else part_weights, np.float64)
             for a, b in self.pairs:
@@ -318,12 +401,12 @@ class ComparisonState:
 
     def merge(self, other: "ComparisonState") -> "ComparisonState":
         """The rows of ``self`` followed by those of ``other`` (exact, like State.merge)."""
-        mine = (self.names, self.num_classes, self.top_k, self.from_logits, self.confident_below)
-        theirs = (other.names, other.num_classes, other.top_k, other.from_logits, other.confident_below)
+        mine = (self.names, self.task, self.num_classes, self.top_k, self.from_logits, self.confident_below)
+        theirs = (other.names, other.task, other.num_classes, other.top_k, other.from_logits, other.confident_below)
         if mine != theirs:
             raise ValueError(
                 "cannot merge comparisons with different settings "
-                f"(names, num_classes, top_k, from_logits, confident_below): {mine} vs {theirs}"
+                f"(names, task, num_classes, top_k, from_logits, confident_below): {mine} vs {theirs}"
             )
         pairs = {}
         for key, acc in self.pairs.items():
@@ -340,7 +423,7 @@ class ComparisonState:
             confident_below=self.confident_below,
             states={n: self.states[n].merge(other.states[n]) for n in self.names},
             pairs=pairs, nonfinite_pair_sums=self.nonfinite_pair_sums + other.nonfinite_pair_sums,
-            clusters=clusters,
+            clusters=clusters, task=self.task,
         )
 
     def to_dict(self) -> dict:
@@ -376,7 +459,9 @@ class ComparisonState:
             first = parsed[names[0]]
             for n in names:
                 s = parsed[n]
-                if (s.num_classes, s.top_k, s.from_logits) != (first.num_classes, first.top_k, first.from_logits):
+                if (s.task, s.num_classes, s.top_k, s.from_logits) != (
+                    first.task, first.num_classes, first.top_k, first.from_logits
+                ):
                     raise ValueError(f"state {n!r} has other settings than {names[0]!r}")
                 if s.clusters is not None:  # a comparison keeps its group sums apart ("groups" below)
                     raise ValueError(f"state {n!r} holds group sums")
@@ -386,7 +471,7 @@ class ComparisonState:
             ):
                 raise ValueError(f"confident_below must be in (0, 1), got {confident_below!r}")
             out = cls.empty(names, first.num_classes, first.top_k, from_logits=first.from_logits,
-                            confident_below=float(confident_below))
+                            confident_below=float(confident_below), task=first.task)
             out.states = parsed
             pairs = data["pairs"]
             if not isinstance(pairs, list) or len(pairs) != len(out.pairs):

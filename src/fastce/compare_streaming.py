@@ -3,7 +3,7 @@
 Like the :class:`~fastce.streaming.Evaluator`, it reads only whole kernel
 blocks aligned on row 0 and holds back the rows of an unfinished block (every
 model's scores, the labels, weights and groups of fewer than
-``_config.block_rows(C)`` rows) until the next ``update``; so any split of
+``ComparisonState.block_rows`` rows) until the next ``update``; so any split of
 the rows into ``update`` calls gives ``compare``'s numbers bit for bit.
 """
 
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastce import _config
-from fastce.checks import check_probabilities
 from fastce.compare import Batch, Comparison, ComparisonState, _confident_below, validated_batch
 from fastce.errors import InputError
 from fastce.state import check_nan_policy
@@ -29,11 +27,15 @@ class Comparator:
     ----------
     names : sequence of str
         The models, in the order of the score arrays given to ``update``.
-    num_classes : int
+    num_classes : int, optional
+        The classes of (n, C) scores; leave it out with ``task="binary"``.
     from_logits, top_k, nan_policy, confident_below
         As :func:`fastce.compare`.
     groups : bool, default False
         Whether ``update`` receives a group id per row (clustered errors).
+    task : {"multiclass", "binary"}, default "multiclass"
+        ``"binary"``: every batch's scores are 1-D, the logit or probability
+        of class 1, with 0/1 labels (as :func:`fastce.compare` reads them).
 
     Examples
     --------
@@ -48,31 +50,46 @@ class Comparator:
     True
     """
 
-    def __init__(self, names, num_classes: int, *, from_logits: bool = True, top_k=(1,), nan_policy: str = "raise",
-                 confident_below: float = 0.01, groups: bool = False):
+    def __init__(self, names, num_classes: int | None = None, *, from_logits: bool = True, top_k=(1,),
+                 nan_policy: str = "raise", confident_below: float = 0.01, groups: bool = False,
+                 task: str = "multiclass"):
         from fastce import validation
 
         names = [str(n) for n in names]
         if len(names) < 2 or len(set(names)) != len(names) or len(names) > _MAX_MODELS:
             raise InputError(f"names must be at least two different model names; got {names}.", argument="names")
+        if task not in ("multiclass", "binary"):
+            raise InputError(f"task={task!r}: a Comparator compares 'multiclass' or 'binary' scores.",
+                             argument="task", value=task)
+        if task == "binary" and num_classes in (None, 2):
+            num_classes = 2
+        elif task == "binary":
+            raise InputError(f"the binary task has two classes, not {num_classes!r}.", argument="num_classes",
+                             value=num_classes)
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise InputError(f"num_classes must be a positive int; got {num_classes!r}.", argument="num_classes")
         check_nan_policy(nan_policy)
         self._nan_policy = nan_policy
         ks = validation.top_k_values(top_k, int(num_classes))
         self._state = ComparisonState.empty(names, int(num_classes), ks, from_logits=bool(from_logits),
-                                            confident_below=_confident_below(confident_below), grouped=bool(groups))
-        self._block_rows = _config.block_rows(int(num_classes))
+                                            confident_below=_confident_below(confident_below), grouped=bool(groups),
+                                            task=task)
+        self._block_rows = self._state.block_rows
         self._pending = None  # Batch of fewer than block_rows rows, own copies
 
     @property
     def names(self) -> list:
         return list(self._state.names)
 
+    @property
+    def block_rows(self) -> int:
+        """Rows of one kernel block: batches of whole blocks leave no rows pending."""
+        return self._block_rows
+
     def _settings(self) -> tuple:
         st = self._state
-        return (st.names, st.num_classes, st.top_k, st.from_logits, st.confident_below, st.clusters is not None,
-                self._nan_policy)
+        return (st.names, st.task, st.num_classes, st.top_k, st.from_logits, st.confident_below,
+                st.clusters is not None, self._nan_policy)
 
     @property
     def rows_seen(self) -> int:
@@ -105,7 +122,7 @@ class Comparator:
         argument = "logits" if self._state.from_logits else "proba"
         try:
             batch = validated_batch(y_true, self._arrays(scores), self._state.names, argument, sample_weight, groups,
-                                    num_classes=self._state.num_classes)
+                                    num_classes=self._state.num_classes, task=self._state.task)
         except InputError as exc:
             raise _globalize(exc, self.rows_seen) from None
         self._consume(batch)
@@ -143,7 +160,8 @@ class Comparator:
         """A new state of these rows (whole blocks, or the last ones), with this Comparator's settings."""
         st = self._state
         part = ComparisonState.empty(st.names, st.num_classes, st.top_k, from_logits=st.from_logits,
-                                     confident_below=st.confident_below, grouped=st.clusters is not None)
+                                     confident_below=st.confident_below, grouped=st.clusters is not None,
+                                     task=st.task)
         part.read(rows.views, rows.eps, rows.labels, rows.weights, rows.groups)
         return part
 
@@ -157,8 +175,7 @@ class Comparator:
         """The :class:`~fastce.compare.Comparison` of every row fed so far."""
         state = self._flushed_state()
         argument = "logits" if state.from_logits else "proba"
-        for name in state.names:
-            check_probabilities(state.states[name], f"{argument}[{name!r}]")
+        state.check_scores(argument)
         return state.finalize(self._nan_policy, scores_name=argument)
 
     def merge(self, other: "Comparator") -> "Comparator":
@@ -198,7 +215,7 @@ class Comparator:
         try:
             out = cls(state.names, state.num_classes, from_logits=state.from_logits, top_k=state.top_k,
                       nan_policy=data["nan_policy"], confident_below=state.confident_below,
-                      groups=state.clusters is not None)
+                      groups=state.clusters is not None, task=state.task)
             out._state = state
             pending = data["pending"]
             if pending is not None:
@@ -221,7 +238,9 @@ class Comparator:
                     raise ValueError("pending scores must be one base64 text per model")
                 views = []
                 for text, dtype in zip(scores, dtypes):
-                    view = _unb64(text, dtype, rows * state.num_classes).reshape(rows, state.num_classes)
+                    shape = (rows,) if state.task == "binary" else (rows, state.num_classes)
+                    view = _unb64(text, dtype, rows * (1 if state.task == "binary" else state.num_classes)).reshape(
+                        shape)
                     view.flags.writeable = False
                     views.append(view)
                 labels = _unb64(pending["labels"], "<i8", rows)

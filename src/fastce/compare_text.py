@@ -67,9 +67,8 @@ def _table(c) -> list[str]:
 def comparison_text(c) -> str:
     first = c.metrics[c.names[0]]
     clustered = f"; error bars clustered over {first.n_groups:,} groups" if first.n_groups else ""
-    lines = [
-        f"Comparison of {len(c.names)} models on the same {first.n:,} rows ({first.num_classes} classes{clustered})", ""
-    ]
+    scored = "binary: 1-D scores of class 1" if c.state.task == "binary" else f"{first.num_classes} classes"
+    lines = [f"Comparison of {len(c.names)} models on the same {first.n:,} rows ({scored}{clustered})", ""]
     lines += _table(c)
     lines += ["", "Findings:"]
     if any(math.isnan(c.metrics[n].cross_entropy) for n in c.names):

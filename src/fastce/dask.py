@@ -42,10 +42,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastce import _config, files, validation
+from fastce import files, validation
 from fastce.api import scores_argument
-from fastce.readers import GROUP_TASKS
-from fastce.checks import check_probabilities
 from fastce.errors import InputError
 from fastce.state import State, check_nan_policy
 
@@ -260,12 +258,9 @@ def _read_rows(scores, targets, weights, groups, first_row, *, reader, name, opt
         if groups is not None:
             batch = reader.with_groups(batch, groups)
     except InputError as exc:
-        state = reader.empty()
+        # With groups, empty group sums: they merge with their neighbours' sums.
+        state = reader.empty() if groups is None else reader.empty_grouped()
         state.rows_seen = n_rows  # keeps the rows after these numbered right
-        if groups is not None and reader.task in GROUP_TASKS:
-            from fastce.groups import GroupSums
-
-            state.clusters = GroupSums(2 + len(reader.top_k))  # merges with its neighbours' sums
         diag = None
         if options is not None:
             diag = reader.empty_diagnostics(options)
@@ -566,7 +561,7 @@ def compare(
     >>> c.delta("B", "A") == fastce.compare(y, logits={"A": za, "B": zb}).delta("B", "A")
     True
     """
-    from fastce.compare import _confident_below, _models, check_same_shape
+    from fastce.compare import _confident_below, _models, check_same_shape, compare_block_rows
 
     dask, _ = _import_dask()
     check_nan_policy(nan_policy)
@@ -578,15 +573,16 @@ def compare(
     labels = _row_array(y_true, "y_true", scores[0], what="labels")
     weights = None if sample_weight is None else _row_array(sample_weight, "sample_weight", scores[0], what="weights")
     ids = None if groups is None else _row_array(groups, "groups", scores[0], what="groups")
-    num_classes = int(scores[0].shape[1])
+    task = "binary" if scores[0].ndim == 1 else "multiclass"  # 1-D scores: of class 1, as fastce.compare
+    num_classes = 2 if task == "binary" else int(scores[0].shape[1])
     ks = validation.top_k_values(top_k, num_classes)
     read = functools.partial(
         _read_compare_rows, names=tuple(model_names), top_k=ks, from_logits=from_logits,
-        confident_below=_confident_below(confident_below), argument=argument,
+        confident_below=_confident_below(confident_below), argument=argument, task=task, num_classes=num_classes,
     )
     partial = reduce_row_blocks(
         [labels, weights, ids, *scores], read, _merge_partials,
-        align_rows=_config.block_rows(num_classes), split_every=split_every,
+        align_rows=compare_block_rows(task, num_classes, from_logits), split_every=split_every,
     )
     if not compute:
         return dask.delayed(_finalize_comparison, pure=True)(partial, nan_policy, argument)
@@ -594,15 +590,15 @@ def compare(
 
 
 def _read_compare_rows(labels, weights, groups, *scores_then_first_row, names, top_k, from_logits, confident_below,
-                       argument) -> _Partial:
+                       argument, task, num_classes) -> _Partial:
     """The ComparisonState of one range of rows (validated as ``compare`` validates), errors kept for the client."""
     from fastce.compare import ComparisonState, validated_batch
 
     *scores, first_row = scores_then_first_row
-    state = ComparisonState.empty(names, scores[0].shape[1], top_k, from_logits=from_logits,
-                                  confident_below=confident_below, grouped=groups is not None)
+    state = ComparisonState.empty(names, num_classes, top_k, from_logits=from_logits,
+                                  confident_below=confident_below, grouped=groups is not None, task=task)
     try:
-        batch = validated_batch(labels, scores, names, argument, weights, groups)
+        batch = validated_batch(labels, scores, names, argument, weights, groups, num_classes=num_classes, task=task)
     except InputError as exc:
         for model_state in state.states.values():
             model_state.rows_seen = scores[0].shape[0]  # keeps the rows after these numbered right
@@ -615,8 +611,7 @@ def _finalize_comparison(partial: _Partial, nan_policy: str, argument: str, stac
     if partial.errors:
         raise partial.errors[min(partial.errors)]
     state = partial.state
-    for name in state.names:
-        check_probabilities(state.states[name], f"{argument}[{name!r}]", stacklevel=stacklevel)
+    state.check_scores(argument, stacklevel=stacklevel)
     return state.finalize(nan_policy, scores_name=argument)
 
 

@@ -343,3 +343,15 @@ def clustered(metrics, clusters: GroupSums):
     errors = clusters.standard_errors(means)
     stderr = {"cross_entropy": errors[0], "brier": errors[1], "top_k_accuracy": dict(zip(ks, errors[2:]))}
     return dataclasses.replace(metrics, stderr=stderr, n_groups=clusters.n_groups)
+
+
+def clustered_means(metrics, clusters: GroupSums, names):
+    """``metrics`` with the clustered errors of the means ``names`` (Metrics fields, in the order of the
+    group sums' values) in place of its own, and ``n_groups``; ``top_k_accuracy`` {1: ...} follows the
+    task's accuracy (the last name)."""
+    import dataclasses
+
+    errors = clusters.standard_errors([getattr(metrics, name) for name in names])
+    stderr = {name: error for name, error in zip(names, errors) if name in metrics.stderr}
+    stderr["top_k_accuracy"] = {1: errors[-1]}
+    return dataclasses.replace(metrics, stderr=stderr, n_groups=clusters.n_groups)

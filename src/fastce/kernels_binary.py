@@ -508,14 +508,16 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
 
 
 @njit(**KERNEL_OPTIONS)
-def binary_row_values(scores, labels, from_logits, proba_eps, top_k, values):
-    """Each row's loss (NaN where the row is not counted), (p - y)**2 and top-k hits, into ``values``.
+def binary_row_stats(scores, labels, from_logits, proba_eps, stats):
+    """Each row's per-row statistics (columns kernels.S_*) as the two-column multi-class kernel states them.
 
-    For the clustered errors of 1-D binary scores (fastce.groups): the
-    columns of groups.row_values (the Brier value as the binary Brier score
-    scales it), by the kernels' own formulas (element_loss for logits,
-    scikit-learn's clipped log loss for probabilities).  Called on a slice
-    the kernel has just read, while it is in cache.
+    S_LOSS (NaN where the row is not counted), p(true class), p(predicted
+    class), the two-column Brier term 2 (p - y)**2 and the rank of the true
+    class (0 or 1; a tie predicts "no"), by the binary kernels' own formulas
+    (element_loss for logits, scikit-learn's clipped log loss for
+    probabilities).  For what needs per-row values of 1-D binary scores: the
+    clustered errors (fastce.groups.row_values) and compare's paired sums.
+    Called on a slice the kernel has just read, while it is in cache.
     """
     for i in range(scores.shape[0]):
         y = np.int64(labels[i])
@@ -523,19 +525,56 @@ def binary_row_values(scores, labels, from_logits, proba_eps, top_k, values):
             x = as_float64(scores[i])
             loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
             ok = x == x
+            p_true = math.exp(-loss)  # the loss is -log p(true class), to a few ulps
         else:
             p = as_float64(scores[i])
             ok = p - p == 0.0
-            q = p if y == 1 else 1.0 - p
-            loss = -math.log(min(max(q, proba_eps), 1.0 - proba_eps)) if ok else np.nan
+            p_true = p if y == 1 else 1.0 - p
+            loss = -math.log(min(max(p_true, proba_eps), 1.0 - proba_eps))
             miss = p - y
             sq = miss * miss
             positive = p > 1.0 - p
-        hit = 1.0 if positive == (y == 1) else 0.0
-        values[i, 0] = loss if ok else np.nan
-        values[i, 1] = sq
-        for k in range(top_k.shape[0]):
-            values[i, 2 + k] = hit if top_k[k] == 1 else 1.0  # two classes: every row is in the top 2
+        hit = positive == (y == 1)
+        nan = np.nan
+        stats[i, K.S_LOSS] = loss if ok else nan
+        stats[i, K.S_P_TRUE] = p_true if ok else nan
+        stats[i, K.S_P_TOP] = (p_true if hit else 1.0 - p_true) if ok else nan
+        stats[i, K.S_BRIER] = 2.0 * sq
+        stats[i, K.S_RANK] = (0.0 if hit else 1.0) if ok else nan
+
+
+@njit(**KERNEL_OPTIONS)
+def multilabel_row_values(scores, targets, mode, values):
+    """Each row's mean element loss (NaN where the row is not counted), mean (p - y)**2, share of elements
+    right and subset hit (1 when every element is right), into ``values`` (n, 4).
+
+    For the clustered errors of multi-label scores (fastce.groups): the means
+    of MultilabelState.finalize row by row (their weighted means over rows are
+    its means), by the kernel's own formulas (softplus_parts), unweighted:
+    the group sums apply the row weight.  Called on a slice the kernel has
+    just read, while it is in cache.
+    """
+    n_cols = scores.shape[1]
+    for i in range(scores.shape[0]):
+        loss = 0.0
+        brier = 0.0
+        hits = 0
+        nan = False
+        for j in range(n_cols):
+            x = as_float64(scores[i, j])
+            y = target_value(targets[i, j])
+            neg_log_p, neg_log_q, p = softplus_parts(x, mode)
+            c = 1.0 - y
+            loss += (0.0 if y == 0.0 else y * neg_log_p) + (0.0 if c == 0.0 else c * neg_log_q)
+            d = p - y
+            brier += d * d
+            predicted = x > 0.0 if mode == MODE_LOGITS else x > 0.5
+            hits += predicted == (y > 0.5)
+            nan = nan or x != x
+        values[i, 0] = np.nan if nan else loss / n_cols
+        values[i, 1] = brier / n_cols
+        values[i, 2] = hits / n_cols
+        values[i, 3] = 1.0 if hits == n_cols else 0.0
 
 
 def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts):

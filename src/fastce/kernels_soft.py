@@ -72,6 +72,83 @@ def _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted, buffer):
 
 
 @njit(**KERNEL_OPTIONS)
+def _row_max_lse(scores, i, n_cols, exp_chunk64):
+    """(max, argmax, log sum exp(z - max)) of logit row i; the last is NaN for NaN, +inf and all--inf rows.
+
+    Pass 1 (from memory), in the input's precision: max and argmax.  Pass 2
+    (from cache): the exp-sum of the entries below the max, in the lanes
+    order of fastce._lanes (the same bits on every machine); NaN, +inf and
+    all--inf rows make it NaN (see kernels._logits_row).
+    """
+    top = as_native(scores[i, 0])
+    best = 0
+    for j in range(n_cols):
+        v = as_native(scores[i, j])
+        best = j if v > top else best
+        top = maxnum(top, v)
+    m = np.float64(top)
+    rest, _, at_max = K.exp_sums(scores, i, n_cols, m, exp_chunk64)
+    rest += at_max - 1.0
+    return m, best, (rest if rest != rest else log1p_nonnegative(rest))
+
+
+@njit(**KERNEL_OPTIONS)
+def _soft_target_row(scores, targets, i, m, lse, smoothing, class_weight, weighted):
+    """(loss, entropy, KL, target sum, bad target, target argmax) of row i against soft target row i.
+
+    ``m`` and ``lse`` the row's max and log-sum-exp (``_row_max_lse``); the
+    target smoothed as q = t (1 - smoothing) + smoothing / C.
+    """
+    n_cols = scores.shape[1]
+    spread = smoothing / n_cols
+    loss = 0.0
+    entropy = 0.0
+    kl = 0.0
+    total = 0.0
+    bad = False
+    target_top = -np.inf
+    target_best = 0
+    for j in range(n_cols):
+        t = as_float64(targets[i, j])
+        bad = bad or not (t >= 0.0 and t < np.inf)
+        total += t
+        target_best = j if t > target_top else target_best
+        target_top = max(target_top, t)
+        q = t * (1.0 - smoothing) + spread
+        d = (m - as_float64(scores[i, j])) + lse
+        wq = q * class_weight[j] if weighted else q
+        loss += 0.0 if wq == 0.0 else wq * d
+        if q > 0.0:
+            log_q = math.log(q)
+            entropy -= q * log_q
+            kl += q * (log_q + d)
+    return loss, entropy, kl, total, bad, target_best
+
+
+@njit(**KERNEL_OPTIONS)
+def soft_row_values(scores, targets, values):
+    """Each row's loss (NaN where the row is not counted), target entropy, KL divergence and argmax agreement.
+
+    For the clustered errors of soft targets (fastce.groups): the kernel's
+    own row functions, on a slice the kernel has just read (in cache).
+    """
+    n_cols = scores.shape[1]
+    exp_chunk64 = np.empty(K.EXP_SCRATCH)
+    no_weights = np.empty(0)
+    for i in range(scores.shape[0]):
+        m, best, lse = _row_max_lse(scores, i, n_cols, exp_chunk64)
+        if lse != lse:
+            for c in range(4):
+                values[i, c] = np.nan
+            continue
+        loss, entropy, kl, _, _, target_best = _soft_target_row(scores, targets, i, m, lse, 0.0, no_weights, False)
+        values[i, 0] = loss
+        values[i, 1] = entropy
+        values[i, 2] = kl
+        values[i, 3] = 1.0 if best == target_best else 0.0
+
+
+@njit(**KERNEL_OPTIONS)
 def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses,
                        nblocks, block_rows, fsums, icounts, first_task, task_step):
     """Per-block sums over rows [0, nblocks * block_rows) of an (n, C) logit slice.
@@ -109,51 +186,21 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
                     if keep:
                         row_losses[i] = 0.0
                     continue
-            # Pass 1 (from memory), in the input's precision: max and argmax.
-            top = as_native(scores[i, 0])
-            best = 0
-            for j in range(n_cols):
-                v = as_native(scores[i, j])
-                best = j if v > top else best
-                top = maxnum(top, v)
-            m = np.float64(top)
-            # Pass 2 (from cache): exp-sum of the entries below the max; NaN,
-            # +inf and all--inf rows make it NaN (see kernels._logits_row).
-            # In the lanes order of fastce._lanes (the same bits on every machine).
-            rest, _, at_max = K.exp_sums(scores, i, n_cols, m, exp_chunk64)
-            rest += at_max - 1.0
-            if rest != rest:
+            m, best, lse = _row_max_lse(scores, i, n_cols, exp_chunk64)
+            if lse != lse:
                 if icounts[b, N_NONFINITE] == 0:
                     icounts[b, FIRST_NONFINITE] = i
                 icounts[b, N_NONFINITE] += 1
                 if keep:
                     row_losses[i] = np.nan
                 continue
-            lse = log1p_nonnegative(rest)
             loss = 0.0
             denom = 1.0
             hit = False
             if soft:
-                entropy = 0.0
-                kl = 0.0
-                total = 0.0
-                bad = False
-                target_top = -np.inf
-                target_best = 0
-                for j in range(n_cols):
-                    t = as_float64(targets[i, j])
-                    bad = bad or not (t >= 0.0 and t < np.inf)
-                    total += t
-                    target_best = j if t > target_top else target_best
-                    target_top = max(target_top, t)
-                    q = t * (1.0 - smoothing) + spread
-                    d = (m - as_float64(scores[i, j])) + lse
-                    wq = q * class_weight[j] if weighted else q
-                    loss += 0.0 if wq == 0.0 else wq * d
-                    if q > 0.0:
-                        log_q = math.log(q)
-                        entropy -= q * log_q
-                        kl += q * (log_q + d)
+                loss, entropy, kl, total, bad, target_best = _soft_target_row(
+                    scores, targets, i, m, lse, smoothing, class_weight, weighted
+                )
                 if bad:
                     if icounts[b, N_BAD_TARGET] == 0:
                         icounts[b, FIRST_BAD_TARGET] = i

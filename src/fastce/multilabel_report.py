@@ -167,9 +167,9 @@ class MultilabelDiagnosticsState:
 
 
 def _kernel_target(part: np.ndarray) -> np.ndarray:
-    from fastce._accumulate_family import _as_kernel_target
+    from fastce._accumulate_family import as_kernel_target
 
-    return _as_kernel_target(part)
+    return as_kernel_target(part)
 
 
 def read_multilabel_diagnostics(scores, targets, weights, *, from_logits: bool, options: MultilabelOptions,

@@ -35,6 +35,7 @@ import numpy as np
 from fastce import _accumulate, _accumulate_family, _config, tasks, validation
 from fastce import kernels as K
 from fastce import kernels_binary as KB
+from fastce import kernels_soft as KS
 from fastce.checks import check_probabilities, check_probability_range, sum_to_one_tolerance
 from fastce.errors import InputError
 from fastce.metrics import Metrics
@@ -42,8 +43,6 @@ from fastce.state import State, raise_nonfinite
 from fastce.task_states import MultilabelState, SoftState
 
 TASKS = ("multiclass", "binary", "multilabel", "soft")
-# The tasks whose readers take groups= (clustered standard errors, see Reader.with_groups).
-GROUP_TASKS = ("multiclass", "binary")
 TASK_CHOICES = ("auto",) + TASKS
 
 
@@ -156,11 +155,44 @@ class Reader:
 
     def with_groups(self, batch: Batch, groups) -> Batch:
         """``batch`` with a group id per row (clustered standard errors), or an InputError."""
-        raise InputError(
-            f"groups= (clustered standard errors) is supported for the multi-class and binary tasks for now, not "
-            f"for the {self.task} task these arguments ask for.",
-            argument="groups",
-        )
+        from fastce.groups import check_groups
+
+        return replace(batch, groups=np.asarray(check_groups(groups, len(batch)), dtype=np.int64))
+
+    @property
+    def group_values(self) -> int:
+        """How many per-row values the task's group sums hold (its means with a standard error)."""
+        return 4
+
+    def empty_grouped(self):
+        """An empty state of rows read with groups (merges with the states of other grouped batches)."""
+        from fastce.groups import GroupSums
+
+        state = self.empty()
+        state.clusters = GroupSums(self.group_values)
+        return state
+
+    def _group_fold(self, batch: Batch, row_values):
+        """(group sums, ``on_rows(start, stop, ...)``) for a read of ``batch``, (None, None) without groups.
+
+        ``on_rows`` runs right after the kernel read rows [start, stop), while
+        they are in cache: ``row_values(start, stop, values)`` writes their
+        per-row values (NaN first value: the row is not counted), which are
+        folded by group (fastce.groups).
+        """
+        if batch.groups is None:
+            return None, None
+        from fastce.groups import GroupSums
+
+        clusters = GroupSums(self.group_values)
+
+        def on_rows(start, stop, *_):
+            values = np.empty((stop - start, self.group_values))
+            row_values(start, stop, values)
+            weights = None if batch.weights is None else batch.weights[start:stop]
+            clusters.add_rows(batch.groups[start:stop], values, weights, self.block_rows)
+
+        return clusters, on_rows
 
     def raise_now(self, state, nan_policy: str, name: str, *, previous=None) -> None:
         raise NotImplementedError
@@ -223,10 +255,9 @@ class Reader:
 class _StateReader(Reader):
     """Tasks whose statistics are a :class:`~fastce.state.State` (multi-class and binary)."""
 
-    def with_groups(self, batch: Batch, groups) -> Batch:
-        from fastce.groups import check_groups
-
-        return replace(batch, groups=np.asarray(check_groups(groups, len(batch)), dtype=np.int64))
+    @property
+    def group_values(self) -> int:
+        return 2 + len(self.top_k)  # loss, Brier term, a hit per k (groups.row_values)
 
     def _check_top_k(self, top_k, stacklevel) -> tuple:
         return validation.top_k_values(top_k, self.num_classes, stacklevel=stacklevel)
@@ -391,7 +422,7 @@ class BinaryReader(_StateReader):
 
     @property
     def block_rows(self) -> int:
-        return _accumulate_family.BINARY_LOGIT_BLOCK_ROWS if self.from_logits else _config.MAX_BLOCK_ROWS
+        return _accumulate_family.binary_block_rows(self.from_logits)
 
     def validate(self, y, scores, sample_weight, *, name="scores") -> Batch:
         n_rows = self._scores_shape(scores, name)
@@ -412,21 +443,17 @@ class BinaryReader(_StateReader):
                                                        sample_weight=batch.weights, proba_eps=batch.eps,
                                                        on_rows=on_rows)
 
-        if batch.groups is None:
-            return read()
-        from fastce.groups import GroupSums
+        def row_values(start, stop, values):
+            from fastce.groups import row_values
 
-        # Each slice's per-row values right after the kernel read it (in cache), folded by group.
-        clusters = GroupSums(2 + len(self.top_k))
-        ks = _accumulate.kernel_input(np.asarray(self.top_k, dtype=np.int64))
+            stats = np.empty((stop - start, K.ROW_STATS_COLUMNS))
+            KB.binary_row_stats(_accumulate.kernel_input(batch.view[start:stop]),
+                                _accumulate.kernel_input(batch.targets[start:stop], np.int64), self.from_logits,
+                                0.0 if self.from_logits else float(batch.eps), stats)
+            values[:] = row_values(stats, self.top_k, 2)
 
-        def fold(start, stop, labels, weights):
-            values = np.empty((stop - start, 2 + len(self.top_k)))
-            KB.binary_row_values(_accumulate.kernel_input(batch.view[start:stop]), labels, self.from_logits,
-                                 0.0 if self.from_logits else float(batch.eps), ks, values)
-            clusters.add_rows(batch.groups[start:stop], values, weights, self.block_rows)
-
-        state = read(fold)
+        clusters, on_rows = self._group_fold(batch, row_values)
+        state = read(on_rows)
         state.clusters = clusters
         return state
 
@@ -463,9 +490,16 @@ class MultilabelReader(Reader):
         return Batch(scores.view, scores.eps, targets, validation.sample_weight(sample_weight, n_rows))
 
     def read(self, batch: Batch) -> MultilabelState:
+        mode = KB.MODE_LOGITS if self.from_logits else KB.MODE_PROBA
+
+        def row_values(start, stop, values):
+            KB.multilabel_row_values(_accumulate.kernel_input(batch.view[start:stop]),
+                                     _accumulate_family.as_kernel_target(batch.targets[start:stop]), mode, values)
+
+        clusters, on_rows = self._group_fold(batch, row_values)
         sums = _accumulate_family.accumulate_bce(batch.view, batch.targets, from_logits=self.from_logits,
-                                                 row_weight=batch.weights)
-        return MultilabelState(self.num_classes, self.from_logits, sums)
+                                                 row_weight=batch.weights, on_rows=on_rows)
+        return MultilabelState(self.num_classes, self.from_logits, sums, clusters)
 
     def raise_now(self, state, nan_policy, name, *, previous=None) -> None:
         state.raise_now(nan_policy, name)
@@ -539,8 +573,14 @@ class SoftReader(Reader):
         return Batch(scores.view, scores.eps, targets, None, tolerance)
 
     def read(self, batch: Batch) -> SoftState:
-        sums = _accumulate_family.accumulate_soft(batch.view, targets=batch.targets, sum_tolerance=batch.tolerance)
-        return SoftState(self.num_classes, True, sums)
+        def row_values(start, stop, values):
+            KS.soft_row_values(_accumulate.kernel_input(batch.view[start:stop]),
+                               _accumulate.kernel_input(batch.targets[start:stop], np.float64), values)
+
+        clusters, on_rows = self._group_fold(batch, row_values)
+        sums = _accumulate_family.accumulate_soft(batch.view, targets=batch.targets, sum_tolerance=batch.tolerance,
+                                                  on_rows=on_rows)
+        return SoftState(self.num_classes, True, sums, clusters)
 
     def raise_now(self, state, nan_policy, name, *, previous=None) -> None:
         state.raise_now(nan_policy, name)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
@@ -109,6 +109,10 @@ class State:
                 "cannot merge states with different settings "
                 f"(task, num_classes, top_k, from_logits, ties_to_last): {self.settings()} vs {theirs}"
             )
+
+    def without_groups(self) -> "State":
+        """This state without its group sums (a copy; the same state when it has none)."""
+        return self if self.clusters is None else replace(self, clusters=None)
 
     def merge(self, other: "State") -> "State":
         """A new state for the rows of ``self`` followed by the rows of ``other``.

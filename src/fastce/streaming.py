@@ -179,12 +179,6 @@ class Evaluator:
             raise InputError(f"groups must be True or False here (the ids go to update()); got {groups!r}.",
                              argument="groups")
         self._groups = bool(groups)
-        if self._groups and self._requested_task not in ("auto",) + readers.GROUP_TASKS:
-            raise InputError(
-                f"groups=True (clustered standard errors) is supported for the multi-class and binary tasks for "
-                f"now, not for task={task!r}.",
-                argument="groups",
-            )
         self._nan_policy = nan_policy
         self._warn_top_k = _warn_top_k
         self._diag_arg = _check_diagnostics(diagnostics)
@@ -430,7 +424,7 @@ class Evaluator:
                 # (their counters: no group sums, which a probe of rows out of their blocks would not keep).
                 gap = reader.empty()
                 gap.rows_seen = held
-                probe = _without_groups(probe).merge(gap.merge(reader.read(replace(new, groups=None))))
+                probe = probe.without_groups().merge(gap.merge(reader.read(replace(new, groups=None))))
         reader.raise_now(probe, self._nan_policy, _SCORES, previous=self._state)
 
     # -- combining -------------------------------------------------------------
@@ -719,11 +713,6 @@ def _pending_from_dict(raw, reader: readers.Reader, grouped: bool) -> Batch:
         raise ValueError("the pending rows' group ids do not match the groups setting")
     groups = _unb64(raw["groups"], "<i8", rows) if grouped else None
     return Batch(view, eps, targets, weights, tolerance, groups)
-
-
-def _without_groups(state):
-    """``state`` without its group sums (a copy; the same state when it has none)."""
-    return replace(state, clusters=None) if getattr(state, "clusters", None) is not None else state
 
 
 class _Both:

@@ -37,6 +37,7 @@ from fastce.state import (
     _json_int,
     _json_list,
     _MAX_HEX_CHARS,
+    _merged_clusters,
     check_nan_policy,
     check_row_total,
     malformed_reason,
@@ -275,10 +276,15 @@ class _SumsState:
     FORMAT = ""
     _LAYOUT = (0, 0, 0)  # (exact sums, counters, first first-row counter) of the kernel family
 
-    def __init__(self, num_classes: int, from_logits: bool, sums: Sums | None = None):
+    # The means whose clustered errors groups= gives, in the order of the per-row values of the group sums
+    # (kernels_binary.multilabel_row_values, kernels_soft.soft_row_values); each a Metrics field.
+    GROUPED_MEANS: tuple = ()
+
+    def __init__(self, num_classes: int, from_logits: bool, sums: Sums | None = None, clusters=None):
         self.num_classes = int(num_classes)
         self.from_logits = bool(from_logits)
         self.sums = sums if sums is not None else Sums(*self._LAYOUT)
+        self.clusters = clusters  # fastce.groups.GroupSums of rows read with groups=, else None
 
     @classmethod
     def empty(cls, num_classes: int, *, from_logits: bool = True):
@@ -295,6 +301,10 @@ class _SumsState:
     def settings(self) -> tuple:
         return (self.task, self.num_classes, self.from_logits)
 
+    def without_groups(self):
+        """This state without its group sums (a copy; the same state when it has none)."""
+        return self if self.clusters is None else type(self)(self.num_classes, self.from_logits, self.sums)
+
     def merge(self, other):
         """A new state for the rows of ``self`` followed by those of ``other`` (exact)."""
         if type(other) is not type(self) or other.settings() != self.settings():
@@ -304,14 +314,17 @@ class _SumsState:
                 f"{self.settings()} vs {theirs}"
             )
         check_row_total(self.rows_seen + other.rows_seen)
-        return type(self)(self.num_classes, self.from_logits, self.sums.merge(other.sums))
+        return type(self)(self.num_classes, self.from_logits, self.sums.merge(other.sums),
+                          _merged_clusters(self, other))
 
     def __eq__(self, other) -> bool:
         return type(other) is type(self) and self.to_dict() == other.to_dict()
 
     def to_dict(self) -> dict:
+        # "groups" only with groups=: a state without them reads as it always did.
+        grouped = {} if self.clusters is None else {"groups": self.clusters.to_dict()}
         return {"format": self.FORMAT, "task": self.task, "num_classes": self.num_classes,
-                "from_logits": self.from_logits} | self.sums.to_dict()
+                "from_logits": self.from_logits} | self.sums.to_dict() | grouped
 
     @classmethod
     def from_dict(cls, data: dict):
@@ -324,14 +337,29 @@ class _SumsState:
             if data.get("task") != cls.task:
                 raise ValueError(f"task must be {cls.task!r}")
             sums = Sums.from_dict(data, *cls._LAYOUT, width=num_classes)
+            clusters = None
+            if data.get("groups") is not None:
+                from fastce.groups import GroupSums
+
+                clusters = GroupSums.from_dict(data["groups"])
+                if clusters.n_values != len(cls.GROUPED_MEANS):
+                    raise ValueError(f"group sums of {clusters.n_values} values, not {len(cls.GROUPED_MEANS)}")
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise InputError(f"malformed fastce state: {malformed_reason(exc)}", argument="state") from exc
-        state = cls(num_classes, from_logits, sums)
+        state = cls(num_classes, from_logits, sums, clusters)
         state._check_invariants()
         return state
 
     def _check_invariants(self) -> None:
         pass
+
+    def _clustered(self, metrics: Metrics) -> Metrics:
+        """``metrics`` with the clustered errors of the group sums (rows read with groups=), if any."""
+        if self.clusters is None:
+            return metrics
+        from fastce.groups import clustered_means
+
+        return clustered_means(metrics, self.clusters, self.GROUPED_MEANS)
 
 
 class MultilabelState(_SumsState):
@@ -340,6 +368,7 @@ class MultilabelState(_SumsState):
     task = "multilabel"
     FORMAT = "fastce.multilabel-state/1"
     _LAYOUT = (KB.EXACT_SUMS, KB.NUM_COUNTS, KB.FIRST_COLUMNS)
+    GROUPED_MEANS = ("cross_entropy", "brier", "hamming_accuracy", "subset_accuracy")
 
     def raise_now(self, nan_policy: str, name: str, *, target_name: str = "y_true") -> None:
         """Errors these rows raise as soon as they are read: bad probabilities or targets, NaN under "raise"."""
@@ -367,12 +396,12 @@ class MultilabelState(_SumsState):
             subset = sums.value(KB.S_SUBSET) / weight
             brier = sums.value(KB.S_BRIER) / (weight * n_cols)
         stderr, effective = self._errors(n, ce)
-        return Metrics(
+        return self._clustered(Metrics(
             n=n, weight_sum=weight, cross_entropy=ce, accuracy=subset, top_k_accuracy={1: subset},
             n_omitted=omitted or 0, num_classes=n_cols, from_logits=self.from_logits, brier=brier,
             task="multilabel", hamming_accuracy=hamming, subset_accuracy=subset, stderr=stderr,
             n_effective=effective,
-        )
+        ))
 
     def _errors(self, n: int, ce: float) -> tuple[dict, float]:
         """Standard errors of the multi-label means, rows as the units (a row's labels are not independent)."""
@@ -406,6 +435,7 @@ class SoftState(_SumsState):
     task = "soft"
     FORMAT = "fastce.soft-state/1"
     _LAYOUT = (KS.NUM_SUMS, KS.NUM_COUNTS, KS.FIRST_COLUMNS)
+    GROUPED_MEANS = ("cross_entropy", "target_entropy", "kl_divergence", "accuracy")
 
     def _check_invariants(self) -> None:
         if not self.from_logits:
@@ -445,11 +475,11 @@ class SoftState(_SumsState):
             entropy = sums.value(KS.S_ENTROPY) / n
             kl = math.inf if infinite else sums.value(KS.S_KL) / n
             accuracy = sums.value(KS.S_HITS) / n
-        return Metrics(
+        return self._clustered(Metrics(
             n=n, weight_sum=float(n), cross_entropy=ce, accuracy=accuracy, top_k_accuracy={1: accuracy},
             n_omitted=omitted or 0, num_classes=self.num_classes, from_logits=True, task="soft",
             target_entropy=entropy, kl_divergence=kl, stderr=self._errors(n, ce, kl), n_effective=float(n),
-        )
+        ))
 
     def _errors(self, n: int, ce: float, kl: float) -> dict:
         """Standard errors of the soft-target means (unweighted rows: s / sqrt(n), ddof = 1)."""

@@ -1,0 +1,249 @@
+"""fastce.compare of 1-D binary scores (the logit or probability of class 1), from every door.
+
+Each model is read by evaluate's binary kernels (its Metrics equal
+``evaluate`` bit for bit); each row's statistics come from
+``kernels_binary.binary_row_stats`` right after the kernel read its slice,
+and the paired sums are compare's.  Held here to numpy references written
+from the formulas and to scipy's tests, as the multi-class comparison is.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import expit
+
+import fastce
+from fastce import cli
+from fastce.compare import ComparisonState
+from test_compare import strict_loads
+from test_errorbars import clustered_reference, se_reference
+
+N = 20_000
+
+
+def binary_models(n=N, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    truth = 2 * rng.standard_normal(n)
+    y = (rng.random(n) < expit(truth)).astype(np.int64)
+    za = truth + rng.standard_normal(n)
+    zb = truth + 0.5 * rng.standard_normal(n)
+    zc = zb.copy()
+    wrong = np.arange(n // 100)
+    zc[wrong] = np.where(y[wrong] == 1, -15.0, 15.0)  # confidently wrong rows
+    return y, {"A": za.astype(dtype), "B": zb.astype(dtype), "C": zc.astype(dtype)}
+
+
+def per_row_binary(y, s, *, from_logits):
+    """Per-row loss, (p - y)^2 and hit from the definitions (scikit-learn's clipped log loss for probabilities)."""
+    s = s.astype(np.float64)
+    if from_logits:
+        loss = np.where(y == 1, np.logaddexp(0.0, -s), np.logaddexp(0.0, s))
+        p = expit(s)
+        hit = (s > 0) == (y == 1)
+    else:
+        eps = np.finfo(np.float64).eps
+        p = s
+        loss = -np.log(np.clip(np.where(y == 1, p, 1 - p), eps, 1 - eps))
+        hit = (p > 0.5) == (y == 1)
+    return loss, (p - y) ** 2, hit
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_binary_comparison_matches_evaluate_and_the_formulas(from_logits, weighted):
+    y, models = binary_models(seed=1 + weighted)
+    if not from_logits:
+        models = {k: expit(v) for k, v in models.items()}
+    key = "logits" if from_logits else "proba"
+    w = np.random.default_rng(3).random(N) * 2 if weighted else None
+    ww = np.ones(N) if w is None else w
+    c = fastce.compare(y, **{key: models}, sample_weight=w)
+    for name, s in models.items():
+        assert c.metrics[name] == fastce.evaluate(y, **{key: s}, sample_weight=w), name
+        assert c.metrics[name].task == "binary"
+    rows = {name: per_row_binary(y, s, from_logits=from_logits) for name, s in models.items()}
+    for a, b in (("A", "B"), ("C", "A"), ("B", "C")):
+        (la, ba, ha), (lb, bb, hb) = rows[a], rows[b]
+        d = c.delta(b, a, "cross_entropy")
+        assert d.estimate == pytest.approx((ww * (lb - la)).sum() / ww.sum(), rel=1e-9)
+        assert d.stderr == pytest.approx(se_reference(lb - la, w), rel=1e-8)
+        if not weighted:
+            assert d.estimate / d.stderr == pytest.approx(stats.ttest_rel(lb, la).statistic, rel=1e-8)
+        brier = c.delta(b, a, "brier")
+        assert brier.estimate == pytest.approx((ww * (bb - ba)).sum() / ww.sum(), rel=1e-9, abs=1e-15)
+        assert brier.stderr == pytest.approx(se_reference(bb - ba, w), rel=1e-8)
+        acc = c.delta(b, a, "accuracy")
+        only_a, only_b = int((ha & ~hb).sum()), int((hb & ~ha).sum())
+        assert acc.p_value == pytest.approx(stats.binomtest(only_b, only_a + only_b, 0.5).pvalue, rel=1e-9)
+        assert acc.estimate == pytest.approx((ww * (hb * 1.0 - ha)).sum() / ww.sum(), abs=1e-12)
+        table = c.table(a, b)
+        assert (table["only_a_right"]["rows"], table["only_b_right"]["rows"]) == (only_a, only_b)
+        assert table["both_wrong"]["weight"] == pytest.approx(ww[~ha & ~hb].sum(), rel=1e-12)
+        assert c.correlation(a, b) == pytest.approx(np.corrcoef(la, lb)[0, 1], rel=1e-9)
+    # C's confidently wrong rows (p(true) < 0.01, right under A) carry most of its loss excess.
+    la, _, ha = rows["A"]
+    lc, _, hc = rows["C"]
+    mask = ~hc & (np.exp(-lc) < 0.01) & ha
+    cw = c.confidently_wrong("C", "A")
+    assert cw["rows"] == int(mask.sum()) > 0
+    assert cw["loss_difference_share"] == pytest.approx((ww * (lc - la))[mask].sum() / (ww * (lc - la)).sum(),
+                                                        rel=1e-9)
+    text = str(c)
+    assert "binary: 1-D scores of class 1" in text and "confidently wrong" in text
+
+
+@pytest.mark.filterwarnings("ignore::fastce.errors.TopKWarning")  # top-2 of two classes: meaningless, warned
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_every_score_dtype_and_mixed_dtypes_equal_evaluate(dtype):
+    y, models = binary_models(n=5_000, seed=4)
+    models = {"A": models["A"].astype(dtype), "B": models["B"], "C": models["C"].astype(dtype)}
+    c = fastce.compare(y, logits=models, top_k=(1, 2))
+    for name, s in models.items():
+        assert c.metrics[name] == fastce.evaluate(y, logits=s, top_k=(1, 2)), name
+    assert c.delta("B", "A", "top_k_accuracy", k=2).estimate == 0.0  # two classes: every row is in the top 2
+
+
+def test_special_values_in_binary_scores():
+    y, models = binary_models(n=3_000, seed=5)
+    a, b = models["A"].copy(), models["B"].copy()
+    a[[10, 900]] = np.nan
+    b[20] = np.inf if y[20] == 0 else -np.inf  # certain and wrong: an infinite loss
+    b[30] = np.inf if y[30] == 1 else -np.inf  # certain and right: loss 0
+    with pytest.raises(fastce.InputError, match=r"logits\['A'\] row 10"):
+        fastce.compare(y, logits={"A": a, "B": b})
+    with pytest.warns(fastce.OmittedRowsWarning):
+        c = fastce.compare(y, logits={"A": a, "B": b}, nan_policy="omit")
+    assert c.metrics["A"].n == 2_998 and c.metrics["B"].cross_entropy == np.inf
+    d = c.delta("B", "A")
+    assert np.isnan(d.estimate) and d.n == 2_998  # an infinite loss difference is left undefined
+    assert c.delta("B", "A", "accuracy").n == 2_998
+    p = expit(models["A"])
+    p[7] = 1.5
+    with pytest.raises(fastce.InputError, match=r"proba\['A'\] row 7"):
+        fastce.compare(y, proba={"A": p, "B": expit(models["B"])})
+
+
+def test_binary_errors_say_what_to_pass():
+    y, models = binary_models(n=200, seed=6)
+    with pytest.raises(fastce.InputError, match="same rows and classes"):
+        fastce.compare(y, logits={"A": models["A"], "B": np.stack([models["B"]] * 2, axis=1)})
+    bad = y.copy()
+    bad[3] = 2
+    with pytest.raises(fastce.InputError, match="y_true row 3 .*binary task: labels are 0 or 1"):
+        fastce.compare(bad, logits=models)
+    cmp = fastce.Comparator(["A", "B"], task="binary")
+    with pytest.raises(fastce.InputError, match=r"this binary comparison takes 1-D scores of class 1"):
+        cmp.update(y, [np.stack([models["A"]] * 2, axis=1)] * 2)
+    with pytest.raises(fastce.InputError, match="this multiclass comparison takes scores of shape"):
+        fastce.Comparator(["A", "B"], 2).update(y, [models["A"], models["B"]])
+    with pytest.raises(fastce.InputError, match="two classes, not 3"):
+        fastce.Comparator(["A", "B"], 3, task="binary")
+    with pytest.raises(fastce.InputError, match="num_classes must be a positive int"):
+        fastce.Comparator(["A", "B"])
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_comparator_any_split_and_checkpoint_equals_compare(from_logits):
+    y, models = binary_models(n=20_000, seed=7)
+    if not from_logits:
+        models = {k: expit(v) for k, v in models.items()}
+    key = "logits" if from_logits else "proba"
+    w = np.random.default_rng(8).random(y.shape[0])
+    g = np.sort(np.random.default_rng(9).integers(0, 700, y.shape[0]))
+    whole = fastce.compare(y, **{key: models}, sample_weight=w, groups=g)
+    cmp = fastce.Comparator(list(models), task="binary", from_logits=from_logits, groups=True)
+    assert cmp.block_rows == (8192 if from_logits else 512)
+    cuts = [0, 1, 8191, 8195, 12_000, 19_999, 20_000]
+    for start, stop in zip(cuts, cuts[1:]):
+        part = slice(start, stop)
+        cmp.update(y[part], [s[part] for s in models.values()], sample_weight=w[part], groups=g[part])
+        if start == 8191:  # a checkpoint with pending rows, resumed
+            cmp = fastce.Comparator.from_state_dict(strict_loads(json.dumps(cmp.state_dict())))
+    result = cmp.result()
+    assert result.to_json() == whole.to_json()
+
+
+def test_clustered_binary_comparison():
+    y, models = binary_models(n=20_000, seed=10)
+    g = np.sort(np.random.default_rng(11).integers(0, 800, y.shape[0]))
+    c = fastce.compare(y, logits=models, groups=g)
+    (la, _, ha), (lb, _, hb) = (per_row_binary(y, models[k], from_logits=True) for k in ("A", "B"))
+    assert c.delta("B", "A").stderr == pytest.approx(clustered_reference(lb - la, g), rel=1e-9)
+    acc = c.delta("B", "A", "accuracy")
+    assert acc.stderr == pytest.approx(clustered_reference(hb * 1.0 - ha, g), rel=1e-9)
+    assert acc.test == "paired z (clustered)"
+    for name, s in models.items():
+        assert c.metrics[name] == fastce.evaluate(y, logits=s, groups=g)
+    # Halves cut on a block of the binary logit kernel (8192 rows), merged through strict JSON.
+    cut = 8192
+    halves = [fastce.compare(y[s], logits={k: v[s] for k, v in models.items()}, groups=g[s]).state
+              for s in (slice(0, cut), slice(cut, None))]
+    merged = ComparisonState.from_dict(strict_loads(json.dumps(halves[0].merge(halves[1]).to_dict()))).finalize()
+    assert merged.state.task == "binary"
+    assert merged.metrics["C"] == c.metrics["C"]
+    assert merged.delta("B", "A").stderr == pytest.approx(c.delta("B", "A").stderr, rel=1e-12)
+    with pytest.raises(ValueError, match="cannot merge comparisons with different settings"):
+        halves[0].merge(fastce.compare(y % 2, logits={k: np.stack([-v, v], 1) for k, v in models.items()}).state)
+
+
+def _main(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    status = cli.main([str(a) for a in argv], out=out, err=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_the_command_compares_binary_score_files(tmp_path):
+    y, models = binary_models(n=20_000, seed=12)
+    models = {k: v.astype(np.float32) for k, v in models.items()}
+    g = np.sort(np.random.default_rng(13).integers(0, 500, y.shape[0]))
+    expected = fastce.compare(y, logits=models, groups=g)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "g.npy", g)
+    for name, s in models.items():
+        np.save(tmp_path / f"{name}.npy", s)
+    paths = [tmp_path / f"{name}.npy" for name in models]
+    status, out, err = _main("compare", "--labels", tmp_path / "y.npy", "--logits", *paths, "--groups",
+                             tmp_path / "g.npy", "--json", "--chunk-rows", "5000", "--no-progress")
+    assert status == 0, err
+    assert strict_loads(out) == strict_loads(expected.to_json())
+    status, out, err = _main("compare", "--labels", tmp_path / "y.npy", "--logits", *paths, "--no-progress")
+    assert status == 0, err
+    assert "binary: 1-D scores of class 1" in out
+    np.save(tmp_path / "two.npy", np.stack([-models["A"], models["A"]], axis=1))
+    status, _, err = _main("compare", "--labels", tmp_path / "y.npy", "--logits", paths[0], tmp_path / "two.npy",
+                           "--no-progress")
+    assert status == 2 and "has 2 classes but" in err and "has 1-D binary scores" in err
+
+
+def test_dask_compares_binary_scores():
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    import fastce.dask
+
+    y, models = binary_models(n=20_000, seed=14)
+    w = np.random.default_rng(15).random(y.shape[0])
+    whole = fastce.compare(y, logits=models, sample_weight=w)
+    arrays = {k: da.from_array(v, chunks=ch) for (k, v), ch in zip(models.items(), (7000, 8192, 11_000))}
+    with dask.config.set(scheduler="synchronous"):
+        got = fastce.dask.compare(y, logits=arrays, sample_weight=w)
+    assert got.to_json() == whole.to_json()
+
+
+def test_one_hot_rows_are_read_as_classes_and_other_targets_are_refused():
+    rng = np.random.default_rng(16)
+    y = rng.integers(0, 4, 600)
+    za, zb = rng.standard_normal((600, 4)), rng.standard_normal((600, 4))
+    one_hot = np.eye(4, dtype=np.int64)[y]
+    assert fastce.compare(one_hot, logits=[za, zb]).to_json() == fastce.compare(y, logits=[za, zb]).to_json()
+    indicator = (rng.random((600, 4)) < 0.3).astype(np.int64)  # the multi-label task
+    with pytest.raises(fastce.InputError, match="multi-label or soft targets is not supported yet") as info:
+        fastce.compare(indicator, logits=[za, zb])
+    assert info.value.argument == "y_true"
+    with pytest.raises(fastce.InputError, match="multi-label or soft targets"):
+        fastce.compare(rng.dirichlet(np.ones(4), 600), logits=[za, zb])
