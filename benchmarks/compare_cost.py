@@ -3,10 +3,11 @@
 Usage::
 
     python benchmarks/compare_cost.py [--classes 10 100 1000] [--models 2 3] [--mb 256] [--repeats 5]
-                                      [--weighted] [--proba]
+                                      [--weighted] [--proba] [--binary]
 
 Both sides read the same in-memory float32 logits (or probabilities) (``--mb`` of scores per
-model), best of ``--repeats`` alternated runs; prints the ratio
+model; ``--binary``: 1-D scores of class 1 and 0/1 labels, ``--classes`` ignored), best of
+``--repeats`` alternated runs; prints the ratio
 compare / (K x evaluate).  The goal is at most 1.10.  Asserts nothing.
 """
 
@@ -37,13 +38,18 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--weighted", action="store_true", help="random sample weights on both sides")
     parser.add_argument("--proba", action="store_true", help="softmax probabilities (proba=) instead of logits")
+    parser.add_argument("--binary", action="store_true", help="1-D binary scores of class 1 (the binary task)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
-    for c in args.classes:
-        rows = max(1, int(args.mb * 2**20 / (4 * c)))
+    for c in [2] if args.binary else args.classes:
+        rows = max(1, int(args.mb * 2**20 / (4 * (1 if args.binary else c))))
         y = rng.integers(0, c, rows)
-        models = {chr(65 + i): rng.standard_normal((rows, c), dtype=np.float32) for i in range(max(args.models))}
-        if args.proba:
+        shape = (rows,) if args.binary else (rows, c)
+        models = {chr(65 + i): rng.standard_normal(shape, dtype=np.float32) for i in range(max(args.models))}
+        if args.binary and args.proba:
+            for z in models.values():
+                z[:] = 1 / (1 + np.exp(-z))
+        elif args.proba:
             for z in models.values():
                 np.exp(z - z.max(axis=1, keepdims=True), out=z)
                 z /= z.sum(axis=1, keepdims=True)
@@ -63,7 +69,7 @@ def main(argv=None) -> int:
             for _ in range(args.repeats):
                 separate = min(separate, best_time(evaluate_each, 1))
                 together = min(together, best_time(compare_all, 1))
-            print(f"C={c:<6d} models={k}  {k} x evaluate {separate:.3f} s  compare {together:.3f} s  "
+            print(f"{'binary' if args.binary else f'C={c}':<8s} models={k}  {k} x evaluate {separate:.3f} s  compare {together:.3f} s  "
                   f"ratio {together / separate:.2f}")
     return 0
 

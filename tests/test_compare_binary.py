@@ -247,3 +247,39 @@ def test_one_hot_rows_are_read_as_classes_and_other_targets_are_refused():
     assert info.value.argument == "y_true"
     with pytest.raises(fastce.InputError, match="multi-label or soft targets"):
         fastce.compare(rng.dirichlet(np.ones(4), 600), logits=[za, zb])
+
+
+@pytest.mark.filterwarnings("ignore::fastce.errors.OmittedRowsWarning")
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_models_read_together_and_apart_agree(from_logits, weighted):
+    """One kernel for every model (compare_binary_blocks: the pair inputs from evaluate's loops) against each
+    model apart (its per-row statistics from kernels_binary.binary_row_stats), rare rows included."""
+    y, models = binary_models(n=30_000, seed=17)
+    models = {k: v.copy() for k, v in models.items()}
+    models["A"][[5, 9000, 29_999]] = np.nan
+    models["B"][77] = np.inf if y[77] == 0 else -np.inf  # an infinite loss (logits)
+    if not from_logits:
+        models = {k: expit(v) for k, v in models.items()}
+    key = "logits" if from_logits else "proba"
+    w = np.random.default_rng(18).random(y.shape[0]) if weighted else None
+    g = np.sort(np.random.default_rng(19).integers(0, 900, y.shape[0]))
+    together = fastce.compare(y, **{key: models}, sample_weight=w, groups=g, nan_policy="omit")
+    names = list(models)
+    from fastce.compare import validated_batch
+
+    batch = validated_batch(y, list(models.values()), names, key, w, g)
+    state = ComparisonState.empty(names, 2, (1,), from_logits=from_logits, confident_below=0.01, grouped=True,
+                                  task="binary")
+    state._read_apart(batch.views, batch.eps, batch.labels, batch.weights, batch.groups, state._score_binary)
+    apart = state.finalize("omit")
+    for name in names:
+        assert apart.metrics[name] == together.metrics[name], name
+    for a, b in (("A", "B"), ("B", "C"), ("A", "C")):
+        for metric in ("cross_entropy", "brier", "accuracy"):
+            x, z = apart.delta(b, a, metric), together.delta(b, a, metric)
+            assert (x.n, x.test) == (z.n, z.test)
+            for field in ("estimate", "stderr", "p_value"):
+                assert getattr(x, field) == pytest.approx(getattr(z, field), rel=1e-12, nan_ok=True), (a, b, metric)
+        assert apart.table(a, b) == together.table(a, b)
+        assert apart.confidently_wrong(b, a) == pytest.approx(together.confidently_wrong(b, a), rel=1e-12)

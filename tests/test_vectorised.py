@@ -167,3 +167,9 @@ def test_binary_logit_loop_is_packed_simd():
     asm = _fresh_asm(kernels_binary._binary_logit_block, logits, labels, none, np.empty(0), 0, 4096, False, False,
                      np.empty((kernels.N_TERMS, 4096)))
     assert PACKED_DOUBLE.search(asm), "_binary_logit_block: no packed float64 instruction on ymm/zmm registers"
+    # compare's copy of the loop, with the pair inputs: its terms are a literal row stride apart (with a
+    # stride known only at run time, LLVM needed too many alias checks and left such a loop scalar).
+    pair_asm = _fresh_asm(kernels_binary.binary_logit_pair_block, logits, labels, none, 0, 4096,
+                          np.empty((kernels.N_TERMS + kernels.PAIR_INPUTS, kernels_binary.BINARY_TERM_ROW)))
+    assert PACKED_DOUBLE.search(pair_asm), "binary_logit_pair_block: no packed float64 instruction"
+    assert re.search(r"\bvsqrtpd\s", pair_asm), "binary_logit_pair_block: p(true) not on packed registers"

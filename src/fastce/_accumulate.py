@@ -84,12 +84,13 @@ def fold_call(state: State, fsums, icounts, nblocks: int, row_offset: int, block
 
 
 def blocks_per_call(score_arrays, block_rows: int) -> int:
-    """Blocks of rows per kernel call over these (N, C) score arrays: BLOCKS_PER_CALL, or fewer when
+    """Blocks of rows per kernel call over these (N, C) or (N,) score arrays: BLOCKS_PER_CALL, or fewer when
     kernel_input copies their slices (not C-ordered, or unaligned), so that the copy stays small."""
     first = score_arrays[0]
     if all(a.flags.c_contiguous and a.flags.aligned for a in score_arrays):
         return _config.BLOCKS_PER_CALL
-    call_bytes = _config.COPY_BYTES_PER_CALL // (block_rows * first.shape[1] * first.itemsize)
+    row_elements = first.shape[1] if first.ndim == 2 else 1
+    call_bytes = _config.COPY_BYTES_PER_CALL // (block_rows * row_elements * first.itemsize)
     return max(1, min(_config.BLOCKS_PER_CALL, call_bytes))
 
 

@@ -22,6 +22,7 @@ from fastce.state import State
 from fastce.task_states import Sums
 
 BINARY_LOGIT_BLOCK_ROWS = _config.BLOCK_ELEMENTS // 4  # 8192 rows, 32 KiB of float32 logits
+assert BINARY_LOGIT_BLOCK_ROWS == KB.BINARY_BLOCK_ROWS  # the kernel's terms are laid out for it
 
 
 def binary_block_rows(from_logits: bool) -> int:

@@ -284,12 +284,15 @@ class ComparisonState:
     def read(self, views, eps, labels, weights, groups=None) -> None:
         """Read every model's validated scores (kernel views, in ``names`` order; ``eps`` each one's
         machine epsilon) over the same slices of whole blocks, the first at a block boundary."""
+        together = len({v.dtype for v in views}) == 1
         if self.task == "binary":
-            self._read_apart(views, eps, labels, weights, groups, self._score_binary)
-        elif len({v.dtype for v in views}) == 1:
+            score = self._score_binary
+        else:
+            score = self._score_matrix
+        if together:
             self._read_together(views, eps[0], labels, weights, groups)
         else:
-            self._read_apart(views, eps, labels, weights, groups, self._score_matrix)
+            self._read_apart(views, eps, labels, weights, groups, score)
 
     def check_scores(self, argument: str, stacklevel: int | None = None) -> None:
         """What every door checks once the scores are read (as evaluate checks them, per model)."""
@@ -301,9 +304,11 @@ class ComparisonState:
                 check_probabilities(self.states[name], f"{argument}[{name!r}]", stacklevel=stacklevel)
 
     def _read_together(self, views, eps, labels, weights, groups) -> None:
-        """Every model's block, then the block's pairs, in one kernel (compare_kernels.compare_blocks)."""
-        n_rows, n_classes = views[0].shape
-        block_rows = _config.block_rows(n_classes)
+        """Every model's block, then the block's pairs, in one kernel (compare_kernels.compare_blocks, or
+        compare_binary_blocks for 1-D binary scores)."""
+        n_rows = views[0].shape[0]
+        row_elements = 1 if views[0].ndim == 1 else views[0].shape[1]
+        block_rows = self.block_rows
         max_blocks = min(_accumulate.blocks_per_call(views, block_rows), max(1, -(-n_rows // block_rows)))
         slice_rows = max_blocks * block_rows
         n_models, n_k = len(self.names), len(self.top_k)
@@ -315,20 +320,28 @@ class ComparisonState:
         row_stats = np.empty((n_models, slice_rows if self.clusters is not None else 0, K.ROW_STATS_COLUMNS))
         mode = K.MODE_LOGITS if self.from_logits else K.MODE_PROBA
         float32_math = views[0].dtype != np.float64  # as accumulate_matrix with precision="input"
+
+        def kernel(parts, part_labels, part_weights, nblocks):
+            if self.task == "binary":
+                PK.compare_binary_blocks(parts, part_labels, part_weights, ks, self.from_logits,
+                                         0.0 if self.from_logits else float(eps), self.confident_below, row_stats,
+                                         nblocks, block_rows, fsums, icounts, pair_fsums)
+                return
+            PK.compare_blocks(parts, part_labels, part_weights, ks, mode, 0.0 if self.from_logits else float(eps),
+                              # As evaluate: logits rows in [0, 1] count as probability-like only when they sum to 1.
+                              float(sum_to_one_tolerance(eps)), float32_math, self.confident_below,
+                              row_stats, nblocks, block_rows, fsums, icounts, pair_fsums)
+
         for start in range(0, n_rows, slice_rows):
             stop = min(start + slice_rows, n_rows)
             nblocks = -(-(stop - start) // block_rows)
             parts = [_accumulate.kernel_input(v[start:stop]) for v in views]
             part_labels = _accumulate.kernel_input(labels[start:stop], np.int64)
             part_weights = _accumulate._slice(weights, start, stop, np.float64)
-            with _accumulate.threads_for((stop - start) * n_classes * n_models):
-                PK.compare_blocks(parts, part_labels, part_weights, ks, mode,
-                                  0.0 if self.from_logits else float(eps),
-                                  # As evaluate: logits rows in [0, 1] count as probability-like only when they sum to 1.
-                                  float(sum_to_one_tolerance(eps)), float32_math, self.confident_below,
-                                  row_stats, nblocks, block_rows, fsums, icounts, pair_fsums)
+            with _accumulate.threads_for((stop - start) * row_elements * n_models):
+                kernel(parts, part_labels, part_weights, nblocks)
             for m, name in enumerate(self.names):
-                part = State.empty(n_classes, self.top_k, from_logits=self.from_logits)
+                part = State.empty(self.num_classes, self.top_k, from_logits=self.from_logits, task=self.task)
                 _accumulate.fold_call(part, fsums[m], icounts[m], nblocks, 0, block_rows)
                 part.rows_seen += stop - start
                 self.states[name] = self.states[name].merge(part)

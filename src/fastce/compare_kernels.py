@@ -32,6 +32,7 @@ from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 
 from fastce import kernels as K
+from fastce import kernels_binary as KB
 from fastce._accumulate import _EMPTY_F64, _NO_ROW_LOSSES, _NO_ROW_PRED
 from fastce._config import KERNEL_OPTIONS
 from fastce._exactsum import exact_add, normalize
@@ -127,11 +128,7 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
     p of (a, b), a before b: ``pair_fsums[p]`` the P_* sums.
     """
     first = views[0]
-    for view in views:
-        if (view.dtype != first.dtype or view.shape != first.shape or not view.flags.c_contiguous
-                or not view.flags.aligned):
-            raise ValueError("compare_blocks needs aligned C-contiguous views of one shape and dtype")
-    addresses = np.array([view.__array_interface__["data"][0] for view in views], dtype=np.int64)
+    addresses = _addresses(views)
     blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))  # as accumulate_matrix
     two_class = mode == K.MODE_LOGITS and first.shape[1] == 2 and row_stats.shape[1] == 0
     if first.shape[1] > K.COLUMN_WALK_MAX_CLASSES:
@@ -157,6 +154,79 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
             first_rows = block_icounts[:, 0, K.FIRST_NONFINITE:]
             first_rows[first_rows >= 0] += start  # numbered from the block's start there
             fsums[:, b], icounts[:, b], pair_fsums[:, b] = block_fsums[:, 0], block_icounts[:, 0], block_pairs[:, 0]
+
+
+def compare_binary_blocks(views, labels, weights, top_k, from_logits, proba_eps, confident_below, row_stats, nblocks,
+                          block_rows, fsums, icounts, pair_fsums):
+    """compare_blocks for 1-D binary scores: evaluate's binary kernel for each model's block (logits:
+    kernels_binary, whose compare copy of the loop also writes the pair inputs; probabilities:
+    kernels.binary_proba_block, asked for them), then the block's pairs.  ``row_stats[m]``, when it has
+    rows (groups=), receives model m's per-row statistics (kernels.S_LOSS, S_P_TRUE, S_BRIER, S_RANK)."""
+    if from_logits and block_rows != KB.BINARY_BLOCK_ROWS:
+        raise ValueError(f"binary logit blocks have {KB.BINARY_BLOCK_ROWS} rows, not {block_rows}")
+    addresses = _addresses(views)
+    blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))
+    run_tasks(_compare_tasks_binary, (views[0], addresses, labels, weights, top_k, from_logits, proba_eps,
+                                      confident_below, row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts,
+                                      pair_fsums),
+              -(-nblocks // blocks_per_task))
+
+
+@njit(**KERNEL_OPTIONS)
+def _compare_tasks_binary(first, addresses, labels, weights, top_k, from_logits, proba_eps, confident_below, row_stats,
+                          nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, first_task, task_step):
+    """Tasks ``first_task, first_task + task_step, ...`` of compare_binary_blocks.
+
+    Per model, the block's terms (logits; kernels' T_ rows) and pair inputs
+    (rows N_TERMS + IN_*), a literal BINARY_TERM_ROW apart (see
+    kernels_binary.binary_logit_pair_block).  A model is clean in a block
+    when every row is counted with a finite loss (see _pair_block).
+    """
+    terms = np.empty((addresses.shape[0], K.N_TERMS + PAIR_INPUTS, KB.BINARY_TERM_ROW))
+    pair_weight = np.empty(block_rows + K.SCRATCH_PAD)
+    clean = np.zeros(addresses.shape[0], dtype=np.bool_)
+    no_row_losses = np.empty(0)
+    n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
+    for task in range(first_task, n_tasks, task_step):
+        for b in range(task * blocks_per_task, min(nblocks, (task + 1) * blocks_per_task)):
+            start = b * block_rows
+            stop = min(start + block_rows, first.shape[0])
+            for m in range(addresses.shape[0]):
+                scores = _array_like_at(first, addresses[m])
+                if from_logits:
+                    n_ok, n_inf = KB.binary_logit_pair_block(scores, labels, weights, start, stop, terms[m])
+                    KB.binary_logit_block_sums(scores, labels, weights, top_k, b, start, stop, n_ok, n_inf, terms[m],
+                                               fsums[m], icounts[m])
+                else:
+                    K.binary_proba_block(scores, labels, weights, top_k, proba_eps, no_row_losses, b, start, stop,
+                                         fsums[m], icounts[m], terms[m, K.N_TERMS:])
+                    n_ok, n_inf = icounts[m][b, RARE_C_ROWS], 0  # clipped: a probability's loss is finite
+                clean[m] = (n_ok == stop - start) & (n_inf == 0)
+                if row_stats.shape[1] != 0:
+                    _keep_stats(terms[m, K.N_TERMS:], start, stop - start, row_stats[m])
+            _pair_block(terms, K.N_TERMS, clean, fsums, pair_weight, weights, start, stop - start, top_k,
+                        confident_below, pair_fsums, b)
+
+
+@njit(**KERNEL_OPTIONS)
+def _keep_stats(inputs, start, count, row_stats):
+    """A block's pair inputs (rows IN_*) as per-row statistics (columns S_*), for groups=: _copy_stats reversed."""
+    for r in range(count):
+        row_stats[start + r, S_LOSS] = inputs[IN_LOSS, r]
+        row_stats[start + r, S_BRIER] = inputs[IN_BRIER, r]
+        row_stats[start + r, S_RANK] = inputs[IN_RANK, r]
+        row_stats[start + r, S_P_TRUE] = inputs[IN_P_TRUE, r]
+
+
+def _addresses(views):
+    """The data addresses of the models' views, checked to be aligned, C-contiguous, of one shape and dtype
+    (see _array_like_at)."""
+    first = views[0]
+    for view in views:
+        if (view.dtype != first.dtype or view.shape != first.shape or not view.flags.c_contiguous
+                or not view.flags.aligned):
+            raise ValueError("compare's kernels need aligned C-contiguous views of one shape and dtype")
+    return np.array([view.__array_interface__["data"][0] for view in views], dtype=np.int64)
 
 
 @njit(**KERNEL_OPTIONS)

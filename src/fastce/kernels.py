@@ -1334,74 +1334,98 @@ def _binary_proba_blocks_tasks(proba, labels, sample_weight, top_k, proba_eps, r
     two-column one, 2 (p - y)^2.
     """
     n_rows = proba.shape[0]
-    keep_losses = row_losses.shape[0] != 0
+    no_pair_inputs = np.empty((0, 0))
     for b in range(first_task, nblocks, task_step):
         start = row0 + b * block_rows
-        stop = min(start + block_rows, n_rows)
-        for c in range(fsums.shape[1]):
-            fsums[b, c] = 0.0
-        fsums[b, F_MIN] = np.inf
-        fsums[b, F_MAX] = -np.inf
-        for c in range(icounts.shape[1]):
-            icounts[b, c] = 0
-        for c in range(FIRST_NONFINITE, NUM_ICOUNTS):
-            icounts[b, c] = -1
-        weight_sum = 0.0
-        loss_sum = 0.0
-        brier_sum = 0.0
-        correct = 0.0
-        w2_sum = w2_loss = w2_loss2 = w2_brier = w2_brier2 = w2_correct = 0.0
-        for i in range(start, stop):
-            p = as_float64(proba[i])
-            if not (p - p == 0.0):
-                _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
-                if keep_losses:
-                    row_losses[i] = np.nan
-                continue
-            if p < 0.0:
-                _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
-            if p > 1.0:
-                _note(icounts, b, C_ABOVE1, FIRST_ABOVE1, i)
-            fsums[b, F_MIN] = min(fsums[b, F_MIN], p)
-            fsums[b, F_MAX] = max(fsums[b, F_MAX], p)
-            label = np.int64(labels[i])
-            q = p if label == 1 else 1.0 - p
-            q = min(max(q, proba_eps), 1.0 - proba_eps)
-            loss = -math.log(q)
-            weight = 1.0
-            if sample_weight.shape[0] != 0:
-                weight = np.float64(sample_weight[i])
-            icounts[b, C_ROWS] += 1
-            weight_sum += weight
+        binary_proba_block(proba, labels, sample_weight, top_k, proba_eps, row_losses, b, start,
+                           min(start + block_rows, n_rows), fsums, icounts, no_pair_inputs)
+
+
+@njit(**KERNEL_OPTIONS)
+def binary_proba_block(proba, labels, sample_weight, top_k, proba_eps, row_losses, b, start, stop, fsums, icounts,
+                       pair_inputs):
+    """Block b, rows [start, stop), of _binary_proba_blocks_tasks.
+
+    ``pair_inputs``: empty, or (PAIR_INPUTS, rows) for compare's kernel
+    (compare_kernels), which then also gets each row's loss, Brier term,
+    rank and p(true class) (NaN for a row not counted); the sums are the
+    same either way (one scalar loop, a test per row).
+    """
+    keep_losses = row_losses.shape[0] != 0
+    pair = pair_inputs.shape[0] != 0
+    for c in range(fsums.shape[1]):
+        fsums[b, c] = 0.0
+    fsums[b, F_MIN] = np.inf
+    fsums[b, F_MAX] = -np.inf
+    for c in range(icounts.shape[1]):
+        icounts[b, c] = 0
+    for c in range(FIRST_NONFINITE, NUM_ICOUNTS):
+        icounts[b, c] = -1
+    weight_sum = 0.0
+    loss_sum = 0.0
+    brier_sum = 0.0
+    correct = 0.0
+    w2_sum = w2_loss = w2_loss2 = w2_brier = w2_brier2 = w2_correct = 0.0
+    for i in range(start, stop):
+        p = as_float64(proba[i])
+        if not (p - p == 0.0):
+            _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
             if keep_losses:
-                row_losses[i] = weight * loss
-            loss_sum += weight * loss
-            miss = p - label
-            brier = 2.0 * miss * miss
-            brier_sum += weight * brier
-            w2 = weight * weight
-            w2_sum += w2
-            w2_loss += w2 * loss
-            w2_loss2 += w2 * (loss * loss)
-            w2_brier += w2 * brier
-            w2_brier2 += w2 * (brier * brier)
-            predicted = 1 if p > 1.0 - p else 0
-            if predicted == label:
-                correct += weight
-                w2_correct += w2
-        fsums[b, F_WEIGHT] = weight_sum
-        fsums[b, F_LOSS] = loss_sum
-        fsums[b, F_BRIER] = brier_sum
-        n_k = top_k.shape[0]
-        moments = F_TOPK + n_k
-        for k in range(n_k):
-            fsums[b, F_TOPK + k] = correct if top_k[k] == 1 else weight_sum
-            fsums[b, moments + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else w2_sum
-        fsums[b, moments + M_W2] = w2_sum
-        fsums[b, moments + M_W2LOSS] = w2_loss
-        fsums[b, moments + M_W2LOSS2] = w2_loss2
-        fsums[b, moments + M_W2BRIER] = w2_brier
-        fsums[b, moments + M_W2BRIER2] = w2_brier2
+                row_losses[i] = np.nan
+            if pair:
+                for c in range(PAIR_INPUTS):
+                    pair_inputs[c, i - start] = np.nan
+            continue
+        if p < 0.0:
+            _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
+        if p > 1.0:
+            _note(icounts, b, C_ABOVE1, FIRST_ABOVE1, i)
+        fsums[b, F_MIN] = min(fsums[b, F_MIN], p)
+        fsums[b, F_MAX] = max(fsums[b, F_MAX], p)
+        label = np.int64(labels[i])
+        p_true = p if label == 1 else 1.0 - p
+        q = min(max(p_true, proba_eps), 1.0 - proba_eps)
+        loss = -math.log(q)
+        weight = 1.0
+        if sample_weight.shape[0] != 0:
+            weight = np.float64(sample_weight[i])
+        icounts[b, C_ROWS] += 1
+        weight_sum += weight
+        if keep_losses:
+            row_losses[i] = weight * loss
+        loss_sum += weight * loss
+        miss = p - label
+        brier = 2.0 * miss * miss
+        brier_sum += weight * brier
+        w2 = weight * weight
+        w2_sum += w2
+        w2_loss += w2 * loss
+        w2_loss2 += w2 * (loss * loss)
+        w2_brier += w2 * brier
+        w2_brier2 += w2 * (brier * brier)
+        predicted = 1 if p > 1.0 - p else 0
+        if predicted == label:
+            correct += weight
+            w2_correct += w2
+        if pair:
+            r = i - start
+            pair_inputs[IN_LOSS, r] = loss
+            pair_inputs[IN_BRIER, r] = brier
+            pair_inputs[IN_RANK, r] = 0.0 if predicted == label else 1.0
+            pair_inputs[IN_P_TRUE, r] = p_true
+    fsums[b, F_WEIGHT] = weight_sum
+    fsums[b, F_LOSS] = loss_sum
+    fsums[b, F_BRIER] = brier_sum
+    n_k = top_k.shape[0]
+    moments = F_TOPK + n_k
+    for k in range(n_k):
+        fsums[b, F_TOPK + k] = correct if top_k[k] == 1 else weight_sum
+        fsums[b, moments + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else w2_sum
+    fsums[b, moments + M_W2] = w2_sum
+    fsums[b, moments + M_W2LOSS] = w2_loss
+    fsums[b, moments + M_W2LOSS2] = w2_loss2
+    fsums[b, moments + M_W2BRIER] = w2_brier
+    fsums[b, moments + M_W2BRIER2] = w2_brier2
 
 
 def binary_proba_blocks(proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows, fsums,

@@ -448,6 +448,72 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
     return n_ok, n_inf
 
 
+# compare's copy of the loop (binary_logit_pair_block): the same terms, bit for bit, and each row's pair
+# inputs.  Its rows lie a literal BINARY_TERM_ROW apart in one flat array: LLVM then sees that they never
+# overlap and vectorises the loop without run-time alias checks (with a row stride known only at run time,
+# the four more stores needed more checks than it allows and the loop went scalar, as kernels._two_class_block's
+# did).  BINARY_BLOCK_ROWS: _accumulate_family.BINARY_LOGIT_BLOCK_ROWS, which asserts it.
+BINARY_BLOCK_ROWS = 8192
+BINARY_TERM_ROW = BINARY_BLOCK_ROWS + K.SCRATCH_PAD
+_T_WEIGHT, _T_LOSS, _T_BRIER, _T_HIT, _T_HIT2 = K.T_WEIGHT, K.T_LOSS, K.T_BRIER, K.T_HIT, K.T_HIT2
+_T_W2, _T_W2LOSS, _T_W2LOSS2, _T_W2BRIER, _T_W2BRIER2 = K.T_W2, K.T_W2LOSS, K.T_W2LOSS2, K.T_W2BRIER, K.T_W2BRIER2
+_N_TERMS = K.N_TERMS
+_IN_LOSS, _IN_BRIER, _IN_RANK, _IN_P_TRUE = K.IN_LOSS, K.IN_BRIER, K.IN_RANK, K.IN_P_TRUE
+
+
+@njit(**KERNEL_OPTIONS)
+def binary_logit_pair_block(logits, labels, sample_weight, start, stop, terms):
+    """_binary_logit_block for compare's kernel: the same terms, and each row's pair inputs (compare_kernels:
+    loss, Brier term, rank, p(true class); NaN for a row not counted) in the rows N_TERMS + IN_* of
+    ``terms`` ((N_TERMS + PAIR_INPUTS, BINARY_TERM_ROW)); (rows counted, infinite losses)."""
+    prefer_wide_vectors()
+    cells = terms.reshape(terms.shape[0] * BINARY_TERM_ROW)
+    if sample_weight.shape[0] != 0:
+        return _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, True, cells)
+    return _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, False, cells)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, weighted, cells):
+    """_binary_logit_loop's rows (the same operations: the same terms, bit for bit), stored flat, with the
+    pair inputs.  Kept apart from evaluate's loop, which this form made slower (measured in cache)."""
+    n_ok = 0
+    n_inf = 0
+    for i in range(start, stop):
+        r = np.uint64(i - start)
+        x = as_float64(logits[i])
+        y = labels[i]
+        loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
+        ok = x == x
+        w = sample_weight[i] if weighted else 1.0
+        w = w if ok else 0.0
+        weighted_loss = 0.0 if w == 0.0 else w * loss
+        infinite = weighted_loss == np.inf
+        hit = positive == (y == 1)
+        kept = 0.0 if (infinite or w == 0.0) else loss
+        brier = 2.0 * sq if ok else 0.0
+        n_ok += ok
+        n_inf += infinite
+        w2 = w * w
+        cells[np.uint64(_T_WEIGHT * BINARY_TERM_ROW) + r] = w
+        cells[np.uint64(_T_LOSS * BINARY_TERM_ROW) + r] = 0.0 if infinite else weighted_loss
+        cells[np.uint64(_T_BRIER * BINARY_TERM_ROW) + r] = 2.0 * w * sq if ok else 0.0
+        cells[np.uint64(_T_HIT * BINARY_TERM_ROW) + r] = w if hit else 0.0
+        cells[np.uint64(_T_HIT2 * BINARY_TERM_ROW) + r] = w2 if hit else 0.0
+        cells[np.uint64(_T_W2 * BINARY_TERM_ROW) + r] = w2
+        cells[np.uint64(_T_W2LOSS * BINARY_TERM_ROW) + r] = w2 * kept
+        cells[np.uint64(_T_W2LOSS2 * BINARY_TERM_ROW) + r] = w2 * (kept * kept)
+        cells[np.uint64(_T_W2BRIER * BINARY_TERM_ROW) + r] = w2 * brier
+        cells[np.uint64(_T_W2BRIER2 * BINARY_TERM_ROW) + r] = w2 * (brier * brier)
+        nan = np.nan
+        cells[np.uint64((_N_TERMS + _IN_LOSS) * BINARY_TERM_ROW) + r] = loss if ok else nan
+        cells[np.uint64((_N_TERMS + _IN_BRIER) * BINARY_TERM_ROW) + r] = brier if ok else nan
+        cells[np.uint64((_N_TERMS + _IN_RANK) * BINARY_TERM_ROW) + r] = (0.0 if hit else 1.0) if ok else nan
+        # p(true class) = 1 - |p - y|: for compare's confidently wrong rows (binary_row_stats alike).
+        cells[np.uint64((_N_TERMS + _IN_P_TRUE) * BINARY_TERM_ROW) + r] = 1.0 - math.sqrt(sq) if ok else nan
+    return n_ok, n_inf
+
+
 @njit(**KERNEL_OPTIONS)
 def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,
                                 first_task, task_step):
@@ -467,44 +533,53 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
     weighted = sample_weight.shape[0] != 0
     terms = np.empty((K.N_TERMS, block_rows + K.SCRATCH_PAD))
     for b in range(first_task, nblocks, task_step):
-        for c in range(fsums.shape[1]):
-            fsums[b, c] = 0.0
-        fsums[b, K_MIN] = np.inf
-        fsums[b, K_MAX] = -np.inf
-        for c in range(icounts.shape[1]):
-            icounts[b, c] = 0
-        for c in range(K_FIRST_NONFINITE, K_NUM_ICOUNTS):
-            icounts[b, c] = -1
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
         n_ok, n_inf = _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted,
                                           terms)
-        n_nan = (stop - start) - n_ok
-        if n_nan:
-            icounts[b, K_NONFINITE] = n_nan
-            for i in range(start, stop):
-                if as_float64(logits[i]) != as_float64(logits[i]):
-                    icounts[b, K_FIRST_NONFINITE] = i
+        binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop, n_ok, n_inf, terms, fsums,
+                                icounts)
+
+
+@njit(**KERNEL_OPTIONS)
+def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop, n_ok, n_inf, terms, fsums, icounts):
+    """Block b's sums and counters (the core layout) from the terms of _binary_logit_block, its rows counted
+    ``n_ok`` and infinite losses ``n_inf``: the first NaN or infinite-loss row is looked up only when there is one."""
+    weighted = sample_weight.shape[0] != 0
+    for c in range(fsums.shape[1]):
+        fsums[b, c] = 0.0
+    fsums[b, K_MIN] = np.inf
+    fsums[b, K_MAX] = -np.inf
+    for c in range(icounts.shape[1]):
+        icounts[b, c] = 0
+    for c in range(K_FIRST_NONFINITE, K_NUM_ICOUNTS):
+        icounts[b, c] = -1
+    n_nan = (stop - start) - n_ok
+    if n_nan:
+        icounts[b, K_NONFINITE] = n_nan
+        for i in range(start, stop):
+            if as_float64(logits[i]) != as_float64(logits[i]):
+                icounts[b, K_FIRST_NONFINITE] = i
+                break
+    if n_inf:
+        icounts[b, K_INF_LOSS] = n_inf
+        for i in range(start, stop):
+            x = as_float64(logits[i])
+            if abs(x) == np.inf and (x > 0.0) != (labels[i] == 1):
+                w = sample_weight[i] if weighted else 1.0
+                if w != 0.0:
+                    icounts[b, K_FIRST_INF_LOSS] = i
                     break
-        if n_inf:
-            icounts[b, K_INF_LOSS] = n_inf
-            for i in range(start, stop):
-                x = as_float64(logits[i])
-                if abs(x) == np.inf and (x > 0.0) != (labels[i] == 1):
-                    w = sample_weight[i] if weighted else 1.0
-                    if w != 0.0:
-                        icounts[b, K_FIRST_INF_LOSS] = i
-                        break
-        icounts[b, K_ROWS] = n_ok
-        n_k = top_k.shape[0]
-        first_moment = K_TOPK + n_k
-        count = stop - start
-        K.store_sums(terms[K.T_WEIGHT], terms, count, fsums, b, first_moment)
-        correct = lanes.ordered_sum(terms[K.T_HIT], count)
-        w2_correct = lanes.ordered_sum(terms[K.T_HIT2], count)
-        for k in range(n_k):
-            fsums[b, K_TOPK + k] = correct if top_k[k] == 1 else fsums[b, K_WEIGHT]
-            fsums[b, first_moment + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else fsums[b, first_moment + M_W2]
+    icounts[b, K_ROWS] = n_ok
+    n_k = top_k.shape[0]
+    first_moment = K_TOPK + n_k
+    count = stop - start
+    K.store_sums(terms[K.T_WEIGHT], terms, count, fsums, b, first_moment)
+    correct = lanes.ordered_sum(terms[K.T_HIT], count)
+    w2_correct = lanes.ordered_sum(terms[K.T_HIT2], count)
+    for k in range(n_k):
+        fsums[b, K_TOPK + k] = correct if top_k[k] == 1 else fsums[b, K_WEIGHT]
+        fsums[b, first_moment + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else fsums[b, first_moment + M_W2]
 
 
 @njit(**KERNEL_OPTIONS)
@@ -525,7 +600,7 @@ def binary_row_stats(scores, labels, from_logits, proba_eps, stats):
             x = as_float64(scores[i])
             loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
             ok = x == x
-            p_true = math.exp(-loss)  # the loss is -log p(true class), to a few ulps
+            p_true = 1.0 - math.sqrt(sq)  # 1 - |p - y|, as compare's kernel (binary_logit_pair_block)
         else:
             p = as_float64(scores[i])
             ok = p - p == 0.0

@@ -57,6 +57,7 @@ def _exercise(dtype) -> None:
         fastce.evaluate((logits > 0).astype(np.int64), logits=logits)
         fastce.evaluate(proba64, logits=logits)
         fastce.diagnose(binary, logits=logits[:, 0].copy())
+        fastce.compare(binary, logits={"a": logits[:, 0].copy(), "b": logits[:, 1].copy()})  # compare's binary kernel
         fastce.diagnose((logits > 0).astype(np.int64), logits=logits)
         # Rows of more than 32 classes go through the long-row kernel.
         wide = rng.standard_normal((rows, 40)).astype(dtype)
