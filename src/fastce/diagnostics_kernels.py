@@ -246,7 +246,9 @@ def _fold_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, f
                 _add(acc, lo, row + K_LOSS, wl)
                 if predicted == label:
                     _add(acc, lo, row + K_HITS, w)
-                if conf >= 0:
+                elif conf >= 0:
+                    # Off the diagonal only: the diagonal cell's additions are K_HITS's, the same ones in the
+                    # same order (DiagnosticsState.section reads it from there).
                     _add(acc, lo, conf + n_classes * label + predicted, w)
 
 
