@@ -92,7 +92,8 @@ def compare(
     Parameters
     ----------
     y_true : array-like of int, shape (n_samples,)
-        Class indices, shared by every model (0/1 for binary scores).
+        Class indices, shared by every model (0/1 for binary scores), or
+        one-hot rows (n_samples, n_classes), read as their class.
     logits, proba : dict {name: array} or list of arrays, each (n_samples, n_classes) or (n_samples,)
         Exactly one, as in :func:`fastce.evaluate`; every model the same
         shape.  1-D scores are binary: the logit or probability of class 1,
@@ -284,15 +285,11 @@ class ComparisonState:
     def read(self, views, eps, labels, weights, groups=None) -> None:
         """Read every model's validated scores (kernel views, in ``names`` order; ``eps`` each one's
         machine epsilon) over the same slices of whole blocks, the first at a block boundary."""
-        together = len({v.dtype for v in views}) == 1
-        if self.task == "binary":
-            score = self._score_binary
-        else:
-            score = self._score_matrix
-        if together:
+        if len({v.dtype for v in views}) == 1:
             self._read_together(views, eps[0], labels, weights, groups)
         else:
-            self._read_apart(views, eps, labels, weights, groups, score)
+            self._read_apart(views, eps, labels, weights, groups,
+                             self._score_binary if self.task == "binary" else self._score_matrix)
 
     def check_scores(self, argument: str, stacklevel: int | None = None) -> None:
         """What every door checks once the scores are read (as evaluate checks them, per model)."""
@@ -374,8 +371,8 @@ class ComparisonState:
                                                    proba_eps=proba_eps, on_rows=on_rows)
 
     def _read_apart(self, views, eps, labels, weights, groups, score) -> None:
-        """Each model scored on its own (``score``: its State, its per-row statistics into a buffer), then
-        the pairs from the buffers: models of different dtypes, and binary scores."""
+        """Models of different dtypes: each scored on its own (``score``: its State, its per-row statistics
+        into a buffer), then the pairs from the buffers."""
         n_rows = views[0].shape[0]
         block_rows = self.block_rows
         blocks = max(1, min(_config.BLOCKS_PER_CALL, _APART_ROWS // block_rows))

@@ -162,7 +162,7 @@ class Reader:
     @property
     def group_values(self) -> int:
         """How many per-row values the task's group sums hold (its means with a standard error)."""
-        return 4
+        return len(self.empty().GROUPED_MEANS)
 
     def empty_grouped(self):
         """An empty state of rows read with groups (merges with the states of other grouped batches)."""
