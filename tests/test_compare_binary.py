@@ -218,6 +218,22 @@ def test_the_command_compares_binary_score_files(tmp_path):
     status, _, err = _main("compare", "--labels", tmp_path / "y.npy", "--logits", paths[0], tmp_path / "two.npy",
                            "--no-progress")
     assert status == 2 and "has 2 classes but" in err and "has 1-D binary scores" in err
+    # Errors name the file they concern, as fastce eval's do.
+    bad = y.copy()
+    bad[5] = 3
+    np.save(tmp_path / "bad.npy", bad)
+    status, _, err = _main("compare", "--labels", tmp_path / "bad.npy", "--logits", *paths, "--no-progress")
+    assert status == 2 and "bad.npy: y_true row 5 is 3" in err
+    broken = models["B"].copy()
+    broken[11] = np.nan
+    np.save(tmp_path / "B.npy", broken)
+    status, _, err = _main("compare", "--labels", tmp_path / "y.npy", "--logits", *paths, "--no-progress")
+    assert status == 2 and "B.npy: logits['B'] row 11 holds NaN" in err and "--nan-policy omit" in err
+    np.save(tmp_path / "Y.npy", (np.random.default_rng(20).random((y.shape[0], 2)) < 0.5).astype(np.int8))
+    np.save(tmp_path / "two_b.npy", np.stack([-models["B"], models["B"]], axis=1))
+    status, _, err = _main("compare", "--labels", tmp_path / "Y.npy", "--logits", tmp_path / "two.npy",
+                           tmp_path / "two_b.npy", "--no-progress")
+    assert status == 2 and "Y.npy: y_true has shape" in err and "multi-label or soft targets" in err
 
 
 def test_dask_compares_binary_scores():

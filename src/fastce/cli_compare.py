@@ -15,6 +15,7 @@ import warnings
 
 from fastce import cli, files
 from fastce.compare_streaming import Comparator
+from fastce.errors import InputError
 
 
 def add_compare_parser(commands) -> None:
@@ -110,12 +111,26 @@ def run_compare(args, out, err) -> int:
                 yield lo, hi, batch
 
         row_bytes = sum(m.row_bytes for m in models) + labels.row_bytes
-        status = cli.run_chunks(args, comparator, chunks(), n, row_bytes, fingerprint, err, key="comparator")
+        # An error names the file it concerns, as fastce eval's do.
+        key = "logits" if args.logits is not None else "proba"
+        sources = {"y_true": labels, "sample_weight": weights, "groups": groups}
+        sources.update({f"{key}[{name!r}]": model for name, model in zip(names, models)})
+
+        def where(exc):
+            source = sources.get(exc.argument)
+            return InputError(f"{source.where}: {exc}" if source is not None else str(exc), argument=exc.argument,
+                              row=exc.row)
+
+        status = cli.run_chunks(args, comparator, chunks(), n, row_bytes, fingerprint, err, key="comparator",
+                                where=where)
         if status is not None:
             return status
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = comparator.result()
+            try:
+                result = comparator.result()
+            except InputError as exc:
+                raise where(exc) from exc
         for warning in caught:
             print(f"fastce: warning: {cli._flag_names(cli._one_line(str(warning.message)))}", file=err)
         out.write((result.to_json() if args.json else str(result)) + "\n")

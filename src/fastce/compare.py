@@ -208,7 +208,8 @@ def _class_labels(y_true, n_rows: int, n_classes: int):
     raise InputError(
         f"y_true has shape {target.shape}: compare takes one class index per row (or one-hot rows), with (n, C) "
         "scores or 1-D binary scores. Comparing models on multi-label or soft targets is not supported yet; "
-        "score each model with fastce.evaluate, whose error bars apply to each model on its own.",
+        "evaluate each model on its own (fastce.evaluate, or fastce eval over files): its error bars apply to "
+        "that model alone.",
         argument="y_true", value=target.shape,
     )
 
