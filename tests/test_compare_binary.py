@@ -14,6 +14,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import expit
 
@@ -299,3 +301,55 @@ def test_models_read_together_and_apart_agree(from_logits, weighted):
                 assert getattr(x, field) == pytest.approx(getattr(z, field), rel=1e-12, nan_ok=True), (a, b, metric)
         assert apart.table(a, b) == together.table(a, b)
         assert apart.confidently_wrong(b, a) == pytest.approx(together.confidently_wrong(b, a), rel=1e-12)
+
+
+SPECIAL_LOGITS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 88.0, -88.0, 1e-30]
+SPECIAL_PROBA = [np.nan, 0.0, 1.0, 0.5, 1e-300, 1.0 - 1e-16, 5e-324, np.float32(1e-45)]
+
+
+@pytest.mark.filterwarnings("ignore::fastce.errors.OmittedRowsWarning")
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(
+    n=st.integers(1, 20_000),
+    hits=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 19_999), st.integers(0, 9)), max_size=6),
+    weighted=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    models=st.integers(2, 3),
+    from_logits=st.booleans(),
+)
+def test_special_values_anywhere_in_binary_scores(n, hits, weighted, dtype, models, from_logits):
+    """The binary compare kernel is a specialised path: NaN, +-inf, huge and tiny logits (probabilities: NaN,
+    0, 1, ties at 0.5, subnormals) at any row of any model, with or without weights, give evaluate's metrics
+    for each model and the per-model path's pairs."""
+    from fastce.compare import validated_batch
+
+    y, arrays = binary_models(n=n, seed=n)
+    names = list(arrays)[:models]
+    special = SPECIAL_LOGITS if from_logits else SPECIAL_PROBA
+    scores = {k: (arrays[k] if from_logits else expit(arrays[k])).astype(dtype) for k in names}
+    for m, row, which in hits:
+        if m < models and row < n:
+            scores[names[m]][row] = special[which % len(special)]
+    key = "logits" if from_logits else "proba"
+    w = np.random.default_rng(n).random(n) if weighted else None
+    try:
+        expected = {k: fastce.evaluate(y, **{key: s}, sample_weight=w, nan_policy="omit") for k, s in scores.items()}
+    except fastce.InputError as exc:  # every row of a model omitted: compare says the same
+        with pytest.raises(fastce.InputError, match=str(exc).split(":")[0]):
+            fastce.compare(y, **{key: scores}, sample_weight=w, nan_policy="omit")
+        return
+    together = fastce.compare(y, **{key: scores}, sample_weight=w, nan_policy="omit")
+    assert together.metrics == expected
+    batch = validated_batch(y, list(scores.values()), names, key, w, None)
+    state = ComparisonState.empty(names, 2, (1,), from_logits=from_logits, confident_below=0.01, task="binary")
+    state._read_apart(batch.views, batch.eps, batch.labels, batch.weights, None, state._score_binary)
+    apart = state.finalize("omit")
+    for a, b in [(names[0], names[1]), (names[-1], names[0])]:
+        for metric in ("cross_entropy", "brier", "accuracy"):
+            x, z = apart.delta(b, a, metric), together.delta(b, a, metric)
+            assert x.n == z.n
+            for field in ("estimate", "stderr", "p_value"):
+                assert getattr(x, field) == pytest.approx(getattr(z, field), rel=1e-9, abs=1e-15, nan_ok=True)
+        assert apart.table(a, b) == together.table(a, b)
+        assert apart.confidently_wrong(b, a) == pytest.approx(together.confidently_wrong(b, a), rel=1e-9,
+                                                              nan_ok=True)
