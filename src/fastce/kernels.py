@@ -1361,14 +1361,7 @@ def binary_proba_block(proba, labels, sample_weight, top_k, proba_eps, row_losse
     """
     keep_losses = row_losses.shape[0] != 0
     pair = pair_inputs.shape[0] != 0
-    for c in range(fsums.shape[1]):
-        fsums[b, c] = 0.0
-    fsums[b, F_MIN] = np.inf
-    fsums[b, F_MAX] = -np.inf
-    for c in range(icounts.shape[1]):
-        icounts[b, c] = 0
-    for c in range(FIRST_NONFINITE, NUM_ICOUNTS):
-        icounts[b, c] = -1
+    _reset_block(fsums, icounts, b)
     weight_sum = 0.0
     loss_sum = 0.0
     brier_sum = 0.0

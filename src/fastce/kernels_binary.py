@@ -62,7 +62,7 @@ MODE_PROBA = 1
 # The core layout (kernels.py), written by binary_logits_blocks.  numba freezes
 # these globals into the compiled code, and its cache is keyed on this file
 # alone: a change of that layout must come with a change here (it recompiles).
-K_WEIGHT, K_LOSS, K_MIN, K_MAX, K_BRIER, K_TOPK = K.F_WEIGHT, K.F_LOSS, K.F_MIN, K.F_MAX, K.F_BRIER, K.F_TOPK
+K_WEIGHT, K_TOPK = K.F_WEIGHT, K.F_TOPK
 K_ROWS, K_NONFINITE, K_INF_LOSS = K.C_ROWS, K.C_NONFINITE, K.C_INF_LOSS
 # The second moments' offsets (kernels.M_W2...) as literals: numba freezes globals into the code and keys
 # its cache on this file alone, so a change there must come with one here (the assertion checks).
@@ -70,7 +70,7 @@ M_W2, M_W2LOSS, M_W2LOSS2, M_W2BRIER, M_W2BRIER2, M_W2TOPK = 0, 1, 2, 3, 4, 5
 assert (M_W2, M_W2LOSS, M_W2LOSS2, M_W2BRIER, M_W2BRIER2, M_W2TOPK) == (
     K.M_W2, K.M_W2LOSS, K.M_W2LOSS2, K.M_W2BRIER, K.M_W2BRIER2, K.M_W2TOPK
 )
-K_FIRST_NONFINITE, K_FIRST_INF_LOSS, K_NUM_ICOUNTS = K.FIRST_NONFINITE, K.FIRST_INF_LOSS, K.NUM_ICOUNTS
+K_FIRST_NONFINITE, K_FIRST_INF_LOSS = K.FIRST_NONFINITE, K.FIRST_INF_LOSS
 
 S_LOSS, S_BRIER, S_HITS, S_SUBSET, S_ARGMAX, S_WEIGHT = range(6)
 S_W2, S_LOSS_Q1, S_LOSS_Q2, S_BRIER_Q1, S_BRIER_Q2, S_HITS_Q1, S_HITS_Q2, S_SUBSET_Q = range(6, 14)
@@ -546,14 +546,7 @@ def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop
     """Block b's sums and counters (the core layout) from the terms of _binary_logit_block, its rows counted
     ``n_ok`` and infinite losses ``n_inf``: the first NaN or infinite-loss row is looked up only when there is one."""
     weighted = sample_weight.shape[0] != 0
-    for c in range(fsums.shape[1]):
-        fsums[b, c] = 0.0
-    fsums[b, K_MIN] = np.inf
-    fsums[b, K_MAX] = -np.inf
-    for c in range(icounts.shape[1]):
-        icounts[b, c] = 0
-    for c in range(K_FIRST_NONFINITE, K_NUM_ICOUNTS):
-        icounts[b, c] = -1
+    K._reset_block(fsums, icounts, b)
     n_nan = (stop - start) - n_ok
     if n_nan:
         icounts[b, K_NONFINITE] = n_nan
