@@ -251,6 +251,16 @@ def test_dask_compares_binary_scores():
     with dask.config.set(scheduler="synchronous"):
         got = fastce.dask.compare(y, logits=arrays, sample_weight=w)
     assert got.to_json() == whole.to_json()
+    g = np.sort(np.random.default_rng(21).integers(0, 600, y.shape[0]))
+    grouped = fastce.compare(y, logits=models, sample_weight=w, groups=g)
+    with dask.config.set(scheduler="synchronous"):
+        got = fastce.dask.compare(y, logits=arrays, sample_weight=w, groups=g)
+    for name in models:
+        assert got.metrics[name] == grouped.metrics[name]
+    # The per-group double-double sums merge exactly within their range: equal to rounding.
+    assert got.delta("C", "A").stderr == pytest.approx(grouped.delta("C", "A").stderr, rel=1e-12)
+    assert got.delta("B", "A", "accuracy").stderr == pytest.approx(grouped.delta("B", "A", "accuracy").stderr,
+                                                                    rel=1e-12)
 
 
 def test_one_hot_rows_are_read_as_classes_and_other_targets_are_refused():
