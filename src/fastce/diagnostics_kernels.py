@@ -225,9 +225,11 @@ def _fold_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, f
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     weighted = weights.shape[0] != 0
     n_rows = labels.shape[0]
+    wrong = np.empty(n_rows if conf >= 0 else 0, dtype=np.int64)
     for part in range(first_task, CLASS_PARTS, task_step):
         first = part * n_classes // CLASS_PARTS
         stop = (part + 1) * n_classes // CLASS_PARTS
+        n_wrong = 0
         for r in range(n_rows):
             label = labels[r]
             predicted = pred[r]
@@ -247,9 +249,32 @@ def _fold_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, f
                 if predicted == label:
                     _add(acc, lo, row + K_HITS, w)
                 elif conf >= 0:
-                    # Off the diagonal only: the diagonal cell's additions are K_HITS's, the same ones in the
-                    # same order (DiagnosticsState.section reads it from there).
-                    _add(acc, lo, conf + n_classes * label + predicted, w)
+                    wrong[n_wrong] = r
+                    n_wrong += 1
+        if conf >= 0:
+            _add_confusions(labels, pred, weights, wrong[:n_wrong], n_classes, conf, acc, lo)
+
+
+@njit(**KERNEL_OPTIONS)
+def _add_confusions(labels, pred, weights, rows, n_classes, conf, acc, lo):
+    """The dense confusion matrix's off-diagonal cells: the weights of ``rows`` (wrong, counted, labels of this
+    task's classes, in row order), added in the order of their cells.
+
+    The diagonal cell's additions are K_HITS's, the same ones in the same
+    order (DiagnosticsState.section reads it from there).  Off it, a stable
+    sort by cell keeps each cell's additions in row order (the same sums as
+    adding row by row) while the matrix (16 MB at C = 1000, out of cache
+    after each slice's read) is walked in address order: 20% less time in
+    fold_classes at C = 1000 (cProfile of diagnose, 268k rows).
+    """
+    weighted = weights.shape[0] != 0
+    codes = np.empty(rows.shape[0], dtype=np.int64)
+    for i in range(rows.shape[0]):
+        codes[i] = n_classes * labels[rows[i]] + pred[rows[i]]
+    order = np.argsort(codes, kind="mergesort")
+    for i in range(order.shape[0]):
+        r = rows[order[i]]
+        _add(acc, lo, conf + codes[order[i]], weights[r] if weighted else 1.0)
 
 
 def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
