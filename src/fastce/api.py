@@ -93,7 +93,8 @@ def evaluate(
         treating each group as one draw (``fastce.groups``); memory grows
         with the number of groups, not of rows.  With (..., C) sequences:
         one id per position, or one per sequence (shape ``(n_sequences,)``).
-        Multi-class and binary tasks for now.
+        Every task: each of its means gets its clustered error (multi-label:
+        a row's value is its mean over the labels).
     task : {"auto", "multiclass", "binary", "multilabel", "soft"}, default "auto"
         The question to answer; "auto" infers it from the shapes as above.
         Force it when a target could be read two ways (an (N, C) 0/1 target

@@ -149,7 +149,7 @@ def add_run_arguments(ev: argparse.ArgumentParser) -> None:
     )
     ev.add_argument("--weights", nargs="+", metavar="FILE", help="non-negative row weights, shape (rows,)")
     ev.add_argument("--groups", nargs="+", metavar="FILE",
-                    help="an integer group id per row (document, patient): clustered error bars (multi-class, binary)")
+                    help="an integer group id per row (document, patient): clustered error bars")
     ev.add_argument("--top-k", nargs="+", type=int, default=[1], metavar="K", help="k of the top-k accuracies (default: 1)")
     ev.add_argument(
         "--nan-policy", choices=("raise", "omit", "propagate"), default="raise",

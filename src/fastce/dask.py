@@ -449,7 +449,7 @@ def evaluate(
         As in :func:`fastce.evaluate`.
     groups : dask array or array-like of int, shape (n_samples,), optional
         A group id per row: clustered standard errors, as in
-        :func:`fastce.evaluate` (multi-class, binary); the per-group sums travel in
+        :func:`fastce.evaluate` (every task); the per-group sums travel in
         the partial states (O(groups) each).
 
     Returns

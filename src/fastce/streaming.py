@@ -96,8 +96,7 @@ class Evaluator:
     groups : bool, default False
         Whether every ``update`` gives a group id per row (``groups=``): the
         standard errors are then clustered, as :func:`fastce.evaluate` with
-        ``groups=`` (multi-class and binary tasks; memory grows with the
-        number of groups).
+        ``groups=`` (every task; memory grows with the number of groups).
 
     Notes
     -----
