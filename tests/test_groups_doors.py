@@ -309,3 +309,34 @@ def test_binary_scores_take_groups_from_every_door(from_logits, tmp_path):
     assert status == 0, err
     assert json.loads(out) == json.loads(m.to_json())
     assert fastce.diagnose(y, **{key: scores}, sample_weight=w, groups=g).metrics == m
+
+
+def test_group_sums_take_room_for_their_groups_not_their_rows():
+    """GroupSums.add grows its arrays as groups appear (a block that finds no room is redone after the
+    growth), so one slice of many rows reserves room for its groups only, with the same sums."""
+    from fastce.groups import GroupSums
+
+    rng = np.random.default_rng(22)
+    n, n_groups = 300_000, 3_000
+    ids = rng.integers(-n_groups, n_groups, n)  # unsorted: new groups appear in every block
+    values = rng.standard_normal((n, 2))
+    weights = rng.random(n)
+    sums = GroupSums(2)
+    sums.add(ids, np.ones(n, bool), values, weights, 512)
+    assert sums.n_groups == len(np.unique(ids))
+    assert sums.hi.shape[0] < 4 * sums.n_groups  # not one row of room per input row
+    order = sums.ids()
+    _, inverse = np.unique(ids, return_inverse=True)
+    position = {g: k for k, g in enumerate(np.unique(ids))}
+    expected_w = np.bincount(inverse, weights=weights)
+    expected_s = np.bincount(inverse, weights=weights * values[:, 1])
+    rows = np.array([position[g] for g in order])
+    got = sums.hi[: sums.n_groups] + sums.lo[: sums.n_groups]
+    np.testing.assert_allclose(got[:, 0], expected_w[rows], rtol=1e-13)
+    np.testing.assert_allclose(got[:, 2], expected_s[rows], rtol=1e-10, atol=1e-12)
+    # The same rows in slices of any whole number of blocks: the same bits.
+    split = GroupSums(2)
+    for start in range(0, n, 512 * 37):
+        part = slice(start, start + 512 * 37)
+        split.add(ids[part], np.ones(ids[part].size, bool), values[part], weights[part], 512)
+    assert split.to_dict() == sums.to_dict()

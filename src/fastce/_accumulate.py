@@ -182,7 +182,7 @@ def accumulate_matrix(
 def accumulate_binary_proba(proba, labels, *, top_k, sample_weight=None, proba_eps: float, row_losses=None,
                             on_rows=None) -> State:
     """State of 1-D probabilities of class 1 and 0/1 labels; ``on_rows(start, stop, labels, weights)``, if given,
-    after each kernel call (its rows are then in cache)."""
+    after each kernel call, on that call's rows."""
     state = State.empty(2, top_k, from_logits=False, task="binary")
     ks = kernel_input(np.asarray(state.top_k, dtype=np.int64))
     block_rows = _config.MAX_BLOCK_ROWS

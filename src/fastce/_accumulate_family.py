@@ -10,7 +10,6 @@ are not compiled for are converted one slice at a time, never as a whole.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from fastce import _config
@@ -25,10 +24,6 @@ BINARY_LOGIT_BLOCK_ROWS = _config.BLOCK_ELEMENTS // 4  # 8192 rows, 32 KiB of fl
 assert BINARY_LOGIT_BLOCK_ROWS == KB.BINARY_BLOCK_ROWS  # the kernel's terms are laid out for it
 
 
-def binary_block_rows(from_logits: bool) -> int:
-    """Rows per block of the 1-D binary kernels (logits: accumulate_binary_logits; probabilities:
-    _accumulate.accumulate_binary_proba)."""
-    return BINARY_LOGIT_BLOCK_ROWS if from_logits else _config.MAX_BLOCK_ROWS
 _EMPTY_1D = kernel_input(np.empty(0, dtype=np.float64))
 _EMPTY_2D = kernel_input(np.empty((0, 0), dtype=np.float64))
 _NO_LOSSES_1D = np.empty(0, dtype=np.float64)
@@ -36,6 +31,12 @@ _NO_LOSSES_2D = np.empty((0, 0), dtype=np.float64)
 
 # Target dtypes the binary kernel reads as they are; others become float64 per slice.
 _TARGET_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.uint8))
+
+
+def binary_block_rows(from_logits: bool) -> int:
+    """Rows per block of the 1-D binary kernels (logits: accumulate_binary_logits; probabilities:
+    _accumulate.accumulate_binary_proba)."""
+    return BINARY_LOGIT_BLOCK_ROWS if from_logits else _config.MAX_BLOCK_ROWS
 
 
 def as_kernel_target(part: np.ndarray) -> np.ndarray:
@@ -56,8 +57,8 @@ def _drive(call, n_rows: int, n_cols: int, block_rows: int, n_sums: int, n_count
            n_exact: int, copies: bool, on_rows=None) -> Sums:
     """Run ``call(start, stop, nblocks, fsums, icounts)`` over all rows and fold the blocks.
 
-    ``on_rows(start, stop)``, if given, runs right after each call, while
-    that call's rows are in cache (the per-row values of groups=).
+    ``on_rows(start, stop)``, if given, runs right after each call, on that
+    call's rows (the per-row values of groups=).
     """
     result = Sums(n_exact, n_counts, first_column)
     max_blocks = min(_config.BLOCKS_PER_CALL, max(1, -(-n_rows // block_rows)))
@@ -66,20 +67,12 @@ def _drive(call, n_rows: int, n_cols: int, block_rows: int, n_sums: int, n_count
         max_blocks = max(1, min(max_blocks, _config.COPY_BYTES_PER_CALL // (8 * block_rows * max(1, n_cols))))
     fsums = np.empty((max_blocks, n_sums), dtype=np.float64)
     icounts = np.empty((max_blocks, n_counts), dtype=np.int64)
-    serial = n_rows * n_cols < _config.SERIAL_BELOW_ELEMENTS
     rows_per_call = max_blocks * block_rows
     for start in range(0, n_rows, rows_per_call):
         stop = min(start + rows_per_call, n_rows)
         nblocks = -(-(stop - start) // block_rows)
-        with _config.PARALLEL_LOCK:
-            threads = numba.get_num_threads()
-            if serial and threads > 1:
-                numba.set_num_threads(1)
-            try:
-                call(start, stop, nblocks, fsums, icounts)
-            finally:
-                if serial and threads > 1:
-                    numba.set_num_threads(threads)
+        with _accumulate.threads_for(n_rows * n_cols):
+            call(start, stop, nblocks, fsums, icounts)
         if on_rows is not None:
             on_rows(start, stop)
         # Which columns' block sums were not finite (fold_blocks only counts them in all).

@@ -308,6 +308,10 @@ class ComparisonState:
         row_elements = 1 if views[0].ndim == 1 else views[0].shape[1]
         block_rows = self.block_rows
         max_blocks = min(_accumulate.blocks_per_call(views, block_rows), max(1, -(-n_rows // block_rows)))
+        if self.clusters is not None:
+            # The per-row statistics of groups= (40 bytes a row and model) for ~_APART_ROWS rows at most: a
+            # call of 512 binary logit blocks is 4M rows (160 MB a model).
+            max_blocks = min(max_blocks, max(1, _APART_ROWS // block_rows))
         slice_rows = max_blocks * block_rows
         n_models, n_k = len(self.names), len(self.top_k)
         ks = _accumulate.kernel_input(np.asarray(self.top_k, dtype=np.int64))
@@ -358,7 +362,7 @@ class ComparisonState:
 
     def _score_binary(self, view, labels, weights, eps: float, stats) -> State:
         """One model's State of 1-D binary scores (evaluate's binary kernels), each row's statistics into
-        ``stats`` (kernels_binary.binary_row_stats) right after the kernel read them, in cache."""
+        ``stats`` (kernels_binary.binary_row_stats) right after each kernel call."""
         proba_eps = 0.0 if self.from_logits else float(eps)
 
         def on_rows(start, stop, part_labels, _weights):

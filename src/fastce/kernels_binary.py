@@ -575,35 +575,39 @@ def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop
         fsums[b, first_moment + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else fsums[b, first_moment + M_W2]
 
 
+@njit(inline="always", **KERNEL_OPTIONS)
+def _binary_row(scores, labels, i, from_logits, proba_eps):
+    """(counted, loss, (p - y)**2, hit, p(true class)) of row i of 1-D binary scores, by the binary kernels'
+    own formulas (element_loss for logits, scikit-learn's clipped log loss for probabilities)."""
+    y = np.int64(labels[i])
+    if from_logits:
+        x = as_float64(scores[i])
+        loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
+        ok = x == x
+        p_true = 1.0 - math.sqrt(sq)  # 1 - |p - y|, as compare's kernel (binary_logit_pair_block)
+    else:
+        p = as_float64(scores[i])
+        ok = p - p == 0.0
+        p_true = p if y == 1 else 1.0 - p
+        loss = -math.log(min(max(p_true, proba_eps), 1.0 - proba_eps))
+        miss = p - y
+        sq = miss * miss
+        positive = p > 1.0 - p
+    return ok, loss, sq, positive == (y == 1), p_true
+
+
 @njit(**KERNEL_OPTIONS)
 def binary_row_stats(scores, labels, from_logits, proba_eps, stats):
     """Each row's per-row statistics (columns kernels.S_*) as the two-column multi-class kernel states them.
 
     S_LOSS (NaN where the row is not counted), p(true class), p(predicted
     class), the two-column Brier term 2 (p - y)**2 and the rank of the true
-    class (0 or 1; a tie predicts "no"), by the binary kernels' own formulas
-    (element_loss for logits, scikit-learn's clipped log loss for
-    probabilities).  For what needs per-row values of 1-D binary scores: the
-    clustered errors (fastce.groups.row_values) and compare's paired sums.
-    Called on a slice the kernel has just read, while it is in cache.
+    class (0 or 1; a tie predicts "no").  For compare's models of mixed
+    dtypes (its paired sums).
     """
+    nan = np.nan
     for i in range(scores.shape[0]):
-        y = np.int64(labels[i])
-        if from_logits:
-            x = as_float64(scores[i])
-            loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
-            ok = x == x
-            p_true = 1.0 - math.sqrt(sq)  # 1 - |p - y|, as compare's kernel (binary_logit_pair_block)
-        else:
-            p = as_float64(scores[i])
-            ok = p - p == 0.0
-            p_true = p if y == 1 else 1.0 - p
-            loss = -math.log(min(max(p_true, proba_eps), 1.0 - proba_eps))
-            miss = p - y
-            sq = miss * miss
-            positive = p > 1.0 - p
-        hit = positive == (y == 1)
-        nan = np.nan
+        ok, loss, sq, hit, p_true = _binary_row(scores, labels, i, from_logits, proba_eps)
         stats[i, K.S_LOSS] = loss if ok else nan
         stats[i, K.S_P_TRUE] = p_true if ok else nan
         stats[i, K.S_P_TOP] = (p_true if hit else 1.0 - p_true) if ok else nan
@@ -619,8 +623,8 @@ def multilabel_row_values(scores, targets, mode, values):
     For the clustered errors of multi-label scores (fastce.groups): the means
     of MultilabelState.finalize row by row (their weighted means over rows are
     its means), by the kernel's own formulas (softplus_parts), unweighted:
-    the group sums apply the row weight.  Called on a slice the kernel has
-    just read, while it is in cache.
+    the group sums apply the row weight.  A second pass over rows the kernel
+    has read (see readers.Reader._group_fold).
     """
     n_cols = scores.shape[1]
     for i in range(scores.shape[0]):

@@ -130,7 +130,8 @@ def soft_row_values(scores, targets, values):
     """Each row's loss (NaN where the row is not counted), target entropy, KL divergence and argmax agreement.
 
     For the clustered errors of soft targets (fastce.groups): the kernel's
-    own row functions, on a slice the kernel has just read (in cache).
+    own row functions, a second pass over rows the kernel has read (see
+    readers.Reader._group_fold).
     """
     n_cols = scores.shape[1]
     exp_chunk64 = np.empty(K.EXP_SCRATCH)
