@@ -1,8 +1,8 @@
 """Clustered standard errors (groups=) for the multi-label and soft-target tasks.
 
-Each row's values (kernels_binary.multilabel_row_values,
-kernels_soft.soft_row_values) are folded by group right after the kernel read
-their slice; here they are held to numpy references written from the
+Each row's values (the ``row_values`` of kernels_binary.bce_blocks and
+kernels_soft.soft_blocks, written in the kernels' one read) are folded by
+group after each kernel call; here they are held to numpy references written from the
 formulas, and every door (evaluate, the Evaluator over any split and a JSON
 round trip, diagnose, the command, fastce.dask) to ``evaluate(groups=)``.
 """

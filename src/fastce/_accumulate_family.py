@@ -32,6 +32,10 @@ _NO_LOSSES_2D = np.empty((0, 0), dtype=np.float64)
 # Target dtypes the binary kernel reads as they are; others become float64 per slice.
 _TARGET_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.uint8))
 
+# Per-row values of the multi-label and soft-target kernels (see _drive's on_rows), one width for both.
+ROW_VALUES = KB.ROW_VALUES
+assert KS.ROW_VALUES == ROW_VALUES
+
 
 def binary_block_rows(from_logits: bool) -> int:
     """Rows per block of the 1-D binary kernels (logits: accumulate_binary_logits; probabilities:
@@ -55,10 +59,14 @@ def _optional(array, start=None, stop=None, empty=_EMPTY_1D):
 
 def _drive(call, n_rows: int, n_cols: int, block_rows: int, n_sums: int, n_counts: int, first_column: int,
            n_exact: int, copies: bool, on_rows=None) -> Sums:
-    """Run ``call(start, stop, nblocks, fsums, icounts)`` over all rows and fold the blocks.
+    """Run ``call(start, stop, nblocks, fsums, icounts, values)`` over all rows and fold the blocks.
 
-    ``on_rows(start, stop)``, if given, runs right after each call, on that
-    call's rows (the per-row values of groups=).
+    ``on_rows(start, stop, values)``, if given, runs right after each call
+    with the per-row values (``ROW_VALUES`` columns) the kernel wrote for
+    that call's rows [start, stop) into ``values`` (the clustered errors of
+    groups=, the paired sums of compare); without it ``values`` is empty
+    and the kernel writes none.  At most BLOCKS_PER_CALL * MAX_BLOCK_ROWS
+    rows (256k, 8 MB of values) a call.
     """
     result = Sums(n_exact, n_counts, first_column)
     max_blocks = min(_config.BLOCKS_PER_CALL, max(1, -(-n_rows // block_rows)))
@@ -68,13 +76,15 @@ def _drive(call, n_rows: int, n_cols: int, block_rows: int, n_sums: int, n_count
     fsums = np.empty((max_blocks, n_sums), dtype=np.float64)
     icounts = np.empty((max_blocks, n_counts), dtype=np.int64)
     rows_per_call = max_blocks * block_rows
+    values = _NO_LOSSES_2D if on_rows is None else np.empty((min(rows_per_call, n_rows), ROW_VALUES))
     for start in range(0, n_rows, rows_per_call):
         stop = min(start + rows_per_call, n_rows)
         nblocks = -(-(stop - start) // block_rows)
+        part = values if on_rows is None else values[: stop - start]
         with _accumulate.threads_for(n_rows * n_cols):
-            call(start, stop, nblocks, fsums, icounts)
+            call(start, stop, nblocks, fsums, icounts, part)
         if on_rows is not None:
-            on_rows(start, stop)
+            on_rows(start, stop, part)
         # Which columns' block sums were not finite (fold_blocks only counts them in all).
         result.nonfinite += (~np.isfinite(fsums[:nblocks, :n_exact])).sum(axis=0)
         KB.fold_blocks(fsums, icounts, nblocks, start, result.sums, result.minmax, result.counts, n_exact, first_column)
@@ -86,7 +96,7 @@ def accumulate_bce(scores, targets, *, from_logits: bool, row_weight=None, col_w
                    pos_weight=None, element_losses=None, on_rows=None) -> Sums:
     """Sums of element-wise binary cross-entropy of an (n, C) score view against (n, C) targets.
 
-    ``on_rows(start, stop)``: see ``_drive``.
+    ``on_rows(start, stop, values)``: see ``_drive`` (kernels_binary.V_* columns).
     """
     n_rows, n_cols = scores.shape
     mode = KB.MODE_LOGITS if from_logits else KB.MODE_PROBA
@@ -97,7 +107,7 @@ def accumulate_bce(scores, targets, *, from_logits: bool, row_weight=None, col_w
         targets.dtype in _TARGET_DTYPES or targets.dtype == np.bool_
     ) or not targets.flags.c_contiguous
 
-    def call(start, stop, nblocks, fsums, icounts):
+    def call(start, stop, nblocks, fsums, icounts, values):
         KB.bce_blocks(
             kernel_input(scores[start:stop]),
             as_kernel_target(targets[start:stop]),
@@ -107,6 +117,7 @@ def accumulate_bce(scores, targets, *, from_logits: bool, row_weight=None, col_w
             pos,
             mode,
             _NO_LOSSES_2D if element_losses is None else element_losses[start:stop],
+            values,
             nblocks,
             block_rows,
             fsums,
@@ -122,7 +133,7 @@ def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smo
                     row_losses=None, on_rows=None) -> Sums:
     """Sums of cross-entropy against soft targets (n, C), or class indices with label smoothing.
 
-    ``on_rows(start, stop)``: see ``_drive``.
+    ``on_rows(start, stop, values)``: see ``_drive`` (kernels_soft.V_* columns; soft targets only).
     """
     n_rows, n_cols = scores.shape
     block_rows = _config.block_rows(n_cols)
@@ -131,7 +142,10 @@ def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smo
         targets is not None and not (targets.dtype == np.float64 and targets.flags.c_contiguous)
     )
 
-    def call(start, stop, nblocks, fsums, icounts):
+    if on_rows is not None and targets is None:
+        raise ValueError("per-row values are written for soft targets only")
+
+    def call(start, stop, nblocks, fsums, icounts, values):
         if targets is None:
             target_part, label_part = _EMPTY_2D, kernel_input(labels[start:stop], np.int64)
         else:
@@ -147,6 +161,7 @@ def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smo
             np.int64(ignore_label),
             float(sum_tolerance),
             _NO_LOSSES_1D if row_losses is None else row_losses[start:stop],
+            values,
             nblocks,
             block_rows,
             fsums,

@@ -82,6 +82,11 @@ N_ROWS, N_NONFINITE, N_INF_LOSS, N_BELOW0, N_ABOVE1, N_BAD_TARGET, N_SOFT, N_ONE
 FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BELOW0, FIRST_ABOVE1, FIRST_BAD_TARGET = range(8, 13)
 NUM_COUNTS = 13
 FIRST_COLUMNS = 8  # columns >= this hold first rows
+# Columns of bce_blocks' row_values: a row's mean element loss (NaN where the row is not counted), mean
+# (p - y)**2, share of elements right, and subset hit (1.0 when every element is right).  Their weighted means
+# over the counted rows are MultilabelState.finalize's four means (MultilabelState.GROUPED_MEANS).
+V_LOSS, V_BRIER, V_HAMMING, V_SUBSET = range(4)
+ROW_VALUES = 4
 
 
 # Below exp(-100) torch clamps log p to -100; any p under that gives the same loss.
@@ -188,8 +193,8 @@ def softplus_parts(x, mode):
 
 
 @njit(**KERNEL_OPTIONS)
-def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, nblocks,
-                      block_rows, fsums, icounts, first_task, task_step):
+def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses,
+                      row_values, nblocks, block_rows, fsums, icounts, first_task, task_step):
     """Per-block sums of element-wise binary cross-entropy over an (n, C) slice.
 
     ``targets``: (n, C), float64, float32 or uint8.  Weights multiply each
@@ -212,6 +217,7 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
     has_full = full_weight.shape[0] != 0
     has_pos = pos_weight.shape[0] != 0
     keep = element_losses.shape[0] != 0
+    keep_values = row_values.shape[0] != 0
     for b in range(first_task, nblocks, task_step):
         prefer_wide_vectors()
         for c in range(NUM_SUMS):
@@ -253,6 +259,7 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
         for i in range(start, stop):
             base = (i - start) * n_cols
             row_loss = 0.0
+            plain_loss = 0.0  # unweighted, infinite terms included: the row's value for row_values
             row_brier = 0.0
             hits = 0
             nan = 0
@@ -276,6 +283,7 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
                     0.0 if negative_term == 0.0 else negative_term * neg_log_q[base + j]
                 )
                 loss = x if x != x else loss
+                plain_loss += loss
                 w = rw
                 if has_col:
                     w *= col_weight[j]
@@ -302,6 +310,11 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
                 v = as_native(scores[i, j])
                 best_j = j if v > best else best_j
                 best = v if v > best else best
+            if keep_values:
+                row_values[i, V_LOSS] = np.nan if nan else plain_loss / n_cols
+                row_values[i, V_BRIER] = row_brier / n_cols
+                row_values[i, V_HAMMING] = hits / n_cols
+                row_values[i, V_SUBSET] = 1.0 if hits == n_cols else 0.0
             if nan:
                 if icounts[b, N_NONFINITE] == 0:
                     icounts[b, FIRST_NONFINITE] = i
@@ -345,10 +358,10 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
             fsums[b, S_SUBSET_Q] += rw2 if hits == n_cols else 0.0
 
 
-def bce_blocks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, nblocks,
-               block_rows, fsums, icounts):
+def bce_blocks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, row_values,
+               nblocks, block_rows, fsums, icounts):
     """``_bce_blocks_tasks`` on the thread pool (see fastce._parallel)."""
-    args = (scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses,
+    args = (scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, row_values,
             nblocks, block_rows, fsums, icounts)
     run_tasks(_bce_blocks_tasks, args, nblocks)
 
@@ -613,40 +626,6 @@ def binary_row_stats(scores, labels, from_logits, proba_eps, stats):
         stats[i, K.S_P_TOP] = (p_true if hit else 1.0 - p_true) if ok else nan
         stats[i, K.S_BRIER] = 2.0 * sq
         stats[i, K.S_RANK] = (0.0 if hit else 1.0) if ok else nan
-
-
-@njit(**KERNEL_OPTIONS)
-def multilabel_row_values(scores, targets, mode, values):
-    """Each row's mean element loss (NaN where the row is not counted), mean (p - y)**2, share of elements
-    right and subset hit (1 when every element is right), into ``values`` (n, 4).
-
-    For the clustered errors of multi-label scores (fastce.groups): the means
-    of MultilabelState.finalize row by row (their weighted means over rows are
-    its means), by the kernel's own formulas (softplus_parts), unweighted:
-    the group sums apply the row weight.  A second pass over rows the kernel
-    has read (see readers.Reader._group_fold).
-    """
-    n_cols = scores.shape[1]
-    for i in range(scores.shape[0]):
-        loss = 0.0
-        brier = 0.0
-        hits = 0
-        nan = False
-        for j in range(n_cols):
-            x = as_float64(scores[i, j])
-            y = target_value(targets[i, j])
-            neg_log_p, neg_log_q, p = softplus_parts(x, mode)
-            c = 1.0 - y
-            loss += (0.0 if y == 0.0 else y * neg_log_p) + (0.0 if c == 0.0 else c * neg_log_q)
-            d = p - y
-            brier += d * d
-            predicted = x > 0.0 if mode == MODE_LOGITS else x > 0.5
-            hits += predicted == (y > 0.5)
-            nan = nan or x != x
-        values[i, 0] = np.nan if nan else loss / n_cols
-        values[i, 1] = brier / n_cols
-        values[i, 2] = hits / n_cols
-        values[i, 3] = 1.0 if hits == n_cols else 0.0
 
 
 def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts):

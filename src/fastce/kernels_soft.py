@@ -48,6 +48,10 @@ N_ROWS, N_NONFINITE, N_INF_LOSS, N_IGNORED, N_BAD_TARGET, N_UNNORMALIZED = range
 FIRST_NONFINITE, FIRST_INF_LOSS, FIRST_BAD_TARGET, FIRST_UNNORMALIZED = range(6, 10)
 NUM_COUNTS = 10
 FIRST_COLUMNS = 6
+# Columns of soft_blocks' row_values (soft targets): a row's loss (NaN, in every column, where the row is not
+# counted), target entropy, KL divergence and argmax agreement (1.0 or 0.0): SoftState.GROUPED_MEANS row by row.
+V_LOSS, V_ENTROPY, V_KL, V_HIT = range(4)
+ROW_VALUES = 4
 
 
 @njit(**KERNEL_OPTIONS)
@@ -126,38 +130,16 @@ def _soft_target_row(scores, targets, i, m, lse, smoothing, class_weight, weight
 
 
 @njit(**KERNEL_OPTIONS)
-def soft_row_values(scores, targets, values):
-    """Each row's loss (NaN where the row is not counted), target entropy, KL divergence and argmax agreement.
-
-    For the clustered errors of soft targets (fastce.groups): the kernel's
-    own row functions, a second pass over rows the kernel has read (see
-    readers.Reader._group_fold).
-    """
-    n_cols = scores.shape[1]
-    exp_chunk64 = np.empty(K.EXP_SCRATCH)
-    no_weights = np.empty(0)
-    for i in range(scores.shape[0]):
-        m, best, lse = _row_max_lse(scores, i, n_cols, exp_chunk64)
-        if lse != lse:
-            for c in range(4):
-                values[i, c] = np.nan
-            continue
-        loss, entropy, kl, _, _, target_best = _soft_target_row(scores, targets, i, m, lse, 0.0, no_weights, False)
-        values[i, 0] = loss
-        values[i, 1] = entropy
-        values[i, 2] = kl
-        values[i, 3] = 1.0 if best == target_best else 0.0
-
-
-@njit(**KERNEL_OPTIONS)
 def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses,
-                       nblocks, block_rows, fsums, icounts, first_task, task_step):
+                       row_values, nblocks, block_rows, fsums, icounts, first_task, task_step):
     """Per-block sums over rows [0, nblocks * block_rows) of an (n, C) logit slice.
 
     ``targets`` (n, C) soft targets, or empty (0, 0) with ``labels`` (n,)
     class indices (``ignore_label`` rows skipped).  ``class_weight`` (C,) or
     empty.  ``row_losses`` (empty or (n,)) receives each row's loss (NaN for
-    non-finite rows, 0 for ignored ones).  Target rows with a negative, NaN
+    non-finite rows, 0 for ignored ones); ``row_values`` (empty, or (n,
+    ROW_VALUES), soft targets only) each row's values (see ROW_VALUES), for
+    the clustered and paired errors of groups= and compare.  Target rows with a negative, NaN
     or infinite value are counted in N_BAD_TARGET; rows whose sum differs
     from 1 by more than ``sum_tolerance`` in N_UNNORMALIZED.
     """
@@ -166,6 +148,7 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
     soft = targets.shape[0] != 0
     weighted = class_weight.shape[0] != 0
     keep = row_losses.shape[0] != 0
+    keep_values = row_values.shape[0] != 0
     spread = smoothing / n_cols
     exp_chunk64 = np.empty(K.EXP_SCRATCH)  # a row's exps or smoothing terms, a chunk at a time
     for b in range(first_task, nblocks, task_step):
@@ -194,6 +177,9 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
                 icounts[b, N_NONFINITE] += 1
                 if keep:
                     row_losses[i] = np.nan
+                if keep_values:
+                    for c in range(ROW_VALUES):
+                        row_values[i, c] = np.nan
                 continue
             loss = 0.0
             denom = 1.0
@@ -211,6 +197,11 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
                         icounts[b, FIRST_UNNORMALIZED] = i
                     icounts[b, N_UNNORMALIZED] += 1
                 hit = best == target_best
+                if keep_values:
+                    row_values[i, V_LOSS] = loss
+                    row_values[i, V_ENTROPY] = entropy
+                    row_values[i, V_KL] = kl
+                    row_values[i, V_HIT] = 1.0 if hit else 0.0
                 fsums[b, S_ENTROPY] += entropy
                 fsums[b, S_ENTROPY2] += entropy * entropy
                 kept_kl = kl if kl < np.inf else 0.0
@@ -239,9 +230,9 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
             fsums[b, S_HITS] += hit
 
 
-def soft_blocks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses, nblocks,
-                block_rows, fsums, icounts):
+def soft_blocks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses, row_values,
+                nblocks, block_rows, fsums, icounts):
     """``_soft_blocks_tasks`` on the thread pool (see fastce._parallel)."""
-    args = (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses,
+    args = (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses, row_values,
             nblocks, block_rows, fsums, icounts)
     run_tasks(_soft_blocks_tasks, args, nblocks)

@@ -34,8 +34,6 @@ import numpy as np
 
 from fastce import _accumulate, _accumulate_family, _config, tasks, validation
 from fastce import kernels as K
-from fastce import kernels_binary as KB
-from fastce import kernels_soft as KS
 from fastce.checks import check_probabilities, check_probability_range, sum_to_one_tolerance
 from fastce.errors import InputError
 from fastce.metrics import Metrics
@@ -172,33 +170,23 @@ class Reader:
         state.clusters = GroupSums(self.group_values)
         return state
 
-    def _group_fold(self, batch: Batch, row_values):
-        """(group sums, ``on_rows(start, stop, ...)``) for a read of ``batch``, (None, None) without groups.
+    def _group_fold(self, batch: Batch):
+        """(group sums, ``on_rows(start, stop, values)``) for a read of ``batch``, (None, None) without groups.
 
-        ``on_rows`` runs right after each kernel call, on its rows [start,
-        stop), about 64k rows at a time: ``row_values(start, stop, values)``
-        writes their per-row values (NaN first value: the row is not
-        counted), which are folded by group (fastce.groups).  It is a second
-        pass over those rows, with the kernel's formulas: the clustered
-        errors cost a pass, the plain ones none.
+        ``on_rows`` folds the per-row values the kernel wrote for rows [start,
+        stop) (NaN first value: the row is not counted; see
+        _accumulate_family._drive) by group (fastce.groups): the clustered
+        errors cost no second pass over the scores.
         """
         if batch.groups is None:
             return None, None
         from fastce.groups import GroupSums
 
         clusters = GroupSums(self.group_values)
-        # Whole blocks of about 64k rows at a time: a kernel call may span millions of rows (4M for binary
-        # logits), and the per-row values are a temporary of their own.
-        step = self.block_rows * max(1, (1 << 16) // self.block_rows)
-        values = np.empty((min(step, len(batch)), self.group_values))
 
-        def on_rows(start, stop, *_):
-            for lo in range(start, stop, step):
-                hi = min(lo + step, stop)
-                part = values[: hi - lo]
-                row_values(lo, hi, part)
-                weights = None if batch.weights is None else batch.weights[lo:hi]
-                clusters.add_rows(batch.groups[lo:hi], part, weights, self.block_rows)
+        def on_rows(start, stop, values):
+            weights = None if batch.weights is None else batch.weights[start:stop]
+            clusters.add_rows(batch.groups[start:stop], values, weights, self.block_rows)
 
         return clusters, on_rows
 
@@ -501,13 +489,7 @@ class MultilabelReader(Reader):
         return Batch(scores.view, scores.eps, targets, validation.sample_weight(sample_weight, n_rows))
 
     def read(self, batch: Batch) -> MultilabelState:
-        mode = KB.MODE_LOGITS if self.from_logits else KB.MODE_PROBA
-
-        def row_values(start, stop, values):
-            KB.multilabel_row_values(_accumulate.kernel_input(batch.view[start:stop]),
-                                     _accumulate_family.as_kernel_target(batch.targets[start:stop]), mode, values)
-
-        clusters, on_rows = self._group_fold(batch, row_values)
+        clusters, on_rows = self._group_fold(batch)
         sums = _accumulate_family.accumulate_bce(batch.view, batch.targets, from_logits=self.from_logits,
                                                  row_weight=batch.weights, on_rows=on_rows)
         return MultilabelState(self.num_classes, self.from_logits, sums, clusters)
@@ -584,11 +566,7 @@ class SoftReader(Reader):
         return Batch(scores.view, scores.eps, targets, None, tolerance)
 
     def read(self, batch: Batch) -> SoftState:
-        def row_values(start, stop, values):
-            KS.soft_row_values(_accumulate.kernel_input(batch.view[start:stop]),
-                               _accumulate.kernel_input(batch.targets[start:stop], np.float64), values)
-
-        clusters, on_rows = self._group_fold(batch, row_values)
+        clusters, on_rows = self._group_fold(batch)
         sums = _accumulate_family.accumulate_soft(batch.view, targets=batch.targets, sum_tolerance=batch.tolerance,
                                                   on_rows=on_rows)
         return SoftState(self.num_classes, True, sums, clusters)

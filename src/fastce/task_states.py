@@ -277,7 +277,7 @@ class _SumsState:
     _LAYOUT = (0, 0, 0)  # (exact sums, counters, first first-row counter) of the kernel family
 
     # The means whose clustered errors groups= gives, in the order of the per-row values of the group sums
-    # (kernels_binary.multilabel_row_values, kernels_soft.soft_row_values); each a Metrics field.
+    # (the row_values of kernels_binary.bce_blocks and kernels_soft.soft_blocks); each a Metrics field.
     GROUPED_MEANS: tuple = ()
 
     def __init__(self, num_classes: int, from_logits: bool, sums: Sums | None = None, clusters=None):
