@@ -233,9 +233,14 @@ def test_the_command_compares_binary_score_files(tmp_path):
     assert status == 2 and "B.npy: logits['B'] row 11 holds NaN" in err and "--nan-policy omit" in err
     np.save(tmp_path / "Y.npy", (np.random.default_rng(20).random((y.shape[0], 2)) < 0.5).astype(np.int8))
     np.save(tmp_path / "two_b.npy", np.stack([-models["B"], models["B"]], axis=1))
+    # A (rows, classes) labels file of 0/1 rows that are not one-hot: the multi-label task, as fastce eval reads it.
+    status, out, err = _main("compare", "--labels", tmp_path / "Y.npy", "--logits", tmp_path / "two.npy",
+                             tmp_path / "two_b.npy", "--no-progress")
+    assert status == 0, err
+    assert "multi-label: 2 labels" in out
     status, _, err = _main("compare", "--labels", tmp_path / "Y.npy", "--logits", tmp_path / "two.npy",
-                           tmp_path / "two_b.npy", "--no-progress")
-    assert status == 2 and "Y.npy: y_true has shape" in err and "multi-label or soft targets" in err
+                           tmp_path / "two_b.npy", "--task", "multiclass", "--no-progress")
+    assert status == 2 and "Y.npy" in err and "multi-label targets" in err
 
 
 def test_dask_compares_binary_scores():
@@ -263,18 +268,18 @@ def test_dask_compares_binary_scores():
                                                                     rel=1e-12)
 
 
-def test_one_hot_rows_are_read_as_classes_and_other_targets_are_refused():
+def test_one_hot_rows_are_read_as_classes_and_other_targets_ask_their_task():
     rng = np.random.default_rng(16)
     y = rng.integers(0, 4, 600)
     za, zb = rng.standard_normal((600, 4)), rng.standard_normal((600, 4))
     one_hot = np.eye(4, dtype=np.int64)[y]
     assert fastce.compare(one_hot, logits=[za, zb]).to_json() == fastce.compare(y, logits=[za, zb]).to_json()
-    indicator = (rng.random((600, 4)) < 0.3).astype(np.int64)  # the multi-label task
-    with pytest.raises(fastce.InputError, match="multi-label or soft targets is not supported yet") as info:
-        fastce.compare(indicator, logits=[za, zb])
+    indicator = (rng.random((600, 4)) < 0.3).astype(np.int64)
+    assert fastce.compare(indicator, logits=[za, zb]).state.task == "multilabel"
+    assert fastce.compare(rng.dirichlet(np.ones(4), 600), logits=[za, zb]).state.task == "soft"
+    with pytest.raises(fastce.InputError, match="multi-label targets") as info:
+        fastce.compare(indicator, logits=[za, zb], task="multiclass")
     assert info.value.argument == "y_true"
-    with pytest.raises(fastce.InputError, match="multi-label or soft targets"):
-        fastce.compare(rng.dirichlet(np.ones(4), 600), logits=[za, zb])
 
 
 @pytest.mark.filterwarnings("ignore::fastce.errors.OmittedRowsWarning")

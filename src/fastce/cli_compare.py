@@ -50,6 +50,9 @@ def run_compare(args, out, err) -> int:
     cli.check_run_options(args)
     if args.scheduler:
         raise cli.UsageError("--scheduler is not supported by compare yet: run it on one machine (bounded memory).")
+    if args.ignore_index is not None or args.precision != "input":
+        raise cli.UsageError("--ignore-index and --precision are options of fastce eval; compare reads every row "
+                             "with the input's precision.")
     paths = args.logits if args.logits is not None else args.proba
     if len(paths) < 2:
         raise cli.UsageError("compare needs at least two models: one --logits (or --proba) file per model.")
@@ -80,6 +83,10 @@ def run_compare(args, out, err) -> int:
                     f"{model.where} has {scored(model)} but {models[0].where} has {scored(models[0])}: every "
                     "model must score the same classes.", argument=model.where,
                 )
+        # As fastce eval: --task, or the task the shapes ask for (an (rows, classes) labels file is read once,
+        # in chunks, to tell one-hot rows from a multi-label indicator or soft targets).
+        task = files.Inputs(scores=models[0], labels=labels, weights=weights,
+                            from_logits=args.logits is not None).task(args.task)
         top_k = cli.top_k_option(args, num_classes, err)
         fingerprint = {
             "inputs": {
@@ -91,9 +98,11 @@ def run_compare(args, out, err) -> int:
             },
             "options": {"top_k": list(top_k), "nan_policy": args.nan_policy, "confident_below": args.confident_below},
         }
+        if task in ("multilabel", "soft"):  # absent otherwise: earlier checkpoints still resume
+            fingerprint["options"]["task"] = task
         comparator = Comparator(names, num_classes, from_logits=args.logits is not None, top_k=top_k,
                                 nan_policy=args.nan_policy, confident_below=args.confident_below,
-                                groups=groups is not None, task="binary" if binary else "multiclass")
+                                groups=groups is not None, task=task)
         comparator = cli.resume(args, fingerprint, comparator, n, err, key="comparator",
                                 load=Comparator.from_state_dict)
         itemsize = max(m.dtype.itemsize for m in models)

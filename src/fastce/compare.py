@@ -31,6 +31,7 @@ import numpy as np
 
 from fastce import _accumulate, _accumulate_family, _config, _exactsum, errorbars, tasks, validation
 from fastce import compare_kernels as PK
+from fastce import compare_values as CV
 from fastce import kernels as K
 from fastce import kernels_binary as KB
 from fastce.api import scores_argument
@@ -86,14 +87,17 @@ def compare(
     nan_policy: str = "raise",
     confident_below: float = 0.01,
     groups=None,
+    task: str = "auto",
 ) -> "Comparison":
     """Metrics of several models on the same rows, and whether their differences are real.
 
     Parameters
     ----------
-    y_true : array-like of int, shape (n_samples,)
-        Class indices, shared by every model (0/1 for binary scores), or
-        one-hot rows (n_samples, n_classes), read as their class.
+    y_true : array-like, shape (n_samples,) or (n_samples, n_classes)
+        The targets, shared by every model: class indices (0/1 for binary
+        scores), or an (n_samples, n_classes) matrix as ``evaluate`` reads
+        it: one-hot rows (their class), a multi-label indicator or soft
+        targets (rows that are distributions).
     logits, proba : dict {name: array} or list of arrays, each (n_samples, n_classes) or (n_samples,)
         Exactly one, as in :func:`fastce.evaluate`; every model the same
         shape.  1-D scores are binary: the logit or probability of class 1,
@@ -112,6 +116,12 @@ def compare(
         paired ones) is then clustered (``fastce.groups``), and the p-values
         of accuracy differences come from the z-test with that error (the
         exact McNemar test assumes independent rows).
+    task : {"auto", "multiclass", "binary", "multilabel", "soft"}, default "auto"
+        As :func:`fastce.evaluate`: inferred from the shapes and, for an
+        (n, C) target, its values.  Multi-label and soft-target comparisons
+        report their task's means (see ``compare_values.TASK_METRICS``):
+        cross-entropy, Brier, Hamming and subset accuracy (multi-label);
+        cross-entropy, KL divergence and argmax agreement (soft).
 
     Returns
     -------
@@ -130,50 +140,71 @@ def compare(
     check_nan_policy(nan_policy)
     container, from_logits, argument = scores_argument(logits, proba)
     model_names, arrays = _models(container, names, argument)
-    batch = validated_batch(y_true, arrays, model_names, argument, sample_weight, groups)
-    ks = validation.top_k_values(top_k, batch.num_classes)
+    batch = validated_batch(y_true, arrays, model_names, argument, sample_weight, groups, task=_task(task),
+                            from_logits=from_logits)
+    ks = _top_k(top_k, batch.task, batch.num_classes)
     state = ComparisonState.empty(model_names, batch.num_classes, ks, from_logits=from_logits,
                                   confident_below=_confident_below(confident_below), grouped=groups is not None,
                                   task=batch.task)
-    state.read(batch.views, batch.eps, batch.labels, batch.weights, batch.groups)
+    state.read(batch.views, batch.eps, batch.labels, batch.weights, batch.groups, batch.tolerance)
     state.check_scores(argument)
     return state.finalize(nan_policy, scores_name=argument)
 
 
 @dataclass
 class Batch:
-    """Validated rows of every model: kernel views and epsilons in model order, labels, weights, groups."""
+    """Validated rows of every model: kernel views and epsilons in model order, targets, weights, groups."""
 
     views: list
     eps: list
-    labels: object
+    labels: object  # (n,) class indices, or the (n, C) targets of the multi-label and soft-target tasks
     weights: object
     groups: object
+    task: str = "multiclass"
+    tolerance: float = 0.0  # soft targets: the row-sum tolerance of their dtype (readers.Batch.tolerance)
 
     @property
     def n_rows(self) -> int:
         return self.views[0].shape[0]
 
     @property
-    def task(self) -> str:
-        return "binary" if self.views[0].ndim == 1 else "multiclass"
-
-    @property
     def num_classes(self) -> int:
         return 2 if self.views[0].ndim == 1 else self.views[0].shape[1]
 
+    def rows(self, start: int, stop: int) -> "Batch":
+        """Rows [start, stop) of every model (views, not copies)."""
+        part = slice(start, stop)
+        return Batch([v[part] for v in self.views], self.eps, self.labels[part],
+                     None if self.weights is None else self.weights[part],
+                     None if self.groups is None else self.groups[part], self.task, self.tolerance)
+
+
+def _task(task) -> str:
+    from fastce.readers import check_task
+
+    return check_task(task)
+
+
+def _top_k(top_k, task: str, num_classes: int) -> tuple:
+    """The top-k values of a comparison of ``task``: the element-wise tasks have one accuracy (k = 1)."""
+    if task in CV.TASK_METRICS:
+        tasks.single_k(top_k, {"multilabel": "multi-label", "soft": "soft-target"}[task])
+        return (1,)
+    return validation.top_k_values(top_k, num_classes)
+
 
 def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups, num_classes=None,
-                    task=None) -> Batch:
+                    task="auto", from_logits: bool = True) -> Batch:
     """Check one batch of rows for every model (same shape), as ``evaluate`` checks its arguments.
 
-    ``num_classes`` and ``task``, when given, are those of the comparison the rows must join.
+    ``task``: "auto" infers it as ``evaluate`` does; ``num_classes``, when
+    given, is that of the comparison the rows must join.
     """
     scores = [validation.scores(x, f"{argument}[{name!r}]", ndim=(1, 2)) for name, x in zip(names, arrays)]
     check_same_shape(names, [s.shape for s in scores], argument)
     n_rows = scores[0].shape[0]
     binary = len(scores[0].shape) == 1
-    if task is not None and binary != (task == "binary"):
+    if task in ("binary", "multiclass") and binary != (task == "binary"):
         want = "1-D scores of class 1, shape (n,)" if task == "binary" else f"scores of shape (n, {num_classes})"
         raise InputError(
             f"{argument} have shape {scores[0].shape}, but this {task} comparison takes {want}.",
@@ -185,33 +216,30 @@ def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups,
             f"{argument} have {n_classes} columns, not the {num_classes} classes of this comparison.",
             argument=argument, value=scores[0].shape,
         )
-    note = "1-D scores are a binary task: labels are 0 or 1" if binary else None
-    labels = validation.class_indices(_class_labels(y_true, n_rows, n_classes), "y_true", n_rows, n_classes,
-                                      note=note)
-    weights = validation.sample_weight(sample_weight, n_rows)
+    target = validation.as_array(y_true, "y_true")
+    if task == "auto":
+        task = tasks.infer_task(target, scores[0].shape)
+    else:
+        tasks.batch_task(target, scores[0].shape, task, made=f"this is a {task} comparison")
     ids = None
     if groups is not None:
         from fastce.groups import check_groups
 
         ids = check_groups(groups, n_rows)
-    return Batch([s.view for s in scores], [s.eps for s in scores], labels, weights, ids)
+    if task in CV.TASK_METRICS:
+        from fastce.readers import make_reader
 
-
-def _class_labels(y_true, n_rows: int, n_classes: int):
-    """``y_true``, with one-hot rows read as their class (as evaluate reads them); other (n, C) targets (the
-    multi-label and soft-target tasks) get an error that says what compare takes."""
-    target = validation.as_array(y_true, "y_true")
-    if target.ndim != 2 or target.shape[1] == 1:
-        return target
-    if target.shape == (n_rows, n_classes) and tasks.target_kind(target) == tasks.ONE_HOT:
-        return tasks.one_hot_labels(target)
-    raise InputError(
-        f"y_true has shape {target.shape}: compare takes one class index per row (or one-hot rows), with (n, C) "
-        "scores or 1-D binary scores. Comparing models on multi-label or soft targets is not supported yet; "
-        "evaluate each model on its own (fastce.evaluate, or fastce eval over files): its error bars apply to "
-        "that model alone.",
-        argument="y_true", value=target.shape,
-    )
+        # The task's reader checks the targets (and refuses what the task does not take) as evaluate's does.
+        rows = make_reader(task, n_classes, from_logits=from_logits).validate(target, scores[0], sample_weight,
+                                                                             name=f"{argument}[{names[0]!r}]")
+        return Batch([s.view for s in scores], [s.eps for s in scores], rows.targets, rows.weights, ids, task,
+                     rows.tolerance)
+    note = "1-D scores are a binary task: labels are 0 or 1" if binary else None
+    if target.ndim == 2 and target.shape == (n_rows, n_classes):
+        target = tasks.one_hot_labels(target)  # infer_task / batch_task found one-hot rows
+    labels = validation.class_indices(target, "y_true", n_rows, n_classes, note=note)
+    weights = validation.sample_weight(sample_weight, n_rows)
+    return Batch([s.view for s in scores], [s.eps for s in scores], labels, weights, ids, task)
 
 
 def check_same_shape(names, shapes, argument: str) -> None:
@@ -241,6 +269,33 @@ def compare_block_rows(task: str, num_classes: int, from_logits: bool) -> int:
     return _config.block_rows(num_classes)
 
 
+def _pair_values(task: str, n_k: int) -> int:
+    """Per-row values behind a comparison's group sums: loss, Brier term and a hit per k (multi-class,
+    binary; groups.row_values), or the four values the element-wise kernels write (compare_values)."""
+    return _accumulate_family.ROW_VALUES if task in CV.TASK_METRICS else 2 + n_k
+
+
+def _top_k_of(state) -> tuple:
+    """A model state's top-k values; (1,) for the element-wise tasks, whose one accuracy is k = 1."""
+    return getattr(state, "top_k", (1,))
+
+
+def _empty_state(task: str, num_classes: int, top_k, from_logits: bool):
+    if task in CV.TASK_METRICS:
+        from fastce.readers import make_reader
+
+        return make_reader(task, num_classes, from_logits=from_logits).empty()
+    return State.empty(num_classes, top_k, from_logits=from_logits, task=task)
+
+
+def _state_from_dict(data):
+    """A model's state in a comparison's JSON: its "task" says which task's state it is."""
+    from fastce.task_states import MultilabelState, SoftState
+
+    kind = {"multilabel": MultilabelState, "soft": SoftState}.get(data.get("task") if isinstance(data, dict) else None)
+    return State.from_dict(data) if kind is None else kind.from_dict(data)
+
+
 @dataclass
 class ComparisonState:
     """Mergeable statistics of a comparison: each model's State and exact paired sums per pair."""
@@ -264,17 +319,19 @@ class ComparisonState:
         from fastce.groups import GroupSums
 
         names = tuple(names)
+        values = _pair_values(task, len(top_k))
         clusters = None
         if grouped:
-            clusters = {key: GroupSums(2 + len(top_k)) for key in list(names) + list(combinations(names, 2))}
+            clusters = {key: GroupSums(values) for key in list(names) + list(combinations(names, 2))}
+        width = CV.value_pair_columns(values) if task in CV.TASK_METRICS else PK.pair_columns(len(top_k))
         return cls(
             names=names,
             num_classes=int(num_classes),
             top_k=tuple(top_k),
             from_logits=bool(from_logits),
             confident_below=float(confident_below),
-            states={n: State.empty(num_classes, top_k, from_logits=from_logits, task=task) for n in names},
-            pairs={p: _exactsum.new_accumulators(PK.pair_columns(len(top_k))) for p in combinations(names, 2)},
+            states={n: _empty_state(task, num_classes, top_k, from_logits) for n in names},
+            pairs={p: _exactsum.new_accumulators(width) for p in combinations(names, 2)},
             clusters=clusters,
             task=task,
         )
@@ -283,18 +340,27 @@ class ComparisonState:
     def block_rows(self) -> int:
         return compare_block_rows(self.task, self.num_classes, self.from_logits)
 
-    def read(self, views, eps, labels, weights, groups=None) -> None:
+    def read(self, views, eps, labels, weights, groups=None, tolerance: float = 0.0) -> None:
         """Read every model's validated scores (kernel views, in ``names`` order; ``eps`` each one's
-        machine epsilon) over the same slices of whole blocks, the first at a block boundary."""
-        if len({v.dtype for v in views}) == 1:
+        machine epsilon) over the same slices of whole blocks, the first at a block boundary.
+
+        ``labels``: class indices, or the (n, C) targets of the multi-label
+        and soft-target tasks (``tolerance``: soft targets' row-sum tolerance).
+        """
+        if self.task in CV.TASK_METRICS:
+            self._read_values(views, eps, labels, weights, groups, tolerance)
+        elif len({v.dtype for v in views}) == 1:
             self._read_together(views, eps[0], labels, weights, groups)
         else:
             self._read_apart(views, eps, labels, weights, groups,
                              self._score_binary if self.task == "binary" else self._score_matrix)
 
     def check_scores(self, argument: str, stacklevel: int | None = None) -> None:
-        """What every door checks once the scores are read (as evaluate checks them, per model)."""
+        """What every door checks once the scores are read (as evaluate checks them, per model; the
+        multi-label and soft-target states check theirs as they finalize)."""
         for name in self.names:
+            if self.task in CV.TASK_METRICS:
+                continue
             if self.task == "binary":
                 if not self.from_logits:
                     check_probability_range(self.states[name], f"{argument}[{name!r}]")
@@ -402,10 +468,46 @@ class ComparisonState:
                 self._fold_groups(groups[start:stop], {n: buffers[n][: stop - start] for n in self.names},
                                   w, block_rows)
 
+    def _read_values(self, views, eps, targets, weights, groups, tolerance: float) -> None:
+        """The multi-label and soft-target tasks: each model read by its task's reader (evaluate's read, so
+        its state is evaluate's, bit for bit), whose kernel writes each row's values as it reads the row
+        (see compare_values); then the pairs' sums of those values, a slice of whole blocks at a time."""
+        from fastce.readers import Batch as RowsBatch, make_reader
+
+        reader = make_reader(self.task, self.num_classes, from_logits=self.from_logits)
+        n_rows = views[0].shape[0]
+        block_rows = self.block_rows
+        slice_rows = block_rows * max(1, min(_config.BLOCKS_PER_CALL, _APART_ROWS // block_rows))
+        n_values = _pair_values(self.task, len(self.top_k))
+        buffers = {n: np.empty((min(slice_rows, n_rows), n_values)) for n in self.names}
+        fsums = np.empty((-(-min(slice_rows, max(1, n_rows)) // block_rows), CV.value_pair_columns(n_values)))
+        for start in range(0, n_rows, slice_rows):
+            stop = min(start + slice_rows, n_rows)
+            part_weights = None if weights is None else weights[start:stop]
+            for name, view, view_eps in zip(self.names, views, eps):
+                rows = RowsBatch(view[start:stop], view_eps, targets[start:stop], part_weights, tolerance)
+
+                def keep(lo, hi, values, out=buffers[name]):
+                    out[lo:hi] = values
+
+                self.states[name] = self.states[name].merge(reader.read(rows, on_values=keep))
+            w = _accumulate.kernel_input(np.empty(0) if part_weights is None else part_weights, np.float64)
+            for a, b in self.pairs:
+                nblocks = CV.value_pair_blocks(buffers[a][: stop - start], buffers[b][: stop - start], w,
+                                               CV.HIT_COLUMN, block_rows, fsums)
+                self.nonfinite_pair_sums += PK.fold_exact(fsums, nblocks, self.pairs[(a, b)])
+            if self.clusters is not None:
+                self._fold_values(groups[start:stop], {n: buffers[n][: stop - start] for n in self.names}, w,
+                                  block_rows)
+
     def _fold_groups(self, ids, rows, weights, block_rows) -> None:
         from fastce.groups import row_values
 
-        values = {n: row_values(rows[n], self.top_k, self.num_classes) for n in self.names}
+        self._fold_values(ids, {n: row_values(rows[n], self.top_k, self.num_classes) for n in self.names}, weights,
+                          block_rows)
+
+    def _fold_values(self, ids, values, weights, block_rows) -> None:
+        """Each model's per-row values (NaN first value: not counted) and each pair's differences, by group."""
         for n in self.names:
             self.clusters[n].add_rows(ids, values[n], weights, block_rows)
         for a, b in self.pairs:
@@ -470,12 +572,12 @@ class ComparisonState:
             states = data["states"]
             if not isinstance(states, dict) or set(states) != set(names):
                 raise ValueError("states must map every name to a state")
-            parsed = {n: State.from_dict(states[n]) for n in names}
+            parsed = {n: _state_from_dict(states[n]) for n in names}
             first = parsed[names[0]]
             for n in names:
                 s = parsed[n]
-                if (s.task, s.num_classes, s.top_k, s.from_logits) != (
-                    first.task, first.num_classes, first.top_k, first.from_logits
+                if (s.task, s.num_classes, _top_k_of(s), s.from_logits) != (
+                    first.task, first.num_classes, _top_k_of(first), first.from_logits
                 ):
                     raise ValueError(f"state {n!r} has other settings than {names[0]!r}")
                 if s.clusters is not None:  # a comparison keeps its group sums apart ("groups" below)
@@ -485,7 +587,7 @@ class ComparisonState:
                 0.0 < confident_below < 1.0
             ):
                 raise ValueError(f"confident_below must be in (0, 1), got {confident_below!r}")
-            out = cls.empty(names, first.num_classes, first.top_k, from_logits=first.from_logits,
+            out = cls.empty(names, first.num_classes, _top_k_of(first), from_logits=first.from_logits,
                             confident_below=float(confident_below), task=first.task)
             out.states = parsed
             pairs = data["pairs"]
@@ -495,7 +597,7 @@ class ComparisonState:
                 if not isinstance(entry, dict) or (entry.get("a"), entry.get("b")) != key:
                     raise ValueError(f"pairs must list {list(out.pairs)} in order")
                 sums = entry["sums"]
-                if not isinstance(sums, list) or len(sums) != PK.pair_columns(len(first.top_k)) or not all(
+                if not isinstance(sums, list) or len(sums) != out.pairs[key].shape[0] or not all(
                     isinstance(t, str) for t in sums
                 ):
                     raise ValueError("pair sums must be a list of hexadecimal strings")
@@ -514,7 +616,7 @@ class ComparisonState:
                     raise ValueError("groups must hold the group sums of every model and pair")
                 clusters = {n: GroupSums.from_dict(grouped["models"][n]) for n in names}
                 clusters.update({key: GroupSums.from_dict(d) for key, d in zip(out.pairs, grouped["pairs"])})
-                if any(c.n_values != 2 + len(first.top_k) for c in clusters.values()):
+                if any(c.n_values != _pair_values(out.task, len(out.top_k)) for c in clusters.values()):
                     raise ValueError("group sums do not match top_k")
                 out.clusters = clusters
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -522,17 +624,28 @@ class ComparisonState:
         return out
 
     def finalize(self, nan_policy: str = "raise", *, scores_name: str = "logits") -> "Comparison":
-        metrics = {
-            n: self.states[n].finalize(nan_policy, scores_name=f"{scores_name}[{n!r}]", stacklevel=4)
-            for n in self.names
-        }
+        metrics = {n: _finalize_model(self.states[n], nan_policy, f"{scores_name}[{n!r}]") for n in self.names}
         if self.clusters is not None:
-            from fastce.groups import clustered
+            from fastce.groups import clustered, clustered_means
 
-            metrics = {n: clustered(m, self.clusters[n]) for n, m in metrics.items()}
+            if self.task in CV.TASK_METRICS:
+                means = type(self.states[self.names[0]]).GROUPED_MEANS
+                metrics = {n: clustered_means(m, self.clusters[n], means) for n, m in metrics.items()}
+            else:
+                metrics = {n: clustered(m, self.clusters[n]) for n, m in metrics.items()}
         propagate = nan_policy == "propagate" and any(math.isnan(m.cross_entropy) for m in metrics.values())
-        pairs = {key: _PairSums(acc, len(self.top_k), propagate) for key, acc in self.pairs.items()}
+        if self.task in CV.TASK_METRICS:
+            n_values = _pair_values(self.task, len(self.top_k))
+            pairs = {key: CV.ValuePairSums(acc, n_values, propagate) for key, acc in self.pairs.items()}
+        else:
+            pairs = {key: _PairSums(acc, len(self.top_k), propagate) for key, acc in self.pairs.items()}
         return Comparison(self, metrics, pairs)
+
+
+def _finalize_model(state, nan_policy: str, name: str):
+    if isinstance(state, State):
+        return state.finalize(nan_policy, scores_name=name, stacklevel=None)
+    return state.finalize(nan_policy, scores_name=name)
 
 
 class _PairSums:
@@ -611,12 +724,16 @@ class Comparison:
         """Mean of ``metric`` under ``b`` minus under ``a``, with its paired error bar and p-value.
 
         ``metric``: "cross_entropy", "brier" (paired z-test), "accuracy" or
-        "top_k_accuracy" with ``k=`` (exact McNemar test).
+        "top_k_accuracy" with ``k=`` (exact McNemar test).  Multi-label:
+        "cross_entropy", "brier", "hamming_accuracy" (paired z) and
+        "subset_accuracy" (= "accuracy", McNemar); soft targets:
+        "cross_entropy", "kl_divergence" (paired z) and "accuracy" (argmax
+        agreement, McNemar).
         """
         sums, sign = self._pair(a, b)
+        if self.state.task in CV.TASK_METRICS:
+            return self._value_delta(sums, sign, a, b, metric, k)
         n = round(sums.value(PK.P_ROWS))
-        scale = 1 << _exactsum.OFFSET
-        nan = math.nan
         if metric in LOSS_METRICS:
             if metric == "cross_entropy":
                 columns, rows = (PK.P_DL, PK.P_W2DL, PK.P_W2DL2), round(sums.value(PK.P_FINITE_ROWS))
@@ -624,46 +741,75 @@ class Comparison:
             else:
                 columns, rows, infinite = (PK.P_DB, PK.P_W2DB, PK.P_W2DB2), n, 0
             half = 0.5 if (metric == "brier" and self.state.num_classes == 2) else 1.0
-            weight = sums.ints[PK.P_W]
             total, q1, q2 = (sums.ints[c] for c in columns)
-            weight_sum = sums.value(PK.P_W)
-            estimate = sign * half * (total / weight if weight else nan)
-            centred = errorbars.centred_square_sum(weight, total, sums.ints[PK.P_W2], q1, q2, scale)
-            stderr = half * errorbars.standard_error(rows, weight_sum, centred)
-            if infinite:
-                estimate, stderr = nan, nan
-            test = "paired z"
-            if self.state.clusters is not None:
-                stderr, test = self._clustered_error(a, b, 0 if metric == "cross_entropy" else 1, estimate)
-            p_value = _z_p(estimate, stderr)
-            if sums.propagate:
-                estimate = stderr = p_value = nan
-            return Delta(metric, b, a, estimate, stderr, n, p_value, test)
+            mean = (sums.ints[PK.P_W], total, sums.ints[PK.P_W2], q1, q2, infinite != 0)
+            return self._mean_delta(metric, a, b, sign, half, mean, rows, n, 0 if metric == "cross_entropy" else 1,
+                                    sums.propagate)
         if metric in ACCURACY_METRICS:
             k = 1 if (metric == "accuracy" and k is None) else k
             i = self._k_index(k)
-            # d = hit_b - hit_a is +1 on rows right under b only, -1 under a only, 0 elsewhere.
-            only_a = [_cell_int(sums, i, PK.ONLY_A, offset, sign) for offset in range(3)]
-            only_b = [_cell_int(sums, i, PK.ONLY_B, offset, sign) for offset in range(3)]
-            only_a_rows, only_b_rows = round(only_a[0] / scale), round(only_b[0] / scale)
-            weight = sums.ints[PK.P_W]
-            total = only_b[1] - only_a[1]
-            centred = errorbars.centred_square_sum(
-                weight, total, sums.ints[PK.P_W2], only_b[2] - only_a[2], only_b[2] + only_a[2], scale
-            )
-            estimate = total / weight if weight else nan
-            stderr = errorbars.standard_error(n, sums.value(PK.P_W), centred)
-            p_value, test = errorbars.mcnemar_exact_p(only_a_rows, only_b_rows), "McNemar exact"
-            if self.state.clusters is not None:
-                # McNemar assumes independent rows: with groups, the z-test on the clustered error.
-                stderr, test = self._clustered_error(a, b, 2 + i, estimate)
-                p_value = _z_p(estimate, stderr)
-            if sums.propagate:
-                estimate = stderr = p_value = nan
-            return Delta("top_k_accuracy" if k != 1 else "accuracy", b, a, estimate, stderr, n, p_value, test, k=k)
+            cells = [[_cell_int(sums, i, cell, offset, sign) for offset in range(3)] for cell in (PK.ONLY_A, PK.ONLY_B)]
+            return self._hit_delta("top_k_accuracy" if k != 1 else "accuracy", a, b, cells, sums.ints[PK.P_W],
+                                   sums.ints[PK.P_W2], n, 2 + i, sums.propagate, k=k)
         raise ValueError(
             f"metric={metric!r} is not one of 'cross_entropy', 'brier', 'accuracy', 'top_k_accuracy'."
         )
+
+    def _value_delta(self, sums, sign: float, a: str, b: str, metric: str, k) -> Delta:
+        """delta() of the multi-label and soft-target tasks, from compare_values' sums."""
+        if k not in (None, 1):
+            raise ValueError(f"k={k!r}: a {self.state.task} comparison has one accuracy (k=1).")
+        metric, column, kind = CV.metric_of(self.state.task, metric)
+        n = sums.count(CV.V_ROWS)
+        if kind == "mean":
+            weight, total, w2, q1, q2, undefined = sums.mean_difference(column)
+            rows = sums.count(CV.V_FINITE_ROWS) if column == 0 else n - sums.count(CV.value_column(column))
+            return self._mean_delta(metric, a, b, sign, 1.0, (weight, total, w2, q1, q2, undefined), rows, n,
+                                    column, sums.propagate)
+        only_a, only_b = (CV.ONLY_A, CV.ONLY_B) if sign > 0 else (CV.ONLY_B, CV.ONLY_A)
+        cells = [list(sums.cell_ints(only_a)), list(sums.cell_ints(only_b))]
+        return self._hit_delta(metric, a, b, cells, sums.ints[CV.V_W], sums.ints[CV.V_W2], n, column,
+                               sums.propagate)
+
+    def _mean_delta(self, metric, a, b, sign, half, mean, rows, n, group_column, propagate) -> Delta:
+        """The paired z-test of a mean's difference: ``mean`` = (weight, sum w d, sum w^2, sum w^2 d,
+        sum w^2 d^2) as exact scaled ints over ``rows`` rows, and whether a difference was undefined
+        (an infinite loss): then NaN."""
+        weight, total, w2, q1, q2, undefined = mean
+        scale = 1 << _exactsum.OFFSET
+        nan = math.nan
+        estimate = sign * half * (total / weight if weight else nan)
+        centred = errorbars.centred_square_sum(weight, total, w2, q1, q2, scale)
+        stderr = half * errorbars.standard_error(rows, weight / scale, centred)
+        if undefined:
+            estimate, stderr = nan, nan
+        test = "paired z"
+        if self.state.clusters is not None:
+            stderr, test = self._clustered_error(a, b, group_column, estimate)
+        p_value = _z_p(estimate, stderr)
+        if propagate:
+            estimate = stderr = p_value = nan
+        return Delta(metric, b, a, estimate, stderr, n, p_value, test)
+
+    def _hit_delta(self, metric, a, b, cells, weight, w2, n, group_column, propagate, k=None) -> Delta:
+        """The difference of a hit rate (b - a): ``cells`` = [only A right, only B right], each (rows,
+        weight, squared weight) as exact scaled ints; the exact McNemar test (a z-test with groups=)."""
+        scale = 1 << _exactsum.OFFSET
+        only_a, only_b = cells
+        # d = hit_b - hit_a is +1 on rows right under b only, -1 under a only, 0 elsewhere.
+        total = only_b[1] - only_a[1]
+        centred = errorbars.centred_square_sum(weight, total, w2, only_b[2] - only_a[2], only_b[2] + only_a[2], scale)
+        estimate = total / weight if weight else math.nan
+        stderr = errorbars.standard_error(n, weight / scale, centred)
+        p_value = errorbars.mcnemar_exact_p(round(only_a[0] / scale), round(only_b[0] / scale))
+        test = "McNemar exact"
+        if self.state.clusters is not None:
+            # McNemar assumes independent rows: with groups, the z-test on the clustered error.
+            stderr, test = self._clustered_error(a, b, group_column, estimate)
+            p_value = _z_p(estimate, stderr)
+        if propagate:
+            estimate = stderr = p_value = math.nan
+        return Delta(metric, b, a, estimate, stderr, n, p_value, test, k=k)
 
     def _clustered_error(self, a: str, b: str, column: int, estimate: float) -> tuple[float, str]:
         """(clustered standard error of the b - a difference in ``column``, the test's name)."""
@@ -674,10 +820,19 @@ class Comparison:
         return error, "paired z (clustered)"
 
     def table(self, a: str, b: str, *, k: int = 1) -> dict:
-        """Rows and weights where both are right, only ``a``, only ``b``, or neither (top-``k``)."""
+        """Rows and weights where both are right, only ``a``, only ``b``, or neither (top-``k``; multi-label:
+        every label right, the subset hit; soft targets: the argmax of the target's)."""
         sums, sign = self._pair(a, b)
-        i = self._k_index(k)
-        cells = {name: sums.cell(i, c) for name, c in (
+        if self.state.task in CV.TASK_METRICS:
+            if k != 1:
+                raise ValueError(f"k={k!r}: a {self.state.task} comparison has one accuracy (k=1).")
+            cell = sums.cell
+        else:
+            i = self._k_index(k)
+
+            def cell(c):
+                return sums.cell(i, c)
+        cells = {name: cell(c) for name, c in (
             ("both_right", PK.BOTH_RIGHT), ("only_a_right", PK.ONLY_A), ("only_b_right", PK.ONLY_B),
             ("both_wrong", PK.BOTH_WRONG))}
         if sign < 0:
@@ -687,8 +842,11 @@ class Comparison:
     def correlation(self, a: str, b: str) -> float:
         """Pearson correlation of the two models' per-row losses (unweighted, rows with finite losses)."""
         sums, _ = self._pair(a, b)
-        n = sums.ints[PK.P_FINITE_ROWS]
-        la, lb, la2, lb2, lab = (sums.ints[c] for c in (PK.P_LA, PK.P_LB, PK.P_LA2, PK.P_LB2, PK.P_LAB))
+        if self.state.task in CV.TASK_METRICS:
+            n, la, lb, la2, lb2, lab = sums.loss_sums()
+        else:
+            n, la, lb, la2, lb2, lab = (sums.ints[c] for c in (PK.P_FINITE_ROWS, PK.P_LA, PK.P_LB, PK.P_LA2, PK.P_LB2,
+                                                                PK.P_LAB))
         # From the exact scaled integers: n sum xy - sum x sum y (every term
         # carries the same scale, which cancels in the ratio).
         cov = n * lab - la * lb
@@ -702,8 +860,12 @@ class Comparison:
         """Rows confidently wrong under ``under`` (p(true) < confident_below) and right under ``other``.
 
         Their rows, weight, share of the rows, and share of the loss
-        difference (under minus other) they carry.
+        difference (under minus other) they carry.  Multi-class and binary
+        comparisons only (a ValueError otherwise).
         """
+        if self.state.task in CV.TASK_METRICS:
+            raise ValueError(f"confidently wrong rows are counted for class labels; not in a {self.state.task} "
+                             "comparison.")
         sums, sign = self._pair(other, under)
         rows_col, w_col, dl_col = (PK.P_CWB_ROWS, PK.P_CWB_W, PK.P_CWB_DL) if sign > 0 else (
             PK.P_CWA_ROWS, PK.P_CWA_W, PK.P_CWA_DL)
@@ -723,18 +885,30 @@ class Comparison:
         }
 
     # -- output ---------------------------------------------------------------
+    def metric_names(self) -> list:
+        """The metrics ``delta`` compares in this comparison (with ``k=`` for top-k accuracy)."""
+        if self.state.task in CV.TASK_METRICS:
+            return list(CV.TASK_METRICS[self.state.task])
+        return ["cross_entropy", "brier", "top_k_accuracy"]
+
     def to_dict(self) -> dict:
         pairs = []
+        value_task = self.state.task in CV.TASK_METRICS
         for a, b in combinations(self.names, 2):
-            deltas = [self.delta(b, a, "cross_entropy").to_dict(), self.delta(b, a, "brier").to_dict()]
-            deltas += [self.delta(b, a, "top_k_accuracy", k=k).to_dict() for k in self.state.top_k]
+            if value_task:
+                deltas = [self.delta(b, a, metric).to_dict() for metric in self.metric_names()]
+            else:
+                deltas = [self.delta(b, a, "cross_entropy").to_dict(), self.delta(b, a, "brier").to_dict()]
+                deltas += [self.delta(b, a, "top_k_accuracy", k=k).to_dict() for k in self.state.top_k]
             pairs.append({
                 "a": a, "b": b, "deltas": deltas,
                 "table": {str(k): self.table(a, b, k=k) for k in self.state.top_k},
                 "loss_correlation": self.correlation(a, b),
-                "confidently_wrong": {b: self.confidently_wrong(b, a), a: self.confidently_wrong(a, b)},
+                "confidently_wrong": None if value_task else {b: self.confidently_wrong(b, a),
+                                                              a: self.confidently_wrong(a, b)},
             })
-        return {"models": self.names, "metrics": {n: self.metrics[n].to_dict() for n in self.names}, "pairs": pairs}
+        return {"task": self.state.task, "models": self.names,
+                "metrics": {n: self.metrics[n].to_dict() for n in self.names}, "pairs": pairs}
 
     def to_json(self, **kwargs) -> str:
         """Strict JSON (RFC 8259), encoded as every fastce result (``fastce._json``: inf/NaN as strings)."""
@@ -749,7 +923,7 @@ class Comparison:
         return comparison_text(self)
 
     def __repr__(self) -> str:
-        return f"<Comparison of {self.names} over {self.metrics[self.names[0]].n} rows>"
+        return f"<Comparison of {self.names} over {self.metrics[self.names[0]].n} rows ({self.state.task})>"
 
 
 def _z_p(estimate: float, stderr: float) -> float:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastce.compare import Batch, Comparison, ComparisonState, _confident_below, validated_batch
+from fastce.compare import Batch, Comparison, ComparisonState, _confident_below, _top_k, validated_batch
 from fastce.errors import InputError
 from fastce.state import check_nan_policy
 from fastce.streaming import _b64, _unb64  # the Evaluator's encoding of pending rows
 
 COMPARATOR_FORMAT = "fastce.comparator/1"
 _MAX_MODELS = 1024
+_TASKS = ("multiclass", "binary", "multilabel", "soft")
 
 
 class Comparator:
@@ -33,9 +34,11 @@ class Comparator:
         As :func:`fastce.compare`.
     groups : bool, default False
         Whether ``update`` receives a group id per row (clustered errors).
-    task : {"multiclass", "binary"}, default "multiclass"
+    task : {"multiclass", "binary", "multilabel", "soft"}, default "multiclass"
         ``"binary"``: every batch's scores are 1-D, the logit or probability
-        of class 1, with 0/1 labels (as :func:`fastce.compare` reads them).
+        of class 1, with 0/1 labels (as :func:`fastce.compare` reads them);
+        ``"multilabel"`` / ``"soft"``: every batch's ``y_true`` is an (n, C)
+        indicator / soft-target matrix.
 
     Examples
     --------
@@ -53,14 +56,12 @@ class Comparator:
     def __init__(self, names, num_classes: int | None = None, *, from_logits: bool = True, top_k=(1,),
                  nan_policy: str = "raise", confident_below: float = 0.01, groups: bool = False,
                  task: str = "multiclass"):
-        from fastce import validation
-
         names = [str(n) for n in names]
         if len(names) < 2 or len(set(names)) != len(names) or len(names) > _MAX_MODELS:
             raise InputError(f"names must be at least two different model names; got {names}.", argument="names")
-        if task not in ("multiclass", "binary"):
-            raise InputError(f"task={task!r}: a Comparator compares 'multiclass' or 'binary' scores.",
-                             argument="task", value=task)
+        if task not in _TASKS:
+            raise InputError(f"task={task!r} is not one of {_TASKS}: a Comparator is told its task (fastce.compare "
+                             "infers it from the first rows).", argument="task", value=task)
         if task == "binary" and num_classes in (None, 2):
             num_classes = 2
         elif task == "binary":
@@ -70,7 +71,7 @@ class Comparator:
             raise InputError(f"num_classes must be a positive int; got {num_classes!r}.", argument="num_classes")
         check_nan_policy(nan_policy)
         self._nan_policy = nan_policy
-        ks = validation.top_k_values(top_k, int(num_classes))
+        ks = _top_k(top_k, task, int(num_classes))
         self._state = ComparisonState.empty(names, int(num_classes), ks, from_logits=bool(from_logits),
                                             confident_below=_confident_below(confident_below), grouped=bool(groups),
                                             task=task)
@@ -122,7 +123,8 @@ class Comparator:
         argument = "logits" if self._state.from_logits else "proba"
         try:
             batch = validated_batch(y_true, self._arrays(scores), self._state.names, argument, sample_weight, groups,
-                                    num_classes=self._state.num_classes, task=self._state.task)
+                                    num_classes=self._state.num_classes, task=self._state.task,
+                                    from_logits=self._state.from_logits)
         except InputError as exc:
             raise _globalize(exc, self.rows_seen) from None
         self._consume(batch)
@@ -133,8 +135,8 @@ class Comparator:
         ``fastce compare``) leaves the Comparator as it was, never with some models' rows read."""
         br = self._block_rows
         state, pending = self._state, self._pending
-        if pending is not None and any(p.dtype != v.dtype or pe != e for p, v, pe, e in
-                                       zip(pending.views, batch.views, pending.eps, batch.eps)):
+        if pending is not None and (pending.tolerance != batch.tolerance or any(
+                p.dtype != v.dtype or pe != e for p, v, pe, e in zip(pending.views, batch.views, pending.eps, batch.eps))):
             state, pending = state.merge(self._read(pending)), None  # a dtype changed: close the block early
         offset = 0
         if pending is not None:
@@ -146,11 +148,7 @@ class Comparator:
                 state, pending = state.merge(self._read(pending)), None
         whole = (batch.n_rows - offset) // br * br
         if whole:
-            part = slice(offset, offset + whole)
-            rows = Batch([v[part] for v in batch.views], batch.eps, batch.labels[part],
-                         None if batch.weights is None else batch.weights[part],
-                         None if batch.groups is None else batch.groups[part])
-            state = state.merge(self._read(rows))
+            state = state.merge(self._read(batch.rows(offset, offset + whole)))
             offset += whole
         if offset < batch.n_rows:
             pending = _slice_copy(batch, offset, batch.n_rows)
@@ -162,7 +160,7 @@ class Comparator:
         part = ComparisonState.empty(st.names, st.num_classes, st.top_k, from_logits=st.from_logits,
                                      confident_below=st.confident_below, grouped=st.clusters is not None,
                                      task=st.task)
-        part.read(rows.views, rows.eps, rows.labels, rows.weights, rows.groups)
+        part.read(rows.views, rows.eps, rows.labels, rows.weights, rows.groups, rows.tolerance)
         return part
 
     def _flushed_state(self) -> ComparisonState:
@@ -197,7 +195,9 @@ class Comparator:
                 "view_dtypes": [v.dtype.newbyteorder("<").str for v in p.views],
                 "eps": list(p.eps),
                 "scores": [_b64(v, v.dtype.newbyteorder("<").str) for v in p.views],
-                "labels": _b64(np.asarray(p.labels, dtype=np.int64), "<i8"),
+                # Class indices as int64, (n, C) targets as float64 (exact for every dtype the readers take).
+                "labels": _b64(_held(p.labels), "<i8" if p.labels.ndim == 1 else "<f8"),
+                "tolerance": p.tolerance,
                 "weights": None if p.weights is None else _b64(p.weights, "<f8"),
                 "groups": None if p.groups is None else _b64(p.groups, "<i8"),
             }
@@ -243,19 +243,30 @@ class Comparator:
                         shape)
                     view.flags.writeable = False
                     views.append(view)
-                labels = _unb64(pending["labels"], "<i8", rows)
-                if labels.min() < 0 or labels.max() >= state.num_classes:
-                    raise ValueError("pending labels out of range")
+                if state.task in ("multilabel", "soft"):
+                    labels = _unb64(pending["labels"], "<f8", rows * state.num_classes).reshape(rows, state.num_classes)
+                else:
+                    labels = _unb64(pending["labels"], "<i8", rows)
+                    if labels.min() < 0 or labels.max() >= state.num_classes:
+                        raise ValueError("pending labels out of range")
+                tolerance = pending.get("tolerance", 0.0)
+                if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0.0 <= tolerance < 1.0:
+                    raise ValueError(f"pending tolerance out of range: {tolerance!r}")
                 weights = None if pending["weights"] is None else _unb64(pending["weights"], "<f8", rows)
                 if weights is not None and not (np.isfinite(weights).all() and (weights >= 0).all()):
                     raise ValueError("pending weights must be finite and non-negative")
                 groups = None if pending["groups"] is None else _unb64(pending["groups"], "<i8", rows)
                 if (groups is None) != (state.clusters is None):
                     raise ValueError("pending groups do not match the state")
-                out._pending = Batch(views, list(eps), labels, weights, groups)
+                out._pending = Batch(views, list(eps), labels, weights, groups, state.task, float(tolerance))
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise ValueError(f"malformed fastce Comparator state: {exc}") from exc
         return out
+
+
+def _held(labels):
+    """Class indices as int64, (n, C) targets as float64: exact for every dtype the readers accept."""
+    return np.asarray(labels, dtype=np.int64 if np.ndim(labels) == 1 else np.float64)
 
 
 def _concatenate(first, second):
@@ -270,10 +281,10 @@ def _concatenate(first, second):
     n_a, n_b = first.n_rows, second.n_rows
     views = [np.concatenate([a, b]) for a, b in zip(first.views, second.views)]
     return Batch(
-        views, list(second.eps),
-        np.concatenate([np.asarray(first.labels, dtype=np.int64), np.asarray(second.labels, dtype=np.int64)]),
+        views, list(second.eps), np.concatenate([_held(first.labels), _held(second.labels)]),
         join(first.weights, second.weights, np.float64, n_a, n_b, 1.0),
         join(first.groups, second.groups, np.int64, n_a, n_b, 0),
+        second.task, second.tolerance,
     )
 
 
@@ -282,7 +293,8 @@ def _slice_copy(batch, start: int, stop: int):
 
     return Batch(
         [np.array(v[start:stop], copy=True) for v in batch.views], list(batch.eps),
-        np.array(batch.labels[start:stop], dtype=np.int64),
+        np.array(_held(batch.labels[start:stop]), copy=True),
         None if batch.weights is None else np.array(batch.weights[start:stop], dtype=np.float64),
         None if batch.groups is None else np.array(batch.groups[start:stop], dtype=np.int64),
+        batch.task, batch.tolerance,
     )

@@ -31,17 +31,20 @@ def _verdict(d) -> str:
         return "no test possible"
     if d.p_value < SIGNIFICANT:
         return "larger than its error bar"
-    return f"within the noise (the smallest difference detectable here is about {abs(d.minimum_detectable()):.3g})"
+    smallest = abs(d.minimum_detectable())
+    if d.metric.endswith("accuracy"):  # a share, stated as the estimate is: in points
+        return f"within the noise (the smallest difference detectable here is about {100 * smallest:.2g} points)"
+    return f"within the noise (the smallest difference detectable here is about {smallest:.3g})"
 
 
 def _test_name(d) -> str:
     return {"McNemar exact": "McNemar", "paired z": "paired z"}.get(d.test, d.test)
 
 
-def _loss_phrase(d) -> str:
+def _loss_phrase(d, unit: str = "nats") -> str:
     low, high = d.interval()
     digits = 4 if abs(d.estimate) < 0.01 else 3
-    return (f"{_signed(d.estimate, digits)} nats, {_ci(low, high, lambda v: _signed(v, digits))}, "
+    return (f"{_signed(d.estimate, digits)} {unit}, {_ci(low, high, lambda v: _signed(v, digits))}, "
             f"{_test_name(d)} {_p(d.p_value)}")
 
 
@@ -50,26 +53,61 @@ def _accuracy_phrase(d) -> str:
     return f"{_points(d.estimate)}, {_ci(low, high, lambda v: _signed(100 * v, 2))}, {_test_name(d)} {_p(d.p_value)}"
 
 
-def _table(c) -> list[str]:
+# Per task: (the table's columns after cross-entropy: (header, Metrics field, as a percentage)), the loss's unit,
+# what "accuracy" counts, and why accuracy and loss can disagree.
+_TASK_TEXT = {
+    "multilabel": ((("subset accuracy (95% CI)", "accuracy", True), ("hamming", "hamming_accuracy", True),
+                    ("brier", "brier", False)),
+                   "nats per label", "subset accuracy",
+                   "Subset accuracy counts rows with every label right; cross-entropy weighs how confident each "
+                   "label was."),
+    "soft": ((("accuracy (95% CI)", "accuracy", True), ("KL divergence", "kl_divergence", False)),
+             "nats", "agreement with the target's most likely class",
+             "Accuracy counts agreements with the target's top class; cross-entropy weighs the whole target "
+             "distribution."),
+}
+_CLASS_TEXT = ((("accuracy (95% CI)", "accuracy", True), ("brier", "brier", False)), "nats", "accuracy",
+               "Accuracy counts mistakes; cross-entropy weighs how confident each one was.")
+
+
+def _table(c, columns, unit: str) -> list[str]:
     width = max(6, *(len(n) for n in c.names))
-    lines = [f"{'model':<{width}}  {'cross-entropy (nats, 95% CI)':<30}  {'accuracy (95% CI)':<26}  brier"]
+    loss_header = f"cross-entropy ({unit}, 95% CI)"
+    loss_width = max(30, len(loss_header))
+    header = f"{'model':<{width}}  {loss_header:<{loss_width}}  {columns[0][0]:<26}  " + "  ".join(
+        h for h, _, _ in columns[1:])
+    lines = [header.rstrip()]
     for name in c.names:
         m = c.metrics[name]
         ce_low, ce_high = m.interval("cross_entropy")
         acc_low, acc_high = m.interval("accuracy")
+        rest = []
+        for head, field, percent in columns[1:]:
+            value = getattr(m, field)
+            rest.append(f"{f'{100 * value:.2f}%' if percent else f'{value:.4f}':<{len(head)}}")
         lines.append(
-            f"{name:<{width}}  {f'{m.cross_entropy:.4f} ({ce_low:.4f}-{ce_high:.4f})':<30}  "
-            f"{f'{100 * m.accuracy:.2f}% ({100 * acc_low:.2f}-{100 * acc_high:.2f})':<26}  {m.brier:.4f}"
+            f"{name:<{width}}  {f'{m.cross_entropy:.4f} ({ce_low:.4f}-{ce_high:.4f})':<{loss_width}}  "
+            f"{f'{100 * m.accuracy:.2f}% ({100 * acc_low:.2f}-{100 * acc_high:.2f})':<26}  " + "  ".join(rest)
         )
-    return lines
+    return [line.rstrip() for line in lines]
+
+
+def _scored(c, first) -> str:
+    if c.state.task == "binary":
+        return "binary: 1-D scores of class 1"
+    if c.state.task == "multilabel":
+        return f"multi-label: {first.num_classes} labels"
+    if c.state.task == "soft":
+        return f"soft targets over {first.num_classes} classes"
+    return f"{first.num_classes} classes"
 
 
 def comparison_text(c) -> str:
     first = c.metrics[c.names[0]]
+    columns, unit, accuracy_name, why_disagree = _TASK_TEXT.get(c.state.task, _CLASS_TEXT)
     clustered = f"; error bars clustered over {first.n_groups:,} groups" if first.n_groups else ""
-    scored = "binary: 1-D scores of class 1" if c.state.task == "binary" else f"{first.num_classes} classes"
-    lines = [f"Comparison of {len(c.names)} models on the same {first.n:,} rows ({scored}{clustered})", ""]
-    lines += _table(c)
+    lines = [f"Comparison of {len(c.names)} models on the same {first.n:,} rows ({_scored(c, first)}{clustered})", ""]
+    lines += _table(c, columns, unit)
     lines += ["", "Findings:"]
     if any(math.isnan(c.metrics[n].cross_entropy) for n in c.names):
         lines.append("- Some metrics are NaN (nan_policy='propagate' with non-finite scores): no comparison possible.")
@@ -79,15 +117,23 @@ def comparison_text(c) -> str:
     best, runner = by_loss[0], by_loss[1]
     d = c.delta(runner, best, "cross_entropy")
     lines.append(
-        f"- Lowest loss: {best} ({c.metrics[best].cross_entropy:.4f} nats). {runner}, next, is higher by "
-        f"{_loss_phrase(d)}: {_verdict(d)}."
+        f"- Lowest loss: {best} ({c.metrics[best].cross_entropy:.4f} {unit}). {runner}, next, is higher by "
+        f"{_loss_phrase(d, unit)}: {_verdict(d)}."
     )
     best, runner = by_accuracy[0], by_accuracy[1]
     d = c.delta(best, runner, "accuracy")
     lines.append(
-        f"- Highest accuracy: {best} ({100 * c.metrics[best].accuracy:.2f}%). It leads {runner}, next, by "
+        f"- Highest {accuracy_name}: {best} ({100 * c.metrics[best].accuracy:.2f}%). It leads {runner}, next, by "
         f"{_accuracy_phrase(d)}: {_verdict(d)}."
     )
+    if c.state.task == "multilabel":
+        by_hamming = sorted(c.names, key=lambda n: -c.metrics[n].hamming_accuracy)
+        best, runner = by_hamming[0], by_hamming[1]
+        d = c.delta(best, runner, "hamming_accuracy")
+        lines.append(
+            f"- Highest Hamming accuracy (labels right): {best} ({100 * c.metrics[best].hamming_accuracy:.2f}%). "
+            f"It leads {runner}, next, by {_accuracy_phrase(d)}: {_verdict(d)}."
+        )
     for a, b in combinations(c.names, 2):
         acc = c.delta(b, a, "accuracy")
         loss = c.delta(b, a, "cross_entropy")
@@ -97,25 +143,10 @@ def comparison_text(c) -> str:
         if (acc.estimate > 0) == (loss.estimate > 0):
             winner, loser = (b, a) if acc.estimate > 0 else (a, b)
             acc_w, loss_w = (acc, loss) if winner == b else (c.delta(a, b, "accuracy"), c.delta(a, b, "cross_entropy"))
-            cw = c.confidently_wrong(winner, loser)
-            share = cw["loss_difference_share"]
-            if not (math.isfinite(share) and share > 0):
-                carried = ""
-            elif share <= 1.0:
-                carried = f", and they carry {100 * share:.0f}% of the loss difference"
-            else:
-                carried = (f"; they alone add {cw['loss_difference']:+.3f} nats to {winner}'s mean loss, more than "
-                           f"the whole difference: on the other rows {winner}'s loss is lower")
-            if cw["rows"]:
-                why = (f"{100 * cw['row_share']:.2g}% of rows are confidently wrong under {winner} "
-                       f"(p(true) < {c.state.confident_below:g}) and right under {loser}{carried}")
-            else:
-                why = (f"no row is confidently wrong under {winner} and right under {loser}: its right answers are "
-                       "less confident, or its wrong ones more")
+            why = _confidently_wrong_phrase(c, winner, loser) if c.state.task in ("multiclass", "binary") else None
             lines.append(
                 f"- {winner} is right more often than {loser} ({_accuracy_phrase(acc_w)}) but its loss is higher "
-                f"({_loss_phrase(loss_w)}): {why}. Accuracy counts mistakes; cross-entropy weighs how confident "
-                "each one was."
+                f"({_loss_phrase(loss_w, unit)})" + (f": {why}. " if why else ". ") + why_disagree
             )
     for a, b in combinations(c.names, 2):
         r = c.correlation(a, b)
@@ -124,3 +155,21 @@ def comparison_text(c) -> str:
                          "the error bars of their differences this narrow." if r > 0.3 else
                          f"- Per-row losses of {a} and {b} correlate at r = {r:.2f}.")
     return "\n".join(lines)
+
+
+def _confidently_wrong_phrase(c, winner: str, loser: str) -> str:
+    """Why a model right more often has the higher loss: its confidently wrong rows (class labels)."""
+    cw = c.confidently_wrong(winner, loser)
+    share = cw["loss_difference_share"]
+    if not (math.isfinite(share) and share > 0):
+        carried = ""
+    elif share <= 1.0:
+        carried = f", and they carry {100 * share:.0f}% of the loss difference"
+    else:
+        carried = (f"; they alone add {cw['loss_difference']:+.3f} nats to {winner}'s mean loss, more than "
+                   f"the whole difference: on the other rows {winner}'s loss is lower")
+    if cw["rows"]:
+        return (f"{100 * cw['row_share']:.2g}% of rows are confidently wrong under {winner} "
+                f"(p(true) < {c.state.confident_below:g}) and right under {loser}{carried}")
+    return (f"no row is confidently wrong under {winner} and right under {loser}: its right answers are "
+            "less confident, or its wrong ones more")

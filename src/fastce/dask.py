@@ -536,6 +536,7 @@ def compare(
     nan_policy: str = "raise",
     confident_below: float = 0.01,
     groups=None,
+    task: str = "auto",
     compute: bool = True,
     split_every: int = DEFAULT_SPLIT_EVERY,
 ):
@@ -544,7 +545,8 @@ def compare(
     Arguments as :func:`fastce.compare` (``logits``/``proba`` a dict or a list
     of dask arrays, every model the same shape; other row chunkings are
     rechunked to the first model's), plus ``compute`` and ``split_every`` as
-    :func:`evaluate`.  Each range of whole kernel blocks becomes a
+    :func:`evaluate`.  With ``task="auto"`` an (N, C) target is read once
+    before the scores, to tell its kind (as :func:`evaluate`).  Each range of whole kernel blocks becomes a
     ``ComparisonState`` on a worker; only those states (O(models^2), plus
     O(groups) with ``groups=``) travel, merged in row order.  The result
     equals ``fastce.compare`` on the same rows for any chunking (without
@@ -561,7 +563,8 @@ def compare(
     >>> c.delta("B", "A") == fastce.compare(y, logits={"A": za, "B": zb}).delta("B", "A")
     True
     """
-    from fastce.compare import _confident_below, _models, check_same_shape, compare_block_rows
+    from fastce import readers
+    from fastce.compare import _confident_below, _models, _top_k, check_same_shape, compare_block_rows
 
     dask, _ = _import_dask()
     check_nan_policy(nan_policy)
@@ -573,9 +576,11 @@ def compare(
     labels = _row_array(y_true, "y_true", scores[0], what="labels")
     weights = None if sample_weight is None else _row_array(sample_weight, "sample_weight", scores[0], what="weights")
     ids = None if groups is None else _row_array(groups, "groups", scores[0], what="groups")
-    task = "binary" if scores[0].ndim == 1 else "multiclass"  # 1-D scores: of class 1, as fastce.compare
-    num_classes = 2 if task == "binary" else int(scores[0].shape[1])
-    ks = validation.top_k_values(top_k, num_classes)
+    readers.check_task(task)
+    if task == "auto":
+        task = _infer_task(labels, scores[0])
+    num_classes = 2 if scores[0].ndim == 1 else int(scores[0].shape[1])
+    ks = _top_k(top_k, task, num_classes)
     read = functools.partial(
         _read_compare_rows, names=tuple(model_names), top_k=ks, from_logits=from_logits,
         confident_below=_confident_below(confident_below), argument=argument, task=task, num_classes=num_classes,
@@ -598,12 +603,13 @@ def _read_compare_rows(labels, weights, groups, *scores_then_first_row, names, t
     state = ComparisonState.empty(names, num_classes, top_k, from_logits=from_logits,
                                   confident_below=confident_below, grouped=groups is not None, task=task)
     try:
-        batch = validated_batch(labels, scores, names, argument, weights, groups, num_classes=num_classes, task=task)
+        batch = validated_batch(labels, scores, names, argument, weights, groups, num_classes=num_classes, task=task,
+                                from_logits=from_logits)
     except InputError as exc:
         for model_state in state.states.values():
             model_state.rows_seen = scores[0].shape[0]  # keeps the rows after these numbered right
         return _Partial(state, {0: _globalize(exc, first_row)})
-    state.read(batch.views, batch.eps, batch.labels, batch.weights, batch.groups)
+    state.read(batch.views, batch.eps, batch.labels, batch.weights, batch.groups, batch.tolerance)
     return _Partial(state, {})
 
 

@@ -170,14 +170,20 @@ class Reader:
         state.clusters = GroupSums(self.group_values)
         return state
 
-    def _group_fold(self, batch: Batch):
+    def _group_fold(self, batch: Batch, on_values=None):
         """(group sums, ``on_rows(start, stop, values)``) for a read of ``batch``, (None, None) without groups.
 
         ``on_rows`` folds the per-row values the kernel wrote for rows [start,
         stop) (NaN first value: the row is not counted; see
         _accumulate_family._drive) by group (fastce.groups): the clustered
-        errors cost no second pass over the scores.
+        errors cost no second pass over the scores.  ``on_values``, when
+        given, receives those values instead (compare's paired sums; the
+        batch has no groups then): (None, on_values).
         """
+        if on_values is not None:
+            if batch.groups is not None:
+                raise ValueError("per-row values go to the caller or to the group sums, not both")
+            return None, on_values
         if batch.groups is None:
             return None, None
         from fastce.groups import GroupSums
@@ -488,8 +494,9 @@ class MultilabelReader(Reader):
         targets = self._targets(y, n_rows)
         return Batch(scores.view, scores.eps, targets, validation.sample_weight(sample_weight, n_rows))
 
-    def read(self, batch: Batch) -> MultilabelState:
-        clusters, on_rows = self._group_fold(batch)
+    def read(self, batch: Batch, on_values=None) -> MultilabelState:
+        """One read of ``batch``; ``on_values(start, stop, values)``: see _group_fold."""
+        clusters, on_rows = self._group_fold(batch, on_values)
         sums = _accumulate_family.accumulate_bce(batch.view, batch.targets, from_logits=self.from_logits,
                                                  row_weight=batch.weights, on_rows=on_rows)
         return MultilabelState(self.num_classes, self.from_logits, sums, clusters)
@@ -565,8 +572,9 @@ class SoftReader(Reader):
         tolerance = 1e-8 + math.sqrt(validation.float_eps(targets.dtype))
         return Batch(scores.view, scores.eps, targets, None, tolerance)
 
-    def read(self, batch: Batch) -> SoftState:
-        clusters, on_rows = self._group_fold(batch)
+    def read(self, batch: Batch, on_values=None) -> SoftState:
+        """One read of ``batch``; ``on_values(start, stop, values)``: see _group_fold."""
+        clusters, on_rows = self._group_fold(batch, on_values)
         sums = _accumulate_family.accumulate_soft(batch.view, targets=batch.targets, sum_tolerance=batch.tolerance,
                                                   on_rows=on_rows)
         return SoftState(self.num_classes, True, sums, clusters)
