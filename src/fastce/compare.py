@@ -23,7 +23,7 @@ The paired statistics (see ``errorbars`` for the formulas):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import combinations
 
@@ -43,6 +43,7 @@ COMPARISON_FORMAT = "fastce.comparison/1"
 # Rows per slice of the per-model path: its per-row buffers (40 bytes a row and model) stay ~10 MB.
 _APART_ROWS = 1 << 18
 LOSS_METRICS = ("cross_entropy", "brier")
+_CORRELATION_COLUMNS = (PK.P_FINITE_ROWS, PK.P_LA, PK.P_LB, PK.P_LA2, PK.P_LB2, PK.P_LAB)
 ACCURACY_METRICS = ("accuracy", "top_k_accuracy")
 
 
@@ -312,6 +313,9 @@ class ComparisonState:
     # and of their paired differences; None without.
     clusters: dict | None = None
     task: str = "multiclass"  # or "binary": 1-D scores of class 1 (each model's State has that task)
+    # Per pair, the columns where some block's partial sum was not finite (left out of the exact sums, counted
+    # in nonfinite_pair_sums): the numbers that need them are unknown, never silently wrong.
+    dropped: dict = field(default_factory=dict)
 
     @classmethod
     def empty(cls, names, num_classes, top_k, *, from_logits: bool, confident_below: float,
@@ -414,7 +418,7 @@ class ComparisonState:
                 part.rows_seen += stop - start
                 self.states[name] = self.states[name].merge(part)
             for p, key in enumerate(self.pairs):
-                self.nonfinite_pair_sums += PK.fold_exact(pair_fsums[p], nblocks, self.pairs[key])
+                self._fold_pair(key, pair_fsums[p], nblocks)
             if self.clusters is not None:
                 stats = {n: row_stats[m, : stop - start] for m, n in enumerate(self.names)}
                 self._fold_groups(groups[start:stop], stats, part_weights, block_rows)
@@ -463,7 +467,7 @@ class ComparisonState:
                 with _config.PARALLEL_LOCK:
                     nblocks = PK.pair_blocks(buffers[a][: stop - start], buffers[b][: stop - start], w, ks,
                                              self.confident_below, block_rows, fsums)
-                self.nonfinite_pair_sums += PK.fold_exact(fsums[0], nblocks, self.pairs[(a, b)])
+                self._fold_pair((a, b), fsums[0], nblocks)
             if self.clusters is not None:
                 self._fold_groups(groups[start:stop], {n: buffers[n][: stop - start] for n in self.names},
                                   w, block_rows)
@@ -495,10 +499,17 @@ class ComparisonState:
             for a, b in self.pairs:
                 nblocks = CV.value_pair_blocks(buffers[a][: stop - start], buffers[b][: stop - start], w,
                                                CV.HIT_COLUMN, block_rows, fsums)
-                self.nonfinite_pair_sums += PK.fold_exact(fsums, nblocks, self.pairs[(a, b)])
+                self._fold_pair((a, b), fsums, nblocks)
             if self.clusters is not None:
                 self._fold_values(groups[start:stop], {n: buffers[n][: stop - start] for n in self.names}, w,
                                   block_rows)
+
+    def _fold_pair(self, key, fsums, nblocks: int) -> None:
+        """Add a pair's block sums exactly; note the columns of the partials that were not finite."""
+        bad = np.flatnonzero(~np.isfinite(fsums[:nblocks]).all(axis=0))
+        if bad.size:
+            self.dropped[key] = tuple(sorted(set(self.dropped.get(key, ())) | set(bad.tolist())))
+        self.nonfinite_pair_sums += PK.fold_exact(fsums, nblocks, self.pairs[key])
 
     def _fold_groups(self, ids, rows, weights, block_rows) -> None:
         from fastce.groups import row_values
@@ -541,6 +552,8 @@ class ComparisonState:
             states={n: self.states[n].merge(other.states[n]) for n in self.names},
             pairs=pairs, nonfinite_pair_sums=self.nonfinite_pair_sums + other.nonfinite_pair_sums,
             clusters=clusters, task=self.task,
+            dropped={key: tuple(sorted(set(self.dropped.get(key, ())) | set(other.dropped.get(key, ()))))
+                     for key in self.pairs if key in self.dropped or key in other.dropped},
         )
 
     def to_dict(self) -> dict:
@@ -550,6 +563,7 @@ class ComparisonState:
             "confident_below": self.confident_below,
             "states": {n: self.states[n].to_dict() for n in self.names},
             "pairs": [{"a": a, "b": b, "sums": [_exactsum.to_hex(acc) for acc in self.pairs[(a, b)]]}
+                      | ({"dropped": list(self.dropped[(a, b)])} if (a, b) in self.dropped else {})
                       for a, b in self.pairs],
             "nonfinite_pair_sums": self.nonfinite_pair_sums,
             "groups": None if self.clusters is None else {
@@ -602,6 +616,13 @@ class ComparisonState:
                 ):
                     raise ValueError("pair sums must be a list of hexadecimal strings")
                 out.pairs[key] = np.stack([_exactsum.from_hex(t) for t in sums])
+                dropped = entry.get("dropped", [])
+                if not isinstance(dropped, list) or not all(
+                    isinstance(c, int) and not isinstance(c, bool) and 0 <= c < len(sums) for c in dropped
+                ):
+                    raise ValueError("dropped must list column indices of the pair sums")
+                if dropped:
+                    out.dropped[key] = tuple(sorted(set(dropped)))
             count = data["nonfinite_pair_sums"]
             if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**62:
                 raise ValueError(f"nonfinite_pair_sums out of range: {count!r}")
@@ -636,9 +657,11 @@ class ComparisonState:
         propagate = nan_policy == "propagate" and any(math.isnan(m.cross_entropy) for m in metrics.values())
         if self.task in CV.TASK_METRICS:
             n_values = _pair_values(self.task, len(self.top_k))
-            pairs = {key: CV.ValuePairSums(acc, n_values, propagate) for key, acc in self.pairs.items()}
+            pairs = {key: CV.ValuePairSums(acc, n_values, propagate, self.dropped.get(key, ()))
+                     for key, acc in self.pairs.items()}
         else:
-            pairs = {key: _PairSums(acc, len(self.top_k), propagate) for key, acc in self.pairs.items()}
+            pairs = {key: _PairSums(acc, len(self.top_k), propagate, self.dropped.get(key, ()))
+                     for key, acc in self.pairs.items()}
         return Comparison(self, metrics, pairs)
 
 
@@ -651,10 +674,14 @@ def _finalize_model(state, nan_policy: str, name: str):
 class _PairSums:
     """The exact paired sums of one pair, read as floats (Python ints kept for the centred sums)."""
 
-    def __init__(self, acc, n_k: int, propagate: bool):
+    def __init__(self, acc, n_k: int, propagate: bool, dropped=()):
         self.ints = [_exactsum.to_int(row) for row in acc]
         self.n_k = n_k
         self.propagate = propagate
+        self.dropped = frozenset(dropped)  # columns where a block's partial sum was not finite (left out)
+
+    def dropped_any(self, columns) -> bool:
+        return any(c in self.dropped for c in columns)
 
     def value(self, column: int) -> float:
         return self.ints[column] / (1 << _exactsum.OFFSET)
@@ -741,16 +768,16 @@ class Comparison:
             else:
                 columns, rows, infinite = (PK.P_DB, PK.P_W2DB, PK.P_W2DB2), n, 0
             half = 0.5 if (metric == "brier" and self.state.num_classes == 2) else 1.0
-            total, q1, q2 = (sums.ints[c] for c in columns)
-            mean = (sums.ints[PK.P_W], total, sums.ints[PK.P_W2], q1, q2, infinite != 0)
-            return self._mean_delta(metric, a, b, sign, half, mean, rows, n, 0 if metric == "cross_entropy" else 1,
-                                    sums.propagate)
+            total, q1, q2 = columns
+            return self._mean_delta(metric, a, b, sign, half, sums, (PK.P_W, total, PK.P_W2, q1, q2), infinite != 0,
+                                    rows, n, 0 if metric == "cross_entropy" else 1)
         if metric in ACCURACY_METRICS:
             k = 1 if (metric == "accuracy" and k is None) else k
             i = self._k_index(k)
-            cells = [[_cell_int(sums, i, cell, offset, sign) for offset in range(3)] for cell in (PK.ONLY_A, PK.ONLY_B)]
-            return self._hit_delta("top_k_accuracy" if k != 1 else "accuracy", a, b, cells, sums.ints[PK.P_W],
-                                   sums.ints[PK.P_W2], n, 2 + i, sums.propagate, k=k)
+            only_a, only_b = (PK.ONLY_A, PK.ONLY_B) if sign > 0 else (PK.ONLY_B, PK.ONLY_A)
+            cells = [PK.P_TABLE + PK.TABLE_COLUMNS * i + 3 * cell for cell in (only_a, only_b)]
+            return self._hit_delta("top_k_accuracy" if k != 1 else "accuracy", a, b, sums, cells, (PK.P_W, PK.P_W2),
+                                   n, 2 + i, k=k)
         raise ValueError(
             f"metric={metric!r} is not one of 'cross_entropy', 'brier', 'accuracy', 'top_k_accuracy'."
         )
@@ -762,54 +789,68 @@ class Comparison:
         metric, column, kind = CV.metric_of(self.state.task, metric)
         n = sums.count(CV.V_ROWS)
         if kind == "mean":
-            weight, total, w2, q1, q2, undefined = sums.mean_difference(column)
-            rows = sums.count(CV.V_FINITE_ROWS) if column == 0 else n - sums.count(CV.value_column(column))
-            return self._mean_delta(metric, a, b, sign, 1.0, (weight, total, w2, q1, q2, undefined), rows, n,
-                                    column, sums.propagate)
+            at = CV.value_column(column)
+            rows = sums.count(CV.V_FINITE_ROWS) if column == 0 else n - sums.count(at)
+            return self._mean_delta(metric, a, b, sign, 1.0, sums, (CV.V_W, at + 1, CV.V_W2, at + 2, at + 3),
+                                    sums.count(at) != 0, rows, n, column)
         only_a, only_b = (CV.ONLY_A, CV.ONLY_B) if sign > 0 else (CV.ONLY_B, CV.ONLY_A)
-        cells = [list(sums.cell_ints(only_a)), list(sums.cell_ints(only_b))]
-        return self._hit_delta(metric, a, b, cells, sums.ints[CV.V_W], sums.ints[CV.V_W2], n, column,
-                               sums.propagate)
+        cells = [CV.table_column(sums.n_values) + 3 * cell for cell in (only_a, only_b)]
+        return self._hit_delta(metric, a, b, sums, cells, (CV.V_W, CV.V_W2), n, column)
 
-    def _mean_delta(self, metric, a, b, sign, half, mean, rows, n, group_column, propagate) -> Delta:
-        """The paired z-test of a mean's difference: ``mean`` = (weight, sum w d, sum w^2, sum w^2 d,
-        sum w^2 d^2) as exact scaled ints over ``rows`` rows, and whether a difference was undefined
-        (an infinite loss): then NaN."""
-        weight, total, w2, q1, q2, undefined = mean
-        scale = 1 << _exactsum.OFFSET
+    def _mean_delta(self, metric, a, b, sign, half, sums, columns, undefined, rows, n, group_column) -> Delta:
+        """The paired z-test of a mean's difference from the pair's exact sums: ``columns`` = those of
+        (weight, sum w d, sum w^2, sum w^2 d, sum w^2 d^2) over ``rows`` rows; ``undefined`` when a
+        difference was not finite (an infinite loss): then NaN."""
+        weight, total, w2, q1, q2 = (sums.ints[c] for c in columns)
         nan = math.nan
         estimate = sign * half * (total / weight if weight else nan)
-        centred = errorbars.centred_square_sum(weight, total, w2, q1, q2, scale)
-        stderr = half * errorbars.standard_error(rows, weight / scale, centred)
+        if undefined or sums.dropped_any(columns[:2]):
+            estimate = nan
+        stderr = self._stderr(sums, columns, rows, weight, total, w2, q1, q2, half)
         if undefined:
-            estimate, stderr = nan, nan
+            stderr = nan
         test = "paired z"
         if self.state.clusters is not None:
             stderr, test = self._clustered_error(a, b, group_column, estimate)
         p_value = _z_p(estimate, stderr)
-        if propagate:
+        if sums.propagate:
             estimate = stderr = p_value = nan
         return Delta(metric, b, a, estimate, stderr, n, p_value, test)
 
-    def _hit_delta(self, metric, a, b, cells, weight, w2, n, group_column, propagate, k=None) -> Delta:
-        """The difference of a hit rate (b - a): ``cells`` = [only A right, only B right], each (rows,
-        weight, squared weight) as exact scaled ints; the exact McNemar test (a z-test with groups=)."""
+    def _hit_delta(self, metric, a, b, sums, cells, weights, n, group_column, k=None) -> Delta:
+        """The difference of a hit rate (b - a): ``cells`` = the first columns of the cells only A right and
+        only B right (rows, weight, squared weight), ``weights`` those of (weight, sum w^2); the exact
+        McNemar test (a z-test with groups=)."""
         scale = 1 << _exactsum.OFFSET
-        only_a, only_b = cells
+        only_a, only_b = ([sums.ints[c + i] for i in range(3)] for c in cells)
+        weight, w2 = (sums.ints[c] for c in weights)
         # d = hit_b - hit_a is +1 on rows right under b only, -1 under a only, 0 elsewhere.
         total = only_b[1] - only_a[1]
-        centred = errorbars.centred_square_sum(weight, total, w2, only_b[2] - only_a[2], only_b[2] + only_a[2], scale)
         estimate = total / weight if weight else math.nan
-        stderr = errorbars.standard_error(n, weight / scale, centred)
+        columns = (weights[0], cells[0] + 1, cells[1] + 1, weights[1], cells[0] + 2, cells[1] + 2)
+        if sums.dropped_any(columns[:3]):
+            estimate = math.nan
+        stderr = self._stderr(sums, columns, n, weight, total, w2, only_b[2] - only_a[2], only_b[2] + only_a[2])
         p_value = errorbars.mcnemar_exact_p(round(only_a[0] / scale), round(only_b[0] / scale))
         test = "McNemar exact"
         if self.state.clusters is not None:
             # McNemar assumes independent rows: with groups, the z-test on the clustered error.
             stderr, test = self._clustered_error(a, b, group_column, estimate)
             p_value = _z_p(estimate, stderr)
-        if propagate:
+        if sums.propagate:
             estimate = stderr = p_value = math.nan
         return Delta(metric, b, a, estimate, stderr, n, p_value, test, k=k)
+
+    @staticmethod
+    def _stderr(sums, columns, rows, weight, total, w2, q1, q2, half=1.0) -> float:
+        """The paired standard error; unknown (NaN, with a warning) when a block's partial sum in one of
+        ``columns`` went beyond float64 and was left out of the exact sums."""
+        if sums.dropped_any(columns):
+            from fastce.task_states import unknown_error
+
+            return unknown_error()
+        centred = errorbars.centred_square_sum(weight, total, w2, q1, q2, 1 << _exactsum.OFFSET)
+        return half * errorbars.standard_error(rows, weight / (1 << _exactsum.OFFSET), centred)
 
     def _clustered_error(self, a: str, b: str, column: int, estimate: float) -> tuple[float, str]:
         """(clustered standard error of the b - a difference in ``column``, the test's name)."""
@@ -847,6 +888,8 @@ class Comparison:
         else:
             n, la, lb, la2, lb2, lab = (sums.ints[c] for c in (PK.P_FINITE_ROWS, PK.P_LA, PK.P_LB, PK.P_LA2, PK.P_LB2,
                                                                 PK.P_LAB))
+        if sums.dropped_any(CV.CORRELATION_COLUMNS if self.state.task in CV.TASK_METRICS else _CORRELATION_COLUMNS):
+            return math.nan  # a partial sum beyond float64 (losses above ~1e154): unknown
         # From the exact scaled integers: n sum xy - sum x sum y (every term
         # carries the same scale, which cancels in the ratio).
         cov = n * lab - la * lb
@@ -931,9 +974,3 @@ def _z_p(estimate: float, stderr: float) -> float:
     if stderr > 0:
         return errorbars.two_sided_normal_p(estimate / stderr)
     return math.nan if math.isnan(stderr) or math.isnan(estimate) or estimate == 0 else 0.0
-
-
-def _cell_int(sums: _PairSums, k_index: int, cell: int, offset: int, sign: float) -> int:
-    if sign < 0:
-        cell = {PK.ONLY_A: PK.ONLY_B, PK.ONLY_B: PK.ONLY_A}.get(cell, cell)
-    return sums.ints[PK.P_TABLE + PK.TABLE_COLUMNS * k_index + 3 * cell + offset]

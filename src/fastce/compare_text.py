@@ -15,7 +15,7 @@ def _p(p: float) -> str:
 
 
 def _signed(x: float, digits: int) -> str:
-    return f"{x:+.{digits}f}"
+    return _fixed(x, digits, "+")
 
 
 def _points(x: float) -> str:
@@ -23,7 +23,14 @@ def _points(x: float) -> str:
 
 
 def _ci(low: float, high: float, fmt) -> str:
+    if math.isnan(low) or math.isnan(high):
+        return "no interval"
     return f"95% CI {fmt(low)} to {fmt(high)}"
+
+
+def _fixed(x: float, digits: int, sign: str = "") -> str:
+    """x with ``digits`` decimals, or in scientific notation when that would be longer than a line."""
+    return f"{x:{sign}.{digits}f}" if not abs(x) >= 1e6 else f"{x:{sign}.{digits}g}"
 
 
 def _verdict(d) -> str:
@@ -86,7 +93,7 @@ def _table(c, columns, unit: str) -> list[str]:
             value = getattr(m, field)
             rest.append(f"{f'{100 * value:.2f}%' if percent else f'{value:.4f}':<{len(head)}}")
         lines.append(
-            f"{name:<{width}}  {f'{m.cross_entropy:.4f} ({ce_low:.4f}-{ce_high:.4f})':<{loss_width}}  "
+            f"{name:<{width}}  {f'{_fixed(m.cross_entropy, 4)} ({_fixed(ce_low, 4)}-{_fixed(ce_high, 4)})':<{loss_width}}  "
             f"{f'{100 * m.accuracy:.2f}% ({100 * acc_low:.2f}-{100 * acc_high:.2f})':<26}  " + "  ".join(rest)
         )
     return [line.rstrip() for line in lines]
@@ -117,7 +124,7 @@ def comparison_text(c) -> str:
     best, runner = by_loss[0], by_loss[1]
     d = c.delta(runner, best, "cross_entropy")
     lines.append(
-        f"- Lowest loss: {best} ({c.metrics[best].cross_entropy:.4f} {unit}). {runner}, next, is higher by "
+        f"- Lowest loss: {best} ({_fixed(c.metrics[best].cross_entropy, 4)} {unit}). {runner}, next, is higher by "
         f"{_loss_phrase(d, unit)}: {_verdict(d)}."
     )
     best, runner = by_accuracy[0], by_accuracy[1]

@@ -32,6 +32,7 @@ from fastce._config import KERNEL_OPTIONS
 from fastce.compare_kernels import BOTH_RIGHT, BOTH_WRONG, ONLY_A, ONLY_B, TABLE_COLUMNS
 
 V_ROWS, V_W, V_W2, V_FINITE_ROWS, V_INF_ROWS, V_LA, V_LB, V_LA2, V_LB2, V_LAB = range(10)
+CORRELATION_COLUMNS = (V_FINITE_ROWS, V_LA, V_LB, V_LA2, V_LB2, V_LAB)
 _FIRST_VALUE = 10
 _PER_VALUE = 4  # not-finite differences, sum w d, sum w^2 d, sum w^2 d^2
 
@@ -128,10 +129,14 @@ def _value_pair_blocks(values_a, values_b, weights, hit, block_rows, fsums):
 class ValuePairSums:
     """The exact paired sums of one pair of models (the module's columns), read back as numbers."""
 
-    def __init__(self, acc, n_values: int, propagate: bool):
+    def __init__(self, acc, n_values: int, propagate: bool, dropped=()):
         self.ints = [_exactsum.to_int(row) for row in acc]
         self.n_values = n_values
         self.propagate = propagate
+        self.dropped = frozenset(dropped)  # columns where a block's partial sum was not finite (left out)
+
+    def dropped_any(self, columns) -> bool:
+        return any(c in self.dropped for c in columns)
 
     def value(self, column: int) -> float:
         return self.ints[column] / (1 << _exactsum.OFFSET)
@@ -139,24 +144,14 @@ class ValuePairSums:
     def count(self, column: int) -> int:
         return round(self.value(column))
 
-    def mean_difference(self, j: int) -> tuple[int, int, int, int, int, bool]:
-        """(weight, sum w d, sum w^2, sum w^2 d, sum w^2 d^2) as scaled ints, and whether a d was not finite."""
-        at = value_column(j)
-        return (self.ints[V_W], self.ints[at + 1], self.ints[V_W2], self.ints[at + 2], self.ints[at + 3],
-                self.count(at) != 0)
-
     def cell(self, cell: int) -> tuple[int, float, int]:
         """(rows, weight, squared weight as a scaled int) of a cell of the hit column's table."""
         at = table_column(self.n_values) + 3 * cell
         return self.count(at), self.value(at + 1), self.ints[at + 2]
 
-    def cell_ints(self, cell: int) -> tuple[int, int, int]:
-        at = table_column(self.n_values) + 3 * cell
-        return self.ints[at], self.ints[at + 1], self.ints[at + 2]
-
     def loss_sums(self) -> tuple[int, ...]:
         """(finite rows, sum a, sum b, sum a^2, sum b^2, sum ab) as scaled ints: the losses' correlation."""
-        return tuple(self.ints[c] for c in (V_FINITE_ROWS, V_LA, V_LB, V_LA2, V_LB2, V_LAB))
+        return tuple(self.ints[c] for c in CORRELATION_COLUMNS)
 
 
 def metric_of(task: str, metric: str) -> tuple[str, int, str]:

@@ -55,7 +55,10 @@ def centred_square_sum(weight: int, total: int, q0: int, q1: int, q2: int, scale
     # (Q2 W^2 - 2 S W Q1 + S^2 Q0) / W^2, all scaled by `scale` once.
     numerator = q2 * weight * weight - 2 * total * weight * q1 + total * total * q0
     value = Fraction(numerator, weight * weight * scale)
-    return max(0.0, float(value))
+    try:
+        return max(0.0, float(value))
+    except OverflowError:  # an exact sum beyond float64: the error is that large
+        return math.inf if value > 0 else 0.0
 
 
 def standard_error(n: int, weight_sum: float, centred: float) -> float:
