@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit
 
 from fastce import _exactsum
+from fastce._accumulate_family import ROW_VALUES
 from fastce._config import KERNEL_OPTIONS
 from fastce.compare_kernels import BOTH_RIGHT, BOTH_WRONG, ONLY_A, ONLY_B, TABLE_COLUMNS
 
@@ -63,25 +64,43 @@ def value_pair_columns(n_values: int) -> int:
 def value_pair_blocks(values_a, values_b, weights, hit, block_rows, fsums) -> int:
     """Per-block paired sums (the module's columns) of two models' per-row values over the same rows.
 
-    ``values_a`` / ``values_b``: (n, n_values) float64; ``weights``: (n,) or
-    empty (unweighted); ``hit``: the hit column.  Writes fsums[b] for blocks
-    of ``block_rows`` rows from row 0 and returns their number.
+    ``values_a`` / ``values_b``: (n, ROW_VALUES) float64; ``weights``: (n,)
+    or empty (unweighted); ``hit``: the hit column.  Writes fsums[b] for
+    blocks of ``block_rows`` rows from row 0 and returns their number.
     """
     nblocks = -(-values_a.shape[0] // block_rows)
-    if fsums.shape[0] < nblocks or fsums.shape[1] != value_pair_columns(values_a.shape[1]):
-        raise ValueError("fsums is too small for these rows and values")
+    if values_a.shape[1] != ROW_VALUES or fsums.shape[0] < nblocks or fsums.shape[1] != value_pair_columns(ROW_VALUES):
+        raise ValueError("value_pair_blocks takes ROW_VALUES values a row and room for every block")
     _value_pair_blocks(values_a, values_b, weights, hit, block_rows, fsums)
     return nblocks
 
 
+@njit(inline="always", **KERNEL_OPTIONS)
+def _difference(x, y, w, w2, sums):
+    """One value's (not-finite count, sum w d, sum w^2 d, sum w^2 d^2) with d = y - x."""
+    d = y - x
+    finite = abs(d) < np.inf
+    d = d if finite else 0.0
+    return (sums[0] + (0.0 if finite else 1.0), sums[1] + w * d, sums[2] + w2 * d, sums[3] + w2 * (d * d))
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _cell(inside, w, w2, sums):
+    """A table cell's (rows, weight, squared weight) with this row added when ``inside``."""
+    return (sums[0] + (1.0 if inside else 0.0), sums[1] + (w if inside else 0.0), sums[2] + (w2 if inside else 0.0))
+
+
 @njit(**KERNEL_OPTIONS)
 def _value_pair_blocks(values_a, values_b, weights, hit, block_rows, fsums):
-    n_rows, n_values = values_a.shape
+    """The sums of each block in local variables, written to fsums once per block."""
+    n_rows = values_a.shape[0]
     weighted = weights.shape[0] != 0
-    table = _FIRST_VALUE + _PER_VALUE * n_values
+    table = _FIRST_VALUE + _PER_VALUE * ROW_VALUES
     for b in range((n_rows + block_rows - 1) // block_rows):
-        for c in range(fsums.shape[1]):
-            fsums[b, c] = 0.0
+        rows = w_sum = w2_sum = finite_rows = inf_rows = 0.0
+        la_sum = lb_sum = la2 = lb2 = lab = 0.0
+        v0 = v1 = v2 = v3 = (0.0, 0.0, 0.0, 0.0)
+        both = only_a = only_b = neither = (0.0, 0.0, 0.0)
         for r in range(b * block_rows, min(n_rows, (b + 1) * block_rows)):
             la = values_a[r, 0]
             lb = values_b[r, 0]
@@ -89,41 +108,38 @@ def _value_pair_blocks(values_a, values_b, weights, hit, block_rows, fsums):
                 continue  # not counted under A or under B
             w = weights[r] if weighted else 1.0
             w2 = w * w
-            fsums[b, V_ROWS] += 1.0
-            fsums[b, V_W] += w
-            fsums[b, V_W2] += w2
-            if abs(la) < np.inf and abs(lb) < np.inf:
-                fsums[b, V_FINITE_ROWS] += 1.0
-                fsums[b, V_LA] += la
-                fsums[b, V_LB] += lb
-                fsums[b, V_LA2] += la * la
-                fsums[b, V_LB2] += lb * lb
-                fsums[b, V_LAB] += la * lb
-            else:
-                fsums[b, V_INF_ROWS] += 1.0
-            for j in range(n_values):
-                at = _FIRST_VALUE + _PER_VALUE * j
-                d = values_b[r, j] - values_a[r, j]
-                if abs(d) < np.inf:
-                    fsums[b, at + 1] += w * d
-                    fsums[b, at + 2] += w2 * d
-                    fsums[b, at + 3] += w2 * (d * d)
-                else:
-                    fsums[b, at] += 1.0
+            rows += 1.0
+            w_sum += w
+            w2_sum += w2
+            finite = (abs(la) < np.inf) & (abs(lb) < np.inf)
+            fa = la if finite else 0.0
+            fb = lb if finite else 0.0
+            finite_rows += 1.0 if finite else 0.0
+            inf_rows += 0.0 if finite else 1.0
+            la_sum += fa
+            lb_sum += fb
+            la2 += fa * fa
+            lb2 += fb * fb
+            lab += fa * fb
+            v0 = _difference(la, lb, w, w2, v0)
+            v1 = _difference(values_a[r, 1], values_b[r, 1], w, w2, v1)
+            v2 = _difference(values_a[r, 2], values_b[r, 2], w, w2, v2)
+            v3 = _difference(values_a[r, 3], values_b[r, 3], w, w2, v3)
             right_a = values_a[r, hit] > 0.5
             right_b = values_b[r, hit] > 0.5
-            if right_a and right_b:
-                cell = BOTH_RIGHT
-            elif right_a:
-                cell = ONLY_A
-            elif right_b:
-                cell = ONLY_B
-            else:
-                cell = BOTH_WRONG
+            both = _cell(right_a & right_b, w, w2, both)
+            only_a = _cell(right_a & ~right_b, w, w2, only_a)
+            only_b = _cell(~right_a & right_b, w, w2, only_b)
+            neither = _cell(~right_a & ~right_b, w, w2, neither)
+        fsums[b, V_ROWS], fsums[b, V_W], fsums[b, V_W2] = rows, w_sum, w2_sum
+        fsums[b, V_FINITE_ROWS], fsums[b, V_INF_ROWS] = finite_rows, inf_rows
+        fsums[b, V_LA], fsums[b, V_LB], fsums[b, V_LA2], fsums[b, V_LB2], fsums[b, V_LAB] = la_sum, lb_sum, la2, lb2, lab
+        for j, v in enumerate((v0, v1, v2, v3)):
+            at = _FIRST_VALUE + _PER_VALUE * j
+            fsums[b, at], fsums[b, at + 1], fsums[b, at + 2], fsums[b, at + 3] = v
+        for cell, sums in ((BOTH_RIGHT, both), (ONLY_A, only_a), (ONLY_B, only_b), (BOTH_WRONG, neither)):
             at = table + 3 * cell
-            fsums[b, at] += 1.0
-            fsums[b, at + 1] += w
-            fsums[b, at + 2] += w2
+            fsums[b, at], fsums[b, at + 1], fsums[b, at + 2] = sums
 
 
 class ValuePairSums:
