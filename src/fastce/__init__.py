@@ -4,19 +4,42 @@ One numba kernel reads each row of scores once and produces a mergeable
 :class:`~fastce.state.State`; every function here is a door onto it.
 """
 
+import importlib
+
 from fastce.api import diagnose, evaluate
 from fastce.compare import Comparison, compare
 from fastce.compare_streaming import Comparator
 from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning, ProbabilitiesAsLogitsWarning, TopKWarning
 from fastce.metrics import Metrics
-from fastce.report import Report
-from fastce.sklearn_compat import accuracy_score, brier_score_loss, log_loss, top_k_accuracy_score
 from fastce.state import State
 from fastce.streaming import Evaluator
-from fastce.torch_binary import binary_cross_entropy, binary_cross_entropy_with_logits
-from fastce.torch_compat import cross_entropy
 
 __version__ = "0.1.0"
+
+# Imported on first use (PEP 562): the report and the scikit-learn and PyTorch doors.  Not
+# compare: importing the submodule fastce.compare later would bind the name to the module.
+_LAZY = {
+    "Report": "fastce.report",
+    "accuracy_score": "fastce.sklearn_compat",
+    "brier_score_loss": "fastce.sklearn_compat",
+    "log_loss": "fastce.sklearn_compat",
+    "top_k_accuracy_score": "fastce.sklearn_compat",
+    "binary_cross_entropy": "fastce.torch_binary",
+    "binary_cross_entropy_with_logits": "fastce.torch_binary",
+    "cross_entropy": "fastce.torch_compat",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # once: later lookups are plain attribute reads
+        return value
+    raise AttributeError(f"module 'fastce' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "Comparator",
