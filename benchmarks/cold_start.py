@@ -2,7 +2,11 @@
 
 Usage::
 
-    python benchmarks/cold_start.py [--runs 2] [--dtypes float32 ...] [--classes 10] [--keep]
+    python benchmarks/cold_start.py [--runs 2] [--dtypes float32 ...] [--classes 10] [--keep] [--python PATH]
+
+``--python``: the interpreter of the fresh processes (default: this one), e.g. that of a venv
+holding only fastce's core dependencies (numpy, numba): with scipy installed, numba's first load
+of a compiled function imports scipy.linalg (~0.13 s, numba's BLAS check).
 
 What it does:
 
@@ -87,9 +91,9 @@ def _tree_size(path):
     return files, total
 
 
-def run_child(env, dtypes, n_classes=10):
+def run_child(env, dtypes, n_classes=10, python=sys.executable):
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, ",".join(dtypes), str(n_classes)], env=env,
+    proc = subprocess.run([python, "-c", CHILD, ",".join(dtypes), str(n_classes)], env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -110,6 +114,8 @@ def main(argv=None) -> int:
     parser.add_argument("--src", default=SRC, help="the fastce package directory to copy (default: src/fastce)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     parser.add_argument("--json", metavar="FILE", help="write the measurements as JSON")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the interpreter of the fresh processes (default: this one)")
     args = parser.parse_args(argv)
 
     workdir = tempfile.mkdtemp(prefix="fastce-cold-")
@@ -125,7 +131,7 @@ def main(argv=None) -> int:
         env.pop("NUMBA_DISABLE_JIT", None)
 
         print(f"fastce copied from {args.src} to {package_root}; NUMBA_CACHE_DIR={cache_dir}")
-        print(f"each run: fresh `{os.path.basename(sys.executable)}` process, import fastce, evaluate() twice on "
+        print(f"each run: fresh `{args.python}` process, import fastce, evaluate() twice on "
               f"1000 x {args.classes} logits of {', '.join(args.dtypes)}")
         print()
         header = f"{'run':18s} {'process s':>9s} {'numpy+numba import s':>20s} {'import fastce s':>15s} " \
@@ -134,7 +140,7 @@ def main(argv=None) -> int:
         print("-" * len(header))
         results = []
         for i in range(args.runs):
-            result = run_child(env, args.dtypes, args.classes)
+            result = run_child(env, args.dtypes, args.classes, args.python)
             assert result["fastce_file"].startswith(package_root), f"imported the wrong fastce: {result['fastce_file']}"
             assert os.path.realpath(result["cache_dir"]) == os.path.realpath(cache_dir), result["cache_dir"]
             files, size = _tree_size(cache_dir)
