@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import expit, log_softmax
@@ -275,12 +275,19 @@ def test_dask_equals_compare(soft):
     arrays = {k: da.from_array(v, chunks=(700 + 100 * i, C)) for i, (k, v) in enumerate(models.items())}
     with dask.config.set(scheduler="synchronous"):
         got = fastce.dask.compare(da.from_array(t, chunks=(900, C)), logits=arrays, groups=g)
-    assert got.metrics.keys() == expected.metrics.keys()
-    for name in models:
+    for name in models:  # the means bit for bit; the errors clustered
         assert got.metrics[name].cross_entropy == expected.metrics[name].cross_entropy
-    assert got.delta("B", "A").estimate == expected.delta("B", "A").estimate
-    # The per-group double-double sums merge exactly within their range: equal to rounding.
-    assert got.delta("B", "A").stderr == pytest.approx(expected.delta("B", "A").stderr, rel=1e-12)
+        assert got.metrics[name].stderr["cross_entropy"] == pytest.approx(
+            expected.metrics[name].stderr["cross_entropy"], rel=1e-12)
+    for metric in expected.metric_names():
+        assert got.delta("B", "A", metric).estimate == expected.delta("B", "A", metric).estimate
+        # The per-group double-double sums merge exactly within their range: equal to rounding.
+        assert got.delta("B", "A", metric).stderr == pytest.approx(expected.delta("B", "A", metric).stderr,
+                                                                   rel=1e-12)
+    # Without groups: the whole comparison, bit for bit.
+    with dask.config.set(scheduler="synchronous"):
+        plain = fastce.dask.compare(da.from_array(t, chunks=(900, C)), logits=arrays)
+    assert plain.to_json() == fastce.compare(t, logits=models).to_json()
 
 
 _SPECIAL_LOGITS = [np.nan, np.inf, -np.inf, 1e300, -1e300, 1e-300, 0.0, 745.0, -745.0]
@@ -329,6 +336,7 @@ def test_special_values_anywhere_in_either_model(data, n, c, task, dtype, weight
                 for v in models.values():
                     fastce.evaluate(y, **{key: v}, sample_weight=w, nan_policy="omit", task=kind)
             assert "row" in str(exc) or "no rows" in str(exc) or "omitted" in str(exc)
+            event("refused, as evaluate refuses it")
             return
         for k, v in models.items():
             assert c_.metrics[k] == fastce.evaluate(y, **{key: v}, sample_weight=w, nan_policy="omit", task=kind), k
@@ -338,27 +346,116 @@ def test_special_values_anywhere_in_either_model(data, n, c, task, dtype, weight
                 nan_row = {k: ~np.isfinite(v.astype(np.float64)).all(1) & ~(
                     np.isneginf(v).any(1) & ~np.isnan(v).any(1) & ~np.isposinf(v).any(1) & ~np.isneginf(v).all(1))
                     for k, v in models.items()}
-                means = {"brier": None, "kl_divergence": 1}
+                means = {"cross_entropy": 0, "kl_divergence": 1}
             else:
                 rows = {k: multilabel_rows(y, v.astype(np.float64), from_logits=not proba) for k, v in models.items()}
+                if not proba:  # 0/1 targets: a term whose coefficient is 0 is left out (no 0 * inf)
+                    for k, v in models.items():
+                        s64 = v.astype(np.float64)
+                        loss = np.where(y == 1, np.logaddexp(0.0, -s64), np.logaddexp(0.0, s64))
+                        rows[k] = (np.where(np.isnan(s64).any(1), np.nan, loss.mean(1)),) + rows[k][1:]
                 nan_row = {k: np.isnan(v).any(1) for k, v in models.items()}
-                means = {"brier": 1, "hamming_accuracy": 2}
+                means = {"cross_entropy": 0, "brier": 1, "hamming_accuracy": 2}
     joint = ~nan_row["A"] & ~nan_row["B"]
     if not joint.any():
+        event("no row counted under both")
         return
+    event("paired sums checked")
     for metric, i in means.items():
-        if i is None:
-            continue
         xa, xb = rows["A"][i][joint] * 1.0, rows["B"][i][joint] * 1.0
         d = c_.delta("B", "A", metric)
         if not (np.isfinite(xa).all() and np.isfinite(xb).all()):
-            assert np.isnan(d.estimate)
+            assert np.isnan(d.estimate)  # an infinite loss: the difference is undefined
             continue
         ww = np.ones(joint.sum()) if w is None else w[joint]
         assert d.n == int(joint.sum())
-        assert d.estimate == pytest.approx((ww * (xb - xa)).sum() / ww.sum(), rel=1e-6, abs=1e-12)
+        # float32 scores: each row's value within a few float32 ulp of the float64 reference.
+        rel = 1e-6 if dtype == np.float32 else 1e-9
+        scale = np.abs(xa).sum() + np.abs(xb).sum()
+        assert d.estimate == pytest.approx((ww * (xb - xa)).sum() / ww.sum(), rel=rel, abs=rel * scale / len(xa) + 1e-12)
+        if len(xa) >= 2 and np.abs(xb - xa).max() < 1e100:  # squares within float64: a known error
+            assert d.stderr == pytest.approx(se_reference(xb - xa, ww), rel=1e-4, abs=rel * scale / len(xa) + 1e-12)
     hit = -1
     ha, hb = rows["A"][hit][joint] > 0.5, rows["B"][hit][joint] > 0.5
     table = c_.table("A", "B")
     assert (table["only_a_right"]["rows"], table["only_b_right"]["rows"]) == (int((ha & ~hb).sum()),
                                                                            int((hb & ~ha).sum()))
+
+
+def test_binary_scores_take_class_labels_or_one_hot_rows_only():
+    rng = np.random.default_rng(20)
+    za, zb = rng.standard_normal(100), rng.standard_normal(100)
+    one_hot = np.eye(2)[rng.integers(0, 2, 100)]
+    assert fastce.compare(one_hot, logits=[za, zb]).to_json() == fastce.compare(one_hot.argmax(1),
+                                                                                 logits=[za, zb]).to_json()
+    for target in (rng.random((100, 2)), np.ones((100, 2))):  # as evaluate, which refuses them too
+        with pytest.raises(fastce.InputError, match="not one-hot rows: a binary comparison") as info:
+            fastce.compare(target, logits=[za, zb])
+        assert info.value.argument == "y_true"
+        with pytest.raises(fastce.InputError):
+            fastce.evaluate(target, logits=za)
+
+
+def test_the_task_holds_for_every_batch_whatever_its_rows_look_like(tmp_path):
+    """A batch of multi-label rows that happen to sum to one is still read as multi-label (the task is the
+    comparison's, not each batch's), so every door and any chunking give compare's numbers."""
+    rng = np.random.default_rng(21)
+    n = 2048
+    p = rng.random(n)
+    t = np.stack([p, 1 - p], axis=1)
+    t[1024:, 1] = rng.random(1024)  # rows 1024... no longer sum to one: the whole target is multi-label
+    models = {"A": rng.standard_normal((n, 2)), "B": rng.standard_normal((n, 2))}
+    expected = fastce.compare(t, logits=models)
+    assert expected.state.task == "multilabel"
+    cmp = Comparator(["A", "B"], 2, task="multilabel")
+    for lo in range(0, n, 512):
+        cmp.update(t[lo:lo + 512], {k: v[lo:lo + 512] for k, v in models.items()})
+    assert cmp.result().to_json() == expected.to_json()
+    np.save(tmp_path / "t.npy", t)
+    for name, z in models.items():
+        np.save(tmp_path / f"{name}.npy", z)
+    status, out, err = _main("compare", "--labels", tmp_path / "t.npy", "--logits", tmp_path / "A.npy",
+                             tmp_path / "B.npy", "--json", "--no-progress", "--chunk-rows", 512)
+    assert status == 0, err
+    assert strict_loads(out) == strict_loads(expected.to_json())
+    # An explicit task takes what evaluate takes with it: smoothed two-label rows that sum to one.
+    smooth = np.where(rng.random((300, 2)) < 0.5, 0.1, 0.9)
+    smooth[:, 1] = 1 - smooth[:, 0]
+    c = fastce.compare(smooth, logits={k: v[:300] for k, v in models.items()}, task="multilabel")
+    assert c.metrics["A"] == fastce.evaluate(smooth, logits=models["A"][:300], task="multilabel")
+    with pytest.raises(fastce.InputError, match="logits have shape .* this multilabel comparison") as info:
+        fastce.compare(t, logits=[models["A"][:, 0], models["B"][:, 0]], task="multilabel")
+    assert info.value.argument == "logits"
+
+
+@pytest.mark.filterwarnings("ignore::fastce.errors.FastCEWarning")  # each model's own errors: unknown too
+def test_a_partial_sum_beyond_float64_gives_unknown_errors_not_wrong_ones():
+    """Losses near 1e308 overflow a block's squared sums: the pair leaves those partials out and says so
+    (NaN with a warning), through JSON and merges; a finite exact sum beyond float64 gives an infinite error."""
+    rng = np.random.default_rng(22)
+    y = rng.integers(0, 4, 3_000)
+    a, b = rng.standard_normal((3_000, 4)), rng.standard_normal((3_000, 4))
+    a[[5, 6], y[[5, 6]]] = -1.5e308  # two losses of 1.5e308: their squares are not finite
+    c = fastce.compare(y, logits={"A": a, "B": b})
+    assert c.state.dropped and c.state.nonfinite_pair_sums > 0
+    with pytest.warns(fastce.FastCEWarning, match="paired standard error is unknown"):
+        d = c.delta("B", "A")
+    assert np.isnan(d.stderr) and np.isnan(d.p_value)
+    assert np.isnan(c.confidently_wrong("A", "B")["loss_difference_share"])
+    assert np.isnan(c.correlation("A", "B"))
+    accuracy = c.delta("B", "A", "accuracy")  # its own sums are finite: known, no warning
+    assert np.isfinite(accuracy.stderr) and np.isfinite(accuracy.estimate)
+    back = type(c.state).from_dict(json.loads(json.dumps(c.state.to_dict(), allow_nan=False)))
+    assert back.dropped == c.state.dropped
+    first = fastce.compare(y[:1024], logits={"A": a[:1024], "B": b[:1024]})
+    rest = fastce.compare(y[1024:], logits={"A": a[1024:], "B": b[1024:]})
+    assert first.state.merge(rest.state).dropped == c.state.dropped
+    assert not rest.state.merge(rest.state).dropped
+    # Losses of 1e154 in different blocks: every partial is finite, their exact sum of squares is not a float64.
+    a2 = rng.standard_normal((3_000, 4))
+    a2[[5, 2_000], y[[5, 2_000]]] = -1.2e154
+    c2 = fastce.compare(y, logits={"A": a2, "B": b})
+    assert not c2.state.dropped
+    d2 = c2.delta("B", "A")
+    assert d2.stderr == np.inf and np.isnan(d2.p_value)
+    assert "no test possible" in str(c2)

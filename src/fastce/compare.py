@@ -23,6 +23,7 @@ The paired statistics (see ``errorbars`` for the formulas):
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import combinations
@@ -36,7 +37,8 @@ from fastce import kernels as K
 from fastce import kernels_binary as KB
 from fastce.api import scores_argument
 from fastce.checks import check_probabilities, check_probability_range, sum_to_one_tolerance
-from fastce.errors import InputError
+from fastce._warn import user_stacklevel
+from fastce.errors import FastCEWarning, InputError
 from fastce.state import State, check_nan_policy
 
 COMPARISON_FORMAT = "fastce.comparison/1"
@@ -205,8 +207,11 @@ def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups,
     check_same_shape(names, [s.shape for s in scores], argument)
     n_rows = scores[0].shape[0]
     binary = len(scores[0].shape) == 1
-    if task in ("binary", "multiclass") and binary != (task == "binary"):
-        want = "1-D scores of class 1, shape (n,)" if task == "binary" else f"scores of shape (n, {num_classes})"
+    target = validation.as_array(y_true, "y_true")
+    if task == "auto":
+        task = tasks.infer_task(target, scores[0].shape)
+    if binary != (task == "binary"):
+        want = "1-D scores of class 1, shape (n,)" if task == "binary" else "scores of shape (n, classes)"
         raise InputError(
             f"{argument} have shape {scores[0].shape}, but this {task} comparison takes {want}.",
             argument=argument, value=scores[0].shape,
@@ -217,11 +222,6 @@ def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups,
             f"{argument} have {n_classes} columns, not the {num_classes} classes of this comparison.",
             argument=argument, value=scores[0].shape,
         )
-    target = validation.as_array(y_true, "y_true")
-    if task == "auto":
-        task = tasks.infer_task(target, scores[0].shape)
-    else:
-        tasks.batch_task(target, scores[0].shape, task, made=f"this is a {task} comparison")
     ids = None
     if groups is not None:
         from fastce.groups import check_groups
@@ -230,17 +230,34 @@ def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups,
     if task in CV.TASK_METRICS:
         from fastce.readers import make_reader
 
-        # The task's reader checks the targets (and refuses what the task does not take) as evaluate's does.
+        # The task's reader checks the targets as evaluate's does (their values: in the kernel), whatever rows a
+        # batch holds: a batch whose rows happen to look one-hot or soft is still read as this task's.
         rows = make_reader(task, n_classes, from_logits=from_logits).validate(target, scores[0], sample_weight,
                                                                              name=f"{argument}[{names[0]!r}]")
         return Batch([s.view for s in scores], [s.eps for s in scores], rows.targets, rows.weights, ids, task,
                      rows.tolerance)
     note = "1-D scores are a binary task: labels are 0 or 1" if binary else None
-    if target.ndim == 2 and target.shape == (n_rows, n_classes):
-        target = tasks.one_hot_labels(target)  # infer_task / batch_task found one-hot rows
-    labels = validation.class_indices(target, "y_true", n_rows, n_classes, note=note)
+    labels = validation.class_indices(_class_labels(target, n_rows, n_classes, task), "y_true", n_rows, n_classes,
+                                      note=note)
     weights = validation.sample_weight(sample_weight, n_rows)
     return Batch([s.view for s in scores], [s.eps for s in scores], labels, weights, ids, task)
+
+
+def _class_labels(target, n_rows: int, n_classes: int, task: str):
+    """Class indices of a multi-class or binary comparison: ``target`` as it is, or one-hot rows (n, C) read
+    as their class (as evaluate reads them); other (n, C) targets get an error naming their task."""
+    if target.ndim != 2 or target.shape[1] == 1 or target.shape != (n_rows, n_classes):
+        return target  # class_indices says what is wrong with other shapes
+    kind = tasks.target_kind(target)
+    if kind != tasks.ONE_HOT:
+        found = {tasks.MULTILABEL: "multi-label", tasks.SOFT: "soft"}[kind]
+        raise InputError(
+            f"y_true of shape {target.shape} holds {found} targets, not one-hot rows: a {task} comparison takes "
+            f"class indices (or one-hot rows). For {found} targets compare with task="
+            f"{'multilabel' if kind == tasks.MULTILABEL else 'soft'!r} and (n, classes) scores.",
+            argument="y_true", value=target.shape,
+        )
+    return tasks.one_hot_labels(target)
 
 
 def check_same_shape(names, shapes, argument: str) -> None:
@@ -846,9 +863,13 @@ class Comparison:
         """The paired standard error; unknown (NaN, with a warning) when a block's partial sum in one of
         ``columns`` went beyond float64 and was left out of the exact sums."""
         if sums.dropped_any(columns):
-            from fastce.task_states import unknown_error
-
-            return unknown_error()
+            warnings.warn(
+                "a paired standard error is unknown (NaN): a block's sum of squared differences or squared weights "
+                "exceeds the float64 range (values above ~1e154); so is the difference itself when its own sum "
+                "does. Weights that large can be rescaled: only ratios of sample_weight matter.",
+                FastCEWarning, stacklevel=user_stacklevel(),
+            )
+            return math.nan
         centred = errorbars.centred_square_sum(weight, total, w2, q1, q2, 1 << _exactsum.OFFSET)
         return half * errorbars.standard_error(rows, weight / (1 << _exactsum.OFFSET), centred)
 
@@ -917,6 +938,8 @@ class Comparison:
         carried = sign * sums.value(dl_col)
         total = sign * sums.value(PK.P_DL)
         weight_all = sums.value(PK.P_W)
+        if sums.dropped_any((PK.P_W, PK.P_DL, dl_col)):
+            carried = math.nan  # a partial sum beyond float64 was left out: its share is unknown
         return {
             "rows": rows,
             "weight": weight,
@@ -970,7 +993,10 @@ class Comparison:
 
 
 def _z_p(estimate: float, stderr: float) -> float:
-    """Two-sided p-value of estimate / stderr; 0 for an exact nonzero difference, NaN when undefined."""
+    """Two-sided p-value of estimate / stderr; 0 for an exact nonzero difference, NaN when undefined (an
+    infinite error, beyond float64, tests nothing)."""
+    if stderr == math.inf:
+        return math.nan
     if stderr > 0:
         return errorbars.two_sided_normal_p(estimate / stderr)
     return math.nan if math.isnan(stderr) or math.isnan(estimate) or estimate == 0 else 0.0

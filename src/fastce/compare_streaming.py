@@ -61,7 +61,7 @@ class Comparator:
             raise InputError(f"names must be at least two different model names; got {names}.", argument="names")
         if task not in _TASKS:
             raise InputError(f"task={task!r} is not one of {_TASKS}: a Comparator is told its task (fastce.compare "
-                             "infers it from the first rows).", argument="task", value=task)
+                             "infers it from the scores' shape and the targets).", argument="task", value=task)
         if task == "binary" and num_classes in (None, 2):
             num_classes = 2
         elif task == "binary":
@@ -245,6 +245,8 @@ class Comparator:
                     views.append(view)
                 if state.task in ("multilabel", "soft"):
                     labels = _unb64(pending["labels"], "<f8", rows * state.num_classes).reshape(rows, state.num_classes)
+                    if not (np.isfinite(labels).all() and (labels >= 0).all() and (labels <= 1).all()):
+                        raise ValueError("pending targets must be numbers in [0, 1]")
                 else:
                     labels = _unb64(pending["labels"], "<i8", rows)
                     if labels.min() < 0 or labels.max() >= state.num_classes:

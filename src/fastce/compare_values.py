@@ -28,9 +28,17 @@ import numpy as np
 from numba import njit
 
 from fastce import _exactsum
-from fastce._accumulate_family import ROW_VALUES
+from fastce import _accumulate_family
+from fastce import compare_kernels as PK
 from fastce._config import KERNEL_OPTIONS
-from fastce.compare_kernels import BOTH_RIGHT, BOTH_WRONG, ONLY_A, ONLY_B, TABLE_COLUMNS
+
+# Literals, as compare_kernels' own: numba freezes globals into the compiled code and keys its cache on this
+# file alone, so a change there must come with a change here (the assertion makes sure of it).
+ROW_VALUES = 4
+TABLE_COLUMNS = 12
+BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG = 0, 1, 2, 3
+assert (ROW_VALUES, TABLE_COLUMNS, BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG) == (
+    _accumulate_family.ROW_VALUES, PK.TABLE_COLUMNS, PK.BOTH_RIGHT, PK.ONLY_A, PK.ONLY_B, PK.BOTH_WRONG)
 
 V_ROWS, V_W, V_W2, V_FINITE_ROWS, V_INF_ROWS, V_LA, V_LB, V_LA2, V_LB2, V_LAB = range(10)
 CORRELATION_COLUMNS = (V_FINITE_ROWS, V_LA, V_LB, V_LA2, V_LB2, V_LAB)

@@ -127,16 +127,12 @@ def infer_task(y, scores_shape) -> str:
     return TASK_OF_KIND[target_kind(target)]
 
 
-def batch_task(y, scores_shape, task: str, made: str = "") -> None:
-    """Refuse a batch whose shapes ask another question than ``task`` (inferred from the first batch).
-
-    ``made``: how the errors say the task was set (default: by the first batch of an evaluation).
-    """
-    made = made or f"the first batch made this a {task} evaluation"
+def batch_task(y, scores_shape, task: str) -> None:
+    """Refuse a batch whose shapes ask another question than ``task`` (inferred from the first batch)."""
     if len(scores_shape) != (1 if task == "binary" else 2):
         raise InputError(
-            f"this batch's scores have shape {tuple(scores_shape)}, but {made} "
-            f"({'1-D scores' if task == 'binary' else '(n, C) scores'}); every batch must ask the same "
+            f"this batch's scores have shape {tuple(scores_shape)}, but the first batch made this a {task} "
+            f"evaluation ({'1-D scores' if task == 'binary' else '(n, C) scores'}); every batch must ask the same "
             "question, or pass task= explicitly.",
             argument="scores",
             value=tuple(scores_shape),
@@ -147,7 +143,7 @@ def batch_task(y, scores_shape, task: str, made: str = "") -> None:
     if target.ndim != 2 or target.shape[1] < 2:
         if task != "multiclass":
             raise InputError(
-                f"y_true has shape {target.shape} (class indices), but {made} "
+                f"y_true has shape {target.shape} (class indices), but the first batch made this a {task} evaluation "
                 f"with (n, C) targets; every batch must have targets of the same form, or pass task= explicitly.",
                 argument="y_true",
                 value=target.shape,
@@ -164,8 +160,8 @@ def batch_task(y, scores_shape, task: str, made: str = "") -> None:
     if not fits:
         found = {ONE_HOT: "one-hot (multiclass)", MULTILABEL: "multi-label", SOFT: "soft"}[kind]
         raise InputError(
-            f"y_true of shape {target.shape} holds {found} targets, but {made}; pass the targets of that task, "
-            "or the task you mean as task=.",
+            f"y_true of shape {target.shape} holds {found} targets, but the first batch made this a {task} "
+            f"evaluation; pass task={task!r} or the task you mean explicitly to Evaluator(...).",
             argument="y_true",
             value=target.shape,
         )
