@@ -9,7 +9,6 @@ binary comparisons are.
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -20,11 +19,10 @@ from scipy import stats
 from scipy.special import expit, log_softmax
 
 import fastce
-from fastce import cli
 from fastce.compare_streaming import Comparator
 from test_compare import strict_loads
 from test_errorbars import clustered_reference, se_reference
-from test_groups_tasks import multilabel_rows
+from test_groups_tasks import _main, multilabel_rows
 
 N, C = 6_000, 5
 
@@ -229,12 +227,6 @@ def test_states_merge_serialise_and_refuse_to_mix():
     half = fastce.compare(y[:1024], logits={k: v[:1024] for k, v in models.items()})
     rest = fastce.compare(y[1024:], logits={k: v[1024:] for k, v in models.items()})
     assert half.state.merge(rest.state).finalize().to_json() == c.to_json()  # 1024 rows: whole blocks (512 rows at C = 5)
-
-
-def _main(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    status = cli.main([str(a) for a in argv], out=out, err=err)
-    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize("soft", [False, True])

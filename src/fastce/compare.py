@@ -688,20 +688,12 @@ def _finalize_model(state, nan_policy: str, name: str):
     return state.finalize(nan_policy, scores_name=name)
 
 
-class _PairSums:
-    """The exact paired sums of one pair, read as floats (Python ints kept for the centred sums)."""
+class _PairSums(CV.ExactPairSums):
+    """The paired sums of a multi-class or binary pair (compare_kernels' P_* columns)."""
 
     def __init__(self, acc, n_k: int, propagate: bool, dropped=()):
-        self.ints = [_exactsum.to_int(row) for row in acc]
+        super().__init__(acc, propagate, dropped)
         self.n_k = n_k
-        self.propagate = propagate
-        self.dropped = frozenset(dropped)  # columns where a block's partial sum was not finite (left out)
-
-    def dropped_any(self, columns) -> bool:
-        return any(c in self.dropped for c in columns)
-
-    def value(self, column: int) -> float:
-        return self.ints[column] / (1 << _exactsum.OFFSET)
 
     def cell(self, k_index: int, cell: int) -> tuple[int, float, int]:
         column = PK.P_TABLE + PK.TABLE_COLUMNS * k_index + 3 * cell

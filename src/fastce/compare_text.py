@@ -120,27 +120,15 @@ def comparison_text(c) -> str:
         lines.append("- Some metrics are NaN (nan_policy='propagate' with non-finite scores): no comparison possible.")
         return "\n".join(lines)
     by_loss = sorted(c.names, key=lambda n: c.metrics[n].cross_entropy)
-    by_accuracy = sorted(c.names, key=lambda n: -c.metrics[n].accuracy)
     best, runner = by_loss[0], by_loss[1]
     d = c.delta(runner, best, "cross_entropy")
     lines.append(
         f"- Lowest loss: {best} ({_fixed(c.metrics[best].cross_entropy, 4)} {unit}). {runner}, next, is higher by "
         f"{_loss_phrase(d, unit)}: {_verdict(d)}."
     )
-    best, runner = by_accuracy[0], by_accuracy[1]
-    d = c.delta(best, runner, "accuracy")
-    lines.append(
-        f"- Highest {accuracy_name}: {best} ({100 * c.metrics[best].accuracy:.2f}%). It leads {runner}, next, by "
-        f"{_accuracy_phrase(d)}: {_verdict(d)}."
-    )
+    lines.append(_leader(c, "accuracy", accuracy_name))
     if c.state.task == "multilabel":
-        by_hamming = sorted(c.names, key=lambda n: -c.metrics[n].hamming_accuracy)
-        best, runner = by_hamming[0], by_hamming[1]
-        d = c.delta(best, runner, "hamming_accuracy")
-        lines.append(
-            f"- Highest Hamming accuracy (labels right): {best} ({100 * c.metrics[best].hamming_accuracy:.2f}%). "
-            f"It leads {runner}, next, by {_accuracy_phrase(d)}: {_verdict(d)}."
-        )
+        lines.append(_leader(c, "hamming_accuracy", "Hamming accuracy (labels right)"))
     for a, b in combinations(c.names, 2):
         acc = c.delta(b, a, "accuracy")
         loss = c.delta(b, a, "cross_entropy")
@@ -162,6 +150,14 @@ def comparison_text(c) -> str:
                          "the error bars of their differences this narrow." if r > 0.3 else
                          f"- Per-row losses of {a} and {b} correlate at r = {r:.2f}.")
     return "\n".join(lines)
+
+
+def _leader(c, field: str, name: str) -> str:
+    """The finding of the model with the highest ``field`` (a share: accuracy, Hamming accuracy) and its lead."""
+    best, runner = sorted(c.names, key=lambda n: -getattr(c.metrics[n], field))[:2]
+    d = c.delta(best, runner, field)
+    return (f"- Highest {name}: {best} ({100 * getattr(c.metrics[best], field):.2f}%). It leads {runner}, next, by "
+            f"{_accuracy_phrase(d)}: {_verdict(d)}.")
 
 
 def _confidently_wrong_phrase(c, winner: str, loser: str) -> str:

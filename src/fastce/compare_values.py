@@ -150,14 +150,18 @@ def _value_pair_blocks(values_a, values_b, weights, hit, block_rows, fsums):
             fsums[b, at], fsums[b, at + 1], fsums[b, at + 2] = sums
 
 
-class ValuePairSums:
-    """The exact paired sums of one pair of models (the module's columns), read back as numbers."""
+class ExactPairSums:
+    """The exact paired sums of one pair of models, read back: Python ints (scaled) and floats.
 
-    def __init__(self, acc, n_values: int, propagate: bool, dropped=()):
+    ``propagate``: NaN results (nan_policy="propagate" with NaN rows);
+    ``dropped``: the columns where a block's partial sum was not finite and
+    was left out (what needs them is unknown).
+    """
+
+    def __init__(self, acc, propagate: bool, dropped=()):
         self.ints = [_exactsum.to_int(row) for row in acc]
-        self.n_values = n_values
         self.propagate = propagate
-        self.dropped = frozenset(dropped)  # columns where a block's partial sum was not finite (left out)
+        self.dropped = frozenset(dropped)
 
     def dropped_any(self, columns) -> bool:
         return any(c in self.dropped for c in columns)
@@ -167,6 +171,14 @@ class ValuePairSums:
 
     def count(self, column: int) -> int:
         return round(self.value(column))
+
+
+class ValuePairSums(ExactPairSums):
+    """The paired sums of per-row values (this module's columns)."""
+
+    def __init__(self, acc, n_values: int, propagate: bool, dropped=()):
+        super().__init__(acc, propagate, dropped)
+        self.n_values = n_values
 
     def cell(self, cell: int) -> tuple[int, float, int]:
         """(rows, weight, squared weight as a scaled int) of a cell of the hit column's table."""
