@@ -214,6 +214,8 @@ def merge_bins(partials, partial_counts, n_chunks, exact, counts):
 # still receives its additions in row order, from one task (no race, and the
 # same sums for any number of threads).
 CLASS_PARTS = 2
+# Up to this many classes the dense confusion matrix (2 x 8 bytes a cell: 1 MB at 256) stays in cache.
+DIRECT_CONFUSION_CLASSES = 256
 
 
 @njit(**KERNEL_OPTIONS)
@@ -225,7 +227,10 @@ def _fold_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, f
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     weighted = weights.shape[0] != 0
     n_rows = labels.shape[0]
-    wrong = np.empty(n_rows if conf >= 0 else 0, dtype=np.int64)
+    # A matrix that stays in cache takes its wrong rows as they come (row order: the same sums as sorted by
+    # cell, see _add_confusions, whose sort cost more than the adds at C = 100).
+    direct = conf >= 0 and n_classes <= DIRECT_CONFUSION_CLASSES
+    wrong = np.empty(n_rows if conf >= 0 and not direct else 0, dtype=np.int64)
     for part in range(first_task, CLASS_PARTS, task_step):
         first = part * n_classes // CLASS_PARTS
         stop = (part + 1) * n_classes // CLASS_PARTS
@@ -248,10 +253,12 @@ def _fold_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, f
                 _add(acc, lo, row + K_LOSS, wl)
                 if predicted == label:
                     _add(acc, lo, row + K_HITS, w)
+                elif direct:
+                    _add(acc, lo, conf + n_classes * label + predicted, w)
                 elif conf >= 0:
                     wrong[n_wrong] = r
                     n_wrong += 1
-        if conf >= 0:
+        if conf >= 0 and not direct:
             _add_confusions(labels, pred, weights, wrong[:n_wrong], n_classes, conf, acc, lo)
 
 
