@@ -86,3 +86,31 @@ def test_streams_of_other_precisions_do_not_merge_and_bad_values_are_refused(lon
     err = io.StringIO()
     assert cli.main(argv, out=io.StringIO(), err=err) == 2
     assert "differs in: options precision" in err.getvalue()
+
+
+def test_soft_targets_follow_precision_too():
+    """Soft targets and label smoothing over long rows: float32 exps for 16/32-bit logits by default (each
+    row within a few float32 ulp), float64 ones with precision="float64"; the comparisons stay exact."""
+    from scipy.special import log_softmax
+
+    rng = np.random.default_rng(4)
+    z = (4 * rng.standard_normal((2000, 100))).astype(np.float32)
+    t = np.exp(log_softmax(rng.standard_normal((2000, 100)), axis=1))
+    log_q = log_softmax(z.astype(np.float64), axis=1)
+    ref_loss = -(t * log_q).sum(1).mean()
+    ref_kl = (t * (np.log(t) - log_q)).sum(1).mean()
+    fast = fastce.evaluate(t, logits=z)
+    exact = fastce.evaluate(t, logits=z, precision="float64")
+    assert exact.cross_entropy == pytest.approx(ref_loss, rel=1e-13)
+    assert exact.kl_divergence == pytest.approx(ref_kl, rel=1e-12)
+    assert fast.cross_entropy == pytest.approx(ref_loss, rel=5e-7)
+    assert fast.kl_divergence == pytest.approx(ref_kl, rel=5e-6)  # a difference of two means: a few ulp more
+    assert fast.cross_entropy != exact.cross_entropy  # the float32 exps are in use
+    assert fast.accuracy == exact.accuracy and fast.target_entropy == exact.target_entropy
+    # The PyTorch door, soft targets and label smoothing, each precision.
+    labels = rng.integers(0, 100, 2000)
+    for precision, rel in (("input", 5e-7), ("float64", 1e-13)):
+        assert fastce.cross_entropy(z, t, precision=precision) == pytest.approx(ref_loss, rel=rel)
+        smooth = fastce.cross_entropy(z, labels, label_smoothing=0.1, precision=precision)
+        nll = -log_q[np.arange(2000), labels]
+        assert smooth == pytest.approx((0.9 * nll - 0.1 * log_q.mean(1)).mean(), rel=rel)

@@ -130,11 +130,13 @@ def accumulate_bce(scores, targets, *, from_logits: bool, row_weight=None, col_w
 
 def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smoothing: float = 0.0,
                     ignore_label: int = np.iinfo(np.int64).min, sum_tolerance: float = np.inf,
-                    row_losses=None, on_rows=None) -> Sums:
+                    row_losses=None, on_rows=None, precision: str = "input") -> Sums:
     """Sums of cross-entropy against soft targets (n, C), or class indices with label smoothing.
 
     ``on_rows(start, stop, values)``: see ``_drive`` (kernels_soft.V_* columns; soft targets only).
+    ``precision``: "input" takes float32 exps for 16- and 32-bit logits, "float64" float64 ones.
     """
+    float32_math = precision == "input" and scores.dtype != np.float64
     n_rows, n_cols = scores.shape
     block_rows = _config.block_rows(n_cols)
     weights = _optional(class_weight)
@@ -160,6 +162,7 @@ def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smo
             float(smoothing),
             np.int64(ignore_label),
             float(sum_tolerance),
+            float32_math,
             _NO_LOSSES_1D if row_losses is None else row_losses[start:stop],
             values,
             nblocks,

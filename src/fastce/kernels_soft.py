@@ -80,13 +80,16 @@ def _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted, buffer):
 
 
 @njit(**KERNEL_OPTIONS)
-def _row_max_lse(scores, i, n_cols, exp_chunk64):
+def _row_max_lse(scores, i, n_cols, float32_math, exp_chunk, exp_chunk64):
     """(max, argmax, log sum exp(z - max)) of logit row i; the last is NaN for NaN, +inf and all--inf rows.
 
     Pass 1 (from memory), in the input's precision: max and argmax.  Pass 2
     (from cache): the exp-sum of the entries below the max, in the lanes
     order of fastce._lanes (the same bits on every machine); NaN, +inf and
-    all--inf rows make it NaN (see kernels._logits_row).
+    all--inf rows make it NaN (see kernels._logits_row).  With
+    ``float32_math`` (16- and 32-bit logits, precision="input") rows of more
+    than 32 classes take the float32 exps of the multi-class kernel
+    (kernels._exp_sums_f32: each within a float32 ulp, summed in float64).
     """
     # The max as an integer reduction over order-preserving keys (vectorised, see kernels._logits_row), then
     # its first column; tracking the argmax in the max's loop kept it scalar (2.4 ns a score with the exps).
@@ -96,7 +99,8 @@ def _row_max_lse(scores, i, n_cols, exp_chunk64):
     native_top = from_ordered_bits(order_key(top_key))
     best = max(K._first_index_of(scores, i, n_cols, native_top), 0)  # -1 (a NaN max: the row is not counted)
     m = np.float64(native_top)
-    rest, _, at_max = K.exp_sums(scores, i, n_cols, m, exp_chunk64)
+    rest, _, at_max = K._row_exp_sums(scores, i, n_cols, m, native_top,
+                                      float32_math and n_cols > K.COLUMN_WALK_MAX_CLASSES, exp_chunk, exp_chunk64)
     rest += at_max - 1.0
     return m, best, (rest if rest != rest else log1p_nonnegative(rest))
 
@@ -122,6 +126,7 @@ def _soft_target_row(scores, targets, i, m, lse, smoothing, class_weight, weight
     then each sum runs in the lanes order of fastce._lanes (the same bits
     on every machine).  Terms of q = 0 are left out (0, never 0 * inf).
     """
+    prefer_wide_vectors()  # 512-bit vectors on AVX-512 hosts: the terms' float64 log (see kernels.exp_sums)
     n_cols = scores.shape[1]
     spread = smoothing / n_cols
     loss_a, loss_b, ent_a, ent_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
@@ -160,8 +165,8 @@ def _soft_target_row(scores, targets, i, m, lse, smoothing, class_weight, weight
 
 
 @njit(**KERNEL_OPTIONS)
-def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses,
-                       row_values, nblocks, block_rows, fsums, icounts, first_task, task_step):
+def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math,
+                       row_losses, row_values, nblocks, block_rows, fsums, icounts, first_task, task_step):
     """Per-block sums over rows [0, nblocks * block_rows) of an (n, C) logit slice.
 
     ``targets`` (n, C) soft targets, or empty (0, 0) with ``labels`` (n,)
@@ -181,6 +186,7 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
     keep_values = row_values.shape[0] != 0
     spread = smoothing / n_cols
     exp_chunk64 = np.empty(K.EXP_SCRATCH)  # a row's exps or smoothing terms, a chunk at a time
+    exp_chunk = np.empty(K.EXP_SCRATCH, dtype=np.float32)  # a row's float32 exps (see _row_max_lse)
     terms = _new_soft_scratch()  # a soft-target row's terms, a chunk at a time
     for b in range(first_task, nblocks, task_step):
         prefer_wide_vectors()
@@ -201,7 +207,7 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
                     if keep:
                         row_losses[i] = 0.0
                     continue
-            m, best, lse = _row_max_lse(scores, i, n_cols, exp_chunk64)
+            m, best, lse = _row_max_lse(scores, i, n_cols, float32_math, exp_chunk, exp_chunk64)
             if lse != lse:
                 if icounts[b, N_NONFINITE] == 0:
                     icounts[b, FIRST_NONFINITE] = i
@@ -261,9 +267,9 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
             fsums[b, S_HITS] += hit
 
 
-def soft_blocks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses, row_values,
-                nblocks, block_rows, fsums, icounts):
+def soft_blocks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math,
+                row_losses, row_values, nblocks, block_rows, fsums, icounts):
     """``_soft_blocks_tasks`` on the thread pool (see fastce._parallel)."""
-    args = (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses, row_values,
-            nblocks, block_rows, fsums, icounts)
+    args = (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math, row_losses,
+            row_values, nblocks, block_rows, fsums, icounts)
     run_tasks(_soft_blocks_tasks, args, nblocks)

@@ -576,7 +576,7 @@ class SoftReader(Reader):
         """One read of ``batch``; ``on_values(start, stop, values)``: see _group_fold."""
         clusters, on_rows = self._group_fold(batch, on_values)
         sums = _accumulate_family.accumulate_soft(batch.view, targets=batch.targets, sum_tolerance=batch.tolerance,
-                                                  on_rows=on_rows)
+                                                  on_rows=on_rows, precision=self.precision)
         return SoftState(self.num_classes, True, sums, clusters)
 
     def raise_now(self, state, nan_policy, name, *, previous=None) -> None:

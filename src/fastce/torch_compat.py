@@ -123,7 +123,7 @@ def cross_entropy(
     if soft or label_smoothing > 0.0:
         return torch_soft.soft_cross_entropy(
             scores.view, target, class_weight, labels=labels, ignore_index=ignore_index, reduction=reduction,
-            label_smoothing=label_smoothing, nan_policy=nan_policy,
+            label_smoothing=label_smoothing, nan_policy=nan_policy, precision=precision,
         )
     row_losses = np.empty(n_rows, dtype=np.float64) if reduction == "none" else None
     state = _accumulate.accumulate_matrix(
@@ -235,6 +235,7 @@ def _cross_entropy_kdim(array, target, weight, ignore_index, reduction, nan_poli
             ignore_label=ignore_index,
             sum_tolerance=sum_to_one_tolerance(validation.float_eps(targets.dtype)) if soft else np.inf,
             row_losses=row_losses,
+            precision=precision,
         )
         return torch_soft.soft_result(
             sums, row_losses, soft=soft, reduction=reduction, nan_policy=nan_policy, stacklevel=4,

@@ -49,17 +49,18 @@ def is_soft_target(target, shape) -> bool:
 
 
 def soft_cross_entropy(scores, target, class_weight, *, labels=None, ignore_index, reduction, label_smoothing,
-                       nan_policy):
+                       nan_policy, precision: str = "input"):
     """The loss for validated ``scores`` (kernel view) and soft ``target`` or class ``labels``."""
     targets = None if labels is not None else validation.as_array(target, "target")
     row_losses = np.empty(scores.shape[0], dtype=np.float64) if reduction == "none" else None
     sums = soft_sums(scores, targets, labels, class_weight, ignore_index=ignore_index,
-                     label_smoothing=label_smoothing, row_losses=row_losses)
+                     label_smoothing=label_smoothing, row_losses=row_losses, precision=precision)
     return soft_result(sums, row_losses, soft=targets is not None, reduction=reduction, nan_policy=nan_policy,
                        stacklevel=4)
 
 
-def soft_sums(scores, targets, labels, class_weight, *, ignore_index, label_smoothing, row_losses) -> Sums:
+def soft_sums(scores, targets, labels, class_weight, *, ignore_index, label_smoothing, row_losses,
+              precision: str = "input") -> Sums:
     """Sums of the rows of ``scores`` (n, C) against ``targets`` (n, C) or class ``labels`` (n,)."""
     return _accumulate_family.accumulate_soft(
         scores,
@@ -70,6 +71,7 @@ def soft_sums(scores, targets, labels, class_weight, *, ignore_index, label_smoo
         ignore_label=ignore_index,
         sum_tolerance=np.inf if targets is None else sum_to_one_tolerance(validation.float_eps(targets.dtype)),
         row_losses=row_losses,
+        precision=precision,
     )
 
 
