@@ -33,7 +33,10 @@ SCRIPT = textwrap.dedent(
             c = fastce.compare(y, logits={"A": z, "B": z + rng.standard_normal(z.shape).astype(z.dtype)},
                                sample_weight=w, top_k=top_k)
             print(case, c.to_json())
-        if kind == "soft":  # soft targets, and label smoothing (the soft-target kernel)
+        if kind == "multilabel":  # the multi-label kernel's fast path (row weights only)
+            t = (rng.random((n, C)) < 0.3).astype(np.uint8)
+            m = fastce.evaluate(t, logits=z, sample_weight=w, task="multilabel")
+        elif kind == "soft":  # soft targets, and label smoothing (the soft-target kernel)
             t = rng.random((n, C))
             m = fastce.evaluate(t / t.sum(axis=1, keepdims=True), logits=z)
             print(case, float(fastce.cross_entropy(z, y, label_smoothing=0.1)).hex())
@@ -58,8 +61,8 @@ MULTICLASS = [
     # float16 rows read in lanes: F16C's conversion on the host, the integer decoder on an AVX2 or SSE2 build.
     "300/u/1/20000/proba16",
 ]
-# Binary (1-D logits) and soft targets, summed in the same lanes order.
-BINARY = ["1/u/1/20000/logits", "1/w/1,2/20000/logits", "300/u/1/5000/soft"]
+# Binary (1-D logits) and soft targets, summed in the same lanes order; multi-label rows, summed in order.
+BINARY = ["1/u/1/20000/logits", "1/w/1,2/20000/logits", "300/u/1/5000/soft", "12/w/1/20000/multilabel"]
 # compare first: the kernels another door compiles or loads must not change evaluate's bits.
 CASES = ["10/w/1,2/20000/compare", *BINARY, *MULTICLASS]
 
