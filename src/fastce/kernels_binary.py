@@ -202,12 +202,36 @@ _LW, _PLAIN, _D2, _W = range(4)
 
 
 @njit(**KERNEL_OPTIONS)
-def _new_fast_scratch(size):
-    return np.empty((4, size)), np.empty((2, size), dtype=np.int64)
+def _reset_block(fsums, icounts, b):
+    for c in range(NUM_SUMS):
+        fsums[b, c] = 0.0
+    fsums[b, S_MIN] = np.inf
+    fsums[b, S_MAX] = -np.inf
+    for c in range(FIRST_COLUMNS):
+        icounts[b, c] = 0
+    for c in range(FIRST_COLUMNS, NUM_COUNTS):
+        icounts[b, c] = -1
 
 
 @njit(**KERNEL_OPTIONS)
-def _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, stop, fsums, icounts, scratch):
+def _bce_fast_tasks(scores, targets, row_weight, mode, row_values, nblocks, block_rows, fsums, icounts, first_task,
+                    task_step):
+    """_bce_blocks_tasks for rows weighted by row only, block by block with _bce_block_fast.
+
+    A kernel of its own, so that a first use compiles only the path it takes
+    (each adds ~2 s to a first multi-label call).
+    """
+    floats = np.empty((4, block_rows * scores.shape[1]))
+    ints = np.empty((2, block_rows * scores.shape[1]), dtype=np.int64)
+    for b in range(first_task, nblocks, task_step):
+        _reset_block(fsums, icounts, b)
+        start = b * block_rows
+        stop = min(start + block_rows, scores.shape[0])
+        _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, stop, fsums, icounts, floats, ints)
+
+
+@njit(**KERNEL_OPTIONS)
+def _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, stop, fsums, icounts, floats, ints):
     """Block b of _bce_blocks_tasks without column, element or positive-class weights: the same numbers.
 
     The general path walks each row's elements with some 25 operations and
@@ -226,7 +250,6 @@ def _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, sto
     size = (stop - start) * n_cols
     flat = scores[start:stop].reshape(size)
     flat_targets = targets[start:stop].reshape(size)
-    floats, ints = scratch
     lw, plain, d2, weights = floats[_LW], floats[_PLAIN], floats[_D2], floats[_W]
     packed, flags = ints[0], ints[1]
     if has_row:
@@ -368,24 +391,11 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
     has_pos = pos_weight.shape[0] != 0
     keep = element_losses.shape[0] != 0
     keep_values = row_values.shape[0] != 0
-    # Row weights only (the multi-label task, and PyTorch's doors without per-element weights): the fast path.
-    fast = not (has_col or has_full or has_pos or keep) and n_cols < _PACK_LIMIT
-    scratch = _new_fast_scratch(block_rows * n_cols if fast else 0)
     for b in range(first_task, nblocks, task_step):
         prefer_wide_vectors()
-        for c in range(NUM_SUMS):
-            fsums[b, c] = 0.0
-        fsums[b, S_MIN] = np.inf
-        fsums[b, S_MAX] = -np.inf
-        for c in range(FIRST_COLUMNS):
-            icounts[b, c] = 0
-        for c in range(FIRST_COLUMNS, NUM_COUNTS):
-            icounts[b, c] = -1
+        _reset_block(fsums, icounts, b)
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
-        if fast:
-            _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, stop, fsums, icounts, scratch)
-            continue
         size = (stop - start) * n_cols
         flat = scores[start:stop].reshape(size)
         neg_log_p = np.empty(size)
@@ -516,7 +526,13 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
 
 def bce_blocks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, row_values,
                nblocks, block_rows, fsums, icounts):
-    """``_bce_blocks_tasks`` on the thread pool (see fastce._parallel)."""
+    """``_bce_blocks_tasks`` on the thread pool (see fastce._parallel); rows weighted by row only (no column,
+    element or positive-class weights, no element losses kept) take its fast twin, _bce_fast_tasks."""
+    if (col_weight.shape[0] == 0 and full_weight.shape[0] == 0 and pos_weight.shape[0] == 0
+            and element_losses.shape[0] == 0 and scores.shape[1] < _PACK_LIMIT):
+        run_tasks(_bce_fast_tasks, (scores, targets, row_weight, mode, row_values, nblocks, block_rows, fsums, icounts),
+                  nblocks)
+        return
     args = (scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, row_values,
             nblocks, block_rows, fsums, icounts)
     run_tasks(_bce_blocks_tasks, args, nblocks)
