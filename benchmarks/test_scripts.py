@@ -14,6 +14,7 @@ import kernel_timing
 import readme_table
 import short_rows
 import stderr_accuracy
+import task_roofline
 
 
 def test_kernel_timing_prints_positive_costs_per_mode(capsys):
@@ -31,6 +32,14 @@ def test_short_rows_prints_a_fraction_of_the_roofline(capsys):
     assert [int(re.search(r"C=\s*(\d+)", line).group(1)) for line in lines] == [2, 10]
     for line in lines:
         assert 0 < float(re.search(r"([\d.]+)% \(min\)", line).group(1))
+
+
+def test_task_roofline_prints_a_fraction_per_task_and_target_dtype(capsys):
+    assert task_roofline.main(["--classes", "20", "--mib", "0.5", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[1:]
+    assert [line.split("(")[0].strip() for line in lines] == ["multilabel", "multilabel", "soft"]
+    for line in lines:
+        assert 0 < float(re.search(r"([\d.]+)%$", line).group(1))
 
 
 def test_accuracy_reference_agrees_with_fastce():
