@@ -50,6 +50,7 @@ from fastce._vecmath import (
     atanh_series,
     exp_nonpositive,
     fma,
+    inline_into_callers,
     log_positive,
     maxnum,
     minnum,
@@ -231,6 +232,33 @@ def _bce_fast_tasks(scores, targets, row_weight, mode, row_values, nblocks, bloc
 
 
 @njit(**KERNEL_OPTIONS)
+def _element_terms(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags):
+    """_bce_block_fast's flat loop: every element's weighted loss (0 where infinite), plain loss, (p - y)^2,
+    packed counts and flags, without branches or reductions (it vectorises)."""
+    prefer_wide_vectors()
+    inline_into_callers()  # so that each call's constant mode prunes the other mode's math
+    for e in range(size):
+        x = as_float64(flat[e])
+        y = target_value(flat_targets[e])
+        neg_log_p, neg_log_q, p = softplus_parts(x, mode)
+        c = 1.0 - y
+        loss = (0.0 if y == 0.0 else y * neg_log_p) + (0.0 if c == 0.0 else c * neg_log_q)
+        loss = x if x != x else loss
+        w = weights[e] if has_row else 1.0
+        weighted = 0.0 if w == 0.0 else w * loss
+        infinite = weighted == np.inf
+        lw[e] = 0.0 if infinite else weighted
+        plain[e] = loss
+        d = p - y
+        d2[e] = d * d
+        predicted = x > 0.0 if mode == MODE_LOGITS else x > 0.5
+        packed[e] = (np.int64(predicted == (y > 0.5)) + (np.int64(infinite) << 16)
+                     + (np.int64((y > 0.0) & (y < 1.0)) << 32) + (np.int64(y == 1.0) << 48))
+        flags[e] = (np.int64(x != x) * _F_NAN + np.int64(x < 0.0) * _F_BELOW0 + np.int64(x > 1.0) * _F_ABOVE1
+                    + np.int64(not ((y >= 0.0) & (y <= 1.0))) * _F_BAD)
+
+
+@njit(**KERNEL_OPTIONS)
 def _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, stop, fsums, icounts, floats, ints):
     """Block b of _bce_blocks_tasks without column, element or positive-class weights: the same numbers.
 
@@ -266,25 +294,12 @@ def _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, sto
             high = maxnum(high, x)
         fsums[b, S_MIN] = low
         fsums[b, S_MAX] = high
-    for e in range(size):
-        x = as_float64(flat[e])
-        y = target_value(flat_targets[e])
-        neg_log_p, neg_log_q, p = softplus_parts(x, mode)
-        c = 1.0 - y
-        loss = (0.0 if y == 0.0 else y * neg_log_p) + (0.0 if c == 0.0 else c * neg_log_q)
-        loss = x if x != x else loss
-        w = weights[e] if has_row else 1.0
-        weighted = 0.0 if w == 0.0 else w * loss
-        infinite = weighted == np.inf
-        lw[e] = 0.0 if infinite else weighted
-        plain[e] = loss
-        d = p - y
-        d2[e] = d * d
-        predicted = x > 0.0 if mode == MODE_LOGITS else x > 0.5
-        packed[e] = (np.int64(predicted == (y > 0.5)) + (np.int64(infinite) << 16)
-                     + (np.int64((y > 0.0) & (y < 1.0)) << 32) + (np.int64(y == 1.0) << 48))
-        flags[e] = (np.int64(x != x) * _F_NAN + np.int64(x < 0.0) * _F_BELOW0 + np.int64(x > 1.0) * _F_ABOVE1
-                    + np.int64(not ((y >= 0.0) & (y <= 1.0))) * _F_BAD)
+    # One loop per mode, the mode a constant in each (inlined by LLVM): with a run-time mode LLVM computed both
+    # modes' math for every element and selected (3.8 against ~2 ns an element).
+    if mode == MODE_LOGITS:
+        _element_terms(flat, flat_targets, weights, has_row, size, MODE_LOGITS, lw, plain, d2, packed, flags)
+    else:
+        _element_terms(flat, flat_targets, weights, has_row, size, MODE_PROBA, lw, plain, d2, packed, flags)
     for i in range(start, stop):
         base = (i - start) * n_cols
         row_loss = 0.0
