@@ -215,6 +215,47 @@ def _reset_block(fsums, icounts, b):
 
 
 @njit(**KERNEL_OPTIONS)
+def _count_row(fsums, icounts, b, i, mode, n_cols, rw, row_loss, row_brier, hits, inf, below, above, bad, soft,
+               ones, argmax_hit):
+    """A counted row's counters and sums, the same for both paths: its out-of-range entries (probabilities), bad
+    targets and infinite losses (each with its first row), then its block sums and second moments.
+
+    ``argmax_hit``: the scores' first maximum is the hot class (used when the target row is one-hot).
+    """
+    inline_into_callers()
+    if mode == MODE_PROBA:
+        if below:
+            K._note(icounts, b, N_BELOW0, FIRST_BELOW0, i)
+        if above:
+            K._note(icounts, b, N_ABOVE1, FIRST_ABOVE1, i)
+    if bad:
+        K._note(icounts, b, N_BAD_TARGET, FIRST_BAD_TARGET, i)
+    if inf:
+        if icounts[b, N_INF_LOSS] == 0:
+            icounts[b, FIRST_INF_LOSS] = i
+        icounts[b, N_INF_LOSS] += inf
+    one_hot = ones == 1 and soft == 0 and not bad
+    icounts[b, N_ROWS] += 1
+    icounts[b, N_SOFT] += soft
+    icounts[b, N_ONE_HOT] += one_hot
+    fsums[b, S_LOSS] += row_loss
+    fsums[b, S_BRIER] += rw * row_brier
+    fsums[b, S_HITS] += rw * hits
+    fsums[b, S_SUBSET] += rw if hits == n_cols else 0.0
+    fsums[b, S_ARGMAX] += rw if (one_hot and argmax_hit) else 0.0
+    fsums[b, S_WEIGHT] += rw
+    rw2 = rw * rw
+    fsums[b, S_W2] += rw2
+    fsums[b, S_LOSS_Q1] += rw * row_loss
+    fsums[b, S_LOSS_Q2] += row_loss * row_loss
+    fsums[b, S_BRIER_Q1] += rw2 * row_brier
+    fsums[b, S_BRIER_Q2] += rw2 * (row_brier * row_brier)
+    fsums[b, S_HITS_Q1] += rw2 * hits
+    fsums[b, S_HITS_Q2] += rw2 * (hits * hits)
+    fsums[b, S_SUBSET_Q] += rw2 if hits == n_cols else 0.0
+
+
+@njit(**KERNEL_OPTIONS)
 def _bce_fast_tasks(scores, targets, row_weight, mode, row_values, nblocks, block_rows, fsums, icounts, first_task,
                     task_step):
     """_bce_blocks_tasks for rows weighted by row only, block by block with _bce_block_fast.
@@ -325,32 +366,12 @@ def _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, sto
             row_values[i, V_HAMMING] = hits / n_cols
             row_values[i, V_SUBSET] = 1.0 if hits == n_cols else 0.0
         if row_flags & _F_NAN:
-            if icounts[b, N_NONFINITE] == 0:
-                icounts[b, FIRST_NONFINITE] = i
-            icounts[b, N_NONFINITE] += 1
+            K._note(icounts, b, N_NONFINITE, FIRST_NONFINITE, i)
             continue
-        if mode == MODE_PROBA:
-            if row_flags & _F_BELOW0:
-                if icounts[b, N_BELOW0] == 0:
-                    icounts[b, FIRST_BELOW0] = i
-                icounts[b, N_BELOW0] += 1
-            if row_flags & _F_ABOVE1:
-                if icounts[b, N_ABOVE1] == 0:
-                    icounts[b, FIRST_ABOVE1] = i
-                icounts[b, N_ABOVE1] += 1
         bad = (row_flags & _F_BAD) != 0
-        if bad:
-            if icounts[b, N_BAD_TARGET] == 0:
-                icounts[b, FIRST_BAD_TARGET] = i
-            icounts[b, N_BAD_TARGET] += 1
-        if inf:
-            if icounts[b, N_INF_LOSS] == 0:
-                icounts[b, FIRST_INF_LOSS] = i
-            icounts[b, N_INF_LOSS] += inf
-        one_hot = ones == 1 and soft == 0 and not bad
         argmax_hit = False
-        if one_hot:
-            # As the general path: the hot class (the entry equal to 1) and the first maximum of the scores.
+        if ones == 1 and soft == 0 and not bad:
+            # A one-hot target: as the general path, the hot class and the first maximum of the scores.
             hot = -1
             best = as_native(scores[i, 0])
             best_j = 0
@@ -360,24 +381,8 @@ def _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, sto
                 best_j = j if v > best else best_j
                 best = v if v > best else best
             argmax_hit = best_j == hot
-        icounts[b, N_ROWS] += 1
-        icounts[b, N_SOFT] += soft
-        icounts[b, N_ONE_HOT] += one_hot
-        fsums[b, S_LOSS] += row_loss
-        fsums[b, S_BRIER] += rw * row_brier
-        fsums[b, S_HITS] += rw * hits
-        fsums[b, S_SUBSET] += rw if hits == n_cols else 0.0
-        fsums[b, S_ARGMAX] += rw if argmax_hit else 0.0
-        fsums[b, S_WEIGHT] += rw
-        rw2 = rw * rw
-        fsums[b, S_W2] += rw2
-        fsums[b, S_LOSS_Q1] += rw * row_loss
-        fsums[b, S_LOSS_Q2] += row_loss * row_loss
-        fsums[b, S_BRIER_Q1] += rw2 * row_brier
-        fsums[b, S_BRIER_Q2] += rw2 * (row_brier * row_brier)
-        fsums[b, S_HITS_Q1] += rw2 * hits
-        fsums[b, S_HITS_Q2] += rw2 * (hits * hits)
-        fsums[b, S_SUBSET_Q] += rw2 if hits == n_cols else 0.0
+        _count_row(fsums, icounts, b, i, mode, n_cols, rw, row_loss, row_brier, hits, inf,
+                   (row_flags & _F_BELOW0) != 0, (row_flags & _F_ABOVE1) != 0, bad, soft, ones, argmax_hit)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -497,46 +502,10 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
                 row_values[i, V_HAMMING] = hits / n_cols
                 row_values[i, V_SUBSET] = 1.0 if hits == n_cols else 0.0
             if nan:
-                if icounts[b, N_NONFINITE] == 0:
-                    icounts[b, FIRST_NONFINITE] = i
-                icounts[b, N_NONFINITE] += 1
+                K._note(icounts, b, N_NONFINITE, FIRST_NONFINITE, i)
                 continue
-            if mode == MODE_PROBA:
-                if below:
-                    if icounts[b, N_BELOW0] == 0:
-                        icounts[b, FIRST_BELOW0] = i
-                    icounts[b, N_BELOW0] += 1
-                if above:
-                    if icounts[b, N_ABOVE1] == 0:
-                        icounts[b, FIRST_ABOVE1] = i
-                    icounts[b, N_ABOVE1] += 1
-            if bad:
-                if icounts[b, N_BAD_TARGET] == 0:
-                    icounts[b, FIRST_BAD_TARGET] = i
-                icounts[b, N_BAD_TARGET] += 1
-            if inf:
-                if icounts[b, N_INF_LOSS] == 0:
-                    icounts[b, FIRST_INF_LOSS] = i
-                icounts[b, N_INF_LOSS] += inf
-            one_hot = ones == 1 and soft == 0 and bad == 0
-            icounts[b, N_ROWS] += 1
-            icounts[b, N_SOFT] += soft
-            icounts[b, N_ONE_HOT] += one_hot
-            fsums[b, S_LOSS] += row_loss
-            fsums[b, S_BRIER] += rw * row_brier
-            fsums[b, S_HITS] += rw * hits
-            fsums[b, S_SUBSET] += rw if hits == n_cols else 0.0
-            fsums[b, S_ARGMAX] += rw if (one_hot and best_j == hot) else 0.0
-            fsums[b, S_WEIGHT] += rw
-            rw2 = rw * rw
-            fsums[b, S_W2] += rw2
-            fsums[b, S_LOSS_Q1] += rw * row_loss
-            fsums[b, S_LOSS_Q2] += row_loss * row_loss
-            fsums[b, S_BRIER_Q1] += rw2 * row_brier
-            fsums[b, S_BRIER_Q2] += rw2 * (row_brier * row_brier)
-            fsums[b, S_HITS_Q1] += rw2 * hits
-            fsums[b, S_HITS_Q2] += rw2 * (hits * hits)
-            fsums[b, S_SUBSET_Q] += rw2 if hits == n_cols else 0.0
+            _count_row(fsums, icounts, b, i, mode, n_cols, rw, row_loss, row_brier, hits, inf, below, above, bad != 0,
+                       soft, ones, best_j == hot)
 
 
 def bce_blocks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, row_values,
