@@ -101,7 +101,7 @@ def test_rows_of_more_elements_than_the_packed_counts_take_the_general_path():
 
 @pytest.mark.parametrize("from_logits", [True, False])
 def test_fast_path_is_used_by_the_multilabel_task(from_logits):
-    """evaluate's multi-label read takes the fast path (no column weights) and still matches the formulas."""
+    """evaluate's multi-label read (the fast path: no column weights) matches the formulas."""
     import fastce
     from test_groups_tasks import multilabel_rows
 

@@ -36,6 +36,7 @@ from fastce import compare_values as CV
 from fastce import kernels as K
 from fastce import kernels_binary as KB
 from fastce.api import scores_argument
+from fastce.readers import Batch as RowsBatch, check_task, make_reader
 from fastce.checks import check_probabilities, check_probability_range, sum_to_one_tolerance
 from fastce._warn import user_stacklevel
 from fastce.errors import FastCEWarning, InputError
@@ -45,7 +46,6 @@ COMPARISON_FORMAT = "fastce.comparison/1"
 # Rows per slice of the per-model path: its per-row buffers (40 bytes a row and model) stay ~10 MB.
 _APART_ROWS = 1 << 18
 LOSS_METRICS = ("cross_entropy", "brier")
-_CORRELATION_COLUMNS = (PK.P_FINITE_ROWS, PK.P_LA, PK.P_LB, PK.P_LA2, PK.P_LB2, PK.P_LAB)
 ACCURACY_METRICS = ("accuracy", "top_k_accuracy")
 
 
@@ -143,7 +143,7 @@ def compare(
     check_nan_policy(nan_policy)
     container, from_logits, argument = scores_argument(logits, proba)
     model_names, arrays = _models(container, names, argument)
-    batch = validated_batch(y_true, arrays, model_names, argument, sample_weight, groups, task=_task(task),
+    batch = validated_batch(y_true, arrays, model_names, argument, sample_weight, groups, task=check_task(task),
                             from_logits=from_logits)
     ks = _top_k(top_k, batch.task, batch.num_classes)
     state = ComparisonState.empty(model_names, batch.num_classes, ks, from_logits=from_logits,
@@ -180,12 +180,6 @@ class Batch:
         return Batch([v[part] for v in self.views], self.eps, self.labels[part],
                      None if self.weights is None else self.weights[part],
                      None if self.groups is None else self.groups[part], self.task, self.tolerance)
-
-
-def _task(task) -> str:
-    from fastce.readers import check_task
-
-    return check_task(task)
 
 
 def _top_k(top_k, task: str, num_classes: int) -> tuple:
@@ -228,8 +222,6 @@ def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups,
 
         ids = check_groups(groups, n_rows)
     if task in CV.TASK_METRICS:
-        from fastce.readers import make_reader
-
         # The task's reader checks the targets as evaluate's does (their values: in the kernel), whatever rows a
         # batch holds: a batch whose rows happen to look one-hot or soft is still read as this task's.
         rows = make_reader(task, n_classes, from_logits=from_logits).validate(target, scores[0], sample_weight,
@@ -300,8 +292,6 @@ def _top_k_of(state) -> tuple:
 
 def _empty_state(task: str, num_classes: int, top_k, from_logits: bool):
     if task in CV.TASK_METRICS:
-        from fastce.readers import make_reader
-
         return make_reader(task, num_classes, from_logits=from_logits).empty()
     return State.empty(num_classes, top_k, from_logits=from_logits, task=task)
 
@@ -493,8 +483,6 @@ class ComparisonState:
         """The multi-label and soft-target tasks: each model read by its task's reader (evaluate's read, so
         its state is evaluate's, bit for bit), whose kernel writes each row's values as it reads the row
         (see compare_values); then the pairs' sums of those values, a slice of whole blocks at a time."""
-        from fastce.readers import Batch as RowsBatch, make_reader
-
         reader = make_reader(self.task, self.num_classes, from_logits=self.from_logits)
         n_rows = views[0].shape[0]
         block_rows = self.block_rows
@@ -523,10 +511,10 @@ class ComparisonState:
 
     def _fold_pair(self, key, fsums, nblocks: int) -> None:
         """Add a pair's block sums exactly; note the columns of the partials that were not finite."""
-        bad = np.flatnonzero(~np.isfinite(fsums[:nblocks]).all(axis=0))
-        if bad.size:
-            self.dropped[key] = tuple(sorted(set(self.dropped.get(key, ())) | set(bad.tolist())))
-        self.nonfinite_pair_sums += PK.fold_exact(fsums, nblocks, self.pairs[key])
+        dropped = np.zeros(fsums.shape[1], dtype=np.bool_)
+        self.nonfinite_pair_sums += PK.fold_exact(fsums, nblocks, self.pairs[key], dropped)
+        if dropped.any():
+            self.dropped[key] = tuple(sorted(set(self.dropped.get(key, ())) | set(np.flatnonzero(dropped).tolist())))
 
     def _fold_groups(self, ids, rows, weights, block_rows) -> None:
         from fastce.groups import row_values
@@ -677,8 +665,7 @@ class ComparisonState:
             pairs = {key: CV.ValuePairSums(acc, n_values, propagate, self.dropped.get(key, ()))
                      for key, acc in self.pairs.items()}
         else:
-            pairs = {key: _PairSums(acc, len(self.top_k), propagate, self.dropped.get(key, ()))
-                     for key, acc in self.pairs.items()}
+            pairs = {key: _PairSums(acc, propagate, self.dropped.get(key, ())) for key, acc in self.pairs.items()}
         return Comparison(self, metrics, pairs)
 
 
@@ -689,15 +676,12 @@ def _finalize_model(state, nan_policy: str, name: str):
 
 
 class _PairSums(CV.ExactPairSums):
-    """The paired sums of a multi-class or binary pair (compare_kernels' P_* columns)."""
+    """The paired sums of a multi-class or binary pair (compare_kernels' P_* columns): a table per top-k value."""
 
-    def __init__(self, acc, n_k: int, propagate: bool, dropped=()):
-        super().__init__(acc, propagate, dropped)
-        self.n_k = n_k
+    CORRELATION_COLUMNS = (PK.P_FINITE_ROWS, PK.P_LA, PK.P_LB, PK.P_LA2, PK.P_LB2, PK.P_LAB)
 
-    def cell(self, k_index: int, cell: int) -> tuple[int, float, int]:
-        column = PK.P_TABLE + PK.TABLE_COLUMNS * k_index + 3 * cell
-        return round(self.value(column)), self.value(column + 1), self.ints[column + 2]
+    def table_column(self, k_index: int) -> int:
+        return PK.P_TABLE + PK.TABLE_COLUMNS * k_index
 
 
 @dataclass(frozen=True)
@@ -752,6 +736,8 @@ class Comparison:
         return self._pairs[(b, a)], -1.0
 
     def _k_index(self, k) -> int:
+        if self.state.task in CV.TASK_METRICS and k != 1:
+            raise ValueError(f"k={k!r}: a {self.state.task} comparison has one accuracy (k=1).")
         if k not in self.state.top_k:
             raise ValueError(f"k={k!r} is not among the top-k values computed: {list(self.state.top_k)}.")
         return self.state.top_k.index(k)
@@ -783,18 +769,15 @@ class Comparison:
         if metric in ACCURACY_METRICS:
             k = 1 if (metric == "accuracy" and k is None) else k
             i = self._k_index(k)
-            only_a, only_b = (PK.ONLY_A, PK.ONLY_B) if sign > 0 else (PK.ONLY_B, PK.ONLY_A)
-            cells = [PK.P_TABLE + PK.TABLE_COLUMNS * i + 3 * cell for cell in (only_a, only_b)]
-            return self._hit_delta("top_k_accuracy" if k != 1 else "accuracy", a, b, sums, cells, (PK.P_W, PK.P_W2),
-                                   n, 2 + i, k=k)
+            return self._hit_delta("top_k_accuracy" if k != 1 else "accuracy", a, b, sums, sign, i,
+                                   (PK.P_W, PK.P_W2), n, 2 + i, k=k)
         raise ValueError(
             f"metric={metric!r} is not one of 'cross_entropy', 'brier', 'accuracy', 'top_k_accuracy'."
         )
 
     def _value_delta(self, sums, sign: float, a: str, b: str, metric: str, k) -> Delta:
         """delta() of the multi-label and soft-target tasks, from compare_values' sums."""
-        if k not in (None, 1):
-            raise ValueError(f"k={k!r}: a {self.state.task} comparison has one accuracy (k=1).")
+        self._k_index(1 if k is None else k)
         metric, column, kind = CV.metric_of(self.state.task, metric)
         n = sums.count(CV.V_ROWS)
         if kind == "mean":
@@ -802,9 +785,7 @@ class Comparison:
             rows = sums.count(CV.V_FINITE_ROWS) if column == 0 else n - sums.count(at)
             return self._mean_delta(metric, a, b, sign, 1.0, sums, (CV.V_W, at + 1, CV.V_W2, at + 2, at + 3),
                                     sums.count(at) != 0, rows, n, column)
-        only_a, only_b = (CV.ONLY_A, CV.ONLY_B) if sign > 0 else (CV.ONLY_B, CV.ONLY_A)
-        cells = [CV.table_column(sums.n_values) + 3 * cell for cell in (only_a, only_b)]
-        return self._hit_delta(metric, a, b, sums, cells, (CV.V_W, CV.V_W2), n, column)
+        return self._hit_delta(metric, a, b, sums, sign, 0, (CV.V_W, CV.V_W2), n, column)
 
     def _mean_delta(self, metric, a, b, sign, half, sums, columns, undefined, rows, n, group_column) -> Delta:
         """The paired z-test of a mean's difference from the pair's exact sums: ``columns`` = those of
@@ -826,11 +807,13 @@ class Comparison:
             estimate = stderr = p_value = nan
         return Delta(metric, b, a, estimate, stderr, n, p_value, test)
 
-    def _hit_delta(self, metric, a, b, sums, cells, weights, n, group_column, k=None) -> Delta:
-        """The difference of a hit rate (b - a): ``cells`` = the first columns of the cells only A right and
-        only B right (rows, weight, squared weight), ``weights`` those of (weight, sum w^2); the exact
-        McNemar test (a z-test with groups=)."""
+    def _hit_delta(self, metric, a, b, sums, sign, k_index, weights, n, group_column, k=None) -> Delta:
+        """The difference of a hit rate (b - a) from the k_index-th table's cells only A right and only B
+        right (rows, weight, squared weight; swapped when the pair is stored as (b, a)), ``weights`` the
+        columns of (weight, sum w^2); the exact McNemar test (a z-test with groups=)."""
         scale = 1 << _exactsum.OFFSET
+        first, second = (PK.ONLY_A, PK.ONLY_B) if sign > 0 else (PK.ONLY_B, PK.ONLY_A)
+        cells = [sums.table_column(k_index) + 3 * cell for cell in (first, second)]
         only_a, only_b = ([sums.ints[c + i] for i in range(3)] for c in cells)
         weight, w2 = (sums.ints[c] for c in weights)
         # d = hit_b - hit_a is +1 on rows right under b only, -1 under a only, 0 elsewhere.
@@ -877,16 +860,8 @@ class Comparison:
         """Rows and weights where both are right, only ``a``, only ``b``, or neither (top-``k``; multi-label:
         every label right, the subset hit; soft targets: the argmax of the target's)."""
         sums, sign = self._pair(a, b)
-        if self.state.task in CV.TASK_METRICS:
-            if k != 1:
-                raise ValueError(f"k={k!r}: a {self.state.task} comparison has one accuracy (k=1).")
-            cell = sums.cell
-        else:
-            i = self._k_index(k)
-
-            def cell(c):
-                return sums.cell(i, c)
-        cells = {name: cell(c) for name, c in (
+        i = self._k_index(k)
+        cells = {name: sums.cell(i, c) for name, c in (
             ("both_right", PK.BOTH_RIGHT), ("only_a_right", PK.ONLY_A), ("only_b_right", PK.ONLY_B),
             ("both_wrong", PK.BOTH_WRONG))}
         if sign < 0:
@@ -896,12 +871,8 @@ class Comparison:
     def correlation(self, a: str, b: str) -> float:
         """Pearson correlation of the two models' per-row losses (unweighted, rows with finite losses)."""
         sums, _ = self._pair(a, b)
-        if self.state.task in CV.TASK_METRICS:
-            n, la, lb, la2, lb2, lab = sums.loss_sums()
-        else:
-            n, la, lb, la2, lb2, lab = (sums.ints[c] for c in (PK.P_FINITE_ROWS, PK.P_LA, PK.P_LB, PK.P_LA2, PK.P_LB2,
-                                                                PK.P_LAB))
-        if sums.dropped_any(CV.CORRELATION_COLUMNS if self.state.task in CV.TASK_METRICS else _CORRELATION_COLUMNS):
+        n, la, lb, la2, lb2, lab = (sums.ints[c] for c in sums.CORRELATION_COLUMNS)
+        if sums.dropped_any(sums.CORRELATION_COLUMNS):
             return math.nan  # a partial sum beyond float64 (losses above ~1e154): unknown
         # From the exact scaled integers: n sum xy - sum x sum y (every term
         # carries the same scale, which cancels in the ratio).

@@ -645,11 +645,12 @@ def _table_cell(inputs_a, inputs_b, weight, count, k, a_right, b_right, fsums, b
 
 
 @njit(**KERNEL_OPTIONS)
-def fold_exact(fsums, nblocks, acc):
+def fold_exact(fsums, nblocks, acc, dropped):
     """Add every block's sums exactly into ``acc`` (one accumulator per column), in block order.
 
-    Returns the number of non-finite partials (they are not added): the
-    caller reports them, never drops them silently.
+    Returns the number of non-finite partials (they are not added) and marks
+    their columns in ``dropped`` (bool, one per column): the caller reports
+    them, never drops them silently.
     """
     nonfinite = 0
     for b in range(nblocks):
@@ -659,6 +660,7 @@ def fold_exact(fsums, nblocks, acc):
                 exact_add(acc[c], value)
             else:
                 nonfinite += 1
+                dropped[c] = True
     for c in range(acc.shape[0]):
         normalize(acc[c])
     return nonfinite

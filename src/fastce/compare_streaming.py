@@ -13,6 +13,7 @@ import numpy as np
 
 from fastce.compare import Batch, Comparison, ComparisonState, _confident_below, _top_k, validated_batch
 from fastce.errors import InputError
+from fastce.readers import _held_targets  # class indices as int64, (n, C) targets as float64
 from fastce.state import check_nan_policy
 from fastce.streaming import _b64, _unb64  # the Evaluator's encoding of pending rows
 
@@ -196,7 +197,7 @@ class Comparator:
                 "eps": list(p.eps),
                 "scores": [_b64(v, v.dtype.newbyteorder("<").str) for v in p.views],
                 # Class indices as int64, (n, C) targets as float64 (exact for every dtype the readers take).
-                "labels": _b64(_held(p.labels), "<i8" if p.labels.ndim == 1 else "<f8"),
+                "labels": _b64(_held_targets(p.labels), "<i8" if p.labels.ndim == 1 else "<f8"),
                 "tolerance": p.tolerance,
                 "weights": None if p.weights is None else _b64(p.weights, "<f8"),
                 "groups": None if p.groups is None else _b64(p.groups, "<i8"),
@@ -266,11 +267,6 @@ class Comparator:
         return out
 
 
-def _held(labels):
-    """Class indices as int64, (n, C) targets as float64: exact for every dtype the readers accept."""
-    return np.asarray(labels, dtype=np.int64 if np.ndim(labels) == 1 else np.float64)
-
-
 def _concatenate(first, second):
 
     def join(a, b, dtype, n_a, n_b, fill):
@@ -283,7 +279,7 @@ def _concatenate(first, second):
     n_a, n_b = first.n_rows, second.n_rows
     views = [np.concatenate([a, b]) for a, b in zip(first.views, second.views)]
     return Batch(
-        views, list(second.eps), np.concatenate([_held(first.labels), _held(second.labels)]),
+        views, list(second.eps), np.concatenate([_held_targets(first.labels), _held_targets(second.labels)]),
         join(first.weights, second.weights, np.float64, n_a, n_b, 1.0),
         join(first.groups, second.groups, np.int64, n_a, n_b, 0),
         second.task, second.tolerance,
@@ -295,7 +291,7 @@ def _slice_copy(batch, start: int, stop: int):
 
     return Batch(
         [np.array(v[start:stop], copy=True) for v in batch.views], list(batch.eps),
-        np.array(_held(batch.labels[start:stop]), copy=True),
+        np.array(_held_targets(batch.labels[start:stop]), copy=True),
         None if batch.weights is None else np.array(batch.weights[start:stop], dtype=np.float64),
         None if batch.groups is None else np.array(batch.groups[start:stop], dtype=np.int64),
         batch.task, batch.tolerance,

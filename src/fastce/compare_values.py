@@ -8,9 +8,9 @@ first value marks a row that is not counted).  For a pair of models (A, B),
 need, over the *joint* rows (counted under both):
 
 * ``V_ROWS``, ``V_W``, ``V_W2``: joint rows, sum of w, sum of w^2;
-* ``V_FINITE_ROWS`` / ``V_INF_ROWS``: joint rows whose first value (the
-  loss) is finite under both / infinite under one; ``V_LA`` ... ``V_LAB``:
-  the unweighted sums behind the correlation of the losses, over the finite rows;
+* ``V_FINITE_ROWS``: joint rows whose first value (the loss) is finite
+  under both; ``V_LA`` ... ``V_LAB``: the unweighted sums behind the
+  correlation of the losses, over those rows;
 * per value column j, at ``value_column(j)``: the joint rows whose difference
   d = (value under B) - (value under A) is not finite, then sum w d,
   sum w^2 d and sum w^2 d^2 over the others;
@@ -40,9 +40,8 @@ BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG = 0, 1, 2, 3
 assert (ROW_VALUES, TABLE_COLUMNS, BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG) == (
     _accumulate_family.ROW_VALUES, PK.TABLE_COLUMNS, PK.BOTH_RIGHT, PK.ONLY_A, PK.ONLY_B, PK.BOTH_WRONG)
 
-V_ROWS, V_W, V_W2, V_FINITE_ROWS, V_INF_ROWS, V_LA, V_LB, V_LA2, V_LB2, V_LAB = range(10)
-CORRELATION_COLUMNS = (V_FINITE_ROWS, V_LA, V_LB, V_LA2, V_LB2, V_LAB)
-_FIRST_VALUE = 10
+V_ROWS, V_W, V_W2, V_FINITE_ROWS, V_LA, V_LB, V_LA2, V_LB2, V_LAB = range(9)
+_FIRST_VALUE = 9
 _PER_VALUE = 4  # not-finite differences, sum w d, sum w^2 d, sum w^2 d^2
 
 # The metrics a comparison of each task reports: name -> (value column, kind).  "mean": a mean of per-row
@@ -53,8 +52,10 @@ TASK_METRICS = {
                    "subset_accuracy": (3, "hit")},
     "soft": {"cross_entropy": (0, "mean"), "kl_divergence": (2, "mean"), "accuracy": (3, "hit")},
 }
-# The Metrics field each task's "accuracy" (its hit column) is reported as.
+# The value column of the tasks' hit (multi-label: subset hit; soft: argmax agreement), read into the table.
 HIT_COLUMN = 3
+assert all(metrics[name] == (HIT_COLUMN, "hit") for metrics in TASK_METRICS.values() for name in metrics
+           if metrics[name][1] == "hit")
 
 
 def value_column(j: int) -> int:
@@ -105,7 +106,7 @@ def _value_pair_blocks(values_a, values_b, weights, hit, block_rows, fsums):
     weighted = weights.shape[0] != 0
     table = _FIRST_VALUE + _PER_VALUE * ROW_VALUES
     for b in range((n_rows + block_rows - 1) // block_rows):
-        rows = w_sum = w2_sum = finite_rows = inf_rows = 0.0
+        rows = w_sum = w2_sum = finite_rows = 0.0
         la_sum = lb_sum = la2 = lb2 = lab = 0.0
         v0 = v1 = v2 = v3 = (0.0, 0.0, 0.0, 0.0)
         both = only_a = only_b = neither = (0.0, 0.0, 0.0)
@@ -123,7 +124,6 @@ def _value_pair_blocks(values_a, values_b, weights, hit, block_rows, fsums):
             fa = la if finite else 0.0
             fb = lb if finite else 0.0
             finite_rows += 1.0 if finite else 0.0
-            inf_rows += 0.0 if finite else 1.0
             la_sum += fa
             lb_sum += fb
             la2 += fa * fa
@@ -140,7 +140,7 @@ def _value_pair_blocks(values_a, values_b, weights, hit, block_rows, fsums):
             only_b = _cell(~right_a & right_b, w, w2, only_b)
             neither = _cell(~right_a & ~right_b, w, w2, neither)
         fsums[b, V_ROWS], fsums[b, V_W], fsums[b, V_W2] = rows, w_sum, w2_sum
-        fsums[b, V_FINITE_ROWS], fsums[b, V_INF_ROWS] = finite_rows, inf_rows
+        fsums[b, V_FINITE_ROWS] = finite_rows
         fsums[b, V_LA], fsums[b, V_LB], fsums[b, V_LA2], fsums[b, V_LB2], fsums[b, V_LAB] = la_sum, lb_sum, la2, lb2, lab
         for j, v in enumerate((v0, v1, v2, v3)):
             at = _FIRST_VALUE + _PER_VALUE * j
@@ -172,22 +172,30 @@ class ExactPairSums:
     def count(self, column: int) -> int:
         return round(self.value(column))
 
+    # What each layout defines: the columns of (finite rows, sum a, sum b, sum a^2, sum b^2, sum ab) of the
+    # losses, and the first column of the 2 x 2 table of the k_index-th top-k value.
+    CORRELATION_COLUMNS: tuple = ()
+
+    def table_column(self, k_index: int) -> int:
+        raise NotImplementedError
+
+    def cell(self, k_index: int, cell: int) -> tuple[int, float, int]:
+        """(rows, weight, squared weight as a scaled int) of a cell of the k_index-th table."""
+        at = self.table_column(k_index) + 3 * cell
+        return self.count(at), self.value(at + 1), self.ints[at + 2]
+
 
 class ValuePairSums(ExactPairSums):
-    """The paired sums of per-row values (this module's columns)."""
+    """The paired sums of per-row values (this module's columns); one table, the hit column's (k = 1)."""
+
+    CORRELATION_COLUMNS = (V_FINITE_ROWS, V_LA, V_LB, V_LA2, V_LB2, V_LAB)
 
     def __init__(self, acc, n_values: int, propagate: bool, dropped=()):
         super().__init__(acc, propagate, dropped)
         self.n_values = n_values
 
-    def cell(self, cell: int) -> tuple[int, float, int]:
-        """(rows, weight, squared weight as a scaled int) of a cell of the hit column's table."""
-        at = table_column(self.n_values) + 3 * cell
-        return self.count(at), self.value(at + 1), self.ints[at + 2]
-
-    def loss_sums(self) -> tuple[int, ...]:
-        """(finite rows, sum a, sum b, sum a^2, sum b^2, sum ab) as scaled ints: the losses' correlation."""
-        return tuple(self.ints[c] for c in CORRELATION_COLUMNS)
+    def table_column(self, k_index: int) -> int:
+        return table_column(self.n_values)
 
 
 def metric_of(task: str, metric: str) -> tuple[str, int, str]:

@@ -148,6 +148,7 @@ def _soft_target_row(scores, targets, i, m, lse, smoothing, class_weight, weight
             wq = q * class_weight[c] if weighted else q
             terms[_LOSS, j] = 0.0 if wq == 0.0 else wq * d
             positive = q > 0.0
+            # (A subnormal q's log is off by up to ~35, in a term q log q below 1e-305: nothing a sum keeps.)
             log_q = log_positive(q if positive else 1.0)
             terms[_ENTROPY, j] = -(q * log_q) if positive else 0.0
             terms[_KL, j] = q * (log_q + d) if positive else 0.0
