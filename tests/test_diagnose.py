@@ -173,6 +173,24 @@ def test_sparse_confusions_match_dense(rng):
     assert sparse.confusion_error == 0.0
 
 
+def test_stable_order_is_numpys_stable_argsort():
+    """The radix sort behind the dense confusion matrix's adds (C > 256) orders as np.argsort(kind="stable"):
+    any size (0 and 1 included), any bound (one pass, several, one digit short of 2^63), many ties."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from fastce.diagnostics_kernels import stable_order
+
+    @given(st.integers(0, 3000), st.sampled_from([1, 2, 7, 2048, 2049, 10**6, 2**40, 2**62]), st.integers(0, 2**32))
+    @settings(max_examples=60, deadline=None)
+    def check(n, bound, seed):
+        codes = np.random.default_rng(seed).integers(0, bound, size=n)
+        np.testing.assert_array_equal(stable_order(codes, bound), np.argsort(codes, kind="stable"))
+
+    check()
+
+
 def test_sparse_pair_table_is_bounded_and_its_error_bounded(rng):
     opts = DiagnosticsOptions(num_classes=50, dense_confusion_max=0, max_pairs=40)
     z = rng.normal(size=(20000, 50))
