@@ -175,7 +175,7 @@ def test_sparse_confusions_match_dense(rng):
 
 def test_stable_order_is_numpys_stable_argsort():
     """The radix sort behind the dense confusion matrix's adds (C > 256) orders as np.argsort(kind="stable"):
-    any size (0 and 1 included), any bound (one pass, several, one digit short of 2^63), many ties."""
+    any size (0 and 1 included), any bound (one pass, two, up to codes of 62 bits), many ties."""
     hypothesis = pytest.importorskip("hypothesis")
     from hypothesis import given, settings
     from hypothesis import strategies as st

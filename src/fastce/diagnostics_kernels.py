@@ -303,7 +303,8 @@ def stable_order(codes, bound):
 
     An LSD radix sort, _RADIX_BITS bits a pass (two passes for C = 1000's
     million cells).  numba's mergesort argsort cost 0.9 s of every first
-    diagnose's compile, and more time per row.
+    diagnose's compile, and 10x the time (in cache, codes below 10^6: 3.6
+    against 51 ns a code for 10^4 codes, 9.4 against 98 for 2 x 10^5).
     """
     n = codes.shape[0]
     order = np.arange(n)
