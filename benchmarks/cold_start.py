@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/cold_start.py [--runs 2] [--dtypes float32 ...] [--classes 10] [--keep] [--python PATH]
+    python benchmarks/cold_start.py [--runs 2] [--dtypes float32 ...] [--classes 10] [--doors] [--keep] [--python PATH]
 
 ``--python``: the interpreter of the fresh processes (default: this one), e.g. that of a venv
 holding only fastce's core dependencies (numpy, numba): with scipy installed, numba's first load
@@ -21,6 +21,10 @@ What it does:
    (1000 x 10) array of each ``--dtypes`` dtype (``--classes 100``: 1000 x 100,
    the long-row kernel).  Run 1 starts with an empty
    cache (everything is compiled and written); later runs load it (warm cache).
+
+``--doors``: then the first call of each other door in turn (two-class and 1-D binary logits,
+multi-label and soft targets, ``diagnose``, ``compare`` of multi-class and of binary models, float32,
+the same rows), each after the ones before it: what a further path compiles.
 
 It prints, per run, the process wall time (interpreter start to exit), the
 import time, the first-call time (compile or cache load) and the second-call
@@ -70,7 +74,24 @@ for name in dtypes:
     t = time.perf_counter()
     fastce.evaluate(labels, logits=x)
     second[name] = time.perf_counter() - t
+z = logits64.astype(np.float32)
+targets = rng.random(z.shape).astype(np.float32)
+doors = {
+    "two-class logits": lambda: fastce.evaluate(labels % 2, logits=z[:, :2].copy()),
+    "binary 1-D logits": lambda: fastce.evaluate(labels % 2, logits=z[:, 0].copy()),
+    "multi-label": lambda: fastce.evaluate((targets < 0.3).astype(np.float32), logits=z),
+    "soft targets": lambda: fastce.evaluate(targets / targets.sum(axis=1, keepdims=True), logits=z),
+    "diagnose": lambda: fastce.diagnose(labels, logits=z),
+    "compare": lambda: fastce.compare(labels, logits={"A": z, "B": z[::-1].copy()}),
+    "compare binary": lambda: fastce.compare(labels % 2, logits={"A": z[:, 0].copy(), "B": z[:, 1].copy()}),
+}
+door_first = {}
+for name in (sys.argv[3].split(";") if len(sys.argv) > 3 and sys.argv[3] else []):
+    t = time.perf_counter()
+    doors[name]()
+    door_first[name] = time.perf_counter() - t
 print(json.dumps({
+    "door_first_s": door_first,
     "fastce_file": fastce.__file__,
     "cache_dir": numba.config.CACHE_DIR,
     "numpy_import_s": t_numpy - t0,
@@ -91,9 +112,13 @@ def _tree_size(path):
     return files, total
 
 
-def run_child(env, dtypes, n_classes=10, python=sys.executable):
+DOORS = ("two-class logits", "binary 1-D logits", "multi-label", "soft targets", "diagnose", "compare",
+         "compare binary")
+
+
+def run_child(env, dtypes, n_classes=10, python=sys.executable, doors=()):
     t0 = time.perf_counter()
-    proc = subprocess.run([python, "-c", CHILD, ",".join(dtypes), str(n_classes)], env=env,
+    proc = subprocess.run([python, "-c", CHILD, ",".join(dtypes), str(n_classes), ";".join(doors)], env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -116,6 +141,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="FILE", help="write the measurements as JSON")
     parser.add_argument("--python", default=sys.executable,
                         help="the interpreter of the fresh processes (default: this one)")
+    parser.add_argument("--doors", action="store_true",
+                        help="after the evaluates, time each other door's first call (float32, same rows): "
+                             + ", ".join(DOORS))
     args = parser.parse_args(argv)
 
     workdir = tempfile.mkdtemp(prefix="fastce-cold-")
@@ -140,7 +168,7 @@ def main(argv=None) -> int:
         print("-" * len(header))
         results = []
         for i in range(args.runs):
-            result = run_child(env, args.dtypes, args.classes, args.python)
+            result = run_child(env, args.dtypes, args.classes, args.python, DOORS if args.doors else ())
             assert result["fastce_file"].startswith(package_root), f"imported the wrong fastce: {result['fastce_file']}"
             assert os.path.realpath(result["cache_dir"]) == os.path.realpath(cache_dir), result["cache_dir"]
             files, size = _tree_size(cache_dir)
@@ -154,6 +182,8 @@ def main(argv=None) -> int:
                 for name in args.dtypes:
                     print(f"{'':18s} {'':9s} {'':20s} {'':15s} {result['first_evaluate_s'][name]:14.2f} "
                           f"{result['second_evaluate_s'][name] * 1e3:15.2f}  {name}")
+            for name, seconds in result["door_first_s"].items():
+                print(f"{'':18s} {'':9s} {'':20s} {'':15s} {seconds:14.2f} {'':15s}  then {name} (first call)")
             results.append(result)
         if len(results) >= 2:
             cold = results[0]["process_wall_s"]
