@@ -191,6 +191,34 @@ def test_stable_order_is_numpys_stable_argsort():
     check()
 
 
+def test_worst_rows_are_the_k_largest_losses_ties_to_the_lower_row():
+    """The one-pass heap of the worst rows (diagnostics_kernels.worst_rows) against numpy's selection, written
+    from the definition: rows counted (loss not NaN, weight not 0) with a loss above the floor, the k largest
+    losses, ties to the lower row; with many ties, inf and NaN losses, zero weights and every floor."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from fastce.diagnostics_kernels import worst_rows
+
+    def reference(loss, w, k, floor):
+        counted = ~np.isnan(loss) & ((w != 0.0) if w.size else True) & (loss > floor)
+        rows = np.flatnonzero(counted)
+        order = np.lexsort((rows, -loss[rows]))[:k]  # loss descending, then row ascending
+        return np.sort(rows[order])
+
+    values = st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0, np.inf, np.nan])
+    @given(st.lists(values, max_size=80), st.integers(1, 12), st.booleans(), st.integers(0, 2**32),
+           st.sampled_from([-np.inf, 0.5, 1.0, np.inf]))
+    @settings(max_examples=200, deadline=None)
+    def check(losses, k, weighted, seed, floor):
+        loss = np.array(losses, dtype=np.float64)
+        w = np.random.default_rng(seed).choice([0.0, 1.0, 2.0], size=loss.size) if weighted else np.empty(0)
+        np.testing.assert_array_equal(worst_rows(loss, w, k, floor), reference(loss, w, k, floor))
+
+    check()
+
+
 def test_sparse_pair_table_is_bounded_and_its_error_bounded(rng):
     opts = DiagnosticsOptions(num_classes=50, dense_confusion_max=0, max_pairs=40)
     z = rng.normal(size=(20000, 50))

@@ -175,15 +175,17 @@ class DiagnosticsState:
             if DK.merge_bins(partials, partial_counts, n_chunks, self.bins, self.counts):
                 raise_weights_overflow("sample_weight", None)  # the State's error for the same weights
             DK.fold_classes(labels, weights, stats, pred, layout, self.acc, self.lo, self.counts)
-        keep = ~np.isnan(stats[:, 0])
+        if opts.worst_k:
+            self._fold_worst(first_row, labels, weights, stats, pred)
+        if not (weights.shape[0] or not opts.dense):
+            return
+        keep = ~np.isnan(stats[:, 0])  # the rows counted (only these two need them as a mask)
         if weights.shape[0]:
             zero = weights == 0.0
             if zero.any():
                 self._add_zero_weight_classes(labels, pred, zero & keep)
             keep &= ~zero
             self.weighted = self.weighted or bool((weights[keep] != 1.0).any())
-        if opts.worst_k:
-            self._fold_worst(first_row, np.flatnonzero(keep), labels, stats, pred)
         if not opts.dense:
             self._fold_pairs(keep & (pred != labels), labels, weights, pred)
 
@@ -191,19 +193,11 @@ class DiagnosticsState:
         seen = np.concatenate([self.zero_weight_classes, labels[rows], pred[rows]]).astype(np.int64, copy=False)
         self.zero_weight_classes = np.unique(seen)
 
-    def _fold_worst(self, first_row, rows, labels, stats, pred) -> None:
+    def _fold_worst(self, first_row, labels, weights, stats, pred) -> None:
         k = self.options.worst_k
-        if self.worst["row"].size == k:
-            # Only a loss above the current k-th worst can enter (a tie loses:
-            # these rows come after the ones kept).
-            rows = rows[stats[rows, 0] > self.worst["loss"][-1]]
-        loss = stats[rows, 0]
-        if rows.size > k:
-            # The k largest losses, ties broken by the lower row number.
-            kth = np.partition(loss, rows.size - k)[rows.size - k]
-            above = rows[loss > kth]
-            tied = rows[loss == kth][: k - above.size]
-            rows = np.sort(np.concatenate([above, tied]))
+        # Only a loss above the current k-th worst can enter (a tie loses: these rows come after the ones kept).
+        floor = float(self.worst["loss"][-1]) if self.worst["row"].size == k else -np.inf
+        rows = DK.worst_rows(stats[:, 0], weights, k, floor)
         fresh = {
             "row": rows.astype(np.int64) + first_row,
             "true": labels[rows].astype(np.int64),

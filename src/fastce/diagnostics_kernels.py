@@ -329,6 +329,58 @@ def stable_order(codes, bound):
     return order
 
 
+@njit(**KERNEL_OPTIONS)
+def worst_rows(loss, weights, k, floor):
+    """The rows (ascending) of the k largest losses above ``floor``, ties to the lower row, among the rows
+    counted (loss not NaN, weight not 0; ``weights`` empty for unit weights): the worst rows of a slice.
+
+    One pass with a heap of k (its root the weakest kept: the smallest
+    loss, and of equal losses the last row).  A row enters only with a loss
+    above the root's: a tie loses, as it comes after the rows kept.  It
+    replaced numpy's mask, flatnonzero, gather and partition over every row
+    of the slice (4.3 ms a call at 671k rows, diagnose at C = 100).
+    """
+    weighted = weights.shape[0] != 0
+    heap_loss = np.empty(k)
+    heap_row = np.empty(k, dtype=np.int64)
+    size = 0
+    for r in range(loss.shape[0]):
+        x = loss[r]
+        if not x > floor or (weighted and weights[r] == 0.0):  # NaN fails the comparison
+            continue
+        if size < k:
+            at = size  # sift the new row up from the last leaf
+            size += 1
+            while at > 0:
+                parent = (at - 1) // 2
+                if not _weaker(x, r, heap_loss[parent], heap_row[parent]):
+                    break
+                heap_loss[at], heap_row[at] = heap_loss[parent], heap_row[parent]
+                at = parent
+            heap_loss[at], heap_row[at] = x, r
+        elif x > heap_loss[0]:
+            at = 0  # the new row replaces the root and sifts down
+            while True:
+                child = 2 * at + 1
+                if child >= size:
+                    break
+                if child + 1 < size and _weaker(heap_loss[child + 1], heap_row[child + 1], heap_loss[child],
+                                                heap_row[child]):
+                    child += 1
+                if not _weaker(heap_loss[child], heap_row[child], x, r):
+                    break
+                heap_loss[at], heap_row[at] = heap_loss[child], heap_row[child]
+                at = child
+            heap_loss[at], heap_row[at] = x, r
+    return np.sort(heap_row[:size])
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _weaker(loss_a, row_a, loss_b, row_b):
+    """Row a ranks below row b among the worst rows: a smaller loss, or the same loss and a later row."""
+    return loss_a < loss_b or (loss_a == loss_b and row_a > row_b)
+
+
 def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
     """``_fold_classes_tasks`` on the thread pool (see fastce._parallel)."""
     run_tasks(_fold_classes_tasks, (labels, weights, stats, pred, layout, acc, lo, counts), CLASS_PARTS)
