@@ -177,7 +177,7 @@ class DiagnosticsState:
             DK.fold_classes(labels, weights, stats, pred, layout, self.acc, self.lo, self.counts)
         if opts.worst_k:
             self._fold_worst(first_row, labels, weights, stats, pred)
-        if not (weights.shape[0] or not opts.dense):
+        if not weights.shape[0] and opts.dense:
             return
         keep = ~np.isnan(stats[:, 0])  # the rows counted (only these two need them as a mask)
         if weights.shape[0]:

@@ -126,13 +126,21 @@ def _note(icounts, b, counter, first_column, row):
 
 @njit(**KERNEL_OPTIONS)
 def _reset_block(fsums, icounts, b):
-    for c in range(fsums.shape[1]):
-        fsums[b, c] = 0.0
+    reset_counters(fsums, icounts, b, FIRST_NONFINITE)
     fsums[b, F_MIN] = np.inf
     fsums[b, F_MAX] = -np.inf
-    for c in range(FIRST_NONFINITE):
+
+
+# Inlined by numba: callers pass their layout's constant, a literal (see _note).
+@njit(inline="always", **KERNEL_OPTIONS)
+def reset_counters(fsums, icounts, b, first_row_columns):
+    """Block b's sums to 0, its counters to 0 and its first-row columns (``first_row_columns`` on) to -1 (no
+    row yet): every task's block layout (kernels, kernels_binary, kernels_soft) starts so."""
+    for c in range(fsums.shape[1]):
+        fsums[b, c] = 0.0
+    for c in range(first_row_columns):
         icounts[b, c] = 0
-    for c in range(FIRST_NONFINITE, NUM_ICOUNTS):
+    for c in range(first_row_columns, icounts.shape[1]):
         icounts[b, c] = -1
 
 

@@ -204,14 +204,9 @@ _LW, _PLAIN, _D2, _W = range(4)
 
 @njit(**KERNEL_OPTIONS)
 def _reset_block(fsums, icounts, b):
-    for c in range(NUM_SUMS):
-        fsums[b, c] = 0.0
+    K.reset_counters(fsums, icounts, b, FIRST_COLUMNS)
     fsums[b, S_MIN] = np.inf
     fsums[b, S_MAX] = -np.inf
-    for c in range(FIRST_COLUMNS):
-        icounts[b, c] = 0
-    for c in range(FIRST_COLUMNS, NUM_COUNTS):
-        icounts[b, c] = -1
 
 
 @njit(**KERNEL_OPTIONS)

@@ -191,12 +191,7 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
     terms = _new_soft_scratch()  # a soft-target row's terms, a chunk at a time
     for b in range(first_task, nblocks, task_step):
         prefer_wide_vectors()
-        for c in range(NUM_SUMS):
-            fsums[b, c] = 0.0
-        for c in range(FIRST_COLUMNS):
-            icounts[b, c] = 0
-        for c in range(FIRST_COLUMNS, NUM_COUNTS):
-            icounts[b, c] = -1
+        K.reset_counters(fsums, icounts, b, FIRST_COLUMNS)
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
         for i in range(start, stop):
