@@ -571,3 +571,34 @@ would keep the caller's loop scalar, and for every function whose sums
 LLVM may reassociate (tests/test_one_copy.py: one compiled copy runs).
 Unlike numba's ``inline="always"``, the function is typed and lowered
 once, not at every call site (compile time).""")
+
+
+@intrinsic
+def prefetch(typingctx, array, row, column):
+    """Ask the CPU to bring ``array[row, column]``'s cache line into L2 ahead of its use (never faults).
+
+    A hint (``llvm.prefetch``, read, locality 2: prefetcht1): no bounds
+    check, no effect on any result.  See kernels._walk_long_block.
+    """
+    if not (isinstance(array, types.Array) and array.ndim == 2 and isinstance(row, types.Integer)
+            and isinstance(column, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        indices = [context.cast(builder, value, kind, types.intp)
+                   for value, kind in zip(args[1:], signature.args[1:])]
+        pointer = cgutils.get_item_pointer2(context, builder, view.data, cgutils.unpack_tuple(builder, view.shape),
+                                            cgutils.unpack_tuple(builder, view.strides), array_type.layout, indices)
+        byte_pointer = builder.bitcast(pointer, ir.IntType(8).as_pointer())
+        hint = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [byte_pointer.type, ir.IntType(32), ir.IntType(32), ir.IntType(32)]),
+            "llvm.prefetch.p0",
+        )
+        i32 = ir.IntType(32)
+        builder.call(hint, [byte_pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(array, row, column), codegen

@@ -57,6 +57,7 @@ from fastce._vecmath import (
     order_key,
     ordered_bits,
     prefer_wide_vectors,
+    prefetch,
     reciprocal,
 )
 
@@ -186,6 +187,29 @@ def _rank(scores, i, n_classes, label, ties_to_last):
     return _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead, equal)
 
 
+# Rows of at least this many bytes have the next row's cache lines
+# prefetched while their exps are computed (see _prefetch_next_row).
+PREFETCH_ROW_BYTES = 1024
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _prefetch_next_row(scores, i, first, count):
+    """Prefetch entries first .. first + count of row i + 1 (long rows only; a hint, no effect on results).
+
+    A long row is read from memory by its first loop (max and rank) and then
+    from cache by the exp and sum loops, during which a thread asks memory
+    for nothing: the hardware prefetcher stops at the end of the row.
+    Asking for the next row's lines chunk by chunk as the exps of this one
+    are computed overlaps the two (float32 logits, 2 threads, in-process A/B
+    against no prefetch: x0.82 at C = 500, x0.88 at C = 1000, x0.86 at C = 32000).
+    Rows under PREFETCH_ROW_BYTES are left to the hardware prefetcher: at
+    C = 100 this cost 7-13% and reaching further ahead gained nothing.
+    """
+    if scores.shape[1] * scores.itemsize >= PREFETCH_ROW_BYTES and i + 1 < scores.shape[0]:
+        for j in range(first, first + count, 64 // scores.itemsize):
+            prefetch(scores, i + 1, j)
+
+
 @njit(**KERNEL_OPTIONS)
 def exp_sums(scores, i, n_classes, row_max, exp_chunk64):
     """(sum of exp(z - max) below the max, sum of their squares, entries at the max) of row i.
@@ -201,6 +225,7 @@ def exp_sums(scores, i, n_classes, row_max, exp_chunk64):
     first = 0
     while first < n_classes:
         count = min(EXP_CHUNK, n_classes - first)
+        _prefetch_next_row(scores, i, first, count)
         for j in range(count):
             x = as_float64(scores[i, np.uint64(first + j)]) - row_max
             top = x >= 0.0
@@ -251,6 +276,7 @@ def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
         # (exp_chunk has room): every chunk holds at least 16 entries (C > 32).
         count = n_classes - first if n_classes - first < EXP_CHUNK + _LANES_F32 else EXP_CHUNK
         whole = count - count % _LANES_F32
+        _prefetch_next_row(scores, i, first, count)
         for j in range(whole):
             e, top = exp_difference_f32(as_native(scores[i, np.uint64(first + j)]), native_max)
             exp_chunk[j] = e
@@ -482,7 +508,12 @@ def _row_sums(scores, i, n_classes, label):
     group = 2 * lanes.LANES
     whole = n_classes - n_classes % group
     at = label - label % group  # the label's group
+    # The next row's lines as this one is summed (see _prefetch_next_row).
+    ahead = scores.shape[1] * scores.itemsize >= PREFETCH_ROW_BYTES and i + 1 < scores.shape[0]
     for j in range(0, whole, group):
+        if ahead:
+            for q in range(0, group, 64 // scores.itemsize):
+                prefetch(scores, i + 1, j + q)
         v = lanes.load(row, j)
         u = lanes.load(row, j + lanes.LANES)
         total_a = lanes.add(total_a, v)
