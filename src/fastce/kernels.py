@@ -289,7 +289,7 @@ def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
             tail = count - _LANES_F32
             for j in range(_LANES_F32):
                 e, top = exp_difference_f32(as_native(scores[i, np.uint64(first + tail + j)]), native_max)
-                exp_chunk[tail + j] = e
+                exp_chunk[np.uint64(tail + j)] = e  # unsigned: a signed index (wraparound test) made this a scatter
                 at_max = np.int32(at_max + np.int32(top & (tail + j >= whole)))
         # The float64 sums in 16 lanes (fastce._lanes: an order fixed in the source).
         rest, rest_b, squares, squares_b = lanes.add_values_and_squares(exp_chunk, count, rest, rest_b, squares,
