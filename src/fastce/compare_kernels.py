@@ -212,10 +212,11 @@ def _compare_tasks_binary(first, addresses, labels, weights, top_k, from_logits,
 def _keep_stats(inputs, start, count, row_stats):
     """A block's pair inputs (rows IN_*) as per-row statistics (columns S_*), for groups=: _copy_stats reversed."""
     for r in range(count):
-        row_stats[start + r, S_LOSS] = inputs[IN_LOSS, r]
-        row_stats[start + r, S_BRIER] = inputs[IN_BRIER, r]
-        row_stats[start + r, S_RANK] = inputs[IN_RANK, r]
-        row_stats[start + r, S_P_TRUE] = inputs[IN_P_TRUE, r]
+        u = np.uint64(start + r)  # unsigned: a signed index keeps numba's wraparound (a scatter per vector)
+        row_stats[u, S_LOSS] = inputs[IN_LOSS, r]
+        row_stats[u, S_BRIER] = inputs[IN_BRIER, r]
+        row_stats[u, S_RANK] = inputs[IN_RANK, r]
+        row_stats[u, S_P_TRUE] = inputs[IN_P_TRUE, r]
 
 
 def _addresses(views):
@@ -392,7 +393,7 @@ def _pair_block(inputs, first_row, clean, model_fsums, pair_weight, weights, sta
                 # Weights, or (rare without them) a row not counted or of infinite loss: the masked sums.
                 if not filled:
                     for r in range(count):
-                        pair_weight[r] = np.float64(weights[start + r]) if weighted else 1.0
+                        pair_weight[r] = np.float64(weights[np.uint64(start + r)]) if weighted else 1.0
                     filled = True
                 _pair_sums(inputs_a, inputs_b, pair_weight, count, confident_below, pair_fsums[pair], b)
                 for k in range(top_k.shape[0]):
@@ -438,10 +439,11 @@ def _pair_tasks(stats_a, stats_b, weights, top_k, confident_below, block_rows, f
 @njit(**KERNEL_OPTIONS)
 def _copy_stats(stats, lo, count, inputs):
     for r in range(count):
-        inputs[IN_LOSS, r] = stats[lo + r, S_LOSS]
-        inputs[IN_BRIER, r] = stats[lo + r, S_BRIER]
-        inputs[IN_RANK, r] = stats[lo + r, S_RANK]
-        inputs[IN_P_TRUE, r] = stats[lo + r, S_P_TRUE]
+        u = np.uint64(lo + r)  # unsigned: see _keep_stats
+        inputs[IN_LOSS, r] = stats[u, S_LOSS]
+        inputs[IN_BRIER, r] = stats[u, S_BRIER]
+        inputs[IN_RANK, r] = stats[u, S_RANK]
+        inputs[IN_P_TRUE, r] = stats[u, S_P_TRUE]
 
 
 @njit(**KERNEL_OPTIONS)

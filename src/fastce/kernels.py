@@ -1054,21 +1054,24 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
         n_ignored += status[r] == ROW_IGNORED
         # Infinite loss, or a finite one overflowing with its weight.
         n_inf += (weight[r] != 0.0) & (weight[r] * loss_of[r] == np.inf)
+    # Unsigned row indices in the per-row outputs: with signed ones LLVM kept
+    # numba's negative-index wraparound, a scatter per vector of rows.
     if keep_losses:
         for r in range(count):
             ok = status[r] == ROW_OK
             w = weight[r]
-            row_losses[start + r] = (0.0 if w == 0.0 else w * loss_of[r]) if ok else (
+            row_losses[np.uint64(start + r)] = (0.0 if w == 0.0 else w * loss_of[r]) if ok else (
                 0.0 if status[r] == ROW_IGNORED else np.nan
             )
     if keep_stats:
         for r in range(count):
             ok = status[r] == ROW_OK
-            row_stats[start + r, S_LOSS] = loss_of[r] if ok else np.nan
-            row_stats[start + r, S_P_TRUE] = p_true[r] if ok else np.nan
-            row_stats[start + r, S_P_TOP] = p_top[r] if ok else np.nan
-            row_stats[start + r, S_BRIER] = brier[r] if ok else np.nan
-            row_stats[start + r, S_RANK] = np.float64(ahead[r]) if ok else np.nan
+            u = np.uint64(start + r)
+            row_stats[u, S_LOSS] = loss_of[r] if ok else np.nan
+            row_stats[u, S_P_TRUE] = p_true[r] if ok else np.nan
+            row_stats[u, S_P_TOP] = p_top[r] if ok else np.nan
+            row_stats[u, S_BRIER] = brier[r] if ok else np.nan
+            row_stats[u, S_RANK] = np.float64(ahead[r]) if ok else np.nan
     moments = F_TOPK + n_k
     for k in range(n_k):
         limit = top_k[k]

@@ -582,18 +582,21 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
     """
     n_ok = 0
     n_inf = 0
+    # Unsigned indices: with signed ones LLVM kept numba's negative-index
+    # wraparound and read every logit, label and weight with a gather.
     for i in range(start, stop):
-        r = i - start
-        x = as_float64(logits[i])
-        y = labels[i]
+        r = np.uint64(i - start)
+        u = np.uint64(i)
+        x = as_float64(logits[u])
+        y = labels[u]
         loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
         ok = x == x
-        w = sample_weight[i] if weighted else 1.0
+        w = sample_weight[u] if weighted else 1.0
         w = w if ok else 0.0
         weighted_loss = 0.0 if w == 0.0 else w * loss
         infinite = weighted_loss == np.inf
         if keep:
-            row_losses[i] = weighted_loss if ok else np.nan
+            row_losses[u] = weighted_loss if ok else np.nan
         n_ok += ok
         n_inf += infinite
         hit = positive == (y == 1)
@@ -647,11 +650,12 @@ def _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, weighted
     n_inf = 0
     for i in range(start, stop):
         r = np.uint64(i - start)
-        x = as_float64(logits[i])
-        y = labels[i]
+        u = np.uint64(i)  # unsigned: see _binary_logit_loop
+        x = as_float64(logits[u])
+        y = labels[u]
         loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
         ok = x == x
-        w = sample_weight[i] if weighted else 1.0
+        w = sample_weight[u] if weighted else 1.0
         w = w if ok else 0.0
         weighted_loss = 0.0 if w == 0.0 else w * loss
         infinite = weighted_loss == np.inf

@@ -71,8 +71,9 @@ def _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted, buffer):
     while first < n_cols:
         count = min(K.EXP_CHUNK, n_cols - first)
         for j in range(count):
-            w_j = class_weight[first + j] if weighted else 1.0
-            d = (m - as_float64(scores[i, first + j])) + lse
+            u = np.uint64(first + j)  # unsigned: a signed index kept numba's wraparound (gathers)
+            w_j = class_weight[u] if weighted else 1.0
+            d = (m - as_float64(scores[i, u])) + lse
             buffer[j] = 0.0 if w_j == 0.0 else w_j * d
         a, b = lanes.add_values(buffer, count, a, b)
         first += count
