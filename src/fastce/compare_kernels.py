@@ -256,7 +256,7 @@ def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_e
                                     sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
                                     icounts[m])
                 _finish_model(first.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                              fsums, icounts, inputs, clean, m)
+                              fsums, icounts, inputs, clean, m, weights.shape[0] == 0 and class_weight.shape[0] == 0)
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,
                         b)
 
@@ -266,10 +266,10 @@ def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_e
 # of multi-class models compiles 1.6 s sooner (12.2 -> 10.5 s, empty cache), of binary ones 0.5 s.
 @njit(inline="always", **KERNEL_OPTIONS)
 def _finish_model(n_classes, mode, top_k, row_losses, row_stats, b, start, count, floats, integers, fsums, icounts,
-                  inputs, clean, m):
+                  inputs, clean, m, unit_weights):
     """Model m's block b after its walk: evaluate's finish, then the model's pair inputs and whether it is clean."""
     K._finish_block(n_classes, mode, top_k, row_losses, row_stats[m], b, start, count, floats, integers, fsums[m],
-                    icounts[m])
+                    icounts[m], unit_weights)
     _pair_inputs(mode, count, floats, integers, inputs[m])
     clean[m] = (icounts[m][b, RARE_C_ROWS] == count) & (icounts[m][b, INF_LOSS] == 0)
 
@@ -334,7 +334,7 @@ def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_ep
                                    sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
                                    icounts[m], float32_math, exp_chunk, exp_chunk64)
                 _finish_model(first.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                              fsums, icounts, inputs, clean, m)
+                              fsums, icounts, inputs, clean, m, weights.shape[0] == 0 and class_weight.shape[0] == 0)
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,
                         b)
 

@@ -835,19 +835,29 @@ def _block_terms(count, weight, loss_of, brier, terms):
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def store_sums(weight, terms, count, fsums, b, moments):
+def store_sums(weight, terms, count, fsums, b, moments, unit_weights, loss_sum):
     """Block b's weight, loss, Brier and moment sums (see M_W2...), each an ordered_sum of its terms.
 
     fastce._lanes fixes the order in the source: the same bits in every
     compiled copy, on every machine, and from the general and two-class paths.
+    ``loss_sum``: the ordered_sum of terms[T_LOSS] (the caller's).
+    ``unit_weights``: no sample or class weights, so every row weight is 0
+    or 1: then w^2 = w and the terms of M_W2, M_W2LOSS and M_W2BRIER are
+    those of F_WEIGHT, F_LOSS and F_BRIER, row by row (see _block_terms):
+    their sums are copied, not taken again (the same bits).
     """
     fsums[b, F_WEIGHT] = lanes.ordered_sum(weight, count)
-    fsums[b, F_LOSS] = lanes.ordered_sum(terms[T_LOSS], count)
+    fsums[b, F_LOSS] = loss_sum
     fsums[b, F_BRIER] = lanes.ordered_sum(terms[T_BRIER], count)
-    fsums[b, moments + M_W2] = lanes.ordered_sum(terms[T_W2], count)
-    fsums[b, moments + M_W2LOSS] = lanes.ordered_sum(terms[T_W2LOSS], count)
+    if unit_weights:
+        fsums[b, moments + M_W2] = fsums[b, F_WEIGHT]
+        fsums[b, moments + M_W2LOSS] = loss_sum
+        fsums[b, moments + M_W2BRIER] = fsums[b, F_BRIER]
+    else:
+        fsums[b, moments + M_W2] = lanes.ordered_sum(terms[T_W2], count)
+        fsums[b, moments + M_W2LOSS] = lanes.ordered_sum(terms[T_W2LOSS], count)
+        fsums[b, moments + M_W2BRIER] = lanes.ordered_sum(terms[T_W2BRIER], count)
     fsums[b, moments + M_W2LOSS2] = lanes.ordered_sum(terms[T_W2LOSS2], count)
-    fsums[b, moments + M_W2BRIER] = lanes.ordered_sum(terms[T_W2BRIER], count)
     fsums[b, moments + M_W2BRIER2] = lanes.ordered_sum(terms[T_W2BRIER2], count)
 
 
@@ -997,8 +1007,12 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
 
 
 @njit(**KERNEL_OPTIONS)
-def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count, floats, integers, fsums, icounts):
-    """The vectorised finish of block b over its scratch: losses, Brier, sums, moments and counters."""
+def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count, floats, integers, fsums, icounts,
+                  unit_weights):
+    """The vectorised finish of block b over its scratch: losses, Brier, sums, moments and counters.
+
+    ``unit_weights``: no sample or class weights (see store_sums).
+    """
     n_k = top_k.shape[0]
     keep_losses = row_losses.shape[0] != 0
     keep_stats = row_stats.shape[0] != 0
@@ -1080,9 +1094,11 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
             terms[T_HIT, r] = hit
             terms[T_HIT2, r] = hit * weight[r]
         fsums[b, F_TOPK + k] = lanes.ordered_sum(terms[T_HIT], count)
-        fsums[b, moments + M_W2TOPK + k] = lanes.ordered_sum(terms[T_HIT2], count)
+        # Weights of 0 or 1: hit * w is the hit itself (see store_sums).
+        fsums[b, moments + M_W2TOPK + k] = (fsums[b, F_TOPK + k] if unit_weights
+                                            else lanes.ordered_sum(terms[T_HIT2], count))
     _block_terms(count, weight, loss_of, brier, terms)
-    store_sums(weight, terms, count, fsums, b, moments)
+    store_sums(weight, terms, count, fsums, b, moments, unit_weights, lanes.ordered_sum(terms[T_LOSS], count))
     if n_inf:
         # Rare: find the first row with an infinite loss for the message.
         first = start
@@ -1250,9 +1266,10 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     n_one_hot = math.floor(like_one_hot / _COUNT_SCALE)
     n_k = top_k.shape[0]
     moments = F_TOPK + n_k
-    store_sums(terms[T_WEIGHT], terms, count, fsums, b, moments)
+    unit_weights = not (weighted_rows or weighted_classes)
+    store_sums(terms[T_WEIGHT], terms, count, fsums, b, moments, unit_weights, loss_sum)
     hits = lanes.ordered_sum(terms[T_HIT], count)
-    hits2 = lanes.ordered_sum(terms[T_HIT2], count)
+    hits2 = hits if unit_weights else lanes.ordered_sum(terms[T_HIT2], count)
     for k in range(n_k):
         # Two classes: rank 0 or 1, so top-k for k >= 2 is every counted row
         # (the general path's terms for it are the weights and their squares).
@@ -1286,7 +1303,7 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
             _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                               sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                          fsums, icounts)
+                          fsums, icounts, sample_weight.shape[0] == 0 and class_weight.shape[0] == 0)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -1333,7 +1350,7 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
                              sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
                              float32_math, exp_chunk, exp_chunk64)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                          fsums, icounts)
+                          fsums, icounts, sample_weight.shape[0] == 0 and class_weight.shape[0] == 0)
 
 
 def score_blocks(

@@ -737,9 +737,11 @@ def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop
     n_k = top_k.shape[0]
     first_moment = K_TOPK + n_k
     count = stop - start
-    K.store_sums(terms[K.T_WEIGHT], terms, count, fsums, b, first_moment)
+    # Without sample weights every row weight is 0 or 1 (see kernels.store_sums): w^2 terms equal w terms.
+    K.store_sums(terms[K.T_WEIGHT], terms, count, fsums, b, first_moment, not weighted,
+                 lanes.ordered_sum(terms[K.T_LOSS], count))
     correct = lanes.ordered_sum(terms[K.T_HIT], count)
-    w2_correct = lanes.ordered_sum(terms[K.T_HIT2], count)
+    w2_correct = correct if not weighted else lanes.ordered_sum(terms[K.T_HIT2], count)
     for k in range(n_k):
         fsums[b, K_TOPK + k] = correct if top_k[k] == 1 else fsums[b, K_WEIGHT]
         fsums[b, first_moment + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else fsums[b, first_moment + M_W2]
