@@ -602,3 +602,24 @@ def prefetch(typingctx, array, row, column):
         return context.get_dummy_value()
 
     return types.void(array, row, column), codegen
+
+
+CACHE_LINE_BYTES = 64
+
+
+def entries_per_line(array):  # pragma: no cover - replaced by the overload below
+    return CACHE_LINE_BYTES // array.itemsize
+
+
+@overload(entries_per_line, inline="always", jit_options=KERNEL_OPTIONS)
+def _entries_per_line_overload(array):
+    """Entries of ``array`` in a 64-byte cache line, a compile-time constant of its type.
+
+    Not ``array.itemsize``: read in a loop, that attribute made numba take
+    and drop a reference to the array (two atomic operations on a counter
+    both threads share) at every call of the row loops that prefetch.
+    """
+    if not isinstance(array, types.Array):
+        return None
+    step = max(1, CACHE_LINE_BYTES // (array.dtype.bitwidth // 8))
+    return lambda array: step

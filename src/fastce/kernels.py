@@ -38,7 +38,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from fastce import _lanes as lanes
-from fastce._config import KERNEL_OPTIONS, MAX_BLOCK_ROWS
+from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, MAX_BLOCK_ROWS
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
 from fastce._vecmath import (
@@ -47,6 +47,7 @@ from fastce._vecmath import (
     as_float64,
     as_native,
     compile_apart,
+    entries_per_line,
     exp_difference_f32,
     exp_nonpositive,
     from_ordered_bits,
@@ -145,11 +146,16 @@ def reset_counters(fsums, icounts, b, first_row_columns):
         icounts[b, c] = -1
 
 
-# The per-row helpers of long rows (_rank, _logits_row, _proba_row,
-# _probability_like_row, _first_index_of) are inlined by numba: out of line
-# (LLVM did not inline them) the long-row kernel was 25% slower end to end
-# at C = 100.
-@njit(inline="always", **KERNEL_OPTIONS)
+# The per-row helpers of long rows (_rank, _place_ties, _logits_row,
+# _proba_row, _probability_like_row, _first_index_of) are inlined by LLVM
+# (inline_into_callers: out of line, LLVM did not inline them and the
+# long-row kernel was 25% slower at C = 100) and take no references
+# (LEAF_OPTIONS).  They used to be inlined by numba, which binds each array
+# argument to a new variable: a reference taken and dropped per array per
+# row, atomic operations on counters both threads share.  Without them
+# (and without those of the exp leaves): C = 100 float32 logits x0.80,
+# probabilities x0.90, C = 1000 x0.96 (in-process A/B, 2 threads, AVX-512).
+@njit(**LEAF_OPTIONS)
 def _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead, equal):
     """The classes ahead of the true one, from the counts of higher (``ahead``) and equal scores.
 
@@ -158,6 +164,7 @@ def _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead,
     the tie loop, over a variable stretch of the row with a scalar
     remainder, cost ~15% of a row at C = 100 (benchmarks/kernel_timing.py).
     """
+    inline_into_callers()
     if equal <= 1:
         return np.int64(ahead)
     # Equal scores rank ahead on one side of the true class only.
@@ -169,13 +176,14 @@ def _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead,
     return np.int64(ahead)
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _rank(scores, i, n_classes, label, ties_to_last):
     """Classes ahead of the true one: higher scores, and ties on the winning side.
 
     Compared in the input's own precision (exact, and more SIMD lanes); a
     count loop and a tie loop, each simple enough to vectorise.
     """
+    inline_into_callers()
     native_target = as_native(scores[i, label])
     # int32 counts: twice the SIMD lanes of int64 (a 3x faster loop, measured).
     ahead = np.int32(0)
@@ -187,9 +195,9 @@ def _rank(scores, i, n_classes, label, ties_to_last):
     return _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead, equal)
 
 
-# Rows of at least this many bytes have the next row's cache lines
-# prefetched while their exps are computed (see _prefetch_next_row).
-PREFETCH_ROW_BYTES = 1024
+# Rows of at least this many 64-byte cache lines (1 KiB) have the next
+# row's lines prefetched while their exps are computed (see _prefetch_next_row).
+PREFETCH_ROW_LINES = 16
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -202,15 +210,16 @@ def _prefetch_next_row(scores, i, first, count):
     Asking for the next row's lines chunk by chunk as the exps of this one
     are computed overlaps the two (float32 logits, 2 threads, in-process A/B
     against no prefetch: x0.82 at C = 500, x0.88 at C = 1000, x0.86 at C = 32000).
-    Rows under PREFETCH_ROW_BYTES are left to the hardware prefetcher: at
+    Rows under PREFETCH_ROW_LINES are left to the hardware prefetcher: at
     C = 100 this cost 7-13% and reaching further ahead gained nothing.
     """
-    if scores.shape[1] * scores.itemsize >= PREFETCH_ROW_BYTES and i + 1 < scores.shape[0]:
-        for j in range(first, first + count, 64 // scores.itemsize):
+    step = entries_per_line(scores)
+    if scores.shape[1] >= PREFETCH_ROW_LINES * step and i + 1 < scores.shape[0]:
+        for j in range(first, first + count, step):
             prefetch(scores, i + 1, j)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def exp_sums(scores, i, n_classes, row_max, exp_chunk64):
     """(sum of exp(z - max) below the max, sum of their squares, entries at the max) of row i.
 
@@ -220,6 +229,7 @@ def exp_sums(scores, i, n_classes, row_max, exp_chunk64):
     on AVX-512 hosts: the float64 exp runs ~1.4x faster with them.
     """
     prefer_wide_vectors()
+    compile_apart()  # kept out of its callers, so it keeps its 512-bit vectors
     rest, rest_b, squares, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
     at_max = 0
     first = 0
@@ -249,7 +259,7 @@ _LANES_F32 = 16
 EXP_SCRATCH = EXP_CHUNK + _LANES_F32
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
     """exp_sums with float32 math, for 16- and 32-bit scores (native_max a float32).
 
@@ -268,6 +278,7 @@ def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
     Long rows only (n_classes >= 16: every chunk holds a full vector).
     """
     prefer_wide_vectors()
+    compile_apart()  # kept out of its callers, so it keeps its 512-bit vectors
     rest, rest_b, squares, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
     at_max = np.int32(0)
     first = 0
@@ -415,7 +426,7 @@ def _losses(mode, count, status, value, rest, inverse, loss_of):
         loss_of[r] = value[r] + (a if u == 1.0 else corrected)
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math, exp_chunk, exp_chunk64):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
     sum of the squared exp(z - max) over the non-max entries, number of max
@@ -431,6 +442,7 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math,
     confident row's tiny loss is accurate to the last bits (log of a sum
     that includes the 1.0 would round them away).
     """
+    inline_into_callers()
     # In the input's own precision (exact, and more SIMD lanes): max and rank.
     # The max as an integer reduction over order-preserving keys of the
     # float bits: one cheap op per entry, and no serial NaN-blend chain in
@@ -462,7 +474,7 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math,
     return shift, rest, ahead, squares, at_max, row_max, ok
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _proba_row(scores, i, n_classes, label):
     """(max, min, sum, sum of squares but the true class's) of a probability row.
 
@@ -472,6 +484,7 @@ def _proba_row(scores, i, n_classes, label):
     every valid row; other rows redo them in floats.  A NaN entry makes the
     sum NaN; an inf entry makes an extreme infinite.
     """
+    inline_into_callers()
     high = ordered_bits(as_native(scores[i, 0]))
     low = high
     for j in range(n_classes):
@@ -493,7 +506,7 @@ def _proba_row(scores, i, n_classes, label):
     return np.float64(native_max), np.float64(native_min), total, squares
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _row_sums(scores, i, n_classes, label):
     """(sum of row i, sum of its squares but column ``label``'s), in float64.
 
@@ -509,10 +522,11 @@ def _row_sums(scores, i, n_classes, label):
     whole = n_classes - n_classes % group
     at = label - label % group  # the label's group
     # The next row's lines as this one is summed (see _prefetch_next_row).
-    ahead = scores.shape[1] * scores.itemsize >= PREFETCH_ROW_BYTES and i + 1 < scores.shape[0]
+    step = entries_per_line(scores)
+    ahead = scores.shape[1] >= PREFETCH_ROW_LINES * step and i + 1 < scores.shape[0]
     for j in range(0, whole, group):
         if ahead:
-            for q in range(0, group, 64 // scores.itemsize):
+            for q in range(0, group, step):
                 prefetch(scores, i + 1, j + q)
         v = lanes.load(row, j)
         u = lanes.load(row, j + lanes.LANES)
@@ -643,7 +657,7 @@ def _narrow_like_overload(example, value):
     return lambda example, value: value
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _first_index_of(scores, i, n_classes, value):
     """The first column of row i equal to ``value`` (the argmax, for the row max, a value of the row); -1 if none.
 
@@ -654,6 +668,7 @@ def _first_index_of(scores, i, n_classes, value):
     (float64 compares and int64 columns gave 8; at C = 32000 this scan of
     every wrong row cost diagnose ~8% over evaluate).
     """
+    inline_into_callers()
     native_value = _narrow_like(as_native(scores[i, 0]), value)
     stop = np.int32(n_classes)
     first = stop
@@ -717,7 +732,7 @@ def _probability_like_columns(columns, high, status, count, n_classes, sum_toler
     return like, one_hot
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _probability_like_row(scores, i, n_classes, sum_tolerance):
     """Whether a long logits row (with a max <= 1) holds only values in [0, 1] summing to 1.
 
@@ -725,6 +740,7 @@ def _probability_like_row(scores, i, n_classes, sum_tolerance):
     warns when every row is one (and not all are one-hot, which hand-made
     logits and hard predictions are too).  The row is in cache (just walked).
     """
+    inline_into_callers()
     lowest = as_float64(scores[i, 0])
     for j in range(n_classes):
         lowest = min(lowest, as_float64(scores[i, j]))
