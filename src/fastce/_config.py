@@ -17,12 +17,13 @@ import numba
 # the inputs that could cause it).  No fastmath: -inf logits are legal input,
 # and "no-inf/no-nan" flags would let LLVM miscompile masked rows.
 KERNEL_OPTIONS = dict(nogil=True, cache=True, error_model="numpy")
-# Per-row leaves called inside the row loops: no reference counting.  numba
+# The kernels' per-row and per-block steps: no reference counting.  numba
 # takes a reference to every array argument on entry to a function and
 # drops it on exit; once LLVM inlines such a function into a row loop, that
 # is two atomic operations per array per row, on counters both threads
-# share (C = 100: ~28% of the long-row kernel's time, perf profile).
-# These functions allocate nothing, so they need no counts.
+# share (C = 100: ~28% of the long-row kernel's time, perf profile), and a
+# short-row block's dozen steps paid a dozen per block.  These functions
+# allocate nothing and return no array, so they need no counts.
 LEAF_OPTIONS = dict(KERNEL_OPTIONS, _nrt=False)
 
 # Rows in one block are summed in order in float64; blocks are the unit of

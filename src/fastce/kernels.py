@@ -126,7 +126,7 @@ def _note(icounts, b, counter, first_column, row):
     icounts[b, counter] += 1
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _reset_block(fsums, icounts, b):
     reset_counters(fsums, icounts, b, FIRST_NONFINITE)
     fsums[b, F_MIN] = np.inf
@@ -341,7 +341,7 @@ def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_ma
     return either
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares, e_true):
     """Per row of a transposed block: entries at the max, sum of exp(z - max) over
     the others, and of their squares, and e_true = exp(target - max) (1 at the
@@ -386,7 +386,7 @@ def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares,
     _exp_true_rows(target, high, count, e_true)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _exp_true_rows(target, high, count, e_true):
     """The loop of _exp_true, shared with _exp_columns (each a leaf with its own vector width)."""
     for r in range(count):
@@ -394,7 +394,7 @@ def _exp_true_rows(target, high, count, e_true):
         e_true[r] = 1.0 if x == 0.0 else exp_nonpositive(x)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _exp_true(target, high, count, e_true):
     """e_true[r] = exp(target - max), 1 at the max, for every row of a block (a wide-vector leaf)."""
     prefer_wide_vectors()
@@ -402,7 +402,7 @@ def _exp_true(target, high, count, e_true):
     _exp_true_rows(target, high, count, e_true)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _losses(mode, count, status, value, rest, inverse, loss_of):
     """Per-row loss of a block: log1p / log in a wide-vector leaf (see exp_sums).
 
@@ -565,7 +565,7 @@ def _copy_fixed_width(scores, start, count, width, columns):
             columns[j, r] = as_float64(flat[k + np.uint64(j)])
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
                   label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
     """Per-row statistics of a block of short rows, one class at a time.
@@ -749,7 +749,7 @@ def _probability_like_row(scores, i, n_classes, sum_tolerance):
     return (lowest >= 0.0) and abs(total - 1.0) <= sum_tolerance
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                        fsums, icounts, b):
@@ -938,7 +938,7 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
                 row_pred[i] = _first_index_of(scores, i, n_classes, high[r])
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                      sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
                      float32_math, exp_chunk, exp_chunk64):
@@ -1022,7 +1022,7 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
                 row_pred[i] = _first_index_of(scores, i, n_classes, row_max)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count, floats, integers, fsums, icounts,
                   unit_weights):
     """The vectorised finish of block b over its scratch: losses, Brier, sums, moments and counters.
@@ -1128,7 +1128,7 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
     icounts[b, C_IGNORED] = n_ignored
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
     """Everything _walk_columns, _short_rows_status and _finish_block compute for one row of
     two logits (float64 values of the input's entries), with the same operations in the same
@@ -1182,7 +1182,7 @@ def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
 _COUNT_SCALE = 2.0 ** 20
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance,
                      b, start, count, row_weight, terms, fsums, icounts, pair_inputs=None):
     """Block b of two-class logits in one vectorised loop over its rows; False (nothing written) for a rare block.
@@ -1465,7 +1465,7 @@ def _binary_proba_blocks_tasks(proba, labels, sample_weight, top_k, proba_eps, r
                            min(start + block_rows, n_rows), fsums, icounts, no_pair_inputs)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**LEAF_OPTIONS)
 def binary_proba_block(proba, labels, sample_weight, top_k, proba_eps, row_losses, b, start, stop, fsums, icounts,
                        pair_inputs):
     """Block b, rows [start, stop), of _binary_proba_blocks_tasks.
