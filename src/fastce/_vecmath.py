@@ -575,10 +575,11 @@ once, not at every call site (compile time).""")
 
 @intrinsic
 def prefetch(typingctx, array, row, column):
-    """Ask the CPU to bring ``array[row, column]``'s cache line into L2 ahead of its use (never faults).
+    """Ask the CPU to bring ``array[row, column]``'s cache line into L1 ahead of its use (never faults).
 
-    A hint (``llvm.prefetch``, read, locality 2: prefetcht1): no bounds
-    check, no effect on any result.  See kernels._walk_long_block.
+    A hint (``llvm.prefetch``, read, locality 3: prefetcht0; locality 2,
+    into L2, measured x0.94 against x0.88 for this one at C = 1000): no
+    bounds check, no effect on any result.  See kernels._prefetch_next_row.
     """
     if not (isinstance(array, types.Array) and array.ndim == 2 and isinstance(row, types.Integer)
             and isinstance(column, types.Integer)):
