@@ -256,7 +256,7 @@ def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_e
                                     sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
                                     icounts[m])
                 _finish_model(first.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                              fsums, icounts, inputs, clean, m, weights.shape[0] == 0 and class_weight.shape[0] == 0)
+                              fsums, icounts, inputs, clean, m, K.has_unit_weights(weights, class_weight))
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,
                         b)
 
@@ -334,7 +334,7 @@ def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_ep
                                    sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
                                    icounts[m], float32_math, exp_chunk, exp_chunk64)
                 _finish_model(first.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                              fsums, icounts, inputs, clean, m, weights.shape[0] == 0 and class_weight.shape[0] == 0)
+                              fsums, icounts, inputs, clean, m, K.has_unit_weights(weights, class_weight))
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,
                         b)
 

@@ -524,13 +524,8 @@ def _row_sums(scores, i, n_classes, label):
     group = 2 * lanes.LANES
     whole = n_classes - n_classes % group
     at = label - label % group  # the label's group
-    # The next row's lines as this one is summed (see _prefetch_next_row).
-    step = entries_per_line(scores)
-    ahead = scores.shape[1] >= PREFETCH_ROW_LINES * step and i + 1 < scores.shape[0]
     for j in range(0, whole, group):
-        if ahead:
-            for q in range(0, group, step):
-                prefetch(scores, i + 1, j + q)
+        _prefetch_next_row(scores, i, j, group)  # the next row's lines as this one is summed
         v = lanes.load(row, j)
         u = lanes.load(row, j + lanes.LANES)
         total_a = lanes.add(total_a, v)
@@ -851,6 +846,12 @@ def _block_terms(count, weight, loss_of, brier, terms):
         terms[T_W2LOSS2, r] = w2 * (loss * loss)
         terms[T_W2BRIER, r] = w2 * bri
         terms[T_W2BRIER2, r] = w2 * (bri * bri)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def has_unit_weights(sample_weight, class_weight):
+    """No sample or class weights: every row weight is then 0 or 1 (see store_sums)."""
+    return sample_weight.shape[0] == 0 and class_weight.shape[0] == 0
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -1285,10 +1286,10 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     n_one_hot = math.floor(like_one_hot / _COUNT_SCALE)
     n_k = top_k.shape[0]
     moments = F_TOPK + n_k
-    unit_weights = not (weighted_rows or weighted_classes)
-    store_sums(terms[T_WEIGHT], terms, count, fsums, b, moments, unit_weights, loss_sum)
+    unit = has_unit_weights(sample_weight, class_weight)
+    store_sums(terms[T_WEIGHT], terms, count, fsums, b, moments, unit, loss_sum)
     hits = lanes.ordered_sum(terms[T_HIT], count)
-    hits2 = hits if unit_weights else lanes.ordered_sum(terms[T_HIT2], count)
+    hits2 = hits if unit else lanes.ordered_sum(terms[T_HIT2], count)
     for k in range(n_k):
         # Two classes: rank 0 or 1, so top-k for k >= 2 is every counted row
         # (the general path's terms for it are the weights and their squares).
@@ -1322,7 +1323,7 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
             _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                               sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                          fsums, icounts, sample_weight.shape[0] == 0 and class_weight.shape[0] == 0)
+                          fsums, icounts, has_unit_weights(sample_weight, class_weight))
 
 
 @njit(**KERNEL_OPTIONS)
@@ -1369,7 +1370,7 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
                              sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
                              float32_math, exp_chunk, exp_chunk64)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                          fsums, icounts, sample_weight.shape[0] == 0 and class_weight.shape[0] == 0)
+                          fsums, icounts, has_unit_weights(sample_weight, class_weight))
 
 
 def score_blocks(
