@@ -208,9 +208,10 @@ def _prefetch_next_row(scores, i, first, count):
     from cache by the exp and sum loops, during which a thread asks memory
     for nothing: the hardware prefetcher stops at the end of the row.
     Asking for the next row's lines chunk by chunk as the exps of this one
-    are computed overlaps the two (in-process A/B against no prefetch, 2
-    threads, 1 GiB, repeated: float32 logits x0.92-0.96 at C = 1000, x0.91
-    at C = 32000; float64 x0.68; probabilities x0.90-0.93 at C = 1000).
+    are computed overlaps the two (in-process A/B of 71f2e48 against
+    fba99ae, whose other changes barely touch long rows; 2 threads, 0.5-1
+    GiB, repeated: float32 logits x0.92-0.96 at C = 1000, x0.91 at C = 32000;
+    float64 x0.68; probabilities x0.88-0.96 at C = 1000).
     One burst per chunk: spread over the exp loop in groups of 64 or 256
     entries it was slower (x1.12-1.22).
     Rows under PREFETCH_ROW_LINES are left to the hardware prefetcher: at
