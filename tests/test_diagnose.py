@@ -219,6 +219,39 @@ def test_worst_rows_are_the_k_largest_losses_ties_to_the_lower_row():
     check()
 
 
+def test_heaviest_cells_are_the_top_confusions_ties_to_the_lower_code():
+    """The one-pass heap of the report's top confusions (diagnostics_kernels.heaviest_cells) against numpy's
+    selection from the definition: off-diagonal cells above 0, heaviest first, ties to the lower code; with
+    many ties, inf, NaN, negative and zero cells, every k and square matrices from 0 x 0 up."""
+    pytest.importorskip("hypothesis")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from fastce.diagnostics_kernels import heaviest_cells
+
+    def reference(matrix, k):
+        c = matrix.shape[0]
+        flat = matrix.ravel()
+        codes = np.flatnonzero(flat > 0)
+        codes = codes[codes % (c + 1) != 0]
+        order = np.lexsort((codes, -flat[codes]))[:k]
+        return codes[order], flat[codes[order]]
+
+    values = st.sampled_from([0.0, -1.0, 0.5, 1.0, 2.0, 3.0, np.inf, np.nan])
+    @given(st.integers(0, 9), st.data(), st.integers(1, 25))
+    @settings(max_examples=200, deadline=None)
+    def check(c, data, k):
+        matrix = np.array(data.draw(st.lists(values, min_size=c * c, max_size=c * c)), dtype=np.float64).reshape(c, c)
+        before = matrix.copy()
+        codes, weights = heaviest_cells(matrix, k)
+        want_codes, want_weights = reference(matrix, k)
+        np.testing.assert_array_equal(codes, want_codes)
+        np.testing.assert_array_equal(weights, want_weights)
+        np.testing.assert_array_equal(matrix, before)  # read only
+
+    check()
+
+
 def test_sparse_pair_table_is_bounded_and_its_error_bounded(rng):
     opts = DiagnosticsOptions(num_classes=50, dense_confusion_max=0, max_pairs=40)
     z = rng.normal(size=(20000, 50))

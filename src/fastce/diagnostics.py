@@ -166,13 +166,8 @@ class DiagnosticsState:
         block_rows = _config.block_rows(opts.num_classes)  # the kernel's blocks: the same rows from every door
         n_chunks = -(-labels.shape[0] // block_rows)
         if n_chunks:
-            partials = np.empty((n_chunks, int(layout[6])))
-            partial_counts = np.empty((n_chunks, DK.N_SMALL_COUNTS), dtype=np.int64)
-            DK.fold_bins(
-                labels, weights, stats, pred, float(opts.confident_below), layout, block_rows, n_chunks, partials,
-                partial_counts,
-            )
-            if DK.merge_bins(partials, partial_counts, n_chunks, self.bins, self.counts):
+            if DK.fold_bins(labels, weights, stats, pred, float(opts.confident_below), layout, block_rows, n_chunks,
+                            self.bins, self.counts):
                 raise_weights_overflow("sample_weight", None)  # the State's error for the same weights
             DK.fold_classes(labels, weights, stats, pred, layout, self.acc, self.lo, self.counts)
         if opts.worst_k:

@@ -4,8 +4,8 @@
 slice of rows, each row's loss, p(true class), p(predicted class) and
 predicted class.  ``fold_bins`` folds those per-row values, in parallel over
 the kernel's blocks of rows (``_config.block_rows``, counted from row 0, as
-the State's sums), into per-block float64 sums that ``merge_bins`` adds
-*exactly* (``_exactsum``), like the State's; ``fold_classes`` scatters them
+the State's sums), into per-block float64 sums that it adds *exactly*
+(``_exactsum``), like the State's; ``fold_classes`` scatters them
 into the per-class sums and the confusion matrix, in parallel over class
 ranges, each cell in row order.  So the loss split, calibration and
 histograms are the same bits from every door (one ``diagnose``, any split
@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit
 
-from fastce._config import KERNEL_OPTIONS
-from fastce._exactsum import exact_add, normalize
+from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS
+from fastce._exactsum import exact_add, exact_add_at, normalize
 from fastce._parallel import run_tasks
 from fastce._vecmath import float64_to_bits
 
@@ -125,97 +126,159 @@ def _row_values(labels, weights, stats, pred, r, weighted):
     return counted, labels[r], pred[r], w, loss, wl, stats[r, 1], stats[r, 2]
 
 
+# Entries of the flat accumulator a row adds to in _fold_bins_tasks: 3 calibration, 2 p(true), 2 loss.
+ROW_BIN_ENTRIES = 7
+
+
+@njit(**LEAF_OPTIONS)
+def _flush(part, k, acc, nonfinite):
+    """Add a block's float64 sum part[k] exactly into acc[k] and clear it; count it instead if not finite."""
+    x = part[k]
+    if x != 0.0:
+        if math.isfinite(x):
+            exact_add_at(acc, k, x)
+        else:
+            nonfinite += 1
+        part[k] = 0.0
+    return nonfinite
+
+
 @njit(**KERNEL_OPTIONS)
-def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials,
-                     partial_counts, first_task, task_step):
+def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, touched,
+                     exact, counts, nonfinite, first_task, task_step):
     """Per block of ``block_rows`` rows, in parallel: the loss split, calibration and histograms.
 
     The slice starts at a block boundary (the drivers cut reads there), so
     chunk c is the kernel's block c of the slice: the same rows whatever the
-    door.  It writes plain float64 sums into ``partials[c]`` (the first
-    layout[6] entries of the flat accumulator) and its counters into
-    ``partial_counts[c]``; ``merge_bins`` then adds them exactly.
+    door.  A block's sums are plain float64 sums in ``partials[first_task]``
+    (zero between blocks), each then added exactly (``_exactsum``) into this
+    stride's accumulators ``exact[first_task]`` and cleared: every entry, or,
+    when a block has fewer than layout[6] / ROW_BIN_ENTRIES rows, only those
+    its rows touched (listed in ``touched[first_task]``).
+    Exact sums do not depend on the order of their terms, so the strides'
+    accumulators add up to the same bits for any thread count.  Before, each
+    block wrote all layout[6] entries (689: 32-row blocks at C = 1000 cleared
+    and scanned ~21 entries a row) and one thread added them exactly after.
+    Counters go to ``counts[first_task]`` (stored once), sums that were not finite (a
+    weight so large that a block's sum overflowed) are counted in
+    ``nonfinite[first_task]``, not added.
     """
     n_bins, hist_bins = layout[1], layout[2]
     cal, ptrue, lossh = layout[3], layout[4], layout[5]
     weighted = weights.shape[0] != 0
     n_rows = labels.shape[0]
+    part = partials[first_task]
+    listed = touched[first_task]
+    acc = exact[first_task]
+    # List the entries a block touches when that is shorter than all of them (short blocks of long rows).
+    listing = ROW_BIN_ENTRIES * block_rows < part.shape[0]
+    bad = 0
+    all_rows = all_right = all_wrong = all_confident = all_inf = 0
     for c in range(first_task, n_chunks, task_step):
-        part = partials[c]
-        for k in range(part.shape[0]):
-            part[k] = 0.0
         # The counters and the loss split in locals, stored once a block: in memory, every row's
         # read-modify-write of them waited on the last one, and the counters of neighbouring blocks (one
         # per thread) share cache lines.  The same additions in the same order: the same sums.
         rows = right_rows = wrong_rows = confident_rows = inf_rows = 0
         w_all = l_all = w_right = l_right = w_wrong = l_wrong = w_confident = l_confident = 0.0
+        n_listed = 0
         for r in range(c * block_rows, min(n_rows, (c + 1) * block_rows)):
             counted, label, predicted, w, loss, wl, p_true, p_top = _row_values(labels, weights, stats, pred, r, weighted)
             if not counted:
                 continue
+            # Branch-free: right and wrong rows interleave unpredictably (a mispredicted branch a row).
+            # Adding +0.0 leaves a sum's bits as they are: these start at +0.0, and so are never -0.0.
             right = predicted == label
+            confident = (not right) and p_true < confident_below
             rows += 1
             inf_rows += loss == np.inf
             w_all += w
             l_all += wl
-            if right:
-                right_rows += 1
-                w_right += w
-                l_right += wl
-            else:
-                wrong_rows += 1
-                w_wrong += w
-                l_wrong += wl
-                if p_true < confident_below:
-                    confident_rows += 1
-                    w_confident += w
-                    l_confident += wl
+            right_rows += right
+            w_right += w if right else 0.0
+            l_right += wl if right else 0.0
+            wrong_rows += not right
+            w_wrong += 0.0 if right else w
+            l_wrong += 0.0 if right else wl
+            confident_rows += confident
+            w_confident += w if confident else 0.0
+            l_confident += wl if confident else 0.0
             k = cal + 3 * confidence_bin(p_top, n_bins)
             part[k] += w
             part[k + 1] += w * p_top
             part[k + 2] += w if right else 0.0
-            k = ptrue + 2 * confidence_bin(p_true, hist_bins)
-            part[k] += w
-            part[k + 1] += wl
-            k = lossh + 2 * loss_bin(loss)
-            part[k] += w
-            part[k + 1] += wl
+            k2 = ptrue + 2 * confidence_bin(p_true, hist_bins)
+            part[k2] += w
+            part[k2 + 1] += wl
+            k3 = lossh + 2 * loss_bin(loss)
+            part[k3] += w
+            part[k3 + 1] += wl
+            if listing:
+                listed[n_listed] = k
+                listed[n_listed + 1] = k + 1
+                listed[n_listed + 2] = k + 2
+                listed[n_listed + 3] = k2
+                listed[n_listed + 4] = k2 + 1
+                listed[n_listed + 5] = k3
+                listed[n_listed + 6] = k3 + 1
+                n_listed += ROW_BIN_ENTRIES
         part[S_W_ALL], part[S_L_ALL] = w_all, l_all
         part[S_W_RIGHT], part[S_L_RIGHT] = w_right, l_right
         part[S_W_WRONG], part[S_L_WRONG] = w_wrong, l_wrong
         part[S_W_CONFWRONG], part[S_L_CONFWRONG] = w_confident, l_confident
-        partial_counts[c, N_ROWS], partial_counts[c, N_RIGHT], partial_counts[c, N_WRONG] = rows, right_rows, wrong_rows
-        partial_counts[c, N_CONFWRONG], partial_counts[c, N_INF] = confident_rows, inf_rows
+        if listing:
+            for k in range(SPLIT_SIZE):
+                bad = _flush(part, k, acc, bad)
+            # An entry listed twice is 0 the second time (cleared by the first flush): added once.
+            for t in range(n_listed):
+                bad = _flush(part, listed[t], acc, bad)
+        else:
+            for k in range(part.shape[0]):
+                bad = _flush(part, k, acc, bad)
+        all_rows += rows
+        all_right += right_rows
+        all_wrong += wrong_rows
+        all_confident += confident_rows
+        all_inf += inf_rows
+    # Limbs back in [0, 2**32): the strides' accumulators can then be added as integers (see add_exact).
+    for k in range(acc.shape[0]):
+        normalize(acc[k])
+    counts[first_task, N_ROWS], counts[first_task, N_RIGHT], counts[first_task, N_WRONG] = all_rows, all_right, all_wrong
+    counts[first_task, N_CONFWRONG], counts[first_task, N_INF] = all_confident, all_inf
+    nonfinite[first_task] = bad
 
 
-def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, partial_counts):
-    """``_fold_bins_tasks`` on the thread pool (see fastce._parallel)."""
+def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, exact, counts):
+    """Fold the slice's rows into the exact accumulators ``exact`` and the counters ``counts[:N_SMALL_COUNTS]``.
+
+    Runs ``_fold_bins_tasks`` on the thread pool (see fastce._parallel), one
+    set of accumulators per stride, then adds those into ``exact`` (exact, so
+    the same bits for any thread count).  Returns the number of block sums
+    that were not finite (not added: the caller refuses them).
+    """
+    strides = max(1, min(numba.get_num_threads(), n_chunks))  # run_tasks' strides: first_task < strides
+    size = exact.shape[0]
+    partials = np.zeros((strides, size))
+    touched = np.empty((strides, ROW_BIN_ENTRIES * block_rows), dtype=np.int64)
+    parts = np.zeros((strides, size, exact.shape[1]), dtype=np.int64)
+    part_counts = np.zeros((strides, N_SMALL_COUNTS), dtype=np.int64)
+    nonfinite = np.zeros(strides, dtype=np.int64)
     run_tasks(_fold_bins_tasks,
-              (labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, partial_counts),
+              (labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, touched, parts,
+               part_counts, nonfinite),
               n_chunks)
+    add_exact(exact, parts)
+    counts[:N_SMALL_COUNTS] += part_counts.sum(axis=0)
+    return int(nonfinite.sum())
 
 
 @njit(**KERNEL_OPTIONS)
-def merge_bins(partials, partial_counts, n_chunks, exact, counts):
-    """Add the blocks' sums exactly into ``exact`` (one ``_exactsum`` accumulator per entry) and the counters.
-
-    Returns the number of non-finite block sums (weights so large that a
-    block's sum overflowed): those are not added, and the caller refuses them.
-    """
-    nonfinite = 0
-    for c in range(n_chunks):
-        for k in range(partials.shape[1]):
-            x = partials[c, k]
-            if x != 0.0:
-                if math.isfinite(x):
-                    exact_add(exact[k], x)
-                else:
-                    nonfinite += 1
-        for k in range(N_SMALL_COUNTS):
-            counts[k] += partial_counts[c, k]
+def add_exact(exact, parts):
+    """Add the normalised accumulators ``parts[s]`` into ``exact`` (integer adds: exact) and normalise."""
     for k in range(exact.shape[0]):
+        for s in range(parts.shape[0]):
+            for limb in range(exact.shape[1]):
+                exact[k, limb] += parts[s, k, limb]
         normalize(exact[k])
-    return nonfinite
 
 
 # The per-class sums and the confusion matrix are scattered by class ranges:
@@ -342,16 +405,49 @@ def stable_order(codes, bound):
     return order
 
 
+@njit(**LEAF_OPTIONS)
+def _heap_push(heap_loss, heap_row, size, x, r):
+    """Offer (x, r) to the heap of the k = heap_loss.shape[0] largest values; its new size.
+
+    The root is the weakest kept: the smallest value, and of equal values
+    the last index.  Offered in index order, an entry enters a full heap only
+    with a value above the root's: a tie loses, as it comes after the entries kept.
+    """
+    if size < heap_loss.shape[0]:
+        at = size  # sift the new entry up from the last leaf
+        size += 1
+        while at > 0:
+            parent = (at - 1) // 2
+            if not _weaker(x, r, heap_loss[parent], heap_row[parent]):
+                break
+            heap_loss[at], heap_row[at] = heap_loss[parent], heap_row[parent]
+            at = parent
+        heap_loss[at], heap_row[at] = x, r
+    elif x > heap_loss[0]:
+        at = 0  # the new entry replaces the root and sifts down
+        while True:
+            child = 2 * at + 1
+            if child >= size:
+                break
+            if child + 1 < size and _weaker(heap_loss[child + 1], heap_row[child + 1], heap_loss[child],
+                                            heap_row[child]):
+                child += 1
+            if not _weaker(heap_loss[child], heap_row[child], x, r):
+                break
+            heap_loss[at], heap_row[at] = heap_loss[child], heap_row[child]
+            at = child
+        heap_loss[at], heap_row[at] = x, r
+    return size
+
+
 @njit(**KERNEL_OPTIONS)
 def worst_rows(loss, weights, k, floor):
     """The rows (ascending) of the k largest losses above ``floor``, ties to the lower row, among the rows
     counted (loss not NaN, weight not 0; ``weights`` empty for unit weights): the worst rows of a slice.
 
-    One pass with a heap of k (its root the weakest kept: the smallest
-    loss, and of equal losses the last row).  A row enters only with a loss
-    above the root's: a tie loses, as it comes after the rows kept.  It
-    replaced numpy's mask, flatnonzero, gather and partition over every row
-    of the slice (4.3 ms a call at 671k rows, diagnose at C = 100).
+    One pass with a heap of k (see _heap_push).  It replaced numpy's mask,
+    flatnonzero, gather and partition over every row of the slice (4.3 ms a
+    call at 671k rows, diagnose at C = 100).
     """
     weighted = weights.shape[0] != 0
     heap_loss = np.empty(k)
@@ -361,31 +457,44 @@ def worst_rows(loss, weights, k, floor):
         x = loss[r]
         if not x > floor or (weighted and weights[r] == 0.0):  # NaN fails the comparison
             continue
-        if size < k:
-            at = size  # sift the new row up from the last leaf
-            size += 1
-            while at > 0:
-                parent = (at - 1) // 2
-                if not _weaker(x, r, heap_loss[parent], heap_row[parent]):
-                    break
-                heap_loss[at], heap_row[at] = heap_loss[parent], heap_row[parent]
-                at = parent
-            heap_loss[at], heap_row[at] = x, r
-        elif x > heap_loss[0]:
-            at = 0  # the new row replaces the root and sifts down
-            while True:
-                child = 2 * at + 1
-                if child >= size:
-                    break
-                if child + 1 < size and _weaker(heap_loss[child + 1], heap_row[child + 1], heap_loss[child],
-                                                heap_row[child]):
-                    child += 1
-                if not _weaker(heap_loss[child], heap_row[child], x, r):
-                    break
-                heap_loss[at], heap_row[at] = heap_loss[child], heap_row[child]
-                at = child
-            heap_loss[at], heap_row[at] = x, r
+        size = _heap_push(heap_loss, heap_row, size, x, r)
     return np.sort(heap_row[:size])
+
+
+@njit(**KERNEL_OPTIONS)
+def heaviest_cells(matrix, k):
+    """(codes i * C + j, weights) of the k heaviest off-diagonal cells of the C x C ``matrix`` with a weight
+    above 0, heaviest first, ties to the lower code: the report's top confusions.
+
+    One pass with a heap of k (see _heap_push), in place of numpy's mask,
+    flatnonzero, partition and lexsort over the C^2 cells (6-7 ms a report
+    at C = 1000).
+    """
+    n = matrix.shape[0]
+    heap_weight = np.empty(k)
+    heap_code = np.empty(k, dtype=np.int64)
+    size = 0
+    # Only a cell above this can enter: 0 until the heap is full, then its root's weight (a later cell
+    # of equal weight loses the tie).  Most cells fail this one compare.
+    bar = 0.0
+    for i in range(n):
+        for j in range(n):
+            x = matrix[i, j]
+            if x > bar and i != j:  # NaN fails the comparison
+                size = _heap_push(heap_weight, heap_code, size, x, i * n + j)
+                if size == k:
+                    bar = heap_weight[0]
+    # Heaviest first, equal weights in code order: an insertion sort of the k kept (each moves ahead of the
+    # weaker ones before it).
+    codes = heap_code[:size].copy()
+    weights = heap_weight[:size].copy()
+    for a in range(1, size):
+        b = a
+        while b > 0 and _weaker(weights[b - 1], codes[b - 1], weights[b], codes[b]):
+            weights[b - 1], weights[b] = weights[b], weights[b - 1]
+            codes[b - 1], codes[b] = codes[b], codes[b - 1]
+            b -= 1
+    return codes, weights
 
 
 @njit(inline="always", **KERNEL_OPTIONS)

@@ -317,19 +317,18 @@ def _classes(diag: DiagnosticsState, values) -> dict:
 def _top_confusions(diag: DiagnosticsState, confusion) -> list:
     c = diag.options.num_classes
     if confusion is not None:
-        flat = confusion.ravel()
-        nonzero = np.flatnonzero(flat > 0)
-        nonzero = nonzero[nonzero % (c + 1) != 0]  # off the diagonal (cell i * c + i); no copy of the matrix
-        codes, weights = nonzero, flat[nonzero]
+        codes, weights = DK.heaviest_cells(np.ascontiguousarray(confusion), TOP_CONFUSIONS)
     else:
         codes, weights = diag.pair_codes, diag.pair_weights + diag.pair_lo
-    if weights.size > TOP_CONFUSIONS:
-        # Only pairs at least as heavy as the TOP_CONFUSIONS-th can be listed.
-        kth = np.partition(weights, weights.size - TOP_CONFUSIONS)[weights.size - TOP_CONFUSIONS]
-        heavy = weights >= kth
-        codes, weights = codes[heavy], weights[heavy]
-    order = np.lexsort((codes, -weights))[:TOP_CONFUSIONS]
-    return [{"true": int(codes[i] // c), "predicted": int(codes[i] % c), "weight": float(weights[i])} for i in order]
+        if weights.size > TOP_CONFUSIONS:
+            # Only pairs at least as heavy as the TOP_CONFUSIONS-th can be listed.
+            kth = np.partition(weights, weights.size - TOP_CONFUSIONS)[weights.size - TOP_CONFUSIONS]
+            heavy = weights >= kth
+            codes, weights = codes[heavy], weights[heavy]
+        order = np.lexsort((codes, -weights))[:TOP_CONFUSIONS]
+        codes, weights = codes[order], weights[order]
+    return [{"true": int(code // c), "predicted": int(code % c), "weight": float(weight)}
+            for code, weight in zip(codes, weights)]
 
 
 def _histograms(diag: DiagnosticsState, values) -> dict:
