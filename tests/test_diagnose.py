@@ -37,15 +37,19 @@ def reference_rows(y, *, logits=None, proba=None):
     return loss, p[np.arange(len(y)), y], p.max(axis=1), p.argmax(axis=1), p
 
 
-@pytest.fixture(params=["logits", "proba"])
+# 7 classes: 3000 rows in a few blocks; 500: blocks of 65 rows, whose bin sums are added entry by
+# entry as listed (see diagnostics_kernels._fold_bins_tasks).
+@pytest.fixture(params=[("logits", 7), ("proba", 7), ("logits", 500)], ids=["logits", "proba", "logits-500"])
 def problem(request, rng):
-    n, c = 3000, 7
+    kind, c = request.param
+    n = 3000
     z = rng.normal(scale=3.0, size=(n, c))
     y = rng.integers(0, c, size=n)
     y[:c] = np.arange(c)
     w = rng.uniform(0.0, 2.0, size=n)
-    kind = request.param
     scores = z.astype(np.float32) if kind == "logits" else softmax(z)
+    if c > 7:
+        scores = z  # float64 math (long rows of float32 take float32 math: the tolerances here are float64's)
     return kind, scores, y, w
 
 
@@ -54,6 +58,7 @@ def test_matches_reference_and_sklearn(problem, weighted):
     from sklearn.metrics import brier_score_loss, confusion_matrix, f1_score, precision_recall_fscore_support
 
     kind, scores, y, w = problem
+    c = scores.shape[1]
     w = w if weighted else None
     r = fastce.diagnose(y, **{kind: scores}, sample_weight=w, worst_k=15, n_bins=10)
     loss, p_true, p_top, pred, p = reference_rows(y, **{kind: scores})
@@ -92,16 +97,16 @@ def test_matches_reference_and_sklearn(problem, weighted):
     assert np.sum(r.calibration["bins"]["weight"]) == pytest.approx(ww.sum(), rel=1e-12)
 
     # classes, confusion: scikit-learn
-    cm = confusion_matrix(y, pred, labels=np.arange(7), sample_weight=w)
+    cm = confusion_matrix(y, pred, labels=np.arange(c), sample_weight=w)
     np.testing.assert_allclose(r.confusion, cm, rtol=1e-12)
-    prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=np.arange(7), sample_weight=w, zero_division=0)
+    prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=np.arange(c), sample_weight=w, zero_division=0)
     np.testing.assert_allclose(np.nan_to_num(r.classes["precision"]), prec, rtol=1e-12)
     np.testing.assert_allclose(r.classes["recall"], rec, rtol=1e-12)
     np.testing.assert_allclose(np.nan_to_num(r.classes["f1"]), f1, rtol=1e-12)
     for average in ("macro", "weighted"):
         expected = f1_score(y, pred, average=average, sample_weight=w, zero_division=0)
         assert r.classes[f"{average}_f1"] == pytest.approx(expected, rel=1e-12)
-    mean_loss = [np.sum((ww * loss)[y == c]) / ww[y == c].sum() for c in range(7)]
+    mean_loss = [np.sum((ww * loss)[y == k]) / ww[y == k].sum() for k in range(c)]
     np.testing.assert_allclose(r.classes["mean_loss"], mean_loss, rtol=1e-9)
     assert r.classes["highest_loss"][0]["class"] == int(np.argmax(mean_loss))
 
@@ -117,6 +122,10 @@ def test_matches_reference_and_sklearn(problem, weighted):
     near = np.abs(loss[:, None] / edges[None, 1:-1] - 1.0).min(axis=1) < 1e-12
     assert np.abs(counted - expected).sum() <= 2 * ww[near].sum() + 1e-9
     assert counted.sum() == pytest.approx(ww.sum(), rel=1e-12)
+    summed = np.asarray(r.histograms["loss"]["loss"])
+    expected = np.bincount(k, weights=ww * loss, minlength=counted.size)
+    assert np.abs(summed - expected).sum() <= 2 * (ww * loss)[near].sum() + 1e-9 * total
+    assert summed.sum() == pytest.approx(total, rel=1e-12)
 
 
 def test_worst_share_exact_and_estimated_agree(rng):
@@ -141,10 +150,13 @@ def test_worst_ties_go_to_the_lower_row():
     assert [w["row"] for w in r.worst] == [0, 1, 2, 4]
 
 
-def test_results_do_not_depend_on_threads_or_blocking(rng, monkeypatch):
-    z = rng.normal(size=(40_000, 12)).astype(np.float32)
-    y = rng.integers(0, 12, size=40_000)
-    w = rng.uniform(size=40_000)
+# 500 classes: blocks of 65 rows, whose bin sums are added entry by entry as listed (see
+# diagnostics_kernels._fold_bins_tasks); 12: every entry is visited.
+@pytest.mark.parametrize("rows, classes", [(40_000, 12), (6_000, 500)])
+def test_results_do_not_depend_on_threads_or_blocking(rng, monkeypatch, rows, classes):
+    z = rng.normal(size=(rows, classes)).astype(np.float32)
+    y = rng.integers(0, classes, size=rows)
+    w = rng.uniform(size=rows)
     first = fastce.diagnose(y, logits=z, sample_weight=w).to_json()
     threads = numba.get_num_threads()
     try:

@@ -36,13 +36,14 @@ wrong rows, rows with an infinite loss, then rows per true class.
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
 from numba import njit
 
 from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS
-from fastce._exactsum import exact_add, exact_add_at, normalize
+from fastce._exactsum import NUM_LIMBS, exact_add, exact_add_at, normalize
 from fastce._parallel import run_tasks
 from fastce._vecmath import float64_to_bits
 
@@ -170,6 +171,8 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
     part = partials[first_task]
     listed = touched[first_task]
     acc = exact[first_task]
+    part[:] = 0.0  # this stride's scratch: reused between calls (see _bin_scratch)
+    acc[:] = 0
     # List the entries a block touches when that is shorter than all of them (short blocks of long rows).
     listing = ROW_BIN_ENTRIES * block_rows < part.shape[0]
     bad = 0
@@ -247,6 +250,29 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
     nonfinite[first_task] = bad
 
 
+# Per Python thread: fold_bins' scratch, kept from call to call (see _bin_scratch).
+_SCRATCH = threading.local()
+
+
+def _bin_scratch(strides: int, size: int, block_rows: int) -> tuple:
+    """(partials, touched, parts) for fold_bins, reused by the calling thread's next calls.
+
+    Fresh buffers each call (~0.8 MB at two threads, 17 calls a diagnose of
+    1 GiB) cost page faults from both threads at once, and np.zeros' pages,
+    read before written, a copy-on-write fault and a TLB flush on every CPU
+    each: 7.5% of diagnose's samples at C = 1000 (perf).  The kernel zeroes
+    what it uses, so nothing depends on what an earlier call left.
+    """
+    cached = getattr(_SCRATCH, "buffers", None)
+    listed = ROW_BIN_ENTRIES * block_rows
+    if (cached is None or cached[0].shape[0] < strides or cached[0].shape[1] != size
+            or cached[1].shape[1] < listed):
+        cached = (np.empty((strides, size)), np.empty((strides, listed), dtype=np.int64),
+                  np.empty((strides, size, NUM_LIMBS), dtype=np.int64))
+        _SCRATCH.buffers = cached
+    return tuple(buffer[:strides] for buffer in cached)
+
+
 def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, exact, counts):
     """Fold the slice's rows into the exact accumulators ``exact`` and the counters ``counts[:N_SMALL_COUNTS]``.
 
@@ -256,12 +282,9 @@ def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows,
     that were not finite (not added: the caller refuses them).
     """
     strides = max(1, min(numba.get_num_threads(), n_chunks))  # run_tasks' strides: first_task < strides
-    size = exact.shape[0]
-    partials = np.zeros((strides, size))
-    touched = np.empty((strides, ROW_BIN_ENTRIES * block_rows), dtype=np.int64)
-    parts = np.zeros((strides, size, exact.shape[1]), dtype=np.int64)
-    part_counts = np.zeros((strides, N_SMALL_COUNTS), dtype=np.int64)
-    nonfinite = np.zeros(strides, dtype=np.int64)
+    partials, touched, parts = _bin_scratch(strides, exact.shape[0], block_rows)
+    part_counts = np.empty((strides, N_SMALL_COUNTS), dtype=np.int64)
+    nonfinite = np.empty(strides, dtype=np.int64)
     run_tasks(_fold_bins_tasks,
               (labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, touched, parts,
                part_counts, nonfinite),
