@@ -104,7 +104,7 @@ def normalize(acc):
 def to_int(acc: np.ndarray) -> int:
     """The exact scaled integer held by one accumulator."""
     low = acc[:-1]
-    if low.min() >= 0 and low.max() <= _LIMB_MASK:
+    if low.size and low.min() >= 0 and low.max() <= _LIMB_MASK:
         # Normalised (every limb but the last in [0, 2**32): as the drivers leave them): the limbs are the
         # integer's little-endian 32-bit digits.  A Python loop over the 70 limbs cost diagnose's report
         # 1.7 ms at C = 1000.
