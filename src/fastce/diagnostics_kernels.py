@@ -175,7 +175,7 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
     acc[:] = 0
     # List the entries a block touches when that is shorter than all of them (short blocks of long rows).
     listing = ROW_BIN_ENTRIES * block_rows < part.shape[0]
-    bad = 0
+    bad = np.int64(0)  # not a literal 0: that types a second compile of _flush
     all_rows = all_right = all_wrong = all_confident = all_inf = 0
     for c in range(first_task, n_chunks, task_step):
         # The counters and the loss split in locals, stored once a block: in memory, every row's
@@ -260,7 +260,7 @@ def _bin_scratch(strides: int, size: int, block_rows: int) -> tuple:
     Fresh buffers each call (~0.8 MB at two threads, 17 calls a diagnose of
     1 GiB) cost page faults from both threads at once, and np.zeros' pages,
     read before written, a copy-on-write fault and a TLB flush on every CPU
-    each: 7.5% of diagnose's samples at C = 1000 (perf).  The kernel zeroes
+    each: over 7% of diagnose's samples at C = 1000 (perf).  The kernel zeroes
     what it uses, so nothing depends on what an earlier call left.
     """
     cached = getattr(_SCRATCH, "buffers", None)
@@ -475,13 +475,21 @@ def worst_rows(loss, weights, k, floor):
     weighted = weights.shape[0] != 0
     heap_loss = np.empty(k)
     heap_row = np.empty(k, dtype=np.int64)
-    size = 0
+    size = np.int64(0)  # not a literal 0: that types a second compile of _heap_push
     for r in range(loss.shape[0]):
         x = loss[r]
         if not x > floor or (weighted and weights[r] == 0.0):  # NaN fails the comparison
             continue
         size = _heap_push(heap_loss, heap_row, size, x, r)
-    return np.sort(heap_row[:size])
+    # Ascending by an insertion sort of the k kept: numba's np.sort compiled its quicksort for 1.1 s of every
+    # first diagnose (benchmarks/cold_start.py --doors: 3.95 s with it).
+    rows = heap_row[:size].copy()
+    for a in range(1, size):
+        b = a
+        while b > 0 and rows[b - 1] > rows[b]:
+            rows[b - 1], rows[b] = rows[b], rows[b - 1]
+            b -= 1
+    return rows
 
 
 @njit(**KERNEL_OPTIONS)
@@ -496,7 +504,7 @@ def heaviest_cells(matrix, k):
     n = matrix.shape[0]
     heap_weight = np.empty(k)
     heap_code = np.empty(k, dtype=np.int64)
-    size = 0
+    size = np.int64(0)  # not a literal 0: that types a second compile of _heap_push
     # Only a cell above this can enter: 0 until the heap is full, then its root's weight (a later cell
     # of equal weight loses the tie).  Most cells fail this one compare.
     bar = 0.0
