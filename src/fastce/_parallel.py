@@ -43,13 +43,21 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def strides(n_tasks: int) -> int:
+    """How many strides run_tasks runs for ``n_tasks`` tasks: its ``first`` values are 0 .. strides - 1.
+
+    For callers that give each stride buffers of its own.
+    """
+    return max(1, min(numba.get_num_threads(), n_tasks))
+
+
 def run_tasks(kernel, args: tuple, n_tasks: int) -> None:
     """``kernel(*args, first, step)`` for first in range(threads), step = threads: every task once.
 
     The calling thread runs the first stride; it returns when every stride is
     done, and raises what a stride raised (the calling thread's error first).
     """
-    threads = max(1, min(numba.get_num_threads(), n_tasks))
+    threads = strides(n_tasks)
     if threads == 1:
         kernel(*args, 0, 1)
         return

@@ -38,13 +38,12 @@ from __future__ import annotations
 import math
 import threading
 
-import numba
 import numpy as np
 from numba import njit
 
 from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS
 from fastce._exactsum import NUM_LIMBS, exact_add, exact_add_at, normalize
-from fastce._parallel import run_tasks
+from fastce._parallel import run_tasks, strides
 from fastce._vecmath import float64_to_bits
 
 # SPLIT entries
@@ -281,10 +280,10 @@ def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows,
     the same bits for any thread count).  Returns the number of block sums
     that were not finite (not added: the caller refuses them).
     """
-    strides = max(1, min(numba.get_num_threads(), n_chunks))  # run_tasks' strides: first_task < strides
-    partials, touched, parts = _bin_scratch(strides, exact.shape[0], block_rows)
-    part_counts = np.empty((strides, N_SMALL_COUNTS), dtype=np.int64)
-    nonfinite = np.empty(strides, dtype=np.int64)
+    n_strides = strides(n_chunks)  # run_tasks' strides: first_task < n_strides
+    partials, touched, parts = _bin_scratch(n_strides, exact.shape[0], block_rows)
+    part_counts = np.empty((n_strides, N_SMALL_COUNTS), dtype=np.int64)
+    nonfinite = np.empty(n_strides, dtype=np.int64)
     run_tasks(_fold_bins_tasks,
               (labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, touched, parts,
                part_counts, nonfinite),

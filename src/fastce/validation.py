@@ -229,13 +229,11 @@ def _value_range(values: np.ndarray):
     """
     if values.ndim != 1 or values.shape[0] < 8 * _RANGE_CHUNK:
         return values.min(), values.max()
-    import numba
-
     from fastce import _config
-    from fastce._parallel import run_tasks
+    from fastce._parallel import run_tasks, strides
 
     n_chunks = -(-values.shape[0] // _RANGE_CHUNK)
-    threads = max(1, min(numba.get_num_threads(), n_chunks))
+    threads = strides(n_chunks)
     lows = [None] * threads
     highs = [None] * threads
 
