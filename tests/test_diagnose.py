@@ -152,11 +152,12 @@ def test_worst_ties_go_to_the_lower_row():
 
 # 500 classes: blocks of 65 rows, whose bin sums are added entry by entry as listed (see
 # diagnostics_kernels._fold_bins_tasks); 12: every entry is visited.
+@pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "unit-weights"])
 @pytest.mark.parametrize("rows, classes", [(40_000, 12), (6_000, 500)])
-def test_results_do_not_depend_on_threads_or_blocking(rng, monkeypatch, rows, classes):
+def test_results_do_not_depend_on_threads_or_blocking(rng, monkeypatch, rows, classes, weighted):
     z = rng.normal(size=(rows, classes)).astype(np.float32)
     y = rng.integers(0, classes, size=rows)
-    w = rng.uniform(size=rows)
+    w = rng.uniform(size=rows) if weighted else None
     first = fastce.diagnose(y, logits=z, sample_weight=w).to_json()
     threads = numba.get_num_threads()
     try:
@@ -173,6 +174,29 @@ def test_results_do_not_depend_on_threads_or_blocking(rng, monkeypatch, rows, cl
     _assert_same_report(sliced, fastce.diagnose(y, logits=z, sample_weight=w))
     monkeypatch.undo()
     _assert_same_report(sliced, fastce.diagnose(y, logits=z, sample_weight=w))
+
+
+# 7 and 100: the dense confusion matrix takes wrong rows as they come; 300 and 1000: sorted by cell.
+# (at 300, 109-row blocks: the bins visit every entry; at 1000, 32-row blocks: only those listed)
+@pytest.mark.parametrize("classes", [7, 100, 300, 1000])
+def test_unit_weights_give_the_bits_of_no_weights(rng, classes):
+    """Without weights the class fold counts rows as integers (diagnostics_kernels._count_classes_tasks);
+    with weights of 1 it adds 1.0 a row.  Exact both ways: the same bits."""
+    n = 6000
+    z = rng.normal(scale=3.0, size=(n, classes)).astype(np.float32)
+    z[5, 2] = np.nan  # a row left out
+    z[9, 0] = -np.inf  # a masked class
+    y = rng.integers(0, classes, size=n)
+    z[11, y[11]] = -np.inf  # an infinite loss
+    with pytest.warns(fastce.errors.OmittedRowsWarning, match="row 5"):
+        plain = fastce.diagnose(y, logits=z, worst_k=10, nan_policy="omit")
+    with pytest.warns(fastce.errors.OmittedRowsWarning, match="row 5"):
+        ones = fastce.diagnose(y, logits=z, sample_weight=np.ones(n), worst_k=10, nan_policy="omit")
+    a, b = plain.to_dict(), ones.to_dict()
+    for name in ("loss_split", "calibration", "histograms", "classes", "worst"):
+        assert json.dumps(a[name]) == json.dumps(b[name]), name
+    assert plain.confusion.tobytes() == ones.confusion.tobytes()
+    assert plain.confusion.sum() == n - 1 and plain.loss_split["wrong"]["rows"] + plain.loss_split["correct"]["rows"] == n - 1
 
 
 def test_sparse_confusions_match_dense(rng):
