@@ -331,7 +331,7 @@ DIRECT_CONFUSION_CLASSES = 256
 # functions of their own: a first call compiles only the one it runs, and each numba function costs its
 # own compile (the first diagnose's compile grew by 0.5 s with helpers for each step).
 @njit(**KERNEL_OPTIONS)
-def _sum_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, first_task, task_step):
+def _sum_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, wrong, first_task, task_step):
     """Weighted rows: the per-class sums and the dense confusion matrix (see CLASS_PARTS).
 
     Every sum is a double-double (see ``_add`` and the module docstring).
@@ -341,13 +341,18 @@ def _sum_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, fi
     range mispredicted often (one thread, both parts, in-process A/B:
     x0.87 at C = 100, 18.4 ns a row before; x0.91 at C = 1000).  Each cell
     still receives its additions in row order: the same sums.
+
+    ``wrong`` is None unless the dense matrix is not ``direct``: then each
+    part lists its wrong rows in ``wrong[part]`` and adds them sorted by
+    cell (``_add_confusions``).  numba prunes the branches on ``wrong is not
+    None`` before typing, so the kernel compiled for None has no sort: it
+    took 0.7 s of every first diagnose's compile, at any C.
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     n_rows = labels.shape[0]
     # A matrix that stays in cache takes its wrong rows as they come (row order: the same sums as sorted by
     # cell, see _add_confusions, whose sort cost more than the adds at C = 100).
     direct = conf >= 0 and n_classes <= DIRECT_CONFUSION_CLASSES
-    wrong = np.empty(n_rows if conf >= 0 and not direct else 0, dtype=np.int64)
     by_label = np.empty(n_rows, dtype=np.int64)
     by_prediction = np.empty(n_rows, dtype=np.int64)
     for part in range(first_task, CLASS_PARTS, task_step):
@@ -365,7 +370,7 @@ def _sum_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, fi
                                                                                 np.uint64(by_prediction[i]), True)
             if counted:
                 _add(acc, lo, np.uint64(cls + CLASS_COLUMNS * predicted + K_PREDICTED), w)
-        n_wrong = 0
+        listed = 0
         for i in range(n_label):
             r = np.uint64(by_label[i])
             counted, label, predicted, w, loss, wl, p_true, p_top = _row_values(labels, weights, stats, pred, r, True)
@@ -379,11 +384,11 @@ def _sum_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, fi
                 _add(acc, lo, np.uint64(row + K_HITS), w)
             elif direct:
                 _add(acc, lo, np.uint64(conf + n_classes * label + predicted), w)
-            elif conf >= 0:
-                wrong[n_wrong] = r
-                n_wrong += 1
-        if conf >= 0 and not direct:
-            _add_confusions(labels, pred, weights, wrong[:n_wrong], n_classes, conf, acc, lo)
+            elif wrong is not None:
+                wrong[part, listed] = r
+                listed += 1
+        if wrong is not None:
+            _add_confusions(labels, pred, weights, wrong[part, :listed], n_classes, conf, acc, lo)
 
 
 # tally columns (_count_classes_tasks): rows per true class, per predicted class, right rows per class
@@ -391,7 +396,7 @@ T_SUPPORT, T_PREDICTED, T_HITS = range(3)
 
 
 @njit(**KERNEL_OPTIONS)
-def _count_classes_tasks(labels, stats, pred, layout, acc, lo, counts, tally, first_task, task_step):
+def _count_classes_tasks(labels, stats, pred, layout, acc, lo, counts, tally, wrong, first_task, task_step):
     """Unit weights: ``_sum_classes_tasks``' sums, the weights counted as integers.
 
     Every weight is 1, so a class's support, predictions and hits are row
@@ -400,14 +405,15 @@ def _count_classes_tasks(labels, stats, pred, layout, acc, lo, counts, tally, fi
     no branch), and adds each count once, when the slice is done.  Counts
     below 2**53 are exact, so that adds the same as one 1.0 a row: the same
     bits.  Only the loss and the confusion cells are added row by row, in
-    row order.  Each part leaves its tally rows zeroed.  With the unsigned
+    row order (or, when ``wrong`` is not None, sorted by cell: see
+    ``_sum_classes_tasks``).
+    Each part leaves its tally rows zeroed.  With the unsigned
     indices below, x0.73-0.75 at C = 100 and x0.95 at C = 1000 (two
     threads, in-process A/B against adding 1.0 a row).
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     n_rows = labels.shape[0]
     direct = conf >= 0 and n_classes <= DIRECT_CONFUSION_CLASSES  # see _sum_classes_tasks
-    wrong = np.empty(n_rows if conf >= 0 and not direct else 0, dtype=np.int64)
     by_label = np.empty(n_rows, dtype=np.int64)
     for part in range(first_task, CLASS_PARTS, task_step):
         first = part * n_classes // CLASS_PARTS
@@ -422,7 +428,7 @@ def _count_classes_tasks(labels, stats, pred, layout, acc, lo, counts, tally, fi
             tally[np.uint64(predicted + part if own else other), T_PREDICTED] += 1
             by_label[np.uint64(n_label)] = r
             n_label += counted & (labels[r] >= first) & (labels[r] < stop)
-        n_wrong = 0
+        listed = 0
         for i in range(n_label):
             r = np.uint64(by_label[i])
             label, predicted, loss = labels[r], pred[r], stats[r, 0]
@@ -435,9 +441,9 @@ def _count_classes_tasks(labels, stats, pred, layout, acc, lo, counts, tally, fi
                 continue
             if direct:
                 _add(acc, lo, np.uint64(conf + n_classes * label + predicted), 1.0)
-            elif conf >= 0:
-                wrong[n_wrong] = r
-                n_wrong += 1
+            elif wrong is not None:
+                wrong[part, listed] = r
+                listed += 1
         for c in range(first, stop):
             row = cls + CLASS_COLUMNS * c
             t = np.uint64(c + part)
@@ -451,8 +457,8 @@ def _count_classes_tasks(labels, stats, pred, layout, acc, lo, counts, tally, fi
                 _add(acc, lo, row + K_HITS, float(hits))
             tally[t, T_SUPPORT] = tally[t, T_PREDICTED] = tally[t, T_HITS] = 0
         tally[other, T_PREDICTED] = 0
-        if conf >= 0 and not direct:
-            _add_confusions(labels, pred, np.empty(0), wrong[:n_wrong], n_classes, conf, acc, lo)
+        if wrong is not None:
+            _add_confusions(labels, pred, np.empty(0), wrong[part, :listed], n_classes, conf, acc, lo)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -622,11 +628,14 @@ def _weaker(loss_a, row_a, loss_b, row_b):
 def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
     """The per-class sums and dense confusion matrix, on the thread pool (see fastce._parallel): row by row
     with weights, counted without."""
+    # Each part's wrong rows, to be sorted by cell, when the dense matrix is too big to take them as they come.
+    sorted_cells = layout[7] >= 0 and layout[0] > DIRECT_CONFUSION_CLASSES
+    wrong = np.empty((CLASS_PARTS, labels.shape[0]), dtype=np.int64) if sorted_cells else None
     if weights.shape[0]:
-        run_tasks(_sum_classes_tasks, (labels, weights, stats, pred, layout, acc, lo, counts), CLASS_PARTS)
+        run_tasks(_sum_classes_tasks, (labels, weights, stats, pred, layout, acc, lo, counts, wrong), CLASS_PARTS)
     else:
         tally = _scratch("tally", (int(layout[0]) + CLASS_PARTS, 3), np.int64, zeroed=True)
-        run_tasks(_count_classes_tasks, (labels, stats, pred, layout, acc, lo, counts, tally), CLASS_PARTS)
+        run_tasks(_count_classes_tasks, (labels, stats, pred, layout, acc, lo, counts, tally, wrong), CLASS_PARTS)
 
 
 @njit(**KERNEL_OPTIONS)
