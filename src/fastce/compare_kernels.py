@@ -166,21 +166,24 @@ def compare_binary_blocks(views, labels, weights, top_k, from_logits, proba_eps,
         raise ValueError(f"binary logit blocks have {KB.BINARY_BLOCK_ROWS} rows, not {block_rows}")
     addresses = _addresses(views)
     blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))
-    run_tasks(_compare_tasks_binary, (views[0], addresses, labels, weights, top_k, from_logits, proba_eps,
+    # None for logits: the kernel compiled for logits then has no probability path, and the other way round
+    # (numba prunes the branches on ``proba_eps is None`` before typing; the dead path took 0.4-2 s to compile).
+    run_tasks(_compare_tasks_binary, (views[0], addresses, labels, weights, top_k, None if from_logits else proba_eps,
                                       confident_below, row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts,
                                       pair_fsums),
               -(-nblocks // blocks_per_task))
 
 
 @njit(**KERNEL_OPTIONS)
-def _compare_tasks_binary(first, addresses, labels, weights, top_k, from_logits, proba_eps, confident_below, row_stats,
-                          nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, first_task, task_step):
+def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, confident_below, row_stats, nblocks,
+                          block_rows, blocks_per_task, fsums, icounts, pair_fsums, first_task, task_step):
     """Tasks ``first_task, first_task + task_step, ...`` of compare_binary_blocks.
 
     Per model, the block's terms (logits; kernels' T_ rows) and pair inputs
     (rows N_TERMS + IN_*), a literal BINARY_TERM_ROW apart (see
     kernels_binary.binary_logit_pair_block).  A model is clean in a block
     when every row is counted with a finite loss (see _pair_block).
+    ``proba_eps`` is None for logits.
     """
     terms = np.empty((addresses.shape[0], K.N_TERMS + PAIR_INPUTS, KB.BINARY_TERM_ROW))
     pair_weight = np.empty(block_rows + K.SCRATCH_PAD)
@@ -193,7 +196,7 @@ def _compare_tasks_binary(first, addresses, labels, weights, top_k, from_logits,
             stop = min(start + block_rows, first.shape[0])
             for m in range(addresses.shape[0]):
                 scores = _array_like_at(first, addresses[m])
-                if from_logits:
+                if proba_eps is None:
                     n_ok, n_inf = KB.binary_logit_pair_block(scores, labels, weights, start, stop, terms[m])
                     KB.binary_logit_block_sums(scores, labels, weights, top_k, b, start, stop, n_ok, n_inf, terms[m],
                                                fsums[m], icounts[m])
