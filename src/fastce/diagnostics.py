@@ -165,13 +165,14 @@ class DiagnosticsState:
         layout = opts.layout()
         block_rows = _config.block_rows(opts.num_classes)  # the kernel's blocks: the same rows from every door
         n_chunks = -(-labels.shape[0] // block_rows)
+        losses = DK.loss_scratch(labels.shape[0])  # stats[:, 0], contiguous (written by fold_bins)
         if n_chunks:
             if DK.fold_bins(labels, weights, stats, pred, float(opts.confident_below), layout, block_rows, n_chunks,
-                            self.bins, self.counts):
+                            self.bins, self.counts, losses):
                 raise_weights_overflow("sample_weight", None)  # the State's error for the same weights
-            DK.fold_classes(labels, weights, stats, pred, layout, self.acc, self.lo, self.counts)
+            DK.fold_classes(labels, weights, losses, pred, layout, self.acc, self.lo, self.counts)
         if opts.worst_k:
-            self._fold_worst(first_row, labels, weights, stats, pred)
+            self._fold_worst(first_row, labels, weights, stats, pred, losses)
         if not weights.shape[0] and opts.dense:
             return
         keep = ~np.isnan(stats[:, 0])  # the rows counted (only these two need them as a mask)
@@ -188,11 +189,11 @@ class DiagnosticsState:
         seen = np.concatenate([self.zero_weight_classes, labels[rows], pred[rows]]).astype(np.int64, copy=False)
         self.zero_weight_classes = np.unique(seen)
 
-    def _fold_worst(self, first_row, labels, weights, stats, pred) -> None:
+    def _fold_worst(self, first_row, labels, weights, stats, pred, losses) -> None:
         k = self.options.worst_k
         # Only a loss above the current k-th worst can enter (a tie loses: these rows come after the ones kept).
         floor = float(self.worst["loss"][-1]) if self.worst["row"].size == k else -np.inf
-        rows = DK.worst_rows(stats[:, 0], weights, k, floor)
+        rows = DK.worst_rows(losses, weights, k, floor)
         fresh = {
             "row": rows.astype(np.int64) + first_row,
             "true": labels[rows].astype(np.int64),

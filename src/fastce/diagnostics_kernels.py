@@ -147,7 +147,7 @@ def _flush(part, k, acc, nonfinite):
 
 @njit(**KERNEL_OPTIONS)
 def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, touched,
-                     exact, counts, nonfinite, first_task, task_step):
+                     exact, counts, nonfinite, losses, first_task, task_step):
     """Per block of ``block_rows`` rows, in parallel: the loss split, calibration and histograms.
 
     The slice starts at a block boundary (the drivers cut reads there), so
@@ -163,7 +163,9 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
     and scanned ~21 entries a row) and one thread added them exactly after.
     Counters go to ``counts[first_task]`` (stored once), sums that were not finite (a
     weight so large that a block's sum overflowed) are counted in
-    ``nonfinite[first_task]``, not added.
+    ``nonfinite[first_task]``, not added.  Each row's loss is copied to
+    ``losses``: the class fold and the worst rows read that (8 bytes a row)
+    instead of a column of ``stats`` (its rows are 40 bytes).
     """
     n_bins, hist_bins = layout[1], layout[2]
     cal, ptrue, lossh = layout[3], layout[4], layout[5]
@@ -186,6 +188,7 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
         w_all = l_all = w_right = l_right = w_wrong = l_wrong = w_confident = l_confident = 0.0
         n_listed = 0
         for r in range(c * block_rows, min(n_rows, (c + 1) * block_rows)):
+            losses[np.uint64(r)] = stats[r, 0]
             counted, label, predicted, w, loss, wl, p_true, p_top = _row_values(labels, weights, stats, pred, r, weighted)
             if not counted:
                 continue
@@ -256,6 +259,15 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
 _SCRATCH = threading.local()
 
 
+def loss_scratch(n_rows: int) -> np.ndarray:
+    """The calling thread's float64 buffer for a slice's losses (see fold_bins), grown as needed."""
+    cached = getattr(_SCRATCH, "losses", None)
+    if cached is None or cached.shape[0] < n_rows:
+        cached = np.empty(n_rows)
+        _SCRATCH.losses = cached
+    return cached[:n_rows]
+
+
 def _scratch(name: str, shape: tuple, dtype, *, zeroed: bool) -> np.ndarray:
     """The calling thread's scratch array ``name`` of this shape, made (zeroed, if asked) at first use.
 
@@ -287,8 +299,9 @@ def _bin_scratch(strides: int, size: int, block_rows: int) -> tuple:
     return tuple(buffer[:strides] for buffer in cached)
 
 
-def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, exact, counts):
-    """Fold the slice's rows into the exact accumulators ``exact`` and the counters ``counts[:N_SMALL_COUNTS]``.
+def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, exact, counts, losses):
+    """Fold the slice's rows into the exact accumulators ``exact`` and the counters ``counts[:N_SMALL_COUNTS]``,
+    and copy their losses (``stats[:, 0]``) to ``losses``.
 
     Runs ``_fold_bins_tasks`` on the thread pool (see fastce._parallel), one
     set of accumulators per stride, then adds those into ``exact`` (exact, so
@@ -301,7 +314,7 @@ def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows,
     nonfinite = np.empty(n_strides, dtype=np.int64)
     run_tasks(_fold_bins_tasks,
               (labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, touched, parts,
-               part_counts, nonfinite),
+               part_counts, nonfinite, losses),
               n_chunks)
     add_exact(exact, parts)
     counts[:N_SMALL_COUNTS] += part_counts.sum(axis=0)
@@ -331,7 +344,7 @@ DIRECT_CONFUSION_CLASSES = 256
 # functions of their own: a first call compiles only the one it runs, and each numba function costs its
 # own compile (the first diagnose's compile grew by 0.5 s with helpers for each step).
 @njit(**KERNEL_OPTIONS)
-def _sum_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, wrong, first_task, task_step):
+def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, wrong, first_task, task_step):
     """Weighted rows: the per-class sums and the dense confusion matrix (see CLASS_PARTS).
 
     Every sum is a double-double (see ``_add`` and the module docstring).
@@ -366,16 +379,17 @@ def _sum_classes_tasks(labels, weights, stats, pred, layout, acc, lo, counts, wr
             n_prediction += (pred[r] >= first) & (pred[r] < stop)
         # Unsigned indices (see _count_classes_tasks).
         for i in range(n_prediction):
-            counted, label, predicted, w, loss, wl, p_true, p_top = _row_values(labels, weights, stats, pred,
-                                                                                np.uint64(by_prediction[i]), True)
-            if counted:
-                _add(acc, lo, np.uint64(cls + CLASS_COLUMNS * predicted + K_PREDICTED), w)
+            r = np.uint64(by_prediction[i])
+            w = weights[r]
+            if losses[r] == losses[r] and w != 0.0:  # counted (see _row_values)
+                _add(acc, lo, np.uint64(cls + CLASS_COLUMNS * pred[r] + K_PREDICTED), w)
         listed = 0
         for i in range(n_label):
             r = np.uint64(by_label[i])
-            counted, label, predicted, w, loss, wl, p_true, p_top = _row_values(labels, weights, stats, pred, r, True)
-            if not counted:
+            label, predicted, w, loss = labels[r], pred[r], weights[r], losses[r]
+            if not (loss == loss and w != 0.0):  # not counted (see _row_values)
                 continue
+            wl = 0.0 if loss == np.inf else w * loss
             row = cls + CLASS_COLUMNS * label
             counts[np.uint64(N_PER_CLASS + label)] += 1
             _add(acc, lo, np.uint64(row + K_SUPPORT), w)
@@ -396,7 +410,7 @@ T_SUPPORT, T_PREDICTED, T_HITS = range(3)
 
 
 @njit(**KERNEL_OPTIONS)
-def _count_classes_tasks(labels, stats, pred, layout, acc, lo, counts, tally, wrong, first_task, task_step):
+def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, wrong, first_task, task_step):
     """Unit weights: ``_sum_classes_tasks``' sums, the weights counted as integers.
 
     Every weight is 1, so a class's support, predictions and hits are row
@@ -422,7 +436,7 @@ def _count_classes_tasks(labels, stats, pred, layout, acc, lo, counts, tally, wr
         n_label = 0
         # Unsigned indices where numba cannot tell they are not negative: a signed one costs a wraparound test.
         for r in range(n_rows):
-            counted = stats[r, 0] == stats[r, 0]  # NaN: not counted (non-finite scores, ignored labels)
+            counted = losses[r] == losses[r]  # NaN: not counted (non-finite scores, ignored labels)
             predicted = pred[r]
             own = counted & (predicted >= first) & (predicted < stop)
             tally[np.uint64(predicted + part if own else other), T_PREDICTED] += 1
@@ -431,7 +445,7 @@ def _count_classes_tasks(labels, stats, pred, layout, acc, lo, counts, tally, wr
         listed = 0
         for i in range(n_label):
             r = np.uint64(by_label[i])
-            label, predicted, loss = labels[r], pred[r], stats[r, 0]
+            label, predicted, loss = labels[r], pred[r], losses[r]
             _add(acc, lo, np.uint64(cls + CLASS_COLUMNS * label + K_LOSS), 0.0 if loss == np.inf else loss)
             right = predicted == label
             t = np.uint64(label + part)
@@ -625,17 +639,17 @@ def _weaker(loss_a, row_a, loss_b, row_b):
     return loss_a < loss_b or (loss_a == loss_b and row_a > row_b)
 
 
-def fold_classes(labels, weights, stats, pred, layout, acc, lo, counts):
+def fold_classes(labels, weights, losses, pred, layout, acc, lo, counts):
     """The per-class sums and dense confusion matrix, on the thread pool (see fastce._parallel): row by row
     with weights, counted without."""
     # Each part's wrong rows, to be sorted by cell, when the dense matrix is too big to take them as they come.
     sorted_cells = layout[7] >= 0 and layout[0] > DIRECT_CONFUSION_CLASSES
     wrong = np.empty((CLASS_PARTS, labels.shape[0]), dtype=np.int64) if sorted_cells else None
     if weights.shape[0]:
-        run_tasks(_sum_classes_tasks, (labels, weights, stats, pred, layout, acc, lo, counts, wrong), CLASS_PARTS)
+        run_tasks(_sum_classes_tasks, (labels, weights, losses, pred, layout, acc, lo, counts, wrong), CLASS_PARTS)
     else:
         tally = _scratch("tally", (int(layout[0]) + CLASS_PARTS, 3), np.int64, zeroed=True)
-        run_tasks(_count_classes_tasks, (labels, stats, pred, layout, acc, lo, counts, tally, wrong), CLASS_PARTS)
+        run_tasks(_count_classes_tasks, (labels, losses, pred, layout, acc, lo, counts, tally, wrong), CLASS_PARTS)
 
 
 @njit(**KERNEL_OPTIONS)
