@@ -88,9 +88,10 @@ def _row_max_lse(scores, i, n_cols, float32_math, exp_chunk, exp_chunk64):
     (from cache): the exp-sum of the entries below the max, in the lanes
     order of fastce._lanes (the same bits on every machine); NaN, +inf and
     all--inf rows make it NaN (see kernels._logits_row).  With
-    ``float32_math`` (16- and 32-bit logits, precision="input") rows of more
-    than 32 classes take the float32 exps of the multi-class kernel
-    (kernels._exp_sums_f32: each within a float32 ulp, summed in float64).
+    ``float32_math`` (16- and 32-bit logits, precision="input"; None for rows
+    of up to 32 classes, see soft_blocks) rows take the float32 exps of the
+    multi-class kernel (kernels._exp_sums_f32: each within a float32 ulp,
+    summed in float64).
     """
     # The max as an integer reduction over order-preserving keys (vectorised, see kernels._logits_row), then
     # its first column; tracking the argmax in the max's loop kept it scalar (2.4 ns a score with the exps).
@@ -100,8 +101,7 @@ def _row_max_lse(scores, i, n_cols, float32_math, exp_chunk, exp_chunk64):
     native_top = from_ordered_bits(order_key(top_key))
     best = max(K._first_index_of(scores, i, n_cols, native_top), 0)  # -1 (a NaN max: the row is not counted)
     m = np.float64(native_top)
-    rest, _, at_max = K._row_exp_sums(scores, i, n_cols, m, native_top,
-                                      float32_math and n_cols > K.COLUMN_WALK_MAX_CLASSES, exp_chunk, exp_chunk64)
+    rest, _, at_max = K._row_exp_sums(scores, i, n_cols, m, native_top, float32_math, exp_chunk, exp_chunk64)
     rest += at_max - 1.0
     return m, best, (rest if rest != rest else log1p_nonnegative(rest))
 
@@ -267,6 +267,9 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
 def soft_blocks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math,
                 row_losses, row_values, nblocks, block_rows, fsums, icounts):
     """``_soft_blocks_tasks`` on the thread pool (see fastce._parallel)."""
+    # Rows of up to 32 classes never take the float32 exps: None there, and the kernel compiled for it has only the
+    # float64 ones (see kernels._row_exp_sums); the other leaf took 0.5 s of a first call at C = 10.
+    float32_math = bool(float32_math) if scores.shape[1] > K.COLUMN_WALK_MAX_CLASSES else None
     args = (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math, row_losses,
             row_values, nblocks, block_rows, fsums, icounts)
     run_tasks(_soft_blocks_tasks, args, nblocks)
