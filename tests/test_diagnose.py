@@ -196,7 +196,8 @@ def test_unit_weights_give_the_bits_of_no_weights(rng, classes):
     for name in ("loss_split", "calibration", "histograms", "classes", "worst"):
         assert json.dumps(a[name]) == json.dumps(b[name]), name
     assert plain.confusion.tobytes() == ones.confusion.tobytes()
-    assert plain.confusion.sum() == n - 1 and plain.loss_split["wrong"]["rows"] + plain.loss_split["correct"]["rows"] == n - 1
+    split = plain.loss_split
+    assert plain.confusion.sum() == n - 1 and split["wrong"]["rows"] + split["correct"]["rows"] == n - 1
 
 
 def test_sparse_confusions_match_dense(rng):

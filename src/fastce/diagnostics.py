@@ -285,8 +285,8 @@ class DiagnosticsState:
             if not opts.dense:
                 return None
             matrix = v[lay[7] : lay[7] + c * c].reshape(c, c)
-            # The diagonal is each class's hits (the kernel adds right rows there only: see
-            # diagnostics_kernels._sum_classes_tasks, _count_classes_tasks); states written before that held both, equal.
+            # The diagonal is each class's hits (the kernel adds right rows there only: see diagnostics_kernels.
+            # _sum_classes_tasks, _count_classes_tasks); states written before that held both, equal.
             # Written into ``v`` itself: values() is a fresh array, and its other sections stay as they are.
             np.fill_diagonal(matrix, v[lay[6] : lay[6] + DK.CLASS_COLUMNS * c].reshape(c, DK.CLASS_COLUMNS)[:, DK.K_HITS])
             return matrix

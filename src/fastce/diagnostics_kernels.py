@@ -9,9 +9,10 @@ the State's sums), into per-block float64 sums that it adds *exactly*
 into the per-class sums and the confusion matrix, in parallel over class
 ranges, each cell in row order.  Without weights every weight is 1: the
 weights summed per class are row counts, tallied as integers and added
-once a call (exact either way, so the same bits as weights of 1).  So the loss split, calibration and histograms are the same bits from
-every door (one ``diagnose``, any split into ``Evaluator.update`` calls,
-merges, the command) and any thread count.
+once a call (exact either way, so the same bits as weights of 1).  So the
+loss split, calibration and histograms are the same bits from every door
+(one ``diagnose``, any split into ``Evaluator.update`` calls, merges, the
+command) and any thread count.
 
 The per-class sums and confusion cells (O(C) and O(C^2): too many for exact
 accumulators) are double-double pairs (sum, compensation), renormalised
@@ -342,7 +343,7 @@ DIRECT_CONFUSION_CLASSES = 256
 
 # The two class folds, weighted and not, are kernels of their own (chosen by fold_classes), with no helper
 # functions of their own: a first call compiles only the one it runs, and each numba function costs its
-# own compile (the first diagnose's compile grew by 0.5 s with helpers for each step).
+# own compile (the first diagnose's compile grew by 0.4 s with helpers for each step).
 @njit(**KERNEL_OPTIONS)
 def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, wrong, first_task, task_step):
     """Weighted rows: the per-class sums and the dense confusion matrix (see CLASS_PARTS).
@@ -420,10 +421,9 @@ def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, w
     below 2**53 are exact, so that adds the same as one 1.0 a row: the same
     bits.  Only the loss and the confusion cells are added row by row, in
     row order (or, when ``wrong`` is not None, sorted by cell: see
-    ``_sum_classes_tasks``).
-    Each part leaves its tally rows zeroed.  With the unsigned
-    indices below, x0.73-0.75 at C = 100 and x0.95 at C = 1000 (two
-    threads, in-process A/B against adding 1.0 a row).
+    ``_sum_classes_tasks``).  Each part leaves its tally rows zeroed.  With
+    the unsigned indices below, x0.73-0.75 at C = 100 and x0.95 at
+    C = 1000 (two threads, in-process A/B against adding 1.0 a row).
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     n_rows = labels.shape[0]
