@@ -401,7 +401,8 @@ def test_memory_does_not_grow_with_rows(rng, monkeypatch):
 
     from fastce import _config
 
-    monkeypatch.setattr(_config, "BLOCKS_PER_CALL", 16)  # 8192 rows per kernel call at C=32
+    monkeypatch.setattr(_config, "BLOCKS_PER_CALL", 16)  # 8192 rows per kernel call at C=32 ...
+    monkeypatch.setattr(_config, "FOLD_MIN_ROWS", 8192)  # ... diagnose's too (by default up to 4x as many)
     z = rng.standard_normal((300_000, 32), dtype=np.float32)
     y = rng.integers(0, 32, size=300_000)
     fastce.diagnose(y[:1000], logits=z[:1000])  # compile outside the measurement
