@@ -36,7 +36,7 @@ MAX_BLOCK_ROWS = 512
 # (O(blocks x fields)) so memory never grows with N.
 BLOCKS_PER_CALL = 512
 # Rows per kernel call, at least, for reads that fold per-row values after each call (diagnose: see
-# _accumulate.accumulate_matrix), within 4 x BLOCKS_PER_CALL blocks; their per-row buffers: ~3 MB.
+# _accumulate.accumulate_matrix), within 4 x BLOCKS_PER_CALL blocks (64k rows: 3 MB of per-row buffers).
 FOLD_MIN_ROWS = 1 << 16
 # F-ordered or strided scores are copied to C order one kernel call at a time;
 # calls are shortened so that this copy stays under this many bytes.
