@@ -165,7 +165,7 @@ class DiagnosticsState:
         layout = opts.layout()
         block_rows = _config.block_rows(opts.num_classes)  # the kernel's blocks: the same rows from every door
         n_chunks = -(-labels.shape[0] // block_rows)
-        losses = DK.loss_scratch(labels.shape[0])  # stats[:, 0], contiguous (written by fold_bins)
+        losses = DK.scratch("losses", (labels.shape[0],))  # stats[:, 0], contiguous (written by fold_bins)
         if n_chunks:
             if DK.fold_bins(labels, weights, stats, pred, float(opts.confident_below), layout, block_rows, n_chunks,
                             self.bins, self.counts, losses):

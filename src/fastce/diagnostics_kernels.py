@@ -175,7 +175,7 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
     part = partials[first_task]
     listed = touched[first_task]
     acc = exact[first_task]
-    part[:] = 0.0  # this stride's scratch: reused between calls (see _bin_scratch)
+    part[:] = 0.0  # this stride's scratch: reused between calls (see scratch)
     acc[:] = 0
     # List the entries a block touches when that is shorter than all of them (short blocks of long rows).
     listing = ROW_BIN_ENTRIES * block_rows < part.shape[0]
@@ -256,48 +256,27 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
     nonfinite[first_task] = bad
 
 
-# Per Python thread: the folds' scratch, kept from call to call (see _bin_scratch).
+# Per Python thread: the folds' scratch, kept from call to call (see scratch).
 _SCRATCH = threading.local()
 
 
-def loss_scratch(n_rows: int) -> np.ndarray:
-    """The calling thread's float64 buffer for a slice's losses (see fold_bins), grown as needed."""
-    cached = getattr(_SCRATCH, "losses", None)
-    if cached is None or cached.shape[0] < n_rows:
-        cached = np.empty(n_rows)
-        _SCRATCH.losses = cached
-    return cached[:n_rows]
+def scratch(name: str, shape: tuple, dtype=np.float64, *, zeroed: bool = False) -> np.ndarray:
+    """The calling thread's scratch array ``name`` of ``shape``: a view of the first rows of one kept from
+    call to call, made (zeroed, if asked) when none of that dtype, trailing shape and length is there yet.
 
-
-def _scratch(name: str, shape: tuple, dtype, *, zeroed: bool) -> np.ndarray:
-    """The calling thread's scratch array ``name`` of this shape, made (zeroed, if asked) at first use.
-
-    The kernels that use a zeroed one leave it zeroed.
+    Fresh buffers each call (~0.8 MB of bin sums at two threads, 17 calls a
+    diagnose of 1 GiB) cost page faults from both threads at once, and
+    np.zeros' pages, read before written, a copy-on-write fault and a TLB
+    flush on every CPU each: over 7% of diagnose's samples at C = 1000
+    (perf).  The kernels zero what they use of a plain one, and leave a
+    zeroed one zeroed, so nothing depends on what an earlier call left.
     """
     cached = getattr(_SCRATCH, name, None)
-    if cached is None or cached.shape != shape or cached.dtype != dtype:
+    if (cached is None or cached.dtype != dtype or cached.shape[1:] != tuple(shape[1:])
+            or cached.shape[0] < shape[0]):
         cached = np.zeros(shape, dtype=dtype) if zeroed else np.empty(shape, dtype=dtype)
         setattr(_SCRATCH, name, cached)
-    return cached
-
-
-def _bin_scratch(strides: int, size: int, block_rows: int) -> tuple:
-    """(partials, touched, parts) for fold_bins, reused by the calling thread's next calls.
-
-    Fresh buffers each call (~0.8 MB at two threads, 17 calls a diagnose of
-    1 GiB) cost page faults from both threads at once, and np.zeros' pages,
-    read before written, a copy-on-write fault and a TLB flush on every CPU
-    each: over 7% of diagnose's samples at C = 1000 (perf).  The kernel zeroes
-    what it uses, so nothing depends on what an earlier call left.
-    """
-    cached = getattr(_SCRATCH, "buffers", None)
-    listed = ROW_BIN_ENTRIES * block_rows
-    if (cached is None or cached[0].shape[0] < strides or cached[0].shape[1] != size
-            or cached[1].shape[1] < listed):
-        cached = (np.empty((strides, size)), np.empty((strides, listed), dtype=np.int64),
-                  np.empty((strides, size, NUM_LIMBS), dtype=np.int64))
-        _SCRATCH.buffers = cached
-    return tuple(buffer[:strides] for buffer in cached)
+    return cached[: shape[0]]
 
 
 def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, exact, counts, losses):
@@ -310,7 +289,10 @@ def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows,
     that were not finite (not added: the caller refuses them).
     """
     n_strides = strides(n_chunks)  # run_tasks' strides: first_task < n_strides
-    partials, touched, parts = _bin_scratch(n_strides, exact.shape[0], block_rows)
+    size = exact.shape[0]
+    partials = scratch("bin_partials", (n_strides, size))
+    touched = scratch("bin_touched", (n_strides, ROW_BIN_ENTRIES * block_rows), np.int64)
+    parts = scratch("bin_parts", (n_strides, size, NUM_LIMBS), np.int64)
     part_counts = np.empty((n_strides, N_SMALL_COUNTS), dtype=np.int64)
     nonfinite = np.empty(n_strides, dtype=np.int64)
     run_tasks(_fold_bins_tasks,
@@ -356,17 +338,16 @@ def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, w
     x0.87 at C = 100, 18.4 ns a row before; x0.91 at C = 1000).  Each cell
     still receives its additions in row order: the same sums.
 
-    ``wrong`` is None unless the dense matrix is not ``direct``: then each
-    part lists its wrong rows in ``wrong[part]`` and adds them sorted by
-    cell (``_add_confusions``).  numba prunes the branches on ``wrong is not
-    None`` before typing, so the kernel compiled for None has no sort: it
-    took 0.7 s of every first diagnose's compile, at any C.
+    ``wrong`` is None unless the dense matrix is too big to take wrong rows
+    as they come (see fold_classes): then each part lists them in
+    ``wrong[part]`` and adds them sorted by cell (``_add_confusions``).
+    numba prunes the branches on ``wrong is not None`` before typing, so the
+    kernel compiled for None has no sort: it took 0.7 s of every first
+    diagnose's compile, at any C.
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     n_rows = labels.shape[0]
-    # A matrix that stays in cache takes its wrong rows as they come (row order: the same sums as sorted by
-    # cell, see _add_confusions, whose sort cost more than the adds at C = 100).
-    direct = conf >= 0 and n_classes <= DIRECT_CONFUSION_CLASSES
+    direct = conf >= 0 and wrong is None  # a dense matrix that takes wrong rows as they come (see fold_classes)
     by_label = np.empty(n_rows, dtype=np.int64)
     by_prediction = np.empty(n_rows, dtype=np.int64)
     for part in range(first_task, CLASS_PARTS, task_step):
@@ -427,7 +408,7 @@ def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, w
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     n_rows = labels.shape[0]
-    direct = conf >= 0 and n_classes <= DIRECT_CONFUSION_CLASSES  # see _sum_classes_tasks
+    direct = conf >= 0 and wrong is None  # see fold_classes
     by_label = np.empty(n_rows, dtype=np.int64)
     for part in range(first_task, CLASS_PARTS, task_step):
         first = part * n_classes // CLASS_PARTS
@@ -642,13 +623,15 @@ def _weaker(loss_a, row_a, loss_b, row_b):
 def fold_classes(labels, weights, losses, pred, layout, acc, lo, counts):
     """The per-class sums and dense confusion matrix, on the thread pool (see fastce._parallel): row by row
     with weights, counted without."""
-    # Each part's wrong rows, to be sorted by cell, when the dense matrix is too big to take them as they come.
+    # A dense matrix that stays in cache takes its wrong rows as they come (row order: the same sums as sorted
+    # by cell, see _add_confusions, whose sort cost more than the adds at C = 100); a bigger one gets each
+    # part's wrong rows listed in ``wrong`` and sorted by cell.
     sorted_cells = layout[7] >= 0 and layout[0] > DIRECT_CONFUSION_CLASSES
     wrong = np.empty((CLASS_PARTS, labels.shape[0]), dtype=np.int64) if sorted_cells else None
     if weights.shape[0]:
         run_tasks(_sum_classes_tasks, (labels, weights, losses, pred, layout, acc, lo, counts, wrong), CLASS_PARTS)
     else:
-        tally = _scratch("tally", (int(layout[0]) + CLASS_PARTS, 3), np.int64, zeroed=True)
+        tally = scratch("class_tally", (int(layout[0]) + CLASS_PARTS, 3), np.int64, zeroed=True)
         run_tasks(_count_classes_tasks, (labels, losses, pred, layout, acc, lo, counts, tally, wrong), CLASS_PARTS)
 
 
