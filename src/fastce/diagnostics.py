@@ -175,7 +175,7 @@ class DiagnosticsState:
             self._fold_worst(first_row, labels, weights, stats, pred, losses)
         if not weights.shape[0] and opts.dense:
             return
-        keep = ~np.isnan(stats[:, 0])  # the rows counted (only these two need them as a mask)
+        keep = ~np.isnan(losses)  # the rows counted (only these two need them as a mask)
         if weights.shape[0]:
             zero = weights == 0.0
             if zero.any():
