@@ -14,8 +14,11 @@ and the standard error is the linearised (ratio-estimator) one,
 which for unit weights is the textbook s / sqrt(n) with ddof = 1.  The
 centred sum is expanded as Q2 - 2 mean Q1 + mean^2 Q0 and evaluated in exact
 rational arithmetic from the exact accumulators, so the only rounding before
-the final division is the float64 sum inside each block of rows: no
-catastrophic cancellation however many rows there are.
+the final division is each row's float64 product (w^2 x^2) and the float64
+sum inside each block of rows: no catastrophic cancellation however many rows
+there are.  Those roundings leave se^2 off by at most about (block rows + 1)
+float64 eps times Q2 / W^2, which shows only where the values are (nearly)
+constant: two rows whose differences are both 1/3 give se 2.5e-9, not 0.
 
 Only the standard library is used (statistics.NormalDist for quantiles,
 math.lgamma / math.erfc): scipy is a test oracle, not a dependency.
