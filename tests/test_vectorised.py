@@ -33,7 +33,9 @@ def _fresh_asm(dispatcher, *args) -> str:
     callee inside a cached kernel is never compiled on its own), so the
     function is compiled again, without the cache, with the same options.
     """
-    options = {k: v for k, v in dispatcher.targetoptions.items() if k not in ("cache", "nopython")}
+    # A kernel step (fastce._config.kernel_step) has no Python entry: the copy gets one, to be called here.
+    options = {k: v for k, v in dispatcher.targetoptions.items()
+               if k not in ("cache", "nopython", "no_cpython_wrapper", "no_cfunc_wrapper")}
     fresh = njit(**options)(dispatcher.py_func)
     fresh(*args)
     return "\n".join(fresh.inspect_asm().values())

@@ -11,6 +11,7 @@ import tempfile
 import threading
 
 import numba
+from numba.core.registry import CPUDispatcher
 
 # Options shared by every kernel.  ``error_model="numpy"`` makes division by
 # zero produce inf/nan instead of raising inside the kernel (the callers check
@@ -25,6 +26,43 @@ KERNEL_OPTIONS = dict(nogil=True, cache=True, error_model="numpy")
 # short-row block's dozen steps paid a dozen per block.  These functions
 # allocate nothing and return no array, so they need no counts.
 LEAF_OPTIONS = dict(KERNEL_OPTIONS, _nrt=False)
+# The options of an @overload implementation (never called from Python): no entry wrappers, see kernel_step.
+OVERLOAD_OPTIONS = dict(KERNEL_OPTIONS, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+
+class KernelStep(CPUDispatcher):
+    """A numba function that only other numba functions call (see kernel_step); never from Python."""
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"{self.py_func.__module__}.{self.py_func.__qualname__} is a step of fastce's kernels, compiled to be "
+            "called only from numba-compiled code: call it from an @njit function, or call the public API")
+
+
+def kernel_step(**options):
+    """``numba.njit(**options)`` for a function called only from other kernels, compiled without a Python entry.
+
+    numba gives every function it compiles a CPython wrapper (unboxing each
+    argument, boxing the result) and a C-callable one.  A step called only
+    from compiled code never uses them, yet a first compile paid for both:
+    LLVM IR, optimisation and machine code, about 20 ms a function (a first
+    ``evaluate`` compiles some twenty steps; ``benchmarks/cold_start.py``).
+    Without the wrapper numba's entry point for Python is a null pointer, so
+    the dispatcher refuses Python calls (KernelStep) instead of jumping to it.
+    Cached like any kernel; ``NUMBA_DISABLE_JIT`` leaves the Python function.
+    """
+
+    def decorate(function):
+        if numba.config.DISABLE_JIT:
+            return function
+        targetoptions = dict(options, nopython=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+        cache = targetoptions.pop("cache", False)
+        step = KernelStep(function, locals={}, targetoptions=targetoptions)
+        if cache:
+            step.enable_caching()
+        return step
+
+    return decorate
 
 # Rows in one block are summed in order in float64; blocks are the unit of
 # parallel work and their sums are merged exactly.  The block size depends

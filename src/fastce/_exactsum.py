@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit
 
-from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS
+from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel_step
 from fastce._vecmath import float64_to_bits
 
 LIMB_BITS = 32
@@ -36,7 +36,7 @@ def new_accumulators(count: int) -> np.ndarray:
     return np.zeros((count, NUM_LIMBS), dtype=np.int64)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _limbs_of(value):
     """(limb, low, middle, high) with value * 2**OFFSET = (low + middle * 2**32 + high * 2**64) * 2**(32 limb).
 
@@ -79,7 +79,7 @@ def exact_add(acc, value):
     acc[limb + 2] += high
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def exact_add_at(accs, k, value):
     """exact_add(accs[k], value) without a view of row k, and without references (LEAF_OPTIONS): a
     view or a call takes one on ``accs``, an atomic operation on a counter every thread adding to

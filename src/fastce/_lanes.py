@@ -30,7 +30,7 @@ from numba import njit, types
 from numba.core import cgutils, errors
 from numba.extending import intrinsic, models, register_model
 
-from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS
+from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel_step
 from fastce._vecmath import HAS_F16C
 
 LANES = 16
@@ -261,13 +261,13 @@ def add_values_and_squares(values, count, total_a, total_b, squares_a, squares_b
     return total_a, total_b, squares_a, squares_b
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def finish(a, b):
     """The sum held in lane sets A and B: A + B lane by lane, then the pairwise tree."""
     return total(add(a, b))
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def add_values(values, count, a, b):
     """The lane sets (A, B) of sum(values[:count]) added to the ones given (see add_values_and_squares)."""
     whole = count - count % (2 * LANES)

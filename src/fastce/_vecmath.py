@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
-from fastce._config import KERNEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS, OVERLOAD_OPTIONS, kernel_step
 
 
 def _bitcast_typer(source, target):
@@ -136,7 +136,7 @@ _EXP_FLOOR = -700.0
 _ROUNDER = 6755399441055744.0
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def exp_nonpositive(x):
     """exp(x) for x <= 0, to about 1 ulp; NaN stays NaN, x < -700 gives 0.
 
@@ -216,7 +216,7 @@ EXP_BIAS_F32 = 100
 _BIASED_FLOOR = np.float32(-156.0)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _exp_reduced_f32(x, x_lo, bias):
     """(p, scale) with exp(x + x_lo) = p * scale * 2**-bias, in float32 arithmetic only.
 
@@ -241,7 +241,7 @@ def _exp_reduced_f32(x, x_lo, bias):
     return p, scale
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def exp_nonpositive_f32(x):
     """exp(x) for a float32 x <= 0, to 1 float32 ulp, in float32 arithmetic; NaN stays NaN, x < -104 gives 0.
 
@@ -256,7 +256,7 @@ def exp_nonpositive_f32(x):
 _NEG_INF_F32 = np.float32(-np.inf)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def exp_difference_f32(z, m):
     """(exp(z - m) * 2**EXP_BIAS_F32, z == m) for float32 z <= m, in float32 arithmetic; 0 at z == m.
 
@@ -284,7 +284,7 @@ _MANTISSA_MASK = (1 << 52) - 1
 _EXPONENT_ONE = 1023 << 52
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def atanh_series(u2):
     """sum_{k=0}^{10} u2**k / (2k + 1), so that log((1 + u) / (1 - u)) = 2 u atanh_series(u * u).
 
@@ -304,7 +304,7 @@ def atanh_series(u2):
     return p
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def log_positive(x):
     """log(x) for a normal positive float64, to about 1 ulp, in plain arithmetic.
 
@@ -325,7 +325,7 @@ def log_positive(x):
     return fma(ef, _LN2_HI, fma(ef, _LN2_LO, 2.0 * u * p))
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def reciprocal(x):
     """1 / x for a positive normal float64 within float32's range, to about 1 ulp, without a float64 division.
 
@@ -340,7 +340,7 @@ def reciprocal(x):
     return fma(r, fma(-x, r, 1.0), r)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def log1p_nonnegative(a):
     """log(1 + a) for a >= 0 without losing the low bits of a (NaN stays NaN)."""
     u = 1.0 + a
@@ -395,7 +395,7 @@ def as_native(x):  # pragma: no cover - replaced by the overload in kernels
     return float(x)
 
 
-@overload(as_native, jit_options=KERNEL_OPTIONS)
+@overload(as_native, jit_options=OVERLOAD_OPTIONS)
 def _as_native_overload(x):
     """The narrowest float holding x exactly: float32 for 16/32-bit inputs, float64 for float64.
 
@@ -413,7 +413,7 @@ def _as_native_overload(x):
     raise TypingError(f"fastce kernels read float32, float64 or 16-bit float views, not {x}")
 
 
-@overload(as_float64, jit_options=KERNEL_OPTIONS)
+@overload(as_float64, jit_options=OVERLOAD_OPTIONS)
 def _as_float64_overload(x):
     if isinstance(x, types.Float):
         return lambda x: np.float64(x)
@@ -457,7 +457,7 @@ def from_ordered_bits(bits):  # pragma: no cover - replaced by the overload belo
 # inlined by numba (``inline="always"``): with numba's IR inlining, using them
 # in both the logits and the probability walks of one float64 kernel lost a
 # "value below 0" count (tests/test_evaluate.py::test_proba_sign_bit_entries).
-@overload(ordered_bits, jit_options=KERNEL_OPTIONS)
+@overload(ordered_bits, jit_options=OVERLOAD_OPTIONS)
 def _ordered_bits_overload(x):
     """The bits of a float32 / float64 as a signed integer of the same width.
 
@@ -475,7 +475,7 @@ def _ordered_bits_overload(x):
     raise TypingError(f"ordered_bits takes float32 or float64, not {x}")
 
 
-@overload(from_ordered_bits, jit_options=KERNEL_OPTIONS)
+@overload(from_ordered_bits, jit_options=OVERLOAD_OPTIONS)
 def _from_ordered_bits_overload(bits):
     if bits == types.int32:
         return lambda bits: _bits_to_float32(bits)
@@ -488,7 +488,7 @@ def order_key(bits):  # pragma: no cover - replaced by the overload below
     return bits
 
 
-@overload(order_key, jit_options=KERNEL_OPTIONS)
+@overload(order_key, jit_options=OVERLOAD_OPTIONS)
 def _order_key_overload(bits):
     """ordered_bits of any float -> an integer ordered as the floats are (its own inverse).
 

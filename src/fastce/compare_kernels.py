@@ -34,7 +34,7 @@ from numba.np.arrayobj import populate_array
 from fastce import kernels as K
 from fastce import kernels_binary as KB
 from fastce._accumulate import _EMPTY_F64, _NO_ROW_LOSSES, _NO_ROW_PRED
-from fastce._config import KERNEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS, kernel_step
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
 from fastce._vecmath import add_reassoc, inline_into_callers, prefer_wide_vectors
@@ -211,7 +211,7 @@ def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, c
                         confident_below, pair_fsums, b)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _keep_stats(inputs, start, count, row_stats):
     """A block's pair inputs (rows IN_*) as per-row statistics (columns S_*), for groups=: _copy_stats reversed."""
     for r in range(count):
@@ -342,13 +342,13 @@ def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_ep
                         b)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _new_pair_scratch(n_models, block_rows):
     """Per model, a block's pair inputs (rows IN_*); and the block's row weights."""
     return np.empty((n_models, PAIR_INPUTS, block_rows + K.SCRATCH_PAD)), np.empty(block_rows + K.SCRATCH_PAD)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _pair_inputs(mode, count, floats, integers, inputs):
     """A model's pair inputs (rows IN_*) from the score kernel's scratch of a finished block.
 
@@ -439,7 +439,7 @@ def _pair_tasks(stats_a, stats_b, weights, top_k, confident_below, block_rows, f
         _pair_block(inputs, 0, clean, fsums, pair_weight, weights, lo, count, top_k, confident_below, fsums, b)  # never clean
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _copy_stats(stats, lo, count, inputs):
     for r in range(count):
         u = np.uint64(lo + r)  # unsigned: see _keep_stats
@@ -593,7 +593,7 @@ def _both_finite(x, y):
     return (abs(x) < np.inf) & (abs(y) < np.inf)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _confidently_wrong_sums(loss_right, loss_wrong, rank_right, rank_wrong, p_true_wrong, weight, count,
                             confident_below):
     """(rows, weight, sum w (loss_wrong - loss_right)) of the joint rows right under one model and
@@ -613,7 +613,7 @@ def _confidently_wrong_sums(loss_right, loss_wrong, rank_right, rank_wrong, p_tr
     return rows, w_sum, dl
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _pair_table(inputs_a, inputs_b, weight, count, k, fsums, b, column):
     """The 2 x 2 table of "true class ranked < k" of a block's pair inputs into fsums[b, column:column + 12].
 

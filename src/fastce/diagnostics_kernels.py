@@ -44,7 +44,7 @@ import threading
 import numpy as np
 from numba import njit
 
-from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS
+from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel_step
 from fastce._exactsum import NUM_LIMBS, exact_add, exact_add_at, normalize
 from fastce._parallel import run_tasks, strides
 from fastce._vecmath import float64_to_bits
@@ -133,7 +133,7 @@ def _row_values(labels, weights, stats, pred, r, weighted):
 ROW_BIN_ENTRIES = 7
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _flush(part, k, acc, nonfinite):
     """Add a block's float64 sum part[k] exactly into acc[k] and clear it; count it instead if not finite."""
     x = part[k]
@@ -456,7 +456,7 @@ def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, w
             _add_confusions(labels, pred, np.empty(0), wrong[part, :listed], n_classes, conf, acc, lo)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _add_confusions(labels, pred, weights, rows, n_classes, conf, acc, lo):
     """The dense confusion matrix's off-diagonal cells: the weights of ``rows`` (wrong, counted, labels of this
     task's classes, in row order), added in the order of their cells.
@@ -514,7 +514,7 @@ def stable_order(codes, bound):
     return order
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _heap_push(heap_loss, heap_row, size, x, r):
     """Offer (x, r) to the heap of the k = heap_loss.shape[0] largest values; its new size.
 

@@ -38,7 +38,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from fastce import _lanes as lanes
-from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, MAX_BLOCK_ROWS
+from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, MAX_BLOCK_ROWS, kernel_step
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
 from fastce._vecmath import (
@@ -126,7 +126,7 @@ def _note(icounts, b, counter, first_column, row):
     icounts[b, counter] += 1
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _reset_block(fsums, icounts, b):
     reset_counters(fsums, icounts, b, FIRST_NONFINITE)
     fsums[b, F_MIN] = np.inf
@@ -155,7 +155,7 @@ def reset_counters(fsums, icounts, b, first_row_columns):
 # row, atomic operations on counters both threads share.  Without them
 # (and without those of the exp leaves): C = 100 float32 logits x0.80,
 # probabilities x0.90, C = 1000 x0.96 (in-process A/B, 2 threads, AVX-512).
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead, equal):
     """The classes ahead of the true one, from the counts of higher (``ahead``) and equal scores.
 
@@ -176,7 +176,7 @@ def _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead,
     return np.int64(ahead)
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _rank(scores, i, n_classes, label, ties_to_last):
     """Classes ahead of the true one: higher scores, and ties on the winning side.
 
@@ -223,7 +223,7 @@ def _prefetch_next_row(scores, i, first, count):
             prefetch(scores, i + 1, j)
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def exp_sums(scores, i, n_classes, row_max, exp_chunk64):
     """(sum of exp(z - max) below the max, sum of their squares, entries at the max) of row i.
 
@@ -263,7 +263,7 @@ _LANES_F32 = 16
 EXP_SCRATCH = EXP_CHUNK + _LANES_F32
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
     """exp_sums with float32 math, for 16- and 32-bit scores (native_max a float32).
 
@@ -345,7 +345,7 @@ def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_ma
     return either
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares, e_true):
     """Per row of a transposed block: entries at the max, sum of exp(z - max) over
     the others, and of their squares, and e_true = exp(target - max) (1 at the
@@ -390,7 +390,7 @@ def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares,
     _exp_true_rows(target, high, count, e_true)
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _exp_true_rows(target, high, count, e_true):
     """The loop of _exp_true, shared with _exp_columns (each a leaf with its own vector width)."""
     for r in range(count):
@@ -398,7 +398,7 @@ def _exp_true_rows(target, high, count, e_true):
         e_true[r] = 1.0 if x == 0.0 else exp_nonpositive(x)
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _exp_true(target, high, count, e_true):
     """e_true[r] = exp(target - max), 1 at the max, for every row of a block (a wide-vector leaf)."""
     prefer_wide_vectors()
@@ -406,7 +406,7 @@ def _exp_true(target, high, count, e_true):
     _exp_true_rows(target, high, count, e_true)
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _losses(mode, count, status, value, rest, inverse, loss_of):
     """Per-row loss of a block: log1p / log in a wide-vector leaf (see exp_sums).
 
@@ -430,7 +430,7 @@ def _losses(mode, count, status, value, rest, inverse, loss_of):
         loss_of[r] = value[r] + (a if u == 1.0 else corrected)
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math, exp_chunk, exp_chunk64):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
     sum of the squared exp(z - max) over the non-max entries, number of max
@@ -478,7 +478,7 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math,
     return shift, rest, ahead, squares, at_max, row_max, ok
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _proba_row(scores, i, n_classes, label):
     """(max, min, sum, sum of squares but the true class's) of a probability row.
 
@@ -510,7 +510,7 @@ def _proba_row(scores, i, n_classes, label):
     return np.float64(native_max), np.float64(native_min), total, squares
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _row_sums(scores, i, n_classes, label):
     """(sum of row i, sum of its squares but column ``label``'s), in float64.
 
@@ -564,7 +564,7 @@ def _copy_fixed_width(scores, start, count, width, columns):
             columns[j, r] = as_float64(flat[k + np.uint64(j)])
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
                   label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
     """Per-row statistics of a block of short rows, one class at a time.
@@ -656,7 +656,7 @@ def _narrow_like_overload(example, value):
     return lambda example, value: value
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _first_index_of(scores, i, n_classes, value):
     """The first column of row i equal to ``value`` (the argmax, for the row max, a value of the row); -1 if none.
 
@@ -731,7 +731,7 @@ def _probability_like_columns(columns, high, status, count, n_classes, sum_toler
     return like, one_hot
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _probability_like_row(scores, i, n_classes, sum_tolerance):
     """Whether a long logits row (with a max <= 1) holds only values in [0, 1] summing to 1.
 
@@ -748,7 +748,7 @@ def _probability_like_row(scores, i, n_classes, sum_tolerance):
     return (lowest >= 0.0) and abs(total - 1.0) <= sum_tolerance
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                        fsums, icounts, b):
@@ -882,7 +882,7 @@ def store_sums(weight, terms, count, fsums, b, moments, unit_weights, loss_sum):
     fsums[b, moments + M_W2BRIER2] = lanes.ordered_sum(terms[T_W2BRIER2], count)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _new_scratch(block_rows, n_classes):
     """A task's per-row scratch: 15 + N_TERMS float64 rows, 3 int64 rows and the transposed block of short rows.
 
@@ -943,7 +943,7 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
                 row_pred[i] = _first_index_of(scores, i, n_classes, high[r])
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                      sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
                      float32_math, exp_chunk, exp_chunk64):
@@ -1027,7 +1027,7 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
                 row_pred[i] = _first_index_of(scores, i, n_classes, row_max)
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count, floats, integers, fsums, icounts,
                   unit_weights):
     """The vectorised finish of block b over its scratch: losses, Brier, sums, moments and counters.
@@ -1133,7 +1133,7 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
     icounts[b, C_IGNORED] = n_ignored
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
     """Everything _walk_columns, _short_rows_status and _finish_block compute for one row of
     two logits (float64 values of the input's entries), with the same operations in the same
@@ -1187,7 +1187,7 @@ def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
 _COUNT_SCALE = 2.0 ** 20
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance,
                      b, start, count, row_weight, terms, fsums, icounts, pair_inputs=None):
     """Block b of two-class logits in one vectorised loop over its rows; False (nothing written) for a rare block.
@@ -1470,7 +1470,7 @@ def _binary_proba_blocks_tasks(proba, labels, sample_weight, top_k, proba_eps, r
                            min(start + block_rows, n_rows), fsums, icounts, no_pair_inputs)
 
 
-@njit(**LEAF_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)
 def binary_proba_block(proba, labels, sample_weight, top_k, proba_eps, row_losses, b, start, stop, fsums, icounts,
                        pair_inputs):
     """Block b, rows [start, stop), of _binary_proba_blocks_tasks.

@@ -41,7 +41,7 @@ from numba.extending import overload
 
 from fastce import _lanes as lanes
 from fastce import kernels as K
-from fastce._config import KERNEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS, kernel_step
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
 from fastce._vecmath import (
@@ -202,14 +202,14 @@ _F_NAN, _F_BELOW0, _F_ABOVE1, _F_BAD = 1, 2, 4, 8
 _LW, _PLAIN, _D2, _W = range(4)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _reset_block(fsums, icounts, b):
     K.reset_counters(fsums, icounts, b, FIRST_COLUMNS)
     fsums[b, S_MIN] = np.inf
     fsums[b, S_MAX] = -np.inf
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _count_row(fsums, icounts, b, i, mode, n_cols, rw, row_loss, row_brier, hits, inf, below, above, bad, soft,
                ones, argmax_hit):
     """A counted row's counters and sums, the same for both paths: its out-of-range entries (probabilities), bad
@@ -267,7 +267,7 @@ def _bce_fast_tasks(scores, targets, row_weight, mode, row_values, nblocks, bloc
         _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, stop, fsums, icounts, floats, ints)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _element_terms(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags):
     """_bce_block_fast's flat loop: every element's weighted loss (0 where infinite), plain loss, (p - y)^2,
     packed counts and flags, without branches or reductions (it vectorises)."""
@@ -553,7 +553,7 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n
     return overflowed
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted, terms):
     """The per-row terms of rows [start, stop) into ``terms`` (kernels' T_ rows); (rows counted, infinite losses).
 
@@ -630,7 +630,7 @@ _N_TERMS = K.N_TERMS
 _IN_LOSS, _IN_BRIER, _IN_RANK, _IN_P_TRUE = K.IN_LOSS, K.IN_BRIER, K.IN_RANK, K.IN_P_TRUE
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def binary_logit_pair_block(logits, labels, sample_weight, start, stop, terms):
     """_binary_logit_block for compare's kernel: the same terms, and each row's pair inputs (compare_kernels:
     loss, Brier term, rank, p(true class); NaN for a row not counted) in the rows N_TERMS + IN_* of
@@ -711,7 +711,7 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
                                 icounts)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop, n_ok, n_inf, terms, fsums, icounts):
     """Block b's sums and counters (the core layout) from the terms of _binary_logit_block, its rows counted
     ``n_ok`` and infinite losses ``n_inf``: the first NaN or infinite-loss row is looked up only when there is one."""

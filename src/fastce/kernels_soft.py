@@ -29,7 +29,7 @@ from numba import njit
 
 from fastce import _lanes as lanes
 from fastce import kernels as K
-from fastce._config import KERNEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS, kernel_step
 from fastce._parallel import run_tasks
 from fastce._vecmath import (
     as_float64,
@@ -58,7 +58,7 @@ V_LOSS, V_ENTROPY, V_KL, V_HIT = range(4)
 ROW_VALUES = 4
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted, buffer):
     """sum_j w_j ((m - z_j) + lse) of row i (0 for a zero weight), in the lanes order of fastce._lanes.
 
@@ -80,7 +80,7 @@ def _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted, buffer):
     return lanes.finish(a, b)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _row_max_lse(scores, i, n_cols, float32_math, exp_chunk, exp_chunk64):
     """(max, argmax, log sum exp(z - max)) of logit row i; the last is NaN for NaN, +inf and all--inf rows.
 
@@ -110,12 +110,12 @@ def _row_max_lse(scores, i, n_cols, float32_math, exp_chunk, exp_chunk64):
 _LOSS, _ENTROPY, _KL, _TOTAL = range(4)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _new_soft_scratch():
     return np.empty((4, K.EXP_SCRATCH))
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel_step(**KERNEL_OPTIONS)
 def _soft_target_row(scores, targets, i, m, lse, smoothing, class_weight, weighted, terms):
     """(loss, entropy, KL, target sum, bad target, target argmax) of row i against soft target row i.
 
