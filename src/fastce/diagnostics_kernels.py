@@ -188,8 +188,9 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
         rows = right_rows = wrong_rows = confident_rows = inf_rows = 0
         w_all = l_all = w_right = l_right = w_wrong = l_wrong = w_confident = l_confident = 0.0
         n_listed = 0
-        for r in range(c * block_rows, min(n_rows, (c + 1) * block_rows)):
-            losses[np.uint64(r)] = stats[r, 0]
+        for row in range(c * block_rows, min(n_rows, (c + 1) * block_rows)):
+            r = np.uint64(row)  # unsigned: no wraparound test on the five arrays read (see below)
+            losses[r] = stats[r, 0]
             counted, label, predicted, w, loss, wl, p_true, p_top = _row_values(labels, weights, stats, pred, r, weighted)
             if not counted:
                 continue
