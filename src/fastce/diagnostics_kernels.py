@@ -393,7 +393,7 @@ T_SUPPORT, T_PREDICTED, T_HITS = range(3)
 
 
 @njit(**KERNEL_OPTIONS)
-def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, wrong, first_task, task_step):
+def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, cells, wrong, first_task, task_step):
     """Unit weights: ``_sum_classes_tasks``' sums, the weights counted as integers.
 
     Every weight is 1, so a class's support, predictions and hits are row
@@ -406,15 +406,21 @@ def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, w
     ``_sum_classes_tasks``).  Each part leaves its tally rows zeroed.  With
     the unsigned indices below, x0.73-0.75 at C = 100 and x0.95 at
     C = 1000 (two threads, in-process A/B against adding 1.0 a row).
+    The dense confusion matrix's off-diagonal cells are counts too: part p
+    counts its labels' cells in ``cells[p * n_cells:]`` (label - first, then
+    predicted; left zeroed) and adds each once.  A double-double add a wrong
+    row was over a quarter of this fold at C = 100 with random scores.
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     n_rows = labels.shape[0]
     direct = conf >= 0 and wrong is None  # see fold_classes
     by_label = np.empty(n_rows, dtype=np.int64)
+    n_cells = cells.shape[0] // CLASS_PARTS  # 0 unless direct
     for part in range(first_task, CLASS_PARTS, task_step):
         first = part * n_classes // CLASS_PARTS
         stop = (part + 1) * n_classes // CLASS_PARTS
         other = stop + part
+        own_cells = part * n_cells - first * n_classes  # cells[own_cells + label * C + predicted]
         n_label = 0
         # Unsigned indices where numba cannot tell they are not negative: a signed one costs a wraparound test.
         for r in range(n_rows):
@@ -436,10 +442,16 @@ def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, w
             if right:
                 continue
             if direct:
-                _add(acc, lo, np.uint64(conf + n_classes * label + predicted), 1.0)
+                cells[np.uint64(own_cells + n_classes * label + predicted)] += 1
             elif wrong is not None:
                 wrong[part, listed] = r
                 listed += 1
+        if direct:
+            for cell in range(first * n_classes, stop * n_classes):
+                at = np.uint64(own_cells + cell)
+                if cells[at]:
+                    _add(acc, lo, np.uint64(conf + cell), float(cells[at]))
+                    cells[at] = 0
         for c in range(first, stop):
             row = cls + CLASS_COLUMNS * c
             t = np.uint64(c + part)
@@ -633,7 +645,12 @@ def fold_classes(labels, weights, losses, pred, layout, acc, lo, counts):
         run_tasks(_sum_classes_tasks, (labels, weights, losses, pred, layout, acc, lo, counts, wrong), CLASS_PARTS)
     else:
         tally = scratch("class_tally", (int(layout[0]) + CLASS_PARTS, 3), np.int64, zeroed=True)
-        run_tasks(_count_classes_tasks, (labels, losses, pred, layout, acc, lo, counts, tally, wrong), CLASS_PARTS)
+        # Each part's confusion cells (its labels' rows of the matrix): see _count_classes_tasks.
+        direct = layout[7] >= 0 and not sorted_cells
+        n_cells = (int(layout[0]) // CLASS_PARTS + 1) * int(layout[0]) if direct else 0
+        cells = scratch("class_cells", (CLASS_PARTS * n_cells,), np.int64, zeroed=True)
+        run_tasks(_count_classes_tasks, (labels, losses, pred, layout, acc, lo, counts, tally, cells, wrong),
+                  CLASS_PARTS)
 
 
 @njit(**KERNEL_OPTIONS)
