@@ -8,10 +8,10 @@ Usage::
 For every (workload, C, dtype) it prints one row:
 
     fastce ms      min-of-k wall time of the fastce call (compilation excluded)
-    GB/s           score-array bytes / fastce time (labels are not counted)
-    roof GB/s      the roofline (plain vectorised parallel sum, benchmarks/roofline.py)
-                   over the same bytes, timed interleaved with fastce; the faster of
-                   all threads and one thread (runs alternate between the two)
+    GB/s           bytes fastce must read (the scores and the int64 labels) / fastce time
+    roof GB/s      the roofline (plain vectorised parallel sums, benchmarks/roofline.py)
+                   over the same bytes: the scores, then the labels; timed interleaved
+                   with fastce; the faster of all threads and one thread (runs alternate)
     %roof          fastce GB/s / roof GB/s
     Gelem/s        score elements (N*C) per second
     vs f32         element rate / the float32 "evaluate logits" element rate at the
@@ -101,8 +101,11 @@ def measure(workload, C, dtype_name, labels, scores, fastce_fn, peer_specs, args
     ``(fn(labels, input) -> PeerResult, make_input(rows) -> input, max_rows)``.
     """
     n = scores.shape[0]
-    row = dict(workload=workload, C=C, dtype=dtype_name, N=n, bytes=scores.nbytes, elements=scores.size,
-              peers={}, subset_rows={}, problems=[])
+    # The roofline reads every byte the workload must read, labels included (at C = 2 with int64 labels they
+    # are half of them, 1-D binary logits two thirds): as 2-byte words, an integer checksum (see roofline.py).
+    label_words = np.ascontiguousarray(labels).view(np.uint16)
+    row = dict(workload=workload, C=C, dtype=dtype_name, N=n, bytes=scores.nbytes + labels.nbytes,
+               score_bytes=scores.nbytes, elements=scores.size, peers={}, subset_rows={}, problems=[])
     progress(f"{workload:22s} C={C:<6d} {dtype_name:8s} N={n:<10d}")
 
     # Warm-up (compilation excluded) on the first rows: the same types, so the
@@ -118,6 +121,7 @@ def measure(workload, C, dtype_name, labels, scores, fastce_fn, peer_specs, args
         row["traceback"] = traceback.format_exc()
         fastce_ok = False
     roofline.roofline_sum(scores[:warm_rows])
+    roofline.roofline_sum(label_words[: 4 * warm_rows])
     best_fc = best_roof = math.inf
     spent = 0.0
     runs = 0
@@ -133,6 +137,7 @@ def measure(workload, C, dtype_name, labels, scores, fastce_fn, peer_specs, args
         numba.set_num_threads(roof_threads[runs % len(roof_threads)])
         t0 = time.perf_counter()
         roofline.roofline_sum(scores)
+        roofline.roofline_sum(label_words)
         t1 = time.perf_counter()
         numba.set_num_threads(threads)
         if t1 - t0 < best_roof:
@@ -410,8 +415,8 @@ def main(argv=None) -> int:
     print()
     print(format_table(rows))
     print()
-    print("GB/s: score bytes per second (labels not counted). x peer: peer time / fastce time for the same bytes "
-          "(>1 = fastce faster).")
+    print("GB/s: bytes read per second (scores + int64 labels; the roofline reads the same). "
+          "x peer: peer time / fastce time for the same rows (>1 = fastce faster).")
     print(f"*: peer timed on the first 'sk rows' / 'np rows' rows only (<= 2**{SKLEARN_MAX_ELEMENTS.bit_length() - 1} "
           f"/ 2**{NUMPY_MAX_ELEMENTS.bit_length() - 1} scores, half that in float64: memory), ratio per byte. "
           "sklearn on logits rows = log_loss+accuracy_score on softmax(logits) (it has no logits API).")
