@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/cold_start.py [--runs 2] [--dtypes float32 ...] [--classes 10] [--doors] [--keep] [--python PATH]
+                                    [--no-bytecode]
 
 ``--python``: the interpreter of the fresh processes (default: this one), e.g. that of a venv
 holding only fastce's core dependencies (numpy, numba): with scipy installed, numba's first load
@@ -16,7 +17,10 @@ What it does:
 2. points ``NUMBA_CACHE_DIR`` at a second, empty temporary directory (numba
    then reads and writes its cache only there; ``fastce._config`` leaves a
    user-set ``NUMBA_CACHE_DIR`` alone);
-3. runs ``--runs`` fresh Python processes one after the other, each timing
+3. lets the processes write and read fastce's bytecode (``.pyc``) in that
+   copy, as an installed package has it (``--no-bytecode``: none, every
+   process compiles fastce's modules from source);
+4. runs ``--runs`` fresh Python processes one after the other, each timing
    ``import fastce`` and the first and second ``fastce.evaluate`` on a small
    (1000 x 10) array of each ``--dtypes`` dtype (``--classes 100``: 1000 x 100,
    the long-row kernel).  Run 1 starts with an empty
@@ -141,6 +145,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="FILE", help="write the measurements as JSON")
     parser.add_argument("--python", default=sys.executable,
                         help="the interpreter of the fresh processes (default: this one)")
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="fresh processes write no .pyc (PYTHONDONTWRITEBYTECODE=1): fastce's modules are "
+                             "compiled from source in every process (default: the first process writes them)")
     parser.add_argument("--doors", action="store_true",
                         help="after the evaluates, time each other door's first call (float32, same rows): "
                              + ", ".join(DOORS))
@@ -157,10 +164,19 @@ def main(argv=None) -> int:
         env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["NUMBA_CACHE_DIR"] = cache_dir
         env.pop("NUMBA_DISABLE_JIT", None)
+        # Bytecode as an installed package has it: pip byte-compiles what it installs (numpy's and numba's
+        # .pyc are there), and Python writes a .pyc at a first import unless told not to.  A shell with
+        # PYTHONDONTWRITEBYTECODE set (this project's machines) would otherwise compile fastce's ~40 modules
+        # from source in every process (~0.07 s) while its dependencies load bytecode.
+        if args.no_bytecode:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        else:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
 
         print(f"fastce copied from {args.src} to {package_root}; NUMBA_CACHE_DIR={cache_dir}")
         print(f"each run: fresh `{args.python}` process, import fastce, evaluate() twice on "
-              f"1000 x {args.classes} logits of {', '.join(args.dtypes)}")
+              f"1000 x {args.classes} logits of {', '.join(args.dtypes)}; "
+              + ("no .pyc written" if args.no_bytecode else "the first run writes fastce's .pyc, later runs load them"))
         print()
         header = f"{'run':18s} {'process s':>9s} {'numpy+numba import s':>20s} {'import fastce s':>15s} " \
                  f"{'1st evaluate s':>14s} {'2nd evaluate ms':>15s} {'cache files/MB':>14s}"
