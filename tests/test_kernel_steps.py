@@ -15,7 +15,7 @@ from numba import njit
 from fastce import _config, kernels
 
 
-@_config.kernel_step(**_config.LEAF_OPTIONS)
+@_config.kernel_step(**dict(_config.LEAF_OPTIONS, cache=False))  # no cache files beside the tests
 def _twice(values, i):
     return 2.0 * values[i]
 
