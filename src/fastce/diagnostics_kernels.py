@@ -413,9 +413,9 @@ def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, c
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     n_rows = labels.shape[0]
-    direct = conf >= 0 and wrong is None  # see fold_classes
+    n_cells = cells.shape[0] // CLASS_PARTS
+    direct = n_cells != 0  # fold_classes gives the cells only to a dense matrix taking wrong rows as they come
     by_label = np.empty(n_rows, dtype=np.int64)
-    n_cells = cells.shape[0] // CLASS_PARTS  # 0 unless direct
     for part in range(first_task, CLASS_PARTS, task_step):
         first = part * n_classes // CLASS_PARTS
         stop = (part + 1) * n_classes // CLASS_PARTS
