@@ -6,7 +6,10 @@ then a null pointer, so a Python call must raise instead of jumping to it.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -50,3 +53,69 @@ def test_the_kernels_steps_refuse_python_calls():
         assert isinstance(step, _config.KernelStep)
         with pytest.raises(TypeError, match=rf"{step.py_func.__qualname__} is a step of fastce's kernels"):
             step()  # (a plain dispatcher would raise a TypeError too, without these words)
+
+
+def test_a_step_has_no_machine_code_of_its_own():
+    # Its callers link its IR and compile it into their own code; the step itself is never code-generated.
+    values = np.array([1.5, -3.0])
+    assert _call_twice(values, 0) == 3.0
+    (result,) = _twice.overloads.values()
+    assert result.library.get_pointer_to_function(result.fndesc.mangled_name) == 0
+    assert not hasattr(result.library, "_compiled_object") or result.library._compiled_object is None
+    # the caller's own function is executable: the check above can fail
+    (plain,) = _call_twice.overloads.values()
+    assert plain.library.get_pointer_to_function(plain.fndesc.mangled_name) != 0
+
+
+_STEP_MODULE = '''
+import numpy as np
+from numba import njit
+from fastce import _config, kernels
+
+@_config.kernel_step(**_config.LEAF_OPTIONS)
+def scaled_sum(values, factor):
+    total = 0.0
+    for v in values:
+        total += factor * v
+    return total
+
+@njit(cache=True)
+def first_caller(values):
+    return scaled_sum(values, 2.0)
+
+@njit(cache=True)
+def second_caller(values):
+    return scaled_sum(values, 2.0) + 1.0
+'''
+
+_CALL = '''
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+import stepmod
+values = np.arange(5.0)
+caller = stepmod.first_caller if sys.argv[2] == "first" else stepmod.second_caller
+print("RESULT", caller(values))
+print("STEP", dict(stepmod.scaled_sum.stats.cache_hits), dict(stepmod.scaled_sum.stats.cache_misses))
+'''
+
+
+def test_a_cached_step_is_linked_into_a_new_caller_in_another_process(tmp_path):
+    # The step's cache entry holds its IR (it has no object code): a caller compiled in a later process
+    # loads the step from the cache and links it.
+    (tmp_path / "stepmod.py").write_text(_STEP_MODULE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
+
+    def run(which):
+        proc = subprocess.run([sys.executable, "-c", _CALL, str(tmp_path), which], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+        return float(lines["RESULT"]), lines["STEP"]
+
+    result, stats = run("first")
+    assert result == 20.0
+    assert stats.startswith("{} ")  # compiled here, no cache hit
+    result, stats = run("second")
+    assert result == 21.0
+    assert stats.startswith("{(") and stats.endswith("{}")  # loaded from the cache, not compiled

@@ -30,6 +30,77 @@ LEAF_OPTIONS = dict(KERNEL_OPTIONS, _nrt=False)
 OVERLOAD_OPTIONS = dict(KERNEL_OPTIONS, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
 
+def _step_pipeline():
+    """A numba pipeline whose code library produces no machine code of its own (see kernel_step), or None.
+
+    numba compiles every function it types to machine code (MCJIT) as soon as
+    it is lowered, and again inside each caller, which links the function's
+    optimised IR into its own module.  A kernel step is never called but from
+    compiled kernels, so its own machine code is never run: this library keeps
+    the optimised IR for its callers and skips the code generation (a first
+    ``evaluate`` compiles ~0.5 s sooner, benchmarks/cold_start.py).  Its cache
+    entry holds that IR (numba's "bitcode" form, made executable when loaded),
+    since there is no object code to save.  Built on numba's JIT code library
+    and compiler classes; None, when a numba release no longer has the methods
+    it replaces: the steps are then compiled as before.
+    """
+    try:
+        from numba.core import compiler
+        from numba.core.codegen import JITCodeLibrary
+    except ImportError:  # pragma: no cover - numba internals moved
+        return None
+    needed = ("_finalize_final_module", "_finalize_dynamic_globals", "_verify_declare_only_symbols",
+              "get_pointer_to_function", "serialize_using_bitcode", "serialize_using_object_code", "codegen")
+    if not all(hasattr(JITCodeLibrary, name) for name in needed) or not hasattr(compiler.Compiler, "compile_extra"):
+        return None  # pragma: no cover - numba internals changed
+
+    class _UnboundEnvironments:
+        """The shared code generator, less ``set_env``: a step's module is never in the JIT engine, so it
+        has no environment to bind there (its callers bind their own)."""
+
+        def __init__(self, codegen):
+            self._codegen = codegen
+
+        def set_env(self, env_name, env):
+            pass
+
+        def __getattr__(self, name):
+            return getattr(self._codegen, name)
+
+    class StepLibrary(JITCodeLibrary):
+        """A kernel step's code: optimised LLVM IR that callers link in; no machine code of its own."""
+
+        def _finalize_final_module(self):
+            # JITCodeLibrary's, less adding the module to the JIT engine and compiling it.
+            self._finalize_dynamic_globals()
+            self._verify_declare_only_symbols()
+            self._finalized = True
+
+        def get_pointer_to_function(self, name):
+            self._ensure_finalized()
+            return 0  # nothing here is executable; KernelStep refuses Python calls
+
+        @property
+        def codegen(self):
+            return _UnboundEnvironments(self._codegen)
+
+        def serialize_using_object_code(self):
+            return self.serialize_using_bitcode()  # no object code: the cache keeps the IR
+
+    class StepCompiler(compiler.Compiler):
+        """numba's compiler, lowering into a StepLibrary."""
+
+        def compile_extra(self, func):
+            if self.state.library is None:
+                self.state.library = StepLibrary(self.state.targetctx.codegen(), func.__qualname__)
+            return super().compile_extra(func)
+
+    return StepCompiler
+
+
+_STEP_PIPELINE = _step_pipeline()
+
+
 class KernelStep(CPUDispatcher):
     """A numba function that only other numba functions call (see kernel_step); never from Python."""
 
@@ -49,7 +120,10 @@ def kernel_step(**options):
     ``evaluate`` compiles some twenty steps; ``benchmarks/cold_start.py``).
     Without the wrapper numba's entry point for Python is a null pointer, so
     the dispatcher refuses Python calls (KernelStep) instead of jumping to it.
-    Cached like any kernel; ``NUMBA_DISABLE_JIT`` leaves the Python function.
+    Nor is its own machine code ever run: callers link its optimised IR, so
+    it is compiled with a code library that generates none (_step_pipeline).
+    Cached like any kernel (the cache holds that IR); ``NUMBA_DISABLE_JIT``
+    leaves the Python function.
     """
 
     def decorate(function):
@@ -57,7 +131,8 @@ def kernel_step(**options):
             return function
         targetoptions = dict(options, nopython=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
         cache = targetoptions.pop("cache", False)
-        step = KernelStep(function, locals={}, targetoptions=targetoptions)
+        pipeline = {} if _STEP_PIPELINE is None else {"pipeline_class": _STEP_PIPELINE}
+        step = KernelStep(function, locals={}, targetoptions=targetoptions, **pipeline)
         if cache:
             step.enable_caching()
         return step
