@@ -70,6 +70,13 @@ def _step_pipeline():
     class StepLibrary(JITCodeLibrary):
         """A kernel step's code: optimised LLVM IR that callers link in; no machine code of its own."""
 
+        # Whether the step's module gets numba's module-level optimisation here (see StepCompiler).
+        module_passes = True
+
+        def _optimize_final_module(self):
+            if self.module_passes:
+                super()._optimize_final_module()
+
         def _finalize_final_module(self):
             # JITCodeLibrary's, less adding the module to the JIT engine and compiling it.
             self._finalize_dynamic_globals()
@@ -88,11 +95,24 @@ def _step_pipeline():
             return self.serialize_using_bitcode()  # no object code: the cache keeps the IR
 
     class StepCompiler(compiler.Compiler):
-        """numba's compiler, lowering into a StepLibrary."""
+        """numba's compiler, lowering into a StepLibrary.
+
+        A step that LLVM inlines into its callers' loops (``inline_into_callers``)
+        keeps its module optimisation: its callers' loops vectorise only over
+        the optimised body (the two-class block stayed scalar without it,
+        5.9 -> 33.9 ns a row, tests/test_vectorised.py).  The others -- walks,
+        block finishes, wide-vector leaves -- skip it: each caller runs the
+        module passes again on the module it links them into, with the step's
+        own function attributes (its vector width, noinline), so the kernels'
+        code is as fast (benchmarks/kernel_timing.py) and a first call compiles
+        ~0.5-0.9 s sooner (benchmarks/cold_start.py).
+        """
 
         def compile_extra(self, func):
             if self.state.library is None:
-                self.state.library = StepLibrary(self.state.targetctx.codegen(), func.__qualname__)
+                library = StepLibrary(self.state.targetctx.codegen(), func.__qualname__)
+                library.module_passes = "inline_into_callers" in func.__code__.co_names
+                self.state.library = library
             return super().compile_extra(func)
 
     return StepCompiler
