@@ -16,6 +16,7 @@ import pytest
 from numba import njit
 
 from fastce import _config, kernels
+from fastce._vecmath import inline_into_callers
 
 
 @_config.kernel_step(**dict(_config.LEAF_OPTIONS, cache=False))  # no cache files beside the tests
@@ -65,6 +66,26 @@ def test_a_step_has_no_machine_code_of_its_own():
     # the caller's own function is executable: the check above can fail
     (plain,) = _call_twice.overloads.values()
     assert plain.library.get_pointer_to_function(plain.fndesc.mangled_name) != 0
+
+
+@_config.kernel_step(**dict(_config.LEAF_OPTIONS, cache=False))
+def _inlined_twice(values, i):
+    inline_into_callers()
+    return 2.0 * values[i]
+
+
+@njit
+def _call_both(values, i):
+    return _twice(values, i) + _inlined_twice(values, i)
+
+
+def test_only_steps_inlined_into_loops_keep_their_module_optimisation():
+    # Callers optimise the module they link a step into; a row helper inlined into a caller's loop is
+    # optimised beforehand too (the caller's loop vectorises over the optimised body).
+    assert _call_both(np.array([1.0, 4.0]), 1) == 16.0
+    (inlined,) = _inlined_twice.overloads.values()
+    (apart,) = _twice.overloads.values()
+    assert inlined.library.module_passes and not apart.library.module_passes
 
 
 _STEP_MODULE = '''

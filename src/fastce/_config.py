@@ -37,8 +37,9 @@ def _step_pipeline():
     it is lowered, and again inside each caller, which links the function's
     optimised IR into its own module.  A kernel step is never called but from
     compiled kernels, so its own machine code is never run: this library keeps
-    the optimised IR for its callers and skips the code generation (a first
-    ``evaluate`` compiles ~0.5 s sooner, benchmarks/cold_start.py).  Its cache
+    the IR for its callers and skips the code generation (a first ``evaluate``
+    compiles ~0.5 s sooner, benchmarks/cold_start.py), and for most steps the
+    module optimisation too (see StepCompiler: ~0.9 s more).  Its cache
     entry holds that IR (numba's "bitcode" form, made executable when loaded),
     since there is no object code to save.  Built on numba's JIT code library
     and compiler classes; None, when a numba release no longer has the methods
@@ -68,7 +69,7 @@ def _step_pipeline():
             return getattr(self._codegen, name)
 
     class StepLibrary(JITCodeLibrary):
-        """A kernel step's code: optimised LLVM IR that callers link in; no machine code of its own."""
+        """A kernel step's code: LLVM IR that callers link in; no machine code of its own."""
 
         # Whether the step's module gets numba's module-level optimisation here (see StepCompiler).
         module_passes = True
@@ -140,8 +141,8 @@ def kernel_step(**options):
     ``evaluate`` compiles some twenty steps; ``benchmarks/cold_start.py``).
     Without the wrapper numba's entry point for Python is a null pointer, so
     the dispatcher refuses Python calls (KernelStep) instead of jumping to it.
-    Nor is its own machine code ever run: callers link its optimised IR, so
-    it is compiled with a code library that generates none (_step_pipeline).
+    Nor is its own machine code ever run: callers link its IR, so it is
+    compiled with a code library that generates none (_step_pipeline).
     Cached like any kernel (the cache holds that IR); ``NUMBA_DISABLE_JIT``
     leaves the Python function.
     """
