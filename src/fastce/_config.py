@@ -50,8 +50,9 @@ def _step_pipeline():
         from numba.core.codegen import JITCodeLibrary
     except ImportError:  # pragma: no cover - numba internals moved
         return None
-    needed = ("_finalize_final_module", "_finalize_dynamic_globals", "_verify_declare_only_symbols",
-              "get_pointer_to_function", "serialize_using_bitcode", "serialize_using_object_code", "codegen")
+    needed = ("_optimize_final_module", "_finalize_final_module", "_finalize_dynamic_globals",
+              "_verify_declare_only_symbols", "_ensure_finalized", "get_pointer_to_function",
+              "serialize_using_bitcode", "serialize_using_object_code", "codegen")
     if not all(hasattr(JITCodeLibrary, name) for name in needed) or not hasattr(compiler.Compiler, "compile_extra"):
         return None  # pragma: no cover - numba internals changed
 
