@@ -13,7 +13,13 @@ Usage::
    float32 math that float32 logits get by default (the contract: 4 float32
    ulp per row).  Then the same for confident rows (the true class 8 to 90
    above the others: losses down to 1e-39, whose digits must all be kept).
-2. The float64 ``exp`` of the kernels on 100,000 points of [-700, 0] (and edge
+2. 1-D binary logits (``evaluate``'s binary kernel, its per-row losses):
+   float32 logits 3 * N(0, 1) and confident ones (|z| from 10 to 156: losses
+   down to 1e-68) against long double, float32 math (the default) and
+   ``precision="float64"``; also each row's Brier term 2 (p - y)**2 (float64 math
+   takes p - y as it is: a confident right row's tiny term loses its digits there,
+   absolute errors stay below float64's eps).
+3. The float64 ``exp`` of the kernels on 100,000 points of [-700, 0] (and edge
    cases) against mpmath at 40 digits, when mpmath is installed: largest error
    in ulp; and the float32 ``exp_nonpositive_f32`` on 100,000 points of
    [-104, 0], in float32 ulp (the subnormal range's ulp is 2**-149).
@@ -94,6 +100,42 @@ def cross_entropy_errors(rng) -> None:
         print(line)
 
 
+def binary_long_double(z: np.ndarray, y: np.ndarray):
+    """(loss, Brier term 2 (p - y)**2) of 1-D logits in long double; |p - y| without cancellation."""
+    x = np.abs(z.astype(np.longdouble))
+    e = np.exp(-x)
+    right = (z > 0) == (y == 1)
+    loss = np.where(right, 0, x) + np.log1p(e)
+    d = np.where(right, e / (1 + e), 1 / (1 + e))
+    return loss, 2 * d * d
+
+
+def binary_errors(rng) -> None:
+    from fastce import kernels as K
+    from fastce import kernels_binary as KB
+    from fastce._accumulate_family import accumulate_binary_logits
+
+    n = 1_000_000
+    for rows_kind, z in (("3N(0,1)", rng.standard_normal(n) * 3),
+                         ("confident", rng.uniform(10, 156, n) * rng.choice([-1, 1], n))):
+        z = z.astype(np.float32)
+        y = rng.integers(0, 2, n)
+        ref, ref_brier = binary_long_double(z, y)
+        line = f"{rows_kind:9s} 1-D binary rows={n:8d}"
+        for precision in ("input", "float64"):
+            losses = np.zeros(n)
+            accumulate_binary_logits(z, y, top_k=(1,), row_losses=losses, precision=precision)
+            error = np.abs(losses.astype(np.longdouble) - ref)
+            stats = np.empty((n, K.ROW_STATS_COLUMNS))
+            KB.binary_row_stats(z, y, True, 0.0, True if precision == "input" else None, stats)
+            brier_error = np.abs(stats[:, K.S_BRIER].astype(np.longdouble) - ref_brier)
+            line += (f"  {'float32 math (default)' if precision == 'input' else 'precision=float64'}: loss max rel "
+                     f"{float((error / ref).max()):.2e}, max {float((error / float32_ulp(ref)).max()):.2f} float32 ulp"
+                     f", Brier term max {float((brier_error / float32_ulp(ref_brier)).max()):.3g} float32 ulp "
+                     f"(abs {float(brier_error.max()):.1e});")
+        print(line + f"  smallest loss {float(ref.min()):.1e}")
+
+
 def exp_errors(rng) -> None:
     try:
         import mpmath
@@ -152,6 +194,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     cross_entropy_errors(rng)
+    binary_errors(rng)
     exp_errors(rng)
     return 0
 

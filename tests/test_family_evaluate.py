@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 from reference import multilabel_reference, soft_target_reference, to_float64
-from support import readonly, score_dtype_params
+from support import FLOAT32_MATH_RTOL, loss_rtol, readonly, score_dtype_params
 
 import fastce
 
@@ -33,13 +33,20 @@ def test_binary_logits_match_reference_and_sklearn(rng, dtype):
     y = rng.integers(0, 2, 5000)
     m = fastce.evaluate(readonly(y.copy()), logits=readonly(z.copy()))
     assert m.task == "binary" and m.num_classes == 2 and m.from_logits and m.n == 5000
-    assert m.cross_entropy == pytest.approx(binary_reference(y, z), rel=1e-12)
+    # Precision follows the input: 16- and 32-bit logits with float32 math (each row within 4 float32 ulp;
+    # the Brier terms too), float64 ones (and precision="float64") with float64 math.
+    rtol = loss_rtol(dtype, 1e-12)
+    assert m.cross_entropy == pytest.approx(binary_reference(y, z), rel=rtol)
     x = to_float64(z)
     p = 1.0 / (1.0 + np.exp(-x))
-    assert m.cross_entropy == pytest.approx(sklearn_metrics.log_loss(y, p), rel=1e-9)
+    assert m.cross_entropy == pytest.approx(sklearn_metrics.log_loss(y, p), rel=max(rtol, 1e-9))
     assert m.accuracy == np.mean((x > 0) == (y == 1))
-    assert m.brier == pytest.approx(sklearn_metrics.brier_score_loss(y, p), rel=1e-12)
+    assert m.brier == pytest.approx(sklearn_metrics.brier_score_loss(y, p), rel=rtol)
     assert m.cross_entropy_bits == pytest.approx(m.cross_entropy / math.log(2), rel=1e-15)
+    wide = fastce.evaluate(y, logits=z, precision="float64")
+    assert wide.cross_entropy == pytest.approx(binary_reference(y, z), rel=1e-12)
+    assert wide.brier == pytest.approx(sklearn_metrics.brier_score_loss(y, p), rel=1e-12)
+    assert wide.accuracy == m.accuracy and wide.n == m.n
 
 
 def test_binary_logits_parallel_weighted_and_thread_independent(rng):
@@ -51,7 +58,9 @@ def test_binary_logits_parallel_weighted_and_thread_independent(rng):
     m = fastce.evaluate(y, logits=z, sample_weight=w)
     x = z.astype(np.float64)
     loss = np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
-    assert m.cross_entropy == pytest.approx(np.dot(loss, w) / w.sum(), rel=1e-12)
+    assert m.cross_entropy == pytest.approx(np.dot(loss, w) / w.sum(), rel=FLOAT32_MATH_RTOL)  # float32 math
+    wide = fastce.evaluate(y, logits=z, sample_weight=w, precision="float64")
+    assert wide.cross_entropy == pytest.approx(np.dot(loss, w) / w.sum(), rel=1e-12)
     assert m.accuracy == pytest.approx(np.dot((x > 0) == (y == 1), w) / w.sum(), rel=1e-12)
     assert m.weight_sum == pytest.approx(w.sum(), rel=1e-14)
     code = (

@@ -151,3 +151,77 @@ def test_read_scores_passes_precision_through():
     assert states["input"].finalize().cross_entropy != states["float64"].finalize().cross_entropy
     assert readers.read_scores(kernel_input(z), y, None, top_k=(1,), from_logits=True, eps=eps).finalize() \
         .cross_entropy == states["input"].finalize().cross_entropy
+
+
+# --------------------------------------------------------------------------- 1-D binary logits
+
+
+def binary_reference(z: np.ndarray, y: np.ndarray):
+    """(loss, 2 (p - y)**2) of 1-D logits in long double: log1p(e) for a right prediction (z > 0 predicts
+    1), |z| + log1p(e) for a wrong one, e = exp(-|z|); |p - y| is e / (1 + e) or 1 / (1 + e)."""
+    x = np.abs(z.astype(np.longdouble))
+    e = np.exp(-x)
+    right = (z > 0) == (y == 1)
+    tail = np.log1p(e)
+    loss = np.where(right, tail, x + tail)
+    d = np.where(right, e / (1 + e), 1 / (1 + e))
+    return loss, 2 * d * d
+
+
+def _binary_rows(rng, kind: str, n: int = 20_000):
+    if kind == "normal":
+        z = rng.standard_normal(n) * 4
+    elif kind == "confident":  # losses from ~1e-5 down to exp(-156) ~ 2.4e-68 (right) and large (wrong)
+        z = rng.uniform(10, 156, n) * rng.choice([-1, 1], n)
+    elif kind == "near-zero":  # the series' two ranges meet at exp(-|z|) = sqrt(2) - 1, |z| = 0.88
+        z = np.concatenate([rng.uniform(-2, 2, n - 8), [0.0, -0.0, 0.8813735, -0.8813736, 1e-30, -1e-30, 1e-45,
+                                                        np.log(2)]])
+    else:  # spans: every binade from 2**-40 to 2**7
+        z = np.exp2(rng.uniform(-40, 7.2, n)) * rng.choice([-1, 1], n)
+    return z, rng.integers(0, 2, z.size)
+
+
+@pytest.mark.parametrize("kind", ["normal", "confident", "near-zero", "binades"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_binary_row_losses_and_brier_within_4_float32_ulp(kind, dtype):
+    """1-D binary logits (kernels_binary.logit_loss_f32): every row's loss and Brier term within 4 float32 ulp,
+    the confident rows' tiny losses included; the same per-row values in compare's per-row statistics."""
+    if dtype == "bfloat16" and BFLOAT16 is None:
+        pytest.skip("ml_dtypes not installed")
+    from fastce import kernels as K
+    from fastce import kernels_binary as KB
+    from fastce._accumulate import kernel_input
+    from fastce._accumulate_family import accumulate_binary_logits
+
+    z, y = _binary_rows(np.random.default_rng(len(kind)), kind)
+    scores = z.astype({"float32": np.float32, "float16": np.float16, "bfloat16": BFLOAT16}[dtype])
+    view = kernel_input(scores.view(np.int16) if dtype == "bfloat16" else
+                        scores.view(np.uint16) if dtype == "float16" else scores)
+    losses = np.zeros(z.size)
+    state = accumulate_binary_logits(view, y, top_k=(1,), row_losses=losses)
+    exact_loss, exact_brier = binary_reference(scores.astype(np.float32), y)
+    errors = np.abs(losses - exact_loss) / ulp32(exact_loss)
+    assert errors.max() <= ULP_BOUND, (errors.max(), scores[errors.argmax()], y[errors.argmax()])
+    stats = np.empty((z.size, K.ROW_STATS_COLUMNS))
+    KB.binary_row_stats(view, y, True, 0.0, True, stats)
+    assert np.array_equal(stats[:, K.S_LOSS], losses)
+    brier_errors = np.abs(stats[:, K.S_BRIER] - exact_brier) / ulp32(exact_brier)
+    assert brier_errors.max() <= ULP_BOUND, (brier_errors.max(), scores[brier_errors.argmax()])
+    assert state.finalize().cross_entropy == pytest.approx(float(exact_loss.mean()), rel=ULP_BOUND * 2.0**-23)
+    if kind == "confident" and dtype == "float32":
+        assert exact_loss.min() < 1e-60  # the tiny losses were tested
+
+
+def test_binary_precision_float64_forces_float64_math():
+    from fastce._accumulate_family import accumulate_binary_logits
+
+    z, y = _binary_rows(np.random.default_rng(2), "confident")
+    z = z.astype(np.float32)
+    exact, _ = binary_reference(z, y)
+    losses = {p: np.zeros(z.size) for p in ("input", "float64")}
+    states = {p: accumulate_binary_logits(z, y, top_k=(1,), row_losses=losses[p], precision=p) for p in losses}
+    np.testing.assert_allclose(losses["float64"], exact.astype(np.float64), rtol=1e-13, atol=0)
+    assert not np.array_equal(losses["input"], losses["float64"])  # two maths, both accurate
+    assert states["input"].finalize().accuracy == states["float64"].finalize().accuracy  # comparisons are exact
+    with pytest.raises(ValueError, match="precision='float128'"):
+        accumulate_binary_logits(z, y, top_k=(1,), precision="float128")

@@ -114,3 +114,41 @@ def test_soft_targets_follow_precision_too():
         smooth = fastce.cross_entropy(z, labels, label_smoothing=0.1, precision=precision)
         nll = -log_q[np.arange(2000), labels]
         assert smooth == pytest.approx((0.9 * nll - 0.1 * log_q.mean(1)).mean(), rel=rel)
+
+
+@pytest.mark.parametrize("precision", ["input", "float64"])
+def test_binary_logits_follow_precision_through_every_door(precision, tmp_path):
+    """1-D binary logits: float32 math for 16/32-bit ones by default (kernels_binary.logit_loss_f32), float64 math
+    with precision="float64"; evaluate, Evaluator, diagnose, groups=, compare, the command and Dask agree bit for bit."""
+    rng = np.random.default_rng(8)
+    z = (3 * rng.standard_normal(30_000)).astype(np.float32)
+    y = rng.integers(0, 2, z.size)
+    expected = fastce.evaluate(y, logits=z, precision=precision)
+    other = fastce.evaluate(y, logits=z, precision="float64" if precision == "input" else "input")
+    assert expected.cross_entropy != other.cross_entropy and expected.accuracy == other.accuracy
+    assert expected.cross_entropy == pytest.approx(other.cross_entropy, rel=5e-7)
+    ev = fastce.Evaluator(precision=precision)
+    ev.update(y[:12_345], z[:12_345])
+    ev.update(y[12_345:], z[12_345:])
+    assert ev.result() == expected
+    assert fastce.diagnose(y, logits=z, precision=precision).metrics == expected
+    grouped = fastce.evaluate(y, logits=z, precision=precision, groups=np.arange(z.size) // 10)
+    assert grouped.cross_entropy == expected.cross_entropy and grouped.n_groups == z.size // 10
+    if precision == "input":  # compare has no precision= (the input's): its states are evaluate's
+        pair = fastce.compare(y, logits={"a": z, "b": z[::-1].copy()})
+        assert pair.metrics["a"] == expected
+        mixed = fastce.compare(y, logits={"a": z, "b": z.astype(np.float64)})  # dtypes apart: per-row statistics
+        assert mixed.metrics["a"] == expected
+        assert mixed.delta("b", "a", "cross_entropy").estimate == pytest.approx(
+            fastce.evaluate(y, logits=z.astype(np.float64)).cross_entropy - expected.cross_entropy, abs=1e-12)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "z.npy", z)
+    out = io.StringIO()
+    argv = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--json",
+            "--no-progress", "--precision", precision]
+    assert cli.main(argv, out=out, err=io.StringIO()) == 0
+    assert out.getvalue() == expected.to_json() + "\n"
+    da = pytest.importorskip("dask.array")
+    from fastce import dask as fastce_dask
+
+    assert fastce_dask.evaluate(y, logits=da.from_array(z, chunks=7000), precision=precision) == expected

@@ -160,8 +160,10 @@ def test_the_check_can_fail():
     assert not PACKED_DOUBLE.search(_fresh_asm(_exactsum.exact_add, acc, 1.5))
 
 
-def test_binary_logit_loop_is_packed_simd():
-    """The 1-D binary logits loop (its loss helper must be inlined: out of line it kept the loop scalar, 4x slower)."""
+@pytest.mark.parametrize("float32_math", [None, True], ids=["float64-math", "float32-math"])
+def test_binary_logit_loop_is_packed_simd(float32_math):
+    """The 1-D binary logits loop (its loss helper must be inlined: out of line it kept the loop scalar, 4x slower),
+    in either math (kernels_binary.logit_element); float32 math takes packed float32 exps and no float64 division."""
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
     rng = np.random.default_rng(6)
@@ -169,14 +171,19 @@ def test_binary_logit_loop_is_packed_simd():
     labels = kernels_input(rng.integers(0, 2, 4096))
     none = kernels_input(np.empty(0))
     asm = _fresh_asm(kernels_binary._binary_logit_block, logits, labels, none, np.empty(0), 0, 4096, False, False,
-                     np.empty((kernels.N_TERMS, 4096)))
+                     float32_math, np.empty((kernels.N_TERMS, 4096)))
     assert PACKED_DOUBLE.search(asm), "_binary_logit_block: no packed float64 instruction on ymm/zmm registers"
     # Contiguous loads: with signed indices LLVM kept numba's negative-index wraparound and gathered every
     # logit, label and weight (x0.90 in cache without the gathers).
     assert not re.search(r"\bv\w*gather", asm), "_binary_logit_block: gathers where contiguous loads belong"
+    if float32_math:
+        fmas = re.findall(r"\bvfn?m(?:add|sub)\d+ps\s+.*%[yz]mm", asm)
+        assert len(fmas) >= 6, f"_binary_logit_block: {len(fmas)} packed float32 FMAs (the float32 exp)"
+        assert re.search(r"\bvdivps\s+.*%[yz]mm", asm), "_binary_logit_block: no packed float32 division"
+        assert not re.search(r"\bvdivpd\s", asm), "_binary_logit_block: a float64 division in float32 math"
     # compare's copy of the loop, with the pair inputs: its terms are a literal row stride apart (with a
     # stride known only at run time, LLVM needed too many alias checks and left such a loop scalar).
-    pair_asm = _fresh_asm(kernels_binary.binary_logit_pair_block, logits, labels, none, 0, 4096,
+    pair_asm = _fresh_asm(kernels_binary.binary_logit_pair_block, logits, labels, none, 0, 4096, float32_math,
                           np.empty((kernels.N_TERMS + kernels.PAIR_INPUTS, kernels_binary.BINARY_TERM_ROW)))
     assert PACKED_DOUBLE.search(pair_asm), "binary_logit_pair_block: no packed float64 instruction"
     assert re.search(r"\bvsqrtpd\s", pair_asm), "binary_logit_pair_block: p(true) not on packed registers"

@@ -43,6 +43,15 @@ def binary_block_rows(from_logits: bool) -> int:
     return BINARY_LOGIT_BLOCK_ROWS if from_logits else _config.MAX_BLOCK_ROWS
 
 
+def binary_float32_math(view, precision: str):
+    """The 1-D binary logit kernels' ``float32_math`` (kernels_binary.logit_element) for a kernel view and a
+    ``precision``: True (float32 math) for 16- and 32-bit logits with ``"input"``, else None (float64 math).
+    A type the kernel is compiled for, not a flag it tests: each compiled kernel holds one of the two loops."""
+    if precision not in _accumulate.PRECISIONS:
+        raise ValueError(f"precision={precision!r}; pass one of {', '.join(map(repr, _accumulate.PRECISIONS))}")
+    return True if precision == "input" and view.dtype != np.float64 else None
+
+
 def as_kernel_target(part: np.ndarray) -> np.ndarray:
     if part.dtype == np.bool_:
         part = part.view(np.uint8)
@@ -175,8 +184,13 @@ def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smo
                   KS.NUM_SUMS, copies, on_rows)
 
 
-def accumulate_binary_logits(logits, labels, *, top_k, sample_weight=None, row_losses=None, on_rows=None) -> State:
-    """Core State (two classes) of 1-D logits of class 1 and 0/1 labels; ``on_rows`` as accumulate_binary_proba."""
+def accumulate_binary_logits(logits, labels, *, top_k, sample_weight=None, row_losses=None, on_rows=None,
+                             precision: str = "input") -> State:
+    """Core State (two classes) of 1-D logits of class 1 and 0/1 labels; ``on_rows`` as accumulate_binary_proba.
+
+    ``precision``: as accumulate_matrix's (``"input"``: 16- and 32-bit logits with float32 math).
+    """
+    float32_math = binary_float32_math(logits, precision)
     state = State.empty(2, top_k, from_logits=True, task="binary")
     ks = kernel_input(np.asarray(state.top_k, dtype=np.int64))
     block_rows = BINARY_LOGIT_BLOCK_ROWS
@@ -184,7 +198,7 @@ def accumulate_binary_logits(logits, labels, *, top_k, sample_weight=None, row_l
     def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
         KB.binary_logits_blocks(
             kernel_input(logits[start:stop]), labels_part, weights_part, ks, losses_part, nblocks, block_rows,
-            fsums, icounts,
+            fsums, icounts, float32_math,
         )
         if on_rows is not None:
             on_rows(start, stop, labels_part, weights_part)

@@ -22,6 +22,8 @@ The paired statistics (see ``errorbars`` for the formulas):
 
 from __future__ import annotations
 
+import functools
+
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -351,20 +353,22 @@ class ComparisonState:
     def block_rows(self) -> int:
         return compare_block_rows(self.task, self.num_classes, self.from_logits)
 
-    def read(self, views, eps, labels, weights, groups=None, tolerance: float = 0.0) -> None:
+    def read(self, views, eps, labels, weights, groups=None, tolerance: float = 0.0, precision: str = "input") -> None:
         """Read every model's validated scores (kernel views, in ``names`` order; ``eps`` each one's
         machine epsilon) over the same slices of whole blocks, the first at a block boundary.
 
         ``labels``: class indices, or the (n, C) targets of the multi-label
         and soft-target tasks (``tolerance``: soft targets' row-sum tolerance).
+        ``precision``: evaluate's (compare has no such option: ``"input"``; the
+        binary reader's groups= path passes its own) for class-index tasks.
         """
         if self.task in CV.TASK_METRICS:
             self._read_values(views, eps, labels, weights, groups, tolerance)
         elif len({v.dtype for v in views}) == 1:
-            self._read_together(views, eps[0], labels, weights, groups)
+            self._read_together(views, eps[0], labels, weights, groups, precision)
         else:
-            self._read_apart(views, eps, labels, weights, groups,
-                             self._score_binary if self.task == "binary" else self._score_matrix)
+            score = self._score_binary if self.task == "binary" else self._score_matrix
+            self._read_apart(views, eps, labels, weights, groups, functools.partial(score, precision=precision))
 
     def check_scores(self, argument: str, stacklevel: int | None = None) -> None:
         """What every door checks once the scores are read (as evaluate checks them, per model; the
@@ -378,7 +382,7 @@ class ComparisonState:
             else:
                 check_probabilities(self.states[name], f"{argument}[{name!r}]", stacklevel=stacklevel)
 
-    def _read_together(self, views, eps, labels, weights, groups) -> None:
+    def _read_together(self, views, eps, labels, weights, groups, precision: str) -> None:
         """Every model's block, then the block's pairs, in one kernel (compare_kernels.compare_blocks, or
         compare_binary_blocks for 1-D binary scores)."""
         n_rows = views[0].shape[0]
@@ -398,11 +402,11 @@ class ComparisonState:
         # Per-row statistics only for the clustered errors of groups=.
         row_stats = np.empty((n_models, slice_rows if self.clusters is not None else 0, K.ROW_STATS_COLUMNS))
         mode = K.MODE_LOGITS if self.from_logits else K.MODE_PROBA
-        float32_math = views[0].dtype != np.float64  # as accumulate_matrix with precision="input"
+        float32_math = precision == "input" and views[0].dtype != np.float64  # as accumulate_matrix's
 
         def kernel(parts, part_labels, part_weights, nblocks):
             if self.task == "binary":
-                PK.compare_binary_blocks(parts, part_labels, part_weights, ks, self.from_logits,
+                PK.compare_binary_blocks(parts, part_labels, part_weights, ks, self.from_logits, float32_math,
                                          0.0 if self.from_logits else float(eps), self.confident_below, row_stats,
                                          nblocks, block_rows, fsums, icounts, pair_fsums)
                 return
@@ -430,25 +434,28 @@ class ComparisonState:
                 stats = {n: row_stats[m, : stop - start] for m, n in enumerate(self.names)}
                 self._fold_groups(groups[start:stop], stats, part_weights, block_rows)
 
-    def _score_matrix(self, view, labels, weights, eps: float, stats) -> State:
+    def _score_matrix(self, view, labels, weights, eps: float, stats, precision: str = "input") -> State:
         """One model's State of (n, C) scores, each row's statistics into ``stats``."""
         return _accumulate.accumulate_matrix(
             view, labels, top_k=self.top_k, from_logits=self.from_logits, sample_weight=weights,
             proba_eps=0.0 if self.from_logits else eps, sum_tolerance=sum_to_one_tolerance(eps), row_stats=stats,
+            precision=precision,
         )
 
-    def _score_binary(self, view, labels, weights, eps: float, stats) -> State:
+    def _score_binary(self, view, labels, weights, eps: float, stats, precision: str = "input") -> State:
         """One model's State of 1-D binary scores (evaluate's binary kernels), each row's statistics into
         ``stats`` (kernels_binary.binary_row_stats) right after each kernel call."""
         proba_eps = 0.0 if self.from_logits else float(eps)
+        # The per-row statistics by the State's own math.
+        float32_math = _accumulate_family.binary_float32_math(view, precision) if self.from_logits else None
 
         def on_rows(start, stop, part_labels, _weights):
             KB.binary_row_stats(_accumulate.kernel_input(view[start:stop]), part_labels, self.from_logits,
-                                proba_eps, stats[start:stop])
+                                proba_eps, float32_math, stats[start:stop])
 
         if self.from_logits:
             return _accumulate_family.accumulate_binary_logits(view, labels, top_k=self.top_k, sample_weight=weights,
-                                                               on_rows=on_rows)
+                                                               on_rows=on_rows, precision=precision)
         return _accumulate.accumulate_binary_proba(view, labels, top_k=self.top_k, sample_weight=weights,
                                                    proba_eps=proba_eps, on_rows=on_rows)
 

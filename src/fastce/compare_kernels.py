@@ -156,34 +156,38 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
             fsums[:, b], icounts[:, b], pair_fsums[:, b] = block_fsums[:, 0], block_icounts[:, 0], block_pairs[:, 0]
 
 
-def compare_binary_blocks(views, labels, weights, top_k, from_logits, proba_eps, confident_below, row_stats, nblocks,
-                          block_rows, fsums, icounts, pair_fsums):
+def compare_binary_blocks(views, labels, weights, top_k, from_logits, float32_math, proba_eps, confident_below,
+                          row_stats, nblocks, block_rows, fsums, icounts, pair_fsums):
     """compare_blocks for 1-D binary scores: evaluate's binary kernel for each model's block (logits:
     kernels_binary, whose compare copy of the loop also writes the pair inputs; probabilities:
     kernels.binary_proba_block, asked for them), then the block's pairs.  ``row_stats[m]``, when it has
-    rows (groups=), receives model m's per-row statistics (kernels.S_LOSS, S_P_TRUE, S_BRIER, S_RANK)."""
+    rows (groups=), receives model m's per-row statistics (kernels.S_LOSS, S_P_TRUE, S_BRIER, S_RANK).
+    ``float32_math``: the logits' math, as evaluate's (a bool here; see kernels_binary.logit_element)."""
     if from_logits and block_rows != KB.BINARY_BLOCK_ROWS:
         raise ValueError(f"binary logit blocks have {KB.BINARY_BLOCK_ROWS} rows, not {block_rows}")
     addresses = _addresses(views)
     blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))
     # None for logits: the kernel compiled for logits then has no probability path, and the other way round
     # (numba prunes the branches on ``proba_eps is None`` before typing; the dead path took 0.4-2 s to compile).
+    # None: float64 math, and for probabilities (one compiled kernel each, see kernels_binary.logit_element).
+    float32_math = True if from_logits and float32_math and views[0].dtype != np.float64 else None
     run_tasks(_compare_tasks_binary, (views[0], addresses, labels, weights, top_k, None if from_logits else proba_eps,
-                                      confident_below, row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts,
-                                      pair_fsums),
+                                      float32_math, confident_below, row_stats, nblocks, block_rows, blocks_per_task,
+                                      fsums, icounts, pair_fsums),
               -(-nblocks // blocks_per_task))
 
 
 @njit(**KERNEL_OPTIONS)
-def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, confident_below, row_stats, nblocks,
-                          block_rows, blocks_per_task, fsums, icounts, pair_fsums, first_task, task_step):
+def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, float32_math, confident_below,
+                          row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, first_task,
+                          task_step):
     """Tasks ``first_task, first_task + task_step, ...`` of compare_binary_blocks.
 
     Per model, the block's terms (logits; kernels' T_ rows) and pair inputs
     (rows N_TERMS + IN_*), a literal BINARY_TERM_ROW apart (see
     kernels_binary.binary_logit_pair_block).  A model is clean in a block
     when every row is counted with a finite loss (see _pair_block).
-    ``proba_eps`` is None for logits.
+    ``proba_eps`` is None for logits; ``float32_math``: see kernels_binary.logit_element.
     """
     terms = np.empty((addresses.shape[0], K.N_TERMS + PAIR_INPUTS, KB.BINARY_TERM_ROW))
     pair_weight = np.empty(block_rows + K.SCRATCH_PAD)
@@ -197,7 +201,8 @@ def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, c
             for m in range(addresses.shape[0]):
                 scores = _array_like_at(first, addresses[m])
                 if proba_eps is None:
-                    n_ok, n_inf = KB.binary_logit_pair_block(scores, labels, weights, start, stop, terms[m])
+                    n_ok, n_inf = KB.binary_logit_pair_block(scores, labels, weights, start, stop, float32_math,
+                                                               terms[m])
                     KB.binary_logit_block_sums(scores, labels, weights, top_k, b, start, stop, n_ok, n_inf, terms[m],
                                                fsums[m], icounts[m])
                 else:

@@ -41,10 +41,12 @@ from numba.extending import overload
 
 from fastce import _lanes as lanes
 from fastce import kernels as K
-from fastce._config import KERNEL_OPTIONS, kernel_step
+from fastce._config import KERNEL_OPTIONS, OVERLOAD_OPTIONS, kernel_step
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
 from fastce._vecmath import (
+    EXP_BIAS_F32,
+    _exp_reduced_f32,
     as_float64,
     as_native,
     atanh_series,
@@ -158,6 +160,79 @@ def element_loss(x, y, pos_w, mode):
     loss = x if x != x else loss
     d = p - y
     return loss, d * d, positive
+
+
+# exp(-|x|) * 2**EXP_BIAS_F32 is a normal float32 while |x| <= 156; beyond, it is taken as 0 (a loss below
+# 2.4e-68, as the multi-class float32 path: kernels._exp_sums_f32).
+_BIASED_CEILING_F32 = np.float32(156.0)
+_UNBIAS = 2.0 ** -EXP_BIAS_F32
+_ZERO_F32, _ONE_F32 = np.float32(0.0), np.float32(1.0)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def logit_loss_f32(x, is_one):
+    """(loss, (p - y)**2, predicts "yes") of a float32 logit ``x`` of class 1 and a 0/1 label (``is_one``),
+    float32 math where it is the cost; loss and square returned as float64.
+
+    The float32 twin of element_loss for 1-D binary logits (precision follows the input).  With
+    e = exp(-|x|), the loss is ``log1p(e)`` when the prediction is right, ``|x| + log1p(e)`` when wrong.
+    e is the float32 exp (exp(-|x|) * 2**100, a normal float32 down to exp(-156), 0 beyond; its 0.93 ulp
+    are most of the loss's error), unscaled exactly in float64; log1p(e) is softplus_tail_and_sigmoid's
+    atanh series, in float64 but with the division replaced by a float32 one refined by a Newton step
+    (_vecmath.reciprocal's way; a float64 division costs 16 cycles per 8 lanes on AVX-512, the float32 one
+    5) and the series cut to degree 4 (2e-9 relative: enough for a float32-accurate loss).  |p - y|, for
+    Brier, is e / (1 + e) for a right prediction and 1 / (1 + e) for a wrong one (no cancellation in
+    p - y), the reciprocal taken as r.  NaN stays NaN; +-inf logits give their limits.  Accuracy: benchmarks/accuracy.py.
+    """
+    a = abs(x)
+    scaled, scale = _exp_reduced_f32(-a, _ZERO_F32, EXP_BIAS_F32)
+    biased = _ZERO_F32 if a > _BIASED_CEILING_F32 else scaled * scale  # exp(-a) * 2**100
+    e = np.float64(biased) * _UNBIAS  # exact
+    big = e > _SQRT2_MINUS_1
+    num = e - 1.0 if big else e  # exact
+    den = e + 3.0 if big else e + 2.0  # exact: e has 24 significant bits and is above 2**-156
+    r = np.float64(_ONE_F32 / np.float32(den))
+    r = fma(r, fma(-den, r, 1.0), r)  # 1 / den to 2**-46
+    u = num * r
+    u2 = u * u
+    series = fma(fma(fma(fma(1.0 / 9.0, u2, 1.0 / 7.0), u2, 0.2), u2, 1.0 / 3.0), u2, 1.0)
+    k = 1.0 if big else 0.0
+    tail = fma(k, _LN2_HI, fma(k, _LN2_LO, 2.0 * u * series))
+    positive = x > _ZERO_F32
+    hit = positive == is_one
+    one_e = 1.0 + e
+    s = np.float64(_ONE_F32 / np.float32(one_e))
+    s = fma(s, fma(-one_e, s, 1.0), s)  # 1 / (1 + e), as r
+    d = e * s if hit else s
+    loss = tail if hit else np.float64(a) + tail
+    return loss, d * d, positive
+
+
+def logit_element(x, label, float32_math):  # pragma: no cover - replaced by the overload below
+    return 0.0, 0.0, False
+
+
+@overload(logit_element, jit_options=OVERLOAD_OPTIONS)
+def _logit_element_overload(x, label, float32_math):
+    """(loss, (p - y)**2, predicts "yes") of a 1-D binary logit ``x`` (a kernel view's entry) and its 0/1 label.
+
+    Precision follows the input, decided when numba compiles: ``float32_math`` None (or float64 logits)
+    takes element_loss's float64 math, any other value (the doors pass True) logit_loss_f32's float32
+    math.  A type, not a runtime flag, so that each compiled kernel holds one of the two loops.  LLVM
+    inlines it (inline_into_callers): a call would keep the row loop scalar.
+    """
+    if isinstance(float32_math, types.NoneType) or x == types.float64:
+        def float64_math(x, label, float32_math):
+            inline_into_callers()
+            return element_loss(as_float64(x), np.float64(label), 1.0, MODE_LOGITS)
+
+        return float64_math
+
+    def float32_math_of_input(x, label, float32_math):
+        inline_into_callers()
+        return logit_loss_f32(as_native(x), label == 1)
+
+    return float32_math_of_input
 
 
 def target_value(t):  # pragma: no cover - replaced by the overload below
@@ -554,7 +629,7 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n
 
 
 @kernel_step(**KERNEL_OPTIONS)
-def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted, terms):
+def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted, float32_math, terms):
     """The per-row terms of rows [start, stop) into ``terms`` (kernels' T_ rows); (rows counted, infinite losses).
 
     A function of its own, with one plain loop per case and no flag tested
@@ -564,16 +639,19 @@ def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, 
     """
     prefer_wide_vectors()  # 512-bit float64 lanes on AVX-512 hosts (see _vecmath)
     if keep:
-        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, True, terms)
+        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, True,
+                                  float32_math, terms)
     if weighted:
-        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, True, False, terms)
-    return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, False, False, terms)
+        return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, True, False, float32_math,
+                                  terms)
+    return _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, False, False, float32_math,
+                              terms)
 
 
 # Inlined by numba: each call site passes constant flags, and the inlined
 # copy is a loop without a flag test, which LLVM vectorises.
 @njit(inline="always", **KERNEL_OPTIONS)
-def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, keep, terms):
+def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, weighted, keep, float32_math, terms):
     """The loop of _binary_logit_block (flags constant per call site).
 
     A NaN logit gives its row weight 0: it adds nothing to any sum.  A zero
@@ -587,9 +665,9 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
     for i in range(start, stop):
         r = np.uint64(i - start)
         u = np.uint64(i)
-        x = as_float64(logits[u])
+        x = as_native(logits[u])
         y = labels[u]
-        loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
+        loss, sq, positive = logit_element(x, y, float32_math)
         ok = x == x
         w = sample_weight[u] if weighted else 1.0
         w = w if ok else 0.0
@@ -608,12 +686,15 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
         w2 = w * w
         kept = 0.0 if (infinite or w == 0.0) else loss
         brier = 2.0 * sq if ok else 0.0
-        terms[K.T_HIT2, r] = w2 if hit else 0.0
-        terms[K.T_W2, r] = w2
-        terms[K.T_W2LOSS, r] = w2 * kept
         terms[K.T_W2LOSS2, r] = w2 * (kept * kept)
-        terms[K.T_W2BRIER, r] = w2 * brier
         terms[K.T_W2BRIER2, r] = w2 * (brier * brier)
+        if weighted:
+            # Without weights w is 0 or 1, w^2 = w: binary_logit_block_sums takes these sums from the terms
+            # above (kernels.store_sums' unit_weights) and never reads these rows.
+            terms[K.T_HIT2, r] = w2 if hit else 0.0
+            terms[K.T_W2, r] = w2
+            terms[K.T_W2LOSS, r] = w2 * kept
+            terms[K.T_W2BRIER, r] = w2 * brier
     return n_ok, n_inf
 
 
@@ -631,19 +712,19 @@ _IN_LOSS, _IN_BRIER, _IN_RANK, _IN_P_TRUE = K.IN_LOSS, K.IN_BRIER, K.IN_RANK, K.
 
 
 @kernel_step(**KERNEL_OPTIONS)
-def binary_logit_pair_block(logits, labels, sample_weight, start, stop, terms):
+def binary_logit_pair_block(logits, labels, sample_weight, start, stop, float32_math, terms):
     """_binary_logit_block for compare's kernel: the same terms, and each row's pair inputs (compare_kernels:
     loss, Brier term, rank, p(true class); NaN for a row not counted) in the rows N_TERMS + IN_* of
     ``terms`` ((N_TERMS + PAIR_INPUTS, BINARY_TERM_ROW)); (rows counted, infinite losses)."""
     prefer_wide_vectors()
     cells = terms.reshape(terms.shape[0] * BINARY_TERM_ROW)
     if sample_weight.shape[0] != 0:
-        return _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, True, cells)
-    return _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, False, cells)
+        return _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, True, float32_math, cells)
+    return _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, False, float32_math, cells)
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, weighted, cells):
+def _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, weighted, float32_math, cells):
     """_binary_logit_loop's rows (the same operations: the same terms, bit for bit), stored flat, with the
     pair inputs.  Kept apart from evaluate's loop, which this form made slower (measured in cache)."""
     n_ok = 0
@@ -651,9 +732,9 @@ def _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, weighted
     for i in range(start, stop):
         r = np.uint64(i - start)
         u = np.uint64(i)  # unsigned: see _binary_logit_loop
-        x = as_float64(logits[u])
+        x = as_native(logits[u])
         y = labels[u]
-        loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
+        loss, sq, positive = logit_element(x, y, float32_math)
         ok = x == x
         w = sample_weight[u] if weighted else 1.0
         w = w if ok else 0.0
@@ -686,7 +767,7 @@ def _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, weighted
 
 @njit(**KERNEL_OPTIONS)
 def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,
-                                first_task, task_step):
+                                float32_math, first_task, task_step):
     """Per-block sums in the core layout (``kernels``) for 1-D logits of class 1 and 0/1 labels.
 
     The twin of ``kernels.binary_proba_blocks`` for logits: the loss is
@@ -706,7 +787,7 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
         n_ok, n_inf = _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted,
-                                          terms)
+                                          float32_math, terms)
         binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop, n_ok, n_inf, terms, fsums,
                                 icounts)
 
@@ -748,13 +829,13 @@ def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _binary_row(scores, labels, i, from_logits, proba_eps):
+def _binary_row(scores, labels, i, from_logits, proba_eps, float32_math):
     """(counted, loss, (p - y)**2, hit, p(true class)) of row i of 1-D binary scores, by the binary kernels'
     own formulas (element_loss for logits, scikit-learn's clipped log loss for probabilities)."""
     y = np.int64(labels[i])
     if from_logits:
-        x = as_float64(scores[i])
-        loss, sq, positive = element_loss(x, np.float64(y), 1.0, MODE_LOGITS)
+        x = as_native(scores[i])
+        loss, sq, positive = logit_element(x, y, float32_math)
         ok = x == x
         p_true = 1.0 - math.sqrt(sq)  # 1 - |p - y|, as compare's kernel (binary_logit_pair_block)
     else:
@@ -769,7 +850,7 @@ def _binary_row(scores, labels, i, from_logits, proba_eps):
 
 
 @njit(**KERNEL_OPTIONS)
-def binary_row_stats(scores, labels, from_logits, proba_eps, stats):
+def binary_row_stats(scores, labels, from_logits, proba_eps, float32_math, stats):
     """Each row's per-row statistics (columns kernels.S_*) as the two-column multi-class kernel states them.
 
     S_LOSS (NaN where the row is not counted), p(true class), p(predicted
@@ -779,7 +860,7 @@ def binary_row_stats(scores, labels, from_logits, proba_eps, stats):
     """
     nan = np.nan
     for i in range(scores.shape[0]):
-        ok, loss, sq, hit, p_true = _binary_row(scores, labels, i, from_logits, proba_eps)
+        ok, loss, sq, hit, p_true = _binary_row(scores, labels, i, from_logits, proba_eps, float32_math)
         stats[i, K.S_LOSS] = loss if ok else nan
         stats[i, K.S_P_TRUE] = p_true if ok else nan
         stats[i, K.S_P_TOP] = (p_true if hit else 1.0 - p_true) if ok else nan
@@ -787,7 +868,10 @@ def binary_row_stats(scores, labels, from_logits, proba_eps, stats):
         stats[i, K.S_RANK] = (0.0 if hit else 1.0) if ok else nan
 
 
-def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts):
-    """``_binary_logits_blocks_tasks`` on the thread pool (see fastce._parallel)."""
+def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,
+                         float32_math=None):
+    """``_binary_logits_blocks_tasks`` on the thread pool (see fastce._parallel); ``float32_math``: see
+    logit_element (None: float64 math)."""
     run_tasks(_binary_logits_blocks_tasks,
-              (logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts), nblocks)
+              (logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts, float32_math),
+              nblocks)

@@ -441,7 +441,7 @@ class BinaryReader(_StateReader):
             return self._read_grouped(batch)
         if self.from_logits:
             return _accumulate_family.accumulate_binary_logits(batch.view, batch.targets, top_k=self.top_k,
-                                                               sample_weight=batch.weights)
+                                                               sample_weight=batch.weights, precision=self.precision)
         return _accumulate.accumulate_binary_proba(batch.view, batch.targets, top_k=self.top_k,
                                                    sample_weight=batch.weights, proba_eps=batch.eps)
 
@@ -457,7 +457,7 @@ class BinaryReader(_StateReader):
 
         one = ComparisonState.empty(("scores",), 2, self.top_k, from_logits=self.from_logits, confident_below=0.01,
                                     grouped=True, task="binary")
-        one.read([batch.view], [batch.eps], batch.targets, batch.weights, batch.groups)
+        one.read([batch.view], [batch.eps], batch.targets, batch.weights, batch.groups, precision=self.precision)
         state = one.states["scores"]
         state.clusters = one.clusters["scores"]
         return state
