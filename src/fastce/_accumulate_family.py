@@ -185,21 +185,28 @@ def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smo
 
 
 def accumulate_binary_logits(logits, labels, *, top_k, sample_weight=None, row_losses=None, on_rows=None,
-                             precision: str = "input") -> State:
+                             precision: str = "input", on_bad_labels=None) -> State:
     """Core State (two classes) of 1-D logits of class 1 and 0/1 labels; ``on_rows`` as accumulate_binary_proba.
 
     ``precision``: as accumulate_matrix's (``"input"``: 16- and 32-bit logits with float32 math).
+    ``on_bad_labels``: the labels' range check, when the caller left it to the kernel (called, and
+    expected to raise, as soon as a kernel call saw a label other than 0 and 1; with None the labels
+    were checked before).
     """
     float32_math = binary_float32_math(logits, precision)
     state = State.empty(2, top_k, from_logits=True, task="binary")
     ks = kernel_input(np.asarray(state.top_k, dtype=np.int64))
     block_rows = BINARY_LOGIT_BLOCK_ROWS
+    bad_labels = np.empty(_config.BLOCKS_PER_CALL, dtype=np.int64)  # _run's calls take at most so many blocks
 
     def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
         KB.binary_logits_blocks(
             kernel_input(logits[start:stop]), labels_part, weights_part, ks, losses_part, nblocks, block_rows,
-            fsums, icounts, float32_math,
+            fsums, icounts, float32_math, bad_labels,
         )
+        if on_bad_labels is not None and bad_labels[:nblocks].any():
+            on_bad_labels()
+            raise AssertionError("the binary logit kernel saw labels other than 0 and 1 that their check accepted")
         if on_rows is not None:
             on_rows(start, stop, labels_part, weights_part)
 

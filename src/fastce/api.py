@@ -161,7 +161,7 @@ def evaluate(
     task, y_true = _task_and_targets(task, y_true, scores.shape)
     reader = readers.reader_for_scores(task, scores.shape, name, from_logits=from_logits, top_k=top_k,
                                        ignore_index=ignore_index, precision=precision)
-    batch = reader.validate(y_true, scores, sample_weight, name=name)
+    batch = reader.validate_once(y_true, scores, sample_weight, name=name)
     if groups is not None:
         batch = reader.with_groups(batch, groups)
     return reader.finalize(reader.read(batch), nan_policy, name)

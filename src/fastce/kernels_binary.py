@@ -630,7 +630,8 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n
 
 @kernel_step(**KERNEL_OPTIONS)
 def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted, float32_math, terms):
-    """The per-row terms of rows [start, stop) into ``terms`` (kernels' T_ rows); (rows counted, infinite losses).
+    """The per-row terms of rows [start, stop) into ``terms`` (kernels' T_ rows); (rows counted, infinite losses,
+    nonzero when a label is neither 0 nor 1).
 
     A function of its own, with one plain loop per case and no flag tested
     inside a loop, so that LLVM vectorises each.  The block sums are then
@@ -657,9 +658,15 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
     A NaN logit gives its row weight 0: it adds nothing to any sum.  A zero
     weight removes the row, even when its loss is infinite; infinite
     weighted losses are counted apart and left out of the loss sums.
+    Labels other than 0 and 1 are reported (the door's range check, when
+    it left that check to the kernel: readers.BinaryReader.validate_once):
+    the labels' bits OR-ed, one instruction a vector (counting them, two
+    compares and a masked add, cost 10% of the loop), then every bit but
+    the lowest; nonzero when some label is neither 0 nor 1.
     """
     n_ok = 0
     n_inf = 0
+    label_bits = 0
     # Unsigned indices: with signed ones LLVM kept numba's negative-index
     # wraparound and read every logit, label and weight with a gather.
     for i in range(start, stop):
@@ -677,6 +684,7 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
             row_losses[u] = weighted_loss if ok else np.nan
         n_ok += ok
         n_inf += infinite
+        label_bits |= y
         hit = positive == (y == 1)
         terms[K.T_WEIGHT, r] = w
         terms[K.T_LOSS, r] = 0.0 if infinite else weighted_loss
@@ -695,7 +703,7 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
             terms[K.T_W2, r] = w2
             terms[K.T_W2LOSS, r] = w2 * kept
             terms[K.T_W2BRIER, r] = w2 * brier
-    return n_ok, n_inf
+    return n_ok, n_inf, label_bits & ~1
 
 
 # compare's copy of the loop (binary_logit_pair_block): the same terms, bit for bit, and each row's pair
@@ -767,7 +775,7 @@ def _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, weighted
 
 @njit(**KERNEL_OPTIONS)
 def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,
-                                float32_math, first_task, task_step):
+                                float32_math, bad_labels, first_task, task_step):
     """Per-block sums in the core layout (``kernels``) for 1-D logits of class 1 and 0/1 labels.
 
     The twin of ``kernels.binary_proba_blocks`` for logits: the loss is
@@ -777,7 +785,8 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
     are legal; a NaN logit makes its row non-finite.  The row loops are
     branch-free, one per case (weights or not, per-row losses or not), so
     that LLVM vectorises them; the first NaN or infinite-loss row of a block
-    is looked up again only when there is one.
+    is looked up again only when there is one.  ``bad_labels[b]``: nonzero
+    when a label of block b is neither 0 nor 1 (the caller raises then).
     """
     n_rows = logits.shape[0]
     keep = row_losses.shape[0] != 0
@@ -786,8 +795,8 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
     for b in range(first_task, nblocks, task_step):
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
-        n_ok, n_inf = _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted,
-                                          float32_math, terms)
+        n_ok, n_inf, bad_labels[b] = _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep,
+                                                         weighted, float32_math, terms)
         binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop, n_ok, n_inf, terms, fsums,
                                 icounts)
 
@@ -869,9 +878,11 @@ def binary_row_stats(scores, labels, from_logits, proba_eps, float32_math, stats
 
 
 def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,
-                         float32_math=None):
+                         float32_math, bad_labels):
     """``_binary_logits_blocks_tasks`` on the thread pool (see fastce._parallel); ``float32_math``: see
-    logit_element (None: float64 math)."""
+    logit_element (None: float64 math); ``bad_labels`` (nblocks int64): nonzero for a block with a label
+    neither 0 nor 1."""
     run_tasks(_binary_logits_blocks_tasks,
-              (logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts, float32_math),
+              (logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts, float32_math,
+               bad_labels),
               nblocks)

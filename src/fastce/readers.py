@@ -28,7 +28,8 @@ change.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 
@@ -54,11 +55,23 @@ class Batch:
     weights: np.ndarray | None  # (n,) float64 row weights, None when unweighted
     tolerance: float = 0.0  # soft targets: the row-sum tolerance of their dtype
     groups: np.ndarray | None = None  # (n,) int64 group ids (clustered errors; see Reader.with_groups), or None
+    # A check of the targets that validate left to the first read (Reader.validate_once): the kernel that reads
+    # them reports what it would find, and then this raises its error.  Anything else done with the batch
+    # runs it first (checked()).
+    deferred_check: Callable[[], None] | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return self.view.shape[0]
 
+    def checked(self) -> "Batch":
+        """This batch with its deferred check (if any) done: raises what validate would have raised."""
+        if self.deferred_check is None:
+            return self
+        self.deferred_check()
+        return replace(self, deferred_check=None)
+
     def rows(self, start: int, stop: int | None = None) -> "Batch":
+        self.checked()
         part = slice(start, stop)
         weights = None if self.weights is None else self.weights[part]
         groups = None if self.groups is None else self.groups[part]
@@ -78,6 +91,7 @@ class Batch:
         Class indices become int64 and target matrices float64: exact for
         every dtype the readers accept, and what the kernels read them as.
         """
+        self.checked()
         weights = None if self.weights is None else np.array(self.weights, dtype=np.float64)
         groups = None if self.groups is None else np.array(self.groups, dtype=np.int64)
         return Batch(np.array(self.view, copy=True), self.eps, _held_targets(self.targets), weights, self.tolerance,
@@ -85,6 +99,7 @@ class Batch:
 
     def then(self, other: "Batch") -> "Batch":
         """These rows followed by those of ``other`` (of the same kind)."""
+        self.checked(), other.checked()
         n, m = len(self), len(other)
         weights = None
         if self.weights is not None or other.weights is not None:
@@ -148,6 +163,12 @@ class Reader:
     def validate(self, y, scores: validation.Scores, sample_weight, *, name: str = "scores") -> Batch:
         raise NotImplementedError
 
+    def validate_once(self, y, scores: validation.Scores, sample_weight, *, name: str = "scores") -> Batch:
+        """validate() for a batch that one read() takes right away (evaluate's door): a reader may leave to
+        that read a check its kernel makes anyway as it reads (Batch.deferred_check), saving a pass over
+        the inputs.  The errors are validate's, word for word, and come before any other of read's."""
+        return self.validate(y, scores, sample_weight, name=name)
+
     def read(self, batch: Batch):
         raise NotImplementedError
 
@@ -155,6 +176,7 @@ class Reader:
         """``batch`` with a group id per row (clustered standard errors), or an InputError."""
         from fastce.groups import check_groups
 
+        batch = batch.checked()  # validate's errors first, as without the deferral
         return replace(batch, groups=np.asarray(check_groups(groups, len(batch)), dtype=np.int64))
 
     @property
@@ -428,20 +450,37 @@ class BinaryReader(_StateReader):
 
     def validate(self, y, scores, sample_weight, *, name="scores") -> Batch:
         n_rows = self._scores_shape(scores, name)
-        labels = validation.class_indices(
-            y, "y_true", n_rows, 2, ignore_label=self.ignore_index, note="1-D scores are a binary task: labels are 0 or 1"
-        )
+        labels = self._labels(y, n_rows, check_range=True)
         return Batch(scores.view, scores.eps, labels, validation.sample_weight(sample_weight, n_rows))
+
+    def validate_once(self, y, scores, sample_weight, *, name="scores") -> Batch:
+        """Unweighted logits: the labels' range (0 or 1) is checked by the logit kernel as it reads them
+        (a pass over the labels less: they are two thirds of the bytes read with int64 labels and float32
+        logits); a label out of range then raises validate's error.  Weights are validated after the
+        labels: with them, everything is checked here, so that the first error stays the first."""
+        if sample_weight is not None or not self.from_logits:
+            return self.validate(y, scores, sample_weight, name=name)
+        n_rows = self._scores_shape(scores, name)
+        labels = self._labels(y, n_rows, check_range=False)
+        return Batch(scores.view, scores.eps, labels, None,
+                     deferred_check=lambda: self._labels(labels, n_rows, check_range=True))
+
+    def _labels(self, y, n_rows: int, *, check_range: bool) -> np.ndarray:
+        return validation.class_indices(y, "y_true", n_rows, 2, ignore_label=self.ignore_index,
+                                        note="1-D scores are a binary task: labels are 0 or 1", check_range=check_range)
 
     def _check_options(self) -> None:
         Reader._check_options(self)  # the binary kernels have no ignored label
 
     def read(self, batch: Batch) -> State:
         if batch.groups is not None:
-            return self._read_grouped(batch)
+            return self._read_grouped(batch.checked())
         if self.from_logits:
+            # A deferred check (validate_once) runs only when the kernel saw a label other than 0 and 1.
             return _accumulate_family.accumulate_binary_logits(batch.view, batch.targets, top_k=self.top_k,
-                                                               sample_weight=batch.weights, precision=self.precision)
+                                                               sample_weight=batch.weights, precision=self.precision,
+                                                               on_bad_labels=batch.deferred_check)
+        batch = batch.checked()
         return _accumulate.accumulate_binary_proba(batch.view, batch.targets, top_k=self.top_k,
                                                    sample_weight=batch.weights, proba_eps=batch.eps)
 
@@ -476,6 +515,7 @@ class BinaryReader(_StateReader):
         """
         from fastce.diagnose_tasks import binary_diagnostics
 
+        batch = batch.checked()
         diag = binary_diagnostics(batch.view, batch.eps, batch.targets, batch.weights, top_k=self.top_k,
                                   from_logits=self.from_logits, options=options)
         return self.read(batch), diag

@@ -171,7 +171,8 @@ def _first_row(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=None, note=None) -> np.ndarray:
+def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=None, note=None,
+                  check_range: bool = True) -> np.ndarray:
     """Validate integer class indices in [0, num_classes) (or equal to ``ignore_label``).
 
     ``note`` replaces "(the scores have C columns)" in the out-of-range message.
@@ -192,7 +193,8 @@ def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=N
             argument=name,
             value=labels.shape[0],
         )
-    return _class_values(labels, name, num_classes, ignore_label, note, lambda row: f"{name} row {row}")
+    return _class_values(labels, name, num_classes, ignore_label, note, lambda row: f"{name} row {row}",
+                         check_range)
 
 
 def class_index_array(y, name: str, shape: tuple, num_classes: int, *, ignore_label=None, note=None) -> np.ndarray:
@@ -250,8 +252,12 @@ def _value_range(values: np.ndarray):
     return min(lows), max(highs)
 
 
-def _class_values(labels, name, num_classes, ignore_label, note, subject):
-    """Integer dtype and values in [0, num_classes) (or ``ignore_label``); ``subject(row)`` names an element."""
+def _class_values(labels, name, num_classes, ignore_label, note, subject, check_range=True):
+    """Integer dtype and values in [0, num_classes) (or ``ignore_label``); ``subject(row)`` names an element.
+
+    ``check_range`` False: the dtype only (a caller whose kernel checks the values as it reads them, and
+    calls this again to raise the error when one is out of range: readers.BinaryReader.validate_once).
+    """
     if labels.dtype == np.bool_:
         labels = labels.view(np.uint8)
     if labels.dtype.kind not in "iu":
@@ -274,6 +280,8 @@ def _class_values(labels, name, num_classes, ignore_label, note, subject):
         )
     if not labels.dtype.isnative:
         labels = labels.astype(labels.dtype.newbyteorder("="))
+    if not check_range:
+        return labels
     low, high = _value_range(labels)
     if low < 0 or high >= num_classes:
         bad = (labels < 0) | (labels >= num_classes)
