@@ -201,10 +201,10 @@ def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, f
             for m in range(addresses.shape[0]):
                 scores = _array_like_at(first, addresses[m])
                 if proba_eps is None:
-                    n_ok, n_inf = KB.binary_logit_pair_block(scores, labels, weights, start, stop, float32_math,
-                                                               terms[m])
-                    KB.binary_logit_block_sums(scores, labels, weights, top_k, b, start, stop, n_ok, n_inf, terms[m],
-                                               fsums[m], icounts[m])
+                    n_ok, n_inf, n_hit = KB.binary_logit_pair_block(scores, labels, weights, start, stop,
+                                                                      float32_math, terms[m])
+                    KB.binary_logit_block_sums(scores, labels, weights, top_k, b, start, stop, n_ok, n_inf, n_hit,
+                                               terms[m], fsums[m], icounts[m])
                 else:
                     K.binary_proba_block(scores, labels, weights, top_k, proba_eps, no_row_losses, b, start, stop,
                                          fsums[m], icounts[m], terms[m, K.N_TERMS:])

@@ -867,7 +867,14 @@ def store_sums(weight, terms, count, fsums, b, moments, unit_weights, loss_sum):
     those of F_WEIGHT, F_LOSS and F_BRIER, row by row (see _block_terms):
     their sums are copied, not taken again (the same bits).
     """
-    fsums[b, F_WEIGHT] = lanes.ordered_sum(weight, count)
+    store_sums_of_weight(lanes.ordered_sum(weight, count), terms, count, fsums, b, moments, unit_weights, loss_sum)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def store_sums_of_weight(weight_sum, terms, count, fsums, b, moments, unit_weights, loss_sum):
+    """store_sums given the block's weight sum (a caller that counted it: 0/1 weights sum to their count,
+    exactly, which is the ordered_sum's bits)."""
+    fsums[b, F_WEIGHT] = weight_sum
     fsums[b, F_LOSS] = loss_sum
     fsums[b, F_BRIER] = lanes.ordered_sum(terms[T_BRIER], count)
     if unit_weights:

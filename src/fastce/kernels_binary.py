@@ -631,7 +631,7 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n
 @kernel_step(**KERNEL_OPTIONS)
 def _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep, weighted, float32_math, terms):
     """The per-row terms of rows [start, stop) into ``terms`` (kernels' T_ rows); (rows counted, infinite losses,
-    nonzero when a label is neither 0 nor 1).
+    nonzero when a label is neither 0 nor 1, counted rows predicted right).
 
     A function of its own, with one plain loop per case and no flag tested
     inside a loop, so that LLVM vectorises each.  The block sums are then
@@ -666,6 +666,7 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
     """
     n_ok = 0
     n_inf = 0
+    n_hit = 0
     label_bits = 0
     # Unsigned indices: with signed ones LLVM kept numba's negative-index
     # wraparound and read every logit, label and weight with a gather.
@@ -686,10 +687,9 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
         n_inf += infinite
         label_bits |= y
         hit = positive == (y == 1)
-        terms[K.T_WEIGHT, r] = w
+        n_hit += hit & ok
         terms[K.T_LOSS, r] = 0.0 if infinite else weighted_loss
         terms[K.T_BRIER, r] = 2.0 * w * sq if ok else 0.0
-        terms[K.T_HIT, r] = w if hit else 0.0
         # Second moments (kernels.M_W2...): rows not counted or of infinite loss add nothing.
         w2 = w * w
         kept = 0.0 if (infinite or w == 0.0) else loss
@@ -697,13 +697,15 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
         terms[K.T_W2LOSS2, r] = w2 * (kept * kept)
         terms[K.T_W2BRIER2, r] = w2 * (brier * brier)
         if weighted:
-            # Without weights w is 0 or 1, w^2 = w: binary_logit_block_sums takes these sums from the terms
-            # above (kernels.store_sums' unit_weights) and never reads these rows.
+            # Without weights w is 0 or 1 (w^2 = w): binary_logit_block_sums takes the weight and hit sums from
+            # the counts (exact) and the w^2 sums from the terms above (kernels.store_sums' unit_weights).
+            terms[K.T_WEIGHT, r] = w
+            terms[K.T_HIT, r] = w if hit else 0.0
             terms[K.T_HIT2, r] = w2 if hit else 0.0
             terms[K.T_W2, r] = w2
             terms[K.T_W2LOSS, r] = w2 * kept
             terms[K.T_W2BRIER, r] = w2 * brier
-    return n_ok, n_inf, label_bits & ~1
+    return n_ok, n_inf, label_bits & ~1, n_hit
 
 
 # compare's copy of the loop (binary_logit_pair_block): the same terms, bit for bit, and each row's pair
@@ -723,7 +725,8 @@ _IN_LOSS, _IN_BRIER, _IN_RANK, _IN_P_TRUE = K.IN_LOSS, K.IN_BRIER, K.IN_RANK, K.
 def binary_logit_pair_block(logits, labels, sample_weight, start, stop, float32_math, terms):
     """_binary_logit_block for compare's kernel: the same terms, and each row's pair inputs (compare_kernels:
     loss, Brier term, rank, p(true class); NaN for a row not counted) in the rows N_TERMS + IN_* of
-    ``terms`` ((N_TERMS + PAIR_INPUTS, BINARY_TERM_ROW)); (rows counted, infinite losses)."""
+    ``terms`` ((N_TERMS + PAIR_INPUTS, BINARY_TERM_ROW)); (rows counted, infinite losses, counted rows predicted
+    right)."""
     prefer_wide_vectors()
     cells = terms.reshape(terms.shape[0] * BINARY_TERM_ROW)
     if sample_weight.shape[0] != 0:
@@ -737,6 +740,7 @@ def _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, weighted
     pair inputs.  Kept apart from evaluate's loop, which this form made slower (measured in cache)."""
     n_ok = 0
     n_inf = 0
+    n_hit = 0
     for i in range(start, stop):
         r = np.uint64(i - start)
         u = np.uint64(i)  # unsigned: see _binary_logit_loop
@@ -753,6 +757,7 @@ def _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, weighted
         brier = 2.0 * sq if ok else 0.0
         n_ok += ok
         n_inf += infinite
+        n_hit += hit & ok
         w2 = w * w
         cells[np.uint64(_T_WEIGHT * BINARY_TERM_ROW) + r] = w
         cells[np.uint64(_T_LOSS * BINARY_TERM_ROW) + r] = 0.0 if infinite else weighted_loss
@@ -770,7 +775,7 @@ def _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, weighted
         cells[np.uint64((_N_TERMS + _IN_RANK) * BINARY_TERM_ROW) + r] = (0.0 if hit else 1.0) if ok else nan
         # p(true class) = 1 - |p - y|: for compare's confidently wrong rows (binary_row_stats alike).
         cells[np.uint64((_N_TERMS + _IN_P_TRUE) * BINARY_TERM_ROW) + r] = 1.0 - math.sqrt(sq) if ok else nan
-    return n_ok, n_inf
+    return n_ok, n_inf, n_hit
 
 
 @njit(**KERNEL_OPTIONS)
@@ -795,16 +800,20 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
     for b in range(first_task, nblocks, task_step):
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
-        n_ok, n_inf, bad_labels[b] = _binary_logit_block(logits, labels, sample_weight, row_losses, start, stop, keep,
-                                                         weighted, float32_math, terms)
-        binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop, n_ok, n_inf, terms, fsums,
-                                icounts)
+        n_ok, n_inf, bad_labels[b], n_hit = _binary_logit_block(logits, labels, sample_weight, row_losses, start,
+                                                                stop, keep, weighted, float32_math, terms)
+        binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop, n_ok, n_inf, n_hit, terms,
+                                fsums, icounts)
 
 
 @kernel_step(**KERNEL_OPTIONS)
-def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop, n_ok, n_inf, terms, fsums, icounts):
+def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop, n_ok, n_inf, n_hit, terms, fsums,
+                            icounts):
     """Block b's sums and counters (the core layout) from the terms of _binary_logit_block, its rows counted
-    ``n_ok`` and infinite losses ``n_inf``: the first NaN or infinite-loss row is looked up only when there is one."""
+    ``n_ok``, infinite losses ``n_inf`` and counted rows predicted right ``n_hit``: the first NaN or
+    infinite-loss row is looked up only when there is one.  Without sample weights the weight and hit sums
+    are those counts (a sum of 0s and 1s is its count, exactly: the ordered sums' bits), and the loop
+    writes no weight or hit terms."""
     weighted = sample_weight.shape[0] != 0
     K._reset_block(fsums, icounts, b)
     n_nan = (stop - start) - n_ok
@@ -827,11 +836,16 @@ def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop
     n_k = top_k.shape[0]
     first_moment = K_TOPK + n_k
     count = stop - start
-    # Without sample weights every row weight is 0 or 1 (see kernels.store_sums): w^2 terms equal w terms.
-    K.store_sums(terms[K.T_WEIGHT], terms, count, fsums, b, first_moment, not weighted,
-                 lanes.ordered_sum(terms[K.T_LOSS], count))
-    correct = lanes.ordered_sum(terms[K.T_HIT], count)
-    w2_correct = correct if not weighted else lanes.ordered_sum(terms[K.T_HIT2], count)
+    loss_sum = lanes.ordered_sum(terms[K.T_LOSS], count)
+    if weighted:
+        K.store_sums(terms[K.T_WEIGHT], terms, count, fsums, b, first_moment, False, loss_sum)
+        correct = lanes.ordered_sum(terms[K.T_HIT], count)
+        w2_correct = lanes.ordered_sum(terms[K.T_HIT2], count)
+    else:
+        # Every row weight is 0 or 1 (see kernels.store_sums): w^2 terms equal w terms.
+        K.store_sums_of_weight(np.float64(n_ok), terms, count, fsums, b, first_moment, True, loss_sum)
+        correct = np.float64(n_hit)
+        w2_correct = correct
     for k in range(n_k):
         fsums[b, K_TOPK + k] = correct if top_k[k] == 1 else fsums[b, K_WEIGHT]
         fsums[b, first_moment + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else fsums[b, first_moment + M_W2]
