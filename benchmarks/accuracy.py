@@ -129,9 +129,12 @@ def binary_errors(rng) -> None:
             stats = np.empty((n, K.ROW_STATS_COLUMNS))
             KB.binary_row_stats(z, y, True, 0.0, True if precision == "input" else None, stats)
             brier_error = np.abs(stats[:, K.S_BRIER].astype(np.longdouble) - ref_brier)
+            above = np.abs(z) <= 156  # float32 math's floor: below exp(-156) a loss or Brier term is 0
             line += (f"  {'float32 math (default)' if precision == 'input' else 'precision=float64'}: loss max rel "
-                     f"{float((error / ref).max()):.2e}, max {float((error / float32_ulp(ref)).max()):.2f} float32 ulp"
-                     f", Brier term max {float((brier_error / float32_ulp(ref_brier)).max()):.3g} float32 ulp "
+                     f"{float((error / ref).max()):.2e} ({float((error / ref)[above].max()):.2e} above the floor), "
+                     f"max {float((error / float32_ulp(ref)).max()):.2f} float32 ulp"
+                     f", Brier term max {float((brier_error / float32_ulp(ref_brier)).max()):.3g} float32 ulp, "
+                     f"max rel above the floor {float((brier_error / ref_brier)[above].max()):.2e} "
                      f"(abs {float(brier_error.max()):.1e});")
         print(line + f"  smallest loss {float(ref.min()):.1e}")
 

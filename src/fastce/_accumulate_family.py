@@ -197,9 +197,9 @@ def accumulate_binary_logits(logits, labels, *, top_k, sample_weight=None, row_l
     state = State.empty(2, top_k, from_logits=True, task="binary")
     ks = kernel_input(np.asarray(state.top_k, dtype=np.int64))
     block_rows = BINARY_LOGIT_BLOCK_ROWS
-    bad_labels = np.empty(_config.BLOCKS_PER_CALL, dtype=np.int64)  # _run's calls take at most so many blocks
 
     def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
+        bad_labels = np.empty(fsums.shape[0], dtype=np.int64)  # one entry a block, as fsums
         KB.binary_logits_blocks(
             kernel_input(logits[start:stop]), labels_part, weights_part, ks, losses_part, nblocks, block_rows,
             fsums, icounts, float32_math, bad_labels,

@@ -107,7 +107,8 @@ def evaluate(
     precision : {"input", "float64"}, default "input"
         The math of the scores: "input" computes float16, bfloat16 and
         float32 logits with float32 math (every row's loss within 4 float32
-        ulp of the exact value, confident rows included) and float64 ones
+        ulp of the exact value, confident rows included; a loss below
+        exp(-156) ~ 2.4e-68 counts as 0) and float64 ones
         with float64 math; "float64" computes any input with float64 math.
         Comparisons (argmax, ranks, ties) are exact in the input's own
         precision either way.

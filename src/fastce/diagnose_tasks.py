@@ -10,7 +10,10 @@ each bounded chunk of rows as its two-column equivalent (logits ``[0, z]``, ``[-
   ``[1 - p, p]``, in float64).  Chunks hold whole blocks of the two-column
   kernel (``_config.block_rows(2)``) and their states merge exactly, so the
   report does not depend on the chunk size.  Cost: a second read of the
-  scores and a (chunk, 2) float64 buffer.
+  scores and a (chunk, 2) float64 buffer.  The two columns are float64, so
+  the diagnostics take the short rows' float64 math whatever ``precision``
+  says, while ``report.metrics`` of 16/32-bit logits take float32 math: the
+  loss split's sums and the metrics' loss may differ in the 7th digit.
 """
 
 from __future__ import annotations

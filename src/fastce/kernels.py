@@ -1,7 +1,9 @@
 """Numba kernels: one read of each row of scores, partial sums per block.
 
 Layering: the kernels know nothing of validation or policies.  They assume
-labels were range-checked at the door, and they *report* what they see
+labels were range-checked at the door (except the 1-D binary logit kernel,
+which reports labels other than 0 and 1 itself: kernels_binary,
+readers.BinaryReader.validate_once), and they *report* what they see
 (non-finite rows, probabilities outside [0, 1], rows not summing to one) in
 per-block counters; the API layer decides whether that is an error, a warning
 or a skipped row.

@@ -190,7 +190,7 @@ def logit_loss_f32(x, is_one):
     e = np.float64(biased) * _UNBIAS  # exact
     big = e > _SQRT2_MINUS_1
     num = e - 1.0 if big else e  # exact
-    den = e + 3.0 if big else e + 2.0  # exact: e has 24 significant bits and is above 2**-156
+    den = e + 3.0 if big else e + 2.0  # one rounding at most (2**-53 relative), once e < 2**-28
     r = np.float64(_ONE_F32 / np.float32(den))
     r = fma(r, fma(-den, r, 1.0), r)  # 1 / den to 2**-46
     u = num * r
@@ -854,7 +854,8 @@ def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop
 @njit(inline="always", **KERNEL_OPTIONS)
 def _binary_row(scores, labels, i, from_logits, proba_eps, float32_math):
     """(counted, loss, (p - y)**2, hit, p(true class)) of row i of 1-D binary scores, by the binary kernels'
-    own formulas (element_loss for logits, scikit-learn's clipped log loss for probabilities)."""
+    own formulas (logit_element for logits, in the math ``float32_math`` picks; scikit-learn's clipped log loss
+    for probabilities)."""
     y = np.int64(labels[i])
     if from_logits:
         x = as_native(scores[i])
@@ -872,8 +873,22 @@ def _binary_row(scores, labels, i, from_logits, proba_eps, float32_math):
     return ok, loss, sq, positive == (y == 1), p_true
 
 
-@njit(**KERNEL_OPTIONS)
+def math_token(float32_math):
+    """The kernels' ``float32_math`` from a truth value: True (float32 math) or None (float64 math).
+
+    logit_element picks the math by the argument's type, so a False would
+    mean float32 math too: the Python entry points pass it through this.
+    """
+    return True if float32_math else None
+
+
 def binary_row_stats(scores, labels, from_logits, proba_eps, float32_math, stats):
+    """_binary_row_stats with ``float32_math`` a truth value (see math_token)."""
+    _binary_row_stats(scores, labels, from_logits, proba_eps, math_token(float32_math), stats)
+
+
+@njit(**KERNEL_OPTIONS)
+def _binary_row_stats(scores, labels, from_logits, proba_eps, float32_math, stats):
     """Each row's per-row statistics (columns kernels.S_*) as the two-column multi-class kernel states them.
 
     S_LOSS (NaN where the row is not counted), p(true class), p(predicted
@@ -896,7 +911,9 @@ def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nbloc
     """``_binary_logits_blocks_tasks`` on the thread pool (see fastce._parallel); ``float32_math``: see
     logit_element (None: float64 math); ``bad_labels`` (nblocks int64): nonzero for a block with a label
     neither 0 nor 1."""
+    if bad_labels.shape[0] < nblocks:
+        raise ValueError(f"bad_labels has {bad_labels.shape[0]} entries for {nblocks} blocks")
     run_tasks(_binary_logits_blocks_tasks,
-              (logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts, float32_math,
-               bad_labels),
+              (logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,
+               math_token(float32_math), bad_labels),
               nblocks)

@@ -7,6 +7,9 @@ files, ``fastce.dask``) is written once against this interface:
   ask, and ``make_reader(task, ...)`` returns that task's :class:`Reader`;
 * ``reader.validate(y, scores, weights)`` checks a batch at the door and
   returns a :class:`Batch` (kernel views, nothing read yet);
+  ``reader.validate_once`` does the same for a batch one ``read`` takes
+  right away (``evaluate``), and may leave to that read a check its kernel
+  makes anyway (``Batch.deferred_check``; the errors are the same);
 * ``reader.read(batch)`` reads the batch once into a fresh state; states of
   consecutive batches cut at multiples of ``reader.block_rows`` merge into
   exactly the state of one read of all their rows (the kernels sum fixed
