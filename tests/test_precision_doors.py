@@ -40,6 +40,17 @@ def test_both_precisions_are_accurate_and_differ_only_in_float32_bits(long_rows)
                                                                               precision="float64")
 
 
+def _eval_command_json(tmp_path, y, z, precision) -> str:
+    """What ``fastce eval --json --precision ...`` prints for labels ``y`` and logits ``z`` saved as .npy files."""
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "z.npy", z)
+    out = io.StringIO()
+    argv = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--json",
+            "--no-progress", "--precision", precision]
+    assert cli.main(argv, out=out, err=io.StringIO()) == 0
+    return out.getvalue()
+
+
 @pytest.mark.parametrize("precision", ["input", "float64"])
 def test_every_door_follows_precision(long_rows, precision, tmp_path):
     y, z = long_rows
@@ -50,13 +61,7 @@ def test_every_door_follows_precision(long_rows, precision, tmp_path):
     ev.update(y[1234:], z[1234:])
     assert ev.precision == precision and ev.result() == expected
     assert fastce.diagnose(y, logits=z, precision=precision).metrics == expected
-    np.save(tmp_path / "y.npy", y)
-    np.save(tmp_path / "z.npy", z)
-    out = io.StringIO()
-    argv = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--json",
-            "--no-progress", "--precision", precision]
-    assert cli.main(argv, out=out, err=io.StringIO()) == 0
-    assert out.getvalue() == expected.to_json() + "\n"
+    assert _eval_command_json(tmp_path, y, z, precision) == expected.to_json() + "\n"
     loss = fastce.cross_entropy(z, y, precision=precision)
     assert loss == pytest.approx(expected.cross_entropy, rel=1e-15)
     da = pytest.importorskip("dask.array")
@@ -141,13 +146,7 @@ def test_binary_logits_follow_precision_through_every_door(precision, tmp_path):
         assert mixed.metrics["a"] == expected
         assert mixed.delta("b", "a", "cross_entropy").estimate == pytest.approx(
             fastce.evaluate(y, logits=z.astype(np.float64)).cross_entropy - expected.cross_entropy, abs=1e-12)
-    np.save(tmp_path / "y.npy", y)
-    np.save(tmp_path / "z.npy", z)
-    out = io.StringIO()
-    argv = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--json",
-            "--no-progress", "--precision", precision]
-    assert cli.main(argv, out=out, err=io.StringIO()) == 0
-    assert out.getvalue() == expected.to_json() + "\n"
+    assert _eval_command_json(tmp_path, y, z, precision) == expected.to_json() + "\n"
     da = pytest.importorskip("dask.array")
     from fastce import dask as fastce_dask
 
