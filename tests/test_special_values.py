@@ -323,3 +323,26 @@ def test_family_sums_keep_non_finite_block_sums():
         warnings.simplefilter("error")
         clean = AF.accumulate_bce(scores, target, from_logits=True, row_weight=np.ones(4))
     assert not clean.nonfinite.any() and clean.value(KB.S_WEIGHT) == 4.0
+
+
+@pytest.mark.parametrize("two_columns", [False, True], ids=["binary", "two-class"])
+def test_losses_whose_sum_overflows_say_so(two_columns):
+    """Finite per-row losses near 1e308 whose block sum leaves float64's range: cross_entropy is inf (as the
+    state has always made it), with a warning that says why, and the standard errors' warning no longer
+    claims the means are unaffected.  A real infinite loss gives inf without that warning."""
+    y = np.array([0, 0, 1])
+    z = np.array([1.7e308, 1.7e308, 1.0])
+    if two_columns:
+        z = np.stack([np.zeros(3), z], axis=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = fastce.evaluate(y, logits=z)
+    messages = [str(w.message) for w in caught]
+    assert m.cross_entropy == math.inf
+    assert any("cross_entropy is inf, but no row's loss is" in text for text in messages), messages
+    assert not any("the means are unaffected" in text for text in messages), messages
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = fastce.evaluate(np.array([0, 1]), logits=np.array([np.inf, 1.0]) if not two_columns
+                            else np.array([[-np.inf, 0.0], [0.0, 1.0]]))
+    assert m.cross_entropy == math.inf and not caught  # an infinite loss: no overflow to report

@@ -279,11 +279,24 @@ class State:
             top_k = {k: self.hits(i) / weight_sum for i, k in enumerate(self.top_k)}
             accuracy = top_k[1] if 1 in top_k else math.nan
             stderr, effective = self.standard_errors()
+            # No row's loss infinite (none recorded as the first one), yet the mean is: a block's sum of finite
+            # losses left float64's range (kernels.fold_blocks counts such a block in C_INF_LOSS).
+            loss_overflow = math.isinf(cross_entropy) and self.counts[K.FIRST_INF_LOSS] < 0
+            if loss_overflow:
+                warnings.warn(
+                    f"cross_entropy is inf, but no row's loss is: their weighted sum exceeds the float64 range "
+                    f"(largest float {sys.float_info.max:.4g}), from {scores_name} of magnitude near 1e304 or "
+                    "more, so the mean is not known. Scores that large are almost surely a bug in the model's "
+                    "output.",
+                    FastCEWarning,
+                    stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
+                )
             if self.moment_overflows:
                 warnings.warn(
                     "standard errors are unknown (NaN): a block's sum of squared per-row losses or squared "
-                    "weights exceeds the float64 range (values above ~1e154); the means are unaffected. Weights "
-                    "that large can be rescaled: only ratios of sample_weight matter.",
+                    "weights exceeds the float64 range (values above ~1e154)"
+                    + ("" if loss_overflow else "; the means are unaffected")
+                    + ". Weights that large can be rescaled: only ratios of sample_weight matter.",
                     FastCEWarning,
                     stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
                 )
