@@ -23,7 +23,6 @@ The paired statistics (see ``errorbars`` for the formulas):
 from __future__ import annotations
 
 import functools
-
 import math
 import warnings
 from dataclasses import dataclass, field

@@ -45,6 +45,8 @@ from fastce._config import KERNEL_OPTIONS, OVERLOAD_OPTIONS, kernel_step
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import run_tasks
 from fastce._vecmath import (
+    _ONE_F32,
+    _ZERO_F32,
     EXP_BIAS_F32,
     _exp_reduced_f32,
     as_float64,
@@ -165,8 +167,7 @@ def element_loss(x, y, pos_w, mode):
 # exp(-|x|) * 2**EXP_BIAS_F32 is a normal float32 while |x| <= 156; beyond, it is taken as 0 (a loss below
 # 2.4e-68, as the multi-class float32 path: kernels._exp_sums_f32).
 _BIASED_CEILING_F32 = np.float32(156.0)
-_UNBIAS = 2.0 ** -EXP_BIAS_F32
-_ZERO_F32, _ONE_F32 = np.float32(0.0), np.float32(1.0)
+_UNBIAS = K._UNBIAS  # 2**-EXP_BIAS_F32, as the multi-class float32 path unscales its exps
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -661,7 +662,7 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
     Labels other than 0 and 1 are reported (the door's range check, when
     it left that check to the kernel: readers.BinaryReader.validate_once):
     the labels' bits OR-ed, one instruction a vector (counting them, two
-    compares and a masked add, cost 10% of the loop), then every bit but
+    compares and a masked add, made the kernel 13-15% slower), then every bit but
     the lowest; nonzero when some label is neither 0 nor 1.
     """
     n_ok = 0
