@@ -134,6 +134,7 @@ def accumulate_matrix(
     on_rows=None,
     row_stats=None,
     precision: str = "input",
+    on_bad_labels=None,
 ) -> State:
     """State of an (N, C) score matrix (kernel view: see validation.scores) and its labels.
 
@@ -147,6 +148,10 @@ def accumulate_matrix(
     ``pred`` the argmax); the buffers are reused, one call's rows at a time,
     so they never grow with N.  ``row_stats``, if given instead, is an
     (N, kernels.ROW_STATS_COLUMNS) array the kernel fills in place (no argmax).
+
+    ``on_bad_labels``: the labels' range check, when the caller left it to
+    the kernel (raises its error; see ``kernels.score_blocks``); run once
+    at most.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; pass one of {', '.join(map(repr, PRECISIONS))}")
@@ -160,6 +165,11 @@ def accumulate_matrix(
     block_rows = _config.block_rows(n_classes)
 
     buffers = []  # per-row diagnostics of one call, allocated at the first (largest) call
+    unchecked = [on_bad_labels]  # the range check, until it has run once
+
+    def check_labels():
+        check, unchecked[0] = unchecked[0], None
+        check()
 
     def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
         # A few tasks per thread balance the load; results do not depend on it.
@@ -175,6 +185,7 @@ def accumulate_matrix(
             kernel_input(scores[start:stop]), labels_part, weights_part, class_weight, np.int64(ignore_label), ks,
             bool(ties_to_last), mode, float(proba_eps), float(sum_tolerance), losses_part, stats, pred,
             nblocks, block_rows, blocks_per_task, fsums, icounts, float32_math,
+            None if unchecked[0] is None else check_labels,
         )
         if on_rows is not None:
             on_rows(start, labels_part, weights_part, stats, pred)

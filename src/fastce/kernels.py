@@ -1149,11 +1149,15 @@ def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
     order, so that each row's loss, Brier term and rank are those of the general path, bit for bit.
 
     Returns (ok, ignored, finite, loss, brier, other class ahead of the true one, row max, p(true class)):
-    ok means finite and not ignored.  Inlined into its callers by LLVM: called, it kept their loop scalar
+    ok means finite, not ignored and labelled 0 or 1.  Inlined into its callers by LLVM: called, it kept their loop scalar
     (and drops what a caller does not use, such as p(true class) for evaluate).
     """
     inline_into_callers()
-    ignored = label == ignore_label
+    # A label other than 0, 1 and the ignored one (left unchecked by the door, see score_blocks' on_bad_labels)
+    # makes its row neither counted nor ignored: its block is rare, and score_blocks checks the labels first.
+    # NO_LABEL stands for "no ignored label": a row labelled so is not ignored but out of range.
+    ignored = (label == ignore_label) & (ignore_label != NO_LABEL)
+    known = (label == 0) | (label == 1) | ignored
     second = (label == 1) & ~ignored  # the true class is column 1 (ignored rows read column 0)
     target = z1 if second else z0
     other = z0 if second else z1
@@ -1172,7 +1176,7 @@ def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
     value = high - target
     rest = e + (at_max - 1.0)
     finite = rest == rest
-    ok = finite & ~ignored
+    ok = finite & ~ignored & known
     # The rank as _walk_columns counts it: the other column is ahead when
     # higher, or equal on the winning side of a tie.
     tie_ahead = ties_to_last if not second else not ties_to_last
@@ -1189,6 +1193,82 @@ def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
     loss = value + (a if u == 1.0 else corrected)
     p_true = e_true / total  # as _pair_inputs reads it from the general path's scratch
     return ok, ignored, finite, loss, brier, ahead, high, p_true
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _two_class_row_weights(labels, sample_weight, class_weight, start, count, row_weight):
+    """Each row's weight (sample weight times its class's weight) into ``row_weight``, in a loop of its own:
+    a weight load under a run-time condition kept _two_class_loop scalar."""
+    weighted_classes = class_weight.shape[0] != 0
+    w0 = np.float64(class_weight[0]) if weighted_classes else 1.0
+    w1 = np.float64(class_weight[1]) if weighted_classes else 1.0
+    if sample_weight.shape[0] != 0:
+        for r in range(count):
+            w = np.float64(sample_weight[np.uint64(start + r)])
+            row_weight[r] = w * (w1 if labels[np.uint64(start + r)] == 1 else w0) if weighted_classes else w
+    else:
+        for r in range(count):
+            row_weight[r] = w1 if labels[np.uint64(start + r)] == 1 else w0
+
+
+# Inlined by numba: each call site passes a constant ``weighted``, and the
+# inlined copy is a loop without a flag test, which LLVM vectorises.
+@njit(inline="always", **KERNEL_OPTIONS)
+def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, start, count, row_weight, cells,
+                    weighted, pair_inputs):
+    """_two_class_block's loop over its rows: the per-row terms into ``cells`` (rows T_... of TERM_ROW), and
+    (rows OK + _COUNT_SCALE * rows ignored, probability-like rows + _COUNT_SCALE * those with a max of 1,
+    counted rows ranked first).
+
+    ``weighted`` False (no sample or class weights): every row weight is 0
+    or 1, so the weight and hit sums are counts and the w^2 terms those of
+    w (store_sums' unit_weights): only the loss, Brier and squared terms
+    are written, four stores a row instead of ten.
+    """
+    ok_ignored = 0.0  # rows OK + _COUNT_SCALE * rows ignored
+    like_one_hot = 0.0  # probability-like rows + _COUNT_SCALE * those with a max of 1
+    n_hit = 0
+    for r in range(count):
+        i = np.uint64(start + r)
+        label = np.int64(labels[i])
+        z0 = as_float64(flat[np.uint64(2) * i])
+        z1 = as_float64(flat[np.uint64(2) * i + np.uint64(1)])
+        ok, ignored, finite, loss, brier, ahead, high, p_true = _two_class_row(z0, z1, label, ignore_label,
+                                                                              ties_to_last)
+        u = np.uint64(r)
+        if pair_inputs is not None:  # pruned by numba where pair_inputs is None
+            cells[np.uint64((N_TERMS + IN_LOSS) * TERM_ROW) + u] = loss if ok else np.nan
+            cells[np.uint64((N_TERMS + IN_BRIER) * TERM_ROW) + u] = brier if ok else np.nan
+            cells[np.uint64((N_TERMS + IN_RANK) * TERM_ROW) + u] = (1.0 if ahead else 0.0) if ok else np.nan
+            cells[np.uint64((N_TERMS + IN_P_TRUE) * TERM_ROW) + u] = p_true if ok else np.nan
+        w = (row_weight[r] if weighted else 1.0) if ok else 0.0
+        counted = w != 0.0
+        # Infinite weighted losses make the loss sum infinite: the block is then rare.
+        weighted_loss = w * loss if counted else 0.0
+        bri = brier if counted else 0.0
+        cells[np.uint64(T_LOSS * TERM_ROW) + u] = weighted_loss
+        cells[np.uint64(T_BRIER * TERM_ROW) + u] = w * bri
+        hit = 0.0 if ahead else w
+        # The moments as _block_terms (no infinite w * loss here).
+        w2 = w * w
+        loss_m = loss if counted else 0.0
+        cells[np.uint64(T_W2LOSS2 * TERM_ROW) + u] = w2 * (loss_m * loss_m)
+        cells[np.uint64(T_W2BRIER2 * TERM_ROW) + u] = w2 * (bri * bri)
+        if weighted:
+            cells[np.uint64(T_WEIGHT * TERM_ROW) + u] = w
+            cells[np.uint64(T_HIT * TERM_ROW) + u] = hit
+            cells[np.uint64(T_HIT2 * TERM_ROW) + u] = hit * w
+            cells[np.uint64(T_W2 * TERM_ROW) + u] = w2
+            cells[np.uint64(T_W2LOSS * TERM_ROW) + u] = w2 * loss_m
+            cells[np.uint64(T_W2BRIER * TERM_ROW) + u] = w2 * bri
+        else:
+            n_hit += counted & ~ahead
+        # Counts: sums of small integers, exact in any order.
+        ok_ignored = add_reassoc(ok_ignored, (1.0 if ok else 0.0) + (_COUNT_SCALE if ignored else 0.0))
+        # Probability-like rows (see _probability_like_columns).
+        like = ok & (high <= 1.0) & (z0 >= 0.0) & (z1 >= 0.0) & (abs((z0 + z1) - 1.0) <= sum_tolerance)
+        like_one_hot = add_reassoc(like_one_hot, (1.0 if like else 0.0) + (_COUNT_SCALE if like & (high == 1.0) else 0.0))
+    return ok_ignored, like_one_hot, n_hit
 
 
 # _two_class_block counts two kinds of rows in one float sum: one + _COUNT_SCALE * other
@@ -1230,64 +1310,15 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     # needs a run-time check per pair of rows -- with compare's pair inputs,
     # more checks than LLVM allows, and the loop stayed scalar.
     cells = terms.reshape(terms.shape[0] * TERM_ROW)
-    weighted_rows = sample_weight.shape[0] != 0
-    weighted_classes = class_weight.shape[0] != 0
-    w0 = np.float64(class_weight[0]) if weighted_classes else 1.0
-    w1 = np.float64(class_weight[1]) if weighted_classes else 1.0
-    # The row weights first, in a loop of their own: a weight load under a
-    # run-time condition kept the main loop scalar.
-    if weighted_rows:
-        for r in range(count):
-            w = np.float64(sample_weight[np.uint64(start + r)])
-            row_weight[r] = w * (w1 if labels[np.uint64(start + r)] == 1 else w0) if weighted_classes else w
-    elif weighted_classes:
-        for r in range(count):
-            row_weight[r] = w1 if labels[np.uint64(start + r)] == 1 else w0
+    unit = has_unit_weights(sample_weight, class_weight)
+    # One copy of the loop per case, each without a flag test inside (see _two_class_loop).
+    if unit:
+        ok_ignored, like_one_hot, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
+                                                          start, count, row_weight, cells, False, pair_inputs)
     else:
-        for r in range(count):
-            row_weight[r] = 1.0
-    # The per-row terms of the block sums into ``terms`` (rows T_...), summed
-    # after the loop as _finish_block sums its own (store_sums): the same
-    # terms in the same order, so the same bits as the general path.
-    ok_ignored = 0.0  # rows OK + _COUNT_SCALE * rows ignored
-    like_one_hot = 0.0  # probability-like rows + _COUNT_SCALE * those with a max of 1
-    for r in range(count):
-        i = np.uint64(start + r)
-        label = np.int64(labels[i])
-        z0 = as_float64(flat[np.uint64(2) * i])
-        z1 = as_float64(flat[np.uint64(2) * i + np.uint64(1)])
-        ok, ignored, finite, loss, brier, ahead, high, p_true = _two_class_row(z0, z1, label, ignore_label,
-                                                                              ties_to_last)
-        u = np.uint64(r)
-        if pair_inputs is not None:  # pruned by numba where pair_inputs is None
-            cells[np.uint64((N_TERMS + IN_LOSS) * TERM_ROW) + u] = loss if ok else np.nan
-            cells[np.uint64((N_TERMS + IN_BRIER) * TERM_ROW) + u] = brier if ok else np.nan
-            cells[np.uint64((N_TERMS + IN_RANK) * TERM_ROW) + u] = (1.0 if ahead else 0.0) if ok else np.nan
-            cells[np.uint64((N_TERMS + IN_P_TRUE) * TERM_ROW) + u] = p_true if ok else np.nan
-        w = row_weight[r] if ok else 0.0
-        counted = w != 0.0
-        # Infinite weighted losses make the loss sum infinite: the block is then rare.
-        weighted = w * loss if counted else 0.0
-        bri = brier if counted else 0.0
-        cells[np.uint64(T_WEIGHT * TERM_ROW) + u] = w
-        cells[np.uint64(T_LOSS * TERM_ROW) + u] = weighted
-        cells[np.uint64(T_BRIER * TERM_ROW) + u] = w * bri
-        hit = 0.0 if ahead else w
-        cells[np.uint64(T_HIT * TERM_ROW) + u] = hit
-        cells[np.uint64(T_HIT2 * TERM_ROW) + u] = hit * w
-        # The moments as _block_terms (no infinite w * loss here).
-        w2 = w * w
-        loss_m = loss if counted else 0.0
-        cells[np.uint64(T_W2 * TERM_ROW) + u] = w2
-        cells[np.uint64(T_W2LOSS * TERM_ROW) + u] = w2 * loss_m
-        cells[np.uint64(T_W2LOSS2 * TERM_ROW) + u] = w2 * (loss_m * loss_m)
-        cells[np.uint64(T_W2BRIER * TERM_ROW) + u] = w2 * bri
-        cells[np.uint64(T_W2BRIER2 * TERM_ROW) + u] = w2 * (bri * bri)
-        # Counts: sums of small integers, exact in any order.
-        ok_ignored = add_reassoc(ok_ignored, (1.0 if ok else 0.0) + (_COUNT_SCALE if ignored else 0.0))
-        # Probability-like rows (see _probability_like_columns).
-        like = ok & (high <= 1.0) & (z0 >= 0.0) & (z1 >= 0.0) & (abs((z0 + z1) - 1.0) <= sum_tolerance)
-        like_one_hot = add_reassoc(like_one_hot, (1.0 if like else 0.0) + (_COUNT_SCALE if like & (high == 1.0) else 0.0))
+        _two_class_row_weights(labels, sample_weight, class_weight, start, count, row_weight)
+        ok_ignored, like_one_hot, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
+                                                          start, count, row_weight, cells, True, pair_inputs)
     loss_sum = lanes.ordered_sum(terms[T_LOSS], count)
     n_ignored = math.floor(ok_ignored / _COUNT_SCALE)
     n_ok = ok_ignored - n_ignored * _COUNT_SCALE
@@ -1296,10 +1327,15 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     n_one_hot = math.floor(like_one_hot / _COUNT_SCALE)
     n_k = top_k.shape[0]
     moments = F_TOPK + n_k
-    unit = has_unit_weights(sample_weight, class_weight)
-    store_sums(terms[T_WEIGHT], terms, count, fsums, b, moments, unit, loss_sum)
-    hits = lanes.ordered_sum(terms[T_HIT], count)
-    hits2 = hits if unit else lanes.ordered_sum(terms[T_HIT2], count)
+    if unit:
+        # Weights 0 or 1: the weight and hit sums are the counts (exactly the ordered sums' bits).
+        store_sums_of_weight(np.float64(n_ok), terms, count, fsums, b, moments, True, loss_sum)
+        hits = np.float64(n_hit)
+        hits2 = hits
+    else:
+        store_sums(terms[T_WEIGHT], terms, count, fsums, b, moments, False, loss_sum)
+        hits = lanes.ordered_sum(terms[T_HIT], count)
+        hits2 = lanes.ordered_sum(terms[T_HIT2], count)
     for k in range(n_k):
         # Two classes: rank 0 or 1, so top-k for k >= 2 is every counted row
         # (the general path's terms for it are the weights and their squares).
@@ -1403,6 +1439,7 @@ def score_blocks(
     fsums,
     icounts,
     float32_math=False,
+    on_bad_labels=None,
 ):
     """Per-block sums for an (N, C) score matrix, rows [0, nblocks * block_rows).
 
@@ -1436,6 +1473,13 @@ def score_blocks(
     exps of long logits rows in float32 arithmetic, each row's loss within a
     few float32 ulp (see _exp_sums_f32); False keeps float64 math.
 
+    ``on_bad_labels``: the labels' range check, when the door left it to the
+    kernel (Reader.validate_once): the two-class kernel reads every label,
+    and a row labelled other than 0, 1 or ``ignore_label`` makes its block
+    rare; the check is called (and raises the door's error) before the
+    general path reads any rare block's labels, or before anything when
+    the two-class kernel does not apply.
+
     Each block first walks its rows (one read of each) into per-row scratch,
     then a second, vectorised loop over the scratch takes the logs and sums.
     Blocks are grouped into tasks of ``blocks_per_task`` for the threads;
@@ -1444,13 +1488,19 @@ def score_blocks(
     tasks = score_tasks_short if scores.shape[1] <= COLUMN_WALK_MAX_CLASSES else score_tasks_long
     two_class = (mode == MODE_LOGITS and scores.shape[1] == 2 and row_losses.shape[0] == 0
                  and row_stats.shape[0] == 0 and row_pred.shape[0] == 0)
+    if on_bad_labels is not None and not two_class:
+        on_bad_labels()
     run_tasks(score_tasks_two_class if two_class else tasks,
               (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
                sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums, icounts,
                bool(float32_math)), -(-nblocks // blocks_per_task))
     if two_class:
-        # Blocks with a non-finite row or an infinite loss: the general path, one block at a time.
-        for b in np.flatnonzero(icounts[:nblocks, C_ROWS] == RARE_BLOCK):
+        # Blocks with a non-finite row, an infinite loss or a label not checked yet: the general path, one block
+        # at a time, once the labels are known to be in range.
+        rare = np.flatnonzero(icounts[:nblocks, C_ROWS] == RARE_BLOCK)
+        if on_bad_labels is not None and rare.shape[0]:
+            on_bad_labels()
+        for b in rare:
             start, stop = b * block_rows, min((b + 1) * block_rows, scores.shape[0])
             weights = sample_weight[start:stop] if sample_weight.shape[0] else sample_weight
             score_tasks_short(scores[start:stop], labels[start:stop], weights, class_weight, ignore_label, top_k,

@@ -353,14 +353,16 @@ class _StateReader(Reader):
 
 
 def read_scores(view, labels, weights, *, top_k, from_logits: bool, eps: float, on_rows=None,
-                ignore_label: int = K.NO_LABEL, precision: str = "input") -> State:
+                ignore_label: int = K.NO_LABEL, precision: str = "input", on_bad_labels=None) -> State:
     """One read of validated scores (``Scores.view``) into a fresh State.
 
     The kernel call shared by every door: ``eps`` is the machine epsilon of
     the caller's dtype (clipping and the sum-to-one test of probabilities);
     ``on_rows`` receives each slice's per-row diagnostics (see
     ``_accumulate.accumulate_matrix``); ``precision`` is the kernels' math
-    (``"input"`` or ``"float64"``, see ``_accumulate.accumulate_matrix``).
+    (``"input"`` or ``"float64"``, see ``_accumulate.accumulate_matrix``);
+    ``on_bad_labels`` a range check of the labels left to the kernel
+    (Batch.deferred_check).
     """
     return _accumulate.accumulate_matrix(
         view,
@@ -374,6 +376,7 @@ def read_scores(view, labels, weights, *, top_k, from_logits: bool, eps: float, 
         sum_tolerance=sum_to_one_tolerance(eps),
         on_rows=on_rows,
         precision=precision,
+        on_bad_labels=on_bad_labels,
     )
 
 
@@ -404,14 +407,38 @@ class MulticlassReader(_StateReader):
                     value=target.shape,
                 )
             target = tasks.one_hot_labels(target)
-        labels = validation.class_indices(target, "y_true", n_rows, self.num_classes, ignore_label=self.ignore_index)
+        labels = self._labels(target, n_rows)
         return Batch(scores.view, scores.eps, labels, validation.sample_weight(sample_weight, n_rows))
 
+    def validate_once(self, y, scores, sample_weight, *, name="scores") -> Batch:
+        """Unweighted two-class logits with class indices: the labels' range is checked by the two-class
+        kernel as it reads them (a pass over the labels less: with int64 labels and float32 logits they are
+        half the bytes read); a label out of range then raises validate's error (kernels.score_blocks'
+        on_bad_labels).  Weights are validated after the labels: with them, everything is checked here."""
+        target = validation.as_array(y, "y_true")
+        if (sample_weight is not None or not self.from_logits or self.num_classes != 2 or target.ndim != 1):
+            return self.validate(y, scores, sample_weight, name=name)
+        n_rows = self._scores_shape(scores, name)
+        labels = self._labels(target, n_rows, check_range=False)
+        if labels.dtype == np.uint64:  # the kernel reads labels as int64: 2**64 - 1 would read as -1 (ignore_index?)
+            return self.validate(labels, scores, sample_weight, name=name)
+        return Batch(scores.view, scores.eps, labels, None,
+                     deferred_check=lambda: self._labels(labels, n_rows, check_range=True))
+
+    def _labels(self, target, n_rows: int, *, check_range: bool = True) -> np.ndarray:
+        return validation.class_indices(target, "y_true", n_rows, self.num_classes, ignore_label=self.ignore_index,
+                                        check_range=check_range)
+
     def read(self, batch: Batch) -> State:
+        if batch.groups is not None:
+            batch = batch.checked()
+
         def read(on_rows=None):
+            # A deferred check (validate_once) runs only when the two-class kernel finds a rare block, or before
+            # any other kernel (kernels.score_blocks).
             return read_scores(batch.view, batch.targets, batch.weights, top_k=self.top_k,
                                from_logits=self.from_logits, eps=batch.eps, ignore_label=self.ignore_label,
-                               precision=self.precision, on_rows=on_rows)
+                               precision=self.precision, on_rows=on_rows, on_bad_labels=batch.deferred_check)
 
         return _read_grouped(read, batch, self)
 
@@ -426,6 +453,8 @@ class MulticlassReader(_StateReader):
 
     def read_with_diagnostics(self, batch: Batch, options):
         from fastce.diagnostics import read_with_diagnostics
+
+        batch = batch.checked()  # validate's errors first, as without the deferral
 
         def read(on_rows=None):
             return read_with_diagnostics(batch.view, batch.targets, batch.weights, top_k=self.top_k,
