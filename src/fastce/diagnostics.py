@@ -170,7 +170,7 @@ class DiagnosticsState:
             if DK.fold_bins(labels, weights, stats, pred, float(opts.confident_below), layout, block_rows, n_chunks,
                             self.bins, self.counts, losses):
                 raise_weights_overflow("sample_weight", None)  # the State's error for the same weights
-            DK.fold_classes(labels, weights, losses, pred, layout, self.acc, self.lo, self.counts)
+            DK.fold_classes(labels, weights, losses, pred, layout, self.acc, self.lo, self.counts, block_rows)
         if opts.worst_k:
             self._fold_worst(first_row, labels, weights, stats, pred, losses)
         if not weights.shape[0] and opts.dense:

@@ -19,7 +19,11 @@ accumulators) are double-double pairs (sum, compensation), renormalised
 after every addition: 106 bits, so a sum is exact, and again the same from
 every door, while it stays below 2^105 times the finest ulp of its terms
 (about 2^53 times its smallest term: always for counts of unweighted rows);
-past that a door's last bit may differ.
+past that a door's last bit may differ.  Up to three classes a cell takes
+one addition a kernel block (the float64 sum of the block's rows, in row
+order, from every door), not one a row: every row of a binary problem falls
+in one of two cells, and adding them one by one was a chain of dependent
+additions through memory (diagnose up to 24x evaluate at C = 2).
 Layout of the flat float accumulator (offsets in ``layout``):
 
     SPLIT    8 values: weight and weighted loss of correct rows, of wrong
@@ -47,7 +51,7 @@ from numba import njit
 from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel_step
 from fastce._exactsum import NUM_LIMBS, exact_add, exact_add_at, normalize
 from fastce._parallel import run_tasks, strides
-from fastce._vecmath import float64_to_bits
+from fastce._vecmath import float64_to_bits, inline_into_callers
 
 # SPLIT entries
 S_W_RIGHT, S_L_RIGHT, S_W_WRONG, S_L_WRONG, S_W_CONFWRONG, S_L_CONFWRONG, S_W_ALL, S_L_ALL = range(8)
@@ -324,11 +328,60 @@ CLASS_PARTS = 2
 DIRECT_CONFUSION_CLASSES = 256
 
 
+# The class folds add a row's values to a cell through ``_defer``: the cell's float64 partial sum over the
+# rows of the current kernel block (block_rows, counted from row 0 as fold_bins' blocks: the same rows from
+# every door), in row order, and the partial once to the double-double when the block ends (``_flush_partials``).
+# Row by row, every row of a class added to one double-double: a chain of dependent adds (some 40 cycles a
+# row through memory) that made diagnose 24x evaluate at C = 2, where every row falls in one of two cells.
+# Steps without reference counts, inlined by LLVM: inlined by numba, they put a reference count on each
+# array argument in the row loop (more than half of diagnose's samples at C = 10, perf).
+@kernel_step(**LEAF_OPTIONS)
+def _defer(pending, stamp, touched, n_touched, at, x, block):
+    """pending[at] += x within block ``block`` (its first value there starts the partial and lists ``at``
+    in ``touched``); returns the new count of cells listed."""
+    inline_into_callers()
+    if stamp[at] != block:
+        stamp[at] = block
+        touched[np.uint64(n_touched)] = at
+        pending[at] = x
+        return n_touched + 1
+    pending[at] += x
+    return n_touched
+
+
+# Per-block partials only up to this many classes: above, the rows of a block spread over many cells, a
+# partial rarely gathers more than a row or two, and the bookkeeping cost more than it saved (the class fold
+# alone, two threads, 1M rows: C = 10 8.1-9.0 -> 10.5 ns a row, C = 100 4.9-6.0 -> 6.6-7.6).
+BLOCK_PARTIALS_MAX_CLASSES = 3
+
+
+@kernel_step(**LEAF_OPTIONS)
+def _into(acc, lo, pending, stamp, touched, n_touched, at, x, block, by_block):
+    """x into cell ``at``: through its block's partial (``_defer``) when ``by_block``, else straight into the
+    double-double; returns the new count of cells listed."""
+    inline_into_callers()
+    if by_block:
+        return _defer(pending, stamp, touched, n_touched, at, x, block)
+    _add(acc, lo, at, x)
+    return n_touched
+
+
+@kernel_step(**LEAF_OPTIONS)
+def _flush_partials(acc, lo, pending, touched, n_touched):
+    """Each listed cell's partial into its double-double (in the order the cells were first met); returns 0."""
+    inline_into_callers()
+    for k in range(n_touched):
+        at = np.uint64(touched[np.uint64(k)])
+        _add(acc, lo, at, pending[at])
+    return 0
+
+
 # The two class folds, weighted and not, are kernels of their own (chosen by fold_classes), with no helper
 # functions of their own: a first call compiles only the one it runs, and each numba function costs its
 # own compile (the first diagnose's compile grew by 0.4 s with helpers for each step).
 @njit(**KERNEL_OPTIONS)
-def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, wrong, first_task, task_step):
+def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, wrong, block_rows, epoch, pending,
+                       stamp, touched, first_task, task_step):
     """Weighted rows: the per-class sums and the dense confusion matrix (see CLASS_PARTS).
 
     Every sum is a double-double (see ``_add`` and the module docstring).
@@ -345,10 +398,18 @@ def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, w
     numba prunes the branches on ``wrong is not None`` before typing, so the
     kernel compiled for None has no sort: it took 0.7 s of every first
     diagnose's compile, at any C.
+
+    Up to BLOCK_PARTIALS_MAX_CLASSES classes, the rows' weights, losses and
+    (direct) confusion weights reach the double-doubles through per-block
+    partial sums (``_into``, ``_defer``; block k of rows [k * block_rows,
+    (k + 1) * block_rows), stamped ``epoch + k`` in ``stamp``; ``pending``
+    and ``stamp`` as long as ``acc``, ``touched`` one such row per part);
+    above, row by row.
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     n_rows = labels.shape[0]
     direct = conf >= 0 and wrong is None  # a dense matrix that takes wrong rows as they come (see fold_classes)
+    by_block = n_classes <= BLOCK_PARTIALS_MAX_CLASSES
     by_label = np.empty(n_rows, dtype=np.int64)
     by_prediction = np.empty(n_rows, dtype=np.int64)
     for part in range(first_task, CLASS_PARTS, task_step):
@@ -360,30 +421,51 @@ def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, w
             n_label += (labels[r] >= first) & (labels[r] < stop)
             by_prediction[n_prediction] = r
             n_prediction += (pred[r] >= first) & (pred[r] < stop)
-        # Unsigned indices (see _count_classes_tasks).
+        listing = touched[part]
+        # Unsigned indices (see _count_classes_tasks).  Rows in order: a block ends when a row lies past it.
+        n_touched = 0
+        block = -1
+        block_end = 0
         for i in range(n_prediction):
             r = np.uint64(by_prediction[i])
             w = weights[r]
             if losses[r] == losses[r] and w != 0.0:  # counted (see _row_values)
-                _add(acc, lo, np.uint64(cls + CLASS_COLUMNS * pred[r] + K_PREDICTED), w)
+                if np.int64(r) >= block_end:
+                    n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
+                    block = np.int64(r) // block_rows
+                    block_end = (block + 1) * block_rows
+                at = np.uint64(cls + CLASS_COLUMNS * pred[r] + K_PREDICTED)
+                n_touched = _into(acc, lo, pending, stamp, listing, n_touched, at, w, epoch + block, by_block)
+        n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
+        block_end = 0
         listed = 0
         for i in range(n_label):
             r = np.uint64(by_label[i])
             label, predicted, w, loss = labels[r], pred[r], weights[r], losses[r]
             if not (loss == loss and w != 0.0):  # not counted (see _row_values)
                 continue
+            if np.int64(r) >= block_end:
+                n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
+                block = np.int64(r) // block_rows
+                block_end = (block + 1) * block_rows
+            stamped = epoch + block
             wl = 0.0 if loss == np.inf else w * loss
             row = cls + CLASS_COLUMNS * label
             counts[np.uint64(N_PER_CLASS + label)] += 1
-            _add(acc, lo, np.uint64(row + K_SUPPORT), w)
-            _add(acc, lo, np.uint64(row + K_LOSS), wl)
+            n_touched = _into(acc, lo, pending, stamp, listing, n_touched, np.uint64(row + K_SUPPORT), w, stamped,
+                              by_block)
+            n_touched = _into(acc, lo, pending, stamp, listing, n_touched, np.uint64(row + K_LOSS), wl, stamped,
+                              by_block)
             if predicted == label:
-                _add(acc, lo, np.uint64(row + K_HITS), w)
+                n_touched = _into(acc, lo, pending, stamp, listing, n_touched, np.uint64(row + K_HITS), w, stamped,
+                                  by_block)
             elif direct:
-                _add(acc, lo, np.uint64(conf + n_classes * label + predicted), w)
+                n_touched = _into(acc, lo, pending, stamp, listing, n_touched,
+                                  np.uint64(conf + n_classes * label + predicted), w, stamped, by_block)
             elif wrong is not None:
                 wrong[part, listed] = r
                 listed += 1
+        _flush_partials(acc, lo, pending, listing, n_touched)
         if wrong is not None:
             _add_confusions(labels, pred, weights, wrong[part, :listed], n_classes, conf, acc, lo)
 
@@ -393,7 +475,8 @@ T_SUPPORT, T_PREDICTED, T_HITS = range(3)
 
 
 @njit(**KERNEL_OPTIONS)
-def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, cells, wrong, first_task, task_step):
+def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, cells, wrong, block_rows, epoch,
+                         pending, stamp, touched, first_task, task_step):
     """Unit weights: ``_sum_classes_tasks``' sums, the weights counted as integers.
 
     Every weight is 1, so a class's support, predictions and hits are row
@@ -410,11 +493,16 @@ def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, c
     counts its labels' cells in ``cells[p * n_cells:]`` (label - first, then
     predicted; left zeroed) and adds each once.  A double-double add a wrong
     row was over a quarter of this fold at C = 100 with random scores.
+    The losses reach the double-doubles as in ``_sum_classes_tasks``
+    (per-block partials up to BLOCK_PARTIALS_MAX_CLASSES classes, the
+    same sums), and a part of one class (C <= 3) keeps its counts and its
+    partial in registers.
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     n_rows = labels.shape[0]
     n_cells = cells.shape[0] // CLASS_PARTS
     direct = n_cells != 0  # fold_classes gives the cells only to a dense matrix taking wrong rows as they come
+    by_block = n_classes <= BLOCK_PARTIALS_MAX_CLASSES
     by_label = np.empty(n_rows, dtype=np.int64)
     for part in range(first_task, CLASS_PARTS, task_step):
         first = part * n_classes // CLASS_PARTS
@@ -422,30 +510,79 @@ def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, c
         other = stop + part
         own_cells = part * n_cells - first * n_classes  # cells[own_cells + label * C + predicted]
         n_label = 0
-        # Unsigned indices where numba cannot tell they are not negative: a signed one costs a wraparound test.
-        for r in range(n_rows):
-            counted = losses[r] == losses[r]  # NaN: not counted (non-finite scores, ignored labels)
-            predicted = pred[r]
-            own = counted & (predicted >= first) & (predicted < stop)
-            tally[np.uint64(predicted + part if own else other), T_PREDICTED] += 1
-            by_label[np.uint64(n_label)] = r
-            n_label += counted & (labels[r] >= first) & (labels[r] < stop)
         listed = 0
-        for i in range(n_label):
-            r = np.uint64(by_label[i])
-            label, predicted, loss = labels[r], pred[r], losses[r]
-            _add(acc, lo, np.uint64(cls + CLASS_COLUMNS * label + K_LOSS), 0.0 if loss == np.inf else loss)
-            right = predicted == label
-            t = np.uint64(label + part)
-            tally[t, T_SUPPORT] += 1
-            tally[t, T_HITS] += right
-            if right:
-                continue
-            if direct:
-                cells[np.uint64(own_cells + n_classes * label + predicted)] += 1
-            elif wrong is not None:
-                wrong[part, listed] = r
-                listed += 1
+        if stop - first == 1:
+            # One class in this part (C <= 3: binary problems): its counts and loss partial in registers.  The
+            # general loops below add into memory, and at C = 2 every row adds to the same cells: a chain of
+            # dependent stores and loads (over half of diagnose's time there, perf).  The same sums: the
+            # partial of each block in row order, added when the block ends.
+            n_predicted = 0
+            for r in range(n_rows):
+                counted = losses[r] == losses[r]
+                n_predicted += counted & (pred[r] == first)
+                by_label[np.uint64(n_label)] = r
+                n_label += counted & (labels[r] == first)
+            at = np.uint64(cls + CLASS_COLUMNS * first + K_LOSS)
+            partial = 0.0
+            block_end = 0
+            n_hits = 0
+            for i in range(n_label):
+                r = np.uint64(by_label[i])
+                if np.int64(r) >= block_end:
+                    if i:
+                        _add(acc, lo, at, partial)
+                    partial = 0.0
+                    block_end = (np.int64(r) // block_rows + 1) * block_rows
+                loss = losses[r]
+                partial += 0.0 if loss == np.inf else loss
+                predicted = pred[r]
+                right = predicted == first
+                n_hits += right
+                if direct and n_classes != 2 and not right:
+                    cells[np.uint64(own_cells + n_classes * first + predicted)] += 1
+            if n_label:
+                _add(acc, lo, at, partial)
+            if direct and n_classes == 2:  # every wrong row predicts the other class: one cell, counted here
+                cells[np.uint64(own_cells + n_classes * first + (1 - first))] += n_label - n_hits
+            t = np.uint64(first + part)
+            tally[t, T_SUPPORT] = n_label
+            tally[t, T_PREDICTED] = n_predicted
+            tally[t, T_HITS] = n_hits
+        else:
+            # Unsigned indices where numba cannot tell they are not negative: a signed one costs a wraparound test.
+            for r in range(n_rows):
+                counted = losses[r] == losses[r]  # NaN: not counted (non-finite scores, ignored labels)
+                predicted = pred[r]
+                own = counted & (predicted >= first) & (predicted < stop)
+                tally[np.uint64(predicted + part if own else other), T_PREDICTED] += 1
+                by_label[np.uint64(n_label)] = r
+                n_label += counted & (labels[r] >= first) & (labels[r] < stop)
+            listing = touched[part]
+            n_touched = 0
+            block = -1
+            block_end = 0
+            for i in range(n_label):
+                r = np.uint64(by_label[i])
+                label, predicted, loss = labels[r], pred[r], losses[r]
+                if np.int64(r) >= block_end:  # rows in order: a block ends when a row lies past it
+                    n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
+                    block = np.int64(r) // block_rows
+                    block_end = (block + 1) * block_rows
+                n_touched = _into(acc, lo, pending, stamp, listing, n_touched,
+                                  np.uint64(cls + CLASS_COLUMNS * label + K_LOSS), 0.0 if loss == np.inf else loss,
+                                  epoch + block, by_block)
+                right = predicted == label
+                t = np.uint64(label + part)
+                tally[t, T_SUPPORT] += 1
+                tally[t, T_HITS] += right
+                if right:
+                    continue
+                if direct:
+                    cells[np.uint64(own_cells + n_classes * label + predicted)] += 1
+                elif wrong is not None:
+                    wrong[part, listed] = r
+                    listed += 1
+            _flush_partials(acc, lo, pending, listing, n_touched)
         if direct:
             for cell in range(first * n_classes, stop * n_classes):
                 at = np.uint64(own_cells + cell)
@@ -633,23 +770,33 @@ def _weaker(loss_a, row_a, loss_b, row_b):
     return loss_a < loss_b or (loss_a == loss_b and row_a > row_b)
 
 
-def fold_classes(labels, weights, losses, pred, layout, acc, lo, counts):
-    """The per-class sums and dense confusion matrix, on the thread pool (see fastce._parallel): row by row
-    with weights, counted without."""
+def fold_classes(labels, weights, losses, pred, layout, acc, lo, counts, block_rows):
+    """The per-class sums and dense confusion matrix, on the thread pool (see fastce._parallel): summed per
+    kernel block (``block_rows``, rows numbered from a block boundary) with weights, counted without."""
     # A dense matrix that stays in cache takes its wrong rows as they come (row order: the same sums as sorted
     # by cell, see _add_confusions, whose sort cost more than the adds at C = 100); a bigger one gets each
     # part's wrong rows listed in ``wrong`` and sorted by cell.
     sorted_cells = layout[7] >= 0 and layout[0] > DIRECT_CONFUSION_CLASSES
     wrong = np.empty((CLASS_PARTS, labels.shape[0]), dtype=np.int64) if sorted_cells else None
+    # The per-block partial sums (see _defer): this call's blocks are stamped from a number above every stamp
+    # the thread's scratch holds (a counter kept with it), so those never need clearing.
+    size = acc.shape[0]
+    pending = scratch("class_pending", (size,))
+    stamp = scratch("class_stamp", (size,), np.int64, zeroed=True)
+    epoch = getattr(_SCRATCH, "class_epoch", 0) + 1
+    _SCRATCH.class_epoch = epoch + -(-labels.shape[0] // block_rows)
+    touched = scratch("class_touched", (CLASS_PARTS, size), np.int64)
+    partials = (block_rows, epoch, pending, stamp, touched)
     if weights.shape[0]:
-        run_tasks(_sum_classes_tasks, (labels, weights, losses, pred, layout, acc, lo, counts, wrong), CLASS_PARTS)
+        run_tasks(_sum_classes_tasks, (labels, weights, losses, pred, layout, acc, lo, counts, wrong) + partials,
+                  CLASS_PARTS)
     else:
         tally = scratch("class_tally", (int(layout[0]) + CLASS_PARTS, 3), np.int64, zeroed=True)
         # Each part's confusion cells (its labels' rows of the matrix): see _count_classes_tasks.
         direct = layout[7] >= 0 and not sorted_cells
         n_cells = (int(layout[0]) // CLASS_PARTS + 1) * int(layout[0]) if direct else 0
         cells = scratch("class_cells", (CLASS_PARTS * n_cells,), np.int64, zeroed=True)
-        run_tasks(_count_classes_tasks, (labels, losses, pred, layout, acc, lo, counts, tally, cells, wrong),
+        run_tasks(_count_classes_tasks, (labels, losses, pred, layout, acc, lo, counts, tally, cells, wrong) + partials,
                   CLASS_PARTS)
 
 
