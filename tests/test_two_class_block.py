@@ -1,8 +1,9 @@
 """The two-class logits fast path (kernels._two_class_block) against the general short-row path.
 
-Two-class logits with no per-row output are summed in one vectorised loop
-per block; a request for per-row losses sends the same rows through the
-general column walk.  Both must give the same counters exactly and the same
+Two-class logits with no per-row loss are summed in one vectorised loop
+per block (with diagnose's per-row statistics and argmax, if asked); a
+request for per-row losses sends the same rows through the general column
+walk.  Both must give the same counters exactly and the same
 sums up to their order of summation (each row's loss, Brier term and rank are
 computed by the same operations), for every kind of row: masked classes
 (-inf), ties, probability-like and one-hot rows, ignored rows, weights, and
@@ -46,19 +47,22 @@ def _rows(rng, n, dtype, *, rare: bool):
     return z.astype(dtype), labels
 
 
-def _score(z, labels, weights, class_weight, ties_to_last, top_k, per_row: bool):
+def _score(z, labels, weights, class_weight, ties_to_last, top_k, per_row: bool, stats=None, pred=None):
+    """score_blocks' block sums and counters; ``per_row``: with per-row losses (the general path); ``stats`` /
+    ``pred``: arrays for the row statistics and argmax (diagnose), filled in place."""
     block_rows = _config.block_rows(2)
     nblocks = -(-z.shape[0] // block_rows)
     fsums = np.empty((nblocks, K.fsums_columns(len(top_k))))
     icounts = np.empty((nblocks, K.NUM_ICOUNTS), dtype=np.int64)
     row_losses = np.empty(z.shape[0]) if per_row else np.empty(0)
     none = kernel_input(np.empty(0))
+    stats = np.empty((0, K.ROW_STATS_COLUMNS)) if stats is None else stats
+    pred = np.empty(0, dtype=np.int64) if pred is None else pred
     K.score_blocks(
         kernel_input(validation.scores(z, "logits").view), kernel_input(labels), none if weights is None else kernel_input(weights),
         none if class_weight is None else kernel_input(class_weight), np.int64(IGNORE),
         kernel_input(np.asarray(top_k, dtype=np.int64)), ties_to_last, K.MODE_LOGITS, 0.0, 1e-3, row_losses,
-        np.empty((0, K.ROW_STATS_COLUMNS)), np.empty(0, dtype=np.int64), nblocks, block_rows, 2, fsums, icounts,
-        True,
+        stats, pred, nblocks, block_rows, 2, fsums, icounts, True,
     )
     return fsums, icounts
 
@@ -81,3 +85,35 @@ def test_two_class_block_matches_the_general_path(dtype):
             assert general_counts[:, K.C_NONFINITE].sum() > 0 and general_counts[:, K.C_INF_LOSS].sum() > 0
         # The same per-row terms summed in the same order (fastce._lanes): the same bits.
         np.testing.assert_array_equal(fast, general, err_msg=f"case {case}")
+
+
+@pytest.mark.parametrize("dtype", score_dtype_params())
+def test_row_statistics_of_the_two_class_block_are_the_general_paths(dtype, monkeypatch):
+    """diagnose's per-row statistics (loss, p(true), p(top), Brier, rank) and argmax: from the two-class kernel
+    (no per-row losses asked) as from the general path (per-row losses asked), bit for bit, rare blocks included
+    (those go to the general path, and their rows must land at their own place)."""
+    calls = []
+    real = K.score_tasks_two_class
+
+    def counted(*args):
+        calls.append(args[11] is not None)  # row_stats given to the two-class kernel
+        return real(*args)
+
+    monkeypatch.setattr(K, "score_tasks_two_class", counted)
+    rng = np.random.default_rng(5)
+    for case in range(8):
+        z, labels = _rows(rng, 5 * _config.block_rows(2) + 17, dtype, rare=case % 2 == 1)
+        weights = rng.random(z.shape[0]) * 3 if case & 2 else None
+        ties_to_last = bool(case & 4)
+        n = z.shape[0]
+        outputs = {}
+        for per_row in (False, True):
+            stats, pred = np.full((n, K.ROW_STATS_COLUMNS), 7.0), np.full(n, 7, dtype=np.int64)
+            sums, counts = _score(z, labels, weights, None, ties_to_last, (1, 2), per_row, stats, pred)
+            outputs[per_row] = (sums, counts, stats, pred)
+        for fast, general in zip(outputs[False], outputs[True]):
+            np.testing.assert_array_equal(fast, general, err_msg=f"case {case}")
+        stats, pred = outputs[False][2:]
+        ok = ~np.isnan(stats[:, K.S_LOSS])
+        assert ok.sum() > n // 2 and (pred[~ok] == -1).all() and set(np.unique(pred[ok])) == {0, 1}
+    assert len(calls) >= 8 and all(calls)  # the two-class kernel did write them (once a thread, each case)

@@ -1148,7 +1148,8 @@ def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
     two logits (float64 values of the input's entries), with the same operations in the same
     order, so that each row's loss, Brier term and rank are those of the general path, bit for bit.
 
-    Returns (ok, ignored, finite, loss, brier, other class ahead of the true one, row max, p(true class)):
+    Returns (ok, ignored, finite, loss, brier, other class ahead of the true one, row max, p(true class),
+    p(predicted class)):
     ok means finite, not ignored and labelled 0 or 1.  Inlined into its callers by LLVM: called, it kept their loop scalar
     (and drops what a caller does not use, such as p(true class) for evaluate).
     """
@@ -1192,7 +1193,8 @@ def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
     corrected = log_positive(u) - ((u - 1.0) - a) * inverse
     loss = value + (a if u == 1.0 else corrected)
     p_true = e_true / total  # as _pair_inputs reads it from the general path's scratch
-    return ok, ignored, finite, loss, brier, ahead, high, p_true
+    p_top = 1.0 / total  # as _finish_block's row statistics
+    return ok, ignored, finite, loss, brier, ahead, high, p_true, p_top
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -1215,7 +1217,7 @@ def _two_class_row_weights(labels, sample_weight, class_weight, start, count, ro
 # inlined copy is a loop without a flag test, which LLVM vectorises.
 @njit(inline="always", **KERNEL_OPTIONS)
 def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, start, count, row_weight, cells,
-                    weighted, pair_inputs):
+                    weighted, pair_inputs, row_outputs):
     """_two_class_block's loop over its rows: the per-row terms into ``cells`` (rows T_... of TERM_ROW), and
     (rows OK + _COUNT_SCALE * rows ignored, probability-like rows + _COUNT_SCALE * those with a max of 1,
     counted rows ranked first).
@@ -1233,14 +1235,18 @@ def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, sta
         label = np.int64(labels[i])
         z0 = as_float64(flat[np.uint64(2) * i])
         z1 = as_float64(flat[np.uint64(2) * i + np.uint64(1)])
-        ok, ignored, finite, loss, brier, ahead, high, p_true = _two_class_row(z0, z1, label, ignore_label,
-                                                                              ties_to_last)
+        ok, ignored, finite, loss, brier, ahead, high, p_true, p_top = _two_class_row(z0, z1, label, ignore_label,
+                                                                                     ties_to_last)
         u = np.uint64(r)
         if pair_inputs is not None:  # pruned by numba where pair_inputs is None
             cells[np.uint64((N_TERMS + IN_LOSS) * TERM_ROW) + u] = loss if ok else np.nan
             cells[np.uint64((N_TERMS + IN_BRIER) * TERM_ROW) + u] = brier if ok else np.nan
             cells[np.uint64((N_TERMS + IN_RANK) * TERM_ROW) + u] = (1.0 if ahead else 0.0) if ok else np.nan
             cells[np.uint64((N_TERMS + IN_P_TRUE) * TERM_ROW) + u] = p_true if ok else np.nan
+        if row_outputs is not None:  # and these two, for the row statistics (see _two_class_block)
+            cells[np.uint64((N_TERMS + PAIR_INPUTS) * TERM_ROW) + u] = p_top if ok else np.nan
+            # The argmax, first index on ties (as _first_index_of): both entries are finite in a row counted.
+            cells[np.uint64((N_TERMS + PAIR_INPUTS + 1) * TERM_ROW) + u] = (0.0 if z0 == high else 1.0) if ok else -1.0
         w = (row_weight[r] if weighted else 1.0) if ok else 0.0
         counted = w != 0.0
         # Infinite weighted losses make the loss sum infinite: the block is then rare.
@@ -1278,7 +1284,7 @@ _COUNT_SCALE = 2.0 ** 20
 
 @kernel_step(**LEAF_OPTIONS)
 def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance,
-                     b, start, count, row_weight, terms, fsums, icounts, pair_inputs=None):
+                     b, start, count, row_weight, terms, fsums, icounts, pair_inputs=None, row_outputs=None):
     """Block b of two-class logits in one vectorised loop over its rows; False (nothing written) for a rare block.
 
     The general short-row path (_walk_short_block, _finish_block) runs some
@@ -1301,6 +1307,12 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     p(true class) into ``terms`` rows N_TERMS + IN_LOSS ... IN_P_TRUE, NaN
     for rows not counted, as compare_kernels._pair_inputs reads them from the
     general path.  ``terms``: N_TERMS (+ PAIR_INPUTS) rows of TERM_ROW.
+
+    ``row_outputs`` (None, or (row_stats, row_pred): diagnose's per-row
+    statistics and argmax, as _finish_block and _walk_short_block write
+    them, bit for bit): the pair inputs, p(predicted class) and the argmax
+    into ``terms`` rows N_TERMS + IN_* ... N_TERMS + PAIR_INPUTS + 1 (which
+    it must have), copied to the outputs when the block is not rare.
     """
     prefer_wide_vectors()
     inline_into_callers()  # one copy of its sums: see tests/test_one_copy.py
@@ -1312,13 +1324,17 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     cells = terms.reshape(terms.shape[0] * TERM_ROW)
     unit = has_unit_weights(sample_weight, class_weight)
     # One copy of the loop per case, each without a flag test inside (see _two_class_loop).
+    if row_outputs is not None:
+        pair_inputs = True  # the pair inputs are four of the row statistics
     if unit:
         ok_ignored, like_one_hot, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
-                                                          start, count, row_weight, cells, False, pair_inputs)
+                                                          start, count, row_weight, cells, False, pair_inputs,
+                                                          row_outputs)
     else:
         _two_class_row_weights(labels, sample_weight, class_weight, start, count, row_weight)
         ok_ignored, like_one_hot, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
-                                                          start, count, row_weight, cells, True, pair_inputs)
+                                                          start, count, row_weight, cells, True, pair_inputs,
+                                                          row_outputs)
     loss_sum = lanes.ordered_sum(terms[T_LOSS], count)
     n_ignored = math.floor(ok_ignored / _COUNT_SCALE)
     n_ok = ok_ignored - n_ignored * _COUNT_SCALE
@@ -1346,6 +1362,16 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     icounts[b, C_IGNORED] = np.int64(n_ignored)
     icounts[b, C_PROBA_LIKE] = np.int64(like_one_hot - n_one_hot * _COUNT_SCALE)
     icounts[b, C_ONE_HOT_LIKE] = np.int64(n_one_hot)
+    if row_outputs is not None:
+        row_stats, row_pred = row_outputs
+        for r in range(count):
+            u = np.uint64(start + r)
+            row_stats[u, S_LOSS] = terms[N_TERMS + IN_LOSS, r]
+            row_stats[u, S_P_TRUE] = terms[N_TERMS + IN_P_TRUE, r]
+            row_stats[u, S_P_TOP] = terms[N_TERMS + PAIR_INPUTS, r]
+            row_stats[u, S_BRIER] = terms[N_TERMS + IN_BRIER, r]
+            row_stats[u, S_RANK] = terms[N_TERMS + IN_RANK, r]
+            row_pred[u] = np.int64(terms[N_TERMS + PAIR_INPUTS + 1, r])
     return True
 
 
@@ -1376,15 +1402,17 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
 def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode,
                           proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows,
                           blocks_per_task, fsums, icounts, float32_math, first_task, task_step):
-    """score_tasks_short for two-class logits with no per-row output, by _two_class_block.
+    """score_tasks_short for two-class logits with no per-row loss, by _two_class_block.
 
     A rare block (see there) is left with ``icounts[b, C_ROWS] == RARE_BLOCK``
     for score_blocks to hand to score_tasks_short: a kernel of its own, so
     that a first call compiles only what its rows need (the general path in
-    this kernel cost 1.1 s more on a first call at C = 2).
+    this kernel cost 1.1 s more on a first call at C = 2).  ``row_stats``
+    and ``row_pred``: None (evaluate; numba prunes their code), or both
+    given (diagnose: see _two_class_block's row_outputs).
     """
     row_weight = np.empty(block_rows)
-    terms = np.empty((N_TERMS, TERM_ROW))  # see _two_class_block
+    terms = np.empty((N_TERMS + (0 if row_stats is None else PAIR_INPUTS + 2), TERM_ROW))  # see _two_class_block
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     for task in range(first_task, n_tasks, task_step):
         first_block = task * blocks_per_task
@@ -1392,8 +1420,14 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
             _reset_block(fsums, icounts, b)
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
-            if not _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k,
-                                    sum_tolerance, b, start, count, row_weight, terms, fsums, icounts):
+            if row_stats is None:
+                done = _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last,
+                                        top_k, sum_tolerance, b, start, count, row_weight, terms, fsums, icounts)
+            else:
+                done = _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last,
+                                        top_k, sum_tolerance, b, start, count, row_weight, terms, fsums, icounts,
+                                        None, (row_stats, row_pred))
+            if not done:
                 icounts[b, C_ROWS] = RARE_BLOCK
 
 
@@ -1486,13 +1520,17 @@ def score_blocks(
     the grouping changes nothing in the per-block results.
     """
     tasks = score_tasks_short if scores.shape[1] <= COLUMN_WALK_MAX_CLASSES else score_tasks_long
+    # Two-class logits without per-row losses, and with both or neither of the row statistics and the argmax
+    # (evaluate, diagnose): the two-class kernel.
+    outputs = row_stats.shape[0] != 0
     two_class = (mode == MODE_LOGITS and scores.shape[1] == 2 and row_losses.shape[0] == 0
-                 and row_stats.shape[0] == 0 and row_pred.shape[0] == 0)
+                 and outputs == (row_pred.shape[0] != 0))
     if on_bad_labels is not None and not two_class:
         on_bad_labels()
+    stats, pred = (row_stats, row_pred) if not two_class or outputs else (None, None)
     run_tasks(score_tasks_two_class if two_class else tasks,
               (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
-               sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums, icounts,
+               sum_tolerance, row_losses, stats, pred, nblocks, block_rows, blocks_per_task, fsums, icounts,
                bool(float32_math)), -(-nblocks // blocks_per_task))
     if two_class:
         # Blocks with a non-finite row, an infinite loss or a label not checked yet: the general path, one block
@@ -1504,7 +1542,9 @@ def score_blocks(
             start, stop = b * block_rows, min((b + 1) * block_rows, scores.shape[0])
             weights = sample_weight[start:stop] if sample_weight.shape[0] else sample_weight
             score_tasks_short(scores[start:stop], labels[start:stop], weights, class_weight, ignore_label, top_k,
-                              ties_to_last, mode, proba_eps, sum_tolerance, row_losses, row_stats, row_pred, 1,
+                              ties_to_last, mode, proba_eps, sum_tolerance, row_losses,
+                              row_stats[start:stop] if outputs else row_stats,
+                              row_pred[start:stop] if outputs else row_pred, 1,
                               block_rows, 1, fsums[b:b + 1], icounts[b:b + 1], bool(float32_math), 0, 1)
             first_rows = icounts[b, FIRST_NONFINITE:]
             first_rows[first_rows >= 0] += start  # numbered from the block's start there
