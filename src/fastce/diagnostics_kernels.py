@@ -422,50 +422,117 @@ def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, w
             by_prediction[n_prediction] = r
             n_prediction += (pred[r] >= first) & (pred[r] < stop)
         listing = touched[part]
-        # Unsigned indices (see _count_classes_tasks).  Rows in order: a block ends when a row lies past it.
-        n_touched = 0
-        block = -1
-        block_end = 0
-        for i in range(n_prediction):
-            r = np.uint64(by_prediction[i])
-            w = weights[r]
-            if losses[r] == losses[r] and w != 0.0:  # counted (see _row_values)
+        listed = 0
+        if stop - first == 1:
+            # One class in this part (C <= 3): its partials in registers, as in _count_classes_tasks (the same
+            # sums as _into's: each cell one addition a block, in block order).
+            at = np.uint64(cls + CLASS_COLUMNS * first + K_PREDICTED)
+            partial = 0.0
+            block_end = 0
+            for i in range(n_prediction):
+                r = np.uint64(by_prediction[i])
+                w = weights[r]
+                if losses[r] == losses[r] and w != 0.0:  # counted (see _row_values)
+                    if np.int64(r) >= block_end:
+                        if block_end:
+                            _add(acc, lo, at, partial)
+                        partial = 0.0
+                        block_end = (np.int64(r) // block_rows + 1) * block_rows
+                    partial += w
+            if block_end:
+                _add(acc, lo, at, partial)
+            row = cls + CLASS_COLUMNS * first
+            # With two classes every wrong row predicts the other one: its confusion cell takes a partial too.
+            other_cell = np.uint64(conf + n_classes * first + (1 - first))
+            support = loss_sum = hits = confused = 0.0
+            any_hit = any_wrong = False
+            n_counted = 0
+            n_touched = 0
+            block = -1
+            block_end = 0
+            for i in range(n_label):
+                r = np.uint64(by_label[i])
+                predicted, w, loss = pred[r], weights[r], losses[r]
+                if not (loss == loss and w != 0.0):  # not counted (see _row_values)
+                    continue
+                if np.int64(r) >= block_end:
+                    if block_end:
+                        _add(acc, lo, np.uint64(row + K_SUPPORT), support)
+                        _add(acc, lo, np.uint64(row + K_LOSS), loss_sum)
+                        if any_hit:
+                            _add(acc, lo, np.uint64(row + K_HITS), hits)
+                        if any_wrong:
+                            _add(acc, lo, other_cell, confused)
+                    n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
+                    support = loss_sum = hits = confused = 0.0
+                    any_hit = any_wrong = False
+                    block = np.int64(r) // block_rows
+                    block_end = (block + 1) * block_rows
+                n_counted += 1
+                support += w
+                loss_sum += 0.0 if loss == np.inf else w * loss
+                if predicted == first:
+                    hits += w
+                    any_hit = True
+                elif direct and n_classes == 2:
+                    confused += w
+                    any_wrong = True
+                elif direct:
+                    n_touched = _into(acc, lo, pending, stamp, listing, n_touched,
+                                      np.uint64(conf + n_classes * first + predicted), w, epoch + block, by_block)
+            if block_end:
+                _add(acc, lo, np.uint64(row + K_SUPPORT), support)
+                _add(acc, lo, np.uint64(row + K_LOSS), loss_sum)
+                if any_hit:
+                    _add(acc, lo, np.uint64(row + K_HITS), hits)
+                if any_wrong:
+                    _add(acc, lo, other_cell, confused)
+            _flush_partials(acc, lo, pending, listing, n_touched)
+            counts[np.uint64(N_PER_CLASS + first)] += n_counted
+        else:
+            # Unsigned indices (see _count_classes_tasks).  Rows in order: a block ends when a row lies past it.
+            n_touched = 0
+            block = -1
+            block_end = 0
+            for i in range(n_prediction):
+                r = np.uint64(by_prediction[i])
+                w = weights[r]
+                if losses[r] == losses[r] and w != 0.0:  # counted (see _row_values)
+                    if np.int64(r) >= block_end:
+                        n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
+                        block = np.int64(r) // block_rows
+                        block_end = (block + 1) * block_rows
+                    at = np.uint64(cls + CLASS_COLUMNS * pred[r] + K_PREDICTED)
+                    n_touched = _into(acc, lo, pending, stamp, listing, n_touched, at, w, epoch + block, by_block)
+            n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
+            block_end = 0
+            for i in range(n_label):
+                r = np.uint64(by_label[i])
+                label, predicted, w, loss = labels[r], pred[r], weights[r], losses[r]
+                if not (loss == loss and w != 0.0):  # not counted (see _row_values)
+                    continue
                 if np.int64(r) >= block_end:
                     n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
                     block = np.int64(r) // block_rows
                     block_end = (block + 1) * block_rows
-                at = np.uint64(cls + CLASS_COLUMNS * pred[r] + K_PREDICTED)
-                n_touched = _into(acc, lo, pending, stamp, listing, n_touched, at, w, epoch + block, by_block)
-        n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
-        block_end = 0
-        listed = 0
-        for i in range(n_label):
-            r = np.uint64(by_label[i])
-            label, predicted, w, loss = labels[r], pred[r], weights[r], losses[r]
-            if not (loss == loss and w != 0.0):  # not counted (see _row_values)
-                continue
-            if np.int64(r) >= block_end:
-                n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
-                block = np.int64(r) // block_rows
-                block_end = (block + 1) * block_rows
-            stamped = epoch + block
-            wl = 0.0 if loss == np.inf else w * loss
-            row = cls + CLASS_COLUMNS * label
-            counts[np.uint64(N_PER_CLASS + label)] += 1
-            n_touched = _into(acc, lo, pending, stamp, listing, n_touched, np.uint64(row + K_SUPPORT), w, stamped,
-                              by_block)
-            n_touched = _into(acc, lo, pending, stamp, listing, n_touched, np.uint64(row + K_LOSS), wl, stamped,
-                              by_block)
-            if predicted == label:
-                n_touched = _into(acc, lo, pending, stamp, listing, n_touched, np.uint64(row + K_HITS), w, stamped,
+                stamped = epoch + block
+                wl = 0.0 if loss == np.inf else w * loss
+                row = cls + CLASS_COLUMNS * label
+                counts[np.uint64(N_PER_CLASS + label)] += 1
+                n_touched = _into(acc, lo, pending, stamp, listing, n_touched, np.uint64(row + K_SUPPORT), w, stamped,
                                   by_block)
-            elif direct:
-                n_touched = _into(acc, lo, pending, stamp, listing, n_touched,
-                                  np.uint64(conf + n_classes * label + predicted), w, stamped, by_block)
-            elif wrong is not None:
-                wrong[part, listed] = r
-                listed += 1
-        _flush_partials(acc, lo, pending, listing, n_touched)
+                n_touched = _into(acc, lo, pending, stamp, listing, n_touched, np.uint64(row + K_LOSS), wl, stamped,
+                                  by_block)
+                if predicted == label:
+                    n_touched = _into(acc, lo, pending, stamp, listing, n_touched, np.uint64(row + K_HITS), w, stamped,
+                                      by_block)
+                elif direct:
+                    n_touched = _into(acc, lo, pending, stamp, listing, n_touched,
+                                      np.uint64(conf + n_classes * label + predicted), w, stamped, by_block)
+                elif wrong is not None:
+                    wrong[part, listed] = r
+                    listed += 1
+            _flush_partials(acc, lo, pending, listing, n_touched)
         if wrong is not None:
             _add_confusions(labels, pred, weights, wrong[part, :listed], n_classes, conf, acc, lo)
 
