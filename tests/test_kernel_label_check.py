@@ -40,6 +40,19 @@ def _rows(kind, n=50_000, seed=0):
     return (3 * rng.standard_normal(shape)).astype(np.float32), rng.integers(0, 2, n)
 
 
+def _count_range_passes(monkeypatch) -> list:
+    """The shapes of the arrays the labels' range pass (validation._value_range) reads from now on."""
+    passes = []
+    real = validation._value_range
+
+    def counted(values):
+        passes.append(values.shape)
+        return real(values)
+
+    monkeypatch.setattr(validation, "_value_range", counted)
+    return passes
+
+
 def _block_rows(kind) -> int:
     return 8192 if kind == "binary" else _config.block_rows(2)
 
@@ -112,14 +125,7 @@ def test_evaluate_skips_the_range_pass_only_where_the_kernel_checks(kind, monkey
         "weighted": fastce.evaluate(y, logits=z, sample_weight=np.ones(len(y))),
         "proba": fastce.evaluate(y, proba=proba),
     }
-    passes = []
-    real = validation._value_range
-
-    def counted(values):
-        passes.append(values.shape)
-        return real(values)
-
-    monkeypatch.setattr(validation, "_value_range", counted)
+    passes = _count_range_passes(monkeypatch)
     assert fastce.evaluate(y, logits=z) == expected["plain"]
     assert passes == []
     assert fastce.evaluate(y, logits=z, sample_weight=np.ones(len(y))) == expected["weighted"]
@@ -169,14 +175,7 @@ def test_two_class_rare_blocks_with_good_labels_read_as_before(nan_policy, monke
     z, y = _rows("two_class")
     z = z.copy()
     z[[3, 700, 20_000]] = np.nan
-    passes = []
-    real = validation._value_range
-
-    def counted(values):
-        passes.append(values.shape)
-        return real(values)
-
-    monkeypatch.setattr(validation, "_value_range", counted)
+    passes = _count_range_passes(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastce.OmittedRowsWarning)  # nan_policy="omit" says it skipped rows
         got = fastce.evaluate(y, logits=z, nan_policy=nan_policy)

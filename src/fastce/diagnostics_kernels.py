@@ -457,12 +457,8 @@ def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, w
                     continue
                 if np.int64(r) >= block_end:
                     if block_end:
-                        _add(acc, lo, np.uint64(row + K_SUPPORT), support)
-                        _add(acc, lo, np.uint64(row + K_LOSS), loss_sum)
-                        if any_hit:
-                            _add(acc, lo, np.uint64(row + K_HITS), hits)
-                        if any_wrong:
-                            _add(acc, lo, other_cell, confused)
+                        _add_class_partials(acc, lo, row, support, loss_sum, hits, any_hit, other_cell, confused,
+                                            any_wrong)
                     n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
                     support = loss_sum = hits = confused = 0.0
                     any_hit = any_wrong = False
@@ -481,12 +477,7 @@ def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, w
                     n_touched = _into(acc, lo, pending, stamp, listing, n_touched,
                                       np.uint64(conf + n_classes * first + predicted), w, epoch + block, by_block)
             if block_end:
-                _add(acc, lo, np.uint64(row + K_SUPPORT), support)
-                _add(acc, lo, np.uint64(row + K_LOSS), loss_sum)
-                if any_hit:
-                    _add(acc, lo, np.uint64(row + K_HITS), hits)
-                if any_wrong:
-                    _add(acc, lo, other_cell, confused)
+                _add_class_partials(acc, lo, row, support, loss_sum, hits, any_hit, other_cell, confused, any_wrong)
             _flush_partials(acc, lo, pending, listing, n_touched)
             counts[np.uint64(N_PER_CLASS + first)] += n_counted
         else:
@@ -535,6 +526,19 @@ def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, w
             _flush_partials(acc, lo, pending, listing, n_touched)
         if wrong is not None:
             _add_confusions(labels, pred, weights, wrong[part, :listed], n_classes, conf, acc, lo)
+
+
+@kernel_step(**LEAF_OPTIONS)
+def _add_class_partials(acc, lo, row, support, loss_sum, hits, any_hit, other_cell, confused, any_wrong):
+    """A block's partials of one class (_sum_classes_tasks' one-class part) into their double-doubles: its
+    weight and loss, its hits and (two classes) its one confusion cell when the block had such rows."""
+    inline_into_callers()
+    _add(acc, lo, np.uint64(row + K_SUPPORT), support)
+    _add(acc, lo, np.uint64(row + K_LOSS), loss_sum)
+    if any_hit:
+        _add(acc, lo, np.uint64(row + K_HITS), hits)
+    if any_wrong:
+        _add(acc, lo, other_cell, confused)
 
 
 # tally columns (_count_classes_tasks): rows per true class, per predicted class, right rows per class
