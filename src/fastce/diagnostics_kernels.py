@@ -328,13 +328,14 @@ CLASS_PARTS = 2
 DIRECT_CONFUSION_CLASSES = 256
 
 
-# The class folds add a row's values to a cell through ``_defer``: the cell's float64 partial sum over the
-# rows of the current kernel block (block_rows, counted from row 0 as fold_bins' blocks: the same rows from
-# every door), in row order, and the partial once to the double-double when the block ends (``_flush_partials``).
-# Row by row, every row of a class added to one double-double: a chain of dependent adds (some 40 cycles a
-# row through memory) that made diagnose 24x evaluate at C = 2, where every row falls in one of two cells.
-# Steps without reference counts, inlined by LLVM: inlined by numba, they put a reference count on each
-# array argument in the row loop (more than half of diagnose's samples at C = 10, perf).
+# Up to BLOCK_PARTIALS_MAX_CLASSES classes the class folds add a row's values to a cell through ``_defer``:
+# the cell's float64 partial sum over the rows of the current kernel block (block_rows, counted from row 0
+# as fold_bins' blocks: the same rows from every door), in row order, and the partial once to the
+# double-double when the block ends (``_flush_partials``).  Row by row, every row of a class was added to
+# one double-double: at C = 2, where every row falls in one of two cells, a chain of dependent adds through
+# memory that made diagnose up to 24x evaluate.  These helpers are steps without reference counts, inlined
+# by LLVM: inlined by numba, they put a reference count on each array argument in the row loop (a quarter
+# of diagnose's samples at C = 10, perf).
 @kernel_step(**LEAF_OPTIONS)
 def _defer(pending, stamp, touched, n_touched, at, x, block):
     """pending[at] += x within block ``block`` (its first value there starts the partial and lists ``at``
@@ -350,8 +351,9 @@ def _defer(pending, stamp, touched, n_touched, at, x, block):
 
 
 # Per-block partials only up to this many classes: above, the rows of a block spread over many cells, a
-# partial rarely gathers more than a row or two, and the bookkeeping cost more than it saved (the class fold
-# alone, two threads, 1M rows: C = 10 8.1-9.0 -> 10.5 ns a row, C = 100 4.9-6.0 -> 6.6-7.6).
+# partial rarely gathers more than a row or two, and the bookkeeping costs as much as it saves (the class
+# fold alone, two threads, 1M rows, partials for every C against row by row above 3: C = 10 10.0-10.6
+# against 10.7-11.0 ns a row, C = 100 7.1-8.7 against 5.5-6.6, C = 1000 9.6-9.9 against 8.3-8.6).
 BLOCK_PARTIALS_MAX_CLASSES = 3
 
 
@@ -850,8 +852,9 @@ def fold_classes(labels, weights, losses, pred, layout, acc, lo, counts, block_r
     sorted_cells = layout[7] >= 0 and layout[0] > DIRECT_CONFUSION_CLASSES
     wrong = np.empty((CLASS_PARTS, labels.shape[0]), dtype=np.int64) if sorted_cells else None
     # The per-block partial sums (see _defer): this call's blocks are stamped from a number above every stamp
-    # the thread's scratch holds (a counter kept with it), so those never need clearing.
-    size = acc.shape[0]
+    # the thread's scratch holds (a counter kept with it), so those never need clearing.  Above
+    # BLOCK_PARTIALS_MAX_CLASSES classes the kernels never touch them: one entry each.
+    size = acc.shape[0] if layout[0] <= BLOCK_PARTIALS_MAX_CLASSES else 1
     pending = scratch("class_pending", (size,))
     stamp = scratch("class_stamp", (size,), np.int64, zeroed=True)
     epoch = getattr(_SCRATCH, "class_epoch", 0) + 1

@@ -1149,9 +1149,9 @@ def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
     order, so that each row's loss, Brier term and rank are those of the general path, bit for bit.
 
     Returns (ok, ignored, finite, loss, brier, other class ahead of the true one, row max, p(true class),
-    p(predicted class)):
-    ok means finite, not ignored and labelled 0 or 1.  Inlined into its callers by LLVM: called, it kept their loop scalar
-    (and drops what a caller does not use, such as p(true class) for evaluate).
+    p(predicted class)): ok means finite, not ignored and labelled 0 or 1.  Inlined into its callers by
+    LLVM: called, it kept their loop scalar (and drops what a caller does not use, such as p(true class)
+    for evaluate).
     """
     inline_into_callers()
     # A label other than 0, 1 and the ignored one (left unchecked by the door, see score_blocks' on_bad_labels)
