@@ -415,10 +415,12 @@ class MulticlassReader(_StateReader):
         kernel as it reads them (a pass over the labels less: with int64 labels and float32 logits they are
         half the bytes read); a label out of range then raises validate's error (kernels.score_blocks'
         on_bad_labels).  Weights are validated after the labels: with them, everything is checked here."""
-        target = validation.as_array(y, "y_true")
-        if (sample_weight is not None or not self.from_logits or self.num_classes != 2 or target.ndim != 1):
+        if sample_weight is not None or not self.from_logits or self.num_classes != 2:
             return self.validate(y, scores, sample_weight, name=name)
-        n_rows = self._scores_shape(scores, name)
+        n_rows = self._scores_shape(scores, name)  # validate's checks, in validate's order
+        target = validation.as_array(y, "y_true")
+        if target.ndim != 1:
+            return self.validate(y, scores, sample_weight, name=name)
         labels = self._labels(target, n_rows, check_range=False)
         if labels.dtype == np.uint64:  # the kernel reads labels as int64: 2**64 - 1 would read as -1 (ignore_index?)
             return self.validate(labels, scores, sample_weight, name=name)
