@@ -39,7 +39,7 @@ def reference_rows(y, *, logits=None, proba=None):
 
 # 7 classes: 3000 rows in a few blocks; 500: blocks of 65 rows, whose bin sums are added entry by
 # entry as listed (see diagnostics_kernels._fold_bins_tasks).
-# 2 and 3: the class fold's per-block partials (diagnostics_kernels.BLOCK_PARTIALS_MAX_CLASSES).
+# 2 and 3: the class folds' parts of one class (diagnostics_kernels.class_parts).
 @pytest.fixture(params=[("logits", 7), ("proba", 7), ("logits", 500), ("logits", 2), ("proba", 3)],
                 ids=["logits", "proba", "logits-500", "logits-2", "proba-3"])
 def problem(request, rng):

@@ -21,9 +21,7 @@ every door, while it stays below 2^105 times the finest ulp of its terms
 (about 2^53 times its smallest term: always for counts of unweighted rows);
 past that a door's last bit may differ.  Up to three classes a cell takes
 one addition a kernel block (the float64 sum of the block's rows, in row
-order, from every door), not one a row: every row of a binary problem falls
-in one of two cells, and adding them one by one was a chain of dependent
-additions through memory (diagnose up to 24x evaluate at C = 2).
+order, from every door), not one a row (see class_parts).
 Layout of the flat float accumulator (offsets in ``layout``):
 
     SPLIT    8 values: weight and weighted loss of correct rows, of wrong
@@ -51,7 +49,7 @@ from numba import njit
 from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel_step
 from fastce._exactsum import NUM_LIMBS, exact_add, exact_add_at, normalize
 from fastce._parallel import run_tasks, strides
-from fastce._vecmath import float64_to_bits, inline_into_callers
+from fastce._vecmath import float64_to_bits
 
 # SPLIT entries
 S_W_RIGHT, S_L_RIGHT, S_W_WRONG, S_L_WRONG, S_W_CONFWRONG, S_L_CONFWRONG, S_W_ALL, S_L_ALL = range(8)
@@ -320,70 +318,34 @@ def add_exact(exact, parts):
 
 
 # The per-class sums and the confusion matrix are scattered by class ranges:
-# task p owns classes [p*C/P, (p+1)*C/P) and scans every row, so each cell
+# task p of P owns classes [p*C/P, (p+1)*C/P) and scans every row, so each cell
 # still receives its additions in row order, from one task (no race, and the
-# same sums for any number of threads).
+# same sums for any number of threads).  P is CLASS_PARTS, or C up to
+# ONE_CLASS_PARTS_MAX classes: one class a task (see class_parts).
 CLASS_PARTS = 2
+ONE_CLASS_PARTS_MAX = 3
 # Up to this many classes the dense confusion matrix (2 x 8 bytes a cell: 1 MB at 256) stays in cache.
 DIRECT_CONFUSION_CLASSES = 256
 
 
-# Up to BLOCK_PARTIALS_MAX_CLASSES classes the class folds add a row's values to a cell through ``_defer``:
-# the cell's float64 partial sum over the rows of the current kernel block (block_rows, counted from row 0
-# as fold_bins' blocks: the same rows from every door), in row order, and the partial once to the
-# double-double when the block ends (``_flush_partials``).  Row by row, every row of a class was added to
-# one double-double: at C = 2, where every row falls in one of two cells, a chain of dependent adds through
-# memory that made diagnose up to 24x evaluate.  These helpers are steps without reference counts, inlined
-# by LLVM: inlined by numba, they put a reference count on each array argument in the row loop (a quarter
-# of diagnose's samples at C = 10, perf).
-@kernel_step(**LEAF_OPTIONS)
-def _defer(pending, stamp, touched, n_touched, at, x, block):
-    """pending[at] += x within block ``block`` (its first value there starts the partial and lists ``at``
-    in ``touched``); returns the new count of cells listed."""
-    inline_into_callers()
-    if stamp[at] != block:
-        stamp[at] = block
-        touched[np.uint64(n_touched)] = at
-        pending[at] = x
-        return n_touched + 1
-    pending[at] += x
-    return n_touched
+def class_parts(n_classes: int) -> int:
+    """Tasks of the class folds: one a class up to ONE_CLASS_PARTS_MAX classes, else CLASS_PARTS.
 
-
-# Per-block partials only up to this many classes: above, the rows of a block spread over many cells, a
-# partial rarely gathers more than a row or two, and the bookkeeping costs as much as it saves (the class
-# fold alone, two threads, 1M rows, partials for every C against row by row above 3: C = 10 10.0-10.6
-# against 10.7-11.0 ns a row, C = 100 7.1-8.7 against 5.5-6.6, C = 1000 9.6-9.9 against 8.3-8.6).
-BLOCK_PARTIALS_MAX_CLASSES = 3
-
-
-@kernel_step(**LEAF_OPTIONS)
-def _into(acc, lo, pending, stamp, touched, n_touched, at, x, block, by_block):
-    """x into cell ``at``: through its block's partial (``_defer``) when ``by_block``, else straight into the
-    double-double; returns the new count of cells listed."""
-    inline_into_callers()
-    if by_block:
-        return _defer(pending, stamp, touched, n_touched, at, x, block)
-    _add(acc, lo, at, x)
-    return n_touched
-
-
-@kernel_step(**LEAF_OPTIONS)
-def _flush_partials(acc, lo, pending, touched, n_touched):
-    """Each listed cell's partial into its double-double (in the order the cells were first met); returns 0."""
-    inline_into_callers()
-    for k in range(n_touched):
-        at = np.uint64(touched[np.uint64(k)])
-        _add(acc, lo, at, pending[at])
-    return 0
+    A task that owns one class sums its rows in registers, one partial a
+    kernel block (see _sum_classes_tasks); added row by row into the
+    class's double-double, every row of a binary problem fell in one of two
+    cells, a chain of dependent adds through memory that made diagnose up to
+    24x evaluate at C = 2.
+    """
+    return n_classes if n_classes <= ONE_CLASS_PARTS_MAX else CLASS_PARTS
 
 
 # The two class folds, weighted and not, are kernels of their own (chosen by fold_classes), with no helper
 # functions of their own: a first call compiles only the one it runs, and each numba function costs its
 # own compile (the first diagnose's compile grew by 0.4 s with helpers for each step).
 @njit(**KERNEL_OPTIONS)
-def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, wrong, block_rows, epoch, pending,
-                       stamp, touched, first_task, task_step):
+def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, wrong, n_parts, block_rows,
+                       first_task, task_step):
     """Weighted rows: the per-class sums and the dense confusion matrix (see CLASS_PARTS).
 
     Every sum is a double-double (see ``_add`` and the module docstring).
@@ -394,153 +356,118 @@ def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, w
     x0.87 at C = 100, 18.4 ns a row before; x0.91 at C = 1000).  Each cell
     still receives its additions in row order: the same sums.
 
+    A part of one class (C <= ONE_CLASS_PARTS_MAX, see class_parts) sums
+    each kernel block's rows (``block_rows``, counted from row 0 as
+    fold_bins' blocks: the same blocks from every door) in float64
+    registers, in row order, and adds each cell's partial once a block
+    that touched it: weight, loss and hits of its class, and the confusion
+    cells of its class with each of the (at most two) others.
+
     ``wrong`` is None unless the dense matrix is too big to take wrong rows
     as they come (see fold_classes): then each part lists them in
     ``wrong[part]`` and adds them sorted by cell (``_add_confusions``).
     numba prunes the branches on ``wrong is not None`` before typing, so the
     kernel compiled for None has no sort: it took 0.7 s of every first
     diagnose's compile, at any C.
-
-    Up to BLOCK_PARTIALS_MAX_CLASSES classes, the rows' weights, losses and
-    (direct) confusion weights reach the double-doubles through per-block
-    partial sums (``_into``, ``_defer``; block k of rows [k * block_rows,
-    (k + 1) * block_rows), stamped ``epoch + k`` in ``stamp``; ``pending``
-    and ``stamp`` as long as ``acc``, ``touched`` one such row per part);
-    above, row by row.
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     n_rows = labels.shape[0]
     direct = conf >= 0 and wrong is None  # a dense matrix that takes wrong rows as they come (see fold_classes)
-    by_block = n_classes <= BLOCK_PARTIALS_MAX_CLASSES
     by_label = np.empty(n_rows, dtype=np.int64)
     by_prediction = np.empty(n_rows, dtype=np.int64)
-    for part in range(first_task, CLASS_PARTS, task_step):
-        first = part * n_classes // CLASS_PARTS
-        stop = (part + 1) * n_classes // CLASS_PARTS
+    for part in range(first_task, n_parts, task_step):
+        first = part * n_classes // n_parts
+        stop = (part + 1) * n_classes // n_parts
         n_label = n_prediction = 0
         for r in range(n_rows):
             by_label[n_label] = r
             n_label += (labels[r] >= first) & (labels[r] < stop)
             by_prediction[n_prediction] = r
             n_prediction += (pred[r] >= first) & (pred[r] < stop)
-        listing = touched[part]
-        listed = 0
         if stop - first == 1:
-            # One class in this part (C <= 3): its partials in registers, as in _count_classes_tasks (the same
-            # sums as _into's: each cell one addition a block, in block order).
-            at = np.uint64(cls + CLASS_COLUMNS * first + K_PREDICTED)
-            partial = 0.0
-            block_end = 0
-            for i in range(n_prediction):
-                r = np.uint64(by_prediction[i])
-                w = weights[r]
-                if losses[r] == losses[r] and w != 0.0:  # counted (see _row_values)
-                    if np.int64(r) >= block_end:
-                        if block_end:
-                            _add(acc, lo, at, partial)
-                        partial = 0.0
-                        block_end = (np.int64(r) // block_rows + 1) * block_rows
-                    partial += w
-            if block_end:
-                _add(acc, lo, at, partial)
             row = cls + CLASS_COLUMNS * first
-            # With two classes every wrong row predicts the other one: its confusion cell takes a partial too.
-            other_cell = np.uint64(conf + n_classes * first + (1 - first))
-            support = loss_sum = hits = confused = 0.0
-            any_hit = any_wrong = False
+            # The (at most two) other classes, and this class's confusion cells with them.
+            other_a = 1 if first == 0 else 0
+            other_b = 3 - first - other_a
+            cell_a = np.uint64(conf + n_classes * first + other_a)
+            cell_b = np.uint64(conf + n_classes * first + other_b)
+            # Block by block: each cell's partial over the block's counted rows, in row order, added once.
+            i = 0
+            while i < n_prediction:
+                block_end = (by_prediction[i] // block_rows + 1) * block_rows
+                predicted_sum = 0.0
+                any_row = False
+                while i < n_prediction and by_prediction[i] < block_end:
+                    r = np.uint64(by_prediction[i])
+                    i += 1
+                    w = weights[r]
+                    if losses[r] == losses[r] and w != 0.0:  # counted (see _row_values)
+                        predicted_sum += w
+                        any_row = True
+                if any_row:
+                    _add(acc, lo, np.uint64(row + K_PREDICTED), predicted_sum)
             n_counted = 0
-            n_touched = 0
-            block = -1
-            block_end = 0
-            for i in range(n_label):
-                r = np.uint64(by_label[i])
-                predicted, w, loss = pred[r], weights[r], losses[r]
-                if not (loss == loss and w != 0.0):  # not counted (see _row_values)
-                    continue
-                if np.int64(r) >= block_end:
-                    if block_end:
-                        _add_class_partials(acc, lo, row, support, loss_sum, hits, any_hit, other_cell, confused,
-                                            any_wrong)
-                    n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
-                    support = loss_sum = hits = confused = 0.0
-                    any_hit = any_wrong = False
-                    block = np.int64(r) // block_rows
-                    block_end = (block + 1) * block_rows
-                n_counted += 1
-                support += w
-                loss_sum += 0.0 if loss == np.inf else w * loss
-                if predicted == first:
-                    hits += w
-                    any_hit = True
-                elif direct and n_classes == 2:
-                    confused += w
-                    any_wrong = True
-                elif direct:
-                    n_touched = _into(acc, lo, pending, stamp, listing, n_touched,
-                                      np.uint64(conf + n_classes * first + predicted), w, epoch + block, by_block)
-            if block_end:
-                _add_class_partials(acc, lo, row, support, loss_sum, hits, any_hit, other_cell, confused, any_wrong)
-            _flush_partials(acc, lo, pending, listing, n_touched)
+            i = 0
+            while i < n_label:
+                block_end = (by_label[i] // block_rows + 1) * block_rows
+                support = loss_sum = hits = confused_a = confused_b = 0.0
+                any_row = any_hit = any_a = any_b = False
+                while i < n_label and by_label[i] < block_end:
+                    r = np.uint64(by_label[i])
+                    i += 1
+                    predicted, w, loss = pred[r], weights[r], losses[r]
+                    if not (loss == loss and w != 0.0):  # not counted (see _row_values)
+                        continue
+                    any_row = True
+                    n_counted += 1
+                    support += w
+                    loss_sum += 0.0 if loss == np.inf else w * loss
+                    if predicted == first:
+                        hits += w
+                        any_hit = True
+                    elif direct and predicted == other_a:
+                        confused_a += w
+                        any_a = True
+                    elif direct:
+                        confused_b += w
+                        any_b = True
+                if any_row:
+                    _add(acc, lo, np.uint64(row + K_SUPPORT), support)
+                    _add(acc, lo, np.uint64(row + K_LOSS), loss_sum)
+                if any_hit:
+                    _add(acc, lo, np.uint64(row + K_HITS), hits)
+                if any_a:
+                    _add(acc, lo, cell_a, confused_a)
+                if any_b:
+                    _add(acc, lo, cell_b, confused_b)
             counts[np.uint64(N_PER_CLASS + first)] += n_counted
-        else:
-            # Unsigned indices (see _count_classes_tasks).  Rows in order: a block ends when a row lies past it.
-            n_touched = 0
-            block = -1
-            block_end = 0
-            for i in range(n_prediction):
-                r = np.uint64(by_prediction[i])
-                w = weights[r]
-                if losses[r] == losses[r] and w != 0.0:  # counted (see _row_values)
-                    if np.int64(r) >= block_end:
-                        n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
-                        block = np.int64(r) // block_rows
-                        block_end = (block + 1) * block_rows
-                    at = np.uint64(cls + CLASS_COLUMNS * pred[r] + K_PREDICTED)
-                    n_touched = _into(acc, lo, pending, stamp, listing, n_touched, at, w, epoch + block, by_block)
-            n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
-            block_end = 0
-            for i in range(n_label):
-                r = np.uint64(by_label[i])
-                label, predicted, w, loss = labels[r], pred[r], weights[r], losses[r]
-                if not (loss == loss and w != 0.0):  # not counted (see _row_values)
-                    continue
-                if np.int64(r) >= block_end:
-                    n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
-                    block = np.int64(r) // block_rows
-                    block_end = (block + 1) * block_rows
-                stamped = epoch + block
-                wl = 0.0 if loss == np.inf else w * loss
-                row = cls + CLASS_COLUMNS * label
-                counts[np.uint64(N_PER_CLASS + label)] += 1
-                n_touched = _into(acc, lo, pending, stamp, listing, n_touched, np.uint64(row + K_SUPPORT), w, stamped,
-                                  by_block)
-                n_touched = _into(acc, lo, pending, stamp, listing, n_touched, np.uint64(row + K_LOSS), wl, stamped,
-                                  by_block)
-                if predicted == label:
-                    n_touched = _into(acc, lo, pending, stamp, listing, n_touched, np.uint64(row + K_HITS), w, stamped,
-                                      by_block)
-                elif direct:
-                    n_touched = _into(acc, lo, pending, stamp, listing, n_touched,
-                                      np.uint64(conf + n_classes * label + predicted), w, stamped, by_block)
-                elif wrong is not None:
-                    wrong[part, listed] = r
-                    listed += 1
-            _flush_partials(acc, lo, pending, listing, n_touched)
+            continue
+        # Unsigned indices (see _count_classes_tasks).
+        for i in range(n_prediction):
+            r = np.uint64(by_prediction[i])
+            w = weights[r]
+            if losses[r] == losses[r] and w != 0.0:  # counted (see _row_values)
+                _add(acc, lo, np.uint64(cls + CLASS_COLUMNS * pred[r] + K_PREDICTED), w)
+        listed = 0
+        for i in range(n_label):
+            r = np.uint64(by_label[i])
+            label, predicted, w, loss = labels[r], pred[r], weights[r], losses[r]
+            if not (loss == loss and w != 0.0):  # not counted (see _row_values)
+                continue
+            wl = 0.0 if loss == np.inf else w * loss
+            row = cls + CLASS_COLUMNS * label
+            counts[np.uint64(N_PER_CLASS + label)] += 1
+            _add(acc, lo, np.uint64(row + K_SUPPORT), w)
+            _add(acc, lo, np.uint64(row + K_LOSS), wl)
+            if predicted == label:
+                _add(acc, lo, np.uint64(row + K_HITS), w)
+            elif direct:
+                _add(acc, lo, np.uint64(conf + n_classes * label + predicted), w)
+            elif wrong is not None:
+                wrong[part, listed] = r
+                listed += 1
         if wrong is not None:
             _add_confusions(labels, pred, weights, wrong[part, :listed], n_classes, conf, acc, lo)
-
-
-@kernel_step(**LEAF_OPTIONS)
-def _add_class_partials(acc, lo, row, support, loss_sum, hits, any_hit, other_cell, confused, any_wrong):
-    """A block's partials of one class (_sum_classes_tasks' one-class part) into their double-doubles: its
-    weight and loss, its hits and (two classes) its one confusion cell when the block had such rows."""
-    inline_into_callers()
-    _add(acc, lo, np.uint64(row + K_SUPPORT), support)
-    _add(acc, lo, np.uint64(row + K_LOSS), loss_sum)
-    if any_hit:
-        _add(acc, lo, np.uint64(row + K_HITS), hits)
-    if any_wrong:
-        _add(acc, lo, other_cell, confused)
 
 
 # tally columns (_count_classes_tasks): rows per true class, per predicted class, right rows per class
@@ -548,8 +475,8 @@ T_SUPPORT, T_PREDICTED, T_HITS = range(3)
 
 
 @njit(**KERNEL_OPTIONS)
-def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, cells, wrong, block_rows, epoch,
-                         pending, stamp, touched, first_task, task_step):
+def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, cells, wrong, n_parts, block_rows,
+                         first_task, task_step):
     """Unit weights: ``_sum_classes_tasks``' sums, the weights counted as integers.
 
     Every weight is 1, so a class's support, predictions and hits are row
@@ -566,57 +493,48 @@ def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, c
     counts its labels' cells in ``cells[p * n_cells:]`` (label - first, then
     predicted; left zeroed) and adds each once.  A double-double add a wrong
     row was over a quarter of this fold at C = 100 with random scores.
-    The losses reach the double-doubles as in ``_sum_classes_tasks``
-    (per-block partials up to BLOCK_PARTIALS_MAX_CLASSES classes, the
-    same sums), and a part of one class (C <= 3) keeps its counts and its
-    partial in registers.
+    A part of one class (see class_parts) keeps its counts in registers and
+    adds its loss one partial a kernel block, as ``_sum_classes_tasks``.
     """
     n_classes, cls, conf = layout[0], layout[6], layout[7]
     n_rows = labels.shape[0]
-    n_cells = cells.shape[0] // CLASS_PARTS
+    n_cells = cells.shape[0] // n_parts
     direct = n_cells != 0  # fold_classes gives the cells only to a dense matrix taking wrong rows as they come
-    by_block = n_classes <= BLOCK_PARTIALS_MAX_CLASSES
     by_label = np.empty(n_rows, dtype=np.int64)
-    for part in range(first_task, CLASS_PARTS, task_step):
-        first = part * n_classes // CLASS_PARTS
-        stop = (part + 1) * n_classes // CLASS_PARTS
+    for part in range(first_task, n_parts, task_step):
+        first = part * n_classes // n_parts
+        stop = (part + 1) * n_classes // n_parts
         other = stop + part
         own_cells = part * n_cells - first * n_classes  # cells[own_cells + label * C + predicted]
         n_label = 0
         listed = 0
         if stop - first == 1:
-            # One class in this part (C <= 3: binary problems): its counts and loss partial in registers.  The
-            # general loops below add into memory, and at C = 2 every row adds to the same cells: a chain of
-            # dependent stores and loads (over half of diagnose's time there, perf).  The same sums: the
-            # partial of each block in row order, added when the block ends.
             n_predicted = 0
             for r in range(n_rows):
                 counted = losses[r] == losses[r]
                 n_predicted += counted & (pred[r] == first)
                 by_label[np.uint64(n_label)] = r
                 n_label += counted & (labels[r] == first)
-            at = np.uint64(cls + CLASS_COLUMNS * first + K_LOSS)
-            partial = 0.0
-            block_end = 0
-            n_hits = 0
-            for i in range(n_label):
-                r = np.uint64(by_label[i])
-                if np.int64(r) >= block_end:
-                    if i:
-                        _add(acc, lo, at, partial)
-                    partial = 0.0
-                    block_end = (np.int64(r) // block_rows + 1) * block_rows
-                loss = losses[r]
-                partial += 0.0 if loss == np.inf else loss
-                predicted = pred[r]
-                right = predicted == first
-                n_hits += right
-                if direct and n_classes != 2 and not right:
-                    cells[np.uint64(own_cells + n_classes * first + predicted)] += 1
-            if n_label:
-                _add(acc, lo, at, partial)
-            if direct and n_classes == 2:  # every wrong row predicts the other class: one cell, counted here
-                cells[np.uint64(own_cells + n_classes * first + (1 - first))] += n_label - n_hits
+            other_a = 1 if first == 0 else 0  # the first other class (see _sum_classes_tasks)
+            n_hits = n_wrong_a = 0
+            i = 0
+            while i < n_label:  # block by block, as _sum_classes_tasks
+                block_end = (by_label[i] // block_rows + 1) * block_rows
+                loss_sum = 0.0
+                while i < n_label and by_label[i] < block_end:
+                    r = np.uint64(by_label[i])
+                    i += 1
+                    loss = losses[r]
+                    loss_sum += 0.0 if loss == np.inf else loss
+                    predicted = pred[r]
+                    n_hits += predicted == first
+                    n_wrong_a += predicted == other_a
+                _add(acc, lo, np.uint64(cls + CLASS_COLUMNS * first + K_LOSS), loss_sum)
+            if direct:  # the wrong rows' cells: the other classes, at most two
+                cells[np.uint64(own_cells + n_classes * first + other_a)] += n_wrong_a
+                if n_classes == 3:
+                    other_b = 3 - first - other_a
+                    cells[np.uint64(own_cells + n_classes * first + other_b)] += n_label - n_hits - n_wrong_a
             t = np.uint64(first + part)
             tally[t, T_SUPPORT] = n_label
             tally[t, T_PREDICTED] = n_predicted
@@ -630,20 +548,10 @@ def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, c
                 tally[np.uint64(predicted + part if own else other), T_PREDICTED] += 1
                 by_label[np.uint64(n_label)] = r
                 n_label += counted & (labels[r] >= first) & (labels[r] < stop)
-            listing = touched[part]
-            n_touched = 0
-            block = -1
-            block_end = 0
             for i in range(n_label):
                 r = np.uint64(by_label[i])
                 label, predicted, loss = labels[r], pred[r], losses[r]
-                if np.int64(r) >= block_end:  # rows in order: a block ends when a row lies past it
-                    n_touched = _flush_partials(acc, lo, pending, listing, n_touched)
-                    block = np.int64(r) // block_rows
-                    block_end = (block + 1) * block_rows
-                n_touched = _into(acc, lo, pending, stamp, listing, n_touched,
-                                  np.uint64(cls + CLASS_COLUMNS * label + K_LOSS), 0.0 if loss == np.inf else loss,
-                                  epoch + block, by_block)
+                _add(acc, lo, np.uint64(cls + CLASS_COLUMNS * label + K_LOSS), 0.0 if loss == np.inf else loss)
                 right = predicted == label
                 t = np.uint64(label + part)
                 tally[t, T_SUPPORT] += 1
@@ -655,7 +563,6 @@ def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, c
                 elif wrong is not None:
                     wrong[part, listed] = r
                     listed += 1
-            _flush_partials(acc, lo, pending, listing, n_touched)
         if direct:
             for cell in range(first * n_classes, stop * n_classes):
                 at = np.uint64(own_cells + cell)
@@ -844,34 +751,27 @@ def _weaker(loss_a, row_a, loss_b, row_b):
 
 
 def fold_classes(labels, weights, losses, pred, layout, acc, lo, counts, block_rows):
-    """The per-class sums and dense confusion matrix, on the thread pool (see fastce._parallel): summed per
-    kernel block (``block_rows``, rows numbered from a block boundary) with weights, counted without."""
+    """The per-class sums and dense confusion matrix, on the thread pool (see fastce._parallel): row by row
+    with weights, counted without; one partial a kernel block (``block_rows``, rows numbered from a block
+    boundary) in a part of one class (see class_parts)."""
     # A dense matrix that stays in cache takes its wrong rows as they come (row order: the same sums as sorted
     # by cell, see _add_confusions, whose sort cost more than the adds at C = 100); a bigger one gets each
     # part's wrong rows listed in ``wrong`` and sorted by cell.
-    sorted_cells = layout[7] >= 0 and layout[0] > DIRECT_CONFUSION_CLASSES
-    wrong = np.empty((CLASS_PARTS, labels.shape[0]), dtype=np.int64) if sorted_cells else None
-    # The per-block partial sums (see _defer): this call's blocks are stamped from a number above every stamp
-    # the thread's scratch holds (a counter kept with it), so those never need clearing.  Above
-    # BLOCK_PARTIALS_MAX_CLASSES classes the kernels never touch them: one entry each.
-    size = acc.shape[0] if layout[0] <= BLOCK_PARTIALS_MAX_CLASSES else 1
-    pending = scratch("class_pending", (size,))
-    stamp = scratch("class_stamp", (size,), np.int64, zeroed=True)
-    epoch = getattr(_SCRATCH, "class_epoch", 0) + 1
-    _SCRATCH.class_epoch = epoch + -(-labels.shape[0] // block_rows)
-    touched = scratch("class_touched", (CLASS_PARTS, size), np.int64)
-    partials = (block_rows, epoch, pending, stamp, touched)
+    n_classes = int(layout[0])
+    n_parts = class_parts(n_classes)
+    sorted_cells = layout[7] >= 0 and n_classes > DIRECT_CONFUSION_CLASSES
+    wrong = np.empty((n_parts, labels.shape[0]), dtype=np.int64) if sorted_cells else None
     if weights.shape[0]:
-        run_tasks(_sum_classes_tasks, (labels, weights, losses, pred, layout, acc, lo, counts, wrong) + partials,
-                  CLASS_PARTS)
+        run_tasks(_sum_classes_tasks, (labels, weights, losses, pred, layout, acc, lo, counts, wrong, n_parts,
+                                       block_rows), n_parts)
     else:
-        tally = scratch("class_tally", (int(layout[0]) + CLASS_PARTS, 3), np.int64, zeroed=True)
+        tally = scratch("class_tally", (n_classes + n_parts, 3), np.int64, zeroed=True)
         # Each part's confusion cells (its labels' rows of the matrix): see _count_classes_tasks.
         direct = layout[7] >= 0 and not sorted_cells
-        n_cells = (int(layout[0]) // CLASS_PARTS + 1) * int(layout[0]) if direct else 0
-        cells = scratch("class_cells", (CLASS_PARTS * n_cells,), np.int64, zeroed=True)
-        run_tasks(_count_classes_tasks, (labels, losses, pred, layout, acc, lo, counts, tally, cells, wrong) + partials,
-                  CLASS_PARTS)
+        n_cells = (n_classes // n_parts + 1) * n_classes if direct else 0
+        cells = scratch("class_cells", (n_parts * n_cells,), np.int64, zeroed=True)
+        run_tasks(_count_classes_tasks, (labels, losses, pred, layout, acc, lo, counts, tally, cells, wrong, n_parts,
+                                         block_rows), n_parts)
 
 
 @njit(**KERNEL_OPTIONS)
