@@ -39,7 +39,7 @@ def _bitcast_typer(source, target):
 
 
 @intrinsic
-def _bits_to_float64(typingctx, bits):
+def bits_to_float64(typingctx, bits):
     """Reinterpret the 64 bits of an int64 as a float64 (no conversion)."""
     return _bitcast_typer(types.int64, types.float64)(typingctx, bits)
 
@@ -178,7 +178,7 @@ def exp_nonpositive(x):
     p = fma(p, r, 1.0)
     p = fma(p, r, 1.0)
     # 2**n: the low bits of t hold n; shifting by 52 drops the rest of t's bits.
-    scale = _bits_to_float64((float64_to_bits(t) + 1023) << 52)
+    scale = bits_to_float64((float64_to_bits(t) + 1023) << 52)
     return 0.0 if x < _EXP_FLOOR else p * scale
 
 
@@ -314,7 +314,7 @@ def log_positive(x):
     """
     bits = float64_to_bits(x)
     e = (bits >> 52) - 1023
-    f = _bits_to_float64((bits & _MANTISSA_MASK) | _EXPONENT_ONE)
+    f = bits_to_float64((bits & _MANTISSA_MASK) | _EXPONENT_ONE)
     big = f > _SQRT2
     f = f * 0.5 if big else f
     e = e + 1 if big else e
@@ -429,7 +429,7 @@ def _as_float64_overload(x):
             mantissa = h & 0x3FF
             # Normal numbers rebias the exponent; inf/NaN keep an all-ones one.
             biased = np.int64(0x7FF) if exponent == 0x1F else exponent + (1023 - 15)
-            normal = _bits_to_float64(sign | (biased << 52) | (mantissa << 42))
+            normal = bits_to_float64(sign | (biased << 52) | (mantissa << 42))
             # Zero and subnormals: mantissa * 2**-24, exact in float64.
             tiny = np.float64(mantissa) * 5.960464477539063e-08
             tiny = -tiny if sign != 0 else tiny
@@ -480,7 +480,7 @@ def _from_ordered_bits_overload(bits):
     if bits == types.int32:
         return lambda bits: _bits_to_float32(bits)
     if bits == types.int64:
-        return lambda bits: _bits_to_float64(bits)
+        return lambda bits: bits_to_float64(bits)
     raise TypingError(f"from_ordered_bits takes int32 or int64, not {bits}")
 
 

@@ -49,7 +49,7 @@ from numba import njit
 from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel_step
 from fastce._exactsum import NUM_LIMBS, exact_add, exact_add_at, normalize
 from fastce._parallel import run_tasks, strides
-from fastce._vecmath import float64_to_bits
+from fastce._vecmath import bits_to_float64, float64_to_bits
 
 # SPLIT entries
 S_W_RIGHT, S_L_RIGHT, S_W_WRONG, S_L_WRONG, S_W_CONFWRONG, S_L_CONFWRONG, S_W_ALL, S_L_ALL = range(8)
@@ -131,6 +131,12 @@ def _row_values(labels, weights, stats, pred, r, weighted):
     return counted, labels[r], pred[r], w, loss, wl, stats[r, 1], stats[r, 2]
 
 
+@njit(inline="always", **KERNEL_OPTIONS)
+def _masked(x, mask):
+    """x where ``mask`` has every bit set, +0.0 where it is 0: a select LLVM cannot make a branch of."""
+    return bits_to_float64(float64_to_bits(x) & mask)
+
+
 # Entries of the flat accumulator a row adds to in _fold_bins_tasks: 3 calibration, 2 p(true), 2 loss.
 ROW_BIN_ENTRIES = 7
 
@@ -187,7 +193,9 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
         # The counters and the loss split in locals, stored once a block: in memory, every row's
         # read-modify-write of them waited on the last one, and the counters of neighbouring blocks (one
         # per thread) share cache lines.  The same additions in the same order: the same sums.
-        rows = right_rows = wrong_rows = confident_rows = inf_rows = 0
+        # The row counts in float64 too (exact: a block has at most 512 rows): as integers, beside the
+        # pointers, LLVM kept them on the stack, a store and a load each a row.
+        rows = right_rows = confident_rows = inf_rows = 0.0
         w_all = l_all = w_right = l_right = w_wrong = l_wrong = w_confident = l_confident = 0.0
         n_listed = 0
         for row in range(c * block_rows, min(n_rows, (c + 1) * block_rows)):
@@ -196,28 +204,32 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
             counted, label, predicted, w, loss, wl, p_true, p_top = _row_values(labels, weights, stats, pred, r, weighted)
             if not counted:
                 continue
-            # Branch-free: right and wrong rows interleave unpredictably (a mispredicted branch a row).
-            # Adding +0.0 leaves a sum's bits as they are: these start at +0.0, and so are never -0.0.
+            # Branch-free: right and wrong rows interleave unpredictably (a mispredicted branch a row), and
+            # LLVM made a branch of the selects that "w if right else 0.0" wrote; masks on the bits it cannot.
+            # A masked term is the term or +0.0, as the selects gave: adding +0.0 leaves a sum's bits as they
+            # are (these start at +0.0, and so are never -0.0).
             right = predicted == label
-            confident = (not right) and p_true < confident_below
-            rows += 1
-            inf_rows += loss == np.inf
+            confident = (predicted != label) & (p_true < confident_below)
+            right_mask = -np.int64(right)  # all bits set for a right row
+            wrong_mask = ~right_mask
+            confident_mask = -np.int64(confident)
+            rows += 1.0
+            inf_rows += _masked(1.0, -np.int64(loss == np.inf))
             w_all += w
             l_all += wl
-            right_rows += right
-            w_right += w if right else 0.0
-            l_right += wl if right else 0.0
-            wrong_rows += not right
-            w_wrong += 0.0 if right else w
-            l_wrong += 0.0 if right else wl
-            confident_rows += confident
-            w_confident += w if confident else 0.0
-            l_confident += wl if confident else 0.0
+            right_rows += _masked(1.0, right_mask)
+            w_right += _masked(w, right_mask)
+            l_right += _masked(wl, right_mask)
+            w_wrong += _masked(w, wrong_mask)
+            l_wrong += _masked(wl, wrong_mask)
+            confident_rows += _masked(1.0, confident_mask)
+            w_confident += _masked(w, confident_mask)
+            l_confident += _masked(wl, confident_mask)
             # Unsigned indices: numba cannot tell these are not negative, and a signed one costs a wraparound test.
             k = cal + 3 * confidence_bin(p_top, n_bins)
             part[np.uint64(k)] += w
             part[np.uint64(k + 1)] += w * p_top
-            part[np.uint64(k + 2)] += w if right else 0.0
+            part[np.uint64(k + 2)] += _masked(w, right_mask)
             k2 = ptrue + 2 * confidence_bin(p_true, hist_bins)
             part[np.uint64(k2)] += w
             part[np.uint64(k2 + 1)] += wl
@@ -246,11 +258,11 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
         else:
             for k in range(part.shape[0]):
                 bad = _flush(part, k, acc, bad)
-        all_rows += rows
-        all_right += right_rows
-        all_wrong += wrong_rows
-        all_confident += confident_rows
-        all_inf += inf_rows
+        all_rows += np.int64(rows)
+        all_right += np.int64(right_rows)
+        all_wrong += np.int64(rows - right_rows)
+        all_confident += np.int64(confident_rows)
+        all_inf += np.int64(inf_rows)
     # Limbs back in [0, 2**32): the strides' accumulators can then be added as integers (see add_exact).
     for k in range(acc.shape[0]):
         normalize(acc[k])
@@ -556,13 +568,13 @@ def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, c
                 t = np.uint64(label + part)
                 tally[t, T_SUPPORT] += 1
                 tally[t, T_HITS] += right
-                if right:
-                    continue
+                # Branch-free (right and wrong rows interleave unpredictably): a right row adds 0 to its
+                # diagonal cell here, which the flush below skips, and is listed but not kept.
                 if direct:
-                    cells[np.uint64(own_cells + n_classes * label + predicted)] += 1
+                    cells[np.uint64(own_cells + n_classes * label + predicted)] += not right
                 elif wrong is not None:
                     wrong[part, listed] = r
-                    listed += 1
+                    listed += not right
         if direct:
             for cell in range(first * n_classes, stop * n_classes):
                 at = np.uint64(own_cells + cell)
