@@ -91,6 +91,23 @@ def test_console_script_and_table_output(files):
     assert any(line.startswith("accuracy") and f"{expected.accuracy:.8g}" in line for line in lines)
 
 
+def test_the_command_freezes_the_heap_only_in_its_own_process(monkeypatch):
+    """The console script and ``python -m fastce`` run ``command()``: the exit status of ``main()``, the
+    heap frozen for the exit's collection (see fastce.__main__); ``main()`` called in-process leaves the
+    collector alone."""
+    from importlib.metadata import entry_points
+
+    import fastce.__main__ as entry
+
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts") if e.name == "fastce"}
+    assert scripts == {"fastce": "fastce.__main__:command"}
+    frozen = []
+    monkeypatch.setattr(entry.gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(cli, "main", lambda argv=None: 3)
+    assert entry.main() == 3 and frozen == []
+    assert entry.command() == 3 and frozen == [True]
+
+
 @pytest.mark.parametrize("extra", [["--chunk-rows", "777"], ["--chunk-rows", "1", "--threads", "1"], ["--no-progress"]])
 def test_chunking_and_threads_do_not_change_a_bit(files, extra):
     d, logits, labels, _ = files
