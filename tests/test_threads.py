@@ -4,6 +4,7 @@ and when fastce is called from many Python threads at once."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import fastce
-from fastce import _config
+from fastce import _config, _parallel
 
 
 def _problems():
@@ -181,3 +182,37 @@ def _evaluate_in_child(y, z):
     import fastce
 
     return fastce.evaluate(y, logits=z).to_json()
+
+
+@numba.njit(nogil=True)
+def _claiming_kernel(owner, spin, claims, first_task, task_step):
+    """Claims tasks as the score kernels do, records which stride took each, and spins ``spin[first_task]``
+    iterations a task (a slower stride)."""
+    x = 0.0
+    while True:
+        task = _parallel.claim(claims)
+        if task >= owner.shape[0]:
+            break
+        for i in range(spin[first_task]):
+            x += math.sqrt(i + x)
+        owner[task] = first_task if x >= 0.0 else -2  # x read: the spin is not optimised away
+
+
+def test_claimed_tasks_each_run_once_and_a_slower_thread_takes_fewer():
+    """fastce._parallel.claim: every task of a call exactly once, over repeated calls; with two threads
+    and stride 0 spinning 50x longer a task, stride 1 takes most tasks (fixed strides gave each half)."""
+    threads = numba.get_num_threads()
+    n_tasks = 64
+    for _ in range(50):  # races, if any, show over repeated calls
+        owner = np.full(n_tasks, -1, dtype=np.int64)
+        _parallel.run_tasks(_claiming_kernel, (owner, np.zeros(threads, dtype=np.int64), _parallel.new_claims()),
+                            n_tasks)
+        assert (owner >= 0).all() and (owner < threads).all()
+    if threads < 2:
+        pytest.skip("one numba thread: nothing to balance")
+    spin = np.full(threads, 2_000, dtype=np.int64)
+    spin[0] = 100_000
+    owner = np.full(n_tasks, -1, dtype=np.int64)
+    _parallel.run_tasks(_claiming_kernel, (owner, spin, _parallel.new_claims()), n_tasks)
+    assert (owner >= 0).all()
+    assert (owner == 0).sum() < n_tasks // 4, np.bincount(owner)

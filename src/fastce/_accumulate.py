@@ -16,7 +16,7 @@ import contextlib
 import numba
 import numpy as np
 
-from fastce import _config
+from fastce import _config, _parallel
 from fastce import kernels as K
 from fastce.state import State
 
@@ -172,8 +172,8 @@ def accumulate_matrix(
         check()
 
     def call(start, stop, labels_part, weights_part, losses_part, nblocks, fsums, icounts):
-        # A few tasks per thread balance the load; results do not depend on it.
-        blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))
+        # Tasks claimed by whichever thread is free (see fastce._parallel.claim); results do not depend on it.
+        blocks_per_task = _parallel.blocks_per_task(nblocks)
         stats, pred = _NO_ROW_STATS, _NO_ROW_PRED
         if row_stats is not None:
             stats = row_stats[start:stop]

@@ -4,9 +4,12 @@ Why not numba's ``prange``: a ``parallel=True`` function is compiled twice
 over (the parfor passes, then the whole kernel linked and optimised again
 inside the generated gufunc), which cost tens of seconds of every cold start
 (``benchmarks/cold_start.py``).  The kernels are plain ``nogil`` functions
-instead, each handling the tasks ``first, first + step, ...`` of a call, and
-this module hands one such stride to each thread.  Which thread runs a task
-changes nothing in its results (each task writes its own blocks), so results
+instead, called once on each thread (a stride: ``first`` names it, and the
+buffers it owns); the kernels that take a ``claims`` counter then claim
+their tasks one at a time, as each thread becomes free (see claim), and
+the others (the class folds, a task per class range) take the tasks
+``first, first + step, ...``.  Which thread runs a task changes nothing in
+its results (each task writes its own blocks, or adds exactly), so results
 stay independent of the thread count.
 
 The thread count is numba's (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``),
@@ -20,6 +23,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
@@ -68,3 +75,41 @@ def run_tasks(kernel, args: tuple, n_tasks: int) -> None:
         wait(futures)  # never leave a stride running on buffers the caller is about to reuse
     for future in futures:
         future.result()
+
+
+# Tasks per thread of a call whose tasks are claimed (see claim): small enough that the threads finish a call
+# together when one core runs slower (with 4, the faster thread still waited ~0.7 ms a call at C = 100).
+TASKS_PER_THREAD = 16
+
+
+def blocks_per_task(nblocks: int) -> int:
+    """Blocks per claimed task for a call of ``nblocks`` blocks (results do not depend on it)."""
+    return max(1, -(-nblocks // (TASKS_PER_THREAD * numba.get_num_threads())))
+
+
+def new_claims():
+    """A fresh task counter for one call of a kernel that claims its tasks (see claim)."""
+    return np.zeros(1, dtype=np.int64)
+
+
+@intrinsic
+def claim(typingctx, claims):
+    """The next task of a call: ``claims[0]``, incremented atomically for the next caller.
+
+    Kernels whose tasks each write only their own blocks take them this way
+    (``task = claim(claims)`` until it reaches the task count) instead of the
+    fixed stride ``first_task, first_task + task_step, ...``: a thread on a
+    slower core then takes fewer tasks.  On this project's 2-vCPU VMs one
+    vCPU often runs 10-30% slower than the other for seconds at a time (a
+    shared host), and with fixed strides the faster thread waited for the
+    slower one at the end of every call.  Which thread runs a task changes
+    nothing in the results.
+    """
+    if not (isinstance(claims, types.Array) and claims.ndim == 1 and claims.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        view = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", view.data, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+    return types.int64(claims), codegen

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import numba
 from numba import njit, types
 from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
@@ -36,7 +35,8 @@ from fastce import kernels_binary as KB
 from fastce._accumulate import _EMPTY_F64, _NO_ROW_LOSSES, _NO_ROW_PRED
 from fastce._config import KERNEL_OPTIONS, kernel_step
 from fastce._exactsum import exact_add, normalize
-from fastce._parallel import run_tasks
+from fastce._parallel import blocks_per_task as blocks_per_task_of
+from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import add_reassoc, inline_into_callers, prefer_wide_vectors
 
 (
@@ -129,7 +129,7 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
     """
     first = views[0]
     addresses = _addresses(views)
-    blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))  # as accumulate_matrix
+    blocks_per_task = blocks_per_task_of(nblocks)  # as accumulate_matrix
     two_class = mode == K.MODE_LOGITS and first.shape[1] == 2 and row_stats.shape[1] == 0
     if first.shape[1] > K.COLUMN_WALK_MAX_CLASSES:
         kernel = _compare_tasks_long
@@ -137,7 +137,7 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
         kernel = _compare_tasks_two_class if two_class else _compare_tasks_short
     run_tasks(kernel, (first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
                        confident_below, _EMPTY_F64, np.int64(K.NO_LABEL), False, _NO_ROW_LOSSES, _NO_ROW_PRED,
-                       row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums),
+                       row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, new_claims()),
               -(-nblocks // blocks_per_task))
     if two_class:
         # Blocks with a non-finite row or an infinite loss under some model
@@ -150,7 +150,8 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
                       (views[0][start:stop], addresses + start * first.strides[0], labels[start:stop],
                        weights[start:stop] if weights.shape[0] else weights, top_k, mode, proba_eps, sum_tolerance,
                        float32_math, confident_below, _EMPTY_F64, np.int64(K.NO_LABEL), False, _NO_ROW_LOSSES,
-                       _NO_ROW_PRED, row_stats, 1, block_rows, 1, block_fsums, block_icounts, block_pairs), 1)
+                       _NO_ROW_PRED, row_stats, 1, block_rows, 1, block_fsums, block_icounts, block_pairs,
+                       new_claims()), 1)
             first_rows = block_icounts[:, 0, K.FIRST_NONFINITE:]
             first_rows[first_rows >= 0] += start  # numbered from the block's start there
             fsums[:, b], icounts[:, b], pair_fsums[:, b] = block_fsums[:, 0], block_icounts[:, 0], block_pairs[:, 0]
@@ -166,22 +167,22 @@ def compare_binary_blocks(views, labels, weights, top_k, from_logits, float32_ma
     if from_logits and block_rows != KB.BINARY_BLOCK_ROWS:
         raise ValueError(f"binary logit blocks have {KB.BINARY_BLOCK_ROWS} rows, not {block_rows}")
     addresses = _addresses(views)
-    blocks_per_task = max(1, -(-nblocks // (4 * numba.get_num_threads())))
+    blocks_per_task = blocks_per_task_of(nblocks)
     # None for logits: the kernel compiled for logits then has no probability path, and the other way round
     # (numba prunes the branches on ``proba_eps is None`` before typing; the dead path took 0.4-2 s to compile).
     # None: float64 math, and for probabilities (one compiled kernel each, see kernels_binary.logit_element).
     float32_math = KB.math_token(from_logits and float32_math and views[0].dtype != np.float64)
     run_tasks(_compare_tasks_binary, (views[0], addresses, labels, weights, top_k, None if from_logits else proba_eps,
                                       float32_math, confident_below, row_stats, nblocks, block_rows, blocks_per_task,
-                                      fsums, icounts, pair_fsums),
+                                      fsums, icounts, pair_fsums, new_claims()),
               -(-nblocks // blocks_per_task))
 
 
 @njit(**KERNEL_OPTIONS)
 def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, float32_math, confident_below,
-                          row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, first_task,
-                          task_step):
-    """Tasks ``first_task, first_task + task_step, ...`` of compare_binary_blocks.
+                          row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, claims,
+                          first_task, task_step):
+    """The tasks of compare_binary_blocks this thread claims (see fastce._parallel.claim).
 
     Per model, the block's terms (logits; kernels' T_ rows) and pair inputs
     (rows N_TERMS + IN_*), a literal BINARY_TERM_ROW apart (see
@@ -194,7 +195,10 @@ def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, f
     clean = np.zeros(addresses.shape[0], dtype=np.bool_)
     no_row_losses = np.empty(0)
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
-    for task in range(first_task, n_tasks, task_step):
+    while True:
+        task = claim(claims)  # see fastce._parallel.claim
+        if task >= n_tasks:
+            break
         for b in range(task * blocks_per_task, min(nblocks, (task + 1) * blocks_per_task)):
             start = b * block_rows
             stop = min(start + block_rows, first.shape[0])
@@ -241,8 +245,9 @@ def _addresses(views):
 @njit(**KERNEL_OPTIONS)
 def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
                          confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred, row_stats,
-                         nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, first_task, task_step):
-    """Tasks ``first_task, first_task + task_step, ...`` of compare_blocks for short rows (C <= 32).
+                         nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, claims, first_task,
+                         task_step):
+    """The tasks of compare_blocks for short rows (C <= 32) this thread claims (see fastce._parallel.claim).
 
     Short and long rows are two kernels, as for evaluate, so that a first
     use compiles only the one it needs.  ``class_weight`` ... ``row_pred``
@@ -253,7 +258,10 @@ def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_e
     inputs, pair_weight = _new_pair_scratch(addresses.shape[0], block_rows)
     clean = np.zeros(addresses.shape[0], dtype=np.bool_)
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
-    for task in range(first_task, n_tasks, task_step):
+    while True:
+        task = claim(claims)  # see fastce._parallel.claim
+        if task >= n_tasks:
+            break
         for b in range(task * blocks_per_task, min(nblocks, (task + 1) * blocks_per_task)):
             start = b * block_rows
             count = min(block_rows, first.shape[0] - start)
@@ -285,8 +293,8 @@ def _finish_model(n_classes, mode, top_k, row_losses, row_stats, b, start, count
 @njit(**KERNEL_OPTIONS)
 def _compare_tasks_two_class(first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
                              confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred,
-                             row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, first_task,
-                             task_step):
+                             row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, claims,
+                             first_task, task_step):
     """_compare_tasks_short for two-class logits, by kernels._two_class_block (evaluate's two-class path).
 
     A block that is rare under some model is marked in ``icounts[0, b,
@@ -299,7 +307,10 @@ def _compare_tasks_two_class(first, addresses, labels, weights, top_k, mode, pro
     pair_weight = np.empty(block_rows)
     clean = np.ones(addresses.shape[0], dtype=np.bool_)  # a block that is not rare (see below)
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
-    for task in range(first_task, n_tasks, task_step):
+    while True:
+        task = claim(claims)  # see fastce._parallel.claim
+        if task >= n_tasks:
+            break
         for b in range(task * blocks_per_task, min(nblocks, (task + 1) * blocks_per_task)):
             start = b * block_rows
             count = min(block_rows, first.shape[0] - start)
@@ -323,7 +334,8 @@ def _compare_tasks_two_class(first, addresses, labels, weights, top_k, mode, pro
 @njit(**KERNEL_OPTIONS)
 def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
                         confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred, row_stats,
-                        nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, first_task, task_step):
+                        nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, claims, first_task,
+                        task_step):
     """_compare_tasks_short's twin for long rows (C > 32)."""
     floats, integers, columns = K._new_scratch(block_rows, first.shape[1])
     exp_chunk = np.empty(K.EXP_SCRATCH, dtype=np.float32)  # see kernels._exp_sums_f32
@@ -331,7 +343,10 @@ def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_ep
     inputs, pair_weight = _new_pair_scratch(addresses.shape[0], block_rows)
     clean = np.zeros(addresses.shape[0], dtype=np.bool_)
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
-    for task in range(first_task, n_tasks, task_step):
+    while True:
+        task = claim(claims)  # see fastce._parallel.claim
+        if task >= n_tasks:
+            break
         for b in range(task * blocks_per_task, min(nblocks, (task + 1) * blocks_per_task)):
             start = b * block_rows
             count = min(block_rows, first.shape[0] - start)
@@ -420,13 +435,14 @@ def pair_blocks(stats_a, stats_b, weights, top_k, confident_below, block_rows, f
     the thread pool (fastce._parallel).
     """
     nblocks = (stats_a.shape[0] + block_rows - 1) // block_rows
-    run_tasks(_pair_tasks, (stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums), nblocks)
+    run_tasks(_pair_tasks, (stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums, new_claims()),
+              nblocks)
     return nblocks
 
 
 @njit(**KERNEL_OPTIONS)
-def _pair_tasks(stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums, first_task, task_step):
-    """Blocks ``first_task, first_task + task_step, ...`` of pair_blocks (see there).
+def _pair_tasks(stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums, claims, first_task, task_step):
+    """The blocks of pair_blocks (see there) this thread claims (see fastce._parallel.claim).
 
     Each block's per-row statistics are first copied into contiguous pair
     inputs: read in place they are 5 floats apart, a stride LLVM does not
@@ -436,7 +452,10 @@ def _pair_tasks(stats_a, stats_b, weights, top_k, confident_below, block_rows, f
     nblocks = (n_rows + block_rows - 1) // block_rows
     inputs, pair_weight = _new_pair_scratch(2, block_rows)
     clean = np.zeros(2, dtype=np.bool_)  # the masked sums: rows not counted are not known here
-    for b in range(first_task, nblocks, task_step):  # each block writes its own row of fsums: no thread sees another's
+    while True:
+        b = claim(claims)  # see fastce._parallel.claim; each block writes its own row of fsums
+        if b >= nblocks:
+            break
         lo = b * block_rows
         count = min(n_rows, lo + block_rows) - lo
         _copy_stats(stats_a, lo, count, inputs[0])

@@ -48,7 +48,7 @@ from numba import njit
 
 from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel_step
 from fastce._exactsum import NUM_LIMBS, exact_add, exact_add_at, normalize
-from fastce._parallel import run_tasks, strides
+from fastce._parallel import claim, new_claims, run_tasks, strides
 from fastce._vecmath import bits_to_float64, float64_to_bits
 
 # SPLIT entries
@@ -156,7 +156,7 @@ def _flush(part, k, acc, nonfinite):
 
 @njit(**KERNEL_OPTIONS)
 def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, touched,
-                     exact, counts, nonfinite, losses, first_task, task_step):
+                     exact, counts, nonfinite, losses, claims, first_task, task_step):
     """Per block of ``block_rows`` rows, in parallel: the loss split, calibration and histograms.
 
     The slice starts at a block boundary (the drivers cut reads there), so
@@ -167,7 +167,9 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
     when a block has fewer than layout[6] / ROW_BIN_ENTRIES rows, only those
     its rows touched (listed in ``touched[first_task]``).
     Exact sums do not depend on the order of their terms, so the strides'
-    accumulators add up to the same bits for any thread count.  Before, each
+    accumulators add up to the same bits for any thread count, and for any
+    split of the blocks between strides: each stride claims its blocks (see
+    fastce._parallel.claim; ``first_task`` names its buffers).  Before, each
     block wrote all layout[6] entries (689: 32-row blocks at C = 1000 cleared
     and scanned ~21 entries a row) and one thread added them exactly after.
     Counters go to ``counts[first_task]`` (stored once), sums that were not finite (a
@@ -189,7 +191,10 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
     listing = ROW_BIN_ENTRIES * block_rows < part.shape[0]
     bad = np.int64(0)  # not a literal 0: that types a second compile of _flush
     all_rows = all_right = all_wrong = all_confident = all_inf = 0
-    for c in range(first_task, n_chunks, task_step):
+    while True:
+        c = claim(claims)  # see fastce._parallel.claim
+        if c >= n_chunks:
+            break
         # The counters and the loss split in locals, stored once a block: in memory, every row's
         # read-modify-write of them waited on the last one, and the counters of neighbouring blocks (one
         # per thread) share cache lines.  The same additions in the same order: the same sums.
@@ -312,7 +317,7 @@ def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows,
     nonfinite = np.empty(n_strides, dtype=np.int64)
     run_tasks(_fold_bins_tasks,
               (labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, touched, parts,
-               part_counts, nonfinite, losses),
+               part_counts, nonfinite, losses, new_claims()),
               n_chunks)
     add_exact(exact, parts)
     counts[:N_SMALL_COUNTS] += part_counts.sum(axis=0)

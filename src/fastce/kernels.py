@@ -42,7 +42,7 @@ from numba.extending import overload
 from fastce import _lanes as lanes
 from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, MAX_BLOCK_ROWS, kernel_step
 from fastce._exactsum import exact_add, normalize
-from fastce._parallel import run_tasks
+from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
     EXP_BIAS_F32,
     add_reassoc,
@@ -1378,15 +1378,20 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
 @njit(**KERNEL_OPTIONS)
 def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
                       sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
-                      icounts, float32_math, first_task, task_step):
-    """Tasks ``first_task, first_task + task_step, ...`` of score_blocks (see there) for short rows.
+                      icounts, float32_math, claims, first_task, task_step):
+    """The tasks of score_blocks (see there) for short rows that this thread claims (``claims``).
 
-    One thread's share of a call (see fastce._parallel).  Short and long
-    rows are two kernels, so that a first use compiles only the one it needs.
+    One thread's share of a call (see fastce._parallel.claim: the tasks go
+    to whichever thread is free, ``first_task`` and ``task_step`` are not
+    used).  Short and long rows are two kernels, so that a first use
+    compiles only the one it needs.
     """
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
-    for task in range(first_task, n_tasks, task_step):
+    while True:
+        task = claim(claims)  # once this one's blocks are done: a faster thread takes more
+        if task >= n_tasks:
+            break
         first_block = task * blocks_per_task
         for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
             _reset_block(fsums, icounts, b)
@@ -1401,7 +1406,7 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
 @njit(**KERNEL_OPTIONS)
 def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode,
                           proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows,
-                          blocks_per_task, fsums, icounts, float32_math, first_task, task_step):
+                          blocks_per_task, fsums, icounts, float32_math, claims, first_task, task_step):
     """score_tasks_short for two-class logits with no per-row loss, by _two_class_block.
 
     A rare block (see there) is left with ``icounts[b, C_ROWS] == RARE_BLOCK``
@@ -1414,7 +1419,10 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
     row_weight = np.empty(block_rows)
     terms = np.empty((N_TERMS + (0 if row_stats is None else PAIR_INPUTS + 2), TERM_ROW))  # see _two_class_block
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
-    for task in range(first_task, n_tasks, task_step):
+    while True:
+        task = claim(claims)  # see score_tasks_short
+        if task >= n_tasks:
+            break
         first_block = task * blocks_per_task
         for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
             _reset_block(fsums, icounts, b)
@@ -1434,13 +1442,16 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
 @njit(**KERNEL_OPTIONS)
 def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
                      sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
-                     icounts, float32_math, first_task, task_step):
+                     icounts, float32_math, claims, first_task, task_step):
     """score_tasks_short's twin for long rows (C > COLUMN_WALK_MAX_CLASSES)."""
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
     exp_chunk = np.empty(EXP_SCRATCH, dtype=np.float32)  # see _exp_sums_f32
     exp_chunk64 = np.empty(EXP_SCRATCH)  # see exp_sums
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
-    for task in range(first_task, n_tasks, task_step):
+    while True:
+        task = claim(claims)  # see score_tasks_short
+        if task >= n_tasks:
+            break
         first_block = task * blocks_per_task
         for b in range(first_block, min(nblocks, first_block + blocks_per_task)):
             _reset_block(fsums, icounts, b)
@@ -1531,7 +1542,7 @@ def score_blocks(
     run_tasks(score_tasks_two_class if two_class else tasks,
               (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
                sum_tolerance, row_losses, stats, pred, nblocks, block_rows, blocks_per_task, fsums, icounts,
-               bool(float32_math)), -(-nblocks // blocks_per_task))
+               bool(float32_math), new_claims()), -(-nblocks // blocks_per_task))
     if two_class:
         # Blocks with a non-finite row, an infinite loss or a label not checked yet: the general path, one block
         # at a time, once the labels are known to be in range.
@@ -1545,14 +1556,15 @@ def score_blocks(
                               ties_to_last, mode, proba_eps, sum_tolerance, row_losses,
                               row_stats[start:stop] if outputs else row_stats,
                               row_pred[start:stop] if outputs else row_pred, 1,
-                              block_rows, 1, fsums[b:b + 1], icounts[b:b + 1], bool(float32_math), 0, 1)
+                              block_rows, 1, fsums[b:b + 1], icounts[b:b + 1], bool(float32_math), new_claims(),
+                              0, 1)
             first_rows = icounts[b, FIRST_NONFINITE:]
             first_rows[first_rows >= 0] += start  # numbered from the block's start there
 
 
 @njit(**KERNEL_OPTIONS)
 def _binary_proba_blocks_tasks(proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows,
-                               fsums, icounts, first_task, task_step):
+                               fsums, icounts, claims, first_task, task_step):
     """Per-block sums for 1-D probabilities of class 1 (scikit-learn's binary log_loss).
 
     Equivalent to the two-column matrix [1 - p, p]: loss is
@@ -1563,7 +1575,10 @@ def _binary_proba_blocks_tasks(proba, labels, sample_weight, top_k, proba_eps, r
     """
     n_rows = proba.shape[0]
     no_pair_inputs = np.empty((0, 0))
-    for b in range(first_task, nblocks, task_step):
+    while True:
+        b = claim(claims)  # see fastce._parallel.claim
+        if b >= nblocks:
+            break
         start = row0 + b * block_rows
         binary_proba_block(proba, labels, sample_weight, top_k, proba_eps, row_losses, b, start,
                            min(start + block_rows, n_rows), fsums, icounts, no_pair_inputs)
@@ -1653,7 +1668,8 @@ def binary_proba_blocks(proba, labels, sample_weight, top_k, proba_eps, row_loss
                         icounts):
     """``_binary_proba_blocks_tasks`` on the thread pool (see fastce._parallel)."""
     run_tasks(_binary_proba_blocks_tasks,
-              (proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows, fsums, icounts),
+              (proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows, fsums, icounts,
+               new_claims()),
               nblocks)
 
 

@@ -43,7 +43,7 @@ from fastce import _lanes as lanes
 from fastce import kernels as K
 from fastce._config import KERNEL_OPTIONS, OVERLOAD_OPTIONS, kernel_step
 from fastce._exactsum import exact_add, normalize
-from fastce._parallel import run_tasks
+from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
     _ONE_F32,
     _ZERO_F32,
@@ -327,8 +327,8 @@ def _count_row(fsums, icounts, b, i, mode, n_cols, rw, row_loss, row_brier, hits
 
 
 @njit(**KERNEL_OPTIONS)
-def _bce_fast_tasks(scores, targets, row_weight, mode, row_values, nblocks, block_rows, fsums, icounts, first_task,
-                    task_step):
+def _bce_fast_tasks(scores, targets, row_weight, mode, row_values, nblocks, block_rows, fsums, icounts, claims,
+                    first_task, task_step):
     """_bce_blocks_tasks for rows weighted by row only, block by block with _bce_block_fast.
 
     A kernel of its own, so that a first use compiles only the path it takes
@@ -336,7 +336,10 @@ def _bce_fast_tasks(scores, targets, row_weight, mode, row_values, nblocks, bloc
     """
     floats = np.empty((4, block_rows * scores.shape[1]))
     ints = np.empty((2, block_rows * scores.shape[1]), dtype=np.int64)
-    for b in range(first_task, nblocks, task_step):
+    while True:
+        b = claim(claims)  # see fastce._parallel.claim
+        if b >= nblocks:
+            break
         _reset_block(fsums, icounts, b)
         start = b * block_rows
         stop = min(start + block_rows, scores.shape[0])
@@ -460,7 +463,7 @@ def _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, sto
 
 @njit(**KERNEL_OPTIONS)
 def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses,
-                      row_values, nblocks, block_rows, fsums, icounts, first_task, task_step):
+                      row_values, nblocks, block_rows, fsums, icounts, claims, first_task, task_step):
     """Per-block sums of element-wise binary cross-entropy over an (n, C) slice.
 
     ``targets``: (n, C), float64, float32 or uint8.  Weights multiply each
@@ -484,7 +487,10 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
     has_pos = pos_weight.shape[0] != 0
     keep = element_losses.shape[0] != 0
     keep_values = row_values.shape[0] != 0
-    for b in range(first_task, nblocks, task_step):
+    while True:
+        b = claim(claims)  # see fastce._parallel.claim
+        if b >= nblocks:
+            break
         prefer_wide_vectors()
         _reset_block(fsums, icounts, b)
         start = b * block_rows
@@ -587,11 +593,11 @@ def bce_blocks(scores, targets, row_weight, col_weight, full_weight, pos_weight,
     element or positive-class weights, no element losses kept) take its fast twin, _bce_fast_tasks."""
     if (col_weight.shape[0] == 0 and full_weight.shape[0] == 0 and pos_weight.shape[0] == 0
             and element_losses.shape[0] == 0 and scores.shape[1] < _PACK_LIMIT):
-        run_tasks(_bce_fast_tasks, (scores, targets, row_weight, mode, row_values, nblocks, block_rows, fsums, icounts),
-                  nblocks)
+        run_tasks(_bce_fast_tasks, (scores, targets, row_weight, mode, row_values, nblocks, block_rows, fsums, icounts,
+                                   new_claims()), nblocks)
         return
     args = (scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, row_values,
-            nblocks, block_rows, fsums, icounts)
+            nblocks, block_rows, fsums, icounts, new_claims())
     run_tasks(_bce_blocks_tasks, args, nblocks)
 
 
@@ -781,7 +787,7 @@ def _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, weighted
 
 @njit(**KERNEL_OPTIONS)
 def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,
-                                float32_math, bad_labels, first_task, task_step):
+                                float32_math, bad_labels, claims, first_task, task_step):
     """Per-block sums in the core layout (``kernels``) for 1-D logits of class 1 and 0/1 labels.
 
     The twin of ``kernels.binary_proba_blocks`` for logits: the loss is
@@ -798,7 +804,10 @@ def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses
     keep = row_losses.shape[0] != 0
     weighted = sample_weight.shape[0] != 0
     terms = np.empty((K.N_TERMS, block_rows + K.SCRATCH_PAD))
-    for b in range(first_task, nblocks, task_step):
+    while True:
+        b = claim(claims)  # see fastce._parallel.claim
+        if b >= nblocks:
+            break
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
         n_ok, n_inf, bad_labels[b], n_hit = _binary_logit_block(logits, labels, sample_weight, row_losses, start,
@@ -916,5 +925,5 @@ def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nbloc
         raise ValueError(f"bad_labels has {bad_labels.shape[0]} entries for {nblocks} blocks")
     run_tasks(_binary_logits_blocks_tasks,
               (logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,
-               math_token(float32_math), bad_labels),
+               math_token(float32_math), bad_labels, new_claims()),
               nblocks)

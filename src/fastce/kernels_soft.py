@@ -30,7 +30,7 @@ from numba import njit
 from fastce import _lanes as lanes
 from fastce import kernels as K
 from fastce._config import KERNEL_OPTIONS, kernel_step
-from fastce._parallel import run_tasks
+from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
     as_float64,
     as_native,
@@ -168,7 +168,7 @@ def _soft_target_row(scores, targets, i, m, lse, smoothing, class_weight, weight
 
 @njit(**KERNEL_OPTIONS)
 def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math,
-                       row_losses, row_values, nblocks, block_rows, fsums, icounts, first_task, task_step):
+                       row_losses, row_values, nblocks, block_rows, fsums, icounts, claims, first_task, task_step):
     """Per-block sums over rows [0, nblocks * block_rows) of an (n, C) logit slice.
 
     ``targets`` (n, C) soft targets, or empty (0, 0) with ``labels`` (n,)
@@ -190,7 +190,10 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
     exp_chunk64 = np.empty(K.EXP_SCRATCH)  # a row's exps or smoothing terms, a chunk at a time
     exp_chunk = np.empty(K.EXP_SCRATCH, dtype=np.float32)  # a row's float32 exps (see _row_max_lse)
     terms = _new_soft_scratch()  # a soft-target row's terms, a chunk at a time
-    for b in range(first_task, nblocks, task_step):
+    while True:
+        b = claim(claims)  # see fastce._parallel.claim
+        if b >= nblocks:
+            break
         prefer_wide_vectors()
         K.reset_counters(fsums, icounts, b, FIRST_COLUMNS)
         start = b * block_rows
@@ -271,5 +274,5 @@ def soft_blocks(scores, targets, labels, class_weight, smoothing, ignore_label, 
     # float64 ones (see kernels._row_exp_sums); the other leaf took 0.5 s of a first call at C = 10.
     float32_math = bool(float32_math) if scores.shape[1] > K.COLUMN_WALK_MAX_CLASSES else None
     args = (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math, row_losses,
-            row_values, nblocks, block_rows, fsums, icounts)
+            row_values, nblocks, block_rows, fsums, icounts, new_claims())
     run_tasks(_soft_blocks_tasks, args, nblocks)

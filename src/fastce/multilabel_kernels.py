@@ -43,7 +43,7 @@ from numba import njit
 
 from fastce import kernels_binary as KB
 from fastce._config import KERNEL_OPTIONS
-from fastce._parallel import run_tasks
+from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import as_float64
 from fastce.diagnostics_kernels import _add, confidence_bin
 
@@ -73,8 +73,8 @@ def count_size(num_labels: int) -> int:
 
 @njit(**KERNEL_OPTIONS)
 def _multilabel_blocks_tasks(scores, targets, row_weight, mode, confident_below, n_bins, nblocks, block_rows, partials,
-                             counts, row_loss, row_wrong, row_worst, first_task, task_step):
-    """Blocks ``first_task, first_task + task_step, ...`` of an (n, C) slice (see the module docstring).
+                             counts, row_loss, row_wrong, row_worst, claims, first_task, task_step):
+    """The blocks of an (n, C) slice this thread claims (see fastce._parallel.claim and the module docstring).
 
     ``targets``: (n, C) float64, float32 or uint8; ``row_weight``: (n,) or
     empty.  Two passes over a row: the first looks for a NaN score (the row
@@ -84,7 +84,10 @@ def _multilabel_blocks_tasks(scores, targets, row_weight, mode, confident_below,
     weighted = row_weight.shape[0] != 0
     cal = SPLIT_SIZE
     lab = cal + 3 * n_bins
-    for b in range(first_task, nblocks, task_step):
+    while True:
+        b = claim(claims)  # see fastce._parallel.claim
+        if b >= nblocks:
+            break
         part = partials[b]
         cnt = counts[b]
         for k in range(part.shape[0]):
@@ -163,7 +166,7 @@ def multilabel_blocks(scores, targets, row_weight, mode, confident_below, n_bins
     run_tasks(
         _multilabel_blocks_tasks,
         (scores, targets, row_weight, mode, confident_below, n_bins, nblocks, block_rows, partials, counts, row_loss,
-         row_wrong, row_worst),
+         row_wrong, row_worst, new_claims()),
         nblocks,
     )
 
