@@ -423,11 +423,32 @@ def test_torch_bfloat16_tensor(problem):
 # -- block and call boundaries -------------------------------------------------
 
 
+def test_short_rows_take_fewer_longer_kernel_calls(monkeypatch):
+    """Without per-row buffers a kernel call holds at least CALL_MIN_SCORES scores (up to 8 x BLOCKS_PER_CALL
+    blocks): 4096 blocks of two-class rows instead of 512; the same bits as calls of 512 blocks."""
+    from fastce._accumulate import blocks_per_call
+
+    c_order = np.zeros((10, 2), dtype=np.float32)
+    assert blocks_per_call([c_order], _config.block_rows(2)) == 8 * _config.BLOCKS_PER_CALL
+    assert blocks_per_call([np.zeros((10, 100), dtype=np.float32)], _config.block_rows(100)) == _config.BLOCKS_PER_CALL
+    assert blocks_per_call([c_order], _config.block_rows(2), min_rows=_config.FOLD_MIN_ROWS) == _config.BLOCKS_PER_CALL
+    assert blocks_per_call([np.asfortranarray(c_order)], _config.block_rows(2)) <= _config.BLOCKS_PER_CALL  # copied
+    rng = np.random.default_rng(7)
+    n = 3 * _config.BLOCKS_PER_CALL * _config.block_rows(2) + 17  # four calls of 512 blocks, one of 4096
+    z = rng.standard_normal((n, 2), dtype=np.float32)
+    y = rng.integers(0, 2, n)
+    w = rng.uniform(0, 2, n)
+    longer = [fastce.evaluate(y, logits=z).to_json(), fastce.evaluate(y, logits=z, sample_weight=w).to_json()]
+    monkeypatch.setattr(_config, "CALL_MIN_SCORES", 0)
+    assert longer == [fastce.evaluate(y, logits=z).to_json(), fastce.evaluate(y, logits=z, sample_weight=w).to_json()]
+
+
 @pytest.fixture
 def tiny_blocks(monkeypatch):
     """Blocks of a few rows and few blocks per kernel call: many blocks and calls on small data."""
     monkeypatch.setattr(_config, "BLOCK_ELEMENTS", 24)
     monkeypatch.setattr(_config, "BLOCKS_PER_CALL", 3)
+    monkeypatch.setattr(_config, "CALL_MIN_SCORES", 0)  # calls of exactly that many blocks
 
 
 def test_results_do_not_depend_on_blocking(problem, rng, tiny_blocks):
@@ -614,6 +635,7 @@ def test_memory_non_contiguous_copy_is_bounded_per_call(big_problem, layout, mon
     x, labels = _layout_for_memory(*big_problem, layout)
     expected = fastce.evaluate(labels, logits=x, top_k=(1, 5))
     monkeypatch.setattr(_config, "BLOCKS_PER_CALL", 8)
+    monkeypatch.setattr(_config, "CALL_MIN_SCORES", 0)  # calls of exactly that many blocks
     rows_per_call = 8 * _config.block_rows(x.shape[1])
     m, peak = _peak_evaluate(x, labels)
     assert peak < 2 * rows_per_call * x.shape[1] * x.itemsize + 16 * MEM_N, (peak, rows_per_call)

@@ -79,6 +79,7 @@ def test_every_door_raises_validates_error(kind, bad, where):
 def test_the_first_bad_label_is_named_when_it_lies_in_a_later_kernel_call(kind, monkeypatch):
     """Kernel calls of two blocks: the error still names the first bad row of the whole array."""
     monkeypatch.setattr(_config, "BLOCKS_PER_CALL", 2)
+    monkeypatch.setattr(_config, "CALL_MIN_SCORES", 0)  # calls of exactly two blocks
     z, y = _rows(kind, 100_000)
     y = y.copy()
     y[70_000] = 2

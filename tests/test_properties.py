@@ -109,7 +109,7 @@ def blocking(data):
     per_call = data.draw(st.integers(1, 4), label="blocks_per_call")
     with mock.patch.object(_config, "BLOCK_ELEMENTS", elements), mock.patch.object(
         _config, "BLOCKS_PER_CALL", per_call
-    ):
+    ), mock.patch.object(_config, "CALL_MIN_SCORES", 0):
         yield
 
 

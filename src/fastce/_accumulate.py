@@ -88,12 +88,17 @@ def blocks_per_call(score_arrays, block_rows: int, *, min_rows: int = 0) -> int:
     kernel_input copies their slices (not C-ordered, or unaligned), so that the copy stays small.
 
     ``min_rows``: with C-ordered arrays, up to 4 x BLOCKS_PER_CALL blocks so that a call holds at least that
-    many rows (see FOLD_MIN_ROWS).
+    many rows (see FOLD_MIN_ROWS); without it (no per-row buffers), up to 8 x BLOCKS_PER_CALL blocks so that
+    a call holds at least CALL_MIN_SCORES scores.
     """
     first = score_arrays[0]
-    if all(a.flags.c_contiguous and a.flags.aligned for a in score_arrays):
-        return max(_config.BLOCKS_PER_CALL, min(-(-min_rows // block_rows), 4 * _config.BLOCKS_PER_CALL))
     row_elements = first.shape[1] if first.ndim == 2 else 1
+    if all(a.flags.c_contiguous and a.flags.aligned for a in score_arrays):
+        if min_rows:
+            return max(_config.BLOCKS_PER_CALL, min(-(-min_rows // block_rows), 4 * _config.BLOCKS_PER_CALL))
+        # No per-row buffers: at least CALL_MIN_SCORES scores a call (short rows: fewer, longer calls).
+        enough = -(-_config.CALL_MIN_SCORES // (block_rows * row_elements))
+        return max(_config.BLOCKS_PER_CALL, min(enough, 8 * _config.BLOCKS_PER_CALL))
     call_bytes = _config.COPY_BYTES_PER_CALL // (block_rows * row_elements * first.itemsize)
     return max(1, min(_config.BLOCKS_PER_CALL, call_bytes))
 
