@@ -19,12 +19,12 @@ def command() -> int:
 
     Before exiting, the objects alive are frozen (``gc.freeze``), so that the
     interpreter's last collection skips them: that collection walked the
-    ~10^5 objects numba leaves (its typing tables, the loaded kernels) for
-    0.1 s of every command (exit 0.12 -> 0.03 s, a warm `fastce eval` of a
-    small file 1.08 -> 0.94 s, median of 10 each, benchmarks/cold_start.py's
-    machine).  Everything the command wrote is closed by then; nothing is
-    left whose collection would run code.  Only here, in a process the
-    command owns: ``main()`` (called in-process) leaves the collector alone.
+    ~10^5 objects numba leaves (its typing tables, the loaded kernels), 0.12-
+    0.19 s of every command (exit 148-188 -> 21-37 ms, 8 alternated runs of
+    a warm ``fastce eval`` on a 1000 x 10 file).  Everything the command
+    wrote is closed by then; nothing is left whose collection would run
+    code.  Only here, in a process the command owns: ``main()`` (called
+    in-process) leaves the collector alone.
     """
     status = main()
     gc.freeze()

@@ -170,10 +170,10 @@ MAX_BLOCK_ROWS = 512
 # Blocks handled by one parallel kernel call: bounds the per-call scratch
 # (O(blocks x fields)) so memory never grows with N.
 BLOCKS_PER_CALL = 512
-# Scores per kernel call, at least, for reads without per-row buffers, within 8 x BLOCKS_PER_CALL blocks (tests that
-# set BLOCKS_PER_CALL to force many calls set this to 0): a call
-# costs ~0.3 ms besides its rows (the pool's dispatch, the blocks' fold, the slices), and 512 blocks of two-class
-# rows (262k rows, ~1 ms) paid it 512 times a GiB; only C < 16 reaches past 512 blocks (see _accumulate.blocks_per_call).
+# Scores per kernel call, at least, for reads without per-row buffers, within 8 x BLOCKS_PER_CALL blocks (see
+# _accumulate.blocks_per_call): a call costs ~0.3 ms besides its rows (the pool's dispatch, the blocks' fold, the
+# slices), and a call of 512 two-class blocks (262k rows, ~1 ms) paid it 512 times a GiB.  Only C < 16 reaches
+# past 512 blocks.  Tests that set BLOCKS_PER_CALL to force many calls set this to 0.
 CALL_MIN_SCORES = 1 << 22
 # Rows per kernel call, at least, for reads that fold per-row values after each call (diagnose: see
 # _accumulate.accumulate_matrix), within 4 x BLOCKS_PER_CALL blocks (64k rows: 3 MB of per-row buffers).
