@@ -185,9 +185,10 @@ def _evaluate_in_child(y, z):
 
 
 @numba.njit(nogil=True)
-def _claiming_kernel(owner, spin, claims, first_task, task_step):
-    """Claims tasks as the score kernels do, records which stride took each, and spins ``spin[first_task]``
-    iterations a task (a slower stride)."""
+def _claiming_kernel(owner, runs, spin, claims, first_task, task_step):
+    """Claims tasks as the score kernels do, records which stride took each and how often each ran (each
+    stride counts in its own row of ``runs``), and spins ``spin[first_task]`` iterations a task (a slower
+    stride)."""
     x = 0.0
     while True:
         task = _parallel.claim(claims)
@@ -196,6 +197,7 @@ def _claiming_kernel(owner, spin, claims, first_task, task_step):
         for i in range(spin[first_task]):
             x += math.sqrt(i + x)
         owner[task] = first_task if x >= 0.0 else -2  # x read: the spin is not optimised away
+        runs[first_task, task] += 1
 
 
 def test_claimed_tasks_each_run_once_and_a_slower_thread_takes_fewer():
@@ -205,14 +207,17 @@ def test_claimed_tasks_each_run_once_and_a_slower_thread_takes_fewer():
     n_tasks = 64
     for _ in range(50):  # races, if any, show over repeated calls
         owner = np.full(n_tasks, -1, dtype=np.int64)
-        _parallel.run_tasks(_claiming_kernel, (owner, np.zeros(threads, dtype=np.int64), _parallel.new_claims()),
-                            n_tasks)
+        runs = np.zeros((threads, n_tasks), dtype=np.int64)
+        _parallel.run_tasks(_claiming_kernel, (owner, runs, np.zeros(threads, dtype=np.int64),
+                                               _parallel.new_claims()), n_tasks)
         assert (owner >= 0).all() and (owner < threads).all()
+        assert (runs.sum(axis=0) == 1).all(), runs
     if threads < 2:
         pytest.skip("one numba thread: nothing to balance")
     spin = np.full(threads, 2_000, dtype=np.int64)
     spin[0] = 100_000
     owner = np.full(n_tasks, -1, dtype=np.int64)
-    _parallel.run_tasks(_claiming_kernel, (owner, spin, _parallel.new_claims()), n_tasks)
+    runs = np.zeros((threads, n_tasks), dtype=np.int64)
+    _parallel.run_tasks(_claiming_kernel, (owner, runs, spin, _parallel.new_claims()), n_tasks)
     assert (owner >= 0).all()
     assert (owner == 0).sum() < n_tasks // 4, np.bincount(owner)
