@@ -377,11 +377,16 @@ def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares,
             squares[r] = e * e
             e_true[r] = 1.0 if target[r] - high[r] == 0.0 else e
         return
+    # The first column starts the sums (the same bits as adding it to 0.0:
+    # its terms are >= +0.0 or NaN), one pass fewer over the scratch.
     for r in range(count):
-        at_max[r] = 0.0
-        rest[r] = 0.0
-        squares[r] = 0.0
-    for j in range(n_classes):
+        x = columns[0, r] - high[r]
+        top = x >= 0.0
+        e = exp_nonpositive(-np.inf if top else x)
+        at_max[r] = 1.0 if top else 0.0
+        rest[r] = e
+        squares[r] = e * e
+    for j in range(1, n_classes):
         for r in range(count):
             x = columns[j, r] - high[r]
             top = x >= 0.0
@@ -616,14 +621,18 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     # as a float: every operand is a float64 lane, so the loop vectorises
     # without the packing and widening of int64 and boolean masks, which cost
     # a quarter of the short-row kernel (perf profile at C = 2 and 10).
+    # Column 0 starts the counts (as for the exps, see _exp_columns).
     for r in range(count):
-        rank[r] = 0.0
-    for j in range(n_classes):
+        v = columns[0, r]
+        t = target[r]
+        # Equal scores rank ahead on one side of the true class only.
+        tie_ahead = 0.0 > label_column[r] if ties_to_last else 0.0 < label_column[r]
+        rank[r] = 1.0 if (v > t) | ((v == t) & tie_ahead) else 0.0
+    for j in range(1, n_classes):
         column = np.float64(j)
         for r in range(count):
             v = columns[j, r]
             t = target[r]
-            # Equal scores rank ahead on one side of the true class only.
             tie_ahead = column > label_column[r] if ties_to_last else column < label_column[r]
             rank[r] += 1.0 if (v > t) | ((v == t) & tie_ahead) else 0.0
     for r in range(count):
@@ -682,35 +691,21 @@ def _first_index_of(scores, i, n_classes, value):
 def _probability_like_columns(columns, high, status, count, n_classes, sum_tolerance, lowest, total):
     """(rows, one-hot rows) of a walked block of logits that look like probabilities (see _probability_like_row).
 
-    One compare per row (a row max above 1 settles it).  Rows with a max
-    <= 1 check their columns again, which are still in cache: one by one
-    when they are few, else after a vectorised pass of row sums (small
-    logits, e.g. two classes of scale ~1, often have a max <= 1, and a
-    scalar walk of those rows cost a third of the two-class kernel).
-    ``lowest`` and ``total`` are scratch rows the caller overwrites later.
+    One compare per row (a row max above 1 settles it).  When some rows
+    have a max <= 1 (small logits, e.g. two classes of scale ~1, often do),
+    a vectorised pass of row sums over the columns, still in cache, which
+    real logits almost never bring within the tolerance of 1; only the rows
+    left check their minimum, one by one.  (Walking the candidate rows one
+    by one instead, with a branch per row of the block, took 3% of the
+    short-row kernel at C = 10, where about one row in a hundred has a max
+    <= 1: perf.)  ``lowest`` and ``total`` are scratch rows the caller
+    overwrites later.
     """
     candidates = 0
     for r in range(count):
         candidates += (status[r] == ROW_OK) & (high[r] <= 1.0)
     if candidates == 0:
         return 0, 0
-    like = 0
-    one_hot = 0
-    if 8 * candidates <= count:
-        for r in range(count):
-            if status[r] == ROW_OK and high[r] <= 1.0:
-                row_lowest = columns[0, r]
-                row_total = 0.0
-                for j in range(n_classes):
-                    row_lowest = min(row_lowest, columns[j, r])
-                    row_total += columns[j, r]
-                if row_lowest >= 0.0 and abs(row_total - 1.0) <= sum_tolerance:
-                    like += 1
-                    one_hot += high[r] == 1.0
-        return like, one_hot
-    # Many: the row sums first (one vectorised pass), which real logits
-    # almost never bring within the tolerance of 1; the rows left check
-    # their minimum one by one.
     for r in range(count):
         total[r] = columns[0, r]
     for j in range(1, n_classes):
@@ -722,6 +717,8 @@ def _probability_like_columns(columns, high, status, count, n_classes, sum_toler
         left += lowest[r] == 1.0
     if left == 0:
         return 0, 0
+    like = 0
+    one_hot = 0
     for r in range(count):
         if lowest[r] == 1.0:
             row_lowest = columns[0, r]
