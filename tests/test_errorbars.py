@@ -91,6 +91,29 @@ def test_binary_tasks_carry_stderr():
     assert mp.stderr["cross_entropy"] == pytest.approx(se_reference(-np.log(q)), rel=1e-9)
 
 
+# Exact scaled integers as the accumulators hold them: a value times 2**OFFSET (most low bits 0), or any integer.
+_SCALE = 1 << 1126
+_SCALED = st.integers(-(2 ** 80), 2 ** 80).map(lambda v: v << 1060) | st.integers(-(2 ** 1200), 2 ** 1200)
+
+
+@given(_SCALED.filter(lambda w: w > 0) | st.just(0), _SCALED, _SCALED, _SCALED, _SCALED)
+def test_centred_square_sum_is_the_exact_rational_correctly_rounded(weight, total, q0, q1, q2):
+    """The common power of two taken out first, the value is still (Q2 W^2 - 2 S W Q1 + S^2 Q0) / (W^2 scale),
+    rounded once, clipped below at 0 (inf where beyond float64)."""
+    from fractions import Fraction
+
+    got = errorbars.centred_square_sum(weight, total, q0, q1, q2, _SCALE)
+    if weight == 0:
+        assert got == 0.0
+        return
+    exact = Fraction(q2 * weight * weight - 2 * total * weight * q1 + total * total * q0, weight * weight * _SCALE)
+    try:
+        expected = max(0.0, float(exact))
+    except OverflowError:
+        expected = math.inf if exact > 0 else 0.0
+    assert got == expected
+
+
 def test_intervals():
     rng = np.random.default_rng(4)
     n, c = 2000, 5

@@ -77,3 +77,20 @@ def test_to_int_of_any_limbs(limbs):
     normalised = acc.copy()
     _exactsum.normalize(normalised)
     assert _exactsum.to_int(normalised) == expected
+
+
+@given(st.lists(st.lists(st.integers(-(2 ** 40), 2 ** 40), min_size=_exactsum.NUM_LIMBS,
+                         max_size=_exactsum.NUM_LIMBS), min_size=1, max_size=6), st.booleans())
+def test_to_ints_is_to_int_of_each_row(rows, normalise):
+    """The batch conversion (one check, one digit copy for all rows) gives each row's to_int, normalised or not."""
+    accs = np.array(rows, dtype=np.int64)
+    if normalise:
+        for acc in accs:
+            _exactsum.normalize(acc)
+    assert _exactsum.to_ints(accs) == [_exactsum.to_int(acc) for acc in accs]
+
+
+@given(st.lists(FINITE, max_size=30))
+def test_int_to_float_is_to_float(values):
+    acc = _accumulate(values)
+    assert _exactsum.int_to_float(_exactsum.to_int(acc)) == _exactsum.to_float(acc)

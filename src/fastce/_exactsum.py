@@ -115,13 +115,36 @@ def to_int(acc: np.ndarray) -> int:
     return total
 
 
-def to_float(acc: np.ndarray) -> float:
-    """The accumulated sum, correctly rounded to float64 (inf on overflow)."""
-    total = to_int(acc)
+def to_ints(accs: np.ndarray) -> list[int]:
+    """to_int of each accumulator (row) of ``accs``, the normalisation checked and the digits taken once for all.
+
+    A state's finalisation reads some twenty accumulators: one by one, their
+    checks and conversions (four numpy calls each) took over a quarter of
+    a small ``evaluate``'s time (cProfile, 10 rows: ~170 of ~590 us).
+    """
+    low = accs[:, :-1]
+    # Every limb but the last in [0, 2**32) exactly when their bitwise OR is (a negative limb sets the sign bit).
+    if not low.size or int(np.bitwise_or.reduce(low, axis=None)) >> LIMB_BITS:
+        return [to_int(acc) for acc in accs]
+    digits = low.astype("<u4").tobytes()  # row-major: each row's little-endian 32-bit digits in turn
+    width = 4 * low.shape[1]
+    top = LIMB_BITS * low.shape[1]
+    return [int.from_bytes(digits[i * width:(i + 1) * width], "little") + (int(accs[i, -1]) << top)
+            for i in range(accs.shape[0])]
+
+
+def int_to_float(total: int) -> float:
+    """The sum held as the exact scaled integer ``total`` (see to_int), correctly rounded to float64 (inf on
+    overflow)."""
     try:
         return total / (1 << OFFSET)
     except OverflowError:
         return math.inf if total > 0 else -math.inf
+
+
+def to_float(acc: np.ndarray) -> float:
+    """The accumulated sum, correctly rounded to float64 (inf on overflow)."""
+    return int_to_float(to_int(acc))
 
 
 def to_hex(acc: np.ndarray) -> str:

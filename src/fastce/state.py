@@ -18,7 +18,6 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass, replace
-from fractions import Fraction
 
 import numpy as np
 
@@ -161,19 +160,22 @@ class State:
         """Sum of the weights of the rows counted (NaN if a block's weighted sums overflowed)."""
         return self._weighted_sum(K.SUMS_WEIGHT)
 
-    def _weighted_sum(self, row: int) -> float:
+    def _weighted_sum(self, row: int, ints: list | None = None) -> float:
         # A block sum that overflowed float64 could not enter the exact
         # accumulator: the exact sum lacks it, so it is unknown, not that.
         if self.counts[K.C_OVERFLOW] > 0:
             return math.nan
-        return _exactsum.to_float(self.sums[row])
+        return _exactsum.to_float(self.sums[row]) if ints is None else _exactsum.int_to_float(ints[row])
+
+    def _loss_sum(self, ints: list | None = None) -> float:
+        if self.counts[K.C_INF_LOSS] > 0:
+            return math.inf
+        return _exactsum.to_float(self.sums[K.SUMS_LOSS]) if ints is None else _exactsum.int_to_float(ints[K.SUMS_LOSS])
 
     @property
     def loss_sum(self) -> float:
         """Sum of weighted per-row losses (inf if any counted row had an infinite loss)."""
-        if self.counts[K.C_INF_LOSS] > 0:
-            return math.inf
-        return _exactsum.to_float(self.sums[K.SUMS_LOSS])
+        return self._loss_sum()
 
     @property
     def brier_sum(self) -> float:
@@ -183,11 +185,7 @@ class State:
     def hits(self, k_index: int) -> float:
         return self._weighted_sum(K.SUMS_TOPK + k_index)
 
-    def _moment(self, m: int) -> int:
-        """Exact scaled integer of second-moment accumulator ``m`` (see kernels.M_W2)."""
-        return _exactsum.to_int(self.sums[K.SUMS_TOPK + len(self.top_k) + m])
-
-    def standard_errors(self) -> tuple[dict, float]:
+    def standard_errors(self, ints: list | None = None) -> tuple[dict, float]:
         """({metric: standard error}, Kish's effective number of rows) of the finalised means.
 
         The ratio-estimator standard error of each weighted mean (plain
@@ -195,12 +193,15 @@ class State:
         ``fastce.errorbars``.  ``top_k_accuracy`` maps k to its error.
         Brier errors carry the same factor as the Brier score (halved for
         two classes).  Call only for a state whose means are defined.
+        ``ints``: the accumulators' integers (``_exactsum.to_ints(self.sums)``), if the caller has them.
         """
+        ints = _exactsum.to_ints(self.sums) if ints is None else ints
+        moments = K.SUMS_TOPK + len(self.top_k)  # the second moments' first row (see kernels.M_W2)
         n = int(self.counts[K.C_ROWS])
         scale = 1 << _exactsum.OFFSET
-        weight = _exactsum.to_int(self.sums[K.SUMS_WEIGHT])
-        weight_sum = self.weight_sum
-        q0 = self._moment(K.M_W2)
+        weight = ints[K.SUMS_WEIGHT]
+        weight_sum = self._weighted_sum(K.SUMS_WEIGHT, ints)
+        q0 = ints[moments + K.M_W2]
 
         def error(total: int, q1: int, q2: int) -> float:
             centred = errorbars.centred_square_sum(weight, total, q0, q1, q2, scale)
@@ -212,18 +213,15 @@ class State:
         if self.counts[K.C_INF_LOSS] > 0:
             loss_error = math.inf
         else:
-            loss_error = error(_exactsum.to_int(self.sums[K.SUMS_LOSS]), self._moment(K.M_W2LOSS), self._moment(K.M_W2LOSS2))
+            loss_error = error(ints[K.SUMS_LOSS], ints[moments + K.M_W2LOSS], ints[moments + K.M_W2LOSS2])
         half = 0.5 if self.num_classes == 2 else 1.0
-        brier_error = half * error(
-            _exactsum.to_int(self.sums[K.SUMS_BRIER]), self._moment(K.M_W2BRIER), self._moment(K.M_W2BRIER2)
-        )
+        brier_error = half * error(ints[K.SUMS_BRIER], ints[moments + K.M_W2BRIER], ints[moments + K.M_W2BRIER2])
         top_k = {}
         for i, k in enumerate(self.top_k):
-            hits = _exactsum.to_int(self.sums[K.SUMS_TOPK + i])
-            hits2 = self._moment(K.M_W2TOPK + i)
+            hits2 = ints[moments + K.M_W2TOPK + i]
             # A hit is 0 or 1: its square is itself.
-            top_k[k] = error(hits, hits2, hits2)
-        effective = float(Fraction(weight * weight, q0 * scale)) if q0 else math.nan
+            top_k[k] = error(ints[K.SUMS_TOPK + i], hits2, hits2)
+        effective = (weight * weight) / (q0 * scale) if q0 else math.nan  # int / int: correctly rounded
         return {"cross_entropy": loss_error, "brier": brier_error, "top_k_accuracy": top_k}, effective
 
     def finalize(
@@ -251,9 +249,10 @@ class State:
                 OmittedRowsWarning,
                 stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
             )
-        check_weighted_sums(self)
+        ints = _exactsum.to_ints(self.sums)  # every sum below from one conversion
+        check_weighted_sums(self, ints=ints)
         n = int(self.counts[K.C_ROWS])
-        weight_sum = self.weight_sum
+        weight_sum = self._weighted_sum(K.SUMS_WEIGHT, ints)
         if nonfinite and nan_policy == "propagate":
             cross_entropy = accuracy = brier = math.nan
             top_k = {k: math.nan for k in self.top_k}
@@ -272,13 +271,13 @@ class State:
                     "pass at least one positive weight.",
                     argument="sample_weight",
                 )
-            cross_entropy = self.loss_sum / weight_sum
+            cross_entropy = self._loss_sum(ints) / weight_sum
             # scikit-learn's brier_score_loss(scale_by_half="auto"): halved for
             # two classes, so that it is the familiar mean of (p - y)^2.
-            brier = self.brier_sum / weight_sum * (0.5 if self.num_classes == 2 else 1.0)
-            top_k = {k: self.hits(i) / weight_sum for i, k in enumerate(self.top_k)}
+            brier = self._weighted_sum(K.SUMS_BRIER, ints) / weight_sum * (0.5 if self.num_classes == 2 else 1.0)
+            top_k = {k: self._weighted_sum(K.SUMS_TOPK + i, ints) / weight_sum for i, k in enumerate(self.top_k)}
             accuracy = top_k[1] if 1 in top_k else math.nan
-            stderr, effective = self.standard_errors()
+            stderr, effective = self.standard_errors(ints)
             # No row's loss infinite (none recorded as the first one), yet the mean is: a block's sum of finite
             # losses left float64's range (kernels.fold_blocks counts such a block in C_INF_LOSS).
             loss_overflow = math.isinf(cross_entropy) and self.counts[K.FIRST_INF_LOSS] < 0
@@ -480,7 +479,7 @@ def check_nan_policy(nan_policy: str) -> None:
         )
 
 
-def check_weighted_sums(state: State, weight_name: str = "sample_weight") -> None:
+def check_weighted_sums(state: State, weight_name: str = "sample_weight", ints: list | None = None) -> None:
     """Refuse weights so large that a weighted sum (weights, Brier, top-k hits) overflows float64.
 
     Never a plausible wrong number instead: a block sum that overflowed
@@ -491,8 +490,9 @@ def check_weighted_sums(state: State, weight_name: str = "sample_weight") -> Non
     change when all weights are divided by one number, hence the advice.
     """
     blocks = int(state.counts[K.C_OVERFLOW])
-    totals = [_exactsum.to_float(state.sums[K.SUMS_WEIGHT]), _exactsum.to_float(state.sums[K.SUMS_BRIER])]
-    totals += [_exactsum.to_float(state.sums[K.SUMS_TOPK + i]) for i in range(len(state.top_k))]
+    ints = _exactsum.to_ints(state.sums) if ints is None else ints  # ``ints``: the caller's, if it has them
+    rows = [K.SUMS_WEIGHT, K.SUMS_BRIER] + [K.SUMS_TOPK + i for i in range(len(state.top_k))]
+    totals = [_exactsum.int_to_float(ints[row]) for row in rows]
     if not blocks and all(math.isfinite(total) for total in totals):
         return
     raise_weights_overflow(weight_name, int(state.counts[K.FIRST_OVERFLOW]) if blocks else None)
