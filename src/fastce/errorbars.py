@@ -196,16 +196,16 @@ def minimum_detectable_difference(stderr: float, *, level: float = 0.95, power: 
     return (normal_quantile(level) + _STANDARD_NORMAL.inv_cdf(power)) * stderr
 
 
-def error_of_sums(n: int, weight, total, q0, q1, q2, *, scale_down: float = 1.0) -> float:
-    """Standard error of the mean ``total / weight`` from exact accumulators (``_exactsum`` limbs).
+def error_of_sums(n: int, weight: int, total: int, q0: int, q1: int, q2: int, *, scale_down: float = 1.0) -> float:
+    """Standard error of the mean ``total / weight`` from the exact accumulators' scaled integers.
 
     ``q0 = sum w^2``, ``q1 = sum w v``, ``q2 = sum v^2`` of the rows'
-    contributions ``v = w x`` (see the module docstring); the error is
-    divided by ``scale_down`` (a mean over C elements per row: C).
+    contributions ``v = w x`` (see the module docstring), each an integer
+    of ``_exactsum`` (the sum times 2**OFFSET: ``_exactsum.to_ints``); the
+    error is divided by ``scale_down`` (a mean over C elements per row: C).
     """
     from fastce import _exactsum
 
-    ints = [_exactsum.to_int(a) for a in (weight, total, q0, q1, q2)]
     scale = 1 << _exactsum.OFFSET
-    centred = centred_square_sum(*ints, scale)
-    return standard_error(n, ints[0] / scale, centred) / scale_down
+    centred = centred_square_sum(weight, total, q0, q1, q2, scale)
+    return standard_error(n, weight / scale, centred) / scale_down

@@ -409,12 +409,12 @@ class MultilabelState(_SumsState):
         if math.isnan(ce):
             nan = math.nan
             return {k: nan for k in ("cross_entropy", "brier", "hamming_accuracy")} | {"top_k_accuracy": {1: nan}}, nan
-        acc = sums.sums
+        ints = _exactsum.to_ints(sums.sums)  # every accumulator converted once
 
         def error(total, q1, q2, per_label=True):
             if sums.nonfinite[[KB.S_WEIGHT, total, KB.S_W2, q1, q2]].any():
                 return unknown_error()
-            return errorbars.error_of_sums(n, acc[KB.S_WEIGHT], acc[total], acc[KB.S_W2], acc[q1], acc[q2],
+            return errorbars.error_of_sums(n, ints[KB.S_WEIGHT], ints[total], ints[KB.S_W2], ints[q1], ints[q2],
                                            scale_down=n_cols if per_label else 1.0)
 
         subset = error(KB.S_SUBSET, KB.S_SUBSET_Q, KB.S_SUBSET_Q, per_label=False)
@@ -486,14 +486,13 @@ class SoftState(_SumsState):
         sums = self.sums
         if math.isnan(ce):
             return {k: math.nan for k in ("cross_entropy", "target_entropy", "kl_divergence")} | {"top_k_accuracy": {1: math.nan}}
-        count = _exactsum.new_accumulators(1)[0]
-        _exactsum.exact_add(count, float(n))  # n is below 2**53: exact
-        acc = sums.sums
+        count = n << _exactsum.OFFSET  # n unit weights, as an exact accumulator holds their sum
+        ints = _exactsum.to_ints(sums.sums)  # every accumulator converted once
 
         def error(total, squares):
             if sums.nonfinite[[total, squares]].any():
                 return unknown_error()
-            return errorbars.error_of_sums(n, count, acc[total], count, acc[total], acc[squares])
+            return errorbars.error_of_sums(n, count, ints[total], count, ints[total], ints[squares])
 
         return {
             "cross_entropy": math.inf if ce == math.inf else error(KS.S_LOSS, KS.S_LOSS2),
