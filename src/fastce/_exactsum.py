@@ -120,7 +120,7 @@ def to_ints(accs: np.ndarray) -> list[int]:
 
     A state's finalisation reads some twenty accumulators: one by one, their
     checks and conversions (four numpy calls each) took over a quarter of
-    a small ``evaluate``'s time (cProfile, 10 rows: ~170 of ~590 us).
+    a small ``evaluate``'s time (cProfile, 10 rows: ~160 of ~610 us).
     """
     low = accs[:, :-1]
     # Every limb but the last in [0, 2**32) exactly when their bitwise OR is (a negative limb sets the sign bit).
