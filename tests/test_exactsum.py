@@ -90,7 +90,12 @@ def test_to_ints_is_to_int_of_each_row(rows, normalise):
     assert _exactsum.to_ints(accs) == [_exactsum.to_int(acc) for acc in accs]
 
 
-@given(st.lists(FINITE, max_size=30))
-def test_int_to_float_is_to_float(values):
-    acc = _accumulate(values)
-    assert _exactsum.int_to_float(_exactsum.to_int(acc)) == _exactsum.to_float(acc)
+@given(st.integers(-(2 ** 2300), 2 ** 2300) | st.integers(-(2 ** 60), 2 ** 60))
+def test_int_to_float_is_the_scaled_integer_correctly_rounded(total):
+    """Any scaled integer, the float64 range and beyond it: the rational total / 2**OFFSET, rounded once."""
+    exact = Fraction(total, 2 ** _exactsum.OFFSET)
+    try:
+        expected = float(exact)
+    except OverflowError:
+        expected = math.inf if exact > 0 else -math.inf
+    assert _exactsum.int_to_float(total) == expected
