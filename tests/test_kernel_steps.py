@@ -119,6 +119,10 @@ values = np.arange(5.0)
 caller = stepmod.first_caller if sys.argv[2] == "first" else stepmod.second_caller
 print("RESULT", caller(values))
 print("STEP", dict(stepmod.scaled_sum.stats.cache_hits), dict(stepmod.scaled_sum.stats.cache_misses))
+(step,) = stepmod.scaled_sum.overloads.values()
+(call,) = caller.overloads.values()
+engine = call.library._codegen._engine._ee._modules  # the modules compiled to machine code (see above)
+print("ENGINE", step.library._final_module in engine, call.library._final_module in engine)
 '''
 
 
@@ -134,11 +138,16 @@ def test_a_cached_step_is_linked_into_a_new_caller_in_another_process(tmp_path):
                               text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
-        return float(lines["RESULT"]), lines["STEP"]
+        return float(lines["RESULT"]), lines["STEP"], lines["ENGINE"]
 
-    result, stats = run("first")
+    result, stats, engine = run("first")
     assert result == 20.0
     assert stats.startswith("{} ")  # compiled here, no cache hit
-    result, stats = run("second")
+    assert engine == "False True"
+    result, stats, engine = run("second")
     assert result == 21.0
     assert stats.startswith("{(") and stats.endswith("{}")  # loaded from the cache, not compiled
+    # Nor compiled to machine code as it loads: the JIT engine would then resolve the new caller's call
+    # to that code (the step's IR as cached, unoptimised) instead of the caller's optimised copy: a
+    # kernel compiled for a new signature in such a process ran 4-8x slower (see _config.StepCacheImpl).
+    assert engine == "False True"

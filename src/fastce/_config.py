@@ -46,14 +46,16 @@ def _step_pipeline():
     it replaces: the steps are then compiled as before.
     """
     try:
-        from numba.core import compiler
+        from numba.core import caching, compiler
         from numba.core.codegen import JITCodeLibrary
     except ImportError:  # pragma: no cover - numba internals moved
         return None
     needed = ("_optimize_final_module", "_finalize_final_module", "_finalize_dynamic_globals",
               "_verify_declare_only_symbols", "_ensure_finalized", "get_pointer_to_function",
-              "serialize_using_bitcode", "serialize_using_object_code", "codegen")
-    if not all(hasattr(JITCodeLibrary, name) for name in needed) or not hasattr(compiler.Compiler, "compile_extra"):
+              "serialize_using_bitcode", "serialize_using_object_code", "codegen", "_unserialize")
+    if (not all(hasattr(JITCodeLibrary, name) for name in needed) or not hasattr(compiler.Compiler, "compile_extra")
+            or not hasattr(getattr(caching, "CompileResultCacheImpl", None), "rebuild")
+            or not hasattr(caching, "FunctionCache")):
         return None  # pragma: no cover - numba internals changed
 
     class _UnboundEnvironments:
@@ -117,10 +119,42 @@ def _step_pipeline():
                 self.state.library = library
             return super().compile_extra(func)
 
-    return StepCompiler
+    class StepCacheImpl(caching.CompileResultCacheImpl):
+        """numba's cache of compile results, rebuilding a step's cached IR as a StepLibrary.
+
+        numba rebuilds a cached library as its codegen's library class, a
+        JIT library, which compiles the module to machine code as it loads
+        and puts its functions in the JIT engine.  A caller compiled later in
+        that process links its own optimised copy of the step (linkonce_odr),
+        but the engine resolves the call to the definition it already holds:
+        the step's IR compiled as cached -- without module optimisation for
+        most steps (see StepCompiler).  A kernel compiled for a new signature
+        (another dtype, weights) in a process that found its steps in the
+        cache then ran ~4-8x slower for the life of that process (C = 10
+        logits with float32 weights, one thread: 140-237 against 31 ns a row,
+        /tmp script; the next process loads the whole kernel from the cache
+        and was fast again), and every load spent a code generation.
+        """
+
+        def rebuild(self, target_context, payload):
+            codegen = target_context.codegen()
+            usual = codegen._library_class
+            # numba loads cached functions inside its compiler lock: no other compilation sees the swap.
+            codegen._library_class = StepLibrary
+            try:
+                return super().rebuild(target_context, payload)
+            finally:
+                codegen._library_class = usual
+
+    class StepCache(caching.FunctionCache):
+        """A kernel step's cache (see StepCacheImpl)."""
+
+        _impl_class = StepCacheImpl
+
+    return StepCompiler, StepCache
 
 
-_STEP_PIPELINE = _step_pipeline()
+_STEP_PIPELINE, _STEP_CACHE = _step_pipeline() or (None, None)
 
 
 class KernelStep(CPUDispatcher):
@@ -155,8 +189,10 @@ def kernel_step(**options):
         cache = targetoptions.pop("cache", False)
         pipeline = {} if _STEP_PIPELINE is None else {"pipeline_class": _STEP_PIPELINE}
         step = KernelStep(function, locals={}, targetoptions=targetoptions, **pipeline)
-        if cache:
-            step.enable_caching()
+        if cache and _STEP_CACHE is not None:
+            step._cache = _STEP_CACHE(function)  # enable_caching's, rebuilding without machine code (StepCacheImpl)
+        elif cache:
+            step.enable_caching()  # pragma: no cover - numba internals changed (see _step_pipeline)
         return step
 
     return decorate
