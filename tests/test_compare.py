@@ -69,7 +69,7 @@ def test_each_models_state_counts_equal_evaluate_and_logits_in_unit_interval_do_
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_paired_deltas_match_the_formulas(weighted):
-    y, models = three_models(seed=2)
+    y, models = three_models(seed=2, dtype=np.float64)  # float64 math: the formulas to 1e-9
     n = y.shape[0]
     w = np.random.default_rng(3).random(n) * 2 if weighted else None
     c = fastce.compare(y, logits=models, top_k=(1, 3), sample_weight=w)
@@ -200,7 +200,7 @@ def test_the_readme_three_model_example_runs_and_explains_the_disagreement():
 def test_clustered_paired_errors():
     from test_errorbars import clustered_reference
 
-    y, models = three_models(n=3000, seed=9)
+    y, models = three_models(n=3000, seed=9, dtype=np.float64)  # float64 math: the formula to 1e-9
     groups = np.sort(np.random.default_rng(10).integers(0, 120, y.shape[0]))
     c = fastce.compare(y, logits=models, groups=groups, top_k=(1, 3))
     rows = {name: per_row(y, z) for name, z in models.items()}

@@ -234,7 +234,7 @@ def clustered_reference(x, groups, w=None):
 def test_clustered_stderr_matches_the_formula(weighted, sorted_groups):
     rng = np.random.default_rng(8 + weighted + 2 * sorted_groups)
     n, c = 4000, 12
-    z = rng.standard_normal((n, c)).astype(np.float32)
+    z = rng.standard_normal((n, c))  # float64 math: the formula to 1e-9 (float32 math: tests/test_float32_math.py)
     y = rng.integers(0, c, n)
     groups = rng.integers(-50, 250, n).astype(np.int32)
     if sorted_groups:

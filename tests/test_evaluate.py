@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 import pytest
-from support import BFLOAT16, readonly, score_dtype_params
+from support import BFLOAT16, FLOAT32_MATH_RTOL, loss_rtol, readonly, score_dtype_params
 from reference import evaluate_reference, row_brier
 
 import fastce
@@ -32,7 +32,11 @@ def softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def assert_matches_reference(metrics, ref, rtol=RTOL):
+def assert_matches_reference(metrics, ref, rtol=RTOL, float32_math=False):
+    """``float32_math``: logits computed with float32 math (16- and 32-bit logits of three classes or more):
+    the loss and Brier terms within a few float32 ulp (support.FLOAT32_MATH_RTOL)."""
+    brier_rtol = max(1e-12, FLOAT32_MATH_RTOL) if float32_math else 1e-12
+    rtol = max(rtol, FLOAT32_MATH_RTOL) if float32_math else rtol
     assert metrics.n == ref["n"]
     assert metrics.n_omitted == ref["n_omitted"]
     assert metrics.weight_sum == pytest.approx(ref["weight_sum"], rel=1e-12)
@@ -51,7 +55,7 @@ def assert_matches_reference(metrics, ref, rtol=RTOL):
     if math.isnan(ref["brier"]):
         assert math.isnan(metrics.brier)
     else:
-        assert metrics.brier == pytest.approx(ref["brier"], rel=1e-12, abs=1e-15)
+        assert metrics.brier == pytest.approx(ref["brier"], rel=brier_rtol, abs=1e-15)
 
 
 @pytest.fixture
@@ -69,7 +73,7 @@ def test_logits_match_reference_every_dtype(problem, dtype):
     logits, labels = problem
     x = logits.astype(dtype)
     m = fastce.evaluate(labels, logits=x, top_k=(1, 2, 5))
-    assert_matches_reference(m, evaluate_reference(labels, logits=x, top_k=(1, 2, 5)))
+    assert_matches_reference(m, evaluate_reference(labels, logits=x, top_k=(1, 2, 5)), float32_math=dtype != np.float64)
     assert m.num_classes == C_SMALL and m.from_logits
 
 
@@ -100,7 +104,8 @@ def test_short_row_widths_match_reference(rng, dtype, num_classes):
     x = logits.astype(dtype)
     with pytest.warns(fastce.TopKWarning) if num_classes == 2 else warnings.catch_warnings():  # top-2 of 2 is 1
         m = fastce.evaluate(labels, logits=x, top_k=(1, 2))
-    assert_matches_reference(m, evaluate_reference(labels, logits=x, top_k=(1, 2)))
+    assert_matches_reference(m, evaluate_reference(labels, logits=x, top_k=(1, 2)),
+                             float32_math=dtype != np.float64 and num_classes > 2)
     p = softmax(np.where(np.isinf(logits), -30.0, logits)).astype(dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastce.FastCEWarning)  # low-precision rows may not sum to 1
@@ -124,14 +129,19 @@ def test_two_classes_equal_the_general_path_bit_for_bit(rng, dtype):
     labels = rng.integers(0, 2, size=n)
     two = z.astype(dtype)
     three = np.concatenate([two, np.full((n, 1), -np.inf, dtype=dtype)], axis=1)
-    loss2 = fastce.cross_entropy(two, labels, reduction="none", nan_policy="propagate")
-    loss3 = fastce.cross_entropy(three, labels, reduction="none", nan_policy="propagate")
+    # float32 logits of three classes take float32 math (two keep float64): both in float64 math here,
+    # and the float32 math within its bound of them.
+    loss2 = fastce.cross_entropy(two, labels, reduction="none", nan_policy="propagate", precision="float64")
+    loss3 = fastce.cross_entropy(three, labels, reduction="none", nan_policy="propagate", precision="float64")
     np.testing.assert_array_equal(loss2, loss3)
+    loss3_input = fastce.cross_entropy(three, labels, reduction="none", nan_policy="propagate")
+    np.testing.assert_allclose(loss3_input, loss3, rtol=loss_rtol(dtype, 0.0), atol=0)
+    assert np.array_equal(np.isnan(loss3_input), np.isnan(loss3))
     assert np.isnan(loss2).any() and np.isinf(loss2).any()  # the special rows were there
     finite = np.isfinite(loss2)
     with pytest.warns(fastce.TopKWarning):  # top-2 of two classes is 1 by construction
-        r2 = fastce.diagnose(labels[finite], logits=two[finite], top_k=(1, 2), worst_k=n)
-    r3 = fastce.diagnose(labels[finite], logits=three[finite], top_k=(1, 2), worst_k=n)
+        r2 = fastce.diagnose(labels[finite], logits=two[finite], top_k=(1, 2), worst_k=n, precision="float64")
+    r3 = fastce.diagnose(labels[finite], logits=three[finite], top_k=(1, 2), worst_k=n, precision="float64")
     assert r2.worst == r3.worst  # rows, true and predicted class, p(true), p(pred), loss
     m2, m3 = r2.metrics, r3.metrics
     assert (m2.cross_entropy, m2.accuracy, m2.top_k_accuracy) == (m3.cross_entropy, m3.accuracy, m3.top_k_accuracy)
@@ -177,7 +187,9 @@ def test_hand_computed_example():
     z = logits.astype(np.float64)
     l0 = np.log(np.exp(z[0]).sum()) - z[0, 0]
     l1 = np.log(np.exp(z[1]).sum()) - z[1, 1]
-    assert m.cross_entropy == pytest.approx((l0 + l1) / 2, rel=1e-14)
+    assert m.cross_entropy == pytest.approx((l0 + l1) / 2, rel=FLOAT32_MATH_RTOL)  # float32 logits: float32 math
+    wide = fastce.evaluate(np.array([0, 1]), logits=logits, top_k=(1, 2), precision="float64")
+    assert wide.cross_entropy == pytest.approx((l0 + l1) / 2, rel=1e-14)
     assert m.accuracy == 0.5 and m.top_k_accuracy[2] == 1.0
     assert m.n == 2 and m.weight_sum == 2.0
 
@@ -360,7 +372,8 @@ def test_every_layout_gives_bit_identical_results(problem, dtype, tmp_path):
         results[name] = fastce.evaluate(labels, logits=view, top_k=(1, 3)).to_dict()
     assert all(r == results["C"] for r in results.values()), results
     assert_matches_reference(
-        fastce.evaluate(labels, logits=x, top_k=(1, 3)), evaluate_reference(labels, logits=x, top_k=(1, 3))
+        fastce.evaluate(labels, logits=x, top_k=(1, 3)), evaluate_reference(labels, logits=x, top_k=(1, 3)),
+        float32_math=x.dtype != np.float64,
     )
 
 
@@ -417,7 +430,7 @@ def test_torch_bfloat16_tensor(problem):
     t = torch.from_numpy(logits.astype(np.float32)).to(torch.bfloat16)
     m = fastce.evaluate(labels, logits=t)
     x = t.float().numpy()
-    assert_matches_reference(m, evaluate_reference(labels, logits=x))
+    assert_matches_reference(m, evaluate_reference(labels, logits=x), float32_math=True)
 
 
 # -- block and call boundaries -------------------------------------------------

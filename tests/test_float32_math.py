@@ -85,7 +85,7 @@ def _rows(rng, n_rows: int, n_classes: int, kind: str):
     return z, y
 
 
-@pytest.mark.parametrize("n_classes", [33, 100, 1030, 2000])  # 1030, 2000: chunks of the exp (1024) and tails
+@pytest.mark.parametrize("n_classes", [3, 10, 17, 32, 33, 100, 1030, 2000])  # <= 32: 16-row leaf; 1030, 2000: exp chunks
 @pytest.mark.parametrize("kind", ["normal", "confident", "ties", "masked"])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_row_losses_within_4_float32_ulp(n_classes, kind, dtype):

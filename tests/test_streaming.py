@@ -401,7 +401,7 @@ def test_from_state_dict_refuses_malformed_states():
 
 def test_a_change_of_dtype_closes_the_block_and_stays_within_1e12():
     logits, labels, _ = _data(10_000, 20, 16, np.float64)
-    ev = Evaluator(20)
+    ev = Evaluator(20, precision="float64")  # float32 rows in float64 math, as the float64 array's
     ev.update(labels[:4321], logits[:4321].astype(np.float32))
     ev.update(labels[4321:], logits[4321:])
     mixed = np.concatenate([logits[:4321].astype(np.float32).astype(np.float64), logits[4321:]])

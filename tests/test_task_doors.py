@@ -448,7 +448,7 @@ def test_commands_take_sequence_files(tmp_path):
 
 def test_evaluator_states_of_the_earlier_format_still_load():
     y, z, _ = _data("multiclass", 700)
-    ev = fastce.Evaluator(6, top_k=(1, 2))
+    ev = fastce.Evaluator(6, top_k=(1, 2), precision="float64")  # format 1 predates precision=: float64 math
     ev.update(y, z)
     data = ev.state_dict()
     old = {"format": "fastce.evaluator/1", "nan_policy": data["nan_policy"], "pending": data["pending"],

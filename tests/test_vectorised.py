@@ -98,6 +98,22 @@ def test_block_terms_multiplies_every_term_in_simd_lanes():
     assert len(packed) >= 14, f"_block_terms: {len(packed)} packed float64 multiplies for its 14 products"
 
 
+def test_short_row_float32_leaf_runs_16_rows_in_packed_float32():
+    """kernels._logit_columns_f32: its vectors of 16 rows (fastce._column_lanes) compile to packed float32
+    FMAs (the exp's 9) and packed float64 adds (the sums), not to lane-by-lane scalar code."""
+    if not _vector_isa():
+        pytest.skip("the host has neither AVX2 nor AVX-512")
+    rows = 512
+    columns = np.random.default_rng(3).standard_normal((10, rows + 24)).astype(np.float32)
+    target, label_column, high, rank, at_max, rest, squares, e_true = _scratch(rows + 24)
+    asm = _fresh_asm(kernels._logit_columns_f32, columns, target, label_column, 10, rows, False, high, rank, at_max,
+                     rest, squares, e_true)
+    fmas = re.findall(r"\bvfn?m(?:add|sub)\d+ps\s+.*%[yz]mm", asm)
+    assert len(fmas) >= 9, f"_logit_columns_f32: {len(fmas)} packed float32 FMAs"
+    assert len(re.findall(r"\bvaddpd\s+.*%[yz]mm", asm)) >= 4
+    assert not re.search(r"\bvfn?m(?:add|sub)\d+ss\b", asm), "a scalar float32 FMA: some lane ran alone"
+
+
 @pytest.mark.parametrize("pair_inputs", [False, True], ids=["evaluate", "compare"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_two_class_block_is_one_packed_simd_loop(dtype, pair_inputs):
@@ -235,12 +251,14 @@ def _row_leaf_args(name):
         "_probability_like_row": (scores, 1, 100, 1e-3),
         "_exp_columns": _score_kernel_call("_exp_columns"),
         "_losses": _score_kernel_call("_losses"),
+        "_logit_columns_f32": (np.zeros((10, 536), np.float32), *_scratch(536)[:2], 10, 512, False,
+                               *_scratch(536)[2:]),
     }[name]
 
 
 @pytest.mark.parametrize("name", ["_logits_row", "_exp_sums_f32", "exp_sums", "_proba_row", "_row_sums", "_rank",
                                   "_first_index_of", "_probability_like_row", "_exp_columns", "_losses",
-                                  "ordered_sum"])
+                                  "_logit_columns_f32", "ordered_sum"])
 def test_row_leaves_take_no_references(name):
     """The functions a long row's loop runs for every row, and a short-row block's steps, take no reference to
     their arrays (_config.LEAF_OPTIONS).

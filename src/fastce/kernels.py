@@ -39,6 +39,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from fastce import _column_lanes as column_lanes
 from fastce import _lanes as lanes
 from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, MAX_BLOCK_ROWS, kernel_step
 from fastce._exactsum import exact_add, normalize
@@ -398,6 +399,64 @@ def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares,
 
 
 @kernel_step(**LEAF_OPTIONS)
+def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, at_max, rest,
+                       squares, e_true):
+    """_walk_columns's statistics of a block of logits with float32 math, 16 rows at a time (fastce._column_lanes).
+
+    ``columns``: the block transposed, float32 (the scores' values, exact).
+    high = row max (maxnum: a NaN entry is passed over; its row is caught
+    by the sums), rank = entries ranked ahead of the target (greater, or
+    equal on one side of the true class: exact comparisons), at_max =
+    entries equal to the max, rest = sum of exp(z - max) over the others,
+    squares = sum of their squares, e_true = exp(target - max), 1 at the max.
+
+    Each exp as _exp_sums_f32 takes it (exp_difference: float32 math within
+    1 float32 ulp, the TwoSum of z - max kept, a 2**EXP_BIAS_F32 factor),
+    the sums in float64 from column 0 up, so that every row's loss stays
+    within a few float32 ulp as on long rows.  Every accumulator of 16 rows
+    stays in registers from class to class: one read of each column, where
+    the float64 loops (one per class and statistic) read and wrote the
+    block's scratch C times over.  Rows count .. count + 15 of the scratch
+    are computed and ignored (it is padded and zeroed, see _new_scratch).
+    """
+    prefer_wide_vectors()
+    compile_apart()
+    zero = lanes.zero()
+    one = column_lanes.widen(column_lanes.splat(1.0))
+    unbias = column_lanes.widen(column_lanes.splat(_UNBIAS))
+    for g in range(0, count, lanes.LANES):
+        target_g = column_lanes.narrow(lanes.load(target, g))
+        label_g = column_lanes.narrow(lanes.load(label_column, g))
+        top = column_lanes.load(columns[0], g)
+        for j in range(1, n_classes):
+            top = column_lanes.maxnum(top, column_lanes.load(columns[j], g))
+        column_lanes.store_wide(high, g, column_lanes.widen(top))
+        ahead = zero
+        at = zero
+        total = zero
+        squared = zero
+        for j in range(n_classes):
+            v = column_lanes.load(columns[j], g)
+            column = column_lanes.splat(np.float32(j))
+            # Equal scores rank ahead on one side of the true class only.
+            tie_ahead = column_lanes.greater(column, label_g) if ties_to_last else column_lanes.less(column, label_g)
+            counted = column_lanes.either(column_lanes.greater(v, target_g),
+                                          column_lanes.both(column_lanes.equal(v, target_g), tie_ahead))
+            ahead = lanes.add(ahead, column_lanes.where(counted, one, zero))
+            e, is_top = column_lanes.exp_difference(v, top)
+            at = lanes.add(at, column_lanes.where(is_top, one, zero))
+            wide = column_lanes.widen(e)
+            total = lanes.add(total, wide)
+            squared = lanes.add(squared, lanes.mul(wide, wide))  # exact: a float32 squared
+        column_lanes.store_wide(rank, g, ahead)
+        column_lanes.store_wide(at_max, g, at)
+        column_lanes.store_wide(rest, g, lanes.mul(total, unbias))
+        column_lanes.store_wide(squares, g, lanes.mul(squared, lanes.mul(unbias, unbias)))
+        e, is_top = column_lanes.exp_difference(target_g, top)
+        column_lanes.store_wide(e_true, g, column_lanes.where(is_top, one, lanes.mul(column_lanes.widen(e), unbias)))
+
+
+@kernel_step(**LEAF_OPTIONS)
 def _exp_true_rows(target, high, count, e_true):
     """The loop of _exp_true, shared with _exp_columns (each a leaf with its own vector width)."""
     for r in range(count):
@@ -568,12 +627,48 @@ def _copy_fixed_width(scores, start, count, width, columns):
     for r in range(count):
         k = base + np.uint64(r * width)
         for j in range(width):
-            columns[j, r] = as_float64(flat[k + np.uint64(j)])
+            columns[j, r] = _as_column(columns, flat[k + np.uint64(j)])
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                  label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
+def _copy_columns(scores, start, count, n_classes, columns):
+    """columns[j, r] = scores[start + r, j], exactly, in ``columns``'s float type (float64, or float32 for 16- and
+    32-bit scores).
+
+    For the commonest short widths, a width known to the compiler (see
+    _copy_fixed_width); else one strided scalar loop per class.
+    """
+    if n_classes == 2:
+        _copy_fixed_width(scores, start, count, 2, columns)
+    elif n_classes == 3:
+        _copy_fixed_width(scores, start, count, 3, columns)
+    elif n_classes == 4:
+        _copy_fixed_width(scores, start, count, 4, columns)
+    elif n_classes == 8:
+        _copy_fixed_width(scores, start, count, 8, columns)
+    elif n_classes == 10:
+        _copy_fixed_width(scores, start, count, 10, columns)
+    else:
+        for j in range(n_classes):
+            for r in range(count):
+                columns[j, r] = _as_column(columns, scores[start + r, j])
+
+
+def _as_column(columns, x):  # pragma: no cover - replaced by the overload below
+    return x
+
+
+@overload(_as_column, inline="always", jit_options=KERNEL_OPTIONS)
+def _as_column_overload(columns, x):
+    """A score as the entry of a transposed block ``columns``: float64, or float32 for 16- and 32-bit scores."""
+    if columns.dtype == types.float32:
+        return lambda columns, x: np.float32(as_native(x))
+    return lambda columns, x: as_float64(x)
+
+
+@kernel_step(**LEAF_OPTIONS)
+def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
+                  label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns, columns32):
     """Per-row statistics of a block of short rows, one class at a time.
 
     For small C a loop along a row is too short to vectorise, so the block is
@@ -596,22 +691,15 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
         label_column[r] = np.float64(label_of[r])
     for r in range(count):
         target[r] = as_float64(scores[np.uint64(start + r), np.uint64(label_of[r])])
-    # The copy: for the commonest short widths, a width known to the compiler
-    # (see _copy_fixed_width); else one strided scalar loop per class.
-    if n_classes == 2:
-        _copy_fixed_width(scores, start, count, 2, columns)
-    elif n_classes == 3:
-        _copy_fixed_width(scores, start, count, 3, columns)
-    elif n_classes == 4:
-        _copy_fixed_width(scores, start, count, 4, columns)
-    elif n_classes == 8:
-        _copy_fixed_width(scores, start, count, 8, columns)
-    elif n_classes == 10:
-        _copy_fixed_width(scores, start, count, 10, columns)
-    else:
-        for j in range(n_classes):
-            for r in range(count):
-                columns[j, r] = as_float64(scores[start + r, j])
+    if float32_math:
+        # Logits of three classes or more with float32 math: one leaf, 16 rows at a time.
+        _copy_columns(scores, start, count, n_classes, columns32)
+        _logit_columns_f32(columns32, target, label_column, n_classes, count, ties_to_last, high, rank, low, total,
+                           squares, e_true)
+        for r in range(count):
+            ahead[r] = np.int64(rank[r])
+        return
+    _copy_columns(scores, start, count, n_classes, columns)
     for r in range(count):
         high[r] = columns[0, r]
     for j in range(1, n_classes):
@@ -653,6 +741,18 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     # others and of their squares, and exp(target - max), in one wide-vector
     # leaf (see exp_sums).
     _exp_columns(columns, high, target, n_classes, count, low, total, squares, e_true)
+
+
+def _float32_math_of(scores, float32_math):  # pragma: no cover - replaced by the overload below
+    return float32_math
+
+
+@overload(_float32_math_of, inline="always", jit_options=KERNEL_OPTIONS)
+def _float32_math_of_overload(scores, float32_math):
+    """Whether these scores are computed with float32 math: never float64 ones (their flag is ignored)."""
+    if scores.dtype == types.float64:
+        return lambda scores, float32_math: False
+    return lambda scores, float32_math: bool(float32_math)
 
 
 def _narrow_like(example, value):  # pragma: no cover - replaced by the overload below
@@ -915,7 +1015,9 @@ def store_sums_of_weight(weight_sum, terms, count, fsums, b, moments, unit_weigh
 
 @kernel_step(**KERNEL_OPTIONS)
 def _new_scratch(block_rows, n_classes):
-    """A task's per-row scratch: 15 + N_TERMS float64 rows, 3 int64 rows and the transposed block of short rows.
+    """A task's per-row scratch: 15 + N_TERMS float64 rows, 3 int64 rows and the transposed block of short rows
+    (float64, and float32 for float32 math: see _walk_short_block).  Zeroed: the 16-row leaves read past a
+    block's last row (see _logit_columns_f32).
 
     Rows (see the unpacking in the block functions): value (logits: max - target;
     proba: clipped p[y]), rest (logits: sum of exp over non-max entries),
@@ -928,13 +1030,14 @@ def _new_scratch(block_rows, n_classes):
     # rows from starting 4 KiB apart: loops touching several of them at
     # the same index would otherwise hit one L1 set and 4K-alias (block
     # rows are often 512 float64 = 4 KiB).  Same for the transposed block.
-    floats = np.empty((15 + N_TERMS, block_rows + SCRATCH_PAD))
+    floats = np.zeros((15 + N_TERMS, block_rows + SCRATCH_PAD))
     # int64 like the labels and as wide as the float64 scratch: loops that
     # mix them vectorise without packing (an int8 status kept the
     # ignored-label loop scalar, seen in a perf profile).
     integers = np.empty((3, block_rows + SCRATCH_PAD), dtype=np.int64)
-    columns = np.empty((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD))
-    return floats, integers, columns
+    columns = np.zeros((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD))
+    columns32 = np.zeros((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD), dtype=np.float32)
+    return floats, integers, columns, columns32
 
 
 # Inlined by numba (typed in its caller, not compiled on its own): it only calls the walk's pieces, and a
@@ -944,25 +1047,37 @@ def _new_scratch(block_rows, n_classes):
 # the walks' own loops (_walk_columns, _walk_long_block: both compiled slower inlined, measured).
 @njit(inline="always", **KERNEL_OPTIONS)
 def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
-                      sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts):
-    """Walk block b of short rows (C <= COLUMN_WALK_MAX_CLASSES) by columns into the scratch."""
+                      sum_tolerance, row_pred, b, start, count, floats, integers, columns, columns32, fsums, icounts,
+                      float32_math):
+    """Walk block b of short rows (C <= COLUMN_WALK_MAX_CLASSES) by columns into the scratch.
+
+    ``float32_math``: 16- and 32-bit logits of three classes or more are
+    computed in float32 (see _logit_columns_f32; two classes keep float64
+    math, as the two-class kernel has it).
+    """
     n_classes = scores.shape[1]
     keep_pred = row_pred.shape[0] != 0  # the argmax: the diagnostics need it, comparisons do not
     value, rest, weight, loss_of, brier = floats[0], floats[1], floats[2], floats[3], floats[4]
     p_true, p_top, target, high, low = floats[5], floats[6], floats[7], floats[8], floats[9]
     total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
     ahead, label_of, status = integers[0], integers[1], integers[2]
-    _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+    in_float32 = _float32_math_of(scores, float32_math) and mode == MODE_LOGITS and n_classes > 2
+    _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, in_float32,
                   label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
-                  columns)
+                  columns, columns32)
     _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                        fsums, icounts, b)
     if mode == MODE_LOGITS:
         # loss_of and brier: scratch here, written for every row in _finish_block.
-        icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
-            columns, high, status, count, n_classes, sum_tolerance, loss_of, brier
-        )
+        if in_float32:
+            icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
+                columns32, high, status, count, n_classes, sum_tolerance, loss_of, brier
+            )
+        else:
+            icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
+                columns, high, status, count, n_classes, sum_tolerance, loss_of, brier
+            )
     if keep_pred:
         for r in range(count):
             i = start + r
@@ -1408,7 +1523,7 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
     used).  Short and long rows are two kernels, so that a first use
     compiles only the one it needs.
     """
-    floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
+    floats, integers, columns, columns32 = _new_scratch(block_rows, scores.shape[1])
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
         task = claim(claims)  # once this one's blocks are done: a faster thread takes more
@@ -1420,7 +1535,8 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
             _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
-                              sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts)
+                              sum_tolerance, row_pred, b, start, count, floats, integers, columns, columns32, fsums,
+                              icounts, float32_math)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                           fsums, icounts, has_unit_weights(sample_weight, class_weight))
 
@@ -1466,7 +1582,7 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
                      sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
                      icounts, float32_math, claims, first_task, task_step):
     """score_tasks_short's twin for long rows (C > COLUMN_WALK_MAX_CLASSES)."""
-    floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
+    floats, integers, columns, _ = _new_scratch(block_rows, scores.shape[1])
     exp_chunk = np.empty(EXP_SCRATCH, dtype=np.float32)  # see _exp_sums_f32
     exp_chunk64 = np.empty(EXP_SCRATCH)  # see exp_sums
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task

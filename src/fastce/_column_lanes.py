@@ -1,0 +1,298 @@
+"""16 rows at a time in vector registers: the float32 math of the short-row column walk.
+
+A block of short rows (C <= 32 classes) is walked down its columns: the
+block is transposed into a scratch with one row per class (see
+kernels._walk_columns), and a row of the block is a lane.  A loop over
+rows whose inner loop runs over a run-time number of classes does not
+vectorise, and one loop per class over the rows (what LLVM does
+vectorise) keeps every per-row accumulator in memory, read and written
+once per class.  Here 16 rows are one vector value, carried from class to
+class in registers: ``Rows`` (16 float32, one 512-bit register or two
+256-bit ones) for the scores and their exps, ``fastce._lanes.Lanes``
+(16 float64) for the sums, and ``Mask`` (16 booleans) for comparisons.
+
+Every operation is the IEEE operation of the scalar code it stands for,
+lane by lane, with no fast-math flag: ``exp_difference`` gives the bits of
+fastce._vecmath.exp_difference_f32 (tests/test_column_lanes.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+from fastce._config import LEAF_OPTIONS, kernel_step
+from fastce._lanes import LANES, _VECTOR, lanes_type
+from fastce._vecmath import (
+    _BIASED_FLOOR,
+    _EXP_F32_G,
+    _LN2_HI_F32,
+    _LN2_LO_F32,
+    _LOG2E_F32,
+    _ROUNDER_F32,
+    EXP_BIAS_F32,
+    inline_into_callers,
+)
+
+_ROWS = ir.VectorType(ir.FloatType(), LANES)
+_MASK = ir.VectorType(ir.IntType(1), LANES)
+_WORDS = ir.VectorType(ir.IntType(32), LANES)
+
+
+class RowsType(types.Type):
+    """16 float32 values, one per row of a block, in a vector register."""
+
+    def __init__(self):
+        super().__init__(name=f"Rows{LANES}xfloat32")
+
+
+class MaskType(types.Type):
+    """16 booleans, one per lane."""
+
+    def __init__(self):
+        super().__init__(name=f"Mask{LANES}")
+
+
+rows_type = RowsType()
+mask_type = MaskType()
+
+
+@register_model(RowsType)
+class _RowsModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _ROWS)
+
+
+@register_model(MaskType)
+class _MaskModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _MASK)
+
+
+def _lane_by_lane(instruction):
+    """An @intrinsic typer: ``instruction`` (an llvmlite IRBuilder method) on two Rows, no fast-math flag."""
+
+    def typer(typingctx, a, b):
+        if a != rows_type or b != rows_type:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return getattr(builder, instruction)(args[0], args[1])
+
+        return rows_type(rows_type, rows_type), codegen
+
+    typer.__name__ = typer.__qualname__ = f"rows_{instruction}"  # numba names an intrinsic after its typer
+    return typer
+
+
+add = intrinsic(_lane_by_lane("fadd"))
+add.__doc__ = "a + b lane by lane."
+sub = intrinsic(_lane_by_lane("fsub"))
+sub.__doc__ = "a - b lane by lane."
+mul = intrinsic(_lane_by_lane("fmul"))
+mul.__doc__ = "a * b lane by lane."
+
+
+def _vector_call(name, n_args, typingctx, args):
+    """The signature and codegen of the LLVM intrinsic ``name``.v16f32 on ``n_args`` Rows."""
+    if len(args) != n_args or any(a != rows_type for a in args):
+        return None
+
+    def codegen(context, builder, signature, values):
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_ROWS, [_ROWS] * n_args),
+                                                  f"{name}.v{LANES}f32")
+        return builder.call(function, values)
+
+    return rows_type(*args), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c lane by lane, one rounding (llvm.fma, as fastce._vecmath.fma)."""
+    return _vector_call("llvm.fma", 3, typingctx, (a, b, c))
+
+
+@intrinsic
+def maxnum(typingctx, a, b):
+    """max(a, b) lane by lane, ignoring a NaN operand (llvm.maxnum, as fastce._vecmath.maxnum)."""
+    return _vector_call("llvm.maxnum", 2, typingctx, (a, b))
+
+
+@intrinsic
+def splat(typingctx, value):
+    """``value`` (a float, rounded to float32) in every lane."""
+    if not isinstance(value, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        scalar = context.cast(builder, args[0], signature.args[0], types.float32)
+        one = builder.insert_element(ir.Constant(_ROWS, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+    return rows_type(value), codegen
+
+
+def _pointer(context, builder, array_type, array_value, start_type, start_value, vector):
+    array = context.make_array(array_type)(context, builder, array_value)
+    index = context.cast(builder, start_value, start_type, types.intp)
+    return builder.bitcast(builder.gep(array.data, [index]), vector.as_pointer())
+
+
+def _is_row(values, start, dtype):
+    return (isinstance(values, types.Array) and values.ndim == 1 and values.layout == "C" and values.dtype == dtype
+            and isinstance(start, types.Integer))
+
+
+@intrinsic
+def load(typingctx, values, start):
+    """values[start:start + 16] of a contiguous 1-D float32 array with room (no bounds check)."""
+    if not _is_row(values, start, types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointer = _pointer(context, builder, signature.args[0], args[0], signature.args[1], args[1], _ROWS)
+        return builder.load(pointer, align=4)
+
+    return rows_type(values, start), codegen
+
+
+@intrinsic
+def store_wide(typingctx, values, start, lanes):
+    """values[start:start + 16] = lanes (16 float64); ``values`` a contiguous 1-D float64 array with room."""
+    if not _is_row(values, start, types.float64) or lanes != lanes_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        builder.store(args[2], _pointer(context, builder, signature.args[0], args[0], signature.args[1], args[1],
+                                        _VECTOR), align=8)
+        return context.get_dummy_value()
+
+    return types.void(values, start, lanes), codegen
+
+
+@intrinsic
+def widen(typingctx, rows):
+    """The 16 float32 as float64 (exact)."""
+    if rows != rows_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(args[0], _VECTOR)
+
+    return lanes_type(rows_type), codegen
+
+
+@intrinsic
+def narrow(typingctx, lanes):
+    """16 float64 rounded to float32 (exact for the values of float32 and 16-bit scores)."""
+    if lanes != lanes_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fptrunc(args[0], _ROWS)
+
+    return rows_type(lanes_type), codegen
+
+
+def _comparison(operator):
+    """An @intrinsic typer: the Mask of ``a operator b`` lane by lane (ordered: false with a NaN operand)."""
+
+    def typer(typingctx, a, b):
+        if a != rows_type or b != rows_type:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.fcmp_ordered(operator, args[0], args[1])
+
+        return mask_type(rows_type, rows_type), codegen
+
+    typer.__name__ = typer.__qualname__ = f"rows_compare_{operator}"
+    return typer
+
+
+greater = intrinsic(_comparison(">"))
+greater_equal = intrinsic(_comparison(">="))
+less = intrinsic(_comparison("<"))
+equal = intrinsic(_comparison("=="))
+
+
+def _mask_logic(instruction):
+    def typer(typingctx, a, b):
+        if a != mask_type or b != mask_type:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return getattr(builder, instruction)(args[0], args[1])
+
+        return mask_type(mask_type, mask_type), codegen
+
+    typer.__name__ = typer.__qualname__ = f"mask_{instruction}"
+    return typer
+
+
+both = intrinsic(_mask_logic("and_"))
+both.__doc__ = "a and b, lane by lane."
+either = intrinsic(_mask_logic("or_"))
+either.__doc__ = "a or b, lane by lane."
+
+
+@intrinsic
+def where(typingctx, mask, a, b):
+    """a where ``mask`` holds, else b, lane by lane (Rows, or Lanes of float64)."""
+    if mask != mask_type or a != b or a not in (rows_type, lanes_type):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(args[0], args[1], args[2])
+
+    return a(mask_type, a, a), codegen
+
+
+@intrinsic
+def _power_of_two(typingctx, t, bias):
+    """2**(n + bias) per lane, n in the low bits of t = x log2(e) + 1.5 * 2**23 (see _vecmath._exp_reduced_f32)."""
+    if t != rows_type or not isinstance(bias, types.IntegerLiteral):
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], _WORDS)
+        bits = builder.add(bits, ir.Constant(_WORDS, [127 + bias.literal_value] * LANES))
+        bits = builder.shl(bits, ir.Constant(_WORDS, [23] * LANES))
+        return builder.bitcast(bits, _ROWS)
+
+    return rows_type(rows_type, bias), codegen
+
+
+_NEG_INF = np.float32(-np.inf)
+_ZERO = np.float32(0.0)
+_ONE = np.float32(1.0)
+
+
+@kernel_step(**LEAF_OPTIONS)
+def exp_difference(z, m):
+    """fastce._vecmath.exp_difference_f32 of every lane: (exp(z - m) * 2**EXP_BIAS_F32, z == m), the same bits.
+
+    z <= m lane by lane; 0 at z == m, and below exp(-156); NaN flows through.
+    """
+    inline_into_callers()
+    x = sub(z, m)
+    back = sub(x, z)
+    x_lo = sub(sub(z, sub(x, back)), add(m, back))  # x + x_lo == z - m exactly (TwoSum)
+    top = greater_equal(x, splat(_ZERO))
+    x = where(top, splat(_NEG_INF), x)
+    # _exp_reduced_f32, lane by lane.
+    t = fma(x, splat(_LOG2E_F32), splat(_ROUNDER_F32))
+    n = sub(t, splat(_ROUNDER_F32))
+    r = add(fma(n, splat(-_LN2_HI_F32), x), fma(n, splat(-_LN2_LO_F32), x_lo))
+    g4, g3, g2, g1, g0 = _EXP_F32_G
+    p = fma(splat(g4), r, splat(g3))
+    p = fma(p, r, splat(g2))
+    p = fma(p, r, splat(g1))
+    p = fma(p, r, splat(g0))
+    p = fma(p, r, splat(_ONE))
+    p = fma(p, r, splat(_ONE))
+    e = mul(p, _power_of_two(t, EXP_BIAS_F32))
+    return where(less(x, splat(_BIASED_FLOOR)), splat(_ZERO), e), top

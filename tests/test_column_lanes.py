@@ -1,0 +1,132 @@
+"""The 16-row float32 leaf of the short-row walk (fastce._column_lanes, kernels._logit_columns_f32).
+
+Its exp is the scalar exp_difference_f32 lane by lane (the same bits), and
+its per-row statistics match a float64 numpy reference: the max, rank and
+count at the max exactly, the exp sums within a float32 ulp of the terms,
+NaN where a row holds a NaN or an infinite max, for every special value at
+every column position and blocks whose length is not a multiple of 16.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+
+from fastce import _column_lanes as CL
+from fastce import kernels as K
+from fastce._lanes import LANES
+from fastce._vecmath import exp_difference_f32
+
+
+@njit
+def _vector_exps(z, m):
+    e = np.empty_like(z)
+    top = np.empty(z.shape, dtype=np.bool_)
+    for g in range(0, z.size, LANES):
+        ez, tz = CL.exp_difference(CL.load(z, g), CL.load(m, g))
+        # Spill through the float64 store: widen (exact), then read back as float32.
+        wide = np.empty(LANES)
+        CL.store_wide(wide, 0, CL.widen(ez))
+        ones = np.empty(LANES)
+        CL.store_wide(ones, 0, CL.where(tz, CL.widen(CL.splat(1.0)), CL.widen(CL.splat(0.0))))
+        for lane in range(LANES):
+            e[g + lane] = np.float32(wide[lane])
+            top[g + lane] = ones[lane] == 1.0
+    return e, top
+
+
+@njit
+def _scalar_exps(z, m):
+    e = np.empty_like(z)
+    top = np.empty(z.shape, dtype=np.bool_)
+    for i in range(z.size):
+        e[i], top[i] = exp_difference_f32(z[i], m[i])
+    return e, top
+
+
+def test_vector_exp_is_the_scalar_exp_bit_for_bit():
+    rng = np.random.default_rng(0)
+    n = 16 * 40_000
+    m = (rng.standard_normal(n) * 30).astype(np.float32)
+    gap = np.concatenate([rng.uniform(0, 1, n // 4), rng.uniform(0, 200, n // 4), np.exp(rng.uniform(-40, 5, n // 4)),
+                          rng.uniform(80, 160, n // 4)]).astype(np.float32)
+    z = (m - gap).astype(np.float32)
+    z[::97] = m[::97]  # at the max
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38, 1e-45], dtype=np.float32)
+    pairs = np.array([(a, b) for a in special for b in special], dtype=np.float32)
+    z[:pairs.shape[0]], m[:pairs.shape[0]] = pairs[:, 0], pairs[:, 1]
+    got, got_top = _vector_exps(z, m)
+    want, want_top = _scalar_exps(z, m)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))  # NaN payloads too
+    assert np.array_equal(got_top, want_top)
+
+
+@njit
+def _leaf(columns, target, label_column, n_classes, count, ties_to_last, out):
+    K._logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, out[0], out[1], out[2],
+                         out[3], out[4], out[5])
+
+
+def _reference(z, y, ties_to_last):
+    """(high, rank, at_max, rest, squares, e_true) per row, in float64."""
+    z = z.astype(np.float64)
+    n, c = z.shape
+    with np.errstate(invalid="ignore"):
+        high = np.nanmax(np.where(np.isnan(z), -np.inf, z), axis=1)
+        high[np.isnan(z).all(axis=1)] = np.nan
+        t = z[np.arange(n), y]
+        column = np.arange(c)[None, :]
+        tie = column > y[:, None] if ties_to_last else column < y[:, None]
+        rank = ((z > t[:, None]) | ((z == t[:, None]) & tie)).sum(axis=1)
+        x = z - high[:, None]
+        top = x >= 0
+        e = np.where(top, 0.0, np.exp(np.where(top, -np.inf, x)))
+        at_max = top.sum(axis=1)
+        rest, squares = e.sum(axis=1), (e * e).sum(axis=1)
+        xt = t - high
+        e_true = np.where(xt == 0, 1.0, np.exp(xt))
+    return high, rank, at_max, rest, squares, e_true
+
+
+@pytest.mark.parametrize("ties_to_last", [False, True])
+@pytest.mark.parametrize("n_classes", [3, 5, 10, 17, 32])
+def test_leaf_statistics_match_the_reference(n_classes, ties_to_last):
+    rng = np.random.default_rng(n_classes)
+    rows = 16 * 9 + 5  # a partial last vector
+    z = (rng.standard_normal((rows, n_classes)) * 4).astype(np.float32)
+    z[::4] = np.round(z[::4])  # ties, at the max too
+    y = rng.integers(0, n_classes, rows)
+    y[1::6] = z[1::6].argmax(axis=1)
+    z[2::7, 0] = z[2::7, 1:].max(axis=1) + 60.0  # confident rows: tiny exps
+    # Every special value at every column position, one row each.
+    specials = [np.nan, np.inf, -np.inf]
+    r = 3
+    for value in specials:
+        for j in range(n_classes):
+            if r < rows:
+                z[r, j] = value
+                r += 7
+    z[rows - 1] = -np.inf  # a fully masked row
+    pad = K.SCRATCH_PAD
+    columns = np.zeros((n_classes, rows + pad), dtype=np.float32)
+    columns[:, :rows] = z.T
+    target = np.zeros(rows + pad)
+    target[:rows] = z[np.arange(rows), y]
+    label_column = np.zeros(rows + pad)
+    label_column[:rows] = y
+    out = np.full((6, rows + pad), -7.0)
+    _leaf(columns, target, label_column, n_classes, rows, ties_to_last, out)
+    high, rank, at_max, rest, squares, e_true = _reference(z, y, ties_to_last)
+    got = out[:, :rows]
+    np.testing.assert_array_equal(got[0], high)
+    nan_row = np.isnan(z).any(axis=1) | np.isposinf(high) | np.isneginf(high)
+    np.testing.assert_array_equal(got[1], rank)  # exact comparisons, NaN rows too (NaN ranks nothing)
+    np.testing.assert_array_equal(got[2][~nan_row], at_max[~nan_row])
+    assert np.isnan(got[3][nan_row]).all()  # the row is caught as non-finite by its sum
+    ulp = 2.0**-23
+    for k, want in ((3, rest), (4, squares), (5, e_true)):
+        have = got[k][~nan_row]
+        want = want[~nan_row]
+        assert np.all(np.abs(have - want) <= 2.5 * ulp * np.abs(want)), k
+    assert (got[3][~nan_row] >= 0).all() and (got[2][~nan_row] >= 1).all()
