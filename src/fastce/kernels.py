@@ -649,9 +649,14 @@ def _copy_columns(scores, start, count, n_classes, columns):
     elif n_classes == 10:
         _copy_fixed_width(scores, start, count, 10, columns)
     else:
-        for j in range(n_classes):
-            for r in range(count):
-                columns[j, r] = _as_column(columns, scores[start + r, j])
+        # Row by row: each line of the block read once.  A loop per class re-read the whole block (at
+        # C = 32, 64 KiB of float32: more than L1) once per class: 30.6 -> 17.2 ns a row at C = 32, one
+        # thread (/tmp stage timing).
+        flat = scores.reshape(scores.shape[0] * n_classes)
+        for r in range(count):
+            k = np.uint64((start + r) * n_classes)
+            for j in range(n_classes):
+                columns[np.uint64(j), np.uint64(r)] = _as_column(columns, flat[k + np.uint64(j)])
 
 
 def _as_column(columns, x):  # pragma: no cover - replaced by the overload below
