@@ -130,3 +130,30 @@ def test_leaf_statistics_match_the_reference(n_classes, ties_to_last):
         want = want[~nan_row]
         assert np.all(np.abs(have - want) <= 2.5 * ulp * np.abs(want)), k
     assert (got[3][~nan_row] >= 0).all() and (got[2][~nan_row] >= 1).all()
+
+
+@njit
+def _transpose(flat, n_rows, n_classes, columns):
+    for g in range(0, n_rows, LANES):
+        for first_class in range(0, n_classes, LANES):
+            CL.transpose_rows(flat, g, min(LANES, n_rows - g), n_classes, first_class, columns, g)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("n_classes", [2, 3, 10, 16, 17, 32])
+def test_transpose_rows_copies_every_entry_exactly_and_nothing_else(n_classes, dtype):
+    """Tiles of 16 rows x 16 classes: every entry as float32 (special values too), the lanes of rows past
+    the block zeroed in the padding, nothing written past it, and no read past the array (its last row)."""
+    from support import BFLOAT16
+
+    if dtype == "bfloat16" and BFLOAT16 is None:
+        pytest.skip("ml_dtypes not installed")
+    rng = np.random.default_rng(n_classes)
+    n = 37  # two whole tiles of rows and 5 rows
+    z = (rng.standard_normal((n, n_classes)) * 5).astype({"bfloat16": BFLOAT16}.get(dtype, dtype))
+    z[0, 0], z[1, n_classes - 1], z[2, n_classes // 2] = np.nan, np.inf, -np.inf
+    view = z.view(np.uint16) if dtype == "float16" else z.view(np.int16) if dtype == "bfloat16" else z
+    columns = np.full((n_classes, 48 + 8), -7.0, dtype=np.float32)
+    _transpose(view.reshape(-1), n, n_classes, columns)
+    assert np.array_equal(columns[:, :n], z.astype(np.float32).T, equal_nan=True)
+    assert (columns[:, n:48] == 0.0).all() and (columns[:, 48:] == -7.0).all()

@@ -26,6 +26,7 @@ from numba.extending import intrinsic, models, register_model
 
 from fastce._config import LEAF_OPTIONS, kernel_step
 from fastce._lanes import LANES, _VECTOR, lanes_type
+from fastce._lanes import _widen as _widen_scores
 from fastce._vecmath import (
     _BIASED_FLOOR,
     _EXP_F32_G,
@@ -296,3 +297,106 @@ def exp_difference(z, m):
     p = fma(p, r, splat(_ONE))
     e = mul(p, _power_of_two(t, EXP_BIAS_F32))
     return where(less(x, splat(_BIASED_FLOOR)), splat(_ZERO), e), top
+
+
+def _transposed(builder, rows):
+    """The 16 x 16 transpose of 16 vectors (lane l of result i = lane i of vector l): four stages of
+    two-vector shuffles, each swapping one bit of the row and lane numbers (vpermt2ps on AVX-512)."""
+    rows = list(rows)
+    step = LANES // 2
+    while step:
+        for i in range(LANES):
+            if i & step:
+                continue
+            a, b = rows[i], rows[i + step]
+            low = [lane if not lane & step else LANES + lane - step for lane in range(LANES)]
+            high = [lane + step if not lane & step else LANES + lane for lane in range(LANES)]
+            rows[i] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), LANES), low))
+            rows[i + step] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), LANES), high))
+        step //= 2
+    return rows
+
+
+def _to_rows(builder, vector, dtype):
+    """16 scores of ``dtype`` (float32, float64, or the 16-bit views of float16 and bfloat16) as float32, exactly
+    (float64 rounded: the float64 kernels never take this path, see kernels._walk_short_block)."""
+    if dtype == types.float32:
+        return vector
+    if dtype == types.float64:
+        return builder.fptrunc(vector, _ROWS)
+    return builder.fptrunc(_widen_scores(builder, vector, dtype), _ROWS)
+
+
+_ROW_DTYPES = (types.float32, types.float64, types.uint16, types.int16)
+
+
+@intrinsic
+def transpose_rows(typingctx, flat, first_row, n_rows, n_classes, first_class, columns, offset):
+    """columns[first_class + c, offset + i] = scores[first_row + i, first_class + c] as float32, for i < 16 and
+    c < 16 (a tile of the block), in vector registers: 16 masked row loads, a 16 x 16 transpose, 16 stores.
+
+    ``flat``: the scores, C-contiguous, flattened (float32, float64 or a 16-bit float view); ``n_classes``
+    their row length C.  Rows i >= ``n_rows`` are not read (their lanes are stored as 0, into the scratch's
+    padding), classes past C neither read nor stored.  ``columns``: a C-contiguous 2-D float32 scratch with
+    room for ``offset + 16`` entries a row.
+    """
+    if not (isinstance(flat, types.Array) and flat.ndim == 1 and flat.layout == "C" and flat.dtype in _ROW_DTYPES
+            and isinstance(columns, types.Array) and columns.ndim == 2 and columns.layout == "C"
+            and columns.dtype == types.float32
+            and all(isinstance(t, types.Integer) for t in (first_row, n_rows, n_classes, first_class, offset))):
+        return None
+    sig = types.void(flat, first_row, n_rows, n_classes, first_class, columns, offset)
+
+    def codegen(context, builder, signature, args):
+        flat_value, first_row, n_rows, n_classes, first_class, columns_value, offset = args
+        i64 = ir.IntType(64)
+
+        def as_i64(value, value_type):
+            return context.cast(builder, value, value_type, types.int64)
+
+        first_row, n_rows, n_classes, first_class, offset = (
+            as_i64(v, t) for v, t in zip((first_row, n_rows, n_classes, first_class, offset),
+                                         (signature.args[1], signature.args[2], signature.args[3], signature.args[4],
+                                          signature.args[6])))
+        scores = context.make_array(signature.args[0])(context, builder, flat_value)
+        element = context.get_value_type(flat.dtype)
+        vector_type = ir.VectorType(element, LANES)
+        lanes = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
+        width = builder.sub(n_classes, first_class)
+        in_row = builder.icmp_signed("<", lanes, _splat_i64(builder, width))
+        load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector_type, [vector_type.as_pointer(), ir.IntType(32), _MASK, vector_type]),
+            f"llvm.masked.load.v{LANES}{_SUFFIX[flat.dtype]}.p0")
+        zeros = ir.Constant(vector_type, [0.0 if isinstance(flat.dtype, types.Float) else 0] * LANES)
+        rows = []
+        for i in range(LANES):
+            row_in = builder.icmp_signed("<", ir.Constant(i64, i), n_rows)
+            mask = builder.and_(in_row, builder.select(row_in, ir.Constant(_MASK, [1] * LANES),
+                                                       ir.Constant(_MASK, [0] * LANES)))
+            start = builder.add(builder.mul(builder.add(first_row, ir.Constant(i64, i)), n_classes), first_class)
+            pointer = builder.bitcast(builder.gep(scores.data, [start]), vector_type.as_pointer())
+            vector = builder.call(load, [pointer, ir.Constant(ir.IntType(32), flat.dtype.bitwidth // 8), mask, zeros])
+            rows.append(_to_rows(builder, vector, flat.dtype))
+        scratch = context.make_array(signature.args[5])(context, builder, columns_value)
+        row_length = cgutils.unpack_tuple(builder, scratch.shape, 2)[1]
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [_ROWS, _ROWS.as_pointer(), ir.IntType(32), _MASK]),
+            f"llvm.masked.store.v{LANES}f32.p0")
+        for c, column in enumerate(_transposed(builder, rows)):
+            class_in = builder.icmp_signed("<", ir.Constant(i64, c), width)
+            mask = builder.select(class_in, ir.Constant(_MASK, [1] * LANES), ir.Constant(_MASK, [0] * LANES))
+            start = builder.add(builder.mul(builder.add(first_class, ir.Constant(i64, c)), row_length), offset)
+            pointer = builder.bitcast(builder.gep(scratch.data, [start]), _ROWS.as_pointer())
+            builder.call(store, [column, pointer, ir.Constant(ir.IntType(32), 4), mask])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _splat_i64(builder, value):
+    vector_type = ir.VectorType(ir.IntType(64), LANES)
+    one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+
+_SUFFIX = {types.float32: "f32", types.float64: "f64", types.uint16: "i16", types.int16: "i16"}
