@@ -694,9 +694,41 @@ def _transpose_block_f32(scores, start, count, columns):
                                         columns, g)
 
 
+@njit(inline="always", **KERNEL_OPTIONS)
+def _labels_and_targets(scores, labels, start, count, ignore_label, label_of, target, label_column):
+    """A block's labels (0 for ignored rows: a safe column), as floats too, and its true classes' scores."""
+    # Unsigned indices throughout: numba's wraparound test for negative ones
+    # keeps a loop scalar (seen in a perf profile of these loops).
+    for r in range(count):
+        label = np.int64(labels[np.uint64(start + r)])
+        label_of[r] = 0 if label == ignore_label else label
+        label_column[r] = np.float64(label_of[r])
+    for r in range(count):
+        target[r] = as_float64(scores[np.uint64(start + r), np.uint64(label_of[r])])
+
+
 @kernel_step(**LEAF_OPTIONS)
-def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                  label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns, columns32):
+def _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
+                         label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
+    """_walk_columns for 16- and 32-bit scores: the block transposed into float32 ``columns`` (exact) in tiles
+    of 16 x 16 (_transpose_block_f32); then logits of three classes or more with float32 math take one leaf,
+    16 rows at a time (_logit_columns_f32), and the rest (probabilities, two classes, float64 math) the float64
+    loops (_column_loops: the same bits as from a float64 copy)."""
+    _labels_and_targets(scores, labels, start, count, ignore_label, label_of, target, label_column)
+    _transpose_block_f32(scores, start, count, columns)
+    if float32_math and mode == MODE_LOGITS and n_classes > 2:
+        _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, low, total,
+                           squares, e_true)
+        for r in range(count):
+            ahead[r] = np.int64(rank[r])
+    else:
+        _column_loops(n_classes, count, ties_to_last, mode, label_of, target, high, low, total, ahead, squares,
+                      e_true, rank, label_column, columns)
+
+
+@kernel_step(**LEAF_OPTIONS)
+def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+                  label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
     """Per-row statistics of a block of short rows, one class at a time.
 
     For small C a loop along a row is too short to vectorise, so the block is
@@ -711,35 +743,30 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     of p**2 over the classes but the true one.  Both: target = z[y] or
     p[y], ahead = rank of the true class.
     """
-    # Unsigned indices throughout: numba's wraparound test for negative ones
-    # keeps a loop scalar (seen in a perf profile of these loops).
-    for r in range(count):
-        label = np.int64(labels[np.uint64(start + r)])
-        label_of[r] = 0 if label == ignore_label else label  # a safe column for ignored rows
-        label_column[r] = np.float64(label_of[r])
-    for r in range(count):
-        target[r] = as_float64(scores[np.uint64(start + r), np.uint64(label_of[r])])
-    if float32_math:
-        # Logits of three classes or more with float32 math: one leaf, 16 rows at a time.
-        _transpose_block_f32(scores, start, count, columns32)
-        _logit_columns_f32(columns32, target, label_column, n_classes, count, ties_to_last, high, rank, low, total,
-                           squares, e_true)
-        for r in range(count):
-            ahead[r] = np.int64(rank[r])
-        return
+    _labels_and_targets(scores, labels, start, count, ignore_label, label_of, target, label_column)
     _copy_columns(scores, start, count, n_classes, columns)
+    _column_loops(n_classes, count, ties_to_last, mode, label_of, target, high, low, total, ahead, squares, e_true,
+                  rank, label_column, columns)
+
+
+@kernel_step(**LEAF_OPTIONS)
+def _column_loops(n_classes, count, ties_to_last, mode, label_of, target, high, low, total, ahead, squares, e_true,
+                  rank, label_column, columns):
+    """_walk_columns's statistics over the transposed block ``columns``, in float64: one loop per class and
+    statistic.  ``columns`` float64, or float32 holding 16- or 32-bit scores exactly (each entry widened as
+    it is read: the same values, the same bits)."""
     for r in range(count):
-        high[r] = columns[0, r]
+        high[r] = np.float64(columns[0, r])
     for j in range(1, n_classes):
         for r in range(count):
-            high[r] = maxnum(high[r], columns[j, r])
+            high[r] = maxnum(high[r], np.float64(columns[j, r]))
     # The rank counted in float64 (exact for these counts) against the label
     # as a float: every operand is a float64 lane, so the loop vectorises
     # without the packing and widening of int64 and boolean masks, which cost
     # a quarter of the short-row kernel (perf profile at C = 2 and 10).
     # Column 0 starts the counts (as for the exps, see _exp_columns).
     for r in range(count):
-        v = columns[0, r]
+        v = np.float64(columns[0, r])
         t = target[r]
         # Equal scores rank ahead on one side of the true class only.
         tie_ahead = 0.0 > label_column[r] if ties_to_last else 0.0 < label_column[r]
@@ -747,7 +774,7 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     for j in range(1, n_classes):
         column = np.float64(j)
         for r in range(count):
-            v = columns[j, r]
+            v = np.float64(columns[j, r])
             t = target[r]
             tie_ahead = column > label_column[r] if ties_to_last else column < label_column[r]
             rank[r] += 1.0 if (v > t) | ((v == t) & tie_ahead) else 0.0
@@ -760,7 +787,7 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
             squares[r] = 0.0
         for j in range(n_classes):
             for r in range(count):
-                v = columns[j, r]
+                v = np.float64(columns[j, r])
                 low[r] = minnum(low[r], v)
                 total[r] += v
                 squares[r] += 0.0 if j == label_of[r] else v * v
@@ -769,18 +796,6 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     # others and of their squares, and exp(target - max), in one wide-vector
     # leaf (see exp_sums).
     _exp_columns(columns, high, target, n_classes, count, low, total, squares, e_true)
-
-
-def _float32_math_of(scores, float32_math):  # pragma: no cover - replaced by the overload below
-    return float32_math
-
-
-@overload(_float32_math_of, inline="always", jit_options=KERNEL_OPTIONS)
-def _float32_math_of_overload(scores, float32_math):
-    """Whether these scores are computed with float32 math: never float64 ones (their flag is ignored)."""
-    if scores.dtype == types.float64:
-        return lambda scores, float32_math: False
-    return lambda scores, float32_math: bool(float32_math)
 
 
 def _narrow_like(example, value):  # pragma: no cover - replaced by the overload below
@@ -1043,9 +1058,8 @@ def store_sums_of_weight(weight_sum, terms, count, fsums, b, moments, unit_weigh
 
 @kernel_step(**KERNEL_OPTIONS)
 def _new_scratch(block_rows, n_classes):
-    """A task's per-row scratch: 15 + N_TERMS float64 rows, 3 int64 rows and the transposed block of short rows
-    (float64, and float32 for float32 math: see _walk_short_block).  Zeroed: the 16-row leaves read past a
-    block's last row (see _logit_columns_f32).
+    """A task's per-row scratch: 15 + N_TERMS float64 rows, 3 int64 rows and the transposed block of short rows.
+    Zeroed: the 16-row leaf of float32 math reads past a block's last row (see _logit_columns_f32).
 
     Rows (see the unpacking in the block functions): value (logits: max - target;
     proba: clipped p[y]), rest (logits: sum of exp over non-max entries),
@@ -1064,8 +1078,60 @@ def _new_scratch(block_rows, n_classes):
     # ignored-label loop scalar, seen in a perf profile).
     integers = np.empty((3, block_rows + SCRATCH_PAD), dtype=np.int64)
     columns = np.zeros((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD))
-    columns32 = np.zeros((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD), dtype=np.float32)
-    return floats, integers, columns, columns32
+    return floats, integers, columns
+
+
+
+def _walk_by_columns(columns32, scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+                     float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
+                     columns):  # pragma: no cover - replaced by the overload below
+    pass
+
+
+@overload(_walk_by_columns, inline="always", jit_options=KERNEL_OPTIONS)
+def _walk_by_columns_overload(columns32, scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+                              float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank,
+                              label_column, columns):
+    """_walk_columns (float64 scores: ``columns32`` None) or _walk_columns_narrow, chosen when numba types the
+    kernel: each dtype's kernel compiles one walk."""
+    if isinstance(columns32, types.NoneType):
+        def walk(columns32, scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
+                 label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
+            _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+                          label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns)
+    else:
+        def walk(columns32, scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
+                 label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
+            _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+                                 float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank,
+                                 label_column, columns32)
+    return walk
+
+
+def _walked(columns, columns32):  # pragma: no cover - replaced by the overload below
+    return columns
+
+
+@overload(_walked, inline="always", jit_options=KERNEL_OPTIONS)
+def _walked_overload(columns, columns32):
+    """The transposed block that _walk_by_columns filled."""
+    if isinstance(columns32, types.NoneType):
+        return lambda columns, columns32: columns
+    return lambda columns, columns32: columns32
+
+
+def columns_f32_for(scores, block_rows, n_classes):  # pragma: no cover - replaced by the overload below
+    return None
+
+
+@overload(columns_f32_for, inline="always", jit_options=KERNEL_OPTIONS)
+def _columns_f32_for_overload(scores, block_rows, n_classes):
+    """A short-row kernel's float32 transposed block for 16- and 32-bit scores (zeroed: the leaf reads its
+    padding, see _new_scratch); None for float64 ones (see _walk_by_columns)."""
+    if scores.dtype == types.float64:
+        return lambda scores, block_rows, n_classes: None
+    return lambda scores, block_rows, n_classes: np.zeros(
+        (min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD), dtype=np.float32)
 
 
 # Inlined by numba (typed in its caller, not compiled on its own): it only calls the walk's pieces, and a
@@ -1075,13 +1141,14 @@ def _new_scratch(block_rows, n_classes):
 # the walks' own loops (_walk_columns, _walk_long_block: both compiled slower inlined, measured).
 @njit(inline="always", **KERNEL_OPTIONS)
 def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
-                      sum_tolerance, row_pred, b, start, count, floats, integers, columns, columns32, fsums, icounts,
-                      float32_math):
+                      sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
+                      columns32, float32_math):
     """Walk block b of short rows (C <= COLUMN_WALK_MAX_CLASSES) by columns into the scratch.
 
-    ``float32_math``: 16- and 32-bit logits of three classes or more are
-    computed in float32 (see _logit_columns_f32; two classes keep float64
-    math, as the two-class kernel has it).
+    ``columns32``: the float32 transposed block of 16- and 32-bit scores
+    (see _walk_columns_narrow), None for float64 ones (``columns``).
+    ``float32_math``: 16- and 32-bit logits of three classes or more in
+    float32 arithmetic (each row's loss within a few float32 ulp).
     """
     n_classes = scores.shape[1]
     keep_pred = row_pred.shape[0] != 0  # the argmax: the diagnostics need it, comparisons do not
@@ -1089,23 +1156,17 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
     p_true, p_top, target, high, low = floats[5], floats[6], floats[7], floats[8], floats[9]
     total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
     ahead, label_of, status = integers[0], integers[1], integers[2]
-    in_float32 = _float32_math_of(scores, float32_math) and mode == MODE_LOGITS and n_classes > 2
-    _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, in_float32,
-                  label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
-                  columns, columns32)
+    _walk_by_columns(columns32, scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+                     float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
+                     columns)
     _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                        fsums, icounts, b)
     if mode == MODE_LOGITS:
         # loss_of and brier: scratch here, written for every row in _finish_block.
-        if in_float32:
-            icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
-                columns32, high, status, count, n_classes, sum_tolerance, loss_of, brier
-            )
-        else:
-            icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
-                columns, high, status, count, n_classes, sum_tolerance, loss_of, brier
-            )
+        icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
+            _walked(columns, columns32), high, status, count, n_classes, sum_tolerance, loss_of, brier
+        )
     if keep_pred:
         for r in range(count):
             i = start + r
@@ -1551,7 +1612,8 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
     used).  Short and long rows are two kernels, so that a first use
     compiles only the one it needs.
     """
-    floats, integers, columns, columns32 = _new_scratch(block_rows, scores.shape[1])
+    floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
+    columns32 = columns_f32_for(scores, block_rows, scores.shape[1])
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
         task = claim(claims)  # once this one's blocks are done: a faster thread takes more
@@ -1563,8 +1625,8 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
             _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
-                              sum_tolerance, row_pred, b, start, count, floats, integers, columns, columns32, fsums,
-                              icounts, float32_math)
+                              sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
+                              columns32, float32_math)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                           fsums, icounts, has_unit_weights(sample_weight, class_weight))
 
@@ -1610,7 +1672,7 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
                      sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
                      icounts, float32_math, claims, first_task, task_step):
     """score_tasks_short's twin for long rows (C > COLUMN_WALK_MAX_CLASSES)."""
-    floats, integers, columns, _ = _new_scratch(block_rows, scores.shape[1])
+    floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
     exp_chunk = np.empty(EXP_SCRATCH, dtype=np.float32)  # see _exp_sums_f32
     exp_chunk64 = np.empty(EXP_SCRATCH)  # see exp_sums
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
