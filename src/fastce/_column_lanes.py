@@ -25,7 +25,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 from fastce._config import LEAF_OPTIONS, kernel_step
-from fastce._lanes import LANES, _VECTOR, lanes_type
+from fastce._lanes import LANES, _VECTOR, lane_by_lane, lanes_type
 from fastce._lanes import _widen as _widen_scores
 from fastce._vecmath import (
     _BIASED_FLOOR,
@@ -73,27 +73,11 @@ class _MaskModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _MASK)
 
 
-def _lane_by_lane(instruction):
-    """An @intrinsic typer: ``instruction`` (an llvmlite IRBuilder method) on two Rows, no fast-math flag."""
-
-    def typer(typingctx, a, b):
-        if a != rows_type or b != rows_type:
-            return None
-
-        def codegen(context, builder, signature, args):
-            return getattr(builder, instruction)(args[0], args[1])
-
-        return rows_type(rows_type, rows_type), codegen
-
-    typer.__name__ = typer.__qualname__ = f"rows_{instruction}"  # numba names an intrinsic after its typer
-    return typer
-
-
-add = intrinsic(_lane_by_lane("fadd"))
+add = intrinsic(lane_by_lane("fadd", rows_type))
 add.__doc__ = "a + b lane by lane."
-sub = intrinsic(_lane_by_lane("fsub"))
+sub = intrinsic(lane_by_lane("fsub", rows_type))
 sub.__doc__ = "a - b lane by lane."
-mul = intrinsic(_lane_by_lane("fmul"))
+mul = intrinsic(lane_by_lane("fmul", rows_type))
 mul.__doc__ = "a * b lane by lane."
 
 
@@ -220,23 +204,9 @@ less = intrinsic(_comparison("<"))
 equal = intrinsic(_comparison("=="))
 
 
-def _mask_logic(instruction):
-    def typer(typingctx, a, b):
-        if a != mask_type or b != mask_type:
-            return None
-
-        def codegen(context, builder, signature, args):
-            return getattr(builder, instruction)(args[0], args[1])
-
-        return mask_type(mask_type, mask_type), codegen
-
-    typer.__name__ = typer.__qualname__ = f"mask_{instruction}"
-    return typer
-
-
-both = intrinsic(_mask_logic("and_"))
+both = intrinsic(lane_by_lane("and_", mask_type))
 both.__doc__ = "a and b, lane by lane."
-either = intrinsic(_mask_logic("or_"))
+either = intrinsic(lane_by_lane("or_", mask_type))
 either.__doc__ = "a or b, lane by lane."
 
 

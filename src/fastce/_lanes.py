@@ -63,26 +63,29 @@ def zero(typingctx):
     return lanes_type(), codegen
 
 
-def _lane_by_lane(instruction):
-    """An @intrinsic typer for ``instruction`` (an llvmlite IRBuilder method) applied lane by lane,
-    with no fast-math flag (IEEE arithmetic)."""
+def lane_by_lane(instruction, vector_type=None):
+    """An @intrinsic typer for ``instruction`` (an llvmlite IRBuilder method) applied lane by lane to two
+    values of ``vector_type`` (Lanes by default; fastce._column_lanes passes its own), with no fast-math flag
+    (IEEE arithmetic)."""
+    vector_type = lanes_type if vector_type is None else vector_type
 
     def typer(typingctx, a, b):
-        if a != lanes_type or b != lanes_type:
+        if a != vector_type or b != vector_type:
             return None
 
         def codegen(context, builder, signature, args):
             return getattr(builder, instruction)(args[0], args[1])
 
-        return lanes_type(lanes_type, lanes_type), codegen
+        return vector_type(vector_type, vector_type), codegen
 
-    typer.__name__ = typer.__qualname__ = f"lanes_{instruction}"  # numba names an intrinsic after its typer
+    # numba names an intrinsic after its typer
+    typer.__name__ = typer.__qualname__ = f"{vector_type.name}_{instruction.rstrip('_')}"
     return typer
 
 
-add = intrinsic(_lane_by_lane("fadd"))
+add = intrinsic(lane_by_lane("fadd"))
 add.__doc__ = "a + b lane by lane (IEEE, no fast-math flag)."
-mul = intrinsic(_lane_by_lane("fmul"))
+mul = intrinsic(lane_by_lane("fmul"))
 mul.__doc__ = "a * b lane by lane (IEEE, no fast-math flag)."
 
 

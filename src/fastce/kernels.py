@@ -633,16 +633,16 @@ def _copy_fixed_width(scores, start, count, width, columns):
     for r in range(count):
         k = base + np.uint64(r * width)
         for j in range(width):
-            columns[j, r] = _as_column(columns, flat[k + np.uint64(j)])
+            columns[j, r] = as_float64(flat[k + np.uint64(j)])
 
 
 @kernel_step(**LEAF_OPTIONS)
 def _copy_columns(scores, start, count, n_classes, columns):
-    """columns[j, r] = scores[start + r, j], exactly, in ``columns``'s float type (float64, or float32 for 16- and
-    32-bit scores).
+    """columns[j, r] = scores[start + r, j] as float64 (float64 scores: 16- and 32-bit ones are transposed by
+    _transpose_block_f32).
 
     For the commonest short widths, a width known to the compiler (see
-    _copy_fixed_width); else one strided scalar loop per class.
+    _copy_fixed_width); else a scalar loop, row by row.
     """
     if n_classes == 2:
         _copy_fixed_width(scores, start, count, 2, columns)
@@ -656,25 +656,13 @@ def _copy_columns(scores, start, count, n_classes, columns):
         _copy_fixed_width(scores, start, count, 10, columns)
     else:
         # Row by row: each line of the block read once.  A loop per class re-read the whole block (at
-        # C = 32, 64 KiB of float32: more than L1) once per class: 30.6 -> 17.2 ns a row at C = 32, one
-        # thread (/tmp stage timing).
+        # C = 32, 128 KiB of float64: more than L1) once per class (measured on float32 scores, before
+        # they took _transpose_block_f32: 30.6 -> 17.2 ns a row at C = 32, one thread, /tmp stage timing).
         flat = scores.reshape(scores.shape[0] * n_classes)
         for r in range(count):
             k = np.uint64((start + r) * n_classes)
             for j in range(n_classes):
-                columns[np.uint64(j), np.uint64(r)] = _as_column(columns, flat[k + np.uint64(j)])
-
-
-def _as_column(columns, x):  # pragma: no cover - replaced by the overload below
-    return x
-
-
-@overload(_as_column, inline="always", jit_options=KERNEL_OPTIONS)
-def _as_column_overload(columns, x):
-    """A score as the entry of a transposed block ``columns``: float64, or float32 for 16- and 32-bit scores."""
-    if columns.dtype == types.float32:
-        return lambda columns, x: np.float32(as_native(x))
-    return lambda columns, x: as_float64(x)
+                columns[np.uint64(j), np.uint64(r)] = as_float64(flat[k + np.uint64(j)])
 
 
 @kernel_step(**LEAF_OPTIONS)
@@ -729,7 +717,8 @@ def _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, 
 @kernel_step(**LEAF_OPTIONS)
 def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
                   label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
-    """Per-row statistics of a block of short rows, one class at a time.
+    """Per-row statistics of a block of short rows of float64 scores, one class at a time (16- and 32-bit
+    scores: _walk_columns_narrow).
 
     For small C a loop along a row is too short to vectorise, so the block is
     first copied, transposed and widened to float64, into ``columns`` (C x
@@ -1743,8 +1732,9 @@ def score_blocks(
     ``fsums`` has ``fsums_columns(len(top_k))`` columns (sums, top-k hits,
     then the second moments: see M_W2).
     ``float32_math`` (16- and 32-bit scores; ignored for float64 ones): the
-    exps of long logits rows in float32 arithmetic, each row's loss within a
-    few float32 ulp (see _exp_sums_f32); False keeps float64 math.
+    exps of logits rows of three classes or more in float32 arithmetic, each
+    row's loss within a few float32 ulp (see _exp_sums_f32 and
+    _logit_columns_f32); False keeps float64 math.
 
     ``on_bad_labels``: the labels' range check, when the door left it to the
     kernel (Reader.validate_once): the two-class kernel reads every label,
