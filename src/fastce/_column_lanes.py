@@ -25,8 +25,18 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 from fastce._config import LEAF_OPTIONS, kernel_step
-from fastce._lanes import LANES, _VECTOR, lane_by_lane, lanes_type
-from fastce._lanes import _widen as _widen_scores
+from fastce._lanes import (
+    _LANE_NUMBERS,
+    _READABLE,
+    _VECTOR,
+    LANES,
+    _broadcast_int64,
+    _vector_pointer,
+    _widen,
+    lane_by_lane,
+    lanes_type,
+    masked_load,
+)
 from fastce._vecmath import (
     _BIASED_FLOOR,
     _EXP_F32_G,
@@ -120,12 +130,6 @@ def splat(typingctx, value):
     return rows_type(value), codegen
 
 
-def _pointer(context, builder, array_type, array_value, start_type, start_value, vector):
-    array = context.make_array(array_type)(context, builder, array_value)
-    index = context.cast(builder, start_value, start_type, types.intp)
-    return builder.bitcast(builder.gep(array.data, [index]), vector.as_pointer())
-
-
 def _is_row(values, start, dtype):
     return (isinstance(values, types.Array) and values.ndim == 1 and values.layout == "C" and values.dtype == dtype
             and isinstance(start, types.Integer))
@@ -138,7 +142,7 @@ def load(typingctx, values, start):
         return None
 
     def codegen(context, builder, signature, args):
-        pointer = _pointer(context, builder, signature.args[0], args[0], signature.args[1], args[1], _ROWS)
+        pointer = _vector_pointer(context, builder, signature.args[0], args[0], signature.args[1], args[1])
         return builder.load(pointer, align=4)
 
     return rows_type(values, start), codegen
@@ -151,8 +155,8 @@ def store_wide(typingctx, values, start, lanes):
         return None
 
     def codegen(context, builder, signature, args):
-        builder.store(args[2], _pointer(context, builder, signature.args[0], args[0], signature.args[1], args[1],
-                                        _VECTOR), align=8)
+        builder.store(args[2], _vector_pointer(context, builder, signature.args[0], args[0], signature.args[1],
+                                               args[1]), align=8)
         return context.get_dummy_value()
 
     return types.void(values, start, lanes), codegen
@@ -288,16 +292,13 @@ def _transposed(builder, rows):
 
 
 def _to_rows(builder, vector, dtype):
-    """16 scores of ``dtype`` (float32, float64, or the 16-bit views of float16 and bfloat16) as float32, exactly
-    (float64 rounded: the float64 kernels never take this path, see kernels._walk_short_block)."""
-    if dtype == types.float32:
-        return vector
-    if dtype == types.float64:
-        return builder.fptrunc(vector, _ROWS)
-    return builder.fptrunc(_widen_scores(builder, vector, dtype), _ROWS)
+    """16 scores of ``dtype`` (float32, or the 16-bit views of float16 and bfloat16) as float32, exactly."""
+    return vector if dtype == types.float32 else builder.fptrunc(_widen(builder, vector, dtype), _ROWS)
 
 
-_ROW_DTYPES = (types.float32, types.float64, types.uint16, types.int16)
+def _all_lanes(builder, condition):
+    """An i1 condition as a Mask: every lane, or none."""
+    return builder.select(condition, ir.Constant(_MASK, [1] * LANES), ir.Constant(_MASK, [0] * LANES))
 
 
 @intrinsic
@@ -305,12 +306,13 @@ def transpose_rows(typingctx, flat, first_row, n_rows, n_classes, first_class, c
     """columns[first_class + c, offset + i] = scores[first_row + i, first_class + c] as float32, for i < 16 and
     c < 16 (a tile of the block), in vector registers: 16 masked row loads, a 16 x 16 transpose, 16 stores.
 
-    ``flat``: the scores, C-contiguous, flattened (float32, float64 or a 16-bit float view); ``n_classes``
+    ``flat``: the scores, C-contiguous, flattened (float32 or a 16-bit float view); ``n_classes``
     their row length C.  Rows i >= ``n_rows`` are not read (their lanes are stored as 0, into the scratch's
     padding), classes past C neither read nor stored.  ``columns``: a C-contiguous 2-D float32 scratch with
     room for ``offset + 16`` entries a row.
     """
-    if not (isinstance(flat, types.Array) and flat.ndim == 1 and flat.layout == "C" and flat.dtype in _ROW_DTYPES
+    if not (isinstance(flat, types.Array) and flat.ndim == 1 and flat.layout == "C"
+            and flat.dtype in _READABLE and flat.dtype != types.float64
             and isinstance(columns, types.Array) and columns.ndim == 2 and columns.layout == "C"
             and columns.dtype == types.float32
             and all(isinstance(t, types.Integer) for t in (first_row, n_rows, n_classes, first_class, offset))):
@@ -328,45 +330,24 @@ def transpose_rows(typingctx, flat, first_row, n_rows, n_classes, first_class, c
             as_i64(v, t) for v, t in zip((first_row, n_rows, n_classes, first_class, offset),
                                          (signature.args[1], signature.args[2], signature.args[3], signature.args[4],
                                           signature.args[6])))
-        scores = context.make_array(signature.args[0])(context, builder, flat_value)
-        element = context.get_value_type(flat.dtype)
-        vector_type = ir.VectorType(element, LANES)
-        lanes = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
         width = builder.sub(n_classes, first_class)
-        in_row = builder.icmp_signed("<", lanes, _splat_i64(builder, width))
-        load = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vector_type, [vector_type.as_pointer(), ir.IntType(32), _MASK, vector_type]),
-            f"llvm.masked.load.v{LANES}{_SUFFIX[flat.dtype]}.p0")
-        zeros = ir.Constant(vector_type, [0.0 if isinstance(flat.dtype, types.Float) else 0] * LANES)
+        in_row = builder.icmp_signed("<", _LANE_NUMBERS, _broadcast_int64(context, builder, width, types.int64))
         rows = []
         for i in range(LANES):
-            row_in = builder.icmp_signed("<", ir.Constant(i64, i), n_rows)
-            mask = builder.and_(in_row, builder.select(row_in, ir.Constant(_MASK, [1] * LANES),
-                                                       ir.Constant(_MASK, [0] * LANES)))
+            mask = builder.and_(in_row, _all_lanes(builder, builder.icmp_signed("<", ir.Constant(i64, i), n_rows)))
             start = builder.add(builder.mul(builder.add(first_row, ir.Constant(i64, i)), n_classes), first_class)
-            pointer = builder.bitcast(builder.gep(scores.data, [start]), vector_type.as_pointer())
-            vector = builder.call(load, [pointer, ir.Constant(ir.IntType(32), flat.dtype.bitwidth // 8), mask, zeros])
-            rows.append(_to_rows(builder, vector, flat.dtype))
+            pointer = _vector_pointer(context, builder, signature.args[0], flat_value, types.int64, start)
+            rows.append(_to_rows(builder, masked_load(context, builder, flat.dtype, pointer, mask), flat.dtype))
         scratch = context.make_array(signature.args[5])(context, builder, columns_value)
         row_length = cgutils.unpack_tuple(builder, scratch.shape, 2)[1]
         store = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [_ROWS, _ROWS.as_pointer(), ir.IntType(32), _MASK]),
             f"llvm.masked.store.v{LANES}f32.p0")
         for c, column in enumerate(_transposed(builder, rows)):
-            class_in = builder.icmp_signed("<", ir.Constant(i64, c), width)
-            mask = builder.select(class_in, ir.Constant(_MASK, [1] * LANES), ir.Constant(_MASK, [0] * LANES))
+            mask = _all_lanes(builder, builder.icmp_signed("<", ir.Constant(i64, c), width))
             start = builder.add(builder.mul(builder.add(first_class, ir.Constant(i64, c)), row_length), offset)
             pointer = builder.bitcast(builder.gep(scratch.data, [start]), _ROWS.as_pointer())
             builder.call(store, [column, pointer, ir.Constant(ir.IntType(32), 4), mask])
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-def _splat_i64(builder, value):
-    vector_type = ir.VectorType(ir.IntType(64), LANES)
-    one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
-
-
-_SUFFIX = {types.float32: "f32", types.float64: "f64", types.uint16: "i16", types.int16: "i16"}

@@ -191,19 +191,22 @@ def load_head(typingctx, values, start, count):
     def codegen(context, builder, signature, args):
         pointer = _vector_pointer(context, builder, signature.args[0], args[0], signature.args[1], args[1])
         mask = builder.icmp_signed("<", _LANE_NUMBERS, _broadcast_int64(context, builder, args[2], signature.args[2]))
-        element = context.get_value_type(values.dtype)
-        vector_type = ir.VectorType(element, LANES)
-        masked_load = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(vector_type, [vector_type.as_pointer(), ir.IntType(32), mask.type, vector_type]),
-            f"llvm.masked.load.v{LANES}{_MASKED_LOAD_SUFFIX[values.dtype]}.p0",
-        )
-        zeros = ir.Constant(vector_type, [0.0 if isinstance(values.dtype, types.Float) else 0] * LANES)
-        vector = builder.call(masked_load, [pointer, ir.Constant(ir.IntType(32), values.dtype.bitwidth // 8),
-                                            mask, zeros])
-        return _widen(builder, vector, values.dtype)
+        return _widen(builder, masked_load(context, builder, values.dtype, pointer, mask), values.dtype)
 
     return lanes_type(values, start, count), codegen
+
+
+def masked_load(context, builder, dtype, pointer, mask):
+    """The 16 entries of ``dtype`` at ``pointer`` where ``mask`` (<16 x i1>) holds, 0 elsewhere (llvm.masked.load:
+    only those entries are read)."""
+    vector_type = ir.VectorType(context.get_value_type(dtype), LANES)
+    function = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(vector_type, [vector_type.as_pointer(), ir.IntType(32), mask.type, vector_type]),
+        f"llvm.masked.load.v{LANES}{_MASKED_LOAD_SUFFIX[dtype]}.p0",
+    )
+    zeros = ir.Constant(vector_type, [0.0 if isinstance(dtype, types.Float) else 0] * LANES)
+    return builder.call(function, [pointer, ir.Constant(ir.IntType(32), dtype.bitwidth // 8), mask, zeros])
 
 
 @intrinsic

@@ -254,8 +254,7 @@ def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_e
     are evaluate's empty defaults, passed (not literals) so that the score
     kernel's functions are called with evaluate's argument types.
     """
-    floats, integers, columns = K._new_scratch(block_rows, first.shape[1])
-    columns32 = K.columns_f32_for(first, block_rows, first.shape[1])
+    floats, integers, columns = K._new_scratch(block_rows, first.shape[1], first)
     inputs, pair_weight = _new_pair_scratch(addresses.shape[0], block_rows)
     clean = np.zeros(addresses.shape[0], dtype=np.bool_)
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
@@ -271,7 +270,7 @@ def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_e
                 K._reset_block(fsums[m], icounts[m], b)
                 K._walk_short_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                                     sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
-                                    icounts[m], columns32, float32_math)
+                                    icounts[m], float32_math)
                 _finish_model(first.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                               fsums, icounts, inputs, clean, m, K.has_unit_weights(weights, class_weight))
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,
@@ -338,7 +337,7 @@ def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_ep
                         nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, claims, first_task,
                         task_step):
     """_compare_tasks_short's twin for long rows (C > 32)."""
-    floats, integers, columns = K._new_scratch(block_rows, first.shape[1])
+    floats, integers, columns = K._new_scratch(block_rows, first.shape[1], first)
     exp_chunk = np.empty(K.EXP_SCRATCH, dtype=np.float32)  # see kernels._exp_sums_f32
     exp_chunk64 = np.empty(K.EXP_SCRATCH)  # see kernels.exp_sums
     inputs, pair_weight = _new_pair_scratch(addresses.shape[0], block_rows)

@@ -1046,9 +1046,10 @@ def store_sums_of_weight(weight_sum, terms, count, fsums, b, moments, unit_weigh
 
 
 @kernel_step(**KERNEL_OPTIONS)
-def _new_scratch(block_rows, n_classes):
-    """A task's per-row scratch: 15 + N_TERMS float64 rows, 3 int64 rows and the transposed block of short rows.
-    Zeroed: the 16-row leaf of float32 math reads past a block's last row (see _logit_columns_f32).
+def _new_scratch(block_rows, n_classes, scores):
+    """A task's per-row scratch: 15 + N_TERMS float64 rows, 3 int64 rows and the transposed block of short rows
+    (float64 for float64 scores, float32 for 16- and 32-bit ones: see _walk_by_columns).  Zeroed: the 16-row
+    leaf of float32 math reads past a block's last row (see _logit_columns_f32).
 
     Rows (see the unpacking in the block functions): value (logits: max - target;
     proba: clipped p[y]), rest (logits: sum of exp over non-max entries),
@@ -1066,61 +1067,47 @@ def _new_scratch(block_rows, n_classes):
     # mix them vectorise without packing (an int8 status kept the
     # ignored-label loop scalar, seen in a perf profile).
     integers = np.empty((3, block_rows + SCRATCH_PAD), dtype=np.int64)
-    columns = np.zeros((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD))
+    columns = np.zeros((min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD),
+                       dtype=_column_dtype(scores))
     return floats, integers, columns
 
 
+def _column_dtype(scores):  # pragma: no cover - replaced by the overload below
+    return np.float64
 
-def _walk_by_columns(columns32, scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                     float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
+
+@overload(_column_dtype, inline="always", jit_options=KERNEL_OPTIONS)
+def _column_dtype_overload(scores):
+    """The transposed block's dtype: float64 for float64 scores, float32 (exact) for 16- and 32-bit ones."""
+    if scores.dtype == types.float64:
+        return lambda scores: np.float64
+    return lambda scores: np.float32
+
+
+
+def _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
+                     label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
                      columns):  # pragma: no cover - replaced by the overload below
     pass
 
 
 @overload(_walk_by_columns, inline="always", jit_options=KERNEL_OPTIONS)
-def _walk_by_columns_overload(columns32, scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                              float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank,
-                              label_column, columns):
-    """_walk_columns (float64 scores: ``columns32`` None) or _walk_columns_narrow, chosen when numba types the
-    kernel: each dtype's kernel compiles one walk."""
-    if isinstance(columns32, types.NoneType):
-        def walk(columns32, scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                 label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
+def _walk_by_columns_overload(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
+                              label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
+    """_walk_columns (a float64 block: float64 scores) or _walk_columns_narrow (a float32 one), chosen when numba
+    types the kernel: each dtype's kernel compiles one walk."""
+    if columns.dtype == types.float64:
+        def walk(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math, label_of,
+                 target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
             _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
                           label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns)
     else:
-        def walk(columns32, scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                 label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
+        def walk(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math, label_of,
+                 target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
             _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
                                  float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank,
-                                 label_column, columns32)
+                                 label_column, columns)
     return walk
-
-
-def _walked(columns, columns32):  # pragma: no cover - replaced by the overload below
-    return columns
-
-
-@overload(_walked, inline="always", jit_options=KERNEL_OPTIONS)
-def _walked_overload(columns, columns32):
-    """The transposed block that _walk_by_columns filled."""
-    if isinstance(columns32, types.NoneType):
-        return lambda columns, columns32: columns
-    return lambda columns, columns32: columns32
-
-
-def columns_f32_for(scores, block_rows, n_classes):  # pragma: no cover - replaced by the overload below
-    return None
-
-
-@overload(columns_f32_for, inline="always", jit_options=KERNEL_OPTIONS)
-def _columns_f32_for_overload(scores, block_rows, n_classes):
-    """A short-row kernel's float32 transposed block for 16- and 32-bit scores (zeroed: the leaf reads its
-    padding, see _new_scratch); None for float64 ones (see _walk_by_columns)."""
-    if scores.dtype == types.float64:
-        return lambda scores, block_rows, n_classes: None
-    return lambda scores, block_rows, n_classes: np.zeros(
-        (min(n_classes, COLUMN_WALK_MAX_CLASSES), block_rows + SCRATCH_PAD), dtype=np.float32)
 
 
 # Inlined by numba (typed in its caller, not compiled on its own): it only calls the walk's pieces, and a
@@ -1131,11 +1118,11 @@ def _columns_f32_for_overload(scores, block_rows, n_classes):
 @njit(inline="always", **KERNEL_OPTIONS)
 def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                       sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
-                      columns32, float32_math):
+                      float32_math):
     """Walk block b of short rows (C <= COLUMN_WALK_MAX_CLASSES) by columns into the scratch.
 
-    ``columns32``: the float32 transposed block of 16- and 32-bit scores
-    (see _walk_columns_narrow), None for float64 ones (``columns``).
+    ``columns``: the transposed block, float64 for float64 scores, float32
+    for 16- and 32-bit ones (see _new_scratch, _walk_by_columns).
     ``float32_math``: 16- and 32-bit logits of three classes or more in
     float32 arithmetic (each row's loss within a few float32 ulp).
     """
@@ -1145,16 +1132,15 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
     p_true, p_top, target, high, low = floats[5], floats[6], floats[7], floats[8], floats[9]
     total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
     ahead, label_of, status = integers[0], integers[1], integers[2]
-    _walk_by_columns(columns32, scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                     float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
-                     columns)
+    _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
+                     label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns)
     _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                        fsums, icounts, b)
     if mode == MODE_LOGITS:
         # loss_of and brier: scratch here, written for every row in _finish_block.
         icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
-            _walked(columns, columns32), high, status, count, n_classes, sum_tolerance, loss_of, brier
+            columns, high, status, count, n_classes, sum_tolerance, loss_of, brier
         )
     if keep_pred:
         for r in range(count):
@@ -1601,8 +1587,7 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
     used).  Short and long rows are two kernels, so that a first use
     compiles only the one it needs.
     """
-    floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
-    columns32 = columns_f32_for(scores, block_rows, scores.shape[1])
+    floats, integers, columns = _new_scratch(block_rows, scores.shape[1], scores)
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
         task = claim(claims)  # once this one's blocks are done: a faster thread takes more
@@ -1615,7 +1600,7 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
             count = min(block_rows, scores.shape[0] - start)
             _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                               sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
-                              columns32, float32_math)
+                              float32_math)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                           fsums, icounts, has_unit_weights(sample_weight, class_weight))
 
@@ -1661,7 +1646,7 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
                      sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
                      icounts, float32_math, claims, first_task, task_step):
     """score_tasks_short's twin for long rows (C > COLUMN_WALK_MAX_CLASSES)."""
-    floats, integers, columns = _new_scratch(block_rows, scores.shape[1])
+    floats, integers, columns = _new_scratch(block_rows, scores.shape[1], scores)
     exp_chunk = np.empty(EXP_SCRATCH, dtype=np.float32)  # see _exp_sums_f32
     exp_chunk64 = np.empty(EXP_SCRATCH)  # see exp_sums
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
