@@ -137,7 +137,7 @@ class Report:
             for name in ("correct", "wrong", "confidently_wrong"):
                 loss_split[name]["loss_share"] = math.nan
         share, exact = _worst_share(diag, values, total_weight, total_loss)
-        loss_split["worst_1pct_loss_share"] = share
+        loss_split["worst_1pct_loss_share"] = float(share)  # a Python float, as every other entry
         loss_split["worst_1pct_exact"] = exact
 
         worst = [
