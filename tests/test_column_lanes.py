@@ -1,4 +1,5 @@
-"""The 16-row float32 leaf of the short-row walk (fastce._column_lanes, kernels._logit_columns_f32).
+"""The 16-row float32 leaf of the short-row walk (fastce._column_lanes, kernels._logit_columns_f32), and the
+16-entry float32 exp sums of long rows (kernels._exp_sums_f32).
 
 Its exp is the scalar exp_difference_f32 lane by lane (the same bits), and
 its per-row statistics match a float64 numpy reference: the max, rank and
@@ -14,9 +15,10 @@ import pytest
 from numba import njit
 
 from fastce import _column_lanes as CL
+from fastce import _lanes as lanes
 from fastce import kernels as K
 from fastce._lanes import LANES
-from fastce._vecmath import exp_difference_f32
+from fastce._vecmath import EXP_BIAS_F32, as_native, exp_difference_f32
 
 
 @njit
@@ -157,3 +159,73 @@ def test_transpose_rows_copies_every_entry_exactly_and_nothing_else(n_classes, d
     _transpose(view.reshape(-1), n, n_classes, columns)
     assert np.array_equal(columns[:, :n], z.astype(np.float32).T, equal_nan=True)
     assert (columns[:, n:48] == 0.0).all() and (columns[:, 48:] == -7.0).all()
+
+
+@njit
+def _chunked_exp_sums(scores, i, n_classes, native_max):
+    """The former kernels._exp_sums_f32, the reference: each exp by the scalar exp_difference_f32 into a float32
+    chunk, then the chunk's float64 sums by lanes.add_values_and_squares (the order of fastce._lanes)."""
+    chunk = np.empty(K.EXP_CHUNK + LANES, np.float32)
+    rest, rest_b, squares, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
+    at_max = 0
+    first = 0
+    while first < n_classes:
+        count = n_classes - first if n_classes - first < K.EXP_CHUNK + LANES else K.EXP_CHUNK
+        for j in range(count):
+            chunk[j], top = exp_difference_f32(as_native(scores[i, first + j]), native_max)
+            at_max += top
+        rest, rest_b, squares, squares_b = lanes.add_values_and_squares(chunk, count, rest, rest_b, squares,
+                                                                        squares_b)
+        first += count
+    return (lanes.finish(rest, rest_b) * 2.0 ** -EXP_BIAS_F32, lanes.finish(squares, squares_b) * 2.0 ** (-2 * EXP_BIAS_F32),
+            np.float64(at_max))
+
+
+@njit
+def _fused_and_reference(scores, maxima):
+    got = np.empty((scores.shape[0], 3))
+    want = np.empty((scores.shape[0], 3))
+    for i in range(scores.shape[0]):
+        got[i, 0], got[i, 1], got[i, 2] = K._exp_sums_f32(scores, i, scores.shape[1], maxima[i])
+        want[i, 0], want[i, 1], want[i, 2] = _chunked_exp_sums(scores, i, scores.shape[1], maxima[i])
+    return got, want
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("n_classes", [33, 47, 48, 100, 1039, 1040, 1041, 1055, 1056, 2080, 2100])
+def test_long_row_exp_sums_are_the_chunked_scalar_ones_bit_for_bit(n_classes, dtype):
+    """kernels._exp_sums_f32 (16 entries at a time in registers, no float32 chunk in memory) gives the bits of
+    the scalar exps summed chunk by chunk: every chunk length (EXP_CHUNK, the last one taking up a remainder
+    under 16), partial last vectors, and NaN, +-inf, a tie at the max and a tiny gap at positions across the
+    row (every position up to C = 100; the first, the chunk boundaries and the last beyond)."""
+    from support import BFLOAT16
+
+    if dtype == "bfloat16" and BFLOAT16 is None:
+        pytest.skip("ml_dtypes not installed")
+    rng = np.random.default_rng(n_classes)
+    positions = (range(n_classes) if n_classes <= 100 else
+                 sorted({0, 1, 15, 16, 31, 32, 1023, 1024, 1025, n_classes - 17, n_classes - 16, n_classes - 1}
+                        & set(range(n_classes))))
+    specials = [np.nan, np.inf, -np.inf, "tie", "gap"]
+    rows = 4 + len(positions) * len(specials)
+    z = (rng.standard_normal((rows, n_classes)) * 4).astype(np.float32)
+    z[1] *= 30  # exps down to underflow
+    z[2] = 0.25  # every entry at the max
+    z[3] = -np.inf  # a masked row
+    r = 4
+    for special in specials:
+        for p in positions:
+            top = int(np.argmax(z[r]))
+            if special == "tie":
+                z[r, p] = z[r, top]
+            elif special == "gap":
+                z[r, p] = np.nextafter(z[r, top], np.float32(-np.inf))
+            else:
+                z[r, p] = special
+            r += 1
+    native = z.astype({"bfloat16": BFLOAT16}.get(dtype, dtype))
+    with np.errstate(invalid="ignore"):
+        maxima = native.astype(np.float32).max(axis=1)  # NaN rows: NaN, as the kernel's order keys make it
+    view = native.view(np.uint16) if dtype == "float16" else native.view(np.int16) if dtype == "bfloat16" else native
+    got, want = _fused_and_reference(np.ascontiguousarray(view), maxima)
+    assert np.array_equal(got.view(np.int64), want.view(np.int64)), np.argwhere(got.view(np.int64) != want.view(np.int64))[:5]

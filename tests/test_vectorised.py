@@ -167,19 +167,21 @@ def test_float32_exp_loop_is_packed_simd():
     """The float32 exp of long logits rows (kernels._exp_sums_f32) runs on packed float32 (``ps``) FMAs.
 
     Its float32 exp must get full-width vectors: mixed into the float64 sums in
-    one loop, LLVM gave it half-width ones (ymm under AVX-512), no faster than float64.
+    one loop vectorised by LLVM, it got half-width ones (ymm under AVX-512), no faster
+    than float64; it is written in explicit 16-lane vectors (fastce._column_lanes) now.
     """
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
     import llvmlite.binding as llvm
 
     scores = kernels_input(np.random.default_rng(2).standard_normal((4, 1000)).astype(np.float32))
-    asm = _fresh_asm(kernels._exp_sums_f32, scores, 0, 1000, np.float32(1.0), np.empty(kernels.EXP_SCRATCH, np.float32))
+    asm = _fresh_asm(kernels._exp_sums_f32, scores, 0, 1000, np.float32(1.0))
     widest = "zmm" if llvm.get_host_cpu_features().get("avx512f") else "ymm"
     fmas = re.findall(r"\bvfmadd\d+ps\s+.*%" + widest, asm)
     assert PACKED_SINGLE.search(asm) and len(fmas) >= 7, f"_exp_sums_f32: {len(fmas)} packed float32 FMAs on {widest}"
-    # The last partial vector's exps are stored contiguously (a signed index made that two scatters).
-    assert not re.search(r"\bv\w*scatter", asm), "_exp_sums_f32: scatters where a vector store belongs"
+    # The float64 sums and squares in packed float64 (the squares by FMAs), and no entry stored or gathered.
+    assert len(re.findall(r"\bvfmadd\d+pd\s+.*%" + widest, asm)) >= 2, "_exp_sums_f32: the squares not in FMAs"
+    assert not re.search(r"\bv\w*(?:scatter|gather)", asm), "_exp_sums_f32: a scatter or gather"
 
 
 def test_the_check_can_fail():
@@ -229,7 +231,7 @@ def test_long_row_leaves_prefetch_the_next_row(name):
     """
     scores = kernels_input(np.random.default_rng(2).standard_normal((4, 1000)).astype(np.float32))
     args = {
-        "_exp_sums_f32": (scores, 0, 1000, np.float32(1.0), np.empty(kernels.EXP_SCRATCH, np.float32)),
+        "_exp_sums_f32": (scores, 0, 1000, np.float32(1.0)),
         "exp_sums": (scores, 0, 1000, 1.0, np.empty(kernels.EXP_SCRATCH)),
         "_row_sums": (scores, 0, 1000, 3),
     }[name]
@@ -239,10 +241,10 @@ def test_long_row_leaves_prefetch_the_next_row(name):
 
 def _row_leaf_args(name):
     scores = kernels_input(np.random.default_rng(3).standard_normal((4, 100)).astype(np.float32))
-    chunk, chunk64 = np.empty(kernels.EXP_SCRATCH, np.float32), np.empty(kernels.EXP_SCRATCH)
+    chunk64 = np.empty(kernels.EXP_SCRATCH)
     return {
-        "_logits_row": (scores, 1, 100, 0.5, 3, False, True, chunk, chunk64),
-        "_exp_sums_f32": (scores, 1, 100, np.float32(1.0), chunk),
+        "_logits_row": (scores, 1, 100, 0.5, 3, False, True, chunk64),
+        "_exp_sums_f32": (scores, 1, 100, np.float32(1.0)),
         "exp_sums": (scores, 1, 100, 1.0, chunk64),
         "_proba_row": (scores, 1, 100, 3),
         "_row_sums": (scores, 1, 100, 3),

@@ -148,6 +148,65 @@ def load(typingctx, values, start):
     return rows_type(values, start), codegen
 
 
+def _is_score_matrix(scores, *indices):
+    return (isinstance(scores, types.Array) and scores.ndim == 2 and scores.layout == "C"
+            and scores.dtype in _READABLE and scores.dtype != types.float64
+            and all(isinstance(i, types.Integer) for i in indices))
+
+
+def _entry_pointer(context, builder, signature, args):
+    """A pointer to 16 entries of a C-contiguous 2-D array ``args[0]`` from row ``args[1]``, column ``args[2]``.
+
+    Computed from the row length (no reshape: numba's reshape of a 2-D array calls into its runtime)."""
+    scores = context.make_array(signature.args[0])(context, builder, args[0])
+    row_length = cgutils.unpack_tuple(builder, scores.shape, 2)[1]
+    row = context.cast(builder, args[1], signature.args[1], types.intp)
+    column = context.cast(builder, args[2], signature.args[2], types.intp)
+    entry = builder.gep(scores.data, [builder.add(builder.mul(row, row_length), column)])
+    return builder.bitcast(entry, ir.VectorType(context.get_value_type(signature.args[0].dtype), LANES).as_pointer())
+
+
+@intrinsic
+def load_scores(typingctx, scores, row, column):
+    """scores[row, column:column + 16] as float32 (exact): float32 scores or a 16-bit float view (see
+    fastce._lanes), C-contiguous; one vector load with no bounds check (the caller knows the room)."""
+    if not _is_score_matrix(scores, row, column):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vector = builder.load(_entry_pointer(context, builder, signature, args), align=scores.dtype.bitwidth // 8)
+        return _to_rows(builder, vector, scores.dtype)
+
+    return rows_type(scores, row, column), codegen
+
+
+@intrinsic
+def load_scores_head(typingctx, scores, row, column, count):
+    """scores[row, column:column + count] as float32 in the first ``count`` lanes (0 <= count <= 16), 0 in
+    the others: a masked load, which reads only those entries (it may end at the array's end)."""
+    if not _is_score_matrix(scores, row, column, count):
+        return None
+
+    def codegen(context, builder, signature, args):
+        mask = builder.icmp_signed("<", _LANE_NUMBERS, _broadcast_int64(context, builder, args[3], signature.args[3]))
+        vector = masked_load(context, builder, scores.dtype, _entry_pointer(context, builder, signature, args), mask)
+        return _to_rows(builder, vector, scores.dtype)
+
+    return rows_type(scores, row, column, count), codegen
+
+
+@intrinsic
+def head(typingctx, count):
+    """The Mask of the first ``count`` lanes."""
+    if not isinstance(count, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.icmp_signed("<", _LANE_NUMBERS, _broadcast_int64(context, builder, args[0], signature.args[0]))
+
+    return mask_type(count), codegen
+
+
 @intrinsic
 def store_wide(typingctx, values, start, lanes):
     """values[start:start + 16] = lanes (16 float64); ``values`` a contiguous 1-D float64 array with room."""

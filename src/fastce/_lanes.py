@@ -8,7 +8,7 @@ machine kinds this project runs on, and in two compiled copies of one
 function (tests/test_one_copy.py).
 
 ``Lanes`` is an LLVM vector of 16 float64 values, a numba type with a few
-operations (``zero``, ``add``, ``mul``, ``load``, ``load_head``, ``zero_lane``, ``total``).  Arithmetic on it
+operations (``zero``, ``add``, ``mul``, ``fma``, ``load``, ``load_head``, ``zero_lane``, ``total``).  Arithmetic on it
 is element-wise IEEE arithmetic with no fast-math flag, so no optimiser and
 no instruction set may change its result: it compiles to two 512-bit or
 four 256-bit registers and runs as fast as the reassociated loop (measured:
@@ -87,6 +87,21 @@ add = intrinsic(lane_by_lane("fadd"))
 add.__doc__ = "a + b lane by lane (IEEE, no fast-math flag)."
 mul = intrinsic(lane_by_lane("fmul"))
 mul.__doc__ = "a * b lane by lane (IEEE, no fast-math flag)."
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c lane by lane with one rounding (llvm.fma): where a * b is exact (a float32 squared, say),
+    the bits of add(c, mul(a, b)) in one instruction instead of two."""
+    if a != lanes_type or b != lanes_type or c != lanes_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3),
+                                                  f"llvm.fma.v{LANES}f64")
+        return builder.call(function, args)
+
+    return lanes_type(lanes_type, lanes_type, lanes_type), codegen
 
 
 # Element types ``load`` reads: floats, and the 16-bit views the kernels pass

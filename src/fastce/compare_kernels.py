@@ -338,7 +338,6 @@ def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_ep
                         task_step):
     """_compare_tasks_short's twin for long rows (C > 32)."""
     floats, integers, columns = K._new_scratch(block_rows, first.shape[1], first)
-    exp_chunk = np.empty(K.EXP_SCRATCH, dtype=np.float32)  # see kernels._exp_sums_f32
     exp_chunk64 = np.empty(K.EXP_SCRATCH)  # see kernels.exp_sums
     inputs, pair_weight = _new_pair_scratch(addresses.shape[0], block_rows)
     clean = np.zeros(addresses.shape[0], dtype=np.bool_)
@@ -355,7 +354,7 @@ def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_ep
                 K._reset_block(fsums[m], icounts[m], b)
                 K._walk_long_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                                    sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
-                                   icounts[m], float32_math, exp_chunk, exp_chunk64)
+                                   icounts[m], float32_math, exp_chunk64)
                 _finish_model(first.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                               fsums, icounts, inputs, clean, m, K.has_unit_weights(weights, class_weight))
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,

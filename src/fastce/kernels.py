@@ -254,7 +254,8 @@ def exp_sums(scores, i, n_classes, row_max, exp_chunk64):
     return lanes.finish(rest, rest_b), lanes.finish(squares, squares_b), np.float64(at_max)
 
 
-# _exp_sums_f32 takes a row's exps this many at a time (a float32 scratch of 4 KiB: L1).
+# exp_sums takes a row's exps this many at a time (a float64 scratch of 8 KiB: L1); _exp_sums_f32 prefetches
+# the next row this many entries at a time.
 EXP_CHUNK = 1024
 _UNBIAS = 2.0 ** -EXP_BIAS_F32
 _UNBIAS_SQUARED = 2.0 ** (-2 * EXP_BIAS_F32)
@@ -262,12 +263,12 @@ _UNBIAS_SQUARED = 2.0 ** (-2 * EXP_BIAS_F32)
 
 # float32 lanes of a 512-bit vector.
 _LANES_F32 = 16
-# The length of _exp_sums_f32's scratch (a last chunk takes up to 15 more).
+# The length of the float64 chunk scratch of exp_sums and kernels_soft (EXP_CHUNK entries, and room).
 EXP_SCRATCH = EXP_CHUNK + _LANES_F32
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
+def _exp_sums_f32(scores, i, n_classes, native_max):
     """exp_sums with float32 math, for 16- and 32-bit scores (native_max a float32).
 
     Each exp(z - max) in float32 (16 SIMD lanes, a degree-6 polynomial),
@@ -278,51 +279,64 @@ def _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk):
     ulp.  The exps carry a factor 2**EXP_BIAS_F32 (normal float32 down to
     exp(-156)), taken out of the float64 sums once per row (exactly).
 
-    Two loops per chunk of EXP_CHUNK entries: the exps (all float32: 16
-    lanes of a 512-bit vector) into ``exp_chunk``, then their float64 sums.
-    In one loop LLVM sizes the vectors by the widest type, float64: the
-    float32 exp then ran on 8 lanes, no faster than the float64 one.
-    Long rows only (n_classes >= 16: every chunk holds a full vector).
+    16 entries at a time in explicit vectors (fastce._column_lanes): the
+    exps in float32, widened and added to the float64 lane sets of
+    fastce._lanes in its order (pairs of vectors into sets A and B, what is
+    left into A, the last vector padded with +0.0), each square added by an
+    FMA (exact: a float32 squared).  The same bits as exps stored to a
+    float32 chunk and summed by lanes.add_values_and_squares, its former
+    form, without the store and reload, the second loop and its run-time
+    alias checks (explicit vectors: LLVM sized a mixed float32 / float64
+    loop by float64, 8 lanes).  The entries are taken by chunks of EXP_CHUNK
+    only for the prefetch of the next row (_prefetch_next_row).
+    Long rows only (n_classes > COLUMN_WALK_MAX_CLASSES).
     """
     prefer_wide_vectors()
     compile_apart()  # kept out of its callers, so it keeps its 512-bit vectors
+    top = column_lanes.splat(native_max)
+    zero32 = column_lanes.splat(0.0)
+    one32 = column_lanes.splat(1.0)
     rest, rest_b, squares, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
-    at_max = np.int32(0)
+    at_max = zero32  # per lane, exact (counts below 2**24)
     first = 0
     while first < n_classes:
-        # Chunks of EXP_CHUNK, the last one taking up a remainder under 16
-        # (exp_chunk has room): every chunk holds at least 16 entries (C > 32).
+        # The chunks of lanes.add_values_and_squares' former calls: EXP_CHUNK entries, the last one taking up a
+        # remainder under 16 (the sums' order restarts its pairs of vectors at each chunk).
         count = n_classes - first if n_classes - first < EXP_CHUNK + _LANES_F32 else EXP_CHUNK
-        whole = count - count % _LANES_F32
         _prefetch_next_row(scores, i, first, count)
-        for j in range(whole):
-            e, top = exp_difference_f32(as_native(scores[i, np.uint64(first + j)]), native_max)
-            exp_chunk[j] = e
-            at_max = np.int32(at_max + np.int32(top))  # int32: 16 lanes too
-        if whole < count:
-            # The last count % 16 exps: one vector ending at the chunk's end
-            # (overlapping exps already written, recomputed identically, not
-            # counted twice) rather than a scalar remainder, which cost as
-            # much as the vector loop at C = 100.
-            tail = count - _LANES_F32
-            for j in range(_LANES_F32):
-                e, top = exp_difference_f32(as_native(scores[i, np.uint64(first + tail + j)]), native_max)
-                exp_chunk[np.uint64(tail + j)] = e  # unsigned: a signed index (wraparound test) made this a scatter
-                at_max = np.int32(at_max + np.int32(top & (tail + j >= whole)))
-        # The float64 sums in 16 lanes (fastce._lanes: an order fixed in the source).
-        rest, rest_b, squares, squares_b = lanes.add_values_and_squares(exp_chunk, count, rest, rest_b, squares,
-                                                                        squares_b)
-        first += count
+        stop = first + count
+        pairs = first + (count - count % (2 * _LANES_F32))
+        for j in range(first, pairs, 2 * _LANES_F32):
+            e, is_top = column_lanes.exp_difference(column_lanes.load_scores(scores, i, j), top)
+            at_max = column_lanes.where(is_top, column_lanes.add(at_max, one32), at_max)
+            wide = column_lanes.widen(e)
+            rest = lanes.add(rest, wide)
+            squares = lanes.fma(wide, wide, squares)
+            e, is_top = column_lanes.exp_difference(column_lanes.load_scores(scores, i, j + _LANES_F32), top)
+            at_max = column_lanes.where(is_top, column_lanes.add(at_max, one32), at_max)
+            wide = column_lanes.widen(e)
+            rest_b = lanes.add(rest_b, wide)
+            squares_b = lanes.fma(wide, wide, squares_b)
+        for j in range(pairs, stop, _LANES_F32):
+            left = min(_LANES_F32, stop - j)
+            e, is_top = column_lanes.exp_difference(column_lanes.load_scores_head(scores, i, j, left), top)
+            kept = column_lanes.head(left)
+            e = column_lanes.where(kept, e, zero32)
+            at_max = column_lanes.where(column_lanes.both(is_top, kept), column_lanes.add(at_max, one32), at_max)
+            wide = column_lanes.widen(e)
+            rest = lanes.add(rest, wide)
+            squares = lanes.fma(wide, wide, squares)
+        first = stop
     return (lanes.finish(rest, rest_b) * _UNBIAS, lanes.finish(squares, squares_b) * _UNBIAS_SQUARED,
-            np.float64(at_max))
+            lanes.total(column_lanes.widen(at_max)))
 
 
-def _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64):  # pragma: no cover
+def _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64):  # pragma: no cover
     return exp_sums(scores, i, n_classes, row_max, exp_chunk64)
 
 
 @overload(_row_exp_sums, inline="always", jit_options=KERNEL_OPTIONS)
-def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64):
+def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64):
     """_exp_sums_f32 when ``float32_math`` (a runtime flag), else exp_sums (always, when it is None).
 
     Chosen per score type at compile time: float64 scores always take
@@ -336,13 +350,13 @@ def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_ma
     (C = 100: 1.46 against 1.17 ns per score, benchmarks/kernel_timing.py).
     """
     if scores.dtype == types.float64 or isinstance(float32_math, types.NoneType):  # None: float64 math, no leaf
-        return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64: exp_sums(
+        return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64: exp_sums(
             scores, i, n_classes, row_max, exp_chunk64
         )
 
-    def either(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk, exp_chunk64):
+    def either(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64):
         if float32_math:
-            return _exp_sums_f32(scores, i, n_classes, native_max, exp_chunk)
+            return _exp_sums_f32(scores, i, n_classes, native_max)
         return exp_sums(scores, i, n_classes, row_max, exp_chunk64)
 
     return either
@@ -503,7 +517,7 @@ def _losses(mode, count, status, value, rest, inverse, loss_of):
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math, exp_chunk, exp_chunk64):
+def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math, exp_chunk64):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
     sum of the squared exp(z - max) over the non-max entries, number of max
     entries, max, ok).
@@ -542,8 +556,7 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math,
     # entry (x == 0) enters exp as -inf, giving exactly 0, and is counted.
     # NaN (a NaN entry, inf - inf, or -inf - -inf for a masked row) fails
     # "x >= 0", goes through exp and makes the sums NaN: that flags the row.
-    rest, squares, at_max = _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk,
-                                          exp_chunk64)
+    rest, squares, at_max = _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64)
     shift = row_max - target
     rest += at_max - 1.0
     ok = rest == rest
@@ -1156,7 +1169,7 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
 @kernel_step(**LEAF_OPTIONS)
 def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                      sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
-                     float32_math, exp_chunk, exp_chunk64):
+                     float32_math, exp_chunk64):
     """Walk block b of long rows row by row into the scratch (one read of each row)."""
     n_classes = scores.shape[1]
     keep_pred = row_pred.shape[0] != 0
@@ -1180,7 +1193,7 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
         if mode == MODE_LOGITS:
             row_target = as_float64(scores[i, label])
             shift, row_rest, row_ahead, row_squares, row_at_max, row_max, ok = _logits_row(
-                scores, i, n_classes, row_target, label, ties_to_last, float32_math, exp_chunk, exp_chunk64
+                scores, i, n_classes, row_target, label, ties_to_last, float32_math, exp_chunk64
             )
             if ok and row_max <= 1.0:  # rare for logits: one compare per row
                 if _probability_like_row(scores, i, n_classes, sum_tolerance):
@@ -1647,7 +1660,6 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
                      icounts, float32_math, claims, first_task, task_step):
     """score_tasks_short's twin for long rows (C > COLUMN_WALK_MAX_CLASSES)."""
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1], scores)
-    exp_chunk = np.empty(EXP_SCRATCH, dtype=np.float32)  # see _exp_sums_f32
     exp_chunk64 = np.empty(EXP_SCRATCH)  # see exp_sums
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
@@ -1661,7 +1673,7 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
             count = min(block_rows, scores.shape[0] - start)
             _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                              sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
-                             float32_math, exp_chunk, exp_chunk64)
+                             float32_math, exp_chunk64)
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                           fsums, icounts, has_unit_weights(sample_weight, class_weight))
 

@@ -81,7 +81,7 @@ def _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted, buffer):
 
 
 @kernel_step(**KERNEL_OPTIONS)
-def _row_max_lse(scores, i, n_cols, float32_math, exp_chunk, exp_chunk64):
+def _row_max_lse(scores, i, n_cols, float32_math, exp_chunk64):
     """(max, argmax, log sum exp(z - max)) of logit row i; the last is NaN for NaN, +inf and all--inf rows.
 
     Pass 1 (from memory), in the input's precision: max and argmax.  Pass 2
@@ -101,7 +101,7 @@ def _row_max_lse(scores, i, n_cols, float32_math, exp_chunk, exp_chunk64):
     native_top = from_ordered_bits(order_key(top_key))
     best = max(K._first_index_of(scores, i, n_cols, native_top), 0)  # -1 (a NaN max: the row is not counted)
     m = np.float64(native_top)
-    rest, _, at_max = K._row_exp_sums(scores, i, n_cols, m, native_top, float32_math, exp_chunk, exp_chunk64)
+    rest, _, at_max = K._row_exp_sums(scores, i, n_cols, m, native_top, float32_math, exp_chunk64)
     rest += at_max - 1.0
     return m, best, (rest if rest != rest else log1p_nonnegative(rest))
 
@@ -188,7 +188,6 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
     keep_values = row_values.shape[0] != 0
     spread = smoothing / n_cols
     exp_chunk64 = np.empty(K.EXP_SCRATCH)  # a row's exps or smoothing terms, a chunk at a time
-    exp_chunk = np.empty(K.EXP_SCRATCH, dtype=np.float32)  # a row's float32 exps (see _row_max_lse)
     terms = _new_soft_scratch()  # a soft-target row's terms, a chunk at a time
     while True:
         b = claim(claims)  # see fastce._parallel.claim
@@ -207,7 +206,7 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
                     if keep:
                         row_losses[i] = 0.0
                     continue
-            m, best, lse = _row_max_lse(scores, i, n_cols, float32_math, exp_chunk, exp_chunk64)
+            m, best, lse = _row_max_lse(scores, i, n_cols, float32_math, exp_chunk64)
             if lse != lse:
                 if icounts[b, N_NONFINITE] == 0:
                     icounts[b, FIRST_NONFINITE] = i
