@@ -66,8 +66,10 @@ def test_vector_exp_is_the_scalar_exp_bit_for_bit():
 
 @njit
 def _leaf(columns, target, label_column, n_classes, count, ties_to_last, out):
+    """The leaf's statistics (without ``finish``: the general path's scratch; the rows after it are not read)."""
+    unused = out[6]
     K._logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, out[0], out[1], out[2],
-                         out[3], out[4], out[5])
+                         out[3], out[4], out[5], False, unused, 0.0, unused, unused, unused, unused, unused)
 
 
 def _reference(z, y, ties_to_last):

@@ -98,20 +98,29 @@ def test_block_terms_multiplies_every_term_in_simd_lanes():
     assert len(packed) >= 14, f"_block_terms: {len(packed)} packed float64 multiplies for its 14 products"
 
 
+def _leaf_args(rows=512):
+    """Arguments of kernels._logit_columns_f32 for a block of ``rows`` rows of 10 classes, with ``finish``."""
+    columns = np.random.default_rng(3).standard_normal((10, rows + 24)).astype(np.float32)
+    rows_of_scratch = _scratch(rows + 24)  # 8 rows
+    target, label_column, high, rank, at_max, rest, squares, e_true = rows_of_scratch
+    kept, weight, loss_terms, brier_terms, loss_squares, brier_squares = _scratch(rows + 24)[:6]
+    return (columns, target, label_column, 10, rows, False, high, rank, at_max, rest, squares, e_true, True, kept,
+            1e-3, weight, loss_terms, brier_terms, loss_squares, brier_squares)
+
+
 def test_short_row_float32_leaf_runs_16_rows_in_packed_float32():
     """kernels._logit_columns_f32: its vectors of 16 rows (fastce._column_lanes) compile to packed float32
-    FMAs (the exp's 9) and packed float64 adds (the sums), not to lane-by-lane scalar code."""
+    FMAs (the exp's 9) and packed float64 adds (the sums), and its finish (``finish``) to packed float64 and
+    float32 divisions (log's reduction, the reciprocal's first guess), not to lane-by-lane scalar code."""
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
-    rows = 512
-    columns = np.random.default_rng(3).standard_normal((10, rows + 24)).astype(np.float32)
-    target, label_column, high, rank, at_max, rest, squares, e_true = _scratch(rows + 24)
-    asm = _fresh_asm(kernels._logit_columns_f32, columns, target, label_column, 10, rows, False, high, rank, at_max,
-                     rest, squares, e_true)
+    asm = _fresh_asm(kernels._logit_columns_f32, *_leaf_args())
     fmas = re.findall(r"\bvfn?m(?:add|sub)\d+ps\s+.*%[yz]mm", asm)
     assert len(fmas) >= 9, f"_logit_columns_f32: {len(fmas)} packed float32 FMAs"
     assert len(re.findall(r"\bvaddpd\s+.*%[yz]mm", asm)) >= 4
-    assert not re.search(r"\bvfn?m(?:add|sub)\d+ss\b", asm), "a scalar float32 FMA: some lane ran alone"
+    assert re.search(r"\bvdivpd\s+.*%[yz]mm", asm) and re.search(r"\bvdivps\s+.*%[yz]mm", asm), \
+        "_logit_columns_f32: the finish's divisions are not packed"
+    assert not re.search(r"\bv(?:fn?m(?:add|sub)\d+|div)s[sd]\b", asm), "a scalar FMA or division: some lane ran alone"
 
 
 @pytest.mark.parametrize("pair_inputs", [False, True], ids=["evaluate", "compare"])
@@ -253,8 +262,7 @@ def _row_leaf_args(name):
         "_probability_like_row": (scores, 1, 100, 1e-3),
         "_exp_columns": _score_kernel_call("_exp_columns"),
         "_losses": _score_kernel_call("_losses"),
-        "_logit_columns_f32": (np.zeros((10, 536), np.float32), *_scratch(536)[:2], 10, 512, False,
-                               *_scratch(536)[2:]),
+        "_logit_columns_f32": _leaf_args(),
     }[name]
 
 

@@ -24,6 +24,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
+from fastce import _lanes as lanes
 from fastce._config import LEAF_OPTIONS, kernel_step
 from fastce._lanes import (
     _LANE_NUMBERS,
@@ -40,10 +41,16 @@ from fastce._lanes import (
 from fastce._vecmath import (
     _BIASED_FLOOR,
     _EXP_F32_G,
+    _EXPONENT_ONE,
+    _LN2_HI,
     _LN2_HI_F32,
+    _LN2_LO,
     _LN2_LO_F32,
     _LOG2E_F32,
+    _MANTISSA_MASK,
     _ROUNDER_F32,
+    _SQRT2,
+    ATANH_SERIES,
     EXP_BIAS_F32,
     inline_into_callers,
 )
@@ -89,6 +96,13 @@ sub = intrinsic(lane_by_lane("fsub", rows_type))
 sub.__doc__ = "a - b lane by lane."
 mul = intrinsic(lane_by_lane("fmul", rows_type))
 mul.__doc__ = "a * b lane by lane."
+divide = intrinsic(lane_by_lane("fdiv", rows_type))
+divide.__doc__ = "a / b lane by lane."
+# The same on Lanes (16 float64): the per-row finish of a block's logits (see log_positive).
+sub_wide = intrinsic(lane_by_lane("fsub"))
+sub_wide.__doc__ = "a - b lane by lane (Lanes)."
+divide_wide = intrinsic(lane_by_lane("fdiv"))
+divide_wide.__doc__ = "a / b lane by lane (Lanes)."
 
 
 def _vector_call(name, n_args, typingctx, args):
@@ -222,6 +236,40 @@ def store_wide(typingctx, values, start, lanes):
 
 
 @intrinsic
+def splat_wide(typingctx, value):
+    """``value`` (a float64) in every lane of a Lanes."""
+    if not isinstance(value, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        scalar = context.cast(builder, args[0], signature.args[0], types.float64)
+        one = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+    return lanes_type(value), codegen
+
+
+@intrinsic
+def _exponent_and_fraction(typingctx, x):
+    """(e as a float, f) with x = 2**e * f, f in [1, 2), for positive normal float64 lanes (their bits)."""
+    if x != lanes_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        words = ir.VectorType(ir.IntType(64), LANES)
+        bits = builder.bitcast(args[0], words)
+        exponent = builder.sub(builder.lshr(bits, ir.Constant(words, [52] * LANES)),
+                               ir.Constant(words, [1023] * LANES))
+        fraction = builder.or_(builder.and_(bits, ir.Constant(words, [_MANTISSA_MASK] * LANES)),
+                               ir.Constant(words, [_EXPONENT_ONE] * LANES))
+        pair = cgutils.make_anonymous_struct(builder, [builder.sitofp(exponent, _VECTOR),
+                                                       builder.bitcast(fraction, _VECTOR)])
+        return pair
+
+    return types.UniTuple(lanes_type, 2)(lanes_type), codegen
+
+
+@intrinsic
 def widen(typingctx, rows):
     """The 16 float32 as float64 (exact)."""
     if rows != rows_type:
@@ -246,16 +294,19 @@ def narrow(typingctx, lanes):
 
 
 def _comparison(operator):
-    """An @intrinsic typer: the Mask of ``a operator b`` lane by lane (ordered: false with a NaN operand)."""
+    """An @intrinsic typer: the Mask of ``a operator b`` lane by lane, for two Rows or two Lanes (ordered:
+    false with a NaN operand; "uno": true where either is NaN)."""
 
     def typer(typingctx, a, b):
-        if a != rows_type or b != rows_type:
+        if a != b or a not in (rows_type, lanes_type):
             return None
 
         def codegen(context, builder, signature, args):
+            if operator == "uno":
+                return builder.fcmp_unordered(operator, args[0], args[1])
             return builder.fcmp_ordered(operator, args[0], args[1])
 
-        return mask_type(rows_type, rows_type), codegen
+        return mask_type(a, b), codegen
 
     typer.__name__ = typer.__qualname__ = f"rows_compare_{operator}"
     return typer
@@ -264,13 +315,31 @@ def _comparison(operator):
 greater = intrinsic(_comparison(">"))
 greater_equal = intrinsic(_comparison(">="))
 less = intrinsic(_comparison("<"))
+less_equal = intrinsic(_comparison("<="))
 equal = intrinsic(_comparison("=="))
+unordered = intrinsic(_comparison("uno"))
 
 
 both = intrinsic(lane_by_lane("and_", mask_type))
 both.__doc__ = "a and b, lane by lane."
 either = intrinsic(lane_by_lane("or_", mask_type))
 either.__doc__ = "a or b, lane by lane."
+
+
+@intrinsic
+def count(typingctx, mask):
+    """The number of lanes where ``mask`` holds (an int64)."""
+    if mask != mask_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], ir.IntType(LANES))
+        population = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(LANES),
+                                                                                     [ir.IntType(LANES)]),
+                                                    f"llvm.ctpop.i{LANES}")
+        return builder.zext(builder.call(population, [bits]), ir.IntType(64))
+
+    return types.int64(mask_type), codegen
 
 
 @intrinsic
@@ -410,3 +479,42 @@ def transpose_rows(typingctx, flat, first_row, n_rows, n_classes, first_class, c
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@kernel_step(**LEAF_OPTIONS)
+def log_positive(x):
+    """fastce._vecmath.log_positive of every lane (positive normal float64 lanes), the same operations: the
+    same bits."""
+    inline_into_callers()
+    one = splat_wide(1.0)
+    e, f = _exponent_and_fraction(x)
+    big = greater(f, splat_wide(_SQRT2))
+    f = where(big, lanes.mul(f, splat_wide(0.5)), f)
+    e = where(big, lanes.add(e, one), e)
+    u = divide_wide(sub_wide(f, one), lanes.add(f, one))
+    u2 = lanes.mul(u, u)
+    c = ATANH_SERIES
+    p = splat_wide(c[0])
+    p = lanes.fma(p, u2, splat_wide(c[1]))
+    p = lanes.fma(p, u2, splat_wide(c[2]))
+    p = lanes.fma(p, u2, splat_wide(c[3]))
+    p = lanes.fma(p, u2, splat_wide(c[4]))
+    p = lanes.fma(p, u2, splat_wide(c[5]))
+    p = lanes.fma(p, u2, splat_wide(c[6]))
+    p = lanes.fma(p, u2, splat_wide(c[7]))
+    p = lanes.fma(p, u2, splat_wide(c[8]))
+    p = lanes.fma(p, u2, splat_wide(c[9]))
+    p = lanes.fma(p, u2, splat_wide(c[10]))
+    return lanes.fma(e, splat_wide(_LN2_HI), lanes.fma(e, splat_wide(_LN2_LO),
+                                                        lanes.mul(lanes.mul(splat_wide(2.0), u), p)))
+
+
+@kernel_step(**LEAF_OPTIONS)
+def reciprocal(x):
+    """fastce._vecmath.reciprocal of every lane (1 / x: a float32 division and two Newton steps), the same bits."""
+    inline_into_callers()
+    one = splat_wide(1.0)
+    r = widen(divide(splat(1.0), narrow(x)))
+    minus_x = lanes.mul(x, splat_wide(-1.0))
+    r = lanes.fma(r, lanes.fma(minus_x, r, one), r)
+    return lanes.fma(r, lanes.fma(minus_x, r, one), r)

@@ -414,8 +414,10 @@ def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares,
 
 @kernel_step(**LEAF_OPTIONS)
 def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, at_max, rest,
-                       squares, e_true):
-    """_walk_columns's statistics of a block of logits with float32 math, 16 rows at a time (fastce._column_lanes).
+                       squares, e_true, finish, kept, sum_tolerance, weight, loss_terms, brier_terms, loss_squares,
+                       brier_squares):
+    """_walk_columns's statistics of a block of logits with float32 math, 16 rows at a time (fastce._column_lanes);
+    with ``finish``, the block's whole finish as well.
 
     ``columns``: the block transposed, float32 (the scores' values, exact).
     high = row max (maxnum: a NaN entry is passed over; its row is caught
@@ -434,21 +436,42 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
     the whole walk of a block 16-21 -> 10-14 ns a row, with the transpose of
     _transpose_block_f32).  Rows count .. count + 15 of the scratch are
     computed and ignored (it is padded and zeroed, see _new_scratch).
+
+    ``finish`` (a block without weights or per-row outputs, see
+    _logits_block_f32): instead of those statistics, the finish
+    of _short_rows_status, _probability_like_columns, _finish_block and
+    _losses for the same 16 rows while they are in registers, with the same
+    float64 operations in the same order (fastce._column_lanes' log_positive
+    and reciprocal are _vecmath's, bit for bit): each row's weight (1 or 0),
+    rank, and loss, Brier and squared terms into ``weight``, ``rank`` and
+    ``loss_terms`` ... ``brier_squares`` (_block_terms' T_LOSS, T_BRIER,
+    T_W2LOSS2, T_W2BRIER2), which the caller sums as _finish_block does.  ``kept``: 1.0 for rows whose label
+    is not the ignored one.  Returns (non-finite rows, rows with an
+    infinite loss, probability-like rows, those with a max of 1, rows
+    counted); the first two make the block rare (the caller then takes the
+    general path, which records them).  Without ``finish``: zeros.
     """
     prefer_wide_vectors()
     compile_apart()
     zero = lanes.zero()
     one = column_lanes.widen(column_lanes.splat(1.0))
     unbias = column_lanes.widen(column_lanes.splat(_UNBIAS))
+    unbias_squared = lanes.mul(unbias, unbias)
+    infinity = column_lanes.splat_wide(np.inf)
+    tolerance = column_lanes.splat_wide(sum_tolerance)
     zero32 = column_lanes.splat(0.0)
     one32 = column_lanes.splat(1.0)
+    nonfinite = 0
+    infinite = 0
+    like = 0
+    one_hot = 0
+    counted = 0
     for g in range(0, count, lanes.LANES):
         target_g = column_lanes.narrow(lanes.load(target, g))
         label_g = column_lanes.narrow(lanes.load(label_column, g))
         top = column_lanes.load(columns[0], g)
         for j in range(1, n_classes):
             top = column_lanes.maxnum(top, column_lanes.load(columns[j], g))
-        column_lanes.store_wide(high, g, column_lanes.widen(top))
         # The counts in float32 (exact: at most 32), one masked add each; the sums in float64.
         ahead = zero32
         at = zero32
@@ -459,21 +482,77 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
             v = column_lanes.load(columns[j], g)
             # Equal scores rank ahead on one side of the true class only.
             tie_ahead = column_lanes.greater(column, label_g) if ties_to_last else column_lanes.less(column, label_g)
-            counted = column_lanes.either(column_lanes.greater(v, target_g),
-                                          column_lanes.both(column_lanes.equal(v, target_g), tie_ahead))
-            ahead = column_lanes.add(ahead, column_lanes.where(counted, one32, zero32))
+            counted_ahead = column_lanes.either(column_lanes.greater(v, target_g),
+                                                column_lanes.both(column_lanes.equal(v, target_g), tie_ahead))
+            ahead = column_lanes.add(ahead, column_lanes.where(counted_ahead, one32, zero32))
             column = column_lanes.add(column, one32)
             e, is_top = column_lanes.exp_difference(v, top)
             at = column_lanes.add(at, column_lanes.where(is_top, one32, zero32))
             wide = column_lanes.widen(e)
             total = lanes.add(total, wide)
-            squared = lanes.add(squared, lanes.mul(wide, wide))  # exact: a float32 squared
-        column_lanes.store_wide(rank, g, column_lanes.widen(ahead))
-        column_lanes.store_wide(at_max, g, column_lanes.widen(at))
-        column_lanes.store_wide(rest, g, lanes.mul(total, unbias))
-        column_lanes.store_wide(squares, g, lanes.mul(squared, lanes.mul(unbias, unbias)))
+            squared = lanes.fma(wide, wide, squared)  # exact: a float32 squared
         e, is_top = column_lanes.exp_difference(target_g, top)
-        column_lanes.store_wide(e_true, g, column_lanes.where(is_top, one, lanes.mul(column_lanes.widen(e), unbias)))
+        high_g = column_lanes.widen(top)
+        at_g = column_lanes.widen(at)
+        rest_g = lanes.mul(total, unbias)
+        squares_g = lanes.mul(squared, unbias_squared)
+        e_true_g = column_lanes.where(is_top, one, lanes.mul(column_lanes.widen(e), unbias))
+        column_lanes.store_wide(rank, g, column_lanes.widen(ahead))
+        if not finish:
+            column_lanes.store_wide(high, g, high_g)
+            column_lanes.store_wide(at_max, g, at_g)
+            column_lanes.store_wide(rest, g, rest_g)
+            column_lanes.store_wide(squares, g, squares_g)
+            column_lanes.store_wide(e_true, g, e_true_g)
+            continue
+        # _short_rows_status: the value, the rest with the extra max entries, and which rows count.
+        in_block = column_lanes.head(count - g)
+        kept_g = column_lanes.both(column_lanes.greater(lanes.load(kept, g), zero), in_block)
+        value = column_lanes.sub_wide(high_g, lanes.load(target, g))
+        rest_g = lanes.add(rest_g, column_lanes.sub_wide(at_g, one))
+        nonfinite += column_lanes.count(column_lanes.both(column_lanes.unordered(rest_g, rest_g), kept_g))
+        ok = column_lanes.both(column_lanes.equal(rest_g, rest_g), kept_g)
+        counted += column_lanes.count(ok)
+        w = column_lanes.where(ok, one, zero)
+        column_lanes.store_wide(weight, g, w)
+        # _probability_like_columns, for the rows whose max is at most 1 (the others cannot be).
+        candidate = column_lanes.both(ok, column_lanes.less_equal(high_g, one))
+        if column_lanes.count(candidate):
+            sums = column_lanes.widen(column_lanes.load(columns[0], g))
+            lowest = column_lanes.load(columns[0], g)
+            for j in range(1, n_classes):
+                v = column_lanes.load(columns[j], g)
+                sums = lanes.add(sums, column_lanes.widen(v))
+                lowest = column_lanes.where(column_lanes.less(v, lowest), v, lowest)
+            off_one = column_lanes.sub_wide(sums, one)
+            off_one = column_lanes.where(column_lanes.less(off_one, zero), lanes.mul(off_one, column_lanes.splat_wide(-1.0)),
+                                         off_one)
+            is_like = column_lanes.both(candidate, column_lanes.both(column_lanes.less_equal(off_one, tolerance),
+                                                                     column_lanes.greater_equal(lowest, zero32)))
+            like += column_lanes.count(is_like)
+            one_hot += column_lanes.count(column_lanes.both(is_like, column_lanes.equal(high_g, one)))
+        # _finish_block and _losses: Brier, log1p and the terms of the block sums (weights 0 or 1).
+        squares_g = lanes.add(squares_g, column_lanes.sub_wide(at_g, lanes.mul(e_true_g, e_true_g)))
+        a = column_lanes.where(ok, rest_g, zero)
+        u = lanes.add(one, a)
+        inverse = column_lanes.reciprocal(u)
+        off = column_lanes.where(column_lanes.equal(value, zero), rest_g,
+                                 column_lanes.sub_wide(lanes.add(one, rest_g), e_true_g))
+        brier = lanes.mul(lanes.mul(lanes.add(squares_g, lanes.mul(off, off)), inverse), inverse)
+        corrected = column_lanes.sub_wide(column_lanes.log_positive(u),
+                                          lanes.mul(column_lanes.sub_wide(column_lanes.sub_wide(u, one), a), inverse))
+        loss = lanes.add(value, column_lanes.where(column_lanes.equal(u, one), a, corrected))
+        weighted = column_lanes.where(ok, lanes.mul(w, loss), zero)
+        is_infinite = column_lanes.equal(weighted, infinity)
+        infinite += column_lanes.count(is_infinite)
+        column_lanes.store_wide(loss_terms, g, column_lanes.where(is_infinite, zero, weighted))
+        kept_brier = column_lanes.where(ok, brier, zero)
+        column_lanes.store_wide(brier_terms, g, lanes.mul(w, kept_brier))
+        kept_loss = column_lanes.where(is_infinite, zero, column_lanes.where(ok, loss, zero))
+        w2 = lanes.mul(w, w)
+        column_lanes.store_wide(loss_squares, g, lanes.mul(w2, lanes.mul(kept_loss, kept_loss)))
+        column_lanes.store_wide(brier_squares, g, lanes.mul(w2, lanes.mul(kept_brier, kept_brier)))
+    return nonfinite, infinite, like, one_hot, counted
 
 
 @kernel_step(**LEAF_OPTIONS)
@@ -710,21 +789,30 @@ def _labels_and_targets(scores, labels, start, count, ignore_label, label_of, ta
 
 @kernel_step(**LEAF_OPTIONS)
 def _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                         label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
+                         label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
+                         finish, top_k, sum_tolerance, b, floats, fsums, icounts):
     """_walk_columns for 16- and 32-bit scores: the block transposed into float32 ``columns`` (exact) in tiles
     of 16 x 16 (_transpose_block_f32); then logits of three classes or more with float32 math take one leaf,
     16 rows at a time (_logit_columns_f32), and the rest (probabilities, two classes, float64 math) the float64
-    loops (_column_loops: the same bits as from a float64 copy)."""
+    loops (_column_loops: the same bits as from a float64 copy).
+
+    ``finish`` (see _finishes_in_registers): the leaf finishes the block too
+    (_logits_block_f32): True when it did, False when the block was rare and
+    is walked as without ``finish``."""
     _labels_and_targets(scores, labels, start, count, ignore_label, label_of, target, label_column)
     _transpose_block_f32(scores, start, count, columns)
     if float32_math and mode == MODE_LOGITS and n_classes > 2:
+        if finish and _logits_block_f32(labels, ignore_label, ties_to_last, top_k, sum_tolerance, b, start, count,
+                                        floats, columns, fsums, icounts):
+            return True
         _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, low, total,
-                           squares, e_true)
+                           squares, e_true, False, total, 0.0, total, total, total, total, total)
         for r in range(count):
             ahead[r] = np.int64(rank[r])
     else:
         _column_loops(n_classes, count, ties_to_last, mode, label_of, target, high, low, total, ahead, squares,
                       e_true, rank, label_column, columns)
+    return False
 
 
 @kernel_step(**LEAF_OPTIONS)
@@ -1098,28 +1186,90 @@ def _column_dtype_overload(scores):
 
 
 
+@kernel_step(**LEAF_OPTIONS)
+def _logits_block_f32(labels, ignore_label, ties_to_last, top_k, sum_tolerance, b, start, count, floats, columns,
+                      fsums, icounts):
+    """Block b of short logits rows (three classes or more, float32 math, no weights, no per-row outputs: see
+    _finishes_in_registers), transposed into ``columns`` with its targets and labels in ``floats`` (by
+    _walk_columns_narrow), walked and finished 16 rows at a time in registers (_logit_columns_f32 with
+    ``finish``); False, with nothing written to fsums or icounts, for a rare block (a non-finite row or an
+    infinite loss), which the general path then walks and records.
+
+    The general path (_walk_short_block, _finish_block) computes the same
+    rows with the same operations from the block's scratch in some 25
+    vectorised loops, each reading and writing rows of it: their loads and
+    stores cost as much as the walk itself at C = 10.  The block sums are
+    taken from the same terms by the same ordered sums (store_sums_of_weight),
+    the top-k hits counted (weights 1: a count is their ordered sum's bits):
+    the same fsums and icounts, bit for bit (tests/test_column_lanes.py).
+    Compiled once for every score dtype (it sees the float32 block only).
+    """
+    weight, kept = floats[2], floats[5]  # kept: a free row here (p_true)
+    target, high, low = floats[7], floats[8], floats[9]
+    total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
+    terms = floats[15:]
+    for r in range(count):
+        kept[r] = 0.0 if labels[np.uint64(start + r)] == ignore_label else 1.0
+    nonfinite, infinite, like, one_hot, counted = _logit_columns_f32(
+        columns, target, label_column, columns.shape[0], count, ties_to_last, high, rank, low, total, squares, e_true,
+        True, kept, sum_tolerance, weight, terms[T_LOSS], terms[T_BRIER], terms[T_W2LOSS2], terms[T_W2BRIER2])
+    if nonfinite or infinite:
+        return False
+    n_k = top_k.shape[0]
+    moments = F_TOPK + n_k
+    for k in range(n_k):
+        limit = np.float64(top_k[k])
+        hits = 0
+        for r in range(count):
+            hits += (weight[r] != 0.0) & (rank[r] < limit)
+        fsums[b, F_TOPK + k] = np.float64(hits)
+        fsums[b, moments + M_W2TOPK + k] = np.float64(hits)
+    store_sums_of_weight(np.float64(counted), terms, count, fsums, b, moments, True,
+                         lanes.ordered_sum(terms[T_LOSS], count))
+    icounts[b, C_ROWS] = counted
+    icounts[b, C_IGNORED] = count - counted
+    icounts[b, C_PROBA_LIKE] = like
+    icounts[b, C_ONE_HOT_LIKE] = one_hot
+    return True
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _finishes_in_registers(scores, mode, float32_math, sample_weight, class_weight, row_losses, row_stats, row_pred):
+    """Whether a call's short-row blocks are finished in registers (_logits_block_f32): logits of three classes or
+    more in float32 math, without sample or class weights (its terms assume weights of 0 or 1) and without
+    per-row outputs."""
+    return (mode == MODE_LOGITS and float32_math and scores.shape[1] > 2 and has_unit_weights(sample_weight, class_weight)
+            and row_losses.shape[0] == 0 and row_stats.shape[0] == 0 and row_pred.shape[0] == 0)
+
+
 def _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                     label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
-                     columns):  # pragma: no cover - replaced by the overload below
+                     label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns, finish,
+                     top_k, sum_tolerance, b, floats, fsums, icounts):  # pragma: no cover - replaced by the overload below
     pass
 
 
 @overload(_walk_by_columns, inline="always", jit_options=KERNEL_OPTIONS)
 def _walk_by_columns_overload(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                              label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
-    """_walk_columns (a float64 block: float64 scores) or _walk_columns_narrow (a float32 one), chosen when numba
-    types the kernel: each dtype's kernel compiles one walk."""
+                              label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
+                              finish, top_k, sum_tolerance, b, floats, fsums, icounts):
+    """_walk_columns (a float64 block: float64 scores; never finished in registers: False) or
+    _walk_columns_narrow (a float32 one), chosen when numba types the kernel: each dtype's kernel compiles one
+    walk."""
     if columns.dtype == types.float64:
         def walk(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math, label_of,
-                 target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
+                 target, high, low, total, ahead, squares, e_true, rank, label_column, columns, finish, top_k,
+                 sum_tolerance, b, floats, fsums, icounts):
             _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
                           label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns)
+            return False
     else:
         def walk(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math, label_of,
-                 target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
-            _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                                 float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank,
-                                 label_column, columns)
+                 target, high, low, total, ahead, squares, e_true, rank, label_column, columns, finish, top_k,
+                 sum_tolerance, b, floats, fsums, icounts):
+            return _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+                                        float32_math, label_of, target, high, low, total, ahead, squares, e_true,
+                                        rank, label_column, columns, finish, top_k, sum_tolerance, b, floats, fsums,
+                                        icounts)
     return walk
 
 
@@ -1131,8 +1281,9 @@ def _walk_by_columns_overload(scores, labels, start, count, n_classes, ignore_la
 @njit(inline="always", **KERNEL_OPTIONS)
 def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                       sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
-                      float32_math):
-    """Walk block b of short rows (C <= COLUMN_WALK_MAX_CLASSES) by columns into the scratch.
+                      float32_math, finish, top_k):
+    """Walk block b of short rows (C <= COLUMN_WALK_MAX_CLASSES) by columns into the scratch; True when the
+    block was finished in registers as well (``finish``: see _finishes_in_registers), else _finish_block's.
 
     ``columns``: the transposed block, float64 for float64 scores, float32
     for 16- and 32-bit ones (see _new_scratch, _walk_by_columns).
@@ -1145,8 +1296,10 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
     p_true, p_top, target, high, low = floats[5], floats[6], floats[7], floats[8], floats[9]
     total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
     ahead, label_of, status = integers[0], integers[1], integers[2]
-    _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                     label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns)
+    if _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
+                        label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
+                        finish, top_k, sum_tolerance, b, floats, fsums, icounts):
+        return True
     _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                        fsums, icounts, b)
@@ -1164,6 +1317,7 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
                 row_pred[i] = label_of[r]
             else:
                 row_pred[i] = _first_index_of(scores, i, n_classes, high[r])
+    return False
 
 
 @kernel_step(**LEAF_OPTIONS)
@@ -1601,6 +1755,8 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
     compiles only the one it needs.
     """
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1], scores)
+    in_registers = _finishes_in_registers(scores, mode, float32_math, sample_weight, class_weight, row_losses,
+                                          row_stats, row_pred)
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
         task = claim(claims)  # once this one's blocks are done: a faster thread takes more
@@ -1611,9 +1767,10 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
             _reset_block(fsums, icounts, b)
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
-            _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
-                              sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
-                              float32_math)
+            if _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode,
+                                 proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums,
+                                 icounts, float32_math, in_registers, top_k):
+                continue  # finished in registers
             _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                           fsums, icounts, has_unit_weights(sample_weight, class_weight))
 

@@ -1,0 +1,152 @@
+"""Short logits rows finished in registers (kernels._logits_block_f32) against the general short-row path.
+
+Blocks of 3-32 classes of 16- and 32-bit logits in float32 math, without
+weights or per-row outputs, are walked and finished 16 rows at a time in
+vector registers; a request for per-row losses (or weights, or float64
+math) sends the same rows through the general path (_walk_short_block,
+_short_rows_status, _finish_block).  Both must give the same block sums
+bit for bit and the same counters, for every kind of row: ties, masked
+classes, probability-like and one-hot rows, ignored rows, confident rows,
+blocks not a multiple of 16 rows, and blocks holding a non-finite row or an
+infinite loss (left to the general path, which records them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from fastce import _config, validation
+from fastce import kernels as K
+from fastce._accumulate import kernel_input
+from support import BFLOAT16, score_dtype_params
+
+IGNORE = -100
+TOLERANCE = 1e-3
+
+
+def _rows(rng, n, n_classes, dtype, *, rare: bool):
+    z = rng.normal(scale=3.0, size=(n, n_classes))
+    kind = rng.integers(0, 9, n)
+    z[kind == 1] = np.round(z[kind == 1])  # ties, often at the max
+    z[kind == 1, 1] = z[kind == 1, 0]
+    p = rng.random((np.count_nonzero(kind == 2), n_classes))
+    z[kind == 2] = p / p.sum(axis=1, keepdims=True)  # probability-like
+    z[kind == 3] = np.eye(n_classes)[rng.integers(0, n_classes, np.count_nonzero(kind == 3))]  # one-hot
+    z[kind == 4, rng.integers(0, n_classes)] = -np.inf  # a masked class
+    z[kind == 5] *= 30  # confident rows (tiny losses) and huge ones
+    z[kind == 7] *= 0.1  # small logits: many rows with a max below 1
+    labels = rng.integers(0, n_classes, n)
+    labels[kind == 6] = IGNORE
+    masked = np.isneginf(z[np.arange(n), labels.clip(0)]) & (labels != IGNORE)
+    labels[masked] = (labels[masked] + 1) % n_classes  # a finite loss: the true class is not the masked one
+    if rare:
+        # rows making their block rare: NaN, +inf, a row of -inf, an infinite loss
+        for value in (np.nan, np.inf):
+            z[rng.integers(0, n), rng.integers(0, n_classes)] = value
+        z[rng.integers(0, n)] = -np.inf
+        row = rng.integers(0, n)
+        z[row, 0] = -np.inf
+        labels[row] = 0
+    return z.astype(dtype), labels
+
+
+def _score(z, labels, ties_to_last, top_k, per_row: bool, float32_math=True):
+    """score_blocks' block sums and counters; ``per_row``: with per-row losses (the general path)."""
+    block_rows = _config.block_rows(z.shape[1])
+    nblocks = -(-z.shape[0] // block_rows)
+    fsums = np.empty((nblocks, K.fsums_columns(len(top_k))))
+    icounts = np.empty((nblocks, K.NUM_ICOUNTS), dtype=np.int64)
+    row_losses = np.empty(z.shape[0]) if per_row else np.empty(0)
+    none = kernel_input(np.empty(0))
+    K.score_blocks(
+        kernel_input(validation.scores(z, "logits").view), kernel_input(labels), none, none, np.int64(IGNORE),
+        kernel_input(np.asarray(top_k, dtype=np.int64)), ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE, row_losses,
+        np.empty((0, K.ROW_STATS_COLUMNS)), np.empty(0, dtype=np.int64), nblocks, block_rows, 2, fsums, icounts,
+        float32_math,
+    )
+    return fsums, icounts
+
+
+@pytest.mark.parametrize("n_classes", [3, 10, 17, 32])
+@pytest.mark.parametrize("dtype", score_dtype_params())
+def test_blocks_finished_in_registers_match_the_general_path(dtype, n_classes):
+    rng = np.random.default_rng(n_classes)
+    for case in range(4):
+        rare = case % 2 == 1
+        ties_to_last = bool(case & 2)
+        z, labels = _rows(rng, 3 * _config.block_rows(n_classes) + 37, n_classes, dtype, rare=rare)
+        top_k = (1, 2, 5, 40)
+        fast, fast_counts = _score(z, labels, ties_to_last, top_k, per_row=False)
+        general, general_counts = _score(z, labels, ties_to_last, top_k, per_row=True)
+        np.testing.assert_array_equal(fast_counts, general_counts, err_msg=f"case {case}")
+        assert general_counts[:, K.C_PROBA_LIKE].sum() > 0 and general_counts[:, K.C_ONE_HOT_LIKE].sum() > 0
+        assert general_counts[:, K.C_IGNORED].sum() > 0
+        if rare:
+            assert general_counts[:, K.C_NONFINITE].sum() > 0 and general_counts[:, K.C_INF_LOSS].sum() > 0
+        np.testing.assert_array_equal(fast.view(np.int64), general.view(np.int64), err_msg=f"case {case}")
+
+
+def _one_block(scores, labels, top_k, ties_to_last, finish):
+    """One block through _walk_short_block (and _finish_block when it was not finished in registers):
+    (finished in registers, fsums, icounts)."""
+    fsums = np.empty((1, K.fsums_columns(top_k.shape[0])))
+    icounts = np.empty((1, K.NUM_ICOUNTS), dtype=np.int64)
+    done = _walk_one_block(scores, labels, top_k, ties_to_last, finish, fsums, icounts)
+    return done, fsums, icounts
+
+
+@njit
+def _walk_one_block(scores, labels, top_k, ties_to_last, finish, fsums, icounts):
+    count = scores.shape[0]
+    floats, integers, columns = K._new_scratch(count, scores.shape[1], scores)
+    none = np.empty(0)
+    K._reset_block(fsums, icounts, 0)
+    done = K._walk_short_block(scores, labels, none, none, IGNORE, ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE,
+                               np.empty(0, dtype=np.int64), 0, 0, count, floats, integers, columns, fsums, icounts,
+                               True, finish, top_k)
+    if not done:
+        K._finish_block(scores.shape[1], K.MODE_LOGITS, top_k, np.empty(0), np.empty((0, K.ROW_STATS_COLUMNS)), 0, 0,
+                        count, floats, integers, fsums, icounts, True)
+    return done
+
+
+SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, 1e-30, 3e38, -3e38, "max", "below max"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_classes=st.integers(3, 32), rows=st.integers(1, 70), seed=st.integers(0, 2**32 - 1),
+       specials=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6), st.sampled_from(SPECIALS)),
+                         max_size=6),
+       ties_to_last=st.booleans(), dtype=st.sampled_from(["float32", "float16", "bfloat16"]))
+def test_one_block_in_registers_is_the_general_block(n_classes, rows, seed, specials, ties_to_last, dtype):
+    """Any block (any row count, special values at any row and column): finished in registers it gives the
+    general path's sums and counters bit for bit, and it is finished there exactly when it holds no non-finite
+    row and no infinite loss."""
+    if dtype == "bfloat16" and BFLOAT16 is None:
+        pytest.skip("ml_dtypes not installed")
+    rng = np.random.default_rng(seed)
+    z = rng.normal(scale=rng.choice([0.1, 3.0, 40.0]), size=(rows, n_classes)).astype(np.float32)
+    labels = rng.integers(0, n_classes, rows)
+    labels[rng.random(rows) < 0.2] = IGNORE
+    for row, column, value in specials:
+        row, column = row % rows, column % n_classes
+        if value == "max":
+            z[row, column] = z[row].max()
+        elif value == "below max":
+            z[row, column] = np.nextafter(z[row].max(), np.float32(-np.inf))
+        else:
+            z[row, column] = value
+    with np.errstate(over="ignore"):  # 3e38 is +-inf in float16
+        native = z.astype({"bfloat16": BFLOAT16}.get(dtype, dtype))
+    scores = kernel_input(validation.scores(native, "logits").view)
+    top_k = np.array([1, 3], dtype=np.int64)
+    done, fast, fast_counts = _one_block(scores, kernel_input(labels), top_k, ties_to_last, True)
+    _, general, general_counts = _one_block(scores, kernel_input(labels), top_k, ties_to_last, False)
+    np.testing.assert_array_equal(fast_counts, general_counts)
+    np.testing.assert_array_equal(fast.view(np.int64), general.view(np.int64))
+    rare = general_counts[0, K.C_NONFINITE] + general_counts[0, K.C_INF_LOSS] > 0
+    assert done == (not rare)
