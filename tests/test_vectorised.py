@@ -255,9 +255,8 @@ def _row_leaf_args(name):
         "_logits_row": (scores, 1, 100, 0.5, 3, False, True, chunk64),
         "_exp_sums_f32": (scores, 1, 100, np.float32(1.0)),
         "exp_sums": (scores, 1, 100, 1.0, chunk64),
-        "_proba_row": (scores, 1, 100, 3),
+        "_proba_row": (scores, 1, 100, 3, False),
         "_row_sums": (scores, 1, 100, 3),
-        "_rank": (scores, 1, 100, 3, False),
         "_first_index_of": (scores, 1, 100, 0.5),
         "_probability_like_row": (scores, 1, 100, 1e-3),
         "_exp_columns": _score_kernel_call("_exp_columns"),
@@ -266,7 +265,7 @@ def _row_leaf_args(name):
     }[name]
 
 
-@pytest.mark.parametrize("name", ["_logits_row", "_exp_sums_f32", "exp_sums", "_proba_row", "_row_sums", "_rank",
+@pytest.mark.parametrize("name", ["_logits_row", "_exp_sums_f32", "exp_sums", "_proba_row", "_row_sums",
                                   "_first_index_of", "_probability_like_row", "_exp_columns", "_losses",
                                   "_logit_columns_f32", "ordered_sum"])
 def test_row_leaves_take_no_references(name):

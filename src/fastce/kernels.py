@@ -149,7 +149,7 @@ def reset_counters(fsums, icounts, b, first_row_columns):
         icounts[b, c] = -1
 
 
-# The per-row helpers of long rows (_rank, _place_ties, _logits_row,
+# The per-row helpers of long rows (_place_ties, _logits_row,
 # _proba_row, _probability_like_row, _first_index_of) are inlined by LLVM
 # (inline_into_callers: out of line, LLVM did not inline them and the
 # long-row kernel was 25% slower at C = 100) and take no references
@@ -161,6 +161,10 @@ def reset_counters(fsums, icounts, b, first_row_columns):
 @kernel_step(**LEAF_OPTIONS)
 def _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead, equal):
     """The classes ahead of the true one, from the counts of higher (``ahead``) and equal scores.
+
+    The counts are compared in the input's own precision (exact, and more
+    SIMD lanes) and taken in int32 (twice the lanes of int64: a 3x faster
+    loop, measured), in the row's first loop (_logits_row, _proba_row).
 
     When no score equals the true class's but its own (a NaN target: none
     at all), there is no tie to place.  Real-valued scores rarely tie, and
@@ -177,25 +181,6 @@ def _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead,
         # loop's loads into gathers (seen in the assembly).
         ahead = np.int32(ahead + np.int32(as_native(scores[i, np.uint64(j)]) == native_target))
     return np.int64(ahead)
-
-
-@kernel_step(**LEAF_OPTIONS)
-def _rank(scores, i, n_classes, label, ties_to_last):
-    """Classes ahead of the true one: higher scores, and ties on the winning side.
-
-    Compared in the input's own precision (exact, and more SIMD lanes); a
-    count loop and a tie loop, each simple enough to vectorise.
-    """
-    inline_into_callers()
-    native_target = as_native(scores[i, label])
-    # int32 counts: twice the SIMD lanes of int64 (a 3x faster loop, measured).
-    ahead = np.int32(0)
-    equal = np.int32(0)
-    for j in range(n_classes):
-        v = as_native(scores[i, j])
-        ahead = np.int32(ahead + np.int32(v > native_target))
-        equal = np.int32(equal + np.int32(v == native_target))
-    return _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead, equal)
 
 
 # Rows of at least this many 64-byte cache lines (1 KiB) have the next
@@ -619,7 +604,7 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math,
     # C ~ 100).  NaN entries map beyond +-inf; such rows are flagged anyway.
     native_target = as_native(scores[i, label])
     top_key = order_key(ordered_bits(as_native(scores[i, 0])))
-    # The rank's counts (see _rank) ride along in the max's loop, in int32 lanes as the float32 keys: one
+    # The rank's counts (see _place_ties) ride along in the max's loop, in int32 lanes as the float32 keys: one
     # pass from memory instead of two (C = 1000: 0.553-0.555 against 0.566-0.573 ns a score, kernel_timing.py).
     ahead = np.int32(0)
     equal = np.int32(0)
@@ -643,22 +628,31 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math,
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _proba_row(scores, i, n_classes, label):
-    """(max, min, sum, sum of squares but the true class's) of a probability row.
+def _proba_row(scores, i, n_classes, label, ties_to_last):
+    """(max, min, sum, sum of squares but the true class's, rank of the true class) of a probability row.
 
     The extremes in the input's precision, the sums in float64, each loop of
     one kind (see _logits_row).  The extremes are integer reductions over the
     float bits (see ordered_bits), exact for rows without a sign bit set --
     every valid row; other rows redo them in floats.  A NaN entry makes the
-    sum NaN; an inf entry makes an extreme infinite.
+    sum NaN; an inf entry makes an extreme infinite.  The rank's counts
+    (see _place_ties) ride along in the extremes' loop, in int32 lanes as the
+    float32 bits: one pass over the row fewer (as _logits_row's).
     """
     inline_into_callers()
+    native_target = as_native(scores[i, label])
     high = ordered_bits(as_native(scores[i, 0]))
     low = high
+    ahead = np.int32(0)
+    equal = np.int32(0)
     for j in range(n_classes):
-        bits = ordered_bits(as_native(scores[i, j]))
+        v = as_native(scores[i, j])
+        bits = ordered_bits(v)
         high = max(high, bits)
         low = min(low, bits)
+        ahead = np.int32(ahead + np.int32(v > native_target))
+        equal = np.int32(equal + np.int32(v == native_target))
+    rank = _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead, equal)
     native_max = from_ordered_bits(high)
     native_min = from_ordered_bits(low)
     if low < 0:
@@ -671,7 +665,7 @@ def _proba_row(scores, i, n_classes, label):
             native_max = maxnum(native_max, v)
             native_min = minnum(native_min, v)
     total, squares = _row_sums(scores, i, n_classes, label)
-    return np.float64(native_max), np.float64(native_min), total, squares
+    return np.float64(native_max), np.float64(native_min), total, squares, rank
 
 
 @kernel_step(**LEAF_OPTIONS)
@@ -1360,8 +1354,7 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
             target[r], high[r], low[r] = row_target, row_max, row_at_max
         else:
             row_target = as_float64(scores[i, label])
-            row_max, row_min, row_sum, row_squares = _proba_row(scores, i, n_classes, label)
-            ahead[r] = _rank(scores, i, n_classes, label, ties_to_last)
+            row_max, row_min, row_sum, row_squares, ahead[r] = _proba_row(scores, i, n_classes, label, ties_to_last)
             target[r], high[r], squares[r] = row_target, row_max, row_squares
             # In this branch, where row_min is defined: testing it after
             # the branches join lost the "value below 0" count in the
