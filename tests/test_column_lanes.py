@@ -65,11 +65,11 @@ def test_vector_exp_is_the_scalar_exp_bit_for_bit():
 
 
 @njit
-def _leaf(columns, target, label_column, n_classes, count, ties_to_last, out):
-    """The leaf's statistics (without ``finish``: the general path's scratch; the rows after it are not read)."""
-    unused = out[6]
+def _leaf(columns, target, label_column, n_classes, count, ties_to_last, out, unused):
+    """The leaf's statistics into the 6 rows of ``out`` (without ``finish``: the general path's scratch; the
+    finish's rows, ``unused``, are neither read nor written)."""
     K._logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, out[0], out[1], out[2],
-                         out[3], out[4], out[5], False, unused, 0.0, unused, unused, unused, unused, unused)
+                         out[3], out[4], out[5], False, unused[0], 0.0, True, unused[0], unused[0], unused)
 
 
 def _reference(z, y, ties_to_last):
@@ -120,7 +120,9 @@ def test_leaf_statistics_match_the_reference(n_classes, ties_to_last):
     label_column = np.zeros(rows + pad)
     label_column[:rows] = y
     out = np.full((6, rows + pad), -7.0)
-    _leaf(columns, target, label_column, n_classes, rows, ties_to_last, out)
+    unused = np.full((K.N_TERMS, rows + pad), -7.0)
+    _leaf(columns, target, label_column, n_classes, rows, ties_to_last, out, unused)
+    assert (unused == -7.0).all()
     high, rank, at_max, rest, squares, e_true = _reference(z, y, ties_to_last)
     got = out[:, :rows]
     np.testing.assert_array_equal(got[0], high)

@@ -1,14 +1,15 @@
 """Short logits rows finished in registers (kernels._logits_block_f32) against the general short-row path.
 
 Blocks of 3-32 classes of 16- and 32-bit logits in float32 math, without
-weights or per-row outputs, are walked and finished 16 rows at a time in
-vector registers; a request for per-row losses (or weights, or float64
-math) sends the same rows through the general path (_walk_short_block,
-_short_rows_status, _finish_block).  Both must give the same block sums
-bit for bit and the same counters, for every kind of row: ties, masked
-classes, probability-like and one-hot rows, ignored rows, confident rows,
-blocks not a multiple of 16 rows, and blocks holding a non-finite row or an
-infinite loss (left to the general path, which records them).
+per-row outputs, are walked and finished 16 rows at a time in vector
+registers; a request for per-row losses (or float64 math) sends the same
+rows through the general path (_walk_short_block, _short_rows_status,
+_finish_block).  Both must give the same block sums bit for bit and the
+same counters, with and without sample and class weights (zero weights
+too), for every kind of row: ties, masked classes, probability-like and
+one-hot rows, ignored rows, confident rows, blocks not a multiple of 16
+rows, and blocks holding a non-finite row or an infinite loss (left to the
+general path, which records them).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _rows(rng, n, n_classes, dtype, *, rare: bool):
     return z.astype(dtype), labels
 
 
-def _score(z, labels, ties_to_last, top_k, per_row: bool, float32_math=True):
+def _score(z, labels, ties_to_last, top_k, per_row: bool, weights=None, class_weight=None):
     """score_blocks' block sums and counters; ``per_row``: with per-row losses (the general path)."""
     block_rows = _config.block_rows(z.shape[1])
     nblocks = -(-z.shape[0] // block_rows)
@@ -63,10 +64,11 @@ def _score(z, labels, ties_to_last, top_k, per_row: bool, float32_math=True):
     row_losses = np.empty(z.shape[0]) if per_row else np.empty(0)
     none = kernel_input(np.empty(0))
     K.score_blocks(
-        kernel_input(validation.scores(z, "logits").view), kernel_input(labels), none, none, np.int64(IGNORE),
-        kernel_input(np.asarray(top_k, dtype=np.int64)), ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE, row_losses,
-        np.empty((0, K.ROW_STATS_COLUMNS)), np.empty(0, dtype=np.int64), nblocks, block_rows, 2, fsums, icounts,
-        float32_math,
+        kernel_input(validation.scores(z, "logits").view), kernel_input(labels),
+        none if weights is None else kernel_input(weights), none if class_weight is None else kernel_input(class_weight),
+        np.int64(IGNORE), kernel_input(np.asarray(top_k, dtype=np.int64)), ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE,
+        row_losses, np.empty((0, K.ROW_STATS_COLUMNS)), np.empty(0, dtype=np.int64), nblocks, block_rows, 2, fsums,
+        icounts, True,
     )
     return fsums, icounts
 
@@ -75,13 +77,18 @@ def _score(z, labels, ties_to_last, top_k, per_row: bool, float32_math=True):
 @pytest.mark.parametrize("dtype", score_dtype_params())
 def test_blocks_finished_in_registers_match_the_general_path(dtype, n_classes):
     rng = np.random.default_rng(n_classes)
-    for case in range(4):
+    for case in range(8):
         rare = case % 2 == 1
         ties_to_last = bool(case & 2)
         z, labels = _rows(rng, 3 * _config.block_rows(n_classes) + 37, n_classes, dtype, rare=rare)
+        weights = class_weight = None
+        if case & 4:  # sample weights, some zero (rows removed, whatever their loss), and class weights
+            weights = rng.random(z.shape[0]) * 3
+            weights[rng.random(z.shape[0]) < 0.1] = 0.0
+            class_weight = rng.random(n_classes) + 0.5
         top_k = (1, 2, 5, 40)
-        fast, fast_counts = _score(z, labels, ties_to_last, top_k, per_row=False)
-        general, general_counts = _score(z, labels, ties_to_last, top_k, per_row=True)
+        fast, fast_counts = _score(z, labels, ties_to_last, top_k, False, weights, class_weight)
+        general, general_counts = _score(z, labels, ties_to_last, top_k, True, weights, class_weight)
         np.testing.assert_array_equal(fast_counts, general_counts, err_msg=f"case {case}")
         assert general_counts[:, K.C_PROBA_LIKE].sum() > 0 and general_counts[:, K.C_ONE_HOT_LIKE].sum() > 0
         assert general_counts[:, K.C_IGNORED].sum() > 0
@@ -90,27 +97,26 @@ def test_blocks_finished_in_registers_match_the_general_path(dtype, n_classes):
         np.testing.assert_array_equal(fast.view(np.int64), general.view(np.int64), err_msg=f"case {case}")
 
 
-def _one_block(scores, labels, top_k, ties_to_last, finish):
+def _one_block(scores, labels, weights, class_weight, top_k, ties_to_last, finish):
     """One block through _walk_short_block (and _finish_block when it was not finished in registers):
     (finished in registers, fsums, icounts)."""
     fsums = np.empty((1, K.fsums_columns(top_k.shape[0])))
     icounts = np.empty((1, K.NUM_ICOUNTS), dtype=np.int64)
-    done = _walk_one_block(scores, labels, top_k, ties_to_last, finish, fsums, icounts)
+    done = _walk_one_block(scores, labels, weights, class_weight, top_k, ties_to_last, finish, fsums, icounts)
     return done, fsums, icounts
 
 
 @njit
-def _walk_one_block(scores, labels, top_k, ties_to_last, finish, fsums, icounts):
+def _walk_one_block(scores, labels, weights, class_weight, top_k, ties_to_last, finish, fsums, icounts):
     count = scores.shape[0]
     floats, integers, columns = K._new_scratch(count, scores.shape[1], scores)
-    none = np.empty(0)
     K._reset_block(fsums, icounts, 0)
-    done = K._walk_short_block(scores, labels, none, none, IGNORE, ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE,
-                               np.empty(0, dtype=np.int64), 0, 0, count, floats, integers, columns, fsums, icounts,
-                               True, finish, top_k)
+    done = K._walk_short_block(scores, labels, weights, class_weight, IGNORE, ties_to_last, K.MODE_LOGITS, 0.0,
+                               TOLERANCE, np.empty(0, dtype=np.int64), 0, 0, count, floats, integers, columns, fsums,
+                               icounts, True, finish, top_k)
     if not done:
         K._finish_block(scores.shape[1], K.MODE_LOGITS, top_k, np.empty(0), np.empty((0, K.ROW_STATS_COLUMNS)), 0, 0,
-                        count, floats, integers, fsums, icounts, True)
+                        count, floats, integers, fsums, icounts, K.has_unit_weights(weights, class_weight))
     return done
 
 
@@ -121,11 +127,12 @@ SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, 1e-30, 3e38, -3e38, "max", 
 @given(n_classes=st.integers(3, 32), rows=st.integers(1, 70), seed=st.integers(0, 2**32 - 1),
        specials=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6), st.sampled_from(SPECIALS)),
                          max_size=6),
-       ties_to_last=st.booleans(), dtype=st.sampled_from(["float32", "float16", "bfloat16"]))
-def test_one_block_in_registers_is_the_general_block(n_classes, rows, seed, specials, ties_to_last, dtype):
-    """Any block (any row count, special values at any row and column): finished in registers it gives the
-    general path's sums and counters bit for bit, and it is finished there exactly when it holds no non-finite
-    row and no infinite loss."""
+       ties_to_last=st.booleans(), dtype=st.sampled_from(["float32", "float16", "bfloat16"]),
+       weighting=st.sampled_from(["none", "rows", "classes", "both"]))
+def test_one_block_in_registers_is_the_general_block(n_classes, rows, seed, specials, ties_to_last, dtype, weighting):
+    """Any block (any row count, special values at any row and column, any weights): finished in registers it
+    gives the general path's sums and counters bit for bit, and it is finished there exactly when it holds no
+    non-finite row and no infinite loss."""
     if dtype == "bfloat16" and BFLOAT16 is None:
         pytest.skip("ml_dtypes not installed")
     rng = np.random.default_rng(seed)
@@ -143,9 +150,13 @@ def test_one_block_in_registers_is_the_general_block(n_classes, rows, seed, spec
     with np.errstate(over="ignore"):  # 3e38 is +-inf in float16
         native = z.astype({"bfloat16": BFLOAT16}.get(dtype, dtype))
     scores = kernel_input(validation.scores(native, "logits").view)
+    weights = rng.choice([0.0, 0.5, 1.0, 3.0, 1e300], rows) if weighting in ("rows", "both") else np.empty(0)
+    class_weight = rng.random(n_classes) * 2 if weighting in ("classes", "both") else np.empty(0)
     top_k = np.array([1, 3], dtype=np.int64)
-    done, fast, fast_counts = _one_block(scores, kernel_input(labels), top_k, ties_to_last, True)
-    _, general, general_counts = _one_block(scores, kernel_input(labels), top_k, ties_to_last, False)
+    done, fast, fast_counts = _one_block(scores, kernel_input(labels), kernel_input(weights),
+                                         kernel_input(class_weight), top_k, ties_to_last, True)
+    _, general, general_counts = _one_block(scores, kernel_input(labels), kernel_input(weights),
+                                            kernel_input(class_weight), top_k, ties_to_last, False)
     np.testing.assert_array_equal(fast_counts, general_counts)
     np.testing.assert_array_equal(fast.view(np.int64), general.view(np.int64))
     rare = general_counts[0, K.C_NONFINITE] + general_counts[0, K.C_INF_LOSS] > 0

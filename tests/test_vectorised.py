@@ -103,9 +103,10 @@ def _leaf_args(rows=512):
     columns = np.random.default_rng(3).standard_normal((10, rows + 24)).astype(np.float32)
     rows_of_scratch = _scratch(rows + 24)  # 8 rows
     target, label_column, high, rank, at_max, rest, squares, e_true = rows_of_scratch
-    kept, weight, loss_terms, brier_terms, loss_squares, brier_squares = _scratch(rows + 24)[:6]
+    kept, row_weight, weight = _scratch(rows + 24)[:3]
+    terms = np.zeros((kernels.N_TERMS, rows + 24))
     return (columns, target, label_column, 10, rows, False, high, rank, at_max, rest, squares, e_true, True, kept,
-            1e-3, weight, loss_terms, brier_terms, loss_squares, brier_squares)
+            1e-3, False, row_weight, weight, terms)
 
 
 def test_short_row_float32_leaf_runs_16_rows_in_packed_float32():

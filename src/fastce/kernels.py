@@ -399,8 +399,7 @@ def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares,
 
 @kernel_step(**LEAF_OPTIONS)
 def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, at_max, rest,
-                       squares, e_true, finish, kept, sum_tolerance, weight, loss_terms, brier_terms, loss_squares,
-                       brier_squares):
+                       squares, e_true, finish, kept, sum_tolerance, unit_weights, row_weight, weight, terms):
     """_walk_columns's statistics of a block of logits with float32 math, 16 rows at a time (fastce._column_lanes);
     with ``finish``, the block's whole finish as well.
 
@@ -422,16 +421,16 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
     _transpose_block_f32).  Rows count .. count + 15 of the scratch are
     computed and ignored (it is padded and zeroed, see _new_scratch).
 
-    ``finish`` (a block without weights or per-row outputs, see
-    _logits_block_f32): instead of those statistics, the finish
-    of _short_rows_status, _probability_like_columns, _finish_block and
-    _losses for the same 16 rows while they are in registers, with the same
-    float64 operations in the same order (fastce._column_lanes' log_positive
-    and reciprocal are _vecmath's, bit for bit): each row's weight (1 or 0),
-    rank, and loss, Brier and squared terms into ``weight``, ``rank`` and
-    ``loss_terms`` ... ``brier_squares`` (_block_terms' T_LOSS, T_BRIER,
-    T_W2LOSS2, T_W2BRIER2), which the caller sums as _finish_block does.  ``kept``: 1.0 for rows whose label
-    is not the ignored one.  Returns (non-finite rows, rows with an
+    ``finish`` (a block without per-row outputs, see _logits_block_f32):
+    instead of those statistics, the finish of _short_rows_status,
+    _probability_like_columns, _finish_block and _losses for the same 16
+    rows while they are in registers, with the same float64 operations in
+    the same order (fastce._column_lanes' log_positive and reciprocal are
+    _vecmath's, bit for bit): each row's weight (``row_weight``'s, 0 for a
+    row not counted), rank, and the terms of _block_terms into ``weight``,
+    ``rank`` and the rows of ``terms`` (T_W2, T_W2LOSS and T_W2BRIER only
+    without ``unit_weights``), which the caller sums as _finish_block does.
+    ``kept``: 1.0 for rows whose label is not the ignored one.  Returns (non-finite rows, rows with an
     infinite loss, probability-like rows, those with a max of 1, rows
     counted); the first two make the block rare (the caller then takes the
     general path, which records them).  Without ``finish``: zeros.
@@ -498,7 +497,7 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
         nonfinite += column_lanes.count(column_lanes.both(column_lanes.unordered(rest_g, rest_g), kept_g))
         ok = column_lanes.both(column_lanes.equal(rest_g, rest_g), kept_g)
         counted += column_lanes.count(ok)
-        w = column_lanes.where(ok, one, zero)
+        w = column_lanes.where(ok, one if unit_weights else lanes.load(row_weight, g), zero)
         column_lanes.store_wide(weight, g, w)
         # _probability_like_columns, for the rows whose max is at most 1 (the others cannot be).
         candidate = column_lanes.both(ok, column_lanes.less_equal(high_g, one))
@@ -527,16 +526,22 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
         corrected = column_lanes.sub_wide(column_lanes.log_positive(u),
                                           lanes.mul(column_lanes.sub_wide(column_lanes.sub_wide(u, one), a), inverse))
         loss = lanes.add(value, column_lanes.where(column_lanes.equal(u, one), a, corrected))
-        weighted = column_lanes.where(ok, lanes.mul(w, loss), zero)
+        # _block_terms: a zero weight removes the row (its loss may be anything).
+        weighing = column_lanes.greater(w, zero)
+        weighted = column_lanes.where(weighing, lanes.mul(w, loss), zero)
         is_infinite = column_lanes.equal(weighted, infinity)
         infinite += column_lanes.count(is_infinite)
-        column_lanes.store_wide(loss_terms, g, column_lanes.where(is_infinite, zero, weighted))
-        kept_brier = column_lanes.where(ok, brier, zero)
-        column_lanes.store_wide(brier_terms, g, lanes.mul(w, kept_brier))
-        kept_loss = column_lanes.where(is_infinite, zero, column_lanes.where(ok, loss, zero))
+        column_lanes.store_wide(terms[T_LOSS], g, column_lanes.where(is_infinite, zero, weighted))
+        kept_brier = column_lanes.where(weighing, brier, zero)
+        column_lanes.store_wide(terms[T_BRIER], g, lanes.mul(w, kept_brier))
+        kept_loss = column_lanes.where(is_infinite, zero, column_lanes.where(weighing, loss, zero))
         w2 = lanes.mul(w, w)
-        column_lanes.store_wide(loss_squares, g, lanes.mul(w2, lanes.mul(kept_loss, kept_loss)))
-        column_lanes.store_wide(brier_squares, g, lanes.mul(w2, lanes.mul(kept_brier, kept_brier)))
+        column_lanes.store_wide(terms[T_W2LOSS2], g, lanes.mul(w2, lanes.mul(kept_loss, kept_loss)))
+        column_lanes.store_wide(terms[T_W2BRIER2], g, lanes.mul(w2, lanes.mul(kept_brier, kept_brier)))
+        if not unit_weights:
+            column_lanes.store_wide(terms[T_W2], g, w2)
+            column_lanes.store_wide(terms[T_W2LOSS], g, lanes.mul(w2, kept_loss))
+            column_lanes.store_wide(terms[T_W2BRIER], g, lanes.mul(w2, kept_brier))
     return nonfinite, infinite, like, one_hot, counted
 
 
@@ -784,7 +789,8 @@ def _labels_and_targets(scores, labels, start, count, ignore_label, label_of, ta
 @kernel_step(**LEAF_OPTIONS)
 def _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
                          label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
-                         finish, top_k, sum_tolerance, b, floats, fsums, icounts):
+                         finish, top_k, sum_tolerance, b, floats, fsums, icounts, sample_weight, class_weight,
+                         integers):
     """_walk_columns for 16- and 32-bit scores: the block transposed into float32 ``columns`` (exact) in tiles
     of 16 x 16 (_transpose_block_f32); then logits of three classes or more with float32 math take one leaf,
     16 rows at a time (_logit_columns_f32), and the rest (probabilities, two classes, float64 math) the float64
@@ -796,11 +802,11 @@ def _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, 
     _labels_and_targets(scores, labels, start, count, ignore_label, label_of, target, label_column)
     _transpose_block_f32(scores, start, count, columns)
     if float32_math and mode == MODE_LOGITS and n_classes > 2:
-        if finish and _logits_block_f32(labels, ignore_label, ties_to_last, top_k, sum_tolerance, b, start, count,
-                                        floats, columns, fsums, icounts):
+        if finish and _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k,
+                                        sum_tolerance, b, start, count, floats, integers, columns, fsums, icounts):
             return True
         _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, low, total,
-                           squares, e_true, False, total, 0.0, total, total, total, total, total)
+                           squares, e_true, False, total, 0.0, True, total, total, floats[15:])
         for r in range(count):
             ahead[r] = np.int64(rank[r])
     else:
@@ -974,6 +980,19 @@ def _probability_like_row(scores, i, n_classes, sum_tolerance):
     return (lowest >= 0.0) and abs(total - 1.0) <= sum_tolerance
 
 
+@njit(inline="always", **KERNEL_OPTIONS)
+def _row_weights(sample_weight, class_weight, start, count, label_of, row_weight):
+    """Each row's weight, its sample weight (1 without) times its class's weight (1 without), into
+    ``row_weight`` (unsigned indices: see _walk_columns)."""
+    weighted_rows = sample_weight.shape[0] != 0
+    weighted_classes = class_weight.shape[0] != 0
+    for r in range(count):
+        w = np.float64(sample_weight[np.uint64(start + r)]) if weighted_rows else 1.0
+        if weighted_classes:
+            w *= np.float64(class_weight[np.uint64(label_of[r])])
+        row_weight[r] = w
+
+
 @kernel_step(**LEAF_OPTIONS)
 def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
@@ -1005,11 +1024,9 @@ def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore
     for r in range(count):
         status[r] = ROW_IGNORED if np.int64(labels[np.uint64(start + r)]) == ignore_label else status[r]
     if weighted_rows or weighted_classes:
+        _row_weights(sample_weight, class_weight, start, count, label_of, weight)
         for r in range(count):
-            w = np.float64(sample_weight[np.uint64(start + r)]) if weighted_rows else 1.0
-            if weighted_classes:
-                w *= np.float64(class_weight[np.uint64(label_of[r])])
-            weight[r] = w if status[r] == ROW_OK else 0.0
+            weight[r] = weight[r] if status[r] == ROW_OK else 0.0
     else:
         for r in range(count):
             weight[r] = 1.0 if status[r] == ROW_OK else 0.0
@@ -1181,45 +1198,41 @@ def _column_dtype_overload(scores):
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _logits_block_f32(labels, ignore_label, ties_to_last, top_k, sum_tolerance, b, start, count, floats, columns,
-                      fsums, icounts):
-    """Block b of short logits rows (three classes or more, float32 math, no weights, no per-row outputs: see
-    _finishes_in_registers), transposed into ``columns`` with its targets and labels in ``floats`` (by
-    _walk_columns_narrow), walked and finished 16 rows at a time in registers (_logit_columns_f32 with
-    ``finish``); False, with nothing written to fsums or icounts, for a rare block (a non-finite row or an
-    infinite loss), which the general path then walks and records.
+def _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance, b,
+                      start, count, floats, integers, columns, fsums, icounts):
+    """Block b of short logits rows (three classes or more, float32 math, no per-row outputs: see
+    _finishes_in_registers), transposed into ``columns`` with its targets and labels in ``floats`` and
+    ``integers`` (by _walk_columns_narrow), walked and finished 16 rows at a time in registers
+    (_logit_columns_f32 with ``finish``); False, with nothing written to fsums or icounts, for a rare block
+    (a non-finite row or an infinite loss), which the general path then walks and records.
 
     The general path (_walk_short_block, _finish_block) computes the same
     rows with the same operations from the block's scratch in some 25
     vectorised loops, each reading and writing rows of it: their loads and
     stores cost as much as the walk itself at C = 10.  The block sums are
-    taken from the same terms by the same ordered sums (store_sums_of_weight),
-    the top-k hits counted (weights 1: a count is their ordered sum's bits):
-    the same fsums and icounts, bit for bit (tests/test_column_lanes.py).
-    Compiled once for every score dtype (it sees the float32 block only).
+    taken from the same terms by the same ordered sums (_top_k_sums,
+    store_sums): the same fsums and icounts, bit for bit
+    (tests/test_short_block_in_registers.py).  Compiled once for every
+    score dtype (it sees the float32 block only).
     """
-    weight, kept = floats[2], floats[5]  # kept: a free row here (p_true)
+    row_weight, weight, kept = floats[0], floats[2], floats[5]  # row_weight, kept: free rows here
     target, high, low = floats[7], floats[8], floats[9]
     total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
     terms = floats[15:]
+    label_of = integers[1]
     for r in range(count):
         kept[r] = 0.0 if labels[np.uint64(start + r)] == ignore_label else 1.0
+    unit_weights = has_unit_weights(sample_weight, class_weight)
+    if not unit_weights:
+        _row_weights(sample_weight, class_weight, start, count, label_of, row_weight)
     nonfinite, infinite, like, one_hot, counted = _logit_columns_f32(
         columns, target, label_column, columns.shape[0], count, ties_to_last, high, rank, low, total, squares, e_true,
-        True, kept, sum_tolerance, weight, terms[T_LOSS], terms[T_BRIER], terms[T_W2LOSS2], terms[T_W2BRIER2])
+        True, kept, sum_tolerance, unit_weights, row_weight, weight, terms)
     if nonfinite or infinite:
         return False
-    n_k = top_k.shape[0]
-    moments = F_TOPK + n_k
-    for k in range(n_k):
-        limit = np.float64(top_k[k])
-        hits = 0
-        for r in range(count):
-            hits += (weight[r] != 0.0) & (rank[r] < limit)
-        fsums[b, F_TOPK + k] = np.float64(hits)
-        fsums[b, moments + M_W2TOPK + k] = np.float64(hits)
-    store_sums_of_weight(np.float64(counted), terms, count, fsums, b, moments, True,
-                         lanes.ordered_sum(terms[T_LOSS], count))
+    moments = F_TOPK + top_k.shape[0]
+    _top_k_sums(top_k, weight, rank, terms, count, fsums, b, moments, unit_weights)
+    store_sums(weight, terms, count, fsums, b, moments, unit_weights, lanes.ordered_sum(terms[T_LOSS], count))
     icounts[b, C_ROWS] = counted
     icounts[b, C_IGNORED] = count - counted
     icounts[b, C_PROBA_LIKE] = like
@@ -1228,42 +1241,43 @@ def _logits_block_f32(labels, ignore_label, ties_to_last, top_k, sum_tolerance, 
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _finishes_in_registers(scores, mode, float32_math, sample_weight, class_weight, row_losses, row_stats, row_pred):
+def _finishes_in_registers(scores, mode, float32_math, row_losses, row_stats, row_pred):
     """Whether a call's short-row blocks are finished in registers (_logits_block_f32): logits of three classes or
-    more in float32 math, without sample or class weights (its terms assume weights of 0 or 1) and without
-    per-row outputs."""
-    return (mode == MODE_LOGITS and float32_math and scores.shape[1] > 2 and has_unit_weights(sample_weight, class_weight)
-            and row_losses.shape[0] == 0 and row_stats.shape[0] == 0 and row_pred.shape[0] == 0)
+    more in float32 math, without per-row outputs."""
+    return (mode == MODE_LOGITS and float32_math and scores.shape[1] > 2 and row_losses.shape[0] == 0
+            and row_stats.shape[0] == 0 and row_pred.shape[0] == 0)
 
 
 def _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
                      label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns, finish,
-                     top_k, sum_tolerance, b, floats, fsums, icounts):  # pragma: no cover - replaced by the overload below
+                     top_k, sum_tolerance, b, floats, fsums, icounts, sample_weight, class_weight,
+                     integers):  # pragma: no cover - replaced by the overload below
     pass
 
 
 @overload(_walk_by_columns, inline="always", jit_options=KERNEL_OPTIONS)
 def _walk_by_columns_overload(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
                               label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
-                              finish, top_k, sum_tolerance, b, floats, fsums, icounts):
+                              finish, top_k, sum_tolerance, b, floats, fsums, icounts, sample_weight, class_weight,
+                              integers):
     """_walk_columns (a float64 block: float64 scores; never finished in registers: False) or
     _walk_columns_narrow (a float32 one), chosen when numba types the kernel: each dtype's kernel compiles one
     walk."""
     if columns.dtype == types.float64:
         def walk(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math, label_of,
                  target, high, low, total, ahead, squares, e_true, rank, label_column, columns, finish, top_k,
-                 sum_tolerance, b, floats, fsums, icounts):
+                 sum_tolerance, b, floats, fsums, icounts, sample_weight, class_weight, integers):
             _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
                           label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns)
             return False
     else:
         def walk(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math, label_of,
                  target, high, low, total, ahead, squares, e_true, rank, label_column, columns, finish, top_k,
-                 sum_tolerance, b, floats, fsums, icounts):
+                 sum_tolerance, b, floats, fsums, icounts, sample_weight, class_weight, integers):
             return _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
                                         float32_math, label_of, target, high, low, total, ahead, squares, e_true,
                                         rank, label_column, columns, finish, top_k, sum_tolerance, b, floats, fsums,
-                                        icounts)
+                                        icounts, sample_weight, class_weight, integers)
     return walk
 
 
@@ -1292,7 +1306,8 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
     ahead, label_of, status = integers[0], integers[1], integers[2]
     if _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
                         label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
-                        finish, top_k, sum_tolerance, b, floats, fsums, icounts):
+                        finish, top_k, sum_tolerance, b, floats, fsums, icounts, sample_weight, class_weight,
+                        integers):
         return True
     _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
@@ -1397,6 +1412,22 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
                 row_pred[i] = _first_index_of(scores, i, n_classes, row_max)
 
 
+@njit(inline="always", **KERNEL_OPTIONS)
+def _top_k_sums(top_k, weight, ahead, terms, count, fsums, b, moments, unit_weights):
+    """Block b's top-k sums: the weights of the rows ranked below each k (``ahead``: the rank, an integer or
+    an integral float), and their squares' (rows T_HIT, T_HIT2 of ``terms`` as scratch)."""
+    for k in range(top_k.shape[0]):
+        limit = top_k[k]
+        for r in range(count):
+            hit = weight[r] if ahead[r] < limit else 0.0
+            terms[T_HIT, r] = hit
+            terms[T_HIT2, r] = hit * weight[r]
+        fsums[b, F_TOPK + k] = lanes.ordered_sum(terms[T_HIT], count)
+        # Weights of 0 or 1: hit * w is the hit itself (see store_sums).
+        fsums[b, moments + M_W2TOPK + k] = (fsums[b, F_TOPK + k] if unit_weights
+                                            else lanes.ordered_sum(terms[T_HIT2], count))
+
+
 @kernel_step(**LEAF_OPTIONS)
 def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count, floats, integers, fsums, icounts,
                   unit_weights):
@@ -1478,16 +1509,7 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
             row_stats[u, S_BRIER] = brier[r] if ok else np.nan
             row_stats[u, S_RANK] = np.float64(ahead[r]) if ok else np.nan
     moments = F_TOPK + n_k
-    for k in range(n_k):
-        limit = top_k[k]
-        for r in range(count):
-            hit = weight[r] if ahead[r] < limit else 0.0
-            terms[T_HIT, r] = hit
-            terms[T_HIT2, r] = hit * weight[r]
-        fsums[b, F_TOPK + k] = lanes.ordered_sum(terms[T_HIT], count)
-        # Weights of 0 or 1: hit * w is the hit itself (see store_sums).
-        fsums[b, moments + M_W2TOPK + k] = (fsums[b, F_TOPK + k] if unit_weights
-                                            else lanes.ordered_sum(terms[T_HIT2], count))
+    _top_k_sums(top_k, weight, ahead, terms, count, fsums, b, moments, unit_weights)
     _block_terms(count, weight, loss_of, brier, terms, unit_weights)
     store_sums(weight, terms, count, fsums, b, moments, unit_weights, lanes.ordered_sum(terms[T_LOSS], count))
     if n_inf:
@@ -1748,8 +1770,7 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
     compiles only the one it needs.
     """
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1], scores)
-    in_registers = _finishes_in_registers(scores, mode, float32_math, sample_weight, class_weight, row_losses,
-                                          row_stats, row_pred)
+    in_registers = _finishes_in_registers(scores, mode, float32_math, row_losses, row_stats, row_pred)
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
         task = claim(claims)  # once this one's blocks are done: a faster thread takes more
