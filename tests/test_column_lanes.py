@@ -18,7 +18,7 @@ from fastce import _column_lanes as CL
 from fastce import _lanes as lanes
 from fastce import kernels as K
 from fastce._lanes import LANES
-from fastce._vecmath import EXP_BIAS_F32, as_native, exp_difference_f32
+from fastce._vecmath import EXP_BIAS_F32, as_native, exp_difference_f32, log_positive, reciprocal
 
 
 @njit
@@ -181,7 +181,8 @@ def _chunked_exp_sums(scores, i, n_classes, native_max):
         rest, rest_b, squares, squares_b = lanes.add_values_and_squares(chunk, count, rest, rest_b, squares,
                                                                         squares_b)
         first += count
-    return (lanes.finish(rest, rest_b) * 2.0 ** -EXP_BIAS_F32, lanes.finish(squares, squares_b) * 2.0 ** (-2 * EXP_BIAS_F32),
+    unbias = 2.0 ** -EXP_BIAS_F32
+    return (lanes.finish(rest, rest_b) * unbias, lanes.finish(squares, squares_b) * (unbias * unbias),
             np.float64(at_max))
 
 
@@ -232,4 +233,43 @@ def test_long_row_exp_sums_are_the_chunked_scalar_ones_bit_for_bit(n_classes, dt
         maxima = native.astype(np.float32).max(axis=1)  # NaN rows: NaN, as the kernel's order keys make it
     view = native.view(np.uint16) if dtype == "float16" else native.view(np.int16) if dtype == "bfloat16" else native
     got, want = _fused_and_reference(np.ascontiguousarray(view), maxima)
-    assert np.array_equal(got.view(np.int64), want.view(np.int64)), np.argwhere(got.view(np.int64) != want.view(np.int64))[:5]
+    differ = got.view(np.int64) != want.view(np.int64)
+    assert not differ.any(), np.argwhere(differ)[:5]
+
+
+@njit
+def _lane_log_and_reciprocal(x, log_out, reciprocal_out):
+    for g in range(0, x.size, LANES):
+        v = lanes.load(x, g)
+        CL.store_wide(log_out, g, CL.log_positive(v))
+        CL.store_wide(reciprocal_out, g, CL.reciprocal(v))
+
+
+@njit
+def _scalar_log_and_reciprocal(x, log_out, reciprocal_out):
+    for i in range(x.size):
+        log_out[i] = log_positive(x[i])
+        reciprocal_out[i] = reciprocal(x[i])
+
+
+def test_lane_log_and_reciprocal_are_the_scalar_ones_bit_for_bit():
+    """fastce._column_lanes.log_positive and reciprocal (the finish of short rows in registers) give the bits of
+    _vecmath's, over the arguments the finish passes them (1 + a sum of exps: [1, 33]) and beyond: values just
+    above 1, both sides of each reduction boundary (sqrt(2) times a power of two), powers of two."""
+    rng = np.random.default_rng(3)
+    boundaries = np.sqrt(2.0) * 2.0 ** np.arange(-3, 6)
+    x = np.concatenate([
+        1.0 + rng.random(4096) * 32.0,
+        1.0 + np.exp(rng.uniform(-60, 0, 4096)),
+        np.exp(rng.uniform(-700, 700, 4096)),
+        np.nextafter(boundaries, 0.0), boundaries, np.nextafter(boundaries, np.inf),
+        2.0 ** np.arange(-20, 21, dtype=np.float64), [1.0, np.nextafter(1.0, 2.0)],
+    ])
+    x = np.concatenate([x, np.ones(-x.size % LANES)])
+    got_log, got_reciprocal, want_log, want_reciprocal = (np.empty_like(x) for _ in range(4))
+    _lane_log_and_reciprocal(x, got_log, got_reciprocal)
+    _scalar_log_and_reciprocal(x, want_log, want_reciprocal)
+    assert np.array_equal(got_log.view(np.int64), want_log.view(np.int64))
+    in_float32_range = (x > 1e-37) & (x < 1e37)  # reciprocal's domain (a float32 first guess)
+    assert np.array_equal(got_reciprocal[in_float32_range].view(np.int64),
+                          want_reciprocal[in_float32_range].view(np.int64))

@@ -65,7 +65,8 @@ def _score(z, labels, ties_to_last, top_k, per_row: bool, weights=None, class_we
     none = kernel_input(np.empty(0))
     K.score_blocks(
         kernel_input(validation.scores(z, "logits").view), kernel_input(labels),
-        none if weights is None else kernel_input(weights), none if class_weight is None else kernel_input(class_weight),
+        none if weights is None else kernel_input(weights),
+        none if class_weight is None else kernel_input(class_weight),
         np.int64(IGNORE), kernel_input(np.asarray(top_k, dtype=np.int64)), ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE,
         row_losses, np.empty((0, K.ROW_STATS_COLUMNS)), np.empty(0, dtype=np.int64), nblocks, block_rows, 2, fsums,
         icounts, True,

@@ -14,6 +14,12 @@ class in registers: ``Rows`` (16 float32, one 512-bit register or two
 Every operation is the IEEE operation of the scalar code it stands for,
 lane by lane, with no fast-math flag: ``exp_difference`` gives the bits of
 fastce._vecmath.exp_difference_f32 (tests/test_column_lanes.py).
+
+The same vectors serve two more walks: the finish of a block of short
+rows in registers (kernels._logit_columns_f32 with ``finish``: float64
+Lanes arithmetic, with ``log_positive`` and ``reciprocal`` giving the bits
+of fastce._vecmath's), and a long row's exps, 16 entries at a time read
+straight from the scores (``load_scores``, kernels._exp_sums_f32).
 """
 
 from __future__ import annotations
@@ -130,18 +136,28 @@ def maxnum(typingctx, a, b):
     return _vector_call("llvm.maxnum", 2, typingctx, (a, b))
 
 
-@intrinsic
-def splat(typingctx, value):
-    """``value`` (a float, rounded to float32) in every lane."""
-    if not isinstance(value, types.Float):
-        return None
+def _splat(vector, vector_type, element_type):
+    """An @intrinsic typer: a float ``value`` (cast to ``element_type``) in every lane of ``vector_type``."""
 
-    def codegen(context, builder, signature, args):
-        scalar = context.cast(builder, args[0], signature.args[0], types.float32)
-        one = builder.insert_element(ir.Constant(_ROWS, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+    def typer(typingctx, value):
+        if not isinstance(value, types.Float):
+            return None
 
-    return rows_type(value), codegen
+        def codegen(context, builder, signature, args):
+            scalar = context.cast(builder, args[0], signature.args[0], element_type)
+            one = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+        return vector_type(value), codegen
+
+    typer.__name__ = typer.__qualname__ = f"splat_{element_type}"
+    return typer
+
+
+splat = intrinsic(_splat(_ROWS, rows_type, types.float32))
+splat.__doc__ = "``value`` (a float, rounded to float32) in every lane of a Rows."
+splat_wide = intrinsic(_splat(_VECTOR, lanes_type, types.float64))
+splat_wide.__doc__ = "``value`` (a float64) in every lane of a Lanes."
 
 
 def _is_row(values, start, dtype):
@@ -236,20 +252,6 @@ def store_wide(typingctx, values, start, lanes):
 
 
 @intrinsic
-def splat_wide(typingctx, value):
-    """``value`` (a float64) in every lane of a Lanes."""
-    if not isinstance(value, types.Float):
-        return None
-
-    def codegen(context, builder, signature, args):
-        scalar = context.cast(builder, args[0], signature.args[0], types.float64)
-        one = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
-
-    return lanes_type(value), codegen
-
-
-@intrinsic
 def _exponent_and_fraction(typingctx, x):
     """(e as a float, f) with x = 2**e * f, f in [1, 2), for positive normal float64 lanes (their bits)."""
     if x != lanes_type:
@@ -262,9 +264,8 @@ def _exponent_and_fraction(typingctx, x):
                                ir.Constant(words, [1023] * LANES))
         fraction = builder.or_(builder.and_(bits, ir.Constant(words, [_MANTISSA_MASK] * LANES)),
                                ir.Constant(words, [_EXPONENT_ONE] * LANES))
-        pair = cgutils.make_anonymous_struct(builder, [builder.sitofp(exponent, _VECTOR),
+        return cgutils.make_anonymous_struct(builder, [builder.sitofp(exponent, _VECTOR),
                                                        builder.bitcast(fraction, _VECTOR)])
-        return pair
 
     return types.UniTuple(lanes_type, 2)(lanes_type), codegen
 
@@ -293,18 +294,18 @@ def narrow(typingctx, lanes):
     return rows_type(lanes_type), codegen
 
 
-def _comparison(operator):
-    """An @intrinsic typer: the Mask of ``a operator b`` lane by lane, for two Rows or two Lanes (ordered:
-    false with a NaN operand; "uno": true where either is NaN)."""
+def _comparison(operator, ordered=True):
+    """An @intrinsic typer: the Mask of ``a operator b`` lane by lane, for two Rows or two Lanes: Python's
+    float comparison (``ordered``: false with a NaN operand; else true with one, as ``!=`` and "uno",
+    unordered, are)."""
 
     def typer(typingctx, a, b):
         if a != b or a not in (rows_type, lanes_type):
             return None
 
         def codegen(context, builder, signature, args):
-            if operator == "uno":
-                return builder.fcmp_unordered(operator, args[0], args[1])
-            return builder.fcmp_ordered(operator, args[0], args[1])
+            compare = builder.fcmp_ordered if ordered else builder.fcmp_unordered
+            return compare(operator, args[0], args[1])
 
         return mask_type(a, b), codegen
 
@@ -317,7 +318,8 @@ greater_equal = intrinsic(_comparison(">="))
 less = intrinsic(_comparison("<"))
 less_equal = intrinsic(_comparison("<="))
 equal = intrinsic(_comparison("=="))
-unordered = intrinsic(_comparison("uno"))
+not_equal = intrinsic(_comparison("!=", ordered=False))
+unordered = intrinsic(_comparison("uno", ordered=False))
 
 
 both = intrinsic(lane_by_lane("and_", mask_type))

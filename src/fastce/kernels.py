@@ -51,7 +51,6 @@ from fastce._vecmath import (
     as_native,
     compile_apart,
     entries_per_line,
-    exp_difference_f32,
     exp_nonpositive,
     from_ordered_bits,
     inline_into_callers,
@@ -430,10 +429,11 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
     row not counted), rank, and the terms of _block_terms into ``weight``,
     ``rank`` and the rows of ``terms`` (T_W2, T_W2LOSS and T_W2BRIER only
     without ``unit_weights``), which the caller sums as _finish_block does.
-    ``kept``: 1.0 for rows whose label is not the ignored one.  Returns (non-finite rows, rows with an
-    infinite loss, probability-like rows, those with a max of 1, rows
-    counted); the first two make the block rare (the caller then takes the
-    general path, which records them).  Without ``finish``: zeros.
+    ``kept``: 1.0 for rows whose label is not the ignored one.  Returns
+    (non-finite rows, rows with an infinite loss, probability-like rows,
+    those with a max of 1, rows counted); the first two make the block rare
+    (the caller then takes the general path, which records them).  Without
+    ``finish``: zeros.
     """
     prefer_wide_vectors()
     compile_apart()
@@ -509,13 +509,13 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
                 sums = lanes.add(sums, column_lanes.widen(v))
                 lowest = column_lanes.where(column_lanes.less(v, lowest), v, lowest)
             off_one = column_lanes.sub_wide(sums, one)
-            off_one = column_lanes.where(column_lanes.less(off_one, zero), lanes.mul(off_one, column_lanes.splat_wide(-1.0)),
-                                         off_one)
+            off_one = column_lanes.where(column_lanes.less(off_one, zero),
+                                         lanes.mul(off_one, column_lanes.splat_wide(-1.0)), off_one)  # abs
             is_like = column_lanes.both(candidate, column_lanes.both(column_lanes.less_equal(off_one, tolerance),
                                                                      column_lanes.greater_equal(lowest, zero32)))
             like += column_lanes.count(is_like)
             one_hot += column_lanes.count(column_lanes.both(is_like, column_lanes.equal(high_g, one)))
-        # _finish_block and _losses: Brier, log1p and the terms of the block sums (weights 0 or 1).
+        # _finish_block and _losses: Brier and log1p.
         squares_g = lanes.add(squares_g, column_lanes.sub_wide(at_g, lanes.mul(e_true_g, e_true_g)))
         a = column_lanes.where(ok, rest_g, zero)
         u = lanes.add(one, a)
@@ -527,7 +527,7 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
                                           lanes.mul(column_lanes.sub_wide(column_lanes.sub_wide(u, one), a), inverse))
         loss = lanes.add(value, column_lanes.where(column_lanes.equal(u, one), a, corrected))
         # _block_terms: a zero weight removes the row (its loss may be anything).
-        weighing = column_lanes.greater(w, zero)
+        weighing = column_lanes.not_equal(w, zero)
         weighted = column_lanes.where(weighing, lanes.mul(w, loss), zero)
         is_infinite = column_lanes.equal(weighted, infinity)
         infinite += column_lanes.count(is_infinite)
