@@ -673,6 +673,19 @@ def _proba_row(scores, i, n_classes, label, ties_to_last):
     return np.float64(native_max), np.float64(native_min), total, squares, rank
 
 
+def _plus_squares(scores, acc, v):  # pragma: no cover - replaced by the overload below
+    return lanes.add(acc, lanes.mul(v, v))
+
+
+@overload(_plus_squares, inline="always", jit_options=KERNEL_OPTIONS)
+def _plus_squares_overload(scores, acc, v):
+    """acc + v * v lane by lane, ``v`` entries of ``scores`` widened to float64: one FMA for 16- and 32-bit
+    scores (their squares are exact in float64: the same bits), a product and a sum for float64 ones."""
+    if scores.dtype == types.float64:
+        return lambda scores, acc, v: lanes.add(acc, lanes.mul(v, v))
+    return lambda scores, acc, v: lanes.fma(v, v, acc)
+
+
 @kernel_step(**LEAF_OPTIONS)
 def _row_sums(scores, i, n_classes, label):
     """(sum of row i, sum of its squares but column ``label``'s), in float64.
@@ -697,13 +710,13 @@ def _row_sums(scores, i, n_classes, label):
         if j == at:
             v = lanes.zero_lane(v, label - j)
             u = lanes.zero_lane(u, label - j - lanes.LANES)
-        squares_a = lanes.add(squares_a, lanes.mul(v, v))
-        squares_b = lanes.add(squares_b, lanes.mul(u, u))
+        squares_a = _plus_squares(scores, squares_a, v)
+        squares_b = _plus_squares(scores, squares_b, u)
     for j in range(whole, n_classes, lanes.LANES):
         v = lanes.load_head(row, j, min(lanes.LANES, n_classes - j))
         total_a = lanes.add(total_a, v)
         v = lanes.zero_lane(v, label - j)
-        squares_a = lanes.add(squares_a, lanes.mul(v, v))
+        squares_a = _plus_squares(scores, squares_a, v)
     return lanes.finish(total_a, total_b), lanes.finish(squares_a, squares_b)
 
 
