@@ -296,8 +296,7 @@ def narrow(typingctx, lanes):
 
 def _comparison(operator, ordered=True):
     """An @intrinsic typer: the Mask of ``a operator b`` lane by lane, for two Rows or two Lanes: Python's
-    float comparison (``ordered``: false with a NaN operand; else true with one, as ``!=`` and "uno",
-    unordered, are)."""
+    float comparison (``ordered``: false with a NaN operand; else true with one, as ``!=`` is)."""
 
     def typer(typingctx, a, b):
         if a != b or a not in (rows_type, lanes_type):
@@ -319,7 +318,6 @@ less = intrinsic(_comparison("<"))
 less_equal = intrinsic(_comparison("<="))
 equal = intrinsic(_comparison("=="))
 not_equal = intrinsic(_comparison("!=", ordered=False))
-unordered = intrinsic(_comparison("uno", ordered=False))
 
 
 both = intrinsic(lane_by_lane("and_", mask_type))

@@ -494,8 +494,8 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
         kept_g = column_lanes.both(column_lanes.greater(lanes.load(kept, g), zero), in_block)
         value = column_lanes.sub_wide(high_g, lanes.load(target, g))
         rest_g = lanes.add(rest_g, column_lanes.sub_wide(at_g, one))
-        nonfinite += column_lanes.count(column_lanes.both(column_lanes.unordered(rest_g, rest_g), kept_g))
         ok = column_lanes.both(column_lanes.equal(rest_g, rest_g), kept_g)
+        nonfinite += column_lanes.count(kept_g) - column_lanes.count(ok)  # a NaN rest: not finite
         counted += column_lanes.count(ok)
         w = column_lanes.where(ok, one if unit_weights else lanes.load(row_weight, g), zero)
         column_lanes.store_wide(weight, g, w)
@@ -818,6 +818,7 @@ def _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, 
         if finish and _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k,
                                         sum_tolerance, b, start, count, floats, integers, columns, fsums, icounts):
             return True
+        # Without finish, its arguments (kept ... terms) are not read: any rows of the right types.
         _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, low, total,
                            squares, e_true, False, total, 0.0, True, total, total, floats[15:])
         for r in range(count):
