@@ -2,9 +2,9 @@
 
 Blocks of 3-32 classes of 16- and 32-bit logits in float32 math, without
 per-row outputs, are walked and finished 16 rows at a time in vector
-registers; a request for per-row losses (or float64 math) sends the same
-rows through the general path (_walk_short_block, _short_rows_status,
-_finish_block).  Both must give the same block sums bit for bit and the
+registers (kernels.score_tasks_in_registers); a request for per-row losses
+(or float64 math) sends the same rows through the general path
+(score_tasks_short: _walk_short_block, _short_rows_status, _finish_block).  Both must give the same block sums bit for bit and the
 same counters, with and without sample and class weights (zero weights
 too), for every kind of row: ties, masked classes, probability-like and
 one-hot rows, ignored rows, confident rows, blocks not a multiple of 16
@@ -99,8 +99,8 @@ def test_blocks_finished_in_registers_match_the_general_path(dtype, n_classes):
 
 
 def _one_block(scores, labels, weights, class_weight, top_k, ties_to_last, finish):
-    """One block through _walk_short_block (and _finish_block when it was not finished in registers):
-    (finished in registers, fsums, icounts)."""
+    """One block: with ``finish``, as score_tasks_in_registers walks it (then as score_tasks_short when it was
+    rare), else as score_tasks_short: (finished in registers, fsums, icounts)."""
     fsums = np.empty((1, K.fsums_columns(top_k.shape[0])))
     icounts = np.empty((1, K.NUM_ICOUNTS), dtype=np.int64)
     done = _walk_one_block(scores, labels, weights, class_weight, top_k, ties_to_last, finish, fsums, icounts)
@@ -112,13 +112,15 @@ def _walk_one_block(scores, labels, weights, class_weight, top_k, ties_to_last, 
     count = scores.shape[0]
     floats, integers, columns = K._new_scratch(count, scores.shape[1], scores)
     K._reset_block(fsums, icounts, 0)
-    done = K._walk_short_block(scores, labels, weights, class_weight, IGNORE, ties_to_last, K.MODE_LOGITS, 0.0,
-                               TOLERANCE, np.empty(0, dtype=np.int64), 0, 0, count, floats, integers, columns, fsums,
-                               icounts, True, finish, top_k)
-    if not done:
-        K._finish_block(scores.shape[1], K.MODE_LOGITS, top_k, np.empty(0), np.empty((0, K.ROW_STATS_COLUMNS)), 0, 0,
-                        count, floats, integers, fsums, icounts, K.has_unit_weights(weights, class_weight))
-    return done
+    if finish and K._short_block_in_registers(scores, labels, weights, class_weight, IGNORE, ties_to_last, top_k,
+                                              TOLERANCE, 0, 0, count, floats, integers, columns, fsums, icounts):
+        return True
+    K._reset_block(fsums, icounts, 0)
+    K._walk_short_block(scores, labels, weights, class_weight, IGNORE, ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE,
+                        np.empty(0, dtype=np.int64), 0, 0, count, floats, integers, columns, fsums, icounts, True)
+    K._finish_block(scores.shape[1], K.MODE_LOGITS, top_k, np.empty(0), np.empty((0, K.ROW_STATS_COLUMNS)), 0, 0,
+                    count, floats, integers, fsums, icounts, K.has_unit_weights(weights, class_weight))
+    return False
 
 
 SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, 1e-30, 3e38, -3e38, "max", "below max"]

@@ -268,10 +268,9 @@ def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_e
             for m in range(addresses.shape[0]):
                 scores = _array_like_at(first, addresses[m])
                 K._reset_block(fsums[m], icounts[m], b)
-                # Each row's pair inputs are needed: never finished in registers (False).
                 K._walk_short_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                                     sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
-                                    icounts[m], float32_math, False, top_k)
+                                    icounts[m], float32_math)
                 _finish_model(first.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
                               fsums, icounts, inputs, clean, m, K.has_unit_weights(weights, class_weight))
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,

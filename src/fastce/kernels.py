@@ -41,6 +41,7 @@ from numba.extending import overload
 
 from fastce import _column_lanes as column_lanes
 from fastce import _lanes as lanes
+from fastce import _parallel
 from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, MAX_BLOCK_ROWS, kernel_step
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import claim, new_claims, run_tasks
@@ -802,31 +803,23 @@ def _labels_and_targets(scores, labels, start, count, ignore_label, label_of, ta
 @kernel_step(**LEAF_OPTIONS)
 def _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
                          label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
-                         finish, top_k, sum_tolerance, b, floats, fsums, icounts, sample_weight, class_weight,
-                         integers):
+                         floats):
     """_walk_columns for 16- and 32-bit scores: the block transposed into float32 ``columns`` (exact) in tiles
     of 16 x 16 (_transpose_block_f32); then logits of three classes or more with float32 math take one leaf,
     16 rows at a time (_logit_columns_f32), and the rest (probabilities, two classes, float64 math) the float64
-    loops (_column_loops: the same bits as from a float64 copy).
-
-    ``finish`` (see _finishes_in_registers): the leaf finishes the block too
-    (_logits_block_f32): True when it did, False when the block was rare and
-    is walked as without ``finish``."""
+    loops (_column_loops: the same bits as from a float64 copy)."""
     _labels_and_targets(scores, labels, start, count, ignore_label, label_of, target, label_column)
     _transpose_block_f32(scores, start, count, columns)
     if float32_math and mode == MODE_LOGITS and n_classes > 2:
-        if finish and _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k,
-                                        sum_tolerance, b, start, count, floats, integers, columns, fsums, icounts):
-            return True
-        # Without finish, its arguments (kept ... terms) are not read: any rows of the right types.
+        # Without finish, its arguments (kept ... terms) are not read: any arrays of the right types (``floats``:
+        # the block's scratch, a 2-D one for ``terms``).
         _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, low, total,
-                           squares, e_true, False, total, 0.0, True, total, total, floats[15:])
+                           squares, e_true, False, total, 0.0, True, total, total, floats)
         for r in range(count):
             ahead[r] = np.int64(rank[r])
     else:
         _column_loops(n_classes, count, ties_to_last, mode, label_of, target, high, low, total, ahead, squares,
                       e_true, rank, label_column, columns)
-    return False
 
 
 @kernel_step(**LEAF_OPTIONS)
@@ -1215,10 +1208,10 @@ def _column_dtype_overload(scores):
 def _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance, b,
                       start, count, floats, integers, columns, fsums, icounts):
     """Block b of short logits rows (three classes or more, float32 math, no per-row outputs: see
-    _finishes_in_registers), transposed into ``columns`` with its targets and labels in ``floats`` and
-    ``integers`` (by _walk_columns_narrow), walked and finished 16 rows at a time in registers
+    finishes_in_registers), transposed into ``columns`` with its targets and labels in ``floats`` and
+    ``integers`` (by _short_block_in_registers), walked and finished 16 rows at a time in registers
     (_logit_columns_f32 with ``finish``); False, with nothing written to fsums or icounts, for a rare block
-    (a non-finite row or an infinite loss), which the general path then walks and records.
+    (a non-finite row or an infinite loss), which the general path (score_tasks_short) then walks and records.
 
     The general path (_walk_short_block, _finish_block) computes the same
     rows with the same operations from the block's scratch in some 25
@@ -1254,44 +1247,37 @@ def _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to
     return True
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
-def _finishes_in_registers(scores, mode, float32_math, row_losses, row_stats, row_pred):
-    """Whether a call's short-row blocks are finished in registers (_logits_block_f32): logits of three classes or
-    more in float32 math, without per-row outputs."""
-    return (mode == MODE_LOGITS and float32_math and scores.shape[1] > 2 and row_losses.shape[0] == 0
+def finishes_in_registers(scores, mode, float32_math, row_losses, row_stats, row_pred) -> bool:
+    """Whether a call's short-row blocks are finished in registers (score_tasks_in_registers): logits of three to
+    COLUMN_WALK_MAX_CLASSES classes, 16- or 32-bit, in float32 math, without per-row outputs."""
+    return (mode == MODE_LOGITS and bool(float32_math) and scores.dtype.itemsize <= 4
+            and 2 < scores.shape[1] <= COLUMN_WALK_MAX_CLASSES and row_losses.shape[0] == 0
             and row_stats.shape[0] == 0 and row_pred.shape[0] == 0)
 
 
 def _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                     label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns, finish,
-                     top_k, sum_tolerance, b, floats, fsums, icounts, sample_weight, class_weight,
-                     integers):  # pragma: no cover - replaced by the overload below
+                     label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
+                     floats):  # pragma: no cover - replaced by the overload below
     pass
 
 
 @overload(_walk_by_columns, inline="always", jit_options=KERNEL_OPTIONS)
 def _walk_by_columns_overload(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                              label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
-                              finish, top_k, sum_tolerance, b, floats, fsums, icounts, sample_weight, class_weight,
-                              integers):
-    """_walk_columns (a float64 block: float64 scores; never finished in registers: False) or
-    _walk_columns_narrow (a float32 one), chosen when numba types the kernel: each dtype's kernel compiles one
-    walk."""
+                              label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
+                              columns, floats):
+    """_walk_columns (a float64 block: float64 scores) or _walk_columns_narrow (a float32 one), chosen when numba
+    types the kernel: each dtype's kernel compiles one walk."""
     if columns.dtype == types.float64:
         def walk(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math, label_of,
-                 target, high, low, total, ahead, squares, e_true, rank, label_column, columns, finish, top_k,
-                 sum_tolerance, b, floats, fsums, icounts, sample_weight, class_weight, integers):
+                 target, high, low, total, ahead, squares, e_true, rank, label_column, columns, floats):
             _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
                           label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns)
-            return False
     else:
         def walk(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math, label_of,
-                 target, high, low, total, ahead, squares, e_true, rank, label_column, columns, finish, top_k,
-                 sum_tolerance, b, floats, fsums, icounts, sample_weight, class_weight, integers):
-            return _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
-                                        float32_math, label_of, target, high, low, total, ahead, squares, e_true,
-                                        rank, label_column, columns, finish, top_k, sum_tolerance, b, floats, fsums,
-                                        icounts, sample_weight, class_weight, integers)
+                 target, high, low, total, ahead, squares, e_true, rank, label_column, columns, floats):
+            _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+                                 float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank,
+                                 label_column, columns, floats)
     return walk
 
 
@@ -1303,9 +1289,8 @@ def _walk_by_columns_overload(scores, labels, start, count, n_classes, ignore_la
 @njit(inline="always", **KERNEL_OPTIONS)
 def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
                       sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
-                      float32_math, finish, top_k):
-    """Walk block b of short rows (C <= COLUMN_WALK_MAX_CLASSES) by columns into the scratch; True when the
-    block was finished in registers as well (``finish``: see _finishes_in_registers), else _finish_block's.
+                      float32_math):
+    """Walk block b of short rows (C <= COLUMN_WALK_MAX_CLASSES) by columns into the scratch, for _finish_block.
 
     ``columns``: the transposed block, float64 for float64 scores, float32
     for 16- and 32-bit ones (see _new_scratch, _walk_by_columns).
@@ -1318,11 +1303,8 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
     p_true, p_top, target, high, low = floats[5], floats[6], floats[7], floats[8], floats[9]
     total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
     ahead, label_of, status = integers[0], integers[1], integers[2]
-    if _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                        label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
-                        finish, top_k, sum_tolerance, b, floats, fsums, icounts, sample_weight, class_weight,
-                        integers):
-        return True
+    _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
+                     label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns, floats)
     _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
                        sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
                        fsums, icounts, b)
@@ -1340,7 +1322,6 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
                 row_pred[i] = label_of[r]
             else:
                 row_pred[i] = _first_index_of(scores, i, n_classes, high[r])
-    return False
 
 
 @kernel_step(**LEAF_OPTIONS)
@@ -1775,19 +1756,54 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
 @njit(**KERNEL_OPTIONS)
 def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
                       sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
-                      icounts, float32_math, claims, first_task, task_step):
-    """The tasks of score_blocks (see there) for short rows that this thread claims (``claims``).
+                      icounts, float32_math, blocks, claims, first_task, task_step):
+    """The tasks of score_blocks (see there) for short rows that this thread claims (``claims``), by the general
+    path (_walk_short_block, _finish_block).
 
     One thread's share of a call (see fastce._parallel.claim: the tasks go
     to whichever thread is free, ``first_task`` and ``task_step`` are not
-    used).  Short and long rows are two kernels, so that a first use
-    compiles only the one it needs.
+    used).  ``blocks``: empty (blocks 0 .. nblocks - 1), or the blocks to
+    walk, in tasks of ``blocks_per_task`` of them (the rare blocks that a
+    fast kernel, score_tasks_two_class or score_tasks_in_registers, left).
+    Short and long rows, and the fast paths, are kernels of their own, so
+    that a first use compiles only the one it needs.
     """
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1], scores)
-    in_registers = _finishes_in_registers(scores, mode, float32_math, row_losses, row_stats, row_pred)
-    n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
+    listed = blocks.shape[0]
+    n_tasks = ((listed if listed else nblocks) + blocks_per_task - 1) // blocks_per_task
     while True:
         task = claim(claims)  # once this one's blocks are done: a faster thread takes more
+        if task >= n_tasks:
+            break
+        first = task * blocks_per_task
+        for k in range(first, min(listed if listed else nblocks, first + blocks_per_task)):
+            b = blocks[k] if listed else k
+            _reset_block(fsums, icounts, b)
+            start = b * block_rows
+            count = min(block_rows, scores.shape[0] - start)
+            _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode,
+                              proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums,
+                              icounts, float32_math)
+            _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
+                          fsums, icounts, has_unit_weights(sample_weight, class_weight))
+
+
+@njit(**KERNEL_OPTIONS)
+def score_tasks_in_registers(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last,
+                             sum_tolerance, nblocks, block_rows, blocks_per_task, fsums, icounts, claims, first_task,
+                             task_step):
+    """score_tasks_short for the blocks finished in registers (see finishes_in_registers, _logits_block_f32).
+
+    A rare block is left with ``icounts[b, C_ROWS] == RARE_BLOCK`` for
+    score_blocks to hand to score_tasks_short.  A kernel of its own: the
+    first evaluate of short float32 logits (nearly always without a rare
+    block) compiles this one only, not the general path as well (the first
+    call 9.9-11.5 -> see README "Start-up cost").
+    """
+    floats, integers, columns = _new_scratch(block_rows, scores.shape[1], scores)
+    n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
+    while True:
+        task = claim(claims)  # see score_tasks_short
         if task >= n_tasks:
             break
         first_block = task * blocks_per_task
@@ -1795,12 +1811,22 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
             _reset_block(fsums, icounts, b)
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
-            if _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode,
-                                 proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums,
-                                 icounts, float32_math, in_registers, top_k):
-                continue  # finished in registers
-            _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                          fsums, icounts, has_unit_weights(sample_weight, class_weight))
+            if not _short_block_in_registers(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last,
+                                             top_k, sum_tolerance, b, start, count, floats, integers, columns, fsums,
+                                             icounts):
+                icounts[b, C_ROWS] = RARE_BLOCK
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _short_block_in_registers(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k,
+                              sum_tolerance, b, start, count, floats, integers, columns, fsums, icounts):
+    """Block b of score_tasks_in_registers: its labels and targets into the scratch rows _walk_short_block reads
+    them from (label_of, target, label_column), the block transposed, then _logits_block_f32 (True when it
+    finished the block)."""
+    _labels_and_targets(scores, labels, start, count, ignore_label, integers[1], floats[7], floats[14])
+    _transpose_block_f32(scores, start, count, columns)
+    return _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance,
+                             b, start, count, floats, integers, columns, fsums, icounts)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -1930,36 +1956,51 @@ def score_blocks(
     Blocks are grouped into tasks of ``blocks_per_task`` for the threads;
     the grouping changes nothing in the per-block results.
     """
-    tasks = score_tasks_short if scores.shape[1] <= COLUMN_WALK_MAX_CLASSES else score_tasks_long
     # Two-class logits without per-row losses, and with both or neither of the row statistics and the argmax
-    # (evaluate, diagnose): the two-class kernel.
+    # (evaluate, diagnose): the two-class kernel.  Short logits in float32 math without per-row outputs: the
+    # kernel that finishes them in registers.  Each leaves its rare blocks to the general path.
     outputs = row_stats.shape[0] != 0
     two_class = (mode == MODE_LOGITS and scores.shape[1] == 2 and row_losses.shape[0] == 0
                  and outputs == (row_pred.shape[0] != 0))
+    in_registers = finishes_in_registers(scores, mode, float32_math, row_losses, row_stats, row_pred)
     if on_bad_labels is not None and not two_class:
         on_bad_labels()
-    stats, pred = (row_stats, row_pred) if not two_class or outputs else (None, None)
-    run_tasks(score_tasks_two_class if two_class else tasks,
-              (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
-               sum_tolerance, row_losses, stats, pred, nblocks, block_rows, blocks_per_task, fsums, icounts,
-               bool(float32_math), new_claims()), -(-nblocks // blocks_per_task))
+    n_tasks = -(-nblocks // blocks_per_task)
     if two_class:
-        # Blocks with a non-finite row, an infinite loss or a label not checked yet: the general path, one block
-        # at a time, once the labels are known to be in range.
-        rare = np.flatnonzero(icounts[:nblocks, C_ROWS] == RARE_BLOCK)
-        if on_bad_labels is not None and rare.shape[0]:
-            on_bad_labels()
-        for b in rare:
-            start, stop = b * block_rows, min((b + 1) * block_rows, scores.shape[0])
-            weights = sample_weight[start:stop] if sample_weight.shape[0] else sample_weight
-            score_tasks_short(scores[start:stop], labels[start:stop], weights, class_weight, ignore_label, top_k,
-                              ties_to_last, mode, proba_eps, sum_tolerance, row_losses,
-                              row_stats[start:stop] if outputs else row_stats,
-                              row_pred[start:stop] if outputs else row_pred, 1,
-                              block_rows, 1, fsums[b:b + 1], icounts[b:b + 1], bool(float32_math), new_claims(),
-                              0, 1)
-            first_rows = icounts[b, FIRST_NONFINITE:]
-            first_rows[first_rows >= 0] += start  # numbered from the block's start there
+        stats, pred = (row_stats, row_pred) if outputs else (None, None)
+        run_tasks(score_tasks_two_class,
+                  (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
+                   sum_tolerance, row_losses, stats, pred, nblocks, block_rows, blocks_per_task, fsums, icounts,
+                   bool(float32_math), new_claims()), n_tasks)
+    elif in_registers:
+        run_tasks(score_tasks_in_registers,
+                  (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, sum_tolerance,
+                   nblocks, block_rows, blocks_per_task, fsums, icounts, new_claims()), n_tasks)
+    else:
+        general = (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
+                   sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
+                   icounts, bool(float32_math))
+        if scores.shape[1] <= COLUMN_WALK_MAX_CLASSES:
+            run_tasks(score_tasks_short, general + (_ALL_BLOCKS, new_claims()), n_tasks)
+        else:
+            run_tasks(score_tasks_long, general + (new_claims(),), n_tasks)
+        return
+    # The rare blocks (a non-finite row, an infinite loss, or for two classes a label not checked yet): the general
+    # path, once the labels are known to be in range.
+    rare = np.flatnonzero(icounts[:nblocks, C_ROWS] == RARE_BLOCK)
+    if rare.shape[0] == 0:
+        return
+    if on_bad_labels is not None:
+        on_bad_labels()
+    per_task = _parallel.blocks_per_task(rare.shape[0])
+    run_tasks(score_tasks_short,
+              (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
+               sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, per_task, fsums, icounts,
+               bool(float32_math), rare.astype(np.int64), new_claims()), -(-rare.shape[0] // per_task))
+
+
+# score_tasks_short's ``blocks`` for every block.
+_ALL_BLOCKS = np.empty(0, dtype=np.int64)
 
 
 @njit(**KERNEL_OPTIONS)
