@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+import numba
 from numba import njit
 
 from fastce import _config, validation
@@ -55,7 +56,7 @@ def _rows(rng, n, n_classes, dtype, *, rare: bool):
     return z.astype(dtype), labels
 
 
-def _score(z, labels, ties_to_last, top_k, per_row: bool, weights=None, class_weight=None):
+def _score(z, labels, ties_to_last, top_k, per_row: bool, weights=None, class_weight=None, blocks_per_task=2):
     """score_blocks' block sums and counters; ``per_row``: with per-row losses (the general path)."""
     block_rows = _config.block_rows(z.shape[1])
     nblocks = -(-z.shape[0] // block_rows)
@@ -68,10 +69,52 @@ def _score(z, labels, ties_to_last, top_k, per_row: bool, weights=None, class_we
         none if weights is None else kernel_input(weights),
         none if class_weight is None else kernel_input(class_weight),
         np.int64(IGNORE), kernel_input(np.asarray(top_k, dtype=np.int64)), ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE,
-        row_losses, np.empty((0, K.ROW_STATS_COLUMNS)), np.empty(0, dtype=np.int64), nblocks, block_rows, 2, fsums,
-        icounts, True,
+        row_losses, np.empty((0, K.ROW_STATS_COLUMNS)), np.empty(0, dtype=np.int64), nblocks, block_rows,
+        blocks_per_task, fsums, icounts, True,
     )
     return fsums, icounts
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n_classes", [2, 10])
+def test_rare_blocks_go_to_the_general_path_in_one_call(n_classes, threads, monkeypatch):
+    """The fast kernels (two-class, in registers) leave their rare blocks to score_tasks_short, handed the list of
+    them in one call (the tasks over the list, any thread count): the same sums, counters and first rows
+    (numbered from the scores' first row) as the general path over every block."""
+    rng = np.random.default_rng(n_classes)
+    block_rows = _config.block_rows(n_classes)
+    nblocks = 24
+    z = rng.normal(scale=3.0, size=(nblocks * block_rows - 5, n_classes)).astype(np.float32)
+    labels = rng.integers(0, n_classes, z.shape[0])
+    rare_blocks = [1, 4, 5, 9, 17, 23]
+    for k, b in enumerate(rare_blocks):
+        row = b * block_rows + int(rng.integers(0, block_rows - 5))
+        if k % 2:
+            z[row, labels[row]] = -np.inf  # an infinite loss
+        else:
+            z[row, int(rng.integers(0, n_classes))] = np.nan
+    calls = []
+    general = K.score_tasks_short
+
+    def recorded(*args):
+        calls.append(np.array(args[-4]))  # the blocks (then claims, first_task, task_step)
+        return general(*args)
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        monkeypatch.setattr(K, "score_tasks_short", recorded)
+        fast, fast_counts = _score(z, labels, False, (1, 2), False, blocks_per_task=3)
+        strides = len(calls)
+        slow, slow_counts = _score(z, labels, False, (1, 2), True, blocks_per_task=3)
+    finally:
+        numba.set_num_threads(before)
+    assert strides >= 1 and all(list(blocks) == rare_blocks for blocks in calls[:strides])
+    assert all(blocks.shape[0] == 0 for blocks in calls[strides:])  # the general path over every block
+    np.testing.assert_array_equal(fast_counts, slow_counts)
+    np.testing.assert_array_equal(fast.view(np.int64), slow.view(np.int64))
+    first = fast_counts[:, K.FIRST_NONFINITE]
+    assert sorted(first[first >= 0]) == sorted(np.flatnonzero(np.isnan(z).any(axis=1)))
 
 
 @pytest.mark.parametrize("n_classes", [3, 10, 17, 32])
