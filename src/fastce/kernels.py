@@ -788,6 +788,18 @@ def _transpose_block_f32(scores, start, count, columns):
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
+def _labels_in_range(labels, start, count, ignore_label, n_classes):
+    """Every label of rows start .. start + count - 1 is in [0, n_classes) or the ignored one (NO_LABEL: none)."""
+    bad = 0
+    for r in range(count):
+        label = np.int64(labels[np.uint64(start + r)])
+        ignored = (label == ignore_label) & (ignore_label != NO_LABEL)
+        known = ((label >= 0) & (label < n_classes)) | ignored
+        bad += 0 if known else 1
+    return bad == 0
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
 def _labels_and_targets(scores, labels, start, count, ignore_label, label_of, target, label_column):
     """A block's labels (0 for ignored rows: a safe column), as floats too, and its true classes' scores."""
     # Unsigned indices throughout: numba's wraparound test for negative ones
@@ -1250,9 +1262,14 @@ def _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to
 def finishes_in_registers(scores, mode, float32_math, row_losses, row_stats, row_pred) -> bool:
     """Whether a call's short-row blocks are finished in registers (score_tasks_in_registers): logits of three to
     COLUMN_WALK_MAX_CLASSES classes, 16- or 32-bit, in float32 math, without per-row outputs."""
-    return (mode == MODE_LOGITS and bool(float32_math) and scores.dtype.itemsize <= 4
-            and 2 < scores.shape[1] <= COLUMN_WALK_MAX_CLASSES and row_losses.shape[0] == 0
-            and row_stats.shape[0] == 0 and row_pred.shape[0] == 0)
+    return (mode == MODE_LOGITS and in_registers_shape(scores.shape[1], scores.dtype.itemsize, float32_math)
+            and row_losses.shape[0] == 0 and row_stats.shape[0] == 0 and row_pred.shape[0] == 0)
+
+
+def in_registers_shape(n_classes: int, itemsize: int, float32_math) -> bool:
+    """Logits rows of this width and kernel-view item size go to score_tasks_in_registers (without per-row
+    outputs), which range-checks the labels as it reads them (see score_blocks' on_bad_labels)."""
+    return bool(float32_math) and itemsize <= 4 and 2 < n_classes <= COLUMN_WALK_MAX_CLASSES
 
 
 def _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
@@ -1822,7 +1839,10 @@ def _short_block_in_registers(scores, labels, sample_weight, class_weight, ignor
                               sum_tolerance, b, start, count, floats, integers, columns, fsums, icounts):
     """Block b of score_tasks_in_registers: its labels and targets into the scratch rows _walk_short_block reads
     them from (label_of, target, label_column), the block transposed, then _logits_block_f32 (True when it
-    finished the block)."""
+    finished the block).  False at once, before a target is read, when a label is neither a class index nor the
+    ignored one (the door may leave the range check to this kernel: see score_blocks' on_bad_labels)."""
+    if not _labels_in_range(labels, start, count, ignore_label, scores.shape[1]):
+        return False
     _labels_and_targets(scores, labels, start, count, ignore_label, integers[1], floats[7], floats[14])
     _transpose_block_f32(scores, start, count, columns)
     return _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance,
@@ -1945,11 +1965,12 @@ def score_blocks(
     _logit_columns_f32); False keeps float64 math.
 
     ``on_bad_labels``: the labels' range check, when the door left it to the
-    kernel (Reader.validate_once): the two-class kernel reads every label,
-    and a row labelled other than 0, 1 or ``ignore_label`` makes its block
-    rare; the check is called (and raises the door's error) before the
-    general path reads any rare block's labels, or before anything when
-    the two-class kernel does not apply.
+    kernel (Reader.validate_once): the two-class kernel and
+    score_tasks_in_registers read every label, and a row labelled other than
+    a class index or ``ignore_label`` makes its block rare (the latter
+    before it reads a target by that label); the check is called (and
+    raises the door's error) before the general path reads any rare block's
+    labels, or before anything when neither fast kernel applies.
 
     Each block first walks its rows (one read of each) into per-row scratch,
     then a second, vectorised loop over the scratch takes the logs and sums.
@@ -1963,7 +1984,7 @@ def score_blocks(
     two_class = (mode == MODE_LOGITS and scores.shape[1] == 2 and row_losses.shape[0] == 0
                  and outputs == (row_pred.shape[0] != 0))
     in_registers = finishes_in_registers(scores, mode, float32_math, row_losses, row_stats, row_pred)
-    if on_bad_labels is not None and not two_class:
+    if on_bad_labels is not None and not (two_class or in_registers):
         on_bad_labels()
     n_tasks = -(-nblocks // blocks_per_task)
     if two_class:
@@ -1985,7 +2006,7 @@ def score_blocks(
         else:
             run_tasks(score_tasks_long, general + (new_claims(),), n_tasks)
         return
-    # The rare blocks (a non-finite row, an infinite loss, or for two classes a label not checked yet): the general
+    # The rare blocks (a non-finite row, an infinite loss, or a label out of range: not checked yet): the general
     # path, once the labels are known to be in range.
     rare = np.flatnonzero(icounts[:nblocks, C_ROWS] == RARE_BLOCK)
     if rare.shape[0] == 0:

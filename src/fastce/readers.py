@@ -411,11 +411,15 @@ class MulticlassReader(_StateReader):
         return Batch(scores.view, scores.eps, labels, validation.sample_weight(sample_weight, n_rows))
 
     def validate_once(self, y, scores, sample_weight, *, name="scores") -> Batch:
-        """Unweighted two-class logits with class indices: the labels' range is checked by the two-class
-        kernel as it reads them (a pass over the labels less: with int64 labels and float32 logits they are
-        half the bytes read); a label out of range then raises validate's error (kernels.score_blocks'
+        """Unweighted logits with class indices, of two classes, or of 3-32 classes in float32 math: the labels'
+        range is checked by the kernel as it reads them (the two-class kernel, score_tasks_in_registers: a pass
+        over the labels less; with int64 labels and float32 logits they are half the bytes read at C = 2, a
+        sixth at C = 10); a label out of range then raises validate's error (kernels.score_blocks'
         on_bad_labels).  Weights are validated after the labels: with them, everything is checked here."""
-        if sample_weight is not None or not self.from_logits or self.num_classes != 2:
+        float32_math = self.precision == "input" and scores.view.dtype != np.float64  # as _accumulate's
+        checked_by_kernel = self.num_classes == 2 or K.in_registers_shape(self.num_classes,
+                                                                           scores.view.dtype.itemsize, float32_math)
+        if sample_weight is not None or not self.from_logits or not checked_by_kernel:
             return self.validate(y, scores, sample_weight, name=name)
         n_rows = self._scores_shape(scores, name)  # validate's checks, in validate's order
         target = validation.as_array(y, "y_true")
