@@ -69,7 +69,7 @@ def _leaf(columns, target, label_column, n_classes, count, ties_to_last, out, un
     """The leaf's statistics into the 6 rows of ``out`` (without ``finish``: the general path's scratch; the
     finish's rows, ``unused``, are neither read nor written)."""
     K._logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, out[0], out[1], out[2],
-                         out[3], out[4], out[5], False, unused[0], 0.0, True, unused[0], unused[0], unused)
+                         out[3], out[4], out[5], False, unused[0], 0.0, True, unused[0], unused[0], unused, unused[:0])
 
 
 def _reference(z, y, ties_to_last):

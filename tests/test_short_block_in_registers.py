@@ -1,16 +1,17 @@
 """Short logits rows finished in registers (kernels._logits_block_f32) against the general short-row path.
 
-Blocks of 3-32 classes of 16- and 32-bit logits in float32 math, without
-per-row outputs, are walked and finished 16 rows at a time in vector
-registers (kernels.score_tasks_in_registers); a request for per-row losses
-(or float64 math) sends the same rows through the general path
-(score_tasks_short: _walk_short_block, _short_rows_status, _finish_block).  Both must give the same block sums bit for bit and the
-same counters, with and without sample and class weights (zero weights
-too), for every kind of row: ties, masked classes, probability-like and
-one-hot rows, ignored rows, confident rows, blocks not a multiple of 16
-rows, and blocks holding a non-finite row or an infinite loss (left to the
-general path, which records them).
-"""
+Blocks of 3-32 classes of 16- and 32-bit logits in float32 math are walked
+and finished 16 rows at a time in vector registers
+(kernels.score_tasks_in_registers), with or without the per-row outputs of
+diagnose and cross_entropy(reduction="none"); the general path
+(score_tasks_short: _walk_short_block, _short_rows_status, _finish_block)
+takes the rare blocks, and every block when forced here.  Both must give the
+same block sums, counters and per-row losses, statistics and argmax bit for
+bit, with and without sample and class weights (zero weights too), for every
+kind of row: ties, masked classes, probability-like and one-hot rows,
+ignored rows, confident rows, blocks not a multiple of 16 rows, and blocks
+holding a non-finite row or an infinite loss (left to the general path,
+which records them)."""
 
 from __future__ import annotations
 
@@ -56,23 +57,32 @@ def _rows(rng, n, n_classes, dtype, *, rare: bool):
     return z.astype(dtype), labels
 
 
-def _score(z, labels, ties_to_last, top_k, per_row: bool, weights=None, class_weight=None, blocks_per_task=2):
-    """score_blocks' block sums and counters; ``per_row``: with per-row losses (the general path)."""
+def _score(z, labels, ties_to_last, top_k, general: bool, weights=None, class_weight=None, blocks_per_task=2,
+           outputs=False):
+    """score_blocks' block sums and counters, and with ``outputs`` its per-row losses, statistics and argmax
+    (else None); ``general``: every block by the general path (score_tasks_short)."""
     block_rows = _config.block_rows(z.shape[1])
     nblocks = -(-z.shape[0] // block_rows)
     fsums = np.empty((nblocks, K.fsums_columns(len(top_k))))
     icounts = np.empty((nblocks, K.NUM_ICOUNTS), dtype=np.int64)
-    row_losses = np.empty(z.shape[0]) if per_row else np.empty(0)
+    n = z.shape[0] if outputs else 0
+    row_stats, row_pred = np.empty((n, K.ROW_STATS_COLUMNS)), np.empty(n, dtype=np.int64)
+    row_losses = np.empty(z.shape[0] if outputs or general else 0)  # per-row losses: never the two-class kernel
     none = kernel_input(np.empty(0))
-    K.score_blocks(
-        kernel_input(validation.scores(z, "logits").view), kernel_input(labels),
-        none if weights is None else kernel_input(weights),
-        none if class_weight is None else kernel_input(class_weight),
-        np.int64(IGNORE), kernel_input(np.asarray(top_k, dtype=np.int64)), ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE,
-        row_losses, np.empty((0, K.ROW_STATS_COLUMNS)), np.empty(0, dtype=np.int64), nblocks, block_rows,
-        blocks_per_task, fsums, icounts, True,
-    )
-    return fsums, icounts
+    fast = K.finishes_in_registers
+    if general:
+        K.finishes_in_registers = lambda *args: False
+    try:
+        K.score_blocks(
+            kernel_input(validation.scores(z, "logits").view), kernel_input(labels),
+            none if weights is None else kernel_input(weights),
+            none if class_weight is None else kernel_input(class_weight),
+            np.int64(IGNORE), kernel_input(np.asarray(top_k, dtype=np.int64)), ties_to_last, K.MODE_LOGITS, 0.0,
+            TOLERANCE, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums, icounts, True,
+        )
+    finally:
+        K.finishes_in_registers = fast
+    return fsums, icounts, (row_losses, row_stats, row_pred) if outputs else None
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -104,9 +114,9 @@ def test_rare_blocks_go_to_the_general_path_in_one_call(n_classes, threads, monk
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
         monkeypatch.setattr(K, "score_tasks_short", recorded)
-        fast, fast_counts = _score(z, labels, False, (1, 2), False, blocks_per_task=3)
+        fast, fast_counts, _ = _score(z, labels, False, (1, 2), False, blocks_per_task=3)
         strides = len(calls)
-        slow, slow_counts = _score(z, labels, False, (1, 2), True, blocks_per_task=3)
+        slow, slow_counts, _ = _score(z, labels, False, (1, 2), True, blocks_per_task=3)
     finally:
         numba.set_num_threads(before)
     assert strides >= 1 and all(list(blocks) == rare_blocks for blocks in calls[:strides])
@@ -131,14 +141,21 @@ def test_blocks_finished_in_registers_match_the_general_path(dtype, n_classes):
             weights[rng.random(z.shape[0]) < 0.1] = 0.0
             class_weight = rng.random(n_classes) + 0.5
         top_k = (1, 2, 5, 40)
-        fast, fast_counts = _score(z, labels, ties_to_last, top_k, False, weights, class_weight)
-        general, general_counts = _score(z, labels, ties_to_last, top_k, True, weights, class_weight)
-        np.testing.assert_array_equal(fast_counts, general_counts, err_msg=f"case {case}")
-        assert general_counts[:, K.C_PROBA_LIKE].sum() > 0 and general_counts[:, K.C_ONE_HOT_LIKE].sum() > 0
-        assert general_counts[:, K.C_IGNORED].sum() > 0
-        if rare:
-            assert general_counts[:, K.C_NONFINITE].sum() > 0 and general_counts[:, K.C_INF_LOSS].sum() > 0
-        np.testing.assert_array_equal(fast.view(np.int64), general.view(np.int64), err_msg=f"case {case}")
+        for outputs in (False, True):  # evaluate's call, and diagnose's and cross_entropy(reduction="none")'s
+            fast, fast_counts, fast_rows = _score(z, labels, ties_to_last, top_k, False, weights, class_weight,
+                                                  outputs=outputs)
+            general, general_counts, general_rows = _score(z, labels, ties_to_last, top_k, True, weights,
+                                                           class_weight, outputs=outputs)
+            np.testing.assert_array_equal(fast_counts, general_counts, err_msg=f"case {case}")
+            assert general_counts[:, K.C_PROBA_LIKE].sum() > 0 and general_counts[:, K.C_ONE_HOT_LIKE].sum() > 0
+            assert general_counts[:, K.C_IGNORED].sum() > 0
+            if rare:
+                assert general_counts[:, K.C_NONFINITE].sum() > 0 and general_counts[:, K.C_INF_LOSS].sum() > 0
+            np.testing.assert_array_equal(fast.view(np.int64), general.view(np.int64), err_msg=f"case {case}")
+            if outputs:
+                for name, got, expected in zip(("row_losses", "row_stats", "row_pred"), fast_rows, general_rows):
+                    np.testing.assert_array_equal(got.view(np.int64), expected.view(np.int64),
+                                                  err_msg=f"case {case}: {name}")
 
 
 def _one_block(scores, labels, weights, class_weight, top_k, ties_to_last, finish):
@@ -155,8 +172,10 @@ def _walk_one_block(scores, labels, weights, class_weight, top_k, ties_to_last, 
     count = scores.shape[0]
     floats, integers, columns = K._new_scratch(count, scores.shape[1], scores)
     K._reset_block(fsums, icounts, 0)
+    none = np.empty(0)
     if finish and K._short_block_in_registers(scores, labels, weights, class_weight, IGNORE, ties_to_last, top_k,
-                                              TOLERANCE, 0, 0, count, floats, integers, columns, fsums, icounts):
+                                              TOLERANCE, 0, 0, count, floats, integers, columns, fsums, icounts,
+                                              none, np.empty((0, K.ROW_STATS_COLUMNS)), np.empty(0, dtype=np.int64)):
         return True
     K._reset_block(fsums, icounts, 0)
     K._walk_short_block(scores, labels, weights, class_weight, IGNORE, ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE,

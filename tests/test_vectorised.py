@@ -99,13 +99,15 @@ def test_block_terms_multiplies_every_term_in_simd_lanes():
 
 
 def _leaf_args(rows=512):
-    """Arguments of kernels._logit_columns_f32 for a block of ``rows`` rows of 10 classes, with ``finish``."""
+    """Arguments of kernels._logit_columns_f32 for a block of ``rows`` rows of 10 classes, with ``finish`` and
+    diagnose's per-row outputs."""
     columns = np.random.default_rng(3).standard_normal((10, rows + 24)).astype(np.float32)
     target, label_column, high, rank, at_max, rest, squares, e_true = _scratch(rows + 24)
     kept, row_weight, weight = _scratch(rows + 24)[:3]
     terms = np.zeros((kernels.N_TERMS, rows + 24))
+    outputs = np.zeros((kernels.ROW_STATS_COLUMNS, rows + 24))
     return (columns, target, label_column, 10, rows, False, high, rank, at_max, rest, squares, e_true, True, kept,
-            1e-3, False, row_weight, weight, terms)
+            1e-3, False, row_weight, weight, terms, outputs)
 
 
 def test_short_row_float32_leaf_runs_16_rows_in_packed_float32():

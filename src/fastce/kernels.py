@@ -78,6 +78,8 @@ M_W2, M_W2LOSS, M_W2LOSS2, M_W2BRIER, M_W2BRIER2, M_W2TOPK = 0, 1, 2, 3, 4, 5
 # Per-row diagnostics (row_stats columns): unweighted loss, p(true class),
 # p(predicted class), Brier term (the full multiclass sum), rank of the true class.
 S_LOSS, S_P_TRUE, S_P_TOP, S_BRIER, S_RANK = range(5)
+# The row of _logit_columns_f32's ``outputs`` that holds the argmax (its rank is in ``rank``).
+OUT_PRED = S_RANK
 ROW_STATS_COLUMNS = 5
 # Rows of compare's per-block pair inputs (see compare_kernels): a row's
 # unweighted loss (NaN where not counted), Brier term, rank, p(true class).
@@ -399,7 +401,8 @@ def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares,
 
 @kernel_step(**LEAF_OPTIONS)
 def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, at_max, rest,
-                       squares, e_true, finish, kept, sum_tolerance, unit_weights, row_weight, weight, terms):
+                       squares, e_true, finish, kept, sum_tolerance, unit_weights, row_weight, weight, terms,
+                       outputs):
     """_walk_columns's statistics of a block of logits with float32 math, 16 rows at a time (fastce._column_lanes);
     with ``finish``, the block's whole finish as well.
 
@@ -435,6 +438,12 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
     those with a max of 1, rows counted); the first two make the block rare
     (the caller then takes the general path, which records them).  Without
     ``finish``: zeros.
+
+    ``outputs`` (with ``finish``; 0 rows: none): each row's statistics as
+    _finish_block writes them for diagnose (its operations: the loss, p(true
+    class) = e_true / (1 + rest), p(predicted) = 1 / (1 + rest), Brier) into
+    its rows S_LOSS ... S_BRIER, and the argmax, the first column equal to
+    the max (as _first_index_of), into row OUT_PRED; the rank is ``rank``.
     """
     prefer_wide_vectors()
     compile_apart()
@@ -446,6 +455,7 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
     tolerance = column_lanes.splat_wide(sum_tolerance)
     zero32 = column_lanes.splat(0.0)
     one32 = column_lanes.splat(1.0)
+    keep_outputs = outputs.shape[0] != 0
     nonfinite = 0
     infinite = 0
     like = 0
@@ -457,6 +467,13 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
         top = column_lanes.load(columns[0], g)
         for j in range(1, n_classes):
             top = column_lanes.maxnum(top, column_lanes.load(columns[j], g))
+        first = zero32  # the argmax (a row with a NaN, whose max may be none of its entries, is not finished here)
+        if finish and keep_outputs:
+            first = column_lanes.splat(-1.0)
+            for j in range(n_classes):
+                hit = column_lanes.both(column_lanes.equal(column_lanes.load(columns[j], g), top),
+                                        column_lanes.less(first, zero32))
+                first = column_lanes.where(hit, column_lanes.splat(np.float32(j)), first)
         # The counts in float32 (exact: at most 32), one masked add each; the sums in float64.
         ahead = zero32
         at = zero32
@@ -543,6 +560,12 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
             column_lanes.store_wide(terms[T_W2], g, w2)
             column_lanes.store_wide(terms[T_W2LOSS], g, lanes.mul(w2, kept_loss))
             column_lanes.store_wide(terms[T_W2BRIER], g, lanes.mul(w2, kept_brier))
+        if keep_outputs:
+            column_lanes.store_wide(outputs[S_LOSS], g, loss)
+            column_lanes.store_wide(outputs[S_P_TRUE], g, column_lanes.divide_wide(e_true_g, lanes.add(one, rest_g)))
+            column_lanes.store_wide(outputs[S_P_TOP], g, column_lanes.divide_wide(one, lanes.add(one, rest_g)))
+            column_lanes.store_wide(outputs[S_BRIER], g, brier)
+            column_lanes.store_wide(outputs[OUT_PRED], g, column_lanes.widen(first))
     return nonfinite, infinite, like, one_hot, counted
 
 
@@ -826,7 +849,7 @@ def _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, 
         # Without finish, its arguments (kept ... terms) are not read: any arrays of the right types (``floats``:
         # the block's scratch, a 2-D one for ``terms``).
         _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, low, total,
-                           squares, e_true, False, total, 0.0, True, total, total, floats)
+                           squares, e_true, False, total, 0.0, True, total, total, floats, floats[:0])
         for r in range(count):
             ahead[r] = np.int64(rank[r])
     else:
@@ -1218,12 +1241,14 @@ def _column_dtype_overload(scores):
 
 @kernel_step(**LEAF_OPTIONS)
 def _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance, b,
-                      start, count, floats, integers, columns, fsums, icounts):
-    """Block b of short logits rows (three classes or more, float32 math, no per-row outputs: see
-    finishes_in_registers), transposed into ``columns`` with its targets and labels in ``floats`` and
-    ``integers`` (by _short_block_in_registers), walked and finished 16 rows at a time in registers
-    (_logit_columns_f32 with ``finish``); False, with nothing written to fsums or icounts, for a rare block
-    (a non-finite row or an infinite loss), which the general path (score_tasks_short) then walks and records.
+                      start, count, floats, integers, columns, fsums, icounts, row_losses, row_stats, row_pred):
+    """Block b of short logits rows (three classes or more, float32 math: see finishes_in_registers),
+    transposed into ``columns`` with its targets and labels in ``floats`` and ``integers`` (by
+    _short_block_in_registers), walked and finished 16 rows at a time in registers (_logit_columns_f32 with
+    ``finish``); False, with nothing written to fsums, icounts or the per-row outputs, for a rare block (a
+    non-finite row or an infinite loss), which the general path (score_tasks_short) then walks and records.
+    ``row_losses``, ``row_stats``, ``row_pred``: score_blocks' per-row outputs (each empty, or written here as
+    _finish_block and _walk_short_block write them: every row of a block finished here is counted or ignored).
 
     The general path (_walk_short_block, _finish_block) computes the same
     rows with the same operations from the block's scratch in some 25
@@ -1238,6 +1263,9 @@ def _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to
     target, high, low = floats[7], floats[8], floats[9]
     total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
     terms = floats[15:]
+    # The per-row statistics (high ... e_true: rows the finishing leaf leaves alone), or none.
+    keep_stats = row_stats.shape[0] != 0 or row_pred.shape[0] != 0
+    outputs = floats[8:8 + ROW_STATS_COLUMNS] if keep_stats else floats[8:8]
     label_of = integers[1]
     for r in range(count):
         kept[r] = 0.0 if labels[np.uint64(start + r)] == ignore_label else 1.0
@@ -1246,9 +1274,26 @@ def _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to
         _row_weights(sample_weight, class_weight, start, count, label_of, row_weight)
     nonfinite, infinite, like, one_hot, counted = _logit_columns_f32(
         columns, target, label_column, columns.shape[0], count, ties_to_last, high, rank, low, total, squares, e_true,
-        True, kept, sum_tolerance, unit_weights, row_weight, weight, terms)
+        True, kept, sum_tolerance, unit_weights, row_weight, weight, terms, outputs)
     if nonfinite or infinite:
         return False
+    # Unsigned row indices, as in _finish_block.
+    if row_losses.shape[0] != 0:
+        for r in range(count):
+            # The weighted loss, 0 for a zero weight or an ignored row: the T_LOSS term (no infinite one here).
+            row_losses[np.uint64(start + r)] = terms[T_LOSS, r]
+    if row_stats.shape[0] != 0:
+        for r in range(count):
+            ok = kept[r] != 0.0
+            u = np.uint64(start + r)
+            row_stats[u, S_LOSS] = outputs[S_LOSS, r] if ok else np.nan
+            row_stats[u, S_P_TRUE] = outputs[S_P_TRUE, r] if ok else np.nan
+            row_stats[u, S_P_TOP] = outputs[S_P_TOP, r] if ok else np.nan
+            row_stats[u, S_BRIER] = outputs[S_BRIER, r] if ok else np.nan
+            row_stats[u, S_RANK] = rank[r] if ok else np.nan
+    if row_pred.shape[0] != 0:
+        for r in range(count):
+            row_pred[np.uint64(start + r)] = np.int64(outputs[OUT_PRED, r]) if kept[r] != 0.0 else -1
     moments = F_TOPK + top_k.shape[0]
     _top_k_sums(top_k, weight, rank, terms, count, fsums, b, moments, unit_weights)
     store_sums(weight, terms, count, fsums, b, moments, unit_weights, lanes.ordered_sum(terms[T_LOSS], count))
@@ -1259,16 +1304,15 @@ def _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to
     return True
 
 
-def finishes_in_registers(scores, mode, float32_math, row_losses, row_stats, row_pred) -> bool:
-    """Whether a call's short-row blocks are finished in registers (score_tasks_in_registers): logits of three to
-    COLUMN_WALK_MAX_CLASSES classes, 16- or 32-bit, in float32 math, without per-row outputs."""
-    return (mode == MODE_LOGITS and in_registers_shape(scores.shape[1], scores.dtype.itemsize, float32_math)
-            and row_losses.shape[0] == 0 and row_stats.shape[0] == 0 and row_pred.shape[0] == 0)
+def finishes_in_registers(scores, mode, float32_math) -> bool:
+    """Whether a call's short-row blocks are finished in registers (score_tasks_in_registers, with or without
+    per-row outputs): logits of three to COLUMN_WALK_MAX_CLASSES classes, 16- or 32-bit, in float32 math."""
+    return mode == MODE_LOGITS and in_registers_shape(scores.shape[1], scores.dtype.itemsize, float32_math)
 
 
 def in_registers_shape(n_classes: int, itemsize: int, float32_math) -> bool:
-    """Logits rows of this width and kernel-view item size go to score_tasks_in_registers (without per-row
-    outputs), which range-checks the labels as it reads them (see score_blocks' on_bad_labels)."""
+    """Logits rows of this width and kernel-view item size go to score_tasks_in_registers, which range-checks
+    the labels as it reads them (see score_blocks' on_bad_labels)."""
     return bool(float32_math) and itemsize <= 4 and 2 < n_classes <= COLUMN_WALK_MAX_CLASSES
 
 
@@ -1807,15 +1851,16 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
 
 @njit(**KERNEL_OPTIONS)
 def score_tasks_in_registers(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last,
-                             sum_tolerance, nblocks, block_rows, blocks_per_task, fsums, icounts, claims, first_task,
-                             task_step):
+                             sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task,
+                             fsums, icounts, claims, first_task, task_step):
     """score_tasks_short for the blocks finished in registers (see finishes_in_registers, _logits_block_f32).
 
     A rare block is left with ``icounts[b, C_ROWS] == RARE_BLOCK`` for
     score_blocks to hand to score_tasks_short.  A kernel of its own: the
     first evaluate of short float32 logits (nearly always without a rare
-    block) compiles this one only, not the general path as well (the first
-    call 9.9-11.5 -> see README "Start-up cost").
+    block) compiles this one only, not the general path as well (C = 10,
+    empty cache: 13.7-16.6 -> 4.7-5.4 s, benchmarks/cold_start.py; README
+    "Start-up cost").
     """
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1], scores)
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
@@ -1830,13 +1875,14 @@ def score_tasks_in_registers(scores, labels, sample_weight, class_weight, ignore
             count = min(block_rows, scores.shape[0] - start)
             if not _short_block_in_registers(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last,
                                              top_k, sum_tolerance, b, start, count, floats, integers, columns, fsums,
-                                             icounts):
+                                             icounts, row_losses, row_stats, row_pred):
                 icounts[b, C_ROWS] = RARE_BLOCK
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _short_block_in_registers(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k,
-                              sum_tolerance, b, start, count, floats, integers, columns, fsums, icounts):
+                              sum_tolerance, b, start, count, floats, integers, columns, fsums, icounts, row_losses,
+                              row_stats, row_pred):
     """Block b of score_tasks_in_registers: its labels and targets into the scratch rows _walk_short_block reads
     them from (label_of, target, label_column), the block transposed, then _logits_block_f32 (True when it
     finished the block).  False at once, before a target is read, when a label is neither a class index nor the
@@ -1846,7 +1892,8 @@ def _short_block_in_registers(scores, labels, sample_weight, class_weight, ignor
     _labels_and_targets(scores, labels, start, count, ignore_label, integers[1], floats[7], floats[14])
     _transpose_block_f32(scores, start, count, columns)
     return _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance,
-                             b, start, count, floats, integers, columns, fsums, icounts)
+                             b, start, count, floats, integers, columns, fsums, icounts, row_losses, row_stats,
+                             row_pred)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -1978,12 +2025,12 @@ def score_blocks(
     the grouping changes nothing in the per-block results.
     """
     # Two-class logits without per-row losses, and with both or neither of the row statistics and the argmax
-    # (evaluate, diagnose): the two-class kernel.  Short logits in float32 math without per-row outputs: the
+    # (evaluate, diagnose): the two-class kernel.  Short logits of three classes or more in float32 math: the
     # kernel that finishes them in registers.  Each leaves its rare blocks to the general path.
     outputs = row_stats.shape[0] != 0
     two_class = (mode == MODE_LOGITS and scores.shape[1] == 2 and row_losses.shape[0] == 0
                  and outputs == (row_pred.shape[0] != 0))
-    in_registers = finishes_in_registers(scores, mode, float32_math, row_losses, row_stats, row_pred)
+    in_registers = not two_class and finishes_in_registers(scores, mode, float32_math)
     if on_bad_labels is not None and not (two_class or in_registers):
         on_bad_labels()
     n_tasks = -(-nblocks // blocks_per_task)
@@ -1996,7 +2043,8 @@ def score_blocks(
     elif in_registers:
         run_tasks(score_tasks_in_registers,
                   (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, sum_tolerance,
-                   nblocks, block_rows, blocks_per_task, fsums, icounts, new_claims()), n_tasks)
+                   row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums, icounts,
+                   new_claims()), n_tasks)
     else:
         general = (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
                    sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
