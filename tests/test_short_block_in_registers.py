@@ -15,6 +15,7 @@ which records them)."""
 
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -22,7 +23,9 @@ from hypothesis import strategies as st
 import numba
 from numba import njit
 
+import fastce
 from fastce import _config, validation
+from fastce import compare_kernels as CK
 from fastce import kernels as K
 from fastce._accumulate import kernel_input
 from support import BFLOAT16, score_dtype_params
@@ -172,10 +175,8 @@ def _walk_one_block(scores, labels, weights, class_weight, top_k, ties_to_last, 
     count = scores.shape[0]
     floats, integers, columns = K._new_scratch(count, scores.shape[1], scores)
     K._reset_block(fsums, icounts, 0)
-    none = np.empty(0)
-    if finish and K._short_block_in_registers(scores, labels, weights, class_weight, IGNORE, ties_to_last, top_k,
-                                              TOLERANCE, 0, 0, count, floats, integers, columns, fsums, icounts,
-                                              none, np.empty((0, K.ROW_STATS_COLUMNS)), np.empty(0, dtype=np.int64)):
+    if finish and K.short_block_in_registers(scores, labels, weights, class_weight, IGNORE, ties_to_last, top_k,
+                                             TOLERANCE, 0, 0, count, floats, integers, columns, fsums, icounts, False):
         return True
     K._reset_block(fsums, icounts, 0)
     K._walk_short_block(scores, labels, weights, class_weight, IGNORE, ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE,
@@ -226,3 +227,40 @@ def test_one_block_in_registers_is_the_general_block(n_classes, rows, seed, spec
     np.testing.assert_array_equal(fast.view(np.int64), general.view(np.int64))
     rare = general_counts[0, K.C_NONFINITE] + general_counts[0, K.C_INF_LOSS] > 0
     assert done == (not rare)
+
+
+@pytest.mark.parametrize("n_classes", [3, 10, 32])
+@pytest.mark.parametrize("dtype", score_dtype_params())
+def test_compare_in_registers_is_the_general_compare(dtype, n_classes, monkeypatch):
+    """compare of short float32-math logits (compare_kernels._compare_tasks_in_registers: each model's block
+    finished in registers, its pair inputs from the finish's per-row statistics) gives the general compare
+    path's every number, bit for bit: per-model sums, paired sums, the JSON; with and without weights, and
+    with blocks made rare (an infinite loss under one model) that go to the general path."""
+    if dtype == "bfloat16" and BFLOAT16 is None:
+        pytest.skip("ml_dtypes not installed")
+    rng = np.random.default_rng(n_classes)
+    n = 3 * _config.block_rows(n_classes) + 21
+    models = {}
+    for name in "abc":
+        z, _ = _rows(rng, n, n_classes, "float64", rare=False)
+        models[name] = z
+    labels = rng.integers(0, n_classes, n)
+    for z in models.values():  # _rows' masked classes: never the true one (an infinite loss is made below)
+        masked = np.isneginf(z[np.arange(n), labels])
+        z[masked, labels[masked]] = 0.5
+    models["b"][_config.block_rows(n_classes) + 5, labels[_config.block_rows(n_classes) + 5]] = -np.inf
+    native = {name: z.astype({"bfloat16": BFLOAT16}.get(dtype, dtype)) for name, z in models.items()}
+    calls = []
+    fast = CK._compare_tasks_in_registers
+    monkeypatch.setattr(CK, "_compare_tasks_in_registers", lambda *args: calls.append(1) or fast(*args))
+    for weights in (None, rng.random(n) * 2):
+        got = fastce.compare(labels, logits=native, sample_weight=weights, top_k=(1, 2))
+        assert bool(calls) == (dtype != "float64")  # this path ran (float64 scores: float64 math, the general one)
+        calls.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(K, "finishes_in_registers", lambda *args: False)
+            expected = fastce.compare(labels, logits=native, sample_weight=weights, top_k=(1, 2))
+        assert not calls
+        assert got.to_json() == expected.to_json()
+        assert json.dumps(got.state.to_dict()) == json.dumps(expected.state.to_dict())
+        assert got.metrics["b"].cross_entropy == np.inf

@@ -130,18 +130,23 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
     first = views[0]
     addresses = _addresses(views)
     blocks_per_task = blocks_per_task_of(nblocks)  # as accumulate_matrix
+    # Two-class logits, and 3-32 classes of float32 math (evaluate's kernel finishing them in registers), without
+    # groups=: kernels of their own, each leaving its rare blocks to the general one.
     two_class = mode == K.MODE_LOGITS and first.shape[1] == 2 and row_stats.shape[1] == 0
+    in_registers = row_stats.shape[1] == 0 and K.finishes_in_registers(first, mode, float32_math)
     if first.shape[1] > K.COLUMN_WALK_MAX_CLASSES:
         kernel = _compare_tasks_long
+    elif two_class:
+        kernel = _compare_tasks_two_class
     else:
-        kernel = _compare_tasks_two_class if two_class else _compare_tasks_short
+        kernel = _compare_tasks_in_registers if in_registers else _compare_tasks_short
     run_tasks(kernel, (first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
                        confident_below, _EMPTY_F64, np.int64(K.NO_LABEL), False, _NO_ROW_LOSSES, _NO_ROW_PRED,
                        row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, new_claims()),
               -(-nblocks // blocks_per_task))
-    if two_class:
+    if two_class or in_registers:
         # Blocks with a non-finite row or an infinite loss under some model
-        # (see kernels._two_class_block): the general path, one block at a time.
+        # (see kernels._two_class_block, _logits_block_f32): the general path, one block at a time.
         for b in np.flatnonzero(icounts[0, :nblocks, K.C_ROWS] == K.RARE_BLOCK):
             start, stop = b * block_rows, min((b + 1) * block_rows, first.shape[0])
             block_fsums, block_icounts = fsums[:, b:b + 1].copy(), icounts[:, b:b + 1].copy()
@@ -329,6 +334,60 @@ def _compare_tasks_two_class(first, addresses, labels, weights, top_k, mode, pro
                 # Not rare: every row counted with a finite loss (compare ignores no label), under every model.
                 _pair_block(terms, K.N_TERMS, clean, fsums, pair_weight, weights, start, count, top_k, confident_below,
                             pair_fsums, b)
+
+
+@njit(**KERNEL_OPTIONS)
+def _compare_tasks_in_registers(first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance,
+                                float32_math, confident_below, class_weight, ignore_label, ties_to_last, row_losses,
+                                row_pred, row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums,
+                                claims, first_task, task_step):
+    """_compare_tasks_short for 3-32 classes of float32 math, by evaluate's blocks finished in registers
+    (kernels.short_block_in_registers, with each row's statistics for the pair inputs).
+
+    A block that is rare under some model is marked in ``icounts[0, b,
+    C_ROWS]`` (RARE_BLOCK) for compare_blocks to hand to the general path,
+    as _compare_tasks_two_class does: a first compare of such logits
+    compiles neither that path nor its finish.
+    """
+    floats, integers, columns = K._new_scratch(block_rows, first.shape[1], first)
+    inputs, pair_weight = _new_pair_scratch(addresses.shape[0], block_rows)
+    clean = np.ones(addresses.shape[0], dtype=np.bool_)  # a block that is not rare (see below)
+    n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
+    while True:
+        task = claim(claims)  # see fastce._parallel.claim
+        if task >= n_tasks:
+            break
+        for b in range(task * blocks_per_task, min(nblocks, (task + 1) * blocks_per_task)):
+            start = b * block_rows
+            count = min(block_rows, first.shape[0] - start)
+            rare = False
+            for m in range(addresses.shape[0]):
+                scores = _array_like_at(first, addresses[m])
+                K._reset_block(fsums[m], icounts[m], b)
+                if not K.short_block_in_registers(scores, labels, weights, class_weight, ignore_label, ties_to_last,
+                                                  top_k, sum_tolerance, b, start, count, floats, integers, columns,
+                                                  fsums[m], icounts[m], True):
+                    rare = True
+                    break
+                _pair_inputs_in_registers(floats, count, inputs[m])
+            if rare:
+                icounts[0, b, RARE_C_ROWS] = RARE_BLOCK
+            else:
+                # Not rare: every row counted with a finite loss (compare ignores no label), under every model.
+                _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below,
+                            pair_fsums, b)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _pair_inputs_in_registers(floats, count, inputs):
+    """A model's pair inputs (rows IN_*) from the scratch of a block finished in registers with its outputs
+    (kernels.OUTPUT_ROWS, the rank): the values _pair_inputs reads from the general path's, every row counted."""
+    outputs, rank = floats[K.OUTPUT_ROWS:K.OUTPUT_ROWS + K.ROW_STATS_COLUMNS], floats[13]
+    for r in range(count):
+        inputs[IN_LOSS, r] = outputs[K.S_LOSS, r]
+        inputs[IN_BRIER, r] = outputs[K.S_BRIER, r]
+        inputs[IN_RANK, r] = rank[r]
+        inputs[IN_P_TRUE, r] = outputs[K.S_P_TRUE, r]
 
 
 @njit(**KERNEL_OPTIONS)

@@ -78,8 +78,11 @@ M_W2, M_W2LOSS, M_W2LOSS2, M_W2BRIER, M_W2BRIER2, M_W2TOPK = 0, 1, 2, 3, 4, 5
 # Per-row diagnostics (row_stats columns): unweighted loss, p(true class),
 # p(predicted class), Brier term (the full multiclass sum), rank of the true class.
 S_LOSS, S_P_TRUE, S_P_TOP, S_BRIER, S_RANK = range(5)
-# The row of _logit_columns_f32's ``outputs`` that holds the argmax (its rank is in ``rank``).
+# The row of _logit_columns_f32's ``outputs`` that holds the argmax (its rank is in ``rank``), and the first of
+# the scratch rows (see _new_scratch) that hold those outputs for a block finished in registers: high ... e_true,
+# which the finishing leaf neither reads nor writes.
 OUT_PRED = S_RANK
+OUTPUT_ROWS = 8
 ROW_STATS_COLUMNS = 5
 # Rows of compare's per-block pair inputs (see compare_kernels): a row's
 # unweighted loss (NaN where not counted), Brier term, rank, p(true class).
@@ -1241,14 +1244,14 @@ def _column_dtype_overload(scores):
 
 @kernel_step(**LEAF_OPTIONS)
 def _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance, b,
-                      start, count, floats, integers, columns, fsums, icounts, row_losses, row_stats, row_pred):
+                      start, count, floats, integers, columns, fsums, icounts, keep_outputs):
     """Block b of short logits rows (three classes or more, float32 math: see finishes_in_registers),
     transposed into ``columns`` with its targets and labels in ``floats`` and ``integers`` (by
-    _short_block_in_registers), walked and finished 16 rows at a time in registers (_logit_columns_f32 with
+    short_block_in_registers), walked and finished 16 rows at a time in registers (_logit_columns_f32 with
     ``finish``); False, with nothing written to fsums, icounts or the per-row outputs, for a rare block (a
     non-finite row or an infinite loss), which the general path (score_tasks_short) then walks and records.
-    ``row_losses``, ``row_stats``, ``row_pred``: score_blocks' per-row outputs (each empty, or written here as
-    _finish_block and _walk_short_block write them: every row of a block finished here is counted or ignored).
+    ``keep_outputs``: each row's statistics and argmax into the scratch rows OUTPUT_ROWS too (see
+    _write_row_outputs, and compare's pair inputs).
 
     The general path (_walk_short_block, _finish_block) computes the same
     rows with the same operations from the block's scratch in some 25
@@ -1263,9 +1266,7 @@ def _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to
     target, high, low = floats[7], floats[8], floats[9]
     total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
     terms = floats[15:]
-    # The per-row statistics (high ... e_true: rows the finishing leaf leaves alone), or none.
-    keep_stats = row_stats.shape[0] != 0 or row_pred.shape[0] != 0
-    outputs = floats[8:8 + ROW_STATS_COLUMNS] if keep_stats else floats[8:8]
+    outputs = floats[OUTPUT_ROWS:OUTPUT_ROWS + (ROW_STATS_COLUMNS if keep_outputs else 0)]
     label_of = integers[1]
     for r in range(count):
         kept[r] = 0.0 if labels[np.uint64(start + r)] == ignore_label else 1.0
@@ -1277,23 +1278,6 @@ def _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to
         True, kept, sum_tolerance, unit_weights, row_weight, weight, terms, outputs)
     if nonfinite or infinite:
         return False
-    # Unsigned row indices, as in _finish_block.
-    if row_losses.shape[0] != 0:
-        for r in range(count):
-            # The weighted loss, 0 for a zero weight or an ignored row: the T_LOSS term (no infinite one here).
-            row_losses[np.uint64(start + r)] = terms[T_LOSS, r]
-    if row_stats.shape[0] != 0:
-        for r in range(count):
-            ok = kept[r] != 0.0
-            u = np.uint64(start + r)
-            row_stats[u, S_LOSS] = outputs[S_LOSS, r] if ok else np.nan
-            row_stats[u, S_P_TRUE] = outputs[S_P_TRUE, r] if ok else np.nan
-            row_stats[u, S_P_TOP] = outputs[S_P_TOP, r] if ok else np.nan
-            row_stats[u, S_BRIER] = outputs[S_BRIER, r] if ok else np.nan
-            row_stats[u, S_RANK] = rank[r] if ok else np.nan
-    if row_pred.shape[0] != 0:
-        for r in range(count):
-            row_pred[np.uint64(start + r)] = np.int64(outputs[OUT_PRED, r]) if kept[r] != 0.0 else -1
     moments = F_TOPK + top_k.shape[0]
     _top_k_sums(top_k, weight, rank, terms, count, fsums, b, moments, unit_weights)
     store_sums(weight, terms, count, fsums, b, moments, unit_weights, lanes.ordered_sum(terms[T_LOSS], count))
@@ -1863,6 +1847,7 @@ def score_tasks_in_registers(scores, labels, sample_weight, class_weight, ignore
     "Start-up cost").
     """
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1], scores)
+    keep_outputs = row_stats.shape[0] != 0 or row_pred.shape[0] != 0
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
         task = claim(claims)  # see score_tasks_short
@@ -1873,27 +1858,53 @@ def score_tasks_in_registers(scores, labels, sample_weight, class_weight, ignore
             _reset_block(fsums, icounts, b)
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
-            if not _short_block_in_registers(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last,
-                                             top_k, sum_tolerance, b, start, count, floats, integers, columns, fsums,
-                                             icounts, row_losses, row_stats, row_pred):
+            if short_block_in_registers(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last,
+                                        top_k, sum_tolerance, b, start, count, floats, integers, columns, fsums,
+                                        icounts, keep_outputs):
+                _write_row_outputs(floats, start, count, row_losses, row_stats, row_pred)
+            else:
                 icounts[b, C_ROWS] = RARE_BLOCK
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _short_block_in_registers(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k,
-                              sum_tolerance, b, start, count, floats, integers, columns, fsums, icounts, row_losses,
-                              row_stats, row_pred):
-    """Block b of score_tasks_in_registers: its labels and targets into the scratch rows _walk_short_block reads
-    them from (label_of, target, label_column), the block transposed, then _logits_block_f32 (True when it
-    finished the block).  False at once, before a target is read, when a label is neither a class index nor the
-    ignored one (the door may leave the range check to this kernel: see score_blocks' on_bad_labels)."""
+def short_block_in_registers(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k,
+                             sum_tolerance, b, start, count, floats, integers, columns, fsums, icounts, keep_outputs):
+    """Block b of score_tasks_in_registers (and of compare's kernel): its labels and targets into the scratch rows
+    _walk_short_block reads them from (label_of, target, label_column), the block transposed, then
+    _logits_block_f32 (True when it finished the block).  False at once, before a target is read, when a label is
+    neither a class index nor the ignored one (the door may leave the range check to this kernel: see
+    score_blocks' on_bad_labels)."""
     if not _labels_in_range(labels, start, count, ignore_label, scores.shape[1]):
         return False
     _labels_and_targets(scores, labels, start, count, ignore_label, integers[1], floats[7], floats[14])
     _transpose_block_f32(scores, start, count, columns)
     return _logits_block_f32(labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance,
-                             b, start, count, floats, integers, columns, fsums, icounts, row_losses, row_stats,
-                             row_pred)
+                             b, start, count, floats, integers, columns, fsums, icounts, keep_outputs)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _write_row_outputs(floats, start, count, row_losses, row_stats, row_pred):
+    """A block finished in registers (with its outputs, for row_stats and row_pred): score_blocks' per-row
+    outputs (each empty, or written here as _finish_block and _walk_short_block write them: every row of such
+    a block is counted or ignored).  Unsigned row indices, as in _finish_block."""
+    kept, rank, terms = floats[5], floats[13], floats[15:]
+    outputs = floats[OUTPUT_ROWS:OUTPUT_ROWS + ROW_STATS_COLUMNS]
+    if row_losses.shape[0] != 0:
+        for r in range(count):
+            # The weighted loss, 0 for a zero weight or an ignored row: the T_LOSS term (no infinite one here).
+            row_losses[np.uint64(start + r)] = terms[T_LOSS, r]
+    if row_stats.shape[0] != 0:
+        for r in range(count):
+            ok = kept[r] != 0.0
+            u = np.uint64(start + r)
+            row_stats[u, S_LOSS] = outputs[S_LOSS, r] if ok else np.nan
+            row_stats[u, S_P_TRUE] = outputs[S_P_TRUE, r] if ok else np.nan
+            row_stats[u, S_P_TOP] = outputs[S_P_TOP, r] if ok else np.nan
+            row_stats[u, S_BRIER] = outputs[S_BRIER, r] if ok else np.nan
+            row_stats[u, S_RANK] = rank[r] if ok else np.nan
+    if row_pred.shape[0] != 0:
+        for r in range(count):
+            row_pred[np.uint64(start + r)] = np.int64(outputs[OUT_PRED, r]) if kept[r] != 0.0 else -1
 
 
 @njit(**KERNEL_OPTIONS)
