@@ -427,7 +427,7 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
     _transpose_block_f32).  Rows count .. count + 15 of the scratch are
     computed and ignored (it is padded and zeroed, see _new_scratch).
 
-    ``finish`` (a block without per-row outputs, see _logits_block_f32):
+    ``finish`` (a block finished in registers, see _logits_block_f32):
     instead of those statistics, the finish of _short_rows_status,
     _probability_like_columns, _finish_block and _losses for the same 16
     rows while they are in registers, with the same float64 operations in
