@@ -49,6 +49,12 @@ def _exercise(dtype) -> None:
         fastce.evaluate(labels, proba=proba, top_k=(1, 2))
         fastce.diagnose(labels, logits=logits)
         fastce.compare(labels, logits={"a": logits, "b": logits[::-1].copy()})
+        # An infinite loss under one model makes its block rare: compare's general kernel (also groups=).
+        masked = logits.copy()
+        masked[0, labels[0]] = -np.inf
+        fastce.compare(labels, logits={"a": masked, "b": logits})
+        fastce.evaluate(labels, logits=logits, groups=labels % 2)  # per-group results: their own folds
+        fastce.compare(labels, logits={"a": logits, "b": logits[::-1].copy()}, groups=labels % 2)
         two = logits[:, :2].copy()
         fastce.compare(labels % 2, logits={"a": two, "b": two[::-1].copy()})  # compare's two-class kernel
         binary = labels % 2
