@@ -163,26 +163,31 @@ def test_blocks_finished_in_registers_match_the_general_path(dtype, n_classes):
 
 def _one_block(scores, labels, weights, class_weight, top_k, ties_to_last, finish):
     """One block: with ``finish``, as score_tasks_in_registers walks it (then as score_tasks_short when it was
-    rare), else as score_tasks_short: (finished in registers, fsums, icounts)."""
+    rare), else as score_tasks_short, with every per-row output: (finished in registers, fsums, icounts,
+    (row_losses, row_stats, row_pred))."""
     fsums = np.empty((1, K.fsums_columns(top_k.shape[0])))
     icounts = np.empty((1, K.NUM_ICOUNTS), dtype=np.int64)
-    done = _walk_one_block(scores, labels, weights, class_weight, top_k, ties_to_last, finish, fsums, icounts)
-    return done, fsums, icounts
+    n = scores.shape[0]
+    rows = (np.empty(n), np.empty((n, K.ROW_STATS_COLUMNS)), np.empty(n, dtype=np.int64))
+    done = _walk_one_block(scores, labels, weights, class_weight, top_k, ties_to_last, finish, fsums, icounts, *rows)
+    return done, fsums, icounts, rows
 
 
 @njit
-def _walk_one_block(scores, labels, weights, class_weight, top_k, ties_to_last, finish, fsums, icounts):
+def _walk_one_block(scores, labels, weights, class_weight, top_k, ties_to_last, finish, fsums, icounts, row_losses,
+                    row_stats, row_pred):
     count = scores.shape[0]
     floats, integers, columns = K._new_scratch(count, scores.shape[1], scores)
     K._reset_block(fsums, icounts, 0)
     if finish and K.short_block_in_registers(scores, labels, weights, class_weight, IGNORE, ties_to_last, top_k,
-                                             TOLERANCE, 0, 0, count, floats, integers, columns, fsums, icounts, False):
+                                             TOLERANCE, 0, 0, count, floats, integers, columns, fsums, icounts, True):
+        K._write_row_outputs(floats, 0, count, row_losses, row_stats, row_pred)
         return True
     K._reset_block(fsums, icounts, 0)
     K._walk_short_block(scores, labels, weights, class_weight, IGNORE, ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE,
-                        np.empty(0, dtype=np.int64), 0, 0, count, floats, integers, columns, fsums, icounts, True)
-    K._finish_block(scores.shape[1], K.MODE_LOGITS, top_k, np.empty(0), np.empty((0, K.ROW_STATS_COLUMNS)), 0, 0,
-                    count, floats, integers, fsums, icounts, K.has_unit_weights(weights, class_weight))
+                        row_pred, 0, 0, count, floats, integers, columns, fsums, icounts, True)
+    K._finish_block(scores.shape[1], K.MODE_LOGITS, top_k, row_losses, row_stats, 0, 0, count, floats, integers,
+                    fsums, icounts, K.has_unit_weights(weights, class_weight))
     return False
 
 
@@ -197,8 +202,8 @@ SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, 1e-30, 3e38, -3e38, "max", 
        weighting=st.sampled_from(["none", "rows", "classes", "both"]))
 def test_one_block_in_registers_is_the_general_block(n_classes, rows, seed, specials, ties_to_last, dtype, weighting):
     """Any block (any row count, special values at any row and column, any weights): finished in registers it
-    gives the general path's sums and counters bit for bit, and it is finished there exactly when it holds no
-    non-finite row and no infinite loss."""
+    gives the general path's sums, counters and per-row losses, statistics and argmax bit for bit, and it is
+    finished there exactly when it holds no non-finite row and no infinite loss."""
     if dtype == "bfloat16" and BFLOAT16 is None:
         pytest.skip("ml_dtypes not installed")
     rng = np.random.default_rng(seed)
@@ -219,12 +224,14 @@ def test_one_block_in_registers_is_the_general_block(n_classes, rows, seed, spec
     weights = rng.choice([0.0, 0.5, 1.0, 3.0, 1e300], rows) if weighting in ("rows", "both") else np.empty(0)
     class_weight = rng.random(n_classes) * 2 if weighting in ("classes", "both") else np.empty(0)
     top_k = np.array([1, 3], dtype=np.int64)
-    done, fast, fast_counts = _one_block(scores, kernel_input(labels), kernel_input(weights),
-                                         kernel_input(class_weight), top_k, ties_to_last, True)
-    _, general, general_counts = _one_block(scores, kernel_input(labels), kernel_input(weights),
-                                            kernel_input(class_weight), top_k, ties_to_last, False)
+    done, fast, fast_counts, fast_rows = _one_block(scores, kernel_input(labels), kernel_input(weights),
+                                                    kernel_input(class_weight), top_k, ties_to_last, True)
+    _, general, general_counts, general_rows = _one_block(scores, kernel_input(labels), kernel_input(weights),
+                                                          kernel_input(class_weight), top_k, ties_to_last, False)
     np.testing.assert_array_equal(fast_counts, general_counts)
     np.testing.assert_array_equal(fast.view(np.int64), general.view(np.int64))
+    for name, got, expected in zip(("row_losses", "row_stats", "row_pred"), fast_rows, general_rows):
+        np.testing.assert_array_equal(got.view(np.int64), expected.view(np.int64), err_msg=name)
     rare = general_counts[0, K.C_NONFINITE] + general_counts[0, K.C_INF_LOSS] > 0
     assert done == (not rare)
 
