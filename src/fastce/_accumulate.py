@@ -45,6 +45,12 @@ def kernel_input(array: np.ndarray, dtype=None) -> np.ndarray:
 # 16- and 32-bit scores), or float64 for every input.
 PRECISIONS = ("input", "float64")
 
+
+def float32_math(precision: str, view_dtype) -> bool:
+    """Whether scores of this kernel-view dtype take float32 math under ``precision``: "input" for 16- and 32-bit
+    scores (the kernel view of 16-bit floats is a 16-bit integer view: every non-float64 view is 16 or 32 bits)."""
+    return precision == "input" and view_dtype != np.float64
+
 _EMPTY_F64 = kernel_input(np.empty(0, dtype=np.float64))
 _NO_ROW_LOSSES = np.empty(0, dtype=np.float64)  # written by kernels: stays writable
 _NO_ROW_STATS = np.empty((0, K.ROW_STATS_COLUMNS), dtype=np.float64)
@@ -160,8 +166,7 @@ def accumulate_matrix(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; pass one of {', '.join(map(repr, PRECISIONS))}")
-    # The kernel view of 16-bit floats is a 16-bit integer view: every non-float64 view is 16 or 32 bits.
-    float32_math = precision == "input" and scores.dtype != np.float64
+    use_float32 = float32_math(precision, scores.dtype)
     n_rows, n_classes = scores.shape
     state = State.empty(n_classes, top_k, from_logits=from_logits, ties_to_last=ties_to_last)
     class_weight = _EMPTY_F64 if class_weight is None else kernel_input(class_weight, np.float64)
@@ -189,7 +194,7 @@ def accumulate_matrix(
         K.score_blocks(
             kernel_input(scores[start:stop]), labels_part, weights_part, class_weight, np.int64(ignore_label), ks,
             bool(ties_to_last), mode, float(proba_eps), float(sum_tolerance), losses_part, stats, pred,
-            nblocks, block_rows, blocks_per_task, fsums, icounts, float32_math,
+            nblocks, block_rows, blocks_per_task, fsums, icounts, use_float32,
             None if unchecked[0] is None else check_labels,
         )
         if on_rows is not None:

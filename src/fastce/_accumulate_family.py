@@ -145,7 +145,7 @@ def accumulate_soft(scores, *, targets=None, labels=None, class_weight=None, smo
     ``on_rows(start, stop, values)``: see ``_drive`` (kernels_soft.V_* columns; soft targets only).
     ``precision``: "input" takes float32 exps for 16- and 32-bit logits, "float64" float64 ones.
     """
-    float32_math = precision == "input" and scores.dtype != np.float64
+    float32_math = _accumulate.float32_math(precision, scores.dtype)
     n_rows, n_cols = scores.shape
     block_rows = _config.block_rows(n_cols)
     weights = _optional(class_weight)

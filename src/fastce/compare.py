@@ -401,7 +401,7 @@ class ComparisonState:
         # Per-row statistics only for the clustered errors of groups=.
         row_stats = np.empty((n_models, slice_rows if self.clusters is not None else 0, K.ROW_STATS_COLUMNS))
         mode = K.MODE_LOGITS if self.from_logits else K.MODE_PROBA
-        float32_math = precision == "input" and views[0].dtype != np.float64  # as accumulate_matrix's
+        float32_math = _accumulate.float32_math(precision, views[0].dtype)
 
         def kernel(parts, part_labels, part_weights, nblocks):
             if self.task == "binary":

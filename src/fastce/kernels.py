@@ -1540,14 +1540,7 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
                 0.0 if status[r] == ROW_IGNORED else np.nan
             )
     if keep_stats:
-        for r in range(count):
-            ok = status[r] == ROW_OK
-            u = np.uint64(start + r)
-            row_stats[u, S_LOSS] = loss_of[r] if ok else np.nan
-            row_stats[u, S_P_TRUE] = p_true[r] if ok else np.nan
-            row_stats[u, S_P_TOP] = p_top[r] if ok else np.nan
-            row_stats[u, S_BRIER] = brier[r] if ok else np.nan
-            row_stats[u, S_RANK] = np.float64(ahead[r]) if ok else np.nan
+        store_row_stats(row_stats, start, count, status, ROW_OK, loss_of, p_true, p_top, brier, ahead)
     moments = F_TOPK + n_k
     _top_k_sums(top_k, weight, ahead, terms, count, fsums, b, moments, unit_weights)
     _block_terms(count, weight, loss_of, brier, terms, unit_weights)
@@ -1883,6 +1876,22 @@ def short_block_in_registers(scores, labels, sample_weight, class_weight, ignore
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
+def store_row_stats(row_stats, start, count, status, ok_status, loss, p_true, p_top, brier, rank):
+    """Rows start .. start + count - 1 of ``row_stats`` (columns S_LOSS ... S_RANK) from a block's per-row
+    values, NaN for the rows whose ``status`` is not ``ok_status`` (the general path's status codes, or the
+    in-registers path's 1.0 for a counted row).  Unsigned row indices: with signed ones LLVM kept numba's
+    negative-index wraparound, a scatter per vector of rows."""
+    for r in range(count):
+        ok = status[r] == ok_status
+        u = np.uint64(start + r)
+        row_stats[u, S_LOSS] = loss[r] if ok else np.nan
+        row_stats[u, S_P_TRUE] = p_true[r] if ok else np.nan
+        row_stats[u, S_P_TOP] = p_top[r] if ok else np.nan
+        row_stats[u, S_BRIER] = brier[r] if ok else np.nan
+        row_stats[u, S_RANK] = np.float64(rank[r]) if ok else np.nan
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
 def _write_row_outputs(floats, start, count, row_losses, row_stats, row_pred):
     """A block finished in registers (with its outputs, for row_stats and row_pred): score_blocks' per-row
     outputs (each empty, or written here as _finish_block and _walk_short_block write them: every row of such
@@ -1894,14 +1903,9 @@ def _write_row_outputs(floats, start, count, row_losses, row_stats, row_pred):
             # The weighted loss, 0 for a zero weight or an ignored row: the T_LOSS term (no infinite one here).
             row_losses[np.uint64(start + r)] = terms[T_LOSS, r]
     if row_stats.shape[0] != 0:
-        for r in range(count):
-            ok = kept[r] != 0.0
-            u = np.uint64(start + r)
-            row_stats[u, S_LOSS] = outputs[S_LOSS, r] if ok else np.nan
-            row_stats[u, S_P_TRUE] = outputs[S_P_TRUE, r] if ok else np.nan
-            row_stats[u, S_P_TOP] = outputs[S_P_TOP, r] if ok else np.nan
-            row_stats[u, S_BRIER] = outputs[S_BRIER, r] if ok else np.nan
-            row_stats[u, S_RANK] = rank[r] if ok else np.nan
+        # Every row of such a block is counted (kept: 1.0) or ignored.
+        store_row_stats(row_stats, start, count, kept, 1.0, outputs[S_LOSS], outputs[S_P_TRUE], outputs[S_P_TOP],
+                        outputs[S_BRIER], rank)
     if row_pred.shape[0] != 0:
         for r in range(count):
             row_pred[np.uint64(start + r)] = np.int64(outputs[OUT_PRED, r]) if kept[r] != 0.0 else -1

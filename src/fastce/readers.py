@@ -416,7 +416,7 @@ class MulticlassReader(_StateReader):
         over the labels less; with int64 labels and float32 logits they are half the bytes read at C = 2, a
         sixth at C = 10); a label out of range then raises validate's error (kernels.score_blocks'
         on_bad_labels).  Weights are validated after the labels: with them, everything is checked here."""
-        float32_math = self.precision == "input" and scores.view.dtype != np.float64  # as _accumulate's
+        float32_math = _accumulate.float32_math(self.precision, scores.view.dtype)
         checked_by_kernel = self.num_classes == 2 or K.in_registers_shape(self.num_classes,
                                                                            scores.view.dtype.itemsize, float32_math)
         if sample_weight is not None or not self.from_logits or not checked_by_kernel:
