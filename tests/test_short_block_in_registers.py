@@ -184,9 +184,10 @@ def _walk_one_block(scores, labels, weights, class_weight, top_k, ties_to_last, 
         K._write_row_outputs(floats, 0, count, row_losses, row_stats, row_pred)
         return True
     K._reset_block(fsums, icounts, 0)
-    K._walk_short_block(scores, labels, weights, class_weight, IGNORE, ties_to_last, K.MODE_LOGITS, 0.0, TOLERANCE,
+    # kernels.general_tokens for float32 logits: logits True, proba_eps None, float32_math True.
+    K._walk_short_block(scores, labels, weights, class_weight, IGNORE, ties_to_last, True, None, TOLERANCE,
                         row_pred, 0, 0, count, floats, integers, columns, fsums, icounts, True)
-    K._finish_block(scores.shape[1], K.MODE_LOGITS, top_k, row_losses, row_stats, 0, 0, count, floats, integers,
+    K._finish_block(scores.shape[1], True, None, top_k, row_losses, row_stats, 0, 0, count, floats, integers,
                     fsums, icounts, K.has_unit_weights(weights, class_weight))
     return False
 

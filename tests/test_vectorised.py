@@ -58,7 +58,7 @@ def _score_kernel_call(name):
         columns = np.random.default_rng(3).standard_normal((10, rows))
         return (columns, high, target, 10, rows, value, rest, squares, loss_of)
     if name == "_losses":
-        return (kernels.MODE_LOGITS, rows, status, value, rest, squares, loss_of)
+        return (None, rows, status, value, rest, squares, loss_of)  # proba_eps None: logits
     return (rows, weight, loss_of, brier, np.empty((kernels.N_TERMS, rows)), False)  # _block_terms, weighted
 
 

@@ -75,10 +75,9 @@ BOTH_RIGHT, ONLY_A, ONLY_B, BOTH_WRONG = 0, 1, 2, 3
 # kernel functions compare's kernels call: after changing kernels.py, touch
 # this file (or clear the cache) when working from a source tree.
 S_LOSS, S_P_TRUE, S_BRIER, S_RANK = 0, 1, 3, 4
-ROW_OK, MODE_LOGITS, RARE_C_ROWS, RARE_BLOCK, INF_LOSS = 0, 0, 0, -1, 2
+ROW_OK, RARE_C_ROWS, RARE_BLOCK, INF_LOSS = 0, 0, -1, 2
 assert (S_LOSS, S_P_TRUE, S_BRIER, S_RANK) == (K.S_LOSS, K.S_P_TRUE, K.S_BRIER, K.S_RANK)
-assert (ROW_OK, MODE_LOGITS, RARE_C_ROWS, RARE_BLOCK, INF_LOSS) == (K.ROW_OK, K.MODE_LOGITS, K.C_ROWS, K.RARE_BLOCK,
-                                                                   K.C_INF_LOSS)
+assert (ROW_OK, RARE_C_ROWS, RARE_BLOCK, INF_LOSS) == (K.ROW_OK, K.C_ROWS, K.RARE_BLOCK, K.C_INF_LOSS)
 
 
 # Rows of a model's per-block pair inputs (kernels.IN_*: see _pair_inputs).
@@ -134,13 +133,14 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
     # groups=: kernels of their own, each leaving its rare blocks to the general one.
     two_class = mode == K.MODE_LOGITS and first.shape[1] == 2 and row_stats.shape[1] == 0
     in_registers = row_stats.shape[1] == 0 and K.finishes_in_registers(first, mode, float32_math)
+    logits, proba_eps, float32_math = K.general_tokens(mode, proba_eps, float32_math)  # the mode and math as types
     if first.shape[1] > K.COLUMN_WALK_MAX_CLASSES:
         kernel = _compare_tasks_long
     elif two_class:
         kernel = _compare_tasks_two_class
     else:
         kernel = _compare_tasks_in_registers if in_registers else _compare_tasks_short
-    run_tasks(kernel, (first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
+    run_tasks(kernel, (first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance, float32_math,
                        confident_below, _EMPTY_F64, np.int64(K.NO_LABEL), False, _NO_ROW_LOSSES, _NO_ROW_PRED,
                        row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, new_claims()),
               -(-nblocks // blocks_per_task))
@@ -153,7 +153,7 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
             block_pairs = pair_fsums[:, b:b + 1].copy()
             run_tasks(_compare_tasks_short,
                       (views[0][start:stop], addresses + start * first.strides[0], labels[start:stop],
-                       weights[start:stop] if weights.shape[0] else weights, top_k, mode, proba_eps, sum_tolerance,
+                       weights[start:stop] if weights.shape[0] else weights, top_k, logits, proba_eps, sum_tolerance,
                        float32_math, confident_below, _EMPTY_F64, np.int64(K.NO_LABEL), False, _NO_ROW_LOSSES,
                        _NO_ROW_PRED, row_stats, 1, block_rows, 1, block_fsums, block_icounts, block_pairs,
                        new_claims()), 1)
@@ -248,7 +248,7 @@ def _addresses(views):
 
 
 @njit(**KERNEL_OPTIONS)
-def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
+def _compare_tasks_short(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance, float32_math,
                          confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred, row_stats,
                          nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, claims, first_task,
                          task_step):
@@ -273,11 +273,11 @@ def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_e
             for m in range(addresses.shape[0]):
                 scores = _array_like_at(first, addresses[m])
                 K._reset_block(fsums[m], icounts[m], b)
-                K._walk_short_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, mode, proba_eps,
-                                    sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
-                                    icounts[m], float32_math)
-                _finish_model(first.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                              fsums, icounts, inputs, clean, m, K.has_unit_weights(weights, class_weight))
+                K._walk_short_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, logits,
+                                    proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns,
+                                    fsums[m], icounts[m], float32_math)
+                _finish_model(first.shape[1], logits, proba_eps, top_k, row_losses, row_stats, b, start, count, floats,
+                              integers, fsums, icounts, inputs, clean, m, K.has_unit_weights(weights, class_weight))
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,
                         b)
 
@@ -286,17 +286,17 @@ def _compare_tasks_short(first, addresses, labels, weights, top_k, mode, proba_e
 # optimised and code-generated once more in each, not twice (see kernels._walk_short_block): a first compare
 # of multi-class models compiles 1.6 s sooner (12.2 -> 10.5 s, empty cache), of binary ones 0.5 s.
 @njit(inline="always", **KERNEL_OPTIONS)
-def _finish_model(n_classes, mode, top_k, row_losses, row_stats, b, start, count, floats, integers, fsums, icounts,
-                  inputs, clean, m, unit_weights):
+def _finish_model(n_classes, logits, proba_eps, top_k, row_losses, row_stats, b, start, count, floats, integers,
+                  fsums, icounts, inputs, clean, m, unit_weights):
     """Model m's block b after its walk: evaluate's finish, then the model's pair inputs and whether it is clean."""
-    K._finish_block(n_classes, mode, top_k, row_losses, row_stats[m], b, start, count, floats, integers, fsums[m],
-                    icounts[m], unit_weights)
-    _pair_inputs(mode, count, floats, integers, inputs[m])
+    K._finish_block(n_classes, logits, proba_eps, top_k, row_losses, row_stats[m], b, start, count, floats, integers,
+                    fsums[m], icounts[m], unit_weights)
+    _pair_inputs(proba_eps, count, floats, integers, inputs[m])
     clean[m] = (icounts[m][b, RARE_C_ROWS] == count) & (icounts[m][b, INF_LOSS] == 0)
 
 
 @njit(**KERNEL_OPTIONS)
-def _compare_tasks_two_class(first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
+def _compare_tasks_two_class(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance, float32_math,
                              confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred,
                              row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, claims,
                              first_task, task_step):
@@ -337,7 +337,7 @@ def _compare_tasks_two_class(first, addresses, labels, weights, top_k, mode, pro
 
 
 @njit(**KERNEL_OPTIONS)
-def _compare_tasks_in_registers(first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance,
+def _compare_tasks_in_registers(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance,
                                 float32_math, confident_below, class_weight, ignore_label, ties_to_last, row_losses,
                                 row_pred, row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums,
                                 claims, first_task, task_step):
@@ -391,7 +391,7 @@ def _pair_inputs_in_registers(floats, count, inputs):
 
 
 @njit(**KERNEL_OPTIONS)
-def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_eps, sum_tolerance, float32_math,
+def _compare_tasks_long(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance, float32_math,
                         confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred, row_stats,
                         nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, claims, first_task,
                         task_step):
@@ -411,11 +411,11 @@ def _compare_tasks_long(first, addresses, labels, weights, top_k, mode, proba_ep
             for m in range(addresses.shape[0]):
                 scores = _array_like_at(first, addresses[m])
                 K._reset_block(fsums[m], icounts[m], b)
-                K._walk_long_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, mode, proba_eps,
-                                   sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums[m],
-                                   icounts[m], float32_math, exp_chunk64)
-                _finish_model(first.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                              fsums, icounts, inputs, clean, m, K.has_unit_weights(weights, class_weight))
+                K._walk_long_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, logits,
+                                   proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns,
+                                   fsums[m], icounts[m], float32_math, exp_chunk64)
+                _finish_model(first.shape[1], logits, proba_eps, top_k, row_losses, row_stats, b, start, count, floats,
+                              integers, fsums, icounts, inputs, clean, m, K.has_unit_weights(weights, class_weight))
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,
                         b)
 
@@ -427,7 +427,7 @@ def _new_pair_scratch(n_models, block_rows):
 
 
 @kernel_step(**KERNEL_OPTIONS)
-def _pair_inputs(mode, count, floats, integers, inputs):
+def _pair_inputs(proba_eps, count, floats, integers, inputs):
     """A model's pair inputs (rows IN_*) from the score kernel's scratch of a finished block.
 
     The values kernels._finish_block writes to row_stats (S_LOSS, S_BRIER,
@@ -438,7 +438,7 @@ def _pair_inputs(mode, count, floats, integers, inputs):
     ahead, status = integers[0], integers[2]
     for r in range(count):
         ok = status[r] == ROW_OK
-        p_true = e_true[r] / (1.0 + rest[r]) if mode == MODE_LOGITS else target[r]
+        p_true = target[r] if proba_eps is not None else e_true[r] / (1.0 + rest[r])  # probabilities, or logits
         inputs[IN_LOSS, r] = loss_of[r] if ok else np.nan
         inputs[IN_BRIER, r] = brier[r] if ok else np.nan
         inputs[IN_RANK, r] = np.float64(ahead[r]) if ok else np.nan

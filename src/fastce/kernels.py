@@ -327,29 +327,23 @@ def _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_c
 
 @overload(_row_exp_sums, inline="always", jit_options=KERNEL_OPTIONS)
 def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64):
-    """_exp_sums_f32 when ``float32_math`` (a runtime flag), else exp_sums (always, when it is None).
+    """_exp_sums_f32 when ``float32_math`` is True, exp_sums when it is None (or the scores float64).
 
-    Chosen per score type at compile time: float64 scores always take
-    float64 math (and never compile the float32 leaf); 16- and 32-bit
-    scores compile both leaves and pick at run time.  The float32 leaf adds
-    0.5-0.9 s to a first call at C = 100 (4.4-4.6 -> 5.0-5.4 s here,
-    benchmarks/cold_start.py --classes 100); choosing the leaf by a token's
-    type instead (one leaf per kernel) measured 5.0 s, but costs a whole
-    second kernel (~4.5 s) to whoever asks for precision="float64".  Inlined by
-    numba: compiled apart, this two-line dispatch cost 30 ns per row
+    Chosen by the token's type when numba compiles (see general_tokens): a
+    kernel compiles one leaf.  Picking at run time compiled both, the
+    float32 leaf 0.5-0.9 s and the float64 one (with its dispatch) 0.4-0.6 s
+    of a first call at C = 100; the price is a kernel of its own (a few
+    seconds, once) for precision="float64" on 16- and 32-bit logits.
+    Inlined by numba: compiled apart, this dispatch cost 30 ns per row
     (C = 100: 1.46 against 1.17 ns per score, benchmarks/kernel_timing.py).
     """
-    if scores.dtype == types.float64 or isinstance(float32_math, types.NoneType):  # None: float64 math, no leaf
+    if scores.dtype == types.float64 or isinstance(float32_math, types.NoneType):  # None: float64 math
         return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64: exp_sums(
             scores, i, n_classes, row_max, exp_chunk64
         )
-
-    def either(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64):
-        if float32_math:
-            return _exp_sums_f32(scores, i, n_classes, native_max)
-        return exp_sums(scores, i, n_classes, row_max, exp_chunk64)
-
-    return either
+    return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64: _exp_sums_f32(
+        scores, i, n_classes, native_max
+    )
 
 
 @kernel_step(**LEAF_OPTIONS)
@@ -589,7 +583,7 @@ def _exp_true(target, high, count, e_true):
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _losses(mode, count, status, value, rest, inverse, loss_of):
+def _losses(proba_eps, count, status, value, rest, inverse, loss_of):
     """Per-row loss of a block: log1p / log in a wide-vector leaf (see exp_sums).
 
     Logits: ``inverse`` holds 1 / (1 + rest) (see _finish_block) for the
@@ -599,7 +593,7 @@ def _losses(mode, count, status, value, rest, inverse, loss_of):
     """
     prefer_wide_vectors()
     compile_apart()
-    if mode != MODE_LOGITS:
+    if proba_eps is not None:  # probabilities (see score_blocks' proba_eps)
         for r in range(count):
             ok = status[r] == ROW_OK
             loss_of[r] = -log_positive(value[r] if ok else 0.5)
@@ -839,16 +833,16 @@ def _labels_and_targets(scores, labels, start, count, ignore_label, label_of, ta
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                         label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
-                         floats):
+def _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, logits, proba_eps,
+                         float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
+                         columns, floats):
     """_walk_columns for 16- and 32-bit scores: the block transposed into float32 ``columns`` (exact) in tiles
     of 16 x 16 (_transpose_block_f32); then logits of three classes or more with float32 math take one leaf,
     16 rows at a time (_logit_columns_f32), and the rest (probabilities, two classes, float64 math) the float64
     loops (_column_loops: the same bits as from a float64 copy)."""
     _labels_and_targets(scores, labels, start, count, ignore_label, label_of, target, label_column)
     _transpose_block_f32(scores, start, count, columns)
-    if float32_math and mode == MODE_LOGITS and n_classes > 2:
+    if float32_math is not None and n_classes > 2:  # float32 math: logits only (see general_tokens)
         # Without finish, its arguments (kept ... terms) are not read: any arrays of the right types (``floats``:
         # the block's scratch, a 2-D one for ``terms``).
         _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, low, total,
@@ -856,12 +850,12 @@ def _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, 
         for r in range(count):
             ahead[r] = np.int64(rank[r])
     else:
-        _column_loops(n_classes, count, ties_to_last, mode, label_of, target, high, low, total, ahead, squares,
-                      e_true, rank, label_column, columns)
+        _column_loops(n_classes, count, ties_to_last, logits, proba_eps, label_of, target, high, low, total, ahead,
+                      squares, e_true, rank, label_column, columns)
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, logits, proba_eps,
                   label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns):
     """Per-row statistics of a block of short rows of float64 scores, one class at a time (16- and 32-bit
     scores: _walk_columns_narrow).
@@ -880,13 +874,13 @@ def _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to
     """
     _labels_and_targets(scores, labels, start, count, ignore_label, label_of, target, label_column)
     _copy_columns(scores, start, count, n_classes, columns)
-    _column_loops(n_classes, count, ties_to_last, mode, label_of, target, high, low, total, ahead, squares, e_true,
-                  rank, label_column, columns)
+    _column_loops(n_classes, count, ties_to_last, logits, proba_eps, label_of, target, high, low, total, ahead,
+                  squares, e_true, rank, label_column, columns)
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _column_loops(n_classes, count, ties_to_last, mode, label_of, target, high, low, total, ahead, squares, e_true,
-                  rank, label_column, columns):
+def _column_loops(n_classes, count, ties_to_last, logits, proba_eps, label_of, target, high, low, total, ahead,
+                  squares, e_true, rank, label_column, columns):
     """_walk_columns's statistics over the transposed block ``columns``, in float64: one loop per class and
     statistic.  ``columns`` float64, or float32 holding 16- or 32-bit scores exactly (each entry widened as
     it is read: the same values, the same bits)."""
@@ -915,7 +909,7 @@ def _column_loops(n_classes, count, ties_to_last, mode, label_of, target, high, 
             rank[r] += 1.0 if (v > t) | ((v == t) & tie_ahead) else 0.0
     for r in range(count):
         ahead[r] = np.int64(rank[r])
-    if mode == MODE_PROBA:
+    if proba_eps is not None:  # probabilities (see general_tokens)
         for r in range(count):
             low[r] = np.inf
             total[r] = 0.0
@@ -926,11 +920,11 @@ def _column_loops(n_classes, count, ties_to_last, mode, label_of, target, high, 
                 low[r] = minnum(low[r], v)
                 total[r] += v
                 squares[r] += 0.0 if j == label_of[r] else v * v
-        return
-    # Logits: the count of max entries, the sums of exp(z - max) over the
-    # others and of their squares, and exp(target - max), in one wide-vector
-    # leaf (see exp_sums).
-    _exp_columns(columns, high, target, n_classes, count, low, total, squares, e_true)
+    if logits is not None:
+        # The count of max entries, the sums of exp(z - max) over the others
+        # and of their squares, and exp(target - max), in one wide-vector
+        # leaf (see exp_sums).
+        _exp_columns(columns, high, target, n_classes, count, low, total, squares, e_true)
 
 
 def _narrow_like(example, value):  # pragma: no cover - replaced by the overload below
@@ -1039,9 +1033,8 @@ def _row_weights(sample_weight, class_weight, start, count, label_of, row_weight
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
-                       sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
-                       fsums, icounts, b):
+def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, proba_eps, sum_tolerance,
+                       label_of, target, high, low, total, value, rest, status, weight, fsums, icounts, b):
     """The per-row status, loss inputs and weights of a block walked by columns.
 
     Vectorised loops over the block (no branch per row); the counters of rare
@@ -1050,7 +1043,7 @@ def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore
     """
     weighted_rows = sample_weight.shape[0] != 0
     weighted_classes = class_weight.shape[0] != 0
-    if mode == MODE_LOGITS:
+    if proba_eps is None:  # logits
         for r in range(count):
             value[r] = high[r] - target[r]
             rest[r] = total[r] + (low[r] - 1.0)
@@ -1078,7 +1071,7 @@ def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore
     bad = 0
     for r in range(count):
         bad += status[r] == ROW_NONFINITE
-    if mode == MODE_PROBA:
+    if proba_eps is not None:
         lowest = np.inf
         highest = -np.inf
         for r in range(count):
@@ -1095,7 +1088,7 @@ def _short_rows_status(labels, sample_weight, class_weight, start, count, ignore
             i = start + r
             if status[r] == ROW_NONFINITE:
                 _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
-            elif status[r] == ROW_OK and mode == MODE_PROBA:
+            elif proba_eps is not None and status[r] == ROW_OK:
                 if low[r] < 0.0:
                     _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
                 if high[r] > 1.0:
@@ -1300,27 +1293,29 @@ def in_registers_shape(n_classes: int, itemsize: int, float32_math) -> bool:
     return bool(float32_math) and itemsize <= 4 and 2 < n_classes <= COLUMN_WALK_MAX_CLASSES
 
 
-def _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                     label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
-                     floats):  # pragma: no cover - replaced by the overload below
+def _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, logits, proba_eps,
+                     float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
+                     columns, floats):  # pragma: no cover - replaced by the overload below
     pass
 
 
 @overload(_walk_by_columns, inline="always", jit_options=KERNEL_OPTIONS)
-def _walk_by_columns_overload(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                              label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
-                              columns, floats):
+def _walk_by_columns_overload(scores, labels, start, count, n_classes, ignore_label, ties_to_last, logits,
+                              proba_eps, float32_math, label_of, target, high, low, total, ahead, squares, e_true,
+                              rank, label_column, columns, floats):
     """_walk_columns (a float64 block: float64 scores) or _walk_columns_narrow (a float32 one), chosen when numba
     types the kernel: each dtype's kernel compiles one walk."""
     if columns.dtype == types.float64:
-        def walk(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math, label_of,
-                 target, high, low, total, ahead, squares, e_true, rank, label_column, columns, floats):
-            _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+        def walk(scores, labels, start, count, n_classes, ignore_label, ties_to_last, logits, proba_eps,
+                 float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
+                 floats):
+            _walk_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, logits, proba_eps,
                           label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns)
     else:
-        def walk(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math, label_of,
-                 target, high, low, total, ahead, squares, e_true, rank, label_column, columns, floats):
-            _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode,
+        def walk(scores, labels, start, count, n_classes, ignore_label, ties_to_last, logits, proba_eps,
+                 float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns,
+                 floats):
+            _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, ties_to_last, logits, proba_eps,
                                  float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank,
                                  label_column, columns, floats)
     return walk
@@ -1332,7 +1327,7 @@ def _walk_by_columns_overload(scores, labels, start, count, n_classes, ignore_la
 # (benchmarks/cold_start.py).  Not for _finish_block (dtype-independent: compiled once, not per dtype) nor
 # the walks' own loops (_walk_columns, _walk_long_block: both compiled slower inlined, measured).
 @njit(inline="always", **KERNEL_OPTIONS)
-def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
+def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, logits, proba_eps,
                       sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
                       float32_math):
     """Walk block b of short rows (C <= COLUMN_WALK_MAX_CLASSES) by columns into the scratch, for _finish_block.
@@ -1348,12 +1343,12 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
     p_true, p_top, target, high, low = floats[5], floats[6], floats[7], floats[8], floats[9]
     total, squares, e_true, rank, label_column = floats[10], floats[11], floats[12], floats[13], floats[14]
     ahead, label_of, status = integers[0], integers[1], integers[2]
-    _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, mode, float32_math,
-                     label_of, target, high, low, total, ahead, squares, e_true, rank, label_column, columns, floats)
-    _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, mode, proba_eps,
-                       sum_tolerance, label_of, target, high, low, total, value, rest, status, weight,
-                       fsums, icounts, b)
-    if mode == MODE_LOGITS:
+    _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties_to_last, logits, proba_eps,
+                     float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
+                     columns, floats)
+    _short_rows_status(labels, sample_weight, class_weight, start, count, ignore_label, proba_eps, sum_tolerance,
+                       label_of, target, high, low, total, value, rest, status, weight, fsums, icounts, b)
+    if logits is not None:
         # loss_of and brier: scratch here, written for every row in _finish_block.
         icounts[b, C_PROBA_LIKE], icounts[b, C_ONE_HOT_LIKE] = _probability_like_columns(
             columns, high, status, count, n_classes, sum_tolerance, loss_of, brier
@@ -1370,7 +1365,7 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
+def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, logits, proba_eps,
                      sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
                      float32_math, exp_chunk64):
     """Walk block b of long rows row by row into the scratch (one read of each row)."""
@@ -1393,7 +1388,7 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
             if keep_pred:
                 row_pred[i] = -1
             continue
-        if mode == MODE_LOGITS:
+        if logits is not None:  # (see general_tokens: numba compiles one of these two paths)
             row_target = as_float64(scores[i, label])
             shift, row_rest, row_ahead, row_squares, row_at_max, row_max, ok = _logits_row(
                 scores, i, n_classes, row_target, label, ties_to_last, float32_math, exp_chunk64
@@ -1407,7 +1402,7 @@ def _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, 
             ahead[r] = row_ahead
             squares[r] = row_squares
             target[r], high[r], low[r] = row_target, row_max, row_at_max
-        else:
+        if proba_eps is not None:
             row_target = as_float64(scores[i, label])
             row_max, row_min, row_sum, row_squares, ahead[r] = _proba_row(scores, i, n_classes, label, ties_to_last)
             target[r], high[r], squares[r] = row_target, row_max, row_squares
@@ -1469,8 +1464,8 @@ def _top_k_sums(top_k, weight, ahead, terms, count, fsums, b, moments, unit_weig
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count, floats, integers, fsums, icounts,
-                  unit_weights):
+def _finish_block(n_classes, logits, proba_eps, top_k, row_losses, row_stats, b, start, count, floats, integers,
+                  fsums, icounts, unit_weights):
     """The vectorised finish of block b over its scratch: losses, Brier, sums, moments and counters.
 
     ``unit_weights``: no sample or class weights (see store_sums).
@@ -1490,7 +1485,7 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
     # e_j = exp(z_j - max) and S = 1 + rest, 1 - p_y is formed as
     # (S - e_y) / S without cancellation: when the true class holds
     # the max, S - e_y is ``rest`` itself.
-    if mode == MODE_LOGITS:
+    if logits is not None:  # (see general_tokens: numba compiles one of these two paths)
         # exp(z[y] - max) of every row in one wide-vector loop (a scalar
         # exp per row costs more than the row's other work at C ~ 100;
         # short rows have it from _walk_columns), then the true class's
@@ -1513,7 +1508,7 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
             for r in range(count):
                 p_true[r] = e_true[r] / (1.0 + rest[r])
                 p_top[r] = 1.0 / (1.0 + rest[r])
-    else:
+    if proba_eps is not None:
         for r in range(count):
             miss = 1.0 - target[r]
             brier[r] = squares[r] + miss * miss
@@ -1521,7 +1516,7 @@ def _finish_block(n_classes, mode, top_k, row_losses, row_stats, b, start, count
             for r in range(count):
                 p_true[r] = target[r]
                 p_top[r] = high[r]
-    _losses(mode, count, status, value, rest, inverse, loss_of)
+    _losses(proba_eps, count, status, value, rest, inverse, loss_of)
     n_ok = 0
     n_ignored = 0
     n_inf = 0
@@ -1792,9 +1787,9 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
 
 
 @njit(**KERNEL_OPTIONS)
-def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
-                      sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
-                      icounts, float32_math, blocks, claims, first_task, task_step):
+def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, logits,
+                      proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task,
+                      fsums, icounts, float32_math, blocks, claims, first_task, task_step):
     """The tasks of score_blocks (see there) for short rows that this thread claims (``claims``), by the general
     path (_walk_short_block, _finish_block).
 
@@ -1819,11 +1814,11 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
             _reset_block(fsums, icounts, b)
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
-            _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode,
+            _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, logits,
                               proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums,
                               icounts, float32_math)
-            _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                          fsums, icounts, has_unit_weights(sample_weight, class_weight))
+            _finish_block(scores.shape[1], logits, proba_eps, top_k, row_losses, row_stats, b, start, count, floats,
+                          integers, fsums, icounts, has_unit_weights(sample_weight, class_weight))
 
 
 @njit(**KERNEL_OPTIONS)
@@ -1912,9 +1907,9 @@ def _write_row_outputs(floats, start, count, row_losses, row_stats, row_pred):
 
 
 @njit(**KERNEL_OPTIONS)
-def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode,
-                          proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows,
-                          blocks_per_task, fsums, icounts, float32_math, claims, first_task, task_step):
+def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last,
+                          sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
+                          icounts, claims, first_task, task_step):
     """score_tasks_short for two-class logits with no per-row loss, by _two_class_block.
 
     A rare block (see there) is left with ``icounts[b, C_ROWS] == RARE_BLOCK``
@@ -1948,9 +1943,9 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
 
 
 @njit(**KERNEL_OPTIONS)
-def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
-                     sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
-                     icounts, float32_math, claims, first_task, task_step):
+def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, logits,
+                     proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task,
+                     fsums, icounts, float32_math, claims, first_task, task_step):
     """score_tasks_short's twin for long rows (C > COLUMN_WALK_MAX_CLASSES)."""
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1], scores)
     exp_chunk64 = np.empty(EXP_SCRATCH)  # see exp_sums
@@ -1964,11 +1959,11 @@ def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, 
             _reset_block(fsums, icounts, b)
             start = b * block_rows
             count = min(block_rows, scores.shape[0] - start)
-            _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, mode, proba_eps,
-                             sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums, icounts,
-                             float32_math, exp_chunk64)
-            _finish_block(scores.shape[1], mode, top_k, row_losses, row_stats, b, start, count, floats, integers,
-                          fsums, icounts, has_unit_weights(sample_weight, class_weight))
+            _walk_long_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, logits,
+                             proba_eps, sum_tolerance, row_pred, b, start, count, floats, integers, columns, fsums,
+                             icounts, float32_math, exp_chunk64)
+            _finish_block(scores.shape[1], logits, proba_eps, top_k, row_losses, row_stats, b, start, count, floats,
+                          integers, fsums, icounts, has_unit_weights(sample_weight, class_weight))
 
 
 def score_blocks(
@@ -2049,21 +2044,23 @@ def score_blocks(
     if on_bad_labels is not None and not (two_class or in_registers):
         on_bad_labels()
     n_tasks = -(-nblocks // blocks_per_task)
+    # The general kernels take the mode and the math as types: see general_tokens.
+    logits, eps, math = general_tokens(mode, proba_eps, float32_math)
     if two_class:
         stats, pred = (row_stats, row_pred) if outputs else (None, None)
         run_tasks(score_tasks_two_class,
-                  (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
-                   sum_tolerance, row_losses, stats, pred, nblocks, block_rows, blocks_per_task, fsums, icounts,
-                   bool(float32_math), new_claims()), n_tasks)
+                  (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, sum_tolerance,
+                   row_losses, stats, pred, nblocks, block_rows, blocks_per_task, fsums, icounts, new_claims()),
+                  n_tasks)
     elif in_registers:
         run_tasks(score_tasks_in_registers,
                   (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, sum_tolerance,
                    row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums, icounts,
                    new_claims()), n_tasks)
     else:
-        general = (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
+        general = (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, logits, eps,
                    sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
-                   icounts, bool(float32_math))
+                   icounts, math)
         if scores.shape[1] <= COLUMN_WALK_MAX_CLASSES:
             run_tasks(score_tasks_short, general + (_ALL_BLOCKS, new_claims()), n_tasks)
         else:
@@ -2078,9 +2075,32 @@ def score_blocks(
         on_bad_labels()
     per_task = _parallel.blocks_per_task(rare.shape[0])
     run_tasks(score_tasks_short,
-              (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, mode, proba_eps,
-               sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, per_task, fsums, icounts,
-               bool(float32_math), rare.astype(np.int64), new_claims()), -(-rare.shape[0] // per_task))
+              (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, logits, eps,
+               sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, per_task, fsums, icounts, math,
+               rare.astype(np.int64), new_claims()), -(-rare.shape[0] // per_task))
+
+
+def general_tokens(mode, proba_eps, float32_math):
+    """The general kernels' mode and math as types: (logits, proba_eps, float32_math).
+
+    ``logits`` True and ``proba_eps`` None for logits; ``logits`` None and
+    ``proba_eps`` the float for probabilities; ``float32_math`` True (16-
+    and 32-bit logits in float32 math) or None (float64 math, and
+    probabilities).  numba prunes a branch on ``x is None`` (or ``is not
+    None``) of an argument typed None before it types the function; on any
+    other value it compiles both branches, and their callees.  So each path
+    that calls functions of its own is written under ``if logits is not
+    None`` or ``if proba_eps is not None``, not as an if / else (a few
+    loops without calls are), and a first evaluate of float32 logits
+    compiles no probability code and no float64 exps (C = 100: 9.7-10.4 ->
+    7.0-8.0 s, benchmarks/cold_start.py --classes 100, against a kernel
+    that took both as values); probabilities compile no exps.  The price:
+    precision="float64" on 16- or 32-bit logits, or probabilities after
+    logits, compile kernels of their own.
+    """
+    if mode == MODE_LOGITS:
+        return True, None, (True if float32_math else None)
+    return None, float(proba_eps), None
 
 
 # score_tasks_short's ``blocks`` for every block.

@@ -269,9 +269,10 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
 def soft_blocks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math,
                 row_losses, row_values, nblocks, block_rows, fsums, icounts):
     """``_soft_blocks_tasks`` on the thread pool (see fastce._parallel)."""
-    # Rows of up to 32 classes never take the float32 exps: None there, and the kernel compiled for it has only the
-    # float64 ones (see kernels._row_exp_sums); the other leaf took 0.5 s of a first call at C = 10.
-    float32_math = bool(float32_math) if scores.shape[1] > K.COLUMN_WALK_MAX_CLASSES else None
+    # The math as a type (True or None: see kernels._row_exp_sums), so that the kernel compiles one exp leaf.  Rows
+    # of up to 32 classes never take the float32 exps: None there (the float32 leaf took 0.5 s of a first call at
+    # C = 10).
+    float32_math = True if float32_math and scores.shape[1] > K.COLUMN_WALK_MAX_CLASSES else None
     args = (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math, row_losses,
             row_values, nblocks, block_rows, fsums, icounts, new_claims())
     run_tasks(_soft_blocks_tasks, args, nblocks)
