@@ -6,8 +6,8 @@ second.  A container image or a CI cache filled by ``fastce warmup`` never
 pays the compile at run time.  Warming up runs every door on a few rows of
 each dtype, so it compiles exactly what those calls would: the multi-class
 kernels for short and long rows (logits and probabilities), binary,
-multi-label and soft-target kernels, and the diagnostics (every task) and
-comparison kernels.
+multi-label and soft-target kernels, the diagnostics (every task) and
+comparison kernels, and ``precision="float64"`` on 16- and 32-bit logits.
 """
 
 from __future__ import annotations
@@ -72,6 +72,10 @@ def _exercise(dtype) -> None:
         fastce.evaluate(wide_labels, proba=rng.dirichlet(np.ones(40), rows).astype(dtype), top_k=(1, 2))
         fastce.diagnose(wide_labels, logits=wide)
         fastce.compare(wide_labels, logits={"a": wide, "b": wide[::-1].copy()})
+        if np.dtype(dtype).itemsize < 8:
+            # precision="float64" on 16- and 32-bit logits: kernels of their own (see kernels.general_tokens).
+            fastce.evaluate(labels, logits=logits, precision="float64")
+            fastce.evaluate(wide_labels, logits=wide, precision="float64")
 
 
 def warmup(dtypes=DTYPES, *, report=None) -> dict:
