@@ -156,6 +156,16 @@ def _step_pipeline():
 
 _STEP_PIPELINE, _STEP_CACHE = _step_pipeline() or (None, None)
 
+# The options of an @overload(inline="always") implementation.  numba types such an implementation by compiling
+# it whole (its dispatcher's get_call_template: lowering, the module passes over it and every step it links in,
+# machine code), then throws that away and inlines its IR.  Compiled as a kernel step's (no module passes, no
+# machine code; see _step_pipeline) and never cached (a cached copy would put the steps it links, unoptimised,
+# in the JIT engine, where later kernels' calls to them would resolve: see StepCacheImpl), that costs ~0.7 s less
+# a first general short-row evaluate (the dtype's walk, _walk_by_columns), ~0.1 s a long-row one.
+INLINE_OVERLOAD_OPTIONS = dict(OVERLOAD_OPTIONS, cache=False)
+if _STEP_PIPELINE is not None:
+    INLINE_OVERLOAD_OPTIONS["pipeline_class"] = _STEP_PIPELINE
+
 
 class KernelStep(CPUDispatcher):
     """A numba function that only other numba functions call (see kernel_step); never from Python."""

@@ -20,7 +20,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
-from fastce._config import KERNEL_OPTIONS, OVERLOAD_OPTIONS, kernel_step
+from fastce._config import INLINE_OVERLOAD_OPTIONS, KERNEL_OPTIONS, OVERLOAD_OPTIONS, kernel_step
 
 
 def _bitcast_typer(source, target):
@@ -619,7 +619,7 @@ def entries_per_line(array):  # pragma: no cover - replaced by the overload belo
     return CACHE_LINE_BYTES // array.itemsize
 
 
-@overload(entries_per_line, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(entries_per_line, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
 def _entries_per_line_overload(array):
     """Entries of ``array`` in a 64-byte cache line, a compile-time constant of its type.
 

@@ -42,7 +42,7 @@ from numba.extending import overload
 from fastce import _column_lanes as column_lanes
 from fastce import _lanes as lanes
 from fastce import _parallel
-from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, MAX_BLOCK_ROWS, kernel_step
+from fastce._config import INLINE_OVERLOAD_OPTIONS, KERNEL_OPTIONS, LEAF_OPTIONS, MAX_BLOCK_ROWS, kernel_step
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
@@ -325,7 +325,7 @@ def _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_c
     return exp_sums(scores, i, n_classes, row_max, exp_chunk64)
 
 
-@overload(_row_exp_sums, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(_row_exp_sums, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
 def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64):
     """_exp_sums_f32 when ``float32_math`` is True, exp_sums when it is None (or the scores float64).
 
@@ -698,7 +698,7 @@ def _plus_squares(scores, acc, v):  # pragma: no cover - replaced by the overloa
     return lanes.add(acc, lanes.mul(v, v))
 
 
-@overload(_plus_squares, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(_plus_squares, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
 def _plus_squares_overload(scores, acc, v):
     """acc + v * v lane by lane, ``v`` entries of ``scores`` widened to float64: one FMA for 16- and 32-bit
     scores (their squares are exact in float64: the same bits), a product and a sum for float64 ones."""
@@ -931,7 +931,7 @@ def _narrow_like(example, value):  # pragma: no cover - replaced by the overload
     return value
 
 
-@overload(_narrow_like, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(_narrow_like, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
 def _narrow_like_overload(example, value):
     """``value`` (a float64 holding a value of ``example``'s type exactly) in ``example``'s type."""
     if example == types.float32:
@@ -1226,7 +1226,7 @@ def _column_dtype(scores):  # pragma: no cover - replaced by the overload below
     return np.float64
 
 
-@overload(_column_dtype, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(_column_dtype, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
 def _column_dtype_overload(scores):
     """The transposed block's dtype: float64 for float64 scores, float32 (exact) for 16- and 32-bit ones."""
     if scores.dtype == types.float64:
@@ -1299,7 +1299,7 @@ def _walk_by_columns(scores, labels, start, count, n_classes, ignore_label, ties
     pass
 
 
-@overload(_walk_by_columns, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(_walk_by_columns, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
 def _walk_by_columns_overload(scores, labels, start, count, n_classes, ignore_label, ties_to_last, logits,
                               proba_eps, float32_math, label_of, target, high, low, total, ahead, squares, e_true,
                               rank, label_column, columns, floats):

@@ -41,7 +41,7 @@ from numba.extending import overload
 
 from fastce import _lanes as lanes
 from fastce import kernels as K
-from fastce._config import KERNEL_OPTIONS, OVERLOAD_OPTIONS, kernel_step
+from fastce._config import INLINE_OVERLOAD_OPTIONS, KERNEL_OPTIONS, OVERLOAD_OPTIONS, kernel_step
 from fastce._exactsum import exact_add, normalize
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
@@ -240,7 +240,7 @@ def target_value(t):  # pragma: no cover - replaced by the overload below
     return float(t)
 
 
-@overload(target_value, inline="always", jit_options=KERNEL_OPTIONS)
+@overload(target_value, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
 def _target_value_overload(t):
     # uint8 targets (0/1 indicators, bool viewed as uint8) are plain numbers;
     # floats go through as_float64 (which reads 16-bit ints as half floats).
