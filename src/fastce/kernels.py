@@ -593,7 +593,7 @@ def _losses(proba_eps, count, status, value, rest, inverse, loss_of):
     """
     prefer_wide_vectors()
     compile_apart()
-    if proba_eps is not None:  # probabilities (see score_blocks' proba_eps)
+    if proba_eps is not None:  # probabilities (see general_tokens)
         for r in range(count):
             ok = status[r] == ROW_OK
             loss_of[r] = -log_positive(value[r] if ok else 0.5)
@@ -2092,9 +2092,10 @@ def general_tokens(mode, proba_eps, float32_math):
     that calls functions of its own is written under ``if logits is not
     None`` or ``if proba_eps is not None``, not as an if / else (a few
     loops without calls are), and a first evaluate of float32 logits
-    compiles no probability code and no float64 exps (C = 100: 9.7-10.4 ->
-    7.0-8.0 s, benchmarks/cold_start.py --classes 100, against a kernel
-    that took both as values); probabilities compile no exps.  The price:
+    compiles no probability code and no float64 exps (C = 100: 7.0-9.1 ->
+    5.9-7.1 s, five alternated pairs of benchmarks/cold_start.py --classes
+    100, against a kernel that took both as values); probabilities compile
+    no exps.  The price:
     precision="float64" on 16- or 32-bit logits, or probabilities after
     logits, compile kernels of their own.
     """
