@@ -1,0 +1,61 @@
+"""What a first call compiles: the general kernels take the mode and the math as types (kernels.general_tokens),
+so numba compiles only the path a call takes.
+
+Checked in a fresh process with an empty numba cache: a kernel loaded from the cache is not typed again (its
+steps are never compiled there), and this process's other tests may have compiled any step already.  Each
+check counts a step's compiled signatures, so it fails if the path that should have been pruned was typed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+_SCRIPT = """
+import json, numpy as np, fastce
+from fastce import kernels as K
+
+STEPS = ("_logits_row", "_exp_sums_f32", "exp_sums", "_exp_true", "_probability_like_row", "_proba_row",
+         "_exp_columns")
+seen = {}
+
+def note(name):
+    seen[name] = {step: len(getattr(K, step).overloads) for step in STEPS}
+
+rng = np.random.default_rng(0)
+long_labels, short_labels = rng.integers(0, 40, 300), rng.integers(0, 10, 300)
+long_logits = rng.standard_normal((300, 40)).astype(np.float32)
+short_logits = rng.standard_normal((300, 10))
+fastce.evaluate(long_labels, proba=rng.dirichlet(np.ones(40), 300).astype(np.float32))
+fastce.evaluate(short_labels, proba=rng.dirichlet(np.ones(10), 300))
+note("probabilities first")
+fastce.evaluate(long_labels, logits=long_logits)
+note("then float32 logits")
+fastce.evaluate(long_labels, logits=long_logits, precision="float64")
+note("then float64 math")
+fastce.evaluate(short_labels, logits=short_logits)
+note("then short float64 logits")
+print("COMPILED", json.dumps(seen))
+"""
+
+
+def test_each_path_compiles_only_its_own_steps(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")  # empty: every kernel is compiled, not loaded
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("COMPILED ")]
+    seen = json.loads(line.split(" ", 1)[1])
+    none = dict.fromkeys(seen["probabilities first"], 0)
+    # Probabilities (long and short rows) compile none of the logits' steps: no row walk of logits, no exps.
+    assert seen["probabilities first"] == dict(none, _proba_row=1)
+    # float32 logits: the float32 exp leaf only, not the float64 one (a run-time choice compiled both).
+    long_logits = dict(_logits_row=1, _exp_sums_f32=1, _exp_true=1, _probability_like_row=1)
+    assert seen["then float32 logits"] == dict(none, _proba_row=1, **long_logits)
+    # precision="float64" on the same logits: a row walk of its own, with the float64 leaf.
+    assert seen["then float64 math"] == dict(none, _proba_row=1, **dict(long_logits, _logits_row=2, exp_sums=1))
+    # Short float64 logits: the general short-row path's logits steps, compiled now (none were before).
+    assert seen["then short float64 logits"] == dict(none, _proba_row=1, _exp_columns=1,
+                                                     **dict(long_logits, _logits_row=2, exp_sums=1))
