@@ -27,8 +27,10 @@ What it does:
    cache (everything is compiled and written); later runs load it (warm cache).
 
 ``--doors``: then the first call of each other door in turn (two-class and 1-D binary logits,
-multi-label and soft targets, ``diagnose``, ``compare`` of multi-class and of binary models, float32,
-the same rows), each after the ones before it: what a further path compiles.
+multi-label and soft targets, ``diagnose``, ``compare`` of multi-class and of binary models,
+probabilities, and ``precision="float64"``: float32, the same rows), each after the ones before it:
+what a further path compiles (probabilities and float64 math compile kernels of their own, see
+kernels.general_tokens).
 
 It prints, per run, the process wall time (interpreter start to exit), the
 import time, the first-call time (compile or cache load) and the second-call
@@ -88,6 +90,8 @@ doors = {
     "diagnose": lambda: fastce.diagnose(labels, logits=z),
     "compare": lambda: fastce.compare(labels, logits={"A": z, "B": z[::-1].copy()}),
     "compare binary": lambda: fastce.compare(labels % 2, logits={"A": z[:, 0].copy(), "B": z[:, 1].copy()}),
+    "probabilities": lambda: fastce.evaluate(labels, proba=np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)),
+    "precision float64": lambda: fastce.evaluate(labels, logits=z, precision="float64"),
 }
 door_first = {}
 for name in (sys.argv[3].split(";") if len(sys.argv) > 3 and sys.argv[3] else []):
@@ -117,7 +121,7 @@ def _tree_size(path):
 
 
 DOORS = ("two-class logits", "binary 1-D logits", "multi-label", "soft targets", "diagnose", "compare",
-         "compare binary")
+         "compare binary", "probabilities", "precision float64")
 
 
 def run_child(env, dtypes, n_classes=10, python=sys.executable, doors=()):
