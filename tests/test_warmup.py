@@ -8,7 +8,7 @@ import logging
 import pytest
 from numba import njit
 
-from fastce import _compile_log, cli
+from fastce import _compile_log, cli, kernels
 from fastce.progress import LineProgress
 from fastce.warmup import DTYPES, warmup
 
@@ -59,6 +59,21 @@ def test_a_compile_is_announced_to_callbacks_and_logged(caplog):
     # Outside the block the callback hears nothing more.
     kernel(1.5)
     assert len(messages) == 1
+
+
+def test_a_general_kernels_compile_names_its_path():
+    """A general kernel compiles once per path its mode and math arguments pick (kernels.general_tokens): the
+    notice says which, so that a second compile of the same kernel does not look like a bug."""
+    namespace = {"__name__": "fastce.probe"}
+    exec("def general(x, logits, proba_eps, float32_math):\n    return x + 1\n", namespace)
+    kernel = njit(namespace["general"])
+    messages = []
+    with _compile_log.notices(messages.append):
+        tokens = kernels.general_tokens
+        for mode, math in ((kernels.MODE_LOGITS, True), (kernels.MODE_PROBA, True), (kernels.MODE_LOGITS, False)):
+            assert kernel(1.0, *tokens(mode, 1e-15, math)) == 2.0
+    assert messages == [f"compiling fastce kernel general (float64, {path}), first use with this numba cache"
+                        for path in ("logits in float32 math", "probabilities", "logits in float64 math")]
 
 
 @pytest.mark.parametrize("module", ["somebody_else", None])

@@ -44,13 +44,32 @@ def _input_kind(args) -> str:
     return f"{name} {ndim}-D input" if ndim is not None else name
 
 
+def _path(func, args) -> str:
+    """The path a general kernel is compiled for, from its mode and math arguments (kernels.general_tokens,
+    whose types pick it): one kernel compiles again for probabilities or float64 math, and the log says why."""
+    try:
+        names = func.__code__.co_varnames[:func.__code__.co_argcount]
+    except AttributeError:
+        return ""
+    types_of = dict(zip(names, args))
+    if "logits" not in types_of or "float32_math" not in types_of:
+        return ""
+    if _is_none(types_of["logits"]):
+        return ", probabilities"
+    return ", logits in float64 math" if _is_none(types_of["float32_math"]) else ", logits in float32 math"
+
+
+def _is_none(numba_type) -> bool:
+    return str(numba_type) in ("none", "NoneType")
+
+
 def _ours(func) -> bool:
     # Any function may be compiled while fastce is imported, some with a __module__ of None (exec'd code).
     return str(getattr(func, "__module__", None) or "").startswith("fastce.")
 
 
-def start_message(kernel: str, args) -> str:
-    return f"compiling fastce kernel {kernel} ({_input_kind(args)}), first use with this numba cache"
+def start_message(kernel: str, args, path: str = "") -> str:
+    return f"compiling fastce kernel {kernel} ({_input_kind(args)}{path}), first use with this numba cache"
 
 
 # What the CLI shows, once per run, at the first compile (the log has each kernel).
@@ -74,7 +93,8 @@ class _Listener(event.Listener):
         stack.append(time.perf_counter())
         if len(stack) != 1 or not _ours(func):
             return
-        message = start_message(func.__name__, ev.data.get("args") or ())
+        args = ev.data.get("args") or ()
+        message = start_message(func.__name__, args, _path(func, args))
         logger.info(message)
         with _callbacks_lock:
             callbacks = list(_callbacks)
