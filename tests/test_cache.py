@@ -62,7 +62,8 @@ def test_second_process_loads_kernels_from_disk(tmp_path):
     assert _cache_lines(first.stdout + first.stderr, "data saved"), "first run compiled nothing into the cache"
     # The first use says it compiles (fastce's logger), once per top-level kernel, and how long it took.
     log = [line for line in first.stderr.splitlines() if line.startswith("LOG fastce ")]
-    assert "LOG fastce compiling fastce kernel score_tasks_short (float64 2-D input), first use with this numba cache" in "\n".join(log), log
+    assert ("LOG fastce compiling fastce kernel score_tasks_short (float64 2-D input, logits in float64 math), first use "
+            "with this numba cache") in log, log
     assert any(line.startswith("LOG fastce compiled fastce kernel score_tasks_short in ") for line in log), log
     assert len([line for line in log if "compiling fastce kernel score_tasks_short" in line]) == 1, log
 
