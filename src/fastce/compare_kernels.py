@@ -176,7 +176,7 @@ def compare_binary_blocks(views, labels, weights, top_k, from_logits, float32_ma
     # None for logits: the kernel compiled for logits then has no probability path, and the other way round
     # (numba prunes the branches on ``proba_eps is None`` before typing; the dead path took 0.4-2 s to compile).
     # None: float64 math, and for probabilities (one compiled kernel each, see kernels_binary.logit_element).
-    float32_math = KB.math_token(from_logits and float32_math and views[0].dtype != np.float64)
+    float32_math = K.math_token(from_logits and float32_math and views[0].dtype != np.float64)
     run_tasks(_compare_tasks_binary, (views[0], addresses, labels, weights, top_k, None if from_logits else proba_eps,
                                       float32_math, confident_below, row_stats, nblocks, block_rows, blocks_per_task,
                                       fsums, icounts, pair_fsums, new_claims()),

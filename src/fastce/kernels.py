@@ -331,8 +331,8 @@ def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_ma
 
     Chosen by the token's type when numba compiles (see general_tokens): a
     kernel compiles one leaf.  Picking at run time compiled both, the
-    float32 leaf 0.5-0.9 s and the float64 one (with its dispatch) 0.4-0.6 s
-    of a first call at C = 100; the price is a kernel of its own (a few
+    float32 leaf 0.5-0.9 s and the float64 one (with its dispatch) 0.4-0.5 s
+    of a first call at C = 100 (numba's compile events); the price is a kernel of its own (a few
     seconds, once) for precision="float64" on 16- and 32-bit logits.
     Inlined by numba: compiled apart, this dispatch cost 30 ns per row
     (C = 100: 1.46 against 1.17 ns per score, benchmarks/kernel_timing.py).
@@ -2094,14 +2094,24 @@ def general_tokens(mode, proba_eps, float32_math):
     loops without calls are), and a first evaluate of float32 logits
     compiles no probability code and no float64 exps (C = 100: 7.0-9.1 ->
     5.9-7.1 s, five alternated pairs of benchmarks/cold_start.py --classes
-    100, against a kernel that took both as values); probabilities compile
-    no exps.  The price:
+    100, against a kernel that took both as values; three of them with
+    _config.INLINE_OVERLOAD_OPTIONS too); probabilities compile no exps.
+    The price:
     precision="float64" on 16- or 32-bit logits, or probabilities after
     logits, compile kernels of their own.
     """
     if mode == MODE_LOGITS:
-        return True, None, (True if float32_math else None)
+        return True, None, math_token(float32_math)
     return None, float(proba_eps), None
+
+
+def math_token(float32_math):
+    """The kernels' ``float32_math`` from a truth value: True (float32 math) or None (float64 math).
+
+    The kernels pick the math by the argument's type (kernels_binary.logit_element, _row_exp_sums,
+    general_tokens), so a False would mean float32 math too: the Python entry points pass it through this.
+    """
+    return True if float32_math else None
 
 
 # score_tasks_short's ``blocks`` for every block.

@@ -883,18 +883,9 @@ def _binary_row(scores, labels, i, from_logits, proba_eps, float32_math):
     return ok, loss, sq, positive == (y == 1), p_true
 
 
-def math_token(float32_math):
-    """The kernels' ``float32_math`` from a truth value: True (float32 math) or None (float64 math).
-
-    logit_element picks the math by the argument's type, so a False would
-    mean float32 math too: the Python entry points pass it through this.
-    """
-    return True if float32_math else None
-
-
 def binary_row_stats(scores, labels, from_logits, proba_eps, float32_math, stats):
-    """_binary_row_stats with ``float32_math`` a truth value (see math_token)."""
-    _binary_row_stats(scores, labels, from_logits, proba_eps, math_token(float32_math), stats)
+    """_binary_row_stats with ``float32_math`` a truth value (see kernels.math_token)."""
+    _binary_row_stats(scores, labels, from_logits, proba_eps, K.math_token(float32_math), stats)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -925,5 +916,5 @@ def binary_logits_blocks(logits, labels, sample_weight, top_k, row_losses, nbloc
         raise ValueError(f"bad_labels has {bad_labels.shape[0]} entries for {nblocks} blocks")
     run_tasks(_binary_logits_blocks_tasks,
               (logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,
-               math_token(float32_math), bad_labels, new_claims()),
+               K.math_token(float32_math), bad_labels, new_claims()),
               nblocks)

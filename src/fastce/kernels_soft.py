@@ -272,7 +272,7 @@ def soft_blocks(scores, targets, labels, class_weight, smoothing, ignore_label, 
     # The math as a type (True or None: see kernels._row_exp_sums), so that the kernel compiles one exp leaf.  Rows
     # of up to 32 classes never take the float32 exps: None there (the float32 leaf took 0.5 s of a first call at
     # C = 10).
-    float32_math = True if float32_math and scores.shape[1] > K.COLUMN_WALK_MAX_CLASSES else None
+    float32_math = K.math_token(float32_math and scores.shape[1] > K.COLUMN_WALK_MAX_CLASSES)
     args = (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math, row_losses,
             row_values, nblocks, block_rows, fsums, icounts, new_claims())
     run_tasks(_soft_blocks_tasks, args, nblocks)
