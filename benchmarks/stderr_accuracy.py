@@ -30,24 +30,24 @@ from fastce import _exactsum
 
 
 @njit(cache=False)
-def _exact_moments(values, acc_sum, acc_square):
-    """acc_sum += sum x, acc_square += sum x^2, both exactly (Dekker's product: x^2 = hi + lo exactly)."""
+def _exact_moments(values, accs):
+    """accs[0] += sum x, accs[1] += sum x^2, both exactly (Dekker's product: x^2 = hi + lo exactly)."""
     split = 134217729.0  # 2**27 + 1
     for i in range(values.shape[0]):
         x = values[i]
-        _exactsum.exact_add(acc_sum, x)
+        _exactsum.exact_add_at(accs, 0, x)
         hi = x * x
         c = split * x
         x_hi = c - (c - x)
         x_lo = x - x_hi
         lo = ((x_hi * x_hi - hi) + 2.0 * x_hi * x_lo) + x_lo * x_lo
-        _exactsum.exact_add(acc_square, hi)
-        _exactsum.exact_add(acc_square, lo)
+        _exactsum.exact_add_at(accs, 1, hi)
+        _exactsum.exact_add_at(accs, 1, lo)
         if i % (1 << 20) == 0:
-            _exactsum.normalize(acc_sum)
-            _exactsum.normalize(acc_square)
-    _exactsum.normalize(acc_sum)
-    _exactsum.normalize(acc_square)
+            _exactsum.normalize_at(accs, 0)
+            _exactsum.normalize_at(accs, 1)
+    _exactsum.normalize_at(accs, 0)
+    _exactsum.normalize_at(accs, 1)
 
 
 def exact_stderr(n: int, acc_sum, acc_square) -> float:
@@ -67,7 +67,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     evaluator = fastce.Evaluator(args.classes)
-    accs = {name: (_exactsum.new_accumulators(1)[0], _exactsum.new_accumulators(1)[0]) for name in ("loss", "hit")}
+    accs = {name: _exactsum.new_accumulators(2) for name in ("loss", "hit")}
     naive = {name: [0.0, 0.0] for name in accs}
     start = time.perf_counter()
     done = 0
@@ -82,7 +82,7 @@ def main(argv=None) -> None:
             "hit": (np.argmax(z, axis=1) == y).astype(np.float64),
         }
         for name, x in values.items():
-            _exact_moments(x, *accs[name])
+            _exact_moments(x, accs[name])
             for v in np.array_split(x, max(1, n // 1000)):  # running float64 sums, 1,000 rows at a time
                 naive[name][0] += float(v.sum())
                 naive[name][1] += float((v * v).sum())

@@ -104,8 +104,9 @@ def test_stderr_accuracy_reports_exact_agreement(capsys):
 
 def test_stderr_accuracy_exact_moments_are_exact():
     values = np.array([0.1, 2.0**-200, 3.0, 1e100, 1 / 3], dtype=np.float64)
-    acc_sum, acc_square = stderr_accuracy._exactsum.new_accumulators(2)
-    stderr_accuracy._exact_moments(values, acc_sum, acc_square)
+    accs = stderr_accuracy._exactsum.new_accumulators(2)
+    stderr_accuracy._exact_moments(values, accs)
+    acc_sum, acc_square = accs
     from fractions import Fraction
 
     scale = 1 << stderr_accuracy._exactsum.OFFSET

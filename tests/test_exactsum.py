@@ -14,6 +14,7 @@ from fractions import Fraction
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from numba import njit
 
 from fastce import _exactsum
 
@@ -24,12 +25,19 @@ FINITE = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(
 )
 
 
-def _accumulate(values) -> np.ndarray:
-    acc = _exactsum.new_accumulators(1)[0]
+@njit
+def _add_all(accs, k, values):
+    """The kernels' own steps (callable only from compiled code): each value added, then the row normalised."""
     for v in values:
-        _exactsum.exact_add(acc, float(v))
-    _exactsum.normalize(acc)
-    return acc
+        _exactsum.exact_add_at(accs, k, v)
+    _exactsum.normalize_at(accs, k)
+
+
+def _accumulate(values) -> np.ndarray:
+    accs = _exactsum.new_accumulators(3)
+    _add_all(accs, 1, np.array(values, dtype=np.float64))
+    assert not accs[0].any() and not accs[2].any()  # only row k is touched
+    return accs[1]
 
 
 @given(st.lists(FINITE, max_size=60))
@@ -77,6 +85,15 @@ def test_to_int_of_any_limbs(limbs):
     normalised = acc.copy()
     _exactsum.normalize(normalised)
     assert _exactsum.to_int(normalised) == expected
+    # The Python callers' normalize and the kernels' normalize_at: the same limbs.
+    in_rows = np.stack([acc, acc])
+    _normalize_row(in_rows, 1)
+    assert np.array_equal(in_rows[1], normalised) and np.array_equal(in_rows[0], acc)
+
+
+@njit
+def _normalize_row(accs, k):
+    _exactsum.normalize_at(accs, k)
 
 
 @given(st.lists(st.lists(st.integers(-(2 ** 40), 2 ** 40), min_size=_exactsum.NUM_LIMBS,

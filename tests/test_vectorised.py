@@ -199,8 +199,8 @@ def test_the_check_can_fail():
     """A scalar function (one exact addition) has no packed float64 instruction: the pattern is not vacuous."""
     from fastce import _exactsum
 
-    acc = _exactsum.new_accumulators(1)[0]
-    assert not PACKED_DOUBLE.search(_fresh_asm(_exactsum.exact_add, acc, 1.5))
+    accs = _exactsum.new_accumulators(1)
+    assert not PACKED_DOUBLE.search(_fresh_asm(_exactsum.exact_add_at, accs, 0, 1.5))
 
 
 @pytest.mark.parametrize("float32_math", [None, True], ids=["float64-math", "float32-math"])

@@ -62,28 +62,20 @@ def _limbs_of(value):
     return limb, sign * low, sign * (rest & _LIMB_MASK), sign * (rest >> LIMB_BITS)
 
 
-@njit(**KERNEL_OPTIONS)
-def exact_add(acc, value):
-    """Add the finite float64 ``value`` to the accumulator ``acc`` (1-D limbs).
-
-    Each call adds less than 2**32 in magnitude to at most three limbs, so
-    ``normalize`` must run at least once every 2**30 calls; the drivers call
-    it after every kernel call.
-    """
-    if value == 0.0 or not math.isfinite(value):
-        # Callers count non-finite values themselves (see kernels.fold_blocks).
-        return
-    limb, low, middle, high = _limbs_of(value)
-    acc[limb] += low
-    acc[limb + 1] += middle
-    acc[limb + 2] += high
-
-
 @kernel_step(**LEAF_OPTIONS)
 def exact_add_at(accs, k, value):
-    """exact_add(accs[k], value) without a view of row k, and without references (LEAF_OPTIONS): a
-    view or a call takes one on ``accs``, an atomic operation on a counter every thread adding to
-    the same buffer shares."""
+    """Add the finite float64 ``value`` to the accumulator ``accs[k]`` (a row of limbs); skip a zero or a
+    non-finite one (callers count those themselves: see kernels.fold_blocks).
+
+    Each call adds less than 2**32 in magnitude to at most three limbs, so
+    ``normalize_at`` must run at least once every 2**30 calls; the drivers
+    call it after every kernel call.  A row index, not a view of the row,
+    and no references (LEAF_OPTIONS): a view or a call takes one on
+    ``accs``, an atomic operation on a counter every thread adding to the
+    same buffer shares.  A kernel step, compiled once for every kernel's
+    fold (a first ``evaluate`` compiled ~0.6 s less than with an @njit
+    exact_add and normalize of row views, benchmarks/cold_start.py).
+    """
     if value == 0.0 or not math.isfinite(value):
         return
     limb, low, middle, high = _limbs_of(value)
@@ -94,11 +86,21 @@ def exact_add_at(accs, k, value):
 
 @njit(**KERNEL_OPTIONS)
 def normalize(acc):
-    """Propagate carries so that every limb but the last lies in [0, 2**32)."""
+    """Propagate carries so that every limb but the last lies in [0, 2**32): normalize_at for Python callers
+    (merges, JSON)."""
     for i in range(acc.shape[0] - 1):
         carry = acc[i] >> LIMB_BITS  # arithmetic shift: floor division
         acc[i] -= carry << LIMB_BITS
         acc[i + 1] += carry
+
+
+@kernel_step(**LEAF_OPTIONS)
+def normalize_at(accs, k):
+    """normalize(accs[k]) in a kernel, without a view of row k (see exact_add_at)."""
+    for i in range(accs.shape[1] - 1):
+        carry = accs[k, i] >> LIMB_BITS
+        accs[k, i] -= carry << LIMB_BITS
+        accs[k, i + 1] += carry
 
 
 def to_int(acc: np.ndarray) -> int:

@@ -34,7 +34,7 @@ from fastce import kernels as K
 from fastce import kernels_binary as KB
 from fastce._accumulate import _EMPTY_F64, _NO_ROW_LOSSES, _NO_ROW_PRED
 from fastce._config import KERNEL_OPTIONS, kernel_step
-from fastce._exactsum import exact_add, normalize
+from fastce._exactsum import exact_add_at, normalize_at
 from fastce._parallel import blocks_per_task as blocks_per_task_of
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import add_reassoc, inline_into_callers, prefer_wide_vectors
@@ -746,10 +746,10 @@ def fold_exact(fsums, nblocks, acc, dropped):
         for c in range(fsums.shape[1]):
             value = fsums[b, c]
             if math.isfinite(value):
-                exact_add(acc[c], value)
+                exact_add_at(acc, c, value)
             else:
                 nonfinite += 1
                 dropped[c] = True
     for c in range(acc.shape[0]):
-        normalize(acc[c])
+        normalize_at(acc, c)
     return nonfinite

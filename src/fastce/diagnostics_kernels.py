@@ -47,7 +47,7 @@ import numpy as np
 from numba import njit
 
 from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel_step
-from fastce._exactsum import NUM_LIMBS, exact_add, exact_add_at, normalize
+from fastce._exactsum import NUM_LIMBS, exact_add_at, normalize_at
 from fastce._parallel import claim, new_claims, run_tasks, strides
 from fastce._vecmath import bits_to_float64, float64_to_bits
 
@@ -270,7 +270,7 @@ def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, bloc
         all_inf += np.int64(inf_rows)
     # Limbs back in [0, 2**32): the strides' accumulators can then be added as integers (see add_exact).
     for k in range(acc.shape[0]):
-        normalize(acc[k])
+        normalize_at(acc, k)
     counts[first_task, N_ROWS], counts[first_task, N_RIGHT], counts[first_task, N_WRONG] = all_rows, all_right, all_wrong
     counts[first_task, N_CONFWRONG], counts[first_task, N_INF] = all_confident, all_inf
     nonfinite[first_task] = bad
@@ -331,7 +331,7 @@ def add_exact(exact, parts):
         for s in range(parts.shape[0]):
             for limb in range(exact.shape[1]):
                 exact[k, limb] += parts[s, k, limb]
-        normalize(exact[k])
+        normalize_at(exact, k)
 
 
 # The per-class sums and the confusion matrix are scattered by class ranges:

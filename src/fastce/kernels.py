@@ -43,7 +43,7 @@ from fastce import _column_lanes as column_lanes
 from fastce import _lanes as lanes
 from fastce import _parallel
 from fastce._config import INLINE_OVERLOAD_OPTIONS, KERNEL_OPTIONS, LEAF_OPTIONS, MAX_BLOCK_ROWS, kernel_step
-from fastce._exactsum import exact_add, normalize
+from fastce._exactsum import exact_add_at, normalize_at
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
     EXP_BIAS_F32,
@@ -2237,7 +2237,7 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, block_rows, sums_acc, minma
     within the slice they were given); ``block_rows`` numbers a block's first
     row.
 
-    A non-finite block sum is never dropped: ``exact_add`` can only hold
+    A non-finite block sum is never dropped: ``exact_add_at`` can only hold
     finite values, so a non-finite loss sum is counted in C_INF_LOSS (finite
     losses that overflowed: the state's loss is then inf), and a non-finite
     weight, Brier or top-k sum (weights so large that their float64 sum
@@ -2256,15 +2256,15 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, block_rows, sums_acc, minma
     n_moments = M_W2TOPK + n_topk
     overflowed_moments = 0
     for b in range(nblocks):
-        exact_add(sums_acc[0], fsums[b, F_WEIGHT])
+        exact_add_at(sums_acc, np.int64(SUMS_WEIGHT), fsums[b, F_WEIGHT])
         if not math.isfinite(fsums[b, F_LOSS]):
             # The block's finite losses overflowed float64 when summed.
             counts[C_INF_LOSS] += 1
-        exact_add(sums_acc[1], fsums[b, F_LOSS])
-        exact_add(sums_acc[2], fsums[b, F_BRIER])
+        exact_add_at(sums_acc, np.int64(SUMS_LOSS), fsums[b, F_LOSS])
+        exact_add_at(sums_acc, np.int64(SUMS_BRIER), fsums[b, F_BRIER])
         finite = math.isfinite(fsums[b, F_WEIGHT]) and math.isfinite(fsums[b, F_BRIER])
         for k in range(n_topk):
-            exact_add(sums_acc[SUMS_TOPK + k], fsums[b, F_TOPK + k])
+            exact_add_at(sums_acc, SUMS_TOPK + k, fsums[b, F_TOPK + k])
             finite = finite and math.isfinite(fsums[b, F_TOPK + k])
         if not finite:
             first = row_offset + b * block_rows
@@ -2276,7 +2276,7 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, block_rows, sums_acc, minma
             # Squared weights or losses beyond float64: the standard errors
             # of this state cannot be computed; the caller is told (a count).
             overflowed_moments += not math.isfinite(value)
-            exact_add(sums_acc[SUMS_TOPK + n_topk + m], value)
+            exact_add_at(sums_acc, SUMS_TOPK + n_topk + m, value)
         minmax[0] = min(minmax[0], fsums[b, F_MIN])
         minmax[1] = max(minmax[1], fsums[b, F_MAX])
         for c in range(FIRST_NONFINITE):
@@ -2288,5 +2288,5 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, block_rows, sums_acc, minma
             if row >= 0 and (counts[c] < 0 or row < counts[c]):
                 counts[c] = row
     for a in range(sums_acc.shape[0]):
-        normalize(sums_acc[a])
+        normalize_at(sums_acc, a)
     return overflowed_moments

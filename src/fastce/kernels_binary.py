@@ -42,7 +42,7 @@ from numba.extending import overload
 from fastce import _lanes as lanes
 from fastce import kernels as K
 from fastce._config import INLINE_OVERLOAD_OPTIONS, KERNEL_OPTIONS, OVERLOAD_OPTIONS, kernel_step
-from fastce._exactsum import exact_add, normalize
+from fastce._exactsum import exact_add_at, normalize_at
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
     _ONE_F32,
@@ -618,7 +618,7 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n
             value = fsums[b, c]
             if not math.isfinite(value):
                 overflowed += 1
-            exact_add(sums_acc[c], value)
+            exact_add_at(sums_acc, c, value)
         if has_range:
             minmax[0] = min(minmax[0], fsums[b, n_exact])
             minmax[1] = max(minmax[1], fsums[b, n_exact + 1])
@@ -631,7 +631,7 @@ def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n
             if row >= 0 and (counts[c] < 0 or row < counts[c]):
                 counts[c] = row
     for a in range(n_exact):
-        normalize(sums_acc[a])
+        normalize_at(sums_acc, a)
     return overflowed
 
 

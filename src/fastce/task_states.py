@@ -52,7 +52,7 @@ class Sums:
     ``value(c)`` is exact-sum column ``c`` rounded once to float64;
     ``count(c)`` a counter (first-row columns hold the earliest row, -1 for
     none).  ``nonfinite[c]`` counts blocks whose float partial sum of column
-    ``c`` was not finite: ``exact_add`` cannot hold it, so it is kept here
+    ``c`` was not finite: ``exact_add_at`` cannot hold it, so it is kept here
     and ``value(c)`` is inf for that column (every summed term is
     non-negative, so the exact total is beyond float64: inf is its
     rounding), never the sum of the other blocks.  ``overflowed`` counts
