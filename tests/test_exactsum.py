@@ -85,6 +85,7 @@ def test_to_int_of_any_limbs(limbs):
     normalised = acc.copy()
     _exactsum.normalize(normalised)
     assert _exactsum.to_int(normalised) == expected
+    assert normalised[:-1].min() >= 0 and normalised[:-1].max() < 2 ** _exactsum.LIMB_BITS
     # The Python callers' normalize and the kernels' normalize_at: the same limbs.
     in_rows = np.stack([acc, acc])
     _normalize_row(in_rows, 1)
@@ -101,10 +102,17 @@ def _normalize_row(accs, k):
 def test_to_ints_is_to_int_of_each_row(rows, normalise):
     """The batch conversion (one check, one digit copy for all rows) gives each row's to_int, normalised or not."""
     accs = np.array(rows, dtype=np.int64)
+    expected = [_exactsum.to_int(acc) for acc in accs]
     if normalise:
-        for acc in accs:
-            _exactsum.normalize(acc)
-    assert _exactsum.to_ints(accs) == [_exactsum.to_int(acc) for acc in accs]
+        _exactsum.normalize(accs)  # all rows in one call (the merges' form), each the same integer
+        assert all(np.array_equal(acc, _normalised(row)) for acc, row in zip(accs, rows))
+    assert _exactsum.to_ints(accs) == expected
+
+
+def _normalised(limbs):
+    acc = np.array(limbs, dtype=np.int64)
+    _exactsum.normalize(acc)
+    return acc
 
 
 @given(st.integers(-(2 ** 2300), 2 ** 2300) | st.integers(-(2 ** 60), 2 ** 60))

@@ -550,8 +550,7 @@ class ComparisonState:
         pairs = {}
         for key, acc in self.pairs.items():
             pairs[key] = acc + other.pairs[key]
-            for row in pairs[key]:
-                _exactsum.normalize(row)
+            _exactsum.normalize(pairs[key])
         if (self.clusters is None) != (other.clusters is None):
             raise ValueError("cannot merge a comparison with groups= and one without")
         clusters = None if self.clusters is None else {

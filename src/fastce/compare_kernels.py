@@ -311,6 +311,9 @@ def _compare_tasks_two_class(first, addresses, labels, weights, top_k, logits, p
     terms = np.empty((addresses.shape[0], K.N_TERMS + PAIR_INPUTS, K.TERM_ROW))
     pair_weight = np.empty(block_rows)
     clean = np.ones(addresses.shape[0], dtype=np.bool_)  # a block that is not rare (see below)
+    # Each row's statistics, always: a run-time True, since a literal one types a second compile of
+    # kernels._logits_block_f32 (evaluate's takes a bool; 0.6 s of a first compare, numba compile events).
+    keep_outputs = nblocks >= 0
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
         task = claim(claims)  # see fastce._parallel.claim
@@ -352,6 +355,9 @@ def _compare_tasks_in_registers(first, addresses, labels, weights, top_k, logits
     floats, integers, columns = K._new_scratch(block_rows, first.shape[1], first)
     inputs, pair_weight = _new_pair_scratch(addresses.shape[0], block_rows)
     clean = np.ones(addresses.shape[0], dtype=np.bool_)  # a block that is not rare (see below)
+    # Each row's statistics, always: a run-time True, since a literal one types a second compile of
+    # kernels._logits_block_f32 (evaluate's takes a bool; 0.6 s of a first compare, numba compile events).
+    keep_outputs = nblocks >= 0
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
         task = claim(claims)  # see fastce._parallel.claim
@@ -366,7 +372,7 @@ def _compare_tasks_in_registers(first, addresses, labels, weights, top_k, logits
                 K._reset_block(fsums[m], icounts[m], b)
                 if not K.short_block_in_registers(scores, labels, weights, class_weight, ignore_label, ties_to_last,
                                                   top_k, sum_tolerance, b, start, count, floats, integers, columns,
-                                                  fsums[m], icounts[m], True):
+                                                  fsums[m], icounts[m], keep_outputs):
                     rare = True
                     break
                 _pair_inputs_in_registers(floats, count, inputs[m])

@@ -234,8 +234,7 @@ class DiagnosticsState:
             raise ValueError(f"cannot merge diagnostics with different options: {self.options} vs {other.options}")
         acc, lo = _two_sum_merge(self.acc, self.lo, other.acc, other.lo)
         bins = self.bins + other.bins
-        for row in bins:
-            _exactsum.normalize(row)
+        _exactsum.normalize(bins)
         shifted = dict(other.worst)
         shifted["row"] = other.worst["row"] + self.rows_seen
         merged = DiagnosticsState(

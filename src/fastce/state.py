@@ -125,8 +125,7 @@ class State:
         check_row_total(self.rows_seen + other.rows_seen)
         clusters = _merged_clusters(self, other)
         sums = self.sums + other.sums
-        for acc in sums:
-            _exactsum.normalize(acc)
+        _exactsum.normalize(sums)
         counts = self.counts.copy()
         counts[: K.FIRST_NONFINITE] += other.counts[: K.FIRST_NONFINITE]
         for column in range(K.FIRST_NONFINITE, K.NUM_ICOUNTS):

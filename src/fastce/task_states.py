@@ -88,8 +88,7 @@ class Sums:
         """A new Sums for the rows of ``self`` followed by those of ``other``."""
         out = Sums(self.sums.shape[0], self.counts.shape[0], self.first_column)
         out.sums = self.sums + other.sums
-        for acc in out.sums:
-            _exactsum.normalize(acc)
+        _exactsum.normalize(out.sums)
         out.minmax = np.array([min(self.minmax[0], other.minmax[0]), max(self.minmax[1], other.minmax[1])])
         f = self.first_column
         out.counts[:f] = self.counts[:f] + other.counts[:f]
