@@ -327,12 +327,15 @@ def _count_row(fsums, icounts, b, i, mode, n_cols, rw, row_loss, row_brier, hits
 
 
 @njit(**KERNEL_OPTIONS)
-def _bce_fast_tasks(scores, targets, row_weight, mode, row_values, nblocks, block_rows, fsums, icounts, claims,
-                    first_task, task_step):
+def _bce_fast_tasks(scores, targets, row_weight, mode, logits, proba, row_values, nblocks, block_rows, fsums,
+                    icounts, claims, first_task, task_step):
     """_bce_blocks_tasks for rows weighted by row only, block by block with _bce_block_fast.
 
     A kernel of its own, so that a first use compiles only the path it takes
-    (each adds ~2 s to a first multi-label call).
+    (each adds ~2 s to a first multi-label call).  ``logits`` and ``proba``:
+    the mode as types (True, or None for the other mode; see
+    kernels.general_tokens), so that each mode's kernel types only its own
+    element loop.
     """
     floats = np.empty((4, block_rows * scores.shape[1]))
     ints = np.empty((2, block_rows * scores.shape[1]), dtype=np.int64)
@@ -343,7 +346,8 @@ def _bce_fast_tasks(scores, targets, row_weight, mode, row_values, nblocks, bloc
         _reset_block(fsums, icounts, b)
         start = b * block_rows
         stop = min(start + block_rows, scores.shape[0])
-        _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, stop, fsums, icounts, floats, ints)
+        _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values, b, start, stop, fsums, icounts,
+                        floats, ints)
 
 
 @kernel_step(**KERNEL_OPTIONS)
@@ -376,7 +380,8 @@ def _element_terms(flat, flat_targets, weights, has_row, size, mode, lw, plain, 
 # Inlined by numba into its one caller: compiled on its own it was optimised and code-generated twice
 # (see kernels._walk_short_block); a first multi-label evaluate compiles 0.6 s sooner (4.1 -> 3.5 s).
 @njit(inline="always", **KERNEL_OPTIONS)
-def _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, stop, fsums, icounts, floats, ints):
+def _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values, b, start, stop, fsums, icounts,
+                    floats, ints):
     """Block b of _bce_blocks_tasks without column, element or positive-class weights: the same numbers.
 
     The general path walks each row's elements with some 25 operations and
@@ -412,10 +417,12 @@ def _bce_block_fast(scores, targets, row_weight, mode, row_values, b, start, sto
         fsums[b, S_MIN] = low
         fsums[b, S_MAX] = high
     # One loop per mode, the mode a constant in each (inlined by LLVM): with a run-time mode LLVM computed both
-    # modes' math for every element and selected (3.8 against ~2 ns an element).
-    if mode == MODE_LOGITS:
+    # modes' math for every element and selected (3.8 against ~2 ns an element).  Under two "is not None" tests
+    # of the mode's types, which numba prunes before typing: a kernel types one loop, not both (each a compile of
+    # its own, since the constant is a literal: 0.65 s of a first multi-label call).
+    if logits is not None:
         _element_terms(flat, flat_targets, weights, has_row, size, MODE_LOGITS, lw, plain, d2, packed, flags)
-    else:
+    if proba is not None:
         _element_terms(flat, flat_targets, weights, has_row, size, MODE_PROBA, lw, plain, d2, packed, flags)
     for i in range(start, stop):
         base = (i - start) * n_cols
@@ -593,8 +600,10 @@ def bce_blocks(scores, targets, row_weight, col_weight, full_weight, pos_weight,
     element or positive-class weights, no element losses kept) take its fast twin, _bce_fast_tasks."""
     if (col_weight.shape[0] == 0 and full_weight.shape[0] == 0 and pos_weight.shape[0] == 0
             and element_losses.shape[0] == 0 and scores.shape[1] < _PACK_LIMIT):
-        run_tasks(_bce_fast_tasks, (scores, targets, row_weight, mode, row_values, nblocks, block_rows, fsums, icounts,
-                                   new_claims()), nblocks)
+        logits = True if mode == MODE_LOGITS else None
+        proba = None if logits else True
+        run_tasks(_bce_fast_tasks, (scores, targets, row_weight, mode, logits, proba, row_values, nblocks, block_rows,
+                                   fsums, icounts, new_claims()), nblocks)
         return
     args = (scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, row_values,
             nblocks, block_rows, fsums, icounts, new_claims())
