@@ -59,3 +59,55 @@ def test_each_path_compiles_only_its_own_steps(tmp_path):
     # Short float64 logits: the general short-row path's logits steps, compiled now (none were before).
     assert seen["then short float64 logits"] == dict(none, _proba_row=1, _exp_columns=1,
                                                      **dict(long_logits, _logits_row=2, exp_sums=1))
+
+
+_OTHER_DOORS_SCRIPT = """
+import json, numpy as np, fastce
+from numba.core import event
+from fastce import compare_kernels as CK, kernels_binary as KB
+
+compiled = []
+
+class Listener(event.Listener):
+    def on_start(self, data):
+        pass
+
+    def on_end(self, data):
+        compiled.append(data.data["dispatcher"].py_func.__qualname__)
+
+event.register("numba:compile", Listener())
+rng = np.random.default_rng(0)
+labels = rng.integers(0, 10, 300)
+logits = rng.standard_normal((300, 10)).astype(np.float32)
+seen = {}
+fastce.compare(labels, logits={"a": logits, "b": logits[::-1].copy()})
+seen["compare"] = {step: len(getattr(CK, step).overloads) for step in ("_pair_sums", "_clean_pair_sums")}
+fastce.compare(labels, logits={"a": logits, "b": logits[::-1].copy()}, sample_weight=rng.uniform(size=300))
+seen["weighted compare"] = {step: len(getattr(CK, step).overloads) for step in ("_pair_sums", "_clean_pair_sums")}
+fastce.evaluate((logits > 0.5).astype(np.float32), logits=logits)
+seen["multi-label logits"] = len(KB._element_terms.overloads)
+fastce.evaluate(labels, logits=logits, groups=labels % 3)
+seen["compiled"] = sorted(set(compiled))
+print("COMPILED", json.dumps(seen))
+"""
+
+
+def test_other_doors_compile_only_what_they_run(tmp_path):
+    """An unweighted compare of short float32 logits (every block it pairs is clean) types no masked pair sums,
+    a weighted one does; a multi-label kernel types its own mode's element loop only.  A second process with
+    that cache compiles nothing, groups= included (numba's typed-Dict methods, called from Python, compile in
+    every process: they are called from cached kernels only)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", _OTHER_DOORS_SCRIPT], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (line,) = [line for line in proc.stdout.splitlines() if line.startswith("COMPILED ")]
+        runs.append(json.loads(line.split(" ", 1)[1]))
+    first, second = runs
+    assert first["compare"] == {"_pair_sums": 0, "_clean_pair_sums": 1}
+    assert first["weighted compare"] == {"_pair_sums": 1, "_clean_pair_sums": 1}
+    assert first["multi-label logits"] == 1
+    assert first["compiled"] and second["compiled"] == []

@@ -134,6 +134,8 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
     two_class = mode == K.MODE_LOGITS and first.shape[1] == 2 and row_stats.shape[1] == 0
     in_registers = row_stats.shape[1] == 0 and K.finishes_in_registers(first, mode, float32_math)
     logits, proba_eps, float32_math = K.general_tokens(mode, proba_eps, float32_math)  # the mode and math as types
+    # Without weights, the kernels that hand their rare blocks on pass only clean blocks to _pair_block.
+    masked = None if (two_class or in_registers) and weights.shape[0] == 0 else True
     if first.shape[1] > K.COLUMN_WALK_MAX_CLASSES:
         kernel = _compare_tasks_long
     elif two_class:
@@ -142,7 +144,8 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
         kernel = _compare_tasks_in_registers if in_registers else _compare_tasks_short
     run_tasks(kernel, (first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance, float32_math,
                        confident_below, _EMPTY_F64, np.int64(K.NO_LABEL), False, _NO_ROW_LOSSES, _NO_ROW_PRED,
-                       row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, new_claims()),
+                       row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked,
+                       new_claims()),
               -(-nblocks // blocks_per_task))
     if two_class or in_registers:
         # Blocks with a non-finite row or an infinite loss under some model
@@ -155,7 +158,7 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
                       (views[0][start:stop], addresses + start * first.strides[0], labels[start:stop],
                        weights[start:stop] if weights.shape[0] else weights, top_k, logits, proba_eps, sum_tolerance,
                        float32_math, confident_below, _EMPTY_F64, np.int64(K.NO_LABEL), False, _NO_ROW_LOSSES,
-                       _NO_ROW_PRED, row_stats, 1, block_rows, 1, block_fsums, block_icounts, block_pairs,
+                       _NO_ROW_PRED, row_stats, 1, block_rows, 1, block_fsums, block_icounts, block_pairs, True,
                        new_claims()), 1)
             first_rows = block_icounts[:, 0, K.FIRST_NONFINITE:]
             first_rows[first_rows >= 0] += start  # numbered from the block's start there
@@ -222,7 +225,7 @@ def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, f
                 if row_stats.shape[1] != 0:
                     _keep_stats(terms[m, K.N_TERMS:], start, stop - start, row_stats[m])
             _pair_block(terms, K.N_TERMS, clean, fsums, pair_weight, weights, start, stop - start, top_k,
-                        confident_below, pair_fsums, b)
+                        confident_below, pair_fsums, b, True)
 
 
 @kernel_step(**KERNEL_OPTIONS)
@@ -250,7 +253,7 @@ def _addresses(views):
 @njit(**KERNEL_OPTIONS)
 def _compare_tasks_short(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance, float32_math,
                          confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred, row_stats,
-                         nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, claims, first_task,
+                         nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked, claims, first_task,
                          task_step):
     """The tasks of compare_blocks for short rows (C <= 32) this thread claims (see fastce._parallel.claim).
 
@@ -279,7 +282,7 @@ def _compare_tasks_short(first, addresses, labels, weights, top_k, logits, proba
                 _finish_model(first.shape[1], logits, proba_eps, top_k, row_losses, row_stats, b, start, count, floats,
                               integers, fsums, icounts, inputs, clean, m, K.has_unit_weights(weights, class_weight))
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,
-                        b)
+                        b, masked)
 
 
 # _finish_model and _pair_block: inlined by numba into the task kernels, so that their callees are
@@ -298,7 +301,7 @@ def _finish_model(n_classes, logits, proba_eps, top_k, row_losses, row_stats, b,
 @njit(**KERNEL_OPTIONS)
 def _compare_tasks_two_class(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance, float32_math,
                              confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred,
-                             row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, claims,
+                             row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked, claims,
                              first_task, task_step):
     """_compare_tasks_short for two-class logits, by kernels._two_class_block (evaluate's two-class path).
 
@@ -311,9 +314,6 @@ def _compare_tasks_two_class(first, addresses, labels, weights, top_k, logits, p
     terms = np.empty((addresses.shape[0], K.N_TERMS + PAIR_INPUTS, K.TERM_ROW))
     pair_weight = np.empty(block_rows)
     clean = np.ones(addresses.shape[0], dtype=np.bool_)  # a block that is not rare (see below)
-    # Each row's statistics, always: a run-time True, since a literal one types a second compile of
-    # kernels._logits_block_f32 (evaluate's takes a bool; 0.6 s of a first compare, numba compile events).
-    keep_outputs = nblocks >= 0
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
         task = claim(claims)  # see fastce._parallel.claim
@@ -336,13 +336,13 @@ def _compare_tasks_two_class(first, addresses, labels, weights, top_k, logits, p
             else:
                 # Not rare: every row counted with a finite loss (compare ignores no label), under every model.
                 _pair_block(terms, K.N_TERMS, clean, fsums, pair_weight, weights, start, count, top_k, confident_below,
-                            pair_fsums, b)
+                            pair_fsums, b, masked)
 
 
 @njit(**KERNEL_OPTIONS)
 def _compare_tasks_in_registers(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance,
                                 float32_math, confident_below, class_weight, ignore_label, ties_to_last, row_losses,
-                                row_pred, row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums,
+                                row_pred, row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked,
                                 claims, first_task, task_step):
     """_compare_tasks_short for 3-32 classes of float32 math, by evaluate's blocks finished in registers
     (kernels.short_block_in_registers, with each row's statistics for the pair inputs).
@@ -381,7 +381,7 @@ def _compare_tasks_in_registers(first, addresses, labels, weights, top_k, logits
             else:
                 # Not rare: every row counted with a finite loss (compare ignores no label), under every model.
                 _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below,
-                            pair_fsums, b)
+                            pair_fsums, b, masked)
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -399,7 +399,7 @@ def _pair_inputs_in_registers(floats, count, inputs):
 @njit(**KERNEL_OPTIONS)
 def _compare_tasks_long(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance, float32_math,
                         confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred, row_stats,
-                        nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, claims, first_task,
+                        nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked, claims, first_task,
                         task_step):
     """_compare_tasks_short's twin for long rows (C > 32)."""
     floats, integers, columns = K._new_scratch(block_rows, first.shape[1], first)
@@ -423,7 +423,7 @@ def _compare_tasks_long(first, addresses, labels, weights, top_k, logits, proba_
                 _finish_model(first.shape[1], logits, proba_eps, top_k, row_losses, row_stats, b, start, count, floats,
                               integers, fsums, icounts, inputs, clean, m, K.has_unit_weights(weights, class_weight))
             _pair_block(inputs, 0, clean, fsums, pair_weight, weights, start, count, top_k, confident_below, pair_fsums,
-                        b)
+                        b, masked)
 
 
 @kernel_step(**KERNEL_OPTIONS)
@@ -453,14 +453,18 @@ def _pair_inputs(proba_eps, count, floats, integers, inputs):
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _pair_block(inputs, first_row, clean, model_fsums, pair_weight, weights, start, count, top_k, confident_below,
-                pair_fsums, b):
+                pair_fsums, b, masked):
     """Block b's paired sums of every pair of models (a before b) into pair_fsums[pair, b].
 
     ``inputs[m, first_row + IN_*]``: model m's pair inputs of the block;
     ``clean[m]``: every row of the block counted under model m, with a
     finite loss (then, without weights, the pair sums need no masks, and
     each model's sums of its losses and squared losses are its own block
-    sums, ``model_fsums[m, b]``).
+    sums, ``model_fsums[m, b]``).  ``masked``: None when the caller knows
+    every block it passes is clean and unweighted (the kernels that hand
+    their rare blocks on, called without weights: see compare_blocks), so
+    that numba prunes the masked sums before typing (~1 s of a first
+    compare, numba compile events); True otherwise.
     """
     weighted = weights.shape[0] != 0
     filled = False  # pair_weight holds this block's weights
@@ -476,6 +480,10 @@ def _pair_block(inputs, first_row, clean, model_fsums, pair_weight, weights, sta
                 for k in range(top_k.shape[0]):
                     _clean_pair_table(inputs_a, inputs_b, count, np.float64(top_k[k]), pair_fsums[pair], b,
                                       P_TABLE + TABLE_COLUMNS * k)
+            elif masked is None:
+                # Cannot happen (see the docstring): a loud NaN rather than a block left out of the pair sums.
+                for c in range(pair_fsums.shape[2]):
+                    pair_fsums[pair, b, c] = np.nan
             else:
                 # Weights, or (rare without them) a row not counted or of infinite loss: the masked sums.
                 if not filled:
@@ -524,7 +532,8 @@ def _pair_tasks(stats_a, stats_b, weights, top_k, confident_below, block_rows, f
         count = min(n_rows, lo + block_rows) - lo
         _copy_stats(stats_a, lo, count, inputs[0])
         _copy_stats(stats_b, lo, count, inputs[1])
-        _pair_block(inputs, 0, clean, fsums, pair_weight, weights, lo, count, top_k, confident_below, fsums, b)  # never clean
+        _pair_block(inputs, 0, clean, fsums, pair_weight, weights, lo, count, top_k, confident_below, fsums, b,
+                    True)  # never clean
 
 
 @kernel_step(**KERNEL_OPTIONS)

@@ -49,6 +49,10 @@ def _exercise(dtype) -> None:
         fastce.evaluate(labels, proba=proba, top_k=(1, 2))
         fastce.diagnose(labels, logits=logits)
         fastce.compare(labels, logits={"a": logits, "b": logits[::-1].copy()})
+        # With weights, the in-registers and two-class kernels compile the masked pair sums (see
+        # compare_kernels._pair_block): kernels of their own.
+        weights = rng.uniform(0.5, 2.0, rows)
+        fastce.compare(labels, logits={"a": logits, "b": logits[::-1].copy()}, sample_weight=weights)
         # An infinite loss under one model makes its block rare: compare's general kernel (also groups=).
         masked = logits.copy()
         masked[0, labels[0]] = -np.inf
@@ -56,7 +60,11 @@ def _exercise(dtype) -> None:
         fastce.evaluate(labels, logits=logits, groups=labels % 2)  # per-group results: their own folds
         fastce.compare(labels, logits={"a": logits, "b": logits[::-1].copy()}, groups=labels % 2)
         two = logits[:, :2].copy()
+        fastce.evaluate(labels % 2, logits=two)  # the two-class kernel, without and with per-row outputs
+        fastce.diagnose(labels % 2, logits=two)
+        fastce.cross_entropy(two, labels % 2, reduction="none")
         fastce.compare(labels % 2, logits={"a": two, "b": two[::-1].copy()})  # compare's two-class kernel
+        fastce.compare(labels % 2, logits={"a": two, "b": two[::-1].copy()}, sample_weight=weights)
         binary = labels % 2
         fastce.evaluate(binary, logits=logits[:, 0].copy())
         fastce.evaluate(binary, proba=proba[:, 0].copy())
