@@ -368,3 +368,39 @@ def test_special_values_anywhere_in_binary_scores(n, hits, weighted, dtype, mode
         assert apart.table(a, b) == together.table(a, b)
         assert apart.confidently_wrong(b, a) == pytest.approx(together.confidently_wrong(b, a), rel=1e-9,
                                                               nan_ok=True)
+
+
+@pytest.mark.filterwarnings("ignore::fastce.errors.OmittedRowsWarning")
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_unweighted_rare_blocks_are_paired_again_with_masks(from_logits, monkeypatch):
+    """Without weights the binary kernel pairs clean blocks only and marks the others rare; each rare block is
+    done again, alone, with the masked sums (compare_kernels._redo_rare_blocks): the same results as every block
+    read with masks (weights of 1 take that path for every block) and as each model read apart."""
+    from fastce import compare_kernels as CK
+
+    y, models = binary_models(n=40_000, seed=23)
+    models = {k: v.copy() for k, v in models.items()}
+    models["A"][[5, 25_000]] = np.nan  # two blocks, far apart
+    models["C"][39_999] = np.inf if y[39_999] == 0 else -np.inf  # the last, short block: an infinite loss (logits)
+    if not from_logits:
+        models = {k: expit(v) for k, v in models.items()}
+    key = "logits" if from_logits else "proba"
+    calls = []
+    kernel = CK._compare_tasks_binary
+    monkeypatch.setattr(CK, "_compare_tasks_binary",
+                        lambda *args: calls.append((args[9], args[15])) or kernel(*args))  # nblocks, masked
+    fast = fastce.compare(y, **{key: models}, nan_policy="omit")
+    rare = [c for c in calls if c[1] is True]
+    assert calls[0][1] is None and rare == [(1, True)] * (3 if from_logits else 2)
+    calls.clear()
+    masked = fastce.compare(y, **{key: models}, sample_weight=np.ones(y.shape[0]), nan_policy="omit")
+    assert calls and all(c[1] is True for c in calls)
+    assert fast.metrics == masked.metrics
+    for a, b in (("A", "B"), ("B", "C"), ("A", "C")):
+        for metric in ("cross_entropy", "brier", "accuracy"):
+            x, z = fast.delta(b, a, metric), masked.delta(b, a, metric)
+            assert (x.n, x.test) == (z.n, z.test)
+            for field in ("estimate", "stderr", "p_value"):
+                assert getattr(x, field) == pytest.approx(getattr(z, field), rel=1e-12, nan_ok=True), (a, b, metric)
+        assert fast.table(a, b) == masked.table(a, b)
+        assert fast.confidently_wrong(b, a) == pytest.approx(masked.confidently_wrong(b, a), rel=1e-12)

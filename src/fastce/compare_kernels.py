@@ -150,19 +150,29 @@ def compare_blocks(views, labels, weights, top_k, mode, proba_eps, sum_tolerance
     if two_class or in_registers:
         # Blocks with a non-finite row or an infinite loss under some model
         # (see kernels._two_class_block, _logits_block_f32): the general path, one block at a time.
-        for b in np.flatnonzero(icounts[0, :nblocks, K.C_ROWS] == K.RARE_BLOCK):
-            start, stop = b * block_rows, min((b + 1) * block_rows, first.shape[0])
-            block_fsums, block_icounts = fsums[:, b:b + 1].copy(), icounts[:, b:b + 1].copy()
-            block_pairs = pair_fsums[:, b:b + 1].copy()
+        def general_path(start, stop, block_fsums, block_icounts, block_pairs):
             run_tasks(_compare_tasks_short,
                       (views[0][start:stop], addresses + start * first.strides[0], labels[start:stop],
                        weights[start:stop] if weights.shape[0] else weights, top_k, logits, proba_eps, sum_tolerance,
                        float32_math, confident_below, _EMPTY_F64, np.int64(K.NO_LABEL), False, _NO_ROW_LOSSES,
                        _NO_ROW_PRED, row_stats, 1, block_rows, 1, block_fsums, block_icounts, block_pairs, True,
                        new_claims()), 1)
-            first_rows = block_icounts[:, 0, K.FIRST_NONFINITE:]
-            first_rows[first_rows >= 0] += start  # numbered from the block's start there
-            fsums[:, b], icounts[:, b], pair_fsums[:, b] = block_fsums[:, 0], block_icounts[:, 0], block_pairs[:, 0]
+
+        _redo_rare_blocks(general_path, nblocks, block_rows, first.shape[0], fsums, icounts, pair_fsums)
+
+
+def _redo_rare_blocks(run_block, nblocks, block_rows, n_rows, fsums, icounts, pair_fsums):
+    """Each block a kernel marked rare (``icounts[0, b, C_ROWS] == RARE_BLOCK``) done again by
+    ``run_block(start, stop, fsums, icounts, pair_fsums)`` on copies of its results (one block, rows numbered
+    from ``start``), which then replace the block's."""
+    for b in np.flatnonzero(icounts[0, :nblocks, K.C_ROWS] == K.RARE_BLOCK):
+        start, stop = b * block_rows, min((b + 1) * block_rows, n_rows)
+        block_fsums, block_icounts = fsums[:, b:b + 1].copy(), icounts[:, b:b + 1].copy()
+        block_pairs = pair_fsums[:, b:b + 1].copy()
+        run_block(start, stop, block_fsums, block_icounts, block_pairs)
+        first_rows = block_icounts[:, 0, K.FIRST_NONFINITE:]
+        first_rows[first_rows >= 0] += start  # numbered from the block's start there
+        fsums[:, b], icounts[:, b], pair_fsums[:, b] = block_fsums[:, 0], block_icounts[:, 0], block_pairs[:, 0]
 
 
 def compare_binary_blocks(views, labels, weights, top_k, from_logits, float32_math, proba_eps, confident_below,
@@ -180,15 +190,27 @@ def compare_binary_blocks(views, labels, weights, top_k, from_logits, float32_ma
     # (numba prunes the branches on ``proba_eps is None`` before typing; the dead path took 0.4-2 s to compile).
     # None: float64 math, and for probabilities (one compiled kernel each, see kernels_binary.logit_element).
     float32_math = K.math_token(from_logits and float32_math and views[0].dtype != np.float64)
-    run_tasks(_compare_tasks_binary, (views[0], addresses, labels, weights, top_k, None if from_logits else proba_eps,
-                                      float32_math, confident_below, row_stats, nblocks, block_rows, blocks_per_task,
-                                      fsums, icounts, pair_fsums, new_claims()),
+    proba_eps = None if from_logits else proba_eps
+    # Without weights or groups=, a block that is not clean under some model is left to a second kernel (the
+    # same one, compiled with the masked pair sums: see _pair_block), compiled only when such a block occurs.
+    masked = None if weights.shape[0] == 0 and row_stats.shape[1] == 0 else True
+    run_tasks(_compare_tasks_binary, (views[0], addresses, labels, weights, top_k, proba_eps, float32_math,
+                                      confident_below, row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts,
+                                      pair_fsums, masked, new_claims()),
               -(-nblocks // blocks_per_task))
+    if masked is None:
+        def masked_path(start, stop, block_fsums, block_icounts, block_pairs):
+            run_tasks(_compare_tasks_binary,
+                      (views[0][start:stop], addresses + start * views[0].strides[0], labels[start:stop], weights,
+                       top_k, proba_eps, float32_math, confident_below, row_stats, 1, block_rows, 1, block_fsums,
+                       block_icounts, block_pairs, True, new_claims()), 1)
+
+        _redo_rare_blocks(masked_path, nblocks, block_rows, views[0].shape[0], fsums, icounts, pair_fsums)
 
 
 @njit(**KERNEL_OPTIONS)
 def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, float32_math, confident_below,
-                          row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, claims,
+                          row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked, claims,
                           first_task, task_step):
     """The tasks of compare_binary_blocks this thread claims (see fastce._parallel.claim).
 
@@ -196,7 +218,9 @@ def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, f
     (rows N_TERMS + IN_*), a literal BINARY_TERM_ROW apart (see
     kernels_binary.binary_logit_pair_block).  A model is clean in a block
     when every row is counted with a finite loss (see _pair_block).
-    ``proba_eps`` is None for logits; ``float32_math``: see kernels_binary.logit_element.
+    ``proba_eps`` is None for logits; ``float32_math``: see kernels_binary.logit_element.  With ``masked``
+    None (no weights, no groups=), a block that is not clean under some model is marked rare (RARE_BLOCK in
+    ``icounts[0, b, C_ROWS]``) instead of paired, for compare_binary_blocks to do again with the masked sums.
     """
     terms = np.empty((addresses.shape[0], K.N_TERMS + PAIR_INPUTS, KB.BINARY_TERM_ROW))
     pair_weight = np.empty(block_rows + K.SCRATCH_PAD)
@@ -224,8 +248,11 @@ def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, f
                 clean[m] = (n_ok == stop - start) & (n_inf == 0)
                 if row_stats.shape[1] != 0:
                     _keep_stats(terms[m, K.N_TERMS:], start, stop - start, row_stats[m])
+            if masked is None and not clean.all():
+                icounts[0, b, RARE_C_ROWS] = RARE_BLOCK
+                continue
             _pair_block(terms, K.N_TERMS, clean, fsums, pair_weight, weights, start, stop - start, top_k,
-                        confident_below, pair_fsums, b, True)
+                        confident_below, pair_fsums, b, masked)
 
 
 @kernel_step(**KERNEL_OPTIONS)

@@ -72,6 +72,9 @@ def _exercise(dtype) -> None:
         fastce.evaluate(proba64, logits=logits)
         fastce.diagnose(binary, logits=logits[:, 0].copy())
         fastce.compare(binary, logits={"a": logits[:, 0].copy(), "b": logits[:, 1].copy()})  # compare's binary kernel
+        certain = logits[:, 0].copy()
+        certain[0] = np.inf if binary[0] == 0 else -np.inf  # certain and wrong: its block is paired with masks
+        fastce.compare(binary, logits={"a": certain, "b": logits[:, 1].copy()})
         fastce.diagnose((logits > 0).astype(np.int64), logits=logits)
         # Rows of more than 32 classes go through the long-row kernel.
         wide = rng.standard_normal((rows, 40)).astype(dtype)
