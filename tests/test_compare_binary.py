@@ -306,16 +306,22 @@ def test_models_read_together_and_apart_agree(from_logits, weighted):
                                   task="binary")
     state._read_apart(batch.views, batch.eps, batch.labels, batch.weights, batch.groups, state._score_binary)
     apart = state.finalize("omit")
-    for name in names:
-        assert apart.metrics[name] == together.metrics[name], name
+    same_comparisons(apart, together)
+
+
+def same_comparisons(one, other):
+    """The same metrics per model and, for every pair of models A, B, C, the same paired differences (to 1e-12),
+    tables and confidently-wrong counts."""
+    for name in ("A", "B", "C"):
+        assert one.metrics[name] == other.metrics[name], name
     for a, b in (("A", "B"), ("B", "C"), ("A", "C")):
         for metric in ("cross_entropy", "brier", "accuracy"):
-            x, z = apart.delta(b, a, metric), together.delta(b, a, metric)
+            x, z = one.delta(b, a, metric), other.delta(b, a, metric)
             assert (x.n, x.test) == (z.n, z.test)
             for field in ("estimate", "stderr", "p_value"):
                 assert getattr(x, field) == pytest.approx(getattr(z, field), rel=1e-12, nan_ok=True), (a, b, metric)
-        assert apart.table(a, b) == together.table(a, b)
-        assert apart.confidently_wrong(b, a) == pytest.approx(together.confidently_wrong(b, a), rel=1e-12)
+        assert one.table(a, b) == other.table(a, b)
+        assert one.confidently_wrong(b, a) == pytest.approx(other.confidently_wrong(b, a), rel=1e-12)
 
 
 SPECIAL_LOGITS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 88.0, -88.0, 1e-30]
@@ -395,12 +401,4 @@ def test_unweighted_rare_blocks_are_paired_again_with_masks(from_logits, monkeyp
     calls.clear()
     masked = fastce.compare(y, **{key: models}, sample_weight=np.ones(y.shape[0]), nan_policy="omit")
     assert calls and all(c[1] is True for c in calls)
-    assert fast.metrics == masked.metrics
-    for a, b in (("A", "B"), ("B", "C"), ("A", "C")):
-        for metric in ("cross_entropy", "brier", "accuracy"):
-            x, z = fast.delta(b, a, metric), masked.delta(b, a, metric)
-            assert (x.n, x.test) == (z.n, z.test)
-            for field in ("estimate", "stderr", "p_value"):
-                assert getattr(x, field) == pytest.approx(getattr(z, field), rel=1e-12, nan_ok=True), (a, b, metric)
-        assert fast.table(a, b) == masked.table(a, b)
-        assert fast.confidently_wrong(b, a) == pytest.approx(masked.confidently_wrong(b, a), rel=1e-12)
+    same_comparisons(fast, masked)
