@@ -1854,7 +1854,10 @@ def score_tasks_in_registers(scores, labels, sample_weight, class_weight, ignore
                 icounts[b, C_ROWS] = RARE_BLOCK
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+# Steps without references (LEAF_OPTIONS), not inlined by numba: inlined into their reference-counting kernels,
+# each view of the scratch they take (labels and targets, the outputs' rows) took and dropped a reference, atomic
+# operations on counters both threads share: 3.8% of the C = 10 kernel's samples (perf, one thread), 0.1% now.
+@kernel_step(**LEAF_OPTIONS)
 def short_block_in_registers(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k,
                              sum_tolerance, b, start, count, floats, integers, columns, fsums, icounts, keep_outputs):
     """Block b of score_tasks_in_registers (and of compare's kernel): its labels and targets into the scratch rows
@@ -1886,7 +1889,7 @@ def store_row_stats(row_stats, start, count, status, ok_status, loss, p_true, p_
         row_stats[u, S_RANK] = np.float64(rank[r]) if ok else np.nan
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
+@kernel_step(**LEAF_OPTIONS)  # see short_block_in_registers
 def _write_row_outputs(floats, start, count, row_losses, row_stats, row_pred):
     """A block finished in registers (with its outputs, for row_stats and row_pred): score_blocks' per-row
     outputs (each empty, or written here as _finish_block and _walk_short_block write them: every row of such
