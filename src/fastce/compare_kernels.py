@@ -328,8 +328,8 @@ def _finish_model(n_classes, logits, proba_eps, top_k, row_losses, row_stats, b,
 @njit(**KERNEL_OPTIONS)
 def _compare_tasks_two_class(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance, float32_math,
                              confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred,
-                             row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked, claims,
-                             first_task, task_step):
+                             row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked,
+                             claims, first_task, task_step):
     """_compare_tasks_short for two-class logits, by kernels._two_class_block (evaluate's two-class path).
 
     A block that is rare under some model is marked in ``icounts[0, b,
@@ -369,8 +369,8 @@ def _compare_tasks_two_class(first, addresses, labels, weights, top_k, logits, p
 @njit(**KERNEL_OPTIONS)
 def _compare_tasks_in_registers(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance,
                                 float32_math, confident_below, class_weight, ignore_label, ties_to_last, row_losses,
-                                row_pred, row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked,
-                                claims, first_task, task_step):
+                                row_pred, row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums,
+                                masked, claims, first_task, task_step):
     """_compare_tasks_short for 3-32 classes of float32 math, by evaluate's blocks finished in registers
     (kernels.short_block_in_registers, with each row's statistics for the pair inputs).
 
