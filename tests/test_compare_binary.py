@@ -124,6 +124,12 @@ def test_special_values_in_binary_scores():
     d = c.delta("B", "A")
     assert np.isnan(d.estimate) and d.n == 2_998  # an infinite loss difference is left undefined
     assert c.delta("B", "A", "accuracy").n == 2_998
+    # The table gives an infinite loss no interval (it printed "inf (-inf-inf)"); a finite one keeps its own.
+    (row_b,) = [line for line in str(c).splitlines() if line.startswith("B ")]
+    (row_a,) = [line for line in str(c).splitlines() if line.startswith("A ")]
+    assert "inf (no interval)" in row_b and "-inf" not in row_b
+    low, high = c.metrics["A"].interval("cross_entropy")
+    assert f"({low:.4f}-{high:.4f})" in row_a
     p = expit(models["A"])
     p[7] = 1.5
     with pytest.raises(fastce.InputError, match=r"proba\['A'\] row 7"):

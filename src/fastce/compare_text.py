@@ -28,6 +28,14 @@ def _ci(low: float, high: float, fmt) -> str:
     return f"95% CI {fmt(low)} to {fmt(high)}"
 
 
+def _bracket(low: float, high: float, digits: int) -> str:
+    """A table's interval, "(low-high)"; "(no interval)" when a bound is not finite (an infinite loss: its
+    interval was printed "(-inf-inf)")."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "(no interval)"
+    return f"({_fixed(low, digits)}-{_fixed(high, digits)})"
+
+
 def _fixed(x: float, digits: int, sign: str = "") -> str:
     """x with ``digits`` decimals, or in scientific notation when that would be longer than a line."""
     return f"{x:{sign}.{digits}f}" if not abs(x) >= 1e6 else f"{x:{sign}.{digits}g}"
@@ -93,7 +101,7 @@ def _table(c, columns, unit: str) -> list[str]:
             value = getattr(m, field)
             rest.append(f"{f'{100 * value:.2f}%' if percent else f'{value:.4f}':<{len(head)}}")
         lines.append(
-            f"{name:<{width}}  {f'{_fixed(m.cross_entropy, 4)} ({_fixed(ce_low, 4)}-{_fixed(ce_high, 4)})':<{loss_width}}  "
+            f"{name:<{width}}  {f'{_fixed(m.cross_entropy, 4)} {_bracket(ce_low, ce_high, 4)}':<{loss_width}}  "
             f"{f'{100 * m.accuracy:.2f}% ({100 * acc_low:.2f}-{100 * acc_high:.2f})':<26}  " + "  ".join(rest)
         )
     return [line.rstrip() for line in lines]
