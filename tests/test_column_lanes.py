@@ -147,17 +147,23 @@ def _transpose(flat, n_rows, n_classes, columns):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("n_classes", [2, 3, 10, 16, 17, 32])
-def test_transpose_rows_copies_every_entry_exactly_and_nothing_else(n_classes, dtype):
+@pytest.mark.parametrize("n", [37, 48])
+def test_transpose_rows_copies_every_entry_exactly_and_nothing_else(n_classes, dtype, n):
     """Tiles of 16 rows x 16 classes: every entry as float32 (special values too), the lanes of rows past
-    the block zeroed in the padding, nothing written past it, and no read past the array (its last row)."""
+    the block zeroed in the padding, nothing written past it, and no read past the array (its last row).
+
+    n = 37: two whole tiles of rows and 5 rows; 48: three whole tiles.  A whole tile takes plain loads
+    unless its last row's 16 entries would pass the array's end (the last tile, at n = 48), then masked
+    ones: both ways, with special values in the first tile and the last.
+    """
     from support import BFLOAT16
 
     if dtype == "bfloat16" and BFLOAT16 is None:
         pytest.skip("ml_dtypes not installed")
     rng = np.random.default_rng(n_classes)
-    n = 37  # two whole tiles of rows and 5 rows
     z = (rng.standard_normal((n, n_classes)) * 5).astype({"bfloat16": BFLOAT16}.get(dtype, dtype))
     z[0, 0], z[1, n_classes - 1], z[2, n_classes // 2] = np.nan, np.inf, -np.inf
+    z[n - 1, n_classes - 1], z[n - 2, 0] = np.nan, -np.inf
     view = z.view(np.uint16) if dtype == "float16" else z.view(np.int16) if dtype == "bfloat16" else z
     columns = np.full((n_classes, 48 + 8), -7.0, dtype=np.float32)
     _transpose(view.reshape(-1), n, n_classes, columns)

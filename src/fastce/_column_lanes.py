@@ -432,7 +432,7 @@ def _all_lanes(builder, condition):
 @intrinsic
 def transpose_rows(typingctx, flat, first_row, n_rows, n_classes, first_class, columns, offset):
     """columns[first_class + c, offset + i] = scores[first_row + i, first_class + c] as float32, for i < 16 and
-    c < 16 (a tile of the block), in vector registers: 16 masked row loads, a 16 x 16 transpose, 16 stores.
+    c < 16 (a tile of the block), in vector registers: 16 row loads, a 16 x 16 transpose, up to 16 stores.
 
     ``flat``: the scores, C-contiguous, flattened (float32 or a 16-bit float view); ``n_classes``
     their row length C.  Rows i >= ``n_rows`` are not read (their lanes are stored as 0, into the scratch's
@@ -459,23 +459,48 @@ def transpose_rows(typingctx, flat, first_row, n_rows, n_classes, first_class, c
                                          (signature.args[1], signature.args[2], signature.args[3], signature.args[4],
                                           signature.args[6])))
         width = builder.sub(n_classes, first_class)
-        in_row = builder.icmp_signed("<", _LANE_NUMBERS, _broadcast_int64(context, builder, width, types.int64))
-        rows = []
-        for i in range(LANES):
-            mask = builder.and_(in_row, _all_lanes(builder, builder.icmp_signed("<", ir.Constant(i64, i), n_rows)))
-            start = builder.add(builder.mul(builder.add(first_row, ir.Constant(i64, i)), n_classes), first_class)
-            pointer = _vector_pointer(context, builder, signature.args[0], flat_value, types.int64, start)
-            rows.append(_to_rows(builder, masked_load(context, builder, flat.dtype, pointer, mask), flat.dtype))
+        starts = [builder.add(builder.mul(builder.add(first_row, ir.Constant(i64, i)), n_classes), first_class)
+                  for i in range(LANES)]
+        # A whole tile whose last row's 16 entries lie within the array: plain loads (their lanes past the
+        # row's width read the next row, and are not stored).  Masked loads only for a tile that ends the
+        # array or its block: on AVX2 a 16-lane masked load is two vmaskmovps, and on Zen 3 those, and the
+        # masked stores, made the transpose 27% of a C = 10 evaluate (perf).
+        size = cgutils.unpack_tuple(builder, context.make_array(signature.args[0])(context, builder,
+                                                                                   flat_value).shape, 1)[0]
+        whole = builder.and_(builder.icmp_signed("==", n_rows, ir.Constant(i64, LANES)),
+                             builder.icmp_signed("<=", builder.add(starts[-1], ir.Constant(i64, LANES)), size))
+        element = ir.VectorType(context.get_value_type(flat.dtype), LANES)
+        with builder.if_else(whole, likely=True) as (plain, masked):
+            with plain:
+                plain_rows = [builder.load(_vector_pointer(context, builder, signature.args[0], flat_value,
+                                                           types.int64, start), align=flat.dtype.bitwidth // 8)
+                              for start in starts]
+                plain_block = builder.block
+            with masked:
+                in_row = builder.icmp_signed("<", _LANE_NUMBERS,
+                                             _broadcast_int64(context, builder, width, types.int64))
+                masked_rows = []
+                for i, start in enumerate(starts):
+                    mask = builder.and_(in_row,
+                                        _all_lanes(builder, builder.icmp_signed("<", ir.Constant(i64, i), n_rows)))
+                    pointer = _vector_pointer(context, builder, signature.args[0], flat_value, types.int64, start)
+                    masked_rows.append(masked_load(context, builder, flat.dtype, pointer, mask))
+                masked_block = builder.block
+        joined = []
+        for a, b in zip(plain_rows, masked_rows):  # every phi first: LLVM wants them at the top of the block
+            joined.append(builder.phi(element))
+            joined[-1].add_incoming(a, plain_block)
+            joined[-1].add_incoming(b, masked_block)
+        rows = [_to_rows(builder, row, flat.dtype) for row in joined]
         scratch = context.make_array(signature.args[5])(context, builder, columns_value)
         row_length = cgutils.unpack_tuple(builder, scratch.shape, 2)[1]
-        store = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [_ROWS, _ROWS.as_pointer(), ir.IntType(32), _MASK]),
-            f"llvm.masked.store.v{LANES}f32.p0")
+        # A column of the tile is stored whole or not at all: a branch (the same way for every tile of a
+        # block) and a plain store, where a masked store with a uniform mask was two vmaskmovps on AVX2.
         for c, column in enumerate(_transposed(builder, rows)):
-            mask = _all_lanes(builder, builder.icmp_signed("<", ir.Constant(i64, c), width))
-            start = builder.add(builder.mul(builder.add(first_class, ir.Constant(i64, c)), row_length), offset)
-            pointer = builder.bitcast(builder.gep(scratch.data, [start]), _ROWS.as_pointer())
-            builder.call(store, [column, pointer, ir.Constant(ir.IntType(32), 4), mask])
+            with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, c), width), likely=True):
+                start = builder.add(builder.mul(builder.add(first_class, ir.Constant(i64, c)), row_length), offset)
+                pointer = builder.bitcast(builder.gep(scratch.data, [start]), _ROWS.as_pointer())
+                builder.store(column, pointer, align=4)
         return context.get_dummy_value()
 
     return sig, codegen
