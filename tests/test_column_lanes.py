@@ -194,18 +194,24 @@ def _chunked_exp_sums(scores, i, n_classes, native_max):
 
 @njit
 def _fused_and_reference(scores, maxima):
+    """Each row by the fused form, the staged one (both compiled whatever the host) and the reference."""
     got = np.empty((scores.shape[0], 3))
+    staged = np.empty((scores.shape[0], 3))
     want = np.empty((scores.shape[0], 3))
+    scratch = np.full(K.EXP_SCRATCH, np.nan)  # whatever an earlier row left: every entry read is written first
     for i in range(scores.shape[0]):
         got[i, 0], got[i, 1], got[i, 2] = K._exp_sums_f32(scores, i, scores.shape[1], maxima[i])
+        staged[i, 0], staged[i, 1], staged[i, 2] = K._exp_sums_f32_staged(scores, i, scores.shape[1], maxima[i],
+                                                                         scratch)
         want[i, 0], want[i, 1], want[i, 2] = _chunked_exp_sums(scores, i, scores.shape[1], maxima[i])
-    return got, want
+    return got, staged, want
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("n_classes", [33, 47, 48, 100, 1039, 1040, 1041, 1055, 1056, 2080, 2100])
 def test_long_row_exp_sums_are_the_chunked_scalar_ones_bit_for_bit(n_classes, dtype):
-    """kernels._exp_sums_f32 (16 entries at a time in registers, no float32 chunk in memory) gives the bits of
+    """kernels._exp_sums_f32 (16 entries at a time in registers, no float32 chunk in memory) and its staged
+    form (kernels._exp_sums_f32_staged, the AVX2 one: exps through a scratch) give the bits of
     the scalar exps summed chunk by chunk: every chunk length (EXP_CHUNK, the last one taking up a remainder
     under 16), partial last vectors, and NaN, +-inf, a tie at the max and a tiny gap at positions across the
     row (every position up to C = 100; the first, the chunk boundaries and the last beyond)."""
@@ -238,9 +244,10 @@ def test_long_row_exp_sums_are_the_chunked_scalar_ones_bit_for_bit(n_classes, dt
     with np.errstate(invalid="ignore"):
         maxima = native.astype(np.float32).max(axis=1)  # NaN rows: NaN, as the kernel's order keys make it
     view = native.view(np.uint16) if dtype == "float16" else native.view(np.int16) if dtype == "bfloat16" else native
-    got, want = _fused_and_reference(np.ascontiguousarray(view), maxima)
-    differ = got.view(np.int64) != want.view(np.int64)
-    assert not differ.any(), np.argwhere(differ)[:5]
+    got, staged, want = _fused_and_reference(np.ascontiguousarray(view), maxima)
+    for form in (got, staged):  # the fused form (AVX-512 hosts) and the staged one (AVX2): the same bits
+        differ = form.view(np.int64) != want.view(np.int64)
+        assert not differ.any(), np.argwhere(differ)[:5]
 
 
 @njit

@@ -17,8 +17,8 @@ _SCRIPT = """
 import json, numpy as np, fastce
 from fastce import kernels as K
 
-STEPS = ("_logits_row", "_exp_sums_f32", "exp_sums", "_exp_true", "_probability_like_row", "_proba_row",
-         "_exp_columns")
+STEPS = ("_logits_row", "_exp_sums_f32", "_exp_sums_f32_staged", "exp_sums", "_exp_true", "_probability_like_row",
+         "_proba_row", "_exp_columns")
 seen = {}
 
 def note(name):
@@ -51,8 +51,12 @@ def test_each_path_compiles_only_its_own_steps(tmp_path):
     none = dict.fromkeys(seen["probabilities first"], 0)
     # Probabilities (long and short rows) compile none of the logits' steps: no row walk of logits, no exps.
     assert seen["probabilities first"] == dict(none, _proba_row=1)
-    # float32 logits: the float32 exp leaf only, not the float64 one (a run-time choice compiled both).
-    long_logits = dict(_logits_row=1, _exp_sums_f32=1, _exp_true=1, _probability_like_row=1)
+    # float32 logits: the float32 exp leaf only, not the float64 one (a run-time choice compiled both), in
+    # the form of this host's vector registers (kernels._row_exp_sums).
+    from fastce._vecmath import HAS_AVX512
+
+    leaf = "_exp_sums_f32" if HAS_AVX512 else "_exp_sums_f32_staged"
+    long_logits = {"_logits_row": 1, leaf: 1, "_exp_true": 1, "_probability_like_row": 1}
     assert seen["then float32 logits"] == dict(none, _proba_row=1, **long_logits)
     # precision="float64" on the same logits: a row walk of its own, with the float64 leaf.
     assert seen["then float64 math"] == dict(none, _proba_row=1, **dict(long_logits, _logits_row=2, exp_sums=1))

@@ -178,6 +178,46 @@ def load(typingctx, values, start):
     return rows_type(values, start), codegen
 
 
+def _staged_pointer(context, builder, signature, args):
+    """A pointer to 16 float32 at float32 index ``args[1]`` of the memory of a contiguous 1-D float32 or float64
+    array ``args[0]`` (a float64 scratch holds twice as many float32)."""
+    buffer = context.make_array(signature.args[0])(context, builder, args[0])
+    data = builder.bitcast(buffer.data, ir.FloatType().as_pointer())
+    index = context.cast(builder, args[1], signature.args[1], types.intp)
+    return builder.bitcast(builder.gep(data, [index]), _ROWS.as_pointer())
+
+
+def _is_stage(buffer, start):
+    return (isinstance(buffer, types.Array) and buffer.ndim == 1 and buffer.layout == "C"
+            and buffer.dtype in (types.float32, types.float64) and isinstance(start, types.Integer))
+
+
+@intrinsic
+def stage(typingctx, buffer, start, rows):
+    """Store 16 float32 at float32 index ``start`` of a scratch's memory (float32 or float64: see
+    _staged_pointer), no bounds check: the caller knows the room."""
+    if not _is_stage(buffer, start) or rows != rows_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        builder.store(args[2], _staged_pointer(context, builder, signature, args), align=4)
+        return context.get_dummy_value()
+
+    return types.void(buffer, start, rows_type), codegen
+
+
+@intrinsic
+def staged(typingctx, buffer, start):
+    """The 16 float32 that ``stage`` stored at float32 index ``start``."""
+    if not _is_stage(buffer, start):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.load(_staged_pointer(context, builder, signature, args), align=4)
+
+    return rows_type(buffer, start), codegen
+
+
 def _is_score_matrix(scores, *indices):
     return (isinstance(scores, types.Array) and scores.ndim == 2 and scores.layout == "C"
             and scores.dtype in _READABLE and scores.dtype != types.float64

@@ -356,8 +356,8 @@ def log1p_nonnegative(a):
     return a if u == 1.0 else corrected
 
 
-def _host_has_f16c() -> bool:
-    """Whether the CPU numba compiles for converts half floats (F16C).
+def _host_has(feature: str) -> bool:
+    """Whether the CPU numba compiles for has ``feature`` (LLVM's name: "f16c", "avx512f").
 
     numba compiles with NUMBA_CPU_FEATURES when it is set (NUMBA_CPU_NAME=generic
     sets it to "", a portable build) and with the host's features otherwise
@@ -367,10 +367,10 @@ def _host_has_f16c() -> bool:
         from numba.core import config
 
         if config.CPU_FEATURES is not None:
-            return "+f16c" in config.CPU_FEATURES.split(",")
+            return f"+{feature}" in config.CPU_FEATURES.split(",")
         import llvmlite.binding as llvm
 
-        return bool(llvm.get_host_cpu_features().get("f16c", False))
+        return bool(llvm.get_host_cpu_features().get(feature, False))
     except Exception:  # pragma: no cover - feature query unavailable
         return False
 
@@ -378,7 +378,11 @@ def _host_has_f16c() -> bool:
 # x86 CPUs since 2012 convert half floats in hardware (vcvtph2ps, 8 or 16 per
 # instruction).  Without F16C, LLVM would call a compiler-rt helper that
 # numba's JIT may not provide, so the bit decoder below is used instead.
-HAS_F16C = _host_has_f16c()
+HAS_F16C = _host_has("f16c")
+# 32 vector registers of 512 bits (AVX-512) or 16 of 256 (AVX2): kernels whose
+# explicit 16-lane vectors fit the one register file and spill from the other
+# take a form per kind (see kernels._row_exp_sums).
+HAS_AVX512 = _host_has("avx512f")
 
 
 @intrinsic
