@@ -174,8 +174,10 @@ def test_compare_pair_loops_are_packed_simd(name):
 PACKED_SINGLE = re.compile(r"\bv(?:add|mul|sub|fmadd\d+|fnmadd\d+)ps\s+.*%[yz]mm")
 
 
-def test_float32_exp_loop_is_packed_simd():
-    """The float32 exp of long logits rows (kernels._exp_sums_f32) runs on packed float32 (``ps``) FMAs.
+@pytest.mark.parametrize("staged", [False, True], ids=["fused", "staged"])
+def test_float32_exp_loop_is_packed_simd(staged):
+    """The float32 exp of long logits rows (kernels._exp_sums_f32, and its AVX2 form _exp_sums_f32_staged) runs
+    on packed float32 (``ps``) FMAs.
 
     Its float32 exp must get full-width vectors: mixed into the float64 sums in
     one loop vectorised by LLVM, it got half-width ones (ymm under AVX-512), no faster
@@ -186,7 +188,10 @@ def test_float32_exp_loop_is_packed_simd():
     import llvmlite.binding as llvm
 
     scores = kernels_input(np.random.default_rng(2).standard_normal((4, 1000)).astype(np.float32))
-    asm = _fresh_asm(kernels._exp_sums_f32, scores, 0, 1000, np.float32(1.0))
+    if staged:
+        asm = _fresh_asm(kernels._exp_sums_f32_staged, scores, 0, 1000, np.float32(1.0), np.empty(kernels.EXP_SCRATCH))
+    else:
+        asm = _fresh_asm(kernels._exp_sums_f32, scores, 0, 1000, np.float32(1.0))
     widest = "zmm" if llvm.get_host_cpu_features().get("avx512f") else "ymm"
     fmas = re.findall(r"\bvfmadd\d+ps\s+.*%" + widest, asm)
     assert PACKED_SINGLE.search(asm) and len(fmas) >= 7, f"_exp_sums_f32: {len(fmas)} packed float32 FMAs on {widest}"
@@ -220,9 +225,14 @@ def test_binary_logit_loop_is_packed_simd(float32_math):
     # logit, label and weight (x0.90 in cache without the gathers).
     assert not re.search(r"\bv\w*gather", asm), "_binary_logit_block: gathers where contiguous loads belong"
     if float32_math:
-        fmas = re.findall(r"\bvfn?m(?:add|sub)\d+ps\s+.*%[yz]mm", asm)
+        # The loop's lane count is its float64 values': 8 on AVX-512 (float32 on ymm), 4 on AVX2, where 4 float32
+        # lanes are an xmm register (packed all the same: "ps", not the scalar "ss").
+        import llvmlite.binding as llvm
+
+        registers = "[yz]mm" if llvm.get_host_cpu_features().get("avx512f") else "[xyz]mm"
+        fmas = re.findall(r"\bvfn?m(?:add|sub)\d+ps\s+.*%" + registers, asm)
         assert len(fmas) >= 6, f"_binary_logit_block: {len(fmas)} packed float32 FMAs (the float32 exp)"
-        assert re.search(r"\bvdivps\s+.*%[yz]mm", asm), "_binary_logit_block: no packed float32 division"
+        assert re.search(r"\bvdivps\s+.*%" + registers, asm), "_binary_logit_block: no packed float32 division"
         assert not re.search(r"\bvdivpd\s", asm), "_binary_logit_block: a float64 division in float32 math"
     # compare's copy of the loop, with the pair inputs: its terms are a literal row stride apart (with a
     # stride known only at run time, LLVM needed too many alias checks and left such a loop scalar).
