@@ -53,9 +53,9 @@ def test_each_path_compiles_only_its_own_steps(tmp_path):
     assert seen["probabilities first"] == dict(none, _proba_row=1)
     # float32 logits: the float32 exp leaf only, not the float64 one (a run-time choice compiled both), in
     # the form of this host's vector registers (kernels._row_exp_sums).
-    from fastce._vecmath import HAS_AVX512
+    from fastce._vecmath import STAGED_FORMS  # the subprocess inherits FASTCE_VECTOR_FORMS, if set
 
-    leaf = "_exp_sums_f32" if HAS_AVX512 else "_exp_sums_f32_staged"
+    leaf = "_exp_sums_f32_staged" if STAGED_FORMS else "_exp_sums_f32"
     long_logits = {"_logits_row": 1, leaf: 1, "_exp_true": 1, "_probability_like_row": 1}
     assert seen["then float32 logits"] == dict(none, _proba_row=1, **long_logits)
     # precision="float64" on the same logits: a row walk of its own, with the float64 leaf.

@@ -180,16 +180,36 @@ def load(typingctx, values, start):
 
 def _staged_pointer(context, builder, signature, args):
     """A pointer to 16 float32 at float32 index ``args[1]`` of the memory of a contiguous 1-D float32 or float64
-    array ``args[0]`` (a float64 scratch holds twice as many float32)."""
-    buffer = context.make_array(signature.args[0])(context, builder, args[0])
-    data = builder.bitcast(buffer.data, ir.FloatType().as_pointer())
+    array ``args[0]`` (a float64 scratch holds twice as many float32), or of a ``stack_rows`` buffer."""
+    if isinstance(signature.args[0], types.CPointer):
+        data = args[0]
+    else:
+        buffer = context.make_array(signature.args[0])(context, builder, args[0])
+        data = builder.bitcast(buffer.data, ir.FloatType().as_pointer())
     index = context.cast(builder, args[1], signature.args[1], types.intp)
     return builder.bitcast(builder.gep(data, [index]), _ROWS.as_pointer())
 
 
 def _is_stage(buffer, start):
-    return (isinstance(buffer, types.Array) and buffer.ndim == 1 and buffer.layout == "C"
-            and buffer.dtype in (types.float32, types.float64) and isinstance(start, types.Integer))
+    return ((buffer == types.CPointer(types.float32)
+             or (isinstance(buffer, types.Array) and buffer.ndim == 1 and buffer.layout == "C"
+                 and buffer.dtype in (types.float32, types.float64)))
+            and isinstance(start, types.Integer))
+
+
+# stack_rows' room: a block's columns (kernels.COLUMN_WALK_MAX_CLASSES) of 16 lanes each.
+STACK_ROWS = 32
+
+
+@intrinsic
+def stack_rows(typingctx):
+    """A pointer to STACK_ROWS x 16 float32 on the calling function's stack (its entry block), for ``stage``."""
+
+    def codegen(context, builder, signature, args):
+        room = cgutils.alloca_once(builder, ir.ArrayType(ir.FloatType(), STACK_ROWS * LANES))
+        return builder.bitcast(room, ir.FloatType().as_pointer())
+
+    return types.CPointer(types.float32)(), codegen
 
 
 @intrinsic

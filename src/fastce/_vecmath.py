@@ -13,6 +13,8 @@ bfloat16 as int16) and ``as_float64`` decodes the bits here, in registers.
 from __future__ import annotations
 
 
+import os
+
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -381,8 +383,13 @@ def _host_has(feature: str) -> bool:
 HAS_F16C = _host_has("f16c")
 # 32 vector registers of 512 bits (AVX-512) or 16 of 256 (AVX2): kernels whose
 # explicit 16-lane vectors fit the one register file and spill from the other
-# take a form per kind (see kernels._row_exp_sums).
+# take a form per kind, the same operations in the same order (the same bits):
+# one loop ("fused") with AVX-512, loops that each fit ("staged") without.
 HAS_AVX512 = _host_has("avx512f")
+# FASTCE_VECTOR_FORMS=fused or staged picks the forms whatever the host: for
+# tests that run both on one machine, each with a numba cache of its own (the
+# cache is keyed on the CPU's features, not on this choice).
+STAGED_FORMS = {"fused": False, "staged": True}.get(os.environ.get("FASTCE_VECTOR_FORMS", ""), not HAS_AVX512)
 
 
 @intrinsic

@@ -47,7 +47,7 @@ from fastce._exactsum import exact_add_at, normalize_at
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
     EXP_BIAS_F32,
-    HAS_AVX512,
+    STAGED_FORMS,
     add_reassoc,
     as_float64,
     as_native,
@@ -324,7 +324,8 @@ def _exp_sums_f32(scores, i, n_classes, native_max):
 
 @kernel_step(**LEAF_OPTIONS)
 def _exp_sums_f32_staged(scores, i, n_classes, native_max, scratch):
-    """_exp_sums_f32 in two loops a chunk, for cores with 16 vector registers (AVX2): the same bits.
+    """_exp_sums_f32 in two loops a chunk, for cores with 16 vector registers (AVX2: _vecmath.STAGED_FORMS):
+    the same bits (tests/test_column_lanes.py, tests/test_vector_forms.py).
 
     The fused loop holds the four float64 lane sets (16 x 4 float64: every
     256-bit register) beside the exp's constants and temporaries; on AVX2
@@ -382,7 +383,8 @@ def _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_c
 
 @overload(_row_exp_sums, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
 def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64):
-    """_exp_sums_f32 when ``float32_math`` is True, exp_sums when it is None (or the scores float64).
+    """_exp_sums_f32 when ``float32_math`` is True (_exp_sums_f32_staged on AVX2 hosts), exp_sums when it is
+    None (or the scores float64).
 
     Chosen by the token's type when numba compiles (see general_tokens): a
     kernel compiles one leaf.  Picking at run time compiled both, the
@@ -396,7 +398,7 @@ def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_ma
         return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64: exp_sums(
             scores, i, n_classes, row_max, exp_chunk64
         )
-    if not HAS_AVX512:  # AVX2: the staged form (see _exp_sums_f32_staged)
+    if STAGED_FORMS:  # AVX2: the staged form (see _exp_sums_f32_staged)
         return lambda scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64: _exp_sums_f32_staged(
             scores, i, n_classes, native_max, exp_chunk64
         )
@@ -512,6 +514,7 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
     zero32 = column_lanes.splat(0.0)
     one32 = column_lanes.splat(1.0)
     keep_outputs = outputs.shape[0] != 0
+    stack = column_lanes.stack_rows()  # the exps of a group of rows (AVX2 only)
     nonfinite = 0
     infinite = 0
     like = 0
@@ -536,19 +539,42 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
         total = zero
         squared = zero
         column = zero32
-        for j in range(n_classes):
-            v = column_lanes.load(columns[j], g)
-            # Equal scores rank ahead on one side of the true class only.
-            tie_ahead = column_lanes.greater(column, label_g) if ties_to_last else column_lanes.less(column, label_g)
-            counted_ahead = column_lanes.either(column_lanes.greater(v, target_g),
-                                                column_lanes.both(column_lanes.equal(v, target_g), tie_ahead))
-            ahead = column_lanes.add(ahead, column_lanes.where(counted_ahead, one32, zero32))
-            column = column_lanes.add(column, one32)
-            e, is_top = column_lanes.exp_difference(v, top)
-            at = column_lanes.add(at, column_lanes.where(is_top, one32, zero32))
-            wide = column_lanes.widen(e)
-            total = lanes.add(total, wide)
-            squared = lanes.fma(wide, wide, squared)  # exact: a float32 squared
+        if not STAGED_FORMS:
+            for j in range(n_classes):
+                v = column_lanes.load(columns[j], g)
+                # Equal scores rank ahead on one side of the true class only.
+                tie_ahead = column_lanes.greater(column, label_g) if ties_to_last else column_lanes.less(column,
+                                                                                                         label_g)
+                counted_ahead = column_lanes.either(column_lanes.greater(v, target_g),
+                                                    column_lanes.both(column_lanes.equal(v, target_g), tie_ahead))
+                ahead = column_lanes.add(ahead, column_lanes.where(counted_ahead, one32, zero32))
+                column = column_lanes.add(column, one32)
+                e, is_top = column_lanes.exp_difference(v, top)
+                at = column_lanes.add(at, column_lanes.where(is_top, one32, zero32))
+                wide = column_lanes.widen(e)
+                total = lanes.add(total, wide)
+                squared = lanes.fma(wide, wide, squared)  # exact: a float32 squared
+        else:
+            # AVX2 (16 registers, _vecmath.STAGED_FORMS): the same values in three loops, each of which fits --
+            # the ranks, the exps (staged on the stack), their float64 sums; in one loop LLVM spilled 51 values
+            # a class (158 instructions a 16 rows).  In cache, one thread, Zen 3 (benchmarks/kernel_timing.py,
+            # 3 alternated pairs): C = 10 22.3-22.7 -> 20.7-21.5 ns a row, C = 32 50.6-52.9 -> 46.5-46.6.
+            for j in range(n_classes):
+                v = column_lanes.load(columns[j], g)
+                tie_ahead = column_lanes.greater(column, label_g) if ties_to_last else column_lanes.less(column,
+                                                                                                         label_g)
+                counted_ahead = column_lanes.either(column_lanes.greater(v, target_g),
+                                                    column_lanes.both(column_lanes.equal(v, target_g), tie_ahead))
+                ahead = column_lanes.add(ahead, column_lanes.where(counted_ahead, one32, zero32))
+                column = column_lanes.add(column, one32)
+            for j in range(n_classes):
+                e, is_top = column_lanes.exp_difference(column_lanes.load(columns[j], g), top)
+                at = column_lanes.add(at, column_lanes.where(is_top, one32, zero32))
+                column_lanes.stage(stack, j * lanes.LANES, e)
+            for j in range(n_classes):
+                wide = column_lanes.widen(column_lanes.staged(stack, j * lanes.LANES))
+                total = lanes.add(total, wide)
+                squared = lanes.fma(wide, wide, squared)  # exact: a float32 squared
         e, is_top = column_lanes.exp_difference(target_g, top)
         high_g = column_lanes.widen(top)
         at_g = column_lanes.widen(at)
