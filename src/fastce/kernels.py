@@ -334,9 +334,10 @@ def _exp_sums_f32_staged(scores, i, n_classes, native_max, scratch):
     memory: ``exp_chunk64``, which float32 math leaves unused), padded with
     +0.0 to a whole vector, and a second loop adds them into the lane sets
     in the same order as _exp_sums_f32 (pairs of vectors into A and B, what
-    is left into A): in L1, 0.66-0.78 instead of 0.80-0.90 ns an entry at
-    C = 1000, 1.04-1.13 instead of 1.27-1.39 at C = 100 (one thread, rows in
-    L2, a /tmp micro-benchmark, Zen 3).  Long rows only.
+    is left into A): 0.64-0.65 instead of 0.79-0.83 ns an entry at C = 1000,
+    0.95-0.98 instead of 1.24-1.25 at C = 100 (one thread, rows in L2, a
+    /tmp micro-benchmark of this function against _exp_sums_f32, 3 rounds,
+    Zen 3).  Long rows only.
     """
     prefer_wide_vectors()
     compile_apart()
