@@ -116,6 +116,8 @@ NO_LABEL = np.iinfo(np.int64).min
 
 # Up to this many classes, blocks are walked one class at a time (see _walk_columns).
 COLUMN_WALK_MAX_CLASSES = 32
+# _logit_columns_f32's staged form keeps a group's exps, every class of a short row, on the stack.
+assert column_lanes.STACK_ROWS >= COLUMN_WALK_MAX_CLASSES, "raise _column_lanes.STACK_ROWS with the short rows' width"
 
 # Scratch rows are padded by this many elements (see score_blocks): 3 cache
 # lines, so that consecutive rows of a 4 KiB-multiple length start in
