@@ -153,8 +153,9 @@ def test_transpose_rows_copies_every_entry_exactly_and_nothing_else(n_classes, d
     the block zeroed in the padding, nothing written past it, and no read past the array (its last row).
 
     n = 37: two whole tiles of rows and 5 rows; 48: three whole tiles.  A whole tile takes plain loads
-    unless its last row's 16 entries would pass the array's end (the last tile, at n = 48), then masked
-    ones: both ways, with special values in the first tile and the last.
+    unless its last row's 16 entries would pass the array's end (at n = 48, the last tile of rows
+    narrower than 16 entries from ``first_class``), then masked ones: both ways, with special values in
+    the first tile and the last.
     """
     from support import BFLOAT16
 

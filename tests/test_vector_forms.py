@@ -24,8 +24,8 @@ rng = np.random.default_rng(11)
 for dtype, classes in (("float32", (3, 10, 32, 33, 100, 1041)), ("float16", (100,))):
     for c in classes:
         n = 700
-        # Rows of every spread: their exps span more than float64's 53 bits, so the sums round, and an order
-        # changed anywhere changes some row's bits (float32 terms summed over a narrow range are exact).
+        # Rows of every spread: their exps span more than float64's 53 bits, so the sums round (float32 terms
+        # over a narrow range sum exactly, in any order).
         spread = rng.choice([1.0, 4.0, 16.0, 40.0], size=(n, 1))
         z = (rng.standard_normal((n, c)) * spread).astype(dtype)
         z[5, :] = np.nan
