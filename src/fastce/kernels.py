@@ -461,6 +461,20 @@ def _exp_columns(columns, high, target, n_classes, count, at_max, rest, squares,
 
 
 @kernel_step(**LEAF_OPTIONS)
+def _rank_step(v, target, label, column, ahead, ties_to_last):
+    """One class ``column`` (its index in every lane) of a group of rows: (ahead + 1 where the class ranks ahead of
+    the true one, column + 1); ``v`` its scores, ``target`` and ``label`` the rows' true scores and classes.
+    Equal scores rank ahead on one side of the true class only.  Both forms of _logit_columns_f32 take it."""
+    inline_into_callers()
+    one32 = column_lanes.splat(1.0)
+    tie_ahead = column_lanes.greater(column, label) if ties_to_last else column_lanes.less(column, label)
+    counted = column_lanes.either(column_lanes.greater(v, target),
+                                  column_lanes.both(column_lanes.equal(v, target), tie_ahead))
+    return (column_lanes.add(ahead, column_lanes.where(counted, one32, column_lanes.splat(0.0))),
+            column_lanes.add(column, one32))
+
+
+@kernel_step(**LEAF_OPTIONS)
 def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, at_max, rest,
                        squares, e_true, finish, kept, sum_tolerance, unit_weights, row_weight, weight, terms,
                        outputs):
@@ -517,7 +531,6 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
     zero32 = column_lanes.splat(0.0)
     one32 = column_lanes.splat(1.0)
     keep_outputs = outputs.shape[0] != 0
-    stack = column_lanes.stack_rows()  # the exps of a group of rows (AVX2 only)
     nonfinite = 0
     infinite = 0
     like = 0
@@ -545,13 +558,7 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
         if not STAGED_FORMS:
             for j in range(n_classes):
                 v = column_lanes.load(columns[j], g)
-                # Equal scores rank ahead on one side of the true class only.
-                tie_ahead = column_lanes.greater(column, label_g) if ties_to_last else column_lanes.less(column,
-                                                                                                         label_g)
-                counted_ahead = column_lanes.either(column_lanes.greater(v, target_g),
-                                                    column_lanes.both(column_lanes.equal(v, target_g), tie_ahead))
-                ahead = column_lanes.add(ahead, column_lanes.where(counted_ahead, one32, zero32))
-                column = column_lanes.add(column, one32)
+                ahead, column = _rank_step(v, target_g, label_g, column, ahead, ties_to_last)
                 e, is_top = column_lanes.exp_difference(v, top)
                 at = column_lanes.add(at, column_lanes.where(is_top, one32, zero32))
                 wide = column_lanes.widen(e)
@@ -563,13 +570,9 @@ def _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_
             # a class (158 instructions a 16 rows).  In cache, one thread, Zen 3 (benchmarks/kernel_timing.py,
             # 3 alternated pairs): C = 10 22.3-22.7 -> 20.7-21.5 ns a row, C = 32 50.6-52.9 -> 46.5-46.6.
             for j in range(n_classes):
-                v = column_lanes.load(columns[j], g)
-                tie_ahead = column_lanes.greater(column, label_g) if ties_to_last else column_lanes.less(column,
-                                                                                                         label_g)
-                counted_ahead = column_lanes.either(column_lanes.greater(v, target_g),
-                                                    column_lanes.both(column_lanes.equal(v, target_g), tie_ahead))
-                ahead = column_lanes.add(ahead, column_lanes.where(counted_ahead, one32, zero32))
-                column = column_lanes.add(column, one32)
+                ahead, column = _rank_step(column_lanes.load(columns[j], g), target_g, label_g, column, ahead,
+                                           ties_to_last)
+            stack = column_lanes.stack_rows()  # the group's exps (an alloca in the entry block: one for all)
             for j in range(n_classes):
                 e, is_top = column_lanes.exp_difference(column_lanes.load(columns[j], g), top)
                 at = column_lanes.add(at, column_lanes.where(is_top, one32, zero32))
