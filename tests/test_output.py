@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -31,8 +32,11 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _results():
-    """(name, Metrics) for every task, with finite, infinite and NaN values."""
+@functools.cache
+def _results() -> dict:
+    """{name: Metrics} for every task, with finite, infinite and NaN values.  Computed by the first test that
+    asks, not when the module is collected: every pytest-xdist worker collects every module, and kernels
+    compiled during collection are compiled by both workers at once (~25 s each on an empty cache)."""
     rng = np.random.default_rng(3)
     z = rng.normal(size=(40, 4))
     y = rng.integers(0, 4, size=40)
@@ -45,7 +49,7 @@ def _results():
     soft = _softmax(rng.normal(size=(40, 4)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastce.OmittedRowsWarning)
-        return [
+        results = [
             ("multiclass", fastce.evaluate(y, logits=z, top_k=(1, 3))),
             ("multiclass-proba", fastce.evaluate(y, proba=_softmax(z))),
             ("multiclass-inf", fastce.evaluate(y, logits=inf_true)),
@@ -58,9 +62,12 @@ def _results():
             ("soft", fastce.evaluate(soft, logits=z)),
             ("soft-inf", fastce.evaluate(soft, logits=inf_true)),
         ]
+    assert [name for name, _ in results] == NAMES
+    return dict(results)
 
 
-RESULTS = _results()
+NAMES = ["multiclass", "multiclass-proba", "multiclass-inf", "multiclass-nan", "multiclass-omit", "binary",
+         "binary-inf", "multilabel", "multilabel-nan", "soft", "soft-inf"]
 APPLIES = {
     "multiclass": {"brier"},
     "binary": {"brier"},
@@ -83,8 +90,9 @@ def _same(a, b) -> bool:
     return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
-@pytest.mark.parametrize("name, m", RESULTS, ids=[name for name, _ in RESULTS])
-def test_metrics_json_is_strict_and_holds_only_what_applies(name, m):
+@pytest.mark.parametrize("name", NAMES)
+def test_metrics_json_is_strict_and_holds_only_what_applies(name):
+    m = _results()[name]
     assert m.task == name.split("-")[0] or name.startswith("multiclass")
     data = strict_loads(m.to_json())
     assert strict_loads(m.to_json(indent=2, allow_nan=True)) == data  # strict whatever json.dumps is told
@@ -102,8 +110,9 @@ def test_metrics_json_is_strict_and_holds_only_what_applies(name, m):
         assert data["cross_entropy"] == "nan"
 
 
-@pytest.mark.parametrize("name, m", RESULTS, ids=[name for name, _ in RESULTS])
-def test_str_is_the_commands_table_and_repr_is_faithful(name, m):
+@pytest.mark.parametrize("name", NAMES)
+def test_str_is_the_commands_table_and_repr_is_faithful(name):
+    m = _results()[name]
     text = str(m)
     assert "mappingproxy" not in text and "\n" in text
     assert "bits" in text and "perplexity" in text and f"{m.n:,}" in text

@@ -9,6 +9,7 @@ Evaluator whose results are sane.  Kernels are compiled once by the fixture
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import warnings
@@ -28,7 +29,9 @@ from hypothesis import strategies as st  # noqa: E402
 C = 5
 
 
+@functools.cache
 def _states() -> list:
+    """Made by the first test that asks, not at collection (test_output._results says why)."""
     rng = np.random.default_rng(3)
     out = []
     for dtype, diagnostics, weighted in ((np.float32, False, True), (np.float64, True, False), (np.float32, True, True)):
@@ -48,8 +51,6 @@ def _states() -> list:
     out.extend(json.loads(json.dumps(ev.state_dict())) for ev in (binary, multilabel, soft))
     return out
 
-
-STATES = _states()
 
 JUNK = st.one_of(
     st.sampled_from(
@@ -85,7 +86,7 @@ def _get(node, path):
 
 @st.composite
 def tampered(draw):
-    data = json.loads(json.dumps(draw(st.sampled_from(STATES))))
+    data = json.loads(json.dumps(draw(st.sampled_from(_states()))))
     for _ in range(draw(st.integers(1, 2))):
         paths = list(_paths(data))
         if not paths:
@@ -165,7 +166,7 @@ def test_tampered_state_raises_input_error_only(data):
     ],
 )
 def test_named_defects_raise_one_line_input_errors(mutate, match):
-    data = json.loads(json.dumps(STATES[2]))
+    data = json.loads(json.dumps(_states()[2]))
     mutate(data)
     with pytest.raises(InputError, match=match) as info:
         Evaluator.from_state_dict(data)
@@ -173,17 +174,17 @@ def test_named_defects_raise_one_line_input_errors(mutate, match):
 
 
 def test_counters_near_the_int64_maximum_cannot_wrap_in_a_merge():
-    state = State.from_dict(STATES[0]["state"])
+    state = State.from_dict(_states()[0]["state"])
     big = State.from_dict(state.to_dict() | {"rows_seen": MAX_ROWS, "counters": state.counters | {"rows": MAX_ROWS}})
     assert big.count("rows") == MAX_ROWS  # the bound itself is accepted...
     with pytest.raises(InputError, match="MAX_ROWS"):  # ...and a merge past it refused, not wrapped
         big.merge(state)
-    data = json.loads(json.dumps(STATES[0]))
+    data = json.loads(json.dumps(_states()[0]))
     data["state"] = big.to_dict()
     data["pending"] = None
     evaluator = Evaluator.from_state_dict(data)
     with pytest.raises(InputError, match="MAX_ROWS"):
-        evaluator.merge(Evaluator.from_state_dict(STATES[0]))
+        evaluator.merge(Evaluator.from_state_dict(_states()[0]))
 
 
 def test_every_evaluator_the_constructor_accepts_reads_back():
@@ -197,7 +198,7 @@ def test_every_evaluator_the_constructor_accepts_reads_back():
 
 
 def test_valid_states_still_round_trip():
-    for data in STATES:
+    for data in _states():
         evaluator = Evaluator.from_state_dict(data)
         assert evaluator.state_dict() == data
         assert evaluator.result() == Evaluator.from_state_dict(evaluator.state_dict()).result()
@@ -220,7 +221,7 @@ def test_valid_states_still_round_trip():
     ],
 )
 def test_named_defects_of_other_tasks_raise_one_line_input_errors(which, mutate, match):
-    data = json.loads(json.dumps(STATES[which]))
+    data = json.loads(json.dumps(_states()[which]))
     mutate(data)
     with pytest.raises(InputError, match=match) as info:
         Evaluator.from_state_dict(data)
