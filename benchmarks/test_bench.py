@@ -74,7 +74,7 @@ class Case:
             return self.labels, self.logits32
         if key not in self._derived:
             self._derived.clear()
-            gc.collect()
+            self.collect()
             if kind == "logits":
                 self._derived[key] = bd.convert(self.logits32, dtype, rows=rows)
             else:
@@ -90,6 +90,21 @@ class Case:
                 labels, scores = labels[:rows], scores[:rows]
             self._references[key] = bd.reference(labels, scores, proba=kind == "proba", top_k=top_k)
         return self._references[key]
+
+    def release(self):
+        """Drop the shape's arrays now (pytest holds the fixture's value a while after its teardown)."""
+        self.labels = self.logits32 = None
+        self._derived.clear()
+        self.collect()
+
+    def collect(self):
+        """gc.collect() after dropping a large shape's arrays, so that two never coexist (numpy frees an array
+        when its last reference goes; a collection finds any held in a cycle).  Not for the small shapes: a
+        collection of this process's heap (torch, scikit-learn, numba) takes ~0.16 s, and under pytest-xdist,
+        whose workers take the tests of a shape in turns, one or two came with nearly every benchmark (~40 s of
+        CI's two workers)."""
+        if self.size == "large":
+            gc.collect()
 
     @property
     def group_suffix(self):
@@ -108,8 +123,7 @@ def case(request):
     size, num_classes = request.param
     data = Case(size, num_classes)
     yield data
-    del data
-    gc.collect()
+    data.release()
 
 
 def bench(benchmark, case, dtype, labels, scores, fn, **extra):
