@@ -48,7 +48,8 @@ def exp_sum(scores, reps):
     total = 0.0
     for _ in range(reps):
         for j in range(scores.shape[0]):
-            total = add_reassoc(total, exp_nonpositive(as_float64(scores[j]) - 20.0))
+            # Unsigned index: no gathers for AVX-512 (see roofline._NO_GATHER).
+            total = add_reassoc(total, exp_nonpositive(as_float64(scores[np.uint64(j)]) - 20.0))
     return total
 
 
