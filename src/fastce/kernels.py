@@ -261,6 +261,15 @@ EXP_SCRATCH = EXP_CHUNK + _LANES_F32
 
 
 @kernel_step(**LEAF_OPTIONS)
+def _f32_chunk_length(n_classes, first):
+    """Entries of the float32 exps' chunk starting at ``first``: EXP_CHUNK, the last chunk taking up a remainder
+    under 16 -- the chunks of lanes.add_values_and_squares' former calls.  The sums' order restarts its pairs of
+    vectors at each chunk, so both forms (_exp_sums_f32, _exp_sums_f32_staged) take their chunks from here."""
+    inline_into_callers()
+    return n_classes - first if n_classes - first < EXP_CHUNK + _LANES_F32 else EXP_CHUNK
+
+
+@kernel_step(**LEAF_OPTIONS)
 def _exp_sums_f32(scores, i, n_classes, native_max):
     """exp_sums with float32 math, for 16- and 32-bit scores (native_max a float32).
 
@@ -293,9 +302,7 @@ def _exp_sums_f32(scores, i, n_classes, native_max):
     at_max = zero32  # per lane, exact (counts below 2**24)
     first = 0
     while first < n_classes:
-        # The chunks of lanes.add_values_and_squares' former calls: EXP_CHUNK entries, the last one taking up a
-        # remainder under 16 (the sums' order restarts its pairs of vectors at each chunk).
-        count = n_classes - first if n_classes - first < EXP_CHUNK + _LANES_F32 else EXP_CHUNK
+        count = _f32_chunk_length(n_classes, first)
         _prefetch_next_row(scores, i, first, count)
         stop = first + count
         pairs = first + (count - count % (2 * _LANES_F32))
@@ -350,7 +357,7 @@ def _exp_sums_f32_staged(scores, i, n_classes, native_max, scratch):
     at_max = zero32  # per lane, exact (counts below 2**24)
     first = 0
     while first < n_classes:
-        count = n_classes - first if n_classes - first < EXP_CHUNK + _LANES_F32 else EXP_CHUNK
+        count = _f32_chunk_length(n_classes, first)
         _prefetch_next_row(scores, i, first, count)
         whole = count - count % _LANES_F32
         for j in range(0, whole, _LANES_F32):
