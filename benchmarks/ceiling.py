@@ -1,10 +1,10 @@
-"""How close to the memory roofline can a float64-accurate cross-entropy from logits get here?
+"""How close to the memory roofline can an accurate cross-entropy from logits get here?
 
 Usage::
 
     python benchmarks/ceiling.py [--mb 1024] [--repeats 5]
 
-Two costs measured on this machine, per float32 score and per thread, and their ratio:
+Costs measured on this machine, per float32 score and per thread, and their ratios:
 
 * **memory**: the roofline (``roofline.py``: a plain vectorised parallel sum)
   reading an ``--mb`` array with all numba threads, as ns per score per thread;
@@ -16,12 +16,24 @@ Two costs measured on this machine, per float32 score and per thread, and their 
   converts, finds the max, counts ties, sums squares for the Brier score and
   ranks the true class (``kernel_timing.py`` gives the whole kernel's cost).
 
-``bound = memory / exp floor`` is the largest fraction of the roofline that
-``evaluate(logits=...)`` could reach at large C with this exp, if compute and
+* **float32 floors** (float32, float16 and bfloat16 scores take float32 math,
+  ``precision="input"``): the same, each thread on its own 16 rows of 1024
+  float32 logits in its cache,
+  - *contract*: the kernels' own per-logit step, ``kernels._exp_sums_f32``
+    (exp(z - max) in float32 with the rounding of z - max kept, the terms and
+    their squares summed in float64, the entries at the max counted): what
+    the 4-ulp-per-row contract and the Brier score need of every logit,
+    without the max pass, the rank or anything per row;
+  - *bare*: ``exp_nonpositive_f32`` of every score minus a constant, summed in
+    float32 -- the cheapest float32 exp loop, accurate to 1 ulp per term but
+    keeping neither z - max's rounding nor the sum's digits: what is left if
+    the contract's extras cost nothing.
+
+``bound = memory / floor`` is the largest fraction of the roofline that
+``evaluate(logits=...)`` could reach at large C with that exp, if compute and
 memory overlapped perfectly and nothing but the exp cost anything.  When it is
 below a target fraction, no tuning of the other work reaches that target: the
-exp itself must get cheaper -- a different float64 algorithm (say table-driven,
-fewer FMAs for gathers) or a less accurate one.
+exp itself must get cheaper -- a different algorithm or a less accurate one.
 """
 
 from __future__ import annotations
@@ -39,12 +51,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import roofline  # noqa: E402
 
-from fastce._vecmath import add_reassoc, as_float64, exp_nonpositive  # noqa: E402
+from fastce import kernels  # noqa: E402
+from fastce._vecmath import add_reassoc, as_float64, exp_nonpositive, exp_nonpositive_f32, prefer_wide_vectors  # noqa: E402
 
 
 @njit(nogil=True, error_model="numpy")
 def exp_sum(scores, reps):
     """sum of exp(z - 20) over the scores, ``reps`` times: the exp floor's loop (vectorised like the kernels')."""
+    prefer_wide_vectors()  # 512-bit vectors on AVX-512 hosts, as the kernels' loops
     total = 0.0
     for _ in range(reps):
         for j in range(scores.shape[0]):
@@ -62,23 +76,97 @@ def exp_sums(scores, reps):
     return totals
 
 
-def exp_floor_ns(repeats: int, elements: int = 1 << 14) -> float:
-    """Best ns per score per thread of ``exp_sum``, every thread on its own ``elements`` float32
-    scores (64 KiB: in its L1/L2) at once."""
-    threads = numba.get_num_threads()
-    rng = np.random.default_rng(0)
-    scores = (rng.standard_normal((threads, elements)) * 3).astype(np.float32)
-    expected = np.exp(scores.astype(np.float64) - 20.0).sum(axis=1)
-    got = exp_sums(scores, 1)
-    if not np.allclose(got, expected, rtol=1e-12):  # the timed loop must compute what it claims
-        raise AssertionError(f"exp_sum gave {got}, numpy {expected}")
+@njit(nogil=True, error_model="numpy")
+def exp_sum_f32(scores, reps):
+    """float32 sum of exp_nonpositive_f32(z - 20) over the scores, ``reps`` times: the bare float32 floor."""
+    prefer_wide_vectors()
+    total = np.float32(0.0)
+    shift = np.float32(20.0)
+    for _ in range(reps):
+        for j in range(scores.shape[0]):
+            total = add_reassoc(total, exp_nonpositive_f32(scores[np.uint64(j)] - shift))
+    return total
+
+
+@njit(nogil=True, error_model="numpy", parallel=True)
+def exp_sums_f32(scores, reps):
+    """exp_sum_f32 of each row of ``scores``, the rows in parallel: one per thread."""
+    totals = np.empty(scores.shape[0])
+    for t in prange(scores.shape[0]):
+        totals[t] = exp_sum_f32(scores[t], reps)
+    return totals
+
+
+@njit(nogil=True, error_model="numpy")
+def contract_sum(rows, maxima, reps):
+    """Sum over ``reps`` passes of the rows of kernels._exp_sums_f32's three sums (the contract floor's loop)."""
+    total = 0.0
+    for _ in range(reps):
+        for i in range(rows.shape[0]):
+            rest, squares, at_max = kernels._exp_sums_f32(rows, i, rows.shape[1], maxima[i])
+            total += rest + squares + at_max
+    return total
+
+
+@njit(nogil=True, error_model="numpy", parallel=True)
+def contract_sums(blocks, maxima, reps):
+    """contract_sum of each block of rows, the blocks in parallel: one per thread."""
+    totals = np.empty(blocks.shape[0])
+    for t in prange(blocks.shape[0]):
+        totals[t] = contract_sum(blocks[t], maxima[t], reps)
+    return totals
+
+
+def _best_ns(run, elements: int, repeats: int) -> float:
+    """Best ns per score (of ``elements`` a thread a call) of ``run(inner)`` over ``repeats`` rounds."""
     inner = max(1, (1 << 24) // elements)
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        exp_sums(scores, inner)
+        run(inner)
         best = min(best, (time.perf_counter() - start) / (inner * elements))
     return best * 1e9
+
+
+def _check(name: str, got, expected, rtol: float) -> None:
+    """The timed loop must compute what it claims."""
+    if not np.allclose(got, expected, rtol=rtol, atol=0.0):
+        raise AssertionError(f"{name} gave {got}, numpy {expected}")
+
+
+def _thread_scores(shape) -> np.ndarray:
+    """3 * N(0, 1) float32 logits, one leading slice per thread."""
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((numba.get_num_threads(),) + shape) * 3).astype(np.float32)
+
+
+def exp_floor_ns(repeats: int, elements: int = 1 << 14) -> float:
+    """Best ns per score per thread of ``exp_sum``, every thread on its own ``elements`` float32
+    scores (64 KiB: in its L1/L2) at once."""
+    scores = _thread_scores((elements,))
+    _check("exp_sum", exp_sums(scores, 1), np.exp(scores.astype(np.float64) - 20.0).sum(axis=1), 1e-12)
+    return _best_ns(lambda inner: exp_sums(scores, inner), elements, repeats)
+
+
+def bare_f32_floor_ns(repeats: int, elements: int = 1 << 14) -> float:
+    """exp_floor_ns with exp_nonpositive_f32 and a float32 sum."""
+    scores = _thread_scores((elements,))
+    _check("exp_sum_f32", exp_sums_f32(scores, 1), np.exp(scores.astype(np.float64) - 20.0).sum(axis=1), 1e-4)
+    return _best_ns(lambda inner: exp_sums_f32(scores, inner), elements, repeats)
+
+
+def contract_f32_floor_ns(repeats: int, rows: int = 16, classes: int = 1024) -> float:
+    """Best ns per score per thread of kernels._exp_sums_f32, every thread on its own rows x classes float32
+    logits (64 KiB) at once."""
+    blocks = _thread_scores((rows, classes))
+    maxima = blocks.max(axis=2)
+    wide = blocks.astype(np.float64)
+    terms = np.exp(wide - maxima[..., None])
+    at_max = (blocks == maxima[..., None]).sum(axis=2)
+    rest = np.where(blocks == maxima[..., None], 0.0, terms)
+    expected = (rest.sum(axis=2) + (rest * rest).sum(axis=2) + at_max).sum(axis=1)
+    _check("_exp_sums_f32", contract_sums(blocks, maxima, 1), expected, 1e-6)
+    return _best_ns(lambda inner: contract_sums(blocks, maxima, inner), rows * classes, repeats)
 
 
 def memory_ns(mb: int, repeats: int) -> tuple[float, float]:
@@ -96,10 +184,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     threads = numba.get_num_threads()
     mem, gbps = memory_ns(args.mb, args.repeats)
-    exp = exp_floor_ns(args.repeats)
-    print(f"memory     {mem:7.3f} ns/score/thread  (roofline {gbps:.1f} GB/s over {args.mb} MB, {threads} threads)")
-    print(f"exp floor  {exp:7.3f} ns/score/thread  (float64 exp + one sum, {threads} threads at once, in cache)")
-    print(f"bound      {100 * mem / exp:7.1f}% of the roofline for evaluate(logits=) at large C")
+    floors = (
+        ("float64 math", exp_floor_ns(args.repeats), "float64 exp + one sum"),
+        ("float32 contract", contract_f32_floor_ns(args.repeats),
+         "kernels._exp_sums_f32: exp(z - max), float64 sums of terms and squares, ties"),
+        ("float32 bare", bare_f32_floor_ns(args.repeats), "float32 exp + one float32 sum"),
+    )
+    print(f"memory            {mem:7.3f} ns/score/thread  (roofline {gbps:.1f} GB/s over {args.mb} MB, "
+          f"{threads} threads)")
+    for name, ns, what in floors:
+        print(f"{name:<17} {ns:7.3f} ns/score/thread  bound {100 * mem / ns:5.1f}%  ({what}; {threads} threads at "
+              f"once, in cache)")
+    print("bound: the largest fraction of the roofline evaluate(logits=) can reach at large C with that exp")
     return 0
 
 

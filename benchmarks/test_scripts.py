@@ -73,16 +73,28 @@ def test_ceiling_prints_costs_and_their_ratio(capsys):
     assert ceiling.main(["--mb", "8", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     memory = float(re.search(r"memory\s+([\d.]+) ns", out).group(1))
-    exp = float(re.search(r"exp floor\s+([\d.]+) ns", out).group(1))
-    bound = float(re.search(r"bound\s+([\d.]+)%", out).group(1))
-    assert memory > 0 and exp > 0
-    assert bound == pytest.approx(100 * memory / exp, rel=0.01, abs=0.06)
+    assert memory > 0
+    for name in ("float64 math", "float32 contract", "float32 bare"):
+        floor, bound = map(float, re.search(name + r"\s+([\d.]+) ns/score/thread\s+bound\s+([\d.]+)%", out).groups())
+        assert floor > 0
+        assert bound == pytest.approx(100 * memory / floor, rel=0.01, abs=0.06)
 
 
-def test_ceiling_exp_loop_computes_the_sum_it_times():
+def test_ceiling_exp_loops_compute_the_sums_they_time():
     scores = np.array([0.0, -1.0, 3.5, 15.0], dtype=np.float32)
     expected = np.exp(scores.astype(np.float64) - 20.0).sum() * 2
     assert ceiling.exp_sum(scores, 2) == pytest.approx(expected, rel=1e-14)
+    assert ceiling.exp_sum_f32(scores, 2) == pytest.approx(expected, rel=1e-6)
+
+
+def test_ceiling_contract_loop_sums_the_kernels_three_sums():
+    rows = np.array([[0.0, -1.0, 3.5, 3.5], [2.0, 1.0, 0.5, -40.0]], dtype=np.float32)
+    maxima = rows.max(axis=1)
+    terms = np.exp(rows.astype(np.float64) - maxima[:, None])
+    at_max = rows == maxima[:, None]
+    rest = np.where(at_max, 0.0, terms)
+    expected = 3 * (rest.sum() + (rest * rest).sum() + at_max.sum())
+    assert ceiling.contract_sum(rows, maxima, 3) == pytest.approx(expected, rel=1e-6)
 
 
 def test_readme_table_rows_from_compare_json():
