@@ -290,16 +290,21 @@ def _exp_sums_f32(scores, i, n_classes, native_max):
     form, without the store and reload, the second loop and its run-time
     alias checks (explicit vectors: LLVM sized a mixed float32 / float64
     loop by float64, 8 lanes).  The entries are taken by chunks of EXP_CHUNK
-    only for the prefetch of the next row (_prefetch_next_row).
-    Long rows only (n_classes > COLUMN_WALK_MAX_CLASSES).
+    only for the prefetch of the next row (_prefetch_next_row).  The entries
+    at the max are counted from the comparison masks (a population count,
+    in integer registers): a float32 vector of counts and its 1.0s held two
+    more of the 32 vector registers, and LLVM spilled constants to the stack
+    and reloaded them at once (two stalls of ~600 samples each at every
+    call, perf); without them C = 100 went from 96-121 to 91-97 ns a row,
+    C = 1000 from 534-590 to 514-524 (benchmarks/kernel_timing.py, three
+    alternated runs, Zen 4).  Long rows only (n_classes > COLUMN_WALK_MAX_CLASSES).
     """
     prefer_wide_vectors()
     compile_apart()  # kept out of its callers, so it keeps its 512-bit vectors
     top = column_lanes.splat(native_max)
     zero32 = column_lanes.splat(0.0)
-    one32 = column_lanes.splat(1.0)
     rest, rest_b, squares, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
-    at_max = zero32  # per lane, exact (counts below 2**24)
+    at_max = 0  # the entries at the max, counted from the masks (integer units: no vector register)
     first = 0
     while first < n_classes:
         count = _f32_chunk_length(n_classes, first)
@@ -308,12 +313,12 @@ def _exp_sums_f32(scores, i, n_classes, native_max):
         pairs = first + (count - count % (2 * _LANES_F32))
         for j in range(first, pairs, 2 * _LANES_F32):
             e, is_top = column_lanes.exp_difference(column_lanes.load_scores(scores, i, j), top)
-            at_max = column_lanes.where(is_top, column_lanes.add(at_max, one32), at_max)
+            at_max += column_lanes.count(is_top)
             wide = column_lanes.widen(e)
             rest = lanes.add(rest, wide)
             squares = lanes.fma(wide, wide, squares)
             e, is_top = column_lanes.exp_difference(column_lanes.load_scores(scores, i, j + _LANES_F32), top)
-            at_max = column_lanes.where(is_top, column_lanes.add(at_max, one32), at_max)
+            at_max += column_lanes.count(is_top)
             wide = column_lanes.widen(e)
             rest_b = lanes.add(rest_b, wide)
             squares_b = lanes.fma(wide, wide, squares_b)
@@ -322,13 +327,12 @@ def _exp_sums_f32(scores, i, n_classes, native_max):
             e, is_top = column_lanes.exp_difference(column_lanes.load_scores_head(scores, i, j, left), top)
             kept = column_lanes.head(left)
             e = column_lanes.where(kept, e, zero32)
-            at_max = column_lanes.where(column_lanes.both(is_top, kept), column_lanes.add(at_max, one32), at_max)
+            at_max += column_lanes.count(column_lanes.both(is_top, kept))
             wide = column_lanes.widen(e)
             rest = lanes.add(rest, wide)
             squares = lanes.fma(wide, wide, squares)
         first = stop
-    return (lanes.finish(rest, rest_b) * _UNBIAS, lanes.finish(squares, squares_b) * _UNBIAS_SQUARED,
-            lanes.total(column_lanes.widen(at_max)))
+    return lanes.finish(rest, rest_b) * _UNBIAS, lanes.finish(squares, squares_b) * _UNBIAS_SQUARED, np.float64(at_max)
 
 
 @kernel_step(**LEAF_OPTIONS)
