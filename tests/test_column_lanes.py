@@ -252,6 +252,62 @@ def test_long_row_exp_sums_are_the_chunked_scalar_ones_bit_for_bit(n_classes, dt
 
 
 @njit
+def _top_keys_and_counts(scores, targets):
+    """Each row's (top key, entries above, entries equal to its target) by the explicit-vector loop
+    (kernels._top_key_and_counts_f32) and by the scalar one LLVM vectorises (kernels._top_key_and_counts)."""
+    got = np.empty((scores.shape[0], 3), dtype=np.int64)
+    want = np.empty((scores.shape[0], 3), dtype=np.int64)
+    for i in range(scores.shape[0]):
+        target = as_native(scores[i, targets[i]])
+        got[i, 0], got[i, 1], got[i, 2] = K._top_key_and_counts_f32(scores, i, scores.shape[1], target)
+        want[i, 0], want[i, 1], want[i, 2] = K._top_key_and_counts(scores, i, scores.shape[1], target)
+    return got, want
+
+
+SPECIAL_ENTRIES = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38, 1e-45, -1e-45]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("n_classes", [33, 34, 47, 48, 49, 63, 64, 100, 1000])
+def test_row_max_and_rank_counts_are_the_scalar_loops(n_classes, dtype):
+    """The long rows' max and rank counts in explicit 16-entry vectors with a masked last vector
+    (kernels._top_key_and_counts_f32) are the scalar loop's exactly: every special value (NaN of either sign,
+    +-inf, +-0, the extremes, the smallest subnormal) at every position up to C = 100 (spread beyond), as the
+    target's entry and beside it, ties with the target, every row length modulo 16, rows all negative (the
+    masked lanes must not count as +0.0), all NaN, all equal."""
+    from support import BFLOAT16
+
+    if dtype == "bfloat16" and BFLOAT16 is None:
+        pytest.skip("ml_dtypes not installed")
+    rng = np.random.default_rng(n_classes)
+    positions = range(n_classes) if n_classes <= 100 else sorted({0, 1, 15, 16, 17, 500, n_classes - 17,
+                                                                   n_classes - 16, n_classes - 1})
+    base = (rng.standard_normal((4, n_classes)) * 4).astype(np.float32)
+    base[1] = -np.abs(base[1]) - 1.0  # all negative
+    base[2] = 0.25  # all equal
+    base[3] = np.nan  # all NaN
+    rows, targets = [base], [rng.integers(0, n_classes, 4)]
+    for special in SPECIAL_ENTRIES:
+        block = np.repeat(base[:2], len(positions), axis=0)
+        p = np.tile(np.array(list(positions)), 2)
+        block[np.arange(block.shape[0]), p] = special
+        rows.append(block)
+        # the special entry as the target (its own rank), then a target beside it
+        targets.append(np.where(np.arange(block.shape[0]) % 2 == 0, p, (p + 1) % n_classes))
+    tied = np.repeat(base[:1], n_classes, axis=0)
+    tied[np.arange(n_classes), np.arange(n_classes)] = tied[0, 0]  # ties with the target, at every position
+    rows.append(tied)
+    targets.append(np.zeros(n_classes, dtype=np.int64))
+    z = np.concatenate(rows)
+    with np.errstate(over="ignore"):  # +-3e38 is +-inf in float16
+        native = z.astype({"bfloat16": BFLOAT16}.get(dtype, dtype))
+    view = native.view(np.uint16) if dtype == "float16" else native.view(np.int16) if dtype == "bfloat16" else native
+    got, want = _top_keys_and_counts(np.ascontiguousarray(view), np.concatenate(targets).astype(np.int64))
+    differ = (got != want).any(axis=1)
+    assert not differ.any(), (np.argwhere(differ)[:5], got[differ][:5], want[differ][:5])
+
+
+@njit
 def _lane_log_and_reciprocal(x, log_out, reciprocal_out):
     for g in range(0, x.size, LANES):
         v = lanes.load(x, g)

@@ -80,8 +80,16 @@ class MaskType(types.Type):
         super().__init__(name=f"Mask{LANES}")
 
 
+class KeysType(types.Type):
+    """16 int32 order keys (fastce._vecmath.order_key of float32 bits), one per lane."""
+
+    def __init__(self):
+        super().__init__(name=f"Keys{LANES}xint32")
+
+
 rows_type = RowsType()
 mask_type = MaskType()
+keys_type = KeysType()
 
 
 @register_model(RowsType)
@@ -94,6 +102,12 @@ class _RowsModel(models.PrimitiveModel):
 class _MaskModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
         super().__init__(dmm, fe_type, _MASK)
+
+
+@register_model(KeysType)
+class _KeysModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _WORDS)
 
 
 add = intrinsic(lane_by_lane("fadd", rows_type))
@@ -412,6 +426,69 @@ def where(typingctx, mask, a, b):
         return builder.select(args[0], args[1], args[2])
 
     return a(mask_type, a, a), codegen
+
+
+@intrinsic
+def order_keys(typingctx, rows):
+    """fastce._vecmath.order_key(ordered_bits(v)) of every lane: int32 keys ordered as the floats are (-0.0 just
+    below +0.0, NaN beyond +-inf by its sign)."""
+    if rows != rows_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], _WORDS)
+        sign = builder.ashr(bits, ir.Constant(_WORDS, [31] * LANES))
+        return builder.xor(bits, builder.and_(sign, ir.Constant(_WORDS, [0x7FFFFFFF] * LANES)))
+
+    return keys_type(rows_type), codegen
+
+
+@intrinsic
+def lowest_keys(typingctx):
+    """The smallest key (int32 -2**31, the key of the float32 bits 0xFFFFFFFF: a negative NaN) in every lane."""
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_WORDS, [-(2**31)] * LANES)
+
+    return keys_type(), codegen
+
+
+@intrinsic
+def max_keys(typingctx, a, b):
+    """The larger key lane by lane."""
+    if a != keys_type or b != keys_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(builder.icmp_signed(">", args[0], args[1]), args[0], args[1])
+
+    return keys_type(keys_type, keys_type), codegen
+
+
+@intrinsic
+def keys_where(typingctx, mask, a, b):
+    """Keys a where ``mask`` holds, else b, lane by lane."""
+    if mask != mask_type or a != keys_type or b != keys_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(args[0], args[1], args[2])
+
+    return keys_type(mask_type, keys_type, keys_type), codegen
+
+
+@intrinsic
+def largest_key(typingctx, keys):
+    """The largest of the 16 keys, an int32 (llvm.vector.reduce.smax)."""
+    if keys != keys_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), [_WORDS]),
+                                                  f"llvm.vector.reduce.smax.v{LANES}i32")
+        return builder.call(function, args)
+
+    return types.int32(keys_type), codegen
 
 
 @intrinsic

@@ -47,6 +47,7 @@ from fastce._exactsum import exact_add_at, normalize_at
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
     EXP_BIAS_F32,
+    HAS_AVX512,
     STAGED_FORMS,
     add_reassoc,
     as_float64,
@@ -709,6 +710,72 @@ def _losses(proba_eps, count, status, value, rest, inverse, loss_of):
 
 
 @kernel_step(**LEAF_OPTIONS)
+def _top_key_and_counts(scores, i, n_classes, native_target):
+    """(the largest order key of row i, entries above ``native_target``, entries equal to it): the max and the
+    rank's counts of a row in one loop, as LLVM vectorises it (float64 scores), in int32 lanes as the keys."""
+    inline_into_callers()
+    top_key = order_key(ordered_bits(as_native(scores[i, 0])))
+    ahead = np.int32(0)
+    equal = np.int32(0)
+    for j in range(n_classes):
+        v = as_native(scores[i, j])
+        top_key = max(top_key, order_key(ordered_bits(v)))
+        ahead = np.int32(ahead + np.int32(v > native_target))
+        equal = np.int32(equal + np.int32(v == native_target))
+    return top_key, ahead, equal
+
+
+@kernel_step(**LEAF_OPTIONS)
+def _top_key_and_counts_f32(scores, i, n_classes, native_target):
+    """_top_key_and_counts of 16- and 32-bit scores, 16 entries at a time in explicit vectors (fastce._column_lanes):
+    the keys' max in a vector, the counts from the comparison masks by population counts (integer units), and
+    the last entries in one masked vector.
+
+    LLVM's vectorisation of the scalar loop counted in vector lanes (a
+    mask-to-vector move and a subtraction per count and vector) and ended
+    in a 256-bit loop and a scalar one (C = 100: 64 + 32 + 4 entries, the
+    last four ~17 dependent instructions each).  The same results: keys
+    and counts are exact, and the masked lanes add nothing (their keys the
+    lowest, which the row's first entry's key is never below).
+    """
+    inline_into_callers()
+    target = column_lanes.splat(native_target)
+    lowest = column_lanes.lowest_keys()
+    top = lowest
+    ahead = 0
+    equal = 0
+    whole = n_classes - n_classes % _LANES_F32
+    for j in range(0, whole, _LANES_F32):
+        v = column_lanes.load_scores(scores, i, j)
+        top = column_lanes.max_keys(top, column_lanes.order_keys(v))
+        ahead += column_lanes.count(column_lanes.greater(v, target))
+        equal += column_lanes.count(column_lanes.equal(v, target))
+    if whole < n_classes:
+        left = n_classes - whole
+        v = column_lanes.load_scores_head(scores, i, whole, left)
+        kept = column_lanes.head(left)
+        top = column_lanes.max_keys(top, column_lanes.keys_where(kept, column_lanes.order_keys(v), lowest))
+        ahead += column_lanes.count(column_lanes.both(column_lanes.greater(v, target), kept))
+        equal += column_lanes.count(column_lanes.both(column_lanes.equal(v, target), kept))
+    return column_lanes.largest_key(top), np.int32(ahead), np.int32(equal)
+
+
+def _row_top_key_and_counts(scores, i, n_classes, native_target):  # pragma: no cover - replaced by the overload
+    return _top_key_and_counts(scores, i, n_classes, native_target)
+
+
+@overload(_row_top_key_and_counts, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
+def _row_top_key_and_counts_overload(scores, i, n_classes, native_target):
+    """_top_key_and_counts_f32 for 16- and 32-bit scores on AVX-512 hosts, _top_key_and_counts for float64 ones
+    and on AVX2 hosts: without mask registers each population count first gathers a comparison's sign bits
+    from two vectors, and the explicit loop was slower there (an AVX2 build on the Zen 4, NUMBA_CPU_NAME=znver3
+    without AVX-512: C = 1000 693-720 against 656 ns a row, kernel_timing.py)."""
+    if scores.dtype == types.float64 or not HAS_AVX512:
+        return lambda scores, i, n_classes, native_target: _top_key_and_counts(scores, i, n_classes, native_target)
+    return lambda scores, i, n_classes, native_target: _top_key_and_counts_f32(scores, i, n_classes, native_target)
+
+
+@kernel_step(**LEAF_OPTIONS)
 def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math, exp_chunk64):
     """(max - target, sum of exp(z - max) over the non-max entries, rank,
     sum of the squared exp(z - max) over the non-max entries, number of max
@@ -731,16 +798,9 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math,
     # the loop's scalar remainder (which cost as much as the vector part at
     # C ~ 100).  NaN entries map beyond +-inf; such rows are flagged anyway.
     native_target = as_native(scores[i, label])
-    top_key = order_key(ordered_bits(as_native(scores[i, 0])))
-    # The rank's counts (see _place_ties) ride along in the max's loop, in int32 lanes as the float32 keys: one
-    # pass from memory instead of two (C = 1000: 0.553-0.555 against 0.566-0.573 ns a score, kernel_timing.py).
-    ahead = np.int32(0)
-    equal = np.int32(0)
-    for j in range(n_classes):
-        v = as_native(scores[i, j])
-        top_key = max(top_key, order_key(ordered_bits(v)))
-        ahead = np.int32(ahead + np.int32(v > native_target))
-        equal = np.int32(equal + np.int32(v == native_target))
+    # The rank's counts (see _place_ties) ride along in the max's loop: one pass from memory instead of two
+    # (C = 1000: 0.553-0.555 against 0.566-0.573 ns a score, kernel_timing.py).
+    top_key, ahead, equal = _row_top_key_and_counts(scores, i, n_classes, native_target)
     native_max = from_ordered_bits(order_key(top_key))
     ahead = _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead, equal)
     row_max = np.float64(native_max)
