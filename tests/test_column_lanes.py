@@ -253,14 +253,18 @@ def test_long_row_exp_sums_are_the_chunked_scalar_ones_bit_for_bit(n_classes, dt
 
 @njit
 def _top_keys_and_counts(scores, targets):
-    """Each row's (top key, entries above, entries equal to its target) by the explicit-vector loop
-    (kernels._top_key_and_counts_f32) and by the scalar one LLVM vectorises (kernels._top_key_and_counts)."""
-    got = np.empty((scores.shape[0], 3), dtype=np.int64)
-    want = np.empty((scores.shape[0], 3), dtype=np.int64)
+    """Each row's (top key, entries above, entries equal to its target, largest bits, smallest bits, entries
+    above, entries equal) by the explicit-vector loops (kernels._top_key_and_counts_f32 of logits,
+    _extremes_and_counts_f32 of probabilities) and by the scalar ones LLVM vectorises (_top_key_and_counts,
+    _extremes_and_counts)."""
+    got = np.empty((scores.shape[0], 7), dtype=np.int64)
+    want = np.empty((scores.shape[0], 7), dtype=np.int64)
     for i in range(scores.shape[0]):
         target = as_native(scores[i, targets[i]])
         got[i, 0], got[i, 1], got[i, 2] = K._top_key_and_counts_f32(scores, i, scores.shape[1], target)
         want[i, 0], want[i, 1], want[i, 2] = K._top_key_and_counts(scores, i, scores.shape[1], target)
+        got[i, 3], got[i, 4], got[i, 5], got[i, 6] = K._extremes_and_counts_f32(scores, i, scores.shape[1], target)
+        want[i, 3], want[i, 4], want[i, 5], want[i, 6] = K._extremes_and_counts(scores, i, scores.shape[1], target)
     return got, want
 
 
@@ -271,10 +275,11 @@ SPECIAL_ENTRIES = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38, 1e-
 @pytest.mark.parametrize("n_classes", [33, 34, 47, 48, 49, 63, 64, 100, 1000])
 def test_row_max_and_rank_counts_are_the_scalar_loops(n_classes, dtype):
     """The long rows' max and rank counts in explicit 16-entry vectors with a masked last vector
-    (kernels._top_key_and_counts_f32) are the scalar loop's exactly: every special value (NaN of either sign,
+    (kernels._top_key_and_counts_f32, and the extremes of probabilities, _extremes_and_counts_f32) are the scalar
+    loops' exactly: every special value (NaN of either sign,
     +-inf, +-0, the extremes, the smallest subnormal) at every position up to C = 100 (spread beyond), as the
     target's entry and beside it, ties with the target, every row length modulo 16, rows all negative (the
-    masked lanes must not count as +0.0), all NaN, all equal."""
+    masked lanes must not count as +0.0), all positive (nor as the minimum), all NaN, all equal."""
     from support import BFLOAT16
 
     if dtype == "bfloat16" and BFLOAT16 is None:
@@ -282,18 +287,19 @@ def test_row_max_and_rank_counts_are_the_scalar_loops(n_classes, dtype):
     rng = np.random.default_rng(n_classes)
     positions = range(n_classes) if n_classes <= 100 else sorted({0, 1, 15, 16, 17, 500, n_classes - 17,
                                                                    n_classes - 16, n_classes - 1})
-    base = (rng.standard_normal((4, n_classes)) * 4).astype(np.float32)
+    base = (rng.standard_normal((5, n_classes)) * 4).astype(np.float32)
     base[1] = -np.abs(base[1]) - 1.0  # all negative
     base[2] = 0.25  # all equal
     base[3] = np.nan  # all NaN
-    rows, targets = [base], [rng.integers(0, n_classes, 4)]
+    base[4] = np.abs(base[4]) + 0.5  # all positive
+    rows, targets = [base], [rng.integers(0, n_classes, 5)]
     for special in SPECIAL_ENTRIES:
-        block = np.repeat(base[:2], len(positions), axis=0)
-        p = np.tile(np.array(list(positions)), 2)
+        block = np.concatenate([np.repeat(base[:2], len(positions), axis=0),
+                                np.repeat(base[4:5], len(positions), axis=0)])
+        p = np.tile(np.array(list(positions)), 3)
         block[np.arange(block.shape[0]), p] = special
-        rows.append(block)
-        # the special entry as the target (its own rank), then a target beside it
-        targets.append(np.where(np.arange(block.shape[0]) % 2 == 0, p, (p + 1) % n_classes))
+        rows += [block, block]
+        targets += [p, (p + 1) % n_classes]  # the special entry as the target (its own rank), and beside it
     tied = np.repeat(base[:1], n_classes, axis=0)
     tied[np.arange(n_classes), np.arange(n_classes)] = tied[0, 0]  # ties with the target, at every position
     rows.append(tied)

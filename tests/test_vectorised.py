@@ -200,19 +200,23 @@ def test_float32_exp_loop_is_packed_simd(staged):
     assert not re.search(r"\bv\w*(?:scatter|gather)", asm), "_exp_sums_f32: a scatter or gather"
 
 
-def test_long_row_max_and_rank_loop_is_packed_simd():
-    """The max and rank counts of long 16/32-bit rows (kernels._top_key_and_counts_f32) run on packed int32 maxima
-    of the widest vectors, the counts by population counts of the comparison masks, with no gather."""
+@pytest.mark.parametrize("name, extremes", [("_top_key_and_counts_f32", ("vpmaxsd",)),
+                                            ("_extremes_and_counts_f32", ("vpmaxsd", "vpminsd"))])
+def test_long_row_max_and_rank_loop_is_packed_simd(name, extremes):
+    """The max and rank counts of long 16/32-bit rows of logits (kernels._top_key_and_counts_f32), and the extremes
+    and counts of probabilities (_extremes_and_counts_f32), run on packed int32 maxima (and minima) of the widest
+    vectors, the counts by population counts of the comparison masks, with no gather."""
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
     import llvmlite.binding as llvm
 
     scores = kernels_input(np.random.default_rng(2).standard_normal((4, 1000)).astype(np.float32))
-    asm = _fresh_asm(kernels._top_key_and_counts_f32, scores, 0, 1000, np.float32(0.5))
+    asm = _fresh_asm(getattr(kernels, name), scores, 0, 1000, np.float32(0.5))
     widest = "zmm" if llvm.get_host_cpu_features().get("avx512f") else "ymm"
-    assert re.search(r"\bvpmaxsd\s+.*%" + widest, asm), f"_top_key_and_counts_f32: no packed int32 max on {widest}"
-    assert re.search(r"\bpopcnt", asm), "_top_key_and_counts_f32: the counts not by population counts"
-    assert not re.search(r"\bv\w*(?:scatter|gather)", asm), "_top_key_and_counts_f32: a scatter or gather"
+    for extreme in extremes:
+        assert re.search(rf"\b{extreme}\s+.*%" + widest, asm), f"{name}: no {extreme} on {widest}"
+    assert re.search(r"\bpopcnt", asm), f"{name}: the counts not by population counts"
+    assert not re.search(r"\bv\w*(?:scatter|gather)", asm), f"{name}: a scatter or gather"
 
 
 def test_the_check_can_fail():
@@ -286,6 +290,7 @@ def _row_leaf_args(name):
         "_row_sums": (scores, 1, 100, 3),
         "_first_index_of": (scores, 1, 100, 0.5),
         "_top_key_and_counts_f32": (scores, 1, 100, np.float32(0.5)),
+        "_extremes_and_counts_f32": (scores, 1, 100, np.float32(0.5)),
         "_probability_like_row": (scores, 1, 100, 1e-3),
         "_exp_columns": _score_kernel_call("_exp_columns"),
         "_losses": _score_kernel_call("_losses"),
@@ -294,7 +299,8 @@ def _row_leaf_args(name):
 
 
 @pytest.mark.parametrize("name", ["_logits_row", "_exp_sums_f32", "exp_sums", "_proba_row", "_row_sums",
-                                  "_first_index_of", "_top_key_and_counts_f32", "_probability_like_row",
+                                  "_first_index_of", "_top_key_and_counts_f32", "_extremes_and_counts_f32",
+                                  "_probability_like_row",
                                   "_exp_columns", "_losses",
                                   "_logit_columns_f32", "ordered_sum"])
 def test_row_leaves_take_no_references(name):

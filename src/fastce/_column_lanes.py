@@ -444,6 +444,54 @@ def order_keys(typingctx, rows):
 
 
 @intrinsic
+def float_bits(typingctx, rows):
+    """fastce._vecmath.ordered_bits of every lane: the float32 bits as int32 (ordered as the floats for x >= +0.0)."""
+    if rows != rows_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], _WORDS)
+
+    return keys_type(rows_type), codegen
+
+
+@intrinsic
+def highest_keys(typingctx):
+    """The largest int32 (2**31 - 1) in every lane."""
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_WORDS, [2**31 - 1] * LANES)
+
+    return keys_type(), codegen
+
+
+@intrinsic
+def min_keys(typingctx, a, b):
+    """The smaller key lane by lane."""
+    if a != keys_type or b != keys_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(builder.icmp_signed("<", args[0], args[1]), args[0], args[1])
+
+    return keys_type(keys_type, keys_type), codegen
+
+
+@intrinsic
+def smallest_key(typingctx, keys):
+    """The smallest of the 16 keys, an int32 (llvm.vector.reduce.smin)."""
+    if keys != keys_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), [_WORDS]),
+                                                  f"llvm.vector.reduce.smin.v{LANES}i32")
+        return builder.call(function, args)
+
+    return types.int32(keys_type), codegen
+
+
+@intrinsic
 def lowest_keys(typingctx):
     """The smallest key (int32 -2**31, the key of the float32 bits 0xFFFFFFFF: a negative NaN) in every lane."""
 

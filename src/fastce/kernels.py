@@ -816,6 +816,72 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math,
 
 
 @kernel_step(**LEAF_OPTIONS)
+def _extremes_and_counts(scores, i, n_classes, native_target):
+    """(the largest and the smallest ordered_bits of row i, entries above ``native_target``, entries equal to it)
+    in one loop, as LLVM vectorises it (float64 scores), the counts in int32 lanes as the float32 bits."""
+    inline_into_callers()
+    high = ordered_bits(as_native(scores[i, 0]))
+    low = high
+    ahead = np.int32(0)
+    equal = np.int32(0)
+    for j in range(n_classes):
+        v = as_native(scores[i, j])
+        bits = ordered_bits(v)
+        high = max(high, bits)
+        low = min(low, bits)
+        ahead = np.int32(ahead + np.int32(v > native_target))
+        equal = np.int32(equal + np.int32(v == native_target))
+    return high, low, ahead, equal
+
+
+@kernel_step(**LEAF_OPTIONS)
+def _extremes_and_counts_f32(scores, i, n_classes, native_target):
+    """_extremes_and_counts of 16- and 32-bit scores, 16 entries at a time in explicit vectors, as
+    _top_key_and_counts_f32: the bits' maxima and minima in vectors, the counts by population counts, the last
+    entries in one masked vector (its other lanes the neutral bits of each extreme).  The same results."""
+    inline_into_callers()
+    target = column_lanes.splat(native_target)
+    lowest = column_lanes.lowest_keys()
+    highest = column_lanes.highest_keys()
+    high = lowest
+    low = highest
+    ahead = 0
+    equal = 0
+    whole = n_classes - n_classes % _LANES_F32
+    for j in range(0, whole, _LANES_F32):
+        v = column_lanes.load_scores(scores, i, j)
+        bits = column_lanes.float_bits(v)
+        high = column_lanes.max_keys(high, bits)
+        low = column_lanes.min_keys(low, bits)
+        ahead += column_lanes.count(column_lanes.greater(v, target))
+        equal += column_lanes.count(column_lanes.equal(v, target))
+    if whole < n_classes:
+        left = n_classes - whole
+        v = column_lanes.load_scores_head(scores, i, whole, left)
+        kept = column_lanes.head(left)
+        bits = column_lanes.float_bits(v)
+        high = column_lanes.max_keys(high, column_lanes.keys_where(kept, bits, lowest))
+        low = column_lanes.min_keys(low, column_lanes.keys_where(kept, bits, highest))
+        ahead += column_lanes.count(column_lanes.both(column_lanes.greater(v, target), kept))
+        equal += column_lanes.count(column_lanes.both(column_lanes.equal(v, target), kept))
+    return column_lanes.largest_key(high), column_lanes.smallest_key(low), np.int32(ahead), np.int32(equal)
+
+
+def _row_extremes_and_counts(scores, i, n_classes, native_target):  # pragma: no cover - replaced by the overload
+    return _extremes_and_counts(scores, i, n_classes, native_target)
+
+
+@overload(_row_extremes_and_counts, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
+def _row_extremes_and_counts_overload(scores, i, n_classes, native_target):
+    """_extremes_and_counts_f32 for 16- and 32-bit scores on AVX-512 hosts, else _extremes_and_counts (see
+    _row_top_key_and_counts)."""
+    if scores.dtype == types.float64 or not HAS_AVX512:
+        return lambda scores, i, n_classes, native_target: _extremes_and_counts(scores, i, n_classes, native_target)
+    return lambda scores, i, n_classes, native_target: _extremes_and_counts_f32(scores, i, n_classes,
+                                                                                native_target)
+
+
+@kernel_step(**LEAF_OPTIONS)
 def _proba_row(scores, i, n_classes, label, ties_to_last):
     """(max, min, sum, sum of squares but the true class's, rank of the true class) of a probability row.
 
@@ -829,17 +895,7 @@ def _proba_row(scores, i, n_classes, label, ties_to_last):
     """
     inline_into_callers()
     native_target = as_native(scores[i, label])
-    high = ordered_bits(as_native(scores[i, 0]))
-    low = high
-    ahead = np.int32(0)
-    equal = np.int32(0)
-    for j in range(n_classes):
-        v = as_native(scores[i, j])
-        bits = ordered_bits(v)
-        high = max(high, bits)
-        low = min(low, bits)
-        ahead = np.int32(ahead + np.int32(v > native_target))
-        equal = np.int32(equal + np.int32(v == native_target))
+    high, low, ahead, equal = _row_extremes_and_counts(scores, i, n_classes, native_target)
     rank = _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead, equal)
     native_max = from_ordered_bits(high)
     native_min = from_ordered_bits(low)
