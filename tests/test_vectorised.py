@@ -291,6 +291,7 @@ def _row_leaf_args(name):
         "_first_index_of": (scores, 1, 100, 0.5),
         "_top_key_and_counts_f32": (scores, 1, 100, np.float32(0.5)),
         "_extremes_and_counts_f32": (scores, 1, 100, np.float32(0.5)),
+        "_first_index_of_f32": (scores, 1, 100, 0.5),
         "_probability_like_row": (scores, 1, 100, 1e-3),
         "_exp_columns": _score_kernel_call("_exp_columns"),
         "_losses": _score_kernel_call("_losses"),
@@ -299,7 +300,8 @@ def _row_leaf_args(name):
 
 
 @pytest.mark.parametrize("name", ["_logits_row", "_exp_sums_f32", "exp_sums", "_proba_row", "_row_sums",
-                                  "_first_index_of", "_top_key_and_counts_f32", "_extremes_and_counts_f32",
+                                  "_first_index_of", "_first_index_of_f32", "_top_key_and_counts_f32",
+                                  "_extremes_and_counts_f32",
                                   "_probability_like_row",
                                   "_exp_columns", "_losses",
                                   "_logit_columns_f32", "ordered_sum"])

@@ -417,6 +417,22 @@ def count(typingctx, mask):
 
 
 @intrinsic
+def first_lane(typingctx, mask):
+    """The number of the first lane where ``mask`` holds (an int64), 16 where none does (llvm.cttz)."""
+    if mask != mask_type:
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], ir.IntType(LANES))
+        trailing = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(LANES),
+                                                                                   [ir.IntType(LANES), ir.IntType(1)]),
+                                                  f"llvm.cttz.i{LANES}")
+        return builder.zext(builder.call(trailing, [bits, ir.Constant(ir.IntType(1), 0)]), ir.IntType(64))
+
+    return types.int64(mask_type), codegen
+
+
+@intrinsic
 def where(typingctx, mask, a, b):
     """a where ``mask`` holds, else b, lane by lane (Rows, or Lanes of float64)."""
     if mask != mask_type or a != b or a not in (rows_type, lanes_type):
