@@ -67,13 +67,20 @@ def exp_sum(scores, reps):
     return total
 
 
-@njit(nogil=True, error_model="numpy", parallel=True)
-def exp_sums(scores, reps):
-    """exp_sum of each row of ``scores``, the rows in parallel: one per thread."""
-    totals = np.empty(scores.shape[0])
-    for t in prange(scores.shape[0]):
-        totals[t] = exp_sum(scores[t], reps)
-    return totals
+def _on_every_thread(loop):
+    """A parallel function giving ``loop(scores[t], reps)`` for each row t of ``scores``: one row per thread."""
+
+    @njit(nogil=True, error_model="numpy", parallel=True)
+    def run(scores, reps):
+        totals = np.empty(scores.shape[0])
+        for t in prange(scores.shape[0]):
+            totals[t] = loop(scores[t], reps)
+        return totals
+
+    return run
+
+
+exp_sums = _on_every_thread(exp_sum)
 
 
 @njit(nogil=True, error_model="numpy")
@@ -88,13 +95,7 @@ def exp_sum_f32(scores, reps):
     return total
 
 
-@njit(nogil=True, error_model="numpy", parallel=True)
-def exp_sums_f32(scores, reps):
-    """exp_sum_f32 of each row of ``scores``, the rows in parallel: one per thread."""
-    totals = np.empty(scores.shape[0])
-    for t in prange(scores.shape[0]):
-        totals[t] = exp_sum_f32(scores[t], reps)
-    return totals
+exp_sums_f32 = _on_every_thread(exp_sum_f32)
 
 
 @njit(nogil=True, error_model="numpy")

@@ -434,8 +434,8 @@ def first_lane(typingctx, mask):
 
 @intrinsic
 def where(typingctx, mask, a, b):
-    """a where ``mask`` holds, else b, lane by lane (Rows, or Lanes of float64)."""
-    if mask != mask_type or a != b or a not in (rows_type, lanes_type):
+    """a where ``mask`` holds, else b, lane by lane (Rows, Lanes of float64, or Keys)."""
+    if mask != mask_type or a != b or a not in (rows_type, lanes_type, keys_type):
         return None
 
     def codegen(context, builder, signature, args):
@@ -471,88 +471,61 @@ def float_bits(typingctx, rows):
     return keys_type(rows_type), codegen
 
 
-@intrinsic
-def highest_keys(typingctx):
-    """The largest int32 (2**31 - 1) in every lane."""
+def _keys_constant(value):
+    """An @intrinsic typer: the int32 ``value`` in every lane of a Keys."""
 
-    def codegen(context, builder, signature, args):
-        return ir.Constant(_WORDS, [2**31 - 1] * LANES)
+    def typer(typingctx):
+        def codegen(context, builder, signature, args):
+            return ir.Constant(_WORDS, [value] * LANES)
 
-    return keys_type(), codegen
+        return keys_type(), codegen
 
-
-@intrinsic
-def min_keys(typingctx, a, b):
-    """The smaller key lane by lane."""
-    if a != keys_type or b != keys_type:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.select(builder.icmp_signed("<", args[0], args[1]), args[0], args[1])
-
-    return keys_type(keys_type, keys_type), codegen
+    typer.__name__ = typer.__qualname__ = f"keys_{'lowest' if value < 0 else 'highest'}"
+    return typer
 
 
-@intrinsic
-def smallest_key(typingctx, keys):
-    """The smallest of the 16 keys, an int32 (llvm.vector.reduce.smin)."""
-    if keys != keys_type:
-        return None
-
-    def codegen(context, builder, signature, args):
-        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), [_WORDS]),
-                                                  f"llvm.vector.reduce.smin.v{LANES}i32")
-        return builder.call(function, args)
-
-    return types.int32(keys_type), codegen
+lowest_keys = intrinsic(_keys_constant(-(2**31)))
+lowest_keys.__doc__ = "The smallest key (int32 -2**31, the key of the float32 bits 0xFFFFFFFF: a negative NaN), every lane."
+highest_keys = intrinsic(_keys_constant(2**31 - 1))
+highest_keys.__doc__ = "The largest int32 (2**31 - 1) in every lane."
 
 
-@intrinsic
-def lowest_keys(typingctx):
-    """The smallest key (int32 -2**31, the key of the float32 bits 0xFFFFFFFF: a negative NaN) in every lane."""
-
-    def codegen(context, builder, signature, args):
-        return ir.Constant(_WORDS, [-(2**31)] * LANES)
-
-    return keys_type(), codegen
+def _larger(builder, a, b):
+    return builder.select(builder.icmp_signed(">", a, b), a, b)
 
 
-@intrinsic
-def max_keys(typingctx, a, b):
-    """The larger key lane by lane."""
-    if a != keys_type or b != keys_type:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.select(builder.icmp_signed(">", args[0], args[1]), args[0], args[1])
-
-    return keys_type(keys_type, keys_type), codegen
+def _smaller(builder, a, b):
+    return builder.select(builder.icmp_signed("<", a, b), a, b)
 
 
-@intrinsic
-def keys_where(typingctx, mask, a, b):
-    """Keys a where ``mask`` holds, else b, lane by lane."""
-    if mask != mask_type or a != keys_type or b != keys_type:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.select(args[0], args[1], args[2])
-
-    return keys_type(mask_type, keys_type, keys_type), codegen
+max_keys = intrinsic(lane_by_lane(_larger, keys_type))
+max_keys.__doc__ = "The larger key lane by lane."
+min_keys = intrinsic(lane_by_lane(_smaller, keys_type))
+min_keys.__doc__ = "The smaller key lane by lane."
 
 
-@intrinsic
-def largest_key(typingctx, keys):
-    """The largest of the 16 keys, an int32 (llvm.vector.reduce.smax)."""
-    if keys != keys_type:
-        return None
+def _keys_reduction(name):
+    """An @intrinsic typer: the int32 llvm.vector.reduce.``name`` (smax, smin) of the 16 keys."""
 
-    def codegen(context, builder, signature, args):
-        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), [_WORDS]),
-                                                  f"llvm.vector.reduce.smax.v{LANES}i32")
-        return builder.call(function, args)
+    def typer(typingctx, keys):
+        if keys != keys_type:
+            return None
 
-    return types.int32(keys_type), codegen
+        def codegen(context, builder, signature, args):
+            function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), [_WORDS]),
+                                                      f"llvm.vector.reduce.{name}.v{LANES}i32")
+            return builder.call(function, args)
+
+        return types.int32(keys_type), codegen
+
+    typer.__name__ = typer.__qualname__ = f"keys_reduce_{name}"
+    return typer
+
+
+largest_key = intrinsic(_keys_reduction("smax"))
+largest_key.__doc__ = "The largest of the 16 keys, an int32."
+smallest_key = intrinsic(_keys_reduction("smin"))
+smallest_key.__doc__ = "The smallest of the 16 keys, an int32."
 
 
 @intrinsic

@@ -64,22 +64,26 @@ def zero(typingctx):
 
 
 def lane_by_lane(instruction, vector_type=None):
-    """An @intrinsic typer for ``instruction`` (an llvmlite IRBuilder method) applied lane by lane to two
-    values of ``vector_type`` (Lanes by default; fastce._column_lanes passes its own), with no fast-math flag
-    (IEEE arithmetic)."""
+    """An @intrinsic typer for ``instruction`` (the name of an llvmlite IRBuilder method, or a function of the
+    builder and two values) applied lane by lane to two values of ``vector_type`` (Lanes by default;
+    fastce._column_lanes passes its own), with no fast-math flag (IEEE arithmetic)."""
     vector_type = lanes_type if vector_type is None else vector_type
+    if callable(instruction):
+        apply, name = instruction, instruction.__name__.strip("_")
+    else:
+        apply, name = (lambda builder, a, b: getattr(builder, instruction)(a, b)), instruction.rstrip("_")
 
     def typer(typingctx, a, b):
         if a != vector_type or b != vector_type:
             return None
 
         def codegen(context, builder, signature, args):
-            return getattr(builder, instruction)(args[0], args[1])
+            return apply(builder, args[0], args[1])
 
         return vector_type(vector_type, vector_type), codegen
 
     # numba names an intrinsic after its typer
-    typer.__name__ = typer.__qualname__ = f"{vector_type.name}_{instruction.rstrip('_')}"
+    typer.__name__ = typer.__qualname__ = f"{vector_type.name}_{name}"
     return typer
 
 

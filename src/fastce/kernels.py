@@ -726,6 +726,15 @@ def _top_key_and_counts(scores, i, n_classes, native_target):
 
 
 @kernel_step(**LEAF_OPTIONS)
+def _rank_counts(v, target, kept, ahead, equal):
+    """(ahead, equal) plus the lanes of the Rows ``v`` above ``target`` and equal to it, among the lanes ``kept``
+    (a Mask): population counts of the comparisons (the explicit rank loops' counts)."""
+    inline_into_callers()
+    return (ahead + column_lanes.count(column_lanes.both(column_lanes.greater(v, target), kept)),
+            equal + column_lanes.count(column_lanes.both(column_lanes.equal(v, target), kept)))
+
+
+@kernel_step(**LEAF_OPTIONS)
 def _top_key_and_counts_f32(scores, i, n_classes, native_target):
     """_top_key_and_counts of 16- and 32-bit scores, 16 entries at a time in explicit vectors (fastce._column_lanes):
     the keys' max in a vector, the counts from the comparison masks by population counts (integer units), and
@@ -740,39 +749,47 @@ def _top_key_and_counts_f32(scores, i, n_classes, native_target):
     """
     inline_into_callers()
     target = column_lanes.splat(native_target)
+    every = column_lanes.head(_LANES_F32)
     lowest = column_lanes.lowest_keys()
     top = lowest
-    ahead = 0
-    equal = 0
+    ahead = equal = 0
     whole = n_classes - n_classes % _LANES_F32
     for j in range(0, whole, _LANES_F32):
         v = column_lanes.load_scores(scores, i, j)
         top = column_lanes.max_keys(top, column_lanes.order_keys(v))
-        ahead += column_lanes.count(column_lanes.greater(v, target))
-        equal += column_lanes.count(column_lanes.equal(v, target))
+        ahead, equal = _rank_counts(v, target, every, ahead, equal)
     if whole < n_classes:
-        left = n_classes - whole
-        v = column_lanes.load_scores_head(scores, i, whole, left)
-        kept = column_lanes.head(left)
-        top = column_lanes.max_keys(top, column_lanes.keys_where(kept, column_lanes.order_keys(v), lowest))
-        ahead += column_lanes.count(column_lanes.both(column_lanes.greater(v, target), kept))
-        equal += column_lanes.count(column_lanes.both(column_lanes.equal(v, target), kept))
+        v = column_lanes.load_scores_head(scores, i, whole, n_classes - whole)
+        kept = column_lanes.head(n_classes - whole)
+        top = column_lanes.max_keys(top, column_lanes.where(kept, column_lanes.order_keys(v), lowest))
+        ahead, equal = _rank_counts(v, target, kept, ahead, equal)
     return column_lanes.largest_key(top), np.int32(ahead), np.int32(equal)
 
 
-def _row_top_key_and_counts(scores, i, n_classes, native_target):  # pragma: no cover - replaced by the overload
-    return _top_key_and_counts(scores, i, n_classes, native_target)
+def _explicit_on_avx512(scalar, explicit):
+    """A function of (scores, i, n_classes, value) that calls ``explicit`` (a loop in explicit 16-entry vectors)
+    for 16- and 32-bit scores on AVX-512 hosts, and ``scalar`` (the loop LLVM vectorises) for float64 scores and
+    on AVX2 hosts, chosen by type when numba compiles (inlined by numba, as _row_exp_sums).
+
+    The explicit loops take their counts and positions from comparison masks; without AVX-512's mask
+    registers each of those first gathers the comparison's sign bits from two vectors, and the explicit
+    loop was slower (an AVX2 build on the Zen 4, NUMBA_CPU_NAME=znver3 without AVX-512: the max and rank
+    counts at C = 1000 693-720 against 656 ns a row, kernel_timing.py).
+    """
+
+    def choose(scores, i, n_classes, value):  # pragma: no cover - replaced by the overload below
+        return scalar(scores, i, n_classes, value)
+
+    @overload(choose, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
+    def _choose_overload(scores, i, n_classes, value):
+        if scores.dtype == types.float64 or not HAS_AVX512:
+            return lambda scores, i, n_classes, value: scalar(scores, i, n_classes, value)
+        return lambda scores, i, n_classes, value: explicit(scores, i, n_classes, value)
+
+    return choose
 
 
-@overload(_row_top_key_and_counts, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
-def _row_top_key_and_counts_overload(scores, i, n_classes, native_target):
-    """_top_key_and_counts_f32 for 16- and 32-bit scores on AVX-512 hosts, _top_key_and_counts for float64 ones
-    and on AVX2 hosts: without mask registers each population count first gathers a comparison's sign bits
-    from two vectors, and the explicit loop was slower there (an AVX2 build on the Zen 4, NUMBA_CPU_NAME=znver3
-    without AVX-512: C = 1000 693-720 against 656 ns a row, kernel_timing.py)."""
-    if scores.dtype == types.float64 or not HAS_AVX512:
-        return lambda scores, i, n_classes, native_target: _top_key_and_counts(scores, i, n_classes, native_target)
-    return lambda scores, i, n_classes, native_target: _top_key_and_counts_f32(scores, i, n_classes, native_target)
+_row_top_key_and_counts = _explicit_on_avx512(_top_key_and_counts, _top_key_and_counts_f32)
 
 
 @kernel_step(**LEAF_OPTIONS)
@@ -841,44 +858,28 @@ def _extremes_and_counts_f32(scores, i, n_classes, native_target):
     entries in one masked vector (its other lanes the neutral bits of each extreme).  The same results."""
     inline_into_callers()
     target = column_lanes.splat(native_target)
+    every = column_lanes.head(_LANES_F32)
     lowest = column_lanes.lowest_keys()
     highest = column_lanes.highest_keys()
-    high = lowest
-    low = highest
-    ahead = 0
-    equal = 0
+    high, low = lowest, highest
+    ahead = equal = 0
     whole = n_classes - n_classes % _LANES_F32
     for j in range(0, whole, _LANES_F32):
         v = column_lanes.load_scores(scores, i, j)
         bits = column_lanes.float_bits(v)
-        high = column_lanes.max_keys(high, bits)
-        low = column_lanes.min_keys(low, bits)
-        ahead += column_lanes.count(column_lanes.greater(v, target))
-        equal += column_lanes.count(column_lanes.equal(v, target))
+        high, low = column_lanes.max_keys(high, bits), column_lanes.min_keys(low, bits)
+        ahead, equal = _rank_counts(v, target, every, ahead, equal)
     if whole < n_classes:
-        left = n_classes - whole
-        v = column_lanes.load_scores_head(scores, i, whole, left)
-        kept = column_lanes.head(left)
+        v = column_lanes.load_scores_head(scores, i, whole, n_classes - whole)
+        kept = column_lanes.head(n_classes - whole)
         bits = column_lanes.float_bits(v)
-        high = column_lanes.max_keys(high, column_lanes.keys_where(kept, bits, lowest))
-        low = column_lanes.min_keys(low, column_lanes.keys_where(kept, bits, highest))
-        ahead += column_lanes.count(column_lanes.both(column_lanes.greater(v, target), kept))
-        equal += column_lanes.count(column_lanes.both(column_lanes.equal(v, target), kept))
+        high = column_lanes.max_keys(high, column_lanes.where(kept, bits, lowest))
+        low = column_lanes.min_keys(low, column_lanes.where(kept, bits, highest))
+        ahead, equal = _rank_counts(v, target, kept, ahead, equal)
     return column_lanes.largest_key(high), column_lanes.smallest_key(low), np.int32(ahead), np.int32(equal)
 
 
-def _row_extremes_and_counts(scores, i, n_classes, native_target):  # pragma: no cover - replaced by the overload
-    return _extremes_and_counts(scores, i, n_classes, native_target)
-
-
-@overload(_row_extremes_and_counts, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
-def _row_extremes_and_counts_overload(scores, i, n_classes, native_target):
-    """_extremes_and_counts_f32 for 16- and 32-bit scores on AVX-512 hosts, else _extremes_and_counts (see
-    _row_top_key_and_counts)."""
-    if scores.dtype == types.float64 or not HAS_AVX512:
-        return lambda scores, i, n_classes, native_target: _extremes_and_counts(scores, i, n_classes, native_target)
-    return lambda scores, i, n_classes, native_target: _extremes_and_counts_f32(scores, i, n_classes,
-                                                                                native_target)
+_row_extremes_and_counts = _explicit_on_avx512(_extremes_and_counts, _extremes_and_counts_f32)
 
 
 @kernel_step(**LEAF_OPTIONS)
@@ -1202,17 +1203,7 @@ def _first_index_of_f32(scores, i, n_classes, value):
     return found
 
 
-def _argmax_index(scores, i, n_classes, value):  # pragma: no cover - replaced by the overload below
-    return _first_index_of(scores, i, n_classes, value)
-
-
-@overload(_argmax_index, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
-def _argmax_index_overload(scores, i, n_classes, value):
-    """_first_index_of_f32 for 16- and 32-bit scores on AVX-512 hosts, _first_index_of otherwise (as
-    _row_top_key_and_counts)."""
-    if scores.dtype == types.float64 or not HAS_AVX512:
-        return lambda scores, i, n_classes, value: _first_index_of(scores, i, n_classes, value)
-    return lambda scores, i, n_classes, value: _first_index_of_f32(scores, i, n_classes, value)
+_argmax_index = _explicit_on_avx512(_first_index_of, _first_index_of_f32)
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
