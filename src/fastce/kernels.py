@@ -712,7 +712,8 @@ def _losses(proba_eps, count, status, value, rest, inverse, loss_of):
 @kernel_step(**LEAF_OPTIONS)
 def _top_key_and_counts(scores, i, n_classes, native_target):
     """(the largest order key of row i, entries above ``native_target``, entries equal to it): the max and the
-    rank's counts of a row in one loop, as LLVM vectorises it (float64 scores), in int32 lanes as the keys."""
+    rank's counts of a row in one loop, as LLVM vectorises it (float64 scores, and every score on AVX2 hosts: see
+    _explicit_on_avx512), in int32 lanes as the keys for 16- and 32-bit scores."""
     inline_into_callers()
     top_key = order_key(ordered_bits(as_native(scores[i, 0])))
     ahead = np.int32(0)
@@ -835,7 +836,8 @@ def _logits_row(scores, i, n_classes, target, label, ties_to_last, float32_math,
 @kernel_step(**LEAF_OPTIONS)
 def _extremes_and_counts(scores, i, n_classes, native_target):
     """(the largest and the smallest ordered_bits of row i, entries above ``native_target``, entries equal to it)
-    in one loop, as LLVM vectorises it (float64 scores), the counts in int32 lanes as the float32 bits."""
+    in one loop, as LLVM vectorises it (float64 scores, and every score on AVX2 hosts: see _explicit_on_avx512),
+    the counts in int32 lanes as the float32 bits for 16- and 32-bit scores."""
     inline_into_callers()
     high = ordered_bits(as_native(scores[i, 0]))
     low = high
