@@ -191,10 +191,10 @@ def main(argv=None) -> int:
          "kernels._exp_sums_f32: exp(z - max), float64 sums of terms and squares, ties"),
         ("float32 bare", bare_f32_floor_ns(args.repeats), "float32 exp + one float32 sum"),
     )
-    print(f"memory            {mem:7.3f} ns/score/thread  (roofline {gbps:.1f} GB/s over {args.mb} MB, "
+    print(f"memory            {mem:8.4f} ns/score/thread  (roofline {gbps:.1f} GB/s over {args.mb} MB, "
           f"{threads} threads)")
     for name, ns, what in floors:
-        print(f"{name:<17} {ns:7.3f} ns/score/thread  bound {100 * mem / ns:5.1f}%  ({what}; {threads} threads at "
+        print(f"{name:<17} {ns:8.4f} ns/score/thread  bound {100 * mem / ns:5.1f}%  ({what}; {threads} threads at "
               f"once, in cache)")
     print("bound: the largest fraction of the roofline evaluate(logits=) can reach at large C with that exp")
     return 0
