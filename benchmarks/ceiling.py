@@ -52,7 +52,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import roofline  # noqa: E402
 
 from fastce import kernels  # noqa: E402
-from fastce._vecmath import add_reassoc, as_float64, exp_nonpositive, exp_nonpositive_f32, prefer_wide_vectors  # noqa: E402
+from fastce._vecmath import (  # noqa: E402
+    add_reassoc,
+    as_float64,
+    exp_nonpositive,
+    exp_nonpositive_f32,
+    prefer_wide_vectors,
+)
 
 
 @njit(nogil=True, error_model="numpy")

@@ -252,7 +252,7 @@ def test_long_row_exp_sums_are_the_chunked_scalar_ones_bit_for_bit(n_classes, dt
 
 
 @njit
-def _top_keys_and_counts(scores, targets):
+def _row_loops_both_ways(scores, targets):
     """Each row's (top key, entries above, entries equal to its target, largest bits, smallest bits, entries
     above, entries equal, first column at the max, first column at the target) by the explicit-vector loops
     (kernels._top_key_and_counts_f32 of logits, _extremes_and_counts_f32 of probabilities, _first_index_of_f32)
@@ -281,11 +281,12 @@ SPECIAL_ENTRIES = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38, 1e-
 @pytest.mark.parametrize("n_classes", [33, 34, 47, 48, 49, 63, 64, 100, 1000])
 def test_row_max_and_rank_counts_are_the_scalar_loops(n_classes, dtype):
     """The long rows' max and rank counts in explicit 16-entry vectors with a masked last vector
-    (kernels._top_key_and_counts_f32, the extremes of probabilities, _extremes_and_counts_f32, and the argmax,
-    _first_index_of_f32, which stops at the first vector holding it) are the scalar loops' exactly: every special value (NaN of either sign,
-    +-inf, +-0, the extremes, the smallest subnormal) at every position up to C = 100 (spread beyond), as the
-    target's entry and beside it, ties with the target, every row length modulo 16, rows all negative (the
-    masked lanes must not count as +0.0), all positive (nor as the minimum), all NaN, all equal."""
+    (kernels._top_key_and_counts_f32), the extremes of probabilities (_extremes_and_counts_f32) and the argmax
+    (_first_index_of_f32, which stops at the first vector holding it) are the scalar loops' exactly: every
+    special value (NaN of either sign, +-inf, +-0, the extremes, the smallest subnormal) at every position up
+    to C = 100 (spread beyond), as the target's entry and beside it, ties with the target, every row length
+    modulo 16, rows all negative (the masked lanes must not count as +0.0), all positive (nor as the
+    minimum), all NaN, all equal."""
     from support import BFLOAT16
 
     if dtype == "bfloat16" and BFLOAT16 is None:
@@ -314,7 +315,7 @@ def test_row_max_and_rank_counts_are_the_scalar_loops(n_classes, dtype):
     with np.errstate(over="ignore"):  # +-3e38 is +-inf in float16
         native = z.astype({"bfloat16": BFLOAT16}.get(dtype, dtype))
     view = native.view(np.uint16) if dtype == "float16" else native.view(np.int16) if dtype == "bfloat16" else native
-    got, want = _top_keys_and_counts(np.ascontiguousarray(view), np.concatenate(targets).astype(np.int64))
+    got, want = _row_loops_both_ways(np.ascontiguousarray(view), np.concatenate(targets).astype(np.int64))
     differ = (got != want).any(axis=1)
     assert not differ.any(), (np.argwhere(differ)[:5], got[differ][:5], want[differ][:5])
 

@@ -485,7 +485,7 @@ def _keys_constant(value):
 
 
 lowest_keys = intrinsic(_keys_constant(-(2**31)))
-lowest_keys.__doc__ = "The smallest key (int32 -2**31, the key of the float32 bits 0xFFFFFFFF: a negative NaN), every lane."
+lowest_keys.__doc__ = "The smallest key (int32 -2**31: the float32 bits 0xFFFFFFFF, a negative NaN) in every lane."
 highest_keys = intrinsic(_keys_constant(2**31 - 1))
 highest_keys.__doc__ = "The largest int32 (2**31 - 1) in every lane."
 
