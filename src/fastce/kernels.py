@@ -1803,10 +1803,22 @@ def _finish_block(n_classes, logits, proba_eps, top_k, row_losses, row_stats, b,
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
+def _two_class_exp(z0, z1):
+    """As _exp_columns for two classes: the row's one exp."""
+    high = maxnum(z0, z1)
+    below0 = z0 - high
+    below1 = z1 - high
+    x = below1 if below0 >= 0.0 else below0
+    x = x if (below0 == below0) & (below1 == below1) else np.nan
+    return exp_nonpositive(-np.inf if x >= 0.0 else x)
+
+
+@kernel_step(**LEAF_OPTIONS)
+def _two_class_row(z0, z1, e, label, ignore_label, ties_to_last):
     """Everything _walk_columns, _short_rows_status and _finish_block compute for one row of
     two logits (float64 values of the input's entries), with the same operations in the same
-    order, so that each row's loss, Brier term and rank are those of the general path, bit for bit.
+    order, so that each row's loss, Brier term and rank are those of the general path, bit for bit;
+    ``e``: the row's exp, _two_class_exp(z0, z1).
 
     Returns (ok, ignored, finite, loss, brier, other class ahead of the true one, row max, p(true class),
     p(predicted class)): ok means finite, not ignored and labelled 0 or 1.  Inlined into its callers by
@@ -1823,14 +1835,10 @@ def _two_class_row(z0, z1, label, ignore_label, ties_to_last):
     target = z1 if second else z0
     other = z0 if second else z1
     high = maxnum(z0, z1)
-    # As _exp_columns for two classes: one exp per row.
     below0 = z0 - high
     below1 = z1 - high
     top0 = below0 >= 0.0
     top1 = below1 >= 0.0
-    x = below1 if top0 else below0
-    x = x if (below0 == below0) & (below1 == below1) else np.nan
-    e = exp_nonpositive(-np.inf if x >= 0.0 else x)
     at_max = (1.0 if top0 else 0.0) + (1.0 if top1 else 0.0)
     e_true = 1.0 if target - high == 0.0 else e
     # As _short_rows_status.
@@ -1890,14 +1898,26 @@ def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, sta
     ok_ignored = 0.0  # rows OK + _COUNT_SCALE * rows ignored
     like_one_hot = 0.0  # probability-like rows + _COUNT_SCALE * those with a max of 1
     n_hit = 0
+    # The exps in a loop of their own, parked in the loss row (each row's
+    # loss overwrites its exp below): in one loop, each 8 rows' exp, log
+    # and reciprocal made one dependency chain longer than the core could
+    # overlap from one group of rows to the next (perf: the samples along
+    # the log's Horner chain).  In cache, one thread, C = 2 (kernel_timing,
+    # 3 alternated pairs): 5.5-6.5 -> 4.9-6.1 ns a row.
+    for r in range(count):
+        i = np.uint64(start + r)
+        z0 = as_float64(flat[np.uint64(2) * i])
+        z1 = as_float64(flat[np.uint64(2) * i + np.uint64(1)])
+        cells[np.uint64(T_LOSS * TERM_ROW) + np.uint64(r)] = _two_class_exp(z0, z1)
     for r in range(count):
         i = np.uint64(start + r)
         label = np.int64(labels[i])
         z0 = as_float64(flat[np.uint64(2) * i])
         z1 = as_float64(flat[np.uint64(2) * i + np.uint64(1)])
-        ok, ignored, finite, loss, brier, ahead, high, p_true, p_top = _two_class_row(z0, z1, label, ignore_label,
-                                                                                     ties_to_last)
         u = np.uint64(r)
+        e = cells[np.uint64(T_LOSS * TERM_ROW) + u]
+        ok, ignored, finite, loss, brier, ahead, high, p_true, p_top = _two_class_row(z0, z1, e, label,
+                                                                                     ignore_label, ties_to_last)
         if pair_inputs is not None:  # pruned by numba where pair_inputs is None
             cells[np.uint64((N_TERMS + IN_LOSS) * TERM_ROW) + u] = loss if ok else np.nan
             cells[np.uint64((N_TERMS + IN_BRIER) * TERM_ROW) + u] = brier if ok else np.nan
@@ -1950,7 +1970,7 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     The general short-row path (_walk_short_block, _finish_block) runs some
     30 loops over a block's scratch, each vectorised, and their loads and
     stores cost more than the math at two classes (10 ns per row in cache;
-    this loop: 3.5).  Every row is computed as there (_two_class_row, the
+    this kernel: 5).  Every row is computed as there (_two_class_row, the
     same operations in the same order), its terms written to ``terms`` and
     summed as there (ordered_sum): a block's sums are the general path's,
     bit for bit.
