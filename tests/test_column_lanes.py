@@ -255,23 +255,27 @@ def test_long_row_exp_sums_are_the_chunked_scalar_ones_bit_for_bit(n_classes, dt
 def _row_loops_both_ways(scores, targets):
     """Each row's (top key, entries above, entries equal to its target, largest bits, smallest bits, entries
     above, entries equal, first column at the max, first column at the target) by the explicit-vector loops
-    (kernels._top_key_and_counts_f32 of logits, _extremes_and_counts_f32 of probabilities, _first_index_of_f32)
-    and by the scalar ones LLVM vectorises (_top_key_and_counts, _extremes_and_counts, _first_index_of)."""
+    (kernels._top_key_and_counts_f32 of logits, _proba_scan_f32 of probabilities, _first_index_of_f32) and by
+    the scalar ones LLVM vectorises (_top_key_and_counts, _proba_scan, _first_index_of); and the probability
+    scans' sum and sum of squares but the target's (explicit, scalar), the target's column taken as the label."""
     got = np.empty((scores.shape[0], 9), dtype=np.int64)
     want = np.empty((scores.shape[0], 9), dtype=np.int64)
+    sums = np.empty((scores.shape[0], 4))  # the probability scans' sums: explicit, scalar
     for i in range(scores.shape[0]):
         target = as_native(scores[i, targets[i]])
         got[i, 0], got[i, 1], got[i, 2] = K._top_key_and_counts_f32(scores, i, scores.shape[1], target)
         want[i, 0], want[i, 1], want[i, 2] = K._top_key_and_counts(scores, i, scores.shape[1], target)
-        got[i, 3], got[i, 4], got[i, 5], got[i, 6] = K._extremes_and_counts_f32(scores, i, scores.shape[1], target)
-        want[i, 3], want[i, 4], want[i, 5], want[i, 6] = K._extremes_and_counts(scores, i, scores.shape[1], target)
+        got[i, 3], got[i, 4], got[i, 5], got[i, 6], sums[i, 0], sums[i, 1] = K._proba_scan_f32(
+            scores, i, scores.shape[1], (target, targets[i]))
+        want[i, 3], want[i, 4], want[i, 5], want[i, 6], sums[i, 2], sums[i, 3] = K._proba_scan(
+            scores, i, scores.shape[1], (target, targets[i]))
         # the first column equal to the row's max (diagnose's argmax; -1 for a NaN max), and to the target
         top = np.float64(K.from_ordered_bits(K.order_key(np.int32(got[i, 0]))))
         got[i, 7], want[i, 7] = (K._first_index_of_f32(scores, i, scores.shape[1], top),
                                  K._first_index_of(scores, i, scores.shape[1], top))
         got[i, 8], want[i, 8] = (K._first_index_of_f32(scores, i, scores.shape[1], np.float64(target)),
                                  K._first_index_of(scores, i, scores.shape[1], np.float64(target)))
-    return got, want
+    return got, want, sums
 
 
 SPECIAL_ENTRIES = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38, 1e-45, -1e-45]
@@ -281,11 +285,12 @@ SPECIAL_ENTRIES = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38, 1e-
 @pytest.mark.parametrize("n_classes", [33, 34, 47, 48, 49, 63, 64, 100, 1000])
 def test_row_max_and_rank_counts_are_the_scalar_loops(n_classes, dtype):
     """The long rows' max and rank counts in explicit 16-entry vectors with a masked last vector
-    (kernels._top_key_and_counts_f32), the extremes of probabilities (_extremes_and_counts_f32) and the argmax
-    (_first_index_of_f32, which stops at the first vector holding it) are the scalar loops' exactly: every
+    (kernels._top_key_and_counts_f32), the one-pass scan of probabilities (_proba_scan_f32: extremes, counts,
+    and the float64 sums in _row_sums' lanes, the label's square left out) and the argmax (_first_index_of_f32,
+    which stops at the first vector holding it) are the scalar loops' exactly, the sums bit for bit: every
     special value (NaN of either sign, +-inf, +-0, the extremes, the smallest subnormal) at every position up
-    to C = 100 (spread beyond), as the target's entry and beside it, ties with the target, every row length
-    modulo 16, rows all negative (the masked lanes must not count as +0.0), all positive (nor as the
+    to C = 100 (spread beyond), as the target's entry (and label) and beside it, ties with the target, every
+    row length modulo 16 (and the sums' 32: 31, 0 and 16 to 17 left), rows all negative (the masked lanes must not count as +0.0), all positive (nor as the
     minimum), all NaN, all equal."""
     from support import BFLOAT16
 
@@ -315,9 +320,12 @@ def test_row_max_and_rank_counts_are_the_scalar_loops(n_classes, dtype):
     with np.errstate(over="ignore"):  # +-3e38 is +-inf in float16
         native = z.astype({"bfloat16": BFLOAT16}.get(dtype, dtype))
     view = native.view(np.uint16) if dtype == "float16" else native.view(np.int16) if dtype == "bfloat16" else native
-    got, want = _row_loops_both_ways(np.ascontiguousarray(view), np.concatenate(targets).astype(np.int64))
+    got, want, sums = _row_loops_both_ways(np.ascontiguousarray(view), np.concatenate(targets).astype(np.int64))
     differ = (got != want).any(axis=1)
     assert not differ.any(), (np.argwhere(differ)[:5], got[differ][:5], want[differ][:5])
+    bits = sums.view(np.int64)  # the same bits (NaN sums included)
+    differ = (bits[:, :2] != bits[:, 2:]).any(axis=1)
+    assert not differ.any(), (np.argwhere(differ)[:5], sums[differ][:5])
 
 
 @njit

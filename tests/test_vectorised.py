@@ -200,20 +200,25 @@ def test_float32_exp_loop_is_packed_simd(staged):
 
 
 @pytest.mark.parametrize("name, extremes", [("_top_key_and_counts_f32", ("vpmaxsd",)),
-                                            ("_extremes_and_counts_f32", ("vpmaxsd", "vpminsd"))])
+                                            ("_proba_scan_f32", ("vpmaxsd", "vpminsd"))])
 def test_long_row_max_and_rank_loop_is_packed_simd(name, extremes):
     """The max and rank counts of long 16/32-bit rows of logits (kernels._top_key_and_counts_f32), and the extremes
-    and counts of probabilities (_extremes_and_counts_f32), run on packed int32 maxima (and minima) of the widest
-    vectors, the counts by population counts of the comparison masks, with no gather."""
+    and counts of probabilities (_proba_scan_f32), run on packed int32 maxima (and minima) of the widest
+    vectors, the counts by population counts of the comparison masks, with no gather; the probabilities' sums
+    and squares (_proba_scan_f32) in packed float64 adds and FMAs of the widest vectors."""
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
     scores = kernels_input(np.random.default_rng(2).standard_normal((4, 1000)).astype(np.float32))
-    asm = _fresh_asm(getattr(kernels, name), scores, 0, 1000, np.float32(0.5))
+    value = (np.float32(0.5), 3) if name == "_proba_scan_f32" else np.float32(0.5)
+    asm = _fresh_asm(getattr(kernels, name), scores, 0, 1000, value)
     widest = "zmm" if HAS_AVX512 else "ymm"  # what numba compiles for (NUMBA_CPU_FEATURES, else the host)
     for extreme in extremes:
         assert re.search(rf"\b{extreme}\s+.*%" + widest, asm), f"{name}: no {extreme} on {widest}"
     assert re.search(r"\bpopcnt", asm), f"{name}: the counts not by population counts"
     assert not re.search(r"\bv\w*(?:scatter|gather)", asm), f"{name}: a scatter or gather"
+    if name == "_proba_scan_f32":
+        assert len(re.findall(r"\bvaddpd\s+.*%" + widest, asm)) >= 4, f"{name}: the sums not in packed adds"
+        assert len(re.findall(r"\bvfmadd\d+pd\s+.*%" + widest, asm)) >= 4, f"{name}: the squares not in FMAs"
 
 
 def test_the_check_can_fail():
@@ -259,7 +264,7 @@ def test_binary_logit_loop_is_packed_simd(float32_math):
     assert not re.search(r"\bv\w*gather", pair_asm), "binary_logit_pair_block: gathers where contiguous loads belong"
 
 
-@pytest.mark.parametrize("name", ["_exp_sums_f32", "exp_sums", "_row_sums"])
+@pytest.mark.parametrize("name", ["_exp_sums_f32", "exp_sums", "_row_sums", "_proba_scan_f32"])
 def test_long_row_leaves_prefetch_the_next_row(name):
     """The loops that walk a long row from cache ask for the next row's lines (kernels._prefetch_next_row).
 
@@ -271,6 +276,7 @@ def test_long_row_leaves_prefetch_the_next_row(name):
         "_exp_sums_f32": (scores, 0, 1000, np.float32(1.0)),
         "exp_sums": (scores, 0, 1000, 1.0, np.empty(kernels.EXP_SCRATCH)),
         "_row_sums": (scores, 0, 1000, 3),
+        "_proba_scan_f32": (scores, 0, 1000, (np.float32(0.5), 3)),
     }[name]
     asm = _fresh_asm(getattr(kernels, name), *args)
     assert re.search(r"\bprefetcht0\s", asm), f"{name}: no prefetch instruction"
@@ -287,7 +293,7 @@ def _row_leaf_args(name):
         "_row_sums": (scores, 1, 100, 3),
         "_first_index_of": (scores, 1, 100, 0.5),
         "_top_key_and_counts_f32": (scores, 1, 100, np.float32(0.5)),
-        "_extremes_and_counts_f32": (scores, 1, 100, np.float32(0.5)),
+        "_proba_scan_f32": (scores, 1, 100, (np.float32(0.5), 3)),
         "_first_index_of_f32": (scores, 1, 100, 0.5),
         "_probability_like_row": (scores, 1, 100, 1e-3),
         "_exp_columns": _score_kernel_call("_exp_columns"),
@@ -298,7 +304,7 @@ def _row_leaf_args(name):
 
 @pytest.mark.parametrize("name", ["_logits_row", "_exp_sums_f32", "exp_sums", "_proba_row", "_row_sums",
                                   "_first_index_of", "_first_index_of_f32", "_top_key_and_counts_f32",
-                                  "_extremes_and_counts_f32",
+                                  "_proba_scan_f32",
                                   "_probability_like_row",
                                   "_exp_columns", "_losses",
                                   "_logit_columns_f32", "ordered_sum"])

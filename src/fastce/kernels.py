@@ -854,34 +854,80 @@ def _extremes_and_counts(scores, i, n_classes, native_target):
 
 
 @kernel_step(**LEAF_OPTIONS)
-def _extremes_and_counts_f32(scores, i, n_classes, native_target):
-    """_extremes_and_counts of 16- and 32-bit scores, 16 entries at a time in explicit vectors, as
-    _top_key_and_counts_f32: the bits' maxima and minima in vectors, the counts by population counts, the last
-    entries in one masked vector (its other lanes the neutral bits of each extreme).  The same results."""
+def _proba_scan(scores, i, n_classes, target_and_label):
+    """(_extremes_and_counts, then _row_sums) of row i: its extremes' bits and rank counts against the true
+    class's score, its sum and its sum of squares but the true class's; ``target_and_label``: (that score in
+    the input's precision, the true class).  Two loops over the row, as LLVM vectorises them (float64
+    scores, and every score on AVX2 hosts: see _explicit_on_avx512)."""
     inline_into_callers()
+    native_target, label = target_and_label
+    high, low, ahead, equal = _extremes_and_counts(scores, i, n_classes, native_target)
+    total, squares = _row_sums(scores, i, n_classes, label)
+    return high, low, ahead, equal, total, squares
+
+
+@kernel_step(**LEAF_OPTIONS)
+def _proba_scan_f32(scores, i, n_classes, target_and_label):
+    """_proba_scan of 16- and 32-bit scores in one loop over the row, in explicit vectors: each 16 entries
+    read once for the extremes and counts (the bits' maxima and minima in vectors, the counts by population
+    counts, the last entries masked, as _top_key_and_counts_f32) and, widened to float64, for the sums,
+    in _row_sums' lanes and order (fastce._lanes: 32 entries a step, lane sets A and B, the last entries 16 at a
+    time into A, +0.0 past the row's end, the true class's square zeroed in its own group).  The same results,
+    bit for bit.
+
+    Before, the sums were a second loop (_row_sums, over the row in cache): 46-58% of the kernel's samples at
+    C = 1000 (perf), LLVM keeping one lane set on the stack across its iterations (a store and a reload of
+    it every 32 entries).  In cache, one thread (kernel_timing.py, 2 alternated pairs): C = 100 63 -> 31 ns
+    a row, C = 1000 257-263 -> 149.
+    """
+    inline_into_callers()
+    native_target, label = target_and_label
     target = column_lanes.splat(native_target)
     every = column_lanes.head(_LANES_F32)
     lowest = column_lanes.lowest_keys()
     highest = column_lanes.highest_keys()
     high, low = lowest, highest
     ahead = equal = 0
-    whole = n_classes - n_classes % _LANES_F32
-    for j in range(0, whole, _LANES_F32):
+    total_a, total_b, squares_a, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
+    group = 2 * lanes.LANES
+    whole = n_classes - n_classes % group
+    at = label - label % group  # the label's group (never a group's start for label -1)
+    for j in range(0, whole, group):
+        _prefetch_next_row(scores, i, j, group)  # as _row_sums
         v = column_lanes.load_scores(scores, i, j)
-        bits = column_lanes.float_bits(v)
-        high, low = column_lanes.max_keys(high, bits), column_lanes.min_keys(low, bits)
+        u = column_lanes.load_scores(scores, i, j + lanes.LANES)
+        high = column_lanes.max_keys(column_lanes.max_keys(high, column_lanes.float_bits(v)),
+                                     column_lanes.float_bits(u))
+        low = column_lanes.min_keys(column_lanes.min_keys(low, column_lanes.float_bits(v)),
+                                    column_lanes.float_bits(u))
         ahead, equal = _rank_counts(v, target, every, ahead, equal)
-    if whole < n_classes:
-        v = column_lanes.load_scores_head(scores, i, whole, n_classes - whole)
-        kept = column_lanes.head(n_classes - whole)
+        ahead, equal = _rank_counts(u, target, every, ahead, equal)
+        wide_v = column_lanes.widen(v)
+        wide_u = column_lanes.widen(u)
+        total_a = lanes.add(total_a, wide_v)
+        total_b = lanes.add(total_b, wide_u)
+        if j == at:
+            wide_v = lanes.zero_lane(wide_v, label - j)
+            wide_u = lanes.zero_lane(wide_u, label - j - lanes.LANES)
+        squares_a = lanes.fma(wide_v, wide_v, squares_a)  # exact squares: _plus_squares' one FMA
+        squares_b = lanes.fma(wide_u, wide_u, squares_b)
+    for j in range(whole, n_classes, lanes.LANES):
+        n = min(lanes.LANES, n_classes - j)
+        v = column_lanes.load_scores_head(scores, i, j, n)  # +0.0 past the row's end
+        kept = column_lanes.head(n)
         bits = column_lanes.float_bits(v)
         high = column_lanes.max_keys(high, column_lanes.where(kept, bits, lowest))
         low = column_lanes.min_keys(low, column_lanes.where(kept, bits, highest))
         ahead, equal = _rank_counts(v, target, kept, ahead, equal)
-    return column_lanes.largest_key(high), column_lanes.smallest_key(low), np.int32(ahead), np.int32(equal)
+        wide_v = column_lanes.widen(v)
+        total_a = lanes.add(total_a, wide_v)
+        wide_v = lanes.zero_lane(wide_v, label - j)
+        squares_a = lanes.fma(wide_v, wide_v, squares_a)
+    return (column_lanes.largest_key(high), column_lanes.smallest_key(low), np.int32(ahead), np.int32(equal),
+            lanes.finish(total_a, total_b), lanes.finish(squares_a, squares_b))
 
 
-_row_extremes_and_counts = _explicit_on_avx512(_extremes_and_counts, _extremes_and_counts_f32)
+_row_proba_scan = _explicit_on_avx512(_proba_scan, _proba_scan_f32)
 
 
 @kernel_step(**LEAF_OPTIONS)
@@ -898,7 +944,7 @@ def _proba_row(scores, i, n_classes, label, ties_to_last):
     """
     inline_into_callers()
     native_target = as_native(scores[i, label])
-    high, low, ahead, equal = _row_extremes_and_counts(scores, i, n_classes, native_target)
+    high, low, ahead, equal, total, squares = _row_proba_scan(scores, i, n_classes, (native_target, label))
     rank = _place_ties(scores, i, n_classes, label, ties_to_last, native_target, ahead, equal)
     native_max = from_ordered_bits(high)
     native_min = from_ordered_bits(low)
@@ -911,7 +957,6 @@ def _proba_row(scores, i, n_classes, label, ties_to_last):
             v = as_native(scores[i, j])
             native_max = maxnum(native_max, v)
             native_min = minnum(native_min, v)
-    total, squares = _row_sums(scores, i, n_classes, label)
     return np.float64(native_max), np.float64(native_min), total, squares, rank
 
 
