@@ -290,8 +290,8 @@ def test_row_max_and_rank_counts_are_the_scalar_loops(n_classes, dtype):
     which stops at the first vector holding it) are the scalar loops' exactly, the sums bit for bit: every
     special value (NaN of either sign, +-inf, +-0, the extremes, the smallest subnormal) at every position up
     to C = 100 (spread beyond), as the target's entry (and label) and beside it, ties with the target, every
-    row length modulo 16 (and the sums' 32: 31, 0 and 16 to 17 left), rows all negative (the masked lanes must not count as +0.0), all positive (nor as the
-    minimum), all NaN, all equal."""
+    row length modulo 16 (modulo 32, the sums' step: 0, 1, 2, 4, 8, 15, 16, 17, 31 left), rows all negative
+    (the masked lanes must not count as +0.0), all positive (nor as the minimum), all NaN, all equal."""
     from support import BFLOAT16
 
     if dtype == "bfloat16" and BFLOAT16 is None:

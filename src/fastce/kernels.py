@@ -934,8 +934,10 @@ _row_proba_scan = _explicit_on_avx512(_proba_scan, _proba_scan_f32)
 def _proba_row(scores, i, n_classes, label, ties_to_last):
     """(max, min, sum, sum of squares but the true class's, rank of the true class) of a probability row.
 
-    The extremes in the input's precision, the sums in float64, each loop of
-    one kind (see _logits_row).  The extremes are integer reductions over the
+    The extremes in the input's precision, the sums in float64 (_proba_scan:
+    a loop of each kind, as LLVM vectorises them, see _logits_row; for 16-
+    and 32-bit scores on AVX-512, _proba_scan_f32: one loop in explicit
+    vectors, the same results).  The extremes are integer reductions over the
     float bits (see ordered_bits), exact for rows without a sign bit set --
     every valid row; other rows redo them in floats.  A NaN entry makes the
     sum NaN; an inf entry makes an extreme infinite.  The rank's counts
