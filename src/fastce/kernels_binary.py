@@ -185,10 +185,22 @@ def logit_loss_f32(x, is_one):
     Brier, is e / (1 + e) for a right prediction and 1 / (1 + e) for a wrong one (no cancellation in
     p - y), the reciprocal taken as r.  NaN stays NaN; +-inf logits give their limits.  Accuracy: benchmarks/accuracy.py.
     """
+    return logit_loss_f32_of_exp(x, is_one, logit_exp_f32(x))
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def logit_exp_f32(x):
+    """exp(-|x|) of a float32 logit as logit_loss_f32 takes it: the float32 exp, unscaled exactly in float64."""
     a = abs(x)
     scaled, scale = _exp_reduced_f32(-a, _ZERO_F32, EXP_BIAS_F32)
     biased = _ZERO_F32 if a > _BIASED_CEILING_F32 else scaled * scale  # exp(-a) * 2**100
-    e = np.float64(biased) * _UNBIAS  # exact
+    return np.float64(biased) * _UNBIAS  # exact
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def logit_loss_f32_of_exp(x, is_one, e):
+    """logit_loss_f32(x, is_one) given e = logit_exp_f32(x)."""
+    a = abs(x)
     big = e > _SQRT2_MINUS_1
     num = e - 1.0 if big else e  # exact
     den = e + 3.0 if big else e + 2.0  # one rounding at most (2**-53 relative), once e < 2**-28
@@ -232,6 +244,51 @@ def _logit_element_overload(x, label, float32_math):
     def float32_math_of_input(x, label, float32_math):
         inline_into_callers()
         return logit_loss_f32(as_native(x), label == 1)
+
+    return float32_math_of_input
+
+
+def logit_exps(logits, start, stop, float32_math, exps):  # pragma: no cover - replaced by the overload below
+    return None
+
+
+@overload(logit_exps, jit_options=OVERLOAD_OPTIONS)
+def _logit_exps_overload(logits, start, stop, float32_math, exps):
+    """exps[i - start] = logit_exp_f32(logits[i]) for i in [start, stop) where logit_element takes float32
+    math (see there); nothing where it takes float64 math (logit_element_after_exps then ignores ``exps``)."""
+    if isinstance(float32_math, types.NoneType) or logits.dtype == types.float64:
+        def float64_math(logits, start, stop, float32_math, exps):
+            inline_into_callers()
+            return None
+
+        return float64_math
+
+    def float32_math_of_input(logits, start, stop, float32_math, exps):
+        inline_into_callers()
+        for i in range(start, stop):
+            exps[np.uint64(i - start)] = logit_exp_f32(as_native(logits[np.uint64(i)]))
+        return None
+
+    return float32_math_of_input
+
+
+def logit_element_after_exps(x, label, float32_math, exps, r):  # pragma: no cover - replaced by the overload below
+    return 0.0, 0.0, False
+
+
+@overload(logit_element_after_exps, jit_options=OVERLOAD_OPTIONS)
+def _logit_element_after_exps_overload(x, label, float32_math, exps, r):
+    """logit_element(x, label, float32_math), its float32 math's exp taken from exps[r] (logit_exps')."""
+    if isinstance(float32_math, types.NoneType) or x == types.float64:
+        def float64_math(x, label, float32_math, exps, r):
+            inline_into_callers()
+            return logit_element(x, label, float32_math)
+
+        return float64_math
+
+    def float32_math_of_input(x, label, float32_math, exps, r):
+        inline_into_callers()
+        return logit_loss_f32_of_exp(as_native(x), label == 1, exps[r])
 
     return float32_math_of_input
 
@@ -684,6 +741,11 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
     n_inf = 0
     n_hit = 0
     label_bits = 0
+    # Float32 math: the exps first, in a loop of their own, parked in the loss row (each row's loss overwrites
+    # its exp below), as kernels._two_class_loop: in one loop each 8 rows' exp, division and series made one
+    # dependency chain longer than the core overlapped from one group of rows to the next.
+    exps = terms[K.T_LOSS]
+    logit_exps(logits, start, stop, float32_math, exps)
     # Unsigned indices: with signed ones LLVM kept numba's negative-index
     # wraparound and read every logit, label and weight with a gather.
     for i in range(start, stop):
@@ -691,7 +753,7 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
         u = np.uint64(i)
         x = as_native(logits[u])
         y = labels[u]
-        loss, sq, positive = logit_element(x, y, float32_math)
+        loss, sq, positive = logit_element_after_exps(x, y, float32_math, exps, r)
         ok = x == x
         w = sample_weight[u] if weighted else 1.0
         w = w if ok else 0.0
