@@ -113,11 +113,22 @@ def softplus_tail_and_sigmoid(x):
     away.  sigmoid(x) = 1 / (1 + e) (x >= 0) or e / (1 + e).  The two
     quotients share one division: 1 / (a b) times b or a.
     """
+    return softplus_tail_and_sigmoid_of_exp(x, exp_minus_abs(x))
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def exp_minus_abs(x):
+    """exp(-|x|) as softplus_tail_and_sigmoid takes it."""
     a = abs(x)
     e = exp_nonpositive(-a)
     # exp_nonpositive stops at exp(-700); below that (and for inf) exp(-|x|)
     # changes nothing but the last digits of 0, so make it exactly 0.
-    e = 0.0 if a >= 700.0 else e
+    return 0.0 if a >= 700.0 else e
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def softplus_tail_and_sigmoid_of_exp(x, e):
+    """softplus_tail_and_sigmoid(x) given e = exp_minus_abs(x)."""
     big = e > _SQRT2_MINUS_1
     num = e - 1.0 if big else e
     den = e + 3.0 if big else e + 2.0
@@ -314,8 +325,14 @@ def softplus_parts(x, mode):
     digits of a small p (the rounding of 1 - p is corrected as in log1p).
     Plain arithmetic throughout, so the loop calling it vectorises.
     """
+    return softplus_parts_of_exp(x, mode, exp_minus_abs(x) if mode == MODE_LOGITS else 0.0)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def softplus_parts_of_exp(x, mode, e):
+    """softplus_parts(x, mode) given e = exp_minus_abs(x) for logits (ignored for probabilities)."""
     if mode == MODE_LOGITS:
-        tail, p = softplus_tail_and_sigmoid(x)
+        tail, p = softplus_tail_and_sigmoid_of_exp(x, e)
         return (-x if x < 0.0 else 0.0) + tail, (x if x > 0.0 else 0.0) + tail, p
     log_p = log_positive(x if x > _TINY else _TINY)
     u = 1.0 - x
@@ -413,10 +430,16 @@ def _element_terms(flat, flat_targets, weights, has_row, size, mode, lw, plain, 
     packed counts and flags, without branches or reductions (it vectorises)."""
     prefer_wide_vectors()
     inline_into_callers()  # so that each call's constant mode prunes the other mode's math
+    if mode == MODE_LOGITS:
+        # The exps first, in a loop of their own, parked in ``plain`` (each element's loss overwrites its exp
+        # below), as kernels._two_class_loop: in one loop each 8 elements' exp, division and series made a
+        # dependency chain longer than the core overlapped from one group of elements to the next.
+        for e in range(size):
+            plain[e] = exp_minus_abs(as_float64(flat[e]))
     for e in range(size):
         x = as_float64(flat[e])
         y = target_value(flat_targets[e])
-        neg_log_p, neg_log_q, p = softplus_parts(x, mode)
+        neg_log_p, neg_log_q, p = softplus_parts_of_exp(x, mode, plain[e] if mode == MODE_LOGITS else 0.0)
         c = 1.0 - y
         loss = (0.0 if y == 0.0 else y * neg_log_p) + (0.0 if c == 0.0 else c * neg_log_q)
         loss = x if x != x else loss
@@ -478,9 +501,15 @@ def _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values
     # of the mode's types, which numba prunes before typing: a kernel types one loop, not both (each a compile of
     # its own, since the constant is a literal: 0.65 s of a first multi-label call).
     if logits is not None:
-        _element_terms(flat, flat_targets, weights, has_row, size, MODE_LOGITS, lw, plain, d2, packed, flags)
+        if has_row:
+            _element_terms(flat, flat_targets, weights, True, size, MODE_LOGITS, lw, plain, d2, packed, flags)
+        else:
+            _element_terms(flat, flat_targets, weights, False, size, MODE_LOGITS, lw, plain, d2, packed, flags)
     if proba is not None:
-        _element_terms(flat, flat_targets, weights, has_row, size, MODE_PROBA, lw, plain, d2, packed, flags)
+        if has_row:
+            _element_terms(flat, flat_targets, weights, True, size, MODE_PROBA, lw, plain, d2, packed, flags)
+        else:
+            _element_terms(flat, flat_targets, weights, False, size, MODE_PROBA, lw, plain, d2, packed, flags)
     for i in range(start, stop):
         base = (i - start) * n_cols
         row_loss = 0.0
