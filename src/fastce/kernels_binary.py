@@ -500,16 +500,18 @@ def _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values
     # modes' math for every element and selected (3.8 against ~2 ns an element).  Under two "is not None" tests
     # of the mode's types, which numba prunes before typing: a kernel types one loop, not both (each a compile of
     # its own, since the constant is a literal: 0.65 s of a first multi-label call).
+    # Each under a test of ``has_row``: inlined there, each copy of the loop knows it (one compiled loop, two
+    # copies: see tests/test_vectorised.py::test_multilabel_fast_loop_reads_no_weight_without_row_weights).
     if logits is not None:
         if has_row:
-            _element_terms(flat, flat_targets, weights, True, size, MODE_LOGITS, lw, plain, d2, packed, flags)
+            _element_terms(flat, flat_targets, weights, has_row, size, MODE_LOGITS, lw, plain, d2, packed, flags)
         else:
-            _element_terms(flat, flat_targets, weights, False, size, MODE_LOGITS, lw, plain, d2, packed, flags)
+            _element_terms(flat, flat_targets, weights, has_row, size, MODE_LOGITS, lw, plain, d2, packed, flags)
     if proba is not None:
         if has_row:
-            _element_terms(flat, flat_targets, weights, True, size, MODE_PROBA, lw, plain, d2, packed, flags)
+            _element_terms(flat, flat_targets, weights, has_row, size, MODE_PROBA, lw, plain, d2, packed, flags)
         else:
-            _element_terms(flat, flat_targets, weights, False, size, MODE_PROBA, lw, plain, d2, packed, flags)
+            _element_terms(flat, flat_targets, weights, has_row, size, MODE_PROBA, lw, plain, d2, packed, flags)
     for i in range(start, stop):
         base = (i - start) * n_cols
         row_loss = 0.0
