@@ -33,8 +33,8 @@ from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel_step
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
     as_float64,
-    compile_apart,
     as_native,
+    compile_apart,
     from_ordered_bits,
     log1p_nonnegative,
     log_positive,
