@@ -9,6 +9,7 @@ import pytest
 
 import accuracy
 import ceiling
+import doors
 import fastce
 import kernel_timing
 import readme_table
@@ -40,6 +41,17 @@ def test_short_rows_prints_a_fraction_of_the_roofline(capsys):
     assert [int(re.search(r"C=\s*(\d+)", line).group(1)) for line in lines] == [2, 10]
     for line in lines:
         assert 0 < float(re.search(r"([\d.]+)% \(min\)", line).group(1))
+
+
+def test_doors_prints_every_door_against_evaluate(capsys):
+    assert doors.main(["--classes", "6", "--mib", "0.05", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[2:]
+    names = [name for name, _, _ in doors.doors(6, 0.01)]
+    assert [line[:40].strip() for line in lines] == names
+    for line in lines:
+        ms, gbps, ratio = map(float, line[40:].split())
+        assert ms > 0 and gbps > 0 and ratio > 0
+    assert float(lines[0].split()[-1]) == 1.0  # evaluate(logits=) itself
 
 
 def test_task_roofline_prints_a_fraction_per_task_and_target_dtype(capsys):
