@@ -35,12 +35,17 @@ def _fresh_asm(dispatcher, *args) -> str:
     callee inside a cached kernel is never compiled on its own), so the
     function is compiled again, without the cache, with the same options.
     """
+    return "\n".join(_fresh_compile(dispatcher, *args).inspect_asm().values())
+
+
+def _fresh_compile(dispatcher, *args):
+    """``dispatcher``'s function compiled afresh for ``args`` (see _fresh_asm), called once."""
     # A kernel step (fastce._config.kernel_step) has no Python entry: the copy gets one, to be called here.
     options = {k: v for k, v in dispatcher.targetoptions.items()
                if k not in ("cache", "nopython", "no_cpython_wrapper", "no_cfunc_wrapper")}
     fresh = njit(**options)(dispatcher.py_func)
     fresh(*args)
-    return "\n".join(fresh.inspect_asm().values())
+    return fresh
 
 
 def _scratch(rows=512):
@@ -274,10 +279,7 @@ def test_soft_target_max_is_packed_simd():
     from fastce import kernels_soft
 
     targets = kernels_input(np.random.default_rng(8).random((4, 1000)))
-    options = {k: v for k, v in kernels_soft._top_target_key.targetoptions.items()
-               if k not in ("cache", "nopython", "no_cpython_wrapper", "no_cfunc_wrapper")}
-    fresh = njit(**options)(kernels_soft._top_target_key.py_func)
-    fresh(targets, 1, 0, 1000, np.int64(-(2**63)))
+    fresh = _fresh_compile(kernels_soft._top_target_key, targets, 1, 0, 1000, np.int64(-(2**63)))
     asm = "\n".join(fresh.inspect_asm().values())
     packed = r"\bvpmaxsq\s+.*%[yz]mm" if HAS_AVX512 else r"\bvpcmpgtq\s+.*%ymm"
     assert re.search(packed, asm), "_top_target_key: no packed int64 comparison"
