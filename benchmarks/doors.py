@@ -20,22 +20,16 @@ the roofline fractions are ``compare.py`` (multi-class) and ``task_roofline.py``
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
 import warnings
 
 import numpy as np
 
-import fastce
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def best_seconds(fn, repeats: int) -> float:
-    fn()  # compile / load from the cache
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+import bench_data as bd  # noqa: E402
+import fastce  # noqa: E402
 
 
 def doors(num_classes: int, mib: float, seed: int = 0):
@@ -93,7 +87,8 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the doors' advice (e.g. probabilities given as logits) is not measured
         for name, call, nbytes in doors(args.classes, args.mib):
-            seconds = best_seconds(call, args.repeats)
+            call()  # compile, or load from the cache: untimed (min_time would time a first call over 1 s)
+            seconds, _ = bd.min_time(call, args.repeats, warmup=False)
             per_byte = seconds / nbytes
             reference = per_byte if reference is None else reference
             print(f"{name:40s} {seconds * 1e3:9.2f} {nbytes / seconds / 1e9:7.2f} {per_byte / reference:11.2f}",

@@ -44,7 +44,7 @@ def test_short_rows_prints_a_fraction_of_the_roofline(capsys):
 
 
 def test_doors_prints_every_door_against_evaluate(capsys):
-    assert doors.main(["--classes", "6", "--mib", "0.05", "--repeats", "1"]) == 0
+    assert doors.main(["--classes", "6", "--mib", "0.5", "--repeats", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()[2:]
     names = [name for name, _, _ in doors.doors(6, 0.01)]
     assert [line[:40].strip() for line in lines] == names
