@@ -232,6 +232,12 @@ def logit_loss_f32_of_exp(x, is_one, e):
     return loss, d * d, positive
 
 
+def _float64_logit_math(value_type, float32_math) -> bool:
+    """Whether 1-D binary logits of numba type ``value_type`` take float64 math (see _logit_element_overload):
+    float64 logits, or ``float32_math`` None (precision="float64")."""
+    return isinstance(float32_math, types.NoneType) or value_type == types.float64
+
+
 def logit_element(x, label, float32_math):  # pragma: no cover - replaced by the overload below
     return 0.0, 0.0, False
 
@@ -245,7 +251,7 @@ def _logit_element_overload(x, label, float32_math):
     math.  A type, not a runtime flag, so that each compiled kernel holds one of the two loops.  LLVM
     inlines it (inline_into_callers): a call would keep the row loop scalar.
     """
-    if isinstance(float32_math, types.NoneType) or x == types.float64:
+    if _float64_logit_math(x, float32_math):
         def float64_math(x, label, float32_math):
             inline_into_callers()
             return element_loss(as_float64(x), np.float64(label), 1.0, MODE_LOGITS)
@@ -267,7 +273,7 @@ def logit_exps(logits, start, stop, float32_math, exps):  # pragma: no cover - r
 def _logit_exps_overload(logits, start, stop, float32_math, exps):
     """exps[i - start] = logit_exp_f32(logits[i]) for i in [start, stop) where logit_element takes float32
     math (see there); nothing where it takes float64 math (logit_element_after_exps then ignores ``exps``)."""
-    if isinstance(float32_math, types.NoneType) or logits.dtype == types.float64:
+    if _float64_logit_math(logits.dtype, float32_math):
         def float64_math(logits, start, stop, float32_math, exps):
             inline_into_callers()
             return None
@@ -290,7 +296,7 @@ def logit_element_after_exps(x, label, float32_math, exps, r):  # pragma: no cov
 @overload(logit_element_after_exps, jit_options=OVERLOAD_OPTIONS)
 def _logit_element_after_exps_overload(x, label, float32_math, exps, r):
     """logit_element(x, label, float32_math), its float32 math's exp taken from exps[r] (logit_exps')."""
-    if isinstance(float32_math, types.NoneType) or x == types.float64:
+    if _float64_logit_math(x, float32_math):
         def float64_math(x, label, float32_math, exps, r):
             inline_into_callers()
             return logit_element(x, label, float32_math)
@@ -436,6 +442,20 @@ def _element_terms(flat, flat_targets, weights, has_row, size, mode, lw, plain, 
         # dependency chain longer than the core overlapped from one group of elements to the next.
         for e in range(size):
             plain[e] = exp_minus_abs(as_float64(flat[e]))
+    # The loop under a test of ``has_row``, once on each side: inlined there, each copy knows the flag.  With
+    # the flag tested inside one loop, LLVM read every element's weight by a masked vector load, and the loop
+    # stalled on it (tests/test_vectorised.py::test_multilabel_fast_loop_reads_no_weight_without_row_weights).
+    if has_row:
+        _element_loop(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags)
+    else:
+        _element_loop(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags)
+
+
+@kernel_step(**KERNEL_OPTIONS)
+def _element_loop(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags):
+    """_element_terms' loop over the elements (their exps in ``plain`` for logits)."""
+    prefer_wide_vectors()
+    inline_into_callers()
     for e in range(size):
         x = as_float64(flat[e])
         y = target_value(flat_targets[e])
@@ -500,18 +520,10 @@ def _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values
     # modes' math for every element and selected (3.8 against ~2 ns an element).  Under two "is not None" tests
     # of the mode's types, which numba prunes before typing: a kernel types one loop, not both (each a compile of
     # its own, since the constant is a literal: 0.65 s of a first multi-label call).
-    # Each under a test of ``has_row``: inlined there, each copy of the loop knows it (one compiled loop, two
-    # copies: see tests/test_vectorised.py::test_multilabel_fast_loop_reads_no_weight_without_row_weights).
     if logits is not None:
-        if has_row:
-            _element_terms(flat, flat_targets, weights, has_row, size, MODE_LOGITS, lw, plain, d2, packed, flags)
-        else:
-            _element_terms(flat, flat_targets, weights, has_row, size, MODE_LOGITS, lw, plain, d2, packed, flags)
+        _element_terms(flat, flat_targets, weights, has_row, size, MODE_LOGITS, lw, plain, d2, packed, flags)
     if proba is not None:
-        if has_row:
-            _element_terms(flat, flat_targets, weights, has_row, size, MODE_PROBA, lw, plain, d2, packed, flags)
-        else:
-            _element_terms(flat, flat_targets, weights, has_row, size, MODE_PROBA, lw, plain, d2, packed, flags)
+        _element_terms(flat, flat_targets, weights, has_row, size, MODE_PROBA, lw, plain, d2, packed, flags)
     for i in range(start, stop):
         base = (i - start) * n_cols
         row_loss = 0.0
