@@ -42,7 +42,7 @@ def _jitted_functions() -> dict[str, list[tuple[str, ast.FunctionDef]]]:
 
 
 def _jitted(node: ast.FunctionDef) -> bool:
-    return any(kind in ast.unparse(d) for d in node.decorator_list for kind in ("njit", "kernel_step", "overload"))
+    return any(kind in ast.unparse(d) for d in node.decorator_list for kind in ("njit", "kernel", "overload"))
 
 
 def _called(node: ast.FunctionDef) -> set[str]:

@@ -207,6 +207,61 @@ def kernel_step(**options):
 
     return decorate
 
+def _light_load_cache():
+    """A numba function cache that loads a cached kernel without numba's registry refresh, or None.
+
+    Before every load from the on-disk cache numba "refreshes" its target
+    context: it imports the modules that register its typing and lowering of
+    numpy, the standard library, typed containers and the rest, and checks
+    for BLAS, which imports ``scipy.linalg`` when scipy is installed.  A load
+    needs none of that: it only links the cached machine code, whose
+    external symbols are numba's C helpers and the Python C API (registered
+    when numba is imported) and the runtime's allocator (NRT), which this
+    load initialises.  The refresh cost a warm process 0.2-0.4 s before its
+    first result (benchmarks/cold_start.py: the first ``evaluate`` from a warm
+    cache, 1000 x 10 logits, 0.29-0.45 s with the refresh, 0.05-0.08 s
+    without); a compile still refreshes first (numba's compiler does), so a
+    kernel that must be compiled later in the process is typed as before.
+    None when a numba release no longer has the methods this relies on: the
+    kernels then load as numba loads them.
+    """
+    try:
+        from numba.core import caching
+        from numba.core.runtime import nrt
+    except ImportError:  # pragma: no cover - numba internals moved
+        return None
+    if (not hasattr(caching.FunctionCache, "_load_overload")
+            or not hasattr(caching.FunctionCache, "_guard_against_spurious_io_errors")
+            or not hasattr(getattr(nrt, "rtsys", None), "initialize")):
+        return None  # pragma: no cover - numba internals changed
+
+    class LightLoadCache(caching.FunctionCache):
+        def load_overload(self, sig, target_context):
+            # numba's, less target_context.refresh(): the allocator's symbols are all a cached kernel needs.
+            nrt.rtsys.initialize(target_context)
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
+
+    return LightLoadCache
+
+
+_LIGHT_LOAD_CACHE = _light_load_cache()
+
+
+def kernel(**options):
+    """``numba.njit(**options)`` for a kernel that Python calls, loaded from numba's cache without a registry
+    refresh (see _light_load_cache); ``cache`` as numba's."""
+
+    def decorate(function):
+        cache = options.get("cache", False) and _LIGHT_LOAD_CACHE is not None and not numba.config.DISABLE_JIT
+        dispatcher = numba.njit(**dict(options, cache=options.get("cache", False) and not cache))(function)
+        if cache:
+            dispatcher._cache = _LIGHT_LOAD_CACHE(function)  # enable_caching's, with the light load
+        return dispatcher
+
+    return decorate
+
+
 # Rows in one block are summed in order in float64; blocks are the unit of
 # parallel work and their sums are merged exactly.  The block size depends
 # only on the number of classes, never on the thread count, which is what

@@ -30,7 +30,7 @@ from numba import njit, types
 from numba.core import cgutils, errors
 from numba.extending import intrinsic, models, register_model
 
-from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel_step
+from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel, kernel_step
 from fastce._vecmath import HAS_F16C
 
 LANES = 16
@@ -304,7 +304,7 @@ def add_values(values, count, a, b):
     return a, b
 
 
-@njit(**LEAF_OPTIONS)
+@kernel(**LEAF_OPTIONS)
 def ordered_sum(values, count):
     """values[0] + ... + values[count - 1] in the order of this module's docstring (float64).
 

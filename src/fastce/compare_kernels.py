@@ -33,7 +33,7 @@ from numba.np.arrayobj import populate_array
 from fastce import kernels as K
 from fastce import kernels_binary as KB
 from fastce._accumulate import _EMPTY_F64, _NO_ROW_LOSSES, _NO_ROW_PRED
-from fastce._config import KERNEL_OPTIONS, kernel_step
+from fastce._config import KERNEL_OPTIONS, kernel, kernel_step
 from fastce._exactsum import exact_add_at, normalize_at
 from fastce._parallel import blocks_per_task as blocks_per_task_of
 from fastce._parallel import claim, new_claims, run_tasks
@@ -208,7 +208,7 @@ def compare_binary_blocks(views, labels, weights, top_k, from_logits, float32_ma
         _redo_rare_blocks(masked_path, nblocks, block_rows, views[0].shape[0], fsums, icounts, pair_fsums)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, float32_math, confident_below,
                           row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked, claims,
                           first_task, task_step):
@@ -277,7 +277,7 @@ def _addresses(views):
     return np.array([view.__array_interface__["data"][0] for view in views], dtype=np.int64)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _compare_tasks_short(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance, float32_math,
                          confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred, row_stats,
                          nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked, claims, first_task,
@@ -325,7 +325,7 @@ def _finish_model(n_classes, logits, proba_eps, top_k, row_losses, row_stats, b,
     clean[m] = (icounts[m][b, RARE_C_ROWS] == count) & (icounts[m][b, INF_LOSS] == 0)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _compare_tasks_two_class(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance, float32_math,
                              confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred,
                              row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked,
@@ -366,7 +366,7 @@ def _compare_tasks_two_class(first, addresses, labels, weights, top_k, logits, p
                             pair_fsums, b, masked)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _compare_tasks_in_registers(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance,
                                 float32_math, confident_below, class_weight, ignore_label, ties_to_last, row_losses,
                                 row_pred, row_stats, nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums,
@@ -423,7 +423,7 @@ def _pair_inputs_in_registers(floats, count, inputs):
         inputs[IN_P_TRUE, r] = outputs[K.S_P_TRUE, r]
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _compare_tasks_long(first, addresses, labels, weights, top_k, logits, proba_eps, sum_tolerance, float32_math,
                         confident_below, class_weight, ignore_label, ties_to_last, row_losses, row_pred, row_stats,
                         nblocks, block_rows, blocks_per_task, fsums, icounts, pair_fsums, masked, claims, first_task,
@@ -539,7 +539,7 @@ def pair_blocks(stats_a, stats_b, weights, top_k, confident_below, block_rows, f
     return nblocks
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _pair_tasks(stats_a, stats_b, weights, top_k, confident_below, block_rows, fsums, claims, first_task, task_step):
     """The blocks of pair_blocks (see there) this thread claims (see fastce._parallel.claim).
 
@@ -573,7 +573,7 @@ def _copy_stats(stats, lo, count, inputs):
         inputs[IN_P_TRUE, r] = stats[u, S_P_TRUE]
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _pair_sums(inputs_a, inputs_b, weight, count, confident_below, fsums, b):
     """The paired sums P_ROWS ... P_CWA_DL of a block's pair inputs (rows IN_*) of models A and B into fsums[b].
 
@@ -647,7 +647,7 @@ def _pair_sums(inputs_a, inputs_b, weight, count, confident_below, fsums, b):
 _COUNT_SCALE = 2.0 ** 20
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _clean_pair_sums(inputs_a, inputs_b, count, confident_below, fsums, b, la, lb, la2, lb2):
     """_pair_sums without weights, for a block whose rows are all counted, with finite losses, under both models.
 
@@ -692,7 +692,7 @@ def _clean_pair_sums(inputs_a, inputs_b, count, confident_below, fsums, b, la, l
     fsums[b, P_CWA_ROWS], fsums[b, P_CWA_W], fsums[b, P_CWA_DL] = cwa_rows, cwa_rows, cwa_dl
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _clean_pair_table(inputs_a, inputs_b, count, k, fsums, b, column):
     """_pair_table for a clean block (see _clean_pair_sums): three counts, both wrong the rest (weights are counts)."""
     prefer_wide_vectors()
@@ -751,7 +751,7 @@ def _pair_table(inputs_a, inputs_b, weight, count, k, fsums, b, column):
         _table_cell(inputs_a, inputs_b, weight, count, k, cell < 2, cell % 2 == 0, fsums, b, column + 3 * cell)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _table_cell(inputs_a, inputs_b, weight, count, k, a_right, b_right, fsums, b, at):
     """(rows, weight, squared weight) of the joint rows where "ranks the true class < k" is ``a_right``
     under A and ``b_right`` under B, into fsums[b, at:at + 3].
@@ -775,7 +775,7 @@ def _table_cell(inputs_a, inputs_b, weight, count, k, a_right, b_right, fsums, b
     fsums[b, at], fsums[b, at + 1], fsums[b, at + 2] = rows, w_sum, w2_sum
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def fold_exact(fsums, nblocks, acc, dropped):
     """Add every block's sums exactly into ``acc`` (one accumulator per column), in block order.
 

@@ -30,7 +30,7 @@ from numba import njit
 from fastce import _exactsum
 from fastce import _accumulate_family
 from fastce import compare_kernels as PK
-from fastce._config import KERNEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS, kernel
 
 # Literals, as compare_kernels' own: numba freezes globals into the compiled code and keys its cache on this
 # file alone, so a change there must come with a change here (the assertion makes sure of it).
@@ -99,7 +99,7 @@ def _cell(inside, w, w2, sums):
     return (sums[0] + (1.0 if inside else 0.0), sums[1] + (w if inside else 0.0), sums[2] + (w2 if inside else 0.0))
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _value_pair_blocks(values_a, values_b, weights, hit, block_rows, fsums):
     """The sums of each block in local variables, written to fsums once per block."""
     n_rows = values_a.shape[0]

@@ -46,7 +46,7 @@ import threading
 import numpy as np
 from numba import njit
 
-from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel_step
+from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel, kernel_step
 from fastce._exactsum import NUM_LIMBS, exact_add_at, normalize_at
 from fastce._parallel import claim, new_claims, run_tasks, strides
 from fastce._vecmath import bits_to_float64, float64_to_bits
@@ -154,7 +154,7 @@ def _flush(part, k, acc, nonfinite):
     return nonfinite
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _fold_bins_tasks(labels, weights, stats, pred, confident_below, layout, block_rows, n_chunks, partials, touched,
                      exact, counts, nonfinite, losses, claims, first_task, task_step):
     """Per block of ``block_rows`` rows, in parallel: the loss split, calibration and histograms.
@@ -324,7 +324,7 @@ def fold_bins(labels, weights, stats, pred, confident_below, layout, block_rows,
     return int(nonfinite.sum())
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def add_exact(exact, parts):
     """Add the normalised accumulators ``parts[s]`` into ``exact`` (integer adds: exact) and normalise."""
     for k in range(exact.shape[0]):
@@ -360,7 +360,7 @@ def class_parts(n_classes: int) -> int:
 # The two class folds, weighted and not, are kernels of their own (chosen by fold_classes), with no helper
 # functions of their own: a first call compiles only the one it runs, and each numba function costs its
 # own compile (the first diagnose's compile grew by 0.4 s with helpers for each step).
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, wrong, n_parts, block_rows,
                        first_task, task_step):
     """Weighted rows: the per-class sums and the dense confusion matrix (see CLASS_PARTS).
@@ -491,7 +491,7 @@ def _sum_classes_tasks(labels, weights, losses, pred, layout, acc, lo, counts, w
 T_SUPPORT, T_PREDICTED, T_HITS = range(3)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _count_classes_tasks(labels, losses, pred, layout, acc, lo, counts, tally, cells, wrong, n_parts, block_rows,
                          first_task, task_step):
     """Unit weights: ``_sum_classes_tasks``' sums, the weights counted as integers.
@@ -628,7 +628,7 @@ def _add_confusions(labels, pred, weights, rows, n_classes, conf, acc, lo):
 _RADIX_BITS = 11  # 2048 buckets: the counts stay in L1
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def stable_order(codes, bound):
     """The stable sorting permutation of ``codes`` (integers in [0, bound)): codes[order] ascends, equal codes
     in their original order -- np.argsort(codes, kind="stable")'s result.
@@ -696,7 +696,7 @@ def _heap_push(heap_loss, heap_row, size, x, r):
     return size
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def worst_rows(loss, weights, k, floor):
     """The rows (ascending) of the k largest losses above ``floor``, ties to the lower row, among the rows
     counted (loss not NaN, weight not 0; ``weights`` empty for unit weights): the worst rows of a slice.
@@ -725,7 +725,7 @@ def worst_rows(loss, weights, k, floor):
     return rows
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def heaviest_cells(matrix, k):
     """(codes i * C + j, weights) of the k heaviest off-diagonal cells of the C x C ``matrix`` with a weight
     above 0, heaviest first, ties to the lower code: the report's top confusions.
@@ -791,7 +791,7 @@ def fold_classes(labels, weights, losses, pred, layout, acc, lo, counts, block_r
                                          block_rows), n_parts)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def pair_sums(codes, hi, lo):
     """Double-double sums (see ``_add``) of the (hi, lo) weights of each run of equal, sorted ``codes``.
 

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, types
 from numba.typed import Dict
 
-from fastce._config import KERNEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS, kernel
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -40,7 +40,7 @@ def _dd_add(hi, lo, g, m, x):
     hi[g, m] = s
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def fold_groups(groups, counted, values, weights, block_rows, block_base, first_block, index, hi, lo, partial,
                 last_block, touched):
     """Add the rows of blocks [first_block, ...) of rows [0, len(groups)) into the per-group sums.
@@ -249,7 +249,7 @@ class GroupSums:
         return math.sqrt(g / (g - 1) * centred) / float(weight.sum()) if math.isfinite(centred) else math.nan
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _ids_of(index, n_groups):
     """The ids of a group index, in the order of their rows."""
     ids = np.empty(n_groups, dtype=np.int64)
@@ -261,13 +261,13 @@ def _ids_of(index, n_groups):
 _NO_IDS = np.empty(0, dtype=np.int64)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _size_of(index):
     """len(index), compiled and cached (see GroupSums.__init__)."""
     return len(index)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _index_of(ids):
     """A group index: id -> its row, for ids in row order."""
     index = Dict.empty(key_type=types.int64, value_type=types.int64)
@@ -276,7 +276,7 @@ def _index_of(ids):
     return index
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _merge_groups(index, hi, lo, other_ids, other_hi, other_lo):
     """Add the groups of another GroupSums (ids in row order, their sums) into ``index`` / ``hi`` / ``lo``
     (capacity for all of them): a group of both adds its double-doubles (TwoSum, renormalised)."""
@@ -346,7 +346,7 @@ def row_values(stats, top_k, num_classes: int) -> np.ndarray:
     return values
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _fill_row_values(stats, top_k, half, values):
     """row_values in one compiled pass (numpy's column operations took 10 ns a row, with their temporaries)."""
     for r in range(stats.shape[0]):

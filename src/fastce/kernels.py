@@ -42,7 +42,8 @@ from numba.extending import overload
 from fastce import _column_lanes as column_lanes
 from fastce import _lanes as lanes
 from fastce import _parallel
-from fastce._config import INLINE_OVERLOAD_OPTIONS, KERNEL_OPTIONS, LEAF_OPTIONS, MAX_BLOCK_ROWS, kernel_step
+from fastce._config import (INLINE_OVERLOAD_OPTIONS, KERNEL_OPTIONS, LEAF_OPTIONS, MAX_BLOCK_ROWS, kernel,
+                            kernel_step)
 from fastce._exactsum import exact_add_at, normalize_at
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
@@ -2102,7 +2103,7 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     return True
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, logits,
                       proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task,
                       fsums, icounts, float32_math, blocks, claims, first_task, task_step):
@@ -2137,7 +2138,7 @@ def score_tasks_short(scores, labels, sample_weight, class_weight, ignore_label,
                           integers, fsums, icounts, has_unit_weights(sample_weight, class_weight))
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def score_tasks_in_registers(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last,
                              sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task,
                              fsums, icounts, claims, first_task, task_step):
@@ -2225,7 +2226,7 @@ def _write_row_outputs(floats, start, count, row_losses, row_stats, row_pred):
             row_pred[np.uint64(start + r)] = np.int64(outputs[OUT_PRED, r]) if kept[r] != 0.0 else -1
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last,
                           sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
                           icounts, claims, first_task, task_step):
@@ -2261,7 +2262,7 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
                 icounts[b, C_ROWS] = RARE_BLOCK
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def score_tasks_long(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, logits,
                      proba_eps, sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task,
                      fsums, icounts, float32_math, claims, first_task, task_step):
@@ -2437,7 +2438,7 @@ def math_token(float32_math):
 _ALL_BLOCKS = np.empty(0, dtype=np.int64)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _binary_proba_blocks_tasks(proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows,
                                fsums, icounts, claims, first_task, task_step):
     """Per-block sums for 1-D probabilities of class 1 (scikit-learn's binary log_loss).
@@ -2548,7 +2549,7 @@ def binary_proba_blocks(proba, labels, sample_weight, top_k, proba_eps, row_loss
               nblocks)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def fold_blocks(fsums, icounts, nblocks, row_offset, block_rows, sums_acc, minmax, counts):
     """Fold per-block results into a state, in block order.
 

@@ -41,7 +41,7 @@ from numba.extending import overload
 
 from fastce import _lanes as lanes
 from fastce import kernels as K
-from fastce._config import INLINE_OVERLOAD_OPTIONS, KERNEL_OPTIONS, OVERLOAD_OPTIONS, kernel_step
+from fastce._config import INLINE_OVERLOAD_OPTIONS, KERNEL_OPTIONS, OVERLOAD_OPTIONS, kernel, kernel_step
 from fastce._exactsum import exact_add_at, normalize_at
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
@@ -406,7 +406,7 @@ def _count_row(fsums, icounts, b, i, mode, n_cols, rw, row_loss, row_brier, hits
     fsums[b, S_SUBSET_Q] += rw2 if hits == n_cols else 0.0
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _bce_fast_tasks(scores, targets, row_weight, mode, logits, proba, row_values, nblocks, block_rows, fsums,
                     icounts, claims, first_task, task_step):
     """_bce_blocks_tasks for rows weighted by row only, block by block with _bce_block_fast.
@@ -568,7 +568,7 @@ def _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values
                    (row_flags & _F_BELOW0) != 0, (row_flags & _F_ABOVE1) != 0, bad, soft, ones, argmax_hit)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses,
                       row_values, nblocks, block_rows, fsums, icounts, claims, first_task, task_step):
     """Per-block sums of element-wise binary cross-entropy over an (n, C) slice.
@@ -710,7 +710,7 @@ def bce_blocks(scores, targets, row_weight, col_weight, full_weight, pos_weight,
     run_tasks(_bce_blocks_tasks, args, nblocks)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def fold_blocks(fsums, icounts, nblocks, row_offset, sums_acc, minmax, counts, n_exact, first_column):
     """Fold per-block results in block order: exact sums, range, counters.
 
@@ -899,7 +899,7 @@ def _binary_logit_pair_loop(logits, labels, sample_weight, start, stop, weighted
     return n_ok, n_inf, n_hit
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _binary_logits_blocks_tasks(logits, labels, sample_weight, top_k, row_losses, nblocks, block_rows, fsums, icounts,
                                 float32_math, bad_labels, claims, first_task, task_step):
     """Per-block sums in the core layout (``kernels``) for 1-D logits of class 1 and 0/1 labels.
@@ -1002,7 +1002,7 @@ def binary_row_stats(scores, labels, from_logits, proba_eps, float32_math, stats
     _binary_row_stats(scores, labels, from_logits, proba_eps, K.math_token(float32_math), stats)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _binary_row_stats(scores, labels, from_logits, proba_eps, float32_math, stats):
     """Each row's per-row statistics (columns kernels.S_*) as the two-column multi-class kernel states them.
 

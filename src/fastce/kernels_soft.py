@@ -25,11 +25,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from fastce import _lanes as lanes
 from fastce import kernels as K
-from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel_step
+from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel, kernel_step
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
     as_float64,
@@ -182,7 +181,7 @@ def _soft_target_row(scores, targets, i, m, lse, smoothing, class_weight, weight
             lanes.finish(tot_a, tot_b), bad != 0, target_best)
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math,
                        row_losses, row_values, nblocks, block_rows, fsums, icounts, claims, first_task, task_step):
     """Per-block sums over rows [0, nblocks * block_rows) of an (n, C) logit slice.

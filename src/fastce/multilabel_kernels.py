@@ -39,10 +39,9 @@ labels, and the label with its highest loss.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from fastce import kernels_binary as KB
-from fastce._config import KERNEL_OPTIONS
+from fastce._config import KERNEL_OPTIONS, kernel
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import as_float64
 from fastce.diagnostics_kernels import _add, confidence_bin
@@ -71,7 +70,7 @@ def count_size(num_labels: int) -> int:
     return N_SMALL + LABEL_COUNTS * num_labels
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def _multilabel_blocks_tasks(scores, targets, row_weight, mode, confident_below, n_bins, nblocks, block_rows, partials,
                              counts, row_loss, row_wrong, row_worst, claims, first_task, task_step):
     """The blocks of an (n, C) slice this thread claims (see fastce._parallel.claim and the module docstring).
@@ -171,7 +170,7 @@ def multilabel_blocks(scores, targets, row_weight, mode, confident_below, n_bins
     )
 
 
-@njit(**KERNEL_OPTIONS)
+@kernel(**KERNEL_OPTIONS)
 def fold_partials(partials, block_counts, nblocks, hi, lo, counts):
     """Add the blocks' sums, in block order, into the double-double pairs (hi, lo), and the counters.
 
