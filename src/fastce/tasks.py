@@ -27,28 +27,24 @@ import math
 
 import numpy as np
 
-from fastce import validation
+from fastce import _target_flags, validation
 from fastce.errors import InputError
 
 ONE_HOT, MULTILABEL, SOFT = "one-hot", "multilabel", "soft"
 
-# Rows of a target matrix read per chunk when classifying it (bounded temporaries).
+# Entries of a one-hot target matrix read per chunk when taking its argmax (bounded temporaries).
 _CHUNK_ELEMENTS = 1 << 20
 
 
 def target_kind(y: np.ndarray) -> str:
-    """ONE_HOT, MULTILABEL or SOFT for an (N, C) target matrix; raises on values outside [0, 1].
-
-    Reads ``y`` in row chunks (no full-size temporary).
-    """
+    """ONE_HOT, MULTILABEL or SOFT for an (N, C) target matrix; raises on values outside [0, 1]."""
     if y.dtype.kind not in "biuf" and y.dtype.name != "bfloat16":
         raise InputError(
             f"y_true has dtype {y.dtype}; a 2-D y_true must hold 0/1 labels or probabilities.",
             argument="y_true",
             value=y.dtype,
         )
-    step = max(1, _CHUNK_ELEMENTS // y.shape[1])
-    return kind_of_chunks(((start, y[start : start + step]) for start in range(0, y.shape[0], step)), y.dtype)
+    return kind_of_flags([chunk_flags(0, y, y.dtype)])
 
 
 def kind_of_chunks(chunks, dtype) -> str:
@@ -57,20 +53,25 @@ def kind_of_chunks(chunks, dtype) -> str:
 
 
 def chunk_flags(start: int, rows, dtype) -> tuple[bool, bool]:
-    """(all 0/1, every row sums to 1) of target rows ``start...``; raises, naming the row, on values outside [0, 1]."""
+    """(all 0/1, every row sums to 1) of target rows ``start...``; raises, naming the row, on values outside [0, 1].
+
+    One parallel pass (fastce._target_flags: no full-size temporary); a
+    row's sum is float64, in an order that does not depend on the machine.
+    """
     tolerance = 1e-8 + math.sqrt(validation.float_eps(dtype))
-    part = np.asarray(rows, dtype=np.float64)
-    bad = ~((part >= 0.0) & (part <= 1.0))
-    if bad.any():
-        row, col = (int(v) for v in np.argwhere(bad)[0])
+    rows = np.asarray(rows)
+    binary, one, bad = _target_flags.target_flags(rows, tolerance)
+    if bad >= 0:
+        row, col = divmod(bad, rows.shape[1])
+        value = float(np.asarray(rows[row : row + 1, col], dtype=np.float64)[0])
         raise InputError(
-            f"y_true row {start + row} holds {float(part[row, col])!r} in column {col}; a 2-D y_true must hold 0/1 "
+            f"y_true row {start + row} holds {value!r} in column {col}; a 2-D y_true must hold 0/1 "
             "labels (one column per class) or probabilities in [0, 1]. For class indices pass a 1-D array.",
             argument="y_true",
             row=start + row,
-            value=float(part[row, col]),
+            value=value,
         )
-    return bool(((part == 0.0) | (part == 1.0)).all()), bool((np.abs(part.sum(axis=1) - 1.0) <= tolerance).all())
+    return binary, one
 
 
 def kind_of_flags(flags) -> str:
