@@ -214,3 +214,11 @@ def _flags(view: np.ndarray, tolerance: float) -> tuple[bool, bool, int]:
     first_bad = int(flags[:, FIRST_BAD].min())
     return (not flags[:, NOT_BINARY].any(), not flags[:, NOT_ONE].any(),
             -1 if first_bad == n_rows * n_cols else first_bad)
+
+
+def compile_kernel(dtype) -> None:
+    """Run the kernel once on a few rows of ``dtype`` (compiling it, for ``fastce warmup``: small targets never
+    reach it)."""
+    rows = np.zeros((4, 3), dtype=dtype)
+    view = _kernel_view(rows)
+    _flags(view if view is not None else _kernel_view(rows.astype(_readable_dtype(rows.dtype))), 0.5)

@@ -76,6 +76,12 @@ def _exercise(dtype) -> None:
         certain[0] = np.inf if binary[0] == 0 else -np.inf  # certain and wrong: its block is paired with masks
         fastce.compare(binary, logits={"a": certain, "b": logits[:, 1].copy()})
         fastce.diagnose((logits > 0).astype(np.int64), logits=logits)
+        # task="auto" reads a large (N, C) target's kind with a kernel (small ones, as here, with numpy): for
+        # targets of this dtype, and of bool / uint8 and int64 (0/1 indicators).
+        from fastce import _target_flags
+
+        for target_dtype in (dtype, np.uint8, np.int64):
+            _target_flags.compile_kernel(target_dtype)
         # Rows of more than 32 classes go through the long-row kernel.
         wide = rng.standard_normal((rows, 40)).astype(dtype)
         wide_labels = rng.integers(0, 40, rows)
