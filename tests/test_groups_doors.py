@@ -340,3 +340,28 @@ def test_group_sums_take_room_for_their_groups_not_their_rows():
         part = slice(start, start + 512 * 37)
         split.add(ids[part], np.ones(ids[part].size, bool), values[part], weights[part], 512)
     assert split.to_dict() == sums.to_dict()
+
+
+def test_group_ids_sharing_a_cache_slot_keep_their_own_sums():
+    """fold_groups looks ids up in a direct-mapped cache (slot: the id's low bits) before its dict: ids that share
+    a slot, alternating row by row (each evicting the other), and negative ones, sum exactly as the same groups
+    under small ids that never collide (numbered in order of first appearance, as the index numbers them)."""
+    from fastce.groups import _ID_SLOTS, GroupSums
+
+    rng = np.random.default_rng(23)
+    n = 20_000
+    dense = rng.integers(0, 40, n)
+    dense[::2] = rng.integers(0, 3, n // 2)  # three groups alternating with the rest, row by row
+    colliding = (dense % 3) + _ID_SLOTS * (dense // 3) * np.where(dense % 2 == 0, 1, -1)
+    assert len(np.unique(colliding)) == len(np.unique(dense)) == 40
+    assert len(np.unique(colliding % _ID_SLOTS)) == 3  # 40 groups in three slots (for any slot count)
+    values = rng.standard_normal((n, 2))
+    weights = rng.random(n)
+    by_dense, by_colliding = GroupSums(2), GroupSums(2)
+    by_dense.add(dense, np.ones(n, bool), values, weights, 512)
+    by_colliding.add(colliding, np.ones(n, bool), values, weights, 512)
+    first_seen = dense[np.sort(np.unique(dense, return_index=True)[1])]
+    assert np.array_equal(by_colliding.ids(), (first_seen % 3) + _ID_SLOTS * (first_seen // 3)
+                          * np.where(first_seen % 2 == 0, 1, -1))
+    assert np.array_equal(by_colliding.hi[:40], by_dense.hi[:40])
+    assert np.array_equal(by_colliding.lo[:40], by_dense.lo[:40])

@@ -40,6 +40,10 @@ def _dd_add(hi, lo, g, m, x):
     hi[g, m] = s
 
 
+# Slots of fold_groups' cache of group ids, at most (a power of two: the slot is the id's low bits).
+_ID_SLOTS = 1 << 16
+
+
 @kernel(**KERNEL_OPTIONS)
 def fold_groups(groups, counted, values, weights, block_rows, block_base, first_block, index, hi, lo, partial,
                 last_block, touched):
@@ -61,6 +65,14 @@ def fold_groups(groups, counted, values, weights, block_rows, block_base, first_
     n_groups = len(index)
     prev_id = np.int64(0)
     prev_g = np.int64(-1)
+    # A direct-mapped cache of ids seen (slot: the id's low bits) in front of the typed dict, whose lookup (a hash
+    # and a key comparison through a function call) was 11% of evaluate(groups=) at C = 100 with 5 groups.
+    # Slots: the rows' count rounded up to a power of two, within [64, _ID_SLOTS] (small calls allocate little).
+    slots = np.uint64(64)
+    while slots < n_rows and slots < _ID_SLOTS:
+        slots *= np.uint64(2)
+    cached_ids = np.empty(slots, dtype=np.int64)
+    cached_groups = np.full(slots, -1, dtype=np.int64)
     nblocks = (n_rows + block_rows - 1) // block_rows
     for b in range(first_block, nblocks):
         block = block_base + b
@@ -74,15 +86,21 @@ def fold_groups(groups, counted, values, weights, block_rows, block_base, first_
                 continue  # a row of weight 0 is not part of any weighted mean
             gid = groups[r]
             if prev_g < 0 or gid != prev_id:
-                if gid in index:
-                    prev_g = index[gid]
-                elif n_groups == capacity:
-                    full = True
-                    break
+                slot = np.uint64(gid) & (slots - np.uint64(1))
+                if cached_groups[slot] >= 0 and cached_ids[slot] == gid:
+                    prev_g = cached_groups[slot]
                 else:
-                    prev_g = np.int64(n_groups)
-                    index[gid] = prev_g
-                    n_groups += 1
+                    if gid in index:
+                        prev_g = index[gid]
+                    elif n_groups == capacity:
+                        full = True
+                        break
+                    else:
+                        prev_g = np.int64(n_groups)
+                        index[gid] = prev_g
+                        n_groups += 1
+                    cached_ids[slot] = gid
+                    cached_groups[slot] = prev_g
                 prev_id = gid
             g = prev_g
             if last_block[g] != block:
