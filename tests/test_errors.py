@@ -338,3 +338,23 @@ def test_top_k_below_the_class_count_and_state_round_trips_do_not_warn():
             ev = fastce.Evaluator(4, top_k=5)
         ev.update(y, z)
         fastce.Evaluator.from_state_dict(ev.state_dict()).result()  # warned when made, not when loaded
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, -1.0, -5e-324])
+def test_large_weights_are_checked_in_parallel_chunks_and_the_first_bad_row_is_named(bad):
+    """sample_weight of over 2**20 rows is checked a chunk per thread (min and max, no full-size mask): a bad value
+    in the first, a middle or the last chunk is found and named; -0.0 and 0.0 are weights."""
+    from fastce import validation
+
+    n = 9 * (1 << 17) + 5  # past the chunked size, with a short last chunk
+    weights = np.random.default_rng(7).random(n)
+    weights[[3, n // 2]] = [-0.0, 0.0]
+    assert validation.sample_weight(weights, n) is weights
+    for row in (0, 131_071, 131_072, n // 2 + 1, n - 1):
+        spoiled = weights.copy()
+        spoiled[row] = bad
+        if row != n - 1:
+            spoiled[n - 1] = np.nan  # a later bad row too: the first is named
+        with pytest.raises(InputError, match=rf"sample_weight row {row} is ") as info:
+            validation.sample_weight(spoiled, n)
+        assert info.value.row == row

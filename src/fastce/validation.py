@@ -229,27 +229,34 @@ def _value_range(values: np.ndarray):
     as long as fastce's kernel then took to score two-class rows (52 ms
     chunked, 2 threads; numpy releases the GIL in its reductions).
     """
+    ranges = _chunk_results(values, lambda part: (part.min(), part.max()))
+    return min(low for low, _ in ranges), max(high for _, high in ranges)
+
+
+def _finite_non_negative(values: np.ndarray) -> bool:
+    """Whether every entry of a float array is finite and >= 0 (as ``_value_range``: one read, every thread, no
+    temporaries).  numpy's min and max propagate NaN, which then fails both tests."""
+    return values.size == 0 or all(_chunk_results(values, lambda part: bool(part.min() >= 0.0 and part.max() < np.inf)))
+
+
+def _chunk_results(values: np.ndarray, reduce) -> list:
+    """``reduce(part)`` of each chunk of _RANGE_CHUNK entries of a large 1-D array, the chunks a stride per
+    thread (numpy releases the GIL in its reductions); of the whole array when it is small or not 1-D."""
     if values.ndim != 1 or values.shape[0] < 8 * _RANGE_CHUNK:
-        return values.min(), values.max()
+        return [reduce(values)]
     from fastce import _config
     from fastce._parallel import run_tasks, strides
 
     n_chunks = -(-values.shape[0] // _RANGE_CHUNK)
-    threads = strides(n_chunks)
-    lows = [None] * threads
-    highs = [None] * threads
+    results = [None] * n_chunks
 
     def stride(first, step):
-        low = high = values[0]
         for chunk in range(first, n_chunks, step):
-            part = values[chunk * _RANGE_CHUNK:(chunk + 1) * _RANGE_CHUNK]
-            low = min(low, part.min())
-            high = max(high, part.max())
-        lows[first], highs[first] = low, high
+            results[chunk] = reduce(values[chunk * _RANGE_CHUNK:(chunk + 1) * _RANGE_CHUNK])
 
     with _config.PARALLEL_LOCK:
-        run_tasks(stride, (), threads)
-    return min(lows), max(highs)
+        run_tasks(stride, (), strides(n_chunks))
+    return results
 
 
 def _class_values(labels, name, num_classes, ignore_label, note, subject, check_range=True):
@@ -341,7 +348,9 @@ def sample_weight(w, n_rows: int, name: str = "sample_weight"):
         if weights.dtype.kind not in "biuf":
             raise InputError(f"{name} has dtype {weights.dtype}; pass float weights.", argument=name)
         weights = weights.astype(np.float64)
-    bad = ~np.isfinite(weights) | (weights < 0)
+    if _finite_non_negative(weights):
+        return weights
+    bad = ~np.isfinite(weights) | (weights < 0)  # (a full-size mask: only to name the first bad row)
     if bad.any():
         row = _first_row(bad)
         raise InputError(
