@@ -185,3 +185,25 @@ def test_target_is_not_modified_and_nothing_full_size_is_allocated(path):
     tracemalloc.stop()
     assert np.array_equal(target, before)
     assert peak < target.nbytes // 20, peak
+
+
+def test_one_hot_labels_of_many_chunks_are_each_rows_class(path):
+    """tasks.one_hot_labels takes the argmax a chunk of rows at a time, a stride of chunks per thread: every
+    row's class, whatever the dtype and the thread count."""
+    import numba
+
+    if path == "numpy":
+        pytest.skip("one_hot_labels has one path")
+    rng = np.random.default_rng(5)
+    n, c = 70_001, 48  # 3.4M entries: four chunks, the last one short
+    classes = rng.integers(0, c, n)
+    for dtype in [np.float32, np.uint8] + ([BFLOAT16] if BFLOAT16 is not None else []):
+        target = np.zeros((n, c), dtype=dtype)
+        target[np.arange(n), classes] = 1
+        for threads in (1, 2):
+            previous = numba.get_num_threads()
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            try:
+                assert np.array_equal(tasks.one_hot_labels(target), classes), (dtype, threads)
+            finally:
+                numba.set_num_threads(previous)
