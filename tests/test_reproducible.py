@@ -33,11 +33,19 @@ SCRIPT = textwrap.dedent(
         else:
             z, y = (2 * rng.standard_normal((n, C))).astype(np.float32), rng.integers(0, C, n)
         w = rng.random(n) if weighted else None
-        if kind == "compare":
+        if kind in ("bproba", "bproba-compare"):  # 1-D probabilities (C = 1)
+            p = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+            m = fastce.evaluate(y, proba=p, sample_weight=w, top_k=top_k)
+            if kind == "bproba-compare":
+                c = fastce.compare(y, proba={"A": p, "B": p[::-1].copy()}, sample_weight=w, top_k=top_k)
+                print(case, c.to_json())
+        elif kind == "compare":
             c = fastce.compare(y, logits={"A": z, "B": z + rng.standard_normal(z.shape).astype(z.dtype)},
                                sample_weight=w, top_k=top_k)
             print(case, c.to_json())
-        if kind == "multilabel":  # the multi-label kernel's fast path (row weights only)
+        if kind in ("bproba", "bproba-compare"):
+            pass
+        elif kind == "multilabel":  # the multi-label kernel's fast path (row weights only)
             t = (rng.random((n, C)) < 0.3).astype(np.uint8)
             m = fastce.evaluate(t, logits=z, sample_weight=w, task="multilabel")
         elif kind == "soft":  # soft targets, and label smoothing (the soft-target kernel)
@@ -67,9 +75,10 @@ MULTICLASS = [
     "300/u/1/20000/proba16",
 ]
 # Binary (1-D logits) and soft targets, summed in the same lanes order; multi-label rows, summed in order.
-BINARY = ["1/u/1/20000/logits", "1/w/1,2/20000/logits", "300/u/1/5000/soft", "12/w/1/20000/multilabel"]
+BINARY = ["1/u/1/20000/logits", "1/w/1,2/20000/logits", "1/w/1/20000/bproba", "1/u/1,2/20000/bproba",
+          "300/u/1/5000/soft", "12/w/1/20000/multilabel"]
 # compare first: the kernels another door compiles or loads must not change evaluate's bits.
-CASES = ["10/w/1,2/20000/compare", *BINARY, *MULTICLASS]
+CASES = ["10/w/1,2/20000/compare", "1/w/1/20000/bproba-compare", *BINARY, *MULTICLASS]
 
 
 def _run(cache, cases, cpu=None, features=None) -> list[str]:

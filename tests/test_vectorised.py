@@ -48,6 +48,19 @@ def _fresh_compile(dispatcher, *args):
     return fresh
 
 
+def _own_asm(asm: str, name: str) -> str:
+    """The part of ``asm`` that is the function ``name`` itself (numba's mangled symbol: its length, then the name),
+    without the callees compiled beside it."""
+    own, keep = [], False
+    for line in asm.splitlines():
+        if re.match(r"^_ZN[\w$.]+:", line):
+            keep = f"{len(name)}{name}B" in line
+        if keep:
+            own.append(line)
+    assert own, f"no function {name} in the assembly"
+    return "\n".join(own)
+
+
 def _scratch(rows=512):
     """Rows of a 2-D float64 scratch buffer, as the kernels pass them (see kernels._new_scratch)."""
     floats = np.random.default_rng(1).random((8, rows))
@@ -267,6 +280,34 @@ def test_binary_logit_loop_is_packed_simd(float32_math):
     assert PACKED_DOUBLE.search(pair_asm), "binary_logit_pair_block: no packed float64 instruction"
     assert re.search(r"\bvsqrtpd\s", pair_asm), "binary_logit_pair_block: p(true) not on packed registers"
     assert not re.search(r"\bv\w*gather", pair_asm), "binary_logit_pair_block: gathers where contiguous loads belong"
+
+
+@pytest.mark.parametrize("case", ["plain", "weighted", "row losses", "pair inputs"])
+def test_binary_probability_loop_is_packed_simd(case):
+    """The 1-D binary probabilities' loop (kernels._binary_proba_loop inside binary_proba_block) in each of its
+    cases: packed float64 arithmetic (the log's series as packed FMAs), contiguous loads, no call to libm's log
+    (math.log kept it a scalar loop, 3x slower) and no masked loads (a flag tested inside the loop)."""
+    if not _vector_isa():
+        pytest.skip("the host has neither AVX2 nor AVX-512")
+    rng = np.random.default_rng(8)
+    n = 4096
+    proba = kernels_input(rng.random(n).astype(np.float32))
+    labels = kernels_input(rng.integers(0, 2, n))
+    weights = kernels_input(rng.random(n) if case == "weighted" else np.empty(0))
+    losses = np.empty(n if case == "row losses" else 0)
+    top_k = np.array([1], dtype=np.int64)
+    fsums = np.empty((1, kernels.fsums_columns(1)))
+    icounts = np.empty((1, kernels.NUM_ICOUNTS), dtype=np.int64)
+    terms = np.empty((kernels.N_TERMS + kernels.PAIR_INPUTS, n + kernels.SCRATCH_PAD))
+    asm = _own_asm(_fresh_asm(kernels.binary_proba_block, proba, labels, weights, top_k, 1e-7, losses, 0, 0, n, fsums,
+                              icounts, terms, case == "pair inputs"), "binary_proba_block")
+    registers = "[yz]mm"
+    fmas = re.findall(r"\bvfn?m(?:add|sub)\d+pd\s+.*%" + registers, asm)
+    assert len(fmas) >= 6, f"binary_proba_block ({case}): {len(fmas)} packed float64 FMAs (the log's series)"
+    assert not re.search(r"\bv\w*gather", asm), f"binary_proba_block ({case}): gathers"
+    assert not re.search(r"\bcall.*\blog\b", asm), f"binary_proba_block ({case}): a call to libm's log"
+    assert not re.search(r"\bvmovup[sd]\s+\(.*\),\s*%[yz]mm\d+\s*\{%k", asm), \
+        f"binary_proba_block ({case}): a masked vector load (a flag tested inside the loop)"
 
 
 def test_soft_target_max_is_packed_simd():

@@ -243,7 +243,7 @@ def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, f
                                                terms[m], fsums[m], icounts[m])
                 else:
                     K.binary_proba_block(scores, labels, weights, top_k, proba_eps, no_row_losses, b, start, stop,
-                                         fsums[m], icounts[m], terms[m, K.N_TERMS:])
+                                         fsums[m], icounts[m], terms[m], True)
                     n_ok, n_inf = icounts[m][b, RARE_C_ROWS], 0  # clipped: a probability's loss is finite
                 clean[m] = (n_ok == stop - start) & (n_inf == 0)
                 if row_stats.shape[1] != 0:

@@ -2450,94 +2450,162 @@ def _binary_proba_blocks_tasks(proba, labels, sample_weight, top_k, proba_eps, r
     two-column one, 2 (p - y)^2.
     """
     n_rows = proba.shape[0]
-    no_pair_inputs = np.empty((0, 0))
+    terms = np.empty((N_TERMS, block_rows + SCRATCH_PAD))
     while True:
         b = claim(claims)  # see fastce._parallel.claim
         if b >= nblocks:
             break
         start = row0 + b * block_rows
         binary_proba_block(proba, labels, sample_weight, top_k, proba_eps, row_losses, b, start,
-                           min(start + block_rows, n_rows), fsums, icounts, no_pair_inputs)
+                           min(start + block_rows, n_rows), fsums, icounts, terms, False)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def binary_proba_element(p, y, proba_eps):
+    """(loss, (p - y)**2, predicts class 1, p(true class)) of a probability ``p`` of class 1 (float64) and its
+    0/1 label: scikit-learn's clipped log loss, -log(clip(p_true, eps, 1 - eps)), by _vecmath.log_positive
+    (about 1 ulp, plain arithmetic: math.log, a call to libm, kept the row loop scalar, half its time).  A
+    non-finite p gives a loss of 0 (its row is not counted)."""
+    p_true = p if y == 1 else 1.0 - p
+    q = min(max(p_true, proba_eps), 1.0 - proba_eps)
+    loss = -log_positive(q if p - p == 0.0 else 1.0)
+    miss = p - y
+    return loss, miss * miss, p > 1.0 - p, p_true
 
 
 @kernel_step(**LEAF_OPTIONS)
 def binary_proba_block(proba, labels, sample_weight, top_k, proba_eps, row_losses, b, start, stop, fsums, icounts,
-                       pair_inputs):
-    """Block b, rows [start, stop), of _binary_proba_blocks_tasks.
+                       terms, pair):
+    """Block b, rows [start, stop), of _binary_proba_blocks_tasks: each row's terms into ``terms`` (rows T_...,
+    at least N_TERMS of ``stop - start`` entries), in a loop without branches (it vectorises), then the block's
+    sums in fastce._lanes' order (store_sums: the same bits on every machine and thread count).
 
-    ``pair_inputs``: empty, or (PAIR_INPUTS, rows) for compare's kernel
-    (compare_kernels), which then also gets each row's loss, Brier term,
-    rank and p(true class) (NaN for a row not counted); the sums are the
-    same either way (one scalar loop, a test per row).
+    ``pair`` (compare's kernel, compare_kernels): also each row's loss, Brier term, rank and p(true class) in
+    rows N_TERMS + IN_* of ``terms`` (NaN for a row not counted); the sums are the same either way.
     """
-    keep_losses = row_losses.shape[0] != 0
-    pair = pair_inputs.shape[0] != 0
-    _reset_block(fsums, icounts, b)
-    weight_sum = 0.0
-    loss_sum = 0.0
-    brier_sum = 0.0
-    correct = 0.0
-    w2_sum = w2_loss = w2_loss2 = w2_brier = w2_brier2 = w2_correct = 0.0
+    prefer_wide_vectors()  # 512-bit float64 lanes on AVX-512 hosts (see _vecmath)
+    weighted = sample_weight.shape[0] != 0
+    keep = row_losses.shape[0] != 0 and not pair  # (compare's kernel keeps no row losses)
+    # One copy of the loop per case, each under tests that fix every flag (inlined there, each copy knows them:
+    # see kernels_binary._element_terms; with a flag tested inside the loop LLVM kept it scalar, at the
+    # speed of the libm-log loop it replaces).  The flags are run-time values, not constants, so that numba
+    # compiles the loop once.
+    if pair:
+        if weighted:
+            counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
+                                        weighted, keep, pair)
+        else:
+            counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
+                                        weighted, keep, pair)
+    elif keep:
+        if weighted:
+            counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
+                                        weighted, keep, pair)
+        else:
+            counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
+                                        weighted, keep, pair)
+    elif weighted:
+        counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
+                                    weighted, keep, pair)
+    else:
+        counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
+                                    weighted, keep, pair)
+    n_ok, n_hit, n_below, n_above = counts
+    _binary_proba_sums(proba, sample_weight, top_k, b, start, stop, fsums, icounts, terms, n_ok, n_hit, n_below,
+                       n_above)
+
+
+@kernel_step(**LEAF_OPTIONS)
+def _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms, weighted, keep, pair):
+    """binary_proba_block's loop (see there): (rows counted, counted rows predicted right, counted p < 0, counted
+    p > 1).  A non-finite p gives its row weight 0: it adds nothing to any sum.  No float min or max here: LLVM
+    keeps a loop with one scalar (see _binary_proba_sums)."""
+    inline_into_callers()
+    n_ok = n_hit = n_below = n_above = 0
+    nan = np.nan
     for i in range(start, stop):
-        p = as_float64(proba[i])
-        if not (p - p == 0.0):
-            _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
-            if keep_losses:
-                row_losses[i] = np.nan
-            if pair:
-                for c in range(PAIR_INPUTS):
-                    pair_inputs[c, i - start] = np.nan
-            continue
-        if p < 0.0:
-            _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
-        if p > 1.0:
-            _note(icounts, b, C_ABOVE1, FIRST_ABOVE1, i)
-        fsums[b, F_MIN] = min(fsums[b, F_MIN], p)
-        fsums[b, F_MAX] = max(fsums[b, F_MAX], p)
-        label = np.int64(labels[i])
-        p_true = p if label == 1 else 1.0 - p
-        q = min(max(p_true, proba_eps), 1.0 - proba_eps)
-        loss = -math.log(q)
-        weight = 1.0
-        if sample_weight.shape[0] != 0:
-            weight = np.float64(sample_weight[i])
-        icounts[b, C_ROWS] += 1
-        weight_sum += weight
-        if keep_losses:
-            row_losses[i] = weight * loss
-        loss_sum += weight * loss
-        miss = p - label
-        brier = 2.0 * miss * miss
-        brier_sum += weight * brier
-        w2 = weight * weight
-        w2_sum += w2
-        w2_loss += w2 * loss
-        w2_loss2 += w2 * (loss * loss)
-        w2_brier += w2 * brier
-        w2_brier2 += w2 * (brier * brier)
-        predicted = 1 if p > 1.0 - p else 0
-        if predicted == label:
-            correct += weight
-            w2_correct += w2
+        r = np.uint64(i - start)
+        u = np.uint64(i)  # unsigned: a signed index kept numba's wraparound (a gather per vector)
+        p = as_float64(proba[u])
+        y = np.int64(labels[u])
+        loss, sq, positive, p_true = binary_proba_element(p, y, proba_eps)
+        ok = p - p == 0.0
+        w = sample_weight[u] if weighted else 1.0
+        w = w if ok else 0.0
+        hit = positive == (y == 1)
+        n_ok += ok
+        n_hit += hit & ok
+        n_below += ok & (p < 0.0)
+        n_above += ok & (p > 1.0)
+        brier = 2.0 * sq if ok else 0.0
+        weighted_loss = w * loss
+        if keep:
+            row_losses[u] = weighted_loss if ok else nan
+        w2 = w * w
+        terms[T_LOSS, r] = weighted_loss
+        terms[T_BRIER, r] = w * brier
+        terms[T_W2LOSS2, r] = w2 * (loss * loss)
+        terms[T_W2BRIER2, r] = w2 * (brier * brier)
+        if weighted or pair:
+            terms[T_WEIGHT, r] = w
+            terms[T_HIT, r] = w if hit else 0.0
+            terms[T_HIT2, r] = w2 if hit else 0.0
+            terms[T_W2, r] = w2
+            terms[T_W2LOSS, r] = w2 * loss
+            terms[T_W2BRIER, r] = w2 * brier
         if pair:
-            r = i - start
-            pair_inputs[IN_LOSS, r] = loss
-            pair_inputs[IN_BRIER, r] = brier
-            pair_inputs[IN_RANK, r] = 0.0 if predicted == label else 1.0
-            pair_inputs[IN_P_TRUE, r] = p_true
-    fsums[b, F_WEIGHT] = weight_sum
-    fsums[b, F_LOSS] = loss_sum
-    fsums[b, F_BRIER] = brier_sum
+            terms[N_TERMS + IN_LOSS, r] = loss if ok else nan
+            terms[N_TERMS + IN_BRIER, r] = brier if ok else nan
+            terms[N_TERMS + IN_RANK, r] = (0.0 if hit else 1.0) if ok else nan
+            terms[N_TERMS + IN_P_TRUE, r] = p_true if ok else nan
+    return n_ok, n_hit, n_below, n_above
+
+
+@kernel_step(**LEAF_OPTIONS)
+def _binary_proba_sums(proba, sample_weight, top_k, b, start, stop, fsums, icounts, terms, n_ok, n_hit, n_below,
+                       n_above):
+    """Block b's sums and counters from _binary_proba_loop's terms and counts; the first row of each kind of
+    bad value is looked up only when there is one.  Without sample weights every row weight is 0 or 1: the
+    weight and hit sums are the counts (a sum of 0s and 1s is its count, exactly: the ordered sums' bits)."""
+    weighted = sample_weight.shape[0] != 0
+    _reset_block(fsums, icounts, b)
+    count = stop - start
+    if n_ok != count or n_below or n_above:
+        for i in range(start, stop):
+            p = as_float64(proba[i])
+            if not (p - p == 0.0):
+                _note(icounts, b, C_NONFINITE, FIRST_NONFINITE, i)
+            elif p < 0.0:
+                _note(icounts, b, C_BELOW0, FIRST_BELOW0, i)
+            elif p > 1.0:
+                _note(icounts, b, C_ABOVE1, FIRST_ABOVE1, i)
+    icounts[b, C_ROWS] = n_ok
+    # The finite p's extremes, as integer reductions over order keys (vectorised; -0.0 below +0.0), each loop
+    # one reduction (LLVM vectorises a loop of one), from cache.
+    low_key = order_key(ordered_bits(np.inf))
+    for i in range(start, stop):
+        p = as_float64(proba[np.uint64(i)])
+        low_key = min(low_key, order_key(ordered_bits(p if p - p == 0.0 else np.inf)))
+    high_key = order_key(ordered_bits(-np.inf))
+    for i in range(start, stop):
+        p = as_float64(proba[np.uint64(i)])
+        high_key = max(high_key, order_key(ordered_bits(p if p - p == 0.0 else -np.inf)))
+    fsums[b, F_MIN] = from_ordered_bits(order_key(low_key))
+    fsums[b, F_MAX] = from_ordered_bits(order_key(high_key))
     n_k = top_k.shape[0]
     moments = F_TOPK + n_k
+    loss_sum = lanes.ordered_sum(terms[T_LOSS], count)
+    if weighted:
+        store_sums(terms[T_WEIGHT], terms, count, fsums, b, moments, False, loss_sum)
+        correct = lanes.ordered_sum(terms[T_HIT], count)
+        w2_correct = lanes.ordered_sum(terms[T_HIT2], count)
+    else:
+        store_sums_of_weight(np.float64(n_ok), terms, count, fsums, b, moments, True, loss_sum)
+        correct = np.float64(n_hit)
+        w2_correct = correct
     for k in range(n_k):
-        fsums[b, F_TOPK + k] = correct if top_k[k] == 1 else weight_sum
-        fsums[b, moments + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else w2_sum
-    fsums[b, moments + M_W2] = w2_sum
-    fsums[b, moments + M_W2LOSS] = w2_loss
-    fsums[b, moments + M_W2LOSS2] = w2_loss2
-    fsums[b, moments + M_W2BRIER] = w2_brier
-    fsums[b, moments + M_W2BRIER2] = w2_brier2
+        fsums[b, F_TOPK + k] = correct if top_k[k] == 1 else fsums[b, F_WEIGHT]
+        fsums[b, moments + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else fsums[b, moments + M_W2]
 
 
 def binary_proba_blocks(proba, labels, sample_weight, top_k, proba_eps, row_losses, row0, nblocks, block_rows, fsums,

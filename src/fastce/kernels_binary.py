@@ -989,11 +989,7 @@ def _binary_row(scores, labels, i, from_logits, proba_eps, float32_math):
     else:
         p = as_float64(scores[i])
         ok = p - p == 0.0
-        p_true = p if y == 1 else 1.0 - p
-        loss = -math.log(min(max(p_true, proba_eps), 1.0 - proba_eps))
-        miss = p - y
-        sq = miss * miss
-        positive = p > 1.0 - p
+        loss, sq, positive, p_true = K.binary_proba_element(p, y, proba_eps)  # evaluate's, bit for bit
     return ok, loss, sq, positive == (y == 1), p_true
 
 
