@@ -284,8 +284,8 @@ def test_binary_logit_loop_is_packed_simd(float32_math):
 
 @pytest.mark.parametrize("case", ["plain", "weighted", "row losses", "pair inputs"])
 def test_binary_probability_loop_is_packed_simd(case):
-    """The 1-D binary probabilities' loop (kernels._binary_proba_loop inside binary_proba_block) in each of its
-    cases: packed float64 arithmetic (the log's series as packed FMAs), contiguous loads, no call to libm's log
+    """The 1-D binary probabilities' loop (kernels._binary_proba_loop inside binary_proba_block, and compare's
+    binary_proba_pair_block) in each of its cases: packed float64 arithmetic (the log's series as packed FMAs), contiguous loads, no call to libm's log
     (math.log kept it a scalar loop, 3x slower) and no masked loads (a flag tested inside the loop)."""
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
@@ -299,8 +299,12 @@ def test_binary_probability_loop_is_packed_simd(case):
     fsums = np.empty((1, kernels.fsums_columns(1)))
     icounts = np.empty((1, kernels.NUM_ICOUNTS), dtype=np.int64)
     terms = np.empty((kernels.N_TERMS + kernels.PAIR_INPUTS, n + kernels.SCRATCH_PAD))
-    asm = _own_asm(_fresh_asm(kernels.binary_proba_block, proba, labels, weights, top_k, 1e-7, losses, 0, 0, n, fsums,
-                              icounts, terms, case == "pair inputs"), "binary_proba_block")
+    if case == "pair inputs":  # compare's copy
+        asm = _own_asm(_fresh_asm(kernels.binary_proba_pair_block, proba, labels, weights, top_k, 1e-7, 0, 0, n,
+                                  fsums, icounts, terms), "binary_proba_pair_block")
+    else:
+        asm = _own_asm(_fresh_asm(kernels.binary_proba_block, proba, labels, weights, top_k, 1e-7, losses, 0, 0, n,
+                                  fsums, icounts, terms), "binary_proba_block")
     registers = "[yz]mm"
     fmas = re.findall(r"\bvfn?m(?:add|sub)\d+pd\s+.*%" + registers, asm)
     assert len(fmas) >= 6, f"binary_proba_block ({case}): {len(fmas)} packed float64 FMAs (the log's series)"

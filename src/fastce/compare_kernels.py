@@ -179,7 +179,7 @@ def compare_binary_blocks(views, labels, weights, top_k, from_logits, float32_ma
                           row_stats, nblocks, block_rows, fsums, icounts, pair_fsums):
     """compare_blocks for 1-D binary scores: evaluate's binary kernel for each model's block (logits:
     kernels_binary, whose compare copy of the loop also writes the pair inputs; probabilities:
-    kernels.binary_proba_block, asked for them), then the block's pairs.  ``row_stats[m]``, when it has
+    kernels.binary_proba_pair_block), then the block's pairs.  ``row_stats[m]``, when it has
     rows (groups=), receives model m's per-row statistics (kernels.S_LOSS, S_P_TRUE, S_BRIER, S_RANK).
     ``float32_math``: the logits' math, as evaluate's (a bool here; see kernels_binary.logit_element)."""
     if from_logits and block_rows != KB.BINARY_BLOCK_ROWS:
@@ -225,7 +225,6 @@ def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, f
     terms = np.empty((addresses.shape[0], K.N_TERMS + PAIR_INPUTS, KB.BINARY_TERM_ROW))
     pair_weight = np.empty(block_rows + K.SCRATCH_PAD)
     clean = np.zeros(addresses.shape[0], dtype=np.bool_)
-    no_row_losses = np.empty(0)
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
         task = claim(claims)  # see fastce._parallel.claim
@@ -242,8 +241,8 @@ def _compare_tasks_binary(first, addresses, labels, weights, top_k, proba_eps, f
                     KB.binary_logit_block_sums(scores, labels, weights, top_k, b, start, stop, n_ok, n_inf, n_hit,
                                                terms[m], fsums[m], icounts[m])
                 else:
-                    K.binary_proba_block(scores, labels, weights, top_k, proba_eps, no_row_losses, b, start, stop,
-                                         fsums[m], icounts[m], terms[m], True)
+                    K.binary_proba_pair_block(scores, labels, weights, top_k, proba_eps, b, start, stop, fsums[m],
+                                              icounts[m], terms[m])
                     n_ok, n_inf = icounts[m][b, RARE_C_ROWS], 0  # clipped: a probability's loss is finite
                 clean[m] = (n_ok == stop - start) & (n_inf == 0)
                 if row_stats.shape[1] != 0:

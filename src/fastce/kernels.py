@@ -2457,7 +2457,7 @@ def _binary_proba_blocks_tasks(proba, labels, sample_weight, top_k, proba_eps, r
             break
         start = row0 + b * block_rows
         binary_proba_block(proba, labels, sample_weight, top_k, proba_eps, row_losses, b, start,
-                           min(start + block_rows, n_rows), fsums, icounts, terms, False)
+                           min(start + block_rows, n_rows), fsums, icounts, terms)
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -2475,29 +2475,20 @@ def binary_proba_element(p, y, proba_eps):
 
 @kernel_step(**LEAF_OPTIONS)
 def binary_proba_block(proba, labels, sample_weight, top_k, proba_eps, row_losses, b, start, stop, fsums, icounts,
-                       terms, pair):
+                       terms):
     """Block b, rows [start, stop), of _binary_proba_blocks_tasks: each row's terms into ``terms`` (rows T_...,
     at least N_TERMS of ``stop - start`` entries), in a loop without branches (it vectorises), then the block's
     sums in fastce._lanes' order (store_sums: the same bits on every machine and thread count).
-
-    ``pair`` (compare's kernel, compare_kernels): also each row's loss, Brier term, rank and p(true class) in
-    rows N_TERMS + IN_* of ``terms`` (NaN for a row not counted); the sums are the same either way.
     """
     prefer_wide_vectors()  # 512-bit float64 lanes on AVX-512 hosts (see _vecmath)
     weighted = sample_weight.shape[0] != 0
-    keep = row_losses.shape[0] != 0 and not pair  # (compare's kernel keeps no row losses)
-    # One copy of the loop per case, each under tests that fix every flag (inlined there, each copy knows them:
-    # see kernels_binary._element_terms; with a flag tested inside the loop LLVM kept it scalar, at the
-    # speed of the libm-log loop it replaces).  The flags are run-time values, not constants, so that numba
-    # compiles the loop once.
-    if pair:
-        if weighted:
-            counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
-                                        weighted, keep, pair)
-        else:
-            counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
-                                        weighted, keep, pair)
-    elif keep:
+    keep = row_losses.shape[0] != 0
+    pair = False
+    # One copy of the loop per case, each under tests that fix its flags (inlined there, each copy knows them:
+    # see kernels_binary._element_terms; with a flag tested inside the loop LLVM kept it scalar, at the speed
+    # of the libm-log loop it replaces).  The flags are run-time values, not constants, so that numba compiles
+    # the loop once.
+    if keep:
         if weighted:
             counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
                                         weighted, keep, pair)
@@ -2516,8 +2507,29 @@ def binary_proba_block(proba, labels, sample_weight, top_k, proba_eps, row_losse
 
 
 @kernel_step(**LEAF_OPTIONS)
+def binary_proba_pair_block(proba, labels, sample_weight, top_k, proba_eps, b, start, stop, fsums, icounts, terms):
+    """binary_proba_block for compare's kernel (compare_kernels): the same terms and sums, bit for bit, and each
+    row's loss, Brier term, rank and p(true class) in rows N_TERMS + IN_* of ``terms`` (NaN for a row not
+    counted).  A function of its own, so that evaluate's kernel compiles no copy of this loop."""
+    prefer_wide_vectors()
+    weighted = sample_weight.shape[0] != 0
+    keep = False
+    pair = True
+    unused = terms[T_LOSS]  # the row losses' place: never written without ``keep``
+    if weighted:
+        counts = _binary_proba_loop(proba, labels, sample_weight, unused, start, stop, proba_eps, terms, weighted,
+                                    keep, pair)
+    else:
+        counts = _binary_proba_loop(proba, labels, sample_weight, unused, start, stop, proba_eps, terms, weighted,
+                                    keep, pair)
+    n_ok, n_hit, n_below, n_above = counts
+    _binary_proba_sums(proba, sample_weight, top_k, b, start, stop, fsums, icounts, terms, n_ok, n_hit, n_below,
+                       n_above)
+
+
+@kernel_step(**LEAF_OPTIONS)
 def _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms, weighted, keep, pair):
-    """binary_proba_block's loop (see there): (rows counted, counted rows predicted right, counted p < 0, counted
+    """binary_proba_block's and binary_proba_pair_block's loop (see there): (rows counted, counted rows predicted right, counted p < 0, counted
     p > 1).  A non-finite p gives its row weight 0: it adds nothing to any sum.  No float min or max here: LLVM
     keeps a loop with one scalar (see _binary_proba_sums)."""
     inline_into_callers()
@@ -2565,9 +2577,7 @@ def _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, pr
 def _binary_proba_sums(proba, sample_weight, top_k, b, start, stop, fsums, icounts, terms, n_ok, n_hit, n_below,
                        n_above):
     """Block b's sums and counters from _binary_proba_loop's terms and counts; the first row of each kind of
-    bad value is looked up only when there is one.  Without sample weights every row weight is 0 or 1: the
-    weight and hit sums are the counts (a sum of 0s and 1s is its count, exactly: the ordered sums' bits)."""
-    weighted = sample_weight.shape[0] != 0
+    bad value is looked up only when there is one; the sums by binary_block_sums."""
     _reset_block(fsums, icounts, b)
     count = stop - start
     if n_ok != count or n_below or n_above:
@@ -2592,10 +2602,21 @@ def _binary_proba_sums(proba, sample_weight, top_k, b, start, stop, fsums, icoun
         high_key = max(high_key, order_key(ordered_bits(p if p - p == 0.0 else -np.inf)))
     fsums[b, F_MIN] = from_ordered_bits(order_key(low_key))
     fsums[b, F_MAX] = from_ordered_bits(order_key(high_key))
+    binary_block_sums(sample_weight, top_k, b, count, n_ok, n_hit, terms, fsums)
+
+
+@kernel_step(**LEAF_OPTIONS)
+def binary_block_sums(sample_weight, top_k, b, count, n_ok, n_hit, terms, fsums):
+    """A 1-D binary block's weight, loss, Brier, top-k and moment sums from its rows' terms (rows T_..., ``count``
+    entries) and counts: rows counted ``n_ok``, counted rows predicted right ``n_hit``; for logits
+    (kernels_binary.binary_logit_block_sums) and probabilities (_binary_proba_sums).  Without sample weights
+    every row weight is 0 or 1: the weight and hit sums are the counts (a sum of 0s and 1s is its count,
+    exactly: the ordered sums' bits), and the loops write no weight or hit terms.  Two classes: every counted
+    row is top-k right for k >= 2."""
     n_k = top_k.shape[0]
     moments = F_TOPK + n_k
     loss_sum = lanes.ordered_sum(terms[T_LOSS], count)
-    if weighted:
+    if sample_weight.shape[0] != 0:
         store_sums(terms[T_WEIGHT], terms, count, fsums, b, moments, False, loss_sum)
         correct = lanes.ordered_sum(terms[T_HIT], count)
         w2_correct = lanes.ordered_sum(terms[T_HIT2], count)

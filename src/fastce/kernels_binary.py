@@ -39,7 +39,6 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from fastce import _lanes as lanes
 from fastce import kernels as K
 from fastce._config import INLINE_OVERLOAD_OPTIONS, KERNEL_OPTIONS, OVERLOAD_OPTIONS, kernel, kernel_step
 from fastce._exactsum import exact_add_at, normalize_at
@@ -67,14 +66,7 @@ MODE_PROBA = 1
 # The core layout (kernels.py), written by binary_logits_blocks.  numba freezes
 # these globals into the compiled code, and its cache is keyed on this file
 # alone: a change of that layout must come with a change here (it recompiles).
-K_WEIGHT, K_TOPK = K.F_WEIGHT, K.F_TOPK
 K_ROWS, K_NONFINITE, K_INF_LOSS = K.C_ROWS, K.C_NONFINITE, K.C_INF_LOSS
-# The second moments' offsets (kernels.M_W2...) as literals: numba freezes globals into the code and keys
-# its cache on this file alone, so a change there must come with one here (the assertion checks).
-M_W2, M_W2LOSS, M_W2LOSS2, M_W2BRIER, M_W2BRIER2, M_W2TOPK = 0, 1, 2, 3, 4, 5
-assert (M_W2, M_W2LOSS, M_W2LOSS2, M_W2BRIER, M_W2BRIER2, M_W2TOPK) == (
-    K.M_W2, K.M_W2LOSS, K.M_W2LOSS2, K.M_W2BRIER, K.M_W2BRIER2, K.M_W2TOPK
-)
 K_FIRST_NONFINITE, K_FIRST_INF_LOSS = K.FIRST_NONFINITE, K.FIRST_INF_LOSS
 
 S_LOSS, S_BRIER, S_HITS, S_SUBSET, S_ARGMAX, S_WEIGHT = range(6)
@@ -935,9 +927,8 @@ def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop
                             icounts):
     """Block b's sums and counters (the core layout) from the terms of _binary_logit_block, its rows counted
     ``n_ok``, infinite losses ``n_inf`` and counted rows predicted right ``n_hit``: the first NaN or
-    infinite-loss row is looked up only when there is one.  Without sample weights the weight and hit sums
-    are those counts (a sum of 0s and 1s is its count, exactly: the ordered sums' bits), and the loop
-    writes no weight or hit terms."""
+    infinite-loss row is looked up only when there is one; the sums by kernels.binary_block_sums (shared with
+    the probabilities' blocks)."""
     weighted = sample_weight.shape[0] != 0
     K._reset_block(fsums, icounts, b)
     n_nan = (stop - start) - n_ok
@@ -957,22 +948,7 @@ def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop
                     icounts[b, K_FIRST_INF_LOSS] = i
                     break
     icounts[b, K_ROWS] = n_ok
-    n_k = top_k.shape[0]
-    first_moment = K_TOPK + n_k
-    count = stop - start
-    loss_sum = lanes.ordered_sum(terms[K.T_LOSS], count)
-    if weighted:
-        K.store_sums(terms[K.T_WEIGHT], terms, count, fsums, b, first_moment, False, loss_sum)
-        correct = lanes.ordered_sum(terms[K.T_HIT], count)
-        w2_correct = lanes.ordered_sum(terms[K.T_HIT2], count)
-    else:
-        # Every row weight is 0 or 1 (see kernels.store_sums): w^2 terms equal w terms.
-        K.store_sums_of_weight(np.float64(n_ok), terms, count, fsums, b, first_moment, True, loss_sum)
-        correct = np.float64(n_hit)
-        w2_correct = correct
-    for k in range(n_k):
-        fsums[b, K_TOPK + k] = correct if top_k[k] == 1 else fsums[b, K_WEIGHT]
-        fsums[b, first_moment + M_W2TOPK + k] = w2_correct if top_k[k] == 1 else fsums[b, first_moment + M_W2]
+    K.binary_block_sums(sample_weight, top_k, b, stop - start, n_ok, n_hit, terms, fsums)
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
