@@ -51,6 +51,11 @@ def doors(num_classes: int, mib: float, seed: int = 0):
     # compare's second model: C-contiguous, as models' outputs are (a reversed view would be copied a call at a
     # time, 10% of compare's time: a layout's price, not the door's).
     other = np.ascontiguousarray(z[::-1])
+    # 1-D binary scores: a quarter of the logits' entries as rows (their int64 labels and weights are 3x the bytes).
+    z1 = z.reshape(-1)[: z.size // 4]
+    y1 = rng.integers(0, 2, z1.size)
+    p1 = (1.0 / (1.0 + np.exp(-z1))).astype(np.float32)
+    w1 = rng.uniform(size=z1.size)
     sigmoid = (1 / (1 + np.exp(-z))).astype(np.float32)
     logits_bytes = z.nbytes + y.nbytes
     return [
@@ -77,6 +82,12 @@ def doors(num_classes: int, mib: float, seed: int = 0):
          z.nbytes + hot_u8.nbytes),
         ("binary_cross_entropy (N, C)", lambda: fastce.binary_cross_entropy(sigmoid, hot_f32),
          sigmoid.nbytes + hot_f32.nbytes),
+        ("binary 1-D logits", lambda: fastce.evaluate(y1, logits=z1), z1.nbytes + y1.nbytes),
+        ("binary 1-D logits sample_weight", lambda: fastce.evaluate(y1, logits=z1, sample_weight=w1),
+         z1.nbytes + y1.nbytes + w1.nbytes),
+        ("binary 1-D proba (log_loss)", lambda: fastce.evaluate(y1, proba=p1), p1.nbytes + y1.nbytes),
+        ("binary 1-D proba sample_weight", lambda: fastce.evaluate(y1, proba=p1, sample_weight=w1),
+         p1.nbytes + y1.nbytes + w1.nbytes),
         ("compare two models", lambda: fastce.compare(y, logits={"a": z, "b": other}), 2 * z.nbytes + y.nbytes),
         ("diagnose", lambda: fastce.diagnose(y, logits=z), logits_bytes),
     ]
