@@ -207,6 +207,7 @@ def kernel_step(**options):
 
     return decorate
 
+
 def _light_load_cache():
     """A numba function cache that loads a cached kernel without numba's registry refresh, or None.
 
@@ -253,10 +254,11 @@ def kernel(**options):
     refresh (see _light_load_cache); ``cache`` as numba's."""
 
     def decorate(function):
-        cache = options.get("cache", False) and _LIGHT_LOAD_CACHE is not None and not numba.config.DISABLE_JIT
-        dispatcher = numba.njit(**dict(options, cache=options.get("cache", False) and not cache))(function)
-        if cache:
-            dispatcher._cache = _LIGHT_LOAD_CACHE(function)  # enable_caching's, with the light load
+        light = options.get("cache", False) and _LIGHT_LOAD_CACHE is not None and not numba.config.DISABLE_JIT
+        if not light:
+            return numba.njit(**options)(function)
+        dispatcher = numba.njit(**dict(options, cache=False))(function)
+        dispatcher._cache = _LIGHT_LOAD_CACHE(function)  # enable_caching's, with the light load
         return dispatcher
 
     return decorate

@@ -31,7 +31,7 @@ from numba.core import cgutils, errors
 from numba.extending import intrinsic, models, register_model
 
 from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel, kernel_step
-from fastce._vecmath import HAS_F16C
+from fastce._vecmath import HAS_F16C, inline_into_callers
 
 LANES = 16
 _VECTOR = ir.VectorType(ir.DoubleType(), LANES)
@@ -295,12 +295,19 @@ def finish(a, b):
 @kernel_step(**LEAF_OPTIONS)
 def add_values(values, count, a, b):
     """The lane sets (A, B) of sum(values[:count]) added to the ones given (see add_values_and_squares)."""
+    return add_values_at(values, 0, count, a, b)
+
+
+@kernel_step(**LEAF_OPTIONS)
+def add_values_at(values, start, count, a, b):
+    """add_values of values[start:start + count] (no view made: the loads take the offset)."""
+    inline_into_callers()  # into its callers' row loops (fastce._target_flags: a call a row)
     whole = count - count % (2 * LANES)
     for j in range(0, whole, 2 * LANES):
-        a = add(a, load(values, j))
-        b = add(b, load(values, j + LANES))
+        a = add(a, load(values, start + j))
+        b = add(b, load(values, start + j + LANES))
     for j in range(whole, count, LANES):
-        a = add(a, load_head(values, j, min(LANES, count - j)))
+        a = add(a, load_head(values, start + j, min(LANES, count - j)))
     return a, b
 
 

@@ -77,6 +77,20 @@ def run_tasks(kernel, args: tuple, n_tasks: int) -> None:
         future.result()
 
 
+def each_chunk(n_chunks: int, work) -> None:
+    """``work(chunk)`` for chunk in range(n_chunks), a stride of chunks per thread, under the process's lock of
+    parallel calls (fastce._config.PARALLEL_LOCK): for Python work that releases the GIL (numpy's reductions,
+    argmax and copies of bounded chunks of a large array)."""
+    from fastce import _config
+
+    def stride(first, step):
+        for chunk in range(first, n_chunks, step):
+            work(chunk)
+
+    with _config.PARALLEL_LOCK:
+        run_tasks(stride, (), strides(n_chunks))
+
+
 # Tasks per thread of a call whose tasks are claimed (see claim): small enough that the threads finish a call
 # together when one core runs slower (with 4, the faster thread still waited ~0.7 ms a call at C = 100).
 TASKS_PER_THREAD = 16

@@ -54,13 +54,7 @@ def _row_sum_overload(flat, start, count):
     if flat.dtype in lanes._READABLE:
         def ordered(flat, start, count):
             inline_into_callers()  # a call a row was a tenth of the pass at C = 100
-            a = b = lanes.zero()
-            whole = count - count % (2 * lanes.LANES)
-            for j in range(0, whole, 2 * lanes.LANES):
-                a = lanes.add(a, lanes.load(flat, start + j))
-                b = lanes.add(b, lanes.load(flat, start + j + lanes.LANES))
-            for j in range(whole, count, lanes.LANES):
-                a = lanes.add(a, lanes.load_head(flat, start + j, min(lanes.LANES, count - j)))
+            a, b = lanes.add_values_at(flat, start, count, lanes.zero(), lanes.zero())
             return lanes.finish(a, b)
 
         return ordered

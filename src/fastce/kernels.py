@@ -2488,19 +2488,15 @@ def binary_proba_block(proba, labels, sample_weight, top_k, proba_eps, row_losse
     # see kernels_binary._element_terms; with a flag tested inside the loop LLVM kept it scalar, at the speed
     # of the libm-log loop it replaces).  The flags are run-time values, not constants, so that numba compiles
     # the loop once.
-    if keep:
-        if weighted:
-            counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
-                                        weighted, keep, pair)
-        else:
-            counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
-                                        weighted, keep, pair)
+    loop = (proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms, weighted, keep, pair)
+    if keep and weighted:
+        counts = _binary_proba_loop(*loop)
+    elif keep:
+        counts = _binary_proba_loop(*loop)
     elif weighted:
-        counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
-                                    weighted, keep, pair)
+        counts = _binary_proba_loop(*loop)
     else:
-        counts = _binary_proba_loop(proba, labels, sample_weight, row_losses, start, stop, proba_eps, terms,
-                                    weighted, keep, pair)
+        counts = _binary_proba_loop(*loop)
     n_ok, n_hit, n_below, n_above = counts
     _binary_proba_sums(proba, sample_weight, top_k, b, start, stop, fsums, icounts, terms, n_ok, n_hit, n_below,
                        n_above)
@@ -2516,12 +2512,8 @@ def binary_proba_pair_block(proba, labels, sample_weight, top_k, proba_eps, b, s
     keep = False
     pair = True
     unused = terms[T_LOSS]  # the row losses' place: never written without ``keep``
-    if weighted:
-        counts = _binary_proba_loop(proba, labels, sample_weight, unused, start, stop, proba_eps, terms, weighted,
-                                    keep, pair)
-    else:
-        counts = _binary_proba_loop(proba, labels, sample_weight, unused, start, stop, proba_eps, terms, weighted,
-                                    keep, pair)
+    loop = (proba, labels, sample_weight, unused, start, stop, proba_eps, terms, weighted, keep, pair)
+    counts = _binary_proba_loop(*loop) if weighted else _binary_proba_loop(*loop)  # a copy for each (see above)
     n_ok, n_hit, n_below, n_above = counts
     _binary_proba_sums(proba, sample_weight, top_k, b, start, stop, fsums, icounts, terms, n_ok, n_hit, n_below,
                        n_above)

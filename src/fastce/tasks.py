@@ -87,20 +87,16 @@ def kind_of_flags(flags) -> str:
 def one_hot_labels(y: np.ndarray) -> np.ndarray:
     """The class of each one-hot row (argmax), in row chunks, a stride of chunks per thread (numpy's argmax
     releases the GIL; on one thread it was a fifth of an evaluate of one-hot targets): an (N,) int64 vector."""
-    from fastce import _config
-    from fastce._parallel import run_tasks, strides
+    from fastce._parallel import each_chunk
 
     labels = np.empty(y.shape[0], dtype=np.int64)
     step = max(1, _CHUNK_ELEMENTS // y.shape[1])
-    n_chunks = -(-y.shape[0] // step)
 
-    def stride(first, every):
-        for chunk in range(first, n_chunks, every):
-            rows = slice(chunk * step, (chunk + 1) * step)
-            labels[rows] = np.argmax(np.asarray(y[rows]), axis=1)
+    def work(chunk):
+        rows = slice(chunk * step, (chunk + 1) * step)
+        labels[rows] = np.argmax(np.asarray(y[rows]), axis=1)
 
-    with _config.PARALLEL_LOCK:
-        run_tasks(stride, (), strides(n_chunks))
+    each_chunk(-(-y.shape[0] // step), work)
     return labels
 
 

@@ -244,18 +244,15 @@ def _chunk_results(values: np.ndarray, reduce) -> list:
     thread (numpy releases the GIL in its reductions); of the whole array when it is small or not 1-D."""
     if values.ndim != 1 or values.shape[0] < 8 * _RANGE_CHUNK:
         return [reduce(values)]
-    from fastce import _config
-    from fastce._parallel import run_tasks, strides
+    from fastce._parallel import each_chunk
 
     n_chunks = -(-values.shape[0] // _RANGE_CHUNK)
     results = [None] * n_chunks
 
-    def stride(first, step):
-        for chunk in range(first, n_chunks, step):
-            results[chunk] = reduce(values[chunk * _RANGE_CHUNK:(chunk + 1) * _RANGE_CHUNK])
+    def work(chunk):
+        results[chunk] = reduce(values[chunk * _RANGE_CHUNK:(chunk + 1) * _RANGE_CHUNK])
 
-    with _config.PARALLEL_LOCK:
-        run_tasks(stride, (), strides(n_chunks))
+    each_chunk(n_chunks, work)
     return results
 
 
