@@ -74,9 +74,10 @@ MULTICLASS = [
     # float16 rows read in lanes: F16C's conversion on the host, the integer decoder on an AVX2 or SSE2 build.
     "300/u/1/20000/proba16",
 ]
-# Binary (1-D logits) and soft targets, summed in the same lanes order; multi-label rows, summed in order.
+# Binary (1-D logits) and long soft-target rows, summed in the same lanes order; short soft-target rows (C <= 32)
+# and multi-label rows, summed in column order.
 BINARY = ["1/u/1/20000/logits", "1/w/1,2/20000/logits", "1/w/1/20000/bproba", "1/u/1,2/20000/bproba",
-          "300/u/1/5000/soft", "12/w/1/20000/multilabel"]
+          "300/u/1/5000/soft", "10/u/1/5000/soft", "12/w/1/20000/multilabel"]
 # compare first: the kernels another door compiles or loads must not change evaluate's bits.
 CASES = ["10/w/1,2/20000/compare", "1/w/1/20000/bproba-compare", *BINARY, *MULTICLASS]
 

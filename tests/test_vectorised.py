@@ -334,6 +334,28 @@ def test_soft_target_max_is_packed_simd():
     assert "noinline" in attributes.split(), "_top_target_key: inlined into _soft_target_row (no compile_apart)"
 
 
+def test_short_soft_rows_are_packed_simd():
+    """Short soft-target and label-smoothing rows (kernels_soft._soft_short_tasks, one compiled loop for both) run
+    their exps and the targets' logs in packed float64 loops over rows: 38 packed FMAs on AVX-512 and AVX2 builds,
+    24-26 with either libm call (math.exp or math.log: checked).  The row-by-row kernel ran those rows' few entries
+    in scalar remainder loops (23 against 5.9 ns a score at C = 10, one thread)."""
+    if not _vector_isa():
+        pytest.skip("the host has neither AVX2 nor AVX-512")
+    from fastce import kernels_soft
+
+    rng = np.random.default_rng(8)
+    n, c = 256, 10
+    scores = kernels_input(rng.standard_normal((n, c)).astype(np.float32))
+    targets = kernels_input(rng.dirichlet(np.ones(c), size=n))
+    fsums = np.empty((1, kernels_soft.NUM_SUMS))
+    icounts = np.empty((1, kernels_soft.NUM_COUNTS), dtype=np.int64)
+    asm = _own_asm(_fresh_asm(kernels_soft._soft_short_tasks, scores, targets, np.empty(0, dtype=np.int64),
+                              np.empty(0), 0.1, np.int64(-100), 1e-6, np.empty(0), np.empty((0, 4)), 1, n, fsums,
+                              icounts, new_claims(), 0, 1), "_soft_short_tasks")
+    fmas = re.findall(r"\bvfn?m(?:add|sub)\d+pd\s+.*%[yz]mm", asm)
+    assert len(fmas) >= 34, f"_soft_short_tasks: {len(fmas)} packed float64 FMAs (the exp's and the log's series)"
+
+
 def test_multilabel_fast_loop_reads_no_weight_without_row_weights():
     """The multi-label fast path's element loop (kernels_binary._element_terms, inlined into _bce_fast_tasks) has a
     copy for rows without weights that reads none.  With the "has row weights" flag a run-time value inside one

@@ -18,6 +18,11 @@ A term whose coefficient is 0 is left out (no 0 * inf for masked classes
 that carry no target mass).  Rows with NaN or +inf logits, or only -inf,
 are non-finite and not counted.  Same block / exact-fold scheme as the other
 kernels (``kernels_binary.fold_blocks``).
+
+Two kernels: rows of more than 32 classes one at a time (``_soft_blocks_tasks``:
+each row's sums in fastce._lanes' order), shorter ones 64 rows at a time down
+their columns (``_soft_short_tasks``: each row's sums from column 0 up, in
+loops over rows that vectorise).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 from fastce import _lanes as lanes
 from fastce import kernels as K
@@ -32,6 +38,8 @@ from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel, kernel_step
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
     as_float64,
+    exp_nonpositive,
+    inline_into_callers,
     as_native,
     compile_apart,
     from_ordered_bits,
@@ -88,8 +96,8 @@ def _row_max_lse(scores, i, n_cols, float32_math, exp_chunk64):
     (from cache): the exp-sum of the entries below the max, in the lanes
     order of fastce._lanes (the same bits on every machine); NaN, +inf and
     all--inf rows make it NaN (see kernels._logits_row).  With
-    ``float32_math`` (16- and 32-bit logits, precision="input"; None for rows
-    of up to 32 classes, see soft_blocks) rows take the float32 exps of the
+    ``float32_math`` (16- and 32-bit logits, precision="input"; rows of up to
+    32 classes take _soft_short_tasks, see soft_blocks) rows take the float32 exps of the
     multi-class kernel (kernels._exp_sums_f32: each within a float32 ulp,
     summed in float64).
     """
@@ -184,7 +192,8 @@ def _soft_target_row(scores, targets, i, m, lse, smoothing, class_weight, weight
 @kernel(**KERNEL_OPTIONS)
 def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math,
                        row_losses, row_values, nblocks, block_rows, fsums, icounts, claims, first_task, task_step):
-    """Per-block sums over rows [0, nblocks * block_rows) of an (n, C) logit slice.
+    """Per-block sums over rows [0, nblocks * block_rows) of an (n, C) logit slice, C > SHORT_MAX_CLASSES (see
+    _soft_short_tasks for shorter rows; any width works here, tests force it).
 
     ``targets`` (n, C) soft targets, or empty (0, 0) with ``labels`` (n,)
     class indices (``ignore_label`` rows skipped).  ``class_weight`` (C,) or
@@ -199,8 +208,6 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
     n_cols = scores.shape[1]
     soft = targets.shape[0] != 0
     weighted = class_weight.shape[0] != 0
-    keep = row_losses.shape[0] != 0
-    keep_values = row_values.shape[0] != 0
     spread = smoothing / n_cols
     exp_chunk64 = np.empty(K.EXP_SCRATCH)  # a row's exps or smoothing terms, a chunk at a time
     terms = _new_soft_scratch()  # a soft-target row's terms, a chunk at a time
@@ -217,77 +224,268 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
             if not soft:
                 label = np.int64(labels[i])
                 if label == ignore_label:
-                    icounts[b, N_IGNORED] += 1
-                    if keep:
-                        row_losses[i] = 0.0
+                    _ignore_row(icounts, b, i, row_losses)
                     continue
             m, best, lse = _row_max_lse(scores, i, n_cols, float32_math, exp_chunk64)
-            if lse != lse:
-                if icounts[b, N_NONFINITE] == 0:
-                    icounts[b, FIRST_NONFINITE] = i
-                icounts[b, N_NONFINITE] += 1
-                if keep:
-                    row_losses[i] = np.nan
-                if keep_values:
-                    for c in range(ROW_VALUES):
-                        row_values[i, c] = np.nan
-                continue
-            loss = 0.0
-            denom = 1.0
-            hit = False
+            loss, denom, entropy, kl, total, bad, target_best = 0.0, 1.0, 0.0, 0.0, 0.0, False, np.int64(0)
+            if lse == lse:
+                if soft:
+                    loss, entropy, kl, total, bad, target_best = _soft_target_row(
+                        scores, targets, i, m, lse, smoothing, class_weight, weighted, terms
+                    )
+                else:
+                    w_y = class_weight[label] if weighted else 1.0
+                    d_y = (m - as_float64(scores[i, label])) + lse
+                    nll = 0.0 if w_y == 0.0 else w_y * d_y
+                    loss = 0.0 if smoothing == 1.0 else (1.0 - smoothing) * nll
+                    if smoothing > 0.0:
+                        loss += spread * _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted,
+                                                        exp_chunk64)
+                    denom = w_y
+            _count_row(fsums, icounts, b, i, soft, lse, loss, denom, entropy, kl, total, bad,
+                       best == (target_best if soft else label), sum_tolerance, row_losses, row_values)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _ignore_row(icounts, b, i, row_losses):
+    """Row i's label is ignore_label: counted apart, its loss 0."""
+    icounts[b, N_IGNORED] += 1
+    if row_losses.shape[0] != 0:
+        row_losses[i] = 0.0
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _count_row(fsums, icounts, b, i, soft, lse, loss, denom, entropy, kl, total, bad, hit, sum_tolerance,
+               row_losses, row_values):
+    """Row i's counters, block sums and per-row outputs, the same for both kernels (_soft_blocks_tasks,
+    _soft_short_tasks): a NaN ``lse`` is a non-finite row (not counted); ``hit``: the logits' argmax is the
+    target's (soft) or the label (class indices).  Inlined by numba: a call a row passing four arrays cost
+    their reference counts (atomic NRT_incref / NRT_decref: 17% of the short rows' time, perf)."""
+    keep = row_losses.shape[0] != 0
+    keep_values = row_values.shape[0] != 0
+    if lse != lse:
+        if icounts[b, N_NONFINITE] == 0:
+            icounts[b, FIRST_NONFINITE] = i
+        icounts[b, N_NONFINITE] += 1
+        if keep:
+            row_losses[i] = np.nan
+        if keep_values:
+            for c in range(ROW_VALUES):
+                row_values[i, c] = np.nan
+        return
+    if soft:
+        if bad:
+            if icounts[b, N_BAD_TARGET] == 0:
+                icounts[b, FIRST_BAD_TARGET] = i
+            icounts[b, N_BAD_TARGET] += 1
+        if not abs(total - 1.0) <= sum_tolerance:
+            if icounts[b, N_UNNORMALIZED] == 0:
+                icounts[b, FIRST_UNNORMALIZED] = i
+            icounts[b, N_UNNORMALIZED] += 1
+        if keep_values:
+            row_values[i, V_LOSS] = loss
+            row_values[i, V_ENTROPY] = entropy
+            row_values[i, V_KL] = kl
+            row_values[i, V_HIT] = 1.0 if hit else 0.0
+        fsums[b, S_ENTROPY] += entropy
+        fsums[b, S_ENTROPY2] += entropy * entropy
+        kept_kl = kl if kl < np.inf else 0.0
+        fsums[b, S_KL] += kept_kl
+        fsums[b, S_KL2] += kept_kl * kept_kl
+    if keep:
+        row_losses[i] = loss
+    icounts[b, N_ROWS] += 1
+    if loss == np.inf:
+        if icounts[b, N_INF_LOSS] == 0:
+            icounts[b, FIRST_INF_LOSS] = i
+        icounts[b, N_INF_LOSS] += 1
+    else:
+        fsums[b, S_LOSS] += loss
+        fsums[b, S_LOSS2] += loss * loss
+    fsums[b, S_DENOM] += denom
+    fsums[b, S_HITS] += hit
+
+
+# Rows of up to this many classes take _soft_short_tasks (the multi-class kernels' column walk bound).
+SHORT_MAX_CLASSES = K.COLUMN_WALK_MAX_CLASSES
+# _soft_short_tasks walks this many rows of a block at a time (their columns: 2 x 32 x 64 float64, 32 KiB).
+_SHORT_ROWS = 64
+# Rows of its per-row scratch (float64): max, exp sum, entries at the max, log-sum-exp, then the sums of the
+# target terms (loss, entropy, KL, target) and the targets' max.
+_M, _REST, _AT_MAX, _LSE, _R_LOSS, _R_ENTROPY, _R_KL, _R_TOTAL, _R_TMAX = range(9)
+_ROW_FIELDS = 9
+
+
+@kernel(**KERNEL_OPTIONS)
+def _soft_short_tasks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, row_losses,
+                      row_values, nblocks, block_rows, fsums, icounts, claims, first_task, task_step):
+    """_soft_blocks_tasks for rows of at most SHORT_MAX_CLASSES classes (float64 math), _SHORT_ROWS rows at a time
+    walked down their columns: every loop runs over rows (it vectorises), where the row-by-row kernel ran a few
+    entries a loop (scalar remainders, and a row's fixed costs: 23 ns a score at C = 10 against 1.4 for
+    evaluate's labels).
+
+    The same statistics, each row's sums taken column by column from column 0 (the order of the multi-class
+    column walk, kernels._exp_columns; long rows sum in fastce._lanes' order): the exp sum, then for soft
+    targets the loss, entropy, KL and target sums, for label smoothing the smoothing sum.  The max and the
+    targets' max are the first entries at the max (strict comparisons, column by column): the argmaxes of
+    _row_max_lse and _soft_target_row.  NaN, +inf and all--inf rows get a NaN exp sum, as there.
+    """
+    n_rows = scores.shape[0]
+    n_cols = scores.shape[1]
+    soft = targets.shape[0] != 0
+    weighted = class_weight.shape[0] != 0
+    spread = smoothing / n_cols
+    columns = np.empty((n_cols, _SHORT_ROWS))  # the rows' logits, a row per class
+    target_columns = np.empty((n_cols if soft else 0, _SHORT_ROWS))
+    per_row = np.empty((_ROW_FIELDS, _SHORT_ROWS))
+    best = np.empty(_SHORT_ROWS, dtype=np.int64)
+    target_best = np.empty(_SHORT_ROWS, dtype=np.int64)
+    bad = np.empty(_SHORT_ROWS, dtype=np.int64)
+    while True:
+        b = claim(claims)  # see fastce._parallel.claim
+        if b >= nblocks:
+            break
+        prefer_wide_vectors()
+        K.reset_counters(fsums, icounts, b, FIRST_COLUMNS)
+        start = b * block_rows
+        stop = min(start + block_rows, n_rows)
+        for first in range(start, stop, _SHORT_ROWS):
+            count = min(_SHORT_ROWS, stop - first)
+            _short_logit_columns(scores, first, count, columns, per_row, best)
             if soft:
-                loss, entropy, kl, total, bad, target_best = _soft_target_row(
-                    scores, targets, i, m, lse, smoothing, class_weight, weighted, terms
-                )
-                if bad:
-                    if icounts[b, N_BAD_TARGET] == 0:
-                        icounts[b, FIRST_BAD_TARGET] = i
-                    icounts[b, N_BAD_TARGET] += 1
-                if not abs(total - 1.0) <= sum_tolerance:
-                    if icounts[b, N_UNNORMALIZED] == 0:
-                        icounts[b, FIRST_UNNORMALIZED] = i
-                    icounts[b, N_UNNORMALIZED] += 1
-                hit = best == target_best
-                if keep_values:
-                    row_values[i, V_LOSS] = loss
-                    row_values[i, V_ENTROPY] = entropy
-                    row_values[i, V_KL] = kl
-                    row_values[i, V_HIT] = 1.0 if hit else 0.0
-                fsums[b, S_ENTROPY] += entropy
-                fsums[b, S_ENTROPY2] += entropy * entropy
-                kept_kl = kl if kl < np.inf else 0.0
-                fsums[b, S_KL] += kept_kl
-                fsums[b, S_KL2] += kept_kl * kept_kl
-            else:
-                w_y = class_weight[label] if weighted else 1.0
-                d_y = (m - as_float64(scores[i, label])) + lse
-                nll = 0.0 if w_y == 0.0 else w_y * d_y
-                loss = 0.0 if smoothing == 1.0 else (1.0 - smoothing) * nll
-                if smoothing > 0.0:
-                    loss += spread * _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted, exp_chunk64)
-                denom = w_y
-                hit = best == label
-            if keep:
-                row_losses[i] = loss
-            icounts[b, N_ROWS] += 1
-            if loss == np.inf:
-                if icounts[b, N_INF_LOSS] == 0:
-                    icounts[b, FIRST_INF_LOSS] = i
-                icounts[b, N_INF_LOSS] += 1
-            else:
-                fsums[b, S_LOSS] += loss
-                fsums[b, S_LOSS2] += loss * loss
-            fsums[b, S_DENOM] += denom
-            fsums[b, S_HITS] += hit
+                _short_target_columns(targets, first, count, columns, target_columns, per_row, smoothing, spread,
+                                      class_weight, weighted, target_best, bad)
+            elif smoothing > 0.0:
+                _short_smoothing_sums(count, columns, per_row, class_weight, weighted)
+            for r in range(count):
+                i = first + r
+                lse = per_row[_LSE, r]
+                if soft:
+                    _count_row(fsums, icounts, b, i, soft, lse, per_row[_R_LOSS, r], 1.0, per_row[_R_ENTROPY, r],
+                               per_row[_R_KL, r], per_row[_R_TOTAL, r], bad[r] != 0, best[r] == target_best[r],
+                               sum_tolerance, row_losses, row_values)
+                    continue
+                label = np.int64(labels[i])
+                if label == ignore_label:
+                    _ignore_row(icounts, b, i, row_losses)
+                    continue
+                loss, denom = 0.0, 1.0
+                if lse == lse:
+                    m = per_row[_M, r]
+                    w_y = class_weight[label] if weighted else 1.0
+                    d_y = (m - as_float64(scores[i, label])) + lse
+                    nll = 0.0 if w_y == 0.0 else w_y * d_y
+                    loss = 0.0 if smoothing == 1.0 else (1.0 - smoothing) * nll
+                    if smoothing > 0.0:
+                        loss += spread * per_row[_R_LOSS, r]
+                    denom = w_y
+                _count_row(fsums, icounts, b, i, soft, lse, loss, denom, 0.0, 0.0, 0.0, False, best[r] == label,
+                           sum_tolerance, row_losses, row_values)
+
+
+@kernel_step(**KERNEL_OPTIONS)
+def _short_logit_columns(scores, first, count, columns, per_row, best):
+    """Rows first .. first + count - 1 of the logits into ``columns`` (a row per class, float64), and per row the
+    max (``per_row[_M]``), its first column (``best``), and log-sum-exp (``per_row[_LSE]``; NaN for NaN, +inf and
+    all--inf rows) as _row_max_lse's, the exps summed from column 0 up."""
+    inline_into_callers()
+    n_cols = scores.shape[1]
+    for r in range(count):
+        for j in range(n_cols):
+            columns[j, r] = as_float64(scores[first + r, j])
+    m, rest, at_max, lse = per_row[_M], per_row[_REST], per_row[_AT_MAX], per_row[_LSE]
+    for r in range(count):
+        m[r] = columns[0, r]
+        best[r] = 0
+    for j in range(1, n_cols):
+        for r in range(count):
+            v = columns[j, r]
+            # The first entry at the max; a NaN entry never replaces it (its row's exp sum is NaN below).
+            above = (v > m[r]) | (m[r] != m[r])
+            best[r] = j if above else best[r]
+            m[r] = v if above else m[r]
+    for r in range(count):
+        rest[r] = 0.0
+        at_max[r] = 0.0
+    for j in range(n_cols):
+        for r in range(count):
+            x = columns[j, r] - m[r]
+            top = x >= 0.0
+            rest[r] += exp_nonpositive(-np.inf if top else x)
+            at_max[r] += 1.0 if top else 0.0
+    for r in range(count):
+        total = rest[r] + (at_max[r] - 1.0)
+        lse[r] = total if total != total else log1p_nonnegative(total)
+
+
+@kernel_step(**KERNEL_OPTIONS)
+def _short_smoothing_sums(count, columns, per_row, class_weight, weighted):
+    """Per row of a walk of short rows (see _short_logit_columns), _smoothing_sum's sum_j w_j ((m - z_j) + lse)
+    (0 for a zero weight) into ``per_row[_R_LOSS]``, from column 0 up."""
+    inline_into_callers()
+    m, lse, total = per_row[_M], per_row[_LSE], per_row[_R_LOSS]
+    for r in range(count):
+        total[r] = 0.0
+    for j in range(columns.shape[0]):
+        w_j = class_weight[j] if weighted else 1.0
+        for r in range(count):
+            d = (m[r] - columns[j, r]) + lse[r]
+            total[r] += 0.0 if w_j == 0.0 else w_j * d
+
+
+@kernel_step(**KERNEL_OPTIONS)
+def _short_target_columns(targets, first, count, columns, target_columns, per_row, smoothing, spread, class_weight,
+                          weighted, target_best, bad):
+    """Per row of a walk of short rows (see _short_logit_columns, which filled ``columns`` and ``per_row``' max
+    and log-sum-exp): _soft_target_row's sums (loss, entropy, KL, target total), bad-target count and target
+    argmax, each sum from column 0 up."""
+    inline_into_callers()
+    n_cols = targets.shape[1]
+    for r in range(count):
+        for j in range(n_cols):
+            target_columns[j, r] = as_float64(targets[first + r, j])
+    m, lse = per_row[_M], per_row[_LSE]
+    loss, entropy, kl, total, top = (per_row[_R_LOSS], per_row[_R_ENTROPY], per_row[_R_KL], per_row[_R_TOTAL],
+                                     per_row[_R_TMAX])
+    for r in range(count):
+        loss[r] = 0.0
+        entropy[r] = 0.0
+        kl[r] = 0.0
+        total[r] = 0.0
+        bad[r] = 0
+        top[r] = target_columns[0, r]
+        target_best[r] = 0
+    for j in range(n_cols):
+        w_j = class_weight[j] if weighted else 1.0
+        for r in range(count):
+            t = target_columns[j, r]
+            bad[r] += np.int64(not ((t >= 0.0) & (t < np.inf)))
+            above = t > top[r]
+            target_best[r] = j if above else target_best[r]
+            top[r] = t if above else top[r]
+            q = t * (1.0 - smoothing) + spread
+            d = (m[r] - columns[j, r]) + lse[r]
+            wq = q * w_j if weighted else q
+            loss[r] += 0.0 if wq == 0.0 else wq * d
+            positive = q > 0.0
+            log_q = log_positive(q if positive else 1.0)
+            entropy[r] += -(q * log_q) if positive else 0.0
+            kl[r] += q * (log_q + d) if positive else 0.0
+            total[r] += t
 
 
 def soft_blocks(scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math,
                 row_losses, row_values, nblocks, block_rows, fsums, icounts):
-    """``_soft_blocks_tasks`` on the thread pool (see fastce._parallel)."""
-    # The math as a type (True or None: see kernels._row_exp_sums), so that the kernel compiles one exp leaf.  Rows
-    # of up to 32 classes never take the float32 exps: None there (the float32 leaf took 0.5 s of a first call at
-    # C = 10).
-    float32_math = K.math_token(float32_math and scores.shape[1] > K.COLUMN_WALK_MAX_CLASSES)
+    """``_soft_blocks_tasks`` on the thread pool (see fastce._parallel); rows of at most SHORT_MAX_CLASSES classes
+    take ``_soft_short_tasks`` (float64 math: the float32 exps' leaf took 0.5 s of a first call at C = 10 and
+    short rows gain nothing from it)."""
+    # The math as a type (True or None: see kernels._row_exp_sums), so that the kernel compiles one exp leaf.
+    if scores.shape[1] <= SHORT_MAX_CLASSES:
+        run_tasks(_soft_short_tasks, (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance,
+                                      row_losses, row_values, nblocks, block_rows, fsums, icounts, new_claims()),
+                  nblocks)
+        return
+    float32_math = K.math_token(float32_math)
     args = (scores, targets, labels, class_weight, smoothing, ignore_label, sum_tolerance, float32_math, row_losses,
             row_values, nblocks, block_rows, fsums, icounts, new_claims())
     run_tasks(_soft_blocks_tasks, args, nblocks)

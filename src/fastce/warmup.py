@@ -69,7 +69,7 @@ def _exercise(dtype) -> None:
         fastce.evaluate(binary, logits=logits[:, 0].copy())
         fastce.evaluate(binary, proba=proba[:, 0].copy())
         fastce.evaluate((logits > 0).astype(np.int64), logits=logits)
-        fastce.evaluate(proba64, logits=logits)
+        fastce.evaluate(proba64, logits=logits)  # soft targets (also label smoothing's kernel): short rows
         fastce.diagnose(binary, logits=logits[:, 0].copy())
         fastce.compare(binary, logits={"a": logits[:, 0].copy(), "b": logits[:, 1].copy()})  # compare's binary kernel
         certain = logits[:, 0].copy()
@@ -89,6 +89,7 @@ def _exercise(dtype) -> None:
         fastce.evaluate(wide_labels, proba=rng.dirichlet(np.ones(40), rows).astype(dtype), top_k=(1, 2))
         fastce.diagnose(wide_labels, logits=wide)
         fastce.compare(wide_labels, logits={"a": wide, "b": wide[::-1].copy()})
+        fastce.evaluate(rng.dirichlet(np.ones(40), rows), logits=wide)  # soft targets: the long-row kernel
         if np.dtype(dtype).itemsize < 8:
             # precision="float64" on 16- and 32-bit logits: kernels of their own (see kernels.general_tokens).
             fastce.evaluate(labels, logits=logits, precision="float64")
