@@ -211,12 +211,13 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
     spread = smoothing / n_cols
     exp_chunk64 = np.empty(K.EXP_SCRATCH)  # a row's exps or smoothing terms, a chunk at a time
     terms = _new_soft_scratch()  # a soft-target row's terms, a chunk at a time
+    sums, counts = _new_block_totals(fsums, icounts)
     while True:
         b = claim(claims)  # see fastce._parallel.claim
         if b >= nblocks:
             break
         prefer_wide_vectors()
-        K.reset_counters(fsums, icounts, b, FIRST_COLUMNS)
+        K.reset_counters(sums, counts, 0, FIRST_COLUMNS)
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
         for i in range(start, stop):
@@ -224,7 +225,7 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
             if not soft:
                 label = np.int64(labels[i])
                 if label == ignore_label:
-                    _ignore_row(icounts, b, i, row_losses)
+                    _ignore_row(counts, 0, i, row_losses)
                     continue
             m, best, lse = _row_max_lse(scores, i, n_cols, float32_math, exp_chunk64)
             loss, denom, entropy, kl, total, bad, target_best = 0.0, 1.0, 0.0, 0.0, 0.0, False, np.int64(0)
@@ -242,8 +243,25 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
                         loss += spread * _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted,
                                                         exp_chunk64)
                     denom = w_y
-            _count_row(fsums, icounts, b, i, soft, lse, loss, denom, entropy, kl, total, bad,
+            _count_row(sums, counts, 0, i, soft, lse, loss, denom, entropy, kl, total, bad,
                        best == (target_best if soft else label), sum_tolerance, row_losses, row_values)
+        _store_block(sums, counts, fsums, icounts, b)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _new_block_totals(fsums, icounts):
+    """A thread's own sums and counters for the block it is on (one row each, as fsums' and icounts'), copied
+    into the shared arrays when the block is done (_store_block): updated row by row in the shared arrays, the
+    blocks two threads work on at once share cache lines (an icounts row is 80 bytes)."""
+    return np.empty((1, fsums.shape[1])), np.empty((1, icounts.shape[1]), dtype=np.int64)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _store_block(sums, counts, fsums, icounts, b):
+    for c in range(fsums.shape[1]):
+        fsums[b, c] = sums[0, c]
+    for c in range(icounts.shape[1]):
+        icounts[b, c] = counts[0, c]
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
@@ -341,12 +359,13 @@ def _soft_short_tasks(scores, targets, labels, class_weight, smoothing, ignore_l
     best = np.empty(_SHORT_ROWS, dtype=np.int64)
     target_best = np.empty(_SHORT_ROWS, dtype=np.int64)
     bad = np.empty(_SHORT_ROWS, dtype=np.int64)
+    sums, counts = _new_block_totals(fsums, icounts)
     while True:
         b = claim(claims)  # see fastce._parallel.claim
         if b >= nblocks:
             break
         prefer_wide_vectors()
-        K.reset_counters(fsums, icounts, b, FIRST_COLUMNS)
+        K.reset_counters(sums, counts, 0, FIRST_COLUMNS)
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
         for first in range(start, stop, _SHORT_ROWS):
@@ -361,13 +380,13 @@ def _soft_short_tasks(scores, targets, labels, class_weight, smoothing, ignore_l
                 i = first + r
                 lse = per_row[_LSE, r]
                 if soft:
-                    _count_row(fsums, icounts, b, i, soft, lse, per_row[_R_LOSS, r], 1.0, per_row[_R_ENTROPY, r],
+                    _count_row(sums, counts, 0, i, soft, lse, per_row[_R_LOSS, r], 1.0, per_row[_R_ENTROPY, r],
                                per_row[_R_KL, r], per_row[_R_TOTAL, r], bad[r] != 0, best[r] == target_best[r],
                                sum_tolerance, row_losses, row_values)
                     continue
                 label = np.int64(labels[i])
                 if label == ignore_label:
-                    _ignore_row(icounts, b, i, row_losses)
+                    _ignore_row(counts, 0, i, row_losses)
                     continue
                 loss, denom = 0.0, 1.0
                 if lse == lse:
@@ -379,8 +398,9 @@ def _soft_short_tasks(scores, targets, labels, class_weight, smoothing, ignore_l
                     if smoothing > 0.0:
                         loss += spread * per_row[_R_LOSS, r]
                     denom = w_y
-                _count_row(fsums, icounts, b, i, soft, lse, loss, denom, 0.0, 0.0, 0.0, False, best[r] == label,
+                _count_row(sums, counts, 0, i, soft, lse, loss, denom, 0.0, 0.0, 0.0, False, best[r] == label,
                            sum_tolerance, row_losses, row_values)
+        _store_block(sums, counts, fsums, icounts, b)
 
 
 @kernel_step(**KERNEL_OPTIONS)
