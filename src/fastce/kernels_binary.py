@@ -411,15 +411,21 @@ def _bce_fast_tasks(scores, targets, row_weight, mode, logits, proba, row_values
     """
     floats = np.empty((4, block_rows * scores.shape[1]))
     ints = np.empty((2, block_rows * scores.shape[1]), dtype=np.int64)
+    # The block's sums and counters in the thread's own row, stored when the block is done: updated row by row in
+    # the shared arrays, the blocks two threads work on at once share cache lines (kernels_soft._new_block_totals).
+    sums = np.empty((1, fsums.shape[1]))
+    counts = np.empty((1, icounts.shape[1]), dtype=np.int64)
     while True:
         b = claim(claims)  # see fastce._parallel.claim
         if b >= nblocks:
             break
-        _reset_block(fsums, icounts, b)
+        _reset_block(sums, counts, 0)
         start = b * block_rows
         stop = min(start + block_rows, scores.shape[0])
-        _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values, b, start, stop, fsums, icounts,
+        _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values, 0, start, stop, sums, counts,
                         floats, ints)
+        fsums[b] = sums[0]
+        icounts[b] = counts[0]
 
 
 @kernel_step(**KERNEL_OPTIONS)
