@@ -74,7 +74,7 @@ MULTICLASS = [
     # float16 rows read in lanes: F16C's conversion on the host, the integer decoder on an AVX2 or SSE2 build.
     "300/u/1/20000/proba16",
 ]
-# Binary (1-D logits) and long soft-target rows, summed in the same lanes order; short soft-target rows (C <= 32)
+# Binary (1-D logits) and long soft-target rows, summed in the same lanes order; short soft-target rows (C <= 48)
 # and multi-label rows, summed in column order.
 BINARY = ["1/u/1/20000/logits", "1/w/1,2/20000/logits", "1/w/1/20000/bproba", "1/u/1,2/20000/bproba",
           "300/u/1/5000/soft", "10/u/1/5000/soft", "12/w/1/20000/multilabel"]

@@ -1,4 +1,4 @@
-"""kernels_soft's two kernels: rows of up to 32 classes walked down their columns, longer rows row by row.
+"""kernels_soft's two kernels: rows of up to 48 classes walked down their columns, longer rows row by row.
 
 Soft targets and label smoothing on short rows take ``_soft_short_tasks``
 (kernels_soft.SHORT_MAX_CLASSES); every other row width takes
@@ -25,7 +25,7 @@ import fastce
 from fastce import kernels_soft
 from reference import soft_cross_entropy_reference
 
-WIDTHS = (1, 2, 3, 7, 8, 16, 31, 32, 33)
+WIDTHS = (1, 2, 3, 7, 8, 16, 31, 32, 33, 48, 49)
 SPECIALS = (math.nan, math.inf, -math.inf)
 
 
@@ -73,7 +73,7 @@ def test_soft_targets_match_the_reference(rng, c, dtype):
     z = _logits(rng, 700, c, dtype)  # more rows than a block of 512, not a multiple of the walk's 64
     q = _soft(rng, 700, c)
     got = fastce.cross_entropy(z, q, reduction="none")
-    # Float32 math past the short rows (float16 / float32 logits, C > 32): within a few float32 ulp.
+    # Float32 math past the short rows (float16 / float32 logits, C > SHORT_MAX_CLASSES): within a few float32 ulp.
     rtol = 1e-12 if dtype == np.float64 or c <= kernels_soft.SHORT_MAX_CLASSES else 5e-7
     np.testing.assert_allclose(got, soft_cross_entropy_reference(z, q, reduction="none"), rtol=rtol, atol=1e-14)
     m = fastce.evaluate(q, logits=z, task="soft")
@@ -130,7 +130,7 @@ def test_special_values_at_every_column_in_both_kernels(rng, monkeypatch, c):
     assert info.value.row == int(np.flatnonzero(nonfinite)[0])
 
 
-@pytest.mark.parametrize("c", (2, 5, 32))
+@pytest.mark.parametrize("c", (2, 5, 48, 49))
 def test_both_kernels_report_the_same_counts_and_first_rows(rng, monkeypatch, c):
     """Argmax agreement (ties: the first column), bad and unnormalized target rows, infinite losses and the first
     row of each, in both kernels."""
@@ -163,7 +163,7 @@ def test_both_kernels_report_the_same_counts_and_first_rows(rng, monkeypatch, c)
     assert _both_kernels(monkeypatch, error_row) == (123, 123)
 
 
-@pytest.mark.parametrize("c", (2, 5, 33))
+@pytest.mark.parametrize("c", (2, 5, 49))
 def test_tied_targets_take_their_first_class_and_sums_are_of_the_targets(rng, c):
     """The target's argmax is its first class at the max (numpy's argmax), and the sum-to-one check reads the
     targets as given, before smoothing (with label_smoothing=1 the smoothed rows always sum to 1)."""
@@ -181,7 +181,7 @@ def test_tied_targets_take_their_first_class_and_sums_are_of_the_targets(rng, c)
         fastce.cross_entropy(z, q, label_smoothing=1.0)
 
 
-@pytest.mark.parametrize("c", (3, 32))
+@pytest.mark.parametrize("c", (3, 48))
 def test_same_bits_for_any_thread_count_and_split(rng, c):
     z = _logits(rng, 5000, c, np.float32)
     q = _soft(rng, 5000, c)
@@ -221,7 +221,7 @@ def _exact_soft_losses(z, q, smoothing):
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=st.data(), c=st.integers(1, 34), n=st.integers(1, 60))
+@given(data=st.data(), c=st.integers(1, 52), n=st.integers(1, 60))
 def test_random_rows_match_exact_losses(data, c, n):
     """Against 40-digit decimals (a float64 reference of z - logsumexp(z) loses the small losses of large
     logits), logits up to 1e4 in size with ties and zeros of either sign."""

@@ -19,7 +19,7 @@ that carry no target mass).  Rows with NaN or +inf logits, or only -inf,
 are non-finite and not counted.  Same block / exact-fold scheme as the other
 kernels (``kernels_binary.fold_blocks``).
 
-Two kernels: rows of more than 32 classes one at a time (``_soft_blocks_tasks``:
+Two kernels: rows of more than 48 classes one at a time (``_soft_blocks_tasks``:
 each row's sums in fastce._lanes' order), shorter ones 64 rows at a time down
 their columns (``_soft_short_tasks``: each row's sums from column 0 up, in
 loops over rows that vectorise).
@@ -97,7 +97,7 @@ def _row_max_lse(scores, i, n_cols, float32_math, exp_chunk64):
     order of fastce._lanes (the same bits on every machine); NaN, +inf and
     all--inf rows make it NaN (see kernels._logits_row).  With
     ``float32_math`` (16- and 32-bit logits, precision="input"; rows of up to
-    32 classes take _soft_short_tasks, see soft_blocks) rows take the float32 exps of the
+    48 classes take _soft_short_tasks, see soft_blocks) rows take the float32 exps of the
     multi-class kernel (kernels._exp_sums_f32: each within a float32 ulp,
     summed in float64).
     """
@@ -324,9 +324,11 @@ def _count_row(fsums, icounts, b, i, soft, lse, loss, denom, entropy, kl, total,
     fsums[b, S_HITS] += hit
 
 
-# Rows of up to this many classes take _soft_short_tasks (the multi-class kernels' column walk bound).
-SHORT_MAX_CLASSES = K.COLUMN_WALK_MAX_CLASSES
-# _soft_short_tasks walks this many rows of a block at a time (their columns: 2 x 32 x 64 float64, 32 KiB).
+# Rows of up to this many classes take _soft_short_tasks: faster than the row-by-row kernel up to ~56 classes,
+# as fast at 64 (one thread, float32 logits, ns a score, walk / row by row: C = 16 soft 5.5 / 13.6, smoothing 2.8
+# / 7.3; C = 32 4.9 / 7.2, 2.4 / 3.4; C = 48 4.7 / 5.9, 2.2 / 2.7; C = 64 4.7 / 4.8, 2.3 / 2.0; C = 100 5.5 / 4.5).
+SHORT_MAX_CLASSES = 48
+# _soft_short_tasks walks this many rows of a block at a time (their columns: 2 x 48 x 64 float64, 48 KiB).
 _SHORT_ROWS = 64
 # Rows of its per-row scratch (float64): max, exp sum, entries at the max, log-sum-exp, then the sums of the
 # target terms (loss, entropy, KL, target) and the targets' max.

@@ -89,7 +89,8 @@ def _exercise(dtype) -> None:
         fastce.evaluate(wide_labels, proba=rng.dirichlet(np.ones(40), rows).astype(dtype), top_k=(1, 2))
         fastce.diagnose(wide_labels, logits=wide)
         fastce.compare(wide_labels, logits={"a": wide, "b": wide[::-1].copy()})
-        fastce.evaluate(rng.dirichlet(np.ones(40), rows), logits=wide)  # soft targets: the long-row kernel
+        # Soft targets of more than 48 classes: the long-row soft kernel.
+        fastce.evaluate(rng.dirichlet(np.ones(60), rows), logits=rng.standard_normal((rows, 60)).astype(dtype))
         if np.dtype(dtype).itemsize < 8:
             # precision="float64" on 16- and 32-bit logits: kernels of their own (see kernels.general_tokens).
             fastce.evaluate(labels, logits=logits, precision="float64")
