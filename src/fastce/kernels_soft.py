@@ -211,6 +211,8 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
     spread = smoothing / n_cols
     exp_chunk64 = np.empty(K.EXP_SCRATCH)  # a row's exps or smoothing terms, a chunk at a time
     terms = _new_soft_scratch()  # a soft-target row's terms, a chunk at a time
+    per_row = np.empty((_ROW_FIELDS, _SHORT_ROWS))  # a group of rows' values, for _finish_rows
+    flags = np.empty(_SHORT_ROWS, dtype=np.int64)
     sums, counts = _new_block_totals(fsums, icounts)
     while True:
         b = claim(claims)  # see fastce._parallel.claim
@@ -220,31 +222,41 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
         K.reset_counters(sums, counts, 0, FIRST_COLUMNS)
         start = b * block_rows
         stop = min(start + block_rows, n_rows)
-        for i in range(start, stop):
-            label = np.int64(0)
-            if not soft:
-                label = np.int64(labels[i])
-                if label == ignore_label:
-                    _ignore_row(counts, 0, i, row_losses)
-                    continue
-            m, best, lse = _row_max_lse(scores, i, n_cols, float32_math, exp_chunk64)
-            loss, denom, entropy, kl, total, bad, target_best = 0.0, 1.0, 0.0, 0.0, 0.0, False, np.int64(0)
-            if lse == lse:
-                if soft:
-                    loss, entropy, kl, total, bad, target_best = _soft_target_row(
-                        scores, targets, i, m, lse, smoothing, class_weight, weighted, terms
-                    )
-                else:
-                    w_y = class_weight[label] if weighted else 1.0
-                    d_y = (m - as_float64(scores[i, label])) + lse
-                    nll = 0.0 if w_y == 0.0 else w_y * d_y
-                    loss = 0.0 if smoothing == 1.0 else (1.0 - smoothing) * nll
-                    if smoothing > 0.0:
-                        loss += spread * _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted,
-                                                        exp_chunk64)
-                    denom = w_y
-            _count_row(sums, counts, 0, i, soft, lse, loss, denom, entropy, kl, total, bad,
-                       best == (target_best if soft else label), sum_tolerance, row_losses, row_values)
+        for first in range(start, stop, _SHORT_ROWS):
+            count = min(_SHORT_ROWS, stop - first)
+            for r in range(count):
+                i = first + r
+                label = np.int64(0)
+                if not soft:
+                    label = np.int64(labels[i])
+                    if label == ignore_label:
+                        flags[r] = _F_IGNORED
+                        continue
+                m, best, lse = _row_max_lse(scores, i, n_cols, float32_math, exp_chunk64)
+                loss, denom, entropy, kl, total, bad, target_best = 0.0, 1.0, 0.0, 0.0, 0.0, False, np.int64(0)
+                if lse == lse:
+                    if soft:
+                        loss, entropy, kl, total, bad, target_best = _soft_target_row(
+                            scores, targets, i, m, lse, smoothing, class_weight, weighted, terms
+                        )
+                    else:
+                        w_y = class_weight[label] if weighted else 1.0
+                        d_y = (m - as_float64(scores[i, label])) + lse
+                        nll = 0.0 if w_y == 0.0 else w_y * d_y
+                        loss = 0.0 if smoothing == 1.0 else (1.0 - smoothing) * nll
+                        if smoothing > 0.0:
+                            loss += spread * _smoothing_sum(scores, i, n_cols, m, lse, class_weight, weighted,
+                                                            exp_chunk64)
+                        denom = w_y
+                per_row[_LSE, r] = lse
+                per_row[_R_LOSS, r] = loss
+                per_row[_R_DENOM, r] = denom
+                per_row[_R_ENTROPY, r] = entropy
+                per_row[_R_KL, r] = kl
+                per_row[_R_TOTAL, r] = total
+                hit = best == (target_best if soft else label)
+                flags[r] = (_F_BAD if bad else 0) | (_F_HIT if hit else 0)
+            _finish_rows(sums, counts, first, count, soft, per_row, flags, sum_tolerance, row_losses, row_values)
         _store_block(sums, counts, fsums, icounts, b)
 
 
@@ -264,64 +276,71 @@ def _store_block(sums, counts, fsums, icounts, b):
         icounts[b, c] = counts[0, c]
 
 
-@njit(inline="always", **KERNEL_OPTIONS)
-def _ignore_row(icounts, b, i, row_losses):
-    """Row i's label is ignore_label: counted apart, its loss 0."""
-    icounts[b, N_IGNORED] += 1
-    if row_losses.shape[0] != 0:
-        row_losses[i] = 0.0
+@kernel_step(**KERNEL_OPTIONS)
+def _finish_rows(sums, counts, first, count, soft, per_row, flags, sum_tolerance, row_losses, row_values):
+    """Rows first .. first + count - 1: their counters, block sums and per-row outputs, from ``per_row``
+    (columns 0 .. count - 1: _LSE, _R_LOSS, _R_DENOM, _R_ENTROPY, _R_KL, _R_TOTAL) and ``flags`` (_F_* bits),
+    the same for both kernels.  A NaN log-sum-exp is a non-finite row (not counted); _F_HIT: the logits'
+    argmax is the target's (soft) or the label (class indices); _F_IGNORED: the label is ignore_label.
 
-
-@njit(inline="always", **KERNEL_OPTIONS)
-def _count_row(fsums, icounts, b, i, soft, lse, loss, denom, entropy, kl, total, bad, hit, sum_tolerance,
-               row_losses, row_values):
-    """Row i's counters, block sums and per-row outputs, the same for both kernels (_soft_blocks_tasks,
-    _soft_short_tasks): a NaN ``lse`` is a non-finite row (not counted); ``hit``: the logits' argmax is the
-    target's (soft) or the label (class indices).  Inlined by numba: a call a row passing four arrays cost
-    their reference counts (atomic NRT_incref / NRT_decref: 17% of the short rows' time, perf)."""
+    A call a group of rows: a call a row (numba-inlined or not) took the reference counts of the four arrays
+    it was passed, eight atomic operations a row (NRT_incref / NRT_decref: 40% of label smoothing's time at
+    C = 4, perf).
+    """
+    inline_into_callers()
     keep = row_losses.shape[0] != 0
     keep_values = row_values.shape[0] != 0
-    if lse != lse:
-        if icounts[b, N_NONFINITE] == 0:
-            icounts[b, FIRST_NONFINITE] = i
-        icounts[b, N_NONFINITE] += 1
+    for r in range(count):
+        i = first + r
+        lse, loss, denom = per_row[_LSE, r], per_row[_R_LOSS, r], per_row[_R_DENOM, r]
+        hit = (flags[r] & _F_HIT) != 0
+        if flags[r] & _F_IGNORED:
+            counts[0, N_IGNORED] += 1
+            if keep:
+                row_losses[i] = 0.0
+            continue
+        if lse != lse:
+            if counts[0, N_NONFINITE] == 0:
+                counts[0, FIRST_NONFINITE] = i
+            counts[0, N_NONFINITE] += 1
+            if keep:
+                row_losses[i] = np.nan
+            if keep_values:
+                for c in range(ROW_VALUES):
+                    row_values[i, c] = np.nan
+            continue
+        if soft:
+            entropy, kl, total = per_row[_R_ENTROPY, r], per_row[_R_KL, r], per_row[_R_TOTAL, r]
+            if flags[r] & _F_BAD:
+                if counts[0, N_BAD_TARGET] == 0:
+                    counts[0, FIRST_BAD_TARGET] = i
+                counts[0, N_BAD_TARGET] += 1
+            if not abs(total - 1.0) <= sum_tolerance:
+                if counts[0, N_UNNORMALIZED] == 0:
+                    counts[0, FIRST_UNNORMALIZED] = i
+                counts[0, N_UNNORMALIZED] += 1
+            if keep_values:
+                row_values[i, V_LOSS] = loss
+                row_values[i, V_ENTROPY] = entropy
+                row_values[i, V_KL] = kl
+                row_values[i, V_HIT] = 1.0 if hit else 0.0
+            sums[0, S_ENTROPY] += entropy
+            sums[0, S_ENTROPY2] += entropy * entropy
+            kept_kl = kl if kl < np.inf else 0.0
+            sums[0, S_KL] += kept_kl
+            sums[0, S_KL2] += kept_kl * kept_kl
         if keep:
-            row_losses[i] = np.nan
-        if keep_values:
-            for c in range(ROW_VALUES):
-                row_values[i, c] = np.nan
-        return
-    if soft:
-        if bad:
-            if icounts[b, N_BAD_TARGET] == 0:
-                icounts[b, FIRST_BAD_TARGET] = i
-            icounts[b, N_BAD_TARGET] += 1
-        if not abs(total - 1.0) <= sum_tolerance:
-            if icounts[b, N_UNNORMALIZED] == 0:
-                icounts[b, FIRST_UNNORMALIZED] = i
-            icounts[b, N_UNNORMALIZED] += 1
-        if keep_values:
-            row_values[i, V_LOSS] = loss
-            row_values[i, V_ENTROPY] = entropy
-            row_values[i, V_KL] = kl
-            row_values[i, V_HIT] = 1.0 if hit else 0.0
-        fsums[b, S_ENTROPY] += entropy
-        fsums[b, S_ENTROPY2] += entropy * entropy
-        kept_kl = kl if kl < np.inf else 0.0
-        fsums[b, S_KL] += kept_kl
-        fsums[b, S_KL2] += kept_kl * kept_kl
-    if keep:
-        row_losses[i] = loss
-    icounts[b, N_ROWS] += 1
-    if loss == np.inf:
-        if icounts[b, N_INF_LOSS] == 0:
-            icounts[b, FIRST_INF_LOSS] = i
-        icounts[b, N_INF_LOSS] += 1
-    else:
-        fsums[b, S_LOSS] += loss
-        fsums[b, S_LOSS2] += loss * loss
-    fsums[b, S_DENOM] += denom
-    fsums[b, S_HITS] += hit
+            row_losses[i] = loss
+        counts[0, N_ROWS] += 1
+        if loss == np.inf:
+            if counts[0, N_INF_LOSS] == 0:
+                counts[0, FIRST_INF_LOSS] = i
+            counts[0, N_INF_LOSS] += 1
+        else:
+            sums[0, S_LOSS] += loss
+            sums[0, S_LOSS2] += loss * loss
+        sums[0, S_DENOM] += denom
+        sums[0, S_HITS] += hit
 
 
 # Rows of up to this many classes take _soft_short_tasks: faster than the row-by-row kernel up to ~56 classes,
@@ -330,10 +349,12 @@ def _count_row(fsums, icounts, b, i, soft, lse, loss, denom, entropy, kl, total,
 SHORT_MAX_CLASSES = 48
 # _soft_short_tasks walks this many rows of a block at a time (their columns: 2 x 48 x 64 float64, 48 KiB).
 _SHORT_ROWS = 64
-# Rows of its per-row scratch (float64): max, exp sum, entries at the max, log-sum-exp, then the sums of the
-# target terms (loss, entropy, KL, target) and the targets' max.
-_M, _REST, _AT_MAX, _LSE, _R_LOSS, _R_ENTROPY, _R_KL, _R_TOTAL, _R_TMAX = range(9)
-_ROW_FIELDS = 9
+# Rows of the kernels' per-row scratch (float64): max, exp sum, entries at the max, log-sum-exp, then the sums of
+# the target terms (loss, entropy, KL, target), the targets' max, and the row's denominator (w_y; 1 for soft
+# targets); and the bits of its flags (int64), for _finish_rows.
+_M, _REST, _AT_MAX, _LSE, _R_LOSS, _R_ENTROPY, _R_KL, _R_TOTAL, _R_TMAX, _R_DENOM = range(10)
+_ROW_FIELDS = 10
+_F_BAD, _F_HIT, _F_IGNORED = 1, 2, 4
 
 
 @kernel(**KERNEL_OPTIONS)
@@ -361,6 +382,7 @@ def _soft_short_tasks(scores, targets, labels, class_weight, smoothing, ignore_l
     best = np.empty(_SHORT_ROWS, dtype=np.int64)
     target_best = np.empty(_SHORT_ROWS, dtype=np.int64)
     bad = np.empty(_SHORT_ROWS, dtype=np.int64)
+    flags = np.empty(_SHORT_ROWS, dtype=np.int64)
     sums, counts = _new_block_totals(fsums, icounts)
     while True:
         b = claim(claims)  # see fastce._parallel.claim
@@ -380,16 +402,15 @@ def _soft_short_tasks(scores, targets, labels, class_weight, smoothing, ignore_l
                 _short_smoothing_sums(count, columns, per_row, class_weight, weighted)
             for r in range(count):
                 i = first + r
-                lse = per_row[_LSE, r]
                 if soft:
-                    _count_row(sums, counts, 0, i, soft, lse, per_row[_R_LOSS, r], 1.0, per_row[_R_ENTROPY, r],
-                               per_row[_R_KL, r], per_row[_R_TOTAL, r], bad[r] != 0, best[r] == target_best[r],
-                               sum_tolerance, row_losses, row_values)
+                    per_row[_R_DENOM, r] = 1.0
+                    flags[r] = (_F_BAD if bad[r] != 0 else 0) | (_F_HIT if best[r] == target_best[r] else 0)
                     continue
                 label = np.int64(labels[i])
                 if label == ignore_label:
-                    _ignore_row(counts, 0, i, row_losses)
+                    flags[r] = _F_IGNORED
                     continue
+                lse = per_row[_LSE, r]
                 loss, denom = 0.0, 1.0
                 if lse == lse:
                     m = per_row[_M, r]
@@ -398,10 +419,12 @@ def _soft_short_tasks(scores, targets, labels, class_weight, smoothing, ignore_l
                     nll = 0.0 if w_y == 0.0 else w_y * d_y
                     loss = 0.0 if smoothing == 1.0 else (1.0 - smoothing) * nll
                     if smoothing > 0.0:
-                        loss += spread * per_row[_R_LOSS, r]
+                        loss += spread * per_row[_R_LOSS, r]  # the smoothing sum
                     denom = w_y
-                _count_row(sums, counts, 0, i, soft, lse, loss, denom, 0.0, 0.0, 0.0, False, best[r] == label,
-                           sum_tolerance, row_losses, row_values)
+                per_row[_R_LOSS, r] = loss
+                per_row[_R_DENOM, r] = denom
+                flags[r] = _F_HIT if best[r] == label else 0
+            _finish_rows(sums, counts, first, count, soft, per_row, flags, sum_tolerance, row_losses, row_values)
         _store_block(sums, counts, fsums, icounts, b)
 
 
