@@ -27,7 +27,6 @@ loops over rows that vectorise).
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from numba import njit
@@ -38,11 +37,11 @@ from fastce._config import KERNEL_OPTIONS, LEAF_OPTIONS, kernel, kernel_step
 from fastce._parallel import claim, new_claims, run_tasks
 from fastce._vecmath import (
     as_float64,
-    exp_nonpositive,
-    inline_into_callers,
     as_native,
     compile_apart,
+    exp_nonpositive,
     from_ordered_bits,
+    inline_into_callers,
     log1p_nonnegative,
     log_positive,
     maxnum,
@@ -270,6 +269,7 @@ def _new_block_totals(fsums, icounts):
 
 @njit(inline="always", **KERNEL_OPTIONS)
 def _store_block(sums, counts, fsums, icounts, b):
+    """Block b's sums and counters, done, from the thread's own row (_new_block_totals) into the shared arrays."""
     for c in range(fsums.shape[1]):
         fsums[b, c] = sums[0, c]
     for c in range(icounts.shape[1]):
