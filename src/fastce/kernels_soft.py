@@ -27,7 +27,6 @@ loops over rows that vectorise).
 
 from __future__ import annotations
 
-
 import numpy as np
 from numba import njit
 
