@@ -24,6 +24,7 @@ from hypothesis.extra import numpy as hnp
 import fastce
 from fastce import kernels_soft
 from reference import soft_cross_entropy_reference
+from support import score_dtype_params
 
 WIDTHS = (1, 2, 3, 7, 8, 16, 31, 32, 33, 48, 49)
 SPECIALS = (math.nan, math.inf, -math.inf)
@@ -68,7 +69,7 @@ def _both_kernels(monkeypatch, call):
 
 
 @pytest.mark.parametrize("c", WIDTHS)
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("dtype", score_dtype_params())
 def test_soft_targets_match_the_reference(rng, c, dtype):
     z = _logits(rng, 700, c, dtype)  # more rows than a block of 512, not a multiple of the walk's 64
     q = _soft(rng, 700, c)
