@@ -411,10 +411,7 @@ def _bce_fast_tasks(scores, targets, row_weight, mode, logits, proba, row_values
     """
     floats = np.empty((4, block_rows * scores.shape[1]))
     ints = np.empty((2, block_rows * scores.shape[1]), dtype=np.int64)
-    # The block's sums and counters in the thread's own row, stored when the block is done: updated row by row in
-    # the shared arrays, the blocks two threads work on at once share cache lines (kernels_soft._new_block_totals).
-    sums = np.empty((1, fsums.shape[1]))
-    counts = np.empty((1, icounts.shape[1]), dtype=np.int64)
+    sums, counts = K.block_totals(fsums, icounts)  # the block's, in the thread's own row (see there)
     while True:
         b = claim(claims)  # see fastce._parallel.claim
         if b >= nblocks:
@@ -424,8 +421,7 @@ def _bce_fast_tasks(scores, targets, row_weight, mode, logits, proba, row_values
         stop = min(start + block_rows, scores.shape[0])
         _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values, 0, start, stop, sums, counts,
                         floats, ints)
-        fsums[b] = sums[0]
-        icounts[b] = counts[0]
+        K.store_block(sums, counts, fsums, icounts, b)
 
 
 @kernel_step(**KERNEL_OPTIONS)

@@ -28,7 +28,6 @@ loops over rows that vectorise).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from fastce import _lanes as lanes
 from fastce import kernels as K
@@ -211,7 +210,7 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
     terms = _new_soft_scratch()  # a soft-target row's terms, a chunk at a time
     per_row = np.empty((_ROW_FIELDS, _SHORT_ROWS))  # a group of rows' values, for _finish_rows
     flags = np.empty(_SHORT_ROWS, dtype=np.int64)
-    sums, counts = _new_block_totals(fsums, icounts)
+    sums, counts = K.block_totals(fsums, icounts)
     while True:
         b = claim(claims)  # see fastce._parallel.claim
         if b >= nblocks:
@@ -255,24 +254,7 @@ def _soft_blocks_tasks(scores, targets, labels, class_weight, smoothing, ignore_
                 hit = best == (target_best if soft else label)
                 flags[r] = (_F_BAD if bad else 0) | (_F_HIT if hit else 0)
             _finish_rows(sums, counts, first, count, soft, per_row, flags, sum_tolerance, row_losses, row_values)
-        _store_block(sums, counts, fsums, icounts, b)
-
-
-@njit(inline="always", **KERNEL_OPTIONS)
-def _new_block_totals(fsums, icounts):
-    """A thread's own sums and counters for the block it is on (one row each, as fsums' and icounts'), copied
-    into the shared arrays when the block is done (_store_block): updated row by row in the shared arrays, the
-    blocks two threads work on at once share cache lines (an icounts row is 80 bytes)."""
-    return np.empty((1, fsums.shape[1])), np.empty((1, icounts.shape[1]), dtype=np.int64)
-
-
-@njit(inline="always", **KERNEL_OPTIONS)
-def _store_block(sums, counts, fsums, icounts, b):
-    """Block b's sums and counters, done, from the thread's own row (_new_block_totals) into the shared arrays."""
-    for c in range(fsums.shape[1]):
-        fsums[b, c] = sums[0, c]
-    for c in range(icounts.shape[1]):
-        icounts[b, c] = counts[0, c]
+        K.store_block(sums, counts, fsums, icounts, b)
 
 
 @kernel_step(**KERNEL_OPTIONS)
@@ -382,7 +364,7 @@ def _soft_short_tasks(scores, targets, labels, class_weight, smoothing, ignore_l
     target_best = np.empty(_SHORT_ROWS, dtype=np.int64)
     bad = np.empty(_SHORT_ROWS, dtype=np.int64)
     flags = np.empty(_SHORT_ROWS, dtype=np.int64)
-    sums, counts = _new_block_totals(fsums, icounts)
+    sums, counts = K.block_totals(fsums, icounts)
     while True:
         b = claim(claims)  # see fastce._parallel.claim
         if b >= nblocks:
@@ -424,7 +406,7 @@ def _soft_short_tasks(scores, targets, labels, class_weight, smoothing, ignore_l
                 per_row[_R_DENOM, r] = denom
                 flags[r] = _F_HIT if best[r] == label else 0
             _finish_rows(sums, counts, first, count, soft, per_row, flags, sum_tolerance, row_losses, row_values)
-        _store_block(sums, counts, fsums, icounts, b)
+        K.store_block(sums, counts, fsums, icounts, b)
 
 
 @kernel_step(**KERNEL_OPTIONS)
