@@ -29,11 +29,23 @@ Costs measured on this machine, per float32 score and per thread, and their rati
     keeping neither z - max's rounding nor the sum's digits: what is left if
     the contract's extras cost nothing.
 
+* **float64 contract**: ``kernels.exp_sums`` on rows of 1024 float64 logits in
+  cache (the float64 twin of the float32 contract: what float64 scores, and
+  ``precision="float64"``, need of every logit).
+
 ``bound = memory / floor`` is the largest fraction of the roofline that
 ``evaluate(logits=...)`` could reach at large C with that exp, if compute and
 memory overlapped perfectly and nothing but the exp cost anything.  When it is
 below a target fraction, no tuning of the other work reaches that target: the
 exp itself must get cheaper -- a different algorithm or a less accurate one.
+
+The memory time of a score is proportional to its bytes, the floor is the
+math that the input's dtype takes (precision follows the input), so the last
+table gives each input kind's bound against issue 16's target for this host's
+vector ISA (AVX-512 or AVX2): float32 logits (4 bytes, float32 contract),
+float16 / bfloat16 (2 bytes, the same float32 contract: half the memory time
+for the same math), float64 (8 bytes, float64 contract) and float32 logits with
+``precision="float64"`` (4 bytes, float64 contract; no target of its own).
 """
 
 from __future__ import annotations
@@ -53,6 +65,7 @@ import roofline  # noqa: E402
 
 from fastce import kernels  # noqa: E402
 from fastce._vecmath import (  # noqa: E402
+    HAS_AVX512,
     add_reassoc,
     as_float64,
     exp_nonpositive,
@@ -167,13 +180,61 @@ def contract_f32_floor_ns(repeats: int, rows: int = 16, classes: int = 1024) -> 
     logits (64 KiB) at once."""
     blocks = _thread_scores((rows, classes))
     maxima = blocks.max(axis=2)
-    wide = blocks.astype(np.float64)
-    terms = np.exp(wide - maxima[..., None])
-    at_max = (blocks == maxima[..., None]).sum(axis=2)
-    rest = np.where(blocks == maxima[..., None], 0.0, terms)
-    expected = (rest.sum(axis=2) + (rest * rest).sum(axis=2) + at_max).sum(axis=1)
-    _check("_exp_sums_f32", contract_sums(blocks, maxima, 1), expected, 1e-6)
+    _check("_exp_sums_f32", contract_sums(blocks, maxima, 1), _contract_expected(blocks, maxima), 1e-6)
     return _best_ns(lambda inner: contract_sums(blocks, maxima, inner), rows * classes, repeats)
+
+
+@njit(nogil=True, error_model="numpy")
+def contract_sum_f64(rows, maxima, reps, chunk):
+    """contract_sum with kernels.exp_sums (float64 rows, float64 math; ``chunk``: its exp scratch)."""
+    total = 0.0
+    for _ in range(reps):
+        for i in range(rows.shape[0]):
+            rest, squares, at_max = kernels.exp_sums(rows, i, rows.shape[1], maxima[i], chunk)
+            total += rest + squares + at_max
+    return total
+
+
+@njit(nogil=True, error_model="numpy", parallel=True)
+def contract_sums_f64(blocks, maxima, reps, chunks):
+    """contract_sum_f64 of each block of rows, the blocks in parallel: one per thread."""
+    totals = np.empty(blocks.shape[0])
+    for t in prange(blocks.shape[0]):
+        totals[t] = contract_sum_f64(blocks[t], maxima[t], reps, chunks[t])
+    return totals
+
+
+def _contract_expected(blocks, maxima):
+    """numpy's float64 value of the three sums the contract loops add up, per thread."""
+    at_max = blocks == maxima[..., None]
+    terms = np.where(at_max, 0.0, np.exp(blocks.astype(np.float64) - maxima[..., None]))
+    return (terms.sum(axis=2) + (terms * terms).sum(axis=2) + at_max.sum(axis=2)).sum(axis=1)
+
+
+def contract_f64_floor_ns(repeats: int, rows: int = 16, classes: int = 1024) -> float:
+    """Best ns per score per thread of kernels.exp_sums, every thread on its own rows x classes float64
+    logits (128 KiB) at once."""
+    blocks = _thread_scores((rows, classes)).astype(np.float64)
+    maxima = blocks.max(axis=2)
+    chunks = np.zeros((blocks.shape[0], kernels.EXP_SCRATCH))
+    _check("exp_sums", contract_sums_f64(blocks, maxima, 1, chunks), _contract_expected(blocks, maxima), 1e-12)
+    return _best_ns(lambda inner: contract_sums_f64(blocks, maxima, inner, chunks), rows * classes, repeats)
+
+
+# Issue 16's targets at large C (fractions of the roofline), per vector ISA: (AVX-512, AVX2).
+TARGETS = {"float32": (0.80, 0.55), "float16 / bfloat16": (0.50, 0.35), "float64": (0.50, 0.35)}
+
+
+def input_bounds(mem_ns_f32: float, contract_f32: float, contract_f64: float) -> list:
+    """(input, bytes a score, floor name, bound, target or None) for each input kind, the memory time scaled
+    from ``mem_ns_f32`` (a 4-byte score's) by the input's bytes."""
+    isa = 0 if HAS_AVX512 else 1
+    kinds = (("float32", 4, "float32 contract", contract_f32),
+             ("float16 / bfloat16", 2, "float32 contract", contract_f32),
+             ("float64", 8, "float64 contract", contract_f64),
+             ('float32, precision="float64"', 4, "float64 contract", contract_f64))
+    return [(name, size, floor_name, mem_ns_f32 * size / 4 / floor,
+             TARGETS[name][isa] if name in TARGETS else None) for name, size, floor_name, floor in kinds]
 
 
 def memory_ns(mb: int, repeats: int) -> tuple[float, float]:
@@ -196,6 +257,8 @@ def main(argv=None) -> int:
         ("float32 contract", contract_f32_floor_ns(args.repeats),
          "kernels._exp_sums_f32: exp(z - max), float64 sums of terms and squares, ties"),
         ("float32 bare", bare_f32_floor_ns(args.repeats), "float32 exp + one float32 sum"),
+        ("float64 contract", contract_f64_floor_ns(args.repeats),
+         "kernels.exp_sums on float64 rows: exp(z - max), sums of terms and squares, ties"),
     )
     print(f"memory            {mem:8.4f} ns/score/thread  (roofline {gbps:.1f} GB/s over {args.mb} MB, "
           f"{threads} threads)")
@@ -203,6 +266,13 @@ def main(argv=None) -> int:
         print(f"{name:<17} {ns:8.4f} ns/score/thread  bound {100 * mem / ns:5.1f}%  ({what}; {threads} threads at "
               f"once, in cache)")
     print("bound: the largest fraction of the roofline evaluate(logits=) can reach at large C with that exp")
+    ns = {name: value for name, value, _ in floors}
+    isa = "AVX-512" if HAS_AVX512 else "AVX2"
+    print(f"\nper input (large C; memory scaled by the score's bytes; target: issue 16's {isa} column)")
+    for name, size, floor_name, bound, target in input_bounds(mem, ns["float32 contract"], ns["float64 contract"]):
+        verdict = "" if target is None else (f"target {100 * target:.0f}%: " + (
+            "reachable in principle" if bound >= target else "out of reach under this math"))
+        print(f"  {name:<29} {size} B  {floor_name:<16}  bound {100 * bound:5.1f}%  {verdict}")
     return 0
 
 

@@ -86,12 +86,16 @@ def test_ceiling_prints_costs_and_their_ratio(capsys):
     out = capsys.readouterr().out
     memory = float(re.search(r"memory\s+([\d.]+) ns", out).group(1))
     assert memory > 0
-    for name in ("float64 math", "float32 contract", "float32 bare"):
+    for name in ("float64 math", "float32 contract", "float32 bare", "float64 contract"):
         floor, bound = map(float, re.search(name + r"\s+([\d.]+) ns/score/thread\s+bound\s+([\d.]+)%", out).groups())
         assert floor > 0
         # The printed figures are rounded (4 decimals, 1 for the bound): their rounding bounds the difference.
         expected = 100 * memory / floor
         assert abs(bound - expected) <= 0.05 + expected * (0.00005 / memory + 0.00005 / floor) + 1e-9
+    # The per-input table: one line per input kind, its bound from the floor its math takes.
+    for name in ("float32", "float16 / bfloat16", "float64", 'float32, precision="float64"'):
+        assert re.search(r"^  " + re.escape(name) + r"\s+\d B\s+float(32|64) contract\s+bound\s+[\d.]+%", out, re.M)
+    assert ("target 50%" in out) and ("AVX-512 column" in out or "AVX2 column" in out)
 
 
 def test_ceiling_exp_loops_compute_the_sums_they_time():
@@ -109,6 +113,24 @@ def test_ceiling_contract_loop_sums_the_kernels_three_sums():
     rest = np.where(at_max, 0.0, terms)
     expected = 3 * (rest.sum() + (rest * rest).sum() + at_max.sum())
     assert ceiling.contract_sum(rows, maxima, 3) == pytest.approx(expected, rel=1e-6)
+    wide = rows.astype(np.float64)
+    chunk = np.zeros(ceiling.kernels.EXP_SCRATCH)
+    assert ceiling.contract_sum_f64(wide, maxima.astype(np.float64), 3, chunk) == pytest.approx(expected, rel=1e-13)
+
+
+def test_ceiling_bounds_scale_memory_by_the_inputs_bytes(monkeypatch):
+    # 0.25 ns a float32 score of memory, a float32 step of 0.5 ns and a float64 one of 1 ns: float32 50%,
+    # half-precision scores read half the bytes for the same math (25%), float64 ones twice the bytes (50%),
+    # precision="float64" on float32 scores 25%.
+    for avx512, column in ((True, 0), (False, 1)):
+        monkeypatch.setattr(ceiling, "HAS_AVX512", avx512)
+        rows = {name: (size, floor, bound, target)
+                for name, size, floor, bound, target in ceiling.input_bounds(0.25, 0.5, 1.0)}
+        assert rows["float32"] == (4, "float32 contract", pytest.approx(0.5), ceiling.TARGETS["float32"][column])
+        assert rows["float16 / bfloat16"][:3] == (2, "float32 contract", pytest.approx(0.25))
+        assert rows["float64"][:3] == (8, "float64 contract", pytest.approx(0.5))
+        assert rows['float32, precision="float64"'] == (4, "float64 contract", pytest.approx(0.25), None)
+    assert ceiling.TARGETS["float16 / bfloat16"] == (0.50, 0.35)
 
 
 def test_readme_table_rows_from_compare_json():
