@@ -17,8 +17,8 @@ _SCRIPT = """
 import json, numpy as np, fastce
 from fastce import kernels as K
 
-STEPS = ("_logits_row", "_exp_sums_f32", "_exp_sums_f32_staged", "exp_sums", "_exp_true", "_probability_like_row",
-         "_proba_row", "_exp_columns")
+STEPS = ("_logits_row", "_exp_sums_f32", "_exp_sums_f32_staged", "exp_sums", "exp_sums_wide", "_exp_true",
+         "_probability_like_row", "_proba_row", "_exp_columns")
 seen = {}
 
 def note(name):
@@ -58,11 +58,13 @@ def test_each_path_compiles_only_its_own_steps(tmp_path):
     leaf = "_exp_sums_f32_staged" if STAGED_FORMS else "_exp_sums_f32"
     long_logits = {"_logits_row": 1, leaf: 1, "_exp_true": 1, "_probability_like_row": 1}
     assert seen["then float32 logits"] == dict(none, _proba_row=1, **long_logits)
-    # precision="float64" on the same logits: a row walk of its own, with the float64 leaf.
-    assert seen["then float64 math"] == dict(none, _proba_row=1, **dict(long_logits, _logits_row=2, exp_sums=1))
+    # precision="float64" on the same logits: a row walk of its own, with the float64 leaf of this host's form
+    # (exp_sums with AVX2's 16 registers, the fused exp_sums_wide with AVX-512's 32).
+    leaf64 = {"exp_sums" if STAGED_FORMS else "exp_sums_wide": 1}
+    assert seen["then float64 math"] == dict(none, _proba_row=1, **dict(long_logits, _logits_row=2, **leaf64))
     # Short float64 logits: the general short-row path's logits steps, compiled now (none were before).
     assert seen["then short float64 logits"] == dict(none, _proba_row=1, _exp_columns=1,
-                                                     **dict(long_logits, _logits_row=2, exp_sums=1))
+                                                     **dict(long_logits, _logits_row=2, **leaf64))
 
 
 _OTHER_DOORS_SCRIPT = """

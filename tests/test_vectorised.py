@@ -218,6 +218,20 @@ def test_float32_exp_loop_is_packed_simd(staged):
     assert not re.search(r"\bv\w*(?:scatter|gather)", asm), "_exp_sums_f32: a scatter or gather"
 
 
+def test_float64_fused_step_is_packed_simd():
+    """The fused float64 step of long rows (kernels.exp_sums_wide, the AVX-512 kernels' float64 math) runs its
+    exps and sums on packed float64 FMAs and adds, 16 entries a vector pair, with no entry stored or gathered.
+    Checked on AVX-512 builds (AVX2 kernels keep exp_sums, checked above)."""
+    if not HAS_AVX512:
+        pytest.skip("the fused step is for AVX-512 builds")
+    scores = np.random.default_rng(2).standard_normal((4, 1000))
+    asm = _own_asm(_fresh_asm(kernels.exp_sums_wide, scores, 0, 1000, 1.0), "exp_sums_wide")
+    # Two 16-entry exps a pair of vectors, each 14 FMAs on two zmm registers (the remainder: one more).
+    assert len(re.findall(r"\bvf(?:n?madd|n?msub)\d+pd\s+.*%zmm", asm)) >= 56
+    assert len(re.findall(r"\bvaddpd\s+.*%zmm", asm)) >= 8  # the four lane sets, two registers each
+    assert not re.search(r"\bv\w*(?:scatter|gather)", asm), "exp_sums_wide: a scatter or gather"
+
+
 @pytest.mark.parametrize("name, extremes", [("_top_key_and_counts_f32", ("vpmaxsd",)),
                                             ("_proba_scan_f32", ("vpmaxsd", "vpminsd"))])
 def test_long_row_max_and_rank_loop_is_packed_simd(name, extremes):
@@ -375,7 +389,7 @@ def test_multilabel_fast_loop_reads_no_weight_without_row_weights():
     assert not re.search(masked_load, asm), "_bce_fast_tasks: a masked float64 vector load (the row weights')"
 
 
-@pytest.mark.parametrize("name", ["_exp_sums_f32", "exp_sums", "_row_sums", "_proba_scan_f32"])
+@pytest.mark.parametrize("name", ["_exp_sums_f32", "exp_sums", "exp_sums_wide", "_row_sums", "_proba_scan_f32"])
 def test_long_row_leaves_prefetch_the_next_row(name):
     """The loops that walk a long row from cache ask for the next row's lines (kernels._prefetch_next_row).
 
@@ -386,6 +400,7 @@ def test_long_row_leaves_prefetch_the_next_row(name):
     args = {
         "_exp_sums_f32": (scores, 0, 1000, np.float32(1.0)),
         "exp_sums": (scores, 0, 1000, 1.0, np.empty(kernels.EXP_SCRATCH)),
+        "exp_sums_wide": (scores, 0, 1000, 1.0),
         "_row_sums": (scores, 0, 1000, 3),
         "_proba_scan_f32": (scores, 0, 1000, (np.float32(0.5), 3)),
     }[name]
@@ -400,6 +415,7 @@ def _row_leaf_args(name):
         "_logits_row": (scores, 1, 100, 0.5, 3, False, True, chunk64),
         "_exp_sums_f32": (scores, 1, 100, np.float32(1.0)),
         "exp_sums": (scores, 1, 100, 1.0, chunk64),
+        "exp_sums_wide": (scores.astype(np.float64), 1, 100, 1.0),
         "_proba_row": (scores, 1, 100, 3, False),
         "_row_sums": (scores, 1, 100, 3),
         "_first_index_of": (scores, 1, 100, 0.5),
@@ -413,7 +429,7 @@ def _row_leaf_args(name):
     }[name]
 
 
-@pytest.mark.parametrize("name", ["_logits_row", "_exp_sums_f32", "exp_sums", "_proba_row", "_row_sums",
+@pytest.mark.parametrize("name", ["_logits_row", "_exp_sums_f32", "exp_sums", "exp_sums_wide", "_proba_row", "_row_sums",
                                   "_first_index_of", "_first_index_of_f32", "_top_key_and_counts_f32",
                                   "_proba_scan_f32",
                                   "_probability_like_row",
