@@ -29,9 +29,10 @@ Costs measured on this machine, per float32 score and per thread, and their rati
     keeping neither z - max's rounding nor the sum's digits: what is left if
     the contract's extras cost nothing.
 
-* **float64 contract**: ``kernels.exp_sums`` on rows of 1024 float64 logits in
-  cache (the float64 twin of the float32 contract: what float64 scores, and
-  ``precision="float64"``, need of every logit).
+* **float64 contract**: the kernels' float64 step on rows of 1024 float64
+  logits in cache (``kernels._row_exp_sums``: the fused ``exp_sums_wide`` on
+  AVX-512, ``exp_sums`` on AVX2; the float64 twin of the float32 contract:
+  what float64 scores, and ``precision="float64"``, need of every logit).
 
 ``bound = memory / floor`` is the largest fraction of the roofline that
 ``evaluate(logits=...)`` could reach at large C with that exp, if compute and
@@ -186,11 +187,11 @@ def contract_f32_floor_ns(repeats: int, rows: int = 16, classes: int = 1024) -> 
 
 @njit(nogil=True, error_model="numpy")
 def contract_sum_f64(rows, maxima, reps, chunk):
-    """contract_sum with kernels.exp_sums (float64 rows, float64 math; ``chunk``: its exp scratch)."""
+    """contract_sum with the kernels' float64 step (float64 rows; ``chunk``: exp_sums' scratch, where it runs)."""
     total = 0.0
     for _ in range(reps):
         for i in range(rows.shape[0]):
-            rest, squares, at_max = kernels.exp_sums(rows, i, rows.shape[1], maxima[i], chunk)
+            rest, squares, at_max = kernels._row_exp_sums(rows, i, rows.shape[1], maxima[i], maxima[i], None, chunk)
             total += rest + squares + at_max
     return total
 
@@ -212,12 +213,12 @@ def _contract_expected(blocks, maxima):
 
 
 def contract_f64_floor_ns(repeats: int, rows: int = 16, classes: int = 1024) -> float:
-    """Best ns per score per thread of kernels.exp_sums, every thread on its own rows x classes float64
+    """Best ns per score per thread of the kernels' float64 step, every thread on its own rows x classes float64
     logits (128 KiB) at once."""
     blocks = _thread_scores((rows, classes)).astype(np.float64)
     maxima = blocks.max(axis=2)
     chunks = np.zeros((blocks.shape[0], kernels.EXP_SCRATCH))
-    _check("exp_sums", contract_sums_f64(blocks, maxima, 1, chunks), _contract_expected(blocks, maxima), 1e-12)
+    _check("float64 step", contract_sums_f64(blocks, maxima, 1, chunks), _contract_expected(blocks, maxima), 1e-12)
     return _best_ns(lambda inner: contract_sums_f64(blocks, maxima, inner, chunks), rows * classes, repeats)
 
 
@@ -258,7 +259,7 @@ def main(argv=None) -> int:
          "kernels._exp_sums_f32: exp(z - max), float64 sums of terms and squares, ties"),
         ("float32 bare", bare_f32_floor_ns(args.repeats), "float32 exp + one float32 sum"),
         ("float64 contract", contract_f64_floor_ns(args.repeats),
-         "kernels.exp_sums on float64 rows: exp(z - max), sums of terms and squares, ties"),
+         "the kernels' float64 step on float64 rows: exp(z - max), sums of terms and squares, ties"),
     )
     print(f"memory            {mem:8.4f} ns/score/thread  (roofline {gbps:.1f} GB/s over {args.mb} MB, "
           f"{threads} threads)")
