@@ -39,8 +39,7 @@ def _exercise(dtype) -> None:
     rng = np.random.default_rng(0)
     rows, classes = 64, 5
     logits = rng.standard_normal((rows, classes)).astype(dtype)
-    proba64 = rng.dirichlet(np.ones(classes), rows)
-    proba = proba64.astype(dtype)
+    proba = rng.dirichlet(np.ones(classes), rows).astype(dtype)
     labels = rng.integers(0, classes, rows)
     with warnings.catch_warnings():
         # Half-precision probabilities do not sum to one exactly, and so on: not the point here.
@@ -69,7 +68,9 @@ def _exercise(dtype) -> None:
         fastce.evaluate(binary, logits=logits[:, 0].copy())
         fastce.evaluate(binary, proba=proba[:, 0].copy())
         fastce.evaluate((logits > 0).astype(np.int64), logits=logits)
-        fastce.evaluate(proba64, logits=logits)  # soft targets (also label smoothing's kernel): short rows
+        # Soft targets (also label smoothing's kernel), short rows: targets of the logits' dtype, as PyTorch's
+        # (float32 and float64 targets are read as they are, kernels of their own; others become float64).
+        fastce.evaluate(proba, logits=logits)
         fastce.diagnose(binary, logits=logits[:, 0].copy())
         fastce.compare(binary, logits={"a": logits[:, 0].copy(), "b": logits[:, 1].copy()})  # compare's binary kernel
         certain = logits[:, 0].copy()
@@ -90,7 +91,8 @@ def _exercise(dtype) -> None:
         fastce.diagnose(wide_labels, logits=wide)
         fastce.compare(wide_labels, logits={"a": wide, "b": wide[::-1].copy()})
         # Soft targets of more than 48 classes: the long-row soft kernel.
-        fastce.evaluate(rng.dirichlet(np.ones(60), rows), logits=rng.standard_normal((rows, 60)).astype(dtype))
+        wide_soft = rng.dirichlet(np.ones(60), rows).astype(dtype)
+        fastce.evaluate(wide_soft, logits=rng.standard_normal((rows, 60)).astype(dtype))
         if np.dtype(dtype).itemsize < 8:
             # precision="float64" on 16- and 32-bit logits: kernels of their own (see kernels.general_tokens).
             fastce.evaluate(labels, logits=logits, precision="float64")
