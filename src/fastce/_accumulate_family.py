@@ -29,8 +29,10 @@ _EMPTY_2D = kernel_input(np.empty((0, 0), dtype=np.float64))
 _NO_LOSSES_1D = np.empty(0, dtype=np.float64)
 _NO_LOSSES_2D = np.empty((0, 0), dtype=np.float64)
 
-# Target dtypes the binary kernel reads as they are; others become float64 per slice.
-_TARGET_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.uint8))
+# Target dtypes the binary kernel reads as they are; others become float64 per slice.  int64 since 2026-12-07
+# (scikit-learn's MultiLabelBinarizer gives int64 0/1 matrices): copied to float64 a slice at a time, on one
+# thread, they cost multi-label a quarter of its time.
+_TARGET_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.uint8), np.dtype(np.int64))
 
 # Per-row values of the multi-label and soft-target kernels (see _drive's on_rows), one width for both.
 ROW_VALUES = KB.ROW_VALUES

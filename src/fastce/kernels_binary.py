@@ -308,9 +308,9 @@ def target_value(t):  # pragma: no cover - replaced by the overload below
 
 @overload(target_value, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
 def _target_value_overload(t):
-    # uint8 targets (0/1 indicators, bool viewed as uint8) are plain numbers;
-    # floats go through as_float64 (which reads 16-bit ints as half floats).
-    if t == types.uint8:
+    # uint8 and int64 targets (0/1 indicators: bool viewed as uint8, scikit-learn's int64 label-indicator
+    # matrices) are plain numbers; floats go through as_float64 (which reads 16-bit ints as half floats).
+    if t in (types.uint8, types.int64):
         return lambda t: np.float64(t)
     return lambda t: as_float64(t)
 

@@ -67,7 +67,11 @@ def _exercise(dtype) -> None:
         binary = labels % 2
         fastce.evaluate(binary, logits=logits[:, 0].copy())
         fastce.evaluate(binary, proba=proba[:, 0].copy())
-        fastce.evaluate((logits > 0).astype(np.int64), logits=logits)
+        # Multi-label targets: bool (read as uint8), int64 (scikit-learn's indicator matrices) and floats of the
+        # logits' dtype are read as they are, each a kernel of its own (float16 / bfloat16 become float64).
+        indicators = (logits > 0, (logits > 0).astype(np.int64), (logits > 0).astype(dtype))
+        for indicator in indicators:
+            fastce.evaluate(indicator, logits=logits)
         # Soft targets (also label smoothing's kernel), short rows: targets of the logits' dtype, as PyTorch's
         # (float32 and float64 targets are read as they are, kernels of their own; others become float64).
         fastce.evaluate(proba, logits=logits)
@@ -76,7 +80,8 @@ def _exercise(dtype) -> None:
         certain = logits[:, 0].copy()
         certain[0] = np.inf if binary[0] == 0 else -np.inf  # certain and wrong: its block is paired with masks
         fastce.compare(binary, logits={"a": certain, "b": logits[:, 1].copy()})
-        fastce.diagnose((logits > 0).astype(np.int64), logits=logits)
+        for indicator in indicators[:2]:
+            fastce.diagnose(indicator, logits=logits)
         # task="auto" reads a large (N, C) target's kind with a kernel (small ones, as here, with numpy): for
         # targets of this dtype, and of bool / uint8 and int64 (0/1 indicators).
         from fastce import _target_flags
