@@ -41,8 +41,8 @@ from numba.extending import overload
 
 from fastce import _column_lanes as column_lanes
 from fastce import _lanes as lanes
-from fastce import _row_lanes as row_lanes
 from fastce import _parallel
+from fastce import _row_lanes as row_lanes
 from fastce._config import (INLINE_OVERLOAD_OPTIONS, KERNEL_OPTIONS, LEAF_OPTIONS, MAX_BLOCK_ROWS, kernel,
                             kernel_step)
 from fastce._exactsum import exact_add_at, normalize_at
@@ -460,8 +460,8 @@ def _row_exp_sums(scores, i, n_classes, row_max, native_max, float32_math, exp_c
 
 @overload(_row_exp_sums, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
 def _row_exp_sums_overload(scores, i, n_classes, row_max, native_max, float32_math, exp_chunk64):
-    """_exp_sums_f32 when ``float32_math`` is True (_exp_sums_f32_staged on AVX2 hosts), exp_sums when it is
-    None (or the scores float64).
+    """_exp_sums_f32 when ``float32_math`` is True (_exp_sums_f32_staged on AVX2 hosts); for float64 math (it is
+    None, or the scores float64) exp_sums_wide on AVX-512 hosts, exp_sums on AVX2 ones (the same bits).
 
     Chosen by the token's type when numba compiles (see general_tokens): a
     kernel compiles one leaf.  Picking at run time compiled both, the
