@@ -567,7 +567,7 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
                       row_values, nblocks, block_rows, fsums, icounts, claims, first_task, task_step):
     """Per-block sums of element-wise binary cross-entropy over an (n, C) slice.
 
-    ``targets``: (n, C), float64, float32 or uint8.  Weights multiply each
+    ``targets``: (n, C), float64, float32, uint8 or int64.  Weights multiply each
     element's loss: ``row_weight`` (n,), ``col_weight`` (C,), ``full_weight``
     (n, C), each empty when absent; ``pos_weight`` (C,) multiplies the
     positive term (logits only; empty when absent).  A zero weight removes the

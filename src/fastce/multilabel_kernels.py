@@ -75,7 +75,7 @@ def _multilabel_blocks_tasks(scores, targets, row_weight, mode, confident_below,
                              counts, row_loss, row_wrong, row_worst, claims, first_task, task_step):
     """The blocks of an (n, C) slice this thread claims (see fastce._parallel.claim and the module docstring).
 
-    ``targets``: (n, C) float64, float32 or uint8; ``row_weight``: (n,) or
+    ``targets``: (n, C) float64, float32, uint8 or int64; ``row_weight``: (n,) or
     empty.  Two passes over a row: the first looks for a NaN score (the row
     is then skipped), the second adds its elements.
     """

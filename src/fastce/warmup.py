@@ -39,7 +39,12 @@ def _exercise(dtype) -> None:
     rng = np.random.default_rng(0)
     rows, classes = 64, 5
     logits = rng.standard_normal((rows, classes)).astype(dtype)
-    proba = rng.dirichlet(np.ones(classes), rows).astype(dtype)
+    proba64 = rng.dirichlet(np.ones(classes), rows)
+    proba = proba64.astype(dtype)
+    # Targets the soft and multi-label kernels read as they are, each a kernel of its own: float64, and float32
+    # with float32 logits (others, float16 / bfloat16 among them, become float64: their logits' targets then
+    # take the float64 kernel).
+    float_targets = (np.float64, np.float32) if np.dtype(dtype) == np.float32 else (np.float64,)
     labels = rng.integers(0, classes, rows)
     with warnings.catch_warnings():
         # Half-precision probabilities do not sum to one exactly, and so on: not the point here.
@@ -67,20 +72,22 @@ def _exercise(dtype) -> None:
         binary = labels % 2
         fastce.evaluate(binary, logits=logits[:, 0].copy())
         fastce.evaluate(binary, proba=proba[:, 0].copy())
-        # Multi-label targets: bool (read as uint8), int64 (scikit-learn's indicator matrices) and floats of the
-        # logits' dtype are read as they are, each a kernel of its own (float16 / bfloat16 become float64).
-        indicators = (logits > 0, (logits > 0).astype(np.int64), (logits > 0).astype(dtype))
+        # Multi-label targets: int64 (scikit-learn's indicator matrices) and the floats.  bool / uint8 ones, read as
+        # they are too, compile on first use, as before: with them and a diagnose of every kind, a float32 warmup
+        # took 163 s instead of 99.
+        indicators = [(logits > 0).astype(t) for t in (np.int64,) + float_targets]
         for indicator in indicators:
             fastce.evaluate(indicator, logits=logits)
-        # Soft targets (also label smoothing's kernel), short rows: targets of the logits' dtype, as PyTorch's
-        # (float32 and float64 targets are read as they are, kernels of their own; others become float64).
-        fastce.evaluate(proba, logits=logits)
+        # Soft targets, short rows, and label smoothing (the float64 soft kernel's types).
+        for target_dtype in float_targets:
+            fastce.evaluate(proba64.astype(target_dtype), logits=logits)
+        fastce.cross_entropy(logits, labels, label_smoothing=0.1)
         fastce.diagnose(binary, logits=logits[:, 0].copy())
         fastce.compare(binary, logits={"a": logits[:, 0].copy(), "b": logits[:, 1].copy()})  # compare's binary kernel
         certain = logits[:, 0].copy()
         certain[0] = np.inf if binary[0] == 0 else -np.inf  # certain and wrong: its block is paired with masks
         fastce.compare(binary, logits={"a": certain, "b": logits[:, 1].copy()})
-        for indicator in indicators[:2]:
+        for indicator in indicators[:2]:  # int64 and float64
             fastce.diagnose(indicator, logits=logits)
         # task="auto" reads a large (N, C) target's kind with a kernel (small ones, as here, with numpy): for
         # targets of this dtype, and of bool / uint8 and int64 (0/1 indicators).
@@ -96,8 +103,10 @@ def _exercise(dtype) -> None:
         fastce.diagnose(wide_labels, logits=wide)
         fastce.compare(wide_labels, logits={"a": wide, "b": wide[::-1].copy()})
         # Soft targets of more than 48 classes: the long-row soft kernel.
-        wide_soft = rng.dirichlet(np.ones(60), rows).astype(dtype)
-        fastce.evaluate(wide_soft, logits=rng.standard_normal((rows, 60)).astype(dtype))
+        wide_soft, wide_logits = rng.dirichlet(np.ones(60), rows), rng.standard_normal((rows, 60)).astype(dtype)
+        for target_dtype in float_targets:
+            fastce.evaluate(wide_soft.astype(target_dtype), logits=wide_logits)
+        fastce.cross_entropy(wide_logits, rng.integers(0, 60, rows), label_smoothing=0.1)
         if np.dtype(dtype).itemsize < 8:
             # precision="float64" on 16- and 32-bit logits: kernels of their own (see kernels.general_tokens).
             fastce.evaluate(labels, logits=logits, precision="float64")
