@@ -425,6 +425,15 @@ def _exp_sums_f32(scores, i, n_classes, native_max):
 
 
 @kernel_step(**LEAF_OPTIONS)
+def _stage_exps_f32(scores, i, first, j, top, at_max, one32, scratch):
+    """_exp_sums_f32_staged's step over entries first + j .. + 16 of row i: their exps staged, the ties counted."""
+    inline_into_callers()
+    e, is_top = column_lanes.exp_difference(column_lanes.load_scores(scores, i, first + j), top)
+    column_lanes.stage(scratch, j, e)
+    return column_lanes.where(is_top, column_lanes.add(at_max, one32), at_max)
+
+
+@kernel_step(**LEAF_OPTIONS)
 def _exp_sums_f32_staged(scores, i, n_classes, native_max, scratch):
     """_exp_sums_f32 in two loops a chunk, for cores with 16 vector registers (AVX2: _vecmath.STAGED_FORMS):
     the same bits (tests/test_column_lanes.py, tests/test_vector_forms.py).
@@ -448,15 +457,20 @@ def _exp_sums_f32_staged(scores, i, n_classes, native_max, scratch):
     one32 = column_lanes.splat(1.0)
     rest, rest_b, squares, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
     at_max = zero32  # per lane, exact (counts below 2**24)
+    step = entries_per_line(scores)
+    ahead = scores.shape[1] >= PREFETCH_ROW_LINES * step and i + 1 < scores.shape[0]  # see _prefetch_next_row
     first = 0
     while first < n_classes:
         count = _f32_chunk_length(n_classes, first)
-        _prefetch_next_row(scores, i, first, count)
         whole = count - count % _LANES_F32
-        for j in range(0, whole, _LANES_F32):
-            e, is_top = column_lanes.exp_difference(column_lanes.load_scores(scores, i, first + j), top)
-            at_max = column_lanes.where(is_top, column_lanes.add(at_max, one32), at_max)
-            column_lanes.stage(scratch, j, e)
+        if ahead:
+            for j in range(0, whole, _LANES_F32):
+                for k in range(first + j, first + j + _LANES_F32, step):  # the next row's lines at these columns
+                    prefetch(scores, i + 1, k)
+                at_max = _stage_exps_f32(scores, i, first, j, top, at_max, one32, scratch)
+        else:
+            for j in range(0, whole, _LANES_F32):
+                at_max = _stage_exps_f32(scores, i, first, j, top, at_max, one32, scratch)
         if whole < count:
             left = count - whole
             e, is_top = column_lanes.exp_difference(column_lanes.load_scores_head(scores, i, first + whole, left), top)
