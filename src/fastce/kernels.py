@@ -231,11 +231,11 @@ def _prefetch_next_row(scores, i, first, count):
     float64 x0.68; probabilities x0.88-0.96 at C = 1000).
     One burst per chunk here: spread over the exp loop in groups of 64 or 256
     entries it was slower (x1.12-1.22).  The explicit-vector steps
-    (_exp_sums_f32, exp_sums_wide) spread theirs instead, the next row's lines
-    at each 32 columns as those are computed: faster there (2026-12-07, Zen 4,
-    128 MiB, one thread: float32 C = 1000 / 32000 0.60-0.62 / 0.72-0.74 ->
-    0.51-0.63 / 0.48, float64 1.44-1.47 / 1.31-1.35 -> 1.02-1.03 / 0.96 ns a
-    score; see the README).
+    (_exp_sums_f32 and its staged form, exp_sums_wide) spread theirs instead,
+    the next row's lines at each 32 (staged: 16) columns as those are
+    computed: faster there (2026-12-07, Zen 4, 128 MiB, one thread: float32
+    C = 1000 / 32000 0.60-0.62 / 0.72-0.74 -> 0.51-0.63 / 0.48, float64
+    1.44-1.47 / 1.31-1.35 -> 1.02-1.03 / 0.96 ns a score; see the README).
     Rows under PREFETCH_ROW_LINES are left to the hardware prefetcher: at
     C = 100 this cost 7-13% and reaching further ahead gained nothing.
     """
