@@ -239,10 +239,21 @@ def _prefetch_next_row(scores, i, first, count):
     Rows under PREFETCH_ROW_LINES are left to the hardware prefetcher: at
     C = 100 this cost 7-13% and reaching further ahead gained nothing.
     """
-    step = entries_per_line(scores)
-    if scores.shape[1] >= PREFETCH_ROW_LINES * step and i + 1 < scores.shape[0]:
-        for j in range(first, first + count, step):
-            prefetch(scores, i + 1, j)
+    if prefetches_next_row(scores, i):
+        prefetch_columns(scores, i + 1, first, count)
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def prefetches_next_row(scores, i):
+    """Whether row i's steps prefetch row i + 1: a next row, and rows of at least PREFETCH_ROW_LINES lines."""
+    return scores.shape[1] >= PREFETCH_ROW_LINES * entries_per_line(scores) and i + 1 < scores.shape[0]
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def prefetch_columns(scores, row, first, count):
+    """Prefetch the lines of entries first .. first + count of ``row`` (a hint, no effect on results)."""
+    for j in range(first, first + count, entries_per_line(scores)):
+        prefetch(scores, row, j)
 
 
 @kernel_step(**LEAF_OPTIONS)
@@ -288,8 +299,7 @@ def exp_sums_wide(scores, i, n_classes, row_max):
     zero = lanes.zero()
     rest, rest_b, squares, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
     at_max = 0
-    step = entries_per_line(scores)
-    ahead = scores.shape[1] >= PREFETCH_ROW_LINES * step and i + 1 < scores.shape[0]  # see _prefetch_next_row
+    ahead = prefetches_next_row(scores, i)  # spread over the loop (see _prefetch_next_row)
     first = 0
     while first < n_classes:
         count = min(EXP_CHUNK, n_classes - first)
@@ -297,8 +307,7 @@ def exp_sums_wide(scores, i, n_classes, row_max):
         pairs = first + (count - count % (2 * lanes.LANES))
         for j in range(first, pairs, 2 * lanes.LANES):
             if ahead:  # the next row's lines at these columns, as these entries are computed
-                for k in range(j, j + 2 * lanes.LANES, step):
-                    prefetch(scores, i + 1, k)
+                prefetch_columns(scores, i + 1, j, 2 * lanes.LANES)
             e, at_top = row_lanes.exp_nonpositive_wide(row_lanes.load_row(scores, i, j), top)
             at_max += column_lanes.count(at_top)
             rest = lanes.add(rest, e)
@@ -395,16 +404,14 @@ def _exp_sums_f32(scores, i, n_classes, native_max):
     rest, rest_b, squares, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
     at_max = 0  # the entries at the max, counted from the masks (integer units: no vector register)
     first = 0
-    step = entries_per_line(scores)
-    ahead = scores.shape[1] >= PREFETCH_ROW_LINES * step and i + 1 < scores.shape[0]  # see _prefetch_next_row
+    ahead = prefetches_next_row(scores, i)  # spread over the loop (see _prefetch_next_row)
     while first < n_classes:
         count = _f32_chunk_length(n_classes, first)
         stop = first + count
         pairs = first + (count - count % (2 * _LANES_F32))
         if ahead:
             for j in range(first, pairs, 2 * _LANES_F32):
-                for k in range(j, j + 2 * _LANES_F32, step):  # the next row's lines at these columns
-                    prefetch(scores, i + 1, k)
+                prefetch_columns(scores, i + 1, j, 2 * _LANES_F32)  # the next row's lines at these columns
                 rest, rest_b, squares, squares_b, at_max = _exp_pair_f32(scores, i, j, top, rest, rest_b, squares,
                                                                          squares_b, at_max)
         else:
@@ -457,16 +464,14 @@ def _exp_sums_f32_staged(scores, i, n_classes, native_max, scratch):
     one32 = column_lanes.splat(1.0)
     rest, rest_b, squares, squares_b = lanes.zero(), lanes.zero(), lanes.zero(), lanes.zero()
     at_max = zero32  # per lane, exact (counts below 2**24)
-    step = entries_per_line(scores)
-    ahead = scores.shape[1] >= PREFETCH_ROW_LINES * step and i + 1 < scores.shape[0]  # see _prefetch_next_row
+    ahead = prefetches_next_row(scores, i)  # spread over the loop (see _prefetch_next_row)
     first = 0
     while first < n_classes:
         count = _f32_chunk_length(n_classes, first)
         whole = count - count % _LANES_F32
         if ahead:
             for j in range(0, whole, _LANES_F32):
-                for k in range(first + j, first + j + _LANES_F32, step):  # the next row's lines at these columns
-                    prefetch(scores, i + 1, k)
+                prefetch_columns(scores, i + 1, first + j, _LANES_F32)  # the next row's lines at these columns
                 at_max = _stage_exps_f32(scores, i, first, j, top, at_max, one32, scratch)
         else:
             for j in range(0, whole, _LANES_F32):
