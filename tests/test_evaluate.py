@@ -104,8 +104,7 @@ def test_short_row_widths_match_reference(rng, dtype, num_classes):
     x = logits.astype(dtype)
     with pytest.warns(fastce.TopKWarning) if num_classes == 2 else warnings.catch_warnings():  # top-2 of 2 is 1
         m = fastce.evaluate(labels, logits=x, top_k=(1, 2))
-    assert_matches_reference(m, evaluate_reference(labels, logits=x, top_k=(1, 2)),
-                             float32_math=dtype != np.float64 and num_classes > 2)
+    assert_matches_reference(m, evaluate_reference(labels, logits=x, top_k=(1, 2)), float32_math=dtype != np.float64)
     p = softmax(np.where(np.isinf(logits), -30.0, logits)).astype(dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastce.FastCEWarning)  # low-precision rows may not sum to 1
@@ -129,12 +128,14 @@ def test_two_classes_equal_the_general_path_bit_for_bit(rng, dtype):
     labels = rng.integers(0, 2, size=n)
     two = z.astype(dtype)
     three = np.concatenate([two, np.full((n, 1), -np.inf, dtype=dtype)], axis=1)
-    # float32 logits of three classes take float32 math (two keep float64): both in float64 math here,
-    # and the float32 math within its bound of them.
+    # Both maths: float64 (precision="float64"), and the input's (float32 math for float32 logits, two
+    # classes as three), the same bits for two and three classes in each, and each within its bound.
     loss2 = fastce.cross_entropy(two, labels, reduction="none", nan_policy="propagate", precision="float64")
     loss3 = fastce.cross_entropy(three, labels, reduction="none", nan_policy="propagate", precision="float64")
     np.testing.assert_array_equal(loss2, loss3)
+    loss2_input = fastce.cross_entropy(two, labels, reduction="none", nan_policy="propagate")
     loss3_input = fastce.cross_entropy(three, labels, reduction="none", nan_policy="propagate")
+    np.testing.assert_array_equal(loss2_input, loss3_input)
     np.testing.assert_allclose(loss3_input, loss3, rtol=loss_rtol(dtype, 0.0), atol=0)
     assert np.array_equal(np.isnan(loss3_input), np.isnan(loss3))
     assert np.isnan(loss2).any() and np.isinf(loss2).any()  # the special rows were there
@@ -146,6 +147,14 @@ def test_two_classes_equal_the_general_path_bit_for_bit(rng, dtype):
     m2, m3 = r2.metrics, r3.metrics
     assert (m2.cross_entropy, m2.accuracy, m2.top_k_accuracy) == (m3.cross_entropy, m3.accuracy, m3.top_k_accuracy)
     assert 2 * m2.brier == m3.brier  # scikit-learn halves the Brier score of two classes
+    # The input's math: the two-class kernel (its float32 exps for float32 logits) against rows of three classes.
+    with pytest.warns(fastce.TopKWarning):
+        r2 = fastce.diagnose(labels[finite], logits=two[finite], top_k=(1, 2), worst_k=n)
+    r3 = fastce.diagnose(labels[finite], logits=three[finite], top_k=(1, 2), worst_k=n)
+    assert r2.worst == r3.worst
+    m2, m3 = r2.metrics, r3.metrics
+    assert (m2.cross_entropy, m2.accuracy, m2.top_k_accuracy) == (m3.cross_entropy, m3.accuracy, m3.top_k_accuracy)
+    assert 2 * m2.brier == m3.brier
 
 
 def test_weighted_matches_reference(problem, rng):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit
 
 from fastce import _config, validation
 from fastce import kernels as K
@@ -96,7 +97,7 @@ def test_row_statistics_of_the_two_class_block_are_the_general_paths(dtype, monk
     real = K.score_tasks_two_class
 
     def counted(*args):
-        calls.append(args[11] is not None)  # row_stats given to the two-class kernel
+        calls.append(args[10] is not None)  # row_stats given to the two-class kernel
         return real(*args)
 
     monkeypatch.setattr(K, "score_tasks_two_class", counted)
@@ -117,3 +118,25 @@ def test_row_statistics_of_the_two_class_block_are_the_general_paths(dtype, monk
         ok = ~np.isnan(stats[:, K.S_LOSS])
         assert ok.sum() > n // 2 and (pred[~ok] == -1).all() and set(np.unique(pred[ok])) == {0, 1}
     assert len(calls) >= 8 and all(calls)  # the two-class kernel did write them (once a thread, each case)
+
+
+@njit
+def _both_exps(a, b):
+    return K._two_class_exp(a, b), K._two_class_exp_f32(np.float32(a), np.float32(b))
+
+
+def test_float32_exp_of_two_classes_flags_the_rows_the_float64_one_flags():
+    """kernels._two_class_exp_f32 (float32 logits' exp) against _two_class_exp (float64 math) on every pair of
+    special and ordinary values: NaN exactly where the float64 exp (and the general path's sum) is NaN -- a NaN
+    entry, inf - inf at a +inf max, as in [0, +inf] and [-inf, +inf] -- 0 where it is 0, and otherwise the same
+    exp within the float32 exp's 1 ulp (its factor 2**EXP_BIAS_F32 taken out), 0 below exp(-156) (as the
+    float32 exps of longer rows: a confident row's loss below 2.4e-68, under float32's smallest subnormal)."""
+    values = [0.0, -0.0, 1.0, -1.0, 3.5, -80.0, 90.0, 1e30, -1e30, np.inf, -np.inf, np.nan]
+    for a in values:
+        for b in values:
+            wide, narrow = _both_exps(np.float64(a), np.float64(b))
+            narrow = float(narrow) * K._UNBIAS
+            what = f"[{a}, {b}]: float32 math {narrow}, float64 math {wide}"
+            assert np.isnan(narrow) == np.isnan(wide), what
+            if not np.isnan(wide):
+                assert narrow == pytest.approx(wide, rel=1.2e-7, abs=0.0) or (narrow == 0.0 and wide < 2.4e-68), what

@@ -152,9 +152,10 @@ def test_two_class_block_is_one_packed_simd_loop(dtype, pair_inputs):
 
     It vectorises only as long as its reductions stay few (16 kept it scalar,
     3x slower than the general path it replaces) and its per-row helper is
-    inlined: the packed exp and log FMAs are the check.  compare's copy also
-    stores each row's pair inputs: with a run-time row stride the loop then
-    needed more run-time alias checks than LLVM allows, and stayed scalar.
+    inlined: the packed exp and log FMAs are the check (float32 logits take the
+    float32 exp: packed float32 FMAs).  compare's copy also stores each row's
+    pair inputs: with a run-time row stride the loop then needed more run-time
+    alias checks than LLVM allows, and stayed scalar.
     """
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
@@ -164,13 +165,19 @@ def test_two_class_block_is_one_packed_simd_loop(dtype, pair_inputs):
     none = kernels_input(np.empty(0))
     fsums = np.zeros((1, kernels.fsums_columns(2)))
     icounts = np.zeros((1, kernels.NUM_ICOUNTS), dtype=np.int64)
-    args = (scores, labels, none, none, np.int64(kernels.NO_LABEL), False, kernels_input(np.array([1, 5])), 1e-3, 0,
-            0, 512, np.empty(512))
+    float32_math = True if dtype == np.float32 else None  # the doors' token (kernels.math_token)
+    args = (scores, labels, none, none, np.int64(kernels.NO_LABEL), False, kernels_input(np.array([1, 5])), 1e-3,
+            float32_math, 0, 0, 512, np.empty(512), np.empty(512, dtype=np.float32))
     n_terms = kernels.N_TERMS + (kernels.PAIR_INPUTS if pair_inputs else 0)
     asm = _fresh_asm(kernels._two_class_block, *args, np.empty((n_terms, kernels.TERM_ROW)), fsums, icounts,
                      *([True] if pair_inputs else []))
     fmas = re.findall(r"\bvfn?madd\d+pd\s+.*%[yz]mm", asm)
-    assert len(fmas) >= 20, f"_two_class_block: {len(fmas)} packed float64 FMAs (the exp and log alone have 20)"
+    fmas32 = re.findall(r"\bvfn?m(?:add|sub)\d+ps\s+.*%[yz]mm", asm)
+    if float32_math:
+        # The log's series and the reciprocal's Newton steps in float64, the float32 exp's polynomial (6).
+        assert len(fmas) >= 12 and len(fmas32) >= 6, f"_two_class_block: {len(fmas)} / {len(fmas32)} packed FMAs"
+    else:
+        assert len(fmas) >= 20, f"_two_class_block: {len(fmas)} packed float64 FMAs (the exp and log alone have 20)"
 
 
 @pytest.mark.parametrize("name", ["_pair_sums", "_table_cell", "_clean_pair_sums", "_clean_pair_table"])

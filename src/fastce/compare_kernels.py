@@ -336,6 +336,7 @@ def _compare_tasks_two_class(first, addresses, labels, weights, top_k, logits, p
     a kernel of its own, compiled only when such a block occurs.
     """
     row_weight = np.empty(block_rows)
+    exps32 = np.empty(block_rows, dtype=np.float32)  # see kernels.two_class_exps
     # Per model, the terms of kernels._two_class_block, then its pair inputs (rows N_TERMS + IN_*).
     terms = np.empty((addresses.shape[0], K.N_TERMS + PAIR_INPUTS, K.TERM_ROW))
     pair_weight = np.empty(block_rows)
@@ -353,8 +354,8 @@ def _compare_tasks_two_class(first, addresses, labels, weights, top_k, logits, p
                 scores = _array_like_at(first, addresses[m])
                 K._reset_block(fsums[m], icounts[m], b)
                 if not K._two_class_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, top_k,
-                                          sum_tolerance, b, start, count, row_weight, terms[m], fsums[m], icounts[m],
-                                          True):
+                                          sum_tolerance, float32_math, b, start, count, row_weight, exps32,
+                                          terms[m], fsums[m], icounts[m], True):
                     rare = True
                     break
             if rare:

@@ -56,6 +56,7 @@ from fastce._vecmath import (
     as_native,
     compile_apart,
     entries_per_line,
+    exp_difference_f32,
     exp_nonpositive,
     from_ordered_bits,
     inline_into_callers,
@@ -1216,12 +1217,12 @@ def _walk_columns_narrow(scores, labels, start, count, n_classes, ignore_label, 
                          float32_math, label_of, target, high, low, total, ahead, squares, e_true, rank, label_column,
                          columns, floats):
     """_walk_columns for 16- and 32-bit scores: the block transposed into float32 ``columns`` (exact) in tiles
-    of 16 x 16 (_transpose_block_f32); then logits of three classes or more with float32 math take one leaf,
-    16 rows at a time (_logit_columns_f32), and the rest (probabilities, two classes, float64 math) the float64
-    loops (_column_loops: the same bits as from a float64 copy)."""
+    of 16 x 16 (_transpose_block_f32); then logits with float32 math take one leaf, 16 rows at a time
+    (_logit_columns_f32; two classes too, as the two-class kernel's _two_class_exp_f32), and the rest
+    (probabilities, float64 math) the float64 loops (_column_loops: the same bits as from a float64 copy)."""
     _labels_and_targets(scores, labels, start, count, ignore_label, label_of, target, label_column)
     _transpose_block_f32(scores, start, count, columns)
-    if float32_math is not None and n_classes > 2:  # float32 math: logits only (see general_tokens)
+    if float32_math is not None:  # float32 math: logits only (see general_tokens)
         # Without finish, its arguments (kept ... terms) are not read: any arrays of the right types (``floats``:
         # the block's scratch, a 2-D one for ``terms``).
         _logit_columns_f32(columns, target, label_column, n_classes, count, ties_to_last, high, rank, low, total,
@@ -1741,8 +1742,8 @@ def _walk_short_block(scores, labels, sample_weight, class_weight, ignore_label,
 
     ``columns``: the transposed block, float64 for float64 scores, float32
     for 16- and 32-bit ones (see _new_scratch, _walk_by_columns).
-    ``float32_math``: 16- and 32-bit logits of three classes or more in
-    float32 arithmetic (each row's loss within a few float32 ulp).
+    ``float32_math``: 16- and 32-bit logits in float32 arithmetic (each
+    row's loss within a few float32 ulp).
     """
     n_classes = scores.shape[1]
     keep_pred = row_pred.shape[0] != 0  # the argmax: the diagnostics need it, comparisons do not
@@ -1962,7 +1963,7 @@ def _finish_block(n_classes, logits, proba_eps, top_k, row_losses, row_stats, b,
 
 @kernel_step(**LEAF_OPTIONS)
 def _two_class_exp(z0, z1):
-    """As _exp_columns for two classes: the row's one exp."""
+    """As _exp_columns for two classes: the row's one exp (float64 math)."""
     high = maxnum(z0, z1)
     below0 = z0 - high
     below1 = z1 - high
@@ -1972,11 +1973,62 @@ def _two_class_exp(z0, z1):
 
 
 @kernel_step(**LEAF_OPTIONS)
+def _two_class_exp_f32(z0, z1):
+    """_two_class_exp with float32 math (float32 z0, z1: the entries' values, exact), as
+    _logit_columns_f32 takes a row of two classes: exp_difference_f32 of the entry below the max (the
+    max's own exp is 0 there, its column sum the other's exp alone), with its factor 2**EXP_BIAS_F32.
+
+    Either difference NaN (a NaN entry, or inf - inf at a +inf max) makes it NaN, as _two_class_exp:
+    the general path's sum is NaN for those rows.
+    """
+    high = maxnum(z0, z1)
+    below0 = z0 - high
+    below1 = z1 - high
+    e, _ = exp_difference_f32(z1 if below0 >= np.float32(0.0) else z0, high)
+    return e if (below0 == below0) & (below1 == below1) else np.float32(np.nan)
+
+
+def two_class_exps(flat, start, count, float32_math, exps32, cells):  # pragma: no cover - replaced by the overload
+    pass
+
+
+@overload(two_class_exps, inline="always", jit_options=INLINE_OVERLOAD_OPTIONS)
+def _two_class_exps_overload(flat, start, count, float32_math, exps32, cells):
+    """Each row's exp (rows start .. start + count - 1 of the two-class logits ``flat``) into the loss row of
+    ``cells``, in the math its precision takes: float32 for 16- and 32-bit logits with ``float32_math`` True
+    (_two_class_exp_f32, as the general path's _logit_columns_f32), float64 for float64 logits or
+    ``float32_math`` None (_two_class_exp, as its _column_loops).  Chosen by the types when numba compiles, as
+    _row_exp_sums.
+
+    The float32 exps go through ``exps32`` (float32, at least ``count`` long) in a loop of float32 values only:
+    widened in the same loop, LLVM left it scalar on AVX2 (a float64 store sized the vectors by float64).
+    """
+    if flat.dtype == types.float64 or isinstance(float32_math, types.NoneType):
+        def float64_math(flat, start, count, float32_math, exps32, cells):
+            for r in range(count):
+                i = np.uint64(start + r)
+                cells[np.uint64(T_LOSS * TERM_ROW) + np.uint64(r)] = _two_class_exp(
+                    as_float64(flat[np.uint64(2) * i]), as_float64(flat[np.uint64(2) * i + np.uint64(1)]))
+
+        return float64_math
+
+    def float32_math_of_input(flat, start, count, float32_math, exps32, cells):
+        for r in range(count):
+            i = np.uint64(start + r)
+            exps32[r] = _two_class_exp_f32(as_native(flat[np.uint64(2) * i]),
+                                           as_native(flat[np.uint64(2) * i + np.uint64(1)]))
+        for r in range(count):
+            cells[np.uint64(T_LOSS * TERM_ROW) + np.uint64(r)] = np.float64(exps32[r]) * _UNBIAS  # exact
+
+    return float32_math_of_input
+
+
+@kernel_step(**LEAF_OPTIONS)
 def _two_class_row(z0, z1, e, label, ignore_label, ties_to_last):
     """Everything _walk_columns, _short_rows_status and _finish_block compute for one row of
     two logits (float64 values of the input's entries), with the same operations in the same
     order, so that each row's loss, Brier term and rank are those of the general path, bit for bit;
-    ``e``: the row's exp, _two_class_exp(z0, z1).
+    ``e``: the row's exp, two_class_exp of its entries (float32 or float64 math, as the general path's walk).
 
     Returns (ok, ignored, finite, loss, brier, other class ahead of the true one, row max, p(true class),
     p(predicted class)): ok means finite, not ignored and labelled 0 or 1.  Inlined into its callers by
@@ -2042,8 +2094,8 @@ def _two_class_row_weights(labels, sample_weight, class_weight, start, count, ro
 # Inlined by numba: each call site passes a constant ``weighted``, and the
 # inlined copy is a loop without a flag test, which LLVM vectorises.
 @njit(inline="always", **KERNEL_OPTIONS)
-def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, start, count, row_weight, cells,
-                    weighted, pair_inputs, row_outputs):
+def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, float32_math, start, count, row_weight,
+                    exps32, cells, weighted, pair_inputs, row_outputs):
     """_two_class_block's loop over its rows: the per-row terms into ``cells`` (rows T_... of TERM_ROW), and
     (rows OK + _COUNT_SCALE * rows ignored, probability-like rows + _COUNT_SCALE * those with a max of 1,
     counted rows ranked first).
@@ -2062,11 +2114,7 @@ def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, sta
     # overlap from one group of rows to the next (perf: the samples along
     # the log's Horner chain).  In cache, one thread, C = 2 (kernel_timing,
     # 3 alternated pairs): 5.5-6.5 -> 4.9-6.1 ns a row.
-    for r in range(count):
-        i = np.uint64(start + r)
-        z0 = as_float64(flat[np.uint64(2) * i])
-        z1 = as_float64(flat[np.uint64(2) * i + np.uint64(1)])
-        cells[np.uint64(T_LOSS * TERM_ROW) + np.uint64(r)] = _two_class_exp(z0, z1)
+    two_class_exps(flat, start, count, float32_math, exps32, cells)
     for r in range(count):
         i = np.uint64(start + r)
         label = np.int64(labels[i])
@@ -2122,7 +2170,8 @@ _COUNT_SCALE = 2.0 ** 20
 
 @kernel_step(**LEAF_OPTIONS)
 def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance,
-                     b, start, count, row_weight, terms, fsums, icounts, pair_inputs=None, row_outputs=None):
+                     float32_math, b, start, count, row_weight, exps32, terms, fsums, icounts, pair_inputs=None,
+                     row_outputs=None):
     """Block b of two-class logits in one vectorised loop over its rows; False (nothing written) for a rare block.
 
     The general short-row path (_walk_short_block, _finish_block) runs some
@@ -2166,13 +2215,13 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
         pair_inputs = True  # the pair inputs are four of the row statistics
     if unit:
         ok_ignored, like_one_hot, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
-                                                          start, count, row_weight, cells, False, pair_inputs,
-                                                          row_outputs)
+                                                          float32_math, start, count, row_weight, exps32, cells,
+                                                          False, pair_inputs, row_outputs)
     else:
         _two_class_row_weights(labels, sample_weight, class_weight, start, count, row_weight)
         ok_ignored, like_one_hot, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
-                                                          start, count, row_weight, cells, True, pair_inputs,
-                                                          row_outputs)
+                                                          float32_math, start, count, row_weight, exps32, cells,
+                                                          True, pair_inputs, row_outputs)
     loss_sum = lanes.ordered_sum(terms[T_LOSS], count)
     n_ignored = math.floor(ok_ignored / _COUNT_SCALE)
     n_ok = ok_ignored - n_ignored * _COUNT_SCALE
@@ -2338,8 +2387,8 @@ def _write_row_outputs(floats, start, count, row_losses, row_stats, row_pred):
 
 @kernel(**KERNEL_OPTIONS)
 def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last,
-                          sum_tolerance, row_losses, row_stats, row_pred, nblocks, block_rows, blocks_per_task, fsums,
-                          icounts, claims, first_task, task_step):
+                          sum_tolerance, float32_math, row_losses, row_stats, row_pred, nblocks, block_rows,
+                          blocks_per_task, fsums, icounts, claims, first_task, task_step):
     """score_tasks_short for two-class logits with no per-row loss, by _two_class_block.
 
     A rare block (see there) is left with ``icounts[b, C_ROWS] == RARE_BLOCK``
@@ -2350,6 +2399,7 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
     given (diagnose: see _two_class_block's row_outputs).
     """
     row_weight = np.empty(block_rows)
+    exps32 = np.empty(block_rows, dtype=np.float32)  # see two_class_exps
     terms = np.empty((N_TERMS + (0 if row_stats is None else PAIR_INPUTS + 2), TERM_ROW))  # see _two_class_block
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
@@ -2363,11 +2413,12 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
             count = min(block_rows, scores.shape[0] - start)
             if row_stats is None:
                 done = _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last,
-                                        top_k, sum_tolerance, b, start, count, row_weight, terms, fsums, icounts)
+                                        top_k, sum_tolerance, float32_math, b, start, count, row_weight, exps32,
+                                        terms, fsums, icounts)
             else:
                 done = _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last,
-                                        top_k, sum_tolerance, b, start, count, row_weight, terms, fsums, icounts,
-                                        None, (row_stats, row_pred))
+                                        top_k, sum_tolerance, float32_math, b, start, count, row_weight, exps32,
+                                        terms, fsums, icounts, None, (row_stats, row_pred))
             if not done:
                 icounts[b, C_ROWS] = RARE_BLOCK
 
@@ -2447,9 +2498,9 @@ def score_blocks(
     ``fsums`` has ``fsums_columns(len(top_k))`` columns (sums, top-k hits,
     then the second moments: see M_W2).
     ``float32_math`` (16- and 32-bit scores; ignored for float64 ones): the
-    exps of logits rows of three classes or more in float32 arithmetic, each
-    row's loss within a few float32 ulp (see _exp_sums_f32 and
-    _logit_columns_f32); False keeps float64 math.
+    exps of logits rows in float32 arithmetic, each row's loss within a
+    few float32 ulp (see _exp_sums_f32, _logit_columns_f32 and
+    _two_class_exp_f32); False keeps float64 math.
 
     ``on_bad_labels``: the labels' range check, when the door left it to the
     kernel (Reader.validate_once): the two-class kernel and
@@ -2480,7 +2531,7 @@ def score_blocks(
         stats, pred = (row_stats, row_pred) if outputs else (None, None)
         run_tasks(score_tasks_two_class,
                   (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, sum_tolerance,
-                   row_losses, stats, pred, nblocks, block_rows, blocks_per_task, fsums, icounts, new_claims()),
+                   math, row_losses, stats, pred, nblocks, block_rows, blocks_per_task, fsums, icounts, new_claims()),
                   n_tasks)
     elif in_registers:
         run_tasks(score_tasks_in_registers,
