@@ -2094,8 +2094,8 @@ def _two_class_row_weights(labels, sample_weight, class_weight, start, count, ro
 # Inlined by numba: each call site passes a constant ``weighted``, and the
 # inlined copy is a loop without a flag test, which LLVM vectorises.
 @njit(inline="always", **KERNEL_OPTIONS)
-def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, float32_math, start, count, row_weight,
-                    exps32, cells, weighted, pair_inputs, row_outputs):
+def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, start, count, row_weight, cells,
+                    weighted, pair_inputs, row_outputs):
     """_two_class_block's loop over its rows: the per-row terms into ``cells`` (rows T_... of TERM_ROW), and
     (rows OK + _COUNT_SCALE * rows ignored, probability-like rows + _COUNT_SCALE * those with a max of 1,
     counted rows ranked first).
@@ -2108,13 +2108,7 @@ def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, flo
     ok_ignored = 0.0  # rows OK + _COUNT_SCALE * rows ignored
     like_one_hot = 0.0  # probability-like rows + _COUNT_SCALE * those with a max of 1
     n_hit = 0
-    # The exps in a loop of their own, parked in the loss row (each row's
-    # loss overwrites its exp below): in one loop, each 8 rows' exp, log
-    # and reciprocal made one dependency chain longer than the core could
-    # overlap from one group of rows to the next (perf: the samples along
-    # the log's Horner chain).  In cache, one thread, C = 2 (kernel_timing,
-    # 3 alternated pairs): 5.5-6.5 -> 4.9-6.1 ns a row.
-    two_class_exps(flat, start, count, float32_math, exps32, cells)
+    # Each row's exp is in the loss row (see _two_class_block); its loss overwrites it.
     for r in range(count):
         i = np.uint64(start + r)
         label = np.int64(labels[i])
@@ -2213,15 +2207,23 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     # One copy of the loop per case, each without a flag test inside (see _two_class_loop).
     if row_outputs is not None:
         pair_inputs = True  # the pair inputs are four of the row statistics
+    # The exps in a loop of their own, parked in the loss row (each row's
+    # loss overwrites its exp in _two_class_loop): in one loop, each 8 rows'
+    # exp, log and reciprocal made one dependency chain longer than the core
+    # could overlap from one group of rows to the next (perf: the samples
+    # along the log's Horner chain).  In cache, one thread, C = 2
+    # (kernel_timing, 3 alternated pairs): 5.5-6.5 -> 4.9-6.1 ns a row.
+    # Once for both copies of the loop below: one copy of it to compile.
+    two_class_exps(flat, start, count, float32_math, exps32, cells)
     if unit:
         ok_ignored, like_one_hot, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
-                                                          float32_math, start, count, row_weight, exps32, cells,
-                                                          False, pair_inputs, row_outputs)
+                                                          start, count, row_weight, cells, False, pair_inputs,
+                                                          row_outputs)
     else:
         _two_class_row_weights(labels, sample_weight, class_weight, start, count, row_weight)
         ok_ignored, like_one_hot, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
-                                                          float32_math, start, count, row_weight, exps32, cells,
-                                                          True, pair_inputs, row_outputs)
+                                                          start, count, row_weight, cells, True, pair_inputs,
+                                                          row_outputs)
     loss_sum = lanes.ordered_sum(terms[T_LOSS], count)
     n_ignored = math.floor(ok_ignored / _COUNT_SCALE)
     n_ok = ok_ignored - n_ignored * _COUNT_SCALE
