@@ -48,9 +48,11 @@ def _rows(rng, n, dtype, *, rare: bool):
     return z.astype(dtype), labels
 
 
-def _score(z, labels, weights, class_weight, ties_to_last, top_k, per_row: bool, stats=None, pred=None):
+def _score(z, labels, weights, class_weight, ties_to_last, top_k, per_row: bool, stats=None, pred=None,
+           mode=K.MODE_LOGITS):
     """score_blocks' block sums and counters; ``per_row``: with per-row losses (the general path); ``stats`` /
-    ``pred``: arrays for the row statistics and argmax (diagnose), filled in place."""
+    ``pred``: arrays for the row statistics and argmax (diagnose), filled in place; ``mode``: logits, or
+    probabilities (MODE_PROBA, clipped at 1e-15 as scikit-learn's log_loss)."""
     block_rows = _config.block_rows(2)
     nblocks = -(-z.shape[0] // block_rows)
     fsums = np.empty((nblocks, K.fsums_columns(len(top_k))))
@@ -59,10 +61,11 @@ def _score(z, labels, weights, class_weight, ties_to_last, top_k, per_row: bool,
     none = kernel_input(np.empty(0))
     stats = np.empty((0, K.ROW_STATS_COLUMNS)) if stats is None else stats
     pred = np.empty(0, dtype=np.int64) if pred is None else pred
+    kind = "logits" if mode == K.MODE_LOGITS else "proba"
     K.score_blocks(
-        kernel_input(validation.scores(z, "logits").view), kernel_input(labels), none if weights is None else kernel_input(weights),
+        kernel_input(validation.scores(z, kind).view), kernel_input(labels), none if weights is None else kernel_input(weights),
         none if class_weight is None else kernel_input(class_weight), np.int64(IGNORE),
-        kernel_input(np.asarray(top_k, dtype=np.int64)), ties_to_last, K.MODE_LOGITS, 0.0, 1e-3, row_losses,
+        kernel_input(np.asarray(top_k, dtype=np.int64)), ties_to_last, mode, 1e-15, 1e-3, row_losses,
         stats, pred, nblocks, block_rows, 2, fsums, icounts, True,
     )
     return fsums, icounts
@@ -118,6 +121,56 @@ def test_row_statistics_of_the_two_class_block_are_the_general_paths(dtype, monk
         ok = ~np.isnan(stats[:, K.S_LOSS])
         assert ok.sum() > n // 2 and (pred[~ok] == -1).all() and set(np.unique(pred[ok])) == {0, 1}
     assert len(calls) >= 8 and all(calls)  # the two-class kernel did write them (once a thread, each case)
+
+
+def _proba_rows(rng, n, dtype, *, rare: bool):
+    """Rows of two probabilities: ordinary, ties (0.5, 0.5), one-hot rows, rows near 0 and 1 (clipped), ignored
+    rows; ``rare``: a few rows that make their block rare (NaN, +inf, below 0, above 1, a sum off 1)."""
+    p = rng.random(n)
+    kind = rng.integers(0, 6, n)
+    p[kind == 1] = 0.5
+    p[kind == 2] = rng.integers(0, 2, np.count_nonzero(kind == 2))
+    p[kind == 3] = rng.choice([1e-300, 1e-17, 1e-9, 1 - 1e-12], np.count_nonzero(kind == 3))
+    z = np.stack([1 - p, p], axis=1)
+    labels = rng.integers(0, 2, n)
+    labels[kind == 4] = IGNORE
+    if rare:
+        for row in ([np.nan, 0.5], [np.inf, 0.0], [-0.25, 1.25], [0.25, 0.25]):
+            z[rng.integers(0, n)] = row
+    return z.astype(dtype), labels
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_class_probabilities_match_the_general_path(dtype, monkeypatch):
+    """Two-class probabilities (predict_proba's (N, 2)) without per-row losses: the two-class kernel's
+    probability rows (kernels._two_class_proba_row), against the general path (per-row losses asked): the same
+    counters, extremes and sums, bit for bit; rare blocks (non-finite rows, values out of [0, 1], sums off 1)
+    left to the general path, which counts them."""
+    rng = np.random.default_rng(13)
+    calls = []
+    real = K.score_tasks_two_class
+
+    def counted(*args):
+        calls.append(args[9])  # proba_eps given to the two-class kernel
+        return real(*args)
+
+    monkeypatch.setattr(K, "score_tasks_two_class", counted)
+    for case in range(8):
+        rare = case % 2 == 1
+        z, labels = _proba_rows(rng, 5 * _config.block_rows(2) + 17, dtype, rare=rare)
+        weights = rng.random(z.shape[0]) * 3 if case & 2 else None
+        class_weight = np.array([0.5, 2.0]) if case & 4 else None
+        ties_to_last = bool(case & 1)
+        fast, fast_counts = _score(z, labels, weights, class_weight, ties_to_last, (1, 2), False, mode=K.MODE_PROBA)
+        general, general_counts = _score(z, labels, weights, class_weight, ties_to_last, (1, 2), True,
+                                         mode=K.MODE_PROBA)
+        np.testing.assert_array_equal(fast_counts, general_counts, err_msg=f"case {case}")
+        assert general_counts[:, K.C_IGNORED].sum() > 0
+        if rare:
+            for column in (K.C_NONFINITE, K.C_BELOW0, K.C_ABOVE1, K.C_UNNORMALIZED):
+                assert general_counts[:, column].sum() > 0, column
+        np.testing.assert_array_equal(fast, general, err_msg=f"case {case}")
+    assert len(calls) >= 8 and all(eps == 1e-15 for eps in calls)  # the two-class kernel took every case (once a thread)
 
 
 @njit

@@ -167,7 +167,7 @@ def test_two_class_block_is_one_packed_simd_loop(dtype, pair_inputs):
     icounts = np.zeros((1, kernels.NUM_ICOUNTS), dtype=np.int64)
     float32_math = True if dtype == np.float32 else None  # the doors' token (kernels.math_token)
     args = (scores, labels, none, none, np.int64(kernels.NO_LABEL), False, kernels_input(np.array([1, 5])), 1e-3,
-            float32_math, 0, 0, 512, np.empty(512), np.empty(512, dtype=np.float32))
+            float32_math, None, 0, 0, 512, np.empty(512), np.empty(512, dtype=np.float32))
     n_terms = kernels.N_TERMS + (kernels.PAIR_INPUTS if pair_inputs else 0)
     asm = _fresh_asm(kernels._two_class_block, *args, np.empty((n_terms, kernels.TERM_ROW)), fsums, icounts,
                      *([True] if pair_inputs else []))
@@ -178,6 +178,28 @@ def test_two_class_block_is_one_packed_simd_loop(dtype, pair_inputs):
         assert len(fmas) >= 12 and len(fmas32) >= 6, f"_two_class_block: {len(fmas)} / {len(fmas32)} packed FMAs"
     else:
         assert len(fmas) >= 20, f"_two_class_block: {len(fmas)} packed float64 FMAs (the exp and log alone have 20)"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_class_probability_block_is_packed_simd(dtype):
+    """The two-class block for probabilities (kernels._two_class_block with ``proba_eps``): its row loop in SIMD
+    lanes, as the logits one -- the packed FMAs of the log's series are the check (12 in each of the two copies of
+    the loop, with and without weights)."""
+    if not _vector_isa():
+        pytest.skip("the host has neither AVX2 nor AVX-512")
+    rng = np.random.default_rng(8)
+    p = rng.random(512)
+    scores = kernels_input(np.stack([1 - p, p], axis=1).astype(dtype))
+    labels = kernels_input(rng.integers(0, 2, 512))
+    none = kernels_input(np.empty(0))
+    fsums = np.zeros((1, kernels.fsums_columns(2)))
+    icounts = np.zeros((1, kernels.NUM_ICOUNTS), dtype=np.int64)
+    args = (scores, labels, none, none, np.int64(kernels.NO_LABEL), False, kernels_input(np.array([1, 5])), 1e-3,
+            None, 1e-15, 0, 0, 512, np.empty(512), np.empty(512, dtype=np.float32))
+    asm = _fresh_asm(kernels._two_class_block, *args, np.empty((kernels.N_TERMS + 2, kernels.TERM_ROW)), fsums,
+                     icounts)
+    fmas = re.findall(r"\bvfn?madd\d+pd\s+.*%[yz]mm", asm)
+    assert len(fmas) >= 20, f"_two_class_block (probabilities): {len(fmas)} packed float64 FMAs"
 
 
 @pytest.mark.parametrize("name", ["_pair_sums", "_table_cell", "_clean_pair_sums", "_clean_pair_table"])

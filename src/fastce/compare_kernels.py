@@ -354,8 +354,8 @@ def _compare_tasks_two_class(first, addresses, labels, weights, top_k, logits, p
                 scores = _array_like_at(first, addresses[m])
                 K._reset_block(fsums[m], icounts[m], b)
                 if not K._two_class_block(scores, labels, weights, class_weight, ignore_label, ties_to_last, top_k,
-                                          sum_tolerance, float32_math, b, start, count, row_weight, exps32,
-                                          terms[m], fsums[m], icounts[m], True):
+                                          sum_tolerance, float32_math, None, b, start, count, row_weight,
+                                          exps32, terms[m], fsums[m], icounts[m], True):
                     rare = True
                     break
             if rare:

@@ -2075,6 +2075,36 @@ def _two_class_row(z0, z1, e, label, ignore_label, ties_to_last):
     return ok, ignored, finite, loss, brier, ahead, high, p_true, p_top
 
 
+@kernel_step(**LEAF_OPTIONS)
+def _two_class_proba_row(p0, p1, label, ignore_label, ties_to_last, proba_eps):
+    """_two_class_row for a row of two probabilities (float64 values of the input's entries): what
+    _column_loops, _short_rows_status, _finish_block and _losses compute for it, with the same operations in
+    the same order (the same bits).
+
+    Returns (ok, ignored, loss, brier, other class ahead of the true one, row max, row min, row sum): ok means
+    finite, not ignored and labelled 0 or 1.  A row that is OK but out of [0, 1] or off a sum of 1 makes its
+    block rare (see _two_class_loop): the general path counts and names it.
+    """
+    inline_into_callers()
+    ignored = (label == ignore_label) & (ignore_label != NO_LABEL)  # as _two_class_row
+    known = (label == 0) | (label == 1) | ignored
+    second = (label == 1) & ~ignored
+    target = p1 if second else p0
+    other = p0 if second else p1
+    high = maxnum(p0, p1)
+    low = minnum(minnum(np.inf, p0), p1)
+    total = (0.0 + p0) + p1
+    ok = (total == total) & (high - high == 0.0) & (low - low == 0.0) & ~ignored & known
+    tie_ahead = ties_to_last if not second else not ties_to_last
+    ahead = (other > target) | ((other == target) & tie_ahead)
+    # The squares but the true class's, from 0 up in column order (ignored rows: column 0 is the "true" one).
+    squares = (0.0 + (0.0 if not second else p0 * p0)) + (0.0 if second else p1 * p1)
+    miss = 1.0 - target
+    brier = squares + miss * miss
+    loss = -log_positive(min(max(target, proba_eps), 1.0 - proba_eps) if ok else 0.5)
+    return ok, ignored, loss, brier, ahead, high, low, total
+
+
 @njit(inline="always", **KERNEL_OPTIONS)
 def _two_class_row_weights(labels, sample_weight, class_weight, start, count, row_weight):
     """Each row's weight (sample weight times its class's weight) into ``row_weight``, in a loop of its own:
@@ -2094,11 +2124,16 @@ def _two_class_row_weights(labels, sample_weight, class_weight, start, count, ro
 # Inlined by numba: each call site passes a constant ``weighted``, and the
 # inlined copy is a loop without a flag test, which LLVM vectorises.
 @njit(inline="always", **KERNEL_OPTIONS)
-def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, start, count, row_weight, cells,
-                    weighted, pair_inputs, row_outputs):
+def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, proba_eps, start, count, row_weight,
+                    cells, weighted, pair_inputs, row_outputs):
     """_two_class_block's loop over its rows: the per-row terms into ``cells`` (rows T_... of TERM_ROW), and
     (rows OK + _COUNT_SCALE * rows ignored, probability-like rows + _COUNT_SCALE * those with a max of 1,
     counted rows ranked first).
+
+    ``proba_eps`` (None: logits, whose exps are in the loss row; a float: probabilities, by
+    _two_class_proba_row, with its clipping): for probabilities the second count is of the OK rows out of
+    [0, 1] or off a sum of 1 (which make the block rare), and each OK row's min and max go to rows
+    N_TERMS and N_TERMS + 1 of ``cells`` (+inf and -inf for the others), for the block's extremes.
 
     ``weighted`` False (no sample or class weights): every row weight is 0
     or 1, so the weight and hit sums are counts and the w^2 terms those of
@@ -2115,9 +2150,20 @@ def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, sta
         z0 = as_float64(flat[np.uint64(2) * i])
         z1 = as_float64(flat[np.uint64(2) * i + np.uint64(1)])
         u = np.uint64(r)
-        e = cells[np.uint64(T_LOSS * TERM_ROW) + u]
-        ok, ignored, finite, loss, brier, ahead, high, p_true, p_top = _two_class_row(z0, z1, e, label,
-                                                                                     ignore_label, ties_to_last)
+        if proba_eps is None:  # logits (numba prunes the other branch: see general_tokens)
+            e = cells[np.uint64(T_LOSS * TERM_ROW) + u]
+            ok, ignored, finite, loss, brier, ahead, high, p_true, p_top = _two_class_row(z0, z1, e, label,
+                                                                                         ignore_label, ties_to_last)
+            # Probability-like rows (see _probability_like_columns).
+            like = ok & (high <= 1.0) & (z0 >= 0.0) & (z1 >= 0.0) & (abs((z0 + z1) - 1.0) <= sum_tolerance)
+            flagged = (1.0 if like else 0.0) + (_COUNT_SCALE if like & (high == 1.0) else 0.0)
+        else:
+            ok, ignored, loss, brier, ahead, high, low, total = _two_class_proba_row(z0, z1, label, ignore_label,
+                                                                                    ties_to_last, proba_eps)
+            cells[np.uint64(N_TERMS * TERM_ROW) + u] = low if ok else np.inf
+            cells[np.uint64((N_TERMS + 1) * TERM_ROW) + u] = high if ok else -np.inf
+            # As _short_rows_status's rare rows: out of [0, 1], or a sum off 1.
+            flagged = 1.0 if ok & ((low < 0.0) | (high > 1.0) | (abs(total - 1.0) > sum_tolerance)) else 0.0
         if pair_inputs is not None:  # pruned by numba where pair_inputs is None
             cells[np.uint64((N_TERMS + IN_LOSS) * TERM_ROW) + u] = loss if ok else np.nan
             cells[np.uint64((N_TERMS + IN_BRIER) * TERM_ROW) + u] = brier if ok else np.nan
@@ -2151,9 +2197,7 @@ def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, sta
             n_hit += counted & ~ahead
         # Counts: sums of small integers, exact in any order.
         ok_ignored = add_reassoc(ok_ignored, (1.0 if ok else 0.0) + (_COUNT_SCALE if ignored else 0.0))
-        # Probability-like rows (see _probability_like_columns).
-        like = ok & (high <= 1.0) & (z0 >= 0.0) & (z1 >= 0.0) & (abs((z0 + z1) - 1.0) <= sum_tolerance)
-        like_one_hot = add_reassoc(like_one_hot, (1.0 if like else 0.0) + (_COUNT_SCALE if like & (high == 1.0) else 0.0))
+        like_one_hot = add_reassoc(like_one_hot, flagged)
     return ok_ignored, like_one_hot, n_hit
 
 
@@ -2164,9 +2208,10 @@ _COUNT_SCALE = 2.0 ** 20
 
 @kernel_step(**LEAF_OPTIONS)
 def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last, top_k, sum_tolerance,
-                     float32_math, b, start, count, row_weight, exps32, terms, fsums, icounts, pair_inputs=None,
-                     row_outputs=None):
-    """Block b of two-class logits in one vectorised loop over its rows; False (nothing written) for a rare block.
+                     float32_math, proba_eps, b, start, count, row_weight, exps32, terms, fsums, icounts,
+                     pair_inputs=None, row_outputs=None):
+    """Block b of two-class logits (or probabilities: ``proba_eps`` a float, see _two_class_proba_row) in one
+    vectorised loop over its rows; False (nothing written) for a rare block.
 
     The general short-row path (_walk_short_block, _finish_block) runs some
     30 loops over a block's scratch, each vectorised, and their loads and
@@ -2176,8 +2221,9 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     summed as there (ordered_sum): a block's sums are the general path's,
     bit for bit.
 
-    Rare blocks -- a non-finite row, or an infinite weighted loss -- are
-    left to the general path (it records the first such row): False.
+    Rare blocks -- a non-finite row, or an infinite weighted loss; for
+    probabilities also a row out of [0, 1] or off a sum of 1 -- are left to
+    the general path (it records the first such row): False.
     Two classes: the true class's rank is 0 or 1, so top-k for k >= 2 is
     every counted row.  LLVM vectorises this loop only with few
     reductions: the counters are paired in one sum each (see _COUNT_SCALE)
@@ -2214,21 +2260,35 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     # along the log's Horner chain).  In cache, one thread, C = 2
     # (kernel_timing, 3 alternated pairs): 5.5-6.5 -> 4.9-6.1 ns a row.
     # Once for both copies of the loop below: one copy of it to compile.
-    two_class_exps(flat, start, count, float32_math, exps32, cells)
+    if proba_eps is None:  # logits (see general_tokens)
+        two_class_exps(flat, start, count, float32_math, exps32, cells)
     if unit:
         ok_ignored, like_one_hot, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
-                                                          start, count, row_weight, cells, False, pair_inputs,
-                                                          row_outputs)
+                                                          proba_eps, start, count, row_weight, cells, False,
+                                                          pair_inputs, row_outputs)
     else:
         _two_class_row_weights(labels, sample_weight, class_weight, start, count, row_weight)
         ok_ignored, like_one_hot, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
-                                                          start, count, row_weight, cells, True, pair_inputs,
-                                                          row_outputs)
+                                                          proba_eps, start, count, row_weight, cells, True,
+                                                          pair_inputs, row_outputs)
     loss_sum = lanes.ordered_sum(terms[T_LOSS], count)
     n_ignored = math.floor(ok_ignored / _COUNT_SCALE)
     n_ok = ok_ignored - n_ignored * _COUNT_SCALE
     if n_ok + n_ignored != count or not math.isfinite(loss_sum):
         return False
+    if proba_eps is not None:  # probabilities: rows out of range or off a sum of 1 are rare
+        if like_one_hot != 0.0:
+            return False
+        # The extremes of the OK rows, as _short_rows_status (exact in any order).
+        lowest = np.inf
+        highest = -np.inf
+        for r in range(count):
+            lowest = min(lowest, terms[N_TERMS, r])
+        for r in range(count):
+            highest = max(highest, terms[N_TERMS + 1, r])
+        fsums[b, F_MIN] = lowest
+        fsums[b, F_MAX] = highest
+        like_one_hot = 0.0  # no probability-like count for probabilities
     n_one_hot = math.floor(like_one_hot / _COUNT_SCALE)
     n_k = top_k.shape[0]
     moments = F_TOPK + n_k
@@ -2389,9 +2449,10 @@ def _write_row_outputs(floats, start, count, row_losses, row_stats, row_pred):
 
 @kernel(**KERNEL_OPTIONS)
 def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last,
-                          sum_tolerance, float32_math, row_losses, row_stats, row_pred, nblocks, block_rows,
+                          sum_tolerance, float32_math, proba_eps, row_losses, row_stats, row_pred, nblocks, block_rows,
                           blocks_per_task, fsums, icounts, claims, first_task, task_step):
-    """score_tasks_short for two-class logits with no per-row loss, by _two_class_block.
+    """score_tasks_short for two-class logits (or probabilities: ``proba_eps`` a float) with no per-row loss,
+    by _two_class_block.
 
     A rare block (see there) is left with ``icounts[b, C_ROWS] == RARE_BLOCK``
     for score_blocks to hand to score_tasks_short: a kernel of its own, so
@@ -2402,7 +2463,9 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
     """
     row_weight = np.empty(block_rows)
     exps32 = np.empty(block_rows, dtype=np.float32)  # see two_class_exps
-    terms = np.empty((N_TERMS + (0 if row_stats is None else PAIR_INPUTS + 2), TERM_ROW))  # see _two_class_block
+    # See _two_class_block: its rows, and for diagnose the row statistics', for probabilities the extremes'.
+    terms = np.empty((N_TERMS + (PAIR_INPUTS + 2 if row_stats is not None else (0 if proba_eps is None else 2)),
+                      TERM_ROW))
     n_tasks = (nblocks + blocks_per_task - 1) // blocks_per_task
     while True:
         task = claim(claims)  # see score_tasks_short
@@ -2415,12 +2478,12 @@ def score_tasks_two_class(scores, labels, sample_weight, class_weight, ignore_la
             count = min(block_rows, scores.shape[0] - start)
             if row_stats is None:
                 done = _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last,
-                                        top_k, sum_tolerance, float32_math, b, start, count, row_weight, exps32,
-                                        terms, fsums, icounts)
+                                        top_k, sum_tolerance, float32_math, proba_eps, b, start, count, row_weight,
+                                        exps32, terms, fsums, icounts)
             else:
                 done = _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, ties_to_last,
-                                        top_k, sum_tolerance, float32_math, b, start, count, row_weight, exps32,
-                                        terms, fsums, icounts, None, (row_stats, row_pred))
+                                        top_k, sum_tolerance, float32_math, proba_eps, b, start, count, row_weight,
+                                        exps32, terms, fsums, icounts, None, (row_stats, row_pred))
             if not done:
                 icounts[b, C_ROWS] = RARE_BLOCK
 
@@ -2518,11 +2581,11 @@ def score_blocks(
     the grouping changes nothing in the per-block results.
     """
     # Two-class logits without per-row losses, and with both or neither of the row statistics and the argmax
-    # (evaluate, diagnose): the two-class kernel.  Short logits of three classes or more in float32 math: the
+    # (evaluate, diagnose), and two-class probabilities without any (evaluate, log_loss): the two-class kernel.  Short logits of three classes or more in float32 math: the
     # kernel that finishes them in registers.  Each leaves its rare blocks to the general path.
     outputs = row_stats.shape[0] != 0
-    two_class = (mode == MODE_LOGITS and scores.shape[1] == 2 and row_losses.shape[0] == 0
-                 and outputs == (row_pred.shape[0] != 0))
+    two_class = scores.shape[1] == 2 and row_losses.shape[0] == 0 and (
+        outputs == (row_pred.shape[0] != 0) if mode == MODE_LOGITS else not (outputs or row_pred.shape[0]))
     in_registers = not two_class and finishes_in_registers(scores, mode, float32_math)
     if on_bad_labels is not None and not (two_class or in_registers):
         on_bad_labels()
@@ -2533,7 +2596,8 @@ def score_blocks(
         stats, pred = (row_stats, row_pred) if outputs else (None, None)
         run_tasks(score_tasks_two_class,
                   (scores, labels, sample_weight, class_weight, ignore_label, top_k, ties_to_last, sum_tolerance,
-                   math, row_losses, stats, pred, nblocks, block_rows, blocks_per_task, fsums, icounts, new_claims()),
+                   math, eps, row_losses, stats, pred, nblocks, block_rows, blocks_per_task, fsums, icounts,
+                   new_claims()),
                   n_tasks)
     elif in_registers:
         run_tasks(score_tasks_in_registers,
