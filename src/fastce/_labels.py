@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fastce import _label_presence
+
 # Elements per row chunk when an (N, C) array has to be read in numpy.
 CHUNK_ELEMENTS = 1 << 20
 # Integer labels spanning fewer values than this are counted, not sorted.
@@ -289,7 +291,13 @@ def unique_values(y: np.ndarray) -> np.ndarray:
     """Sorted unique values of a 1-D (or column) array; O(N) for small-range integers."""
     y = y.reshape(-1) if y.ndim != 1 else y
     if y.dtype.kind in "iu" and y.size:
-        low, high = int(y.min()), int(y.max())
+        if _label_presence.supports(y):
+            # Large vectors: one parallel pass (fastce._label_presence), its extremes kept for the rest.
+            values, low, high = _label_presence.present_values(y)
+            if values is not None:
+                return values
+        else:
+            low, high = int(y.min()), int(y.max())
         if high - low < _COUNTING_RANGE:
             # bincount needs intp: convert a chunk at a time, not the whole vector.
             present = np.zeros(high - low + 1, dtype=bool)

@@ -19,6 +19,8 @@ import warnings
 import numba
 import numpy as np
 
+from fastce import _label_presence
+
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
@@ -69,6 +71,10 @@ def _exercise(dtype) -> None:
         fastce.cross_entropy(two, labels % 2, reduction="none")
         fastce.compare(labels % 2, logits={"a": two, "b": two[::-1].copy()})  # compare's two-class kernel
         fastce.compare(labels % 2, logits={"a": two, "b": two[::-1].copy()}, sample_weight=weights)
+        # Two-class probabilities (predict_proba's), and the labels' one-pass distinct values that
+        # scikit-learn's drop-ins take from large int64 label vectors (fastce._label_presence).
+        fastce.evaluate(labels % 2, proba=(proba64[:, :2] / proba64[:, :2].sum(axis=1, keepdims=True)).astype(dtype))
+        _label_presence.present_values(np.zeros(_label_presence.MIN_LABELS, dtype=np.int64))
         binary = labels % 2
         fastce.evaluate(binary, logits=logits[:, 0].copy())
         fastce.evaluate(binary, proba=proba[:, 0].copy())
