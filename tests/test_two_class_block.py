@@ -71,15 +71,21 @@ def _score(z, labels, weights, class_weight, ties_to_last, top_k, per_row: bool,
     return fsums, icounts
 
 
+def _case(rng, case: int, make_rows, dtype):
+    """Case ``case`` of 8 (bits: rare rows, sample weights, class weights; ties to the last index with the
+    rare rows): (scores, labels, weights, class weights, ties_to_last, rare) of 5 blocks and a part."""
+    rare = case % 2 == 1
+    z, labels = make_rows(rng, 5 * _config.block_rows(2) + 17, dtype, rare=rare)
+    weights = rng.random(z.shape[0]) * 3 if case & 2 else None
+    class_weight = np.array([0.5, 2.0]) if case & 4 else None
+    return z, labels, weights, class_weight, bool(case & 1), rare
+
+
 @pytest.mark.parametrize("dtype", score_dtype_params())
 def test_two_class_block_matches_the_general_path(dtype):
     rng = np.random.default_rng(11)
     for case in range(8):
-        rare = case % 2 == 1
-        z, labels = _rows(rng, 5 * _config.block_rows(2) + 17, dtype, rare=rare)
-        weights = rng.random(z.shape[0]) * 3 if case & 2 else None
-        class_weight = np.array([0.5, 2.0]) if case & 4 else None
-        ties_to_last = bool(case & 1)
+        z, labels, weights, class_weight, ties_to_last, rare = _case(rng, case, _rows, dtype)
         top_k = (1, 2, 5)
         fast, fast_counts = _score(z, labels, weights, class_weight, ties_to_last, top_k, per_row=False)
         general, general_counts = _score(z, labels, weights, class_weight, ties_to_last, top_k, per_row=True)
@@ -156,11 +162,7 @@ def test_two_class_probabilities_match_the_general_path(dtype, monkeypatch):
 
     monkeypatch.setattr(K, "score_tasks_two_class", counted)
     for case in range(8):
-        rare = case % 2 == 1
-        z, labels = _proba_rows(rng, 5 * _config.block_rows(2) + 17, dtype, rare=rare)
-        weights = rng.random(z.shape[0]) * 3 if case & 2 else None
-        class_weight = np.array([0.5, 2.0]) if case & 4 else None
-        ties_to_last = bool(case & 1)
+        z, labels, weights, class_weight, ties_to_last, rare = _case(rng, case, _proba_rows, dtype)
         fast, fast_counts = _score(z, labels, weights, class_weight, ties_to_last, (1, 2), False, mode=K.MODE_PROBA)
         general, general_counts = _score(z, labels, weights, class_weight, ties_to_last, (1, 2), True,
                                          mode=K.MODE_PROBA)
