@@ -504,23 +504,38 @@ def _minus(y: np.ndarray, low: int) -> np.ndarray:
     return y.view(unsigned) - unsigned.type(low % (1 << (8 * y.dtype.itemsize)))
 
 
+def _extremes(y: np.ndarray) -> tuple[int, int]:
+    """(smallest, largest) of a non-empty integer array: one parallel pass for large vectors
+    (fastce._label_presence), numpy's two for the rest."""
+    if _label_presence.supports(y):
+        return _label_presence.present_values(y)[1:]
+    return int(y.min()), int(y.max())
+
+
 def isin(y: np.ndarray, classes: np.ndarray) -> np.ndarray | bool:
     """Whether every value of y is one of ``classes`` (sorted unique); True/False."""
     span = _int_range(classes)
     if span is not None and y.dtype.kind in "iu":
-        return not y.size or (int(y.min()) >= span[0] and int(y.max()) <= span[1])
+        if not y.size:
+            return True
+        low, high = _extremes(y)
+        return low >= span[0] and high <= span[1]
     return bool(np.all(np.isin(y, classes)))
 
 
-def encode(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def encode(y: np.ndarray, classes: np.ndarray, *, checked: bool = False) -> np.ndarray:
     """Column index of each label of 1-D y in the sorted ``classes`` (all must be present).
 
-    Integer labels that already are 0..C-1 are returned as they are (no copy).
+    Integer labels that already are 0..C-1 are returned as they are (no copy).  ``checked``: every value of y
+    is known to be one of ``classes`` (they came from y, or ``isin`` said so): the range check, a pass over y,
+    is left out.
     """
     span = _int_range(classes)
     if span is not None and y.dtype.kind in "iu":
-        if y.size and (int(y.min()) < span[0] or int(y.max()) > span[1]):
-            raise ValueError(f"y contains previously unseen labels: {np.setdiff1d(y, classes).tolist()}")
+        if y.size and not checked:
+            low, high = _extremes(y)
+            if low < span[0] or high > span[1]:
+                raise ValueError(f"y contains previously unseen labels: {np.setdiff1d(y, classes).tolist()}")
         return _minus(y, span[0])
     if (y.dtype.kind in "biuf" and classes.dtype.kind in "biuf") or y.dtype.kind == classes.dtype.kind:
         indices = np.searchsorted(classes, y)

@@ -458,7 +458,7 @@ def _log_loss_target(y_true, labels, pending: list):
                         f"classes {classes} mismatch with the labels {np.arange(y_array.shape[1])} found in the data"
                     )
                 return True, y_array, classes
-        return False, L.encode(L.column_or_1d(y_array), classes), classes
+        return False, L.encode(L.column_or_1d(y_array), classes, checked=True), classes  # isin said so
 
     true_target = _binarizer_target(y_true)
     classes = L.unique_labels(true_target)
@@ -469,7 +469,8 @@ def _log_loss_target(y_true, labels, pending: list):
         )
     if true_target.type == "multilabel-indicator":
         return True, true_target.array, classes
-    return False, L.encode(L.column_or_1d(true_target.array), classes), classes
+    # The classes are y_true's own values: every label is one of them.
+    return False, L.encode(L.column_or_1d(true_target.array), classes, checked=True), classes
 
 
 def _indicator_passes(indicator):
