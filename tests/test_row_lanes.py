@@ -36,7 +36,11 @@ def _both_steps(scores, maxima, chunk):
 
 
 def _same_bits(a, b):
-    return np.array_equal(a.view(np.uint64), b.view(np.uint64))
+    """The same bits, NaN for NaN: which NaN a non-finite row's sums hold (+NaN from a NaN entry, x86's -NaN from
+    inf - inf) depends on which operand an addition meets first, and is no result (the row is flagged
+    non-finite either way); hypothesis found [inf, NaN, ...] summing to -NaN in one step and +NaN in the other."""
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    return np.array_equal(nan_a, nan_b) and np.array_equal(a[~nan_a].view(np.uint64), b[~nan_b].view(np.uint64))
 
 
 def _views(rows64, dtype):
