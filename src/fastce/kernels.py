@@ -2141,7 +2141,7 @@ def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, pro
     are written, four stores a row instead of ten.
     """
     ok_ignored = 0.0  # rows OK + _COUNT_SCALE * rows ignored
-    like_one_hot = 0.0  # probability-like rows + _COUNT_SCALE * those with a max of 1
+    flags = 0.0  # logits: probability-like rows + _COUNT_SCALE * those with a max of 1; probabilities: rare rows
     n_hit = 0
     # Each row's exp is in the loss row (see _two_class_block); its loss overwrites it.
     for r in range(count):
@@ -2197,8 +2197,8 @@ def _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance, pro
             n_hit += counted & ~ahead
         # Counts: sums of small integers, exact in any order.
         ok_ignored = add_reassoc(ok_ignored, (1.0 if ok else 0.0) + (_COUNT_SCALE if ignored else 0.0))
-        like_one_hot = add_reassoc(like_one_hot, flagged)
-    return ok_ignored, like_one_hot, n_hit
+        flags = add_reassoc(flags, flagged)
+    return ok_ignored, flags, n_hit
 
 
 # _two_class_block counts two kinds of rows in one float sum: one + _COUNT_SCALE * other
@@ -2263,12 +2263,12 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     if proba_eps is None:  # logits (see general_tokens)
         two_class_exps(flat, start, count, float32_math, exps32, cells)
     if unit:
-        ok_ignored, like_one_hot, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
+        ok_ignored, flags, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
                                                           proba_eps, start, count, row_weight, cells, False,
                                                           pair_inputs, row_outputs)
     else:
         _two_class_row_weights(labels, sample_weight, class_weight, start, count, row_weight)
-        ok_ignored, like_one_hot, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
+        ok_ignored, flags, n_hit = _two_class_loop(flat, labels, ignore_label, ties_to_last, sum_tolerance,
                                                           proba_eps, start, count, row_weight, cells, True,
                                                           pair_inputs, row_outputs)
     loss_sum = lanes.ordered_sum(terms[T_LOSS], count)
@@ -2277,7 +2277,7 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
     if n_ok + n_ignored != count or not math.isfinite(loss_sum):
         return False
     if proba_eps is not None:  # probabilities: rows out of range or off a sum of 1 are rare
-        if like_one_hot != 0.0:
+        if flags != 0.0:
             return False
         # The extremes of the OK rows, as _short_rows_status (exact in any order).
         lowest = np.inf
@@ -2288,8 +2288,6 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
             highest = max(highest, terms[N_TERMS + 1, r])
         fsums[b, F_MIN] = lowest
         fsums[b, F_MAX] = highest
-        like_one_hot = 0.0  # no probability-like count for probabilities
-    n_one_hot = math.floor(like_one_hot / _COUNT_SCALE)
     n_k = top_k.shape[0]
     moments = F_TOPK + n_k
     if unit:
@@ -2309,8 +2307,10 @@ def _two_class_block(scores, labels, sample_weight, class_weight, ignore_label, 
                                                                           else 0.0)
     icounts[b, C_ROWS] = np.int64(n_ok)
     icounts[b, C_IGNORED] = np.int64(n_ignored)
-    icounts[b, C_PROBA_LIKE] = np.int64(like_one_hot - n_one_hot * _COUNT_SCALE)
-    icounts[b, C_ONE_HOT_LIKE] = np.int64(n_one_hot)
+    if proba_eps is None:  # logits: the probability-like rows (see _probability_like_columns)
+        n_one_hot = math.floor(flags / _COUNT_SCALE)
+        icounts[b, C_PROBA_LIKE] = np.int64(flags - n_one_hot * _COUNT_SCALE)
+        icounts[b, C_ONE_HOT_LIKE] = np.int64(n_one_hot)
     if row_outputs is not None:
         row_stats, row_pred = row_outputs
         for r in range(count):
