@@ -336,3 +336,5 @@ PARALLEL_LOCK = threading.RLock()
 
 # Log (and let the CLI show) the first-use compiles of the kernels.
 from fastce import _compile_log  # noqa: E402,F401  (registers its numba event listener)
+# No cyclic garbage collection while numba compiles a kernel (fastce._compile_gc).
+from fastce import _compile_gc  # noqa: E402,F401  (registers its numba event listener)
