@@ -19,7 +19,11 @@ Usage::
    ``precision="float64"``; also each row's Brier term 2 (p - y)**2 (float64 math
    takes p - y as it is: a confident right row's tiny term loses its digits there,
    absolute errors stay below float64's eps).
-3. The float64 ``exp`` of the kernels on 100,000 points of [-700, 0] (and edge
+3. Multi-label (n, C) logits (the element kernel's per-element losses, ``kernels_binary.bce_blocks``):
+   float32 logits 3 * N(0, 1) and confident ones, against 0/1 and soft targets, each element's
+   y softplus(-z) + (1 - y) softplus(z) against long double, float32 math (the default) and
+   ``precision="float64"``.
+4. The float64 ``exp`` of the kernels on 100,000 points of [-700, 0] (and edge
    cases) against mpmath at 40 digits, when mpmath is installed: largest error
    in ulp; and the float32 ``exp_nonpositive_f32`` on 100,000 points of
    [-104, 0], in float32 ulp (the subnormal range's ulp is 2**-149).
@@ -139,6 +143,31 @@ def binary_errors(rng) -> None:
         print(line + f"  smallest loss {float(ref.min()):.1e}")
 
 
+def multilabel_errors(rng) -> None:
+    from fastce._accumulate_family import accumulate_bce
+
+    n, c = 100_000, 10
+    for rows_kind, z in (("3N(0,1)", rng.standard_normal((n, c)) * 3),
+                         ("confident", rng.uniform(10, 156, (n, c)) * rng.choice([-1, 1], (n, c)))):
+        z = z.astype(np.float32)
+        for targets, y in (("0/1", (rng.random((n, c)) < 0.4).astype(np.float64)), ("soft", rng.random((n, c)))):
+            x = z.astype(np.longdouble)
+            t = y.astype(np.longdouble)
+            tail = np.log1p(np.exp(-np.abs(x)))
+            ref = (np.where(t == 0, 0, t * (np.maximum(-x, 0) + tail))
+                   + np.where(t == 1, 0, (1 - t) * (np.maximum(x, 0) + tail)))
+            line = f"{rows_kind:9s} multi-label {targets:4s} elements={n * c:8d}"
+            for float32_math in (True, None):
+                losses = np.zeros((n, c))
+                accumulate_bce(z, y, from_logits=True, element_losses=losses, float32_math=float32_math)
+                error = np.abs(losses.astype(np.longdouble) - ref)
+                above = (np.abs(z) <= 156) & (ref > 0)
+                line += (f"  {'float32 math (default)' if float32_math else 'precision=float64'}: loss max rel "
+                         f"{float((error / ref)[above].max()):.2e} (above the floor), "
+                         f"max {float((error / float32_ulp(ref)).max()):.2f} float32 ulp;")
+            print(line + f"  smallest loss {float(ref[ref > 0].min()):.1e}")
+
+
 def exp_errors(rng) -> None:
     try:
         import mpmath
@@ -198,6 +227,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     cross_entropy_errors(rng)
     binary_errors(rng)
+    multilabel_errors(rng)
     exp_errors(rng)
     return 0
 

@@ -232,3 +232,71 @@ def test_binary_precision_float64_forces_float64_math():
     assert states["input"].finalize().accuracy == states["float64"].finalize().accuracy  # comparisons are exact
     with pytest.raises(ValueError, match="precision='float128'"):
         accumulate_binary_logits(z, y, top_k=(1,), precision="float128")
+
+
+# --------------------------------------------------------------------------- multi-label (n, C) logits
+
+
+def multilabel_reference(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each element's y softplus(-z) + (1 - y) softplus(z) in long double (a term of coefficient 0 left out)."""
+    x = z.astype(np.longdouble)
+    t = y.astype(np.longdouble)
+    tail = np.log1p(np.exp(-np.abs(x)))
+    positive = np.where(t == 0, 0, t * (np.maximum(-x, 0) + tail))
+    negative = np.where(t == 1, 0, (1 - t) * (np.maximum(x, 0) + tail))
+    return positive + negative
+
+
+def _multilabel_case(kind: str, targets: str, n: int = 4000, c: int = 9):
+    rng = np.random.default_rng(len(kind) + 10 * len(targets))
+    z, _ = _binary_rows(rng, kind, n * c)
+    z = rng.permutation(z)[: n * c].reshape(n, c)
+    y = rng.random((n, c)) if targets == "soft" else (rng.random((n, c)) < 0.4).astype(np.float64)
+    return z, y
+
+
+@pytest.mark.parametrize("kind", ["normal", "confident", "near-zero", "binades"])
+@pytest.mark.parametrize("targets", ["0/1", "soft"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_multilabel_element_losses_within_4_float32_ulp(kind, targets, dtype):
+    """(n, C) multi-label logits take float32 math (kernels_binary.softplus_parts_in): every element's loss within
+    4 float32 ulp and relative 4 * 2**-23 above float32 math's floor, in the general kernel (its per-element
+    losses) and through evaluate's fast kernel (the mean)."""
+    if dtype == "bfloat16" and BFLOAT16 is None:
+        pytest.skip("ml_dtypes not installed")
+    from fastce._accumulate import kernel_input
+    from fastce._accumulate_family import accumulate_bce, multilabel_float32_math
+
+    z, y = _multilabel_case(kind, targets)
+    scores = z.astype({"float32": np.float32, "float16": np.float16, "bfloat16": BFLOAT16}[dtype])
+    view = kernel_input(scores.view(np.int16) if dtype == "bfloat16" else
+                        scores.view(np.uint16) if dtype == "float16" else scores)
+    assert multilabel_float32_math(view, True, "input") is True
+    losses = np.zeros(z.shape)
+    accumulate_bce(view, y, from_logits=True, element_losses=losses, float32_math=True)
+    exact = multilabel_reference(scores.astype(np.float32), y)
+    errors = np.abs(losses - exact) / ulp32(exact)
+    assert errors.max() <= ULP_BOUND, (errors.max(), scores.flat[errors.argmax()], y.flat[errors.argmax()])
+    above = (np.abs(scores.astype(np.float32)) <= 156) & (exact > 0)
+    relative = np.abs(losses - exact)[above] / exact[above]
+    assert relative.max() <= ULP_BOUND * 2.0**-23, relative.max()
+    metrics = fastce.evaluate(y, logits=scores, task="multilabel")
+    assert metrics.cross_entropy == pytest.approx(float(exact.mean()), rel=ULP_BOUND * 2.0**-23)
+
+
+def test_multilabel_precision_float64_forces_float64_math():
+    z, y = _multilabel_case("normal", "soft")
+    z32 = z.astype(np.float32)
+    exact = float(multilabel_reference(z32, y).mean())
+    default = fastce.evaluate(y, logits=z32, task="multilabel")
+    wide = fastce.evaluate(y, logits=z32, task="multilabel", precision="float64")
+    assert wide.cross_entropy == pytest.approx(exact, rel=1e-13)
+    assert default.cross_entropy == pytest.approx(exact, rel=ULP_BOUND * 2.0**-23)
+    assert default.cross_entropy != wide.cross_entropy  # two maths, both accurate
+    assert default.hamming_accuracy == wide.hamming_accuracy  # comparisons are exact
+    # diagnose reads the same elements in the same math: its per-label losses add up to evaluate's loss.
+    for precision, metrics in (("input", default), ("float64", wide)):
+        report = fastce.diagnose(y, logits=z32, task="multilabel", precision=precision)
+        assert report.metrics.cross_entropy == metrics.cross_entropy
+        per_label = float(np.mean(report.labels["mean_loss"]))  # every label has the same rows
+        assert per_label == pytest.approx(metrics.cross_entropy, rel=1e-12)

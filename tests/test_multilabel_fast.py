@@ -23,7 +23,7 @@ _SCORES = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, 0.5, 1e300, -1e300, 1e-300, 
 _TARGETS = [0.0, 1.0, 0.25, np.nan, -1.0, 2.0, np.inf]
 
 
-def _sums(scores, targets, *, from_logits, weights, general, keep_values):
+def _sums(scores, targets, *, from_logits, weights, general, keep_values, precision="input"):
     values = []
 
     def keep(start, stop, part):
@@ -31,7 +31,8 @@ def _sums(scores, targets, *, from_logits, weights, general, keep_values):
 
     ones = np.ones(scores.shape[1]) if general else None
     sums = AF.accumulate_bce(scores, targets, from_logits=from_logits, row_weight=weights, col_weight=ones,
-                             on_rows=keep if keep_values else None)
+                             on_rows=keep if keep_values else None,
+                             float32_math=AF.multilabel_float32_math(scores, from_logits, precision))
     return sums, values
 
 
@@ -44,8 +45,10 @@ def _sums(scores, targets, *, from_logits, weights, general, keep_values):
     dtype=st.sampled_from([np.float32, np.float64]),
     target_dtype=st.sampled_from([np.float64, np.float32, np.uint8]),
     weighted=st.booleans(),
+    precision=st.sampled_from(["input", "float64"]),
 )
-def test_fast_path_equals_the_general_path(data, n, c, from_logits, dtype, target_dtype, weighted):
+def test_fast_path_equals_the_general_path(data, n, c, from_logits, dtype, target_dtype, weighted, precision):
+    """Either math (float32 logits with precision="input" take float32 math in both paths)."""
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     scores = 3 * rng.standard_normal((n, c)) if from_logits else rng.random((n, c))
     targets = (rng.random((n, c)) < 0.4).astype(np.float64)
@@ -68,9 +71,9 @@ def test_fast_path_equals_the_general_path(data, n, c, from_logits, dtype, targe
         weights[rng.random(n) < 0.2] = 0.0
         weights[rng.random(n) < 0.1] = 1e300
     fast, fast_values = _sums(scores, targets, from_logits=from_logits, weights=weights, general=False,
-                              keep_values=True)
+                              keep_values=True, precision=precision)
     general, general_values = _sums(scores, targets, from_logits=from_logits, weights=weights, general=True,
-                                    keep_values=False)
+                                    keep_values=False, precision=precision)
     assert np.array_equal(fast.sums, general.sums)
     assert np.array_equal(fast.counts, general.counts)
     assert np.array_equal(fast.minmax, general.minmax, equal_nan=True)

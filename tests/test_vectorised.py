@@ -399,11 +399,13 @@ def test_short_soft_rows_are_packed_simd():
     assert len(fmas) >= 34, f"_soft_short_tasks: {len(fmas)} packed float64 FMAs (the exp's and the log's series)"
 
 
-def test_multilabel_fast_loop_reads_no_weight_without_row_weights():
+@pytest.mark.parametrize("float32_math", [True, None])
+def test_multilabel_fast_loop_reads_no_weight_without_row_weights(float32_math):
     """The multi-label fast path's element loop (kernels_binary._element_terms, inlined into _bce_fast_tasks) has a
     copy for rows without weights that reads none.  With the "has row weights" flag a run-time value inside one
     loop, LLVM loaded each element's weight through a masked vector load, and the loop stalled on it: 20 against
-    5 ns an element at C = 100 (one thread, Zen 4; 64% of the kernel's perf samples on that load)."""
+    5 ns an element at C = 100 (one thread, Zen 4; 64% of the kernel's perf samples on that load).  In float32
+    math (16- and 32-bit logits) the exps' loop is packed float32: the exp's polynomial in float32 FMAs."""
     if not _vector_isa():
         pytest.skip("the host has neither AVX2 nor AVX-512")
     rng = np.random.default_rng(7)
@@ -412,8 +414,13 @@ def test_multilabel_fast_loop_reads_no_weight_without_row_weights():
     fsums = np.zeros((1, kernels_binary.NUM_SUMS))
     icounts = np.zeros((1, kernels_binary.NUM_COUNTS), dtype=np.int64)
     asm = _fresh_asm(kernels_binary._bce_fast_tasks, scores, targets, np.empty(0), kernels_binary.MODE_LOGITS, True,
-                     None, np.empty((0, 4)), 1, 64, fsums, icounts, new_claims(), 0, 1)
+                     None, np.empty((0, 4)), 1, 64, fsums, icounts, float32_math, new_claims(), 0, 1)
     assert PACKED_DOUBLE.search(asm), "_bce_fast_tasks: no packed float64 instruction"
+    fmas32 = re.findall(r"\bvfn?m(?:add|sub)\d+ps\s+.*%[yz]mm", asm)
+    if float32_math:
+        assert len(fmas32) >= 6, f"_bce_fast_tasks: {len(fmas32)} packed float32 FMAs (the float32 exp's polynomial)"
+    else:
+        assert not fmas32, "_bce_fast_tasks: packed float32 FMAs in float64 math"
     masked_load = r"\bv(?:movupd|movapd)\s+[^,]*\([^)]*\),\s*%[yz]mm\d+\s*\{%k|\bvmaskmovpd\s+[^,]*\("
     assert not re.search(masked_load, asm), "_bce_fast_tasks: a masked float64 vector load (the row weights')"
 

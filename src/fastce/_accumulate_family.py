@@ -110,11 +110,19 @@ def _drive(call, n_rows: int, n_cols: int, block_rows: int, n_sums: int, n_count
     return result
 
 
+def multilabel_float32_math(view, from_logits: bool, precision: str):
+    """The (n, C) element kernels' ``float32_math`` (kernels_binary.softplus_parts_in) for a kernel view:
+    True (float32 math) for 16- and 32-bit logits with ``precision="input"``, else None (float64 math;
+    probabilities always, so that they compile one kernel)."""
+    return binary_float32_math(view, precision) if from_logits else None
+
+
 def accumulate_bce(scores, targets, *, from_logits: bool, row_weight=None, col_weight=None, full_weight=None,
-                   pos_weight=None, element_losses=None, on_rows=None) -> Sums:
+                   pos_weight=None, element_losses=None, on_rows=None, float32_math=None) -> Sums:
     """Sums of element-wise binary cross-entropy of an (n, C) score view against (n, C) targets.
 
-    ``on_rows(start, stop, values)``: see ``_drive`` (kernels_binary.V_* columns).
+    ``on_rows(start, stop, values)``: see ``_drive`` (kernels_binary.V_* columns).  ``float32_math``: see
+    multilabel_float32_math (None: float64 math).
     """
     n_rows, n_cols = scores.shape
     mode = KB.MODE_LOGITS if from_logits else KB.MODE_PROBA
@@ -140,6 +148,7 @@ def accumulate_bce(scores, targets, *, from_logits: bool, row_weight=None, col_w
             block_rows,
             fsums,
             icounts,
+            float32_math,
         )
 
     return _drive(call, n_rows, n_cols, block_rows, KB.NUM_SUMS, KB.NUM_COUNTS, KB.FIRST_COLUMNS,

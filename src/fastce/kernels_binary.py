@@ -194,16 +194,21 @@ def logit_loss_f32(x, is_one):
 @njit(inline="always", **KERNEL_OPTIONS)
 def logit_exp_f32(x):
     """exp(-|x|) of a float32 logit as logit_loss_f32 takes it: the float32 exp, unscaled exactly in float64."""
-    a = abs(x)
-    scaled, scale = _exp_reduced_f32(-a, _ZERO_F32, EXP_BIAS_F32)
-    biased = _ZERO_F32 if a > _BIASED_CEILING_F32 else scaled * scale  # exp(-a) * 2**100
-    return np.float64(biased) * _UNBIAS  # exact
+    return np.float64(biased_exp_f32(x)) * _UNBIAS  # exact
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def logit_loss_f32_of_exp(x, is_one, e):
-    """logit_loss_f32(x, is_one) given e = logit_exp_f32(x)."""
+def biased_exp_f32(x):
+    """exp(-|x|) * 2**EXP_BIAS_F32 of a float32 logit, a float32 (logit_exp_f32 before its exact unscaling)."""
     a = abs(x)
+    scaled, scale = _exp_reduced_f32(-a, _ZERO_F32, EXP_BIAS_F32)
+    return _ZERO_F32 if a > _BIASED_CEILING_F32 else scaled * scale  # exp(-a) * 2**100
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def tail_and_reciprocal_f32(e):
+    """(log1p(e), 1 / (1 + e)) of e = logit_exp_f32(x), as logit_loss_f32 takes them (see there): the atanh
+    series of degree 4 and the reciprocals by a float32 division refined by a Newton step, in float64."""
     big = e > _SQRT2_MINUS_1
     num = e - 1.0 if big else e  # exact
     den = e + 3.0 if big else e + 2.0  # one rounding at most (2**-53 relative), once e < 2**-28
@@ -214,11 +219,19 @@ def logit_loss_f32_of_exp(x, is_one, e):
     series = fma(fma(fma(fma(1.0 / 9.0, u2, 1.0 / 7.0), u2, 0.2), u2, 1.0 / 3.0), u2, 1.0)
     k = 1.0 if big else 0.0
     tail = fma(k, _LN2_HI, fma(k, _LN2_LO, 2.0 * u * series))
-    positive = x > _ZERO_F32
-    hit = positive == is_one
     one_e = 1.0 + e
     s = np.float64(_ONE_F32 / np.float32(one_e))
     s = fma(s, fma(-one_e, s, 1.0), s)  # 1 / (1 + e), as r
+    return tail, s
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def logit_loss_f32_of_exp(x, is_one, e):
+    """logit_loss_f32(x, is_one) given e = logit_exp_f32(x)."""
+    a = abs(x)
+    tail, s = tail_and_reciprocal_f32(e)
+    positive = x > _ZERO_F32
+    hit = positive == is_one
     d = e * s if hit else s
     loss = tail if hit else np.float64(a) + tail
     return loss, d * d, positive
@@ -298,6 +311,88 @@ def _logit_element_after_exps_overload(x, label, float32_math, exps, r):
     def float32_math_of_input(x, label, float32_math, exps, r):
         inline_into_callers()
         return logit_loss_f32_of_exp(as_native(x), label == 1, exps[r])
+
+    return float32_math_of_input
+
+
+def logit_exp(x, float32_math):  # pragma: no cover - replaced by the overload below
+    return 0.0
+
+
+@overload(logit_exp, jit_options=OVERLOAD_OPTIONS)
+def _logit_exp_overload(x, float32_math):
+    """exp(-|x|) of a logit ``x`` (a kernel view's entry of (n, C) multi-label logits) in the math
+    ``float32_math`` picks (see _float64_logit_math): exp_minus_abs's float64 exp, or logit_exp_f32's float32
+    one (unscaled exactly in float64).  softplus_parts_in takes it."""
+    if _float64_logit_math(x, float32_math):
+        def float64_math(x, float32_math):
+            inline_into_callers()
+            return exp_minus_abs(as_float64(x))
+
+        return float64_math
+
+    def float32_math_of_input(x, float32_math):
+        inline_into_callers()
+        return logit_exp_f32(as_native(x))
+
+    return float32_math_of_input
+
+
+def logit_exps_into(flat, size, float32_math, exps32, exps):  # pragma: no cover - replaced by the overload below
+    return None
+
+
+@overload(logit_exps_into, jit_options=OVERLOAD_OPTIONS)
+def _logit_exps_into_overload(flat, size, float32_math, exps32, exps):
+    """exps[e] = logit_exp(flat[e], float32_math) for e < size, as loops LLVM vectorises on AVX2 too: the
+    float32 exps into ``exps32`` (float32, at least ``size`` long) in a loop of float32 values only, then widened
+    and unscaled in a loop of their own (in one loop, a float64 store sized the vectors by float64 and LLVM left
+    the float32 exp scalar on AVX2, as kernels.two_class_exps found)."""
+    if _float64_logit_math(flat.dtype, float32_math):
+        def float64_math(flat, size, float32_math, exps32, exps):
+            inline_into_callers()
+            for e in range(size):
+                exps[e] = exp_minus_abs(as_float64(flat[e]))
+
+        return float64_math
+
+    def float32_math_of_input(flat, size, float32_math, exps32, exps):
+        inline_into_callers()
+        for e in range(size):
+            exps32[e] = biased_exp_f32(as_native(flat[e]))
+        for e in range(size):
+            exps[e] = np.float64(exps32[e]) * _UNBIAS  # exact: logit_exp_f32's value
+
+    return float32_math_of_input
+
+
+def softplus_parts_in(raw, mode, e, float32_math):  # pragma: no cover - replaced by the overload below
+    return 0.0, 0.0, 0.0
+
+
+@overload(softplus_parts_in, jit_options=OVERLOAD_OPTIONS)
+def _softplus_parts_in_overload(raw, mode, e, float32_math):
+    """softplus_parts_of_exp(x, mode, e) of a kernel view's entry ``raw`` (x its float64 value), e =
+    logit_exp(raw, float32_math) for logits, in the math ``float32_math`` picks: float64 math, or (16- and
+    32-bit logits, ``float32_math`` True) log1p(e) and 1 / (1 + e) as logit_loss_f32 takes them
+    (tail_and_reciprocal_f32), each element's loss within a few float32 ulp (benchmarks/accuracy.py).
+    Probabilities (``mode`` MODE_PROBA) take float64 math either way; the doors pass float32_math None
+    for them, so that probabilities compile one kernel."""
+    if _float64_logit_math(raw, float32_math):
+        def float64_math(raw, mode, e, float32_math):
+            inline_into_callers()
+            return softplus_parts_of_exp(as_float64(raw), mode, e)
+
+        return float64_math
+
+    def float32_math_of_input(raw, mode, e, float32_math):
+        inline_into_callers()
+        x = as_float64(raw)
+        if mode != MODE_LOGITS:
+            return softplus_parts_of_exp(x, mode, e)
+        tail, s = tail_and_reciprocal_f32(e)
+        # p = sigmoid(x): 1 / (1 + e) for x >= 0, e / (1 + e) below (as softplus_tail_and_sigmoid_of_exp).
+        return (-x if x < 0.0 else 0.0) + tail, (x if x > 0.0 else 0.0) + tail, (s if x >= 0.0 else e * s)
 
     return float32_math_of_input
 
@@ -400,17 +495,20 @@ def _count_row(fsums, icounts, b, i, mode, n_cols, rw, row_loss, row_brier, hits
 
 @kernel(**KERNEL_OPTIONS)
 def _bce_fast_tasks(scores, targets, row_weight, mode, logits, proba, row_values, nblocks, block_rows, fsums,
-                    icounts, claims, first_task, task_step):
+                    icounts, float32_math, claims, first_task, task_step):
     """_bce_blocks_tasks for rows weighted by row only, block by block with _bce_block_fast.
 
     A kernel of its own, so that a first use compiles only the path it takes
     (each adds ~2 s to a first multi-label call).  ``logits`` and ``proba``:
     the mode as types (True, or None for the other mode; see
     kernels.general_tokens), so that each mode's kernel types only its own
-    element loop.
+    element loop.  ``float32_math``: True (16- and 32-bit logits in float32
+    math, see softplus_parts_in) or None (float64 math), a type as well.
     """
     floats = np.empty((4, block_rows * scores.shape[1]))
     ints = np.empty((2, block_rows * scores.shape[1]), dtype=np.int64)
+    # The float32 exps of float32 math (see logit_exps_into); unused by float64 math and probabilities.
+    exps32 = np.empty(block_rows * scores.shape[1] if float32_math is not None else 0, dtype=np.float32)
     sums, counts = K.block_totals(fsums, icounts)  # the block's, in the thread's own row (see there)
     while True:
         b = claim(claims)  # see fastce._parallel.claim
@@ -420,12 +518,13 @@ def _bce_fast_tasks(scores, targets, row_weight, mode, logits, proba, row_values
         start = b * block_rows
         stop = min(start + block_rows, scores.shape[0])
         _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values, 0, start, stop, sums, counts,
-                        floats, ints)
+                        floats, ints, float32_math, exps32)
         K.store_block(sums, counts, fsums, icounts, b)
 
 
 @kernel_step(**KERNEL_OPTIONS)
-def _element_terms(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags):
+def _element_terms(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags, float32_math,
+                   exps32):
     """_bce_block_fast's flat loop: every element's weighted loss (0 where infinite), plain loss, (p - y)^2,
     packed counts and flags, without branches or reductions (it vectorises)."""
     prefer_wide_vectors()
@@ -434,26 +533,26 @@ def _element_terms(flat, flat_targets, weights, has_row, size, mode, lw, plain, 
         # The exps first, in a loop of their own, parked in ``plain`` (each element's loss overwrites its exp
         # below), as kernels._two_class_loop: in one loop each 8 elements' exp, division and series made a
         # dependency chain longer than the core overlapped from one group of elements to the next.
-        for e in range(size):
-            plain[e] = exp_minus_abs(as_float64(flat[e]))
+        logit_exps_into(flat, size, float32_math, exps32, plain)
     # The loop under a test of ``has_row``, once on each side: inlined there, each copy knows the flag.  With
     # the flag tested inside one loop, LLVM read every element's weight by a masked vector load, and the loop
     # stalled on it (tests/test_vectorised.py::test_multilabel_fast_loop_reads_no_weight_without_row_weights).
     if has_row:
-        _element_loop(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags)
+        _element_loop(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags, float32_math)
     else:
-        _element_loop(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags)
+        _element_loop(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags, float32_math)
 
 
 @kernel_step(**KERNEL_OPTIONS)
-def _element_loop(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags):
+def _element_loop(flat, flat_targets, weights, has_row, size, mode, lw, plain, d2, packed, flags, float32_math):
     """_element_terms' loop over the elements (their exps in ``plain`` for logits)."""
     prefer_wide_vectors()
     inline_into_callers()
     for e in range(size):
         x = as_float64(flat[e])
         y = target_value(flat_targets[e])
-        neg_log_p, neg_log_q, p = softplus_parts_of_exp(x, mode, plain[e] if mode == MODE_LOGITS else 0.0)
+        neg_log_p, neg_log_q, p = softplus_parts_in(flat[e], mode, plain[e] if mode == MODE_LOGITS else 0.0,
+                                                    float32_math)
         c = 1.0 - y
         loss = (0.0 if y == 0.0 else y * neg_log_p) + (0.0 if c == 0.0 else c * neg_log_q)
         loss = x if x != x else loss
@@ -475,7 +574,7 @@ def _element_loop(flat, flat_targets, weights, has_row, size, mode, lw, plain, d
 # (see kernels._walk_short_block); a first multi-label evaluate compiles 0.6 s sooner (4.1 -> 3.5 s).
 @njit(inline="always", **KERNEL_OPTIONS)
 def _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values, b, start, stop, fsums, icounts,
-                    floats, ints):
+                    floats, ints, float32_math, exps32):
     """Block b of _bce_blocks_tasks without column, element or positive-class weights: the same numbers.
 
     The general path walks each row's elements with some 25 operations and
@@ -515,9 +614,11 @@ def _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values
     # of the mode's types, which numba prunes before typing: a kernel types one loop, not both (each a compile of
     # its own, since the constant is a literal: 0.65 s of a first multi-label call).
     if logits is not None:
-        _element_terms(flat, flat_targets, weights, has_row, size, MODE_LOGITS, lw, plain, d2, packed, flags)
+        _element_terms(flat, flat_targets, weights, has_row, size, MODE_LOGITS, lw, plain, d2, packed, flags,
+                       float32_math, exps32)
     if proba is not None:
-        _element_terms(flat, flat_targets, weights, has_row, size, MODE_PROBA, lw, plain, d2, packed, flags)
+        _element_terms(flat, flat_targets, weights, has_row, size, MODE_PROBA, lw, plain, d2, packed, flags,
+                       float32_math, exps32)
     for i in range(start, stop):
         base = (i - start) * n_cols
         row_loss = 0.0
@@ -564,7 +665,7 @@ def _bce_block_fast(scores, targets, row_weight, mode, logits, proba, row_values
 
 @kernel(**KERNEL_OPTIONS)
 def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses,
-                      row_values, nblocks, block_rows, fsums, icounts, claims, first_task, task_step):
+                      row_values, nblocks, block_rows, fsums, icounts, float32_math, claims, first_task, task_step):
     """Per-block sums of element-wise binary cross-entropy over an (n, C) slice.
 
     ``targets``: (n, C), float64, float32, uint8 or int64.  Weights multiply each
@@ -579,6 +680,7 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
     Each block first runs the exp / log of all its elements in one flat,
     vectorised loop (the block is contiguous), then walks its rows for the
     weights, targets, sums and counters, which need no transcendental math.
+    ``float32_math``: logits' math, as _bce_fast_tasks' (softplus_parts_in).
     """
     n_rows = scores.shape[0]
     n_cols = scores.shape[1]
@@ -604,10 +706,9 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
         # One loop per mode, no test inside: LLVM vectorises each.
         if mode == MODE_LOGITS:
             for e in range(size):
-                x = as_float64(flat[e])
-                tail, p = softplus_tail_and_sigmoid(x)
-                neg_log_p[e] = (-x if x < 0.0 else 0.0) + tail
-                neg_log_q[e] = (x if x > 0.0 else 0.0) + tail
+                nlp, nlq, p = softplus_parts_in(flat[e], MODE_LOGITS, logit_exp(flat[e], float32_math), float32_math)
+                neg_log_p[e] = nlp
+                neg_log_q[e] = nlq
                 prob[e] = p
         else:
             low = np.inf
@@ -689,18 +790,20 @@ def _bce_blocks_tasks(scores, targets, row_weight, col_weight, full_weight, pos_
 
 
 def bce_blocks(scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, row_values,
-               nblocks, block_rows, fsums, icounts):
+               nblocks, block_rows, fsums, icounts, float32_math=None):
     """``_bce_blocks_tasks`` on the thread pool (see fastce._parallel); rows weighted by row only (no column,
-    element or positive-class weights, no element losses kept) take its fast twin, _bce_fast_tasks."""
+    element or positive-class weights, no element losses kept) take its fast twin, _bce_fast_tasks.
+    ``float32_math``: True for float32 math on 16- and 32-bit logits (see softplus_parts_in), None for float64
+    math (and for probabilities)."""
     if (col_weight.shape[0] == 0 and full_weight.shape[0] == 0 and pos_weight.shape[0] == 0
             and element_losses.shape[0] == 0 and scores.shape[1] < _PACK_LIMIT):
         logits = True if mode == MODE_LOGITS else None
         proba = None if logits else True
         run_tasks(_bce_fast_tasks, (scores, targets, row_weight, mode, logits, proba, row_values, nblocks, block_rows,
-                                   fsums, icounts, new_claims()), nblocks)
+                                   fsums, icounts, float32_math, new_claims()), nblocks)
         return
     args = (scores, targets, row_weight, col_weight, full_weight, pos_weight, mode, element_losses, row_values,
-            nblocks, block_rows, fsums, icounts, new_claims())
+            nblocks, block_rows, fsums, icounts, float32_math, new_claims())
     run_tasks(_bce_blocks_tasks, args, nblocks)
 
 

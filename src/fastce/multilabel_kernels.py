@@ -11,9 +11,9 @@ the blocks, in block order, into double-double accumulators (see
 than ~2^53 times its smallest term).  Blocks never depend on the thread
 count, so neither do the results.
 
-The element loss is the one ``evaluate`` sums (``kernels_binary.softplus_parts``:
-logits through the stable softplus, probabilities with logs clamped at -100
-as PyTorch).  A row holding a NaN score is skipped whole (``evaluate`` does
+The element loss is the one ``evaluate`` sums (``kernels_binary.softplus_parts_in``:
+logits through the stable softplus, in the math the precision picks;
+probabilities with logs clamped at -100 as PyTorch).  A row holding a NaN score is skipped whole (``evaluate`` does
 the same under ``nan_policy="omit"``); an infinite element loss (a +-inf logit
 on the wrong side) is counted, never summed.
 
@@ -72,12 +72,13 @@ def count_size(num_labels: int) -> int:
 
 @kernel(**KERNEL_OPTIONS)
 def _multilabel_blocks_tasks(scores, targets, row_weight, mode, confident_below, n_bins, nblocks, block_rows, partials,
-                             counts, row_loss, row_wrong, row_worst, claims, first_task, task_step):
+                             counts, row_loss, row_wrong, row_worst, float32_math, claims, first_task, task_step):
     """The blocks of an (n, C) slice this thread claims (see fastce._parallel.claim and the module docstring).
 
     ``targets``: (n, C) float64, float32, uint8 or int64; ``row_weight``: (n,) or
     empty.  Two passes over a row: the first looks for a NaN score (the row
-    is then skipped), the second adds its elements.
+    is then skipped), the second adds its elements.  ``float32_math``: the
+    logits' math, as evaluate's (kernels_binary.softplus_parts_in).
     """
     n_rows, n_cols = scores.shape
     weighted = row_weight.shape[0] != 0
@@ -111,7 +112,9 @@ def _multilabel_blocks_tasks(scores, targets, row_weight, mode, confident_below,
             for j in range(n_cols):
                 x = as_float64(scores[i, j])
                 y = KB.target_value(targets[i, j])
-                neg_log_p, neg_log_q, p = KB.softplus_parts(x, mode)
+                raw = scores[i, j]
+                e = KB.logit_exp(raw, float32_math) if mode == KB.MODE_LOGITS else 0.0
+                neg_log_p, neg_log_q, p = KB.softplus_parts_in(raw, mode, e, float32_math)
                 c = 1.0 - y
                 loss = (0.0 if y == 0.0 else y * neg_log_p) + (0.0 if c == 0.0 else c * neg_log_q)
                 truth = y > 0.5
@@ -160,12 +163,12 @@ def _multilabel_blocks_tasks(scores, targets, row_weight, mode, confident_below,
 
 
 def multilabel_blocks(scores, targets, row_weight, mode, confident_below, n_bins, nblocks, block_rows, partials, counts,
-                      row_loss, row_wrong, row_worst):
+                      row_loss, row_wrong, row_worst, float32_math=None):
     """``_multilabel_blocks_tasks`` on the thread pool (see fastce._parallel)."""
     run_tasks(
         _multilabel_blocks_tasks,
         (scores, targets, row_weight, mode, confident_below, n_bins, nblocks, block_rows, partials, counts, row_loss,
-         row_wrong, row_worst, new_claims()),
+         row_wrong, row_worst, float32_math, new_claims()),
         nblocks,
     )
 

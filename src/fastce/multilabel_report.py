@@ -173,12 +173,14 @@ def _kernel_target(part: np.ndarray) -> np.ndarray:
 
 
 def read_multilabel_diagnostics(scores, targets, weights, *, from_logits: bool, options: MultilabelOptions,
-                                rows_per_call: int | None = None) -> MultilabelDiagnosticsState:
+                                rows_per_call: int | None = None, float32_math=None) -> MultilabelDiagnosticsState:
     """One read of a validated (N, C) score view and its (N, C) targets into a fresh state.
 
     ``weights``: float64 (N,) row weights or an empty array.  Rows go to the
     kernel one slice at a time (``rows_per_call``, rounded to whole blocks;
     default: a few MiB of scores), so the scratch never grows with N.
+    ``float32_math``: the logits' math (True: float32, None: float64; see
+    _accumulate_family.multilabel_float32_math).
     """
     from fastce._accumulate import kernel_input
 
@@ -213,7 +215,7 @@ def read_multilabel_diagnostics(scores, targets, weights, *, from_logits: bool, 
                 MK.multilabel_blocks(
                     kernel_input(scores[start:stop]), _kernel_target(targets[start:stop]), kernel_input(w, np.float64),
                     mode, float(options.confident_below), np.int64(options.n_bins), nblocks, block_rows, partials,
-                    block_counts, row_loss[:m], row_wrong[:m], row_worst[:m],
+                    block_counts, row_loss[:m], row_wrong[:m], row_worst[:m], float32_math,
                 )
             finally:
                 if serial and threads > 1:

@@ -576,8 +576,12 @@ class MultilabelReader(Reader):
         """One read of ``batch``; ``on_values(start, stop, values)``: see _group_fold."""
         clusters, on_rows = self._group_fold(batch, on_values)
         sums = _accumulate_family.accumulate_bce(batch.view, batch.targets, from_logits=self.from_logits,
-                                                 row_weight=batch.weights, on_rows=on_rows)
+                                                 row_weight=batch.weights, on_rows=on_rows,
+                                                 float32_math=self._float32_math(batch))
         return MultilabelState(self.num_classes, self.from_logits, sums, clusters)
+
+    def _float32_math(self, batch: Batch):
+        return _accumulate_family.multilabel_float32_math(batch.view, self.from_logits, self.precision)
 
     def raise_now(self, state, nan_policy, name, *, previous=None) -> None:
         state.raise_now(nan_policy, name)
@@ -605,7 +609,7 @@ class MultilabelReader(Reader):
 
         weights = np.empty(0) if batch.weights is None else batch.weights
         diag = read_multilabel_diagnostics(batch.view, batch.targets, weights, from_logits=self.from_logits,
-                                           options=options)
+                                           options=options, float32_math=self._float32_math(batch))
         return self.read(batch), diag
 
     def report(self, state, diag, nan_policy: str, name: str):
