@@ -32,9 +32,9 @@ def _new_probe():
     return gc_probe
 
 
-def _kernel(module, probe=None):
-    """A new njit function of ``module`` calling a probe: its first call compiles it."""
-    namespace = {"__name__": module, "gc_probe": probe or _new_probe()}
+def _kernel(module):
+    """A new njit function of ``module`` calling a new probe: its first call compiles it."""
+    namespace = {"__name__": module, "gc_probe": _new_probe()}
     exec("def kernel(x):\n    return gc_probe(x) + 1\n", namespace)
     return njit(namespace["kernel"])
 
