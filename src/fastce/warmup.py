@@ -6,8 +6,9 @@ second.  A container image or a CI cache filled by ``fastce warmup`` never
 pays the compile at run time.  Warming up runs every door on a few rows of
 each dtype, so it compiles exactly what those calls would: the multi-class
 kernels for short and long rows (logits and probabilities), binary,
-multi-label and soft-target kernels, the diagnostics (every task) and
-comparison kernels, and ``precision="float64"`` on 16- and 32-bit logits.
+multi-label (logits and probabilities, every target dtype read as it is)
+and soft-target kernels, the diagnostics (every task) and comparison
+kernels, and ``precision="float64"`` on 16- and 32-bit logits.
 """
 
 from __future__ import annotations
@@ -78,12 +79,16 @@ def _exercise(dtype) -> None:
         binary = labels % 2
         fastce.evaluate(binary, logits=logits[:, 0].copy())
         fastce.evaluate(binary, proba=proba[:, 0].copy())
-        # Multi-label targets: int64 (scikit-learn's indicator matrices) and the floats.  bool / uint8 ones, read as
-        # they are too, compile on first use, as before: with them and a diagnose of every kind, a float32 warmup
-        # took 163 s instead of 99.
-        indicators = [(logits > 0).astype(t) for t in (np.int64,) + float_targets]
+        # Multi-label targets, each dtype a kernel of its own: int64 (scikit-learn's indicator matrices), bool /
+        # uint8 (a numpy comparison's; bool is read as uint8) and the floats (float32 with any logits: a float32
+        # target is read as it is), of logits and of probabilities (predict_proba of a multi-label model), and
+        # diagnose of each; compare's paired values once (one kernel for every target dtype).
+        indicators = [(logits > 0).astype(t) for t in (np.int64, np.float64, np.uint8, np.float32)]
+        sigmoid = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(dtype)
         for indicator in indicators:
             fastce.evaluate(indicator, logits=logits)
+            fastce.evaluate(indicator, proba=sigmoid, task="multilabel")
+        fastce.compare(indicators[0], logits={"a": logits, "b": logits[::-1].copy()})
         # Soft targets, short rows, and label smoothing (the float64 soft kernel's types).
         for target_dtype in float_targets:
             fastce.evaluate(proba64.astype(target_dtype), logits=logits)
@@ -93,7 +98,7 @@ def _exercise(dtype) -> None:
         certain = logits[:, 0].copy()
         certain[0] = np.inf if binary[0] == 0 else -np.inf  # certain and wrong: its block is paired with masks
         fastce.compare(binary, logits={"a": certain, "b": logits[:, 1].copy()})
-        for indicator in indicators[:2]:  # int64 and float64
+        for indicator in indicators:
             fastce.diagnose(indicator, logits=logits)
         # task="auto" reads a large (N, C) target's kind with a kernel (small ones, as here, with numpy): for
         # targets of this dtype, and of bool / uint8 and int64 (0/1 indicators).
