@@ -29,9 +29,7 @@ import threading
 
 from numba.core import event
 
-
-def _ours(func) -> bool:
-    return str(getattr(func, "__module__", None) or "").startswith("fastce.")
+from fastce._compile_log import is_fastce_function
 
 
 class _PauseWhileCompiling(event.Listener):
@@ -46,7 +44,7 @@ class _PauseWhileCompiling(event.Listener):
                 self._depth += 1
                 return
             func = getattr(ev.data.get("dispatcher"), "py_func", None)
-            if _ours(func) and gc.isenabled():
+            if is_fastce_function(func) and gc.isenabled():
                 gc.disable()
                 self._paused = True
                 self._depth = 1

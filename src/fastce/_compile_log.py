@@ -63,8 +63,9 @@ def _is_none(numba_type) -> bool:
     return str(numba_type) in ("none", "NoneType")
 
 
-def _ours(func) -> bool:
-    # Any function may be compiled while fastce is imported, some with a __module__ of None (exec'd code).
+def is_fastce_function(func) -> bool:
+    """Whether numba's compiled ``func`` is one of fastce's (its module under ``fastce.``); also fastce._compile_gc's
+    test.  Any function may be compiled while fastce is imported, some with a __module__ of None (exec'd code)."""
     return str(getattr(func, "__module__", None) or "").startswith("fastce.")
 
 
@@ -91,7 +92,7 @@ class _Listener(event.Listener):
         dispatcher = ev.data.get("dispatcher")
         func = getattr(dispatcher, "py_func", None)
         stack.append(time.perf_counter())
-        if len(stack) != 1 or not _ours(func):
+        if len(stack) != 1 or not is_fastce_function(func):
             return
         args = ev.data.get("args") or ()
         message = start_message(func.__name__, args, _path(func, args))
@@ -107,7 +108,7 @@ class _Listener(event.Listener):
             return
         started = stack.pop()
         func = getattr(ev.data.get("dispatcher"), "py_func", None)
-        if not stack and _ours(func):
+        if not stack and is_fastce_function(func):
             logger.info("compiled fastce kernel %s in %.1f s", func.__name__, time.perf_counter() - started)
 
 

@@ -352,7 +352,7 @@ def _logit_exps_into_overload(flat, size, float32_math, exps32, exps):
         def float64_math(flat, size, float32_math, exps32, exps):
             inline_into_callers()
             for e in range(size):
-                exps[e] = exp_minus_abs(as_float64(flat[e]))
+                exps[e] = logit_exp(flat[e], float32_math)  # exp_minus_abs: one loop of float64 values already
 
         return float64_math
 
