@@ -252,6 +252,32 @@ def test_ignore_index_in_two_dimensional_evaluate_matches_dropping_the_rows():
         fastce.evaluate(y, logits=z)
 
 
+
+@pytest.mark.parametrize("value", [1.5, 1.0, True, np.float32(1.0), "1", 2**63])
+def test_every_door_refuses_an_ignore_index_that_is_not_an_int64(value):
+    # 1.5 once left out class 1's rows through evaluate, diagnose and fastce.dask (cast to 1 on the way), while
+    # the Evaluator and cross_entropy refused it.
+    import dask.array as da
+
+    import fastce.dask
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 60)
+    z = rng.standard_normal((60, 4)).astype(np.float32)
+    doors = {
+        "evaluate": lambda: fastce.evaluate(y, logits=z, ignore_index=value),
+        "sequences": lambda: fastce.evaluate(y.reshape(6, 10), logits=z.reshape(6, 10, 4), ignore_index=value),
+        "diagnose": lambda: fastce.diagnose(y, logits=z, ignore_index=value),
+        "Evaluator": lambda: fastce.Evaluator(ignore_index=value),
+        "cross_entropy": lambda: fastce.cross_entropy(z, y, ignore_index=value),
+        "dask": lambda: fastce.dask.evaluate(da.from_array(y, 20), logits=da.from_array(z, (20, 4)),
+                                             ignore_index=value),
+    }
+    for door, call in doors.items():
+        with pytest.raises(InputError, match="ignore_index must be") as caught:
+            call()
+        assert caught.value.argument == "ignore_index", door
+
 # -- the command over files ----------------------------------------------------------------------
 
 

@@ -703,6 +703,8 @@ def make_reader(task: str, num_classes: int, **options) -> Reader:
     """The reader of ``task`` (one of ``TASKS``); ``options``: from_logits, top_k, ignore_index."""
     if task not in _READERS:
         raise InputError(f"task={task!r} is not one of {TASK_CHOICES}.", argument="task", value=task)
+    if "ignore_index" in options:
+        options["ignore_index"] = validation.check_ignore_index(options["ignore_index"])
     return _READERS[task](num_classes, **options)
 
 

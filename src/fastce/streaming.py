@@ -172,7 +172,7 @@ class Evaluator:
         self._num_classes = None if num_classes is None else int(num_classes)
         self._from_logits = bool(from_logits)
         self._top_k_arg = top_k
-        self._ignore_index = _check_ignore_index(ignore_index)
+        self._ignore_index = validation.check_ignore_index(ignore_index)
         self._precision = readers.check_precision(precision)
         if not isinstance(groups, (bool, np.bool_)):
             raise InputError(f"groups must be True or False here (the ids go to update()); got {groups!r}.",
@@ -725,21 +725,6 @@ class _Both:
     def merge(self, other: "_Both") -> "_Both":
         diag = None if self.diag is None else self.diag.merge(other.diag)
         return _Both(self.state.merge(other.state), diag)
-
-
-def _check_ignore_index(ignore_index):
-    if ignore_index is None:
-        return None
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)) or not (
-        _INT64.min < int(ignore_index) <= _INT64.max
-    ):
-        raise InputError(
-            f"ignore_index must be None or an int64 label value (PyTorch's padding convention is -100); got "
-            f"{ignore_index!r}.",
-            argument="ignore_index",
-            value=ignore_index,
-        )
-    return int(ignore_index)
 
 
 _DIAGNOSTICS_OPTIONS = {"n_bins", "hist_bins", "worst_k", "confident_below", "dense_confusion_max"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 
 import numpy as np
@@ -96,17 +95,7 @@ def cross_entropy(
     if reduction not in _REDUCTIONS:
         raise InputError(f"reduction={reduction!r} is not one of {_REDUCTIONS}.", argument="reduction", value=reduction)
     check_nan_policy(nan_policy)
-    if (
-        isinstance(ignore_index, bool)
-        or not isinstance(ignore_index, numbers.Integral)
-        or not np.iinfo(np.int64).min < int(ignore_index) <= np.iinfo(np.int64).max
-    ):
-        raise InputError(
-            f"ignore_index must be an int64 class index (PyTorch's default is -100); got {ignore_index!r}.",
-            argument="ignore_index",
-            value=ignore_index,
-        )
-    ignore_index = int(ignore_index)
+    ignore_index = validation.check_ignore_index(ignore_index, allow_none=False)
     label_smoothing = torch_soft.check_label_smoothing(label_smoothing)
     precision = readers.check_precision(precision)
     array = validation.as_array(input, "input")

@@ -398,3 +398,26 @@ def top_k_values(top_k, num_classes: int, *, stacklevel: int | None = 3) -> tupl
 
 # The kernels hold k in an int64.
 _MAX_K = int(np.iinfo(np.int64).max)
+
+
+def check_ignore_index(ignore_index, *, allow_none: bool = True):
+    """``ignore_index`` as a Python int (or None, where allowed), refused unless it is an int64 label value.
+
+    Every door checks it (through readers.make_reader): a float such as 1.5
+    compared equal to no label in some paths and was cast to 1 in others,
+    leaving out class 1's rows without a word.
+    """
+    if ignore_index is None and allow_none:
+        return None
+    if (
+        isinstance(ignore_index, (bool, np.bool_))
+        or not isinstance(ignore_index, numbers.Integral)
+        or not np.iinfo(np.int64).min < int(ignore_index) <= np.iinfo(np.int64).max
+    ):
+        what = "None or an int64 label value" if allow_none else "an int64 class index"
+        raise InputError(
+            f"ignore_index must be {what} (PyTorch's padding convention is -100); got {ignore_index!r}.",
+            argument="ignore_index",
+            value=ignore_index,
+        )
+    return int(ignore_index)
