@@ -309,8 +309,71 @@ def test_merge_refuses_other_diagnostics_options_however_few_rows_other_saw(rows
             ev.merge(other)
         names, values = str(info.value).split(": ", 1)
         assert names.endswith("nan_policy, groups, diagnostics)")
-        assert values.count("DiagnosticsOptions") == (mine is not False) + (theirs is not False)
+        assert values.count("'n_bins'") == (mine is not False) + (theirs is not False)
         assert ev.rows_seen == rows  # unchanged
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "multilabel-open", "multilabel-auto-classes"])
+def test_an_evaluator_with_diagnostics_and_no_rows_merges_either_way(kind):
+    # A worker that saw no rows: its diagnostics options (asked for, task still open) against the other's (settled)
+    # were compared as objects of two kinds, and the merge refused in both directions.
+    rng = np.random.default_rng(4)
+    if kind == "multiclass":
+        y, z, make = rng.integers(0, 5, 300), rng.standard_normal((300, 5)).astype(np.float32), {}
+    else:
+        y, z = (rng.random((300, 6)) < 0.3).astype(np.float32), rng.standard_normal((300, 6)).astype(np.float32)
+        make = {"task": "multilabel"} if kind == "multilabel-open" else {"num_classes": 6}
+    expected = fastce.diagnose(y, logits=z, n_bins=7).to_json()
+    for empty_first, reload in itertools.product((False, True), (False, True)):
+        full = Evaluator(diagnostics={"n_bins": 7}, **make)
+        full.update(y, z)
+        empty = Evaluator(diagnostics={"n_bins": 7}, **make)
+        a, b = (empty, full) if empty_first else (full, empty)
+        if reload:
+            a, b = (Evaluator.from_state_dict(json.loads(json.dumps(x.state_dict()))) for x in (a, b))
+        assert a.merge(b).report().to_json() == expected
+    with pytest.raises(InputError, match="different settings"):
+        Evaluator(diagnostics={"n_bins": 8}, **make).merge(full)
+
+
+def test_state_dict_of_an_evaluator_with_no_rows_keeps_its_diagnostics_options():
+    y, z = np.arange(200) % 5, np.random.default_rng(5).standard_normal((200, 5)).astype(np.float32)
+    for asked, options in ((True, {}), ({"n_bins": 7, "worst_k": 3}, {"n_bins": 7, "worst_k": 3})):
+        state = json.loads(json.dumps(Evaluator(diagnostics=asked).state_dict()))
+        assert state["diagnostics"] == {"requested": options}
+        resumed = Evaluator.from_state_dict(state)
+        resumed.update(y, z)
+        assert resumed.report().to_json() == fastce.diagnose(y, logits=z, **options).to_json()
+    state = Evaluator(diagnostics=True).state_dict()
+    for bad in ({"requested": {"n_bins": 0}}, {"requested": {"colour": 1}}, {"requested": 3}):
+        with pytest.raises(InputError, match="malformed"):
+            Evaluator.from_state_dict({**state, "diagnostics": bad})
+    settled = Evaluator(5, diagnostics=True)
+    settled.update(y, z)
+    with pytest.raises(InputError, match="without its diagnostics"):
+        Evaluator.from_state_dict({**settled.state_dict(), "diagnostics": {"requested": {}}})
+
+
+def test_diagnostics_of_another_class_count_are_refused_before_anything_is_allocated():
+    # settings.num_classes = 2**31 (the largest allowed) with diagnostics of 3 classes built a 64 GiB state first.
+    ev = Evaluator(3, diagnostics=True)
+    ev.update(np.arange(30) % 3, np.zeros((30, 3), np.float32))
+    state = ev.state_dict()
+    for classes in (4, 2**31):
+        with pytest.raises(InputError, match="number of classes"):
+            Evaluator.from_state_dict({**state, "settings": {**state["settings"], "num_classes": classes}})
+
+
+def test_worst_k_is_bounded_before_anything_is_allocated():
+    from fastce.diagnostics import MAX_WORST
+
+    y, z = np.arange(60) % 3, np.zeros((60, 3), np.float32)
+    assert len(fastce.diagnose(y, logits=z, worst_k=MAX_WORST).worst) == 60
+    for call in (lambda: fastce.diagnose(y, logits=z, worst_k=MAX_WORST + 1),
+                 lambda: Evaluator(diagnostics={"worst_k": 2**34}),
+                 lambda: fastce.diagnose((np.zeros((60, 3)) < 1).astype(np.float32), logits=z, worst_k=2**34)):
+        with pytest.raises(InputError, match="worst_k must be an integer in"):
+            call()
 
 
 def test_merge_numbers_the_other_rows_after_self():

@@ -27,6 +27,9 @@ from fastce.state import (
 # Bins of the calibration and p(true) histograms: far above any useful
 # resolution, and a bound a state file is checked against before allocating.
 MAX_BINS = 1 << 20
+# Worst rows kept (worst_k): each call's heap and the state hold this many, so it is bounded before anything is
+# allocated (2**34 asked of a 600-row diagnose was a MemoryError); a million rows is far more than a report shows.
+MAX_WORST = 1 << 20
 
 DIAGNOSTICS_FORMAT = "fastce.diagnostics/2"  # /2: zero_weight_classes, exact bins
 WORST_COLUMNS = ("row", "true", "predicted", "p_true", "p_predicted", "loss")
@@ -67,7 +70,7 @@ class DiagnosticsOptions:
             ("num_classes", 1, MAX_NUM_CLASSES),
             ("n_bins", 1, MAX_BINS),
             ("hist_bins", 1, MAX_BINS),
-            ("worst_k", 0, MAX_ROWS),
+            ("worst_k", 0, MAX_WORST),
             ("dense_confusion_max", 0, MAX_NUM_CLASSES),
             ("max_pairs", 1, MAX_ROWS),
         ))

@@ -27,7 +27,7 @@ import numpy as np
 
 from fastce import _config, _json
 from fastce import multilabel_kernels as MK
-from fastce.diagnostics import MAX_BINS, _two_sum_merge, check_options
+from fastce.diagnostics import MAX_BINS, MAX_WORST, _two_sum_merge, check_options
 from fastce.diagnostics import _float_array as _floats
 from fastce.diagnostics import _int_array as _ints
 from fastce.errors import InputError
@@ -50,7 +50,7 @@ class MultilabelOptions:
     confident_below: float = 0.01
 
     def __post_init__(self):
-        check_options(self, (("num_labels", 1, MAX_NUM_CLASSES), ("n_bins", 1, MAX_BINS), ("worst_k", 0, MAX_ROWS)))
+        check_options(self, (("num_labels", 1, MAX_NUM_CLASSES), ("n_bins", 1, MAX_BINS), ("worst_k", 0, MAX_WORST)))
 
     def layout(self) -> tuple[int, int, int]:
         return MK.layout(self.num_labels, self.n_bins)

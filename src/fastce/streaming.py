@@ -258,8 +258,17 @@ class Evaluator:
 
     def _settings(self) -> tuple:
         # The diagnostics options count as a setting whatever either side has seen; merge compares
-        # the first eight entries (all but the reader's) even when a side's task is still open.
-        diagnostics = self._diag.options if self._diag is not None else self._diag_arg
+        # the first seven entries (all but the diagnostics' and the reader's) even when a side's task is still
+        # open, and the diagnostics' by _same_diagnostics: an open side's options (all of them) against a
+        # settled side's (its task's).  Compared as they were, a side that had seen rows never merged with a
+        # side of the same settings that had not.
+        diagnostics = None
+        if self._diag is not None:
+            options = self._diag.options
+            diagnostics = {name: getattr(options, name) for name in sorted(_DIAGNOSTICS_OPTIONS)
+                           if hasattr(options, name)}
+        elif self._diag_arg is not None:
+            diagnostics = _diagnostics_request(self._diag_arg)
         reader = None if self._reader is None else self._reader.settings()
         return (self._requested_task, self._from_logits, self.top_k, self._nan_policy, self._ignore_index,
                 self._precision, self._groups, diagnostics, reader)
@@ -440,13 +449,16 @@ class Evaluator:
             raise TypeError(f"can only merge another Evaluator, not {type(other).__name__}")
         mine, theirs = self._settings(), other._settings()
         undecided = self._undecided() or other._undecided()
-        if mine[:8] != theirs[:8] or (not undecided and mine != theirs) or (
+        if mine[:7] != theirs[:7] or not _same_diagnostics(mine[7], theirs[7]) or (
+            not undecided and mine[8] != theirs[8]
+        ) or (
             undecided and None not in (self._num_classes, other._num_classes)
             and self._num_classes != other._num_classes
         ):
-            raise ValueError(
+            raise InputError(
                 "cannot merge Evaluators with different settings (task, num_classes, from_logits, top_k, ignore_index, "
-                f"precision, nan_policy, groups, diagnostics): {mine} vs {theirs}"
+                f"precision, nan_policy, groups, diagnostics): {mine} vs {theirs}",
+                argument="other",
             )
         if other.rows_seen == 0:
             return self
@@ -553,7 +565,9 @@ class Evaluator:
             "nan_policy": self._nan_policy,
             "state": None if self._state is None else self._state.to_dict(),
             "pending": pending,
-            "diagnostics": None if self._diag is None else self._diag.to_dict(),
+            # Diagnostics asked for while the task is still open: the options asked for (else lost on reload).
+            "diagnostics": (self._diag.to_dict() if self._diag is not None
+                            else None if self._diag_arg is None else {"requested": dict(self._diag_arg)}),
         }
 
     @classmethod
@@ -573,11 +587,15 @@ class Evaluator:
             raise InputError(f"malformed fastce Evaluator state: nan_policy is {type(nan_policy).__name__}", argument="state")
         try:
             settings = _settings_from_dict(data)
+            diagnostics, diag_classes = _diagnostics_option(data.get("diagnostics"))
+            if diag_classes is not None and diag_classes != settings["num_classes"]:
+                # Before anything is built: the diagnostics of num_classes = 2**31 would allocate 64 GiB.
+                raise ValueError("the diagnostics' number of classes is not the settings'")
             evaluator = cls(
                 settings["num_classes"], task=settings["task"], from_logits=settings["from_logits"],
                 top_k=settings["top_k"], nan_policy=nan_policy, ignore_index=settings["ignore_index"],
                 precision=settings["precision"], groups=settings["groups"],
-                diagnostics=_diagnostics_option(data.get("diagnostics")), _warn_top_k=False,
+                diagnostics=diagnostics, _warn_top_k=False,
             )
         except InputError as exc:
             raise InputError(f"malformed fastce Evaluator state: {_reason(exc)}", argument="state") from exc
@@ -585,9 +603,11 @@ class Evaluator:
             raise InputError(f"malformed fastce Evaluator state: {malformed_reason(exc)}", argument="state") from exc
         raw_state = data.get("state")
         if raw_state is None:
-            if data.get("pending") is not None or data.get("diagnostics") is not None:
+            if data.get("pending") is not None or diag_classes is not None:
                 raise InputError("malformed fastce Evaluator state: rows without a state", argument="state")
             return evaluator
+        if diagnostics is not False and diag_classes is None:
+            raise InputError("malformed fastce Evaluator state: a state without its diagnostics", argument="state")
         task = raw_state.get("task", "multiclass") if isinstance(raw_state, dict) else None
         if evaluator._reader is None or (evaluator._provisional and evaluator._reader.task != task):
             if task not in readers.TASKS or settings["num_classes"] is None or settings["task"] not in ("auto", task):
@@ -653,19 +673,26 @@ def _settings_from_dict(data: dict) -> dict:
 
 
 def _diagnostics_option(raw):
-    """The diagnostics= argument that rebuilds a state's diagnostics (their options), or False."""
+    """(the diagnostics= argument that rebuilds a state dict's diagnostics, or False; their number of classes,
+    None when the dict holds only the options asked for while the task was open)."""
     if raw is None:
-        return False
+        return False, None
     from fastce.diagnostics import DIAGNOSTICS_FORMAT, DiagnosticsState
     from fastce.multilabel_report import MultilabelDiagnosticsState
 
+    if isinstance(raw, dict) and set(raw) == {"requested"}:
+        if not isinstance(raw["requested"], dict):
+            raise ValueError("diagnostics.requested must be a mapping of diagnose options")
+        return _check_diagnostics(raw["requested"]), None
     if isinstance(raw, dict) and raw.get("format") == DIAGNOSTICS_FORMAT:
         options = DiagnosticsState.from_dict(raw).options
         names = ("n_bins", "hist_bins", "worst_k", "confident_below", "dense_confusion_max")
+        classes = options.num_classes
     else:
         options = MultilabelDiagnosticsState.from_dict(raw).options
         names = ("n_bins", "worst_k", "confident_below")
-    return {name: getattr(options, name) for name in names}
+        classes = options.num_labels
+    return {name: getattr(options, name) for name in names}, classes
 
 
 def _pending_from_dict(raw, reader: readers.Reader, grouped: bool) -> Batch:
@@ -748,7 +775,26 @@ def _check_diagnostics(diagnostics):
             f"unknown diagnostics option(s) {sorted(unknown)}; allowed: {sorted(_DIAGNOSTICS_OPTIONS)}.",
             argument="diagnostics",
         )
+    from fastce.diagnostics import DiagnosticsOptions
+
+    DiagnosticsOptions(num_classes=1, **diagnostics)  # each value in its bounds now, not at the first batch
     return dict(diagnostics)
+
+
+def _diagnostics_request(diagnostics: dict) -> dict:
+    """A diagnostics= dict with every option, the defaults filled in: what merge compares while a task is open."""
+    from fastce.diagnostics import DiagnosticsOptions
+
+    options = DiagnosticsOptions(num_classes=1, **diagnostics)
+    return {name: getattr(options, name) for name in sorted(_DIAGNOSTICS_OPTIONS)}
+
+
+def _same_diagnostics(mine, theirs) -> bool:
+    """Two sides' diagnostics settings (see Evaluator._settings) agree: both without, or equal in every option
+    both have (a side whose task is settled has only its task's options: multi-label takes no hist_bins)."""
+    if mine is None or theirs is None:
+        return mine is theirs
+    return all(mine[name] == theirs[name] for name in mine.keys() & theirs.keys())
 
 
 def _globalize(exc: InputError, base: int) -> InputError:
