@@ -23,7 +23,7 @@ import pytest
 import fastce
 from fastce import _config
 from fastce import kernels as K
-from fastce.errors import OmittedRowsWarning
+from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
 from support import score_dtype_params
 from reference import (
     cross_entropy_reference,
@@ -346,3 +346,63 @@ def test_losses_whose_sum_overflows_say_so(two_columns):
         m = fastce.evaluate(np.array([0, 1]), logits=np.array([np.inf, 1.0]) if not two_columns
                             else np.array([[-np.inf, 0.0], [0.0, 1.0]]))
     assert m.cross_entropy == math.inf and not caught  # an infinite loss: no overflow to report
+
+
+def _overflow_cases():
+    """(door, call) pairs whose every row's (element's) loss is finite, near 1e307, but whose sum is not."""
+    rng = np.random.default_rng(9)
+    z = rng.normal(size=(40, 5)) * 3e307
+    y = rng.integers(0, 5, 40)
+    soft = np.eye(5)[y] * 0.9 + 0.02
+    hits = (rng.uniform(size=(40, 5)) < 0.5).astype(np.uint8)
+    return {
+        "evaluate multiclass": lambda: fastce.evaluate(y, logits=z).cross_entropy,
+        "evaluate soft": lambda: fastce.evaluate(soft, logits=z).cross_entropy,
+        "evaluate multilabel": lambda: fastce.evaluate(hits, logits=z).cross_entropy,
+        "cross_entropy mean": lambda: fastce.cross_entropy(z, y),
+        "cross_entropy sum": lambda: fastce.cross_entropy(z, y, reduction="sum"),
+        "cross_entropy soft": lambda: fastce.cross_entropy(z, soft),
+        # Smoothing sums every class's log-probability into a row: rows near 1e308 would themselves be infinite.
+        "cross_entropy smoothing": lambda: fastce.cross_entropy(z / 6, y, label_smoothing=0.1),
+        "bce_with_logits": lambda: fastce.binary_cross_entropy_with_logits(z, hits.astype(np.float64)),
+    }
+
+
+@pytest.mark.parametrize("door", list(_overflow_cases()))
+def test_every_door_says_when_finite_losses_sum_past_float64(door):
+    # The soft-target and multi-label means and the PyTorch-style functions returned this inf without a word,
+    # where evaluate's multi-class and binary results warned.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _overflow_cases()[door]() == math.inf
+    said = [w for w in caught if "is inf, but no row's loss is" in str(w.message)]
+    assert len(said) == 1 and said[0].category is FastCEWarning, [str(w.message) for w in caught]
+
+
+def test_soft_targets_whose_class_weights_push_the_sum_past_float64():
+    rng = np.random.default_rng(8)
+    z, y = rng.normal(size=(40, 5)), rng.integers(0, 5, 40)
+    soft = np.eye(5)[y] * 0.9 + 0.02
+    weight = np.full(5, 1e307)
+    assert np.isfinite(fastce.cross_entropy(z, soft, weight=weight, reduction="none")).all()
+    with pytest.warns(FastCEWarning, match="or from weight that large"):
+        assert fastce.cross_entropy(z, soft, weight=weight) == math.inf
+    # Class indices (and label smoothing) divide by the weights' sum, which overflows too: no mean to give.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for call in (lambda: fastce.cross_entropy(z, y, weight=weight),
+                     lambda: fastce.cross_entropy(z, y, weight=weight, label_smoothing=0.1)):
+            with pytest.raises(InputError, match="weight is too large"):
+                call()
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_diagnose_names_the_scores_not_absent_weights_when_losses_overflow(task):
+    # Without weights diagnose said "sample_weight is too large" and told the user to rescale weights never given.
+    z = np.tile([1e306, -1e306], (200, 1))
+    y = np.ones(200, dtype=np.int64) if task == "multiclass" else np.tile([0.0, 1.0], (200, 1))
+    with pytest.raises(InputError, match="losses are so large") as caught:
+        fastce.diagnose(y, logits=z)
+    assert caught.value.argument == "scores" and "sample_weight" not in str(caught.value)
+    with pytest.raises(InputError, match="sample_weight is too large"):
+        fastce.diagnose(y, logits=z, sample_weight=np.full(200, 2.0))

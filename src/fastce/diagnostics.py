@@ -21,7 +21,7 @@ from fastce import kernels as K
 from fastce.errors import InputError
 from fastce.state import (
     _MAX_HEX_CHARS, MAX_NUM_CLASSES, MAX_ROWS, State, _from_json_float, _json_int, _json_list, _short, malformed_reason,
-    raise_weights_overflow,
+    raise_diagnostics_overflow,
 )
 
 # Bins of the calibration and p(true) histograms: far above any useful
@@ -172,7 +172,7 @@ class DiagnosticsState:
         if n_chunks:
             if DK.fold_bins(labels, weights, stats, pred, float(opts.confident_below), layout, block_rows, n_chunks,
                             self.bins, self.counts, losses):
-                raise_weights_overflow("sample_weight", None)  # the State's error for the same weights
+                raise_diagnostics_overflow(weights.shape[0] != 0)  # weights', or else the losses' overflow
             DK.fold_classes(labels, weights, losses, pred, layout, self.acc, self.lo, self.counts, block_rows)
         if opts.worst_k:
             self._fold_worst(first_row, labels, weights, stats, pred, losses)

@@ -33,7 +33,7 @@ from fastce.diagnostics import _int_array as _ints
 from fastce.errors import InputError
 from fastce.metrics import Metrics
 from fastce.report import _ratio, loss_split_of
-from fastce.state import MAX_NUM_CLASSES, MAX_ROWS, raise_weights_overflow
+from fastce.state import MAX_NUM_CLASSES, MAX_ROWS, raise_diagnostics_overflow
 
 WORST_COLUMNS = ("row", "loss", "wrong_labels", "worst_label")
 TOP_LOSS_LABELS = 10
@@ -221,7 +221,7 @@ def read_multilabel_diagnostics(scores, targets, weights, *, from_logits: bool, 
                 if serial and threads > 1:
                     numba.set_num_threads(threads)
         if MK.fold_partials(partials, block_counts, nblocks, state.hi, state.lo, state.counts):
-            raise_weights_overflow("sample_weight", None)
+            raise_diagnostics_overflow(weights.shape[0] != 0)
         kept = ~np.isnan(row_loss[:m])
         if weights.shape[0]:
             state.weighted = state.weighted or bool((w[kept] != 1.0).any())

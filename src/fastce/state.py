@@ -281,14 +281,7 @@ class State:
             # losses left float64's range (kernels.fold_blocks counts such a block in C_INF_LOSS).
             loss_overflow = math.isinf(cross_entropy) and self.counts[K.FIRST_INF_LOSS] < 0
             if loss_overflow:
-                warnings.warn(
-                    f"cross_entropy is inf, but no row's loss is: their weighted sum exceeds the float64 range "
-                    f"(largest float {sys.float_info.max:.4g}), from {scores_name} of magnitude near 1e304 or "
-                    "more, so the mean is not known. Scores that large are almost surely a bug in the model's "
-                    "output.",
-                    FastCEWarning,
-                    stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
-                )
+                warn_loss_overflow(scores_name, stacklevel=stacklevel)
             if self.moment_overflows:
                 warnings.warn(
                     "standard errors are unknown (NaN): a block's sum of squared per-row losses or squared "
@@ -495,6 +488,37 @@ def check_weighted_sums(state: State, weight_name: str = "sample_weight", ints: 
     if not blocks and all(math.isfinite(total) for total in totals):
         return
     raise_weights_overflow(weight_name, int(state.counts[K.FIRST_OVERFLOW]) if blocks else None)
+
+
+def warn_loss_overflow(scores_name: str, *, what: str = "cross_entropy", stacklevel: int | None = None,
+                       weight_name: str | None = None) -> None:
+    """Warn that ``what`` is inf although no row's (element's) loss is: their sum left float64's range.
+
+    Every task and door warns alike (the soft-target and multi-label means and the PyTorch-style functions
+    returned that inf without a word).  ``weight_name``: weights that scale the losses themselves (PyTorch's
+    class weights of soft targets), named as the other possible cause.
+    """
+    also = f", or from {weight_name} that large" if weight_name else ""
+    warnings.warn(
+        f"{what} is inf, but no row's loss is: their weighted sum exceeds the float64 range "
+        f"(largest float {sys.float_info.max:.4g}), from {scores_name} of magnitude near 1e304 or more{also}, so "
+        "the value is not known. Scores that large are almost surely a bug in the model's output.",
+        FastCEWarning,
+        stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
+    )
+
+
+def raise_diagnostics_overflow(weighted: bool) -> None:
+    """The error of a diagnostics fold whose block sums left float64's range: the weights' fault only if there
+    are weights (diagnose's bins and loss split cannot hold an infinite sum, where evaluate's mean can be inf)."""
+    if weighted:
+        raise_weights_overflow("sample_weight", None)
+    raise InputError(
+        f"the rows' losses are so large that their sums overflow float64 (largest float {sys.float_info.max:.4g}), "
+        "so diagnose cannot bin or split them (evaluate returns cross_entropy=inf with a FastCEWarning). Scores "
+        "of magnitude near 1e304 or more are almost surely a bug in the model's output.",
+        argument="scores",
+    )
 
 
 def raise_weights_overflow(weight_name: str, row: int | None) -> None:

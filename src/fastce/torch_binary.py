@@ -18,7 +18,7 @@ import numpy as np
 from fastce import _accumulate_family, validation
 from fastce import kernels_binary as KB
 from fastce.errors import FastCEWarning, InputError
-from fastce.state import check_nan_policy
+from fastce.state import check_nan_policy, warn_loss_overflow
 from fastce.task_states import bce_loss_total as loss_total
 from fastce.task_states import check_bce_sums, raise_bce_nan_rows as raise_nan_rows, warn_bce_omitted as warn_omitted
 
@@ -150,6 +150,9 @@ def _bce(input, target, weight, pos_weight, reduction, nan_policy, *, from_logit
     if nonfinite and nan_policy == "propagate":
         return math.nan
     total = loss_total(sums)
+    if math.isinf(total) and not sums.count(KB.N_INF_LOSS):  # no element's loss infinite: their sum overflowed
+        warn_loss_overflow("input", what=f"the {reduction} loss", stacklevel=3,
+                           weight_name="weight" if weight is not None else None)
     if reduction == "sum":
         return total
     return total / (sums.count(KB.N_ROWS) * view.shape[1])

@@ -8,9 +8,10 @@ import warnings
 import numpy as np
 
 from fastce import _accumulate, _class_axis, readers, torch_soft, validation
+from fastce import kernels as K
 from fastce.checks import sum_to_one_tolerance, warn_probabilities_as_logits
 from fastce.errors import FastCEWarning, InputError
-from fastce.state import check_nan_policy, check_weighted_sums
+from fastce.state import check_nan_policy, check_weighted_sums, warn_loss_overflow
 
 _REDUCTIONS = ("mean", "sum", "none")
 _LOGITS_ADVICE = (
@@ -175,9 +176,12 @@ def _labels_result(state, row_losses, reduction, nan_policy, *, stacklevel=3, lo
     if nonfinite:  # omit
         state.finalize("omit", scores_name="input", locate=locate, stacklevel=stacklevel + 1)
     total = state.loss_sum
+    if reduction != "sum":
+        check_weighted_sums(state, "weight")  # class weights whose sum overflows: no mean to give
+    if math.isinf(total) and state.counts[K.FIRST_INF_LOSS] < 0:  # no row's loss infinite: their sum overflowed
+        warn_loss_overflow("input", what=f"the {reduction} loss", stacklevel=stacklevel)
     if reduction == "sum":
         return total
-    check_weighted_sums(state, "weight")  # class weights whose sum overflows: no mean to give
     if state.count("rows") == 0 or state.weight_sum == 0.0:
         warnings.warn(
             "every target equals ignore_index (or has class weight 0), so the mean is undefined; "
@@ -228,7 +232,7 @@ def _cross_entropy_kdim(array, target, weight, ignore_index, reduction, nan_poli
         )
         return torch_soft.soft_result(
             sums, row_losses, soft=soft, reduction=reduction, nan_policy=nan_policy, stacklevel=4,
-            locate_input=locate("input"), locate_target=locate("target"),
+            locate_input=locate("input"), locate_target=locate("target"), weighted=class_weight is not None,
         )
     state = _class_axis.accumulate_matrix(
         scores.view, labels, row_losses=row_losses, **_label_options(scores, class_weight, ignore_index, precision)

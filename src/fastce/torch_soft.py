@@ -24,6 +24,7 @@ from fastce import _accumulate_family, validation
 from fastce import kernels_soft as KS
 from fastce.checks import sum_to_one_tolerance
 from fastce.errors import FastCEWarning, InputError, OmittedRowsWarning
+from fastce.state import raise_weights_overflow, warn_loss_overflow
 from fastce.task_states import Sums, check_soft_sums
 
 def check_label_smoothing(label_smoothing) -> float:
@@ -56,7 +57,7 @@ def soft_cross_entropy(scores, target, class_weight, *, labels=None, ignore_inde
     sums = soft_sums(scores, targets, labels, class_weight, ignore_index=ignore_index,
                      label_smoothing=label_smoothing, row_losses=row_losses, precision=precision)
     return soft_result(sums, row_losses, soft=targets is not None, reduction=reduction, nan_policy=nan_policy,
-                       stacklevel=4)
+                       stacklevel=4, weighted=class_weight is not None)
 
 
 def soft_sums(scores, targets, labels, class_weight, *, ignore_index, label_smoothing, row_losses,
@@ -76,8 +77,9 @@ def soft_sums(scores, targets, labels, class_weight, *, ignore_index, label_smoo
 
 
 def soft_result(sums: Sums, row_losses, *, soft: bool, reduction, nan_policy, stacklevel: int,
-                locate_input=None, locate_target=None):
-    """The loss from the merged ``sums`` of every row; ``locate_*(row)`` name a row in messages.
+                locate_input=None, locate_target=None, weighted: bool = False):
+    """The loss from the merged ``sums`` of every row; ``locate_*(row)`` name a row in messages; ``weighted``:
+    class weights were given.
 
     ``stacklevel``: of the warnings issued here, naming the caller of ``cross_entropy``.
     """
@@ -107,12 +109,15 @@ def soft_result(sums: Sums, row_losses, *, soft: bool, reduction, nan_policy, st
     if nonfinite and nan_policy == "propagate":
         return math.nan
     total = soft_loss_total(sums)
+    if reduction != "sum" and not soft and sums.weighted_sums_overflow((KS.S_DENOM,)):
+        raise_weights_overflow("weight", None)  # the sum of the rows' class weights is beyond float64
+    if math.isinf(total) and not sums.count(KS.N_INF_LOSS):
+        # With soft targets a class weight scales the rows' losses (PyTorch divides by the row count): it may be
+        # the cause as well as the scores.
+        warn_loss_overflow("input", what=f"the {reduction} loss", stacklevel=stacklevel,
+                           weight_name="weight" if weighted and soft else None)
     if reduction == "sum":
         return total
-    if not soft and sums.weighted_sums_overflow((KS.S_DENOM,)):
-        from fastce.state import raise_weights_overflow
-
-        raise_weights_overflow("weight", None)  # the sum of the rows' class weights is beyond float64
     denominator = float(sums.count(KS.N_ROWS)) if soft else sums.value(KS.S_DENOM)
     if denominator == 0.0:
         warnings.warn(
