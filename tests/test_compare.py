@@ -260,10 +260,18 @@ def test_comparator_errors_name_global_rows_and_tampered_states_are_refused():
         cmp.update(y[:3], {k: v[:3] for k, v in models.items()}, groups=[0, 0, 1])
     state = cmp.state_dict()
     state["pending"]["rows"] = 10**9
-    with pytest.raises(ValueError, match="malformed fastce Comparator state"):
+    # InputError (a ValueError), as Evaluator.from_state_dict: these were plain ValueErrors.
+    with pytest.raises(fastce.InputError, match="malformed fastce Comparator state"):
         fastce.Comparator.from_state_dict(state)
-    with pytest.raises(ValueError, match="not a fastce Comparator state"):
+    with pytest.raises(fastce.InputError, match="not a fastce Comparator state"):
         fastce.Comparator.from_state_dict({"format": "x"})
+    for damage in (lambda d: d.__setitem__("nan_policy", None), lambda d: d["state"]["states"]["A"].__setitem__("rows_seen", "x"),
+                   lambda d: d["state"]["states"]["B"].__setitem__("ties_to_last", True),
+                   lambda d: d.__setitem__("state", 3)):
+        state = json.loads(json.dumps(cmp.state_dict()))
+        damage(state)
+        with pytest.raises(fastce.InputError, match="malformed fastce Comparator state"):
+            fastce.Comparator.from_state_dict(state)
 
 
 @pytest.mark.parametrize("grouped", [False, True])
@@ -446,3 +454,17 @@ def test_unaligned_scores_are_read_as_aligned_copies():
     shifted = dict(models, B=unaligned)
     assert fastce.compare(y, logits=shifted).to_json() == fastce.compare(y, logits=models).to_json()
     assert fastce.evaluate(y, logits=unaligned) == fastce.evaluate(y, logits=models["B"])
+
+
+def test_comparator_takes_an_empty_batch_as_the_evaluator_does():
+    # It raised "logits['A'] is empty" where Evaluator.update accepts zero rows and changes nothing.
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 50)
+    models = {"A": rng.standard_normal((50, 3)), "B": rng.standard_normal((50, 3))}
+    cmp = fastce.Comparator(["A", "B"], 3)
+    cmp.update(y, models)
+    before = json.dumps(cmp.state_dict())
+    cmp.update(np.empty(0, dtype=np.int64), {"A": np.empty((0, 3)), "B": np.empty((0, 3))})
+    assert json.dumps(cmp.state_dict()) == before
+    with pytest.raises(fastce.InputError):
+        cmp.update(np.empty(0, dtype=np.int64), {"A": np.empty((0, 3)), "B": models["B"][:2]})

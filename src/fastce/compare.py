@@ -613,6 +613,9 @@ class ComparisonState:
                 raise ValueError(f"confident_below must be in (0, 1), got {confident_below!r}")
             out = cls.empty(names, first.num_classes, _top_k_of(first), from_logits=first.from_logits,
                             confident_below=float(confident_below), task=first.task)
+            for n in names:  # what empty() makes and the kernels assume (accepted, ties_to_last broke a later merge)
+                if getattr(parsed[n], "ties_to_last", False) != getattr(out.states[n], "ties_to_last", False):
+                    raise ValueError(f"state {n!r} has ties_to_last={parsed[n].ties_to_last!r}")
             out.states = parsed
             pairs = data["pairs"]
             if not isinstance(pairs, list) or len(pairs) != len(out.pairs):

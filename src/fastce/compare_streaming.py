@@ -112,7 +112,11 @@ class Comparator:
         )
 
     def update(self, y_true, scores, sample_weight=None, groups=None) -> None:
-        """Add a batch of rows: labels, every model's scores (dict or list), optional weights and groups."""
+        """Add a batch of rows: labels, every model's scores (dict or list), optional weights and groups.
+
+        A batch of zero rows (no labels, every model's scores empty) is accepted and changes nothing, as
+        ``Evaluator.update``'s.
+        """
         from fastce.streaming import _globalize
 
         grouped = self._state.clusters is not None
@@ -122,8 +126,11 @@ class Comparator:
         if not grouped and groups is not None:
             raise InputError("pass groups=True when creating the Comparator to use groups=.", argument="groups")
         argument = "logits" if self._state.from_logits else "proba"
+        arrays = self._arrays(scores)
+        if all(np.shape(a)[:1] == (0,) for a in arrays) and np.size(y_true) == 0:
+            return
         try:
-            batch = validated_batch(y_true, self._arrays(scores), self._state.names, argument, sample_weight, groups,
+            batch = validated_batch(y_true, arrays, self._state.names, argument, sample_weight, groups,
                                     num_classes=self._state.num_classes, task=self._state.task,
                                     from_logits=self._state.from_logits)
         except InputError as exc:
@@ -181,7 +188,8 @@ class Comparator:
         """Add the rows of ``other`` after those of ``self`` (in place; exact when ``self`` has seen a
         multiple of the block's rows, else one block is cut short at the seam, as ``Evaluator.merge``)."""
         if self._nan_policy != other._nan_policy:
-            raise ValueError(f"cannot merge comparators with nan_policy {self._nan_policy!r} and {other._nan_policy!r}")
+            raise InputError(f"cannot merge comparators with nan_policy {self._nan_policy!r} and {other._nan_policy!r}",
+                             argument="other")
         self._state = self._flushed_state().merge(other._flushed_state())
         self._pending = None
         return self
@@ -207,13 +215,14 @@ class Comparator:
 
     @classmethod
     def from_state_dict(cls, data) -> "Comparator":
-        """Inverse of :meth:`state_dict`; a ValueError for anything else (checked before allocating)."""
+        """Inverse of :meth:`state_dict`; an :class:`~fastce.errors.InputError` (a ValueError) for anything else,
+        checked before allocating, as ``Evaluator.from_state_dict``."""
         from fastce.streaming import _VIEW_DTYPES
 
         if not isinstance(data, dict) or data.get("format") != COMPARATOR_FORMAT:
-            raise ValueError(f"not a fastce Comparator state (expected format {COMPARATOR_FORMAT!r})")
-        state = ComparisonState.from_dict(data.get("state"))
+            raise InputError(f"not a fastce Comparator state (expected format {COMPARATOR_FORMAT!r})", argument="state")
         try:
+            state = ComparisonState.from_dict(data.get("state"))
             out = cls(state.names, state.num_classes, from_logits=state.from_logits, top_k=state.top_k,
                       nan_policy=data["nan_policy"], confident_below=state.confident_below,
                       groups=state.clusters is not None, task=state.task)
@@ -262,8 +271,8 @@ class Comparator:
                 if (groups is None) != (state.clusters is None):
                     raise ValueError("pending groups do not match the state")
                 out._pending = Batch(views, list(eps), labels, weights, groups, state.task, float(tolerance))
-        except (KeyError, TypeError, ValueError, InputError) as exc:
-            raise ValueError(f"malformed fastce Comparator state: {exc}") from exc
+        except (KeyError, TypeError, ValueError) as exc:  # InputError among them
+            raise InputError(f"malformed fastce Comparator state: {exc}", argument="state") from exc
         return out
 
 
