@@ -320,3 +320,62 @@ def test_soft_target_errors():
     assert m.interval("kl_divergence")[0] < m.kl_divergence < m.interval("kl_divergence")[1]
     with pytest.raises(ValueError, match="no interval for 'brier' in a 'soft' result"):
         m.interval("brier")
+
+
+# -- edges a bug hunt found (each once gave a number that was not the statistic's) -------------------------------
+
+
+@pytest.mark.parametrize("level", [0.5, 0.9, 0.95, 0.99, 0.999])
+def test_wilson_reaches_zero_and_one_with_the_proportion(level):
+    # Rounding left 13 right rows of 13 at (0.77, 0.9999999999999999): an interval without its estimate.
+    for n in range(1, 400):
+        assert errorbars.wilson_interval(1.0, float(n), level)[1] == 1.0
+        assert errorbars.wilson_interval(0.0, float(n), level)[0] == 0.0
+        p = 1.0 / n
+        low, high = errorbars.wilson_interval(p, float(n), level)
+        assert low <= p <= high
+    m = fastce.evaluate(np.zeros(13, dtype=np.int64), logits=np.tile([1.0, 0.0], (13, 1)))
+    low, high = m.interval("accuracy")
+    assert m.accuracy == 1.0 and low < 1.0 and high == 1.0
+
+
+def test_clustered_accuracy_interval_of_one_group_is_unknown_not_the_rows_own():
+    rng = np.random.default_rng(3)
+    z, y = rng.standard_normal((1000, 3)), rng.integers(0, 3, 1000)
+    m = fastce.evaluate(y, logits=z, groups=np.zeros(1000, dtype=np.int64))
+    assert math.isnan(m.stderr["top_k_accuracy"][1])
+    assert all(math.isnan(x) for x in m.interval("accuracy"))
+    assert all(math.isnan(x) for x in m.interval("cross_entropy"))
+
+
+def test_levels_are_checked_as_input_and_numpy_numbers_are_numbers():
+    m = fastce.evaluate(np.array([0, 1, 1, 0]), logits=np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]]))
+    assert m.interval("accuracy", np.float64(0.9)) == m.interval("accuracy", 0.9)
+    assert m.interval("accuracy", np.array(0.9)) == m.interval("accuracy", 0.9)
+    assert m.interval("accuracy", np.float32(0.9))[0] == pytest.approx(m.interval("accuracy", 0.9)[0], rel=1e-6)
+    for bad in (1.5, 0.0, True, "0.95", 0.9999999999999999, np.array([0.9])):
+        with pytest.raises(fastce.InputError, match="level="):
+            m.interval("accuracy", bad)
+    for bad in (2.0, np.float32(1.0)):
+        with pytest.raises(fastce.InputError, match="power="):
+            errorbars.minimum_detectable_difference(0.1, power=bad)
+    with pytest.raises(fastce.InputError, match="no interval for 'f1'"):
+        m.interval("f1")
+
+
+def test_loss_correlation_of_identical_models_is_one():
+    rng = np.random.default_rng(5)
+    for n in (2, 3, 700):
+        z, y = rng.standard_normal((n, 4)), rng.integers(0, 4, n)
+        assert fastce.compare(y, logits={"A": z, "B": z.copy()}).correlation("A", "B") == 1.0
+        assert fastce.compare(y, logits={"A": z, "B": -z}).correlation("A", "B") >= -1.0
+
+
+def test_confidently_wrong_rows_with_an_infinite_loss_carry_an_unknown_share():
+    # The kernel adds 0 for a row whose loss difference is not finite; the share was reported as 0.
+    z = np.array([[-np.inf, 1.0, 0.0], [3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
+    y = np.array([0, 0, 1, 2])
+    c = fastce.compare(y, logits={"A": z, "B": np.zeros((4, 3))})
+    cw = c.confidently_wrong("A", "B")
+    assert cw["rows"] == 1 and math.isnan(cw["loss_difference"]) and math.isnan(cw["loss_difference_share"])
+    assert math.isnan(c.delta("B", "A", "cross_entropy").estimate)

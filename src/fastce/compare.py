@@ -889,14 +889,18 @@ class Comparison:
         var_b = n * lb2 - lb * lb
         if n < 2 * (1 << _exactsum.OFFSET) or var_a <= 0 or var_b <= 0:
             return math.nan
-        return float(Fraction(cov * cov, var_a * var_b)) ** 0.5 * (1.0 if cov >= 0 else -1.0)
+        # At most 1: the sums of squares and of products come from block sums rounded each its own way, and
+        # identical models gave 1.0000000000000004.
+        return min(1.0, float(Fraction(cov * cov, var_a * var_b)) ** 0.5) * (1.0 if cov >= 0 else -1.0)
 
     def confidently_wrong(self, under: str, other: str) -> dict:
         """Rows confidently wrong under ``under`` (p(true) < confident_below) and right under ``other``.
 
         Their rows, weight, share of the rows, and share of the loss
-        difference (under minus other) they carry.  Multi-class and binary
-        comparisons only (a ValueError otherwise).
+        difference (under minus other) they carry: NaN when a row of the
+        pair has an infinite loss (its difference is undefined, as in
+        ``delta``).  Multi-class and binary comparisons only (a ValueError
+        otherwise).
         """
         if self.state.task in CV.TASK_METRICS:
             raise ValueError(f"confidently wrong rows are counted for class labels; not in a {self.state.task} "
@@ -909,8 +913,10 @@ class Comparison:
         carried = sign * sums.value(dl_col)
         total = sign * sums.value(PK.P_DL)
         weight_all = sums.value(PK.P_W)
-        if sums.dropped_any((PK.P_W, PK.P_DL, dl_col)):
-            carried = math.nan  # a partial sum beyond float64 was left out: its share is unknown
+        if sums.dropped_any((PK.P_W, PK.P_DL, dl_col)) or round(sums.value(PK.P_INF_ROWS)):
+            # A partial sum beyond float64 was left out, or a row's loss was infinite (its difference is undefined,
+            # as delta's, and the kernel adds 0 for it): the share is unknown.
+            carried = math.nan
         return {
             "rows": rows,
             "weight": weight,

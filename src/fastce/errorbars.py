@@ -27,15 +27,27 @@ math.lgamma / math.erfc): scipy is a test oracle, not a dependency.
 from __future__ import annotations
 
 import math
+import numbers
 from statistics import NormalDist
+
+import numpy as np
+
+from fastce.errors import InputError
 
 _STANDARD_NORMAL = NormalDist()
 
 
-def check_level(level) -> float:
-    """A confidence level strictly between 0 and 1, or a ValueError that says so."""
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
-        raise ValueError(f"level={level!r} must be a number strictly between 0 and 1, e.g. 0.95.")
+def check_level(level, name: str = "level") -> float:
+    """A confidence level (or power) strictly between 0 and 1, a Python or numpy number, or an InputError (a
+    ValueError) that says so; also refused: levels so near 1 that the normal quantile is not a finite number."""
+    if isinstance(level, np.ndarray) and level.ndim == 0:
+        level = level[()]
+    if isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Real) or not 0.0 < float(level) < 1.0:
+        raise InputError(f"{name}={level!r} must be a number strictly between 0 and 1, e.g. 0.95.", argument=name,
+                         value=level)
+    if not 0.5 + float(level) / 2.0 < 1.0:
+        raise InputError(f"{name}={level!r} is too close to 1 for a finite normal quantile; pass at most 1 - 1e-15.",
+                         argument=name, value=level)
     return float(level)
 
 
@@ -104,7 +116,9 @@ def wilson_interval(p: float, n: float, level: float = 0.95) -> tuple[float, flo
     z2 = z * z
     centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n)
     half = z * math.sqrt(max(0.0, p * (1.0 - p)) / n + z2 / (4.0 * n * n)) / (1.0 + z2 / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # The interval holds p, and reaches 0 or 1 when p does (rounding left 13 right rows of 13 at
+    # (0.77, 0.9999999999999999)).
+    return (0.0 if p == 0.0 else min(p, max(0.0, centre - half)), 1.0 if p == 1.0 else max(p, min(1.0, centre + half)))
 
 
 def two_sided_normal_p(z: float) -> float:
@@ -191,8 +205,7 @@ def minimum_detectable_difference(stderr: float, *, level: float = 0.95, power: 
     (z_{1 - alpha/2} + z_{power}) * stderr: the usual normal-approximation
     power formula for a paired difference with this standard error.
     """
-    if not 0.0 < power < 1.0:
-        raise ValueError(f"power={power!r} must be strictly between 0 and 1, e.g. 0.8.")
+    power = check_level(power, "power")
     return (normal_quantile(level) + _STANDARD_NORMAL.inv_cdf(power)) * stderr
 
 

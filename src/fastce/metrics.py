@@ -7,6 +7,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
 from typing import Mapping
 
+from fastce.errors import InputError
+
 # Fields beyond the common ones that each task computes (the others do not apply to it).
 _TASK_FIELDS = {
     "multiclass": ("brier",),
@@ -153,7 +155,8 @@ class Metrics:
 
         errorbars.check_level(level)
         if not self.stderr:
-            raise ValueError(f"no standard errors for the {self.task!r} task yet: intervals are not available.")
+            raise InputError(f"no standard errors for the {self.task!r} task yet: intervals are not available.",
+                             argument="name", value=name)
         if name == "perplexity":
             low, high = self.interval("cross_entropy", level)
             return (_exp(low), _exp(high))
@@ -169,19 +172,24 @@ class Metrics:
             name, k = "accuracy", 1
         if name in ("accuracy", "top_k_accuracy"):
             if k not in self.top_k_accuracy:
-                raise ValueError(f"k={k!r} is not among the top-k values computed: {sorted(self.top_k_accuracy)}.")
+                raise InputError(f"k={k!r} is not among the top-k values computed: {sorted(self.top_k_accuracy)}.",
+                                 argument="k", value=k)
             p = self.top_k_accuracy[k]
             n = self.n_effective
             if self.n_groups:
                 # Clustered: the Wilson interval over the number of independent
                 # rows the clustered error implies, p (1 - p) / se^2 (n / design effect).
                 se = self.stderr["top_k_accuracy"][k]
+                if math.isnan(se):  # one group: no clustered error, so no interval (not the rows' own Wilson)
+                    return (math.nan, math.nan)
                 n = p * (1.0 - p) / (se * se) if se > 0 else self.n_effective
             return errorbars.wilson_interval(p, n, level)
-        raise ValueError(
+        raise InputError(
             f"no interval for {name!r} in a {self.task!r} result: use 'cross_entropy', 'cross_entropy_bits', "
             "'perplexity', 'accuracy', 'top_k_accuracy' (with k=), and where they apply 'brier', "
-            "'hamming_accuracy', 'subset_accuracy', 'target_entropy', 'kl_divergence'."
+            "'hamming_accuracy', 'subset_accuracy', 'target_entropy', 'kl_divergence'.",
+            argument="name",
+            value=name,
         )
 
     @property
