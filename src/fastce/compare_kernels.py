@@ -764,15 +764,19 @@ def _table_cell(inputs_a, inputs_b, weight, count, k, a_right, b_right, fsums, b
     loss_a, rank_a, loss_b, rank_b = inputs_a[IN_LOSS], inputs_a[IN_RANK], inputs_b[IN_LOSS], inputs_b[IN_RANK]
     a_wrong = not a_right
     b_wrong = not b_right
-    rows = w_sum = w2_sum = 0.0
+    rows = removed = w_sum = w2_sum = 0.0
     for r in range(count):
         joint = (loss_a[r] == loss_a[r]) & (loss_b[r] == loss_b[r])
         w = weight[r]
+        # A zero weight removes the row (its weight sums are 0 either way): McNemar's discordant counts (these
+        # rows) counted such rows as well.  Counted apart and taken off after the loop (both exact integers): with
+        # the weight's test in ``cell`` LLVM left the loop scalar (tests/test_vectorised.py).
         cell = joint & ((rank_a[r] < k) ^ a_wrong) & ((rank_b[r] < k) ^ b_wrong)
         rows = add_reassoc(rows, 1.0 if cell else 0.0)
+        removed = add_reassoc(removed, 1.0 if cell & (w == 0.0) else 0.0)
         w_sum = add_reassoc(w_sum, w if cell else 0.0)
         w2_sum = add_reassoc(w2_sum, w * w if cell else 0.0)
-    fsums[b, at], fsums[b, at + 1], fsums[b, at + 2] = rows, w_sum, w2_sum
+    fsums[b, at], fsums[b, at + 1], fsums[b, at + 2] = rows - removed, w_sum, w2_sum
 
 
 @kernel(**KERNEL_OPTIONS)
