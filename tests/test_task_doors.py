@@ -368,6 +368,67 @@ def test_killed_run_of_every_task_resumes_to_the_same_numbers(task, tmp_path):
     assert resumed.stdout == expected
 
 
+def test_killed_run_over_sequence_files_resumes_at_the_right_sequence(tmp_path):
+    # The checkpoint counted positions (B x T) and the resumed run skipped to that many sequences: rows left out
+    # and a wrong cross-entropy, exit status 0.
+    rng = np.random.default_rng(21)
+    y = rng.integers(0, 5, (3000, 4))
+    y[rng.random(y.shape) < 0.1] = -100
+    z = rng.standard_normal((3000, 4, 5)).astype(np.float32)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "z.npy", z)
+    expected = fastce.evaluate(y, logits=z, ignore_index=-100).to_json() + "\n"
+    state = tmp_path / "run.state"
+    args = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--json",
+            "--ignore-index", "-100", "--chunk-rows", "100", "--state", str(state), "--checkpoint-seconds", "0.05"]
+    env = dict(__import__("os").environ, **{cli._DELAY_ENV: "0.05"})
+    proc = subprocess.Popen([sys.executable, "-m", "fastce", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if state.exists() and json.loads(state.read_text())["rows_done"] > 0:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    saved = json.loads(state.read_text())
+    assert 0 < saved["rows_done"] < 3000 and saved["rows_total"] == 3000
+    assert saved["evaluator"]["state"]["rows_seen"] + (saved["evaluator"]["pending"] or {}).get("rows", 0) == (
+        4 * saved["rows_done"])
+    resumed = subprocess.run([sys.executable, "-m", "fastce", *args], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at row {saved['rows_done']:,} of 3,000" in resumed.stderr
+    assert resumed.stdout == expected
+    again = subprocess.run([sys.executable, "-m", "fastce", *args], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout == expected, again.stderr  # a finished run, rerun
+
+
+def test_an_edited_checkpoint_is_refused(tmp_path):
+    y, z, _ = _data("multiclass", 3000, seed=22)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "z.npy", z)
+    state = tmp_path / "run.state"
+    args = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--state", str(state)]
+    assert cli.main(args, out=io.StringIO(), err=io.StringIO()) == 0
+    text = state.read_text()
+    data = json.loads(text)
+    sums = data["evaluator"]["state"]["sums"]
+    digit = next(i for i, c in enumerate(sums[1]) if c in "123456789abcdef" and i > 2)
+    sums[1] = sums[1][:digit] + ("1" if sums[1][digit] != "1" else "2") + sums[1][digit + 1:]
+    state.write_text(json.dumps(data))
+    err = io.StringIO()
+    assert cli.main(args, out=io.StringIO(), err=err) == 2
+    assert "damaged or was edited" in err.getvalue()
+    del data["checksum"]
+    data["evaluator"]["state"]["sums"] = json.loads(text)["evaluator"]["state"]["sums"]
+    state.write_text(json.dumps(data))
+    err = io.StringIO()
+    assert cli.main(args, out=io.StringIO(), err=err) == 2 and "without one" in err.getvalue()
+
+
 # -- fastce.dask -------------------------------------------------------------------------------------
 
 

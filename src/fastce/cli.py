@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -294,17 +295,31 @@ def _check_state_path(path: str) -> None:
             )
 
 
-def save_checkpoint(path: str, fingerprint: dict, evaluator, n_rows: int, *, key: str = "evaluator") -> None:
-    """Checkpoint a streaming door (an Evaluator, or a Comparator with ``key="comparator"``)."""
+def save_checkpoint(path: str, fingerprint: dict, evaluator, n_rows: int, *, key: str = "evaluator",
+                    positions: int = 1) -> None:
+    """Checkpoint a streaming door (an Evaluator, or a Comparator with ``key="comparator"``) that has read
+    ``rows_seen / positions`` of the files' ``n_rows`` rows (``positions``: a sequence file's positions a row)."""
     data = {
         "format": CHECKPOINT_FORMAT,
         "fastce_version": __version__,
         "fingerprint": fingerprint,
-        "rows_done": evaluator.rows_seen,
+        "rows_done": evaluator.rows_seen // positions,
         "rows_total": n_rows,
         key: evaluator.state_dict(),
     }
+    data["checksum"] = _checksum(data)
     _write_atomic(path, _json.dumps(data))
+
+
+def _checksum(data: dict) -> str:
+    """SHA-256 of a checkpoint's content but its checksum (sorted keys: the same text after a JSON round trip).
+
+    Without it an edited sum (one hex digit) resumed into wrong numbers; the README promises that a damaged or
+    edited checkpoint is refused.
+    """
+    content = {name: value for name, value in data.items() if name != "checksum"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _file_list(value) -> bool:
@@ -330,7 +345,8 @@ def _differences(saved, current, prefix="") -> list:
     return [prefix.strip()]
 
 
-def load_checkpoint(path: str, fingerprint: dict, *, key: str = "evaluator", load=Evaluator.from_state_dict):
+def load_checkpoint(path: str, fingerprint: dict, *, key: str = "evaluator", load=Evaluator.from_state_dict,
+                    positions: int = 1):
     """The Evaluator (or, with ``key``/``load``, the Comparator) saved in ``path``, refused unless it
     was written for these inputs and options.
 
@@ -356,6 +372,16 @@ def load_checkpoint(path: str, fingerprint: dict, *, key: str = "evaluator", loa
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise UsageError(f"state file {path} is not a fastce checkpoint; delete it or pass another --state.")
     try:
+        intact = data.get("checksum") == _checksum(data)
+    except (TypeError, ValueError, RecursionError):  # not serialisable back: edited too
+        intact = False
+    if not intact:
+        raise UsageError(
+            f"state file {path} is damaged or was edited (its checksum does not match its content"
+            + ("" if "checksum" in data else "; or an older fastce wrote it, without one")
+            + "); delete it to start over."
+        )
+    try:
         diff = _differences(data.get("fingerprint"), fingerprint)
     except RecursionError:
         diff = ["fingerprint (nested too deeply)"]
@@ -370,7 +396,7 @@ def load_checkpoint(path: str, fingerprint: dict, *, key: str = "evaluator", loa
         raise UsageError(f"state file {path} is damaged ({_one_line(str(exc))[:300]}); delete it to start over.") from None
     done, total = data.get("rows_done"), data.get("rows_total")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (done, total)) or not (
-        evaluator.rows_seen == done <= total
+        evaluator.rows_seen == done * positions and done <= total
     ):
         raise UsageError(f"state file {path} is damaged (inconsistent row counts); delete it to start over.")
     return evaluator
@@ -455,15 +481,16 @@ def _evaluate(args, out, err) -> int:
             diagnostics=diagnostics or False, ignore_index=args.ignore_index, precision=args.precision,
             groups=groups is not None, _warn_top_k=False,  # warned above
         )
-        evaluator = resume(args, fingerprint, evaluator, n, err)
+        positions = inputs.positions_per_row
+        evaluator = resume(args, fingerprint, evaluator, n, err, positions=positions)
         chunk_rows = args.chunk_rows or inputs.chunk_rows(evaluator.block_rows)
         row_bytes = inputs.scores.row_bytes + inputs.labels.row_bytes
         chunks = (
             (lo, hi, (y, scores, w) + (() if groups is None else (groups.read(lo, hi),)))
-            for lo, hi, y, scores, w in files.iter_chunks(inputs, chunk_rows, start=evaluator.rows_seen)
+            for lo, hi, y, scores, w in files.iter_chunks(inputs, chunk_rows, start=evaluator.rows_seen // positions)
         )
         status = run_chunks(args, evaluator, chunks, n, row_bytes, fingerprint, err,
-                            where=lambda exc: _with_where(exc, inputs, groups))
+                            where=lambda exc: _with_where(exc, inputs, groups), positions=positions)
         if status is not None:
             return status
         _finish(evaluator.report if diagnostics else evaluator.result, args, inputs, out, err)
@@ -480,28 +507,34 @@ def top_k_option(args, num_classes: int, err) -> tuple:
     return top_k
 
 
-def resume(args, fingerprint: dict, fresh, n: int, err, *, key: str = "evaluator", load=Evaluator.from_state_dict):
-    """The streaming door to run: ``fresh``, or the one checkpointed in ``--state`` for this command."""
+def resume(args, fingerprint: dict, fresh, n: int, err, *, key: str = "evaluator", load=Evaluator.from_state_dict,
+           positions: int = 1):
+    """The streaming door to run: ``fresh``, or the one checkpointed in ``--state`` for this command.
+
+    ``positions``: a row of the files is that many rows of the door (a sequence file's positions); the
+    checkpoint and the messages count rows of the files, and the reading resumes at ``rows_seen / positions``
+    (it resumed at ``rows_seen``, skipping rows of sequence files).
+    """
     if not args.state:
         return fresh
     remove_stale_temporaries(args.state)
     if not os.path.exists(args.state):
-        save_checkpoint(args.state, fingerprint, fresh, n, key=key)
+        save_checkpoint(args.state, fingerprint, fresh, n, key=key, positions=positions)
         return fresh
-    saved = load_checkpoint(args.state, fingerprint, key=key, load=load)
-    if saved._settings() != fresh._settings() or saved.rows_seen > n:
+    saved = load_checkpoint(args.state, fingerprint, key=key, load=load, positions=positions)
+    if saved._settings() != fresh._settings() or saved.rows_seen > n * positions:
         # The fingerprint matched, so the state inside was edited.
         raise UsageError(
             f"state file {args.state} is damaged (its {key}'s settings or row count do not match "
             "this command); delete it to start over."
         )
-    if saved.rows_seen < n:
-        print(f"fastce: resuming from {args.state} at row {saved.rows_seen:,} of {n:,}", file=err)
+    if saved.rows_seen < n * positions:
+        print(f"fastce: resuming from {args.state} at row {saved.rows_seen // positions:,} of {n:,}", file=err)
     return saved
 
 
 def run_chunks(args, streamer, chunks, n: int, row_bytes: int, fingerprint: dict, err, *, key: str = "evaluator",
-               where=None) -> int | None:
+               where=None, positions: int = 1) -> int | None:
     """Feed ``chunks`` ((first row, end row, update arguments) each) to ``streamer.update``.
 
     Shows progress, checkpoints every ``--checkpoint-seconds`` into
@@ -510,7 +543,7 @@ def run_chunks(args, streamer, chunks, n: int, row_bytes: int, fingerprint: dict
     InputError (to name the file it concerns).
     """
     delay = float(os.environ.get(_DELAY_ENV) or 0.0)
-    progress = make_progress(n, row_bytes, initial=streamer.rows_seen, stream=err,
+    progress = make_progress(n, row_bytes, initial=streamer.rows_seen // positions, stream=err,
                              enabled=False if args.no_progress else None)
     last_save = time.monotonic()
     # A first use compiles the kernels (seconds): say so, once, rather than leave the bar frozen at 0%.
@@ -533,20 +566,20 @@ def run_chunks(args, streamer, chunks, n: int, row_bytes: int, fingerprint: dict
                 if delay:
                     time.sleep(delay)
                 if args.state and time.monotonic() - last_save >= args.checkpoint_seconds:
-                    save_checkpoint(args.state, fingerprint, streamer, n, key=key)
+                    save_checkpoint(args.state, fingerprint, streamer, n, key=key, positions=positions)
                     last_save = time.monotonic()
     except (KeyboardInterrupt, _Terminated) as exc:
         progress.close()
         status = 130 if isinstance(exc, KeyboardInterrupt) else 143
         if args.state:
-            save_checkpoint(args.state, fingerprint, streamer, n, key=key)
+            save_checkpoint(args.state, fingerprint, streamer, n, key=key, positions=positions)
             print(
-                f"fastce: interrupted at row {streamer.rows_seen:,} of {n:,}; checkpoint saved to {args.state}: "
+                f"fastce: interrupted at row {streamer.rows_seen // positions:,} of {n:,}; checkpoint saved to {args.state}: "
                 "run the same command again to resume.",
                 file=err,
             )
         else:
-            print(f"fastce: interrupted at row {streamer.rows_seen:,} of {n:,}.", file=err)
+            print(f"fastce: interrupted at row {streamer.rows_seen // positions:,} of {n:,}.", file=err)
         return status
     except BaseException:
         # End the bar's line before main() prints the error, or the message
@@ -555,7 +588,7 @@ def run_chunks(args, streamer, chunks, n: int, row_bytes: int, fingerprint: dict
         raise
     progress.close()
     if args.state:
-        save_checkpoint(args.state, fingerprint, streamer, n, key=key)
+        save_checkpoint(args.state, fingerprint, streamer, n, key=key, positions=positions)
     return None
 
 

@@ -832,6 +832,11 @@ class Inputs:
         chunks = ((lo, self.labels.read(lo, min(lo + chunk_rows, n)).reshape(-1, c)) for lo in range(0, n, chunk_rows))
         return tasks.TASK_OF_KIND[tasks.kind_of_chunks(chunks, self.labels.dtype)]
 
+    @property
+    def positions_per_row(self) -> int:
+        """Rows of the readers a row of the files holds: a sequence file's positions ((B, T, C): T), else 1."""
+        return int(np.prod(self.scores.shape[1:-1])) if len(self.scores.shape) > 2 else 1
+
     def chunk_rows(self, block_rows: int) -> int:
         """Rows of the files read at a time by default: about DEFAULT_CHUNK_BYTES of scores.
 
