@@ -57,7 +57,6 @@ def test_text_names_and_findings(models):
     "extra, message",
     [
         (["--names", "x"], "--names gives 1 name(s) for 2 model file(s)"),
-        (["--scheduler", "tcp://nowhere:1"], "--scheduler is not supported by compare"),
         (["--top-k", "0"], "top_k"),
     ],
 )
@@ -66,6 +65,24 @@ def test_usage_errors_exit_2_with_one_line(models, extra, message):
     status, out, err = _main("compare", "--labels", d / "y.npy", "--logits", d / "a.npy", d / "b.npy", *extra)
     assert status == 2 and out == ""
     assert message.replace("top_k", "--top-k") in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_offers_only_the_options_it_takes(models, capsys):
+    # Its help listed --ignore-index, --precision and --scheduler (each then refused) and said --labels could be
+    # left out (it cannot).
+    d, *_ = models
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--ignore-index", "--precision", "--scheduler", "may be left out"):
+        assert option not in text
+    for extra in (["--scheduler", "tcp://nowhere:1"], ["--ignore-index", "-100"], ["--precision", "float64"]):
+        with pytest.raises(SystemExit) as exited:  # argparse's refusal, as of any option a command does not take
+            cli.main(["compare", "--labels", str(d / "y.npy"), "--logits", str(d / "a.npy"), str(d / "b.npy"), *extra])
+        assert exited.value.code == 2 and f"unrecognized arguments: {extra[0]}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse's own refusal of a missing required option
+        cli.main(["compare", "--logits", str(d / "a.npy"), str(d / "b.npy")])
+    assert exited.value.code == 2 and "required: --labels" in capsys.readouterr().err
 
 
 def test_mismatched_files_are_refused(models, tmp_path):

@@ -164,6 +164,33 @@ def _main(*args):
     return status, out.getvalue(), err.getvalue()
 
 
+def test_the_command_finds_or_is_told_the_groups_member_of_an_npz_or_table(tmp_path):
+    # --groups had no option naming its .npz member or table column: a file whose member is not called "groups"
+    # (or "group", ...) stopped the command with "internal error: KeyError" (exit status 1), and a float member
+    # beside the integer one was picked (the weights' rule), then refused.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    y, z, w, g = _data(seed=9)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "z.npy", z)
+    expected = fastce.evaluate(y, logits=z, groups=g).to_json() + "\n"
+    base = ["eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--json", "--no-progress"]
+    np.savez(tmp_path / "two.npz", doc=g, page=np.arange(len(g)))
+    status, out, err = _main(*base, "--groups", tmp_path / "two.npz")
+    assert status == 2 and "name it with --groups-key" in err and len(err.strip().splitlines()) == 1
+    status, out, err = _main(*base, "--groups", tmp_path / "two.npz", "--groups-key", "doc")
+    assert status == 0 and out == expected, err
+    np.savez(tmp_path / "mixed.npz", score=w, doc=g)  # one integer member: the group ids
+    status, out, err = _main(*base, "--groups", tmp_path / "mixed.npz")
+    assert status == 0 and out == expected, err
+    pq.write_table(pa.table({"doc": g, "page": np.arange(len(g))}), tmp_path / "g.parquet")
+    status, out, err = _main(*base, "--groups", tmp_path / "g.parquet")
+    assert status == 2 and "name it with --group-column" in err
+    status, out, err = _main(*base, "--groups", tmp_path / "g.parquet", "--group-column", "doc")
+    assert status == 0 and out == expected, err
+
+
 def test_the_command_takes_groups_and_resumes_with_them(tmp_path, monkeypatch):
     y, z, w, g = _data(seed=8)
     for name, array in (("y", y), ("z", z), ("w", w), ("g", g), ("short", g[:-1])):

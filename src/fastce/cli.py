@@ -129,25 +129,31 @@ def _add_common_arguments(ev: argparse.ArgumentParser) -> None:
     add_run_arguments(ev)
 
 
-def add_run_arguments(ev: argparse.ArgumentParser) -> None:
-    """The options of every command that reads files: labels, weights, top-k, output, chunks, checkpoints."""
+def add_run_arguments(ev: argparse.ArgumentParser, *, compare: bool = False) -> None:
+    """The options of every command that reads files: labels, weights, top-k, output, chunks, checkpoints.
+
+    ``compare``: the options ``fastce compare`` takes (its help listed --ignore-index, --precision and
+    --scheduler, which it refused, and said --labels could be left out, which it cannot).
+    """
     ev.add_argument(
-        "--labels", nargs="+", metavar="FILE",
-        help="integer class indices, shape (rows,), or (rows, classes) targets (one-hot, multi-label 0/1, soft); "
-        "may be left out when the scores file is a table holding them",
+        "--labels", nargs="+", metavar="FILE", required=compare,
+        help="integer class indices, shape (rows,), or (rows, classes) targets (one-hot, multi-label 0/1, soft)"
+        + ("" if compare else "; may be left out when the scores file is a table holding them"),
     )
     ev.add_argument(
         "--task", choices=("auto", "multiclass", "binary", "multilabel", "soft"), default="auto",
         help="the question to answer (default: inferred from the shapes and values, as fastce.evaluate)",
     )
-    ev.add_argument(
-        "--ignore-index", type=int, metavar="LABEL",
-        help="leave out rows whose label is LABEL (padding, e.g. -100); class-index labels only",
-    )
-    ev.add_argument(
-        "--precision", choices=("input", "float64"), default="input",
-        help="math of the scores: the input's (float32 math for 16/32-bit scores, default) or float64 for any input",
-    )
+    if not compare:
+        ev.add_argument(
+            "--ignore-index", type=int, metavar="LABEL",
+            help="leave out rows whose label is LABEL (padding, e.g. -100); class-index labels only",
+        )
+        ev.add_argument(
+            "--precision", choices=("input", "float64"), default="input",
+            help="math of the scores: the input's (float32 math for 16/32-bit scores, default) or float64 for any "
+            "input",
+        )
     ev.add_argument("--weights", nargs="+", metavar="FILE", help="non-negative row weights, shape (rows,)")
     ev.add_argument("--groups", nargs="+", metavar="FILE",
                     help="an integer group id per row (document, patient): clustered error bars")
@@ -159,6 +165,7 @@ def add_run_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--key", "--score-column", dest="scores_name", metavar="NAME", help="the .npz member or table column of the scores")
     ev.add_argument("--labels-key", "--label-column", dest="labels_name", metavar="NAME", help="the .npz member or table column of the labels")
     ev.add_argument("--weights-key", "--weight-column", dest="weights_name", metavar="NAME", help="the .npz member or table column of the weights")
+    ev.add_argument("--groups-key", "--group-column", dest="groups_name", metavar="NAME", help="the .npz member or table column of the group ids")
     ev.add_argument("--json", action="store_true", help="print one JSON object and nothing else on stdout")
     ev.add_argument("--chunk-rows", type=int, metavar="N", help="rows read at a time (default: about 64 MB of scores)")
     ev.add_argument("--threads", type=int, metavar="T", help="threads of the kernels (default: all cores)")
@@ -170,11 +177,12 @@ def add_run_arguments(ev: argparse.ArgumentParser) -> None:
         "--checkpoint-seconds", type=float, default=5.0, metavar="S",
         help="seconds between checkpoints with --state (default: 5)",
     )
-    ev.add_argument(
-        "--scheduler", metavar="ADDRESS",
-        help="evaluate on the Dask cluster at ADDRESS (tcp://host:port); the workers read the files, "
-        "which must be at the same paths for them (needs fastce[dask])",
-    )
+    if not compare:
+        ev.add_argument(
+            "--scheduler", metavar="ADDRESS",
+            help="evaluate on the Dask cluster at ADDRESS (tcp://host:port); the workers read the files, "
+            "which must be at the same paths for them (needs fastce[dask])",
+        )
     ev.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     ev.add_argument("--debug", action="store_true", help="show the traceback of errors")
 
@@ -454,7 +462,7 @@ def _evaluate(args, out, err) -> int:
         n, num_classes = inputs.n_rows, inputs.num_classes
         groups = None
         if args.groups:
-            groups = stack.enter_context(files.open_array(args.groups, role="groups"))
+            groups = stack.enter_context(files.open_array(args.groups, role="groups", name=args.groups_name))
             if groups.n_rows != n:
                 raise files.InputFileError(
                     f"row counts differ: {groups.where} has {groups.n_rows} rows but the scores have {n}; "
@@ -644,7 +652,7 @@ def _evaluate_on_cluster(args, out, err) -> int:
                 args.labels, logits=args.logits, proba=args.proba, sample_weight=args.weights,
                 top_k=args.top_k, nan_policy=args.nan_policy, chunk_rows=args.chunk_rows,
                 scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
-                groups=args.groups, **task_options, **(diagnostics or {}),
+                groups=args.groups, groups_name=args.groups_name, **task_options, **(diagnostics or {}),
             ),
             args, inputs, out, err,
         )

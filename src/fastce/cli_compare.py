@@ -34,7 +34,7 @@ def add_compare_parser(commands) -> None:
     cmp.add_argument("--names", nargs="+", metavar="NAME", help="the models' names (default: the file names)")
     cmp.add_argument("--confident-below", type=float, default=0.01, metavar="P",
                      help="a wrong row is confidently wrong when p(true class) < P (default: 0.01)")
-    cli.add_run_arguments(cmp)
+    cli.add_run_arguments(cmp, compare=True)
 
 
 def _names(args, paths) -> list:
@@ -48,11 +48,6 @@ def _names(args, paths) -> list:
 
 def run_compare(args, out, err) -> int:
     cli.check_run_options(args)
-    if args.scheduler:
-        raise cli.UsageError("--scheduler is not supported by compare yet: run it on one machine (bounded memory).")
-    if args.ignore_index is not None or args.precision != "input":
-        raise cli.UsageError("--ignore-index and --precision are options of fastce eval; compare reads every row "
-                             "with the input's precision.")
     paths = args.logits if args.logits is not None else args.proba
     if len(paths) < 2:
         raise cli.UsageError("compare needs at least two models: one --logits (or --proba) file per model.")
@@ -64,7 +59,8 @@ def run_compare(args, out, err) -> int:
         models = [stack.enter_context(files.open_array([p], role="scores", name=args.scores_name)) for p in paths]
         weights = None if args.weights is None else stack.enter_context(
             files.open_array(args.weights, role="weights", name=args.weights_name))
-        groups = None if args.groups is None else stack.enter_context(files.open_array(args.groups, role="groups"))
+        groups = None if args.groups is None else stack.enter_context(
+            files.open_array(args.groups, role="groups", name=args.groups_name))
         n, shape = models[0].n_rows, tuple(models[0].shape)
         binary = len(shape) == 1  # 1-D scores: of class 1, the binary task (as fastce.compare)
         num_classes = 2 if binary else shape[1]

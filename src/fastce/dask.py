@@ -763,24 +763,26 @@ def evaluate_files(
     ignore_index: int | None = None,
     precision: str = "input",
     groups=None,
+    groups_name=None,
 ):
     """:func:`fastce.files.evaluate_files` on the current Dask scheduler (files read by the workers).
 
     Same arguments and the same Metrics, bit for bit, for every task (1-D
     score files are binary; (rows, classes) label files one-hot, multi-label
     or soft); ``groups``: a file of one integer group id per row (clustered
-    errors, as :func:`evaluate`).  With a
+    errors, as :func:`evaluate`; ``groups_name``: its .npz member or table column).  With a
     ``distributed.Client`` active, every worker must see the files at the
     same paths.  ``compute=False`` returns a Delayed, as in :func:`evaluate`.
     """
     return _over_files(evaluate, labels, logits=logits, proba=proba, sample_weight=sample_weight,
                        chunk_rows=chunk_rows, scores_name=scores_name, labels_name=labels_name,
                        weights_name=weights_name, top_k=top_k, nan_policy=nan_policy, compute=compute,
-                       task=task, ignore_index=ignore_index, precision=precision, groups=groups)
+                       task=task, ignore_index=ignore_index, precision=precision, groups=groups,
+                       groups_name=groups_name)
 
 
 def _over_files(func, labels, *, logits, proba, sample_weight, chunk_rows, scores_name, labels_name,
-                weights_name, groups=None, **kwargs):
+                weights_name, groups=None, groups_name=None, **kwargs):
     """``func`` (evaluate or diagnose) over dask arrays read from files by the workers."""
     if (logits is None) == (proba is None):
         raise files.InputFileError("pass exactly one of logits or proba files.")
@@ -799,7 +801,7 @@ def _over_files(func, labels, *, logits, proba, sample_weight, chunk_rows, score
     if sample_weight is not None:
         w = read_array(sample_weight, role="weights", name=weights_name, row_chunks=row_chunks)
     if groups is not None:
-        kwargs["groups"] = read_array(groups, role="groups", row_chunks=row_chunks)
+        kwargs["groups"] = read_array(groups, role="groups", name=groups_name, row_chunks=row_chunks)
     if from_logits:
         return func(y, logits=scores, sample_weight=w, **kwargs)
     return func(y, proba=scores, sample_weight=w, **kwargs)
@@ -855,8 +857,8 @@ def diagnose(
 
 
 def diagnose_files(labels=None, *, logits=None, proba=None, sample_weight=None, chunk_rows=None,
-                   scores_name=None, labels_name=None, weights_name=None, groups=None, **options):
+                   scores_name=None, labels_name=None, weights_name=None, groups=None, groups_name=None, **options):
     """:func:`diagnose` over files read by the workers (as :func:`evaluate_files`); ``options`` go to diagnose."""
     return _over_files(diagnose, labels, logits=logits, proba=proba, sample_weight=sample_weight,
                        chunk_rows=chunk_rows, scores_name=scores_name, labels_name=labels_name,
-                       weights_name=weights_name, groups=groups, **options)
+                       weights_name=weights_name, groups=groups, groups_name=groups_name, **options)

@@ -52,6 +52,14 @@ DEFAULT_NAMES = {
     "groups": ("groups", "group", "group_id", "cluster"),
 }
 ROLE_WORDS = {"scores": "scores", "labels": "labels", "weights": "weights", "groups": "groups"}
+# The command's options naming an .npz member and a table column, per role (every role: --groups's was missing,
+# a KeyError and exit status 1 when no member was named groups).
+_NAME_OPTIONS = {
+    "scores": ("--key", "--score-column"),
+    "labels": ("--labels-key", "--label-column"),
+    "weights": ("--weights-key", "--weight-column"),
+    "groups": ("--groups-key", "--group-column"),
+}
 # Rows decoded at a time from tables and compressed members when no chunk size is given.
 DEFAULT_BATCH_ROWS = 1 << 16
 # Target bytes of scores per chunk for the command's default chunk size.
@@ -530,14 +538,14 @@ def _choose_column(schema, role, name, path):
         t = field.type
         if role == "scores":
             return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-        if role == "labels":
+        if role in ("labels", "groups"):
             return pa.types.is_integer(t)
         return pa.types.is_floating(t)
 
     fitting = [f.name for f in schema if fits(f)]
     if len(fitting) == 1:
         return fitting[0]
-    option = {"scores": "--score-column", "labels": "--label-column", "weights": "--weight-column"}[role]
+    option = _NAME_OPTIONS[role][1]
     raise InputFileError(
         f"{path}: cannot tell which column holds the {ROLE_WORDS[role]} (columns: {names}); name it with {option}.",
         argument=path,
@@ -598,7 +606,7 @@ def _open_npz(path, role, name):
             if key is None:
                 fitting = [k for k in members if _fits_role(role, *_shape_dtype(header(k)))]
                 if len(fitting) != 1:
-                    option = {"scores": "--key", "labels": "--labels-key", "weights": "--weights-key"}[role]
+                    option = _NAME_OPTIONS[role][0]
                     raise InputFileError(
                         f"{path}: cannot tell which array holds the {ROLE_WORDS[role]} (it holds {sorted(members)}); "
                         f"name it with {option}.",
@@ -634,7 +642,7 @@ def _shape_dtype(header):
 def _fits_role(role, shape, dtype):
     if role == "scores":
         return len(shape) == 2 and dtype.kind == "f"
-    if role == "labels":
+    if role in ("labels", "groups"):  # groups: integer ids (a float array was picked by the weights' rule)
         return len(shape) == 1 and dtype.kind in "iu"
     return len(shape) == 1 and dtype.kind == "f"
 
