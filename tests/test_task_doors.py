@@ -406,6 +406,33 @@ def test_killed_run_over_sequence_files_resumes_at_the_right_sequence(tmp_path):
     assert again.returncode == 0 and again.stdout == expected, again.stderr  # a finished run, rerun
 
 
+def test_sequence_files_take_a_weight_and_a_group_per_position(tmp_path):
+    # The command refused (B, T) weights when opening the file and (B,) ones at the first batch: sequence files
+    # could not be weighted at all; nor take a group id per position, which the README lists.
+    rng = np.random.default_rng(23)
+    y = rng.integers(0, 5, (300, 4))
+    y[rng.random(y.shape) < 0.1] = -100
+    z = rng.standard_normal((300, 4, 5)).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, (300, 4))
+    g = rng.integers(0, 40, (300, 4))
+    for name, array in (("y", y), ("z", z), ("w", w), ("g", g), ("w_row", w[:, 0]), ("g_row", g[:, 0])):
+        np.save(tmp_path / f"{name}.npy", array)
+    base = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--json",
+            "--ignore-index", "-100", "--chunk-rows", "7", "--no-progress"]
+    for weights, groups, expected in (
+        ("w", "g", fastce.evaluate(y, logits=z, sample_weight=w, groups=g, ignore_index=-100)),
+        ("w", "g_row", fastce.evaluate(y, logits=z, sample_weight=w, groups=np.repeat(g[:, :1], 4, axis=1),
+                                       ignore_index=-100)),
+    ):
+        out, err = io.StringIO(), io.StringIO()
+        args = [*base, "--weights", str(tmp_path / f"{weights}.npy"), "--groups", str(tmp_path / f"{groups}.npy")]
+        assert cli.main(args, out=out, err=err) == 0, err.getvalue()
+        assert out.getvalue() == expected.to_json() + "\n"
+    err = io.StringIO()
+    assert cli.main([*base, "--weights", str(tmp_path / "w_row.npy")], out=io.StringIO(), err=err) == 2
+    assert "must have shape (300, 4) (one a position)" in err.getvalue()
+
+
 def test_an_edited_checkpoint_is_refused(tmp_path):
     y, z, _ = _data("multiclass", 3000, seed=22)
     np.save(tmp_path / "y.npy", y)

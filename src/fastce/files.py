@@ -730,6 +730,26 @@ def _shard_error(path, head):
     return _not_an_array(path, head)
 
 
+def check_per_position(source: ArraySource, scores: ArraySource, role: str) -> None:
+    """``source`` (weights or groups) fits ``scores``: one value a row, (rows,); or, for sequence scores
+    (..., classes), one a position, the scores' shape without the class axis (weights must be that: a weight a
+    position, as ``fastce.evaluate``; groups may also give one id a sequence)."""
+    shape, positions = tuple(source.shape), tuple(scores.shape[:-1])
+    sequences = len(scores.shape) > 2
+    if sequences and shape == positions:
+        return
+    if (len(shape) == 1 or shape[1:] == (1,)) and not (sequences and role == "weights"):
+        return
+    want = f"{positions} (one a position)" if sequences else "(rows,)"
+    if sequences and role == "groups":
+        want += " or (rows,) (one a sequence)"
+    raise InputFileError(
+        f"{source.where} holds an array of shape {shape}; {role} of {scores.where} (shape {tuple(scores.shape)}) "
+        f"must have shape {want}.",
+        argument=source.where,
+    )
+
+
 def _check_role(source: ArraySource, role: str) -> None:
     shape, dtype, where = source.shape, source.dtype, source.where
     if role == "scores":
@@ -754,7 +774,10 @@ def _check_role(source: ArraySource, role: str) -> None:
                 argument=where,
             )
     else:
-        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        # Weights and groups may hold one value per position of sequence scores (checked against the scores'
+        # shape by check_per_position): refused here before, the command could not weight sequence files at all.
+        per_position = role in ("weights", "groups") and len(shape) >= 2
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1) or per_position):
             also = " (or (rows, classes) targets: one-hot, multi-label or soft)" if role == "labels" else ""
             raise InputFileError(
                 f"{where} holds an array of shape {shape}; {role} must have shape (rows,){also}.", argument=where
@@ -909,6 +932,7 @@ def open_inputs(
         if sample_weight is not None:
             weight_source = open_array(sample_weight, role="weights", name=weights_name)
             opened.append(weight_source)
+            check_per_position(weight_source, scores, "weights")
         for other in opened[1:]:
             if other.n_rows != scores.n_rows:
                 raise InputFileError(
