@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import os
 import shutil
 import signal
@@ -608,3 +609,43 @@ def test_anonymous_memory_does_not_grow_with_the_file(tmp_path):
     file_size = os.path.getsize(tmp_path / "big.npy")
     assert file_size > 290e6
     assert growth < 32 * 2**20, f"RssAnon grew by {growth / 2**20:.1f} MiB reading a {file_size / 2**20:.0f} MiB file"
+
+
+def test_messages_name_the_commands_flags_not_python_arguments(tmp_path):
+    # "pass them as logits= instead", "leave it at None", "worst_k must be ...": the command has no such arguments.
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((300, 4)).astype(np.float32)
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "p.npy", np.abs(z) + 1)
+    np.save(tmp_path / "y.npy", rng.integers(0, 4, 300))
+    np.save(tmp_path / "ym.npy", (rng.random((300, 4)) < 0.3).astype(np.int64))
+    y, zf, pf, ym = (str(tmp_path / f) for f in ("y.npy", "z.npy", "p.npy", "ym.npy"))
+    for args, wanted in (
+        (["eval", "--labels", y, "--proba", pf], "pass them as --logits instead"),
+        (["eval", "--labels", ym, "--logits", zf, "--ignore-index", "-100", "--task", "multilabel"],
+         "--ignore-index applies to class-index labels"),
+        (["report", "--labels", y, "--logits", zf, "--worst-k", "2000000"], "--worst-k must be an integer"),
+        (["compare", "--labels", y, "--logits", zf, zf, "--names", "a", "a"], "--names must be"),
+    ):
+        status, out, err = _main(*args, "--no-progress")
+        assert status == 2 and wanted in err, err
+        assert not re.search(r"\b(logits|proba)=|worst_k|ignore_index|leave it at None", err), err
+
+
+def test_errors_name_the_labels_file_and_the_shard_that_holds_the_row(tmp_path):
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((300, 4)).astype(np.float32)
+    targets = (rng.random((300, 4)) < 0.3).astype(np.int64)
+    targets[5, 3] = 2
+    np.save(tmp_path / "targets.npy", targets)
+    np.save(tmp_path / "z.npy", z)
+    status, out, err = _main("eval", "--labels", tmp_path / "targets.npy", "--logits", tmp_path / "z.npy")
+    assert status == 2 and f"{tmp_path / 'targets.npy'}: y_true row 5 holds 2.0" in err
+    (tmp_path / "shards").mkdir()
+    bad = z.copy()
+    bad[250, 1] = np.nan
+    np.save(tmp_path / "shards" / "a.npy", bad[:200])
+    np.save(tmp_path / "shards" / "b.npy", bad[200:])
+    np.save(tmp_path / "y.npy", rng.integers(0, 4, 300))
+    status, out, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "shards", "--no-progress")
+    assert status == 2 and f"in {tmp_path / 'shards' / 'b.npy'} (its row 50): scores row 250" in err, err

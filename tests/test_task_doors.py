@@ -335,7 +335,7 @@ def test_eval_command_ignore_index_and_refusals(task_files, tmp_path):
     err = io.StringIO()
     assert cli.main(["report", "--labels", str(y_soft), "--logits", str(z_soft), "--no-progress"], out=io.StringIO(),
                     err=err) == 2
-    assert "for soft targets fastce.evaluate reports" in err.getvalue()
+    assert "for soft targets fastce eval reports" in err.getvalue()
 
 
 @pytest.mark.parametrize("task", ["binary", "multilabel", "soft"])

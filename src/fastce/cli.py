@@ -419,7 +419,12 @@ def _where_for(exc: InputError, inputs, groups=None) -> str | None:
         "y_true": inputs.labels, "scores": inputs.scores, "logits": inputs.scores, "proba": inputs.scores,
         "sample_weight": inputs.weights, "groups": groups,
     }.get(exc.argument)
-    return None if source is None else source.where
+    if source is None:
+        return None
+    if exc.row is not None and hasattr(source, "shard_of") and 0 <= exc.row < source.n_rows:
+        # The shard and its own row ("a.npy and 1 more shard(s)" read as if a.npy held it).
+        return f"{source.where}, in {source.shard_of(int(exc.row))}"
+    return source.where
 
 
 def check_run_options(args) -> None:
@@ -471,7 +476,10 @@ def _evaluate(args, out, err) -> int:
                 )
         top_k = top_k_option(args, num_classes, err)
         diagnostics = _diagnostics_options(args)
-        task = inputs.task(args.task)
+        try:
+            task = inputs.task(args.task)
+        except InputError as exc:  # a labels file's bad value: name the file, as the rows' errors do
+            raise _with_where(exc, inputs) from None
         fingerprint = {
             "inputs": inputs.fingerprint(),
             "options": {"top_k": list(top_k), "nan_policy": args.nan_policy},
@@ -642,7 +650,10 @@ def _evaluate_on_cluster(args, out, err) -> int:
         args.labels, logits=args.logits, proba=args.proba, sample_weight=args.weights,
         scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
     ) as inputs:  # opened here for the checks and messages of the local path; the workers reopen them
-        task = inputs.task(args.task)
+        try:
+            task = inputs.task(args.task)
+        except InputError as exc:  # a labels file's bad value: name the file, as the rows' errors do
+            raise _with_where(exc, inputs) from None
     diagnostics = _diagnostics_options(args)
     task_options = {"task": task, "ignore_index": args.ignore_index, "precision": args.precision}
     # Not the default client: a caller's own client (in-process use) stays the default.
@@ -687,11 +698,21 @@ def _with_where(exc: InputError, inputs, groups=None) -> InputError:
 
 
 def _flag_names(text: str, *, top_k: bool = True) -> str:
-    """A message of the Python API with the command's flag names (top_k=[5] -> --top-k 5)."""
+    """A message of the Python API with the command's flag names (top_k=[5] -> --top-k 5, task='soft' -> --task
+    soft, logits= -> --logits, worst_k -> --worst-k, ...): a user of the command has no Python arguments."""
     if top_k:
         text = re.sub(r"\btop_k=\[([\d, ]+)\]", lambda m: "--top-k " + m.group(1).replace(",", ""), text)
         text = re.sub(r"\btop_k\b", "--top-k", text)
     text = re.sub(r"\bignore_index=(-?\d+)", r"--ignore-index \1", text)
+    if "ignore_index" in text:
+        text = text.replace("leave it at None", "leave --ignore-index out")
+        text = re.sub(r"\bignore_index\b", "--ignore-index", text)
+    text = re.sub(r"\b(logits|proba)=(?=[\s.,;)]|$)", r"--\1", text)
+    text = re.sub(r"\btask='(\w+)'", r"--task \1", text)
+    for name, flag in (("worst_k", "--worst-k"), ("n_bins", "--bins"), ("confident_below", "--confident-below")):
+        text = re.sub(rf"\b{name}\b", flag, text)
+    text = re.sub(r"^names must", "--names must", text)
+    text = text.replace("fastce.evaluate reports", "fastce eval reports")
     return re.sub(r"nan_policy='(\w+)'", r"--nan-policy \1", text)
 
 

@@ -339,6 +339,11 @@ class _ShardSource(ArraySource):
             return pieces[0]
         return np.concatenate(pieces)
 
+    def shard_of(self, row: int) -> str:
+        """The shard holding global row ``row``, and that row's number in it, for messages."""
+        i = int(np.searchsorted(self.starts, row, side="right")) - 1
+        return f"{self.parts[i].where} (its row {row - int(self.starts[i])})"
+
     def close(self):
         for part in self.parts:
             part.close()
