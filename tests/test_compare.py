@@ -489,3 +489,18 @@ def test_rows_of_weight_zero_are_not_discordant_pairs():
     # Positive weights: the same table as the unweighted rows.
     assert fastce.compare(y, logits={"A": a, "B": b}, sample_weight=np.full(60, 2.0)).table("A", "B")[
         "only_a_right"]["rows"] == 20
+
+
+def test_the_text_shows_each_top_k_accuracy_asked_for():
+    # Computed and in the JSON, top-5 was missing from str(comparison) and `fastce compare --top-k 1 5`.
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 10, 500)
+    a = rng.standard_normal((500, 10))
+    c = fastce.compare(y, logits={"A": a, "B": a + rng.standard_normal((500, 10))}, top_k=(1, 5))
+    lines = str(c).splitlines()
+    header = next(line for line in lines if line.startswith("model"))
+    assert header.split()[-1] == "top-5"
+    for name in ("A", "B"):
+        row = next(line for line in lines if line.startswith(f"{name} "))
+        assert row.split()[-1] == f"{100 * c.metrics[name].top_k_accuracy[5]:.2f}%"
+    assert "top-" not in str(fastce.compare(y, logits={"A": a, "B": -a}))

@@ -86,20 +86,26 @@ _CLASS_TEXT = ((("accuracy (95% CI)", "accuracy", True), ("brier", "brier", Fals
 
 
 def _table(c, columns, unit: str) -> list[str]:
+    # The top-k accuracies asked for beyond top-1 (class labels: multi-class, binary), as columns of their own:
+    # computed, and in the JSON, they were left out of the text.
+    first = c.metrics[c.names[0]]
+    if c.state.task not in ("multilabel", "soft"):
+        columns = (*columns, *((f"top-{k}", k, True) for k in sorted(first.top_k_accuracy) if k != 1))
     width = max(6, *(len(n) for n in c.names))
     loss_header = f"cross-entropy ({unit}, 95% CI)"
     loss_width = max(30, len(loss_header))
+    widths = [max(len(head), 7) for head, _, _ in columns[1:]]  # "100.00%", "0.9889": the header's width at least
     header = f"{'model':<{width}}  {loss_header:<{loss_width}}  {columns[0][0]:<26}  " + "  ".join(
-        h for h, _, _ in columns[1:])
+        f"{h:<{w}}" for (h, _, _), w in zip(columns[1:], widths))
     lines = [header.rstrip()]
     for name in c.names:
         m = c.metrics[name]
         ce_low, ce_high = m.interval("cross_entropy")
         acc_low, acc_high = m.interval("accuracy")
         rest = []
-        for head, field, percent in columns[1:]:
-            value = getattr(m, field)
-            rest.append(f"{f'{100 * value:.2f}%' if percent else f'{value:.4f}':<{len(head)}}")
+        for (head, field, percent), w in zip(columns[1:], widths):
+            value = m.top_k_accuracy[field] if isinstance(field, int) else getattr(m, field)
+            rest.append(f"{f'{100 * value:.2f}%' if percent else f'{value:.4f}':<{w}}")
         lines.append(
             f"{name:<{width}}  {f'{_fixed(m.cross_entropy, 4)} {_bracket(ce_low, ce_high, 4)}':<{loss_width}}  "
             f"{f'{100 * m.accuracy:.2f}% ({100 * acc_low:.2f}-{100 * acc_high:.2f})':<26}  " + "  ".join(rest)
