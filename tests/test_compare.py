@@ -504,3 +504,10 @@ def test_the_text_shows_each_top_k_accuracy_asked_for():
         row = next(line for line in lines if line.startswith(f"{name} "))
         assert row.split()[-1] == f"{100 * c.metrics[name].top_k_accuracy[5]:.2f}%"
     assert "top-" not in str(fastce.compare(y, logits={"A": a, "B": -a}))
+
+
+def test_the_text_says_a_loss_difference_with_an_infinite_loss_is_undefined():
+    z = np.array([[-np.inf, 1.0, 0.0], [3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
+    text = str(fastce.compare(np.array([0, 0, 1, 2]), logits={"A": z, "B": np.zeros((4, 3))}))
+    assert "higher by an undefined amount (a row's loss is infinite): no test possible" in text
+    assert "nan" not in text.lower().replace("mcnemar", "")

@@ -57,6 +57,8 @@ def _test_name(d) -> str:
 
 
 def _loss_phrase(d, unit: str = "nats") -> str:
+    if math.isnan(d.estimate):  # an infinite loss on some row: the mean difference is undefined ("+nan nats")
+        return "an undefined amount (a row's loss is infinite)"
     low, high = d.interval()
     digits = 4 if abs(d.estimate) < 0.01 else 3
     return (f"{_signed(d.estimate, digits)} {unit}, {_ci(low, high, lambda v: _signed(v, digits))}, "
