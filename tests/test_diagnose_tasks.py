@@ -308,3 +308,46 @@ def _same_for_one_and_two_threads(call, reference) -> None:
             assert call() == reference
     finally:
         numba.set_num_threads(threads)
+
+
+def test_infinite_losses_make_their_groups_and_classes_means_infinite():
+    # They are left out of the loss sums (their count kept): a group or class made only of such rows had a mean
+    # loss of 0.0, and the class ranked last among the highest-loss ones.
+    y = np.array([0, 1, 1])
+    r = fastce.diagnose(y, logits=np.array([[-np.inf, 0.0], [0.0, 2.0], [0.0, 1.0]]))
+    assert r.loss_split["wrong"]["mean_loss"] == math.inf == r.loss_split["confidently_wrong"]["mean_loss"]
+    assert math.isfinite(r.loss_split["correct"]["mean_loss"])
+    assert r.classes["mean_loss"][0] == math.inf and math.isfinite(r.classes["mean_loss"][1])
+    assert r.classes["highest_loss"][0]["class"] == 0
+    b = fastce.diagnose(np.array([1, 0, 1]), logits=np.array([-np.inf, -1.0, 2.0]))
+    assert b.classes["mean_loss"][1] == math.inf and b.loss_split["wrong"]["mean_loss"] == math.inf
+    # More infinite rows than worst_k lists: the classes not shown infinite are unknown, not finite.
+    y = np.array([0, 0, 1, 2, 2])
+    z = np.array([[-np.inf, 0, 0], [-np.inf, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 0, 0]])
+    r = fastce.diagnose(y, logits=z, worst_k=1)
+    assert r.classes["mean_loss"][0] == math.inf and np.isnan(r.classes["mean_loss"][1:]).all()
+    assert r.classes["mean_loss"].tolist()[1:] != [0.0, 0.0]
+    # Multi-label: 0/1 targets, an infinite loss is a wrong answer; soft ones may give it to a right answer.
+    m = fastce.diagnose(np.array([[1, 0], [0, 1], [1, 1]], np.uint8), logits=np.array([[-np.inf, -1.0], [-2.0, 1.0],
+                                                                                       [1.0, 1.0]]))
+    assert m.loss_split["wrong"]["mean_loss"] == math.inf and math.isfinite(m.loss_split["correct"]["mean_loss"])
+    s = fastce.diagnose(np.array([[0.7, 0], [0, 1], [1, 1]], np.float32),
+                        logits=np.array([[np.inf, -1.0], [-2.0, 1.0], [1.0, 1.0]]), task="multilabel")
+    assert all(math.isnan(s.loss_split[g]["mean_loss"]) for g in ("correct", "wrong", "confidently_wrong"))
+    assert "nan" in s.to_json() and "NaN" not in s.to_json()
+
+
+def test_a_nan_multilabel_target_is_named_as_a_target_by_diagnose():
+    # The diagnostics' sums went NaN first and were refused as losses overflowing float64 (blaming the scores).
+    y = np.array([[0, np.nan], [1, 0]])
+    for call in (lambda: fastce.evaluate(y, logits=np.zeros((2, 2)), task="multilabel"),
+                 lambda: fastce.diagnose(y, logits=np.zeros((2, 2)), task="multilabel")):
+        with pytest.raises(fastce.InputError, match=r"y_true row 0 holds a value outside \[0, 1\] \(or NaN\)"):
+            call()
+
+
+def test_the_evaluator_names_the_task_that_takes_a_later_soft_batch():
+    ev = fastce.Evaluator()
+    ev.update(np.eye(3)[[0, 1]], np.zeros((2, 3)))
+    with pytest.raises(fastce.InputError, match="pass task='soft'"):
+        ev.update(np.full((2, 3), 1 / 3), np.zeros((2, 3)))

@@ -311,8 +311,10 @@ class MultilabelReport:
     options: dict
 
     @classmethod
-    def from_state(cls, metrics: Metrics, diag: MultilabelDiagnosticsState) -> MultilabelReport:
-        """The report of a merged state and the metrics of the same rows."""
+    def from_state(cls, metrics: Metrics, diag: MultilabelDiagnosticsState, *,
+                   soft_targets: bool = True) -> MultilabelReport:
+        """The report of a merged state and the metrics of the same rows; ``soft_targets``: whether any row's
+        targets were soft (then an infinite loss may be a right answer's: see report.loss_split_of)."""
         opts = diag.options
         cal_at, label_at, _ = opts.layout()
         v = diag.values()
@@ -321,7 +323,7 @@ class MultilabelReport:
         counts = diag.counts
         loss_split, total_weight, total_loss = loss_split_of(
             MK, split, counts, opts.confident_below, count_key="count", share_key="share",
-            infinite_key="infinite_loss_elements")
+            infinite_key="infinite_loss_elements", infinite_are_wrong=not soft_targets)
         per = v[label_at:].reshape(c, MK.LABEL_COLUMNS)
         row_weight = total_weight / c  # every counted row adds its weight once per label
         labels = _labels(per, counts[MK.N_SMALL:].reshape(c, MK.LABEL_COUNTS), row_weight, total_loss)

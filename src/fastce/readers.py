@@ -38,6 +38,7 @@ import numpy as np
 
 from fastce import _accumulate, _accumulate_family, _config, tasks, validation
 from fastce import kernels as K
+from fastce import kernels_binary as KB
 from fastce.checks import check_probabilities, check_probability_range, sum_to_one_tolerance
 from fastce.errors import InputError
 from fastce.metrics import Metrics
@@ -607,15 +608,24 @@ class MultilabelReader(Reader):
     def read_with_diagnostics(self, batch: Batch, options):
         from fastce.multilabel_report import read_multilabel_diagnostics
 
+        from fastce.task_states import check_bce_sums
+
         weights = np.empty(0) if batch.weights is None else batch.weights
+        # The state first, and its refusal of bad targets or probabilities: a NaN target made the diagnostics'
+        # sums NaN, refused as losses overflowing float64 ("scores of magnitude near 1e304").
+        state = self.read(batch)
+        check_bce_sums(state.sums, from_logits=self.from_logits, name="logits" if self.from_logits else "proba",
+                       target_name="y_true")
         diag = read_multilabel_diagnostics(batch.view, batch.targets, weights, from_logits=self.from_logits,
                                            options=options, float32_math=self._float32_math(batch))
-        return self.read(batch), diag
+        return state, diag
 
     def report(self, state, diag, nan_policy: str, name: str):
         from fastce.multilabel_report import MultilabelReport
 
-        return MultilabelReport.from_state(self.finalize(state, nan_policy, name), diag)
+        # Soft targets (0 < y < 1) can give an infinite loss to a right answer (see loss_split_of).
+        return MultilabelReport.from_state(self.finalize(state, nan_policy, name), diag,
+                                           soft_targets=state.sums.count(KB.N_SOFT) > 0)
 
     def diagnostics_from_dict(self, data):
         from fastce.multilabel_report import MultilabelDiagnosticsState

@@ -27,12 +27,17 @@ def _ratio(num: float, den: float) -> float:
 
 
 def loss_split_of(layout, split, counts, confident_below: float, *, count_key: str, share_key: str,
-                  infinite_key: str) -> tuple[dict, float, float]:
+                  infinite_key: str, infinite_are_wrong: bool = True) -> tuple[dict, float, float]:
     """(loss split, total weight, total loss) of a diagnostics state's "split" sums and counters.
 
     ``layout`` is the kernel module naming the columns (diagnostics_kernels for
     rows, multilabel_kernels for row-label answers: the same names); the two
     reports name the count, the weight share and the infinite count differently.
+    Infinite losses are left out of the sums (their count is kept): with
+    ``infinite_are_wrong`` (class labels, 0/1 multi-label targets: an infinite
+    loss is p(right answer) = 0) the wrong and confidently wrong means are
+    infinite; otherwise (soft multi-label targets, where a right answer's loss
+    can be infinite too) every group's mean is unknown (NaN).
     """
     n_inf = int(counts[layout.N_INF])
     total_weight = split[layout.S_W_ALL]
@@ -55,6 +60,11 @@ def loss_split_of(layout, split, counts, confident_below: float, *, count_key: s
         "threshold": float(confident_below),
         infinite_key: n_inf,
     }
+    if n_inf:
+        # An infinite loss is p(true) = 0: a wrong, confidently wrong answer, left out of the finite loss sums (a
+        # mean of 0.0 for a group of such rows only); those groups' means are infinite.
+        for name in ("wrong", "confidently_wrong") if infinite_are_wrong else ("correct", "wrong", "confidently_wrong"):
+            loss_split[name]["mean_loss"] = math.inf if infinite_are_wrong else math.nan
     return loss_split, total_weight, total_loss
 
 
@@ -295,6 +305,15 @@ def _classes(diag: DiagnosticsState, values) -> dict:
     f1_present = np.nan_to_num(f1[present], nan=0.0)
     macro = float(f1_present.mean()) if present.any() else math.nan
     weighted = float(np.sum(f1_present * support[present]) / support.sum()) if support.sum() > 0 else math.nan
+    n_inf = int(diag.counts[DK.N_INF])
+    if n_inf:
+        # Infinite losses are left out of the classes' loss sums: the classes holding them come from the worst rows
+        # (infinite losses rank first there); when those are not all listed (more than worst_k), the other classes'
+        # means are unknown (NaN), not the finite means of their other rows.
+        infinite = diag.worst["loss"] == np.inf
+        if infinite.sum() < n_inf:
+            mean_loss[support > 0] = np.nan
+        mean_loss[np.unique(diag.worst["true"][infinite])] = np.inf
     ranked = np.flatnonzero(support > 0)
     ranked = ranked[np.lexsort((ranked, -mean_loss[ranked]))][:TOP_LOSS_CLASSES]
     return {

@@ -167,9 +167,13 @@ def batch_task(y, scores_shape, task: str) -> None:
     }[task]
     if not fits:
         found = {ONE_HOT: "one-hot (multiclass)", MULTILABEL: "multi-label", SOFT: "soft"}[kind]
+        # The task that takes both batches: a first batch of one-hot rows fits every task (task='multiclass' did
+        # not help when a later batch was soft).
+        takes = {MULTILABEL: "multilabel", SOFT: "soft"}.get(kind, task)
         raise InputError(
             f"y_true of shape {target.shape} holds {found} targets, but the first batch made this a {task} "
-            f"evaluation; pass task={task!r} or the task you mean explicitly to Evaluator(...).",
+            f"evaluation; if every batch is {found}, pass task={takes!r} to Evaluator(...) (one-hot rows fit it "
+            "too).",
             argument="y_true",
             value=target.shape,
         )
