@@ -597,3 +597,34 @@ def test_grouped_states_travel_between_worker_processes(client, data):
     assert got == fastce.evaluate(labels, logits=logits, groups=groups)
     expected = fastce.compare(labels, logits={"A": logits, "B": logits * 2}, groups=groups)
     assert compared.delta("B", "A").stderr == expected.delta("B", "A").stderr
+
+
+def test_a_chunk_without_class_0_does_not_call_0_based_labels_1_based():
+    # Each chunk is checked alone: a chunk holding labels 1..C said "Labels look 1-based: subtract 1" of labels
+    # that start at 0 in another chunk; the hint is now a condition, true whatever the chunk sees.
+    import dask.array as da
+
+    import fastce.dask
+
+    y = np.repeat([0, 1], 512)
+    y[600] = 3
+    z = np.zeros((1024, 3), np.float32)
+    with pytest.raises(fastce.InputError, match="y_true row 600 is 3") as caught:
+        fastce.dask.evaluate(da.from_array(y, 512), logits=da.from_array(z, (512, 3)))
+    assert "look 1-based" not in str(caught.value)
+    with pytest.raises(fastce.InputError, match=r"If the labels run from 1 to 3 \(none is 0\), they are 1-based"):
+        fastce.evaluate(np.repeat([1, 3], 4), logits=np.zeros((8, 3)))
+
+
+def test_weights_and_groups_of_one_column_are_refused_as_by_evaluate():
+    import dask.array as da
+
+    import fastce.dask
+
+    y, z = np.arange(10) % 3, np.zeros((10, 3))
+    for key in ("sample_weight", "groups"):
+        value = np.ones((10, 1)) if key == "sample_weight" else np.zeros((10, 1), dtype=np.int64)
+        with pytest.raises(fastce.InputError):
+            fastce.evaluate(y, logits=z, **{key: value})
+        with pytest.raises(fastce.InputError, match="1-D"):
+            fastce.dask.evaluate(da.from_array(y, 5), logits=da.from_array(z, (5, 3)), **{key: value})

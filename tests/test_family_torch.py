@@ -302,3 +302,33 @@ def test_nothing_is_mutated(logits, targets, rng):
     fastce.cross_entropy(logits, t, weight=w, label_smoothing=0.2)
     for before, after in zip(copies, (logits, targets, q, t, w)):
         assert np.array_equal(before, after)
+
+
+def test_loss_overflow_and_top_k_warnings_name_the_callers_line():
+    # They named lines inside fastce (torch_compat.py, torch_binary.py, compare.py, dask.py): a fixed stack depth.
+    import warnings
+
+    import dask.array as da
+
+    import fastce.dask
+
+    rng = np.random.default_rng(9)
+    z = rng.normal(size=(40, 3)) * 3e307
+    y = rng.integers(0, 3, 40)
+    soft = np.eye(3)[y] * 0.9 + 0.1 / 3
+    calls = {
+        "sum": lambda: fastce.cross_entropy(z, y, reduction="sum"),
+        "soft": lambda: fastce.cross_entropy(z, soft),
+        "kdim": lambda: fastce.cross_entropy(z.reshape(20, 2, 3).transpose(0, 2, 1), y.reshape(20, 2)),
+        "bce": lambda: fastce.binary_cross_entropy_with_logits(z, (soft > 0.5).astype(np.float64)),
+        "compare top-k": lambda: fastce.compare(y, logits={"A": z / 1e307, "B": -z / 1e307}, top_k=(1, 3)),
+        "dask compare top-k": lambda: fastce.dask.compare(da.from_array(y, 20), logits={
+            "A": da.from_array(z / 1e307, (20, 3)), "B": da.from_array(-z / 1e307, (20, 3))}, top_k=(1, 3)),
+    }
+    for name, call in calls.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        assert caught, name
+        for w in caught:
+            assert w.filename == __file__, (name, w.filename, str(w.message)[:80])

@@ -188,7 +188,7 @@ def _top_k(top_k, task: str, num_classes: int) -> tuple:
     if task in CV.TASK_METRICS:
         tasks.single_k(top_k, {"multilabel": "multi-label", "soft": "soft-target"}[task])
         return (1,)
-    return validation.top_k_values(top_k, num_classes)
+    return validation.top_k_values(top_k, num_classes, stacklevel=0)  # the warning names the user's line
 
 
 def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups, num_classes=None,

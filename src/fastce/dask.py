@@ -363,7 +363,7 @@ def _row_array(x, name: str, scores, *, what: str):
         array = x
     else:
         array = validation.as_array(x, name)
-    if array.ndim == 2 and array.shape[1] == 1:
+    if what == "labels" and array.ndim == 2 and array.shape[1] == 1:  # as evaluate: (n, 1) labels, not weights
         array = array[:, 0]
     if what == "labels" and array.ndim == 2 and scores.ndim == 2 and array.shape == scores.shape:
         # One column per class: one-hot rows, a multi-label indicator or soft targets.
@@ -591,7 +591,7 @@ def compare(
     )
     if not compute:
         return dask.delayed(_finalize_comparison, pure=True)(partial, nan_policy, argument)
-    return _finalize_comparison(partial.compute(), nan_policy, argument, stacklevel=5)
+    return _finalize_comparison(partial.compute(), nan_policy, argument)
 
 
 def _read_compare_rows(labels, weights, groups, *scores_then_first_row, names, top_k, from_logits, confident_below,
@@ -613,7 +613,8 @@ def _read_compare_rows(labels, weights, groups, *scores_then_first_row, names, t
     return _Partial(state, {})
 
 
-def _finalize_comparison(partial: _Partial, nan_policy: str, argument: str, stacklevel: int = 4):
+def _finalize_comparison(partial: _Partial, nan_policy: str, argument: str, stacklevel: int | None = None):
+    # stacklevel None: the warnings name the first frame outside fastce (a fixed depth named dask.py's line).
     if partial.errors:
         raise partial.errors[min(partial.errors)]
     state = partial.state

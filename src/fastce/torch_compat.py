@@ -179,7 +179,7 @@ def _labels_result(state, row_losses, reduction, nan_policy, *, stacklevel=3, lo
     if reduction != "sum":
         check_weighted_sums(state, "weight")  # class weights whose sum overflows: no mean to give
     if math.isinf(total) and state.counts[K.FIRST_INF_LOSS] < 0:  # no row's loss infinite: their sum overflowed
-        warn_loss_overflow("input", what=f"the {reduction} loss", stacklevel=stacklevel)
+        warn_loss_overflow("input", what=f"the {reduction} loss")  # the user's line (see _warn)
     if reduction == "sum":
         return total
     if state.count("rows") == 0 or state.weight_sum == 0.0:

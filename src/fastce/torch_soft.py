@@ -114,8 +114,7 @@ def soft_result(sums: Sums, row_losses, *, soft: bool, reduction, nan_policy, st
     if math.isinf(total) and not sums.count(KS.N_INF_LOSS):
         # With soft targets a class weight scales the rows' losses (PyTorch divides by the row count): it may be
         # the cause as well as the scores.
-        warn_loss_overflow("input", what=f"the {reduction} loss", stacklevel=stacklevel,
-                           weight_name="weight" if weighted and soft else None)
+        warn_loss_overflow("input", what=f"the {reduction} loss", weight_name="weight" if weighted and soft else None)
     if reduction == "sum":
         return total
     denominator = float(sums.count(KS.N_ROWS)) if soft else sums.value(KS.S_DENOM)

@@ -294,8 +294,10 @@ def _class_values(labels, name, num_classes, ignore_label, note, subject, check_
         if bad.any():
             row = _first_row(bad)
             value = labels.reshape(-1)[row]
+            # Stated as a condition: the chunked doors (fastce.dask, files, Evaluator batches) see one chunk's labels,
+            # where a 0 elsewhere cannot be seen ("Labels look 1-based" was said of 0-based labels there).
             hint = (
-                " Labels look 1-based (they run up to the number of classes): subtract 1."
+                f" If the labels run from 1 to {num_classes} (none is 0), they are 1-based: subtract 1."
                 if low >= 1 and high == num_classes
                 else ""
             )
