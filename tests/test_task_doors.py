@@ -338,6 +338,24 @@ def test_eval_command_ignore_index_and_refusals(task_files, tmp_path):
     assert "for soft targets fastce eval reports" in err.getvalue()
 
 
+def _kill_after_a_checkpoint(args, state) -> dict:
+    """Run the command ``args`` (slowed down), kill it once ``state`` holds rows, and return that checkpoint."""
+    import time
+
+    env = dict(__import__("os").environ, **{cli._DELAY_ENV: "0.05"})
+    proc = subprocess.Popen([sys.executable, "-m", "fastce", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if state.exists() and json.loads(state.read_text())["rows_done"] > 0:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    return json.loads(state.read_text())
+
+
 @pytest.mark.parametrize("task", ["binary", "multilabel", "soft"])
 def test_killed_run_of_every_task_resumes_to_the_same_numbers(task, tmp_path):
     y, z, _ = _data(task, 60_000, seed=13)
@@ -347,20 +365,7 @@ def test_killed_run_of_every_task_resumes_to_the_same_numbers(task, tmp_path):
     state = tmp_path / "run.state"
     args = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--json",
             "--chunk-rows", "2500", "--state", str(state), "--checkpoint-seconds", "0.05"]
-    env = dict(__import__("os").environ, **{cli._DELAY_ENV: "0.05"})
-    proc = subprocess.Popen([sys.executable, "-m", "fastce", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-    import time
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        if state.exists() and json.loads(state.read_text())["rows_done"] > 0:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    saved = json.loads(state.read_text())
+    saved = _kill_after_a_checkpoint(args, state)
     assert 0 < saved["rows_done"] < 60_000
     resumed = subprocess.run([sys.executable, "-m", "fastce", *args], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
@@ -381,20 +386,7 @@ def test_killed_run_over_sequence_files_resumes_at_the_right_sequence(tmp_path):
     state = tmp_path / "run.state"
     args = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--json",
             "--ignore-index", "-100", "--chunk-rows", "100", "--state", str(state), "--checkpoint-seconds", "0.05"]
-    env = dict(__import__("os").environ, **{cli._DELAY_ENV: "0.05"})
-    proc = subprocess.Popen([sys.executable, "-m", "fastce", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-    import time
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        if state.exists() and json.loads(state.read_text())["rows_done"] > 0:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    saved = json.loads(state.read_text())
+    saved = _kill_after_a_checkpoint(args, state)
     assert 0 < saved["rows_done"] < 3000 and saved["rows_total"] == 3000
     assert saved["evaluator"]["state"]["rows_seen"] + (saved["evaluator"]["pending"] or {}).get("rows", 0) == (
         4 * saved["rows_done"])
