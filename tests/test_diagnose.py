@@ -397,6 +397,28 @@ def test_plots_are_written(tmp_path, rng):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_loss_histogram_says_why_it_is_empty(tmp_path):
+    # Every loss below the first edge (or infinite): the plot was blank, its label promising a dashed mean.
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from fastce import plots
+
+    report = fastce.diagnose(np.array([0, 1, 0]), logits=np.array([[50.0, 0.0], [0.0, 60.0], [70.0, 0.0]]))
+    fig = plots._loss_histogram(plt, report)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert len(texts) == 1 and "no loss between" in texts[0] and "3 of loss below" in texts[0]
+    assert "dashed" not in fig.axes[0].get_xlabel() and not fig.axes[0].lines
+    plt.close(fig)
+    z = np.random.default_rng(0).normal(size=(500, 4))
+    fig = plots._loss_histogram(plt, fastce.diagnose(np.arange(500) % 4, logits=z))
+    assert not fig.axes[0].texts and "dashed: mean" in fig.axes[0].get_xlabel() and fig.axes[0].lines
+    plt.close(fig)
+
+
 def test_memory_does_not_grow_with_rows(rng, monkeypatch):
     import tracemalloc
 

@@ -102,7 +102,10 @@ def _loss_histogram(plt, report):
     # Drop the open-ended first and last bins' infinite/zero edges for a log axis.
     used = np.flatnonzero(weight > 0)
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    if used.size:
+    # The open-ended bins (loss near 0, and past the last edge: infinite losses) have no width on a log axis.
+    inner = used[(used >= 1) & (used <= edges.size - 3)]
+    if inner.size:
+        used = inner
         lo_edge = edges[max(used[0], 1)]
         hi_edge = edges[min(used[-1] + 1, edges.size - 2)]
         shown = np.arange(max(used[0], 1), min(used[-1], edges.size - 3) + 1)
@@ -119,10 +122,16 @@ def _loss_histogram(plt, report):
         ax.set_xscale("log")
         ax.set_xlim(lo_edge, hi_edge)
         ax.legend(fontsize=8)
+    else:  # a blank plot said nothing: say why
+        ax.text(0.5, 0.5, f"no loss between {edges[1]:.2g} and {edges[-2]:.4g} nats to show\n"
+                f"(rows: {weight[0]:.6g} of loss below {edges[1]:.2g}, {weight[-1]:.6g} at or above {edges[-2]:.4g})",
+                ha="center", va="center", transform=ax.transAxes)
     m = report.metrics
-    ax.axvline(m.cross_entropy, color="black", linestyle="--", linewidth=1)
-    ax.set_xlabel("per-row loss, nats (log scale); dashed: mean")
-    ax.set_ylabel("share per decade of loss")
+    mean_shown = inner.size > 0 and bool(np.isfinite(m.cross_entropy))
+    if mean_shown:
+        ax.axvline(m.cross_entropy, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel("per-row loss, nats (log scale)" + ("; dashed: mean" if mean_shown else ""))
+    ax.set_ylabel("share of rows / of loss, per decade")
     ax.set_title("Where the loss comes from")
     return fig
 
