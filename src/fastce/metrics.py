@@ -256,11 +256,16 @@ class Metrics:
         ``extra``: more (name, text) rows, aligned with the others (the report's).
         """
         mode = "logits" if self.from_logits else "probabilities"
+        c = self.num_classes
+
+        def count(noun):  # "1 class", not "1 classes"
+            return f"{c:,} {noun if c == 1 else noun + 'es' if noun.endswith('s') else noun + 's'}"
+
         what = {
             "binary": "binary",
-            "multilabel": f"multi-label, {self.num_classes:,} labels",
-            "soft": f"soft targets, {self.num_classes:,} classes",
-        }.get(self.task, f"{self.num_classes:,} classes")
+            "multilabel": f"multi-label, {count('label')}",
+            "soft": f"soft targets, {count('class')}",
+        }.get(self.task, count("class"))
         described = ", ".join([what, mode] + ([str(dtype)] if dtype is not None else []))
         rows = [("rows", f"{self.n:,}  ({described})")]
         if self.n_omitted:
