@@ -64,7 +64,8 @@ def _label_losses(plt, report):
     ax.set_xlabel("share of the loss (%)")
     ax.set_xlim(0, max(shares + [100 / n_labels]) * 1.25)
     ax.set_title(f"Labels carrying most of the loss ({len(top)} of {n_labels})")
-    ax.legend(loc="lower right", fontsize=8)
+    # Under the axis, at its right (inside it, the legend covered the last bar's F1).
+    ax.legend(loc="upper right", bbox_to_anchor=(1.0, -0.1), fontsize=8, frameon=False)
     return fig
 
 
