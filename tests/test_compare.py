@@ -511,3 +511,17 @@ def test_the_text_says_a_loss_difference_with_an_infinite_loss_is_undefined():
     text = str(fastce.compare(np.array([0, 0, 1, 2]), logits={"A": z, "B": np.zeros((4, 3))}))
     assert "higher by an undefined amount (a row's loss is infinite): no test possible" in text
     assert "nan" not in text.lower().replace("mcnemar", "")
+
+
+def test_a_tampered_pair_sum_gives_numbers_not_an_overflow_error():
+    # A pair's weight sum edited to 0x10 loaded, then to_json() and str() raised OverflowError (int division).
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 3, 1536)
+    cmp = fastce.Comparator(["A", "B"], 3)
+    cmp.update(y, {"A": rng.standard_normal((1536, 3)), "B": rng.standard_normal((1536, 3))})
+    for value in ("0x10", "-0x1"):
+        state = json.loads(json.dumps(cmp.state_dict()))
+        state["state"]["pairs"][0]["sums"][1] = value
+        result = fastce.Comparator.from_state_dict(state).result()
+        json.loads(result.to_json(), parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+        str(result)

@@ -392,3 +392,26 @@ def test_group_ids_sharing_a_cache_slot_keep_their_own_sums():
                           * np.where(first_seen % 2 == 0, 1, -1))
     assert np.array_equal(by_colliding.hi[:40], by_dense.hi[:40])
     assert np.array_equal(by_colliding.lo[:40], by_dense.lo[:40])
+
+
+def test_clustered_errors_do_not_depend_on_the_merge_order():
+    # States merge exactly in any order, but their groups are held in the order first seen, and the clustered
+    # error was summed over them in that order: its last bit moved with the merge order.
+    import itertools
+
+    from fastce import readers
+
+    rng = np.random.default_rng(0)  # data on which the old order moved the last bit
+    y = rng.integers(0, 4, 60)
+    z = rng.normal(size=(60, 4))
+    groups = np.arange(60) % 4
+    states = []
+    for lo, hi in ((0, 17), (17, 33), (33, 60)):
+        ev = fastce.Evaluator(task="multiclass", top_k=(1, 3), groups=True)
+        ev.update(y[lo:hi], z[lo:hi], groups=groups[lo:hi])
+        states.append(ev.state())
+    reader = readers.make_reader("multiclass", 4, from_logits=True, top_k=(1, 3))
+    results = set()
+    for a, b, c in itertools.permutations(states):
+        results.add(reader.finalize(a.merge(b).merge(c), "raise", "logits").to_json())
+    assert len(results) == 1

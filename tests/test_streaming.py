@@ -348,9 +348,14 @@ def test_state_dict_of_an_evaluator_with_no_rows_keeps_its_diagnostics_options()
     for bad in ({"requested": {"n_bins": 0}}, {"requested": {"colour": 1}}, {"requested": 3}):
         with pytest.raises(InputError, match="malformed"):
             Evaluator.from_state_dict({**state, "diagnostics": bad})
+    # Options asked for are saved only while the class count is unknown: with one (2**31) they were built at
+    # load, unchecked (64 GiB).
+    for classes in (5, 2**31):
+        with pytest.raises(InputError, match="must come with their state"):
+            Evaluator.from_state_dict({**state, "settings": {**state["settings"], "num_classes": classes}})
     settled = Evaluator(5, diagnostics=True)
     settled.update(y, z)
-    with pytest.raises(InputError, match="without its diagnostics"):
+    with pytest.raises(InputError, match="must come with their state"):
         Evaluator.from_state_dict({**settled.state_dict(), "diagnostics": {"requested": {}}})
 
 

@@ -155,6 +155,18 @@ def compare(
     return state.finalize(nan_policy, scores_name=argument)
 
 
+def _ratio(num: int, den: int) -> float:
+    """``num / den`` of a pair's exact integers (NaN for a zero ``den``), +-inf where the quotient is beyond
+    float64: only a tampered state gets there (a real one's are means), and Python's int division raised an
+    OverflowError from ``to_json()`` or ``str()`` of a state that loaded."""
+    if not den:
+        return math.nan
+    try:
+        return num / den
+    except OverflowError:
+        return math.inf if (num > 0) == (den > 0) else -math.inf
+
+
 @dataclass
 class Batch:
     """Validated rows of every model: kernel views and epsilons in model order, targets, weights, groups."""
@@ -801,7 +813,7 @@ class Comparison:
         difference was not finite (an infinite loss): then NaN."""
         weight, total, w2, q1, q2 = (sums.ints[c] for c in columns)
         nan = math.nan
-        estimate = sign * half * (total / weight if weight else nan)
+        estimate = sign * half * _ratio(total, weight)
         if undefined or sums.dropped_any(columns[:2]):
             estimate = nan
         stderr = self._stderr(sums, columns, rows, weight, total, w2, q1, q2, half)
@@ -826,12 +838,13 @@ class Comparison:
         weight, w2 = (sums.ints[c] for c in weights)
         # d = hit_b - hit_a is +1 on rows right under b only, -1 under a only, 0 elsewhere.
         total = only_b[1] - only_a[1]
-        estimate = total / weight if weight else math.nan
+        estimate = _ratio(total, weight)
         columns = (weights[0], cells[0] + 1, cells[1] + 1, weights[1], cells[0] + 2, cells[1] + 2)
         if sums.dropped_any(columns[:3]):
             estimate = math.nan
         stderr = self._stderr(sums, columns, n, weight, total, w2, only_b[2] - only_a[2], only_b[2] + only_a[2])
-        p_value = errorbars.mcnemar_exact_p(round(only_a[0] / scale), round(only_b[0] / scale))
+        counts = (_ratio(only_a[0], scale), _ratio(only_b[0], scale))
+        p_value = errorbars.mcnemar_exact_p(*map(round, counts)) if all(map(math.isfinite, counts)) else math.nan
         test = "McNemar exact"
         if self.state.clusters is not None:
             # McNemar assumes independent rows: with groups, the z-test on the clustered error.
@@ -854,7 +867,7 @@ class Comparison:
             )
             return math.nan
         centred = errorbars.centred_square_sum(weight, total, w2, q1, q2, 1 << _exactsum.OFFSET)
-        return half * errorbars.standard_error(rows, weight / (1 << _exactsum.OFFSET), centred)
+        return half * errorbars.standard_error(rows, _ratio(weight, 1 << _exactsum.OFFSET), centred)
 
     def _clustered_error(self, a: str, b: str, column: int, estimate: float) -> tuple[float, str]:
         """(clustered standard error of the b - a difference in ``column``, the test's name)."""

@@ -260,8 +260,11 @@ class GroupSums:
             return math.nan
         if math.isinf(mean):
             return math.inf
-        weight = self.hi[:g, 0] + self.lo[:g, 0]
-        sums = self.hi[:g, 1 + m] + self.lo[:g, 1 + m]
+        # In the order of the group ids: the groups are held in the order first seen, which depends on how states
+        # were merged, and a sum over them in that order moved the last bit with the merge order.
+        order = np.argsort(self.ids(), kind="stable")
+        weight = (self.hi[:g, 0] + self.lo[:g, 0])[order]
+        sums = (self.hi[:g, 1 + m] + self.lo[:g, 1 + m])[order]
         with np.errstate(invalid="ignore", over="ignore"):
             centred = float(np.sum((sums - mean * weight) ** 2))
         return math.sqrt(g / (g - 1) * centred) / float(weight.sum()) if math.isfinite(centred) else math.nan

@@ -591,6 +591,10 @@ class Evaluator:
             if diag_classes is not None and diag_classes != settings["num_classes"]:
                 # Before anything is built: the diagnostics of num_classes = 2**31 would allocate 64 GiB.
                 raise ValueError("the diagnostics' number of classes is not the settings'")
+            if diagnostics is not False and diag_classes is None and settings["num_classes"] is not None:
+                # Options asked for while the task was open are saved only when the class count was not known
+                # (given, the diagnostics are built at once): with one, they would be built here, unchecked.
+                raise ValueError("diagnostics asked for with a class count must come with their state")
             evaluator = cls(
                 settings["num_classes"], task=settings["task"], from_logits=settings["from_logits"],
                 top_k=settings["top_k"], nan_policy=nan_policy, ignore_index=settings["ignore_index"],
