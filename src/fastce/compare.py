@@ -155,10 +155,10 @@ def compare(
     return state.finalize(nan_policy, scores_name=argument)
 
 
-def _ratio(num: int, den: int) -> float:
-    """``num / den`` of a pair's exact integers (NaN for a zero ``den``), +-inf where the quotient is beyond
-    float64: only a tampered state gets there (a real one's are means), and Python's int division raised an
-    OverflowError from ``to_json()`` or ``str()`` of a state that loaded."""
+def _int_ratio(num: int, den: int) -> float:
+    """``num / den`` of two of a pair's exact scaled integers (NaN for a zero ``den``), +-inf where the quotient
+    is beyond float64 (as _exactsum.int_to_float for one): only a tampered state gets there (a real one's are
+    means), and Python's int division raised an OverflowError from ``to_json()`` or ``str()`` of one that loaded."""
     if not den:
         return math.nan
     try:
@@ -813,7 +813,7 @@ class Comparison:
         difference was not finite (an infinite loss): then NaN."""
         weight, total, w2, q1, q2 = (sums.ints[c] for c in columns)
         nan = math.nan
-        estimate = sign * half * _ratio(total, weight)
+        estimate = sign * half * _int_ratio(total, weight)
         if undefined or sums.dropped_any(columns[:2]):
             estimate = nan
         stderr = self._stderr(sums, columns, rows, weight, total, w2, q1, q2, half)
@@ -831,19 +831,18 @@ class Comparison:
         """The difference of a hit rate (b - a) from the k_index-th table's cells only A right and only B
         right (rows, weight, squared weight; swapped when the pair is stored as (b, a)), ``weights`` the
         columns of (weight, sum w^2); the exact McNemar test (a z-test with groups=)."""
-        scale = 1 << _exactsum.OFFSET
         first, second = (PK.ONLY_A, PK.ONLY_B) if sign > 0 else (PK.ONLY_B, PK.ONLY_A)
         cells = [sums.table_column(k_index) + 3 * cell for cell in (first, second)]
         only_a, only_b = ([sums.ints[c + i] for i in range(3)] for c in cells)
         weight, w2 = (sums.ints[c] for c in weights)
         # d = hit_b - hit_a is +1 on rows right under b only, -1 under a only, 0 elsewhere.
         total = only_b[1] - only_a[1]
-        estimate = _ratio(total, weight)
+        estimate = _int_ratio(total, weight)
         columns = (weights[0], cells[0] + 1, cells[1] + 1, weights[1], cells[0] + 2, cells[1] + 2)
         if sums.dropped_any(columns[:3]):
             estimate = math.nan
         stderr = self._stderr(sums, columns, n, weight, total, w2, only_b[2] - only_a[2], only_b[2] + only_a[2])
-        counts = (_ratio(only_a[0], scale), _ratio(only_b[0], scale))
+        counts = (_exactsum.int_to_float(only_a[0]), _exactsum.int_to_float(only_b[0]))
         p_value = errorbars.mcnemar_exact_p(*map(round, counts)) if all(map(math.isfinite, counts)) else math.nan
         test = "McNemar exact"
         if self.state.clusters is not None:
@@ -867,7 +866,7 @@ class Comparison:
             )
             return math.nan
         centred = errorbars.centred_square_sum(weight, total, w2, q1, q2, 1 << _exactsum.OFFSET)
-        return half * errorbars.standard_error(rows, _ratio(weight, 1 << _exactsum.OFFSET), centred)
+        return half * errorbars.standard_error(rows, _exactsum.int_to_float(weight), centred)
 
     def _clustered_error(self, a: str, b: str, column: int, estimate: float) -> tuple[float, str]:
         """(clustered standard error of the b - a difference in ``column``, the test's name)."""

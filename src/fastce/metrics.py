@@ -257,15 +257,12 @@ class Metrics:
         """
         mode = "logits" if self.from_logits else "probabilities"
         c = self.num_classes
-
-        def count(noun):  # "1 class", not "1 classes"
-            return f"{c:,} {noun if c == 1 else noun + 'es' if noun.endswith('s') else noun + 's'}"
-
+        classes = f"{c:,} class" if c == 1 else f"{c:,} classes"  # not "1 classes"
         what = {
             "binary": "binary",
-            "multilabel": f"multi-label, {count('label')}",
-            "soft": f"soft targets, {count('class')}",
-        }.get(self.task, count("class"))
+            "multilabel": f"multi-label, {c:,} label{'' if c == 1 else 's'}",
+            "soft": f"soft targets, {classes}",
+        }.get(self.task, classes)
         described = ", ".join([what, mode] + ([str(dtype)] if dtype is not None else []))
         rows = [("rows", f"{self.n:,}  ({described})")]
         if self.n_omitted:

@@ -141,11 +141,6 @@ class Report:
         loss_split, total_weight, total_loss = loss_split_of(
             DK, split, counts, opts.confident_below, count_key="rows", share_key="row_share",
             infinite_key="infinite_loss_rows")
-        n_inf = loss_split["infinite_loss_rows"]
-        if n_inf:
-            # Rows with an infinite loss carry all of an infinite total.
-            for name in ("correct", "wrong", "confidently_wrong"):
-                loss_split[name]["loss_share"] = math.nan
         share, exact = _worst_share(diag, values, total_weight, total_loss)
         loss_split["worst_1pct_loss_share"] = float(share)  # a Python float, as every other entry
         loss_split["worst_1pct_exact"] = exact
