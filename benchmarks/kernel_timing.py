@@ -11,8 +11,8 @@ call does the whole job), and prints the best of 5 rounds of ``--repeats``
 calls: ns per row and ns per score.  This isolates the kernel's compute from memory bandwidth,
 validation and thread start-up -- the number to compare when changing the
 kernels (run it on the old and the new tree, interleaved: the machine is
-noisy).  The ns/row figures of the README's "what changed" and of the closing
-notes come from it.  End-to-end throughput against the roofline and the peers
+noisy).  The ns/row figures of docs/performance.md's "what changed" and of the
+README's closing notes come from it.  End-to-end throughput against the roofline and the peers
 is ``compare.py``.  ``--precision`` is ``evaluate``'s: ``input`` (the
 default) times the float32 math of float32 scores, ``float64`` the float64 math.
 """

@@ -10,7 +10,7 @@ went to ~300-700 collections (a first float64 ``evaluate`` after float32:
 0.89 s of 5.8 s; numba's compile events with ``gc.callbacks`` timing each).
 Paused for the compile and collected once after it (the youngest
 generation only: everything the compile allocated is there), that garbage
-costs 0.16-0.27 s a door (README "Start-up cost").
+costs 0.16-0.27 s a door (docs/performance.md "Start-up cost").
 
 The pause covers the outermost compile of a fastce function, with the
 functions numba compiles inside it (its steps, numpy's implementations); it

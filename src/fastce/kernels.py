@@ -236,7 +236,7 @@ def _prefetch_next_row(scores, i, first, count):
     the next row's lines at each 32 (staged: 16) columns as those are
     computed: faster there (2026-12-07, Zen 4, 128 MiB, one thread: float32
     C = 1000 / 32000 0.60-0.62 / 0.72-0.74 -> 0.51-0.63 / 0.48, float64
-    1.44-1.47 / 1.31-1.35 -> 1.02-1.03 / 0.96 ns a score; see the README).
+    1.44-1.47 / 1.31-1.35 -> 1.02-1.03 / 0.96 ns a score; see docs/performance.md).
     Rows under PREFETCH_ROW_LINES are left to the hardware prefetcher: at
     C = 100 this cost 7-13% and reaching further ahead gained nothing.
     """
@@ -2369,8 +2369,8 @@ def score_tasks_in_registers(scores, labels, sample_weight, class_weight, ignore
     score_blocks to hand to score_tasks_short.  A kernel of its own: the
     first evaluate of short float32 logits (nearly always without a rare
     block) compiles this one only, not the general path as well (C = 10,
-    empty cache: 13.7-16.6 -> 4.7-5.4 s, benchmarks/cold_start.py; README
-    "Start-up cost").
+    empty cache: 13.7-16.6 -> 4.7-5.4 s, benchmarks/cold_start.py;
+    docs/performance.md "Start-up cost").
     """
     floats, integers, columns = _new_scratch(block_rows, scores.shape[1], scores)
     keep_outputs = row_stats.shape[0] != 0 or row_pred.shape[0] != 0
