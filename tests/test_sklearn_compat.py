@@ -512,3 +512,102 @@ def test_half_precision_score_matrices(rng, dtype_name):
         column = wide[:, 0]
         assert fastce.log_loss(binary, proba[:, 0]) == pytest.approx(
             sklearn_metrics.log_loss(binary, np.clip(column, eps, 1 - eps)), rel=1e-9)
+
+
+# ------------------------------------------------------------ found by an adversarial hunt (each failed before)
+
+
+@pytest.mark.parametrize("scale", [1e150, 1e155, 1e200, -1e200])
+def test_scores_beyond_the_square_root_of_float64s_range(rng, scale):
+    # The probability-mode read squares the scores for its Brier terms: past ~1.34e154 their block sums overflow,
+    # which made every weighted sum of the state unknown, the hits included (NaN instead of the accuracy).
+    proba = softmax(rng.normal(size=(40, 3)))
+    y = rng.integers(0, 3, size=40)
+    same_as_sklearn("top_k_accuracy_score", y, proba * scale, k=1)
+    same_as_sklearn("top_k_accuracy_score", y, proba * scale, k=2)
+    got = fastce.accuracy_score(y, proba * scale)
+    assert got == np.mean((proba * scale).argmax(axis=1) == y)
+
+
+def test_huge_weights_with_ordinary_scores(rng):
+    logits = rng.normal(scale=10, size=(40, 3))
+    y = rng.integers(0, 3, size=40)
+    same_as_sklearn("top_k_accuracy_score", y, logits, k=1, sample_weight=np.full(40, 1e306))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_top_k_of_integer_scores_beyond_2_to_the_53(dtype):
+    # float64 rounds 2**53 + 1 to 2**53: a tie scikit-learn, comparing the integers, does not see.
+    big = 2**53
+    scores = np.array([[big + 1, big, 0], [0, big + 1, big], [0, 1, 2], [big + 3, big + 2, big + 1]], dtype=dtype)
+    y = [0, 1, 2, 0]
+    for k in (1, 2):
+        assert same_as_sklearn("top_k_accuracy_score", y, scores, k=k) == (1.0 if k == 1 else 1.0)
+    same_as_sklearn("top_k_accuracy_score", [1, 0, 2, 1], scores, k=1)
+    same_as_sklearn("top_k_accuracy_score", [1, 0, 2, 1], scores, k=1, sample_weight=[1.0, np.inf, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("weights", [[1, None, 2, 3], ["1", "2", "3", "4"], np.array([1, None, 2, 3], dtype=object)])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_weights_numpy_cannot_average_are_refused(weights, normalize):
+    # None read as NaN (a NaN or inf result) and strings read as numbers, where scikit-learn raises TypeError.
+    y = [1, 0, 2, 2]
+    proba = np.array([[0.2, 0.7, 0.1], [0.6, 0.2, 0.2], [0.6, 0.1, 0.3], [0.1, 0.1, 0.8]])
+    same_as_sklearn("log_loss", y, proba, sample_weight=weights, normalize=normalize)
+    same_as_sklearn("log_loss", [0, 1, 1, 0], proba[:, 0], sample_weight=weights, normalize=normalize)
+    same_as_sklearn("brier_score_loss", y, proba, sample_weight=weights)
+    same_as_sklearn("brier_score_loss", [0, 1, 1, 0], proba[:, 0], sample_weight=weights)
+    # The score-matrix extension: scikit-learn's error on the class predictions.
+    expected, _ = _run(sklearn_metrics.accuracy_score, (y, proba.argmax(axis=1)),
+                       dict(sample_weight=weights, normalize=normalize))
+    got, _ = _run(fastce.accuracy_score, (y, proba), dict(sample_weight=weights, normalize=normalize))
+    assert isinstance(expected, Exception) and type(got) is type(expected), (got, expected)
+
+
+def test_object_weights_of_numbers_are_read():
+    y = [1, 0, 2, 2]
+    proba = np.array([[0.2, 0.7, 0.1], [0.6, 0.2, 0.2], [0.6, 0.1, 0.3], [0.1, 0.1, 0.8]])
+    same_as_sklearn("log_loss", y, proba, sample_weight=np.array([1, 2.5, 2, 3], dtype=object))
+
+
+def test_mixed_object_labels_raise_sklearns_type_error():
+    y = np.array([1, "a", 1, "a"], dtype=object)
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+    same_as_sklearn("log_loss", y, proba)
+    same_as_sklearn("brier_score_loss", y, proba)
+    same_as_sklearn("accuracy_score", y, y)
+
+
+def test_negative_label_hint_only_where_ignore_index_exists():
+    scores = np.array([[0.1, 0.5, 0.4], [0.3, 0.3, 0.4]])
+    with pytest.raises(ValueError) as caught:
+        fastce.accuracy_score([-100, 0], scores)
+    assert "ignore_index" not in str(caught.value)
+    with pytest.raises(ValueError) as caught:
+        fastce.compare([-100, 0], logits={"a": scores, "b": scores})
+    assert "ignore_index" not in str(caught.value)
+    with pytest.raises(ValueError, match="pass ignore_index=-100"):
+        fastce.evaluate([-100, 0], logits=scores)
+
+
+def _warned_line(call):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            call()
+        except ValueError:
+            pass
+    return [(w.filename, w.lineno) for w in caught if issubclass(w.category, (UserWarning, FutureWarning))]
+
+
+def test_warnings_name_the_callers_line():
+    unnormalized = np.array([[0.5, 0.6, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]])
+    here = __file__
+    for call in (
+        lambda: fastce.brier_score_loss([0, 1, 2], unnormalized),
+        lambda: fastce.log_loss([0, 1, 2], unnormalized),
+        lambda: fastce.brier_score_loss([0, 1, 2], unnormalized[:, :2]),  # class-count mismatch: warns, raises
+        lambda: fastce.top_k_accuracy_score([0, 1, 2], unnormalized, k=3),
+    ):
+        lines = _warned_line(call)
+        assert lines and all(f == here and line == call.__code__.co_firstlineno for f, line in lines), lines

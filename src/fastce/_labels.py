@@ -414,6 +414,8 @@ def _target(y, input_name: str) -> Target:
     if not min(array.shape):
         return Target("binary" if array.ndim == 1 else "unknown", array)
     if array.dtype == object and not isinstance(array.flat[0], str):
+        # scikit-learn sorts the values first (attach_unique): mixed types ([1, "a"]) raise its TypeError there.
+        np.unique(array)
         return Target("unknown", array)
     multioutput = array.ndim == 2 and array.shape[1] > 1
     suffix = "-multioutput" if multioutput else ""

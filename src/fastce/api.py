@@ -31,7 +31,7 @@ def validated_inputs(y_true, *, logits, proba, sample_weight, top_k, stacklevel:
     given, from_logits, name = scores_argument(logits, proba)
     scores = validation.scores(given, name)
     n_rows, n_classes = scores.shape
-    labels = validation.class_indices(y_true, "y_true", n_rows, n_classes)
+    labels = validation.class_indices(y_true, "y_true", n_rows, n_classes, ignorable=False)  # no ignore_index here
     weights = validation.sample_weight(sample_weight, n_rows)
     ks = validation.top_k_values(top_k, n_classes, stacklevel=stacklevel)
     return scores, labels, weights, ks, from_logits, name

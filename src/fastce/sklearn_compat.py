@@ -33,6 +33,7 @@ import numpy as np
 
 from fastce import _accumulate, validation
 from fastce import _labels as L
+from fastce._warn import user_stacklevel
 from fastce.checks import sum_to_one_tolerance
 
 
@@ -241,12 +242,15 @@ def _read_ranks(scores: _Scores, labels, weights, *, k: int, ties_to_last: bool)
 
     Runs the kernel in probability mode, which reads each row once, computes
     no exponentials and flags any NaN or +-inf; clipping at 0.5 keeps its
-    unused loss finite.  Rows whose sum overflows are re-read in logit mode.
+    unused loss finite.  Rows whose sum overflows, and blocks whose sums of
+    squares do (scores beyond ~1e154: the Brier terms, which make every
+    weighted sum of the state unknown, hits included), are re-read in logit
+    mode, whose Brier terms are probabilities.
     """
     array = scores.array
     options = dict(top_k=(min(k, array.shape[1]),), ties_to_last=ties_to_last)
     state = _read(array, labels, weights, from_logits=False, proba_eps=0.5, **options)
-    if state.count("nonfinite_rows"):
+    if state.count("nonfinite_rows") or state.count("overflowed_blocks"):
         scores.check_finite()  # raises scikit-learn's error if a value is NaN or infinite
         state = _read(array, labels, weights, from_logits=True, **options)
     return state
@@ -322,7 +326,7 @@ def log_loss(y_true, y_proba=None, *, normalize=True, sample_weight=None, labels
         scores.check_finite()
         low, high = scores.extremes()
         _raise_out_of_range(scores, low, high)
-        _flush(pending, stacklevel=4)
+        _flush(pending)
 
     try:
         L.check_consistent_length(scores.array, y_true, sample_weight)
@@ -382,21 +386,22 @@ def _numeric_weights(weights, normalize: bool):
     """Weights as numbers the kernels read; otherwise numpy's own error, as scikit-learn's average gives it."""
     if weights is None or weights.dtype.kind in "biuf":
         return weights
-    try:
-        return weights.astype(np.float64)
-    except (TypeError, ValueError):
-        _average(np.zeros(weights.shape[0]), weights, normalize)
-        raise
+    # numpy's error first, for what it refuses to average (None, strings: scikit-learn's TypeError); astype
+    # alone would read None as NaN and "2" as 2.0.
+    _average(np.zeros(weights.shape[0]), weights, normalize)
+    return weights.astype(np.float64)
 
 
-def _flush(pending: list, stacklevel: int = 3) -> None:
+# Warnings name the user's line (user_stacklevel): the drop-ins warn from one to three frames down.
+def _flush(pending: list) -> None:
     while pending:
         message, category = pending.pop(0)
-        warnings.warn(message, category, stacklevel=stacklevel)
+        warnings.warn(message, category, stacklevel=user_stacklevel())
 
 
 def _warn_unnormalized() -> None:
-    warnings.warn("The y_prob values do not sum to one. Make sure to pass probabilities.", UserWarning, stacklevel=3)
+    warnings.warn("The y_prob values do not sum to one. Make sure to pass probabilities.", UserWarning,
+                  stacklevel=user_stacklevel())
 
 
 def _raise_out_of_range(scores: _Scores, low: float, high: float) -> None:
@@ -567,8 +572,8 @@ def _accuracy_of_scores(y_true, y_pred, normalize, sample_weight):
             return None
     L.check_consistent_length(true, pred, sample_weight)
     n_rows, n_classes = pred.shape
-    weights = L.check_sample_weight(sample_weight, n_rows)
-    labels = validation.class_indices(L.column_or_1d(true), "y_true", n_rows, n_classes)
+    weights = _numeric_weights(L.check_sample_weight(sample_weight, n_rows), normalize)
+    labels = validation.class_indices(L.column_or_1d(true), "y_true", n_rows, n_classes, ignorable=False)
     scores = _Scores(pred, pred.dtype, checked=False, name="y_pred")
     state = _read_ranks(scores, labels, weights, k=1, ties_to_last=False)
     return _weighted_total(state.hits(0), state.weight_sum, normalize)
@@ -706,7 +711,7 @@ def top_k_accuracy_score(y_true, y_score, *, k=2, normalize=True, sample_weight=
 
     weights = _top_k_weights(sample_weight)
     plain = weights is None or (weights.ndim == 1 and weights.dtype.kind in "biuf" and np.isfinite(weights).all())
-    if plain:
+    if plain and _exact_in_float64(scores.array):
         state = _read_ranks(scores, encoded, weights, k=int(k), ties_to_last=True)
         if k >= n_classes:
             _warn_k(k, n_classes)
@@ -730,7 +735,7 @@ def _warn_k(k, n_classes) -> None:
         f"'k' ({k}) greater than or equal to 'n_classes' ({n_classes}) will result in a perfect score and is "
         "therefore meaningless.",
         _compatible(UndefinedMetricWarning),
-        stacklevel=3,
+        stacklevel=user_stacklevel(),
     )
 
 
@@ -760,13 +765,29 @@ def _top_k_classes(true_target, labels, n_score_classes: int) -> np.ndarray:
     return classes
 
 
+def _exact_in_float64(scores: np.ndarray) -> bool:
+    """Whether every score is a float64 as it is: not so for 64-bit integers beyond 2**53, which float64 rounds
+    into ties that scikit-learn, comparing the integers, does not see (those take _top_k_hits)."""
+    if scores.dtype.kind not in "iu" or scores.dtype.itemsize < 8:
+        return True
+    limit = 1 << 53
+    for start, stop in L.row_chunks(*scores.shape):
+        part = scores[start:stop]
+        if part.size and (int(part.max()) > limit or int(part.min()) < -limit):
+            return False
+    return True
+
+
 def _top_k_hits(scores: np.ndarray, encoded: np.ndarray, k: int) -> np.ndarray:
-    """Per-row top-k hits under scikit-learn's tie rule, in numpy row chunks (slow path)."""
+    """Per-row top-k hits under scikit-learn's tie rule, in numpy row chunks (slow path): integer scores compared
+    as integers, others as float64."""
     n_rows, n_columns = scores.shape
     hits = np.empty(n_rows, dtype=bool)
     columns = np.arange(n_columns)
     for start, stop in L.row_chunks(n_rows, n_columns):
-        part = np.asarray(scores[start:stop], dtype=np.float64)
+        part = np.asarray(scores[start:stop])
+        if part.dtype.kind not in "iu":
+            part = part.astype(np.float64)
         label = np.asarray(encoded[start:stop], dtype=np.intp)
         target = part[np.arange(stop - start), label][:, None]
         ahead = np.count_nonzero(part > target, axis=1)
@@ -877,7 +898,7 @@ def _multiclass_brier(y_true, scores: _Scores, sample_weight, labels):
         scores.check_finite()
         low, high = scores.extremes()
         _raise_out_of_range(scores, low, high)
-        _flush(pending, stacklevel=5)
+        _flush(pending)
 
     try:
         L.check_consistent_length(scores.array, y_true, sample_weight)
@@ -914,11 +935,9 @@ def _multiclass_brier(y_true, scores: _Scores, sample_weight, labels):
         _raise_out_of_range(scores, state.minmax[0], state.minmax[1])
         total = state.brier_sum
         unnormalized = state.count("unnormalized_rows")
-    _flush(pending, stacklevel=4)
+    _flush(pending)
     if unnormalized:
-        warnings.warn(
-            "The y_prob values do not sum to one. Make sure to pass probabilities.", UserWarning, stacklevel=4
-        )
+        _warn_unnormalized()
     weight_sum = float(n_rows) if weights is None else float(np.sum(weights, dtype=np.float64))
     return _brier_mean(total, weight_sum), weights
 

@@ -172,10 +172,11 @@ def _first_row(mask: np.ndarray) -> int:
 
 
 def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=None, note=None,
-                  check_range: bool = True) -> np.ndarray:
+                  check_range: bool = True, ignorable: bool = True) -> np.ndarray:
     """Validate integer class indices in [0, num_classes) (or equal to ``ignore_label``).
 
-    ``note`` replaces "(the scores have C columns)" in the out-of-range message.
+    ``note`` replaces "(the scores have C columns)" in the out-of-range message.  ``ignorable``: whether the
+    door takes ``ignore_index`` (only then does a negative label's message suggest it).
     """
     labels = as_array(y, name)
     if labels.ndim == 2 and labels.shape[1] == 1:
@@ -194,7 +195,7 @@ def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=N
             value=labels.shape[0],
         )
     return _class_values(labels, name, num_classes, ignore_label, note, lambda row: f"{name} row {row}",
-                         check_range)
+                         check_range, ignorable)
 
 
 def class_index_array(y, name: str, shape: tuple, num_classes: int, *, ignore_label=None, note=None) -> np.ndarray:
@@ -256,7 +257,7 @@ def _chunk_results(values: np.ndarray, reduce) -> list:
     return results
 
 
-def _class_values(labels, name, num_classes, ignore_label, note, subject, check_range=True):
+def _class_values(labels, name, num_classes, ignore_label, note, subject, check_range=True, ignorable=True):
     """Integer dtype and values in [0, num_classes) (or ``ignore_label``); ``subject(row)`` names an element.
 
     ``check_range`` False: the dtype only (a caller whose kernel checks the values as it reads them, and
@@ -301,7 +302,7 @@ def _class_values(labels, name, num_classes, ignore_label, note, subject, check_
                 if low >= 1 and high == num_classes
                 else ""
             )
-            if value < 0 and ignore_label is None and name == "y_true":
+            if value < 0 and ignore_label is None and ignorable and name == "y_true":
                 hint = f" If {int(value)} marks padding or positions to leave out, pass ignore_index={int(value)}."
             raise InputError(
                 f"{subject(row)} is {int(value)}, outside the valid class indices 0..{num_classes - 1} "
