@@ -502,3 +502,28 @@ def test_docstring_example_runs():
 
     result = doctest.testmod(fastce.streaming, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel", "soft"])
+def test_reused_input_buffers_do_not_change_rows_already_fed(task):
+    # The rows an update holds back (an unfinished block) were views of the caller's int64 labels or float64
+    # targets: refilling one buffer for the next batch (a preallocated array, a reused torch tensor) changed them.
+    rng = np.random.default_rng(3)
+    n, c, batch = 300, 5, 100
+    z = rng.standard_normal((n, c)).astype(np.float32)
+    if task == "multiclass":
+        y = rng.integers(0, c, n)
+    elif task == "multilabel":
+        y = (rng.random((n, c)) < 0.3).astype(np.float64)
+    else:
+        y = rng.random((n, c))
+        y /= y.sum(axis=1, keepdims=True)
+    expected = fastce.evaluate(y, logits=z, task=task)
+    evaluator = Evaluator(c, task=task)
+    buffer = np.empty_like(y[:batch])
+    for start in range(0, n, batch):
+        buffer[...] = y[start:start + batch]
+        evaluator.update(buffer, z[start:start + batch])
+    buffer[...] = 0  # after the last update too
+    got = evaluator.result()
+    assert got.cross_entropy == expected.cross_entropy and got.n == expected.n

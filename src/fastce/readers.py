@@ -98,8 +98,10 @@ class Batch:
         self.checked()
         weights = None if self.weights is None else np.array(self.weights, dtype=np.float64)
         groups = None if self.groups is None else np.array(self.groups, dtype=np.int64)
-        return Batch(np.array(self.view, copy=True), self.eps, _held_targets(self.targets), weights, self.tolerance,
-                     groups)
+        # Every array copied: np.asarray of int64 labels (a reused buffer, a torch tensor's .numpy()) was the
+        # caller's memory, and refilling it changed rows already fed.
+        return Batch(np.array(self.view, copy=True), self.eps, _held_targets(self.targets, copy=True), weights,
+                     self.tolerance, groups)
 
     def then(self, other: "Batch") -> "Batch":
         """These rows followed by those of ``other`` (of the same kind)."""
@@ -124,8 +126,10 @@ class Batch:
         )
 
 
-def _held_targets(targets: np.ndarray) -> np.ndarray:
-    return np.asarray(targets, dtype=np.int64 if targets.ndim == 1 else np.float64)
+def _held_targets(targets: np.ndarray, *, copy: bool = False) -> np.ndarray:
+    """Class indices as int64, (n, C) targets as float64 (exact for every accepted dtype); ``copy``: never a view."""
+    dtype = np.int64 if targets.ndim == 1 else np.float64
+    return np.array(targets, dtype=dtype, copy=True) if copy else np.asarray(targets, dtype=dtype)
 
 
 class Reader:
