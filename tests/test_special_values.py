@@ -250,6 +250,53 @@ def test_weights_whose_sum_overflows_raise(n_classes, same_block):
     assert m.accuracy == 1.0 and m.weight_sum == pytest.approx(2.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_classes", [2, 3, 40, 100])
+def test_a_weighted_loss_beyond_float64_raises_like_the_weighted_sums(n_classes, dtype):
+    """One row's weight times its finite loss overflows, every weight, their sum and every loss finite: counted as
+    an infinite loss, evaluate returned inf with no error (the warning said "the means are unaffected");
+    diagnose already refused the weights."""
+    z = np.zeros((2, n_classes), dtype=dtype)
+    z[0, 1] = 2.0  # row 0: label 0, a loss of ~2 to 5
+    y = np.array([0, 1])
+    w = np.array([1e308, 1.0])
+    for call in (
+        lambda: fastce.evaluate(y, logits=z, sample_weight=w),
+        lambda: fastce.evaluate(y, proba=np.full_like(z, 1.0 / n_classes), sample_weight=w) if n_classes > 3 else
+        fastce.evaluate(y, logits=z, sample_weight=w),  # ln 2, ln 3: no overflow with 1e308
+        lambda: fastce.diagnose(y, logits=z, sample_weight=w),
+        lambda: fastce.compare(y, logits={"a": z, "b": z[:, ::-1].copy()}, sample_weight=w),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fastce.FastCEWarning)  # the error bars' squares overflow too
+            with pytest.raises(fastce.InputError, match="sample_weight is too large") as info:
+                call()
+        assert info.value.argument == "sample_weight"
+    m = fastce.evaluate(y, logits=z, sample_weight=w / 1e308)  # the advice
+    assert math.isfinite(m.cross_entropy)
+
+
+def test_a_class_weighted_loss_beyond_float64():
+    z = np.zeros((2, 3), dtype=np.float32)
+    z[0, 1] = 2.0
+    y = np.array([0, 1])
+    weight = np.array([1e308, 1.0, 1.0])
+    with pytest.raises(fastce.InputError, match="weight is too large"):
+        fastce.cross_entropy(z, y, weight=weight)
+    # A sum is inf (as PyTorch's), said: no row's loss is infinite.
+    with pytest.warns(fastce.FastCEWarning, match="no row's loss is"):
+        assert fastce.cross_entropy(z, y, weight=weight, reduction="sum") == math.inf
+
+
+def test_an_infinite_row_loss_is_still_inf_without_an_error():
+    z = np.array([[-np.inf, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = fastce.evaluate([0, 1], logits=z)
+        assert m.cross_entropy == math.inf and m.n == 2
+        assert fastce.cross_entropy(z, np.array([0, 1]), reduction="sum") == math.inf
+
+
 def test_weight_sum_just_below_the_float64_maximum_is_fine():
     z = np.array([[3.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
     # The means are right; the squared weights behind the error bars overflow: said, not hidden.

@@ -1928,11 +1928,16 @@ def _finish_block(n_classes, logits, proba_eps, top_k, row_losses, row_stats, b,
     n_ok = 0
     n_ignored = 0
     n_inf = 0
+    n_heavy = 0
     for r in range(count):
         n_ok += status[r] == ROW_OK
         n_ignored += status[r] == ROW_IGNORED
-        # Infinite loss, or a finite one overflowing with its weight.
-        n_inf += (weight[r] != 0.0) & (weight[r] * loss_of[r] == np.inf)
+        # Infinite loss, or a finite one overflowing with its weight: left out of the loss sum, which is inf.
+        weighted_inf = (weight[r] != 0.0) & (weight[r] * loss_of[r] == np.inf)
+        n_inf += weighted_inf
+        # The latter are weights too large (as weighted sums that overflow: the doors refuse them), not a row
+        # whose loss is infinite (FIRST_INF_LOSS; a mean of inf, said of no row, or of the wrong one).
+        n_heavy += weighted_inf & (loss_of[r] != np.inf)
     # Unsigned row indices in the per-row outputs: with signed ones LLVM kept
     # numba's negative-index wraparound, a scatter per vector of rows.
     if keep_losses:
@@ -1949,14 +1954,16 @@ def _finish_block(n_classes, logits, proba_eps, top_k, row_losses, row_stats, b,
     _block_terms(count, weight, loss_of, brier, terms, unit_weights)
     store_sums(weight, terms, count, fsums, b, moments, unit_weights, lanes.ordered_sum(terms[T_LOSS], count))
     if n_inf:
-        # Rare: find the first row with an infinite loss for the message.
-        first = start
-        for r in range(count):
-            if weight[r] != 0.0 and weight[r] * loss_of[r] == np.inf:
-                first = start + r
-                break
         icounts[b, C_INF_LOSS] = n_inf
-        icounts[b, FIRST_INF_LOSS] = first
+    if n_inf > n_heavy:
+        # Rare: find the first row with an infinite loss for the message.
+        for r in range(count):
+            if weight[r] != 0.0 and loss_of[r] == np.inf:
+                icounts[b, FIRST_INF_LOSS] = start + r
+                break
+    if n_heavy:
+        icounts[b, C_OVERFLOW] += 1  # a block whose weighted sums overflow, from its first row (see fold_blocks)
+        icounts[b, FIRST_OVERFLOW] = start
     icounts[b, C_ROWS] = n_ok
     icounts[b, C_IGNORED] = n_ignored
 
