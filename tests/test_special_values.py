@@ -328,6 +328,21 @@ def test_multilabel_weights_whose_sum_overflows_raise():
         fastce.evaluate(target, logits=scores, sample_weight=[1e308, 1e308, 1.0])
 
 
+def test_multilabel_means_when_the_weights_times_the_columns_overflow():
+    # weight_sum * n_columns beyond float64 with every weighted sum finite: every mean was 0.0 (x / inf).
+    # A row's loss sum (0.75) and hits (1) times 1e308 stay finite; its two columns' weights do not.
+    scores = np.array([[-3.0, -0.01], [-3.0, -0.01]])
+    target = np.array([[0, 1], [0, 1]])
+    expected = fastce.evaluate(target, logits=scores, task="multilabel")
+    for w in ([1e308, 1.0], [1e308, 0.0]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fastce.FastCEWarning)  # the error bars' squares overflow
+            m = fastce.evaluate(target, logits=scores, sample_weight=w, task="multilabel")
+        assert m.cross_entropy == pytest.approx(expected.cross_entropy, rel=1e-15)
+        assert m.hamming_accuracy == expected.hamming_accuracy == 0.5
+        assert m.brier == pytest.approx(expected.brier, rel=1e-15)
+
+
 def test_fold_blocks_reports_every_non_finite_block_sum():
     """The exact accumulator cannot hold inf / NaN: fold_blocks counts each one, the door refuses."""
     n_topk = 2

@@ -47,6 +47,13 @@ from fastce.state import (
 )
 
 
+
+def per_element_mean(total: float, weight: float, n_cols: int) -> float:
+    """``total / (weight * n_cols)``, the per-element mean of a multi-label sum; ``total / weight / n_cols`` where
+    that product overflows though the weights' sum does not (every mean was 0.0, or NaN, without a word)."""
+    scale = weight * n_cols
+    return total / scale if math.isfinite(scale) else total / weight / n_cols
+
 class Sums:
     """Exact sums and counters of one kernel family for a set of rows.
 
@@ -391,12 +398,12 @@ class MultilabelState(_SumsState):
             ce = hamming = subset = brier = math.nan
         else:
             _check_counted(n, weight, self.rows_seen)
-            ce = bce_loss_total(sums) / (weight * n_cols)
+            ce = per_element_mean(bce_loss_total(sums), weight, n_cols)
             if math.isinf(ce) and not sums.count(KB.N_INF_LOSS):  # no element's loss infinite: their sum overflowed
                 warn_loss_overflow(scores_name)
-            hamming = sums.value(KB.S_HITS) / (weight * n_cols)
+            hamming = per_element_mean(sums.value(KB.S_HITS), weight, n_cols)
             subset = sums.value(KB.S_SUBSET) / weight
-            brier = sums.value(KB.S_BRIER) / (weight * n_cols)
+            brier = per_element_mean(sums.value(KB.S_BRIER), weight, n_cols)
         stderr, effective = self._errors(n, ce)
         return self._clustered(Metrics(
             n=n, weight_sum=weight, cross_entropy=ce, accuracy=subset, top_k_accuracy={1: subset},

@@ -20,7 +20,8 @@ from fastce import kernels_binary as KB
 from fastce.errors import FastCEWarning, InputError
 from fastce.state import check_nan_policy, warn_loss_overflow
 from fastce.task_states import bce_loss_total as loss_total
-from fastce.task_states import check_bce_sums, raise_bce_nan_rows as raise_nan_rows, warn_bce_omitted as warn_omitted
+from fastce.task_states import check_bce_sums, per_element_mean, raise_bce_nan_rows as raise_nan_rows
+from fastce.task_states import warn_bce_omitted as warn_omitted
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -244,7 +245,7 @@ def warn_one_hot(sums, n_cols: int, target_name: str, *, stacklevel: int) -> Non
     weight = sums.value(KB.S_WEIGHT)
     if n_cols < 2 or rows == 0 or sums.count(KB.N_ONE_HOT) != rows or weight == 0.0:
         return
-    per_element = sums.value(KB.S_HITS) / (weight * n_cols)
+    per_element = per_element_mean(sums.value(KB.S_HITS), weight, n_cols)
     argmax = sums.value(KB.S_ARGMAX) / weight
     warnings.warn(
         f"every row of {target_name} has exactly one 1 among {n_cols} columns (one label per row), but binary "
