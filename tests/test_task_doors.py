@@ -239,6 +239,37 @@ def test_sequence_multilabel_and_errors():
         fastce.evaluate(np.array([0, -100]), logits=np.zeros(2), ignore_index=-100)
 
 
+def _not_flattenable(a):
+    """The same values, in a layout whose leading axes do not merge in place (read slab by slab)."""
+    return np.ascontiguousarray(a.swapaxes(0, 1)).swapaxes(0, 1)
+
+
+@pytest.mark.parametrize("door", ["evaluate", "diagnose"])
+def test_sequence_task_and_errors_do_not_depend_on_the_layout(door):
+    # The slab-by-slab read inferred the task from its first (T, C) slab only (a later slab of multi-label rows was
+    # refused as another task) and its errors named "scores" instead of the door's argument.
+    call = getattr(fastce, door)
+    rng = np.random.default_rng(8)
+    z = rng.standard_normal((4, 5, 3))
+    y = np.zeros((4, 5, 3), dtype=np.int64)
+    y[..., 0] = 1  # the first sequence one-hot...
+    y[1:, :, 1] = rng.integers(0, 2, (3, 5))  # ...the others multi-label
+    expected = fastce.evaluate(y, logits=z)
+    assert expected.task == "multilabel"
+    got = call(_not_flattenable(y), logits=_not_flattenable(z))
+    assert (got if door == "evaluate" else got.metrics) == expected
+    bad = z.copy()
+    bad[3, 0, 1] = np.nan
+    for scores, name in ((bad, "logits"), (np.exp(bad) / np.exp(bad).sum(-1, keepdims=True), "proba")):
+        labels = rng.integers(0, 3, (4, 5))
+        with pytest.raises(InputError) as flat:
+            call(labels, **{name: scores})
+        with pytest.raises(InputError) as slabs:
+            call(labels, **{name: _not_flattenable(scores)})
+        assert slabs.value.argument == flat.value.argument == name
+        assert str(slabs.value) == str(flat.value) and slabs.value.row == flat.value.row == 15
+
+
 def test_ignore_index_in_two_dimensional_evaluate_matches_dropping_the_rows():
     rng = np.random.default_rng(7)
     z = rng.standard_normal((1000, 9))

@@ -195,12 +195,23 @@ def _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, 
         return evaluate(target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights,
                         top_k=top_k, nan_policy=nan_policy, groups=groups, task=task, ignore_index=ignore_index,
                         precision=precision)
-    from fastce.streaming import Evaluator
-
-    evaluator = Evaluator(array.shape[-1], task=task, from_logits=from_logits, top_k=top_k, nan_policy=nan_policy,
-                          ignore_index=ignore_index, precision=precision, groups=groups is not None)
+    evaluator = _slab_evaluator(target, array, name, task, from_logits=from_logits, top_k=top_k, nan_policy=nan_policy,
+                                ignore_index=ignore_index, precision=precision, groups=groups is not None)
     feed_slabs(evaluator, target, array, weights, groups)
     return evaluator._finalize(name)
+
+
+def _slab_evaluator(target, array, name: str, task: str, **options):
+    """The Evaluator that reads (..., C) scores slab by slab (see feed_slabs) as evaluate reads them in place: the
+    task inferred from every position's target (not the first slab's: a later slab's rows were refused as
+    another task, where the in-place read took them), errors naming ``name``."""
+    from fastce.streaming import Evaluator
+
+    if task == "auto":
+        task = tasks.infer_task(target, (target.shape[0], array.shape[-1]))
+    evaluator = Evaluator(array.shape[-1], task=task, **options)
+    evaluator._scores_name = name
+    return evaluator
 
 
 def flat_positions(y_true, array, sample_weight, name: str):
@@ -354,11 +365,9 @@ def diagnose(
             return diagnose(target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights, top_k=top_k,
                             nan_policy=nan_policy, task=task, ignore_index=ignore_index, precision=precision,
                             groups=groups, **report_options)
-        from fastce.streaming import Evaluator
-
-        evaluator = Evaluator(array.shape[-1], task=task, from_logits=from_logits, top_k=top_k, nan_policy=nan_policy,
-                              ignore_index=ignore_index, diagnostics=report_options, precision=precision,
-                              groups=groups is not None)
+        evaluator = _slab_evaluator(target, array, name, task, from_logits=from_logits, top_k=top_k,
+                                    nan_policy=nan_policy, ignore_index=ignore_index, diagnostics=report_options,
+                                    precision=precision, groups=groups is not None)
         feed_slabs(evaluator, target, array, weights, groups)
         return evaluator.report()
     scores = validation.scores(array, name, ndim=(1, 2))

@@ -142,6 +142,10 @@ class Evaluator:
     ('binary', True)
     """
 
+    # The argument the errors name: "scores" (update's), or the door's ("logits", "proba") when evaluate or
+    # diagnose feed it (..., C) sequences that do not flatten in place.
+    _scores_name = _SCORES
+
     def __init__(
         self,
         num_classes: int | None = None,
@@ -302,11 +306,11 @@ class Evaluator:
                              argument="groups")
         if not self._groups and groups is not None:
             raise InputError("pass groups=True when creating the Evaluator to use groups=.", argument="groups")
-        array = validation.as_array(scores, _SCORES)
+        array = validation.as_array(scores, self._scores_name)
         if array.ndim > 2:
             from fastce.api import feed_slabs, flat_positions, per_position
 
-            target, flat, weights = flat_positions(y_true, array, sample_weight, _SCORES)
+            target, flat, weights = flat_positions(y_true, array, sample_weight, self._scores_name)
             groups = per_position(groups, array.shape, "groups")
             if flat is not None:
                 return self.update(target, flat, weights, groups)
@@ -341,7 +345,7 @@ class Evaluator:
         self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending = saved
 
     def _validate(self, y_true, scores, sample_weight, groups):
-        array = validation.as_array(scores, _SCORES)
+        array = validation.as_array(scores, self._scores_name)
         if array.shape[:1] == (0,) and array.ndim in (1, 2):
             labels = validation.as_array(y_true, "y_true")
             if labels.size != 0:
@@ -353,7 +357,8 @@ class Evaluator:
         undecided = self._undecided()
         binary_possible = (undecided and self._num_classes in (None, 2)) or self.task == "binary"
         ndim = (1, 2) if binary_possible else (2,)
-        checked = validation.scores(array, _SCORES, ndim=ndim, labels=y_true, call="Evaluator.update(y_true, scores)")
+        checked = validation.scores(array, self._scores_name, ndim=ndim, labels=y_true,
+                                    call="Evaluator.update(y_true, scores)")
         num_classes = 2 if checked.ndim == 1 else checked.shape[1]
         if undecided:
             task = self._requested_task
@@ -361,9 +366,9 @@ class Evaluator:
                 task = tasks.infer_task(y_true, checked.shape)
             if self._num_classes is not None and num_classes != self._num_classes:
                 raise InputError(
-                    f"{_SCORES} has shape {tuple(checked.shape)} ({num_classes} classes) but this Evaluator was "
-                    f"created with num_classes={self._num_classes}; every batch must have one column per class.",
-                    argument=_SCORES,
+                    f"{self._scores_name} has shape {tuple(checked.shape)} ({num_classes} classes) but this Evaluator "
+                    f"was created with num_classes={self._num_classes}; every batch must have one column per class.",
+                    argument=self._scores_name,
                     value=checked.shape,
                 )
             if self._reader is None or self._reader.task != task:
@@ -372,12 +377,12 @@ class Evaluator:
             tasks.batch_task(y_true, checked.shape, self._reader.task)
         if checked.ndim == 2 and checked.shape[1] != self._num_classes:
             raise InputError(
-                f"{_SCORES} has {checked.shape[1]} columns but this Evaluator was created with num_classes="
+                f"{self._scores_name} has {checked.shape[1]} columns but this Evaluator was created with num_classes="
                 f"{self._num_classes}; every batch must have one column per class.",
-                argument=_SCORES,
+                argument=self._scores_name,
                 value=checked.shape,
             )
-        batch = self._reader.validate(y_true, checked, sample_weight, name=_SCORES)
+        batch = self._reader.validate(y_true, checked, sample_weight, name=self._scores_name)
         return batch if groups is None else self._reader.with_groups(batch, groups)
 
     def _read_both(self, batch: Batch) -> "_Both":
@@ -433,7 +438,7 @@ class Evaluator:
                 gap = reader.empty()
                 gap.rows_seen = held
                 probe = probe.without_groups().merge(gap.merge(reader.read(replace(new, groups=None))))
-        reader.raise_now(probe, self._nan_policy, _SCORES, previous=self._state)
+        reader.raise_now(probe, self._nan_policy, self._scores_name, previous=self._state)
 
     # -- combining -------------------------------------------------------------
     def merge(self, other: Evaluator) -> Evaluator:
@@ -512,7 +517,7 @@ class Evaluator:
         ``fastce.diagnostics_kernels``).
         """
         diag = self.diagnostics_state()
-        return self._reader.report(self.state(), diag, self._nan_policy, _SCORES)
+        return self._reader.report(self.state(), diag, self._nan_policy, self._scores_name)
 
     def result(self) -> Metrics:
         """Metrics over every row fed so far: the object ``fastce.evaluate`` returns.
@@ -522,7 +527,7 @@ class Evaluator:
         ``evaluate`` does.  The Evaluator is not changed, so ``update`` may go
         on afterwards.
         """
-        return self._finalize(_SCORES)
+        return self._finalize(self._scores_name)
 
     def _finalize(self, name: str) -> Metrics:
         return self._reader.finalize(self.state(), self._nan_policy, name)
