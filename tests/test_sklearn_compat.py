@@ -588,6 +588,10 @@ def test_negative_label_hint_only_where_ignore_index_exists():
     assert "ignore_index" not in str(caught.value)
     with pytest.raises(ValueError, match="pass ignore_index=-100"):
         fastce.evaluate([-100, 0], logits=scores)
+    for door in (fastce.evaluate, fastce.diagnose):  # 1-D binary scores: a task that refuses ignore_index
+        with pytest.raises(ValueError) as caught:
+            door([-1, 0], logits=np.array([0.5, -0.5]))
+        assert "ignore_index" not in str(caught.value)
 
 
 def _warned_line(call):
