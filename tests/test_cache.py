@@ -4,6 +4,8 @@ and kept in a writable place when the package directory is read-only."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -160,3 +162,49 @@ def test_writable_probe(tmp_path):
     assert not _config._writable(str(target))
     assert not _config._writable(str(target / "below"))
     assert not list(tmp_path.glob("new/dir/.fastce-probe-*"))  # the probe cleans up
+
+
+def test_kernel_sources_lists_every_module_numba_compiles():
+    decorated = re.compile(r"^\s*@(kernel|kernel_step|njit|overload|intrinsic|register_jitable)\b", re.MULTILINE)
+    found = {
+        name[:-3] for name in os.listdir(_config.PACKAGE_DIR)
+        if name.endswith(".py") and decorated.search(open(os.path.join(_config.PACKAGE_DIR, name)).read())
+    }
+    assert found == set(_config.KERNEL_SOURCES)
+
+
+def test_fastce_functions_carry_the_kernel_sources_stamp_and_others_do_not(tmp_path):
+    from fastce import compare_kernels, groups
+
+    for dispatcher in (groups._size_of, compare_kernels._compare_tasks_short):
+        assert dispatcher._cache._cache_file._source_stamp[1] == _config.kernel_sources_stamp()
+    module = tmp_path / "user_module.py"
+    module.write_text("import numba\n@numba.njit(cache=True)\ndef f(x):\n    return x + 1\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import user_module
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert type(user_module.f._cache._impl.locator).__name__ != "PackageStampLocator"
+
+
+def test_an_edit_of_another_kernel_module_recompiles(tmp_path):
+    # numba keys a cached function on its own file: compare_kernels' cached kernels, which link kernels.py's steps,
+    # kept the old steps after an edit of kernels.py (a stale result beside evaluate's new one).
+    package = tmp_path / "src" / "fastce"
+    shutil.copytree(_config.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    env = _clean_env(NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBA_DEBUG_CACHE="1", PYTHONPATH=str(tmp_path / "src"))
+    script = "import numpy as np\nfrom fastce import groups\nprint('SIZE', groups._size_of(np.zeros(3, np.int64)))"
+
+    def cache_events():
+        proc, _ = _run(script, env)
+        assert "SIZE 3" in proc.stdout
+        out = proc.stdout + proc.stderr
+        return [kind for kind in ("data saved", "data loaded")
+                for line in out.splitlines() if f"[cache] {kind}" in line and "_size_of" in line]
+
+    assert cache_events() == ["data saved"]
+    assert cache_events() == ["data loaded"]
+    with open(package / "kernels.py", "a") as source:
+        source.write("\n# an edit\n")
+    assert cache_events() == ["data saved"]

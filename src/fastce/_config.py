@@ -6,6 +6,8 @@ decided when a cached function is first compiled.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import tempfile
 import threading
@@ -327,6 +329,83 @@ def _configure_cache_dir() -> None:
 
 
 _configure_cache_dir()
+
+# The modules whose functions numba compiles (tests/test_cache.py checks the list against the sources).
+KERNEL_SOURCES = (
+    "_column_lanes", "_exactsum", "_label_presence", "_lanes", "_parallel", "_row_lanes", "_target_flags",
+    "_transpose", "_vecmath", "compare_kernels", "compare_values", "diagnostics_kernels", "groups", "kernels",
+    "kernels_binary", "kernels_soft", "multilabel_kernels",
+)
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@functools.cache
+def kernel_sources_stamp(directory: str = PACKAGE_DIR) -> bytes:
+    """A digest of every KERNEL_SOURCES module's source (numba's own per-file content hash, combined).
+
+    numba keys a cached function on its own file only, yet a kernel holds
+    the code of the steps it calls from other modules (compare's kernels
+    link kernels.py's steps): after an edit of kernels.py (``git pull`` on
+    an editable install) compare_kernels' cached kernels loaded the old
+    steps, their results differing from evaluate's.  With this digest in
+    every fastce function's stamp, a change to any kernel module
+    recompiles them all (see _package_stamps).
+    """
+    from numba.core import caching
+
+    file_stamp = getattr(caching, "_hash_source_file", None)  # numba >= 0.68: a file's content; before: mtime and size
+    digest = hashlib.sha256()
+    for name in KERNEL_SOURCES:
+        path = os.path.join(directory, name + ".py")
+        st = os.stat(path)
+        stamp = file_stamp(path, st.st_mtime, st.st_size) if file_stamp else repr((st.st_mtime, st.st_size)).encode()
+        digest.update(stamp)
+    return digest.digest()
+
+
+def _package_stamps() -> None:
+    """Put kernel_sources_stamp in the cache stamp of the functions defined in this package (others untouched).
+
+    A locator class ahead of numba's: for a file of this package it wraps
+    the locator numba would have chosen, adding the digest to its source
+    stamp; for any other file it declines.  Left out (numba's stamps only)
+    when a numba release lacks the internals it relies on.
+    """
+    try:
+        from numba.core import caching
+    except ImportError:  # pragma: no cover - numba internals moved
+        return
+    impl = getattr(caching, "CacheImpl", None)
+    if impl is None or not isinstance(getattr(impl, "_locator_classes", None), list):
+        return  # pragma: no cover - numba internals changed
+    package = PACKAGE_DIR + os.sep
+
+    class PackageStampLocator:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+        def get_source_stamp(self):
+            return self._inner.get_source_stamp(), kernel_sources_stamp()
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not os.path.abspath(py_file).startswith(package):
+                return None
+            for other in impl._locator_classes:
+                if other is not cls:
+                    inner = other.from_function(py_func, py_file)
+                    if inner is not None:
+                        return cls(inner)
+            return None
+
+    if not any(getattr(c, "__name__", "") == "PackageStampLocator" for c in impl._locator_classes):
+        impl._locator_classes = [PackageStampLocator, *impl._locator_classes]
+
+
+_package_stamps()
 
 # One kernel call at a time: each already spreads its blocks over every
 # thread (fastce._parallel), so two at once would only oversubscribe the
