@@ -361,6 +361,10 @@ def test_state_must_be_a_regular_file_or_a_link_to_one(slow, tmp_path):
     link = tmp_path / "link.json"
     link.symlink_to(real)
     assert _main(*args, "--state", link) == (0, expected, "")
+    # A fresh checkpoint through a link is written to its target: the link stays a link.
+    real.unlink()  # a dangling link: a fresh run
+    assert _main(*args, "--state", link) == (0, expected, "")
+    assert link.is_symlink() and json.loads(real.read_text())["rows_done"] > 0
 
 
 def test_stale_temporaries_of_killed_runs_are_removed(slow, tmp_path):

@@ -205,9 +205,12 @@ def _write_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old or the new file, never a mix.
 
     The file is created with mode 0666 less the umask, as any tool's output
-    (a mkstemp file would be 0600 whatever the umask).
+    (a mkstemp file would be 0600 whatever the umask).  A symlink is written
+    through: its target is replaced (the rename of a temporary onto the link
+    itself turned the link into a file and left its target as it was).
     """
-    directory = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(path)
+    directory = os.path.dirname(path)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
@@ -254,7 +257,8 @@ def remove_stale_temporaries(path: str, *, now: float | None = None) -> list:
     file are considered, and only stale ones: older than a minute with no
     running process of the pid in their name, or older than ten minutes.
     """
-    directory = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(path)  # where _write_atomic writes them: next to a symlink's target
+    directory = os.path.dirname(path)
     pattern = re.compile(_TEMP_RE.format(name=re.escape(os.path.basename(path))))
     now = time.time() if now is None else now
     removed = []
@@ -286,13 +290,13 @@ def remove_stale_temporaries(path: str, *, now: float | None = None) -> list:
 
 
 def _check_state_path(path: str) -> None:
-    """--state must name a regular file (or a symlink to one) or a file to create."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """--state must name a regular file (or a symlink to one) or a file to create (a symlink's target, too)."""
+    directory = os.path.dirname(os.path.realpath(path))
     if not os.path.isdir(directory):
         raise UsageError(f"--state {path}: directory {directory} does not exist.")
     if os.path.isdir(path):
         raise UsageError(f"--state {path} is a directory; name a file.")
-    if os.path.lexists(path):
+    if os.path.exists(path):
         try:
             mode = os.stat(path).st_mode
         except OSError as exc:
