@@ -634,3 +634,37 @@ def test_a_task_that_does_not_fit_the_scores_says_so():
             fastce.evaluate(np.array([0, 1]), logits=scores, task=task)
         with pytest.raises(InputError, match=rf"task='{task}' takes"):
             fastce.diagnose(np.array([0, 1]), logits=scores, task=task)
+
+
+@pytest.mark.parametrize("sharded", [True, False])
+def test_errors_over_sequence_files_name_the_file_row_and_position(tmp_path, sharded):
+    # The API numbers positions (B * T); the command took that number for a row of the files: another shard was
+    # named (or none), and the row was a position.
+    rng = np.random.default_rng(0)
+    n_seq, length, n_classes = 3, 5, 4
+    (tmp_path / "z").mkdir(), (tmp_path / "y").mkdir()
+    parts = [(rng.standard_normal((n_seq, length, n_classes)).astype(np.float32),
+              rng.integers(0, n_classes, (n_seq, length))) for _ in range(3)]
+    parts[0][1][1, 0] = 9  # a bad label: the first shard, its sequence 1, position 0
+    parts[2][0][0, 1, 0] = np.nan  # a NaN: the last shard, its sequence 0, position 1
+
+    def run(labels_part, scores_part):
+        if sharded:
+            for i, (z, y) in enumerate(parts):
+                np.save(tmp_path / "z" / f"part{i}.npy", z if i != 2 else scores_part)
+                np.save(tmp_path / "y" / f"part{i}.npy", y if i != 0 else labels_part)
+            argv = ["eval", "--labels", str(tmp_path / "y"), "--logits", str(tmp_path / "z"), "--no-progress"]
+        else:
+            np.save(tmp_path / "z.npy", np.concatenate([parts[0][0], parts[1][0], scores_part]))
+            np.save(tmp_path / "y.npy", np.concatenate([labels_part, parts[1][1], parts[2][1]]))
+            argv = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--no-progress"]
+        err = io.StringIO()
+        assert cli.main(argv, out=io.StringIO(), err=err) == 2
+        return err.getvalue()
+
+    message = run(parts[0][1], np.nan_to_num(parts[2][0]))
+    assert ("y/part0.npy (its row 1, position 0)" if sharded else "y.npy (its row 1, position 0)") in message, message
+    fixed = parts[0][1].copy()
+    fixed[1, 0] = 0
+    message = run(fixed, parts[2][0])
+    assert ("z/part2.npy (its row 0, position 1)" if sharded else "z.npy (its row 6, position 1)") in message, message

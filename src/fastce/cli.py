@@ -425,9 +425,17 @@ def _where_for(exc: InputError, inputs, groups=None) -> str | None:
     }.get(exc.argument)
     if source is None:
         return None
-    if exc.row is not None and hasattr(source, "shard_of") and 0 <= exc.row < source.n_rows:
+    if exc.row is None:
+        return source.where
+    # Sequence files: the rows the API numbers are positions, B * T of them; a file's rows are sequences.
+    positions = getattr(inputs, "positions_per_row", 1)
+    row, position = divmod(int(exc.row), positions)
+    at = f", position {position}" if positions > 1 else ""
+    if hasattr(source, "shard_of") and 0 <= row < source.n_rows:
         # The shard and its own row ("a.npy and 1 more shard(s)" read as if a.npy held it).
-        return f"{source.where}, in {source.shard_of(int(exc.row))}"
+        return f"{source.where}, in {source.shard_of(row, at)}"
+    if positions > 1 and 0 <= row < source.n_rows:
+        return f"{source.where} (its row {row}{at})"
     return source.where
 
 

@@ -339,10 +339,10 @@ class _ShardSource(ArraySource):
             return pieces[0]
         return np.concatenate(pieces)
 
-    def shard_of(self, row: int) -> str:
-        """The shard holding global row ``row``, and that row's number in it, for messages."""
+    def shard_of(self, row: int, also: str = "") -> str:
+        """The shard holding global row ``row``, and that row's number in it (then ``also``), for messages."""
         i = int(np.searchsorted(self.starts, row, side="right")) - 1
-        return f"{self.parts[i].where} (its row {row - int(self.starts[i])})"
+        return f"{self.parts[i].where} (its row {row - int(self.starts[i])}{also})"
 
     def close(self):
         for part in self.parts:
