@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -668,3 +669,25 @@ def test_errors_over_sequence_files_name_the_file_row_and_position(tmp_path, sha
     fixed[1, 0] = 0
     message = run(fixed, parts[2][0])
     assert ("z/part2.npy (its row 0, position 1)" if sharded else "z.npy (its row 6, position 1)") in message, message
+
+
+def test_one_based_hint_survives_padding():
+    # The range behind the hint took the padding in (-100, or 255 in uint8): the hint was gone for sequences.
+    z = np.zeros((2, 3, 5), dtype=np.float32)
+    y = np.array([[5, 1, -100], [2, 3, -100]])
+    hint = "If the labels run from 1 to 5 (none is 0), they are 1-based: subtract 1."
+    with pytest.raises(InputError, match=re.escape(hint)):
+        fastce.evaluate(y, logits=z, ignore_index=-100)
+    with pytest.raises(InputError, match=re.escape(hint)):
+        fastce.evaluate(np.where(y < 0, 255, y).astype(np.uint8), logits=z, ignore_index=255)
+    with pytest.raises(InputError, match=re.escape(hint)):
+        fastce.cross_entropy(z.reshape(6, 5), y.reshape(6))  # ignore_index=-100 by default
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 0), (0, 3, 4), (2, 0, 4)])
+def test_empty_sequence_scores_are_named_with_their_shape(shape):
+    y = np.zeros(shape[:-1], dtype=np.int64)
+    for door in (fastce.evaluate, fastce.diagnose):
+        with pytest.raises(InputError, match=re.escape(f"logits is empty (shape {shape})")) as info:
+            door(y, logits=np.zeros(shape, dtype=np.float32))
+        assert info.value.argument == "logits"  # was num_classes, never passed, for (2, 3, 0)

@@ -189,6 +189,8 @@ def _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, 
     to an Evaluator one (…, C) slab at a time, which gives the same numbers
     bit for bit in bounded memory.
     """
+    if array.size == 0:
+        _raise_empty(array, name)
     target, flat, weights = flat_positions(y_true, array, sample_weight, name)
     groups = per_position(groups, array.shape, "groups")
     if flat is not None:
@@ -222,6 +224,8 @@ def flat_positions(y_true, array, sample_weight, name: str):
     weights are reshaped (views of C-ordered arrays).
     """
     n_classes = array.shape[-1]
+    if n_classes == 0:  # (it read as an Evaluator's num_classes=0, an argument the caller never passed)
+        _raise_empty(array, name)
     target = validation.as_array(y_true, "y_true")
     lead = array.shape[:-1]
     if target.shape == lead:
@@ -243,6 +247,12 @@ def flat_positions(y_true, array, sample_weight, name: str):
     except ValueError:
         flat = None
     return flat_target, flat, weights
+
+
+def _raise_empty(array, name: str):
+    """The empty-scores error of (..., C) scores, said of the caller's shape (not the flattened one)."""
+    raise InputError(f"{name} is empty (shape {array.shape}); pass at least one position and one class.",
+                     argument=name, value=array.shape)
 
 
 def per_position(values, shape, argument: str):
@@ -359,6 +369,8 @@ def diagnose(
     report_options = dict(n_bins=n_bins, hist_bins=hist_bins, worst_k=worst_k, confident_below=confident_below,
                           dense_confusion_max=dense_confusion_max)
     if array.ndim > 2:
+        if array.size == 0:
+            _raise_empty(array, name)
         target, flat, weights = flat_positions(y_true, array, sample_weight, name)
         groups = per_position(groups, array.shape, "groups")
         if flat is not None:

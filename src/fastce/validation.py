@@ -296,7 +296,11 @@ def _class_values(labels, name, num_classes, ignore_label, note, subject, check_
             row = _first_row(bad)
             value = labels.reshape(-1)[row]
             # Stated as a condition: the chunked doors (fastce.dask, files, Evaluator batches) see one chunk's labels,
-            # where a 0 elsewhere cannot be seen ("Labels look 1-based" was said of 0-based labels there).
+            # where a 0 elsewhere cannot be seen ("Labels look 1-based" was said of 0-based labels there).  Over the
+            # labels that are not ignored: padding (-100, or 255 in uint8) hid the hint where sequences need it.
+            if ignore_label is not None:
+                kept = labels[labels != ignore_label]
+                low, high = (int(kept.min()), int(kept.max())) if kept.size else (low, high)
             hint = (
                 f" If the labels run from 1 to {num_classes} (none is 0), they are 1-based: subtract 1."
                 if low >= 1 and high == num_classes
