@@ -653,3 +653,22 @@ def test_errors_name_the_labels_file_and_the_shard_that_holds_the_row(tmp_path):
     np.save(tmp_path / "y.npy", rng.integers(0, 4, 300))
     status, out, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "shards", "--no-progress")
     assert status == 2 and f"in {tmp_path / 'shards' / 'b.npy'} (its row 50): scores row 250" in err, err
+
+
+def test_weights_and_groups_saved_as_a_column_are_read_as_one_value_a_row(tmp_path):
+    # A (rows, 1) file passed the up-front check, then failed at the first chunk (exit 2, a checkpoint written).
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((300, 4)).astype(np.float32)
+    y = rng.integers(0, 4, 300)
+    w = rng.random(300)
+    g = np.arange(300) // 10
+    for name, array in (("z", z), ("z2", z[:, ::-1].copy()), ("y", y), ("w", w), ("wcol", w[:, None]), ("g", g),
+                        ("gcol", g[:, None])):
+        np.save(tmp_path / f"{name}.npy", array)
+    base = ["--labels", tmp_path / "y.npy", "--json"]
+    for command, scores in (("eval", ["--logits", tmp_path / "z.npy"]),
+                            ("compare", ["--logits", tmp_path / "z.npy", tmp_path / "z2.npy"])):
+        vector = _main(command, *scores, *base, "--weights", tmp_path / "w.npy", "--groups", tmp_path / "g.npy")
+        column = _main(command, *scores, *base, "--weights", tmp_path / "wcol.npy", "--groups", tmp_path / "gcol.npy",
+                       "--state", tmp_path / f"{command}.state")
+        assert vector[0] == 0 and column == vector, column[2]

@@ -480,7 +480,7 @@ def _evaluate(args, out, err) -> int:
         groups = None
         if args.groups:
             groups = stack.enter_context(files.open_array(args.groups, role="groups", name=args.groups_name))
-            files.check_per_position(groups, inputs.scores, "groups")
+            groups = files.check_per_position(groups, inputs.scores, "groups")
             if groups.n_rows != n:
                 raise files.InputFileError(
                     f"row counts differ: {groups.where} has {groups.n_rows} rows but the scores have {n}; "

@@ -61,6 +61,9 @@ def run_compare(args, out, err) -> int:
             files.open_array(args.weights, role="weights", name=args.weights_name))
         groups = None if args.groups is None else stack.enter_context(
             files.open_array(args.groups, role="groups", name=args.groups_name))
+        # (rows, 1) columns read as (rows,), as evaluate's command reads them
+        weights = None if weights is None else files.check_per_position(weights, models[0], "weights")
+        groups = None if groups is None else files.check_per_position(groups, models[0], "groups")
         n, shape = models[0].n_rows, tuple(models[0].shape)
         binary = len(shape) == 1  # 1-D scores: of class 1, the binary task (as fastce.compare)
         num_classes = 2 if binary else shape[1]

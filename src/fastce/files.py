@@ -735,16 +735,34 @@ def _shard_error(path, head):
     return _not_an_array(path, head)
 
 
-def check_per_position(source: ArraySource, scores: ArraySource, role: str) -> None:
-    """``source`` (weights or groups) fits ``scores``: one value a row, (rows,); or, for sequence scores
-    (..., classes), one a position, the scores' shape without the class axis (weights must be that: a weight a
-    position, as ``fastce.evaluate``; groups may also give one id a sequence)."""
+class _ColumnAsVector:
+    """A (rows, 1) weights or groups file read as (rows,): a value a row (or a sequence), as a labels column is."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+    @property
+    def shape(self) -> tuple:
+        return (self._source.shape[0],)
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        return self._source.read(lo, hi)[:, 0]
+
+
+def check_per_position(source: ArraySource, scores: ArraySource, role: str):
+    """``source`` (weights or groups) fits ``scores``: one value a row, (rows,) or (rows, 1); or, for sequence
+    scores (..., classes), one a position, the scores' shape without the class axis (weights must be that: a weight
+    a position, as ``fastce.evaluate``; groups may also give one id a sequence).  Returns the source to read: a
+    (rows, 1) column read as (rows,) (passed as it was, it failed at the first chunk, the checkpoint written)."""
     shape, positions = tuple(source.shape), tuple(scores.shape[:-1])
     sequences = len(scores.shape) > 2
     if sequences and shape == positions:
-        return
+        return source
     if (len(shape) == 1 or shape[1:] == (1,)) and not (sequences and role == "weights"):
-        return
+        return source if len(shape) == 1 else _ColumnAsVector(source)
     want = f"{positions} (one a position)" if sequences else "(rows,)"
     if sequences and role == "groups":
         want += " or (rows,) (one a sequence)"
@@ -937,7 +955,7 @@ def open_inputs(
         if sample_weight is not None:
             weight_source = open_array(sample_weight, role="weights", name=weights_name)
             opened.append(weight_source)
-            check_per_position(weight_source, scores, "weights")
+            weight_source = check_per_position(weight_source, scores, "weights")
         for other in opened[1:]:
             if other.n_rows != scores.n_rows:
                 raise InputFileError(
