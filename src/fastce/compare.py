@@ -26,7 +26,6 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass, field
-from fractions import Fraction
 from itertools import combinations
 
 import numpy as np
@@ -902,8 +901,8 @@ class Comparison:
         if n < 2 * (1 << _exactsum.OFFSET) or var_a <= 0 or var_b <= 0:
             return math.nan
         # At most 1: the sums of squares and of products come from block sums rounded each its own way, and
-        # identical models gave 1.0000000000000004.
-        return min(1.0, float(Fraction(cov * cov, var_a * var_b)) ** 0.5) * (1.0 if cov >= 0 else -1.0)
+        # identical models gave 1.0000000000000004.  int / int is correctly rounded (as a Fraction's float).
+        return min(1.0, (cov * cov / (var_a * var_b)) ** 0.5) * (1.0 if cov >= 0 else -1.0)
 
     def confidently_wrong(self, under: str, other: str) -> dict:
         """Rows confidently wrong under ``under`` (p(true) < confident_below) and right under ``other``.

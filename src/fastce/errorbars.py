@@ -26,15 +26,23 @@ math.lgamma / math.erfc): scipy is a test oracle, not a dependency.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-from statistics import NormalDist
 
 import numpy as np
 
 from fastce.errors import InputError
 
-_STANDARD_NORMAL = NormalDist()
+
+
+@functools.cache
+def _standard_normal():
+    # statistics imports fractions and decimal (~20 ms of every `import fastce`, half of fastce's own import time
+    # besides numba's), for the error bars only: imported at their first use.
+    from statistics import NormalDist
+
+    return NormalDist()
 
 
 def check_level(level, name: str = "level") -> float:
@@ -53,7 +61,7 @@ def check_level(level, name: str = "level") -> float:
 
 def normal_quantile(level: float) -> float:
     """z such that a standard normal lies in [-z, z] with probability ``level``."""
-    return _STANDARD_NORMAL.inv_cdf(0.5 + check_level(level) / 2.0)
+    return _standard_normal().inv_cdf(0.5 + check_level(level) / 2.0)
 
 
 def centred_square_sum(weight: int, total: int, q0: int, q1: int, q2: int, scale: int) -> float:
@@ -206,7 +214,7 @@ def minimum_detectable_difference(stderr: float, *, level: float = 0.95, power: 
     power formula for a paired difference with this standard error.
     """
     power = check_level(power, "power")
-    return (normal_quantile(level) + _STANDARD_NORMAL.inv_cdf(power)) * stderr
+    return (normal_quantile(level) + _standard_normal().inv_cdf(power)) * stderr
 
 
 def error_of_sums(n: int, weight: int, total: int, q0: int, q1: int, q2: int, *, scale_down: float = 1.0) -> float:
