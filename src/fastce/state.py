@@ -279,9 +279,8 @@ class State:
             stderr, effective = self.standard_errors(ints)
             # No row's loss infinite (none recorded as the first one), yet the mean is: a block's sum of finite
             # losses left float64's range (kernels.fold_blocks counts such a block in C_INF_LOSS).
-            loss_overflow = math.isinf(cross_entropy) and self.counts[K.FIRST_INF_LOSS] < 0
-            if loss_overflow:
-                warn_loss_overflow(scores_name, stacklevel=stacklevel)
+            loss_overflow = warn_loss_overflow(cross_entropy, self.counts[K.FIRST_INF_LOSS] >= 0, scores_name,
+                                               stacklevel=stacklevel)
             if self.moment_overflows:
                 warnings.warn(
                     "standard errors are unknown (NaN): a block's sum of squared per-row losses or squared "
@@ -490,14 +489,17 @@ def check_weighted_sums(state: State, weight_name: str = "sample_weight", ints: 
     raise_weights_overflow(weight_name, int(state.counts[K.FIRST_OVERFLOW]) if blocks else None)
 
 
-def warn_loss_overflow(scores_name: str, *, what: str = "cross_entropy", stacklevel: int | None = None,
-                       weight_name: str | None = None) -> None:
-    """Warn that ``what`` is inf although no row's (element's) loss is: their sum left float64's range.
+def warn_loss_overflow(total: float, infinite_rows: bool, scores_name: str, *, what: str = "cross_entropy",
+                       stacklevel: int | None = None, weight_name: str | None = None) -> bool:
+    """Warn when ``total`` (``what``) is inf although no row's (element's) loss is (``infinite_rows`` False,
+    from the task's counters): their sum left float64's range.  Returns whether it warned.
 
     Every task and door warns alike (the soft-target and multi-label means and the PyTorch-style functions
-    returned that inf without a word).  ``weight_name``: weights that scale the losses themselves (PyTorch's
-    class weights of soft targets), named as the other possible cause.
+    returned that inf without a word).  ``weight_name``: weights that scale the losses themselves (class
+    weights), named as the other possible cause.
     """
+    if not math.isinf(total) or infinite_rows:
+        return False
     also = f", or from {weight_name} that large" if weight_name else ""
     warnings.warn(
         f"{what} is inf, but no row's loss is: their weighted sum exceeds the float64 range "
@@ -506,6 +508,7 @@ def warn_loss_overflow(scores_name: str, *, what: str = "cross_entropy", stackle
         FastCEWarning,
         stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
     )
+    return True
 
 
 def raise_diagnostics_overflow(weighted: bool) -> None:

@@ -399,8 +399,7 @@ class MultilabelState(_SumsState):
         else:
             _check_counted(n, weight, self.rows_seen)
             ce = per_element_mean(bce_loss_total(sums), weight, n_cols)
-            if math.isinf(ce) and not sums.count(KB.N_INF_LOSS):  # no element's loss infinite: their sum overflowed
-                warn_loss_overflow(scores_name)
+            warn_loss_overflow(ce, sums.count(KB.N_INF_LOSS) > 0, scores_name)
             hamming = per_element_mean(sums.value(KB.S_HITS), weight, n_cols)
             subset = sums.value(KB.S_SUBSET) / weight
             brier = per_element_mean(sums.value(KB.S_BRIER), weight, n_cols)
@@ -481,8 +480,7 @@ class SoftState(_SumsState):
             _check_counted(n, float(n), self.rows_seen)
             infinite = sums.count(KS.N_INF_LOSS) > 0 or sums.nonfinite[KS.S_LOSS] > 0
             ce = math.inf if infinite else sums.value(KS.S_LOSS) / n
-            if infinite and not sums.count(KS.N_INF_LOSS):  # no row's loss infinite: their sum overflowed
-                warn_loss_overflow(scores_name)
+            warn_loss_overflow(ce, sums.count(KS.N_INF_LOSS) > 0, scores_name)
             entropy = sums.value(KS.S_ENTROPY) / n
             kl = math.inf if infinite else sums.value(KS.S_KL) / n
             accuracy = sums.value(KS.S_HITS) / n

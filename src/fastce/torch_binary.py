@@ -151,8 +151,8 @@ def _bce(input, target, weight, pos_weight, reduction, nan_policy, *, from_logit
     if nonfinite and nan_policy == "propagate":
         return math.nan
     total = loss_total(sums)
-    if math.isinf(total) and not sums.count(KB.N_INF_LOSS):  # no element's loss infinite: their sum overflowed
-        warn_loss_overflow("input", what=f"the {reduction} loss", weight_name="weight" if weight is not None else None)
+    warn_loss_overflow(total, sums.count(KB.N_INF_LOSS) > 0, "input", what=f"the {reduction} loss",
+                       weight_name="weight" if weight is not None else None)
     if reduction == "sum":
         return total
     return total / (sums.count(KB.N_ROWS) * view.shape[1])

@@ -122,7 +122,7 @@ def cross_entropy(
         row_losses=row_losses,
         **_label_options(scores, class_weight, ignore_index, precision),
     )
-    return _labels_result(state, row_losses, reduction, nan_policy)
+    return _labels_result(state, row_losses, reduction, nan_policy, weighted=class_weight is not None)
 
 
 def _label_options(scores, class_weight, ignore_index, precision) -> dict:
@@ -157,7 +157,7 @@ def _class_weight(weight, n_classes: int):
     return class_weight
 
 
-def _labels_result(state, row_losses, reduction, nan_policy, *, stacklevel=3, locate=None):
+def _labels_result(state, row_losses, reduction, nan_policy, *, stacklevel=3, locate=None, weighted=False):
     """The loss from the state of every row, class-index targets; ``locate(row)`` names a row.
 
     ``stacklevel``: of the warnings issued here, naming the caller of ``cross_entropy``.
@@ -178,8 +178,8 @@ def _labels_result(state, row_losses, reduction, nan_policy, *, stacklevel=3, lo
     total = state.loss_sum
     if reduction != "sum":
         check_weighted_sums(state, "weight")  # class weights whose sum overflows: no mean to give
-    if math.isinf(total) and state.counts[K.FIRST_INF_LOSS] < 0:  # no row's loss infinite: their sum overflowed
-        warn_loss_overflow("input", what=f"the {reduction} loss")  # the user's line (see _warn)
+    warn_loss_overflow(total, state.counts[K.FIRST_INF_LOSS] >= 0, "input", what=f"the {reduction} loss",
+                       weight_name="weight" if weighted else None)  # the user's line (see _warn)
     if reduction == "sum":
         return total
     if state.count("rows") == 0 or state.weight_sum == 0.0:
@@ -237,7 +237,8 @@ def _cross_entropy_kdim(array, target, weight, ignore_index, reduction, nan_poli
     state = _class_axis.accumulate_matrix(
         scores.view, labels, row_losses=row_losses, **_label_options(scores, class_weight, ignore_index, precision)
     )
-    return _labels_result(state, row_losses, reduction, nan_policy, stacklevel=4, locate=locate("input"))
+    return _labels_result(state, row_losses, reduction, nan_policy, stacklevel=4, locate=locate("input"),
+                          weighted=class_weight is not None)
 
 
 def _check_kdim_target_shape(targets: np.ndarray, shape: tuple) -> None:

@@ -111,10 +111,10 @@ def soft_result(sums: Sums, row_losses, *, soft: bool, reduction, nan_policy, st
     total = soft_loss_total(sums)
     if reduction != "sum" and not soft and sums.weighted_sums_overflow((KS.S_DENOM,)):
         raise_weights_overflow("weight", None)  # the sum of the rows' class weights is beyond float64
-    if math.isinf(total) and not sums.count(KS.N_INF_LOSS):
-        # With soft targets a class weight scales the rows' losses (PyTorch divides by the row count): it may be
-        # the cause as well as the scores.
-        warn_loss_overflow("input", what=f"the {reduction} loss", weight_name="weight" if weighted and soft else None)
+    # With soft targets a class weight scales the rows' losses (PyTorch divides by the row count): it may be the
+    # cause as well as the scores.
+    warn_loss_overflow(total, sums.count(KS.N_INF_LOSS) > 0, "input", what=f"the {reduction} loss",
+                       weight_name="weight" if weighted and soft else None)
     if reduction == "sum":
         return total
     denominator = float(sums.count(KS.N_ROWS)) if soft else sums.value(KS.S_DENOM)
