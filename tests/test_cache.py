@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -97,20 +98,26 @@ def test_read_only_package_falls_back_to_a_writable_dir(tmp_path):
         tempfile.NamedTemporaryFile = refuse_package_dir
         import numba
         import fastce
-        print("CACHE_DIR", numba.config.CACHE_DIR)
+        from fastce import _config, groups
+        import numpy as np
+        groups._size_of(np.zeros(3, np.int64))  # a cached kernel of fastce's
+        print("NUMBA_CONFIG", repr(numba.config.CACHE_DIR))
+        print("CACHE_DIR", _config.FALLBACK_CACHE_DIR)
         """
     )
     proc, _ = _run(script, _clean_env(HOME=str(home)))
     chosen = proc.stdout.split("CACHE_DIR", 1)[1].strip()
     assert chosen == os.path.join(str(home), ".cache", "fastce", "numba")
-    assert os.path.isdir(chosen)
+    assert any(name.startswith("groups._size_of") for _, _, names in os.walk(chosen) for name in names)
+    assert "NUMBA_CONFIG ''" in proc.stdout  # the host's own numba functions cache where they did
 
 
 @pytest.fixture
 def isolated_cache_config(monkeypatch):
-    """Run _configure_cache_dir with NUMBA_CACHE_DIR unset and numba's setting restored afterwards."""
+    """Run _configure_cache_dir with NUMBA_CACHE_DIR unset and fastce's and numba's settings restored afterwards."""
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     monkeypatch.setattr(numba.config, "CACHE_DIR", "", raising=False)
+    monkeypatch.setattr(_config, "FALLBACK_CACHE_DIR", _config.FALLBACK_CACHE_DIR)
     return monkeypatch
 
 
@@ -121,7 +128,7 @@ def _package_pycache():
 def test_writable_package_dir_keeps_numba_default(isolated_cache_config):
     isolated_cache_config.setattr(_config, "_writable", lambda path: True)
     _config._configure_cache_dir()
-    assert numba.config.CACHE_DIR == ""
+    assert numba.config.CACHE_DIR == "" and _config.FALLBACK_CACHE_DIR is None
 
 
 def test_read_only_package_dir_uses_user_cache(isolated_cache_config, tmp_path):
@@ -135,7 +142,8 @@ def test_read_only_package_dir_uses_user_cache(isolated_cache_config, tmp_path):
     isolated_cache_config.setattr(_config, "_writable", writable)
     _config._configure_cache_dir()
     assert seen[0] == _package_pycache()
-    assert numba.config.CACHE_DIR == os.path.join(str(tmp_path), ".cache", "fastce", "numba")
+    assert _config.FALLBACK_CACHE_DIR == os.path.join(str(tmp_path), ".cache", "fastce", "numba")
+    assert numba.config.CACHE_DIR == ""  # fastce's kernels only (see _package_stamps)
 
 
 def test_read_only_home_too_uses_temp_dir(isolated_cache_config, tmp_path):
@@ -144,15 +152,57 @@ def test_read_only_home_too_uses_temp_dir(isolated_cache_config, tmp_path):
     home_cache = os.path.join(str(tmp_path / "home"), ".cache", "fastce", "numba")
     isolated_cache_config.setattr(_config, "_writable", lambda path: path not in (_package_pycache(), home_cache))
     _config._configure_cache_dir()
-    chosen = numba.config.CACHE_DIR
+    chosen = _config.FALLBACK_CACHE_DIR
     assert chosen.startswith(str(tmp_path / "tmp") + os.sep) and "fastce-numba" in chosen
+    assert stat.S_IMODE(os.stat(chosen).st_mode) == 0o700 and numba.config.CACHE_DIR == ""
+
+
+def test_a_temp_cache_dir_others_can_write_is_refused(isolated_cache_config, tmp_path):
+    # Another local user who made the predictable directory first (mode 0777) would have had fastce's process
+    # unpickle the index files they planted there.
+    isolated_cache_config.setenv("HOME", str(tmp_path / "home"))
+    isolated_cache_config.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    home_cache = os.path.join(str(tmp_path / "home"), ".cache", "fastce", "numba")
+    real_writable = _config._writable
+    isolated_cache_config.setattr(_config, "_writable",
+                                  lambda path: path not in (_package_pycache(), home_cache) and real_writable(path))
+    planted = tmp_path / "tmp" / f"fastce-numba-{os.getuid()}"
+    planted.mkdir(parents=True)
+    planted.chmod(0o777)
+
+    def own_directory():  # refused, a directory of this process's own instead
+        chosen = _config.FALLBACK_CACHE_DIR
+        assert chosen != str(planted) and os.path.basename(chosen).startswith("fastce-numba-")
+        assert stat.S_IMODE(os.stat(chosen).st_mode) == 0o700
+        shutil.rmtree(chosen)
+
+    _config._configure_cache_dir()
+    own_directory()
+    planted.rmdir()
+    (tmp_path / "elsewhere").mkdir()
+    planted.symlink_to(tmp_path / "elsewhere")  # a symlink to a directory is refused too
+    _config._configure_cache_dir()
+    own_directory()
+    planted.unlink()
+    _config._configure_cache_dir()
+    assert _config.FALLBACK_CACHE_DIR == str(planted)
 
 
 def test_explicit_numba_cache_dir_is_respected(isolated_cache_config, tmp_path):
     isolated_cache_config.setenv("NUMBA_CACHE_DIR", str(tmp_path))
-    isolated_cache_config.setattr(_config, "_writable", lambda path: pytest.fail("probed a directory"))
     _config._configure_cache_dir()
-    assert numba.config.CACHE_DIR == ""
+    assert numba.config.CACHE_DIR == "" and _config.FALLBACK_CACHE_DIR is None
+
+
+def test_an_unwritable_numba_cache_dir_falls_back_for_fastce(isolated_cache_config, tmp_path):
+    # import fastce failed ("no locator available") with NUMBA_CACHE_DIR, the package dir and HOME unwritable.
+    isolated_cache_config.setenv("NUMBA_CACHE_DIR", str(tmp_path / "unwritable"))
+    isolated_cache_config.setenv("HOME", str(tmp_path / "home"))
+    real_writable = _config._writable
+    isolated_cache_config.setattr(_config, "_writable",
+                                  lambda path: path != str(tmp_path / "unwritable") and real_writable(path))
+    _config._configure_cache_dir()
+    assert _config.FALLBACK_CACHE_DIR == os.path.join(str(tmp_path / "home"), ".cache", "fastce", "numba")
 
 
 def test_writable_probe(tmp_path):

@@ -221,3 +221,77 @@ def test_claimed_tasks_each_run_once_and_a_slower_thread_takes_fewer():
     _parallel.run_tasks(_claiming_kernel, (owner, runs, spin, _parallel.new_claims()), n_tasks)
     assert (owner >= 0).all()
     assert (owner == 0).sum() < n_tasks // 4, np.bincount(owner)
+
+
+def _fresh_process(script: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_fastce_never_starts_numbas_threading_layer():
+    # numba.get_num_threads() starts it: with GNU OpenMP's layer, a forked child of the host that ran its own
+    # parallel=True code was then killed, and the layer the host had not chosen yet was fixed by fastce's call.
+    out = _fresh_process(
+        """
+        import numpy as np, fastce
+        from numba.np.ufunc import parallel
+        z = np.random.default_rng(0).standard_normal((300_000, 4))  # above the serial threshold: two strides
+        fastce.evaluate(np.zeros(len(z), dtype=np.int64), logits=z)
+        fastce.diagnose(np.zeros(len(z), dtype=np.int64), logits=z)
+        print("STARTED", parallel._is_initialized)
+        """
+    )
+    assert "STARTED False" in out
+
+
+def test_fork_while_another_thread_holds_the_kernel_lock_or_compiles():
+    # The child inherited the lock held (its first call hung for good) and, forked during a compile, a collector
+    # paused until that compile's end, which never came in the child.
+    out = _fresh_process(
+        """
+        import gc, os, threading, numpy as np, fastce
+        from fastce import _compile_gc, _config
+        z, y = np.zeros((4, 3)), np.zeros(4, dtype=np.int64)
+        fastce.evaluate(y, logits=z)
+        held, release = threading.Event(), threading.Event()
+        def hold():
+            with _config.PARALLEL_LOCK:
+                held.set(); release.wait()
+        threading.Thread(target=hold).start(); held.wait()
+        gc.disable(); _compile_gc._LISTENER._paused = True; _compile_gc._LISTENER._depth = 1  # as mid-compile
+        pid = os.fork()
+        if pid == 0:
+            ok = fastce.evaluate(y, logits=z).n == 4 and gc.isenabled()
+            os._exit(0 if ok else 3)
+        release.set()
+        _, status = os.waitpid(pid, 0)
+        print("CHILD", os.waitstatus_to_exitcode(status))
+        """
+    )
+    assert "CHILD 0" in out
+
+
+def test_one_evaluator_fed_from_several_threads_keeps_every_row():
+    rng = np.random.default_rng(3)
+    batches = [(rng.integers(0, 5, 50_000), rng.standard_normal((50_000, 5))) for _ in range(4)]
+    expected = fastce.Evaluator(5)
+    for y, z in batches:
+        expected.update(y, z)
+    shared = fastce.Evaluator(5)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda batch: shared.update(*batch), batches))
+    assert shared.rows_seen == 200_000 and shared.result().n == 200_000
+    # Bit for bit up to the order of the batches (the exact sums do not depend on it; the row count does not).
+    assert shared.result().cross_entropy == pytest.approx(expected.result().cross_entropy, rel=1e-15)
+
+
+def test_the_command_run_in_process_restores_the_thread_count(tmp_path):
+    from fastce import cli
+
+    np.save(tmp_path / "z.npy", np.zeros((10, 3)))
+    np.save(tmp_path / "y.npy", np.zeros(10, dtype=np.int64))
+    before = numba.get_num_threads()
+    status = cli.main(["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"),
+                       "--threads", "1", "--no-progress"], out=open(os.devnull, "w"), err=open(os.devnull, "w"))
+    assert status == 0 and numba.get_num_threads() == before

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 
-import numba
 import numpy as np
 
 from fastce import _config, _parallel, _transpose
@@ -75,15 +74,11 @@ def threads_for(n_elements: int):
     runs on one thread.
     """
     with _config.PARALLEL_LOCK:
-        threads = numba.get_num_threads()
-        serial = n_elements < _config.SERIAL_BELOW_ELEMENTS and threads > 1
-        if serial:
-            numba.set_num_threads(1)
-        try:
+        if n_elements < _config.SERIAL_BELOW_ELEMENTS:
+            with _parallel.serial():
+                yield
+        else:
             yield
-        finally:
-            if serial:
-                numba.set_num_threads(threads)
 
 
 def fold_call(state: State, fsums, icounts, nblocks: int, row_offset: int, block_rows: int) -> None:

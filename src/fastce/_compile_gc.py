@@ -25,6 +25,7 @@ reference counting still frees everything else.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 
 from numba.core import event
@@ -61,5 +62,16 @@ class _PauseWhileCompiling(event.Listener):
         gc.collect(0)  # the compile's garbage, all of it in the youngest generation
 
 
+    def after_fork_in_child(self) -> None:
+        """A fork during a compile in another thread: that compile's end never comes in the child, whose collector
+        stayed off for good.  The child's compiles start afresh."""
+        self._lock = threading.Lock()
+        self._depth = 0
+        if self._paused:
+            self._paused = False
+            gc.enable()
+
+
 _LISTENER = _PauseWhileCompiling()
 event.register("numba:compile", _LISTENER)
+os.register_at_fork(after_in_child=_LISTENER.after_fork_in_child)

@@ -6,9 +6,12 @@ decided when a cached function is first compiled.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import os
+import shutil
+import stat
 import tempfile
 import threading
 
@@ -305,27 +308,62 @@ def _writable(path: str) -> bool:
         return False
 
 
-def _configure_cache_dir() -> None:
-    """Keep numba's on-disk cache usable when site-packages is read-only.
+# Where fastce's own kernels are cached when numba's places are not writable (see _configure_cache_dir), or None.
+FALLBACK_CACHE_DIR: str | None = None
 
-    Numba writes next to the source when it can and otherwise to its user-wide
-    cache directory; when neither is writable (read-only image, no HOME) the
-    ``cache=True`` decorators would fail at import.  We then point numba at a
-    per-user directory under the system temp dir.
+
+def _private_dir(path: str) -> bool:
+    """Whether ``path`` is a directory only this user can change (made with mode 0700 if absent): a real
+    directory, not a symlink, owned by this user, writable by neither group nor others.
+
+    Under the shared temp dir a predictable name may be anyone's, and numba
+    unpickles the index files it finds in its cache: another local user who
+    made the directory first (mode 0777) ran code in fastce's process.
     """
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return
-    package_dir = os.path.dirname(os.path.abspath(__file__))
-    if _writable(os.path.join(package_dir, "__pycache__")):
-        return
-    candidates = [
-        os.path.join(os.path.expanduser("~"), ".cache", "fastce", "numba"),
-        os.path.join(tempfile.gettempdir(), f"fastce-numba-{os.getuid() if hasattr(os, 'getuid') else 'user'}"),
-    ]
-    for candidate in candidates:
-        if _writable(candidate):
-            numba.config.CACHE_DIR = candidate
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o022:
+        return False
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return False
+    return _writable(path)
+
+
+def _configure_cache_dir() -> None:
+    """Keep fastce's on-disk kernel cache usable where numba's places are not writable.
+
+    numba writes next to the source when it can, to ``NUMBA_CACHE_DIR`` when
+    set; when the place it would use is not writable (read-only image, no
+    HOME, an unwritable NUMBA_CACHE_DIR) the ``cache=True`` decorators would
+    fail at import.  fastce's own functions then cache in
+    ``~/.cache/fastce/numba``, or a private per-user directory under the temp
+    dir (``FALLBACK_CACHE_DIR``, used by the locator of _package_stamps):
+    ``numba.config.CACHE_DIR`` stays as it was, so the host's own numba
+    functions cache where they did before fastce was imported.
+    """
+    global FALLBACK_CACHE_DIR
+    FALLBACK_CACHE_DIR = None
+    user_dir = os.environ.get("NUMBA_CACHE_DIR")
+    if user_dir:
+        if _writable(user_dir):
             return
+    elif _writable(os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")):
+        return
+    home = os.path.join(os.path.expanduser("~"), ".cache", "fastce", "numba")
+    temp = os.path.join(tempfile.gettempdir(), f"fastce-numba-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
+    if _writable(home):
+        FALLBACK_CACHE_DIR = home
+    elif _private_dir(temp):
+        FALLBACK_CACHE_DIR = temp
+    else:  # the per-user name taken (by another user, or not a private directory): this process's own, removed at exit
+        try:
+            FALLBACK_CACHE_DIR = tempfile.mkdtemp(prefix="fastce-numba-")  # mode 0700
+        except OSError:
+            return
+        atexit.register(shutil.rmtree, FALLBACK_CACHE_DIR, ignore_errors=True)
 
 
 _configure_cache_dir()
@@ -363,7 +401,7 @@ def kernel_sources_stamp(directory: str = PACKAGE_DIR) -> bytes:
     return digest.digest()
 
 
-def _package_stamps() -> None:
+def _package_stamps() -> bool:
     """Put kernel_sources_stamp in the cache stamp of the functions defined in this package (others untouched).
 
     A locator class ahead of numba's: for a file of this package it wraps
@@ -374,11 +412,31 @@ def _package_stamps() -> None:
     try:
         from numba.core import caching
     except ImportError:  # pragma: no cover - numba internals moved
-        return
+        return False
     impl = getattr(caching, "CacheImpl", None)
-    if impl is None or not isinstance(getattr(impl, "_locator_classes", None), list):
-        return  # pragma: no cover - numba internals changed
+    if impl is None or not isinstance(getattr(impl, "_locator_classes", None), list) or not hasattr(
+            caching, "UserProvidedCacheLocator"):
+        return False  # pragma: no cover - numba internals changed
     package = PACKAGE_DIR + os.sep
+
+    class FallbackLocator(caching.UserProvidedCacheLocator):
+        """numba's locator of NUMBA_CACHE_DIR, for FALLBACK_CACHE_DIR (numba.config.CACHE_DIR left alone)."""
+
+        def __init__(self, py_func, py_file):
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            self._cache_path = os.path.join(FALLBACK_CACHE_DIR, self.get_suitable_cache_subpath(py_file))
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not os.path.exists(py_file):
+                return None
+            locator = cls(py_func, py_file)
+            try:
+                locator.ensure_cache_path()
+            except OSError:
+                return None
+            return locator
 
     class PackageStampLocator:
         def __init__(self, inner):
@@ -394,6 +452,10 @@ def _package_stamps() -> None:
         def from_function(cls, py_func, py_file):
             if not os.path.abspath(py_file).startswith(package):
                 return None
+            if FALLBACK_CACHE_DIR is not None:
+                inner = FallbackLocator.from_function(py_func, py_file)
+                if inner is not None:
+                    return cls(inner)
             for other in impl._locator_classes:
                 if other is not cls:
                     inner = other.from_function(py_func, py_file)
@@ -403,15 +465,27 @@ def _package_stamps() -> None:
 
     if not any(getattr(c, "__name__", "") == "PackageStampLocator" for c in impl._locator_classes):
         impl._locator_classes = [PackageStampLocator, *impl._locator_classes]
+    return True
 
 
-_package_stamps()
+if not _package_stamps() and FALLBACK_CACHE_DIR is not None:  # pragma: no cover - numba internals changed
+    numba.config.CACHE_DIR = FALLBACK_CACHE_DIR  # the fallback for every numba function, as before
 
 # One kernel call at a time: each already spreads its blocks over every
 # thread (fastce._parallel), so two at once would only oversubscribe the
 # cores.  Kernels release the GIL (nogil), so other Python threads keep
 # running while one call holds the lock.
 PARALLEL_LOCK = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    # A fork while another thread held the lock (a call under way) left it held in the child for good: its first
+    # call hung.  The child's threads are gone; so is any call.
+    global PARALLEL_LOCK
+    PARALLEL_LOCK = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # Log (and let the CLI show) the first-use compiles of the kernels.
 from fastce import _compile_log  # noqa: E402,F401  (registers its numba event listener)

@@ -13,11 +13,13 @@ its results (each task writes its own blocks, or adds exactly), so results
 stay independent of the thread count.
 
 The thread count is numba's (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``),
-read in the calling thread, so the documented way of choosing it still holds.
+read in the calling thread, so the documented way of choosing it still holds;
+but fastce never starts numba's threading layer itself (see thread_count).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -31,6 +33,15 @@ from numba.extending import intrinsic
 _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
 _POOL_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A fork while another thread held the lock left it held in the child for good.
+    global _POOL_LOCK
+    _POOL_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -50,12 +61,52 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+_SERIAL = threading.local()  # .on: this Python thread's fastce calls run on it alone (see serial)
+
+
+def _layer_started() -> bool:
+    try:
+        from numba.np.ufunc import parallel
+    except ImportError:  # pragma: no cover - numba internals moved
+        return True
+    return bool(getattr(parallel, "_is_initialized", True))
+
+
+def thread_count() -> int:
+    """The threads a fastce call runs on: 1 inside ``serial``; numba's count for the calling thread
+    (``numba.set_num_threads``) once numba's threading layer runs; ``NUMBA_NUM_THREADS`` before.
+
+    ``numba.get_num_threads`` starts numba's threading layer, which fastce
+    does not otherwise use (its strides run on Python threads): started by
+    fastce's first call, GNU OpenMP's layer then killed any forked child of
+    the host that ran its own ``parallel=True`` code ("fork() called from a
+    process already using GNU OpenMP"), and fixed the layer the host had not
+    chosen yet.  Before the host starts the layer, nothing can have set a
+    count other than NUMBA_NUM_THREADS.
+    """
+    if getattr(_SERIAL, "on", False):
+        return 1
+    return numba.get_num_threads() if _layer_started() else numba.config.NUMBA_NUM_THREADS
+
+
+@contextlib.contextmanager
+def serial():
+    """This Python thread's fastce calls on one thread while it lasts (numba's own count untouched: a
+    KeyboardInterrupt between setting and restoring numba's count had left the host on one thread)."""
+    previous = getattr(_SERIAL, "on", False)
+    try:
+        _SERIAL.on = True
+        yield
+    finally:
+        _SERIAL.on = previous
+
+
 def strides(n_tasks: int) -> int:
     """How many strides run_tasks runs for ``n_tasks`` tasks: its ``first`` values are 0 .. strides - 1.
 
     For callers that give each stride buffers of its own.
     """
-    return max(1, min(numba.get_num_threads(), n_tasks))
+    return max(1, min(thread_count(), n_tasks))
 
 
 def run_tasks(kernel, args: tuple, n_tasks: int) -> None:
@@ -68,13 +119,28 @@ def run_tasks(kernel, args: tuple, n_tasks: int) -> None:
     if threads == 1:
         kernel(*args, 0, 1)
         return
-    futures = [_pool().submit(kernel, *args, first, threads) for first in range(1, threads)]
+    futures = []
     try:
+        futures.extend(_pool().submit(kernel, *args, first, threads) for first in range(1, threads))
         kernel(*args, 0, threads)
     finally:
-        wait(futures)  # never leave a stride running on buffers the caller is about to reuse
+        _wait_all(futures)
     for future in futures:
         future.result()
+
+
+def _wait_all(futures) -> None:
+    """Wait for every stride, a KeyboardInterrupt meanwhile held until they are done, then raised: never leave
+    a stride running on buffers the caller is about to reuse (an interrupt inside wait() had left them)."""
+    interrupted = None
+    while True:
+        try:
+            wait(futures)
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def each_chunk(n_chunks: int, work) -> None:
@@ -98,7 +164,7 @@ TASKS_PER_THREAD = 16
 
 def blocks_per_task(nblocks: int) -> int:
     """Blocks per claimed task for a call of ``nblocks`` blocks (results do not depend on it)."""
-    return max(1, -(-nblocks // (TASKS_PER_THREAD * numba.get_num_threads())))
+    return max(1, -(-nblocks // (TASKS_PER_THREAD * thread_count())))
 
 
 def new_claims():

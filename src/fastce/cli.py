@@ -446,6 +446,7 @@ def check_run_options(args) -> None:
 
         if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
             raise UsageError(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}; got {args.threads}.")
+        args.previous_threads = numba.get_num_threads()  # restored by main(): an in-process caller keeps its count
         numba.set_num_threads(args.threads)
     if args.chunk_rows is not None and args.chunk_rows < 1:
         raise UsageError(f"--chunk-rows must be at least 1; got {args.chunk_rows}.")
@@ -773,6 +774,10 @@ def main(argv=None, *, out=None, err=None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if getattr(args, "previous_threads", None) is not None:
+            import numba
+
+            numba.set_num_threads(args.previous_threads)
 
 
 def _on_sigterm(signum, frame):

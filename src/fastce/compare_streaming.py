@@ -9,13 +9,15 @@ the rows into ``update`` calls gives ``compare``'s numbers bit for bit.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from fastce.compare import Batch, Comparison, ComparisonState, _confident_below, _top_k, validated_batch
 from fastce.errors import InputError
 from fastce.readers import _held_targets  # class indices as int64, (n, C) targets as float64
 from fastce.state import check_nan_policy
-from fastce.streaming import _b64, _unb64  # the Evaluator's encoding of pending rows
+from fastce.streaming import _b64, _one_thread_at_a_time, _unb64  # the Evaluator's encoding, its lock
 
 COMPARATOR_FORMAT = "fastce.comparator/1"
 _MAX_MODELS = 1024
@@ -78,6 +80,7 @@ class Comparator:
                                             task=task)
         self._block_rows = self._state.block_rows
         self._pending = None  # Batch of fewer than block_rows rows, own copies
+        self._lock = threading.RLock()  # one thread at a time (see fastce.streaming._one_thread_at_a_time)
 
     @property
     def names(self) -> list:
@@ -111,6 +114,7 @@ class Comparator:
             argument="scores",
         )
 
+    @_one_thread_at_a_time
     def update(self, y_true, scores, sample_weight=None, groups=None) -> None:
         """Add a batch of rows: labels, every model's scores (dict or list), optional weights and groups.
 
@@ -177,6 +181,7 @@ class Comparator:
             return self._state
         return self._state.merge(self._read(self._pending))
 
+    @_one_thread_at_a_time
     def result(self) -> Comparison:
         """The :class:`~fastce.compare.Comparison` of every row fed so far."""
         state = self._flushed_state()
@@ -184,6 +189,7 @@ class Comparator:
         state.check_scores(argument)
         return state.finalize(self._nan_policy, scores_name=argument)
 
+    @_one_thread_at_a_time
     def merge(self, other: "Comparator") -> "Comparator":
         """Add the rows of ``other`` after those of ``self`` (in place; exact when ``self`` has seen a
         multiple of the block's rows, else one block is cut short at the seam, as ``Evaluator.merge``)."""
@@ -194,6 +200,7 @@ class Comparator:
         self._pending = None
         return self
 
+    @_one_thread_at_a_time
     def state_dict(self) -> dict:
         """Strict-JSON snapshot (never pickle); see :meth:`from_state_dict`."""
         pending = None

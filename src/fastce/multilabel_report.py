@@ -19,13 +19,13 @@ counts and weights of unweighted rows).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
-from fastce import _config, _json
+from fastce import _config, _json, _parallel
 from fastce import multilabel_kernels as MK
 from fastce.diagnostics import MAX_BINS, MAX_WORST, _two_sum_merge, check_options
 from fastce.diagnostics import _float_array as _floats
@@ -207,19 +207,12 @@ def read_multilabel_diagnostics(scores, targets, weights, *, from_logits: bool, 
         m = stop - start
         nblocks = -(-m // block_rows)
         w = weights[start:stop] if weights.shape[0] else empty
-        with _config.PARALLEL_LOCK:
-            threads = numba.get_num_threads()
-            if serial and threads > 1:
-                numba.set_num_threads(1)
-            try:
-                MK.multilabel_blocks(
-                    kernel_input(scores[start:stop]), _kernel_target(targets[start:stop]), kernel_input(w, np.float64),
-                    mode, float(options.confident_below), np.int64(options.n_bins), nblocks, block_rows, partials,
-                    block_counts, row_loss[:m], row_wrong[:m], row_worst[:m], float32_math,
-                )
-            finally:
-                if serial and threads > 1:
-                    numba.set_num_threads(threads)
+        with _config.PARALLEL_LOCK, (_parallel.serial() if serial else contextlib.nullcontext()):
+            MK.multilabel_blocks(
+                kernel_input(scores[start:stop]), _kernel_target(targets[start:stop]), kernel_input(w, np.float64),
+                mode, float(options.confident_below), np.int64(options.n_bins), nblocks, block_rows, partials,
+                block_counts, row_loss[:m], row_wrong[:m], row_worst[:m], float32_math,
+            )
         if MK.fold_partials(partials, block_counts, nblocks, state.hi, state.lo, state.counts):
             raise_diagnostics_overflow(weights.shape[0] != 0)
         kept = ~np.isnan(row_loss[:m])

@@ -21,7 +21,9 @@ The Evaluator knows no task: it talks to the task's reader
 from __future__ import annotations
 
 import base64
+import functools
 import re
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -35,6 +37,18 @@ from fastce.state import MAX_NUM_CLASSES, State, check_nan_policy, malformed_rea
 EVALUATOR_FORMAT = "fastce.evaluator/2"
 _FORMAT_1 = "fastce.evaluator/1"  # multi-class only, without "settings": still read
 _SCORES = "scores"
+
+
+def _one_thread_at_a_time(method):
+    """The method under the Evaluator's lock: an update reads the state, runs the kernels with the GIL released
+    and stores the result, so two threads' updates at once kept only one of them (rows lost without a word)."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
 # Kernel views the pending rows may have (see validation.scores).
 _VIEW_DTYPES = ("<f4", "<f8", "<u2", "<i2")
 # The machine epsilon that goes with each view (float32, float64 and integer
@@ -187,6 +201,7 @@ class Evaluator:
         self._diag_arg = _check_diagnostics(diagnostics)
         self._reader: readers.Reader | None = None
         self._provisional = False  # a multi-class guess of task="auto", revised by the first batch
+        self._lock = threading.RLock()  # see _one_thread_at_a_time
         self._state = None
         self._pending: Batch | None = None
         self._diag = None
@@ -278,6 +293,7 @@ class Evaluator:
                 self._precision, self._groups, diagnostics, reader)
 
     # -- feeding -----------------------------------------------------------------
+    @_one_thread_at_a_time
     def update(self, y_true, scores, sample_weight=None, groups=None) -> None:
         """Add a batch of rows.
 
@@ -441,6 +457,7 @@ class Evaluator:
         reader.raise_now(probe, self._nan_policy, self._scores_name, previous=self._state)
 
     # -- combining -------------------------------------------------------------
+    @_one_thread_at_a_time
     def merge(self, other: Evaluator) -> Evaluator:
         """Add the rows of ``other`` after the rows of ``self`` (in place); returns ``self``.
 
@@ -490,6 +507,7 @@ class Evaluator:
         return self._reader is None or (self._provisional and self.rows_seen == 0)
 
     # -- reading -----------------------------------------------------------------
+    @_one_thread_at_a_time
     def state(self):
         """The task's state of every row fed so far (the unfinished block included)."""
         self._require_rows()
@@ -497,6 +515,7 @@ class Evaluator:
             return self._state.merge(self._reader.empty())
         return self._state.merge(self._reader.read(self._pending))
 
+    @_one_thread_at_a_time
     def diagnostics_state(self):
         """The mergeable :class:`~fastce.diagnostics.DiagnosticsState` of every row fed so far."""
         if self._diag_arg is None:
@@ -507,6 +526,7 @@ class Evaluator:
             both = both.merge(self._read_both(self._pending))
         return both.diag
 
+    @_one_thread_at_a_time
     def report(self):
         """:class:`~fastce.report.Report` over every row fed so far: what ``fastce.diagnose`` returns.
 
@@ -519,6 +539,7 @@ class Evaluator:
         diag = self.diagnostics_state()
         return self._reader.report(self.state(), diag, self._nan_policy, self._scores_name)
 
+    @_one_thread_at_a_time
     def result(self) -> Metrics:
         """Metrics over every row fed so far: the object ``fastce.evaluate`` returns.
 
@@ -537,6 +558,7 @@ class Evaluator:
             raise InputError("this Evaluator has seen no rows yet; call update() first.", argument=_SCORES)
 
     # -- serialisation -------------------------------------------------------
+    @_one_thread_at_a_time
     def state_dict(self) -> dict:
         """JSON-serialisable, exact snapshot (never pickle); see :meth:`from_state_dict`.
 

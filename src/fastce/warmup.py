@@ -145,7 +145,11 @@ def warmup(dtypes=DTYPES, *, report=None) -> dict:
 
 
 def cache_location() -> str:
-    """Where numba writes the cache (NUMBA_CACHE_DIR, else next to the installed sources)."""
+    """Where numba writes fastce's cache (its fallback directory, else NUMBA_CACHE_DIR, else next to the sources)."""
+    from fastce import _config
+
+    if _config.FALLBACK_CACHE_DIR:
+        return _config.FALLBACK_CACHE_DIR
     if numba.config.CACHE_DIR:
         return numba.config.CACHE_DIR
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
