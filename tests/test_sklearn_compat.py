@@ -615,3 +615,26 @@ def test_warnings_name_the_callers_line():
     ):
         lines = _warned_line(call)
         assert lines and all(f == here and line == call.__code__.co_firstlineno for f, line in lines), lines
+
+
+def test_the_drop_ins_leave_the_warning_filters_alone():
+    # warnings.catch_warnings swapped the process's filters: from several threads at once it left an "error"
+    # filter for ComplexWarning behind (the host's own complex-to-float casts then raised).
+    import sys
+    import threading
+
+    before = list(warnings.filters)
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        fastce.accuracy_score([0, 1], np.array([0, 1 + 1j]))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: the race shows within a few hundred calls
+    try:
+        threads = [threading.Thread(target=lambda: [fastce.accuracy_score([0, 1, 1], [0, 1, 0]) for _ in range(1000)])
+                   for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert warnings.filters == before

@@ -15,7 +15,6 @@ no (N, C) temporary is ever made.  Integer labels in a small range are counted
 from __future__ import annotations
 
 import numbers
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -139,19 +138,18 @@ def to_numpy(x, dtype=None) -> np.ndarray:
     if isinstance(x, np.ndarray) and (dtype is None or x.dtype == dtype):
         array = x
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", np.exceptions.ComplexWarning)
-            try:
-                if hasattr(x, "detach") and hasattr(x, "cpu"):
-                    array = _torch_to_numpy(x)
-                elif _is_pandas(x):
-                    array = _pandas_to_numpy(x)
-                else:
-                    array = np.asarray(x)
-                if dtype is not None and array.dtype != dtype:
-                    array = array.astype(dtype)
-            except np.exceptions.ComplexWarning as exc:
-                raise ValueError(f"Complex data not supported\n{x}\n") from exc
+        # Complex values refused before any cast (no warnings.catch_warnings: it swaps the process's filters, and
+        # from several threads at once it left an "error" filter for ComplexWarning behind).
+        if hasattr(x, "detach") and hasattr(x, "cpu"):
+            array = _torch_to_numpy(x)
+        elif _is_pandas(x):
+            array = _pandas_to_numpy(x)
+        else:
+            array = np.asarray(x)
+        if array.dtype.kind == "c":
+            raise ValueError(f"Complex data not supported\n{x}\n")
+        if dtype is not None and array.dtype != dtype:
+            array = array.astype(dtype)
     if array.dtype.kind == "c":
         raise ValueError(f"Complex data not supported\n{array}\n")
     return array
