@@ -25,8 +25,15 @@ from fastce.state import (
 )
 
 # Bins of the calibration and p(true) histograms: far above any useful
-# resolution, and a bound a state file is checked against before allocating.
-MAX_BINS = 1 << 20
+# resolution, and a bound a state file is checked against before allocating.  Each bin entry is an exact
+# accumulator (560 bytes), per thread too: 2**20 bins had asked for 1.6 GiB and kept 0.5 GB after the call.
+MAX_BINS = 1 << 12
+# A dense confusion matrix holds C x C double-doubles (16 bytes a cell): 4096 classes are 268 MB; 50,000 (allowed
+# before, with dense_confusion_max raised) asked for 37 GiB.  Above it the confusion is kept as its sparse pairs.
+MAX_DENSE_CONFUSION = 1 << 12
+# Classes of a diagnostics state: its per-class sums take ~100 bytes a class (2**31, the State's bound, asked
+# for 64 GiB at Evaluator(diagnostics=True) before a row was read); a 4M-class report is far more than anyone reads.
+MAX_DIAGNOSTICS_CLASSES = 1 << 22
 # Worst rows kept (worst_k): each call's heap and the state hold this many, so it is bounded before anything is
 # allocated (2**34 asked of a 600-row diagnose was a MemoryError); a million rows is far more than a report shows.
 MAX_WORST = 1 << 20
@@ -66,12 +73,19 @@ class DiagnosticsOptions:
     max_pairs: int = 100_000
 
     def __post_init__(self):
+        c = self.num_classes
+        if isinstance(c, (int, np.integer)) and not isinstance(c, bool) and MAX_DIAGNOSTICS_CLASSES < c <= MAX_NUM_CLASSES:
+            raise InputError(
+                f"diagnostics keep sums for every class: {int(c):,} classes is above their limit of "
+                f"{MAX_DIAGNOSTICS_CLASSES:,} (2**22); evaluate takes up to {MAX_NUM_CLASSES:,}.",
+                argument="num_classes", value=c,
+            )
         check_options(self, (
             ("num_classes", 1, MAX_NUM_CLASSES),
             ("n_bins", 1, MAX_BINS),
             ("hist_bins", 1, MAX_BINS),
             ("worst_k", 0, MAX_WORST),
-            ("dense_confusion_max", 0, MAX_NUM_CLASSES),
+            ("dense_confusion_max", 0, MAX_DENSE_CONFUSION),
             ("max_pairs", 1, MAX_ROWS),
         ))
 
@@ -196,7 +210,7 @@ class DiagnosticsState:
         k = self.options.worst_k
         # Only a loss above the current k-th worst can enter (a tie loses: these rows come after the ones kept).
         floor = float(self.worst["loss"][-1]) if self.worst["row"].size == k else -np.inf
-        rows = DK.worst_rows(losses, weights, k, floor)
+        rows = np.sort(DK.worst_rows(losses, weights, k, floor))  # ascending rows
         fresh = {
             "row": rows.astype(np.int64) + first_row,
             "true": labels[rows].astype(np.int64),

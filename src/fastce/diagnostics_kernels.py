@@ -738,8 +738,9 @@ def _heap_push(heap_loss, heap_row, size, x, r):
 
 @kernel(**KERNEL_OPTIONS)
 def worst_rows(loss, weights, k, floor):
-    """The rows (ascending) of the k largest losses above ``floor``, ties to the lower row, among the rows
-    counted (loss not NaN, weight not 0; ``weights`` empty for unit weights): the worst rows of a slice.
+    """The rows (in heap order: the caller sorts them) of the k largest losses above ``floor``, ties to the lower
+    row, among the rows counted (loss not NaN, weight not 0; ``weights`` empty for unit weights): the worst rows
+    of a slice.
 
     One pass with a heap of k (see _heap_push).  It replaced numpy's mask,
     flatnonzero, gather and partition over every row of the slice (4.3 ms a
@@ -754,15 +755,10 @@ def worst_rows(loss, weights, k, floor):
         if not x > floor or (weighted and weights[r] == 0.0):  # NaN fails the comparison
             continue
         size = _heap_push(heap_loss, heap_row, size, x, r)
-    # Ascending by an insertion sort of the k kept: numba's np.sort compiled its quicksort for 1.1 s of every
-    # first diagnose (benchmarks/cold_start.py --doors: 3.95 s with it).
-    rows = heap_row[:size].copy()
-    for a in range(1, size):
-        b = a
-        while b > 0 and rows[b - 1] > rows[b]:
-            rows[b - 1], rows[b] = rows[b], rows[b - 1]
-            b -= 1
-    return rows
+    # Not sorted here: numba's np.sort compiled its quicksort for 1.1 s of every first diagnose
+    # (benchmarks/cold_start.py --doors: 3.95 s with it), and the insertion sort that replaced it was quadratic in
+    # the k kept (worst_k = 2**20 over 262k rows: 11 s); numpy's sort of the result costs nothing to compile.
+    return heap_row[:size].copy()
 
 
 @kernel(**KERNEL_OPTIONS)

@@ -27,13 +27,13 @@ import numpy as np
 
 from fastce import _config, _json, _parallel
 from fastce import multilabel_kernels as MK
-from fastce.diagnostics import MAX_BINS, MAX_WORST, _two_sum_merge, check_options
+from fastce.diagnostics import MAX_BINS, MAX_DIAGNOSTICS_CLASSES, MAX_WORST, _two_sum_merge, check_options
 from fastce.diagnostics import _float_array as _floats
 from fastce.diagnostics import _int_array as _ints
 from fastce.errors import InputError
 from fastce.metrics import Metrics
 from fastce.report import _ratio, loss_split_of
-from fastce.state import MAX_NUM_CLASSES, MAX_ROWS, raise_diagnostics_overflow
+from fastce.state import MAX_ROWS, raise_diagnostics_overflow
 
 WORST_COLUMNS = ("row", "loss", "wrong_labels", "worst_label")
 TOP_LOSS_LABELS = 10
@@ -50,7 +50,8 @@ class MultilabelOptions:
     confident_below: float = 0.01
 
     def __post_init__(self):
-        check_options(self, (("num_labels", 1, MAX_NUM_CLASSES), ("n_bins", 1, MAX_BINS), ("worst_k", 0, MAX_WORST)))
+        check_options(self, (("num_labels", 1, MAX_DIAGNOSTICS_CLASSES), ("n_bins", 1, MAX_BINS),
+                             ("worst_k", 0, MAX_WORST)))
 
     def layout(self) -> tuple[int, int, int]:
         return MK.layout(self.num_labels, self.n_bins)
