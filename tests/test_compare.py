@@ -525,3 +525,18 @@ def test_a_tampered_pair_sum_gives_numbers_not_an_overflow_error():
         result = fastce.Comparator.from_state_dict(state).result()
         json.loads(result.to_json(), parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
         str(result)
+
+
+def test_the_number_of_models_and_of_k_values_is_bounded_before_anything_is_allocated():
+    # 2,000 models raised a MemoryError (a pair's sums are ~19 KB, its per-call scratch more), 400 took 17 s on ten
+    # rows; 10**6 k values took 2 GB and 15 s.
+    z = np.zeros((3, 2))
+    y = np.zeros(3, dtype=np.int64)
+    with pytest.raises(fastce.InputError, match="at most 128 models") as info:
+        fastce.compare(y, logits={f"m{i}": z for i in range(129)})
+    assert info.value.argument == "logits"
+    with pytest.raises(fastce.InputError, match="at most 128"):
+        fastce.Comparator([f"m{i}" for i in range(129)], 2)
+    with pytest.raises(fastce.InputError, match="at most 1024 are kept"):
+        fastce.evaluate(y, logits=z, top_k=range(1, 1026))
+    assert len(fastce.compare(y, logits={f"m{i}": z for i in range(128)}).names) == 128

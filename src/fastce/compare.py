@@ -49,6 +49,10 @@ LOSS_METRICS = ("cross_entropy", "brier")
 ACCURACY_METRICS = ("accuracy", "top_k_accuracy")
 
 
+# Models in one comparison: a pair's exact sums are ~19 KB, its per-call scratch more; 128 models are 8,128 pairs
+# (2,000 models had raised a MemoryError, 400 took 17 s on ten rows).
+MAX_MODELS = 128
+
 def _models(container, names, argument: str) -> tuple[list, list]:
     """(names, arrays) of ``logits=`` / ``proba=``: a dict, or a sequence with optional ``names=``."""
     if isinstance(container, dict):
@@ -74,6 +78,11 @@ def _models(container, names, argument: str) -> tuple[list, list]:
         )
     if len(arrays) < 2:
         raise InputError(f"{argument}= holds {len(arrays)} model(s): compare needs at least two.", argument=argument)
+    if len(arrays) > MAX_MODELS:
+        raise InputError(
+            f"{argument}= holds {len(arrays)} models; compare keeps the paired sums of every pair (~19 KB a pair, and "
+            f"its scratch), at most {MAX_MODELS} models: compare the most relevant ones, or in groups.",
+            argument=argument, value=len(arrays))
     if len(set(listed_names)) != len(listed_names):
         raise InputError(f"model names must differ, got {listed_names}.", argument="names")
     return listed_names, arrays
@@ -602,6 +611,8 @@ class ComparisonState:
             names = data["names"]
             if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
                 raise ValueError("names must be a list of at least two strings")
+            if len(names) > MAX_MODELS:
+                raise ValueError(f"at most {MAX_MODELS} models")
             if len(set(names)) != len(names):
                 raise ValueError("names repeat")
             states = data["states"]

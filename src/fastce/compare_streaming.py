@@ -13,14 +13,14 @@ import threading
 
 import numpy as np
 
-from fastce.compare import Batch, Comparison, ComparisonState, _confident_below, _top_k, validated_batch
+from fastce.compare import MAX_MODELS, Batch, Comparison, ComparisonState, _confident_below, _top_k, validated_batch
 from fastce.errors import InputError
 from fastce.readers import _held_targets  # class indices as int64, (n, C) targets as float64
 from fastce.state import check_nan_policy
 from fastce.streaming import _b64, _one_thread_at_a_time, _unb64  # the Evaluator's encoding, its lock
 
 COMPARATOR_FORMAT = "fastce.comparator/1"
-_MAX_MODELS = 1024
+_MAX_MODELS = MAX_MODELS  # the bound of compare
 _TASKS = ("multiclass", "binary", "multilabel", "soft")
 
 
@@ -61,7 +61,8 @@ class Comparator:
                  task: str = "multiclass"):
         names = [str(n) for n in names]
         if len(names) < 2 or len(set(names)) != len(names) or len(names) > _MAX_MODELS:
-            raise InputError(f"names must be at least two different model names; got {names}.", argument="names")
+            raise InputError(f"names must be at least two (and at most {_MAX_MODELS}) different model names; got "
+                             f"{_short_names(names)}.", argument="names")
         if task not in _TASKS:
             raise InputError(f"task={task!r} is not one of {_TASKS}: a Comparator is told its task (fastce.compare "
                              "infers it from the scores' shape and the targets).", argument="task", value=task)
@@ -281,6 +282,11 @@ class Comparator:
         except (KeyError, TypeError, ValueError) as exc:  # InputError among them
             raise InputError(f"malformed fastce Comparator state: {exc}", argument="state") from exc
         return out
+
+
+def _short_names(names: list) -> str:
+    """The names for a message: all of a few, the count and the first ones of many."""
+    return repr(names) if len(names) <= 8 else f"{len(names)} names: {names[:4]!r}..."
 
 
 def _concatenate(first, second):

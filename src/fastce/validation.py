@@ -366,6 +366,9 @@ def sample_weight(w, n_rows: int, name: str = "sample_weight"):
     return weights
 
 
+MAX_TOP_K_VALUES = 1024
+
+
 def top_k_values(top_k, num_classes: int, *, stacklevel: int | None = 3) -> tuple:
     """The k values to report: positive ints, deduplicated, sorted, always including 1.
 
@@ -391,6 +394,10 @@ def top_k_values(top_k, num_classes: int, *, stacklevel: int | None = 3) -> tupl
         if k > _MAX_K:
             raise InputError(f"top_k values must be at most {_MAX_K}; got {k}.", argument="top_k", value=k)
     ks = tuple(sorted(set(values) | {1}))
+    if len(ks) > MAX_TOP_K_VALUES:
+        # Each k holds its own exact sums and per-block columns (~2 KB): 10**6 of them took 2 GB and 15 s.
+        raise InputError(f"top_k asks for {len(ks):,} distinct k values; at most {MAX_TOP_K_VALUES} are kept.",
+                         argument="top_k", value=len(ks))
     meaningless = [k for k in ks if k > 1 and k >= num_classes]
     if meaningless and stacklevel is not None:
         k = meaningless[0]
