@@ -4,6 +4,7 @@ and kept in a writable place when the package directory is read-only."""
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import shutil
 import stat
@@ -218,7 +219,7 @@ def test_kernel_sources_lists_every_module_numba_compiles():
     decorated = re.compile(r"^\s*@(kernel|kernel_step|njit|overload|intrinsic|register_jitable)\b", re.MULTILINE)
     found = {
         name[:-3] for name in os.listdir(_config.PACKAGE_DIR)
-        if name.endswith(".py") and decorated.search(open(os.path.join(_config.PACKAGE_DIR, name)).read())
+        if name.endswith(".py") and decorated.search(pathlib.Path(_config.PACKAGE_DIR, name).read_text())
     }
     assert found == set(_config.KERNEL_SOURCES)
 

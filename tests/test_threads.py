@@ -3,6 +3,7 @@ and when fastce is called from many Python threads at once."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -293,5 +294,5 @@ def test_the_command_run_in_process_restores_the_thread_count(tmp_path):
     np.save(tmp_path / "y.npy", np.zeros(10, dtype=np.int64))
     before = numba.get_num_threads()
     status = cli.main(["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"),
-                       "--threads", "1", "--no-progress"], out=open(os.devnull, "w"), err=open(os.devnull, "w"))
+                       "--threads", "1", "--no-progress"], out=io.StringIO(), err=io.StringIO())
     assert status == 0 and numba.get_num_threads() == before
