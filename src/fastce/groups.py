@@ -138,9 +138,29 @@ class GroupSums:
         self._partial = np.zeros((0, self.n_values + 1))
         self._last_block = np.zeros(0, dtype=np.int64)
         self._blocks_seen = 0
+        # A merge is lazy (see merge): the settled GroupSums it starts from, the parts to add in order, their
+        # groups in all; a GroupSums a merge started from is never changed again (_frozen).
+        self._base: GroupSums | None = None
+        self._parts: tuple = ()
+        self._parts_groups = 0
+        self._frozen = False
+
+    def _settle(self) -> None:
+        """Carry out the merges held (see merge): the base's groups, then each part's, in order."""
+        if not self._parts:
+            return
+        base, parts = self._base, self._parts
+        g = base.n_groups
+        self._set_groups(base.ids(), base.hi[:g], base.lo[:g])
+        self._reserve(g + self._parts_groups)
+        for part in parts:
+            h = part.n_groups
+            _merge_groups(self.index, self.hi, self.lo, part.ids(), part.hi[:h], part.lo[:h])
+        self._base, self._parts, self._parts_groups = None, (), 0
 
     @property
     def n_groups(self) -> int:
+        self._settle()
         return _size_of(self.index)
 
     def __getstate__(self) -> dict:
@@ -148,7 +168,7 @@ class GroupSums:
         # typed Dict does not pickle, so the index travels as its ids, in row
         # order, with the groups' sums only (not the capacity reserved for a
         # slice's rows, nor the fold's scratch).
-        g = self.n_groups
+        g = self.n_groups  # (settled)
         return {"n_values": self.n_values, "ids": self.ids(), "hi": self.hi[:g].copy(), "lo": self.lo[:g].copy(),
                 "blocks_seen": self._blocks_seen}
 
@@ -182,6 +202,9 @@ class GroupSums:
         slice of 4M rows reserved room for 4M groups before (384 MB at one
         top-k value, and 0.26 s of copying for 16M rows of binary logits).
         """
+        if self._frozen:  # a lazy merge reads it: it must stay as it was
+            raise RuntimeError("fastce internal error: rows added to group sums a merge started from")
+        self._settle()
         n_rows = groups.shape[0]
         nblocks = -(-n_rows // block_rows)
         args = (np.ascontiguousarray(groups, dtype=np.int64), np.ascontiguousarray(counted, dtype=np.bool_),
@@ -201,7 +224,8 @@ class GroupSums:
 
     def ids(self) -> np.ndarray:
         """Group ids in the order of their rows in ``hi`` / ``lo``."""
-        return _ids_of(self.index, self.n_groups)
+        g = self.n_groups  # (settled)
+        return _ids_of(self.index, g)
 
     def merge(self, other: "GroupSums") -> "GroupSums":
         """Sums of both (a group seen by both adds its double-doubles); ``self`` and ``other`` unchanged.
@@ -212,16 +236,24 @@ class GroupSums:
         """
         if other.n_values != self.n_values:
             raise ValueError(f"cannot merge group sums of {self.n_values} and {other.n_values} values")
+        # Lazy: ``out`` holds the settled base and the parts to add, and adds them when first read, once the
+        # parts hold as many groups as the base (or more), or never.  Copying the running sums at every merge
+        # made a stream of batches quadratic in its groups (a new group a row, 100-row batches: 400k rows took
+        # 16.7 s, evaluate(groups=) 0.13 s); now each group is copied O(1) times on average.  The same adds in
+        # the same order as merging at once: the same bits.
         out = GroupSums(self.n_values)
-        g, h = self.n_groups, other.n_groups
-        out._set_groups(self.ids(), self.hi[:g], self.lo[:g])
-        out._reserve(g + h)
-        _merge_groups(out.index, out.hi, out.lo, other.ids(), other.hi[:h], other.lo[:h])
+        base, parts, parts_groups = (self._base, self._parts, self._parts_groups) if self._parts else (self, (), 0)
+        other._settle()
+        base._frozen = other._frozen = True
+        out._base, out._parts = base, parts + (other,)
+        out._parts_groups = parts_groups + other.n_groups
         out._blocks_seen = self._blocks_seen + other._blocks_seen
+        if out._parts_groups >= max(base.n_groups, 1024):
+            out._settle()
         return out
 
     def to_dict(self) -> dict:
-        g = self.n_groups
+        g = self.n_groups  # (settled)
         return {"n_values": self.n_values, "ids": self.ids().tolist(),
                 "hi": [_json_number(v) for v in self.hi[:g].ravel().tolist()],
                 "lo": [_json_number(v) for v in self.lo[:g].ravel().tolist()]}
