@@ -221,7 +221,7 @@ def test_kernel_sources_lists_every_module_numba_compiles():
         name[:-3] for name in os.listdir(_config.PACKAGE_DIR)
         if name.endswith(".py") and decorated.search(pathlib.Path(_config.PACKAGE_DIR, name).read_text())
     }
-    assert found == set(_config.KERNEL_SOURCES)
+    assert found | {"_config"} == set(_config.KERNEL_SOURCES)  # _config: the globals kernels read
 
 
 def test_fastce_functions_carry_the_kernel_sources_stamp_and_others_do_not(tmp_path):

@@ -442,3 +442,16 @@ def test_a_stream_of_new_groups_copies_each_group_a_bounded_number_of_times(monk
     got = evaluator.result()
     assert got == expected  # the same bits, error bars included
     assert sum(copied) <= 4 * n, (sum(copied), len(copied))  # was ~n**2 / 200
+
+
+def test_a_stream_of_few_groups_holds_a_bounded_number_of_merges():
+    # Lazy merges were settled by the groups they held only: batches of one group (or none: rows all ignored)
+    # piled up one GroupSums each, memory growing with the batches.
+    rng = np.random.default_rng(8)
+    c, block = 4, 512
+    evaluator = fastce.Evaluator(c, groups=True, ignore_index=-1)
+    for i in range(300):
+        y = rng.integers(0, c, block) if i % 2 else np.full(block, -1)  # every other batch: all ignored
+        evaluator.update(y, rng.standard_normal((block, c)), groups=np.full(block, i % 3))
+        assert len(evaluator._state.clusters._parts) <= 64
+    assert evaluator.result().n_groups == 3

@@ -260,10 +260,12 @@ def test_a_weighted_loss_beyond_float64_raises_like_the_weighted_sums(n_classes,
     z[0, 1] = 2.0  # row 0: label 0, a loss of ~2 to 5
     y = np.array([0, 1])
     w = np.array([1e308, 1.0])
+    proba = np.full_like(z, 1.0 / n_classes)
+    proba[0] = (1.0 - 1e-6) / (n_classes - 1)
+    proba[0, 0] = 1e-6  # row 0's loss ~13.8: times 1e308, beyond float64
     for call in (
         lambda: fastce.evaluate(y, logits=z, sample_weight=w),
-        lambda: fastce.evaluate(y, proba=np.full_like(z, 1.0 / n_classes), sample_weight=w) if n_classes > 3 else
-        fastce.evaluate(y, logits=z, sample_weight=w),  # ln 2, ln 3: no overflow with 1e308
+        lambda: fastce.evaluate(y, proba=proba, sample_weight=w),
         lambda: fastce.diagnose(y, logits=z, sample_weight=w),
         lambda: fastce.compare(y, logits={"a": z, "b": z[:, ::-1].copy()}, sample_weight=w),
     ):
@@ -274,6 +276,25 @@ def test_a_weighted_loss_beyond_float64_raises_like_the_weighted_sums(n_classes,
         assert info.value.argument == "sample_weight"
     m = fastce.evaluate(y, logits=z, sample_weight=w / 1e308)  # the advice
     assert math.isfinite(m.cross_entropy)
+
+
+@pytest.mark.parametrize("kind", ["logits", "proba"])
+def test_a_weighted_loss_beyond_float64_with_one_dimensional_binary_scores(kind):
+    # The 1-D binary kernels counted such a row as an infinite loss too: inf and the loss-overflow warning only.
+    scores = np.array([4.0, 3.0]) if kind == "logits" else np.array([0.99999, 0.9])
+    y = np.array([0, 1])
+    w = np.array([5e307, 1.0])
+    for call in (fastce.evaluate, fastce.diagnose):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fastce.FastCEWarning)
+            with pytest.raises(fastce.InputError, match="sample_weight is too large"):
+                call(y, **{kind: scores}, sample_weight=w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastce.FastCEWarning)
+        with pytest.raises(fastce.InputError, match="sample_weight is too large"):
+            fastce.compare(y, **{kind: {"a": scores, "b": scores[::-1].copy()}}, sample_weight=w)
+    if kind == "logits":  # an infinite logit on the wrong side is an infinite loss, not a weights error
+        assert fastce.evaluate(y, logits=np.array([np.inf, 3.0])).cross_entropy == math.inf
 
 
 def test_a_class_weighted_loss_beyond_float64():

@@ -292,6 +292,9 @@ def test_the_command_run_in_process_restores_the_thread_count(tmp_path):
 
     np.save(tmp_path / "z.npy", np.zeros((10, 3)))
     np.save(tmp_path / "y.npy", np.zeros(10, dtype=np.int64))
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread only: --threads 1 would change nothing")
+    numba.set_num_threads(2)
     before = numba.get_num_threads()
     status = cli.main(["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"),
                        "--threads", "1", "--no-progress"], out=io.StringIO(), err=io.StringIO())

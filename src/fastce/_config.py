@@ -332,6 +332,13 @@ def _private_dir(path: str) -> bool:
     return _writable(path)
 
 
+def _remove_own_cache_dir(path: str, owner: int) -> None:
+    # Only by the process that made it: a forked child exiting had removed it under its parent, freeing a
+    # known name another user could take again.
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _configure_cache_dir() -> None:
     """Keep fastce's on-disk kernel cache usable where numba's places are not writable.
 
@@ -354,7 +361,7 @@ def _configure_cache_dir() -> None:
         return
     home = os.path.join(os.path.expanduser("~"), ".cache", "fastce", "numba")
     temp = os.path.join(tempfile.gettempdir(), f"fastce-numba-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
-    if _writable(home):
+    if _private_dir(home):  # under a HOME shared or owned by another user (HOME=/tmp, sudo), not blindly
         FALLBACK_CACHE_DIR = home
     elif _private_dir(temp):
         FALLBACK_CACHE_DIR = temp
@@ -363,14 +370,15 @@ def _configure_cache_dir() -> None:
             FALLBACK_CACHE_DIR = tempfile.mkdtemp(prefix="fastce-numba-")  # mode 0700
         except OSError:
             return
-        atexit.register(shutil.rmtree, FALLBACK_CACHE_DIR, ignore_errors=True)
+        atexit.register(_remove_own_cache_dir, FALLBACK_CACHE_DIR, os.getpid())
 
 
 _configure_cache_dir()
 
-# The modules whose functions numba compiles (tests/test_cache.py checks the list against the sources).
+# The modules whose functions numba compiles (tests/test_cache.py checks the list against the sources), and this
+# one: numba freezes the globals a kernel reads (block sizes, scratch rows) into its code.
 KERNEL_SOURCES = (
-    "_column_lanes", "_exactsum", "_label_presence", "_lanes", "_parallel", "_row_lanes", "_target_flags",
+    "_config", "_column_lanes", "_exactsum", "_label_presence", "_lanes", "_parallel", "_row_lanes", "_target_flags",
     "_transpose", "_vecmath", "compare_kernels", "compare_values", "diagnostics_kernels", "groups", "kernels",
     "kernels_binary", "kernels_soft", "multilabel_kernels",
 )
@@ -395,7 +403,10 @@ def kernel_sources_stamp(directory: str = PACKAGE_DIR) -> bytes:
     digest = hashlib.sha256()
     for name in KERNEL_SOURCES:
         path = os.path.join(directory, name + ".py")
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except OSError:  # not files (a zipped install): numba's own stamps only
+            return b""
         stamp = file_stamp(path, st.st_mtime, st.st_size) if file_stamp else repr((st.st_mtime, st.st_size)).encode()
         digest.update(stamp)
     return digest.digest()

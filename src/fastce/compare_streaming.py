@@ -17,14 +17,13 @@ from fastce.compare import MAX_MODELS, Batch, Comparison, ComparisonState, _conf
 from fastce.errors import InputError
 from fastce.readers import _held_targets  # class indices as int64, (n, C) targets as float64
 from fastce.state import check_nan_policy
-from fastce.streaming import _b64, _one_thread_at_a_time, _unb64  # the Evaluator's encoding, its lock
+from fastce.streaming import _b64, _Lockable, _one_thread_at_a_time, _unb64, _with_the_other  # its encoding, locks
 
 COMPARATOR_FORMAT = "fastce.comparator/1"
-_MAX_MODELS = MAX_MODELS  # the bound of compare
 _TASKS = ("multiclass", "binary", "multilabel", "soft")
 
 
-class Comparator:
+class Comparator(_Lockable):
     """Streaming :func:`fastce.compare`: ``update`` / ``merge`` / ``result`` / ``state_dict``.
 
     Parameters
@@ -60,8 +59,8 @@ class Comparator:
                  nan_policy: str = "raise", confident_below: float = 0.01, groups: bool = False,
                  task: str = "multiclass"):
         names = [str(n) for n in names]
-        if len(names) < 2 or len(set(names)) != len(names) or len(names) > _MAX_MODELS:
-            raise InputError(f"names must be at least two (and at most {_MAX_MODELS}) different model names; got "
+        if len(names) < 2 or len(set(names)) != len(names) or len(names) > MAX_MODELS:
+            raise InputError(f"names must be at least two (and at most {MAX_MODELS}) different model names; got "
                              f"{_short_names(names)}.", argument="names")
         if task not in _TASKS:
             raise InputError(f"task={task!r} is not one of {_TASKS}: a Comparator is told its task (fastce.compare "
@@ -190,7 +189,7 @@ class Comparator:
         state.check_scores(argument)
         return state.finalize(self._nan_policy, scores_name=argument)
 
-    @_one_thread_at_a_time
+    @_with_the_other
     def merge(self, other: "Comparator") -> "Comparator":
         """Add the rows of ``other`` after those of ``self`` (in place; exact when ``self`` has seen a
         multiple of the block's rows, else one block is cut short at the seam, as ``Evaluator.merge``)."""

@@ -146,20 +146,27 @@ class GroupSums:
         self._frozen = False
 
     def _settle(self) -> None:
-        """Carry out the merges held (see merge): the base's groups, then each part's, in order."""
-        if not self._parts:
+        """Carry out the merges held (see merge): the base's groups, then each part's, in order.
+
+        Built in a GroupSums of its own and swapped in at the end: a State handed out shares its group sums,
+        and two threads reading it at once each build the same result instead of adding into one another's."""
+        parts = self._parts
+        if not parts:
             return
-        base, parts = self._base, self._parts
+        base = self._base
+        out = GroupSums(self.n_values)
         g = base.n_groups
-        self._set_groups(base.ids(), base.hi[:g], base.lo[:g])
-        self._reserve(g + self._parts_groups)
-        for part in parts:
-            h = part.n_groups
-            _merge_groups(self.index, self.hi, self.lo, part.ids(), part.hi[:h], part.lo[:h])
+        out._set_groups(base.ids(), base.hi[:g], base.lo[:g])
+        out._reserve(g + sum(ids.shape[0] for ids, _, _ in parts))
+        for ids, hi, lo in parts:
+            _merge_groups(out.index, out.hi, out.lo, ids, hi, lo)
+        self.index, self.hi, self.lo, self._partial, self._last_block = (
+            out.index, out.hi, out.lo, out._partial, out._last_block)
         self._base, self._parts, self._parts_groups = None, (), 0
 
     @property
     def n_groups(self) -> int:
+        """The groups held (settling any merge held first: see merge)."""
         self._settle()
         return _size_of(self.index)
 
@@ -228,7 +235,8 @@ class GroupSums:
         return _ids_of(self.index, g)
 
     def merge(self, other: "GroupSums") -> "GroupSums":
-        """Sums of both (a group seen by both adds its double-doubles); ``self`` and ``other`` unchanged.
+        """Sums of both (a group seen by both adds its double-doubles); ``self`` and ``other`` unchanged (their sums:
+        ``self`` may be settled, and is kept from further ``add`` once a merge starts from it).
 
         Compiled (_merge_groups): the streaming doors merge the sums of every
         batch into their running ones, so a merge costs O(groups held) in
@@ -243,13 +251,19 @@ class GroupSums:
         # the same order as merging at once: the same bits.
         out = GroupSums(self.n_values)
         base, parts, parts_groups = (self._base, self._parts, self._parts_groups) if self._parts else (self, (), 0)
-        other._settle()
-        base._frozen = other._frozen = True
-        out._base, out._parts = base, parts + (other,)
-        out._parts_groups = parts_groups + other.n_groups
+        base._frozen = True
+        h = other.n_groups  # (settled)
+        if h:  # a part holds its groups' ids and sums only (trimmed copies), none of the fold's room
+            parts = parts + ((other.ids(), other.hi[:h].copy(), other.lo[:h].copy()),)
+        out._base, out._parts, out._parts_groups = base, parts, parts_groups + h
         out._blocks_seen = self._blocks_seen + other._blocks_seen
-        if out._parts_groups >= max(base.n_groups, 1024):
+        # Settled once the parts hold as many groups as the base, or many parts: memory stays O(groups held).
+        if out._parts_groups >= max(base.n_groups, 1024) or len(parts) >= 64:
             out._settle()
+        elif not parts:
+            # Nothing to add (rows all ignored or of weight 0): the base's sums, shared (it is frozen), no copy.
+            out.index, out.hi, out.lo = base.index, base.hi, base.lo
+            out._base, out._frozen = None, True
         return out
 
     def to_dict(self) -> dict:

@@ -2828,6 +2828,13 @@ def _binary_proba_sums(proba, sample_weight, top_k, b, start, stop, fsums, icoun
         high_key = max(high_key, order_key(ordered_bits(p if p - p == 0.0 else -np.inf)))
     fsums[b, F_MIN] = from_ordered_bits(order_key(low_key))
     fsums[b, F_MAX] = from_ordered_bits(order_key(high_key))
+    if sample_weight.shape[0] != 0:
+        # A clipped loss is finite: a weighted one beyond float64 means weights too large (as in _finish_block).
+        for r in range(count):
+            if terms[T_LOSS, r] == np.inf:
+                icounts[b, C_OVERFLOW] += 1
+                icounts[b, FIRST_OVERFLOW] = start
+                break
     binary_block_sums(sample_weight, top_k, b, count, n_ok, n_hit, terms, fsums)
 
 

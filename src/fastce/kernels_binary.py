@@ -1045,13 +1045,19 @@ def binary_logit_block_sums(logits, labels, sample_weight, top_k, b, start, stop
                 break
     if n_inf:
         icounts[b, K_INF_LOSS] = n_inf
+        n_true = 0  # rows whose loss itself is infinite (an infinite logit on the wrong side)
         for i in range(start, stop):
             x = as_float64(logits[i])
             if abs(x) == np.inf and (x > 0.0) != (labels[i] == 1):
                 w = sample_weight[i] if weighted else 1.0
                 if w != 0.0:
-                    icounts[b, K_FIRST_INF_LOSS] = i
-                    break
+                    if n_true == 0:
+                        icounts[b, K_FIRST_INF_LOSS] = i
+                    n_true += 1
+        if n_true < n_inf:
+            # A finite loss overflowing with its weight: the weights are too large, as in kernels._finish_block.
+            icounts[b, K.C_OVERFLOW] += 1
+            icounts[b, K.FIRST_OVERFLOW] = start
     icounts[b, K_ROWS] = n_ok
     K.binary_block_sums(sample_weight, top_k, b, stop - start, n_ok, n_hit, terms, fsums)
 

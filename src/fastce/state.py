@@ -278,7 +278,8 @@ class State:
             accuracy = top_k[1] if 1 in top_k else math.nan
             stderr, effective = self.standard_errors(ints)
             # No row's loss infinite (none recorded as the first one), yet the mean is: a block's sum of finite
-            # losses left float64's range (kernels.fold_blocks counts such a block in C_INF_LOSS).
+            # losses left float64's range (kernels.fold_blocks counts such a block in C_INF_LOSS; rows whose weight
+            # times their loss does are counted there too, and refused above as weights too large).
             loss_overflow = warn_loss_overflow(cross_entropy, self.counts[K.FIRST_INF_LOSS] >= 0, scores_name,
                                                stacklevel=stacklevel)
             if self.moment_overflows:

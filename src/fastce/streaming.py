@@ -39,6 +39,37 @@ _FORMAT_1 = "fastce.evaluator/1"  # multi-class only, without "settings": still 
 _SCORES = "scores"
 
 
+class _Lockable:
+    """An object with a lock of its own (``_lock``, see _one_thread_at_a_time) that still copies and pickles:
+    the lock is left out and made anew."""
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+
+def _with_the_other(method):
+    """A merge under both objects' locks, taken in one order (by id) whoever merges whom: ``other`` read while
+    another thread updates it could pair its new state with its old pending rows."""
+
+    @functools.wraps(method)
+    def locked(self, other, *args, **kwargs):
+        lock_b = getattr(other, "_lock", None)
+        if lock_b is None:
+            with self._lock:
+                return method(self, other, *args, **kwargs)
+        first, second = (self._lock, lock_b) if id(self) <= id(other) else (lock_b, self._lock)
+        with first, second:
+            return method(self, other, *args, **kwargs)
+
+    return locked
+
+
 def _one_thread_at_a_time(method):
     """The method under the Evaluator's lock: an update reads the state, runs the kernels with the GIL released
     and stores the result, so two threads' updates at once kept only one of them (rows lost without a word)."""
@@ -74,7 +105,7 @@ def _unb64(text: str, dtype: str, count: int) -> np.ndarray:
     return array.astype(np.dtype(dtype).newbyteorder("="))
 
 
-class Evaluator:
+class Evaluator(_Lockable):
     """Every metric of :func:`fastce.evaluate` over rows that arrive in batches, for every task.
 
     Parameters
@@ -457,7 +488,7 @@ class Evaluator:
         reader.raise_now(probe, self._nan_policy, self._scores_name, previous=self._state)
 
     # -- combining -------------------------------------------------------------
-    @_one_thread_at_a_time
+    @_with_the_other
     def merge(self, other: Evaluator) -> Evaluator:
         """Add the rows of ``other`` after the rows of ``self`` (in place); returns ``self``.
 
