@@ -19,13 +19,12 @@ counts and weights of unweighted rows).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastce import _config, _json, _parallel
+from fastce import _accumulate, _config, _json
 from fastce import multilabel_kernels as MK
 from fastce.diagnostics import MAX_BINS, MAX_DIAGNOSTICS_CLASSES, MAX_WORST, _two_sum_merge, check_options
 from fastce.diagnostics import _float_array as _floats
@@ -201,14 +200,13 @@ def read_multilabel_diagnostics(scores, targets, weights, *, from_logits: bool, 
     row_wrong = np.empty(row_loss.shape[0], dtype=np.int64)
     row_worst = np.empty(row_loss.shape[0], dtype=np.int64)
     mode = MK.KB.MODE_LOGITS if from_logits else MK.KB.MODE_PROBA
-    serial = n_rows * n_cols < _config.SERIAL_BELOW_ELEMENTS
     empty = kernel_input(np.empty(0))
     for start in range(0, n_rows, step):
         stop = min(start + step, n_rows)
         m = stop - start
         nblocks = -(-m // block_rows)
         w = weights[start:stop] if weights.shape[0] else empty
-        with _config.PARALLEL_LOCK, (_parallel.serial() if serial else contextlib.nullcontext()):
+        with _accumulate.threads_for(n_rows * n_cols):  # the kernel lock; small inputs on one thread
             MK.multilabel_blocks(
                 kernel_input(scores[start:stop]), _kernel_target(targets[start:stop]), kernel_input(w, np.float64),
                 mode, float(options.confident_below), np.int64(options.n_bins), nblocks, block_rows, partials,
