@@ -20,7 +20,7 @@ counts and weights of unweighted rows).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -106,6 +106,18 @@ class MultilabelDiagnosticsState:
             weighted=self.weighted or other.weighted,
             rows_seen=self.rows_seen + other.rows_seen,
         )
+
+    def copy(self) -> MultilabelDiagnosticsState:
+        """A state of its own (see DiagnosticsState.copy)."""
+        return replace(self, hi=self.hi.copy(), lo=self.lo.copy(), counts=self.counts.copy(), worst=dict(self.worst))
+
+    def absorb(self, parts) -> None:
+        """Add the rows of ``parts`` (states of the same options) after those of ``self``, in place, all or nothing
+        (see DiagnosticsState.absorb): by merging, O(C) a part."""
+        merged = self
+        for part in parts:
+            merged = merged.merge(part)
+        self.__dict__.update(merged.__dict__)
 
     def values(self) -> np.ndarray:
         return self.hi + self.lo

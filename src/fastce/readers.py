@@ -20,7 +20,10 @@ files, ``fastce.dask``) is written once against this interface:
   and the checks and returns :class:`~fastce.metrics.Metrics`;
 * ``reader.read_with_diagnostics(batch, options)`` also reads what
   ``diagnose`` reports (a second, mergeable state) and
-  ``reader.report(state, diag, ...)`` makes the report;
+  ``reader.report(state, diag, ...)`` makes the report; with
+  ``part=True`` the second is a part for ``diag.absorb([part, ...])``,
+  which adds parts in place (a streaming update's, once the batch is
+  accepted), and every diagnostics state has ``copy``;
 * states follow one protocol: ``merge``, ``rows_seen``, ``to_dict`` /
   ``reader.state_from_dict`` (strict JSON), the task travelling with them.
 
@@ -247,8 +250,9 @@ class Reader:
     def empty_diagnostics(self, options):
         raise NotImplementedError
 
-    def read_with_diagnostics(self, batch: Batch, options):
-        """(state, diagnostics state) of one read of ``batch``'s rows (merge like the states)."""
+    def read_with_diagnostics(self, batch: Batch, options, *, part: bool = False):
+        """(state, diagnostics state) of one read of ``batch``'s rows (merge like the states); with ``part``, the
+        second is for the diagnostics state's ``absorb`` only (a small read may give its rows' values)."""
         raise NotImplementedError
 
     def report(self, state, diag, nan_policy: str, name: str):
@@ -462,7 +466,7 @@ class MulticlassReader(_StateReader):
         check_probabilities(state, name, nan_policy=nan_policy)
         return state.finalize(nan_policy, scores_name=name, stacklevel=None)
 
-    def read_with_diagnostics(self, batch: Batch, options):
+    def read_with_diagnostics(self, batch: Batch, options, *, part: bool = False):
         from fastce.diagnostics import read_with_diagnostics
 
         batch = batch.checked()  # validate's errors first, as without the deferral
@@ -470,7 +474,8 @@ class MulticlassReader(_StateReader):
         def read(on_rows=None):
             return read_with_diagnostics(batch.view, batch.targets, batch.weights, top_k=self.top_k,
                                          from_logits=self.from_logits, eps=batch.eps, options=options,
-                                         ignore_label=self.ignore_label, precision=self.precision, on_rows=on_rows)
+                                         ignore_label=self.ignore_label, precision=self.precision, on_rows=on_rows,
+                                         fold_later=part)
 
         return _read_grouped(read, batch, self)
 
@@ -550,8 +555,9 @@ class BinaryReader(_StateReader):
             check_probability_range(state, name)
         return state.finalize(nan_policy, scores_name=name, stacklevel=None)
 
-    def read_with_diagnostics(self, batch: Batch, options):
-        """The binary State, and the multi-class diagnostics of the rows' two-column equivalent.
+    def read_with_diagnostics(self, batch: Batch, options, *, part: bool = False):
+        """The binary State, and the multi-class diagnostics of the rows' two-column equivalent (a state, ``part``
+        or not: two classes make it small).
 
         See ``fastce.diagnose_tasks``: [0, z] for logits, [1 - p, p] for
         probabilities, built a bounded chunk at a time (whole blocks of the
@@ -610,7 +616,8 @@ class MultilabelReader(Reader):
 
         return MultilabelDiagnosticsState.empty(options)
 
-    def read_with_diagnostics(self, batch: Batch, options):
+    def read_with_diagnostics(self, batch: Batch, options, *, part: bool = False):
+        """The state and the multi-label diagnostics (a state, ``part`` or not: O(C))."""
         from fastce.multilabel_report import read_multilabel_diagnostics
 
         from fastce.task_states import check_bce_sums

@@ -191,6 +191,12 @@ class Evaluator(_Lockable):
     # diagnose feed it (..., C) sequences that do not flatten in place.
     _scores_name = _SCORES
 
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        if state.get("_diag") is not None:  # added to in place (see _commit): a copy (copy.copy) gets its own
+            state["_diag"] = state["_diag"].copy()
+        return state
+
     def __init__(
         self,
         num_classes: int | None = None,
@@ -361,7 +367,7 @@ class Evaluator(_Lockable):
             groups = per_position(groups, array.shape, "groups")
             if flat is not None:
                 return self.update(target, flat, weights, groups)
-            saved = self._snapshot()
+            saved = self._snapshot(own_diagnostics=True)  # the slabs' updates add to the diagnostics in place
             try:
                 feed_slabs(self, target, array, weights, groups)
             except BaseException:
@@ -376,17 +382,21 @@ class Evaluator(_Lockable):
             except InputError as exc:  # validation numbers rows within the batch
                 raise _globalize(exc, rows_seen) from None
             if batch is not None:
-                both, pending = self._consume(batch)  # its errors number rows globally
-                self._state, self._diag, self._pending = both.state, both.diag, pending
+                self._commit(*self._consume(batch))  # its errors number rows globally
                 self._provisional = False
         except BaseException:
             # All or nothing: a batch that raises leaves the Evaluator (its task included) as it was.
             self._restore(saved)
             raise
 
-    def _snapshot(self) -> tuple:
-        # States and pending rows are never changed in place, so references are a snapshot.
-        return (self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending)
+    def _snapshot(self, own_diagnostics: bool = False) -> tuple:
+        # States and pending rows are never changed in place, so references are a snapshot; the diagnostics state
+        # is, by _commit, the last step of an update (after everything that may raise): a snapshot taken across
+        # several updates copies it (``own_diagnostics``).
+        diag = self._diag
+        if own_diagnostics and diag is not None:
+            self._diag = diag.copy()
+        return (self._reader, self._provisional, self._num_classes, self._state, diag, self._pending)
 
     def _restore(self, saved: tuple) -> None:
         self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending = saved
@@ -432,36 +442,45 @@ class Evaluator(_Lockable):
         batch = self._reader.validate(y_true, checked, sample_weight, name=self._scores_name)
         return batch if groups is None else self._reader.with_groups(batch, groups)
 
-    def _read_both(self, batch: Batch) -> "_Both":
+    def _read_both(self, batch: Batch, part: bool = False) -> "_Both":
         if self._diag is None:
             return _Both(self._reader.read(batch), None)
-        return _Both(*self._reader.read_with_diagnostics(batch, self._diag.options))
+        return _Both(*self._reader.read_with_diagnostics(batch, self._diag.options, part=part))
 
     def _both(self) -> "_Both":
         return _Both(self._state, self._diag)
 
     def _consume(self, batch: Batch):
-        """(new state, new pending) after this batch; raises without side effects."""
+        """(new state, the diagnostics' parts, new pending) after this batch (see _commit); raises without side
+        effects."""
         br = self._reader.block_rows
         n = len(batch)
-        state = self._both()
+        state = self._state
+        parts = []  # each read's diagnostics, for the diagnostics state's absorb
+
+        def read(rows: Batch):
+            nonlocal state
+            both = self._read_both(rows, part=True)
+            state = state.merge(both.state)
+            parts.append(both.diag)
+
         pending = self._pending
         offset = 0
         if pending is not None and not pending.same_kind(batch):
-            state = state.merge(self._read_both(pending))  # dtype changed: close the block early
+            read(pending)  # dtype changed: close the block early
             pending = None
         if pending is not None:
             take = min(n, br - len(pending))
             joined = pending.then(batch.rows(0, take))
             offset = take
             if len(joined) == br:
-                state = state.merge(self._read_both(joined))
+                read(joined)
                 pending = None
             else:
                 pending = joined
         whole = (n - offset) // br * br
         if whole:
-            state = state.merge(self._read_both(batch.rows(offset, offset + whole)))
+            read(batch.rows(offset, offset + whole))
             offset += whole
         new_rows = n - offset  # rows of this batch left for a later block
         if offset < n:
@@ -469,8 +488,15 @@ class Evaluator(_Lockable):
             pending = batch.rows(offset).owned()
         elif pending is not None:
             new_rows = n  # the whole batch joined the unfinished block
-        self._check(state.state, pending, new_rows)
-        return state, pending
+        self._check(state, pending, new_rows)
+        return state, parts, pending
+
+    def _commit(self, state, parts, pending) -> None:
+        """Take a batch's (state, parts, pending) from _consume: the diagnostics state adds the parts in place
+        (its absorb; all or nothing), never handed out as it is (diagnostics_state gives a copy)."""
+        if self._diag is not None and parts:
+            self._diag.absorb(parts)
+        self._state, self._pending = state, pending
 
     def _check(self, state, pending, new_rows: int) -> None:
         """Errors the batch must raise now: non-finite rows under "raise", bad probabilities or targets."""
@@ -522,8 +548,7 @@ class Evaluator(_Lockable):
         other_state, other_pending = other._state, other._pending
         if other_state.rows_seen == 0:
             if other_pending is not None:  # fewer than one block: feed its rows as a batch
-                both, pending = self._consume(other_pending)
-                self._state, self._diag, self._pending = both.state, both.diag, pending
+                self._commit(*self._consume(other_pending))
             return self
         both = self._both()
         if self._pending is not None:
@@ -552,10 +577,9 @@ class Evaluator(_Lockable):
         if self._diag_arg is None:
             raise InputError("this Evaluator was created without diagnostics=True.", argument="diagnostics")
         self._require_rows()
-        both = self._both()
-        if self._pending is not None:
-            both = both.merge(self._read_both(self._pending))
-        return both.diag
+        if self._pending is None:
+            return self._diag.copy()  # the Evaluator's own is added to in place (see _commit)
+        return self._both().merge(self._read_both(self._pending)).diag
 
     @_one_thread_at_a_time
     def report(self):
