@@ -487,5 +487,10 @@ def test_diagnose_names_the_scores_not_absent_weights_when_losses_overflow(task)
     with pytest.raises(InputError, match="losses are so large") as caught:
         fastce.diagnose(y, logits=z)
     assert caught.value.argument == "scores" and "sample_weight" not in str(caught.value)
+    # With weights the losses are still to blame when they overflow without them: dividing the weights (what the
+    # weights' error advises) cannot help; weights of 1 were blamed.
+    for weight in (1.0, 2.0):
+        with pytest.raises(InputError, match="losses are so large"):
+            fastce.diagnose(y, logits=z, sample_weight=np.full(200, weight))
     with pytest.raises(InputError, match="sample_weight is too large"):
-        fastce.diagnose(y, logits=z, sample_weight=np.full(200, 2.0))
+        fastce.diagnose(y, logits=np.clip(z, -3.0, 3.0), sample_weight=np.full(200, 1e307))

@@ -189,7 +189,7 @@ class DiagnosticsState:
         n_chunks = -(-labels.shape[0] // block_rows)
         if n_chunks and DK.fold_bins(labels, weights, stats, pred, float(opts.confident_below), opts.layout(),
                                      block_rows, n_chunks, bins, counts, losses):
-            raise_diagnostics_overflow(weights.shape[0] != 0)  # weights', or else the losses' overflow
+            raise_diagnostics_overflow(weights.shape[0] != 0, stats[:, 0])  # weights', or else the losses' overflow
 
     def _fold_rest(self, first_row: int, labels, weights, stats, pred, losses) -> None:
         """Everything of a slice's fold after _fold_bins (which wrote ``losses``): classes, worst rows, pairs."""

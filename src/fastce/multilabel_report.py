@@ -225,7 +225,7 @@ def read_multilabel_diagnostics(scores, targets, weights, *, from_logits: bool, 
                 block_counts, row_loss[:m], row_wrong[:m], row_worst[:m], float32_math,
             )
         if MK.fold_partials(partials, block_counts, nblocks, state.hi, state.lo, state.counts):
-            raise_diagnostics_overflow(weights.shape[0] != 0)
+            raise_diagnostics_overflow(weights.shape[0] != 0, row_loss[:m], n_cols)
         kept = ~np.isnan(row_loss[:m])
         if weights.shape[0]:
             state.weighted = state.weighted or bool((w[kept] != 1.0).any())

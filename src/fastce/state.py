@@ -512,11 +512,18 @@ def warn_loss_overflow(total: float, infinite_rows: bool, scores_name: str, *, w
     return True
 
 
-def raise_diagnostics_overflow(weighted: bool) -> None:
-    """The error of a diagnostics fold whose block sums left float64's range: the weights' fault only if there
-    are weights (diagnose's bins and loss split cannot hold an infinite sum, where evaluate's mean can be inf)."""
+def raise_diagnostics_overflow(weighted: bool, losses: np.ndarray, terms_per_row: int = 1) -> None:
+    """The error of a diagnostics fold whose block sums left float64's range (diagnose's bins and loss split
+    cannot hold an infinite sum, where evaluate's mean can be inf): the weights' fault only if there are weights
+    and the slice's finite ``losses`` (per-row losses, NaN for rows not counted; means of ``terms_per_row``
+    terms) sum within float64 without them.
+    Else the losses overflow whatever the weights: dividing the weights, which the weights' error advises, cannot
+    help (weights of 1 with scores near 1e306 were blamed)."""
     if weighted:
-        raise_weights_overflow("sample_weight", None)
+        finite = losses[np.isfinite(losses)]
+        with np.errstate(over="ignore"):
+            if math.isfinite(float(np.sum(finite)) * terms_per_row):
+                raise_weights_overflow("sample_weight", None)
     raise InputError(
         f"the rows' losses are so large that their sums overflow float64 (largest float {sys.float_info.max:.4g}), "
         "so diagnose cannot bin or split them (evaluate returns cross_entropy=inf with a FastCEWarning). Scores "
