@@ -358,3 +358,48 @@ def test_large_weights_are_checked_in_parallel_chunks_and_the_first_bad_row_is_n
         with pytest.raises(InputError, match=rf"sample_weight row {row} is ") as info:
             validation.sample_weight(spoiled, n)
         assert info.value.row == row
+
+
+def test_errors_about_sequences_name_the_position_not_only_the_flattened_row():
+    # (..., C) scores are read as one row per position: "logits row 107" of (4, 50, 10) logits sent users to
+    # compute 107 = 2 * 50 + 7 themselves.  In place or slab by slab, one call or a stream's batch.
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4, 50, 10)).astype(np.float32)
+    y = rng.integers(0, 10, size=(4, 50))
+
+    def slabs(a):  # the same values, in an array whose positions do not flatten in place
+        return np.ascontiguousarray(a.transpose(1, 0, 2)).transpose(1, 0, 2)
+
+    bad_label = y.copy()
+    bad_label[3, 11] = 12
+    weights = np.ones((4, 50))
+    weights[1, 9] = -1.0
+    nan = z.copy()
+    nan[2, 7, 3] = np.nan
+    for layout in (np.asarray, slabs):
+        scores, with_nan = layout(z), layout(nan)
+        if layout is slabs:
+            with pytest.raises(ValueError):
+                np.reshape(with_nan, (-1, 10), copy=False)
+        cases = [
+            (lambda: fastce.evaluate(y, logits=with_nan), "logits position (2, 7) (row 107 of the 200 positions) holds",
+             107, (2, 7)),
+            (lambda: fastce.diagnose(y, logits=with_nan), "logits position (2, 7)", 107, (2, 7)),
+            (lambda: fastce.evaluate(bad_label, logits=scores), "y_true position (3, 11) (row 161 of the 200", 161,
+             (3, 11)),
+            (lambda: fastce.evaluate(y, logits=scores, sample_weight=weights), "sample_weight position (1, 9)", 59,
+             (1, 9)),
+        ]
+        stream = fastce.Evaluator(10)
+        stream.update(y[0, :30], z[0, :30])
+        cases.append((lambda: stream.update(y, with_nan), "scores position (2, 7) of this batch (row 137 of the stream)",
+                      137, (2, 7)))
+        for call, text, row, position in cases:
+            with pytest.raises(InputError) as caught:
+                call()
+            assert text in str(caught.value)
+            assert caught.value.row == row and caught.value.position == position
+    deep = rng.normal(size=(2, 3, 5, 4))
+    deep[1, 2, 4, 0] = np.inf
+    with pytest.raises(InputError, match=r"logits position \(1, 2, 4\) \(row 29 of the 30 positions\)"):
+        fastce.evaluate(rng.integers(0, 4, size=(2, 3, 5)), logits=deep)

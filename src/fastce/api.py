@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastce import readers, tasks, validation
-from fastce.errors import InputError
+from fastce.errors import InputError, positions_named
 from fastce.metrics import Metrics
 from fastce.state import State, check_nan_policy
 
@@ -193,14 +193,16 @@ def _evaluate_sequences(y_true, array, from_logits, name, sample_weight, top_k, 
         _raise_empty(array, name)
     target, flat, weights = flat_positions(y_true, array, sample_weight, name)
     groups = per_position(groups, array.shape, "groups")
-    if flat is not None:
-        return evaluate(target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights,
-                        top_k=top_k, nan_policy=nan_policy, groups=groups, task=task, ignore_index=ignore_index,
-                        precision=precision)
-    evaluator = _slab_evaluator(target, array, name, task, from_logits=from_logits, top_k=top_k, nan_policy=nan_policy,
-                                ignore_index=ignore_index, precision=precision, groups=groups is not None)
-    feed_slabs(evaluator, target, array, weights, groups)
-    return evaluator._finalize(name)
+    with positions_named(array.shape[:-1]):
+        if flat is not None:
+            return evaluate(target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights,
+                            top_k=top_k, nan_policy=nan_policy, groups=groups, task=task, ignore_index=ignore_index,
+                            precision=precision)
+        evaluator = _slab_evaluator(target, array, name, task, from_logits=from_logits, top_k=top_k,
+                                    nan_policy=nan_policy, ignore_index=ignore_index, precision=precision,
+                                    groups=groups is not None)
+        feed_slabs(evaluator, target, array, weights, groups)
+        return evaluator._finalize(name)
 
 
 def _slab_evaluator(target, array, name: str, task: str, **options):
@@ -373,15 +375,16 @@ def diagnose(
             _raise_empty(array, name)
         target, flat, weights = flat_positions(y_true, array, sample_weight, name)
         groups = per_position(groups, array.shape, "groups")
-        if flat is not None:
-            return diagnose(target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights, top_k=top_k,
-                            nan_policy=nan_policy, task=task, ignore_index=ignore_index, precision=precision,
-                            groups=groups, **report_options)
-        evaluator = _slab_evaluator(target, array, name, task, from_logits=from_logits, top_k=top_k,
-                                    nan_policy=nan_policy, ignore_index=ignore_index, diagnostics=report_options,
-                                    precision=precision, groups=groups is not None)
-        feed_slabs(evaluator, target, array, weights, groups)
-        return evaluator.report()
+        with positions_named(array.shape[:-1]):
+            if flat is not None:
+                return diagnose(target, **{"logits" if from_logits else "proba": flat}, sample_weight=weights,
+                                top_k=top_k, nan_policy=nan_policy, task=task, ignore_index=ignore_index,
+                                precision=precision, groups=groups, **report_options)
+            evaluator = _slab_evaluator(target, array, name, task, from_logits=from_logits, top_k=top_k,
+                                        nan_policy=nan_policy, ignore_index=ignore_index, diagnostics=report_options,
+                                        precision=precision, groups=groups is not None)
+            feed_slabs(evaluator, target, array, weights, groups)
+            return evaluator.report()
     scores = validation.scores(array, name, ndim=(1, 2))
     task, y_true = _task_and_targets(task, y_true, scores.shape)
     reader = readers.reader_for_scores(task, scores.shape, name, from_logits=from_logits, top_k=top_k,

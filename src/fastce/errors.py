@@ -8,15 +8,46 @@ catching it.
 
 from __future__ import annotations
 
+import math
+import re
+from contextlib import contextmanager
+
 
 class InputError(ValueError):
-    """Bad input: names the argument, the value and the row where it was found."""
+    """Bad input: names the argument, the value and the row where it was found (and, for (..., C) scores,
+    ``position``: the row's index over the leading axes)."""
 
-    def __init__(self, message: str, *, argument: str | None = None, row: int | None = None, value=None):
+    def __init__(self, message: str, *, argument: str | None = None, row: int | None = None, value=None,
+                 position: tuple | None = None):
         super().__init__(message)
         self.argument = argument
         self.row = row
         self.value = value
+        self.position = position
+
+
+@contextmanager
+def positions_named(lead: tuple, first_row: int = 0, stream: bool = False):
+    """Errors about a row of (..., C) scores, whose rows are their flattened positions, name the position too:
+    row 107 of (4, 50, 10) logits is position (2, 7).  ``lead``: the scores' leading axes; ``first_row``: the
+    row number of the first position (an Evaluator's rows seen before the batch, ``stream``)."""
+    try:
+        yield
+    except InputError as exc:
+        local = None if exc.row is None or exc.position is not None else int(exc.row) - first_row
+        if local is None or len(lead) < 2 or not 0 <= local < math.prod(lead):
+            raise
+        position = []
+        for size in reversed(lead):
+            local, index = divmod(local, size)
+            position.insert(0, index)
+        position = tuple(position)
+        place = f"position {position} of this batch (row {exc.row} of the stream)" if stream else (
+            f"position {position} (row {exc.row} of the {math.prod(lead)} positions)")
+        message, count = re.subn(rf"\brow {int(exc.row)}\b", place, str(exc), count=1)
+        if not count:
+            message = f"{message} (at {place})"
+        raise InputError(message, argument=exc.argument, row=exc.row, value=exc.value, position=position) from None
 
 
 class FastCEWarning(UserWarning):

@@ -29,7 +29,7 @@ from dataclasses import replace
 import numpy as np
 
 from fastce import readers, tasks, validation
-from fastce.errors import InputError
+from fastce.errors import InputError, positions_named
 from fastce.metrics import Metrics
 from fastce.readers import Batch
 from fastce.state import MAX_NUM_CLASSES, State, check_nan_policy, malformed_reason
@@ -365,14 +365,15 @@ class Evaluator(_Lockable):
 
             target, flat, weights = flat_positions(y_true, array, sample_weight, self._scores_name)
             groups = per_position(groups, array.shape, "groups")
-            if flat is not None:
-                return self.update(target, flat, weights, groups)
-            saved = self._snapshot(own_diagnostics=True)  # the slabs' updates add to the diagnostics in place
-            try:
-                feed_slabs(self, target, array, weights, groups)
-            except BaseException:
-                self._restore(saved)  # all or nothing, as for any batch
-                raise
+            with positions_named(array.shape[:-1], first_row=self.rows_seen, stream=True):
+                if flat is not None:
+                    return self.update(target, flat, weights, groups)
+                saved = self._snapshot(own_diagnostics=True)  # the slabs' updates add to the diagnostics in place
+                try:
+                    feed_slabs(self, target, array, weights, groups)
+                except BaseException:
+                    self._restore(saved)  # all or nothing, as for any batch
+                    raise
             return None
         saved = self._snapshot()
         rows_seen = self.rows_seen
