@@ -540,3 +540,44 @@ def test_the_number_of_models_and_of_k_values_is_bounded_before_anything_is_allo
     with pytest.raises(fastce.InputError, match="at most 1024 are kept"):
         fastce.evaluate(y, logits=z, top_k=range(1, 1026))
     assert len(fastce.compare(y, logits={f"m{i}": z for i in range(128)}).names) == 128
+
+
+def test_the_text_ranks_by_the_paired_difference_when_omit_kept_other_rows_for_each_model():
+    # nan_policy="omit" with NaN rows in one model only: each model's mean is over its own rows, the paired
+    # difference over the rows both kept. Ranking by the means said "B, next, is higher by -0.120 nats" (and "on
+    # the same 160 rows" of a model that had 200).
+    rng = np.random.default_rng(2)
+    n = 200
+    y = rng.integers(0, 3, size=n)
+    b = rng.normal(size=(n, 3))
+    b[np.arange(n), y] += 1.0
+    a = b - 0.5 * rng.normal(size=(n, 3)) ** 2  # worse than B on every row
+    hard = rng.uniform(size=n) < 0.2  # rows where B is far off, left out of A by NaN
+    b[hard] *= -3.0
+    a[hard] = np.nan
+    with pytest.warns(fastce.OmittedRowsWarning):
+        c = fastce.compare(y, logits={"A": a, "B": b}, nan_policy="omit")
+    text = str(c)
+    d = c.delta("B", "A", "cross_entropy")
+    assert c.metrics["A"].n != c.metrics["B"].n
+    assert d.estimate < 0 < c.metrics["B"].cross_entropy - c.metrics["A"].cross_entropy  # the means disagree
+    assert "kept different rows for each" in text and "on the same" not in text
+    assert "- Lowest loss: B (on the rows both kept). A, next, is higher by +" in text
+    assert "by -" not in text
+
+
+def test_the_text_of_degenerate_differences_does_not_contradict_itself():
+    # A constant paired difference has a standard error of 0: its "95% CI +100.00 to +100.00" stood beside
+    # "McNemar p = 0.062: within the noise (the smallest difference detectable here is about 0 points)".
+    y = np.zeros(5, dtype=np.int64)
+    right = np.tile([2.0, 0.0], (5, 1))
+    text = str(fastce.compare(y, logits={"A": right, "B": -right}))
+    assert "no interval (the same difference on every row), McNemar p = 0.062: within the noise (5 rows)" in text
+    one = str(fastce.compare(y[:1], logits={"A": right[:1], "B": -right[:1]}))
+    assert "nan" not in one and "within the noise (1 row)" in one
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=20)
+    z = rng.normal(size=(20, 3))
+    same = str(fastce.compare(labels, logits={"A": z, "B": z.copy()}, groups=np.zeros(20, dtype=np.int64)))
+    assert "- Lowest loss: A and B (" in same and "tied: the difference is exactly 0." in same
+    assert "higher by +0.0000" not in same and "(nan-nan)" not in same and "over 1 group)" in same

@@ -22,9 +22,11 @@ def _points(x: float) -> str:
     return f"{100 * x:+.2f} points"
 
 
-def _ci(low: float, high: float, fmt) -> str:
+def _ci(low: float, high: float, fmt, stderr: float = math.nan) -> str:
     if math.isnan(low) or math.isnan(high):
         return "no interval"
+    if stderr == 0.0:  # the same difference on every row: a normal interval of zero width says nothing
+        return "no interval (the same difference on every row)"
     return f"95% CI {fmt(low)} to {fmt(high)}"
 
 
@@ -47,6 +49,8 @@ def _verdict(d) -> str:
     if d.p_value < SIGNIFICANT:
         return "larger than its error bar"
     smallest = abs(d.minimum_detectable())
+    if not (math.isfinite(smallest) and smallest > 0.0):  # one row, or no spread: nothing to size the noise by
+        return f"within the noise ({d.n:,} row{'' if d.n == 1 else 's'})"
     if d.metric.endswith("accuracy"):  # a share, stated as the estimate is: in points
         return f"within the noise (the smallest difference detectable here is about {100 * smallest:.2g} points)"
     return f"within the noise (the smallest difference detectable here is about {smallest:.3g})"
@@ -61,13 +65,14 @@ def _loss_phrase(d, unit: str = "nats") -> str:
         return "an undefined amount (a row's loss is infinite)"
     low, high = d.interval()
     digits = 4 if abs(d.estimate) < 0.01 else 3
-    return (f"{_signed(d.estimate, digits)} {unit}, {_ci(low, high, lambda v: _signed(v, digits))}, "
+    return (f"{_signed(d.estimate, digits)} {unit}, {_ci(low, high, lambda v: _signed(v, digits), d.stderr)}, "
             f"{_test_name(d)} {_p(d.p_value)}")
 
 
 def _accuracy_phrase(d) -> str:
     low, high = d.interval()
-    return f"{_points(d.estimate)}, {_ci(low, high, lambda v: _signed(100 * v, 2))}, {_test_name(d)} {_p(d.p_value)}"
+    return (f"{_points(d.estimate)}, {_ci(low, high, lambda v: _signed(100 * v, 2), d.stderr)}, {_test_name(d)} "
+            f"{_p(d.p_value)}")
 
 
 # Per task: (the table's columns after cross-entropy: (header, Metrics field, as a percentage)), the loss's unit,
@@ -110,7 +115,7 @@ def _table(c, columns, unit: str) -> list[str]:
             rest.append(f"{f'{100 * value:.2f}%' if percent else f'{value:.4f}':<{w}}")
         lines.append(
             f"{name:<{width}}  {f'{_fixed(m.cross_entropy, 4)} {_bracket(ce_low, ce_high, 4)}':<{loss_width}}  "
-            f"{f'{100 * m.accuracy:.2f}% ({100 * acc_low:.2f}-{100 * acc_high:.2f})':<26}  " + "  ".join(rest)
+            f"{f'{100 * m.accuracy:.2f}% {_bracket(100 * acc_low, 100 * acc_high, 2)}':<26}  " + "  ".join(rest)
         )
     return [line.rstrip() for line in lines]
 
@@ -128,23 +133,33 @@ def _scored(c, first) -> str:
 def comparison_text(c) -> str:
     first = c.metrics[c.names[0]]
     columns, unit, accuracy_name, why_disagree = _TASK_TEXT.get(c.state.task, _CLASS_TEXT)
-    clustered = f"; error bars clustered over {first.n_groups:,} groups" if first.n_groups else ""
-    lines = [f"Comparison of {len(c.names)} models on the same {first.n:,} rows ({_scored(c, first)}{clustered})", ""]
+    groups = f"{first.n_groups:,} group{'' if first.n_groups == 1 else 's'}"
+    clustered = f"; error bars clustered over {groups}" if first.n_groups else ""
+    rows = {name: c.metrics[name].n for name in c.names}
+    if len(set(rows.values())) == 1:
+        lines = [f"Comparison of {len(c.names)} models on the same {first.n:,} rows ({_scored(c, first)}{clustered})",
+                 ""]
+    else:  # nan_policy="omit" left out other rows for each model: the table's means are not over the same rows
+        kept = ", ".join(f"{name} {n:,}" for name, n in rows.items())
+        lines = [f"Comparison of {len(c.names)} models ({_scored(c, first)}{clustered}); nan_policy='omit' kept "
+                 f"different rows for each ({kept}): each model's row of the table is over its own rows, each "
+                 "difference below over the rows both models kept", ""]
     lines += _table(c, columns, unit)
     lines += ["", "Findings:"]
     if any(math.isnan(c.metrics[n].cross_entropy) for n in c.names):
         lines.append("- Some metrics are NaN (nan_policy='propagate' with non-finite scores): no comparison possible.")
         return "\n".join(lines)
-    by_loss = sorted(c.names, key=lambda n: c.metrics[n].cross_entropy)
-    best, runner = by_loss[0], by_loss[1]
-    d = c.delta(runner, best, "cross_entropy")
-    lines.append(
-        f"- Lowest loss: {best} ({_fixed(c.metrics[best].cross_entropy, 4)} {unit}). {runner}, next, is higher by "
-        f"{_loss_phrase(d, unit)}: {_verdict(d)}."
-    )
-    lines.append(_leader(c, "accuracy", accuracy_name))
+    shared = len(set(rows.values())) == 1
+    best, runner, d = _first_two(c, "cross_entropy", lower=True)
+    value = f" ({_fixed(c.metrics[best].cross_entropy, 4)} {unit})" if shared else " (on the rows both kept)"
+    if d.estimate == 0.0:
+        lines.append(f"- Lowest loss: {best} and {runner}{value}, tied: the difference is exactly 0.")
+    else:
+        lines.append(f"- Lowest loss: {best}{value}. {runner}, next, is higher by {_loss_phrase(d, unit)}: "
+                     f"{_verdict(d)}.")
+    lines.append(_leader(c, "accuracy", accuracy_name, shared))
     if c.state.task == "multilabel":
-        lines.append(_leader(c, "hamming_accuracy", "Hamming accuracy (labels right)"))
+        lines.append(_leader(c, "hamming_accuracy", "Hamming accuracy (labels right)", shared))
     for a, b in combinations(c.names, 2):
         acc = c.delta(b, a, "accuracy")
         loss = c.delta(b, a, "cross_entropy")
@@ -168,12 +183,31 @@ def comparison_text(c) -> str:
     return "\n".join(lines)
 
 
-def _leader(c, field: str, name: str) -> str:
-    """The finding of the model with the highest ``field`` (a share: accuracy, Hamming accuracy) and its lead."""
-    best, runner = sorted(c.names, key=lambda n: -getattr(c.metrics[n], field))[:2]
-    d = c.delta(best, runner, field)
-    return (f"- Highest {name}: {best} ({100 * getattr(c.metrics[best], field):.2f}%). It leads {runner}, next, by "
-            f"{_accuracy_phrase(d)}: {_verdict(d)}.")
+def _first_two(c, field: str, *, lower: bool) -> tuple:
+    """(the best model in ``field``, the next, the paired Delta of the worse minus the better (``lower``: a
+    loss) or of the better minus the worse (a share)).
+
+    Ranked by each model's own value; where nan_policy="omit" kept other
+    rows for each model those are not over the same rows, so the two are
+    put in the order of their paired difference, over the rows both kept
+    (the ranking said "B, next, is higher by -0.120 nats").
+    """
+    best, runner = sorted(c.names, key=lambda n: getattr(c.metrics[n], field) * (1 if lower else -1))[:2]
+    d = c.delta(runner, best, field) if lower else c.delta(best, runner, field)
+    if d.estimate < 0:
+        best, runner = runner, best
+        d = c.delta(runner, best, field) if lower else c.delta(best, runner, field)
+    return best, runner, d
+
+
+def _leader(c, field: str, name: str, shared: bool) -> str:
+    """The finding of the model with the highest ``field`` (a share: accuracy, Hamming accuracy) and its lead
+    (``shared``: every model's metrics are over the same rows)."""
+    best, runner, d = _first_two(c, field, lower=False)
+    value = f" ({100 * getattr(c.metrics[best], field):.2f}%)" if shared else " (on the rows both kept)"
+    if d.estimate == 0.0:
+        return f"- Highest {name}: {best} and {runner}{value}, tied: the difference is exactly 0."
+    return f"- Highest {name}: {best}{value}. It leads {runner}, next, by {_accuracy_phrase(d)}: {_verdict(d)}."
 
 
 def _confidently_wrong_phrase(c, winner: str, loser: str) -> str:
