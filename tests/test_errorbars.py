@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -379,3 +380,37 @@ def test_confidently_wrong_rows_with_an_infinite_loss_carry_an_unknown_share():
     cw = c.confidently_wrong("A", "B")
     assert cw["rows"] == 1 and math.isnan(cw["loss_difference"]) and math.isnan(cw["loss_difference_share"])
     assert math.isnan(c.delta("B", "A", "cross_entropy").estimate)
+
+
+def test_weights_too_small_to_square_give_unknown_errors_not_zero():
+    # Only ratios of sample_weight matter, yet weights of 1e-200 have squares of 0 in float64: every standard
+    # error was 0 and every paired test p = 0 ("larger than its error bar"). Now NaN with a warning (as weights
+    # too large to square); down to ~1e-154 the errors are the unscaled ones, and clustered errors are exact.
+    rng = np.random.default_rng(8)
+    n = 40
+    y = rng.integers(0, 3, n)
+    z = rng.normal(size=(n, 3))
+    other = z + 0.1 * rng.normal(size=z.shape)
+    w = rng.random(n) + 0.1
+    target = (rng.random((n, 4)) > 0.5).astype(float)
+    multilabel = rng.normal(size=(n, 4))
+    groups = np.arange(n) % 5
+
+    def errors(scale):
+        m = fastce.evaluate(y, logits=z, sample_weight=w * scale)
+        d = fastce.compare(y, logits={"A": z, "B": other}, sample_weight=w * scale).delta("B", "A")
+        ml = fastce.evaluate(target, logits=multilabel, sample_weight=w * scale)
+        clustered = fastce.evaluate(y, logits=z, sample_weight=w * scale, groups=groups)
+        return m.stderr["cross_entropy"], m.n_effective, d.stderr, d.p_value, ml.stderr["cross_entropy"], \
+            clustered.stderr["cross_entropy"]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unscaled = errors(1.0)
+        assert all(math.isfinite(e) and e > 0 for e in unscaled)
+        np.testing.assert_allclose(errors(2.0 ** -500), unscaled, rtol=1e-12)
+    for scale in (1e-160, 1e-200, 1e-300):
+        with pytest.warns(fastce.FastCEWarning, match="squares of sample_weight fall below"):
+            small = errors(scale)
+        assert all(math.isnan(e) for e in small[:5])
+        assert math.isclose(small[5], unscaled[5], rel_tol=1e-12)

@@ -92,6 +92,20 @@ def centred_square_sum(weight: int, total: int, q0: int, q1: int, q2: int, scale
         return math.inf if numerator > 0 else 0.0
 
 
+def squared_weights_underflow(n: int, q0: int, scale: int) -> bool:
+    """Whether the exact sum of ``n`` rows' squared weights (``q0 / scale``) may be off by more than 2**-40 of
+    itself: its terms below float64's normal range, each keeping only its bits above 2**-1075 (every weight
+    below ~1e-154; 1e-200 gave a sum of 0).  The standard errors, which scale with it, are then unknown:
+    weights of 1e-200 gave 0, and every paired test p = 0."""
+    return n > 0 and q0 << 1030 < n * scale
+
+
+# The warning of squared_weights_underflow (every door's standard errors).
+SMALL_WEIGHTS = ("standard errors are unknown (NaN): the squares of sample_weight fall below float64's range "
+                 "(weights below ~1e-154); the means are unaffected. Only ratios of sample_weight matter: multiply "
+                 "it by a large constant (1 / its maximum, say).")
+
+
 def standard_error(n: int, weight_sum: float, centred: float) -> float:
     """sqrt(n / (n - 1) * centred) / weight_sum; NaN below two rows."""
     if n < 2 or not weight_sum > 0.0:

@@ -311,9 +311,11 @@ class GroupSums:
         order = np.argsort(self.ids(), kind="stable")
         weight = (self.hi[:g, 0] + self.lo[:g, 0])[order]
         sums = (self.hi[:g, 1 + m] + self.lo[:g, 1 + m])[order]
-        with np.errstate(invalid="ignore", over="ignore"):
-            centred = float(np.sum((sums - mean * weight) ** 2))
-        return math.sqrt(g / (g - 1) * centred) / float(weight.sum()) if math.isfinite(centred) else math.nan
+        # Each group's residual divided by the total weight before it is squared: squares of the residuals
+        # themselves underflowed with weights of 1e-200 (an error of 0) and overflowed above ~1e154.
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            centred = float(np.sum(((sums - mean * weight) / float(weight.sum())) ** 2))
+        return math.sqrt(g / (g - 1) * centred) if math.isfinite(centred) else math.nan
 
 
 @kernel(**KERNEL_OPTIONS)

@@ -184,6 +184,10 @@ class State:
     def hits(self, k_index: int) -> float:
         return self._weighted_sum(K.SUMS_TOPK + k_index)
 
+    def _squared_weights(self, ints: list) -> int:
+        """The exact sum of the squared weights (scaled integer: ``_exactsum.to_ints``)."""
+        return ints[K.SUMS_TOPK + len(self.top_k) + K.M_W2]
+
     def standard_errors(self, ints: list | None = None) -> tuple[dict, float]:
         """({metric: standard error}, Kish's effective number of rows) of the finalised means.
 
@@ -200,13 +204,13 @@ class State:
         scale = 1 << _exactsum.OFFSET
         weight = ints[K.SUMS_WEIGHT]
         weight_sum = self._weighted_sum(K.SUMS_WEIGHT, ints)
-        q0 = ints[moments + K.M_W2]
+        q0 = self._squared_weights(ints)
 
         def error(total: int, q1: int, q2: int) -> float:
             centred = errorbars.centred_square_sum(weight, total, q0, q1, q2, scale)
             return errorbars.standard_error(n, weight_sum, centred)
 
-        if self.moment_overflows:
+        if self.moment_overflows or errorbars.squared_weights_underflow(n, q0, scale):
             nan = math.nan
             return {"cross_entropy": nan, "brier": nan, "top_k_accuracy": {k: nan for k in self.top_k}}, nan
         if self.counts[K.C_INF_LOSS] > 0:
@@ -291,6 +295,9 @@ class State:
                     FastCEWarning,
                     stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
                 )
+            elif errorbars.squared_weights_underflow(n, self._squared_weights(ints), 1 << _exactsum.OFFSET):
+                warnings.warn(errorbars.SMALL_WEIGHTS, FastCEWarning,
+                              stacklevel=user_stacklevel() if stacklevel is None else stacklevel)
         metrics = Metrics(
             n=n,
             weight_sum=weight_sum,
