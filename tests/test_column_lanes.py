@@ -209,7 +209,7 @@ def _fused_and_reference(scores, maxima):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-@pytest.mark.parametrize("n_classes", [33, 47, 48, 100, 1039, 1040, 1041, 1055, 1056, 2080, 2100])
+@pytest.mark.parametrize("n_classes", [33, 47, 48, 64, 100, 1039, 1040, 1041, 1055, 1056, 2048, 2080, 2100])
 def test_long_row_exp_sums_are_the_chunked_scalar_ones_bit_for_bit(n_classes, dtype):
     """kernels._exp_sums_f32 (16 entries at a time in registers, no float32 chunk in memory) and its staged
     form (kernels._exp_sums_f32_staged, the AVX2 one: exps through a scratch) give the bits of
