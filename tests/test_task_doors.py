@@ -691,3 +691,38 @@ def test_empty_sequence_scores_are_named_with_their_shape(shape):
         with pytest.raises(InputError, match=re.escape(f"logits is empty (shape {shape})")) as info:
             door(y, logits=np.zeros(shape, dtype=np.float32))
         assert info.value.argument == "logits"  # was num_classes, never passed, for (2, 3, 0)
+
+
+def test_one_column_scores_with_a_one_column_target_are_a_one_label_indicator():
+    # A one-output (sigmoid) model's (N, 1) logits beside an (N, 1) 0/1 target (PyTorch's shapes) were read as
+    # class indices over one class: all-zero targets gave cross-entropy 0 and accuracy 1, silently.
+    import torch
+
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(300, 1)) * 2
+    y = (rng.uniform(size=(300, 1)) < 0.3).astype(np.int64)
+    for target in (y, np.zeros_like(y), y.astype(np.float32)):
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(
+            torch.from_numpy(z), torch.from_numpy(target.astype(np.float64))).item()
+        m = fastce.evaluate(target, logits=z)
+        assert m.task == "multilabel" and m.cross_entropy == pytest.approx(expected, rel=1e-14)
+        assert m.accuracy == np.mean((z > 0) == (target > 0.5))
+        assert m == fastce.evaluate(target, logits=z, task="multilabel")
+        ev = fastce.Evaluator()
+        ev.update(target[:100], z[:100])
+        ev.update(target[100:], z[100:])
+        assert ev.result() == m
+        p = 1.0 / (1.0 + np.exp(-z))
+        assert fastce.evaluate(target, proba=p).task == "multilabel"
+    assert fastce.diagnose(y, logits=z).metrics.task == "multilabel"
+    # Labels of shape (N,) stay class indices (a softmax over one class); a label 1 says what to pass instead.
+    with pytest.raises(InputError, match=r"the scores have 1 column\)\. .*pass scores\[:, 0\] \(1-D binary"):
+        fastce.evaluate(y[:, 0], logits=z)
+    ev = fastce.Evaluator()
+    ev.update(y, z)
+    with pytest.raises(InputError, match=r"\(class indices\), but the first batch made this a multilabel"):
+        ev.update(y[:, 0], z)
+    ev = fastce.Evaluator()
+    ev.update(np.zeros(5, np.int64), z[:5])
+    with pytest.raises(InputError, match="is a one-label indicator .* made this a multiclass evaluation"):
+        ev.update(y, z)

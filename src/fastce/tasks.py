@@ -118,13 +118,21 @@ def single_k(top_k, what: str) -> None:
 TASK_OF_KIND = {ONE_HOT: "multiclass", MULTILABEL: "multilabel", SOFT: "soft"}
 
 
+def _class_indices(target, scores_shape) -> bool:
+    """Whether ``target`` holds class indices: 1-D, or one column beside scores of several (an (N, 1) target
+    beside (N, 1) scores is a one-label indicator: a one-output sigmoid model, PyTorch's usual shape)."""
+    return target.ndim != 2 or (target.shape[1] < 2 and tuple(scores_shape)[1:] != (1,))
+
+
 def infer_task(y, scores_shape) -> str:
     """The task ``evaluate`` infers from the shapes (and, for an (N, C) target, its values)."""
     if len(scores_shape) == 1:
         return "binary"
     target = validation.as_array(y, "y_true")
-    if target.ndim != 2 or target.shape[1] < 2:
+    if _class_indices(target, scores_shape):
         return "multiclass"
+    if target.shape[1] == 1 and target.shape == tuple(scores_shape):
+        return "multilabel"  # one column: every kind of target is an indicator of its one label
     if target.shape != tuple(scores_shape):
         raise InputError(
             f"y_true has shape {target.shape} but the scores have shape {tuple(scores_shape)}; a 2-D y_true needs one "
@@ -148,7 +156,7 @@ def batch_task(y, scores_shape, task: str) -> None:
     if task in ("binary",):
         return
     target = validation.as_array(y, "y_true")
-    if target.ndim != 2 or target.shape[1] < 2:
+    if _class_indices(target, scores_shape):
         if task != "multiclass":
             raise InputError(
                 f"y_true has shape {target.shape} (class indices), but the first batch made this a {task} evaluation "
@@ -159,6 +167,16 @@ def batch_task(y, scores_shape, task: str) -> None:
         return
     if target.shape != tuple(scores_shape):
         return  # the reader's validation says what is wrong
+    if target.shape[1] == 1:
+        if task != "multilabel":  # one column: the one-label indicator infer_task makes multi-label
+            raise InputError(
+                f"y_true of shape {target.shape} is a one-label indicator (multi-label), but the first batch made "
+                f"this a {task} evaluation; every batch must have targets of the same form, or pass task= "
+                "explicitly.",
+                argument="y_true",
+                value=target.shape,
+            )
+        return
     kind = target_kind(target)
     fits = {
         "multiclass": kind == ONE_HOT,
