@@ -871,7 +871,7 @@ class Comparison:
             warnings.warn(
                 "a paired standard error is unknown (NaN): a block's sum of squared differences or squared weights "
                 "exceeds the float64 range (values above ~1e154); so is the difference itself when its own sum "
-                "does. Weights that large can be rescaled: only ratios of sample_weight matter.",
+                "does. If sample_weight is that large, divide it by its maximum: only ratios of sample_weight matter.",
                 FastCEWarning, stacklevel=user_stacklevel(),
             )
             return math.nan

@@ -102,8 +102,9 @@ def squared_weights_underflow(n: int, q0: int, scale: int) -> bool:
 
 # The warning of squared_weights_underflow (every door's standard errors).
 SMALL_WEIGHTS = ("standard errors are unknown (NaN): the squares of sample_weight fall below float64's range "
-                 "(weights below ~1e-154); the means are unaffected. Only ratios of sample_weight matter: multiply "
-                 "it by a large constant (1 / its maximum, say).")
+                 "(weights below ~1e-154), and weights that small also round the means (every product of a weight "
+                 "and a loss below ~1e-308). Only ratios of sample_weight matter: multiply it by a large constant "
+                 "(1 / its maximum, say).")
 
 
 def standard_error(n: int, weight_sum: float, centred: float) -> float:

@@ -291,7 +291,7 @@ class State:
                     "standard errors are unknown (NaN): a block's sum of squared per-row losses or squared "
                     "weights exceeds the float64 range (values above ~1e154)"
                     + ("" if loss_overflow else "; the means are unaffected")
-                    + ". Weights that large can be rescaled: only ratios of sample_weight matter.",
+                    + ". If sample_weight is that large, divide it by its maximum: only ratios of sample_weight matter.",
                     FastCEWarning,
                     stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
                 )

@@ -245,8 +245,8 @@ def unknown_error() -> float:
     """NaN, with a warning: a block's sum of squares went beyond float64, so that error is unknown."""
     warnings.warn(
         "a standard error is unknown (NaN): a block's sum of squared per-row values or squared weights exceeds "
-        "the float64 range (values above ~1e154); the means are unaffected. Weights that large can be rescaled: "
-        "only ratios of sample_weight matter.",
+        "the float64 range (values above ~1e154); the means are unaffected. If sample_weight is that large, divide "
+        "it by its maximum: only ratios of sample_weight matter.",
         FastCEWarning,
         stacklevel=user_stacklevel(),
     )
