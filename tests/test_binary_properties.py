@@ -127,3 +127,23 @@ def test_binary_logits_against_long_double(data):
             warnings.simplefilter("ignore", FastCEWarning)
             ev.update(y, z)
             assert ev.result() == m
+
+
+def test_float64_binary_losses_of_right_answers_beyond_700_are_exp_of_minus_x():
+    # exp(-|x|) was cut to 0 from |x| = 700: a right answer's loss, log1p(exp(-x)) = exp(-x) there, was 0 for
+    # 3.6e-305 at x = 701, and times pos_weight=1e300 0 for 3.6e-5 (torch and mpmath: 3.627e-05).
+    x = np.array([699.0, 700.0, 701.0, 705.5, 708.0, 708.5, 720.0, 744.0, 745.1, 746.0, 1000.0, 1e300, np.inf])
+    expected = np.array([math.exp(-v) for v in x])  # libm's exp, within an ulp in the normal range
+    for sign, label in ((1.0, 1), (-1.0, 0)):
+        losses = fastce.binary_cross_entropy_with_logits(sign * x, np.full(x.size, float(label)), reduction="none")
+        normal = expected >= np.finfo(np.float64).tiny
+        np.testing.assert_allclose(losses[normal], expected[normal], rtol=4e-16, atol=0)
+        # Subnormal results carry fewer bits: within a few of their last place.
+        np.testing.assert_allclose(losses[~normal], expected[~normal], rtol=0, atol=4 * 5e-324)
+        assert (losses[x >= 746.0] == 0.0).all()
+        weighted = fastce.binary_cross_entropy_with_logits(np.array([sign * 701.0]), np.array([float(label)]),
+                                                           pos_weight=np.array([1e300]) if label else None,
+                                                           weight=None if label else np.array([1e300]))
+        assert weighted == pytest.approx(1e300 * math.exp(-701.0), rel=1e-14)
+    m = fastce.evaluate(np.array([1, 0]), logits=np.array([701.0, -701.0]))
+    assert m.cross_entropy == pytest.approx(math.exp(-701.0), rel=1e-14)
