@@ -342,7 +342,7 @@ def test_a_nan_multilabel_target_is_named_as_a_target_by_diagnose():
     y = np.array([[0, np.nan], [1, 0]])
     for call in (lambda: fastce.evaluate(y, logits=np.zeros((2, 2)), task="multilabel"),
                  lambda: fastce.diagnose(y, logits=np.zeros((2, 2)), task="multilabel")):
-        with pytest.raises(fastce.InputError, match=r"y_true row 0 holds a value outside \[0, 1\] \(or NaN\)"):
+        with pytest.raises(fastce.InputError, match=r"y_true row 0 holds nan in column 1, outside \[0, 1\] \(or NaN\)"):
             call()
 
 

@@ -403,3 +403,24 @@ def test_errors_about_sequences_name_the_position_not_only_the_flattened_row():
     deep[1, 2, 4, 0] = np.inf
     with pytest.raises(InputError, match=r"logits position \(1, 2, 4\) \(row 29 of the 30 positions\)"):
         fastce.evaluate(rng.integers(0, 4, size=(2, 3, 5)), logits=deep)
+
+
+def test_bad_multilabel_and_soft_targets_name_the_value_and_its_column():
+    # The kernels count a bad target row; its message said "holds a value outside [0, 1]" with value=None,
+    # where the README promises the offending value (auto-inferred evaluate already said "holds 1.5 in column 1").
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(4, 3))
+    y = np.array([[0, 1, 0], [1, 1, 0], [0, 1.5, 1], [1, 0, 0]])
+    for call, target_name in ((lambda: fastce.evaluate(y, logits=z, task="multilabel"), "y_true"),
+                              (lambda: fastce.binary_cross_entropy_with_logits(z, y), "target")):
+        with pytest.raises(InputError, match=rf"{target_name} row 2 holds 1.5 in column 1, outside \[0, 1\]") as caught:
+            call()
+        assert caught.value.value == 1.5 and caught.value.row == 2
+    q = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [0.5, -0.25, 0.75], [1.0, 0.0, 0.0]])
+    with pytest.raises(InputError, match=r"y_true row 2 holds -0.25 in column 1, not a probability") as caught:
+        fastce.evaluate(q, logits=z, task="soft")
+    assert caught.value.value == -0.25
+    stream = fastce.Evaluator(3, task="multilabel")
+    stream.update(y[:2], z[:2])
+    with pytest.raises(InputError, match=r"y_true row 2 holds 1.5 in column 1, outside"):
+        stream.update(y[2:], z[2:])

@@ -170,7 +170,7 @@ def test_one_hot_targets_warn_with_both_accuracies(rng):
     "call,pattern,argument,row",
     [
         (lambda x, y: fastce.binary_cross_entropy(x, y), r"input row 0 holds a value (below 0|above 1).*logits", "input", 0),
-        (lambda x, y: fastce.binary_cross_entropy_with_logits(x, y * 2), r"target row \d+ holds a value outside \[0, 1\]", "target", None),
+        (lambda x, y: fastce.binary_cross_entropy_with_logits(x, y * 2), r"target row \d+ holds 2 in column \d+, outside \[0, 1\]", "target", None),
         (lambda x, y: fastce.binary_cross_entropy_with_logits(x, y[:-1]), r"target has shape .*; it must have the input's shape", "target", None),
         (lambda x, y: fastce.binary_cross_entropy_with_logits(x, y, weight=np.ones(3)), r"weight of shape \(3,\) does not broadcast", "weight", None),
         (lambda x, y: fastce.binary_cross_entropy_with_logits(x, y, weight=-np.ones(C)), r"weight\[0\] is -1\.0; weights must be finite and non-negative", "weight", None),

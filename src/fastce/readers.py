@@ -46,7 +46,7 @@ from fastce.checks import check_probabilities, check_probability_range, sum_to_o
 from fastce.errors import InputError
 from fastce.metrics import Metrics
 from fastce.state import State, raise_nonfinite
-from fastce.task_states import MultilabelState, SoftState
+from fastce.task_states import MultilabelState, SoftState, note_bad_targets
 
 TASKS = ("multiclass", "binary", "multilabel", "soft")
 TASK_CHOICES = ("auto",) + TASKS
@@ -590,6 +590,7 @@ class MultilabelReader(Reader):
         sums = _accumulate_family.accumulate_bce(batch.view, batch.targets, from_logits=self.from_logits,
                                                  row_weight=batch.weights, on_rows=on_rows,
                                                  float32_math=self._float32_math(batch))
+        note_bad_targets(sums, batch.targets, soft=False)  # for the error, raised later, to name the value
         return MultilabelState(self.num_classes, self.from_logits, sums, clusters)
 
     def _float32_math(self, batch: Batch):
@@ -681,6 +682,7 @@ class SoftReader(Reader):
         clusters, on_rows = self._group_fold(batch, on_values)
         sums = _accumulate_family.accumulate_soft(batch.view, targets=batch.targets, sum_tolerance=batch.tolerance,
                                                   on_rows=on_rows, precision=self.precision)
+        note_bad_targets(sums, batch.targets, soft=True)  # for the error, raised later, to name the value
         return SoftState(self.num_classes, True, sums, clusters)
 
     def raise_now(self, state, nan_policy, name, *, previous=None) -> None:

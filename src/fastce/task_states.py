@@ -75,6 +75,9 @@ class Sums:
         self.first_column = first_column
         self.nonfinite = np.zeros(n_exact, dtype=np.int64)
         self.rows_seen = 0
+        # (row, "1.5 in column 2", 1.5): the first bad target's entry, which the kernels do not record (see
+        # note_bad_targets); kept through merges, not in the JSON.
+        self.bad_entry = None
 
     @property
     def overflowed(self) -> int:
@@ -105,6 +108,8 @@ class Sums:
         out.counts[f:][later] = other.counts[f:][later] + self.rows_seen
         out.nonfinite = self.nonfinite + other.nonfinite
         out.rows_seen = self.rows_seen + other.rows_seen
+        out.bad_entry = self.bad_entry if self.bad_entry is not None or other.bad_entry is None else (
+            other.bad_entry[0] + self.rows_seen, *other.bad_entry[1:])
         return out
 
     # -- serialisation (inside a task state's dict) ------------------------------
@@ -162,7 +167,60 @@ def bce_loss_total(sums: Sums) -> float:
     return sums.value(KB.S_LOSS)
 
 
-def check_bce_sums(sums: Sums, *, from_logits: bool, name: str, target_name: str) -> None:
+def _first_bad_entry(targets, row: int, bad) -> tuple:
+    """("1.5 in column 2", 1.5): row ``row`` of ``targets``' first entry that ``bad`` (a test of float64 values)
+    flags; (None, None) without the targets (the kernels count a bad row, not its entry)."""
+    if targets is None:
+        return None, None
+    values = np.asarray(targets[row]).reshape(-1).astype(np.float64)
+    flagged = np.flatnonzero(bad(values))
+    if not flagged.size:
+        return None, None
+    column = int(flagged[0])
+    value = float(values[column])
+    return f"{value:g}" + (f" in column {column}" if values.size > 1 else ""), value
+
+
+def _bce_bad(values):
+    return ~((values >= 0.0) & (values <= 1.0))
+
+
+def _soft_bad(values):
+    return ~(np.isfinite(values) & (values >= 0.0))
+
+
+def note_bad_targets(sums: Sums, targets, soft: bool) -> None:
+    """Keep in ``sums`` the entry of the first bad target row of ``targets``, the rows just read into it (its
+    errors, raised later, name the value and its column)."""
+    first = sums.count(KS.FIRST_BAD_TARGET if soft else KB.FIRST_BAD_TARGET)
+    if first >= 0:
+        sums.bad_entry = (first, *_first_bad_entry(targets, first, _soft_bad if soft else _bce_bad))
+
+
+def _bad_entry(sums: Sums, row: int, targets, bad) -> tuple:
+    """(text, value) of row ``row``'s bad entry: noted in ``sums``, or found in ``targets``; (None, None)."""
+    if sums.bad_entry is not None and sums.bad_entry[0] == row:
+        return sums.bad_entry[1:]
+    return _first_bad_entry(targets, row, bad)
+
+
+def raise_bad_bce_targets(sums: Sums, target_name: str, targets=None) -> None:
+    """The error of a binary cross-entropy target outside [0, 1] (or NaN), naming its value (see
+    note_bad_targets; ``targets``: the rows the sums were read from)."""
+    if sums.count(KB.N_BAD_TARGET):
+        row = sums.count(KB.FIRST_BAD_TARGET)
+        entry, value = _bad_entry(sums, row, targets, _bce_bad)
+        raise InputError(
+            f"{target_name} row {row} holds {f'{entry},' if entry else 'a value'} outside [0, 1] (or NaN); "
+            f"{sums.count(KB.N_BAD_TARGET)} such row(s). Binary cross-entropy needs 0/1 labels or probabilities of "
+            "'yes' for every element.",
+            argument=target_name,
+            row=row,
+            value=value,
+        )
+
+
+def check_bce_sums(sums: Sums, *, from_logits: bool, name: str, target_name: str, targets=None) -> None:
     """Raise for what the kernel reported: probabilities outside [0, 1], targets outside [0, 1]."""
     if not from_logits:
         kinds = sorted(
@@ -183,14 +241,7 @@ def check_bce_sums(sums: Sums, *, from_logits: bool, name: str, target_name: str
                     row=row,
                     value=float(value),
                 )
-    if sums.count(KB.N_BAD_TARGET):
-        row = sums.count(KB.FIRST_BAD_TARGET)
-        raise InputError(
-            f"{target_name} row {row} holds a value outside [0, 1] (or NaN); {sums.count(KB.N_BAD_TARGET)} such "
-            "row(s). Binary cross-entropy needs 0/1 labels or probabilities of 'yes' for every element.",
-            argument=target_name,
-            row=row,
-        )
+    raise_bad_bce_targets(sums, target_name, targets)
 
 
 def raise_bce_nan_rows(sums: Sums, name: str) -> None:
@@ -229,15 +280,20 @@ def check_soft_sums(sums: Sums, name: str, *, stacklevel: int | None = None, loc
         )
 
 
-def raise_bad_soft_targets(sums: Sums, name: str, *, locate=None) -> None:
+def raise_bad_soft_targets(sums: Sums, name: str, *, locate=None, targets=None) -> None:
+    """The error of a soft target row with a negative, NaN or infinite entry (``targets``: see
+    raise_bad_bce_targets)."""
     if sums.count(KS.N_BAD_TARGET):
         row = sums.count(KS.FIRST_BAD_TARGET)
+        entry, value = _bad_entry(sums, row, targets, _soft_bad)
+        entry = f"{entry}, not a probability" if entry else "a negative, NaN or infinite value"
         raise InputError(
-            f"{locate(row) if locate else f'{name} row {row}'} holds a negative, NaN or infinite value "
+            f"{locate(row) if locate else f'{name} row {row}'} holds {entry} "
             f"({sums.count(KS.N_BAD_TARGET)} such row(s)); soft targets are probabilities: non-negative, summing "
             "to 1 over the classes of each row.",
             argument=name,
             row=row,
+            value=value,
         )
 
 

@@ -136,7 +136,8 @@ def _bce(input, target, weight, pos_weight, reduction, nan_policy, *, from_logit
         view, targets.reshape(view.shape), from_logits=from_logits, row_weight=row_w, col_weight=col_w,
         full_weight=full_w, pos_weight=pos_w, element_losses=losses,
     )
-    check_bce_sums(sums, from_logits=from_logits, name="input", target_name="target")
+    check_bce_sums(sums, from_logits=from_logits, name="input", target_name="target",
+                   targets=targets.reshape(view.shape))
     nonfinite = sums.count(KB.N_NONFINITE)
     if nonfinite and nan_policy == "raise":
         raise_nan_rows(sums, "input")
