@@ -672,3 +672,33 @@ def test_weights_and_groups_saved_as_a_column_are_read_as_one_value_a_row(tmp_pa
         column = _main(command, *scores, *base, "--weights", tmp_path / "wcol.npy", "--groups", tmp_path / "gcol.npy",
                        "--state", tmp_path / f"{command}.state")
         assert vector[0] == 0 and column == vector, column[2]
+
+
+def test_one_column_labels_and_scores_files_are_a_one_label_indicator_as_evaluate(tmp_path):
+    # fastce eval read (rows, 1) labels beside (rows, 1) logits as class indices over one class (a label 1 was
+    # "outside 0..0", and its hint said to pass a target of shape (N, 1): what the file held); evaluate reads them
+    # as a one-label multi-label indicator. Integer or float labels.
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(500, 1))
+    y = (rng.uniform(size=(500, 1)) < 0.4).astype(np.int64)
+    np.save(tmp_path / "z.npy", z)
+    for dtype in (np.int64, np.float32):
+        np.save(tmp_path / "y.npy", y.astype(dtype))
+        status, out, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--json",
+                                 "--no-progress")
+        assert status == 0, err
+        assert out == fastce.evaluate(y.astype(dtype), logits=z).to_json() + "\n"
+        assert json.loads(out)["task"] == "multilabel"
+
+
+def test_a_sequence_files_error_names_the_file_row_and_position_once(tmp_path):
+    # The command names the file's row and position itself; the API's "position (2, 7) of this batch (row 107 of
+    # the stream)" came after it, naming the same place twice and a batch the user never made.
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(4, 50, 10)).astype(np.float32)
+    z[2, 7, 3] = np.nan
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "y.npy", rng.integers(0, 10, size=(4, 50)))
+    status, _, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--no-progress")
+    assert status == 2
+    assert "z.npy (its row 2, position 7): scores row 107 holds NaN" in err and "of this batch" not in err

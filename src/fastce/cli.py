@@ -591,6 +591,7 @@ def run_chunks(args, streamer, chunks, n: int, row_bytes: int, fingerprint: dict
                 try:
                     streamer.update(*batch)
                 except InputError as exc:
+                    exc = getattr(exc, "unpositioned", exc)  # where names the file's row and position itself
                     raise (where(exc) if where else exc) from exc
                 progress.update(hi - lo)
                 if delay:

@@ -47,7 +47,9 @@ def positions_named(lead: tuple, first_row: int = 0, stream: bool = False):
         message, count = re.subn(rf"\brow {int(exc.row)}\b", place, str(exc), count=1)
         if not count:
             message = f"{message} (at {place})"
-        raise InputError(message, argument=exc.argument, row=exc.row, value=exc.value, position=position) from None
+        named = InputError(message, argument=exc.argument, row=exc.row, value=exc.value, position=position)
+        named.unpositioned = exc  # for a caller naming the place its own way (the command: file, row, position)
+        raise named from None
 
 
 class FastCEWarning(UserWarning):

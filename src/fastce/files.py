@@ -811,7 +811,8 @@ def _check_role(source: ArraySource, role: str) -> None:
                 "save them as integers, for example np.save(path, np.unique(ids, return_inverse=True)[1]).",
                 argument=where,
             )
-        if role == "labels" and dtype.kind not in "iub":
+        if role == "labels" and dtype.kind not in "iub" and not (len(shape) == 2 and dtype.kind == "f"):
+            # (A (rows, 1) float column: a one-label indicator beside (rows, 1) scores, see Inputs.task.)
             raise InputFileError(
                 f"{where} has dtype {dtype}; labels must be integer class indices 0..C-1: save them as "
                 "integers, for example np.save(path, y.astype(np.int64)).",
@@ -874,6 +875,8 @@ class Inputs:
             return requested
         if len(scores_shape) == 1:
             return "binary"
+        if scores_shape[1:] == (1,) and labels_shape == scores_shape:
+            return "multilabel"  # one column of each: a one-label indicator (see tasks.infer_task)
         if labels_shape == scores_shape[:-1] or (len(scores_shape) == 2 and labels_shape[1:] in ((), (1,))):
             return "multiclass"
         if labels_shape != scores_shape:
