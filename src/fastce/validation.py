@@ -310,8 +310,8 @@ def _class_values(labels, name, num_classes, ignore_label, note, subject, check_
                 hint = f" If {int(value)} marks padding or positions to leave out, pass ignore_index={int(value)}."
             if num_classes == 1 and value == 1:  # a one-output (sigmoid) model's scores beside 0/1 labels
                 hint = (" Scores of one column are a softmax over one class here; for a one-output (sigmoid) binary "
-                        "model pass scores[:, 0] (1-D binary scores), or y_true of shape (N, 1) (a one-label "
-                        "multi-label target).")
+                        "model pass scores[:, 0] (1-D binary scores), or a target of shape (N, 1) as a one-label "
+                        "multi-label task (task='multilabel').")
             raise InputError(
                 f"{subject(row)} is {int(value)}, outside the valid class indices 0..{num_classes - 1} "
                 f"({note or f'the scores have {num_classes} column' + ('s' if num_classes != 1 else '')}).{hint}",
