@@ -410,7 +410,33 @@ def test_weights_too_small_to_square_give_unknown_errors_not_zero():
         assert all(math.isfinite(e) and e > 0 for e in unscaled)
         np.testing.assert_allclose(errors(2.0 ** -500), unscaled, rtol=1e-12)
     for scale in (1e-160, 1e-200, 1e-300):
-        with pytest.warns(fastce.FastCEWarning, match="squares of sample_weight fall below"):
+        with pytest.warns(fastce.FastCEWarning, match="squares of the weighted per-row values fall below"):
             small = errors(scale)
         assert all(math.isnan(e) for e in small[:5])
         assert math.isclose(small[5], unscaled[5], rel_tol=1e-12)
+
+
+def test_weighted_values_too_small_to_square_give_unknown_errors_and_zero_losses_a_zero_error():
+    # Weights of 1e-153 square fine (1e-306), but times confident rows' losses of ~1e-11 the squares (1e-328)
+    # underflow: the loss's error was exactly 0, with no warning, and compare printed p < 0.001.
+    rng = np.random.default_rng(5)
+    n = 2000
+    y = rng.integers(0, 3, n)
+    z = rng.normal(size=(n, 3))
+    z[np.arange(n), y] += 25.0  # confident and right: losses ~1e-11
+    other = z + 0.01 * rng.normal(size=z.shape)
+    w = rng.uniform(0.5, 1.5, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unscaled = fastce.evaluate(y, logits=z, sample_weight=w).stderr["cross_entropy"]
+        assert unscaled > 0
+    with pytest.warns(fastce.FastCEWarning, match="squares of the weighted per-row values"):
+        m = fastce.evaluate(y, logits=z, sample_weight=w * 1e-153)
+        d = fastce.compare(y, logits={"A": z, "B": other}, sample_weight=w * 1e-153).delta("B", "A")
+    assert math.isnan(m.stderr["cross_entropy"]) and math.isnan(d.stderr) and math.isnan(d.p_value)
+    assert math.isfinite(m.stderr["top_k_accuracy"][1])  # hits of 1 square fine: that error stays known
+    # Losses of exactly 0 on every row: sums of squares of 0 are exact, and so is their error of 0.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zero = fastce.evaluate(np.zeros(10, np.int64), logits=np.tile([0.0, -np.inf, -np.inf], (10, 1)))
+    assert zero.cross_entropy == 0.0 and zero.stderr["cross_entropy"] == 0.0

@@ -875,7 +875,7 @@ class Comparison:
                 FastCEWarning, stacklevel=user_stacklevel(),
             )
             return math.nan
-        if errorbars.squared_weights_underflow(rows, w2, 1 << _exactsum.OFFSET):
+        if errorbars.squares_underflow(rows, w2, q2, total, 1 << _exactsum.OFFSET):
             warnings.warn(errorbars.SMALL_WEIGHTS, FastCEWarning, stacklevel=user_stacklevel())
             return math.nan
         centred = errorbars.centred_square_sum(weight, total, w2, q1, q2, 1 << _exactsum.OFFSET)

@@ -25,8 +25,8 @@ def _points(x: float) -> str:
 def _ci(low: float, high: float, fmt, stderr: float = math.nan) -> str:
     if math.isnan(low) or math.isnan(high):
         return "no interval"
-    if stderr == 0.0:  # the same difference on every row: a normal interval of zero width says nothing
-        return "no interval (the same difference on every row)"
+    if stderr == 0.0:  # (nearly) the same difference on every row: a normal interval of zero width says nothing
+        return "no interval (the difference is the same, or all but, on every row)"
     return f"95% CI {fmt(low)} to {fmt(high)}"
 
 

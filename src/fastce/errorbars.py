@@ -92,19 +92,22 @@ def centred_square_sum(weight: int, total: int, q0: int, q1: int, q2: int, scale
         return math.inf if numerator > 0 else 0.0
 
 
-def squared_weights_underflow(n: int, q0: int, scale: int) -> bool:
-    """Whether the exact sum of ``n`` rows' squared weights (``q0 / scale``) may be off by more than 2**-40 of
-    itself: its terms below float64's normal range, each keeping only its bits above 2**-1075 (every weight
-    below ~1e-154; 1e-200 gave a sum of 0).  The standard errors, which scale with it, are then unknown:
-    weights of 1e-200 gave 0, and every paired test p = 0."""
-    return n > 0 and q0 << 1030 < n * scale
+def squares_underflow(n: int, q0: int, q2: int, total: int, scale: int) -> bool:
+    """Whether a standard error's exact sums of ``n`` rows' squared weights (``q0 / scale``) or squared weighted
+    values (``q2 / scale``, sum (w x)^2; ``total``: sum w x) may be off by more than 2**-40 of themselves: their
+    terms below float64's normal range, each keeping only its bits above 2**-1075.  Every weight below ~1e-154
+    (1e-200 gave a q0 of 0), or every weighted value (1e-153 times losses of 1e-11 gave a q2 of 0): the error,
+    which scales with them, is then unknown; it had been 0, and a paired test's p 0.  A q2 of 0 with a total of 0
+    is values of 0, whose error is 0."""
+    tiny = n * scale
+    return n > 0 and (q0 << 1030 < tiny or (q2 << 1030 < tiny and (q2 != 0 or total != 0)))
 
 
-# The warning of squared_weights_underflow (every door's standard errors).
-SMALL_WEIGHTS = ("standard errors are unknown (NaN): the squares of sample_weight fall below float64's range "
-                 "(weights below ~1e-154), and weights that small also round the means (every product of a weight "
-                 "and a loss below ~1e-308). Only ratios of sample_weight matter: multiply it by a large constant "
-                 "(1 / its maximum, say).")
+# The warning of squares_underflow (every door's standard errors).
+SMALL_WEIGHTS = ("standard errors are unknown (NaN): the squares of the weighted per-row values fall below "
+                 "float64's range (weights, or weights times the rows' values, below ~1e-154 on every row), and "
+                 "weights that small also round the means (every product of a weight and a loss below ~1e-308). "
+                 "Only ratios of sample_weight matter: multiply it by a large constant (1 / its maximum, say).")
 
 
 def standard_error(n: int, weight_sum: float, centred: float) -> float:

@@ -188,6 +188,14 @@ class State:
         """The exact sum of the squared weights (scaled integer: ``_exactsum.to_ints``)."""
         return ints[K.SUMS_TOPK + len(self.top_k) + K.M_W2]
 
+    def _squares_underflow(self, ints: list) -> bool:
+        """Whether a standard error is unknown for sums of squares below float64's range (errorbars.squares_underflow)."""
+        moments = K.SUMS_TOPK + len(self.top_k)
+        n, q0, scale = int(self.counts[K.C_ROWS]), self._squared_weights(ints), 1 << _exactsum.OFFSET
+        pairs = [(K.SUMS_LOSS, moments + K.M_W2LOSS2), (K.SUMS_BRIER, moments + K.M_W2BRIER2)]
+        pairs += [(K.SUMS_TOPK + i, moments + K.M_W2TOPK + i) for i in range(len(self.top_k))]
+        return any(errorbars.squares_underflow(n, q0, ints[q2], ints[total], scale) for total, q2 in pairs)
+
     def standard_errors(self, ints: list | None = None) -> tuple[dict, float]:
         """({metric: standard error}, Kish's effective number of rows) of the finalised means.
 
@@ -207,10 +215,12 @@ class State:
         q0 = self._squared_weights(ints)
 
         def error(total: int, q1: int, q2: int) -> float:
+            if errorbars.squares_underflow(n, q0, q2, total, scale):
+                return math.nan  # (finalize warns: _squares_underflow)
             centred = errorbars.centred_square_sum(weight, total, q0, q1, q2, scale)
             return errorbars.standard_error(n, weight_sum, centred)
 
-        if self.moment_overflows or errorbars.squared_weights_underflow(n, q0, scale):
+        if self.moment_overflows:
             nan = math.nan
             return {"cross_entropy": nan, "brier": nan, "top_k_accuracy": {k: nan for k in self.top_k}}, nan
         if self.counts[K.C_INF_LOSS] > 0:
@@ -224,7 +234,8 @@ class State:
             hits2 = ints[moments + K.M_W2TOPK + i]
             # A hit is 0 or 1: its square is itself.
             top_k[k] = error(ints[K.SUMS_TOPK + i], hits2, hits2)
-        effective = (weight * weight) / (q0 * scale) if q0 else math.nan  # int / int: correctly rounded
+        underflow = errorbars.squares_underflow(n, q0, 0, 0, scale)
+        effective = (weight * weight) / (q0 * scale) if q0 and not underflow else math.nan  # int / int: rounded once
         return {"cross_entropy": loss_error, "brier": brier_error, "top_k_accuracy": top_k}, effective
 
     def finalize(
@@ -295,7 +306,7 @@ class State:
                     FastCEWarning,
                     stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
                 )
-            elif errorbars.squared_weights_underflow(n, self._squared_weights(ints), 1 << _exactsum.OFFSET):
+            elif self._squares_underflow(ints):
                 warnings.warn(errorbars.SMALL_WEIGHTS, FastCEWarning,
                               stacklevel=user_stacklevel() if stacklevel is None else stacklevel)
         metrics = Metrics(

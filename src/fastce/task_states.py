@@ -478,7 +478,7 @@ class MultilabelState(_SumsState):
         def error(total, q1, q2, per_label=True):
             if sums.nonfinite[[KB.S_WEIGHT, total, KB.S_W2, q1, q2]].any():
                 return unknown_error()
-            if errorbars.squared_weights_underflow(n, ints[KB.S_W2], 1 << _exactsum.OFFSET):
+            if errorbars.squares_underflow(n, ints[KB.S_W2], ints[q2], ints[total], 1 << _exactsum.OFFSET):
                 warnings.warn(errorbars.SMALL_WEIGHTS, FastCEWarning, stacklevel=user_stacklevel())
                 return math.nan
             return errorbars.error_of_sums(n, ints[KB.S_WEIGHT], ints[total], ints[KB.S_W2], ints[q1], ints[q2],
