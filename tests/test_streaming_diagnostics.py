@@ -135,3 +135,44 @@ def test_small_updates_build_no_diagnostics_state_of_their_own(monkeypatch):
     assert built == []
     monkeypatch.undo()
     _same(ev.report(), fastce.diagnose(y, logits=z))
+
+
+@pytest.mark.parametrize("where", ["first slice", "second slice", "after absorb", "multilabel after absorb"])
+def test_an_interrupt_during_or_after_the_in_place_absorb_leaves_the_evaluator_as_it_was(monkeypatch, where):
+    # Ctrl-C (or the command's SIGTERM) can land anywhere in an update, the in-place absorb included: the command
+    # then checkpointed a half-absorbed state that its rerun refused as damaged ("counts out of range").
+    rng = np.random.default_rng(13)
+    multilabel = where.startswith("multilabel")
+    n, c = 3000, 6
+    z = rng.normal(size=(n, c))
+    y = (rng.uniform(size=(n, c)) < 0.3).astype(np.int64) if multilabel else rng.integers(0, c, size=n)
+    ev = fastce.Evaluator(c, task="multilabel" if multilabel else "auto", diagnostics={"worst_k": 5})
+    ev.update(y[:700], z[:700])
+    before = json.dumps(ev.state_dict())
+    if where.endswith("after absorb"):
+        cls = type(ev._diag)
+        absorb = cls.absorb
+
+        def interrupted(self, parts):
+            absorb(self, parts)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(cls, "absorb", interrupted)
+    else:
+        calls = []
+        fold_rest = DiagnosticsState._fold_rest
+
+        def interrupted(self, *args):
+            calls.append(1)
+            if len(calls) == (1 if where == "first slice" else 2):
+                raise KeyboardInterrupt
+            return fold_rest(self, *args)
+
+        monkeypatch.setattr(DiagnosticsState, "_fold_rest", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ev.update(y[700:2600], z[700:2600])  # the unfinished block completed, then whole blocks: two parts
+    monkeypatch.undo()
+    assert json.dumps(ev.state_dict()) == before
+    ev.update(y[700:], z[700:])
+    expected = fastce.diagnose(y, logits=z, worst_k=5, task="multilabel" if multilabel else "auto")
+    assert ev.report().to_json() == expected.to_json()

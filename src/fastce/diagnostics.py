@@ -259,6 +259,36 @@ class DiagnosticsState:
         return replace(self, acc=self.acc.copy(), lo=self.lo.copy(), counts=self.counts.copy(), bins=self.bins.copy(),
                        worst=dict(self.worst))
 
+    def undo_record(self, parts) -> tuple:
+        """What :meth:`absorb` of ``parts`` may change, as it is now, for :meth:`restore`: the attributes (absorb
+        rebinds most), the counters and bins (added to in place) and, of the per-class sums and confusion cells
+        (added to in place, O(C^2)), the cells the parts' rows reach (O(rows))."""
+        opts = self.options
+        c, layout = opts.num_classes, opts.layout()
+        cls, conf = int(layout[6]), int(layout[7])
+        cells = [np.empty(0, dtype=np.int64)]
+        for part in parts:
+            for _, labels, _, _, pred in getattr(part, "slices", ()):
+                labels = labels.astype(np.int64)
+                counted = (labels >= 0) & (labels < c) & (pred >= 0) & (pred < c)
+                true, predicted = labels[counted], pred[counted].astype(np.int64)
+                rows = np.concatenate([true, predicted])
+                cells.append((cls + DK.CLASS_COLUMNS * rows[:, None] + np.arange(DK.CLASS_COLUMNS)).ravel())
+                if conf >= 0:
+                    cells += [conf + true * c + predicted, conf + true * c + true]
+        reached = np.unique(np.concatenate(cells))
+        return (dict(self.__dict__), self.acc, self.lo, reached, self.acc[reached], self.lo[reached],
+                self.bins.copy(), self.counts.copy())
+
+    def restore(self, record) -> None:
+        """Back to the state an :meth:`undo_record` recorded (after an absorb of its parts, whole or in part)."""
+        attributes, acc, lo, reached, acc_then, lo_then, bins, counts = record
+        acc[reached], lo[reached] = acc_then, lo_then
+        self.__dict__.clear()
+        self.__dict__.update(attributes)
+        self.bins[...] = bins
+        self.counts[...] = counts
+
     def absorb(self, parts) -> None:
         """Add, in place, the rows of ``parts`` (DiagnosticsStates, or a small read's :class:`RowsToFold`) after
         those of ``self``, in order: the same bits as merging them, all or nothing.

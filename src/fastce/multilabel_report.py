@@ -111,6 +111,14 @@ class MultilabelDiagnosticsState:
         """A state of its own (see DiagnosticsState.copy)."""
         return replace(self, hi=self.hi.copy(), lo=self.lo.copy(), counts=self.counts.copy(), worst=dict(self.worst))
 
+    def undo_record(self, parts) -> dict:
+        """What :meth:`absorb` may change (it rebinds attributes only), for :meth:`restore`."""
+        return dict(self.__dict__)
+
+    def restore(self, record) -> None:
+        self.__dict__.clear()
+        self.__dict__.update(record)
+
     def absorb(self, parts) -> None:
         """Add the rows of ``parts`` (states of the same options) after those of ``self``, in place, all or nothing
         (see DiagnosticsState.absorb): by merging, O(C) a part."""

@@ -193,6 +193,7 @@ class Evaluator(_Lockable):
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
+        state.pop("_undo", None)  # (see _commit: the last update's, for its own restore only)
         if state.get("_diag") is not None:  # added to in place (see _commit): a copy (copy.copy) gets its own
             state["_diag"] = state["_diag"].copy()
         return state
@@ -392,14 +393,20 @@ class Evaluator(_Lockable):
 
     def _snapshot(self, own_diagnostics: bool = False) -> tuple:
         # States and pending rows are never changed in place, so references are a snapshot; the diagnostics state
-        # is, by _commit, the last step of an update (after everything that may raise): a snapshot taken across
-        # several updates copies it (``own_diagnostics``).
+        # is, by _commit, the last step of an update (after everything that may raise but an interrupt, which
+        # _restore undoes with _commit's record): a snapshot taken across several updates copies it
+        # (``own_diagnostics``).
+        self._undo = None
         diag = self._diag
         if own_diagnostics and diag is not None:
             self._diag = diag.copy()
         return (self._reader, self._provisional, self._num_classes, self._state, diag, self._pending)
 
     def _restore(self, saved: tuple) -> None:
+        undo = getattr(self, "_undo", None)
+        if undo is not None:  # an interrupt (Ctrl-C, SIGTERM) during or after _commit's absorb
+            self._diag.restore(undo)
+            self._undo = None
         self._reader, self._provisional, self._num_classes, self._state, self._diag, self._pending = saved
 
     def _validate(self, y_true, scores, sample_weight, groups):
@@ -496,6 +503,10 @@ class Evaluator(_Lockable):
         """Take a batch's (state, parts, pending) from _consume: the diagnostics state adds the parts in place
         (its absorb; all or nothing), never handed out as it is (diagnostics_state gives a copy)."""
         if self._diag is not None and parts:
+            # What absorb changes, as it is now: an interrupt (KeyboardInterrupt, the command's SIGTERM) can land
+            # anywhere in it or after it, and _restore must then give back the diagnostics of the state it
+            # restores (a half-absorbed state, checkpointed by the command, could not be resumed).
+            self._undo = self._diag.undo_record(parts)
             self._diag.absorb(parts)
         self._state, self._pending = state, pending
 
@@ -542,6 +553,14 @@ class Evaluator(_Lockable):
             )
         if other.rows_seen == 0:
             return self
+        saved = self._snapshot()
+        try:
+            return self._merge_rows(other)
+        except BaseException:  # all or nothing, as update
+            self._restore(saved)
+            raise
+
+    def _merge_rows(self, other: Evaluator) -> Evaluator:
         if self._undecided():
             if self._reader is None or self._reader.task != other._reader.task:
                 self._settle(other._reader.task, other._num_classes)
