@@ -702,3 +702,43 @@ def test_a_sequence_files_error_names_the_file_row_and_position_once(tmp_path):
     status, _, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--no-progress")
     assert status == 2
     assert "z.npy (its row 2, position 7): scores row 107 holds NaN" in err and "of this batch" not in err
+
+
+def test_command_messages_for_one_column_scores_sequence_files_on_a_cluster_and_a_data_file_as_state(tmp_path):
+    # Found by a hunt of the command: Python-only advice (scores[:, 0]), a --scheduler error about "a dask array"
+    # the user never made, and "delete it to start over" said of a data file passed as --state.
+    rng = np.random.default_rng(6)
+    np.save(tmp_path / "z1.npy", rng.normal(size=(50, 1)))
+    np.save(tmp_path / "y.npy", rng.integers(0, 2, size=50))
+    status, _, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z1.npy", "--no-progress")
+    assert status == 2 and "np.save(path, z[:, 0])" in err and "scores[:, 0]" not in err
+    status, _, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z1.npy", "--no-progress",
+                           "--state", tmp_path / "y.npy")
+    assert status == 2 and "is not a fastce checkpoint" in err and "delete" not in err and "pass another --state" in err
+    np.save(tmp_path / "zs.npy", rng.normal(size=(4, 5, 3)))
+    np.save(tmp_path / "ys.npy", rng.integers(0, 3, size=(4, 5)))
+    pytest.importorskip("distributed")
+    status, _, err = _main("eval", "--labels", tmp_path / "ys.npy", "--logits", tmp_path / "zs.npy", "--no-progress",
+                           "--scheduler", "tcp://127.0.0.1:1")
+    assert status == 2 and "--scheduler does not take sequence files" in err
+
+
+def test_the_task_of_a_targets_file_is_read_in_chunks_of_the_chunk_size(tmp_path, monkeypatch):
+    # Telling one-hot rows from a multi-label indicator read 65,536 rows at a time whatever --chunk-rows (8.4 GB
+    # for 32,000 float32 columns): now --chunk-rows, or ~64 MiB of labels.
+    from fastce import tasks
+
+    rng = np.random.default_rng(7)
+    np.save(tmp_path / "z.npy", rng.normal(size=(3000, 8)))
+    np.save(tmp_path / "y.npy", (rng.uniform(size=(3000, 8)) < 0.3).astype(np.int8))
+    reads = []
+    kind_of_chunks = tasks.kind_of_chunks
+
+    def recording(chunks, dtype):
+        return kind_of_chunks(((lo, reads.append(chunk.shape[0]) or chunk) for lo, chunk in chunks), dtype)
+
+    monkeypatch.setattr(tasks, "kind_of_chunks", recording)
+    status, _, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--no-progress",
+                           "--chunk-rows", "100")
+    assert status == 0, err
+    assert reads and max(reads) <= 100

@@ -379,7 +379,7 @@ def load_checkpoint(path: str, fingerprint: dict, *, key: str = "evaluator", loa
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise UsageError(
             f"state file {path} is not a fastce checkpoint (not JSON: {_one_line(str(exc))[:200] or type(exc).__name__}); "
-            "delete it to start over."
+            "pass another --state (a new file, or one an earlier run of this command wrote)."
         ) from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise UsageError(f"state file {path} is not a fastce checkpoint; delete it or pass another --state.")
@@ -490,7 +490,7 @@ def _evaluate(args, out, err) -> int:
         top_k = top_k_option(args, num_classes, err)
         diagnostics = _diagnostics_options(args)
         try:
-            task = inputs.task(args.task)
+            task = inputs.task(args.task, args.chunk_rows)
         except InputError as exc:  # a labels file's bad value: name the file, as the rows' errors do
             raise _with_where(exc, inputs) from None
         fingerprint = {
@@ -664,8 +664,14 @@ def _evaluate_on_cluster(args, out, err) -> int:
         args.labels, logits=args.logits, proba=args.proba, sample_weight=args.weights,
         scores_name=args.scores_name, labels_name=args.labels_name, weights_name=args.weights_name,
     ) as inputs:  # opened here for the checks and messages of the local path; the workers reopen them
+        if len(inputs.scores.shape) > 2:  # fastce.dask reads (rows, classes) or (rows,) scores
+            raise UsageError(
+                f"--scheduler does not take sequence files: {inputs.scores.where} has shape "
+                f"{tuple(inputs.scores.shape)}. Leave --scheduler out (the command reads sequences a bounded chunk "
+                "at a time), or save the scores as (rows x positions, classes) with labels to match."
+            )
         try:
-            task = inputs.task(args.task)
+            task = inputs.task(args.task, args.chunk_rows)
         except InputError as exc:  # a labels file's bad value: name the file, as the rows' errors do
             raise _with_where(exc, inputs) from None
     diagnostics = _diagnostics_options(args)
@@ -727,6 +733,8 @@ def _flag_names(text: str, *, top_k: bool = True) -> str:
         text = re.sub(rf"\b{name}\b", flag, text)
     text = re.sub(r"^names must", "--names must", text)
     text = text.replace("fastce.evaluate reports", "fastce eval reports")
+    text = text.replace("pass scores[:, 0] (1-D binary scores)",
+                        "save the scores' one column as a 1-D array (np.save(path, z[:, 0])) for 1-D binary scores")
     return re.sub(r"nan_policy='(\w+)'", r"--nan-policy \1", text)
 
 

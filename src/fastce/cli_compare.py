@@ -85,7 +85,7 @@ def run_compare(args, out, err) -> int:
         # As fastce eval: --task, or the task the shapes ask for (an (rows, classes) labels file is read once,
         # in chunks, to tell one-hot rows from a multi-label indicator or soft targets).
         task = files.Inputs(scores=models[0], labels=labels, weights=weights,
-                            from_logits=args.logits is not None).task(args.task)
+                            from_logits=args.logits is not None).task(args.task, args.chunk_rows)
         top_k = cli.top_k_option(args, num_classes, err)
         fingerprint = {
             "inputs": {

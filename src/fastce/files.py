@@ -846,7 +846,7 @@ class Inputs:
         """Columns of the scores, the last axis (2 for 1-D binary scores of class 1)."""
         return 2 if len(self.scores.shape) == 1 else self.scores.shape[-1]
 
-    def task(self, requested: str = "auto", chunk_rows: int = 1 << 16) -> str:
+    def task(self, requested: str = "auto", chunk_rows: int | None = None) -> str:
         """The task of these files: ``requested``, or inferred as ``fastce.evaluate`` infers it.
 
         Scores (..., C) are sequences: a label per position (shape (...)) is
@@ -886,6 +886,8 @@ class Inputs:
                 argument=self.labels.where,
             )
         n, c = self.n_rows, self.num_classes
+        if chunk_rows is None:  # ~DEFAULT_CHUNK_BYTES a chunk, as the reads (65,536 rows of 32,000 were 8.4 GB)
+            chunk_rows = max(1, DEFAULT_CHUNK_BYTES // max(1, self.labels.row_bytes))
         chunks = ((lo, self.labels.read(lo, min(lo + chunk_rows, n)).reshape(-1, c)) for lo in range(0, n, chunk_rows))
         return tasks.TASK_OF_KIND[tasks.kind_of_chunks(chunks, self.labels.dtype)]
 
