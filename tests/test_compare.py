@@ -581,3 +581,29 @@ def test_the_text_of_degenerate_differences_does_not_contradict_itself():
     same = str(fastce.compare(labels, logits={"A": z, "B": z.copy()}, groups=np.zeros(20, dtype=np.int64)))
     assert "- Lowest loss: A and B (" in same and "tied: the difference is exactly 0." in same
     assert "higher by +0.0000" not in same and "(nan-nan)" not in same and "over 1 group)" in same
+
+
+def test_comparator_update_raises_at_once_for_rows_evaluate_refuses_and_stays_usable():
+    # A NaN row under nan_policy="raise", a multi-label target of 2, binary probabilities above 1: accepted by
+    # Comparator.update (checked at result() only), after which every result() raised, the Comparator unusable.
+    rng = np.random.default_rng(12)
+    z = rng.normal(size=(300, 4))
+    y = rng.integers(0, 4, size=300)
+    bad = z.copy()
+    bad[105, 2] = np.nan
+    cases = [
+        (fastce.Comparator(["A", "B"], 4), y, {"A": z, "B": bad}, r"logits\['B'\] row 105 holds NaN"),
+        (fastce.Comparator(["A", "B"], 4, task="multilabel"), np.where(np.arange(1200).reshape(300, 4) == 423, 2,
+                                                                       (z > 0).astype(int)),
+         {"A": z, "B": z}, r"y_true row 105 holds 2 in column 3"),
+        (fastce.Comparator(["A", "B"], 2, task="binary", from_logits=False), y % 2,
+         {"A": np.full(300, 0.5), "B": np.where(np.arange(300) == 105, 1.5, 0.5)}, r"proba\['B'\] row 105"),
+    ]
+    for cmp, labels, scores, message in cases:
+        cmp.update(labels[:100], {k: v[:100] for k, v in scores.items()})
+        before = json.dumps(cmp.state_dict())
+        for stop in (110, 300):  # the bad row held back (under a block), and read
+            with pytest.raises(fastce.InputError, match=message):
+                cmp.update(labels[100:stop], {k: v[100:stop] for k, v in scores.items()})
+            assert json.dumps(cmp.state_dict()) == before
+        cmp.result()  # still usable

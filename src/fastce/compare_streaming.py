@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from fastce.compare import MAX_MODELS, Batch, Comparison, ComparisonState, _confident_below, _top_k, validated_batch
+from fastce.readers import make_reader
 from fastce.errors import InputError
 from fastce.readers import _held_targets  # class indices as int64, (n, C) targets as float64
 from fastce.state import check_nan_policy
@@ -164,7 +165,18 @@ class Comparator(_Lockable):
             offset += whole
         if offset < batch.n_rows:
             pending = _slice_copy(batch, offset, batch.n_rows)
+        # The errors these rows must raise now, as Evaluator.update's (its rows held back included, read for the
+        # check only): left to result(), a NaN row under nan_policy="raise" or a target out of range was accepted,
+        # and every later result() raised, the Comparator unusable.
+        self._raise_now(state if pending is None else state.merge(self._read(pending)))
         self._state, self._pending = state, pending
+
+    def _raise_now(self, state: ComparisonState) -> None:
+        st = self._state
+        reader = make_reader(st.task, st.num_classes, from_logits=st.from_logits)
+        argument = "logits" if st.from_logits else "proba"
+        for name in st.names:
+            reader.raise_now(state.states[name], self._nan_policy, f"{argument}[{name!r}]")
 
     def _read(self, rows) -> ComparisonState:
         """A new state of these rows (whole blocks, or the last ones), with this Comparator's settings."""
