@@ -424,3 +424,16 @@ def test_bad_multilabel_and_soft_targets_name_the_value_and_its_column():
     stream.update(y[:2], z[:2])
     with pytest.raises(InputError, match=r"y_true row 2 holds 1.5 in column 1, outside"):
         stream.update(y[2:], z[2:])
+
+
+def test_labels_and_scores_passed_the_other_way_round_are_named_as_swapped():
+    # With 1-D labels given as the scores (the binary task) and (n, C) scores as y_true, the message said "For
+    # one-hot targets pass labels.argmax(axis=1)": wrong twice (swapped, and one-hot targets are taken as they are).
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(100, 5))
+    y = rng.integers(0, 5, size=100)
+    for call in (lambda: fastce.evaluate(z, logits=y.astype(float)), lambda: fastce.diagnose(z, logits=y * 1.0),
+                 lambda: fastce.Evaluator().update(z, y * 1.0)):
+        with pytest.raises(InputError, match=r"swapped \(passed the other way round\), swap them back") as caught:
+            call()
+        assert "argmax" not in str(caught.value)

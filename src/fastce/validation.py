@@ -182,9 +182,14 @@ def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=N
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1:
+        # (One-hot targets are taken as they are beside scores of their shape: "pass labels.argmax(axis=1)"
+        # was said to users who had passed the scores and the labels the other way round.)
+        also = (f" Targets of one column per class (one-hot, multi-label or soft) go with scores of their own "
+                f"shape, (n, {labels.shape[1]}). If {name} and the scores were swapped (passed the other way "
+                "round), swap them back: fastce takes y_true first, the scores as logits= or proba= (PyTorch's losses take the scores "
+                "first)." if labels.ndim == 2 else "")
         raise InputError(
-            f"{name} must be a 1-D array of class indices; got shape {labels.shape}. "
-            "For one-hot targets pass labels.argmax(axis=1).",
+            f"{name} must be a 1-D array of class indices here; got shape {labels.shape}.{also}",
             argument=name,
             value=labels.shape,
         )
