@@ -779,3 +779,20 @@ def test_options_that_size_memory_are_bounded_before_anything_is_allocated():
         fastce.Evaluator(2**31, diagnostics=True)
     assert info.value.argument == "num_classes"
     assert fastce.diagnose(y, logits=z, n_bins=4096, hist_bins=4096, dense_confusion_max=4096).metrics.n == 10
+
+
+def test_the_confidently_wrong_finding_speaks_of_the_rows_not_of_a_high_accuracy():
+    # "a few such rows are enough to make the loss high while accuracy stays high" was printed at 40% accuracy.
+    rng = np.random.default_rng(0)
+    n, c = 20000, 10
+    y = rng.integers(0, c, n)
+    z = 0.3 * rng.standard_normal((n, c))
+    z[np.arange(n), y] += 0.5
+    bad = rng.random(n) < 0.3
+    z[bad, (y[bad] + 1) % c] += 8
+    z[bad, y[bad]] -= 4
+    r = fastce.diagnose(y, logits=z)
+    text = "\n".join(r.summary())
+    assert r.metrics.accuracy < 0.5 and "accuracy stays high" not in text
+    share = r.loss_split["confidently_wrong"]
+    assert f"{share['loss_share'] / share['row_share']:.2g} times their share of the rows" in text
