@@ -714,7 +714,12 @@ def _finish(compute, args, inputs, out, err) -> None:
 def _with_where(exc: InputError, inputs, groups=None) -> InputError:
     """The same error, prefixed with the file it concerns when known."""
     where = _where_for(exc, inputs, groups)
-    return InputError(f"{where}: {exc}" if where else str(exc), argument=exc.argument, row=exc.row)
+    text = str(exc)
+    if where and exc.row is not None and getattr(inputs, "positions_per_row", 1) > 1:
+        # The prefix names the file's row and the position; the API's "row 103" is a flattened position, a row
+        # a 16-row file does not have.
+        text = re.sub(rf" row {int(exc.row)}\b", "", text, count=1)
+    return InputError(f"{where}: {text}" if where else text, argument=exc.argument, row=exc.row)
 
 
 def _flag_names(text: str, *, top_k: bool = True) -> str:
