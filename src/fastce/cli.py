@@ -738,6 +738,8 @@ def _flag_names(text: str, *, top_k: bool = True) -> str:
         text = re.sub(rf"\b{name}\b", flag, text)
     text = re.sub(r"^names must", "--names must", text)
     text = text.replace("fastce.evaluate reports", "fastce eval reports")
+    text = text.replace("--proba instead (Evaluator(..., from_logits=False); fastce eval --proba FILE)",
+                        "--proba FILE instead")
     text = text.replace("swap them back: fastce takes y_true first, the scores as --logits or --proba (PyTorch's "
                         "losses take the scores first).", "swap the files of --labels and --logits (or --proba).")
     text = text.replace("pass scores[:, 0] (1-D binary scores)",
