@@ -291,7 +291,8 @@ class DiagnosticsState:
 
     def absorb(self, parts) -> None:
         """Add, in place, the rows of ``parts`` (DiagnosticsStates, or a small read's :class:`RowsToFold`) after
-        those of ``self``, in order: the same bits as merging them, all or nothing.
+        those of ``self``, in order: the same bits as merging them; nothing changed when it raises (an interrupt,
+        which may land anywhere, is undone by the caller with :meth:`undo_record` and :meth:`restore`).
 
         A streaming update's diagnostics (see ``fastce.streaming.Evaluator``):
         merging builds a new state, O(C^2) with a dense confusion matrix, and
