@@ -742,3 +742,17 @@ def test_the_task_of_a_targets_file_is_read_in_chunks_of_the_chunk_size(tmp_path
                            "--chunk-rows", "100")
     assert status == 0, err
     assert reads and max(reads) <= 100
+
+
+def test_a_sequence_files_weights_error_keeps_its_block_row(tmp_path):
+    # The row taken out of the API's message for sequence files is the subject's only ("y_true row 103 is"):
+    # "first in the block of rows from row 512" lost its number ("from), so").
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "z.npy", rng.normal(size=(4, 300, 3)))
+    np.save(tmp_path / "y.npy", rng.integers(0, 3, size=(4, 300)))
+    w = np.ones((4, 300))
+    w[2, 100:] = 1e308
+    np.save(tmp_path / "w.npy", w)
+    status, _, err = _main("eval", "--labels", tmp_path / "y.npy", "--logits", tmp_path / "z.npy", "--weights",
+                           tmp_path / "w.npy", "--no-progress")
+    assert status == 2 and "rows from)" not in err and "first in the block of rows from row " in err

@@ -623,3 +623,45 @@ def test_the_text_qualifies_a_trade_off_whose_accuracy_difference_is_noise():
     line = next(s for s in str(cmp).splitlines() if s.startswith("- A is right more often than C"))
     assert "(the accuracy difference is within the noise: this may be chance)" in line
     assert "carry 0.27% of the loss difference" in line
+
+
+def test_shares_and_ratios_in_the_findings_print_as_plain_numbers():
+    # ".2g" printed a share of 99.6% as "1e+02%" and a ratio of 151 as "1.5e+02 times".
+    n = 4000
+    y = np.zeros(n, dtype=np.int64)
+    a = np.tile(np.log([0.6, 0.3, 0.1]), (n, 1))
+    b = a.copy()
+    a[:300] = np.log([0.4, 0.45, 0.15])
+    b[:300] = np.log([0.4, 0.35, 0.25])
+    b[300:340] = np.log([0.001, 0.998, 0.001])
+    b[340:400] = np.log([0.59, 0.31, 0.10])
+    text = str(fastce.compare(y, logits={"A": a, "B": b}))
+    assert "e+" not in text and "% of the loss difference" in text
+    z = np.tile([4.0, 0.0, 0.0], (2000, 1))
+    z[:4] = [-6.0, 6.0, 0.0]  # 0.2% of rows confidently wrong, carrying most of the loss
+    report = "\n".join(fastce.diagnose(np.zeros(2000, dtype=np.int64), logits=z).summary())
+    assert " times their share of the rows" in report and "e+" not in report
+
+
+def test_comparator_updates_read_each_row_once_when_nothing_may_raise(monkeypatch):
+    # The check of held-back rows read them all again at every update, with every pair and group sum (2,048 rows
+    # fed in 64-row updates read 9,216): clean finite rows are not read for the check.
+    rng = np.random.default_rng(3)
+    n, c = 2048, 5
+    y = rng.integers(0, c, n)
+    scores = {m: rng.normal(size=(n, c)) for m in ("A", "B", "C")}
+    cmp = fastce.Comparator(["A", "B", "C"], c, groups=True)
+    read_rows = []
+    read = ComparisonState.read
+
+    def counting(self, views, *args, **kwargs):
+        read_rows.append(views[0].shape[0])
+        return read(self, views, *args, **kwargs)
+
+    monkeypatch.setattr(ComparisonState, "read", counting)
+    groups = np.arange(n) // 7
+    for lo in range(0, n, 64):
+        cmp.update(y[lo:lo + 64], {m: s[lo:lo + 64] for m, s in scores.items()}, groups=groups[lo:lo + 64])
+    assert sum(read_rows) == n
+    monkeypatch.undo()
+    assert cmp.result().to_json() == fastce.compare(y, logits=scores, groups=groups).to_json()

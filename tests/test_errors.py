@@ -437,3 +437,12 @@ def test_labels_and_scores_passed_the_other_way_round_are_named_as_swapped():
         with pytest.raises(InputError, match=r"swapped \(passed the other way round\), swap them back") as caught:
             call()
         assert "argmax" not in str(caught.value)
+
+
+def test_a_two_column_target_of_the_wrong_width_is_not_called_swapped():
+    # The "swapped" text is for 1-D scores beside a 2-D y_true; cross_entropy(input, target) with a target of
+    # the wrong width had been told "fastce takes y_true first, the scores as logits=" (it takes input first).
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError) as caught:
+        fastce.cross_entropy(rng.normal(size=(20, 4)), rng.uniform(size=(20, 5)))
+    assert "swap" not in str(caught.value)

@@ -251,7 +251,7 @@ def validated_batch(y_true, arrays, names, argument: str, sample_weight, groups,
                      rows.tolerance)
     note = "1-D scores are a binary task: labels are 0 or 1" if binary else None
     labels = validation.class_indices(_class_labels(target, n_rows, n_classes, task), "y_true", n_rows, n_classes,
-                                      note=note, ignorable=False)  # compare takes no ignore_index
+                                      note=note, ignorable=False, one_score_a_row=binary)  # no ignore_index
     weights = validation.sample_weight(sample_weight, n_rows)
     return Batch([s.view for s in scores], [s.eps for s in scores], labels, weights, ids, task)
 

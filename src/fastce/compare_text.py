@@ -222,7 +222,8 @@ def _confidently_wrong_phrase(c, winner: str, loser: str) -> str:
     if not (math.isfinite(share) and share > 0):
         carried = ""
     elif share <= 1.0:
-        carried = f", and they carry {100 * share:.2g}% of the loss difference"  # (.0f had said 0% of 0.27%)
+        percent = 100 * share  # (.0f said 0% of 0.27%; .2g said 1e+02% of 99.6%)
+        carried = f", and they carry {f'{percent:.2g}' if percent < 10 else f'{percent:.0f}'}% of the loss difference"
     else:
         carried = (f"; they alone add {cw['loss_difference']:+.3f} nats to {winner}'s mean loss, more than "
                    f"the whole difference: on the other rows {winner}'s loss is lower")

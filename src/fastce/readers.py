@@ -516,7 +516,7 @@ class BinaryReader(_StateReader):
     def _labels(self, y, n_rows: int, *, check_range: bool) -> np.ndarray:
         return validation.class_indices(y, "y_true", n_rows, 2, ignore_label=self.ignore_index,
                                         note="1-D scores are a binary task: labels are 0 or 1", check_range=check_range,
-                                        ignorable=False)  # the binary task takes no ignore_index
+                                        ignorable=False, one_score_a_row=True)  # the binary task: no ignore_index
 
     def _check_options(self) -> None:
         Reader._check_options(self)  # the binary kernels have no ignored label

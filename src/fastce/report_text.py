@@ -13,6 +13,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _times(x: float) -> str:
+    """A ratio in plain digits: two significant ones below 10 (5.1), whole numbers above (150, not 1.5e+02)."""
+    return f"{x:.2g}" if x < 10 else f"{x:.0f}"
+
+
 def findings(report) -> list:
     """One plain sentence per thing a newcomer should notice."""
     m = report.metrics
@@ -41,8 +46,8 @@ def findings(report) -> list:
                 f"and carry {_pct(confident['loss_share'])} of the loss"
                 + (
                     # (Said of the rows, not of the accuracy: "while accuracy stays high" was printed at 40%.)
-                    f", {confident['loss_share'] / confident['row_share']:.2g} times their share of the rows: a few "
-                    "such rows raise the loss far more than they lower the accuracy."
+                    f", {_times(confident['loss_share'] / confident['row_share'])} times their share of the rows: a "
+                    "few such rows raise the loss far more than they lower the accuracy."
                     if confident["loss_share"] > 2 * confident["row_share"]
                     else "."
                 )

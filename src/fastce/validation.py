@@ -172,11 +172,12 @@ def _first_row(mask: np.ndarray) -> int:
 
 
 def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=None, note=None,
-                  check_range: bool = True, ignorable: bool = True) -> np.ndarray:
+                  check_range: bool = True, ignorable: bool = True, one_score_a_row: bool = False) -> np.ndarray:
     """Validate integer class indices in [0, num_classes) (or equal to ``ignore_label``).
 
     ``note`` replaces "(the scores have C columns)" in the out-of-range message.  ``ignorable``: whether the
-    door takes ``ignore_index`` (only then does a negative label's message suggest it).
+    door takes ``ignore_index`` (only then does a negative label's message suggest it).  ``one_score_a_row``:
+    the scores are 1-D (binary), where a 2-D ``y`` is most likely the scores, passed in its place.
     """
     labels = as_array(y, name)
     if labels.ndim == 2 and labels.shape[1] == 1:
@@ -185,9 +186,11 @@ def class_indices(y, name: str, n_rows: int, num_classes: int, *, ignore_label=N
         # (One-hot targets are taken as they are beside scores of their shape: "pass labels.argmax(axis=1)"
         # was said to users who had passed the scores and the labels the other way round.)
         also = (f" Targets of one column per class (one-hot, multi-label or soft) go with scores of their own "
-                f"shape, (n, {labels.shape[1]}). If {name} and the scores were swapped (passed the other way "
-                "round), swap them back: fastce takes y_true first, the scores as logits= or proba= (PyTorch's losses take the scores "
-                "first)." if labels.ndim == 2 else "")
+                f"shape, (n, {labels.shape[1]})." if labels.ndim == 2 else "")
+        if labels.ndim == 2 and one_score_a_row:
+            also += (f" The scores have one value a row: if {name} and the scores were swapped (passed the other way "
+                     "round), swap them back: fastce takes y_true first, the scores as logits= or proba= (PyTorch's "
+                     "losses take the scores first).")
         raise InputError(
             f"{name} must be a 1-D array of class indices here; got shape {labels.shape}.{also}",
             argument=name,
