@@ -718,7 +718,7 @@ def _with_where(exc: InputError, inputs, groups=None) -> InputError:
     if where and exc.row is not None and getattr(inputs, "positions_per_row", 1) > 1:
         # The prefix names the file's row and the position; the API's "row 103" is a flattened position, a row
         # a 16-row file does not have.
-        text = re.sub(rf"^(\S+) row {int(exc.row)}\b", r"\1", text, count=1)  # the subject's row only
+        text = re.sub(rf"^(\S+) row {int(exc.row)}\b", r"\1 at that position", text, count=1)  # the subject's
     return InputError(f"{where}: {text}" if where else text, argument=exc.argument, row=exc.row)
 
 
