@@ -372,6 +372,11 @@ class ComparisonState:
     def block_rows(self) -> int:
         return compare_block_rows(self.task, self.num_classes, self.from_logits)
 
+    @property
+    def rows_seen(self) -> int:
+        """The rows read (every model reads the same rows)."""
+        return self.states[self.names[0]].rows_seen
+
     def read(self, views, eps, labels, weights, groups=None, tolerance: float = 0.0, precision: str = "input") -> None:
         """Read every model's validated scores (kernel views, in ``names`` order; ``eps`` each one's
         machine epsilon) over the same slices of whole blocks, the first at a block boundary.

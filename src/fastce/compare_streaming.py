@@ -99,8 +99,7 @@ class Comparator(_Lockable):
 
     @property
     def rows_seen(self) -> int:
-        done = self._state.states[self._state.names[0]].rows_seen
-        return done + (0 if self._pending is None else self._pending.n_rows)
+        return self._state.rows_seen + (0 if self._pending is None else self._pending.n_rows)
 
     def _arrays(self, scores) -> list:
         if isinstance(scores, dict):
@@ -156,9 +155,6 @@ class Comparator(_Lockable):
         state, pending = self._state, self._pending
         first = self.rows_seen  # the stream's row of batch row 0 (the held-back rows included)
 
-        def done(st):  # the rows a state has read
-            return st.states[st.names[0]].rows_seen
-
         def read(rows, base):
             part = self._read(rows)
             self._raise_now(part, base)
@@ -166,7 +162,7 @@ class Comparator(_Lockable):
 
         if pending is not None and (pending.tolerance != batch.tolerance or any(
                 p.dtype != v.dtype or pe != e for p, v, pe, e in zip(pending.views, batch.views, pending.eps, batch.eps))):
-            state, pending = state.merge(read(pending, done(state))), None  # a dtype changed: close the block
+            state, pending = state.merge(read(pending, state.rows_seen)), None  # a dtype changed: close the block
         offset = 0
         held = 0  # the batch's first row held back, if any
         if pending is not None:
@@ -175,7 +171,7 @@ class Comparator(_Lockable):
             pending = _concatenate(pending, _slice_copy(batch, 0, take))
             offset = take
             if pending.n_rows == br:
-                state, pending = state.merge(read(pending, done(state))), None
+                state, pending = state.merge(read(pending, state.rows_seen)), None
         whole = (batch.n_rows - offset) // br * br
         if whole:
             state = state.merge(read(batch.rows(offset, offset + whole), first + offset))
@@ -186,10 +182,14 @@ class Comparator(_Lockable):
             self._raise_now(self._read(batch.rows(held, batch.n_rows), grouped=False), first + held)
         self._state, self._pending = state, pending
 
+    def _reader(self):
+        """The task's reader (its checks: may_raise, raise_now)."""
+        st = self._state
+        return make_reader(st.task, st.num_classes, from_logits=st.from_logits)
+
     def _may_raise(self, rows) -> bool:
         """A cheap test of rows (not read yet): whether reading them could raise (see readers.Reader.may_raise)."""
-        st = self._state
-        reader = make_reader(st.task, st.num_classes, from_logits=st.from_logits)
+        reader = self._reader()
         return any(reader.may_raise(RowsBatch(view, eps, rows.labels, rows.weights), self._nan_policy)
                    for view, eps in zip(rows.views, rows.eps))
 
@@ -197,8 +197,7 @@ class Comparator(_Lockable):
         """Raise what the rows of ``part`` must raise now, naming the stream's row (``base``: its first)."""
         from fastce.streaming import _globalize
 
-        st = self._state
-        reader = make_reader(st.task, st.num_classes, from_logits=st.from_logits)
+        st, reader = self._state, self._reader()
         argument = "logits" if st.from_logits else "proba"
         try:
             for name in st.names:

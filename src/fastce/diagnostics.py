@@ -303,7 +303,7 @@ class DiagnosticsState:
         one fold step that can raise: a block's sum overflowing), then the
         rest, which cannot.
         """
-        rows = [(part, piece) for part in parts if isinstance(part, RowsToFold) for piece in part.slices]
+        pieces = [piece for part in parts if isinstance(part, RowsToFold) for piece in part.slices]
         for part in parts:
             if not isinstance(part, RowsToFold) and self.options != part.options:
                 raise ValueError(f"cannot merge diagnostics with different options: {self.options} vs {part.options}")
@@ -312,7 +312,7 @@ class DiagnosticsState:
         counts = np.zeros(DK.N_SMALL_COUNTS, dtype=np.int64)
         losses = []
         try:
-            for _, (_, labels, weights, stats, pred) in rows:
+            for _, labels, weights, stats, pred in pieces:
                 losses.append(np.empty(labels.shape[0]))
                 self._fold_bins(labels, weights, stats, pred, bins, counts, losses[-1])
             DK.add_exact(self.bins, bins[np.newaxis])

@@ -26,6 +26,16 @@ class InputError(ValueError):
         self.position = position
 
 
+def with_row_named(exc: InputError, row: int, place: str, alone: str | None = None, **fields) -> InputError:
+    """``exc`` with its "row N" (N = exc.row) said as ``place`` (a message without one gets ``alone``, or
+    ``place``, in parentheses), for row ``row``: an error renumbered or relocated by a caller that knows more of
+    where its rows come from."""
+    message, count = re.subn(rf"\brow {int(exc.row)}\b", place, str(exc), count=1)
+    if not count:
+        message = f"{message} ({alone or place})"
+    return InputError(message, argument=exc.argument, row=row, value=exc.value, **fields)
+
+
 @contextmanager
 def positions_named(lead: tuple, first_row: int = 0, stream: bool = False):
     """Errors about a row of (..., C) scores, whose rows are their flattened positions, name the position too:
@@ -44,10 +54,7 @@ def positions_named(lead: tuple, first_row: int = 0, stream: bool = False):
         position = tuple(position)
         place = f"position {position} of this batch (row {exc.row} of the stream)" if stream else (
             f"position {position} (row {exc.row} of the {math.prod(lead)} positions)")
-        message, count = re.subn(rf"\brow {int(exc.row)}\b", place, str(exc), count=1)
-        if not count:
-            message = f"{message} (at {place})"
-        named = InputError(message, argument=exc.argument, row=exc.row, value=exc.value, position=position)
+        named = with_row_named(exc, exc.row, place, f"at {place}", position=position)
         named.unpositioned = exc  # for a caller naming the place its own way (the command: file, row, position)
         raise named from None
 

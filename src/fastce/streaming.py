@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import base64
 import functools
-import re
 import threading
 from dataclasses import replace
 
 import numpy as np
 
 from fastce import readers, tasks, validation
-from fastce.errors import InputError, positions_named
+from fastce.errors import InputError, positions_named, with_row_named
 from fastce.metrics import Metrics
 from fastce.readers import Batch
 from fastce.state import MAX_NUM_CLASSES, State, check_nan_policy, malformed_reason
@@ -908,8 +907,5 @@ def _globalize(exc: InputError, base: int) -> InputError:
     if exc.row is None or base == 0:
         return exc
     row = base + int(exc.row)
-    message, count = re.subn(rf"\brow {int(exc.row)}\b", f"row {row}", str(exc), count=1)
-    if not count:
-        message = f"{message} (row {row} of the stream)"
-    return InputError(message, argument=exc.argument, row=row, value=exc.value)
+    return with_row_named(exc, row, f"row {row}", f"row {row} of the stream")
 
