@@ -726,3 +726,48 @@ def test_one_column_scores_with_a_one_column_target_are_a_one_label_indicator():
     ev.update(np.zeros(5, np.int64), z[:5])
     with pytest.raises(InputError, match="is a one-label indicator .* made this a multiclass evaluation"):
         ev.update(y, z)
+
+
+def test_one_hot_targets_forced_to_the_multi_label_task_warn_at_every_door(tmp_path):
+    # task="multilabel" on one-hot rows (one label per row) reports a per-element accuracy, mostly the easy "no"
+    # columns, far above the argmax accuracy the single label calls for: the seed question "binary or categorical
+    # cross-entropy?".  binary_cross_entropy warned; evaluate and every door through the multi-label state did not.
+    import warnings
+
+    rng = np.random.default_rng(9)
+    z = (2 * rng.standard_normal((400, 8))).astype(np.float32)
+    one_hot = np.eye(8, dtype=np.uint8)[rng.integers(0, 8, 400)]
+    per_element = np.mean((z > 0) == (one_hot > 0.5))
+    argmax = np.mean(z.argmax(axis=1) == one_hot.argmax(axis=1))
+    expected = rf"exactly one 1 among 8 columns .*multi-label task .*\({per_element:.4f}.*\({argmax:.4f}\).*multi-class"
+
+    def evaluator():
+        ev = fastce.Evaluator(task="multilabel")
+        ev.update(one_hot[:150], z[:150])
+        ev.update(one_hot[150:], z[150:])
+        return ev.result()
+
+    np.save(tmp_path / "y.npy", one_hot)
+    np.save(tmp_path / "z.npy", z)
+    doors = {
+        "evaluate": lambda: fastce.evaluate(one_hot, logits=z, task="multilabel"),
+        "Evaluator": evaluator,
+        "diagnose": lambda: fastce.diagnose(one_hot, logits=z, task="multilabel"),
+        "compare": lambda: fastce.compare(one_hot, logits={"a": z, "b": z[::-1].copy()}, task="multilabel"),
+    }
+    for door, call in doors.items():
+        with pytest.warns(fastce.FastCEWarning) as record:
+            call()
+        assert any(re.search(expected, str(w.message)) for w in record), door  # compare: one warning a model
+    err = io.StringIO()
+    argv = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--no-progress"]
+    assert cli.main(argv + ["--task", "multilabel"], out=io.StringIO(), err=err) == 0
+    assert re.search(expected, err.getvalue().replace("\n", " ")), err.getvalue()
+    # Quiet where the rows are not all one-hot, and where one-hot rows are read as the class indices they are.
+    some_not = one_hot.copy()
+    some_not[3, (one_hot[3].argmax() + 1) % 8] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastce.evaluate(some_not, logits=z, task="multilabel")
+        fastce.evaluate(one_hot, logits=z)
+        fastce.evaluate(one_hot[:, :1], logits=z[:, :1])  # a one-label indicator: one column, no single-label reading

@@ -263,6 +263,26 @@ def warn_bce_omitted(sums: Sums, name: str, *, stacklevel: int | None = None) ->
     )
 
 
+def warn_one_hot(sums: Sums, n_cols: int, target_name: str, asked: str, advice: str, *,
+                 stacklevel: int | None = None) -> None:
+    """Warn when every counted row of an (N, C) target holds exactly one 1 (one label per row, C >= 2) but the
+    scores were read as C separate yes/no questions (``asked``: what read each column so), giving both accuracies:
+    the per-element one such a reading reports and the argmax one a single label calls for; ``advice`` ends it."""
+    rows = sums.count(KB.N_ROWS)
+    weight = sums.value(KB.S_WEIGHT)
+    if n_cols < 2 or rows == 0 or sums.count(KB.N_ONE_HOT) != rows or weight == 0.0:
+        return
+    per_element = per_element_mean(sums.value(KB.S_HITS), weight, n_cols)
+    argmax = sums.value(KB.S_ARGMAX) / weight
+    warnings.warn(
+        f"every row of {target_name} has exactly one 1 among {n_cols} columns (one label per row), but {asked} "
+        f"as a separate yes/no question, so its per-element accuracy ({per_element:.4f}, mostly "
+        f"the easy 'no' columns) is not the accuracy of picking the highest score ({argmax:.4f}); {advice}",
+        FastCEWarning,
+        stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
+    )
+
+
 def check_soft_sums(sums: Sums, name: str, *, stacklevel: int | None = None, locate=None) -> None:
     """Raise for negative / NaN / infinite target values; warn for rows not summing to 1.
 
@@ -456,6 +476,10 @@ class MultilabelState(_SumsState):
             _check_counted(n, weight, self.rows_seen)
             ce = per_element_mean(bce_loss_total(sums), weight, n_cols)
             warn_loss_overflow(ce, sums.count(KB.N_INF_LOSS) > 0, scores_name)
+            warn_one_hot(sums, n_cols, target_name,
+                         f"the multi-label task (task='multilabel') reads each column of {scores_name}",
+                         "for one label per row use the multi-class task (task='auto' or task='multiclass': one-hot "
+                         "rows are read as their class indices).")
             hamming = per_element_mean(sums.value(KB.S_HITS), weight, n_cols)
             subset = sums.value(KB.S_SUBSET) / weight
             brier = per_element_mean(sums.value(KB.S_BRIER), weight, n_cols)

@@ -11,16 +11,15 @@ whole), exact sums.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
-from fastce import _accumulate_family, validation
+from fastce import _accumulate_family, task_states, validation
 from fastce import kernels_binary as KB
-from fastce.errors import FastCEWarning, InputError
+from fastce.errors import InputError
 from fastce.state import check_nan_policy, warn_loss_overflow
 from fastce.task_states import bce_loss_total as loss_total
-from fastce.task_states import check_bce_sums, per_element_mean, raise_bce_nan_rows as raise_nan_rows
+from fastce.task_states import check_bce_sums, raise_bce_nan_rows as raise_nan_rows
 from fastce.task_states import warn_bce_omitted as warn_omitted
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -241,19 +240,7 @@ def column_weight(values, name: str, n_cols: int) -> np.ndarray:
 
 
 def warn_one_hot(sums, n_cols: int, target_name: str, *, stacklevel: int) -> None:
-    """Warn when binary cross-entropy is asked of single-label one-hot targets."""
-    rows = sums.count(KB.N_ROWS)
-    weight = sums.value(KB.S_WEIGHT)
-    if n_cols < 2 or rows == 0 or sums.count(KB.N_ONE_HOT) != rows or weight == 0.0:
-        return
-    per_element = per_element_mean(sums.value(KB.S_HITS), weight, n_cols)
-    argmax = sums.value(KB.S_ARGMAX) / weight
-    warnings.warn(
-        f"every row of {target_name} has exactly one 1 among {n_cols} columns (one label per row), but binary "
-        f"cross-entropy scores each column as a separate yes/no question, so its per-element accuracy "
-        f"({per_element:.4f}, mostly the easy 'no' columns) is not the accuracy of picking the highest score "
-        f"({argmax:.4f}); "
-        "for one label per row use fastce.cross_entropy / evaluate with class indices (target.argmax(axis=1)).",
-        FastCEWarning,
-        stacklevel=stacklevel,
-    )
+    """Warn when binary cross-entropy is asked of single-label one-hot targets (task_states.warn_one_hot)."""
+    task_states.warn_one_hot(sums, n_cols, target_name, "binary cross-entropy scores each column",
+                             "for one label per row use fastce.cross_entropy / evaluate with class indices "
+                             "(target.argmax(axis=1)).", stacklevel=stacklevel + 1)
