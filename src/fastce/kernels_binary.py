@@ -276,25 +276,33 @@ def _logit_element_overload(x, label, float32_math):
     return float32_math_of_input
 
 
-def logit_exps(logits, start, stop, float32_math, exps):  # pragma: no cover - replaced by the overload below
+def logit_exps(logits, start, stop, float32_math, exps, exps32):  # pragma: no cover - replaced by the overload
     return None
 
 
 @overload(logit_exps, jit_options=OVERLOAD_OPTIONS)
-def _logit_exps_overload(logits, start, stop, float32_math, exps):
+def _logit_exps_overload(logits, start, stop, float32_math, exps, exps32):
     """exps[i - start] = logit_exp_f32(logits[i]) for i in [start, stop) where logit_element takes float32
-    math (see there); nothing where it takes float64 math (logit_element_after_exps then ignores ``exps``)."""
+    math (see there); nothing where it takes float64 math (logit_element_after_exps then ignores ``exps``).
+
+    As logit_exps_into: the float32 exps into ``exps32`` (float32, at least stop - start long, not
+    overlapping ``exps``) in a loop of float32 values only, then widened and unscaled in a loop of their
+    own.  In one loop, LLVM sized the vectors by the float64 stores and, for some hosts' cost models
+    (numba's host CPU "rocketlake", an AVX-512 Xeon guest), took 4 lanes: the float32 exp on xmm registers
+    (tests/test_vectorised.py::test_binary_logit_loop_is_packed_simd).  The same values."""
     if _float64_logit_math(logits.dtype, float32_math):
-        def float64_math(logits, start, stop, float32_math, exps):
+        def float64_math(logits, start, stop, float32_math, exps, exps32):
             inline_into_callers()
             return None
 
         return float64_math
 
-    def float32_math_of_input(logits, start, stop, float32_math, exps):
+    def float32_math_of_input(logits, start, stop, float32_math, exps, exps32):
         inline_into_callers()
         for i in range(start, stop):
-            exps[np.uint64(i - start)] = logit_exp_f32(as_native(logits[np.uint64(i)]))
+            exps32[np.uint64(i - start)] = biased_exp_f32(as_native(logits[np.uint64(i)]))
+        for r in range(stop - start):
+            exps[np.uint64(r)] = np.float64(exps32[np.uint64(r)]) * _UNBIAS  # exact: logit_exp_f32's value
         return None
 
     return float32_math_of_input
@@ -891,7 +899,9 @@ def _binary_logit_loop(logits, labels, sample_weight, row_losses, start, stop, w
     # its exp below), as kernels._two_class_loop: in one loop each 8 rows' exp, division and series made one
     # dependency chain longer than the core overlapped from one group of rows to the next.
     exps = terms[K.T_LOSS]
-    logit_exps(logits, start, stop, float32_math, exps)
+    # The float32 exps staged in the Brier row (its float32 view), which the loop below writes only after
+    # they are widened into ``exps``.
+    logit_exps(logits, start, stop, float32_math, exps, terms[K.T_BRIER].view(np.float32))
     # Unsigned indices: with signed ones LLVM kept numba's negative-index
     # wraparound and read every logit, label and weight with a gather.
     for i in range(start, stop):
