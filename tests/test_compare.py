@@ -519,12 +519,17 @@ def test_a_tampered_pair_sum_gives_numbers_not_an_overflow_error():
     y = rng.integers(0, 3, 1536)
     cmp = fastce.Comparator(["A", "B"], 3)
     cmp.update(y, {"A": rng.standard_normal((1536, 3)), "B": rng.standard_normal((1536, 3))})
-    for value in ("0x10", "-0x1"):
+    state = json.loads(json.dumps(cmp.state_dict()))
+    state["state"]["pairs"][0]["sums"][1] = "0x10"
+    result = fastce.Comparator.from_state_dict(state).result()
+    json.loads(result.to_json(), parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+    str(result)
+    # A negative weight or row count, which no rows give, is refused (it loaded, and gave n = -4096).
+    for column in (0, 1):
         state = json.loads(json.dumps(cmp.state_dict()))
-        state["state"]["pairs"][0]["sums"][1] = value
-        result = fastce.Comparator.from_state_dict(state).result()
-        json.loads(result.to_json(), parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
-        str(result)
+        state["state"]["pairs"][0]["sums"][column] = "-0x1"
+        with pytest.raises(fastce.InputError, match=f"sum {column} is negative"):
+            fastce.Comparator.from_state_dict(state)
 
 
 def test_the_number_of_models_and_of_k_values_is_bounded_before_anything_is_allocated():

@@ -771,3 +771,33 @@ def test_one_hot_targets_forced_to_the_multi_label_task_warn_at_every_door(tmp_p
         fastce.evaluate(some_not, logits=z, task="multilabel")
         fastce.evaluate(one_hot, logits=z)
         fastce.evaluate(one_hot[:, :1], logits=z[:, :1])  # a one-label indicator: one column, no single-label reading
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_state_with_a_negative_sum_or_a_count_without_its_row_is_refused(task):
+    # Edited state dicts loaded: a negated weight sum gave weight_sum -4608 and accuracy -0.34, and a count of NaN
+    # rows with no first row gave "scores row -1 holds NaN".  Every sum checked adds terms >= 0.
+    y, z, _ = _data(task, 20000)  # whole blocks: rows in the state, not pending
+    ev = fastce.Evaluator()
+    ev.update(y, z)
+    good = json.loads(json.dumps(ev.state_dict()))
+    assert good["state"]["rows_seen"] > 0
+    fastce.Evaluator.from_state_dict(good)
+    state = good["state"]
+    for i, text in enumerate(state["sums"]):
+        if task == "soft" and i in (2, 3):  # the targets' entropy and the KL divergence: sums that may be < 0
+            continue
+        edited = json.loads(json.dumps(good))
+        edited["state"]["sums"][i] = "-0x1" if int(text, 16) == 0 else "-" + text
+        with pytest.raises(InputError, match=f"sum {i} is negative") as caught:
+            fastce.Evaluator.from_state_dict(edited)
+        assert caught.value.argument == "state"
+    edited = json.loads(json.dumps(good))
+    if "counters" in state:  # multi-class and binary: named counters
+        edited["state"]["counters"]["nonfinite_rows"] = 1
+        pattern = "nonfinite_rows is 1 but first_nonfinite_row is -1"
+    else:
+        edited["state"]["counts"][1] = 1
+        pattern = r"counts\[1\] is 1 but counts\[\d+\] is -1"
+    with pytest.raises(InputError, match=pattern):
+        fastce.Evaluator.from_state_dict(edited)

@@ -40,7 +40,7 @@ from fastce.readers import Batch as RowsBatch, check_task, make_reader
 from fastce.checks import check_probabilities, check_probability_range, sum_to_one_tolerance
 from fastce._warn import user_stacklevel
 from fastce.errors import FastCEWarning, InputError
-from fastce.state import State, check_nan_policy
+from fastce.state import State, check_nan_policy, check_nonnegative_sums
 
 COMPARISON_FORMAT = "fastce.comparison/1"
 # Rows per slice of the per-model path: its per-row buffers (40 bytes a row and model) stay ~10 MB.
@@ -86,6 +86,13 @@ def _models(container, names, argument: str) -> tuple[list, list]:
     if len(set(listed_names)) != len(listed_names):
         raise InputError(f"model names must differ, got {listed_names}.", argument="names")
     return listed_names, arrays
+
+
+# The pair sums that no rows make negative (counts, weights, squares, losses and their products; the outcome
+# table's rows, weights and squared weights follow from PK.P_TABLE on): a loaded state's are checked.
+_NONNEGATIVE_PAIR_SUMS = (PK.P_ROWS, PK.P_W, PK.P_W2, PK.P_W2DL2, PK.P_W2DB2, PK.P_FINITE_ROWS, PK.P_INF_ROWS,
+                          PK.P_LA, PK.P_LB, PK.P_LA2, PK.P_LB2, PK.P_LAB, PK.P_CWB_ROWS, PK.P_CWB_W, PK.P_CWA_ROWS,
+                          PK.P_CWA_W)
 
 
 def compare(
@@ -655,6 +662,7 @@ class ComparisonState:
                     isinstance(t, str) for t in sums
                 ):
                     raise ValueError("pair sums must be a list of hexadecimal strings")
+                check_nonnegative_sums(sums, _NONNEGATIVE_PAIR_SUMS + tuple(range(PK.P_TABLE, len(sums))))
                 out.pairs[key] = np.stack([_exactsum.from_hex(t) for t in sums])
                 dropped = entry.get("dropped", [])
                 if not isinstance(dropped, list) or not all(

@@ -379,6 +379,8 @@ class State:
                 else _json_int(counters[name], name, low=0, high=rows_seen)
                 for index, name in enumerate(_COUNTER_NAMES)
             ]
+            check_first_rows(counts, _FIRST_ROW_OF, _COUNTER_NAMES)
+            check_nonnegative_sums(sums, range(len(sums)))  # every term summed is >= 0: a negative sum is an edit
             state = cls.empty(
                 num_classes,
                 top_k,
@@ -424,6 +426,29 @@ def _from_json_float(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"expected a number, got {_short(value)}")
     return _json.decode_float(value)
+
+
+# Each counter of rows and the counter of its first row (State.counts' indices).
+_FIRST_ROW_OF = ((K.C_NONFINITE, K.FIRST_NONFINITE), (K.C_INF_LOSS, K.FIRST_INF_LOSS), (K.C_BELOW0, K.FIRST_BELOW0),
+                 (K.C_ABOVE1, K.FIRST_ABOVE1), (K.C_UNNORMALIZED, K.FIRST_UNNORMALIZED),
+                 (K.C_OVERFLOW, K.FIRST_OVERFLOW))
+
+
+def check_first_rows(counts, first_row_of, names=None) -> None:
+    """ValueError unless each (counter, first row) pair of ``counts`` agrees: a first row (>= 0) where rows were
+    counted, -1 where none were.  A count without its row named an error's "row -1"."""
+    for count, first in first_row_of:
+        if (counts[count] > 0) != (counts[first] >= 0):
+            what, where = (names[count], names[first]) if names else (f"counts[{count}]", f"counts[{first}]")
+            raise ValueError(f"{what} is {counts[count]} but {where} is {counts[first]}")
+
+
+def check_nonnegative_sums(texts, columns) -> None:
+    """ValueError when an exact sum (hexadecimal text) of ``columns`` is negative: sums of terms that are never
+    negative (weights, losses, squares, counts), so a state holding one was edited, and its means would be."""
+    for column in columns:
+        if int(texts[column], 16) < 0:
+            raise ValueError(f"sum {column} is negative, which no rows give")
 
 
 # Longest hex text of an exact sum: more digits than from_hex accepts is refused unread.

@@ -38,7 +38,9 @@ from fastce.state import (
     _json_list,
     _MAX_HEX_CHARS,
     _merged_clusters,
+    check_first_rows,
     check_nan_policy,
+    check_nonnegative_sums,
     check_row_total,
     malformed_reason,
     raise_nonfinite,
@@ -124,11 +126,14 @@ class Sums:
         }
 
     @classmethod
-    def from_dict(cls, data, n_exact: int, n_counts: int, first_column: int, width: int = 1) -> "Sums":
+    def from_dict(cls, data, n_exact: int, n_counts: int, first_column: int, width: int = 1, *, nonnegative=(),
+                  first_rows=()) -> "Sums":
         """Inverse of ``to_dict``; ValueError/TypeError/KeyError on anything malformed (checked before allocating).
 
         Column 0 counts rows (at most ``rows_seen``); the other counters
-        count rows or elements (at most ``rows_seen * width``).
+        count rows or elements (at most ``rows_seen * width``).  The sums of
+        ``nonnegative`` may not be negative, and each (counter, first row)
+        pair of ``first_rows`` must agree (see state.check_first_rows).
         """
         if not isinstance(data, dict):
             raise ValueError(f"sums must be a mapping, got {type(data).__name__}")
@@ -148,6 +153,8 @@ class Sums:
             else _json_int(c, f"counts[{i}]", low=0, high=rows_seen if i == 0 else min(MAX_ROWS, rows_seen * width))
             for i, c in enumerate(counts)
         ]
+        check_nonnegative_sums(sums, nonnegative)
+        check_first_rows(checked, first_rows)
         out = cls(n_exact, n_counts, first_column)
         out.sums = np.stack([_exactsum.from_hex(text) for text in sums])
         out.minmax = np.array([_from_json_float(data["min_score"]), _from_json_float(data["max_score"])])
@@ -358,6 +365,8 @@ class _SumsState:
     task = ""
     FORMAT = ""
     _LAYOUT = (0, 0, 0)  # (exact sums, counters, first first-row counter) of the kernel family
+    _NONNEGATIVE_SUMS: tuple = ()  # the exact sums no rows make negative (a loaded state's are checked)
+    _FIRST_ROWS: tuple = ()  # (counter, its first row) pairs of the counters (see state.check_first_rows)
 
     # The means whose clustered errors groups= gives, in the order of the per-row values of the group sums
     # (the row_values of kernels_binary.bce_blocks and kernels_soft.soft_blocks); each a Metrics field.
@@ -419,7 +428,8 @@ class _SumsState:
             from_logits = _json_bool(data["from_logits"], "from_logits")
             if data.get("task") != cls.task:
                 raise ValueError(f"task must be {cls.task!r}")
-            sums = Sums.from_dict(data, *cls._LAYOUT, width=num_classes)
+            sums = Sums.from_dict(data, *cls._LAYOUT, width=num_classes, nonnegative=cls._NONNEGATIVE_SUMS,
+                                  first_rows=cls._FIRST_ROWS)
             clusters = None
             if data.get("groups") is not None:
                 from fastce.groups import GroupSums
@@ -451,6 +461,11 @@ class MultilabelState(_SumsState):
     task = "multilabel"
     FORMAT = "fastce.multilabel-state/1"
     _LAYOUT = (KB.EXACT_SUMS, KB.NUM_COUNTS, KB.FIRST_COLUMNS)
+    # Every exact sum adds terms >= 0 (targets are checked to lie in [0, 1], element losses are >= 0).
+    _NONNEGATIVE_SUMS = tuple(range(KB.EXACT_SUMS))
+    _FIRST_ROWS = ((KB.N_NONFINITE, KB.FIRST_NONFINITE), (KB.N_INF_LOSS, KB.FIRST_INF_LOSS),
+                   (KB.N_BELOW0, KB.FIRST_BELOW0), (KB.N_ABOVE1, KB.FIRST_ABOVE1),
+                   (KB.N_BAD_TARGET, KB.FIRST_BAD_TARGET))
     GROUPED_MEANS = ("cross_entropy", "brier", "hamming_accuracy", "subset_accuracy")
 
     def raise_now(self, nan_policy: str, name: str, *, target_name: str = "y_true") -> None:
@@ -526,6 +541,11 @@ class SoftState(_SumsState):
     task = "soft"
     FORMAT = "fastce.soft-state/1"
     _LAYOUT = (KS.NUM_SUMS, KS.NUM_COUNTS, KS.FIRST_COLUMNS)
+    # Not the entropy's and KL's sums: a target entry above 1 (rows not summing to 1 are warned of, not refused)
+    # has a negative -q log q, and a row's KL may round below 0.
+    _NONNEGATIVE_SUMS = (KS.S_LOSS, KS.S_DENOM, KS.S_HITS, KS.S_LOSS2, KS.S_ENTROPY2, KS.S_KL2)
+    _FIRST_ROWS = ((KS.N_NONFINITE, KS.FIRST_NONFINITE), (KS.N_INF_LOSS, KS.FIRST_INF_LOSS),
+                   (KS.N_BAD_TARGET, KS.FIRST_BAD_TARGET), (KS.N_UNNORMALIZED, KS.FIRST_UNNORMALIZED))
     GROUPED_MEANS = ("cross_entropy", "target_entropy", "kl_divergence", "accuracy")
 
     def _check_invariants(self) -> None:
