@@ -428,10 +428,10 @@ def _from_json_float(value) -> float:
     return _json.decode_float(value)
 
 
-# Each counter of rows and the counter of its first row (State.counts' indices).
-_FIRST_ROW_OF = ((K.C_NONFINITE, K.FIRST_NONFINITE), (K.C_INF_LOSS, K.FIRST_INF_LOSS), (K.C_BELOW0, K.FIRST_BELOW0),
-                 (K.C_ABOVE1, K.FIRST_ABOVE1), (K.C_UNNORMALIZED, K.FIRST_UNNORMALIZED),
-                 (K.C_OVERFLOW, K.FIRST_OVERFLOW))
+# Each counter of rows whose error names its first row, and the counter of that row (State.counts' indices).
+# Not the infinite losses': compare's per-model states count those without a first row.
+_FIRST_ROW_OF = ((K.C_NONFINITE, K.FIRST_NONFINITE), (K.C_BELOW0, K.FIRST_BELOW0), (K.C_ABOVE1, K.FIRST_ABOVE1),
+                 (K.C_UNNORMALIZED, K.FIRST_UNNORMALIZED), (K.C_OVERFLOW, K.FIRST_OVERFLOW))
 
 
 def check_first_rows(counts, first_row_of, names=None) -> None:

@@ -463,9 +463,8 @@ class MultilabelState(_SumsState):
     _LAYOUT = (KB.EXACT_SUMS, KB.NUM_COUNTS, KB.FIRST_COLUMNS)
     # Every exact sum adds terms >= 0 (targets are checked to lie in [0, 1], element losses are >= 0).
     _NONNEGATIVE_SUMS = tuple(range(KB.EXACT_SUMS))
-    _FIRST_ROWS = ((KB.N_NONFINITE, KB.FIRST_NONFINITE), (KB.N_INF_LOSS, KB.FIRST_INF_LOSS),
-                   (KB.N_BELOW0, KB.FIRST_BELOW0), (KB.N_ABOVE1, KB.FIRST_ABOVE1),
-                   (KB.N_BAD_TARGET, KB.FIRST_BAD_TARGET))
+    _FIRST_ROWS = ((KB.N_NONFINITE, KB.FIRST_NONFINITE), (KB.N_BELOW0, KB.FIRST_BELOW0),
+                   (KB.N_ABOVE1, KB.FIRST_ABOVE1), (KB.N_BAD_TARGET, KB.FIRST_BAD_TARGET))
     GROUPED_MEANS = ("cross_entropy", "brier", "hamming_accuracy", "subset_accuracy")
 
     def raise_now(self, nan_policy: str, name: str, *, target_name: str = "y_true") -> None:
@@ -544,8 +543,8 @@ class SoftState(_SumsState):
     # Not the entropy's and KL's sums: a target entry above 1 (rows not summing to 1 are warned of, not refused)
     # has a negative -q log q, and a row's KL may round below 0.
     _NONNEGATIVE_SUMS = (KS.S_LOSS, KS.S_DENOM, KS.S_HITS, KS.S_LOSS2, KS.S_ENTROPY2, KS.S_KL2)
-    _FIRST_ROWS = ((KS.N_NONFINITE, KS.FIRST_NONFINITE), (KS.N_INF_LOSS, KS.FIRST_INF_LOSS),
-                   (KS.N_BAD_TARGET, KS.FIRST_BAD_TARGET), (KS.N_UNNORMALIZED, KS.FIRST_UNNORMALIZED))
+    _FIRST_ROWS = ((KS.N_NONFINITE, KS.FIRST_NONFINITE), (KS.N_BAD_TARGET, KS.FIRST_BAD_TARGET),
+                   (KS.N_UNNORMALIZED, KS.FIRST_UNNORMALIZED))
     GROUPED_MEANS = ("cross_entropy", "target_entropy", "kl_divergence", "accuracy")
 
     def _check_invariants(self) -> None:
