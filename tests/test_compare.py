@@ -670,3 +670,38 @@ def test_comparator_updates_read_each_row_once_when_nothing_may_raise(monkeypatc
     assert sum(read_rows) == n
     monkeypatch.undo()
     assert cmp.result().to_json() == fastce.compare(y, logits=scores, groups=groups).to_json()
+
+
+def test_the_text_says_which_to_read_when_the_exact_test_and_the_normal_interval_disagree():
+    # B fixes 5 rows A gets wrong and breaks none: the normal interval of the lead excludes 0, the exact McNemar
+    # p is 0.0625.  The text printed "95% CI +0.06 to +0.94, McNemar p = 0.062: within the noise", nothing more.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 1000)
+    za = rng.standard_normal((1000, 3))
+    zb = za.copy()
+    wrong = np.flatnonzero(za.argmax(1) != y)[:5]
+    zb[wrong, y[wrong]] = za[wrong].max(1) + 1.0
+    c = fastce.compare(y, logits={"A": za, "B": zb})
+    d = c.delta("B", "A", "accuracy")
+    low, high = d.interval()
+    assert low > 0 and d.p_value == pytest.approx(0.0625)
+    line = next(line for line in str(c).splitlines() if line.startswith("- Highest accuracy"))
+    assert "within the noise" in line and "excludes 0, but with only 5 rows where the two differ" in line, line
+    assert "the exact test decides" in line
+    many = fastce.compare(y, logits={"A": za, "B": za + 0.5 * rng.standard_normal((1000, 3))})
+    assert "approximation" not in str(many)  # where the two agree, no clause
+
+
+def test_two_infinite_losses_are_not_ranked():
+    # Both models' losses infinite: the text named the first argument "Lowest loss: A (inf nats)" and the other
+    # "higher by an undefined amount", and the reverse with the arguments swapped.
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 500)
+    za = rng.standard_normal((500, 3))
+    zb = za + rng.standard_normal((500, 3))
+    za[0, y[0]] = -np.inf
+    zb[1, y[1]] = -np.inf
+    for logits in ({"A": za, "B": zb}, {"B": zb, "A": za}):
+        text = str(fastce.compare(y, logits=logits))
+        assert "- Lowest loss: none: the losses of " in text and " are infinite" in text, text
+        assert "higher by" not in text

@@ -152,7 +152,13 @@ def comparison_text(c) -> str:
     shared = len(set(rows.values())) == 1
     best, runner, d = _first_two(c, "cross_entropy", lower=True)
     value = f" ({_fixed(c.metrics[best].cross_entropy, 4)} {unit})" if shared else " (on the rows both kept)"
-    if d.estimate == 0.0:
+    if math.isinf(c.metrics[best].cross_entropy) and math.isinf(c.metrics[runner].cross_entropy):
+        # Both infinite: neither is lower (the ranking kept the argument order and named one "lowest").
+        infinite = [n for n in c.names if math.isinf(c.metrics[n].cross_entropy)]
+        lines.append(f"- Lowest loss: none: {'the losses of ' if len(infinite) > 1 else 'the loss of '}"
+                     f"{_listed(infinite)} {'are' if len(infinite) > 1 else 'is'} infinite (some row's truth has "
+                     "probability 0), so the losses cannot be ranked or compared; the accuracy and Brier score can.")
+    elif d.estimate == 0.0:
         lines.append(f"- Lowest loss: {best} and {runner}{value}, tied: the difference is exactly 0.")
     else:
         lines.append(f"- Lowest loss: {best}{value}. {runner}, next, is higher by {_loss_phrase(d, unit)}: "
@@ -188,6 +194,12 @@ def comparison_text(c) -> str:
     return "\n".join(lines)
 
 
+def _listed(names) -> str:
+    """"A", "A and B", "A, B and C"."""
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _first_two(c, field: str, *, lower: bool) -> tuple:
     """(the best model in ``field``, the next, the paired Delta of the worse minus the better (``lower``: a
     loss) or of the better minus the worse (a share)).
@@ -212,7 +224,24 @@ def _leader(c, field: str, name: str, shared: bool) -> str:
     value = f" ({100 * getattr(c.metrics[best], field):.2f}%)" if shared else " (on the rows both kept)"
     if d.estimate == 0.0:
         return f"- Highest {name}: {best} and {runner}{value}, tied: the difference is exactly 0."
-    return f"- Highest {name}: {best}{value}. It leads {runner}, next, by {_accuracy_phrase(d)}: {_verdict(d)}."
+    return (f"- Highest {name}: {best}{value}. It leads {runner}, next, by {_accuracy_phrase(d)}: {_verdict(d)}"
+            f"{_interval_caveat(c, d, best, runner)}.")
+
+
+def _interval_caveat(c, d, best: str, runner: str) -> str:
+    """Where the exact McNemar verdict and the normal interval printed beside it disagree (few rows where the models
+    differ: 5 rows, all one way, gave "95% CI +0.06 to +0.94, McNemar p = 0.062: within the noise"), a clause saying
+    which to read; "" where they agree."""
+    if d.test != "McNemar exact" or math.isnan(d.p_value):
+        return ""
+    low, high = d.interval()
+    if not (math.isfinite(low) and math.isfinite(high)) or (low > 0.0 or high < 0.0) == (d.p_value < SIGNIFICANT):
+        return ""
+    cells = c.table(runner, best, k=d.k or 1)
+    differ = cells["only_a_right"]["rows"] + cells["only_b_right"]["rows"]
+    return (f"; the normal interval beside it {'excludes' if low > 0.0 or high < 0.0 else 'includes'} 0, but with "
+            f"only {differ:,} row{'' if differ == 1 else 's'} where the two differ it is an approximation: the exact "
+            "test decides")
 
 
 def _confidently_wrong_phrase(c, winner: str, loser: str) -> str:
