@@ -796,3 +796,44 @@ def test_the_confidently_wrong_finding_speaks_of_the_rows_not_of_a_high_accuracy
     assert r.metrics.accuracy < 0.5 and "accuracy stays high" not in text
     share = r.loss_split["confidently_wrong"]
     assert f"{share['loss_share'] / share['row_share']:.2g} times their share of the rows" in text
+
+
+def test_findings_text_does_not_contradict_its_numbers_at_the_edges():
+    # A helper's hunt: each sentence below was printed beside numbers that contradict it.
+    # Confidence 0.95 on rows right 55% of the time and 0.55 on rows right 95%: ECE 0.4 and mean confidence equal
+    # to accuracy ("over-confident: mean confidence 75.0% against 75.0% accuracy", from a 4e-16 gap).
+    y = np.zeros(200, dtype=np.int64)
+    p = np.empty((200, 2))
+    p[:100, 0] = 0.95
+    p[100:, 0] = 0.55
+    p[:, 1] = 1 - p[:, 0]
+    y[55:100] = 1  # 55 of the first 100 right
+    y[195:] = 1  # 95 of the last 100 right
+    text = str(fastce.diagnose(y, proba=p))
+    assert "mis-calibrated both ways" in text and "over-confident:" not in text, text
+    # Every row wrong: "against nan for correct rows".
+    z = np.array([[0.0, 2.0], [3.0, 0.0], [0.0, 1.0]])
+    text = str(fastce.diagnose(np.array([0, 1, 0]), logits=z))
+    assert "no row is right" in text and "nan" not in text.split("Findings")[0].split("rows ")[0], text
+    # A 1-D binary logit of +inf with label 0 was blamed on "a -inf logit".
+    text = str(fastce.diagnose(np.array([0, 1, 0, 1]), logits=np.array([np.inf, 2.0, -1.0, 0.5])))
+    assert "(an infinite logit against it)" in text and "-inf" not in text, text
+    # nan_policy="propagate": NaN metrics beside a split of the other rows, without a word.
+    z = np.array([[2.0, 0.0], [0.0, 2.0], [3.0, 1.0], [np.nan, 0.0], [1.0, 0.0]])
+    text = str(fastce.diagnose(np.array([0, 0, 1, 0, 0]), logits=z, nan_policy="propagate"))
+    assert "so the metrics are NaN; the loss split and the calibration below cover the rows with finite" in text
+
+
+def test_multilabel_report_with_an_infinite_loss_plots_both_figures(tmp_path):
+    # Every label's loss share is NaN when one answer's loss is infinite: plot() raised "Axis limits cannot be NaN
+    # or Inf" after writing one of its two files (and `fastce report --plots` exited 2 without the report).
+    pytest.importorskip("matplotlib")
+    y = np.array([[1, 0], [0, 1], [1, 1]])
+    z = np.array([[-np.inf, -1.0], [-2.0, 3.0], [1.0, 2.0]])
+    report = fastce.diagnose(y, logits=z)
+    assert math.isinf(report.metrics.cross_entropy)
+    paths = report.plot(tmp_path)
+    assert sorted(p.rsplit("/", 1)[-1] for p in map(str, paths)) == ["labels.png", "reliability.png"]
+    assert all((tmp_path / name).stat().st_size > 1000 for name in ("labels.png", "reliability.png"))
+    text = str(fastce.diagnose(np.array([[1, 1], [0, 1], [1, 0]]), logits=np.array([[-2.0, -1], [1, -2], [-1, 3]])))
+    assert "no answer is right" in text, text

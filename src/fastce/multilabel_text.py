@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from fastce.report_text import _pct, _table
+from fastce.report_text import _pct, _table, calibration_tone
 
 # "Much lower": the subset accuracy this far below the Hamming accuracy is worth a sentence.
 _SUBSET_GAP = 0.1
@@ -50,8 +50,9 @@ def findings(report) -> list:
         if wrong["count"]:
             out.append(
                 f"Wrong answers ({_pct(wrong['share'])} of all row-label answers) carry {_pct(wrong['loss_share'])} "
-                f"of the loss (mean {wrong['mean_loss']:.3g} nats, against {split['correct']['mean_loss']:.3g} for "
-                "right answers)"
+                f"of the loss (mean {wrong['mean_loss']:.3g} nats, "
+                + (f"against {split['correct']['mean_loss']:.3g} for right answers)" if split["correct"]["count"]
+                   else "no answer is right)")
                 + (
                     f"; {_pct(confident['share'])} are confidently wrong (p(right answer) < {split['threshold']:g}) "
                     f"and carry {_pct(confident['loss_share'])}."
@@ -66,14 +67,8 @@ def findings(report) -> list:
         )
     cal = report.calibration
     if cal["ece"] == cal["ece"]:
-        gap = cal["mean_confidence"] - cal["accuracy"]
-        if abs(gap) < 0.01 and cal["ece"] < 0.02:
-            tone = "well calibrated: its confidence matches how often it is right"
-        elif gap > 0:
-            tone = f"over-confident: mean confidence {_pct(cal['mean_confidence'])} against {_pct(cal['accuracy'])} right"
-        else:
-            tone = f"under-confident: mean confidence {_pct(cal['mean_confidence'])} against {_pct(cal['accuracy'])} right"
-        out.append(f"Calibration over all labels: ECE {cal['ece']:.4f} over {cal['n_bins']} bins; the model is {tone}.")
+        out.append(f"Calibration over all labels: ECE {cal['ece']:.4f} over {cal['n_bins']} bins; the model is "
+                   f"{calibration_tone(cal, 'right')}.")
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -57,12 +58,17 @@ def _label_losses(plt, report):
     fig, ax = plt.subplots(figsize=(6.5, 0.35 * max(len(top), 4) + 1.4))
     names = [f"label {row['label']}" for row in top][::-1]
     shares = [100 * row["loss_share"] for row in top][::-1]
-    bars = ax.barh(names, shares, color="#c44e52", edgecolor="black")
-    for bar, row in zip(bars, top[::-1]):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f"  F1 {row['f1']:.2f}", va="center", fontsize=8)
+    # An infinite loss (a +-inf logit on the wrong side) leaves every share undefined (NaN): such bars are drawn
+    # empty and say so (the axis limits took the NaN and matplotlib raised, losing the report's other plot).
+    drawn = [share if math.isfinite(share) else 0.0 for share in shares]
+    bars = ax.barh(names, drawn, color="#c44e52", edgecolor="black")
+    for bar, row, share in zip(bars, top[::-1], shares):
+        undefined = "" if math.isfinite(share) else "share undefined (an infinite loss), "
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f"  {undefined}F1 {row['f1']:.2f}", va="center",
+                fontsize=8)
     ax.axvline(100 / n_labels, color="black", linestyle="--", linewidth=1, label=f"even spread ({100 / n_labels:.1f}%)")
     ax.set_xlabel("share of the loss (%)")
-    ax.set_xlim(0, max(shares + [100 / n_labels]) * 1.25)
+    ax.set_xlim(0, max(drawn + [100 / n_labels]) * 1.25)
     ax.set_title(f"Labels carrying most of the loss ({len(top)} of {n_labels})")
     # Under the axis, at its right (inside it, the legend covered the last bar's F1).
     ax.legend(loc="upper right", bbox_to_anchor=(1.0, -0.1), fontsize=8, frameon=False)

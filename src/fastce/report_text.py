@@ -28,17 +28,26 @@ def findings(report) -> list:
         f"{m.perplexity:.4g}): an average of -log p(true class), not a percentage; 0 is perfect and "
         f"guessing uniformly among {m.num_classes} classes gives {math.log(max(m.num_classes, 1)):.4g}."
     ]
+    if math.isnan(m.cross_entropy):
+        # nan_policy="propagate": the metrics are NaN, the split and calibration are those of the other rows (they
+        # were stated below without a word, beside a table of NaN metrics).
+        out.append("Some rows' scores are NaN (nan_policy='propagate'), so the metrics are NaN; the loss split and "
+                   "the calibration below cover the rows with finite scores.")
     wrong, right, confident = split["wrong"], split["correct"], split["confidently_wrong"]
     if split["infinite_loss_rows"]:
+        # Logits: -inf for the true class, or +inf for another (a 1-D binary logit of +inf with label 0 was
+        # described as "a -inf logit"); probabilities: exactly 0 for it.
+        why = "an infinite logit against it" if m.from_logits else "a probability of exactly 0 for it"
         out.append(
-            f"{split['infinite_loss_rows']} row(s) give the true class probability 0 (a -inf logit), so the "
+            f"{split['infinite_loss_rows']} row(s) give the true class probability 0 ({why}), so the "
             "cross-entropy is infinite whatever the other rows do."
         )
     elif wrong["rows"]:
+        against = (f"against {right['mean_loss']:.3g} for correct rows" if right["rows"] else "no row is right")
         out.append(
             f"Accuracy counts mistakes, cross-entropy weighs how confident each one was: the {_pct(wrong['row_share'])} "
             f"of rows that are wrong carry {_pct(wrong['loss_share'])} of the loss (mean loss {wrong['mean_loss']:.3g} "
-            f"nats, against {right['mean_loss']:.3g} for correct rows)."
+            f"nats, {against})."
         )
         if confident["rows"]:
             out.append(
@@ -57,15 +66,24 @@ def findings(report) -> list:
         approx = "" if split["worst_1pct_exact"] else " (estimated from the loss histogram)"
         out.append(f"The worst 1% of rows carry {_pct(share)} of the loss{approx}.")
     if cal["ece"] == cal["ece"]:
-        gap = cal["mean_confidence"] - cal["accuracy"]
-        if abs(gap) < 0.01 and cal["ece"] < 0.02:
-            tone = "well calibrated: its confidence matches how often it is right"
-        elif gap > 0:
-            tone = f"over-confident: mean confidence {_pct(cal['mean_confidence'])} against {_pct(cal['accuracy'])} accuracy"
-        else:
-            tone = f"under-confident: mean confidence {_pct(cal['mean_confidence'])} against {_pct(cal['accuracy'])} accuracy"
-        out.append(f"Calibration: ECE {cal['ece']:.4f} over {cal['n_bins']} bins; the model is {tone}.")
+        out.append(f"Calibration: ECE {cal['ece']:.4f} over {cal['n_bins']} bins; the model is "
+                   f"{calibration_tone(cal, 'accuracy')}.")
     return out
+
+
+def calibration_tone(cal: dict, right: str) -> str:
+    """What the calibration says of the model: well calibrated, over- or under-confident on the whole, or
+    mis-calibrated both ways (mean confidence matching ``right`` -- "accuracy", "right" -- while the ECE is
+    not small: 0.95 confidence on rows right 55% of the time and 0.55 on rows right 95% of the time was called
+    "over-confident" from a gap of 4e-16 between two equal percentages)."""
+    gap = cal["mean_confidence"] - cal["accuracy"]
+    against = f"mean confidence {_pct(cal['mean_confidence'])} against {_pct(cal['accuracy'])} {right}"
+    if abs(gap) < 0.01:
+        if cal["ece"] < 0.02:
+            return "well calibrated: its confidence matches how often it is right"
+        return (f"mis-calibrated both ways: over-confident in some confidence bins and under-confident in others, "
+                f"which cancel on the whole ({against})")
+    return f"{'over' if gap > 0 else 'under'}-confident: {against}"
 
 
 def _table(rows, header) -> list:
