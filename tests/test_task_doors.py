@@ -763,6 +763,7 @@ def test_one_hot_targets_forced_to_the_multi_label_task_warn_at_every_door(tmp_p
     argv = ["eval", "--labels", str(tmp_path / "y.npy"), "--logits", str(tmp_path / "z.npy"), "--no-progress"]
     assert cli.main(argv + ["--task", "multilabel"], out=io.StringIO(), err=err) == 0
     assert re.search(expected, err.getvalue().replace("\n", " ")), err.getvalue()
+    assert "every row of --labels" in err.getvalue() and "--task multilabel" in err.getvalue()  # the command's words
     # Quiet where the rows are not all one-hot, and where one-hot rows are read as the class indices they are.
     some_not = one_hot.copy()
     some_not[3, (one_hot[3].argmax() + 1) % 8] = 1

@@ -533,7 +533,7 @@ def top_k_option(args, num_classes: int, err) -> tuple:
         warnings.simplefilter("always", TopKWarning)
         top_k = validation.top_k_values(args.top_k, num_classes)
     for warning in caught:  # a --top-k >= the class count prints 1
-        print(f"fastce: warning: {_flag_names(_one_line(str(warning.message)))}", file=err)
+        print(f"fastce: warning: {warning_text(warning)}", file=err)
     return top_k
 
 
@@ -700,7 +700,7 @@ def _finish(compute, args, inputs, out, err) -> None:
         except InputError as exc:
             raise _with_where(exc, inputs) from exc
     for warning in caught:
-        print(f"fastce: warning: {_flag_names(_one_line(str(warning.message)))}", file=err)
+        print(f"fastce: warning: {warning_text(warning)}", file=err)
     if isinstance(result, Metrics):
         out.write((result.to_json() if args.json else result.table(inputs.scores.dtype)) + "\n")
     else:
@@ -720,6 +720,12 @@ def _with_where(exc: InputError, inputs, groups=None) -> InputError:
         # a 16-row file does not have.
         text = re.sub(rf"^(\S+) row {int(exc.row)}\b", r"\1 at that position", text, count=1)  # the subject's
     return InputError(f"{where}: {text}" if where else text, argument=exc.argument, row=exc.row)
+
+
+def warning_text(warning) -> str:
+    """A caught warning as the command prints it: one line, the command's flags for the API's argument names,
+    and --labels for y_true (a command user passed a labels file, never a y_true)."""
+    return re.sub(r"\by_true\b", "--labels", _flag_names(_one_line(str(warning.message))))
 
 
 def _flag_names(text: str, *, top_k: bool = True) -> str:

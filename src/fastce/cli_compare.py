@@ -140,7 +140,7 @@ def run_compare(args, out, err) -> int:
             except InputError as exc:
                 raise where(exc) from exc
         for warning in caught:
-            print(f"fastce: warning: {cli._flag_names(cli._one_line(str(warning.message)))}", file=err)
+            print(f"fastce: warning: {cli.warning_text(warning)}", file=err)
         out.write((result.to_json() if args.json else str(result)) + "\n")
         out.flush()
     return 0
